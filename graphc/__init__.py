@@ -1,0 +1,17 @@
+"""graphc: a deep-learning model compiler with a Keras-style functional front end.
+
+Models written with ``Input``, ``layers`` and ``Model``/``Sequential`` are lowered to a
+typed IR (``graphc.lower``), optimized, and run by a backend (``graphc.build``).
+"""
+
+from graphc import applications, layers, models, utils
+from graphc import ops as _ops  # noqa: F401  (registers every op)
+from graphc.api import CompiledModel, build, lower, verify
+from graphc.frontend.input_layer import Input, InputLayer
+from graphc.frontend.model import Model
+from graphc.frontend.sequential import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "applications",
+           "lower", "build", "verify", "CompiledModel", "__version__"]

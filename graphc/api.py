@@ -1,0 +1,130 @@
+"""The top-level API: ``lower``, ``build``, ``verify`` and ``CompiledModel``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from graphc.backends.reference.interpreter import InputError, run
+from graphc.frontend import nest
+from graphc.frontend.model import Model
+from graphc.frontend.to_ir import lower_model
+from graphc.ir.graph import Graph
+from graphc.ir.verify import verify as _verify_ir
+from graphc.ops.registry import infer_op
+
+TARGETS = ("reference",)
+
+
+def lower(model: Model, *, training: bool = False) -> Graph:
+    """The IR graph of a Model (inference graph unless ``training``)."""
+    graph, _ = lower_model(model, training=training)
+    return graph
+
+
+def verify(graph: Graph) -> None:
+    """Check the IR's invariants and every op's shape/dtype rule; raises VerificationError."""
+    _verify_ir(graph, infer_op)
+
+
+class CompiledModel:
+    """A model compiled for one target; ``predict`` takes arrays, lists or dicts like Keras."""
+
+    def __init__(self, graph: Graph, target: str, *, model: Model | None = None, params=None, level: int = 0):
+        self.graph = graph
+        self.target = target
+        self.level = level
+        self._model = model
+        self._params = params or {}
+        self._versions = self._current_versions()
+        self.input_names: list[str] = list(graph.meta.get("input_names", graph.inputs))
+        self.output_names: list[str] = list(graph.meta.get("output_names", graph.outputs))
+        self._out_kind = graph.meta.get("output_structure", "list" if len(graph.outputs) > 1 else "single")
+
+    def _current_versions(self):
+        return {name: var.version for name, var in self._params.items()}
+
+    def _sync_weights(self) -> None:
+        """Pick up weights changed on the source model since compilation (level 0 graphs)."""
+        for name, var in self._params.items():
+            if self._versions.get(name) != var.version and name in self.graph.constants:
+                self.graph.set_constant(name, var.value)
+                self._versions[name] = var.version
+
+    def feeds(self, x) -> dict[str, np.ndarray]:
+        """Map user data (array, list/tuple in input order, or dict by input name) to graph inputs."""
+        names = self.graph.inputs
+        if isinstance(x, Mapping):
+            unknown = [k for k in x if k not in names]
+            missing = [n for n in names if n not in x]
+            if unknown or missing:
+                raise InputError(f"input dict keys {sorted(x)} do not match the model inputs {names}"
+                                 + (f"; missing {missing}" if missing else "")
+                                 + (f"; unknown {unknown}" if unknown else ""))
+            return {n: x[n] for n in names}
+        if isinstance(x, (list, tuple)) and len(names) > 1:
+            if len(x) != len(names):
+                raise InputError(f"the model takes {len(names)} inputs {names}, got a list of {len(x)}")
+            return dict(zip(names, x))
+        if isinstance(x, (list, tuple)) and len(x) == 1 and not np.isscalar(x[0]) and np.ndim(x[0]) >= 1 \
+                and len(names) == 1 and isinstance(x[0], np.ndarray):
+            return {names[0]: x[0]}
+        if len(names) != 1:
+            raise InputError(f"the model takes {len(names)} inputs {names}; pass a list or a dict")
+        return {names[0]: x}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; returns every output by name."""
+        self._sync_weights()
+        return run(self.graph, feeds)
+
+    def _pack(self, outs: list[np.ndarray]):
+        if self._out_kind == "single":
+            return outs[0]
+        if self._out_kind == "dict":
+            return dict(zip(self.output_names, outs))
+        return outs
+
+    def predict(self, x, batch_size: int | None = None, *, whole: bool = False):
+        feeds = {k: np.asarray(v) for k, v in self.feeds(x).items()}
+        sizes = {k: (v.shape[0] if v.ndim else None) for k, v in feeds.items()}
+        n_values = {s for s in sizes.values() if s is not None}
+        if len(n_values) > 1:
+            raise InputError(f"inputs have different numbers of samples: {sizes}")
+        n = n_values.pop() if n_values else 0
+        batch_size = batch_size or 32
+        if whole or n <= batch_size:
+            result = self.run(feeds)
+            return self._pack([result[o] for o in self.graph.outputs])
+        chunks: list[list[np.ndarray]] = [[] for _ in self.graph.outputs]
+        for start in range(0, n, batch_size):
+            part = {k: v[start:start + batch_size] for k, v in feeds.items()}
+            result = self.run(part)
+            for i, o in enumerate(self.graph.outputs):
+                chunks[i].append(result[o])
+        return self._pack([np.concatenate(c, axis=0) for c in chunks])
+
+    def __call__(self, x):
+        return self.predict(x, whole=True)
+
+
+def build(model, target: str = "reference", level: int = 0, threads: int | None = None,
+          training: bool = False) -> CompiledModel:
+    """Compile ``model`` (a Model or an IR Graph) for ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
+    if training:
+        raise NotImplementedError("compiled training steps are not available in this version of graphc")
+    if isinstance(model, Graph):
+        graph, params, source = model, {}, None
+    elif isinstance(model, Model):
+        graph, params = lower_model(model)
+        source = model
+    else:
+        raise TypeError(f"graphc.build expects a Model or a graphc.ir.Graph, got {type(model).__name__}")
+    verify(graph)
+    return CompiledModel(graph, target, model=source, params=params, level=level)
+
+
+__all__ = ["lower", "build", "verify", "CompiledModel", "nest"]

@@ -1,0 +1,1 @@
+"""Reference architectures (Keras applications), built from graphc layers."""

@@ -1,0 +1,1 @@
+"""Backends: the NumPy reference interpreter, ONNX export and native code."""

@@ -1,0 +1,345 @@
+"""The Layer base class: weights, calls on symbolic tensors or arrays, and call history.
+
+A layer subclass writes ``build(input_shape)`` (create weights with ``add_weight``) and
+``lower(ctx, inputs, **kwargs)`` (emit the IR ops it computes). Output shapes are never
+written by hand: calling a layer on symbolic tensors lowers it into a scratch graph and
+reads the result types from the ops' shape rules, so the front end and the IR cannot
+disagree about a shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from graphc.frontend import initializers, nest, state
+from graphc.frontend.lowering import LowerContext
+from graphc.frontend.tensor import KerasTensor, Node
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType, normalize_dtype
+from graphc.ops.registry import ShapeError
+
+_scratch_ids = itertools.count()
+
+
+class Variable:
+    """A layer weight: a NumPy array with a name, a path and a trainable flag."""
+
+    def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True):
+        self._value = np.ascontiguousarray(value)
+        self.name = name
+        self.path = path
+        self.trainable = trainable
+        self.version = 0
+
+    @property
+    def value(self) -> np.ndarray:
+        return self._value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._value.shape
+
+    @property
+    def dtype(self) -> str:
+        return self._value.dtype.name
+
+    def numpy(self) -> np.ndarray:
+        return self._value.copy()
+
+    def assign(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self._value.shape:
+            raise ValueError(f"cannot assign a value of shape {value.shape} to weight {self.path!r} "
+                             f"of shape {self._value.shape}")
+        self._value = np.ascontiguousarray(value, dtype=self._value.dtype)
+        self.version += 1
+
+    def __repr__(self) -> str:
+        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
+
+
+def _shape_tuple(shape) -> tuple:
+    if shape is None:
+        return None
+    if isinstance(shape, int):
+        return (shape,)
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+class Layer:
+    """Base class of every layer (and of Model)."""
+
+    _allowed_kwargs = {"input_shape", "batch_input_shape", "batch_size", "input_dim", "dtype",
+                       "trainable", "name", "autocast", "input_length"}
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, **kwargs):
+        unknown = set(kwargs) - self._allowed_kwargs
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) {sorted(unknown)}")
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"invalid layer name {name!r}: a non-empty string without '/'")
+        self.name = name or state.unique_name(state.to_snake_case(type(self).__name__))
+        self.trainable = trainable
+        self.dtype = normalize_dtype(dtype) if dtype is not None and not isinstance(dtype, dict) else "float32"
+        self.built = False
+        self._trainable_weights: list[Variable] = []
+        self._non_trainable_weights: list[Variable] = []
+        self._inbound_nodes: list[Node] = []
+        self._batch_input_shape = None
+        if "batch_input_shape" in kwargs:
+            self._batch_input_shape = _shape_tuple(kwargs["batch_input_shape"])
+        elif "input_shape" in kwargs:
+            self._batch_input_shape = (kwargs.get("batch_size"),) + _shape_tuple(kwargs["input_shape"])
+        elif "input_dim" in kwargs:
+            self._batch_input_shape = (kwargs.get("batch_size"), int(kwargs["input_dim"]))
+
+    # ------------------------------------------------------------------ weights
+    def add_weight(self, name: str, shape, initializer="glorot_uniform", trainable: bool = True,
+                   dtype="float32") -> Variable:
+        shape = tuple(int(d) for d in shape)
+        value = initializers.get(initializer)(shape, dtype=normalize_dtype(dtype))
+        var = Variable(value, name, f"{self.name}/{name}", trainable)
+        (self._trainable_weights if trainable else self._non_trainable_weights).append(var)
+        return var
+
+    def _sublayers(self) -> list[Layer]:
+        return []
+
+    @property
+    def weights(self) -> list[Variable]:
+        out, seen = [], set()
+        for w in self._trainable_weights + self._non_trainable_weights:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+        for layer in self._sublayers():
+            for w in layer.weights:
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        if not self.trainable:
+            return []
+        own = [w for w in self._trainable_weights]
+        seen = {id(w) for w in own}
+        for layer in self._sublayers():
+            for w in layer.trainable_weights:
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    own.append(w)
+        return own
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    @property
+    def variables(self) -> list[Variable]:
+        return self.weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        params = self.weights
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(f"layer {self.name!r} expects {len(params)} weight arrays "
+                             f"({[w.path for w in params]}), got {len(weights)}")
+        for var, value in zip(params, weights):
+            value = np.asarray(value)
+            if value.shape != var.shape:
+                raise ValueError(f"layer {self.name!r}: weight {var.path!r} has shape {var.shape}, "
+                                 f"got an array of shape {value.shape}")
+        for var, value in zip(params, weights):
+            var.assign(value)
+
+    def count_params(self) -> int:
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet: call it on an input first, or "
+                             "pass input_shape=")
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
+
+    # ------------------------------------------------------------------ to override
+    def build(self, input_shape) -> None:
+        """Create the weights for inputs of ``input_shape`` (None for free dims)."""
+        self.built = True
+
+    def lower(self, ctx: LowerContext, inputs, **kwargs):
+        """Emit IR ops computing this layer on ``inputs`` (value names); return output value names."""
+        raise NotImplementedError(f"{type(self).__name__} does not define lower()")
+
+    def check_inputs(self, inputs) -> None:
+        """Refuse inputs this layer cannot take (rank, dtype); raise ValueError naming them."""
+
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = list(self._batch_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Layer:
+        return cls(**config)
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *args, **kwargs):
+        inputs = args[0] if len(args) == 1 else list(args) if args else kwargs.pop("inputs")
+        leaves = nest.flatten((inputs, kwargs))
+        symbolic = [x for x in leaves if isinstance(x, KerasTensor)]
+        if symbolic:
+            return self._symbolic_call(inputs, kwargs)
+        return self._eager_call(inputs, kwargs)
+
+    def _input_shapes(self, inputs):
+        return nest.map_structure(lambda t: t.shape, inputs)
+
+    def _maybe_build(self, inputs) -> None:
+        if self.built:
+            return
+        shapes = self._input_shapes(inputs)
+        try:
+            self.build(shapes)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) cannot be built for input "
+                             f"shape {shapes}: {exc}") from None
+        self.built = True
+
+    def _symbolic_call(self, inputs, kwargs):
+        self._check_call(inputs)
+        self._maybe_build(inputs)
+        graph = Graph(f"{self.name}_call")
+        ctx = LowerContext(graph, self.name, training=False)
+        counter = itertools.count()
+
+        def to_value(x):
+            if not isinstance(x, KerasTensor):
+                return x
+            shape = tuple(f"_d{next(counter)}" if d is None else d for d in x.shape)
+            return graph.add_input(f"in{len(graph.inputs)}", TensorType(x.dtype, shape))
+
+        arg_values = nest.map_structure(to_value, inputs)
+        kw_values = {k: nest.map_structure(to_value, v) for k, v in kwargs.items()}
+        try:
+            out_values = self.lower(ctx, arg_values, **kw_values)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) cannot be called on "
+                             f"{_describe(inputs)}: {exc}") from None
+
+        def to_tensor(v):
+            t = graph.type_of(v)
+            return KerasTensor(tuple(d if isinstance(d, int) else None for d in t.shape), t.dtype)
+
+        outputs = nest.map_structure(to_tensor, out_values)
+        Node(self, inputs, kwargs, outputs)
+        return outputs
+
+    def _check_call(self, inputs) -> None:
+        try:
+            self.check_inputs(inputs)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) cannot be called on "
+                             f"{_describe(inputs)}: {exc}") from None
+
+    def _eager_call(self, inputs, kwargs):
+        """Call on NumPy arrays: lower into a scratch graph and run the reference interpreter."""
+        from graphc.backends.reference import run
+
+        arrays = nest.map_structure(np.asarray, inputs)
+        probe = nest.map_structure(
+            lambda a: KerasTensor(a.shape, _array_dtype(a)) if isinstance(a, np.ndarray) else a, arrays)
+        self._check_call(probe)
+        self._maybe_build(probe)
+        graph = Graph(f"{self.name}_eager")
+        ctx = LowerContext(graph, self.name, training=bool(kwargs.get("training", False)))
+        feeds = {}
+
+        def to_value(a):
+            if not isinstance(a, np.ndarray):
+                return a
+            name = graph.add_input(f"in{len(graph.inputs)}", TensorType(_array_dtype(a), a.shape))
+            feeds[name] = a
+            return name
+
+        arg_values = nest.map_structure(to_value, arrays)
+        kw = {k: nest.map_structure(to_value, v) for k, v in kwargs.items() if k != "training"}
+        out_values = self.lower(ctx, arg_values, **kw)
+        flat = nest.flatten(out_values)
+        graph.set_outputs(flat)
+        results = run(graph, feeds)
+        return nest.pack_like(out_values, [results[v] for v in flat])
+
+    # ------------------------------------------------------------------ history
+    def _node(self, index: int, what: str) -> Node:
+        if not self._inbound_nodes:
+            raise AttributeError(f"layer {self.name!r} has never been called and thus has no defined {what}")
+        if not 0 <= index < len(self._inbound_nodes):
+            raise ValueError(f"layer {self.name!r} has {len(self._inbound_nodes)} node(s); "
+                             f"asked for node {index}")
+        return self._inbound_nodes[index]
+
+    def get_input_at(self, node_index: int):
+        node = self._node(node_index, "input")
+        return node.input_tensors[0] if len(node.input_tensors) == 1 else node.input_tensors
+
+    def get_output_at(self, node_index: int):
+        return self._node(node_index, "output").outputs
+
+    @property
+    def input(self):
+        return self.get_input_at(0)
+
+    @property
+    def output(self):
+        return self.get_output_at(0)
+
+    @property
+    def input_shape(self):
+        return nest.map_structure(lambda t: t.shape, self.input)
+
+    @property
+    def output_shape(self):
+        return nest.map_structure(lambda t: t.shape, self.output)
+
+    def compute_output_shape(self, input_shape):
+        """Output shape(s) for ``input_shape`` (None for free dims), from the ops' shape rules."""
+        probe = nest.map_structure(lambda s: KerasTensor(s), input_shape) \
+            if not isinstance(input_shape, tuple) or (input_shape and isinstance(input_shape[0], tuple)) \
+            else KerasTensor(input_shape)
+        self._maybe_build(probe)
+        graph = Graph("probe")
+        ctx = LowerContext(graph, self.name)
+        counter = itertools.count()
+
+        def to_value(x):
+            shape = tuple(f"_d{next(counter)}" if d is None else d for d in x.shape)
+            return graph.add_input(f"in{len(graph.inputs)}", TensorType(x.dtype, shape))
+
+        out = self.lower(ctx, nest.map_structure(to_value, probe))
+        return nest.map_structure(
+            lambda v: tuple(d if isinstance(d, int) else None for d in graph.type_of(v).shape), out)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _array_dtype(a: np.ndarray) -> str:
+    if np.issubdtype(a.dtype, np.floating):
+        return "float32"
+    if a.dtype == np.int64:
+        return "int64"
+    if np.issubdtype(a.dtype, np.integer):
+        return "int32"
+    return normalize_dtype(a.dtype)
+
+
+def _describe(inputs: Any) -> str:
+    parts = [f"{t.shape} {t.dtype}" if isinstance(t, KerasTensor) else repr(t) for t in nest.flatten(inputs)]
+    return ("input of shape " if len(parts) == 1 else "inputs of shapes ") + ", ".join(parts)

@@ -1,0 +1,1 @@
+"""Keras layers, grouped by family (core, conv, pooling, recurrent, merge, normalization, wrappers)."""

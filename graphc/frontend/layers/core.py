@@ -1,0 +1,170 @@
+"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.frontend import activations, initializers, nest
+from graphc.frontend.layer import Layer
+from graphc.frontend.lowering import LowerContext
+from graphc.ir.types import is_int
+from graphc.ops.registry import ShapeError
+
+__all__ = ["Dense", "Activation", "Dropout", "Flatten", "Reshape", "Embedding"]
+
+
+def single(inputs):
+    flat = nest.flatten(inputs)
+    if len(flat) != 1:
+        raise ShapeError(f"expects a single input tensor, got {len(flat)}")
+    return flat[0]
+
+
+class Dense(Layer):
+    """``activation(inputs @ kernel + bias)`` on the last axis."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, lora_rank=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"Dense units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def check_inputs(self, inputs):
+        x = single(inputs)
+        if len(x.shape) < 2:
+            raise ShapeError(f"Dense needs an input of rank >= 2, got shape {x.shape}")
+        if x.shape[-1] is None:
+            raise ShapeError(f"the last dimension of the input to Dense must be known, got shape {x.shape}")
+        if not x.dtype.startswith("float"):
+            raise ShapeError(f"Dense needs a float input, got {x.dtype}")
+
+    def build(self, input_shape):
+        in_dim = input_shape[-1]
+        self.kernel = self.add_weight("kernel", (in_dim, self.units), self.kernel_initializer)
+        self.bias = self.add_weight("bias", (self.units,), self.bias_initializer) if self.use_bias else None
+
+    def lower(self, ctx: LowerContext, inputs, **kwargs):
+        x = single(inputs)
+        y = ctx.matmul(x, ctx.param(self.kernel))
+        if self.use_bias:
+            y = ctx.bias_add(y, ctx.param(self.bias))
+        return activations.lower(ctx, self.activation, y)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
+
+
+class Activation(Layer):
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def lower(self, ctx, inputs, **kwargs):
+        return activations.lower(ctx, self.activation, single(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+class Dropout(Layer):
+    """Randomly zeroes inputs while training; the identity at inference."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"Dropout rate must be in [0, 1], got {rate}")
+        self.rate = float(rate)
+        self.noise_shape = noise_shape
+        self.seed = seed
+
+    def lower(self, ctx, inputs, training=None, **kwargs):
+        x = single(inputs)
+        if self.rate >= 1.0:
+            return ctx.mul(x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero"))
+        return ctx.dropout(x, rate=self.rate, seed=self.seed)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
+
+
+class Flatten(Layer):
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError("graphc supports data_format='channels_last' only")
+
+    def lower(self, ctx, inputs, **kwargs):
+        x = single(inputs)
+        shape = ctx.shape(x)
+        rest = shape[1:]
+        if all(isinstance(d, int) for d in rest):
+            return ctx.reshape(x, shape=(shape[0], int(np.prod(rest, dtype=np.int64))))
+        return ctx.reshape(x, shape=(shape[0], -1))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": "channels_last"}
+
+
+class Reshape(Layer):
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(int(d) for d in target_shape)
+        if sum(1 for d in self.target_shape if d == -1) > 1:
+            raise ValueError(f"Reshape target {self.target_shape} has more than one -1")
+
+    def lower(self, ctx, inputs, **kwargs):
+        x = single(inputs)
+        shape = ctx.shape(x)
+        target = self.target_shape
+        if -1 not in target and all(isinstance(d, int) for d in shape[1:]):
+            if int(np.prod(shape[1:])) != int(np.prod(target)):
+                raise ShapeError(f"total size of the new shape {target} must equal that of the input "
+                                 f"{tuple(shape[1:])}")
+        return ctx.reshape(x, shape=(shape[0],) + target)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Embedding(Layer):
+    """Rows of ``embeddings`` picked by integer ids: (batch, ...) -> (batch, ..., output_dim)."""
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, **kwargs):
+        super().__init__(**kwargs)
+        if input_dim <= 0 or output_dim <= 0:
+            raise ValueError(f"Embedding needs positive input_dim and output_dim, got {input_dim}, {output_dim}")
+        if mask_zero:
+            raise ValueError("Embedding(mask_zero=True) is not supported by graphc")
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.mask_zero = mask_zero
+        self._initial_weights = weights
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                                          self.embeddings_initializer)
+        if self._initial_weights is not None:
+            self.set_weights(self._initial_weights)
+
+    def lower(self, ctx, inputs, **kwargs):
+        ids = single(inputs)
+        if not is_int(ctx.dtype(ids)):
+            ids = ctx.cast(ids, dtype="int32")
+        return ctx.gather(ctx.param(self.embeddings), ids)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
+                "mask_zero": self.mask_zero}

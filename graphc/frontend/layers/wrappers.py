@@ -1,0 +1,3 @@
+"""wrappers layers (being written)."""
+
+__all__: list[str] = []

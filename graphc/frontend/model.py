@@ -1,0 +1,363 @@
+"""Functional models: a graph of layer calls from input tensors to output tensors.
+
+``Model(inputs, outputs)`` walks the call history back from ``outputs`` (Keras's
+``map_graph``): it orders the nodes by depth, refuses graphs whose outputs need an input
+that was not given ("Graph disconnected"), and refuses duplicate layer names. A Model is
+itself a Layer, so it can be called on new tensors; its weights are then shared.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+from graphc.frontend import nest, state
+from graphc.frontend.input_layer import InputLayer
+from graphc.frontend.layer import Layer
+from graphc.frontend.lowering import LowerContext
+from graphc.frontend.tensor import KerasTensor, Node
+
+
+def _build_map(outputs: list[KerasTensor], inputs: list[KerasTensor]):
+    """DFS from the outputs: nodes in post-order and each layer's first-visit index."""
+    finished: set[int] = set()
+    in_progress: set[int] = set()
+    ordered: list[Node] = []
+    layer_indices: dict[int, int] = {}
+    input_ids = {id(t) for t in inputs}
+
+    def visit(tensor: KerasTensor) -> None:
+        if tensor._keras_history is None:
+            raise ValueError(f"{tensor!r} was not produced by a layer call; model inputs must come "
+                             "from Input(...)")
+        layer, node_index, _ = tensor._keras_history
+        node = layer._inbound_nodes[node_index]
+        if id(node) in finished:
+            return
+        if not node.is_input and id(tensor) in input_ids:
+            finished.add(id(node))
+            return
+        if id(node) in in_progress:
+            raise ValueError(f"tensor {tensor.name} from layer {layer.name!r} is part of a cycle")
+        layer_indices.setdefault(id(layer), len(layer_indices))
+        in_progress.add(id(node))
+        for t in node.input_tensors:
+            visit(t)
+        finished.add(id(node))
+        in_progress.discard(id(node))
+        ordered.append(node)
+
+    for t in outputs:
+        visit(t)
+    return ordered, layer_indices
+
+
+def map_graph(inputs: list[KerasTensor], outputs: list[KerasTensor]):
+    """(nodes in execution order, layers in Keras's order) for a functional graph."""
+    ordered, layer_indices = _build_map(outputs, inputs)
+    in_graph = {id(n) for n in ordered}
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    nodes_by_id = {id(n): n for n in ordered}
+    layers_by_id: dict[int, Layer] = {}
+    for node in reversed(ordered):
+        depth = node_depth.setdefault(id(node), 0)
+        depth = max(depth, layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = depth
+        layers_by_id[id(node.layer)] = node.layer
+        node_depth[id(node)] = depth
+        for parent in node.parent_nodes:
+            if id(parent) in in_graph:
+                node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
+    for t in inputs:
+        layer, node_index, _ = t._keras_history
+        if id(layer) not in layer_depth:
+            node = layer._inbound_nodes[node_index]
+            layer_depth[id(layer)] = 0
+            layer_indices[id(layer)] = -1
+            layers_by_id[id(layer)] = layer
+            node_depth[id(node)] = 0
+            nodes_by_id[id(node)] = node
+
+    by_depth: dict[int, list[Node]] = collections.defaultdict(list)
+    for nid, depth in node_depth.items():
+        by_depth[depth].append(nodes_by_id[nid])
+    layers_at: dict[int, list[Layer]] = collections.defaultdict(list)
+    for lid, depth in layer_depth.items():
+        layers_at[depth].append(layers_by_id[lid])
+    layers: list[Layer] = []
+    for depth in sorted(layers_at, reverse=True):
+        layers.extend(sorted(layers_at[depth], key=lambda lay: layer_indices[id(lay)]))
+
+    computable = {id(t) for t in inputs}
+    done_names: list[str] = []
+    nodes: list[Node] = []
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            for t in node.input_tensors:
+                if id(t) not in computable:
+                    missing = _source_inputs(t)
+                    raise ValueError(
+                        f"Graph disconnected: cannot obtain value for tensor {t.name} {t.shape} "
+                        f"at layer {node.layer.name!r}: it depends on input(s) "
+                        f"{[lay.name for lay in missing]} that are not among the model's inputs "
+                        f"{[i._keras_history[0].name for i in inputs]}. The following previous layers "
+                        f"were accessed without issue: {done_names}")
+            if node.is_input and not any(id(t) in computable for t in node.output_tensors):
+                t = node.output_tensors[0]
+                consumers = [n.layer.name for n in by_depth[depth - 1] if any(
+                    i is t for i in n.input_tensors)] if depth - 1 in by_depth else []
+                raise ValueError(
+                    f"Graph disconnected: cannot obtain value for tensor {t.name} {t.shape} at layer "
+                    f"{(consumers or [node.layer.name])[0]!r}: it comes from input {node.layer.name!r}, "
+                    f"which is not among the model's inputs "
+                    f"{[i._keras_history[0].name for i in inputs]}. The following previous layers were "
+                    f"accessed without issue: {done_names}")
+            done_names.append(node.layer.name)
+            nodes.append(node)
+            for t in node.output_tensors:
+                computable.add(id(t))
+    for t in outputs:
+        if id(t) not in computable:
+            missing = _source_inputs(t)
+            raise ValueError(f"Graph disconnected: output {t.name} needs input(s) "
+                             f"{[lay.name for lay in missing]} that are not among the model's inputs")
+    names = [lay.name for lay in layers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f'The name "{name}" is used {names.count(name)} times in the model. '
+                             "All layer names should be unique.")
+    return nodes, layers
+
+
+def _source_inputs(tensor: KerasTensor) -> list[InputLayer]:
+    found: list[InputLayer] = []
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        layer, node_index, _ = t._keras_history
+        node = layer._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.is_input:
+            if layer not in found:
+                found.append(layer)
+        stack.extend(node.input_tensors)
+    return found
+
+
+def _check_structure(structure: Any, what: str) -> None:
+    for t in nest.flatten(structure):
+        if not isinstance(t, KerasTensor):
+            raise TypeError(f"all model {what} must be symbolic tensors (from Input or a layer call), "
+                            f"got {type(t).__name__}: {t!r}")
+
+
+class Model(Layer):
+    """A functional model: ``Model(inputs, outputs, name=None)``."""
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None, trainable: bool = True, **kwargs):
+        if inputs is None or outputs is None:
+            if type(self) is Model:
+                raise ValueError("Model(inputs, outputs) needs both inputs and outputs; subclassed "
+                                 "models with a call() method are not supported by graphc")
+            super().__init__(name=name or state.unique_name(state.to_snake_case(type(self).__name__)),
+                             trainable=trainable, **kwargs)
+            self._init_empty()
+            return
+        super().__init__(name=name or state.unique_name("functional"), trainable=trainable, **kwargs)
+        self._init_graph(inputs, outputs)
+
+    def _init_empty(self) -> None:
+        self._inputs_struct = None
+        self._outputs_struct = None
+        self._nodes: list[Node] = []
+        self._layers: list[Layer] = []
+        self.compiled = False
+        self._compile_config = None
+        self._compiled_cache: dict = {}
+
+    def _init_graph(self, inputs, outputs) -> None:
+        self._init_empty()
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(outputs, tuple):
+            outputs = list(outputs)
+        _check_structure(inputs, "inputs")
+        _check_structure(outputs, "outputs")
+        flat_in = nest.flatten(inputs)
+        flat_out = nest.flatten(outputs)
+        for t in flat_in:
+            layer, node_index, _ = t._keras_history
+            if not isinstance(layer, InputLayer):
+                raise ValueError(f"model inputs must be Input tensors; {t.name} comes from layer "
+                                 f"{layer.name!r} ({type(layer).__name__})")
+        if len({id(t) for t in flat_in}) != len(flat_in):
+            raise ValueError("the same Input tensor is listed twice among the model inputs")
+        self._nodes, self._layers = map_graph(flat_in, flat_out)
+        self._inputs_struct = inputs
+        self._outputs_struct = outputs
+        self.built = True
+
+    # ------------------------------------------------------------------ structure
+    def _sublayers(self) -> list[Layer]:
+        return self._layers
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        return nest.flatten(self._inputs_struct)
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return nest.flatten(self._outputs_struct)
+
+    @property
+    def input(self):
+        return self._inputs_struct
+
+    @property
+    def output(self):
+        return self._outputs_struct
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t._keras_history[0].name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        if isinstance(self._outputs_struct, dict):
+            return list(self._outputs_struct)
+        names: list[str] = []
+        for t in self.outputs:
+            base = t._keras_history[0].name
+            name, k = base, 1
+            while name in names:
+                name, k = f"{base}_{k}", k + 1
+            names.append(name)
+        return names
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        if index is not None:
+            if not 0 <= index < len(self._layers):
+                raise ValueError(f"model {self.name!r} has {len(self._layers)} layers; asked for index {index}")
+            return self._layers[index]
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no such layer: {name!r}; existing layers are "
+                         f"{[lay.name for lay in self._layers]}")
+
+    def count_params(self) -> int:
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None) -> None:
+        from graphc.frontend.summary import print_summary
+
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
+                      expand_nested=expand_nested, show_trainable=show_trainable)
+
+    # ------------------------------------------------------------------ lowering
+    def lower(self, ctx: LowerContext, inputs, training=None, **kwargs):
+        """Inline this model's layer calls, with its inputs bound to ``inputs`` (value names)."""
+        flat_given = nest.flatten(inputs)
+        if isinstance(self._inputs_struct, dict) and isinstance(inputs, dict):
+            flat_given = [inputs[k] for k in self._inputs_struct]
+        if len(flat_given) != len(self.inputs):
+            raise ValueError(f"model {self.name!r} takes {len(self.inputs)} input(s), got {len(flat_given)}")
+        env: dict[int, Any] = {id(t): v for t, v in zip(self.inputs, flat_given)}
+        for node in self._nodes:
+            if node.is_input:
+                continue
+            layer = node.layer
+
+            def lookup(x):
+                return env[id(x)] if isinstance(x, KerasTensor) else x
+
+            args = nest.map_structure(lookup, node.call_args)
+            kw = {k: nest.map_structure(lookup, v) for k, v in node.call_kwargs.items()}
+            out = layer.lower(ctx.for_layer(layer.name), args, **kw)
+            for t, v in zip(nest.flatten(node.outputs), nest.flatten(out)):
+                env[id(t)] = v
+        return nest.map_structure(lambda t: env[id(t)], self._outputs_struct)
+
+    def _input_shapes(self, inputs):
+        return nest.map_structure(lambda t: t.shape, inputs)
+
+    def check_inputs(self, inputs) -> None:
+        given = nest.flatten(inputs)
+        if len(given) != len(self.inputs):
+            raise ValueError(f"model {self.name!r} expects {len(self.inputs)} input(s), got {len(given)}")
+        from graphc.ops.registry import ShapeError
+
+        for t, want in zip(given, self.inputs):
+            if len(t.shape) != len(want.shape) or any(
+                    a is not None and b is not None and a != b for a, b in zip(t.shape, want.shape)):
+                raise ShapeError(f"input {want._keras_history[0].name!r} expects shape {want.shape}, "
+                                 f"got {t.shape}")
+
+    # ------------------------------------------------------------------ inference
+    def _weights_version(self) -> tuple:
+        return tuple(w.version for w in self.weights)
+
+    def _reference(self):
+        from graphc.api import build
+
+        key = "reference"
+        entry = self._compiled_cache.get(key)
+        if entry is None:
+            entry = build(self, target="reference")
+            self._compiled_cache[key] = entry
+        return entry
+
+    def predict(self, x, batch_size: int | None = None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for the samples in ``x`` (array, list or dict), computed in batches."""
+        return self._reference().predict(x, batch_size=batch_size)
+
+    def predict_on_batch(self, x):
+        return self._reference().predict(x, batch_size=None, whole=True)
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+    # ------------------------------------------------------------------ training (not yet)
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs) -> None:
+        """Record the training configuration (training itself is not available yet)."""
+        self._compile_config = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights,
+                                "metrics": metrics, **kwargs}
+        self.compiled = True
+
+    def _training_unavailable(self, what: str):
+        raise NotImplementedError(
+            f"Model.{what}() needs graphc's training support, which this version does not have yet: "
+            "graphc compiles and runs models for inference (predict, graphc.build). "
+            "Load trained weights with set_weights() instead.")
+
+    def fit(self, *args, **kwargs):
+        self._training_unavailable("fit")
+
+    def evaluate(self, *args, **kwargs):
+        self._training_unavailable("evaluate")
+
+    def train_on_batch(self, *args, **kwargs):
+        self._training_unavailable("train_on_batch")
+
+    def test_on_batch(self, *args, **kwargs):
+        self._training_unavailable("test_on_batch")
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, inputs={len(self.inputs)}, outputs={len(self.outputs)}>"
+
+
+Functional = Model

@@ -1,0 +1,74 @@
+"""Lowering a whole Model into an IR graph (the front end's side of the boundary).
+
+Inputs keep their Keras names; ``None`` dims become named free dimensions (``batch`` for
+the leading one, ``<input>_len`` for a sequence axis, ``<input>_d<k>`` otherwise);
+outputs are renamed after the layers (or dict keys) that produce them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from graphc.frontend import nest
+from graphc.frontend.lowering import LowerContext
+from graphc.frontend.model import Model
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+
+
+def _ident(name: str) -> str:
+    s = re.sub(r"\W", "_", name)
+    return s if s and not s[0].isdigit() else f"_{s}"
+
+
+def free_dim_name(input_name: str, axis: int, rank: int) -> str:
+    if axis == 0:
+        return "batch"
+    base = _ident(input_name)
+    if axis == 1 and rank in (2, 3):
+        return f"{base}_len"
+    return f"{base}_d{axis}"
+
+
+def lower_model(model: Model, *, training: bool = False) -> tuple[Graph, dict]:
+    """The IR of ``model`` and a map from constant names to the model's Variables."""
+    if not model.built or not getattr(model, "_nodes", None):
+        raise ValueError(f"model {model.name!r} is not built: it has no input shape yet")
+    graph = Graph(model.name)
+    ctx = LowerContext(graph, None, training=training)
+    values = []
+    for t in model.inputs:
+        name = t._keras_history[0].name
+        shape = tuple(free_dim_name(name, i, len(t.shape)) if d is None else d for i, d in enumerate(t.shape))
+        values.append(graph.add_input(name, TensorType(t.dtype, shape)))
+    struct_in = nest.pack_like(model._inputs_struct, values)
+    out = model.lower(ctx, struct_in)
+    flat = nest.flatten(out)
+    names = model.output_names
+    final = []
+    for v, name in zip(flat, names):
+        value = graph.values[v]
+        if value.kind != "op" or v in final or name in graph.values and name != v:
+            v = ctx.for_layer(name).emit("identity", v)
+        if v != name and name not in graph.values:
+            graph.rename_value(v, name)
+            v = name
+        final.append(v)
+    graph.set_outputs(final)
+    graph.meta.update({
+        "input_names": [t._keras_history[0].name for t in model.inputs],
+        "output_names": names,
+        "output_structure": _structure_kind(model._outputs_struct),
+        "input_structure": _structure_kind(model._inputs_struct),
+        "training": training,
+    })
+    params = {name: var for var, name in ctx.params.values()}
+    return graph, params
+
+
+def _structure_kind(struct) -> str:
+    if isinstance(struct, dict):
+        return "dict"
+    if isinstance(struct, (list, tuple)):
+        return "list"
+    return "single"

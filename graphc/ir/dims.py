@@ -1,0 +1,137 @@
+"""Symbolic dimensions.
+
+A dimension is either a concrete ``int`` or a ``str``: the name of a free dimension
+(``"batch"``, ``"text_len"``) or an integer expression over such names
+(``"(text_len - 4) // 2 + 1"``). Expressions are plain Python integer arithmetic so
+that any backend can evaluate them once the free dimensions are bound at run time.
+
+This module is not a computer-algebra system: it folds constants, keeps expressions
+readable and evaluates them; it does not prove two different expressions equal.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+
+Dim = int | str
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ALLOWED_NODES = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load,
+    ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.USub, ast.Call,
+)
+
+
+def is_static(d: Dim) -> bool:
+    """True for a concrete dimension."""
+    return isinstance(d, int)
+
+
+def symbols(d: Dim) -> set[str]:
+    """The free-dimension names a dimension depends on."""
+    if isinstance(d, int):
+        return set()
+    return set(_IDENT.findall(d)) - {"max"}
+
+
+def _wrap(d: Dim) -> str:
+    s = str(d)
+    return s if isinstance(d, int) or _IDENT.fullmatch(s) else f"({s})"
+
+
+def add(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if b == 0:
+        return a
+    if a == 0:
+        return b
+    if isinstance(b, int) and b < 0:
+        return f"{_wrap(a)} - {-b}"
+    return f"{_wrap(a)} + {_wrap(b)}"
+
+
+def sub(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a - b
+    if b == 0:
+        return a
+    if a == b:
+        return 0
+    return f"{_wrap(a)} - {_wrap(b)}"
+
+
+def mul(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    if a == 0 or b == 0:
+        return 0
+    return f"{_wrap(a)}*{_wrap(b)}"
+
+
+def floordiv(a: Dim, b: int) -> Dim:
+    if isinstance(a, int):
+        return a // b
+    if b == 1:
+        return a
+    return f"{_wrap(a)} // {b}"
+
+
+def ceildiv(a: Dim, b: int) -> Dim:
+    """``ceil(a / b)`` for positive ``b``."""
+    if isinstance(a, int):
+        return -(-a // b)
+    if b == 1:
+        return a
+    return f"({_wrap(a)} + {b - 1}) // {b}"
+
+
+def maximum(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    return f"max({a}, {b})"
+
+
+def product(dims) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = mul(out, d)
+    return out
+
+
+def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
+    """The value of ``d`` once its free dimensions are bound.
+
+    Raises KeyError naming a free dimension that ``bindings`` lacks.
+    """
+    if isinstance(d, int):
+        return d
+    missing = symbols(d) - set(bindings)
+    if missing:
+        raise KeyError(f"free dimension(s) {sorted(missing)} of {d!r} are not bound")
+    tree = ast.parse(d, mode="eval")
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise ValueError(f"not a dimension expression: {d!r}")
+    return int(eval(compile(tree, "<dim>", "eval"), {"__builtins__": {}, "max": max}, dict(bindings)))
+
+
+def same(a: Dim, b: Dim) -> bool:
+    """True when ``a`` and ``b`` are known to be equal."""
+    return a == b
+
+
+def compatible(a: Dim, b: Dim) -> bool:
+    """False only when both are concrete and differ."""
+    return not (isinstance(a, int) and isinstance(b, int) and a != b)
+
+
+def unify(a: Dim, b: Dim) -> Dim:
+    """The more concrete of two dimensions that must be equal (caller checks compatibility)."""
+    return a if isinstance(a, int) else b if isinstance(b, int) else a

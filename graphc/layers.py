@@ -1,0 +1,13 @@
+"""Keras-compatible layers: ``from graphc import layers``.
+
+Each family module lists its public names in ``__all__``; this module re-exports them all,
+plus the functional merge forms (``layers.add``, ``layers.concatenate``...).
+"""
+
+from graphc.frontend.layers.conv import *  # noqa: F403
+from graphc.frontend.layers.core import *  # noqa: F403
+from graphc.frontend.layers.merge import *  # noqa: F403
+from graphc.frontend.layers.normalization import *  # noqa: F403
+from graphc.frontend.layers.pooling import *  # noqa: F403
+from graphc.frontend.layers.recurrent import *  # noqa: F403
+from graphc.frontend.layers.wrappers import *  # noqa: F403

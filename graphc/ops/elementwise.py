@@ -1,0 +1,190 @@
+"""Elementwise ops: activations and unary math, and broadcasting binary arithmetic.
+
+The activation table (``UNARY``) is the single definition of every activation's NumPy
+formula; fused ops and backends look activations up here by name. Formulas follow
+Keras 3 (hard_sigmoid is relu6(x + 3) / 6; gelu is exact unless ``approximate``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphc.ir.types import TensorType
+from graphc.ops.common import broadcast_shapes, require_float, same_dtype
+from graphc.ops.registry import OpDef, ShapeError, register
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+def _softplus(x):
+    return (np.logaddexp(0, x)).astype(x.dtype, copy=False)
+
+
+def _elu(x, alpha=1.0):
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def _selu(x):
+    return (SELU_SCALE * _elu(x, SELU_ALPHA)).astype(x.dtype, copy=False)
+
+
+def _gelu(x, approximate=False):
+    if approximate:
+        c = math.sqrt(2.0 / math.pi)
+        y = 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x ** 3)))
+    else:
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        y = 0.5 * x * (1.0 + erf(x.astype(np.float64) / math.sqrt(2.0)))
+    return y.astype(x.dtype, copy=False)
+
+
+def _relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
+        return np.maximum(x, 0).astype(x.dtype, copy=False)
+    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    if max_value is not None:
+        y = np.minimum(y, max_value)
+    return y.astype(x.dtype, copy=False)
+
+
+# name -> (numpy formula, attribute defaults)
+UNARY: dict[str, tuple] = {
+    "relu": (_relu, {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}),
+    "sigmoid": (_sigmoid, {}),
+    "tanh": (np.tanh, {}),
+    "exp": (np.exp, {}),
+    "log": (np.log, {}),
+    "neg": (np.negative, {}),
+    "abs": (np.abs, {}),
+    "sqrt": (np.sqrt, {}),
+    "square": (np.square, {}),
+    "reciprocal": (np.reciprocal, {}),
+    "softplus": (_softplus, {}),
+    "softsign": (lambda x: x / (1 + np.abs(x)), {}),
+    "selu": (_selu, {}),
+    "elu": (_elu, {"alpha": 1.0}),
+    "gelu": (_gelu, {"approximate": False}),
+    "hard_sigmoid": (lambda x: (np.clip(x + 3.0, 0.0, 6.0) / 6.0).astype(x.dtype, copy=False), {}),
+    "silu": (lambda x: x * _sigmoid(x), {}),
+}
+
+
+def apply_activation(name: str, x: np.ndarray, **attrs) -> np.ndarray:
+    """Apply activation ``name`` ("linear" is the identity) as its reference defines it."""
+    if name in (None, "linear"):
+        return x
+    fn, defaults = UNARY[name]
+    return fn(x, **{**defaults, **attrs})
+
+
+def _unary_infer(types, **_):
+    require_float(types[0])
+    return types[0]
+
+
+def _register_unary(name: str, fn, defaults: dict) -> None:
+    def reference(x, **attrs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.asarray(fn(x, **attrs), dtype=x.dtype)
+
+    register(OpDef(name, _unary_infer, reference, attrs=dict(defaults), num_inputs=1,
+                   fusion_kind="elementwise", doc=f"Elementwise {name}."))
+
+
+for _name, (_fn, _defaults) in UNARY.items():
+    _register_unary(_name, _fn, _defaults)
+
+
+BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "pow": np.power,
+}
+
+
+def _binary_infer(types, **_):
+    dtype = same_dtype(types)
+    return TensorType(dtype, broadcast_shapes(types[0].shape, types[1].shape))
+
+
+def _register_binary(name: str, fn) -> None:
+    def reference(a, b):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.asarray(fn(a, b), dtype=np.result_type(a, b))
+
+    register(OpDef(name, _binary_infer, reference, num_inputs=2, fusion_kind="broadcast",
+                   doc=f"Elementwise {name} with NumPy broadcasting."))
+
+
+for _name, _fn in BINARY.items():
+    _register_binary(_name, _fn)
+
+
+def _sum_infer(types, **_):
+    dtype = same_dtype(types)
+    return TensorType(dtype, broadcast_shapes(*[t.shape for t in types]))
+
+
+def _add_n(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+register(OpDef("add_n", _sum_infer, _add_n, fusion_kind="broadcast",
+               doc="Sum of any number of tensors (with broadcasting)."))
+
+
+def _cast_infer(types, *, dtype):
+    from graphc.ir.types import normalize_dtype
+
+    return types[0].with_dtype(normalize_dtype(dtype))
+
+
+register(OpDef("cast", _cast_infer, lambda x, *, dtype: x.astype(dtype), attrs={"dtype": "float32"},
+               num_inputs=1, fusion_kind="elementwise", not_differentiable=False,
+               doc="Convert to another dtype."))
+
+
+def _identity_infer(types, **_):
+    return types[0]
+
+
+register(OpDef("identity", _identity_infer, lambda x: x, num_inputs=1, fusion_kind="elementwise",
+               doc="The input, unchanged."))
+
+
+def _dropout_infer(types, *, rate, seed):
+    require_float(types[0])
+    if not 0.0 <= rate < 1.0:
+        raise ShapeError(f"dropout rate must be in [0, 1), got {rate}")
+    return types[0]
+
+
+register(OpDef("dropout", _dropout_infer, lambda x, *, rate, seed: x, attrs={"rate": 0.5, "seed": None},
+               num_inputs=1, fusion_kind="elementwise",
+               doc="Inference-time dropout: the identity (training graphs use a random mask)."))
+
+
+def _clip_infer(types, **_):
+    return types[0]
+
+
+register(OpDef("clip", _clip_infer,
+               lambda x, *, min, max: np.clip(x, min, max).astype(x.dtype, copy=False),
+               attrs={"min": None, "max": None}, num_inputs=1, fusion_kind="elementwise",
+               doc="Clamp to [min, max]."))

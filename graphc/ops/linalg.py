@@ -1,0 +1,58 @@
+"""Matrix products: ``matmul`` (with broadcasting batch dims) and ``bias_add``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ir.types import TensorType
+from graphc.ops.common import broadcast_shapes, fmt_shape, norm_axis, require_float, same_dtype
+from graphc.ops.registry import OpDef, ShapeError, register
+
+
+def _matmul_infer(types, **_):
+    a, b = types
+    require_float(a, "matmul input")
+    same_dtype(types, "matmul operands")
+    if a.rank < 1 or b.rank < 2:
+        raise ShapeError(f"matmul needs operands of rank >= 1 and >= 2, got {fmt_shape(a.shape)} "
+                         f"and {fmt_shape(b.shape)}")
+    k_a, k_b = a.shape[-1], b.shape[-2]
+    if not dims.compatible(k_a, k_b):
+        raise ShapeError(f"matmul contraction mismatch: {fmt_shape(a.shape)} @ {fmt_shape(b.shape)} "
+                         f"({k_a} != {k_b})")
+    if b.rank == 2:
+        return TensorType(a.dtype, a.shape[:-1] + (b.shape[-1],))
+    if a.rank < 2:
+        raise ShapeError(f"batched matmul needs rank >= 2 operands, got {fmt_shape(a.shape)}")
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return TensorType(a.dtype, batch + (a.shape[-2], b.shape[-1]))
+
+
+def _matmul(a, b):
+    return np.matmul(a, b)
+
+
+register(OpDef("matmul", _matmul_infer, _matmul, num_inputs=2, fusion_kind="opaque",
+               doc="a @ b: contracts a's last axis with b's second-to-last (b 2-D: a weight matrix)."))
+
+
+def _bias_add_infer(types, *, axis):
+    x, b = types
+    same_dtype(types, "bias_add operands")
+    ax = norm_axis(axis, x.rank)
+    if b.rank != 1 or not dims.compatible(b.shape[0], x.shape[ax]):
+        raise ShapeError(f"bias of shape {fmt_shape(b.shape)} does not match axis {axis} of "
+                         f"{fmt_shape(x.shape)}")
+    return x
+
+
+def _bias_add(x, b, *, axis):
+    ax = axis % x.ndim
+    shape = [1] * x.ndim
+    shape[ax] = b.shape[0]
+    return x + b.reshape(shape)
+
+
+register(OpDef("bias_add", _bias_add_infer, _bias_add, attrs={"axis": -1}, num_inputs=2,
+               fusion_kind="broadcast", doc="x + b along one axis (default: the last)."))

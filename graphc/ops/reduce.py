@@ -1,0 +1,85 @@
+"""Reductions over axes, softmax and L2 normalization."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir.types import TensorType
+from graphc.ops.common import norm_axis, require_float
+from graphc.ops.registry import REQUIRED, OpDef, register
+
+
+def _reduce_infer(types, *, axes, keepdims):
+    x = types[0]
+    axs = sorted({norm_axis(a, x.rank) for a in axes})
+    if keepdims:
+        shape = tuple(1 if i in axs else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axs)
+    return TensorType(x.dtype, shape)
+
+
+def _register_reduce(name: str, fn) -> None:
+    def reference(x, *, axes, keepdims):
+        return np.asarray(fn(x, axis=tuple(axes), keepdims=keepdims), dtype=x.dtype)
+
+    register(OpDef(name, _reduce_infer, reference, attrs={"axes": REQUIRED, "keepdims": False},
+                   num_inputs=1, fusion_kind="reduction", doc=f"{name} over the given axes."))
+
+
+for _name, _fn in {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max,
+                   "reduce_min": np.min}.items():
+    _register_reduce(_name, _fn)
+
+
+def _float_same(types, **_):
+    require_float(types[0])
+    norm_axis(_.get("axis", -1), types[0].rank)
+    return types[0]
+
+
+def _softmax(x, *, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+
+
+register(OpDef("softmax", _float_same, _softmax, attrs={"axis": -1}, num_inputs=1,
+               fusion_kind="reduction", doc="exp(x) / sum(exp(x)) along one axis."))
+
+
+def _log_softmax(x, *, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    s = x - m
+    return (s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))).astype(x.dtype, copy=False)
+
+
+register(OpDef("log_softmax", _float_same, _log_softmax, attrs={"axis": -1}, num_inputs=1,
+               fusion_kind="reduction", doc="x - logsumexp(x) along one axis."))
+
+
+def _l2_normalize(x, *, axis, epsilon):
+    sq = np.sum(np.square(x), axis=axis, keepdims=True)
+    return (x / np.sqrt(np.maximum(sq, epsilon))).astype(x.dtype, copy=False)
+
+
+def _l2_infer(types, *, axis, epsilon):
+    require_float(types[0])
+    norm_axis(axis, types[0].rank)
+    return types[0]
+
+
+register(OpDef("l2_normalize", _l2_infer, _l2_normalize, attrs={"axis": -1, "epsilon": 1e-12},
+               num_inputs=1, fusion_kind="reduction",
+               doc="x / sqrt(max(sum(x^2), epsilon)) along one axis (Keras's l2_normalize)."))
+
+
+def _argmax_infer(types, *, axis):
+    x = types[0]
+    ax = norm_axis(axis, x.rank)
+    return TensorType("int64", x.shape[:ax] + x.shape[ax + 1:])
+
+
+register(OpDef("argmax", _argmax_infer, lambda x, *, axis: np.argmax(x, axis=axis).astype(np.int64),
+               attrs={"axis": -1}, num_inputs=1, fusion_kind="reduction", not_differentiable=True,
+               doc="Index of the largest value along one axis."))

@@ -1,0 +1,179 @@
+"""Data-movement ops: reshape, transpose, concat, slice, expand_dims/squeeze, gather.
+
+``reshape`` targets may contain ``-1`` (inferred) and symbolic dims (evaluated from the
+bindings of the free dimensions at run time), so a reshape can keep a batch or sequence
+dimension free.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ir.types import TensorType, is_int
+from graphc.ops.common import fmt_shape, norm_axis, same_dtype
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+
+
+def infer_reshape(in_shape, target) -> tuple:
+    """The output shape of reshaping ``in_shape`` to ``target`` (``-1`` resolved)."""
+    target = tuple(target)
+    if sum(1 for d in target if d == -1) > 1:
+        raise ShapeError(f"reshape target {fmt_shape(target)} has more than one -1")
+    for d in target:
+        if isinstance(d, int) and d < -1:
+            raise ShapeError(f"reshape target {fmt_shape(target)} has a negative dimension")
+    known = [d for d in target if d != -1]
+    in_static = int(np.prod([d for d in in_shape if isinstance(d, int)], dtype=np.int64))
+    out_static = int(np.prod([d for d in known if isinstance(d, int)], dtype=np.int64))
+    in_syms = Counter(d for d in in_shape if isinstance(d, str))
+    out_syms = Counter(d for d in known if isinstance(d, str))
+    if -1 not in target:
+        if not in_syms and not out_syms and in_static != out_static:
+            raise ShapeError(f"cannot reshape {fmt_shape(in_shape)} ({in_static} elements) "
+                             f"to {fmt_shape(target)} ({out_static} elements)")
+        return target
+    if not out_syms - in_syms:
+        rest = in_syms - out_syms
+        if out_static == 0 or in_static % out_static:
+            if not rest:
+                raise ShapeError(f"cannot reshape {fmt_shape(in_shape)} to {fmt_shape(target)}")
+            inferred = dims.floordiv(dims.product(list(rest.elements()) + [in_static]), out_static or 1)
+        else:
+            inferred = dims.product(list(rest.elements()) + [in_static // out_static])
+    else:
+        inferred = dims.floordiv(dims.product(in_shape), dims.product(known))  # type: ignore[arg-type]
+    return tuple(inferred if d == -1 else d for d in target)
+
+
+def _reshape_infer(types, *, shape):
+    return TensorType(types[0].dtype, infer_reshape(types[0].shape, shape))
+
+
+def _reshape(x, *, shape, bindings=None):
+    target = tuple(dims.evaluate(d, bindings or {}) if isinstance(d, str) else d for d in shape)
+    try:
+        return x.reshape(target)
+    except ValueError:
+        raise ShapeError(f"cannot reshape array of shape {x.shape} to {target}") from None
+
+
+register(OpDef("reshape", _reshape_infer, _reshape, attrs={"shape": REQUIRED}, num_inputs=1,
+               fusion_kind="injective", uses_dims=True,
+               doc="Reshape; target entries are ints, -1 (inferred) or symbolic dims."))
+
+
+def _transpose_infer(types, *, perm):
+    x = types[0]
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"perm {perm} is not a permutation of the {x.rank} axes")
+    return TensorType(x.dtype, tuple(x.shape[p] for p in perm))
+
+
+register(OpDef("transpose", _transpose_infer, lambda x, *, perm: np.transpose(x, perm),
+               attrs={"perm": REQUIRED}, num_inputs=1, fusion_kind="injective",
+               doc="Permute axes."))
+
+
+def _concat_infer(types, *, axis):
+    dtype = same_dtype(types, "concatenated tensors")
+    rank = types[0].rank
+    if any(t.rank != rank for t in types):
+        raise ShapeError("concatenated tensors have different ranks: "
+                         + ", ".join(fmt_shape(t.shape) for t in types))
+    ax = norm_axis(axis, rank)
+    out = list(types[0].shape)
+    for t in types[1:]:
+        for i, (a, b) in enumerate(zip(out, t.shape)):
+            if i == ax:
+                continue
+            if not dims.compatible(a, b):
+                raise ShapeError(f"concatenation on axis {axis} needs matching shapes except on that "
+                                 "axis, got " + ", ".join(fmt_shape(t.shape) for t in types))
+            out[i] = dims.unify(a, b)
+    size = types[0].shape[ax]
+    for t in types[1:]:
+        size = dims.add(size, t.shape[ax])
+    out[ax] = size
+    return TensorType(dtype, tuple(out))
+
+
+register(OpDef("concat", _concat_infer, lambda *xs, axis: np.concatenate(xs, axis=axis),
+               attrs={"axis": -1}, num_inputs=None, fusion_kind="injective",
+               doc="Concatenate along one axis."))
+
+
+def _slice_infer(types, *, axis, start, stop, step):
+    x = types[0]
+    ax = norm_axis(axis, x.rank)
+    n = x.shape[ax]
+    if step < 1:
+        raise ShapeError(f"slice step must be positive, got {step}")
+    if isinstance(n, int):
+        length = len(range(*slice(start, stop, step).indices(n)))
+    elif start >= 0 and stop is not None and stop >= 0:
+        length = dims.ceildiv(stop - start, step) if stop > start else 0
+    else:
+        stop_d = n if stop is None else (dims.add(n, stop) if stop < 0 else stop)
+        start_d = dims.add(n, start) if start < 0 else start
+        length = dims.ceildiv(dims.sub(stop_d, start_d), step)
+    shape = list(x.shape)
+    shape[ax] = length
+    return TensorType(x.dtype, tuple(shape))
+
+
+def _slice(x, *, axis, start, stop, step):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+register(OpDef("slice", _slice_infer, _slice, attrs={"axis": REQUIRED, "start": 0, "stop": None, "step": 1},
+               num_inputs=1, fusion_kind="injective", doc="x[start:stop:step] along one axis."))
+
+
+def _expand_dims_infer(types, *, axis):
+    x = types[0]
+    ax = norm_axis(axis, x.rank + 1)
+    shape = list(x.shape)
+    shape.insert(ax, 1)
+    return TensorType(x.dtype, tuple(shape))
+
+
+register(OpDef("expand_dims", _expand_dims_infer, lambda x, *, axis: np.expand_dims(x, axis),
+               attrs={"axis": REQUIRED}, num_inputs=1, fusion_kind="injective",
+               doc="Insert a unit axis."))
+
+
+def _squeeze_infer(types, *, axis):
+    x = types[0]
+    ax = norm_axis(axis, x.rank)
+    if x.shape[ax] != 1 and isinstance(x.shape[ax], int):
+        raise ShapeError(f"cannot squeeze axis {axis} of size {x.shape[ax]}")
+    return TensorType(x.dtype, x.shape[:ax] + x.shape[ax + 1:])
+
+
+register(OpDef("squeeze", _squeeze_infer, lambda x, *, axis: np.squeeze(x, axis),
+               attrs={"axis": REQUIRED}, num_inputs=1, fusion_kind="injective",
+               doc="Remove a unit axis."))
+
+
+def _gather_infer(types, **_):
+    table, ids = types
+    if not is_int(ids.dtype):
+        raise ShapeError(f"gather indices must be integers, got {ids.dtype}")
+    return TensorType(table.dtype, ids.shape + table.shape[1:])
+
+
+def _gather(table, ids):
+    n = table.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)].flat[0]
+        raise IndexError(f"index {int(bad)} is out of range for a table of {n} rows")
+    return np.take(table, ids, axis=0)
+
+
+register(OpDef("gather", _gather_infer, _gather, num_inputs=2, fusion_kind="injective",
+               doc="Rows of a table (axis 0) picked by integer ids: the embedding lookup."))

@@ -1,0 +1,33 @@
+"""Utilities with Keras's names: seeding, one-hot labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.frontend.state import clear_session, set_random_seed
+
+
+def to_categorical(x, num_classes: int | None = None) -> np.ndarray:
+    """One-hot encode integer class labels (float32), as ``keras.utils.to_categorical``."""
+    x = np.asarray(x)
+    if x.size and not np.issubdtype(x.dtype, np.integer):
+        if not np.all(x == np.round(x)):
+            raise ValueError("to_categorical needs integer class labels")
+        x = x.astype(np.int64)
+    x = x.astype(np.int64)
+    input_shape = x.shape
+    if input_shape and input_shape[-1] == 1 and len(input_shape) > 1:
+        input_shape = input_shape[:-1]
+    x = x.reshape(-1)
+    if x.size and x.min() < 0:
+        raise ValueError(f"class labels must be non-negative, got {x.min()}")
+    if num_classes is None:
+        num_classes = int(x.max()) + 1 if x.size else 0
+    elif x.size and x.max() >= num_classes:
+        raise ValueError(f"label {x.max()} is out of range for num_classes={num_classes}")
+    out = np.zeros((x.shape[0], num_classes), dtype="float32")
+    out[np.arange(x.shape[0]), x] = 1.0
+    return out.reshape(input_shape + (num_classes,))
+
+
+__all__ = ["to_categorical", "set_random_seed", "clear_session"]
