@@ -1,1 +1,99 @@
-"""Op family: normalization (being written)."""
+"""Normalization ops: ``batch_norm`` (inference form) and ``layer_norm``.
+
+``batch_norm(x, gamma, beta, mean, variance; axis, epsilon)`` normalizes with given
+statistics, each a vector along ``axis``: ``(x - mean) / sqrt(variance + epsilon) * gamma
++ beta``. It is the inference form of Keras's BatchNormalization (moving statistics); a
+layer without ``scale``/``center`` passes ones/zeros, so the op always has five inputs and
+folding it into a preceding convolution needs no special cases.
+
+``layer_norm(x, gamma, beta; axes, epsilon)`` normalizes with the mean and (biased)
+variance of ``x`` over ``axes``; ``gamma`` and ``beta`` have the shape of those axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ops.common import fmt_shape, norm_axis, require_float, same_dtype
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+
+
+def _check_epsilon(op: str, epsilon) -> None:
+    if not epsilon > 0:
+        raise ShapeError(f"{op} epsilon must be positive, got {epsilon}")
+
+
+def _param_shape(x_shape: tuple, axes: tuple[int, ...]) -> tuple[int, ...]:
+    """Where per-axis parameters broadcast against an input of rank ``len(x_shape)``."""
+    return tuple(d if i in axes else 1 for i, d in enumerate(x_shape))
+
+
+# ---------------------------------------------------------------- batch_norm
+_BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _batch_norm_infer(types, *, axis, epsilon):
+    x = types[0]
+    require_float(x, "batch_norm input")
+    same_dtype(types, "batch_norm operands")
+    _check_epsilon("batch_norm", epsilon)
+    ax = norm_axis(axis, x.rank)
+    for name, t in zip(_BN_PARAMS, types[1:]):
+        if t.rank != 1 or not dims.compatible(t.shape[0], x.shape[ax]):
+            raise ShapeError(f"batch_norm {name} of shape {fmt_shape(t.shape)} does not match axis {axis} "
+                             f"(size {x.shape[ax]}) of input {fmt_shape(x.shape)}")
+    return x
+
+
+def _batch_norm(x, gamma, beta, mean, variance, *, axis, epsilon):
+    shape = _param_shape(x.shape, (axis % x.ndim,))
+    scale = gamma / np.sqrt(variance + np.asarray(epsilon, dtype=variance.dtype))
+    y = (x - mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(shape)
+    return y.astype(x.dtype, copy=False)
+
+
+register(OpDef("batch_norm", _batch_norm_infer, _batch_norm, attrs={"axis": -1, "epsilon": 1e-3},
+               num_inputs=5, fusion_kind="broadcast",
+               doc="(x - mean) / sqrt(variance + epsilon) * gamma + beta along one axis "
+                   "(inputs: x, gamma, beta, mean, variance)."))
+
+
+# ---------------------------------------------------------------- layer_norm
+def _layer_norm_axes(axes, rank: int) -> tuple[int, ...]:
+    if not axes:
+        raise ShapeError("layer_norm needs at least one axis")
+    out = sorted({norm_axis(a, rank) for a in axes})
+    if len(out) != len(axes):
+        raise ShapeError(f"layer_norm axes {tuple(axes)} repeat an axis")
+    return tuple(out)
+
+
+def _layer_norm_infer(types, *, axes, epsilon):
+    x = types[0]
+    require_float(x, "layer_norm input")
+    same_dtype(types, "layer_norm operands")
+    _check_epsilon("layer_norm", epsilon)
+    axs = _layer_norm_axes(axes, x.rank)
+    want = tuple(x.shape[a] for a in axs)
+    for name, t in zip(("gamma", "beta"), types[1:]):
+        if t.rank != len(want) or not all(dims.compatible(a, b) for a, b in zip(t.shape, want)):
+            raise ShapeError(f"layer_norm {name} of shape {fmt_shape(t.shape)} does not match axes "
+                             f"{tuple(axes)} {fmt_shape(want)} of input {fmt_shape(x.shape)}")
+    return x
+
+
+def _layer_norm(x, gamma, beta, *, axes, epsilon):
+    axs = tuple(sorted(a % x.ndim for a in axes))
+    shape = _param_shape(x.shape, axs)
+    mean = np.mean(x, axis=axs, keepdims=True)
+    centered = x - mean
+    variance = np.mean(np.square(centered), axis=axs, keepdims=True)
+    y = centered / np.sqrt(variance + np.asarray(epsilon, dtype=x.dtype))
+    return (y * gamma.reshape(shape) + beta.reshape(shape)).astype(x.dtype, copy=False)
+
+
+register(OpDef("layer_norm", _layer_norm_infer, _layer_norm, attrs={"axes": REQUIRED, "epsilon": 1e-3},
+               num_inputs=3, fusion_kind="reduction",
+               doc="(x - mean) / sqrt(var + epsilon) * gamma + beta with the moments of x over `axes` "
+                   "(inputs: x, gamma, beta)."))

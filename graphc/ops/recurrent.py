@@ -1,1 +1,204 @@
-"""Op family: recurrent (being written)."""
+"""Recurrent ops: ``lstm``, ``gru`` and ``simple_rnn``, each one whole sequence loop.
+
+Each op takes a batch-major sequence ``x`` of shape (N, T, F) (``T`` may be a free
+dimension), Keras's weight layout and optionally the initial state, and returns the
+output (the whole sequence (N, T, U) when ``return_sequences``, else the last step
+(N, U)) followed by the final state(s) (N, U). The outputs always include the states, so
+a layer with ``return_state`` just uses them and one without leaves them unread.
+
+Inputs, in order: ``x, kernel, recurrent_kernel, bias`` and then the initial state
+(``h`` for ``gru``/``simple_rnn``; ``h, c`` for ``lstm``) or nothing (zeros). ``bias`` is
+always present: a layer without a bias passes zeros. Weight layouts are Keras's:
+
+- ``lstm``: kernel (F, 4U), recurrent_kernel (U, 4U), bias (4U,); gate order i, f, c, o.
+- ``gru``: kernel (F, 3U), recurrent_kernel (U, 3U); gate order z, r, h. With
+  ``reset_after`` (Keras's default) bias is (2, 3U): row 0 for the input projection,
+  row 1 for the recurrent one, and the reset gate multiplies the recurrent projection.
+  Without it bias is (3U,) and the reset gate multiplies ``h`` before the projection.
+- ``simple_rnn``: kernel (F, U), recurrent_kernel (U, U), bias (U,).
+
+``activation`` / ``recurrent_activation`` name an activation of
+:data:`graphc.ops.elementwise.UNARY` or ``"linear"``. With ``go_backwards`` the sequence
+is read from its last step to its first and the output sequence is in that (reversed)
+order, as in Keras.
+
+The references loop over time only: the input projection of all steps is one matmul and
+each step is vectorized over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ir.types import TensorType
+from graphc.ops.common import fmt_shape, require_float, require_rank, same_dtype
+from graphc.ops.elementwise import UNARY, apply_activation
+from graphc.ops.registry import OpDef, ShapeError, register
+
+ACTIVATIONS = ("linear", *UNARY)
+
+_RNN_ATTRS = {"activation": "tanh", "recurrent_activation": "sigmoid", "go_backwards": False,
+              "return_sequences": False}
+
+
+def check_activation(op: str, what: str, name: str) -> None:
+    """Refuse an activation name that the recurrent ops cannot apply."""
+    if name not in ACTIVATIONS:
+        raise ShapeError(f"{op} {what} {name!r} is not one of {', '.join(ACTIVATIONS)}")
+
+
+def _rnn_infer(op: str, gates: int, n_states: int, bias_shape: Callable[[int], tuple[int, ...]],
+               types: list[TensorType], activations: dict[str, str],
+               return_sequences: bool) -> list[TensorType]:
+    """Shape rule shared by the recurrent ops (see the module docstring)."""
+    for what, name in activations.items():
+        check_activation(op, what, name)
+    x, kernel, rkernel, bias = types[:4]
+    states = types[4:]
+    if len(states) not in (0, n_states):
+        raise ShapeError(f"{op} takes {n_states} initial state tensor(s) or none, got {len(states)}")
+    require_rank(x, 3, f"{op} input (batch, timesteps, features)")
+    require_float(x, f"{op} input")
+    same_dtype(types, f"{op} operands")
+    require_rank(kernel, 2, f"{op} kernel")
+    require_rank(rkernel, 2, f"{op} recurrent_kernel")
+    width = kernel.shape[1]
+    if not isinstance(width, int) or width % gates or width == 0:
+        raise ShapeError(f"{op} kernel of shape {fmt_shape(kernel.shape)} must have a known last "
+                         f"dimension that is a positive multiple of {gates}")
+    units = width // gates
+    if not dims.compatible(kernel.shape[0], x.shape[2]):
+        raise ShapeError(f"{op} kernel of shape {fmt_shape(kernel.shape)} does not match the "
+                         f"{x.shape[2]} features of input {fmt_shape(x.shape)}")
+    if rkernel.shape != (units, width):
+        raise ShapeError(f"{op} recurrent_kernel must have shape {fmt_shape((units, width))} for "
+                         f"{units} units, got {fmt_shape(rkernel.shape)}")
+    if bias.shape != bias_shape(units):
+        raise ShapeError(f"{op} bias must have shape {fmt_shape(bias_shape(units))} for {units} "
+                         f"units, got {fmt_shape(bias.shape)}")
+    batch = x.shape[0]
+    for i, s in enumerate(states):
+        if s.rank != 2 or not dims.compatible(s.shape[0], batch) or s.shape[1] != units:
+            raise ShapeError(f"{op} initial state {i} must have shape {fmt_shape((batch, units))}, "
+                             f"got {fmt_shape(s.shape)}")
+        batch = dims.unify(batch, s.shape[0])
+    out = (batch, x.shape[1], units) if return_sequences else (batch, units)
+    return [TensorType(x.dtype, out)] + [TensorType(x.dtype, (batch, units))] * n_states
+
+
+def _steps(x: np.ndarray, go_backwards: bool) -> np.ndarray:
+    return x[:, ::-1] if go_backwards else x
+
+
+def _initial(states: tuple, n: int, units: int, dtype, count: int) -> list[np.ndarray]:
+    if states:
+        return [np.asarray(s, dtype=dtype) for s in states]
+    return [np.zeros((n, units), dtype=dtype) for _ in range(count)]
+
+
+def _run(x, kernel, bias_in, state, step, go_backwards: bool, return_sequences: bool):
+    """Run ``step(projected_x_t, state) -> state`` over time; state[0] is the output."""
+    n, t, _ = x.shape
+    units = state[0].shape[1]
+    proj = np.matmul(_steps(x, go_backwards), kernel) + bias_in
+    seq = np.empty((n, t, units), dtype=x.dtype) if return_sequences else None
+    for i in range(t):
+        state = step(proj[:, i], state)
+        if seq is not None:
+            seq[:, i] = state[0]
+    out = seq if seq is not None else state[0].copy()
+    return (out, *(s.copy() for s in state))
+
+
+# ---------------------------------------------------------------- lstm
+def _lstm_infer(types, *, activation, recurrent_activation, go_backwards, return_sequences):
+    return _rnn_infer("lstm", 4, 2, lambda u: (4 * u,), types,
+                      {"activation": activation, "recurrent_activation": recurrent_activation},
+                      return_sequences)
+
+
+def _lstm(x, kernel, rkernel, bias, *states, activation, recurrent_activation, go_backwards,
+          return_sequences):
+    u = rkernel.shape[0]
+
+    def step(px, state):
+        h, c = state
+        z = px + h @ rkernel
+        i = apply_activation(recurrent_activation, z[:, :u])
+        f = apply_activation(recurrent_activation, z[:, u:2 * u])
+        g = apply_activation(activation, z[:, 2 * u:3 * u])
+        o = apply_activation(recurrent_activation, z[:, 3 * u:])
+        c = f * c + i * g
+        return o * apply_activation(activation, c), c
+
+    state = _initial(states, x.shape[0], u, x.dtype, 2)
+    return _run(x, kernel, bias, state, step, go_backwards, return_sequences)
+
+
+register(OpDef("lstm", _lstm_infer, _lstm, attrs=dict(_RNN_ATTRS), num_inputs=(4, 6), num_outputs=3,
+               fusion_kind="opaque",
+               doc="Keras LSTM over a whole sequence: (x, kernel, recurrent_kernel, bias[, h0, c0]) -> "
+                   "(output, h, c); gate order i, f, c, o."))
+
+
+# ---------------------------------------------------------------- gru
+def _gru_infer(types, *, activation, recurrent_activation, go_backwards, return_sequences, reset_after):
+    return _rnn_infer("gru", 3, 1, lambda u: (2, 3 * u) if reset_after else (3 * u,), types,
+                      {"activation": activation, "recurrent_activation": recurrent_activation},
+                      return_sequences)
+
+
+def _gru(x, kernel, rkernel, bias, *states, activation, recurrent_activation, go_backwards,
+         return_sequences, reset_after):
+    u = rkernel.shape[0]
+    bias_in, bias_rec = (bias[0], bias[1]) if reset_after else (bias, None)
+
+    def step(px, state):
+        (h,) = state
+        if reset_after:
+            inner = h @ rkernel + bias_rec
+        else:
+            inner = h @ rkernel[:, :2 * u]
+        z = apply_activation(recurrent_activation, px[:, :u] + inner[:, :u])
+        r = apply_activation(recurrent_activation, px[:, u:2 * u] + inner[:, u:2 * u])
+        if reset_after:
+            rec_h = r * inner[:, 2 * u:]
+        else:
+            rec_h = (r * h) @ rkernel[:, 2 * u:]
+        hh = apply_activation(activation, px[:, 2 * u:] + rec_h)
+        return (z * h + (1 - z) * hh,)
+
+    state = _initial(states, x.shape[0], u, x.dtype, 1)
+    return _run(x, kernel, bias_in, state, step, go_backwards, return_sequences)
+
+
+register(OpDef("gru", _gru_infer, _gru, attrs={**_RNN_ATTRS, "reset_after": True}, num_inputs=(4, 5),
+               num_outputs=2, fusion_kind="opaque",
+               doc="Keras GRU over a whole sequence: (x, kernel, recurrent_kernel, bias[, h0]) -> "
+                   "(output, h); gate order z, r, h."))
+
+
+# ---------------------------------------------------------------- simple_rnn
+def _simple_rnn_infer(types, *, activation, go_backwards, return_sequences):
+    return _rnn_infer("simple_rnn", 1, 1, lambda u: (u,), types, {"activation": activation},
+                      return_sequences)
+
+
+def _simple_rnn(x, kernel, rkernel, bias, *states, activation, go_backwards, return_sequences):
+    u = rkernel.shape[0]
+
+    def step(px, state):
+        return (apply_activation(activation, px + state[0] @ rkernel),)
+
+    state = _initial(states, x.shape[0], u, x.dtype, 1)
+    return _run(x, kernel, bias, state, step, go_backwards, return_sequences)
+
+
+register(OpDef("simple_rnn", _simple_rnn_infer, _simple_rnn,
+               attrs={"activation": "tanh", "go_backwards": False, "return_sequences": False},
+               num_inputs=(4, 5), num_outputs=2, fusion_kind="opaque",
+               doc="Keras SimpleRNN over a whole sequence: (x, kernel, recurrent_kernel, bias[, h0]) -> "
+                   "(output, h) with h = activation(x_t @ kernel + bias + h @ recurrent_kernel)."))

@@ -1,3 +1,217 @@
-"""normalization layers (being written)."""
+"""Normalization layers: BatchNormalization and LayerNormalization.
 
-__all__: list[str] = []
+Constructor arguments, defaults, weight names, order and initializers are Keras 3's.
+BatchNormalization lowers to the ``batch_norm`` op with its moving statistics (Keras's
+inference behaviour); the graph is the same whatever ``training`` says, since updating
+the moving statistics belongs to the training step. LayerNormalization lowers to
+``layer_norm``. A layer without ``scale``/``center`` has no gamma/beta weight (as in
+Keras) and passes constant ones/zeros to its op. Regularizers and constraints are not
+supported (ValueError).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.frontend import initializers
+from graphc.frontend.layer import Layer
+from graphc.frontend.layers.core import single
+from graphc.frontend.lowering import LowerContext
+from graphc.ops.registry import ShapeError
+
+__all__ = ["BatchNormalization", "LayerNormalization"]
+
+
+def _refuse(kind: str, name: str, **options) -> None:
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise ValueError(f"{kind} {name!r}: {', '.join(given)} not supported by graphc")
+
+
+def _float_input(ctx: LowerContext, x: str) -> str:
+    """Keras normalizes in (at least) float32: integer inputs are cast."""
+    return x if ctx.dtype(x).startswith("float") else ctx.cast(x, dtype="float32")
+
+
+def _param_or(ctx: LowerContext, var, fill: float, shape: tuple, dtype: str, name: str) -> str:
+    if var is not None:
+        return ctx.param(var) if var.dtype == dtype else ctx.cast(ctx.param(var), dtype=dtype)
+    return ctx.constant(np.full(shape, fill, dtype=dtype), name)
+
+
+class BatchNormalization(Layer):
+    """Normalizes along ``axis`` with the moving mean and variance (inference form)."""
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
+                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, renorm=False, renorm_clipping=None,
+                 renorm_momentum=0.99, synchronized=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"BatchNormalization axis must be an integer, got {axis!r}")
+        if not epsilon > 0:
+            raise ValueError(f"BatchNormalization epsilon must be positive, got {epsilon}")
+        _refuse("BatchNormalization", self.name, beta_regularizer=beta_regularizer,
+                gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                gamma_constraint=gamma_constraint)
+        if renorm:
+            raise ValueError(f"BatchNormalization {self.name!r}: renorm=True is not supported by graphc")
+        if synchronized:
+            raise ValueError("Argument synchronized=True is only supported with the TensorFlow backend")
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.renorm = False
+        self.renorm_clipping = renorm_clipping
+        self.renorm_momentum = renorm_momentum
+        self.synchronized = False
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+
+    def _check_shape(self, shape) -> int:
+        rank = len(shape)
+        if not -rank <= self.axis < rank:
+            raise ShapeError(f"axis {self.axis} is out of bounds for input shape {tuple(shape)}")
+        size = shape[self.axis]
+        if size is None:
+            raise ShapeError(f"axis {self.axis} of the input must have a known size, got shape {tuple(shape)}")
+        return int(size)
+
+    def check_inputs(self, inputs):
+        self._check_shape(single(inputs).shape)
+
+    def build(self, input_shape):
+        try:
+            shape = (self._check_shape(input_shape),)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} (BatchNormalization) cannot be built for input "
+                             f"shape {input_shape}: {exc}") from None
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer,
+                                               trainable=False)
+        self.built = True
+
+    def lower(self, ctx: LowerContext, inputs, training=None, mask=None, **kwargs):
+        if mask is not None:
+            raise ShapeError("BatchNormalization does not support masks in graphc")
+        x = _float_input(ctx, single(inputs))
+        dtype = ctx.dtype(x)
+        shape = self.moving_mean.shape
+        gamma = _param_or(ctx, self.gamma, 1.0, shape, dtype, f"{self.name}/no_gamma")
+        beta = _param_or(ctx, self.beta, 0.0, shape, dtype, f"{self.name}/no_beta")
+        mean = _param_or(ctx, self.moving_mean, 0.0, shape, dtype, f"{self.name}/moving_mean")
+        variance = _param_or(ctx, self.moving_variance, 1.0, shape, dtype, f"{self.name}/moving_variance")
+        return ctx.batch_norm(x, gamma, beta, mean, variance, axis=self.axis, epsilon=self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+                "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+                "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+                "gamma_constraint": None, "synchronized": self.synchronized, "renorm": self.renorm,
+                "renorm_clipping": self.renorm_clipping, "renorm_momentum": self.renorm_momentum}
+
+
+class LayerNormalization(Layer):
+    """Normalizes each sample over ``axis`` (an int or a list of ints) with its own moments."""
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, rms_scaling=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            if not axis or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
+                raise TypeError(f"LayerNormalization axis must be an int or a non-empty list of ints, "
+                                f"got {axis!r}")
+            self.axis = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise TypeError(f"LayerNormalization axis must be an int or a list of ints, got {axis!r}")
+        if not epsilon > 0:
+            raise ValueError(f"LayerNormalization epsilon must be positive, got {epsilon}")
+        if rms_scaling:
+            raise ValueError("LayerNormalization(rms_scaling=True) is deprecated in Keras and not "
+                             "supported by graphc; use RMS normalization explicitly")
+        _refuse("LayerNormalization", self.name, beta_regularizer=beta_regularizer,
+                gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                gamma_constraint=gamma_constraint)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.rms_scaling = False
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.gamma = self.beta = None
+
+    def _axes(self) -> list[int]:
+        return list(self.axis) if isinstance(self.axis, list) else [self.axis]
+
+    def _check_shape(self, shape) -> tuple[int, ...]:
+        rank = len(shape)
+        out = []
+        for a in self._axes():
+            if not -rank <= a < rank:
+                raise ShapeError(f"axis {a} is out of bounds for input shape {tuple(shape)}")
+            if shape[a] is None:
+                raise ShapeError(f"axis {a} of the input must have a known size, got shape {tuple(shape)}")
+        if len({a % rank for a in self._axes()}) != len(self._axes()):
+            raise ShapeError(f"axis {self.axis} names an axis twice")
+        for a in sorted(self._axes()):  # Keras's weight shape: the axes sorted as given
+            out.append(int(shape[a]))
+        return tuple(out)
+
+    def check_inputs(self, inputs):
+        self._check_shape(single(inputs).shape)
+
+    def build(self, input_shape):
+        try:
+            shape = self._check_shape(input_shape)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} (LayerNormalization) cannot be built for input "
+                             f"shape {input_shape}: {exc}") from None
+        if isinstance(self.axis, list):
+            self.axis = sorted(self.axis)
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+        rank = len(input_shape)
+        self._op_shape = tuple(int(input_shape[a]) for a in sorted(a % rank for a in self._axes()))
+        self.built = True
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        if mask is not None:
+            raise ShapeError("LayerNormalization does not support masks in graphc")
+        x = _float_input(ctx, single(inputs))
+        dtype = ctx.dtype(x)
+        shape = self._op_shape
+        gamma = _param_or(ctx, self.gamma, 1.0, shape, dtype, f"{self.name}/no_gamma")
+        beta = _param_or(ctx, self.beta, 0.0, shape, dtype, f"{self.name}/no_beta")
+        if self.gamma is not None and self.gamma.shape != shape:
+            # Mixed-sign axes: Keras reshapes its weights (row-major) onto the sorted axes.
+            gamma = ctx.reshape(gamma, shape=shape)
+        if self.beta is not None and self.beta.shape != shape:
+            beta = ctx.reshape(beta, shape=shape)
+        return ctx.layer_norm(x, gamma, beta, axes=tuple(self._axes()), epsilon=self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale, "rms_scaling": self.rms_scaling,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+                "gamma_constraint": None}
