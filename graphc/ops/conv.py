@@ -1,1 +1,271 @@
-"""Op family: conv (being written)."""
+"""Convolution: the ``conv`` op (channels-last, N-d, grouped) and the window geometry it shares
+with pooling, including Keras's 'valid'/'same'/'causal' padding rule.
+
+Layout: ``x`` is (N, *spatial, C) and the kernel is Keras's (*k, C/groups, O); the result is
+(N, *out, O). Output channel ``o`` belongs to group ``o // (O/groups)``, which reads input
+channels ``[g*C/groups, (g+1)*C/groups)``. A depthwise convolution is ``groups = C`` with the
+Keras depthwise kernel (*k, C, M) reshaped to (*k, 1, C*M).
+
+Padding is explicit: ``pads`` holds one ``(before, after)`` pair per spatial axis, possibly
+asymmetric. :func:`keras_pads` turns Keras's padding names into pairs (TensorFlow's 'same'
+puts the odd pixel after). A pad may be a symbolic dimension expression: with a free spatial
+size and stride > 1, 'same' padding depends on that size, so it is an expression over the
+free dims, evaluated once they are bound (the reference takes ``bindings=``).
+
+The reference never loops over pixels: for each kernel tap it takes one strided view of the
+padded input and contracts the channels with one matmul (grouped: one batched matmul;
+depthwise: one broadcast multiply), accumulating over taps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ir.dims import Dim
+from graphc.ir.types import TensorType
+from graphc.ops.common import fmt_shape, require_float, same_dtype
+from graphc.ops.registry import OpDef, ShapeError, register
+
+__all__ = ["keras_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs", "resolve_pads",
+           "pad_array", "tap_views", "concrete_out"]
+
+Pads = tuple[tuple[Dim, Dim], ...]
+
+
+# ---------------------------------------------------------------------------- window geometry
+def per_axis(value: Any, n: int, name: str, what: str) -> tuple[int, ...]:
+    """``value`` (None = all ones, an int, or n ints) as n positive ints."""
+    if value is None:
+        return (1,) * n
+    if isinstance(value, (int, np.integer)):
+        value = (int(value),) * n
+    value = tuple(value)
+    if len(value) != n or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in value):
+        raise ShapeError(f"{what}: {name} must be {n} positive integer(s) (one per spatial axis), "
+                         f"got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def pads_attr(value: Any, n: int, what: str) -> Pads:
+    """``value`` (None = no padding, or n (before, after) pairs) as validated pairs."""
+    if value is None:
+        return ((0, 0),) * n
+    try:
+        pairs = tuple(tuple(p) for p in value)
+    except TypeError:
+        pairs = ()
+    if len(pairs) != n or any(len(p) != 2 for p in pairs):
+        raise ShapeError(f"{what}: pads must be {n} (before, after) pair(s), one per spatial axis, "
+                         f"got {value!r}")
+    for p in pairs:
+        for v in p:
+            if isinstance(v, str):
+                continue
+            if not isinstance(v, (int, np.integer)) or v < 0:
+                raise ShapeError(f"{what}: pads must be non-negative integers or dimension "
+                                 f"expressions, got {value!r}")
+    return tuple((v if isinstance(v, str) else int(v), w if isinstance(w, str) else int(w))
+                 for v, w in pairs)
+
+
+def spatial_attrs(nsp: int, strides: Any, dilations: Any, pads: Any,
+                  what: str) -> tuple[tuple[int, ...], tuple[int, ...], Pads]:
+    """Validated per-axis strides, dilations and pads for ``nsp`` spatial axes."""
+    return (per_axis(strides, nsp, "strides", what), per_axis(dilations, nsp, "dilations", what),
+            pads_attr(pads, nsp, what))
+
+
+def window_output_dims(spatial: Sequence[Dim], kernel: Sequence[int], strides: Sequence[int],
+                       dilations: Sequence[int], pads: Pads, what: str) -> tuple[Dim, ...]:
+    """Output sizes ``(n + before + after - ((k-1)*d + 1)) // s + 1`` per spatial axis.
+
+    Raises ShapeError when a concrete axis is smaller than its (dilated) window.
+    """
+    out: list[Dim] = []
+    for axis, (n, k, s, d, (pb, pa)) in enumerate(zip(spatial, kernel, strides, dilations, pads)):
+        eff = (k - 1) * d + 1
+        if isinstance(n, int) and isinstance(pb, int) and isinstance(pa, int):
+            if n + pb + pa < eff:
+                window = f"dilated window {eff} (kernel {k}, dilation {d})" if d > 1 else f"window {k}"
+                raise ShapeError(f"{what}: spatial axis {axis} of size {n} with padding ({pb}, {pa}) "
+                                 f"is smaller than the {window}; the output would be empty")
+            out.append((n + pb + pa - eff) // s + 1)
+        elif isinstance(pb, int) and isinstance(pa, int):
+            out.append(dims.floordiv(dims.add(n, pb + pa - eff + s), s))
+        elif (pb, pa) == _same_pair(n, eff, s):
+            out.append(dims.ceildiv(n, s))  # Keras 'same': ceil(n / s), whatever the padding works out to
+        else:
+            out.append(dims.floordiv(dims.add(dims.add(dims.add(n, pb), pa), s - eff), s))
+    return tuple(out)
+
+
+def keras_pads(padding: str, spatial: Sequence[Dim], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int] | None = None) -> Pads:
+    """Keras's padding as explicit (before, after) pairs for inputs of size ``spatial``.
+
+    'valid': none. 'same': total ``max(0, (ceil(n/s) - 1)*s + (k-1)*d + 1 - n)``, half before
+    and the odd pixel after (TensorFlow's rule, so the output size is ``ceil(n/s)``); for a
+    free size ``n`` and stride > 1 the pair is a dimension expression in ``n``. 'causal'
+    (1-D): ``(k-1)*d`` before, none after.
+    """
+    nsp = len(spatial)
+    kernel = per_axis(kernel, nsp, "kernel", "padding")
+    strides = per_axis(strides, nsp, "strides", "padding")
+    dilations = per_axis(dilations, nsp, "dilations", "padding")
+    padding = padding.lower() if isinstance(padding, str) else padding
+    if padding == "valid":
+        return ((0, 0),) * nsp
+    if padding == "causal":
+        return tuple(((k - 1) * d, 0) for k, d in zip(kernel, dilations))
+    if padding != "same":
+        raise ValueError(f"padding must be 'valid', 'same' or 'causal', got {padding!r}")
+    pairs: list[tuple[Dim, Dim]] = []
+    for n, k, s, d in zip(spatial, kernel, strides, dilations):
+        eff = (k - 1) * d + 1
+        if isinstance(n, int):
+            total = max(0, (-(-n // s) - 1) * s + eff - n)
+            pairs.append((total // 2, total - total // 2))
+        elif s == 1 or eff == 1:
+            # Stride 1: the total is always k_eff - 1. k_eff = 1: the total is always 0.
+            total = eff - 1
+            pairs.append((total // 2, total - total // 2))
+        else:
+            pairs.append(_same_pair(n, eff, s))
+    return tuple(pairs)
+
+
+def _same_pair(n: Dim, eff: int, s: int) -> tuple[Dim, Dim]:
+    """'same' padding of a free size ``n`` for a (dilated) window ``eff`` and stride ``s`` > 1."""
+    t: Dim = dims.add(dims.sub(dims.mul(dims.floordiv(dims.sub(n, 1), s), s), n), eff)  # (ceil(n/s)-1)*s + eff - n
+    if eff < s:  # the total can go negative: clamp
+        t = dims.maximum(0, t)
+    before = dims.floordiv(t, 2)
+    return before, dims.sub(t, before)
+
+
+def resolve_pads(pads: Pads, bindings: Mapping[str, int] | None, what: str) -> tuple[tuple[int, int], ...]:
+    """Concrete pads: symbolic entries evaluated with the free-dim ``bindings``."""
+    out = []
+    for pair in pads:
+        vals = []
+        for p in pair:
+            if isinstance(p, str):
+                try:
+                    p = dims.evaluate(p, bindings or {})
+                except KeyError as exc:
+                    raise ValueError(f"{what}: pad {p!r} depends on free dimensions that are not "
+                                     f"bound ({exc.args[0]}); pass bindings=") from None
+                if p < 0:
+                    raise ValueError(f"{what}: pad evaluated to {p} < 0")
+            vals.append(int(p))
+        out.append((vals[0], vals[1]))
+    return tuple(out)
+
+
+def pad_array(x: np.ndarray, pads: Sequence[tuple[int, int]], value: float) -> np.ndarray:
+    """``x`` (N, *spatial, C) padded on its spatial axes with ``value``."""
+    if all(pb == 0 and pa == 0 for pb, pa in pads):
+        return x
+    shape = (x.shape[0],) + tuple(n + pb + pa for n, (pb, pa) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    out = np.full(shape, value, dtype=x.dtype)
+    inner = (slice(None),) + tuple(slice(pb, pb + n) for n, (pb, _) in zip(x.shape[1:-1], pads))
+    out[inner] = x
+    return out
+
+
+def tap_views(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+              out: Sequence[int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """For each kernel tap, the strided view of padded ``xp`` that the tap multiplies: (N, *out, C)."""
+    for tap in np.ndindex(*kernel):
+        index = (slice(None),) + tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                       for t, d, s, o in zip(tap, dilations, strides, out))
+        yield tap, xp[index]
+
+
+def concrete_out(x_shape: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+                 dilations: Sequence[int], pads: Sequence[tuple[int, int]], what: str) -> tuple[int, ...]:
+    """Output spatial sizes for a concrete input (the references' check)."""
+    out = window_output_dims(tuple(x_shape[1:-1]), kernel, strides, dilations, pads, what)
+    return tuple(int(o) for o in out)
+
+
+# ---------------------------------------------------------------------------- conv
+def _conv_infer(types: list[TensorType], *, strides, dilations, pads, groups) -> TensorType:
+    x, w = types
+    require_float(x, "conv input")
+    dtype = same_dtype(types, "conv input and kernel")
+    if x.rank < 3:
+        raise ShapeError(f"conv needs an input of rank >= 3 (batch, *spatial, channels), got shape "
+                         f"{fmt_shape(x.shape)}")
+    nsp = x.rank - 2
+    if w.rank != x.rank:
+        raise ShapeError(f"conv kernel must have rank {x.rank} (*kernel, in_channels/groups, out) for an "
+                         f"input of shape {fmt_shape(x.shape)}, got {fmt_shape(w.shape)}")
+    if not all(isinstance(d, int) for d in w.shape):
+        raise ShapeError(f"conv kernel shape must be concrete, got {fmt_shape(w.shape)}")
+    strides, dilations, pads = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ShapeError(f"conv groups must be a positive integer, got {groups!r}")
+    cg, out_ch = w.shape[-2], w.shape[-1]
+    c = x.shape[-1]
+    if isinstance(c, int) and c != cg * groups:
+        raise ShapeError(f"conv input has {c} channels but the kernel {fmt_shape(w.shape)} with "
+                         f"groups={groups} expects {cg * groups}")
+    if out_ch % groups:
+        raise ShapeError(f"conv output channels {out_ch} are not divisible by groups={groups}")
+    out = window_output_dims(x.shape[1:-1], w.shape[:nsp], strides, dilations, pads, "conv")
+    return TensorType(dtype, (x.shape[0],) + out + (out_ch,))
+
+
+def _conv(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, groups,
+          bindings: Mapping[str, int] | None = None) -> np.ndarray:
+    nsp = x.ndim - 2
+    strides, dilations, pads = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    pads_i = resolve_pads(pads, bindings, "conv")
+    kernel = w.shape[:nsp]
+    cg, out_ch = w.shape[-2], w.shape[-1]
+    if x.shape[-1] != cg * groups:
+        raise ValueError(f"conv: input has {x.shape[-1]} channels, the kernel {w.shape} with "
+                         f"groups={groups} expects {cg * groups}")
+    out = concrete_out(x.shape, kernel, strides, dilations, pads_i, "conv")
+    dtype = np.result_type(x.dtype, w.dtype)
+    xp = pad_array(x.astype(dtype, copy=False), pads_i, 0)
+    w = w.astype(dtype, copy=False)
+    n, c, og = x.shape[0], x.shape[-1], out_ch // groups
+    rows = n * int(np.prod(out, dtype=np.int64))
+    acc: np.ndarray | None = None
+    if groups == 1:
+        # (rows, C) @ (C, O) per tap.
+        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+            term = np.ascontiguousarray(v).reshape(rows, c) @ w[tap]
+            acc = term if acc is None else np.add(acc, term, out=acc)
+        result = acc
+    elif cg == 1:
+        # Depthwise: each input channel g feeds output channels [g*og, (g+1)*og).
+        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+            wt = w[tap].reshape(groups, og)
+            term = v[..., None] * wt if og > 1 else v * wt[:, 0]
+            acc = term if acc is None else np.add(acc, term, out=acc)
+        result = acc.reshape(rows, out_ch)  # type: ignore[union-attr]
+    else:
+        # Grouped: one batched matmul (groups, rows, cg) @ (groups, cg, og) per tap.
+        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+            a = np.ascontiguousarray(v).reshape(rows, groups, cg).transpose(1, 0, 2)
+            wt = w[tap].reshape(cg, groups, og).transpose(1, 0, 2)
+            term = np.matmul(a, wt)
+            acc = term if acc is None else np.add(acc, term, out=acc)
+        result = acc.transpose(1, 0, 2).reshape(rows, out_ch)  # type: ignore[union-attr]
+    return result.reshape((n,) + out + (out_ch,))  # type: ignore[union-attr]
+
+
+register(OpDef(
+    "conv", _conv_infer, _conv,
+    attrs={"strides": None, "dilations": None, "pads": None, "groups": 1},
+    num_inputs=2, fusion_kind="opaque", uses_dims=True,
+    doc="N-d channels-last convolution: x (N, *spatial, C), kernel (*k, C/groups, O) -> (N, *out, O). "
+        "strides/dilations: one int per spatial axis (None = ones); pads: (before, after) per axis "
+        "(ints or dimension expressions; None = none); groups splits C and O into equal groups."))

@@ -1,1 +1,115 @@
-"""Op family: pool (being written)."""
+"""Pooling: ``max_pool`` and ``avg_pool`` over the spatial axes of channels-last tensors.
+
+``x`` is (N, *spatial, C); attributes are the window ``kernel``, ``strides`` and explicit
+``pads`` ((before, after) per spatial axis, possibly asymmetric or symbolic, see
+:mod:`graphc.ops.conv`). ``max_pool`` treats padding as -inf; ``avg_pool`` leaves padding
+out of the count, so a window divides by the number of real elements it covers (Keras's
+'same' semantics on TensorFlow and JAX, ONNX ``count_include_pad=0``). Each padding pair
+must be smaller than the window so that no window lies entirely in the padding.
+
+Global pooling is a reduction (``reduce_max``/``reduce_mean``) and needs no op here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from graphc.ir.types import TensorType, is_float
+from graphc.ops.common import fmt_shape, require_float
+from graphc.ops.conv import (
+    concrete_out,
+    pad_array,
+    pads_attr,
+    per_axis,
+    resolve_pads,
+    tap_views,
+    window_output_dims,
+)
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+
+
+def _geometry(rank: int, kernel, strides, pads, what: str):
+    nsp = rank - 2
+    if kernel is None:
+        raise ShapeError(f"{what}: kernel must be {nsp} positive integer(s), got None")
+    kernel = per_axis(kernel, nsp, "kernel", what)
+    strides = per_axis(strides, nsp, "strides", what)
+    pads = pads_attr(pads, nsp, what)
+    for axis, (k, pair) in enumerate(zip(kernel, pads)):
+        for p in pair:
+            if isinstance(p, int) and p >= k:
+                raise ShapeError(f"{what}: padding {pair} on spatial axis {axis} must be smaller than "
+                                 f"the window {k}")
+    return kernel, strides, pads
+
+
+def _pool_infer(what: str):
+    def infer(types: list[TensorType], *, kernel, strides, pads) -> TensorType:
+        x = types[0]
+        if what == "avg_pool":
+            require_float(x, "avg_pool input")
+        elif not (is_float(x.dtype) or x.dtype.startswith(("int", "uint"))):
+            raise ShapeError(f"max_pool needs a numeric input, got {x.dtype}")
+        if x.rank < 3:
+            raise ShapeError(f"{what} needs an input of rank >= 3 (batch, *spatial, channels), got "
+                             f"shape {fmt_shape(x.shape)}")
+        k, s, p = _geometry(x.rank, kernel, strides, pads, what)
+        out = window_output_dims(x.shape[1:-1], k, s, (1,) * len(k), p, what)
+        return TensorType(x.dtype, (x.shape[0],) + out + (x.shape[-1],))
+
+    return infer
+
+
+def _prepare(x: np.ndarray, kernel, strides, pads, bindings, what: str):
+    k, s, p = _geometry(x.ndim, kernel, strides, pads, what)
+    p_i = resolve_pads(p, bindings, what)
+    for axis, (kk, pair) in enumerate(zip(k, p_i)):
+        if max(pair) >= kk:
+            raise ValueError(f"{what}: padding {pair} on spatial axis {axis} must be smaller than the "
+                             f"window {kk}")
+    ones = (1,) * len(k)
+    return k, s, p_i, ones, concrete_out(x.shape, k, s, ones, p_i, what)
+
+
+def _max_pool(x: np.ndarray, *, kernel, strides, pads, bindings: Mapping[str, int] | None = None):
+    k, s, p, ones, out = _prepare(x, kernel, strides, pads, bindings, "max_pool")
+    fill = -np.inf if is_float(x.dtype.name) else np.iinfo(x.dtype).min
+    xp = pad_array(x, p, fill)
+    acc: np.ndarray | None = None
+    for _, v in tap_views(xp, k, s, ones, out):
+        acc = v.copy() if acc is None else np.maximum(acc, v, out=acc)
+    return acc
+
+
+def _window_counts(n: int, k: int, s: int, pad_before: int, out: int) -> np.ndarray:
+    """How many real (unpadded) elements each output position's window covers along one axis."""
+    starts = np.arange(out) * s - pad_before
+    return np.clip(starts + k, 0, n) - np.clip(starts, 0, n)
+
+
+def _avg_pool(x: np.ndarray, *, kernel, strides, pads, bindings: Mapping[str, int] | None = None):
+    k, s, p, ones, out = _prepare(x, kernel, strides, pads, bindings, "avg_pool")
+    xp = pad_array(x, p, 0)
+    acc: np.ndarray | None = None
+    for _, v in tap_views(xp, k, s, ones, out):
+        acc = v.copy() if acc is None else np.add(acc, v, out=acc)
+    count = np.ones((1,) * x.ndim, dtype=x.dtype)
+    for axis, (n, kk, ss, (pb, _), o) in enumerate(zip(x.shape[1:-1], k, s, p, out)):
+        shape = [1] * x.ndim
+        shape[axis + 1] = o
+        count = count * _window_counts(n, kk, ss, pb, o).astype(x.dtype).reshape(shape)
+    return (acc / count).astype(x.dtype, copy=False)
+
+
+_ATTRS = {"kernel": REQUIRED, "strides": None, "pads": None}
+_DOC = ("over the spatial axes of x (N, *spatial, C): kernel and strides one int per spatial axis "
+        "(strides None = ones), pads (before, after) per axis (None = none)")
+
+register(OpDef("max_pool", _pool_infer("max_pool"), _max_pool, attrs=dict(_ATTRS), num_inputs=1,
+               fusion_kind="opaque", uses_dims=True,
+               doc="Window maximum " + _DOC + "; padding counts as -inf."))
+register(OpDef("avg_pool", _pool_infer("avg_pool"), _avg_pool, attrs=dict(_ATTRS), num_inputs=1,
+               fusion_kind="opaque", uses_dims=True,
+               doc="Window mean " + _DOC + "; padding is left out of the count."))
