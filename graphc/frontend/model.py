@@ -263,7 +263,7 @@ class Model(Layer):
         from graphc.frontend.summary import print_summary
 
         print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
-                      expand_nested=expand_nested, show_trainable=show_trainable)
+                      expand_nested=expand_nested, show_trainable=show_trainable, layer_range=layer_range)
 
     # ------------------------------------------------------------------ lowering
     def lower(self, ctx: LowerContext, inputs, training=None, **kwargs):
