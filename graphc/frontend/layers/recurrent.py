@@ -297,5 +297,5 @@ class SimpleRNN(_Recurrent):
 
     def get_config(self):
         config = super().get_config()
-        del config["recurrent_activation"]
+        del config["recurrent_activation"], config["seed"]  # Keras's SimpleRNN config has neither
         return config
