@@ -183,8 +183,7 @@ class LayerNormalization(Layer):
         except ShapeError as exc:
             raise ValueError(f"Layer {self.name!r} (LayerNormalization) cannot be built for input "
                              f"shape {input_shape}: {exc}") from None
-        if isinstance(self.axis, list):
-            self.axis = sorted(self.axis)
+        self.axis = sorted(self._axes())  # as Keras: a sorted list once built
         if self.scale:
             self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
         if self.center:
