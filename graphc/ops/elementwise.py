@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.ir.types import TensorType
 from graphc.ops.common import broadcast_shapes, require_float, same_dtype
-from graphc.ops.registry import OpDef, ShapeError, register
+from graphc.ops.registry import OpDef, ShapeError, get, register
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -188,3 +188,105 @@ register(OpDef("clip", _clip_infer,
                lambda x, *, min, max: np.clip(x, min, max).astype(x.dtype, copy=False),
                attrs={"min": None, "max": None}, num_inputs=1, fusion_kind="elementwise",
                doc="Clamp to [min, max]."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets. ``ctx`` is the ONNX backend's emitter facade
+# (graphc.backends.onnx.context.EmitContext): op inputs/outputs, attributes, ``ctx.node``...
+
+_ONNX_UNARY = {"sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "neg": "Neg", "abs": "Abs",
+               "sqrt": "Sqrt", "reciprocal": "Reciprocal", "softplus": "Softplus", "softsign": "Softsign"}
+_ONNX_BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "maximum": "Max", "minimum": "Min",
+                "pow": "Pow"}
+
+
+def onnx_activation(ctx, name: str, x: str, attrs=None, out=None) -> str:
+    """Emit activation ``name`` (a ``UNARY`` entry or "linear") on ONNX value ``x``.
+
+    ``attrs`` override the activation's defaults; ``out`` names the result (default: a new value).
+    Shared by the activation ops and the fused ops' epilogues.
+    """
+    if name in (None, "linear"):
+        return x if out is None else ctx.node("Identity", [x], out)
+    a = {**UNARY[name][1], **dict(attrs or {})}
+    dtype = ctx.input_type(0).dtype
+    if name in _ONNX_UNARY:
+        return ctx.node(_ONNX_UNARY[name], [x], out)
+    if name == "relu":
+        slope, top, thr = a["negative_slope"], a["max_value"], a["threshold"]
+        if slope == 0.0 and thr == 0.0:
+            if top is None:
+                return ctx.node("Relu", [x], out)
+            return ctx.node("Clip", [x, ctx.scalar(0, dtype), ctx.scalar(top, dtype)], out)
+        if thr == 0.0 and top is None:
+            return ctx.node("LeakyRelu", [x], out, alpha=float(slope))
+        t = ctx.scalar(thr, dtype)
+        below = ctx.node("Less", [x, t])
+        leak = ctx.node("Mul", [ctx.node("Sub", [x, t]), ctx.scalar(slope, dtype)])
+        if top is None:
+            return ctx.node("Where", [below, leak, x], out)
+        return ctx.node("Min", [ctx.node("Where", [below, leak, x]), ctx.scalar(top, dtype)], out)
+    if name == "square":
+        return ctx.node("Mul", [x, x], out)
+    if name == "selu":
+        return ctx.node("Selu", [x], out, alpha=SELU_ALPHA, gamma=SELU_SCALE)
+    if name == "elu":
+        return ctx.node("Elu", [x], out, alpha=float(a["alpha"]))
+    if name == "hard_sigmoid":
+        return ctx.node("HardSigmoid", [x], out, alpha=1.0 / 6.0, beta=0.5)
+    if name == "silu":
+        return ctx.node("Mul", [x, ctx.node("Sigmoid", [x])], out)
+    if name == "gelu":
+        approximate = bool(a["approximate"])
+        if ctx.opset >= 20:
+            return ctx.node("Gelu", [x], out, approximate="tanh" if approximate else "none")
+        half = ctx.node("Mul", [x, ctx.scalar(0.5, dtype)])
+        if approximate:
+            cube = ctx.node("Mul", [ctx.node("Mul", [x, x]), x])
+            inner = ctx.node("Add", [x, ctx.node("Mul", [cube, ctx.scalar(0.044715, dtype)])])
+            t = ctx.node("Tanh", [ctx.node("Mul", [inner, ctx.scalar(math.sqrt(2.0 / math.pi), dtype)])])
+        else:
+            t = ctx.node("Erf", [ctx.node("Mul", [x, ctx.scalar(1.0 / math.sqrt(2.0), dtype)])])
+        return ctx.node("Mul", [half, ctx.node("Add", [t, ctx.scalar(1.0, dtype)])], out)
+    raise ctx.error(f"activation {name!r} has no ONNX mapping")
+
+
+def _unary_to_onnx(name: str):
+    def to_onnx(ctx, op):
+        onnx_activation(ctx, name, ctx.input_name(0), ctx.attrs, ctx.output_name(0))
+
+    return to_onnx
+
+
+def _node_to_onnx(onnx_type: str):
+    def to_onnx(ctx, op):
+        ctx.node(onnx_type, list(op.inputs), ctx.output_name(0))
+
+    return to_onnx
+
+
+def _cast_to_onnx(ctx, op):
+    ctx.cast(ctx.input_name(0), ctx.output_type(0).dtype, ctx.output_name(0))
+
+
+def _clip_to_onnx(ctx, op):
+    lo, hi = ctx.attrs["min"], ctx.attrs["max"]
+    dtype = ctx.input_type(0).dtype
+    if lo is None and hi is None:
+        ctx.node("Identity", [ctx.input_name(0)], ctx.output_name(0))
+        return
+    if dtype not in ("float32", "float64", "float16"):
+        ctx.require_opset(12, "Clip on integers")
+    bounds = ["" if v is None else ctx.scalar(v, dtype) for v in (lo, hi)]
+    ctx.node("Clip", [ctx.input_name(0), *bounds], ctx.output_name(0))
+
+
+for _name in UNARY:
+    get(_name).to_onnx = _unary_to_onnx(_name)
+for _name, _onnx_type in _ONNX_BINARY.items():
+    get(_name).to_onnx = _node_to_onnx(_onnx_type)
+get("add_n").to_onnx = _node_to_onnx("Sum")
+get("identity").to_onnx = _node_to_onnx("Identity")
+get("dropout").to_onnx = _node_to_onnx("Identity")  # inference graphs only
+get("cast").to_onnx = _cast_to_onnx
+get("clip").to_onnx = _clip_to_onnx

@@ -7,7 +7,7 @@ import numpy as np
 from graphc.ir import dims
 from graphc.ir.types import TensorType
 from graphc.ops.common import broadcast_shapes, fmt_shape, norm_axis, require_float, same_dtype
-from graphc.ops.registry import OpDef, ShapeError, register
+from graphc.ops.registry import OpDef, ShapeError, get, register
 
 
 def _matmul_infer(types, **_):
@@ -56,3 +56,24 @@ def _bias_add(x, b, *, axis):
 
 register(OpDef("bias_add", _bias_add_infer, _bias_add, attrs={"axis": -1}, num_inputs=2,
                fusion_kind="broadcast", doc="x + b along one axis (default: the last)."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
+
+def _matmul_to_onnx(ctx, op):
+    ctx.node("MatMul", [ctx.input_name(0), ctx.input_name(1)], ctx.output_name(0))
+
+
+def _bias_add_to_onnx(ctx, op):
+    x, b = ctx.input_name(0), ctx.input_name(1)
+    rank = ctx.input_type(0).rank
+    trailing = rank - 1 - ctx.attrs["axis"] % rank  # axes after the bias axis
+    if trailing:
+        b = ctx.derived(1, lambda v: v.reshape((-1,) + (1,) * trailing), f"axis{ctx.attrs['axis'] % rank}") \
+            or ctx.unsqueeze(b, list(range(1, trailing + 1)))
+    ctx.node("Add", [x, b], ctx.output_name(0))
+
+
+get("matmul").to_onnx = _matmul_to_onnx
+get("bias_add").to_onnx = _bias_add_to_onnx

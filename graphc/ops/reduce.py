@@ -6,7 +6,7 @@ import numpy as np
 
 from graphc.ir.types import TensorType
 from graphc.ops.common import norm_axis, require_float
-from graphc.ops.registry import REQUIRED, OpDef, register
+from graphc.ops.registry import REQUIRED, OpDef, get, register
 
 
 def _reduce_infer(types, *, axes, keepdims):
@@ -83,3 +83,51 @@ def _argmax_infer(types, *, axis):
 register(OpDef("argmax", _argmax_infer, lambda x, *, axis: np.argmax(x, axis=axis).astype(np.int64),
                attrs={"axis": -1}, num_inputs=1, fusion_kind="reduction", not_differentiable=True,
                doc="Index of the largest value along one axis."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
+
+def _reduce_to_onnx(onnx_type: str):
+    def to_onnx(ctx, op):
+        rank = ctx.input_type(0).rank
+        axes = sorted({a % rank for a in ctx.attrs["axes"]})
+        if not axes:  # NumPy reduces nothing; ONNX would reduce everything
+            ctx.node("Identity", [ctx.input_name(0)], ctx.output_name(0))
+            return
+        ctx.reduce(onnx_type, ctx.input_name(0), axes, ctx.attrs["keepdims"], ctx.output_name(0))
+
+    return to_onnx
+
+
+def _softmax_to_onnx(onnx_type: str):
+    def to_onnx(ctx, op):
+        rank = ctx.input_type(0).rank
+        axis = ctx.attrs["axis"] % rank
+        if axis != rank - 1:  # before opset 13, Softmax flattened every axis from `axis` on
+            ctx.require_opset(13, f"{onnx_type} over axis {ctx.attrs['axis']}, not the last one")
+        ctx.node(onnx_type, [ctx.input_name(0)], ctx.output_name(0), axis=axis)
+
+    return to_onnx
+
+
+def _l2_normalize_to_onnx(ctx, op):
+    x = ctx.input_name(0)
+    axis = ctx.attrs["axis"] % ctx.input_type(0).rank
+    sq = ctx.reduce("ReduceSumSquare", x, [axis], True)
+    floor = ctx.scalar(ctx.attrs["epsilon"], ctx.input_type(0).dtype)
+    ctx.node("Div", [x, ctx.node("Sqrt", [ctx.node("Max", [sq, floor])])], ctx.output_name(0))
+
+
+def _argmax_to_onnx(ctx, op):
+    ctx.node("ArgMax", [ctx.input_name(0)], ctx.output_name(0), axis=ctx.attrs["axis"] % ctx.input_type(0).rank,
+             keepdims=0)
+
+
+for _name, _onnx_type in {"reduce_sum": "ReduceSum", "reduce_mean": "ReduceMean", "reduce_max": "ReduceMax",
+                          "reduce_min": "ReduceMin"}.items():
+    get(_name).to_onnx = _reduce_to_onnx(_onnx_type)
+get("softmax").to_onnx = _softmax_to_onnx("Softmax")
+get("log_softmax").to_onnx = _softmax_to_onnx("LogSoftmax")
+get("l2_normalize").to_onnx = _l2_normalize_to_onnx
+get("argmax").to_onnx = _argmax_to_onnx

@@ -14,7 +14,7 @@ import numpy as np
 from graphc.ir import dims
 from graphc.ir.types import TensorType, is_int
 from graphc.ops.common import fmt_shape, norm_axis, same_dtype
-from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
 def infer_reshape(in_shape, target) -> tuple:
@@ -177,3 +177,60 @@ def _gather(table, ids):
 
 register(OpDef("gather", _gather_infer, _gather, num_inputs=2, fusion_kind="injective",
                doc="Rows of a table (axis 0) picked by integer ids: the embedding lookup."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
+
+def _reshape_to_onnx(ctx, op):
+    """Reshape with a constant target where possible: a symbolic entry equal to the input's dim at
+    the same position is copied (``0``), a single remaining one is inferred (``-1``); any others are
+    computed from the graph input shapes (Shape/Gather/arithmetic)."""
+    in_shape = ctx.input_type(0).shape
+    target = list(ctx.attrs["shape"])
+    zero = any(d == 0 for d in target if isinstance(d, int))  # ONNX reads 0 as "copy" unless allowzero
+    entries = [0 if isinstance(d, str) and not zero and i < len(in_shape) and in_shape[i] == d else d
+               for i, d in enumerate(target)]
+    symbolic = [i for i, d in enumerate(entries) if isinstance(d, str)]
+    if len(symbolic) == 1 and -1 not in entries:
+        entries[symbolic[0]] = -1
+    if zero:
+        ctx.require_opset(14, "a reshape to a zero-sized dimension")
+    ctx.node("Reshape", [ctx.input_name(0), ctx.shape(entries)], ctx.output_name(0),
+             allowzero=1 if zero else None)
+
+
+def _transpose_to_onnx(ctx, op):
+    ctx.transpose(ctx.input_name(0), ctx.attrs["perm"], ctx.output_name(0))
+
+
+def _concat_to_onnx(ctx, op):
+    ctx.node("Concat", list(op.inputs), ctx.output_name(0), axis=ctx.attrs["axis"] % ctx.input_type(0).rank)
+
+
+def _slice_to_onnx(ctx, op):
+    a = ctx.attrs
+    stop = 2 ** 63 - 1 if a["stop"] is None else a["stop"]
+    axis = a["axis"] % ctx.input_type(0).rank
+    ctx.slice(ctx.input_name(0), [a["start"]], [stop], [axis], [a["step"]], ctx.output_name(0))
+
+
+def _expand_dims_to_onnx(ctx, op):
+    ctx.unsqueeze(ctx.input_name(0), [ctx.attrs["axis"] % ctx.output_type(0).rank], ctx.output_name(0))
+
+
+def _squeeze_to_onnx(ctx, op):
+    ctx.squeeze(ctx.input_name(0), [ctx.attrs["axis"] % ctx.input_type(0).rank], ctx.output_name(0))
+
+
+def _gather_to_onnx(ctx, op):
+    ctx.node("Gather", [ctx.input_name(0), ctx.input_name(1)], ctx.output_name(0), axis=0)
+
+
+get("reshape").to_onnx = _reshape_to_onnx
+get("transpose").to_onnx = _transpose_to_onnx
+get("concat").to_onnx = _concat_to_onnx
+get("slice").to_onnx = _slice_to_onnx
+get("expand_dims").to_onnx = _expand_dims_to_onnx
+get("squeeze").to_onnx = _squeeze_to_onnx
+get("gather").to_onnx = _gather_to_onnx

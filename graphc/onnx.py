@@ -1,0 +1,166 @@
+"""``graphc.onnx``: export models to ONNX and check the export against onnxruntime.
+
+::
+
+    proto = graphc.onnx.export(model, "model.onnx")          # also returns the onnx.ModelProto
+    report = graphc.onnx.verify(model, x, per_layer=True)     # graphc reference vs onnxruntime
+    print(report)                                            # per output (and per layer) errors
+
+``model`` is a graphc Model or an IR graph (``graphc.lower(model)``). onnx and onnxruntime are
+imported on first use, so ``import graphc`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from graphc.ir import dims as _dims
+from graphc.ir.graph import Graph
+from graphc.ir.types import is_float, is_int
+
+if TYPE_CHECKING:
+    import onnx as _onnx
+
+    from graphc.backends.onnx.verify import VerifyReport
+
+__all__ = ["export", "verify", "to_graph", "random_inputs", "default_opset"]  # and OnnxExportError (lazy)
+
+
+def __getattr__(name: str):
+    if name == "OnnxExportError":
+        from graphc.backends.onnx.context import OnnxExportError
+
+        return OnnxExportError
+    raise AttributeError(f"module 'graphc.onnx' has no attribute {name!r}")
+
+
+def default_opset() -> int:
+    """The opset ``export`` uses by default: the newest the installed onnxruntime fully supports."""
+    from graphc.backends.onnx.opset import default_opset as _default
+
+    return _default()
+
+
+def _optimizer():
+    import graphc
+
+    return getattr(graphc, "optimize", None)
+
+
+def _lowered(model_or_graph: Any) -> Graph:
+    from graphc.api import lower, verify
+    from graphc.frontend.model import Model
+
+    if isinstance(model_or_graph, Graph):
+        graph = model_or_graph
+    elif isinstance(model_or_graph, Model):
+        graph = lower(model_or_graph)
+    else:
+        raise TypeError(f"expected a graphc Model or a graphc.ir.Graph, got {type(model_or_graph).__name__}")
+    verify(graph)
+    return graph
+
+
+def _optimized(graph: Graph, optimize: bool | int) -> Graph:
+    run = _optimizer()
+    if not optimize or run is None:
+        return graph
+    level = 2 if optimize is True else int(optimize)
+    return run(graph.copy(), level=level)
+
+
+def to_graph(model_or_graph: Any, optimize: bool | int = True) -> Graph:
+    """The IR graph that ``export`` writes: the lowering, optimized when ``optimize`` (a level or True).
+
+    Optimization runs ``graphc.optimize`` where that pipeline is available.
+    """
+    return _optimized(_lowered(model_or_graph), optimize)
+
+
+def export(model_or_graph: Any, path: str | Path | None = None, opset: int | None = None,
+           optimize: bool | int = True) -> _onnx.ModelProto:
+    """Export a Model or IR graph to ONNX; writes ``path`` when given and returns the ModelProto.
+
+    ``opset`` defaults to the newest that the installed onnxruntime fully supports; an older one
+    is used if every op can be expressed in it, else refused naming the op and layer.
+    ``optimize`` exports the optimized graph (False: the plain lowering).
+    """
+    from graphc.backends.onnx.export import export_graph, save
+
+    graph = to_graph(model_or_graph, optimize)
+    proto = export_graph(graph, opset)
+    if path is not None:
+        save(proto, path)
+    return proto
+
+
+def verify(model: Any, inputs: Any = None, per_layer: bool = False, rtol: float = 1e-4, atol: float = 1e-5,
+           *, opset: int | None = None, optimize: bool | int = True) -> VerifyReport:
+    """Run graphc's reference interpreter and onnxruntime on the same inputs and compare.
+
+    ``inputs``: an array, a list in input order or a dict by input name (None: random inputs,
+    see :func:`random_inputs`). Returns a :class:`~graphc.backends.onnx.verify.VerifyReport`
+    with the max absolute and relative error per output; ``per_layer=True`` also compares
+    every intermediate tensor and names the first layer where the two disagree. The outputs
+    are compared with the reference run of the plain lowering, so a difference introduced by
+    optimization shows too; the per-layer comparison runs the exported graph itself.
+    """
+    from graphc.backends.onnx.verify import verify_graph
+
+    lowered = _lowered(model)
+    graph = _optimized(lowered, optimize)
+    feeds = random_inputs(lowered) if inputs is None else _feeds(lowered, inputs)
+    return verify_graph(graph, feeds, per_layer=per_layer, rtol=rtol, atol=atol, opset=opset,
+                        reference_graph=None if graph is lowered else lowered)
+
+
+def _feeds(graph: Graph, inputs: Any) -> dict[str, np.ndarray]:
+    from graphc.api import CompiledModel
+
+    return CompiledModel(graph, "reference").feeds(inputs)
+
+
+def random_inputs(model_or_graph: Any, batch_size: int = 2, dims: Mapping[str, int] | None = None,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for every graph input: ``batch`` = ``batch_size``, other free dims from ``dims``
+    (default 7); floats standard normal, integer ids valid for the embeddings that read them."""
+    graph = model_or_graph if isinstance(model_or_graph, Graph) else _lowered(model_or_graph)
+    rng = np.random.default_rng(seed)
+    bindings = {"batch": batch_size, **(dims or {})}
+    for name in graph.inputs:
+        for d in graph.type_of(name).shape:
+            for s in _dims.symbols(d):
+                bindings.setdefault(s, 7)
+    out = {}
+    for name in graph.inputs:
+        t = graph.type_of(name)
+        shape = t.concrete_shape(bindings)
+        if is_float(t.dtype):
+            out[name] = rng.standard_normal(shape).astype(t.dtype)
+        elif is_int(t.dtype):
+            out[name] = rng.integers(0, _id_bound(graph, name), size=shape).astype(t.dtype)
+        else:
+            out[name] = rng.random(shape) < 0.5
+    return out
+
+
+def _id_bound(graph: Graph, value: str) -> int:
+    """The smallest table an integer input indexes (through casts and reshapes), else 10."""
+    bounds, todo, seen = [], [value], set()
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        for op, idx in graph.consumers(v):
+            if op.type == "gather" and idx == 1:
+                rows = graph.type_of(op.inputs[0]).shape[0]
+                if isinstance(rows, int):
+                    bounds.append(rows)
+            elif op.type in ("cast", "identity", "reshape", "expand_dims", "squeeze", "slice", "concat"):
+                todo.extend(op.outputs)
+    return min(bounds) if bounds else 10
