@@ -7,6 +7,7 @@ the op's attributes, shape rule, NumPy reference and backend facets.
 from graphc.ops import (  # noqa: F401  (registration)
     conv,
     elementwise,
+    fused,
     linalg,
     normalization,
     pool,

@@ -1,0 +1,238 @@
+"""Fused ops: a matrix product or convolution with its epilogue, and per-channel scale-and-shift.
+
+These ops are introduced by the optimizer (``graphc.passes``), never by the front end. Each
+one computes a *main* product and then an *epilogue*, in this order, on the channels-last
+result ``y`` (channels = the last axis)::
+
+    y = main(...)                       # matmul, conv, or depthwise conv then pointwise matmul
+    y = y + bias                        # if has_bias: bias is (channels,)
+    y = activation(y, **activation_attrs)
+    y = y + residual                    # if has_residual: residual has exactly y's type
+    y = post_activation(y, **post_activation_attrs)   # only applied with a residual
+
+Inputs are positional: the main operands, then ``bias`` if ``has_bias``, then ``residual``
+if ``has_residual``. ``activation``/``post_activation`` name an elementwise activation of
+``graphc.ops.elementwise.UNARY`` (or ``"linear"``, the identity); their attributes are a
+tuple of ``(name, value)`` pairs (``(("max_value", 6.0),)`` for relu6) so that attributes
+stay hashable and serializable.
+
+- ``fused_matmul(x, w[, bias][, residual])``: main = ``x @ w`` with ``w`` 2-D (K, N): ``x``
+  may have any rank >= 1 and its last axis is contracted, so an NHWC tensor is a matrix of
+  pixels (this is how a 1x1 convolution runs).
+- ``fused_conv(x, w[, bias][, residual]; strides, dilations, pads, groups)``: main = the
+  ``conv`` op with the same attributes (NHWC input, kernel (*k, C/groups, O)).
+- ``fused_separable_conv(x, dw, pw[, bias][, residual]; strides, dilations, pads, groups)``:
+  main = ``conv(x, dw; ..., groups)`` (the depthwise half, kernel (*k, 1, C*M), groups = C)
+  followed by ``@ pw`` (the pointwise half, (C*M, O)) without materializing the depthwise
+  result in between (a backend computes a tile of it and multiplies it at once).
+- ``scale_shift(x, scale, shift; axis)``: ``x * scale + shift`` with ``scale``/``shift``
+  vectors along ``axis`` (what an inference BatchNorm is once its statistics are folded).
+
+A backend that has no fused kernel may always run the unfused sequence above; the NumPy
+references here do exactly that and are the oracle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from graphc.ir import dims
+from graphc.ir.types import TensorType
+from graphc.ops.common import fmt_shape, norm_axis, require_float, same_dtype
+from graphc.ops.elementwise import UNARY, apply_activation
+from graphc.ops.registry import OpDef, ShapeError, get, register
+
+__all__ = ["EPILOGUE_ATTRS", "FUSED_OPS", "apply_epilogue", "epilogue_inputs", "activation_spec"]
+
+EPILOGUE_ATTRS: dict[str, Any] = {
+    "has_bias": False,
+    "activation": "linear",
+    "activation_attrs": (),
+    "has_residual": False,
+    "post_activation": "linear",
+    "post_activation_attrs": (),
+}
+
+# op name -> number of main operands
+FUSED_OPS = {"fused_matmul": 2, "fused_conv": 2, "fused_separable_conv": 3}
+
+
+def activation_spec(op_type: str, attrs: Mapping[str, Any]) -> tuple[str, tuple] | None:
+    """(name, attribute pairs) if an IR op of ``op_type`` is an elementwise activation, else None."""
+    if op_type not in UNARY:
+        return None
+    defaults = UNARY[op_type][1]
+    pairs = tuple(sorted((k, v) for k, v in attrs.items() if k in defaults and v != defaults[k]))
+    return op_type, pairs
+
+
+def _check_activation(name: str, pairs: Any, which: str, op: str) -> None:
+    if name != "linear" and name not in UNARY:
+        raise ShapeError(f"{op}: unknown {which} {name!r}; use 'linear' or one of {', '.join(sorted(UNARY))}")
+    try:
+        keys = [k for k, _ in pairs]
+    except (TypeError, ValueError):
+        raise ShapeError(f"{op}: {which}_attrs must be (name, value) pairs, got {pairs!r}") from None
+    allowed = UNARY[name][1] if name in UNARY else {}
+    unknown = set(keys) - set(allowed)
+    if unknown:
+        raise ShapeError(f"{op}: {which} {name!r} has no attribute(s) {sorted(unknown)}")
+
+
+def epilogue_inputs(num_main: int, attrs: Mapping[str, Any], n_inputs: int, op: str) -> tuple[int | None, int | None]:
+    """Positions of (bias, residual) among an op's inputs; checks the input count."""
+    want = num_main + int(bool(attrs["has_bias"])) + int(bool(attrs["has_residual"]))
+    if n_inputs != want:
+        raise ShapeError(f"{op} with has_bias={attrs['has_bias']}, has_residual={attrs['has_residual']} "
+                         f"takes {want} inputs, got {n_inputs}")
+    bias = num_main if attrs["has_bias"] else None
+    residual = num_main + int(bool(attrs["has_bias"])) if attrs["has_residual"] else None
+    return bias, residual
+
+
+def _check_epilogue(types: list[TensorType], y: TensorType, num_main: int, attrs: Mapping[str, Any],
+                    op: str) -> None:
+    bias, residual = epilogue_inputs(num_main, attrs, len(types), op)
+    same_dtype(types, f"{op} operands")
+    _check_activation(attrs["activation"], attrs["activation_attrs"], "activation", op)
+    _check_activation(attrs["post_activation"], attrs["post_activation_attrs"], "post_activation", op)
+    if bias is not None:
+        b = types[bias]
+        if b.rank != 1 or not dims.compatible(b.shape[0], y.shape[-1]):
+            raise ShapeError(f"{op}: bias of shape {fmt_shape(b.shape)} does not match the "
+                             f"{y.shape[-1]} output channels of {fmt_shape(y.shape)}")
+    if residual is not None:
+        r = types[residual]
+        if r.rank != y.rank or not all(dims.compatible(a, b) for a, b in zip(r.shape, y.shape)):
+            raise ShapeError(f"{op}: residual of shape {fmt_shape(r.shape)} does not have the output's "
+                             f"shape {fmt_shape(y.shape)}")
+
+
+def apply_epilogue(y: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, *,
+                   activation: str = "linear", activation_attrs=(), post_activation: str = "linear",
+                   post_activation_attrs=(), **_: Any) -> np.ndarray:
+    """The epilogue (bias, activation, residual add, post-activation) on channels-last ``y``."""
+    if bias is not None:
+        y = y + bias
+    y = apply_activation(activation, y, **dict(activation_attrs))
+    if residual is not None:
+        y = y + residual
+        y = apply_activation(post_activation, y, **dict(post_activation_attrs))
+    return y
+
+
+def _epilogue_args(arrays, num_main: int, attrs: Mapping[str, Any]):
+    bias, residual = epilogue_inputs(num_main, attrs, len(arrays), "fused op")
+    return (arrays[bias] if bias is not None else None,
+            arrays[residual] if residual is not None else None)
+
+
+def _epilogue_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in EPILOGUE_ATTRS}
+
+
+# ---------------------------------------------------------------------------- fused_matmul
+def _fused_matmul_infer(types, **attrs):
+    x, w = types[0], types[1]
+    require_float(x, "fused_matmul input")
+    if w.rank != 2:
+        raise ShapeError(f"fused_matmul weight must be 2-D (K, N), got {fmt_shape(w.shape)}")
+    y = get("matmul").infer_types([x, w], {})[0]
+    _check_epilogue(types, y, 2, attrs, "fused_matmul")
+    return y
+
+
+def _fused_matmul(*arrays, **attrs):
+    x, w = arrays[0], arrays[1]
+    bias, residual = _epilogue_args(arrays, 2, attrs)
+    y = apply_epilogue(np.matmul(x, w), bias, residual, **attrs)
+    return y.astype(x.dtype, copy=False)
+
+
+register(OpDef("fused_matmul", _fused_matmul_infer, _fused_matmul, attrs=dict(EPILOGUE_ATTRS),
+               num_inputs=(2, 4), fusion_kind="opaque",
+               doc="x @ w (w 2-D, x's last axis contracted) then the epilogue: + bias, activation, "
+                   "+ residual, post_activation (see graphc.ops.fused)."))
+
+
+# ---------------------------------------------------------------------------- fused_conv
+_CONV_ATTRS = {"strides": None, "dilations": None, "pads": None, "groups": 1}
+
+
+def _conv_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in _CONV_ATTRS}
+
+
+def _fused_conv_infer(types, **attrs):
+    y = get("conv").infer_types(types[:2], _conv_attrs(attrs))[0]
+    _check_epilogue(types, y, 2, attrs, "fused_conv")
+    return y
+
+
+def _fused_conv(*arrays, bindings=None, **attrs):
+    x, w = arrays[0], arrays[1]
+    bias, residual = _epilogue_args(arrays, 2, attrs)
+    y = get("conv").reference(x, w, bindings=bindings, **_conv_attrs(attrs))
+    return apply_epilogue(y, bias, residual, **attrs).astype(x.dtype, copy=False)
+
+
+register(OpDef("fused_conv", _fused_conv_infer, _fused_conv, attrs={**_CONV_ATTRS, **EPILOGUE_ATTRS},
+               num_inputs=(2, 4), fusion_kind="opaque", uses_dims=True,
+               doc="conv(x, w; strides, dilations, pads, groups) then the epilogue: + bias, activation, "
+                   "+ residual, post_activation (see graphc.ops.fused)."))
+
+
+# ---------------------------------------------------------------------------- fused_separable_conv
+def _fused_separable_infer(types, **attrs):
+    x, dw, pw = types[:3]
+    d = get("conv").infer_types([x, dw], _conv_attrs(attrs))[0]
+    if dw.shape[-2] != 1:
+        raise ShapeError(f"fused_separable_conv: the depthwise kernel {fmt_shape(dw.shape)} with "
+                         f"groups={attrs['groups']} is not depthwise (kernel (*k, 1, C*M), groups = C)")
+    if pw.rank != 2 or pw.shape[0] != d.shape[-1]:
+        raise ShapeError(f"fused_separable_conv: pointwise kernel {fmt_shape(pw.shape)} must be "
+                         f"({d.shape[-1]}, out_channels)")
+    y = TensorType(x.dtype, d.shape[:-1] + (pw.shape[1],))
+    _check_epilogue(types, y, 3, attrs, "fused_separable_conv")
+    return y
+
+
+def _fused_separable(*arrays, bindings=None, **attrs):
+    x, dw, pw = arrays[:3]
+    bias, residual = _epilogue_args(arrays, 3, attrs)
+    d = get("conv").reference(x, dw, bindings=bindings, **_conv_attrs(attrs))
+    return apply_epilogue(np.matmul(d, pw), bias, residual, **attrs).astype(x.dtype, copy=False)
+
+
+register(OpDef("fused_separable_conv", _fused_separable_infer, _fused_separable,
+               attrs={**_CONV_ATTRS, **EPILOGUE_ATTRS}, num_inputs=(3, 5), fusion_kind="opaque",
+               uses_dims=True,
+               doc="Depthwise conv(x, dw; strides, dilations, pads, groups=C) then @ pw (C*M, O), then the "
+                   "epilogue: + bias, activation, + residual, post_activation (see graphc.ops.fused)."))
+
+
+# ---------------------------------------------------------------------------- scale_shift
+def _scale_shift_infer(types, *, axis):
+    x, scale, shift = types
+    require_float(x, "scale_shift input")
+    same_dtype(types, "scale_shift operands")
+    ax = norm_axis(axis, x.rank)
+    for name, t in (("scale", scale), ("shift", shift)):
+        if t.rank != 1 or not dims.compatible(t.shape[0], x.shape[ax]):
+            raise ShapeError(f"scale_shift {name} of shape {fmt_shape(t.shape)} does not match axis {axis} "
+                             f"(size {x.shape[ax]}) of input {fmt_shape(x.shape)}")
+    return x
+
+
+def _scale_shift(x, scale, shift, *, axis):
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    return (x * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype, copy=False)
+
+
+register(OpDef("scale_shift", _scale_shift_infer, _scale_shift, attrs={"axis": -1},
+               num_inputs=3, fusion_kind="broadcast",
+               doc="x * scale + shift, with scale and shift vectors along one axis."))

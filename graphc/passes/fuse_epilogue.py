@@ -1,0 +1,80 @@
+"""Epilogue fusion: a product (matmul, conv, depthwise or separable conv) absorbs what follows it.
+
+Grows a fused op one consumer at a time, in topological order, while the value in between
+has no other reader:
+
+    product(x, w)            + bias_add(., b)    -> fused(x, w, b;  has_bias)
+    fused (no activation)    + activation(.)     -> fused(...;      activation)
+    fused (no residual)      + add(., r)         -> fused(..., r;   has_residual)   r: same type
+    fused (residual)         + activation(.)     -> fused(...;      post_activation)
+
+so ``relu(add(relu(bias_add(conv(x, w), b)), r))`` becomes one ``fused_conv``. The order of
+the epilogue is fixed (bias, activation, residual, post-activation; see ``graphc.ops.fused``),
+so a step that would apply out of that order (a bias after the activation, a second
+residual) is not fused. Activations are the elementwise ones of ``elementwise.UNARY``.
+"""
+
+from __future__ import annotations
+
+from graphc.ir.graph import Graph, Op
+from graphc.ops.fused import activation_spec
+from graphc.passes.manager import note, register_pass, working_on
+from graphc.passes.pattern import replace_value, single_use
+from graphc.passes.products import Product, emit_product, kind, product_of
+
+
+def _fusable_input(graph: Graph, value: str) -> Product | None:
+    if not single_use(graph, value):
+        return None
+    return product_of(graph, value)
+
+
+def _absorb(graph: Graph, op: Op) -> tuple[Product, str] | None:
+    """The grown product and the event name, if ``op`` can join its producer's epilogue."""
+    if op.type == "bias_add":
+        x, b = op.inputs
+        rank = graph.type_of(x).rank
+        p = _fusable_input(graph, x)
+        if p is None or op.attrs.get("axis", -1) % rank != rank - 1:
+            return None
+        if p.bias is None and p.activation == "linear" and p.residual is None:
+            return p.with_(bias=b), "bias"
+        return None
+    spec = activation_spec(op.type, op.attrs)
+    if spec is not None:
+        p = _fusable_input(graph, op.inputs[0])
+        if p is None:
+            return None
+        if p.residual is None and p.activation == "linear":
+            return p.with_(activation=spec[0], activation_attrs=spec[1]), spec[0]
+        if p.residual is not None and p.post_activation == "linear":
+            return p.with_(post_activation=spec[0], post_activation_attrs=spec[1]), f"add+{spec[0]}"
+        return None
+    if op.type == "add":
+        out_type = graph.type_of(op.outputs[0])
+        for a, r in (op.inputs, op.inputs[::-1]):
+            p = _fusable_input(graph, a)
+            if p is None or p.residual is not None or a == r:
+                continue
+            if graph.type_of(a) == out_type and graph.type_of(r) == out_type:
+                return p.with_(residual=r), "add"
+    return None
+
+
+@register_pass("fuse_epilogue")
+def fuse_epilogue(graph: Graph) -> bool:
+    """Fuse bias, activation and residual add (and a final activation) into the product before them."""
+    changed = False
+    for op in graph.ops():
+        if not graph.has_op(op.id) or len(op.outputs) != 1:
+            continue
+        working_on(op)
+        grown = _absorb(graph, op)
+        if grown is None:
+            continue
+        p, event = grown
+        note(f"{kind(graph, p)}+{event}")
+        replace_value(graph, op.outputs[0], emit_product(graph, p))
+        changed = True
+    working_on(None)
+    return changed
