@@ -155,6 +155,7 @@ class Embedding(Layer):
     def build(self, input_shape):
         self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
                                           self.embeddings_initializer)
+        self.built = True
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
 
