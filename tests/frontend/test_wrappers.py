@@ -151,3 +151,26 @@ def test_matches_keras_model(keras, rng):
     assert g_seq_model.count_params() == k_seq_model.count_params()
     x = rng.random((3, 6, 12)).astype("float32")
     assert_close(g_seq_model.predict(x), k_seq_model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_conv2d_on_video_frames(rng):
+    conv = layers.Conv2D(4, 3, padding="same", strides=2)
+    td = layers.TimeDistributed(conv)
+    frames = Input(shape=(None, 9, 7, 2))
+    out = td(frames)
+    assert out.shape == (None, None, 5, 4, 4)
+    video = rng.normal(size=(2, 3, 9, 7, 2)).astype("float32")
+    got = Model(frames, out).predict(video)
+    for t in range(3):
+        assert_close(got[:, t], conv(video[:, t]), rtol=1e-5, atol=1e-5, what=f"frame {t}")
+
+
+@pytest.mark.keras
+def test_matches_keras_conv2d(keras, rng):
+    video = rng.normal(size=(2, 3, 9, 7, 2)).astype("float32")
+    g_td = layers.TimeDistributed(layers.Conv2D(4, 3, activation="relu"))
+    got = g_td(video)
+    k_td = keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3, activation="relu"))
+    k_td.build((None, 3, 9, 7, 2))
+    k_td.set_weights(g_td.get_weights())
+    assert_close(got, keras.ops.convert_to_numpy(k_td(video)), rtol=1e-5, atol=1e-5)
