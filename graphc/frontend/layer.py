@@ -82,7 +82,7 @@ class Layer:
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ValueError(f"invalid layer name {name!r}: a non-empty string without '/'")
         self.name = name or state.unique_name(state.to_snake_case(type(self).__name__))
-        self.trainable = trainable
+        self._trainable = bool(trainable)
         self.dtype = normalize_dtype(dtype) if dtype is not None and not isinstance(dtype, dict) else "float32"
         self.built = False
         self._trainable_weights: list[Variable] = []
@@ -101,9 +101,22 @@ class Layer:
                    dtype="float32") -> Variable:
         shape = tuple(int(d) for d in shape)
         value = initializers.get(initializer)(shape, dtype=normalize_dtype(dtype))
-        var = Variable(value, name, f"{self.name}/{name}", trainable)
+        var = Variable(value, name, f"{self.name}/{name}", trainable and self.trainable)
         (self._trainable_weights if trainable else self._non_trainable_weights).append(var)
         return var
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """Freeze or unfreeze this layer, its trainable weights and all its sublayers (as Keras does)."""
+        self._trainable = bool(value)
+        for w in self._trainable_weights:
+            w.trainable = self._trainable
+        for layer in self._sublayers():
+            layer.trainable = self._trainable
 
     def _sublayers(self) -> list[Layer]:
         return []
@@ -126,19 +139,13 @@ class Layer:
     def trainable_weights(self) -> list[Variable]:
         if not self.trainable:
             return []
-        own = [w for w in self._trainable_weights]
-        seen = {id(w) for w in own}
-        for layer in self._sublayers():
-            for w in layer.trainable_weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    own.append(w)
-        return own
+        return [w for w in self.weights if w.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
-        trainable = {id(w) for w in self.trainable_weights}
-        return [w for w in self.weights if id(w) not in trainable]
+        if not self.trainable:
+            return self.weights
+        return [w for w in self.weights if not w.trainable]
 
     @property
     def variables(self) -> list[Variable]:
