@@ -353,3 +353,14 @@ def test_call_errors_name_the_layer():
     lstm(x)
     with pytest.raises(ValueError, match="kernel of shape \\(5, 12\\) does not match the 4 features"):
         lstm(Input(shape=(None, 4)))
+
+
+def test_embedding_lstm_question_answering_counts():
+    text, question = Input(shape=(None,), dtype="int32"), Input(shape=(None,), dtype="int32")
+    encoded_text = layers.LSTM(32)(layers.Embedding(10000, 64)(text))
+    encoded_question = layers.LSTM(16)(layers.Embedding(10000, 32)(question))
+    merged = layers.concatenate([encoded_text, encoded_question], axis=-1)
+    model = Model([text, question], layers.Dense(500, activation="softmax")(merged))
+    assert model.count_params() == 1000052
+    ids = np.random.default_rng(0).integers(1, 10000, size=(2, 9))
+    assert model.predict([ids, ids[:, :4]]).shape == (2, 500)
