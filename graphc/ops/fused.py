@@ -145,10 +145,17 @@ def _fused_matmul_infer(types, **attrs):
     return y
 
 
+def pixels_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` for 2-D ``w``, as one GEMM over all leading axes of ``x`` (its rows)."""
+    if x.ndim <= 2:
+        return np.matmul(x, w)
+    return np.matmul(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[-1],))
+
+
 def _fused_matmul(*arrays, **attrs):
     x, w = arrays[0], arrays[1]
     bias, residual = _epilogue_args(arrays, 2, attrs)
-    y = apply_epilogue(np.matmul(x, w), bias, residual, **attrs)
+    y = apply_epilogue(pixels_matmul(x, w), bias, residual, **attrs)
     return y.astype(x.dtype, copy=False)
 
 
@@ -204,7 +211,7 @@ def _fused_separable(*arrays, bindings=None, **attrs):
     x, dw, pw = arrays[:3]
     bias, residual = _epilogue_args(arrays, 3, attrs)
     d = get("conv").reference(x, dw, bindings=bindings, **_conv_attrs(attrs))
-    return apply_epilogue(np.matmul(d, pw), bias, residual, **attrs).astype(x.dtype, copy=False)
+    return apply_epilogue(pixels_matmul(d, pw), bias, residual, **attrs).astype(x.dtype, copy=False)
 
 
 register(OpDef("fused_separable_conv", _fused_separable_infer, _fused_separable,

@@ -47,7 +47,7 @@ LEVELS = (0, 1, 2, 3)
 
 
 def _simplify() -> FixedPoint:
-    return FixedPoint(Pipeline("simplify", ["remove_noops", "constant_fold", "cse", "dce"]))
+    return FixedPoint(Pipeline("simplify", ["remove_noops", "cse", "constant_fold", "dce"]))
 
 
 def pipeline_for_level(level: int) -> Pipeline:

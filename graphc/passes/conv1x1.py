@@ -31,6 +31,7 @@ def is_conv1x1(graph: Graph, op: Op) -> bool:
 def conv1x1_to_matmul(graph: Graph) -> bool:
     """Rewrite 1x1 convolutions (strided or not) as matmuls over pixels."""
     changed = False
+    matrices: dict[str, str] = {}  # kernel -> its (C, O) matrix, made once for shared layers
     for op in graph.ops():
         if not graph.has_op(op.id) or not is_conv1x1(graph, op):
             continue
@@ -44,7 +45,9 @@ def conv1x1_to_matmul(graph: Graph) -> bool:
                 x = emit(graph, "slice", x, layer=op.layer, axis=axis + 1, start=0, stop=None, step=s)
         c, o = wt.shape[-2], wt.shape[-1]
         if is_constant(graph, w):
-            w2 = add_constant(graph, graph.constants[w].reshape(c, o), f"{w}_2d", op.layer)
+            if w not in matrices:
+                matrices[w] = add_constant(graph, graph.constants[w].reshape(c, o), f"{w}_2d", op.layer)
+            w2 = matrices[w]
         else:
             w2 = emit(graph, "reshape", w, layer=op.layer, shape=(c, o))
         y = emit(graph, "matmul", x, w2, layer=op.layer, name=op.layer)

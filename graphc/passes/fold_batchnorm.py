@@ -62,6 +62,8 @@ def _foldable_source(graph: Graph, x: str) -> tuple[Product, str | None, bool] |
 def fold_batchnorm(graph: Graph) -> bool:
     """Fold inference BatchNorm into the preceding conv/dense, or make it one scale_shift."""
     changed = False
+    # A shared layer appears once per call: fold its weights once (same inputs -> same constants).
+    folded: dict[tuple, tuple[str, str]] = {}
     for op in graph.ops():
         if op.type != "batch_norm" or not graph.has_op(op.id):
             continue
@@ -76,10 +78,14 @@ def fold_batchnorm(graph: Graph) -> bool:
         source = _foldable_source(graph, x) if axis == xt.rank - 1 else None
         if source is not None:
             p, bias, raw = source
-            w = graph.constants[p.weight]
-            b = np.zeros(w.shape[-1]) if bias is None else graph.constants[bias].astype(np.float64)
-            new_w = add_constant(graph, (w * scale).astype(w.dtype), f"{p.weight}_bn", p.layer)
-            new_b = add_constant(graph, (b * scale + shift).astype(w.dtype), f"{p.layer or 'bn'}_bias_bn", p.layer)
+            key = (p.weight, bias, *op.inputs[1:], op.attrs.get("epsilon"))
+            if key not in folded:
+                w = graph.constants[p.weight]
+                b = np.zeros(w.shape[-1]) if bias is None else graph.constants[bias].astype(np.float64)
+                folded[key] = (
+                    add_constant(graph, w * scale.astype(w.dtype), f"{p.weight}_bn", p.layer),
+                    add_constant(graph, (b * scale + shift).astype(w.dtype), f"{p.layer or 'bn'}_bias_bn", p.layer))
+            new_w, new_b = folded[key]
             main = list(p.main)
             main[p.weight_index] = new_w
             if raw:

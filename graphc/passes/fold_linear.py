@@ -91,7 +91,7 @@ def _flatten_of(graph: Graph, y: str) -> tuple[_Affine, Op] | None:
 
 def _emit_affine(graph: Graph, x: str, w: np.ndarray, bias: np.ndarray | None, dtype, like: Op,
                  conv_attrs: dict | None = None) -> str:
-    wc = add_constant(graph, w.astype(dtype), f"{like.inputs[1]}_folded", like.layer)
+    wc = add_constant(graph, w.astype(dtype, copy=False), f"{like.inputs[1]}_folded", like.layer)
     if conv_attrs is None:
         y = emit(graph, "matmul", x, wc, layer=like.layer, name=like.layer)
     else:
@@ -106,7 +106,6 @@ def _fold_matmul(graph: Graph, op: Op, aggressive: bool) -> str | None:
     y, w = op.inputs
     if not is_constant(graph, w) or graph.type_of(w).rank != 2:
         return None
-    w2 = _const(graph, w)
     dtype = graph.constants[w].dtype
     inner = _affine_of(graph, y)
     if inner is None:
@@ -121,13 +120,14 @@ def _fold_matmul(graph: Graph, op: Op, aggressive: bool) -> str | None:
         note("scale_shift folded into matmul")
     else:
         k, m = inner.a.shape
-        n = w2.shape[1]
+        n = graph.type_of(w).shape[1]
         if not aggressive and k * n > k * m + m * n:
             return None
         x = inner.x
         note("matmul chain folded")
-    if inner.diag:
-        new_w = inner.a[:, None] * w2
+    w2 = _const(graph, w)
+    if inner.diag:  # one rounding per element: scale in the weights' own dtype
+        new_w = inner.a.astype(dtype)[:, None] * graph.constants[w]
     else:
         new_w = inner.a @ w2
     bias = inner.c @ w2 if inner.c is not None else None
