@@ -28,7 +28,7 @@ from graphc.ir import dims
 from graphc.ir.dims import Dim
 from graphc.ir.types import TensorType
 from graphc.ops.common import fmt_shape, require_float, same_dtype
-from graphc.ops.registry import OpDef, ShapeError, register
+from graphc.ops.registry import OpDef, ShapeError, get, register
 
 __all__ = ["keras_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs", "resolve_pads",
            "pad_array", "tap_views", "concrete_out"]
@@ -269,3 +269,63 @@ register(OpDef(
     doc="N-d channels-last convolution: x (N, *spatial, C), kernel (*k, C/groups, O) -> (N, *out, O). "
         "strides/dilations: one int per spatial axis (None = ones); pads: (before, after) per axis "
         "(ints or dimension expressions; None = none); groups splits C and O into equal groups."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext). graphc is channels-last;
+# ONNX Conv and pooling are channels-first, so the input is transposed to NCHW and the result
+# back to NHWC. The exporter cancels the back-and-forth pairs between consecutive convolutions.
+
+def onnx_channels_first(ctx, x: str, rank: int) -> str:
+    """(N, *spatial, C) -> (N, C, *spatial)."""
+    return ctx.transpose(x, [0, rank - 1, *range(1, rank - 1)])
+
+
+def onnx_channels_last(ctx, y: str, rank: int, out=None) -> str:
+    """(N, C, *spatial) -> (N, *spatial, C)."""
+    return ctx.transpose(y, [0, *range(2, rank), 1], out)
+
+
+def onnx_window(ctx, x_nchw: str, spatial, kernel, strides, dilations, pads: Pads,
+                pad_value: float | None = 0.0) -> tuple[str, dict[str, Any]]:
+    """The ONNX padding of a window op: (input, attributes).
+
+    Concrete pads become ``pads``; symbolic pads that are Keras's 'same' become
+    ``auto_pad="SAME_UPPER"`` (the same rule: the odd pixel after) without dilations; other
+    symbolic pads are applied by an explicit Pad node filled with ``pad_value`` (None: not
+    expressible).
+    """
+    if all(isinstance(p, int) for pair in pads for p in pair):
+        return x_nchw, {"pads": [b for b, _ in pads] + [a for _, a in pads]}
+    if all(d == 1 for d in dilations) and tuple(pads) == keras_pads("same", spatial, kernel, strides, dilations):
+        return x_nchw, {"auto_pad": "SAME_UPPER"}  # onnxruntime refuses SAME_UPPER with dilations
+    if pad_value is None:
+        raise ctx.error(f"symbolic padding {pads} other than Keras 'same' cannot be expressed in ONNX")
+    before = [0, 0, *[b for b, _ in pads]]
+    after = [0, 0, *[a for _, a in pads]]
+    fill = ctx.scalar(pad_value, ctx.input_type(0).dtype)
+    return ctx.node("Pad", [x_nchw, ctx.shape(before + after), fill], mode="constant"), {}
+
+
+def onnx_conv(ctx, x: str, w_index: int, attrs, bias: str | None = None, out=None) -> str:
+    """Emit a channels-last convolution of ``x`` by kernel input ``w_index`` (NHWC in and out)."""
+    rank = ctx.input_type(0).rank
+    nsp = rank - 2
+    strides, dilations, pads = spatial_attrs(nsp, attrs["strides"], attrs["dilations"], attrs["pads"], "conv")
+    kernel = ctx.input_type(w_index).shape[:nsp]
+    perm = [nsp + 1, nsp, *range(nsp)]  # (*k, C/g, O) -> (O, C/g, *k)
+    w = ctx.derived(w_index, lambda k: np.ascontiguousarray(np.transpose(k, perm)), "oihw") \
+        or ctx.transpose(ctx.input_name(w_index), perm)
+    xc, pad_attrs = onnx_window(ctx, onnx_channels_first(ctx, x, rank), ctx.input_type(0).shape[1:-1],
+                                kernel, strides, dilations, pads)
+    inputs = [xc, w] + ([bias] if bias is not None else [])
+    y = ctx.node("Conv", inputs, kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
+                 group=int(attrs["groups"]), **pad_attrs)
+    return onnx_channels_last(ctx, y, rank, out)
+
+
+def _conv_to_onnx(ctx, op):
+    onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs, out=ctx.output_name(0))
+
+
+get("conv").to_onnx = _conv_to_onnx

@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc.ir import dims
 from graphc.ops.common import fmt_shape, norm_axis, require_float, same_dtype
-from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
 def _check_epsilon(op: str, epsilon) -> None:
@@ -97,3 +97,51 @@ register(OpDef("layer_norm", _layer_norm_infer, _layer_norm, attrs={"axes": REQU
                num_inputs=3, fusion_kind="reduction",
                doc="(x - mean) / sqrt(var + epsilon) * gamma + beta with the moments of x over `axes` "
                    "(inputs: x, gamma, beta)."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
+
+def _batch_norm_to_onnx(ctx, op):
+    """ONNX BatchNormalization normalizes axis 1: other axes are transposed there and back."""
+    x = ctx.input_type(0)
+    ax = ctx.attrs["axis"] % x.rank
+    params = [ctx.input_name(i) for i in range(1, 5)]
+    eps = float(ctx.attrs["epsilon"])
+    if x.rank < 2:
+        gamma, beta, mean, var = params
+        scale = ctx.node("Div", [gamma, ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar(eps, x.dtype)])])])
+        centered = ctx.node("Sub", [ctx.input_name(0), mean])
+        ctx.node("Add", [ctx.node("Mul", [centered, scale]), beta], ctx.output_name(0))
+        return
+    if ax == 1:
+        ctx.node("BatchNormalization", [ctx.input_name(0), *params], ctx.output_name(0), epsilon=eps)
+        return
+    perm = [0, ax, *[i for i in range(1, x.rank) if i != ax]] if ax else [1, 0, *range(2, x.rank)]
+    inverse = [perm.index(i) for i in range(x.rank)]
+    y = ctx.node("BatchNormalization", [ctx.transpose(ctx.input_name(0), perm), *params], epsilon=eps)
+    ctx.transpose(y, inverse, ctx.output_name(0))
+
+
+def _layer_norm_to_onnx(ctx, op):
+    """ONNX LayerNormalization (opset 17) when the axes are the trailing ones, else its formula."""
+    x = ctx.input_type(0)
+    axes = _layer_norm_axes(ctx.attrs["axes"], x.rank)
+    eps = float(ctx.attrs["epsilon"])
+    if ctx.opset >= 17 and axes == tuple(range(axes[0], x.rank)):
+        ctx.node("LayerNormalization", [ctx.input_name(0), ctx.input_name(1), ctx.input_name(2)],
+                 ctx.output_name(0), axis=axes[0], epsilon=eps)
+        return
+    shape = [int(ctx.input_type(1).shape[axes.index(i)]) if i in axes else 1 for i in range(x.rank)]
+    gamma, beta = (ctx.derived(i, lambda v: v.reshape(shape), "bcast")
+                   or ctx.node("Reshape", [ctx.input_name(i), ctx.ints(shape)]) for i in (1, 2))
+    mean = ctx.reduce("ReduceMean", ctx.input_name(0), list(axes), True)
+    centered = ctx.node("Sub", [ctx.input_name(0), mean])
+    var = ctx.reduce("ReduceMean", ctx.node("Mul", [centered, centered]), list(axes), True)
+    std = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar(eps, x.dtype)])])
+    y = ctx.node("Mul", [ctx.node("Div", [centered, std]), gamma])
+    ctx.node("Add", [y, beta], ctx.output_name(0))
+
+
+get("batch_norm").to_onnx = _batch_norm_to_onnx
+get("layer_norm").to_onnx = _layer_norm_to_onnx

@@ -27,7 +27,7 @@ from graphc.ops.conv import (
     tap_views,
     window_output_dims,
 )
-from graphc.ops.registry import REQUIRED, OpDef, ShapeError, register
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
 def _geometry(rank: int, kernel, strides, pads, what: str):
@@ -113,3 +113,29 @@ register(OpDef("max_pool", _pool_infer("max_pool"), _max_pool, attrs=dict(_ATTRS
 register(OpDef("avg_pool", _pool_infer("avg_pool"), _avg_pool, attrs=dict(_ATTRS), num_inputs=1,
                fusion_kind="opaque", uses_dims=True,
                doc="Window mean " + _DOC + "; padding is left out of the count."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext): NHWC -> NCHW, ONNX
+# MaxPool/AveragePool (count_include_pad=0: padding is left out of the mean), -> NHWC.
+
+def _pool_to_onnx(onnx_type: str):
+    def to_onnx(ctx, op):
+        from graphc.ops.conv import onnx_channels_first, onnx_channels_last, onnx_window
+
+        x = ctx.input_type(0)
+        a = ctx.attrs
+        k, s, p = _geometry(x.rank, a["kernel"], a["strides"], a["pads"], op.type)
+        ones = (1,) * len(k)
+        fill = -np.inf if onnx_type == "MaxPool" else None
+        xc, pad_attrs = onnx_window(ctx, onnx_channels_first(ctx, ctx.input_name(0), x.rank), x.shape[1:-1],
+                                    k, s, ones, p, fill)
+        extra = {"count_include_pad": 0} if onnx_type == "AveragePool" else {}
+        y = ctx.node(onnx_type, [xc], kernel_shape=list(k), strides=list(s), **pad_attrs, **extra)
+        onnx_channels_last(ctx, y, x.rank, ctx.output_name(0))
+
+    return to_onnx
+
+
+get("max_pool").to_onnx = _pool_to_onnx("MaxPool")
+get("avg_pool").to_onnx = _pool_to_onnx("AveragePool")

@@ -36,7 +36,7 @@ from graphc.ir import dims
 from graphc.ir.types import TensorType
 from graphc.ops.common import fmt_shape, require_float, require_rank, same_dtype
 from graphc.ops.elementwise import UNARY, apply_activation
-from graphc.ops.registry import OpDef, ShapeError, register
+from graphc.ops.registry import OpDef, ShapeError, get, register
 
 ACTIVATIONS = ("linear", *UNARY)
 
@@ -202,3 +202,77 @@ register(OpDef("simple_rnn", _simple_rnn_infer, _simple_rnn,
                num_inputs=(4, 5), num_outputs=2, fusion_kind="opaque",
                doc="Keras SimpleRNN over a whole sequence: (x, kernel, recurrent_kernel, bias[, h0]) -> "
                    "(output, h) with h = activation(x_t @ kernel + bias + h @ recurrent_kernel)."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext). The ONNX LSTM/GRU/RNN ops
+# are time-major, with the weights of each gate stacked row-wise: the Keras kernels are
+# transposed, the LSTM gates reordered from Keras's i, f, c, o to ONNX's i, o, f, c, and the
+# bias laid out as [input bias, recurrent bias]. go_backwards reverses the sequence before
+# a forward pass, so the output sequence is in Keras's (reversed) order.
+
+# graphc activation -> (ONNX RNN activation, alpha, beta) as onnxruntime implements them
+_ONNX_RNN_ACTIVATIONS = {
+    "sigmoid": ("Sigmoid", None, None), "tanh": ("Tanh", None, None), "relu": ("Relu", None, None),
+    "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5), "softsign": ("Softsign", None, None),
+    "softplus": ("Softplus", None, None), "elu": ("Elu", 1.0, None), "linear": ("Affine", 1.0, 0.0),
+}
+_ONNX_RNN = {"lstm": ("LSTM", (0, 3, 1, 2)), "gru": ("GRU", (0, 1, 2)), "simple_rnn": ("RNN", (0,))}
+
+
+def _onnx_gates(w: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """Keras (..., gates*U) with gate blocks reordered, as ONNX (1, gates*U, ...)."""
+    blocks = np.split(w, len(order), axis=-1)
+    stacked = np.concatenate([blocks[g] for g in order], axis=-1)
+    return np.ascontiguousarray(np.moveaxis(stacked, -1, 0)[None])
+
+
+def _rnn_to_onnx(ctx, op):
+    onnx_type, order = _ONNX_RNN[op.type]
+    a = ctx.attrs
+    units = int(ctx.input_type(2).shape[0])
+    acts = [a["recurrent_activation"], a["activation"], a["activation"]] if op.type == "lstm" else \
+        [a["recurrent_activation"], a["activation"]] if op.type == "gru" else [a["activation"]]
+    names, alphas, betas = [], [], []
+    for act in acts:
+        if act not in _ONNX_RNN_ACTIVATIONS:
+            raise ctx.error(f"activation {act!r} has no equivalent among the ONNX {onnx_type} activations "
+                            f"({', '.join(sorted(_ONNX_RNN_ACTIVATIONS))})")
+        name, alpha, beta = _ONNX_RNN_ACTIVATIONS[act]
+        names.append(name)
+        alphas += [alpha] if alpha is not None else []
+        betas += [beta] if beta is not None else []
+
+    def bias(b: np.ndarray) -> np.ndarray:
+        if op.type == "gru" and a["reset_after"]:
+            pair = [_onnx_gates(b[0], order), _onnx_gates(b[1], order)]
+        else:
+            pair = [_onnx_gates(b, order), np.zeros((1, b.shape[-1]), dtype=b.dtype)]
+        return np.concatenate(pair, axis=1)
+
+    w = ctx.derived(1, lambda k: _onnx_gates(k, order), "onnx")
+    r = ctx.derived(2, lambda k: _onnx_gates(k, order), "onnx")
+    b = ctx.derived(3, bias, "onnx")
+    if w is None or r is None or b is None:
+        raise ctx.error(f"the ONNX {onnx_type} export needs constant weights (kernel, recurrent_kernel, bias)")
+    x = ctx.input_name(0)
+    if a["go_backwards"]:
+        x = ctx.slice(x, [-1], [-(2 ** 63)], [1], [-1])
+    inputs = [ctx.transpose(x, [1, 0, 2]), w, r, b]
+    if ctx.num_inputs > 4:  # initial states, after the (absent) sequence_lens
+        inputs += [""] + [ctx.unsqueeze(ctx.input_name(i), [0]) for i in range(4, ctx.num_inputs)]
+    n_states = 2 if op.type == "lstm" else 1
+    outs = ctx.node(onnx_type, inputs, 1 + n_states, hidden_size=units, activations=names,
+                    activation_alpha=alphas or None, activation_beta=betas or None, direction="forward",
+                    linear_before_reset=int(a["reset_after"]) if op.type == "gru" else None)
+    seq, states = outs[0], outs[1:]
+    for k, s in enumerate(states):
+        ctx.squeeze(s, [0], ctx.output_name(1 + k))
+    if a["return_sequences"]:
+        ctx.transpose(ctx.squeeze(seq, [1]), [1, 0, 2], ctx.output_name(0))
+    else:
+        ctx.node("Identity", [ctx.output_name(1)], ctx.output_name(0))
+
+
+for _name in _ONNX_RNN:
+    get(_name).to_onnx = _rnn_to_onnx
