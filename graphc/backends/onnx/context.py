@@ -156,10 +156,11 @@ class GraphEmitter:
         """A 1-D int64 tensor of one element holding dimension ``d`` at run time."""
         if isinstance(d, (int, np.integer)):
             return self.ints([int(d)])
-        d = d.strip()
-        if d not in self._dims:
-            self._dims[d] = self._dim_expr(ast.parse(d, mode="eval").body, d)
-        return self._dims[d]
+        try:
+            tree = ast.parse(d.strip(), mode="eval").body
+        except SyntaxError:
+            raise OnnxExportError(f"cannot compute dimension expression {d!r} in ONNX") from None
+        return self._dim_expr(tree, d)
 
     def _symbol(self, sym: str) -> str:
         for inp in self.graph.inputs:
@@ -174,13 +175,17 @@ class GraphEmitter:
                               f"({', '.join(self.graph.inputs)}), so ONNX cannot compute it")
 
     def _dim_expr(self, node: ast.AST, text: str) -> str:
-        ops = {ast.Add: "Add", ast.Sub: "Sub", ast.Mult: "Mul", ast.FloorDiv: "Div"}
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
             return self.ints([node.value])
+        key = node.id if isinstance(node, ast.Name) else ast.unparse(node)
+        if key not in self._dims:
+            self._dims[key] = self._dim_node(node, text)
+        return self._dims[key]
+
+    def _dim_node(self, node: ast.AST, text: str) -> str:
+        ops = {ast.Add: "Add", ast.Sub: "Sub", ast.Mult: "Mul", ast.FloorDiv: "Div"}
         if isinstance(node, ast.Name):
-            if node.id not in self._dims:
-                self._dims[node.id] = self._symbol(node.id)
-            return self._dims[node.id]
+            return self._symbol(node.id)
         if isinstance(node, ast.BinOp) and type(node.op) in ops:
             # dims are never negative, so ONNX's truncating integer Div is floor division here
             a, b = self._dim_expr(node.left, text), self._dim_expr(node.right, text)

@@ -1,0 +1,256 @@
+"""Every registered op exported to ONNX and run in onnxruntime against the reference interpreter.
+
+The op list comes from the registry: an op without a ``to_onnx`` facet, or without a case
+below, fails the meta-tests. Each case builds a one-op graph with a free ``batch`` (and
+often a free ``seq``) dimension and random weights, exports it once, checks it with the
+ONNX checker and shape inference, and compares onnxruntime with the reference at two
+sizes (batch 1 and 3, sequence lengths 7 and 1 or 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graphc.backends.onnx import export_graph, verify_graph
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import REGISTRY, OpBuilder
+from graphc.ops.conv import keras_pads
+from tests.backends.onnx.checks import check_model
+
+SIZES = ({"batch": 1, "seq": 7}, {"batch": 3, "seq": 1})
+SIZES_NO_UNIT_SEQ = ({"batch": 1, "seq": 7}, {"batch": 3, "seq": 5})
+
+
+@dataclass
+class In:
+    """A graph input: shape over ints and free dims, dtype, and how to draw values."""
+
+    shape: tuple
+    dtype: str = "float32"
+    draw: str = "normal"  # normal | positive | ids:<n> | wide
+
+
+@dataclass
+class Case:
+    op: str
+    args: list[Any]  # In (graph input) or np.ndarray (constant)
+    attrs: dict = field(default_factory=dict)
+    sizes: tuple = SIZES
+    opset: int | None = None
+    id: str = ""
+
+
+_rng = np.random.default_rng(7)
+
+
+def W(*shape, low=None):
+    """A random weight (not an initializer's output): normal, or uniform in [low, 2) when low is given."""
+    if low is not None:
+        return _rng.uniform(low, 2.0, size=shape).astype(np.float32)
+    return _rng.standard_normal(shape).astype(np.float32)
+
+
+X = In(("batch", 7))
+X3 = In(("batch", 3, 5))
+POS = In(("batch", 7), draw="positive")
+SEQ = In(("batch", "seq", 5))
+IMG = In(("batch", 7, 6, 3))
+
+CASES: list[Case] = []
+
+
+def case(op, *args, id="", sizes=SIZES, opset=None, **attrs):
+    CASES.append(Case(op, list(args), attrs, sizes, opset, id or op))
+
+
+# ---------------------------------------------------------------- elementwise
+for _op in ("sigmoid", "tanh", "exp", "neg", "abs", "square", "softplus", "softsign", "selu", "elu",
+            "gelu", "hard_sigmoid", "silu", "relu"):
+    case(_op, In(("batch", 7), draw="wide"))
+for _op in ("log", "sqrt", "reciprocal"):
+    case(_op, POS)
+case("relu", IMG, id="relu_rank4")
+case("relu", X, max_value=6.0, id="relu6")
+case("relu", X, negative_slope=0.1, id="leaky_relu")
+case("relu", X, threshold=0.5, id="thresholded_relu")
+case("relu", In(("batch", 7), draw="wide"), negative_slope=0.2, max_value=1.5, threshold=-0.3, id="relu_all_attrs")
+case("elu", X, alpha=0.5, id="elu_alpha")
+case("gelu", X, approximate=True, id="gelu_tanh")
+case("gelu", X, id="gelu_opset19", opset=19)
+case("gelu", X, approximate=True, id="gelu_tanh_opset19", opset=19)
+for _op in ("add", "sub", "mul", "div", "maximum", "minimum"):
+    case(_op, X3, W(5))
+case("add", X3, In(("batch", 1, 5)), id="add_two_inputs")
+case("mul", In(("batch", 3, 1)), W(1, 5), id="mul_broadcast_both")
+case("add", In(("batch", 4), dtype="int32", draw="ids:9"), np.arange(4, dtype=np.int32), id="add_int32")
+case("div", In(("batch", 4), dtype="int32", draw="ids:50"), np.array([3, -2, 7, 1], np.int32), id="div_int32")
+case("pow", In(("batch", 7), draw="positive"), W(7))
+case("add_n", X3, In(("batch", 3, 5)), W(5))
+case("add_n", X, id="add_n_single")
+case("cast", In(("batch", 7), draw="wide"), dtype="int32", id="cast_float_to_int")
+case("cast", In(("batch", 7), dtype="int64", draw="ids:100"), dtype="float32", id="cast_int_to_float")
+case("identity", X3)
+case("dropout", X3, rate=0.3)
+case("clip", In(("batch", 7), draw="wide"), min=-0.5, max=1.0)
+case("clip", X, min=0.0, id="clip_min_only")
+case("clip", X, id="clip_no_bounds")
+case("clip", In(("batch", 4), dtype="int32", draw="ids:20"), min=3, max=11, id="clip_int32")
+
+# ---------------------------------------------------------------- linalg
+case("matmul", X, W(7, 3))
+case("matmul", X3, W(5, 4), id="matmul_rank3")
+case("matmul", In(("batch", 4, 7)), In(("batch", 7, 3)), id="matmul_batched")
+case("matmul", In((7,)), W(7, 3), id="matmul_vector")
+case("bias_add", X3, W(5))
+case("bias_add", IMG, W(7), axis=1, id="bias_add_axis1")
+case("bias_add", In(("batch", 6, 4)), In((6,)), axis=1, id="bias_add_input_bias")
+
+# ---------------------------------------------------------------- shape ops
+case("reshape", In(("batch", 4, 6)), shape=("batch", 24))
+case("reshape", In(("batch", 4, 6)), shape=("batch", -1), id="reshape_infer")
+case("reshape", In(("batch", 4, 6)), shape=("batch", 2, 3, 4), id="reshape_split")
+case("reshape", In(("batch", "seq", 6)), shape=("batch*seq", 6), id="reshape_merge_free_dims")
+case("reshape", In(("batch", "seq", 6)), shape=(-1, 3, 2), id="reshape_merge_infer")
+case("reshape", In(("batch", "seq", 6)), shape=("seq", "batch", 2, 3), id="reshape_computed_target")
+case("transpose", X3, perm=(0, 2, 1))
+case("transpose", IMG, perm=(0, 3, 1, 2), id="transpose_nchw")
+case("concat", X3, In(("batch", 3, 2)), axis=-1)
+case("concat", SEQ, In(("batch", 2, 5)), SEQ, axis=1, id="concat_free_axis")
+case("slice", X3, axis=2, start=1)
+case("slice", X3, axis=-1, start=-3, stop=-1, id="slice_negative")
+case("slice", X, axis=1, start=0, stop=7, step=2, id="slice_step")
+case("slice", SEQ, axis=1, start=0, stop=-1, id="slice_free_axis", sizes=SIZES_NO_UNIT_SEQ)
+case("expand_dims", X3, axis=-1)
+case("expand_dims", X3, axis=1, id="expand_dims_middle")
+case("squeeze", In(("batch", 1, 5)), axis=1)
+case("gather", W(11, 4), In(("batch", "seq"), dtype="int32", draw="ids:11"))
+case("gather", W(11, 4), In(("batch", 3), dtype="int64", draw="ids:11"), id="gather_int64")
+
+# ---------------------------------------------------------------- reductions
+for _op in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min"):
+    case(_op, X3, axes=(1,))
+    case(_op, IMG, axes=(1, 2), keepdims=True, id=f"{_op}_keepdims")
+case("reduce_sum", X3, axes=(), id="reduce_sum_no_axes")
+case("reduce_mean", SEQ, axes=(-1,), id="reduce_mean_opset13", opset=13)
+case("softmax", X3)
+case("softmax", X3, axis=1, id="softmax_axis1")
+case("softmax", X3, axis=-1, id="softmax_opset11", opset=11)
+case("log_softmax", X3)
+case("log_softmax", X3, axis=1, id="log_softmax_axis1")
+case("l2_normalize", X3)
+case("l2_normalize", X3, axis=1, id="l2_normalize_axis1")
+case("argmax", X3)
+case("argmax", X3, axis=1, id="argmax_axis1")
+
+# ---------------------------------------------------------------- convolution and pooling
+_same = keras_pads("same", (7, 6), (3, 3), (1, 1))
+case("conv", IMG, W(3, 3, 3, 4), pads=_same, id="conv2d_same")
+case("conv", IMG, W(3, 3, 3, 4), strides=(2, 2), pads=((0, 1), (1, 1)), id="conv2d_stride2_asymmetric")
+case("conv", IMG, W(2, 3, 3, 5), dilations=(2, 1), id="conv2d_dilated")
+case("conv", In(("batch", 7, 6, 4)), W(3, 3, 2, 6), groups=2, id="conv2d_grouped")
+case("conv", IMG, W(3, 3, 1, 6), groups=3, pads=_same, id="conv2d_depthwise")
+case("conv", SEQ, W(3, 5, 4), pads=((2, 0),), id="conv1d_causal")
+case("conv", SEQ, W(3, 5, 4), strides=(2,), pads=keras_pads("same", ("seq",), (3,), (2,)),
+     id="conv1d_same_free_length", sizes=SIZES_NO_UNIT_SEQ)
+case("conv", SEQ, W(3, 5, 4), strides=(2,), dilations=(2,), pads=keras_pads("same", ("seq",), (3,), (2,), (2,)),
+     id="conv1d_same_dilated_free_length", sizes=SIZES_NO_UNIT_SEQ)
+case("conv", SEQ, W(3, 5, 4), pads=(("max(0, 3 - seq)", 0),), id="conv1d_symbolic_pad")
+for _op in ("max_pool", "avg_pool"):
+    case(_op, IMG, kernel=(2, 2), strides=(2, 2), id=f"{_op}_2x2")
+    case(_op, IMG, kernel=(3, 3), pads=_same, id=f"{_op}_same")
+    case(_op, IMG, kernel=(2, 2), strides=(2, 2), pads=((0, 1), (0, 0)), id=f"{_op}_asymmetric")
+    case(_op, SEQ, kernel=(3,), strides=(2,), pads=keras_pads("same", ("seq",), (3,), (2,)),
+         id=f"{_op}_same_free_length")
+
+# ---------------------------------------------------------------- normalization
+_C = 3
+case("batch_norm", IMG, W(_C), W(_C), W(_C), W(_C, low=0.1), id="batch_norm_nhwc")
+case("batch_norm", In(("batch", 5)), W(5), W(5), W(5), W(5, low=0.1), id="batch_norm_2d")
+case("batch_norm", In(("batch", 4, 6)), W(4), W(4), W(4), W(4, low=0.1), axis=1, epsilon=1e-5,
+     id="batch_norm_axis1")
+case("batch_norm", In((6,)), W(6), W(6), W(6), W(6, low=0.1), axis=0, id="batch_norm_vector")
+case("layer_norm", X3, W(5), W(5), axes=(-1,))
+case("layer_norm", X3, W(3, 5), W(3, 5), axes=(1, 2), id="layer_norm_trailing_axes")
+case("layer_norm", X3, W(3), W(3), axes=(1,), id="layer_norm_middle_axis")
+case("layer_norm", X3, W(5), W(5), axes=(-1,), id="layer_norm_opset16", opset=16)
+
+# ---------------------------------------------------------------- recurrent
+_F, _U = 5, 4
+for _seq in (False, True):
+    for _back in (False, True):
+        _id = f"{'seq' if _seq else 'last'}{'_backwards' if _back else ''}"
+        case("lstm", SEQ, W(_F, 4 * _U), W(_U, 4 * _U), W(4 * _U), return_sequences=_seq, go_backwards=_back,
+             id=f"lstm_{_id}")
+        case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(2, 3 * _U), return_sequences=_seq, go_backwards=_back,
+             id=f"gru_{_id}")
+        case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), return_sequences=_seq, go_backwards=_back,
+             id=f"simple_rnn_{_id}")
+case("lstm", SEQ, W(_F, 4 * _U), W(_U, 4 * _U), W(4 * _U), In(("batch", _U)), In(("batch", _U)),
+     return_sequences=True, id="lstm_initial_state")
+case("lstm", SEQ, W(_F, 4 * _U), W(_U, 4 * _U), W(4 * _U), activation="relu", recurrent_activation="hard_sigmoid",
+     return_sequences=True, id="lstm_relu_hard_sigmoid")
+case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(3 * _U), reset_after=False, return_sequences=True,
+     id="gru_reset_before")
+case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(2, 3 * _U), In(("batch", _U)), id="gru_initial_state")
+case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), activation="linear", return_sequences=True,
+     id="simple_rnn_linear")
+case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), In(("batch", _U)), activation="softsign",
+     id="simple_rnn_initial_state")
+
+
+# ---------------------------------------------------------------- machinery
+def build(c: Case) -> Graph:
+    g = Graph(c.id)
+    names = []
+    for i, arg in enumerate(c.args):
+        if isinstance(arg, In):
+            names.append(g.add_input(f"in{i}", TensorType(arg.dtype, arg.shape)))
+        else:
+            names.append(g.add_constant(f"layer/w{i}", arg))
+    out = OpBuilder(g, layer="layer").emit(c.op, *names, **c.attrs)
+    g.set_outputs(list(out) if isinstance(out, tuple) else [out])
+    return g
+
+
+def draw(graph: Graph, c: Case, sizes: dict, rng) -> dict[str, np.ndarray]:
+    feeds = {}
+    ins = [a for a in c.args if isinstance(a, In)]
+    for name, spec in zip(graph.inputs, ins):
+        shape = graph.type_of(name).concrete_shape(sizes)
+        if spec.draw.startswith("ids:"):
+            feeds[name] = rng.integers(0, int(spec.draw[4:]), size=shape).astype(spec.dtype)
+        elif spec.draw == "positive":
+            feeds[name] = rng.uniform(0.5, 2.0, size=shape).astype(spec.dtype)
+        elif spec.draw == "wide":
+            feeds[name] = (4 * rng.standard_normal(shape)).astype(spec.dtype)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(spec.dtype)
+    return feeds
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_op_has_an_onnx_mapping(name):
+    assert REGISTRY[name].to_onnx is not None, f"op {name!r} has no to_onnx facet: it cannot be exported to ONNX"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_op_has_an_onnx_case(name):
+    assert any(c.op == name for c in CASES), f"op {name!r} has no ONNX export case in {__file__}"
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_op_exports_and_matches_the_reference(c, rng):
+    graph = build(c)
+    model = export_graph(graph, c.opset)
+    if c.opset is not None:
+        assert model.opset_import[0].version == c.opset
+    check_model(model, graph)
+    for sizes in c.sizes:
+        feeds = draw(graph, c, sizes, rng)
+        report = verify_graph(graph, feeds, opset=c.opset)
+        assert report.ok, f"{sizes}\n{report}"
