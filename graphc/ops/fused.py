@@ -243,3 +243,81 @@ def _scale_shift(x, scale, shift, *, axis):
 register(OpDef("scale_shift", _scale_shift_infer, _scale_shift, attrs={"axis": -1},
                num_inputs=3, fusion_kind="broadcast",
                doc="x * scale + shift, with scale and shift vectors along one axis."))
+
+
+# ---------------------------------------------------------------------------- ONNX
+# ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext). The main product maps to
+# MatMul or Conv (the bias rides in Conv's B input); the epilogue to the activations' own
+# mappings and Add. A separable convolution is a grouped Conv followed by a 1x1 Conv.
+
+def _onnx_epilogue(ctx, op, main, num_main: int, bias_in_main: bool) -> None:
+    """Emit ``main(bias, out)`` then the epilogue; the last node writes the op's output."""
+    from graphc.ops.elementwise import onnx_activation
+
+    a = ctx.attrs
+    bias, residual = epilogue_inputs(num_main, a, ctx.num_inputs, op.type)
+    steps = []
+    if bias is not None and not bias_in_main:
+        steps.append(lambda v, out: ctx.node("Add", [v, ctx.input_name(bias)], out))
+    if a["activation"] != "linear":
+        steps.append(lambda v, out: onnx_activation(ctx, a["activation"], v, a["activation_attrs"], out))
+    if residual is not None:
+        steps.append(lambda v, out: ctx.node("Add", [v, ctx.input_name(residual)], out))
+        if a["post_activation"] != "linear":
+            steps.append(lambda v, out: onnx_activation(ctx, a["post_activation"], v, a["post_activation_attrs"],
+                                                        out))
+    b = ctx.input_name(bias) if bias is not None and bias_in_main else None
+    y = main(b, None if steps else ctx.output_name(0))
+    for k, step in enumerate(steps):
+        y = step(y, ctx.output_name(0) if k == len(steps) - 1 else None)
+
+
+def _fused_matmul_to_onnx(ctx, op):
+    _onnx_epilogue(ctx, op, lambda b, out: ctx.node("MatMul", [ctx.input_name(0), ctx.input_name(1)], out),
+                   2, False)
+
+
+def _fused_conv_to_onnx(ctx, op):
+    from graphc.ops.conv import onnx_conv
+
+    _onnx_epilogue(ctx, op, lambda b, out: onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs, bias=b, out=out),
+                   2, True)
+
+
+def _fused_separable_to_onnx(ctx, op):
+    from graphc.ops.conv import onnx_channels_first, onnx_channels_last, onnx_conv
+
+    rank = ctx.input_type(0).rank
+    cm, o = ctx.input_type(2).shape
+
+    def main(b, out):
+        d = onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs)
+        pw = ctx.derived(2, lambda p: np.ascontiguousarray(p.T).reshape((o, cm) + (1,) * (rank - 2)), "oihw")
+        if pw is None:
+            pw = ctx.unsqueeze(ctx.transpose(ctx.input_name(2), [1, 0]), list(range(2, rank)))
+        y = ctx.node("Conv", [onnx_channels_first(ctx, d, rank), pw] + ([b] if b else []),
+                     kernel_shape=[1] * (rank - 2))
+        return onnx_channels_last(ctx, y, rank, out)
+
+    _onnx_epilogue(ctx, op, main, 3, True)
+
+
+def _scale_shift_to_onnx(ctx, op):
+    rank = ctx.input_type(0).rank
+    ax = ctx.attrs["axis"] % rank
+    trailing = rank - 1 - ax
+
+    def along(i: int) -> str:
+        if not trailing:
+            return ctx.input_name(i)
+        return ctx.derived(i, lambda v: v.reshape((-1,) + (1,) * trailing), f"axis{ax}") \
+            or ctx.unsqueeze(ctx.input_name(i), list(range(1, trailing + 1)))
+
+    scaled = ctx.node("Mul", [ctx.input_name(0), along(1)])
+    ctx.node("Add", [scaled, along(2)], ctx.output_name(0))
+
+
+get("fused_matmul").to_onnx = _fused_matmul_to_onnx
+get("fused_conv").to_onnx = _fused_conv_to_onnx
+get("fused_separable_conv").to_onnx = _fused_separable_to_onnx
+get("scale_shift").to_onnx = _scale_shift_to_onnx
