@@ -203,6 +203,27 @@ case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), In(("batch", _U)), activati
      id="simple_rnn_initial_state")
 
 
+# ---------------------------------------------------------------- fused ops (introduced by the optimizer)
+_RELU6 = (("max_value", 6.0),)
+case("fused_matmul", X3, W(5, 4))
+case("fused_matmul", X3, W(5, 4), W(4), has_bias=True, activation="relu", id="fused_matmul_bias_relu")
+case("fused_matmul", X3, W(5, 4), W(4), In(("batch", 3, 4)), has_bias=True, activation="relu",
+     activation_attrs=_RELU6, has_residual=True, post_activation="relu", id="fused_matmul_residual")
+case("fused_matmul", X3, W(5, 4), In(("batch", 3, 4)), has_residual=True, id="fused_matmul_residual_only")
+case("fused_conv", IMG, W(3, 3, 3, 4), W(4), pads=_same, has_bias=True, activation="relu",
+     id="fused_conv_bias_relu")
+case("fused_conv", IMG, W(1, 1, 3, 4), In(("batch", 7, 6, 4)), has_residual=True, post_activation="silu",
+     id="fused_conv_residual")
+case("fused_conv", SEQ, W(3, 5, 4), W(4), strides=(2,), pads=keras_pads("same", ("seq",), (3,), (2,)), has_bias=True,
+     activation="gelu", id="fused_conv1d_same_free_length", sizes=SIZES_NO_UNIT_SEQ)
+case("fused_separable_conv", IMG, W(3, 3, 1, 6), W(6, 5), W(5), groups=3, pads=_same, has_bias=True,
+     activation="relu")
+case("fused_separable_conv", IMG, W(3, 3, 1, 3), W(3, 2), In(("batch", 3, 2, 2)), groups=3, strides=(2, 2),
+     has_residual=True, id="fused_separable_conv_residual")
+case("scale_shift", IMG, W(3), W(3))
+case("scale_shift", In(("batch", 4, 6)), W(4), W(4), axis=1, id="scale_shift_axis1")
+
+
 # ---------------------------------------------------------------- machinery
 def build(c: Case) -> Graph:
     g = Graph(c.id)
