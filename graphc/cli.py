@@ -1,0 +1,324 @@
+"""The ``graphc`` command line: one verb per job, all sharing one way of naming a model.
+
+A verb is a function ``(args) -> exit status`` registered with :func:`command`, which also
+declares its arguments; ``graphc --help`` lists every registered verb and ``graphc VERB --help``
+its arguments. Adding a verb is writing that one function::
+
+    @command("plan", "the memory plan of MODEL", model_argument(), arg("--batch", type=int, default=1))
+    def plan(args):
+        model = load_model(args.model)
+        ...
+        return 0
+
+MODEL, wherever a verb takes one, is ``file.py`` (its module-level ``model``), ``file.py:name``
+(a Model in that file, or a function returning one), a ``.keras`` archive, or the name of a
+bundled example (``graphc examples`` lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``graphc: error: ...`` with exit status 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration.
+
+
+@dataclass
+class Argument:
+    """One ``add_argument`` call: its flags and keyword arguments."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: tuple[Argument, ...]
+    description: str | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """An argument of a verb, given as to ``argparse``'s ``add_argument``."""
+    return Argument(flags, options)
+
+
+def model_argument() -> Argument:
+    return arg("model", metavar="MODEL",
+               help="file.py (its module-level `model`), file.py:name (a Model or a function returning one), "
+                    "a .keras file, or a bundled example name (see `graphc examples`)")
+
+
+def command(name: str, help: str, *arguments: Argument, description: str | None = None):
+    """Register the decorated function as verb ``name`` taking ``arguments``."""
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise ValueError(f"graphc verb {name!r} is registered twice")
+        COMMANDS[name] = Command(name, help, fn, arguments, description or fn.__doc__)
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Naming a model.
+
+
+def _load_file(path: str):
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path}")
+    module_name = "_graphc_model_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    directory = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, directory)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if sys.path and sys.path[0] == directory:
+            sys.path.pop(0)
+    return module
+
+
+def load_model(spec: str):
+    """The Model that ``spec`` names (see the module docstring for the forms)."""
+    from graphc import examples
+    from graphc.frontend.model import Model
+
+    path, _, attr = spec.partition(":") if ".py:" in spec else (spec, "", "")
+    if path.endswith(".py"):
+        module = _load_file(path)
+        name = attr or "model"
+        if not hasattr(module, name):
+            found = sorted(k for k, v in vars(module).items() if isinstance(v, Model))
+            hint = f"; Model objects it defines: {', '.join(found)} (use {path}:NAME)" if found else ""
+            raise CLIError(f"{path} defines no `{name}`{hint}")
+        obj = getattr(module, name)
+        if not isinstance(obj, Model) and callable(obj):
+            obj = obj()
+        if not isinstance(obj, Model):
+            raise CLIError(f"{spec} is of type {type(obj).__name__!r}, not a graphc Model (nor a function "
+                           "returning one)")
+        return obj
+    if path.endswith(".keras"):
+        if not os.path.isfile(path):
+            raise CLIError(f"no such file: {path}")
+        from graphc.models import load_model as load_keras
+
+        return load_keras(path)
+    if spec in examples.EXAMPLES:
+        try:
+            return examples.build(spec, seed=0)
+        except examples.ExampleError as exc:
+            raise CLIError(str(exc)) from exc
+    raise CLIError(f"cannot find model {spec!r}: not a .py or .keras file, nor a bundled example "
+                   f"({', '.join(examples.names())})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Verbs.
+
+
+def _optimized(graph, level: int, print_after_all: bool = False):
+    if level == 0 and not print_after_all:
+        return graph
+    from graphc.passes import LEVELS, run_pipeline
+
+    if level not in LEVELS:
+        raise CLIError(f"-O must be one of {', '.join(map(str, LEVELS))}, got {level}")
+    out, _ = run_pipeline(graph, level, print_after=["all"] if print_after_all else [], stream=sys.stdout)
+    return out
+
+
+@command("demo", "build a bundled model, print its summary and IR, run it on random inputs",
+         arg("--model", default=None, metavar="NAME", help="which bundled example (default: the richest that "
+             "this graphc can build)"),
+         arg("--batch", type=int, default=2, help="samples in the random batch (default 2)"),
+         arg("--seed", type=int, default=0, help="seed for the weights and the inputs (default 0)"))
+def demo(args: argparse.Namespace) -> int:
+    """The main job end to end on a bundled model: front end, IR, reference run."""
+    import graphc
+    from graphc import examples
+    from graphc.backends.reference.interpreter import bind_inputs, run
+
+    if args.batch < 1:
+        raise CLIError(f"--batch must be at least 1, got {args.batch}")
+    candidates = [args.model] if args.model else list(DEMO_MODELS)
+    model, name, skipped = None, None, []
+    for candidate in candidates:
+        try:
+            model, name = examples.build(candidate, seed=args.seed), candidate
+            break
+        except examples.ExampleError as exc:
+            if args.model:
+                raise CLIError(str(exc)) from exc
+            skipped.append(f"{candidate} ({exc})")
+    if model is None:
+        raise CLIError("no bundled example can be built: " + "; ".join(skipped))
+    for note in skipped:
+        print(f"note: skipped example {note}", file=sys.stderr)
+
+    print(f"== {name}: {examples.get(name).description}")
+    print()
+    model.summary()
+    graph = graphc.lower(model)
+    graphc.verify(graph)
+    print()
+    print(f"== IR: {len(graph)} ops, {len(graph.constants)} constants, {graph.param_count():,} parameters")
+    print(graph)
+    rng = np.random.default_rng(args.seed)
+    data = examples.inputs(name, rng, args.batch)
+    compiled = graphc.build(model, target="reference")
+    feeds = compiled.feeds(data)
+    _, bindings = bind_inputs(graph, feeds)
+    outputs = compiled.run(feeds)
+    print()
+    print(f"== reference interpreter (inputs from seed {args.seed}): "
+          + ", ".join(f"{k}={v}" for k, v in bindings.items()))
+    for key, value in feeds.items():
+        print(f"input  {key}: {graph.type_of(key)} <- {tuple(np.shape(value))}")
+    for key in graph.outputs:
+        value = outputs[key]
+        print(f"output {key}: {graph.type_of(key)} -> {tuple(value.shape)} checksum={checksum(value):.6f}")
+
+    level = 2
+    optimized = _optimized(graph, level)
+    opt_outputs = run(optimized, feeds)
+    worst = max(float(np.max(np.abs(opt_outputs[k] - outputs[k]), initial=0.0)) for k in graph.outputs)
+    print()
+    print(f"== optimized at -O{level}: {len(graph)} ops -> {len(optimized)} ops "
+          f"({_counts(optimized)}); max |difference| {worst:.3g}")
+    return 0
+
+
+def checksum(value: np.ndarray) -> float:
+    """A position-sensitive sum: each element weighted by 1 + its flat index / size."""
+    flat = np.asarray(value, dtype=np.float64).ravel()
+    return float(flat @ np.linspace(1.0, 2.0, flat.size)) if flat.size else 0.0
+
+
+def _counts(graph) -> str:
+    return ", ".join(f"{n} {op}" for op, n in graph.op_counts().items())
+
+
+# Bundled examples ``graphc demo`` tries, richest first.
+DEMO_MODELS = ("qa_two_inputs", "merge", "mlp")
+
+
+@command("summary", "print the Keras-style summary of MODEL", model_argument(),
+         arg("--line-length", type=int, default=None, help="total width of the table"),
+         arg("--expand-nested", action="store_true", help="also list the layers of nested models"),
+         arg("--show-trainable", action="store_true", help="add a column saying whether each layer trains"))
+def summary(args: argparse.Namespace) -> int:
+    """The table ``model.summary()`` prints, with Keras's parameter counts."""
+    model = load_model(args.model)
+    model.summary(line_length=args.line_length, expand_nested=args.expand_nested,
+                  show_trainable=args.show_trainable)
+    return 0
+
+
+@command("ir", "print the IR of MODEL (optimized with -O)", model_argument(),
+         arg("-O", dest="level", type=int, default=0, metavar="N", help="optimization level 0-3 (default 0)"),
+         arg("--print-after-all", action="store_true", help="print the IR after every pass"),
+         arg("--save", metavar="FILE", default=None, help="also save the graph to FILE (an .npz archive)"))
+def ir(args: argparse.Namespace) -> int:
+    """The verified IR graph in its stable text form."""
+    import graphc
+    from graphc.ir import save
+
+    model = load_model(args.model)
+    graph = graphc.lower(model)
+    graphc.verify(graph)
+    graph = _optimized(graph, args.level, args.print_after_all)
+    print(graph)
+    if args.save:
+        save(graph, args.save)
+        print(f"saved to {args.save}", file=sys.stderr)
+    return 0
+
+
+@command("examples", "list the bundled example models")
+def list_examples(args: argparse.Namespace) -> int:
+    """Names usable as MODEL, with what each builds."""
+    from graphc import examples
+
+    width = max(len(n) for n in examples.names())
+    for name in examples.names():
+        print(f"{name:<{width}}  {examples.get(name).description}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import graphc
+
+    parser = argparse.ArgumentParser(
+        prog="graphc",
+        description="graphc: compile Keras-style functional models to an optimized IR, ONNX and native code.",
+        epilog="MODEL is file.py, file.py:name, a .keras file or a bundled example name. "
+               "`graphc VERB --help` describes a verb.")
+    parser.add_argument("--version", action="version", version=f"graphc {graphc.__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, show the full Python traceback instead of a one-line message")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
+    for cmd in COMMANDS.values():
+        sub = verbs.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
+        for a in cmd.arguments:
+            sub.add_argument(*a.flags, **a.options)
+        sub.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``graphc`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    from graphc.frontend.state import clear_session
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cmd = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        return 2
+    clear_session()
+    try:
+        return int(cmd.run(args) or 0)
+    except BrokenPipeError:  # the reader (`| head`) went away: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except CLIError as exc:
+        if args.traceback:
+            raise
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, NotImplementedError, OSError) as exc:
+        if args.traceback:
+            raise
+        print(f"graphc {cmd.name}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
