@@ -50,7 +50,7 @@ def multi_output(K):
     income = K.layers.Dense(10, activation="softmax", name="income")(x)
     gender = K.layers.Dense(1, activation="sigmoid", name="gender")(x)
     return K.Model(posts, [age, income, gender]), \
-        lambda rng, n, t=200: rng.integers(1, 50000, size=(n, t))
+        lambda rng, n, t=300: rng.integers(1, 50000, size=(n, t))
 
 
 def inception(K):
@@ -202,7 +202,7 @@ def two_heads_text(K):
 SEED_MODELS = {
     "mlp": (mlp, 3466, None),
     "qa_two_inputs": (qa_two_inputs, 1000052, (7, 12)),
-    "multi_output": (multi_output, 14146316, (180, 260)),
+    "multi_output": (multi_output, 14146316, (300, 420)),
     "inception": (inception, 467712, None),
     "residual_identity": (residual_identity, 3 * (9 * 128 * 128 + 128), None),
     "residual_projection": (residual_projection, 2 * (9 * 128 * 128 + 128) + 128 * 128 + 128, None),

@@ -28,6 +28,14 @@ def randomize(model, rng):
     model.set_weights(new)
 
 
+# Keras 3.15's torch backend counts the replicated edge in 'same' average pooling with
+# asymmetric padding (keras-team/keras#18452); graphc excludes padding as TensorFlow, JAX and
+# onnxruntime do (checked against onnxruntime in tests/ops/test_pool.py). For the Inception
+# module, whose average-pooling branch has such padding, the last row and column (the only
+# windows touching the padding) are compared separately for the other branches.
+KERAS_POOL_EDGE_BUG = {"inception": slice(192, 320)}
+
+
 def as_list(out):
     if isinstance(out, dict):
         return list(out.values())
@@ -64,5 +72,9 @@ def test_matches_keras(name, keras, rng):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             w = np.asarray(w)
+            if name in KERAS_POOL_EDGE_BUG:
+                pool_channels = KERAS_POOL_EDGE_BUG[name]
+                np.testing.assert_allclose(g[:, :-1, :-1], w[:, :-1, :-1], rtol=1e-4, atol=1e-5)
+                g, w = np.delete(g, np.r_[pool_channels], axis=-1), np.delete(w, np.r_[pool_channels], axis=-1)
             scale = max(1.0, float(np.abs(w).max()))
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{name} n={n} t={t}")
