@@ -182,6 +182,60 @@ def test_printed_to_stdout_as_keras(keras, columns, capsys):
     assert graphc_text == keras_text
 
 
+SEED_ARCHITECTURES = ["qa_two_inputs", "inception", "residual_projection", "siamese_lstm", "auxiliary_output",
+                      "separable_conv", "conv_bn", "merge", "conv1d_text", "time_distributed_classifier"]
+
+
+@pytest.mark.keras
+@pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
+@pytest.mark.parametrize("name", SEED_ARCHITECTURES)
+def test_seed_architectures_same_text_as_keras(name, keras, columns):
+    """Conv, pooling, recurrent, merge, normalization and wrapper layers in the seeds' models."""
+    from tests.programs.seed_models import SEED_MODELS
+
+    def build(K):
+        return SEED_MODELS[name][0](K)[0]
+
+    assert summary_text(graphc, build) == summary_text(keras, build)
+
+
+# What Keras 3.15 prints for the seed programs (the counts are in shared/spec/README.md).
+SPEC_TOTALS = {
+    "mlp": " Total params: 3,466 (13.54 KB)",
+    "qa_two_inputs": " Total params: 1,000,052 (3.81 MB)",
+    "multi_output": " Total params: 14,146,316 (53.96 MB)",
+    "inception": " Total params: 467,712 (1.78 MB)",
+    "siamese_lstm": " Total params: 20,673 (80.75 KB)",
+    "conv1d_text": " Total params: 291,937 (1.11 MB)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_TOTALS))
+def test_spec_parameter_counts(name, columns):
+    from graphc import examples
+
+    model = examples.build(name)
+    out: list[str] = []
+    model.summary(print_fn=out.append)
+    assert SPEC_TOTALS[name] + "\n" in out[0]
+    assert SPEC_TOTALS[name].replace("Total", "Trainable") + "\n" in out[0]
+
+
+def test_inception_output_and_shared_xception(columns):
+    from graphc import examples
+
+    out: list[str] = []
+    examples.build("inception").summary(print_fn=out.append)
+    assert "│ concatenate (Concatenate)     │ (None, 14, 14, 448)       │               0 │ conv2d[0][0]," in out[0]
+    out.clear()
+    examples.build("stereo_xception").summary(print_fn=out.append)
+    text = out[0]
+    assert "│ xception (Functional)" in text and "│ (None, 8, 8, 2048)" in text
+    assert "left[0][0], right[0][0]" in text and "(None, 8, 8, 4096)" in text
+    assert " Total params: 20,861,480 (79.58 MB)" in text
+    assert " Non-trainable params: 54,528 (213.00 KB)" in text
+
+
 # ---------------------------------------------------------------------------------------------
 # What the text says, independently of Keras.
 
