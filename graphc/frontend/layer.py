@@ -9,6 +9,7 @@ disagree about a shape.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -95,6 +96,20 @@ class Layer:
             self._batch_input_shape = (kwargs.get("batch_size"),) + _shape_tuple(kwargs["input_shape"])
         elif "input_dim" in kwargs:
             self._batch_input_shape = (kwargs.get("batch_size"), int(kwargs["input_dim"]))
+
+    def __init_subclass__(cls, **kwargs):
+        """Wrap each subclass's ``build`` so that any call to it (direct or not) marks the layer built."""
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "_marks_built", False):
+            @functools.wraps(build)
+            def wrapped(self, *args, **kw):
+                result = build(self, *args, **kw)
+                self.built = True
+                return result
+
+            wrapped._marks_built = True
+            cls.build = wrapped
 
     # ------------------------------------------------------------------ weights
     def add_weight(self, name: str, shape, initializer="glorot_uniform", trainable: bool = True,

@@ -91,3 +91,12 @@ def test_to_categorical():
     assert utils.to_categorical(np.array([[1], [0]])).shape == (2, 2)
     with pytest.raises(ValueError, match="out of range"):
         utils.to_categorical([5], 3)
+
+
+def test_direct_build_marks_the_layer_built_and_keeps_loaded_weights():
+    dense = layers.Dense(3)
+    dense.build((None, 4))
+    assert dense.built
+    dense.set_weights([np.ones((4, 3), np.float32), np.zeros(3, np.float32)])
+    np.testing.assert_allclose(dense(np.ones((1, 4), np.float32)), [[4.0, 4.0, 4.0]])
+    assert len(dense.weights) == 2
