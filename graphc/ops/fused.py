@@ -248,16 +248,17 @@ register(OpDef("scale_shift", _scale_shift_infer, _scale_shift, attrs={"axis": -
 # ---------------------------------------------------------------------------- ONNX
 # ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext). The main product maps to
 # MatMul or Conv (the bias rides in Conv's B input); the epilogue to the activations' own
-# mappings and Add. A separable convolution is a grouped Conv followed by a 1x1 Conv.
+# mappings and Add. A convolution's activation is applied in ONNX's NCHW layout, before the
+# transpose back, so that the transposes between two fused convolutions cancel. A separable
+# convolution is a grouped Conv followed by a 1x1 Conv.
 
-def _onnx_epilogue(ctx, op, main, num_main: int, bias_in_main: bool) -> None:
-    """Emit ``main(bias, out)`` then the epilogue; the last node writes the op's output."""
+def _fused_matmul_to_onnx(ctx, op):
     from graphc.ops.elementwise import onnx_activation
 
     a = ctx.attrs
-    bias, residual = epilogue_inputs(num_main, a, ctx.num_inputs, op.type)
+    bias, residual = epilogue_inputs(2, a, ctx.num_inputs, op.type)
     steps = []
-    if bias is not None and not bias_in_main:
+    if bias is not None:
         steps.append(lambda v, out: ctx.node("Add", [v, ctx.input_name(bias)], out))
     if a["activation"] != "linear":
         steps.append(lambda v, out: onnx_activation(ctx, a["activation"], v, a["activation_attrs"], out))
@@ -266,40 +267,52 @@ def _onnx_epilogue(ctx, op, main, num_main: int, bias_in_main: bool) -> None:
         if a["post_activation"] != "linear":
             steps.append(lambda v, out: onnx_activation(ctx, a["post_activation"], v, a["post_activation_attrs"],
                                                         out))
-    b = ctx.input_name(bias) if bias is not None and bias_in_main else None
-    y = main(b, None if steps else ctx.output_name(0))
+    y = ctx.node("MatMul", [ctx.input_name(0), ctx.input_name(1)], None if steps else ctx.output_name(0))
     for k, step in enumerate(steps):
         y = step(y, ctx.output_name(0) if k == len(steps) - 1 else None)
 
 
-def _fused_matmul_to_onnx(ctx, op):
-    _onnx_epilogue(ctx, op, lambda b, out: ctx.node("MatMul", [ctx.input_name(0), ctx.input_name(1)], out),
-                   2, False)
+def _conv_epilogue(ctx, op, main_nchw, num_main: int) -> None:
+    """``main_nchw(bias)`` (an NCHW result), then activation, transpose back, residual add."""
+    from graphc.ops.conv import onnx_channels_last
+    from graphc.ops.elementwise import onnx_activation
+
+    a = ctx.attrs
+    rank = ctx.input_type(0).rank
+    bias, residual = epilogue_inputs(num_main, a, ctx.num_inputs, op.type)
+    y = main_nchw(ctx.input_name(bias) if bias is not None else None)
+    y = onnx_activation(ctx, a["activation"], y, a["activation_attrs"])
+    if residual is None:
+        onnx_channels_last(ctx, y, rank, ctx.output_name(0))
+        return
+    y = onnx_channels_last(ctx, y, rank)
+    if a["post_activation"] == "linear":
+        ctx.node("Add", [y, ctx.input_name(residual)], ctx.output_name(0))
+    else:
+        y = ctx.node("Add", [y, ctx.input_name(residual)])
+        onnx_activation(ctx, a["post_activation"], y, a["post_activation_attrs"], ctx.output_name(0))
 
 
 def _fused_conv_to_onnx(ctx, op):
     from graphc.ops.conv import onnx_conv
 
-    _onnx_epilogue(ctx, op, lambda b, out: onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs, bias=b, out=out),
-                   2, True)
+    _conv_epilogue(ctx, op, lambda b: onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs, bias=b, nchw_out=True), 2)
 
 
 def _fused_separable_to_onnx(ctx, op):
-    from graphc.ops.conv import onnx_channels_first, onnx_channels_last, onnx_conv
+    from graphc.ops.conv import onnx_conv
 
     rank = ctx.input_type(0).rank
     cm, o = ctx.input_type(2).shape
 
-    def main(b, out):
-        d = onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs)
+    def main(b):
+        d = onnx_conv(ctx, ctx.input_name(0), 1, ctx.attrs, nchw_out=True)
         pw = ctx.derived(2, lambda p: np.ascontiguousarray(p.T).reshape((o, cm) + (1,) * (rank - 2)), "oihw")
         if pw is None:
             pw = ctx.unsqueeze(ctx.transpose(ctx.input_name(2), [1, 0]), list(range(2, rank)))
-        y = ctx.node("Conv", [onnx_channels_first(ctx, d, rank), pw] + ([b] if b else []),
-                     kernel_shape=[1] * (rank - 2))
-        return onnx_channels_last(ctx, y, rank, out)
+        return ctx.node("Conv", [d, pw] + ([b] if b else []), kernel_shape=[1] * (rank - 2))
 
-    _onnx_epilogue(ctx, op, main, 3, True)
+    _conv_epilogue(ctx, op, main, 3)
 
 
 def _scale_shift_to_onnx(ctx, op):
