@@ -307,8 +307,9 @@ def onnx_window(ctx, x_nchw: str, spatial, kernel, strides, dilations, pads: Pad
     return ctx.node("Pad", [x_nchw, ctx.shape(before + after), fill], mode="constant"), {}
 
 
-def onnx_conv(ctx, x: str, w_index: int, attrs, bias: str | None = None, out=None) -> str:
-    """Emit a channels-last convolution of ``x`` by kernel input ``w_index`` (NHWC in and out)."""
+def onnx_conv(ctx, x: str, w_index: int, attrs, bias: str | None = None, out=None, nchw_out: bool = False) -> str:
+    """Emit a channels-last convolution of ``x`` by kernel input ``w_index`` (NHWC in; NHWC out
+    unless ``nchw_out``, for callers that continue in ONNX's layout)."""
     rank = ctx.input_type(0).rank
     nsp = rank - 2
     strides, dilations, pads = spatial_attrs(nsp, attrs["strides"], attrs["dilations"], attrs["pads"], "conv")
@@ -321,7 +322,7 @@ def onnx_conv(ctx, x: str, w_index: int, attrs, bias: str | None = None, out=Non
     inputs = [xc, w] + ([bias] if bias is not None else [])
     y = ctx.node("Conv", inputs, kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
                  group=int(attrs["groups"]), **pad_attrs)
-    return onnx_channels_last(ctx, y, rank, out)
+    return y if nchw_out else onnx_channels_last(ctx, y, rank, out)
 
 
 def _conv_to_onnx(ctx, op):
