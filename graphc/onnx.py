@@ -45,12 +45,6 @@ def default_opset() -> int:
     return _default()
 
 
-def _optimizer():
-    import graphc
-
-    return getattr(graphc, "optimize", None)
-
-
 def _lowered(model_or_graph: Any) -> Graph:
     from graphc.api import lower, verify
     from graphc.frontend.model import Model
@@ -66,18 +60,17 @@ def _lowered(model_or_graph: Any) -> Graph:
 
 
 def _optimized(graph: Graph, optimize: bool | int) -> Graph:
-    run = _optimizer()
-    if not optimize or run is None:
-        return graph
     level = 2 if optimize is True else int(optimize)
-    return run(graph.copy(), level=level)
+    if not level:
+        return graph
+    from graphc.passes import optimize as run
+
+    return run(graph, level=level)
 
 
 def to_graph(model_or_graph: Any, optimize: bool | int = True) -> Graph:
-    """The IR graph that ``export`` writes: the lowering, optimized when ``optimize`` (a level or True).
-
-    Optimization runs ``graphc.optimize`` where that pipeline is available.
-    """
+    """The IR graph that ``export`` writes: the lowering, optimized by ``graphc.passes.optimize`` at
+    level ``optimize`` (True: level 2; False or 0: the plain lowering)."""
     return _optimized(_lowered(model_or_graph), optimize)
 
 

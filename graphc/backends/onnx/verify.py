@@ -49,7 +49,9 @@ class Comparison:
 def compare(name: str, ref: np.ndarray, got: np.ndarray, rtol: float, atol: float) -> Comparison:
     """Compare ``got`` with the reference ``ref`` like ``np.isclose`` (NaNs in the same place agree).
 
-    The relative error is taken over elements whose reference magnitude exceeds ``atol``.
+    An element passes when ``|got - ref| <= atol + rtol * |ref|``. The relative error is taken
+    over the elements where ``rtol`` is the binding tolerance (``|ref| >= atol / rtol``); smaller
+    ones are judged by ``atol`` and show in the absolute error.
     """
     ref, got = np.asarray(ref), np.asarray(got)
     if ref.shape != got.shape:
@@ -64,7 +66,7 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, rtol: float, atol: floa
         diff = np.where(np.isnan(diff), np.inf, diff)
         mag = np.abs(b)
         ok = bool(np.all(same | (diff <= atol + rtol * mag)))
-        rel_mask = mag > atol
+        rel_mask = mag >= atol / rtol if rtol > 0 else mag > 0
         max_rel = float(np.max(diff[rel_mask] / mag[rel_mask])) if rel_mask.any() else 0.0
     worst_flat = int(np.argmax(diff))
     max_abs = float(diff.flat[worst_flat])

@@ -37,3 +37,23 @@ def check_model(model: onnx.ModelProto, graph: Graph) -> None:
         for axis, (d, g) in enumerate(zip(value.type.shape, got)):
             if isinstance(d, int):
                 assert g == d, f"{value.name!r} axis {axis}: ONNX infers {g!r}, graphc knows {d} ({value.type})"
+
+
+def randomize_weights(model, rng) -> None:
+    """Give every weight a random value near its initial one (biases and BatchNorm statistics
+    stop being zeros and ones, so a swapped or misplaced parameter shows in the numbers)."""
+    for v in model.weights:
+        a = v.value
+        if "variance" in v.path:
+            v.assign(rng.uniform(0.5, 1.5, a.shape).astype(a.dtype))
+        else:
+            scale = 0.1 * (float(a.std()) or 1.0)
+            v.assign((a + scale * rng.standard_normal(a.shape)).astype(a.dtype))
+
+
+def assert_verifies(model, inputs, *, optimize=True, what: str = "") -> None:
+    """graphc.onnx.verify passes at the issue's tolerances (rtol 1e-4, atol 1e-5)."""
+    import graphc.onnx
+
+    report = graphc.onnx.verify(model, inputs, optimize=optimize)
+    assert report.ok, f"{what} optimize={optimize}\n{report}"
