@@ -6,12 +6,13 @@ typed IR (``graphc.lower``), optimized, and run by a backend (``graphc.build``).
 
 from graphc import applications, layers, models, utils
 from graphc import ops as _ops  # noqa: F401  (registers every op)
-from graphc.api import CompiledModel, build, lower, verify
+from graphc.api import CompiledModel, build, lower, optimize, plan_memory, verify
 from graphc.frontend.input_layer import Input, InputLayer
 from graphc.frontend.model import Model
 from graphc.frontend.sequential import Sequential
+from graphc.saving import from_keras
 
 __version__ = "0.1.0"
 
 __all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "applications",
-           "lower", "build", "verify", "CompiledModel", "__version__"]
+           "lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "from_keras", "__version__"]

@@ -12,7 +12,9 @@ from graphc.frontend.model import Model
 from graphc.frontend.to_ir import lower_model
 from graphc.ir.graph import Graph
 from graphc.ir.verify import verify as _verify_ir
+from graphc.memory import plan_memory
 from graphc.ops.registry import infer_op
+from graphc.passes import optimize
 
 TARGETS = ("reference",)
 
@@ -47,6 +49,12 @@ class CompiledModel:
 
     def _sync_weights(self) -> None:
         """Pick up weights changed on the source model since compilation (level 0 graphs)."""
+        if self.level and self._model is not None and self._current_versions() != self._versions:
+            # Optimized graphs fold weights together: compile again from the model.
+            graph, self._params = lower_model(self._model)
+            self.graph = optimize(graph, self.level)
+            self._versions = self._current_versions()
+            return
         for name, var in self._params.items():
             if self._versions.get(name) != var.version and name in self.graph.constants:
                 self.graph.set_constant(name, var.value)
@@ -109,7 +117,7 @@ class CompiledModel:
         return self.predict(x, whole=True)
 
 
-def build(model, target: str = "reference", level: int = 0, threads: int | None = None,
+def build(model, target: str = "reference", level: int = 2, threads: int | None = None,
           training: bool = False) -> CompiledModel:
     """Compile ``model`` (a Model or an IR Graph) for ``target``."""
     if target not in TARGETS:
@@ -124,7 +132,8 @@ def build(model, target: str = "reference", level: int = 0, threads: int | None 
     else:
         raise TypeError(f"graphc.build expects a Model or a graphc.ir.Graph, got {type(model).__name__}")
     verify(graph)
+    graph = optimize(graph, level) if level else graph
     return CompiledModel(graph, target, model=source, params=params, level=level)
 
 
-__all__ = ["lower", "build", "verify", "CompiledModel", "nest"]
+__all__ = ["lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "nest"]

@@ -314,7 +314,7 @@ class Model(Layer):
         key = "reference"
         entry = self._compiled_cache.get(key)
         if entry is None:
-            entry = build(self, target="reference")
+            entry = build(self, target="reference", level=0)
             self._compiled_cache[key] = entry
         return entry
 
@@ -353,8 +353,37 @@ class Model(Layer):
     def test_on_batch(self, *args, **kwargs):
         self._training_unavailable("test_on_batch")
 
+    # ------------------------------------------------------------------ Keras files and configs
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable}
+        """Keras's model config: layers with their inbound nodes, inputs and outputs."""
+        from graphc.saving import model_config
+
+        return model_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
+        """A model from the config ``get_config()`` (graphc's or Keras's) returns."""
+        from graphc.saving import model_from_config
+
+        return model_from_config(config, custom_objects, sequential=cls.__name__ == "Sequential")
+
+    def save(self, filepath, overwrite: bool = True, **kwargs) -> None:
+        """Write a Keras 3 ``.keras`` archive (architecture, weights, compile configuration)."""
+        from graphc.saving import save_model
+
+        save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite: bool = True, **kwargs) -> None:
+        """Write the weights to a Keras 3 ``.weights.h5`` file."""
+        from graphc.saving import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """Load weights from a ``.weights.h5`` or ``.keras`` file (all checked before any is set)."""
+        from graphc.saving import load_weights
+
+        load_weights(self, filepath, skip_mismatch=skip_mismatch)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, inputs={len(self.inputs)}, outputs={len(self.outputs)}>"

@@ -1,0 +1,241 @@
+"""Keras class names <-> graphc layer classes, and layer configs translated both ways.
+
+Every layer class that ``graphc.layers`` exports is importable under its Keras class name
+(graphc's classes carry Keras's names, constructor arguments and defaults). A Keras config
+is not always a valid set of graphc constructor arguments, so reading one goes key by key:
+
+- ``dtype``: a ``DTypePolicy`` dict becomes its dtype name (a mixed policy, whose variables
+  are float32, becomes float32: graphc computes in the variable dtype);
+- initializer dicts become graphc initializers; arguments graphc's initializer does not
+  take are dropped when they hold Keras's neutral value (``input_axes: None``);
+- regularizers, constraints and ``activity_regularizer`` are dropped: they only act during
+  training, which reads them from the model's Keras config, not from graphc;
+- a nested layer config (``TimeDistributed``'s ``layer``) is deserialized recursively;
+- any other key graphc's class does not accept is dropped when it holds Keras's default or
+  a neutral value (None, False, empty), and refused otherwise, naming the option.
+
+Writing goes the other way: graphc's ``get_config()`` with the dtype as a ``DTypePolicy``
+dict, initializers and nested layers serialized as Keras does, and the input-shape
+arguments (which Keras 3 layers no longer take) left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.frontend import initializers
+from graphc.frontend.input_layer import InputLayer
+from graphc.frontend.layer import Layer
+from graphc.frontend.model import Model
+from graphc.frontend.sequential import Sequential
+from graphc.saving.errors import KerasFormatError, UnsupportedKerasError
+
+LAYERS_MODULE = "keras.layers"
+FUNCTIONAL_NAMES = ("Functional", "Model")
+
+# Keras options graphc may not take as constructor arguments, with the value that makes them
+# inert; a Keras config holding exactly this value loses nothing when the key is dropped.
+KERAS_DEFAULTS: dict[str, Any] = {
+    "groups": 1, "dilation_rate": [1], "data_format": "channels_last", "lora_alpha": None,
+    "zero_output_for_mask": False, "time_major": False, "unroll": False, "ragged": False,
+    "sparse": False, "optional": False, "renorm": False, "synchronized": False, "keepdims": False,
+    "mask_zero": False, "reset_after": True, "unit_forget_bias": True, "rms_scaling": False,
+}
+_TRAINING_ONLY_SUFFIXES = ("_regularizer", "_constraint")
+_INPUT_SHAPE_ARGS = ("batch_input_shape", "input_shape", "input_dim", "batch_size", "input_length")
+
+
+@functools.lru_cache(maxsize=1)
+def layer_classes() -> dict[str, type]:
+    """Keras class name -> graphc class, for every layer graphc can import."""
+    from graphc import layers as layer_module
+    from graphc.frontend.layers.wrappers import Wrapper
+
+    found: dict[str, type] = {}
+    for name in dir(layer_module):
+        obj = getattr(layer_module, name)
+        if inspect.isclass(obj) and issubclass(obj, Layer) and obj is not Wrapper and not name.startswith("_"):
+            found.setdefault(obj.__name__, obj)
+            found.setdefault(name, obj)
+    found["InputLayer"] = InputLayer
+    return found
+
+
+def supported_keras_layers() -> list[str]:
+    """The Keras layer class names graphc imports (aliases such as ``Convolution2D`` included)."""
+    return sorted(set(layer_classes()) | {"Functional", "Sequential"})
+
+
+def keras_class_name(layer: Layer) -> str:
+    """The Keras class name graphc writes for ``layer``."""
+    if isinstance(layer, Sequential):
+        return "Sequential"
+    if isinstance(layer, Model):
+        return "Functional"
+    name = type(layer).__name__
+    if layer_classes().get(name) is not type(layer):
+        raise UnsupportedKerasError(
+            f"layer {layer.name!r} is a {name}, which is not one of graphc's built-in layer classes; "
+            "only those can be written in the Keras format")
+    return name
+
+
+def lookup(class_name: str, where: str) -> type:
+    """The graphc class for Keras class ``class_name`` (``where`` names the layer in errors)."""
+    cls = layer_classes().get(class_name)
+    if cls is None:
+        raise UnsupportedKerasError(
+            f"Keras layer class {class_name!r} (layer {where!r}) is not supported by graphc. Supported layer "
+            f"classes: {', '.join(supported_keras_layers())}")
+    return cls
+
+
+def is_layer_config(value: Any) -> bool:
+    """True for a serialized Keras layer or model (as opposed to an initializer, policy...)."""
+    if not isinstance(value, dict) or "class_name" not in value or "config" not in value:
+        return False
+    module = value.get("module") or ""
+    return module.startswith("keras.layers") or module.startswith("keras.src.layers") or \
+        module.startswith("keras.src.models") or value["class_name"] in ("Sequential", "Functional", "Model")
+
+
+# ---------------------------------------------------------------------- Keras -> graphc
+def accepted_arguments(cls: type, own_only: bool = False) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up to Layer.
+
+    With ``own_only``, the arguments of the subclasses only (not those every Layer takes).
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in klass.__dict__:
+            continue
+        if klass is Layer and own_only:
+            break
+        params = inspect.signature(klass.__dict__["__init__"]).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if klass is Layer:
+            names.update(klass._allowed_kwargs)
+            break
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    names.discard("self")
+    return names
+
+
+def policy_dtype(value: Any, where: str) -> str | None:
+    """The dtype name of a Keras dtype policy (dict or string)."""
+    if value is None or isinstance(value, str):
+        name = value
+    elif isinstance(value, dict):
+        name = (value.get("config") or {}).get("name")
+    else:
+        raise KerasFormatError(f"layer {where!r}: cannot read the dtype {value!r}")
+    if isinstance(name, str) and name.startswith("mixed_"):
+        return "float32"
+    return name
+
+
+def initializer_from_keras(value: Any, where: str) -> Any:
+    """A graphc initializer for a Keras initializer (name or serialized dict)."""
+    if not isinstance(value, dict):
+        return value
+    class_name = value.get("class_name")
+    try:
+        cls = type(initializers.get({"class_name": class_name, "config": {}}))
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedKerasError(f"layer {where!r}: initializer {class_name!r} is not supported by graphc ({exc})") \
+            from None
+    config = dict(value.get("config") or {})
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    for key in list(config):
+        if key not in accepted:
+            if config[key] not in (None, False):
+                raise UnsupportedKerasError(f"layer {where!r}: initializer option {class_name}({key}={config[key]!r}) "
+                                            "is not supported by graphc")
+            del config[key]
+    return cls(**config)
+
+
+def _is_inert(key: str, value: Any) -> bool:
+    if value is None or value is False or (isinstance(value, (list, dict, tuple)) and not value):
+        return True
+    if key in KERAS_DEFAULTS:
+        default = KERAS_DEFAULTS[key]
+        if value == default:
+            return True
+        if isinstance(value, (list, tuple)) and isinstance(default, list) and set(value) == set(default):
+            return True
+    return False
+
+
+def config_to_graphc(cls: type, class_name: str, config: dict, where: str,
+                     load_layer: Callable[[dict, str], Layer]) -> dict:
+    """Constructor arguments for graphc ``cls`` from a Keras layer ``config``."""
+    accepted = accepted_arguments(cls)
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "dtype":
+            value = policy_dtype(value, where)
+        elif key.endswith(_TRAINING_ONLY_SUFFIXES) or key == "activity_regularizer":
+            continue
+        elif is_layer_config(value):
+            value = load_layer(value, f"{where}/{key}")
+        elif key.endswith("_initializer"):
+            value = initializer_from_keras(value, where)
+        if key not in accepted:
+            if _is_inert(key, value):
+                continue
+            raise UnsupportedKerasError(f"layer {where!r}: the Keras option {key}={value!r} of {class_name} is not "
+                                        "supported by graphc")
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------- graphc -> Keras
+def dtype_policy(name: str) -> dict:
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name}, "registered_name": None}
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready copy of a config value (NumPy scalars and arrays become Python values)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, initializers.Initializer):
+        return initializers.serialize(value)
+    return value
+
+
+def config_to_keras(layer: Layer, serialize_layer: Callable[[Layer], dict]) -> dict:
+    """The config Keras's ``from_config`` takes for graphc ``layer`` (nested layers serialized)."""
+    config = dict(layer.get_config())
+    if isinstance(layer, InputLayer):
+        return plain(config)
+    own = accepted_arguments(type(layer), own_only=True)
+    for key in _INPUT_SHAPE_ARGS:
+        if key not in own:
+            config.pop(key, None)
+    for key, value in list(config.items()):
+        attr = getattr(layer, key, None)
+        if isinstance(attr, Layer) and attr is not layer:
+            config[key] = serialize_layer(attr)
+        elif key == "dtype" and isinstance(value, str):
+            config[key] = dtype_policy(value)
+        else:
+            config[key] = plain(value)
+    return config
+
+
+__all__ = ["layer_classes", "supported_keras_layers", "keras_class_name", "lookup", "config_to_graphc",
+           "config_to_keras", "policy_dtype", "initializer_from_keras", "is_layer_config", "dtype_policy",
+           "plain", "LAYERS_MODULE", "FUNCTIONAL_NAMES"]
