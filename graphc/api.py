@@ -88,8 +88,8 @@ class CompiledModel:
         return run(self.graph, feeds)
 
     def _pack(self, outs: list[np.ndarray]):
-        if self._out_kind == "single":
-            return outs[0]
+        if self._out_kind == "single" or (self._out_kind == "list" and len(outs) == 1):
+            return outs[0]  # Keras unpacks a one-element output list too
         if self._out_kind == "dict":
             return dict(zip(self.output_names, outs))
         return outs
