@@ -254,7 +254,8 @@ class EmitContext:
     def require_opset(self, opset: int, why: str) -> None:
         """Refuse an older target opset: ``why`` says what needs ``opset``."""
         if self.opset < opset:
-            raise self.error(f"needs ONNX opset {opset} or newer ({why}); the export targets opset {self.opset}")
+            raise OnnxExportError(f"{where(self.op)} needs ONNX opset {opset} or newer ({why}); "
+                                  f"the export targets opset {self.opset}")
 
     # ------------------------------------------------------------------ building
     def node(self, op_type: str, inputs: Sequence[str], outputs: int | str | Sequence[str] | None = None, *,
