@@ -245,15 +245,16 @@ class Model(Layer):
         return names
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        layers = self.layers  # a Sequential's leave out its InputLayer, as in Keras
         if index is not None:
-            if not 0 <= index < len(self._layers):
-                raise ValueError(f"model {self.name!r} has {len(self._layers)} layers; asked for index {index}")
-            return self._layers[index]
-        for layer in self._layers:
+            if not 0 <= index < len(layers):
+                raise ValueError(f"model {self.name!r} has {len(layers)} layers; asked for index {index}")
+            return layers[index]
+        for layer in layers:
             if layer.name == name:
                 return layer
         raise ValueError(f"no such layer: {name!r}; existing layers are "
-                         f"{[lay.name for lay in self._layers]}")
+                         f"{[lay.name for lay in layers]}")
 
     def count_params(self) -> int:
         return int(sum(int(np.prod(w.shape)) for w in self.weights))
