@@ -290,3 +290,109 @@ get("identity").to_onnx = _node_to_onnx("Identity")
 get("dropout").to_onnx = _node_to_onnx("Identity")  # inference graphs only
 get("cast").to_onnx = _cast_to_onnx
 get("clip").to_onnx = _clip_to_onnx
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+# Each activation is written once over a VMath ``m`` (vector or scalar values alike);
+# fused ops and recurrent cells apply the same formulas through ``native_activation``.
+
+def _native_relu(m, x, negative_slope=0.0, max_value=None, threshold=0.0):
+    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
+        return m.maximum(x, 0.0)
+    y = m.select(m.cmp(">=", x, threshold), x, m.mul(m.sub(x, threshold), negative_slope))
+    return y if max_value is None else m.minimum(y, max_value)
+
+
+def _native_gelu(m, x, approximate=False):
+    if approximate:
+        c = math.sqrt(2.0 / math.pi)
+        inner = m.mul(m.add(x, m.mul(m.mul(m.mul(x, x), x), 0.044715)), c)
+        return m.mul(m.mul(x, 0.5), m.add(m.tanh(inner), 1.0))
+    return m.mul(m.mul(x, 0.5), m.add(m.erf(m.mul(x, 1.0 / math.sqrt(2.0))), 1.0))
+
+
+def _native_elu(m, x, alpha=1.0):
+    return m.select(m.cmp(">", x, 0.0), x, m.mul(m.expm1(m.minimum(x, 0.0)), alpha))
+
+
+NATIVE_UNARY = {
+    "relu": _native_relu,
+    "sigmoid": lambda m, x: m.sigmoid(x),
+    "tanh": lambda m, x: m.tanh(x),
+    "exp": lambda m, x: m.exp(x),
+    "log": lambda m, x: m.log(x),
+    "neg": lambda m, x: m.neg(x),
+    "abs": lambda m, x: m.abs(x),
+    "sqrt": lambda m, x: m.sqrt(x),
+    "square": lambda m, x: m.mul(x, x),
+    "reciprocal": lambda m, x: m.div(m.const(1.0, x), x),
+    "softplus": lambda m, x: m.add(m.maximum(x, 0.0), m.log1p(m.exp(m.neg(m.abs(x))))),
+    "softsign": lambda m, x: m.div(x, m.add(m.abs(x), 1.0)),
+    "selu": lambda m, x: m.mul(_native_elu(m, x, SELU_ALPHA), SELU_SCALE),
+    "elu": _native_elu,
+    "gelu": _native_gelu,
+    "hard_sigmoid": lambda m, x: m.mul(m.clip(m.add(x, 3.0), 0.0, 6.0), 1.0 / 6.0),
+    "silu": lambda m, x: m.mul(x, m.sigmoid(x)),
+}
+
+
+def native_activation(m, name: str, x, attrs=()):
+    """Activation ``name`` ("linear" is the identity) on VMath value ``x``; ``attrs`` a dict or pairs."""
+    if name in (None, "linear"):
+        return x
+    return NATIVE_UNARY[name](m, x, **dict(attrs or {}))
+
+
+def _unary_lower(name: str):
+    def lower(kb, op, x, *, out, **attrs):
+        kb.map(out, [x], lambda m, v: NATIVE_UNARY[name](m, v, **attrs), name=name)
+
+    return lower
+
+
+_NATIVE_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "maximum": "maximum",
+                  "minimum": "minimum", "pow": "pow"}
+
+
+def _binary_lower(method: str):
+    def lower(kb, op, a, b, *, out):
+        kb.map(out, [a, b], lambda m, x, y: getattr(m, method)(x, y), name=method)
+
+    return lower
+
+
+def _add_n_lower(kb, op, *xs, out):
+    def total(m, *vals):
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = m.add(acc, v)
+        return acc
+
+    kb.map(out, list(xs), total, name="add_n")
+
+
+def _cast_lower(kb, op, x, *, out, dtype):
+    if x.dtype == out.dtype:
+        kb.alias(out, x)
+        return
+    kb.map(out, [x], lambda m, v: m.cast(v, out.dtype, x.dtype), name="cast")
+
+
+def _alias_lower(kb, op, x, *, out, **_):
+    kb.alias(out, x)
+
+
+def _clip_lower(kb, op, x, *, out, min, max):
+    kb.map(out, [x], lambda m, v: m.clip(v, min, max), name="clip")
+
+
+for _name in UNARY:
+    get(_name).lower = _unary_lower(_name)
+for _name, _method in _NATIVE_BINARY.items():
+    get(_name).lower = _binary_lower(_method)
+get("add_n").lower = _add_n_lower
+get("cast").lower = _cast_lower
+get("identity").lower = _alias_lower
+get("dropout").lower = _alias_lower
+get("clip").lower = _clip_lower

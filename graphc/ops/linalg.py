@@ -77,3 +77,25 @@ def _bias_add_to_onnx(ctx, op):
 
 get("matmul").to_onnx = _matmul_to_onnx
 get("bias_add").to_onnx = _bias_add_to_onnx
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+
+def along_axis(kb, v, axis: int, rank: int):
+    """A vector ``v`` viewed with unit axes around ``axis`` so that it broadcasts along it."""
+    shape = [1] * rank
+    shape[axis % rank] = v.shape[0]
+    return kb.view(v, shape)
+
+
+def _matmul_lower(kb, op, a, b, *, out):
+    kb.matmul(a, b, out)
+
+
+def _bias_add_lower(kb, op, x, b, *, out, axis):
+    kb.map(out, [x, along_axis(kb, b, axis, x.rank)], lambda m, u, v: m.add(u, v), name="bias_add")
+
+
+get("matmul").lower = _matmul_lower
+get("bias_add").lower = _bias_add_lower

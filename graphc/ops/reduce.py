@@ -131,3 +131,41 @@ get("softmax").to_onnx = _softmax_to_onnx("Softmax")
 get("log_softmax").to_onnx = _softmax_to_onnx("LogSoftmax")
 get("l2_normalize").to_onnx = _l2_normalize_to_onnx
 get("argmax").to_onnx = _argmax_to_onnx
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+
+def _reduce_lower(kind: str):
+    def lower(kb, op, x, *, out, axes, keepdims):
+        kb.reduce(out, x, axes, kind)
+
+    return lower
+
+
+def _softmax_lower(log: bool):
+    def lower(kb, op, x, *, out, axis):
+        kb.softmax(out, x, axis, log=log)
+
+    return lower
+
+
+def _l2_normalize_lower(kb, op, x, *, out, axis, epsilon):
+    ax = axis % x.rank
+    keep = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
+    sq = kb.temp(keep, x.dtype)
+    kb.reduce(sq, x, (ax,), "sumsq")
+    kb.map(out, [x, sq], lambda m, v, s: m.div(v, m.sqrt(m.maximum(s, epsilon))), name="l2_normalize")
+
+
+def _argmax_lower(kb, op, x, *, out, axis):
+    kb.argmax(out, x, axis)
+
+
+for _name, _kind in (("reduce_sum", "sum"), ("reduce_mean", "mean"), ("reduce_max", "max"),
+                     ("reduce_min", "min")):
+    get(_name).lower = _reduce_lower(_kind)
+get("softmax").lower = _softmax_lower(False)
+get("log_softmax").lower = _softmax_lower(True)
+get("l2_normalize").lower = _l2_normalize_lower
+get("argmax").lower = _argmax_lower

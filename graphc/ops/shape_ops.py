@@ -234,3 +234,35 @@ get("slice").to_onnx = _slice_to_onnx
 get("expand_dims").to_onnx = _expand_dims_to_onnx
 get("squeeze").to_onnx = _squeeze_to_onnx
 get("gather").to_onnx = _gather_to_onnx
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+# Reshapes are free (the output aliases the input's buffer); the rest are strided copies.
+
+def _alias_lower(kb, op, x, *, out, **_):
+    kb.alias(out, x)
+
+
+def _transpose_lower(kb, op, x, *, out, perm):
+    kb.transpose(out, x, perm)
+
+
+def _concat_lower(kb, op, *xs, out, axis):
+    kb.concat(out, list(xs), axis)
+
+
+def _slice_lower(kb, op, x, *, out, axis, start, stop, step):
+    kb.slice(out, x, axis, start, step)
+
+
+def _gather_lower(kb, op, table, ids, *, out):
+    kb.gather(out, table, ids)
+
+
+for _name in ("reshape", "expand_dims", "squeeze"):
+    get(_name).lower = _alias_lower
+get("transpose").lower = _transpose_lower
+get("concat").lower = _concat_lower
+get("slice").lower = _slice_lower
+get("gather").lower = _gather_lower

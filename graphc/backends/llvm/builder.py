@@ -1,0 +1,334 @@
+"""The kernel-builder facade: what an op's native ``lower(kb, op, *inputs, out, **attrs)`` sees.
+
+Op family modules never import llvmlite; their lowerings call high-level methods of
+:class:`KernelBuilder` (``kb.map``, ``kb.matmul``, ``kb.reduce``, ``kb.copy``...), passing
+:class:`Tensor` handles and, for elementwise formulas, functions over a
+:class:`~graphc.backends.llvm.vmath.VMath`. Each method emits one or more parallel kernels
+(LLVM functions ``i32 (frame*, begin, end, thread)``) and a launch of each in the model's run
+function; kernels live in ``graphc/backends/llvm/kernels``.
+
+Buffers: every tensor reads or writes a *buffer* addressed through a slot of the frame (see
+runtime/src/internal.h): graph inputs and outputs (caller memory), weights (the read-only
+blob), prepacked weights (per instance) and scratch buffers, which the runtime places in one
+arena from the lifetimes recorded here (first and last op touching them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.backends.llvm.irutil import DTYPE_IR, I32, I64, PTR, Fn, i32, i64
+from graphc.backends.llvm.target import TargetInfo
+from graphc.backends.llvm.vmath import VMath
+from graphc.ir import dims as _dims
+from graphc.ir.types import TensorType
+
+# Byte offsets of gc_frame_t's fields (runtime/src/internal.h).
+FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR = 0, 8, 16, 24, 32, 40
+
+
+class NativeLoweringError(NotImplementedError):
+    """An op (or an attribute combination) the native backend cannot compile."""
+
+
+@dataclass
+class Buffer:
+    """Memory behind one or more tensors."""
+
+    kind: str  # input | output | weight | packed | scratch
+    slot: int
+    type: TensorType | None = None  # scratch: the type that sizes it
+    nbytes: int = 0  # packed: static size
+    first: int = -1
+    last: int = -1
+    name: str = ""
+
+    def touch(self, op_index: int) -> None:
+        if self.first < 0 or op_index < self.first:
+            self.first = op_index
+        self.last = max(self.last, op_index)
+
+
+@dataclass
+class Tensor:
+    """A row-major tensor in a buffer, at an element offset; what lowerings pass around."""
+
+    value: str | None
+    type: TensorType
+    buf: Buffer | None = None
+    offset: int = 0  # in elements
+    constant: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    @property
+    def rank(self) -> int:
+        return self.type.rank
+
+    @property
+    def is_constant(self) -> bool:
+        return self.constant is not None
+
+    @property
+    def ir_type(self) -> ir.Type:
+        return DTYPE_IR[self.type.dtype]
+
+    def __str__(self) -> str:
+        return f"{self.value or 'view'}: {self.type}"
+
+
+class Kernel:
+    """One parallel task function: ``i32 (frame*, i64 begin, i64 end, i32 thread)``."""
+
+    def __init__(self, kb: KernelBuilder, name: str):
+        self.kb = kb
+        self.fn = Fn(kb.module, kb.unique(name), I32, [PTR, I64, I64, I32], ["frame", "begin", "end", "thread"])
+        self.frame, self.begin, self.end, self.thread = self.fn.args
+        e = self.fn.entry
+        self._slots = e.load(self._field(FRAME_SLOTS), typ=PTR, name="slots")
+        self.fn.set_dims(e.load(self._field(FRAME_DIMS), typ=PTR, name="dims"), kb.free_dims)
+        self._ptrs: dict[int, ir.Value] = {}
+        self.b = self.fn.b
+        self.m = VMath(self.fn.b)
+
+    def _field(self, offset: int) -> ir.Value:
+        return self.fn.entry.gep(self.frame, [i64(offset)], source_etype=ir.IntType(8))
+
+    def dim(self, d) -> ir.Value:
+        return self.fn.dim(d)
+
+    def ptr(self, t: Tensor) -> ir.Value:
+        """Pointer to ``t``'s first element (loaded once, in the entry block)."""
+        buf = self.kb.buffer_of(t)
+        buf.touch(self.kb.op_index)
+        base = self._ptrs.get(buf.slot)
+        if base is None:
+            e = self.fn.entry
+            p = e.gep(self._slots, [i64(buf.slot)], source_etype=PTR)
+            base = e.load(p, typ=PTR, name=f"buf{buf.slot}")
+            self._ptrs[buf.slot] = base
+        if t.offset:
+            return self.fn.entry.gep(base, [self.fn.dim(t.offset)], source_etype=t.ir_type)
+        return base
+
+    def thread_scratch(self, nbytes: int) -> ir.Value:
+        """This thread's private scratch of ``nbytes`` (reserved for the model, 64-byte aligned)."""
+        self.kb.thread_scratch_nbytes = max(self.kb.thread_scratch_nbytes, nbytes)
+        e = self.fn.entry
+        base = e.load(self._field(FRAME_SCRATCH), typ=PTR)
+        stride = e.load(self._field(FRAME_SCRATCH_STRIDE), typ=I64)
+        return e.gep(base, [e.mul(stride, e.zext(self.thread, I64))], source_etype=ir.IntType(8))
+
+    def fail(self, detail: ir.Value) -> None:
+        """Return failure from the current block, with ``detail`` (i64) for the error message."""
+        self.b.store(detail, self._field_body(FRAME_ERROR))
+        self.b.ret(i32(1))
+
+    def _field_body(self, offset: int) -> ir.Value:
+        return self.b.gep(self.frame, [i64(offset)], source_etype=ir.IntType(8))
+
+    def load(self, t: Tensor, index, *, lanes: int = 1) -> ir.Value:
+        """Element (or ``lanes`` consecutive elements) of ``t`` at flat ``index``."""
+        p = self.b.gep(self.ptr(t), [self.dim(index)], source_etype=t.ir_type)
+        typ = t.ir_type if lanes == 1 else ir.VectorType(t.ir_type, lanes)
+        return self.b.load(p, typ=typ, align=t.type.itemsize)
+
+    def store(self, t: Tensor, index, value: ir.Value) -> None:
+        p = self.b.gep(self.ptr(t), [self.dim(index)], source_etype=t.ir_type)
+        self.b.store(value, p, align=t.type.itemsize)
+
+    def splat(self, value: ir.Value, lanes: int) -> ir.Value:
+        t = ir.VectorType(value.type, lanes)
+        v = self.b.insert_element(ir.Constant(t, ir.Undefined), value, i32(0))
+        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes),
+                                                                                  [i32(0)] * lanes))
+
+    def finish(self) -> ir.Function:
+        if not self.b.block.is_terminated:
+            self.b.ret(i32(0))
+        return self.fn.finish()
+
+
+@dataclass
+class Launch:
+    kernel: ir.Function
+    n: object  # dim: number of work items
+    cost: int  # estimated flops per item
+    op_index: int
+
+
+@dataclass
+class Pack:
+    """A prepacked copy of a weight, filled by the model's prepare function."""
+
+    weight_index: int
+    src: Tensor
+    buf: Buffer
+    emit: Callable  # emit(fn: Fn, src_ptr, dst_ptr)
+
+
+class KernelBuilder:
+    """The facade op lowerings call (see the module docstring); one per compiled model."""
+
+    def __init__(self, module: ir.Module, target: TargetInfo, free_dims: list[str]):
+        self.module = module
+        self.target = target
+        self.free_dims = list(free_dims)
+        self.vw = target.vw
+        self.launches: list[Launch] = []
+        self.buffers: list[Buffer] = []
+        self.packs: list[Pack] = []
+        self._pack_cache: dict[tuple, Buffer] = {}
+        self.weight_index: dict[str, int] = {}
+        self.thread_scratch_nbytes = 0
+        self.op_index = -1
+        self.op_label = ""
+        self.op_error: str | None = None
+        self._names: dict[str, int] = {}
+        self._kernel_cache: dict[tuple, ir.Function] = {}
+
+    # ------------------------------------------------------------ bookkeeping
+    def unique(self, name: str) -> str:
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+        n = self._names.get(base, 0)
+        self._names[base] = n + 1
+        return f"k_{base}_{n}"
+
+    def new_buffer(self, kind: str, **kw) -> Buffer:
+        buf = Buffer(kind, len(self.buffers), **kw)
+        self.buffers.append(buf)
+        return buf
+
+    def buffer_of(self, t: Tensor) -> Buffer:
+        if t.buf is None:
+            t.buf = self.new_buffer("scratch", type=t.type, name=t.value or "")
+        return t.buf
+
+    def kernel(self, name: str) -> Kernel:
+        """A new task function; call :meth:`launch` with it once written."""
+        return Kernel(self, name)
+
+    def fail_message(self, message: str) -> None:
+        """The current op's error message when a kernel fails; ``%lld`` stands for the detail value."""
+        self.op_error = self.op_label.replace("%", "%%") + ": " + message
+
+    def launch(self, k: Kernel, n, cost: int = 1) -> None:
+        """Run kernel ``k`` over items ``[0, n)`` in the current op (split across threads)."""
+        fn = k.finish()
+        self.launches.append(Launch(fn, n, max(1, int(cost)), self.op_index))
+
+    # ------------------------------------------------------------ tensors
+    def view(self, t: Tensor, shape: Sequence, offset=0) -> Tensor:
+        """``t``'s buffer seen with another (contiguous) shape, from element ``offset`` on."""
+        self.buffer_of(t)
+        shape = tuple(shape)
+        const = None
+        if t.constant is not None and offset == 0 and all(isinstance(d, int) for d in shape) \
+                and int(np.prod(shape, dtype=np.int64)) == t.constant.size:
+            const = t.constant.reshape(shape)
+        return Tensor(None, TensorType(t.dtype, shape), t.buf, _dims.add(t.offset, offset), const)
+
+    def temp(self, shape: Sequence, dtype: str = "float32") -> Tensor:
+        """A fresh scratch tensor, private to the current op's kernels."""
+        t = Tensor(None, TensorType(dtype, tuple(shape)))
+        self.buffer_of(t)
+        return t
+
+    def alias(self, out: Tensor, x: Tensor) -> None:
+        """Make ``out`` the data of ``x`` reinterpreted (reshape, squeeze...): no copy unless
+        ``out`` must live in its own buffer (a graph output)."""
+        if out.buf is not None and out.buf.kind == "output":
+            self.copy(out, self.view(x, out.shape))
+            return
+        self.buffer_of(x)
+        out.buf = x.buf
+        out.offset = x.offset
+
+    def packed_weight(self, w: Tensor, key: tuple, nbytes: int, emit: Callable) -> Tensor:
+        """A per-instance prepacked copy of constant ``w`` (``emit(fn, src_ptr, dst_ptr)`` writes it)."""
+        if w.constant is None or w.buf is None or w.buf.kind != "weight":
+            raise NativeLoweringError("only weights can be prepacked")
+        cache_key = (w.buf.slot, w.offset, key)
+        buf = self._pack_cache.get(cache_key)
+        if buf is None:
+            buf = self.new_buffer("packed", nbytes=int(nbytes), name=f"{w.buf.name}/packed")
+            self._pack_cache[cache_key] = buf
+            self.packs.append(Pack(self.weight_index[w.buf.name], w, buf, emit))
+        return Tensor(None, TensorType("float32", (int(nbytes) // 4,)), buf)
+
+    def math(self, b: ir.IRBuilder) -> VMath:
+        return VMath(b)
+
+    # ------------------------------------------------------------ high-level kernels
+    def map(self, out: Tensor, inputs: Sequence[Tensor], fn: Callable, *, name: str = "map",
+            cost: int = 1) -> None:
+        """``out = fn(m, *inputs)`` elementwise, with NumPy broadcasting of the inputs."""
+        from graphc.backends.llvm.kernels.elementwise import emit_map
+
+        emit_map(self, out, list(inputs), fn, name=name, cost=cost)
+
+    def copy(self, out: Tensor, x: Tensor) -> None:
+        """``out = x`` (same number of elements; shapes may differ)."""
+        from graphc.backends.llvm.kernels.movement import emit_copy
+
+        emit_copy(self, out, x)
+
+    def transpose(self, out: Tensor, x: Tensor, perm: Sequence[int]) -> None:
+        from graphc.backends.llvm.kernels.movement import emit_transpose
+
+        emit_transpose(self, out, x, tuple(perm))
+
+    def concat(self, out: Tensor, xs: Sequence[Tensor], axis: int) -> None:
+        from graphc.backends.llvm.kernels.movement import emit_concat
+
+        emit_concat(self, out, list(xs), axis)
+
+    def slice(self, out: Tensor, x: Tensor, axis: int, start: int, step: int) -> None:
+        from graphc.backends.llvm.kernels.movement import emit_slice
+
+        emit_slice(self, out, x, axis, start, step)
+
+    def gather(self, out: Tensor, table: Tensor, ids: Tensor) -> None:
+        from graphc.backends.llvm.kernels.movement import emit_gather
+
+        emit_gather(self, out, table, ids)
+
+    def matmul(self, a: Tensor, b: Tensor, out: Tensor, *, bias: Tensor | None = None,
+               residual: Tensor | None = None, epilogue: Callable | None = None) -> None:
+        """``out = epilogue(a @ b + bias + residual)``; ``b`` 2-D (a weight) or batched like ``a``.
+
+        ``epilogue(m, v)`` is an elementwise formula applied while the tile is in registers.
+        """
+        from graphc.backends.llvm.kernels.gemm import emit_matmul
+
+        emit_matmul(self, a, b, out, bias=bias, residual=residual, epilogue=epilogue)
+
+    def reduce(self, out: Tensor, x: Tensor, axes: Sequence[int], kind: str) -> None:
+        """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq) into ``out``."""
+        from graphc.backends.llvm.kernels.reduce import emit_reduce
+
+        emit_reduce(self, out, x, tuple(sorted(a % x.rank for a in axes)), kind)
+
+    def softmax(self, out: Tensor, x: Tensor, axis: int, *, log: bool = False) -> None:
+        from graphc.backends.llvm.kernels.reduce import emit_softmax
+
+        emit_softmax(self, out, x, axis % x.rank, log=log)
+
+    def argmax(self, out: Tensor, x: Tensor, axis: int) -> None:
+        from graphc.backends.llvm.kernels.reduce import emit_argmax
+
+        emit_argmax(self, out, x, axis % x.rank)
+
+
+def ir_dtype(dtype: str) -> ir.Type:
+    return DTYPE_IR[dtype]

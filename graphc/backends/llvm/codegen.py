@@ -1,0 +1,391 @@
+"""Whole-graph code generation: an IR graph becomes one LLVM module plus a C model descriptor.
+
+For each op in topological order the op's ``lower`` facet is called with the kernel builder
+(see :mod:`.builder`); then the module gets the three entry points the runtime calls
+(runtime/src/internal.h):
+
+- ``shapes(dims, out_dims, scratch_nbytes)``: output shapes and scratch sizes for the bound
+  free dims, after checking that every derived dimension is at least 1 and no size overflows;
+- ``prepare(slots, which)``: fills prepacked weights (all, or those of weight ``which``);
+- ``run(frame)``: launches every kernel in order through ``gc__parallel_for``.
+
+Weights are laid out in one blob (64-byte aligned entries, in graph order). The descriptor is C
+source (names, dtypes, shapes, slots, lifetimes, messages) compiled next to the object file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import Buffer, KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
+from graphc.backends.llvm.target import TargetInfo, compile_ir
+from graphc.ir import dims
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops.registry import get
+
+GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
+ALIGN = 64
+
+
+def c_identifier(name: str) -> str:
+    s = re.sub(r"\W", "_", name)
+    return s if s and not s[0].isdigit() else f"m_{s}"
+
+
+def c_string(s: str) -> str:
+    out = []
+    for ch in s.encode("utf-8"):
+        c = chr(ch)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 32 <= ch < 127 and c != "?":
+            out.append(c)
+        else:
+            out.append(f"\\{ch:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class WeightEntry:
+    name: str
+    type: TensorType
+    offset: int
+    nbytes: int
+    slot: int
+    trainable: bool
+
+
+@dataclass
+class Program:
+    """Everything needed to link a model library."""
+
+    name: str
+    symbol: str  # C identifier used in symbol names
+    object_code: bytes
+    descriptor_c: str
+    header: str
+    weights: list[WeightEntry]
+    weights_blob: bytes
+    layout_digest: int
+    free_dims: list[str]
+    inputs: list[tuple[str, TensorType]]
+    outputs: list[tuple[str, TensorType]]
+    stats: dict = field(default_factory=dict)
+
+
+def _layout_digest(entries: list[WeightEntry]) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for w in entries:
+        h.update(f"{w.name}|{w.type}|{w.offset}|{w.nbytes};".encode())
+    return int.from_bytes(h.digest(), "little")
+
+
+def free_dim_names(graph: Graph) -> list[str]:
+    names: list[str] = []
+    for v in graph.inputs:
+        for d in graph.values[v].type.shape:
+            if isinstance(d, str):
+                if not d.isidentifier():
+                    raise NativeLoweringError(
+                        f"input {v!r} has a derived dimension {d!r}; native inputs need plain free dims")
+                if d not in names:
+                    names.append(d)
+    return names
+
+
+class _Codegen:
+    def __init__(self, graph: Graph, name: str, target: TargetInfo, external_weights: bool):
+        self.graph = graph
+        self.name = name
+        self.sym = c_identifier(name)
+        self.target = target
+        self.external = external_weights
+        self.module = ir.Module(name=f"graphc.{self.sym}")
+        self.module.triple = target.triple
+        self.free_dims = free_dim_names(graph)
+        self.kb = KernelBuilder(self.module, target, self.free_dims)
+        self.tensors: dict[str, Tensor] = {}
+        self.op_errors: list[str] = []
+
+    # ------------------------------------------------------------ buffers
+    def _setup(self) -> None:
+        g, kb = self.graph, self.kb
+        self.input_bufs = []
+        for v in g.inputs:
+            buf = kb.new_buffer("input", name=v)
+            self.input_bufs.append(buf)
+            self.tensors[v] = Tensor(v, g.values[v].type, buf)
+        self.output_bufs: list[Buffer] = []
+        for i, v in enumerate(g.outputs):
+            buf = kb.new_buffer("output", name=f"{v}#{i}")
+            self.output_bufs.append(buf)
+        self.weights: list[WeightEntry] = []
+        offset = 0
+        for v, value in g.values.items():
+            if value.kind != "constant":
+                continue
+            arr = np.ascontiguousarray(g.constants[v])
+            buf = kb.new_buffer("weight", name=v)
+            kb.weight_index[v] = len(self.weights)
+            self.weights.append(WeightEntry(v, value.type, offset, arr.nbytes, buf.slot, value.trainable))
+            offset = _align(offset + arr.nbytes)
+            self.tensors[v] = Tensor(v, value.type, buf, constant=arr)
+        self.weights_nbytes = offset
+        # op results that are graph outputs are written straight into the caller's buffer
+        self.primary_output: dict[str, int] = {}
+        for i, v in enumerate(g.outputs):
+            if g.values[v].kind == "op" and v not in self.primary_output:
+                self.primary_output[v] = i
+
+    def _tensor_for_result(self, v: str) -> Tensor:
+        t = Tensor(v, self.graph.values[v].type)
+        if v in self.primary_output:
+            t.buf = self.output_bufs[self.primary_output[v]]
+        self.tensors[v] = t
+        return t
+
+    # ------------------------------------------------------------ ops
+    def lower_ops(self) -> None:
+        kb = self.kb
+        ops = self.graph.ops()
+        for index, op in enumerate(ops):
+            opdef = get(op.type)
+            where = f"op {op.id!r} ({op.type}" + (f", layer {op.layer!r})" if op.layer else ")")
+            if opdef.lower is None:
+                raise NativeLoweringError(f"{where}: the native backend has no lowering for {op.type!r}")
+            kb.op_index = index
+            kb.op_label = where
+            kb.op_error = None
+            ins = [self.tensors[v] for v in op.inputs]
+            outs = [self._tensor_for_result(v) for v in op.outputs]
+            attrs = opdef.resolve_attrs(op.attrs)
+            try:
+                opdef.lower(kb, op, *ins, out=outs[0] if len(outs) == 1 else tuple(outs), **attrs)
+            except NativeLoweringError as exc:
+                raise NativeLoweringError(f"{where}: {exc}") from None
+            self.op_errors.append(kb.op_error or f"{where} failed (detail %lld)")
+        # outputs that are not written by their producer: inputs, constants, repeated values
+        kb.op_index = len(ops)
+        kb.op_label = "graph outputs"
+        for i, v in enumerate(self.graph.outputs):
+            if self.primary_output.get(v) == i:
+                continue
+            dst = Tensor(v, self.graph.values[v].type, self.output_bufs[i])
+            kb.copy(dst, self.tensors[v])
+        self.op_errors.append("copying the graph outputs failed (detail %lld)")
+
+    # ------------------------------------------------------------ entry points
+    def emit_run(self) -> None:
+        kb = self.kb
+        fn = Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False)
+        frame = fn.args[0]
+        e = fn.entry
+        dims_ptr = e.load(e.gep(frame, [i64(8)], source_etype=ir.IntType(8)), typ=PTR)
+        fn.set_dims(dims_ptr, self.free_dims)
+        pool = e.load(e.gep(frame, [i64(16)], source_etype=ir.IntType(8)), typ=PTR)
+        pfor = intrinsic(self.module, "gc__parallel_for", I32, [PTR, PTR, PTR, I64, I64])
+        b = fn.b
+        for launch in kb.launches:
+            n = fn.dim(launch.n)
+            r = b.call(pfor, [pool, launch.kernel, frame, n, i64(launch.cost)])
+            with b.if_then(b.icmp_signed("!=", r, i32(0)), likely=False):
+                b.ret(i32(launch.op_index + 1))
+        b.ret(i32(0))
+        fn.finish()
+
+    def emit_shapes(self) -> None:
+        """Checks derived dims, writes output dims and scratch sizes."""
+        g = self.graph
+        fn = Fn(self.module, f"gcm_{self.sym}_shapes", I32, [PTR, PTR, PTR], ["dims", "out_dims", "sizes"],
+                internal=False)
+        dims_ptr, out_ptr, sizes_ptr = fn.args
+        fn.set_dims(dims_ptr, self.free_dims)
+        b = fn.b
+        self.checks: list[str] = []
+        seen: set[str] = set()
+        for v, value in g.values.items():
+            for d in value.type.shape:
+                if isinstance(d, str) and not d.isidentifier() and d not in seen:
+                    seen.add(d)
+                    where = f"value {v!r}" + (f" (layer {value.layer!r})" if value.layer else "")
+                    self.checks.append(f"dimension {d} of {where} is less than 1 for these input shapes")
+                    with b.if_then(b.icmp_signed("<", fn.dim(d), i64(1)), likely=False):
+                        b.ret(i32(len(self.checks)))
+        flat = 0
+        for v in g.outputs:
+            for d in g.values[v].type.shape:
+                b.store(fn.dim(d), b.gep(out_ptr, [i64(flat)], source_etype=I64))
+                flat += 1
+        self.scratch = [buf for buf in self.kb.buffers if buf.kind == "scratch"]
+        smul = intrinsic(self.module, "llvm.smul.with.overflow.i64", ir.LiteralStructType([I64, ir.IntType(1)]),
+                         [I64, I64])
+        self.checks.append("the intermediate tensors would be too large for these input shapes")
+        too_large = len(self.checks)
+        for k, buf in enumerate(self.scratch):
+            size = i64(buf.type.itemsize)
+            for d in buf.type.shape:
+                res = b.call(smul, [size, fn.dim(d)])
+                with b.if_then(b.extract_value(res, 1), likely=False):
+                    b.ret(i32(too_large))
+                size = b.extract_value(res, 0)
+            b.store(size, b.gep(sizes_ptr, [i64(k)], source_etype=I64))
+        b.ret(i32(0))
+        fn.finish()
+
+    def emit_prepare(self) -> None:
+        fn = Fn(self.module, f"gcm_{self.sym}_prepare", VOID, [PTR, I32], ["slots", "which"], internal=False)
+        slots, which = fn.args
+        b = fn.b
+        for pack in self.kb.packs:
+            cond = b.or_(b.icmp_signed("<", which, i32(0)), b.icmp_signed("==", which, i32(pack.weight_index)))
+            with b.if_then(cond):
+                src = b.load(b.gep(slots, [i64(pack.src.buf.slot)], source_etype=PTR), typ=PTR)
+                if pack.src.offset:
+                    src = b.gep(src, [i64(pack.src.offset)], source_etype=pack.src.ir_type)
+                dst = b.load(b.gep(slots, [i64(pack.buf.slot)], source_etype=PTR), typ=PTR)
+                pack.emit(fn, src, dst)
+        b.ret_void()
+        fn.finish()
+
+    # ------------------------------------------------------------ descriptor and header
+    def descriptor(self) -> str:
+        g, sym = self.graph, self.sym
+        lines = [f"/* model {c_string(self.name)} -- generated by graphc; do not edit */",
+                 '#include "internal.h"', "",
+                 f"int32_t gcm_{sym}_shapes(const int64_t*, int64_t*, int64_t*);",
+                 f"void gcm_{sym}_prepare(void**, int32_t);",
+                 f"int32_t gcm_{sym}_run(gc_frame_t*);"]
+        if not self.external:
+            lines.append(f"extern const unsigned char gcm_{sym}_weights[];")
+        lines.append("")
+
+        def arr(ctype: str, name: str, items: list[str]) -> str:
+            body = ", ".join(items) if items else "0"
+            return f"static const {ctype} {name}[] = {{{body}}};"
+
+        def io(kind: str, entries: list[tuple[str, TensorType, int]], is_input: bool) -> None:
+            defs = []
+            for i, (name, t, slot) in enumerate(entries):
+                dvals = []
+                for d in t.shape:
+                    if isinstance(d, int):
+                        dvals.append(str(d))
+                    elif is_input:
+                        dvals.append(str(-(self.free_dims.index(d) + 1)))
+                    else:
+                        dvals.append("-1")
+                lines.append(arr("int64_t", f"{kind}{i}_dims", [f"{x}LL" for x in dvals]))
+                lines.append(arr("char* const", f"{kind}{i}_names", [c_string(str(d)) for d in t.shape]))
+                defs.append(f"{{{c_string(name)}, {GC_DTYPES[t.dtype]}, {t.rank}, {kind}{i}_dims, "
+                            f"(const char* const*){kind}{i}_names, {slot}}}")
+            lines.append(f"static const gc_io_def_t {kind}s[] = {{{', '.join(defs) or '{0}'}}};")
+
+        io("input", [(v, g.values[v].type, self.input_bufs[i].slot) for i, v in enumerate(g.inputs)], True)
+        out_names = g.meta.get("output_names") if len(g.meta.get("output_names") or []) == len(g.outputs) else None
+        io("output", [((out_names[i] if out_names else v), g.values[v].type, self.output_bufs[i].slot)
+                      for i, v in enumerate(g.outputs)], False)
+        wdefs = []
+        for i, w in enumerate(self.weights):
+            lines.append(arr("int64_t", f"weight{i}_dims", [f"{d}LL" for d in w.type.shape]))
+            wdefs.append(f"{{{c_string(w.name)}, {GC_DTYPES[w.type.dtype]}, {w.type.rank}, weight{i}_dims, "
+                         f"{w.offset}ULL, {w.nbytes}ULL, {w.slot}}}")
+        lines.append(f"static const gc_weight_def_t weights[] = {{{', '.join(wdefs) or '{0}'}}};")
+        packed_off = 0
+        pdefs = []
+        for pack in self.kb.packs:
+            pdefs.append(f"{{{packed_off}ULL, {pack.buf.slot}}}")
+            packed_off = _align(packed_off + pack.buf.nbytes)
+        self.packed_nbytes = packed_off
+        lines.append(f"static const gc_packed_def_t packed[] = {{{', '.join(pdefs) or '{0}'}}};")
+        sdefs = [f"{{{buf.slot}, {buf.first}, {buf.last}}}" for buf in self.scratch]
+        lines.append(f"static const gc_scratch_def_t scratch[] = {{{', '.join(sdefs) or '{0}'}}};")
+        lines.append(arr("char* const", "free_dims", [c_string(d) for d in self.free_dims]))
+        lines.append(arr("char* const", "op_errors", [c_string(m) for m in self.op_errors]))
+        lines.append(arr("char* const", "checks", [c_string(m.replace("%", "%%")) for m in self.checks]))
+        weights_ref = "NULL" if self.external else f"gcm_{sym}_weights"
+        lines += ["", "static const struct gc_model model = {",
+                  f"    GC_MODEL_ABI, {c_string(self.name)},",
+                  f"    {len(g.inputs)}, {len(g.outputs)}, {len(self.weights)}, {len(self.kb.packs)}, "
+                  f"{len(self.scratch)}, {len(self.kb.buffers)}, {len(self.free_dims)}, {len(self.op_errors)},",
+                  "    inputs, outputs, weights, packed, scratch, (const char* const*)free_dims,",
+                  f"    {weights_ref}, {self.weights_nbytes}ULL, {self.layout_digest}ULL,",
+                  f"    {self.packed_nbytes}ULL, {_align(self.kb.thread_scratch_nbytes)}ULL,",
+                  f"    gcm_{sym}_shapes, gcm_{sym}_prepare, gcm_{sym}_run,",
+                  "    (const char* const*)op_errors, (const char* const*)checks,",
+                  "};", "",
+                  f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
+        return "\n".join(lines)
+
+    def header(self, graphc_h: str) -> str:
+        g, sym = self.graph, self.sym
+        guard = f"GRAPHC_MODEL_{sym.upper()}_H_"
+        doc = [f"/* {sym}.h -- the compiled graphc model {self.name!r}: one library (lib{sym}.so or lib{sym}.a)",
+               " * and this header. The ABI (graphc.h) follows the model's declarations.", " *"]
+        out_names = g.meta.get("output_names") if len(g.meta.get("output_names") or []) == len(g.outputs) else None
+        for i, v in enumerate(g.inputs):
+            doc.append(f" * input {i}: {v!r} {g.values[v].type}")
+        for i, v in enumerate(g.outputs):
+            doc.append(f" * output {i}: {(out_names[i] if out_names else v)!r} {g.values[v].type}")
+        if self.free_dims:
+            doc.append(f" * free dimensions (bound from the inputs at run time): {', '.join(self.free_dims)}")
+        doc.append(" */")
+        body = [f"#ifndef {guard}", f"#define {guard}", "", graphc_h.strip(), "",
+                "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+                f"#define {sym.upper()}_NUM_INPUTS {len(g.inputs)}",
+                f"#define {sym.upper()}_NUM_OUTPUTS {len(g.outputs)}", ""]
+        for i, v in enumerate(g.inputs):
+            body.append(f"#define {sym.upper()}_INPUT_{c_identifier(v).upper()} {i}")
+        for i, v in enumerate(g.outputs):
+            body.append(f"#define {sym.upper()}_OUTPUT_{c_identifier(out_names[i] if out_names else v).upper()} {i}")
+        body += ["", "/* The model (static, thread-safe, never released). */",
+                 f"GC_EXPORT const gc_model_t* gc_model_{sym}(void);", "",
+                 "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+        return "\n".join(doc + body)
+
+    def weights_blob(self) -> bytes:
+        blob = bytearray(self.weights_nbytes)
+        for w in self.weights:
+            arr = np.ascontiguousarray(self.graph.constants[w.name])
+            blob[w.offset:w.offset + w.nbytes] = arr.tobytes()
+        return bytes(blob)
+
+
+def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, external_weights: bool = False,
+             opt: int = 3) -> Program:
+    """Lower ``graph`` to machine code and descriptor sources (no linking)."""
+    import time
+
+    t0 = time.perf_counter()
+    cg = _Codegen(graph, name, target, external_weights)
+    cg._setup()
+    cg.lower_ops()
+    cg.emit_shapes()
+    cg.emit_prepare()
+    cg.emit_run()
+    cg.layout_digest = _layout_digest(cg.weights)
+    desc = cg.descriptor()
+    t1 = time.perf_counter()
+    text = str(cg.module)
+    obj = compile_ir(text, target, opt=opt)
+    t2 = time.perf_counter()
+    return Program(name=name, symbol=cg.sym, object_code=obj, descriptor_c=desc, header=cg.header(graphc_h),
+                   weights=cg.weights, weights_blob=cg.weights_blob(), layout_digest=cg.layout_digest,
+                   free_dims=cg.free_dims,
+                   inputs=[(v, graph.values[v].type) for v in graph.inputs],
+                   outputs=[(v, graph.values[v].type) for v in graph.outputs],
+                   stats={"lower_s": t1 - t0, "llvm_s": t2 - t1, "ir_chars": len(text),
+                          "kernels": len(cg.kb.launches)})
+
+
+__all__ = ["generate", "Program", "WeightEntry", "c_identifier", "dims"]

@@ -1,0 +1,213 @@
+"""Helpers over ``llvmlite.ir`` for writing kernels: typed constants, loops, variables, dims.
+
+A :class:`Fn` wraps one LLVM function with two insertion points: ``entry`` (allocas, pointer
+loads and free-dim arithmetic, hoisted there once) and ``b`` (the body being written). Loops
+are counted loops with a phi index; values carried across iterations live in :meth:`Fn.var`
+allocas that SROA turns back into registers.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from llvmlite import ir
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+DTYPE_IR = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "int8": I8, "uint8": I8, "bool": I8}
+
+
+def i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, int(v))
+
+
+def i32(v: int) -> ir.Constant:
+    return ir.Constant(I32, int(v))
+
+
+def f32(v: float) -> ir.Constant:
+    return ir.Constant(F32, float(v))
+
+
+def vec(t: ir.Type, n: int) -> ir.VectorType:
+    return ir.VectorType(t, n)
+
+
+def splat_const(t: ir.Type, value, n: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(t, n), [ir.Constant(t, value)] * n)
+
+
+def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """The declaration of an LLVM intrinsic or external function (declared once per module)."""
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
+    return fn
+
+
+def vsuffix(t: ir.Type) -> str:
+    """The overload suffix of an intrinsic for type ``t``: f32, v8f32, i64..."""
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{vsuffix(t.element)}"
+    if t == F32:
+        return "f32"
+    if t == F64:
+        return "f64"
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    raise TypeError(f"no intrinsic suffix for {t}")
+
+
+class Var:
+    """A mutable local (an alloca in the entry block)."""
+
+    def __init__(self, fn: Fn, typ: ir.Type, init=None, name: str = ""):
+        self.fn = fn
+        self.type = typ
+        self.ptr = fn.entry.alloca(typ, name=name)
+        if init is not None:
+            fn.entry.store(init if isinstance(init, ir.Value) else ir.Constant(typ, init), self.ptr)
+
+    def get(self) -> ir.Value:
+        return self.fn.b.load(self.ptr, typ=self.type)
+
+    def set(self, value: ir.Value) -> None:
+        self.fn.b.store(value, self.ptr)
+
+
+class Fn:
+    """One function under construction (see the module docstring)."""
+
+    def __init__(self, module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type],
+                 arg_names: list[str] | None = None, *, internal: bool = True):
+        self.module = module
+        self.fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
+        if internal:
+            self.fn.linkage = "internal"
+        for a, n in zip(self.fn.args, arg_names or []):
+            a.name = n
+        self.ret_type = ret
+        self._entry_block = self.fn.append_basic_block("entry")
+        self._body_block = self.fn.append_basic_block("body")
+        self.entry = ir.IRBuilder(self._entry_block)
+        self.b = ir.IRBuilder(self._body_block)
+        self._dims_ptr: ir.Value | None = None
+        self._dim_cache: dict[str, ir.Value] = {}
+        self._counter = 0
+
+    @property
+    def args(self):
+        return self.fn.args
+
+    def finish(self) -> ir.Function:
+        self.entry.branch(self._body_block)
+        return self.fn
+
+    def block(self, name: str) -> ir.Block:
+        self._counter += 1
+        return self.fn.append_basic_block(f"{name}{self._counter}")
+
+    # ------------------------------------------------------------ dims
+    def set_dims(self, dims_ptr: ir.Value, names: list[str]) -> None:
+        """Where free-dim values live (an i64 array in ``names`` order)."""
+        self._dims_ptr = dims_ptr
+        self._dim_names = list(names)
+
+    def dim(self, d) -> ir.Value:
+        """An i64 for a dim: an int, a free-dim name or an expression over them (computed in entry)."""
+        if isinstance(d, ir.Value):
+            return d
+        if isinstance(d, int):
+            return i64(d)
+        key = str(d)
+        if key not in self._dim_cache:
+            tree = ast.parse(key, mode="eval").body
+            self._dim_cache[key] = self._dim_expr(tree)
+        return self._dim_cache[key]
+
+    def _dim_expr(self, node) -> ir.Value:
+        e = self.entry
+        if isinstance(node, ast.Constant):
+            return i64(node.value)
+        if isinstance(node, ast.Name):
+            if node.id in self._dim_cache:
+                return self._dim_cache[node.id]
+            k = self._dim_names.index(node.id)
+            p = e.gep(self._dims_ptr, [i64(k)], source_etype=I64)
+            v = e.load(p, typ=I64, name=node.id)
+            self._dim_cache[node.id] = v
+            return v
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return e.sub(i64(0), self._dim_expr(node.operand))
+        if isinstance(node, ast.BinOp):
+            a, b = self._dim_expr(node.left), self._dim_expr(node.right)
+            if isinstance(node.op, ast.Add):
+                return e.add(a, b)
+            if isinstance(node.op, ast.Sub):
+                return e.sub(a, b)
+            if isinstance(node.op, ast.Mult):
+                return e.mul(a, b)
+            if isinstance(node.op, ast.FloorDiv):
+                return floordiv(e, a, b)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "max":
+            a, b = (self._dim_expr(x) for x in node.args)
+            return e.select(e.icmp_signed(">", a, b), a, b)
+        raise ValueError(f"unsupported dimension expression {ast.unparse(node)!r}")
+
+    # ------------------------------------------------------------ control flow
+    @contextmanager
+    def loop(self, start, stop, step=1, name: str = "i") -> Iterator[ir.Value]:
+        """``for (i = start; i < stop; i += step)`` with an i64 phi index."""
+        b = self.b
+        start, stop, step = self.dim(start), self.dim(stop), self.dim(step)
+        pre = b.block
+        cond = self.block(f"{name}.cond")
+        body = self.block(f"{name}.body")
+        end = self.block(f"{name}.end")
+        b.branch(cond)
+        b.position_at_end(cond)
+        idx = b.phi(I64, name=name)
+        idx.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", idx, stop), body, end)
+        b.position_at_end(body)
+        yield idx
+        nxt = b.add(idx, step)
+        idx.add_incoming(nxt, b.block)
+        b.branch(cond)
+        b.position_at_end(end)
+
+    @contextmanager
+    def if_(self, cond: ir.Value) -> Iterator[None]:
+        with self.b.if_then(cond):
+            yield
+
+    def var(self, typ: ir.Type, init=None, name: str = "") -> Var:
+        return Var(self, typ, init, name)
+
+    # ------------------------------------------------------------ arithmetic
+    def min_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", a, b), a, b)
+
+    def max_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed(">", a, b), a, b)
+
+    def gep(self, ptr: ir.Value, index, etype: ir.Type, name: str = "") -> ir.Value:
+        return self.b.gep(ptr, [self.dim(index)], source_etype=etype, name=name)
+
+
+def floordiv(b: ir.IRBuilder, a: ir.Value, d: ir.Value) -> ir.Value:
+    """Python's ``a // d`` on i64 (rounds toward minus infinity)."""
+    q = b.sdiv(a, d)
+    r = b.srem(a, d)
+    adjust = b.and_(b.icmp_signed("!=", r, i64(0)),
+                    b.icmp_signed("!=", b.icmp_signed("<", r, i64(0)), b.icmp_signed("<", d, i64(0))))
+    return b.sub(q, b.zext(adjust, I64))

@@ -1,0 +1,1 @@
+"""LLVM kernels behind the kernel-builder facade: elementwise, data movement, reductions, GEMM..."""

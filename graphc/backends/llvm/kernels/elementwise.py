@@ -1,0 +1,91 @@
+"""Elementwise kernels with NumPy broadcasting: ``out = fn(m, *inputs)``.
+
+The output's index space is reduced by :func:`~.layout.merge_axes` to ``outer... x inner``.
+Work items are the outer index combinations (each item one inner row), or, when there is no
+outer axis, blocks of ``BLOCK`` elements of the single flat axis. The inner row runs as a
+vector loop of ``vw`` lanes (operands broadcast along it are loaded once and splatted) and a
+scalar remainder; ``fn`` is called once for each, so it must be type-generic (VMath is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from graphc.backends.llvm.builder import KernelBuilder, Tensor
+from graphc.backends.llvm.irutil import i64
+from graphc.backends.llvm.kernels.layout import broadcast_strides, contiguous_strides, merge_axes
+from graphc.ir import dims
+
+BLOCK = 4096
+
+
+def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable, *, name: str, cost: int) -> None:
+    shape = list(out.shape)
+    strides = [contiguous_strides(shape)] + [broadcast_strides(x.shape, shape) for x in inputs]
+    mshape, mstrides = merge_axes(shape, strides)
+    outer, inner = mshape[:-1], mshape[-1]
+    vw = kb.vw
+    k = kb.kernel(name)
+    fb, b = k.fn, k.b
+    ptrs = [k.ptr(out)] + [k.ptr(x) for x in inputs]
+    tensors = [out] + inputs
+    inner_len = k.dim(inner)
+    if outer:
+        n_items = dims.product(outer)
+        item_cost = dims.mul(inner, cost) if isinstance(inner, int) else BLOCK * cost
+    else:
+        n_items = dims.ceildiv(inner, BLOCK) if not isinstance(inner, int) else -(-inner // BLOCK)
+        item_cost = BLOCK * cost
+    with fb.loop(k.begin, k.end, name="item") as item:
+        if outer:
+            bases = [i64(0)] * len(tensors)
+            rem = item
+            for g in range(len(outer) - 1, -1, -1):
+                length = k.dim(outer[g])
+                idx = b.srem(rem, length)
+                rem = b.sdiv(rem, length)
+                bases = [base if st[g] == 0 else b.add(base, b.mul(idx, k.dim(st[g])))
+                         for base, st in zip(bases, mstrides)]
+            lo, hi = i64(0), inner_len
+        else:
+            lo = b.mul(item, i64(BLOCK))
+            hi = fb.min_(b.add(lo, i64(BLOCK)), inner_len)
+            bases = [i64(0)] * len(tensors)
+        inner_strides = [st[-1] for st in mstrides]
+        # operands broadcast along the inner axis: one scalar per row
+        row_scalars = {}
+        for i, (t, st) in enumerate(zip(tensors[1:], inner_strides[1:]), start=1):
+            if st == 0:
+                p = b.gep(ptrs[i], [bases[i]], source_etype=t.ir_type)
+                row_scalars[i] = b.load(p, typ=t.ir_type)
+        n_vec = b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw))
+        vec_end = b.add(lo, n_vec)
+
+        def body(j, lanes):
+            vals = []
+            for i, t in enumerate(tensors[1:], start=1):
+                if i in row_scalars:
+                    v = row_scalars[i]
+                    vals.append(k.splat(v, lanes) if lanes > 1 else v)
+                else:
+                    step = j if inner_strides[i] == 1 else b.mul(j, k.dim(inner_strides[i]))
+                    off = b.add(bases[i], step)
+                    p = b.gep(ptrs[i], [off], source_etype=t.ir_type)
+                    typ = t.ir_type if lanes == 1 else _vec(t, lanes)
+                    vals.append(b.load(p, typ=typ, align=t.type.itemsize))
+            res = fn(k.m, *vals)
+            p = b.gep(ptrs[0], [b.add(bases[0], j)], source_etype=out.ir_type)
+            b.store(res, p, align=out.type.itemsize)
+
+        if vw > 1:
+            with fb.loop(lo, vec_end, vw, name="v") as j:
+                body(j, vw)
+        with fb.loop(vec_end, hi, name="s") as j:
+            body(j, 1)
+    kb.launch(k, n_items, item_cost)
+
+
+def _vec(t: Tensor, lanes: int):
+    from llvmlite import ir
+
+    return ir.VectorType(t.ir_type, lanes)

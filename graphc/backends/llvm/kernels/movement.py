@@ -1,0 +1,140 @@
+"""Data movement: strided copies (copy, transpose, slice, concat) and gather.
+
+Everything but gather is one strided copy ``dst[idx] = src[idx]`` over an index space, each
+side with its own strides and element offset; merged axes as in the elementwise kernels, and
+a vectorized inner loop when both sides are contiguous along it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import I64, i64
+from graphc.backends.llvm.kernels.layout import contiguous_strides, merge_axes
+from graphc.ir import dims
+from graphc.ir.dims import Dim
+
+BLOCK = 8192
+
+
+def strided_copy(kb: KernelBuilder, dst: Tensor, dst_strides: Sequence[Dim], dst_offset: Dim,
+                 src: Tensor, src_strides: Sequence[Dim], src_offset: Dim, shape: Sequence[Dim],
+                 name: str = "copy") -> None:
+    if dst.dtype != src.dtype:
+        raise NativeLoweringError(f"copy from {src.dtype} to {dst.dtype}")
+    mshape, (dst_st, src_st) = merge_axes(list(shape), [list(dst_strides), list(src_strides)])
+    outer, inner = mshape[:-1], mshape[-1]
+    k = kb.kernel(name)
+    fb, b = k.fn, k.b
+    pd, ps = k.ptr(dst), k.ptr(src)
+    ety = dst.ir_type
+    vw = kb.vw if dst_st[-1] == 1 and src_st[-1] == 1 else 1
+    inner_len = k.dim(inner)
+    if outer:
+        n_items = dims.product(outer)
+    else:
+        n_items = dims.ceildiv(inner, BLOCK)
+    with fb.loop(k.begin, k.end, name="item") as item:
+        od, osrc = k.dim(dst_offset), k.dim(src_offset)
+        if outer:
+            rem = item
+            for g in range(len(outer) - 1, -1, -1):
+                length = k.dim(outer[g])
+                idx = b.srem(rem, length)
+                rem = b.sdiv(rem, length)
+                od = b.add(od, b.mul(idx, k.dim(dst_st[g])))
+                osrc = b.add(osrc, b.mul(idx, k.dim(src_st[g])))
+            lo, hi = i64(0), inner_len
+        else:
+            lo = b.mul(item, i64(BLOCK))
+            hi = fb.min_(b.add(lo, i64(BLOCK)), inner_len)
+        sd, ss = k.dim(dst_st[-1]), k.dim(src_st[-1])
+
+        def body(j, lanes):
+            typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+            p = b.gep(ps, [b.add(osrc, b.mul(j, ss))], source_etype=ety)
+            v = b.load(p, typ=typ, align=src.type.itemsize)
+            q = b.gep(pd, [b.add(od, b.mul(j, sd))], source_etype=ety)
+            b.store(v, q, align=dst.type.itemsize)
+
+        vec_end = lo
+        if vw > 1:
+            vec_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw)))
+            with fb.loop(lo, vec_end, vw, name="v") as j:
+                body(j, vw)
+        with fb.loop(vec_end, hi, name="s") as j:
+            body(j, 1)
+    kb.launch(k, n_items, BLOCK if not outer else 64)
+
+
+def emit_copy(kb: KernelBuilder, out: Tensor, x: Tensor) -> None:
+    n = dims.product(out.shape)
+    strided_copy(kb, out, [1], 0, x, [1], 0, [n], name="copy")
+
+
+def emit_transpose(kb: KernelBuilder, out: Tensor, x: Tensor, perm: tuple[int, ...]) -> None:
+    xs = contiguous_strides(x.shape)
+    strided_copy(kb, out, contiguous_strides(out.shape), 0, x, [xs[p] for p in perm], 0, out.shape,
+                 name="transpose")
+
+
+def emit_slice(kb: KernelBuilder, out: Tensor, x: Tensor, axis: int, start: int, step: int) -> None:
+    axis %= x.rank
+    xs = contiguous_strides(x.shape)
+    n = x.shape[axis]
+    if start < 0:
+        begin: Dim = dims.maximum(dims.add(n, start), 0) if not isinstance(n, int) else max(n + start, 0)
+    else:
+        begin = start if not isinstance(n, int) else min(start, n)
+    src_strides = list(xs)
+    src_strides[axis] = dims.mul(xs[axis], step)
+    strided_copy(kb, out, contiguous_strides(out.shape), 0, x, src_strides, dims.mul(begin, xs[axis]),
+                 out.shape, name="slice")
+
+
+def emit_concat(kb: KernelBuilder, out: Tensor, xs: list[Tensor], axis: int) -> None:
+    axis %= out.rank
+    os = contiguous_strides(out.shape)
+    offset: Dim = 0
+    for x in xs:
+        strided_copy(kb, out, os, dims.mul(offset, os[axis]), x, contiguous_strides(x.shape), 0, x.shape,
+                     name="concat")
+        offset = dims.add(offset, x.shape[axis])
+
+
+def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> None:
+    """``out[i, :] = table[ids[i], :]``; an id outside ``[0, rows)`` fails the call with that id."""
+    rows = table.shape[0]
+    row_len = dims.product(table.shape[1:])
+    n_ids = dims.product(ids.shape)
+    kb.fail_message(f"index %lld is out of range for a table of {rows} rows")
+    k = kb.kernel("gather")
+    fb, b = k.fn, k.b
+    pt, pi, po = k.ptr(table), k.ptr(ids), k.ptr(out)
+    ety = table.ir_type
+    vw = kb.vw
+    rl = k.dim(row_len)
+    nrows = k.dim(rows)
+    with fb.loop(k.begin, k.end, name="i") as i:
+        idv = b.load(b.gep(pi, [i], source_etype=ids.ir_type), typ=ids.ir_type)
+        idx = b.sext(idv, I64) if ids.ir_type.width < 64 else idv
+        bad = b.or_(b.icmp_signed("<", idx, i64(0)), b.icmp_signed(">=", idx, nrows))
+        with b.if_then(bad, likely=False):
+            k.fail(idx)
+        src = b.mul(idx, rl)
+        dst = b.mul(i, rl)
+        vec_end = b.mul(b.sdiv(rl, i64(vw)), i64(vw))
+
+        def body(j, lanes):
+            typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+            v = b.load(b.gep(pt, [b.add(src, j)], source_etype=ety), typ=typ, align=table.type.itemsize)
+            b.store(v, b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+
+        with fb.loop(0, vec_end, vw, name="v") as j:
+            body(j, vw)
+        with fb.loop(vec_end, rl, name="s") as j:
+            body(j, 1)
+    kb.launch(k, n_ids, dims.mul(row_len, 1) if isinstance(row_len, int) else 64)

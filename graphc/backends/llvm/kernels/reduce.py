@@ -1,0 +1,341 @@
+"""Reductions, softmax and argmax.
+
+Reductions: the input's axes are classified kept (K) or reduced (R), unit axes dropped and
+adjacent axes of the same class merged, giving alternating groups. Two vectorized shapes:
+
+- last group kept (``(batch, h*w, c)`` reduced over ``h*w``): each work item owns one output
+  row; it is initialized, every reduced position adds a contiguous input row into it with
+  vector ops (streaming the input once), then finalized (mean: scaled);
+- last group reduced (a reduction along the contiguous axis): each work item owns one output
+  element and sums vector lanes, then reduces them horizontally.
+
+Softmax along an axis of length n with ``inner`` elements after it: rows (inner == 1) take a
+max pass, an exp-and-sum pass writing exp into the output, and a scaling pass; with
+inner > 1 the same passes run vectorized across ``inner``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from graphc.backends.llvm import mathlib
+from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import F32, I64, i32, i64
+from graphc.backends.llvm.kernels.layout import contiguous_strides
+from graphc.ir import dims
+
+_INIT = {"sum": 0.0, "mean": 0.0, "sumsq": 0.0, "max": -math.inf, "min": math.inf}
+
+
+def _combine(k: Kernel, kind: str, acc, v):
+    m = k.m
+    if kind in ("sum", "mean"):
+        return m.add(acc, v)
+    if kind == "sumsq":
+        return m.fma(v, v, acc)
+    if kind == "max":
+        return m.maximum(acc, v)
+    if kind == "min":
+        return m.minimum(acc, v)
+    raise NativeLoweringError(f"unknown reduction {kind!r}")
+
+
+def _horizontal(k: Kernel, kind: str, v, lanes: int):
+    b = k.b
+    acc = b.extract_element(v, i32(0))
+    for i in range(1, lanes):
+        e = b.extract_element(v, i32(i))
+        acc = _combine(k, "sum" if kind in ("mean", "sumsq") else kind, acc, e)
+    return acc
+
+
+def _groups(shape, axes):
+    """[(is_reduced, length, stride)] with unit axes dropped and same-class neighbours merged."""
+    strides = contiguous_strides(shape)
+    groups: list[list] = []
+    for a, (d, s) in enumerate(zip(shape, strides)):
+        if d == 1:
+            continue
+        red = a in axes
+        if groups and groups[-1][0] == red:
+            groups[-1][1] = dims.mul(groups[-1][1], d)
+            groups[-1][2] = s
+        else:
+            groups.append([red, d, s])
+    return groups
+
+
+def emit_reduce(kb: KernelBuilder, out: Tensor, x: Tensor, axes: tuple[int, ...], kind: str) -> None:
+    if x.dtype != "float32":
+        raise NativeLoweringError(f"reductions of {x.dtype} tensors")
+    groups = _groups(x.shape, axes)
+    red = [g for g in groups if g[0]]
+    count = dims.product([g[1] for g in red]) if red else 1
+    if not red:
+        from graphc.backends.llvm.kernels.movement import emit_copy
+
+        emit_copy(kb, out, kb.view(x, out.shape))
+        return
+    if not groups[-1][0]:
+        _reduce_keep_inner(kb, out, x, groups, kind, count)
+    else:
+        _reduce_inner(kb, out, x, groups, kind, count)
+
+
+def _reduce_loops(k: Kernel, rgroups, base, body):
+    """Nested loops over reduced groups, calling body(offset)."""
+    fb, b = k.fn, k.b
+    if not rgroups:
+        body(base)
+        return
+    g = rgroups[0]
+    with fb.loop(0, g[1], name="r") as r:
+        _reduce_loops(k, rgroups[1:], b.add(base, b.mul(r, k.dim(g[2]))), body)
+
+
+def _decompose(k: Kernel, item, kgroups):
+    """Input offset of the kept index ``item`` (row-major over kgroups)."""
+    b = k.b
+    off = i64(0)
+    rem = item
+    for g in reversed(kgroups):
+        length = k.dim(g[1])
+        idx = b.srem(rem, length)
+        rem = b.sdiv(rem, length)
+        off = b.add(off, b.mul(idx, k.dim(g[2])))
+    return off
+
+
+def _reduce_keep_inner(kb, out, x, groups, kind, count):
+    inner = groups[-1][1]
+    kouter = [g for g in groups[:-1] if not g[0]]
+    rgroups = [g for g in groups if g[0]]
+    k = kb.kernel(f"reduce_{kind}")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    vw = kb.vw
+    n_inner = k.dim(inner)
+    vec_end = b.mul(b.sdiv(n_inner, i64(vw)), i64(vw))
+    scale = None
+    if kind == "mean":
+        scale = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(k.dim(count), F32))
+    n_items = dims.product([g[1] for g in kouter]) if kouter else 1
+    with fb.loop(k.begin, k.end, name="item") as item:
+        xoff = _decompose(k, item, kouter)
+        ooff = b.mul(item, n_inner)
+
+        def row_pass(fnc):
+            with fb.loop(0, vec_end, vw, name="v") as j:
+                fnc(j, vw)
+            with fb.loop(vec_end, n_inner, name="s") as j:
+                fnc(j, 1)
+
+        def typ(lanes):
+            return F32 if lanes == 1 else ir.VectorType(F32, lanes)
+
+        def init(j, lanes):
+            b.store(m.const(_INIT[kind], typ(lanes)), b.gep(po, [b.add(ooff, j)], source_etype=F32), align=4)
+
+        row_pass(init)
+
+        def accumulate(off):
+            def step(j, lanes):
+                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
+                acc = b.load(q, typ=typ(lanes), align=4)
+                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(lanes), align=4)
+                b.store(_combine(k, kind, acc, v), q, align=4)
+
+            row_pass(step)
+
+        _reduce_loops(k, rgroups, xoff, accumulate)
+        if scale is not None:
+            def fin(j, lanes):
+                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
+                v = b.load(q, typ=typ(lanes), align=4)
+                s = k.splat(scale, lanes) if lanes > 1 else scale
+                b.store(b.fmul(v, s), q, align=4)
+
+            row_pass(fin)
+    cost = dims.mul(count, inner) if isinstance(count, int) and isinstance(inner, int) else 4096
+    kb.launch(k, n_items, cost)
+
+
+def _reduce_inner(kb, out, x, groups, kind, count):
+    inner = groups[-1][1]
+    kgroups = [g for g in groups if not g[0]]
+    rgroups = [g for g in groups[:-1] if g[0]]
+    k = kb.kernel(f"reduce_{kind}")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    vw = kb.vw
+    n_inner = k.dim(inner)
+    vec_end = b.mul(b.sdiv(n_inner, i64(vw)), i64(vw))
+    vt = ir.VectorType(F32, vw)
+    n_items = dims.product([g[1] for g in kgroups]) if kgroups else 1
+    with fb.loop(k.begin, k.end, name="item") as item:
+        xoff = _decompose(k, item, kgroups)
+        vacc = fb.var(vt, name="vacc")
+        sacc = fb.var(F32, name="sacc")
+        vacc.set(m.const(_INIT[kind], vt))
+        sacc.set(m.const(_INIT[kind], F32))
+
+        def accumulate(off):
+            with fb.loop(0, vec_end, vw, name="v") as j:
+                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=vt, align=4)
+                vacc.set(_combine(k, kind, vacc.get(), v))
+            with fb.loop(vec_end, n_inner, name="s") as j:
+                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=F32, align=4)
+                sacc.set(_combine(k, kind, sacc.get(), v))
+
+        _reduce_loops(k, rgroups, xoff, accumulate)
+        total = _combine(k, "sum" if kind in ("mean", "sumsq") else kind, _horizontal(k, kind, vacc.get(), vw),
+                         sacc.get())
+        if kind == "mean":
+            total = b.fdiv(total, b.sitofp(k.dim(count), F32))
+        b.store(total, b.gep(po, [item], source_etype=F32), align=4)
+    cost = count if isinstance(count, int) else 4096
+    kb.launch(k, n_items, cost)
+
+
+def _axis_split(shape, axis):
+    outer = dims.product(shape[:axis])
+    inner = dims.product(shape[axis + 1:])
+    return outer, shape[axis], inner
+
+
+def emit_softmax(kb: KernelBuilder, out: Tensor, x: Tensor, axis: int, *, log: bool) -> None:
+    outer, n, inner = _axis_split(x.shape, axis)
+    if inner == 1:
+        _softmax_rows(kb, out, x, outer, n, log)
+    else:
+        _softmax_strided(kb, out, x, outer, n, inner, log)
+
+
+def _softmax_rows(kb, out, x, outer, n, log):
+    k = kb.kernel("log_softmax" if log else "softmax")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    vw = kb.vw
+    vt = ir.VectorType(F32, vw)
+    nn = k.dim(n)
+    vec_end = b.mul(b.sdiv(nn, i64(vw)), i64(vw))
+    with fb.loop(k.begin, k.end, name="row") as row:
+        base = b.mul(row, nn)
+        vmax = fb.var(vt, name="vmax")
+        smax = fb.var(F32, name="smax")
+        vmax.set(m.const(-math.inf, vt))
+        smax.set(m.const(-math.inf, F32))
+
+        def ld(p, j, t):
+            return b.load(b.gep(p, [b.add(base, j)], source_etype=F32), typ=t, align=4)
+
+        def st(p, j, v):
+            b.store(v, b.gep(p, [b.add(base, j)], source_etype=F32), align=4)
+
+        with fb.loop(0, vec_end, vw, name="v") as j:
+            vmax.set(m.maximum(vmax.get(), ld(px, j, vt)))
+        with fb.loop(vec_end, nn, name="s") as j:
+            smax.set(m.maximum(smax.get(), ld(px, j, F32)))
+        mx = m.maximum(_horizontal(k, "max", vmax.get(), vw), smax.get())
+        mxv = k.splat(mx, vw)
+        vsum = fb.var(vt, name="vsum")
+        ssum = fb.var(F32, name="ssum")
+        vsum.set(m.const(0.0, vt))
+        ssum.set(m.const(0.0, F32))
+        with fb.loop(0, vec_end, vw, name="v") as j:
+            e = m.exp(b.fsub(ld(px, j, vt), mxv))
+            if not log:
+                st(po, j, e)
+            vsum.set(b.fadd(vsum.get(), e))
+        with fb.loop(vec_end, nn, name="s") as j:
+            e = m.exp(b.fsub(ld(px, j, F32), mx))
+            if not log:
+                st(po, j, e)
+            ssum.set(b.fadd(ssum.get(), e))
+        total = b.fadd(_horizontal(k, "sum", vsum.get(), vw), ssum.get())
+        if log:
+            shift = b.fadd(mx, mathlib.libm(b, "logf", total))
+            sv = k.splat(shift, vw)
+            with fb.loop(0, vec_end, vw, name="v") as j:
+                st(po, j, b.fsub(ld(px, j, vt), sv))
+            with fb.loop(vec_end, nn, name="s") as j:
+                st(po, j, b.fsub(ld(px, j, F32), shift))
+        else:
+            inv = b.fdiv(ir.Constant(F32, 1.0), total)
+            iv = k.splat(inv, vw)
+            with fb.loop(0, vec_end, vw, name="v") as j:
+                st(po, j, b.fmul(ld(po, j, vt), iv))
+            with fb.loop(vec_end, nn, name="s") as j:
+                st(po, j, b.fmul(ld(po, j, F32), inv))
+    kb.launch(k, outer, dims.mul(n, 20) if isinstance(n, int) else 4096)
+
+
+def _softmax_strided(kb, out, x, outer, n, inner, log):
+    k = kb.kernel("log_softmax" if log else "softmax")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    nn, ni = k.dim(n), k.dim(inner)
+    with fb.loop(k.begin, k.end, name="o") as o:
+        base = b.mul(o, b.mul(nn, ni))
+        with fb.loop(0, ni, name="c") as c:
+            start = b.add(base, c)
+
+            def ld(p, i):
+                return b.load(b.gep(p, [b.add(start, b.mul(i, ni))], source_etype=F32), typ=F32, align=4)
+
+            def st(p, i, v):
+                b.store(v, b.gep(p, [b.add(start, b.mul(i, ni))], source_etype=F32), align=4)
+
+            mx = fb.var(F32, name="mx")
+            mx.set(m.const(-math.inf, F32))
+            with fb.loop(0, nn, name="i") as i:
+                mx.set(m.maximum(mx.get(), ld(px, i)))
+            s = fb.var(F32, name="sum")
+            s.set(m.const(0.0, F32))
+            with fb.loop(0, nn, name="i") as i:
+                e = m.exp(b.fsub(ld(px, i), mx.get()))
+                if not log:
+                    st(po, i, e)
+                s.set(b.fadd(s.get(), e))
+            if log:
+                shift = b.fadd(mx.get(), mathlib.libm(b, "logf", s.get()))
+                with fb.loop(0, nn, name="i") as i:
+                    st(po, i, b.fsub(ld(px, i), shift))
+            else:
+                inv = b.fdiv(ir.Constant(F32, 1.0), s.get())
+                with fb.loop(0, nn, name="i") as i:
+                    st(po, i, b.fmul(ld(po, i), inv))
+    kb.launch(k, outer, 4096)
+
+
+def emit_argmax(kb: KernelBuilder, out: Tensor, x: Tensor, axis: int) -> None:
+    """Index of the first maximum along ``axis`` (NaN counts as the maximum, as in NumPy)."""
+    outer, n, inner = _axis_split(x.shape, axis)
+    k = kb.kernel("argmax")
+    fb, b = k.fn, k.b
+    px, po = k.ptr(x), k.ptr(out)
+    nn, ni = k.dim(n), k.dim(inner)
+    with fb.loop(k.begin, k.end, name="o") as o:
+        base = b.mul(o, b.mul(nn, ni))
+        with fb.loop(0, ni, name="c") as c:
+            start = b.add(base, c)
+            best = fb.var(F32, name="best")
+            besti = fb.var(I64, name="besti")
+            best.set(b.load(b.gep(px, [start], source_etype=F32), typ=F32))
+            besti.set(i64(0))
+            with fb.loop(1, nn, name="i") as i:
+                v = b.load(b.gep(px, [b.add(start, b.mul(i, ni))], source_etype=F32), typ=F32)
+                cur = best.get()
+                # take v if it is larger, or if it is NaN and the best so far is not
+                better = b.or_(b.fcmp_ordered(">", v, cur),
+                               b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
+                best.set(b.select(better, v, cur))
+                besti.set(b.select(better, i, besti.get()))
+            oi = b.add(b.mul(o, ni), c)
+            val = besti.get()
+            if out.dtype != "int64":
+                val = b.trunc(val, out.ir_type)
+            b.store(val, b.gep(po, [oi], source_etype=out.ir_type))
+    kb.launch(k, outer, 4096)

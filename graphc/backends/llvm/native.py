@@ -1,0 +1,255 @@
+"""Building model libraries and running them from Python.
+
+:func:`compile_library` turns an IR graph into ``libNAME.so``, ``libNAME.a`` and ``NAME.h`` (and
+``NAME.weights`` for external weights) in a cache directory keyed by a hash of the graph,
+its weights, the options, the target CPU and graphc's own code generator and runtime sources;
+a second build of the same model is a directory lookup. :class:`NativeCompiledModel` is the
+``CompiledModel`` of ``graphc.build(model, target="native")``: it loads the library through
+:mod:`graphc.runtime` (the C ABI) and runs ``predict`` on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from graphc.backends.llvm import toolchain
+from graphc.backends.llvm.codegen import Program, c_identifier, generate
+from graphc.backends.llvm.target import TargetInfo, host_target
+from graphc.ir.graph import Graph
+from graphc.ir.types import is_float, is_int
+
+WEIGHTS_MAGIC = b"GCWEIGHT"
+
+
+@cache
+def _codegen_digest() -> str:
+    """Hash of the code that decides what a model compiles to (backend and op lowerings)."""
+    h = hashlib.blake2b(digest_size=12)
+    root = Path(__file__).resolve().parents[2]
+    for p in sorted(list((root / "backends" / "llvm").rglob("*.py")) + list((root / "ops").glob("*.py"))):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def graph_digest(graph: Graph) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(graph).encode())
+    for name in sorted(graph.constants):
+        a = np.ascontiguousarray(graph.constants[name])
+        h.update(f"{name}|{a.dtype}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class LibraryFiles:
+    """A built model library: its directory and files."""
+
+    directory: Path
+    name: str
+    symbol: str
+    shared: Path
+    static: Path
+    header: Path
+    weights: Path | None
+    objects: dict[str, Path] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+def _files(directory: Path, sym: str, external: bool) -> LibraryFiles:
+    return LibraryFiles(directory=directory, name=sym, symbol=sym, shared=directory / f"lib{sym}.so",
+                        static=directory / f"lib{sym}.a", header=directory / f"{sym}.h",
+                        weights=directory / f"{sym}.weights" if external else None,
+                        objects={"model": directory / f"{sym}.o", "descriptor": directory / f"{sym}_model.o",
+                                 "weights": directory / f"{sym}_weights.o"})
+
+
+def write_weights_file(path: Path, program: Program) -> None:
+    header = WEIGHTS_MAGIC + struct.pack("<IIQQ", 1, 0, program.layout_digest, len(program.weights_blob))
+    path.write_bytes(header + program.weights_blob)
+
+
+def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
+                    cache: bool = True) -> LibraryFiles:
+    """Compile ``graph`` into a model library (cached); returns where its files are."""
+    if weights not in ("embedded", "external"):
+        raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
+    external = weights == "external"
+    target = host_target(cpu)
+    sym = c_identifier(name or graph.name)
+    key_src = "|".join([graph_digest(graph), sym, weights, target.key(), _codegen_digest(),
+                        toolchain.runtime_key()])
+    key = hashlib.blake2b(key_src.encode(), digest_size=16).hexdigest()
+    final = toolchain.cache_dir() / "native" / key
+    files = _files(final, sym, external)
+    if cache and files.shared.exists() and files.static.exists():
+        files.stats = _read_stats(final)
+        return files
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
+    try:
+        stats = _build_into(tmp, graph, name or graph.name, sym, target, external)
+        (tmp / "stats.txt").write_text("".join(f"{k}={v}\n" for k, v in stats.items()))
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            pass  # a concurrent build of the same key won
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    files.stats = _read_stats(final)
+    return files
+
+
+def _read_stats(directory: Path) -> dict:
+    p = directory / "stats.txt"
+    out: dict = {}
+    if p.exists():
+        for line in p.read_text().splitlines():
+            k, _, v = line.partition("=")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _build_into(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool) -> dict:
+    t0 = time.perf_counter()
+    graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
+    program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external)
+    t1 = time.perf_counter()
+    files = _files(d, sym, external)
+    files.objects["model"].write_bytes(program.object_code)
+    desc_c = d / f"{sym}_model.c"
+    desc_c.write_text(program.descriptor_c)
+    toolchain.compile_c(desc_c, files.objects["descriptor"])
+    objects = [files.objects["model"], files.objects["descriptor"]]
+    if external:
+        write_weights_file(files.weights, program)
+    else:
+        blob = d / f"{sym}_weights.bin"
+        blob.write_bytes(program.weights_blob)
+        asm = d / f"{sym}_weights.s"
+        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", blob.resolve()))
+        toolchain.assemble(asm, files.objects["weights"])
+        blob.unlink()
+        objects.append(files.objects["weights"])
+    runtime = toolchain.runtime_objects()
+    toolchain.link_shared(objects + runtime, files.shared)
+    toolchain.archive(objects + runtime, files.static)
+    files.header.write_text(program.header)
+    t2 = time.perf_counter()
+    return {"compile_s": round(t2 - t0, 4), "codegen_s": round(program.stats["lower_s"], 4),
+            "llvm_s": round(program.stats["llvm_s"], 4), "link_s": round(t2 - t1, 4),
+            "kernels": program.stats["kernels"], "ir_chars": program.stats["ir_chars"],
+            "object_bytes": len(program.object_code), "weights_bytes": len(program.weights_blob),
+            "so_bytes": files.shared.stat().st_size}
+
+
+def export_files(files: LibraryFiles, directory: str | os.PathLike) -> dict[str, Path]:
+    """Copy a built library's public files (.so, .a, .h, weights) to ``directory``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for kind, src in (("shared", files.shared), ("static", files.static), ("header", files.header),
+                      ("weights", files.weights)):
+        if src is None:
+            continue
+        dst = out / src.name
+        shutil.copyfile(src, dst)
+        result[kind] = dst
+    return result
+
+
+# ---------------------------------------------------------------------------- CompiledModel
+
+def _compiled_model_base():
+    from graphc.api import CompiledModel
+
+    return CompiledModel
+
+
+def build_native(graph: Graph, *, model=None, params=None, level: int = 0, threads: int | None = None,
+                 cpu: str | None = None):
+    """A CompiledModel running ``graph`` as native code (see :class:`NativeCompiledModel`)."""
+    return _native_class()(graph, model=model, params=params, level=level, threads=threads, cpu=cpu)
+
+
+@cache
+def _native_class():
+    from graphc.backends.reference.interpreter import InputError
+    from graphc.runtime import Library, NativeError
+
+    base = _compiled_model_base()
+
+    class NativeCompiledModel(base):
+        """``graphc.build(model, target="native")``: the model as a shared library, called through the C ABI."""
+
+        def __init__(self, graph: Graph, *, model=None, params=None, level: int = 0, threads: int | None = None,
+                     cpu: str | None = None):
+            super().__init__(graph, "native", model=model, params=params, level=level)
+            self.threads = threads
+            self.cpu = cpu
+            self.files = compile_library(graph, cpu=cpu)
+            self.library = Library(self.files.shared, self.files.symbol)
+            self.instance = self.library.instance(threads)
+            self._in_dtypes = [(name, info.dtype) for name, info in zip(graph.inputs, self.library.inputs)]
+
+        @property
+        def compile_stats(self) -> dict:
+            return dict(self.files.stats)
+
+        def _sync_weights(self) -> None:
+            for name, var in self._params.items():
+                if self._versions.get(name) != var.version and name in self.graph.constants:
+                    self.graph.set_constant(name, var.value)
+                    self.instance.set_weight(name, var.value)
+                    self._versions[name] = var.version
+
+        def _convert(self, name: str, x, dtype: np.dtype) -> np.ndarray:
+            a = np.asarray(x)
+            if a.dtype != dtype:
+                if a.dtype == object:
+                    raise InputError(f"input {name!r}: cannot use an array of Python objects")
+                if is_float(dtype.name):
+                    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+                        raise InputError(f"input {name!r} expects {dtype.name}, got {a.dtype}")
+                elif is_int(dtype.name) and not np.issubdtype(a.dtype, np.integer):
+                    if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a))
+                            and np.all(a == np.round(a))):
+                        raise InputError(f"input {name!r} expects integer ids ({dtype.name}), got {a.dtype}")
+                a = a.astype(dtype)
+            return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+        def run(self, feeds):
+            self._sync_weights()
+            arrays = [self._convert(name, feeds[name], dt) for name, dt in self._in_dtypes]
+            try:
+                outs = self.instance.run(arrays)
+            except NativeError as exc:
+                if exc.code == 1:
+                    raise InputError(exc.message) from None
+                raise
+            return dict(zip(self.graph.outputs, outs))
+
+        def export_library(self, directory, name: str | None = None, *, weights: str = "embedded") -> dict:
+            """Write libNAME.so, libNAME.a and NAME.h (and NAME.weights when ``weights="external"``)."""
+            self._sync_weights()
+            files = compile_library(self.graph, name or self.graph.name, weights=weights, cpu=self.cpu)
+            return export_files(files, directory)
+
+    return NativeCompiledModel

@@ -1,0 +1,169 @@
+"""``VMath``: the arithmetic op lowerings use inside kernels, on vectors or scalars alike.
+
+An op's native lowering writes its formula once against this interface
+(``lambda m, x: m.mul(x, m.sigmoid(x))``); the kernel calls it with ``<VW x float>`` values
+for the vector body and with scalars for the remainder, so every method is type-generic.
+Values are ``llvmlite.ir`` values; Python numbers are accepted wherever a value is and
+become constants of the other operand's type.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.backends.llvm import mathlib
+from graphc.backends.llvm.irutil import DTYPE_IR
+
+
+def _elem(t: ir.Type) -> ir.Type:
+    return t.element if isinstance(t, ir.VectorType) else t
+
+
+def _is_float(t: ir.Type) -> bool:
+    return isinstance(_elem(t), (ir.FloatType, ir.DoubleType))
+
+
+class VMath:
+    """Type-generic arithmetic emitted through one IRBuilder."""
+
+    def __init__(self, b: ir.IRBuilder):
+        self.b = b
+
+    # ------------------------------------------------------------ constants
+    def const(self, value, like: ir.Value | ir.Type) -> ir.Constant:
+        t = like if isinstance(like, ir.Type) else like.type
+        e = _elem(t)
+        v = float(value) if _is_float(t) else int(value)
+        if isinstance(t, ir.VectorType):
+            return ir.Constant(t, [ir.Constant(e, v)] * t.count)
+        return ir.Constant(t, v)
+
+    def _pair(self, a, b):
+        if not isinstance(a, ir.Value):
+            a = self.const(a, b)
+        if not isinstance(b, ir.Value):
+            b = self.const(b, a)
+        return a, b
+
+    # ------------------------------------------------------------ arithmetic
+    def add(self, a, b):
+        a, b = self._pair(a, b)
+        return self.b.fadd(a, b) if _is_float(a.type) else self.b.add(a, b)
+
+    def sub(self, a, b):
+        a, b = self._pair(a, b)
+        return self.b.fsub(a, b) if _is_float(a.type) else self.b.sub(a, b)
+
+    def mul(self, a, b):
+        a, b = self._pair(a, b)
+        return self.b.fmul(a, b) if _is_float(a.type) else self.b.mul(a, b)
+
+    def div(self, a, b):
+        a, b = self._pair(a, b)
+        if _is_float(a.type):
+            return self.b.fdiv(a, b)
+        # integer division by zero is undefined in LLVM: divide by 1 there (NumPy gives 0 and warns)
+        zero = self.b.icmp_signed("==", b, self.const(0, b))
+        safe = self.b.select(zero, self.const(1, b), b)
+        return self.b.select(zero, self.const(0, a), self.b.sdiv(a, safe))
+
+    def fma(self, a, b, c):
+        return mathlib.fma(self.b, a, b, c)
+
+    def neg(self, a):
+        return self.b.fneg(a) if _is_float(a.type) else self.b.neg(a)
+
+    def abs(self, a):
+        if _is_float(a.type):
+            return mathlib.call(self.b, "fabs", a)
+        return self.b.select(self.b.icmp_signed("<", a, self.const(0, a)), self.b.neg(a), a)
+
+    def maximum(self, a, b):
+        a, b = self._pair(a, b)
+        if _is_float(a.type):
+            return mathlib.maximum(self.b, a, b)
+        return self.b.select(self.b.icmp_signed(">", a, b), a, b)
+
+    def minimum(self, a, b):
+        a, b = self._pair(a, b)
+        if _is_float(a.type):
+            return mathlib.minimum(self.b, a, b)
+        return self.b.select(self.b.icmp_signed("<", a, b), a, b)
+
+    def clip(self, x, lo, hi):
+        if lo is not None:
+            x = self.maximum(x, lo)
+        if hi is not None:
+            x = self.minimum(x, hi)
+        return x
+
+    # ------------------------------------------------------------ comparisons and selection
+    def cmp(self, op: str, a, b):
+        """``a op b`` for op in <, <=, >, >=, ==, != (ordered for floats)."""
+        a, b = self._pair(a, b)
+        if _is_float(a.type):
+            return self.b.fcmp_ordered(op, a, b)
+        return self.b.icmp_signed(op, a, b)
+
+    def select(self, cond, a, b):
+        a, b = self._pair(a, b)
+        return self.b.select(cond, a, b)
+
+    # ------------------------------------------------------------ transcendental
+    def sqrt(self, x):
+        return mathlib.call(self.b, "sqrt", x)
+
+    def exp(self, x):
+        return mathlib.exp(self.b, x)
+
+    def expm1(self, x):
+        return mathlib.expm1(self.b, x)
+
+    def log(self, x):
+        return mathlib.libm(self.b, "logf", x)
+
+    def log1p(self, x):
+        return mathlib.libm(self.b, "log1pf", x)
+
+    def erf(self, x):
+        return mathlib.libm(self.b, "erff", x)
+
+    def pow(self, x, y):
+        x, y = self._pair(x, y)
+        if _is_float(x.type):
+            return mathlib.libm(self.b, "powf", x, y)
+        raise NotImplementedError("integer pow is not supported by the native backend")
+
+    def tanh(self, x):
+        return mathlib.tanh(self.b, x)
+
+    def sigmoid(self, x):
+        return mathlib.sigmoid(self.b, x)
+
+    # ------------------------------------------------------------ conversion
+    def cast(self, x, to_dtype: str, from_dtype: str | None = None):
+        """Convert ``x`` to ``to_dtype`` (NumPy's astype: floats truncate toward zero to ints)."""
+        t = DTYPE_IR[to_dtype]
+        src = x.type
+        n = src.count if isinstance(src, ir.VectorType) else None
+        dst = ir.VectorType(t, n) if n else t
+        if src == dst:
+            return x
+        if to_dtype == "bool":
+            nz = self.b.fcmp_unordered("!=", x, self.const(0, x)) if _is_float(src) else \
+                self.b.icmp_signed("!=", x, self.const(0, x))
+            return self.b.zext(nz, dst)
+        sf, df = _is_float(src), _is_float(dst)
+        if sf and df:
+            return self.b.fpext(x, dst) if _elem(dst).intrinsic_name == "f64" else self.b.fptrunc(x, dst)
+        if sf:
+            return self.b.fptosi(x, dst)
+        unsigned = from_dtype in ("uint8", "bool")
+        if df:
+            return self.b.uitofp(x, dst) if unsigned else self.b.sitofp(x, dst)
+        sw, dw = _elem(src).width, _elem(dst).width
+        if sw == dw:
+            return x
+        if dw > sw:
+            return self.b.zext(x, dst) if unsigned else self.b.sext(x, dst)
+        return self.b.trunc(x, dst)

@@ -1,0 +1,275 @@
+"""Python binding of the graphc C ABI (runtime/include/graphc/graphc.h) through ctypes.
+
+It loads a compiled model library (``libNAME.so``) and calls exactly the functions a C program
+would: ``gc_model_NAME``, ``gc_instance_create``, ``gc_instance_run``... A failed call raises
+:class:`NativeError` carrying the status code and message.
+
+Per-call work is kept small: the input and output ``gc_tensor_t`` arrays are allocated once
+per instance, and output shapes are remembered per input shape so that outputs are written
+straight into fresh NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+MAX_RANK = 8
+
+DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("int32"), 4: np.dtype("int64"),
+          5: np.dtype("int8"), 6: np.dtype("uint8"), 7: np.dtype("bool"), 8: np.dtype("float16")}
+DTYPE_CODES = {v.name: k for k, v in DTYPES.items()}
+
+CODE_NAMES = {0: "GC_OK", 1: "GC_INVALID_ARGUMENT", 2: "GC_OUT_OF_RANGE", 3: "GC_FAILED_PRECONDITION",
+              4: "GC_RESOURCE_EXHAUSTED", 5: "GC_NOT_FOUND", 6: "GC_DATA_LOSS", 7: "GC_UNIMPLEMENTED",
+              8: "GC_INTERNAL"}
+
+
+class NativeError(RuntimeError):
+    """A failed call through the C ABI: ``code`` (int), ``code_name`` and the runtime's message."""
+
+    def __init__(self, code: int, message: str, where: str = ""):
+        self.code = code
+        self.code_name = CODE_NAMES.get(code, f"code {code}")
+        self.message = message
+        self.where = where
+        super().__init__(f"{message} [{self.code_name}]")
+
+
+class GcTensor(ctypes.Structure):
+    _fields_ = [("dtype", ctypes.c_int), ("rank", ctypes.c_int32), ("shape", ctypes.c_int64 * MAX_RANK),
+                ("data", ctypes.c_void_p), ("size_bytes", ctypes.c_size_t)]
+
+
+class GcTensorDesc(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("rank", ctypes.c_int32),
+                ("shape", ctypes.c_int64 * MAX_RANK), ("dim_names", ctypes.c_char_p * MAX_RANK)]
+
+
+class GcAllocator(ctypes.Structure):
+    _fields_ = [("self", ctypes.c_void_p), ("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p)]
+
+
+class GcOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("num_threads", ctypes.c_int32), ("allocator", GcAllocator),
+                ("weights_path", ctypes.c_char_p)]
+
+
+class TensorInfo:
+    """An input, output or weight of a compiled model."""
+
+    def __init__(self, desc: GcTensorDesc):
+        self.name = desc.name.decode()
+        self.dtype = DTYPES[desc.dtype]
+        self.rank = desc.rank
+        self.shape = tuple(None if desc.shape[i] < 0 else int(desc.shape[i]) for i in range(desc.rank))
+        self.dim_names = tuple((desc.dim_names[i] or b"").decode() for i in range(desc.rank))
+
+    def __repr__(self) -> str:
+        dims = ", ".join(n if s is None else str(s) for s, n in zip(self.shape, self.dim_names))
+        return f"<{self.name}: {self.dtype.name}[{dims}]>"
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    vp, sz, cp = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
+    sigs = {
+        "gc_status_code": (ctypes.c_int, [vp]),
+        "gc_status_message": (cp, [vp]),
+        "gc_status_release": (None, [vp]),
+        "gc_api_version": (ctypes.c_uint32, []),
+        "gc_model_name": (cp, [vp]),
+        "gc_model_num_inputs": (sz, [vp]),
+        "gc_model_num_outputs": (sz, [vp]),
+        "gc_model_num_weights": (sz, [vp]),
+        "gc_model_input": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
+        "gc_model_output": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
+        "gc_model_weight": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
+        "gc_model_has_embedded_weights": (ctypes.c_int, [vp]),
+        "gc_options_init": (None, [ctypes.POINTER(GcOptions)]),
+        "gc_instance_create": (vp, [vp, ctypes.POINTER(GcOptions), ctypes.POINTER(vp)]),
+        "gc_instance_release": (None, [vp]),
+        "gc_instance_num_threads": (ctypes.c_int32, [vp]),
+        "gc_instance_run": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz]),
+        "gc_instance_output": (vp, [vp, sz, ctypes.POINTER(GcTensor)]),
+        "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
+        "gc_instance_get_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
+        "gc_instance_load_weights": (vp, [vp, cp]),
+    }
+    for name, (res, args) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+
+
+class Library:
+    """A loaded model library and its model handle (immutable, shareable across threads)."""
+
+    def __init__(self, path: str | Path, symbol: str):
+        self.path = Path(path)
+        self.lib = ctypes.CDLL(str(self.path))
+        _bind(self.lib)
+        getter = getattr(self.lib, f"gc_model_{symbol}")
+        getter.restype = ctypes.c_void_p
+        getter.argtypes = []
+        self.model = getter()
+        self.name = self.lib.gc_model_name(self.model).decode()
+        self.inputs = [self._desc("input", i) for i in range(self.lib.gc_model_num_inputs(self.model))]
+        self.outputs = [self._desc("output", i) for i in range(self.lib.gc_model_num_outputs(self.model))]
+        self.weights = [self._desc("weight", i) for i in range(self.lib.gc_model_num_weights(self.model))]
+        self.api_version = int(self.lib.gc_api_version())
+
+    def check(self, status, where: str = "") -> None:
+        if status:
+            code = self.lib.gc_status_code(status)
+            message = self.lib.gc_status_message(status).decode(errors="replace")
+            self.lib.gc_status_release(status)
+            raise NativeError(code, message, where)
+
+    def _desc(self, kind: str, index: int) -> TensorInfo:
+        d = GcTensorDesc()
+        self.check(getattr(self.lib, f"gc_model_{kind}")(self.model, index, ctypes.byref(d)), f"gc_model_{kind}")
+        return TensorInfo(d)
+
+    @property
+    def has_embedded_weights(self) -> bool:
+        return bool(self.lib.gc_model_has_embedded_weights(self.model))
+
+    def instance(self, threads: int | None = None, weights_path: str | None = None) -> Instance:
+        return Instance(self, threads, weights_path)
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class Instance:
+    """One ``gc_instance_t``: use from one thread at a time (create one per thread)."""
+
+    def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None):
+        self.library = library
+        lib = library.lib
+        opts = GcOptions()
+        lib.gc_options_init(ctypes.byref(opts))
+        opts.num_threads = 0 if threads is None else int(threads)
+        if weights_path is not None:
+            opts.weights_path = str(weights_path).encode()
+        handle = ctypes.c_void_p()
+        library.check(lib.gc_instance_create(library.model, ctypes.byref(opts), ctypes.byref(handle)),
+                      "gc_instance_create")
+        self._handle = handle.value
+        self._run = lib.gc_instance_run
+        n_in, n_out = len(library.inputs), len(library.outputs)
+        self._ins = (GcTensor * max(n_in, 1))()
+        self._outs = (GcTensor * max(n_out, 1))()
+        for t, info in zip(self._ins, library.inputs):
+            t.dtype = DTYPE_CODES[info.dtype.name]
+            t.rank = info.rank
+        self._in_ptr = ctypes.cast(self._ins, ctypes.POINTER(GcTensor))
+        self._out_ptr = ctypes.cast(self._outs, ctypes.POINTER(GcTensor))
+        self._n_in, self._n_out = n_in, n_out
+        self._out_dtypes = [info.dtype for info in library.outputs]
+        self._shapes: dict[tuple, list[tuple[int, ...]]] = {}
+
+    @property
+    def threads(self) -> int:
+        return int(self.library.lib.gc_instance_num_threads(self._handle))
+
+    def close(self) -> None:
+        if self._handle:
+            self.library.lib.gc_instance_release(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def _require_open(self) -> None:
+        if not self._handle:
+            raise NativeError(3, "the instance was closed", "Instance")
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run on C-contiguous arrays of the model's input dtypes; returns the outputs."""
+        self._require_open()
+        if len(arrays) != self._n_in:
+            raise NativeError(1, f"model '{self.library.name}' takes {self._n_in} input(s), got {len(arrays)}")
+        key = []
+        for t, a in zip(self._ins, arrays):
+            shape = a.shape
+            t.rank = len(shape)
+            if len(shape) > MAX_RANK:
+                raise NativeError(1, f"an input has rank {len(shape)}, more than {MAX_RANK}")
+            for i, d in enumerate(shape):
+                t.shape[i] = d
+            t.data = _address(a)
+            t.size_bytes = a.nbytes
+            key.append(shape)
+        k = tuple(key)
+        shapes = self._shapes.get(k)
+        if shapes is None:
+            for t in self._outs:
+                t.data = None
+                t.size_bytes = 0
+            self.library.check(self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out),
+                               "gc_instance_run")
+            outs = []
+            shapes = []
+            for t, dt in zip(self._outs, self._out_dtypes):
+                shape = tuple(t.shape[i] for i in range(t.rank))
+                out = np.empty(shape, dtype=dt)
+                if out.nbytes:
+                    ctypes.memmove(_address(out), t.data, out.nbytes)
+                outs.append(out)
+                shapes.append(shape)
+            if len(self._shapes) > 64:
+                self._shapes.clear()
+            self._shapes[k] = shapes
+            return outs
+        outs = [np.empty(s, dtype=dt) for s, dt in zip(shapes, self._out_dtypes)]
+        for t, out in zip(self._outs, outs):
+            t.data = _address(out)
+            t.size_bytes = out.nbytes
+        self.library.check(self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out),
+                           "gc_instance_run")
+        return outs
+
+    def set_weight(self, name: str, value: np.ndarray) -> None:
+        self._require_open()
+        info = next((w for w in self.library.weights if w.name == name), None)
+        a = np.ascontiguousarray(value, dtype=info.dtype if info is not None else None)
+        t = GcTensor()
+        t.dtype = DTYPE_CODES.get(a.dtype.name, 0)
+        t.rank = a.ndim
+        for i, d in enumerate(a.shape[:MAX_RANK]):
+            t.shape[i] = d
+        t.data = _address(a)
+        t.size_bytes = a.nbytes
+        self.library.check(self.library.lib.gc_instance_set_weight(self._handle, name.encode(), ctypes.byref(t)),
+                           "gc_instance_set_weight")
+        self._shapes.clear()
+
+    def get_weight(self, name: str) -> np.ndarray:
+        self._require_open()
+        info = next((w for w in self.library.weights if w.name == name), None)
+        if info is None:
+            raise NativeError(5, f"model '{self.library.name}' has no weight named '{name}'")
+        out = np.empty(info.shape, dtype=info.dtype)
+        t = GcTensor()
+        t.data = _address(out)
+        t.size_bytes = out.nbytes
+        self.library.check(self.library.lib.gc_instance_get_weight(self._handle, name.encode(), ctypes.byref(t)),
+                           "gc_instance_get_weight")
+        return out
+
+    def load_weights(self, path: str | Path) -> None:
+        self._require_open()
+        self.library.check(self.library.lib.gc_instance_load_weights(self._handle, str(path).encode()),
+                           "gc_instance_load_weights")
+        self._shapes.clear()
+
+
+__all__ = ["Library", "Instance", "NativeError", "TensorInfo", "GcTensor", "GcTensorDesc", "GcOptions"]

@@ -1,0 +1,225 @@
+/*
+ * graphc.h — the C ABI of models compiled by graphc.
+ *
+ * A compiled model is one library (libNAME.so or libNAME.a) plus a generated header NAME.h,
+ * which declares `const gc_model_t* gc_model_NAME(void)` and includes this file. This header
+ * is the whole public surface: the same calls serve C programs and graphc's own Python binding.
+ *
+ * Conventions
+ *  - Every fallible call returns a gc_status_t. NULL means success; any other value is an
+ *    error object owned by the caller, who must pass it to gc_status_release() (which accepts
+ *    NULL). Its message names what was wrong (which input, expected vs. got shape).
+ *  - `*_create` hands ownership of a new object to the caller; `*_release` takes it back and
+ *    accepts NULL. Nothing else transfers ownership. Pointers returned by getters (names,
+ *    messages) stay owned by the object they came from and live as long as it does.
+ *  - There is no global mutable state: the model handle is immutable static data, and all
+ *    mutable state (buffers, weights copies, thread pool) belongs to an instance.
+ *
+ * Threads
+ *  - gc_model_t: thread-safe (immutable).
+ *  - gc_instance_t: thread-compatible. One instance is used by one thread at a time; any number
+ *    of instances of the same or of different models may run in parallel threads. Each instance
+ *    owns its own intra-op thread pool (gc_options_t.num_threads), never a global one.
+ *  - gc_status_t: owned by the thread that received it.
+ *
+ * Memory
+ *  - Input buffers are caller-owned and only read during gc_instance_run.
+ *  - Output buffers are caller-owned when gc_tensor_t.data is set before the call; when it is
+ *    NULL the runtime points it at memory owned by the instance, valid until the next run,
+ *    set_weight or release of that instance.
+ *  - Everything the runtime allocates goes through gc_options_t.allocator (malloc by default).
+ */
+#ifndef GRAPHC_GRAPHC_H_
+#define GRAPHC_GRAPHC_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of this ABI; gc_api_version() returns the version the library was built with. */
+#define GC_API_VERSION 1u
+
+/* The most dimensions a tensor can have. */
+#define GC_MAX_RANK 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GC_MUST_USE_RESULT __attribute__((warn_unused_result))
+#define GC_EXPORT __attribute__((visibility("default")))
+#else
+#define GC_MUST_USE_RESULT
+#define GC_EXPORT
+#endif
+
+/* ----------------------------------------------------------------------------- status */
+
+typedef enum gc_status_code {
+  GC_OK = 0,
+  GC_INVALID_ARGUMENT = 1,   /* a NULL pointer, wrong count, shape, dtype or name */
+  GC_OUT_OF_RANGE = 2,       /* a value out of its range: an id beyond the embedding table */
+  GC_FAILED_PRECONDITION = 3,/* a call in the wrong state: no weights loaded, instance released */
+  GC_RESOURCE_EXHAUSTED = 4, /* an allocation failed or a size overflowed */
+  GC_NOT_FOUND = 5,          /* no input, output or weight of that name; a missing file */
+  GC_DATA_LOSS = 6,          /* a truncated or corrupt weights file */
+  GC_UNIMPLEMENTED = 7,      /* reserved entry points (training steps) */
+  GC_INTERNAL = 8            /* a bug in graphc: please report it */
+} gc_status_code_t;
+
+/* An error: code, message and the runtime source location that raised it. NULL = OK. */
+typedef struct gc_status_s* gc_status_t;
+
+/* GC_OK for NULL. */
+GC_EXPORT gc_status_code_t gc_status_code(gc_status_t status);
+/* The message ("" for NULL); owned by the status. */
+GC_EXPORT const char* gc_status_message(gc_status_t status);
+/* Where in the runtime the error was raised ("" and 0 for NULL). */
+GC_EXPORT const char* gc_status_file(gc_status_t status);
+GC_EXPORT int gc_status_line(gc_status_t status);
+/* "GC_INVALID_ARGUMENT"... for a code. */
+GC_EXPORT const char* gc_status_code_name(gc_status_code_t code);
+/* Frees a status; accepts NULL. */
+GC_EXPORT void gc_status_release(gc_status_t status);
+
+/* The ABI version the library implements (GC_API_VERSION at its build). */
+GC_EXPORT uint32_t gc_api_version(void);
+
+/* ----------------------------------------------------------------------------- tensors */
+
+typedef enum gc_dtype {
+  GC_DTYPE_INVALID = 0,
+  GC_FLOAT32 = 1,
+  GC_FLOAT64 = 2,
+  GC_INT32 = 3,
+  GC_INT64 = 4,
+  GC_INT8 = 5,
+  GC_UINT8 = 6,
+  GC_BOOL = 7,
+  GC_FLOAT16 = 8
+} gc_dtype_t;
+
+/* Bytes per element (0 for an unknown dtype) and "float32"... */
+GC_EXPORT size_t gc_dtype_size(gc_dtype_t dtype);
+GC_EXPORT const char* gc_dtype_name(gc_dtype_t dtype);
+
+/* A dense row-major tensor passed through the ABI. The struct itself is caller-owned. */
+typedef struct gc_tensor {
+  gc_dtype_t dtype;
+  int32_t rank;
+  int64_t shape[GC_MAX_RANK];
+  void* data;        /* inputs: read only; outputs: see "Memory" above */
+  size_t size_bytes; /* inputs: bytes at data; outputs: capacity of data (set by the runtime) */
+} gc_tensor_t;
+
+/* What a model input or output looks like. Free dimensions have shape[i] == -1 and a name in
+   dim_names[i] ("batch", "text_len"); dim_names[i] is the decimal size for a static dim, or an
+   expression over free dims ("(text_len - 4) // 1 + 1") for a derived one. Strings are owned
+   by the model. */
+typedef struct gc_tensor_desc {
+  const char* name;
+  gc_dtype_t dtype;
+  int32_t rank;
+  int64_t shape[GC_MAX_RANK];
+  const char* dim_names[GC_MAX_RANK];
+} gc_tensor_desc_t;
+
+/* ----------------------------------------------------------------------------- models */
+
+/* A compiled model: immutable, static, thread-safe; never released. Obtained from the
+   generated `gc_model_NAME()` of a model library. */
+typedef struct gc_model gc_model_t;
+
+GC_EXPORT const char* gc_model_name(const gc_model_t* model);
+GC_EXPORT size_t gc_model_num_inputs(const gc_model_t* model);
+GC_EXPORT size_t gc_model_num_outputs(const gc_model_t* model);
+GC_EXPORT size_t gc_model_num_weights(const gc_model_t* model);
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_input(const gc_model_t* model, size_t index,
+                                                        gc_tensor_desc_t* out_desc);
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_output(const gc_model_t* model, size_t index,
+                                                         gc_tensor_desc_t* out_desc);
+/* Weights always have static shapes. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_weight(const gc_model_t* model, size_t index,
+                                                         gc_tensor_desc_t* out_desc);
+/* Index of the input / output / weight called `name` (GC_NOT_FOUND if none). */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_find_input(const gc_model_t* model, const char* name,
+                                                             size_t* out_index);
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_find_output(const gc_model_t* model, const char* name,
+                                                              size_t* out_index);
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_find_weight(const gc_model_t* model, const char* name,
+                                                              size_t* out_index);
+/* 1 when the weights are embedded in the library, 0 when they live in a separate file. */
+GC_EXPORT int gc_model_has_embedded_weights(const gc_model_t* model);
+
+/* ----------------------------------------------------------------------------- options */
+
+/* Where the runtime gets memory. alloc returns NULL on failure; alignment is a power of two. */
+typedef struct gc_allocator {
+  void* self;
+  void* (*alloc)(void* self, size_t size, size_t alignment);
+  void (*free)(void* self, void* ptr);
+} gc_allocator_t;
+
+typedef struct gc_options {
+  uint32_t struct_size;     /* sizeof(gc_options_t); set by gc_options_init */
+  int32_t num_threads;      /* intra-op threads including the caller's; 0 = all online cores */
+  gc_allocator_t allocator; /* alloc == NULL: malloc/free */
+  const char* weights_path; /* weights file for models built with external weights (or NULL) */
+} gc_options_t;
+
+/* Fills defaults: all cores, malloc, no weights file. */
+GC_EXPORT void gc_options_init(gc_options_t* options);
+
+/* ----------------------------------------------------------------------------- instances */
+
+/* Mutable state to run a model: buffers, a weights copy when weights were replaced, a thread
+   pool. Thread-compatible (see "Threads"). */
+typedef struct gc_instance gc_instance_t;
+
+/* Creates an instance; options may be NULL (defaults). On success *out_instance must later be
+   passed to gc_instance_release. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_create(const gc_model_t* model, const gc_options_t* options,
+                                                            gc_instance_t** out_instance);
+/* Destroys an instance and everything it owns; accepts NULL. Using an instance after release
+   is undefined behaviour; the runtime detects it on a best-effort basis only. */
+GC_EXPORT void gc_instance_release(gc_instance_t* instance);
+
+GC_EXPORT const gc_model_t* gc_instance_model(const gc_instance_t* instance);
+/* The number of threads the instance really uses. */
+GC_EXPORT int32_t gc_instance_num_threads(const gc_instance_t* instance);
+
+/* Runs the model. inputs[i] is model input i (same order as gc_model_input); dtype, rank and
+   shape must match, with free dims consistent across inputs and size_bytes exact.
+   outputs[i] receives output i: shape/rank/dtype are always written; data is written to a
+   caller buffer of outputs[i].size_bytes when outputs[i].data != NULL, else it is set to
+   instance-owned memory. num_outputs may be 0 (outputs NULL): read them with
+   gc_instance_output afterwards. Fails with a message naming the offending input. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_run(gc_instance_t* instance, const gc_tensor_t* inputs,
+                                                         size_t num_inputs, gc_tensor_t* outputs,
+                                                         size_t num_outputs);
+/* Output `index` of the last successful run, in instance-owned memory (valid until the next run,
+   set_weight or release). */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_output(gc_instance_t* instance, size_t index,
+                                                            gc_tensor_t* out);
+
+/* Replaces weight `name` (dtype and shape must match; the data is copied). */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_weight(gc_instance_t* instance, const char* name,
+                                                                const gc_tensor_t* value);
+/* Copies weight `name` into out->data (caller-owned, out->size_bytes large enough); fills
+   dtype, rank and shape. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_weight(gc_instance_t* instance, const char* name,
+                                                                gc_tensor_t* out);
+/* Loads all weights from a file written by graphc (export_library(weights="external")). */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_load_weights(gc_instance_t* instance, const char* path);
+
+/* Reserved for compiled training steps (forward, backward, optimizer update); returns
+   GC_UNIMPLEMENTED for inference-only libraries. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_train_step(gc_instance_t* instance, const gc_tensor_t* inputs,
+                                                                size_t num_inputs, const gc_tensor_t* targets,
+                                                                size_t num_targets, float* out_loss);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GRAPHC_GRAPHC_H_ */

@@ -1,0 +1,656 @@
+/* instance.c — models and instances: describing, validating, planning and running.
+ *
+ * gc_instance_run checks every input against the model (count, dtype, rank, static dims, free
+ * dims consistent across inputs and within bounds, exact byte size), binds the free dims, and
+ * — only when their values differ from the previous call — asks the model for its output
+ * shapes and scratch sizes and re-plans the scratch arena. It then fills the slot table and
+ * calls the generated code.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define GC_INSTANCE_LIVE 0x6763696e7374616eull /* "gcinstan" */
+#define GC_INSTANCE_DEAD 0x646561646465616dull
+/* The largest value a free dimension may take. */
+#define GC_MAX_FREE_DIM ((int64_t)1 << 40)
+#define GC_MAX_ARENA ((uint64_t)1 << 46)
+
+struct gc_instance {
+  uint64_t tag;
+  const gc_model_t* model;
+  gc_allocator_t alloc;
+  gc_pool_t* pool;
+  void** slots;
+  int64_t* dims;         /* free dims of the current plan */
+  int64_t* call_dims;    /* free dims being bound */
+  int64_t* out_dims;     /* flattened dims of every output for `dims` */
+  int64_t* scratch_size; /* bytes per scratch buffer for `dims` */
+  uint64_t* scratch_offset;
+  int32_t* plan_order;
+  int planned;
+  char* arena;
+  uint64_t arena_capacity;
+  char* thread_scratch;
+  int64_t thread_scratch_stride;
+  unsigned char* weights_owned; /* a private copy once a weight was replaced or loaded */
+  const unsigned char* weights;
+  char* packed;
+  void** owned_out;       /* instance-owned output buffers */
+  size_t* owned_out_cap;
+  int has_run;
+};
+
+/* ------------------------------------------------------------------ model description */
+
+static gc_status_t gc__check_model(const gc_model_t* m) {
+  if (m == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "model is NULL");
+  if (m->abi != GC_MODEL_ABI)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model was compiled for runtime ABI %u, this runtime implements %u",
+                    m->abi, GC_MODEL_ABI);
+  return NULL;
+}
+
+const char* gc_model_name(const gc_model_t* m) { return m ? m->name : ""; }
+size_t gc_model_num_inputs(const gc_model_t* m) { return m ? m->num_inputs : 0; }
+size_t gc_model_num_outputs(const gc_model_t* m) { return m ? m->num_outputs : 0; }
+size_t gc_model_num_weights(const gc_model_t* m) { return m ? m->num_weights : 0; }
+int gc_model_has_embedded_weights(const gc_model_t* m) { return m && m->weights_data != NULL; }
+
+static void gc__fill_desc(const char* name, int32_t dtype, int32_t rank, const int64_t* dims,
+                          const char* const* dim_names, gc_tensor_desc_t* out) {
+  memset(out, 0, sizeof(*out));
+  out->name = name;
+  out->dtype = (gc_dtype_t)dtype;
+  out->rank = rank;
+  for (int32_t i = 0; i < rank; i++) {
+    out->shape[i] = dims[i] >= 0 ? dims[i] : -1;
+    out->dim_names[i] = dim_names ? dim_names[i] : NULL;
+  }
+}
+
+gc_status_t gc_model_input(const gc_model_t* m, size_t index, gc_tensor_desc_t* out) {
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_desc is NULL");
+  if (index >= m->num_inputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "input index %zu is out of range: model '%s' has %u inputs", index, m->name,
+                    m->num_inputs);
+  const gc_io_def_t* d = &m->inputs[index];
+  gc__fill_desc(d->name, d->dtype, d->rank, d->dims, d->dim_names, out);
+  return NULL;
+}
+
+gc_status_t gc_model_output(const gc_model_t* m, size_t index, gc_tensor_desc_t* out) {
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_desc is NULL");
+  if (index >= m->num_outputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "output index %zu is out of range: model '%s' has %u outputs", index,
+                    m->name, m->num_outputs);
+  const gc_io_def_t* d = &m->outputs[index];
+  gc__fill_desc(d->name, d->dtype, d->rank, d->dims, d->dim_names, out);
+  return NULL;
+}
+
+gc_status_t gc_model_weight(const gc_model_t* m, size_t index, gc_tensor_desc_t* out) {
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_desc is NULL");
+  if (index >= m->num_weights)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "weight index %zu is out of range: model '%s' has %u weights", index,
+                    m->name, m->num_weights);
+  const gc_weight_def_t* w = &m->weights[index];
+  gc__fill_desc(w->name, w->dtype, w->rank, w->dims, NULL, out);
+  return NULL;
+}
+
+static gc_status_t gc__find(const char* what, const gc_model_t* m, const char* name, uint32_t n,
+                            const char* (*name_of)(const gc_model_t*, uint32_t), size_t* out_index) {
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  if (name == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "%s name is NULL", what);
+  if (out_index == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_index is NULL");
+  for (uint32_t i = 0; i < n; i++) {
+    if (strcmp(name_of(m, i), name) == 0) {
+      *out_index = i;
+      return NULL;
+    }
+  }
+  return GC_ERROR(GC_NOT_FOUND, "model '%s' has no %s named '%s'", m->name, what, name);
+}
+
+static const char* gc__input_name(const gc_model_t* m, uint32_t i) { return m->inputs[i].name; }
+static const char* gc__output_name(const gc_model_t* m, uint32_t i) { return m->outputs[i].name; }
+static const char* gc__weight_name(const gc_model_t* m, uint32_t i) { return m->weights[i].name; }
+
+gc_status_t gc_model_find_input(const gc_model_t* m, const char* name, size_t* out_index) {
+  return gc__find("input", m, name, m ? m->num_inputs : 0, gc__input_name, out_index);
+}
+gc_status_t gc_model_find_output(const gc_model_t* m, const char* name, size_t* out_index) {
+  return gc__find("output", m, name, m ? m->num_outputs : 0, gc__output_name, out_index);
+}
+gc_status_t gc_model_find_weight(const gc_model_t* m, const char* name, size_t* out_index) {
+  return gc__find("weight", m, name, m ? m->num_weights : 0, gc__weight_name, out_index);
+}
+
+/* ------------------------------------------------------------------ options and instances */
+
+void gc_options_init(gc_options_t* o) {
+  if (o == NULL) return;
+  memset(o, 0, sizeof(*o));
+  o->struct_size = (uint32_t)sizeof(gc_options_t);
+  o->num_threads = 0;
+}
+
+static gc_status_t gc__check_instance(const gc_instance_t* inst) {
+  if (inst == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "instance is NULL");
+  if (inst->tag == GC_INSTANCE_DEAD)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "instance was released (use after gc_instance_release)");
+  if (inst->tag != GC_INSTANCE_LIVE)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "instance is not a gc_instance_t created by gc_instance_create");
+  return NULL;
+}
+
+const gc_model_t* gc_instance_model(const gc_instance_t* inst) {
+  return inst && inst->tag == GC_INSTANCE_LIVE ? inst->model : NULL;
+}
+
+int32_t gc_instance_num_threads(const gc_instance_t* inst) {
+  return inst && inst->tag == GC_INSTANCE_LIVE ? gc__pool_num_threads(inst->pool) : 0;
+}
+
+static void gc__set_weight_slots(gc_instance_t* inst) {
+  const gc_model_t* m = inst->model;
+  for (uint32_t i = 0; i < m->num_weights; i++)
+    inst->slots[m->weights[i].slot] = (void*)(inst->weights + m->weights[i].offset);
+  for (uint32_t i = 0; i < m->num_packed; i++) inst->slots[m->packed[i].slot] = inst->packed + m->packed[i].offset;
+}
+
+static void gc__prepare(gc_instance_t* inst, int32_t which) {
+  if (inst->model->num_packed > 0) inst->model->prepare(inst->slots, which);
+}
+
+static size_t gc__array_bytes(size_t n, size_t elem) { return (n == 0 ? 1 : n) * elem; }
+
+gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options, gc_instance_t** out_instance) {
+  if (out_instance == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_instance is NULL");
+  *out_instance = NULL;
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  gc_options_t opts;
+  gc_options_init(&opts);
+  if (options != NULL) {
+    if (options->struct_size != sizeof(gc_options_t))
+      return GC_ERROR(GC_INVALID_ARGUMENT,
+                      "options->struct_size is %u, expected %zu: initialize options with gc_options_init",
+                      options->struct_size, sizeof(gc_options_t));
+    opts = *options;
+  }
+  if (opts.num_threads < 0)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "options->num_threads is %d; must be >= 0 (0 = all cores)",
+                    (int)opts.num_threads);
+  if ((opts.allocator.alloc == NULL) != (opts.allocator.free == NULL))
+    return GC_ERROR(GC_INVALID_ARGUMENT, "options->allocator needs both alloc and free (or neither)");
+  if (opts.allocator.alloc == NULL) gc__default_allocator(&opts.allocator);
+  const gc_allocator_t* a = &opts.allocator;
+
+  gc_instance_t* inst = (gc_instance_t*)gc__alloc(a, sizeof(gc_instance_t), 64);
+  if (inst == NULL) return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate an instance of model '%s'", m->name);
+  memset(inst, 0, sizeof(*inst));
+  inst->tag = GC_INSTANCE_LIVE;
+  inst->model = m;
+  inst->alloc = *a;
+  size_t n_out_dims = 0;
+  for (uint32_t i = 0; i < m->num_outputs; i++) n_out_dims += (size_t)m->outputs[i].rank;
+  inst->slots = (void**)gc__alloc(a, gc__array_bytes(m->num_slots, sizeof(void*)), 64);
+  inst->dims = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_free_dims, sizeof(int64_t)), 64);
+  inst->call_dims = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_free_dims, sizeof(int64_t)), 64);
+  inst->out_dims = (int64_t*)gc__alloc(a, gc__array_bytes(n_out_dims, sizeof(int64_t)), 64);
+  inst->scratch_size = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(int64_t)), 64);
+  inst->scratch_offset = (uint64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(uint64_t)), 64);
+  inst->plan_order = (int32_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(int32_t)), 64);
+  inst->owned_out = (void**)gc__alloc(a, gc__array_bytes(m->num_outputs, sizeof(void*)), 64);
+  inst->owned_out_cap = (size_t*)gc__alloc(a, gc__array_bytes(m->num_outputs, sizeof(size_t)), 64);
+  gc_status_t status = NULL;
+  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->out_dims || !inst->scratch_size ||
+      !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap) {
+    status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
+    goto fail;
+  }
+  memset(inst->slots, 0, gc__array_bytes(m->num_slots, sizeof(void*)));
+  memset(inst->owned_out, 0, gc__array_bytes(m->num_outputs, sizeof(void*)));
+  memset(inst->owned_out_cap, 0, gc__array_bytes(m->num_outputs, sizeof(size_t)));
+
+  status = gc__pool_create(a, opts.num_threads, &inst->pool);
+  if (status) goto fail;
+  int32_t threads = gc__pool_num_threads(inst->pool);
+  inst->thread_scratch_stride = (int64_t)((m->thread_scratch_nbytes + 63) / 64 * 64);
+  if (inst->thread_scratch_stride > 0) {
+    inst->thread_scratch = (char*)gc__alloc(a, (size_t)inst->thread_scratch_stride * (size_t)threads, 64);
+    if (!inst->thread_scratch) {
+      status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %lld bytes of per-thread scratch",
+                        (long long)inst->thread_scratch_stride * threads);
+      goto fail;
+    }
+  }
+  if (m->packed_nbytes > 0) {
+    inst->packed = (char*)gc__alloc(a, (size_t)m->packed_nbytes, 64);
+    if (!inst->packed) {
+      status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for prepacked weights",
+                        (unsigned long long)m->packed_nbytes);
+      goto fail;
+    }
+  }
+  if (m->weights_data != NULL) {
+    inst->weights = m->weights_data;
+    gc__set_weight_slots(inst);
+    gc__prepare(inst, -1);
+  }
+  if (opts.weights_path != NULL) {
+    status = gc_instance_load_weights(inst, opts.weights_path);
+    if (status) goto fail;
+  } else if (m->weights_data == NULL && m->weights_nbytes > 0) {
+    status = GC_ERROR(GC_FAILED_PRECONDITION,
+                      "model '%s' was compiled with external weights: set options.weights_path to its weights file",
+                      m->name);
+    goto fail;
+  }
+  *out_instance = inst;
+  return NULL;
+
+fail:
+  gc_instance_release(inst);
+  return status;
+}
+
+void gc_instance_release(gc_instance_t* inst) {
+  if (inst == NULL || inst->tag != GC_INSTANCE_LIVE) return;
+  gc_allocator_t a = inst->alloc;
+  gc__pool_release(inst->pool);
+  if (inst->owned_out) {
+    for (uint32_t i = 0; i < inst->model->num_outputs; i++) gc__free(&a, inst->owned_out[i]);
+  }
+  gc__free(&a, inst->owned_out);
+  gc__free(&a, inst->owned_out_cap);
+  gc__free(&a, inst->slots);
+  gc__free(&a, inst->dims);
+  gc__free(&a, inst->call_dims);
+  gc__free(&a, inst->out_dims);
+  gc__free(&a, inst->scratch_size);
+  gc__free(&a, inst->scratch_offset);
+  gc__free(&a, inst->plan_order);
+  gc__free(&a, inst->arena);
+  gc__free(&a, inst->thread_scratch);
+  gc__free(&a, inst->weights_owned);
+  gc__free(&a, inst->packed);
+  inst->tag = GC_INSTANCE_DEAD;
+  gc__free(&a, inst);
+}
+
+/* ------------------------------------------------------------------ running */
+
+static void gc__format_shape(char* buf, size_t cap, int32_t rank, const int64_t* shape) {
+  size_t n = (size_t)snprintf(buf, cap, "(");
+  for (int32_t i = 0; i < rank && n < cap; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+  if (n < cap) n += (size_t)snprintf(buf + n, cap - n, rank == 1 ? ",)" : ")");
+}
+
+static void gc__format_expected(char* buf, size_t cap, const gc_io_def_t* d, const gc_model_t* m) {
+  size_t n = (size_t)snprintf(buf, cap, "(");
+  for (int32_t i = 0; i < d->rank && n < cap; i++) {
+    if (d->dims[i] >= 0)
+      n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)d->dims[i]);
+    else
+      n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", m->free_dims[-d->dims[i] - 1]);
+  }
+  if (n < cap) n += (size_t)snprintf(buf + n, cap - n, d->rank == 1 ? ",)" : ")");
+}
+
+static int gc__mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+static gc_status_t gc__bind_inputs(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs) {
+  const gc_model_t* m = inst->model;
+  if (num_inputs != m->num_inputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "model '%s' takes %u input(s), got %zu", m->name, m->num_inputs,
+                    num_inputs);
+  if (inputs == NULL && num_inputs > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "inputs is NULL");
+  for (uint32_t k = 0; k < m->num_free_dims; k++) inst->call_dims[k] = -1;
+  char want[256], got[256];
+  for (uint32_t i = 0; i < m->num_inputs; i++) {
+    const gc_io_def_t* d = &m->inputs[i];
+    const gc_tensor_t* t = &inputs[i];
+    if (t->dtype != (gc_dtype_t)d->dtype)
+      return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' (#%u) expects dtype %s, got %s (%d)", d->name, i,
+                      gc_dtype_name((gc_dtype_t)d->dtype), gc_dtype_name(t->dtype), (int)t->dtype);
+    if (t->rank != d->rank) {
+      gc__format_expected(want, sizeof want, d, m);
+      if (t->rank >= 0 && t->rank <= GC_MAX_RANK)
+        gc__format_shape(got, sizeof got, t->rank, t->shape);
+      else
+        snprintf(got, sizeof got, "(invalid rank %d)", (int)t->rank);
+      return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' expects shape %s (rank %d), got shape %s (rank %d)", d->name,
+                      want, (int)d->rank, got, (int)t->rank);
+    }
+    uint64_t elems = 1;
+    for (int32_t a = 0; a < d->rank; a++) {
+      int64_t n = t->shape[a];
+      if (d->dims[a] >= 0) {
+        if (n != d->dims[a]) {
+          gc__format_expected(want, sizeof want, d, m);
+          gc__format_shape(got, sizeof got, t->rank, t->shape);
+          return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' expects shape %s, got %s (axis %d: expected %lld, got %lld)",
+                          d->name, want, got, (int)a, (long long)d->dims[a], (long long)n);
+        }
+      } else {
+        int64_t k = -d->dims[a] - 1;
+        const char* dim = m->free_dims[k];
+        if (n < 1)
+          return GC_ERROR(GC_INVALID_ARGUMENT,
+                          "input '%s' axis %d (free dimension '%s') is %lld; it must be at least 1", d->name, (int)a,
+                          dim, (long long)n);
+        if (n > GC_MAX_FREE_DIM)
+          return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' axis %d (free dimension '%s') is %lld; the limit is %lld",
+                          d->name, (int)a, dim, (long long)n, (long long)GC_MAX_FREE_DIM);
+        if (inst->call_dims[k] >= 0 && inst->call_dims[k] != n)
+          return GC_ERROR(GC_INVALID_ARGUMENT,
+                          "input '%s' axis %d (free dimension '%s') is %lld, but an earlier input gives '%s' = %lld",
+                          d->name, (int)a, dim, (long long)n, dim, (long long)inst->call_dims[k]);
+        inst->call_dims[k] = n;
+      }
+      if (gc__mul_overflows(elems, (uint64_t)n, &elems))
+        return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' has too many elements", d->name);
+    }
+    uint64_t bytes;
+    if (gc__mul_overflows(elems, gc_dtype_size(t->dtype), &bytes))
+      return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' has too many elements", d->name);
+    if (t->size_bytes != bytes) {
+      gc__format_shape(got, sizeof got, t->rank, t->shape);
+      return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' of shape %s %s needs %llu bytes, size_bytes says %zu", d->name,
+                      got, gc_dtype_name(t->dtype), (unsigned long long)bytes, t->size_bytes);
+    }
+    if (t->data == NULL && bytes > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "input '%s' has data == NULL", d->name);
+    inst->slots[d->slot] = t->data;
+  }
+  for (uint32_t k = 0; k < m->num_free_dims; k++)
+    if (inst->call_dims[k] < 0)
+      return GC_ERROR(GC_INTERNAL, "free dimension '%s' is not bound by any input", m->free_dims[k]);
+  return NULL;
+}
+
+/* Output shapes, scratch sizes and the arena for the bound free dims (kept while they repeat). */
+static gc_status_t gc__plan(gc_instance_t* inst) {
+  const gc_model_t* m = inst->model;
+  if (inst->planned && memcmp(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims) == 0) return NULL;
+  inst->planned = 0;
+  int32_t check = m->shapes(inst->call_dims, inst->out_dims, inst->scratch_size);
+  if (check != 0) {
+    char dims[512];
+    size_t n = 0;
+    dims[0] = 0;
+    for (uint32_t k = 0; k < m->num_free_dims && n < sizeof dims; k++)
+      n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%s = %lld", k ? ", " : "", m->free_dims[k],
+                            (long long)inst->call_dims[k]);
+    return GC_ERROR(GC_INVALID_ARGUMENT, "%s (with %s)", m->check_messages[check - 1], dims);
+  }
+  uint64_t arena = gc__plan_arena(m->scratch, inst->scratch_size, m->num_scratch, inst->scratch_offset,
+                                  inst->plan_order);
+  if (arena > GC_MAX_ARENA)
+    return GC_ERROR(GC_RESOURCE_EXHAUSTED, "model '%s' would need %llu bytes of scratch memory for these shapes",
+                    m->name, (unsigned long long)arena);
+  if (arena > inst->arena_capacity) {
+    gc__free(&inst->alloc, inst->arena);
+    inst->arena_capacity = 0;
+    inst->arena = (char*)gc__alloc(&inst->alloc, (size_t)arena, 64);
+    if (inst->arena == NULL)
+      return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes of scratch memory for model '%s'",
+                      (unsigned long long)arena, m->name);
+    inst->arena_capacity = arena;
+  }
+  for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
+  memcpy(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims);
+  inst->planned = 1;
+  return NULL;
+}
+
+static uint64_t gc__output_bytes(const gc_instance_t* inst, uint32_t i, const int64_t** dims_out) {
+  const gc_model_t* m = inst->model;
+  const int64_t* dims = inst->out_dims;
+  for (uint32_t k = 0; k < i; k++) dims += m->outputs[k].rank;
+  uint64_t n = gc_dtype_size((gc_dtype_t)m->outputs[i].dtype);
+  for (int32_t a = 0; a < m->outputs[i].rank; a++) n *= (uint64_t)dims[a];
+  *dims_out = dims;
+  return n;
+}
+
+static void gc__describe_output(const gc_instance_t* inst, uint32_t i, void* data, size_t cap, gc_tensor_t* t) {
+  const gc_io_def_t* d = &inst->model->outputs[i];
+  const int64_t* dims;
+  (void)gc__output_bytes(inst, i, &dims);
+  t->dtype = (gc_dtype_t)d->dtype;
+  t->rank = d->rank;
+  for (int32_t a = 0; a < GC_MAX_RANK; a++) t->shape[a] = a < d->rank ? dims[a] : 0;
+  t->data = data;
+  t->size_bytes = cap;
+}
+
+gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
+                            size_t num_outputs) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  const gc_model_t* m = inst->model;
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
+                    m->name);
+  if (num_outputs != 0 && num_outputs != m->num_outputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "model '%s' has %u output(s), got num_outputs = %zu (or pass 0)", m->name,
+                    m->num_outputs, num_outputs);
+  if (num_outputs > 0 && outputs == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "outputs is NULL");
+  inst->has_run = 0;
+  GC_RETURN_IF_ERROR(gc__bind_inputs(inst, inputs, num_inputs));
+  GC_RETURN_IF_ERROR(gc__plan(inst));
+  for (uint32_t i = 0; i < m->num_outputs; i++) {
+    const int64_t* dims;
+    uint64_t bytes = gc__output_bytes(inst, i, &dims);
+    void* data = num_outputs > 0 ? outputs[i].data : NULL;
+    if (data != NULL) {
+      if (outputs[i].size_bytes < bytes) {
+        char shape[256];
+        gc__format_shape(shape, sizeof shape, m->outputs[i].rank, dims);
+        return GC_ERROR(GC_INVALID_ARGUMENT, "output '%s' of shape %s %s needs %llu bytes; its buffer has %zu",
+                        m->outputs[i].name, shape, gc_dtype_name((gc_dtype_t)m->outputs[i].dtype),
+                        (unsigned long long)bytes, outputs[i].size_bytes);
+      }
+    } else {
+      if (inst->owned_out_cap[i] < bytes || inst->owned_out[i] == NULL) {
+        gc__free(&inst->alloc, inst->owned_out[i]);
+        inst->owned_out_cap[i] = 0;
+        inst->owned_out[i] = gc__alloc(&inst->alloc, (size_t)bytes, 64);
+        if (inst->owned_out[i] == NULL)
+          return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for output '%s'", (unsigned long long)bytes,
+                          m->outputs[i].name);
+        inst->owned_out_cap[i] = (size_t)bytes;
+      }
+      data = inst->owned_out[i];
+    }
+    inst->slots[m->outputs[i].slot] = data;
+  }
+  gc_frame_t frame = {inst->slots, inst->dims, inst->pool, inst->thread_scratch, inst->thread_scratch_stride, 0};
+  int32_t failed = m->run(&frame);
+  if (failed != 0) {
+    char detail[512];
+    snprintf(detail, sizeof detail, m->op_errors[failed - 1], (long long)frame.error_value);
+    return GC_ERROR(GC_OUT_OF_RANGE, "%s", detail);
+  }
+  for (uint32_t i = 0; i < num_outputs; i++) {
+    void* data = inst->slots[m->outputs[i].slot];
+    size_t cap = outputs[i].data != NULL ? outputs[i].size_bytes : inst->owned_out_cap[i];
+    gc__describe_output(inst, i, data, cap, &outputs[i]);
+  }
+  inst->has_run = 1;
+  return NULL;
+}
+
+gc_status_t gc_instance_output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
+  if (index >= inst->model->num_outputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "output index %zu is out of range: model '%s' has %u outputs", index,
+                    inst->model->name, inst->model->num_outputs);
+  if (!inst->has_run)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "no successful gc_instance_run yet: output '%s' has no value",
+                    inst->model->outputs[index].name);
+  void* data = inst->slots[inst->model->outputs[index].slot];
+  if (data != inst->owned_out[index])
+    return GC_ERROR(GC_FAILED_PRECONDITION, "output '%s' was written to the caller's buffer in the last run",
+                    inst->model->outputs[index].name);
+  gc__describe_output(inst, (uint32_t)index, data, inst->owned_out_cap[index], out);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ weights */
+
+static gc_status_t gc__own_weights(gc_instance_t* inst) {
+  if (inst->weights_owned != NULL) return NULL;
+  const gc_model_t* m = inst->model;
+  inst->weights_owned = (unsigned char*)gc__alloc(&inst->alloc, (size_t)m->weights_nbytes, 64);
+  if (inst->weights_owned == NULL)
+    return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for a copy of the weights",
+                    (unsigned long long)m->weights_nbytes);
+  if (inst->weights != NULL)
+    memcpy(inst->weights_owned, inst->weights, (size_t)m->weights_nbytes);
+  else
+    memset(inst->weights_owned, 0, (size_t)m->weights_nbytes);
+  inst->weights = inst->weights_owned;
+  gc__set_weight_slots(inst);
+  return NULL;
+}
+
+static gc_status_t gc__weight_by_name(const gc_instance_t* inst, const char* name, uint32_t* out) {
+  const gc_model_t* m = inst->model;
+  if (name == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "weight name is NULL");
+  for (uint32_t i = 0; i < m->num_weights; i++) {
+    if (strcmp(m->weights[i].name, name) == 0) {
+      *out = i;
+      return NULL;
+    }
+  }
+  return GC_ERROR(GC_NOT_FOUND, "model '%s' has no weight named '%s'", m->name, name);
+}
+
+static gc_status_t gc__check_weight_tensor(const gc_weight_def_t* w, const gc_tensor_t* t, int is_output) {
+  char want[256], got[256];
+  if (t->dtype != (gc_dtype_t)w->dtype && !is_output)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "weight '%s' is %s, got %s", w->name, gc_dtype_name((gc_dtype_t)w->dtype),
+                    gc_dtype_name(t->dtype));
+  if (!is_output) {
+    int same = t->rank == w->rank;
+    for (int32_t a = 0; same && a < w->rank; a++) same = t->shape[a] == w->dims[a];
+    if (!same) {
+      gc__format_shape(want, sizeof want, w->rank, w->dims);
+      if (t->rank >= 0 && t->rank <= GC_MAX_RANK)
+        gc__format_shape(got, sizeof got, t->rank, t->shape);
+      else
+        snprintf(got, sizeof got, "(invalid rank %d)", (int)t->rank);
+      return GC_ERROR(GC_INVALID_ARGUMENT, "weight '%s' has shape %s, got %s", w->name, want, got);
+    }
+  }
+  if (t->data == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "data for weight '%s' is NULL", w->name);
+  if (t->size_bytes != w->nbytes && !(is_output && t->size_bytes > w->nbytes))
+    return GC_ERROR(GC_INVALID_ARGUMENT, "weight '%s' has %llu bytes, size_bytes is %zu", w->name,
+                    (unsigned long long)w->nbytes, t->size_bytes);
+  return NULL;
+}
+
+gc_status_t gc_instance_set_weight(gc_instance_t* inst, const char* name, const gc_tensor_t* value) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  if (value == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "value is NULL");
+  uint32_t i;
+  GC_RETURN_IF_ERROR(gc__weight_by_name(inst, name, &i));
+  const gc_weight_def_t* w = &inst->model->weights[i];
+  GC_RETURN_IF_ERROR(gc__check_weight_tensor(w, value, 0));
+  GC_RETURN_IF_ERROR(gc__own_weights(inst));
+  memcpy(inst->weights_owned + w->offset, value->data, (size_t)w->nbytes);
+  gc__prepare(inst, (int32_t)i);
+  inst->has_run = 0;
+  return NULL;
+}
+
+gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
+  uint32_t i;
+  GC_RETURN_IF_ERROR(gc__weight_by_name(inst, name, &i));
+  const gc_weight_def_t* w = &inst->model->weights[i];
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded", inst->model->name);
+  GC_RETURN_IF_ERROR(gc__check_weight_tensor(w, out, 1));
+  memcpy(out->data, inst->weights + w->offset, (size_t)w->nbytes);
+  out->dtype = (gc_dtype_t)w->dtype;
+  out->rank = w->rank;
+  for (int32_t a = 0; a < GC_MAX_RANK; a++) out->shape[a] = a < w->rank ? w->dims[a] : 0;
+  return NULL;
+}
+
+/* Weights file: "GCWEIGHT", u32 format version (1), u32 zero, u64 layout digest, u64 nbytes,
+   then the blob (all little-endian, as the machine that compiled the model). */
+gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  const gc_model_t* m = inst->model;
+  if (path == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "weights path is NULL");
+  FILE* f = fopen(path, "rb");
+  if (f == NULL) return GC_ERROR(GC_NOT_FOUND, "cannot open weights file '%s'", path);
+  unsigned char header[32];
+  gc_status_t status = NULL;
+  if (fread(header, 1, sizeof header, f) != sizeof header || memcmp(header, "GCWEIGHT", 8) != 0) {
+    status = GC_ERROR(GC_DATA_LOSS, "'%s' is not a graphc weights file (bad or truncated header)", path);
+    goto done;
+  }
+  uint32_t version;
+  uint64_t digest, nbytes;
+  memcpy(&version, header + 8, 4);
+  memcpy(&digest, header + 16, 8);
+  memcpy(&nbytes, header + 24, 8);
+  if (version != 1) {
+    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has format version %u, expected 1", path, version);
+    goto done;
+  }
+  if (digest != m->weights_layout_digest || nbytes != m->weights_nbytes) {
+    status = GC_ERROR(GC_INVALID_ARGUMENT, "weights file '%s' was written for another model (layout %016llx, "
+                      "%llu bytes), model '%s' needs layout %016llx, %llu bytes", path,
+                      (unsigned long long)digest, (unsigned long long)nbytes, m->name,
+                      (unsigned long long)m->weights_layout_digest, (unsigned long long)m->weights_nbytes);
+    goto done;
+  }
+  /* read into a fresh buffer so that a truncated file leaves the current weights intact */
+  unsigned char* blob = (unsigned char*)gc__alloc(&inst->alloc, (size_t)nbytes, 64);
+  if (blob == NULL) {
+    status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for the weights", (unsigned long long)nbytes);
+    goto done;
+  }
+  size_t got = fread(blob, 1, (size_t)nbytes, f);
+  if (got != nbytes) {
+    gc__free(&inst->alloc, blob);
+    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' is truncated: %zu of %llu bytes", path, got,
+                      (unsigned long long)nbytes);
+    goto done;
+  }
+  gc__free(&inst->alloc, inst->weights_owned);
+  inst->weights_owned = blob;
+  inst->weights = blob;
+  gc__set_weight_slots(inst);
+  gc__prepare(inst, -1);
+  inst->has_run = 0;
+done:
+  fclose(f);
+  return status;
+}
+
+gc_status_t gc_instance_train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                   const gc_tensor_t* targets, size_t num_targets, float* out_loss) {
+  (void)inputs;
+  (void)num_inputs;
+  (void)targets;
+  (void)num_targets;
+  (void)out_loss;
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  return GC_ERROR(GC_UNIMPLEMENTED, "model '%s' was compiled for inference only: it has no training step",
+                  inst->model->name);
+}

@@ -1,0 +1,136 @@
+/*
+ * internal.h — what a compiled model provides to the runtime, and the runtime's own helpers.
+ *
+ * Not public: C programs include graphc.h only. graphc's code generator emits, per model, an
+ * object file with the kernels (LLVM) and a small C file defining one `struct gc_model` that
+ * points at them; both follow the layout below (GC_MODEL_ABI guards changes to it).
+ *
+ * Buffers are addressed through "slots": an array of pointers the runtime fills before each
+ * run (inputs, outputs, weights, prepacked weights, and scratch buffers placed in one arena by
+ * the planner in arena.c for the free-dim values of the call).
+ */
+#ifndef GRAPHC_INTERNAL_H_
+#define GRAPHC_INTERNAL_H_
+
+#include <stdint.h>
+
+#include "graphc/graphc.h"
+
+#define GC_MODEL_ABI 1u
+
+/* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
+   graphc/backends/llvm/frame.py). */
+typedef struct gc_frame {
+  void** slots;                  /* 0  */
+  const int64_t* dims;           /* 8  : free-dim values, model->free_dims order */
+  void* pool;                    /* 16 : gc_pool_t* or NULL */
+  char* thread_scratch;          /* 24 : num_threads * thread_scratch_stride bytes */
+  int64_t thread_scratch_stride; /* 32 */
+  int64_t error_value;           /* 40 : detail of a kernel failure (the bad index) */
+} gc_frame_t;
+
+/* A parallel task: runs items [begin, end) of one op on worker `thread`; 0 = ok. */
+typedef int32_t (*gc_task_fn)(gc_frame_t* frame, int64_t begin, int64_t end, int32_t thread);
+
+/* An input or output. dims[i] >= 0: static; inputs: -(1 + k) is free dim k; outputs: -1, the
+   size comes from model->shapes. */
+typedef struct gc_io_def {
+  const char* name;
+  int32_t dtype;
+  int32_t rank;
+  const int64_t* dims;
+  const char* const* dim_names;
+  int32_t slot;
+} gc_io_def_t;
+
+typedef struct gc_weight_def {
+  const char* name;
+  int32_t dtype;
+  int32_t rank;
+  const int64_t* dims;
+  uint64_t offset; /* in the weights blob (64-byte aligned) */
+  uint64_t nbytes;
+  int32_t slot;
+} gc_weight_def_t;
+
+typedef struct gc_packed_def {
+  uint64_t offset; /* in the prepacked region */
+  int32_t slot;
+} gc_packed_def_t;
+
+/* A scratch buffer live from op `first` to op `last` (inclusive). */
+typedef struct gc_scratch_def {
+  int32_t slot;
+  int32_t first;
+  int32_t last;
+} gc_scratch_def_t;
+
+struct gc_model {
+  uint32_t abi;
+  const char* name;
+  uint32_t num_inputs, num_outputs, num_weights, num_packed, num_scratch, num_slots, num_free_dims, num_ops;
+  const gc_io_def_t* inputs;
+  const gc_io_def_t* outputs;
+  const gc_weight_def_t* weights;
+  const gc_packed_def_t* packed;
+  const gc_scratch_def_t* scratch;
+  const char* const* free_dims;
+  const unsigned char* weights_data; /* NULL: external weights */
+  uint64_t weights_nbytes;
+  uint64_t weights_layout_digest; /* identifies the weights layout (names, shapes, offsets) */
+  uint64_t packed_nbytes;
+  uint64_t thread_scratch_nbytes;
+  /* Output dims (all outputs, flattened) and scratch sizes in bytes for free dims `dims`;
+     returns 0, or 1 + the index of a failed check (model->check_messages). */
+  int32_t (*shapes)(const int64_t* dims, int64_t* out_dims, int64_t* scratch_nbytes);
+  /* Fills prepacked slots from weight slots; only those derived from weight `which` (-1: all). */
+  void (*prepare)(void** slots, int32_t which);
+  /* Runs every op; returns 0, or 1 + the index of the op that failed (frame->error_value). */
+  int32_t (*run)(gc_frame_t* frame);
+  const char* const* op_errors;      /* per op: printf format with one %lld for error_value */
+  const char* const* check_messages; /* per shape check, printf format without arguments */
+};
+
+/* ------------------------------------------------------------------ status helpers */
+
+gc_status_t gc__status_make(gc_status_code_t code, const char* file, int line, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+#define GC_ERROR(code, ...) gc__status_make((code), __FILE__, __LINE__, __VA_ARGS__)
+#define GC_RETURN_IF_ERROR(expr)      \
+  do {                                \
+    gc_status_t gc__s = (expr);       \
+    if (gc__s != NULL) return gc__s;  \
+  } while (0)
+
+/* ------------------------------------------------------------------ memory */
+
+void* gc__alloc(const gc_allocator_t* a, size_t size, size_t alignment);
+void gc__free(const gc_allocator_t* a, void* ptr);
+void gc__default_allocator(gc_allocator_t* a);
+
+/* ------------------------------------------------------------------ thread pool */
+
+typedef struct gc_pool gc_pool_t;
+
+gc_status_t gc__pool_create(const gc_allocator_t* a, int32_t num_threads, gc_pool_t** out);
+void gc__pool_release(gc_pool_t* pool);
+int32_t gc__pool_num_threads(const gc_pool_t* pool);
+
+/* Called by generated code: runs fn over [0, n) split into up to num_threads contiguous chunks;
+   `cost` is the estimated work per item (in ~flops), used to decide how many threads pay off.
+   Returns the first nonzero value a chunk returned. */
+int32_t gc__parallel_for(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost);
+
+/* ------------------------------------------------------------------ arena planner */
+
+/* Places scratch buffers (sizes in bytes, lifetimes from the model) at 64-byte aligned offsets so
+   that buffers whose lifetimes overlap never overlap in memory; greedy by size (largest first,
+   lowest fitting offset). `order` is scratch space of n int32. Returns the arena size. */
+uint64_t gc__plan_arena(const gc_scratch_def_t* defs, const int64_t* sizes, uint32_t n, uint64_t* offsets,
+                        int32_t* order);
+
+#endif /* GRAPHC_INTERNAL_H_ */

@@ -1,0 +1,205 @@
+/* threadpool.c — the intra-op thread pool an instance owns.
+ *
+ * A pool of T threads is the caller plus T-1 workers. gc__parallel_for splits [0, n) into
+ * `chunks` contiguous ranges (static schedule: the same split for the same n, so results never
+ * depend on timing); chunk 0 runs on the caller, chunk k on worker k. Every worker takes part
+ * in every job (idle ones just acknowledge it), which keeps the hand-off race-free: the next
+ * job is published only after all workers acknowledged the previous one.
+ *
+ * Workers spin briefly on the job counter before sleeping on a condition variable, so that a
+ * model's consecutive small ops do not pay a wake-up each.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define GC_SPIN_ITERS 4000
+#define GC_YIELD_ITERS 200
+/* Work (in ~flops) below which one more thread does not pay for its hand-off. */
+#define GC_MIN_COST_PER_THREAD 32768
+
+struct gc_pool {
+  gc_allocator_t alloc;
+  int32_t num_threads;
+  pthread_t* threads;
+  int32_t started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_work;
+  pthread_cond_t cv_done;
+  /* the current job; written by the caller before `generation` is bumped */
+  gc_task_fn fn;
+  gc_frame_t* frame;
+  int64_t n;
+  int32_t chunks;
+  _Atomic uint64_t generation;
+  _Atomic int32_t pending;
+  _Atomic int32_t error;
+  _Atomic int32_t stop;
+};
+
+typedef struct {
+  gc_pool_t* pool;
+  int32_t id;
+} gc_worker_arg_t;
+
+static inline void gc__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static int32_t gc__run_chunk(gc_pool_t* p, int32_t k) {
+  int64_t begin = p->n * k / p->chunks;
+  int64_t end = p->n * (k + 1) / p->chunks;
+  if (begin >= end) return 0;
+  return p->fn(p->frame, begin, end, k);
+}
+
+static void* gc__worker(void* arg) {
+  gc_worker_arg_t* wa = (gc_worker_arg_t*)arg;
+  gc_pool_t* p = wa->pool;
+  int32_t id = wa->id;
+  uint64_t seen = 0;
+  for (;;) {
+    int i = 0;
+    while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen &&
+           !atomic_load_explicit(&p->stop, memory_order_acquire)) {
+      if (i < GC_SPIN_ITERS) {
+        gc__cpu_relax();
+      } else if (i < GC_SPIN_ITERS + GC_YIELD_ITERS) {
+        sched_yield();
+      } else {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen &&
+               !atomic_load_explicit(&p->stop, memory_order_acquire))
+          pthread_cond_wait(&p->cv_work, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+      }
+      i++;
+    }
+    if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+    seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+    if (id < p->chunks) {
+      int32_t r = gc__run_chunk(p, id);
+      if (r != 0) {
+        int32_t zero = 0;
+        atomic_compare_exchange_strong(&p->error, &zero, r);
+      }
+    }
+    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+      pthread_mutex_lock(&p->mu);
+      pthread_cond_signal(&p->cv_done);
+      pthread_mutex_unlock(&p->mu);
+    }
+  }
+  return NULL;
+}
+
+static gc_worker_arg_t* gc__worker_args(gc_pool_t* p) {
+  return (gc_worker_arg_t*)(void*)(p->threads + p->num_threads);
+}
+
+gc_status_t gc__pool_create(const gc_allocator_t* a, int32_t num_threads, gc_pool_t** out) {
+  *out = NULL;
+  if (num_threads <= 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    num_threads = cores > 0 ? (int32_t)cores : 1;
+  }
+  if (num_threads > 1024) num_threads = 1024;
+  gc_pool_t* p = (gc_pool_t*)gc__alloc(a, sizeof(gc_pool_t), 64);
+  if (p == NULL) return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate a thread pool");
+  *p = (gc_pool_t){0};
+  p->alloc = *a;
+  p->num_threads = num_threads;
+  if (num_threads == 1) {
+    *out = p;
+    return NULL;
+  }
+  size_t bytes = sizeof(pthread_t) * (size_t)num_threads + sizeof(gc_worker_arg_t) * (size_t)num_threads;
+  p->threads = (pthread_t*)gc__alloc(a, bytes, 16);
+  if (p->threads == NULL) {
+    gc__free(a, p);
+    return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate a thread pool of %d threads", (int)num_threads);
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv_work, NULL);
+  pthread_cond_init(&p->cv_done, NULL);
+  gc_worker_arg_t* args = gc__worker_args(p);
+  for (int32_t k = 1; k < num_threads; k++) {
+    args[k].pool = p;
+    args[k].id = k;
+    int rc = pthread_create(&p->threads[k], NULL, gc__worker, &args[k]);
+    if (rc != 0) {
+      gc__pool_release(p);
+      return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot start worker thread %d of %d (error %d)", (int)k,
+                      (int)num_threads, rc);
+    }
+    p->started = k;
+  }
+  *out = p;
+  return NULL;
+}
+
+void gc__pool_release(gc_pool_t* p) {
+  if (p == NULL) return;
+  if (p->threads != NULL) {
+    pthread_mutex_lock(&p->mu);
+    atomic_store_explicit(&p->stop, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int32_t k = 1; k <= p->started; k++) pthread_join(p->threads[k], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+    gc__free(&p->alloc, p->threads);
+  }
+  gc_allocator_t a = p->alloc;
+  gc__free(&a, p);
+}
+
+int32_t gc__pool_num_threads(const gc_pool_t* p) { return p ? p->num_threads : 1; }
+
+int32_t gc__parallel_for(void* pool_ptr, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost) {
+  gc_pool_t* p = (gc_pool_t*)pool_ptr;
+  if (n <= 0) return 0;
+  int64_t chunks = p ? p->num_threads : 1;
+  if (chunks > n) chunks = n;
+  if (cost > 0) {
+    int64_t total = n * cost;
+    int64_t useful = total / GC_MIN_COST_PER_THREAD;
+    if (useful < 1) useful = 1;
+    if (chunks > useful) chunks = useful;
+  }
+  if (chunks <= 1) return fn(frame, 0, n, 0);
+  p->fn = fn;
+  p->frame = frame;
+  p->n = n;
+  p->chunks = (int32_t)chunks;
+  atomic_store_explicit(&p->error, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->pending, p->num_threads - 1, memory_order_relaxed);
+  pthread_mutex_lock(&p->mu);
+  atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+  pthread_cond_broadcast(&p->cv_work);
+  pthread_mutex_unlock(&p->mu);
+  int32_t r = gc__run_chunk(p, 0);
+  int i = 0;
+  while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    if (i < GC_SPIN_ITERS) {
+      gc__cpu_relax();
+    } else if (i < GC_SPIN_ITERS + GC_YIELD_ITERS) {
+      sched_yield();
+    } else {
+      pthread_mutex_lock(&p->mu);
+      while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+      pthread_mutex_unlock(&p->mu);
+    }
+    i++;
+  }
+  int32_t e = atomic_load_explicit(&p->error, memory_order_acquire);
+  return r != 0 ? r : e;
+}
