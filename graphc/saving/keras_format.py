@@ -217,21 +217,25 @@ def read_h5(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, d
     groups: dict[str, dict] = {}
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
-            def visit(name: str, obj) -> None:
-                link = f.get(name, getlink=True)
-                if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
-                    raise KerasFormatError(f"{where}: {name!r} is a link; weights files hold plain datasets")
-                if isinstance(obj, h5py.Dataset):
+            stack = [("", f)]
+            while stack:  # a walk that sees links (h5py's visititems skips them)
+                prefix, group = stack.pop()
+                groups[prefix.rstrip("/")] = {k: _attr_value(v) for k, v in group.attrs.items()}
+                for key in group:
+                    name = prefix + key
+                    link = group.get(key, getlink=True)
+                    if not isinstance(link, h5py.HardLink):
+                        raise KerasFormatError(f"{where}: {name!r} is a link; weights files hold plain datasets")
+                    obj = group[key]
+                    if isinstance(obj, h5py.Group):
+                        stack.append((name + "/", obj))
+                        continue
                     if obj.external or obj.is_virtual:
                         raise KerasFormatError(f"{where}: dataset {name!r} refers to data outside the file")
                     if obj.attrs.get("dtype") == "bfloat16":
                         raise UnsupportedKerasError(f"{where}: dataset {name!r} is bfloat16, which graphc does "
                                                     "not support")
                     datasets[name] = np.asarray(obj[()])
-                else:
-                    groups[name] = {k: _attr_value(v) for k, v in obj.attrs.items()}
-
-            f.visititems(visit)
     except (KerasFormatError, UnsupportedKerasError):
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:

@@ -82,7 +82,7 @@ def weight_groups(model: Layer, layer_orders: dict[int, list[Layer]] | None = No
         if id(obj) in visited:
             return
         visited.add(id(obj))
-        class_name = registry.keras_class_name(obj)
+        class_name = registry.keras_class_name(obj, strict=False)
         cell = CELL_LAYERS.get(class_name) if not hasattr(obj, "cell") else None
         if cell is not None:
             groups.append(WeightGroup(path, obj.name, where))
@@ -95,8 +95,8 @@ def weight_groups(model: Layer, layer_orders: dict[int, list[Layer]] | None = No
             if isinstance(child, list):
                 used: dict[str, int] = {}
                 for item in child:
-                    visit(item, _join(child_path, _unique(to_snake_case(registry.keras_class_name(item)), used)),
-                          f"{where}/{item.name}" if where else item.name)
+                    entry = _unique(to_snake_case(registry.keras_class_name(item, strict=False)), used)
+                    visit(item, _join(child_path, entry), f"{where}/{item.name}" if where else item.name)
             else:
                 visit(child, child_path, f"{where}/{child.name}" if where else child.name)
 

@@ -71,14 +71,18 @@ def supported_keras_layers() -> list[str]:
     return sorted(set(layer_classes()) | {"Functional", "Sequential"})
 
 
-def keras_class_name(layer: Layer) -> str:
-    """The Keras class name graphc writes for ``layer``."""
+def keras_class_name(layer: Layer, strict: bool = True) -> str:
+    """The Keras class name graphc writes for ``layer``.
+
+    A class that is not one of graphc's built-in layers (a custom layer) is refused, unless
+    ``strict`` is False: then its own class name is returned, as Keras names custom objects.
+    """
     if isinstance(layer, Sequential):
         return "Sequential"
     if isinstance(layer, Model):
         return "Functional"
     name = type(layer).__name__
-    if layer_classes().get(name) is not type(layer):
+    if strict and layer_classes().get(name) is not type(layer):
         raise UnsupportedKerasError(
             f"layer {layer.name!r} is a {name}, which is not one of graphc's built-in layer classes; "
             "only those can be written in the Keras format")
