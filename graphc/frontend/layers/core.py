@@ -89,8 +89,10 @@ class Dropout(Layer):
 
     def lower(self, ctx, inputs, training=None, **kwargs):
         x = single(inputs)
-        if self.rate >= 1.0:
-            return ctx.mul(x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero"))
+        if self.rate >= 1.0:  # everything dropped while training; the identity at inference, as in Keras
+            if ctx.training if training is None else training:
+                return ctx.mul(x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero"))
+            return x
         return ctx.dropout(x, rate=self.rate, seed=self.seed)
 
     def get_config(self):
