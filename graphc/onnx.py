@@ -120,7 +120,8 @@ def _feeds(graph: Graph, inputs: Any) -> dict[str, np.ndarray]:
 def random_inputs(model_or_graph: Any, batch_size: int = 2, dims: Mapping[str, int] | None = None,
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for every graph input: ``batch`` = ``batch_size``, other free dims from ``dims``
-    (default 7); floats standard normal, integer ids valid for the embeddings that read them."""
+    (default 7); floats standard normal; inputs that index embeddings (int, or float cast to int)
+    get ids valid for the smallest table they index, other integer inputs values in [0, 10)."""
     graph = model_or_graph if isinstance(model_or_graph, Graph) else _lowered(model_or_graph)
     rng = np.random.default_rng(seed)
     bindings = {"batch": batch_size, **(dims or {})}
@@ -132,17 +133,18 @@ def random_inputs(model_or_graph: Any, batch_size: int = 2, dims: Mapping[str, i
     for name in graph.inputs:
         t = graph.type_of(name)
         shape = t.concrete_shape(bindings)
-        if is_float(t.dtype):
+        bound = _id_bound(graph, name)
+        if bound is not None or is_int(t.dtype):
+            out[name] = rng.integers(0, bound or 10, size=shape).astype(t.dtype)
+        elif is_float(t.dtype):
             out[name] = rng.standard_normal(shape).astype(t.dtype)
-        elif is_int(t.dtype):
-            out[name] = rng.integers(0, _id_bound(graph, name), size=shape).astype(t.dtype)
         else:
             out[name] = rng.random(shape) < 0.5
     return out
 
 
-def _id_bound(graph: Graph, value: str) -> int:
-    """The smallest table an integer input indexes (through casts and reshapes), else 10."""
+def _id_bound(graph: Graph, value: str) -> int | None:
+    """The smallest table an input indexes (through casts and reshapes), or None."""
     bounds, todo, seen = [], [value], set()
     while todo:
         v = todo.pop()
@@ -156,4 +158,39 @@ def _id_bound(graph: Graph, value: str) -> int:
                     bounds.append(rows)
             elif op.type in ("cast", "identity", "reshape", "expand_dims", "squeeze", "slice", "concat"):
                 todo.extend(op.outputs)
-    return min(bounds) if bounds else 10
+    return min(bounds) if bounds else None
+
+
+def error_table(names: list[str] | None = None, batch_sizes: tuple[int, ...] = (1, 3),
+                optimize: bool | int = True, seed: int = 0, rtol: float = 1e-4,
+                atol: float = 1e-5) -> tuple[str, bool]:
+    """Verify bundled examples (``graphc.examples``) against onnxruntime; returns (table, all passed).
+
+    One row per model, batch size and, for models with free sequence lengths, two lengths (the
+    example's own and 7 more): the max absolute and relative error over the outputs.
+    ``python -m graphc.backends.onnx`` prints it.
+    """
+    from graphc import examples
+    from graphc.backends.onnx.opset import default_opset as _default
+    from graphc.backends.onnx.verify import _format
+    from graphc.backends.reference.interpreter import bind_inputs
+
+    rows = [("model", "batch", "free dims", "outputs", "max abs err", "max rel err", "ok")]
+    all_ok = True
+    for name in names or examples.names():
+        model = examples.build(name, seed=seed)
+        graph = _lowered(model)
+        free = sorted({s for n in graph.inputs for d in graph.type_of(n).shape for s in _dims.symbols(d)} - {"batch"})
+        own = bind_inputs(graph, _feeds(graph, examples.inputs(name, np.random.default_rng(seed), 1)))[1]
+        variants = [{s: own[s] for s in free}, {s: own[s] + 7 for s in free}] if free else [{}]
+        for batch in batch_sizes:
+            for dims in variants:
+                x = random_inputs(graph, batch, dims, seed=seed)
+                report = verify(model, x, rtol=rtol, atol=atol, optimize=optimize)
+                all_ok &= report.ok
+                rows.append((name, str(batch), ", ".join(f"{k}={v}" for k, v in dims.items()) or "-",
+                             str(len(report.outputs)), f"{report.max_abs_error:.3g}", f"{report.max_rel_error:.3g}",
+                             "yes" if report.ok else "NO"))
+    head = (f"graphc reference vs onnxruntime: bundled examples, opset {_default()}, optimize={optimize}, "
+            f"rtol {rtol:g}, atol {atol:g}")
+    return "\n".join([head, *_format(rows)]), all_ok

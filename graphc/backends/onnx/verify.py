@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from graphc.backends.onnx.export import export_graph
+from graphc.backends.onnx.runtime import make_session
 from graphc.backends.reference.interpreter import bind_inputs, run
 from graphc.ir.graph import Graph
 
@@ -148,11 +149,7 @@ def _format(rows: list[tuple[str, ...]]) -> list[str]:
 def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                     outputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Run ``model`` on the CPU provider; returns the requested outputs (default: all) by name."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(model)
     names = outputs or [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     results = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
@@ -171,12 +168,13 @@ def verify_graph(graph: Graph, feeds: Mapping[str, np.ndarray], *, per_layer: bo
     values = [o for op in graph.ops() for o in op.outputs] if per_layer else []
     model = export_graph(graph, opset, keep=values)
     opset_used = model.opset_import[0].version
-    got = run_onnxruntime(model, arrays)
+    # the reference runs first: inputs a model cannot take fail there, naming the layer
     reference = run(graph, arrays, keep=per_layer) if per_layer or reference_graph is None else {}
     final = reference
     if reference_graph is not None:
         ref_arrays, _ = bind_inputs(reference_graph, feeds)
         final = run(reference_graph, ref_arrays)
+    got = run_onnxruntime(model, arrays)
     outputs = [compare(name, final[name], got[name], rtol, atol) for name in graph.outputs]
     for c in outputs:
         producer = graph.producer(c.name)

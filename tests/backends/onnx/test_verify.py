@@ -136,3 +136,31 @@ def test_a_model_that_cannot_be_exported_fails_before_running(monkeypatch, rng):
     monkeypatch.setattr(REGISTRY["relu"], "to_onnx", None)
     with pytest.raises(ValueError, match="layer 'hidden'.*cannot be exported to ONNX"):
         graphc.onnx.verify(model, rng.standard_normal((1, 6)), optimize=False)
+
+
+def test_onnxruntime_graph_runs_like_the_reference(rng):
+    from graphc.backends.onnx import OnnxRuntimeGraph
+    from graphc.backends.reference import run
+
+    model = three_layer_model()
+    graph = graphc.onnx.to_graph(model)
+    runner = OnnxRuntimeGraph(graph, threads=1)
+    x = rng.standard_normal((3, 6))  # float64: converted like the reference does
+    got, want = runner.run({"features": x}), run(graph, {"features": x})
+    assert list(got) == ["logits", "score"]
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="input 'features' expects shape"):
+        runner.run({"features": x[:, :5]})
+
+
+def test_error_table_over_bundled_examples(capsys):
+    from graphc.backends.onnx.__main__ import main
+
+    table, ok = graphc.onnx.error_table(["mlp", "siamese_lstm"], batch_sizes=(1, 3))
+    lines = table.splitlines()
+    assert ok and lines[1].split()[:2] == ["model", "batch"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["mlp"] * 2 + ["siamese_lstm"] * 4 and all(r[-1] == "yes" for r in rows)
+    assert main(["mlp", "--batch", "2"]) == 0
+    assert "mlp    2" in capsys.readouterr().out
