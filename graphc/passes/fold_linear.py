@@ -14,6 +14,9 @@ used only by ``z = y W (+ b)``, ``z = x (A W) + (c W + b)``:
   border) -> ``bias_add(conv(x, W * s), sum_taps(t W))``, grouped convolutions included;
 - ``bias_add(bias_add(y, b1), b2)`` -> ``bias_add(y, b1 + b2)``.
 
+Slices on axes other than the channels (a strided 1x1 convolution's subsampling) may sit
+between the two maps: they commute with a map on the channels and move to its input.
+
 Products are computed in float64 and rounded once to the weights' dtype.
 """
 
@@ -89,6 +92,19 @@ def _flatten_of(graph: Graph, y: str) -> tuple[_Affine, Op] | None:
     return tiled, op
 
 
+def _spatial_slices(graph: Graph, y: str) -> list[Op]:
+    """The chain of single-use slices on axes other than the last that produces ``y`` (outermost first)."""
+    out: list[Op] = []
+    while True:
+        op = graph.producer(y)
+        if op is None or op.type != "slice" or not single_use(graph, y):
+            return out
+        if op.attrs["axis"] % graph.type_of(y).rank == graph.type_of(y).rank - 1:
+            return out
+        out.append(op)
+        y = op.inputs[0]
+
+
 def _emit_affine(graph: Graph, x: str, w: np.ndarray, bias: np.ndarray | None, dtype, like: Op,
                  conv_attrs: dict | None = None) -> str:
     wc = add_constant(graph, w.astype(dtype, copy=False), f"{like.inputs[1]}_folded", like.layer)
@@ -107,7 +123,12 @@ def _fold_matmul(graph: Graph, op: Op, aggressive: bool) -> str | None:
     if not is_constant(graph, w) or graph.type_of(w).rank != 2:
         return None
     dtype = graph.constants[w].dtype
+    slices = _spatial_slices(graph, y)
+    if slices:
+        y = slices[-1].inputs[0]
     inner = _affine_of(graph, y)
+    if inner is None and slices:
+        return None
     if inner is None:
         flat = _flatten_of(graph, y)
         if flat is None:
@@ -125,6 +146,8 @@ def _fold_matmul(graph: Graph, op: Op, aggressive: bool) -> str | None:
             return None
         x = inner.x
         note("matmul chain folded")
+    for sl in reversed(slices):  # a map on channels commutes with subsampling pixels
+        x = emit(graph, "slice", x, layer=sl.layer, **sl.attrs)
     w2 = _const(graph, w)
     if inner.diag:  # one rounding per element: scale in the weights' own dtype
         new_w = inner.a.astype(dtype)[:, None] * graph.constants[w]
@@ -149,7 +172,7 @@ def _fold_conv(graph: Graph, op: Op) -> str | None:
     # Input channel read by kernel slot (j, o): (o // og) * cg + j.
     channel = (np.arange(out)[None, :] // og) * cg + np.arange(cg)[:, None]
     new_w = wt * inner.a[channel]
-    bias = np.einsum("...jo,jo->o", wt, inner.c[channel])
+    bias = (wt * inner.c[channel]).reshape(-1, out).sum(axis=0)
     note("scale_shift folded into conv")
     attrs = {k: op.attrs.get(k) for k in ("strides", "dilations", "pads", "groups")}
     return _emit_affine(graph, inner.x, new_w, bias, graph.constants[w].dtype, op, attrs)
