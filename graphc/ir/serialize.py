@@ -110,12 +110,21 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> Graph:
-    """Read a graph written by :func:`save`; a damaged file raises IRError naming it."""
+    """Read a graph written by :func:`save`; a missing, damaged or malformed file raises IRError naming it."""
+    where = os.fspath(path)
+    if os.path.exists(where) and not zipfile.is_zipfile(where):
+        raise IRError(f"cannot read graphc IR file {where!r}: not an .npz archive (damaged or truncated?)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(where, allow_pickle=False) as archive:
             structure = json.loads(archive["__graph__"].tobytes().decode())
             keys = structure.get("constant_keys", {})
             constants = {name: archive[key] for name, key in keys.items()}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
-        raise IRError(f"cannot read graphc IR file {os.fspath(path)!r}: {exc}") from exc
-    return from_dict(structure, constants)
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile, EOFError,
+            json.JSONDecodeError) as exc:
+        raise IRError(f"cannot read graphc IR file {where!r}: {exc}") from exc
+    try:
+        return from_dict(structure, constants)
+    except IRError as exc:
+        raise IRError(f"graphc IR file {where!r}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IRError(f"graphc IR file {where!r} is malformed: {type(exc).__name__}: {exc}") from exc
