@@ -160,7 +160,11 @@ case("conv", SEQ, W(3, 5, 4), strides=(2,), pads=keras_pads("same", ("seq",), (3
 case("conv", SEQ, W(3, 5, 4), strides=(2,), dilations=(2,), pads=keras_pads("same", ("seq",), (3,), (2,), (2,)),
      id="conv1d_same_dilated_free_length", sizes=SIZES_NO_UNIT_SEQ)
 case("conv", SEQ, W(3, 5, 4), pads=(("max(0, 3 - seq)", 0),), id="conv1d_symbolic_pad")
+case("conv", In(("batch", 5, 4, 6, 2)), W(2, 3, 3, 2, 3), strides=(1, 2, 1), pads=((0, 1), (1, 1), (1, 1)),
+     id="conv3d")
 for _op in ("max_pool", "avg_pool"):
+    case(_op, In(("batch", 5, 4, 6, 2)), kernel=(2, 2, 3), strides=(1, 2, 3), pads=((0, 1), (0, 0), (1, 1)),
+         id=f"{_op}_3d")
     case(_op, IMG, kernel=(2, 2), strides=(2, 2), id=f"{_op}_2x2")
     case(_op, IMG, kernel=(3, 3), pads=_same, id=f"{_op}_same")
     case(_op, IMG, kernel=(2, 2), strides=(2, 2), pads=((0, 1), (0, 0)), id=f"{_op}_asymmetric")
