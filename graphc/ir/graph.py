@@ -208,6 +208,13 @@ class Graph:
     def is_acyclic(self) -> bool:
         return nx.is_directed_acyclic_graph(self._nx)
 
+    def find_cycle(self) -> list[str] | None:
+        """The op ids along one cycle (each feeding the next, the last feeding the first), or None."""
+        try:
+            return [edge[0] for edge in nx.find_cycle(self._nx)]
+        except nx.NetworkXNoCycle:
+            return None
+
     def param_count(self) -> int:
         return int(sum(a.size for a in self.constants.values()))
 

@@ -26,8 +26,10 @@ def _where(op: Op) -> str:
 
 def verify(graph: Graph, infer: InferFn | None = None) -> None:
     """Raise VerificationError describing the first broken invariant, if any."""
-    if not graph.is_acyclic():
-        graph.ops()  # raises with the cycle
+    cycle = graph.find_cycle()
+    if cycle:
+        raise VerificationError(f"graph {graph.name!r} has a cycle: "
+                                + " -> ".join(_where(graph.op(i)) for i in cycle + cycle[:1]))
     defined: set[str] = set()
     for name in graph.inputs:
         v = graph.values.get(name)
