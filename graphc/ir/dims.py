@@ -105,20 +105,34 @@ def product(dims) -> Dim:
     return out
 
 
+def _check_expression(d: str) -> ast.Expression:
+    """Parse ``d``, refusing anything but integer arithmetic on names and ``max(...)``."""
+    try:
+        tree = ast.parse(d, mode="eval")
+    except SyntaxError:
+        raise ValueError(f"not a dimension expression: {d!r}") from None
+    for node in ast.walk(tree):
+        bad = not isinstance(node, _ALLOWED_NODES) \
+            or (isinstance(node, ast.Constant) and type(node.value) is not int) \
+            or (isinstance(node, ast.Call)
+                and (not isinstance(node.func, ast.Name) or node.func.id != "max" or node.keywords))
+        if bad:
+            raise ValueError(f"not a dimension expression: {d!r}")
+    return tree
+
+
 def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
     """The value of ``d`` once its free dimensions are bound.
 
-    Raises KeyError naming a free dimension that ``bindings`` lacks.
+    Raises KeyError naming a free dimension that ``bindings`` lacks, ValueError for a string
+    that is not a dimension expression.
     """
     if isinstance(d, int):
         return d
+    tree = _check_expression(d)
     missing = symbols(d) - set(bindings)
     if missing:
         raise KeyError(f"free dimension(s) {sorted(missing)} of {d!r} are not bound")
-    tree = ast.parse(d, mode="eval")
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED_NODES):
-            raise ValueError(f"not a dimension expression: {d!r}")
     return int(eval(compile(tree, "<dim>", "eval"), {"__builtins__": {}, "max": max}, dict(bindings)))
 
 
