@@ -1,0 +1,119 @@
+"""Symbolic dimensions: building expressions, folding constants, evaluating once bound."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphc.ir import TensorType, dims
+
+
+def test_static_and_symbols():
+    assert dims.is_static(3) and not dims.is_static("batch")
+    assert dims.symbols(7) == set()
+    assert dims.symbols("(text_len - 4) // 2 + 1") == {"text_len"}
+    assert dims.symbols("max(a, b) + c") == {"a", "b", "c"}
+
+
+def test_constant_folding_and_identities():
+    assert dims.add(2, 3) == 5 and dims.sub(7, 2) == 5 and dims.mul(3, 4) == 12
+    assert dims.floordiv(17, 4) == 4 and dims.ceildiv(17, 4) == 5 and dims.maximum(2, 9) == 9
+    assert dims.add("n", 0) == "n" and dims.add(0, "n") == "n"
+    assert dims.sub("n", 0) == "n" and dims.sub("n", "n") == 0
+    assert dims.mul("n", 1) == "n" and dims.mul(1, "n") == "n" and dims.mul("n", 0) == 0
+    assert dims.floordiv("n", 1) == "n" and dims.ceildiv("n", 1) == "n"
+    assert dims.product([]) == 1 and dims.product([2, 3, 4]) == 24 and dims.product(["n", 1]) == "n"
+
+
+def test_expression_text():
+    assert dims.add("n", -3) == "n - 3"
+    assert dims.add("a", "b") == "a + b"
+    assert dims.sub(5, "n") == "5 - n"
+    assert dims.mul("a", "b + 1") == "a*(b + 1)"
+    assert dims.floordiv("n - 1", 2) == "(n - 1) // 2"
+    assert dims.ceildiv("n", 4) == "(n + 3) // 4"
+    assert dims.maximum("n", 1) == "max(n, 1)"
+    conv = dims.add(dims.floordiv(dims.sub("text_len", 4), 1), 1)
+    assert conv == "(text_len - 4) + 1"
+    assert dims.evaluate(conv, {"text_len": 200}) == 197
+
+
+def test_evaluate():
+    assert dims.evaluate(5, {}) == 5
+    assert dims.evaluate("batch", {"batch": 3}) == 3
+    assert dims.evaluate("(text_len - 4) // 2 + 1", {"text_len": 11}) == 4
+    assert dims.evaluate("max(a, 2) * -b", {"a": 1, "b": 3}) == -6
+    assert dims.evaluate("a*b", {"a": 2, "b": 5, "unused": 9}) == 10
+
+
+def test_evaluate_names_missing_dims():
+    with pytest.raises(KeyError, match=r"free dimension\(s\) \['a', 'c'\] of 'a \+ b \+ c' are not bound"):
+        dims.evaluate("a + b + c", {"b": 1})
+
+
+@pytest.mark.parametrize("text", ["a(b)", "a ** 2", "a / 2", "__import__('os')", "a.b", "", "1 +", "1.5 + a",
+                                  "[a]", "a if b else 1", "min(a, b)"])
+def test_evaluate_refuses_what_is_not_an_expression(text):
+    with pytest.raises((ValueError, KeyError), match="not a dimension expression|min"):
+        dims.evaluate(text, {"a": 3, "b": 4})
+    if text != "min(a, b)":
+        with pytest.raises(ValueError, match="not a dimension expression"):
+            dims.evaluate(text, {"a": 3, "b": 4})
+
+
+def test_same_compatible_unify():
+    assert dims.same("n", "n") and dims.same(3, 3) and not dims.same("n", "m")
+    assert dims.compatible(3, 3) and dims.compatible("n", 4) and dims.compatible("n", "m")
+    assert not dims.compatible(3, 4)
+    assert dims.unify("n", 4) == 4 and dims.unify(4, "n") == 4 and dims.unify("n", "m") == "n"
+
+
+def test_tensor_types_with_symbolic_dims():
+    t = TensorType("float32", ("batch", "(n - 1) // 2", 3))
+    assert not t.is_static and t.rank == 3
+    assert t.concrete_shape({"batch": 2, "n": 9}) == (2, 4, 3)
+    assert t.num_elements({"batch": 2, "n": 9}) == 24 and t.nbytes({"batch": 2, "n": 9}) == 96
+    assert str(t) == "f32[batch, (n - 1) // 2, 3]"
+    with pytest.raises(KeyError, match="'n'"):
+        t.concrete_shape({"batch": 2})
+    with pytest.raises(TypeError, match="neither int nor symbol"):
+        TensorType("float32", (1.5,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties: an expression built by the helpers evaluates to the arithmetic it stands for.
+
+NAMES = ["a", "b", "c"]
+
+
+@st.composite
+def expressions(draw, depth=0):
+    """(dim, python function of the bindings) pairs."""
+    if depth >= 3 or draw(st.booleans()):
+        if draw(st.booleans()):
+            n = draw(st.integers(-5, 20))
+            return n, lambda env, n=n: n
+        name = draw(st.sampled_from(NAMES))
+        return name, lambda env, name=name: env[name]
+    op = draw(st.sampled_from(["add", "sub", "mul", "floordiv", "ceildiv", "maximum"]))
+    left, fl = draw(expressions(depth + 1))
+    if op in ("floordiv", "ceildiv"):
+        k = draw(st.integers(1, 7))
+        if op == "floordiv":
+            return dims.floordiv(left, k), lambda env: fl(env) // k
+        return dims.ceildiv(left, k), lambda env: -(-fl(env) // k)
+    right, fr = draw(expressions(depth + 1))
+    fn = {"add": lambda env: fl(env) + fr(env), "sub": lambda env: fl(env) - fr(env),
+          "mul": lambda env: fl(env) * fr(env), "maximum": lambda env: max(fl(env), fr(env))}[op]
+    return getattr(dims, op)(left, right), fn
+
+
+@settings(max_examples=200, deadline=None)
+@given(expressions(), st.fixed_dictionaries({n: st.integers(1, 50) for n in NAMES}))
+def test_helpers_evaluate_to_their_arithmetic(expr, env):
+    dim, fn = expr
+    assert dims.evaluate(dim, env) == fn(env)
+    assert dims.symbols(dim) <= set(NAMES)
+    if isinstance(dim, str):
+        assert dims.evaluate(dims.add(dim, 0), env) == fn(env)
