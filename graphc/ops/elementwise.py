@@ -396,3 +396,288 @@ get("cast").lower = _cast_lower
 get("identity").lower = _alias_lower
 get("dropout").lower = _alias_lower
 get("clip").lower = _clip_lower
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents) -> [input cotangent or None, ...]`` facets (ctx: the autodiff
+# GradContext), and the ops that training graphs need besides: ``unary_grad`` (an activation's
+# derivative times the cotangent, one op for every activation), ``where``, comparisons,
+# ``broadcast_like``, ``num_elements``, ``one_hot`` and ``random_uniform_like`` (dropout masks).
+
+def _d_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    d = np.where(x > threshold, 1.0, negative_slope)
+    if max_value is not None:
+        y = np.where(x > threshold, x, negative_slope * (x - threshold))
+        d = d * (y < max_value)
+    return d
+
+
+def _d_gelu(x, approximate=False):
+    x64 = x.astype(np.float64)
+    if approximate:
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (x64 + 0.044715 * x64 ** 3))
+        return 0.5 * (1.0 + t) + 0.5 * x64 * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x64 ** 2)
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return 0.5 * (1.0 + erf(x64 / math.sqrt(2.0))) + x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+
+
+def _d_sigmoid(x):
+    s = _sigmoid(x)
+    return s * (1 - s)
+
+
+def _d_elu(x, alpha=1.0):
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+
+
+# name -> derivative f'(x) of the UNARY entry of the same name, from its input
+UNARY_DERIV: dict = {
+    "relu": _d_relu,
+    "sigmoid": _d_sigmoid,
+    "tanh": lambda x: 1 - np.tanh(x) ** 2,
+    "exp": np.exp,
+    "log": lambda x: 1 / x,
+    "neg": lambda x: np.full_like(x, -1),
+    "abs": np.sign,
+    "sqrt": lambda x: 0.5 / np.sqrt(x),
+    "square": lambda x: 2 * x,
+    "reciprocal": lambda x: -1 / (x * x),
+    "softplus": _sigmoid,
+    "softsign": lambda x: 1 / (1 + np.abs(x)) ** 2,
+    "selu": lambda x: SELU_SCALE * _d_elu(x, SELU_ALPHA),
+    "elu": _d_elu,
+    "gelu": _d_gelu,
+    "hard_sigmoid": lambda x: ((x > -3.0) & (x < 3.0)) / 6.0,
+    "silu": lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+}
+
+
+def activation_derivative(name: str, x: np.ndarray, **attrs) -> np.ndarray:
+    """f'(x) for activation ``name`` ("linear": ones), in ``x``'s dtype."""
+    if name in (None, "linear"):
+        return np.ones_like(x)
+    fn = UNARY_DERIV[name]
+    defaults = UNARY[name][1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.asarray(fn(x, **{**defaults, **attrs}), dtype=x.dtype)
+
+
+def _unary_grad_infer(types, *, activation, activation_attrs):
+    x, dy = types
+    require_float(x, "unary_grad input")
+    same_dtype(types, "unary_grad operands")
+    if activation != "linear" and activation not in UNARY_DERIV:
+        raise ShapeError(f"unary_grad: unknown activation {activation!r}")
+    if x.shape != dy.shape and broadcast_shapes(x.shape, dy.shape) != x.shape:
+        raise ShapeError(f"unary_grad: cotangent {dy} does not match input {x}")
+    return x
+
+
+def _unary_grad(x, dy, *, activation, activation_attrs):
+    return (dy * activation_derivative(activation, x, **dict(activation_attrs))).astype(x.dtype, copy=False)
+
+
+register(OpDef("unary_grad", _unary_grad_infer, _unary_grad, attrs={"activation": "linear", "activation_attrs": ()},
+               num_inputs=2, fusion_kind="elementwise", not_differentiable=True,
+               doc="dy * f'(x) for activation f (a UNARY name, with its attribute pairs): (x, dy) -> dx."))
+
+
+def _where_infer(types, **_):
+    cond, a, b = types
+    if cond.dtype != "bool":
+        raise ShapeError(f"where condition must be bool, got {cond.dtype}")
+    dtype = same_dtype([a, b], "where branches")
+    return TensorType(dtype, broadcast_shapes(cond.shape, a.shape, b.shape))
+
+
+register(OpDef("where", _where_infer, lambda c, a, b: np.where(c, a, b), num_inputs=3, fusion_kind="broadcast",
+               doc="a where cond else b, with broadcasting (cond is bool)."))
+
+
+def _compare_infer(types, **_):
+    same_dtype(types, "compared tensors")
+    return TensorType("bool", broadcast_shapes(types[0].shape, types[1].shape))
+
+
+for _name, _fn in {"greater": np.greater, "greater_equal": np.greater_equal, "less": np.less,
+                   "equal": np.equal}.items():
+    register(OpDef(_name, _compare_infer, _fn, num_inputs=2, fusion_kind="broadcast", not_differentiable=True,
+                   doc=f"Elementwise {_name} comparison with broadcasting; a bool tensor."))
+
+
+def _broadcast_like_infer(types, **_):
+    a, like = types
+    if a.rank > like.rank:
+        raise ShapeError(f"broadcast_like: cannot broadcast {a} to the lower-rank {like}")
+    out = broadcast_shapes(a.shape, like.shape)
+    if any(isinstance(o, int) and isinstance(w, int) and o != w for o, w in zip(out, like.shape)):
+        raise ShapeError(f"broadcast_like: {a} does not broadcast to the shape of {like}")
+    return TensorType(a.dtype, like.shape)
+
+
+register(OpDef("broadcast_like", _broadcast_like_infer, lambda a, like: np.broadcast_to(a, like.shape).copy(),
+               num_inputs=2, fusion_kind="broadcast",
+               doc="a broadcast to the shape of `like` (whose values are not read)."))
+
+
+def _num_elements_infer(types, *, axes, dtype):
+    from graphc.ir.types import normalize_dtype
+    from graphc.ops.common import norm_axis
+
+    x = types[0]
+    if axes is not None:
+        for a in axes:
+            norm_axis(a, x.rank)
+    return TensorType(normalize_dtype(dtype), ())
+
+
+def _num_elements(x, *, axes, dtype):
+    dims = x.shape if axes is None else [x.shape[a] for a in axes]
+    return np.asarray(np.prod(dims, dtype=np.int64), dtype=dtype)
+
+
+register(OpDef("num_elements", _num_elements_infer, _num_elements, attrs={"axes": None, "dtype": "float32"},
+               num_inputs=1, fusion_kind="opaque", not_differentiable=True,
+               doc="The number of elements of x along `axes` (None: all) as a scalar of `dtype`; "
+                   "x's values are not read."))
+
+
+def _one_hot_infer(types, *, depth, dtype):
+    from graphc.ir.types import is_int, normalize_dtype
+
+    ids = types[0]
+    if not is_int(ids.dtype):
+        raise ShapeError(f"one_hot indices must be integers, got {ids.dtype}")
+    if not isinstance(depth, int) or depth < 1:
+        raise ShapeError(f"one_hot depth must be a positive integer, got {depth!r}")
+    return TensorType(normalize_dtype(dtype), ids.shape + (depth,))
+
+
+def _one_hot(ids, *, depth, dtype):
+    if ids.size and (ids.min() < 0 or ids.max() >= depth):
+        bad = ids[(ids < 0) | (ids >= depth)].flat[0]
+        raise IndexError(f"class index {int(bad)} is out of range for {depth} classes")
+    return (ids[..., None] == np.arange(depth)).astype(dtype)
+
+
+register(OpDef("one_hot", _one_hot_infer, _one_hot, attrs={"depth": None, "dtype": "float32"},
+               num_inputs=1, fusion_kind="injective", not_differentiable=True,
+               doc="ids (...) -> (..., depth): 1 at each id, 0 elsewhere; ids out of range are an error."))
+
+_RANDOM_STREAMS: dict[int, np.random.Generator] = {}
+
+
+def _random_uniform_like(x, *, seed):
+    """Uniform [0, 1) of x's shape: NumPy's global generator, or one stream per given seed."""
+    if seed is None:
+        u = np.random.random_sample(x.shape)
+    else:
+        u = _RANDOM_STREAMS.setdefault(int(seed), np.random.default_rng(int(seed))).random(x.shape)
+    return u.astype(x.dtype)
+
+
+register(OpDef("random_uniform_like", _unary_infer, _random_uniform_like, attrs={"seed": None}, num_inputs=1,
+               fusion_kind="opaque", not_differentiable=True,
+               doc="Uniform [0, 1) values of x's shape and dtype (x's values are not read); a given seed "
+                   "starts a reproducible stream."))
+
+
+def _unary_vjp(name: str):
+    def vjp(ctx, dy):
+        pairs = tuple(sorted(ctx.attrs.items()))
+        return [ctx.unary_grad(ctx.x[0], dy, activation=name, activation_attrs=pairs)]
+
+    return vjp
+
+
+def _add_vjp(ctx, dy):
+    a, b = ctx.x
+    return [ctx.unbroadcast(dy, a), ctx.unbroadcast(dy, b)]
+
+
+def _sub_vjp(ctx, dy):
+    a, b = ctx.x
+    return [ctx.unbroadcast(dy, a), ctx.unbroadcast(ctx.neg(dy), b) if ctx.needs[1] else None]
+
+
+def _mul_vjp(ctx, dy):
+    a, b = ctx.x
+    return [ctx.unbroadcast(ctx.mul(dy, b), a) if ctx.needs[0] else None,
+            ctx.unbroadcast(ctx.mul(dy, a), b) if ctx.needs[1] else None]
+
+
+def _div_vjp(ctx, dy):
+    a, b = ctx.x
+    q = ctx.div(dy, b)
+    return [ctx.unbroadcast(q, a) if ctx.needs[0] else None,
+            ctx.unbroadcast(ctx.neg(ctx.mul(q, ctx.y[0])), b) if ctx.needs[1] else None]
+
+
+def _select_vjp(smaller_wins: bool):
+    def vjp(ctx, dy):
+        a, b = ctx.x
+        mask = ctx.greater_equal(b, a) if smaller_wins else ctx.greater_equal(a, b)  # where a is picked
+        zero = ctx.scalar(0.0, ctx.dtype(dy))
+        return [ctx.unbroadcast(ctx.where(mask, dy, zero), a) if ctx.needs[0] else None,
+                ctx.unbroadcast(ctx.where(mask, zero, dy), b) if ctx.needs[1] else None]
+
+    return vjp
+
+
+def _pow_vjp(ctx, dy):
+    a, b = ctx.x
+    one = ctx.scalar(1.0, ctx.dtype(dy))
+    da = db = None
+    if ctx.needs[0]:
+        da = ctx.unbroadcast(ctx.mul(dy, ctx.mul(b, ctx.pow(a, ctx.sub(b, one)))), a)
+    if ctx.needs[1]:
+        zero = ctx.scalar(0.0, ctx.dtype(dy))
+        log_a = ctx.where(ctx.greater(a, zero), ctx.log(ctx.where(ctx.greater(a, zero), a, one)), zero)
+        db = ctx.unbroadcast(ctx.mul(dy, ctx.mul(ctx.y[0], log_a)), b)
+    return [da, db]
+
+
+def _add_n_vjp(ctx, dy):
+    return [ctx.unbroadcast(dy, x) if need else None for x, need in zip(ctx.x, ctx.needs)]
+
+
+def _cast_vjp(ctx, dy):
+    from graphc.ir.types import is_float
+
+    src = ctx.dtype(ctx.x[0])
+    if not is_float(src):
+        return [None]
+    return [dy if src == ctx.dtype(dy) else ctx.cast(dy, dtype=src)]
+
+
+def _clip_vjp(ctx, dy):
+    kept = ctx.equal(ctx.x[0], ctx.y[0])  # min <= x <= max: the clip changed nothing
+    return [ctx.where(kept, dy, ctx.scalar(0.0, ctx.dtype(dy)))]
+
+
+def _where_vjp(ctx, dy):
+    c, a, b = ctx.x
+    zero = ctx.scalar(0.0, ctx.dtype(dy))
+    return [None,
+            ctx.unbroadcast(ctx.where(c, dy, zero), a) if ctx.needs[1] else None,
+            ctx.unbroadcast(ctx.where(c, zero, dy), b) if ctx.needs[2] else None]
+
+
+for _name in UNARY:
+    get(_name).vjp = _unary_vjp(_name)
+get("add").vjp = _add_vjp
+get("sub").vjp = _sub_vjp
+get("mul").vjp = _mul_vjp
+get("div").vjp = _div_vjp
+get("maximum").vjp = _select_vjp(False)
+get("minimum").vjp = _select_vjp(True)
+get("pow").vjp = _pow_vjp
+get("add_n").vjp = _add_n_vjp
+get("cast").vjp = _cast_vjp
+get("identity").vjp = lambda ctx, dy: [dy]
+get("dropout").vjp = lambda ctx, dy: [dy]  # the inference form is the identity
+get("clip").vjp = _clip_vjp
+get("where").vjp = _where_vjp
+get("broadcast_like").vjp = lambda ctx, dy: [ctx.unbroadcast(dy, ctx.x[0]), None]

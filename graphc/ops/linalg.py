@@ -99,3 +99,48 @@ def _bias_add_lower(kb, op, x, b, *, out, axis):
 
 get("matmul").lower = _matmul_lower
 get("bias_add").lower = _bias_add_lower
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext).
+
+def _swap_last(ctx, v: str) -> str:
+    rank = ctx.rank(v)
+    return ctx.transpose(v, perm=tuple(range(rank - 2)) + (rank - 1, rank - 2))
+
+
+def _matmul_vjp(ctx, dy):
+    a, b = ctx.x
+    da = db = None
+    if ctx.type(b).rank == 2:
+        if ctx.needs[0]:
+            if ctx.rank(a) == 1:  # (K,) @ (K, N): da = b @ dy
+                da = ctx.matmul(dy, _swap_last(ctx, b))
+            else:
+                da = ctx.matmul(dy, _swap_last(ctx, b))
+        if ctx.needs[1]:
+            k, n = ctx.shape(b)
+            if ctx.rank(a) == 1:
+                db = ctx.mul(ctx.expand_dims(a, axis=1), ctx.expand_dims(dy, axis=0))
+            else:
+                a2 = ctx.reshape(a, shape=(-1, k)) if ctx.rank(a) > 2 else a
+                d2 = ctx.reshape(dy, shape=(-1, n)) if ctx.rank(dy) > 2 else dy
+                db = ctx.matmul(_swap_last(ctx, a2), d2)
+        return [da, db]
+    if ctx.needs[0]:
+        da = ctx.unbroadcast(ctx.matmul(dy, _swap_last(ctx, b)), a)
+    if ctx.needs[1]:
+        db = ctx.unbroadcast(ctx.matmul(_swap_last(ctx, a), dy), b)
+    return [da, db]
+
+
+def _bias_add_vjp(ctx, dy):
+    x, b = ctx.x
+    rank = ctx.rank(x)
+    ax = ctx.attrs["axis"] % rank
+    db = ctx.reduce_sum(dy, axes=tuple(i for i in range(rank) if i != ax), keepdims=False) if ctx.needs[1] else None
+    return [dy, db]
+
+
+get("matmul").vjp = _matmul_vjp
+get("bias_add").vjp = _bias_add_vjp

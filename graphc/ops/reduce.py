@@ -169,3 +169,63 @@ get("softmax").lower = _softmax_lower(False)
 get("log_softmax").lower = _softmax_lower(True)
 get("l2_normalize").lower = _l2_normalize_lower
 get("argmax").lower = _argmax_lower
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext).
+
+def _reduce_sum_vjp(ctx, dy):
+    x = ctx.x[0]
+    return [ctx.broadcast_to(ctx.expand_reduced(dy, x, ctx.attrs["axes"], ctx.attrs["keepdims"]), x)]
+
+
+def _reduce_mean_vjp(ctx, dy):
+    x = ctx.x[0]
+    axes = ctx.attrs["axes"]
+    g = ctx.div(ctx.expand_reduced(dy, x, axes, ctx.attrs["keepdims"]), ctx.count(x, axes))
+    return [ctx.broadcast_to(g, x)]
+
+
+def _reduce_extreme_vjp(ctx, dy):
+    """The cotangent goes to the elements equal to the extreme, shared evenly between ties."""
+    x = ctx.x[0]
+    axes, keep = ctx.attrs["axes"], ctx.attrs["keepdims"]
+    y = ctx.expand_reduced(ctx.y[0], x, axes, keep)
+    hit = ctx.cast(ctx.equal(x, y), dtype=ctx.dtype(x))
+    ties = ctx.reduce_sum(hit, axes=axes, keepdims=True)
+    share = ctx.div(ctx.expand_reduced(dy, x, axes, keep), ties)
+    return [ctx.mul(hit, share)]
+
+
+def _softmax_vjp(ctx, dy):
+    y = ctx.y[0]
+    axis = ctx.attrs["axis"]
+    inner = ctx.reduce_sum(ctx.mul(dy, y), axes=(axis,), keepdims=True)
+    return [ctx.mul(y, ctx.sub(dy, inner))]
+
+
+def _log_softmax_vjp(ctx, dy):
+    axis = ctx.attrs["axis"]
+    total = ctx.reduce_sum(dy, axes=(axis,), keepdims=True)
+    return [ctx.sub(dy, ctx.mul(ctx.exp(ctx.y[0]), total))]
+
+
+def _l2_normalize_vjp(ctx, dy):
+    """y = x / n with n = sqrt(max(s, eps)), s = sum(x^2): dx = (dy - y * sum(dy * y) [if s > eps]) / n."""
+    x, y = ctx.x[0], ctx.y[0]
+    axis, eps = ctx.attrs["axis"], ctx.attrs["epsilon"]
+    s = ctx.reduce_sum(ctx.square(x), axes=(axis,), keepdims=True)
+    eps_c = ctx.scalar(eps, ctx.dtype(x))
+    n = ctx.sqrt(ctx.maximum(s, eps_c))
+    inner = ctx.reduce_sum(ctx.mul(dy, y), axes=(axis,), keepdims=True)
+    on = ctx.cast(ctx.greater(s, eps_c), dtype=ctx.dtype(x))
+    return [ctx.div(ctx.sub(dy, ctx.mul(y, ctx.mul(inner, on))), n)]
+
+
+get("reduce_sum").vjp = _reduce_sum_vjp
+get("reduce_mean").vjp = _reduce_mean_vjp
+get("reduce_max").vjp = _reduce_extreme_vjp
+get("reduce_min").vjp = _reduce_extreme_vjp
+get("softmax").vjp = _softmax_vjp
+get("log_softmax").vjp = _log_softmax_vjp
+get("l2_normalize").vjp = _l2_normalize_vjp

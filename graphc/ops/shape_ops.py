@@ -266,3 +266,114 @@ get("transpose").lower = _transpose_lower
 get("concat").lower = _concat_lower
 get("slice").lower = _slice_lower
 get("gather").lower = _gather_lower
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext), and the two backward
+# ops of this family: ``slice_grad`` (a slice's cotangent put back in place, zeros elsewhere)
+# and ``gather_grad`` (the rows' cotangents summed into a table: the embedding gradient).
+
+def _slice_grad_infer(types, *, axis, start, stop, step):
+    x, dy = types
+    want = _slice_infer([x], axis=axis, start=start, stop=stop, step=step)
+    if dy.dtype != x.dtype or dy.rank != x.rank:
+        raise ShapeError(f"slice_grad: cotangent {dy} does not match the slice {want} of {x}")
+    return x
+
+
+def _slice_grad(x, dy, *, axis, start, stop, step):
+    out = np.zeros_like(x)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop, step)
+    out[tuple(index)] = dy
+    return out
+
+
+register(OpDef("slice_grad", _slice_grad_infer, _slice_grad,
+               attrs={"axis": REQUIRED, "start": 0, "stop": None, "step": 1}, num_inputs=2,
+               fusion_kind="injective",
+               doc="(x, dy) -> zeros of x's shape with dy at x[start:stop:step] along `axis` "
+                   "(x's values are not read): the gradient of `slice`."))
+
+
+def _gather_grad_infer(types, *, num_rows):
+    ids, dy = types
+    if not is_int(ids.dtype):
+        raise ShapeError(f"gather_grad indices must be integers, got {ids.dtype}")
+    if not isinstance(num_rows, int) or num_rows < 1:
+        raise ShapeError(f"gather_grad num_rows must be a positive integer, got {num_rows!r}")
+    if dy.rank < ids.rank or not all(dims.compatible(a, b) for a, b in zip(dy.shape, ids.shape)):
+        raise ShapeError(f"gather_grad: cotangent {dy} does not start with the ids' shape {fmt_shape(ids.shape)}")
+    return TensorType(dy.dtype, (num_rows,) + dy.shape[ids.rank:])
+
+
+def _gather_grad(ids, dy, *, num_rows):
+    row = dy.shape[ids.ndim:]
+    flat_ids = ids.reshape(-1).astype(np.int64)
+    flat = dy.reshape((flat_ids.size,) + row)
+    out = np.zeros((num_rows,) + row, dtype=dy.dtype)
+    if flat_ids.size:
+        order = np.argsort(flat_ids, kind="stable")
+        sorted_ids = flat_ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        out[sorted_ids[starts]] = np.add.reduceat(flat[order], starts, axis=0)
+    return out
+
+
+register(OpDef("gather_grad", _gather_grad_infer, _gather_grad, attrs={"num_rows": None}, num_inputs=2,
+               fusion_kind="opaque", not_differentiable=True,
+               doc="(ids, dy) -> (num_rows, ...): row r is the sum of dy over the positions whose id is r "
+                   "(the gradient of `gather` for its table)."))
+
+
+def _reshape_vjp(ctx, dy):
+    return [ctx.reshape(dy, shape=ctx.shape(ctx.x[0]))]
+
+
+def _transpose_vjp(ctx, dy):
+    perm = ctx.attrs["perm"]
+    inverse = tuple(perm.index(i) for i in range(len(perm)))
+    return [ctx.transpose(dy, perm=inverse)]
+
+
+def _concat_vjp(ctx, dy):
+    rank = ctx.rank(dy)
+    axis = ctx.attrs["axis"] % rank
+    out, start = [], 0
+    for x, need in zip(ctx.x, ctx.needs):
+        size = ctx.shape(x)[axis]
+        if not isinstance(size, int) or not isinstance(start, int):
+            raise ShapeError(f"the gradient of a concatenation along axis {axis} needs concrete sizes on that "
+                             f"axis, got {fmt_shape(ctx.shape(x))}")
+        out.append(ctx.slice(dy, axis=axis, start=start, stop=start + size) if need else None)
+        start += size
+    return out
+
+
+def _slice_vjp(ctx, dy):
+    a = ctx.attrs
+    return [ctx.slice_grad(ctx.x[0], dy, axis=a["axis"], start=a["start"], stop=a["stop"], step=a["step"])]
+
+
+def _slice_grad_vjp(ctx, ddx):
+    a = ctx.attrs
+    return [None, ctx.slice(ddx, axis=a["axis"], start=a["start"], stop=a["stop"], step=a["step"])]
+
+
+def _gather_vjp(ctx, dy):
+    table, ids = ctx.x
+    rows = ctx.shape(table)[0]
+    if not isinstance(rows, int):
+        raise ShapeError(f"the gradient of gather needs a table with a concrete number of rows, got "
+                         f"{fmt_shape(ctx.shape(table))}")
+    return [ctx.gather_grad(ids, dy, num_rows=rows), None]
+
+
+get("reshape").vjp = _reshape_vjp
+get("transpose").vjp = _transpose_vjp
+get("concat").vjp = _concat_vjp
+get("slice").vjp = _slice_vjp
+get("slice_grad").vjp = _slice_grad_vjp
+get("expand_dims").vjp = lambda ctx, dy: [ctx.squeeze(dy, axis=ctx.attrs["axis"])]
+get("squeeze").vjp = lambda ctx, dy: [ctx.expand_dims(dy, axis=ctx.attrs["axis"] % ctx.rank(ctx.x[0]))]
+get("gather").vjp = _gather_vjp
