@@ -1,10 +1,12 @@
 /* threadpool.c — the intra-op thread pool an instance owns.
  *
  * A pool of T threads is the caller plus T-1 workers. gc__parallel_for splits [0, n) into
- * `chunks` contiguous ranges (static schedule: the same split for the same n, so results never
- * depend on timing); chunk 0 runs on the caller, chunk k on worker k. Every worker takes part
- * in every job (idle ones just acknowledge it), which keeps the hand-off race-free: the next
- * job is published only after all workers acknowledged the previous one.
+ * a few blocks per participating thread, and the participants take blocks from a shared
+ * counter, so a thread slowed down by another process does not hold the others back. Kernels
+ * compute each item the same way whichever thread runs it, so results never depend on the
+ * schedule. Every worker takes part in every job (idle ones just acknowledge it), which keeps
+ * the hand-off race-free: the next job is published only after all workers acknowledged the
+ * previous one.
  *
  * Workers spin briefly on the job counter before sleeping on a condition variable, so that a
  * model's consecutive small ops do not pay a wake-up each.
@@ -35,7 +37,9 @@ struct gc_pool {
   gc_task_fn fn;
   gc_frame_t* frame;
   int64_t n;
-  int32_t chunks;
+  int32_t chunks;  /* participating threads */
+  int64_t blocks;  /* work blocks, taken in order from `next` */
+  _Atomic int64_t next;
   _Atomic uint64_t generation;
   _Atomic int32_t pending;
   _Atomic int32_t error;
@@ -53,11 +57,19 @@ static inline void gc__cpu_relax(void) {
 #endif
 }
 
-static int32_t gc__run_chunk(gc_pool_t* p, int32_t k) {
-  int64_t begin = p->n * k / p->chunks;
-  int64_t end = p->n * (k + 1) / p->chunks;
-  if (begin >= end) return 0;
-  return p->fn(p->frame, begin, end, k);
+/* Runs blocks until none is left; returns the first failure. */
+static int32_t gc__run_blocks(gc_pool_t* p, int32_t thread) {
+  int32_t result = 0;
+  for (;;) {
+    int64_t b = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+    if (b >= p->blocks) break;
+    int64_t begin = p->n * b / p->blocks;
+    int64_t end = p->n * (b + 1) / p->blocks;
+    if (begin >= end) continue;
+    int32_t r = p->fn(p->frame, begin, end, thread);
+    if (r != 0 && result == 0) result = r;
+  }
+  return result;
 }
 
 static void* gc__worker(void* arg) {
@@ -85,7 +97,7 @@ static void* gc__worker(void* arg) {
     if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
     seen = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (id < p->chunks) {
-      int32_t r = gc__run_chunk(p, id);
+      int32_t r = gc__run_blocks(p, id);
       if (r != 0) {
         int32_t zero = 0;
         atomic_compare_exchange_strong(&p->error, &zero, r);
@@ -180,13 +192,15 @@ int32_t gc__parallel_for(void* pool_ptr, gc_task_fn fn, gc_frame_t* frame, int64
   p->frame = frame;
   p->n = n;
   p->chunks = (int32_t)chunks;
+  p->blocks = n < chunks * 4 ? n : chunks * 4;
+  atomic_store_explicit(&p->next, 0, memory_order_relaxed);
   atomic_store_explicit(&p->error, 0, memory_order_relaxed);
   atomic_store_explicit(&p->pending, p->num_threads - 1, memory_order_relaxed);
   pthread_mutex_lock(&p->mu);
   atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
   pthread_cond_broadcast(&p->cv_work);
   pthread_mutex_unlock(&p->mu);
-  int32_t r = gc__run_chunk(p, 0);
+  int32_t r = gc__run_blocks(p, 0);
   int i = 0;
   while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
     if (i < GC_SPIN_ITERS) {

@@ -47,7 +47,8 @@ def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
 
 
 def fma(b, a, x, c):
-    return call(b, "fma", a, x, c)
+    """a * x + c: one fused instruction where the target has FMA, a multiply and an add elsewhere."""
+    return call(b, "fmuladd", a, x, c)
 
 
 def poly(b, x, coeffs):

@@ -54,9 +54,20 @@ def _feature_set(features: str) -> set[str]:
     return {f[1:] for f in features.split(",") if f.startswith("+")}
 
 
+# Named targets: portable x86-64 levels (what a library built for another machine may assume).
+_NAMED = {
+    "generic": ("x86-64", ""),
+    "x86-64": ("x86-64", ""),
+    "x86-64-v2": ("x86-64-v2", "+sse4.2,+popcnt"),
+    "x86-64-v3": ("x86-64-v3", "+avx,+avx2,+fma,+f16c,+bmi,+bmi2"),
+    "x86-64-v4": ("x86-64-v4", "+avx,+avx2,+fma,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"),
+}
+
+
 @cache
 def host_target(cpu: str | None = None) -> TargetInfo:
-    """The target for ``cpu`` (None: the host, or $GRAPHC_NATIVE_CPU; "generic": portable x86-64)."""
+    """The target for ``cpu``: None or "host" (the host, or $GRAPHC_NATIVE_CPU), or a portable level:
+    "generic" (x86-64 with SSE2), "x86-64-v2", "x86-64-v3" (AVX2 + FMA), "x86-64-v4" (AVX-512)."""
     _init()
     cpu = cpu or os.environ.get("GRAPHC_NATIVE_CPU") or "host"
     triple = llvm.get_process_triple()
@@ -66,8 +77,10 @@ def host_target(cpu: str | None = None) -> TargetInfo:
             features = llvm.get_host_cpu_features().flatten()
         except RuntimeError:  # feature detection unsupported on this platform
             features = ""
+    elif cpu in _NAMED:
+        name, features = _NAMED[cpu]
     else:
-        name, features = cpu, ""
+        raise ValueError(f"unknown native cpu {cpu!r}: use 'host' or one of {', '.join(_NAMED)}")
     have = _feature_set(features)
     if "avx512f" in have:
         bits, regs = 512, 32
@@ -75,10 +88,6 @@ def host_target(cpu: str | None = None) -> TargetInfo:
         bits, regs = 256, 16
     else:
         bits, regs = 128, 16
-    # 512-bit vectors lower the clock on many Intel parts; use them for the GEMM only when the
-    # host prefers them, else keep 256-bit registers (still with 32 of them under AVX-512).
-    if bits == 512 and "prefer-256-bit" in have:
-        bits = 256
     return TargetInfo(triple=triple, cpu=name, features=features, vector_bits=bits,
                       has_fma="fma" in have or "avx512f" in have, num_vector_registers=regs)
 

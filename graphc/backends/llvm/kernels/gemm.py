@@ -7,7 +7,8 @@
   streams it with aligned-size vector loads.
 - The micro-kernel keeps an ``MR x NR`` tile of C in ``MR * NV`` vector registers; each k step
   loads NV vectors of the panel, broadcasts one element of each of the MR rows of ``a`` and
-  issues ``MR * NV`` independent ``llvm.fma`` ops (enough chains to hide FMA latency).
+  issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
+  independent chains to hide their latency).
 - K is split into blocks of at most ``KC``; the tile is stored after each block (added to the
   partial sums after the first) and the epilogue (bias, residual add, activation) runs on the
   last block's registers, before anything is written: fusion costs no extra pass over C.
@@ -37,8 +38,13 @@ MC = 96
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
     """(MR, NV): rows and vectors per tile for ``registers`` vector registers of ``vw`` lanes."""
+    import os
+    env = os.environ.get("GRAPHC_GEMM_TILE")
+    if env:
+        mr, nv = env.split("x")
+        return int(mr), int(nv)
     if registers >= 32:
-        return 8, 3 if vw <= 8 else 2
+        return 12, 2
     return 6, 2
 
 
