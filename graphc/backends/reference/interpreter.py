@@ -48,10 +48,11 @@ def bind_inputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str
             a = a.astype(t.dtype, copy=False)
         elif is_int(t.dtype):
             if not np.issubdtype(a.dtype, np.integer):
-                if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-                    a = a.astype(t.dtype)
-                else:
+                if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
                     raise InputError(f"input {name!r} expects integer ids ({t.dtype}), got {a.dtype}")
+            info = np.iinfo(t.dtype)
+            if a.size and (a.min() < info.min or a.max() > info.max):
+                raise InputError(f"input {name!r}: values from {a.min()} to {a.max()} do not fit {t.dtype}")
             a = a.astype(t.dtype, copy=False)
         if a.ndim != t.rank:
             raise InputError(f"input {name!r} expects shape {_fmt(t.shape)} (rank {t.rank}), "
