@@ -187,8 +187,15 @@ class GraphEmitter:
         if isinstance(node, ast.Name):
             return self._symbol(node.id)
         if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            # dims are never negative, so ONNX's truncating integer Div is floor division here
             a, b = self._dim_expr(node.left, text), self._dim_expr(node.right, text)
+            if isinstance(node.op, ast.FloorDiv):
+                # ONNX's integer Div truncates; Python's // floors: a // b = (a - a mod b) / b with
+                # Mod(fmod=0) taking the divisor's sign, exactly as Python's %
+                rem = self.fresh(f"dims/{ast.unparse(node.left)} mod {ast.unparse(node.right)}")
+                self.add_node("Mod", [a, b], [rem], {"fmod": 0}, origin=None)
+                exact = self.fresh(f"dims/{ast.unparse(node.left)} - mod")
+                self.add_node("Sub", [a, rem], [exact], {}, origin=None)
+                a = exact
             out = self.fresh(f"dims/{ast.unparse(node)}")
             self.add_node(ops[type(node.op)], [a, b], [out], {}, origin=None)
             return out

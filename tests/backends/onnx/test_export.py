@@ -244,3 +244,17 @@ def test_canceled_transposes_stay_when_the_value_is_requested(rng):
     report = verify_graph(graph, {"input_layer": rng.standard_normal((2, 5, 5, 2)).astype(np.float32)},
                           per_layer=True)
     assert report.ok and len(report.layers) == len(every), report
+
+
+def test_dimension_expressions_floor_like_python(rng):
+    """A reshape target computed from the input shape: ONNX's truncating Div is corrected to floor."""
+    g = Graph("g")
+    g.add_input("x", TensorType("float32", ("n", "m")))
+    b = OpBuilder(g)
+    flat = b.reshape("x", shape=(-1,))
+    # a = (m - 5) // 2 + 3 is 1 for m = 2 (Python floors -1.5 to -2); truncation would give 2
+    g.set_outputs([b.reshape(flat, shape=("n * ((m - 5) // 2 + 3)", "m // ((m - 5) // 2 + 3)"))])
+    for n, m in ((2, 2), (3, 6), (1, 2)):
+        x = rng.standard_normal((n, m)).astype(np.float32)
+        report = verify_graph(g, {"x": x})
+        assert report.ok, report
