@@ -330,3 +330,111 @@ def _conv_to_onnx(ctx, op):
 
 
 get("conv").to_onnx = _conv_to_onnx
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and the convolution's
+# two backward ops, with the forward's attributes:
+#   conv_grad_input(dy, w, x) -> dx: each kernel tap's dy @ w[tap]^T added back into the strided
+#       window positions of a zero padded input, then cropped (x gives the shape; not read);
+#   conv_grad_kernel(x, dy, w) -> dw: each tap's window view of x contracted with dy over the
+#       batch and output pixels (w gives the shape; not read).
+# Both loop over taps only, like the forward reference.
+
+def _conv_grad_input_infer(types, *, strides, dilations, pads, groups):
+    dy, w, x = types
+    y = _conv_infer([x, w], strides=strides, dilations=dilations, pads=pads, groups=groups)
+    if dy.dtype != y.dtype or dy.rank != y.rank:
+        raise ShapeError(f"conv_grad_input: cotangent {dy} does not match the convolution's output {y}")
+    return x
+
+
+def _conv_grad_kernel_infer(types, *, strides, dilations, pads, groups):
+    x, dy, w = types
+    y = _conv_infer([x, w], strides=strides, dilations=dilations, pads=pads, groups=groups)
+    if dy.dtype != y.dtype or dy.rank != y.rank:
+        raise ShapeError(f"conv_grad_kernel: cotangent {dy} does not match the convolution's output {y}")
+    return w
+
+
+def _conv_grad_geometry(x_shape, w_shape, strides, dilations, pads, bindings):
+    nsp = len(x_shape) - 2
+    strides, dilations, pads = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    pads_i = resolve_pads(pads, bindings, "conv")
+    kernel = tuple(w_shape[:nsp])
+    out = concrete_out(x_shape, kernel, strides, dilations, pads_i, "conv")
+    return kernel, strides, dilations, pads_i, out
+
+
+def _tap_index(tap, strides, dilations, out):
+    return (slice(None),) + tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                  for t, d, s, o in zip(tap, dilations, strides, out))
+
+
+def _conv_grad_input(dy, w, x, *, strides, dilations, pads, groups, bindings=None):
+    kernel, strides, dilations, pads_i, out = _conv_grad_geometry(x.shape, w.shape, strides, dilations, pads,
+                                                                  bindings)
+    n, c = x.shape[0], x.shape[-1]
+    cg, out_ch = w.shape[-2], w.shape[-1]
+    og = out_ch // groups
+    rows = n * int(np.prod(out, dtype=np.int64))
+    padded = (n,) + tuple(s + pb + pa for s, (pb, pa) in zip(x.shape[1:-1], pads_i)) + (c,)
+    dxp = np.zeros(padded, dtype=dy.dtype)
+    d2 = dy.reshape(rows, out_ch)
+    for tap in np.ndindex(*kernel):
+        wt = w[tap].astype(dy.dtype, copy=False)
+        if groups == 1:
+            contrib = d2 @ wt.T
+        elif cg == 1:
+            contrib = np.einsum("rgj,gj->rg", d2.reshape(rows, groups, og), wt.reshape(groups, og))
+        else:
+            wg = wt.reshape(cg, groups, og).transpose(1, 0, 2)
+            contrib = np.matmul(d2.reshape(rows, groups, og).transpose(1, 0, 2), wg.transpose(0, 2, 1))
+            contrib = contrib.transpose(1, 0, 2).reshape(rows, c)
+        dxp[_tap_index(tap, strides, dilations, out)] += contrib.reshape((n,) + out + (c,))
+    inner = (slice(None),) + tuple(slice(pb, pb + s) for s, (pb, _) in zip(x.shape[1:-1], pads_i))
+    return np.ascontiguousarray(dxp[inner])
+
+
+def _conv_grad_kernel(x, dy, w, *, strides, dilations, pads, groups, bindings=None):
+    kernel, strides, dilations, pads_i, out = _conv_grad_geometry(x.shape, w.shape, strides, dilations, pads,
+                                                                  bindings)
+    n, c = x.shape[0], x.shape[-1]
+    cg, out_ch = w.shape[-2], w.shape[-1]
+    og = out_ch // groups
+    rows = n * int(np.prod(out, dtype=np.int64))
+    xp = pad_array(x.astype(dy.dtype, copy=False), pads_i, 0)
+    d2 = dy.reshape(rows, out_ch)
+    dw = np.empty(w.shape, dtype=dy.dtype)
+    for tap, v in tap_views(xp, kernel, strides, dilations, out):
+        a = np.ascontiguousarray(v).reshape(rows, c)
+        if groups == 1:
+            dw[tap] = a.T @ d2
+        elif cg == 1:
+            dw[tap] = np.einsum("rg,rgj->gj", a, d2.reshape(rows, groups, og)).reshape(1, out_ch)
+        else:
+            ag = a.reshape(rows, groups, cg).transpose(1, 2, 0)
+            dg = np.matmul(ag, d2.reshape(rows, groups, og).transpose(1, 0, 2))  # (groups, cg, og)
+            dw[tap] = dg.transpose(1, 0, 2).reshape(cg, out_ch)
+    return dw
+
+
+_CONV_GRAD_ATTRS = {"strides": None, "dilations": None, "pads": None, "groups": 1}
+register(OpDef("conv_grad_input", _conv_grad_input_infer, _conv_grad_input, attrs=dict(_CONV_GRAD_ATTRS),
+               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               doc="(dy, w, x) -> dx, the gradient of `conv` (same attributes) for its input; x only gives "
+                   "the shape."))
+register(OpDef("conv_grad_kernel", _conv_grad_kernel_infer, _conv_grad_kernel, attrs=dict(_CONV_GRAD_ATTRS),
+               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               doc="(x, dy, w) -> dw, the gradient of `conv` (same attributes) for its kernel; w only gives "
+                   "the shape."))
+
+
+def _conv_vjp(ctx, dy):
+    x, w = ctx.x
+    a = ctx.attrs
+    return [ctx.conv_grad_input(dy, w, x, **a) if ctx.needs[0] else None,
+            ctx.conv_grad_kernel(x, dy, w, **a) if ctx.needs[1] else None]
+
+
+get("conv").vjp = _conv_vjp

@@ -334,3 +334,94 @@ get("fused_matmul").to_onnx = _fused_matmul_to_onnx
 get("fused_conv").to_onnx = _fused_conv_to_onnx
 get("fused_separable_conv").to_onnx = _fused_separable_to_onnx
 get("scale_shift").to_onnx = _scale_shift_to_onnx
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext). Training graphs are
+# differentiated before fusion, but a fused graph can be differentiated too: the main product
+# is recomputed with the unfused ops, the epilogue is walked back (post-activation, residual,
+# activation, bias) with ``unary_grad``, and the product's gradient uses the unfused ops' own.
+
+def _epilogue_vjp(ctx, z: str, dy: str, num_main: int):
+    """(d of the main product, d bias or None, d residual or None) for main result ``z``."""
+    a = ctx.attrs
+    bias, residual = epilogue_inputs(num_main, a, len(ctx.x), ctx.op.type)
+    z1 = ctx.bias_add(z, ctx.x[bias]) if bias is not None else z
+    d_res = None
+    da1 = dy
+    if residual is not None:
+        a1 = z1 if a["activation"] == "linear" else ctx.emit(a["activation"], z1, **dict(a["activation_attrs"]))
+        if a["post_activation"] != "linear":
+            r = ctx.add(a1, ctx.x[residual])
+            da1 = ctx.unary_grad(r, dy, activation=a["post_activation"], activation_attrs=a["post_activation_attrs"])
+        d_res = da1
+    dz = da1 if a["activation"] == "linear" else ctx.unary_grad(z1, da1, activation=a["activation"],
+                                                                 activation_attrs=a["activation_attrs"])
+    rank = ctx.rank(dz)
+    d_bias = ctx.reduce_sum(dz, axes=tuple(range(rank - 1))) if bias is not None else None
+    return dz, d_bias, d_res
+
+
+def _with_epilogue(main_grads: list, d_bias, d_res, attrs) -> list:
+    out = list(main_grads)
+    if attrs["has_bias"]:
+        out.append(d_bias)
+    if attrs["has_residual"]:
+        out.append(d_res)
+    return out
+
+
+def _matmul_grads(ctx, x: str, w: str, dz: str, need_x: bool, need_w: bool):
+    k, n = ctx.shape(w)
+    dx = ctx.matmul(dz, ctx.transpose(w, perm=(1, 0))) if need_x else None
+    dw = None
+    if need_w:
+        x2 = ctx.reshape(x, shape=(-1, k)) if ctx.rank(x) != 2 else x
+        d2 = ctx.reshape(dz, shape=(-1, n)) if ctx.rank(dz) != 2 else dz
+        dw = ctx.matmul(ctx.transpose(x2, perm=(1, 0)), d2)
+    return dx, dw
+
+
+def _fused_matmul_vjp(ctx, dy):
+    x, w = ctx.x[:2]
+    dz, d_bias, d_res = _epilogue_vjp(ctx, ctx.matmul(x, w), dy, 2)
+    dx, dw = _matmul_grads(ctx, x, w, dz, ctx.needs[0], ctx.needs[1])
+    return _with_epilogue([dx, dw], d_bias, d_res, ctx.attrs)
+
+
+def _fused_conv_vjp(ctx, dy):
+    x, w = ctx.x[:2]
+    conv_attrs = _conv_attrs(ctx.attrs)
+    dz, d_bias, d_res = _epilogue_vjp(ctx, ctx.conv(x, w, **conv_attrs), dy, 2)
+    dx = ctx.conv_grad_input(dz, w, x, **conv_attrs) if ctx.needs[0] else None
+    dw = ctx.conv_grad_kernel(x, dz, w, **conv_attrs) if ctx.needs[1] else None
+    return _with_epilogue([dx, dw], d_bias, d_res, ctx.attrs)
+
+
+def _fused_separable_vjp(ctx, dy):
+    x, dw_k, pw = ctx.x[:3]
+    conv_attrs = _conv_attrs(ctx.attrs)
+    d = ctx.conv(x, dw_k, **conv_attrs)
+    dz, d_bias, d_res = _epilogue_vjp(ctx, ctx.matmul(d, pw), dy, 3)
+    dd, dpw = _matmul_grads(ctx, d, pw, dz, ctx.needs[0] or ctx.needs[1], ctx.needs[2])
+    dx = ctx.conv_grad_input(dd, dw_k, x, **conv_attrs) if ctx.needs[0] else None
+    ddw = ctx.conv_grad_kernel(x, dd, dw_k, **conv_attrs) if ctx.needs[1] else None
+    return _with_epilogue([dx, ddw, dpw], d_bias, d_res, ctx.attrs)
+
+
+def _scale_shift_vjp(ctx, dy):
+    x, scale, shift = ctx.x
+    rank = ctx.rank(x)
+    ax = ctx.attrs["axis"] % rank
+    others = tuple(i for i in range(rank) if i != ax)
+    trailing = rank - 1 - ax
+    along = scale if not trailing else ctx.reshape(scale, shape=(ctx.shape(scale)[0],) + (1,) * trailing)
+    return [ctx.mul(dy, along) if ctx.needs[0] else None,
+            ctx.reduce_sum(ctx.mul(dy, x), axes=others) if ctx.needs[1] else None,
+            ctx.reduce_sum(dy, axes=others) if ctx.needs[2] else None]
+
+
+get("fused_matmul").vjp = _fused_matmul_vjp
+get("fused_conv").vjp = _fused_conv_vjp
+get("fused_separable_conv").vjp = _fused_separable_vjp
+get("scale_shift").vjp = _scale_shift_vjp

@@ -145,3 +145,66 @@ def _layer_norm_to_onnx(ctx, op):
 
 get("batch_norm").to_onnx = _batch_norm_to_onnx
 get("layer_norm").to_onnx = _layer_norm_to_onnx
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext), written with other
+# ops. batch_norm: with r = 1/sqrt(var + eps) and xc = x - mean (vectors along ``axis``),
+# dx = dy*gamma*r, dgamma = sum(dy*xc)*r, dbeta = sum(dy), dmean = -sum(dy)*gamma*r,
+# dvar = -sum(dy*xc)*gamma*r^3/2. layer_norm: with xhat = xc*r over ``axes``,
+# dx = r*(dxhat - mean(dxhat) - xhat*mean(dxhat*xhat)) where dxhat = dy*gamma.
+
+def _along(ctx, v: str, x: str, ax: int) -> str:
+    """A per-channel vector shaped to broadcast along axis ``ax`` of ``x``."""
+    trailing = ctx.rank(x) - 1 - ax
+    return v if trailing == 0 else ctx.reshape(v, shape=(ctx.shape(v)[0],) + (1,) * trailing)
+
+
+def _batch_norm_vjp(ctx, dy):
+    x, gamma, beta, mean, var = ctx.x
+    rank = ctx.rank(x)
+    ax = ctx.attrs["axis"] % rank
+    others = tuple(i for i in range(rank) if i != ax)
+    r = ctx.reciprocal(ctx.sqrt(ctx.add(var, ctx.scalar(ctx.attrs["epsilon"], ctx.dtype(x)))))
+    scale = ctx.mul(gamma, r)
+    dx = ctx.mul(dy, _along(ctx, scale, x, ax)) if ctx.needs[0] else None
+    dbeta = ctx.reduce_sum(dy, axes=others) if (ctx.needs[2] or ctx.needs[3]) else None
+    t = None
+    if ctx.needs[1] or ctx.needs[4]:
+        xc = ctx.sub(x, _along(ctx, mean, x, ax))
+        t = ctx.reduce_sum(ctx.mul(dy, xc), axes=others)
+    dgamma = ctx.mul(t, r) if ctx.needs[1] else None
+    dmean = ctx.neg(ctx.mul(dbeta, scale)) if ctx.needs[3] else None
+    dvar = None
+    if ctx.needs[4]:
+        r3 = ctx.mul(r, ctx.mul(r, r))
+        dvar = ctx.mul(ctx.mul(t, ctx.mul(gamma, r3)), ctx.scalar(-0.5, ctx.dtype(x)))
+    return [dx, dgamma, dbeta if ctx.needs[2] else None, dmean, dvar]
+
+
+def _layer_norm_vjp(ctx, dy):
+    x, gamma, beta = ctx.x
+    rank = ctx.rank(x)
+    axes = _layer_norm_axes(ctx.attrs["axes"], rank)
+    others = tuple(i for i in range(rank) if i not in axes)
+    pshape = tuple(d if i in axes else 1 for i, d in enumerate(ctx.shape(x)))
+    mean = ctx.reduce_mean(x, axes=axes, keepdims=True)
+    xc = ctx.sub(x, mean)
+    var = ctx.reduce_mean(ctx.square(xc), axes=axes, keepdims=True)
+    r = ctx.reciprocal(ctx.sqrt(ctx.add(var, ctx.scalar(ctx.attrs["epsilon"], ctx.dtype(x)))))
+    xhat = ctx.mul(xc, r)
+    dx = dgamma = dbeta = None
+    if ctx.needs[0]:
+        dxhat = ctx.mul(dy, ctx.reshape(gamma, shape=pshape))
+        m1 = ctx.reduce_mean(dxhat, axes=axes, keepdims=True)
+        m2 = ctx.reduce_mean(ctx.mul(dxhat, xhat), axes=axes, keepdims=True)
+        dx = ctx.mul(r, ctx.sub(ctx.sub(dxhat, m1), ctx.mul(xhat, m2)))
+    if ctx.needs[1]:
+        dgamma = ctx.reduce_sum(ctx.mul(dy, xhat), axes=others) if others else ctx.mul(dy, xhat)
+    if ctx.needs[2]:
+        dbeta = ctx.reduce_sum(dy, axes=others) if others else dy
+    return [dx, dgamma, dbeta]
+
+
+get("batch_norm").vjp = _batch_norm_vjp
+get("layer_norm").vjp = _layer_norm_vjp

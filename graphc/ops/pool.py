@@ -139,3 +139,73 @@ def _pool_to_onnx(onnx_type: str):
 
 get("max_pool").to_onnx = _pool_to_onnx("MaxPool")
 get("avg_pool").to_onnx = _pool_to_onnx("AveragePool")
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and the pooling
+# ops' backward ops, with the forward's attributes: ``max_pool_grad(x, dy)`` routes each
+# window's cotangent to its maximum (the first one in window order, as PyTorch does);
+# ``avg_pool_grad(x, dy)`` spreads it evenly over the real elements of the window (x gives the
+# shape only).
+
+def _pool_grad_infer(what: str):
+    forward = _pool_infer(what)
+
+    def infer(types, *, kernel, strides, pads):
+        x, dy = types
+        y = forward([x], kernel=kernel, strides=strides, pads=pads)
+        if dy.dtype != y.dtype or dy.rank != y.rank:
+            raise ShapeError(f"{what}_grad: cotangent {dy} does not match the pooling output {y}")
+        return x
+
+    return infer
+
+
+def _crop(xp: np.ndarray, x_shape, pads) -> np.ndarray:
+    inner = (slice(None),) + tuple(slice(pb, pb + n) for n, (pb, _) in zip(x_shape[1:-1], pads))
+    return np.ascontiguousarray(xp[inner])
+
+
+def _tap_slices(tap, strides, out):
+    return (slice(None),) + tuple(slice(t, t + (o - 1) * s + 1, s) for t, s, o in zip(tap, strides, out))
+
+
+def _max_pool_grad(x, dy, *, kernel, strides, pads, bindings: Mapping[str, int] | None = None):
+    k, s, p, ones, out = _prepare(x, kernel, strides, pads, bindings, "max_pool")
+    fill = -np.inf if is_float(x.dtype.name) else np.iinfo(x.dtype).min
+    xp = pad_array(x, p, fill)
+    y = _max_pool(x, kernel=kernel, strides=strides, pads=pads, bindings=bindings)
+    dxp = np.zeros(xp.shape, dtype=dy.dtype)
+    taken = np.zeros(y.shape, dtype=bool)
+    for tap, v in tap_views(xp, k, s, ones, out):
+        first = (v == y) & ~taken
+        taken |= first
+        dxp[_tap_slices(tap, s, out)] += np.where(first, dy, 0)
+    return _crop(dxp, x.shape, p)
+
+
+def _avg_pool_grad(x, dy, *, kernel, strides, pads, bindings: Mapping[str, int] | None = None):
+    k, s, p, ones, out = _prepare(x, kernel, strides, pads, bindings, "avg_pool")
+    count = np.ones((1,) * x.ndim, dtype=dy.dtype)
+    for axis, (n, kk, ss, (pb, _), o) in enumerate(zip(x.shape[1:-1], k, s, p, out)):
+        shape = [1] * x.ndim
+        shape[axis + 1] = o
+        count = count * _window_counts(n, kk, ss, pb, o).astype(dy.dtype).reshape(shape)
+    g = dy / count
+    padded = (x.shape[0],) + tuple(n + pb + pa for n, (pb, pa) in zip(x.shape[1:-1], p)) + (x.shape[-1],)
+    dxp = np.zeros(padded, dtype=dy.dtype)
+    for tap in np.ndindex(*k):
+        dxp[_tap_slices(tap, s, out)] += g
+    return _crop(dxp, x.shape, p)
+
+
+register(OpDef("max_pool_grad", _pool_grad_infer("max_pool"), _max_pool_grad, attrs=dict(_ATTRS), num_inputs=2,
+               fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               doc="(x, dy) -> dx, the gradient of `max_pool` (same attributes): each window's cotangent "
+                   "goes to its first maximum."))
+register(OpDef("avg_pool_grad", _pool_grad_infer("avg_pool"), _avg_pool_grad, attrs=dict(_ATTRS), num_inputs=2,
+               fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               doc="(x, dy) -> dx, the gradient of `avg_pool` (same attributes); x only gives the shape."))
+
+get("max_pool").vjp = lambda ctx, dy: [ctx.max_pool_grad(ctx.x[0], dy, **ctx.attrs)]
+get("avg_pool").vjp = lambda ctx, dy: [ctx.avg_pool_grad(ctx.x[0], dy, **ctx.attrs)]

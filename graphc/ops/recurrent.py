@@ -276,3 +276,189 @@ def _rnn_to_onnx(ctx, op):
 
 for _name in _ONNX_RNN:
     get(_name).to_onnx = _rnn_to_onnx
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and one backward op per
+# recurrent op: ``<op>_grad(x, kernel, recurrent_kernel, bias[, states], d_output, d_state...)``
+# with the forward's attributes returns the gradients of (x, kernel, recurrent_kernel, bias)
+# and of the initial state(s) (zeros when the forward had none: those outputs go unread).
+# The references re-run the forward pass keeping each step's gates, then walk back through
+# time (backpropagation through time); the input projection's gradients are one matmul each.
+
+from graphc.ops.elementwise import activation_derivative as _deriv  # noqa: E402
+
+
+def _rnn_grad_infer(forward, n_cot: int, n_states: int, op: str):
+    def infer(types, **attrs):
+        fwd, cots = types[:-n_cot], types[-n_cot:]
+        outs = forward(fwd, **attrs)
+        for k, (c, o) in enumerate(zip(cots, outs)):
+            if c.dtype != o.dtype or c.rank != o.rank:
+                raise ShapeError(f"{op}_grad: cotangent {k} {c} does not match the {op} output {o}")
+        state = outs[1]
+        return list(fwd[:4]) + [state] * n_states
+
+    return infer
+
+
+def _grad_prologue(arrays, n_cot: int):
+    fwd, cots = arrays[:-n_cot], arrays[-n_cot:]
+    x, kernel, rkernel, bias = fwd[:4]
+    return x, kernel, rkernel, bias, list(fwd[4:]), [np.asarray(c) for c in cots]
+
+
+def _grad_epilogue(x, xs, kernel, dproj, go_backwards: bool):
+    f = x.shape[2]
+    dw = xs.reshape(-1, f).T @ dproj.reshape(-1, dproj.shape[-1])
+    dxs = dproj @ kernel.T
+    return (dxs[:, ::-1] if go_backwards else dxs).astype(x.dtype, copy=False), dw
+
+
+def _lstm_grad(*arrays, activation, recurrent_activation, go_backwards, return_sequences):
+    x, kernel, rkernel, bias, states, (d_out, d_h, d_c) = _grad_prologue(arrays, 3)
+    n, t_len, _ = x.shape
+    u = rkernel.shape[0]
+    act, ract = activation, recurrent_activation
+    xs = _steps(x, go_backwards)
+    proj = np.matmul(xs, kernel) + bias
+    h, c = _initial(tuple(states), n, u, x.dtype, 2)
+    hs, cs, zs = [h], [c], []
+    for t in range(t_len):
+        z = proj[:, t] + h @ rkernel
+        i = apply_activation(ract, z[:, :u])
+        f = apply_activation(ract, z[:, u:2 * u])
+        g = apply_activation(act, z[:, 2 * u:3 * u])
+        o = apply_activation(ract, z[:, 3 * u:])
+        c = f * c + i * g
+        h = o * apply_activation(act, c)
+        zs.append(z)
+        hs.append(h)
+        cs.append(c)
+    dproj = np.empty_like(proj)
+    d_rk = np.zeros_like(rkernel)
+    dh = d_h.copy() if return_sequences else d_h + d_out
+    dc = d_c.copy()
+    for t in reversed(range(t_len)):
+        if return_sequences:
+            dh = dh + d_out[:, t]
+        z, c_prev, c_t = zs[t], cs[t], cs[t + 1]
+        zi, zf, zg, zo = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
+        i, f = apply_activation(ract, zi), apply_activation(ract, zf)
+        g, o = apply_activation(act, zg), apply_activation(ract, zo)
+        dc = dc + dh * o * _deriv(act, c_t)
+        dz = np.concatenate([dc * g * _deriv(ract, zi), dc * c_prev * _deriv(ract, zf),
+                             dc * i * _deriv(act, zg), dh * apply_activation(act, c_t) * _deriv(ract, zo)],
+                            axis=1)
+        dc = dc * f
+        d_rk += hs[t].T @ dz
+        dh = dz @ rkernel.T
+        dproj[:, t] = dz
+    dx, dw = _grad_epilogue(x, xs, kernel, dproj, go_backwards)
+    return dx, dw, d_rk, dproj.sum(axis=(0, 1)), dh, dc
+
+
+def _gru_grad(*arrays, activation, recurrent_activation, go_backwards, return_sequences, reset_after):
+    x, kernel, rkernel, bias, states, (d_out, d_h) = _grad_prologue(arrays, 2)
+    n, t_len, _ = x.shape
+    u = rkernel.shape[0]
+    act, ract = activation, recurrent_activation
+    bias_in, bias_rec = (bias[0], bias[1]) if reset_after else (bias, None)
+    xs = _steps(x, go_backwards)
+    proj = np.matmul(xs, kernel) + bias_in
+    (h,) = _initial(tuple(states), n, u, x.dtype, 1)
+    saved = []
+    for t in range(t_len):
+        px = proj[:, t]
+        inner = h @ rkernel + bias_rec if reset_after else h @ rkernel[:, :2 * u]
+        zpre, rpre = px[:, :u] + inner[:, :u], px[:, u:2 * u] + inner[:, u:2 * u]
+        z, r = apply_activation(ract, zpre), apply_activation(ract, rpre)
+        hpre = px[:, 2 * u:] + (r * inner[:, 2 * u:] if reset_after else (r * h) @ rkernel[:, 2 * u:])
+        hh = apply_activation(act, hpre)
+        saved.append((h, inner, zpre, rpre, hpre, z, r, hh))
+        h = z * h + (1 - z) * hh
+    dproj = np.empty_like(proj)
+    d_rk = np.zeros_like(rkernel)
+    d_brec = np.zeros(3 * u, dtype=x.dtype)
+    dh = d_h.copy() if return_sequences else d_h + d_out
+    for t in reversed(range(t_len)):
+        if return_sequences:
+            dh = dh + d_out[:, t]
+        h_prev, inner, zpre, rpre, hpre, z, r, hh = saved[t]
+        dz = dh * (h_prev - hh)
+        dh_prev = dh * z
+        dhpre = dh * (1 - z) * _deriv(act, hpre)
+        if reset_after:
+            dr = dhpre * inner[:, 2 * u:]
+            d_inner_h = dhpre * r
+        else:
+            d_rh = dhpre @ rkernel[:, 2 * u:].T
+            d_rk[:, 2 * u:] += (r * h_prev).T @ dhpre
+            dr = d_rh * h_prev
+            dh_prev = dh_prev + d_rh * r
+        dzpre, drpre = dz * _deriv(ract, zpre), dr * _deriv(ract, rpre)
+        dproj[:, t] = np.concatenate([dzpre, drpre, dhpre], axis=1)
+        if reset_after:
+            d_inner = np.concatenate([dzpre, drpre, d_inner_h], axis=1)
+            d_rk += h_prev.T @ d_inner
+            d_brec += d_inner.sum(axis=0)
+            dh_prev = dh_prev + d_inner @ rkernel.T
+        else:
+            d_inner = np.concatenate([dzpre, drpre], axis=1)
+            d_rk[:, :2 * u] += h_prev.T @ d_inner
+            dh_prev = dh_prev + d_inner @ rkernel[:, :2 * u].T
+        dh = dh_prev
+    dx, dw = _grad_epilogue(x, xs, kernel, dproj, go_backwards)
+    d_bin = dproj.sum(axis=(0, 1))
+    db = np.stack([d_bin, d_brec]) if reset_after else d_bin
+    return dx, dw, d_rk, db, dh
+
+
+def _simple_rnn_grad(*arrays, activation, go_backwards, return_sequences):
+    x, kernel, rkernel, bias, states, (d_out, d_h) = _grad_prologue(arrays, 2)
+    n, t_len, _ = x.shape
+    u = rkernel.shape[0]
+    xs = _steps(x, go_backwards)
+    proj = np.matmul(xs, kernel) + bias
+    (h,) = _initial(tuple(states), n, u, x.dtype, 1)
+    hs, pres = [h], []
+    for t in range(t_len):
+        pre = proj[:, t] + h @ rkernel
+        h = apply_activation(activation, pre)
+        pres.append(pre)
+        hs.append(h)
+    dproj = np.empty_like(proj)
+    d_rk = np.zeros_like(rkernel)
+    dh = d_h.copy() if return_sequences else d_h + d_out
+    for t in reversed(range(t_len)):
+        if return_sequences:
+            dh = dh + d_out[:, t]
+        dpre = dh * _deriv(activation, pres[t])
+        d_rk += hs[t].T @ dpre
+        dh = dpre @ rkernel.T
+        dproj[:, t] = dpre
+    dx, dw = _grad_epilogue(x, xs, kernel, dproj, go_backwards)
+    return dx, dw, d_rk, dproj.sum(axis=(0, 1)), dh
+
+
+for _op, _fwd, _ref, _n_cot, _n_states, _attrs in (
+        ("lstm", _lstm_infer, _lstm_grad, 3, 2, dict(_RNN_ATTRS)),
+        ("gru", _gru_infer, _gru_grad, 2, 1, {**_RNN_ATTRS, "reset_after": True}),
+        ("simple_rnn", _simple_rnn_infer, _simple_rnn_grad, 2, 1,
+         {"activation": "tanh", "go_backwards": False, "return_sequences": False})):
+    register(OpDef(f"{_op}_grad", _rnn_grad_infer(_fwd, _n_cot, _n_states, _op), _ref, attrs=_attrs,
+                   num_inputs=(4 + _n_cot, 4 + _n_states + _n_cot), num_outputs=4 + _n_states,
+                   fusion_kind="opaque", not_differentiable=True,
+                   doc=f"Backpropagation through time for `{_op}` (same attributes): (x, kernel, "
+                       f"recurrent_kernel, bias[, initial states], d_output, d_state...) -> gradients of "
+                       f"(x, kernel, recurrent_kernel, bias, initial state(s))."))
+
+
+def _rnn_vjp(ctx, *douts):
+    cots = [d if d is not None else ctx.zeros_like(y) for d, y in zip(douts, ctx.y)]
+    grads = ctx.emit(f"{ctx.op.type}_grad", *ctx.x, *cots, **ctx.attrs)
+    return list(grads[:len(ctx.x)])
+
+
+for _op in ("lstm", "gru", "simple_rnn"):
+    get(_op).vjp = _rnn_vjp

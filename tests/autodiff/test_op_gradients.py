@@ -14,9 +14,6 @@ from graphc.ops.conv import keras_pads
 from graphc.ops.elementwise import UNARY
 from tests.autodiff.gradcheck import Arg, Case, check_case
 
-F = "float64"
-
-
 def A(*shape, draw="normal", **kw) -> Arg:
     return Arg(tuple(shape), draw=draw, **kw)
 
@@ -71,6 +68,48 @@ CASES += [
     Case("softmax", [A(3, 4, 5)], {"axis": 1}, id="softmax_axis1"),
     Case("log_softmax", [A(3, 7)], id="log_softmax"),
     Case("l2_normalize", [A(3, 7)], id="l2_normalize"),
+    Case("conv", [A(2, 7, 5, 3), A(3, 2, 3, 4)], id="conv2d_valid"),
+    Case("conv", [A(1, 7, 6, 3), A(3, 3, 3, 5)],
+         {"strides": (2, 2), "pads": keras_pads("same", (7, 6), (3, 3), (2, 2))}, id="conv2d_same_stride2"),
+    Case("conv", [A(2, 9, 3), A(3, 3, 2)], {"dilations": (2,), "pads": ((4, 0),)}, id="conv1d_causal_dilated"),
+    Case("conv", [A(2, 5, 5, 3), A(3, 3, 1, 6)], {"groups": 3, "pads": ((1, 1), (1, 1))}, id="conv_depthwise"),
+    Case("conv", [A(2, 5, 4), A(2, 2, 6)], {"groups": 2, "strides": (2,)}, id="conv_grouped"),
+    Case("max_pool", [A(2, 7, 5, 3)], {"kernel": (2, 2), "strides": (2, 2), "pads": ((0, 1), (0, 1))},
+         id="max_pool_same"),
+    Case("max_pool", [A(2, 11, 3)], {"kernel": (3,), "strides": (2,)}, id="max_pool_1d"),
+    Case("avg_pool", [A(2, 7, 5, 3)], {"kernel": (3, 3), "strides": (2, 2), "pads": ((1, 1), (1, 1))},
+         id="avg_pool_same"),
+    Case("avg_pool", [A(1, 9, 2)], {"kernel": (2,)}, id="avg_pool_1d"),
+    Case("batch_norm", [A(3, 5, 4), A(4), A(4), A(4), A(4, draw="positive")], id="batch_norm"),
+    Case("batch_norm", [A(3, 4, 5), A(4), A(4), A(4), A(4, draw="positive")], {"axis": 1, "epsilon": 0.01},
+         id="batch_norm_axis1"),
+    Case("layer_norm", [A(3, 7), A(7), A(7)], {"axes": (-1,)}, id="layer_norm"),
+    Case("lstm", [A(2, 5, 3), A(3, 12), A(3, 12), A(12)], id="lstm"),
+    Case("fused_matmul", [A(2, 3, 5), A(5, 4), A(4)], {"has_bias": True, "activation": "tanh"}, id="fused_matmul"),
+    Case("fused_matmul", [A(3, 5), A(5, 4), A(4), A(3, 4)],
+         {"has_bias": True, "activation": "elu", "has_residual": True, "post_activation": "sigmoid"},
+         id="fused_matmul_residual"),
+    Case("fused_matmul", [A(3, 5), A(5, 4), A(3, 4)], {"has_residual": True}, id="fused_matmul_residual_linear"),
+    Case("fused_conv", [A(2, 5, 4, 3), A(3, 3, 3, 4), A(4)],
+         {"has_bias": True, "activation": "softplus", "strides": (2, 1), "pads": ((1, 1), (1, 1))},
+         id="fused_conv"),
+    Case("fused_separable_conv", [A(2, 5, 5, 2), A(3, 3, 1, 4), A(4, 3), A(3), A(2, 3, 3, 3)],
+         {"groups": 2, "has_bias": True, "has_residual": True, "activation": "tanh"}, id="fused_separable_conv"),
+    Case("scale_shift", [A(2, 3, 4), A(3), A(3)], {"axis": 1}, id="scale_shift"),
+    Case("lstm", [A(3, 4, 2), A(2, 8), A(2, 8), A(8), A(3, 2), A(3, 2)],
+         {"return_sequences": True, "go_backwards": True}, id="lstm_states_sequences_backwards"),
+    Case("lstm", [A(1, 3, 2), A(2, 8), A(2, 8), A(8)], {"activation": "relu", "recurrent_activation": "hard_sigmoid"},
+         id="lstm_relu"),
+    Case("gru", [A(2, 5, 3), A(3, 9), A(3, 9), A(2, 9)], id="gru"),
+    Case("gru", [A(2, 4, 3), A(3, 9), A(3, 9), A(9), A(2, 3)],
+         {"reset_after": False, "return_sequences": True}, id="gru_reset_before_states"),
+    Case("gru", [A(2, 4, 3), A(3, 6), A(2, 6), A(2, 6)], {"go_backwards": True, "return_sequences": True},
+         id="gru_backwards"),
+    Case("simple_rnn", [A(2, 5, 3), A(3, 4), A(4, 4), A(4)], id="simple_rnn"),
+    Case("simple_rnn", [A(2, 5, 3), A(3, 4), A(4, 4), A(4), A(2, 4)],
+         {"return_sequences": True, "go_backwards": True, "activation": "sigmoid"}, id="simple_rnn_states"),
+    Case("layer_norm", [A(2, 3, 5), A(3, 5), A(3, 5)], {"axes": (1, 2)}, id="layer_norm_2axes"),
+    Case("layer_norm", [A(2, 3, 5), A(2, 5), A(2, 5)], {"axes": (0, 2)}, id="layer_norm_outer_axes"),
     Case("l2_normalize", [A(3, 7, draw="normal", value=np.full((3, 7), 1e-4))], {"axis": -1, "epsilon": 1e-3},
          id="l2_normalize_floor"),
 ]
@@ -92,5 +131,3 @@ def test_every_differentiable_op_has_a_gradient_case(name):
 def test_vjp_matches_central_differences(case, rng):
     check_case(case, rng)
 
-
-_ = (F, keras_pads)
