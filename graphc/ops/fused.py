@@ -425,3 +425,78 @@ get("fused_matmul").vjp = _fused_matmul_vjp
 get("fused_conv").vjp = _fused_conv_vjp
 get("fused_separable_conv").vjp = _fused_separable_vjp
 get("scale_shift").vjp = _scale_shift_vjp
+
+
+# ---------------------------------------------------------------------------- gradients
+# ``vjp(ctx, dy)`` facets (ctx: the autodiff GradContext). A fused op is differentiated as
+# what it stands for: its unfused ops are emitted again (a recomputation: these ops only
+# exist in optimized graphs, which are rarely differentiated) and their own vjps are
+# chained backwards through them.
+def _unfused(ctx) -> str:
+    """Emit the unfused ops of the fused op ``ctx.op``; returns the final value."""
+    op, attrs = ctx.op.type, ctx.attrs
+    x = ctx.x
+    if op == "scale_shift":
+        shape = [1] * ctx.rank(x[0])
+        shape[attrs["axis"] % len(shape)] = -1
+        scale = ctx.reshape(x[1], shape=tuple(shape))
+        return ctx.add(ctx.mul(x[0], scale), ctx.reshape(x[2], shape=tuple(shape)))
+    n = FUSED_OPS[op]
+    bias, residual = epilogue_inputs(n, attrs, len(x), op)
+    if op == "fused_matmul":
+        y = ctx.matmul(x[0], x[1])
+    else:
+        y = ctx.conv(x[0], x[1], **_conv_attrs(attrs))
+        if op == "fused_separable_conv":
+            y = ctx.matmul(y, x[2])
+    if bias is not None:
+        y = ctx.bias_add(y, x[bias])
+    if attrs["activation"] != "linear":
+        y = ctx.emit(attrs["activation"], y, **dict(attrs["activation_attrs"]))
+    if residual is not None:
+        y = ctx.add(y, x[residual])
+        if attrs["post_activation"] != "linear":
+            y = ctx.emit(attrs["post_activation"], y, **dict(attrs["post_activation_attrs"]))
+    return y
+
+
+def _decomposed_vjp(ctx, dy):
+    graph = ctx.graph
+    final = _unfused(ctx)
+    inputs = set(ctx.x)
+    ops, seen = [], set()
+
+    def visit(value: str) -> None:  # the emitted ops, producers first
+        producer = graph.producer(value)
+        if value in inputs or producer is None or producer.id in seen:
+            return
+        seen.add(producer.id)
+        for v in producer.inputs:
+            visit(v)
+        ops.append(producer)
+
+    visit(final)
+    wanted = {v for v, need in zip(ctx.x, ctx.needs) if need}
+    cot: dict[str, list[str]] = {final: [dy]}
+    for sub in reversed(ops):
+        parts = cot.get(sub.outputs[0])
+        if not parts:
+            continue
+        g = parts[0] if len(parts) == 1 else ctx.add_n(*parts)
+        needs = [v in wanted or v not in inputs for v in sub.inputs]
+        opdef = get(sub.type)
+        sub_ctx = type(ctx)(graph, sub, opdef.resolve_attrs(sub.attrs), needs, getattr(ctx, "_scalars", {}))
+        for v, gv, need in zip(sub.inputs, opdef.vjp(sub_ctx, g), needs):
+            if need and gv is not None:
+                cot.setdefault(v, []).append(sub_ctx.match(gv, v))
+    out: list[str | None] = []
+    done: set[str] = set()
+    for v, need in zip(ctx.x, ctx.needs):
+        parts = cot.get(v) if need and v not in done else None
+        done.add(v)
+        out.append(None if not parts else parts[0] if len(parts) == 1 else ctx.add_n(*parts))
+    return out
+
+
+for _name in (*FUSED_OPS, "scale_shift"):
+    get(_name).vjp = _decomposed_vjp

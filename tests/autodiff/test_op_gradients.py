@@ -114,6 +114,17 @@ CASES += [
          id="l2_normalize_floor"),
 ]
 
+CASES += [  # fused ops (graphc/ops/fused.py): differentiated through their unfused form
+    Case("fused_matmul", [A(3, 5), A(5, 4), A(4), A(3, 4)], {"has_bias": True, "has_residual": True,
+         "activation": "tanh", "post_activation": "sigmoid"}, id="fused_matmul"),
+    Case("fused_matmul", [A(2, 3, 5), A(5, 4)], {"activation": "elu"}, id="fused_matmul_pixels"),
+    Case("fused_conv", [A(2, 5, 4, 3), A(3, 2, 3, 4), A(4), A(2, 3, 4, 4)], {"has_bias": True, "has_residual": True,
+         "activation": "tanh", "pads": ((0, 0), (0, 1))}, id="fused_conv"),
+    Case("fused_separable_conv", [A(1, 5, 5, 3), A(3, 3, 1, 6), A(6, 2), A(2)], {"groups": 3, "has_bias": True,
+         "activation": "softplus", "pads": ((1, 1), (1, 1))}, id="fused_separable_conv"),
+    Case("scale_shift", [A(3, 4, 5), A(4), A(4)], {"axis": 1}, id="scale_shift"),
+]
+
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_op_has_a_vjp_or_is_marked_not_differentiable(name):
