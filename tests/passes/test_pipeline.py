@@ -107,3 +107,26 @@ def test_o2_matches_keras(keras, rng):
     x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)
     want = np.asarray(k.predict(x, verbose=0))
     np.testing.assert_allclose(graphc.build(model, level=2).predict(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_optimized_graph_differentiates_like_the_original(rng):
+    from graphc.autodiff import gradients
+    from graphc.backends.reference import run
+
+    x = Input((5, 4, 3))
+    h = layers.Conv2D(3, 3, padding="same", activation="relu")(x)
+    y = layers.Activation("tanh")(layers.add([layers.Conv2D(3, 3, padding="same")(h), x]))  # residual = input
+    y = layers.BatchNormalization()(layers.SeparableConv2D(4, 3, activation="relu")(y))
+    model = Model(x, layers.Dense(2)(layers.Flatten()(y)))
+    randomize_bn(model, rng)
+    feeds = {"input_layer": rng.standard_normal((2, 5, 4, 3)).astype(np.float32)}
+    grads = []
+    for level in (0, 2):
+        g = graphc.optimize(graphc.lower(model), level)
+        b = graphc.ops.OpBuilder(g)
+        loss = b.reduce_sum(b.mul(g.outputs[0], b.constant(np.array([1.0, -2.0], np.float32))), axes=(0, 1))
+        dx = gradients(g, loss, ["input_layer"])["input_layer"]
+        g.set_outputs([dx])
+        grads.append(run(g, feeds)[dx])
+    assert "fused_conv" in graphc.optimize(graphc.lower(model), 2).op_counts()
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-5)
