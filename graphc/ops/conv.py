@@ -438,3 +438,16 @@ def _conv_vjp(ctx, dy):
 
 
 get("conv").vjp = _conv_vjp
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facet for the native backend (graphc.backends.llvm):
+# im2col GEMM for ordinary convolutions, a direct kernel for depthwise and grouped ones.
+
+def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
+    nsp = x.rank - 2
+    s, d, p = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    kb.conv(x, w, out, strides=s, dilations=d, pads=p, groups=groups)
+
+
+get("conv").lower = _conv_lower

@@ -500,3 +500,59 @@ def _decomposed_vjp(ctx, dy):
 
 for _name in (*FUSED_OPS, "scale_shift"):
     get(_name).vjp = _decomposed_vjp
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
+# the epilogue runs on the GEMM tile (or the direct kernel's vector) while it is in registers.
+
+def _native_epilogue(inputs, num_main: int, attrs: Mapping[str, Any], op: str) -> dict[str, Any]:
+    from graphc.ops.elementwise import native_activation
+
+    bias, residual = epilogue_inputs(num_main, attrs, len(inputs), op)
+
+    def act(name, pairs):
+        if name == "linear":
+            return None
+        return lambda m, v: native_activation(m, name, v, pairs)
+
+    post = act(attrs["post_activation"], attrs["post_activation_attrs"]) if residual is not None else None
+    return {"bias": inputs[bias] if bias is not None else None,
+            "activation": act(attrs["activation"], attrs["activation_attrs"]),
+            "residual": inputs[residual] if residual is not None else None,
+            "post_activation": post}
+
+
+def _fused_matmul_lower(kb, op, *inputs, out, **attrs):
+    kb.matmul(inputs[0], inputs[1], out, **_native_epilogue(inputs, 2, attrs, op.type))
+
+
+def _fused_conv_lower(kb, op, *inputs, out, **attrs):
+    from graphc.ops.conv import spatial_attrs
+
+    x = inputs[0]
+    s, d, p = spatial_attrs(x.rank - 2, attrs["strides"], attrs["dilations"], attrs["pads"], op.type)
+    kb.conv(x, inputs[1], out, strides=s, dilations=d, pads=p, groups=attrs["groups"],
+            **_native_epilogue(inputs, 2, attrs, op.type))
+
+
+def _fused_separable_lower(kb, op, *inputs, out, **attrs):
+    from graphc.ops.conv import spatial_attrs
+
+    x = inputs[0]
+    s, d, p = spatial_attrs(x.rank - 2, attrs["strides"], attrs["dilations"], attrs["pads"], op.type)
+    kb.separable_conv(x, inputs[1], inputs[2], out, strides=s, dilations=d, pads=p, groups=attrs["groups"],
+                      **_native_epilogue(inputs, 3, attrs, op.type))
+
+
+def _scale_shift_lower(kb, op, x, scale, shift, *, out, axis):
+    from graphc.ops.linalg import along_axis
+
+    kb.map(out, [x, along_axis(kb, scale, axis, x.rank), along_axis(kb, shift, axis, x.rank)],
+           lambda m, v, a, b: m.fma(v, a, b), name="scale_shift")
+
+
+get("fused_matmul").lower = _fused_matmul_lower
+get("fused_conv").lower = _fused_conv_lower
+get("fused_separable_conv").lower = _fused_separable_lower
+get("scale_shift").lower = _scale_shift_lower

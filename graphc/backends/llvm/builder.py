@@ -304,14 +304,43 @@ class KernelBuilder:
         emit_gather(self, out, table, ids)
 
     def matmul(self, a: Tensor, b: Tensor, out: Tensor, *, bias: Tensor | None = None,
-               residual: Tensor | None = None, epilogue: Callable | None = None) -> None:
-        """``out = epilogue(a @ b + bias + residual)``; ``b`` 2-D (a weight) or batched like ``a``.
+               activation: Callable | None = None, residual: Tensor | None = None,
+               post_activation: Callable | None = None) -> None:
+        """``out = post_activation(activation(a @ b + bias) + residual)``.
 
-        ``epilogue(m, v)`` is an elementwise formula applied while the tile is in registers.
+        ``b`` is 2-D (a weight: packed once, the epilogue applied while the tile is in
+        registers) or batched like ``a``; activations are formulas ``f(m, v)`` over VMath.
         """
         from graphc.backends.llvm.kernels.gemm import emit_matmul
 
-        emit_matmul(self, a, b, out, bias=bias, residual=residual, epilogue=epilogue)
+        emit_matmul(self, a, b, out, bias=bias, activation=activation, residual=residual,
+                    post_activation=post_activation)
+
+    def conv(self, x: Tensor, w: Tensor, out: Tensor, *, strides: Sequence[int], dilations: Sequence[int],
+             pads: Sequence, groups: int = 1, bias: Tensor | None = None, activation: Callable | None = None,
+             residual: Tensor | None = None, post_activation: Callable | None = None) -> None:
+        """Channels-last N-d convolution (kernel (*k, C/groups, O)) with the matmul's epilogue."""
+        from graphc.backends.llvm.kernels.conv import emit_conv
+
+        emit_conv(self, x, w, out, strides=strides, dilations=dilations, pads=pads, groups=groups, bias=bias,
+                  activation=activation, residual=residual, post_activation=post_activation)
+
+    def separable_conv(self, x: Tensor, dw: Tensor, pw: Tensor, out: Tensor, *, strides: Sequence[int],
+                       dilations: Sequence[int], pads: Sequence, groups: int, bias: Tensor | None = None,
+                       activation: Callable | None = None, residual: Tensor | None = None,
+                       post_activation: Callable | None = None) -> None:
+        """Depthwise conv then ``@ pw``, without materializing the depthwise result."""
+        from graphc.backends.llvm.kernels.conv import emit_separable
+
+        emit_separable(self, x, dw, pw, out, strides=strides, dilations=dilations, pads=pads, groups=groups,
+                       bias=bias, activation=activation, residual=residual, post_activation=post_activation)
+
+    def pool(self, x: Tensor, out: Tensor, *, kind: str, kernel: Sequence[int], strides: Sequence[int],
+             pads: Sequence) -> None:
+        """Max or average pooling over the spatial axes (kind "max" or "avg")."""
+        from graphc.backends.llvm.kernels.conv import emit_pool
+
+        emit_pool(self, x, out, kind=kind, kernel=kernel, strides=strides, pads=pads)
 
     def reduce(self, out: Tensor, x: Tensor, axes: Sequence[int], kind: str) -> None:
         """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq) into ``out``."""

@@ -1,20 +1,26 @@
 """Matrix products: a register-blocked SGEMM on prepacked weights, with a fused epilogue.
 
-``out[M, N] = epilogue(a[M, K] @ w[K, N] + bias + residual)`` where ``w`` is a weight:
+``out[M, N] = post(act(A[M, K] @ W[K, N] + bias) + residual)`` where ``W`` is a weight:
 
-- ``w`` is packed once per instance (the model's prepare function) into panels of
+- ``W`` is packed once per instance (the model's prepare function) into panels of
   ``NR = NV * vw`` columns, ``panel[p][k][0:NR]``, zero-padded past N, so the micro-kernel
-  streams it with aligned-size vector loads.
+  streams it with full-width vector loads.
 - The micro-kernel keeps an ``MR x NR`` tile of C in ``MR * NV`` vector registers; each k step
-  loads NV vectors of the panel, broadcasts one element of each of the MR rows of ``a`` and
+  loads NV vectors of the panel, broadcasts one element of each of the MR rows of A and
   issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
   independent chains to hide their latency).
 - K is split into blocks of at most ``KC``; the tile is stored after each block (added to the
-  partial sums after the first) and the epilogue (bias, residual add, activation) runs on the
-  last block's registers, before anything is written: fusion costs no extra pass over C.
-- Work items are (block of ``MC`` rows) x (chunk of panels); edge rows are handled by clamping
-  the rows read and guarding the rows stored; the last panel's partial vectors use masked
-  loads and stores.
+  partial sums after the first) and the epilogue runs on the last block's registers, before
+  anything is written: fusion costs no extra pass over C.
+- Work items are (block of ``MC`` rows) x (chunk of panels). The number of chunks is chosen at
+  run time from M: many row blocks (large batches, convolutions) use one chunk, so A is
+  produced once per row block; a few rows (a batch-1 Dense layer) are split across columns.
+  Edge rows are handled by clamping the rows read and guarding the rows stored; the last
+  panel's partial vectors use masked loads and stores.
+
+Where A comes from is an :class:`ASource`: a row-major matrix read in place (matmul, 1x1
+convolutions), or a tile of ``MC x KC`` filled per row block and K block into per-thread
+scratch (im2col for convolutions, the depthwise half of a separable convolution).
 
 Anything else (``b`` computed at run time, batched operands, symbolic K or N) goes to a
 straightforward vectorized kernel with broadcasting batch dims.
@@ -22,6 +28,7 @@ straightforward vectorized kernel with broadcasting batch dims.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from llvmlite import ir
@@ -34,11 +41,11 @@ from graphc.ir import dims
 
 KC = 256
 MC = 96
+TARGET_ITEMS = 16  # aim for this many work items when M alone gives fewer row blocks
 
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
     """(MR, NV): rows and vectors per tile for ``registers`` vector registers of ``vw`` lanes."""
-    import os
     env = os.environ.get("GRAPHC_GEMM_TILE")
     if env:
         mr, nv = env.split("x")
@@ -48,182 +55,251 @@ def micro_tile(vw: int, registers: int) -> tuple[int, int]:
     return 6, 2
 
 
-def emit_matmul(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, *, bias: Tensor | None,
-                residual: Tensor | None, epilogue: Callable | None) -> None:
-    if a.dtype != "float32" or b.dtype != "float32":
-        raise NativeLoweringError(f"matmul of {a.dtype} and {b.dtype}")
-    K, N = (b.shape[-2], b.shape[-1])
-    if b.rank == 2 and b.is_constant and isinstance(K, int) and isinstance(N, int) and b.buf.kind == "weight":
-        _gemm_packed(kb, a, b, out, bias, residual, epilogue)
-        return
-    _matmul_generic(kb, a, b, out)
-    if bias is not None or residual is not None or epilogue is not None:
-        ins = [out] + ([bias] if bias is not None else []) + ([residual] if residual is not None else [])
+# ---------------------------------------------------------------------------- A sources
+class ASource:
+    """Where the rows of A come from."""
 
-        def fn(m, v, *rest):
-            for r in rest:
-                v = m.add(v, r)
-            return epilogue(m, v) if epilogue is not None else v
+    tile = False
 
-        kb.map(out, ins, fn, name="matmul_epilogue")
+    def row_ptr(self, k: Kernel, row, k0: int):
+        raise NotImplementedError
+
+    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+        raise NotImplementedError
+
+    def k_blocks(self, K: int) -> list[tuple[int, int]]:
+        return split_k(K)
 
 
-def _masked_load(b: ir.IRBuilder, ptr, lanes: int, valid: int):
+class DenseA(ASource):
+    """A row-major (M, K) tensor read in place."""
+
+    def __init__(self, a: Tensor, K: int):
+        self.a, self.K = a, K
+
+    def row_ptr(self, k, row, k0):
+        b = k.b
+        return b.gep(k.ptr(self.a), [b.add(b.mul(row, i64(self.K)), i64(k0))], source_etype=F32)
+
+
+def split_k(K: int) -> list[tuple[int, int]]:
+    """K blocks of at most KC, the last two evened out when the last would be tiny."""
+    blocks = [(k0, min(KC, K - k0)) for k0 in range(0, K, KC)]
+    if len(blocks) > 1 and blocks[-1][1] < 64:
+        k0 = blocks[-2][0]
+        rest = K - k0
+        blocks = blocks[:-2] + [(k0, rest // 2), (k0 + rest // 2, rest - rest // 2)]
+    return blocks
+
+
+# ---------------------------------------------------------------------------- helpers
+def masked_load(b: ir.IRBuilder, ptr, lanes: int, valid: int):
     t = ir.VectorType(F32, lanes)
     mask = ir.Constant(ir.VectorType(I1, lanes), [ir.Constant(I1, int(i < valid)) for i in range(lanes)])
     fn = intrinsic(b.module, f"llvm.masked.load.v{lanes}f32.p0", t, [PTR, I32, mask.type, t])
     return b.call(fn, [ptr, i32(4), mask, ir.Constant(t, [ir.Constant(F32, 0.0)] * lanes)])
 
 
-def _masked_store(b: ir.IRBuilder, value, ptr, lanes: int, valid: int):
+def masked_store(b: ir.IRBuilder, value, ptr, lanes: int, valid: int):
     t = ir.VectorType(F32, lanes)
     mask = ir.Constant(ir.VectorType(I1, lanes), [ir.Constant(I1, int(i < valid)) for i in range(lanes)])
     fn = intrinsic(b.module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [t, PTR, I32, mask.type])
     b.call(fn, [value, ptr, i32(4), mask])
 
 
-def _pack_panels(K: int, N: int, NR: int) -> Callable:
-    """Emitter of the packing loop ``dst[p][k][j] = src[k][p*NR + j]`` (0 past N)."""
+def load_lanes(b, ptr, lanes: int, valid: int):
+    if valid >= lanes:
+        return b.load(ptr, typ=ir.VectorType(F32, lanes), align=4)
+    return masked_load(b, ptr, lanes, valid)
+
+
+def store_lanes(b, value, ptr, lanes: int, valid: int):
+    if valid >= lanes:
+        b.store(value, ptr, align=4)
+    else:
+        masked_store(b, value, ptr, lanes, valid)
+
+
+def pack_panels(K: int, N: int, NR: int, col0: int = 0, src_cols: int | None = None) -> Callable:
+    """Emitter of ``dst[p][k][j] = src[k][col0 + p*NR + j]`` for the N columns from col0 (0 past N)."""
     panels = -(-N // NR)
+    stride = N if src_cols is None else src_cols
 
     def emit(fn, src, dst):
         b = fn.b
         with fn.loop(0, panels, name="p") as p:
-            with fn.loop(0, K, name="k") as k:
+            with fn.loop(0, K, name="k") as kk:
                 with fn.loop(0, NR, name="j") as j:
                     col = b.add(b.mul(p, i64(NR)), j)
                     ok = b.icmp_signed("<", col, i64(N))
                     safe = b.select(ok, col, i64(0))
-                    v = b.load(b.gep(src, [b.add(b.mul(k, i64(N)), safe)], source_etype=F32), typ=F32)
+                    v = b.load(b.gep(src, [b.add(b.mul(kk, i64(stride)), b.add(safe, i64(col0)))],
+                                     source_etype=F32), typ=F32)
                     v = b.select(ok, v, ir.Constant(F32, 0.0))
-                    di = b.add(b.mul(b.add(b.mul(p, i64(K)), k), i64(NR)), j)
+                    di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
                     b.store(v, b.gep(dst, [di], source_etype=F32))
 
     return emit
 
 
-def _gemm_packed(kb, a, w, out, bias, residual, epilogue):
+def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: int | None = None) -> Tensor:
+    """``w`` (K, N) (columns col0..col0+ncols) as prepacked panels of NR columns."""
     K, N = w.shape
+    n = N - col0 if ncols is None else ncols
+    panels = -(-n // NR)
+    return kb.packed_weight(w, ("panels", NR, col0, n), panels * K * NR * 4, pack_panels(K, n, NR, col0, N))
+
+
+def tile_compute(k: Kernel, a_rows: list, panel, kc, nv: int, vw: int, stride: int) -> list[list]:
+    """The micro-kernel: accumulators (Vars) of ``len(a_rows) x nv`` vectors of ``a_rows @ panel``
+    (``panel`` holds ``stride`` floats per k step)."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, vw)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(len(a_rows))]
+    for row in acc:
+        for var in row:
+            var.set(zero)
+    with fb.loop(0, kc, name="kk") as kk:
+        bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
+        bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
+        for r, ap in enumerate(a_rows):
+            av = b.load(b.gep(ap, [kk], source_etype=F32), typ=F32, align=4)
+            avv = k.splat(av, vw)
+            for v in range(nv):
+                acc[r][v].set(mathlib.fma(b, avv, bv[v], acc[r][v].get()))
+    return acc
+
+
+# ---------------------------------------------------------------------------- the packed GEMM
+def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
+              bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
+              post_activation: Callable | None = None, name: str = "gemm") -> None:
+    """``out (M, N) = post(activation(A @ w + bias) + residual)``, ``w`` a (K, N) weight."""
+    N = w.shape[1]
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
     panels = -(-N // NR)
-    packed = kb.packed_weight(w, ("panels", NR), panels * K * NR * 4, _pack_panels(K, N, NR))
-    M = dims.product(a.shape[:-1])
-    # column chunks: enough work items to share among threads when M is small
-    ppc = max(1, min(panels, 128 // NR if NR <= 128 else 1))
-    n_chunks = -(-panels // ppc)
-    k_blocks = [(k0, min(KC, K - k0)) for k0 in range(0, K, KC)] if K > 0 else []
-    if K > KC and K - (len(k_blocks) - 1) * KC < 64 and len(k_blocks) > 1:
-        # avoid a tiny last block: split the last two evenly
-        k0, _ = k_blocks[-2]
-        rest = K - k0
-        k_blocks = k_blocks[:-2] + [(k0, rest // 2), (k0 + rest // 2, rest - rest // 2)]
+    packed = packed_panels(kb, w, NR)
+    k_blocks = source.k_blocks(K)
+    mb = dims.ceildiv(M, MC)
+    if isinstance(mb, int):
+        want = -(-TARGET_ITEMS // mb)
+        nchunks: object = min(want, panels)
+    else:
+        want_s = f"({TARGET_ITEMS - 1} + ({mb})) // ({mb})"
+        nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
+    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})" if not isinstance(nchunks, int) else -(-panels // nchunks)
 
-    k = kb.kernel("gemm")
-    fb, bld = k.fn, k.b
-    pa, pw, pc = k.ptr(a), k.ptr(packed), k.ptr(out)
+    k = kb.kernel(name)
+    fb, b, m = k.fn, k.b, k.m
+    pw, pc = k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    Mv = k.dim(M)
-    vt = ir.VectorType(F32, vw)
+    Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
+    tile = k.thread_scratch(MC * max(kc for _, kc in k_blocks) * 4) if source.tile else None
+
+    def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
+        with fb.loop(row0, row_end, MR, name="row") as i:
+            rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
+            nv = -(-valid_cols // vw)
+            a_rows = []
+            for r in range(MR):
+                row = fb.min_(b.add(i, i64(r)), b.sub(row_end, i64(1)))
+                if source.tile:
+                    a_rows.append(b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32))
+                else:
+                    a_rows.append(source.row_ptr(k, row, k0))
+            panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), i64(k0)), i64(NR))], source_etype=F32)
+            acc = tile_compute(k, a_rows, panel, kc, nv, vw, NR)
+            col0 = b.mul(p, i64(NR))
+            for r in range(MR):
+                def store_row(r=r):
+                    row_off = b.mul(b.add(i, i64(r)), i64(N))
+                    for v in range(nv):
+                        valid = min(vw, valid_cols - v * vw)
+                        col = b.add(col0, i64(v * vw))
+                        cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
+                        val = acc[r][v].get()
+                        if not first:
+                            val = b.fadd(val, load_lanes(b, cptr, vw, valid))
+                        if last:
+                            if pbias is not None:
+                                val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
+                            if activation is not None:
+                                val = activation(m, val)
+                            if pres is not None:
+                                rptr = b.gep(pres, [b.add(row_off, col)], source_etype=F32)
+                                val = b.fadd(val, load_lanes(b, rptr, vw, valid))
+                            if post_activation is not None:
+                                val = post_activation(m, val)
+                        store_lanes(b, val, cptr, vw, valid)
+
+                if r == 0:
+                    store_row()
+                else:
+                    with b.if_then(b.icmp_signed("<", i64(r), rows_valid)):
+                        store_row()
 
     with fb.loop(k.begin, k.end, name="item") as item:
-        rb = bld.sdiv(item, i64(n_chunks))
-        cc = bld.srem(item, i64(n_chunks))
-        row0 = bld.mul(rb, i64(MC))
-        row_end = fb.min_(bld.add(row0, i64(MC)), Mv)
-        p_lo = bld.mul(cc, i64(ppc))
-        p_hi = fb.min_(bld.add(p_lo, i64(ppc)), i64(panels))
-        full_hi = fb.min_(p_hi, i64(N // NR))  # panels without padding
+        rb = b.sdiv(item, nch)
+        cc = b.srem(item, nch)
+        row0 = b.mul(rb, i64(MC))
+        row_end = fb.min_(b.add(row0, i64(MC)), Mv)
+        p_lo = b.mul(cc, ppcv)
+        p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
+        full_hi = fb.min_(p_hi, i64(N // NR))
         for bi, (k0, kc) in enumerate(k_blocks):
             first, last = bi == 0, bi == len(k_blocks) - 1
-            ctx = dict(k=k, pa=pa, pw=pw, pc=pc, pbias=pbias, pres=pres, M=Mv, K=K, N=N, MR=MR, NV=NV,
-                       vw=vw, NR=NR, k0=k0, kc=kc, first=first, last=last, epilogue=epilogue, vt=vt)
+            if source.tile:
+                source.fill(k, row0, row_end, k0, kc, tile)
             with fb.loop(p_lo, full_hi, name="panel") as p:
-                _row_loop(ctx, p, row0, row_end, valid_cols=NR)
+                row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
                 tail_p = i64(N // NR)
-                in_range = bld.and_(bld.icmp_signed(">=", tail_p, p_lo), bld.icmp_signed("<", tail_p, p_hi))
-                with bld.if_then(in_range):
-                    _row_loop(ctx, tail_p, row0, row_end, valid_cols=N % NR)
-    n_items = dims.mul(dims.ceildiv(M, MC), n_chunks)
-    kb.launch(k, n_items, 2 * MC * K * ppc * NR)
+                in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
+                with b.if_then(in_range):
+                    row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
+    kb.launch(k, dims.mul(mb, nchunks), 2 * MC * K * NR * (ppc if isinstance(ppc, int) else 1))
 
 
-def _row_loop(ctx, p, row0, row_end, valid_cols):
-    k: Kernel = ctx["k"]
-    fb, b = k.fn, k.b
-    MR = ctx["MR"]
-    with fb.loop(row0, row_end, MR, name="row") as i:
-        rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
-        _micro(ctx, p, i, rows_valid, valid_cols)
+# ---------------------------------------------------------------------------- matmul op
+def emit_matmul(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, *, bias: Tensor | None,
+                activation: Callable | None, residual: Tensor | None, post_activation: Callable | None) -> None:
+    if a.dtype != "float32" or b.dtype != "float32":
+        raise NativeLoweringError(f"matmul of {a.dtype} and {b.dtype}")
+    K, N = b.shape[-2], b.shape[-1]
+    if b.rank == 2 and b.is_constant and isinstance(K, int) and isinstance(N, int) and b.buf.kind == "weight":
+        M = dims.product(a.shape[:-1])
+        emit_gemm(kb, DenseA(a, K), M, K, b, out, bias=bias, activation=activation, residual=residual,
+                  post_activation=post_activation)
+        return
+    _matmul_generic(kb, a, b, out)
+    if bias is not None or residual is not None or activation is not None or post_activation is not None:
+        from graphc.backends.llvm.kernels.elementwise import emit_map
 
+        ins = [out] + ([kb.view(bias, (1,) * (out.rank - 1) + tuple(bias.shape))] if bias is not None else []) \
+            + ([residual] if residual is not None else [])
+        has_bias = bias is not None
 
-def _micro(ctx, p, i, rows_valid, valid_cols):
-    k: Kernel = ctx["k"]
-    fb, b, m = k.fn, k.b, k.m
-    MR, vw, NR, K, N = ctx["MR"], ctx["vw"], ctx["NR"], ctx["K"], ctx["N"]
-    k0, kc, vt = ctx["k0"], ctx["kc"], ctx["vt"]
-    nv = -(-valid_cols // vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(MR)]
-    for row in acc:
-        for var in row:
-            var.set(zero)
-    last_row = b.sub(ctx["M"], i64(1))
-    a_rows = []
-    for r in range(MR):
-        row = fb.min_(b.add(i, i64(r)), last_row)
-        a_rows.append(b.gep(ctx["pa"], [b.add(b.mul(row, i64(K)), i64(k0))], source_etype=F32))
-    panel = b.gep(ctx["pw"], [b.mul(b.add(b.mul(p, i64(K)), i64(k0)), i64(NR))], source_etype=F32)
-    with fb.loop(0, kc, name="kk") as kk:
-        bp = b.gep(panel, [b.mul(kk, i64(NR))], source_etype=F32)
-        bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
-        for r in range(MR):
-            av = b.load(b.gep(a_rows[r], [kk], source_etype=F32), typ=F32, align=4)
-            avv = k.splat(av, vw)
-            for v in range(nv):
-                acc[r][v].set(mathlib.fma(b, avv, bv[v], acc[r][v].get()))
-    # store the tile, row by row (rows beyond the matrix are skipped)
-    col0 = b.mul(p, i64(NR))
-    for r in range(MR):
-        def store_row(r=r):
-            row_off = b.mul(b.add(i, i64(r)), i64(N))
-            for v in range(nv):
-                lanes_valid = min(vw, valid_cols - v * vw)
-                off = b.add(row_off, b.add(col0, i64(v * vw)))
-                cptr = b.gep(ctx["pc"], [off], source_etype=F32)
-                val = acc[r][v].get()
+        def fn(m, v, *rest):
+            rest = list(rest)
+            if has_bias:
+                v = m.add(v, rest.pop(0))
+            if activation is not None:
+                v = activation(m, v)
+            if rest:
+                v = m.add(v, rest.pop(0))
+            if post_activation is not None:
+                v = post_activation(m, v)
+            return v
 
-                def load(ptr, lanes_valid=lanes_valid):
-                    if lanes_valid == vw:
-                        return b.load(ptr, typ=vt, align=4)
-                    return _masked_load(b, ptr, vw, lanes_valid)
-
-                if not ctx["first"]:
-                    val = b.fadd(val, load(cptr))
-                if ctx["last"]:
-                    if ctx["pbias"] is not None:
-                        val = b.fadd(val, load(b.gep(ctx["pbias"], [b.add(col0, i64(v * vw))], source_etype=F32)))
-                    if ctx["pres"] is not None:
-                        val = b.fadd(val, load(b.gep(ctx["pres"], [off], source_etype=F32)))
-                    if ctx["epilogue"] is not None:
-                        val = ctx["epilogue"](m, val)
-                if lanes_valid == vw:
-                    b.store(val, cptr, align=4)
-                else:
-                    _masked_store(b, val, cptr, vw, lanes_valid)
-
-        if r == 0:
-            store_row()
-        else:
-            with b.if_then(b.icmp_signed("<", i64(r), rows_valid)):
-                store_row()
+        emit_map(kb, out, ins, fn, name="matmul_epilogue", cost=4)
 
 
 def _matmul_generic(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> None:
-    """Batched ``a @ b`` with broadcasting batch dims; rows x vw-wide column strips."""
+    """Batched ``a @ b`` with broadcasting batch dims; one row of C at a time, vw-wide columns."""
     K, N = bt.shape[-2], bt.shape[-1]
     if bt.rank == 2:
         # a (..., K) @ b (K, N): one matrix of M = prod(a.shape[:-1]) rows
@@ -280,4 +356,3 @@ def _matmul_generic(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> No
             b.store(acc.get(), b.gep(crow, [j], source_etype=F32))
     cost = dims.mul(dims.mul(K, N), 2) if isinstance(K, int) and isinstance(N, int) else 4096
     kb.launch(k, n_items, cost)
-

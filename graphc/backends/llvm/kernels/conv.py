@@ -1,0 +1,363 @@
+"""Convolutions (channels-last, N-d) and pooling.
+
+- groups == 1: a GEMM over output pixels, ``(N*out_pixels, taps*C) @ w (taps*C, O)``. A 1x1
+  convolution with unit strides and no padding reads the input in place; any other one fills
+  an im2col tile per row block and K block (:class:`Im2colA`): K blocks are whole kernel taps
+  (or channel ranges of one tap when C exceeds the block), so each tile row is a few
+  contiguous channel runs copied from the input, or zeros where a tap falls in the padding.
+- depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels,
+  each output pixel summing its in-bounds taps; the epilogue as in the GEMM.
+- separable (depthwise then pointwise): a GEMM whose A tile is the depthwise result for the
+  tile's pixels and channels (:class:`DepthwiseA`), never written to memory in full.
+- other groupings: a direct kernel per pixel and group, vectorized over the group's outputs.
+
+Pooling works like the depthwise kernel: per output pixel, vectors of channels, the window's
+in-bounds taps combined by max or sum (the mean divides by the in-bounds count).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, store_lanes
+from graphc.ir import dims
+
+
+class Geometry:
+    """Window geometry of one convolution or pooling op."""
+
+    def __init__(self, x: Tensor, out: Tensor, kernel: Sequence[int], strides, dilations, pads):
+        self.nsp = x.rank - 2
+        self.in_sp = list(x.shape[1:-1])
+        self.out_sp = list(out.shape[1:-1])
+        self.kernel = list(kernel)
+        self.strides = list(strides)
+        self.dilations = list(dilations)
+        self.pads = [pb for pb, _ in pads]
+        self.taps = list(itertools.product(*[range(k) for k in self.kernel]))
+        self.C = x.shape[-1]
+        self.batch = x.shape[0]
+
+    def decode(self, k: Kernel, row):
+        """(n, [o_1..o_d]) of output pixel ``row``."""
+        b = k.b
+        coords = []
+        rem = row
+        for d in reversed(self.out_sp):
+            dv = k.dim(d)
+            coords.append(b.srem(rem, dv))
+            rem = b.sdiv(rem, dv)
+        return rem, list(reversed(coords))
+
+    def tap_offset(self, k: Kernel, n, outs, tap):
+        """(valid, element offset of channel 0) of input pixel under ``tap`` for output ``outs``."""
+        b = k.b
+        valid = None
+        off = n
+        for o, t, s, d, p, size in zip(outs, tap, self.strides, self.dilations, self.pads, self.in_sp):
+            i = b.sub(b.add(b.mul(o, i64(s)), i64(t * d)), k.dim(p))
+            sz = k.dim(size)
+            ok = b.and_(b.icmp_signed(">=", i, i64(0)), b.icmp_signed("<", i, sz))
+            valid = ok if valid is None else b.and_(valid, ok)
+            off = b.add(b.mul(off, sz), i)
+        return valid, b.mul(off, k.dim(self.C))
+
+
+def copy_run(k: Kernel, dst, src, n: int, vw: int, zero: bool = False) -> None:
+    """Copy (or zero) ``n`` floats (static n)."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, vw)
+    full = n // vw
+    z = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    if full > 2:
+        with fb.loop(0, full * vw, vw, name="cp") as j:
+            v = z if zero else b.load(b.gep(src, [j], source_etype=F32), typ=vt, align=4)
+            b.store(v, b.gep(dst, [j], source_etype=F32), align=4)
+    else:
+        for j in range(full):
+            v = z if zero else b.load(b.gep(src, [i64(j * vw)], source_etype=F32), typ=vt, align=4)
+            b.store(v, b.gep(dst, [i64(j * vw)], source_etype=F32), align=4)
+    rest = n - full * vw
+    if rest:
+        j = i64(full * vw)
+        v = z if zero else load_lanes(b, b.gep(src, [j], source_etype=F32), vw, rest)
+        store_lanes(b, v, b.gep(dst, [j], source_etype=F32), vw, rest)
+
+
+def _blocks_by_tap(C: int, taps: int) -> list[tuple[int, int]]:
+    """K blocks made of whole taps (or channel ranges of one tap)."""
+    if C <= KC:
+        per = max(1, KC // C)
+        return [(t0 * C, min(per, taps - t0) * C) for t0 in range(0, taps, per)]
+    return [(t * C + c0, min(KC, C - c0)) for t in range(taps) for c0 in range(0, C, KC)]
+
+
+class Im2colA(ASource):
+    """Rows of the im2col matrix of ``x``: row = output pixel, column = (tap, channel)."""
+
+    tile = True
+
+    def __init__(self, x: Tensor, geo: Geometry, vw: int):
+        self.x, self.geo, self.vw = x, geo, vw
+
+    def k_blocks(self, K: int) -> list[tuple[int, int]]:
+        return _blocks_by_tap(self.geo.C, len(self.geo.taps))
+
+    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+        geo, b, fb = self.geo, k.b, k.fn
+        C = geo.C
+        segments = []  # (tap index, c0, length, tile offset)
+        pos = k0
+        while pos < k0 + kc:
+            t, c0 = divmod(pos, C)
+            length = min(C - c0, k0 + kc - pos)
+            segments.append((t, c0, length, pos - k0))
+            pos += length
+        px = k.ptr(self.x)
+        with fb.loop(row0, row_end, name="im2col") as row:
+            n, outs = geo.decode(k, row)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32)
+            for t, c0, length, toff in segments:
+                valid, off = geo.tap_offset(k, n, outs, geo.taps[t])
+                dst = b.gep(trow, [i64(toff)], source_etype=F32)
+                with b.if_else(valid) as (then, otherwise):
+                    with then:
+                        src = b.gep(px, [b.add(off, i64(c0))], source_etype=F32)
+                        copy_run(k, dst, src, length, self.vw)
+                    with otherwise:
+                        copy_run(k, dst, None, length, self.vw, zero=True)
+
+
+class DepthwiseA(ASource):
+    """Rows of the depthwise convolution of ``x`` by ``dw`` (the A of a separable conv)."""
+
+    tile = True
+
+    def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
+        self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
+
+    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+        geo, b, fb = self.geo, k.b, k.fn
+        px, pw = k.ptr(self.x), k.ptr(self.dw)
+        n_out = geo.C * self.mult
+        with fb.loop(row0, row_end, name="dwrow") as row:
+            n, outs = geo.decode(k, row)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32)
+            _depthwise_pixel(k, px, pw, geo, n, outs, self.mult, n_out, k0, kc, self.vw,
+                             lambda j, val, valid: store_lanes(b, val, b.gep(trow, [i64(j)], source_etype=F32),
+                                                               self.vw, valid))
+
+
+def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo: int, count: int, vw: int,
+                     emit: Callable) -> None:
+    """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel; ``emit(j, vector, valid_lanes)`` per vector
+    (j relative to c_lo)."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, vw)
+    taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    for j0 in range(0, count, vw):
+        valid = min(vw, count - j0)
+        acc = fb.var(vt, name="dacc")
+        acc.set(zero)
+        for t, (ok, off) in enumerate(taps):
+            with b.if_then(ok):
+                wv = load_lanes(b, b.gep(pw, [i64(t * n_out + c_lo + j0)], source_etype=F32), vw, valid)
+                if mult == 1:
+                    xv = load_lanes(b, b.gep(px, [b.add(off, i64(c_lo + j0))], source_etype=F32), vw, valid)
+                else:
+                    xv = ir.Constant(vt, ir.Undefined)
+                    for lane in range(valid):
+                        c = (c_lo + j0 + lane) // mult
+                        s = b.load(b.gep(px, [b.add(off, i64(c))], source_etype=F32), typ=F32)
+                        xv = b.insert_element(xv, s, ir.Constant(ir.IntType(32), lane))
+                    for lane in range(valid, vw):
+                        xv = b.insert_element(xv, ir.Constant(F32, 0.0), ir.Constant(ir.IntType(32), lane))
+                acc.set(k.m.fma(xv, wv, acc.get()))
+        emit(j0, acc.get(), valid)
+
+
+def _epilogue(k: Kernel, val, col, row_off, valid, vw, pbias, activation, pres, post_activation):
+    b, m = k.b, k.m
+    if pbias is not None:
+        val = b.fadd(val, load_lanes(b, b.gep(pbias, [i64(col)], source_etype=F32), vw, valid))
+    if activation is not None:
+        val = activation(m, val)
+    if pres is not None:
+        val = b.fadd(val, load_lanes(b, b.gep(pres, [b.add(row_off, i64(col))], source_etype=F32), vw, valid))
+    if post_activation is not None:
+        val = post_activation(m, val)
+    return val
+
+
+def _pixels(geo: Geometry):
+    return dims.mul(geo.batch, dims.product(geo.out_sp))
+
+
+def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geometry, *, bias, activation,
+                   residual, post_activation) -> None:
+    mult = w.shape[-1] // geo.C
+    n_out = w.shape[-1]
+    vw = kb.vw
+    k = kb.kernel("depthwise")
+    fb, b = k.fn, k.b
+    px, pw, po = k.ptr(x), k.ptr(w), k.ptr(out)
+    pbias = k.ptr(bias) if bias is not None else None
+    pres = k.ptr(residual) if residual is not None else None
+    with fb.loop(k.begin, k.end, name="pix") as row:
+        n, outs = geo.decode(k, row)
+        row_off = b.mul(row, i64(n_out))
+
+        def emit(j, val, valid):
+            val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
+            store_lanes(b, val, b.gep(po, [b.add(row_off, i64(j))], source_etype=F32), vw, valid)
+
+        _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, 0, n_out, vw, emit)
+    kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))
+
+
+def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geometry, groups: int, *, bias,
+                 activation, residual, post_activation) -> None:
+    """Direct grouped convolution: per pixel and group, vectors of the group's outputs."""
+    cg, n_out = w.shape[-2], w.shape[-1]
+    og = n_out // groups
+    vw = kb.vw
+    vt = ir.VectorType(F32, vw)
+    k = kb.kernel("grouped_conv")
+    fb, b = k.fn, k.b
+    px, pw, po = k.ptr(x), k.ptr(w), k.ptr(out)
+    pbias = k.ptr(bias) if bias is not None else None
+    pres = k.ptr(residual) if residual is not None else None
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    with fb.loop(k.begin, k.end, name="pix") as row:
+        n, outs = geo.decode(k, row)
+        row_off = b.mul(row, i64(n_out))
+        taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
+        for g in range(groups):
+            for j0 in range(0, og, vw):
+                valid = min(vw, og - j0)
+                col = g * og + j0
+                acc = fb.var(vt, name="gacc")
+                acc.set(zero)
+                for t, (ok, off) in enumerate(taps):
+                    with b.if_then(ok):
+                        with fb.loop(0, cg, name="c") as c:
+                            xs = b.load(b.gep(px, [b.add(off, b.add(c, i64(g * cg)))], source_etype=F32), typ=F32)
+                            wp = b.gep(pw, [b.add(b.mul(b.add(i64(t * cg), c), i64(n_out)), i64(col))],
+                                       source_etype=F32)
+                            acc.set(k.m.fma(k.splat(xs, vw), load_lanes(b, wp, vw, valid), acc.get()))
+                val = _epilogue(k, acc.get(), col, row_off, valid, vw, pbias, activation, pres, post_activation)
+                store_lanes(b, val, b.gep(po, [b.add(row_off, i64(col))], source_etype=F32), vw, valid)
+    kb.launch(k, _pixels(geo), 2 * n_out * cg * len(geo.taps))
+
+
+def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, dilations, pads, groups: int,
+              bias=None, activation=None, residual=None, post_activation=None) -> None:
+    if x.dtype != "float32":
+        raise NativeLoweringError(f"convolution of {x.dtype} tensors")
+    nsp = x.rank - 2
+    kernel = w.shape[:nsp]
+    geo = Geometry(x, out, kernel, strides, dilations, pads)
+    C, n_out = x.shape[-1], w.shape[-1]
+    cg = w.shape[-2]
+    epi = dict(bias=bias, activation=activation, residual=residual, post_activation=post_activation)
+    if not isinstance(C, int):
+        raise NativeLoweringError(f"convolution over a free number of channels ({C})")
+    if groups == 1:
+        if not (w.is_constant and w.buf is not None and w.buf.kind == "weight"):
+            raise NativeLoweringError("convolution with a kernel computed at run time")
+        K = math.prod(kernel) * C
+        wmat = kb.view(w, (K, n_out))
+        M = _pixels(geo)
+        pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in geo.strides) and \
+            all(p == 0 for pair in pads for p in pair)
+        if pointwise:
+            emit_gemm(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
+        else:
+            emit_gemm(kb, Im2colA(x, geo, kb.vw), M, K, wmat, out, name="conv", **epi)
+        return
+    if cg == 1 and groups == C:
+        emit_depthwise(kb, x, w, out, geo, **epi)
+        return
+    emit_grouped(kb, x, w, out, geo, groups, **epi)
+
+
+def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Tensor, *, strides, dilations,
+                   pads, groups: int, bias=None, activation=None, residual=None, post_activation=None) -> None:
+    """Depthwise (groups == C) then pointwise, the depthwise result computed tile by tile."""
+    nsp = x.rank - 2
+    C = x.shape[-1]
+    if groups != C or dw.shape[-2] != 1:
+        raise NativeLoweringError(f"separable convolution with groups={groups} over {C} channels")
+    geo = Geometry(x, out, dw.shape[:nsp], strides, dilations, pads)
+    mult = dw.shape[-1] // C
+    K = dw.shape[-1]
+    emit_gemm(kb, DepthwiseA(x, dw, geo, mult, kb.vw), _pixels(geo), K, pw, out, bias=bias, activation=activation,
+              residual=residual, post_activation=post_activation, name="separable_conv")
+
+
+def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:
+    """max_pool / avg_pool (padding is -inf for max, left out of the count for the mean)."""
+    geo = Geometry(x, out, kernel, strides, (1,) * (x.rank - 2), pads)
+    C = geo.C
+    if not isinstance(C, int):
+        raise NativeLoweringError(f"pooling over a free number of channels ({C})")
+    is_float = x.dtype in ("float32", "float64")
+    if x.dtype != "float32" and kind == "avg":
+        raise NativeLoweringError(f"avg_pool of {x.dtype}")
+    ety = x.ir_type
+    vw = kb.vw
+    vt = ir.VectorType(ety, vw)
+    k = kb.kernel(f"{kind}_pool")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    if kind == "max":
+        init = m.const(-math.inf, vt) if is_float else m.const(-(2 ** (ety.width - 1)), vt)
+    else:
+        init = m.const(0.0, vt)
+    with fb.loop(k.begin, k.end, name="pix") as row:
+        n, outs = geo.decode(k, row)
+        taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
+        count = None
+        if kind == "avg":
+            count = i64(0)
+            for ok, _ in taps:
+                count = b.add(count, b.zext(ok, ir.IntType(64)))
+            inv = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(count, F32))
+        row_off = b.mul(row, i64(C))
+        for j0 in range(0, C, vw):
+            valid = min(vw, C - j0)
+            acc = fb.var(vt, name="pacc")
+            acc.set(init)
+            for ok, off in taps:
+                with b.if_then(ok):
+                    p = b.gep(px, [b.add(off, i64(j0))], source_etype=ety)
+                    if valid == vw:
+                        v = b.load(p, typ=vt, align=x.type.itemsize)
+                    elif ety == F32:
+                        v = load_lanes(b, p, vw, valid)
+                    else:
+                        v = init
+                        for lane in range(valid):
+                            s = b.load(b.gep(p, [i64(lane)], source_etype=ety), typ=ety)
+                            v = b.insert_element(v, s, ir.Constant(ir.IntType(32), lane))
+                    acc.set(m.maximum(acc.get(), v) if kind == "max" else b.fadd(acc.get(), v))
+            val = acc.get()
+            if kind == "avg":
+                val = b.fmul(val, k.splat(inv, vw))
+            q = b.gep(po, [b.add(row_off, i64(j0))], source_etype=ety)
+            if valid == vw:
+                b.store(val, q, align=x.type.itemsize)
+            elif ety == F32:
+                store_lanes(b, val, q, vw, valid)
+            else:
+                for lane in range(valid):
+                    b.store(b.extract_element(val, ir.Constant(ir.IntType(32), lane)),
+                            b.gep(q, [i64(lane)], source_etype=ety))
+    kb.launch(k, _pixels(geo), C * len(geo.taps))
