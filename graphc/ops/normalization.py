@@ -208,3 +208,37 @@ def _layer_norm_vjp(ctx, dy):
 
 get("batch_norm").vjp = _batch_norm_vjp
 get("layer_norm").vjp = _layer_norm_vjp
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+# (An inference batch_norm after a convolution is usually folded into it by the optimizer.)
+
+def _batch_norm_lower(kb, op, x, gamma, beta, mean, variance, *, out, axis, epsilon):
+    from graphc.ops.linalg import along_axis
+
+    params = [along_axis(kb, p, axis, x.rank) for p in (gamma, beta, mean, variance)]
+
+    def fn(m, v, g, b, mu, var):
+        return m.fma(m.sub(v, mu), m.div(g, m.sqrt(m.add(var, epsilon))), b)
+
+    kb.map(out, [x, *params], fn, name="batch_norm", cost=8)
+
+
+def _layer_norm_lower(kb, op, x, gamma, beta, *, out, axes, epsilon):
+    axs = _layer_norm_axes(axes, x.rank)
+    keep = tuple(1 if i in axs else d for i, d in enumerate(x.shape))
+    mean = kb.temp(keep)
+    kb.reduce(mean, x, axs, "mean")
+    centered = kb.temp(x.shape)
+    kb.map(centered, [x, mean], lambda m, v, mu: m.sub(v, mu), name="layer_norm_center")
+    var = kb.temp(keep)
+    kb.reduce(var, centered, axs, "meansq")
+    pshape = _param_shape(x.shape, axs)
+    g, b = kb.view(gamma, pshape), kb.view(beta, pshape)
+    kb.map(out, [centered, var, g, b], lambda m, c, s, gg, bb: m.fma(m.div(c, m.sqrt(m.add(s, epsilon))), gg, bb),
+           name="layer_norm", cost=8)
+
+
+get("batch_norm").lower = _batch_norm_lower
+get("layer_norm").lower = _layer_norm_lower

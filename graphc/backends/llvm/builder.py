@@ -343,7 +343,7 @@ class KernelBuilder:
         emit_pool(self, x, out, kind=kind, kernel=kernel, strides=strides, pads=pads)
 
     def reduce(self, out: Tensor, x: Tensor, axes: Sequence[int], kind: str) -> None:
-        """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq) into ``out``."""
+        """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq, meansq) into ``out``."""
         from graphc.backends.llvm.kernels.reduce import emit_reduce
 
         emit_reduce(self, out, x, tuple(sorted(a % x.rank for a in axes)), kind)

@@ -26,14 +26,15 @@ from graphc.backends.llvm.irutil import F32, I64, i32, i64
 from graphc.backends.llvm.kernels.layout import contiguous_strides
 from graphc.ir import dims
 
-_INIT = {"sum": 0.0, "mean": 0.0, "sumsq": 0.0, "max": -math.inf, "min": math.inf}
+_INIT = {"sum": 0.0, "mean": 0.0, "sumsq": 0.0, "meansq": 0.0, "max": -math.inf, "min": math.inf}
+_SUMS = ("sum", "mean", "sumsq", "meansq")
 
 
 def _combine(k: Kernel, kind: str, acc, v):
     m = k.m
     if kind in ("sum", "mean"):
         return m.add(acc, v)
-    if kind == "sumsq":
+    if kind in ("sumsq", "meansq"):
         return m.fma(v, v, acc)
     if kind == "max":
         return m.maximum(acc, v)
@@ -47,7 +48,7 @@ def _horizontal(k: Kernel, kind: str, v, lanes: int):
     acc = b.extract_element(v, i32(0))
     for i in range(1, lanes):
         e = b.extract_element(v, i32(i))
-        acc = _combine(k, "sum" if kind in ("mean", "sumsq") else kind, acc, e)
+        acc = _combine(k, "sum" if kind in _SUMS else kind, acc, e)
     return acc
 
 
@@ -119,7 +120,7 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     n_inner = k.dim(inner)
     vec_end = b.mul(b.sdiv(n_inner, i64(vw)), i64(vw))
     scale = None
-    if kind == "mean":
+    if kind in ("mean", "meansq"):
         scale = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(k.dim(count), F32))
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
     with fb.loop(k.begin, k.end, name="item") as item:
@@ -190,9 +191,8 @@ def _reduce_inner(kb, out, x, groups, kind, count):
                 sacc.set(_combine(k, kind, sacc.get(), v))
 
         _reduce_loops(k, rgroups, xoff, accumulate)
-        total = _combine(k, "sum" if kind in ("mean", "sumsq") else kind, _horizontal(k, kind, vacc.get(), vw),
-                         sacc.get())
-        if kind == "mean":
+        total = _combine(k, "sum" if kind in _SUMS else kind, _horizontal(k, kind, vacc.get(), vw), sacc.get())
+        if kind in ("mean", "meansq"):
             total = b.fdiv(total, b.sitofp(k.dim(count), F32))
         b.store(total, b.gep(po, [item], source_etype=F32), align=4)
     cost = count if isinstance(count, int) else 4096
