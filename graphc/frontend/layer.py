@@ -209,7 +209,10 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> Layer:
-        return cls(**config)
+        """The layer ``get_config()`` describes; Keras's configs are accepted too (graphc.saving)."""
+        from graphc.saving.functional import layer_from_config
+
+        return layer_from_config(cls, config)
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):

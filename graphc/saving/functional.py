@@ -27,6 +27,7 @@ from graphc.frontend.sequential import Sequential
 from graphc.frontend.tensor import KerasTensor
 from graphc.saving import registry
 from graphc.saving.errors import KerasFormatError, UnsupportedKerasError
+from graphc.saving.layout import keras_layer_order
 
 FUNCTIONAL_MODULE = "keras.src.models.functional"
 
@@ -87,7 +88,7 @@ def functional_config(model: Model) -> dict:
         return [layer.name, node_index(layer, index) + (1 if _is_functional(layer) else 0), tensor_index]
 
     layer_configs = []
-    for layer in model.layers:
+    for layer in keras_layer_order(model):
         nodes = []
         for node in layer._inbound_nodes:
             if id(node) not in own or node.is_input:
@@ -275,6 +276,7 @@ class Loader:
         revive = lambda value: self._revive(value, created, where)
         args = revive(node.get("args", []))
         kwargs = revive(node.get("kwargs", {}))
+        args = list(args) if isinstance(args, tuple) else args
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise KerasFormatError(f"layer {where!r}: cannot read inbound node {_short(node)}")
         mask = kwargs.pop("mask", None)
@@ -297,6 +299,8 @@ class Loader:
             return {k: self._revive(v, created, where) for k, v in value.items()}
         if isinstance(value, list):
             return [self._revive(v, created, where) for v in value]
+        if isinstance(value, tuple):  # a live config (not through JSON) keeps Keras's tuples
+            return tuple(self._revive(v, created, where) for v in value)
         return value
 
     def _history_tensor(self, history: Any, created: dict[str, Layer], where: str) -> KerasTensor:
@@ -364,6 +368,18 @@ def _shape_tuples(shape: Any) -> Any:
 def _short(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def layer_from_config(cls: type, config: dict) -> Layer:
+    """``cls.from_config(config)``: graphc's or Keras's layer config, nested layers included."""
+    if not isinstance(config, dict):
+        raise TypeError(f"{cls.__name__}.from_config takes a config dict, got {type(config).__name__}")
+    loader = Loader()
+    where = str(config.get("name") or cls.__name__)
+    kwargs = registry.config_to_graphc(cls, cls.__name__, config, where, loader.layer)
+    layer = cls(**kwargs)
+    loader.finish()
+    return layer
 
 
 def deserialize(data: dict, custom_objects: dict | None = None, where: str = "") -> tuple[Layer, Loader]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from graphc.frontend.input_layer import InputLayer
 from graphc.frontend.layer import Layer, Variable
-from graphc.frontend.model import Model
+from graphc.frontend.model import Model, map_graph
 from graphc.frontend.sequential import Sequential
 from graphc.saving import registry
 
@@ -49,6 +49,28 @@ def to_snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def keras_flatten(structure) -> list:
+    """Leaves in Keras's order: lists and tuples in order, dicts by sorted key (as ``keras.tree``)."""
+    if isinstance(structure, (list, tuple)):
+        return [leaf for item in structure for leaf in keras_flatten(item)]
+    if isinstance(structure, dict):
+        return [leaf for key in sorted(structure) for leaf in keras_flatten(structure[key])]
+    return [structure]
+
+
+def keras_layer_order(model: Model) -> list[Layer]:
+    """The layers of a functional model in the order Keras gives them.
+
+    Keras flattens dict inputs and outputs by sorted key before walking the graph, and the
+    walk's order names the weight groups, so it is recomputed here rather than taken from
+    ``model.layers``.
+    """
+    if isinstance(model, Sequential) or not model._nodes:
+        return list(model.layers)
+    _, layers = map_graph(keras_flatten(model._inputs_struct), keras_flatten(model._outputs_struct))
+    return layers
+
+
 def _own_variables(layer: Layer) -> list[Variable]:
     return list(layer._trainable_weights) + list(layer._non_trainable_weights)
 
@@ -57,7 +79,7 @@ def _children(obj: Layer, layer_orders: dict[int, list[Layer]]) -> list[tuple[st
     if isinstance(obj, Sequential):
         return [("layers", obj.layers)]
     if isinstance(obj, Model):
-        return [("layers", layer_orders.get(id(obj), obj.layers))]
+        return [("layers", layer_orders.get(id(obj)) or keras_layer_order(obj))]
     if isinstance(obj, InputLayer):
         return []
     children = []
@@ -116,4 +138,4 @@ def _join(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
 
 
-__all__ = ["WeightGroup", "weight_groups", "to_snake_case", "CELL_LAYERS"]
+__all__ = ["WeightGroup", "weight_groups", "keras_layer_order", "keras_flatten", "to_snake_case", "CELL_LAYERS"]

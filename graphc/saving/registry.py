@@ -104,8 +104,10 @@ def is_layer_config(value: Any) -> bool:
     if not isinstance(value, dict) or "class_name" not in value or "config" not in value:
         return False
     module = value.get("module") or ""
-    return module.startswith("keras.layers") or module.startswith("keras.src.layers") or \
-        module.startswith("keras.src.models") or value["class_name"] in ("Sequential", "Functional", "Model")
+    if module:
+        return module.startswith(("keras.layers", "keras.src.layers", "keras.src.models")) or \
+            value["class_name"] in ("Sequential", "Functional", "Model")
+    return value["class_name"] in layer_classes() or value["class_name"] in ("Sequential", "Functional", "Model")
 
 
 # ---------------------------------------------------------------------- Keras -> graphc

@@ -18,7 +18,8 @@ def as_list(out) -> list[np.ndarray]:
 
 def assert_same_outputs(got, want, rtol: float = 1e-5, atol: float = 1e-6, what: str = "") -> None:
     if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), f"{what}: output keys {list(got)} != {list(want)}"
+        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{what}: output keys {list(got)} != {list(want)}"
+        got, want = [got[k] for k in sorted(want)], [want[k] for k in sorted(want)]
     got, want = as_list(got), as_list(want)
     assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
     for g, w in zip(got, want):

@@ -281,3 +281,13 @@ def test_overwrite_false_and_suffixes(tmp_path):
         model.save_weights(tmp_path / "m.h5")
     with pytest.raises(ValueError, match=r"'\.weights\.h5' or '\.keras'"):
         model.load_weights(tmp_path / "m.npz")
+
+
+def test_layer_from_config_round_trips_including_wrapped_layers():
+    for layer in (layers.Dense(3, activation="relu", use_bias=False), layers.Conv2D(4, 3, strides=2, padding="same"),
+                  layers.LSTM(5, return_sequences=True), layers.TimeDistributed(layers.Dense(2, name="inner")),
+                  layers.BatchNormalization(momentum=0.9), layers.Concatenate(axis=1)):
+        clone = type(layer).from_config(layer.get_config())
+        assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    wrapped = layers.TimeDistributed.from_config(layers.TimeDistributed(layers.Dense(2, name="d7")).get_config())
+    assert isinstance(wrapped.layer, layers.Dense) and wrapped.layer.name == "d7"
