@@ -462,3 +462,25 @@ def _rnn_vjp(ctx, *douts):
 
 for _op in ("lstm", "gru", "simple_rnn"):
     get(_op).vjp = _rnn_vjp
+
+
+# ---------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
+# one GEMM for the input projection of all steps, then one kernel running the steps, batch
+# rows in parallel (see graphc/backends/llvm/kernels/recurrent.py).
+
+def _rnn_lower(kind: str):
+    def lower(kb, op, x, kernel, rkernel, bias, *states, out, activation, go_backwards, return_sequences,
+              recurrent_activation="linear", reset_after=True):
+        from graphc.ops.elementwise import native_activation
+
+        kb.recurrence(kind, x, kernel, rkernel, bias, states, out,
+                      activation=lambda m, v: native_activation(m, activation, v),
+                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
+                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
+
+    return lower
+
+
+for _op in ("lstm", "gru", "simple_rnn"):
+    get(_op).lower = _rnn_lower(_op)

@@ -342,6 +342,16 @@ class KernelBuilder:
 
         emit_pool(self, x, out, kind=kind, kernel=kernel, strides=strides, pads=pads)
 
+    def recurrence(self, kind: str, x: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: Tensor,
+                   states: Sequence[Tensor], outs: tuple, *, activation: Callable, recurrent_activation: Callable,
+                   go_backwards: bool, return_sequences: bool, reset_after: bool = True) -> None:
+        """A whole LSTM / GRU / SimpleRNN sequence loop (kind "lstm", "gru", "simple_rnn")."""
+        from graphc.backends.llvm.kernels.recurrent import emit_rnn
+
+        emit_rnn(self, kind, x, kernel, recurrent_kernel, bias, list(states), tuple(outs), activation=activation,
+                 recurrent_activation=recurrent_activation, go_backwards=go_backwards,
+                 return_sequences=return_sequences, reset_after=reset_after)
+
     def reduce(self, out: Tensor, x: Tensor, axes: Sequence[int], kind: str) -> None:
         """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq, meansq) into ``out``."""
         from graphc.backends.llvm.kernels.reduce import emit_reduce
