@@ -1,0 +1,36 @@
+"""Helpers for native-backend tests: compile a graph, run it through the C ABI, compare."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.backends.llvm import compile_library
+from graphc.backends.reference.interpreter import run as reference_run
+from graphc.ir.graph import Graph
+from graphc.runtime import Library
+
+
+def load(graph: Graph, name: str | None = None, **kw) -> Library:
+    files = compile_library(graph, name, **kw)
+    return Library(files.shared, files.symbol)
+
+
+def run_native(lib: Library, feeds: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:
+    """The outputs (in the graph's output order) of one run on a fresh instance."""
+    inst = lib.instance(threads)
+    try:
+        names = [i.name for i in lib.inputs]
+        return inst.run([np.ascontiguousarray(feeds[n]) for n in names])
+    finally:
+        inst.close()
+
+
+def assert_matches_reference(graph: Graph, lib: Library, feeds: dict[str, np.ndarray], *, rtol=1e-4, atol=1e-5,
+                             threads: int = 1, label: str = "") -> None:
+    want = reference_run(graph, feeds)
+    got = run_native(lib, feeds, threads)
+    for name, g in zip(graph.outputs, got):
+        w = np.asarray(want[name])
+        assert g.shape == w.shape, f"{label} {name}: shape {g.shape} != reference {w.shape}"
+        assert g.dtype == w.dtype, f"{label} {name}: dtype {g.dtype} != reference {w.dtype}"
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"{label} output {name!r}")
