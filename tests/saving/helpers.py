@@ -35,8 +35,8 @@ def randomize(model, rng) -> None:
         if "variance" in var.name:
             new.append(rng.uniform(0.5, 1.5, size=var.shape).astype(np.float32))
         else:
-            scale = 1.0 / np.sqrt(max(1, int(np.prod(var.shape[:-1]))))
-            new.append(rng.normal(0, scale, size=var.shape).astype(np.float32))
+            scale = np.float32(1.0 / np.sqrt(max(1, int(np.prod(var.shape[:-1])))))
+            new.append(rng.standard_normal(var.shape, dtype=np.float32) * scale)
     model.set_weights(new)
 
 

@@ -124,8 +124,8 @@ def keras_randomize(model, rng):
         if "variance" in w.path:
             weights.append(rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32))
         else:
-            scale = 1.0 / np.sqrt(max(1, int(np.prod(w.shape[:-1]))))
-            weights.append(rng.normal(0, scale, size=w.shape).astype(np.float32))
+            scale = np.float32(1.0 / np.sqrt(max(1, int(np.prod(w.shape[:-1])))))
+            weights.append(rng.standard_normal(tuple(w.shape), dtype=np.float32) * scale)
     model.set_weights(weights)
 
 
@@ -188,6 +188,7 @@ def _stereo(K, size=250):
     return K.Model([left, right], K.layers.concatenate([base(left), base(right)], axis=-1))
 
 
+@pytest.mark.slow
 def test_stereo_xception_both_ways(keras, tmp_path, rng):
     """The dual-camera model of the seed programs, predicting at Xception's smallest input size.
 
