@@ -681,3 +681,139 @@ get("dropout").vjp = lambda ctx, dy: [dy]  # the inference form is the identity
 get("clip").vjp = _clip_vjp
 get("where").vjp = _where_vjp
 get("broadcast_like").vjp = lambda ctx, dy: [ctx.unbroadcast(dy, ctx.x[0]), None]
+
+
+# ---------------------------------------------------------------------------- ONNX (training ops)
+# ``to_onnx(ctx, op)`` facets of the ops autodiff and training graphs add.
+
+def onnx_activation_derivative(ctx, name: str, x: str, attrs=None) -> str:
+    """f'(x) for activation ``name`` on ONNX value ``x`` (not "linear"): the ``UNARY_DERIV`` formulas."""
+    a = {**UNARY[name][1], **dict(attrs or {})}
+    dtype = ctx.input_type(0).dtype
+
+    def c(v: float) -> str:
+        return ctx.scalar(v, dtype)
+
+    def elu_d(alpha: float) -> str:
+        neg = ctx.node("Mul", [ctx.node("Exp", [ctx.node("Min", [x, c(0.0)])]), c(alpha)])
+        return ctx.node("Where", [ctx.node("Greater", [x, c(0.0)]), c(1.0), neg])
+
+    if name == "relu":
+        above = ctx.node("Greater", [x, c(a["threshold"])])
+        d = ctx.node("Where", [above, c(1.0), c(a["negative_slope"])])
+        if a["max_value"] is not None:
+            leak = ctx.node("Mul", [ctx.node("Sub", [x, c(a["threshold"])]), c(a["negative_slope"])])
+            y = ctx.node("Where", [above, x, leak])
+            d = ctx.node("Mul", [d, ctx.cast(ctx.node("Less", [y, c(a["max_value"])]), dtype)])
+        return d
+    if name in ("sigmoid", "silu"):
+        s = ctx.node("Sigmoid", [x])
+        one_minus = ctx.node("Sub", [c(1.0), s])
+        if name == "sigmoid":
+            return ctx.node("Mul", [s, one_minus])
+        return ctx.node("Mul", [s, ctx.node("Add", [c(1.0), ctx.node("Mul", [x, one_minus])])])
+    if name == "tanh":
+        t = ctx.node("Tanh", [x])
+        return ctx.node("Sub", [c(1.0), ctx.node("Mul", [t, t])])
+    if name == "exp":
+        return ctx.node("Exp", [x])
+    if name == "log":
+        return ctx.node("Reciprocal", [x])
+    if name == "neg":
+        return ctx.filled(ctx.shape_of(x), -1.0, dtype)
+    if name == "abs":
+        return ctx.node("Sign", [x])
+    if name == "sqrt":
+        return ctx.node("Div", [c(0.5), ctx.node("Sqrt", [x])])
+    if name == "square":
+        return ctx.node("Mul", [x, c(2.0)])
+    if name == "reciprocal":
+        return ctx.node("Neg", [ctx.node("Reciprocal", [ctx.node("Mul", [x, x])])])
+    if name == "softplus":
+        return ctx.node("Sigmoid", [x])
+    if name == "softsign":
+        p = ctx.node("Add", [ctx.node("Abs", [x]), c(1.0)])
+        return ctx.node("Reciprocal", [ctx.node("Mul", [p, p])])
+    if name == "elu":
+        return elu_d(float(a["alpha"]))
+    if name == "selu":
+        return ctx.node("Mul", [elu_d(SELU_ALPHA), c(SELU_SCALE)])
+    if name == "hard_sigmoid":
+        inside = ctx.node("And", [ctx.node("Greater", [x, c(-3.0)]), ctx.node("Less", [x, c(3.0)])])
+        return ctx.node("Div", [ctx.cast(inside, dtype), c(6.0)])
+    if name == "gelu":
+        if a["approximate"]:
+            k = math.sqrt(2.0 / math.pi)
+            x2 = ctx.node("Mul", [x, x])
+            inner = ctx.node("Mul", [ctx.node("Add", [x, ctx.node("Mul", [ctx.node("Mul", [x2, x]), c(0.044715)])]),
+                                     c(k)])
+            t = ctx.node("Tanh", [inner])
+            first = ctx.node("Mul", [ctx.node("Add", [t, c(1.0)]), c(0.5)])
+            dt = ctx.node("Sub", [c(1.0), ctx.node("Mul", [t, t])])
+            poly = ctx.node("Add", [c(1.0), ctx.node("Mul", [x2, c(3 * 0.044715)])])
+            second = ctx.node("Mul", [ctx.node("Mul", [ctx.node("Mul", [x, dt]), poly]), c(0.5 * k)])
+            return ctx.node("Add", [first, second])
+        cdf = ctx.node("Mul", [ctx.node("Add", [ctx.node("Erf", [ctx.node("Mul", [x, c(1 / math.sqrt(2.0))])]),
+                                                c(1.0)]), c(0.5)])
+        pdf = ctx.node("Div", [ctx.node("Exp", [ctx.node("Mul", [ctx.node("Mul", [x, x]), c(-0.5)])]),
+                               c(math.sqrt(2.0 * math.pi))])
+        return ctx.node("Add", [cdf, ctx.node("Mul", [x, pdf])])
+    raise ctx.error(f"activation {name!r} has no ONNX derivative")
+
+
+def _unary_grad_to_onnx(ctx, op):
+    x, dy = ctx.input_name(0), ctx.input_name(1)
+    name = ctx.attrs["activation"]
+    if name == "linear":
+        ctx.node("Expand", [dy, ctx.shape_of(x)], ctx.output_name(0))
+        return
+    d = onnx_activation_derivative(ctx, name, x, ctx.attrs["activation_attrs"])
+    ctx.node("Mul", [dy, d], ctx.output_name(0))
+
+
+def _greater_equal_to_onnx(ctx, op):
+    if ctx.opset >= 12:
+        ctx.node("GreaterOrEqual", list(op.inputs), ctx.output_name(0))
+    else:
+        ctx.node("Not", [ctx.node("Less", list(op.inputs))], ctx.output_name(0))
+
+
+def _broadcast_like_to_onnx(ctx, op):
+    ctx.node("Expand", [ctx.input_name(0), ctx.shape_of(ctx.input_name(1))], ctx.output_name(0))
+
+
+def _num_elements_to_onnx(ctx, op):
+    x = ctx.input_type(0)
+    axes = list(range(x.rank)) if ctx.attrs["axes"] is None else [a % x.rank for a in ctx.attrs["axes"]]
+    dtype = ctx.output_type(0).dtype
+    sizes = [x.shape[a] for a in axes]
+    if all(isinstance(d, int) for d in sizes):
+        ctx.node("Identity", [ctx.scalar(int(np.prod(sizes, dtype=np.int64)), dtype)], ctx.output_name(0))
+        return
+    picked = ctx.node("Gather", [ctx.shape_of(ctx.input_name(0)), ctx.ints(axes)], axis=0)
+    ctx.cast(ctx.reduce("ReduceProd", picked, [0], False), dtype, ctx.output_name(0))
+
+
+def _one_hot_to_onnx(ctx, op):
+    """ids[..., None] == arange(depth), cast (onnxruntime's OneHot lacks most type combinations)."""
+    ids = ctx.unsqueeze(ctx.input_name(0), [ctx.input_type(0).rank])
+    classes = ctx.constant(np.arange(ctx.attrs["depth"], dtype=ctx.input_type(0).dtype), "classes")
+    ctx.cast(ctx.node("Equal", [ids, classes]), ctx.output_type(0).dtype, ctx.output_name(0))
+
+
+def _random_uniform_like_to_onnx(ctx, op):
+    seed = ctx.attrs["seed"]
+    ctx.node("RandomUniformLike", [ctx.input_name(0)], ctx.output_name(0),
+             seed=None if seed is None else float(seed))
+
+
+get("unary_grad").to_onnx = _unary_grad_to_onnx
+get("where").to_onnx = _node_to_onnx("Where")
+get("greater").to_onnx = _node_to_onnx("Greater")
+get("greater_equal").to_onnx = _greater_equal_to_onnx
+get("less").to_onnx = _node_to_onnx("Less")
+get("equal").to_onnx = _node_to_onnx("Equal")
+get("broadcast_like").to_onnx = _broadcast_like_to_onnx
+get("num_elements").to_onnx = _num_elements_to_onnx
+get("one_hot").to_onnx = _one_hot_to_onnx
+get("random_uniform_like").to_onnx = _random_uniform_like_to_onnx

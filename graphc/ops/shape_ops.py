@@ -377,3 +377,38 @@ get("slice_grad").vjp = _slice_grad_vjp
 get("expand_dims").vjp = lambda ctx, dy: [ctx.squeeze(dy, axis=ctx.attrs["axis"])]
 get("squeeze").vjp = lambda ctx, dy: [ctx.expand_dims(dy, axis=ctx.attrs["axis"] % ctx.rank(ctx.x[0]))]
 get("gather").vjp = _gather_vjp
+
+
+# ---------------------------------------------------------------------------- ONNX (training ops)
+# ``to_onnx(ctx, op)`` facets of the backward ops: both scatter the cotangent into zeros.
+
+def _slice_grad_to_onnx(ctx, op):
+    """The positions ``slice`` picked are found by slicing an arange the same way (which handles
+    negative and open bounds exactly as the forward op); dy is scattered there into zeros."""
+    x, dy = ctx.input_name(0), ctx.input_name(1)
+    a = ctx.attrs
+    rank = ctx.input_type(0).rank
+    axis = a["axis"] % rank
+    shape = ctx.shape_of(x)
+    n = ctx.squeeze(ctx.node("Gather", [shape, ctx.ints([axis])], axis=0), [0])
+    positions = ctx.node("Range", [ctx.scalar(0, "int64"), n, ctx.scalar(1, "int64")])
+    stop = 2 ** 63 - 1 if a["stop"] is None else a["stop"]
+    picked = ctx.slice(positions, [a["start"]], [stop], [0], [a["step"]])
+    along = ctx.node("Reshape", [picked, ctx.ints([-1 if i == axis else 1 for i in range(rank)])])
+    index = ctx.node("Expand", [along, ctx.shape_of(dy)])
+    zeros = ctx.filled(shape, 0, ctx.input_type(0).dtype)
+    ctx.node("ScatterElements", [zeros, index, dy], ctx.output_name(0), axis=axis)
+
+
+def _gather_grad_to_onnx(ctx, op):
+    ctx.require_opset(16, "ScatterND with reduction='add'")
+    ids, dy = ctx.input_type(0), ctx.input_type(1)
+    row = list(dy.shape[ids.rank:])
+    zeros = ctx.filled(ctx.shape([ctx.attrs["num_rows"], *row]), 0, dy.dtype)
+    flat_ids = ctx.node("Reshape", [ctx.cast(ctx.input_name(0), "int64"), ctx.ints([-1, 1])])
+    updates = ctx.node("Reshape", [ctx.input_name(1), ctx.shape([-1, *row])])
+    ctx.node("ScatterND", [zeros, flat_ids, updates], ctx.output_name(0), reduction="add")
+
+
+get("slice_grad").to_onnx = _slice_grad_to_onnx
+get("gather_grad").to_onnx = _gather_grad_to_onnx
