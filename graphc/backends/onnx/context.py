@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from graphc.ir.dims import Dim
 from graphc.ir.graph import Graph, Op
@@ -340,6 +340,17 @@ class EmitContext:
         if run:
             parts.append(self.ints(run))
         return self.node("Concat", parts, axis=0)
+
+    def shape_of(self, x: str) -> str:
+        """The run-time shape of value ``x`` (a 1-D int64 tensor)."""
+        if x in self._em.graph.inputs:
+            return self._em.input_shape(x)
+        return self.node("Shape", [x])
+
+    def filled(self, shape: str, value: float | int, dtype: str, outputs: Any = None) -> str:
+        """A tensor of run-time shape ``shape`` (a 1-D int64 value) filled with ``value``."""
+        fill = numpy_helper.from_array(np.asarray([value], dtype=dtype))
+        return self.node("ConstantOfShape", [shape], outputs, value=fill)
 
     # ------------------------------------------------------------------ version-aware helpers
     def transpose(self, x: str, perm: Sequence[int], outputs: Any = None) -> str:

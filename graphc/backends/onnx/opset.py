@@ -4,6 +4,9 @@ The default is the newest opset that the installed onnxruntime *fully* supports:
 operator its CPU provider implements has a kernel for the operator's version at that
 opset. This is read from onnxruntime's kernel registry, so a newer onnxruntime raises
 the default by itself; where the registry cannot be read, a conservative 17 is used.
+onnxruntime matches a kernel registered without an end version only to the exact operator
+version it starts at (a kernel for ``RandomUniformLike`` "1 and later" does not run version
+22), and the check here follows the same rule.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def ort_max_opset() -> int:
     for k in kernels:
         if k.domain in ("", "ai.onnx") and k.provider == "CPUExecutionProvider":
             ranges.setdefault(k.op_name, []).append(tuple(k.version_range))
+    open_end = 2 ** 31 - 1
     best = MIN_OPSET
     for opset in range(MIN_OPSET, onnx_max_opset() + 1):
         for op_type, spans in ranges.items():
@@ -43,7 +47,8 @@ def ort_max_opset() -> int:
                 continue
             if schema.deprecated:
                 continue
-            if not any(lo <= schema.since_version <= hi for lo, hi in spans):
+            v = schema.since_version
+            if not any(lo == v or (hi != open_end and lo <= v <= hi) for lo, hi in spans):
                 return best
         best = opset
     return best

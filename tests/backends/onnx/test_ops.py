@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graphc.backends.onnx import export_graph, verify_graph
+from graphc.backends.onnx import OnnxRuntimeGraph, export_graph, verify_graph
+from graphc.backends.reference import run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import REGISTRY, OpBuilder
 from graphc.ops.conv import keras_pads
+from graphc.ops.elementwise import UNARY
 from tests.backends.onnx.checks import check_model
 
 SIZES = ({"batch": 1, "seq": 7}, {"batch": 3, "seq": 1})
@@ -32,7 +34,7 @@ class In:
 
     shape: tuple
     dtype: str = "float32"
-    draw: str = "normal"  # normal | positive | ids:<n> | wide
+    draw: str = "normal"  # normal | positive | ids:<n> | wide | bool
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Case:
     sizes: tuple = SIZES
     opset: int | None = None
     id: str = ""
+    random: bool = False  # outputs are random draws: checked for shape and range only
 
 
 _rng = np.random.default_rng(7)
@@ -228,6 +231,43 @@ case("scale_shift", IMG, W(3), W(3))
 case("scale_shift", In(("batch", 4, 6)), W(4), W(4), axis=1, id="scale_shift_axis1")
 
 
+# ---------------------------------------------------------------- training ops (autodiff)
+_WIDE = In(("batch", 7), draw="wide")
+for _act in ["linear", *UNARY]:
+    _x = POS if _act in ("log", "sqrt", "reciprocal") else _WIDE
+    case("unary_grad", _x, X, activation=_act, id=f"unary_grad_{_act}")
+for _act, _pairs in (("relu", (("max_value", 6.0),)), ("relu", (("negative_slope", 0.1), ("threshold", 0.5))),
+                     ("relu", (("max_value", 1.0), ("negative_slope", 0.2), ("threshold", -0.5))),
+                     ("elu", (("alpha", 0.3),)), ("gelu", (("approximate", True),))):
+    case("unary_grad", _WIDE, X, activation=_act, activation_attrs=_pairs,
+         id=f"unary_grad_{_act}_{'_'.join(k for k, _ in _pairs)}")
+case("unary_grad", _WIDE, W(7), activation="neg", id="unary_grad_broadcast_cotangent")
+case("unary_grad", _WIDE, W(7), id="unary_grad_linear_broadcast_cotangent")
+case("where", In(("batch", 7), dtype="bool", draw="bool"), X, W(7))
+for _op in ("greater", "greater_equal", "less", "equal"):
+    case(_op, X3, W(5))
+    case(_op, In(("batch", 4), dtype="int32", draw="ids:3"), np.array([0, 1, 2, 1], np.int32), id=f"{_op}_int32")
+case("greater_equal", In(("batch", 4), dtype="int32", draw="ids:3"), np.array([0, 1, 2, 1], np.int32),
+     id="greater_equal_opset11", opset=11)
+case("broadcast_like", W(5), X3)
+case("broadcast_like", In(("batch", 1, 5)), X3, id="broadcast_like_input")
+case("num_elements", X3)
+case("num_elements", X3, axes=(1, 2), dtype="int64", id="num_elements_static")
+case("num_elements", SEQ, axes=(0, 1), id="num_elements_free_dims")
+case("one_hot", In(("batch", "seq"), dtype="int32", draw="ids:5"), depth=5)
+case("one_hot", In(("batch", 3), dtype="int64", draw="ids:4"), depth=4, dtype="int32", id="one_hot_int64")
+CASES.append(Case("random_uniform_like", [X3], {"seed": 3}, SIZES, None, "random_uniform_like", random=True))
+CASES.append(Case("random_uniform_like", [X3], {}, SIZES, None, "random_uniform_like_unseeded", random=True))
+case("slice_grad", X3, In(("batch", 3, 4)), axis=2, start=1)
+case("slice_grad", X3, In(("batch", 3, 2)), axis=-1, start=-3, stop=-1, id="slice_grad_negative")
+case("slice_grad", X, In(("batch", 4)), axis=1, start=0, stop=7, step=2, id="slice_grad_step")
+case("slice_grad", SEQ, In(("batch", "seq - 1", 5)), axis=1, start=0, stop=-1, id="slice_grad_free_axis",
+     sizes=SIZES_NO_UNIT_SEQ)
+case("gather_grad", In(("batch", "seq"), dtype="int32", draw="ids:6"), In(("batch", "seq", 4)), num_rows=6)
+case("gather_grad", In(("batch",), dtype="int64", draw="ids:3"), In(("batch", 2, 3)), num_rows=5,
+     id="gather_grad_int64_unused_rows")
+
+
 # ---------------------------------------------------------------- machinery
 def build(c: Case) -> Graph:
     g = Graph(c.id)
@@ -251,6 +291,8 @@ def draw(graph: Graph, c: Case, sizes: dict, rng) -> dict[str, np.ndarray]:
             feeds[name] = rng.integers(0, int(spec.draw[4:]), size=shape).astype(spec.dtype)
         elif spec.draw == "positive":
             feeds[name] = rng.uniform(0.5, 2.0, size=shape).astype(spec.dtype)
+        elif spec.draw == "bool":
+            feeds[name] = rng.random(shape) < 0.5
         elif spec.draw == "wide":
             feeds[name] = (4 * rng.standard_normal(shape)).astype(spec.dtype)
         else:
@@ -277,5 +319,12 @@ def test_op_exports_and_matches_the_reference(c, rng):
     check_model(model, graph)
     for sizes in c.sizes:
         feeds = draw(graph, c, sizes, rng)
+        if c.random:
+            want = run(graph, feeds)
+            got = OnnxRuntimeGraph(graph, c.opset).run(feeds)
+            for name, value in got.items():
+                assert value.shape == want[name].shape and value.dtype == want[name].dtype
+                assert value.min() >= 0 and value.max() < 1 and np.unique(value).size > value.size // 2
+            continue
         report = verify_graph(graph, feeds, opset=c.opset)
         assert report.ok, f"{sizes}\n{report}"
