@@ -147,8 +147,7 @@ def test_same_text_as_keras(name, keras, columns):
 @pytest.mark.keras
 @pytest.mark.parametrize("options", [{"show_trainable": True, "expand_nested": True}, {"line_length": 70}],
                          ids=["trainable_nested", "narrow"])
-@pytest.mark.parametrize("name", ["nested", "nested_twice", "frozen_model", "two_inputs_shared",
-                                  "program01_sequential"])
+@pytest.mark.parametrize("name", ["nested", "two_inputs_shared", "program01_sequential"])
 @pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
 def test_same_text_as_keras_with_options(name, options, keras, columns):
     build = MODELS[name]
