@@ -329,30 +329,36 @@ class Model(Layer):
     def __call__(self, *args, **kwargs):
         return super().__call__(*args, **kwargs)
 
-    # ------------------------------------------------------------------ training (not yet)
+    # ------------------------------------------------------------------ training (graphc.training)
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs) -> None:
-        """Record the training configuration (training itself is not available yet)."""
+        """Configure training: optimizer, loss(es), loss weights and metrics, as Keras's ``compile``."""
+        from graphc.training import compile_model
+
+        compile_model(self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
         self._compile_config = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights,
                                 "metrics": metrics, **kwargs}
-        self.compiled = True
 
-    def _training_unavailable(self, what: str):
-        raise NotImplementedError(
-            f"Model.{what}() needs graphc's training support, which this version does not have yet: "
-            "graphc compiles and runs models for inference (predict, graphc.build). "
-            "Load trained weights with set_weights() instead.")
+    def fit(self, x=None, y=None, **kwargs):
+        """Train on arrays (lists/dicts for several inputs/outputs); returns the History."""
+        from graphc.training import fit
 
-    def fit(self, *args, **kwargs):
-        self._training_unavailable("fit")
+        return fit(self, x, y, **kwargs)
 
-    def evaluate(self, *args, **kwargs):
-        self._training_unavailable("evaluate")
+    def evaluate(self, x=None, y=None, **kwargs):
+        """The loss (and metrics) on arrays: a float, a list, or a dict with ``return_dict=True``."""
+        from graphc.training import evaluate
 
-    def train_on_batch(self, *args, **kwargs):
-        self._training_unavailable("train_on_batch")
+        return evaluate(self, x, y, **kwargs)
 
-    def test_on_batch(self, *args, **kwargs):
-        self._training_unavailable("test_on_batch")
+    def train_on_batch(self, x, y=None, **kwargs):
+        from graphc.training import train_on_batch
+
+        return train_on_batch(self, x, y, **kwargs)
+
+    def test_on_batch(self, x, y=None, **kwargs):
+        from graphc.training import test_on_batch
+
+        return test_on_batch(self, x, y, **kwargs)
 
     # ------------------------------------------------------------------ Keras files and configs
     def get_config(self) -> dict:

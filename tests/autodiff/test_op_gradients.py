@@ -14,6 +14,7 @@ from graphc.ops.conv import keras_pads
 from graphc.ops.elementwise import UNARY
 from tests.autodiff.gradcheck import Arg, Case, check_case
 
+
 def A(*shape, draw="normal", **kw) -> Arg:
     return Arg(tuple(shape), draw=draw, **kw)
 
@@ -55,7 +56,8 @@ CASES += [
     Case("concat", [A(3, 2), A(3, 5), A(3, 1)], {"axis": -1}, id="concat"),
     Case("concat", [A(1, 4), A(3, 4)], {"axis": 0}, id="concat_axis0"),
     Case("slice", [A(3, 11)], {"axis": 1, "start": 2, "stop": 9, "step": 3}, id="slice"),
-    Case("slice_grad", [A(3, 11, differentiate=False), A(3, 3)], {"axis": 1, "start": 2, "stop": 9, "step": 3}, id="slice_grad"),
+    Case("slice_grad", [A(3, 11, differentiate=False), A(3, 3)], {"axis": 1, "start": 2, "stop": 9, "step": 3},
+         id="slice_grad"),
     Case("expand_dims", [A(3, 5)], {"axis": -1}, id="expand_dims"),
     Case("squeeze", [A(3, 1, 5)], {"axis": 1}, id="squeeze"),
     Case("gather", [A(7, 3), A(4, 5, draw="ids:7", dtype="int32")], id="gather"),

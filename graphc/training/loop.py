@@ -1,0 +1,434 @@
+"""``compile`` / ``fit`` / ``evaluate`` / ``train_on_batch`` / ``test_on_batch`` with Keras 3's semantics.
+
+:class:`Trainer` (one per model, created by ``compile``) resolves the losses, loss weights and
+metrics per output, builds the step graphs of :mod:`graphc.training.step` on the first batch
+(``"acc"`` depends on the targets' shapes, as in Keras) and runs them batch by batch:
+
+- data: arrays, lists (in input/output order) or dicts (by input/output name); the number of
+  samples must agree; ``validation_split`` keeps the last fraction aside before shuffling;
+- each epoch shuffles (``shuffle=True``), runs ``ceil(n / batch_size)`` steps, then evaluates
+  the validation data; logs are running means weighted like Keras's (the loss by batch size,
+  metrics by their number of values);
+- history keys and order: ``loss``, the metrics (``acc``..., prefixed by the output name for
+  several outputs), the per-output losses (``age_loss``...) when there are several, then the
+  same with ``val_``.
+
+Beyond Keras 3: one loss given for several outputs applies to each of them (as in Keras 2), so
+``loss="binary_crossentropy", loss_weights=[1.0, 0.2]`` works.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from graphc.training import losses as losses_mod
+from graphc.training import metrics as metrics_mod
+from graphc.training import optimizers as optimizers_mod
+from graphc.training.callbacks import CallbackList
+from graphc.training.metrics import Mean
+from graphc.training.step import OutputSpec, Step
+
+__all__ = ["Trainer", "compile_model", "fit", "evaluate", "train_on_batch", "test_on_batch"]
+
+
+def _is_single(value) -> bool:
+    return not isinstance(value, (list, tuple, dict))
+
+
+class Trainer:
+    """The training configuration of one model and its compiled steps."""
+
+    def __init__(self, model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                 weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+                 auto_scale_loss=True):
+        self.model = model
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.output_names = list(model.output_names)
+        n = len(self.output_names)
+        self.losses = self._per_output(loss, "loss", allow_single_for_all=True)
+        self.loss_weights = self._weights(loss_weights, n)
+        self._user_metrics = metrics
+        if weighted_metrics:
+            raise ValueError("compile(weighted_metrics=...) is not supported by graphc")
+        self.specs: list[OutputSpec] | None = None
+        self.loss_tracker = Mean(name="loss")
+        self.output_loss_trackers: list[Mean | None] = []
+        self._steps: dict[tuple, Step] = {}
+
+    # ------------------------------------------------------------------ configuration
+    def _per_output(self, value, what: str, allow_single_for_all: bool) -> list:
+        names = self.output_names
+        n = len(names)
+        if value is None:
+            return [None] * n
+        if isinstance(value, dict):
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(f"compile({what}=...): keys {unknown} are not model outputs; the outputs are {names}")
+            return [value.get(k) for k in names]
+        if isinstance(value, (list, tuple)):
+            if n == 1 and len(value) == 1:
+                return [value[0]]
+            if len(value) != n:
+                raise ValueError(f"compile({what}=...) got a list of {len(value)} entries for a model with {n} "
+                                 f"output(s) {names}")
+            return list(value)
+        if allow_single_for_all:
+            return [value] * n
+        return [value]
+
+    def _weights(self, loss_weights, n: int) -> list[float | None]:
+        if loss_weights is None:
+            return [None] * n
+        if isinstance(loss_weights, (int, float)):
+            if n != 1:
+                raise ValueError(f"compile(loss_weights={loss_weights}) must be a list or dict for a model with "
+                                 f"{n} outputs {self.output_names}")
+            return [float(loss_weights)]
+        if isinstance(loss_weights, dict):
+            unknown = [k for k in loss_weights if k not in self.output_names]
+            if unknown:
+                raise ValueError(f"compile(loss_weights=...): keys {unknown} are not model outputs; the outputs are "
+                                 f"{self.output_names}")
+            return [None if loss_weights.get(k) is None else float(loss_weights[k]) for k in self.output_names]
+        weights = list(loss_weights)
+        with_loss = [i for i, loss in enumerate(self.losses) if loss is not None]
+        if len(weights) == n:
+            return [None if w is None else float(w) for w in weights]
+        if len(weights) == len(with_loss):
+            out: list[float | None] = [None] * n
+            for i, w in zip(with_loss, weights):
+                out[i] = float(w)
+            return out
+        raise ValueError(f"`loss_weights` must match the number of losses, got {len(with_loss)} losses and "
+                         f"{len(weights)} weights.")
+
+    def _build_specs(self, targets: list[np.ndarray | None]) -> None:
+        """Resolve losses and metrics against the first batch's targets (Keras builds them lazily too)."""
+        if all(loss is None for loss in self.losses):
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+        n = len(self.output_names)
+        user = self._user_metrics
+        if user is None:
+            per_output: list = [None] * n
+        elif isinstance(user, dict):
+            per_output = self._per_output(user, "metrics", allow_single_for_all=False)
+        elif isinstance(user, (list, tuple)) and n > 1 and len(user) == n and all(
+                m is None or isinstance(m, (list, tuple)) for m in user):
+            per_output = list(user)
+        else:
+            per_output = [user] * n
+        pred_shapes = [tuple(t.shape) for t in self.model.outputs]
+        specs = []
+        for i, name in enumerate(self.output_names):
+            y = targets[i] if i < len(targets) else None
+            loss = None if self.losses[i] is None else losses_mod.get(self.losses[i])
+            ms = per_output[i]
+            ms = [] if ms is None else list(ms) if isinstance(ms, (list, tuple)) else [ms]
+            resolved = []
+            for m in ms:
+                true_shape = tuple(np.shape(y)) if y is not None else pred_shapes[i]
+                resolved.append(metrics_mod.get(m, true_shape, pred_shapes[i]))
+            specs.append(OutputSpec(name, loss, self.loss_weights[i], resolved, f"{name}_" if n > 1 else ""))
+        self.specs = specs
+        with_loss = [s for s in specs if s.loss is not None]
+        self.output_loss_trackers = [Mean(name=f"{s.name}_loss") if (s.loss is not None and len(with_loss) > 1)
+                                     else None for s in specs]
+
+    def all_metrics(self) -> list:
+        out = [self.loss_tracker]
+        for spec in self.specs or []:
+            out.extend(spec.metrics)
+        out.extend(t for t in self.output_loss_trackers if t is not None)
+        return out
+
+    def reset_metrics(self) -> None:
+        for m in self.all_metrics():
+            m.reset_state()
+
+    def metric_names(self) -> list[str]:
+        """Keras's ``metrics_names``: loss, the compiled metrics (unprefixed), the per-output losses."""
+        names = ["loss"]
+        for spec in self.specs or []:
+            names.extend(m.name for m in spec.metrics)
+        names.extend(t.name for t in self.output_loss_trackers if t is not None)
+        return names
+
+    def results(self) -> dict[str, float]:
+        logs: dict[str, float] = {"loss": self.loss_tracker.result()}
+        seen: dict[str, int] = {}
+        for spec in self.specs or []:
+            for m in spec.metrics:
+                name = spec.metric_prefix + m.name
+                if name in seen:
+                    seen[name] += 1
+                    name = f"{name}_{seen[name] - 1}"
+                else:
+                    seen[name] = 1
+                logs[name] = m.result()
+        for t in self.output_loss_trackers:
+            if t is not None:
+                logs[t.name] = t.result()
+        return logs
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, feeds: dict[str, np.ndarray], targets: list, training: bool) -> Step:
+        if self.specs is None:
+            self._build_specs(targets)
+        key = (training, tuple(None if y is None else (np.asarray(y).dtype.kind, np.shape(y)[1:]) for y in targets),
+               tuple(v.trainable for v in self.model.weights))
+        step = self._steps.get(key)
+        if step is None:
+            step = Step(self.model, self.specs, targets, self.optimizer if training else None, training)
+            self._steps[key] = step
+        return step
+
+    def run_batch(self, feeds: dict[str, np.ndarray], targets: list, training: bool) -> dict[str, float]:
+        """One step on one batch; updates the trackers and returns the running logs."""
+        step = self._step(feeds, targets, training)
+        result = step.run(feeds, targets)
+        n = next(iter(feeds.values())).shape[0] if feeds else 0
+        out = step.outputs
+        loss = float(result[out.loss])
+        self.loss_tracker.update_state_totals(loss * n, n)
+        for i, value in out.output_losses:
+            tracker = self.output_loss_trackers[i]
+            if tracker is not None:
+                tracker.update_state_totals(float(result[value]) * n, n)
+        for i, k, s, c in out.metrics:
+            self.specs[i].metrics[k].update_state_totals(float(result[s]), float(result[c]))
+        return self.results()
+
+
+# ---------------------------------------------------------------------------- data handling
+def _num_samples(arrays: list[np.ndarray], what: str) -> int:
+    sizes = {a.shape[0] if a.ndim else None for a in arrays}
+    if None in sizes:
+        raise ValueError(f"{what} must be arrays with a leading sample axis; got a scalar")
+    if len(sizes) != 1:
+        raise ValueError(f"Data cardinality is ambiguous: {what} have sizes {sorted(sizes)}. Make sure all arrays "
+                         "contain the same number of samples.")
+    return sizes.pop()
+
+
+def standardize_x(model, x) -> dict[str, np.ndarray]:
+    names = model.input_names
+    if x is None:
+        raise ValueError("fit/evaluate need input data x")
+    if isinstance(x, dict):
+        unknown = [k for k in x if k not in names]
+        missing = [k for k in names if k not in x]
+        if unknown or missing:
+            raise ValueError(f"input dict keys {sorted(x)} do not match the model inputs {names}"
+                             + (f"; missing {missing}" if missing else "")
+                             + (f"; unknown {unknown}" if unknown else ""))
+        return {k: np.asarray(x[k]) for k in names}
+    if isinstance(x, (list, tuple)):
+        if len(names) == 1 and len(x) == 1:
+            return {names[0]: np.asarray(x[0])}
+        if len(x) != len(names):
+            raise ValueError(f"the model takes {len(names)} input(s) {names}, got a list of {len(x)} arrays")
+        return {k: np.asarray(v) for k, v in zip(names, x)}
+    if len(names) != 1:
+        raise ValueError(f"the model takes {len(names)} inputs {names}; pass a list or a dict of arrays")
+    return {names[0]: np.asarray(x)}
+
+
+def standardize_y(model, y) -> list[np.ndarray | None]:
+    names = model.output_names
+    if y is None:
+        return [None] * len(names)
+    if isinstance(y, dict):
+        unknown = [k for k in y if k not in names]
+        if unknown:
+            raise ValueError(f"target dict keys {unknown} are not model outputs; the outputs are {names}")
+        return [None if y.get(k) is None else np.asarray(y[k]) for k in names]
+    if isinstance(y, (list, tuple)):
+        if len(names) == 1 and len(y) == 1:
+            return [np.asarray(y[0])]
+        if len(names) == 1:
+            return [np.asarray(y)]
+        if len(y) != len(names):
+            raise ValueError(f"the model has {len(names)} outputs {names}, got a list of {len(y)} targets")
+        return [None if v is None else np.asarray(v) for v in y]
+    if len(names) != 1:
+        raise ValueError(f"the model has {len(names)} outputs {names}; pass the targets as a list or a dict")
+    return [np.asarray(y)]
+
+
+def _take(xs: dict[str, np.ndarray], ys: list, index) -> tuple[dict, list]:
+    return ({k: v[index] for k, v in xs.items()}, [None if y is None else y[index] for y in ys])
+
+
+def _prepare(model, x, y) -> tuple[dict, list, int]:
+    if hasattr(model, "_ensure_built"):
+        model._ensure_built(x)
+    trainer = _trainer(model)
+    xs = standardize_x(model, x)
+    ys = standardize_y(model, y)
+    arrays = list(xs.values()) + [v for v in ys if v is not None]
+    n = _num_samples(arrays, "x and y")
+    del trainer
+    return xs, ys, n
+
+
+def _trainer(model) -> Trainer:
+    trainer = getattr(model, "_graphc_trainer", None)
+    if trainer is None:
+        raise RuntimeError("You must call `compile()` before using the model.")
+    return trainer
+
+
+def _verbose(verbose) -> int:
+    return 1 if verbose == "auto" else int(verbose)
+
+
+# ---------------------------------------------------------------------------- the API
+def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs) -> Trainer:
+    trainer = Trainer(model, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+    model._graphc_trainer = trainer
+    model.optimizer = trainer.optimizer
+    model.loss = loss
+    model.compiled = True
+    model.stop_training = False
+    return trainer
+
+
+def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+        validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+        steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+    """Keras's ``Model.fit`` on arrays; returns the History."""
+    if class_weight is not None or sample_weight is not None:
+        raise ValueError("fit(class_weight=..., sample_weight=...) is not supported by graphc")
+    if steps_per_epoch is not None or validation_steps is not None:
+        raise ValueError("fit(steps_per_epoch=..., validation_steps=...) needs datasets, which graphc does not take; "
+                         "pass arrays")
+    xs, ys, n = _prepare(model, x, y)
+    trainer = _trainer(model)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (x_val, y_val); got "
+                             f"{type(validation_data).__name__}")
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            raise ValueError("validation sample weights are not supported by graphc")
+        vx, vy, vn = _prepare(model, validation_data[0], validation_data[1])
+        val = (vx, vy)
+    elif validation_split:
+        if not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+        split = int(math.floor(n * (1.0 - validation_split)))
+        if split == 0 or split == n:
+            raise ValueError(f"Training data contains {n} samples, which is not sufficient to split it into a "
+                             f"validation and training set as specified by `validation_split={validation_split}`.")
+        val = _take(xs, ys, slice(split, None))
+        xs, ys = _take(xs, ys, slice(0, split))
+        n = split
+    batch_size = int(batch_size or 32)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    steps = max(1, math.ceil(n / batch_size))
+    verbose = _verbose(verbose)
+    cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
+                       epochs=epochs, steps=steps)
+    model.stop_training = False
+    cbs.on_train_begin()
+    training_logs: dict[str, Any] = {}
+    for epoch in range(initial_epoch, epochs):
+        trainer.reset_metrics()
+        cbs.on_epoch_begin(epoch)
+        order = np.random.permutation(n) if shuffle else np.arange(n)
+        logs: dict[str, float] = {}
+        for step in range(steps):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            bx, by = _take(xs, ys, index)
+            cbs.on_train_batch_begin(step)
+            logs = trainer.run_batch(bx, by, training=True)
+            cbs.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        epoch_logs = dict(trainer.results())
+        if val is not None and (epoch + 1) % validation_freq == 0:
+            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, None, 0)
+            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        cbs.on_epoch_end(epoch, epoch_logs)
+        training_logs = epoch_logs
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs=training_logs)
+    return model.history
+
+
+def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackList | None, verbose: int) -> dict:
+    trainer = _trainer(model)
+    n = _num_samples(list(xs.values()) + [v for v in ys if v is not None], "x and y")
+    steps = max(1, math.ceil(n / batch_size))
+    cbs = callbacks if callbacks is not None else CallbackList(None, add_progbar=verbose != 0, model=model,
+                                                               verbose=verbose, epochs=1, steps=steps)
+    saved = {m: (m.total, m.count) for m in trainer.all_metrics()} if trainer.specs is not None else {}
+    trainer.reset_metrics()
+    cbs.on_test_begin()
+    logs: dict[str, float] = {}
+    for step in range(steps):
+        bx, by = _take(xs, ys, slice(step * batch_size, (step + 1) * batch_size))
+        cbs.on_test_batch_begin(step)
+        logs = trainer.run_batch(bx, by, training=False)
+        cbs.on_test_batch_end(step, logs)
+    logs = trainer.results()
+    cbs.on_test_end(logs)
+    for m, (total, count) in saved.items():
+        m.total, m.count = total, count
+    return logs
+
+
+def _flatten_in_order(trainer: Trainer, logs: dict[str, float]):
+    names = trainer.metric_names()
+    out = [logs[k] for k in names if k in logs]
+    out += [logs[k] for k in sorted(logs) if k not in names]
+    return out[0] if len(out) == 1 else out
+
+
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+             callbacks=None, return_dict=False, **kwargs):
+    """Keras's ``Model.evaluate``: the loss (a float) or [loss, metrics...] (or a dict)."""
+    if sample_weight is not None:
+        raise ValueError("evaluate(sample_weight=...) is not supported by graphc")
+    xs, ys, n = _prepare(model, x, y)
+    batch_size = int(batch_size or 32)
+    verbose = _verbose(verbose)
+    steps_n = max(1, math.ceil(n / batch_size))
+    cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=1, steps=steps_n)
+    logs = _evaluate(model, xs, ys, batch_size, cbs, verbose)
+    if return_dict:
+        return logs
+    return _flatten_in_order(_trainer(model), logs)
+
+
+def _on_batch(model, x, y, training: bool, return_dict: bool):
+    xs, ys, _ = _prepare(model, x, y)
+    trainer = _trainer(model)
+    if trainer.specs is None:
+        trainer._build_specs(ys)
+    trainer.reset_metrics()
+    logs = trainer.run_batch(xs, ys, training=training)
+    if return_dict:
+        return logs
+    return _flatten_in_order(trainer, logs)
+
+
+def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+    """One optimizer step on one batch; returns the loss (and metrics) on that batch."""
+    if sample_weight is not None or class_weight is not None:
+        raise ValueError("train_on_batch(sample_weight=..., class_weight=...) is not supported by graphc")
+    return _on_batch(model, x, y, True, return_dict)
+
+
+def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
+    """The loss (and metrics) on one batch, without training."""
+    if sample_weight is not None:
+        raise ValueError("test_on_batch(sample_weight=...) is not supported by graphc")
+    return _on_batch(model, x, y, False, return_dict)
+

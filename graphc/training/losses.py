@@ -1,0 +1,372 @@
+"""Keras 3 losses, written as IR ops so that a training step stays one graph.
+
+A :class:`Loss` emits, for graph values ``y_true`` and ``y_pred``, the per-sample values
+(``values``) and their reduction (``emit``: Keras's "sum_over_batch_size", i.e. the mean of
+every value). Formulas follow Keras 3 on its torch backend: probabilities are clipped to
+``[1e-7, 1 - 1e-7]``; categorical crossentropy first renormalizes ``y_pred`` to sum to one;
+``y_true`` and ``y_pred`` whose ranks differ by one are squeezed/expanded on the last axis.
+Called on arrays (``loss(y_true, y_pred)``), a loss runs the same ops through the reference
+interpreter. Custom Python loss functions cannot be lowered and are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType, is_float, is_int, normalize_dtype
+from graphc.ops.builder import OpBuilder
+
+EPSILON = 1e-7  # keras.backend.epsilon()
+
+__all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy",
+           "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "mean_squared_error",
+           "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
+           "sparse_categorical_crossentropy", "mse", "mae", "MSE", "MAE", "get", "serialize", "deserialize"]
+
+
+# ---------------------------------------------------------------------------- emitting helpers
+def _scalar(b: OpBuilder, value: float, dtype: str) -> str:
+    return b.constant(np.asarray(value, dtype=dtype), "loss_const")
+
+
+def same_rank(b: OpBuilder, y_true: str, y_pred: str) -> tuple[str, str]:
+    """Keras's squeeze_or_expand_to_same_rank: ranks differing by one meet on a size-1 last axis."""
+    rt, rp = b.graph.type_of(y_true).rank, b.graph.type_of(y_pred).rank
+    if rt == rp + 1 and b.graph.type_of(y_true).shape[-1] == 1:
+        if rp == 1:
+            y_pred = b.expand_dims(y_pred, axis=-1)
+        else:
+            y_true = b.squeeze(y_true, axis=-1)
+    elif rp == rt + 1 and b.graph.type_of(y_pred).shape[-1] == 1:
+        if rt == 1:
+            y_true = b.expand_dims(y_true, axis=-1)
+        else:
+            y_pred = b.squeeze(y_pred, axis=-1)
+    return y_true, y_pred
+
+
+def as_dtype(b: OpBuilder, value: str, dtype: str) -> str:
+    return value if b.graph.type_of(value).dtype == dtype else b.cast(value, dtype=dtype)
+
+
+def mean_all(b: OpBuilder, values: str) -> str:
+    rank = b.graph.type_of(values).rank
+    return values if rank == 0 else b.reduce_mean(values, axes=tuple(range(rank)))
+
+
+def _check_float_pred(b: OpBuilder, y_pred: str, what: str) -> str:
+    dtype = b.graph.type_of(y_pred).dtype
+    if not is_float(dtype):
+        raise ValueError(f"{what} needs float predictions, got {dtype}")
+    return dtype
+
+
+def _same_shape(b: OpBuilder, y_true: str, y_pred: str, what: str) -> None:
+    from graphc.ir import dims
+
+    t, p = b.graph.type_of(y_true), b.graph.type_of(y_pred)
+    if t.rank != p.rank or not all(dims.compatible(x, y) for x, y in zip(t.shape, p.shape)):
+        raise ValueError(f"{what}: y_true and y_pred must have the same shape, got "
+                         f"{_fmt(t.shape)} and {_fmt(p.shape)}")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("None" if isinstance(d, str) else str(d) for d in shape) + ")"
+
+
+# ---------------------------------------------------------------------------- loss functions (as ops)
+def _mse_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    dtype = _check_float_pred(b, y_pred, "mean_squared_error")
+    y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), y_pred)
+    _same_shape(b, y_true, y_pred, "mean_squared_error")
+    return b.reduce_mean(b.square(b.sub(y_true, y_pred)), axes=(-1,))
+
+
+def _mae_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    dtype = _check_float_pred(b, y_pred, "mean_absolute_error")
+    y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), y_pred)
+    _same_shape(b, y_true, y_pred, "mean_absolute_error")
+    return b.reduce_mean(b.abs(b.sub(y_true, y_pred)), axes=(-1,))
+
+
+def _bce_values(b: OpBuilder, y_true: str, y_pred: str, from_logits: bool = False,
+                label_smoothing: float = 0.0, axis: int = -1) -> str:
+    dtype = _check_float_pred(b, y_pred, "binary_crossentropy")
+    y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), y_pred)
+    _same_shape(b, y_true, y_pred, "binary_crossentropy")
+    one = _scalar(b, 1.0, dtype)
+    if label_smoothing:
+        y_true = b.add(b.mul(y_true, _scalar(b, 1.0 - label_smoothing, dtype)),
+                       _scalar(b, 0.5 * label_smoothing, dtype))
+    if from_logits:  # max(x, 0) - x*z + log(1 + exp(-|x|))
+        elem = b.add(b.sub(b.relu(y_pred), b.mul(y_pred, y_true)), b.softplus(b.neg(b.abs(y_pred))))
+    else:
+        p = b.clip(y_pred, min=EPSILON, max=1.0 - EPSILON)
+        pos = b.mul(y_true, b.log(p))
+        neg = b.mul(b.sub(one, y_true), b.log(b.sub(one, p)))
+        elem = b.neg(b.add(pos, neg))
+    return b.reduce_mean(elem, axes=(axis,))
+
+
+def _cce_from_onehot(b: OpBuilder, y_true: str, y_pred: str, from_logits: bool, axis: int) -> str:
+    if from_logits:
+        log_p = b.log_softmax(y_pred, axis=axis)
+    else:
+        p = b.div(y_pred, b.reduce_sum(y_pred, axes=(axis,), keepdims=True))
+        log_p = b.log(b.clip(p, min=EPSILON, max=1.0 - EPSILON))
+    return b.neg(b.reduce_sum(b.mul(y_true, log_p), axes=(axis,)))
+
+
+def _cce_values(b: OpBuilder, y_true: str, y_pred: str, from_logits: bool = False,
+                label_smoothing: float = 0.0, axis: int = -1) -> str:
+    dtype = _check_float_pred(b, y_pred, "categorical_crossentropy")
+    y_true = as_dtype(b, y_true, dtype)
+    _same_shape(b, y_true, y_pred, "categorical_crossentropy")
+    if label_smoothing:
+        n = b.graph.type_of(y_pred).shape[axis]
+        y_true = b.add(b.mul(y_true, _scalar(b, 1.0 - label_smoothing, dtype)),
+                       _scalar(b, label_smoothing / n, dtype))
+    return _cce_from_onehot(b, y_true, y_pred, from_logits, axis)
+
+
+def sparse_labels(b: OpBuilder, y_true: str, y_pred: str, what: str) -> str:
+    """Integer labels of rank ``rank(y_pred) - 1`` (a trailing size-1 axis squeezed; floats cast)."""
+    t, p = b.graph.type_of(y_true), b.graph.type_of(y_pred)
+    if t.rank == p.rank and t.shape[-1] == 1:
+        y_true = b.squeeze(y_true, axis=-1)
+        t = b.graph.type_of(y_true)
+    if t.rank != p.rank - 1:
+        raise ValueError(f"{what}: integer labels of shape {_fmt(t.shape)} do not match predictions of shape "
+                         f"{_fmt(p.shape)} (labels have the predictions' shape without the class axis)")
+    return y_true if is_int(t.dtype) else b.cast(y_true, dtype="int32")
+
+
+def _scce_values(b: OpBuilder, y_true: str, y_pred: str, from_logits: bool = False, axis: int = -1) -> str:
+    _check_float_pred(b, y_pred, "sparse_categorical_crossentropy")
+    if axis not in (-1, b.graph.type_of(y_pred).rank - 1):
+        raise ValueError("sparse_categorical_crossentropy supports the last axis only in graphc")
+    labels = sparse_labels(b, y_true, y_pred, "sparse_categorical_crossentropy")
+    depth = b.graph.type_of(y_pred).shape[-1]
+    if not isinstance(depth, int):
+        raise ValueError("sparse_categorical_crossentropy needs a known number of classes")
+    onehot = b.one_hot(labels, depth=depth, dtype=b.graph.type_of(y_pred).dtype)
+    return _cce_from_onehot(b, onehot, y_pred, from_logits, -1)
+
+
+# name -> (per-sample values emitter, Keras class name)
+_FUNCTIONS: dict[str, Callable[..., str]] = {
+    "mean_squared_error": _mse_values,
+    "mean_absolute_error": _mae_values,
+    "binary_crossentropy": _bce_values,
+    "categorical_crossentropy": _cce_values,
+    "sparse_categorical_crossentropy": _scce_values,
+}
+_ALIASES = {"mse": "mean_squared_error", "MSE": "mean_squared_error", "mae": "mean_absolute_error",
+            "MAE": "mean_absolute_error"}
+
+
+# ---------------------------------------------------------------------------- eager evaluation
+def run_on_arrays(emit: Callable[[OpBuilder, str, str], str], y_true, y_pred) -> np.ndarray:
+    """Evaluate ``emit`` (graph values -> one value) on arrays through the reference interpreter."""
+    from graphc.backends.reference import run
+
+    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    if not np.issubdtype(yp.dtype, np.floating):
+        yp = yp.astype("float32")
+    graph = Graph("loss")
+    b = OpBuilder(graph)
+    t = graph.add_input("y_true", TensorType(normalize_dtype(yt.dtype if yt.dtype != np.float64 else "float32"),
+                                             yt.shape))
+    p = graph.add_input("y_pred", TensorType(normalize_dtype(yp.dtype if yp.dtype != np.float64 else "float32"),
+                                             yp.shape))
+    out = emit(b, t, p)
+    graph.set_outputs([out])
+    return run(graph, {"y_true": yt, "y_pred": yp})[out]
+
+
+def _function(name: str):
+    values = _FUNCTIONS[name]
+
+    def fn(y_true, y_pred, **kwargs):
+        return run_on_arrays(lambda b, t, p: values(b, t, p, **kwargs), y_true, y_pred)
+
+    fn.__name__ = name
+    fn.__doc__ = f"Keras's ``{name}`` on arrays: the per-sample values (last axis reduced)."
+    fn._graphc_values = values  # type: ignore[attr-defined]
+    return fn
+
+
+mean_squared_error = _function("mean_squared_error")
+mean_absolute_error = _function("mean_absolute_error")
+binary_crossentropy = _function("binary_crossentropy")
+categorical_crossentropy = _function("categorical_crossentropy")
+sparse_categorical_crossentropy = _function("sparse_categorical_crossentropy")
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+
+
+# ---------------------------------------------------------------------------- Loss classes
+class Loss:
+    """Base class: ``values(b, y_true, y_pred)`` per sample, ``emit`` reduced (mean of all values)."""
+
+    def __init__(self, name: str | None = None, reduction: str = "sum_over_batch_size", dtype=None):
+        if reduction not in ("sum_over_batch_size", "mean", "sum", "none", None):
+            raise ValueError(f"Invalid value for argument `reduction`: {reduction!r}; expected one of "
+                             "'sum_over_batch_size', 'mean', 'sum', 'none', None")
+        self.name = name or _snake(type(self).__name__)
+        self.reduction = reduction
+        self.dtype = dtype
+
+    def values(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
+        raise NotImplementedError
+
+    def emit(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
+        """The reduced loss value (a scalar) as graph ops."""
+        values = self.values(b, y_true, y_pred)
+        if self.reduction in ("none", None):
+            return values
+        if self.reduction == "sum":
+            rank = b.graph.type_of(values).rank
+            return values if rank == 0 else b.reduce_sum(values, axes=tuple(range(rank)))
+        return mean_all(b, values)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None:
+            return run_on_arrays(self.emit, y_true, y_pred)
+        values = np.asarray(run_on_arrays(self.values, y_true, y_pred))
+        sw = np.asarray(sample_weight, dtype=values.dtype)
+        while sw.ndim > values.ndim and sw.shape[-1] == 1:
+            sw = sw[..., 0]
+        weighted = values * sw
+        if self.reduction in ("none", None):
+            return weighted
+        total = weighted.sum(dtype=values.dtype)
+        return total if self.reduction == "sum" else (total / max(values.size, 1)).astype(values.dtype)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Loss:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+def _snake(name: str) -> str:
+    from graphc.frontend.state import to_snake_case
+
+    return to_snake_case(name)
+
+
+class LossFunctionWrapper(Loss):
+    """A loss function (graph emitter) with its keyword arguments."""
+
+    def __init__(self, fn, reduction: str = "sum_over_batch_size", name: str | None = None, dtype=None, **kwargs):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        values = getattr(fn, "_graphc_values", None)
+        if values is None:
+            raise ValueError(f"{fn!r} is not a graphc loss function; custom Python losses cannot be "
+                             f"compiled into the training graph (use one of {', '.join(sorted(_FUNCTIONS))})")
+        self.fn = fn
+        self._fn_kwargs = kwargs
+        self._values = values
+
+    def values(self, b, y_true, y_pred):
+        return self._values(b, y_true, y_pred, **self._fn_kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._fn_kwargs}
+
+
+class MeanSquaredError(LossFunctionWrapper):
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_error", dtype=None):
+        super().__init__(mean_squared_error, reduction=reduction, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+class MeanAbsoluteError(LossFunctionWrapper):
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_error", dtype=None):
+        super().__init__(mean_absolute_error, reduction=reduction, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+class BinaryCrossentropy(LossFunctionWrapper):
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
+                 name="binary_crossentropy", dtype=None):
+        super().__init__(binary_crossentropy, reduction=reduction, name=name, dtype=dtype, from_logits=from_logits,
+                         label_smoothing=label_smoothing, axis=axis)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = axis
+
+
+class CategoricalCrossentropy(LossFunctionWrapper):
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
+                 name="categorical_crossentropy", dtype=None):
+        super().__init__(categorical_crossentropy, reduction=reduction, name=name, dtype=dtype,
+                         from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = axis
+
+
+class SparseCategoricalCrossentropy(LossFunctionWrapper):
+    def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size",
+                 name="sparse_categorical_crossentropy", dtype=None):
+        if ignore_class is not None:
+            raise ValueError("SparseCategoricalCrossentropy(ignore_class=...) is not supported by graphc")
+        super().__init__(sparse_categorical_crossentropy, reduction=reduction, name=name, dtype=dtype,
+                         from_logits=from_logits)
+        self.from_logits = from_logits
+        self.ignore_class = None
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": None}
+
+
+_CLASSES = {cls.__name__: cls for cls in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
+                                          CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+
+
+def get(identifier: Any) -> Loss:
+    """A Loss from a name ("mse", "binary_crossentropy"...), a class name, a config dict, a graphc
+    loss function or a Loss instance; the loss is named after the string given, as in Keras."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        name = _ALIASES.get(identifier, identifier)
+        if name in _FUNCTIONS:
+            return LossFunctionWrapper(globals()[name], name=identifier)
+        if name in _CLASSES:
+            return _CLASSES[name]()
+        raise ValueError(f"unknown loss {identifier!r}; graphc knows "
+                         f"{', '.join(sorted(set(_FUNCTIONS) | set(_ALIASES) | set(_CLASSES)))}")
+    if callable(identifier):
+        return LossFunctionWrapper(identifier, name=getattr(identifier, "__name__", None))
+    raise ValueError(f"cannot interpret {identifier!r} as a loss")
+
+
+def serialize(loss: Loss) -> dict:
+    return {"module": "keras.losses", "class_name": type(loss).__name__, "config": loss.get_config(),
+            "registered_name": None}
+
+
+def deserialize(config: dict) -> Loss:
+    name = config.get("class_name")
+    if name in _CLASSES:
+        return _CLASSES[name].from_config(dict(config.get("config") or {}))
+    if name == "function" or isinstance(config.get("config"), str):
+        return get(config["config"])
+    raise ValueError(f"unknown loss class {name!r} in {config!r}")

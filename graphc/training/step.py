@@ -1,0 +1,173 @@
+"""The training step and the evaluation step as IR graphs.
+
+``build_step(model, spec, targets, training=True)`` lowers the model in training mode (Dropout
+draws masks, BatchNormalization uses batch statistics), adds one input per target
+(``<output>_true``, batch-major like the model inputs), the losses and metrics, and then, for a
+training step, the gradient of the total loss (:func:`graphc.autodiff.gradients`) and the
+optimizer's update. Any backend can run the result; the contract is:
+
+- inputs: the model's inputs, the targets and (training) ``learning_rate`` (float32 scalar);
+- constants: the weights and the optimizer's state (slots, ``iterations``);
+- outputs: ``loss`` (the weighted total), each output's unweighted loss, each metric's sum and
+  count over the batch, and the new value of every state constant;
+- ``graph.meta["state_updates"]``: ``{constant: output}``; after a step each such constant takes
+  its output's value (weights, BatchNorm moving statistics, optimizer slots, iterations).
+
+:class:`Step` runs it on the reference interpreter and keeps the host objects (the model's
+Variables, the optimizer's slots) in sync with those constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphc.autodiff import gradients
+from graphc.autodiff.core import prune
+from graphc.backends.reference import run
+from graphc.frontend.to_ir import lower_model
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops.builder import OpBuilder
+from graphc.training.losses import Loss
+from graphc.training.metrics import MeanMetricWrapper
+from graphc.training.optimizers import Optimizer, ParamUpdate
+
+
+@dataclass
+class OutputSpec:
+    """What the compiled model does with one of its outputs."""
+
+    name: str
+    loss: Loss | None = None
+    weight: float | None = None
+    metrics: list[MeanMetricWrapper] = field(default_factory=list)
+    metric_prefix: str = ""
+
+
+@dataclass
+class StepOutputs:
+    loss: str
+    output_losses: list[tuple[int, str]]  # (output index, value)
+    metrics: list[tuple[int, int, str, str]]  # (output index, metric index, sum value, count value)
+
+
+def _target_type(array: np.ndarray) -> TensorType:
+    if np.issubdtype(array.dtype, np.integer):
+        dtype = "int64" if array.dtype == np.int64 else "int32"
+    else:
+        dtype = "float32"
+    return TensorType(dtype, ("batch",) + tuple(int(d) for d in array.shape[1:]))
+
+
+def target_array(array: np.ndarray, t: TensorType) -> np.ndarray:
+    return np.asarray(array).astype(t.dtype, copy=False)
+
+
+class Step:
+    """One compiled step graph (training or evaluation) and the host state it reads and writes."""
+
+    def __init__(self, model, specs: list[OutputSpec], targets: list[np.ndarray | None], optimizer: Optimizer | None,
+                 training: bool):
+        self.training = training
+        graph, params = lower_model(model, training=training)
+        self.graph: Graph = graph
+        self.params = params  # constant -> Variable
+        b = OpBuilder(graph, layer="loss")
+        preds = list(graph.outputs)
+        self.target_inputs: list[str | None] = []
+        self.target_types: list[TensorType | None] = []
+        for spec, y in zip(specs, targets):
+            if y is None or (spec.loss is None and not spec.metrics):
+                self.target_inputs.append(None)
+                self.target_types.append(None)
+                continue
+            t = _target_type(np.asarray(y))
+            self.target_inputs.append(graph.add_input(graph.unique_name(f"{spec.name}_true"), t))
+            self.target_types.append(t)
+        terms, output_losses = [], []
+        for i, (spec, pred, target) in enumerate(zip(specs, preds, self.target_inputs)):
+            if spec.loss is None or target is None:
+                continue
+            value = spec.loss.emit(b, target, pred)
+            if graph.type_of(value).dtype != "float32":
+                value = b.cast(value, dtype="float32")
+            output_losses.append((i, value))
+            terms.append(value if spec.weight is None else
+                         b.mul(value, b.constant(np.asarray(spec.weight, dtype="float32"), "loss_weight")))
+        if not terms:
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+        total = terms[0] if len(terms) == 1 else b.add_n(*terms)
+        mb = OpBuilder(graph, layer="metrics")
+        metrics = []
+        for i, (spec, pred, target) in enumerate(zip(specs, preds, self.target_inputs)):
+            if target is None:
+                continue
+            for k, metric in enumerate(spec.metrics):
+                values = metric.values(mb, target, pred)
+                rank = graph.type_of(values).rank
+                s = mb.reduce_sum(values, axes=tuple(range(rank))) if rank else values
+                c = mb.num_elements(values, dtype="float32")
+                metrics.append((i, k, mb.cast(s, dtype="float32") if graph.type_of(s).dtype != "float32" else s, c))
+        self.outputs = StepOutputs(total, output_losses, metrics)
+        self.updates: dict[str, str] = {}
+        self.slots: dict[str, tuple[str, str]] = {}
+        self.optimizer = optimizer
+        self.lr_input: str | None = None
+        self.iterations: str | None = None
+        if training:
+            self._add_backward(total, optimizer)
+        outs = [total] + [v for _, v in output_losses] + [v for m in metrics for v in m[2:]]
+        update_values = list(dict.fromkeys(self.updates.values()))
+        graph.set_outputs(list(dict.fromkeys(outs + update_values)))
+        graph.meta["state_updates"] = dict(self.updates)
+        graph.meta["step_outputs"] = {"loss": total}
+        prune(graph)
+
+    def _add_backward(self, total: str, optimizer: Optimizer | None) -> None:
+        graph = self.graph
+        if optimizer is None:
+            raise ValueError("a training step needs an optimizer")
+        wrt = [c for c in graph.constants if graph.values[c].trainable and c in self.params]
+        grads = gradients(graph, total, wrt)
+        updates = [ParamUpdate(c, grads[c], self.params[c].path) for c in wrt if c in grads]
+        self.lr_input = graph.add_input(graph.unique_name("learning_rate"), TensorType("float32", ()))
+        self.iterations = graph.add_constant(graph.unique_name(f"{optimizer.name}/iterations"),
+                                             np.asarray(optimizer.iterations, dtype=np.int64))
+        weights = {c: self.params[c].value for c in wrt}
+        new, slots = optimizer.emit_updates(OpBuilder(graph, layer="optimizer"), updates, weights, self.lr_input,
+                                            self.iterations)
+        layer_updates = dict(graph.meta.get("state_updates", {}))
+        self.updates = {**layer_updates, **new}
+        self.slots = slots
+
+    # ------------------------------------------------------------------ running
+    def run(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+        graph = self.graph
+        for name, var in self.params.items():
+            if name in graph.constants:
+                graph.constants[name] = var.value
+        if self.training:
+            opt = self.optimizer
+            for name, (key, slot) in self.slots.items():
+                graph.constants[name] = opt.slots[key][slot]
+            graph.constants[self.iterations] = np.asarray(opt.iterations, dtype=np.int64)
+        all_feeds = dict(feeds)
+        for name, t, y in zip(self.target_inputs, self.target_types, targets):
+            if name is not None:
+                all_feeds[name] = target_array(y, t)
+        if self.training:
+            all_feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
+        result = run(graph, all_feeds)
+        for const, value in self.updates.items():
+            array = result[value]
+            if const in self.params:
+                self.params[const].assign(array)
+            elif const in self.slots:
+                key, slot = self.slots[const]
+                self.optimizer.slots[key][slot] = array
+            elif const == self.iterations:
+                self.optimizer.iterations = int(array)
+            graph.constants[const] = array
+        return result
