@@ -90,8 +90,9 @@ def export_graph(graph: Graph, opset: int | None = None, *, keep: Iterable[str] 
     for op in graph.ops():
         opdef = REGISTRY.get(op.type)
         if opdef is None or opdef.to_onnx is None:
-            raise OnnxExportError(f"{where(op)} cannot be exported to ONNX: graphc op {op.type!r} has no "
-                                  "ONNX mapping")
+            what = "a training-only op" if opdef is not None and opdef.training_only else "an op"
+            raise OnnxExportError(f"{where(op)} cannot be exported to ONNX: graphc op {op.type!r} is {what} "
+                                  "without an ONNX mapping")
         ctx = EmitContext(em, op)
         try:
             opdef.to_onnx(ctx, op)

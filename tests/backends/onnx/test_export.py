@@ -145,7 +145,11 @@ def test_a_layer_without_onnx_mapping_is_named(monkeypatch):
     x = Input(shape=(4,))
     model = Model(x, layers.Dense(3, activation="tanh", name="squash")(x))
     monkeypatch.setattr(REGISTRY["tanh"], "to_onnx", None)
-    with pytest.raises(OnnxExportError, match=r"layer 'squash' \(op 'tanh', tanh\) cannot be exported to ONNX"):
+    with pytest.raises(OnnxExportError, match=r"layer 'squash' \(op 'tanh', tanh\) cannot be exported to ONNX: "
+                                              r"graphc op 'tanh' is an op without an ONNX mapping"):
+        graphc.onnx.export(model, optimize=False)
+    monkeypatch.setattr(REGISTRY["tanh"], "training_only", True)
+    with pytest.raises(OnnxExportError, match="'tanh' is a training-only op without an ONNX mapping"):
         graphc.onnx.export(model, optimize=False)
 
 
