@@ -61,7 +61,8 @@ class Geometry:
         valid = None
         off = n
         for o, t, s, d, p, size in zip(outs, tap, self.strides, self.dilations, self.pads, self.in_sp):
-            i = b.sub(b.add(b.mul(o, i64(s)), i64(t * d)), k.dim(p))
+            tv = i64(t * d) if isinstance(t, int) else b.mul(t, i64(d))
+            i = b.sub(b.add(b.mul(o, i64(s)), tv), k.dim(p))
             sz = k.dim(size)
             ok = b.and_(b.icmp_signed(">=", i, i64(0)), b.icmp_signed("<", i, sz))
             valid = ok if valid is None else b.and_(valid, ok)
@@ -69,69 +70,80 @@ class Geometry:
         return valid, b.mul(off, k.dim(self.C))
 
 
-def copy_run(k: Kernel, dst, src, n: int, vw: int, zero: bool = False) -> None:
-    """Copy (or zero) ``n`` floats (static n)."""
+def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
+    """Copy (or zero) ``n`` floats (n: an int or an i64 value)."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    full = n // vw
     z = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-    if full > 2:
-        with fb.loop(0, full * vw, vw, name="cp") as j:
-            v = z if zero else b.load(b.gep(src, [j], source_etype=F32), typ=vt, align=4)
-            b.store(v, b.gep(dst, [j], source_etype=F32), align=4)
-    else:
-        for j in range(full):
-            v = z if zero else b.load(b.gep(src, [i64(j * vw)], source_etype=F32), typ=vt, align=4)
-            b.store(v, b.gep(dst, [i64(j * vw)], source_etype=F32), align=4)
-    rest = n - full * vw
-    if rest:
-        j = i64(full * vw)
-        v = z if zero else load_lanes(b, b.gep(src, [j], source_etype=F32), vw, rest)
-        store_lanes(b, v, b.gep(dst, [j], source_etype=F32), vw, rest)
-
-
-def _blocks_by_tap(C: int, taps: int) -> list[tuple[int, int]]:
-    """K blocks made of whole taps (or channel ranges of one tap)."""
-    if C <= KC:
-        per = max(1, KC // C)
-        return [(t0 * C, min(per, taps - t0) * C) for t0 in range(0, taps, per)]
-    return [(t * C + c0, min(KC, C - c0)) for t in range(taps) for c0 in range(0, C, KC)]
+    if isinstance(n, int) and n <= 2 * vw:
+        for j in range(0, n, vw):
+            valid = min(vw, n - j)
+            v = z if zero else load_lanes(b, b.gep(src, [i64(j)], source_etype=F32), vw, valid)
+            store_lanes(b, v, b.gep(dst, [i64(j)], source_etype=F32), vw, valid)
+        return
+    nv = k.dim(n)
+    full = b.mul(b.sdiv(nv, i64(vw)), i64(vw))
+    with fb.loop(0, full, vw, name="cp") as j:
+        v = z if zero else b.load(b.gep(src, [j], source_etype=F32), typ=vt, align=4)
+        b.store(v, b.gep(dst, [j], source_etype=F32), align=4)
+    rest = b.sub(nv, full)
+    with b.if_then(b.icmp_signed(">", rest, i64(0))):
+        v = z if zero else load_lanes(b, b.gep(src, [full], source_etype=F32), vw, rest)
+        store_lanes(b, v, b.gep(dst, [full], source_etype=F32), vw, rest)
 
 
 class Im2colA(ASource):
-    """Rows of the im2col matrix of ``x``: row = output pixel, column = (tap, channel)."""
+    """Rows of the im2col matrix of ``x``: row = output pixel, column = (tap, channel).
+
+    K blocks hold whole taps when C fits a block (else channel ranges of one tap), so a tile
+    row is a few contiguous channel runs: copied from the input, or zeros where the tap falls
+    in the padding."""
 
     tile = True
 
     def __init__(self, x: Tensor, geo: Geometry, vw: int):
         self.x, self.geo, self.vw = x, geo, vw
 
-    def k_blocks(self, K: int) -> list[tuple[int, int]]:
-        return _blocks_by_tap(self.geo.C, len(self.geo.taps))
+    def block(self, K: int) -> int:
+        C = self.geo.C
+        return (KC // C) * C if C <= KC else KC
 
-    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         C = geo.C
-        segments = []  # (tap index, c0, length, tile offset)
-        pos = k0
-        while pos < k0 + kc:
-            t, c0 = divmod(pos, C)
-            length = min(C - c0, k0 + kc - pos)
-            segments.append((t, c0, length, pos - k0))
-            pos += length
         px = k.ptr(self.x)
+        end = b.add(k0, kc)
         with fb.loop(row0, row_end, name="im2col") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32)
-            for t, c0, length, toff in segments:
-                valid, off = geo.tap_offset(k, n, outs, geo.taps[t])
-                dst = b.gep(trow, [i64(toff)], source_etype=F32)
-                with b.if_else(valid) as (then, otherwise):
-                    with then:
-                        src = b.gep(px, [b.add(off, i64(c0))], source_etype=F32)
-                        copy_run(k, dst, src, length, self.vw)
-                    with otherwise:
-                        copy_run(k, dst, None, length, self.vw, zero=True)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32)
+            pos = fb.var(ir.IntType(64), name="pos")
+            pos.set(k0)
+            cond = fb.block("seg.cond")
+            body = fb.block("seg.body")
+            done = fb.block("seg.end")
+            b.branch(cond)
+            b.position_at_end(cond)
+            cur = pos.get()
+            b.cbranch(b.icmp_signed("<", cur, end), body, done)
+            b.position_at_end(body)
+            tap = b.sdiv(cur, i64(C))
+            c0 = b.srem(cur, i64(C))
+            length = fb.min_(b.sub(i64(C), c0), b.sub(end, cur))
+            coords = []
+            rem = tap
+            for kd in reversed(geo.kernel):
+                coords.append(b.srem(rem, i64(kd)))
+                rem = b.sdiv(rem, i64(kd))
+            valid, off = geo.tap_offset(k, n, outs, list(reversed(coords)))
+            dst = b.gep(trow, [b.sub(cur, k0)], source_etype=F32)
+            with b.if_else(valid) as (then, otherwise):
+                with then:
+                    copy_run(k, dst, b.gep(px, [b.add(off, c0)], source_etype=F32), length, self.vw)
+                with otherwise:
+                    copy_run(k, dst, None, length, self.vw, zero=True)
+            pos.set(b.add(cur, length))
+            b.branch(cond)
+            b.position_at_end(done)
 
 
 class DepthwiseA(ASource):
@@ -142,55 +154,64 @@ class DepthwiseA(ASource):
     def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
 
-    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         px, pw = k.ptr(self.x), k.ptr(self.dw)
         n_out = geo.C * self.mult
         with fb.loop(row0, row_end, name="dwrow") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32)
             _depthwise_pixel(k, px, pw, geo, n, outs, self.mult, n_out, k0, kc, self.vw,
-                             lambda j, val, valid: store_lanes(b, val, b.gep(trow, [i64(j)], source_etype=F32),
+                             lambda j, val, valid: store_lanes(b, val, b.gep(trow, [j], source_etype=F32),
                                                                self.vw, valid))
 
 
-def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo: int, count: int, vw: int,
+def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo, count, vw: int,
                      emit: Callable) -> None:
-    """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel; ``emit(j, vector, valid_lanes)`` per vector
-    (j relative to c_lo)."""
+    """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel (ints or i64 values); ``emit(j, vector,
+    valid_lanes)`` per vector, j (i64) relative to c_lo."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
     taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-    for j0 in range(0, count, vw):
-        valid = min(vw, count - j0)
+    c_lo, cnt = k.dim(c_lo), k.dim(count)
+
+    def chunk(j0, valid):
         acc = fb.var(vt, name="dacc")
         acc.set(zero)
         for t, (ok, off) in enumerate(taps):
             with b.if_then(ok):
-                wv = load_lanes(b, b.gep(pw, [i64(t * n_out + c_lo + j0)], source_etype=F32), vw, valid)
+                col = b.add(c_lo, j0)
+                wv = load_lanes(b, b.gep(pw, [b.add(i64(t * n_out), col)], source_etype=F32), vw, valid)
                 if mult == 1:
-                    xv = load_lanes(b, b.gep(px, [b.add(off, i64(c_lo + j0))], source_etype=F32), vw, valid)
+                    xv = load_lanes(b, b.gep(px, [b.add(off, col)], source_etype=F32), vw, valid)
                 else:
-                    xv = ir.Constant(vt, ir.Undefined)
-                    for lane in range(valid):
-                        c = (c_lo + j0 + lane) // mult
-                        s = b.load(b.gep(px, [b.add(off, i64(c))], source_etype=F32), typ=F32)
+                    xv = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+                    limit = i64(valid) if isinstance(valid, int) else valid
+                    for lane in range(vw):
+                        c = b.sdiv(b.add(col, i64(lane)), i64(mult))
+                        c = b.select(b.icmp_signed("<", i64(lane), limit), c, i64(0))
+                        s = b.load(b.gep(px, [b.add(off, c)], source_etype=F32), typ=F32)
                         xv = b.insert_element(xv, s, ir.Constant(ir.IntType(32), lane))
-                    for lane in range(valid, vw):
-                        xv = b.insert_element(xv, ir.Constant(F32, 0.0), ir.Constant(ir.IntType(32), lane))
                 acc.set(k.m.fma(xv, wv, acc.get()))
         emit(j0, acc.get(), valid)
+
+    full = b.mul(b.sdiv(cnt, i64(vw)), i64(vw))
+    with fb.loop(0, full, vw, name="dwc") as j0:
+        chunk(j0, vw)
+    rest = b.sub(cnt, full)
+    with b.if_then(b.icmp_signed(">", rest, i64(0))):
+        chunk(full, rest)
 
 
 def _epilogue(k: Kernel, val, col, row_off, valid, vw, pbias, activation, pres, post_activation):
     b, m = k.b, k.m
     if pbias is not None:
-        val = b.fadd(val, load_lanes(b, b.gep(pbias, [i64(col)], source_etype=F32), vw, valid))
+        val = b.fadd(val, load_lanes(b, b.gep(pbias, [k.dim(col)], source_etype=F32), vw, valid))
     if activation is not None:
         val = activation(m, val)
     if pres is not None:
-        val = b.fadd(val, load_lanes(b, b.gep(pres, [b.add(row_off, i64(col))], source_etype=F32), vw, valid))
+        val = b.fadd(val, load_lanes(b, b.gep(pres, [b.add(row_off, k.dim(col))], source_etype=F32), vw, valid))
     if post_activation is not None:
         val = post_activation(m, val)
     return val
@@ -216,7 +237,7 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
 
         def emit(j, val, valid):
             val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
-            store_lanes(b, val, b.gep(po, [b.add(row_off, i64(j))], source_etype=F32), vw, valid)
+            store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
 
         _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, 0, n_out, vw, emit)
     kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))

@@ -57,18 +57,21 @@ def micro_tile(vw: int, registers: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- A sources
 class ASource:
-    """Where the rows of A come from."""
+    """Where the rows of A come from. K is walked in blocks of ``block(K)`` columns."""
 
     tile = False
 
-    def row_ptr(self, k: Kernel, row, k0: int):
+    def block(self, K: int) -> int:
+        """The K block size: blocks of at most KC, evened out (the last is not tiny)."""
+        n = -(-K // KC)
+        return -(-K // n) if K else 1
+
+    def row_ptr(self, k: Kernel, row, k0):
         raise NotImplementedError
 
-    def fill(self, k: Kernel, row0, row_end, k0: int, kc: int, tile) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
+        """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (row stride kc)."""
         raise NotImplementedError
-
-    def k_blocks(self, K: int) -> list[tuple[int, int]]:
-        return split_k(K)
 
 
 class DenseA(ASource):
@@ -79,17 +82,7 @@ class DenseA(ASource):
 
     def row_ptr(self, k, row, k0):
         b = k.b
-        return b.gep(k.ptr(self.a), [b.add(b.mul(row, i64(self.K)), i64(k0))], source_etype=F32)
-
-
-def split_k(K: int) -> list[tuple[int, int]]:
-    """K blocks of at most KC, the last two evened out when the last would be tiny."""
-    blocks = [(k0, min(KC, K - k0)) for k0 in range(0, K, KC)]
-    if len(blocks) > 1 and blocks[-1][1] < 64:
-        k0 = blocks[-2][0]
-        rest = K - k0
-        blocks = blocks[:-2] + [(k0, rest // 2), (k0 + rest // 2, rest - rest // 2)]
-    return blocks
+        return b.gep(k.ptr(self.a), [b.add(b.mul(row, i64(self.K)), k0)], source_etype=F32)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -107,17 +100,37 @@ def masked_store(b: ir.IRBuilder, value, ptr, lanes: int, valid: int):
     b.call(fn, [value, ptr, i32(4), mask])
 
 
-def load_lanes(b, ptr, lanes: int, valid: int):
-    if valid >= lanes:
-        return b.load(ptr, typ=ir.VectorType(F32, lanes), align=4)
-    return masked_load(b, ptr, lanes, valid)
+def lane_mask(b: ir.IRBuilder, lanes: int, valid):
+    """<lanes x i1>: lane i < valid (valid an i64 value)."""
+    idx = ir.Constant(ir.VectorType(ir.IntType(64), lanes), [i64(i) for i in range(lanes)])
+    v = b.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), lanes), ir.Undefined), valid, i32(0))
+    splat = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                             ir.Constant(ir.VectorType(I32, lanes), [i32(0)] * lanes))
+    return b.icmp_signed("<", idx, splat)
 
 
-def store_lanes(b, value, ptr, lanes: int, valid: int):
-    if valid >= lanes:
-        b.store(value, ptr, align=4)
-    else:
-        masked_store(b, value, ptr, lanes, valid)
+def load_lanes(b, ptr, lanes: int, valid):
+    """``lanes`` floats at ptr, only the first ``valid`` read (valid: int, or an i64 value)."""
+    if isinstance(valid, int):
+        if valid >= lanes:
+            return b.load(ptr, typ=ir.VectorType(F32, lanes), align=4)
+        return masked_load(b, ptr, lanes, valid)
+    t = ir.VectorType(F32, lanes)
+    fn = intrinsic(b.module, f"llvm.masked.load.v{lanes}f32.p0", t, [PTR, I32, ir.VectorType(I1, lanes), t])
+    return b.call(fn, [ptr, i32(4), lane_mask(b, lanes, valid), ir.Constant(t, [ir.Constant(F32, 0.0)] * lanes)])
+
+
+def store_lanes(b, value, ptr, lanes: int, valid):
+    if isinstance(valid, int):
+        if valid >= lanes:
+            b.store(value, ptr, align=4)
+        else:
+            masked_store(b, value, ptr, lanes, valid)
+        return
+    t = ir.VectorType(F32, lanes)
+    fn = intrinsic(b.module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(),
+                   [t, PTR, I32, ir.VectorType(I1, lanes)])
+    b.call(fn, [value, ptr, i32(4), lane_mask(b, lanes, valid)])
 
 
 def pack_panels(K: int, N: int, NR: int, col0: int = 0, src_cols: int | None = None) -> Callable:
@@ -175,14 +188,21 @@ def tile_compute(k: Kernel, a_rows: list, panel, kc, nv: int, vw: int, stride: i
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
               bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
               post_activation: Callable | None = None, name: str = "gemm") -> None:
-    """``out (M, N) = post(activation(A @ w + bias) + residual)``, ``w`` a (K, N) weight."""
+    """``out (M, N) = post(activation(A @ w + bias) + residual)``, ``w`` a (K, N) weight.
+
+    Code size is kept small: K blocks are a run-time loop, the micro-kernel is emitted once
+    for full panels and once for the partial last panel, and each tile is written to a small
+    per-thread buffer and then stored row by row by a loop (the epilogue emitted once per
+    vector of the tile row, not once per register).
+    """
     N = w.shape[1]
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
     panels = -(-N // NR)
     packed = packed_panels(kb, w, NR)
-    k_blocks = source.k_blocks(K)
+    KB = source.block(K)
+    n_kblocks = -(-K // KB) if K else 0
     mb = dims.ceildiv(M, MC)
     if isinstance(mb, int):
         want = -(-TARGET_ITEMS // mb)
@@ -198,7 +218,55 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
     Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
-    tile = k.thread_scratch(MC * max(kc for _, kc in k_blocks) * 4) if source.tile else None
+    a_tile_floats = MC * KB if source.tile else 0
+    scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
+    a_tile = scratch
+    c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
+
+    def store_tile(acc, p, i, rows_valid, valid_cols, first, last):
+        """acc -> c_tile, then rows of c_tile (+C, epilogue) -> C."""
+        nv = len(acc[0])
+        for r in range(MR):
+            for v in range(nv):
+                b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
+        col0 = b.mul(p, i64(NR))
+        with fb.loop(0, rows_valid, name="st") as r:
+            row_off = b.mul(b.add(i, r), i64(N))
+            for v in range(nv):
+                valid = min(vw, valid_cols - v * vw)
+                col = b.add(col0, i64(v * vw))
+                cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
+                val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
+                             typ=ir.VectorType(F32, vw), align=4)
+                acc_var = fb.var(val.type, name="sum")
+                with b.if_else(first) as (then, otherwise):
+                    with then:
+                        acc_var.set(val)
+                    with otherwise:
+                        acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
+                val = acc_var.get()
+
+                def epilogue(val, col=col, row_off=row_off, valid=valid):
+                    if pbias is not None:
+                        val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
+                    if activation is not None:
+                        val = activation(m, val)
+                    if pres is not None:
+                        rptr = b.gep(pres, [b.add(row_off, col)], source_etype=F32)
+                        val = b.fadd(val, load_lanes(b, rptr, vw, valid))
+                    if post_activation is not None:
+                        val = post_activation(m, val)
+                    return val
+
+                if pbias is not None or activation is not None or pres is not None or post_activation is not None:
+                    out_var = fb.var(val.type, name="ep")
+                    with b.if_else(last) as (then, otherwise):
+                        with then:
+                            out_var.set(epilogue(val))
+                        with otherwise:
+                            out_var.set(val)
+                    val = out_var.get()
+                store_lanes(b, val, cptr, vw, valid)
 
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
@@ -208,39 +276,12 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             for r in range(MR):
                 row = fb.min_(b.add(i, i64(r)), b.sub(row_end, i64(1)))
                 if source.tile:
-                    a_rows.append(b.gep(tile, [b.mul(b.sub(row, row0), i64(kc))], source_etype=F32))
+                    a_rows.append(b.gep(a_tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32))
                 else:
                     a_rows.append(source.row_ptr(k, row, k0))
-            panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), i64(k0)), i64(NR))], source_etype=F32)
+            panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
             acc = tile_compute(k, a_rows, panel, kc, nv, vw, NR)
-            col0 = b.mul(p, i64(NR))
-            for r in range(MR):
-                def store_row(r=r):
-                    row_off = b.mul(b.add(i, i64(r)), i64(N))
-                    for v in range(nv):
-                        valid = min(vw, valid_cols - v * vw)
-                        col = b.add(col0, i64(v * vw))
-                        cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
-                        val = acc[r][v].get()
-                        if not first:
-                            val = b.fadd(val, load_lanes(b, cptr, vw, valid))
-                        if last:
-                            if pbias is not None:
-                                val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
-                            if activation is not None:
-                                val = activation(m, val)
-                            if pres is not None:
-                                rptr = b.gep(pres, [b.add(row_off, col)], source_etype=F32)
-                                val = b.fadd(val, load_lanes(b, rptr, vw, valid))
-                            if post_activation is not None:
-                                val = post_activation(m, val)
-                        store_lanes(b, val, cptr, vw, valid)
-
-                if r == 0:
-                    store_row()
-                else:
-                    with b.if_then(b.icmp_signed("<", i64(r), rows_valid)):
-                        store_row()
+            store_tile(acc, p, i, rows_valid, valid_cols, first, last)
 
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
@@ -250,10 +291,13 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         p_lo = b.mul(cc, ppcv)
         p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
         full_hi = fb.min_(p_hi, i64(N // NR))
-        for bi, (k0, kc) in enumerate(k_blocks):
-            first, last = bi == 0, bi == len(k_blocks) - 1
+        with fb.loop(0, n_kblocks, name="kb") as kblock:
+            k0 = b.mul(kblock, i64(KB))
+            kc = fb.min_(i64(KB), b.sub(i64(K), k0))
+            first = b.icmp_signed("==", kblock, i64(0))
+            last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
             if source.tile:
-                source.fill(k, row0, row_end, k0, kc, tile)
+                source.fill(k, row0, row_end, k0, kc, a_tile)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
