@@ -93,6 +93,13 @@ class Dropout(Layer):
             if ctx.training if training is None else training:
                 return ctx.mul(x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero"))
             return x
+        if (ctx.training if training is None else training) and self.rate > 0:
+            # Training: keep each element with probability 1 - rate, scaled by 1 / (1 - rate).
+            dtype = ctx.dtype(x)
+            keep = ctx.greater_equal(ctx.random_uniform_like(x, seed=self.seed),
+                                     ctx.constant(np.asarray(self.rate, dtype=dtype), "rate"))
+            scaled = ctx.mul(x, ctx.constant(np.asarray(1.0 / (1.0 - self.rate), dtype=dtype), "scale"))
+            return ctx.where(keep, scaled, ctx.constant(np.zeros((), dtype=dtype), "zero"))
         return ctx.dropout(x, rate=self.rate, seed=self.seed)
 
     def get_config(self):

@@ -2,9 +2,9 @@
 
 Constructor arguments, defaults, weight names, order and initializers are Keras 3's.
 BatchNormalization lowers to the ``batch_norm`` op with its moving statistics (Keras's
-inference behaviour); the graph is the same whatever ``training`` says, since updating
-the moving statistics belongs to the training step. LayerNormalization lowers to
-``layer_norm``. A layer without ``scale``/``center`` has no gamma/beta weight (as in
+inference behaviour); in a training graph it normalizes with the batch's statistics and
+records the moving averages' new values (Keras's momentum) in ``graph.meta["state_updates"]``.
+LayerNormalization lowers to ``layer_norm``. A layer without ``scale``/``center`` has no gamma/beta weight (as in
 Keras) and passes constant ones/zeros to its op. Regularizers and constraints are not
 supported (ValueError).
 """
@@ -111,6 +111,20 @@ class BatchNormalization(Layer):
         beta = _param_or(ctx, self.beta, 0.0, shape, dtype, f"{self.name}/no_beta")
         mean = _param_or(ctx, self.moving_mean, 0.0, shape, dtype, f"{self.name}/moving_mean")
         variance = _param_or(ctx, self.moving_variance, 1.0, shape, dtype, f"{self.name}/moving_variance")
+        if (ctx.training if training is None else training) and self.trainable:
+            # Batch statistics (Keras's moments: E[x^2] - E[x]^2) and the moving averages' updates.
+            rank = ctx.rank(x)
+            axes = tuple(i for i in range(rank) if i != self.axis % rank)
+            batch_mean = ctx.reduce_mean(x, axes=axes)
+            batch_var = ctx.sub(ctx.reduce_mean(ctx.square(x), axes=axes), ctx.square(batch_mean))
+            if ctx.training:
+                m = ctx.constant(np.asarray(self.momentum, dtype=dtype), "momentum")
+                rest = ctx.constant(np.asarray(1.0 - self.momentum, dtype=dtype), "one_minus_momentum")
+                updates = ctx.graph.meta.setdefault("state_updates", {})
+                for moving, stat in ((mean, batch_mean), (variance, batch_var)):
+                    if moving in ctx.graph.constants:
+                        updates[moving] = ctx.add(ctx.mul(moving, m), ctx.mul(stat, rest))
+            mean, variance = batch_mean, batch_var
         return ctx.batch_norm(x, gamma, beta, mean, variance, axis=self.axis, epsilon=self.epsilon)
 
     def get_config(self):
