@@ -16,7 +16,7 @@ from graphc.memory import plan_memory
 from graphc.ops.registry import infer_op
 from graphc.passes import optimize
 
-TARGETS = ("reference",)
+TARGETS = ("reference", "native")
 
 
 def lower(model: Model, *, training: bool = False) -> Graph:
@@ -133,6 +133,10 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
         raise TypeError(f"graphc.build expects a Model or a graphc.ir.Graph, got {type(model).__name__}")
     verify(graph)
     graph = optimize(graph, level) if level else graph
+    if target == "native":
+        from graphc.backends.llvm import build_native
+
+        return build_native(graph, model=source, params=params, level=level, threads=threads)
     return CompiledModel(graph, target, model=source, params=params, level=level)
 
 
