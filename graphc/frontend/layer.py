@@ -106,6 +106,7 @@ class Layer:
             def wrapped(self, *args, **kw):
                 result = build(self, *args, **kw)
                 self.built = True
+                self._build_input_shape = args[0] if args else kw.get("input_shape")
                 return result
 
             wrapped._marks_built = True

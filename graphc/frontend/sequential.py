@@ -100,12 +100,6 @@ class Sequential(Model):
             self.build(t.shape)
         return super()._symbolic_call(inputs, kwargs)
 
-    def summary(self, *args, **kwargs) -> None:
-        if not (self.built and self._nodes):
-            raise ValueError(f"Sequential model {self.name!r} has not been built yet: give it an input "
-                             "shape (an Input, or input_shape= on its first layer) or call it on data")
-        super().summary(*args, **kwargs)
-
     def count_params(self) -> int:
         if not self._nodes and not all(lay.built for lay in self.layers):
             raise ValueError(f"Sequential model {self.name!r} is not built yet")
