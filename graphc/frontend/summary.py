@@ -333,10 +333,22 @@ def _format_shape(shape) -> str:
 
 
 def format_layer_shape(layer) -> str:
-    """The output shape of the layer's last call: ``(None, 14, 14, 448)``, or a list of them."""
-    if not layer._inbound_nodes:
-        return "?"
-    shapes = [_format_shape(t.shape) for t in layer._inbound_nodes[-1].output_tensors]
+    """The output shape of the layer's last call: ``(None, 14, 14, 448)``, or a list of them.
+
+    A layer never called but built by hand shows the shape it would give for the shape it
+    was built with; otherwise ``?``.
+    """
+    if layer._inbound_nodes:
+        shapes = [_format_shape(t.shape) for t in layer._inbound_nodes[-1].output_tensors]
+    else:
+        build_shape = getattr(layer, "_build_input_shape", None)
+        if not layer.built or build_shape is None:
+            return "?"
+        try:
+            out = layer.compute_output_shape(build_shape)
+        except (NotImplementedError, ValueError, TypeError):
+            return "?"
+        shapes = [_format_shape(s) for s in (out if out and isinstance(out[0], tuple) else [out])]
     if len(shapes) == 1:
         return shapes[0]
     return "[" + ", ".join(shapes) + "]"
@@ -353,10 +365,22 @@ def _connections(layer, relevant: set[int]) -> str:
     return ", ".join(parts) or "-"
 
 
+# Layers Keras marks built as soon as they are constructed (its ``_build_at_init``): an
+# unbuilt Sequential lists them with 0 parameters rather than "0 (unbuilt)".
+_BUILT_AT_INIT = {
+    "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "AlphaDropout", "GaussianDropout",
+    "GaussianNoise", "ActivityRegularization", "Reshape", "Identity", "Masking", "UnitNormalization",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+}
+
+
 def _params(layer) -> str:
-    if not getattr(layer, "built", True):
+    built = getattr(layer, "built", True) or any(k.__name__ in _BUILT_AT_INIT for k in type(layer).__mro__)
+    if not built:
         return "0 (unbuilt)"
-    return f"{layer.count_params():,}"
+    return f"{count_params(layer.weights):,}"
 
 
 def count_params(weights) -> int:

@@ -111,7 +111,18 @@ def long_name(K):
                    "and_on_and_on_and_on_and_on_and_on_and_on")
 
 
+def unbuilt_sequential(K):
+    return K.Sequential([K.layers.Dense(3), K.layers.Dropout(0.1), K.layers.Flatten()], name="pending")
+
+
+def partly_built_sequential(K):
+    first = K.layers.Dense(3)
+    first.build((None, 4))
+    return K.Sequential([first, K.layers.Dense(2)])
+
+
 MODELS = {f.__name__: f for f in [
+    unbuilt_sequential, partly_built_sequential,
     mlp, program01_sequential, program01_functional, sequential_with_input, two_inputs_shared,
     three_heads, nested, nested_two_outputs, nested_twice, frozen_model, reshape_stack, embedding_ids,
     wide_dense, long_name]}
@@ -351,10 +362,11 @@ def test_layer_range_selects_rows(columns):
     assert " Total params: 55,050" in text  # the counts stay the model's
 
 
-def test_unbuilt_sequential_refused():
-    model = Sequential([layers.Dense(3)], name="pending")
-    with pytest.raises(ValueError, match="'pending' has not been built"):
-        model.summary()
+def test_unbuilt_sequential_shows_unknown_shapes(columns):
+    text = summary_text(graphc, unbuilt_sequential)
+    assert "│ dense (Dense)                        │ ?" in text and "0 (unbuilt) │" in text
+    assert text.count("(unbuilt)") == 2  # Dense and Flatten; Keras builds Dropout when it is made
+    assert " Total params: 0 (0.00 B)" in text
 
 
 def test_sequential_built_by_calling_it(columns):
