@@ -79,20 +79,43 @@ def _is_strided_slice_contiguous(graph: Graph, op: Op) -> bool:
 
 
 def static_aliases(graph: Graph, *, concat_in_place: bool = True, strided_views: bool = True) -> dict[str, Alias]:
-    """Views and concat parts (order-independent aliasing)."""
+    """Views and concat parts (order-independent aliasing).
+
+    Concat parts are chosen first (outermost concat first), since a part written into the
+    middle of a row is no longer contiguous, and a reshape is a view only of a contiguous value.
+    """
     aliases: dict[str, Alias] = {}
     contiguous: dict[str, bool] = {}
     outputs = set(graph.outputs)
+    if concat_in_place:
+        for op in reversed(graph.ops()):
+            if op.type != "concat" or len(op.inputs) < 2:
+                continue
+            out = op.outputs[0]
+            shape = graph.type_of(out).shape
+            axis = op.attrs.get("axis", -1) % len(shape)
+            flat = all(d == 1 for d in shape[:axis])
+            if not (flat or strided_views):
+                continue
+            for i, x in enumerate(op.inputs):
+                value = graph.values[x]
+                if value.kind != "op" or x in outputs or x in aliases or op.inputs.count(x) != 1:
+                    continue
+                producer = graph.op(value.producer)
+                if len(producer.outputs) != 1 or producer.type in CONTIGUOUS_VIEWS or producer.type == "slice":
+                    continue  # a view keeps its base's storage; it cannot also live in the concat
+                aliases[x] = Alias(out, "concat", op.id, axis=axis, part=i, strided=not flat)
+                contiguous[x] = flat and contiguous.get(out, True)
     for op in graph.ops():
         if len(op.outputs) != 1:
             continue
         out = op.outputs[0]
-        contiguous[out] = True
-        if out in outputs or not op.inputs:
+        if out in outputs or out in aliases or not op.inputs:
             continue
         x = op.inputs[0]
         if op.type in CONTIGUOUS_VIEWS and contiguous.get(x, True):
             aliases[out] = Alias(x, "view", op.id)
+            contiguous[out] = True
         elif op.type == "slice":
             flat = _is_strided_slice_contiguous(graph, op)
             if flat or strided_views:
@@ -101,25 +124,8 @@ def static_aliases(graph: Graph, *, concat_in_place: bool = True, strided_views:
                                      start=a.get("start", 0), stop=a.get("stop"), step=a.get("step", 1),
                                      strided=True)
                 contiguous[out] = flat and contiguous.get(x, True)
-    if not concat_in_place:
-        return aliases
-    claimed: set[str] = set()
-    for op in reversed(graph.ops()):
-        if op.type != "concat" or len(op.inputs) < 2:
-            continue
-        out = op.outputs[0]
-        shape = graph.type_of(out).shape
-        axis = op.attrs.get("axis", -1) % len(shape)
-        flat = all(d == 1 for d in shape[:axis])
-        if not (flat or strided_views):
-            continue
-        for i, x in enumerate(op.inputs):
-            value = graph.values[x]
-            if (value.kind != "op" or x in outputs or x in aliases or x in claimed or op.inputs.count(x) != 1
-                    or len(graph.op(value.producer).outputs) != 1):
-                continue
-            aliases[x] = Alias(out, "concat", op.id, axis=axis, part=i, strided=not flat)
-            claimed.add(x)
+            else:
+                contiguous[out] = True
     return aliases
 
 

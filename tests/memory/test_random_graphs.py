@@ -60,7 +60,7 @@ def random_graph(draw):
     return g
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graph=random_graph(), batch=st.integers(1, 4), alignment=st.sampled_from([4, 64]),
        inplace=st.booleans(), strided=st.booleans(), schedule=st.sampled_from(["auto", "greedy", "dfs"]))
 def test_random_graph_plans_are_valid_and_run(graph, batch, alignment, inplace, strided, schedule):
