@@ -254,6 +254,13 @@ def _terminal_columns() -> int:
     return shutil.get_terminal_size().columns
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def console_width() -> int:
     """The width a console printing to this process's terminal has (COLUMNS wins; else 80)."""
     width = None
@@ -264,6 +271,8 @@ def console_width() -> int:
             width = int(cols) if cols.isdigit() else 115
     except Exception:  # noqa: BLE001 (any failure just means: not a notebook)
         width = None
+    if width is None and os.environ.get("TERM", "").lower() in ("dumb", "unknown") and _stdout_is_terminal():
+        width = 80
     if width is None:
         for fd in (0, 1, 2):
             try:
