@@ -392,3 +392,20 @@ def test_model_config_matches_keras_structure(keras):
     assert config["output_layers"] == kconfig["output_layers"]
     assert [(lay["class_name"], lay["name"]) for lay in config["layers"]] == \
         [(lay["class_name"], lay["name"]) for lay in kconfig["layers"]]
+
+
+def test_config_round_trip_with_shared_layer_and_nested_model(rng):
+    i = Input((4,))
+    inner = Model(i, layers.Dense(4, activation="tanh")(i), name="inner")
+    a, b = Input((4,), name="a"), Input((4,), name="b")
+    shared = layers.Dense(4, name="shared")
+    model = Model([a, b], layers.Dense(1)(layers.concatenate([inner(shared(a)), inner(shared(b))])))
+    config = model.get_config()
+    copy = Model.from_config(config)
+    assert copy.get_config() == config
+    assert [lay.name for lay in copy.layers] == [lay.name for lay in model.layers]
+    assert copy.count_params() == model.count_params() == 20 + 20 + 9
+    assert len(copy.get_layer("shared")._inbound_nodes) == 2
+    copy.set_weights(model.get_weights())
+    xs = [rng.random((3, 4)), rng.random((3, 4))]
+    assert_close(copy.predict(xs), model.predict(xs))
