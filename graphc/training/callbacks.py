@@ -65,6 +65,17 @@ class Callback:
     def on_predict_end(self, logs=None): ...
 
 
+def pythonify_logs(logs: dict | None) -> dict:
+    """Logs sorted by key, values as Python floats where they convert (what Keras hands callbacks)."""
+    out = {}
+    for key, value in sorted((logs or {}).items()):
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
 class CallbackList(Callback):
     """Calls every callback's hook in order; adds History and ProgbarLogger when asked."""
 
@@ -103,7 +114,7 @@ class CallbackList(Callback):
             cb.set_model(model)
 
     def _call(self, hook: str, *args, logs=None):
-        logs = logs if logs is not None else {}
+        logs = pythonify_logs(logs)
         for cb in self.callbacks:
             getattr(cb, hook)(*args, logs=logs)
 
