@@ -22,7 +22,8 @@ Schedules: the lowest peak among the graph's own topological order, a memory-awa
 schedule (at each step the ready op that frees the most and allocates the least, as XLA's
 ``ListScheduler``), a depth-first order (finish one branch before starting the next) and a
 depth-first order that visits the operand with the heaviest ancestry first (XLA's
-``DFSMemoryScheduler``).
+``DFSMemoryScheduler``) or the lightest first (a short side branch, such as a residual
+shortcut, runs before the long one, so that the tensor both read dies early).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from graphc.ops.fused import EPILOGUE_ATTRS, FUSED_OPS, epilogue_inputs
 from graphc.ops.registry import get
 
 CONTIGUOUS_VIEWS = ("reshape", "squeeze", "expand_dims", "identity", "dropout")
-SCHEDULES = ("default", "greedy", "dfs", "dfs_heavy")
+SCHEDULES = ("default", "greedy", "dfs", "dfs_heavy", "dfs_light")
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,8 @@ def peak_bytes(live: Liveness, size: Callable[[str], int]) -> int:
 
 
 # ---------------------------------------------------------------------------- schedules
-def _dfs_order(graph: Graph, weight: Callable[[str], int] | None = None) -> list[Op]:
-    """Depth-first post-order from the outputs; with ``weight``, heaviest operand subtree first."""
+def _dfs_order(graph: Graph, weight: Callable[[str], int] | None = None, lightest_first: bool = False) -> list[Op]:
+    """Depth-first post-order from the outputs; with ``weight``, heaviest (or lightest) operand subtree first."""
     heavy: dict[str, int] = {}
     if weight is not None:  # XLA's DFSMemoryScheduler: cumulative bytes of each op's ancestors
         for op in graph.ops():
@@ -274,7 +275,7 @@ def _dfs_order(graph: Graph, weight: Callable[[str], int] | None = None) -> list
             preds = [q for q in dict.fromkeys(graph.values[v].producer for v in op.inputs)
                      if q is not None and q not in seen]
             if weight is not None:
-                preds.sort(key=lambda q: -heavy[q])
+                preds.sort(key=lambda q: heavy[q] if lightest_first else -heavy[q])
             for q in reversed(preds):
                 stack.append((q, False))
     order.extend(op for op in graph.ops() if op.id not in seen)  # ops no output depends on
@@ -346,6 +347,8 @@ def candidate_orders(graph: Graph, static: Mapping[str, Alias], size: Callable[[
             out[name] = _dfs_order(graph)
         elif name == "dfs_heavy":
             out[name] = _dfs_order(graph, size)
+        elif name == "dfs_light":
+            out[name] = _dfs_order(graph, size, lightest_first=True)
         else:
             raise ValueError(f"unknown schedule {name!r}; choose from {SCHEDULES}")
     return out

@@ -12,10 +12,17 @@ so ``relu(add(relu(bias_add(conv(x, w), b)), r))`` becomes one ``fused_conv``. T
 the epilogue is fixed (bias, activation, residual, post-activation; see ``graphc.ops.fused``),
 so a step that would apply out of that order (a bias after the activation, a second
 residual) is not fused. Activations are the elementwise ones of ``elementwise.UNARY``.
+
+One memory rule: a product that absorbs ``add(., r)`` can only run once ``r`` exists. When
+``r`` is computed from the product's own input (a projection shortcut beside the main branch
+of a residual block), that input must then stay alive while the whole main branch runs;
+if it is an intermediate larger than the product's result (the strided 1x1 shortcuts of
+Xception and ResNet), the add is left unfused so that the shortcut can run first.
 """
 
 from __future__ import annotations
 
+from graphc.ir import dims
 from graphc.ir.graph import Graph, Op
 from graphc.ops.fused import activation_spec
 from graphc.passes.manager import note, register_pass, working_on
@@ -27,6 +34,37 @@ def _fusable_input(graph: Graph, value: str) -> Product | None:
     if not single_use(graph, value):
         return None
     return product_of(graph, value)
+
+
+_VIEWS = ("slice", "reshape", "squeeze", "expand_dims", "identity", "dropout")
+
+
+def _bytes(graph: Graph, value: str) -> int:
+    """Size with every free dimension 1 (sizes are compared, not used)."""
+    t = graph.type_of(value)
+    return t.nbytes({s: 1 for d in t.shape for s in dims.symbols(d)})
+
+
+def _depends_on(graph: Graph, value: str, ancestor: str) -> bool:
+    seen, work = set(), [value]
+    while work:
+        v = work.pop()
+        if v == ancestor:
+            return True
+        op = graph.producer(v)
+        if op is not None and op.id not in seen:
+            seen.add(op.id)
+            work.extend(op.inputs)
+    return False
+
+
+def _residual_extends_a_lifetime(graph: Graph, p: Product, product_out: str, r: str) -> bool:
+    x = p.main[0]
+    while (op := graph.producer(x)) is not None and op.type in _VIEWS:  # the storage a view reads
+        x = op.inputs[0]
+    if graph.values[x].kind != "op" or _bytes(graph, x) <= _bytes(graph, product_out):
+        return False
+    return _depends_on(graph, r, x)
 
 
 def _absorb(graph: Graph, op: Op) -> tuple[Product, str] | None:
@@ -57,6 +95,9 @@ def _absorb(graph: Graph, op: Op) -> tuple[Product, str] | None:
             if p is None or p.residual is not None or a == r:
                 continue
             if graph.type_of(a) == out_type and graph.type_of(r) == out_type:
+                if _residual_extends_a_lifetime(graph, p, a, r):
+                    note("add left unfused (memory)")
+                    continue
                 return p.with_(residual=r), "add"
     return None
 

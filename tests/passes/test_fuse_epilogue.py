@@ -113,3 +113,20 @@ def test_graph_output_names_survive(rng):
     out, _ = apply(g, *EPILOGUE)
     assert out.outputs == g.outputs == ["head"]
     assert out.producer("head").type == "fused_matmul"
+
+
+def test_a_shortcut_does_not_take_the_add_when_that_keeps_a_large_tensor_alive(rng):
+    from graphc.memory import plan_memory
+
+    x = Input((8, 8, 3))
+    h = layers.Conv2D(6, 3, padding="same", activation="relu")(x)  # an intermediate, read by both branches
+    y = layers.Conv2D(6, 3, activation="relu", padding="same")(h)
+    y = layers.MaxPooling2D(2)(layers.Conv2D(6, 3, activation="relu", padding="same")(y))
+    r = layers.Conv2D(6, 1, strides=2)(h)  # its result is 4x smaller than h
+    out, report = fused(Model(x, layers.add([y, r])), rng)
+    assert out.op_counts()["add"] == 1
+    assert report.events()["fuse_epilogue: add left unfused (memory)"] == 1
+    full, quarter = 8 * 8 * 6 * 4, 4 * 4 * 6 * 4
+    # The shortcut runs first and h dies at the first conv of the main branch; fused, h would
+    # still be alive beside that conv's result and the next one's (3 * full).
+    assert plan_memory(out, batch_size=1).peak_live_bytes == 2 * full + quarter
