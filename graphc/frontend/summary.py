@@ -435,10 +435,14 @@ def layer_index_bounds(layers, layer_range=None) -> tuple[int, int]:
 
 
 def _optimizer_variables(model) -> list:
+    """The optimizer's state once it exists (Keras counts it from the first training step on)."""
     optimizer = getattr(model, "optimizer", None)
-    if getattr(model, "compiled", False) and optimizer is not None and getattr(optimizer, "built", False):
-        return list(getattr(optimizer, "variables", []))
-    return []
+    if not getattr(model, "compiled", False) or optimizer is None:
+        return []
+    built = getattr(optimizer, "built", None)
+    if built is None:  # no flag: built once it has stepped or holds slots
+        built = getattr(optimizer, "iterations", 0) > 0 or bool(getattr(optimizer, "slots", None))
+    return list(getattr(optimizer, "variables", [])) if built else []
 
 
 def format_summary(model, line_length: int | None = None, positions: Sequence[float] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import graphc
@@ -445,3 +446,16 @@ def test_model_without_connected_inputs_still_summarises(columns):
     out: list[str] = []
     model.summary(print_fn=out.append)
     assert "unused (InputLayer)" in out[0] and "Connected to" in out[0]
+
+
+def test_optimizer_state_counted_after_training(columns, rng):
+    inp = Input((8,))
+    model = Model(inp, layers.Dense(2)(layers.Dense(4)(inp)))
+    model.compile(optimizer="rmsprop", loss="mse")
+    before = sm.format_summary(model, width=200)
+    assert "Optimizer params" not in before and " Total params: 46 (184.00 B)" in before
+    model.fit(rng.random((16, 8), dtype=np.float32), rng.random((16, 2), dtype=np.float32), epochs=1, verbose=0)
+    after = sm.format_summary(model, width=200)
+    # iteration count, learning rate and one RMSprop slot per weight: 2 + 46 values
+    assert " Total params: 94 (" in after and " Trainable params: 46 (184.00 B)" in after
+    assert after.splitlines()[-1].startswith(" Optimizer params: 48 (")
