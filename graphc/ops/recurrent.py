@@ -278,6 +278,30 @@ for _name in _ONNX_RNN:
     get(_name).to_onnx = _rnn_to_onnx
 
 
+
+
+# ---------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
+# one GEMM for the input projection of all steps, then one kernel running the steps, batch
+# rows in parallel (see graphc/backends/llvm/kernels/recurrent.py).
+
+def _rnn_lower(kind: str):
+    def lower(kb, op, x, kernel, rkernel, bias, *states, out, activation, go_backwards, return_sequences,
+              recurrent_activation="linear", reset_after=True):
+        from graphc.ops.elementwise import native_activation
+
+        kb.recurrence(kind, x, kernel, rkernel, bias, states, out,
+                      activation=lambda m, v: native_activation(m, activation, v),
+                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
+                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
+
+    return lower
+
+
+for _op in ("lstm", "gru", "simple_rnn"):
+    get(_op).lower = _rnn_lower(_op)
+
+
 # ---------------------------------------------------------------------------- gradients
 # ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and one backward op per
 # recurrent op: ``<op>_grad(x, kernel, recurrent_kernel, bias[, states], d_output, d_state...)``
@@ -309,10 +333,21 @@ def _grad_prologue(arrays, n_cot: int):
 
 
 def _grad_epilogue(x, xs, kernel, dproj, go_backwards: bool):
-    f = x.shape[2]
-    dw = xs.reshape(-1, f).T @ dproj.reshape(-1, dproj.shape[-1])
-    dxs = dproj @ kernel.T
+    n, t, f = x.shape
+    d2 = dproj.reshape(-1, dproj.shape[-1])
+    dw = xs.reshape(-1, f).T @ d2
+    dxs = (d2 @ kernel.T).reshape(n, t, f)
     return (dxs[:, ::-1] if go_backwards else dxs).astype(x.dtype, copy=False), dw
+
+
+def _act_and_deriv(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f(z), f'(z)); sigmoid and tanh reuse f(z)."""
+    a = apply_activation(name, z)
+    if name == "sigmoid":
+        return a, a * (1 - a)
+    if name == "tanh":
+        return a, 1 - a * a
+    return a, _deriv(name, z)
 
 
 def _lstm_grad(*arrays, activation, recurrent_activation, go_backwards, return_sequences):
@@ -321,18 +356,22 @@ def _lstm_grad(*arrays, activation, recurrent_activation, go_backwards, return_s
     u = rkernel.shape[0]
     act, ract = activation, recurrent_activation
     xs = _steps(x, go_backwards)
-    proj = np.matmul(xs, kernel) + bias
+    proj = (xs.reshape(n * t_len, -1) @ kernel + bias).reshape(n, t_len, 4 * u)
     h, c = _initial(tuple(states), n, u, x.dtype, 2)
-    hs, cs, zs = [h], [c], []
+    hs, cs, gates, dgates, acs = [h], [c], [], [], []
     for t in range(t_len):
         z = proj[:, t] + h @ rkernel
-        i = apply_activation(ract, z[:, :u])
-        f = apply_activation(ract, z[:, u:2 * u])
-        g = apply_activation(act, z[:, 2 * u:3 * u])
-        o = apply_activation(ract, z[:, 3 * u:])
+        gate = np.empty_like(z)
+        dgate = np.empty_like(z)
+        for k, name in enumerate((ract, ract, act, ract)):
+            gate[:, k * u:(k + 1) * u], dgate[:, k * u:(k + 1) * u] = _act_and_deriv(name, z[:, k * u:(k + 1) * u])
+        i, f, g, o = gate[:, :u], gate[:, u:2 * u], gate[:, 2 * u:3 * u], gate[:, 3 * u:]
         c = f * c + i * g
-        h = o * apply_activation(act, c)
-        zs.append(z)
+        ac, dac = _act_and_deriv(act, c)
+        h = o * ac
+        gates.append(gate)
+        dgates.append(dgate)
+        acs.append((ac, dac))
         hs.append(h)
         cs.append(c)
     dproj = np.empty_like(proj)
@@ -342,18 +381,17 @@ def _lstm_grad(*arrays, activation, recurrent_activation, go_backwards, return_s
     for t in reversed(range(t_len)):
         if return_sequences:
             dh = dh + d_out[:, t]
-        z, c_prev, c_t = zs[t], cs[t], cs[t + 1]
-        zi, zf, zg, zo = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
-        i, f = apply_activation(ract, zi), apply_activation(ract, zf)
-        g, o = apply_activation(act, zg), apply_activation(ract, zo)
-        dc = dc + dh * o * _deriv(act, c_t)
-        dz = np.concatenate([dc * g * _deriv(ract, zi), dc * c_prev * _deriv(ract, zf),
-                             dc * i * _deriv(act, zg), dh * apply_activation(act, c_t) * _deriv(ract, zo)],
-                            axis=1)
-        dc = dc * f
+        gate, dgate, (ac, dac) = gates[t], dgates[t], acs[t]
+        dc = dc + dh * gate[:, 3 * u:] * dac
+        dz = dproj[:, t]
+        dz[:, :u] = dc * gate[:, 2 * u:3 * u]
+        dz[:, u:2 * u] = dc * cs[t]
+        dz[:, 2 * u:3 * u] = dc * gate[:, :u]
+        dz[:, 3 * u:] = dh * ac
+        dz *= dgate
+        dc = dc * gate[:, u:2 * u]
         d_rk += hs[t].T @ dz
         dh = dz @ rkernel.T
-        dproj[:, t] = dz
     dx, dw = _grad_epilogue(x, xs, kernel, dproj, go_backwards)
     return dx, dw, d_rk, dproj.sum(axis=(0, 1)), dh, dc
 
@@ -462,25 +500,3 @@ def _rnn_vjp(ctx, *douts):
 
 for _op in ("lstm", "gru", "simple_rnn"):
     get(_op).vjp = _rnn_vjp
-
-
-# ---------------------------------------------------------------- native
-# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
-# one GEMM for the input projection of all steps, then one kernel running the steps, batch
-# rows in parallel (see graphc/backends/llvm/kernels/recurrent.py).
-
-def _rnn_lower(kind: str):
-    def lower(kb, op, x, kernel, rkernel, bias, *states, out, activation, go_backwards, return_sequences,
-              recurrent_activation="linear", reset_after=True):
-        from graphc.ops.elementwise import native_activation
-
-        kb.recurrence(kind, x, kernel, rkernel, bias, states, out,
-                      activation=lambda m, v: native_activation(m, activation, v),
-                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
-                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
-
-    return lower
-
-
-for _op in ("lstm", "gru", "simple_rnn"):
-    get(_op).lower = _rnn_lower(_op)
