@@ -472,7 +472,7 @@ gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size
     }
     inst->slots[m->outputs[i].slot] = data;
   }
-  gc_frame_t frame = {inst->slots, inst->dims, inst->pool, inst->thread_scratch, inst->thread_scratch_stride, 0};
+  gc_frame_t frame = {inst->slots, inst->dims, inst->pool, inst->thread_scratch, inst->thread_scratch_stride, 0, NULL};
   int32_t failed = m->run(&frame);
   if (failed != 0) {
     char detail[512];

@@ -27,6 +27,7 @@ typedef struct gc_frame {
   char* thread_scratch;          /* 24 : num_threads * thread_scratch_stride bytes */
   int64_t thread_scratch_stride; /* 32 */
   int64_t error_value;           /* 40 : detail of a kernel failure (the bad index) */
+  void** args;                   /* 48 : the running kernel's arguments (set by the generated code) */
 } gc_frame_t;
 
 /* A parallel task: runs items [begin, end) of one op on worker `thread`; 0 = ok. */

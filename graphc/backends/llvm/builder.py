@@ -28,7 +28,8 @@ from graphc.ir import dims as _dims
 from graphc.ir.types import TensorType
 
 # Byte offsets of gc_frame_t's fields (runtime/src/internal.h).
-FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR = 0, 8, 16, 24, 32, 40
+FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR, FRAME_ARGS = \
+    0, 8, 16, 24, 32, 40, 48
 
 
 class NativeLoweringError(NotImplementedError):
@@ -88,16 +89,22 @@ class Tensor:
 
 
 class Kernel:
-    """One parallel task function: ``i32 (frame*, i64 begin, i64 end, i32 thread)``."""
+    """One parallel task function: ``i32 (frame*, i64 begin, i64 end, i32 thread)``.
+
+    The tensors a kernel touches are its *arguments*: the run function stores their addresses
+    in ``frame->args`` before launching it, and the kernel reads them from there. Kernels thus
+    name no buffer, and one kernel serves every op of the same shape (see ``KernelBuilder``).
+    """
 
     def __init__(self, kb: KernelBuilder, name: str):
         self.kb = kb
         self.fn = Fn(kb.module, kb.unique(name), I32, [PTR, I64, I64, I32], ["frame", "begin", "end", "thread"])
         self.frame, self.begin, self.end, self.thread = self.fn.args
         e = self.fn.entry
-        self._slots = e.load(self._field(FRAME_SLOTS), typ=PTR, name="slots")
+        self._args = e.load(self._field(FRAME_ARGS), typ=PTR, name="args")
         self.fn.set_dims(e.load(self._field(FRAME_DIMS), typ=PTR, name="dims"), kb.free_dims)
-        self._ptrs: dict[int, ir.Value] = {}
+        self._ptrs: dict[tuple, ir.Value] = {}
+        self.arg_tensors: list[Tensor] = []
         self.b = self.fn.b
         self.m = VMath(self.fn.b)
 
@@ -108,18 +115,18 @@ class Kernel:
         return self.fn.dim(d)
 
     def ptr(self, t: Tensor) -> ir.Value:
-        """Pointer to ``t``'s first element (loaded once, in the entry block)."""
+        """Pointer to ``t``'s first element (an argument of the kernel, loaded once in the entry block)."""
         buf = self.kb.buffer_of(t)
         buf.touch(self.kb.op_index)
-        base = self._ptrs.get(buf.slot)
-        if base is None:
+        key = (buf.slot, str(t.offset), t.dtype)
+        p = self._ptrs.get(key)
+        if p is None:
             e = self.fn.entry
-            p = e.gep(self._slots, [i64(buf.slot)], source_etype=PTR)
-            base = e.load(p, typ=PTR, name=f"buf{buf.slot}")
-            self._ptrs[buf.slot] = base
-        if t.offset:
-            return self.fn.entry.gep(base, [self.fn.dim(t.offset)], source_etype=t.ir_type)
-        return base
+            index = len(self.arg_tensors)
+            self.arg_tensors.append(t)
+            p = e.load(e.gep(self._args, [i64(index)], source_etype=PTR), typ=PTR, name=f"arg{index}")
+            self._ptrs[key] = p
+        return p
 
     def thread_scratch(self, nbytes: int) -> ir.Value:
         """This thread's private scratch of ``nbytes`` (reserved for the model, 64-byte aligned)."""
@@ -165,6 +172,7 @@ class Launch:
     n: object  # dim: number of work items
     cost: int  # estimated flops per item
     op_index: int
+    args: list[Tensor] = field(default_factory=list)  # the kernel's arguments, in order
 
 
 @dataclass
@@ -194,6 +202,8 @@ class KernelBuilder:
         self.op_index = -1
         self.op_label = ""
         self.op_error: str | None = None
+        self.op_temps: list[Tensor] = []
+        self.pack_sources: dict[int, tuple] = {}
         self._names: dict[str, int] = {}
         self._kernel_cache: dict[tuple, ir.Function] = {}
 
@@ -225,7 +235,7 @@ class KernelBuilder:
     def launch(self, k: Kernel, n, cost: int = 1) -> None:
         """Run kernel ``k`` over items ``[0, n)`` in the current op (split across threads)."""
         fn = k.finish()
-        self.launches.append(Launch(fn, n, max(1, int(cost)), self.op_index))
+        self.launches.append(Launch(fn, n, max(1, int(cost)), self.op_index, list(k.arg_tensors)))
 
     # ------------------------------------------------------------ tensors
     def view(self, t: Tensor, shape: Sequence, offset=0) -> Tensor:
@@ -242,6 +252,7 @@ class KernelBuilder:
         """A fresh scratch tensor, private to the current op's kernels."""
         t = Tensor(None, TensorType(dtype, tuple(shape)))
         self.buffer_of(t)
+        self.op_temps.append(t)
         return t
 
     def alias(self, out: Tensor, x: Tensor) -> None:
@@ -264,6 +275,7 @@ class KernelBuilder:
             buf = self.new_buffer("packed", nbytes=int(nbytes), name=f"{w.buf.name}/packed")
             self._pack_cache[cache_key] = buf
             self.packs.append(Pack(self.weight_index[w.buf.name], w, buf, emit))
+        self.pack_sources[id(buf)] = (w, key, int(nbytes), emit)
         return Tensor(None, TensorType("float32", (int(nbytes) // 4,)), buf)
 
     def math(self, b: ir.IRBuilder) -> VMath:

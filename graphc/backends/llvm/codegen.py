@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm.builder import Buffer, KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.builder import Buffer, KernelBuilder, Launch, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.target import TargetInfo, compile_ir
 from graphc.ir import dims
@@ -91,6 +91,14 @@ def _layout_digest(entries: list[WeightEntry]) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def _op_key(op, attrs: dict, ins: list[Tensor], outs: list[Tensor]) -> tuple:
+    """What decides the kernels an op lowers to (see ``_Codegen._record``)."""
+    bufs = [t.buf for t in ins] + [t.buf for t in outs]
+    sharing = tuple(-1 if b is None else next(i for i, c in enumerate(bufs) if c is b) for b in bufs)
+    return (op.type, repr(sorted(attrs.items())), tuple(t.type for t in ins), tuple(t.type for t in outs),
+            tuple(t.is_constant for t in ins), tuple(str(t.offset) for t in ins), sharing)
+
+
 def free_dim_names(graph: Graph) -> list[str]:
     names: list[str] = []
     for v in graph.inputs:
@@ -117,6 +125,7 @@ class _Codegen:
         self.kb = KernelBuilder(self.module, target, self.free_dims)
         self.tensors: dict[str, Tensor] = {}
         self.op_errors: list[str] = []
+        self.memo: dict = {}
 
     # ------------------------------------------------------------ buffers
     def _setup(self) -> None:
@@ -167,13 +176,22 @@ class _Codegen:
             kb.op_index = index
             kb.op_label = where
             kb.op_error = None
+            kb.op_temps = []
             ins = [self.tensors[v] for v in op.inputs]
             outs = [self._tensor_for_result(v) for v in op.outputs]
             attrs = opdef.resolve_attrs(op.attrs)
-            try:
-                opdef.lower(kb, op, *ins, out=outs[0] if len(outs) == 1 else tuple(outs), **attrs)
-            except NativeLoweringError as exc:
-                raise NativeLoweringError(f"{where}: {exc}") from None
+            key = _op_key(op, attrs, ins, outs)
+            if key in self.memo:
+                self._replay(self.memo[key], ins, outs)
+            else:
+                start = len(kb.launches)
+                try:
+                    opdef.lower(kb, op, *ins, out=outs[0] if len(outs) == 1 else tuple(outs), **attrs)
+                except NativeLoweringError as exc:
+                    raise NativeLoweringError(f"{where}: {exc}") from None
+                record = self._record(kb.launches[start:], ins, outs)
+                if record is not None:
+                    self.memo[key] = record
             self.op_errors.append(kb.op_error or f"{where} failed (detail %lld)")
         # outputs that are not written by their producer: inputs, constants, repeated values
         kb.op_index = len(ops)
@@ -185,18 +203,107 @@ class _Codegen:
             kb.copy(dst, self.tensors[v])
         self.op_errors.append("copying the graph outputs failed (detail %lld)")
 
+    # ------------------------------------------------------------ kernel reuse
+    # Ops with the same type, attributes, input/output types and buffer-sharing pattern lower to
+    # the same kernels: the first one's launches are recorded with the *role* of every argument
+    # (input i, output j, temp q, the packing of input i), and later ones replay them with their
+    # own tensors, without generating code again (the stereo Xception's two views, its eight
+    # identical middle-flow blocks...).
+
+    def _record(self, launches, ins: list[Tensor], outs: list[Tensor]):
+        kb = self.kb
+        if not launches:
+            return None
+        for o in outs:
+            if any(o.buf is not None and o.buf is x.buf for x in ins):
+                return None  # the op aliased its input: nothing to replay
+        temps = list(kb.op_temps)
+
+        def role(t: Tensor):
+            for i, x in enumerate(ins):
+                if t.buf is x.buf:
+                    return ("in", i, dims.sub(t.offset, x.offset), t.type)
+            for j, y in enumerate(outs):
+                if t.buf is y.buf:
+                    return ("out", j, dims.sub(t.offset, y.offset), t.type)
+            for q, tmp in enumerate(temps):
+                if t.buf is tmp.buf:
+                    return ("temp", q, t.offset, t.type)
+            if t.buf.kind == "packed" and id(t.buf) in kb.pack_sources:
+                w, pkey, nbytes, emit = kb.pack_sources[id(t.buf)]
+                for i, x in enumerate(ins):
+                    if w.buf is x.buf:
+                        return ("packed", i, dims.sub(w.offset, x.offset), w.type, pkey, nbytes, emit, t.type)
+            return None
+
+        records = []
+        for launch in launches:
+            roles = [role(t) for t in launch.args]
+            if any(r is None for r in roles):
+                return None
+            records.append((launch.kernel, launch.n, launch.cost, roles))
+        message = None
+        if kb.op_error is not None:
+            message = kb.op_error.split(": ", 1)[1] if ": " in kb.op_error else kb.op_error
+        return records, [t.type for t in temps], message
+
+    def _replay(self, memo, ins: list[Tensor], outs: list[Tensor]) -> None:
+        kb = self.kb
+        records, temp_types, message = memo
+        temps = [kb.temp(tt.shape, tt.dtype) for tt in temp_types]
+        if message is not None:
+            kb.fail_message(message.replace("%%", "%"))
+
+        def resolve(r) -> Tensor:
+            if r[0] in ("in", "out"):
+                base = (ins if r[0] == "in" else outs)[r[1]]
+                kb.buffer_of(base)
+                return Tensor(None, r[3], base.buf, dims.add(base.offset, r[2]))
+            if r[0] == "temp":
+                return Tensor(None, r[3], temps[r[1]].buf, r[2])
+            _, i, rel, wtype, pkey, nbytes, emit, ttype = r
+            x = ins[i]
+            const = x.constant.reshape(wtype.shape) if x.constant is not None else None
+            packed = kb.packed_weight(Tensor(None, wtype, x.buf, dims.add(x.offset, rel), const), pkey, nbytes,
+                                      emit)
+            return Tensor(None, ttype, packed.buf, 0)
+
+        for fn, n, cost, roles in records:
+            args = [resolve(r) for r in roles]
+            for t in args:
+                t.buf.touch(kb.op_index)
+            kb.launches.append(Launch(fn, n, cost, kb.op_index, args))
+
     # ------------------------------------------------------------ entry points
     def emit_run(self) -> None:
+        """Each launch: its argument addresses into the args array, then gc__parallel_for."""
         kb = self.kb
         fn = Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False)
         frame = fn.args[0]
         e = fn.entry
-        dims_ptr = e.load(e.gep(frame, [i64(8)], source_etype=ir.IntType(8)), typ=PTR)
+        i8 = ir.IntType(8)
+        dims_ptr = e.load(e.gep(frame, [i64(8)], source_etype=i8), typ=PTR)
         fn.set_dims(dims_ptr, self.free_dims)
-        pool = e.load(e.gep(frame, [i64(16)], source_etype=ir.IntType(8)), typ=PTR)
+        pool = e.load(e.gep(frame, [i64(16)], source_etype=i8), typ=PTR)
+        slots = e.load(e.gep(frame, [i64(0)], source_etype=i8), typ=PTR)
+        n_args = max([len(launch.args) for launch in kb.launches] + [1])
+        args = e.alloca(ir.ArrayType(PTR, n_args), name="args")
+        e.store(args, e.gep(frame, [i64(48)], source_etype=i8))
+        slot_ptr: dict[int, ir.Value] = {}
+
+        def slot(index: int) -> ir.Value:
+            if index not in slot_ptr:
+                slot_ptr[index] = e.load(e.gep(slots, [i64(index)], source_etype=PTR), typ=PTR)
+            return slot_ptr[index]
+
         pfor = intrinsic(self.module, "gc__parallel_for", I32, [PTR, PTR, PTR, I64, I64])
         b = fn.b
         for launch in kb.launches:
+            for i, t in enumerate(launch.args):
+                p = slot(t.buf.slot)
+                if t.offset:
+                    p = b.gep(p, [fn.dim(t.offset)], source_etype=t.ir_type)
+                b.store(p, b.gep(args, [i64(0), i64(i)]))
             n = fn.dim(launch.n)
             r = b.call(pfor, [pool, launch.kernel, frame, n, i64(launch.cost)])
             with b.if_then(b.icmp_signed("!=", r, i32(0)), likely=False):
