@@ -1,10 +1,11 @@
-"""Utilities with Keras's names: seeding, one-hot labels."""
+"""Utilities with Keras's names: seeding, one-hot labels, model plots."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from graphc.frontend.state import clear_session, set_random_seed
+from graphc.plot import model_to_dot, plot_model
 
 
 def to_categorical(x, num_classes: int | None = None) -> np.ndarray:
@@ -30,4 +31,4 @@ def to_categorical(x, num_classes: int | None = None) -> np.ndarray:
     return out.reshape(input_shape + (num_classes,))
 
 
-__all__ = ["to_categorical", "set_random_seed", "clear_session"]
+__all__ = ["to_categorical", "set_random_seed", "clear_session", "plot_model", "model_to_dot"]

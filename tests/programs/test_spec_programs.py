@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Programs whose every line runs today (the others need training: compile/fit).
 RUN_TO_END = ["01_functional_basics.py", "02_qa_two_inputs.py", "03_multi_output.py", "04_inception_module.py",
               "05_residual.py", "06_siamese_lstm.py", "07_model_as_layer.py", "08_auxiliary_output.py",
-              "09_mlp_classifier.py", "11_separable_conv_bn.py", "12_merge_layers.py", "13_conv1d_text_classifier.py"]
+              "09_mlp_classifier.py", "10_callbacks.py", "11_separable_conv_bn.py", "12_merge_layers.py",
+              "13_conv1d_text_classifier.py", "14_tensorboard_and_plot.py"]
 
 
 def run_program(name: str, timeout: int = 600) -> subprocess.CompletedProcess:
