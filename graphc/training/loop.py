@@ -34,8 +34,14 @@ from graphc.training.step import OutputSpec, Step
 __all__ = ["Trainer", "compile_model", "fit", "evaluate", "train_on_batch", "test_on_batch"]
 
 
-def _is_single(value) -> bool:
-    return not isinstance(value, (list, tuple, dict))
+def nest_leaves(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in nest_leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in nest_leaves(v)]
+    return [value]
 
 
 class Trainer:
@@ -49,8 +55,11 @@ class Trainer:
         self.output_names = list(model.output_names)
         n = len(self.output_names)
         self.losses = self._per_output(loss, "loss", allow_single_for_all=True)
+        self.loss_objects = [None if entry is None else losses_mod.get(entry) for entry in self.losses]
         self.loss_weights = self._weights(loss_weights, n)
         self._user_metrics = metrics
+        for m in nest_leaves(metrics):
+            metrics_mod.get(m)  # unknown names fail here, at compile time
         if weighted_metrics:
             raise ValueError("compile(weighted_metrics=...) is not supported by graphc")
         self.specs: list[OutputSpec] | None = None
@@ -125,7 +134,7 @@ class Trainer:
         specs = []
         for i, name in enumerate(self.output_names):
             y = targets[i] if i < len(targets) else None
-            loss = None if self.losses[i] is None else losses_mod.get(self.losses[i])
+            loss = self.loss_objects[i]
             ms = per_output[i]
             ms = [] if ms is None else list(ms) if isinstance(ms, (list, tuple)) else [ms]
             resolved = []
@@ -352,7 +361,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 break
         epoch_logs = dict(trainer.results())
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, None, 0)
+            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0)
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, epoch_logs)
         training_logs = epoch_logs
