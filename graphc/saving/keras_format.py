@@ -33,7 +33,7 @@ import numpy as np
 
 from graphc.frontend.layer import Variable
 from graphc.frontend.model import Model
-from graphc.saving import functional, layout
+from graphc.saving import functional, layout, optimizer_state
 from graphc.saving.errors import KerasFormatError, UnsupportedKerasError
 
 CONFIG_FILE = "config.json"
@@ -101,14 +101,23 @@ def weights_to_h5(model: Model, layer_orders: dict | None = None) -> bytes:
             g.attrs["name"] = group.name
             for i, var in enumerate(group.variables):
                 g.create_dataset(str(i), data=var.value)
+        live = optimizer_state.keras_variables(model)
+        if live is not None:
+            name, arrays = live
+            g = f.create_group("optimizer/vars")
+            g.attrs["name"] = name
+            for i, array in enumerate(arrays):
+                g.create_dataset(str(i), data=array)
         carried = _carried_for_saving(model)
         if carried is not None:
             for path, attrs in carried.groups.items():
+                if live is not None and path.startswith("optimizer"):
+                    continue
                 g = f.require_group(path)
                 for key, value in attrs.items():
                     g.attrs.setdefault(key, value)
             for path, array in carried.datasets.items():
-                if path not in f:
+                if path not in f and not (live is not None and path.startswith("optimizer/")):
                     f.create_dataset(path, data=array)
     return buffer.getvalue()
 
@@ -177,18 +186,33 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
     datasets, groups = read_h5(weights, f"{path} ({WEIGHTS_FILE})")
     assign = _match_weights(model, datasets, f"{path} ({WEIGHTS_FILE})", loader.layer_orders)
     compile_config = config.get("compile_config") if compile else None
+    if compile_config is not None and not isinstance(compile_config, dict):
+        raise KerasFormatError(f"{path}: compile_config is not a dict")
+    for var, value in assign:
+        var.assign(value)
     if compile_config:
-        if not isinstance(compile_config, dict):
-            raise KerasFormatError(f"{path}: compile_config is not a dict")
         kwargs = {k: v for k, v in compile_config.items() if k in _KERAS_COMPILE_KEYS}
         try:
             model.compile(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise UnsupportedKerasError(f"{path}: cannot apply the compile configuration: {exc}") from None
-    for var, value in assign:
-        var.assign(value)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            # The model still loads for inference; its compile configuration is kept and written back.
+            model._compile_config = kwargs
+            warnings.warn(f"{path}: the model is loaded uncompiled: graphc cannot apply its compile "
+                          f"configuration ({exc})", stacklevel=2)
+        else:
+            _restore_optimizer(model, datasets, f"{path} ({WEIGHTS_FILE})")
     _carry(model, datasets, groups)
     return model
+
+
+def _restore_optimizer(model: Model, datasets: dict[str, np.ndarray], where: str) -> None:
+    prefix = "optimizer/vars/"
+    stored = {p[len(prefix):]: a for p, a in datasets.items() if p.startswith(prefix)}
+    if not stored:
+        return
+    why = optimizer_state.restore(model, stored, where)
+    if why is not None:
+        warnings.warn(f"{where}: the optimizer state is kept as saved but not used: {why}", stacklevel=3)
 
 
 def load_weights(model: Model, filepath, skip_mismatch: bool = False) -> None:
@@ -207,6 +231,8 @@ def load_weights(model: Model, filepath, skip_mismatch: bool = False) -> None:
     assign = _match_weights(model, datasets, where, None, skip_mismatch=skip_mismatch)
     for var, value in assign:
         var.assign(value)
+    if getattr(model, "compiled", False):
+        _restore_optimizer(model, datasets, where)
     _carry(model, datasets, groups)
 
 

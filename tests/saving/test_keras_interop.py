@@ -238,11 +238,29 @@ def test_compile_config_and_optimizer_state_through_keras(keras, tmp_path, rng):
     k_config = json.loads(read_members(tmp_path / "k.keras")["config.json"])["compile_config"]
     g_config = json.loads(read_members(tmp_path / "g.keras")["config.json"])["compile_config"]
     assert g_config == k_config
+    assert loaded.optimizer.iterations == 2  # Keras's optimizer state, now graphc's
     back = keras.saving.load_model(tmp_path / "g.keras")
     assert int(back.optimizer.iterations.numpy()) == 2
-    for a, b in zip(back.optimizer.variables, kmodel.optimizer.variables):
+    for a, b in zip(back.optimizer.variables, kmodel.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
     assert back.optimizer.learning_rate.numpy() == pytest.approx(0.01)
+
+
+def test_graphc_training_resumes_in_keras(keras, tmp_path, rng):
+    x = rng.normal(size=(16, 5)).astype(np.float32)
+    y = rng.integers(0, 2, size=(16, 1)).astype(np.float32)
+    inp = graphc.Input(shape=(5,))
+    model = graphc.Model(inp, graphc.layers.Dense(1, activation="sigmoid")(graphc.layers.Dense(4)(inp)))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    model.save(tmp_path / "g.keras")
+    back = keras.saving.load_model(tmp_path / "g.keras")
+    assert int(back.optimizer.iterations.numpy()) == 4
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    back.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for layer in model.layers:
+        for g, k in zip(layer.get_weights(), back.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_allclose(g, np.asarray(k), rtol=1e-5, atol=1e-6, err_msg=layer.name)
 
 
 def test_graphc_compile_config_loads_in_keras(keras, tmp_path):

@@ -157,28 +157,50 @@ def test_compile_config_is_carried_through(tmp_path):
     assert not models.load_model(tmp_path / "c.keras", compile=False).compiled
 
 
-def test_optimizer_state_is_written_back_only_with_its_optimizer(tmp_path):
+def test_optimizer_state_round_trip_in_keras_layout(tmp_path, rng):
     model = _mlp()
-    model.compile(optimizer={"module": "keras.optimizers", "class_name": "Adam", "config": {"name": "adam"},
-                             "registered_name": None}, loss="mse")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(rng.normal(size=(6, 7)).astype(np.float32), np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]],
+              batch_size=3, epochs=1, verbose=0)
     model.save(tmp_path / "a.keras")
-    from tests.saving.helpers import edit_weights
+    listing = weight_listing(read_members(tmp_path / "a.keras")["model.weights.h5"])
+    # iterations, learning rate, then momentum and velocity interleaved weight by weight (Keras's Adam)
+    assert [listing[f"optimizer/vars/{i}"] for i in range(10)] == \
+        [(), (), (7, 17), (7, 17), (17,), (17,), (17, 3), (17, 3), (3,), (3,)]
+    loaded = models.load_model(tmp_path / "a.keras")
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 2
+    for key, slots in model.optimizer.slots.items():
+        for slot, value in slots.items():
+            np.testing.assert_array_equal(loaded.optimizer.slots[key][slot], value)
+    loaded.compile(optimizer="sgd", loss="mse")  # a new optimizer: the old state no longer applies
+    loaded.save(tmp_path / "b.keras")
+    listing = weight_listing(read_members(tmp_path / "b.keras")["model.weights.h5"])
+    assert sorted(p for p in listing if p.startswith("optimizer")) == ["optimizer/vars/0", "optimizer/vars/1"]
 
-    def add_optimizer_state(f):
+
+def test_state_of_an_optimizer_graphc_lacks_is_carried_through(tmp_path):
+    from tests.saving.helpers import edit_config, edit_weights
+
+    model = _mlp()
+    model.save(tmp_path / "n.keras")
+    nadam = {"module": "keras.optimizers", "class_name": "Nadam", "config": {"name": "nadam"},
+             "registered_name": None}
+    edit_config(tmp_path / "n.keras", lambda c: c.__setitem__("compile_config", {"optimizer": nadam, "loss": "mse"}))
+
+    def add_state(f):
         group = f.create_group("optimizer/vars")
-        group.attrs["name"] = "adam"
+        group.attrs["name"] = "nadam"
         group["0"] = np.array(7, dtype=np.int64)
         group["1"] = np.full((7, 17), 0.5, np.float32)
 
-    edit_weights(tmp_path / "a.keras", add_optimizer_state)
-    loaded = models.load_model(tmp_path / "a.keras")
-    loaded.save(tmp_path / "b.keras")
-    listing = weight_listing(read_members(tmp_path / "b.keras")["model.weights.h5"])
+    edit_weights(tmp_path / "n.keras", add_state)
+    with pytest.warns(UserWarning, match=r"n\.keras: the model is loaded uncompiled: .*Nadam"):
+        loaded = models.load_model(tmp_path / "n.keras")
+    loaded.save(tmp_path / "again.keras")
+    listing = weight_listing(read_members(tmp_path / "again.keras")["model.weights.h5"])
     assert listing["optimizer/vars/0"] == () and listing["optimizer/vars/1"] == (7, 17)
-    loaded.compile(optimizer="sgd", loss="mse")  # a new optimizer: the old state no longer applies
-    loaded.save(tmp_path / "c.keras")
-    assert not any(p.startswith("optimizer") for p in weight_listing(read_members(tmp_path / "c.keras")
-                                                                     ["model.weights.h5"]))
+    config = json.loads(read_members(tmp_path / "again.keras")["config.json"])
+    assert config["compile_config"]["optimizer"] == nadam
 
 
 def test_save_weights_load_weights(tmp_path, rng):
