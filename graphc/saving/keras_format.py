@@ -6,10 +6,12 @@ file holds one ``<path>/vars`` group per saved object (see :mod:`graphc.saving.l
 with a ``name`` attribute and datasets ``"0"``, ``"1"``... A ``.weights.h5`` file is that HDF5
 file alone.
 
-What graphc does not use itself is carried through: the compile configuration (optimizer,
-loss, metrics, loss weights) goes to ``Model.compile``, and the optimizer's variables (and
-any other group outside the layers) are kept on the model and written back when it is saved
-again with the same optimizer configuration.
+The compile configuration (optimizer, loss, metrics, loss weights) goes to ``Model.compile``
+and comes back from the model's ``_compile_config``. The optimizer's variables become the
+state of graphc's optimizer (see :mod:`graphc.saving.optimizer_state`) and are written from
+it. What graphc cannot use (the state of an optimizer it lacks, a compile configuration it
+cannot apply, any other group outside the layers) is kept on the model and written back when
+it is saved again with the same compile configuration.
 
 Loading is all-or-nothing: the whole archive and every weight are read and checked (names,
 counts, shapes) before any variable is assigned, and every error names the file and the
@@ -129,9 +131,8 @@ def _carried_for_saving(model: Model) -> CarriedState | None:
     if carried.compile_config == compile_config_to_keras(model):
         return carried
     # A different compile configuration: the old optimizer state no longer belongs to the model.
-    keep = CarriedState({p: a for p, a in carried.datasets.items() if not p.startswith("optimizer/")},
+    return CarriedState({p: a for p, a in carried.datasets.items() if not p.startswith("optimizer/")},
                         {p: a for p, a in carried.groups.items() if not p.startswith("optimizer")})
-    return keep
 
 
 def compile_config_to_keras(model: Model) -> dict | None:
