@@ -42,6 +42,8 @@ CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
 KERAS_FORMAT_VERSION = "3.15.1"  # the Keras release whose file layout graphc writes
+_INFLATE_FLOOR = 1 << 28  # members above 256 MiB must not inflate more than 100x (decompression bombs)
+_MAX_INFLATION = 100
 _KERAS_COMPILE_KEYS = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly",
                        "steps_per_execution", "jit_compile", "auto_scale_loss")
 _KERAS_COMPILE_DEFAULTS = {"loss_weights": None, "metrics": None, "weighted_metrics": None, "run_eagerly": False,
@@ -362,6 +364,10 @@ def _read_archive(path: str) -> tuple[dict, bytes]:
                 if "model.weights.npz" in names:
                     raise UnsupportedKerasError(f"{path}: the weights are stored as npz; graphc reads the h5 format")
                 raise KerasFormatError(f"{path}: the archive has no {WEIGHTS_FILE} (members: {names})")
+            for info in archive.infolist():
+                if info.file_size > _INFLATE_FLOOR and info.file_size > _MAX_INFLATION * max(1, info.compress_size):
+                    raise KerasFormatError(f"{path}: archive member {info.filename!r} claims {info.file_size} bytes "
+                                           f"from {info.compress_size} stored; refusing to inflate it")
             config_bytes = archive.read(CONFIG_FILE)
             weights = archive.read(WEIGHTS_FILE)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as exc:
@@ -395,8 +401,15 @@ def _require_model(model, what: str) -> None:
 def _atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        mode = os.stat(path).st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

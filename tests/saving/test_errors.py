@@ -290,3 +290,16 @@ def test_writing_a_custom_layer_class_is_refused(tmp_path):
         model.save(tmp_path / "x.keras")
     assert not (tmp_path / "x.keras").exists()
     graphc.utils.clear_session()
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    from graphc.saving import keras_format
+
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b"{}")
+        archive.writestr("model.weights.h5", b"\0" * 200_000)
+    monkeypatch.setattr(keras_format, "_INFLATE_FLOOR", 1000)
+    with pytest.raises(KerasFormatError, match=r"bomb\.keras: archive member 'model\.weights\.h5' claims 200000 "
+                                               r"bytes from \d+ stored"):
+        models.load_model(path)

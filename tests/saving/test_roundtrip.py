@@ -313,3 +313,15 @@ def test_layer_from_config_round_trips_including_wrapped_layers():
         assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
     wrapped = layers.TimeDistributed.from_config(layers.TimeDistributed(layers.Dense(2, name="d7")).get_config())
     assert isinstance(wrapped.layer, layers.Dense) and wrapped.layer.name == "d7"
+
+
+def test_saved_files_keep_the_usual_permissions(tmp_path):
+    model = _mlp()
+    path = tmp_path / "p.keras"
+    model.save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    model.save(path)
+    assert path.stat().st_mode & 0o777 == 0o640
