@@ -16,7 +16,7 @@ from graphc.memory import plan_memory
 from graphc.ops.registry import infer_op
 from graphc.passes import optimize
 
-TARGETS = ("reference", "native")
+TARGETS = ("reference", "onnx", "native")
 
 
 def lower(model: Model, *, training: bool = False) -> Graph:
@@ -54,11 +54,19 @@ class CompiledModel:
             graph, self._params = lower_model(self._model)
             self.graph = optimize(graph, self.level)
             self._versions = self._current_versions()
+            self._graph_changed()
             return
+        changed = False
         for name, var in self._params.items():
             if self._versions.get(name) != var.version and name in self.graph.constants:
                 self.graph.set_constant(name, var.value)
                 self._versions[name] = var.version
+                changed = True
+        if changed:
+            self._graph_changed()
+
+    def _graph_changed(self) -> None:
+        """Called after the graph picked up new weights; targets holding a compiled form rebuild it."""
 
     def feeds(self, x) -> dict[str, np.ndarray]:
         """Map user data (array, list/tuple in input order, or dict by input name) to graph inputs."""
@@ -117,6 +125,29 @@ class CompiledModel:
         return self.predict(x, whole=True)
 
 
+class OnnxCompiledModel(CompiledModel):
+    """A model exported to ONNX and run by onnxruntime (``threads``: intra-op threads)."""
+
+    def __init__(self, graph: Graph, *, threads: int | None = None, **kwargs):
+        super().__init__(graph, "onnx", **kwargs)
+        self.threads = threads
+        self._graph_changed()
+
+    def _graph_changed(self) -> None:
+        from graphc.backends.onnx.runtime import OnnxRuntimeGraph
+
+        self._session = OnnxRuntimeGraph(self.graph, threads=self.threads)
+
+    @property
+    def onnx_model(self):
+        """The exported ``onnx.ModelProto``."""
+        return self._session.model
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._sync_weights()
+        return self._session.run(feeds)
+
+
 def build(model, target: str = "reference", level: int = 2, threads: int | None = None,
           training: bool = False) -> CompiledModel:
     """Compile ``model`` (a Model or an IR Graph) for ``target``."""
@@ -137,6 +168,8 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
         from graphc.backends.llvm import build_native
 
         return build_native(graph, model=source, params=params, level=level, threads=threads)
+    if target == "onnx":
+        return OnnxCompiledModel(graph, model=source, params=params, level=level, threads=threads)
     return CompiledModel(graph, target, model=source, params=params, level=level)
 
 
