@@ -332,6 +332,21 @@ def _conv_to_onnx(ctx, op):
 get("conv").to_onnx = _conv_to_onnx
 
 
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facet for the native backend (graphc.backends.llvm):
+# im2col GEMM for ordinary convolutions, a direct kernel for depthwise and grouped ones.
+
+def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
+    nsp = x.rank - 2
+    s, d, p = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    kb.conv(x, w, out, strides=s, dilations=d, pads=p, groups=groups)
+
+
+get("conv").lower = _conv_lower
+
+
 # ---------------------------------------------------------------------------- gradients
 # ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and the convolution's
 # two backward ops, with the forward's attributes:
@@ -421,11 +436,11 @@ def _conv_grad_kernel(x, dy, w, *, strides, dilations, pads, groups, bindings=No
 
 _CONV_GRAD_ATTRS = {"strides": None, "dilations": None, "pads": None, "groups": 1}
 register(OpDef("conv_grad_input", _conv_grad_input_infer, _conv_grad_input, attrs=dict(_CONV_GRAD_ATTRS),
-               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True, training_only=True,
                doc="(dy, w, x) -> dx, the gradient of `conv` (same attributes) for its input; x only gives "
                    "the shape."))
 register(OpDef("conv_grad_kernel", _conv_grad_kernel_infer, _conv_grad_kernel, attrs=dict(_CONV_GRAD_ATTRS),
-               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True,
+               num_inputs=3, fusion_kind="opaque", uses_dims=True, not_differentiable=True, training_only=True,
                doc="(x, dy, w) -> dw, the gradient of `conv` (same attributes) for its kernel; w only gives "
                    "the shape."))
 
@@ -438,16 +453,3 @@ def _conv_vjp(ctx, dy):
 
 
 get("conv").vjp = _conv_vjp
-
-
-# ---------------------------------------------------------------------------- native
-# ``lower(kb, op, *inputs, out, **attrs)`` facet for the native backend (graphc.backends.llvm):
-# im2col GEMM for ordinary convolutions, a direct kernel for depthwise and grouped ones.
-
-def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
-    nsp = x.rank - 2
-    s, d, p = spatial_attrs(nsp, strides, dilations, pads, "conv")
-    kb.conv(x, w, out, strides=s, dilations=d, pads=p, groups=groups)
-
-
-get("conv").lower = _conv_lower

@@ -278,30 +278,6 @@ for _name in _ONNX_RNN:
     get(_name).to_onnx = _rnn_to_onnx
 
 
-
-
-# ---------------------------------------------------------------- native
-# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
-# one GEMM for the input projection of all steps, then one kernel running the steps, batch
-# rows in parallel (see graphc/backends/llvm/kernels/recurrent.py).
-
-def _rnn_lower(kind: str):
-    def lower(kb, op, x, kernel, rkernel, bias, *states, out, activation, go_backwards, return_sequences,
-              recurrent_activation="linear", reset_after=True):
-        from graphc.ops.elementwise import native_activation
-
-        kb.recurrence(kind, x, kernel, rkernel, bias, states, out,
-                      activation=lambda m, v: native_activation(m, activation, v),
-                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
-                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
-
-    return lower
-
-
-for _op in ("lstm", "gru", "simple_rnn"):
-    get(_op).lower = _rnn_lower(_op)
-
-
 # ---------------------------------------------------------------------------- gradients
 # ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and one backward op per
 # recurrent op: ``<op>_grad(x, kernel, recurrent_kernel, bias[, states], d_output, d_state...)``
@@ -486,7 +462,7 @@ for _op, _fwd, _ref, _n_cot, _n_states, _attrs in (
          {"activation": "tanh", "go_backwards": False, "return_sequences": False})):
     register(OpDef(f"{_op}_grad", _rnn_grad_infer(_fwd, _n_cot, _n_states, _op), _ref, attrs=_attrs,
                    num_inputs=(4 + _n_cot, 4 + _n_states + _n_cot), num_outputs=4 + _n_states,
-                   fusion_kind="opaque", not_differentiable=True,
+                   fusion_kind="opaque", not_differentiable=True, training_only=True,
                    doc=f"Backpropagation through time for `{_op}` (same attributes): (x, kernel, "
                        f"recurrent_kernel, bias[, initial states], d_output, d_state...) -> gradients of "
                        f"(x, kernel, recurrent_kernel, bias, initial state(s))."))
@@ -500,3 +476,25 @@ def _rnn_vjp(ctx, *douts):
 
 for _op in ("lstm", "gru", "simple_rnn"):
     get(_op).vjp = _rnn_vjp
+
+
+# ---------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm):
+# one GEMM for the input projection of all steps, then one kernel running the steps, batch
+# rows in parallel (see graphc/backends/llvm/kernels/recurrent.py).
+
+def _rnn_lower(kind: str):
+    def lower(kb, op, x, kernel, rkernel, bias, *states, out, activation, go_backwards, return_sequences,
+              recurrent_activation="linear", reset_after=True):
+        from graphc.ops.elementwise import native_activation
+
+        kb.recurrence(kind, x, kernel, rkernel, bias, states, out,
+                      activation=lambda m, v: native_activation(m, activation, v),
+                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
+                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
+
+    return lower
+
+
+for _op in ("lstm", "gru", "simple_rnn"):
+    get(_op).lower = _rnn_lower(_op)
