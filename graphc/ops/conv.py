@@ -332,21 +332,6 @@ def _conv_to_onnx(ctx, op):
 get("conv").to_onnx = _conv_to_onnx
 
 
-
-
-# ---------------------------------------------------------------------------- native
-# ``lower(kb, op, *inputs, out, **attrs)`` facet for the native backend (graphc.backends.llvm):
-# im2col GEMM for ordinary convolutions, a direct kernel for depthwise and grouped ones.
-
-def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
-    nsp = x.rank - 2
-    s, d, p = spatial_attrs(nsp, strides, dilations, pads, "conv")
-    kb.conv(x, w, out, strides=s, dilations=d, pads=p, groups=groups)
-
-
-get("conv").lower = _conv_lower
-
-
 # ---------------------------------------------------------------------------- gradients
 # ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and the convolution's
 # two backward ops, with the forward's attributes:
@@ -453,3 +438,16 @@ def _conv_vjp(ctx, dy):
 
 
 get("conv").vjp = _conv_vjp
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facet for the native backend (graphc.backends.llvm):
+# im2col GEMM for ordinary convolutions, a direct kernel for depthwise and grouped ones.
+
+def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
+    nsp = x.rank - 2
+    s, d, p = spatial_attrs(nsp, strides, dilations, pads, "conv")
+    kb.conv(x, w, out, strides=s, dilations=d, pads=p, groups=groups)
+
+
+get("conv").lower = _conv_lower

@@ -141,23 +141,6 @@ get("max_pool").to_onnx = _pool_to_onnx("MaxPool")
 get("avg_pool").to_onnx = _pool_to_onnx("AveragePool")
 
 
-
-
-# ---------------------------------------------------------------------------- native
-# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
-
-def _pool_lower(kind: str):
-    def lower(kb, op, x, *, out, kernel, strides, pads):
-        k, s, p = _geometry(x.rank, kernel, strides, pads, op.type)
-        kb.pool(x, out, kind=kind, kernel=k, strides=s, pads=p)
-
-    return lower
-
-
-get("max_pool").lower = _pool_lower("max")
-get("avg_pool").lower = _pool_lower("avg")
-
-
 # ---------------------------------------------------------------------------- gradients
 # ``vjp(ctx, *output_cotangents)`` facets (ctx: the autodiff GradContext) and the pooling
 # ops' backward ops, with the forward's attributes: ``max_pool_grad(x, dy)`` routes each
@@ -226,3 +209,18 @@ register(OpDef("avg_pool_grad", _pool_grad_infer("avg_pool"), _avg_pool_grad, at
 
 get("max_pool").vjp = lambda ctx, dy: [ctx.max_pool_grad(ctx.x[0], dy, **ctx.attrs)]
 get("avg_pool").vjp = lambda ctx, dy: [ctx.avg_pool_grad(ctx.x[0], dy, **ctx.attrs)]
+
+
+# ---------------------------------------------------------------------------- native
+# ``lower(kb, op, *inputs, out, **attrs)`` facets for the native backend (graphc.backends.llvm).
+
+def _pool_lower(kind: str):
+    def lower(kb, op, x, *, out, kernel, strides, pads):
+        k, s, p = _geometry(x.rank, kernel, strides, pads, op.type)
+        kb.pool(x, out, kind=kind, kernel=k, strides=s, pads=p)
+
+    return lower
+
+
+get("max_pool").lower = _pool_lower("max")
+get("avg_pool").lower = _pool_lower("avg")
