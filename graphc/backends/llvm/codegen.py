@@ -76,7 +76,6 @@ class Program:
     descriptor_c: str
     header: str
     weights: list[WeightEntry]
-    weights_blob: bytes
     layout_digest: int
     free_dims: list[str]
     inputs: list[tuple[str, TensorType]]
@@ -84,11 +83,27 @@ class Program:
     stats: dict = field(default_factory=dict)
 
 
-def _layout_digest(entries: list[WeightEntry]) -> int:
+def weights_layout(graph: Graph) -> tuple[list[WeightEntry], int, int]:
+    """The weights blob's layout: entries (graph order, 64-byte aligned), total size, a digest of it."""
+    entries: list[WeightEntry] = []
+    offset = 0
+    for v, value in graph.values.items():
+        if value.kind != "constant":
+            continue
+        nbytes = int(graph.constants[v].nbytes)
+        entries.append(WeightEntry(v, value.type, offset, nbytes, -1, value.trainable))
+        offset = _align(offset + nbytes)
     h = hashlib.blake2b(digest_size=8)
     for w in entries:
         h.update(f"{w.name}|{w.type}|{w.offset}|{w.nbytes};".encode())
-    return int.from_bytes(h.digest(), "little")
+    return entries, offset, int.from_bytes(h.digest(), "little")
+
+
+def weights_blob(graph: Graph, entries: list[WeightEntry], total: int) -> bytes:
+    blob = bytearray(total)
+    for w in entries:
+        blob[w.offset:w.offset + w.nbytes] = np.ascontiguousarray(graph.constants[w.name]).tobytes()
+    return bytes(blob)
 
 
 def _op_key(op, attrs: dict, ins: list[Tensor], outs: list[Tensor]) -> tuple:
@@ -139,18 +154,12 @@ class _Codegen:
         for i, v in enumerate(g.outputs):
             buf = kb.new_buffer("output", name=f"{v}#{i}")
             self.output_bufs.append(buf)
-        self.weights: list[WeightEntry] = []
-        offset = 0
-        for v, value in g.values.items():
-            if value.kind != "constant":
-                continue
-            arr = np.ascontiguousarray(g.constants[v])
-            buf = kb.new_buffer("weight", name=v)
-            kb.weight_index[v] = len(self.weights)
-            self.weights.append(WeightEntry(v, value.type, offset, arr.nbytes, buf.slot, value.trainable))
-            offset = _align(offset + arr.nbytes)
-            self.tensors[v] = Tensor(v, value.type, buf, constant=arr)
-        self.weights_nbytes = offset
+        self.weights, self.weights_nbytes, self.layout_digest = weights_layout(g)
+        for i, w in enumerate(self.weights):
+            buf = kb.new_buffer("weight", name=w.name)
+            w.slot = buf.slot
+            kb.weight_index[w.name] = i
+            self.tensors[w.name] = Tensor(w.name, w.type, buf, constant=np.ascontiguousarray(g.constants[w.name]))
         # op results that are graph outputs are written straight into the caller's buffer
         self.primary_output: dict[str, int] = {}
         for i, v in enumerate(g.outputs):
@@ -460,13 +469,6 @@ class _Codegen:
                  "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
         return "\n".join(doc + body)
 
-    def weights_blob(self) -> bytes:
-        blob = bytearray(self.weights_nbytes)
-        for w in self.weights:
-            arr = np.ascontiguousarray(self.graph.constants[w.name])
-            blob[w.offset:w.offset + w.nbytes] = arr.tobytes()
-        return bytes(blob)
-
 
 def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, external_weights: bool = False,
              opt: int = 3) -> Program:
@@ -480,19 +482,19 @@ def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, exte
     cg.emit_shapes()
     cg.emit_prepare()
     cg.emit_run()
-    cg.layout_digest = _layout_digest(cg.weights)
     desc = cg.descriptor()
     t1 = time.perf_counter()
     text = str(cg.module)
     obj = compile_ir(text, target, opt=opt)
     t2 = time.perf_counter()
     return Program(name=name, symbol=cg.sym, object_code=obj, descriptor_c=desc, header=cg.header(graphc_h),
-                   weights=cg.weights, weights_blob=cg.weights_blob(), layout_digest=cg.layout_digest,
+                   weights=cg.weights, layout_digest=cg.layout_digest,
                    free_dims=cg.free_dims,
                    inputs=[(v, graph.values[v].type) for v in graph.inputs],
                    outputs=[(v, graph.values[v].type) for v in graph.outputs],
                    stats={"lower_s": t1 - t0, "llvm_s": t2 - t1, "ir_chars": len(text),
-                          "kernels": len(cg.kb.launches)})
+                          "kernels": len(cg.kb.launches),
+                          "kernel_functions": len({id(launch.kernel) for launch in cg.kb.launches})})
 
 
 __all__ = ["generate", "Program", "WeightEntry", "c_identifier", "dims"]

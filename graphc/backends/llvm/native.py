@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.backends.llvm import toolchain
-from graphc.backends.llvm.codegen import Program, c_identifier, generate
+from graphc.backends.llvm.codegen import c_identifier, generate, weights_blob, weights_layout
 from graphc.backends.llvm.target import TargetInfo, host_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
@@ -42,13 +42,21 @@ def _codegen_digest() -> str:
     return h.hexdigest()
 
 
-def graph_digest(graph: Graph) -> str:
+def structure_digest(graph: Graph) -> str:
+    """Hash of everything but the weights' values (ops, types, attributes, weight layouts)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(graph).encode())
+    h.update(repr(graph.meta.get("output_names")).encode())
     for name in sorted(graph.constants):
-        a = np.ascontiguousarray(graph.constants[name])
-        h.update(f"{name}|{a.dtype}|{a.shape}".encode())
-        h.update(a.tobytes())
+        a = graph.constants[name]
+        h.update(f"{name}|{a.dtype}|{a.shape};".encode())
+    return h.hexdigest()
+
+
+def weights_digest(graph: Graph) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(graph.constants):
+        h.update(np.ascontiguousarray(graph.constants[name]).tobytes())
     return h.hexdigest()
 
 
@@ -75,32 +83,51 @@ def _files(directory: Path, sym: str, external: bool) -> LibraryFiles:
                                  "weights": directory / f"{sym}_weights.o"})
 
 
-def write_weights_file(path: Path, program: Program) -> None:
-    header = WEIGHTS_MAGIC + struct.pack("<IIQQ", 1, 0, program.layout_digest, len(program.weights_blob))
-    path.write_bytes(header + program.weights_blob)
+def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
+    """A weights file for ``gc_instance_load_weights``: header (magic, version, layout digest, size) + blob."""
+    header = WEIGHTS_MAGIC + struct.pack("<IIQQ", 1, 0, layout_digest, len(blob))
+    path.write_bytes(header + blob)
 
 
 def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
                     cache: bool = True) -> LibraryFiles:
-    """Compile ``graph`` into a model library (cached); returns where its files are."""
+    """Compile ``graph`` into a model library (cached); returns where its files are.
+
+    Two cache levels: the code (LLVM object, descriptor, header) is keyed by the graph's
+    structure, so a model whose weights changed only re-links; the library by code + weights.
+    """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
     external = weights == "external"
     target = host_target(cpu)
     sym = c_identifier(name or graph.name)
-    key_src = "|".join([graph_digest(graph), sym, weights, target.key(), _codegen_digest(),
-                        toolchain.runtime_key()])
-    key = hashlib.blake2b(key_src.encode(), digest_size=16).hexdigest()
-    final = toolchain.cache_dir() / "native" / key
-    files = _files(final, sym, external)
-    if cache and files.shared.exists() and files.static.exists():
-        files.stats = _read_stats(final)
-        return files
+    code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(), toolchain.runtime_key())
+    code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
+                                                                       external))
+    lib_key = _key(code_key, weights_digest(graph))
+    lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external))
+    files = _files(lib, sym, external)
+    files.objects["model"] = code / f"{sym}.o"
+    files.objects["descriptor"] = code / f"{sym}_model.o"
+    files.stats = {**_read_stats(code), **_read_stats(lib)}
+    return files
+
+
+def _key(*parts: str) -> str:
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _cached_dir(kind: str, key: str, cache: bool, build) -> Path:
+    """``cache_dir()/native/kind/key``, built by ``build(tmp_dir)`` unless present."""
+    final = toolchain.cache_dir() / "native" / kind / key
+    if cache and (final / "done").exists():
+        return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
     try:
-        stats = _build_into(tmp, graph, name or graph.name, sym, target, external)
+        stats = build(tmp)
         (tmp / "stats.txt").write_text("".join(f"{k}={v}\n" for k, v in stats.items()))
+        (tmp / "done").write_text("")
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)
         try:
@@ -110,8 +137,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    files.stats = _read_stats(final)
-    return files
+    return final
 
 
 def _read_stats(directory: Path) -> dict:
@@ -127,41 +153,61 @@ def _read_stats(directory: Path) -> dict:
     return out
 
 
-def _build_into(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool) -> dict:
+def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool) -> dict:
     t0 = time.perf_counter()
     graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
     program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external)
-    t1 = time.perf_counter()
-    files = _files(d, sym, external)
-    files.objects["model"].write_bytes(program.object_code)
+    (d / f"{sym}.o").write_bytes(program.object_code)
     desc_c = d / f"{sym}_model.c"
     desc_c.write_text(program.descriptor_c)
-    toolchain.compile_c(desc_c, files.objects["descriptor"])
-    objects = [files.objects["model"], files.objects["descriptor"]]
+    toolchain.compile_c(desc_c, d / f"{sym}_model.o")
+    (d / f"{sym}.h").write_text(program.header)
+    return {"codegen_s": round(program.stats["lower_s"], 4), "llvm_s": round(program.stats["llvm_s"], 4),
+            "code_s": round(time.perf_counter() - t0, 4), "kernels": program.stats["kernels"],
+            "kernel_functions": program.stats["kernel_functions"], "ir_chars": program.stats["ir_chars"],
+            "object_bytes": len(program.object_code), "layout_digest": program.layout_digest}
+
+
+def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool) -> dict:
+    t0 = time.perf_counter()
+    entries, total, digest = weights_layout(graph)
+    blob = weights_blob(graph, entries, total)
+    objects = [code / f"{sym}.o", code / f"{sym}_model.o"]
+    files = _files(d, sym, external)
     if external:
-        write_weights_file(files.weights, program)
+        write_weights_file(files.weights, digest, blob)
     else:
-        blob = d / f"{sym}_weights.bin"
-        blob.write_bytes(program.weights_blob)
+        bin_path = d / f"{sym}_weights.bin"
+        bin_path.write_bytes(blob)
         asm = d / f"{sym}_weights.s"
-        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", blob.resolve()))
-        toolchain.assemble(asm, files.objects["weights"])
-        blob.unlink()
-        objects.append(files.objects["weights"])
+        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", bin_path.resolve()))
+        toolchain.assemble(asm, d / f"{sym}_weights.o")
+        bin_path.unlink()
+        objects.append(d / f"{sym}_weights.o")
     runtime = toolchain.runtime_objects()
     toolchain.link_shared(objects + runtime, files.shared)
-    toolchain.archive(objects + runtime, files.static)
-    files.header.write_text(program.header)
-    t2 = time.perf_counter()
-    return {"compile_s": round(t2 - t0, 4), "codegen_s": round(program.stats["lower_s"], 4),
-            "llvm_s": round(program.stats["llvm_s"], 4), "link_s": round(t2 - t1, 4),
-            "kernels": program.stats["kernels"], "ir_chars": program.stats["ir_chars"],
-            "object_bytes": len(program.object_code), "weights_bytes": len(program.weights_blob),
+    (d / "static_objects.txt").write_text("\n".join(str(p) for p in objects + runtime))
+    shutil.copyfile(code / f"{sym}.h", files.header)
+    return {"link_s": round(time.perf_counter() - t0, 4), "weights_bytes": len(blob),
             "so_bytes": files.shared.stat().st_size}
+
+
+def ensure_static(files: LibraryFiles) -> Path:
+    """The static library, archived on first request from the objects the shared one was linked from."""
+    if not files.static.exists():
+        objects = [Path(p) for p in (files.directory / "static_objects.txt").read_text().splitlines()]
+        missing = [str(p) for p in objects if not p.exists()]
+        if missing:
+            raise toolchain.ToolchainError(f"cannot archive {files.static.name}: missing objects {missing}")
+        tmp = files.static.with_suffix(f".a.{os.getpid()}")
+        toolchain.archive(objects, tmp)
+        os.replace(tmp, files.static)
+    return files.static
 
 
 def export_files(files: LibraryFiles, directory: str | os.PathLike) -> dict[str, Path]:
     """Copy a built library's public files (.so, .a, .h, weights) to ``directory``."""
+    ensure_static(files)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     result = {}
