@@ -52,20 +52,30 @@ class Trainer:
                  auto_scale_loss=True):
         self.model = model
         self.optimizer = optimizers_mod.get(optimizer)
-        self.output_names = list(model.output_names)
-        n = len(self.output_names)
-        self.losses = self._per_output(loss, "loss", allow_single_for_all=True)
-        self.loss_objects = [None if entry is None else losses_mod.get(entry) for entry in self.losses]
-        self.loss_weights = self._weights(loss_weights, n)
+        self._user_loss, self._user_loss_weights = loss, loss_weights
         self._user_metrics = metrics
         for m in nest_leaves(metrics):
             metrics_mod.get(m)  # unknown names fail here, at compile time
+        for entry in nest_leaves(loss):
+            losses_mod.get(entry)
         if weighted_metrics:
             raise ValueError("compile(weighted_metrics=...) is not supported by graphc")
+        self.output_names: list[str] | None = None
         self.specs: list[OutputSpec] | None = None
         self.loss_tracker = Mean(name="loss")
         self.output_loss_trackers: list[Mean | None] = []
         self._steps: dict[tuple, Step] = {}
+        if model.built and getattr(model, "_nodes", None):
+            self.configure()
+
+    def configure(self) -> None:
+        """Match losses and loss weights to the model's outputs (once the model is built)."""
+        if self.output_names is not None:
+            return
+        self.output_names = list(self.model.output_names)
+        self.losses = self._per_output(self._user_loss, "loss", allow_single_for_all=True)
+        self.loss_objects = [None if entry is None else losses_mod.get(entry) for entry in self.losses]
+        self.loss_weights = self._weights(self._user_loss_weights, len(self.output_names))
 
     # ------------------------------------------------------------------ configuration
     def _per_output(self, value, what: str, allow_single_for_all: bool) -> list:
@@ -273,15 +283,14 @@ def _take(xs: dict[str, np.ndarray], ys: list, index) -> tuple[dict, list]:
 
 
 def _prepare(model, x, y) -> tuple[dict, list, int]:
+    trainer = _trainer(model)
     if hasattr(model, "_ensure_built"):
         model._ensure_built(x)
-    trainer = _trainer(model)
+    trainer.configure()
     xs = standardize_x(model, x)
     ys = standardize_y(model, y)
     arrays = list(xs.values()) + [v for v in ys if v is not None]
-    n = _num_samples(arrays, "x and y")
-    del trainer
-    return xs, ys, n
+    return xs, ys, _num_samples(arrays, "x and y")
 
 
 def _trainer(model) -> Trainer:

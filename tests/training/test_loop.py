@@ -227,3 +227,12 @@ def test_progress_bar_prints_keras_style_lines(rng, capsys):
     assert capsys.readouterr().out == ""
     model.fit(np.zeros((10, 2)), np.zeros((10, 1)), epochs=1, batch_size=4, verbose=2)
     assert capsys.readouterr().out.startswith("3/3 - ")
+
+
+def test_a_sequential_model_can_be_compiled_before_it_is_built(rng):
+    model = Sequential([layers.Dense(4, activation="relu"), layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    x, y = rng.random((10, 3)).astype("float32"), rng.random((10, 1)).astype("float32")
+    history = model.fit(x, y, verbose=0, epochs=2)
+    assert list(history.history) == ["loss", "mae"]
+    assert model.evaluate(x, y, verbose=0)[0] == pytest.approx(np.mean((model.predict(x) - y) ** 2), rel=1e-5)
