@@ -186,7 +186,8 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool) 
         objects.append(d / f"{sym}_weights.o")
     runtime = toolchain.runtime_objects()
     toolchain.link_shared(objects + runtime, files.shared)
-    (d / "static_objects.txt").write_text("\n".join(str(p) for p in objects + runtime))
+    # objects of this directory by name (it is renamed into the cache), others by absolute path
+    (d / "static_objects.txt").write_text("\n".join(p.name if p.parent == d else str(p) for p in objects + runtime))
     shutil.copyfile(code / f"{sym}.h", files.header)
     return {"link_s": round(time.perf_counter() - t0, 4), "weights_bytes": len(blob),
             "so_bytes": files.shared.stat().st_size}
@@ -195,7 +196,8 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool) 
 def ensure_static(files: LibraryFiles) -> Path:
     """The static library, archived on first request from the objects the shared one was linked from."""
     if not files.static.exists():
-        objects = [Path(p) for p in (files.directory / "static_objects.txt").read_text().splitlines()]
+        listed = (files.directory / "static_objects.txt").read_text().splitlines()
+        objects = [files.directory / p if "/" not in p else Path(p) for p in listed]
         missing = [str(p) for p in objects if not p.exists()]
         if missing:
             raise toolchain.ToolchainError(f"cannot archive {files.static.name}: missing objects {missing}")
