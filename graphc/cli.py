@@ -207,7 +207,67 @@ def demo(args: argparse.Namespace) -> int:
     print()
     print(f"== optimized at -O{level}: {len(graph)} ops -> {len(optimized)} ops "
           f"({_counts(optimized)}); max |difference| {worst:.3g}")
+    _demo_native_and_onnx(model, graph, optimized, feeds, outputs, level)
     return 0
+
+
+def _demo_native_and_onnx(model, graph, optimized, feeds, outputs, level: int) -> None:
+    """Compile native code and export ONNX; compare both with the reference; time them.
+
+    Lines with timings start with "timing:" (everything else repeats exactly)."""
+    import time
+
+    import graphc
+    from graphc.backends.llvm import NativeLoweringError, ToolchainError
+
+    t0 = time.perf_counter()
+    try:
+        native = graphc.build(model, target="native", level=level, threads=1)
+    except (ToolchainError, NativeLoweringError) as exc:
+        print(f"\n== native code: not available ({exc})")
+        return
+    compile_s = time.perf_counter() - t0
+    got = native.run(feeds)
+    worst = max(float(np.max(np.abs(got[k] - outputs[k]), initial=0.0)) for k in graph.outputs)
+    stats = native.compile_stats
+    print()
+    print(f"== native code (-O{level}): lib{native.files.symbol}.so {stats.get('so_bytes', 0) / 1e6:.2f} MB, "
+          f"{int(stats.get('kernels', 0))} kernel launches ({int(stats.get('kernel_functions', 0))} distinct "
+          f"kernels); max |native - reference| {worst:.3g}")
+    session = None
+    try:
+        import onnxruntime as ort
+
+        import graphc.onnx
+
+        proto = graphc.onnx.export(optimized)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        ort_feeds = {k: np.asarray(v, dtype=graph.type_of(k).dtype) for k, v in feeds.items()}
+        ort_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, ort_feeds)))
+        worst = max(float(np.max(np.abs(ort_out[k] - outputs[k]), initial=0.0)) for k in graph.outputs)
+        print(f"== onnxruntime (opset {proto.opset_import[0].version}): max |onnxruntime - reference| {worst:.3g}")
+    except Exception as exc:  # onnx missing or an export failure: the native part still stands
+        print(f"== onnxruntime: not available ({type(exc).__name__}: {exc})")
+
+    def best(fn, repeat: int = 20) -> float:
+        fn()
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    arrays = {k: np.asarray(v, dtype=graph.type_of(k).dtype) for k, v in feeds.items()}
+    t_native = best(lambda: native.run(arrays))
+    line = f"timing: compile {compile_s:.2f} s; one batch on 1 thread, best of 20: native {t_native * 1e3:.3f} ms"
+    if session is not None:
+        t_ort = best(lambda: session.run(None, arrays))
+        line += f", onnxruntime {t_ort * 1e3:.3f} ms ({t_ort / t_native:.2f}x)"
+    print(line)
 
 
 def checksum(value: np.ndarray) -> float:
