@@ -48,9 +48,11 @@ def lower_model(model: Model, *, training: bool = False) -> tuple[Graph, dict]:
     final = []
     for v, name in zip(flat, names):
         value = graph.values[v]
-        if value.kind != "op" or v in final or name in graph.values and name != v:
+        if value.kind != "op" or v in final:
             v = ctx.for_layer(name).emit("identity", v)
-        if v != name and name not in graph.values:
+        if v != name and graph.values.get(name, value).kind != "input":
+            if name in graph.values:  # an internal value (op ids are internal) holds the name: move it
+                graph.rename_value(name, graph.unique_name(f"{name}_value"))
             graph.rename_value(v, name)
             v = name
         final.append(v)
