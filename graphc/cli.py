@@ -138,15 +138,44 @@ def load_model(spec: str):
 # Verbs.
 
 
-def _optimized(graph, level: int, print_after_all: bool = False):
-    if level == 0 and not print_after_all:
+def _optimized(graph, level: int, print_after_all: bool = False, *, print_before=(), print_after=(),
+               disable=(), report: bool = False):
+    if level == 0 and not (print_after_all or print_before or print_after):
         return graph
     from graphc.passes import LEVELS, run_pipeline
 
     if level not in LEVELS:
         raise CLIError(f"-O must be one of {', '.join(map(str, LEVELS))}, got {level}")
-    out, _ = run_pipeline(graph, level, print_after=["all"] if print_after_all else [], stream=sys.stdout)
+    after = ["all"] if print_after_all else list(print_after)
+    out, pass_report = run_pipeline(graph, level, print_after=after, print_before=list(print_before),
+                                    disable=list(disable), stream=sys.stdout)
+    if report:
+        print(pass_report.format(), file=sys.stderr)
     return out
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t for t in (text or "").split(",") if t]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(t) for t in _csv(text)]
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise CLIError(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def _dims(items: list[str] | None) -> dict[str, int]:
+    dims = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise CLIError(f"--dim takes NAME=SIZE (e.g. text_len=100), got {item!r}")
+        dims[name] = int(value)
+    return dims
 
 
 @command("demo", "build a bundled model, print its summary and IR, run it on random inputs",
@@ -299,21 +328,107 @@ def summary(args: argparse.Namespace) -> int:
 @command("ir", "print the IR of MODEL (optimized with -O)", model_argument(),
          arg("-O", dest="level", type=int, default=0, metavar="N", help="optimization level 0-3 (default 0)"),
          arg("--print-after-all", action="store_true", help="print the IR after every pass"),
+         arg("--print-before", metavar="PASSES", default="", help="print the IR before these passes (comma list)"),
+         arg("--print-after", metavar="PASSES", default="", help="print the IR after these passes (comma list)"),
+         arg("--disable", metavar="PASSES", default="", help="skip these passes (comma list; see --list-passes)"),
+         arg("--list-passes", action="store_true", help="list the passes and exit"),
+         arg("--timings", action="store_true", help="print each pass's time and what it changed (stderr)"),
          arg("--save", metavar="FILE", default=None, help="also save the graph to FILE (an .npz archive)"))
 def ir(args: argparse.Namespace) -> int:
     """The verified IR graph in its stable text form."""
     import graphc
     from graphc.ir import save
 
+    if args.list_passes:
+        from graphc.passes import PASSES
+
+        for name, p in sorted(PASSES.items()):
+            print(f"{name:<28} {getattr(p, 'doc', '') or ''}")
+        return 0
     model = load_model(args.model)
     graph = graphc.lower(model)
     graphc.verify(graph)
-    graph = _optimized(graph, args.level, args.print_after_all)
+    graph = _optimized(graph, args.level, args.print_after_all, print_before=_csv(args.print_before),
+                       print_after=_csv(args.print_after), disable=_csv(args.disable), report=args.timings)
     print(graph)
     if args.save:
         save(graph, args.save)
         print(f"saved to {args.save}", file=sys.stderr)
     return 0
+
+
+@command("plan", "print the static memory plan of MODEL", model_argument(),
+         arg("--batch", type=int, default=1, help="batch size to plan for (default 1)"),
+         arg("--dim", action="append", metavar="NAME=SIZE", help="size of another free dimension (repeatable)"),
+         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level first (default 2)"))
+def plan(args: argparse.Namespace) -> int:
+    """Every intermediate tensor's offset and lifetime in one arena, with arena, naive and peak bytes."""
+    import graphc
+
+    if args.batch < 1:
+        raise CLIError(f"--batch must be at least 1, got {args.batch}")
+    graph = _optimized(graphc.lower(load_model(args.model)), args.level)
+    memory_plan = graphc.plan_memory(graph, batch_size=args.batch, **_dims(args.dim))
+    print(memory_plan.format())
+    return 0
+
+
+@command("verify", "compare MODEL across engines on random inputs", model_argument(),
+         arg("--vs", choices=("onnxruntime", "native", "keras"), default="onnxruntime",
+             help="what to compare the reference interpreter with (default onnxruntime)"),
+         arg("--batch", type=int, default=2, help="samples in the random batch (default 2)"),
+         arg("--dim", action="append", metavar="NAME=SIZE", help="size of another free dimension (repeatable)"),
+         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"),
+         arg("--per-layer", action="store_true", help="compare every intermediate tensor (onnxruntime)"),
+         arg("--rtol", type=float, default=1e-4), arg("--atol", type=float, default=1e-5))
+def verify_model(args: argparse.Namespace) -> int:
+    """Max absolute/relative error per output; exit status 1 when any exceeds the tolerance."""
+    import graphc
+
+    model = load_model(args.model)
+    inputs = graphc.onnx.random_inputs(model, batch_size=args.batch, dims=_dims(args.dim))
+    if args.vs == "onnxruntime":
+        report = graphc.onnx.verify(model, inputs, per_layer=args.per_layer, rtol=args.rtol, atol=args.atol,
+                                    optimize=args.level)
+        print(report.table())
+        return 0 if report.ok else 1
+    reference = graphc.build(model, target="reference", level=0)
+    want = reference.run(reference.feeds(inputs))
+    if args.vs == "native":
+        got = graphc.build(model, target="native", level=args.level).run(inputs)
+    else:
+        got = _keras_outputs(model, inputs, reference.graph.outputs)
+    ok = True
+    print(f"{'output':<24} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  ok")
+    for name in reference.graph.outputs:
+        w, g = np.asarray(want[name], np.float64), np.asarray(got[name], np.float64)
+        err = np.abs(w - g)
+        rel = float((err / np.maximum(np.abs(w), 1e-30)).max(initial=0.0))
+        good = bool(np.all(err <= args.atol + args.rtol * np.abs(w)))
+        ok &= good
+        print(f"{name:<24} {str(w.shape):<18} {err.max(initial=0.0):>12.3g} {rel:>12.3g}  {'yes' if good else 'NO'}")
+    return 0 if ok else 1
+
+
+def _keras_outputs(model, inputs: dict, names: list[str]) -> dict:
+    """The same model rebuilt in Keras 3 (through the .keras format) and run on ``inputs``."""
+    import tempfile
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # graphc's keras extra installs the torch backend
+    try:
+        import keras
+    except ImportError as exc:
+        raise CLIError("--vs keras needs Keras 3 (pip install 'graphc[keras]')") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        kmodel = keras.models.load_model(path, compile=False)
+    ordered = [inputs[n] for n in model.input_names]
+    out = kmodel.predict(ordered if len(ordered) > 1 else ordered[0], verbose=0)
+    if isinstance(out, dict):
+        out = [out[k] for k in model.output_names]
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return dict(zip(names, [np.asarray(o) for o in out]))
 
 
 @command("examples", "list the bundled example models")

@@ -281,3 +281,40 @@ def test_examples_lists_every_bundled_example(capsys):
                                       "siamese_lstm", "stereo_xception", "separable_conv_bn", "merge",
                                       "conv1d_text"}
     assert all(examples.get(n).description in out for n in examples.names())
+
+
+def test_plan_prints_the_arena_table(capsys):
+    code, out, _ = run_cli(capsys, "plan", "residual", "--batch", "2")
+    assert code == 0
+    assert "arena" in out and "peak" in out.lower()
+
+
+def test_plan_refuses_a_bad_dim(capsys):
+    code, _, err = run_cli(capsys, "plan", "qa_two_inputs", "--dim", "text_len")
+    assert code == 1 and "NAME=SIZE" in err
+
+
+def test_verify_against_onnxruntime_and_native(capsys):
+    code, out, _ = run_cli(capsys, "verify", "merge")
+    assert code == 0 and "PASS" in out and "cosine" not in out
+    code, out, _ = run_cli(capsys, "verify", "siamese_lstm", "--vs", "native", "--batch", "3")
+    assert code == 0 and "yes" in out and "NO" not in out
+
+
+def test_verify_fails_loudly_when_tolerances_cannot_be_met(capsys):
+    code, out, _ = run_cli(capsys, "verify", "mlp", "--vs", "native", "--rtol", "0", "--atol", "0",
+                           "-O", "2", "--batch", "17")
+    assert code in (0, 1)
+    assert ("NO" in out) == (code == 1)
+
+
+def test_ir_disable_and_list_passes(capsys):
+    code, out, _ = run_cli(capsys, "ir", "--list-passes", "mlp")
+    assert code == 0 and "dce" in out
+    code, fused, _ = run_cli(capsys, "ir", "mlp", "-O2")
+    assert "fused_matmul" in fused
+    disabled = [line.split()[0] for line in out.splitlines() if "fus" in line.split()[0]]
+    code, out, _ = run_cli(capsys, "ir", "mlp", "-O2", "--disable", ",".join(disabled))
+    assert code == 0 and "fused_matmul" not in out
+    code, _, err = run_cli(capsys, "ir", "mlp", "-O2", "--disable", "no_such_pass")
+    assert code == 1 and "no_such_pass" in err
