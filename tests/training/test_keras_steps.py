@@ -57,6 +57,9 @@ def _data(kind, rng, n=5):
         return rng.standard_normal((n, 7)).astype("float32"), rng.integers(0, 3, size=(n,))
     if kind == "convnet":
         return rng.standard_normal((n, 9, 8, 2)).astype("float32"), rng.integers(0, 2, size=(n, 1)).astype("float32")
+    if kind == "zoo":
+        return ([rng.standard_normal((n, 6, 4)).astype("float32"), rng.standard_normal((n, 5)).astype("float32")],
+                rng.integers(0, 2, size=(n, 2)).astype("float32"))
     if kind == "lstm":
         return rng.integers(0, 11, size=(n, 6)).astype("int32"), rng.standard_normal((n, 2)).astype("float32")
     x = rng.standard_normal((n, 6, 3)).astype("float32") * 2 + 1
@@ -65,6 +68,7 @@ def _data(kind, rng, n=5):
 
 
 CASES = [
+    ("zoo", "binary_crossentropy", ("sgd", {"learning_rate": 0.1})),
     ("mlp", "sparse_categorical_crossentropy", ("rmsprop", {})),
     ("mlp", "sparse_categorical_crossentropy", ("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True})),
     ("convnet", "binary_crossentropy", ("adam", {"learning_rate": 0.01})),
@@ -80,7 +84,26 @@ CASES = [
 # BatchNormalization with optimizers that normalize the gradient (Adam, RMSprop) is left out: the
 # second BatchNormalization cancels the first one's beta, whose true gradient is zero, and those
 # optimizers turn its rounding noise into full-size steps of either sign.
-BUILDERS = {"mlp": _mlp, "convnet": _convnet, "lstm": _lstm, "batchnorm": _batchnorm}
+def _zoo(lib):
+    """Many layer kinds in one model: merges, a nested model, TimeDistributed, pooling, normalization."""
+    L = lib.layers
+    seq = lib.Input(shape=(6, 4), name="seq")
+    vec = lib.Input(shape=(5,), name="vec")
+    inner_in = lib.Input(shape=(6, 4))
+    inner = lib.Model(inner_in, L.LayerNormalization()(L.TimeDistributed(L.Dense(4, activation="gelu"))(inner_in)))
+    h = inner(seq)
+    h = L.Add()([h, seq])
+    h = L.AveragePooling1D(2, padding="same")(L.DepthwiseConv1D(3, padding="same", activation="softplus")(h))
+    h = L.SimpleRNN(5, go_backwards=True)(L.Reshape((3, 4))(h))
+    v = L.Dense(5, activation="selu")(vec)
+    m = L.Multiply()([h, v])
+    d = L.Dot(axes=1, normalize=True)([h, v])
+    merged = L.Concatenate()([L.Maximum()([m, v]), L.Subtract()([h, v]), L.Average()([m, h]), d])
+    out = L.Dense(2, activation="sigmoid")(L.Activation("swish")(merged))
+    return lib.Model([seq, vec], out)
+
+
+BUILDERS = {"zoo": _zoo, "mlp": _mlp, "convnet": _convnet, "lstm": _lstm, "batchnorm": _batchnorm}
 KERAS_OPTIMIZERS = {"rmsprop": "RMSprop", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 GRAPHC_OPTIMIZERS = {"rmsprop": optimizers.RMSprop, "sgd": optimizers.SGD, "adam": optimizers.Adam,
                      "adamw": optimizers.AdamW}
