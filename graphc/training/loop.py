@@ -65,6 +65,7 @@ class Trainer:
         self.loss_tracker = Mean(name="loss")
         self.output_loss_trackers: list[Mean | None] = []
         self._steps: dict[tuple, Step] = {}
+        self.runner = None  # how step graphs run: (graph, feeds) -> outputs; None = the reference interpreter
         if model.built and getattr(model, "_nodes", None):
             self.configure()
 
@@ -201,7 +202,8 @@ class Trainer:
                tuple(v.trainable for v in self.model.weights))
         step = self._steps.get(key)
         if step is None:
-            step = Step(self.model, self.specs, targets, self.optimizer if training else None, training)
+            step = Step(self.model, self.specs, targets, self.optimizer if training else None, training,
+                        runner=self.runner)
             self._steps[key] = step
         return step
 
@@ -220,6 +222,17 @@ class Trainer:
         for i, k, s, c in out.metrics:
             self.specs[i].metrics[k].update_state_totals(float(result[s]), float(result[c]))
         return self.results()
+
+
+    def train_step(self, x, y) -> dict[str, float]:
+        """One optimizer step on one batch (arrays, lists or dicts); the running logs since the last reset."""
+        xs, ys, _ = _prepare(self.model, x, y)
+        return self.run_batch(xs, ys, training=True)
+
+    def test_step(self, x, y) -> dict[str, float]:
+        """The loss and metrics of one batch, accumulated into the running logs."""
+        xs, ys, _ = _prepare(self.model, x, y)
+        return self.run_batch(xs, ys, training=False)
 
 
 # ---------------------------------------------------------------------------- data handling

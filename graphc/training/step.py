@@ -13,12 +13,13 @@ optimizer's update. Any backend can run the result; the contract is:
 - ``graph.meta["state_updates"]``: ``{constant: output}``; after a step each such constant takes
   its output's value (weights, BatchNorm moving statistics, optimizer slots, iterations).
 
-:class:`Step` runs it on the reference interpreter and keeps the host objects (the model's
-Variables, the optimizer's slots) in sync with those constants.
+:class:`Step` runs it (on the reference interpreter unless given another ``runner``) and keeps
+the host objects (the model's Variables, the optimizer's slots) in sync with those constants.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,8 +70,9 @@ class Step:
     """One compiled step graph (training or evaluation) and the host state it reads and writes."""
 
     def __init__(self, model, specs: list[OutputSpec], targets: list[np.ndarray | None], optimizer: Optimizer | None,
-                 training: bool):
+                 training: bool, runner: Callable[[Graph, dict], dict] | None = None):
         self.training = training
+        self.runner = runner or run  # (graph, feeds) -> {output: array}: the reference interpreter by default
         graph, params = lower_model(model, training=training)
         self.graph: Graph = graph
         self.params = params  # constant -> Variable
@@ -159,7 +161,7 @@ class Step:
                 all_feeds[name] = target_array(y, t)
         if self.training:
             all_feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
-        result = run(graph, all_feeds)
+        result = self.runner(graph, all_feeds)
         for const, value in self.updates.items():
             array = result[value]
             if const in self.params:

@@ -236,3 +236,23 @@ def test_a_sequential_model_can_be_compiled_before_it_is_built(rng):
     history = model.fit(x, y, verbose=0, epochs=2)
     assert list(history.history) == ["loss", "mae"]
     assert model.evaluate(x, y, verbose=0)[0] == pytest.approx(np.mean((model.predict(x) - y) ** 2), rel=1e-5)
+
+
+def test_steps_run_through_a_pluggable_runner(rng):
+    from graphc.backends.reference import run
+
+    inp = Input(shape=(3,))
+    model = Model(inp, layers.Dense(1)(inp))
+    model.compile(optimizer="sgd", loss="mse")
+    trainer = model._graphc_trainer
+    graphs = []
+
+    def runner(graph, feeds):
+        graphs.append(graph)
+        return run(graph, feeds)
+
+    trainer.runner = runner
+    x, y = rng.random((4, 3)).astype("float32"), rng.random((4, 1)).astype("float32")
+    logs = trainer.train_step(x, y)
+    assert set(logs) == {"loss"} and graphs and "learning_rate" in graphs[0].inputs
+    assert trainer.test_step(x, y)["loss"] < 10
