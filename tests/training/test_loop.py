@@ -118,6 +118,11 @@ def test_dropout_is_random_while_training_and_the_identity_otherwise(rng):
     kept = y != 0
     assert 0.3 < kept.mean() < 0.7
     assert np.allclose(y[kept], 2.0)
+    # noise_shape: one mask per sample and feature, shared over the time axis
+    inp = Input(shape=(5, 40))
+    graph = graphc.lower(Model(inp, layers.Dropout(0.5, noise_shape=(None, 1, 40), seed=3)(inp)), training=True)
+    y = run(graph, {graph.inputs[0]: np.ones((2, 5, 40), dtype="float32")})[graph.outputs[0]]
+    assert np.all(y == y[:, :1, :]) and 0 < (y != 0).mean() < 1
 
 
 def test_batchnorm_trains_on_batch_statistics_and_updates_moving_averages(rng):

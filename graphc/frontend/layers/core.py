@@ -96,7 +96,11 @@ class Dropout(Layer):
         if (ctx.training if training is None else training) and self.rate > 0:
             # Training: keep each element with probability 1 - rate, scaled by 1 / (1 - rate).
             dtype = ctx.dtype(x)
-            keep = ctx.greater_equal(ctx.random_uniform_like(x, seed=self.seed),
+            shaped = x  # the mask's shape: x's, or noise_shape's (its 1s broadcast, as in Keras)
+            if self.noise_shape is not None:
+                ones = tuple(i for i, d in enumerate(self.noise_shape) if d == 1)
+                shaped = ctx.reduce_max(x, axes=ones, keepdims=True) if ones else x
+            keep = ctx.greater_equal(ctx.random_uniform_like(shaped, seed=self.seed),
                                      ctx.constant(np.asarray(self.rate, dtype=dtype), "rate"))
             scaled = ctx.mul(x, ctx.constant(np.asarray(1.0 / (1.0 - self.rate), dtype=dtype), "scale"))
             return ctx.where(keep, scaled, ctx.constant(np.zeros((), dtype=dtype), "zero"))
