@@ -108,14 +108,14 @@ class Im2colA(ASource):
         C = self.geo.C
         return (KC // C) * C if C <= KC else KC
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         C = geo.C
         px = k.ptr(self.x)
         end = b.add(k0, kc)
         with fb.loop(row0, row_end, name="im2col") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=F32)
             pos = fb.var(ir.IntType(64), name="pos")
             pos.set(k0)
             cond = fb.block("seg.cond")
@@ -154,13 +154,13 @@ class DepthwiseA(ASource):
     def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         px, pw = k.ptr(self.x), k.ptr(self.dw)
         n_out = geo.C * self.mult
         with fb.loop(row0, row_end, name="dwrow") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=F32)
             _depthwise_pixel(k, px, pw, geo, n, outs, self.mult, n_out, k0, kc, self.vw,
                              lambda j, val, valid: store_lanes(b, val, b.gep(trow, [j], source_etype=F32),
                                                                self.vw, valid))

@@ -69,8 +69,12 @@ class ASource:
     def row_ptr(self, k: Kernel, row, k0):
         raise NotImplementedError
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile) -> None:
-        """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (row stride kc)."""
+    def row_stride(self) -> int:
+        """Elements between consecutive rows (sources read in place)."""
+        raise NotImplementedError
+
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+        """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
         raise NotImplementedError
 
 
@@ -83,6 +87,9 @@ class DenseA(ASource):
     def row_ptr(self, k, row, k0):
         b = k.b
         return b.gep(k.ptr(self.a), [b.add(b.mul(row, i64(self.K)), k0)], source_etype=F32)
+
+    def row_stride(self) -> int:
+        return self.K
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -163,22 +170,30 @@ def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: i
     return kb.packed_weight(w, ("panels", NR, col0, n), panels * K * NR * 4, pack_panels(K, n, NR, col0, N))
 
 
-def tile_compute(k: Kernel, a_rows: list, panel, kc, nv: int, vw: int, stride: int) -> list[list]:
-    """The micro-kernel: accumulators (Vars) of ``len(a_rows) x nv`` vectors of ``a_rows @ panel``
-    (``panel`` holds ``stride`` floats per k step)."""
+def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *, a_base=None,
+                 a_stride: int = 0, rows: int = 0) -> list[list]:
+    """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel``.
+
+    A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
+    apart from ``a_base`` (constant offsets from one pointer: no register pressure from the row
+    pointers, so the loop keeps everything in registers). ``panel`` holds ``stride`` floats per
+    k step."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
+    n_rows = len(a_rows) if a_rows is not None else rows
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(len(a_rows))]
+    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(n_rows)]
     for row in acc:
         for var in row:
             var.set(zero)
     with fb.loop(0, kc, name="kk") as kk:
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
         bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
-        for r, ap in enumerate(a_rows):
-            av = b.load(b.gep(ap, [kk], source_etype=F32), typ=F32, align=4)
-            avv = k.splat(av, vw)
+        ak = b.gep(a_base, [kk], source_etype=F32) if a_base is not None else None
+        for r in range(n_rows):
+            ap = b.gep(ak, [i64(r * a_stride)], source_etype=F32) if ak is not None else \
+                b.gep(a_rows[r], [kk], source_etype=F32)
+            avv = k.splat(b.load(ap, typ=F32, align=4), vw)
             for v in range(nv):
                 acc[r][v].set(mathlib.fma(b, avv, bv[v], acc[r][v].get()))
     return acc
@@ -268,20 +283,32 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     val = out_var.get()
                 store_lanes(b, val, cptr, vw, valid)
 
+    a_stride = KB if source.tile else source.row_stride()
+
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
             nv = -(-valid_cols // vw)
-            a_rows = []
-            for r in range(MR):
-                row = fb.min_(b.add(i, i64(r)), b.sub(row_end, i64(1)))
-                if source.tile:
-                    a_rows.append(b.gep(a_tile, [b.mul(b.sub(row, row0), kc)], source_etype=F32))
-                else:
-                    a_rows.append(source.row_ptr(k, row, k0))
             panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
-            acc = tile_compute(k, a_rows, panel, kc, nv, vw, NR)
-            store_tile(acc, p, i, rows_valid, valid_cols, first, last)
+            with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
+                with full:
+                    # MR rows a fixed stride apart: addressed from one pointer
+                    if source.tile:
+                        base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(a_stride))], source_etype=F32)
+                    else:
+                        base = source.row_ptr(k, i, k0)
+                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=a_stride, rows=MR)
+                    store_tile(acc, p, i, rows_valid, valid_cols, first, last)
+                with partial:
+                    a_rows = []
+                    for r in range(MR):
+                        row = fb.min_(b.add(i, i64(r)), b.sub(row_end, i64(1)))
+                        if source.tile:
+                            a_rows.append(b.gep(a_tile, [b.mul(b.sub(row, row0), i64(a_stride))], source_etype=F32))
+                        else:
+                            a_rows.append(source.row_ptr(k, row, k0))
+                    acc = tile_compute(k, a_rows, panel, kc, nv, vw, NR)
+                    store_tile(acc, p, i, rows_valid, valid_cols, first, last)
 
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
@@ -297,7 +324,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             first = b.icmp_signed("==", kblock, i64(0))
             last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
             if source.tile:
-                source.fill(k, row0, row_end, k0, kc, a_tile)
+                source.fill(k, row0, row_end, k0, kc, a_tile, KB)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
