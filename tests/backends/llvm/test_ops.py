@@ -49,6 +49,18 @@ case("reduce_max", In(("batch", 9, 37)), axes=(0, 2), id="reduce_max_outer_inner
 case("softmax", In(("batch", 3, 500)), id="softmax_wide")
 case("concat", In(("batch", "seq", 3)), In(("batch", "seq", 5)), axis=-1, id="concat_channels_free")
 case("gather", W(50, 37), In(("batch", "seq"), dtype="int64", draw="ids:50"), id="gather_wide_rows")
+# convolutions: im2col runs across taps, K split in blocks (C = 37: 6 taps a block), C above a
+# block (C = 300: channel ranges of one tap), dilation, stride, free spatial size
+case("conv", In(("batch", 9, 8, 37)), W(3, 3, 37, 19), pads=((1, 1), (1, 1)), id="conv_c37_k_blocks")
+case("conv", In(("batch", 5, 6, 300)), W(2, 3, 300, 17), strides=(2, 1), pads=((0, 1), (1, 1)),
+     id="conv_c300_channel_blocks")
+case("conv", In(("batch", 11, 10, 20)), W(3, 3, 20, 33), dilations=(2, 2), pads=((2, 2), (2, 2)),
+     id="conv_dilated_c20")
+case("fused_conv", In(("batch", "seq", 40)), W(5, 40, 24), W(24), In(("batch", "seq", 24)), pads=((2, 2),),
+     has_bias=True, activation="relu", has_residual=True, id="fused_conv1d_residual_c40")
+case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29), W(29), groups=40,
+     pads=((1, 1), (1, 1)), has_bias=True, activation="silu", id="separable_multiplier2_c40")
+case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
 
 
 def build_family(cases: list[Case], name: str) -> tuple[Graph, dict]:

@@ -109,6 +109,30 @@ class Im2colA(ASource):
         return (KC // C) * C if C <= KC else KC
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+        geo = self.geo
+        if geo.C <= 8 and geo.C * len(geo.taps) <= self.block(geo.C * len(geo.taps)):
+            self._fill_small(k, row0, row_end, tile, stride)
+            return
+        self._fill_runs(k, row0, row_end, k0, kc, tile, stride)
+
+    def _fill_small(self, k: Kernel, row0, row_end, tile, stride: int) -> None:
+        """Few channels, one K block: every (tap, channel) unrolled, branch-free (a tap in the
+        padding loads from a safe address and selects 0)."""
+        geo, b, fb = self.geo, k.b, k.fn
+        C = geo.C
+        px = k.ptr(self.x)
+        zero = ir.Constant(F32, 0.0)
+        with fb.loop(row0, row_end, name="im2col") as row:
+            n, outs = geo.decode(k, row)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=F32)
+            for t, tap in enumerate(geo.taps):
+                valid, off = geo.tap_offset(k, n, outs, tap)
+                safe = b.select(valid, off, i64(0))
+                for c in range(C):
+                    v = b.load(b.gep(px, [b.add(safe, i64(c))], source_etype=F32), typ=F32, align=4)
+                    b.store(b.select(valid, v, zero), b.gep(trow, [i64(t * C + c)], source_etype=F32), align=4)
+
+    def _fill_runs(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         C = geo.C
         px = k.ptr(self.x)
@@ -128,13 +152,26 @@ class Im2colA(ASource):
             b.position_at_end(body)
             tap = b.sdiv(cur, i64(C))
             c0 = b.srem(cur, i64(C))
-            length = fb.min_(b.sub(i64(C), c0), b.sub(end, cur))
             coords = []
             rem = tap
             for kd in reversed(geo.kernel):
                 coords.append(b.srem(rem, i64(kd)))
                 rem = b.sdiv(rem, i64(kd))
-            valid, off = geo.tap_offset(k, n, outs, list(reversed(coords)))
+            coords.reverse()
+            valid, off = geo.tap_offset(k, n, outs, coords)
+            one_tap = fb.min_(b.sub(i64(C), c0), b.sub(end, cur))
+            if geo.dilations[-1] == 1:
+                # the rest of this kernel row is contiguous in the input (consecutive taps along
+                # the last spatial axis read consecutive pixels) when its last tap is in bounds too
+                kw = geo.kernel[-1]
+                left = b.sub(i64(kw - 1), coords[-1])
+                last_w = b.add(b.sub(b.add(b.mul(outs[-1], i64(geo.strides[-1])), coords[-1]),
+                                     k.dim(geo.pads[-1])), left)
+                row_ok = b.and_(valid, b.icmp_signed("<", last_w, k.dim(geo.in_sp[-1])))
+                run = fb.min_(b.sub(b.mul(b.add(left, i64(1)), i64(C)), c0), b.sub(end, cur))
+                length = b.select(row_ok, run, one_tap)
+            else:
+                length = one_tap
             dst = b.gep(trow, [b.sub(cur, k0)], source_etype=F32)
             with b.if_else(valid) as (then, otherwise):
                 with then:

@@ -253,13 +253,14 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
                 val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
                              typ=ir.VectorType(F32, vw), align=4)
-                acc_var = fb.var(val.type, name="sum")
-                with b.if_else(first) as (then, otherwise):
-                    with then:
-                        acc_var.set(val)
-                    with otherwise:
-                        acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
-                val = acc_var.get()
+                if first is not True:  # partial sums of earlier K blocks are in C
+                    acc_var = fb.var(val.type, name="sum")
+                    with b.if_else(first) as (then, otherwise):
+                        with then:
+                            acc_var.set(val)
+                        with otherwise:
+                            acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
+                    val = acc_var.get()
 
                 def epilogue(val, col=col, row_off=row_off, valid=valid):
                     if pbias is not None:
@@ -274,13 +275,16 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     return val
 
                 if pbias is not None or activation is not None or pres is not None or post_activation is not None:
-                    out_var = fb.var(val.type, name="ep")
-                    with b.if_else(last) as (then, otherwise):
-                        with then:
-                            out_var.set(epilogue(val))
-                        with otherwise:
-                            out_var.set(val)
-                    val = out_var.get()
+                    if last is True:
+                        val = epilogue(val)
+                    else:
+                        out_var = fb.var(val.type, name="ep")
+                        with b.if_else(last) as (then, otherwise):
+                            with then:
+                                out_var.set(epilogue(val))
+                            with otherwise:
+                                out_var.set(val)
+                        val = out_var.get()
                 store_lanes(b, val, cptr, vw, valid)
 
     a_stride = KB if source.tile else source.row_stride()
@@ -321,8 +325,11 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, i64(KB))
             kc = fb.min_(i64(KB), b.sub(i64(K), k0))
-            first = b.icmp_signed("==", kblock, i64(0))
-            last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
+            if n_kblocks == 1:  # one K block: no partial sums, the epilogue always applies
+                first = last = True
+            else:
+                first = b.icmp_signed("==", kblock, i64(0))
+                last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
             if source.tile:
                 source.fill(k, row0, row_end, k0, kc, a_tile, KB)
             with fb.loop(p_lo, full_hi, name="panel") as p:
