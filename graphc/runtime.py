@@ -141,8 +141,17 @@ class Library:
         return Instance(self, threads, weights_path)
 
 
+_char_from_buffer = ctypes.c_char.from_buffer
+_addressof = ctypes.addressof
+
+
 def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+    """The address of ``a``'s data (from_buffer is twice as fast as __array_interface__, for
+    writable non-empty arrays)."""
+    try:
+        return _addressof(_char_from_buffer(a))
+    except (TypeError, ValueError):
+        return a.__array_interface__["data"][0]
 
 
 class Instance:
@@ -172,6 +181,7 @@ class Instance:
         self._n_in, self._n_out = n_in, n_out
         self._out_dtypes = [info.dtype for info in library.outputs]
         self._shapes: dict[tuple, list[tuple[int, ...]]] = {}
+        self._key: tuple | None = None
 
     @property
     def threads(self) -> int:
@@ -193,48 +203,63 @@ class Instance:
             raise NativeError(3, "the instance was closed", "Instance")
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on C-contiguous arrays of the model's input dtypes; returns the outputs."""
+        """Run on NumPy arrays (C-contiguous, any dtype: the runtime checks it); returns the outputs.
+
+        Shapes, dtypes and output shapes are written to the tensor structs only when they differ
+        from the previous call; a repeated call only sets the data pointers."""
         self._require_open()
         if len(arrays) != self._n_in:
             raise NativeError(1, f"model '{self.library.name}' takes {self._n_in} input(s), got {len(arrays)}")
-        key = []
+        key = tuple((a.shape, a.dtype) for a in arrays)
+        if key != self._key:
+            self._set_inputs(arrays)
+            self._key = key
         for t, a in zip(self._ins, arrays):
-            shape = a.shape
-            t.rank = len(shape)
-            if len(shape) > MAX_RANK:
-                raise NativeError(1, f"an input has rank {len(shape)}, more than {MAX_RANK}")
-            for i, d in enumerate(shape):
-                t.shape[i] = d
+            if not a.flags.c_contiguous:
+                raise NativeError(1, "inputs must be C-contiguous arrays (np.ascontiguousarray)")
             t.data = _address(a)
-            t.size_bytes = a.nbytes
-            key.append(shape)
-        k = tuple(key)
-        shapes = self._shapes.get(k)
+        shapes = self._shapes.get(key)
         if shapes is None:
-            for t in self._outs:
-                t.data = None
-                t.size_bytes = 0
-            self.library.check(self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out),
-                               "gc_instance_run")
-            outs = []
-            shapes = []
-            for t, dt in zip(self._outs, self._out_dtypes):
-                shape = tuple(t.shape[i] for i in range(t.rank))
-                out = np.empty(shape, dtype=dt)
-                if out.nbytes:
-                    ctypes.memmove(_address(out), t.data, out.nbytes)
-                outs.append(out)
-                shapes.append(shape)
-            if len(self._shapes) > 64:
-                self._shapes.clear()
-            self._shapes[k] = shapes
-            return outs
+            return self._first_run(key)
         outs = [np.empty(s, dtype=dt) for s, dt in zip(shapes, self._out_dtypes)]
         for t, out in zip(self._outs, outs):
             t.data = _address(out)
             t.size_bytes = out.nbytes
-        self.library.check(self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out),
-                           "gc_instance_run")
+        status = self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out)
+        if status:
+            self.library.check(status, "gc_instance_run")
+        return outs
+
+    def _set_inputs(self, arrays: Sequence[np.ndarray]) -> None:
+        for t, a in zip(self._ins, arrays):
+            if a.ndim > MAX_RANK:
+                raise NativeError(1, f"an input has rank {a.ndim}, more than {MAX_RANK}")
+            t.dtype = DTYPE_CODES.get(a.dtype.name, 0)
+            t.rank = a.ndim
+            for i, d in enumerate(a.shape):
+                t.shape[i] = d
+            t.size_bytes = a.nbytes
+
+    def _first_run(self, key) -> list[np.ndarray]:
+        """A call with new input shapes: outputs land in instance memory, their shapes are remembered."""
+        for t in self._outs:
+            t.data = None
+            t.size_bytes = 0
+        status = self._run(self._handle, self._in_ptr, self._n_in, self._out_ptr, self._n_out)
+        if status:
+            self._key = None
+            self.library.check(status, "gc_instance_run")
+        outs, shapes = [], []
+        for t, dt in zip(self._outs, self._out_dtypes):
+            shape = tuple(t.shape[i] for i in range(t.rank))
+            out = np.empty(shape, dtype=dt)
+            if out.nbytes:
+                ctypes.memmove(out.__array_interface__["data"][0], t.data, out.nbytes)
+            outs.append(out)
+            shapes.append(shape)
+        if len(self._shapes) > 64:
+            self._shapes.clear()
+        self._shapes[key] = shapes
         return outs
 
     def set_weight(self, name: str, value: np.ndarray) -> None:
@@ -250,7 +275,6 @@ class Instance:
         t.size_bytes = a.nbytes
         self.library.check(self.library.lib.gc_instance_set_weight(self._handle, name.encode(), ctypes.byref(t)),
                            "gc_instance_set_weight")
-        self._shapes.clear()
 
     def get_weight(self, name: str) -> np.ndarray:
         self._require_open()
@@ -269,7 +293,6 @@ class Instance:
         self._require_open()
         self.library.check(self.library.lib.gc_instance_load_weights(self._handle, str(path).encode()),
                            "gc_instance_load_weights")
-        self._shapes.clear()
 
 
 __all__ = ["Library", "Instance", "NativeError", "TensorInfo", "GcTensor", "GcTensorDesc", "GcOptions"]
