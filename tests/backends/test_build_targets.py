@@ -36,3 +36,36 @@ def test_onnx_target_matches_reference_and_picks_up_new_weights(rng):
 def test_unknown_target_is_named():
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         graphc.build(small_model(), target="tpu")
+
+
+def _mlp_for_training():
+    graphc.utils.set_random_seed(3)
+    i = Input(shape=(7,))
+    o = layers.Dense(3, activation="softmax")(layers.Dense(17, activation="relu")(i))
+    model = Model(i, o)
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    return model
+
+
+def test_build_training_step_on_the_reference_target(rng):
+    model = _mlp_for_training()
+    twin = _mlp_for_training()
+    twin.set_weights(model.get_weights())
+    x = rng.normal(size=(5, 7)).astype(np.float32)
+    y = graphc.utils.to_categorical(rng.integers(0, 3, size=5), 3)
+    trainer = graphc.build(model, target="reference", training=True)
+    logs = trainer.train_step(x, y)
+    assert set(logs) == {"loss"} and np.isfinite(logs["loss"])
+    np.testing.assert_allclose(logs["loss"], twin.train_on_batch(x, y), rtol=1e-6)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_build_training_refuses_uncompiled_models_and_onnx():
+    i = Input(shape=(3,))
+    model = Model(i, layers.Dense(2)(i))
+    with pytest.raises(ValueError, match="not compiled"):
+        graphc.build(model, training=True)
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="not 'onnx'"):
+        graphc.build(model, target="onnx", training=True)
