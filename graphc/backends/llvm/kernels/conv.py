@@ -262,7 +262,7 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
                    residual, post_activation) -> None:
     mult = w.shape[-1] // geo.C
     n_out = w.shape[-1]
-    vw = kb.vw
+    vw = kb.target.gemm_vw
     k = kb.kernel("depthwise")
     fb, b = k.fn, k.b
     px, pw, po = k.ptr(x), k.ptr(w), k.ptr(out)
@@ -285,7 +285,7 @@ def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geom
     """Direct grouped convolution: per pixel and group, vectors of the group's outputs."""
     cg, n_out = w.shape[-2], w.shape[-1]
     og = n_out // groups
-    vw = kb.vw
+    vw = kb.target.gemm_vw
     vt = ir.VectorType(F32, vw)
     k = kb.kernel("grouped_conv")
     fb, b = k.fn, k.b
@@ -338,7 +338,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         if pointwise:
             emit_gemm(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
         else:
-            emit_gemm(kb, Im2colA(x, geo, kb.vw), M, K, wmat, out, name="conv", **epi)
+            emit_gemm(kb, Im2colA(x, geo, kb.target.gemm_vw), M, K, wmat, out, name="conv", **epi)
         return
     if cg == 1 and groups == C:
         emit_depthwise(kb, x, w, out, geo, **epi)
@@ -356,8 +356,8 @@ def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Te
     geo = Geometry(x, out, dw.shape[:nsp], strides, dilations, pads)
     mult = dw.shape[-1] // C
     K = dw.shape[-1]
-    emit_gemm(kb, DepthwiseA(x, dw, geo, mult, kb.vw), _pixels(geo), K, pw, out, bias=bias, activation=activation,
-              residual=residual, post_activation=post_activation, name="separable_conv")
+    emit_gemm(kb, DepthwiseA(x, dw, geo, mult, kb.target.gemm_vw), _pixels(geo), K, pw, out, bias=bias,
+              activation=activation, residual=residual, post_activation=post_activation, name="separable_conv")
 
 
 def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:
@@ -370,7 +370,7 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
     if x.dtype != "float32" and kind == "avg":
         raise NativeLoweringError(f"avg_pool of {x.dtype}")
     ety = x.ir_type
-    vw = kb.vw
+    vw = kb.target.gemm_vw
     vt = ir.VectorType(ety, vw)
     k = kb.kernel(f"{kind}_pool")
     fb, b, m = k.fn, k.b, k.m

@@ -186,7 +186,7 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     for row in acc:
         for var in row:
             var.set(zero)
-    with fb.loop(0, kc, name="kk") as kk:
+    def step(kk):
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
         bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
         ak = b.gep(a_base, [kk], source_etype=F32) if a_base is not None else None
@@ -196,6 +196,14 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
             avv = k.splat(b.load(ap, typ=F32, align=4), vw)
             for v in range(nv):
                 acc[r][v].set(mathlib.fma(b, avv, bv[v], acc[r][v].get()))
+
+    kcv = k.dim(kc)
+    pairs = b.and_(kcv, i64(-2))
+    with fb.loop(0, pairs, 2, name="kk") as kk:  # two k steps per iteration
+        step(kk)
+        step(b.add(kk, i64(1)))
+    with b.if_then(b.icmp_signed("<", pairs, kcv)):
+        step(pairs)
     return acc
 
 
@@ -233,7 +241,10 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
     Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
-    a_tile_floats = MC * KB if source.tile else 0
+    # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
+    # fall into the same few L1 sets
+    tile_stride = KB + 16
+    a_tile_floats = MC * tile_stride if source.tile else 0
     scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
@@ -287,7 +298,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         val = out_var.get()
                 store_lanes(b, val, cptr, vw, valid)
 
-    a_stride = KB if source.tile else source.row_stride()
+    a_stride = tile_stride if source.tile else source.row_stride()
 
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
@@ -296,6 +307,13 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
                 with full:
+                    # prefetch the C tile (written after the k loop)
+                    pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+                    for r in range(MR):
+                        crow = b.gep(pc, [b.add(b.mul(b.add(i, i64(r)), i64(N)), b.mul(p, i64(NR)))],
+                                     source_etype=F32)
+                        for line in range(0, min(NR, valid_cols), 16):
+                            b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
                     # MR rows a fixed stride apart: addressed from one pointer
                     if source.tile:
                         base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(a_stride))], source_etype=F32)
@@ -331,7 +349,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 first = b.icmp_signed("==", kblock, i64(0))
                 last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
             if source.tile:
-                source.fill(k, row0, row_end, k0, kc, a_tile, KB)
+                source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
