@@ -1,0 +1,1 @@
+"""Runnable speed comparisons of graphc against onnxruntime and PyTorch (``python -m benchmarks.run``)."""

@@ -1,0 +1,263 @@
+"""graphc.bench: report structure, ratios from the measured times, failures recorded, PyTorch twins.
+
+Nothing here asserts on speed: timings belong to benchmarks/, not to pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import Input, Model, layers
+from graphc.bench import (
+    ENGINES,
+    BenchCase,
+    BenchError,
+    EngineResult,
+    _Runner,
+    measure,
+    profile_layers,
+    run_benchmark,
+    run_training_benchmark,
+)
+from graphc.examples import ExampleError
+
+torch = pytest.importorskip("torch")
+
+from graphc.bench.torch_twin import TwinError, torch_twin  # noqa: E402
+
+
+def _fast(**kw):
+    return dict(repeat=2, warmup=1, min_sample_s=0.0, **kw)
+
+
+# ------------------------------------------------------------------------------------------ run_benchmark
+
+
+def test_report_structure_and_ratios_from_medians():
+    report = run_benchmark("mlp", batch_sizes=(1, 3), threads=(1,), vs=("onnxruntime", "torch"), **_fast())
+    assert [(c.model, c.batch, c.threads) for c in report.cases] == [("mlp", 1, 1), ("mlp", 3, 1)]
+    for case in report.cases:
+        assert set(case.results) == set(ENGINES)
+        for res in case.results.values():
+            assert res.error is None, res.error
+            assert len(res.samples_ms) == 2 and all(s > 0 for s in res.samples_ms)
+            assert res.median_ms == pytest.approx(float(np.median(res.samples_ms)))
+        best = min(("onnxruntime", "onnxruntime-l0"), key=lambda e: case.results[e].median_ms)
+        assert case.best_onnxruntime == best
+        g = case.results["graphc"].median_ms
+        assert case.ratios["ort/graphc"] == pytest.approx(case.results[best].median_ms / g)
+        assert case.ratios["torch/graphc"] == pytest.approx(case.results["torch"].median_ms / g)
+        assert case.ratios["unfused/fused"] == pytest.approx(case.results["graphc-unfused"].median_ms / g)
+    # the outputs were checked against the reference interpreter (first batch size)
+    first = report.cases[0].results
+    assert all(first[e].max_rel_error is not None and first[e].max_rel_error < 1e-4 for e in ENGINES)
+    text = report.to_markdown()
+    assert "| model | batch | threads | graphc ms | onnxruntime ms | ort/graphc | torch ms" in text
+    assert "| mlp | 3 | 1 |" in text and report.machine["cpu"] in text
+    assert all(k in report.machine["versions"] for k in ("onnxruntime", "torch", "llvmlite"))
+    json.dumps(report.to_dict())  # serializable
+
+
+def test_only_requested_engines_and_string_arguments():
+    report = run_benchmark("merge", batch_sizes="2", threads="1", vs="ort", unfused=False, **_fast())
+    (case,) = report.cases
+    assert set(case.results) == {"graphc", "onnxruntime", "onnxruntime-l0"}
+    assert case.ratios["torch/graphc"] is None and case.ratios["unfused/fused"] is None
+    assert "| merge | 2 | 1 |" in report.to_markdown()
+
+
+def test_user_model_with_given_inputs_and_no_twin():
+    inp = Input(shape=(5, 3), name="seq")
+    out = layers.GRU(4)(inp)
+    model = Model(inp, out, name="gru_model")
+    x = np.random.default_rng(0).random((3, 5, 3), dtype=np.float32)
+    report = run_benchmark(model, threads=1, vs="torch", unfused=False, inputs=x, **_fast())
+    (case,) = report.cases
+    assert case.batch == 3
+    assert case.results["graphc"].ok
+    assert "no PyTorch twin" in case.results["torch"].error and "GRU" in case.results["torch"].error
+    assert "**failed**: TwinError" in report.to_markdown()
+
+
+def test_native_failure_is_recorded_with_its_first_line(monkeypatch):
+    real = graphc.build
+
+    def build(model, target="reference", **kw):
+        if target == "native":
+            raise RuntimeError("no kernel for op 'frobnicate'\nsecond line")
+        return real(model, target, **kw)
+
+    monkeypatch.setattr(graphc, "build", build)
+    report = run_benchmark("mlp", batch_sizes=(1,), threads=(1,), vs="onnxruntime", **_fast())
+    (case,) = report.cases
+    for engine in ("graphc", "graphc-unfused"):
+        assert case.results[engine].error == "RuntimeError: no kernel for op 'frobnicate'"
+    assert case.results["onnxruntime"].ok and case.ratios["ort/graphc"] is None
+    row = next(line for line in report.to_markdown().splitlines() if line.startswith("| mlp | 1 | 1 |"))
+    assert "**failed**: RuntimeError: no kernel for op 'frobnicate'" in row and "second line" not in row
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"vs": "tensorflow"}, "unknown engine 'tensorflow'"),
+    ({"batch_sizes": (0,)}, "batch sizes must be positive"),
+    ({"threads": "one"}, "thread counts must be positive"),
+    ({"repeat": 0}, "repeat must be at least 1"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        run_benchmark("mlp", **{"batch_sizes": (1,), "threads": (1,), "vs": (), "unfused": False, **kwargs})
+
+
+def test_bad_model():
+    with pytest.raises(ExampleError, match="unknown example 'nope'"):
+        run_benchmark("nope")
+    with pytest.raises(BenchError, match="expects a Model or the name of a bundled example, got int"):
+        run_benchmark(3)
+
+
+# ------------------------------------------------------------------------------------------ measure
+
+
+def test_measure_interleaves_rotates_and_records_errors():
+    order = []
+    calls = {"flaky": 0}
+
+    def flaky():
+        calls["flaky"] += 1
+        if calls["flaky"] > 3:
+            raise ValueError("went wrong\nmore")
+
+    def broken():
+        raise KeyError("x")
+
+    runners = [_Runner("a", lambda: order.append("a")), _Runner("b", lambda: order.append("b")),
+               _Runner("flaky", flaky), _Runner("broken", broken)]
+    results = measure(runners, 3, warmup=1, min_sample_s=0.0, pause_s=0.0)
+    assert results["broken"].error == "KeyError: 'x'" and results["broken"].samples_ms == []
+    assert results["flaky"].error == "ValueError: went wrong" and results["flaky"].samples_ms == []
+    assert len(results["a"].samples_ms) == len(results["b"].samples_ms) == 3
+    # warm-up a, b; then per round: one untimed + one timed call each, in rotated order
+    rounds = order[2:]
+    assert rounds[:4] == ["a", "a", "b", "b"] and rounds[4:8] == ["b", "b", "a", "a"]
+
+
+def test_ratios_and_spread_of_hand_made_results():
+    case = BenchCase("m", 1, 1, {"graphc": EngineResult("graphc", [2.0, 4.0, 3.0]),
+                                 "onnxruntime": EngineResult("onnxruntime", [6.0, 6.0, 9.0]),
+                                 "onnxruntime-l0": EngineResult("onnxruntime-l0", error="boom"),
+                                 "torch": EngineResult("torch", [1.5])})
+    assert case.best_onnxruntime == "onnxruntime"
+    assert case.ratios == {"ort/graphc": 2.0, "torch/graphc": 0.5, "unfused/fused": None}
+    assert case.results["graphc"].spread == pytest.approx(1.0 / 3.0)
+    assert case.results["onnxruntime-l0"].median_ms is None
+
+
+# ------------------------------------------------------------------------------------------ torch twins
+
+
+def _reference(model, arrays):
+    cm = graphc.build(model, "reference", level=0)
+    out = cm.run(dict(zip(cm.graph.inputs, arrays)))
+    return [out[o] for o in cm.graph.outputs]
+
+
+def _twin_outputs(model, arrays):
+    twin = torch_twin(model)
+    with torch.inference_mode():
+        return twin.to_numpy(twin(*twin.to_torch(arrays)))
+
+
+@pytest.mark.parametrize("name", ["mlp", "inception", "residual", "conv1d_text", "qa_two_inputs", "siamese_lstm",
+                                  "separable_conv_bn", "merge", "multi_output"])
+def test_twins_of_examples_match_the_reference(name):
+    from graphc import examples
+
+    model = examples.build(name, seed=3)
+    cm = graphc.build(model, "reference", level=0)
+    feeds = cm.feeds(examples.inputs(name, np.random.default_rng(0), 3 if name != "multi_output" else 1))
+    arrays = [np.asarray(feeds[n]).astype(cm.graph.type_of(n).dtype) for n in cm.graph.inputs]
+    for got, want in zip(_twin_outputs(model, arrays), _reference(model, arrays)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * max(1.0, float(np.max(np.abs(want)))))
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_twin_same_padding_at_odd_and_even_sizes(size, rng):
+    x = Input(shape=(size, size, 3))
+    a = layers.Conv2D(4, 3, strides=2, padding="same", activation="tanh")(x)
+    b = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    c = layers.AveragePooling2D(3, strides=2, padding="same")(x)
+    d = layers.Conv2D(5, 2, padding="same")(x)
+    e = layers.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same")(x)
+    y = layers.Flatten()(layers.concatenate([a, b, c, e], axis=-1))
+    model = Model(x, [y, layers.GlobalAveragePooling2D()(d)])
+    arrays = [rng.standard_normal((3, size, size, 3)).astype(np.float32)]
+    for got, want in zip(_twin_outputs(model, arrays), _reference(model, arrays)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_twin_free_length_conv1d_and_shared_lstm(rng):
+    seq = Input(shape=(None, 6))
+    y = layers.Conv1D(4, 4, padding="same", activation="relu")(seq)
+    y = layers.MaxPooling1D(2)(y)
+    y = layers.LSTM(3, return_sequences=True)(y)
+    model = Model(seq, layers.GlobalMaxPooling1D()(y))
+    for length in (7, 17):
+        arrays = [rng.standard_normal((2, length, 6)).astype(np.float32)]
+        np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_twin_errors_name_the_layer():
+    inp = Input(shape=(4, 2))
+    with pytest.raises(TwinError, match=r"layer 'my_gru' \(GRU\) has no PyTorch twin"):
+        torch_twin(Model(inp, layers.GRU(3, name="my_gru")(inp)))
+    with pytest.raises(TwinError, match="layer 'back': this LSTM configuration has no PyTorch twin"):
+        torch_twin(Model(inp, layers.LSTM(3, go_backwards=True, name="back")(inp)))
+
+
+@pytest.mark.parametrize("activation", ["elu", "selu", "softplus", "softsign", "swish", "gelu", "relu6",
+                                        "hard_sigmoid", "exponential", "log_softmax"])
+def test_twin_activations(activation, rng):
+    inp = Input(shape=(5,))
+    model = Model(inp, layers.Dense(4, activation=activation)(inp))
+    arrays = [rng.standard_normal((3, 5)).astype(np.float32)]
+    np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ profile, training, CLI
+
+
+def test_profile_layers_times_every_layer():
+    profile = profile_layers("mlp", batch=2, threads=1, vs="onnxruntime,torch", repeat=1)
+    assert [r.kind for r in profile.rows] == ["Dense", "Dense", "Dense"]
+    assert all(r.case is not None and r.case.results["graphc"].ok for r in profile.rows)
+    assert profile.total("graphc") == pytest.approx(sum(r.case.median("graphc") for r in profile.rows))
+    assert "| **sum** |" in profile.to_markdown()
+
+
+def test_training_comparison_same_first_loss():
+    report = run_training_benchmark("mlp", batch_sizes=(4,), threads=(1,), repeat=1)
+    (case,) = report.training
+    assert case.results["graphc"].ok and case.results["torch"].ok
+    assert "graphc-native-step" in case.results  # timed, or its error recorded
+    assert case.first_loss["graphc"] == pytest.approx(case.first_loss["torch"], rel=1e-5)
+    assert case.ratio("torch") == pytest.approx(case.results["torch"].median_ms / case.results["graphc"].median_ms)
+    assert "## Training step" in report.to_markdown()
+
+
+def test_runner_cli_writes_markdown_and_json(tmp_path, capsys):
+    from benchmarks.run import main
+
+    out = tmp_path / "r.md"
+    assert main(["--models", "mlp", "--batch", "1", "--threads", "1", "--repeat", "1", "--vs", "onnxruntime",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| mlp | 1 | 1 |" in printed and out.read_text() == printed.rstrip("\n") + "\n"
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["cases"][0]["model"] == "mlp" and data["cases"][0]["results"]["graphc"]["samples_ms"]
+    assert main(["--models", "nope", "--no-write", "--quiet"]) == 2
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err
