@@ -207,6 +207,42 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     return acc
 
 
+def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, split: int = 4) -> list:
+    """One row of A times a panel: ``nv`` vectors, k split over ``split`` accumulator sets (enough
+    independent FMA chains for a single row), summed at the end."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, vw)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
+    for row in parts:
+        for var in row:
+            var.set(zero)
+
+    def step(kk, j):
+        bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
+        avv = k.splat(b.load(b.gep(a_ptr, [kk], source_etype=F32), typ=F32, align=4), vw)
+        for v in range(nv):
+            bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
+            parts[j][v].set(mathlib.fma(b, avv, bv, parts[j][v].get()))
+
+    kcv = k.dim(kc)
+    whole = b.and_(kcv, i64(-split))
+    with fb.loop(0, whole, split, name="kq") as kk:
+        for j in range(split):
+            step(b.add(kk, i64(j)), j)
+    with fb.loop(whole, kcv, name="kr") as kk:
+        step(kk, 0)
+    out = []
+    for v in range(nv):
+        total = parts[0][v].get()
+        for j in range(1, split):
+            total = b.fadd(total, parts[j][v].get())
+        var = fb.var(vt, name=f"row{v}")
+        var.set(total)
+        out.append(var)
+    return out
+
+
 # ---------------------------------------------------------------------------- the packed GEMM
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
               bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
@@ -252,7 +288,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     def store_tile(acc, p, i, rows_valid, valid_cols, first, last):
         """acc -> c_tile, then rows of c_tile (+C, epilogue) -> C."""
         nv = len(acc[0])
-        for r in range(MR):
+        for r in range(len(acc)):
             for v in range(nv):
                 b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
         col0 = b.mul(p, i64(NR))
@@ -322,15 +358,16 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=a_stride, rows=MR)
                     store_tile(acc, p, i, rows_valid, valid_cols, first, last)
                 with partial:
-                    a_rows = []
-                    for r in range(MR):
-                        row = fb.min_(b.add(i, i64(r)), b.sub(row_end, i64(1)))
+                    # fewer than MR rows left (small batches): one row at a time, k split over
+                    # four accumulators per vector, so no work is wasted on missing rows
+                    with fb.loop(0, rows_valid, name="r1") as r:
+                        row = b.add(i, r)
                         if source.tile:
-                            a_rows.append(b.gep(a_tile, [b.mul(b.sub(row, row0), i64(a_stride))], source_etype=F32))
+                            a_ptr = b.gep(a_tile, [b.mul(b.sub(row, row0), i64(a_stride))], source_etype=F32)
                         else:
-                            a_rows.append(source.row_ptr(k, row, k0))
-                    acc = tile_compute(k, a_rows, panel, kc, nv, vw, NR)
-                    store_tile(acc, p, i, rows_valid, valid_cols, first, last)
+                            a_ptr = source.row_ptr(k, row, k0)
+                        acc = row_compute(k, a_ptr, panel, kc, nv, vw, NR)
+                        store_tile([acc], p, row, i64(1), valid_cols, first, last)
 
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
