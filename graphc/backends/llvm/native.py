@@ -102,7 +102,8 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     target = host_target(cpu)
     sym = c_identifier(name or graph.name)
     code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(), toolchain.runtime_key(),
-                    os.environ.get("GRAPHC_GEMM_TILE", ""))
+                    os.environ.get("GRAPHC_GEMM_TILE", ""), os.environ.get("GRAPHC_GEMM_KC", ""),
+                    os.environ.get("GRAPHC_GEMM_MC", ""))
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
                                                                        external))
     lib_key = _key(code_key, weights_digest(graph))

@@ -209,29 +209,38 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
     valid_lanes)`` per vector, j (i64) relative to c_lo."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
+    # taps in the padding read a safe address (offset 0) and contribute through a zero weight:
+    # no branch in the channel loop
+    taps = []
+    for tap in geo.taps:
+        ok, off = geo.tap_offset(k, n, outs, tap)
+        taps.append((ok, b.select(ok, off, i64(0))))
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
     c_lo, cnt = k.dim(c_lo), k.dim(count)
 
+    splits = min(3, len(taps))  # independent FMA chains (a 3x3 window: one per kernel row)
+
     def chunk(j0, valid):
-        acc = fb.var(vt, name="dacc")
-        acc.set(zero)
+        accs = [zero] * splits
+        col = b.add(c_lo, j0)
         for t, (ok, off) in enumerate(taps):
-            with b.if_then(ok):
-                col = b.add(c_lo, j0)
-                wv = load_lanes(b, b.gep(pw, [b.add(i64(t * n_out), col)], source_etype=F32), vw, valid)
-                if mult == 1:
-                    xv = load_lanes(b, b.gep(px, [b.add(off, col)], source_etype=F32), vw, valid)
-                else:
-                    xv = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-                    limit = i64(valid) if isinstance(valid, int) else valid
-                    for lane in range(vw):
-                        c = b.sdiv(b.add(col, i64(lane)), i64(mult))
-                        c = b.select(b.icmp_signed("<", i64(lane), limit), c, i64(0))
-                        s = b.load(b.gep(px, [b.add(off, c)], source_etype=F32), typ=F32)
-                        xv = b.insert_element(xv, s, ir.Constant(ir.IntType(32), lane))
-                acc.set(k.m.fma(xv, wv, acc.get()))
-        emit(j0, acc.get(), valid)
+            wv = load_lanes(b, b.gep(pw, [b.add(i64(t * n_out), col)], source_etype=F32), vw, valid)
+            if mult == 1:
+                xv = load_lanes(b, b.gep(px, [b.add(off, col)], source_etype=F32), vw, valid)
+            else:
+                xv = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+                limit = i64(valid) if isinstance(valid, int) else valid
+                for lane in range(vw):
+                    c = b.sdiv(b.add(col, i64(lane)), i64(mult))
+                    c = b.select(b.icmp_signed("<", i64(lane), limit), c, i64(0))
+                    s = b.load(b.gep(px, [b.add(off, c)], source_etype=F32), typ=F32)
+                    xv = b.insert_element(xv, s, ir.Constant(ir.IntType(32), lane))
+            xv = b.select(ok, xv, zero)  # (not the weight: an inf or NaN input must not leak in)
+            accs[t % splits] = k.m.fma(xv, wv, accs[t % splits])
+        total = accs[0]
+        for a in accs[1:]:
+            total = b.fadd(total, a)
+        emit(j0, total, valid)
 
     full = b.mul(b.sdiv(cnt, i64(vw)), i64(vw))
     with fb.loop(0, full, vw, name="dwc") as j0:

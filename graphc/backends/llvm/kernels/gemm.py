@@ -39,9 +39,13 @@ from graphc.backends.llvm.irutil import F32, I1, I32, PTR, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.ir import dims
 
-KC = 256
-MC = 96
-TARGET_ITEMS = 16  # aim for this many work items when M alone gives fewer row blocks
+KC = int(os.environ.get("GRAPHC_GEMM_KC", 256))
+MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
+# Aim for this many work items when M alone gives fewer row blocks. Splitting columns makes each
+# chunk produce A again: cheap when A is read in place, not when it is computed (im2col,
+# depthwise), hence a lower target for tile sources.
+TARGET_ITEMS = 16
+TARGET_ITEMS_TILE = 4
 
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
@@ -263,11 +267,12 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     KB = source.block(K)
     n_kblocks = -(-K // KB) if K else 0
     mb = dims.ceildiv(M, MC)
+    target = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
     if isinstance(mb, int):
-        want = -(-TARGET_ITEMS // mb)
+        want = -(-target // mb)
         nchunks: object = min(want, panels)
     else:
-        want_s = f"({TARGET_ITEMS - 1} + ({mb})) // ({mb})"
+        want_s = f"({target - 1} + ({mb})) // ({mb})"
         nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})" if not isinstance(nchunks, int) else -(-panels // nchunks)
 
