@@ -1,6 +1,7 @@
 """The C ABI exercised from C: runtime/tests/test_abi.c (every error path, descriptions, weights,
 use after release), runtime/tests/test_threads.c (8 threads with 8 instances), both also built
-with AddressSanitizer and UndefinedBehaviorSanitizer over thousands of calls."""
+with AddressSanitizer and UndefinedBehaviorSanitizer over thousands of calls; and the arena
+planner on random lifetime tables (runtime/tests/test_arena.c)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ def test_c_program_against_the_shared_library(exported):
     cc(["-std=c11", "-O1", f"-I{exported}", str(TESTS / "test_abi.c"), f"-L{exported}", "-labi_model",
         f"-Wl,-rpath,{exported}", "-o", "test_abi_so"], exported)
     assert run(exported / "test_abi_so", "2").startswith("ok")
+
+
+def test_arena_planner_never_overlaps_live_buffers(tmp_path):
+    """runtime/tests/test_arena.c: 2000 random lifetime tables, under the sanitizers."""
+    rt = runtime_dir()
+    cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        f"-I{rt / 'include'}", f"-I{rt / 'src'}", str(TESTS / "test_arena.c"), str(rt / "src" / "arena.c"),
+        "-o", "test_arena"], tmp_path)
+    assert run(tmp_path / "test_arena") == "ok 2000\n"
 
 
 def test_sanitizers_over_thousands_of_calls(abi_library, tmp_path):
