@@ -53,6 +53,7 @@ def test_report_structure_and_ratios_from_medians():
         assert case.ratios["torch/graphc"] == pytest.approx(case.results["torch"].median_ms / g)
         assert case.ratios["unfused/fused"] == pytest.approx(case.results["graphc-unfused"].median_ms / g)
     # the outputs were checked against the reference interpreter (first batch size)
+    assert all(c.load is None or c.load >= 0 for c in report.cases)
     first = report.cases[0].results
     assert all(first[e].max_rel_error is not None and first[e].max_rel_error < 1e-4 for e in ENGINES)
     text = report.to_markdown()
@@ -236,7 +237,12 @@ def test_profile_layers_times_every_layer():
     assert [r.kind for r in profile.rows] == ["Dense", "Dense", "Dense"]
     assert all(r.case is not None and r.case.results["graphc"].ok for r in profile.rows)
     assert profile.total("graphc") == pytest.approx(sum(r.case.median("graphc") for r in profile.rows))
-    assert "| **sum** |" in profile.to_markdown()
+    assert profile.by_class() == {"Dense": pytest.approx(profile.total("graphc"))}
+    assert profile.ort_ops_error is None
+    assert any(op in ("MatMul", "Gemm", "FusedGemm") for op in profile.ort_ops), profile.ort_ops
+    assert all(v > 0 for v in profile.ort_ops.values())
+    text = profile.to_markdown()
+    assert "| **sum** |" in text and "| onnxruntime op (whole model) |" in text
 
 
 def test_training_comparison_same_first_loss():

@@ -92,6 +92,7 @@ class BenchCase:
     batch: int
     threads: int
     results: dict[str, EngineResult] = field(default_factory=dict)
+    load: float | None = None  # 1-minute load average when the case started
 
     def median(self, engine: str) -> float | None:
         r = self.results.get(engine)
@@ -115,7 +116,7 @@ class BenchCase:
                 "unfused/fused": self.ratio("graphc-unfused")}
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "batch": self.batch, "threads": self.threads,
+        return {"model": self.model, "batch": self.batch, "threads": self.threads, "load": self.load,
                 "best_onnxruntime": self.best_onnxruntime, "ratios": self.ratios,
                 "results": {k: v.to_dict() for k, v in self.results.items()}}
 
@@ -185,6 +186,13 @@ def machine_info() -> dict:
 
 
 # ------------------------------------------------------------------------------------------ timing
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -411,7 +419,7 @@ def run_benchmark(model_or_name: Any, batch_sizes: Iterable[int] | int | str = (
         feeds = dict(zip(graph.inputs, arrays))
         torch_inputs = twin.to_torch(arrays) if twin is not None else None
         for t in threads:
-            case = BenchCase(subject.name, batch, t)
+            case = BenchCase(subject.name, batch, t, load=_load())
             runners: list[_Runner] = []
             outputs: dict[str, Callable[[], list[np.ndarray]]] = {}
             for engine in ("graphc",) + (("graphc-unfused",) if unfused else ()):
@@ -536,9 +544,9 @@ def format_markdown(report: BenchReport, title: str | None = None) -> str:
                          f"{_x(r['ort/graphc'])} | {_cell(c.results.get('torch'))} | {_x(r['torch/graphc'])} | "
                          f"{_cell(c.results.get('graphc-unfused'))} | {_x(r['unfused/fused'])} |")
         lines += ["", "Every engine: median ms [interquartile range / median] (calls per sample), "
-                  "max relative error vs the reference", "",
-                  "| model | batch | threads | " + " | ".join(ENGINES) + " |",
-                  "|---|---:|---:|" + "---:|" * len(ENGINES)]
+                  "max relative error vs the reference; load: the 1-minute load average when the case started",
+                  "", "| model | batch | threads | load | " + " | ".join(ENGINES) + " |",
+                  "|---|---:|---:|---:|" + "---:|" * len(ENGINES)]
         for c in report.cases:
             cells = []
             for e in ENGINES:
@@ -551,7 +559,8 @@ def format_markdown(report: BenchReport, title: str | None = None) -> str:
                     spread = "" if res.spread is None else f" [{res.spread:.0%}]"
                     err = "" if res.max_rel_error is None else f", err {res.max_rel_error:.1e}"
                     cells.append(f"{_ms(res.median_ms)}{spread} ({res.calls_per_sample}){err}")
-            lines.append(f"| {c.model} | {c.batch} | {c.threads} | " + " | ".join(cells) + " |")
+            load = "?" if c.load is None else f"{c.load:.1f}"
+            lines.append(f"| {c.model} | {c.batch} | {c.threads} | {load} | " + " | ".join(cells) + " |")
     for p in report.profiles:
         lines += ["", p.to_markdown()]
     if report.training:
