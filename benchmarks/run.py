@@ -5,6 +5,7 @@
     python -m benchmarks.run                                  # every bundled example but stereo_xception
     python -m benchmarks.run --models mlp,inception --batch 1,32 --threads 1,2 --vs onnxruntime,torch
     python -m benchmarks.run --models inception --profile --profile-batch 32   # per-layer times too
+    python -m benchmarks.run --profile residual,inception --train mlp,conv1d_text   # all models, plus these
     python -m benchmarks.run --models mlp,conv1d_text --train --no-inference  # training steps only
 
 Everything runs in this one process (same threads, same batch, same inputs for every engine);
@@ -40,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", default="onnxruntime,torch", help="engines to compare with (default onnxruntime,torch)")
     p.add_argument("--no-unfused", action="store_true", help="skip the level-0 (unfused) native build")
     p.add_argument("--repeat", type=int, default=10, help="measured rounds per engine (default 10)")
-    p.add_argument("--profile", action="store_true", help="also time every layer alone (where the time goes)")
+    p.add_argument("--profile", nargs="?", const="", default=None, metavar="MODELS",
+                   help="also time every layer alone, where the time goes (of MODELS, default: every model)")
     p.add_argument("--profile-batch", type=int, default=32, help="batch size of the per-layer profile")
     p.add_argument("--profile-threads", type=int, default=1, help="thread count of the per-layer profile")
-    p.add_argument("--train", action="store_true", help="also compare training steps")
+    p.add_argument("--train", nargs="?", const="", default=None, metavar="MODELS",
+                   help="also compare training steps (of MODELS, default: every model)")
     p.add_argument("--train-batch", default="32", help="batch sizes of the training comparison (default 32)")
     p.add_argument("--train-repeat", type=int, default=5, help="measured rounds per training engine (default 5)")
     p.add_argument("--no-inference", action="store_true", help="skip the inference comparison")
@@ -77,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     names = _csv(args.models) if args.models else [n for n in examples.names() if n not in DEFAULT_EXCLUDE]
+    profiled = names if args.profile == "" else _csv(args.profile or "")
+    trained = names if args.train == "" else _csv(args.train or "")
+    names += [n for n in profiled + trained if n not in names]
+    inference = set() if args.no_inference else set(_csv(args.models) if args.models else names)
     unknown = [n for n in names if n not in examples.names()]
     if unknown:
         print(f"unknown model(s) {unknown}; bundled examples are: {', '.join(examples.names())}", file=sys.stderr)
@@ -92,13 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "unfused": not args.no_unfused})
     try:
         for name in names:
-            if not args.no_inference:
+            if name in inference:
                 report.extend(run_benchmark(name, args.batch, args.threads, args.vs, unfused=not args.no_unfused,
                                             repeat=args.repeat, progress=say))
-            if args.profile:
+            if name in profiled:
                 report.profiles.append(profile_layers(name, batch=args.profile_batch, threads=args.profile_threads,
                                                       vs=args.vs, repeat=max(3, args.repeat // 2), progress=say))
-            if args.train:
+            if name in trained:
                 report.extend(run_training_benchmark(name, args.train_batch, args.threads, repeat=args.train_repeat,
                                                      progress=say))
     except BenchError as exc:

@@ -265,5 +265,9 @@ def test_runner_cli_writes_markdown_and_json(tmp_path, capsys):
     assert "| mlp | 1 | 1 |" in printed and out.read_text() == printed.rstrip("\n") + "\n"
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["cases"][0]["model"] == "mlp" and data["cases"][0]["results"]["graphc"]["samples_ms"]
+    assert main(["--models", "merge", "--threads", "1", "--no-inference", "--train", "--train-batch", "2",
+                 "--train-repeat", "1", "--no-write", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Training step" in printed and "| merge | 2 | 1 |" in printed and "| graphc ms |" not in printed
     assert main(["--models", "nope", "--no-write", "--quiet"]) == 2
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
