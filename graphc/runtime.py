@@ -265,7 +265,7 @@ class Instance:
     def set_weight(self, name: str, value: np.ndarray) -> None:
         self._require_open()
         info = next((w for w in self.library.weights if w.name == name), None)
-        a = np.ascontiguousarray(value, dtype=info.dtype if info is not None else None)
+        a = np.asarray(value, dtype=info.dtype if info is not None else None, order="C")
         t = GcTensor()
         t.dtype = DTYPE_CODES.get(a.dtype.name, 0)
         t.rank = a.ndim

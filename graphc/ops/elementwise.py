@@ -817,3 +817,94 @@ get("broadcast_like").to_onnx = _broadcast_like_to_onnx
 get("num_elements").to_onnx = _num_elements_to_onnx
 get("one_hot").to_onnx = _one_hot_to_onnx
 get("random_uniform_like").to_onnx = _random_uniform_like_to_onnx
+
+
+# ---------------------------------------------------------------------------- native: training ops
+# ``lower`` facets of the ops training graphs add (activation derivatives, where, comparisons,
+# broadcast_like, num_elements, one_hot); the derivatives mirror ``UNARY_DERIV`` over VMath.
+
+def _native_d_relu(m, x, negative_slope=0.0, max_value=None, threshold=0.0):
+    one = m.const(1.0, x)
+    above = m.cmp(">", x, threshold)
+    d = m.select(above, one, m.const(negative_slope, x))
+    if max_value is not None:
+        y = m.select(above, x, m.mul(m.sub(x, threshold), negative_slope))
+        d = m.select(m.cmp("<", y, max_value), d, m.const(0.0, x))
+    return d
+
+
+def _native_d_elu(m, x, alpha=1.0):
+    return m.select(m.cmp(">", x, 0.0), m.const(1.0, x), m.mul(m.exp(m.minimum(x, 0.0)), alpha))
+
+
+def _native_d_gelu(m, x, approximate=False):
+    if approximate:
+        c = math.sqrt(2.0 / math.pi)
+        t = m.tanh(m.mul(m.add(x, m.mul(m.mul(m.mul(x, x), x), 0.044715)), c))
+        inner = m.mul(m.mul(m.mul(x, 0.5), m.sub(m.const(1.0, x), m.mul(t, t))),
+                      m.mul(m.add(m.mul(m.mul(x, x), 3 * 0.044715), 1.0), c))
+        return m.add(m.mul(m.add(t, 1.0), 0.5), inner)
+    cdf = m.mul(m.add(m.erf(m.mul(x, 1.0 / math.sqrt(2.0))), 1.0), 0.5)
+    pdf = m.mul(m.exp(m.mul(m.mul(x, x), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
+    return m.add(cdf, m.mul(x, pdf))
+
+
+def _native_d_sigmoid(m, x):
+    s = m.sigmoid(x)
+    return m.mul(s, m.sub(m.const(1.0, x), s))
+
+
+NATIVE_UNARY_DERIV = {
+    "relu": _native_d_relu,
+    "sigmoid": _native_d_sigmoid,
+    "tanh": lambda m, x: m.sub(m.const(1.0, x), m.mul(m.tanh(x), m.tanh(x))),
+    "exp": lambda m, x: m.exp(x),
+    "log": lambda m, x: m.div(m.const(1.0, x), x),
+    "neg": lambda m, x: m.const(-1.0, x),
+    "abs": lambda m, x: m.sign(x),
+    "sqrt": lambda m, x: m.div(m.const(0.5, x), m.sqrt(x)),
+    "square": lambda m, x: m.mul(x, 2.0),
+    "reciprocal": lambda m, x: m.div(m.const(-1.0, x), m.mul(x, x)),
+    "softplus": lambda m, x: m.sigmoid(x),
+    "softsign": lambda m, x: m.div(m.const(1.0, x), m.mul(m.add(m.abs(x), 1.0), m.add(m.abs(x), 1.0))),
+    "selu": lambda m, x: m.mul(_native_d_elu(m, x, SELU_ALPHA), SELU_SCALE),
+    "elu": _native_d_elu,
+    "gelu": _native_d_gelu,
+    "hard_sigmoid": lambda m, x: m.select(m.b.and_(m.cmp(">", x, -3.0), m.cmp("<", x, 3.0)),
+                                          m.const(1.0 / 6.0, x), m.const(0.0, x)),
+    "silu": lambda m, x: m.mul(m.sigmoid(x), m.add(m.mul(x, m.sub(m.const(1.0, x), m.sigmoid(x))), 1.0)),
+}
+
+
+def _unary_grad_lower(kb, op, x, dy, *, out, activation, activation_attrs):
+    if activation == "linear":
+        kb.map(out, [dy], lambda m, g: g, name="unary_grad_linear")
+        return
+    deriv = NATIVE_UNARY_DERIV[activation]
+    attrs = dict(activation_attrs)
+    kb.map(out, [x, dy], lambda m, v, g: m.mul(g, deriv(m, v, **attrs)), name=f"d_{activation}")
+
+
+def _compare_lower(predicate: str):
+    def lower(kb, op, a, b, *, out):
+        kb.map(out, [a, b], lambda m, x, y: m.cmp(predicate, x, y), name=op.type)
+
+    return lower
+
+
+def _num_elements_lower(kb, op, x, *, out, axes, dtype):
+    from graphc.ir import dims as _dims
+
+    shape = x.shape if axes is None else [x.shape[a] for a in axes]
+    kb.store_dim(out, _dims.product(shape))
+
+
+get("unary_grad").lower = _unary_grad_lower
+get("where").lower = lambda kb, op, c, a, b, *, out: kb.map(out, [c, a, b],
+                                                            lambda m, cv, x, y: m.select(m.truthy(cv), x, y),
+                                                            name="where")
+for _name, _predicate in (("greater", ">"), ("greater_equal", ">="), ("less", "<"), ("equal", "==")):
+    get(_name).lower = _compare_lower(_predicate)
+get("broadcast_like").lower = lambda kb, op, a, like, *, out: kb.map(out, [a], lambda m, v: v, name="broadcast")
+get("num_elements").lower = _num_elements_lower
+get("one_hot").lower = lambda kb, op, ids, *, out, depth, dtype: kb.one_hot(out, ids, depth)

@@ -412,3 +412,17 @@ def _gather_grad_to_onnx(ctx, op):
 
 get("slice_grad").to_onnx = _slice_grad_to_onnx
 get("gather_grad").to_onnx = _gather_grad_to_onnx
+
+
+# ---------------------------------------------------------------------------- native: training ops
+
+def _slice_grad_lower(kb, op, x, dy, *, out, axis, start, stop, step):
+    kb.slice_scatter(out, dy, axis, start, step)
+
+
+def _gather_grad_lower(kb, op, ids, dy, *, out, num_rows):
+    kb.scatter_add_rows(out, ids, dy)
+
+
+get("slice_grad").lower = _slice_grad_lower
+get("gather_grad").lower = _gather_grad_lower

@@ -289,6 +289,36 @@ class KernelBuilder:
 
         emit_map(self, out, list(inputs), fn, name=name, cost=cost)
 
+    def fill(self, out: Tensor, value: float) -> None:
+        """Every element of ``out`` set to ``value``."""
+        from graphc.backends.llvm.kernels.elementwise import emit_fill
+
+        emit_fill(self, out, value)
+
+    def store_dim(self, out: Tensor, d) -> None:
+        """``out`` (one element) = dimension ``d``'s value at run time, in ``out``'s dtype."""
+        from graphc.backends.llvm.kernels.elementwise import emit_store_dim
+
+        emit_store_dim(self, out, d)
+
+    def one_hot(self, out: Tensor, ids: Tensor, depth: int) -> None:
+        from graphc.backends.llvm.kernels.movement import emit_one_hot
+
+        emit_one_hot(self, out, ids, depth)
+
+    def scatter_add_rows(self, out: Tensor, ids: Tensor, values: Tensor) -> None:
+        """``out = 0; out[ids[i]] += values[i]`` (rows of ``out`` along axis 0)."""
+        from graphc.backends.llvm.kernels.movement import emit_scatter_add_rows
+
+        emit_scatter_add_rows(self, out, ids, values)
+
+    def strided_copy(self, dst: Tensor, dst_strides: Sequence, dst_offset, src: Tensor, src_strides: Sequence,
+                     src_offset, shape: Sequence) -> None:
+        """``dst[offset + idx . strides] = src[offset + idx . strides]`` over index space ``shape``."""
+        from graphc.backends.llvm.kernels.movement import strided_copy
+
+        strided_copy(self, dst, dst_strides, dst_offset, src, src_strides, src_offset, shape)
+
     def copy(self, out: Tensor, x: Tensor) -> None:
         """``out = x`` (same number of elements; shapes may differ)."""
         from graphc.backends.llvm.kernels.movement import emit_copy
@@ -309,6 +339,12 @@ class KernelBuilder:
         from graphc.backends.llvm.kernels.movement import emit_slice
 
         emit_slice(self, out, x, axis, start, step)
+
+    def slice_scatter(self, out: Tensor, values: Tensor, axis: int, start: int, step: int) -> None:
+        """``out = 0; out[start::step along axis] = values``."""
+        from graphc.backends.llvm.kernels.movement import emit_slice_scatter
+
+        emit_slice_scatter(self, out, values, axis, start, step)
 
     def gather(self, out: Tensor, table: Tensor, ids: Tensor) -> None:
         from graphc.backends.llvm.kernels.movement import emit_gather

@@ -159,7 +159,7 @@ class _Codegen:
             buf = kb.new_buffer("weight", name=w.name)
             w.slot = buf.slot
             kb.weight_index[w.name] = i
-            self.tensors[w.name] = Tensor(w.name, w.type, buf, constant=np.ascontiguousarray(g.constants[w.name]))
+            self.tensors[w.name] = Tensor(w.name, w.type, buf, constant=np.asarray(g.constants[w.name], order="C"))
         # op results that are graph outputs are written straight into the caller's buffer
         self.primary_output: dict[str, int] = {}
         for i, v in enumerate(g.outputs):

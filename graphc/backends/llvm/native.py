@@ -283,7 +283,7 @@ def _native_class():
                             and np.all(a == np.round(a))):
                         raise InputError(f"input {name!r} expects integer ids ({dtype.name}), got {a.dtype}")
                 a = a.astype(dtype)
-            return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            return a if a.flags.c_contiguous else np.asarray(a, order="C")
 
         def run(self, feeds):
             self._sync_weights()

@@ -109,6 +109,18 @@ class VMath:
         a, b = self._pair(a, b)
         return self.b.select(cond, a, b)
 
+    def truthy(self, x):
+        """A bool (i8) or numeric tensor's values as i1 (nonzero is true)."""
+        if _is_float(x.type):
+            return self.b.fcmp_unordered("!=", x, self.const(0, x))
+        return self.b.icmp_signed("!=", x, self.const(0, x))
+
+    def sign(self, x):
+        """-1, 0 or 1 (NaN stays NaN), like NumPy's sign."""
+        pos = self.select(self.cmp(">", x, 0.0), self.const(1.0, x), self.const(0.0, x))
+        neg = self.select(self.cmp("<", x, 0.0), self.const(-1.0, x), pos)
+        return self.select(self.b.fcmp_unordered("uno", x, x), x, neg)
+
     # ------------------------------------------------------------ transcendental
     def sqrt(self, x):
         return mathlib.call(self.b, "sqrt", x)

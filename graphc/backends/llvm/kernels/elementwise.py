@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llvmlite import ir
+
 from graphc.backends.llvm.builder import KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import i64
 from graphc.backends.llvm.kernels.layout import broadcast_strides, contiguous_strides, merge_axes
@@ -74,6 +76,8 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
                     typ = t.ir_type if lanes == 1 else _vec(t, lanes)
                     vals.append(b.load(p, typ=typ, align=t.type.itemsize))
             res = fn(k.m, *vals)
+            if getattr(res.type, "element", res.type) == ir.IntType(1):  # a comparison into a bool tensor
+                res = b.zext(res, out.ir_type if lanes == 1 else ir.VectorType(out.ir_type, lanes))
             p = b.gep(ptrs[0], [b.add(bases[0], j)], source_etype=out.ir_type)
             b.store(res, p, align=out.type.itemsize)
 
@@ -86,6 +90,37 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
 
 
 def _vec(t: Tensor, lanes: int):
-    from llvmlite import ir
-
     return ir.VectorType(t.ir_type, lanes)
+
+
+def emit_fill(kb: KernelBuilder, out: Tensor, value: float) -> None:
+    """Every element of ``out`` set to ``value``."""
+    n = dims.product(out.shape)
+    k = kb.kernel("fill")
+    fb, b = k.fn, k.b
+    po = k.ptr(out)
+    vw = kb.vw
+    vt = ir.VectorType(out.ir_type, vw)
+    with fb.loop(k.begin, k.end, name="item") as item:
+        lo = b.mul(item, i64(BLOCK))
+        hi = fb.min_(b.add(lo, i64(BLOCK)), k.dim(n))
+        vec_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw)))
+        with fb.loop(lo, vec_end, vw, name="v") as j:
+            b.store(k.m.const(value, vt), b.gep(po, [j], source_etype=out.ir_type), align=out.type.itemsize)
+        with fb.loop(vec_end, hi, name="s") as j:
+            b.store(k.m.const(value, out.ir_type), b.gep(po, [j], source_etype=out.ir_type),
+                    align=out.type.itemsize)
+    kb.launch(k, dims.ceildiv(n, BLOCK), BLOCK)
+
+
+def emit_store_dim(kb: KernelBuilder, out: Tensor, d) -> None:
+    """``out`` (one element) = the value of dimension ``d`` (free dims bound at run time)."""
+    k = kb.kernel("store_dim")
+    b = k.b
+    v = k.dim(d)
+    if out.dtype in ("float32", "float64"):
+        v = b.sitofp(v, out.ir_type)
+    elif out.ir_type.width < 64:
+        v = b.trunc(v, out.ir_type)
+    b.store(v, k.ptr(out))
+    kb.launch(k, 1, 1)

@@ -81,14 +81,16 @@ def emit_transpose(kb: KernelBuilder, out: Tensor, x: Tensor, perm: tuple[int, .
                  name="transpose")
 
 
+def _slice_begin(n: Dim, start: int) -> Dim:
+    if start < 0:
+        return dims.maximum(dims.add(n, start), 0) if not isinstance(n, int) else max(n + start, 0)
+    return start if not isinstance(n, int) else min(start, n)
+
+
 def emit_slice(kb: KernelBuilder, out: Tensor, x: Tensor, axis: int, start: int, step: int) -> None:
     axis %= x.rank
     xs = contiguous_strides(x.shape)
-    n = x.shape[axis]
-    if start < 0:
-        begin: Dim = dims.maximum(dims.add(n, start), 0) if not isinstance(n, int) else max(n + start, 0)
-    else:
-        begin = start if not isinstance(n, int) else min(start, n)
+    begin = _slice_begin(x.shape[axis], start)
     src_strides = list(xs)
     src_strides[axis] = dims.mul(xs[axis], step)
     strided_copy(kb, out, contiguous_strides(out.shape), 0, x, src_strides, dims.mul(begin, xs[axis]),
@@ -138,3 +140,74 @@ def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> N
         with fb.loop(vec_end, rl, name="s") as j:
             body(j, 1)
     kb.launch(k, n_ids, dims.mul(row_len, 1) if isinstance(row_len, int) else 64)
+
+
+def emit_one_hot(kb: KernelBuilder, out: Tensor, ids: Tensor, depth: int) -> None:
+    """``out[..., j] = (ids[...] == j)``; an id outside ``[0, depth)`` fails the call with that id."""
+    n_ids = dims.product(ids.shape)
+    kb.fail_message(f"class index %lld is out of range for {depth} classes")
+    k = kb.kernel("one_hot")
+    fb, b, m = k.fn, k.b, k.m
+    pi, po = k.ptr(ids), k.ptr(out)
+    ety = out.ir_type
+    with fb.loop(k.begin, k.end, name="i") as i:
+        idv = b.load(b.gep(pi, [i], source_etype=ids.ir_type), typ=ids.ir_type)
+        idx = b.sext(idv, I64) if ids.ir_type.width < 64 else idv
+        bad = b.or_(b.icmp_signed("<", idx, i64(0)), b.icmp_signed(">=", idx, i64(depth)))
+        with b.if_then(bad, likely=False):
+            k.fail(idx)
+        row = b.mul(i, i64(depth))
+        with fb.loop(0, depth, name="j") as j:
+            hit = b.icmp_signed("==", j, idx)
+            one, zero = m.const(1, ety), m.const(0, ety)
+            b.store(b.select(hit, one, zero), b.gep(po, [b.add(row, j)], source_etype=ety))
+    kb.launch(k, n_ids, depth)
+
+
+def emit_scatter_add_rows(kb: KernelBuilder, out: Tensor, ids: Tensor, dy: Tensor) -> None:
+    """``out`` zeroed, then ``out[ids[i], :] += dy[i, :]`` in order of i (the gradient of gather).
+
+    Work items are column ranges of the rows, so no two threads add to the same element."""
+    from graphc.backends.llvm.kernels.elementwise import emit_fill
+
+    rows = out.shape[0]
+    row_len = dims.product(out.shape[1:])
+    n_ids = dims.product(ids.shape)
+    emit_fill(kb, out, 0.0)
+    kb.fail_message(f"index %lld is out of range for a table of {rows} rows")
+    k = kb.kernel("scatter_add_rows")
+    fb, b = k.fn, k.b
+    pi, pd, po = k.ptr(ids), k.ptr(dy), k.ptr(out)
+    rl = k.dim(row_len)
+    ety = out.ir_type
+    block = 64
+    with fb.loop(k.begin, k.end, name="c") as cblock:
+        lo = b.mul(cblock, i64(block))
+        hi = fb.min_(b.add(lo, i64(block)), rl)
+        with fb.loop(0, n_ids, name="i") as i:
+            idv = b.load(b.gep(pi, [i], source_etype=ids.ir_type), typ=ids.ir_type)
+            idx = b.sext(idv, I64) if ids.ir_type.width < 64 else idv
+            bad = b.or_(b.icmp_signed("<", idx, i64(0)), b.icmp_signed(">=", idx, k.dim(rows)))
+            with b.if_then(bad, likely=False):
+                k.fail(idx)
+            src = b.mul(i, rl)
+            dst = b.mul(idx, rl)
+            with fb.loop(lo, hi, name="j") as j:
+                q = b.gep(po, [b.add(dst, j)], source_etype=ety)
+                v = b.load(b.gep(pd, [b.add(src, j)], source_etype=ety), typ=ety)
+                b.store(b.fadd(b.load(q, typ=ety), v), q)
+    kb.launch(k, dims.ceildiv(row_len, block), 4096)
+
+
+def emit_slice_scatter(kb: KernelBuilder, out: Tensor, dy: Tensor, axis: int, start: int, step: int) -> None:
+    """``out`` zeroed, then ``out[..., start::step, ...] = dy`` along ``axis`` (the gradient of slice)."""
+    from graphc.backends.llvm.kernels.elementwise import emit_fill
+
+    axis %= out.rank
+    emit_fill(kb, out, 0.0)
+    os = contiguous_strides(out.shape)
+    begin = _slice_begin(out.shape[axis], start)
+    dst_strides = list(os)
+    dst_strides[axis] = dims.mul(os[axis], step)
+    strided_copy(kb, out, dst_strides, dims.mul(begin, os[axis]), dy, contiguous_strides(dy.shape), 0, dy.shape,
+                 name="slice_grad")
