@@ -201,8 +201,9 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   size_t n_out_dims = 0;
   for (uint32_t i = 0; i < m->num_outputs; i++) n_out_dims += (size_t)m->outputs[i].rank;
   inst->slots = (void**)gc__alloc(a, gc__array_bytes(m->num_slots, sizeof(void*)), 64);
-  inst->dims = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_free_dims, sizeof(int64_t)), 64);
-  inst->call_dims = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_free_dims, sizeof(int64_t)), 64);
+  /* the dims arrays end with one more entry: the thread count, which kernels read like a free dim */
+  inst->dims = (int64_t*)gc__alloc(a, sizeof(int64_t) * (m->num_free_dims + 1), 64);
+  inst->call_dims = (int64_t*)gc__alloc(a, sizeof(int64_t) * (m->num_free_dims + 1), 64);
   inst->out_dims = (int64_t*)gc__alloc(a, gc__array_bytes(n_out_dims, sizeof(int64_t)), 64);
   inst->scratch_size = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(int64_t)), 64);
   inst->scratch_offset = (uint64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(uint64_t)), 64);
@@ -222,6 +223,8 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   status = gc__pool_create(a, opts.num_threads, &inst->pool);
   if (status) goto fail;
   int32_t threads = gc__pool_num_threads(inst->pool);
+  inst->call_dims[m->num_free_dims] = threads;
+  inst->dims[m->num_free_dims] = threads;
   inst->thread_scratch_stride = (int64_t)((m->thread_scratch_nbytes + 63) / 64 * 64);
   if (inst->thread_scratch_stride > 0) {
     inst->thread_scratch = (char*)gc__alloc(a, (size_t)inst->thread_scratch_stride * (size_t)threads, 64);

@@ -22,7 +22,7 @@
    graphc/backends/llvm/frame.py). */
 typedef struct gc_frame {
   void** slots;                  /* 0  */
-  const int64_t* dims;           /* 8  : free-dim values, model->free_dims order */
+  const int64_t* dims;           /* 8  : free-dim values, model->free_dims order, then the thread count */
   void* pool;                    /* 16 : gc_pool_t* or NULL */
   char* thread_scratch;          /* 24 : num_threads * thread_scratch_stride bytes */
   int64_t thread_scratch_stride; /* 32 */

@@ -30,6 +30,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.registry import get
 
+THREADS_DIM = "__threads"  # the dims array's last entry (runtime/src/instance.c)
 GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
 ALIGN = 64
 
@@ -137,7 +138,8 @@ class _Codegen:
         self.module = ir.Module(name=f"graphc.{self.sym}")
         self.module.triple = target.triple
         self.free_dims = free_dim_names(graph)
-        self.kb = KernelBuilder(self.module, target, self.free_dims)
+        # kernels also see the instance's thread count, as one more dim after the free ones
+        self.kb = KernelBuilder(self.module, target, self.free_dims + [THREADS_DIM])
         self.tensors: dict[str, Tensor] = {}
         self.op_errors: list[str] = []
         self.memo: dict = {}
@@ -292,7 +294,7 @@ class _Codegen:
         e = fn.entry
         i8 = ir.IntType(8)
         dims_ptr = e.load(e.gep(frame, [i64(8)], source_etype=i8), typ=PTR)
-        fn.set_dims(dims_ptr, self.free_dims)
+        fn.set_dims(dims_ptr, self.free_dims + [THREADS_DIM])
         pool = e.load(e.gep(frame, [i64(16)], source_etype=i8), typ=PTR)
         slots = e.load(e.gep(frame, [i64(0)], source_etype=i8), typ=PTR)
         n_args = max([len(launch.args) for launch in kb.launches] + [1])
@@ -326,7 +328,7 @@ class _Codegen:
         fn = Fn(self.module, f"gcm_{self.sym}_shapes", I32, [PTR, PTR, PTR], ["dims", "out_dims", "sizes"],
                 internal=False)
         dims_ptr, out_ptr, sizes_ptr = fn.args
-        fn.set_dims(dims_ptr, self.free_dims)
+        fn.set_dims(dims_ptr, self.free_dims + [THREADS_DIM])
         b = fn.b
         self.checks: list[str] = []
         seen: set[str] = set()

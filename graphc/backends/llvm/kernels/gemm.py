@@ -41,11 +41,12 @@ from graphc.ir import dims
 
 KC = int(os.environ.get("GRAPHC_GEMM_KC", 256))
 MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
-# Aim for this many work items when M alone gives fewer row blocks. Splitting columns makes each
-# chunk produce A again: cheap when A is read in place, not when it is computed (im2col,
+# Work items per thread to aim for when M alone gives fewer row blocks. Splitting columns makes
+# each chunk produce A again: cheap when A is read in place, not when it is computed (im2col,
 # depthwise), hence a lower target for tile sources.
-TARGET_ITEMS = 16
-TARGET_ITEMS_TILE = 4
+TARGET_ITEMS = 8
+TARGET_ITEMS_TILE = 2
+THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
 
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
@@ -266,16 +267,13 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     packed = packed_panels(kb, w, NR)
     KB = source.block(K)
     n_kblocks = -(-K // KB) if K else 0
+    # Column chunks so that a few row blocks still give every thread work: about
+    # ``per_thread`` items per thread (chosen at run time from M and the thread count).
     mb = dims.ceildiv(M, MC)
-    target = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
-    if isinstance(mb, int):
-        want = -(-target // mb)
-        nchunks: object = min(want, panels)
-    else:
-        want_s = f"({target - 1} + ({mb})) // ({mb})"
-        nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
-    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})" if not isinstance(nchunks, int) else -(-panels // nchunks)
-
+    per_thread = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
+    want_s = f"({per_thread} * {THREADS_DIM} + ({mb}) - 1) // ({mb})"
+    nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
+    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
     k = kb.kernel(name)
     fb, b, m = k.fn, k.b, k.m
     pw, pc = k.ptr(packed), k.ptr(out)
@@ -399,7 +397,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
-    kb.launch(k, dims.mul(mb, nchunks), 2 * MC * K * NR * (ppc if isinstance(ppc, int) else 1))
+    kb.launch(k, dims.mul(mb, nchunks), 2 * MC * K * NR)
 
 
 # ---------------------------------------------------------------------------- matmul op
