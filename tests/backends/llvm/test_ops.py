@@ -62,6 +62,10 @@ case("fused_conv", In(("batch", "seq", 40)), W(5, 40, 24), W(24), In(("batch", "
 case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29), W(29), groups=40,
      pads=((1, 1), (1, 1)), has_bias=True, activation="silu", id="separable_multiplier2_c40")
 case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
+# recurrences over 13 rows: one full register tile of rows plus a partial one
+case("lstm", In((13, "seq", 6)), W(6, 4 * 9), W(9, 4 * 9), W(4 * 9), return_sequences=True, id="lstm_13_rows")
+case("gru", In((13, "seq", 6)), W(6, 3 * 9), W(9, 3 * 9), W(3 * 9), reset_after=False, id="gru_reset_before_13_rows")
+case("simple_rnn", In((13, "seq", 6)), W(6, 20), W(20, 20), W(20), go_backwards=True, id="simple_rnn_13_rows")
 
 
 def build_family(cases: list[Case], name: str) -> tuple[Graph, dict]:

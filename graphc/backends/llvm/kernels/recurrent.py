@@ -21,7 +21,14 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
-from graphc.backends.llvm.kernels.gemm import load_lanes, micro_tile, packed_panels, store_lanes, tile_compute
+from graphc.backends.llvm.kernels.gemm import (
+    load_lanes,
+    micro_tile,
+    packed_panels,
+    row_compute,
+    store_lanes,
+    tile_compute,
+)
 from graphc.ir import dims
 
 
@@ -89,21 +96,30 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
         store_lanes(b, val, b.gep(p, [idx], source_etype=F32), vw, valid)
 
     def matmul_rows(i, rows_valid, a_base, a_stride, pack_index):
-        """tile[pack_index][r][:] = (rows of a) @ packed weights, for the MR rows from i."""
-        packed, cols = packs[pack_index]
+        """tile[pack_index][r][:] = (rows of a) @ packed weights, for the rows_valid (<= MR) rows from i.
+
+        A full group of MR rows runs the register-tiled micro-kernel; fewer rows (small batches)
+        run one at a time with split-k accumulators, so no work goes to missing rows."""
+        packed = ppacks[pack_index]
         width = widths[pack_index]
-        a_rows = []
-        for r in range(MR):
-            rr = fb.min_(i64(r), b.sub(rows_valid, i64(1)))
-            a_rows.append(b.gep(a_base, [b.mul(rr, i64(a_stride))], source_etype=F32))
-        for p in range(width // NR):
-            panel = b.gep(ppacks[pack_index], [i64(p * U * NR)], source_etype=F32)
-            acc = tile_compute(k, a_rows, panel, U, NV, vw, NR)
-            for r in range(MR):
-                for v in range(NV):
-                    q = b.gep(tiles[pack_index], [i64(r * width + p * NR + v * vw)], source_etype=F32)
-                    b.store(acc[r][v].get(), q, align=4)
-        del cols
+        with fb.loop(0, width // NR, name="panel") as p:
+            panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
+            with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
+                with full:
+                    acc = tile_compute(k, None, panel, U, NV, vw, NR, a_base=a_base, a_stride=a_stride, rows=MR)
+                    for r in range(MR):
+                        for v in range(NV):
+                            q = b.gep(tiles[pack_index], [b.add(b.mul(p, i64(NR)), i64(r * width + v * vw))],
+                                      source_etype=F32)
+                            b.store(acc[r][v].get(), q, align=4)
+                with partial:
+                    with fb.loop(0, rows_valid, name="r1") as r:
+                        a_row = b.gep(a_base, [b.mul(r, i64(a_stride))], source_etype=F32)
+                        acc = row_compute(k, a_row, panel, U, NV, vw, NR)
+                        for v in range(NV):
+                            q = b.gep(tiles[pack_index], [b.add(b.add(b.mul(r, i64(width)), b.mul(p, i64(NR))),
+                                                                i64(v * vw))], source_etype=F32)
+                            b.store(acc[v].get(), q, align=4)
 
     act, ract = activation, recurrent_activation
     with fb.loop(k.begin, k.end, name="group") as g:
