@@ -212,6 +212,19 @@ def test_twin_free_length_conv1d_and_shared_lstm(rng):
                                    atol=1e-5)
 
 
+def test_twin_same_padding_over_free_spatial_dims(rng):
+    x = Input(shape=(None, None, 3))
+    y = layers.Conv2D(4, 3, strides=2, padding="same")(x)
+    y = layers.MaxPooling2D(3, strides=2, padding="same")(y)
+    model = Model(x, layers.GlobalAveragePooling2D()(y))
+    for size in (7, 8, 13):
+        arrays = [rng.standard_normal((2, size, size + 1, 3)).astype(np.float32)]
+        np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4,
+                                   atol=1e-5)
+    with pytest.raises(TwinError, match="'same' average pooling over free dims"):
+        torch_twin(Model(x, layers.AveragePooling2D(3, strides=2, padding="same")(x)))
+
+
 def test_twin_errors_name_the_layer():
     inp = Input(shape=(4, 2))
     with pytest.raises(TwinError, match=r"layer 'my_gru' \(GRU\) has no PyTorch twin"):
