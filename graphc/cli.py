@@ -431,6 +431,43 @@ def _keras_outputs(model, inputs: dict, names: list[str]) -> dict:
     return dict(zip(names, [np.asarray(o) for o in out]))
 
 
+@command("compile", "compile MODEL to an ONNX file or a native library", model_argument(),
+         arg("--target", choices=("native", "onnx"), required=True,
+             help="native: libNAME.so, libNAME.a and NAME.h; onnx: a .onnx file"),
+         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"),
+         arg("-o", "--output", required=True, metavar="OUT",
+             help="native: the directory to write into; onnx: the .onnx file"),
+         arg("--name", default=None, help="native: the library's name (default: the model's name)"),
+         arg("--weights", choices=("embedded", "external"), default="embedded",
+             help="native: weights inside the library (default) or in NAME.weights"),
+         arg("--cpu", default=None, help="native: 'host' (default) or a portable level: generic, x86-64-v2, "
+             "x86-64-v3, x86-64-v4"),
+         arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"))
+def compile_model(args: argparse.Namespace) -> int:
+    """Write a deployable artifact of MODEL."""
+    import graphc
+
+    model = load_model(args.model)
+    if args.target == "onnx":
+        import graphc.onnx
+
+        proto = graphc.onnx.export(model, args.output, opset=args.opset, optimize=args.level)
+        print(f"wrote {args.output}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
+        return 0
+    from graphc.backends.llvm import build_native
+
+    graph = graphc.lower(model)
+    graphc.verify(graph)
+    native = build_native(_optimized(graph, args.level), cpu=args.cpu)
+    files = native.export_library(args.output, name=args.name or model.name, weights=args.weights)
+    stats = native.compile_stats
+    for kind, path in sorted(files.items()):
+        print(f"wrote {path} ({kind})")
+    print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
+          f"kernels, {stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
+    return 0
+
+
 @command("examples", "list the bundled example models")
 def list_examples(args: argparse.Namespace) -> int:
     """Names usable as MODEL, with what each builds."""
