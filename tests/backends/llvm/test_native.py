@@ -227,3 +227,17 @@ def test_export_files_of_a_cached_library(tmp_path):
     files = compile_library(_reuse_graph(), "cached")
     out = export_files(files, tmp_path)
     assert out["static"].stat().st_size > 0 and out["header"].read_text().startswith("/* cached.h")
+
+
+def test_a_missing_c_compiler_is_reported_with_what_to_install(monkeypatch):
+    from graphc.backends.llvm import ToolchainError, toolchain
+
+    monkeypatch.setenv("CC", "/nonexistent/bin/cc")
+    toolchain.find_cc.cache_clear()
+    try:
+        with pytest.raises(ToolchainError, match=r"needs a C compiler.*/nonexistent/bin/cc.*Install gcc or clang"):
+            toolchain.find_cc()
+    finally:
+        monkeypatch.delenv("CC")
+        toolchain.find_cc.cache_clear()
+    assert toolchain.find_cc()
