@@ -451,3 +451,19 @@ def _conv_lower(kb, op, x, w, *, out, strides, dilations, pads, groups):
 
 
 get("conv").lower = _conv_lower
+
+
+# ---------------------------------------------------------------------------- native: gradients
+
+def _conv_grad_input_lower(kb, op, dy, w, x, *, out, strides, dilations, pads, groups):
+    s, d, p = spatial_attrs(x.rank - 2, strides, dilations, pads, "conv")
+    kb.conv_grad_input(dy, w, out, strides=s, dilations=d, pads=p, groups=groups)
+
+
+def _conv_grad_kernel_lower(kb, op, x, dy, w, *, out, strides, dilations, pads, groups):
+    s, d, p = spatial_attrs(x.rank - 2, strides, dilations, pads, "conv")
+    kb.conv_grad_kernel(x, dy, out, strides=s, dilations=d, pads=p, groups=groups)
+
+
+get("conv_grad_input").lower = _conv_grad_input_lower
+get("conv_grad_kernel").lower = _conv_grad_kernel_lower

@@ -224,3 +224,17 @@ def _pool_lower(kind: str):
 
 get("max_pool").lower = _pool_lower("max")
 get("avg_pool").lower = _pool_lower("avg")
+
+
+# ---------------------------------------------------------------------------- native: gradients
+
+def _pool_grad_lower(kind: str):
+    def lower(kb, op, x, dy, *, out, kernel, strides, pads):
+        k, s, p = _geometry(x.rank, kernel, strides, pads, op.type)
+        kb.pool_grad(x, dy, out, kind=kind, kernel=k, strides=s, pads=p)
+
+    return lower
+
+
+get("max_pool_grad").lower = _pool_grad_lower("max")
+get("avg_pool_grad").lower = _pool_grad_lower("avg")

@@ -400,6 +400,25 @@ class KernelBuilder:
                  recurrent_activation=recurrent_activation, go_backwards=go_backwards,
                  return_sequences=return_sequences, reset_after=reset_after)
 
+    def conv_grad_input(self, dy: Tensor, w: Tensor, out: Tensor, *, strides, dilations, pads, groups: int) -> None:
+        """The gradient of a convolution for its input (``out`` has the input's shape)."""
+        from graphc.backends.llvm.kernels.conv_grad import emit_conv_grad_input
+
+        emit_conv_grad_input(self, dy, w, out, strides=strides, dilations=dilations, pads=pads, groups=groups)
+
+    def conv_grad_kernel(self, x: Tensor, dy: Tensor, out: Tensor, *, strides, dilations, pads,
+                         groups: int) -> None:
+        """The gradient of a convolution for its kernel (``out`` has the kernel's shape)."""
+        from graphc.backends.llvm.kernels.conv_grad import emit_conv_grad_kernel
+
+        emit_conv_grad_kernel(self, x, dy, out, strides=strides, dilations=dilations, pads=pads, groups=groups)
+
+    def pool_grad(self, x: Tensor, dy: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:
+        """The gradient of max or average pooling for its input."""
+        from graphc.backends.llvm.kernels.conv_grad import emit_pool_grad
+
+        emit_pool_grad(self, x, dy, out, kind=kind, kernel=kernel, strides=strides, pads=pads)
+
     def reduce(self, out: Tensor, x: Tensor, axes: Sequence[int], kind: str) -> None:
         """Reduce ``x`` over ``axes`` (kind: sum, mean, max, min, sumsq, meansq) into ``out``."""
         from graphc.backends.llvm.kernels.reduce import emit_reduce

@@ -42,7 +42,7 @@ def case(op, *args, id="", **attrs):
 # GEMM: row tails (batch 1, 3), K across several blocks, N with and without a partial panel
 case("matmul", In(("batch", 300)), W(300, 37), id="matmul_k300_n37")
 case("matmul", In(("batch", 7, 64)), W(64, 64), id="matmul_rank3_n64")
-case("matmul", In(("batch", 13, 520)), W(520, 17), id="matmul_k520_n17")
+case("matmul", In(("batch", 13, 520), draw="small"), W(520, 17), id="matmul_k520_n17")
 case("matmul", In(("batch", "seq", 9)), In(("batch", 9, "seq")), id="matmul_batched_free")
 case("matmul", In((5, "seq", 6)), In((1, 6, 4)), id="matmul_batched_broadcast")
 case("reduce_mean", In(("batch", 9, 11, 37)), axes=(1, 2), id="global_average_pool")
@@ -53,7 +53,7 @@ case("gather", W(50, 37), In(("batch", "seq"), dtype="int64", draw="ids:50"), id
 # convolutions: im2col runs across taps, K split in blocks (C = 37: 6 taps a block), C above a
 # block (C = 300: channel ranges of one tap), dilation, stride, free spatial size
 case("conv", In(("batch", 9, 8, 37)), W(3, 3, 37, 19), pads=((1, 1), (1, 1)), id="conv_c37_k_blocks")
-case("conv", In(("batch", 5, 6, 300)), W(2, 3, 300, 17), strides=(2, 1), pads=((0, 1), (1, 1)),
+case("conv", In(("batch", 5, 6, 300), draw="small"), W(2, 3, 300, 17), strides=(2, 1), pads=((0, 1), (1, 1)),
      id="conv_c300_channel_blocks")
 case("conv", In(("batch", 11, 10, 20)), W(3, 3, 20, 33), dilations=(2, 2), pads=((2, 2), (2, 2)),
      id="conv_dilated_c20")
@@ -62,6 +62,29 @@ case("fused_conv", In(("batch", "seq", 40)), W(5, 40, 24), W(24), In(("batch", "
 case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29), W(29), groups=40,
      pads=((1, 1), (1, 1)), has_bias=True, activation="silu", id="separable_multiplier2_c40")
 case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
+# gradients of convolution and pooling: (dy, w, x) -> dx and (x, dy, w) -> dw
+_P1 = ((1, 1), (1, 1))
+for _op in ("conv_grad_input", "conv_grad_kernel"):
+    def _args(x, dy, w, op=_op):
+        return (dy, w, x) if op == "conv_grad_input" else (x, dy, w)
+
+    case(_op, *_args(In(("batch", 7, 6, 5)), In(("batch", 7, 6, 4)), W(3, 3, 5, 4)), pads=_P1, id=f"{_op}_same")
+    case(_op, *_args(In(("batch", 7, 6, 3)), In(("batch", 3, 3, 4)), W(3, 3, 3, 4)), strides=(2, 2),
+         pads=((0, 1), (1, 1)), id=f"{_op}_stride2")
+    case(_op, *_args(In(("batch", 9, 8, 3)), In(("batch", 7, 6, 5)), W(2, 3, 3, 5)), dilations=(2, 1),
+         id=f"{_op}_dilated")
+    case(_op, *_args(In(("batch", "seq", 5)), In(("batch", "seq", 4)), W(3, 5, 4)), pads=((2, 0),),
+         id=f"{_op}_conv1d_causal")
+    case(_op, *_args(In(("batch", 7, 6, 3)), In(("batch", 7, 6, 6)), W(3, 3, 1, 6)), groups=3, pads=_P1,
+         id=f"{_op}_depthwise")
+    case(_op, *_args(In(("batch", 6, 5, 40), draw="small"), In(("batch", 6, 5, 37), draw="small"), W(3, 3, 40, 37)),
+         pads=_P1, id=f"{_op}_c40_o37")
+for _op in ("max_pool_grad", "avg_pool_grad"):
+    case(_op, In(("batch", 7, 6, 3), draw="ids:3"), In(("batch", 3, 3, 3)), kernel=(2, 2), strides=(2, 2),
+         id=f"{_op}_2x2")
+    case(_op, In(("batch", 7, 6, 19), draw="ids:4"), In(("batch", 7, 6, 19)), kernel=(3, 3), pads=_P1,
+         id=f"{_op}_3x3_overlapping")
+    case(_op, In(("batch", "seq", 5)), In(("batch", "seq", 5)), kernel=(3,), pads=((1, 1),), id=f"{_op}_1d")
 # recurrences over 13 rows: one full register tile of rows plus a partial one
 case("lstm", In((13, "seq", 6)), W(6, 4 * 9), W(9, 4 * 9), W(4 * 9), return_sequences=True, id="lstm_13_rows")
 case("gru", In((13, "seq", 6)), W(6, 3 * 9), W(9, 3 * 9), W(3 * 9), reset_after=False, id="gru_reset_before_13_rows")
@@ -99,6 +122,8 @@ def draw(graph: Graph, specs: dict, sizes: dict, rng) -> dict[str, np.ndarray]:
             feeds[name] = rng.uniform(0.5, 2.0, size=shape).astype(spec.dtype)
         elif spec.draw == "wide":
             feeds[name] = (4 * rng.standard_normal(shape)).astype(spec.dtype)
+        elif spec.draw == "small":  # long reductions: keep sums near 1, where float32 rounding stays below atol
+            feeds[name] = (0.1 * rng.standard_normal(shape)).astype(spec.dtype)
         else:
             feeds[name] = rng.standard_normal(shape).astype(spec.dtype)
     return feeds
@@ -112,8 +137,7 @@ def op_family(op: str) -> str:
 
 # Gradient ops whose native lowerings are not written yet: a training step that needs them
 # stops at code generation with an error naming the op (see test_unlowered_ops_are_named).
-NOT_LOWERED = {"avg_pool_grad", "conv_grad_input", "conv_grad_kernel", "gru_grad", "lstm_grad", "max_pool_grad",
-               "random_uniform_like", "simple_rnn_grad"}
+NOT_LOWERED = {"gru_grad", "lstm_grad", "random_uniform_like", "simple_rnn_grad"}
 
 
 def _plain_input_dims(c: Case) -> bool:

@@ -28,12 +28,27 @@ def embedding_classifier():
     return model
 
 
-@pytest.mark.parametrize("make", [mlp, embedding_classifier], ids=["mlp", "embedding"])
+def convnet():
+    graphc.utils.set_random_seed(5)
+    x = Input(shape=(9, 8, 3))
+    h = layers.Conv2D(6, 3, activation="relu", padding="same")(x)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.DepthwiseConv2D(3, padding="same")(h)
+    h = layers.AveragePooling2D(2)(layers.Conv2D(5, 3, strides=2, padding="same")(h))
+    model = Model(x, layers.Dense(3, activation="softmax")(layers.Flatten()(h)))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("make", [mlp, embedding_classifier, convnet], ids=["mlp", "embedding", "convnet"])
 def test_native_training_steps_match_the_reference(make, rng):
     model, twin = make(), make()
     twin.set_weights(model.get_weights())
     if make is mlp:
         x = rng.normal(size=(6, 7)).astype(np.float32)
+        y = graphc.utils.to_categorical(rng.integers(0, 3, size=6), 3)
+    elif make is convnet:
+        x = rng.normal(size=(6, 9, 8, 3)).astype(np.float32)
         y = graphc.utils.to_categorical(rng.integers(0, 3, size=6), 3)
     else:
         x = rng.integers(0, 30, size=(6, 5)).astype(np.int32)

@@ -167,6 +167,27 @@ def pack_panels(K: int, N: int, NR: int, col0: int = 0, src_cols: int | None = N
     return emit
 
 
+def pack_mapped(K: int, N: int, NR: int, index: Callable) -> Callable:
+    """Emitter of ``dst[p][k][j] = src[index(b, k, p*NR + j)]`` (0 past N): panels of a matrix that
+    the weight holds in another layout (a transposed convolution kernel...)."""
+    panels = -(-N // NR)
+
+    def emit(fn, src, dst):
+        b = fn.b
+        with fn.loop(0, panels, name="p") as p:
+            with fn.loop(0, K, name="k") as kk:
+                with fn.loop(0, NR, name="j") as j:
+                    col = b.add(b.mul(p, i64(NR)), j)
+                    ok = b.icmp_signed("<", col, i64(N))
+                    safe = b.select(ok, col, i64(0))
+                    v = b.load(b.gep(src, [index(b, kk, safe)], source_etype=F32), typ=F32)
+                    v = b.select(ok, v, ir.Constant(F32, 0.0))
+                    di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
+                    b.store(v, b.gep(dst, [di], source_etype=F32))
+
+    return emit
+
+
 def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: int | None = None) -> Tensor:
     """``w`` (K, N) (columns col0..col0+ncols) as prepacked panels of NR columns."""
     K, N = w.shape
@@ -251,7 +272,8 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, spli
 # ---------------------------------------------------------------------------- the packed GEMM
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
               bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
-              post_activation: Callable | None = None, name: str = "gemm") -> None:
+              post_activation: Callable | None = None, name: str = "gemm",
+              pack: tuple[int, Callable] | None = None) -> None:
     """``out (M, N) = post(activation(A @ w + bias) + residual)``, ``w`` a (K, N) weight.
 
     Code size is kept small: K blocks are a run-time loop, the micro-kernel is emitted once
@@ -259,12 +281,18 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     per-thread buffer and then stored row by row by a loop (the epilogue emitted once per
     vector of the tile row, not once per register).
     """
-    N = w.shape[1]
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
+    if pack is None:
+        N = w.shape[1]
+        packed = packed_panels(kb, w, NR)
+    else:
+        # B is w seen through an index map: pack = (N, index(b, k, col) -> element of w)
+        N, index = pack
+        packed = kb.packed_weight(w, ("mapped", NR, K, N, index.__qualname__), -(-N // NR) * K * NR * 4,
+                                  pack_mapped(K, N, NR, index))
     panels = -(-N // NR)
-    packed = packed_panels(kb, w, NR)
     KB = source.block(K)
     n_kblocks = -(-K // KB) if K else 0
     # Column chunks so that a few row blocks still give every thread work: about
