@@ -1,12 +1,17 @@
 /* threadpool.c — the intra-op thread pool an instance owns.
  *
- * A pool of T threads is the caller plus T-1 workers. gc__parallel_for splits [0, n) into
- * a few blocks per participating thread, and the participants take blocks from a shared
- * counter, so a thread slowed down by another process does not hold the others back. Kernels
- * compute each item the same way whichever thread runs it, so results never depend on the
- * schedule. Every worker takes part in every job (idle ones just acknowledge it), which keeps
- * the hand-off race-free: the next job is published only after all workers acknowledged the
- * previous one.
+ * A pool of T threads is the caller plus T-1 workers. gc__parallel_for splits [0, n) into a few
+ * blocks per participating thread; participants take blocks from a shared counter, so a thread
+ * slowed down by another process does not hold the others back. Kernels compute each item the
+ * same way whichever thread runs it, so results never depend on the schedule.
+ *
+ * Hand-off without waiting for sleepers: for each job the caller marks every participating
+ * worker READY, then publishes the job (bumps `generation`). A worker that wakes up claims its
+ * slot (READY -> RUNNING) before it reads the job. When the caller has run out of blocks, it
+ * withdraws the slots still READY (READY -> SKIPPED) and waits only for the workers that did
+ * claim theirs — so a worker that was asleep never delays a job, and one that wakes late finds
+ * its slot withdrawn and goes back to waiting. The next job is published only after every
+ * claimed worker finished, so the job fields never change under a running worker.
  *
  * Workers spin briefly on the job counter before sleeping on a condition variable, so that a
  * model's consecutive small ops do not pay a wake-up each.
@@ -25,10 +30,18 @@
 /* Work (in ~flops) below which one more thread does not pay for its hand-off. */
 #define GC_MIN_COST_PER_THREAD 32768
 
+enum { GC_IDLE = 0, GC_READY = 1, GC_RUNNING = 2, GC_DONE = 3, GC_SKIPPED = 4 };
+
+typedef struct {
+  _Atomic int32_t state;
+  char pad[60]; /* one cache line per worker */
+} gc_slot_t;
+
 struct gc_pool {
   gc_allocator_t alloc;
   int32_t num_threads;
   pthread_t* threads;
+  gc_slot_t* slots;
   int32_t started;
   pthread_mutex_t mu;
   pthread_cond_t cv_work;
@@ -37,11 +50,10 @@ struct gc_pool {
   gc_task_fn fn;
   gc_frame_t* frame;
   int64_t n;
-  int32_t chunks;  /* participating threads */
-  int64_t blocks;  /* work blocks, taken in order from `next` */
+  int32_t chunks; /* participating threads */
+  int64_t blocks; /* work blocks, taken in order from `next` */
   _Atomic int64_t next;
   _Atomic uint64_t generation;
-  _Atomic int32_t pending;
   _Atomic int32_t error;
   _Atomic int32_t stop;
 };
@@ -76,6 +88,7 @@ static void* gc__worker(void* arg) {
   gc_worker_arg_t* wa = (gc_worker_arg_t*)arg;
   gc_pool_t* p = wa->pool;
   int32_t id = wa->id;
+  _Atomic int32_t* state = &p->slots[id].state;
   uint64_t seen = 0;
   for (;;) {
     int i = 0;
@@ -96,18 +109,19 @@ static void* gc__worker(void* arg) {
     }
     if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
     seen = atomic_load_explicit(&p->generation, memory_order_acquire);
-    if (id < p->chunks) {
-      int32_t r = gc__run_blocks(p, id);
-      if (r != 0) {
-        int32_t zero = 0;
-        atomic_compare_exchange_strong(&p->error, &zero, r);
-      }
+    int32_t expected = GC_READY;
+    if (!atomic_compare_exchange_strong_explicit(state, &expected, GC_RUNNING, memory_order_acq_rel,
+                                                 memory_order_acquire))
+      continue; /* not part of this job, or withdrawn: wait for the next one */
+    int32_t r = gc__run_blocks(p, id);
+    if (r != 0) {
+      int32_t zero = 0;
+      atomic_compare_exchange_strong(&p->error, &zero, r);
     }
-    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-      pthread_mutex_lock(&p->mu);
-      pthread_cond_signal(&p->cv_done);
-      pthread_mutex_unlock(&p->mu);
-    }
+    atomic_store_explicit(state, GC_DONE, memory_order_release);
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cv_done);
+    pthread_mutex_unlock(&p->mu);
   }
   return NULL;
 }
@@ -134,10 +148,14 @@ gc_status_t gc__pool_create(const gc_allocator_t* a, int32_t num_threads, gc_poo
   }
   size_t bytes = sizeof(pthread_t) * (size_t)num_threads + sizeof(gc_worker_arg_t) * (size_t)num_threads;
   p->threads = (pthread_t*)gc__alloc(a, bytes, 16);
-  if (p->threads == NULL) {
+  p->slots = (gc_slot_t*)gc__alloc(a, sizeof(gc_slot_t) * (size_t)num_threads, 64);
+  if (p->threads == NULL || p->slots == NULL) {
+    gc__free(a, p->threads);
+    gc__free(a, p->slots);
     gc__free(a, p);
     return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate a thread pool of %d threads", (int)num_threads);
   }
+  for (int32_t k = 0; k < num_threads; k++) atomic_init(&p->slots[k].state, GC_IDLE);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv_work, NULL);
   pthread_cond_init(&p->cv_done, NULL);
@@ -169,6 +187,7 @@ void gc__pool_release(gc_pool_t* p) {
     pthread_cond_destroy(&p->cv_work);
     pthread_cond_destroy(&p->cv_done);
     gc__free(&p->alloc, p->threads);
+    gc__free(&p->alloc, p->slots);
   }
   gc_allocator_t a = p->alloc;
   gc__free(&a, p);
@@ -195,24 +214,33 @@ int32_t gc__parallel_for(void* pool_ptr, gc_task_fn fn, gc_frame_t* frame, int64
   p->blocks = n < chunks * 4 ? n : chunks * 4;
   atomic_store_explicit(&p->next, 0, memory_order_relaxed);
   atomic_store_explicit(&p->error, 0, memory_order_relaxed);
-  atomic_store_explicit(&p->pending, p->num_threads - 1, memory_order_relaxed);
+  for (int32_t k = 1; k < p->num_threads; k++)
+    atomic_store_explicit(&p->slots[k].state, k < chunks ? GC_READY : GC_IDLE, memory_order_release);
   pthread_mutex_lock(&p->mu);
   atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
   pthread_cond_broadcast(&p->cv_work);
   pthread_mutex_unlock(&p->mu);
   int32_t r = gc__run_blocks(p, 0);
-  int i = 0;
-  while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-    if (i < GC_SPIN_ITERS) {
-      gc__cpu_relax();
-    } else if (i < GC_SPIN_ITERS + GC_YIELD_ITERS) {
-      sched_yield();
-    } else {
-      pthread_mutex_lock(&p->mu);
-      while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) pthread_cond_wait(&p->cv_done, &p->mu);
-      pthread_mutex_unlock(&p->mu);
+  /* withdraw the slots of workers that have not started; wait for those that have */
+  for (int32_t k = 1; k < chunks; k++) {
+    int32_t expected = GC_READY;
+    if (atomic_compare_exchange_strong_explicit(&p->slots[k].state, &expected, GC_SKIPPED, memory_order_acq_rel,
+                                                memory_order_acquire))
+      continue;
+    int i = 0;
+    while (atomic_load_explicit(&p->slots[k].state, memory_order_acquire) != GC_DONE) {
+      if (i < GC_SPIN_ITERS) {
+        gc__cpu_relax();
+      } else if (i < GC_SPIN_ITERS + GC_YIELD_ITERS) {
+        sched_yield();
+      } else {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load_explicit(&p->slots[k].state, memory_order_acquire) != GC_DONE)
+          pthread_cond_wait(&p->cv_done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+      }
+      i++;
     }
-    i++;
   }
   int32_t e = atomic_load_explicit(&p->error, memory_order_acquire);
   return r != 0 ? r : e;

@@ -3,7 +3,7 @@
  * for bit) what one instance computes alone. Also checks that intra-op threads (an instance
  * with 2 threads) give the same bits.
  *
- * The model: "abi_model" (see test_abi.c). Usage: test_threads [rounds]
+ * The model: "abi_model" (see test_abi.c). Usage: test_threads [rounds [threads per instance]]
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -27,6 +27,7 @@ typedef struct {
   const sample_t* expected;
   int seed;
   int rounds;
+  int threads;
   int failures;
   char error[256];
 } job_t;
@@ -58,7 +59,7 @@ static gc_instance_t* create(const gc_model_t* m, int threads, char* error) {
 
 static void* worker(void* arg) {
   job_t* job = (job_t*)arg;
-  gc_instance_t* inst = create(job->model, 1, job->error);
+  gc_instance_t* inst = create(job->model, job->threads, job->error);
   if (inst == NULL) {
     job->failures++;
     return NULL;
@@ -85,6 +86,7 @@ static void* worker(void* arg) {
 
 int main(int argc, char** argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 200;
+  int per_instance = argc > 2 ? atoi(argv[2]) : 1;
   const gc_model_t* m = gc_model_abi_model();
   char error[256] = "";
   sample_t expected[THREADS];
@@ -113,7 +115,7 @@ int main(int argc, char** argv) {
   pthread_t threads[THREADS];
   job_t jobs[THREADS];
   for (int t = 0; t < THREADS; t++) {
-    jobs[t] = (job_t){m, &expected[t], t, rounds, 0, ""};
+    jobs[t] = (job_t){m, &expected[t], t, rounds, per_instance, 0, ""};
     pthread_create(&threads[t], NULL, worker, &jobs[t]);
   }
   int failures = 0;
@@ -125,6 +127,6 @@ int main(int argc, char** argv) {
     }
   }
   if (failures) return 1;
-  printf("ok %d threads x %d rounds\n", THREADS, rounds);
+  printf("ok %d threads x %d rounds, %d thread(s) per instance\n", THREADS, rounds, per_instance);
   return 0;
 }

@@ -59,6 +59,18 @@ def test_arena_planner_never_overlaps_live_buffers(tmp_path):
     assert run(tmp_path / "test_arena") == "ok 2000\n"
 
 
+def test_thread_sanitizer_on_instances_with_their_own_pools(abi_library, tmp_path):
+    """8 threads, each with an instance running a 2-thread pool: no data race (ThreadSanitizer)."""
+    rt = runtime_dir()
+    code = abi_library.objects["model"].parent
+    sources = [str(p) for p in sorted((rt / "src").glob("*.c"))] + [str(code / "abi_model_model.c")]
+    cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-fsanitize=thread", f"-I{rt / 'include'}", f"-I{rt / 'src'}",
+        f"-I{abi_library.directory}", str(TESTS / "test_threads.c"), *sources, str(abi_library.objects["model"]),
+        str(abi_library.objects["weights"]), "-lpthread", "-lm", "-o", "test_threads_tsan"], tmp_path)
+    out = run(tmp_path / "test_threads_tsan", "40", "2", env={"TSAN_OPTIONS": "halt_on_error=1"})
+    assert out.startswith("ok 8 threads x 40 rounds, 2 thread(s) per instance"), out
+
+
 def test_sanitizers_over_thousands_of_calls(abi_library, tmp_path):
     """The runtime and both C programs built with ASan + UBSan (the model's own kernels are
     LLVM-generated and linked as they are); test_abi's suite repeated: ~20 000 calls, error paths
