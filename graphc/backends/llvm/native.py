@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -247,7 +248,10 @@ def _native_class():
     base = _compiled_model_base()
 
     class NativeCompiledModel(base):
-        """``graphc.build(model, target="native")``: the model as a shared library, called through the C ABI."""
+        """``graphc.build(model, target="native")``: the model as a shared library, called through the C ABI.
+
+        One C instance serves the object; calls from several Python threads are serialized (for
+        parallel inference, give each thread its own ``library.instance()``)."""
 
         def __init__(self, graph: Graph, *, model=None, params=None, level: int = 0, threads: int | None = None,
                      cpu: str | None = None):
@@ -257,6 +261,7 @@ def _native_class():
             self.files = compile_library(graph, cpu=cpu)
             self.library = Library(self.files.shared, self.files.symbol)
             self.instance = self.library.instance(threads)
+            self._lock = threading.Lock()
             self._in_dtypes = [(name, info.dtype) for name, info in zip(graph.inputs, self.library.inputs)]
 
         @property
@@ -286,10 +291,11 @@ def _native_class():
             return a if a.flags.c_contiguous else np.asarray(a, order="C")
 
         def run(self, feeds):
-            self._sync_weights()
             arrays = [self._convert(name, feeds[name], dt) for name, dt in self._in_dtypes]
             try:
-                outs = self.instance.run(arrays)
+                with self._lock:
+                    self._sync_weights()
+                    outs = self.instance.run(arrays)
             except NativeError as exc:
                 if exc.code == 1:
                     raise InputError(exc.message) from None
