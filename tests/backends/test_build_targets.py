@@ -69,3 +69,16 @@ def test_build_training_refuses_uncompiled_models_and_onnx():
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="not 'onnx'"):
         graphc.build(model, target="onnx", training=True)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("target", ["native", "onnx", "reference"])
+def test_compiled_models_follow_weight_changes_at_every_level(target, level, rng):
+    from tests.programs.seed_models import conv_bn
+
+    model, data = conv_bn(graphc)
+    x = data(rng, 2)
+    compiled = graphc.build(model, target=target, level=level)
+    np.testing.assert_allclose(compiled.predict(x), model.predict(x), rtol=1e-4, atol=1e-5)
+    model.set_weights([w * 1.1 + 0.01 for w in model.get_weights()])  # BatchNorm folds these at level 2
+    np.testing.assert_allclose(compiled.predict(x), model.predict(x), rtol=1e-4, atol=1e-5)

@@ -269,11 +269,21 @@ def _native_class():
             return dict(self.files.stats)
 
         def _sync_weights(self) -> None:
+            if self.level and self._model is not None and self._current_versions() != self._versions:
+                # Optimized graphs fold weights together: lower and optimize again, then relink
+                # (the code cache is keyed by structure, so only the weights blob changes).
+                base._sync_weights(self)
+                return
             for name, var in self._params.items():
                 if self._versions.get(name) != var.version and name in self.graph.constants:
                     self.graph.set_constant(name, var.value)
                     self.instance.set_weight(name, var.value)
                     self._versions[name] = var.version
+
+        def _graph_changed(self) -> None:
+            self.files = compile_library(self.graph, cpu=self.cpu)
+            self.library = Library(self.files.shared, self.files.symbol)
+            self.instance = self.library.instance(self.threads)
 
         def _convert(self, name: str, x, dtype: np.dtype) -> np.ndarray:
             a = np.asarray(x)
