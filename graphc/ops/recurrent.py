@@ -498,3 +498,37 @@ def _rnn_lower(kind: str):
 
 for _op in ("lstm", "gru", "simple_rnn"):
     get(_op).lower = _rnn_lower(_op)
+
+
+def _native_deriv(name: str):
+    """f'(v) over VMath for activation ``name`` (the native backward passes)."""
+    from graphc.backends.llvm.builder import NativeLoweringError
+    from graphc.ops.elementwise import NATIVE_UNARY_DERIV
+
+    if name in (None, "linear"):
+        return lambda m, v: m.const(1.0, v)
+    if name not in NATIVE_UNARY_DERIV:
+        raise NativeLoweringError(f"recurrent gradient through activation {name!r}")
+    return NATIVE_UNARY_DERIV[name]
+
+
+def _rnn_grad_lower(kind: str, n_cot: int):
+    def lower(kb, op, *inputs, out, activation, go_backwards, return_sequences, recurrent_activation="linear",
+              reset_after=True):
+        from graphc.backends.llvm.kernels.recurrent_grad import emit_rnn_grad
+        from graphc.ops.elementwise import native_activation
+
+        fwd, cots = inputs[:-n_cot], inputs[-n_cot:]
+        x, kernel, rkernel, bias = fwd[:4]
+        emit_rnn_grad(kb, kind, x, kernel, rkernel, bias, list(fwd[4:]), list(cots), tuple(out),
+                      activation=lambda m, v: native_activation(m, activation, v),
+                      activation_deriv=_native_deriv(activation),
+                      recurrent_activation=lambda m, v: native_activation(m, recurrent_activation, v),
+                      recurrent_deriv=_native_deriv(recurrent_activation),
+                      go_backwards=go_backwards, return_sequences=return_sequences, reset_after=reset_after)
+
+    return lower
+
+
+for _op, _n_cot in (("lstm", 3), ("gru", 2), ("simple_rnn", 2)):
+    get(f"{_op}_grad").lower = _rnn_grad_lower(_op, _n_cot)

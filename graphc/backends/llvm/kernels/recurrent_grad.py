@@ -1,0 +1,234 @@
+"""Backpropagation through time for LSTM, GRU (``reset_after``) and SimpleRNN.
+
+1. The input projection of every step, ``x (N*T, F) @ kernel + bias``, is one GEMM.
+2. One kernel, one batch row per work item, re-runs the forward recurrence saving each
+   step's pre-activations (and the previous state), then walks back through time writing
+   the projection's gradient ``dproj`` (N, T, G*U) and carrying ``dh`` (``dc``) in the
+   thread's scratch; ``dh_prev = dz @ recurrent_kernel.T`` is a dot product per unit.
+3. The weight gradients are GEMMs over all (row, step) pairs: ``d_kernel = x.T @ dproj``,
+   ``d_recurrent = h_prev.T @ dz``, ``dx = dproj @ kernel.T``; the bias gradient is a sum.
+
+Steps are saved at the input's time index (``go_backwards`` reads step T-1-s at step s), so
+the GEMMs of step 3 pair each saved step with the input row it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import F32, i64
+from graphc.ir import dims
+
+
+def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: Tensor, bias: Tensor,
+                  states: list[Tensor], cots: list[Tensor], outs: tuple, *, activation: Callable,
+                  activation_deriv: Callable, recurrent_activation: Callable, recurrent_deriv: Callable,
+                  go_backwards: bool, return_sequences: bool, reset_after: bool = True) -> None:
+    """``outs`` = gradients of (x, kernel, recurrent_kernel, bias, initial state(s)); None if unread."""
+    if x.dtype != "float32":
+        raise NativeLoweringError(f"{kind}_grad over {x.dtype} inputs")
+    if kind == "gru" and not reset_after:
+        raise NativeLoweringError("gru_grad with reset_after=False")
+    N, T, F = x.shape
+    U, GU = rkernel.shape
+    NT = dims.mul(N, T)
+    lstm, gru = kind == "lstm", kind == "gru"
+    if gru:
+        bias_in, bias_rec = kb.view(bias, (GU,)), kb.view(bias, (GU,), offset=GU)
+    else:
+        bias_in, bias_rec = bias, None
+    proj = kb.temp((N, T, GU))
+    kb.matmul(x, kernel, proj, bias=bias_in)
+    pre = kb.temp((N, T, GU))  # pre-activations of every step
+    hprev = kb.temp((N, T, U))  # the state each step starts from
+    cprev = kb.temp((N, T, U)) if lstm else None
+    innerh = kb.temp((N, T, U)) if gru else None  # GRU: (h @ recurrent_kernel + bias)[2U:]
+    dproj = kb.temp((N, T, GU))
+    dinner = kb.temp((N, T, GU)) if gru else None  # GRU: the recurrent projection's gradient
+    d_out, d_h = cots[0], cots[1]
+    d_c = cots[2] if lstm else None
+    dstate_outs = list(outs[4:])
+
+    k = kb.kernel(f"{kind}_grad")
+    fb, b, m = k.fn, k.b, k.m
+    p = {name: k.ptr(t) for name, t in (("proj", proj), ("pre", pre), ("hprev", hprev), ("cprev", cprev),
+                                        ("innerh", innerh), ("dproj", dproj), ("dinner", dinner), ("rk", rkernel),
+                                        ("brec", bias_rec), ("d_out", d_out), ("d_h", d_h), ("d_c", d_c))
+         if t is not None}
+    pstates = [k.ptr(s) for s in states]
+    pdst = [k.ptr(o) if o is not None else None for o in dstate_outs]
+    scratch = k.thread_scratch((4 * U + GU) * 4)
+
+    def buf(off):
+        return b.gep(scratch, [i64(off)], source_etype=F32)
+
+    h_s, c_s, dh_s, dc_s, z_s = buf(0), buf(U), buf(2 * U), buf(3 * U), buf(4 * U)
+    Tv = k.dim(T)
+    acc = fb.var(F32, 0.0, name="acc")
+
+    def ld(ptr, idx):
+        return b.load(b.gep(ptr, [idx], source_etype=F32), typ=F32)
+
+    def st(ptr, idx, v):
+        b.store(v, b.gep(ptr, [idx], source_etype=F32))
+
+    def units(body, n=U, name="j"):
+        with fb.loop(0, n, name=name) as j:
+            body(j)
+
+    def add(a, c):
+        return b.add(a, i64(c)) if isinstance(c, int) else b.add(a, c)
+
+    with fb.loop(k.begin, k.end, name="n") as n:
+        srow = b.mul(n, i64(U))
+        # ------------------------------------------------ initial state
+        for s_ptr, src in ((h_s, pstates[0] if pstates else None), (c_s, pstates[1] if len(pstates) > 1 else None)):
+            if s_ptr is c_s and not lstm:
+                continue
+            units(lambda j, s_ptr=s_ptr, src=src: st(s_ptr, j, ld(src, add(srow, j)) if src is not None
+                                                     else ir.Constant(F32, 0.0)))
+        # ------------------------------------------------ forward, saving each step
+        with fb.loop(0, Tv, name="t") as t:
+            tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
+            row = b.add(b.mul(n, Tv), tt)
+            urow, grow = b.mul(row, i64(U)), b.mul(row, i64(GU))
+
+            def save(j):
+                st(p["hprev"], add(urow, j), ld(h_s, j))
+                if lstm:
+                    st(p["cprev"], add(urow, j), ld(c_s, j))
+
+            units(save)
+            # z = h @ recurrent_kernel (+ recurrent bias), accumulated row by row of the kernel
+            units(lambda j: st(z_s, j, ld(p["brec"], j) if gru else ir.Constant(F32, 0.0)), GU, "g0")
+            with fb.loop(0, U, name="kk") as kk:
+                hk = ld(h_s, kk)
+                rrow = b.mul(kk, i64(GU))
+                units(lambda j: st(z_s, j, m.fma(hk, ld(p["rk"], add(rrow, j)), ld(z_s, j))), GU, "g1")
+            if lstm:
+                def step(j):
+                    zs = [b.fadd(ld(p["proj"], add(grow, add(j, q * U))), ld(z_s, add(j, q * U))) for q in range(4)]
+                    for q in range(4):
+                        st(p["pre"], add(grow, add(j, q * U)), zs[q])
+                    i_, f_ = recurrent_activation(m, zs[0]), recurrent_activation(m, zs[1])
+                    g_, o_ = activation(m, zs[2]), recurrent_activation(m, zs[3])
+                    c_new = m.fma(f_, ld(c_s, j), m.mul(i_, g_))
+                    st(c_s, j, c_new)
+                    st(h_s, j, m.mul(o_, activation(m, c_new)))
+            elif gru:
+                def step(j):
+                    zp = b.fadd(ld(p["proj"], add(grow, j)), ld(z_s, j))
+                    rp = b.fadd(ld(p["proj"], add(grow, add(j, U))), ld(z_s, add(j, U)))
+                    ih = ld(z_s, add(j, 2 * U))
+                    r_ = recurrent_activation(m, rp)
+                    hp = m.fma(r_, ih, ld(p["proj"], add(grow, add(j, 2 * U))))
+                    st(p["pre"], add(grow, j), zp)
+                    st(p["pre"], add(grow, add(j, U)), rp)
+                    st(p["pre"], add(grow, add(j, 2 * U)), hp)
+                    st(p["innerh"], add(urow, j), ih)
+                    z_, hh = recurrent_activation(m, zp), activation(m, hp)
+                    st(h_s, j, m.fma(z_, m.sub(ld(h_s, j), hh), hh))
+            else:
+                def step(j):
+                    zp = b.fadd(ld(p["proj"], add(grow, j)), ld(z_s, j))
+                    st(p["pre"], add(grow, j), zp)
+                    st(h_s, j, activation(m, zp))
+            units(step)
+        # ------------------------------------------------ backward through time
+        def init_d(j):
+            dh = ld(p["d_h"], add(srow, j))
+            if not return_sequences:
+                dh = b.fadd(dh, ld(p["d_out"], add(srow, j)))
+            st(dh_s, j, dh)
+            if lstm:
+                st(dc_s, j, ld(p["d_c"], add(srow, j)))
+
+        units(init_d)
+        with fb.loop(0, Tv, name="tb") as tb:
+            t = b.sub(b.sub(Tv, i64(1)), tb)  # output step, last first
+            tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
+            row = b.add(b.mul(n, Tv), tt)
+            urow, grow = b.mul(row, i64(U)), b.mul(row, i64(GU))
+            orow = b.mul(b.add(b.mul(n, Tv), t), i64(U))
+            if return_sequences:
+                units(lambda j: st(dh_s, j, b.fadd(ld(dh_s, j), ld(p["d_out"], add(orow, j)))))
+            dz_ptr = p["dinner"] if gru else p["dproj"]
+            if lstm:
+                def back(j):
+                    zs = [ld(p["pre"], add(grow, add(j, q * U))) for q in range(4)]
+                    i_, f_ = recurrent_activation(m, zs[0]), recurrent_activation(m, zs[1])
+                    g_, o_ = activation(m, zs[2]), recurrent_activation(m, zs[3])
+                    cp = ld(p["cprev"], add(urow, j))
+                    c_new = m.fma(f_, cp, m.mul(i_, g_))
+                    dh = ld(dh_s, j)
+                    dc = b.fadd(ld(dc_s, j), m.mul(m.mul(dh, o_), activation_deriv(m, c_new)))
+                    dzs = [m.mul(m.mul(dc, g_), recurrent_deriv(m, zs[0])),
+                           m.mul(m.mul(dc, cp), recurrent_deriv(m, zs[1])),
+                           m.mul(m.mul(dc, i_), activation_deriv(m, zs[2])),
+                           m.mul(m.mul(dh, activation(m, c_new)), recurrent_deriv(m, zs[3]))]
+                    for q in range(4):
+                        st(p["dproj"], add(grow, add(j, q * U)), dzs[q])
+                    st(dc_s, j, m.mul(dc, f_))
+                    st(dh_s, j, ir.Constant(F32, 0.0))
+            elif gru:
+                def back(j):
+                    zp, rp, hp = (ld(p["pre"], add(grow, add(j, q * U))) for q in range(3))
+                    z_, r_, hh = recurrent_activation(m, zp), recurrent_activation(m, rp), activation(m, hp)
+                    dh = ld(dh_s, j)
+                    hpv = ld(p["hprev"], add(urow, j))
+                    dzg = m.mul(m.mul(dh, m.sub(hpv, hh)), recurrent_deriv(m, zp))
+                    dhp = m.mul(m.mul(dh, m.sub(m.const(1.0, z_), z_)), activation_deriv(m, hp))
+                    drg = m.mul(m.mul(dhp, ld(p["innerh"], add(urow, j))), recurrent_deriv(m, rp))
+                    for q, v in enumerate((dzg, drg, dhp)):
+                        st(p["dproj"], add(grow, add(j, q * U)), v)
+                    for q, v in enumerate((dzg, drg, m.mul(dhp, r_))):
+                        st(p["dinner"], add(grow, add(j, q * U)), v)
+                    st(dh_s, j, m.mul(dh, z_))
+            else:
+                def back(j):
+                    dpre = m.mul(ld(dh_s, j), activation_deriv(m, ld(p["pre"], add(grow, j))))
+                    st(p["dproj"], add(grow, j), dpre)
+                    st(dh_s, j, ir.Constant(F32, 0.0))
+            units(back)
+
+            # dh_prev += dz @ recurrent_kernel.T: one dot product per unit
+            def dot(kk):
+                acc.set(ir.Constant(F32, 0.0))
+                rrow = b.mul(kk, i64(GU))
+                with fb.loop(0, GU, name="g2") as j:
+                    acc.set(m.fma(ld(dz_ptr, add(grow, j)), ld(p["rk"], add(rrow, j)), acc.get()))
+                st(dh_s, kk, b.fadd(ld(dh_s, kk), acc.get()))
+
+            units(dot, U, "kk2")
+        for ptr_s, dst in zip((dh_s, dc_s), pdst):
+            if dst is not None:
+                units(lambda j, ptr_s=ptr_s, dst=dst: st(dst, add(srow, j), ld(ptr_s, j)))
+    kb.launch(k, N, 6 * U * GU * (T if isinstance(T, int) else 32))
+
+    # ---------------------------------------------------- weight gradients as GEMMs
+    dx, dk, drk, db = outs[:4]
+    d2 = kb.view(dproj, (NT, GU))
+    if dk is not None:
+        xt = kb.temp((F, NT))
+        kb.transpose(xt, kb.view(x, (NT, F)), (1, 0))
+        kb.matmul(xt, d2, dk)
+    if drk is not None:
+        ht = kb.temp((U, NT))
+        kb.transpose(ht, kb.view(hprev, (NT, U)), (1, 0))
+        kb.matmul(ht, kb.view(dinner if gru else dproj, (NT, GU)), drk)
+    if dx is not None:
+        kt = kb.temp((GU, F))
+        kb.transpose(kt, kernel, (1, 0))
+        kb.matmul(d2, kt, kb.view(dx, (NT, F)))
+    if db is not None:
+        if gru:
+            kb.reduce(kb.view(db, (GU,)), d2, (0,), "sum")
+            kb.reduce(kb.view(db, (GU,), offset=GU), kb.view(dinner, (NT, GU)), (0,), "sum")
+        else:
+            kb.reduce(db, d2, (0,), "sum")
+
+
+__all__ = ["emit_rnn_grad"]
