@@ -908,3 +908,14 @@ for _name, _predicate in (("greater", ">"), ("greater_equal", ">="), ("less", "<
 get("broadcast_like").lower = lambda kb, op, a, like, *, out: kb.map(out, [a], lambda m, v: v, name="broadcast")
 get("num_elements").lower = _num_elements_lower
 get("one_hot").lower = lambda kb, op, ids, *, out, depth, dtype: kb.one_hot(out, ids, depth)
+
+
+def _random_uniform_like_lower(kb, op, x, *, out, seed):
+    """Counter-based hash of (seed, op, call number, index): new values every call (see
+    graphc/backends/llvm/kernels/random.py)."""
+    from graphc.backends.llvm.kernels.random import emit_random_uniform
+
+    emit_random_uniform(kb, out, seed)
+
+
+get("random_uniform_like").lower = _random_uniform_like_lower
