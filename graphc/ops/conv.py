@@ -455,13 +455,28 @@ get("conv").lower = _conv_lower
 
 # ---------------------------------------------------------------------------- native: gradients
 
+def _plainly_grouped(w, groups) -> bool:
+    """Grouped, but neither ordinary nor depthwise (those have their own gradient kernels)."""
+    return groups != 1 and w.shape[-2] != 1
+
+
 def _conv_grad_input_lower(kb, op, dy, w, x, *, out, strides, dilations, pads, groups):
     s, d, p = spatial_attrs(x.rank - 2, strides, dilations, pads, "conv")
+    if _plainly_grouped(w, groups):
+        from graphc.backends.llvm.kernels.conv_grad_grouped import emit_grouped_conv_grad_input
+
+        emit_grouped_conv_grad_input(kb, dy, w, out, strides=s, dilations=d, pads=p, groups=groups)
+        return
     kb.conv_grad_input(dy, w, out, strides=s, dilations=d, pads=p, groups=groups)
 
 
 def _conv_grad_kernel_lower(kb, op, x, dy, w, *, out, strides, dilations, pads, groups):
     s, d, p = spatial_attrs(x.rank - 2, strides, dilations, pads, "conv")
+    if _plainly_grouped(w, groups):
+        from graphc.backends.llvm.kernels.conv_grad_grouped import emit_grouped_conv_grad_kernel
+
+        emit_grouped_conv_grad_kernel(kb, x, dy, out, strides=s, dilations=d, pads=p, groups=groups)
+        return
     kb.conv_grad_kernel(x, dy, out, strides=s, dilations=d, pads=p, groups=groups)
 
 

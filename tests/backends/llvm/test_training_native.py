@@ -212,3 +212,32 @@ def test_dropout_masks_keep_the_expected_fraction(rng):
         assert abs(kept.mean() - 0.7) < 0.02
         np.testing.assert_allclose(out[kept], 1 / 0.7, rtol=1e-6)
     assert not np.array_equal(first, second)
+
+
+# ---------------------------------------------------------------------------- grouped convolutions
+def _grouped(rank: int):
+    def make():
+        graphc.utils.set_random_seed(13)
+        if rank == 2:
+            x = Input(shape=(7, 5, 4))
+            h = layers.Conv2D(6, 3, groups=2, padding="same", activation="relu")(x)
+            h = layers.Conv2D(4, (3, 2), groups=2, strides=2, dilation_rate=1)(h)
+        else:
+            x = Input(shape=(17, 6))
+            h = layers.Conv1D(9, 3, groups=3, dilation_rate=2, padding="same", activation="tanh")(x)
+            h = layers.Conv1D(3, 1, groups=3, strides=3)(h)
+        model = Model(x, layers.Dense(3, activation="softmax")(layers.Flatten()(h)))
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+        return model
+
+    return make
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_grouped_convolution_gradients_match_the_reference(rank, rng):
+    a, b = _pair(_grouped(rank))
+    shape = (3, 7, 5, 4) if rank == 2 else (3, 17, 6)
+    x = rng.normal(size=shape).astype(np.float32)
+    y = graphc.utils.to_categorical(rng.integers(0, 3, size=3), 3)
+    _compare_steps(a, b, x, y)
+    _compare_steps(a, b, x[:1], y[:1], steps=(1,))
