@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
-from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, store_lanes
+from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, emit_gemm, load_lanes, store_lanes
 from graphc.ir import dims
+
+# im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
+# TILE_FLOATS floats (256 KiB: 56 rows of 1152), so the partial sums never go through C
+SINGLE_K = int(os.environ.get("GRAPHC_CONV_SINGLE_K", 1280))
+TILE_FLOATS = 65536
 
 
 class Geometry:
@@ -105,8 +111,21 @@ class Im2colA(ASource):
         self.x, self.geo, self.vw = x, geo, vw
 
     def block(self, K: int) -> int:
+        """All of K when it is at most ``SINGLE_K`` (the tile then holds fewer rows, see
+        :meth:`block_rows`): no partial sums through C, and the epilogue on the only pass;
+        otherwise whole taps per block when C fits KC, as few blocks as that allows, evened out
+        (C=256, 9 taps: nine blocks of one tap)."""
         C = self.geo.C
-        return (KC // C) * C if C <= KC else KC
+        if K <= SINGLE_K:
+            return K
+        if C > KC:
+            return KC
+        taps = len(self.geo.taps)
+        n = -(-taps // (KC // C))
+        return -(-taps // n) * C
+
+    def block_rows(self, kb: int) -> int:
+        return max(1, min(MC, TILE_FLOATS // (kb + 16)))
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         geo = self.geo

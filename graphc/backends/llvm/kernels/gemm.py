@@ -71,6 +71,10 @@ class ASource:
         n = -(-K // KC)
         return -(-K // n) if K else 1
 
+    def block_rows(self, kb: int) -> int:
+        """Rows per row block (the A tile is ``block_rows x kb`` for tile sources)."""
+        return MC
+
     def row_ptr(self, k: Kernel, row, k0):
         raise NotImplementedError
 
@@ -297,7 +301,17 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     n_kblocks = -(-K // KB) if K else 0
     # Column chunks so that a few row blocks still give every thread work: about
     # ``per_thread`` items per thread (chosen at run time from M and the thread count).
-    mb = dims.ceildiv(M, MC)
+    # Row blocks: whole micro-tiles, at most MC rows each, their number a multiple of the
+    # runtime's claim blocks (4 per thread) when threads > 1, and their sizes within one tile of
+    # each other, so that every thread gets the same number of tiles (11 blocks of 96 rows on
+    # 2 threads would leave one thread idle a twelfth of the time).
+    tiles = dims.ceildiv(M, MR)
+    rows_max = source.block_rows(KB)
+    tpb = max(1, rows_max // MR)
+    mb0 = dims.ceildiv(tiles, tpb)
+    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+    rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
+    mb = f"({tiles}) + ({rounded}) - max({tiles}, {rounded})"  # min(tiles, rounded)
     per_thread = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
     want_s = f"({per_thread} * {THREADS_DIM} + ({mb}) - 1) // ({mb})"
     nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
@@ -308,10 +322,11 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
     Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
+    tiles_v, mb_v = k.dim(tiles), k.dim(mb)
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
     tile_stride = KB + 16
-    a_tile_floats = MC * tile_stride if source.tile else 0
+    a_tile_floats = tpb * MR * tile_stride if source.tile else 0
     scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
@@ -403,8 +418,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
         cc = b.srem(item, nch)
-        row0 = b.mul(rb, i64(MC))
-        row_end = fb.min_(b.add(row0, i64(MC)), Mv)
+        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
+        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
         p_lo = b.mul(cc, ppcv)
         p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
         full_hi = fb.min_(p_hi, i64(N // NR))
@@ -425,7 +440,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
-    kb.launch(k, dims.mul(mb, nchunks), 2 * MC * K * NR)
+    kb.launch(k, dims.mul(mb, nchunks), 2 * tpb * MR * K * NR)
 
 
 # ---------------------------------------------------------------------------- matmul op
