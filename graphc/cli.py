@@ -468,6 +468,30 @@ def compile_model(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench", "time MODEL as native code against onnxruntime and PyTorch", model_argument(),
+         arg("--batch", default="1,32", help="batch sizes, comma-separated (default 1,32)"),
+         arg("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)"),
+         arg("--vs", default="onnxruntime,torch", help="engines to compare with: onnxruntime, torch"),
+         arg("--unfused", action="store_true", help="also time the unoptimized (-O0) native code"),
+         arg("--repeat", type=int, default=10, help="measurement rounds (default 10); medians are reported"))
+def bench(args: argparse.Namespace) -> int:
+    """Interleaved timings of the same model, batch and threads on every engine; ratios of medians."""
+    from graphc import examples
+    from graphc.bench import BenchError, run_benchmark
+
+    _ints(args.batch, "--batch")
+    _ints(args.threads, "--threads")
+    model = args.model if args.model in examples.names() else load_model(args.model)
+    try:
+        report = run_benchmark(model, batch_sizes=args.batch, threads=args.threads, vs=_csv(args.vs),
+                               unfused=args.unfused, repeat=args.repeat,
+                               progress=lambda line: print(line, file=sys.stderr))
+    except (BenchError, examples.ExampleError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(report.to_markdown())
+    return 0
+
+
 @command("examples", "list the bundled example models")
 def list_examples(args: argparse.Namespace) -> int:
     """Names usable as MODEL, with what each builds."""

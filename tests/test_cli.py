@@ -318,3 +318,19 @@ def test_ir_disable_and_list_passes(capsys):
     assert code == 0 and "fused_matmul" not in out
     code, _, err = run_cli(capsys, "ir", "mlp", "-O2", "--disable", "no_such_pass")
     assert code == 1 and "no_such_pass" in err
+
+
+def test_bench_prints_a_table_with_ratios(capsys):
+    code, out, _ = run_cli(capsys, "bench", "merge", "--batch", "1", "--threads", "1", "--vs", "onnxruntime",
+                           "--repeat", "2")
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("| model"))
+    assert "ort/graphc" in header
+    assert any(line.startswith("| merge | 1 | 1 |") for line in out.splitlines())
+
+
+def test_bench_refuses_bad_arguments(capsys):
+    code, _, err = run_cli(capsys, "bench", "mlp", "--vs", "tensorflow")
+    assert code == 1 and "tensorflow" in err
+    code, _, err = run_cli(capsys, "bench", "mlp", "--batch", "0")
+    assert code == 1 and "--batch" in err
