@@ -4,7 +4,9 @@
 2. One kernel, one batch row per work item, re-runs the forward recurrence saving each
    step's pre-activations (and the previous state), then walks back through time writing
    the projection's gradient ``dproj`` (N, T, G*U) and carrying ``dh`` (``dc``) in the
-   thread's scratch; ``dh_prev = dz @ recurrent_kernel.T`` is a dot product per unit.
+   thread's scratch. The per-unit formulas run on vectors of units (a masked tail), and the
+   two recurrent products are row updates: ``z += h[k] * recurrent_kernel[k, :]`` and
+   ``dh_prev += dz[j] * recurrent_kernel.T[j, :]`` (the transpose made once per call).
 3. The weight gradients are GEMMs over all (row, step) pairs: ``d_kernel = x.T @ dproj``,
    ``d_recurrent = h_prev.T @ dz``, ``dx = dproj @ kernel.T``; the bias gradient is a sum.
 
@@ -20,6 +22,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.kernels.gemm import load_lanes, store_lanes
 from graphc.ir import dims
 
 
@@ -48,6 +51,8 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     innerh = kb.temp((N, T, U)) if gru else None  # GRU: (h @ recurrent_kernel + bias)[2U:]
     dproj = kb.temp((N, T, GU))
     dinner = kb.temp((N, T, GU)) if gru else None  # GRU: the recurrent projection's gradient
+    rkt = kb.temp((GU, U))
+    kb.transpose(rkt, rkernel, (1, 0))
     d_out, d_h = cots[0], cots[1]
     d_c = cots[2] if lstm else None
     dstate_outs = list(outs[4:])
@@ -55,7 +60,8 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     k = kb.kernel(f"{kind}_grad")
     fb, b, m = k.fn, k.b, k.m
     p = {name: k.ptr(t) for name, t in (("proj", proj), ("pre", pre), ("hprev", hprev), ("cprev", cprev),
-                                        ("innerh", innerh), ("dproj", dproj), ("dinner", dinner), ("rk", rkernel),
+                                        ("innerh", innerh), ("dproj", dproj), ("dinner", dinner),
+                                        ("rk", rkernel), ("rkt", rkt),
                                         ("brec", bias_rec), ("d_out", d_out), ("d_h", d_h), ("d_c", d_c))
          if t is not None}
     pstates = [k.ptr(s) for s in states]
@@ -67,17 +73,30 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
 
     h_s, c_s, dh_s, dc_s, z_s = buf(0), buf(U), buf(2 * U), buf(3 * U), buf(4 * U)
     Tv = k.dim(T)
-    acc = fb.var(F32, 0.0, name="acc")
+    vw = kb.vw
+    zero = ir.Constant(ir.VectorType(F32, vw), [ir.Constant(F32, 0.0)] * vw)
+    lanes = [vw]  # valid lanes of the vector body being emitted
 
     def ld(ptr, idx):
-        return b.load(b.gep(ptr, [idx], source_etype=F32), typ=F32)
+        return load_lanes(b, b.gep(ptr, [idx], source_etype=F32), vw, lanes[0])
 
     def st(ptr, idx, v):
-        b.store(v, b.gep(ptr, [idx], source_etype=F32))
+        store_lanes(b, v, b.gep(ptr, [idx], source_etype=F32), vw, lanes[0])
+
+    def scalar(ptr, idx):
+        return k.splat(b.load(b.gep(ptr, [idx], source_etype=F32), typ=F32), vw)
 
     def units(body, n=U, name="j"):
-        with fb.loop(0, n, name=name) as j:
-            body(j)
+        """body(j) over [0, n) in vectors of vw: full vectors in a loop, then a masked tail."""
+        full = n // vw * vw
+        if full:
+            lanes[0] = vw
+            with fb.loop(0, full, vw, name=name) as j:
+                body(j)
+        if n % vw:
+            lanes[0] = n % vw
+            body(i64(full))
+        lanes[0] = vw
 
     def add(a, c):
         return b.add(a, i64(c)) if isinstance(c, int) else b.add(a, c)
@@ -89,7 +108,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
             if s_ptr is c_s and not lstm:
                 continue
             units(lambda j, s_ptr=s_ptr, src=src: st(s_ptr, j, ld(src, add(srow, j)) if src is not None
-                                                     else ir.Constant(F32, 0.0)))
+                                                     else zero))
         # ------------------------------------------------ forward, saving each step
         with fb.loop(0, Tv, name="t") as t:
             tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
@@ -103,9 +122,9 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
 
             units(save)
             # z = h @ recurrent_kernel (+ recurrent bias), accumulated row by row of the kernel
-            units(lambda j: st(z_s, j, ld(p["brec"], j) if gru else ir.Constant(F32, 0.0)), GU, "g0")
+            units(lambda j: st(z_s, j, ld(p["brec"], j) if gru else zero), GU, "g0")
             with fb.loop(0, U, name="kk") as kk:
-                hk = ld(h_s, kk)
+                hk = scalar(h_s, kk)
                 rrow = b.mul(kk, i64(GU))
                 units(lambda j: st(z_s, j, m.fma(hk, ld(p["rk"], add(rrow, j)), ld(z_s, j))), GU, "g1")
             if lstm:
@@ -172,7 +191,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                     for q in range(4):
                         st(p["dproj"], add(grow, add(j, q * U)), dzs[q])
                     st(dc_s, j, m.mul(dc, f_))
-                    st(dh_s, j, ir.Constant(F32, 0.0))
+                    st(dh_s, j, zero)
             elif gru:
                 def back(j):
                     zp, rp, hp = (ld(p["pre"], add(grow, add(j, q * U))) for q in range(3))
@@ -191,18 +210,14 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                 def back(j):
                     dpre = m.mul(ld(dh_s, j), activation_deriv(m, ld(p["pre"], add(grow, j))))
                     st(p["dproj"], add(grow, j), dpre)
-                    st(dh_s, j, ir.Constant(F32, 0.0))
+                    st(dh_s, j, zero)
             units(back)
 
-            # dh_prev += dz @ recurrent_kernel.T: one dot product per unit
-            def dot(kk):
-                acc.set(ir.Constant(F32, 0.0))
-                rrow = b.mul(kk, i64(GU))
-                with fb.loop(0, GU, name="g2") as j:
-                    acc.set(m.fma(ld(dz_ptr, add(grow, j)), ld(p["rk"], add(rrow, j)), acc.get()))
-                st(dh_s, kk, b.fadd(ld(dh_s, kk), acc.get()))
-
-            units(dot, U, "kk2")
+            # dh_prev += dz @ recurrent_kernel.T, one row of the transpose per gate column
+            with fb.loop(0, GU, name="g2") as jj:
+                dzj = scalar(dz_ptr, add(grow, jj))
+                trow = b.mul(jj, i64(U))
+                units(lambda u: st(dh_s, u, m.fma(dzj, ld(p["rkt"], add(trow, u)), ld(dh_s, u))), U, "u2")
         for ptr_s, dst in zip((dh_s, dc_s), pdst):
             if dst is not None:
                 units(lambda j, ptr_s=ptr_s, dst=dst: st(dst, add(srow, j), ld(ptr_s, j)))
