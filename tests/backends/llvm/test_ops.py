@@ -145,8 +145,9 @@ def _plain_input_dims(c: Case) -> bool:
     return all(isinstance(d, int) or d.isidentifier() for a in c.args if isinstance(a, In) for d in a.shape)
 
 
-ALL_CASES = [c for c in CASES if c.opset is None and c.op not in NOT_LOWERED and _plain_input_dims(c)] \
-    + NATIVE_CASES
+# random draws cannot equal the reference's: tests/backends/llvm/test_training_native.py checks them
+ALL_CASES = [c for c in CASES if c.opset is None and not c.random and c.op not in NOT_LOWERED
+             and _plain_input_dims(c)] + NATIVE_CASES
 
 
 @pytest.mark.parametrize("name", sorted(set(REGISTRY) - NOT_LOWERED))
