@@ -75,6 +75,30 @@ class Geometry:
             off = b.add(b.mul(off, sz), i)
         return valid, b.mul(off, k.dim(self.C))
 
+    def window_inside(self, k: Kernel, n, outs):
+        """(whether every tap of output ``outs`` is in the input, element offset of tap 0)."""
+        b = k.b
+        inside = None
+        off = n
+        for o, kd, s, d, p, size in zip(outs, self.kernel, self.strides, self.dilations, self.pads, self.in_sp):
+            i = b.sub(b.mul(o, i64(s)), k.dim(p))
+            last = b.add(i, i64((kd - 1) * d))
+            ok = b.and_(b.icmp_signed(">=", i, i64(0)), b.icmp_signed("<", last, k.dim(size)))
+            inside = ok if inside is None else b.and_(inside, ok)
+            off = b.add(b.mul(off, k.dim(size)), i)
+        return inside, b.mul(off, k.dim(self.C))
+
+    def tap_deltas(self, k: Kernel) -> list:
+        """Element offsets of each tap from tap 0 (i64 values; constants for static sizes)."""
+        b = k.b
+        out = []
+        for tap in self.taps:
+            delta = i64(0)
+            for t, d, size in zip(tap, self.dilations, self.in_sp):
+                delta = b.add(b.mul(delta, k.dim(size)), i64(t * d))
+            out.append(b.mul(delta, k.dim(self.C)))
+        return out
+
 
 def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
     """Copy (or zero) ``n`` floats (n: an int or an i64 value)."""
@@ -226,16 +250,31 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
                      emit: Callable) -> None:
     """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel (ints or i64 values); ``emit(j, vector,
     valid_lanes)`` per vector, j (i64) relative to c_lo."""
+    b = k.b
+    c_lo, cnt = k.dim(c_lo), k.dim(count)
+    # a window inside the input (most pixels): taps at constant distances from its first one,
+    # no bounds checks
+    inside, corner = geo.window_inside(k, n, outs)
+    with b.if_else(inside) as (then, otherwise):
+        with then:
+            taps = [(None, b.add(corner, delta)) for delta in geo.tap_deltas(k)]
+            _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit)
+        with otherwise:
+            # taps in the padding read a safe address (offset 0) and contribute through a zero
+            # weight: no branch in the channel loop
+            taps = []
+            for tap in geo.taps:
+                ok, off = geo.tap_offset(k, n, outs, tap)
+                taps.append((ok, b.select(ok, off, i64(0))))
+            _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit)
+
+
+def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cnt, vw: int,
+                        emit: Callable) -> None:
+    """The channel loop of :func:`_depthwise_pixel` over ``taps`` ((valid or None, offset) each)."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    # taps in the padding read a safe address (offset 0) and contribute through a zero weight:
-    # no branch in the channel loop
-    taps = []
-    for tap in geo.taps:
-        ok, off = geo.tap_offset(k, n, outs, tap)
-        taps.append((ok, b.select(ok, off, i64(0))))
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
-    c_lo, cnt = k.dim(c_lo), k.dim(count)
 
     splits = min(3, len(taps))  # independent FMA chains (a 3x3 window: one per kernel row)
 
@@ -254,7 +293,8 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
                     c = b.select(b.icmp_signed("<", i64(lane), limit), c, i64(0))
                     s = b.load(b.gep(px, [b.add(off, c)], source_etype=F32), typ=F32)
                     xv = b.insert_element(xv, s, ir.Constant(ir.IntType(32), lane))
-            xv = b.select(ok, xv, zero)  # (not the weight: an inf or NaN input must not leak in)
+            if ok is not None:
+                xv = b.select(ok, xv, zero)  # (not the weight: an inf or NaN input must not leak in)
             accs[t % splits] = k.m.fma(xv, wv, accs[t % splits])
         total = accs[0]
         for a in accs[1:]:

@@ -1,0 +1,107 @@
+"""Native convolution kernels against the reference on the paths the kernels choose between.
+
+- depthwise and separable windows: pixels whose window lies inside the input (taps at constant
+  distances, no bounds checks) beside pixels whose window reaches into the padding, with
+  strides, dilations, channel multipliers, C below, at and above one vector, and inputs so
+  small that every window crosses the border;
+- im2col GEMMs with K in one block (up to 1280) and in several (whole taps per block, or
+  channel ranges of one tap), with row counts that leave partial row blocks and micro-tiles;
+- GEMM row blocks on two threads (evenly sized blocks, a multiple of the claim blocks).
+
+All cases go into one graph per group, compiled once, run at several batch sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import OpBuilder
+from tests.backends.llvm.helpers import assert_matches_reference, load
+
+P1 = ((1, 1), (1, 1))
+
+
+def _conv(g: Graph, name: str, x_shape, w_shape, rng, **attrs) -> str:
+    x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *x_shape)))
+    scale = 1.0 / np.sqrt(np.prod(w_shape[:-1]))  # outputs near 1, where float32 sums stay within atol
+    w = g.add_constant(f"{name}/w", (scale * rng.standard_normal(w_shape)).astype(np.float32))
+    return OpBuilder(g, layer=name).emit("conv", x, w, **attrs)
+
+
+def _separable(g: Graph, name: str, x_shape, mult: int, n_out: int, rng, **attrs) -> str:
+    C = x_shape[-1]
+    x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *x_shape)))
+    dw = g.add_constant(f"{name}/dw", rng.standard_normal((3, 3, 1, C * mult)).astype(np.float32))
+    pw = g.add_constant(f"{name}/pw", (0.3 * rng.standard_normal((C * mult, n_out))).astype(np.float32))
+    bias = g.add_constant(f"{name}/b", rng.standard_normal(n_out).astype(np.float32))
+    return OpBuilder(g, layer=name).emit("fused_separable_conv", x, dw, pw, bias, groups=C, has_bias=True,
+                                         activation="relu", **attrs)
+
+
+def _feeds(g: Graph, batch: int, rng) -> dict[str, np.ndarray]:
+    return {n: rng.standard_normal(g.type_of(n).concrete_shape({"batch": batch})).astype(np.float32)
+            for n in g.inputs}
+
+
+def _check(g: Graph, batches, rng, threads: int = 1) -> None:
+    lib = load(g)
+    for batch in batches:
+        assert_matches_reference(g, lib, _feeds(g, batch, rng), threads=threads, label=f"batch {batch}")
+
+
+def test_depthwise_and_separable_windows_inside_and_across_the_border():
+    rng = np.random.default_rng(0)
+    g = Graph("depthwise_windows")
+    outs = [
+        # C = 3 (a first layer), same padding: border ring and interior
+        _separable(g, "sep_c3_same", (9, 11, 3), 1, 17, rng, pads=P1),
+        # valid padding: every window inside
+        _separable(g, "sep_c20_valid", (7, 8, 20), 1, 33, rng),
+        # stride 2 with asymmetric padding, multiplier 2, C above one vector
+        _separable(g, "sep_c17_s2_m2", (10, 9, 17), 2, 19, rng, strides=(2, 2), pads=((0, 1), (1, 0))),
+        # dilation 2: the window spans 5 pixels
+        _separable(g, "sep_c40_dil2", (9, 12, 40), 1, 21, rng, dilations=(2, 2), pads=((2, 2), (2, 2))),
+        # 1x1 and 3x1 inputs with padding: no window inside
+        _separable(g, "sep_c7_tiny", (1, 1, 7), 1, 5, rng, pads=P1),
+        _separable(g, "sep_c33_row", (3, 1, 33), 1, 9, rng, pads=P1),
+        # plain depthwise (groups == C), multipliers 1 and 3
+        _conv(g, "dw_c37", (8, 7, 37), (3, 3, 1, 37), rng, groups=37, pads=P1),
+        _conv(g, "dw_c5_m3_s2", (7, 6, 5), (3, 3, 1, 15), rng, groups=5, strides=(2, 2), pads=P1),
+    ]
+    g.set_outputs(outs)
+    _check(g, (1, 3), rng)
+
+
+def test_im2col_k_in_one_block_and_in_several():
+    rng = np.random.default_rng(1)
+    g = Graph("im2col_blocks")
+    outs = [
+        # K = 1152 (3x3 over 128): one block, tiles of fewer rows; 13x11 pixels: partial tiles
+        _conv(g, "k1152", (13, 11, 128), (3, 3, 128, 35), rng, pads=P1),
+        # K = 1440 (3x3 over 160): nine blocks of one tap, partial sums through C
+        _conv(g, "k1440_taps", (6, 7, 160), (3, 3, 160, 20), rng, pads=P1),
+        # K = 2 x 2 x 300: channel ranges of one tap per block, stride 2
+        _conv(g, "k1200_c300", (5, 6, 300), (2, 2, 300, 18), rng, strides=(2, 2), pads=((0, 1), (0, 0))),
+        # K = 3x3x3 (a first layer): one block filled tap by tap
+        _conv(g, "k27_c3", (17, 9, 3), (3, 3, 3, 16), rng, strides=(2, 2), pads=P1),
+    ]
+    g.set_outputs(outs)
+    _check(g, (1, 2), rng)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_row_blocks_over_threads(threads):
+    """Row counts 1, 7*9, 17*17 and 32*32 per image (below one micro-tile, a few, many blocks)."""
+    rng = np.random.default_rng(2)
+    g = Graph("row_blocks")
+    outs = [
+        _conv(g, "px1", (1, 1, 24), (1, 1, 24, 40), rng),
+        _conv(g, "px63", (7, 9, 16), (3, 3, 16, 48), rng, pads=P1),
+        _conv(g, "px289", (17, 17, 8), (3, 3, 8, 64), rng, pads=P1),
+        _conv(g, "px1024", (32, 32, 4), (1, 1, 4, 33), rng),
+    ]
+    g.set_outputs(outs)
+    _check(g, (1, 3), rng, threads=threads)
