@@ -241,3 +241,39 @@ def test_grouped_convolution_gradients_match_the_reference(rank, rng):
     y = graphc.utils.to_categorical(rng.integers(0, 3, size=3), 3)
     _compare_steps(a, b, x, y)
     _compare_steps(a, b, x[:1], y[:1], steps=(1,))
+
+
+# ---------------------------------------------------------------------------- the backward ops alone
+GRAD_OPS = [
+    ("lstm_grad", 4, 2, {"return_sequences": True}),
+    ("lstm_grad", 4, 2, {"go_backwards": True, "activation": "softsign"}),
+    ("gru_grad", 3, 1, {"return_sequences": True, "go_backwards": True}),
+    ("gru_grad", 3, 1, {"recurrent_activation": "hard_sigmoid"}),
+    ("simple_rnn_grad", 1, 1, {"activation": "relu"}),
+    ("simple_rnn_grad", 1, 1, {"return_sequences": True}),
+]
+
+
+@pytest.mark.parametrize("op,gates,n_states,attrs", GRAD_OPS,
+                         ids=[f"{o[0]}-{'-'.join(o[3])}" for o in GRAD_OPS])
+def test_backward_op_with_states_and_every_cotangent(op, gates, n_states, attrs, rng):
+    """Every output (including the initial states' gradients) for every cotangent, at odd sizes."""
+    from tests.backends.llvm.helpers import assert_matches_reference, load
+
+    units, features = 7, 3
+    g = Graph(op)
+    x = g.add_input("x", TensorType("float32", ("batch", "seq", features)))
+    w = [g.add_constant(name, (0.4 * rng.standard_normal(shape)).astype(np.float32)) for name, shape in
+         (("kernel", (features, gates * units)), ("recurrent", (units, gates * units)),
+          ("bias", (2, gates * units) if op == "gru_grad" else (gates * units,)))]
+    states = [g.add_input(f"state{i}", TensorType("float32", ("batch", units))) for i in range(n_states)]
+    out_shape = ("batch", "seq", units) if attrs.get("return_sequences") else ("batch", units)
+    cots = [g.add_input("d_out", TensorType("float32", out_shape))] + \
+        [g.add_input(f"d_state{i}", TensorType("float32", ("batch", units))) for i in range(n_states)]
+    outs = OpBuilder(g).emit(op, x, *w, *states, *cots, **attrs)
+    g.set_outputs(list(outs))
+    lib = load(g)
+    for threads, (n, t) in ((1, (1, 5)), (2, (3, 1)), (2, (4, 6))):
+        sizes = {"x": (n, t, features), "d_out": (n, t, units) if attrs.get("return_sequences") else (n, units)}
+        feeds = {name: rng.standard_normal(sizes.get(name, (n, units))).astype(np.float32) for name in g.inputs}
+        assert_matches_reference(g, lib, feeds, threads=threads, label=f"{op} batch {n} seq {t}")
