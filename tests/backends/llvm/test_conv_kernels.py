@@ -6,7 +6,8 @@
   small that every window crosses the border;
 - im2col GEMMs with K in one block (up to 1280) and in several (whole taps per block, or
   channel ranges of one tap), with row counts that leave partial row blocks and micro-tiles;
-- GEMM row blocks on two threads (evenly sized blocks, a multiple of the claim blocks).
+- GEMM row blocks on two threads (evenly sized blocks, a multiple of the claim blocks), and
+  weights too large for L2 (prefetched ahead).
 
 All cases go into one graph per group, compiled once, run at several batch sizes.
 """
@@ -102,6 +103,9 @@ def test_gemm_row_blocks_over_threads(threads):
         _conv(g, "px63", (7, 9, 16), (3, 3, 16, 48), rng, pads=P1),
         _conv(g, "px289", (17, 17, 8), (3, 3, 8, 64), rng, pads=P1),
         _conv(g, "px1024", (32, 32, 4), (1, 1, 4, 33), rng),
+        # weights above 1 MiB: prefetched a panel ahead, no extra row blocks
+        _conv(g, "big_weights", (5, 6, 512), (1, 1, 512, 520), rng),
+        _conv(g, "big_weights_im2col", (9, 9, 120), (3, 3, 120, 300), rng, pads=P1),
     ]
     g.set_outputs(outs)
     _check(g, (1, 3), rng, threads=threads)

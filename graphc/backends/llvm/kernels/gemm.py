@@ -5,6 +5,8 @@
 - ``W`` is packed once per instance (the model's prepare function) into panels of
   ``NR = NV * vw`` columns, ``panel[p][k][0:NR]``, zero-padded past N, so the micro-kernel
   streams it with full-width vector loads.
+- Weights too large for L2 (``B_IN_L2``) are prefetched a panel ahead as the micro-kernel
+  walks k, so that streaming them from memory overlaps the arithmetic.
 - The micro-kernel keeps an ``MR x NR`` tile of C in ``MR * NV`` vector registers; each k step
   loads NV vectors of the panel, broadcasts one element of each of the MR rows of A and
   issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
@@ -12,7 +14,8 @@
 - K is split into blocks of at most ``KC``; the tile is stored after each block (added to the
   partial sums after the first) and the epilogue runs on the last block's registers, before
   anything is written: fusion costs no extra pass over C.
-- Work items are (block of ``MC`` rows) x (chunk of panels). The number of chunks is chosen at
+- Work items are (block of at most ``MC`` rows, whole micro-tiles, evenly sized) x (chunk of
+  panels). The number of chunks is chosen at
   run time from M: many row blocks (large batches, convolutions) use one chunk, so A is
   produced once per row block; a few rows (a batch-1 Dense layer) are split across columns.
   Edge rows are handled by clamping the rows read and guarding the rows stored; the last
@@ -44,6 +47,7 @@ MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
 # Work items per thread to aim for when M alone gives fewer row blocks. Splitting columns makes
 # each chunk produce A again: cheap when A is read in place, not when it is computed (im2col,
 # depthwise), hence a lower target for tile sources.
+B_IN_L2 = 1 << 20  # packed weights above this (bytes) are streamed from memory: prefetch ahead
 TARGET_ITEMS = 8
 TARGET_ITEMS_TILE = 2
 THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
@@ -201,13 +205,15 @@ def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: i
 
 
 def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *, a_base=None,
-                 a_stride: int = 0, rows: int = 0) -> list[list]:
+                 a_stride: int = 0, rows: int = 0, prefetch: int = 0) -> list[list]:
     """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel``.
 
     A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
     apart from ``a_base`` (constant offsets from one pointer: no register pressure from the row
     pointers, so the loop keeps everything in registers). ``panel`` holds ``stride`` floats per
-    k step."""
+    k step. With ``prefetch`` (elements), each k step also prefetches into L2
+    the panel data that far ahead (the next panel: weights too large for L2 stream from memory
+    while this one is computed)."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
     n_rows = len(a_rows) if a_rows is not None else rows
@@ -219,6 +225,10 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     def step(kk):
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
         bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
+        if prefetch:
+            pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+            for line in range(0, stride, 16):
+                b.call(pf, [b.gep(bp, [i64(prefetch + line)], source_etype=F32), i32(0), i32(2), i32(1)])
         ak = b.gep(a_base, [kk], source_etype=F32) if a_base is not None else None
         for r in range(n_rows):
             ap = b.gep(ak, [i64(r * a_stride)], source_etype=F32) if ak is not None else \
@@ -301,17 +311,21 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     n_kblocks = -(-K // KB) if K else 0
     # Column chunks so that a few row blocks still give every thread work: about
     # ``per_thread`` items per thread (chosen at run time from M and the thread count).
-    # Row blocks: whole micro-tiles, at most MC rows each, their number a multiple of the
-    # runtime's claim blocks (4 per thread) when threads > 1, and their sizes within one tile of
-    # each other, so that every thread gets the same number of tiles (11 blocks of 96 rows on
-    # 2 threads would leave one thread idle a twelfth of the time).
+    # Row blocks: whole micro-tiles, at most block_rows each, their sizes within one tile of
+    # each other; when the weights stay in L2, their number is also a multiple of the runtime's
+    # claim blocks (4 per thread) on several threads, so that every thread gets the same number
+    # of tiles (11 blocks of 96 rows on 2 threads would leave one thread idle a twelfth of the
+    # time). Weights streamed from memory are read once per row block: no extra blocks then.
     tiles = dims.ceildiv(M, MR)
     rows_max = source.block_rows(KB)
     tpb = max(1, rows_max // MR)
     mb0 = dims.ceildiv(tiles, tpb)
-    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
-    rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
-    mb = f"({tiles}) + ({rounded}) - max({tiles}, {rounded})"  # min(tiles, rounded)
+    if K * N * 4 <= B_IN_L2:
+        quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+        rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
+        mb = f"({tiles}) + ({rounded}) - max({tiles}, {rounded})"  # min(tiles, rounded)
+    else:
+        mb = mb0
     per_thread = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
     want_s = f"({per_thread} * {THREADS_DIM} + ({mb}) - 1) // ({mb})"
     nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
@@ -401,7 +415,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(a_stride))], source_etype=F32)
                     else:
                         base = source.row_ptr(k, i, k0)
-                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=a_stride, rows=MR)
+                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=a_stride, rows=MR,
+                                       prefetch=K * NR if K * N * 4 > B_IN_L2 else 0)
                     store_tile(acc, p, i, rows_valid, valid_cols, first, last)
                 with partial:
                     # fewer than MR rows left (small batches): one row at a time, k split over
