@@ -80,8 +80,11 @@ def test_im2col_k_in_one_block_and_in_several():
     rng = np.random.default_rng(1)
     g = Graph("im2col_blocks")
     outs = [
-        # K = 1152 (3x3 over 128): one block, tiles of fewer rows; 13x11 pixels: partial tiles
+        # K = 1152 (3x3 over 128): one block, tiles of fewer rows; 13x11 pixels: partial tiles;
+        # 35 outputs (the default micro-tile), 70 and 130 (wider tiles with a partial panel)
         _conv(g, "k1152", (13, 11, 128), (3, 3, 128, 35), rng, pads=P1),
+        _conv(g, "k1152_n70", (13, 11, 128), (3, 3, 128, 70), rng, pads=P1),
+        _conv(g, "k288_n130", (7, 9, 32), (3, 3, 32, 130), rng, strides=(1, 2), pads=P1),
         # K = 1440 (3x3 over 160): nine blocks of one tap, partial sums through C
         _conv(g, "k1440_taps", (6, 7, 160), (3, 3, 160, 20), rng, pads=P1),
         # K = 2 x 2 x 300: channel ranges of one tap per block, stride 2

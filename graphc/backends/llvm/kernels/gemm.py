@@ -287,8 +287,10 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, spli
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
               bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
               post_activation: Callable | None = None, name: str = "gemm",
-              pack: tuple[int, Callable] | None = None) -> None:
+              pack: tuple[int, Callable] | None = None, tile: tuple[int, int] | None = None) -> None:
     """``out (M, N) = post(activation(A @ w + bias) + residual)``, ``w`` a (K, N) weight.
+
+    ``tile``: (MR, NV) of the micro-kernel instead of :func:`micro_tile`'s.
 
     Code size is kept small: K blocks are a run-time loop, the micro-kernel is emitted once
     for full panels and once for the partial last panel, and each tile is written to a small
@@ -296,7 +298,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     vector of the tile row, not once per register).
     """
     vw = kb.target.gemm_vw
-    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    MR, NV = tile if tile is not None and not os.environ.get("GRAPHC_GEMM_TILE") else \
+        micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
     if pack is None:
         N = w.shape[1]
