@@ -2,11 +2,14 @@
 
 - groups == 1: a GEMM over output pixels, ``(N*out_pixels, taps*C) @ w (taps*C, O)``. A 1x1
   convolution with unit strides and no padding reads the input in place; any other one fills
-  an im2col tile per row block and K block (:class:`Im2colA`): K blocks are whole kernel taps
-  (or channel ranges of one tap when C exceeds the block), so each tile row is a few
-  contiguous channel runs copied from the input, or zeros where a tap falls in the padding.
+  an im2col tile per row block and K block (:class:`Im2colA`): K up to ``SINGLE_K`` is one
+  block (tiles of fewer rows, no partial sums through C; 6x4 micro-tiles on 32-register
+  targets), larger K blocks are whole kernel taps, evened out (or channel ranges of one tap
+  when C exceeds the block), so each tile row is a few contiguous channel runs copied from the
+  input, or zeros where a tap falls in the padding.
 - depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels,
-  each output pixel summing its in-bounds taps; the epilogue as in the GEMM.
+  each output pixel summing its taps: at constant offsets without bounds checks when the
+  window lies inside the input, else in-bounds taps only; the epilogue as in the GEMM.
 - separable (depthwise then pointwise): a GEMM whose A tile is the depthwise result for the
   tile's pixels and channels (:class:`DepthwiseA`), never written to memory in full.
 - other groupings: a direct kernel per pixel and group, vectorized over the group's outputs.
