@@ -7,7 +7,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from graphc.backends.reference.interpreter import InputError, run
-from graphc.frontend import nest
 from graphc.frontend.model import Model
 from graphc.frontend.to_ir import lower_model
 from graphc.ir.graph import Graph
@@ -216,4 +215,4 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
     return CompiledModel(graph, target, model=source, params=params, level=level)
 
 
-__all__ = ["lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "nest"]
+__all__ = ["lower", "build", "verify", "optimize", "plan_memory", "CompiledModel"]

@@ -238,10 +238,10 @@ class Layer:
                              f"shape {shapes}: {exc}") from None
         self.built = True
 
-    def _symbolic_call(self, inputs, kwargs):
-        self._check_call(inputs)
-        self._maybe_build(inputs)
-        graph = Graph(f"{self.name}_call")
+    def _lower_symbolic(self, inputs, kwargs, graph_name: str):
+        """Lower this layer on symbolic ``inputs`` into a scratch graph (None dims become fresh
+        free dims); returns the graph and the output value names."""
+        graph = Graph(graph_name)
         ctx = LowerContext(graph, self.name, training=False)
         counter = itertools.count()
 
@@ -253,8 +253,13 @@ class Layer:
 
         arg_values = nest.map_structure(to_value, inputs)
         kw_values = {k: nest.map_structure(to_value, v) for k, v in kwargs.items()}
+        return graph, self.lower(ctx, arg_values, **kw_values)
+
+    def _symbolic_call(self, inputs, kwargs):
+        self._check_call(inputs)
+        self._maybe_build(inputs)
         try:
-            out_values = self.lower(ctx, arg_values, **kw_values)
+            graph, out_values = self._lower_symbolic(inputs, kwargs, f"{self.name}_call")
         except ShapeError as exc:
             raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) cannot be called on "
                              f"{_describe(inputs)}: {exc}") from None
@@ -340,15 +345,7 @@ class Layer:
             if not isinstance(input_shape, tuple) or (input_shape and isinstance(input_shape[0], tuple)) \
             else KerasTensor(input_shape)
         self._maybe_build(probe)
-        graph = Graph("probe")
-        ctx = LowerContext(graph, self.name)
-        counter = itertools.count()
-
-        def to_value(x):
-            shape = tuple(f"_d{next(counter)}" if d is None else d for d in x.shape)
-            return graph.add_input(f"in{len(graph.inputs)}", TensorType(x.dtype, shape))
-
-        out = self.lower(ctx, nest.map_structure(to_value, probe))
+        graph, out = self._lower_symbolic(probe, {}, "probe")
         return nest.map_structure(
             lambda v: tuple(d if isinstance(d, int) else None for d in graph.type_of(v).shape), out)
 

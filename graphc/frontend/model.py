@@ -290,9 +290,6 @@ class Model(Layer):
                 env[id(t)] = v
         return nest.map_structure(lambda t: env[id(t)], self._outputs_struct)
 
-    def _input_shapes(self, inputs):
-        return nest.map_structure(lambda t: t.shape, inputs)
-
     def check_inputs(self, inputs) -> None:
         given = nest.flatten(inputs)
         if len(given) != len(self.inputs):
@@ -325,9 +322,6 @@ class Model(Layer):
 
     def predict_on_batch(self, x):
         return self._reference().predict(x, batch_size=None, whole=True)
-
-    def __call__(self, *args, **kwargs):
-        return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------ training (graphc.training)
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs) -> None:
