@@ -1,4 +1,4 @@
-"""Python binding of the graphc C ABI (runtime/include/graphc/graphc.h) through ctypes.
+"""Python binding of the graphc C ABI (graphc/c_runtime/include/graphc/graphc.h) through ctypes.
 
 It loads a compiled model library (``libNAME.so``) and calls exactly the functions a C program
 would: ``gc_model_NAME``, ``gc_instance_create``, ``gc_instance_run``... A failed call raises

@@ -1,7 +1,7 @@
-"""The C ABI exercised from C: runtime/tests/test_abi.c (every error path, descriptions, weights,
-use after release), runtime/tests/test_threads.c (8 threads with 8 instances), both also built
+"""The C ABI exercised from C: tests/runtime/c/test_abi.c (every error path, descriptions, weights,
+use after release), tests/runtime/c/test_threads.c (8 threads with 8 instances), both also built
 with AddressSanitizer and UndefinedBehaviorSanitizer over thousands of calls; and the arena
-planner on random lifetime tables (runtime/tests/test_arena.c)."""
+planner on random lifetime tables (tests/runtime/c/test_arena.c)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from graphc.backends.llvm import export_files
 from graphc.backends.llvm.toolchain import find_cc, runtime_dir
 
-TESTS = runtime_dir() / "tests"
+TESTS = Path(__file__).resolve().parent / "c"
 
 
 def cc(args: list[str], cwd: Path) -> None:
@@ -51,7 +51,7 @@ def test_c_program_against_the_shared_library(exported):
 
 
 def test_arena_planner_never_overlaps_live_buffers(tmp_path):
-    """runtime/tests/test_arena.c: 2000 random lifetime tables, under the sanitizers."""
+    """tests/runtime/c/test_arena.c: 2000 random lifetime tables, under the sanitizers."""
     rt = runtime_dir()
     cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
         f"-I{rt / 'include'}", f"-I{rt / 'src'}", str(TESTS / "test_arena.c"), str(rt / "src" / "arena.c"),

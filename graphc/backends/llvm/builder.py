@@ -8,7 +8,7 @@ Op family modules never import llvmlite; their lowerings call high-level methods
 function; kernels live in ``graphc/backends/llvm/kernels``.
 
 Buffers: every tensor reads or writes a *buffer* addressed through a slot of the frame (see
-runtime/src/internal.h): graph inputs and outputs (caller memory), weights (the read-only
+graphc/c_runtime/src/internal.h): graph inputs and outputs (caller memory), weights (the read-only
 blob), prepacked weights (per instance) and scratch buffers, which the runtime places in one
 arena from the lifetimes recorded here (first and last op touching them).
 """
@@ -27,7 +27,7 @@ from graphc.backends.llvm.vmath import VMath
 from graphc.ir import dims as _dims
 from graphc.ir.types import TensorType
 
-# Byte offsets of gc_frame_t's fields (runtime/src/internal.h).
+# Byte offsets of gc_frame_t's fields (graphc/c_runtime/src/internal.h).
 FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR, FRAME_ARGS = \
     0, 8, 16, 24, 32, 40, 48
 

@@ -2,7 +2,7 @@
 
 For each op in topological order the op's ``lower`` facet is called with the kernel builder
 (see :mod:`.builder`); then the module gets the three entry points the runtime calls
-(runtime/src/internal.h):
+(graphc/c_runtime/src/internal.h):
 
 - ``shapes(dims, out_dims, scratch_nbytes)``: output shapes and scratch sizes for the bound
   free dims, after checking that every derived dimension is at least 1 and no size overflows;
@@ -30,7 +30,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.registry import get
 
-THREADS_DIM = "__threads"  # the dims array's last entry (runtime/src/instance.c)
+THREADS_DIM = "__threads"  # the dims array's last entry (graphc/c_runtime/src/instance.c)
 GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
 ALIGN = 64
 

@@ -1,8 +1,10 @@
 """The C toolchain: finding a compiler, building the runtime once per machine, linking models.
 
-The runtime's C sources (``runtime/src``) are compiled once per machine and kept under the
-cache directory (``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``), keyed by a hash of the
-sources, the compiler's version and the flags. A model library is the model's object file,
+The runtime's C sources ship inside the package (``graphc/c_runtime``: ``include/graphc/graphc.h``
+and ``src/``, package data found through :mod:`importlib.resources`, so a wheel or a plain
+``pip install .`` carries them). They are compiled once per machine and kept under the cache
+directory (``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``), keyed by a hash of the sources, the
+compiler's version and the flags. A model library is the model's object file,
 its descriptor and weights objects, and those runtime objects, linked by the C compiler into
 ``libNAME.so`` and archived into ``libNAME.a``.
 
@@ -13,6 +15,7 @@ the first native build, with what to install.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import shutil
 import subprocess
@@ -28,11 +31,16 @@ class ToolchainError(RuntimeError):
 
 
 def runtime_dir() -> Path:
-    """Where runtime/ (include/graphc/graphc.h and src/) lives."""
+    """Where the C runtime (include/graphc/graphc.h and src/) lives: ``$GRAPHC_RUNTIME_DIR``, else
+    the package data ``graphc/c_runtime``."""
     env = os.environ.get("GRAPHC_RUNTIME_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "runtime"
+    root = Path(str(importlib.resources.files("graphc") / "c_runtime"))
+    if not (root / "include" / "graphc" / "graphc.h").is_file():
+        raise ToolchainError(f"the graphc C runtime is missing from the installed package (no {root}/include/graphc/"
+                             "graphc.h): reinstall graphc")
+    return root
 
 
 def cache_dir() -> Path:

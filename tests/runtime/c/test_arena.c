@@ -1,4 +1,4 @@
-/* test_arena.c -- the scratch-arena planner (runtime/src/arena.c) on random lifetime tables:
+/* test_arena.c -- the scratch-arena planner (graphc/c_runtime/src/arena.c) on random lifetime tables:
  * buffers whose lifetimes overlap never overlap in memory, offsets are 64-byte aligned, the
  * arena is at least the peak of live bytes and never more than the sum of all buffers; plus a
  * hand-written table whose optimum is known.
