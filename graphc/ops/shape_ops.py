@@ -1,4 +1,4 @@
-"""Data-movement ops: reshape, transpose, concat, slice, expand_dims/squeeze, gather.
+"""Data-movement ops: reshape, transpose, concat, slice, pad, expand_dims/squeeze, gather.
 
 ``reshape`` targets may contain ``-1`` (inferred) and symbolic dims (evaluated from the
 bindings of the free dimensions at run time), so a reshape can keep a batch or sequence
@@ -179,6 +179,35 @@ register(OpDef("gather", _gather_infer, _gather, num_inputs=2, fusion_kind="inje
                doc="Rows of a table (axis 0) picked by integer ids: the embedding lookup."))
 
 
+def pads_of(pads, rank: int) -> tuple[tuple[int, int], ...]:
+    """``pads`` as ``rank`` validated (before, after) pairs of non-negative ints."""
+    try:
+        pairs = tuple(tuple(p) for p in pads)
+    except TypeError:
+        pairs = ()
+    if len(pairs) != rank or any(len(p) != 2 for p in pairs):
+        raise ShapeError(f"pad: pads must be {rank} (before, after) pair(s), one per axis, got {pads!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for p in pairs for v in p):
+        raise ShapeError(f"pad: pads must be non-negative integers, got {pads!r}")
+    return tuple((int(b), int(a)) for b, a in pairs)
+
+
+def _pad_infer(types, *, pads, value):
+    x = types[0]
+    pairs = pads_of(pads, x.rank)
+    return TensorType(x.dtype, tuple(dims.add(d, b + a) for d, (b, a) in zip(x.shape, pairs)))
+
+
+def _pad(x, *, pads, value):
+    return np.pad(x, pads_of(pads, x.ndim), mode="constant", constant_values=np.asarray(value, dtype=x.dtype))
+
+
+register(OpDef("pad", _pad_infer, _pad, attrs={"pads": REQUIRED, "value": 0.0}, num_inputs=1,
+               fusion_kind="injective",
+               doc="Constant padding: `pads` holds one (before, after) pair of non-negative ints per axis "
+                   "(free dims grow by them), filled with `value`."))
+
+
 # ---------------------------------------------------------------------------- ONNX
 # ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
 
@@ -227,6 +256,13 @@ def _gather_to_onnx(ctx, op):
     ctx.node("Gather", [ctx.input_name(0), ctx.input_name(1)], ctx.output_name(0), axis=0)
 
 
+def _pad_to_onnx(ctx, op):
+    pairs = pads_of(ctx.attrs["pads"], ctx.input_type(0).rank)
+    fill = ctx.scalar(ctx.attrs["value"], ctx.input_type(0).dtype)
+    ctx.node("Pad", [ctx.input_name(0), ctx.ints([b for b, _ in pairs] + [a for _, a in pairs]), fill],
+             ctx.output_name(0), mode="constant")
+
+
 get("reshape").to_onnx = _reshape_to_onnx
 get("transpose").to_onnx = _transpose_to_onnx
 get("concat").to_onnx = _concat_to_onnx
@@ -234,6 +270,7 @@ get("slice").to_onnx = _slice_to_onnx
 get("expand_dims").to_onnx = _expand_dims_to_onnx
 get("squeeze").to_onnx = _squeeze_to_onnx
 get("gather").to_onnx = _gather_to_onnx
+get("pad").to_onnx = _pad_to_onnx
 
 
 # ---------------------------------------------------------------------------- native
@@ -260,12 +297,19 @@ def _gather_lower(kb, op, table, ids, *, out):
     kb.gather(out, table, ids)
 
 
+def _pad_lower(kb, op, x, *, out, pads, value):
+    from graphc.backends.llvm.kernels.movement import emit_pad
+
+    emit_pad(kb, out, x, pads_of(pads, x.rank), value)
+
+
 for _name in ("reshape", "expand_dims", "squeeze"):
     get(_name).lower = _alias_lower
 get("transpose").lower = _transpose_lower
 get("concat").lower = _concat_lower
 get("slice").lower = _slice_lower
 get("gather").lower = _gather_lower
+get("pad").lower = _pad_lower
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -360,6 +404,19 @@ def _slice_grad_vjp(ctx, ddx):
     return [None, ctx.slice(ddx, axis=a["axis"], start=a["start"], stop=a["stop"], step=a["step"])]
 
 
+def _pad_vjp(ctx, dy):
+    """The cotangent's interior: one slice per padded axis (``stop`` counted from the end, so a
+    free dim needs no value), then a free reshape back to x's exact (symbolic) shape."""
+    x = ctx.x[0]
+    dx = dy
+    for axis, (before, after) in enumerate(pads_of(ctx.attrs["pads"], ctx.rank(x))):
+        if before or after:
+            dx = ctx.slice(dx, axis=axis, start=before, stop=-after if after else None)
+    if ctx.shape(dx) != ctx.shape(x):
+        dx = ctx.reshape(dx, shape=ctx.shape(x))
+    return [dx]
+
+
 def _gather_vjp(ctx, dy):
     table, ids = ctx.x
     rows = ctx.shape(table)[0]
@@ -377,6 +434,7 @@ get("slice_grad").vjp = _slice_grad_vjp
 get("expand_dims").vjp = lambda ctx, dy: [ctx.squeeze(dy, axis=ctx.attrs["axis"])]
 get("squeeze").vjp = lambda ctx, dy: [ctx.expand_dims(dy, axis=ctx.attrs["axis"] % ctx.rank(ctx.x[0]))]
 get("gather").vjp = _gather_vjp
+get("pad").vjp = _pad_vjp
 
 
 # ---------------------------------------------------------------------------- ONNX (training ops)

@@ -61,6 +61,7 @@ CASES += [
     Case("expand_dims", [A(3, 5)], {"axis": -1}, id="expand_dims"),
     Case("squeeze", [A(3, 1, 5)], {"axis": 1}, id="squeeze"),
     Case("gather", [A(7, 3), A(4, 5, draw="ids:7", dtype="int32")], id="gather"),
+    Case("pad", [A(2, 3, 5)], {"pads": ((0, 0), (1, 2), (3, 0))}, id="pad"),
     Case("reduce_sum", [A(3, 4, 5)], {"axes": (0, 2)}, id="reduce_sum"),
     Case("reduce_sum", [A(3, 4, 5)], {"axes": (1,), "keepdims": True}, id="reduce_sum_keep"),
     Case("reduce_mean", [A(3, 4, 5)], {"axes": (-1,)}, id="reduce_mean"),
@@ -143,4 +144,3 @@ def test_every_differentiable_op_has_a_gradient_case(name):
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_vjp_matches_central_differences(case, rng):
     check_case(case, rng)
-

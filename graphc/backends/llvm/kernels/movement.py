@@ -1,4 +1,4 @@
-"""Data movement: strided copies (copy, transpose, slice, concat) and gather.
+"""Data movement: strided copies (copy, transpose, slice, concat), padding and gather.
 
 Everything but gather is one strided copy ``dst[idx] = src[idx]`` over an index space, each
 side with its own strides and element offset; merged axes as in the elementwise kernels, and
@@ -211,3 +211,64 @@ def emit_slice_scatter(kb: KernelBuilder, out: Tensor, dy: Tensor, axis: int, st
     dst_strides[axis] = dims.mul(os[axis], step)
     strided_copy(kb, out, dst_strides, dims.mul(begin, os[axis]), dy, contiguous_strides(dy.shape), 0, dy.shape,
                  name="slice_grad")
+
+
+def emit_pad(kb: KernelBuilder, out: Tensor, x: Tensor, pads: Sequence[tuple[int, int]], value: float) -> None:
+    """``out`` = ``x`` with ``(before, after)`` elements of ``value`` around each axis; every output
+    element is written once.
+
+    A work item is one output row: the axes from the last padded one inward, contiguous in both
+    tensors. A row whose outer index falls in the padding is all ``value``; any other is
+    ``before`` values, the input row, then ``after`` values.
+    """
+    padded = [a for a, (pb, pa) in enumerate(pads) if pb or pa]
+    if not padded:
+        emit_copy(kb, out, x)
+        return
+    last = padded[-1]
+    inner = dims.product(x.shape[last + 1:])
+    row_before = dims.mul(pads[last][0], inner)
+    row_mid = dims.mul(x.shape[last], inner)
+    row_len = dims.mul(out.shape[last], inner)
+    x_strides = contiguous_strides(x.shape)
+    k = kb.kernel("pad")
+    fb, b, m = k.fn, k.b, k.m
+    px, po = k.ptr(x), k.ptr(out)
+    ety = out.ir_type
+    vw = kb.vw
+    with fb.loop(k.begin, k.end, name="row") as row:
+        rem = row
+        src = i64(0)
+        inside = ir.Constant(ir.IntType(1), 1)
+        for g in range(last - 1, -1, -1):
+            idx = b.srem(rem, k.dim(out.shape[g]))
+            rem = b.sdiv(rem, k.dim(out.shape[g]))
+            pb = pads[g][0]
+            if pads[g] != (0, 0):
+                idx = b.sub(idx, i64(pb))
+                ok = b.and_(b.icmp_signed(">=", idx, i64(0)), b.icmp_signed("<", idx, k.dim(x.shape[g])))
+                inside = b.and_(inside, ok)
+            src = b.add(src, b.mul(idx, k.dim(x_strides[g])))
+        dst = b.mul(row, k.dim(row_len))
+        full = k.dim(row_len)
+        # outside: the whole row is fill; inside: fill [0, before), copy, fill [before + mid, len)
+        copy_lo = b.select(inside, k.dim(row_before), full)
+        copy_hi = b.select(inside, b.add(k.dim(row_before), k.dim(row_mid)), full)
+        src_base = b.sub(src, copy_lo)  # src index = src_base + j for j in [copy_lo, copy_hi)
+
+        def fill(j, lanes):
+            typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+            b.store(m.const(value, typ), b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+
+        def copy(j, lanes):
+            typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+            v = b.load(b.gep(px, [b.add(src_base, j)], source_etype=ety), typ=typ, align=x.type.itemsize)
+            b.store(v, b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+
+        for lo, hi, body in ((i64(0), copy_lo, fill), (copy_lo, copy_hi, copy), (copy_hi, full, fill)):
+            vec_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw)))
+            with fb.loop(lo, vec_end, vw, name="v") as j:
+                body(j, vw)
+            with fb.loop(vec_end, hi, name="s") as j:
+                body(j, 1)
+    kb.launch(k, dims.product(out.shape[:last]), row_len if isinstance(row_len, int) else 64)
