@@ -1,8 +1,11 @@
-"""Shared test setup: Keras (torch backend) for cross-checks, seeded randomness, fresh names."""
+"""Shared test setup: Keras (torch backend) for cross-checks, seeded randomness, fresh names, and a
+build cache of the session's own (never the user's ~/.cache/graphc)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -10,6 +13,22 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from graphc.frontend import state  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_build_cache():
+    """Native builds of this session go to a temporary cache, removed at the end; an explicit
+    $GRAPHC_CACHE_DIR (a developer's warm cache for repeated runs) is respected."""
+    if os.environ.get("GRAPHC_CACHE_DIR"):
+        yield os.environ["GRAPHC_CACHE_DIR"]
+        return
+    directory = tempfile.mkdtemp(prefix="graphc-test-cache-")
+    os.environ["GRAPHC_CACHE_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        os.environ.pop("GRAPHC_CACHE_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.codegen import c_identifier, generate, weights_blob, weights_layout
 from graphc.backends.llvm.target import TargetInfo, host_target
@@ -109,6 +110,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
                                                                        external))
     lib_key = _key(code_key, weights_digest(graph))
     lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external))
+    toolchain.runtime_objects()  # the library's static archive needs them: a use, or a rebuild if evicted
     files = _files(lib, sym, external)
     files.objects["model"] = code / f"{sym}.o"
     files.objects["descriptor"] = code / f"{sym}_model.o"
@@ -122,8 +124,9 @@ def _key(*parts: str) -> str:
 
 def _cached_dir(kind: str, key: str, cache: bool, build) -> Path:
     """``cache_dir()/native/kind/key``, built by ``build(tmp_dir)`` unless present."""
-    final = toolchain.cache_dir() / "native" / kind / key
+    final = build_cache.cache_dir() / "native" / kind / key
     if cache and (final / "done").exists():
+        build_cache.touch(final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
@@ -140,6 +143,7 @@ def _cached_dir(kind: str, key: str, cache: bool, build) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    build_cache.trim(keep=(final,))
     return final
 
 

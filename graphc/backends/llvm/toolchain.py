@@ -3,7 +3,7 @@
 The runtime's C sources ship inside the package (``graphc/c_runtime``: ``include/graphc/graphc.h``
 and ``src/``, package data found through :mod:`importlib.resources`, so a wheel or a plain
 ``pip install .`` carries them). They are compiled once per machine and kept under the cache
-directory (``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``), keyed by a hash of the sources, the
+directory (:mod:`graphc.backends.llvm.cache`), keyed by a hash of the sources, the
 compiler's version and the flags. A model library is the model's object file,
 its descriptor and weights objects, and those runtime objects, linked by the C compiler into
 ``libNAME.so`` and archived into ``libNAME.a``.
@@ -23,6 +23,9 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from graphc.backends.llvm import cache as build_cache
+from graphc.backends.llvm.cache import cache_dir
+
 RUNTIME_CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
 
 
@@ -41,13 +44,6 @@ def runtime_dir() -> Path:
         raise ToolchainError(f"the graphc C runtime is missing from the installed package (no {root}/include/graphc/"
                              "graphc.h): reinstall graphc")
     return root
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("GRAPHC_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "graphc"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
 
 
 @cache
@@ -111,6 +107,7 @@ def runtime_objects(extra_flags: tuple[str, ...] = ()) -> list[Path]:
     sources = runtime_sources()
     objs = [out / (s.stem + ".o") for s in sources]
     if all(o.exists() for o in objs):
+        build_cache.touch(out)
         return objs
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=out.parent))
@@ -126,6 +123,7 @@ def runtime_objects(extra_flags: tuple[str, ...] = ()) -> list[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    build_cache.trim(keep=(out,))
     return objs
 
 
