@@ -30,8 +30,8 @@ from graphc.ir.types import TensorType
 from graphc.ops.common import fmt_shape, require_float, same_dtype
 from graphc.ops.registry import OpDef, ShapeError, get, register
 
-__all__ = ["keras_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs", "resolve_pads",
-           "pad_array", "tap_views", "concrete_out"]
+__all__ = ["keras_pads", "keras_transpose_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs",
+           "resolve_pads", "pad_array", "tap_views", "concrete_out"]
 
 Pads = tuple[tuple[Dim, Dim], ...]
 
@@ -136,6 +136,38 @@ def keras_pads(padding: str, spatial: Sequence[Dim], kernel: Sequence[int], stri
         else:
             pairs.append(_same_pair(n, eff, s))
     return tuple(pairs)
+
+
+def keras_transpose_pads(padding: str, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+                         output_padding: Sequence[int] | None) -> tuple[Pads, tuple[int, ...]]:
+    """Keras's transposed-convolution padding as the ``conv_transpose`` op's (pads, output_padding).
+
+    Keras places the transposed convolution's full output ``(n-1)*s + k_eff`` and pads it by
+    (left, right) relative to the ``k_eff - 1`` a full correlation would add (JAX's rule, which
+    the torch backend reproduces by cropping): 'valid' keeps everything and adds
+    ``output_padding`` (default ``max(k_eff, s) - k_eff``) at the end; 'same' aims at ``n*s``
+    (or ``(n-1)*s + k_eff % 2 + output_padding``), the odd pixel cropped at the start. Here that
+    is the adjoint of a convolution with ``pads`` (before, after) whose extra rows at the end are
+    ``output_padding`` (always below the stride).
+    """
+    padding = padding.lower() if isinstance(padding, str) else padding
+    if padding not in ("valid", "same"):
+        raise ValueError(f"transposed convolution padding must be 'valid' or 'same', got {padding!r}")
+    nsp = len(kernel)
+    extras = (None,) * nsp if output_padding is None else tuple(output_padding)
+    pairs, extra_out = [], []
+    for k, s, d, extra in zip(kernel, strides, dilations, extras):
+        eff = (k - 1) * d + 1
+        if padding == "valid":
+            left, right = eff - 1, eff - 1 + (max(eff, s) - eff if extra is None else extra)
+        else:
+            total = s + eff - 2 if extra is None else eff + eff % 2 - 2 + extra
+            left = min(total // 2 + total % 2, eff - 1)
+            right = total - left
+        crop_after = eff - 1 - right  # negative: zeros added after
+        pairs.append((eff - 1 - left, max(crop_after, 0)))
+        extra_out.append(max(-crop_after, 0))
+    return tuple(pairs), tuple(extra_out)
 
 
 def _same_pair(n: Dim, eff: int, s: int) -> tuple[Dim, Dim]:
@@ -372,13 +404,19 @@ def _tap_index(tap, strides, dilations, out):
 
 
 def _conv_grad_input(dy, w, x, *, strides, dilations, pads, groups, bindings=None):
-    kernel, strides, dilations, pads_i, out = _conv_grad_geometry(x.shape, w.shape, strides, dilations, pads,
+    return _scatter_taps(dy, w, x.shape, strides, dilations, pads, groups, bindings)
+
+
+def _scatter_taps(dy, w, x_shape, strides, dilations, pads, groups, bindings):
+    """The adjoint of ``conv`` applied to ``dy``: each tap's ``dy @ w[tap]^T`` added into the
+    window positions of a zero padded (N, *spatial, C) array of ``x_shape``, then cropped."""
+    kernel, strides, dilations, pads_i, out = _conv_grad_geometry(x_shape, w.shape, strides, dilations, pads,
                                                                   bindings)
-    n, c = x.shape[0], x.shape[-1]
+    n, c = x_shape[0], x_shape[-1]
     cg, out_ch = w.shape[-2], w.shape[-1]
     og = out_ch // groups
     rows = n * int(np.prod(out, dtype=np.int64))
-    padded = (n,) + tuple(s + pb + pa for s, (pb, pa) in zip(x.shape[1:-1], pads_i)) + (c,)
+    padded = (n,) + tuple(s + pb + pa for s, (pb, pa) in zip(x_shape[1:-1], pads_i)) + (c,)
     dxp = np.zeros(padded, dtype=dy.dtype)
     d2 = dy.reshape(rows, out_ch)
     for tap in np.ndindex(*kernel):
@@ -392,7 +430,7 @@ def _conv_grad_input(dy, w, x, *, strides, dilations, pads, groups, bindings=Non
             contrib = np.matmul(d2.reshape(rows, groups, og).transpose(1, 0, 2), wg.transpose(0, 2, 1))
             contrib = contrib.transpose(1, 0, 2).reshape(rows, c)
         dxp[_tap_index(tap, strides, dilations, out)] += contrib.reshape((n,) + out + (c,))
-    inner = (slice(None),) + tuple(slice(pb, pb + s) for s, (pb, _) in zip(x.shape[1:-1], pads_i))
+    inner = (slice(None),) + tuple(slice(pb, pb + s) for s, (pb, _) in zip(x_shape[1:-1], pads_i))
     return np.ascontiguousarray(dxp[inner])
 
 
@@ -461,7 +499,11 @@ def _plainly_grouped(w, groups) -> bool:
 
 
 def _conv_grad_input_lower(kb, op, dy, w, x, *, out, strides, dilations, pads, groups):
-    s, d, p = spatial_attrs(x.rank - 2, strides, dilations, pads, "conv")
+    _emit_conv_adjoint(kb, dy, w, out, *spatial_attrs(x.rank - 2, strides, dilations, pads, "conv"), groups)
+
+
+def _emit_conv_adjoint(kb, dy, w, out, s, d, p, groups) -> None:
+    """The convolution's input gradient (also the transposed convolution) into ``out``."""
     if _plainly_grouped(w, groups):
         from graphc.backends.llvm.kernels.conv_grad_grouped import emit_grouped_conv_grad_input
 
@@ -482,3 +524,109 @@ def _conv_grad_kernel_lower(kb, op, x, dy, w, *, out, strides, dilations, pads, 
 
 get("conv_grad_input").lower = _conv_grad_input_lower
 get("conv_grad_kernel").lower = _conv_grad_kernel_lower
+
+
+# ---------------------------------------------------------------------------- transposed convolution
+# ``conv_transpose(x, w)`` is the adjoint of ``conv`` with the same kernel and attributes: x has
+# the convolution's output shape and the result its input shape, (N, *spatial, C) with
+# ``spatial = (o-1)*s + (k-1)*d + 1 - before - after + output_padding`` (output_padding < stride
+# picks among the input sizes that convolve to ``o``). The kernel is the convolution's,
+# (*k, C/groups, O): for Keras's transposed layers that is the stored (*k, filters, in) as it is.
+# Its gradients are a convolution (for x) and ``conv_grad_kernel`` (for w); natively it runs the
+# convolution's input-gradient GEMM.
+
+def _transpose_attrs(nsp: int, strides, dilations, pads, output_padding, what: str):
+    strides, dilations, pads = spatial_attrs(nsp, strides, dilations, pads, what)
+    if any(isinstance(p, str) for pair in pads for p in pair):
+        raise ShapeError(f"{what}: pads must be integers, got {pads!r}")
+    extra = (0,) * nsp if output_padding is None else tuple(output_padding)
+    if len(extra) != nsp or not all(isinstance(e, (int, np.integer)) and 0 <= e < s
+                                    for e, s in zip(extra, strides)):
+        raise ShapeError(f"{what}: output_padding must be {nsp} non-negative integer(s), each below its stride, "
+                         f"got {output_padding!r} with strides {strides}")
+    return strides, dilations, pads, tuple(int(e) for e in extra)
+
+
+def _conv_transpose_infer(types: list[TensorType], *, strides, dilations, pads, output_padding,
+                          groups) -> TensorType:
+    x, w = types
+    require_float(x, "conv_transpose input")
+    dtype = same_dtype(types, "conv_transpose input and kernel")
+    if x.rank < 3:
+        raise ShapeError(f"conv_transpose needs an input of rank >= 3 (batch, *spatial, channels), got shape "
+                         f"{fmt_shape(x.shape)}")
+    nsp = x.rank - 2
+    if w.rank != x.rank or not all(isinstance(d, int) for d in w.shape):
+        raise ShapeError(f"conv_transpose kernel must be concrete of rank {x.rank} (*kernel, out_channels/groups, "
+                         f"in_channels) for an input of shape {fmt_shape(x.shape)}, got {fmt_shape(w.shape)}")
+    strides, dilations, pads, extra = _transpose_attrs(nsp, strides, dilations, pads, output_padding,
+                                                       "conv_transpose")
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ShapeError(f"conv_transpose groups must be a positive integer, got {groups!r}")
+    c = x.shape[-1]
+    if isinstance(c, int) and c != w.shape[-1]:
+        raise ShapeError(f"conv_transpose input has {c} channels but the kernel {fmt_shape(w.shape)} expects "
+                         f"{w.shape[-1]} (its last axis)")
+    if w.shape[-1] % groups:
+        raise ShapeError(f"conv_transpose input channels {w.shape[-1]} are not divisible by groups={groups}")
+    out: list[Dim] = []
+    for axis, (o, k, s, d, (pb, pa), e) in enumerate(zip(x.shape[1:-1], w.shape[:nsp], strides, dilations, pads,
+                                                          extra)):
+        size = dims.add(dims.mul(dims.sub(o, 1), s), (k - 1) * d + 1 - pb - pa + e)
+        if isinstance(size, int) and size < 1:
+            raise ShapeError(f"conv_transpose: spatial axis {axis} of size {o} gives an empty output "
+                             f"({size}) with kernel {k}, padding ({pb}, {pa})")
+        out.append(size)
+    return TensorType(dtype, (x.shape[0],) + tuple(out) + (w.shape[-2] * groups,))
+
+
+def _conv_transpose(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, output_padding, groups,
+                    bindings: Mapping[str, int] | None = None) -> np.ndarray:
+    t = _conv_transpose_infer([TensorType(x.dtype.name, x.shape), TensorType(w.dtype.name, w.shape)],
+                              strides=strides, dilations=dilations, pads=pads, output_padding=output_padding,
+                              groups=groups)
+    dtype = np.result_type(x.dtype, w.dtype)
+    return _scatter_taps(x.astype(dtype, copy=False), w, t.shape, strides, dilations, pads, groups, bindings)
+
+
+register(OpDef(
+    "conv_transpose", _conv_transpose_infer, _conv_transpose,
+    attrs={"strides": None, "dilations": None, "pads": None, "output_padding": None, "groups": 1},
+    num_inputs=2, fusion_kind="opaque", uses_dims=True,
+    doc="Transposed convolution, the adjoint of `conv` with the same kernel (*k, C/groups, O) and attributes: "
+        "x (N, *o, O) -> (N, *spatial, C), spatial = (o-1)*strides + (k-1)*dilations + 1 - pads + "
+        "output_padding (per axis, each below its stride; None = zeros)."))
+
+
+def _conv_transpose_to_onnx(ctx, op):
+    rank = ctx.input_type(0).rank
+    nsp = rank - 2
+    strides, dilations, pads, extra = _transpose_attrs(nsp, ctx.attrs["strides"], ctx.attrs["dilations"],
+                                                       ctx.attrs["pads"], ctx.attrs["output_padding"],
+                                                       "conv_transpose")
+    kernel = ctx.input_type(1).shape[:nsp]
+    perm = [nsp + 1, nsp, *range(nsp)]  # (*k, C/g, O) -> ONNX's (O, C/g, *k)
+    w = ctx.derived(1, lambda k: np.ascontiguousarray(np.transpose(k, perm)), "iohw") \
+        or ctx.transpose(ctx.input_name(1), perm)
+    y = ctx.node("ConvTranspose", [onnx_channels_first(ctx, ctx.input_name(0), rank), w],
+                 kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
+                 pads=[b for b, _ in pads] + [a for _, a in pads], output_padding=list(extra),
+                 group=int(ctx.attrs["groups"]))
+    onnx_channels_last(ctx, y, rank, ctx.output_name(0))
+
+
+def _conv_transpose_vjp(ctx, dz):
+    x, w = ctx.x
+    a = {k: v for k, v in ctx.attrs.items() if k != "output_padding"}
+    return [ctx.conv(dz, w, **a) if ctx.needs[0] else None,
+            ctx.conv_grad_kernel(dz, x, w, **a) if ctx.needs[1] else None]
+
+
+def _conv_transpose_lower(kb, op, x, w, *, out, strides, dilations, pads, output_padding, groups):
+    s, d, p, _ = _transpose_attrs(x.rank - 2, strides, dilations, pads, output_padding, "conv_transpose")
+    _emit_conv_adjoint(kb, x, w, out, s, d, p, groups)
+
+
+get("conv_transpose").to_onnx = _conv_transpose_to_onnx
+get("conv_transpose").vjp = _conv_transpose_vjp
+get("conv_transpose").lower = _conv_transpose_lower

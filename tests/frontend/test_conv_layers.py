@@ -135,7 +135,7 @@ def test_get_config_round_trip(rng):
 
 # ---------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("make,words", [
-    (lambda: layers.Conv2D(4, 3, data_format="channels_first"), ["Conv2D", "channels_last"]),
+    (lambda: layers.DepthwiseConv2D(3, data_format="NCHW"), ["DepthwiseConv2D", "data_format", "'NCHW'"]),
     (lambda: layers.Conv2D(4, 3, data_format="nhwc"), ["data_format", "'nhwc'"]),
     (lambda: layers.Conv2D(4, 3, padding="causal"), ["padding", "'causal'"]),
     (lambda: layers.Conv1D(4, 3, padding="full"), ["padding", "'full'"]),

@@ -67,11 +67,11 @@ def test_max_pooling_same_on_negative_inputs(rng):
 
 
 @pytest.mark.parametrize("make,kwargs,words", [
-    (layers.MaxPooling2D, {"data_format": "channels_first"}, ["MaxPooling2D", "channels_last"]),
+    (layers.MaxPooling2D, {"data_format": "NCHW"}, ["MaxPooling2D", "data_format", "'NCHW'"]),
     (layers.AveragePooling1D, {"pool_size": 2, "padding": "causal"}, ["padding", "'causal'"]),
     (layers.MaxPooling2D, {"pool_size": (2, 2, 2)}, ["pool_size", "2 integers"]),
     (layers.MaxPooling1D, {"strides": 0}, ["strides", "positive"]),
-    (layers.GlobalAveragePooling2D, {"data_format": "channels_first"}, ["channels_last"]),
+    (layers.GlobalAveragePooling2D, {"data_format": "first"}, ["data_format", "'first'"]),
 ])
 def test_constructor_errors(make, kwargs, words):
     with pytest.raises(ValueError) as info:

@@ -2,18 +2,22 @@
 
 Window pooling lowers to the ``max_pool``/``avg_pool`` ops with explicit pads from Keras's
 'valid'/'same' rule (average pooling leaves padding out of the count); global pooling
-lowers to ``reduce_max``/``reduce_mean`` over the spatial axes. Channels-last only.
+lowers to ``reduce_max``/``reduce_mean`` over the spatial axes. The window ops are
+channels-last: ``data_format="channels_first"`` inputs are transposed around them, as for
+the convolutions; global pooling reduces the spatial axes of either layout in place.
 """
 
 from __future__ import annotations
 
 from graphc.frontend.layer import Layer
 from graphc.frontend.layers.conv import (
-    SPATIAL_NAMES,
     check_data_format,
     check_spatial_input,
+    from_channels_last,
+    layout_names,
     standardize_padding,
     standardize_tuple,
+    to_channels_last,
 )
 from graphc.frontend.layers.core import single
 from graphc.frontend.lowering import LowerContext
@@ -47,14 +51,15 @@ class _Pooling(Layer):
     def check_inputs(self, inputs) -> None:
         cls = type(self).__name__
         x = single(inputs)
-        check_spatial_input(x, self.rank, cls)
+        check_spatial_input(x, self.rank, cls, self.data_format)
         if self.op == "avg_pool" and not is_float(x.dtype):
             raise ShapeError(f"{cls} needs a float input, got {x.dtype}")
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
-        x = single(inputs)
+        x = to_channels_last(ctx, single(inputs), self.data_format)
         pads = keras_pads(self.padding, ctx.shape(x)[1:-1], self.pool_size, self.strides)
-        return ctx.emit(self.op, x, kernel=self.pool_size, strides=self.strides, pads=pads)
+        y = ctx.emit(self.op, x, kernel=self.pool_size, strides=self.strides, pads=pads)
+        return from_channels_last(ctx, y, self.data_format)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "pool_size": self.pool_size, "padding": self.padding,
@@ -108,7 +113,8 @@ class AveragePooling3D(_Pooling):
 
 
 class _GlobalPooling(Layer):
-    """Max or mean over every spatial axis: (batch, *spatial, C) -> (batch, C), or keepdims."""
+    """Max or mean over every spatial axis: (batch, *spatial, C) -> (batch, C); ``keepdims`` keeps the
+    spatial axes as ones. Channels-first inputs (batch, C, *spatial) reduce their last axes."""
 
     rank = 2
     op = "reduce_max"
@@ -122,14 +128,15 @@ class _GlobalPooling(Layer):
         cls = type(self).__name__
         x = single(inputs)
         if len(x.shape) != self.rank + 2:
-            raise ShapeError(f"{cls} expects an input of rank {self.rank + 2} (batch, "
-                             f"{SPATIAL_NAMES[self.rank]}, channels), got shape {x.shape}")
+            raise ShapeError(f"{cls} expects an input of rank {self.rank + 2} "
+                             f"({layout_names(self.rank, self.data_format)}), got shape {x.shape}")
         if self.op == "reduce_mean" and not is_float(x.dtype):
             raise ShapeError(f"{cls} needs a float input, got {x.dtype}")
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = single(inputs)
-        return ctx.emit(self.op, x, axes=tuple(range(1, self.rank + 1)), keepdims=self.keepdims)
+        first = 2 if self.data_format == "channels_first" else 1
+        return ctx.emit(self.op, x, axes=tuple(range(first, first + self.rank)), keepdims=self.keepdims)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}

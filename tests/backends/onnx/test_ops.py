@@ -167,6 +167,11 @@ case("conv", SEQ, W(3, 5, 4), strides=(2,), dilations=(2,), pads=keras_pads("sam
 case("conv", SEQ, W(3, 5, 4), pads=(("max(0, 3 - seq)", 0),), id="conv1d_symbolic_pad")
 case("conv", In(("batch", 5, 4, 6, 2)), W(2, 3, 3, 2, 3), strides=(1, 2, 1), pads=((0, 1), (1, 1), (1, 1)),
      id="conv3d")
+case("conv_transpose", IMG, W(3, 3, 4, 3), strides=(2, 2), pads=((1, 1), (0, 1)), output_padding=(1, 0),
+     id="conv_transpose2d_stride2_output_padding")
+case("conv_transpose", SEQ, W(3, 4, 5), dilations=(2,), pads=((2, 1),), id="conv_transpose1d_dilated_free_length")
+case("conv_transpose", In(("batch", 3, 2, 4, 2)), W(2, 3, 2, 3, 2), strides=(2, 1, 3), pads=((0, 0), (1, 1), (0, 1)),
+     output_padding=(1, 0, 2), id="conv_transpose3d")
 for _op in ("max_pool", "avg_pool"):
     case(_op, In(("batch", 5, 4, 6, 2)), kernel=(2, 2, 3), strides=(1, 2, 3), pads=((0, 1), (0, 0), (1, 1)),
          id=f"{_op}_3d")
