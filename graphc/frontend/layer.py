@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.frontend import initializers, nest, state
+from graphc.frontend import constraints, initializers, nest, regularizers, state
 from graphc.frontend.lowering import LowerContext
 from graphc.frontend.tensor import KerasTensor, Node
 from graphc.ir.graph import Graph
@@ -26,13 +26,19 @@ _scratch_ids = itertools.count()
 
 
 class Variable:
-    """A layer weight: a NumPy array with a name, a path and a trainable flag."""
+    """A layer weight: a NumPy array with a name, a path, a trainable flag, and the regularizer
+    (a penalty added to the training loss) and constraint (a projection after each update) that
+    training applies to it."""
 
-    def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True):
+    def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True,
+                 regularizer: regularizers.Regularizer | None = None,
+                 constraint: constraints.Constraint | None = None):
         self._value = np.ascontiguousarray(value)
         self.name = name
         self.path = path
         self.trainable = trainable
+        self.regularizer = regularizer
+        self.constraint = constraint
         self.version = 0
 
     @property
@@ -76,7 +82,8 @@ class Layer:
     _allowed_kwargs = {"input_shape", "batch_input_shape", "batch_size", "input_dim", "dtype",
                        "trainable", "name", "autocast", "input_length"}
 
-    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, **kwargs):
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, activity_regularizer=None,
+                 **kwargs):
         unknown = set(kwargs) - self._allowed_kwargs
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) {sorted(unknown)}")
@@ -89,6 +96,10 @@ class Layer:
         self._trainable_weights: list[Variable] = []
         self._non_trainable_weights: list[Variable] = []
         self._inbound_nodes: list[Node] = []
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self._weight_option_keys: tuple[str, ...] = ()
+        self._activity_losses: list[np.ndarray] = []
+        self._lowering_depth = 0
         self._batch_input_shape = None
         if "batch_input_shape" in kwargs:
             self._batch_input_shape = _shape_tuple(kwargs["batch_input_shape"])
@@ -98,8 +109,12 @@ class Layer:
             self._batch_input_shape = (kwargs.get("batch_size"), int(kwargs["input_dim"]))
 
     def __init_subclass__(cls, **kwargs):
-        """Wrap each subclass's ``build`` so that any call to it (direct or not) marks the layer built."""
+        """Wrap each subclass's ``build`` so that any call to it (direct or not) marks the layer built,
+        and its ``lower`` so that the activity regularizer sees every output."""
         super().__init_subclass__(**kwargs)
+        lower = cls.__dict__.get("lower")
+        if lower is not None and not getattr(lower, "_adds_activity_loss", False):
+            cls.lower = _adds_activity_loss(lower)
         build = cls.__dict__.get("build")
         if build is not None and not getattr(build, "_marks_built", False):
             @functools.wraps(build)
@@ -114,12 +129,67 @@ class Layer:
 
     # ------------------------------------------------------------------ weights
     def add_weight(self, name: str, shape, initializer="glorot_uniform", trainable: bool = True,
-                   dtype="float32") -> Variable:
+                   dtype="float32", regularizer=None, constraint=None) -> Variable:
+        """A new weight; ``regularizer`` adds its penalty to the training loss, ``constraint``
+        projects it after each optimizer update (names, configs or instances, as in Keras)."""
         shape = tuple(int(d) for d in shape)
         value = initializers.get(initializer)(shape, dtype=normalize_dtype(dtype))
-        var = Variable(value, name, f"{self.name}/{name}", trainable and self.trainable)
+        var = Variable(value, name, f"{self.name}/{name}", trainable and self.trainable,
+                       regularizer=regularizers.get(regularizer), constraint=constraints.get(constraint))
         (self._trainable_weights if trainable else self._non_trainable_weights).append(var)
         return var
+
+    def _set_weight_options(self, **options) -> None:
+        """Keep Keras's regularizer and constraint arguments (``kernel_regularizer=``,
+        ``bias_constraint=``, ``activity_regularizer=``...) as resolved attributes of the same
+        names, listed in ``get_config``; ``build`` hands each to ``add_weight`` for its weight."""
+        for key, value in options.items():
+            if key == "activity_regularizer":
+                self.activity_regularizer = regularizers.get(value)
+                continue
+            if key.endswith("_regularizer"):
+                setattr(self, key, regularizers.get(value))
+            elif key.endswith("_constraint"):
+                setattr(self, key, constraints.get(value))
+            else:
+                raise TypeError(f"{type(self).__name__}: {key!r} is not a regularizer or constraint option")
+            self._weight_option_keys += (key,)
+
+    def _weight_options_config(self) -> dict:
+        config = {}
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        for key in self._weight_option_keys:
+            value = getattr(self, key)
+            config[key] = (regularizers.serialize(value) if key.endswith("_regularizer")
+                           else constraints.serialize(value))
+        return config
+
+    @property
+    def losses(self) -> list[np.ndarray]:
+        """Keras's ``layer.losses``: the activity penalties of the last call on arrays, then the
+        regularization penalty of each trainable weight that has a regularizer (float scalars)."""
+        out = list(self._activity_losses)
+        for var in self.trainable_weights:
+            if var.regularizer is not None:
+                out.append(var.regularizer(var.value))
+        return out
+
+    def _add_activity_losses(self, ctx: LowerContext, outputs) -> None:
+        """Record the activity penalty of each output (divided by its batch size, as Keras does)
+        in ``graph.meta["losses"]`` when the graph collects losses (training and evaluation steps)."""
+        losses = ctx.graph.meta.get("losses")
+        if losses is None or self.activity_regularizer is None:
+            return
+        for value in nest.flatten(outputs):
+            if not isinstance(value, str) or value not in ctx.graph.values:
+                continue
+            penalty = self.activity_regularizer.emit(ctx, value)
+            if ctx.dtype(penalty) != "float32":
+                penalty = ctx.cast(penalty, dtype="float32")
+            if ctx.rank(value) > 0:
+                penalty = ctx.div(penalty, ctx.num_elements(value, axes=(0,), dtype="float32"))
+            losses.append(penalty)
 
     @property
     def trainable(self) -> bool:
@@ -203,7 +273,8 @@ class Layer:
         """Refuse inputs this layer cannot take (rank, dtype); raise ValueError naming them."""
 
     def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype,
+                  **self._weight_options_config()}
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)
         return config
@@ -289,6 +360,7 @@ class Layer:
         self._check_call(probe)
         self._maybe_build(probe)
         graph = Graph(f"{self.name}_eager")
+        graph.meta["losses"] = []
         ctx = LowerContext(graph, self.name, training=bool(kwargs.get("training", False)))
         feeds = {}
 
@@ -303,8 +375,10 @@ class Layer:
         kw = {k: nest.map_structure(to_value, v) for k, v in kwargs.items() if k != "training"}
         out_values = self.lower(ctx, arg_values, **kw)
         flat = nest.flatten(out_values)
-        graph.set_outputs(flat)
+        losses = graph.meta.pop("losses")
+        graph.set_outputs(list(dict.fromkeys(flat + losses)))
         results = run(graph, feeds)
+        self._activity_losses = [results[v] for v in losses]
         return nest.pack_like(out_values, [results[v] for v in flat])
 
     # ------------------------------------------------------------------ history
@@ -351,6 +425,28 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _adds_activity_loss(lower):
+    """``lower`` followed by the layer's activity penalties, once per call of the layer (a
+    subclass's ``lower`` calling ``super().lower`` adds them once, at the outermost level)."""
+
+    @functools.wraps(lower)
+    def wrapped(self, ctx, *args, **kwargs):
+        self._lowering_depth = getattr(self, "_lowering_depth", 0) + 1
+        try:
+            outputs = lower(self, ctx, *args, **kwargs)
+        finally:
+            self._lowering_depth -= 1
+        if self._lowering_depth == 0 and getattr(self, "activity_regularizer", None) is not None:
+            self._add_activity_losses(ctx, outputs)
+        return outputs
+
+    wrapped._adds_activity_loss = True
+    return wrapped
+
+
+Layer.lower = _adds_activity_loss(Layer.lower)
 
 
 def _array_dtype(a: np.ndarray) -> str:

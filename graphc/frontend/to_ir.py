@@ -30,11 +30,16 @@ def free_dim_name(input_name: str, axis: int, rank: int) -> str:
     return f"{base}_d{axis}"
 
 
-def lower_model(model: Model, *, training: bool = False) -> tuple[Graph, dict]:
-    """The IR of ``model`` and a map from constant names to the model's Variables."""
+def lower_model(model: Model, *, training: bool = False, losses: bool = False) -> tuple[Graph, dict]:
+    """The IR of ``model`` and a map from constant names to the model's Variables.
+
+    With ``losses``, ``graph.meta["losses"]`` lists the layers' activity penalties (float32
+    scalars, in call order): the training and evaluation steps add them to the loss."""
     if not model.built or not getattr(model, "_nodes", None):
         raise ValueError(f"model {model.name!r} is not built: it has no input shape yet")
     graph = Graph(model.name)
+    if losses:
+        graph.meta["losses"] = []
     ctx = LowerContext(graph, None, training=training)
     values = []
     for t in model.inputs:

@@ -8,8 +8,9 @@ is not always a valid set of graphc constructor arguments, so reading one goes k
   are float32, becomes float32: graphc computes in the variable dtype);
 - initializer dicts become graphc initializers; arguments graphc's initializer does not
   take are dropped when they hold Keras's neutral value (``input_axes: None``);
-- regularizers, constraints and ``activity_regularizer`` are dropped: they only act during
-  training, which reads them from the model's Keras config, not from graphc;
+- regularizer and constraint dicts (``kernel_regularizer``, ``activity_regularizer``...) are
+  passed on as they are: graphc's layers read Keras's serialized form and honour them in
+  training; a layer that takes no such option refuses a non-None one, naming it;
 - a nested layer config (``TimeDistributed``'s ``layer``) is deserialized recursively;
 - any other key graphc's class does not accept is dropped when it holds Keras's default or
   a neutral value (None, False, empty), and refused otherwise, naming the option.
@@ -46,7 +47,6 @@ KERAS_DEFAULTS: dict[str, Any] = {
     "sparse": False, "optional": False, "renorm": False, "synchronized": False, "keepdims": False,
     "mask_zero": False, "reset_after": True, "unit_forget_bias": True, "rms_scaling": False,
 }
-_TRAINING_ONLY_SUFFIXES = ("_regularizer", "_constraint")
 _INPUT_SHAPE_ARGS = ("batch_input_shape", "input_shape", "input_dim", "batch_size", "input_length")
 
 
@@ -187,8 +187,6 @@ def config_to_graphc(cls: type, class_name: str, config: dict, where: str,
     for key, value in config.items():
         if key == "dtype":
             value = policy_dtype(value, where)
-        elif key.endswith(_TRAINING_ONLY_SUFFIXES) or key == "activity_regularizer":
-            continue
         elif is_layer_config(value):
             value = load_layer(value, f"{where}/{key}")
         elif key.endswith("_initializer"):

@@ -2,9 +2,10 @@
 
 ``build_step(model, spec, targets, training=True)`` lowers the model in training mode (Dropout
 draws masks, BatchNormalization uses batch statistics), adds one input per target
-(``<output>_true``, batch-major like the model inputs), the losses and metrics, and then, for a
-training step, the gradient of the total loss (:func:`graphc.autodiff.gradients`) and the
-optimizer's update. Any backend can run the result; the contract is:
+(``<output>_true``, batch-major like the model inputs), the losses (plus the regularization
+penalties, :mod:`graphc.training.regularization`) and metrics, and then, for a training step,
+the gradient of the total loss (:func:`graphc.autodiff.gradients`), the optimizer's update and
+the weights' constraints. Any backend can run the result; the contract is:
 
 - inputs: the model's inputs, the targets and (training) ``learning_rate`` (float32 scalar);
 - constants: the weights and the optimizer's state (slots, ``iterations``);
@@ -34,6 +35,7 @@ from graphc.ops.builder import OpBuilder
 from graphc.training.losses import Loss
 from graphc.training.metrics import MeanMetricWrapper
 from graphc.training.optimizers import Optimizer, ParamUpdate
+from graphc.training.regularization import add_losses, apply_constraints, regularization_losses
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Step:
                  training: bool, runner: Callable[[Graph, dict], dict] | None = None):
         self.training = training
         self.runner = runner or run  # (graph, feeds) -> {output: array}: the reference interpreter by default
-        graph, params = lower_model(model, training=training)
+        graph, params = lower_model(model, training=training, losses=True)
         self.graph: Graph = graph
         self.params = params  # constant -> Variable
         b = OpBuilder(graph, layer="loss")
@@ -101,6 +103,7 @@ class Step:
         if not terms:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
         total = terms[0] if len(terms) == 1 else b.add_n(*terms)
+        total = add_losses(b, total, regularization_losses(graph, model, params))
         mb = OpBuilder(graph, layer="metrics")
         metrics = []
         for i, (spec, pred, target) in enumerate(zip(specs, preds, self.target_inputs)):
@@ -140,6 +143,7 @@ class Step:
         weights = {c: self.params[c].value for c in wrt}
         new, slots = optimizer.emit_updates(OpBuilder(graph, layer="optimizer"), updates, weights, self.lr_input,
                                             self.iterations)
+        new = apply_constraints(OpBuilder(graph, layer="optimizer"), self.params, new)
         layer_updates = dict(graph.meta.get("state_updates", {}))
         self.updates = {**layer_updates, **new}
         self.slots = slots
