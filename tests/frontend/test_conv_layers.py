@@ -146,9 +146,10 @@ def test_get_config_round_trip(rng):
     (lambda: layers.Conv2D(5, 3, groups=2), ["filters", "groups=2"]),
     (lambda: layers.Conv2D(4, 3, groups=0), ["groups", "positive"]),
     (lambda: layers.Conv2D(4, 3, strides=2, dilation_rate=2), ["strides > 1", "dilation_rate > 1"]),
-    (lambda: layers.Conv2D(4, 3, kernel_regularizer="l2"), ["kernel_regularizer", "not support"]),
+    (lambda: layers.Conv2D(4, 3, kernel_regularizer="l3"), ["regularizer identifier", "'l3'"]),
+    (lambda: layers.Conv2D(4, 3, lora_rank=2), ["lora_rank", "not support"]),
     (lambda: layers.DepthwiseConv2D(3, depth_multiplier=0), ["depth_multiplier", "positive"]),
-    (lambda: layers.SeparableConv2D(4, 3, pointwise_constraint="non_neg"), ["pointwise_constraint"]),
+    (lambda: layers.SeparableConv2D(4, 3, pointwise_constraint="positive"), ["constraint identifier", "'positive'"]),
     (lambda: layers.SeparableConv2D(-1, 3), ["filters", "-1"]),
 ])
 def test_constructor_errors(make, words):

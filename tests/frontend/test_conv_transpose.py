@@ -118,6 +118,7 @@ PREDICT_CASES = {
     "2d_same_output_padding_even_kernel": (2, (5, 3), 3, dict(filters=2, kernel_size=4, strides=3, padding="same",
                                                               output_padding=(1, 2), use_bias=False)),
     "2d_kernel_below_stride": (2, (3, 3), 5, dict(filters=7, kernel_size=1, strides=3)),
+    "2d_stride2_37_filters": (2, (5, 3), 19, dict(filters=37, kernel_size=3, strides=2, padding="same")),
     "2d_channels_first_dilated": (2, (7, 5), 3, dict(filters=4, kernel_size=(3, 2), dilation_rate=(2, 1),
                                                      data_format="channels_first", activation="sigmoid")),
     "3d_same_strides": (3, (3, 1, 5), 2, dict(filters=3, kernel_size=(3, 2, 3), strides=(2, 1, 2),
@@ -225,8 +226,7 @@ def test_native_training_steps_match_the_reference(rng):
     (lambda: layers.Conv2DTranspose(2, 3, strides=2, dilation_rate=2), "strides > 1 cannot be combined"),
     (lambda: layers.Conv1DTranspose(2, 3, padding="causal"), "padding must be one of"),
     (lambda: layers.Conv2DTranspose(0, 3), "filters must be a positive integer"),
-    (lambda: layers.Conv2DTranspose(2, 3, kernel_regularizer="l2"), "Conv2DTranspose: graphc does not support "
-                                                                    "kernel_regularizer"),
+    (lambda: layers.Conv2DTranspose(2, 3, kernel_constraint="max"), "constraint identifier: 'max'"),
     (lambda: layers.Conv3DTranspose(2, 3, data_format="channels_middle"), "data_format must be"),
 ])
 def test_refused_configurations(make, match):

@@ -326,7 +326,7 @@ def test_lstm_on_2d_tensor_names_the_layer_and_shape():
     (lambda: layers.LSTM(3, activation="softmax"), "activation 'softmax' is not supported"),
     (lambda: layers.SimpleRNN(3, activation="relu6"), "activation 'relu6' is not supported"),
     (lambda: layers.LSTM(3, activation="nope"), "unknown activation 'nope'"),
-    (lambda: layers.LSTM(3, kernel_regularizer="l2"), "kernel_regularizer not supported"),
+    (lambda: layers.LSTM(3, kernel_regularizer="l3"), "regularizer identifier: 'l3'"),
     (lambda: layers.LSTM(3, dropout=1.5), "dropout must be in \\[0, 1\\], got 1.5"),
     (lambda: layers.LSTM(3, use_cudnn="yes"), "use_cudnn must be"),
     (lambda: layers.LSTM(3, frobnicate=1), "unexpected keyword argument"),

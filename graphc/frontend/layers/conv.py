@@ -13,8 +13,8 @@ The ops are channels-last. ``data_format="channels_first"`` inputs (batch, chann
 consecutive channels-first layers the optimizer's no-op removal composes each back-and-forth
 pair of transposes into nothing.
 
-Regularizers, constraints and LoRA are not supported: passing one raises ValueError
-rather than being silently ignored.
+Regularizers and constraints are honoured in training (:meth:`Layer._set_weight_options`);
+LoRA is not supported: passing it raises ValueError rather than being silently ignored.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def from_channels_last(ctx: LowerContext, y: str, data_format: str) -> str:
 
 
 def refuse_unsupported(layer: str, **options: Any) -> None:
-    """Raise for Keras options graphc does not implement (regularizers, constraints, LoRA)."""
+    """Raise for Keras options graphc does not implement (LoRA)."""
     given = sorted(name for name, value in options.items() if value is not None)
     if given:
         raise ValueError(f"{layer}: graphc does not support {', '.join(given)}; leave them None")
@@ -193,9 +193,10 @@ class _Conv(_BaseConv):
                  lora_alpha=None, **kwargs):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        refuse_unsupported(cls, kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
-                           activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                           bias_constraint=bias_constraint, lora_rank=lora_rank, lora_alpha=lora_alpha)
+        refuse_unsupported(cls, lora_rank=lora_rank, lora_alpha=lora_alpha)
+        self._set_weight_options(kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+                                 activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                                 bias_constraint=bias_constraint)
         if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters <= 0:
             raise ValueError(f"{cls}: filters must be a positive integer, got filters={filters!r}")
         if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups <= 0:
@@ -229,8 +230,10 @@ class _Conv(_BaseConv):
     def build(self, input_shape) -> None:
         channels = self._channels(input_shape)
         self.kernel = self.add_weight("kernel", self.kernel_size + (channels // self.groups, self.filters),
-                                      self.kernel_initializer)
-        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer) if self.use_bias else None
+                                      self.kernel_initializer, regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer,
+                                    constraint=self.bias_constraint) if self.use_bias else None
 
     def _lower_channels_last(self, ctx: LowerContext, x: str) -> str:
         return ctx.conv(x, ctx.param(self.kernel), strides=self.strides, dilations=self.dilation_rate,
@@ -240,9 +243,7 @@ class _Conv(_BaseConv):
         return {**super().get_config(), "filters": self.filters, **self._geometry_config(),
                 "groups": self.groups, "activation": self.activation, "use_bias": self.use_bias,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-                "kernel_constraint": None, "bias_constraint": None}
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class Conv1D(_Conv):
@@ -289,9 +290,9 @@ class _DepthwiseConv(_BaseConv):
                  activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        refuse_unsupported(cls, depthwise_regularizer=depthwise_regularizer,
-                           bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-                           depthwise_constraint=depthwise_constraint, bias_constraint=bias_constraint)
+        self._set_weight_options(depthwise_regularizer=depthwise_regularizer, bias_regularizer=bias_regularizer,
+                                 activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
+                                 bias_constraint=bias_constraint)
         self.depth_multiplier = _check_multiplier(depth_multiplier, cls)
         self._init_geometry(kernel_size, strides, padding, data_format, dilation_rate, activation,
                             use_bias, bias_initializer)
@@ -308,8 +309,10 @@ class _DepthwiseConv(_BaseConv):
     def build(self, input_shape) -> None:
         channels = self._channels(input_shape)
         self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.depth_multiplier),
-                                      self.depthwise_initializer)
-        self.bias = (self.add_weight("bias", (channels * self.depth_multiplier,), self.bias_initializer)
+                                      self.depthwise_initializer, regularizer=self.depthwise_regularizer,
+                                      constraint=self.depthwise_constraint)
+        self.bias = (self.add_weight("bias", (channels * self.depth_multiplier,), self.bias_initializer,
+                                     regularizer=self.bias_regularizer, constraint=self.bias_constraint)
                      if self.use_bias else None)
 
     def _lower_channels_last(self, ctx: LowerContext, x: str) -> str:
@@ -319,9 +322,7 @@ class _DepthwiseConv(_BaseConv):
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier,
                 **self._geometry_config(), "activation": self.activation, "use_bias": self.use_bias,
                 "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "depthwise_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-                "depthwise_constraint": None, "bias_constraint": None}
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class DepthwiseConv1D(_DepthwiseConv):
@@ -347,10 +348,10 @@ class _SeparableConv(_BaseConv):
                  depthwise_constraint=None, pointwise_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        refuse_unsupported(cls, depthwise_regularizer=depthwise_regularizer,
-                           pointwise_regularizer=pointwise_regularizer, bias_regularizer=bias_regularizer,
-                           activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
-                           pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+        self._set_weight_options(depthwise_regularizer=depthwise_regularizer,
+                                 pointwise_regularizer=pointwise_regularizer, bias_regularizer=bias_regularizer,
+                                 activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
+                                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
         if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters <= 0:
             raise ValueError(f"{cls}: filters must be a positive integer, got filters={filters!r}")
         self.filters = int(filters)
@@ -366,11 +367,13 @@ class _SeparableConv(_BaseConv):
     def build(self, input_shape) -> None:
         channels = self._channels(input_shape)
         self.depthwise_kernel = self.add_weight(
-            "depthwise_kernel", self.kernel_size + (channels, self.depth_multiplier), self.depthwise_initializer)
+            "depthwise_kernel", self.kernel_size + (channels, self.depth_multiplier), self.depthwise_initializer,
+            regularizer=self.depthwise_regularizer, constraint=self.depthwise_constraint)
         self.pointwise_kernel = self.add_weight(
             "pointwise_kernel", (1,) * self.rank + (channels * self.depth_multiplier, self.filters),
-            self.pointwise_initializer)
-        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer) if self.use_bias else None
+            self.pointwise_initializer, regularizer=self.pointwise_regularizer, constraint=self.pointwise_constraint)
+        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer,
+                                    constraint=self.bias_constraint) if self.use_bias else None
 
     def _lower_channels_last(self, ctx: LowerContext, x: str) -> str:
         y = _lower_depthwise(self, ctx, x, self.depthwise_kernel)
@@ -381,10 +384,7 @@ class _SeparableConv(_BaseConv):
                 **self._geometry_config(), "activation": self.activation, "use_bias": self.use_bias,
                 "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
                 "pointwise_initializer": initializers.serialize(self.pointwise_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "depthwise_regularizer": None, "pointwise_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None, "depthwise_constraint": None, "pointwise_constraint": None,
-                "bias_constraint": None}
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class SeparableConv1D(_SeparableConv):
@@ -414,9 +414,9 @@ class _ConvTranspose(_BaseConv):
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        refuse_unsupported(cls, kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
-                           activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                           bias_constraint=bias_constraint)
+        self._set_weight_options(kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+                                 activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                                 bias_constraint=bias_constraint)
         if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters <= 0:
             raise ValueError(f"{cls}: filters must be a positive integer, got filters={filters!r}")
         self.filters = int(filters)
@@ -439,8 +439,10 @@ class _ConvTranspose(_BaseConv):
 
     def build(self, input_shape) -> None:
         channels = self._channels(input_shape)
-        self.kernel = self.add_weight("kernel", self.kernel_size + (self.filters, channels), self.kernel_initializer)
-        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer) if self.use_bias else None
+        self.kernel = self.add_weight("kernel", self.kernel_size + (self.filters, channels), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
+        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer,
+                                    constraint=self.bias_constraint) if self.use_bias else None
 
     def _lower_channels_last(self, ctx: LowerContext, x: str) -> str:
         pads, extra = keras_transpose_pads(self.padding, self.kernel_size, self.strides, self.dilation_rate,
@@ -453,9 +455,7 @@ class _ConvTranspose(_BaseConv):
                 "strides": self.strides, "padding": self.padding, "output_padding": self.output_padding,
                 "data_format": self.data_format, "dilation_rate": self.dilation_rate, "activation": self.activation,
                 "use_bias": self.use_bias, "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-                "kernel_constraint": None, "bias_constraint": None}
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
 
 
 class Conv1DTranspose(_ConvTranspose):

@@ -6,8 +6,8 @@ Constructor arguments, defaults, weight names, order, shapes and initializers ar
 ``simple_rnn`` op of :mod:`graphc.ops.recurrent`, whose state outputs serve
 ``return_state``. ``initial_state=`` is a call argument, as in Keras.
 
-Not supported: ``stateful=True``, masks, regularizers and constraints (each raises a
-ValueError saying so). ``dropout`` and ``recurrent_dropout`` are kept in the config; they
+Regularizers and constraints are honoured in training. Not supported: ``stateful=True``,
+masks (each raises a ValueError saying so). ``dropout`` and ``recurrent_dropout`` are kept in the config; they
 have no effect at inference, and the graph always computes the inference form. ``unroll``
 is accepted and ignored: the op is one loop either way.
 """
@@ -59,13 +59,11 @@ class _Recurrent(Layer):
         if stateful:
             raise ValueError(f"{kind} {self.name!r}: stateful=True is not supported by graphc; "
                              "pass the state explicitly with initial_state= and return_state=True")
-        unsupported = {k: v for k, v in {
-            "kernel_regularizer": kernel_regularizer, "recurrent_regularizer": recurrent_regularizer,
-            "bias_regularizer": bias_regularizer, "activity_regularizer": activity_regularizer,
-            "kernel_constraint": kernel_constraint, "recurrent_constraint": recurrent_constraint,
-            "bias_constraint": bias_constraint}.items() if v is not None}
-        if unsupported:
-            raise ValueError(f"{kind} {self.name!r}: {', '.join(sorted(unsupported))} not supported by graphc")
+        self._set_weight_options(
+            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint)
         for what, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
             if not 0.0 <= float(rate) <= 1.0:
                 raise ValueError(f"{kind} {what} must be in [0, 1], got {rate}")
@@ -114,10 +112,13 @@ class _Recurrent(Layer):
                              f"shape {input_shape}: {exc}") from None
         features = int(input_shape[-1])
         width = self._gates * self.units
-        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer)
+        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
         self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, width),
-                                                self.recurrent_initializer)
-        self.bias = self.add_weight("bias", self._bias_shape(), self._bias_init()) if self.use_bias else None
+                                                self.recurrent_initializer, regularizer=self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint)
+        self.bias = self.add_weight("bias", self._bias_shape(), self._bias_init(), regularizer=self.bias_regularizer,
+                                    constraint=self.bias_constraint) if self.use_bias else None
         self.built = True
 
     def _bias_shape(self) -> tuple[int, ...]:
