@@ -1,10 +1,15 @@
 """Gradients of convolution and pooling (the ops training graphs add).
 
-- ``conv_grad_input`` (groups == 1): a GEMM over *input* pixels, ``dx (N*in_pixels, C) =
-  col(dy) (N*in_pixels, taps*O) @ B (taps*O, C)`` with ``B[t*O + o, c] = w[t, c, o]`` packed
-  once per instance. A tile row holds, for each tap, the O channels of the output pixel that
-  tap maps the input pixel to (``o = (i + pad - t*dilation) / stride`` when that divides and is
-  in range), else zeros (:class:`Col2imA`). Depthwise: a direct kernel over channels.
+- ``conv_grad_input`` (groups == 1; also the transposed convolution): unit strides, a GEMM
+  over *input* pixels, ``dx (N*in_pixels, C) = col(dy) (N*in_pixels, taps*O) @ B (taps*O, C)``
+  with ``B[t*O + o, c] = w[t, c, o]`` packed once per instance. A tile row holds, for each tap,
+  the O channels of the output pixel that tap maps the input pixel to (``o = (i + pad -
+  t*dilation) / stride`` when that divides and is in range), else zeros (:class:`Col2imA`).
+  With strides, most of those taps would be zeros (3 in 4 for a 2-D stride 2), so the GEMM
+  runs over *output* pixels instead, ``cols (N*out_pixels, taps*C) = dy @ B'`` with
+  ``B'[o, t*C + c] = w[t, c, o]`` (dy read in place, no wasted products), and a gather kernel
+  sums, for each input pixel, the columns of the taps that reach it (col2im without races).
+  Depthwise: a direct kernel over channels.
 - ``conv_grad_kernel`` (groups == 1): ``dw[t, c, o] = sum over output pixels of x(pixel under
   tap t)[c] * dy[o]``. Work items are (tap, block of MR channels, block of NR outputs), each
   running over all output pixels with MR x NR accumulators; along the last spatial axis the
@@ -24,7 +29,7 @@ from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64
 from graphc.backends.llvm.kernels.conv import Geometry, copy_run
-from graphc.backends.llvm.kernels.gemm import KC, ASource, emit_gemm, load_lanes, micro_tile, store_lanes
+from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, micro_tile, store_lanes
 from graphc.ir import dims
 
 
@@ -127,6 +132,9 @@ def emit_conv_grad_input(kb: KernelBuilder, dy: Tensor, w: Tensor, out: Tensor, 
     if groups == 1:
         if not (w.is_constant and w.buf is not None and w.buf.kind == "weight"):
             raise NativeLoweringError("convolution gradient with a kernel computed at run time")
+        if math.prod(strides) > 1:
+            _strided_grad_input(kb, dy, w, out, geo, C, n_o, taps)
+            return
 
         def index(b, kk, col):  # B[t*n_o + o, c] = w[t, c, o]
             t = b.sdiv(kk, i64(n_o))
@@ -140,6 +148,50 @@ def emit_conv_grad_input(kb: KernelBuilder, dy: Tensor, w: Tensor, out: Tensor, 
         _depthwise_grad_input(kb, dy, w, out, geo, n_o // C)
         return
     raise NativeLoweringError(f"the gradient of a convolution with groups={groups} (neither 1 nor depthwise)")
+
+
+def _strided_grad_input(kb: KernelBuilder, dy: Tensor, w: Tensor, out: Tensor, geo: GradGeometry, C: int,
+                        n_o: int, taps: int) -> None:
+    """Strided convolutions: the GEMM over the output pixels into ``cols``, then the gather."""
+    rows = _pixels(geo.out_sp, geo.batch)
+    width = taps * C
+    cols = kb.temp((rows, width))
+
+    def index(b, kk, col):  # B'[o, t*C + c] = w[t, c, o]: w's (t, c) rows are the columns
+        return b.add(b.mul(col, i64(n_o)), kk)
+
+    emit_gemm(kb, DenseA(kb.view(dy, (rows, n_o)), n_o), rows, n_o, w, cols, name="conv_grad_input_cols",
+              pack=(width, index))
+    vw = kb.target.gemm_vw
+    vt = ir.VectorType(F32, vw)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    k = kb.kernel("col2im_gather")
+    fb, b = k.fn, k.b
+    pcols, px = k.ptr(cols), k.ptr(out)
+    full = C - C % vw
+
+    def sum_taps(sources, c, lanes):
+        acc = zero
+        for ok, src in sources:
+            v = load_lanes(b, b.gep(src, [c], source_etype=F32), vw, lanes)
+            acc = b.fadd(acc, b.select(ok, v, zero))
+        return acc
+
+    with fb.loop(k.begin, k.end, name="pix") as row:
+        n, ins = geo.decode_input(k, row)
+        sources = []
+        for t, tap in enumerate(geo.taps):
+            ok, off = geo.output_under(k, n, ins, tap, width)
+            # a tap that reaches no output pixel reads column block 0 of row 0 (and is masked out)
+            sources.append((ok, b.gep(pcols, [b.select(ok, b.add(off, i64(t * C)), i64(0))], source_etype=F32)))
+        dst = b.gep(px, [b.mul(row, i64(C))], source_etype=F32)
+        if full:
+            with fb.loop(0, full, vw, name="c") as c:
+                store_lanes(b, sum_taps(sources, c, vw), b.gep(dst, [c], source_etype=F32), vw, vw)
+        if C % vw:
+            store_lanes(b, sum_taps(sources, i64(full), C % vw), b.gep(dst, [i64(full)], source_etype=F32), vw,
+                        C % vw)
+    kb.launch(k, _pixels(geo.in_sp, geo.batch), 2 * C * taps)
 
 
 def _depthwise_grad_input(kb, dy, w, out, geo: GradGeometry, mult: int) -> None:
