@@ -5,12 +5,22 @@ A layer subclass writes ``build(input_shape)`` (create weights with ``add_weight
 written by hand: calling a layer on symbolic tensors lowers it into a scratch graph and
 reads the result types from the ops' shape rules, so the front end and the IR cannot
 disagree about a shape.
+
+Masks follow Keras's protocol. A layer whose outputs carry a mask sets ``supports_masking``
+(or overrides ``lower_mask``, Keras's ``compute_mask``: it emits the output mask(s) for the
+inputs and their masks). When an input carries a mask and ``lower`` takes a ``mask``
+argument that the call does not give, ``lower`` receives the inputs' masks (a structure like
+``inputs``, None where a tensor has none). Masks are IR values (:mod:`graphc.frontend.masking`):
+symbolic tensors describe theirs in ``_keras_mask``, and the model's lowering carries them
+beside the values (``_lower_call``).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -272,6 +282,39 @@ class Layer:
     def check_inputs(self, inputs) -> None:
         """Refuse inputs this layer cannot take (rank, dtype); raise ValueError naming them."""
 
+    # ------------------------------------------------------------------ masking (Keras's protocol)
+    @property
+    def supports_masking(self) -> bool:
+        """Whether this layer's outputs carry a mask (``lower_mask``'s); True when it overrides it."""
+        value = self.__dict__.get("_supports_masking")
+        return type(self).lower_mask is not Layer.lower_mask if value is None else value
+
+    @supports_masking.setter
+    def supports_masking(self, value: bool) -> None:
+        self._supports_masking = bool(value)
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        """Emit the output mask(s) given the inputs and their mask(s) (Keras's ``compute_mask``):
+        value names, a structure like the outputs, or None. The default passes ``mask`` on."""
+        return mask
+
+    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None):
+        """Lower one call, masks included, as Keras's ``__call__`` handles them: returns the
+        outputs and their masks (None when the layer does not support masking).
+
+        ``masks`` holds the inputs' masks (a structure like ``inputs``). ``lower`` receives
+        them as ``mask`` when it takes that argument and the call gave none; ``lower_mask``
+        receives the explicit mask if there is one, else the inputs' masks.
+        """
+        kwargs = dict(kwargs)
+        if kwargs.get("mask") is None and _has_mask(masks) and lower_takes(self, "mask"):
+            kwargs["mask"] = masks
+        outputs = self.lower(ctx, inputs, **kwargs)
+        if not self.supports_masking:
+            return outputs, None
+        previous = kwargs["mask"] if kwargs.get("mask") is not None else masks
+        return outputs, self.lower_mask(ctx, inputs, previous)
+
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype,
                   **self._weight_options_config()}
@@ -311,7 +354,7 @@ class Layer:
 
     def _lower_symbolic(self, inputs, kwargs, graph_name: str):
         """Lower this layer on symbolic ``inputs`` into a scratch graph (None dims become fresh
-        free dims); returns the graph and the output value names."""
+        free dims); returns the graph, the output value names and their masks."""
         graph = Graph(graph_name)
         ctx = LowerContext(graph, self.name, training=False)
         counter = itertools.count()
@@ -324,13 +367,15 @@ class Layer:
 
         arg_values = nest.map_structure(to_value, inputs)
         kw_values = {k: nest.map_structure(to_value, v) for k, v in kwargs.items()}
-        return graph, self.lower(ctx, arg_values, **kw_values)
+        masks = nest.map_structure(lambda x: to_value(getattr(x, "_keras_mask", None)), inputs)
+        outputs, out_masks = self._lower_call(ctx, arg_values, kw_values, masks)
+        return graph, outputs, out_masks
 
     def _symbolic_call(self, inputs, kwargs):
         self._check_call(inputs)
         self._maybe_build(inputs)
         try:
-            graph, out_values = self._lower_symbolic(inputs, kwargs, f"{self.name}_call")
+            graph, out_values, out_masks = self._lower_symbolic(inputs, kwargs, f"{self.name}_call")
         except ShapeError as exc:
             raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) cannot be called on "
                              f"{_describe(inputs)}: {exc}") from None
@@ -340,6 +385,14 @@ class Layer:
             return KerasTensor(tuple(d if isinstance(d, int) else None for d in t.shape), t.dtype)
 
         outputs = nest.map_structure(to_tensor, out_values)
+        for t, m in zip(nest.flatten(outputs), nest.flatten(out_masks)):
+            if isinstance(t, KerasTensor) and m is not None:
+                t._keras_mask = to_tensor(m)
+        if out_masks is None and not self.supports_masking and \
+                _has_mask(nest.map_structure(lambda x: getattr(x, "_keras_mask", None), inputs)):
+            warnings.warn(f"Layer '{self.name}' (of type {type(self).__name__}) was passed an input with a mask "
+                          "attached to it. However, this layer does not support masking and will therefore "
+                          "destroy the mask information. Downstream layers will not see the mask.", stacklevel=3)
         Node(self, inputs, kwargs, outputs)
         return outputs
 
@@ -419,7 +472,7 @@ class Layer:
             if not isinstance(input_shape, tuple) or (input_shape and isinstance(input_shape[0], tuple)) \
             else KerasTensor(input_shape)
         self._maybe_build(probe)
-        graph, out = self._lower_symbolic(probe, {}, "probe")
+        graph, out, _ = self._lower_symbolic(probe, {}, "probe")
         return nest.map_structure(
             lambda v: tuple(d if isinstance(d, int) else None for d in graph.type_of(v).shape), out)
 
@@ -447,6 +500,21 @@ def _adds_activity_loss(lower):
 
 
 Layer.lower = _adds_activity_loss(Layer.lower)
+
+
+def _has_mask(masks) -> bool:
+    return masks is not None and any(m is not None for m in nest.flatten(masks))
+
+
+def lower_takes(layer: Layer, name: str) -> bool:
+    """Whether ``layer.lower`` names argument ``name`` (Keras's ``_call_has_mask_arg``)."""
+    return _names_argument(type(layer).lower, name)
+
+
+@functools.cache
+def _names_argument(fn, name: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return name in params and params[name].kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def _array_dtype(a: np.ndarray) -> str:

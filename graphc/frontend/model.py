@@ -267,14 +267,28 @@ class Model(Layer):
                       expand_nested=expand_nested, show_trainable=show_trainable, layer_range=layer_range)
 
     # ------------------------------------------------------------------ lowering
-    def lower(self, ctx: LowerContext, inputs, training=None, **kwargs):
+    def lower(self, ctx: LowerContext, inputs, mask=None, training=None, **kwargs):
         """Inline this model's layer calls, with its inputs bound to ``inputs`` (value names)."""
+        return self._lower_graph(ctx, inputs, mask)[0]
+
+    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None):
+        """One pass over the graph gives the outputs and their masks (Keras's Functional
+        propagates the masks of its inputs, or the ``mask`` its call gives, through its layers)."""
+        mask = kwargs.get("mask")
+        return self._lower_graph(ctx, inputs, masks if mask is None else mask)
+
+    def _lower_graph(self, ctx: LowerContext, inputs, mask=None):
         flat_given = nest.flatten(inputs)
         if isinstance(self._inputs_struct, dict) and isinstance(inputs, dict):
             flat_given = [inputs[k] for k in self._inputs_struct]
         if len(flat_given) != len(self.inputs):
             raise ValueError(f"model {self.name!r} takes {len(self.inputs)} input(s), got {len(flat_given)}")
         env: dict[int, Any] = {id(t): v for t, v in zip(self.inputs, flat_given)}
+        masks: dict[int, Any] = {}
+        if mask is not None:
+            flat_masks = nest.flatten(mask)
+            if len(flat_masks) == len(self.inputs):
+                masks = {id(t): m for t, m in zip(self.inputs, flat_masks)}
         for node in self._nodes:
             if node.is_input:
                 continue
@@ -285,10 +299,17 @@ class Model(Layer):
 
             args = nest.map_structure(lookup, node.call_args)
             kw = {k: nest.map_structure(lookup, v) for k, v in node.call_kwargs.items()}
-            out = layer.lower(ctx.for_layer(layer.name), args, **kw)
+            in_masks = nest.map_structure(lambda x: masks.get(id(x)) if isinstance(x, KerasTensor) else None,
+                                          node.call_args)
+            out, out_masks = layer._lower_call(ctx.for_layer(layer.name), args, kw, in_masks)
             for t, v in zip(nest.flatten(node.outputs), nest.flatten(out)):
                 env[id(t)] = v
-        return nest.map_structure(lambda t: env[id(t)], self._outputs_struct)
+            for t, m in zip(nest.flatten(node.outputs), nest.flatten(out_masks)):
+                if m is not None:
+                    masks[id(t)] = m
+        outputs = nest.map_structure(lambda t: env[id(t)], self._outputs_struct)
+        out_masks = nest.map_structure(lambda t: masks.get(id(t)), self._outputs_struct)
+        return outputs, out_masks
 
     def check_inputs(self, inputs) -> None:
         given = nest.flatten(inputs)

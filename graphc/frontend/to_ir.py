@@ -2,7 +2,9 @@
 
 Inputs keep their Keras names; ``None`` dims become named free dimensions (``batch`` for
 the leading one, ``<input>_len`` for a sequence axis, ``<input>_d<k>`` otherwise);
-outputs are renamed after the layers (or dict keys) that produce them.
+outputs are renamed after the layers (or dict keys) that produce them. Outputs that carry a
+Keras mask have it recorded in ``graph.meta["output_masks"]`` (output name -> mask value, as
+lowered): training weights their losses and metrics by it, as Keras does.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
         shape = tuple(free_dim_name(name, i, len(t.shape)) if d is None else d for i, d in enumerate(t.shape))
         values.append(graph.add_input(name, TensorType(t.dtype, shape)))
     struct_in = nest.pack_like(model._inputs_struct, values)
-    out = model.lower(ctx, struct_in)
+    out, out_masks = model._lower_call(ctx, struct_in, {}, None)
     flat = nest.flatten(out)
+    masks = [m for _, m in zip(flat, nest.flatten(out_masks) + [None] * len(flat))]
     names = model.output_names
     final = []
     for v, name in zip(flat, names):
@@ -57,8 +60,11 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
             v = ctx.for_layer(name).emit("identity", v)
         if v != name and graph.values.get(name, value).kind != "input":
             if name in graph.values:  # an internal value (op ids are internal) holds the name: move it
-                graph.rename_value(name, graph.unique_name(f"{name}_value"))
+                moved = graph.unique_name(f"{name}_value")
+                graph.rename_value(name, moved)
+                masks = [moved if m == name else m for m in masks]
             graph.rename_value(v, name)
+            masks = [name if m == v else m for m in masks]
             v = name
         final.append(v)
     graph.set_outputs(final)
@@ -69,6 +75,8 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
         "input_structure": _structure_kind(model._inputs_struct),
         "training": training,
     })
+    if any(m is not None for m in masks):
+        graph.meta["output_masks"] = {n: m for n, m in zip(names, masks) if m is not None}
     params = {name: var for var, name in ctx.params.values()}
     return graph, params
 

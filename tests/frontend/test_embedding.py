@@ -86,7 +86,6 @@ def test_out_of_range_ids_give_a_clear_error(bad):
 @pytest.mark.parametrize("build,message", [
     (lambda: layers.Embedding(0, 3), "positive input_dim and output_dim, got 0, 3"),
     (lambda: layers.Embedding(5, -1), "positive input_dim and output_dim, got 5, -1"),
-    (lambda: layers.Embedding(5, 3, mask_zero=True), "mask_zero=True"),
     (lambda: layers.Embedding(4, 2, weights=[np.zeros((3, 2))])(np.array([1])), "has shape \\(4, 2\\)"),
 ])
 def test_constructor_errors(build, message):

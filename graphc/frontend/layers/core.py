@@ -1,16 +1,16 @@
-"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Embedding."""
+"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Embedding, Masking."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from graphc.frontend import activations, initializers, nest
+from graphc.frontend import activations, initializers, masking, nest
 from graphc.frontend.layer import Layer
 from graphc.frontend.lowering import LowerContext
 from graphc.ir.types import is_int
 from graphc.ops.registry import ShapeError
 
-__all__ = ["Dense", "Activation", "Dropout", "Flatten", "Reshape", "Embedding"]
+__all__ = ["Dense", "Activation", "Dropout", "Flatten", "Reshape", "Embedding", "Masking"]
 
 
 def single(inputs):
@@ -22,6 +22,8 @@ def single(inputs):
 
 class Dense(Layer):
     """``activation(inputs @ kernel + bias)`` on the last axis."""
+
+    supports_masking = True
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
@@ -70,6 +72,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -83,6 +87,8 @@ class Activation(Layer):
 
 class Dropout(Layer):
     """Randomly zeroes inputs while training; the identity at inference."""
+
+    supports_masking = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -155,21 +161,22 @@ class Reshape(Layer):
 
 
 class Embedding(Layer):
-    """Rows of ``embeddings`` picked by integer ids: (batch, ...) -> (batch, ..., output_dim)."""
+    """Rows of ``embeddings`` picked by integer ids: (batch, ...) -> (batch, ..., output_dim).
+
+    With ``mask_zero`` the output carries the mask ``ids != 0`` (id 0 is padding), as in Keras.
+    """
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
                  embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, **kwargs):
         super().__init__(**kwargs)
         if input_dim <= 0 or output_dim <= 0:
             raise ValueError(f"Embedding needs positive input_dim and output_dim, got {input_dim}, {output_dim}")
-        if mask_zero:
-            raise ValueError("Embedding(mask_zero=True) is not supported by graphc")
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self._set_weight_options(embeddings_regularizer=embeddings_regularizer,
                                  embeddings_constraint=embeddings_constraint)
-        self.mask_zero = mask_zero
+        self.mask_zero = bool(mask_zero)
         self._initial_weights = weights
 
     def build(self, input_shape):
@@ -186,7 +193,40 @@ class Embedding(Layer):
             ids = ctx.cast(ids, dtype="int32")
         return ctx.gather(ctx.param(self.embeddings), ids)
 
+    def lower_mask(self, ctx, inputs, mask=None):
+        return masking.not_equal(ctx, single(inputs), 0) if self.mask_zero else None
+
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                 "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
                 "mask_zero": self.mask_zero}
+
+
+class Masking(Layer):
+    """Masks the time steps whose features all equal ``mask_value``: they become zeros and the
+    output carries the mask (False there), so that layers downstream skip them, as in Keras."""
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"Masking mask_value must be a number, got {mask_value!r}")
+        self.mask_value = float(mask_value)
+
+    def check_inputs(self, inputs):
+        x = single(inputs)
+        if len(x.shape) < 2:
+            raise ShapeError(f"Masking needs an input of rank >= 2 (the last axis holds the features), "
+                             f"got shape {x.shape}")
+
+    def _kept(self, ctx, x: str, keepdims: bool) -> str:
+        return masking.any_along(ctx, masking.not_equal(ctx, x, self.mask_value), -1, keepdims=keepdims)
+
+    def lower(self, ctx, inputs, **kwargs):
+        x = single(inputs)
+        return ctx.where(self._kept(ctx, x, True), x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero"))
+
+    def lower_mask(self, ctx, inputs, mask=None):
+        return self._kept(ctx, single(inputs), False)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}

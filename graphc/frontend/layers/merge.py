@@ -5,14 +5,18 @@ non-batch dimensions right-aligned (an input of lower rank gets unit axes insert
 the batch axis, as Keras's ``expand_dims(x, 1)``); incompatible shapes are refused when
 the layer is called, with a message naming both shapes. ``Dot`` is Keras's ``batch_dot``
 written with transpose, reshape and a batched matmul (no dedicated op), and with
-``normalize=True`` it is the cosine similarity. Masks are not supported (graphc has none).
+``normalize=True`` it is the cosine similarity. Masks combine as in Keras: an elementwise
+merge's output is masked where every input's mask is False (their OR, when each input has
+one; Maximum and Minimum also fill masked steps from the other inputs first), Concatenate
+masks each step by the OR over its concatenated parts (unmasked inputs count as kept), and
+Dot's output has no mask.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from graphc.frontend import nest
+from graphc.frontend import masking, nest
 from graphc.frontend.layer import Layer
 from graphc.frontend.lowering import LowerContext
 from graphc.frontend.tensor import KerasTensor
@@ -106,6 +110,12 @@ class _Merge(Layer):
                                  + " and ".join(_fmt(s) for s in shapes)) from None
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
+        aligned = self._aligned(ctx, inputs)
+        if len(aligned) == 1:
+            return ctx.identity(aligned[0])
+        return self._merge(ctx, aligned)
+
+    def _aligned(self, ctx: LowerContext, inputs) -> list[str]:
         values = _cast_all(ctx, nest.flatten(list(inputs)))
         rank = max(ctx.rank(v) for v in values)
         aligned = []
@@ -113,9 +123,14 @@ class _Merge(Layer):
             for _ in range(rank - ctx.rank(v)):
                 v = ctx.expand_dims(v, axis=1)
             aligned.append(v)
-        if len(aligned) == 1:
-            return ctx.identity(aligned[0])
-        return self._merge(ctx, aligned)
+        return aligned
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        """Keras's Merge: the OR of the inputs' masks when every input has one, else no mask."""
+        masks = nest.flatten(mask) if mask is not None else []
+        if not masks or any(m is None for m in masks):
+            return None
+        return masking.logical_or(ctx, masks)
 
     def _merge(self, ctx: LowerContext, values: list[str]) -> str:
         raise NotImplementedError
@@ -161,18 +176,43 @@ class Average(_Merge):
         return ctx.div(total, n)
 
 
-class Maximum(_Merge):
+class _SelectMerge(_Merge):
+    """Maximum and Minimum. With masks, Keras merges each input after filling its masked steps
+    with the result so far, and the result's masked steps with that input, so that a masked
+    step never wins against a kept one."""
+
+    _op = ""
+
+    def _merge(self, ctx, values):
+        return self._chain(ctx, self._op, values)
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        masks = nest.flatten(mask) if mask is not None else []
+        if not any(m is not None for m in masks):
+            return super().lower(ctx, inputs, **kwargs)
+        values = self._aligned(ctx, inputs)
+        steps = [None if m is None else ctx.expand_dims(masking.as_bool(ctx, m), axis=-1) for m in masks]
+        out, out_mask = values[0], steps[0]
+        for x, m in zip(values[1:], steps[1:]):
+            if m is not None:
+                x = ctx.where(m, x, out)
+            if out_mask is not None:
+                out = ctx.where(out_mask, out, x)
+            out_mask = masking.logical_or(ctx, [out_mask, m]) if m is not None and out_mask is not None else None
+            out = ctx.emit(self._op, out, x)
+        return out if len(values) > 1 else ctx.identity(out)
+
+
+class Maximum(_SelectMerge):
     """The elementwise maximum of a list of tensors."""
 
-    def _merge(self, ctx, values):
-        return self._chain(ctx, "maximum", values)
+    _op = "maximum"
 
 
-class Minimum(_Merge):
+class Minimum(_SelectMerge):
     """The elementwise minimum of a list of tensors."""
 
-    def _merge(self, ctx, values):
-        return self._chain(ctx, "minimum", values)
+    _op = "minimum"
 
 
 class Concatenate(Layer):
@@ -208,6 +248,24 @@ class Concatenate(Layer):
         if len(values) == 1:
             return ctx.identity(values[0])
         return ctx.concat(*values, axis=self.axis)
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        """Keras's rule: each input's mask broadcast over its features (all True for an input
+        without a mask), concatenated like the inputs, then OR-ed over the last axis."""
+        masks = nest.flatten(mask) if mask is not None else []
+        if not any(m is not None for m in masks):
+            return None
+        parts = []
+        for x, m in zip(nest.flatten(list(inputs)), masks):
+            if m is None:
+                full = ctx.constant(np.ones((), dtype="float32"), "kept")
+            else:
+                full = masking.as_float(ctx, m)
+                while ctx.rank(full) < ctx.rank(x):
+                    full = ctx.expand_dims(full, axis=-1)
+            parts.append(ctx.broadcast_like(full, x))
+        joined = parts[0] if len(parts) == 1 else ctx.concat(*parts, axis=self.axis)
+        return masking.any_along(ctx, joined, -1)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
@@ -301,6 +359,9 @@ class Dot(Layer):
             x = ctx.l2_normalize(x, axis=a0, epsilon=_NORMALIZE_EPSILON)
             y = ctx.l2_normalize(y, axis=a1, epsilon=_NORMALIZE_EPSILON)
         return batch_dot(ctx, x, y, (a0, a1))
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        return None
 
     def get_config(self):
         axes = list(self.axes) if isinstance(self.axes, tuple) else self.axes

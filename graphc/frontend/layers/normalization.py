@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.frontend import initializers
+from graphc.frontend import initializers, masking
 from graphc.frontend.layer import Layer
 from graphc.frontend.layers.core import single
 from graphc.frontend.lowering import LowerContext
@@ -28,6 +28,19 @@ def _refuse(kind: str, name: str, **options) -> None:
         raise ValueError(f"{kind} {name!r}: {', '.join(given)} not supported by graphc")
 
 
+def _masked_moments(ctx: LowerContext, x: str, mask: str, axes: tuple[int, ...]) -> tuple[str, str]:
+    """Keras's BatchNormalization moments over the kept steps only (``mask`` has one axis fewer than
+    ``x``): masked entries count for neither the mean nor the variance (epsilon 1e-7 in the divisors)."""
+    dtype = ctx.dtype(x)
+    kept = ctx.broadcast_like(ctx.expand_dims(masking.as_bool(ctx, mask), axis=-1), x)
+    zero = ctx.constant(np.zeros((), dtype=dtype), "zero")
+    weight = ctx.add(ctx.reduce_sum(ctx.cast(kept, dtype=dtype), axes=axes),
+                     ctx.constant(np.asarray(1e-7, dtype=dtype), "epsilon"))
+    mean = ctx.div(ctx.reduce_sum(ctx.where(kept, x, zero), axes=axes), weight)
+    spread = ctx.reduce_sum(ctx.square(ctx.where(kept, ctx.sub(x, mean), zero)), axes=axes)
+    return mean, ctx.div(spread, weight)
+
+
 def _float_input(ctx: LowerContext, x: str) -> str:
     """Keras normalizes in (at least) float32: integer inputs are cast."""
     return x if ctx.dtype(x).startswith("float") else ctx.cast(x, dtype="float32")
@@ -40,7 +53,10 @@ def _param_or(ctx: LowerContext, var, fill: float, shape: tuple, dtype: str, nam
 
 
 class BatchNormalization(Layer):
-    """Normalizes along ``axis`` with the moving mean and variance (inference form)."""
+    """Normalizes along ``axis`` with the moving mean and variance (inference form); training
+    with a mask takes the batch statistics over the kept steps, as Keras does."""
+
+    supports_masking = True
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
@@ -102,8 +118,9 @@ class BatchNormalization(Layer):
         self.built = True
 
     def lower(self, ctx: LowerContext, inputs, training=None, mask=None, **kwargs):
-        if mask is not None:
-            raise ShapeError("BatchNormalization does not support masks in graphc")
+        if mask is not None and ctx.rank(mask) != ctx.rank(single(inputs)) - 1:
+            raise ShapeError(f"BatchNormalization: the mask should have one dimension less than the inputs, "
+                             f"got mask shape {ctx.shape(mask)} and input shape {ctx.shape(single(inputs))}")
         x = _float_input(ctx, single(inputs))
         dtype = ctx.dtype(x)
         shape = self.moving_mean.shape
@@ -115,8 +132,11 @@ class BatchNormalization(Layer):
             # Batch statistics (Keras's moments: E[x^2] - E[x]^2) and the moving averages' updates.
             rank = ctx.rank(x)
             axes = tuple(i for i in range(rank) if i != self.axis % rank)
-            batch_mean = ctx.reduce_mean(x, axes=axes)
-            batch_var = ctx.sub(ctx.reduce_mean(ctx.square(x), axes=axes), ctx.square(batch_mean))
+            if mask is None:
+                batch_mean = ctx.reduce_mean(x, axes=axes)
+                batch_var = ctx.sub(ctx.reduce_mean(ctx.square(x), axes=axes), ctx.square(batch_mean))
+            else:
+                batch_mean, batch_var = _masked_moments(ctx, x, mask, axes)
             if ctx.training:
                 m = ctx.constant(np.asarray(self.momentum, dtype=dtype), "momentum")
                 rest = ctx.constant(np.asarray(1.0 - self.momentum, dtype=dtype), "one_minus_momentum")
@@ -141,6 +161,8 @@ class BatchNormalization(Layer):
 
 class LayerNormalization(Layer):
     """Normalizes each sample over ``axis`` (an int or a list of ints) with its own moments."""
+
+    supports_masking = True
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
@@ -206,9 +228,7 @@ class LayerNormalization(Layer):
         self._op_shape = tuple(int(input_shape[a]) for a in sorted(a % rank for a in self._axes()))
         self.built = True
 
-    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
-        if mask is not None:
-            raise ShapeError("LayerNormalization does not support masks in graphc")
+    def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = _float_input(ctx, single(inputs))
         dtype = ctx.dtype(x)
         shape = self._op_shape

@@ -9,6 +9,9 @@ the convolutions; global pooling reduces the spatial axes of either layout in pl
 
 from __future__ import annotations
 
+import numpy as np
+
+from graphc.frontend import masking
 from graphc.frontend.layer import Layer
 from graphc.frontend.layers.conv import (
     check_data_format,
@@ -161,9 +164,24 @@ class GlobalMaxPooling3D(_GlobalPooling):
 
 
 class GlobalAveragePooling1D(_GlobalPooling):
-    """Mean over the 1 spatial axis."""
+    """Mean over the 1 spatial axis; with a mask, the mean over the kept steps (Keras's masked
+    mean: a fully masked sample divides zero by zero). The output has no mask."""
 
     rank, op = 1, "reduce_mean"
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        if mask is None:
+            return super().lower(ctx, inputs, **kwargs)
+        x = single(inputs)
+        steps, features = (2, 1) if self.data_format == "channels_first" else (1, 2)
+        kept = ctx.expand_dims(masking.as_bool(ctx, mask), axis=features)
+        total = ctx.reduce_sum(ctx.where(kept, x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero")),
+                               axes=(steps,), keepdims=self.keepdims)
+        count = ctx.reduce_sum(ctx.cast(kept, dtype=ctx.dtype(x)), axes=(steps,), keepdims=self.keepdims)
+        return ctx.div(total, count)
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        return None
 
 
 class GlobalAveragePooling2D(_GlobalPooling):

@@ -4,12 +4,13 @@
 ``(batch, time, ...)`` input with the same weights. It lowers to one call of the inner
 layer on a ``(batch * time, ...)`` view: reshape, inner layer, reshape back to
 ``(batch, time, ...)``. Batch and time may be free dims; the reshape targets then hold
-symbolic dims that are evaluated when the graph runs.
+symbolic dims that are evaluated when the graph runs. A mask passes through (the output keeps
+the input's), and a wrapped layer that takes one gets each step's, reshaped the same way.
 """
 
 from __future__ import annotations
 
-from graphc.frontend.layer import Layer
+from graphc.frontend.layer import Layer, lower_takes
 from graphc.frontend.lowering import LowerContext
 from graphc.frontend.tensor import KerasTensor
 from graphc.ir import dims
@@ -43,6 +44,8 @@ class Wrapper(Layer):
 class TimeDistributed(Wrapper):
     """Applies ``layer`` to every temporal slice ``x[:, t]`` of a ``(batch, time, ...)`` input."""
 
+    supports_masking = True
+
     def _single(self, inputs):
         if isinstance(inputs, (list, tuple, dict)):
             raise ShapeError(f"TimeDistributed takes a single input tensor, got {len(inputs)} inputs")
@@ -71,15 +74,34 @@ class TimeDistributed(Wrapper):
             self.layer._maybe_build(child)
         self.built = True
 
-    def lower(self, ctx: LowerContext, inputs, **kwargs):
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
         x = self._single(inputs)
         shape = ctx.shape(x)
         if len(shape) < 3:
             raise ShapeError(f"TimeDistributed needs an input of rank >= 3, got {len(shape)}")
         batch, time, rest = shape[0], shape[1], tuple(shape[2:])
         flat = ctx.reshape(x, shape=(dims.mul(batch, time), *rest))
+        if mask is not None and lower_takes(self.layer, "mask"):
+            kwargs["mask"] = self._step_masks(ctx, mask, shape)
         y = self.layer.lower(ctx, flat, **kwargs)
         if not isinstance(y, str):
             raise ShapeError(f"TimeDistributed needs a layer with a single output; "
                              f"{self.layer.name!r} returns {len(y)}")
         return ctx.reshape(y, shape=(batch, time, *tuple(ctx.shape(y))[1:]))
+
+    @staticmethod
+    def _step_masks(ctx: LowerContext, mask: str, shape) -> str:
+        """The (batch, time, ...) mask as the wrapped layer's (batch * time, ...) one."""
+        mshape = ctx.shape(mask)
+        if len(mshape) < 2:
+            raise ShapeError(f"the mask passed to TimeDistributed must be at least 2-D (batch, timesteps), got "
+                             f"shape {_fmt(_none_dims(mshape))}")
+        if not (dims.compatible(mshape[0], shape[0]) and dims.compatible(mshape[1], shape[1])):
+            raise ShapeError(f"the mask passed to TimeDistributed has shape {_fmt(_none_dims(mshape))}, "
+                             f"incompatible with the input shape {_fmt(_none_dims(shape))}: the batch and "
+                             "timestep dimensions must match")
+        return ctx.reshape(mask, shape=(dims.mul(shape[0], shape[1]), *mshape[2:]))
+
+
+def _none_dims(shape) -> tuple:
+    return tuple(d if isinstance(d, int) else None for d in shape)
