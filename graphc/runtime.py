@@ -6,12 +6,15 @@ would: ``gc_model_NAME``, ``gc_instance_create``, ``gc_instance_run``... A faile
 
 Per-call work is kept small: the input and output ``gc_tensor_t`` arrays are allocated once
 per instance, and output shapes are remembered per input shape so that outputs are written
-straight into fresh NumPy arrays.
+straight into fresh NumPy arrays. An :class:`Instance` serves one thread at a time, like the
+``gc_instance_t`` it wraps: a call while another thread is inside one is refused
+(``GC_FAILED_PRECONDITION``, "in use by another thread"), never run on shared state.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +92,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_model_weight": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
         "gc_model_has_embedded_weights": (ctypes.c_int, [vp]),
         "gc_options_init": (None, [ctypes.POINTER(GcOptions)]),
+        "gc_max_threads": (ctypes.c_int32, []),
         "gc_instance_create": (vp, [vp, ctypes.POINTER(GcOptions), ctypes.POINTER(vp)]),
         "gc_instance_release": (None, [vp]),
         "gc_instance_num_threads": (ctypes.c_int32, [vp]),
@@ -137,6 +141,22 @@ class Library:
     def has_embedded_weights(self) -> bool:
         return bool(self.lib.gc_model_has_embedded_weights(self.model))
 
+    @property
+    def max_threads(self) -> int:
+        """The most intra-op threads an instance uses on this machine (larger requests are clamped)."""
+        return int(self.lib.gc_max_threads())
+
+    def describe(self) -> dict:
+        """Everything a caller needs: name, ABI version, inputs/outputs/weights (name, dtype, shape
+        with free dims by name), whether weights are embedded, and the thread limit."""
+        def tensors(infos: list[TensorInfo]) -> list[dict]:
+            return [{"name": t.name, "dtype": t.dtype.name,
+                     "shape": [n if s is None else s for s, n in zip(t.shape, t.dim_names)]} for t in infos]
+
+        return {"name": self.name, "api_version": self.api_version, "inputs": tensors(self.inputs),
+                "outputs": tensors(self.outputs), "weights": tensors(self.weights),
+                "embedded_weights": self.has_embedded_weights, "max_threads": self.max_threads}
+
     def instance(self, threads: int | None = None, weights_path: str | None = None) -> Instance:
         return Instance(self, threads, weights_path)
 
@@ -155,9 +175,12 @@ def _address(a: np.ndarray) -> int:
 
 
 class Instance:
-    """One ``gc_instance_t``: use from one thread at a time (create one per thread)."""
+    """One ``gc_instance_t``: use from one thread at a time (create one per thread; a concurrent
+    call raises :class:`NativeError` ``GC_FAILED_PRECONDITION``)."""
 
     def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None):
+        self._busy = threading.Lock()
+        self._handle = None
         self.library = library
         lib = library.lib
         opts = GcOptions()
@@ -188,9 +211,11 @@ class Instance:
         return int(self.library.lib.gc_instance_num_threads(self._handle))
 
     def close(self) -> None:
-        if self._handle:
-            self.library.lib.gc_instance_release(self._handle)
-            self._handle = None
+        """Release the instance (after a call another thread is making on it has returned)."""
+        with self._busy:
+            if self._handle:
+                self.library.lib.gc_instance_release(self._handle)
+                self._handle = None
 
     def __del__(self):
         try:
@@ -202,16 +227,30 @@ class Instance:
         if not self._handle:
             raise NativeError(3, "the instance was closed", "Instance")
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on NumPy arrays (C-contiguous, any dtype: the runtime checks it); returns the outputs.
-
-        Shapes, dtypes and output shapes are written to the tensor structs only when they differ
-        from the previous call; a repeated call only sets the data pointers."""
+    def _enter(self) -> None:
+        """Claim the instance for this call (the tensor structs are per instance, not per call)."""
         self._require_open()
+        if not self._busy.acquire(blocking=False):
+            raise NativeError(3, "instance is in use by another thread: an instance serves one thread at a time "
+                                 "(create one instance per thread)", "Instance")
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run on NumPy arrays (C-contiguous, any dtype: the runtime checks it); returns the outputs."""
+        self._enter()
+        try:
+            return self._run_claimed(arrays)
+        finally:
+            self._busy.release()
+
+    def _run_claimed(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Shapes, dtypes and output shapes are written to the tensor structs only when they differ
+        from the previous call; a repeated call only sets the data pointers. Any failure before the
+        structs match ``arrays`` again forgets the remembered key, so the next call rewrites them."""
         if len(arrays) != self._n_in:
             raise NativeError(1, f"model '{self.library.name}' takes {self._n_in} input(s), got {len(arrays)}")
         key = tuple((a.shape, a.dtype) for a in arrays)
         if key != self._key:
+            self._key = None
             self._set_inputs(arrays)
             self._key = key
         for t, a in zip(self._ins, arrays):
@@ -263,7 +302,13 @@ class Instance:
         return outs
 
     def set_weight(self, name: str, value: np.ndarray) -> None:
-        self._require_open()
+        self._enter()
+        try:
+            self._set_weight_claimed(name, value)
+        finally:
+            self._busy.release()
+
+    def _set_weight_claimed(self, name: str, value: np.ndarray) -> None:
         info = next((w for w in self.library.weights if w.name == name), None)
         a = np.asarray(value, dtype=info.dtype if info is not None else None, order="C")
         t = GcTensor()

@@ -25,12 +25,14 @@ import numpy as np
 
 from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
-from graphc.backends.llvm.codegen import c_identifier, generate, weights_blob, weights_layout
+from graphc.backends.llvm.checksum import crc32c
+from graphc.backends.llvm.codegen import generate, library_symbol, weights_blob, weights_layout
 from graphc.backends.llvm.target import TargetInfo, host_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
 
 WEIGHTS_MAGIC = b"GCWEIGHT"
+WEIGHTS_VERSION = 2
 
 
 @cache
@@ -86,8 +88,9 @@ def _files(directory: Path, sym: str, external: bool) -> LibraryFiles:
 
 
 def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
-    """A weights file for ``gc_instance_load_weights``: header (magic, version, layout digest, size) + blob."""
-    header = WEIGHTS_MAGIC + struct.pack("<IIQQ", 1, 0, layout_digest, len(blob))
+    """A weights file for ``gc_instance_load_weights``: header (magic, format version, CRC32C of the
+    blob, layout digest, size) + blob, nothing after it (graphc/c_runtime/src/instance.c)."""
+    header = WEIGHTS_MAGIC + struct.pack("<IIQQ", WEIGHTS_VERSION, crc32c(blob), layout_digest, len(blob))
     path.write_bytes(header + blob)
 
 
@@ -95,14 +98,16 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
                     cache: bool = True) -> LibraryFiles:
     """Compile ``graph`` into a model library (cached); returns where its files are.
 
-    Two cache levels: the code (LLVM object, descriptor, header) is keyed by the graph's
-    structure, so a model whose weights changed only re-links; the library by code + weights.
+    ``name`` (a C identifier) names the library, its header and ``gc_model_NAME``; without it, the
+    graph's name made into one. Two cache levels: the code (LLVM object, descriptor, header) is
+    keyed by the graph's structure, so a model whose weights changed only re-links; the library
+    by code + weights.
     """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
     external = weights == "external"
     target = host_target(cpu)
-    sym = c_identifier(name or graph.name)
+    sym = library_symbol(name, default=graph.name)
     code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(), toolchain.runtime_key(),
                     os.environ.get("GRAPHC_GEMM_TILE", ""), os.environ.get("GRAPHC_GEMM_KC", ""),
                     os.environ.get("GRAPHC_GEMM_MC", ""))
@@ -232,6 +237,24 @@ def export_files(files: LibraryFiles, directory: str | os.PathLike) -> dict[str,
 
 # ---------------------------------------------------------------------------- CompiledModel
 
+def _check_int_range(name: str, a: np.ndarray, dtype: np.dtype) -> None:
+    """Integer inputs given in a wider type must fit the model's: a cast would wrap 2**32 + 5 to 5.
+    Refused as the runtime refuses an id beyond its table (GC_OUT_OF_RANGE)."""
+    from graphc.runtime import NativeError
+
+    if a.size == 0 or dtype == np.bool_:
+        return
+    info = np.iinfo(dtype)
+    lo, hi = a.min(), a.max()
+    # compare exactly: float64 and uint64 values beyond int64 must not wrap in the comparison
+    low = int(lo) if np.issubdtype(a.dtype, np.integer) else float(lo)
+    high = int(hi) if np.issubdtype(a.dtype, np.integer) else float(hi)
+    if low < info.min or high > info.max:
+        bad = low if low < info.min else high
+        raise NativeError(2, f"input {name!r}: id {bad} is out of range for {dtype.name} (the model's dtype: "
+                             f"{info.min} to {info.max})", "graphc.build(target='native')")
+
+
 def _compiled_model_base():
     from graphc.api import CompiledModel
 
@@ -297,10 +320,12 @@ def _native_class():
                 if is_float(dtype.name):
                     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
                         raise InputError(f"input {name!r} expects {dtype.name}, got {a.dtype}")
-                elif is_int(dtype.name) and not np.issubdtype(a.dtype, np.integer):
-                    if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a))
+                elif is_int(dtype.name):
+                    if not np.issubdtype(a.dtype, np.integer) and not (
+                            np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a))
                             and np.all(a == np.round(a))):
                         raise InputError(f"input {name!r} expects integer ids ({dtype.name}), got {a.dtype}")
+                    _check_int_range(name, a, dtype)
                 a = a.astype(dtype)
             return a if a.flags.c_contiguous else np.asarray(a, order="C")
 
@@ -318,8 +343,9 @@ def _native_class():
 
         def export_library(self, directory, name: str | None = None, *, weights: str = "embedded") -> dict:
             """Write libNAME.so, libNAME.a and NAME.h (and NAME.weights when ``weights="external"``)."""
+            library_symbol(name)  # refuse a bad name before any work
             self._sync_weights()
-            files = compile_library(self.graph, name or self.graph.name, weights=weights, cpu=self.cpu)
+            files = compile_library(self.graph, name, weights=weights, cpu=self.cpu)
             return export_files(files, directory)
 
     return NativeCompiledModel

@@ -5,7 +5,14 @@
  * — only when their values differ from the previous call — asks the model for its output
  * shapes and scratch sizes and re-plans the scratch arena. It then fills the slot table and
  * calls the generated code.
+ *
+ * Misuse the runtime detects: an instance entered by a second thread while one is inside a call
+ * (an atomic in-use flag: GC_FAILED_PRECONDITION "in use by another thread") and, on a best-effort
+ * basis, a handle used after gc_instance_release (the tag is poisoned before the memory is
+ * freed, and lies past the bytes allocators reuse for their own bookkeeping).
  */
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +26,12 @@
 #define GC_MAX_ARENA ((uint64_t)1 << 46)
 
 struct gc_instance {
-  uint64_t tag;
+  /* the first 32 bytes: what free() may overwrite with its own links (glibc: up to 4 pointers) */
   const gc_model_t* model;
   gc_allocator_t alloc;
   gc_pool_t* pool;
+  uint64_t tag;          /* GC_INSTANCE_LIVE, then GC_INSTANCE_DEAD once released */
+  _Atomic int in_use;    /* 1 while a thread is inside a call on this instance */
   void** slots;
   int64_t* dims;         /* free dims of the current plan */
   int64_t* call_dims;    /* free dims being bound */
@@ -42,6 +51,9 @@ struct gc_instance {
   size_t* owned_out_cap;
   int has_run;
 };
+
+_Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
+               "the tag must survive free() for use-after-release to be reported");
 
 /* ------------------------------------------------------------------ model description */
 
@@ -150,6 +162,19 @@ static gc_status_t gc__check_instance(const gc_instance_t* inst) {
   return NULL;
 }
 
+/* Every call that reads or changes an instance's state enters it first and leaves it after: a
+   second thread entering meanwhile is refused instead of corrupting the state. */
+static gc_status_t gc__enter(gc_instance_t* inst) {
+  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+  if (atomic_exchange_explicit(&inst->in_use, 1, memory_order_acquire) != 0)
+    return GC_ERROR(GC_FAILED_PRECONDITION,
+                    "instance is in use by another thread: an instance serves one thread at a time "
+                    "(create one instance per thread)");
+  return NULL;
+}
+
+static void gc__leave(gc_instance_t* inst) { atomic_store_explicit(&inst->in_use, 0, memory_order_release); }
+
 const gc_model_t* gc_instance_model(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE ? inst->model : NULL;
 }
@@ -170,6 +195,16 @@ static void gc__prepare(gc_instance_t* inst, int32_t which) {
 }
 
 static size_t gc__array_bytes(size_t n, size_t elem) { return (n == 0 ? 1 : n) * elem; }
+
+/* A zero-filled table of n elements (at least one), or NULL. */
+static void* gc__table(const gc_allocator_t* a, size_t n, size_t elem) {
+  void* p = gc__alloc(a, gc__array_bytes(n, elem), 64);
+  if (p != NULL) memset(p, 0, gc__array_bytes(n, elem));
+  return p;
+}
+
+/* The weights of a model that has none: any non-NULL address (nothing is ever read from it). */
+static const unsigned char gc__no_weights[1] = {0};
 
 gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options, gc_instance_t** out_instance) {
   if (out_instance == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_instance is NULL");
@@ -194,31 +229,30 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
 
   gc_instance_t* inst = (gc_instance_t*)gc__alloc(a, sizeof(gc_instance_t), 64);
   if (inst == NULL) return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate an instance of model '%s'", m->name);
+  /* everything zeroed before the first fallible step: the failure path releases a valid instance */
   memset(inst, 0, sizeof(*inst));
   inst->tag = GC_INSTANCE_LIVE;
+  atomic_init(&inst->in_use, 0);
   inst->model = m;
   inst->alloc = *a;
   size_t n_out_dims = 0;
   for (uint32_t i = 0; i < m->num_outputs; i++) n_out_dims += (size_t)m->outputs[i].rank;
-  inst->slots = (void**)gc__alloc(a, gc__array_bytes(m->num_slots, sizeof(void*)), 64);
+  inst->slots = (void**)gc__table(a, m->num_slots, sizeof(void*));
   /* the dims arrays end with one more entry: the thread count, which kernels read like a free dim */
-  inst->dims = (int64_t*)gc__alloc(a, sizeof(int64_t) * (m->num_free_dims + 1), 64);
-  inst->call_dims = (int64_t*)gc__alloc(a, sizeof(int64_t) * (m->num_free_dims + 1), 64);
-  inst->out_dims = (int64_t*)gc__alloc(a, gc__array_bytes(n_out_dims, sizeof(int64_t)), 64);
-  inst->scratch_size = (int64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(int64_t)), 64);
-  inst->scratch_offset = (uint64_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(uint64_t)), 64);
-  inst->plan_order = (int32_t*)gc__alloc(a, gc__array_bytes(m->num_scratch, sizeof(int32_t)), 64);
-  inst->owned_out = (void**)gc__alloc(a, gc__array_bytes(m->num_outputs, sizeof(void*)), 64);
-  inst->owned_out_cap = (size_t*)gc__alloc(a, gc__array_bytes(m->num_outputs, sizeof(size_t)), 64);
+  inst->dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
+  inst->call_dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
+  inst->out_dims = (int64_t*)gc__table(a, n_out_dims, sizeof(int64_t));
+  inst->scratch_size = (int64_t*)gc__table(a, m->num_scratch, sizeof(int64_t));
+  inst->scratch_offset = (uint64_t*)gc__table(a, m->num_scratch, sizeof(uint64_t));
+  inst->plan_order = (int32_t*)gc__table(a, m->num_scratch, sizeof(int32_t));
+  inst->owned_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
+  inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   gc_status_t status = NULL;
   if (!inst->slots || !inst->dims || !inst->call_dims || !inst->out_dims || !inst->scratch_size ||
       !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
     goto fail;
   }
-  memset(inst->slots, 0, gc__array_bytes(m->num_slots, sizeof(void*)));
-  memset(inst->owned_out, 0, gc__array_bytes(m->num_outputs, sizeof(void*)));
-  memset(inst->owned_out_cap, 0, gc__array_bytes(m->num_outputs, sizeof(size_t)));
 
   status = gc__pool_create(a, opts.num_threads, &inst->pool);
   if (status) goto fail;
@@ -242,8 +276,9 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
       goto fail;
     }
   }
-  if (m->weights_data != NULL) {
-    inst->weights = m->weights_data;
+  if (m->weights_data != NULL || m->weights_nbytes == 0) {
+    /* embedded weights, or a model without weights: it needs no weights file */
+    inst->weights = m->weights_data != NULL ? m->weights_data : gc__no_weights;
     gc__set_weight_slots(inst);
     gc__prepare(inst, -1);
   }
@@ -284,7 +319,7 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->thread_scratch);
   gc__free(&a, inst->weights_owned);
   gc__free(&a, inst->packed);
-  inst->tag = GC_INSTANCE_DEAD;
+  inst->tag = GC_INSTANCE_DEAD; /* poisoned before the memory goes back: see the struct's layout */
   gc__free(&a, inst);
 }
 
@@ -435,9 +470,8 @@ static void gc__describe_output(const gc_instance_t* inst, uint32_t i, void* dat
   t->size_bytes = cap;
 }
 
-gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
-                            size_t num_outputs) {
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
+                           size_t num_outputs) {
   const gc_model_t* m = inst->model;
   if (inst->weights == NULL)
     return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
@@ -491,8 +525,15 @@ gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size
   return NULL;
 }
 
-gc_status_t gc_instance_output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
+                            size_t num_outputs) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__run(inst, inputs, num_inputs, outputs, num_outputs);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
   if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
   if (index >= inst->model->num_outputs)
     return GC_ERROR(GC_INVALID_ARGUMENT, "output index %zu is out of range: model '%s' has %u outputs", index,
@@ -506,6 +547,13 @@ gc_status_t gc_instance_output(gc_instance_t* inst, size_t index, gc_tensor_t* o
                     inst->model->outputs[index].name);
   gc__describe_output(inst, (uint32_t)index, data, inst->owned_out_cap[index], out);
   return NULL;
+}
+
+gc_status_t gc_instance_output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__output(inst, index, out);
+  gc__leave(inst);
+  return status;
 }
 
 /* ------------------------------------------------------------------ weights */
@@ -562,8 +610,7 @@ static gc_status_t gc__check_weight_tensor(const gc_weight_def_t* w, const gc_te
   return NULL;
 }
 
-gc_status_t gc_instance_set_weight(gc_instance_t* inst, const char* name, const gc_tensor_t* value) {
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+static gc_status_t gc__set_weight(gc_instance_t* inst, const char* name, const gc_tensor_t* value) {
   if (value == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "value is NULL");
   uint32_t i;
   GC_RETURN_IF_ERROR(gc__weight_by_name(inst, name, &i));
@@ -576,8 +623,14 @@ gc_status_t gc_instance_set_weight(gc_instance_t* inst, const char* name, const 
   return NULL;
 }
 
-gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+gc_status_t gc_instance_set_weight(gc_instance_t* inst, const char* name, const gc_tensor_t* value) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__set_weight(inst, name, value);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
   if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
   uint32_t i;
   GC_RETURN_IF_ERROR(gc__weight_by_name(inst, name, &i));
@@ -592,27 +645,40 @@ gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_ten
   return NULL;
 }
 
-/* Weights file: "GCWEIGHT", u32 format version (1), u32 zero, u64 layout digest, u64 nbytes,
-   then the blob (all little-endian, as the machine that compiled the model). */
-gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
+gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__get_weight(inst, name, out);
+  gc__leave(inst);
+  return status;
+}
+
+/* Weights file (format version 2): "GCWEIGHT", u32 format version, u32 CRC32C of the payload,
+   u64 layout digest, u64 payload bytes, then the payload and nothing after it (all little-endian,
+   as the machine that compiled the model). Version 1 files had no checksum and are refused. */
+#define GC_WEIGHTS_VERSION 2u
+
+static gc_status_t gc__load_weights(gc_instance_t* inst, const char* path) {
   const gc_model_t* m = inst->model;
   if (path == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "weights path is NULL");
   FILE* f = fopen(path, "rb");
   if (f == NULL) return GC_ERROR(GC_NOT_FOUND, "cannot open weights file '%s'", path);
   unsigned char header[32];
   gc_status_t status = NULL;
+  unsigned char* blob = NULL;
   if (fread(header, 1, sizeof header, f) != sizeof header || memcmp(header, "GCWEIGHT", 8) != 0) {
     status = GC_ERROR(GC_DATA_LOSS, "'%s' is not a graphc weights file (bad or truncated header)", path);
     goto done;
   }
-  uint32_t version;
+  uint32_t version, checksum;
   uint64_t digest, nbytes;
   memcpy(&version, header + 8, 4);
+  memcpy(&checksum, header + 12, 4);
   memcpy(&digest, header + 16, 8);
   memcpy(&nbytes, header + 24, 8);
-  if (version != 1) {
-    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has format version %u, expected 1", path, version);
+  if (version != GC_WEIGHTS_VERSION) {
+    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has format version %u, expected %u%s", path, version,
+                      GC_WEIGHTS_VERSION,
+                      version == 1 ? " (version 1 files carry no checksum: export the weights again)" : "");
     goto done;
   }
   if (digest != m->weights_layout_digest || nbytes != m->weights_nbytes) {
@@ -622,27 +688,46 @@ gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
                       (unsigned long long)m->weights_layout_digest, (unsigned long long)m->weights_nbytes);
     goto done;
   }
-  /* read into a fresh buffer so that a truncated file leaves the current weights intact */
-  unsigned char* blob = (unsigned char*)gc__alloc(&inst->alloc, (size_t)nbytes, 64);
+  /* read into a fresh buffer so that a bad file leaves the current weights intact */
+  blob = (unsigned char*)gc__alloc(&inst->alloc, (size_t)nbytes, 64);
   if (blob == NULL) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for the weights", (unsigned long long)nbytes);
     goto done;
   }
   size_t got = fread(blob, 1, (size_t)nbytes, f);
   if (got != nbytes) {
-    gc__free(&inst->alloc, blob);
     status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' is truncated: %zu of %llu bytes", path, got,
                       (unsigned long long)nbytes);
+    goto done;
+  }
+  if (fgetc(f) != EOF) {
+    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has trailing bytes after its %llu-byte payload", path,
+                      (unsigned long long)nbytes);
+    goto done;
+  }
+  uint32_t actual = gc__crc32c(blob, (size_t)nbytes);
+  if (actual != checksum) {
+    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' is corrupt: its payload's checksum is %08x, the header "
+                      "says %08x (CRC32C)", path, actual, checksum);
     goto done;
   }
   gc__free(&inst->alloc, inst->weights_owned);
   inst->weights_owned = blob;
   inst->weights = blob;
+  blob = NULL;
   gc__set_weight_slots(inst);
   gc__prepare(inst, -1);
   inst->has_run = 0;
 done:
+  gc__free(&inst->alloc, blob);
   fclose(f);
+  return status;
+}
+
+gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__load_weights(inst, path);
+  gc__leave(inst);
   return status;
 }
 

@@ -126,6 +126,11 @@ int32_t gc__pool_num_threads(const gc_pool_t* pool);
    Returns the first nonzero value a chunk returned. */
 int32_t gc__parallel_for(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost);
 
+/* ------------------------------------------------------------------ checksums */
+
+/* CRC32C (Castagnoli) of n bytes: the checksum of a weights file's payload. */
+uint32_t gc__crc32c(const void* data, size_t n);
+
 /* ------------------------------------------------------------------ arena planner */
 
 /* Places scratch buffers (sizes in bytes, lifetimes from the model) at 64-byte aligned offsets so

@@ -27,6 +27,9 @@
 
 #define GC_SPIN_ITERS 4000
 #define GC_YIELD_ITERS 200
+/* gc_max_threads(): this many threads per online core, and never more than the hard limit. */
+#define GC_THREADS_PER_CORE 4
+#define GC_HARD_MAX_THREADS 1024
 /* Work (in ~flops) below which one more thread does not pay for its hand-off. */
 #define GC_MIN_COST_PER_THREAD 32768
 
@@ -130,13 +133,22 @@ static gc_worker_arg_t* gc__worker_args(gc_pool_t* p) {
   return (gc_worker_arg_t*)(void*)(p->threads + p->num_threads);
 }
 
+static int32_t gc__online_cores(void) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return cores > 0 ? (cores < GC_HARD_MAX_THREADS ? (int32_t)cores : GC_HARD_MAX_THREADS) : 1;
+}
+
+int32_t gc_max_threads(void) {
+  int32_t limit = GC_THREADS_PER_CORE * gc__online_cores();
+  return limit < GC_HARD_MAX_THREADS ? limit : GC_HARD_MAX_THREADS;
+}
+
 gc_status_t gc__pool_create(const gc_allocator_t* a, int32_t num_threads, gc_pool_t** out) {
   *out = NULL;
-  if (num_threads <= 0) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    num_threads = cores > 0 ? (int32_t)cores : 1;
-  }
-  if (num_threads > 1024) num_threads = 1024;
+  if (num_threads <= 0) num_threads = gc__online_cores();
+  /* more threads than this only add hand-offs and memory: clamped (see gc_options_t.num_threads) */
+  int32_t limit = gc_max_threads();
+  if (num_threads > limit) num_threads = limit;
   gc_pool_t* p = (gc_pool_t*)gc__alloc(a, sizeof(gc_pool_t), 64);
   if (p == NULL) return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate a thread pool");
   *p = (gc_pool_t){0};

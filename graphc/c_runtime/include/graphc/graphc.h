@@ -19,7 +19,10 @@
  *  - gc_model_t: thread-safe (immutable).
  *  - gc_instance_t: thread-compatible. One instance is used by one thread at a time; any number
  *    of instances of the same or of different models may run in parallel threads. Each instance
- *    owns its own intra-op thread pool (gc_options_t.num_threads), never a global one.
+ *    owns its own intra-op thread pool (gc_options_t.num_threads), never a global one. A call
+ *    made while another thread is inside a call on the same instance is refused with
+ *    GC_FAILED_PRECONDITION ("instance is in use by another thread"); releasing an instance
+ *    another thread is using is undefined behaviour.
  *  - gc_status_t: owned by the thread that received it.
  *
  * Memory
@@ -162,13 +165,19 @@ typedef struct gc_allocator {
 
 typedef struct gc_options {
   uint32_t struct_size;     /* sizeof(gc_options_t); set by gc_options_init */
-  int32_t num_threads;      /* intra-op threads including the caller's; 0 = all online cores */
+  int32_t num_threads;      /* intra-op threads including the caller's; 0 = all online cores; more
+                               than gc_max_threads() is clamped to it (gc_instance_num_threads
+                               says how many an instance really uses) */
   gc_allocator_t allocator; /* alloc == NULL: malloc/free */
   const char* weights_path; /* weights file for models built with external weights (or NULL) */
 } gc_options_t;
 
 /* Fills defaults: all cores, malloc, no weights file. */
 GC_EXPORT void gc_options_init(gc_options_t* options);
+
+/* The most intra-op threads an instance uses: 4 per online core (at most 1024). More would only
+   add hand-offs between threads that share cores. */
+GC_EXPORT int32_t gc_max_threads(void);
 
 /* ----------------------------------------------------------------------------- instances */
 
@@ -209,7 +218,10 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_weight(gc_instance_t* i
    dtype, rank and shape. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_weight(gc_instance_t* instance, const char* name,
                                                                 gc_tensor_t* out);
-/* Loads all weights from a file written by graphc (export_library(weights="external")). */
+/* Loads all weights from a file written by graphc (export_library(weights="external")). The file
+   is checked whole before it replaces the current weights: layout, size, CRC32C checksum, no
+   trailing bytes (GC_DATA_LOSS for a corrupt or truncated file). A model without weights needs
+   no file. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_load_weights(gc_instance_t* instance, const char* path);
 
 /* Reserved for compiled training steps (forward, backward, optimizer update); returns
