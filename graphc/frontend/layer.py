@@ -43,7 +43,7 @@ class Variable:
     def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True,
                  regularizer: regularizers.Regularizer | None = None,
                  constraint: constraints.Constraint | None = None):
-        self._value = np.ascontiguousarray(value)
+        self._value = np.array(value, order="C")  # a copy; 0-d stays 0-d (ascontiguousarray makes it 1-d)
         self.name = name
         self.path = path
         self.trainable = trainable
@@ -71,7 +71,7 @@ class Variable:
         if value.shape != self._value.shape:
             raise ValueError(f"cannot assign a value of shape {value.shape} to weight {self.path!r} "
                              f"of shape {self._value.shape}")
-        self._value = np.ascontiguousarray(value, dtype=self._value.dtype)
+        self._value = np.array(value, dtype=self._value.dtype, order="C")
         self.version += 1
 
     def __repr__(self) -> str:
