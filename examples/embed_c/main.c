@@ -6,9 +6,13 @@
  * values (whitespace separated, row-major). The program prints each output the same way
  * ("name rank d0 d1 ..." then one line of values), so its output can be read back as input.
  *
+ * Everything read from the file is checked (sizes whose product overflows, values an integer input
+ * cannot hold): like the runtime, the program refuses bad input with a one-line message.
+ *
  * Build (the Makefile does this): cc -std=c11 -O2 -I build -DMODEL=mlp main.c build/libmlp.a -lpthread -lm
  * MODEL names the model: its header is MODEL.h and its handle gc_model_MODEL().
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +34,47 @@ static int check(gc_status_t status, const char* what) {
           gc_status_code_name(gc_status_code(status)));
   gc_status_release(status);
   return 1;
+}
+
+/* The largest input this example reads (bytes): a file cannot make it allocate more. */
+#define MAX_INPUT_BYTES ((size_t)1 << 32)
+
+/* *out = a * b, or 1 when that does not fit in a size_t. */
+static int mul_overflows(size_t a, size_t b, size_t* out) {
+  if (a != 0 && b > SIZE_MAX / a) return 1;
+  *out = a * b;
+  return 0;
+}
+
+/* Stores value v as element i of t, refusing what the dtype cannot hold (converting such a
+   double to an integer type is undefined behaviour in C). */
+static int store(gc_tensor_t* t, size_t i, double v, const char* name) {
+  switch (t->dtype) {
+    case GC_FLOAT32: ((float*)t->data)[i] = (float)v; return 0;
+    case GC_FLOAT64: ((double*)t->data)[i] = v; return 0;
+    case GC_INT32:
+    case GC_INT64: {
+      double lo = t->dtype == GC_INT32 ? -2147483648.0 : -9223372036854775808.0;
+      double hi = t->dtype == GC_INT32 ? 2147483648.0 : 9223372036854775808.0; /* exclusive */
+      if (isnan(v)) {
+        fprintf(stderr, "embed: value %zu of input '%s' is not a number\n", i, name);
+        return 1;
+      }
+      if (!(v >= lo && v < hi) || v != floor(v)) {
+        fprintf(stderr, "embed: value %zu of input '%s' (%g) is out of range for %s\n", i, name, v,
+                gc_dtype_name(t->dtype));
+        return 1;
+      }
+      if (t->dtype == GC_INT32)
+        ((int32_t*)t->data)[i] = (int32_t)v;
+      else
+        ((int64_t*)t->data)[i] = (int64_t)v;
+      return 0;
+    }
+    default:
+      fprintf(stderr, "embed: input dtype %s is not supported by this example\n", gc_dtype_name(t->dtype));
+      return 1;
+  }
 }
 
 /* Reads one tensor (header line and values) of the dtype the model wants. */
@@ -59,27 +104,30 @@ static int read_tensor(FILE* f, const gc_tensor_desc_t* want, gc_tensor_t* t) {
       return 1;
     }
     t->shape[i] = d;
-    count *= (size_t)d;
+    if (mul_overflows(count, (size_t)d, &count)) count = SIZE_MAX;
   }
   size_t item = gc_dtype_size(want->dtype);
-  t->size_bytes = count * item;
+  if (item == 0) {
+    fprintf(stderr, "embed: input dtype %s is not supported by this example\n", gc_dtype_name(want->dtype));
+    return 1;
+  }
+  if (count == SIZE_MAX || mul_overflows(count, item, &t->size_bytes) || t->size_bytes > MAX_INPUT_BYTES) {
+    fprintf(stderr, "embed: input '%s' is too large (its shape has more than %zu bytes of %s)\n", name,
+            MAX_INPUT_BYTES, gc_dtype_name(want->dtype));
+    return 1;
+  }
   t->data = malloc(t->size_bytes ? t->size_bytes : 1);
-  if (t->data == NULL) return 1;
+  if (t->data == NULL) {
+    fprintf(stderr, "embed: cannot allocate %zu bytes for input '%s'\n", t->size_bytes, name);
+    return 1;
+  }
   for (size_t i = 0; i < count; i++) {
     double v;
     if (fscanf(f, "%lf", &v) != 1) {
       fprintf(stderr, "embed: input '%s' has %zu values, expected %zu\n", name, i, count);
       return 1;
     }
-    switch (want->dtype) {
-      case GC_FLOAT32: ((float*)t->data)[i] = (float)v; break;
-      case GC_FLOAT64: ((double*)t->data)[i] = v; break;
-      case GC_INT32: ((int32_t*)t->data)[i] = (int32_t)v; break;
-      case GC_INT64: ((int64_t*)t->data)[i] = (int64_t)v; break;
-      default:
-        fprintf(stderr, "embed: input dtype %s is not supported by this example\n", gc_dtype_name(want->dtype));
-        return 1;
-    }
+    if (store(t, i, v, name)) return 1;
   }
   return 0;
 }
