@@ -127,12 +127,21 @@ def runtime_objects(extra_flags: tuple[str, ...] = ()) -> list[Path]:
     return objs
 
 
+def asm_string(text: str) -> str:
+    """``text`` as an assembler string literal (GNU as: backslash escapes, octal for the rest)."""
+    out = []
+    for b in text.encode():
+        c = chr(b)
+        out.append("\\" + c if c in '"\\' else c if 32 <= b < 127 else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
 def weights_asm(symbol: str, blob_path: Path) -> str:
-    """Assembly defining ``symbol`` as the read-only contents of ``blob_path``."""
+    """Assembly defining ``symbol`` (a C identifier) as the read-only contents of ``blob_path``."""
     return (f'\t.section .rodata.{symbol},"a",@progbits\n'
             f"\t.globl {symbol}\n\t.hidden {symbol}\n\t.p2align 6\n"
             f"\t.type {symbol}, @object\n{symbol}:\n"
-            f'\t.incbin "{blob_path}"\n\t.byte 0\n'
+            f'\t.incbin {asm_string(str(blob_path))}\n\t.byte 0\n'
             f"\t.size {symbol}, . - {symbol}\n"
             '\t.section .note.GNU-stack,"",@progbits\n')
 

@@ -103,3 +103,10 @@ def test_builds_stay_under_the_limit_and_a_hit_counts_as_a_use(cache_root, monke
     total = sum(e.nbytes for e in cache.entries())
     assert total <= int(one_build * 1.2)
     assert not first.directory.exists()  # the older library went first
+
+
+def test_a_cache_directory_with_quotes_and_backslashes_in_its_path(tmp_path, monkeypatch):
+    """The weights blob is included by path into generated assembly: the path is escaped."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / 'we"ird\\dir \x01'))
+    files = compile_library(_tiny_graph("cache_quotes", 3.0))
+    assert files.shared.exists() and '"' in str(files.shared)
