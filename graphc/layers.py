@@ -11,5 +11,6 @@ from graphc.frontend.layers.normalization import *  # noqa: F403
 from graphc.frontend.layers.pooling import *  # noqa: F403
 from graphc.frontend.layers.preprocessing import *  # noqa: F403
 from graphc.frontend.layers.recurrent import *  # noqa: F403
+from graphc.frontend.layers.regularization import *  # noqa: F403
 from graphc.frontend.layers.reshaping import *  # noqa: F403
 from graphc.frontend.layers.wrappers import *  # noqa: F403

@@ -584,6 +584,21 @@ register(OpDef("random_uniform_like", _unary_infer, _random_uniform_like, attrs=
                    "starts a reproducible stream."))
 
 
+def _random_normal_like(x, *, seed):
+    """Standard normal values of x's shape: NumPy's global generator, or the seed's stream."""
+    if seed is None:
+        z = np.random.standard_normal(x.shape)
+    else:
+        z = _RANDOM_STREAMS.setdefault(int(seed), np.random.default_rng(int(seed))).standard_normal(x.shape)
+    return np.asarray(z).astype(x.dtype)
+
+
+register(OpDef("random_normal_like", _unary_infer, _random_normal_like, attrs={"seed": None}, num_inputs=1,
+               fusion_kind="opaque", not_differentiable=True,
+               doc="Standard normal values of x's shape and dtype (x's values are not read); a given seed "
+                   "starts a reproducible stream (Gaussian noise layers)."))
+
+
 def _unary_vjp(name: str):
     def vjp(ctx, dy):
         pairs = tuple(sorted(ctx.attrs.items()))
@@ -819,6 +834,15 @@ get("one_hot").to_onnx = _one_hot_to_onnx
 get("random_uniform_like").to_onnx = _random_uniform_like_to_onnx
 
 
+def _random_normal_like_to_onnx(ctx, op):
+    seed = ctx.attrs["seed"]
+    ctx.node("RandomNormalLike", [ctx.input_name(0)], ctx.output_name(0),
+             seed=None if seed is None else float(seed))
+
+
+get("random_normal_like").to_onnx = _random_normal_like_to_onnx
+
+
 # ---------------------------------------------------------------------------- native: training ops
 # ``lower`` facets of the ops training graphs add (activation derivatives, where, comparisons,
 # broadcast_like, num_elements, one_hot); the derivatives mirror ``UNARY_DERIV`` over VMath.
@@ -919,3 +943,13 @@ def _random_uniform_like_lower(kb, op, x, *, out, seed):
 
 
 get("random_uniform_like").lower = _random_uniform_like_lower
+
+
+def _random_normal_like_lower(kb, op, x, *, out, seed):
+    """Box–Muller on the counter-based hash (see graphc/backends/llvm/kernels/random.py)."""
+    from graphc.backends.llvm.kernels.random import emit_random_normal
+
+    emit_random_normal(kb, out, seed)
+
+
+get("random_normal_like").lower = _random_normal_like_lower

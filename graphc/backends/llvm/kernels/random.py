@@ -1,4 +1,5 @@
-"""Counter-based uniform random numbers (dropout masks) for ``random_uniform_like``.
+"""Counter-based random numbers: uniform (dropout masks, ``random_uniform_like``) and standard
+normal (Gaussian noise, ``random_normal_like``).
 
 Element ``i`` of a call is a hash of ``(key, i)`` with ``key = mix(seed, op, call)``: a
 SplitMix64 finalizer applied twice, its top 24 bits scaled to [0, 1) (exact in float32).
@@ -6,6 +7,11 @@ SplitMix64 finalizer applied twice, its top 24 bits scaled to [0, 1) (exact in f
 by a one-item kernel before the elements are drawn), so every step draws new values while a
 given seed, op and call number always give the same ones. :func:`uniform_reference` is the
 same function in NumPy.
+
+A normal draw takes two 24-bit fields of one hash, ``u1 = (bits 40..63 + 1) / 2^24`` in (0, 1]
+and ``u2 = bits 16..39 / 2^24`` in [0, 1), through the Box–Muller transform
+``sqrt(-2 log u1) cos(2 pi u2)`` (float32, the C library's ``logf`` and ``cosf``);
+:func:`normal_reference` computes it in NumPy.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64
 from graphc.ir import dims
@@ -44,6 +51,19 @@ def uniform_reference(seed: int | None, op_index: int, call: int, shape) -> np.n
     return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)).reshape(shape)
 
 
+def normal_reference(seed: int | None, op_index: int, call: int, shape) -> np.ndarray:
+    """The float32 standard normal values the kernel draws for ``(seed, op_index, call)``, in NumPy
+    (equal up to the last bit of the C library's ``logf``/``cosf``)."""
+    key = np.uint64(stream_key(seed, op_index, call))
+    with np.errstate(over="ignore"):
+        z = _splitmix(np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.uint64) + key)
+    scale = np.float32(2.0 ** -24)
+    u1 = ((z >> np.uint64(40)) + np.uint64(1)).astype(np.float32) * scale
+    u2 = ((z >> np.uint64(16)) & np.uint64(0xFFFFFF)).astype(np.float32) * scale
+    radius = np.sqrt(np.float32(-2.0) * np.log(u1))
+    return (radius * np.cos(np.float32(2 * np.pi) * u2)).astype(np.float32).reshape(shape)
+
+
 def _ir_splitmix(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
     z = b.mul(b.xor(z, b.lshr(z, i64(30))), ir.Constant(I64, _M1))
     z = b.mul(b.xor(z, b.lshr(z, i64(27))), ir.Constant(I64, _M2))
@@ -53,6 +73,31 @@ def _ir_splitmix(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
 def emit_random_uniform(kb: KernelBuilder, out: Tensor, seed: int | None) -> None:
     if out.dtype != "float32":
         raise NativeLoweringError(f"random_uniform_like of {out.dtype}")
+    _emit_draws(kb, out, seed, "random_uniform", _uniform, cost=8)
+
+
+def emit_random_normal(kb: KernelBuilder, out: Tensor, seed: int | None) -> None:
+    if out.dtype != "float32":
+        raise NativeLoweringError(f"random_normal_like of {out.dtype}")
+    _emit_draws(kb, out, seed, "random_normal", _normal, cost=40)
+
+
+def _uniform(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
+    return b.fmul(b.uitofp(b.lshr(z, i64(40)), F32), ir.Constant(F32, 2.0 ** -24))
+
+
+def _normal(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
+    scale = ir.Constant(F32, 2.0 ** -24)
+    u1 = b.fmul(b.uitofp(b.add(b.lshr(z, i64(40)), i64(1)), F32), scale)
+    u2 = b.fmul(b.uitofp(b.and_(b.lshr(z, i64(16)), i64(0xFFFFFF)), F32), scale)
+    radius = mathlib.call(b, "sqrt", b.fmul(ir.Constant(F32, -2.0), mathlib.libm(b, "logf", u1)))
+    angle = b.fmul(ir.Constant(F32, float(np.float32(2 * np.pi))), u2)
+    return b.fmul(radius, mathlib.libm(b, "cosf", angle))
+
+
+def _emit_draws(kb: KernelBuilder, out: Tensor, seed: int | None, name: str, draw, cost: int) -> None:
+    """One call's elements: ``draw(builder, hash of (key, index))`` for each index of ``out``
+    (``cost``: the estimated cycles of one draw, for the parallel split)."""
     op_index = kb.op_index
     counter = ir.GlobalVariable(kb.module, I64, name=kb.unique("random_calls"))
     counter.linkage = "internal"
@@ -66,7 +111,7 @@ def emit_random_uniform(kb: KernelBuilder, out: Tensor, seed: int | None) -> Non
     kb.launch(k, 1)
     # 2. draw the elements
     total = dims.product(out.shape)
-    k = kb.kernel("random_uniform")
+    k = kb.kernel(name)
     fb, b = k.fn, k.b
     base = ((seed if seed is not None else 0x5EED) * _GOLDEN + op_index * _OP) & _MASK
     cv = b.load(k.ptr(call), typ=I64)
@@ -78,9 +123,8 @@ def emit_random_uniform(kb: KernelBuilder, out: Tensor, seed: int | None) -> Non
         stop = fb.min_(b.add(start, i64(BLOCK)), n)
         with fb.loop(start, stop, name="e") as e:
             z = _ir_splitmix(b, b.add(e, key))
-            u = b.fmul(b.uitofp(b.lshr(z, i64(40)), F32), ir.Constant(F32, 2.0 ** -24))
-            b.store(u, b.gep(pout, [e], source_etype=F32))
-    kb.launch(k, dims.ceildiv(total, BLOCK), BLOCK * 8)
+            b.store(draw(b, z), b.gep(pout, [e], source_etype=F32))
+    kb.launch(k, dims.ceildiv(total, BLOCK), BLOCK * cost)
 
 
-__all__ = ["emit_random_uniform", "uniform_reference", "stream_key"]
+__all__ = ["emit_random_uniform", "emit_random_normal", "uniform_reference", "normal_reference", "stream_key"]
