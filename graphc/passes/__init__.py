@@ -5,9 +5,9 @@
 (verification, IR printing before/after passes, disabled passes).
 
 Levels: 0 none; 1 simplification (no-op removal, constant folding, CSE, DCE to a fixed
-point); 2 adds BatchNorm folding, 1x1 convolutions as matmuls, linear-chain folding,
-separable-conv fusion, epilogue fusion (bias, activation, residual add) and sibling
-merging; 3 also folds linear chains that add arithmetic.
+point); 2 adds zero-padding folding into convolutions and pools, BatchNorm folding, 1x1
+convolutions as matmuls, linear-chain folding, separable-conv fusion, epilogue fusion (bias,
+activation, residual add) and sibling merging; 3 also folds linear chains that add arithmetic.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from graphc.passes import (  # noqa: F401  (registration)
     dce,
     fold_batchnorm,
     fold_linear,
+    fold_pad,
     fuse_epilogue,
     fuse_separable,
     merge_siblings,
@@ -61,6 +62,7 @@ def pipeline_for_level(level: int) -> Pipeline:
     linear = "fold_linear_chains_aggressive" if level == 3 else "fold_linear_chains"
     return Pipeline(f"O{level}", [
         _simplify(),
+        "fold_pad",
         "fold_batchnorm",
         "conv1x1_to_matmul",
         FixedPoint(Pipeline("linear", [linear])),
