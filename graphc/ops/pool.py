@@ -128,8 +128,16 @@ def _pool_to_onnx(onnx_type: str):
         k, s, p = _geometry(x.rank, a["kernel"], a["strides"], a["pads"], op.type)
         ones = (1,) * len(k)
         fill = -np.inf if onnx_type == "MaxPool" else None
-        xc, pad_attrs = onnx_window(ctx, onnx_channels_first(ctx, ctx.input_name(0), x.rank), x.shape[1:-1],
-                                    k, s, ones, p, fill)
+        xn = onnx_channels_first(ctx, ctx.input_name(0), x.rank)
+        symbolic = not all(isinstance(v, int) for pair in p for v in pair)
+        if onnx_type == "MaxPool" and symbolic and any(st > kk for kk, st in zip(k, s)):
+            # 'same' with a stride beyond the window on a free size: Keras clamps the pad total at 0,
+            # but onnxruntime's SAME_UPPER MaxPool computes it negative and refuses it: pad explicitly
+            xc = ctx.node("Pad", [xn, ctx.shape([0, 0, *[b for b, _ in p], 0, 0, *[a for _, a in p]]),
+                                  ctx.scalar(fill, x.dtype)], mode="constant")
+            pad_attrs = {}
+        else:
+            xc, pad_attrs = onnx_window(ctx, xn, x.shape[1:-1], k, s, ones, p, fill)
         extra = {"count_include_pad": 0} if onnx_type == "AveragePool" else {}
         y = ctx.node(onnx_type, [xc], kernel_shape=list(k), strides=list(s), **pad_attrs, **extra)
         onnx_channels_last(ctx, y, x.rank, ctx.output_name(0))
