@@ -4,8 +4,10 @@ Each family module lists its public names in ``__all__``; this module re-exports
 plus the functional merge forms (``layers.add``, ``layers.concatenate``...).
 """
 
+from graphc.frontend.layers.attention import *  # noqa: F403
 from graphc.frontend.layers.conv import *  # noqa: F403
 from graphc.frontend.layers.core import *  # noqa: F403
+from graphc.frontend.layers.einsum_dense import *  # noqa: F403
 from graphc.frontend.layers.merge import *  # noqa: F403
 from graphc.frontend.layers.normalization import *  # noqa: F403
 from graphc.frontend.layers.pooling import *  # noqa: F403
