@@ -271,3 +271,34 @@ def test_keras_adapted_normalization_loads_from_its_file(keras, rng, tmp_path):
     for target in ("reference", "onnx", "native"):
         got = graphc.build(model, target=target).predict(data[:3])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(), err_msg=target)
+
+
+@pytest.mark.keras
+def test_sgd_steps_behind_preprocessing_match_keras(keras, rng):
+    """Training a network behind the preprocessing layers: the same updates as Keras, and the
+    Normalization state (non-trainable) stays as it was."""
+    def build(K):
+        inp = K.Input(shape=(9, 7, 3))
+        h = K.layers.Rescaling([0.5, 1.0, 2.0], offset=0.1)(inp)
+        h = K.layers.Normalization(axis=-1)(h)
+        h = K.layers.Resizing(5, 11)(h)
+        h = K.layers.CenterCrop(4, 9)(h)
+        h = K.layers.Conv2D(3, 3, activation="relu")(h)
+        h = K.layers.Normalization(mean=[0.5, 0.0, 1.0], variance=[2.0, 1.0, 0.5], invert=True)(h)
+        return K.Model(inp, K.layers.Dense(2)(K.layers.GlobalAveragePooling2D()(h)))
+
+    model, kmodel = build(graphc), build(keras)
+    model.layers[2].adapt(rng.normal(1.0, 2.0, size=(20, 9, 7, 3)).astype("float32"))
+    kmodel.set_weights(model.get_weights())
+    state = [w.copy() for w in model.layers[2].get_weights()]
+    model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse")
+    kmodel.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    for step in range(2):
+        x = rng.standard_normal((4, 9, 7, 3)).astype("float32")
+        y = rng.standard_normal((4, 2)).astype("float32")
+        loss, kloss = model.train_on_batch(x, y), float(kmodel.train_on_batch(x, y))
+        assert np.isclose(loss, kloss, rtol=1e-5, atol=1e-6), f"step {step}: loss {loss} vs Keras {kloss}"
+        for got, want, var in zip(model.get_weights(), kmodel.get_weights(), model.weights):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6, err_msg=f"step {step}: {var.path}")
+    for got, want in zip(model.layers[2].get_weights(), state):
+        np.testing.assert_array_equal(got, want)

@@ -262,3 +262,33 @@ def test_keras_files_round_trip(keras, rng, tmp_path):
     for cls in ("ZeroPadding2D", "UpSampling2D", "Cropping2D", "Permute", "Identity", "Cropping1D", "UpSampling1D",
                 "RepeatVector", "ZeroPadding1D", "ZeroPadding3D", "UpSampling3D", "Cropping3D"):
         assert cls in names
+
+
+@pytest.mark.keras
+def test_sgd_steps_through_the_layers_match_keras(keras, rng):
+    """Gradients flow through padding, bilinear upsampling, cropping and permutes as in Keras."""
+    import graphc
+
+    def build(K):
+        inp = K.Input(shape=(5, 7, 2))
+        h = K.layers.ZeroPadding2D(((1, 2), (0, 1)))(inp)
+        h = K.layers.Conv2D(3, 3, activation="tanh")(h)
+        h = K.layers.UpSampling2D((2, 3), interpolation="bilinear")(h)
+        h = K.layers.Cropping2D(((1, 2), (3, 0)))(K.layers.UpSampling2D((1, 2))(h))
+        h = K.layers.Conv2D(2, 3, strides=2)(h)
+        h = K.layers.Permute((3, 1, 2))(h)
+        h = K.layers.RepeatVector(2)(K.layers.Flatten()(h))
+        h = K.layers.UpSampling1D(2)(K.layers.ZeroPadding1D((1, 0))(h))
+        return K.Model(inp, K.layers.Dense(1)(K.layers.Flatten()(K.layers.Cropping1D((0, 1))(h))))
+
+    model, kmodel = build(graphc), build(keras)
+    kmodel.set_weights(model.get_weights())
+    model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.05), loss="mse")
+    kmodel.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    for step in range(2):
+        x = rng.standard_normal((3, 5, 7, 2)).astype("float32")
+        y = rng.standard_normal((3, 1)).astype("float32")
+        loss, kloss = model.train_on_batch(x, y), float(kmodel.train_on_batch(x, y))
+        assert np.isclose(loss, kloss, rtol=1e-5, atol=1e-6), f"step {step}: loss {loss} vs Keras {kloss}"
+        for got, want, var in zip(model.get_weights(), kmodel.get_weights(), model.weights):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6, err_msg=f"step {step}: {var.path}")
