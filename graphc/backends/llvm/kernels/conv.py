@@ -400,6 +400,11 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         raise NativeLoweringError(f"convolution over a free number of channels ({C})")
     if groups == 1:
         if not (w.is_constant and w.buf is not None and w.buf.kind == "weight"):
+            if cg == 1 and C == 1:
+                # a depthwise kernel of one channel (reshaped at run time when unoptimized): the
+                # depthwise kernel reads it where it is
+                emit_depthwise(kb, x, w, out, geo, **epi)
+                return
             raise NativeLoweringError("convolution with a kernel computed at run time")
         K = math.prod(kernel) * C
         wmat = kb.view(w, (K, n_out))
