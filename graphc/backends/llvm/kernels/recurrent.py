@@ -11,6 +11,11 @@
 The state lives in the op's state outputs (h, and c for the LSTM); the sequence output gets
 a copy of h at every step when ``return_sequences``, else the final h. With ``go_backwards``
 step t reads input step T-1-t and writes output step t (Keras's reversed order).
+
+With a mask, a row whose step is masked skips the update (its state stays) and writes the
+previous step's output, or zeros (before its first kept step, or always with
+``zero_output_for_mask``); a per-row flag in the thread's scratch remembers whether a step
+was kept, for the last output.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from graphc.ir import dims
 
 def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: Tensor, bias: Tensor,
              states: list[Tensor], outs: tuple, *, activation: Callable, recurrent_activation: Callable,
-             go_backwards: bool, return_sequences: bool, reset_after: bool = True) -> None:
+             go_backwards: bool, return_sequences: bool, reset_after: bool = True, mask: Tensor | None = None,
+             zero_output_for_mask: bool = False) -> None:
     if x.dtype != "float32":
         raise NativeLoweringError(f"{kind} over {x.dtype} inputs")
     for w in (rkernel,):
@@ -68,8 +74,9 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
     pc = k.ptr(c_out) if c_out is not None else None
     pstates = [k.ptr(s) for s in states]
     pbrec = k.ptr(bias_rec) if bias_rec is not None else None
+    pmask = k.ptr(mask) if mask is not None else None
     ppacks = [k.ptr(p) for p, _ in packs]
-    tile_floats = sum(MR * wd for wd in widths) + MR * U
+    tile_floats = sum(MR * wd for wd in widths) + MR * U + MR  # + a kept-step flag per row
     scratch = k.thread_scratch(tile_floats * 4)
     tiles = []
     off = 0
@@ -77,6 +84,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
         tiles.append(b.gep(scratch, [i64(off)], source_etype=F32))
         off += MR * wd
     rh_tile = b.gep(scratch, [i64(off)], source_etype=F32)
+    seen = b.gep(scratch, [i64(off + MR * U)], source_etype=F32)  # per row: 1.0 once a step was kept
     Nv, Tv = k.dim(N), k.dim(T)
     vt = ir.VectorType(F32, vw)
 
@@ -94,6 +102,31 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
 
     def vstore(p, idx, val, valid):
         store_lanes(b, val, b.gep(p, [idx], source_etype=F32), vw, valid)
+
+    zeros = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+
+    def kept_at(n, tt):
+        """Whether the mask keeps input step ``tt`` of batch row ``n`` (nonzero, NaN included)."""
+        value = b.load(b.gep(pmask, [b.add(b.mul(n, Tv), tt)], source_etype=F32), typ=F32)
+        return b.fcmp_unordered("!=", value, ir.Constant(F32, 0.0))
+
+    def guarded(n, tt, r, t, srow, update):
+        """``update()`` where the step is kept; else the masked step's output (previous or zeros)."""
+        if pmask is None:
+            update()
+            return
+        with b.if_else(kept_at(n, tt)) as (then, otherwise):
+            with then:
+                update()
+                b.store(ir.Constant(F32, 1.0), b.gep(seen, [r], source_etype=F32))
+            with otherwise:
+                if return_sequences:
+                    for_units(lambda j, valid: vstore(ptr["seq"], b.add(srow, j), zeros, valid))
+                    if not zero_output_for_mask:
+                        with b.if_then(b.icmp_signed(">", t, i64(0))):
+                            prev = b.sub(srow, i64(U))
+                            for_units(lambda j, valid: vstore(ptr["seq"], b.add(srow, j),
+                                                              vload(ptr["seq"], b.add(prev, j), valid), valid))
 
     def matmul_rows(i, rows_valid, a_base, a_stride, pack_index):
         """tile[pack_index][r][:] = (rows of a) @ packed weights, for the rows_valid (<= MR) rows from i.
@@ -130,6 +163,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
         # initial state
         with fb.loop(0, rows_valid, name="r0") as r:
             ro = b.mul(r, i64(U))
+            b.store(ir.Constant(F32, 0.0), b.gep(seen, [r], source_etype=F32))
 
             def init(j, valid, ro=ro):
                 idx = b.add(ro, j)
@@ -196,7 +230,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                         rg = ract(m, gate_in(j, U, valid))
                         vstore(rh_tile, b.add(hrow, j), m.mul(rg, vload(h_base, b.add(hrow, j), valid)), valid)
 
-                for_units(step)
+                guarded(n, tt, r, t, srow, lambda: for_units(step))
             if kind == "gru" and not reset_after:
                 matmul_rows(i, rows_valid, rh_tile, U, 1)
                 with fb.loop(0, rows_valid, name="r2") as r:
@@ -218,16 +252,35 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                         if return_sequences:
                             vstore(ptr["seq"], b.add(srow, j), h_new, valid)
 
-                    for_units(step2)
+                    if pmask is None:
+                        for_units(step2)
+                    else:
+                        with b.if_then(kept_at(n, tt)):
+                            for_units(step2)
         if not return_sequences:
             with fb.loop(0, rows_valid, name="rl") as r:
                 ro = b.mul(r, i64(U))
+                out_base = b.gep(ptr["seq"], [b.mul(i, i64(U))], source_etype=F32)
 
-                def last(j, valid, ro=ro):
-                    vstore(b.gep(ptr["seq"], [b.mul(i, i64(U))], source_etype=F32), b.add(ro, j),
-                           vload(h_base, b.add(ro, j), valid), valid)
+                def last(j, valid, ro=ro, out_base=out_base):
+                    vstore(out_base, b.add(ro, j), vload(h_base, b.add(ro, j), valid), valid)
 
-                for_units(last)
+                if pmask is None:
+                    for_units(last)
+                else:
+                    # the last output is the state where Keras's is (else zeros): a step was kept,
+                    # or, with zero_output_for_mask, the last step was
+                    if zero_output_for_mask:
+                        keep = kept_at(b.add(i, r), i64(0) if go_backwards else b.sub(Tv, i64(1)))
+                    else:
+                        flag = b.load(b.gep(seen, [r], source_etype=F32), typ=F32)
+                        keep = b.fcmp_ordered("!=", flag, ir.Constant(F32, 0.0))
+                    with b.if_else(keep) as (then, otherwise):
+                        with then:
+                            for_units(last)
+                        with otherwise:
+                            for_units(lambda j, valid, ro=ro, out_base=out_base:
+                                      vstore(out_base, b.add(ro, j), zeros, valid))
     kb.launch(k, dims.ceildiv(N, MR), 2 * MR * U * GU * (T if isinstance(T, int) else 32))
 
 

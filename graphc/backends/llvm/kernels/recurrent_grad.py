@@ -12,6 +12,12 @@
 
 Steps are saved at the input's time index (``go_backwards`` reads step T-1-s at step s), so
 the GEMMs of step 3 pair each saved step with the input row it came from.
+
+With a mask, a masked step is skipped forward (the state stays) and backward (the state's
+gradient passes through, its projection gradient is zero); the output of step t is the
+state times "a step up to t was kept" (or "step t was kept" with ``zero_output_for_mask``),
+so its gradient joins the state's only there. The first kept step of the row is kept in a
+local for that test.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Callable
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.irutil import F32, I64, i64
 from graphc.backends.llvm.kernels.gemm import load_lanes, store_lanes
 from graphc.ir import dims
 
@@ -29,7 +35,8 @@ from graphc.ir import dims
 def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: Tensor, bias: Tensor,
                   states: list[Tensor], cots: list[Tensor], outs: tuple, *, activation: Callable,
                   activation_deriv: Callable, recurrent_activation: Callable, recurrent_deriv: Callable,
-                  go_backwards: bool, return_sequences: bool, reset_after: bool = True) -> None:
+                  go_backwards: bool, return_sequences: bool, reset_after: bool = True, mask: Tensor | None = None,
+                  zero_output_for_mask: bool = False) -> None:
     """``outs`` = gradients of (x, kernel, recurrent_kernel, bias, initial state(s)); None if unread."""
     if x.dtype != "float32":
         raise NativeLoweringError(f"{kind}_grad over {x.dtype} inputs")
@@ -65,6 +72,8 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                                         ("brec", bias_rec), ("d_out", d_out), ("d_h", d_h), ("d_c", d_c))
          if t is not None}
     pstates = [k.ptr(s) for s in states]
+    pmask = k.ptr(mask) if mask is not None else None
+    first_kept = fb.var(I64, name="first_kept")  # the row's first kept step (processing order), T if none
     pdst = [k.ptr(o) if o is not None else None for o in dstate_outs]
     scratch = k.thread_scratch((4 * U + GU) * 4)
 
@@ -101,6 +110,32 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     def add(a, c):
         return b.add(a, i64(c)) if isinstance(c, int) else b.add(a, c)
 
+    def kept_at(n, t):
+        """Whether processing step ``t`` of row ``n`` is kept (nonzero mask, NaN included)."""
+        tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
+        value = b.load(b.gep(pmask, [b.add(b.mul(n, Tv), tt)], source_etype=F32), typ=F32)
+        return b.fcmp_unordered("!=", value, ir.Constant(F32, 0.0))
+
+    def output_counts(n, t):
+        """Whether the output of processing step ``t`` is the state (else zeros)."""
+        if zero_output_for_mask:
+            return kept_at(n, t)
+        return b.icmp_signed(">=", t, first_kept.get())
+
+    def when_kept(n, t, body, otherwise=None):
+        if pmask is None:
+            body()
+            return
+        if otherwise is None:
+            with b.if_then(kept_at(n, t)):
+                body()
+            return
+        with b.if_else(kept_at(n, t)) as (then, other):
+            with then:
+                body()
+            with other:
+                otherwise()
+
     with fb.loop(k.begin, k.end, name="n") as n:
         srow = b.mul(n, i64(U))
         # ------------------------------------------------ initial state
@@ -110,6 +145,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
             units(lambda j, s_ptr=s_ptr, src=src: st(s_ptr, j, ld(src, add(srow, j)) if src is not None
                                                      else zero))
         # ------------------------------------------------ forward, saving each step
+        first_kept.set(Tv)
         with fb.loop(0, Tv, name="t") as t:
             tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
             row = b.add(b.mul(n, Tv), tt)
@@ -121,12 +157,14 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                     st(p["cprev"], add(urow, j), ld(c_s, j))
 
             units(save)
-            # z = h @ recurrent_kernel (+ recurrent bias), accumulated row by row of the kernel
-            units(lambda j: st(z_s, j, ld(p["brec"], j) if gru else zero), GU, "g0")
-            with fb.loop(0, U, name="kk") as kk:
-                hk = scalar(h_s, kk)
-                rrow = b.mul(kk, i64(GU))
-                units(lambda j: st(z_s, j, m.fma(hk, ld(p["rk"], add(rrow, j)), ld(z_s, j))), GU, "g1")
+
+            def recurrent_product():
+                """z = h @ recurrent_kernel (+ recurrent bias), accumulated row by row of the kernel."""
+                units(lambda j: st(z_s, j, ld(p["brec"], j) if gru else zero), GU, "g0")
+                with fb.loop(0, U, name="kk") as kk:
+                    hk = scalar(h_s, kk)
+                    rrow = b.mul(kk, i64(GU))
+                    units(lambda j: st(z_s, j, m.fma(hk, ld(p["rk"], add(rrow, j)), ld(z_s, j))), GU, "g1")
             if lstm:
                 def step(j):
                     zs = [b.fadd(ld(p["proj"], add(grow, add(j, q * U))), ld(z_s, add(j, q * U))) for q in range(4)]
@@ -155,17 +193,30 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                     zp = b.fadd(ld(p["proj"], add(grow, j)), ld(z_s, j))
                     st(p["pre"], add(grow, j), zp)
                     st(h_s, j, activation(m, zp))
-            units(step)
+
+            def kept_step(t=t):
+                recurrent_product()
+                units(step)
+                if pmask is not None:
+                    first_kept.set(fb.min_(first_kept.get(), t))
+
+            when_kept(n, t, kept_step)
         # ------------------------------------------------ backward through time
         def init_d(j):
-            dh = ld(p["d_h"], add(srow, j))
-            if not return_sequences:
-                dh = b.fadd(dh, ld(p["d_out"], add(srow, j)))
-            st(dh_s, j, dh)
+            st(dh_s, j, ld(p["d_h"], add(srow, j)))
             if lstm:
                 st(dc_s, j, ld(p["d_c"], add(srow, j)))
 
         units(init_d)
+        if not return_sequences:
+            def add_last(j):
+                st(dh_s, j, b.fadd(ld(dh_s, j), ld(p["d_out"], add(srow, j))))
+
+            if pmask is None:
+                units(add_last)
+            else:
+                with b.if_then(output_counts(n, b.sub(Tv, i64(1)))):
+                    units(add_last)
         with fb.loop(0, Tv, name="tb") as tb:
             t = b.sub(b.sub(Tv, i64(1)), tb)  # output step, last first
             tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
@@ -173,7 +224,14 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
             urow, grow = b.mul(row, i64(U)), b.mul(row, i64(GU))
             orow = b.mul(b.add(b.mul(n, Tv), t), i64(U))
             if return_sequences:
-                units(lambda j: st(dh_s, j, b.fadd(ld(dh_s, j), ld(p["d_out"], add(orow, j)))))
+                def add_out(j, orow=orow):
+                    st(dh_s, j, b.fadd(ld(dh_s, j), ld(p["d_out"], add(orow, j))))
+
+                if pmask is None:
+                    units(add_out)
+                else:
+                    with b.if_then(output_counts(n, t)):
+                        units(add_out)
             dz_ptr = p["dinner"] if gru else p["dproj"]
             if lstm:
                 def back(j):
@@ -211,13 +269,21 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
                     dpre = m.mul(ld(dh_s, j), activation_deriv(m, ld(p["pre"], add(grow, j))))
                     st(p["dproj"], add(grow, j), dpre)
                     st(dh_s, j, zero)
-            units(back)
+            def kept_back(grow=grow, dz_ptr=dz_ptr):
+                units(back)
+                # dh_prev += dz @ recurrent_kernel.T, one row of the transpose per gate column
+                with fb.loop(0, GU, name="g2") as jj:
+                    dzj = scalar(dz_ptr, add(grow, jj))
+                    trow = b.mul(jj, i64(U))
+                    units(lambda u: st(dh_s, u, m.fma(dzj, ld(p["rkt"], add(trow, u)), ld(dh_s, u))), U, "u2")
 
-            # dh_prev += dz @ recurrent_kernel.T, one row of the transpose per gate column
-            with fb.loop(0, GU, name="g2") as jj:
-                dzj = scalar(dz_ptr, add(grow, jj))
-                trow = b.mul(jj, i64(U))
-                units(lambda u: st(dh_s, u, m.fma(dzj, ld(p["rkt"], add(trow, u)), ld(dh_s, u))), U, "u2")
+            def masked_back(grow=grow):
+                """The state's gradient passes through; the projections' gradients are zero."""
+                units(lambda j: st(p["dproj"], add(grow, j), zero), GU, "z0")
+                if gru:
+                    units(lambda j: st(p["dinner"], add(grow, j), zero), GU, "z1")
+
+            when_kept(n, t, kept_back, masked_back)
         for ptr_s, dst in zip((dh_s, dc_s), pdst):
             if dst is not None:
                 units(lambda j, ptr_s=ptr_s, dst=dst: st(dst, add(srow, j), ld(ptr_s, j)))
