@@ -44,11 +44,118 @@ class KerasTensor:
         return self.shape[0]
 
     def __bool__(self) -> bool:
+        _refuse_in_trace("the truth value of a tensor (`if`, `while`, `and`/`or`, `not` or bool())")
         raise TypeError("a symbolic KerasTensor has no truth value; it only describes a tensor")
 
     def __array__(self, *args, **kwargs):
+        _refuse_in_trace("a tensor as a NumPy array")
         raise TypeError(f"{self!r} is symbolic: it has no values. Build a Model with it and call "
                         "predict(), or call the layer on NumPy arrays.")
+
+    # ------------------------------------------------------------------ operators
+    # As in Keras, each operator applies the ``keras.ops`` function of the same meaning: on
+    # symbolic tensors it adds an operation node (``Add``, ``GetItem``...) to the functional graph,
+    # inside a traced ``call`` it emits IR ops. ``==`` keeps Python's identity (tensors are
+    # dictionary keys and list members); ``ops.equal`` compares elementwise.
+    __array_ufunc__ = None  # NumPy defers to the reflected operators: ``array * tensor`` works
+
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().subtract(self, other)
+
+    def __rsub__(self, other):
+        return _ops().subtract(other, self)
+
+    def __mul__(self, other):
+        return _ops().multiply(self, other)
+
+    def __rmul__(self, other):
+        return _ops().multiply(other, self)
+
+    def __truediv__(self, other):
+        return _ops().true_divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().true_divide(other, self)
+
+    def __pow__(self, other):
+        return _ops().power(self, other)
+
+    def __rpow__(self, other):
+        return _ops().power(other, self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __neg__(self):
+        return _ops().negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops().absolute(self)
+
+    def __lt__(self, other):
+        return _ops().less(self, other)
+
+    def __le__(self, other):
+        return _ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
+
+    def __ne__(self, other):
+        return _ops().not_equal(self, other)
+
+    __hash__ = object.__hash__
+
+    def __and__(self, other):
+        return _ops().logical_and(self, other)
+
+    def __rand__(self, other):
+        return _ops().logical_and(other, self)
+
+    def __or__(self, other):
+        return _ops().logical_or(self, other)
+
+    def __ror__(self, other):
+        return _ops().logical_or(other, self)
+
+    def __invert__(self):
+        return _ops().logical_not(self)
+
+    def __getitem__(self, key):
+        return _ops().get_item(self, key)
+
+    def __iter__(self):
+        _refuse_in_trace("iteration over a tensor")
+        raise TypeError("a symbolic KerasTensor is not iterable; index it (x[:, 0]) or use graphc.ops")
+
+
+def _ops():
+    """``graphc.frontend.operations`` (imported on first use: it builds on this module)."""
+    from graphc.frontend import operations
+
+    return operations
+
+
+def _refuse_in_trace(what: str) -> None:
+    """Inside a traced ``call``, the error naming the layer and line that need a tensor's value."""
+    from graphc.frontend import tracing
+
+    tracing.refuse(what)
 
 
 class Node:

@@ -50,8 +50,12 @@ def serialize_layer(layer: Layer) -> dict:
         if shape is not None:
             out["build_config"] = {"input_shape": shape}
         return out
-    out = {"module": registry.LAYERS_MODULE, "class_name": class_name,
-           "config": registry.config_to_keras(layer, serialize_layer), "registered_name": None}
+    module, class_name, registered_name = registry.keras_identity(layer)
+    if registry.is_operation(layer):  # a keras.ops node: its config is the op's arguments, it has no build
+        return {"module": module, "class_name": class_name, "config": registry.plain(layer.get_config()),
+                "registered_name": registered_name}
+    out = {"module": module, "class_name": class_name,
+           "config": registry.config_to_keras(layer, serialize_layer), "registered_name": registered_name}
     shape = _build_shape(layer)
     if shape is not None:
         out["build_config"] = {"input_shape": shape}
@@ -77,7 +81,7 @@ def functional_config(model: Model) -> dict:
 
     def tensor_config(t: Any) -> Any:
         if not isinstance(t, KerasTensor):
-            return registry.plain(t)
+            return registry.plain_argument(t)
         layer, index, tensor_index = t._keras_history
         return {"class_name": "__keras_tensor__",
                 "config": {"shape": list(t.shape), "dtype": t.dtype,
@@ -93,7 +97,9 @@ def functional_config(model: Model) -> dict:
         for node in layer._inbound_nodes:
             if id(node) not in own or node.is_input:
                 continue
-            nodes.append({"args": [nest.map_structure(tensor_config, node.call_args)],
+            # an operation's call arguments are positional (``Add()(x, 3.0)``); a layer's are one structure
+            args = list(node.call_args) if registry.is_operation(layer) else [node.call_args]
+            nodes.append({"args": nest.map_structure(tensor_config, args),
                           "kwargs": {k: nest.map_structure(tensor_config, v) for k, v in node.call_kwargs.items()}})
         entry = serialize_layer(layer)
         entry["name"] = layer.name
@@ -163,7 +169,10 @@ class Loader:
     def _plain_layer(self, class_name: str, data: dict, config: dict, path: str) -> Layer:
         cls = self.custom_objects.get(data.get("registered_name") or "") or self.custom_objects.get(class_name)
         if cls is None:
-            cls = registry.lookup(class_name, path)
+            module = data["module"] if "module" in data else registry.LAYERS_MODULE  # no module: an older config
+            cls = registry.lookup(class_name, path, module, data.get("registered_name"))
+        if "name" not in config and isinstance(data.get("name"), str):  # Keras leaves it out for custom classes
+            config["name"] = data["name"]
         kwargs = registry.config_to_graphc(cls, class_name, config, path, self.layer)
         try:
             obj = cls.from_config(kwargs)
@@ -294,6 +303,11 @@ class Loader:
             if kind == "__numpy__":
                 config = value.get("config") or {}
                 return np.asarray(config.get("value"), dtype=config.get("dtype"))
+            if kind == "__slice__":
+                config = value.get("config") or {}
+                return slice(*(self._revive(config.get(k), created, where) for k in ("start", "stop", "step")))
+            if kind == "__ellipsis__":
+                return Ellipsis
             if kind == "__tuple__":
                 return tuple(self._revive(v, created, where) for v in (value.get("config") or {}).get("value", []))
             return {k: self._revive(v, created, where) for k, v in value.items()}

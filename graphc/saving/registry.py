@@ -34,9 +34,11 @@ from graphc.frontend.input_layer import InputLayer
 from graphc.frontend.layer import Layer
 from graphc.frontend.model import Model
 from graphc.frontend.sequential import Sequential
+from graphc.saving import custom_objects
 from graphc.saving.errors import KerasFormatError, UnsupportedKerasError
 
 LAYERS_MODULE = "keras.layers"
+_KERAS_LAYER_MODULES = ("keras.layers", "keras.src.layers", "keras.src.models", "keras.models")
 FUNCTIONAL_NAMES = ("Functional", "Model")
 
 # Keras options graphc may not take as constructor arguments, with the value that makes them
@@ -54,12 +56,14 @@ _INPUT_SHAPE_ARGS = ("batch_input_shape", "input_shape", "input_dim", "batch_siz
 def layer_classes() -> dict[str, type]:
     """Keras class name -> graphc class, for every layer graphc can import."""
     from graphc import layers as layer_module
+    from graphc.frontend.custom_layer import Layer as CustomLayerBase
     from graphc.frontend.layers.wrappers import Wrapper
 
     found: dict[str, type] = {}
     for name in dir(layer_module):
         obj = getattr(layer_module, name)
-        if inspect.isclass(obj) and issubclass(obj, Layer) and obj is not Wrapper and not name.startswith("_"):
+        if inspect.isclass(obj) and issubclass(obj, Layer) and obj not in (Wrapper, CustomLayerBase) \
+                and not name.startswith("_"):
             found.setdefault(obj.__name__, obj)
             found.setdefault(name, obj)
     found["InputLayer"] = InputLayer
@@ -71,27 +75,92 @@ def supported_keras_layers() -> list[str]:
     return sorted(set(layer_classes()) | {"Functional", "Sequential"})
 
 
+@functools.lru_cache(maxsize=1)
+def module_classes() -> dict[tuple[str, str], type]:
+    """(Keras module, class name) -> graphc class, for the Keras classes outside ``keras.layers``:
+    operations (``keras.src.ops.numpy`` ``Add``) and the layers of ``keras.applications``."""
+    from graphc.applications.keras_layers import KERAS_CLASSES
+    from graphc.frontend.operations import OPERATIONS
+
+    return {**OPERATIONS, **KERAS_CLASSES}
+
+
+def is_operation(layer: Layer) -> bool:
+    """True for a ``keras.ops`` node (``x + 1``): Keras lists it in the config, not in ``model.layers``."""
+    from graphc.frontend.operations import Operation
+
+    return isinstance(layer, Operation)
+
+
+def _writable_custom(cls: type) -> bool:
+    """A user's class Keras writes by its registered name: a subclass of ``graphc.layers.Layer`` or a
+    registered class."""
+    from graphc.frontend.custom_layer import Layer as CustomLayerBase
+
+    return CustomLayerBase in cls.__mro__[1:] or custom_objects.is_registered(cls)
+
+
+def keras_identity(layer: Layer) -> tuple[str | None, str, str | None]:
+    """``(module, class_name, registered_name)`` Keras writes for a layer that is not a model.
+
+    graphc's layers are ``keras.layers`` classes; operations and the applications' layers keep
+    their Keras modules; a user's layer is written as Keras writes a custom object (no module,
+    its registered name). Any other class is refused.
+    """
+    cls = type(layer)
+    module = getattr(cls, "keras_module", None)
+    if module and module_classes().get((module, cls.__name__)) is cls:
+        return module, cls.__name__, cls.__name__
+    if layer_classes().get(cls.__name__) is cls:
+        return LAYERS_MODULE, cls.__name__, None
+    if _writable_custom(cls):
+        return None, cls.__name__, custom_objects.get_registered_name(cls)
+    raise UnsupportedKerasError(
+        f"layer {layer.name!r} is a {cls.__name__}, which is not one of graphc's built-in layer classes; "
+        "only those, subclasses of graphc.layers.Layer and classes registered with "
+        "graphc.saving.register_keras_serializable can be written in the Keras format")
+
+
 def keras_class_name(layer: Layer, strict: bool = True) -> str:
     """The Keras class name graphc writes for ``layer``.
 
-    A class that is not one of graphc's built-in layers (a custom layer) is refused, unless
-    ``strict`` is False: then its own class name is returned, as Keras names custom objects.
+    A class Keras could not read back (see :func:`keras_identity`) is refused, unless ``strict``
+    is False: then its own class name is returned, as Keras names custom objects.
     """
     if isinstance(layer, Sequential):
         return "Sequential"
     if isinstance(layer, Model):
         return "Functional"
-    name = type(layer).__name__
-    if strict and layer_classes().get(name) is not type(layer):
-        raise UnsupportedKerasError(
-            f"layer {layer.name!r} is a {name}, which is not one of graphc's built-in layer classes; "
-            "only those can be written in the Keras format")
-    return name
+    return keras_identity(layer)[1] if strict else type(layer).__name__
 
 
-def lookup(class_name: str, where: str) -> type:
-    """The graphc class for Keras class ``class_name`` (``where`` names the layer in errors)."""
-    cls = layer_classes().get(class_name)
+def lookup(class_name: str, where: str, module: str | None = LAYERS_MODULE, registered_name: str | None = None) -> type:
+    """The graphc class for Keras class ``class_name`` (``where`` names the layer in errors).
+
+    ``module`` tells Keras's own classes (``keras.layers``, ``keras.src.ops.numpy``...) from a
+    user's (no module, or the user's module): those are found by ``registered_name`` among the
+    classes registered with ``register_keras_serializable``.
+    """
+    keras_module = module is not None and (module == "keras" or module.startswith("keras."))
+    if keras_module and module != "keras" and not module.startswith(_KERAS_LAYER_MODULES):
+        cls = module_classes().get((module, class_name))
+        if cls is None:
+            known = sorted(c for m, c in module_classes() if m == module)
+            raise UnsupportedKerasError(
+                f"Keras class {module}.{class_name} (layer {where!r}) is not supported by graphc"
+                + (f"; supported from {module}: {', '.join(known)}" if known else ""))
+        return cls
+    if not keras_module:
+        key = registered_name or class_name
+        cls = custom_objects.get_registered_object(key)
+        if cls is None:
+            raise UnsupportedKerasError(
+                f"layer {where!r} is of the custom class {class_name!r} (registered name {key!r}), which graphc "
+                "does not know: write it as a subclass of graphc.layers.Layer and register it with "
+                "@graphc.saving.register_keras_serializable(package=..., name=...) so that it is known as "
+                f"{key!r}, or pass custom_objects={{{key!r}: TheClass}} to load_model")
+        return cls
+    cls = layer_classes().get(class_name) or custom_objects.get_registered_object(registered_name or class_name)
     if cls is None:
         raise UnsupportedKerasError(
             f"Keras layer class {class_name!r} (layer {where!r}) is not supported by graphc. Supported layer "
@@ -220,6 +289,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+def plain_argument(value: Any) -> Any:
+    """A non-tensor call argument as Keras serializes it: slices, Ellipsis and arrays tagged."""
+    if isinstance(value, slice):
+        return {"class_name": "__slice__", "config": {"start": plain_argument(value.start),
+                                                      "stop": plain_argument(value.stop),
+                                                      "step": plain_argument(value.step)}}
+    if value is Ellipsis:
+        return {"class_name": "__ellipsis__", "config": {}}
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return {"class_name": "__numpy__", "config": {"value": value.tolist(), "dtype": value.dtype.name}}
+    return plain(value)
+
+
 def config_to_keras(layer: Layer, serialize_layer: Callable[[Layer], dict]) -> dict:
     """The config Keras's ``from_config`` takes for graphc ``layer`` (nested layers serialized)."""
     config = dict(layer.get_config())
@@ -240,6 +322,7 @@ def config_to_keras(layer: Layer, serialize_layer: Callable[[Layer], dict]) -> d
     return config
 
 
-__all__ = ["layer_classes", "supported_keras_layers", "keras_class_name", "lookup", "config_to_graphc",
+__all__ = ["layer_classes", "module_classes", "supported_keras_layers", "keras_class_name", "keras_identity",
+           "is_operation", "lookup", "config_to_graphc",
            "config_to_keras", "policy_dtype", "initializer_from_keras", "is_layer_config", "dtype_policy",
-           "plain", "LAYERS_MODULE", "FUNCTIONAL_NAMES"]
+           "plain", "plain_argument", "LAYERS_MODULE", "FUNCTIONAL_NAMES"]
