@@ -6,6 +6,7 @@ base class of custom layers written with ``build`` and ``call``.
 """
 
 from graphc.frontend.custom_layer import Layer  # noqa: F401
+from graphc.frontend.layers.activation import *  # noqa: F403
 from graphc.frontend.layers.attention import *  # noqa: F403
 from graphc.frontend.layers.conv import *  # noqa: F403
 from graphc.frontend.layers.core import *  # noqa: F403

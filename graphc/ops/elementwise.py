@@ -2,7 +2,9 @@
 
 The activation table (``UNARY``) is the single definition of every activation's NumPy
 formula; fused ops and backends look activations up here by name. Formulas follow
-Keras 3 (hard_sigmoid is relu6(x + 3) / 6; gelu is exact unless ``approximate``).
+Keras 3 (hard_sigmoid is relu6(x + 3) / 6, hard_silu is x * relu6(x + 3) / 6, mish is
+x * tanh(softplus(x)); gelu is exact unless ``approximate``; relu keeps x only where
+x > threshold, as Keras's ReLU does).
 """
 
 from __future__ import annotations
@@ -50,10 +52,18 @@ def _gelu(x, approximate=False):
 def _relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return np.maximum(x, 0).astype(x.dtype, copy=False)
-    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    y = np.where(x > threshold, x, 0.0 if negative_slope == 0.0 else negative_slope * (x - threshold))
     if max_value is not None:
         y = np.minimum(y, max_value)
     return y.astype(x.dtype, copy=False)
+
+
+def _hard_silu(x):
+    return (x * np.clip(x + 3.0, 0.0, 6.0) / 6.0).astype(x.dtype, copy=False)
+
+
+def _mish(x):
+    return (x * np.tanh(_softplus(x))).astype(x.dtype, copy=False)
 
 
 # name -> (numpy formula, attribute defaults)
@@ -75,6 +85,8 @@ UNARY: dict[str, tuple] = {
     "gelu": (_gelu, {"approximate": False}),
     "hard_sigmoid": (lambda x: (np.clip(x + 3.0, 0.0, 6.0) / 6.0).astype(x.dtype, copy=False), {}),
     "silu": (lambda x: x * _sigmoid(x), {}),
+    "hard_silu": (_hard_silu, {}),
+    "mish": (_mish, {}),
 }
 
 
@@ -221,11 +233,11 @@ def onnx_activation(ctx, name: str, x: str, attrs=None, out=None) -> str:
         if thr == 0.0 and top is None:
             return ctx.node("LeakyRelu", [x], out, alpha=float(slope))
         t = ctx.scalar(thr, dtype)
-        below = ctx.node("Less", [x, t])
+        above = ctx.node("Greater", [x, t])
         leak = ctx.node("Mul", [ctx.node("Sub", [x, t]), ctx.scalar(slope, dtype)])
         if top is None:
-            return ctx.node("Where", [below, leak, x], out)
-        return ctx.node("Min", [ctx.node("Where", [below, leak, x]), ctx.scalar(top, dtype)], out)
+            return ctx.node("Where", [above, x, leak], out)
+        return ctx.node("Min", [ctx.node("Where", [above, x, leak]), ctx.scalar(top, dtype)], out)
     if name == "square":
         return ctx.node("Mul", [x, x], out)
     if name == "selu":
@@ -236,6 +248,12 @@ def onnx_activation(ctx, name: str, x: str, attrs=None, out=None) -> str:
         return ctx.node("HardSigmoid", [x], out, alpha=1.0 / 6.0, beta=0.5)
     if name == "silu":
         return ctx.node("Mul", [x, ctx.node("Sigmoid", [x])], out)
+    if name == "hard_silu":
+        if ctx.opset >= 14:
+            return ctx.node("HardSwish", [x], out)
+        return ctx.node("Mul", [x, ctx.node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)], out)
+    if name == "mish":
+        return ctx.node("Mul", [x, ctx.node("Tanh", [ctx.node("Softplus", [x])])], out)
     if name == "gelu":
         approximate = bool(a["approximate"])
         if ctx.opset >= 20:
@@ -300,7 +318,7 @@ get("clip").to_onnx = _clip_to_onnx
 def _native_relu(m, x, negative_slope=0.0, max_value=None, threshold=0.0):
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return m.maximum(x, 0.0)
-    y = m.select(m.cmp(">=", x, threshold), x, m.mul(m.sub(x, threshold), negative_slope))
+    y = m.select(m.cmp(">", x, threshold), x, m.mul(m.sub(x, threshold), negative_slope))
     return y if max_value is None else m.minimum(y, max_value)
 
 
@@ -316,6 +334,10 @@ def _native_elu(m, x, alpha=1.0):
     return m.select(m.cmp(">", x, 0.0), x, m.mul(m.expm1(m.minimum(x, 0.0)), alpha))
 
 
+def _native_softplus(m, x):
+    return m.add(m.maximum(x, 0.0), m.log1p(m.exp(m.neg(m.abs(x)))))
+
+
 NATIVE_UNARY = {
     "relu": _native_relu,
     "sigmoid": lambda m, x: m.sigmoid(x),
@@ -327,13 +349,15 @@ NATIVE_UNARY = {
     "sqrt": lambda m, x: m.sqrt(x),
     "square": lambda m, x: m.mul(x, x),
     "reciprocal": lambda m, x: m.div(m.const(1.0, x), x),
-    "softplus": lambda m, x: m.add(m.maximum(x, 0.0), m.log1p(m.exp(m.neg(m.abs(x))))),
+    "softplus": _native_softplus,
     "softsign": lambda m, x: m.div(x, m.add(m.abs(x), 1.0)),
     "selu": lambda m, x: m.mul(_native_elu(m, x, SELU_ALPHA), SELU_SCALE),
     "elu": _native_elu,
     "gelu": _native_gelu,
     "hard_sigmoid": lambda m, x: m.mul(m.clip(m.add(x, 3.0), 0.0, 6.0), 1.0 / 6.0),
     "silu": lambda m, x: m.mul(x, m.sigmoid(x)),
+    "hard_silu": lambda m, x: m.mul(m.mul(x, m.clip(m.add(x, 3.0), 0.0, 6.0)), 1.0 / 6.0),
+    "mish": lambda m, x: m.mul(x, m.tanh(_native_softplus(m, x))),
 }
 
 
@@ -432,6 +456,15 @@ def _d_elu(x, alpha=1.0):
         return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
 
 
+def _d_hard_silu(x):
+    return np.where(x < -3.0, 0.0, np.where(x > 3.0, 1.0, x / 3.0 + 0.5))
+
+
+def _d_mish(x):
+    t = np.tanh(_softplus(x))
+    return t + x * (1 - t * t) * _sigmoid(x)
+
+
 # name -> derivative f'(x) of the UNARY entry of the same name, from its input
 UNARY_DERIV: dict = {
     "relu": _d_relu,
@@ -451,6 +484,8 @@ UNARY_DERIV: dict = {
     "gelu": _d_gelu,
     "hard_sigmoid": lambda x: ((x > -3.0) & (x < 3.0)) / 6.0,
     "silu": lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+    "hard_silu": _d_hard_silu,
+    "mish": _d_mish,
 }
 
 
@@ -756,6 +791,14 @@ def onnx_activation_derivative(ctx, name: str, x: str, attrs=None) -> str:
     if name == "hard_sigmoid":
         inside = ctx.node("And", [ctx.node("Greater", [x, c(-3.0)]), ctx.node("Less", [x, c(3.0)])])
         return ctx.node("Div", [ctx.cast(inside, dtype), c(6.0)])
+    if name == "hard_silu":
+        ramp = ctx.node("Add", [ctx.node("Div", [x, c(3.0)]), c(0.5)])
+        upper = ctx.node("Where", [ctx.node("Greater", [x, c(3.0)]), c(1.0), ramp])
+        return ctx.node("Where", [ctx.node("Less", [x, c(-3.0)]), c(0.0), upper])
+    if name == "mish":
+        t = ctx.node("Tanh", [ctx.node("Softplus", [x])])
+        slope = ctx.node("Mul", [ctx.node("Sub", [c(1.0), ctx.node("Mul", [t, t])]), ctx.node("Sigmoid", [x])])
+        return ctx.node("Add", [t, ctx.node("Mul", [x, slope])])
     if name == "gelu":
         if a["approximate"]:
             k = math.sqrt(2.0 / math.pi)
@@ -878,6 +921,16 @@ def _native_d_sigmoid(m, x):
     return m.mul(s, m.sub(m.const(1.0, x), s))
 
 
+def _native_d_hard_silu(m, x):
+    upper = m.select(m.cmp(">", x, 3.0), m.const(1.0, x), m.add(m.mul(x, 1.0 / 3.0), 0.5))
+    return m.select(m.cmp("<", x, -3.0), m.const(0.0, x), upper)
+
+
+def _native_d_mish(m, x):
+    t = m.tanh(_native_softplus(m, x))
+    return m.add(t, m.mul(x, m.mul(m.sub(m.const(1.0, x), m.mul(t, t)), m.sigmoid(x))))
+
+
 NATIVE_UNARY_DERIV = {
     "relu": _native_d_relu,
     "sigmoid": _native_d_sigmoid,
@@ -897,6 +950,8 @@ NATIVE_UNARY_DERIV = {
     "hard_sigmoid": lambda m, x: m.select(m.b.and_(m.cmp(">", x, -3.0), m.cmp("<", x, 3.0)),
                                           m.const(1.0 / 6.0, x), m.const(0.0, x)),
     "silu": lambda m, x: m.mul(m.sigmoid(x), m.add(m.mul(x, m.sub(m.const(1.0, x), m.sigmoid(x))), 1.0)),
+    "hard_silu": _native_d_hard_silu,
+    "mish": _native_d_mish,
 }
 
 

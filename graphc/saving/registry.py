@@ -47,7 +47,7 @@ KERAS_DEFAULTS: dict[str, Any] = {
     "groups": 1, "dilation_rate": [1], "data_format": "channels_last", "lora_alpha": None,
     "zero_output_for_mask": False, "time_major": False, "unroll": False, "ragged": False,
     "sparse": False, "optional": False, "renorm": False, "synchronized": False, "keepdims": False,
-    "mask_zero": False, "reset_after": True, "unit_forget_bias": True, "rms_scaling": False,
+    "mask_zero": False, "reset_after": True, "unit_forget_bias": True,
 }
 _INPUT_SHAPE_ARGS = ("batch_input_shape", "input_shape", "input_dim", "batch_size", "input_length")
 

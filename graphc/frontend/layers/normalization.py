@@ -1,15 +1,21 @@
-"""Normalization layers: BatchNormalization and LayerNormalization.
+"""Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization, UnitNormalization.
 
 Constructor arguments, defaults, weight names, order and initializers are Keras 3's.
 BatchNormalization lowers to the ``batch_norm`` op with its moving statistics (Keras's
 inference behaviour); in a training graph it normalizes with the batch's statistics and
 records the moving averages' new values (Keras's momentum) in ``graph.meta["state_updates"]``.
-LayerNormalization lowers to ``layer_norm``. A layer without ``scale``/``center`` has no gamma/beta weight (as in
-Keras) and passes constant ones/zeros to its op. Regularizers and constraints are not
-supported (ValueError).
+LayerNormalization lowers to ``layer_norm``; with Keras's deprecated ``rms_scaling=True`` it
+computes what Keras computes, ``x / sqrt(var(x) + epsilon) * gamma`` (the variance, not the
+mean square, and no centering), composed from reductions. GroupNormalization and
+UnitNormalization compose Keras's formulas from reductions too, so free spatial dimensions
+work and every backend and the gradient come with them. A layer without ``scale``/``center``
+has no gamma/beta weight (as in Keras). Regularizers and constraints
+on gamma and beta are honoured in training (``Layer.add_weight``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -19,13 +25,7 @@ from graphc.frontend.layers.core import single
 from graphc.frontend.lowering import LowerContext
 from graphc.ops.registry import ShapeError
 
-__all__ = ["BatchNormalization", "LayerNormalization"]
-
-
-def _refuse(kind: str, name: str, **options) -> None:
-    given = sorted(k for k, v in options.items() if v is not None)
-    if given:
-        raise ValueError(f"{kind} {name!r}: {', '.join(given)} not supported by graphc")
+__all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization"]
 
 
 def _masked_moments(ctx: LowerContext, x: str, mask: str, axes: tuple[int, ...]) -> tuple[str, str]:
@@ -46,13 +46,35 @@ def _float_input(ctx: LowerContext, x: str) -> str:
     return x if ctx.dtype(x).startswith("float") else ctx.cast(x, dtype="float32")
 
 
+def _rsqrt(ctx: LowerContext, variance: str, epsilon: float) -> str:
+    eps = ctx.constant(np.asarray(epsilon, dtype=ctx.dtype(variance)), "epsilon")
+    return ctx.reciprocal(ctx.sqrt(ctx.add(variance, eps)))
+
+
+def _param(ctx: LowerContext, var, dtype: str) -> str:
+    return ctx.param(var) if var.dtype == dtype else ctx.cast(ctx.param(var), dtype=dtype)
+
+
 def _param_or(ctx: LowerContext, var, fill: float, shape: tuple, dtype: str, name: str) -> str:
     if var is not None:
-        return ctx.param(var) if var.dtype == dtype else ctx.cast(ctx.param(var), dtype=dtype)
+        return _param(ctx, var, dtype)
     return ctx.constant(np.full(shape, fill, dtype=dtype), name)
 
 
-class BatchNormalization(Layer):
+class _ScaleShift(Layer):
+    """What the normalization layers share: gamma and beta weights with Keras's initializer,
+    regularizer and constraint options."""
+
+    def _gamma_weight(self, shape):
+        return self.add_weight("gamma", shape, self.gamma_initializer, regularizer=self.gamma_regularizer,
+                               constraint=self.gamma_constraint)
+
+    def _beta_weight(self, shape):
+        return self.add_weight("beta", shape, self.beta_initializer, regularizer=self.beta_regularizer,
+                               constraint=self.beta_constraint)
+
+
+class BatchNormalization(_ScaleShift):
     """Normalizes along ``axis`` with the moving mean and variance (inference form); training
     with a mask takes the batch statistics over the kept steps, as Keras does."""
 
@@ -68,9 +90,8 @@ class BatchNormalization(Layer):
             raise TypeError(f"BatchNormalization axis must be an integer, got {axis!r}")
         if not epsilon > 0:
             raise ValueError(f"BatchNormalization epsilon must be positive, got {epsilon}")
-        _refuse("BatchNormalization", self.name, beta_regularizer=beta_regularizer,
-                gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
-                gamma_constraint=gamma_constraint)
+        self._set_weight_options(beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                                 beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
         if renorm:
             raise ValueError(f"BatchNormalization {self.name!r}: renorm=True is not supported by graphc")
         if synchronized:
@@ -109,9 +130,9 @@ class BatchNormalization(Layer):
             raise ValueError(f"Layer {self.name!r} (BatchNormalization) cannot be built for input "
                              f"shape {input_shape}: {exc}") from None
         if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
+            self.gamma = self._gamma_weight(shape)
         if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+            self.beta = self._beta_weight(shape)
         self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
         self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer,
                                                trainable=False)
@@ -154,12 +175,11 @@ class BatchNormalization(Layer):
                 "gamma_initializer": initializers.serialize(self.gamma_initializer),
                 "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
                 "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-                "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
-                "gamma_constraint": None, "synchronized": self.synchronized, "renorm": self.renorm,
+                "synchronized": self.synchronized, "renorm": self.renorm,
                 "renorm_clipping": self.renorm_clipping, "renorm_momentum": self.renorm_momentum}
 
 
-class LayerNormalization(Layer):
+class LayerNormalization(_ScaleShift):
     """Normalizes each sample over ``axis`` (an int or a list of ints) with its own moments."""
 
     supports_masking = True
@@ -180,15 +200,14 @@ class LayerNormalization(Layer):
         if not epsilon > 0:
             raise ValueError(f"LayerNormalization epsilon must be positive, got {epsilon}")
         if rms_scaling:
-            raise ValueError("LayerNormalization(rms_scaling=True) is deprecated in Keras and not "
-                             "supported by graphc; use RMS normalization explicitly")
-        _refuse("LayerNormalization", self.name, beta_regularizer=beta_regularizer,
-                gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
-                gamma_constraint=gamma_constraint)
+            warnings.warn("You passed `rms_scaling=True`, which is deprecated. This argument incorrectly scales "
+                          "the input by the variance, not the root mean square.", stacklevel=2)
+        self._set_weight_options(beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                                 beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
         self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
-        self.rms_scaling = False
+        self.rms_scaling = bool(rms_scaling)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.gamma = self.beta = None
@@ -220,16 +239,18 @@ class LayerNormalization(Layer):
             raise ValueError(f"Layer {self.name!r} (LayerNormalization) cannot be built for input "
                              f"shape {input_shape}: {exc}") from None
         self.axis = sorted(self._axes())  # as Keras: a sorted list once built
-        if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
-        if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+        if self.scale or self.rms_scaling:
+            self.gamma = self._gamma_weight(shape)
+        if self.center and not self.rms_scaling:
+            self.beta = self._beta_weight(shape)
         rank = len(input_shape)
         self._op_shape = tuple(int(input_shape[a]) for a in sorted(a % rank for a in self._axes()))
         self.built = True
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = _float_input(ctx, single(inputs))
+        if self.rms_scaling:
+            return self._lower_rms_scaling(ctx, x)
         dtype = ctx.dtype(x)
         shape = self._op_shape
         gamma = _param_or(ctx, self.gamma, 1.0, shape, dtype, f"{self.name}/no_gamma")
@@ -241,10 +262,159 @@ class LayerNormalization(Layer):
             beta = ctx.reshape(beta, shape=shape)
         return ctx.layer_norm(x, gamma, beta, axes=tuple(self._axes()), epsilon=self.epsilon)
 
+    def _lower_rms_scaling(self, ctx: LowerContext, x: str) -> str:
+        """Keras's ``x * rsqrt(var(x) + epsilon) * gamma`` over the axes (gamma always exists here)."""
+        rank = ctx.rank(x)
+        axes = tuple(sorted(a % rank for a in self._axes()))
+        mean = ctx.reduce_mean(x, axes=axes, keepdims=True)
+        variance = ctx.reduce_mean(ctx.square(ctx.sub(x, mean)), axes=axes, keepdims=True)
+        y = ctx.mul(x, _rsqrt(ctx, variance, self.epsilon))
+        gamma = _param(ctx, self.gamma, ctx.dtype(x))
+        along = tuple(int(ctx.shape(x)[i]) if i in axes else 1 for i in range(rank))
+        return ctx.mul(y, ctx.reshape(gamma, shape=along))
+
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale, "rms_scaling": self.rms_scaling,
                 "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
-                "gamma_constraint": None}
+                "gamma_initializer": initializers.serialize(self.gamma_initializer)}
+
+
+class GroupNormalization(_ScaleShift):
+    """Normalizes each sample's channels in ``groups`` groups (over the group's channels and every
+    other non-batch axis), then scales and shifts per channel; ``groups=-1`` is instance normalization."""
+
+    def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                 gamma_constraint=None, **kwargs):
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or (groups <= 0 and groups != -1):
+            raise ValueError(f"GroupNormalization groups must be a positive integer (or -1 for instance "
+                             f"normalization), got groups={groups!r}")
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"GroupNormalization axis must be an integer, got {axis!r}")
+        super().__init__(**kwargs)
+        if not epsilon > 0:
+            raise ValueError(f"GroupNormalization epsilon must be positive, got {epsilon}")
+        self._set_weight_options(beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                                 beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
+        self.groups = int(groups)
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.gamma = self.beta = None
+
+    def _channels(self, shape) -> int:
+        rank = len(shape)
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise ShapeError(f"axis {self.axis} must be a non-batch axis of the input shape {tuple(shape)}")
+        size = shape[self.axis]
+        if size is None:
+            raise ShapeError(f"axis {self.axis} of the input should have a defined dimension, got shape "
+                             f"{tuple(shape)}")
+        groups = int(size) if self.groups == -1 else self.groups
+        if size < groups:
+            raise ShapeError(f"the number of groups ({groups}) cannot be more than the number of channels ({size})")
+        if size % groups:
+            raise ShapeError(f"the number of channels ({size}) must be a multiple of the number of groups "
+                             f"({groups})")
+        return int(size)
+
+    def check_inputs(self, inputs):
+        shape = single(inputs).shape
+        size = self._channels(shape)
+        if self.gamma is not None or self.beta is not None:
+            built = (self.gamma or self.beta).shape[0]
+            if size != built:
+                raise ShapeError(f"axis {self.axis} has size {size}; the layer was built for {built} channels")
+
+    def build(self, input_shape):
+        try:
+            size = self._channels(input_shape)
+        except ShapeError as exc:
+            raise ValueError(f"Layer {self.name!r} (GroupNormalization) cannot be built for input "
+                             f"shape {input_shape}: {exc}") from None
+        if self.groups == -1:  # as Keras: the layer then records its number of groups
+            self.groups = size
+        if self.scale:
+            self.gamma = self._gamma_weight((size,))
+        if self.center:
+            self.beta = self._beta_weight((size,))
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        if mask is not None:
+            raise ShapeError("GroupNormalization does not support masks in graphc")
+        x = _float_input(ctx, single(inputs))
+        dtype = ctx.dtype(x)
+        shape = ctx.shape(x)
+        rank = len(shape)
+        ax = self.axis % rank
+        size = self._channels(shape)
+        groups = size if self.groups == -1 else self.groups
+        # (..., C, ...) -> (..., groups, C / groups, ...): statistics over every non-batch axis but `groups`
+        grouped = ctx.reshape(x, shape=shape[:ax] + (groups, size // groups) + shape[ax + 1:])
+        axes = tuple(i for i in range(1, rank + 1) if i != ax)
+        along = tuple(groups if i == ax else size // groups if i == ax + 1 else 1 for i in range(rank + 1))
+        # Keras's moments (E[x^2] - E[x]^2) and its fused form: x * inv + (beta - mean * inv)
+        mean = ctx.reduce_mean(grouped, axes=axes, keepdims=True)
+        variance = ctx.sub(ctx.reduce_mean(ctx.square(grouped), axes=axes, keepdims=True), ctx.square(mean))
+        inv = _rsqrt(ctx, variance, self.epsilon)
+        if self.gamma is not None:
+            inv = ctx.mul(inv, ctx.reshape(_param(ctx, self.gamma, dtype), shape=along))
+        shift = ctx.neg(ctx.mul(mean, inv))
+        if self.beta is not None:
+            shift = ctx.add(shift, ctx.reshape(_param(ctx, self.beta, dtype), shape=along))
+        return ctx.reshape(ctx.add(ctx.mul(grouped, inv), shift), shape=shape)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer)}
+
+
+class UnitNormalization(Layer):
+    """Scales each sample to unit L2 norm over ``axis`` (an int or a list of ints), as Keras's
+    ``x * min(rsqrt(sum(x^2)), 1e12)``."""
+
+    _EPSILON = 1e-12  # Keras's: the norm is floored at it
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            if not axis or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
+                raise TypeError(f"UnitNormalization axis must be an int or a non-empty list of ints, got {axis!r}")
+            self.axis = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise TypeError(f"UnitNormalization axis must be an int or a list of ints, got {axis!r}")
+
+    def _axes(self, rank: int) -> tuple[int, ...]:
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        for a in axes:
+            if not -rank <= a < rank:
+                raise ShapeError(f"axis {self.axis} is out of bounds for an input of rank {rank}")
+        out = tuple(sorted({a % rank for a in axes}))
+        if len(out) != len(axes):
+            raise ShapeError(f"axis {self.axis} names an axis twice")
+        return out
+
+    def check_inputs(self, inputs):
+        self._axes(len(single(inputs).shape))
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        if mask is not None:
+            raise ShapeError("UnitNormalization does not support masks in graphc")
+        x = _float_input(ctx, single(inputs))
+        axes = self._axes(ctx.rank(x))
+        if len(axes) == 1:  # x / sqrt(max(sum(x^2), eps^2)) is Keras's formula
+            return ctx.l2_normalize(x, axis=axes[0], epsilon=self._EPSILON ** 2)
+        total = ctx.reduce_sum(ctx.square(x), axes=axes, keepdims=True)
+        floor = ctx.constant(np.asarray(self._EPSILON ** 2, dtype=ctx.dtype(x)), "epsilon_squared")
+        return ctx.div(x, ctx.sqrt(ctx.maximum(total, floor)))
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}

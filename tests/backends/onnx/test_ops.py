@@ -73,7 +73,7 @@ def case(op, *args, id="", sizes=SIZES, opset=None, **attrs):
 
 # ---------------------------------------------------------------- elementwise
 for _op in ("sigmoid", "tanh", "exp", "neg", "abs", "square", "softplus", "softsign", "selu", "elu",
-            "gelu", "hard_sigmoid", "silu", "relu"):
+            "gelu", "hard_sigmoid", "silu", "hard_silu", "mish", "relu"):
     case(_op, In(("batch", 7), draw="wide"))
 for _op in ("log", "sqrt", "reciprocal"):
     case(_op, POS)
@@ -86,6 +86,7 @@ case("elu", X, alpha=0.5, id="elu_alpha")
 case("gelu", X, approximate=True, id="gelu_tanh")
 case("gelu", X, id="gelu_opset19", opset=19)
 case("gelu", X, approximate=True, id="gelu_tanh_opset19", opset=19)
+case("hard_silu", In(("batch", 7), draw="wide"), id="hard_silu_opset13", opset=13)
 for _op in ("add", "sub", "mul", "div", "maximum", "minimum"):
     case(_op, X3, W(5))
 case("add", X3, In(("batch", 1, 5)), id="add_two_inputs")
@@ -211,6 +212,7 @@ case("lstm", SEQ, W(_F, 4 * _U), W(_U, 4 * _U), W(4 * _U), activation="relu", re
 case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(3 * _U), reset_after=False, return_sequences=True,
      id="gru_reset_before")
 case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(2, 3 * _U), In(("batch", _U)), id="gru_initial_state")
+case("reverse_time", SEQ, id="reverse_time")
 case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), activation="linear", return_sequences=True,
      id="simple_rnn_linear")
 case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), In(("batch", _U)), activation="softsign",
