@@ -283,6 +283,24 @@ register(OpDef("simple_rnn", _simple_rnn_infer, _simple_rnn, attrs=dict(_SEQ_ATT
                    "h @ recurrent_kernel)."))
 
 
+# ---------------------------------------------------------------- reverse_time
+def _reverse_time_infer(types):
+    (x,) = types
+    if x.rank < 2:
+        raise ShapeError(f"reverse_time needs a (batch, time, ...) input, got {x}")
+    return [x]
+
+
+register(OpDef("reverse_time", _reverse_time_infer, lambda x: np.ascontiguousarray(x[:, ::-1]), num_inputs=1,
+               fusion_kind="opaque",
+               doc="x with its time axis (axis 1) reversed: Keras's flip of a go_backwards output sequence "
+                   "(Bidirectional) and of a mask read backwards."))
+get("reverse_time").vjp = lambda ctx, dy: [ctx.emit("reverse_time", dy)]
+get("reverse_time").to_onnx = lambda ctx, op: ctx.slice(ctx.input_name(0), [-1], [-(2 ** 63)], [1], [-1],
+                                                         ctx.output_name(0))
+get("reverse_time").lower = lambda kb, op, x, *, out: kb.slice(out, x, 1, -1, -1)
+
+
 # ---------------------------------------------------------------------------- ONNX
 # ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext). The ONNX LSTM/GRU/RNN ops
 # are time-major, with the weights of each gate stacked row-wise: the Keras kernels are

@@ -113,6 +113,7 @@ CASES += [
     Case("gru", [A(2, 4, 3), A(3, 6), A(2, 6), A(2, 6)], {"go_backwards": True, "return_sequences": True},
          id="gru_backwards"),
     Case("simple_rnn", [A(2, 5, 3), A(3, 4), A(4, 4), A(4)], id="simple_rnn"),
+    Case("reverse_time", [A(2, 5, 3)], id="reverse_time"),
     Case("simple_rnn", [A(2, 5, 3), A(3, 4), A(4, 4), A(4), A(2, 4)],
          {"return_sequences": True, "go_backwards": True, "activation": "sigmoid"}, id="simple_rnn_states"),
     Case("layer_norm", [A(2, 3, 5), A(3, 5), A(3, 5)], {"axes": (1, 2)}, id="layer_norm_2axes"),
