@@ -9,6 +9,7 @@ from graphc.frontend.custom_layer import Layer  # noqa: F401
 from graphc.frontend.layers.activation import *  # noqa: F403
 from graphc.frontend.layers.attention import *  # noqa: F403
 from graphc.frontend.layers.conv import *  # noqa: F403
+from graphc.frontend.layers.conv_lstm import *  # noqa: F403
 from graphc.frontend.layers.core import *  # noqa: F403
 from graphc.frontend.layers.einsum_dense import *  # noqa: F403
 from graphc.frontend.layers.merge import *  # noqa: F403

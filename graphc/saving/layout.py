@@ -8,8 +8,8 @@ are named by their *class*, snake-cased and made unique in list order (``dense``
 object reached twice (a shared layer) is stored at the first path only.
 
 graphc's layers hold their weights directly where Keras sometimes has a child object: a
-Keras ``LSTM``/``GRU``/``SimpleRNN`` keeps them in its ``cell``, so graphc's recurrent
-layers map their own weights to ``<path>/cell/vars``. Wrappers keep the wrapped layer at
+Keras ``LSTM``/``GRU``/``SimpleRNN``/``ConvLSTM*D`` keeps them in its ``cell``, so graphc's
+recurrent layers map their own weights to ``<path>/cell/vars``. Wrappers keep the wrapped layer at
 ``<path>/layer`` like Keras, because graphc names the attribute the same way.
 """
 
@@ -25,7 +25,8 @@ from graphc.frontend.sequential import Sequential
 from graphc.saving import registry
 
 # Keras layers whose weights live in a ``cell`` child object.
-CELL_LAYERS = {"LSTM": "lstm_cell", "GRU": "gru_cell", "SimpleRNN": "simple_rnn_cell"}
+CELL_LAYERS = {"LSTM": "lstm_cell", "GRU": "gru_cell", "SimpleRNN": "simple_rnn_cell",
+               "ConvLSTM1D": "conv_lstm_cell", "ConvLSTM2D": "conv_lstm_cell", "ConvLSTM3D": "conv_lstm_cell"}
 
 
 @dataclass
