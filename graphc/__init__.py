@@ -4,8 +4,20 @@ Models written with ``Input``, ``layers`` and ``Model``/``Sequential`` are lower
 typed IR (``graphc.lower``), optimized, and run by a backend (``graphc.build``).
 """
 
-from graphc import applications, callbacks, layers, losses, metrics, models, onnx, optimizers, utils
-from graphc import constraints, regularizers
+from graphc import (
+    activations,
+    applications,
+    callbacks,
+    constraints,
+    layers,
+    losses,
+    metrics,
+    models,
+    onnx,
+    optimizers,
+    regularizers,
+    utils,
+)
 from graphc import ops as _ops  # noqa: F401  (registers every op)
 from graphc.api import CompiledModel, build, lower, optimize, plan_memory, verify
 from graphc.frontend.input_layer import Input, InputLayer
@@ -16,5 +28,5 @@ from graphc.saving import from_keras
 __version__ = "0.1.0"
 
 __all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "callbacks", "losses",
-           "metrics", "optimizers", "regularizers", "constraints", "applications", "onnx",
+           "metrics", "optimizers", "regularizers", "constraints", "activations", "applications", "onnx",
            "lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "from_keras", "__version__"]

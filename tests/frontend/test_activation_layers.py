@@ -76,6 +76,19 @@ def test_activation_names_in_keras_files(keras, rng, tmp_path):
     assert [layer.activation for layer in loaded.layers if isinstance(layer, layers.Activation)] == keras_names
 
 
+def test_activation_functions_as_arguments(keras, rng):
+    """``activation=K.activations.hard_silu`` (a function, Keras's or graphc's) is named by the function."""
+    assert graphc.activations.hard_silu is activations.hard_silu and graphc.activations.get(None) == "linear"
+    assert layers.Dense(3, activation=keras.activations.swish).activation == "silu"
+
+    def build(K):
+        inp = K.Input((7,))
+        h = K.layers.Dense(5, activation=K.activations.hard_silu)(inp)
+        return K.Model(inp, K.activations.celu(K.layers.Dense(3, activation=K.activations.leaky_relu)(h)))
+
+    check_predict(keras, build, _normal(7), rng)
+
+
 def test_functional_forms_take_keras_arguments(keras, rng):
     x = (3 * rng.standard_normal((2, 6, 8))).astype("float32")
     cases = [("relu", {"negative_slope": 0.1, "max_value": 2.0, "threshold": 0.5}), ("leaky_relu", {}),
