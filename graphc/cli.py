@@ -364,11 +364,18 @@ def ir(args: argparse.Namespace) -> int:
 def plan(args: argparse.Namespace) -> int:
     """Every intermediate tensor's offset and lifetime in one arena, with arena, naive and peak bytes."""
     import graphc
+    from graphc.memory.planner import free_dims
 
     if args.batch < 1:
         raise CLIError(f"--batch must be at least 1, got {args.batch}")
     graph = _optimized(graphc.lower(load_model(args.model)), args.level)
-    memory_plan = graphc.plan_memory(graph, batch_size=args.batch, **_dims(args.dim))
+    dims = _dims(args.dim)
+    missing = [d for d in free_dims(graph) if d != "batch" and d not in dims]
+    if missing:
+        flags = " ".join(f"--dim {d}=100" for d in missing)
+        raise CLIError(f"model {graph.name!r} has free dimension(s) {', '.join(missing)}: give their sizes, "
+                       f"e.g. {flags}")
+    memory_plan = graphc.plan_memory(graph, batch_size=args.batch, **dims)
     print(memory_plan.format())
     return 0
 
@@ -379,7 +386,7 @@ def plan(args: argparse.Namespace) -> int:
          arg("--batch", type=int, default=2, help="samples in the random batch (default 2)"),
          arg("--dim", action="append", metavar="NAME=SIZE", help="size of another free dimension (repeatable)"),
          arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"),
-         arg("--per-layer", action="store_true", help="compare every intermediate tensor (onnxruntime)"),
+         arg("--per-layer", action="store_true", help="also compare every layer's output"),
          arg("--rtol", type=float, default=1e-4), arg("--atol", type=float, default=1e-5))
 def verify_model(args: argparse.Namespace) -> int:
     """Max absolute/relative error per output; exit status 1 when any exceeds the tolerance."""
@@ -392,43 +399,16 @@ def verify_model(args: argparse.Namespace) -> int:
                                     optimize=args.level)
         print(report.table())
         return 0 if report.ok else 1
-    reference = graphc.build(model, target="reference", level=0)
-    want = reference.run(reference.feeds(inputs))
-    if args.vs == "native":
-        got = graphc.build(model, target="native", level=args.level).run(inputs)
-    else:
-        got = _keras_outputs(model, inputs, reference.graph.outputs)
-    ok = True
-    print(f"{'output':<24} {'shape':<18} {'max abs err':>12} {'max rel err':>12}  ok")
-    for name in reference.graph.outputs:
-        w, g = np.asarray(want[name], np.float64), np.asarray(got[name], np.float64)
-        err = np.abs(w - g)
-        rel = float((err / np.maximum(np.abs(w), 1e-30)).max(initial=0.0))
-        good = bool(np.all(err <= args.atol + args.rtol * np.abs(w)))
-        ok &= good
-        print(f"{name:<24} {str(w.shape):<18} {err.max(initial=0.0):>12.3g} {rel:>12.3g}  {'yes' if good else 'NO'}")
-    return 0 if ok else 1
+    from graphc.verify_engines import verify_engine
 
-
-def _keras_outputs(model, inputs: dict, names: list[str]) -> dict:
-    """The same model rebuilt in Keras 3 (through the .keras format) and run on ``inputs``."""
-    import tempfile
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")  # graphc's keras extra installs the torch backend
-    try:
-        import keras
-    except ImportError as exc:
-        raise CLIError("--vs keras needs Keras 3 (pip install 'graphc[keras]')") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        kmodel = keras.models.load_model(path, compile=False)
-    ordered = [inputs[n] for n in model.input_names]
-    out = kmodel.predict(ordered if len(ordered) > 1 else ordered[0], verbose=0)
-    if isinstance(out, dict):
-        out = [out[k] for k in model.output_names]
-    out = out if isinstance(out, (list, tuple)) else [out]
-    return dict(zip(names, [np.asarray(o) for o in out]))
+    if args.vs == "keras":
+        os.environ.setdefault("KERAS_BACKEND", "torch")  # graphc's keras extra installs the torch backend
+        if importlib.util.find_spec("keras") is None:
+            raise CLIError("--vs keras needs Keras 3 (pip install 'graphc[keras]')")
+    report = verify_engine(model, inputs, engine=args.vs, level=args.level, per_layer=args.per_layer,
+                           rtol=args.rtol, atol=args.atol)
+    print(report.table())
+    return 0 if report.ok else 1
 
 
 @command("compile", "compile MODEL to an ONNX file or a native library", model_argument(),
@@ -436,8 +416,9 @@ def _keras_outputs(model, inputs: dict, names: list[str]) -> dict:
              help="native: libNAME.so, libNAME.a and NAME.h; onnx: a .onnx file"),
          arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"),
          arg("-o", "--output", required=True, metavar="OUT",
-             help="native: the directory to write into; onnx: the .onnx file"),
-         arg("--name", default=None, help="native: the library's name (default: the model's name)"),
+             help="native: the directory to write into; onnx: the .onnx file, or a directory (ending in /) to "
+                  "write NAME.onnx into"),
+         arg("--name", default=None, help="the library's name, a C identifier (default: the model's name)"),
          arg("--weights", choices=("embedded", "external"), default="embedded",
              help="native: weights inside the library (default) or in NAME.weights"),
          arg("--cpu", default=None, help="native: 'host' (default) or a portable level: generic, x86-64-v2, "
@@ -446,20 +427,29 @@ def _keras_outputs(model, inputs: dict, names: list[str]) -> dict:
 def compile_model(args: argparse.Namespace) -> int:
     """Write a deployable artifact of MODEL."""
     import graphc
+    from graphc.backends.llvm.codegen import library_symbol
 
+    try:
+        symbol = library_symbol(args.name) if args.name else None
+    except ValueError as exc:
+        raise CLIError(f"--name: {exc}") from None
     model = load_model(args.model)
     if args.target == "onnx":
         import graphc.onnx
 
-        proto = graphc.onnx.export(model, args.output, opset=args.opset, optimize=args.level)
-        print(f"wrote {args.output}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
+        path = args.output
+        if os.path.isdir(path) or path.endswith(os.sep):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, f"{symbol or model.name}.onnx")
+        proto = graphc.onnx.export(model, path, opset=args.opset, optimize=args.level)
+        print(f"wrote {path}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
         return 0
     from graphc.backends.llvm import build_native
 
     graph = graphc.lower(model)
     graphc.verify(graph)
     native = build_native(_optimized(graph, args.level), cpu=args.cpu)
-    files = native.export_library(args.output, name=args.name or model.name, weights=args.weights)
+    files = native.export_library(args.output, name=symbol, weights=args.weights)
     stats = native.compile_stats
     for kind, path in sorted(files.items()):
         print(f"wrote {path} ({kind})")
@@ -489,6 +479,34 @@ def bench(args: argparse.Namespace) -> int:
     except (BenchError, examples.ExampleError) as exc:
         raise CLIError(str(exc)) from exc
     print(report.to_markdown())
+    return 0
+
+
+@command("cache", "show or empty the build cache of native libraries",
+         arg("action", choices=("info", "clear"), metavar="ACTION",
+             help="info: where it is, its size and limit; clear: empty it"))
+def cache(args: argparse.Namespace) -> int:
+    """The cache of compiled runtimes and model libraries ($GRAPHC_CACHE_DIR, else ~/.cache/graphc),
+    trimmed to $GRAPHC_CACHE_SIZE (default 2G) by removing the least recently used entries."""
+    import time
+
+    from graphc.backends.llvm import cache as build_cache
+
+    if args.action == "clear":
+        n, nbytes = build_cache.clear()
+        print(f"removed {n} entries ({build_cache.format_bytes(nbytes)}) from {build_cache.cache_dir()}")
+        return 0
+    summary = build_cache.info()
+    print(f"build cache: {summary['directory']}")
+    print(f"size: {build_cache.format_bytes(summary['bytes'])} of {build_cache.format_bytes(summary['limit'])} "
+          "(the limit: $GRAPHC_CACHE_SIZE; least recently used entries go first)")
+    for kind, (n, nbytes) in summary["entries"].items():
+        print(f"  {kind:<12} {n:>5} entries  {build_cache.format_bytes(nbytes):>10}")
+    if summary["newest"] is not None:
+        def when(t: float) -> str:
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+        print(f"last used: {when(summary['newest'])}; least recently used: {when(summary['oldest'])}")
     return 0
 
 
@@ -549,11 +567,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"graphc: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, NotImplementedError, OSError) as exc:
+    except KeyboardInterrupt:
+        print(f"graphc {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
         if args.traceback:
             raise
-        print(f"graphc {cmd.name}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(error_line(cmd.name, exc), file=sys.stderr)
         return 1
+
+
+# What a verb may raise on bad input or a bad environment (no C compiler, a model graphc cannot
+# compile, a failed native call): reported as a one-line error. Anything else is a bug in graphc.
+EXPECTED_ERRORS = (ValueError, TypeError, NotImplementedError, OSError, RuntimeError, ImportError)
+
+
+def error_line(verb: str, exc: BaseException) -> str:
+    """One line for a failed verb: the error's type and first line (a compiler's output follows
+    only with --traceback)."""
+    lines = str(exc).strip().splitlines() or [""]
+    more = f" ({len(lines) - 1} more line(s): rerun with --traceback)" if len(lines) > 1 else ""
+    kind = "error" if isinstance(exc, EXPECTED_ERRORS) else "internal error (please report it)"
+    return f"graphc {verb}: {kind}: {type(exc).__name__}: {lines[0]}{more}"
 
 
 if __name__ == "__main__":  # pragma: no cover
