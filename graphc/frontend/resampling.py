@@ -59,10 +59,11 @@ def linear_upsample(ctx: LowerContext, x: str, axis: int, factor: int) -> str:
     n = shape[axis]
     if n == 1:
         return repeat(ctx, x, {axis: factor})
-    # previous[k] = x[max(k - 1, 0)], following[k] = x[min(k + 1, n - 1)]
-    previous = ctx.concat(ctx.slice(x, axis=axis, start=0, stop=1), ctx.slice(x, axis=axis, start=0, stop=-1),
-                          axis=axis)
-    following = ctx.concat(ctx.slice(x, axis=axis, start=1), ctx.slice(x, axis=axis, start=-1), axis=axis)
+    # previous[k] = x[max(k - 1, 0)], following[k] = x[min(k + 1, n - 1)]: windows of x with its edges
+    # repeated (no intermediate is empty, even when a free size is 1 at run time)
+    edged = ctx.concat(ctx.slice(x, axis=axis, start=0, stop=1), x, ctx.slice(x, axis=axis, start=-1), axis=axis)
+    previous = ctx.slice(edged, axis=axis, start=0, stop=-2)
+    following = ctx.slice(edged, axis=axis, start=2)
     phases = []
     for r in range(factor):
         d = (r + 0.5) / factor - 0.5

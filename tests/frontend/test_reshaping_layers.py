@@ -226,6 +226,20 @@ def test_free_spatial_sizes_match_keras(keras, rng):
 
 
 @pytest.mark.keras
+def test_bilinear_upsampling_of_free_sizes_down_to_one_matches_keras(keras, rng):
+    """Free sizes that are 1 at run time: the edge windows must not go empty (native code refuses
+    empty intermediates)."""
+    def build(K):
+        inp = K.Input(shape=(None, None, 2))
+        return K.Model(inp, K.layers.UpSampling2D((3, 2), interpolation="bilinear")(inp))
+
+    def data(rng, n):
+        return rng.standard_normal((n, 3 * n - 2, 5 - 2 * n, 2)).astype("float32")
+
+    check_predict(keras, build, data, rng)
+
+
+@pytest.mark.keras
 def test_sequence_model_matches_keras(keras, rng):
     """RepeatVector and Permute around a recurrent layer, with a free sequence length upsampled."""
     def build(K):
