@@ -54,7 +54,8 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
     masks = [m for _, m in zip(flat, nest.flatten(out_masks) + [None] * len(flat))]
     names = model.output_names
     final = []
-    for v, name in zip(flat, names):
+    for i, name in enumerate(names):
+        v = flat[i]
         value = graph.values[v]
         if value.kind != "op" or v in final:
             v = ctx.for_layer(name).emit("identity", v)
@@ -63,8 +64,10 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
                 moved = graph.unique_name(f"{name}_value")
                 graph.rename_value(name, moved)
                 masks = [moved if m == name else m for m in masks]
+                flat = [moved if f == name else f for f in flat]  # a later output may be the moved value
             graph.rename_value(v, name)
             masks = [name if m == v else m for m in masks]
+            flat = [name if f == v else f for f in flat]
             v = name
         final.append(v)
     graph.set_outputs(final)

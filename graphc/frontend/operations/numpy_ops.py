@@ -347,46 +347,50 @@ class Equal(_Compare):
     primitive = "equal"
 
 
-def _not(ctx: LowerContext, cond: str) -> str:
-    return ctx.where(cond, constant(ctx, False, "bool"), constant(ctx, True, "bool"))
-
-
-def _bool(ctx: LowerContext, x) -> str:
-    """``x`` as a bool tensor (nonzero is True)."""
+def _as_float(ctx: LowerContext, x) -> str:
+    """A tensor as float32: a bool is 1.0 where it holds, any other value nonzero where true."""
     x = _tensor(ctx, x)
     if ctx.dtype(x) == "bool":
-        return x
-    return _not(ctx, ctx.equal(x, constant(ctx, 0, ctx.dtype(x))))
+        return ctx.cast(x, dtype="float32")
+    magnitude = ctx.abs(x if is_float(ctx.dtype(x)) else ctx.cast(x, dtype="float32"))
+    return ctx.cast(ctx.greater(magnitude, constant(ctx, 0.0, ctx.dtype(magnitude))), dtype="float32")
+
+
+def _logic(ctx: LowerContext, inputs, combine) -> str:
+    """Truth values as 0.0 / 1.0, combined and compared with 0.5: no bool arithmetic, which some
+    backends lack (onnxruntime has no bool ``Where``)."""
+    values = [_as_float(ctx, x) for x in inputs]
+    combined, above = combine(ctx, *values)
+    half = constant(ctx, 0.5, "float32")
+    return ctx.greater(combined, half) if above else ctx.less(combined, half)
 
 
 class NotEqual(Operation):
     keras_module = NUMPY
 
     def lower(self, ctx, inputs, **kwargs):
-        return _not(ctx, ctx.equal(*operands(ctx, *inputs)))
+        return _logic(ctx, [ctx.equal(*operands(ctx, *inputs))], lambda c, a: (a, False))
 
 
 class LogicalAnd(Operation):
     keras_module = NUMPY
 
     def lower(self, ctx, inputs, **kwargs):
-        a, b = (_bool(ctx, x) for x in inputs)
-        return ctx.where(a, b, constant(ctx, False, "bool"))
+        return _logic(ctx, inputs, lambda c, a, b: (c.mul(a, b), True))
 
 
 class LogicalOr(Operation):
     keras_module = NUMPY
 
     def lower(self, ctx, inputs, **kwargs):
-        a, b = (_bool(ctx, x) for x in inputs)
-        return ctx.where(a, constant(ctx, True, "bool"), b)
+        return _logic(ctx, inputs, lambda c, a, b: (c.add(a, b), True))
 
 
 class LogicalNot(Operation):
     keras_module = NUMPY
 
     def lower(self, ctx, inputs, **kwargs):
-        return _not(ctx, _bool(ctx, inputs[0]))
+        return _logic(ctx, inputs, lambda c, a: (a, False))
 
 
 def greater(x1, x2):
@@ -437,7 +441,10 @@ class Where(Operation):
             raise ShapeError("where(condition) without x1 and x2 (the indices of nonzero elements) has a "
                              "data-dependent shape, which graphc does not support")
         a, b = operands(ctx, x1, x2)
-        return ctx.where(_bool(ctx, condition), a, b)
+        condition = _tensor(ctx, condition)
+        if ctx.dtype(condition) != "bool":
+            condition = ctx.greater(_as_float(ctx, condition), constant(ctx, 0.5, "float32"))
+        return ctx.where(condition, a, b)
 
 
 def where(condition, x1=None, x2=None):
