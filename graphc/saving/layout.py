@@ -88,6 +88,9 @@ def _children(obj: Layer, layer_orders: dict[int, list[Layer]]) -> list[tuple[st
         value = getattr(obj, attr)
         if not attr.startswith("_") and isinstance(value, Layer) and value is not obj:
             children.append((attr, value))
+        elif not attr.startswith("_") and isinstance(value, list) and value and all(
+                isinstance(v, Layer) for v in value):
+            children.append((attr, value))  # a list of layers (StackedRNNCells' cells): a container
     return children
 
 

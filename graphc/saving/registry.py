@@ -258,6 +258,8 @@ def config_to_graphc(cls: type, class_name: str, config: dict, where: str,
             value = policy_dtype(value, where)
         elif is_layer_config(value):
             value = load_layer(value, f"{where}/{key}")
+        elif isinstance(value, list) and value and all(is_layer_config(v) for v in value):
+            value = [load_layer(v, f"{where}/{key}") for v in value]  # StackedRNNCells' cells
         elif key.endswith("_initializer"):
             value = initializer_from_keras(value, where)
         if key not in accepted:
@@ -315,6 +317,8 @@ def config_to_keras(layer: Layer, serialize_layer: Callable[[Layer], dict]) -> d
         attr = getattr(layer, key, None)
         if isinstance(attr, Layer) and attr is not layer:
             config[key] = serialize_layer(attr)
+        elif isinstance(attr, list) and attr and all(isinstance(a, Layer) for a in attr):
+            config[key] = [serialize_layer(a) for a in attr]
         elif key == "dtype" and isinstance(value, str):
             config[key] = dtype_policy(value)
         else:

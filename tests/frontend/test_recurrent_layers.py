@@ -36,7 +36,8 @@ def _randomize(layer, rng, scale=0.5):
 def test_all_names_are_exported():
     for name in recurrent.__all__:
         assert getattr(layers, name) is getattr(recurrent, name)
-    assert set(recurrent.__all__) == {"LSTM", "GRU", "SimpleRNN"}
+    assert set(recurrent.__all__) == {"LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell",
+                                      "StackedRNNCells", "RNN"}
 
 
 # ---------------------------------------------------------------- weights and initializers
@@ -345,8 +346,8 @@ def test_call_errors_name_the_layer():
         layers.LSTM(3, name="enc2")(x, initial_state=[h, bad])
     with pytest.raises(ValueError, match="'g'.*initial_state must be 1 tensor"):
         layers.GRU(3, name="g")(x, initial_state=[h, c])
-    with pytest.raises(ValueError, match="does not support masks"):
-        layers.LSTM(3)(x, mask=Input(shape=(None,)))
+    with pytest.raises(ValueError, match="mask must have shape \\(batch, timesteps\\)"):
+        layers.LSTM(3)(x, mask=Input(shape=(None, 2)))
     with pytest.raises(ValueError, match="one sequence tensor"):
         layers.LSTM(3)([x, x])
     lstm = layers.LSTM(3)
