@@ -251,14 +251,15 @@ def test_broken_graph_configs(saved):
         load_with(lambda c: c["config"]["layers"][2].__setitem__("name", "hidden"))
 
 
-def test_mask_arguments_are_refused(saved):
+def test_mask_arguments_are_passed_to_the_call(saved):
     def add_mask(config):
         node = config["config"]["layers"][1]["inbound_nodes"][0]
         node["kwargs"]["mask"] = node["args"][0]
 
     edit_config(saved, add_mask)
-    with pytest.raises(UnsupportedKerasError, match="layer 'm/hidden': the model passes a mask"):
-        models.load_model(saved)
+    model = models.load_model(saved)
+    node = model.get_layer("hidden")._inbound_nodes[0]
+    assert node.call_kwargs["mask"] is model.inputs[0]
 
 
 def test_config_only_layer_is_not_a_model(saved):
