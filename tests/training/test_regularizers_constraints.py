@@ -139,20 +139,36 @@ def _sequence(lib):
     return lib.Model(inp, out)
 
 
+def _normalization(lib):
+    R, C, L = lib.regularizers, lib.constraints, lib.layers
+    inp = lib.Input(shape=(5, 4))
+    h = L.Dense(6, kernel_regularizer="l2")(inp)
+    h = L.BatchNormalization(gamma_regularizer=R.L2(0.1), beta_regularizer=R.L1(0.05), gamma_constraint=C.MaxNorm(2.0),
+                             beta_constraint="non_neg")(h)
+    h = L.LayerNormalization(gamma_constraint=C.MinMaxNorm(0.5, 1.5, axis=0), beta_regularizer="l2")(h)
+    h = L.GlobalAveragePooling1D()(h)
+    out = L.Dense(3, activation="softmax")(h)
+    return lib.Model(inp, out)
+
+
 def _data(kind, rng, n=5):
     if kind == "dense":
         return rng.standard_normal((n, 7)).astype("float32"), rng.integers(0, 3, size=(n,))
     if kind == "conv":
         return rng.standard_normal((n, 9, 7, 3)).astype("float32"), rng.standard_normal((n, 1)).astype("float32")
+    if kind == "normalization":
+        return rng.standard_normal((n, 5, 4)).astype("float32"), np.eye(3, dtype="float32")[rng.integers(0, 3, n)]
     return rng.integers(0, 13, size=(n, 6)).astype("int32"), rng.standard_normal((n, 2)).astype("float32")
 
 
-BUILDERS = {"dense": _dense, "conv": _conv, "sequence": _sequence}
-LOSSES = {"dense": "sparse_categorical_crossentropy", "conv": "mse", "sequence": "mae"}
+BUILDERS = {"dense": _dense, "conv": _conv, "sequence": _sequence, "normalization": _normalization}
+LOSSES = {"dense": "sparse_categorical_crossentropy", "conv": "mse", "sequence": "mae",
+          "normalization": "categorical_crossentropy"}
 STEP_CASES = [
     ("dense", "sgd", "reference"), ("dense", "adam", "reference"), ("dense", "sgd", "native"),
     ("conv", "sgd", "reference"), ("conv", "rmsprop", "native"),
     ("sequence", "sgd", "reference"), ("sequence", "adam", "native"),
+    ("normalization", "sgd", "reference"), ("normalization", "sgd", "native"),
 ]
 
 
