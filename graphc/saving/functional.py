@@ -56,10 +56,20 @@ def serialize_layer(layer: Layer) -> dict:
                 "registered_name": registered_name}
     out = {"module": module, "class_name": class_name,
            "config": registry.config_to_keras(layer, serialize_layer), "registered_name": registered_name}
-    shape = _build_shape(layer)
-    if shape is not None:
-        out["build_config"] = {"input_shape": shape}
+    build_config = _build_config(layer)
+    if build_config is not None:
+        out["build_config"] = build_config
     return out
+
+
+def _build_config(layer: Layer) -> dict | None:
+    """Keras's ``build_config``: the layer's own ``get_build_config()`` where it has one (a layer
+    built from several shapes, as MultiHeadAttention's query, value and key), else the input
+    shape(s) of its first call."""
+    if layer.built and hasattr(layer, "get_build_config"):
+        return layer.get_build_config()
+    shape = _build_shape(layer)
+    return None if shape is None else {"input_shape": shape}
 
 
 def _build_shape(layer: Layer) -> Any:
@@ -288,8 +298,10 @@ class Loader:
         args = list(args) if isinstance(args, tuple) else args
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise KerasFormatError(f"layer {where!r}: cannot read inbound node {_short(node)}")
-        if "mask" in kwargs and not any(m is not None for m in nest.flatten(kwargs["mask"])):
-            del kwargs["mask"]  # an explicit mask (Keras records the one it passed) is given to the call
+        mask = kwargs.pop("mask", None)
+        if mask is not None and any(m is not None for m in nest.flatten(mask)):
+            raise UnsupportedKerasError(f"layer {where!r}: the model passes a mask to this layer; masks are not "
+                                        "supported by graphc")
         return args, kwargs
 
     def _revive(self, value: Any, created: dict[str, Layer], where: str) -> Any:
