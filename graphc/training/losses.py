@@ -226,7 +226,10 @@ class Loss:
 
     def emit(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
         """The reduced loss value (a scalar) as graph ops."""
-        values = self.values(b, y_true, y_pred)
+        return self.reduce(b, self.values(b, y_true, y_pred))
+
+    def reduce(self, b: OpBuilder, values: str) -> str:
+        """Keras's reduction of the per-sample values (``emit`` is ``reduce`` of ``values``)."""
         if self.reduction in ("none", None):
             return values
         if self.reduction == "sum":

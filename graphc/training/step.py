@@ -33,6 +33,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.builder import OpBuilder
 from graphc.training.losses import Loss
+from graphc.training.masks import weighted_loss_values, weighted_metric_totals
 from graphc.training.metrics import MeanMetricWrapper
 from graphc.training.optimizers import Optimizer, ParamUpdate
 from graphc.training.regularization import add_losses, apply_constraints, regularization_losses
@@ -91,10 +92,16 @@ class Step:
             self.target_inputs.append(graph.add_input(graph.unique_name(f"{spec.name}_true"), t))
             self.target_types.append(t)
         terms, output_losses = [], []
+        output_masks = graph.meta.get("output_masks", {})
         for i, (spec, pred, target) in enumerate(zip(specs, preds, self.target_inputs)):
             if spec.loss is None or target is None:
                 continue
-            value = spec.loss.emit(b, target, pred)
+            mask = output_masks.get(pred)  # an output's Keras mask weights its loss and metrics
+            if mask is None:
+                value = spec.loss.emit(b, target, pred)
+            else:
+                value = spec.loss.reduce(b, weighted_loss_values(b, spec.loss.values(b, target, pred), mask,
+                                                                 spec.loss.reduction))
             if graph.type_of(value).dtype != "float32":
                 value = b.cast(value, dtype="float32")
             output_losses.append((i, value))
@@ -111,6 +118,10 @@ class Step:
                 continue
             for k, metric in enumerate(spec.metrics):
                 values = metric.values(mb, target, pred)
+                if output_masks.get(pred) is not None:
+                    s, c = weighted_metric_totals(mb, values, output_masks[pred])
+                    metrics.append((i, k, s, c))
+                    continue
                 rank = graph.type_of(values).rank
                 s = mb.reduce_sum(values, axes=tuple(range(rank))) if rank else values
                 c = mb.num_elements(values, dtype="float32")
