@@ -13,6 +13,17 @@ from graphc.ops.registry import ShapeError
 __all__ = ["Dense", "Activation", "Dropout", "Flatten", "Reshape", "Embedding", "Masking"]
 
 
+def refuse_options(layer: Layer, **options) -> None:
+    """Refuse Keras options graphc does not implement (LoRA, quantization), naming them and the layer.
+
+    Accepting them in silence would train and save a different model than the user asked for.
+    """
+    given = sorted(name for name, value in options.items() if value is not None)
+    if given:
+        raise ValueError(f"{type(layer).__name__} {layer.name!r}: graphc does not implement "
+                         f"{', '.join(given)}; leave {'them' if len(given) > 1 else 'it'} None")
+
+
 def single(inputs):
     flat = nest.flatten(inputs)
     if len(flat) != 1:
@@ -28,8 +39,9 @@ class Dense(Layer):
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, lora_rank=None,
-                 **kwargs):
+                 lora_alpha=None, quantization_config=None, **kwargs):
         super().__init__(**kwargs)
+        refuse_options(self, lora_rank=lora_rank, lora_alpha=lora_alpha, quantization_config=quantization_config)
         if not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense units must be a positive integer, got {units!r}")
         self.units = int(units)
@@ -167,8 +179,10 @@ class Embedding(Layer):
     """
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
-                 embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, **kwargs):
+                 embeddings_constraint=None, mask_zero=False, weights=None, lora_rank=None, lora_alpha=None,
+                 quantization_config=None, **kwargs):
         super().__init__(**kwargs)
+        refuse_options(self, lora_rank=lora_rank, lora_alpha=lora_alpha, quantization_config=quantization_config)
         if input_dim <= 0 or output_dim <= 0:
             raise ValueError(f"Embedding needs positive input_dim and output_dim, got {input_dim}, {output_dim}")
         self.input_dim = int(input_dim)
