@@ -1,4 +1,4 @@
-"""Data-movement ops: reshape, transpose, concat, slice, pad, expand_dims/squeeze, gather.
+"""Data-movement ops: reshape, transpose, concat, slice, pad, resize, expand_dims/squeeze, gather.
 
 ``reshape`` targets may contain ``-1`` (inferred) and symbolic dims (evaluated from the
 bindings of the free dimensions at run time), so a reshape can keep a batch or sequence
@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.ir import dims
 from graphc.ir.types import TensorType, is_int
-from graphc.ops.common import fmt_shape, norm_axis, same_dtype
+from graphc.ops.common import fmt_shape, norm_axis, require_float, same_dtype
 from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
@@ -208,6 +208,82 @@ register(OpDef("pad", _pad_infer, _pad, attrs={"pads": REQUIRED, "value": 0.0}, 
                    "(free dims grow by them), filled with `value`."))
 
 
+# ``resize``: PyTorch's ``interpolate`` with ``align_corners=False`` (what Keras's torch backend runs
+# for ``ops.image.resize`` and ``UpSampling2D(interpolation="bilinear")``), separable over ``axes``.
+# Output position o of an axis of n_in -> n_out reads, with ``scale = n_in / n_out`` in float32:
+#   nearest ("nearest-exact"): index min(floor((o + 0.5) * scale), n_in - 1);
+#   linear: real = max(scale * (o + 0.5) - 0.5, 0), i0 = min(floor(real), n_in - 1),
+#           i1 = i0 + (i0 < n_in - 1), lam = real - i0: (1 - lam) * x[i0] + lam * x[i1].
+# ``size`` entries may be free-dim expressions (``h*2``): tables are computed once dims are bound.
+RESIZE_MODES = ("nearest", "linear")
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """The ``nearest-exact`` source index of each output position (float32 arithmetic, as PyTorch)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.floor((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def linear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two source indices and the weight of the second (float32)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    real = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5),
+                      np.float32(0.0))
+    first = np.minimum(real.astype(np.int64), n_in - 1)
+    lam = np.clip(real - first.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    return first, first + (first < n_in - 1), lam.astype(np.float32)
+
+
+def resize_axes(axes, size, rank: int) -> list[tuple[int, object]]:
+    """(axis, output size) pairs, axes normalized, validated."""
+    axes, sizes = tuple(axes), tuple(size)
+    if len(axes) != len(sizes) or not axes:
+        raise ShapeError(f"resize: axes {axes} and size {sizes} must be non-empty and of the same length")
+    out = [(norm_axis(a, rank), d) for a, d in zip(axes, sizes)]
+    if len({a for a, _ in out}) != len(out):
+        raise ShapeError(f"resize: axes {axes} repeat an axis")
+    for _, d in out:
+        if not (isinstance(d, str) or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1)):
+            raise ShapeError(f"resize: size must hold positive integers or dimension expressions, got {sizes}")
+    return out
+
+
+def _resize_infer(types, *, axes, size, mode):
+    x = types[0]
+    if mode not in RESIZE_MODES:
+        raise ShapeError(f"resize: mode must be one of {RESIZE_MODES}, got {mode!r}")
+    if mode == "linear":
+        require_float(x, "linear resize input")
+    shape = list(x.shape)
+    for a, d in resize_axes(axes, size, x.rank):
+        shape[a] = int(d) if not isinstance(d, str) else d
+    return TensorType(x.dtype, tuple(shape))
+
+
+def _resize(x, *, axes, size, mode, bindings=None):
+    pairs = resize_axes(axes, size, x.ndim)
+    for a, d in sorted(pairs, reverse=True):  # the innermost axis first, as PyTorch nests them
+        n_in, n_out = x.shape[a], dims.evaluate(d, bindings or {})
+        if n_in == n_out:
+            continue
+        if mode == "nearest":
+            x = np.take(x, nearest_indices(n_in, n_out), axis=a)
+            continue
+        first, second, lam = linear_weights(n_in, n_out)
+        shape = [1] * x.ndim
+        shape[a] = n_out
+        x = np.take(x, first, axis=a) * (1 - lam).astype(x.dtype).reshape(shape) \
+            + np.take(x, second, axis=a) * lam.astype(x.dtype).reshape(shape)
+    return np.ascontiguousarray(x)
+
+
+register(OpDef("resize", _resize_infer, _resize, attrs={"axes": REQUIRED, "size": REQUIRED, "mode": "linear"},
+               num_inputs=1, fusion_kind="injective", uses_dims=True,
+               doc="PyTorch's interpolate (align_corners=False) of `axes` to `size` (ints or dimension "
+                   "expressions): mode 'nearest' (nearest-exact) or 'linear' (bilinear over two axes)."))
+
+
 # ---------------------------------------------------------------------------- ONNX
 # ``to_onnx(ctx, op)`` facets (ctx: the ONNX backend's EmitContext).
 
@@ -263,6 +339,42 @@ def _pad_to_onnx(ctx, op):
              ctx.output_name(0), mode="constant")
 
 
+def _onnx_resize_node(ctx, x: str, sizes, linear: bool, out=None) -> str:
+    extra = {} if linear else {"nearest_mode": "round_prefer_ceil"}
+    return ctx.node("Resize", [x, "", "", ctx.shape(list(sizes))], out, mode="linear" if linear else "nearest",
+                    coordinate_transformation_mode="half_pixel", **extra)
+
+
+def _onnx_resizes_at_once(rank: int, axes: set[int]) -> bool:
+    """Whether onnxruntime's linear Resize takes these axes in one node (it takes 2-D and 3-D inputs, 4-D
+    ones with the outer two or outer and inner scales 1, 5-D ones with the outer two scales 1)."""
+    if rank <= 3:
+        return True
+    if rank == 4:
+        return axes <= {1, 2} or axes <= {2, 3}
+    return rank == 5 and axes <= {2, 3, 4}
+
+
+def _resize_to_onnx(ctx, op):
+    """ONNX Resize with ``half_pixel`` coordinates (onnxruntime clamps like PyTorch); nearest rounds
+    half up, which is PyTorch's nearest-exact. A linear resize onnxruntime cannot take in one node runs
+    axis by axis, innermost first (as the reference), each on a 3-D (outer, axis, inner) view."""
+    x_type, y_type = ctx.input_type(0), ctx.output_type(0)
+    linear = ctx.attrs["mode"] == "linear"
+    pairs = resize_axes(ctx.attrs["axes"], ctx.attrs["size"], x_type.rank)
+    if not linear or _onnx_resizes_at_once(x_type.rank, {a for a, _ in pairs}):
+        _onnx_resize_node(ctx, ctx.input_name(0), y_type.shape, linear, ctx.output_name(0))
+        return
+    x, shape = ctx.input_name(0), list(x_type.shape)
+    pairs = sorted(pairs, reverse=True)
+    for i, (a, size) in enumerate(pairs):
+        outer, inner = dims.product(shape[:a]), dims.product(shape[a + 1:])
+        flat = ctx.node("Reshape", [x, ctx.shape([outer, shape[a], inner])])
+        resized = _onnx_resize_node(ctx, flat, [outer, size, inner], True)
+        shape[a] = size
+        x = ctx.node("Reshape", [resized, ctx.shape(shape)], ctx.output_name(0) if i == len(pairs) - 1 else None)
+
+
 get("reshape").to_onnx = _reshape_to_onnx
 get("transpose").to_onnx = _transpose_to_onnx
 get("concat").to_onnx = _concat_to_onnx
@@ -271,6 +383,7 @@ get("expand_dims").to_onnx = _expand_dims_to_onnx
 get("squeeze").to_onnx = _squeeze_to_onnx
 get("gather").to_onnx = _gather_to_onnx
 get("pad").to_onnx = _pad_to_onnx
+get("resize").to_onnx = _resize_to_onnx
 
 
 # ---------------------------------------------------------------------------- native
@@ -303,6 +416,12 @@ def _pad_lower(kb, op, x, *, out, pads, value):
     emit_pad(kb, out, x, pads_of(pads, x.rank), value)
 
 
+def _resize_lower(kb, op, x, *, out, axes, size, mode):
+    from graphc.backends.llvm.kernels.movement import emit_resize
+
+    emit_resize(kb, out, x, [a for a, _ in resize_axes(axes, size, x.rank)], mode)
+
+
 for _name in ("reshape", "expand_dims", "squeeze"):
     get(_name).lower = _alias_lower
 get("transpose").lower = _transpose_lower
@@ -310,6 +429,7 @@ get("concat").lower = _concat_lower
 get("slice").lower = _slice_lower
 get("gather").lower = _gather_lower
 get("pad").lower = _pad_lower
+get("resize").lower = _resize_lower
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -417,6 +537,91 @@ def _pad_vjp(ctx, dy):
     return [dx]
 
 
+def _integer_factor(n_in, n_out) -> int | None:
+    """``s`` when ``n_out == n_in * s`` for every binding of the free dims (checked at probe points)."""
+    names = sorted(dims.symbols(n_in) | dims.symbols(n_out))
+    ratios = set()
+    for seed in (7, 101, 1009):
+        binding = {n: seed + 13 * i for i, n in enumerate(names)}
+        i, o = dims.evaluate(n_in, binding), dims.evaluate(n_out, binding)
+        if i <= 0 or o % i:
+            return None
+        ratios.add(o // i)
+    return ratios.pop() if len(ratios) == 1 else None
+
+
+def _resize_adjoint_tables(ctx, g, axis: int, n_in: int, n_out: int, mode: str) -> str:
+    """The adjoint along an axis of known sizes: the cotangent scattered back through the tables."""
+    rank = ctx.rank(g)
+    perm = (axis,) + tuple(a for a in range(rank) if a != axis)
+    front = ctx.transpose(g, perm=perm) if axis else g
+    if mode == "nearest":
+        back = ctx.gather_grad(ctx.constant(nearest_indices(n_in, n_out).astype(np.int32), "resize_index"), front,
+                               num_rows=n_in)
+    else:
+        first, second, lam = linear_weights(n_in, n_out)
+        column = (n_out,) + (1,) * (rank - 1)
+        dtype = ctx.dtype(g)
+        parts = [ctx.gather_grad(ctx.constant(ids.astype(np.int32), "resize_index"),
+                                 ctx.mul(front, ctx.constant(w.astype(dtype).reshape(column), "resize_weight")),
+                                 num_rows=n_in)
+                 for ids, w in ((first, 1 - lam), (second, lam))]
+        back = ctx.add(*parts)
+    return ctx.transpose(back, perm=tuple(perm.index(a) for a in range(rank))) if axis else back
+
+
+def _resize_adjoint_factor(ctx, g, axis: int, n, factor: int, mode: str) -> str:
+    """The adjoint of upsampling a free axis ``factor`` times. Output ``factor*k + r`` blends x[k] with a
+    neighbour at the fixed offset ``d_r = (r + 0.5)/factor - 0.5`` (previous for d_r < 0, next for
+    d_r > 0, clamped at the edges); each phase's cotangent goes back to both."""
+    shape = list(ctx.shape(g))
+    split = ctx.reshape(g, shape=tuple(shape[:axis] + [n, factor] + shape[axis + 1:]))
+    if mode == "nearest":
+        return ctx.reduce_sum(split, axes=(axis + 1,))
+    rank = len(shape)
+    dx, to_previous, to_next = [], [], []
+    for r in range(factor):
+        g_r = ctx.squeeze(ctx.slice(split, axis=axis + 1, start=r, stop=r + 1), axis=axis + 1)
+        d = (r + 0.5) / factor - 0.5
+        if d == 0:
+            dx.append(g_r)
+            continue
+        dx.append(ctx.mul(g_r, ctx.scalar(1.0 - abs(d))))
+        (to_previous if d < 0 else to_next).append(ctx.mul(g_r, ctx.scalar(abs(d))))
+    # neighbours are windows of x with its edges repeated: (x[0], x..., x[n-1]) [0:n] and [2:n+2]
+    edged = []
+    for parts, where in ((to_previous, (0, 2)), (to_next, (2, 0))):
+        if parts:
+            pads = [(0, 0)] * rank
+            pads[axis] = where
+            edged.append(ctx.pad(parts[0] if len(parts) == 1 else ctx.add_n(*parts), pads=tuple(pads)))
+    if edged:
+        e = edged[0] if len(edged) == 1 else ctx.add(*edged)
+        middle = ctx.slice(e, axis=axis, start=1, stop=-1)
+        dx += [middle, ctx.slice_grad(middle, ctx.slice(e, axis=axis, start=0, stop=1), axis=axis, start=0, stop=1),
+               ctx.slice_grad(middle, ctx.slice(e, axis=axis, start=-1), axis=axis, start=-1)]
+    return dx[0] if len(dx) == 1 else ctx.add_n(*dx)
+
+
+def _resize_vjp(ctx, dy):
+    x = ctx.x[0]
+    mode = ctx.attrs["mode"]
+    g = dy
+    for axis, _ in resize_axes(ctx.attrs["axes"], ctx.attrs["size"], ctx.rank(x)):
+        n_in, n_out = ctx.shape(x)[axis], ctx.shape(g)[axis]
+        if n_in == n_out:
+            continue
+        if isinstance(n_in, int) and isinstance(n_out, int):
+            g = _resize_adjoint_tables(ctx, g, axis, n_in, n_out, mode)
+            continue
+        factor = _integer_factor(n_in, n_out)
+        if factor is None:
+            raise ShapeError(f"the gradient of resize needs known sizes or an integer factor along axis {axis}, "
+                             f"got {n_in} -> {n_out}")
+        g = _resize_adjoint_factor(ctx, g, axis, n_in, factor, mode)
+    return [ctx.match(g, x)]
+
+
 def _gather_vjp(ctx, dy):
     table, ids = ctx.x
     rows = ctx.shape(table)[0]
@@ -435,6 +640,7 @@ get("expand_dims").vjp = lambda ctx, dy: [ctx.squeeze(dy, axis=ctx.attrs["axis"]
 get("squeeze").vjp = lambda ctx, dy: [ctx.expand_dims(dy, axis=ctx.attrs["axis"] % ctx.rank(ctx.x[0]))]
 get("gather").vjp = _gather_vjp
 get("pad").vjp = _pad_vjp
+get("resize").vjp = _resize_vjp
 
 
 # ---------------------------------------------------------------------------- ONNX (training ops)

@@ -62,6 +62,7 @@ CASES += [
     Case("squeeze", [A(3, 1, 5)], {"axis": 1}, id="squeeze"),
     Case("gather", [A(7, 3), A(4, 5, draw="ids:7", dtype="int32")], id="gather"),
     Case("pad", [A(2, 3, 5)], {"pads": ((0, 0), (1, 2), (3, 0))}, id="pad"),
+    Case("resize", [A(2, 5, 4, 3)], {"axes": (1, 2), "size": (11, 3)}, id="resize"),
     Case("reduce_sum", [A(3, 4, 5)], {"axes": (0, 2)}, id="reduce_sum"),
     Case("reduce_sum", [A(3, 4, 5)], {"axes": (1,), "keepdims": True}, id="reduce_sum_keep"),
     Case("reduce_mean", [A(3, 4, 5)], {"axes": (-1,)}, id="reduce_mean"),

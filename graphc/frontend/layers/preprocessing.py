@@ -2,8 +2,8 @@
 
 Constructor arguments, defaults, configs and weights are Keras's. Values follow Keras's torch
 backend, the one graphc is checked against: Resizing is ``F.interpolate`` (``nearest-exact`` or
-``bilinear`` with half-pixel centres, see :mod:`graphc.frontend.resampling`), and its aspect-ratio
-crop and pad use the same boxes. Normalization keeps an adapted state as Keras saves it (the
+``bilinear`` with half-pixel centres: the ``resize`` op), and its aspect-ratio crop and pad use
+the same boxes. Normalization keeps an adapted state as Keras saves it (the
 non-trainable weights ``mean``, ``variance`` and ``count``), so ``.keras`` files with adapted
 layers load; given ``mean``/``variance`` are constants of the graph, as in Keras. What graphc does
 not implement (antialiasing, other interpolations, bounding boxes) is refused by name.
@@ -21,7 +21,6 @@ from graphc.frontend.layer import Layer
 from graphc.frontend.layers.core import single
 from graphc.frontend.layers.reshaping import data_format_of, spatial_axes
 from graphc.frontend.lowering import LowerContext
-from graphc.frontend.resampling import resize_axis
 from graphc.ir.types import is_float
 from graphc.ops.registry import ShapeError
 
@@ -284,9 +283,12 @@ def resize_images(ctx: LowerContext, x: str, axes: tuple[int, int], size: tuple[
             # integer images: Keras pads and resizes in float, then rounds back
             value = float(fill_value) if is_float(ctx.dtype(x)) else float(np.round(fill_value))
             x = ctx.pad(x, pads=tuple(pads), value=value)
-    for axis, target in zip(axes, size):
-        x = resize_axis(ctx, x, axis, target, interpolation)
-    return x
+    shape = ctx.shape(x)
+    changed = [(axis, target) for axis, target in zip(axes, size) if shape[axis] != target]
+    if not changed:
+        return x
+    return ctx.resize(x, axes=tuple(a for a, _ in changed), size=tuple(t for _, t in changed),
+                      mode="nearest" if interpolation == "nearest" else "linear")
 
 
 class Resizing(_ImageLayer):

@@ -3,9 +3,9 @@ RepeatVector, Permute and Identity (Keras 3).
 
 Constructor arguments, defaults, validation and configs are Keras's; both data formats are
 accepted where Keras takes one (they only decide which axes are spatial). Padding lowers to
-the ``pad`` op, cropping to ``slice``, nearest upsampling and RepeatVector to a broadcast
-(:func:`graphc.frontend.resampling.repeat`), bilinear upsampling to the phase blend of
-:func:`graphc.frontend.resampling.linear_upsample`; free spatial dims stay free throughout.
+the ``pad`` op, cropping to ``slice``, upsampling and RepeatVector to the ``resize`` op
+(PyTorch's interpolation, as on Keras's torch backend; nearest at an integer factor repeats
+each element); free spatial dims stay free throughout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from graphc.frontend import nest
 from graphc.frontend.layer import Layer
 from graphc.frontend.layers.core import single
 from graphc.frontend.lowering import LowerContext
-from graphc.frontend.resampling import linear_upsample, repeat
+from graphc.ir import dims
 from graphc.ir.types import is_float
 from graphc.ops.registry import ShapeError
 
@@ -78,6 +78,17 @@ def pair_per_axis(value: Any, rank: int, name: str, layer: str) -> tuple[tuple[i
         raise ValueError(f"{layer}: `{name}` should have {rank} elements, got {name}={value!r}")
     return tuple(int_tuple(v, 2, f"{_ORDINALS[i]} entry of {name}", layer, allow_zero=True)  # type: ignore[misc]
                  for i, v in enumerate(value))
+
+
+def upsample(ctx: LowerContext, x: str, factors: dict[int, int], mode: str) -> str:
+    """``x`` enlarged ``factors[axis]`` times along each given axis by the ``resize`` op: "nearest"
+    repeats each element (PyTorch's nearest-exact at an integer factor), "linear" interpolates."""
+    factors = {a: f for a, f in factors.items() if f != 1}
+    if not factors:
+        return ctx.identity(x)
+    shape = ctx.shape(x)
+    return ctx.resize(x, axes=tuple(factors), size=tuple(dims.mul(shape[a], f) for a, f in factors.items()),
+                      mode=mode)
 
 
 def check_rank(x, rank: int, layer: str, what: str) -> None:
@@ -238,7 +249,7 @@ class UpSampling1D(Layer):
         check_rank(single(inputs), 3, "UpSampling1D", "batch, steps, features")
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
-        return repeat(ctx, single(inputs), {1: self.size}) if self.size > 1 else ctx.identity(single(inputs))
+        return upsample(ctx, single(inputs), {1: self.size}, "nearest")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "size": self.size}
@@ -248,15 +259,8 @@ class _UpSampling(_Spatial):
     interpolation = "nearest"
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
-        x = single(inputs)
-        factors = dict(zip(self._axes(), self.size))
-        if self.interpolation == "nearest":
-            y = repeat(ctx, x, factors)
-        else:
-            y = x
-            for axis, factor in factors.items():
-                y = linear_upsample(ctx, y, axis, factor)
-        return y if y != x else ctx.identity(y)
+        mode = "nearest" if self.interpolation == "nearest" else "linear"
+        return upsample(ctx, single(inputs), dict(zip(self._axes(), self.size)), mode)
 
 
 class UpSampling2D(_UpSampling):
@@ -317,7 +321,7 @@ class RepeatVector(Layer):
         check_rank(single(inputs), 2, "RepeatVector", "batch, features")
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
-        return repeat(ctx, ctx.expand_dims(single(inputs), axis=1), {1: self.n})
+        return upsample(ctx, ctx.expand_dims(single(inputs), axis=1), {1: self.n}, "nearest")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "n": self.n}

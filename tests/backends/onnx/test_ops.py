@@ -136,6 +136,8 @@ case("gather", W(11, 4), In(("batch", "seq"), dtype="int32", draw="ids:11"))
 case("gather", W(11, 4), In(("batch", 3), dtype="int64", draw="ids:11"), id="gather_int64")
 case("pad", IMG, pads=((0, 0), (1, 2), (0, 1), (0, 0)))
 case("pad", SEQ, pads=((0, 0), (2, 0), (1, 1)), value=0.5, id="pad_free_axis_filled")
+case("resize", IMG, axes=(1, 2), size=(11, 4), mode="linear")
+case("resize", SEQ, axes=(1,), size=("seq*3",), mode="nearest", id="resize_nearest_free_axis")
 
 # ---------------------------------------------------------------- reductions
 for _op in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min"):

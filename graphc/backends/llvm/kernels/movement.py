@@ -1,4 +1,4 @@
-"""Data movement: strided copies (copy, transpose, slice, concat), padding and gather.
+"""Data movement: strided copies (copy, transpose, slice, concat), padding, resizing and gather.
 
 Everything but gather is one strided copy ``dst[idx] = src[idx]`` over an index space, each
 side with its own strides and element offset; merged axes as in the elementwise kernels, and
@@ -272,3 +272,88 @@ def emit_pad(kb: KernelBuilder, out: Tensor, x: Tensor, pads: Sequence[tuple[int
             with fb.loop(vec_end, hi, name="s") as j:
                 body(j, 1)
     kb.launch(k, dims.product(out.shape[:last]), row_len if isinstance(row_len, int) else 64)
+
+
+def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], mode: str) -> None:
+    """PyTorch's ``interpolate`` (align_corners=False) over ``axes``, each output element written once.
+
+    A work item is one output position over the axes up to the last resized one; the axes after it
+    form a contiguous block (the channels of NHWC) copied or blended with vector loads. Source
+    indices and weights are computed per item in float32 with PyTorch's formulas (see the ``resize``
+    op); linear mode blends the 2^k corners innermost axis first, as PyTorch nests them.
+    """
+    axes = sorted(a % x.rank for a in axes)
+    last = axes[-1]
+    inner = dims.product(x.shape[last + 1:])
+    x_strides = contiguous_strides(x.shape)
+    k = kb.kernel(f"resize_{mode}")
+    fb, b = k.fn, k.b
+    px, po = k.ptr(x), k.ptr(out)
+    ety = out.ir_type
+    f32 = ir.FloatType()
+    e = fb.entry
+    scales = {}
+    for a in axes:  # float32 (n_in / n_out), once per call
+        scales[a] = e.fdiv(e.sitofp(k.dim(x.shape[a]), f32), e.sitofp(k.dim(out.shape[a]), f32))
+    half, zero, one = ir.Constant(f32, 0.5), ir.Constant(f32, 0.0), ir.Constant(f32, 1.0)
+
+    def fmax(p, q):
+        return b.select(b.fcmp_ordered(">", p, q), p, q)
+
+    with fb.loop(k.begin, k.end, name="item") as item:
+        rem = item
+        base = i64(0)  # x offset of the non-resized axes
+        taps: list[tuple[int, ir.Value, ir.Value, ir.Value | None]] = []  # (axis, i0, i1, lam)
+        for a in range(last, -1, -1):
+            o = b.srem(rem, k.dim(out.shape[a]))
+            rem = b.sdiv(rem, k.dim(out.shape[a]))
+            if a not in axes:
+                base = b.add(base, b.mul(o, k.dim(x_strides[a])))
+                continue
+            top = b.sub(k.dim(x.shape[a]), i64(1))
+            centre = b.fadd(b.sitofp(o, f32), half)
+            if mode == "nearest":
+                i0 = fb.min_(b.fptosi(b.fmul(centre, scales[a]), I64), top)
+                taps.append((a, i0, i0, None))
+                continue
+            real = fmax(b.fsub(b.fmul(scales[a], centre), half), zero)
+            i0 = fb.min_(b.fptosi(real, I64), top)
+            lam = b.fsub(real, b.sitofp(i0, f32))
+            lam = b.select(b.fcmp_ordered("<", lam, zero), zero, b.select(b.fcmp_ordered(">", lam, one), one, lam))
+            i1 = b.add(i0, b.zext(b.icmp_signed("<", i0, top), I64))
+            taps.append((a, i0, i1, lam))
+        taps.sort()  # outermost axis first
+        dst = b.mul(item, k.dim(inner))
+        weights = []
+        for _, _, _, lam in taps:
+            if lam is None:
+                weights.append(None)
+                continue
+            lam_t = lam if ety == f32 else b.fpext(lam, ety)
+            weights.append((b.fsub(ir.Constant(ety, 1.0), lam_t), lam_t))
+
+        def blend(level: int, offset: ir.Value, j: ir.Value, lanes: int) -> ir.Value:
+            if level == len(taps):
+                typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+                return b.load(b.gep(px, [b.add(offset, j)], source_etype=ety), typ=typ, align=x.type.itemsize)
+            a, i0, i1, lam = taps[level]
+            stride = k.dim(x_strides[a])
+            v0 = blend(level + 1, b.add(offset, b.mul(i0, stride)), j, lanes)
+            if lam is None:
+                return v0
+            v1 = blend(level + 1, b.add(offset, b.mul(i1, stride)), j, lanes)
+            w0, w1 = weights[level]
+            if lanes > 1:
+                w0, w1 = k.splat(w0, lanes), k.splat(w1, lanes)
+            return b.fadd(b.fmul(v0, w0), b.fmul(v1, w1))
+
+        def body(j, lanes):
+            b.store(blend(0, base, j, lanes), b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+
+        n = k.dim(inner)
+        vec_end = b.mul(b.sdiv(n, i64(kb.vw)), i64(kb.vw))
+        with fb.loop(0, vec_end, kb.vw, name="v") as j:
+            body(j, kb.vw)
+        with fb.loop(vec_end, n, name="s") as j:
+            body(j, 1)
+    kb.launch(k, dims.product(out.shape[:last + 1]), inner if isinstance(inner, int) else 64)
