@@ -329,3 +329,26 @@ def test_activation_layers_are_exported_through_keras_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layers.LeakyReLU(negative_slope=0.2)
+
+
+def test_masks_pass_through_activation_and_normalization_layers(keras, rng):
+    """Embedding(mask_zero) -> these layers -> LSTM: the LSTM still skips the padded steps, as in Keras."""
+    def build(K):
+        inp = K.Input((7,), dtype="int32")
+        h = K.layers.Embedding(11, 6, mask_zero=True)(inp)
+        h = K.layers.ReLU(negative_slope=0.1)(h)
+        h = K.layers.LeakyReLU()(h)
+        h = K.layers.PReLU(shared_axes=[1])(h)
+        h = K.layers.ELU()(h)
+        h = K.layers.GroupNormalization(groups=3)(h)
+        h = K.layers.UnitNormalization()(h)
+        return K.Model(inp, K.layers.LSTM(5)(h))
+
+    def data(r, n):
+        ids = r.integers(1, 11, size=(n, 7))
+        ids[:, 4:] = 0  # padding at the end of every sequence
+        ids[0, 2] = 0  # and a masked step inside one
+        return ids.astype("int32")
+
+    model, kmodel, _ = check_predict(keras, build, data, rng)
+    assert all(layer.supports_masking for layer in model.layers[2:-1])

@@ -6,7 +6,8 @@ ones lower to one op of ``graphc.ops.elementwise.UNARY`` (``relu`` with its attr
 ``relu(x) - alpha * relu(-x)`` (as ``relu(x) + alpha * min(x, 0)``, equal in floating point);
 Softmax uses the ``softmax`` op over one axis and Keras's ``exp(x - logsumexp(x))`` over
 several, and with a ``mask`` gives masked positions Keras's large negative logit before
-the softmax and a zero after it.
+the softmax and a zero after it. Like Keras's, these layers pass their input's mask on (and
+Softmax, like every layer whose ``call`` takes ``mask``, receives it when none is given).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _number(layer: str, what: str, value, *, allow_none: bool = False) -> float 
 class ReLU(Layer):
     """``max_value`` above it, x above ``threshold``, ``negative_slope * (x - threshold)`` below."""
 
+    supports_masking = True
+
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         self.max_value = _number("ReLU", "max_value", max_value, allow_none=True)
@@ -54,6 +57,8 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """x for x >= 0, ``negative_slope * x`` below (``alpha`` is Keras's deprecated name)."""
 
+    supports_masking = True
+
     def __init__(self, negative_slope=0.3, **kwargs):
         if "alpha" in kwargs:
             negative_slope = kwargs.pop("alpha")
@@ -71,6 +76,8 @@ class LeakyReLU(Layer):
 class ELU(Layer):
     """x for x > 0, ``alpha * (exp(x) - 1)`` below."""
 
+    supports_masking = True
+
     def __init__(self, alpha=1.0, **kwargs):
         super().__init__(**kwargs)
         self.alpha = alpha
@@ -86,6 +93,8 @@ class ELU(Layer):
 
 class PReLU(Layer):
     """x for x >= 0, ``alpha * x`` below, with a learned ``alpha`` per element (shared along ``shared_axes``)."""
+
+    supports_masking = True
 
     def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
                  **kwargs):
@@ -152,6 +161,8 @@ def _large_negative(dtype: str) -> float:
 
 class Softmax(Layer):
     """Softmax over ``axis`` (an int or a list of ints); ``mask`` (broadcastable to the input) zeroes positions."""
+
+    supports_masking = True
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)

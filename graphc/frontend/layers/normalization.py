@@ -282,7 +282,10 @@ class LayerNormalization(_ScaleShift):
 
 class GroupNormalization(_ScaleShift):
     """Normalizes each sample's channels in ``groups`` groups (over the group's channels and every
-    other non-batch axis), then scales and shifts per channel; ``groups=-1`` is instance normalization."""
+    other non-batch axis), then scales and shifts per channel; ``groups=-1`` is instance normalization.
+    A mask passes through, unused, as in Keras."""
+
+    supports_masking = True
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
@@ -343,9 +346,7 @@ class GroupNormalization(_ScaleShift):
         if self.center:
             self.beta = self._beta_weight((size,))
 
-    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
-        if mask is not None:
-            raise ShapeError("GroupNormalization does not support masks in graphc")
+    def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = _float_input(ctx, single(inputs))
         dtype = ctx.dtype(x)
         shape = ctx.shape(x)
@@ -377,7 +378,9 @@ class GroupNormalization(_ScaleShift):
 
 class UnitNormalization(Layer):
     """Scales each sample to unit L2 norm over ``axis`` (an int or a list of ints), as Keras's
-    ``x * min(rsqrt(sum(x^2)), 1e12)``."""
+    ``x * min(rsqrt(sum(x^2)), 1e12)``; a mask passes through, unused, as in Keras."""
+
+    supports_masking = True
 
     _EPSILON = 1e-12  # Keras's: the norm is floored at it
 
@@ -405,9 +408,7 @@ class UnitNormalization(Layer):
     def check_inputs(self, inputs):
         self._axes(len(single(inputs).shape))
 
-    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
-        if mask is not None:
-            raise ShapeError("UnitNormalization does not support masks in graphc")
+    def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = _float_input(ctx, single(inputs))
         axes = self._axes(ctx.rank(x))
         if len(axes) == 1:  # x / sqrt(max(sum(x^2), eps^2)) is Keras's formula
