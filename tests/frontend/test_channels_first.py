@@ -4,12 +4,22 @@ a training step, and the optimizer removing the layout transposes between consec
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
 import graphc
 from graphc import Input, Model, layers
 from tests.keras_parity import check_keras_file, check_predict
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_names():
+    """Leave Keras's automatic layer names as this module found them (later modules compare weight paths)."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.clear_session()
 
 CF = "channels_first"
 

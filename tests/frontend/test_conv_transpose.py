@@ -5,6 +5,7 @@ and the errors for configurations Keras refuses too."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -16,6 +17,14 @@ from graphc.ir import dims
 from graphc.ops.conv import keras_transpose_pads
 from graphc.ops.registry import get
 from tests.keras_parity import check_keras_file, check_predict
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_names():
+    """Leave Keras's automatic layer names as this module found them (later modules compare weight paths)."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.clear_session()
 
 
 @pytest.fixture(autouse=True)
