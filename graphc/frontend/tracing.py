@@ -47,15 +47,19 @@ def _stack() -> list[Trace]:
     return stack
 
 
-def user_location() -> str:
-    """``file:line`` of the innermost frame outside graphc: the user's code being traced."""
+def user_location(outermost=None) -> str | None:
+    """``file:line`` of the innermost frame outside graphc: the user's code being traced.
+
+    The search stops at frame ``outermost`` (the one that started the trace): None when no
+    user code is running inside it.
+    """
     frame = sys._getframe(1)
-    while frame is not None:
+    while frame is not None and frame is not outermost:
         filename = os.path.abspath(frame.f_code.co_filename)
         if not filename.startswith(_GRAPHC_DIR + os.sep):
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
-    return "<unknown>"
+    return None
 
 
 def current_trace(args: Any) -> Trace | None:
@@ -91,6 +95,7 @@ class Trace:
         self._node_counts: list[tuple[Layer, int]] = []
         self._sublayer_ids: set[int] = set()
         self.finished = False
+        self.frame = sys._getframe(1)  # the frame that traces: user code runs below it
 
     # -------------------------------------------------------------- scope
     def __enter__(self) -> Trace:
@@ -167,8 +172,10 @@ class Trace:
 
     # -------------------------------------------------------------- errors
     def refusal(self, what: str) -> TracingError:
+        where = user_location(self.frame)
         return TracingError(
-            f"layer {self.layer.name!r} ({type(self.layer).__name__}): call() uses {what} at {user_location()}. "
+            f"layer {self.layer.name!r} ({type(self.layer).__name__}): call() uses {what}"
+            f"{f' at {where}' if where else ''}. "
             "graphc compiles call() once for every input, so tensor values are not known while it runs: "
             "write the computation with tensor ops (graphc.ops.where(cond, a, b) instead of `if`, "
             "graphc.ops.* instead of Python numbers and loops over tensors)")
