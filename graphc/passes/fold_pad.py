@@ -13,6 +13,8 @@ MaxPooling2D``) and every window keeps a real element (pads smaller than the win
 op's own rule): the window's maximum is then at least 0 either way. ``avg_pool`` leaves
 padding out of its count, so a zero pad never folds into it.
 
+A pad read through a transpose (channels_first layers lower to pad, transpose to channels-last,
+window op) is moved after it first: ``transpose(pad(x, p)) = pad(transpose(x), p permuted)``.
 The ``pad`` op disappears once no other op reads it.
 """
 
@@ -81,26 +83,56 @@ def _fold_into(graph: Graph, reader: Op, x: str, extra: tuple) -> str | None:
     return emit(graph, reader.type, x, *reader.inputs[1:], layer=reader.layer, **attrs)
 
 
+def _through_transposes(graph: Graph, op: Op) -> list[Op]:
+    """Pads moved after the transposes that read ``op`` and feed a window op (as channels_first layers
+    lower: pad, transpose to channels-last, conv): ``transpose(pad(x, p)) = pad(transpose(x), p permuted)``."""
+    moved = []
+    padded, x = op.outputs[0], op.inputs[0]
+    for reader, _ in list(graph.consumers(padded)):
+        if reader.type != "transpose" or not graph.has_op(reader.id):
+            continue
+        if not any(r.type in CONV_OPS + ("max_pool",) and i == 0 for r, i in graph.consumers(reader.outputs[0])):
+            continue
+        perm = tuple(reader.attrs["perm"])
+        pads = tuple(tuple(op.attrs["pads"])[p] for p in perm)
+        turned = emit(graph, "transpose", x, layer=reader.layer, perm=perm)
+        new = emit(graph, "pad", turned, layer=op.layer, pads=pads, value=op.attrs.get("value", 0.0))
+        replace_value(graph, reader.outputs[0], new)
+        moved.append(graph.producer(new))
+        note("pad moved after a transpose")
+    return moved
+
+
+def _fold(graph: Graph, op: Op) -> bool:
+    extra = spatial_zero_pads(graph, op)
+    if extra is None:
+        return False
+    changed = False
+    padded, x = op.outputs[0], op.inputs[0]
+    for reader, index in list(graph.consumers(padded)):
+        if index != 0 or reader.type not in CONV_OPS + ("max_pool",) or not graph.has_op(reader.id):
+            continue
+        folded = _fold_into(graph, reader, x, extra)
+        if folded is None:
+            continue
+        replace_value(graph, reader.outputs[0], folded)
+        note(f"pad folded into {reader.type}")
+        changed = True
+    return changed
+
+
 @register_pass("fold_pad")
 def fold_pad(graph: Graph) -> bool:
     """Fold zero padding into the convolutions (and, on non-negative inputs, max pools) that read it."""
     changed = False
     for op in graph.ops():
-        if not graph.has_op(op.id):
-            continue
-        extra = spatial_zero_pads(graph, op)
-        if extra is None:
+        if op.type != "pad" or not graph.has_op(op.id):
             continue
         working_on(op)
-        padded, x = op.outputs[0], op.inputs[0]
-        for reader, index in list(graph.consumers(padded)):
-            if index != 0 or reader.type not in CONV_OPS + ("max_pool",) or not graph.has_op(reader.id):
-                continue
-            folded = _fold_into(graph, reader, x, extra)
-            if folded is None:
-                continue
-            replace_value(graph, reader.outputs[0], folded)
-            note(f"pad folded into {reader.type}")
-            changed = True
+        moved = _through_transposes(graph, op)
+        changed |= bool(moved)
+        for pad in [op, *moved]:
+            if graph.has_op(pad.id):
+                changed |= _fold(graph, pad)
     working_on(None)
     return changed

@@ -115,3 +115,28 @@ def test_keras_stems_lose_every_pad_at_level_2(rng):
     x = rng.standard_normal((2, 17, 15, 3)).astype("float32")
     want = graphc.build(model, target="reference", level=0).predict(x)
     np.testing.assert_allclose(graphc.build(model, target="native").predict(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_pad_read_through_a_transpose_moves_and_folds(rng):
+    """channels_first layers: pad (N, C, H, W), transpose to channels-last, conv."""
+    g, b, (x,) = new_graph(("x", ("batch", 3, 7, 5)))
+    padded = b.pad(x, pads=((0, 0), (0, 0), (2, 1), (0, 3)))
+    nhwc = b.transpose(padded, perm=(0, 2, 3, 1))
+    g.set_outputs([b.conv(nhwc, const(b, rng, (3, 3, 3, 4)), strides=(2, 1))])
+    out, report = apply(g, "fold_pad", "dce")
+    assert_equivalent(g, out, rng)
+    e, eb, (ex,) = new_graph(("x", ("batch", 3, 7, 5)))
+    e.set_outputs([eb.conv(eb.transpose(ex, perm=(0, 2, 3, 1)), const(eb, rng, (3, 3, 3, 4)), strides=(2, 1),
+                           pads=((2, 1), (0, 3)))])
+    assert_same_structure(out, e)
+    assert report.events()["fold_pad: pad moved after a transpose"] == 1
+
+
+def test_channels_first_stem_loses_its_pad(rng):
+    inp = graphc.Input(shape=(3, 17, 15))
+    h = graphc.layers.ZeroPadding2D(3, data_format="channels_first")(inp)
+    model = graphc.Model(inp, graphc.layers.Conv2D(8, 7, strides=2, data_format="channels_first")(h))
+    g = lower(model)
+    out, _ = apply(g, pipeline_for_level(2))
+    assert "pad" not in out.op_counts()
+    assert_equivalent(g, out, rng)
