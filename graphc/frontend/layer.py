@@ -10,9 +10,10 @@ Masks follow Keras's protocol. A layer whose outputs carry a mask sets ``support
 (or overrides ``lower_mask``, Keras's ``compute_mask``: it emits the output mask(s) for the
 inputs and their masks). When an input carries a mask and ``lower`` takes a ``mask``
 argument that the call does not give, ``lower`` receives the inputs' masks (a structure like
-``inputs``, None where a tensor has none). Masks are IR values (:mod:`graphc.frontend.masking`):
-symbolic tensors describe theirs in ``_keras_mask``, and the model's lowering carries them
-beside the values (``_lower_call``).
+``inputs``, None where a tensor has none); a tensor given as keyword argument ``name`` passes
+its mask as ``name_mask`` when ``lower`` takes that (MultiHeadAttention's ``value_mask``).
+Masks are IR values (:mod:`graphc.frontend.masking`): symbolic tensors describe theirs in
+``_keras_mask``, and the model's lowering carries them beside the values (``_lower_call``).
 """
 
 from __future__ import annotations
@@ -298,17 +299,22 @@ class Layer:
         value names, a structure like the outputs, or None. The default passes ``mask`` on."""
         return mask
 
-    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None):
+    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None, kwarg_masks=None):
         """Lower one call, masks included, as Keras's ``__call__`` handles them: returns the
         outputs and their masks (None when the layer does not support masking).
 
         ``masks`` holds the inputs' masks (a structure like ``inputs``). ``lower`` receives
         them as ``mask`` when it takes that argument and the call gave none; ``lower_mask``
-        receives the explicit mask if there is one, else the inputs' masks.
+        receives the explicit mask if there is one, else the inputs' masks. ``kwarg_masks``
+        holds the masks of tensors given by keyword: ``lower`` receives keyword ``name``'s as
+        ``name_mask`` when it takes that argument and the call gave none.
         """
         kwargs = dict(kwargs)
         if kwargs.get("mask") is None and _has_mask(masks) and lower_takes(self, "mask"):
             kwargs["mask"] = masks
+        for name, mask in (kwarg_masks or {}).items():
+            if kwargs.get(f"{name}_mask") is None and _has_mask(mask) and lower_takes(self, f"{name}_mask"):
+                kwargs[f"{name}_mask"] = mask
         outputs = self.lower(ctx, inputs, **kwargs)
         if not self.supports_masking:
             return outputs, None
@@ -367,8 +373,12 @@ class Layer:
 
         arg_values = nest.map_structure(to_value, inputs)
         kw_values = {k: nest.map_structure(to_value, v) for k, v in kwargs.items()}
-        masks = nest.map_structure(lambda x: to_value(getattr(x, "_keras_mask", None)), inputs)
-        outputs, out_masks = self._lower_call(ctx, arg_values, kw_values, masks)
+        def mask_of(x):
+            return to_value(getattr(x, "_keras_mask", None))
+
+        masks = nest.map_structure(mask_of, inputs)
+        kwarg_masks = {k: nest.map_structure(mask_of, v) for k, v in kwargs.items()}
+        outputs, out_masks = self._lower_call(ctx, arg_values, kw_values, masks, kwarg_masks)
         return graph, outputs, out_masks
 
     def _symbolic_call(self, inputs, kwargs):

@@ -271,7 +271,7 @@ class Model(Layer):
         """Inline this model's layer calls, with its inputs bound to ``inputs`` (value names)."""
         return self._lower_graph(ctx, inputs, mask)[0]
 
-    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None):
+    def _lower_call(self, ctx: LowerContext, inputs, kwargs: dict, masks=None, kwarg_masks=None):
         """One pass over the graph gives the outputs and their masks (Keras's Functional
         propagates the masks of its inputs, or the ``mask`` its call gives, through its layers)."""
         mask = kwargs.get("mask")
@@ -299,9 +299,12 @@ class Model(Layer):
 
             args = nest.map_structure(lookup, node.call_args)
             kw = {k: nest.map_structure(lookup, v) for k, v in node.call_kwargs.items()}
-            in_masks = nest.map_structure(lambda x: masks.get(id(x)) if isinstance(x, KerasTensor) else None,
-                                          node.call_args)
-            out, out_masks = layer._lower_call(ctx.for_layer(layer.name), args, kw, in_masks)
+            def mask_of(x):
+                return masks.get(id(x)) if isinstance(x, KerasTensor) else None
+
+            in_masks = nest.map_structure(mask_of, node.call_args)
+            kw_masks = {k: nest.map_structure(mask_of, v) for k, v in node.call_kwargs.items()}
+            out, out_masks = layer._lower_call(ctx.for_layer(layer.name), args, kw, in_masks, kw_masks)
             for t, v in zip(nest.flatten(node.outputs), nest.flatten(out)):
                 env[id(t)] = v
             for t, m in zip(nest.flatten(node.outputs), nest.flatten(out_masks)):

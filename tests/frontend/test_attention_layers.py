@@ -96,6 +96,49 @@ def test_multi_head_attention_equals_keras(keras, rng, case):
     assert [w.path for w in model.weights] == [w.path for w in kmodel.weights]
 
 
+def _padded_ids(*shapes, vocab=11):
+    """Token ids padded with 0 at the end (a row with a single token included)."""
+    def data(rng, n):
+        out = []
+        for (t,) in shapes:
+            ids = rng.integers(1, vocab, size=(n, t))
+            lengths = rng.integers(1, t + 1, size=n)
+            lengths[0] = 1
+            ids[np.arange(t)[None, :] >= lengths[:, None]] = 0
+            out.append(ids.astype("int32"))
+        return out
+
+    return data
+
+
+def _implicit_masks(K):
+    """Masks from Embedding(mask_zero=True): self-attention (query and value masks), then
+    cross-attention with dropout (the explicit path) on another masked sequence as the value,
+    a residual Add carrying the query's mask and a masked average."""
+    ids, other = K.Input((7,), dtype="int32"), K.Input((5,), dtype="int32")
+    x = K.layers.Embedding(11, 6, mask_zero=True)(ids)
+    y = K.layers.Embedding(11, 6, mask_zero=True)(other)
+    a = K.layers.MultiHeadAttention(2, 3)(x, x)
+    c = K.layers.MultiHeadAttention(3, 2, dropout=0.2)(a, y, key=y)
+    h = K.layers.GlobalAveragePooling1D()(K.layers.Add()([a, c]))
+    return K.Model([ids, other], h)
+
+
+@pytest.mark.keras
+def test_multi_head_attention_takes_the_masks_of_its_tensors(keras, rng):
+    _, _, errors = check_predict(keras, _implicit_masks, _padded_ids((7,), (5,)), rng)
+    assert set(errors) == {"reference", "onnx", "native"}
+
+
+def test_multi_head_attention_output_keeps_the_query_mask():
+    ids = Input((7,), dtype="int32")
+    x = layers.Embedding(11, 6, mask_zero=True)(ids)
+    out = layers.MultiHeadAttention(2, 3)(x, x)
+    assert out._keras_mask is not None and out._keras_mask.shape == (None, 7)
+    with pytest.raises(ValueError, match="explicit query_mask= is not supported"):
+        layers.MultiHeadAttention(2, 3)(x, x, query_mask=Input((7,), dtype="bool"))
+
+
 @pytest.mark.keras
 @pytest.mark.parametrize("case", ["self_masked", "cross_key", "axes_12_scores", "causal"])
 def test_multi_head_attention_keras_files(keras, rng, tmp_path, case):

@@ -30,7 +30,7 @@ import string
 
 import numpy as np
 
-from graphc.frontend import constraints, initializers, nest, regularizers
+from graphc.frontend import constraints, initializers, masking, nest, regularizers
 from graphc.frontend.layer import Layer, Variable
 from graphc.frontend.layers.core import Dropout
 from graphc.frontend.layers.einsum_dense import EinsumDense
@@ -54,17 +54,11 @@ def _scalar(ctx: LowerContext, value: float, name: str, dtype: str = "float32") 
     return ctx.constant(np.asarray(value, dtype=dtype), name)
 
 
-def keep_values(ctx: LowerContext, mask: str) -> str:
-    """A mask as bool "keep" values (numbers: nonzero keeps, as Keras's cast to bool)."""
-    return mask if ctx.dtype(mask) == "bool" else ctx.cast(mask, dtype="bool")
-
-
 def both(ctx: LowerContext, a: str | None, b: str | None) -> str | None:
     """The logical and of two keep masks (broadcasting); None is "keep everything"."""
     if a is None or b is None:
         return a if b is None else b
-    # a product of 0/1 values: onnxruntime has no bool Where (nor every backend an And)
-    return ctx.cast(ctx.mul(ctx.cast(a, dtype="float32"), ctx.cast(b, dtype="float32")), dtype="bool")
+    return masking.logical_and(ctx, [a, b])
 
 
 def _static_length(layer: Layer, dim, what: str) -> int:
@@ -184,7 +178,7 @@ class Attention(Layer):
         scores = self._scores(ctx, query, key)
         keep = None
         if value_mask is not None:
-            keep = ctx.expand_dims(keep_values(ctx, value_mask), axis=-2)
+            keep = ctx.expand_dims(masking.as_bool(ctx, value_mask), axis=-2)
         if use_causal_mask:
             shape = ctx.shape(scores)
             q_len = _static_length(self, shape[-2], "use_causal_mask")
@@ -199,9 +193,13 @@ class Attention(Layer):
             dropped = self._dropout_layer.lower(ctx, weights, training=training)
         out = ctx.matmul(dropped, value)
         if query_mask is not None:
-            row_keep = ctx.expand_dims(keep_values(ctx, query_mask), axis=-1)
+            row_keep = ctx.expand_dims(masking.as_bool(ctx, query_mask), axis=-1)
             out = ctx.where(row_keep, out, _scalar(ctx, 0.0, "zero", ctx.dtype(out)))
         return (out, weights) if return_attention_scores else out
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        """The output keeps the query's mask (Keras's ``compute_mask``)."""
+        return nest.flatten(mask)[0] if mask is not None else None
 
     def get_config(self):
         return {**super().get_config(), "use_scale": self.use_scale, "score_mode": self.score_mode,
@@ -299,6 +297,7 @@ class MultiHeadAttention(Layer):
         self.seed = seed
         self._dropout_layer = Dropout(self.dropout, seed=seed, name=f"{self.name}_dropout")
         self.query_dense = self.key_dense = self.value_dense = self.output_dense = None
+        self.supports_masking = True  # the output keeps the query's mask
 
     def _sublayers(self) -> list[Layer]:
         return [d for d in (self.query_dense, self.key_dense, self.value_dense, self.output_dense) if d is not None]
@@ -388,12 +387,19 @@ class MultiHeadAttention(Layer):
                 var.path = f"{self.name}/{var.path}"
 
     # -------------------------------------------------------------- lowering
-    def lower(self, ctx: LowerContext, inputs, value=None, key=None, query_mask=None, value_mask=None,
-              key_mask=None, attention_mask=None, return_attention_scores=False, training=None,
-              use_causal_mask=False, **kwargs):
+    def lower(self, ctx: LowerContext, inputs, value=None, key=None, mask=None, value_mask=None, key_mask=None,
+              attention_mask=None, return_attention_scores=False, training=None, use_causal_mask=False,
+              query_mask=None, **kwargs):
+        """``mask`` is the query's own mask, ``value_mask``/``key_mask`` those of the value and the
+        key (given, or carried by the tensors), as Keras's ``call`` reads them."""
         if kwargs:
             raise ShapeError(f"MultiHeadAttention {self.name!r} got unexpected call argument(s) {sorted(kwargs)}")
+        if query_mask is not None:
+            raise ShapeError(f"MultiHeadAttention {self.name!r}: an explicit query_mask= is not supported (Keras 3 "
+                             "ignores it and reads the query's own mask): mask the query tensor (Embedding("
+                             "mask_zero=True), Masking) or pass attention_mask=")
         query = inputs
+        query_mask = nest.flatten(mask)[0] if mask is not None else None
         if value is None:
             raise ShapeError(f"MultiHeadAttention {self.name!r} needs a value: layer(query, value)")
         key = value if key is None else key
@@ -411,17 +417,17 @@ class MultiHeadAttention(Layer):
         """The combined keep mask, shaped like Keras's ``attention_mask`` (B, T, S) or broadcastable."""
         keep = None
         if query_mask is not None:
-            keep = ctx.expand_dims(keep_values(ctx, query_mask), axis=-1)
+            keep = ctx.expand_dims(masking.as_bool(ctx, query_mask), axis=-1)
         for m in (value_mask, key_mask):
             if m is not None:
-                keep = both(ctx, keep, ctx.expand_dims(keep_values(ctx, m), axis=-2))
+                keep = both(ctx, keep, ctx.expand_dims(masking.as_bool(ctx, m), axis=-2))
         if causal or self.sliding_window is not None:
             what = "use_causal_mask" if causal else "sliding_window"
             q_len = _static_length(self, ctx.shape(query)[1], what)
             k_len = _static_length(self, ctx.shape(value)[1], what)
             keep = both(ctx, keep, band_keep(ctx, q_len, k_len, causal=causal, window=self.sliding_window))
         if attention_mask is not None:
-            keep = both(ctx, keep_values(ctx, attention_mask), keep)
+            keep = both(ctx, masking.as_bool(ctx, attention_mask), keep)
         return keep
 
     def _attend(self, ctx: LowerContext, q: str, k: str, v: str, keep: str | None, *, fused: bool, training):
