@@ -631,7 +631,8 @@ class StackedRNNCells(Layer):
 class RNN(Layer):
     """A recurrent layer over a cell (Keras's RNN): ``RNN(LSTMCell(8))``, or a list of cells
     (a StackedRNNCells). Returns the last output or the sequence, and the states with
-    ``return_state`` (per cell, in lists, for a stack of several)."""
+    ``return_state`` (for a stack of several cells, one entry per cell: a list for an
+    LSTMCell's [h, c], the state itself for the others)."""
 
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
                  unroll=False, zero_output_for_mask=False, **kwargs):
@@ -724,7 +725,8 @@ class RNN(Layer):
         if not self.return_state:
             return seq
         if isinstance(self.cell, StackedRNNCells) and len(cells) > 1:
-            return [seq, *finals]
+            # Keras's structure: a list of states for a cell of several (LSTMCell), else the state
+            return [seq, *(states if len(states) > 1 else states[0] for states in finals)]
         return [seq, *finals[0]]
 
     def lower_mask(self, ctx: LowerContext, inputs, mask=None):
