@@ -9,40 +9,13 @@ graphc downloads nothing: only ``weights=None`` (random initialization) is accep
 from __future__ import annotations
 
 from graphc import layers
-from graphc.frontend.input_layer import Input
-from graphc.frontend.model import Model, _source_inputs
-from graphc.frontend.tensor import KerasTensor
+from graphc.applications.common import check_arguments, classifier_head, image_input, model_inputs, obtain_input_shape
+from graphc.frontend.model import Model
 
 __all__ = ["Xception"]
 
 DEFAULT_SIZE = 299
 MIN_SIZE = 71
-
-
-def _input_shape(input_shape, include_top: bool) -> tuple:
-    """Keras's obtain_input_shape for channels-last images without pretrained weights."""
-    if not input_shape:
-        return (DEFAULT_SIZE, DEFAULT_SIZE, 3) if include_top else (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"Xception input_shape must be a tuple of three integers (height, width, channels), "
-                         f"got {input_shape}")
-    if any(d is not None and d < MIN_SIZE for d in input_shape[:2]):
-        raise ValueError(f"Xception input size must be at least {MIN_SIZE}x{MIN_SIZE}; got input_shape={input_shape}")
-    if include_top and None in input_shape:
-        raise ValueError(f"if include_top is True, Xception needs a static input_shape; got {input_shape}")
-    return input_shape
-
-
-def _check_weights(weights) -> None:
-    if weights is None:
-        return
-    if weights == "imagenet":
-        raise ValueError("Xception(weights='imagenet'): graphc does not download pretrained weights. Build the "
-                         "model with weights=None and copy trained weights in with model.set_weights() (for "
-                         "example from keras.applications.Xception(...).get_weights()).")
-    raise ValueError(f"Xception(weights={weights!r}): graphc cannot load weight files here. Build the model "
-                     "with weights=None and load the arrays with model.set_weights().")
 
 
 def _sepconv_bn(x, filters: int, name: str):
@@ -65,19 +38,9 @@ def Xception(include_top: bool = True, weights=None, input_tensor=None, input_sh
     ``pooling="avg"``/``"max"``); the default input is (299, 299, 3) with the top and
     (None, None, 3) without it. Images must be at least 71x71.
     """
-    _check_weights(weights)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"Xception pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"Xception classes must be a positive integer, got {classes!r}")
-    shape = _input_shape(input_shape, include_top)
-    if input_tensor is None:
-        img_input = Input(shape=shape)
-    elif isinstance(input_tensor, KerasTensor):
-        img_input = input_tensor
-    else:
-        raise ValueError(f"Xception input_tensor must be a symbolic tensor (from Input or a layer), "
-                         f"got {type(input_tensor).__name__}")
+    check_arguments("Xception", weights, pooling, include_top, classes)
+    shape = obtain_input_shape("Xception", input_shape, include_top, DEFAULT_SIZE, MIN_SIZE)
+    img_input = image_input("Xception", input_tensor, shape)
 
     # Entry flow.
     x = layers.Conv2D(32, (3, 3), strides=(2, 2), use_bias=False, name="block1_conv1")(img_input)
@@ -125,17 +88,5 @@ def Xception(include_top: bool = True, weights=None, input_tensor=None, input_sh
     x = _sepconv_bn(x, 2048, "block14_sepconv2")
     x = layers.Activation("relu", name="block14_sepconv2_act")(x)
 
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D()(x)
-
-    if input_tensor is not None:
-        inputs = [layer.output for layer in _source_inputs(input_tensor)]
-        inputs = inputs[0] if len(inputs) == 1 else inputs
-    else:
-        inputs = img_input
-    return Model(inputs, x, name=name)
+    x = classifier_head(x, include_top, pooling, classes, classifier_activation, top_pool_name="avg_pool")
+    return Model(model_inputs(input_tensor, img_input), x, name=name)
