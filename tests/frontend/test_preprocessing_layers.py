@@ -302,3 +302,23 @@ def test_sgd_steps_behind_preprocessing_match_keras(keras, rng):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6, err_msg=f"step {step}: {var.path}")
     for got, want in zip(model.layers[2].get_weights(), state):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.keras
+def test_masks_pass_through_as_in_keras(keras, rng):
+    """Rescaling, Normalization and Identity carry the mask of padded sequences on to the LSTM."""
+    def build(K):
+        inp = K.Input(shape=(None,), dtype="int32")
+        h = K.layers.Embedding(9, 3, mask_zero=True)(inp)
+        h = K.layers.Rescaling(2.0, offset=-0.5)(h)
+        h = K.layers.Normalization(mean=[0.5, 1.0, -1.0], variance=[1.0, 4.0, 2.0])(h)
+        h = K.layers.Identity()(K.layers.Normalization()(h))
+        return K.Model(inp, K.layers.LSTM(4)(h))
+
+    def data(rng, n):
+        ids = rng.integers(1, 9, size=(n, 7)).astype("int32")
+        ids[:, 5:] = 0
+        ids[0, 3:] = 0
+        return ids
+
+    check_predict(keras, build, data, rng)

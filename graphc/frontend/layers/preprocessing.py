@@ -60,6 +60,7 @@ class Rescaling(Layer):
         super().__init__(**kwargs)
         self.scale = _numeric(scale, "scale", "Rescaling")
         self.offset = _numeric(offset, "offset", "Rescaling")
+        self.supports_masking = True
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         dtype = _float_dtype(self)
@@ -103,6 +104,7 @@ class Normalization(Layer):
         self.input_variance = variance
         self.invert = bool(invert)
         self.adapt_mean = self.adapt_variance = self.count = None
+        self.supports_masking = True
 
     # ------------------------------------------------------------ shapes and state
     def _geometry(self, input_shape) -> tuple[tuple[int, ...], tuple[int, ...], list]:

@@ -353,5 +353,9 @@ class Permute(Layer):
 class Identity(Layer):
     """Its inputs, unchanged (any structure of tensors)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         return nest.map_structure(ctx.identity, inputs)
