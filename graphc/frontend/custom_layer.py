@@ -18,7 +18,7 @@ from typing import Any
 from graphc.frontend.layer import Layer as BaseLayer
 from graphc.frontend.layer import Variable
 from graphc.frontend.lowering import LowerContext
-from graphc.frontend.tracing import trace_call
+from graphc.frontend.tracing import trace_call, trace_function
 from graphc.ir.types import is_float, normalize_dtype
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -108,15 +108,38 @@ class Layer(BaseLayer, metaclass=_PublicLayerType):
         """The layer's computation; subclasses define it with graphc ops on ``inputs``."""
         raise NotImplementedError(f"{type(self).__name__} defines neither call() nor lower()")
 
-    def lower(self, ctx: LowerContext, inputs, **kwargs):
-        """Trace ``call`` (see ``graphc.frontend.tracing``)."""
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        """Trace ``call`` (see ``graphc.frontend.tracing``); it gets ``mask`` when it takes one."""
+        if mask is not None:
+            kwargs["mask"] = mask
         return trace_call(self, ctx, inputs, kwargs)
+
+    # ------------------------------------------------------------------ masks (Keras's protocol)
+    @property
+    def supports_masking(self) -> bool:
+        """Set by the layer, else True when it defines ``compute_mask`` (as in Keras)."""
+        value = self.__dict__.get("_supports_masking")
+        return _overrides(type(self), "compute_mask") if value is None else value
+
+    @supports_masking.setter
+    def supports_masking(self, value: bool) -> None:
+        self._supports_masking = bool(value)
+
+    def compute_mask(self, inputs, previous_mask):
+        """The outputs' mask: by default the inputs' (for a layer that sets ``supports_masking``)."""
+        return previous_mask
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        """Trace ``compute_mask`` when the layer defines it."""
+        if not _overrides(type(self), "compute_mask"):
+            return mask
+        return trace_function(self, ctx, self.compute_mask, (inputs, mask), {}, none_allowed=True)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
         """Name, trainable and dtype, plus the constructor's arguments when the subclass has no get_config."""
         config = super().get_config()
-        if _defines_get_config(type(self)):
+        if _overrides(type(self), "get_config"):
             return config
         if self._constructor_config is None:
             raise NotImplementedError(
@@ -125,12 +148,12 @@ class Layer(BaseLayer, metaclass=_PublicLayerType):
         return {**config, **self._constructor_config}
 
 
-def _defines_get_config(cls: type) -> bool:
-    """True when a class between ``cls`` and :class:`Layer` defines its own ``get_config``."""
+def _overrides(cls: type, method: str) -> bool:
+    """True when a class between ``cls`` and :class:`Layer` defines ``method``."""
     for klass in cls.__mro__:
         if klass is Layer:
             return False
-        if "get_config" in klass.__dict__:
+        if method in klass.__dict__:
             return True
     return False
 

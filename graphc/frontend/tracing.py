@@ -302,7 +302,11 @@ class SymbolicDim:
 
 
 def trace_call(layer: Layer, ctx: LowerContext, inputs: Any, kwargs: dict) -> Any:
-    """The IR values ``layer.call`` computes on the IR values ``inputs`` (and ``kwargs``)."""
+    """The IR values ``layer.call`` computes on the IR values ``inputs`` (and ``kwargs``).
+
+    ``training`` defaults to the lowering's mode when ``call`` takes it; a ``mask`` (the inputs'
+    masks) is passed only when ``call`` takes one, as Keras does.
+    """
     params = inspect.signature(layer.call).parameters
     kwargs = dict(kwargs)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -313,12 +317,22 @@ def trace_call(layer: Layer, ctx: LowerContext, inputs: Any, kwargs: dict) -> An
         raise TypeError(f"layer {layer.name!r} ({type(layer).__name__}): call() takes no 'training' argument")
     else:
         kwargs.pop("training", None)
+    if "mask" in kwargs and "mask" not in params and not takes_any:
+        kwargs.pop("mask")
+    return trace_function(layer, ctx, layer.call, (inputs,), kwargs)
+
+
+def trace_function(layer: Layer, ctx: LowerContext, fn, args: tuple, kwargs: dict, *,
+                   none_allowed: bool = False) -> Any:
+    """The IR values Python function ``fn`` (a method of ``layer``) computes from IR values ``args`` and
+    ``kwargs``; with ``none_allowed``, None results stay None (``compute_mask``'s "no mask")."""
     with Trace(layer, ctx) as trace:
-        args = nest.map_structure(trace.wrap, inputs)
-        kw = {k: nest.map_structure(trace.wrap, v) for k, v in kwargs.items()}
-        out = layer.call(args, **kw)
-        return nest.map_structure(trace.output, out)
+        traced_args = nest.map_structure(trace.wrap, list(args))
+        traced_kwargs = {k: nest.map_structure(trace.wrap, v) for k, v in kwargs.items()}
+        out = fn(*traced_args, **traced_kwargs)
+        return nest.map_structure(lambda x: None if x is None and none_allowed else trace.output(x), out)
 
 
-__all__ = ["TracedTensor", "Trace", "TracingError", "SymbolicDim", "trace_call", "current_trace", "refuse",
+__all__ = ["TracedTensor", "Trace", "TracingError", "SymbolicDim", "trace_call", "trace_function", "current_trace",
+           "refuse",
            "user_location"]

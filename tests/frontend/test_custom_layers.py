@@ -309,3 +309,45 @@ def test_layer_without_call_or_plain_config_is_refused(tmp_path):
     model = Model(x, Holder(np.ones(2), name="holder")(x))
     with pytest.raises(NotImplementedError, match="'holder' \\(Holder\\).*define get_config"):
         model.save(tmp_path / "h.keras")
+
+
+# ---------------------------------------------------------------------- masks
+def _masked(K):
+    @K.saving.register_keras_serializable(package="graphc_tests", name="MaskedMean")
+    class MaskedMean(K.layers.Layer):
+        """call() takes the inputs' mask; compute_mask ends it."""
+
+        def call(self, x, mask=None):
+            weights = K.ops.expand_dims(K.ops.cast(mask, "float32"), -1)
+            return K.ops.sum(x * weights, axis=1) / K.ops.maximum(K.ops.sum(weights, axis=1), 1.0)
+
+        def compute_mask(self, inputs, previous_mask):
+            return None
+
+    @K.saving.register_keras_serializable(package="graphc_tests", name="Doubled")
+    class Doubled(K.layers.Layer):
+        """Passes its input's mask on (supports_masking), without compute_mask."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.supports_masking = True
+
+        def call(self, x):
+            return x * 2.0
+
+    ids = K.Input((6,), dtype="int32", name="ids")
+    h = Doubled()(K.layers.Embedding(9, 4, mask_zero=True)(ids))
+    return K.Model(ids, [MaskedMean()(h), K.layers.GlobalAveragePooling1D()(h)])
+
+
+def _ids(rng, n):
+    ids = rng.integers(1, 9, size=(n, 6)).astype("int32")
+    ids[:, 4:] = 0
+    ids[0, 2:] = 0
+    return ids
+
+
+@pytest.mark.keras
+def test_masks_reach_call_and_pass_through_as_in_keras(keras, rng, tmp_path):
+    check_predict(keras, _masked, _ids, rng)
+    check_keras_file(keras, _masked, _ids, rng, tmp_path)

@@ -72,6 +72,14 @@ class Operation(Layer):
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define lower()")
 
+    @property
+    def supports_masking(self) -> bool:
+        """Handled here: an operation drops its inputs' masks, silently, as Keras's operations do."""
+        return True
+
+    def lower_mask(self, ctx: LowerContext, inputs, mask=None):
+        return None
+
     def get_config(self) -> dict:
         return {"name": self.name, **{key: _plain(getattr(self, key)) for key in self.config_keys}}
 
