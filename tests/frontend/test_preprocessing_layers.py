@@ -68,6 +68,7 @@ def test_numpy_scale_from_a_keras_config(keras):
     (lambda: layers.Resizing(4, 9, data_format="channels_first"), (None, 3, 7, 5), (None, 3, 4, 9)),
     (lambda: layers.CenterCrop(3, 5), (None, 7, 5, 1), (None, 3, 5, 1)),
     (lambda: layers.CenterCrop(9, 2), (None, 7, 5, 1), (None, 9, 2, 1)),
+    (lambda: layers.Resizing(4, 9, interpolation="nearest"), (None, None, None, 3), (None, 4, 9, 3)),
 ])
 def test_output_shapes(make, in_shape, out_shape):
     assert tuple(make()(Input(batch_shape=in_shape)).shape) == out_shape
@@ -149,7 +150,9 @@ def test_bad_arguments_are_refused(make, error, words):
 
 
 @pytest.mark.parametrize("make,in_shape,dtype,words", [
-    (lambda: layers.Resizing(3, 3), (None, None, 5, 3), "float32", ["Resizing", "known height and width"]),
+    (lambda: layers.Resizing(3, 3, crop_to_aspect_ratio=True), (None, None, 5, 3), "float32",
+     ["Resizing", "known height and width", "crop_to_aspect_ratio"]),
+    (lambda: layers.Resizing(3, 3, pad_to_aspect_ratio=True), (None, 5, None, 3), "float32", ["pad_to_aspect_ratio"]),
     (lambda: layers.CenterCrop(3, 3), (None, 7, None, 3), "float32", ["CenterCrop", "known height and width"]),
     (lambda: layers.Resizing(3, 3), (None, 7, 5), "float32", ["rank 4"]),
     (lambda: layers.Resizing(3, 3), (None, 7, 5, 3), "int32", ["bilinear", "float", "int32"]),
@@ -218,6 +221,20 @@ def test_predict_matches_keras_on_every_target(keras, rng, name):
     layer, kw, shape, data = PREDICT_CASES[name]
     dtype = "int32" if name.endswith("int_input") or "_int" in name else "float32"
     check_predict(keras, _model(layer, kw, shape, dtype), data or normal(shape), rng)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_resizing_images_of_free_size_matches_keras(keras, rng, interpolation):
+    """One compiled model resizes images of any size (the tables are computed once the size is bound)."""
+    def build(K):
+        inp = K.Input(shape=(None, None, 2))
+        return K.Model(inp, K.layers.Resizing(5, 7, interpolation=interpolation)(inp))
+
+    def data(rng, n):
+        return rng.standard_normal((n, 1 + 8 * (n - 1), 11 - 7 * (n - 1), 2)).astype("float32")
+
+    check_predict(keras, build, data, rng)
 
 
 @pytest.mark.keras

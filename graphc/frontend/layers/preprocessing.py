@@ -234,10 +234,14 @@ def _as(ctx: LowerContext, value: str, dtype: str) -> str:
 
 # ---------------------------------------------------------------------------- image layers
 class _ImageLayer(Layer):
-    """A batch of images (batch, height, width, channels), or channels first; both sizes known."""
+    """A batch of images (batch, height, width, channels), or channels first."""
 
     def _image_axes(self) -> tuple[int, int]:
         return spatial_axes(2, self.data_format)  # type: ignore[return-value]
+
+    def _needs_known_size(self) -> str | None:
+        """Why the image size must be known (a crop box that depends on it), or None."""
+        return None
 
     def check_inputs(self, inputs) -> None:
         cls = type(self).__name__
@@ -246,10 +250,10 @@ class _ImageLayer(Layer):
             layout = "batch, channels, height, width" if self.data_format == "channels_first" \
                 else "batch, height, width, channels"
             raise ShapeError(f"{cls} expects a batch of images of rank 4 ({layout}), got shape {tuple(x.shape)}")
-        for axis in self._image_axes():
-            if x.shape[axis] is None:
-                raise ShapeError(f"{cls} needs images of known height and width in graphc (its crop and "
-                                 f"interpolation tables depend on them), got shape {tuple(x.shape)}")
+        why = self._needs_known_size()
+        if why and any(x.shape[axis] is None for axis in self._image_axes()):
+            raise ShapeError(f"{cls} needs images of known height and width in graphc ({why}), got shape "
+                             f"{tuple(x.shape)}")
 
 
 def _crop_to_aspect_ratio(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
@@ -294,7 +298,8 @@ def resize_images(ctx: LowerContext, x: str, axes: tuple[int, int], size: tuple[
 
 
 class Resizing(_ImageLayer):
-    """Images resized to (height, width), optionally cropped or padded to the target's aspect ratio first."""
+    """Images resized to (height, width), optionally cropped or padded to the target's aspect ratio first
+    (the image size may be free unless one of those is asked for)."""
 
     def __init__(self, height, width, interpolation="bilinear", crop_to_aspect_ratio=False, pad_to_aspect_ratio=False,
                  fill_mode="constant", fill_value=0.0, antialias=False, data_format=None, bounding_box_format=None,
@@ -324,6 +329,13 @@ class Resizing(_ImageLayer):
         self.fill_value = float(fill_value)
         self.antialias = False
         self.data_format = data_format_of(data_format, "Resizing")
+
+    def _needs_known_size(self) -> str | None:
+        if self.crop_to_aspect_ratio:
+            return "crop_to_aspect_ratio crops a box that depends on it"
+        if self.pad_to_aspect_ratio:
+            return "pad_to_aspect_ratio pads by amounts that depend on it"
+        return None
 
     def check_inputs(self, inputs) -> None:
         super().check_inputs(inputs)
@@ -357,6 +369,9 @@ class CenterCrop(_ImageLayer):
                              "(graphc models transform images only)")
         self.height, self.width = int(height), int(width)
         self.data_format = data_format_of(data_format, "CenterCrop")
+
+    def _needs_known_size(self) -> str | None:
+        return "the crop window, or the resize for a smaller image, depends on it"
 
     def lower(self, ctx: LowerContext, inputs, **kwargs):
         x = _compute_input(ctx, single(inputs), _float_dtype(self))
