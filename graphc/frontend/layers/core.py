@@ -134,13 +134,25 @@ class Dropout(Layer):
 
 
 class Flatten(Layer):
+    """(batch, ...) -> (batch, product of the rest).
+
+    With ``data_format="channels_first"`` the input is (batch, channels, ...) and is moved to
+    channels-last before flattening, as Keras does, so the flattened order (and so the next
+    Dense layer's weights) is the same in both data formats.
+    """
+
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        if data_format not in (None, "channels_last"):
-            raise ValueError("graphc supports data_format='channels_last' only")
+        if data_format not in (None, "channels_last", "channels_first"):
+            raise ValueError(f"Flatten {self.name!r}: data_format must be 'channels_last' or 'channels_first', "
+                             f"got {data_format!r}")
+        self.data_format = data_format or "channels_last"
 
     def lower(self, ctx, inputs, **kwargs):
         x = single(inputs)
+        if self.data_format == "channels_first" and ctx.rank(x) > 2:
+            rank = ctx.rank(x)
+            x = ctx.transpose(x, perm=(0, *range(2, rank), 1))
         shape = ctx.shape(x)
         rest = shape[1:]
         if all(isinstance(d, int) for d in rest):
@@ -148,7 +160,7 @@ class Flatten(Layer):
         return ctx.reshape(x, shape=(shape[0], -1))
 
     def get_config(self):
-        return {**super().get_config(), "data_format": "channels_last"}
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 class Reshape(Layer):
