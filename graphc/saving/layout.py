@@ -79,8 +79,9 @@ def _own_variables(layer: Layer) -> list[Variable]:
 def _children(obj: Layer, layer_orders: dict[int, list[Layer]]) -> list[tuple[str, object]]:
     if isinstance(obj, Sequential):
         return [("layers", obj.layers)]
-    if isinstance(obj, Model):
-        return [("layers", layer_orders.get(id(obj)) or keras_layer_order(obj))]
+    if isinstance(obj, Model):  # Keras's ``model.layers``, where operations (``x + 1``) are not layers
+        layers = layer_orders.get(id(obj)) or keras_layer_order(obj)
+        return [("layers", [layer for layer in layers if not registry.is_operation(layer)])]
     if isinstance(obj, InputLayer):
         return []
     children = []
