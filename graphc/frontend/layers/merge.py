@@ -7,7 +7,8 @@ the layer is called, with a message naming both shapes. ``Dot`` is Keras's ``bat
 written with transpose, reshape and a batched matmul (no dedicated op), and with
 ``normalize=True`` it is the cosine similarity. Masks combine as in Keras: an elementwise
 merge's output is masked where every input's mask is False (their OR, when each input has
-one; Maximum and Minimum also fill masked steps from the other inputs first), Concatenate
+one; Maximum and Minimum also fill masked steps from the other inputs first, Multiply counts
+masked steps as ones and zeroes the output where all inputs are masked), Concatenate
 masks each step by the OR over its concatenated parts (unmasked inputs count as kept), and
 Dot's output has no mask.
 """
@@ -163,6 +164,22 @@ class Multiply(_Merge):
 
     def _merge(self, ctx, values):
         return self._chain(ctx, "mul", values)
+
+    def lower(self, ctx: LowerContext, inputs, mask=None, **kwargs):
+        masks = nest.flatten(mask) if mask is not None else []
+        if not any(m is not None for m in masks):
+            return super().lower(ctx, inputs, **kwargs)
+        values = self._aligned(ctx, inputs)
+        one = ctx.constant(np.ones((), dtype=ctx.dtype(values[0])), "one")
+        steps = [None if m is None else ctx.expand_dims(masking.as_bool(ctx, m), axis=-1) for m in masks]
+        out = None
+        for x, m in zip(values, steps):
+            x = x if m is None else ctx.where(m, x, one)  # a masked step multiplies by one
+            out = x if out is None else ctx.mul(out, x)
+        if all(m is not None for m in steps):
+            zero = ctx.constant(np.zeros((), dtype=ctx.dtype(out)), "zero")
+            out = ctx.where(masking.logical_or(ctx, steps), out, zero)
+        return out if len(values) > 1 else ctx.identity(out)
 
 
 class Average(_Merge):
