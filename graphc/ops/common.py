@@ -13,7 +13,11 @@ def fmt_shape(shape) -> str:
 
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
-    """NumPy broadcasting over possibly symbolic dims (symbols are assumed compatible)."""
+    """NumPy broadcasting over possibly symbolic dims (symbols are assumed compatible).
+
+    A free dim may be 1 at run time: against a fixed dim the result is the fixed dim, against
+    another free dim it is their maximum (``max(a, b)``), which is each of them broadcast or not.
+    """
     rank = max(len(s) for s in shapes)
     out: list[Dim] = []
     for i in range(rank):
@@ -30,8 +34,10 @@ def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
             elif not dims.compatible(dim, d):
                 raise ShapeError("shapes " + " and ".join(fmt_shape(s) for s in shapes)
                                  + " cannot be broadcast together")
-            else:
+            elif isinstance(dim, int) or isinstance(d, int) or dims.same(dim, d):
                 dim = dims.unify(dim, d)
+            else:
+                dim = dims.maximum(dim, d)
         out.append(dim)
     return tuple(out)
 

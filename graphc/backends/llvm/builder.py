@@ -361,6 +361,7 @@ class KernelBuilder:
         """
         from graphc.backends.llvm.kernels.gemm import emit_matmul
 
+        bias, residual = self._epilogue_operands(out, bias, residual)
         emit_matmul(self, a, b, out, bias=bias, activation=activation, residual=residual,
                     post_activation=post_activation)
 
@@ -370,6 +371,7 @@ class KernelBuilder:
         """Channels-last N-d convolution (kernel (*k, C/groups, O)) with the matmul's epilogue."""
         from graphc.backends.llvm.kernels.conv import emit_conv
 
+        bias, residual = self._epilogue_operands(out, bias, residual)
         emit_conv(self, x, w, out, strides=strides, dilations=dilations, pads=pads, groups=groups, bias=bias,
                   activation=activation, residual=residual, post_activation=post_activation)
 
@@ -380,8 +382,28 @@ class KernelBuilder:
         """Depthwise conv then ``@ pw``, without materializing the depthwise result."""
         from graphc.backends.llvm.kernels.conv import emit_separable
 
+        bias, residual = self._epilogue_operands(out, bias, residual)
         emit_separable(self, x, dw, pw, out, strides=strides, dilations=dilations, pads=pads, groups=groups,
                        bias=bias, activation=activation, residual=residual, post_activation=post_activation)
+
+    def _epilogue_operands(self, out: Tensor, bias: Tensor | None,
+                           residual: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """``bias`` and ``residual`` as the product kernels read them: a bias of the output's
+        channels, a residual of the output's shape. Shape rules accept operands that only
+        broadcast to those (a free dim that may be 1 at run time); such an operand is broadcast
+        into a temporary first, with the map's run-time checks."""
+        from graphc.backends.llvm.kernels.layout import same
+
+        if bias is not None and not same(bias.shape[0], out.shape[-1]):
+            full = self.temp(out.shape[-1:], bias.dtype)
+            self.map(full, [bias], lambda m, v: v, name="broadcast_bias")
+            bias = full
+        if residual is not None and (residual.rank != out.rank
+                                     or not all(same(r, o) for r, o in zip(residual.shape, out.shape))):
+            full = self.temp(out.shape, residual.dtype)
+            self.map(full, [residual], lambda m, v: v, name="broadcast_residual")
+            residual = full
+        return bias, residual
 
     def pool(self, x: Tensor, out: Tensor, *, kind: str, kernel: Sequence[int], strides: Sequence[int],
              pads: Sequence) -> None:

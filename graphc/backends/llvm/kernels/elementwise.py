@@ -5,6 +5,11 @@ Work items are the outer index combinations (each item one inner row), or, when 
 outer axis, blocks of ``BLOCK`` elements of the single flat axis. The inner row runs as a
 vector loop of ``vw`` lanes (operands broadcast along it are loaded once and splatted) and a
 scalar remainder; ``fn`` is called once for each, so it must be type-generic (VMath is).
+
+Free dims may be 1 at run time: an operand's free dim that is not the output's is read with a
+stride that is 0 when it is 1 (see :func:`~.layout.broadcast_strides`), and every launch first
+checks that the operands do broadcast to the output at the bound sizes (the reference's NumPy
+raises where they do not; reading past an operand would give a silent wrong answer instead).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from graphc.backends.llvm.builder import KernelBuilder, Tensor
+from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import i64
-from graphc.backends.llvm.kernels.layout import broadcast_strides, contiguous_strides, merge_axes
+from graphc.backends.llvm.kernels.layout import broadcast_strides, contiguous_strides, merge_axes, runtime_broadcast
 from graphc.ir import dims
+from graphc.ir.dims import Dim
+from graphc.ops.common import fmt_shape
 
 BLOCK = 4096
 
@@ -26,9 +33,12 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
     strides = [contiguous_strides(shape)] + [broadcast_strides(x.shape, shape) for x in inputs]
     mshape, mstrides = merge_axes(shape, strides)
     outer, inner = mshape[:-1], mshape[-1]
-    vw = kb.vw
+    inner_strides = [st[-1] for st in mstrides]
+    # the vector loop loads consecutive lanes: only for operands read contiguously or splatted
+    vw = kb.vw if all(st in (0, 1) for st in inner_strides) else 1
     k = kb.kernel(name)
     fb, b = k.fn, k.b
+    _check_broadcast(kb, k, out, inputs)
     ptrs = [k.ptr(out)] + [k.ptr(x) for x in inputs]
     tensors = [out] + inputs
     inner_len = k.dim(inner)
@@ -53,15 +63,13 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
             lo = b.mul(item, i64(BLOCK))
             hi = fb.min_(b.add(lo, i64(BLOCK)), inner_len)
             bases = [i64(0)] * len(tensors)
-        inner_strides = [st[-1] for st in mstrides]
         # operands broadcast along the inner axis: one scalar per row
         row_scalars = {}
         for i, (t, st) in enumerate(zip(tensors[1:], inner_strides[1:]), start=1):
             if st == 0:
                 p = b.gep(ptrs[i], [bases[i]], source_etype=t.ir_type)
                 row_scalars[i] = b.load(p, typ=t.ir_type)
-        n_vec = b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw))
-        vec_end = b.add(lo, n_vec)
+        vec_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw))) if vw > 1 else lo
 
         def body(j, lanes):
             vals = []
@@ -87,6 +95,34 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
         with fb.loop(vec_end, hi, name="s") as j:
             body(j, 1)
     kb.launch(k, n_items, item_cost)
+
+
+def _check_broadcast(kb: KernelBuilder, k: Kernel, out: Tensor, inputs: list[Tensor]) -> None:
+    """Fail the launch unless every operand broadcasts to ``out`` at the bound free-dim sizes.
+
+    Checked where it depends on them: a free operand dim against another output dim (it must be
+    1 or that dim), a fixed operand dim other than 1 against a free output dim (they must agree).
+    """
+    b = k.b
+    checks: list[tuple[Dim, Dim]] = []
+    for x in inputs:
+        full = (1,) * (out.rank - x.rank) + tuple(x.shape)
+        for d, o in zip(full, out.shape):
+            if runtime_broadcast(d, o) or (isinstance(d, int) and d != 1 and not isinstance(o, int)):
+                checks.append((d, o))
+    if not checks:
+        return
+    if kb.op_error is None:
+        shapes = " and ".join(fmt_shape(x.shape) for x in inputs)
+        kb.fail_message(f"operands of shapes {shapes} do not broadcast to {fmt_shape(out.shape)} "
+                        "at these input sizes (a dimension is %lld)")
+    for d, o in checks:
+        dv, ov = k.dim(d), k.dim(o)
+        ok = b.icmp_signed("==", dv, ov)
+        if not isinstance(d, int):
+            ok = b.or_(ok, b.icmp_signed("==", dv, i64(1)))
+        with b.if_then(b.not_(ok), likely=False):
+            k.fail(dv if not isinstance(d, int) else ov)
 
 
 def _vec(t: Tensor, lanes: int):
