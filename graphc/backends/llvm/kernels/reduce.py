@@ -74,7 +74,10 @@ def emit_reduce(kb: KernelBuilder, out: Tensor, x: Tensor, axes: tuple[int, ...]
     groups = _groups(x.shape, axes)
     red = [g for g in groups if g[0]]
     count = dims.product([g[1] for g in red]) if red else 1
-    if not red:
+    if not red:  # every reduced axis has length 1: each output is its one input (squared for sumsq/meansq)
+        if kind in ("sumsq", "meansq"):
+            kb.map(out, [kb.view(x, out.shape)], lambda m, v: m.mul(v, v), name=f"reduce_{kind}")
+            return
         from graphc.backends.llvm.kernels.movement import emit_copy
 
         emit_copy(kb, out, kb.view(x, out.shape))
