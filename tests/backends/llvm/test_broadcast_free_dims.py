@@ -254,6 +254,32 @@ def test_broadcasting_against_free_dims_of_1(level, rng):
         assert_cases_match(graph, lib, CASES, draw_feeds(graph, specs, sizes, rng), sizes, f"level {level}")
 
 
+@pytest.mark.parametrize("level", [0, 2])
+def test_onnx_export_and_memory_plan_broadcast_free_dims_of_1(level, rng):
+    """The same cases through onnxruntime and through the static memory plan (every tensor where
+    the plan puts it): both size and read the broadcast operands at each binding."""
+    from graphc.backends.onnx import export_graph
+    from graphc.backends.onnx.verify import run_onnxruntime
+    from graphc.memory import plan_memory
+    from tests.memory.arena import run_in_arena
+
+    graph, specs = build_graph(CASES, f"broadcast_free_onnx_l{level}")
+    compiled = optimize(graph, level) if level else graph
+    model = export_graph(compiled)
+    for sizes in runs(CASES, rng):
+        feeds = draw_feeds(graph, specs, sizes, rng)
+        want = reference_run(graph, feeds)
+        plan = plan_memory(compiled, **sizes)
+        plan.check()
+        got = {"onnx": run_onnxruntime(model, feeds), "memory plan": run_in_arena(compiled, plan, feeds)}
+        for target, outs in got.items():
+            for c, name in zip(CASES, graph.outputs):
+                where = f"{target} level {level}: {c.id} at { {d[len(c.id) + 1:]: sizes[d] for d in c.free} }"
+                w, g = np.asarray(want[name]), np.asarray(outs[name])
+                assert g.shape == w.shape, f"{where}: {g.shape} != reference {w.shape}"
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=where)
+
+
 def test_operands_that_do_not_broadcast_are_refused(rng):
     """(a, 7) + (3, 7) at a = 2: the reference raises, and so must the native code (not read past a)."""
     g = Graph("no_broadcast")
