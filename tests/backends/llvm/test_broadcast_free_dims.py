@@ -143,6 +143,11 @@ def _cases() -> list[Case]:
                                                      pads=((1, 1), (1, 1)), post_activation="relu"),
          In(("a", 5, 4, 3)), In((1, 5, 4, 4)))
     case("scalar", lambda ob, x: ob.sub(ob.constant(np.float32(2.5)), x), In(("a", "b")))
+    dw, pw = _w(4, 3, 3, 1, 3), _w(5, 3, 4)
+    case("fused_separable_pixel",
+         lambda ob, x, r: ob.emit("fused_separable_conv", x, ob.constant(dw), ob.constant(pw), r, groups=3,
+                                  has_residual=True, pads=((1, 1), (1, 1))),
+         In(("a", 5, 4, 3)), In((1, 5, 4, 4)))
     # arithmetic with neutral constants: removable only where it does not broadcast
     case("mul_ones_wider", lambda ob, x: ob.mul(x, ob.constant(np.ones((3, 7), np.float32))), In(("a", 7)))
     case("add_zeros_row", lambda ob, x: ob.add(x, ob.constant(np.zeros((1, 7), np.float32))), In(("a", 7)))
