@@ -21,20 +21,34 @@ from graphc.ops import OpBuilder
 
 
 def float64_graph(graph: Graph) -> Graph:
-    """``graph`` with its float32 inputs and constants (and so its float computation) in float64."""
+    """``graph`` with its float32 inputs and trainable constants (and so its float computation) in
+    float64. Other float32 values become float64 where they meet float64 ones (constants are
+    copied, computed values cast); those that only meet float32 ones (mask arithmetic) stay."""
     out = Graph(f"{graph.name}_f64")
     b = OpBuilder(out)
     names: dict[str, str] = {}
+    wide: dict[str, str] = {}  # float32 constant -> its float64 copy, made on first need
     for name in graph.inputs:
         t = graph.type_of(name)
         names[name] = out.add_input(name, TensorType("float64", t.shape) if t.dtype == "float32" else t)
     for name, array in graph.constants.items():
         value = graph.values[name]
-        names[name] = out.add_constant(name, array.astype(np.float64) if array.dtype == np.float32 else array,
+        promote = value.trainable and array.dtype == np.float32
+        names[name] = out.add_constant(name, array.astype(np.float64) if promote else array,
                                        trainable=value.trainable, layer=value.layer)
+
+    def widened(name: str) -> str:
+        if name not in wide:
+            wide[name] = out.add_constant(out.unique_name(f"{name}_f64"), graph.constants[name].astype(np.float64))
+        return wide[name]
+
     for op in graph.ops():
-        attrs = dict(op.attrs)
-        result = b.emit(op.type, *[names[v] for v in op.inputs], **attrs)
+        inputs = [names[v] for v in op.inputs]
+        if any(out.type_of(v).dtype == "float64" for v in inputs):
+            inputs = [new if out.type_of(new).dtype != "float32" else widened(old)
+                      if graph.values[old].kind == "constant" else b.cast(new, dtype="float64")
+                      for old, new in zip(op.inputs, inputs)]
+        result = b.emit(op.type, *inputs, **dict(op.attrs))
         results = result if isinstance(result, tuple) else (result,)
         for old, new in zip(op.outputs, results):
             names[old] = new
