@@ -184,6 +184,11 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
         model, loader = functional.deserialize(config, custom_objects)
     except (KerasFormatError, UnsupportedKerasError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError, ArithmeticError, RuntimeError,
+            MemoryError) as exc:
+        # a config.json no well-formed Keras file has (the file is untrusted input): one clean error
+        raise KerasFormatError(f"{path}: {CONFIG_FILE} does not describe a model graphc can build "
+                               f"({type(exc).__name__}: {exc})") from None
     if not isinstance(model, Model):
         raise KerasFormatError(f"{path}: config.json describes a {type(model).__name__} layer, not a model")
     datasets, groups = read_h5(weights, f"{path} ({WEIGHTS_FILE})")
@@ -240,16 +245,20 @@ def load_weights(model: Model, filepath, skip_mismatch: bool = False) -> None:
 
 
 def read_h5(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Every dataset (path -> array) and every group's attributes of an HDF5 file given as bytes."""
+    """Every dataset (path -> array) of an HDF5 file given as bytes, and the attributes of the groups
+    that hold datasets outside ``layers/`` (what :func:`_carry` keeps; other groups map to ``{}``).
+
+    Attributes are read only where needed: in a corrupt file, reading variable-length data (string
+    attributes live in HDF5's global heap) can send the HDF5 library into an endless loop."""
     h5py = _h5py()
     datasets: dict[str, np.ndarray] = {}
-    groups: dict[str, dict] = {}
+    group_objects: dict[str, Any] = {}
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             stack = [("", f)]
             while stack:  # a walk that sees links (h5py's visititems skips them)
                 prefix, group = stack.pop()
-                groups[prefix.rstrip("/")] = {k: _attr_value(v) for k, v in group.attrs.items()}
+                group_objects[prefix.rstrip("/")] = group
                 for key in group:
                     name = prefix + key
                     link = group.get(key, getlink=True)
@@ -259,15 +268,23 @@ def read_h5(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, d
                     if isinstance(obj, h5py.Group):
                         stack.append((name + "/", obj))
                         continue
+                    if not isinstance(obj, h5py.Dataset):
+                        raise KerasFormatError(f"{where}: {name!r} is a {type(obj).__name__}, not a dataset")
                     if obj.external or obj.is_virtual:
                         raise KerasFormatError(f"{where}: dataset {name!r} refers to data outside the file")
-                    if obj.attrs.get("dtype") == "bfloat16":
+                    if obj.dtype.kind in "OV":  # variable-length or compound: never a Keras weight
+                        raise KerasFormatError(f"{where}: dataset {name!r} holds {obj.dtype}, not numbers")
+                    if "dtype" in obj.attrs and obj.attrs["dtype"] == "bfloat16":
                         raise UnsupportedKerasError(f"{where}: dataset {name!r} is bfloat16, which graphc does "
                                                     "not support")
                     datasets[name] = np.asarray(obj[()])
+            carried = {"/".join(d.split("/")[:i]) for d in datasets if not d.startswith("layers/")
+                       for i in range(1, d.count("/") + 1)}
+            groups = {p: {k: _attr_value(v) for k, v in g.attrs.items()} if p in carried else {}
+                      for p, g in group_objects.items()}
     except (KerasFormatError, UnsupportedKerasError):
         raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError) as exc:
         raise KerasFormatError(f"{where}: not a readable HDF5 weights file ({exc})") from None
     return datasets, groups
 
@@ -370,7 +387,8 @@ def _read_archive(path: str) -> tuple[dict, bytes]:
                                            f"from {info.compress_size} stored; refusing to inflate it")
             config_bytes = archive.read(CONFIG_FILE)
             weights = archive.read(WEIGHTS_FILE)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, ValueError,
+            OverflowError) as exc:
         raise KerasFormatError(f"{path}: corrupted '.keras' archive ({exc})") from None
     try:
         config = json.loads(config_bytes)

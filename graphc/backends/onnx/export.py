@@ -79,6 +79,8 @@ def export_graph(graph: Graph, opset: int | None = None, *, keep: Iterable[str] 
                  doc: str = "") -> onnx.ModelProto:
     """The ONNX model of ``graph``; ``keep`` names extra IR values to expose as graph outputs."""
     opset = check_opset(opset)
+    if not graph.outputs:
+        raise OnnxExportError(f"graph {graph.name!r} has no outputs; an ONNX model needs at least one")
     if len(set(graph.outputs)) != len(graph.outputs):
         raise OnnxExportError(f"graph {graph.name!r} lists an output twice ({graph.outputs}); ONNX outputs "
                               "must be distinct values")
