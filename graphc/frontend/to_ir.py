@@ -62,10 +62,10 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
         if v != name and graph.values.get(name, value).kind != "input":
             if name in graph.values:  # an internal value (op ids are internal) holds the name: move it
                 moved = graph.unique_name(f"{name}_value")
-                graph.rename_value(name, moved)
+                _rename(graph, name, moved)
                 masks = [moved if m == name else m for m in masks]
                 flat = [moved if f == name else f for f in flat]  # a later output may be the moved value
-            graph.rename_value(v, name)
+            _rename(graph, v, name)
             masks = [name if m == v else m for m in masks]
             flat = [name if f == v else f for f in flat]
             v = name
@@ -82,6 +82,16 @@ def lower_model(model: Model, *, training: bool = False, losses: bool = False) -
         graph.meta["output_masks"] = {n: m for n, m in zip(names, masks) if m is not None}
     params = {name: var for var, name in ctx.params.values()}
     return graph, params
+
+
+def _rename(graph: Graph, old: str, new: str) -> None:
+    """Rename a value and the lowering's records of it: the moving-average updates and the activity
+    losses name values too, and must keep naming the same ones when an output takes a name."""
+    graph.rename_value(old, new)
+    if "state_updates" in graph.meta:
+        graph.meta["state_updates"] = {c: new if v == old else v for c, v in graph.meta["state_updates"].items()}
+    if "losses" in graph.meta:
+        graph.meta["losses"] = [new if v == old else v for v in graph.meta["losses"]]
 
 
 def _structure_kind(struct) -> str:

@@ -43,3 +43,40 @@ def test_sum_of_squares_over_length_one_axes_native():
     data = np.random.default_rng(0).standard_normal((2, 3, 1)).astype("float32")
     want = graphc.build(model, target="reference").predict(data)
     np.testing.assert_allclose(graphc.build(model, target="native").predict(data), want, rtol=1e-5, atol=1e-6)
+
+
+def _sgd_step_matches_keras(keras, build, x, y):
+    import graphc
+
+    mine, theirs = build(graphc), build(keras)
+    theirs.set_weights(mine.get_weights())
+    mine.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse")
+    theirs.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    got, want = mine.train_on_batch(x, y), theirs.train_on_batch(x, y)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for gw, kw, var in zip(mine.get_weights(), theirs.get_weights(), mine.weights):
+        np.testing.assert_allclose(gw, kw, rtol=1e-4, atol=2e-6, err_msg=var.path)
+
+
+def test_batch_norm_moving_statistics_when_an_output_takes_their_name(keras, rng):
+    """An output named after its layer ("add") took the name of BatchNormalization's moving-mean update
+    (an internal "add"); the update still pointed at the name and the step assigned the output to it."""
+    def build(K):
+        x = K.Input((5, 2))
+        h = K.layers.BatchNormalization(momentum=0.9)(x)
+        return K.Model(x, K.layers.Add(name="add")([h, x]))
+
+    x = rng.standard_normal((3, 5, 2)).astype("float32")
+    _sgd_step_matches_keras(keras, build, x, rng.standard_normal((3, 5, 2)).astype("float32"))
+
+
+def test_activity_loss_when_an_output_takes_its_name(keras, rng):
+    """The same renaming moved an activity penalty's value (its last op, a "div" by the batch size): the
+    loss then read the model's output in its place."""
+    def build(K):
+        x = K.Input((4,))
+        h = K.layers.Dense(3, activity_regularizer=K.regularizers.L1L2(l1=0.01, l2=0.02))(x)
+        return K.Model(x, K.layers.Add(name="div")([h, h]))
+
+    x = rng.standard_normal((3, 4)).astype("float32")
+    _sgd_step_matches_keras(keras, build, x, rng.standard_normal((3, 3)).astype("float32"))
