@@ -6,6 +6,8 @@ and the C-ABI runtime that C programs and graphc's Python binding both call.
 - ``codegen``: a whole graph to one module plus the model descriptor;
 - ``target``: host CPU detection, optimization, object emission;
 - ``toolchain``: the C compiler, the cached runtime build, linking;
+- ``cache``: where builds are kept, the cache's size limit and least-recently-used eviction;
+- ``checksum``: CRC32C, the checksum of weights files;
 - ``native``: the library cache and the ``CompiledModel`` of ``target="native"``.
 """
 
