@@ -9,7 +9,9 @@ ordinary graph, so the layer compiles, exports to ONNX, runs natively and trains
 
 A sublayer called on a traced tensor goes through its usual symbolic call (it is built, and its
 output shapes are derived); its output is lowered when the trace first meets it, and the nodes
-those calls leave on the sublayers are removed when the trace ends.
+those calls leave on the sublayers are removed when the trace ends. A sublayer called on concrete
+values (``self.pos_emb(ops.arange(n))``) is called on them as constants of the trace, the same
+way: computing it at once would freeze its weights into the graph.
 
 What a trace cannot follow is Python that needs a tensor's *value* (``if x > 0``, ``float(x)``,
 iterating over a tensor): the values exist only when the compiled model runs. Those uses raise a
@@ -18,11 +20,14 @@ iterating over a tensor): the values exist only when the compiled model runs. Th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from graphc.frontend import nest
 from graphc.frontend.tensor import KerasTensor
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from graphc.frontend.layer import Layer
     from graphc.frontend.lowering import LowerContext
 
+_ABSENT = object()
 _GRAPHC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _local = threading.local()
 
@@ -94,6 +100,7 @@ class Trace:
         self._lowered: dict[int, list] = {}
         self._node_counts: list[tuple[Layer, int]] = []
         self._sublayer_ids: set[int] = set()
+        self._replaced: list[tuple[Layer, Any]] = []
         self.finished = False
         self.frame = sys._getframe(1)  # the frame that traces: user code runs below it
 
@@ -102,6 +109,8 @@ class Trace:
         for sub in _all_sublayers(self.layer):
             self._sublayer_ids.add(id(sub))
             self._node_counts.append((sub, len(sub._inbound_nodes)))
+            self._replaced.append((sub, sub.__dict__.get("_eager_call", _ABSENT)))
+            sub._eager_call = functools.partial(self._call_on_values, sub)
         _stack().append(self)
         return self
 
@@ -110,6 +119,25 @@ class Trace:
         self.finished = True
         for sub, count in self._node_counts:
             del sub._inbound_nodes[count:]
+        for sub, previous in reversed(self._replaced):
+            if previous is _ABSENT:
+                del sub._eager_call
+            else:
+                sub._eager_call = previous
+
+    def _call_on_values(self, layer: Layer, inputs: Any, kwargs: dict) -> Any:
+        """A sublayer's call on concrete values inside ``call``: a symbolic call on constants of the trace."""
+        from graphc.frontend.operations.base import array_dtype, constant
+
+        def as_traced(x):
+            if isinstance(x, KerasTensor) or not isinstance(x, (np.ndarray, np.generic, list, int, float)):
+                return x
+            array = np.asarray(x)
+            return TracedTensor(self, constant(self.ctx, array, array_dtype(array)))
+
+        traced = nest.map_structure(as_traced, inputs)
+        return layer._symbolic_call(traced, {k: nest.map_structure(as_traced, v) if k != "training" else v
+                                             for k, v in kwargs.items()})
 
     # -------------------------------------------------------------- values
     def wrap(self, value: Any) -> Any:

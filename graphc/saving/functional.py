@@ -310,7 +310,7 @@ class Loader:
             if kind == "__keras_tensor__":
                 history = (value.get("config") or {}).get("keras_history")
                 return self._history_tensor(history, created, where)
-            if kind == "__numpy__":
+            if kind in ("__numpy__", "__tensor__"):  # a backend tensor's value, as Keras writes it
                 config = value.get("config") or {}
                 return np.asarray(config.get("value"), dtype=config.get("dtype"))
             if kind == "__slice__":

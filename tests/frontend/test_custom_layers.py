@@ -351,3 +351,84 @@ def _ids(rng, n):
 def test_masks_reach_call_and_pass_through_as_in_keras(keras, rng, tmp_path):
     check_predict(keras, _masked, _ids, rng)
     check_keras_file(keras, _masked, _ids, rng, tmp_path)
+
+
+# ---------------------------------------------------------------------- a transformer, as the Keras examples write it
+def _transformer_classes(K):
+    register = K.saving.register_keras_serializable
+
+    @register(package="graphc_tests", name="TokenAndPositionEmbedding")
+    class TokenAndPositionEmbedding(K.layers.Layer):
+        def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+            super().__init__(**kwargs)
+            self.token_emb = K.layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+            self.pos_emb = K.layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+        def call(self, x):
+            maxlen = K.ops.shape(x)[-1]
+            positions = self.pos_emb(K.ops.arange(start=0, stop=maxlen, step=1))
+            return self.token_emb(x) + positions
+
+    @register(package="graphc_tests", name="TransformerBlock")
+    class TransformerBlock(K.layers.Layer):
+        def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
+            super().__init__(**kwargs)
+            self.att = K.layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+            self.ffn = K.Sequential([K.layers.Dense(ff_dim, activation="relu"), K.layers.Dense(embed_dim)])
+            self.layernorm1 = K.layers.LayerNormalization(epsilon=1e-6)
+            self.layernorm2 = K.layers.LayerNormalization(epsilon=1e-6)
+            self.dropout1 = K.layers.Dropout(rate)
+            self.dropout2 = K.layers.Dropout(rate)
+
+        def call(self, inputs, training=None):
+            attn_output = self.att(inputs, inputs)
+            attn_output = self.dropout1(attn_output, training=training)
+            out1 = self.layernorm1(inputs + attn_output)
+            ffn_output = self.dropout2(self.ffn(out1), training=training)
+            return self.layernorm2(out1 + ffn_output)
+
+    return TokenAndPositionEmbedding, TransformerBlock
+
+
+def _transformer(K):
+    TokenAndPositionEmbedding, TransformerBlock = _transformer_classes(K)
+    ids = K.Input((7,), dtype="int32", name="ids")
+    h = TokenAndPositionEmbedding(7, 11, 6, name="embed")(ids)
+    h = TransformerBlock(6, 2, 5, name="block")(h)
+    h = K.ops.one_hot(K.ops.argmax(h, axis=-1), 6) + K.ops.zeros_like(h) + h
+    return K.Model(ids, K.layers.Dense(3)(K.layers.GlobalAveragePooling1D()(h)))
+
+
+def _tokens(rng, n):
+    return rng.integers(0, 11, size=(n, 7)).astype("int32")
+
+
+@pytest.mark.keras
+def test_keras_example_transformer_equals_keras(keras, rng, tmp_path):
+    """Sublayers (MultiHeadAttention, a Sequential, Dropout with training=), ops.arange positions."""
+    check_predict(keras, _transformer, _tokens, rng)
+    check_keras_file(keras, _transformer, _tokens, rng, tmp_path)
+
+
+@pytest.mark.keras
+def test_sublayer_called_on_values_inside_call_trains_like_keras(keras, rng):
+    """``self.pos_emb(ops.arange(n))`` is part of the graph, not a constant: its weights train as in Keras."""
+    def build(K):
+        TokenAndPositionEmbedding, _ = _transformer_classes(K)
+        ids = K.Input((7,), dtype="int32")
+        return K.Model(ids, K.layers.Dense(2)(K.layers.Flatten()(TokenAndPositionEmbedding(7, 11, 6)(ids))))
+
+    graphc.utils.clear_session()
+    model = build(graphc)
+    keras.utils.clear_session()
+    kmodel = build(keras)
+    kmodel.set_weights(model.get_weights())
+    positions = model.layers[1].pos_emb.embeddings
+    before = positions.numpy()
+    model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.5), loss="mse")
+    kmodel.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse")
+    x, y = _tokens(rng, 4), rng.normal(size=(4, 2)).astype("float32")
+    assert np.isclose(model.train_on_batch(x, y), float(kmodel.train_on_batch(x, y)), rtol=1e-5)
+    for got, want, var in zip(model.get_weights(), kmodel.get_weights(), model.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6, err_msg=var.path)
+    assert not np.allclose(positions.numpy(), before)

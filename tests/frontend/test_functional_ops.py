@@ -88,7 +88,17 @@ def _products(K):
     return K.Model([x, y], outs)
 
 
+def _creation(K):
+    ids = K.Input((5,), dtype="int32", name="ids")
+    f = K.Input((5, 3), name="f")
+    outs = [K.ops.one_hot(ids, 4), K.ops.one_hot(ids, 4, axis=1), K.ops.zeros_like(f) + f,
+            K.ops.ones_like(f) * 2.0, K.ops.full_like(f, 0.5) - f, K.ops.one_hot(ids, 4, dtype="int32")]
+    return K.Model([ids, f], outs)
+
+
 ARCHITECTURES = {
+    "creation": (_creation, lambda rng, n: [rng.integers(0, 4, size=(n, 5)).astype("int32"),
+                                            rng.normal(size=(n, 5, 3)).astype("float32")]),
     "arithmetic": (_arithmetic, lambda rng, n: [rng.normal(size=(n, 3, 7)).astype("float32") for _ in range(2)]),
     "reductions": (_reductions, lambda rng, n: rng.normal(size=(n, 5, 3, 4)).astype("float32")),
     "shapes": (_shapes, lambda rng, n: [rng.normal(size=(n, 3, 4)).astype("float32"),
@@ -189,11 +199,15 @@ def test_functions_on_arrays_compute_at_once(rng):
         (ops.softmax(x), np.exp(x) / np.exp(x).sum(-1, keepdims=True)), (ops.clip(x, -0.5, 0.5), np.clip(x, -0.5, 0.5)),
         (ops.abs(np.array([-3, 2], "int32")), np.array([3, 2])), (ops.argmax(x, axis=1), x.argmax(1)),
         (ops.cast(x > 0, "int32"), (x > 0).astype("int32")), (ops.sign(x), np.sign(x)),
+        (ops.arange(3), np.arange(3)), (ops.arange(1.0, 2.0, 0.25), np.arange(1.0, 2.0, 0.25)),
+        (ops.zeros((2, 3)), np.zeros((2, 3))), (ops.ones_like(x), np.ones_like(x)), (ops.full_like(x, 3), x * 0 + 3),
+        (ops.one_hot(np.array([2, -1, 0]), 3), np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]])),
+        (ops.one_hot(np.array([[1, 0]]), 2, axis=1), np.array([[[0, 1], [1, 0]]])),
     ]
     for i, (got, want) in enumerate(cases):
         assert isinstance(got, np.ndarray), f"case {i}"
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"case {i}")
-    assert ops.argmax(x, axis=1).dtype == np.int32
+    assert ops.argmax(x, axis=1).dtype == np.int32 and ops.arange(3).dtype == np.int32
     assert ops.shape(x) == (3, 4)
 
 

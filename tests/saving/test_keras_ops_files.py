@@ -143,6 +143,16 @@ def test_application_layer_options_are_checked():
         keras_layers.LayerScale(0.1, 4)(graphc.Input((3,)))
 
 
+def test_concrete_tensor_arguments_are_read(keras, rng, tmp_path):
+    """Keras writes a backend tensor argument (``x + ops.arange(3)``) as ``__tensor__``."""
+    x = keras.Input((2, 3))
+    kmodel = keras.Model(x, [x + keras.ops.arange(3), x * np.array([1.0, -2.0, 0.5], "float32")])
+    path = tmp_path / "tensor.keras"
+    kmodel.save(path)
+    data = rng.normal(size=(2, 2, 3)).astype("float32")
+    assert_outputs_close(graphc.models.load_model(path).predict(data), kmodel.predict(data, verbose=0))
+
+
 # ---------------------------------------------------------------------- refused files
 def test_unregistered_custom_class_is_named_with_how_to_register(keras, tmp_path):
     class Doubler(keras.layers.Layer):
