@@ -201,6 +201,23 @@ def test_multi_head_attention_shapes_and_free_lengths():
     assert got[0].shape == (2, 7, 6) and got[1].shape == (2, 3, 7, 3)
 
 
+@pytest.mark.keras
+def test_multi_head_attention_output_shape_and_summary_equal_keras(keras):
+    def build(K):
+        q, v = K.Input((5, 4)), K.Input((3, 2))
+        layer = K.layers.MultiHeadAttention(2, 3, output_shape=(7,))
+        return K.Model([q, v], layer(q, v)), layer
+
+    keras.utils.clear_session()
+    (model, layer), (kmodel, klayer) = build(graphc), build(keras)
+    assert layer.compute_output_shape((None, 5, 4), (None, 3, 2)) == \
+        tuple(klayer.compute_output_shape((None, 5, 4), (None, 3, 2)))
+    lines, klines = [], []
+    model.summary(print_fn=lines.append)
+    kmodel.summary(print_fn=klines.append)
+    assert "\n".join(lines) == "\n".join(klines)
+
+
 def test_multi_head_attention_eager_call_equals_the_model():
     rng = np.random.default_rng(5)
     layer = layers.MultiHeadAttention(2, 3)

@@ -331,6 +331,13 @@ class MultiHeadAttention(Layer):
             shapes["key_shape"] = list(self._key_shape)
         return {"shapes_dict": shapes}
 
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        """Keras's signature: the query's shape, its last axis replaced by ``output_shape`` if given."""
+        if value_shape is not None and key_shape is not None and tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(f"MultiHeadAttention {self.name!r}: value and key must agree on every dimension but "
+                             f"the last, got value {tuple(value_shape)} and key {tuple(key_shape)}")
+        return tuple(query_shape[:-1]) + (self._output_shape or tuple(query_shape[-1:]))
+
     def check_inputs(self, inputs) -> None:
         if isinstance(inputs, (list, tuple, dict)):
             raise ShapeError("MultiHeadAttention takes the query as its input and the value (and key) as "
