@@ -348,9 +348,8 @@ def _ids(rng, n):
 
 
 @pytest.mark.keras
-def test_masks_reach_call_and_pass_through_as_in_keras(keras, rng, tmp_path):
+def test_masks_reach_call_and_pass_through_as_in_keras(keras, rng):
     check_predict(keras, _masked, _ids, rng)
-    check_keras_file(keras, _masked, _ids, rng, tmp_path)
 
 
 # ---------------------------------------------------------------------- a transformer, as the Keras examples write it
