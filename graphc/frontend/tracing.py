@@ -159,8 +159,6 @@ class Trace:
             return self._lower_source(x)
         if isinstance(x, Variable):
             return self.ctx.param(x)
-        if isinstance(x, SymbolicDim):
-            return x
         return x
 
     def emit(self, lower, args) -> Any:
