@@ -212,3 +212,24 @@ def test_masks_of_the_wrong_shape_are_refused():
         layers.TimeDistributed(layers.LSTM(2))(Input((None, 4, 3)), mask=Input(()))
     with pytest.raises(ValueError, match="BatchNormalization: the mask should have one dimension less"):
         layers.BatchNormalization()(seq, mask=seq)
+
+
+def test_time_distributed_gives_the_wrapped_recurrent_layer_its_step_masks(keras, rng):
+    def build(K):
+        ids = K.Input((3, None), dtype="int32")
+        h = K.layers.Embedding(11, 4, mask_zero=True)(ids)
+        return K.Model(ids, K.layers.TimeDistributed(K.layers.GRU(3, go_backwards=True))(h))
+
+    def data(rng, n):
+        return np.stack([padded_ids(rng, n, t=5) for _ in range(3)], axis=1)
+
+    check_predict(keras, build, data, rng, batches=(1, 2))
+
+
+def test_sequential_models_carry_masks(keras, rng):
+    def build(K):
+        return K.Sequential([K.Input((None,), dtype="int32"), K.layers.Embedding(11, 4, mask_zero=True),
+                             K.layers.Dense(4, activation="relu"), K.layers.LSTM(3, return_sequences=True),
+                             K.layers.SimpleRNN(2)])
+
+    check_predict(keras, build, padded_ids, rng)

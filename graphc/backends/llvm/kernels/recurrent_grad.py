@@ -41,7 +41,8 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     if x.dtype != "float32":
         raise NativeLoweringError(f"{kind}_grad over {x.dtype} inputs")
     if kind == "gru" and not reset_after:
-        raise NativeLoweringError("gru_grad with reset_after=False")
+        raise NativeLoweringError("gru_grad with reset_after=False: GRU(reset_after=False) has no native backward "
+                                  "kernel; train it on the reference target")
     N, T, F = x.shape
     U, GU = rkernel.shape
     NT = dims.mul(N, T)
