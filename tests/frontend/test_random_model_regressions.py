@@ -80,3 +80,16 @@ def test_activity_loss_when_an_output_takes_its_name(keras, rng):
 
     x = rng.standard_normal((3, 4)).astype("float32")
     _sgd_step_matches_keras(keras, build, x, rng.standard_normal((3, 3)).astype("float32"))
+
+
+def test_batch_norm_on_a_masked_sequence_over_the_steps_axis(keras, rng):
+    """BatchNormalization(axis=1) of a masked sequence in training: the masked mean (per step) was
+    broadcast against the last axis instead of axis 1, and lowering failed."""
+    def build(K):
+        ids = K.Input((5,), dtype="int32")
+        h = K.layers.Embedding(9, 2, mask_zero=True)(ids)
+        h = K.layers.BatchNormalization(axis=1, momentum=0.9)(h)
+        return K.Model(ids, K.layers.Dense(3)(h))
+
+    x = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 6, 0], [7, 8, 1, 2, 3]], dtype="int32")
+    _sgd_step_matches_keras(keras, build, x, rng.standard_normal((3, 5, 3)).astype("float32"))

@@ -34,11 +34,13 @@ def _masked_moments(ctx: LowerContext, x: str, mask: str, axes: tuple[int, ...])
     dtype = ctx.dtype(x)
     kept = ctx.broadcast_like(ctx.expand_dims(masking.as_bool(ctx, mask), axis=-1), x)
     zero = ctx.constant(np.zeros((), dtype=dtype), "zero")
-    weight = ctx.add(ctx.reduce_sum(ctx.cast(kept, dtype=dtype), axes=axes),
+    weight = ctx.add(ctx.reduce_sum(ctx.cast(kept, dtype=dtype), axes=axes, keepdims=True),
                      ctx.constant(np.asarray(1e-7, dtype=dtype), "epsilon"))
-    mean = ctx.div(ctx.reduce_sum(ctx.where(kept, x, zero), axes=axes), weight)
-    spread = ctx.reduce_sum(ctx.square(ctx.where(kept, ctx.sub(x, mean), zero)), axes=axes)
-    return mean, ctx.div(spread, weight)
+    # keepdims, so the mean broadcasts against x whichever axis holds the channels
+    mean = ctx.div(ctx.reduce_sum(ctx.where(kept, x, zero), axes=axes, keepdims=True), weight)
+    spread = ctx.reduce_sum(ctx.square(ctx.where(kept, ctx.sub(x, mean), zero)), axes=axes, keepdims=True)
+    channels = tuple(d for i, d in enumerate(ctx.shape(x)) if i not in axes)
+    return ctx.reshape(mean, shape=channels), ctx.reshape(ctx.div(spread, weight), shape=channels)
 
 
 def _float_input(ctx: LowerContext, x: str) -> str:
