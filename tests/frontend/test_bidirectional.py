@@ -156,3 +156,14 @@ def test_unmasked_bidirectional_trains_like_keras(keras, rng):
     assert np.isclose(g.train_on_batch(x, y), float(k.train_on_batch(x, y)), rtol=1e-5)
     for a, b in zip(g.get_weights(), k.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+
+
+def test_bidirectional_over_rnn_cells_and_stacks_matches_keras(keras, rng):
+    def build(K):
+        inp = K.Input((None,), dtype="int32")
+        h = K.layers.Embedding(13, 5, mask_zero=True)(inp)
+        h = K.layers.Bidirectional(K.layers.RNN(K.layers.LSTMCell(4), return_sequences=True), merge_mode="sum")(h)
+        cells = [K.layers.GRUCell(3), K.layers.SimpleRNNCell(2)]
+        return K.Model(inp, K.layers.Bidirectional(K.layers.RNN(cells))(h))
+
+    check_predict(keras, build, _padded_ids, rng)
