@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from graphc.ir import dims
+from graphc.ir.dims import Dim
 from graphc.ir.graph import Graph, Op
 from graphc.ir.types import TensorType, is_float
 from graphc.ops.builder import OpBuilder
@@ -98,11 +100,18 @@ class GradContext:
         return self.emit("reshape", grad, shape=self.shape(like))
 
     def unbroadcast(self, grad: str, like: str) -> str:
-        """Sum ``grad`` over the axes along which ``like`` was broadcast to ``grad``'s shape."""
+        """Sum ``grad`` over the axes along which ``like`` was broadcast to ``grad``'s shape.
+
+        The axes are chosen here when every one is known; a free dim of ``like`` that is not
+        known to be ``grad``'s (``a`` against 3 or ``max(a, b)``) was broadcast exactly when it
+        is 1 at run time, so then ``sum_to`` decides when the model runs.
+        """
         g_shape, l_shape = self.shape(grad), self.shape(like)
         if g_shape == l_shape:
             return grad
         lead = len(g_shape) - len(l_shape)
+        if any(_broadcast_at_run_time(gd, ld) for gd, ld in zip(g_shape[max(lead, 0):], l_shape)):
+            return self.emit("sum_to", grad, like)
         g = grad
         if lead > 0:
             g = self.emit("reduce_sum", g, axes=tuple(range(lead)), keepdims=False)
@@ -135,6 +144,12 @@ class GradContext:
         if self.shape(value) == self.shape(like):
             return value
         return self.emit("broadcast_like", value, like)
+
+
+def _broadcast_at_run_time(grad_dim: Dim, like_dim: Dim) -> bool:
+    """Whether ``like_dim`` read over ``grad_dim`` is broadcast for some free-dim values only: it is
+    free (so it may be 1), ``grad_dim`` is not 1 and the two are not known to be equal."""
+    return isinstance(like_dim, str) and grad_dim != 1 and not dims.same(grad_dim, like_dim)
 
 
 def _total(graph: Graph, parts: list[str]) -> str:

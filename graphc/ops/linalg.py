@@ -138,7 +138,9 @@ def _bias_add_vjp(ctx, dy):
     x, b = ctx.x
     rank = ctx.rank(x)
     ax = ctx.attrs["axis"] % rank
-    db = ctx.reduce_sum(dy, axes=tuple(i for i in range(rank) if i != ax), keepdims=False) if ctx.needs[1] else None
+    db = None
+    if ctx.needs[1]:  # a free bias dim may be 1 at run time, broadcast along the channels
+        db = ctx.unbroadcast(ctx.reduce_sum(dy, axes=tuple(i for i in range(rank) if i != ax), keepdims=False), b)
     return [dy, db]
 
 

@@ -1,12 +1,13 @@
-"""Reductions over axes, softmax and L2 normalization."""
+"""Reductions over axes, ``sum_to`` (broadcasting's adjoint), softmax and L2 normalization."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from graphc.ir import dims
 from graphc.ir.types import TensorType
-from graphc.ops.common import norm_axis, require_float
-from graphc.ops.registry import REQUIRED, OpDef, get, register
+from graphc.ops.common import fmt_shape, norm_axis, require_float
+from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
 def _reduce_infer(types, *, axes, keepdims):
@@ -30,6 +31,34 @@ def _register_reduce(name: str, fn) -> None:
 for _name, _fn in {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max,
                    "reduce_min": np.min}.items():
     _register_reduce(_name, _fn)
+
+
+def _sum_to_infer(types):
+    x, like = types
+    require_float(x)
+    lead = x.rank - like.rank
+    if lead < 0 or any(t != 1 and not dims.compatible(d, t) for d, t in zip(x.shape[lead:], like.shape)):
+        raise ShapeError(f"sum_to: {fmt_shape(like.shape)} does not broadcast to {fmt_shape(x.shape)}, "
+                         "so a tensor of that shape cannot be summed to it")
+    return TensorType(x.dtype, like.shape)
+
+
+def _sum_to(x, like):
+    lead = x.ndim - like.ndim
+    s = np.sum(x, axis=tuple(range(lead))) if lead > 0 else x
+    axes = tuple(i for i, (d, t) in enumerate(zip(s.shape, like.shape)) if t == 1 and d != 1)
+    if axes:
+        s = np.sum(s, axis=axes, keepdims=True)
+    if lead < 0 or s.shape != like.shape:
+        raise ShapeError(f"cannot sum an array of shape {x.shape} to shape {like.shape}: "
+                         "the target does not broadcast to it")
+    return np.asarray(s, dtype=x.dtype)
+
+
+register(OpDef("sum_to", _sum_to_infer, _sum_to, num_inputs=2, fusion_kind="reduction", training_only=True,
+               doc="x summed to the shape of `like` (whose values are not read): over its leading axes and "
+                   "where `like` has 1, the adjoint of broadcasting. A free dim of `like` is summed over "
+                   "exactly when it is 1 at run time (gradients of operands broadcast along free dims)."))
 
 
 def _float_same(types, **_):
@@ -162,6 +191,10 @@ def _argmax_lower(kb, op, x, *, out, axis):
     kb.argmax(out, x, axis)
 
 
+def _sum_to_lower(kb, op, x, like, *, out):
+    kb.sum_to(out, x)
+
+
 for _name, _kind in (("reduce_sum", "sum"), ("reduce_mean", "mean"), ("reduce_max", "max"),
                      ("reduce_min", "min")):
     get(_name).lower = _reduce_lower(_kind)
@@ -169,6 +202,7 @@ get("softmax").lower = _softmax_lower(False)
 get("log_softmax").lower = _softmax_lower(True)
 get("l2_normalize").lower = _l2_normalize_lower
 get("argmax").lower = _argmax_lower
+get("sum_to").lower = _sum_to_lower
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -195,6 +229,10 @@ def _reduce_extreme_vjp(ctx, dy):
     ties = ctx.reduce_sum(hit, axes=axes, keepdims=True)
     share = ctx.div(ctx.expand_reduced(dy, x, axes, keep), ties)
     return [ctx.mul(hit, share)]
+
+
+def _sum_to_vjp(ctx, dy):
+    return [ctx.broadcast_like(dy, ctx.x[0]), None]
 
 
 def _softmax_vjp(ctx, dy):
@@ -226,6 +264,7 @@ get("reduce_sum").vjp = _reduce_sum_vjp
 get("reduce_mean").vjp = _reduce_mean_vjp
 get("reduce_max").vjp = _reduce_extreme_vjp
 get("reduce_min").vjp = _reduce_extreme_vjp
+get("sum_to").vjp = _sum_to_vjp
 get("softmax").vjp = _softmax_vjp
 get("log_softmax").vjp = _log_softmax_vjp
 get("l2_normalize").vjp = _l2_normalize_vjp

@@ -121,6 +121,7 @@ CASES += [
     Case("layer_norm", [A(2, 3, 5), A(2, 5), A(2, 5)], {"axes": (0, 2)}, id="layer_norm_outer_axes"),
     Case("l2_normalize", [A(3, 7, draw="normal", value=np.full((3, 7), 1e-4))], {"axis": -1, "epsilon": 1e-3},
          id="l2_normalize_floor"),
+    Case("sum_to", [A(2, 3, 7), A(3, 1, differentiate=False)], id="sum_to"),
 ]
 
 CASES += [  # fused ops (graphc/ops/fused.py): differentiated through their unfused form

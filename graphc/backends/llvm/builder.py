@@ -257,7 +257,17 @@ class KernelBuilder:
 
     def alias(self, out: Tensor, x: Tensor) -> None:
         """Make ``out`` the data of ``x`` reinterpreted (reshape, squeeze...): no copy unless
-        ``out`` must live in its own buffer (a graph output)."""
+        ``out`` must live in its own buffer (a graph output).
+
+        Where the element counts are expressions over free dims that may differ at run time (a
+        reshape to ``(a, 7)`` of a ``(3, 7)`` tensor), the op first checks that they agree."""
+        from graphc.backends.llvm.kernels.checks import emit_dim_checks
+        from graphc.ops.common import fmt_shape
+
+        n_in, n_out = _dims.product(x.shape), _dims.product(out.shape)
+        emit_dim_checks(self, [(n_out, (n_in,))],
+                        f"cannot reshape {fmt_shape(x.shape)} ({n_in} elements) to {fmt_shape(out.shape)} "
+                        f"({n_out} = %lld elements at these input sizes)")
         if out.buf is not None and out.buf.kind == "output":
             self.copy(out, self.view(x, out.shape))
             return
@@ -446,6 +456,13 @@ class KernelBuilder:
         from graphc.backends.llvm.kernels.reduce import emit_reduce
 
         emit_reduce(self, out, x, tuple(sorted(a % x.rank for a in axes)), kind)
+
+    def sum_to(self, out: Tensor, x: Tensor) -> None:
+        """``x`` summed to ``out``'s shape (broadcasting's adjoint); a free dim of ``out`` that
+        ``x`` may have been broadcast along is summed exactly when it is 1 at run time."""
+        from graphc.backends.llvm.kernels.reduce import emit_sum_to
+
+        emit_sum_to(self, out, x)
 
     def softmax(self, out: Tensor, x: Tensor, axis: int, *, log: bool = False) -> None:
         from graphc.backends.llvm.kernels.reduce import emit_softmax
