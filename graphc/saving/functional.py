@@ -298,10 +298,8 @@ class Loader:
         args = list(args) if isinstance(args, tuple) else args
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise KerasFormatError(f"layer {where!r}: cannot read inbound node {_short(node)}")
-        mask = kwargs.pop("mask", None)
-        if mask is not None and any(m is not None for m in nest.flatten(mask)):
-            raise UnsupportedKerasError(f"layer {where!r}: the model passes a mask to this layer; masks are not "
-                                        "supported by graphc")
+        if "mask" in kwargs and not any(m is not None for m in nest.flatten(kwargs["mask"])):
+            del kwargs["mask"]  # an explicit mask (Keras records the one it passed) is given to the call
         return args, kwargs
 
     def _revive(self, value: Any, created: dict[str, Layer], where: str) -> Any:

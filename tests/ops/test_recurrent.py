@@ -269,7 +269,7 @@ def test_recurrent_dtype_and_arity_errors():
         opdef.infer_types([TensorType("int32", (2, 3, 5))] + _types(*LSTM_OK[1:]), attrs)
     with pytest.raises(ShapeError, match="different dtypes"):
         opdef.infer_types([TensorType("float64", (2, 3, 5))] + _types(*LSTM_OK[1:]), attrs)
-    with pytest.raises(ShapeError, match="takes 4 to 6 inputs, got 3"):
+    with pytest.raises(ShapeError, match="takes 4 to 8 inputs, got 3"):
         opdef.infer_types(_types(*LSTM_OK[:3]), attrs)
     gru = get("gru")
     with pytest.raises(ShapeError, match=r"gru bias must have shape \(2, 9\)"):
