@@ -34,9 +34,16 @@ from graphc.training.step import OutputSpec, Step
 __all__ = ["Trainer", "compile_model", "fit", "evaluate", "train_on_batch", "test_on_batch"]
 
 
+def is_serialized_object(value) -> bool:
+    """A Keras-serialized loss, metric or optimizer (``{"class_name": ..., "config": ...}``), not a nest."""
+    return isinstance(value, dict) and "class_name" in value and "config" in value
+
+
 def nest_leaves(value) -> list:
     if value is None:
         return []
+    if is_serialized_object(value):
+        return [value]
     if isinstance(value, dict):
         return [leaf for v in value.values() for leaf in nest_leaves(v)]
     if isinstance(value, (list, tuple)):
@@ -84,7 +91,7 @@ class Trainer:
         n = len(names)
         if value is None:
             return [None] * n
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not is_serialized_object(value):
             unknown = [k for k in value if k not in names]
             if unknown:
                 raise ValueError(f"compile({what}=...): keys {unknown} are not model outputs; the outputs are {names}")

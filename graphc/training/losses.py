@@ -25,7 +25,13 @@ EPSILON = 1e-7  # keras.backend.epsilon()
 __all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "mean_squared_error",
            "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
-           "sparse_categorical_crossentropy", "mse", "mae", "MSE", "MAE", "get", "serialize", "deserialize"]
+           "sparse_categorical_crossentropy", "mse", "mae", "MSE", "MAE", "get", "serialize", "deserialize",
+           "Huber", "LogCosh", "KLDivergence", "Poisson", "CosineSimilarity", "Hinge", "SquaredHinge",
+           "CategoricalHinge", "MeanSquaredLogarithmicError", "MeanAbsolutePercentageError",
+           "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy", "huber", "log_cosh", "kl_divergence", "poisson",
+           "cosine_similarity", "hinge", "squared_hinge", "categorical_hinge", "mean_squared_logarithmic_error",
+           "mean_absolute_percentage_error", "binary_focal_crossentropy", "categorical_focal_crossentropy",
+           "bce", "BCE", "kld", "KLD", "mape", "MAPE", "msle", "MSLE"]
 
 
 # ---------------------------------------------------------------------------- emitting helpers
@@ -157,6 +163,141 @@ def _scce_values(b: OpBuilder, y_true: str, y_pred: str, from_logits: bool = Fal
     return _cce_from_onehot(b, onehot, y_pred, from_logits, -1)
 
 
+def _regression_pair(b: OpBuilder, y_true: str, y_pred: str, what: str) -> tuple[str, str, str]:
+    """Float predictions, targets cast to their dtype, ranks met, shapes checked: (y_true, y_pred, dtype)."""
+    dtype = _check_float_pred(b, y_pred, what)
+    y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), y_pred)
+    _same_shape(b, y_true, y_pred, what)
+    return y_true, y_pred, dtype
+
+
+def _huber_values(b: OpBuilder, y_true: str, y_pred: str, delta: float = 1.0) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "huber")
+    error = b.sub(y_pred, y_true)
+    abs_error = b.abs(error)
+    d = _scalar(b, delta, dtype)
+    half = _scalar(b, 0.5, dtype)
+    quadratic = b.mul(half, b.square(error))
+    linear = b.sub(b.mul(d, abs_error), _scalar(b, 0.5 * float(np.float32(delta)) ** 2, dtype))
+    return b.reduce_mean(b.where(b.greater_equal(d, abs_error), quadratic, linear), axes=(-1,))
+
+
+def _log_cosh_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "log_cosh")
+    x = b.sub(y_pred, y_true)  # log(cosh(x)) = x + softplus(-2x) - log(2), stable for large |x|
+    value = b.sub(b.add(x, b.softplus(b.mul(x, _scalar(b, -2.0, dtype)))), _scalar(b, np.log(2.0), dtype))
+    return b.reduce_mean(value, axes=(-1,))
+
+
+def _kl_divergence_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, _ = _regression_pair(b, y_true, y_pred, "kl_divergence")
+    y_true = b.clip(y_true, min=EPSILON, max=1.0)
+    y_pred = b.clip(y_pred, min=EPSILON, max=1.0)
+    return b.reduce_sum(b.mul(y_true, b.log(b.div(y_true, y_pred))), axes=(-1,))
+
+
+def _poisson_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "poisson")
+    value = b.sub(y_pred, b.mul(y_true, b.log(b.add(y_pred, _scalar(b, EPSILON, dtype)))))
+    return b.reduce_mean(value, axes=(-1,))
+
+
+def _cosine_similarity_values(b: OpBuilder, y_true: str, y_pred: str, axis: int = -1) -> str:
+    y_true, y_pred, _ = _regression_pair(b, y_true, y_pred, "cosine_similarity")
+    # Keras's normalize: x * min(rsqrt(sum(x^2)), 1/eps), i.e. x / sqrt(max(sum(x^2), eps^2))
+    y_true = b.l2_normalize(y_true, axis=axis, epsilon=EPSILON * EPSILON)
+    y_pred = b.l2_normalize(y_pred, axis=axis, epsilon=EPSILON * EPSILON)
+    return b.neg(b.reduce_sum(b.mul(y_true, y_pred), axes=(axis,)))
+
+
+def _hinge_labels(b: OpBuilder, y_true: str, dtype: str) -> str:
+    """Keras's convert_binary_labels_to_hinge: labels that are all 0 or 1 become -1 or 1 (``y + all*(y-1)``)."""
+    one = _scalar(b, 1.0, dtype)
+    is_binary = b.maximum(b.cast(b.equal(y_true, _scalar(b, 0.0, dtype)), dtype=dtype),
+                          b.cast(b.equal(y_true, one), dtype=dtype))
+    all_binary = b.reduce_min(is_binary, axes=tuple(range(b.graph.type_of(y_true).rank)))
+    return b.add(y_true, b.mul(all_binary, b.sub(y_true, one)))
+
+
+def _hinge_margins(b: OpBuilder, y_true: str, y_pred: str, what: str) -> tuple[str, str]:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, what)
+    y_true = _hinge_labels(b, y_true, dtype)
+    margin = b.relu(b.sub(_scalar(b, 1.0, dtype), b.mul(y_true, y_pred)))
+    return margin, dtype
+
+
+def _hinge_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    margin, _ = _hinge_margins(b, y_true, y_pred, "hinge")
+    return b.reduce_mean(margin, axes=(-1,))
+
+
+def _squared_hinge_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    margin, _ = _hinge_margins(b, y_true, y_pred, "squared_hinge")
+    return b.reduce_mean(b.square(margin), axes=(-1,))
+
+
+def _categorical_hinge_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "categorical_hinge")
+    one = _scalar(b, 1.0, dtype)
+    pos = b.reduce_sum(b.mul(y_true, y_pred), axes=(-1,))
+    neg = b.reduce_max(b.mul(b.sub(one, y_true), y_pred), axes=(-1,))
+    return b.relu(b.add(b.sub(neg, pos), one))
+
+
+def _msle_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "mean_squared_logarithmic_error")
+    eps, one = _scalar(b, EPSILON, dtype), _scalar(b, 1.0, dtype)
+    first = b.log(b.add(b.maximum(y_pred, eps), one))
+    second = b.log(b.add(b.maximum(y_true, eps), one))
+    return b.reduce_mean(b.square(b.sub(first, second)), axes=(-1,))
+
+
+def _mape_values(b: OpBuilder, y_true: str, y_pred: str) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "mean_absolute_percentage_error")
+    diff = b.abs(b.div(b.sub(y_true, y_pred), b.maximum(b.abs(y_true), _scalar(b, EPSILON, dtype))))
+    return b.mul(_scalar(b, 100.0, dtype), b.reduce_mean(diff, axes=(-1,)))
+
+
+def _binary_focal_values(b: OpBuilder, y_true: str, y_pred: str, apply_class_balancing: bool = False,
+                         alpha: float = 0.25, gamma: float = 2.0, from_logits: bool = False,
+                         label_smoothing: float = 0.0, axis: int = -1) -> str:
+    dtype = _check_float_pred(b, y_pred, "binary_focal_crossentropy")
+    y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), y_pred)
+    _same_shape(b, y_true, y_pred, "binary_focal_crossentropy")
+    one = _scalar(b, 1.0, dtype)
+    if label_smoothing:
+        y_true = b.add(b.mul(y_true, _scalar(b, 1.0 - label_smoothing, dtype)),
+                       _scalar(b, 0.5 * label_smoothing, dtype))
+    if from_logits:
+        y_pred = b.sigmoid(y_pred)
+    p = b.clip(y_pred, min=EPSILON, max=1.0 - EPSILON)
+    bce = b.neg(b.add(b.mul(y_true, b.log(p)), b.mul(b.sub(one, y_true), b.log(b.sub(one, p)))))
+    p_t = b.add(b.mul(y_true, y_pred), b.mul(b.sub(one, y_true), b.sub(one, y_pred)))
+    focal = b.mul(b.pow(b.sub(one, p_t), _scalar(b, gamma, dtype)), bce)
+    if apply_class_balancing:
+        weight = b.add(b.mul(y_true, _scalar(b, alpha, dtype)),
+                       b.mul(b.sub(one, y_true), _scalar(b, 1.0 - alpha, dtype)))
+        focal = b.mul(weight, focal)
+    return b.reduce_mean(focal, axes=(axis,))
+
+
+def _categorical_focal_values(b: OpBuilder, y_true: str, y_pred: str, alpha: float = 0.25, gamma: float = 2.0,
+                              from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1) -> str:
+    y_true, y_pred, dtype = _regression_pair(b, y_true, y_pred, "categorical_focal_crossentropy")
+    one = _scalar(b, 1.0, dtype)
+    if label_smoothing:
+        n = b.graph.type_of(y_pred).shape[-1]
+        if not isinstance(n, int):
+            raise ValueError("categorical_focal_crossentropy(label_smoothing=...) needs a known number of classes")
+        y_true = b.add(b.mul(y_true, _scalar(b, 1.0 - label_smoothing, dtype)), _scalar(b, label_smoothing / n, dtype))
+    if from_logits:
+        y_pred = b.softmax(y_pred, axis=axis)
+    output = b.clip(b.div(y_pred, b.reduce_sum(y_pred, axes=(axis,), keepdims=True)), min=EPSILON, max=1.0 - EPSILON)
+    cce = b.mul(b.neg(y_true), b.log(output))
+    factor = b.mul(b.pow(b.sub(one, output), _scalar(b, gamma, dtype)), _scalar(b, alpha, dtype))
+    return b.reduce_sum(b.mul(factor, cce), axes=(axis,))
+
+
 # name -> (per-sample values emitter, Keras class name)
 _FUNCTIONS: dict[str, Callable[..., str]] = {
     "mean_squared_error": _mse_values,
@@ -164,9 +305,24 @@ _FUNCTIONS: dict[str, Callable[..., str]] = {
     "binary_crossentropy": _bce_values,
     "categorical_crossentropy": _cce_values,
     "sparse_categorical_crossentropy": _scce_values,
+    "huber": _huber_values,
+    "log_cosh": _log_cosh_values,
+    "kl_divergence": _kl_divergence_values,
+    "poisson": _poisson_values,
+    "cosine_similarity": _cosine_similarity_values,
+    "hinge": _hinge_values,
+    "squared_hinge": _squared_hinge_values,
+    "categorical_hinge": _categorical_hinge_values,
+    "mean_squared_logarithmic_error": _msle_values,
+    "mean_absolute_percentage_error": _mape_values,
+    "binary_focal_crossentropy": _binary_focal_values,
+    "categorical_focal_crossentropy": _categorical_focal_values,
 }
 _ALIASES = {"mse": "mean_squared_error", "MSE": "mean_squared_error", "mae": "mean_absolute_error",
-            "MAE": "mean_absolute_error"}
+            "MAE": "mean_absolute_error", "bce": "binary_crossentropy", "BCE": "binary_crossentropy",
+            "kld": "kl_divergence", "KLD": "kl_divergence", "mape": "mean_absolute_percentage_error",
+            "MAPE": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
+            "MSLE": "mean_squared_logarithmic_error"}
 
 
 # ---------------------------------------------------------------------------- eager evaluation
@@ -205,8 +361,24 @@ mean_absolute_error = _function("mean_absolute_error")
 binary_crossentropy = _function("binary_crossentropy")
 categorical_crossentropy = _function("categorical_crossentropy")
 sparse_categorical_crossentropy = _function("sparse_categorical_crossentropy")
+huber = _function("huber")
+log_cosh = _function("log_cosh")
+kl_divergence = _function("kl_divergence")
+poisson = _function("poisson")
+cosine_similarity = _function("cosine_similarity")
+hinge = _function("hinge")
+squared_hinge = _function("squared_hinge")
+categorical_hinge = _function("categorical_hinge")
+mean_squared_logarithmic_error = _function("mean_squared_logarithmic_error")
+mean_absolute_percentage_error = _function("mean_absolute_percentage_error")
+binary_focal_crossentropy = _function("binary_focal_crossentropy")
+categorical_focal_crossentropy = _function("categorical_focal_crossentropy")
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
+bce = BCE = binary_crossentropy
+kld = KLD = kl_divergence
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
 
 
 # ---------------------------------------------------------------------------- Loss classes
@@ -337,8 +509,94 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         return {**super().get_config(), "ignore_class": None}
 
 
+class _PlainLoss(LossFunctionWrapper):
+    """A Keras loss class without options of its own: its config is the name and reduction only."""
+
+    _fn: Callable = None  # type: ignore[assignment]
+    _default_name = ""
+
+    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
+        super().__init__(type(self)._fn, reduction=reduction, name=name or self._default_name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+class LogCosh(_PlainLoss):
+    _fn, _default_name = staticmethod(log_cosh), "log_cosh"
+
+
+class KLDivergence(_PlainLoss):
+    _fn, _default_name = staticmethod(kl_divergence), "kl_divergence"
+
+
+class Poisson(_PlainLoss):
+    _fn, _default_name = staticmethod(poisson), "poisson"
+
+
+class Hinge(_PlainLoss):
+    _fn, _default_name = staticmethod(hinge), "hinge"
+
+
+class SquaredHinge(_PlainLoss):
+    _fn, _default_name = staticmethod(squared_hinge), "squared_hinge"
+
+
+class CategoricalHinge(_PlainLoss):
+    _fn, _default_name = staticmethod(categorical_hinge), "categorical_hinge"
+
+
+class MeanSquaredLogarithmicError(_PlainLoss):
+    _fn, _default_name = staticmethod(mean_squared_logarithmic_error), "mean_squared_logarithmic_error"
+
+
+class MeanAbsolutePercentageError(_PlainLoss):
+    _fn, _default_name = staticmethod(mean_absolute_percentage_error), "mean_absolute_percentage_error"
+
+
+class Huber(LossFunctionWrapper):
+    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss", dtype=None):
+        super().__init__(huber, reduction=reduction, name=name, dtype=dtype, delta=float(delta))
+        self.delta = float(delta)
+
+
+class CosineSimilarity(LossFunctionWrapper):
+    def __init__(self, axis=-1, reduction="sum_over_batch_size", name="cosine_similarity", dtype=None):
+        super().__init__(cosine_similarity, reduction=reduction, name=name, dtype=dtype, axis=axis)
+        self.axis = axis
+
+
+class BinaryFocalCrossentropy(LossFunctionWrapper):
+    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                 axis=-1, reduction="sum_over_batch_size", name="binary_focal_crossentropy", dtype=None):
+        super().__init__(binary_focal_crossentropy, reduction=reduction, name=name, dtype=dtype,
+                         apply_class_balancing=apply_class_balancing, alpha=alpha, gamma=gamma,
+                         from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
+        self.apply_class_balancing = apply_class_balancing
+        self.alpha = alpha
+        self.gamma = gamma
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = axis
+
+
+class CategoricalFocalCrossentropy(LossFunctionWrapper):
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="categorical_focal_crossentropy", dtype=None):
+        super().__init__(categorical_focal_crossentropy, reduction=reduction, name=name, dtype=dtype, alpha=alpha,
+                         gamma=gamma, from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
+        self.alpha = alpha
+        self.gamma = gamma
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = axis
+
+
 _CLASSES = {cls.__name__: cls for cls in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
-                                          CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+                                          CategoricalCrossentropy, SparseCategoricalCrossentropy, Huber, LogCosh,
+                                          KLDivergence, Poisson, CosineSimilarity, Hinge, SquaredHinge,
+                                          CategoricalHinge, MeanSquaredLogarithmicError, MeanAbsolutePercentageError,
+                                          BinaryFocalCrossentropy, CategoricalFocalCrossentropy)}
 
 
 def get(identifier: Any) -> Loss:
