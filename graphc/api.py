@@ -147,32 +147,9 @@ class OnnxCompiledModel(CompiledModel):
         return self._session.run(feeds)
 
 
-class NativeStepRunner:
-    """Runs training-step graphs as native code: each step graph is compiled once; before every
-    call the state constants that changed (weights, optimizer slots, iteration count) are copied
-    into the instance through the C ABI."""
-
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
-        self._compiled: dict[int, tuple] = {}
-
-    def __call__(self, graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from graphc.backends.llvm import build_native
-
-        entry = self._compiled.get(id(graph))
-        if entry is None:
-            entry = (graph, build_native(graph, threads=self.threads), {})
-            self._compiled[id(graph)] = entry
-        _, compiled, pushed = entry
-        for name, array in graph.constants.items():
-            if pushed.get(name) is not array:
-                compiled.instance.set_weight(name, np.asarray(array))
-                pushed[name] = array
-        return compiled.run(feeds)
-
-
-def _build_trainer(model, target: str, threads: int | None):
-    """The compiled model's trainer, its step graphs running on ``target``."""
+def _build_trainer(model, target: str, threads: int | None, seed: int = 0):
+    """The compiled model's trainer, its step graphs running on ``target`` (native: as libraries whose
+    instances hold the training state, their random state seeded with ``seed``)."""
     if not isinstance(model, Model):
         raise TypeError(f"graphc.build(..., training=True) needs a compiled Model, got {type(model).__name__}")
     trainer = getattr(model, "_graphc_trainer", None)
@@ -182,7 +159,9 @@ def _build_trainer(model, target: str, threads: int | None):
     if target == "reference":
         trainer.runner = None
     elif target == "native":
-        trainer.runner = NativeStepRunner(threads)
+        from graphc.training.native_step import NativeStepRunner
+
+        trainer.runner = NativeStepRunner(threads, seed=seed)
     else:
         raise ValueError(f"training steps run on the 'reference' and 'native' targets, not {target!r} "
                          "(ONNX export covers inference graphs)")
@@ -191,12 +170,12 @@ def _build_trainer(model, target: str, threads: int | None):
 
 
 def build(model, target: str = "reference", level: int = 2, threads: int | None = None,
-          training: bool = False) -> CompiledModel:
+          training: bool = False, seed: int = 0) -> CompiledModel:
     """Compile ``model`` (a Model or an IR Graph) for ``target``."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
     if training:
-        return _build_trainer(model, target, threads)
+        return _build_trainer(model, target, threads, seed)
     if isinstance(model, Graph):
         graph, params, source = model, {}, None
     elif isinstance(model, Model):

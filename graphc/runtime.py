@@ -58,7 +58,7 @@ class GcAllocator(ctypes.Structure):
 
 class GcOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("num_threads", ctypes.c_int32), ("allocator", GcAllocator),
-                ("weights_path", ctypes.c_char_p)]
+                ("weights_path", ctypes.c_char_p), ("seed", ctypes.c_uint64)]
 
 
 class TensorInfo:
@@ -101,6 +101,14 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
         "gc_instance_get_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
         "gc_instance_load_weights": (vp, [vp, cp]),
+        "gc_model_has_train_step": (ctypes.c_int, [vp]),
+        "gc_model_num_step_inputs": (sz, [vp]),
+        "gc_model_num_step_targets": (sz, [vp]),
+        "gc_model_num_step_outputs": (sz, [vp]),
+        "gc_instance_train_step": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz,
+                                        ctypes.POINTER(GcTensor), sz]),
+        "gc_instance_set_hyperparameter": (vp, [vp, cp, ctypes.c_double]),
+        "gc_instance_get_hyperparameter": (vp, [vp, cp, ctypes.POINTER(ctypes.c_double)]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -124,6 +132,11 @@ class Library:
         self.outputs = [self._desc("output", i) for i in range(self.lib.gc_model_num_outputs(self.model))]
         self.weights = [self._desc("weight", i) for i in range(self.lib.gc_model_num_weights(self.model))]
         self.api_version = int(self.lib.gc_api_version())
+        self.has_train_step = bool(self.lib.gc_model_has_train_step(self.model))
+        # a training step's model inputs, targets and reported outputs (loss, metrics) by position
+        self.step_counts = (int(self.lib.gc_model_num_step_inputs(self.model)),
+                            int(self.lib.gc_model_num_step_targets(self.model)),
+                            int(self.lib.gc_model_num_step_outputs(self.model)))
 
     def check(self, status, where: str = "") -> None:
         if status:
@@ -157,8 +170,8 @@ class Library:
                 "outputs": tensors(self.outputs), "weights": tensors(self.weights),
                 "embedded_weights": self.has_embedded_weights, "max_threads": self.max_threads}
 
-    def instance(self, threads: int | None = None, weights_path: str | None = None) -> Instance:
-        return Instance(self, threads, weights_path)
+    def instance(self, threads: int | None = None, weights_path: str | None = None, seed: int = 0) -> Instance:
+        return Instance(self, threads, weights_path, seed)
 
 
 _char_from_buffer = ctypes.c_char.from_buffer
@@ -174,18 +187,41 @@ def _address(a: np.ndarray) -> int:
         return a.__array_interface__["data"][0]
 
 
+def _tensors(arrays: Sequence[np.ndarray]):
+    """``gc_tensor_t`` structs over C-contiguous arrays (kept alive by the caller)."""
+    ts = (GcTensor * max(len(arrays), 1))()
+    for t, a in zip(ts, arrays):
+        if not a.flags.c_contiguous:
+            raise NativeError(1, "inputs must be C-contiguous arrays (np.ascontiguousarray)")
+        if a.ndim > MAX_RANK:
+            raise NativeError(1, f"an input has rank {a.ndim}, more than {MAX_RANK}")
+        t.dtype = DTYPE_CODES.get(a.dtype.name, 0)
+        t.rank = a.ndim
+        for i, d in enumerate(a.shape):
+            t.shape[i] = d
+        t.data = _address(a)
+        t.size_bytes = a.nbytes
+    return ts
+
+
 class Instance:
     """One ``gc_instance_t``: use from one thread at a time (create one per thread; a concurrent
-    call raises :class:`NativeError` ``GC_FAILED_PRECONDITION``)."""
+    call raises :class:`NativeError` ``GC_FAILED_PRECONDITION``).
 
-    def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None):
+    ``transfers`` counts the weight bytes that crossed the ABI through ``set_weight`` and
+    ``get_weight`` (calls and bytes each way): a training step moves none."""
+
+    def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None,
+                 seed: int = 0):
         self._busy = threading.Lock()
+        self.transfers = {"set_calls": 0, "set_bytes": 0, "get_calls": 0, "get_bytes": 0}
         self._handle = None
         self.library = library
         lib = library.lib
         opts = GcOptions()
         lib.gc_options_init(ctypes.byref(opts))
         opts.num_threads = 0 if threads is None else int(threads)
+        opts.seed = int(seed) & (2 ** 64 - 1)
         if weights_path is not None:
             opts.weights_path = str(weights_path).encode()
         handle = ctypes.c_void_p()
@@ -320,6 +356,8 @@ class Instance:
         t.size_bytes = a.nbytes
         self.library.check(self.library.lib.gc_instance_set_weight(self._handle, name.encode(), ctypes.byref(t)),
                            "gc_instance_set_weight")
+        self.transfers["set_calls"] += 1
+        self.transfers["set_bytes"] += a.nbytes
 
     def get_weight(self, name: str) -> np.ndarray:
         self._require_open()
@@ -332,7 +370,48 @@ class Instance:
         t.size_bytes = out.nbytes
         self.library.check(self.library.lib.gc_instance_get_weight(self._handle, name.encode(), ctypes.byref(t)),
                            "gc_instance_get_weight")
+        self.transfers["get_calls"] += 1
+        self.transfers["get_bytes"] += out.nbytes
         return out
+
+    def train_step(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One training step of a training library (state updated inside the instance); returns the
+        reported outputs (loss, output losses, metric sums and counts)."""
+        self._enter()
+        try:
+            n_in, n_t, n_out = self.library.step_counts
+            ins = _tensors(inputs)
+            tgs = _tensors(targets)
+            outs = (GcTensor * max(n_out, 1))()
+            status = self.library.lib.gc_instance_train_step(
+                self._handle, ctypes.cast(ins, ctypes.POINTER(GcTensor)), len(inputs),
+                ctypes.cast(tgs, ctypes.POINTER(GcTensor)), len(targets),
+                ctypes.cast(outs, ctypes.POINTER(GcTensor)), n_out if self.library.has_train_step else 0)
+            self.library.check(status, "gc_instance_train_step")
+            result = []
+            for t, info in zip(outs[:n_out], self.library.outputs):
+                shape = tuple(t.shape[i] for i in range(t.rank))
+                out = np.empty(shape, dtype=info.dtype)
+                if out.nbytes:
+                    ctypes.memmove(out.__array_interface__["data"][0], t.data, out.nbytes)
+                result.append(out)
+            return result
+        finally:
+            self._busy.release()
+
+    def set_hyperparameter(self, name: str, value: float) -> None:
+        """Set a training step's hyperparameter (``"learning_rate"``) for the following steps."""
+        self._require_open()
+        self.library.check(self.library.lib.gc_instance_set_hyperparameter(self._handle, name.encode(), float(value)),
+                           "gc_instance_set_hyperparameter")
+
+    def get_hyperparameter(self, name: str) -> float:
+        self._require_open()
+        out = ctypes.c_double()
+        self.library.check(self.library.lib.gc_instance_get_hyperparameter(self._handle, name.encode(),
+                                                                           ctypes.byref(out)),
+                           "gc_instance_get_hyperparameter")
+        return float(out.value)
 
     def load_weights(self, path: str | Path) -> None:
         self._require_open()

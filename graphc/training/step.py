@@ -139,6 +139,11 @@ class Step:
         graph.set_outputs(list(dict.fromkeys(outs + update_values)))
         graph.meta["state_updates"] = dict(self.updates)
         graph.meta["step_outputs"] = {"loss": total}
+        if training:
+            graph.meta["train_step"] = {
+                "targets": [t for t in self.target_inputs if t is not None],
+                "hyperparameters": {"learning_rate": (self.lr_input, float(np.float32(optimizer.learning_rate)))},
+                "reported": len(dict.fromkeys(outs))}
         prune(graph)
 
     def _add_backward(self, total: str, optimizer: Optimizer | None) -> None:
@@ -160,7 +165,18 @@ class Step:
         self.slots = slots
 
     # ------------------------------------------------------------------ running
+    def _target_feeds(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+        all_feeds = dict(feeds)
+        for name, t, y in zip(self.target_inputs, self.target_types, targets):
+            if name is not None:
+                all_feeds[name] = target_array(y, t)
+        return all_feeds
+
     def run(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+        if hasattr(self.runner, "run_step"):
+            # a runner whose instances hold the state (graphc.training.native_step): it moves only
+            # what changed on the host in, and leaves the updated state where it is
+            return self.runner.run_step(self, self._target_feeds(feeds, targets))
         graph = self.graph
         for name, var in self.params.items():
             if name in graph.constants:
@@ -170,10 +186,7 @@ class Step:
             for name, (key, slot) in self.slots.items():
                 graph.constants[name] = opt.slots[key][slot]
             graph.constants[self.iterations] = np.asarray(opt.iterations, dtype=np.int64)
-        all_feeds = dict(feeds)
-        for name, t, y in zip(self.target_inputs, self.target_types, targets):
-            if name is not None:
-                all_feeds[name] = target_array(y, t)
+        all_feeds = self._target_feeds(feeds, targets)
         if self.training:
             all_feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
         result = self.runner(graph, all_feeds)

@@ -11,6 +11,11 @@ For each op in topological order the op's ``lower`` facet is called with the ker
 
 Weights are laid out in one blob (64-byte aligned entries, in graph order). The descriptor is C
 source (names, dtypes, shapes, slots, lifetimes, messages) compiled next to the object file.
+
+A training-step graph (``graph.meta["train_step"]``, see :mod:`graphc.training.step`) also
+describes its step: which inputs are targets and hyperparameters, how many leading outputs are
+reported (loss, metrics), and each state update as (weight, output), which the runtime writes
+over the weight after every ``gc_instance_train_step``.
 """
 
 from __future__ import annotations
@@ -468,6 +473,8 @@ class _Codegen:
         lines.append(arr("char* const", "op_errors", [c_string(m) for m in self.op_errors]))
         lines.append(arr("char* const", "checks", [c_string(c_format_literal(m)) for m in self.checks]))
         weights_ref = "NULL" if self.external else f"gcm_{sym}_weights"
+        step = self.train_step_tables()
+        lines += step["lines"]
         lines += ["", "static const struct gc_model model = {",
                   f"    GC_MODEL_ABI, {c_string(self.name)},",
                   f"    {len(g.inputs)}, {len(g.outputs)}, {len(self.weights)}, {len(self.kb.packs)}, "
@@ -477,9 +484,35 @@ class _Codegen:
                   f"    {self.packed_nbytes}ULL, {_align(self.kb.thread_scratch_nbytes)}ULL,",
                   f"    gcm_{sym}_shapes, gcm_{sym}_prepare, gcm_{sym}_run,",
                   "    (const char* const*)op_errors, (const char* const*)checks,",
+                  f"    {step['fields']},",
                   "};", "",
                   f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
         return "\n".join(lines)
+
+    def train_step_tables(self) -> dict:
+        """The step's C tables (``lines``) and the model struct's training fields (``fields``)."""
+        g = self.graph
+        info = g.meta.get("train_step")
+        if not info:
+            return {"lines": [], "fields": "0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL"}
+        index = {v: i for i, v in enumerate(g.inputs)}
+        hypers = info["hyperparameters"]  # name -> (input, initial value)
+        targets = [index[t] for t in info["targets"]]
+        special = set(targets) | {index[v] for v, _ in hypers.values()}
+        step_inputs = [i for i in range(len(g.inputs)) if i not in special]
+        out_index = {v: i for i, v in reversed(list(enumerate(g.outputs)))}
+        w_index = {w.name: i for i, w in enumerate(self.weights)}
+        updates = [(w_index[c], out_index[v]) for c, v in g.meta.get("state_updates", {}).items() if c in w_index]
+        lines = [f"static const int32_t step_inputs[] = {{{', '.join(map(str, step_inputs)) or '0'}}};",
+                 f"static const int32_t step_targets[] = {{{', '.join(map(str, targets)) or '0'}}};",
+                 "static const gc_hyper_def_t step_hypers[] = {"
+                 + (", ".join(f"{{{c_string(n)}, {index[v]}, {float(x)!r}}}" for n, (v, x) in hypers.items()) or "{0}")
+                 + "};",
+                 "static const gc_update_def_t step_updates[] = {"
+                 + (", ".join(f"{{{w}, {o}}}" for w, o in updates) or "{0}") + "};"]
+        fields = (f"1, {len(step_inputs)}, {len(targets)}, {len(hypers)}, {int(info['reported'])}, {len(updates)}, "
+                  "step_inputs, step_targets, step_hypers, step_updates")
+        return {"lines": lines, "fields": fields}
 
     def header(self, graphc_h: str) -> str:
         g, sym = self.graph, self.sym

@@ -51,6 +51,8 @@ def structure_digest(graph: Graph) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(str(graph).encode())
     h.update(repr(graph.meta.get("output_names")).encode())
+    h.update(repr(graph.meta.get("train_step")).encode())
+    h.update(repr(sorted(graph.meta.get("state_updates", {}).items())).encode())
     for name in sorted(graph.constants):
         a = graph.constants[name]
         h.update(f"{name}|{a.dtype}|{a.shape};".encode())

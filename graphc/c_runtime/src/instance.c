@@ -10,6 +10,13 @@
  * (an atomic in-use flag: GC_FAILED_PRECONDITION "in use by another thread") and, on a best-effort
  * basis, a handle used after gc_instance_release (the tag is poisoned before the memory is
  * freed, and lies past the bytes allocators reuse for their own bookkeeping).
+ *
+ * A training library's step (gc_instance_train_step) runs the same way with the instance's
+ * hyperparameters appended to the caller's inputs and targets, then writes each state update
+ * (new weights, optimizer slots, iteration count, moving statistics) over its weight in the
+ * instance's own copy of the weights and repacks the prepacked ones: the state never leaves
+ * the instance between steps. The random state (a seed and one call counter per random op) is
+ * per instance too.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -50,6 +57,9 @@ struct gc_instance {
   void** owned_out;       /* instance-owned output buffers */
   size_t* owned_out_cap;
   int has_run;
+  uint64_t* random;       /* [0] the seed, [1 + op] the calls of random op `op` so far */
+  gc_tensor_t* step_in;   /* a training step's full input list (inputs, targets, hyperparameters) */
+  float* hypers;          /* hyperparameter values (scalar float32 inputs of the step) */
 };
 
 _Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
@@ -213,11 +223,13 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   gc_options_t opts;
   gc_options_init(&opts);
   if (options != NULL) {
-    if (options->struct_size != sizeof(gc_options_t))
+    /* API version 1 options end before `seed`: their prefix is taken, the seed stays 0 */
+    if (options->struct_size != sizeof(gc_options_t) && options->struct_size != offsetof(gc_options_t, seed))
       return GC_ERROR(GC_INVALID_ARGUMENT,
                       "options->struct_size is %u, expected %zu: initialize options with gc_options_init",
                       options->struct_size, sizeof(gc_options_t));
-    opts = *options;
+    memcpy(&opts, options, options->struct_size);
+    opts.struct_size = (uint32_t)sizeof(gc_options_t);
   }
   if (opts.num_threads < 0)
     return GC_ERROR(GC_INVALID_ARGUMENT, "options->num_threads is %d; must be >= 0 (0 = all cores)",
@@ -247,13 +259,27 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   inst->plan_order = (int32_t*)gc__table(a, m->num_scratch, sizeof(int32_t));
   inst->owned_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
+  inst->random = (uint64_t*)gc__table(a, (size_t)m->num_ops + 1, sizeof(uint64_t));
+  inst->step_in = (gc_tensor_t*)gc__table(a, m->num_inputs, sizeof(gc_tensor_t));
+  inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
   if (!inst->slots || !inst->dims || !inst->call_dims || !inst->out_dims || !inst->scratch_size ||
-      !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap) {
+      !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
+      !inst->step_in || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
     goto fail;
   }
 
+  inst->random[0] = opts.seed;
+  for (uint32_t k = 0; k < m->num_hypers; k++) {
+    const gc_hyper_def_t* h = &m->hypers[k];
+    gc_tensor_t* t = &inst->step_in[h->input];
+    inst->hypers[k] = (float)h->initial;
+    t->dtype = GC_FLOAT32;
+    t->rank = 0;
+    t->data = &inst->hypers[k];
+    t->size_bytes = sizeof(float);
+  }
   status = gc__pool_create(a, opts.num_threads, &inst->pool);
   if (status) goto fail;
   int32_t threads = gc__pool_num_threads(inst->pool);
@@ -319,6 +345,9 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->thread_scratch);
   gc__free(&a, inst->weights_owned);
   gc__free(&a, inst->packed);
+  gc__free(&a, inst->random);
+  gc__free(&a, inst->step_in);
+  gc__free(&a, inst->hypers);
   inst->tag = GC_INSTANCE_DEAD; /* poisoned before the memory goes back: see the struct's layout */
   gc__free(&a, inst);
 }
@@ -509,7 +538,8 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     }
     inst->slots[m->outputs[i].slot] = data;
   }
-  gc_frame_t frame = {inst->slots, inst->dims, inst->pool, inst->thread_scratch, inst->thread_scratch_stride, 0, NULL};
+  gc_frame_t frame = {inst->slots, inst->dims,  inst->pool, inst->thread_scratch, inst->thread_scratch_stride,
+                      0,           NULL,        inst->random};
   int32_t failed = m->run(&frame);
   if (failed != 0) {
     char detail[512];
@@ -731,14 +761,134 @@ gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
   return status;
 }
 
+/* ------------------------------------------------------------------ training */
+
+int gc_model_has_train_step(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI && m->has_train_step; }
+size_t gc_model_num_step_inputs(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_step_inputs : 0; }
+size_t gc_model_num_step_targets(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_targets : 0; }
+size_t gc_model_num_step_outputs(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_reported : 0; }
+
+static gc_status_t gc__check_train_step(const gc_instance_t* inst) {
+  if (!inst->model->has_train_step)
+    return GC_ERROR(GC_UNIMPLEMENTED,
+                    "model '%s' was compiled for inference only: it has no training step (graphc compile --training)",
+                    inst->model->name);
+  return NULL;
+}
+
+/* Writes every state update (an instance-owned output of the step just run) over its weight. */
+static gc_status_t gc__apply_updates(gc_instance_t* inst) {
+  const gc_model_t* m = inst->model;
+  for (uint32_t k = 0; k < m->num_updates; k++) {
+    const gc_weight_def_t* w = &m->weights[m->updates[k].weight];
+    uint32_t out = (uint32_t)m->updates[k].output;
+    const int64_t* dims;
+    uint64_t bytes = gc__output_bytes(inst, out, &dims);
+    if (bytes != w->nbytes)
+      return GC_ERROR(GC_INTERNAL, "state update '%s' has %llu bytes, its weight %llu", m->outputs[out].name,
+                      (unsigned long long)bytes, (unsigned long long)w->nbytes);
+    memcpy(inst->weights_owned + w->offset, inst->slots[m->outputs[out].slot], (size_t)w->nbytes);
+  }
+  gc__prepare(inst, -1);
+  return NULL;
+}
+
+static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                  const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                  size_t num_outputs) {
+  const gc_model_t* m = inst->model;
+  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+  if (num_inputs != m->num_step_inputs)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "the training step of model '%s' takes %u input(s), got num_inputs = %zu",
+                    m->name, m->num_step_inputs, num_inputs);
+  if (inputs == NULL && num_inputs > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "inputs is NULL");
+  if (num_targets != m->num_targets)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "the training step of model '%s' takes %u target(s), got num_targets = %zu",
+                    m->name, m->num_targets, num_targets);
+  if (targets == NULL && num_targets > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "targets is NULL");
+  if (num_outputs != 0 && num_outputs != m->num_reported)
+    return GC_ERROR(GC_INVALID_ARGUMENT,
+                    "the training step of model '%s' reports %u output(s), got num_outputs = %zu (or pass 0)", m->name,
+                    m->num_reported, num_outputs);
+  if (outputs == NULL && num_outputs > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "outputs is NULL");
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
+                    m->name);
+  GC_RETURN_IF_ERROR(gc__own_weights(inst));
+  for (size_t i = 0; i < num_inputs; i++) inst->step_in[m->step_inputs[i]] = inputs[i];
+  for (size_t j = 0; j < num_targets; j++) inst->step_in[m->targets[j]] = targets[j];
+  /* every output in instance memory: the updates are read from there */
+  GC_RETURN_IF_ERROR(gc__run(inst, inst->step_in, m->num_inputs, NULL, 0));
+  GC_RETURN_IF_ERROR(gc__apply_updates(inst));
+  char shape[256];
+  for (size_t i = 0; i < num_outputs; i++) {
+    const int64_t* dims;
+    uint64_t bytes = gc__output_bytes(inst, (uint32_t)i, &dims);
+    void* owned = inst->slots[m->outputs[i].slot];
+    if (outputs[i].data != NULL) {
+      if (outputs[i].size_bytes < bytes) {
+        gc__format_shape(shape, sizeof shape, m->outputs[i].rank, dims);
+        return GC_ERROR(GC_INVALID_ARGUMENT, "output '%s' of shape %s %s needs %llu bytes; its buffer has %zu",
+                        m->outputs[i].name, shape, gc_dtype_name((gc_dtype_t)m->outputs[i].dtype),
+                        (unsigned long long)bytes, outputs[i].size_bytes);
+      }
+      memcpy(outputs[i].data, owned, (size_t)bytes);
+      gc__describe_output(inst, (uint32_t)i, outputs[i].data, outputs[i].size_bytes, &outputs[i]);
+    } else {
+      gc__describe_output(inst, (uint32_t)i, owned, inst->owned_out_cap[i], &outputs[i]);
+    }
+  }
+  return NULL;
+}
+
 gc_status_t gc_instance_train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
-                                   const gc_tensor_t* targets, size_t num_targets, float* out_loss) {
-  (void)inputs;
-  (void)num_inputs;
-  (void)targets;
-  (void)num_targets;
-  (void)out_loss;
-  GC_RETURN_IF_ERROR(gc__check_instance(inst));
-  return GC_ERROR(GC_UNIMPLEMENTED, "model '%s' was compiled for inference only: it has no training step",
-                  inst->model->name);
+                                   const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                   size_t num_outputs) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__train_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__hyper(gc_instance_t* inst, const char* name, float** out) {
+  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+  if (name == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "hyperparameter name is NULL");
+  for (uint32_t k = 0; k < inst->model->num_hypers; k++) {
+    if (strcmp(inst->model->hypers[k].name, name) == 0) {
+      *out = &inst->hypers[k];
+      return NULL;
+    }
+  }
+  return GC_ERROR(GC_NOT_FOUND, "the training step of model '%s' has no hyperparameter named '%s'",
+                  inst->model->name, name);
+}
+
+static gc_status_t gc__set_hyper(gc_instance_t* inst, const char* name, double value) {
+  float* slot;
+  GC_RETURN_IF_ERROR(gc__hyper(inst, name, &slot));
+  if (value != value) return GC_ERROR(GC_INVALID_ARGUMENT, "hyperparameter '%s' set to NaN", name);
+  *slot = (float)value;
+  return NULL;
+}
+
+gc_status_t gc_instance_set_hyperparameter(gc_instance_t* inst, const char* name, double value) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__set_hyper(inst, name, value);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__get_hyper(gc_instance_t* inst, const char* name, double* out_value) {
+  if (out_value == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_value is NULL");
+  float* slot;
+  GC_RETURN_IF_ERROR(gc__hyper(inst, name, &slot));
+  *out_value = (double)*slot;
+  return NULL;
+}
+
+gc_status_t gc_instance_get_hyperparameter(gc_instance_t* inst, const char* name, double* out_value) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__get_hyper(inst, name, out_value);
+  gc__leave(inst);
+  return status;
 }

@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 1u
+#define GC_MODEL_ABI 2u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -28,6 +28,7 @@ typedef struct gc_frame {
   int64_t thread_scratch_stride; /* 32 */
   int64_t error_value;           /* 40 : detail of a kernel failure (the bad index) */
   void** args;                   /* 48 : the running kernel's arguments (set by the generated code) */
+  uint64_t* random;              /* 56 : the instance's random state: [0] the seed, [1 + op] op's call count */
 } gc_frame_t;
 
 /* A parallel task: runs items [begin, end) of one op on worker `thread`; 0 = ok. */
@@ -58,6 +59,19 @@ typedef struct gc_packed_def {
   uint64_t offset; /* in the prepacked region */
   int32_t slot;
 } gc_packed_def_t;
+
+/* A state update of a training step: after the step, output `output` is written over weight `weight`. */
+typedef struct gc_update_def {
+  int32_t weight;
+  int32_t output;
+} gc_update_def_t;
+
+/* A scalar float32 input the caller sets between steps (gc_instance_set_hyperparameter). */
+typedef struct gc_hyper_def {
+  const char* name;
+  int32_t input;
+  double initial;
+} gc_hyper_def_t;
 
 /* A scratch buffer live from op `first` to op `last` (inclusive). */
 typedef struct gc_scratch_def {
@@ -90,6 +104,14 @@ struct gc_model {
   int32_t (*run)(gc_frame_t* frame);
   const char* const* op_errors;      /* per op: printf format with one %lld for error_value */
   const char* const* check_messages; /* per shape check, printf format without arguments */
+  /* The training step (all 0 / NULL for an inference library): the model inputs and the targets
+     of a step as indices into `inputs`, its hyperparameters, its reported outputs (outputs
+     0..num_reported-1) and the state updates applied after each step. */
+  uint32_t has_train_step, num_step_inputs, num_targets, num_hypers, num_reported, num_updates;
+  const int32_t* step_inputs;
+  const int32_t* targets;
+  const gc_hyper_def_t* hypers;
+  const gc_update_def_t* updates;
 };
 
 /* ------------------------------------------------------------------ status helpers */

@@ -207,8 +207,8 @@ static void check_run_errors(gc_instance_t* inst) {
   EXPECT_ERROR(gc_instance_output(inst, 0, &t), GC_FAILED_PRECONDITION, "no successful gc_instance_run");
   EXPECT_ERROR(gc_instance_output(inst, 5, &t), GC_INVALID_ARGUMENT, "out of range");
   EXPECT_ERROR(gc_instance_output(inst, 0, NULL), GC_INVALID_ARGUMENT, "out is NULL");
-  float loss;
-  EXPECT_ERROR(gc_instance_train_step(inst, io.in, 2, NULL, 0, &loss), GC_UNIMPLEMENTED, "inference only");
+  EXPECT_ERROR(gc_instance_train_step(inst, io.in, 2, NULL, 0, NULL, 0), GC_UNIMPLEMENTED, "inference only");
+  EXPECT_ERROR(gc_instance_set_hyperparameter(inst, "learning_rate", 0.1), GC_UNIMPLEMENTED, "inference only");
 }
 
 static void check_run_ok(gc_instance_t* inst) {

@@ -1,12 +1,14 @@
 """Counter-based random numbers: uniform (dropout masks, ``random_uniform_like``) and standard
 normal (Gaussian noise, ``random_normal_like``).
 
-Element ``i`` of a call is a hash of ``(key, i)`` with ``key = mix(seed, op, call)``: a
+Element ``i`` of a call is a hash of ``(key, i)`` with ``key = mix(seed, op, stream)``: a
 SplitMix64 finalizer applied twice, its top 24 bits scaled to [0, 1) (exact in float32).
-``call`` counts the calls of the op in the loaded library (a global incremented atomically
-by a one-item kernel before the elements are drawn), so every step draws new values while a
-given seed, op and call number always give the same ones. :func:`uniform_reference` is the
-same function in NumPy.
+``stream`` is ``call + 2**32 * instance_seed``: ``call`` counts the op's calls on this instance
+and ``instance_seed`` is the instance's seed (``gc_options_t.seed``), both in the instance's
+random state (``frame->random``: ``[0]`` the seed, ``[1 + op]`` the op's counter, incremented
+atomically by a one-item kernel before the elements are drawn). Every step draws new values,
+a given seed, op and call number always give the same ones, and instances never share a
+counter. :func:`uniform_reference` is the same function in NumPy.
 
 A normal draw takes two 24-bit fields of one hash, ``u1 = (bits 40..63 + 1) / 2^24`` in (0, 1]
 and ``u2 = bits 16..39 / 2^24`` in [0, 1), through the Box–Muller transform
@@ -21,18 +23,20 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i64
+from graphc.backends.llvm.irutil import F32, I64, PTR, i64
 from graphc.ir import dims
 
 BLOCK = 4096
 _GOLDEN, _M1, _M2, _OP = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD1B54A32D192ED03
 _MASK = (1 << 64) - 1
+FRAME_RANDOM = 56  # gc_frame_t.random (graphc/c_runtime/src/internal.h)
 
 
-def stream_key(seed: int | None, op_index: int, call: int) -> int:
+def stream_key(seed: int | None, op_index: int, call: int, instance_seed: int = 0) -> int:
     """The 64-bit key of one call (the same formula the kernel computes)."""
     base = ((seed if seed is not None else 0x5EED) * _GOLDEN + op_index * _OP) & _MASK
-    return _splitmix(np.uint64((base + call * _GOLDEN) & _MASK))
+    stream = (call + (instance_seed << 32)) & _MASK
+    return _splitmix(np.uint64((base + stream * _GOLDEN) & _MASK))
 
 
 def _splitmix(z):
@@ -43,18 +47,18 @@ def _splitmix(z):
         return z ^ (z >> np.uint64(31))
 
 
-def uniform_reference(seed: int | None, op_index: int, call: int, shape) -> np.ndarray:
+def uniform_reference(seed: int | None, op_index: int, call: int, shape, instance_seed: int = 0) -> np.ndarray:
     """The float32 values the kernel draws for ``(seed, op_index, call)``, in NumPy."""
-    key = np.uint64(stream_key(seed, op_index, call))
+    key = np.uint64(stream_key(seed, op_index, call, instance_seed))
     with np.errstate(over="ignore"):
         z = _splitmix(np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.uint64) + key)
     return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)).reshape(shape)
 
 
-def normal_reference(seed: int | None, op_index: int, call: int, shape) -> np.ndarray:
+def normal_reference(seed: int | None, op_index: int, call: int, shape, instance_seed: int = 0) -> np.ndarray:
     """The float32 standard normal values the kernel draws for ``(seed, op_index, call)``, in NumPy
     (equal up to the last bit of the C library's ``logf``/``cosf``)."""
-    key = np.uint64(stream_key(seed, op_index, call))
+    key = np.uint64(stream_key(seed, op_index, call, instance_seed))
     with np.errstate(over="ignore"):
         z = _splitmix(np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.uint64) + key)
     scale = np.float32(2.0 ** -24)
@@ -99,15 +103,15 @@ def _emit_draws(kb: KernelBuilder, out: Tensor, seed: int | None, name: str, dra
     """One call's elements: ``draw(builder, hash of (key, index))`` for each index of ``out``
     (``cost``: the estimated cycles of one draw, for the parallel split)."""
     op_index = kb.op_index
-    counter = ir.GlobalVariable(kb.module, I64, name=kb.unique("random_calls"))
-    counter.linkage = "internal"
-    counter.initializer = ir.Constant(I64, 0)
     call = kb.temp((1,), "int64")
-    # 1. take this call's number
+    # 1. take this call's stream: the op's counter on this instance, plus the instance's seed
     k = kb.kernel("random_call")
     b = k.b
+    state = b.load(b.gep(k.frame, [i64(FRAME_RANDOM)], source_etype=ir.IntType(8)), typ=PTR)
+    counter = b.gep(state, [i64(1 + op_index)], source_etype=I64)
     c = b.atomic_rmw("add", counter, i64(1), "monotonic")
-    b.store(c, k.ptr(call))
+    instance_seed = b.load(state, typ=I64)
+    b.store(b.add(c, b.shl(instance_seed, i64(32))), k.ptr(call))
     kb.launch(k, 1)
     # 2. draw the elements
     total = dims.product(out.shape)

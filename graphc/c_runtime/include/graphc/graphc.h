@@ -13,7 +13,7 @@
  *    accepts NULL. Nothing else transfers ownership. Pointers returned by getters (names,
  *    messages) stay owned by the object they came from and live as long as it does.
  *  - There is no global mutable state: the model handle is immutable static data, and all
- *    mutable state (buffers, weights copies, thread pool) belongs to an instance.
+ *    mutable state (buffers, weights copies, random state, thread pool) belongs to an instance.
  *
  * Threads
  *  - gc_model_t: thread-safe (immutable).
@@ -29,7 +29,7 @@
  *  - Input buffers are caller-owned and only read during gc_instance_run.
  *  - Output buffers are caller-owned when gc_tensor_t.data is set before the call; when it is
  *    NULL the runtime points it at memory owned by the instance, valid until the next run,
- *    set_weight or release of that instance.
+ *    set_weight, train step or release of that instance.
  *  - Everything the runtime allocates goes through gc_options_t.allocator (malloc by default).
  */
 #ifndef GRAPHC_GRAPHC_H_
@@ -42,8 +42,9 @@
 extern "C" {
 #endif
 
-/* The version of this ABI; gc_api_version() returns the version the library was built with. */
-#define GC_API_VERSION 1u
+/* The version of this ABI; gc_api_version() returns the version the library was built with.
+   Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter. */
+#define GC_API_VERSION 2u
 
 /* The most dimensions a tensor can have. */
 #define GC_MAX_RANK 8
@@ -66,7 +67,8 @@ typedef enum gc_status_code {
   GC_RESOURCE_EXHAUSTED = 4, /* an allocation failed or a size overflowed */
   GC_NOT_FOUND = 5,          /* no input, output or weight of that name; a missing file */
   GC_DATA_LOSS = 6,          /* a truncated or corrupt weights file */
-  GC_UNIMPLEMENTED = 7,      /* reserved entry points (training steps) */
+  GC_UNIMPLEMENTED = 7,      /* an entry point the library was not built for (a training step of an
+                                inference library) */
   GC_INTERNAL = 8            /* a bug in graphc: please report it */
 } gc_status_code_t;
 
@@ -170,9 +172,12 @@ typedef struct gc_options {
                                says how many an instance really uses) */
   gc_allocator_t allocator; /* alloc == NULL: malloc/free */
   const char* weights_path; /* weights file for models built with external weights (or NULL) */
+  uint64_t seed;            /* the instance's random state (dropout masks, noise): instances with the same
+                               seed draw the same values; each instance draws its own (API version 2) */
 } gc_options_t;
 
-/* Fills defaults: all cores, malloc, no weights file. */
+/* Fills defaults: all cores, malloc, no weights file, seed 0. An options struct of API version 1
+   (struct_size without `seed`) is still accepted and means seed 0. */
 GC_EXPORT void gc_options_init(gc_options_t* options);
 
 /* The most intra-op threads an instance uses: 4 per online core (at most 1024). More would only
@@ -224,11 +229,41 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_weight(gc_instance_t* i
    no file. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_load_weights(gc_instance_t* instance, const char* path);
 
-/* Reserved for compiled training steps (forward, backward, optimizer update); returns
-   GC_UNIMPLEMENTED for inference-only libraries. */
+/* ----------------------------------------------------------------------------- training
+
+   A library built with `graphc compile MODEL --training` holds one training step: forward pass,
+   loss, gradients and the optimizer update. Its state -- weights, optimizer slots, the iteration
+   counter, BatchNormalization moving statistics and the random state -- lives in the instance: a
+   step reads and updates it in place, and gc_instance_get_weight / gc_instance_set_weight read or
+   replace it between steps (the optimizer slots and the iteration counter are weights too, named
+   as gc_model_weight lists them). The library's model inputs are followed by one target per
+   trained output and then by its hyperparameters; gc_model_input describes them all. */
+
+/* 1 when the library holds a training step (gc_instance_train_step works), else 0. */
+GC_EXPORT int gc_model_has_train_step(const gc_model_t* model);
+/* The step's counts: model inputs (the `inputs` of a step), targets, and reported outputs (the
+   loss first, then each output's loss, then every metric's sum and count over the batch; their
+   names and shapes are gc_model_output 0..num_reported-1). All 0 for an inference library. */
+GC_EXPORT size_t gc_model_num_step_inputs(const gc_model_t* model);
+GC_EXPORT size_t gc_model_num_step_targets(const gc_model_t* model);
+GC_EXPORT size_t gc_model_num_step_outputs(const gc_model_t* model);
+
+/* One training step on a batch: inputs[i] is model input i, targets[j] the target of trained
+   output j (dtype, rank and shape checked as in gc_instance_run). Updates the instance's state in
+   place. outputs receives the reported values (see gc_model_num_step_outputs), written like
+   gc_instance_run's outputs; num_outputs may be 0 (outputs NULL). GC_UNIMPLEMENTED for an
+   inference library. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_train_step(gc_instance_t* instance, const gc_tensor_t* inputs,
                                                                 size_t num_inputs, const gc_tensor_t* targets,
-                                                                size_t num_targets, float* out_loss);
+                                                                size_t num_targets, gc_tensor_t* outputs,
+                                                                size_t num_outputs);
+/* Sets hyperparameter `name` ("learning_rate") for the following steps; the library starts with
+   the value the optimizer had when it was compiled. GC_NOT_FOUND for an unknown name. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_hyperparameter(gc_instance_t* instance, const char* name,
+                                                                        double value);
+/* Reads hyperparameter `name` into *out_value. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_hyperparameter(gc_instance_t* instance, const char* name,
+                                                                        double* out_value);
 
 #ifdef __cplusplus
 }

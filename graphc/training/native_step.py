@@ -1,0 +1,196 @@
+"""Training and evaluation steps as native libraries whose state lives in the instance.
+
+A step graph compiles once into a library (:func:`graphc.backends.llvm.native.compile_library`);
+its instance holds the weights, optimizer slots, iteration count, BatchNormalization moving
+statistics and random state, and ``gc_instance_train_step`` updates them in place. The host
+objects (the model's Variables, the optimizer's slot dicts) are not rewritten after a step:
+each remembers that an instance holds its latest value (a :class:`Held` record) and reads it
+back through ``gc_instance_get_weight`` only when Python asks for it (``get_weights``, ``save``,
+a callback, an evaluation step compiled into another library). A value assigned on the host
+drops the record, and the next step pushes it through ``gc_instance_set_weight``. Between two
+training steps on the same instance no weight byte crosses the ABI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from graphc.frontend.layer import Variable
+
+
+@dataclass
+class Held:
+    """An instance holds the latest value of weight ``name``; ``fresh``: the host copy equals it."""
+
+    instance: object
+    name: str
+    fresh: bool = False
+
+    def pull(self) -> np.ndarray:
+        return self.instance.get_weight(self.name)
+
+
+class HeldVariable(Variable):
+    """A Variable whose value may live in a native instance (set on a model's Variables by class,
+    so every holder of the object sees it); reading ``value`` pulls it when the host copy is stale."""
+
+    @property
+    def _value(self) -> np.ndarray:
+        d = self.__dict__
+        held = d.get("_held")
+        if held is not None and not held.fresh:
+            d["_value"] = np.asarray(held.pull(), dtype=d["_value"].dtype).reshape(d["_value"].shape)
+            held.fresh = True
+        return d["_value"]
+
+    @_value.setter
+    def _value(self, value: np.ndarray) -> None:
+        self.__dict__["_value"] = value
+        self.__dict__["_held"] = None
+
+
+@cache
+def held_class(cls: type) -> type:
+    """``cls`` (Variable or a subclass of it) whose value may be held by an instance."""
+    if cls is Variable:
+        return HeldVariable
+    return type(f"Held{cls.__name__}", (HeldVariable, cls), {"__module__": cls.__module__})
+
+
+class HeldSlots(dict):
+    """One weight's optimizer slots, each possibly held by a native instance (pulled when read)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.held: dict[str, Held] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        held = self.held.get(key)
+        if held is not None and not held.fresh:
+            old = super().__getitem__(key)
+            super().__setitem__(key, np.asarray(held.pull(), dtype=old.dtype).reshape(old.shape))
+            held.fresh = True
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value) -> None:
+        self.held.pop(key, None)
+        super().__setitem__(key, value)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+
+@dataclass
+class _Compiled:
+    """One step graph's library and instance, and what the instance holds."""
+
+    library: object
+    instance: object
+    outputs: list[str]
+    dtypes: dict[str, np.dtype]  # what each graph input is fed as
+    model_inputs: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    iterations: int | None = None
+    learning_rate: float | None = None
+
+
+class NativeStepRunner:
+    """Runs a trainer's step graphs as native libraries (``graphc.build(model, "native", training=True)``).
+
+    ``seed`` seeds every instance's random state (``gc_options_t.seed``): a new runner with the
+    same seed draws the same dropout masks."""
+
+    def __init__(self, threads: int | None = None, seed: int = 0):
+        self.threads = threads
+        self.seed = seed
+        self._compiled: dict[int, tuple[object, _Compiled]] = {}
+
+    def compiled(self, step) -> _Compiled:
+        """The library and instance of ``step`` (compiled on first use)."""
+        entry = self._compiled.get(id(step))
+        if entry is None or entry[0] is not step:
+            from graphc.backends.llvm.native import compile_library
+            from graphc.runtime import Library
+
+            graph = step.graph
+            files = compile_library(graph)
+            library = Library(files.shared, files.symbol)
+            info = graph.meta.get("train_step")
+            compiled = _Compiled(library, library.instance(self.threads, seed=self.seed), list(graph.outputs),
+                                 {v: info.dtype for v, info in zip(graph.inputs, library.inputs)})
+            if info and library.has_train_step:
+                special = set(info["targets"]) | {v for v, _ in info["hyperparameters"].values()}
+                compiled.model_inputs = [v for v in graph.inputs if v not in special]
+                compiled.targets = list(info["targets"])
+                compiled.outputs = list(graph.outputs[:info["reported"]])
+            entry = (step, compiled)
+            self._compiled[id(step)] = entry
+        return entry[1]
+
+    def run_step(self, step, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One step: host values the instance lacks go in, the step runs, the host learns that the
+        instance now holds every updated value. Returns the reported outputs by value name."""
+        c = self.compiled(step)
+        inst = c.instance
+        self._push_state(step, c)
+        arrays = {v: np.ascontiguousarray(feeds[v], dtype=c.dtypes[v]) for v in step.graph.inputs if v in feeds}
+        if not c.library.has_train_step:
+            outs = inst.run([arrays[v] for v in step.graph.inputs])
+            return dict(zip(step.graph.outputs, outs))
+        lr = float(np.float32(step.optimizer.learning_rate))
+        if lr != c.learning_rate:
+            inst.set_hyperparameter("learning_rate", lr)
+            c.learning_rate = lr
+        outs = inst.train_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
+        self._mark_held(step, c)
+        return dict(zip(c.outputs, outs))
+
+    def _push_state(self, step, c: _Compiled) -> None:
+        graph, inst = step.graph, c.instance
+        for name, var in step.params.items():
+            if name not in graph.constants:
+                continue
+            if not isinstance(var, HeldVariable):
+                var.__class__ = held_class(type(var))
+            held = var.__dict__.get("_held")
+            if held is None or held.instance is not inst or held.name != name:
+                inst.set_weight(name, var.value)
+                var.__dict__["_held"] = Held(inst, name, fresh=True)
+        if not step.training:
+            return
+        opt = step.optimizer
+        for name, (key, slot) in step.slots.items():
+            per = opt.slots[key]
+            if not isinstance(per, HeldSlots):
+                per = opt.slots[key] = HeldSlots(per)
+            held = per.held.get(slot)
+            if held is None or held.instance is not inst or held.name != name:
+                inst.set_weight(name, per[slot])
+                per.held[slot] = Held(inst, name, fresh=True)
+        if c.iterations != opt.iterations:
+            inst.set_weight(step.iterations, np.asarray(opt.iterations, dtype=np.int64))
+            c.iterations = opt.iterations
+
+    def _mark_held(self, step, c: _Compiled) -> None:
+        """After a step the instance holds every updated value; the host copies are stale."""
+        opt = step.optimizer
+        for name in step.updates:
+            if name in step.params:
+                step.params[name].__dict__["_held"] = Held(c.instance, name)
+            elif name in step.slots:
+                key, slot = step.slots[name]
+                opt.slots[key].held[slot] = Held(c.instance, name)
+        opt.iterations += 1
+        c.iterations = opt.iterations
+
+
+__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held"]
