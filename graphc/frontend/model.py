@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.frontend import nest, state
 from graphc.frontend.input_layer import InputLayer
-from graphc.frontend.layer import Layer
+from graphc.frontend.layer import Layer, _has_mask, lower_takes
 from graphc.frontend.lowering import LowerContext
 from graphc.frontend.tensor import KerasTensor, Node
 
@@ -284,34 +284,58 @@ class Model(Layer):
         if len(flat_given) != len(self.inputs):
             raise ValueError(f"model {self.name!r} takes {len(self.inputs)} input(s), got {len(flat_given)}")
         env: dict[int, Any] = {id(t): v for t, v in zip(self.inputs, flat_given)}
-        masks: dict[int, Any] = {}
+        # Keras has two views of a tensor's mask. The one a layer call records while the model is
+        # built (a call whose one tensor argument has a mask and whose call() takes ``mask``) is
+        # replayed as it was; every other mask is the one the tensor carries when the model
+        # runs, and Keras's MultiHeadAttention removes the masks of the tensors it reads. So a
+        # residual Add of an attention's input and output carries no mask when Keras runs it.
+        recorded: dict[int, Any] = {}
+        carried: dict[int, Any] = {}
         if mask is not None:
             flat_masks = nest.flatten(mask)
             if len(flat_masks) == len(self.inputs):
-                masks = {id(t): m for t, m in zip(self.inputs, flat_masks)}
+                recorded = {id(t): m for t, m in zip(self.inputs, flat_masks)}
+                carried = dict(recorded)
         for node in self._nodes:
             if node.is_input:
                 continue
             layer = node.layer
+            sub = ctx.for_layer(layer.name)
 
             def lookup(x):
                 return env[id(x)] if isinstance(x, KerasTensor) else x
 
+            def recorded_mask(x):
+                return recorded.get(id(x)) if isinstance(x, KerasTensor) else None
+
+            def carried_mask(x):
+                return carried.get(id(x)) if isinstance(x, KerasTensor) else None
+
             args = nest.map_structure(lookup, node.call_args)
             kw = {k: nest.map_structure(lookup, v) for k, v in node.call_kwargs.items()}
-            def mask_of(x):
-                return masks.get(id(x)) if isinstance(x, KerasTensor) else None
-
-            in_masks = nest.map_structure(mask_of, node.call_args)
-            kw_masks = {k: nest.map_structure(mask_of, v) for k, v in node.call_kwargs.items()}
-            out, out_masks = layer._lower_call(ctx.for_layer(layer.name), args, kw, in_masks, kw_masks)
+            in_masks = nest.map_structure(recorded_mask, node.call_args)
+            now = nest.map_structure(carried_mask, node.call_args)
+            kw_masks = {k: nest.map_structure(carried_mask, v) for k, v in node.call_kwargs.items()}
+            differ = nest.flatten(now) != nest.flatten(in_masks)
+            if getattr(layer, "clears_input_masks", False):
+                out, out_now = layer._lower_call(sub, args, kw, now, kw_masks)
+                out_recorded = layer.lower_mask(sub, args, in_masks) if differ and layer.supports_masking \
+                    else out_now
+                for t in node.input_tensors:
+                    carried.pop(id(t), None)
+            else:
+                out, out_recorded = layer._lower_call(sub, args, kw, in_masks, kw_masks)
+                replayed = kw.get("mask") is not None or (_has_mask(in_masks) and lower_takes(layer, "mask"))
+                out_now = layer.lower_mask(sub, args, now) if differ and layer.supports_masking and not replayed \
+                    else out_recorded
             for t, v in zip(nest.flatten(node.outputs), nest.flatten(out)):
                 env[id(t)] = v
-            for t, m in zip(nest.flatten(node.outputs), nest.flatten(out_masks)):
-                if m is not None:
-                    masks[id(t)] = m
+            for kept, masks in ((recorded, out_recorded), (carried, out_now)):
+                for t, m in zip(nest.flatten(node.outputs), nest.flatten(masks)):
+                    if m is not None:
+                        kept[id(t)] = m
         outputs = nest.map_structure(lambda t: env[id(t)], self._outputs_struct)
-        out_masks = nest.map_structure(lambda t: masks.get(id(t)), self._outputs_struct)
+        out_masks = nest.map_structure(lambda t: carried.get(id(t)), self._outputs_struct)
         return outputs, out_masks
 
     def check_inputs(self, inputs) -> None:

@@ -108,11 +108,33 @@ def pair_data(rng, n):
             (source != 0).astype("float32")[:, None, :]]
 
 
+def stacked_classifier(K):
+    """Two encoder blocks on a padded sequence. Keras's MultiHeadAttention removes the masks of
+    the tensors it reads, so the residual Add after the first block carries no mask when the
+    model runs: the second block attends to every position, while the pooling keeps the mask
+    recorded when the model was built."""
+    ids = K.Input((LENGTH,), dtype="int32")
+    x = encoder_block(K, encoder_block(K, embed(K, ids)))
+    return K.Model(ids, K.layers.Dense(3, activation="softmax")(K.layers.GlobalAveragePooling1D()(x)))
+
+
+def masked_decoder(K):
+    """Padded targets: Keras's run-time masks, not those of the built model, weight the loss
+    (after the first attention no mask is left on the output)."""
+    ids = K.Input((LENGTH,), dtype="int32")
+    x = embed(K, ids)
+    attended = K.layers.MultiHeadAttention(2, 3)(x, x, use_causal_mask=True)
+    x = K.layers.LayerNormalization()(K.layers.Add()([x, attended]))
+    return K.Model(ids, K.layers.Dense(VOCAB, activation="softmax")(x))
+
+
 MODELS = {
     "classifier": (classifier, padded_ids(), 3),
     "classifier_length_1": (lambda K: classifier(K, 1), padded_ids(1), 3),
     "decoder": (decoder, padded_ids(), None),
     "encoder_decoder": (encoder_decoder, pair_data, None),
+    "stacked_classifier": (stacked_classifier, padded_ids(), 3),
+    "masked_decoder": (masked_decoder, padded_ids(), None),
 }
 
 
@@ -173,3 +195,27 @@ def test_classifier_gradients_match_finite_differences(rng):
     ids = padded_ids(5)(rng, 3)
     checked = check_model_gradients(model, {model.inputs[0]._keras_history[0].name: ids}, rng)
     assert len(checked) == len([w for w in model.weights if w.trainable])
+
+
+@pytest.mark.parametrize("name", ["stacked_classifier", "masked_decoder"])
+def test_training_through_fully_masked_queries(keras, rng, name):
+    """Where padded queries reach the loss (their masks gone after the first attention, as in
+    Keras), the loss equals Keras's and native steps equal the reference's. The weights are not
+    compared with Keras: its torch backend's fused CPU attention kernel differentiates a query
+    row whose keys are all masked as if every probability were 1 (the row's log-sum-exp absorbs
+    log(length) next to -2.4e38), where the softmax gives 1/length."""
+    build, data, classes = MODELS[name]
+    (model, kmodel), twin = twins(keras, build, rng), build(graphc)
+    twin.set_weights(model.get_weights())
+    for m in (model, twin):
+        m.compile(optimizer=graphc.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    kmodel.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    graphc.build(model, target="native", training=True)
+    graphc.build(twin, target="reference", training=True)
+    x = data(rng, 5)
+    y = _labels(rng, x, classes)
+    loss, reference, k_loss = model.train_on_batch(x, y), twin.train_on_batch(x, y), float(kmodel.train_on_batch(x, y))
+    np.testing.assert_allclose(loss, k_loss, rtol=1e-5)
+    np.testing.assert_allclose(loss, reference, rtol=1e-5)
+    for got, want, var in zip(model.get_weights(), twin.get_weights(), model.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=var.path)

@@ -13,7 +13,8 @@ the paths disagree on a query row whose keys are all masked:
 
 - ``MultiHeadAttention`` on rank-3 inputs without dropout or returned scores goes through
   Keras's ``dot_product_attention``, which adds ``-0.7 * 3.38953e38`` to masked scores and
-  does not zero anything: a fully masked row attends uniformly to every key;
+  does not zero anything: a fully masked row attends uniformly to every key (and, the bias
+  being added, passes gradient to all of them);
 - otherwise Keras's masked ``Softmax`` fills masked scores with ``-1e9`` and zeroes the
   masked probabilities afterwards: a fully masked row gives zeros;
 - ``Attention``/``AdditiveAttention`` subtract ``1e9`` from masked scores and zero the
@@ -298,6 +299,9 @@ class MultiHeadAttention(Layer):
         self._dropout_layer = Dropout(self.dropout, seed=seed, name=f"{self.name}_dropout")
         self.query_dense = self.key_dense = self.value_dense = self.output_dense = None
         self.supports_masking = True  # the output keeps the query's mask
+        # as Keras's, it reads the masks its query, value and key carry and removes them from those
+        # tensors (graphc.frontend.model replays this when it lowers a model)
+        self.clears_input_masks = True
 
     def _sublayers(self) -> list[Layer]:
         return [d for d in (self.query_dense, self.key_dense, self.value_dense, self.output_dense) if d is not None]
@@ -467,8 +471,13 @@ class MultiHeadAttention(Layer):
             while ctx.rank(keep) < keep_rank:  # Keras expands a mask just before the attention dims
                 keep = ctx.expand_dims(keep, axis=-2 * len(axes) - 1)
             condition = keep
-            fill = _scalar(ctx, SDPA_MASK_VALUE if fused else SOFTMAX_MASK_VALUE, "mask_value", ctx.dtype(scores))
-            scores = self._in_layout(ctx, scores, keras_layout, lambda s: ctx.where(condition, s, fill))
+            if fused:  # added, as dot_product_attention's bias: masked scores still pass their gradient on
+                bias = ctx.where(condition, _scalar(ctx, 0.0, "zero", ctx.dtype(scores)),
+                                 _scalar(ctx, SDPA_MASK_VALUE, "mask_value", ctx.dtype(scores)))
+                scores = self._in_layout(ctx, scores, keras_layout, lambda s: ctx.add(s, bias))
+            else:  # written over, as the masked Softmax does: no gradient reaches masked scores
+                fill = _scalar(ctx, SOFTMAX_MASK_VALUE, "mask_value", ctx.dtype(scores))
+                scores = self._in_layout(ctx, scores, keras_layout, lambda s: ctx.where(condition, s, fill))
         probs = ctx.softmax(scores, axis=-1)
         if condition is not None and not fused:
             zero = _scalar(ctx, 0.0, "zero", ctx.dtype(probs))
