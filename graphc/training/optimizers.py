@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from graphc.ops.builder import OpBuilder
+from graphc.training import schedules
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "get", "serialize", "deserialize", "ParamUpdate"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Ftrl",
+           "schedules", "get", "serialize", "deserialize", "ParamUpdate"]
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Optimizer:
     """Base class: learning rate, iterations, slots, gradient clipping and weight decay."""
 
     _slot_names: tuple[str, ...] = ()
+    _slot_initial: dict[str, float] = {}  # slots that do not start at zero (Adagrad's accumulator)
 
     def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
@@ -76,6 +79,8 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value) -> None:
+        if isinstance(value, dict) and "class_name" in value:
+            value = schedules.deserialize(value)
         if callable(value):
             self._learning_rate = value
             return
@@ -92,7 +97,7 @@ class Optimizer:
         """The current array of slot ``slot`` of the weight ``key`` (zeros the first time)."""
         per = self.slots.setdefault(key, {})
         if slot not in per:
-            per[slot] = np.zeros_like(like)
+            per[slot] = np.full_like(like, self._slot_initial.get(slot, 0.0))
         return per[slot]
 
     @property
@@ -152,6 +157,16 @@ class Optimizer:
         self._slot_consts[name] = (p.key, slot)
         return name
 
+    def _shared_slot_const(self, slot: str, initial: float) -> str:
+        """A float32 scalar of optimizer state shared by every weight (Nadam's running product), keyed ``""``."""
+        per = self.slots.setdefault("", {})
+        if slot not in per:
+            per[slot] = np.asarray(initial, dtype=np.float32)
+        name = self._b.graph.unique_name(f"{self.name}/{slot}")
+        self._b.graph.add_constant(name, per[slot])
+        self._slot_consts[name] = ("", slot)
+        return name
+
     def _clip(self, grads: list[str]) -> list[str]:
         b = self._b
         if self.clipvalue is not None:
@@ -183,7 +198,9 @@ class Optimizer:
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
         lr = self._learning_rate
-        return {"name": self.name, "learning_rate": lr if callable(lr) else float(lr),
+        if isinstance(lr, schedules.LearningRateSchedule):
+            lr = schedules.serialize(lr)
+        return {"name": self.name, "learning_rate": lr if callable(lr) or isinstance(lr, dict) else float(lr),
                 "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
                 "clipvalue": self.clipvalue, "use_ema": self.use_ema, "ema_momentum": self.ema_momentum,
                 "ema_overwrite_frequency": self.ema_overwrite_frequency,
@@ -331,7 +348,244 @@ class AdamW(Adam):
                          global_clipnorm=global_clipnorm, name=name, **kwargs)
 
 
-_CLASSES = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+def _sign(b: OpBuilder, x: str, dtype: str) -> str:
+    """sign(x) as 1, -1 or 0 (exact: the difference of two comparisons)."""
+    zero = b.constant(np.asarray(0.0, dtype=dtype), "zero")
+    return b.sub(b.cast(b.greater(x, zero), dtype=dtype), b.cast(b.less(x, zero), dtype=dtype))
+
+
+class Adagrad(_SlotUpdates):
+    """``a += g^2``; ``w -= lr*g / sqrt(a + eps)`` (``a`` starts at ``initial_accumulator_value``)."""
+
+    _slot_names = ("accumulator",)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adagrad", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.initial_accumulator_value = initial_accumulator_value
+        self.epsilon = epsilon
+        self._slot_initial = {"accumulator": float(initial_accumulator_value)}
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        a = self._slot_const(p, "accumulator")
+        new_a = b.add(a, b.mul(grad, grad))
+        self._set(a, new_a)
+        return b.sub(var, b.div(b.mul(grad, lr), b.sqrt(b.add(new_a, self._const(self.epsilon, dtype)))))
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class Adadelta(_SlotUpdates):
+    """``g2 = rho*g2 + (1-rho)*g^2``; ``d = -sqrt(d2 + eps)*g / sqrt(g2 + eps)``; ``d2 = rho*d2 + (1-rho)*d^2``;
+    ``w += lr*d``."""
+
+    _slot_names = ("accumulated_grad", "accumulated_delta_var")
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="adadelta", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.rho = rho
+        self.epsilon = epsilon
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        eps, rho, one_minus = (self._const(v, dtype) for v in (self.epsilon, self.rho, 1 - self.rho))
+        g2 = self._slot_const(p, "accumulated_grad")
+        d2 = self._slot_const(p, "accumulated_delta_var")
+        new_g2 = b.add(b.mul(g2, rho), b.mul(b.mul(grad, grad), one_minus))
+        delta = b.neg(b.div(b.mul(b.sqrt(b.add(d2, eps)), grad), b.sqrt(b.add(new_g2, eps))))
+        self._set(g2, new_g2)
+        self._set(d2, b.add(b.mul(d2, rho), b.mul(b.mul(delta, delta), one_minus)))
+        return b.add(var, b.mul(delta, lr))
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+class Adamax(_SlotUpdates):
+    """``m = b1*m + (1-b1)*g``; ``u = max(b2*u, |g|)``; ``w -= lr*m / ((u + eps)*(1 - b1^t))``."""
+
+    _slot_names = ("momentum", "norm")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adamax", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        step = local_step if dtype == "float32" else b.cast(local_step, dtype=dtype)
+        b1_power = b.pow(self._const(self.beta_1, dtype), step)
+        m = self._slot_const(p, "momentum")
+        u = self._slot_const(p, "norm")
+        new_m = b.add(b.mul(m, self._const(self.beta_1, dtype)), b.mul(grad, self._const(1 - self.beta_1, dtype)))
+        new_u = b.maximum(b.mul(u, self._const(self.beta_2, dtype)), b.abs(grad))
+        self._set(m, new_m)
+        self._set(u, new_u)
+        denominator = b.mul(b.add(new_u, self._const(self.epsilon, dtype)), b.sub(self._const(1.0, dtype), b1_power))
+        return b.sub(var, b.div(b.mul(new_m, lr), denominator))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Nadam(_SlotUpdates):
+    """Adam with Nesterov momentum and Keras's momentum schedule ``u_t = b1*(1 - 0.5*0.96^t)``; the running
+    product of the ``u_t`` is optimizer state shared by all weights."""
+
+    _slot_names = ("momentum", "velocity")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="nadam", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def emit_updates(self, b, params, weights, lr, iterations):
+        self._schedule: dict[str, tuple[str, str, str, str]] = {}
+        return super().emit_updates(b, params, weights, lr, iterations)
+
+    def _momentum_schedule(self, local_step: str, dtype: str) -> tuple[str, str, str, str]:
+        """(u_t, u_{t+1}, prod u_1..u_t, prod u_1..u_{t+1}) for this step, emitted once per dtype."""
+        if dtype not in self._schedule:
+            b = self._b
+            step = local_step if dtype == "float32" else b.cast(local_step, dtype=dtype)
+            one, half, decay, beta_1 = (self._const(v, dtype) for v in (1.0, 0.5, 0.96, self.beta_1))
+            u_t = b.mul(beta_1, b.sub(one, b.mul(half, b.pow(decay, step))))
+            u_t_1 = b.mul(beta_1, b.sub(one, b.mul(half, b.pow(decay, b.add(step, one)))))
+            first = not self._schedule
+            if first:
+                self._product = self._shared_slot_const("u_product", 1.0)
+            product = self._product
+            product_t = b.mul(product if dtype == "float32" else b.cast(product, dtype=dtype), u_t)
+            if first:  # the state update: the product through this step
+                self._set(product, product_t if dtype == "float32" else b.cast(product_t, dtype="float32"))
+            self._schedule[dtype] = (u_t, u_t_1, product_t, b.mul(product_t, u_t_1))
+        return self._schedule[dtype]
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        one = self._const(1.0, dtype)
+        u_t, u_t_1, product_t, product_t_1 = self._momentum_schedule(local_step, dtype)
+        step = local_step if dtype == "float32" else b.cast(local_step, dtype=dtype)
+        b2_power = b.pow(self._const(self.beta_2, dtype), step)
+        m = self._slot_const(p, "momentum")
+        v = self._slot_const(p, "velocity")
+        new_m = b.add(b.mul(m, self._const(self.beta_1, dtype)), b.mul(grad, self._const(1 - self.beta_1, dtype)))
+        new_v = b.add(b.mul(v, self._const(self.beta_2, dtype)),
+                      b.mul(b.mul(grad, grad), self._const(1 - self.beta_2, dtype)))
+        self._set(m, new_m)
+        self._set(v, new_v)
+        m_hat = b.add(b.div(b.mul(new_m, u_t_1), b.sub(one, product_t_1)),
+                      b.div(b.mul(grad, b.sub(one, u_t)), b.sub(one, product_t)))
+        v_hat = b.div(new_v, b.sub(one, b2_power))
+        return b.sub(var, b.div(b.mul(m_hat, lr), b.add(b.sqrt(v_hat), self._const(self.epsilon, dtype))))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Lion(_SlotUpdates):
+    """``w -= lr*sign(b1*m + (1-b1)*g)``; then ``m = b2*m + (1-b2)*g``."""
+
+    _slot_names = ("momentum",)
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="lion", **kwargs):
+        if beta_1 <= 0 or beta_1 > 1:
+            raise ValueError("Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+                             f"to SignSGD. Received: beta_1={beta_1}.")
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        m = self._slot_const(p, "momentum")
+        c = b.add(b.mul(m, self._const(self.beta_1, dtype)), b.mul(grad, self._const(1 - self.beta_1, dtype)))
+        self._set(m, b.add(b.mul(m, self._const(self.beta_2, dtype)), b.mul(grad, self._const(1 - self.beta_2, dtype))))
+        return b.sub(var, b.mul(_sign(b, c, dtype), lr))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}
+
+
+class Ftrl(_SlotUpdates):
+    """Follow-the-regularized-leader (Keras's generic update): per-coordinate rates from the accumulated
+    squared gradients, L1 and L2 (and shrinkage) regularization in closed form."""
+
+    _slot_names = ("accumulator", "linear")
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="ftrl", **kwargs):
+        for arg, value, what in (("initial_accumulator_value", initial_accumulator_value, "positive or zero"),
+                                 ("learning_rate_power", -learning_rate_power, "negative or zero"),
+                                 ("l1_regularization_strength", l1_regularization_strength, "positive or zero"),
+                                 ("l2_regularization_strength", l2_regularization_strength, "positive or zero"),
+                                 ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength,
+                                  "positive or zero")):
+            if value < 0.0:
+                shown = -value if arg == "learning_rate_power" else value
+                raise ValueError(f"`{arg}` needs to be {what}. Received: {arg}={shown}.")
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm, name=name, **kwargs)
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1_regularization_strength = l1_regularization_strength
+        self.l2_regularization_strength = l2_regularization_strength
+        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self.beta = beta
+        self._slot_initial = {"accumulator": float(initial_accumulator_value)}
+
+    def update_step(self, grad, var, lr, local_step, p):
+        b = self._b
+        dtype = b.graph.type_of(var).dtype
+        c = lambda v: self._const(v, dtype)  # noqa: E731
+        accum = self._slot_const(p, "accumulator")
+        linear = self._slot_const(p, "linear")
+        power = c(-self.learning_rate_power)
+        l2_reg = b.add(c(self.l2_regularization_strength), b.div(c(self.beta), b.mul(c(2.0), lr)))
+        grad_to_use = b.add(grad, b.mul(c(2 * self.l2_shrinkage_regularization_strength), var))
+        new_accum = b.add(accum, b.square(grad))
+        new_accum_power = b.pow(new_accum, power)
+        sigma = b.div(b.sub(new_accum_power, b.pow(accum, power)), lr)
+        new_linear = b.add(linear, b.sub(grad_to_use, b.mul(sigma, var)))
+        quadratic = b.add(b.div(new_accum_power, lr), b.mul(c(2.0), l2_reg))
+        l1 = float(self.l1_regularization_strength)
+        clipped = b.clip(new_linear, min=-l1, max=l1)
+        self._set(linear, new_linear)
+        self._set(accum, new_accum)
+        return b.div(b.sub(clipped, new_linear), quadratic)
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate_power": self.learning_rate_power,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "l1_regularization_strength": self.l1_regularization_strength,
+                "l2_regularization_strength": self.l2_regularization_strength,
+                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
+                "beta": self.beta}
+
+
+_CLASSES = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad,
+            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam, "lion": Lion, "ftrl": Ftrl}
 
 
 def get(identifier: Any) -> Optimizer:
@@ -358,6 +612,4 @@ def deserialize(config: dict) -> Optimizer:
     if name not in _CLASSES:
         raise ValueError(f"unknown optimizer class {config.get('class_name')!r}")
     cfg = {k: v for k, v in dict(config.get("config") or {}).items() if k not in ("is_legacy_optimizer",)}
-    if isinstance(cfg.get("learning_rate"), dict):
-        raise ValueError("learning-rate schedules in optimizer configs are not supported by graphc")
     return _CLASSES[name].from_config(cfg)

@@ -182,7 +182,7 @@ def test_optimizer_learning_rate_config_and_errors():
     with pytest.raises(TypeError, match="not settable"):
         sched.learning_rate = 0.3
     with pytest.raises(ValueError, match="unknown optimizer"):
-        optimizers.get("lion")
+        optimizers.get("adafactor")
     with pytest.raises(ValueError, match="Only one of"):
         optimizers.SGD(clipnorm=1.0, clipvalue=1.0)
     with pytest.raises(ValueError, match="momentum"):
