@@ -423,7 +423,14 @@ def verify_model(args: argparse.Namespace) -> int:
              help="native: weights inside the library (default) or in NAME.weights"),
          arg("--cpu", default=None, help="native: 'host' (default) or a portable level: generic, x86-64-v2, "
              "x86-64-v3, x86-64-v4"),
-         arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"))
+         arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"),
+         arg("--training", action="store_true", help="native: export the training step (forward, loss, gradients, "
+             "optimizer update; gc_instance_train_step) instead of inference"),
+         arg("--optimizer", default=None, help="--training: the optimizer (default: the model's compile(), else "
+             "rmsprop)"),
+         arg("--loss", default=None, help="--training: the loss (default: the model's compile(), else mse)"),
+         arg("--learning-rate", type=float, default=None, help="--training: the initial learning rate (the "
+             "library's default; gc_instance_set_hyperparameter changes it)"))
 def compile_model(args: argparse.Namespace) -> int:
     """Write a deployable artifact of MODEL."""
     import graphc
@@ -444,6 +451,8 @@ def compile_model(args: argparse.Namespace) -> int:
         proto = graphc.onnx.export(model, path, opset=args.opset, optimize=args.level)
         print(f"wrote {path}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
         return 0
+    if args.training:
+        return _compile_training(model, args, symbol)
     from graphc.backends.llvm import build_native
 
     graph = graphc.lower(model)
@@ -455,6 +464,25 @@ def compile_model(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({kind})")
     print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
           f"kernels, {stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
+    return 0
+
+
+def _compile_training(model, args: argparse.Namespace, symbol: str | None) -> int:
+    """``compile --training``: the model's training step as a library (graphc.training.native_step)."""
+    from graphc.backends.llvm import export_files
+    from graphc.training.native_step import train_step_library
+
+    if args.target != "native":
+        raise CLIError("--training exports native libraries only (--target native)")
+    if args.optimizer or args.loss or getattr(model, "_graphc_trainer", None) is None:
+        model.compile(optimizer=args.optimizer or "rmsprop", loss=args.loss or "mse")
+    if args.learning_rate is not None:
+        model._graphc_trainer.optimizer.learning_rate = args.learning_rate
+    files = train_step_library(model, name=symbol, weights=args.weights, cpu=args.cpu)
+    for kind, path in sorted(export_files(files, args.output).items()):
+        print(f"wrote {path} ({kind})")
+    print(f"training step: {int(files.stats.get('kernels', 0))} kernel launches, "
+          f"{files.stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
     return 0
 
 

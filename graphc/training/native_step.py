@@ -193,4 +193,32 @@ class NativeStepRunner:
         c.iterations = opt.iterations
 
 
-__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held"]
+def _target_like(model, index: int, loss) -> np.ndarray:
+    """A one-sample target for output ``index``: what fixes the step's target input types (sparse
+    losses take integer class ids without the class axis)."""
+    shape = tuple(1 if d is None else int(d) for d in model.outputs[index].shape[1:])
+    if "sparse" in type(loss).__name__.lower():
+        return np.zeros((1,) + shape[:-1], dtype=np.int32)
+    return np.zeros((1,) + shape, dtype=np.float32)
+
+
+def train_step_library(model, *, name: str | None = None, weights: str = "embedded", cpu: str | None = None):
+    """Compile a compiled Model's training step (forward, loss, metrics, gradients, optimizer update) into
+    a model library whose instances train it through ``gc_instance_train_step``; returns its
+    :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the model's current
+    weights and optimizer state and from the optimizer's current learning rate."""
+    from graphc.backends.llvm.native import compile_library
+    from graphc.training.loop import standardize_x
+
+    trainer = getattr(model, "_graphc_trainer", None)
+    if trainer is None:
+        raise ValueError(f"model {model.name!r} is not compiled: call model.compile(optimizer, loss, ...) before "
+                         "exporting its training step")
+    targets = [_target_like(model, i, loss) for i, loss in enumerate(trainer.loss_objects)]
+    feeds = standardize_x(model, [np.zeros((1,) + tuple(1 if d is None else int(d) for d in t.shape[1:]),
+                                           dtype=t.dtype) for t in model.inputs])
+    step = trainer._step(feeds, targets, True)
+    return compile_library(step.graph, name, weights=weights, cpu=cpu)
+
+
+__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library"]

@@ -529,6 +529,13 @@ class _Codegen:
         if self.free_dims:
             free = c_comment(", ".join(self.free_dims))
             doc.append(f" * free dimensions (bound from the inputs at run time): {free}")
+        step = g.meta.get("train_step")
+        if step:
+            targets = c_comment(", ".join(step["targets"]))
+            hypers = c_comment(", ".join(step["hyperparameters"]))
+            doc += [" * training step (gc_instance_train_step): its inputs are the inputs above but the targets "
+                    f"({targets}) and hyperparameters ({hypers}, gc_instance_set_hyperparameter); it reports "
+                    f"outputs 0..{int(step['reported']) - 1} (the loss first) and updates the weights in place"]
         doc.append(" */")
         body = [f"#ifndef {guard}", f"#define {guard}", "", graphc_h.strip(), "",
                 "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
