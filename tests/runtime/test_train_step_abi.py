@@ -16,6 +16,7 @@ import pytest
 import graphc
 from graphc import Input, Model, layers
 from graphc.backends.llvm import export_files
+from graphc.backends.llvm.toolchain import runtime_dir
 from graphc.runtime import Library, NativeError
 from graphc.training.native_step import train_step_library
 from tests.runtime.test_c_abi import TESTS, cc, run
@@ -46,6 +47,21 @@ def test_c_program_checks_the_training_calls(train_library):
     cc(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{out}", str(TESTS / "test_train_step.c"),
         str(out / "libtrain_model.a"), "-lpthread", "-lm", "-o", "test_train_step"], out)
     assert run(out / "test_train_step").startswith("ok")
+
+
+def test_training_calls_under_the_sanitizers(train_library, tmp_path):
+    """The runtime and test_train_step.c built with ASan + UBSan (the model's kernels linked as they are)."""
+    files, _ = train_library
+    rt = runtime_dir()
+    code = files.objects["model"].parent
+    sources = [str(p) for p in sorted((rt / "src").glob("*.c"))] + [str(code / "train_model_model.c")]
+    cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all", f"-I{rt / 'include'}", f"-I{rt / 'src'}", f"-I{files.directory}",
+        str(TESTS / "test_train_step.c"), *sources, str(files.objects["model"]), str(files.objects["weights"]),
+        "-lpthread", "-lm", "-o", "test_train_step_asan"], tmp_path)
+    out = run(tmp_path / "test_train_step_asan", env={"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
+                                                     "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"})
+    assert out.startswith("ok"), out
 
 
 def test_ctypes_train_step_equals_the_reference_trainer(train_library, rng):
