@@ -93,3 +93,21 @@ def test_batch_norm_on_a_masked_sequence_over_the_steps_axis(keras, rng):
 
     x = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 6, 0], [7, 8, 1, 2, 3]], dtype="int32")
     _sgd_step_matches_keras(keras, build, x, rng.standard_normal((3, 5, 3)).astype("float32"))
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (lambda L, act: L.Conv1D(2, 1, data_format="channels_first", activation=act), (6, 5)),
+    (lambda L, act: L.Conv2D(3, 2, data_format="channels_first", activation=act), (2, 4, 5)),
+    (lambda L, act: L.Conv2DTranspose(2, 2, strides=2, data_format="channels_first", activation=act), (3, 3, 4)),
+    (lambda L, act: L.DepthwiseConv1D(3, data_format="channels_first", activation=act), (2, 7)),
+    (lambda L, act: L.SeparableConv2D(2, 1, data_format="channels_first", activation=act), (3, 3, 5)),
+], ids=["conv1d", "conv2d", "conv2d_transpose", "depthwise_conv1d", "separable_conv2d"])
+@pytest.mark.parametrize("activation", ["softmax", "log_softmax", "sparsemax"])
+def test_channels_first_convolution_activation_along_the_last_axis(keras, rng, layer, shape, activation):
+    """A channels_first convolution applied softmax-like activations in channels-last layout (over the
+    channels); Keras applies them to its output as laid out, along the last (spatial) axis."""
+    def build(K):
+        x = K.Input(shape)
+        return K.Model(x, layer(K.layers, activation)(x))
+
+    check_predict(keras, build, _floats(*shape), rng, batches=(1, 3))

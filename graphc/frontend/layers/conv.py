@@ -123,6 +123,11 @@ def check_spatial_input(x, rank: int, layer: str, data_format: str = "channels_l
 
 
 # ---------------------------------------------------------------------------- base
+# Activations that work along the last axis rather than elementwise: with channels_first that axis is
+# a spatial one, so they apply after the output is back in the layer's layout.
+_ALONG_LAST_AXIS = frozenset({"softmax", "log_softmax", "sparsemax", "glu"})
+
+
 class _BaseConv(Layer):
     """What every convolution layer shares: geometry, padding, bias and activation."""
 
@@ -170,6 +175,8 @@ class _BaseConv(Layer):
         y = self._lower_channels_last(ctx, x)
         if self.use_bias:
             y = ctx.bias_add(y, ctx.param(self.bias))
+        if self.activation in _ALONG_LAST_AXIS:  # Keras applies these to the last axis of the layer's own layout
+            return activations.lower(ctx, self.activation, from_channels_last(ctx, y, self.data_format))
         y = activations.lower(ctx, self.activation, y)
         return from_channels_last(ctx, y, self.data_format)
 
