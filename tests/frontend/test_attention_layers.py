@@ -130,6 +130,11 @@ def test_multi_head_attention_takes_the_masks_of_its_tensors(keras, rng):
     assert set(errors) == {"reference", "onnx", "native"}
 
 
+@pytest.mark.keras
+def test_implicit_masks_keras_files(keras, rng, tmp_path):
+    check_keras_file(keras, _implicit_masks, _padded_ids((7,), (5,)), rng, tmp_path)
+
+
 def test_multi_head_attention_output_keeps_the_query_mask():
     ids = Input((7,), dtype="int32")
     x = layers.Embedding(11, 6, mask_zero=True)(ids)

@@ -145,7 +145,7 @@ def test_predictions_equal_keras_on_every_target(keras, rng, name):
     assert set(errors) == {"reference", "onnx", "native"}
 
 
-@pytest.mark.parametrize("name", ["decoder", "encoder_decoder"])
+@pytest.mark.parametrize("name", ["classifier", "decoder", "encoder_decoder", "stacked_classifier"])
 def test_keras_files_round_trip(keras, rng, tmp_path, name):
     build, data, _ = MODELS[name]
     check_keras_file(keras, build, data, rng, tmp_path)
