@@ -32,7 +32,7 @@ import string
 import numpy as np
 
 from graphc.frontend import constraints, initializers, masking, nest, regularizers
-from graphc.frontend.layer import Layer, Variable
+from graphc.frontend.layer import Layer
 from graphc.frontend.layers.core import Dropout
 from graphc.frontend.layers.einsum_dense import EinsumDense
 from graphc.frontend.lowering import LowerContext
@@ -79,21 +79,6 @@ def band_keep(ctx: LowerContext, q_len: int, k_len: int, *, causal: bool, window
     if window is not None:
         keep &= np.abs(i - j) < window
     return ctx.constant(keep[None], "causal_mask" if causal else "window_mask")
-
-
-class ScalarVariable(Variable):
-    """A 0-d weight, as Keras's attention scales are (``Variable`` stores at least one axis)."""
-
-    def assign(self, value) -> None:
-        super().assign(value)
-        self._value = self._value.reshape(())
-
-
-def scalar_weight(layer: Layer, name: str, initializer: str) -> Variable:
-    var = layer.add_weight(name, (), initializer)
-    var.__class__ = ScalarVariable
-    var._value = var._value.reshape(())
-    return var
 
 
 def _check_float(layer: Layer, t, what: str) -> None:
@@ -145,8 +130,8 @@ class Attention(Layer):
                              f"query {query.shape} and key {key.shape}")
 
     def build(self, input_shape):
-        self.scale = scalar_weight(self, "scale", "ones") if self.use_scale else None
-        self.concat_score_weight = scalar_weight(self, "concat_score_weight", "ones") \
+        self.scale = self.add_weight("scale", (), "ones") if self.use_scale else None
+        self.concat_score_weight = self.add_weight("concat_score_weight", (), "ones") \
             if self.score_mode == "concat" else None
 
     # -------------------------------------------------------------- lowering
