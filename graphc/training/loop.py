@@ -226,8 +226,8 @@ class Trainer:
             tracker = self.output_loss_trackers[i]
             if tracker is not None:
                 tracker.update_state_totals(float(result[value]) * n, n)
-        for i, k, s, c in out.metrics:
-            self.specs[i].metrics[k].update_state_totals(float(result[s]), float(result[c]))
+        for i, k, *totals in out.metrics:
+            self.specs[i].metrics[k].update_state_totals(*(result[value] for value in totals))
         return self.results()
 
 
@@ -406,7 +406,7 @@ def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackLis
     steps = max(1, math.ceil(n / batch_size))
     cbs = callbacks if callbacks is not None else CallbackList(None, add_progbar=verbose != 0, model=model,
                                                                verbose=verbose, epochs=1, steps=steps)
-    saved = {m: (m.total, m.count) for m in trainer.all_metrics()} if trainer.specs is not None else {}
+    saved = {m: m.get_totals() for m in trainer.all_metrics()} if trainer.specs is not None else {}
     trainer.reset_metrics()
     cbs.on_test_begin()
     logs: dict[str, float] = {}
@@ -417,8 +417,8 @@ def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackLis
         cbs.on_test_batch_end(step, logs)
     logs = trainer.results()
     cbs.on_test_end(logs)
-    for m, (total, count) in saved.items():
-        m.total, m.count = total, count
+    for m, totals in saved.items():
+        m.set_totals(totals)
     return logs
 
 

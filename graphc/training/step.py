@@ -54,7 +54,7 @@ class OutputSpec:
 class StepOutputs:
     loss: str
     output_losses: list[tuple[int, str]]  # (output index, value)
-    metrics: list[tuple[int, int, str, str]]  # (output index, metric index, sum value, count value)
+    metrics: list[tuple]  # (output index, metric index, sum value, count value) or (..., the metric's totals)
 
 
 def _target_type(array: np.ndarray) -> TensorType:
@@ -117,6 +117,12 @@ class Step:
             if target is None:
                 continue
             for k, metric in enumerate(spec.metrics):
+                if hasattr(metric, "emit_totals"):  # counts the metric accumulates itself (Precision, AUC...)
+                    if output_masks.get(pred) is not None:
+                        raise ValueError(f"the {type(metric).__name__} metric on a masked output is not supported "
+                                         "by graphc")
+                    metrics.append((i, k, *metric.emit_totals(mb, target, pred)))
+                    continue
                 values = metric.values(mb, target, pred)
                 if output_masks.get(pred) is not None:
                     s, c = weighted_metric_totals(mb, values, output_masks[pred])
