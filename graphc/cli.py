@@ -440,6 +440,8 @@ def compile_model(args: argparse.Namespace) -> int:
         symbol = library_symbol(args.name) if args.name else None
     except ValueError as exc:
         raise CLIError(f"--name: {exc}") from None
+    if args.training and args.target != "native":
+        raise CLIError("--training exports native libraries only (--target native)")
     model = load_model(args.model)
     if args.target == "onnx":
         import graphc.onnx
@@ -472,8 +474,6 @@ def _compile_training(model, args: argparse.Namespace, symbol: str | None) -> in
     from graphc.backends.llvm import export_files
     from graphc.training.native_step import train_step_library
 
-    if args.target != "native":
-        raise CLIError("--training exports native libraries only (--target native)")
     if args.optimizer or args.loss or getattr(model, "_graphc_trainer", None) is None:
         model.compile(optimizer=args.optimizer or "rmsprop", loss=args.loss or "mse")
     if args.learning_rate is not None:

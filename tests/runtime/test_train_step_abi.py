@@ -100,6 +100,19 @@ def test_inference_library_refuses_the_training_calls(train_library):
     assert err.value.code_name == "GC_UNIMPLEMENTED"
 
 
+def test_cli_compile_training_exports_the_step(tmp_path):
+    from graphc import cli
+
+    assert cli.main(["compile", "mlp", "--target", "native", "--training", "--optimizer", "sgd", "--loss",
+                     "categorical_crossentropy", "--learning-rate", "0.25", "-o", str(tmp_path)]) == 0
+    header = (tmp_path / "mlp.h").read_text()
+    assert "training step (gc_instance_train_step)" in header and "gc_instance_train_step(" in header
+    library = Library(tmp_path / "libmlp.so", "mlp")
+    assert library.has_train_step and library.step_counts[:2] == (1, 1)
+    assert library.instance(1).get_hyperparameter("learning_rate") == pytest.approx(0.25)
+    assert cli.main(["compile", "mlp", "--target", "onnx", "--training", "-o", str(tmp_path / "m.onnx")]) == 1
+
+
 def _example_export():
     spec = importlib.util.spec_from_file_location("train_c_export", ROOT / "examples" / "train_c" / "export.py")
     module = importlib.util.module_from_spec(spec)
