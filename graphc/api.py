@@ -171,7 +171,9 @@ def _build_trainer(model, target: str, threads: int | None, seed: int = 0):
 
 def build(model, target: str = "reference", level: int = 2, threads: int | None = None,
           training: bool = False, seed: int = 0) -> CompiledModel:
-    """Compile ``model`` (a Model or an IR Graph) for ``target``."""
+    """Compile ``model`` (a Model or an IR Graph) for ``target``. With ``training``, the compiled
+    Model's trainer runs its steps on ``target`` instead (native: the instances hold the training
+    state, their dropout and noise drawn from ``seed``)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
     if training:
