@@ -9,10 +9,11 @@ adjacent axes of the same class merged, giving alternating groups. Two vectorize
 - last group reduced (a reduction along the contiguous axis): each work item owns one output
   element and sums vector lanes, then reduces them horizontally.
 
-``sum_to`` (broadcasting's adjoint: a gradient summed to an operand's shape) runs on the same
-two shapes. An output dim that is free and not known to be the input's may be 1 at run time and
-then summed over: that axis becomes a reduced group of length ``d if t == 1 else 1`` and a kept
-group of length ``t`` (one of them is always 1), so one kernel serves every binding.
+``sum_to`` (broadcasting's adjoint: a gradient summed to an operand's shape) is such a sum. An
+output dim that is free and not known to be the input's may be 1 at run time, and then it is
+summed over: each choice of summed axes among those is lowered as a plain reduction whose launches
+are gated (their item count multiplied by 1 when the choice is the run's, else 0), so every
+binding runs exactly one reduction, as fast as a static one.
 
 Softmax along an axis of length n with ``inner`` elements after it: rows (inner == 1) take a
 max pass, an exp-and-sum pass writing exp into the output, and a scaling pass; with
@@ -21,6 +22,7 @@ inner > 1 the same passes run vectorized across ``inner``.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from llvmlite import ir
@@ -31,6 +33,7 @@ from graphc.backends.llvm.irutil import F32, I64, i32, i64
 from graphc.backends.llvm.kernels.checks import emit_dim_checks
 from graphc.backends.llvm.kernels.layout import contiguous_strides, same
 from graphc.ir import dims
+from graphc.ir.dims import Dim
 from graphc.ops.common import fmt_shape
 
 _INIT = {"sum": 0.0, "mean": 0.0, "sumsq": 0.0, "meansq": 0.0, "max": -math.inf, "min": math.inf}
@@ -98,62 +101,36 @@ def emit_reduce(kb: KernelBuilder, out: Tensor, x: Tensor, axes: tuple[int, ...]
 def emit_sum_to(kb: KernelBuilder, out: Tensor, x: Tensor) -> None:
     """``out`` = ``x`` summed over its leading axes and over the axes where ``out`` has 1 (or a
     free dim that is 1 at run time), after checking that ``out``'s shape broadcasts to ``x``'s."""
-    if x.dtype != "float32":
-        raise NativeLoweringError(f"sum_to of {x.dtype} tensors")
     lead = x.rank - out.rank
-    entries: list[list] = []  # [is_reduced, length, stride in x], in x's axis order
-    checks: list[tuple] = []
-    for a, (d, stride) in enumerate(zip(x.shape, contiguous_strides(x.shape))):
+    summed: list[int] = []  # known to be summed
+    free: list[tuple[int, Dim]] = []  # summed exactly when out's free dim is 1
+    checks: list[tuple[Dim, tuple]] = []
+    for a, d in enumerate(x.shape):
         t = out.shape[a - lead] if a >= lead else 1
         if t == 1:
-            entries.append([True, d, stride])
+            summed.append(a)
         elif same(d, t):
-            entries.append([False, d, stride])
+            continue
         elif isinstance(t, int):  # a free input dim kept: it must be t
-            entries.append([False, t, stride])
             checks.append((d, (t,)))
-        else:  # a free output dim: summed over exactly when it is 1
-            entries.append([True, _length_if_one(t, d), stride])
-            entries.append([False, t, stride])
+        elif d == 1:  # nothing to sum: the free output dim must be 1
+            checks.append((t, (1,)))
+        else:
+            free.append((a, t))
             checks.append((t, (d, 1)))
     emit_dim_checks(kb, checks, f"cannot sum {fmt_shape(x.shape)} to {fmt_shape(out.shape)}: the target does not "
                                 "broadcast to it at these input sizes (a dimension is %lld)")
-    groups = _merge_entries(entries)
-    red = [g for g in groups if g[0]]
-    if not red:  # nothing to sum: the same elements in the same order
-        from graphc.backends.llvm.kernels.movement import emit_copy
-
-        emit_copy(kb, out, kb.view(x, out.shape))
-        return
-    count = dims.product([g[1] for g in red])
-    if not groups[-1][0]:
-        _reduce_keep_inner(kb, out, x, groups, "sum", count)
-    else:
-        _reduce_inner(kb, out, x, groups, "sum", count)
+    for choice in itertools.product((False, True), repeat=len(free)):
+        start = len(kb.launches)
+        emit_reduce(kb, out, x, tuple(sorted(summed + [a for (a, _), s in zip(free, choice) if s])), "sum")
+        gate = dims.product([_is_one(t) if s else dims.sub(1, _is_one(t)) for (_, t), s in zip(free, choice)])
+        for launch in kb.launches[start:]:
+            launch.n = dims.mul(launch.n, gate)
 
 
-def _length_if_one(t, d):
-    """``d`` where ``t`` is 1 at run time, else 1: ``1 + (d - 1) * max(2 - t, 0)`` (sizes are at least 1)."""
-    if d == 1:
-        return 1
-    t = str(t) if str(t).isidentifier() else f"({t})"
-    return dims.add(1, dims.mul(dims.sub(d, 1), f"max(2 - {t}, 0)"))
-
-
-def _merge_entries(entries):
-    """Groups as :func:`_groups` makes them: unit lengths dropped, neighbours of the same class
-    merged where the outer one's stride is the inner one's times its length."""
-    groups: list[list] = []
-    for red, length, stride in entries:
-        if length == 1:
-            continue
-        last = groups[-1] if groups else None
-        if last is not None and last[0] == red and same(last[2], dims.mul(stride, length)):
-            last[1] = dims.mul(last[1], length)
-            last[2] = stride
-        else:
-            groups.append([red, length, stride])
-    return groups
+def _is_one(d: Dim) -> Dim:
+    """1 when ``d`` is 1 at run time, else 0 (sizes are at least 1)."""
+    return f"max(2 - {d if str(d).isidentifier() else f'({d})'}, 0)"
 
 
 def _reduce_loops(k: Kernel, rgroups, base, body):
