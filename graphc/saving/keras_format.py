@@ -387,6 +387,8 @@ def _read_archive(path: str) -> tuple[dict, bytes]:
                                            f"from {info.compress_size} stored; refusing to inflate it")
             config_bytes = archive.read(CONFIG_FILE)
             weights = archive.read(WEIGHTS_FILE)
+    except (KerasFormatError, UnsupportedKerasError):
+        raise  # already a precise message about the file
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, ValueError,
             OverflowError) as exc:
         raise KerasFormatError(f"{path}: corrupted '.keras' archive ({exc})") from None

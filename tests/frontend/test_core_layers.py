@@ -165,8 +165,8 @@ def test_flatten(shape, rng):
 
 def test_flatten_with_free_dims_and_bad_format():
     assert layers.Flatten()(Input((None, 3))).shape == (None, None)
-    with pytest.raises(ValueError, match="channels_last"):
-        layers.Flatten(data_format="channels_first")
+    with pytest.raises(ValueError, match="data_format must be 'channels_last' or 'channels_first'"):
+        layers.Flatten(data_format="channels_middle")
 
 
 @pytest.mark.parametrize("src, target, out", [((12,), (3, 4), (3, 4)), ((2, 6), (-1,), (12,)),
