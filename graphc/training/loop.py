@@ -202,22 +202,27 @@ class Trainer:
         return logs
 
     # ------------------------------------------------------------------ steps
-    def _step(self, feeds: dict[str, np.ndarray], targets: list, training: bool) -> Step:
+    def _step(self, feeds: dict[str, np.ndarray], targets: list, training: bool,
+              sample_weights: list | None = None) -> Step:
         if self.specs is None:
             self._build_specs(targets)
         key = (training, tuple(None if y is None else (np.asarray(y).dtype.kind, np.shape(y)[1:]) for y in targets),
-               tuple(v.trainable for v in self.model.weights))
+               tuple(v.trainable for v in self.model.weights),
+               None if sample_weights is None else tuple(None if w is None else np.shape(w)[1:]
+                                                         for w in sample_weights))
         step = self._steps.get(key)
         if step is None:
             step = Step(self.model, self.specs, targets, self.optimizer if training else None, training,
-                        runner=self.runner)
+                        runner=self.runner, sample_weights=sample_weights)
             self._steps[key] = step
         return step
 
-    def run_batch(self, feeds: dict[str, np.ndarray], targets: list, training: bool) -> dict[str, float]:
-        """One step on one batch; updates the trackers and returns the running logs."""
-        step = self._step(feeds, targets, training)
-        result = step.run(feeds, targets)
+    def run_batch(self, feeds: dict[str, np.ndarray], targets: list, training: bool,
+                  sample_weights: list | None = None) -> dict[str, float]:
+        """One step on one batch (its losses weighted by ``sample_weights``, one array or None per output);
+        updates the trackers and returns the running logs."""
+        step = self._step(feeds, targets, training, sample_weights)
+        result = step.run(feeds, targets, sample_weights)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
         out = step.outputs
         loss = float(result[out.loss])
@@ -302,6 +307,53 @@ def _take(xs: dict[str, np.ndarray], ys: list, index) -> tuple[dict, list]:
     return ({k: v[index] for k, v in xs.items()}, [None if y is None else y[index] for y in ys])
 
 
+def _take_weights(sws: list | None, index) -> list | None:
+    return None if sws is None else [None if w is None else w[index] for w in sws]
+
+
+def standardize_sample_weights(model, ys: list, sample_weight=None, class_weight=None) -> list | None:
+    """One weight array (or None) per output from Keras's ``sample_weight`` (an array for every output, a
+    list or a dict by output name) or ``class_weight`` (``{class: weight}``, one output only)."""
+    names = model.output_names
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise ValueError("`class_weight` must be a dict {class index: weight}, got "
+                             f"{type(class_weight).__name__}")
+        if len(names) != 1:
+            raise ValueError("`class_weight` is only supported for Models with a single output.")
+        y = ys[0]
+        if y is None:
+            raise ValueError("`class_weight` needs targets y")
+        labels = np.asarray(y)
+        if labels.ndim > 1:
+            labels = np.argmax(labels, axis=-1) if labels.shape[-1] != 1 else np.squeeze(labels, axis=-1)
+        labels = np.round(labels).astype("int32")
+        return [np.asarray([class_weight.get(int(c), 1.0) for c in labels.reshape(-1)], dtype=np.float32)
+                .reshape(labels.shape)]
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in names]
+        if unknown:
+            raise ValueError(f"sample_weight dict keys {unknown} are not model outputs; the outputs are {names}")
+        sws = [sample_weight.get(k) for k in names]
+    elif isinstance(sample_weight, (list, tuple)) and len(names) > 1:
+        if len(sample_weight) != len(names):
+            raise ValueError(f"the model has {len(names)} outputs {names}, got {len(sample_weight)} sample_weight "
+                             "arrays")
+        sws = list(sample_weight)
+    else:
+        sws = [sample_weight] * len(names)  # one array weights every output, as in Keras
+    out = [None if w is None else np.asarray(w, dtype=np.float32) for w in sws]
+    for name, w, y in zip(names, out, ys):
+        if w is not None and (w.ndim == 0 or (y is not None and w.shape[0] != np.shape(y)[0])):
+            raise ValueError(f"sample_weight for output {name!r} must have one entry per sample "
+                             f"({np.shape(y)[0] if y is not None else '?'}), got shape {w.shape}")
+    return out
+
+
 def _prepare(model, x, y) -> tuple[dict, list, int]:
     trainer = _trainer(model)
     if hasattr(model, "_ensure_built"):
@@ -338,23 +390,22 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
-    """Keras's ``Model.fit`` on arrays; returns the History."""
-    if class_weight is not None or sample_weight is not None:
-        raise ValueError("fit(class_weight=..., sample_weight=...) is not supported by graphc")
+    """Keras's ``Model.fit`` on arrays (losses weighted by ``sample_weight`` or ``class_weight``); returns the
+    History."""
     if steps_per_epoch is not None or validation_steps is not None:
         raise ValueError("fit(steps_per_epoch=..., validation_steps=...) needs datasets, which graphc does not take; "
                          "pass arrays")
     xs, ys, n = _prepare(model, x, y)
+    sws = standardize_sample_weights(model, ys, sample_weight, class_weight)
     trainer = _trainer(model)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be a tuple (x_val, y_val); got "
                              f"{type(validation_data).__name__}")
-        if len(validation_data) == 3 and validation_data[2] is not None:
-            raise ValueError("validation sample weights are not supported by graphc")
         vx, vy, vn = _prepare(model, validation_data[0], validation_data[1])
-        val = (vx, vy)
+        vsw = validation_data[2] if len(validation_data) == 3 else None
+        val = (vx, vy, standardize_sample_weights(model, vy, vsw))
     elif validation_split:
         if not 0 < validation_split < 1:
             raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
@@ -362,8 +413,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         if split == 0 or split == n:
             raise ValueError(f"Training data contains {n} samples, which is not sufficient to split it into a "
                              f"validation and training set as specified by `validation_split={validation_split}`.")
-        val = _take(xs, ys, slice(split, None))
+        val = (*_take(xs, ys, slice(split, None)), _take_weights(sws, slice(split, None)))
         xs, ys = _take(xs, ys, slice(0, split))
+        sws = _take_weights(sws, slice(0, split))
         n = split
     batch_size = int(batch_size or 32)
     if batch_size < 1:
@@ -384,13 +436,13 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             index = order[step * batch_size:(step + 1) * batch_size]
             bx, by = _take(xs, ys, index)
             cbs.on_train_batch_begin(step)
-            logs = trainer.run_batch(bx, by, training=True)
+            logs = trainer.run_batch(bx, by, training=True, sample_weights=_take_weights(sws, index))
             cbs.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
         epoch_logs = dict(trainer.results())
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0)
+            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0, val[2])
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, epoch_logs)
         training_logs = epoch_logs
@@ -400,7 +452,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     return model.history
 
 
-def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackList | None, verbose: int) -> dict:
+def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackList | None, verbose: int,
+              sws: list | None = None) -> dict:
     trainer = _trainer(model)
     n = _num_samples(list(xs.values()) + [v for v in ys if v is not None], "x and y")
     steps = max(1, math.ceil(n / batch_size))
@@ -411,9 +464,10 @@ def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackLis
     cbs.on_test_begin()
     logs: dict[str, float] = {}
     for step in range(steps):
-        bx, by = _take(xs, ys, slice(step * batch_size, (step + 1) * batch_size))
+        index = slice(step * batch_size, (step + 1) * batch_size)
+        bx, by = _take(xs, ys, index)
         cbs.on_test_batch_begin(step)
-        logs = trainer.run_batch(bx, by, training=False)
+        logs = trainer.run_batch(bx, by, training=False, sample_weights=_take_weights(sws, index))
         cbs.on_test_batch_end(step, logs)
     logs = trainer.results()
     cbs.on_test_end(logs)
@@ -432,26 +486,26 @@ def _flatten_in_order(trainer: Trainer, logs: dict[str, float]):
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False, **kwargs):
     """Keras's ``Model.evaluate``: the loss (a float) or [loss, metrics...] (or a dict)."""
-    if sample_weight is not None:
-        raise ValueError("evaluate(sample_weight=...) is not supported by graphc")
     xs, ys, n = _prepare(model, x, y)
+    sws = standardize_sample_weights(model, ys, sample_weight)
     batch_size = int(batch_size or 32)
     verbose = _verbose(verbose)
     steps_n = max(1, math.ceil(n / batch_size))
     cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=1, steps=steps_n)
-    logs = _evaluate(model, xs, ys, batch_size, cbs, verbose)
+    logs = _evaluate(model, xs, ys, batch_size, cbs, verbose, sws)
     if return_dict:
         return logs
     return _flatten_in_order(_trainer(model), logs)
 
 
-def _on_batch(model, x, y, training: bool, return_dict: bool):
+def _on_batch(model, x, y, training: bool, return_dict: bool, sample_weight=None, class_weight=None):
     xs, ys, _ = _prepare(model, x, y)
+    sws = standardize_sample_weights(model, ys, sample_weight, class_weight)
     trainer = _trainer(model)
     if trainer.specs is None:
         trainer._build_specs(ys)
     trainer.reset_metrics()
-    logs = trainer.run_batch(xs, ys, training=training)
+    logs = trainer.run_batch(xs, ys, training=training, sample_weights=sws)
     if return_dict:
         return logs
     return _flatten_in_order(trainer, logs)
@@ -459,14 +513,10 @@ def _on_batch(model, x, y, training: bool, return_dict: bool):
 
 def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
     """One optimizer step on one batch; returns the loss (and metrics) on that batch."""
-    if sample_weight is not None or class_weight is not None:
-        raise ValueError("train_on_batch(sample_weight=..., class_weight=...) is not supported by graphc")
-    return _on_batch(model, x, y, True, return_dict)
+    return _on_batch(model, x, y, True, return_dict, sample_weight, class_weight)
 
 
 def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
     """The loss (and metrics) on one batch, without training."""
-    if sample_weight is not None:
-        raise ValueError("test_on_batch(sample_weight=...) is not supported by graphc")
-    return _on_batch(model, x, y, False, return_dict)
+    return _on_batch(model, x, y, False, return_dict, sample_weight)
 

@@ -66,6 +66,20 @@ def weighted_metric_totals(b: OpBuilder, values: str, mask: str) -> tuple[str, s
     return total, count
 
 
+def sample_weighted(b: OpBuilder, values: str, weights: str) -> str:
+    """Per-sample loss ``values`` times the user's sample weights (Keras's ``reduce_weighted_values``):
+    the two meet on the same rank, then broadcast."""
+    dtype = b.graph.type_of(values).dtype
+    if b.graph.type_of(weights).dtype != dtype:
+        weights = b.cast(weights, dtype=dtype)
+    values, weights = same_rank(b, values, weights)
+    v, w = b.graph.type_of(values), b.graph.type_of(weights)
+    if w.rank > v.rank:
+        raise ValueError(f"sample_weight of shape {_fmt(w.shape)} cannot weight the loss values of shape "
+                         f"{_fmt(v.shape)}: it has more axes than the values")
+    return b.mul(values, weights)
+
+
 def _check_broadcast(b: OpBuilder, values: str, weights: str, what: str) -> None:
     v, w = b.graph.type_of(values), b.graph.type_of(weights)
     if w.rank > v.rank:
@@ -77,4 +91,4 @@ def _fmt(shape) -> str:
     return "(" + ", ".join("None" if isinstance(d, str) else str(d) for d in shape) + ")"
 
 
-__all__ = ["weighted_loss_values", "weighted_metric_totals"]
+__all__ = ["weighted_loss_values", "weighted_metric_totals", "sample_weighted"]

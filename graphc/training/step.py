@@ -33,7 +33,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.builder import OpBuilder
 from graphc.training.losses import Loss
-from graphc.training.masks import weighted_loss_values, weighted_metric_totals
+from graphc.training.masks import sample_weighted, weighted_loss_values, weighted_metric_totals
 from graphc.training.metrics import MeanMetricWrapper
 from graphc.training.optimizers import Optimizer, ParamUpdate
 from graphc.training.regularization import add_losses, apply_constraints, regularization_losses
@@ -73,7 +73,8 @@ class Step:
     """One compiled step graph (training or evaluation) and the host state it reads and writes."""
 
     def __init__(self, model, specs: list[OutputSpec], targets: list[np.ndarray | None], optimizer: Optimizer | None,
-                 training: bool, runner: Callable[[Graph, dict], dict] | None = None):
+                 training: bool, runner: Callable[[Graph, dict], dict] | None = None,
+                 sample_weights: list[np.ndarray | None] | None = None):
         self.training = training
         self.runner = runner or run  # (graph, feeds) -> {output: array}: the reference interpreter by default
         graph, params = lower_model(model, training=training, losses=True)
@@ -93,15 +94,23 @@ class Step:
             self.target_types.append(t)
         terms, output_losses = [], []
         output_masks = graph.meta.get("output_masks", {})
+        self.weight_inputs: list[str | None] = [None] * len(specs)  # per-output sample weights (weighting losses)
         for i, (spec, pred, target) in enumerate(zip(specs, preds, self.target_inputs)):
             if spec.loss is None or target is None:
                 continue
             mask = output_masks.get(pred)  # an output's Keras mask weights its loss and metrics
-            if mask is None:
+            sw = sample_weights[i] if sample_weights is not None and i < len(sample_weights) else None
+            if mask is None and sw is None:
                 value = spec.loss.emit(b, target, pred)
             else:
-                value = spec.loss.reduce(b, weighted_loss_values(b, spec.loss.values(b, target, pred), mask,
-                                                                 spec.loss.reduction))
+                values = spec.loss.values(b, target, pred)
+                if mask is not None:
+                    values = weighted_loss_values(b, values, mask, spec.loss.reduction)
+                if sw is not None:
+                    self.weight_inputs[i] = graph.add_input(graph.unique_name(f"{spec.name}_sample_weight"),
+                                                            _target_type(np.asarray(sw, dtype=np.float32)))
+                    values = sample_weighted(b, values, self.weight_inputs[i])
+                value = spec.loss.reduce(b, values)
             if graph.type_of(value).dtype != "float32":
                 value = b.cast(value, dtype="float32")
             output_losses.append((i, value))
@@ -178,7 +187,12 @@ class Step:
                 all_feeds[name] = target_array(y, t)
         return all_feeds
 
-    def run(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None],
+            sample_weights: list[np.ndarray | None] | None = None) -> dict[str, np.ndarray]:
+        feeds = dict(feeds)
+        for name, sw in zip(self.weight_inputs, sample_weights or []):
+            if name is not None:
+                feeds[name] = np.asarray(sw, dtype=np.float32)
         if hasattr(self.runner, "run_step"):
             # a runner whose instances hold the state (graphc.training.native_step): it moves only
             # what changed on the host in, and leaves the updated state where it is
