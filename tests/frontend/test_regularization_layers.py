@@ -234,7 +234,8 @@ def test_random_normal_reference_streams():
     g, z = _normal_graph(seed=None)
     x = np.zeros((2000, 13), np.float32)
     d = run(g, {"x": x})[z]
-    assert d.dtype == np.float32 and abs(d.mean()) < 0.01 and abs(d.var() - 1.0) < 0.03
+    n = d.size  # an unseeded draw: bounds at five standard errors of the mean and of the variance
+    assert d.dtype == np.float32 and abs(d.mean()) < 5 / np.sqrt(n) and abs(d.var() - 1.0) < 5 * np.sqrt(2 / n)
     seeded, z2 = _normal_graph(seed=123)
     a, b = run(seeded, {"x": x})[z2], run(seeded, {"x": x})[z2]
     assert not np.array_equal(a, b)  # a seeded stream goes on: new values each call
