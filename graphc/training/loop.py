@@ -311,6 +311,59 @@ def _take_weights(sws: list | None, index) -> list | None:
     return None if sws is None else [None if w is None else w[index] for w in sws]
 
 
+def is_batch_source(x) -> bool:
+    """A Python generator or iterator, or a PyDataset-like object (``__getitem__`` and ``__len__`` giving
+    batches), rather than arrays."""
+    if x is None or isinstance(x, (np.ndarray, list, tuple, dict, str, bytes)) or hasattr(x, "__array__"):
+        return False
+    return hasattr(x, "__next__") or (hasattr(x, "__getitem__") and hasattr(x, "__len__"))
+
+
+def unpack_batch(batch) -> tuple[Any, Any, Any]:
+    """Keras's unpack_x_y_sample_weight: ``(x,)``, ``(x, y)``, ``(x, y, sample_weight)`` or ``x``."""
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if not isinstance(batch, tuple):
+        return batch, None, None
+    if len(batch) not in (1, 2, 3):
+        raise ValueError("Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, "
+                         f"found a tuple of {len(batch)} elements")
+    return (tuple(batch) + (None, None))[:3]
+
+
+class BatchSource:
+    """The batches of a generator/iterator (one iterator kept across epochs, as Keras does) or of a
+    PyDataset-like object (indexed ``0..steps-1`` each epoch, in a random order with ``shuffle`` as
+    Keras's PyDataset adapter does, ``on_epoch_end`` after each)."""
+
+    def __init__(self, source, steps: int | None, what: str, shuffle: bool = False):
+        self.source = source
+        self.shuffle = shuffle
+        self.indexed = not hasattr(source, "__next__")
+        self.iterator = None if self.indexed else source
+        if steps is None and self.indexed:
+            steps = len(source)
+        if steps is not None and int(steps) < 1:
+            raise ValueError(f"{what} must be a positive integer, got {steps}")
+        self.steps = None if steps is None else int(steps)
+
+    def batches(self):
+        if self.indexed:
+            for i in np.random.permutation(self.steps) if self.shuffle else range(self.steps):
+                yield unpack_batch(self.source[int(i)])
+            if hasattr(self.source, "on_epoch_end"):
+                self.source.on_epoch_end()
+            return
+        count = 0
+        while self.steps is None or count < self.steps:
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                return
+            count += 1
+            yield unpack_batch(batch)
+
+
 def standardize_sample_weights(model, ys: list, sample_weight=None, class_weight=None) -> list | None:
     """One weight array (or None) per output from Keras's ``sample_weight`` (an array for every output, a
     list or a dict by output name) or ``class_weight`` (``{class: weight}``, one output only)."""
@@ -390,23 +443,37 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
-    """Keras's ``Model.fit`` on arrays (losses weighted by ``sample_weight`` or ``class_weight``); returns the
-    History."""
-    if steps_per_epoch is not None or validation_steps is not None:
-        raise ValueError("fit(steps_per_epoch=..., validation_steps=...) needs datasets, which graphc does not take; "
-                         "pass arrays")
-    xs, ys, n = _prepare(model, x, y)
-    sws = standardize_sample_weights(model, ys, sample_weight, class_weight)
+    """Keras's ``Model.fit`` on arrays, Python generators or PyDataset-like objects (losses weighted by
+    ``sample_weight`` or ``class_weight``); returns the History."""
+    source = None
+    if is_batch_source(x):
+        for arg, value in (("y", y), ("sample_weight", sample_weight)):
+            if value is not None:
+                raise ValueError(f"`{arg}` argument is not supported when using a generator or PyDataset as input; "
+                                 "yield it with the batches")
+        if validation_split:
+            raise ValueError("`validation_split` is only supported for arrays, not generators or PyDatasets")
+        source = BatchSource(x, steps_per_epoch, "steps_per_epoch", shuffle=bool(shuffle))
+    elif steps_per_epoch is not None:
+        raise ValueError("fit(steps_per_epoch=...) is supported for generators and PyDatasets; with arrays, "
+                         "batch_size sets the steps")
     trainer = _trainer(model)
+    if source is None:
+        xs, ys, n = _prepare(model, x, y)
+        sws = standardize_sample_weights(model, ys, sample_weight, class_weight)
     val = None
-    if validation_data is not None:
+    if validation_data is not None and is_batch_source(validation_data):
+        val = BatchSource(validation_data, validation_steps, "validation_steps")
+    elif validation_steps is not None:
+        raise ValueError("fit(validation_steps=...) is supported for generator or PyDataset validation data")
+    elif validation_data is not None:
         if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be a tuple (x_val, y_val); got "
                              f"{type(validation_data).__name__}")
         vx, vy, vn = _prepare(model, validation_data[0], validation_data[1])
         vsw = validation_data[2] if len(validation_data) == 3 else None
         val = (vx, vy, standardize_sample_weights(model, vy, vsw))
-    elif validation_split:
+    elif validation_split and source is None:
         if not 0 < validation_split < 1:
             raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
         split = int(math.floor(n * (1.0 - validation_split)))
@@ -420,7 +487,21 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     batch_size = int(batch_size or 32)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    steps = max(1, math.ceil(n / batch_size))
+    if source is None:
+        steps = max(1, math.ceil(n / batch_size))
+
+        def epoch_batches():
+            order = np.random.permutation(n) if shuffle else np.arange(n)
+            for step in range(steps):
+                index = order[step * batch_size:(step + 1) * batch_size]
+                yield (*_take(xs, ys, index), _take_weights(sws, index))
+    else:
+        steps = source.steps
+
+        def epoch_batches():
+            for bx, by, bsw in source.batches():
+                bxs, bys, _ = _prepare(model, bx, by)
+                yield bxs, bys, standardize_sample_weights(model, bys, bsw, class_weight)
     verbose = _verbose(verbose)
     cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
                        epochs=epochs, steps=steps)
@@ -430,19 +511,19 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     for epoch in range(initial_epoch, epochs):
         trainer.reset_metrics()
         cbs.on_epoch_begin(epoch)
-        order = np.random.permutation(n) if shuffle else np.arange(n)
         logs: dict[str, float] = {}
-        for step in range(steps):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            bx, by = _take(xs, ys, index)
+        for step, (bx, by, bsw) in enumerate(epoch_batches()):
             cbs.on_train_batch_begin(step)
-            logs = trainer.run_batch(bx, by, training=True, sample_weights=_take_weights(sws, index))
+            logs = trainer.run_batch(bx, by, training=True, sample_weights=bsw)
             cbs.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
         epoch_logs = dict(trainer.results())
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0, val[2])
+            if isinstance(val, BatchSource):
+                val_logs = _evaluate_batches(model, val, cbs, 0)
+            else:
+                val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0, val[2])
             epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, epoch_logs)
         training_logs = epoch_logs
@@ -476,6 +557,26 @@ def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackLis
     return logs
 
 
+def _evaluate_batches(model, source: BatchSource, callbacks: CallbackList | None, verbose: int) -> dict:
+    """``_evaluate`` over the batches of a generator or PyDataset-like object."""
+    trainer = _trainer(model)
+    cbs = callbacks if callbacks is not None else CallbackList(None, add_progbar=verbose != 0, model=model,
+                                                               verbose=verbose, epochs=1, steps=source.steps)
+    saved = {m: m.get_totals() for m in trainer.all_metrics()} if trainer.specs is not None else {}
+    trainer.reset_metrics()
+    cbs.on_test_begin()
+    for step, (bx, by, bsw) in enumerate(source.batches()):
+        xs, ys, _ = _prepare(model, bx, by)
+        cbs.on_test_batch_begin(step)
+        logs = trainer.run_batch(xs, ys, training=False, sample_weights=standardize_sample_weights(model, ys, bsw))
+        cbs.on_test_batch_end(step, logs)
+    logs = trainer.results()
+    cbs.on_test_end(logs)
+    for m, totals in saved.items():
+        m.set_totals(totals)
+    return logs
+
+
 def _flatten_in_order(trainer: Trainer, logs: dict[str, float]):
     names = trainer.metric_names()
     out = [logs[k] for k in names if k in logs]
@@ -486,6 +587,18 @@ def _flatten_in_order(trainer: Trainer, logs: dict[str, float]):
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False, **kwargs):
     """Keras's ``Model.evaluate``: the loss (a float) or [loss, metrics...] (or a dict)."""
+    if is_batch_source(x):
+        if y is not None or sample_weight is not None:
+            raise ValueError("`y` and `sample_weight` arguments are not supported when using a generator or "
+                             "PyDataset as input; yield them with the batches")
+        source, verbose = BatchSource(x, steps, "steps"), _verbose(verbose)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=1,
+                           steps=source.steps)
+        logs = _evaluate_batches(model, source, cbs, verbose)
+        return logs if return_dict else _flatten_in_order(_trainer(model), logs)
+    if steps is not None:
+        raise ValueError("evaluate(steps=...) is supported for generators and PyDatasets; with arrays, batch_size "
+                         "sets the steps")
     xs, ys, n = _prepare(model, x, y)
     sws = standardize_sample_weights(model, ys, sample_weight)
     batch_size = int(batch_size or 32)

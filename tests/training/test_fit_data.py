@@ -99,3 +99,92 @@ def test_bad_weights_are_refused_naming_them(rng):
         model.fit(x, y, sample_weight=np.ones(3), verbose=0)
     with pytest.raises(ValueError, match="class_weight"):
         model.fit(x, y, sample_weight=np.ones(4), class_weight={0: 1.0}, verbose=0)
+
+
+def _batches(rng, n_batches, size=4, weighted=False):
+    out = []
+    for _ in range(n_batches):
+        x, y = rng.standard_normal((size, 6)).astype("float32"), rng.integers(0, 3, size=(size,))
+        out.append((x, y, rng.uniform(0, 2, size=(size,)).astype("float32")) if weighted else (x, y))
+    return out
+
+
+class _Dataset:
+    """A PyDataset-like object: batches by index, a length, on_epoch_end."""
+
+    def __init__(self, batches):
+        self.batches, self.epochs_ended = batches, 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+    def on_epoch_end(self):
+        self.epochs_ended += 1
+
+
+@pytest.mark.parametrize("target", ["reference", "native"])
+def test_fit_on_generators_with_steps_per_epoch_equals_keras(keras, rng, target):
+    batches = _batches(rng, 6, weighted=True)
+    val = _batches(rng, 3)
+
+    def forever(items):
+        while True:
+            yield from items
+
+    model, kmodel = _pair(keras, _mlp, "sparse_categorical_crossentropy", ["acc"])
+    graphc.build(model, target=target, training=True)
+    val_arrays = (np.concatenate([b[0] for b in val]), np.concatenate([b[1] for b in val]))
+    kwargs = dict(steps_per_epoch=4, epochs=3, verbose=0, validation_data=val_arrays)
+    gh = model.fit(forever(batches), **kwargs)
+    kh = kmodel.fit(forever(batches), **kwargs)
+    _same_logs(gh.history, kh.history)
+    _same_weights(model, kmodel)
+    got = model.evaluate((b for b in val), verbose=0, return_dict=True)
+    want = kmodel.evaluate((b for b in val), verbose=0, return_dict=True)
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_fit_on_pydataset_like_objects_equals_keras(keras, rng):
+    batches = _batches(rng, 5, size=3)
+
+    class KerasDataset(keras.utils.PyDataset):
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, i):
+            return batches[i]
+
+    model, kmodel = _pair(keras, _mlp, "sparse_categorical_crossentropy", ["acc"], ("Adam", {"learning_rate": 0.01}))
+    ours = _Dataset(batches)
+    gh = model.fit(ours, epochs=2, verbose=0, class_weight={1: 2.0}, validation_data=_Dataset(batches[:2]),
+                   shuffle=False)
+    kh = kmodel.fit(KerasDataset(), epochs=2, verbose=0, class_weight={1: 2.0}, validation_data=KerasDataset(),
+                    shuffle=False)
+    assert ours.epochs_ended == 2
+    # validation on the first two batches in graphc and all five in Keras differ: compare training logs
+    for key in ("loss", "acc"):
+        np.testing.assert_allclose(gh.history[key], kh.history[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    _same_weights(model, kmodel)
+    # a Keras PyDataset itself is data for graphc too
+    np.testing.assert_allclose(model.evaluate(KerasDataset(), verbose=0), kmodel.evaluate(KerasDataset(), verbose=0),
+                               rtol=1e-5)
+    # fit's default shuffles the batch order (as Keras's PyDataset adapter): the same batches, another order
+    np.random.seed(3)
+    assert np.isfinite(model.fit(ours, epochs=1, verbose=0).history["loss"][0]) and ours.epochs_ended == 3
+
+
+def test_generator_misuse_is_refused_naming_the_argument(rng):
+    model = _mlp(graphc)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    batches = _batches(rng, 2)
+    with pytest.raises(ValueError, match="`y`"):
+        model.fit(iter(batches), np.zeros(4), verbose=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(iter(batches), validation_split=0.2, verbose=0)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        model.fit(*batches[0], steps_per_epoch=2, verbose=0)
