@@ -25,8 +25,8 @@ Where A comes from is an :class:`ASource`: a row-major matrix read in place (mat
 convolutions), or a tile of ``MC x KC`` filled per row block and K block into per-thread
 scratch (im2col for convolutions, the depthwise half of a separable convolution).
 
-Anything else (``b`` computed at run time, batched operands, symbolic K or N) goes to a
-straightforward vectorized kernel with broadcasting batch dims.
+Anything else (``b`` computed at run time, batched operands, symbolic K or N) goes to
+:func:`emit_runtime_gemm`: the same micro-kernel, B packed per work item into thread scratch.
 """
 
 from __future__ import annotations
@@ -205,13 +205,13 @@ def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: i
 
 
 def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *, a_base=None,
-                 a_stride: int = 0, rows: int = 0, prefetch: int = 0) -> list[list]:
+                 a_stride=0, rows: int = 0, prefetch: int = 0) -> list[list]:
     """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel``.
 
     A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
-    apart from ``a_base`` (constant offsets from one pointer: no register pressure from the row
-    pointers, so the loop keeps everything in registers). ``panel`` holds ``stride`` floats per
-    k step. With ``prefetch`` (elements), each k step also prefetches into L2
+    apart from ``a_base`` (offsets from one pointer: no register pressure from the row pointers,
+    so the loop keeps everything in registers; ``a_stride`` an int or an i64 known at run time).
+    ``panel`` holds ``stride`` floats per k step. With ``prefetch`` (elements), each k step also prefetches into L2
     the panel data that far ahead (the next panel: weights too large for L2 stream from memory
     while this one is computed)."""
     fb, b = k.fn, k.b
@@ -222,6 +222,11 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     for row in acc:
         for var in row:
             var.set(zero)
+
+    def row_offset(r: int):
+        """Row r's offset from ``a_base``: a constant, or r times a stride known at run time."""
+        return i64(r * a_stride) if isinstance(a_stride, int) else b.mul(i64(r), a_stride)
+
     def step(kk):
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
         bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
@@ -231,7 +236,7 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
                 b.call(pf, [b.gep(bp, [i64(prefetch + line)], source_etype=F32), i32(0), i32(2), i32(1)])
         ak = b.gep(a_base, [kk], source_etype=F32) if a_base is not None else None
         for r in range(n_rows):
-            ap = b.gep(ak, [i64(r * a_stride)], source_etype=F32) if ak is not None else \
+            ap = b.gep(ak, [row_offset(r)], source_etype=F32) if ak is not None else \
                 b.gep(a_rows[r], [kk], source_etype=F32)
             avv = k.splat(b.load(ap, typ=F32, align=4), vw)
             for v in range(nv):
@@ -472,7 +477,7 @@ def emit_matmul(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, *, bias: T
         emit_gemm(kb, DenseA(a, K), M, K, b, out, bias=bias, activation=activation, residual=residual,
                   post_activation=post_activation)
         return
-    _matmul_generic(kb, a, b, out)
+    emit_runtime_gemm(kb, a, b, out)
     if bias is not None or residual is not None or activation is not None or post_activation is not None:
         from graphc.backends.llvm.kernels.elementwise import emit_map
 
@@ -495,11 +500,20 @@ def emit_matmul(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, *, bias: T
         emit_map(kb, out, ins, fn, name="matmul_epilogue", cost=4)
 
 
-def _matmul_generic(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> None:
-    """Batched ``a @ b`` with broadcasting batch dims; one row of C at a time, vw-wide columns."""
+def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> None:
+    """Batched ``out = a @ b`` with ``b`` computed at run time, on the packed micro-kernel.
+
+    Batch dims broadcast (stride 0 for an operand's size-1 dims); M, K and N may be free dims.
+    Work items are (batch, block of rows, chunk of panels). Each item packs, per K block, each
+    panel of its chunk (``KC x NR``, zero-padded past N) into its thread's scratch and runs the
+    micro-kernel over its rows: the packing is one pass over B per row block, against
+    ``MC`` FMAs per packed element. Partial sums of K blocks accumulate in C.
+    """
+    vw = kb.target.gemm_vw
+    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    NR = NV * vw
     K, N = bt.shape[-2], bt.shape[-1]
-    if bt.rank == 2:
-        # a (..., K) @ b (K, N): one matrix of M = prod(a.shape[:-1]) rows
+    if bt.rank == 2:  # a (..., K) @ b (K, N): one matrix of prod(a.shape[:-1]) rows
         M = dims.product(a.shape[:-1])
         out_batch: tuple = ()
         a_bs: list = []
@@ -510,46 +524,103 @@ def _matmul_generic(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> No
         a_bs = broadcast_strides(tuple(a.shape[:-2]), out_batch)
         b_bs = broadcast_strides(tuple(bt.shape[:-2]), out_batch)
     nb = len(out_batch)
-    a_mat, b_mat = dims.mul(M, K), dims.mul(K, N)
-    k = kb.kernel("matmul")
-    fb, b, m = k.fn, k.b, k.m
-    pa, pb, pc = k.ptr(a), k.ptr(bt), k.ptr(out)
-    vw = kb.vw
+    nbatch = dims.product(out_batch) if nb else 1
+    tiles = dims.ceildiv(M, MR)
+    tpb = max(1, MC // MR)
+    mb = dims.ceildiv(tiles, tpb)
+    panels = dims.ceildiv(N, NR)
+    groups = dims.mul(nbatch, mb)
+    want = f"({TARGET_ITEMS} * {THREADS_DIM} + max({groups}, 1) - 1) // max({groups}, 1)"
+    nchunks = f"({want}) + ({panels}) - max({want}, {panels})"  # min(want, panels)
+    ppc = f"(({panels}) + max({nchunks}, 1) - 1) // max({nchunks}, 1)"
+    k = kb.kernel("matmul_packed")
+    fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
+    pa, pb, pc = k.ptr(a), k.ptr(bt), k.ptr(out)
     Mv, Kv, Nv = k.dim(M), k.dim(K), k.dim(N)
-    n_vec = b.mul(b.sdiv(Nv, i64(vw)), i64(vw))
-    n_items = dims.mul(dims.product(out_batch), M) if nb else M
+    tiles_v, mb_v, nch, ppcv, panels_v = k.dim(tiles), k.dim(mb), k.dim(nchunks), k.dim(ppc), k.dim(panels)
+    a_mat, b_mat, c_mat = b.mul(Mv, Kv), b.mul(Kv, Nv), b.mul(Mv, Nv)
+    n_kblocks = fb.max_(b.sdiv(b.add(Kv, i64(KC - 1)), i64(KC)), i64(1))
+    kblock_size = b.sdiv(b.add(Kv, b.sub(n_kblocks, i64(1))), n_kblocks)  # blocks evened out
+    scratch = k.thread_scratch((KC * NR + MR * NR) * 4)
+    panel_buf = scratch
+    c_tile = b.gep(scratch, [i64(KC * NR)], source_etype=F32)
+
+    def pack_panel(b_base, k0, kc, col0, valid_cols, full: bool):
+        """panel_buf[kk][0:NR] = B[k0 + kk][col0:col0 + NR] (0 past N)."""
+        with fb.loop(0, kc, name="pk") as kk:
+            src = b.gep(b_base, [b.add(b.mul(b.add(k0, kk), Nv), col0)], source_etype=F32)
+            dst = b.gep(panel_buf, [b.mul(kk, i64(NR))], source_etype=F32)
+            for v in range(NV):
+                valid = vw if full else b.sub(valid_cols, i64(v * vw))
+                val = load_lanes(b, b.gep(src, [i64(v * vw)], source_etype=F32), vw, valid)
+                b.store(val, b.gep(dst, [i64(v * vw)], source_etype=F32), align=4)
+
+    def store_tile(acc, c_base, i, rows_valid, col0, valid_cols, first, full: bool):
+        """acc -> c_tile, then rows of c_tile (+ C after the first K block) -> C."""
+        for r in range(len(acc)):
+            for v in range(NV):
+                b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
+        with fb.loop(0, rows_valid, name="st") as r:
+            crow = b.gep(c_base, [b.add(b.mul(b.add(i, r), Nv), col0)], source_etype=F32)
+            for v in range(NV):
+                valid = vw if full else b.sub(valid_cols, i64(v * vw))
+                cptr = b.gep(crow, [i64(v * vw)], source_etype=F32)
+                val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
+                             typ=vt, align=4)
+                val = b.select(first, val, b.fadd(val, load_lanes(b, cptr, vw, valid)))
+                store_lanes(b, val, cptr, vw, valid)
+
+    def row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, full: bool):
+        with fb.loop(row0, row_end, MR, name="row") as i:
+            rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
+            with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (whole, partial):
+                with whole:
+                    base = b.gep(a_base, [b.add(b.mul(i, Kv), k0)], source_etype=F32)
+                    acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=base, a_stride=Kv, rows=MR)
+                    store_tile(acc, c_base, i, i64(MR), col0, valid_cols, first, full)
+                with partial:  # the last rows, one at a time on four accumulator sets
+                    with fb.loop(0, rows_valid, name="r1") as r:
+                        row = b.add(i, r)
+                        a_ptr = b.gep(a_base, [b.add(b.mul(row, Kv), k0)], source_etype=F32)
+                        acc = row_compute(k, a_ptr, panel_buf, kc, NV, vw, NR)
+                        store_tile([acc], c_base, row, i64(1), col0, valid_cols, first, full)
+
+    per_batch = b.mul(mb_v, nch)
     with fb.loop(k.begin, k.end, name="item") as item:
-        bi = b.sdiv(item, Mv)
-        row = b.srem(item, Mv)
+        g = b.sdiv(item, per_batch)
+        rest = b.srem(item, per_batch)
+        rb, cc = b.sdiv(rest, nch), b.srem(rest, nch)
         a_off, b_off = i64(0), i64(0)
-        rem = bi
-        for g in range(nb - 1, -1, -1):
-            length = k.dim(out_batch[g])
-            idx = b.srem(rem, length)
-            rem = b.sdiv(rem, length)
-            if a_bs[g] != 0:
-                a_off = b.add(a_off, b.mul(idx, k.dim(dims.mul(a_bs[g], a_mat))))
-            if b_bs[g] != 0:
-                b_off = b.add(b_off, b.mul(idx, k.dim(dims.mul(b_bs[g], b_mat))))
-        arow = b.gep(pa, [b.add(a_off, b.mul(row, Kv))], source_etype=F32)
-        bmat = b.gep(pb, [b_off], source_etype=F32)
-        crow = b.gep(pc, [b.mul(item, Nv)], source_etype=F32)
-        with fb.loop(0, n_vec, vw, name="j") as j:
-            acc = fb.var(vt, name="acc")
-            acc.set(m.const(0.0, vt))
-            with fb.loop(0, Kv, name="kk") as kk:
-                av = k.splat(b.load(b.gep(arow, [kk], source_etype=F32), typ=F32), vw)
-                bv = b.load(b.gep(bmat, [b.add(b.mul(kk, Nv), j)], source_etype=F32), typ=vt, align=4)
-                acc.set(mathlib.fma(b, av, bv, acc.get()))
-            b.store(acc.get(), b.gep(crow, [j], source_etype=F32), align=4)
-        with fb.loop(n_vec, Nv, name="js") as j:
-            acc = fb.var(F32, name="sacc")
-            acc.set(m.const(0.0, F32))
-            with fb.loop(0, Kv, name="kk") as kk:
-                av = b.load(b.gep(arow, [kk], source_etype=F32), typ=F32)
-                bv = b.load(b.gep(bmat, [b.add(b.mul(kk, Nv), j)], source_etype=F32), typ=F32)
-                acc.set(mathlib.fma(b, av, bv, acc.get()))
-            b.store(acc.get(), b.gep(crow, [j], source_etype=F32))
-    cost = dims.mul(dims.mul(K, N), 2) if isinstance(K, int) and isinstance(N, int) else 4096
-    kb.launch(k, n_items, cost)
+        idx_rest = g
+        for d in range(nb - 1, -1, -1):
+            length = k.dim(out_batch[d])
+            idx = b.srem(idx_rest, length)
+            idx_rest = b.sdiv(idx_rest, length)
+            if a_bs[d] != 0:
+                a_off = b.add(a_off, b.mul(b.mul(idx, k.dim(a_bs[d])), a_mat))
+            if b_bs[d] != 0:
+                b_off = b.add(b_off, b.mul(b.mul(idx, k.dim(b_bs[d])), b_mat))
+        a_base = b.gep(pa, [a_off], source_etype=F32)
+        b_base = b.gep(pb, [b_off], source_etype=F32)
+        c_base = b.gep(pc, [b.mul(g, c_mat)], source_etype=F32)
+        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
+        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
+        p_lo = b.mul(cc, ppcv)
+        p_hi = fb.min_(b.add(p_lo, ppcv), panels_v)
+        with fb.loop(0, n_kblocks, name="kb") as kblock:
+            k0 = b.mul(kblock, kblock_size)
+            kc = fb.min_(kblock_size, b.sub(Kv, k0))
+            first = b.icmp_signed("==", kblock, i64(0))
+            with fb.loop(p_lo, p_hi, name="panel") as p:
+                col0 = b.mul(p, i64(NR))
+                valid_cols = fb.min_(b.sub(Nv, col0), i64(NR))
+                with b.if_else(b.icmp_signed("==", valid_cols, i64(NR))) as (whole, tail):
+                    with whole:
+                        pack_panel(b_base, k0, kc, col0, valid_cols, True)
+                        row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, True)
+                    with tail:
+                        pack_panel(b_base, k0, kc, col0, valid_cols, False)
+                        row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, False)
+    k_cost = K if isinstance(K, int) else KC
+    kb.launch(k, dims.mul(groups, nchunks), 2 * tpb * MR * max(1, k_cost) * NR)
