@@ -596,12 +596,15 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
                            steps=source.steps)
         logs = _evaluate_batches(model, source, cbs, verbose)
         return logs if return_dict else _flatten_in_order(_trainer(model), logs)
-    if steps is not None:
-        raise ValueError("evaluate(steps=...) is supported for generators and PyDatasets; with arrays, batch_size "
-                         "sets the steps")
     xs, ys, n = _prepare(model, x, y)
     sws = standardize_sample_weights(model, ys, sample_weight)
     batch_size = int(batch_size or 32)
+    if steps is not None:  # the first `steps` batches, as Keras's epoch iterator over arrays
+        if int(steps) < 1:
+            raise ValueError(f"evaluate(steps=...) must be a positive integer, got {steps}")
+        index = slice(0, int(steps) * batch_size)
+        xs, ys, sws = (*_take(xs, ys, index), _take_weights(sws, index))
+        n = min(n, int(steps) * batch_size)
     verbose = _verbose(verbose)
     steps_n = max(1, math.ceil(n / batch_size))
     cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=1, steps=steps_n)

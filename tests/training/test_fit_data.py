@@ -188,3 +188,10 @@ def test_generator_misuse_is_refused_naming_the_argument(rng):
         model.fit(iter(batches), validation_split=0.2, verbose=0)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         model.fit(*batches[0], steps_per_epoch=2, verbose=0)
+
+
+def test_evaluate_steps_on_arrays_equals_keras(keras, rng):
+    model, kmodel = _pair(keras, _mlp, "sparse_categorical_crossentropy", ["acc"])
+    x, y = rng.standard_normal((13, 6)).astype("float32"), rng.integers(0, 3, size=(13,))
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=4, steps=2, verbose=0),
+                               kmodel.evaluate(x, y, batch_size=4, steps=2, verbose=0), rtol=1e-5)
