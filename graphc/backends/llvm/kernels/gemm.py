@@ -568,8 +568,14 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                 cptr = b.gep(crow, [i64(v * vw)], source_etype=F32)
                 val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
                              typ=vt, align=4)
-                val = b.select(first, val, b.fadd(val, load_lanes(b, cptr, vw, valid)))
-                store_lanes(b, val, cptr, vw, valid)
+                if first is True:
+                    store_lanes(b, val, cptr, vw, valid)
+                    continue
+                with b.if_else(first) as (then, otherwise):  # C holds no partial sums before
+                    with then:
+                        store_lanes(b, val, cptr, vw, valid)
+                    with otherwise:
+                        store_lanes(b, b.fadd(val, load_lanes(b, cptr, vw, valid)), cptr, vw, valid)
 
     def row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, full: bool):
         with fb.loop(row0, row_end, MR, name="row") as i:
@@ -611,7 +617,8 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, kblock_size)
             kc = fb.min_(kblock_size, b.sub(Kv, k0))
-            first = b.icmp_signed("==", kblock, i64(0))
+            # K known to fit one block: no partial sums to add
+            first = True if isinstance(K, int) and K <= KC else b.icmp_signed("==", kblock, i64(0))
             with fb.loop(p_lo, p_hi, name="panel") as p:
                 col0 = b.mul(p, i64(NR))
                 valid_cols = fb.min_(b.sub(Nv, col0), i64(NR))
