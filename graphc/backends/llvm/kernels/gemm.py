@@ -50,6 +50,7 @@ MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
 B_IN_L2 = 1 << 20  # packed weights above this (bytes) are streamed from memory: prefetch ahead
 TARGET_ITEMS = 8
 TARGET_ITEMS_TILE = 2
+EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
 THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
 
 
@@ -585,8 +586,15 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                     base = b.gep(a_base, [b.add(b.mul(i, Kv), k0)], source_etype=F32)
                     acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=base, a_stride=Kv, rows=MR)
                     store_tile(acc, c_base, i, i64(MR), col0, valid_cols, first, full)
-                with partial:  # the last rows, one at a time on four accumulator sets
-                    with fb.loop(0, rows_valid, name="r1") as r:
+                with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time on four accumulator sets
+                    edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
+                    with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
+                        row = b.add(i, r)
+                        base = b.gep(a_base, [b.add(b.mul(row, Kv), k0)], source_etype=F32)
+                        acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=base, a_stride=Kv,
+                                           rows=EDGE_ROWS)
+                        store_tile(acc, c_base, row, i64(EDGE_ROWS), col0, valid_cols, first, full)
+                    with fb.loop(edge_end, rows_valid, name="r1") as r:
                         row = b.add(i, r)
                         a_ptr = b.gep(a_base, [b.add(b.mul(row, Kv), k0)], source_etype=F32)
                         acc = row_compute(k, a_ptr, panel_buf, kc, NV, vw, NR)
