@@ -360,9 +360,11 @@ class GroupNormalization(_ScaleShift):
         grouped = ctx.reshape(x, shape=shape[:ax] + (groups, size // groups) + shape[ax + 1:])
         axes = tuple(i for i in range(1, rank + 1) if i != ax)
         along = tuple(groups if i == ax else size // groups if i == ax + 1 else 1 for i in range(rank + 1))
-        # Keras's moments (E[x^2] - E[x]^2) and its fused form: x * inv + (beta - mean * inv)
+        # Keras's moments and its fused form: x * inv + (beta - mean * inv). The variance is the mean
+        # square of the deviations: E[x^2] - E[x]^2 cancels catastrophically in float32 where the mean
+        # is large against the spread, and the native kernels' float32 sums then miss Keras's by 1e-3.
         mean = ctx.reduce_mean(grouped, axes=axes, keepdims=True)
-        variance = ctx.sub(ctx.reduce_mean(ctx.square(grouped), axes=axes, keepdims=True), ctx.square(mean))
+        variance = ctx.reduce_mean(ctx.square(ctx.sub(grouped, mean)), axes=axes, keepdims=True)
         inv = _rsqrt(ctx, variance, self.epsilon)
         if self.gamma is not None:
             inv = ctx.mul(inv, ctx.reshape(_param(ctx, self.gamma, dtype), shape=along))
