@@ -215,7 +215,6 @@ case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(3 * _U), reset_after=False, ret
      id="gru_reset_before")
 case("gru", SEQ, W(_F, 3 * _U), W(_U, 3 * _U), W(2, 3 * _U), In(("batch", _U)), id="gru_initial_state")
 case("reverse_time", SEQ, id="reverse_time")
-case("reverse_time", SEQ, id="reverse_time")
 case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), activation="linear", return_sequences=True,
      id="simple_rnn_linear")
 case("simple_rnn", SEQ, W(_F, _U), W(_U, _U), W(_U), In(("batch", _U)), activation="softsign",
