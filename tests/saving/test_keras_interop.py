@@ -309,7 +309,8 @@ def test_from_keras_imports_a_live_model(keras, rng):
 def test_from_keras_unsupported_layer_names_class_and_path(keras):
     keras.utils.clear_session()
     inner_in = keras.Input(shape=(4,))
-    inner = keras.Model(inner_in, keras.layers.Discretization(bin_boundaries=[0.0], name="noise")(inner_in), name="encoder")
+    inner = keras.Model(inner_in, keras.layers.Discretization(bin_boundaries=[0.0], name="noise")(inner_in),
+                        name="encoder")
     x = keras.Input(shape=(4,))
     kmodel = keras.Model(x, inner(x), name="outer")
     with pytest.raises(graphc.saving.UnsupportedKerasError,
