@@ -1,0 +1,188 @@
+"""graphc against Keras 3 on random architectures it was never written for.
+
+Each seed of ``tests/frontend/random_models.py`` gives a functional model built twice, with
+graphc and with Keras; the twins must log the same steps (layer, shape, mask), get the same
+random weights and predict the same on graphc's reference, ONNX and native targets, at batch 1
+and 3 (free lengths at an odd size). Some seeds also go through ``.keras`` files both ways, some
+take one SGD step (loss and every weight equal Keras's), and models with a Keras option graphc
+does not implement must be refused with an error naming the option.
+
+The default run covers ``SEEDS``; ``-m slow`` runs ``SLOW_SEEDS`` too. A failing seed is
+replayed alone with ``-k "seed_17"``; ``steps`` in the message shows its architecture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.frontend import state
+from graphc.ops.registry import ShapeError
+from tests.frontend.random_models import FREE_LENGTHS, POISONS, RandomModel, random_model
+from tests.keras_parity import TARGETS, assert_outputs_close
+from tests.saving.helpers import randomize
+
+pytestmark = [pytest.mark.keras, pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")]
+
+def _slow_selected(config) -> bool:
+    """Whether ``-m`` asks for the slow tests (they are left out of a plain run)."""
+    expression = config.getoption("markexpr") or ""
+    return "slow" in expression.replace("not slow", "")
+
+
+@pytest.fixture(autouse=True)
+def _slow_only_when_asked(request):
+    if request.node.get_closest_marker("slow") and not _slow_selected(request.config):
+        pytest.skip("the larger random run: select it with -m slow")
+
+
+SEEDS = range(40)
+SLOW_SEEDS = range(40, 240)
+
+
+def build_twins(keras, seed: int, rng, *, trainable: bool = False) -> tuple[RandomModel, RandomModel]:
+    """The graphc model of ``seed`` and its Keras twin, with the same random weights."""
+    state.clear_session()
+    mine = random_model(graphc, seed, trainable=trainable)
+    keras.utils.clear_session()
+    theirs = random_model(keras, seed, trainable=trainable)
+    for i, (got, want) in enumerate(zip(mine.steps, theirs.steps)):
+        assert got == want, f"seed {seed}: step {i} differs from Keras's:\n  graphc {got}\n  keras  {want}\n" \
+                            f"steps:\n  " + "\n  ".join(theirs.steps)
+    assert len(mine.steps) == len(theirs.steps), f"seed {seed}: {len(mine.steps)} steps, Keras {len(theirs.steps)}"
+    got_shapes = [tuple(w.shape) for w in mine.model.weights]
+    want_shapes = [tuple(w.shape) for w in theirs.model.weights]
+    assert got_shapes == want_shapes, f"seed {seed}: weight shapes {got_shapes} != Keras's {want_shapes}"
+    randomize(mine.model, rng)
+    theirs.model.set_weights(mine.model.get_weights())
+    return mine, theirs
+
+
+def describe(seed: int, model: RandomModel) -> str:
+    return f"seed {seed}, steps:\n  " + "\n  ".join(model.steps)
+
+
+def check_predict(keras, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mine, theirs = build_twins(keras, seed, rng)
+    where = describe(seed, theirs)
+    compiled = {t: graphc.build(mine.model, target=t) for t in TARGETS}
+    for n, free in zip((1, 3), FREE_LENGTHS):  # free lengths differ between the calls
+        x = theirs.data(rng, n, free)
+        want = theirs.model.predict(x, verbose=0)
+        for target, cm in compiled.items():
+            assert_outputs_close(cm.predict(x), want, what=f"{target} n={n}, {where}")
+
+
+def check_keras_files(keras, seed: int, tmp_path) -> None:
+    """Keras's file of the model loads in graphc and predicts the same; graphc's file loads in Keras."""
+    rng = np.random.default_rng(seed)
+    mine, theirs = build_twins(keras, seed, rng)
+    where = describe(seed, theirs)
+    x = theirs.data(rng, 3, FREE_LENGTHS[-1])
+    want = theirs.model.predict(x, verbose=0)
+    theirs.model.save(tmp_path / "keras.keras")
+    state.clear_session()
+    loaded = graphc.models.load_model(tmp_path / "keras.keras")
+    assert_outputs_close(graphc.build(loaded, target="reference").predict(x), want,
+                         what=f"graphc loading Keras's file, {where}")
+    mine.model.save(tmp_path / "graphc.keras")
+    keras.utils.clear_session()
+    reloaded = keras.models.load_model(tmp_path / "graphc.keras")
+    assert_outputs_close(reloaded.predict(x, verbose=0), want, what=f"Keras loading graphc's file, {where}")
+
+
+def check_train_step(keras, seed: int) -> None:
+    """One SGD step on a mean squared error: the same loss and the same weights after it."""
+    rng = np.random.default_rng(seed)
+    mine, theirs = build_twins(keras, seed, rng, trainable=True)
+    where = describe(seed, theirs)
+    x = theirs.data(rng, 3, FREE_LENGTHS[-1])
+    y = theirs.targets(rng, theirs.model.predict(x, verbose=0))
+    mine.model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse")
+    theirs.model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    # The total loss; Keras's per-output losses are left out: it reports one value for every output
+    # of a layer with several (Bidirectional(merge_mode=None)), under their shared name.
+    got = np.ravel(mine.model.train_on_batch(x, y))[0]
+    want = np.ravel(theirs.model.train_on_batch(x, y))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"loss, {where}")
+    theirs_after = theirs.model.get_weights()
+    if not all(np.isfinite(w).all() for w in theirs_after):
+        # Keras's torch gradients of a norm at exactly zero (x / max(norm(x), eps)) are NaN, which graphc's
+        # are not: nothing to compare with.
+        assert all(np.isfinite(w).all() for w in mine.model.get_weights()), f"non-finite weights, {where}"
+        pytest.skip(f"Keras's step gives non-finite weights, {where}")
+    for gw, kw, var in zip(mine.model.get_weights(), theirs_after, mine.model.weights):
+        scale = max(1.0, float(np.abs(kw).max()) if kw.size else 1.0)
+        np.testing.assert_allclose(gw, kw, rtol=1e-4, atol=2e-6 * scale, err_msg=f"{var.path}, {where}")
+
+
+def check_refused(seed: int, poison: int) -> None:
+    """A model with an option graphc does not implement is refused, naming the option."""
+    option = POISONS[poison][3]
+    state.clear_session()
+    with pytest.raises((ValueError, ShapeError, NotImplementedError)) as caught:
+        model = random_model(graphc, seed, poison=poison).model
+        graphc.build(model, target="reference")
+    assert option in str(caught.value), f"seed {seed}: the error does not name {option!r}: {caught.value}"
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed_{s}" for s in SEEDS])
+def test_random_model_predicts_as_keras(keras, seed):
+    check_predict(keras, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS, ids=[f"seed_{s}" for s in SLOW_SEEDS])
+def test_random_model_predicts_as_keras_many(keras, seed):
+    check_predict(keras, seed)
+
+
+@pytest.mark.parametrize("seed", SEEDS[::5], ids=[f"seed_{s}" for s in SEEDS[::5]])
+def test_random_model_keras_files_both_ways(keras, seed, tmp_path):
+    check_keras_files(keras, seed, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS[::5], ids=[f"seed_{s}" for s in SLOW_SEEDS[::5]])
+def test_random_model_keras_files_both_ways_many(keras, seed, tmp_path):
+    check_keras_files(keras, seed, tmp_path)
+
+
+@pytest.mark.parametrize("seed", SEEDS[1::4], ids=[f"seed_{s}" for s in SEEDS[1::4]])
+def test_random_model_sgd_step_as_keras(keras, seed):
+    check_train_step(keras, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS[1::4], ids=[f"seed_{s}" for s in SLOW_SEEDS[1::4]])
+def test_random_model_sgd_step_as_keras_many(keras, seed):
+    check_train_step(keras, seed)
+
+
+@pytest.mark.parametrize("poison", range(len(POISONS)), ids=[f"{p[1]}-{p[3]}" for p in POISONS])
+def test_unsupported_option_in_random_model_is_refused(poison):
+    for seed in range(3):
+        check_refused(seed * 7 + poison, poison)
+
+
+def test_generator_covers_the_layer_families():
+    """The default seeds reach every family the generator knows (so a family cannot drop out unseen)."""
+    seen: set[str] = set()
+    for seed in list(SEEDS) + list(SLOW_SEEDS):
+        state.clear_session()
+        seen |= random_model(graphc, seed).families
+        state.clear_session()
+        if seed % 4 == 1:
+            seen |= random_model(graphc, seed, trainable=True).families
+    wanted = {"dense", "activation_names", "activation_layers", "layer_norm", "layer_norm_rms", "unit_norm",
+              "batch_norm", "group_norm", "spatial_dropout", "noise", "rescaling", "normalization", "ops_scalar",
+              "ops_unary", "ops_reduce", "ops_slice", "ops_binary", "einsum_dense", "reshape", "flatten", "permute",
+              "merge", "concatenate", "dot", "conv", "conv_channels_first", "conv_transpose", "conv_depthwise",
+              "conv_separable", "pool", "pool_channels_first", "masked_pool", "zero_padding", "cropping",
+              "upsampling", "upsampling_bilinear", "resizing", "center_crop", "recurrent", "recurrent_masked",
+              "bidirectional", "rnn_cells", "attention", "attention_masked", "time_distributed", "conv_lstm",
+              "repeat_vector", "embedding", "activity_regularization", "masking", "ops_shape", "ops_matmul",
+              "recurrent_state", "attention_scores"}
+    assert wanted <= seen, f"never generated: {sorted(wanted - seen)}"
