@@ -17,8 +17,9 @@ operator on the symbolic tensor, or a merge with another tensor of the pool. Siz
 (odd where it matters) and bounded, so one model compiles and runs in about a second.
 
 ``trainable=True`` leaves out what is random in training (dropout, noise), so one optimizer step
-is deterministic. ``POISONS`` are Keras options graphc does not implement: ``random_model(...,
-poison=i)`` inserts the i-th one at a random step, and graphc must refuse it by name.
+is deterministic. ``POISONS`` are Keras options graphc does not implement and ``KERAS_ONLY`` Keras
+layers it does not have: ``random_model(..., poison=p)`` inserts one at a random step, and graphc
+must refuse it by name, whether built with its own API or read from a file Keras wrote.
 """
 
 from __future__ import annotations
@@ -138,6 +139,13 @@ def conv_transpose_length(n: int, k: int, s: int, d: int, padding: str, output_p
     return (n - 1) * s + k - 2 * pad + output_padding
 
 
+# Keras layers graphc does not have: (rank of the input, layer, config, name the error must give).
+KERAS_ONLY: tuple[tuple[int, str, dict, str], ...] = (
+    (3, "RMSNormalization", {}, "RMSNormalization"),
+    (3, "AdaptiveAveragePooling1D", {"output_size": 2}, "AdaptiveAveragePooling1D"),
+    (2, "Discretization", {"bin_boundaries": [0.0, 1.0]}, "Discretization"),
+)
+
 # Steps whose output's free axis (if any) is as long as their first input's.
 _LENGTH_PRESERVING = frozenset({
     "dense", "activation_names", "activation_layers", "layer_norm", "layer_norm_rms", "unit_norm", "batch_norm",
@@ -173,6 +181,7 @@ class _Generator:
         self.inputs: list[InputSpec] = []
         self.input_tensors: list = []
         self.counter = 0
+        self.poisoned: _T | None = None
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -837,7 +846,7 @@ class _Generator:
                 return out
         return None
 
-    def build(self, poison: int | None):
+    def build(self, poison: tuple | None):
         n_inputs = 1 if self.chance(0.7) else 2
         heads = [self.make_input() for _ in range(n_inputs)]
         n_steps = self.r.randint(3, self.max_steps)
@@ -849,13 +858,15 @@ class _Generator:
                 floats = [p for p in self.live if str(p.x.dtype).startswith("float") and not p.terminal]
                 t = floats[-1] if self.chance(0.65) else self.choice(floats)
             if i == poison_at:
-                self.apply_poison(t, POISONS[poison])
+                self.apply_poison(t, poison)
             out = self.step(t)
             if out is not None and i < len(heads):
                 heads[i] = out
         # Every branch ends in an output: the newest tensors nothing consumed (at most three).
         leaves = [p for p in self.pool if not p.used and not self.is_input(p)]
         outputs = leaves[-3:] or [self.pool[-1]]
+        if self.poisoned is not None and all(o is not self.poisoned for o in outputs):
+            outputs.append(self.poisoned)
         for i in range(n_inputs):
             if not any(i in o.sources for o in outputs):
                 mine = [p for p in self.pool if i in p.sources and not self.is_input(p)]
@@ -881,8 +892,8 @@ class _Generator:
             x = self.layer("flatten", "Flatten", [x], {})
         while x.rank < rank:
             x = self.op("ops_expand", "expand_dims(-1)", [x], lambda v: self.K.ops.expand_dims(v, -1))
-        self.layer("poison", name, [x], dict(config), call=lambda layer, args: layer(args[0], args[0])
-                   if name == "MultiHeadAttention" else layer(args[0]))
+        self.poisoned = self.layer("poison", name, [x], dict(config), call=lambda layer, args: layer(args[0], args[0])
+                                   if name == "MultiHeadAttention" else layer(args[0]))
 
 
 def _free(sizes: list[int], free: list[bool]) -> list[int | None]:
@@ -893,7 +904,7 @@ def _fmt(config: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in config.items())
 
 
-def random_model(K, seed: int, *, trainable: bool = False, max_steps: int = 7, poison: int | None = None
+def random_model(K, seed: int, *, trainable: bool = False, max_steps: int = 7, poison: tuple | None = None
                  ) -> RandomModel:
     """The model of ``seed``, built with library ``K`` (``keras`` or ``graphc``)."""
     gen = _Generator(K, seed, trainable, max_steps)
