@@ -117,17 +117,17 @@ def test_sgd_step_with_frozen_batchnorm_equals_keras(name, target, keras, rng, t
     assert moved > 1e-2, f"{name}: the step moved the weights by at most {moved:.1e} of their scale"
 
 
-# ResNet50's training-mode forward through 53 batch-statistics BatchNorms: graphc's loss is 2.7e-4
-# from Keras's (Keras's own float32 loss is 1.6e-4 from its float64 one). graphc's batch moments sum
-# in float32 (reduce_mean over N, H, W), a few times less accurate than PyTorch's; accumulating the
-# reductions in float64 brings the loss to 8e-5 of the float64 value.
-TRAINING_BATCHNORM_CASES = [pytest.param(name, marks=pytest.mark.xfail(
-    reason="float32 batch moments: the training-mode loss is 2.7e-4 from Keras's", strict=False))
-    if name == "ResNet50" else name for name in MODELS]
+# ResNet50's training-mode forward through 53 batch-statistics BatchNorms: Keras's own float32 loss
+# is 1.6e-4 from its float64 one. The reference accumulates its reductions in float64 and meets
+# Keras; the native kernels sum the batch moments over N, H, W in float32, one accumulator per
+# channel, and land 2.7e-4 from Keras's loss: a known accuracy gap of the native reductions.
+TRAINING_BATCHNORM_CASES = [
+    pytest.param(name, target, marks=pytest.mark.xfail(
+        reason="native batch moments sum in float32: the training-mode loss is 2.7e-4 from Keras's", strict=False))
+    if (name, target) == ("ResNet50", "native") else (name, target) for name in MODELS for target in TARGETS]
 
 
-@pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("name", TRAINING_BATCHNORM_CASES)
+@pytest.mark.parametrize("name,target", TRAINING_BATCHNORM_CASES)
 def test_sgd_step_with_training_batchnorm_matches_keras(name, target, keras, rng, tmp_path):
     want, got, before, paths, _, k_loss, loss = _one_step(keras, name, target, rng, tmp_path, size=64,
                                                           frozen_batchnorm=False)
