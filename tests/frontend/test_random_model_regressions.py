@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.keras_parity import check_predict
+from tests.keras_parity import check_keras_file, check_predict
 
 pytestmark = pytest.mark.keras
 
@@ -124,3 +124,57 @@ def test_group_normalization_of_features_with_a_large_mean(keras, rng):
         return (1.0 + 0.03 * rng.standard_normal((n, 6, 4))).astype("float32")
 
     check_predict(keras, build, data, rng, batches=(1, 3), randomize_weights=False)
+
+
+def _padded_steps(rng, n):
+    x = rng.standard_normal((n, 6, 4)).astype("float32")
+    x[:, 4:] = 0.0
+    x[0, 2:] = 0.0
+    return x
+
+
+def _masking_lstm(K):
+    x = K.Input((6, 4))
+    return K.Model(x, K.layers.LSTM(3)(K.layers.Masking()(x)))
+
+
+def _masking_dense_lstm(K):
+    x = K.Input((6, 4))
+    return K.Model(x, K.layers.LSTM(3)(K.layers.Dense(3)(K.layers.Masking()(x))))
+
+
+def _masking_attention_lstm(K):
+    x = K.Input((6, 4))
+    h = K.layers.Masking()(x)
+    return K.Model(x, K.layers.LSTM(3, return_sequences=True)(K.layers.Attention()([h, h])))
+
+
+@pytest.mark.parametrize("build", [_masking_lstm, _masking_dense_lstm, _masking_attention_lstm],
+                         ids=["masking_lstm", "masking_dense_lstm", "masking_attention_lstm"])
+def test_keras_file_with_the_mask_operations_keras_records(keras, rng, tmp_path, build):
+    """Keras writes a Masking layer's mask computation into the functional graph as operations
+    (NotEqual, Any; ConvertToTensor after an Attention) feeding the consumer's mask= argument:
+    graphc refused the file, naming keras.src.ops.numpy.Any."""
+    check_keras_file(keras, build, _padded_steps, rng, tmp_path)
+
+
+def test_keras_file_with_convert_to_tensor_of_an_embedding_mask(keras, rng, tmp_path):
+    def build(K):
+        ids = K.Input((6,), dtype="int32")
+        h = K.layers.Embedding(5, 4, mask_zero=True)(ids)
+        return K.Model(ids, K.layers.GRU(3)(K.layers.Attention()([h, h])))
+
+    ids = np.array([[1, 2, 0, 3, 0, 0], [4, 1, 1, 0, 0, 0], [2, 2, 2, 2, 2, 1]], dtype="int32")
+    check_keras_file(keras, build, lambda rng, n: ids[:n], rng, tmp_path)
+
+
+def test_any_all_and_convert_to_tensor_operations(keras, rng):
+    """keras.ops.any/all/convert_to_tensor on symbolic tensors, as functional-graph operations."""
+    def build(K):
+        x = K.Input((5, 3))
+        hit = K.ops.any(K.ops.greater(x, 0.5), axis=-1, keepdims=True)
+        every = K.ops.all(K.ops.greater(x, -1.0), axis=1)
+        kept = K.ops.where(hit, x, K.ops.zeros_like(x))
+        return K.Model(x, [kept, K.ops.cast(every, "float32"), K.ops.convert_to_tensor(x, dtype="float32") * 2.0])
+
+    check_predict(keras, build, _floats(5, 3), rng, batches=(1, 3))

@@ -234,6 +234,26 @@ def cast(x, dtype):
     return apply(Cast, (x,), {"dtype": dtype})
 
 
+class ConvertToTensor(Operation):
+    """The tensor itself (cast when ``dtype`` is given): the node Keras writes into functional models
+    when an ``Attention`` layer's mask is passed on (graphc's own ``convert_to_tensor`` adds no node).
+    Sparse and ragged tensors do not exist in graphc."""
+
+    keras_module = CORE
+    config_keys = ("dtype", "sparse", "ragged")
+
+    def __init__(self, dtype=None, sparse=None, ragged=None, *, name=None):
+        super().__init__(name=name)
+        for option, value in (("sparse", sparse), ("ragged", ragged)):
+            if value:
+                raise ValueError(f"convert_to_tensor({option}=True) is not supported by graphc")
+        self.dtype = None if dtype is None else normalize_dtype(dtype)
+        self.sparse, self.ragged = sparse, ragged
+
+    def lower(self, ctx, inputs, **kwargs):
+        return inputs[0] if self.dtype is None else cast_to(ctx, inputs[0], self.dtype)
+
+
 def shape(x) -> tuple:
     """The shape of ``x``: None for unknown dims of a symbolic tensor; inside a traced ``call``,
     dims known only at run time are :class:`~graphc.frontend.tracing.SymbolicDim` objects that

@@ -8,6 +8,8 @@ mixed with tensors take the tensors' dtype, as Keras's weakly typed scalars do.
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from graphc.frontend.lowering import LowerContext
@@ -30,7 +32,7 @@ __all__ = [
     "square", "exp", "log", "log1p", "expm1", "tanh", "sign", "reciprocal", "maximum", "minimum", "clip",
     "matmul", "mean", "sum", "max", "min", "var", "std", "argmax", "concatenate", "stack", "transpose",
     "reshape", "expand_dims", "squeeze", "where", "greater", "greater_equal", "less", "less_equal", "equal",
-    "not_equal", "logical_and", "logical_or", "logical_not",
+    "not_equal", "logical_and", "logical_or", "logical_not", "any", "all",
 ]
 
 
@@ -393,6 +395,42 @@ class LogicalNot(Operation):
         return _logic(ctx, inputs, lambda c, a: (a, False))
 
 
+class Any(Operation):
+    """Whether any element along ``axis`` is true (nonzero), bool; Keras writes it into functional
+    models when a ``Masking`` layer's mask is passed on (``any(not_equal(x, mask_value), -1)``)."""
+
+    keras_module = NUMPY
+    config_keys = ("axis", "keepdims")
+    primitive = "reduce_max"
+
+    def __init__(self, axis=None, keepdims=False, *, name=None):
+        super().__init__(name=name)
+        self.axis = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else axis
+        self.keepdims = bool(keepdims)
+
+    def lower(self, ctx, inputs, **kwargs):
+        def reduce(c, a):
+            axes = axes_of(self.axis, c.rank(a), type(self).__name__.lower())
+            return c.emit(self.primitive, a, axes=axes, keepdims=self.keepdims), True
+
+        return _logic(ctx, inputs[:1], reduce)
+
+
+class All(Any):
+    """Whether every element along ``axis`` is true (nonzero), bool."""
+
+    keras_module = NUMPY
+    primitive = "reduce_min"
+
+
+def any(x, axis=None, keepdims=False):  # noqa: A001 (Keras's name)
+    return apply(Any, (x,), {"axis": axis, "keepdims": keepdims})
+
+
+def all(x, axis=None, keepdims=False):  # noqa: A001 (Keras's name)
+    return apply(All, (x,), {"axis": axis, "keepdims": keepdims})
+
+
 def greater(x1, x2):
     return apply(Greater, (x1, x2))
 
@@ -672,7 +710,7 @@ class Reshape(Operation):
     def get_config(self) -> dict:
         from graphc.frontend.tracing import SymbolicDim
 
-        if any(isinstance(d, SymbolicDim) for d in self.newshape):
+        if builtins.any(isinstance(d, SymbolicDim) for d in self.newshape):  # (``any`` here is Keras's)
             raise ValueError("a reshape to run-time dimensions exists only inside a layer's call()")
         return super().get_config()
 
