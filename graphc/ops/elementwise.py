@@ -510,8 +510,18 @@ def _unary_grad_infer(types, *, activation, activation_attrs):
     return x
 
 
+# Activations whose gradient is selected, not multiplied, where their derivative is 0 (as torch's
+# threshold_backward does for relu): an infinite or NaN cotangent there gives 0, not NaN.
+SELECTED_GRADIENT = frozenset({"relu"})
+
+
 def _unary_grad(x, dy, *, activation, activation_attrs):
-    return (dy * activation_derivative(activation, x, **dict(activation_attrs))).astype(x.dtype, copy=False)
+    d = activation_derivative(activation, x, **dict(activation_attrs))
+    with np.errstate(invalid="ignore"):
+        g = dy * d
+    if activation in SELECTED_GRADIENT:
+        g = np.where(d == 0, np.zeros((), dtype=g.dtype), g)
+    return g.astype(x.dtype, copy=False)
 
 
 register(OpDef("unary_grad", _unary_grad_infer, _unary_grad, attrs={"activation": "linear", "activation_attrs": ()},
@@ -826,6 +836,11 @@ def _unary_grad_to_onnx(ctx, op):
         ctx.node("Expand", [dy, ctx.shape_of(x)], ctx.output_name(0))
         return
     d = onnx_activation_derivative(ctx, name, x, ctx.attrs["activation_attrs"])
+    if name in SELECTED_GRADIENT:
+        dtype = ctx.input_type(0).dtype
+        zero = ctx.scalar(0.0, dtype)
+        ctx.node("Where", [ctx.node("Equal", [d, zero]), zero, ctx.node("Mul", [dy, d])], ctx.output_name(0))
+        return
     ctx.node("Mul", [dy, d], ctx.output_name(0))
 
 
@@ -961,7 +976,14 @@ def _unary_grad_lower(kb, op, x, dy, *, out, activation, activation_attrs):
         return
     deriv = NATIVE_UNARY_DERIV[activation]
     attrs = dict(activation_attrs)
-    kb.map(out, [x, dy], lambda m, v, g: m.mul(g, deriv(m, v, **attrs)), name=f"d_{activation}")
+
+    def grad(m, v, g):
+        d = deriv(m, v, **attrs)
+        if activation in SELECTED_GRADIENT:
+            return m.select(m.cmp("==", d, 0.0), m.const(0.0, v), m.mul(g, d))
+        return m.mul(g, d)
+
+    kb.map(out, [x, dy], grad, name=f"d_{activation}")
 
 
 def _compare_lower(predicate: str):

@@ -178,3 +178,44 @@ def test_any_all_and_convert_to_tensor_operations(keras, rng):
         return K.Model(x, [kept, K.ops.cast(every, "float32"), K.ops.convert_to_tensor(x, dtype="float32") * 2.0])
 
     check_predict(keras, build, _floats(5, 3), rng, batches=(1, 3))
+
+
+def test_relu_gradient_is_zero_where_relu_is_flat_even_under_an_infinite_cotangent(keras, rng):
+    """sqrt(|relu(x)|): where relu is 0 the cotangent reaching it is inf * 0 = NaN; Keras (torch's
+    threshold_backward) selects 0 there, graphc multiplied by the zero derivative and every weight
+    became NaN after one step."""
+    def build(K):
+        x = K.Input((4,))
+        return K.Model(x, K.ops.sqrt(K.ops.abs(K.layers.ReLU()(K.layers.Dense(4)(x)))))
+
+    x = rng.standard_normal((3, 4)).astype("float32")
+    _sgd_step_matches_keras(keras, build, x, np.ones((3, 4), dtype="float32"))
+
+
+@pytest.mark.parametrize("attrs", [(), (("max_value", 6.0),), (("negative_slope", 0.0), ("threshold", 0.5))],
+                         ids=["relu", "relu6", "thresholded"])
+def test_relu_gradient_op_selects_zero_on_every_target(attrs):
+    """The unary_grad op of relu on the reference, ONNX and native targets: 0 where the derivative is 0,
+    whatever the cotangent (inf, NaN), dy * f'(x) elsewhere."""
+    import graphc
+    from graphc.ir.graph import Graph
+    from graphc.ir.types import TensorType
+    from graphc.ops import OpBuilder
+
+    graph = Graph("relu_grad")
+    x = graph.add_input("x", TensorType("float32", ("batch", 6)))
+    dy = graph.add_input("dy", TensorType("float32", ("batch", 6)))
+    graph.set_outputs([OpBuilder(graph, layer="relu").emit("unary_grad", x, dy, activation="relu",
+                                                           activation_attrs=attrs)])
+    xs = np.array([[-2.0, -0.5, 0.0, 0.25, 1.0, 7.0]] * 3, dtype="float32")
+    dys = np.array([[np.inf, np.nan, -np.inf, 2.0, np.inf, 3.0], [1.0] * 6, [-1.0] * 6], dtype="float32")
+    want = graphc.build(graph, target="reference", level=0).predict({"x": xs, "dy": dys})
+    flat = np.array([[True, True, True, False, False, False]] * 3)
+    if dict(attrs).get("threshold"):
+        flat[:, 3] = True
+    if dict(attrs).get("max_value"):
+        flat[:, 5] = True
+    assert (want[flat] == 0).all()
+    for target in ("onnx", "native"):
+        got = graphc.build(graph, target=target, level=0).predict({"x": xs, "dy": dys})
+        np.testing.assert_array_equal(got, want, err_msg=target)
