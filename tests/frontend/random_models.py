@@ -99,7 +99,9 @@ class _T:
     used: bool = False
     terminal: bool = False  # ends its branch: nothing is applied to it (see ``_Generator.add``)
     family: str = "input"  # of the step that made it
-    length: int | None = None  # which free length its free axis has (equal ids: equal at run time)
+    source_family: str = ""  # of the step that made its first input
+    closed: bool = False  # nothing more may read it (a masked input of a MultiHeadAttention)
+    lengths: tuple | None = None  # its free axis's length for each of FREE_LENGTHS (None: static or unknown)
 
     @property
     def shape(self) -> tuple:
@@ -146,12 +148,18 @@ KERAS_ONLY: tuple[tuple[int, str, dict, str], ...] = (
     (2, "Discretization", {"bin_boundaries": [0.0, 1.0]}, "Discretization"),
 )
 
+# Layers the generator may call again on another tensor (shared weights).
+_SHAREABLE = frozenset({"Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+                        "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "LSTM", "GRU", "SimpleRNN",
+                        "LayerNormalization", "BatchNormalization", "EinsumDense", "PReLU", "GroupNormalization"})
+
 # Steps whose output's free axis (if any) is as long as their first input's.
 _LENGTH_PRESERVING = frozenset({
     "dense", "activation_names", "activation_layers", "layer_norm", "layer_norm_rms", "unit_norm", "batch_norm",
     "group_norm", "noise", "spatial_dropout", "activity_regularization", "rescaling", "normalization", "ops_scalar",
     "ops_unary", "merge", "ops_binary", "masking", "recurrent", "recurrent_masked", "bidirectional",
-    "bidirectional_masked", "rnn_cells", "time_distributed", "identity", "embedding"})
+    "bidirectional_masked", "rnn_cells", "time_distributed", "identity", "embedding", "permute", "ops_shape",
+    "ops_slice", "ops_reduce"})
 
 # Keras options graphc does not implement: (rank of the input, layer, config, option named in the error).
 POISONS: tuple[tuple[int, str, dict, str], ...] = (
@@ -182,12 +190,13 @@ class _Generator:
         self.input_tensors: list = []
         self.counter = 0
         self.poisoned: _T | None = None
+        self.shareable: list[tuple] = []  # (layer, description, input shape, family) of layers to call again
 
     # ------------------------------------------------------------------ plumbing
     @property
     def live(self) -> list[_T]:
         """The tensors new steps may read."""
-        return [p for p in self.pool if not p.terminal]
+        return [p for p in self.pool if not p.terminal and not p.closed]
 
     def choice(self, seq):
         return seq[self.r.randrange(len(seq))]
@@ -195,18 +204,21 @@ class _Generator:
     def chance(self, p: float) -> bool:
         return self.r.random() < p
 
-    def add(self, x, parents: list[_T], what: str, family: str, terminal: bool = False) -> _T:
+    def add(self, x, parents: list[_T], what: str, family: str, terminal: bool = False,
+            lengths: tuple | None = None) -> _T:
         """Add a new tensor to the pool and log its step. A ``terminal`` tensor is only an output:
         Keras gives the result of 'glu' the input's static shape (its real last axis is half as
-        long), so nothing may be built on it, and its logged shape is left out."""
+        long), so nothing may be built on it, and its logged shape is left out. ``lengths``: the
+        free axis's lengths at run time, where the step computed them."""
         sources = frozenset().union(*(p.sources for p in parents))
         for p in parents:
             p.used = True
         masked = getattr(x, "_keras_mask", None) is not None
-        t = _T(x, sources, masked, self.counter, terminal=terminal, family=family)
+        t = _T(x, sources, masked, self.counter, terminal=terminal, family=family,
+               source_family=parents[0].family if parents else "")
         if not t.static:
-            keeps = family in _LENGTH_PRESERVING and parents and parents[0].length is not None
-            t.length = parents[0].length if keeps else t.index
+            keeps = family in _LENGTH_PRESERVING and parents
+            t.lengths = lengths if lengths is not None else parents[0].lengths if keeps else None
         self.counter += 1
         self.pool.append(t)
         self.families.add(family)
@@ -215,13 +227,17 @@ class _Generator:
         self.steps.append(f"t{t.index} = {what}({args}) -> {shape}{' masked' if masked else ''}")
         return t
 
-    def layer(self, family: str, name: str, parents: list[_T], config: dict, call: Callable | None = None):
+    def layer(self, family: str, name: str, parents: list[_T], config: dict, call: Callable | None = None,
+              lengths: tuple | None = None):
         """Construct ``K.layers.<name>(**config)``, call it on the parents (or with ``call``), add its output."""
         layer = getattr(self.L, name)(**config)
         args = [p.x for p in parents]
         out = call(layer, args) if call else layer(args[0] if len(args) == 1 else args)
         glu = config.get("activation") == "glu"
-        return self.add(out, parents, f"{name}({_fmt(config)})", "glu" if glu else family, terminal=glu)
+        if name in _SHAREABLE and len(parents) == 1 and not glu:
+            self.shareable.append((layer, f"{name}({_fmt(config)})", parents[0].shape, family))
+        return self.add(out, parents, f"{name}({_fmt(config)})", "glu" if glu else family, terminal=glu,
+                        lengths=lengths)
 
     def op(self, family: str, what: str, parents: list[_T], fn: Callable) -> _T:
         return self.add(fn(*[p.x for p in parents]), parents, f"ops.{what}", family)
@@ -258,7 +274,7 @@ class _Generator:
         x = K.Input(spec.shape, dtype=spec.dtype, name=f"in{i}")
         self.inputs.append(spec)
         self.input_tensors.append(x)
-        t = _T(x, frozenset([i]), False, self.counter, length=None if None not in spec.shape else self.counter)
+        t = _T(x, frozenset([i]), False, self.counter, lengths=None if None not in spec.shape else FREE_LENGTHS)
         self.counter += 1
         self.steps.append(f"t{t.index} = Input({spec.shape}, dtype={spec.dtype!r}) -> {t.shape}")
         if spec.dtype == "int32":
@@ -332,7 +348,8 @@ class _Generator:
         if pairs and self.chance(0.3):
             axis = self.choice(pairs)
         rms = self.chance(0.4)
-        config = {"axis": axis, "epsilon": self.choice([1e-3, 1e-5]), "center": self.chance(0.7),
+        # (an epsilon of 1e-5 turns float32 rounding of a nearly constant input into errors of 1e-4)
+        config = {"axis": axis, "epsilon": self.choice([1e-3, 1e-2]), "center": self.chance(0.7),
                   "scale": self.chance(0.8), "rms_scaling": rms}
         return self.layer("layer_norm_rms" if rms else "layer_norm", "LayerNormalization", [t], config)
 
@@ -342,9 +359,12 @@ class _Generator:
         return self.layer("unit_norm", "UnitNormalization", [t], {"axis": axis})
 
     def r_batch_norm(self, t: _T):
-        if self.trainable and t.family not in ("input", "embedding", "dense", "conv", "conv_channels_first"):
+        fresh = ("input", "embedding", "masking")
+        if self.trainable and not (t.family in fresh or t.family in ("dense", "conv", "conv_channels_first")
+                                   and t.source_family in fresh):
             # Batch statistics of a tensor whose mean is large against its spread (an attention's or a
-            # pooling's average) are ill-conditioned in float32: Keras's own step is off by 1e-4 there.
+            # pooling's average), or that hardly varies over the batch, are ill-conditioned in float32:
+            # Keras's own step is off by 1e-4 and more there. Only data-fed tensors are normalized.
             return None
         axis = self.choice([-1, -1, 1]) if t.rank > 2 else -1
         if t.shape[axis] is None:
@@ -490,7 +510,8 @@ class _Generator:
 
     def r_merge(self, t: _T):
         others = [o for o in self.live if o is not t and o.rank == t.rank and o.x.dtype == t.x.dtype
-                  and o.shape[1:] == t.shape[1:] and o.length == t.length and str(o.x.dtype).startswith("float")]
+                  and o.shape[1:] == t.shape[1:] and str(o.x.dtype).startswith("float")
+                  and (t.static or t.lengths is not None and o.lengths == t.lengths)]
         if not others:
             return self.r_concat(t)
         o = self.choice(others)
@@ -546,14 +567,18 @@ class _Generator:
             return (None, channels, *sizes)
         return (None, *sizes, channels)
 
-    def known_sizes(self, t: _T, data_format: str) -> tuple[list[int], list[bool], int | None] | None:
-        """(spatial sizes with a free one at its shortest data length, which are free, channels), or
-        None where the layout has no known channel count or a free axis beyond 1-D."""
+    def known_sizes(self, t: _T, data_format: str) -> tuple[list[list[int]], bool, int] | None:
+        """(the spatial sizes in each run of the data, whether the (1-D) size is free, channels): one
+        run when all are static, one per FREE_LENGTHS otherwise; None where the channel count, or
+        the free length at run time, is unknown, or a free axis is not alone."""
         sizes, c = self.spatial(t, data_format)
-        free = [m is None for m in sizes]
-        if c is None or (any(free) and len(sizes) > 1):
+        if c is None:
             return None
-        return [FREE_LENGTHS[0] if f else m for m, f in zip(sizes, free)], free, c
+        if None not in sizes:
+            return [sizes], False, c
+        if len(sizes) > 1 or t.lengths is None:
+            return None
+        return [[m] for m in t.lengths], True, c
 
     def data_format(self) -> str:
         return "channels_first" if self.chance(0.25) else "channels_last"
@@ -566,7 +591,7 @@ class _Generator:
         known = self.known_sizes(t, fmt)
         if known is None:
             return None
-        sizes, free, c = known
+        runs, free, c = known
         r = self.r
         kind = self.choice(["Conv", "Conv", "Transpose", "Depthwise", "Separable"] if n < 3 else ["Conv", "Transpose"])
         k = self.choice([1, 2, 3])
@@ -577,9 +602,9 @@ class _Generator:
             op = self.choice([None, None] + list(range(max(s, d))))
             if op is not None and op >= s:
                 op = None if s == 1 else s - 1
-            out = [conv_transpose_length(m, k, s, d, padding, op) for m in sizes]
+            outs = [[conv_transpose_length(m, k, s, d, padding, op) for m in run] for run in runs]
         else:
-            out = [conv_length(m, k, s, d, padding) for m in sizes]
+            outs = [[conv_length(m, k, s, d, padding) for m in run] for run in runs]
         filters = r.randint(1, 5)
         config = {"kernel_size": k, "strides": s, "padding": padding, "data_format": fmt,
                   "activation": self.activation(), "use_bias": self.chance(0.8)}
@@ -602,11 +627,11 @@ class _Generator:
         else:
             config.update(filters=filters, dilation_rate=d, depth_multiplier=r.randint(1, 2))
             name, channels = f"SeparableConv{n}D", filters
-        if min(out) < 1 or not self.fits(self.with_spatial(t, fmt, _free(out, free), channels)):
+        if min(min(o) for o in outs) < 1 or not self.fits(self.with_spatial(t, fmt, _out(outs, free), channels)):
             return None
         family = {"Conv": "conv", "Transpose": "conv_transpose", "Depthwise": "conv_depthwise",
                   "Separable": "conv_separable"}[kind] + ("_channels_first" if fmt == "channels_first" else "")
-        return self.layer(family, name, [t], config)
+        return self.layer(family, name, [t], config, lengths=_lengths(outs, free))
 
     def r_pool(self, t: _T):
         n = t.rank - 2
@@ -616,7 +641,7 @@ class _Generator:
         known = self.known_sizes(t, fmt)
         if known is None:
             return None
-        sizes, free, c = known
+        runs, free, c = known
         kind = self.choice(["Max", "Average", "GlobalMax", "GlobalAverage"])
         family = "pool" + ("_channels_first" if fmt == "channels_first" else "")
         if kind.startswith("Global"):
@@ -627,17 +652,16 @@ class _Generator:
         p = self.choice([1, 2, 3])
         s = self.choice([None, 1, 2])
         padding = self.choice(["valid", "same"])
-        out = [conv_length(m, p, s or p, 1, padding) for m in sizes]
-        if min(out) < 1:
+        outs = [[conv_length(m, p, s or p, 1, padding) for m in run] for run in runs]
+        if min(min(o) for o in outs) < 1:
             return None
-        lengths = [FREE_LENGTHS if f else (m,) for m, f in zip(sizes, free)]
         if kind == "Average" and padding == "same" and any(same_padding(m, p, s or p) % 2
-                                                           for ms in lengths for m in ms):
+                                                           for run in runs for m in run):
             # Keras's torch backend pads 'same' unevenly with zeros it then counts in the mean, unlike
             # its TensorFlow and JAX backends (and graphc), which leave padding out of the count.
             return None
         config = {"pool_size": p, "strides": s, "padding": padding, "data_format": fmt}
-        return self.layer(family, f"{kind}Pooling{n}D", [t], config)
+        return self.layer(family, f"{kind}Pooling{n}D", [t], config, lengths=_lengths(outs, free))
 
     def r_masked_pool(self, t: _T):
         """GlobalAveragePooling1D reads the mask (channels_last only in Keras)."""
@@ -653,29 +677,30 @@ class _Generator:
         known = self.known_sizes(t, fmt)
         if known is None:
             return None
-        sizes, free, c = known
+        runs, free, c = known
+        smallest = [min(sizes) for sizes in zip(*runs)]
         kind = self.choice(["ZeroPadding", "Cropping", "UpSampling"])
         config: dict = {} if n == 1 else {"data_format": fmt}
         if kind == "ZeroPadding":
             pads = [(self.r.randint(0, 2), self.r.randint(0, 2)) for _ in range(n)]
             config["padding"] = pads[0] if n == 1 else tuple(pads)
-            out = [m + a + b for m, (a, b) in zip(sizes, pads)]
+            outs = [[m + a + b for m, (a, b) in zip(run, pads)] for run in runs]
         elif kind == "Cropping":
-            crops = [(self.r.randint(0, (m - 1) // 2), self.r.randint(0, (m - 1) // 2)) for m in sizes]
+            crops = [(self.r.randint(0, (m - 1) // 2), self.r.randint(0, (m - 1) // 2)) for m in smallest]
             config["cropping"] = crops[0] if n == 1 else tuple(crops)
-            out = [m - a - b for m, (a, b) in zip(sizes, crops)]
+            outs = [[m - a - b for m, (a, b) in zip(run, crops)] for run in runs]
         else:
             factors = [self.choice([1, 2, 3]) for _ in range(n)]
             config["size"] = factors[0] if n == 1 else tuple(factors)
             if n == 2:
                 config["interpolation"] = self.choice(["nearest", "bilinear"])
-            out = [m * f for m, f in zip(sizes, factors)]
-        if min(out) < 1 or not self.fits(self.with_spatial(t, fmt, _free(out, free), c)):
+            outs = [[m * f for m, f in zip(run, factors)] for run in runs]
+        if min(min(o) for o in outs) < 1 or not self.fits(self.with_spatial(t, fmt, _out(outs, free), c)):
             return None
         family = {"ZeroPadding": "zero_padding", "Cropping": "cropping", "UpSampling": "upsampling"}[kind]
         if kind == "UpSampling" and config.get("interpolation") == "bilinear":
             family = "upsampling_bilinear"
-        return self.layer(family, f"{kind}{n}D", [t], config)
+        return self.layer(family, f"{kind}{n}D", [t], config, lengths=_lengths(outs, free))
 
     def r_image(self, t: _T):
         if t.rank != 4:
@@ -751,8 +776,17 @@ class _Generator:
         kind = self.choice(["MultiHeadAttention", "MultiHeadAttention", "Attention", "AdditiveAttention"])
         if t.rank == 4 and kind != "MultiHeadAttention":
             return None
+        # Keras's MultiHeadAttention erases the masks of the tensors it reads, and so the mask every
+        # other layer reading them after it (in Keras's execution order) gets: it may take a masked
+        # tensor only as its sole reader.
+        mha = kind == "MultiHeadAttention"
+        if mha and t.masked and (t.used or self.trainable):
+            return None  # (and training: Keras's gradient of a fully masked query row is torch's, n times too large)
+
         def usable(o: _T) -> bool:
             if o.rank != t.rank or not o.static or not str(o.x.dtype).startswith("float"):
+                return False
+            if mha and o.masked and o.used:
                 return False
             if kind != "MultiHeadAttention" and o.shape[-1] != t.shape[-1]:
                 return False
@@ -761,6 +795,9 @@ class _Generator:
         values = [o for o in self.live if usable(o)]
         v = t if self.chance(0.5) or not values else self.choice(values)
         family = "attention_masked" if t.masked or v.masked else "attention"
+        if mha:
+            for read in (t, v):
+                read.closed = read.closed or read.masked
         if kind == "MultiHeadAttention":
             config = {"num_heads": r.randint(1, 3), "key_dim": r.randint(1, 4),
                       "value_dim": self.choice([None, r.randint(1, 3)]), "use_bias": self.chance(0.8)}
@@ -818,6 +855,14 @@ class _Generator:
                   "return_sequences": self.chance(0.5)}
         return self.layer("conv_lstm", "ConvLSTM1D", [t], config)
 
+    def r_shared(self, t: _T):
+        """Call a layer made before once more, on another tensor of the shape it was built for."""
+        fits = [entry for entry in self.shareable if entry[2] == t.shape and t.static]
+        if not fits:
+            return None
+        layer, what, _, family = self.choice(fits)
+        return self.add(layer(t.x), [t], f"shared {what}", "shared_layer")
+
     # ------------------------------------------------------------------ vectors
     def r_repeat(self, t: _T):
         if t.rank != 2 or t.shape[-1] is None:
@@ -835,7 +880,7 @@ class _Generator:
         ("r_reshape", 2),
         ("r_merge", 4), ("r_concat", 1), ("r_dot", 1), ("r_conv", 8), ("r_pool", 3), ("r_masked_pool", 1),
         ("r_pad_crop", 4), ("r_image", 2), ("r_recurrent", 5), ("r_attention", 4), ("r_time_distributed", 1),
-        ("r_conv_lstm", 1), ("r_repeat", 2),
+        ("r_conv_lstm", 1), ("r_repeat", 2), ("r_shared", 2),
     )
 
     def step(self, t: _T) -> _T | None:
@@ -855,7 +900,9 @@ class _Generator:
             if i < len(heads):
                 t = heads[i]
             else:
-                floats = [p for p in self.live if str(p.x.dtype).startswith("float") and not p.terminal]
+                floats = [p for p in self.live if str(p.x.dtype).startswith("float")]
+                if not floats:
+                    break
                 t = floats[-1] if self.chance(0.65) else self.choice(floats)
             if i == poison_at:
                 self.apply_poison(t, poison)
@@ -896,8 +943,14 @@ class _Generator:
                                    if name == "MultiHeadAttention" else layer(args[0]))
 
 
-def _free(sizes: list[int], free: list[bool]) -> list[int | None]:
-    return [None if f else m for m, f in zip(sizes, free)]
+def _out(outs: list[list[int]], free: bool) -> list[int | None]:
+    """The static output sizes of a step computed for each run of the data."""
+    return [None] if free else outs[0]
+
+
+def _lengths(outs: list[list[int]], free: bool) -> tuple | None:
+    """The free output length in each run of the data."""
+    return tuple(o[0] for o in outs) if free else None
 
 
 def _fmt(config: dict) -> str:
