@@ -863,6 +863,18 @@ class _Generator:
         layer, what, _, family = self.choice(fits)
         return self.add(layer(t.x), [t], f"shared {what}", "shared_layer")
 
+    def r_nested(self, t: _T):
+        """A small functional model (Dense, then LayerNormalization or an activation) called as a layer."""
+        if not t.static or t.masked or t.shape[-1] is None:
+            return None
+        inner_in = self.K.Input(t.shape[1:])
+        units = self.r.randint(1, 5)
+        h = self.L.Dense(units, activation=self.choice([None, "relu", "tanh"]))(inner_in)
+        second = self.choice(["LayerNormalization", "Activation"])
+        h = self.L.LayerNormalization()(h) if second == "LayerNormalization" else self.L.Activation("gelu")(h)
+        inner = self.K.Model(inner_in, h)
+        return self.add(inner(t.x), [t], f"Model(Dense({units}) -> {second})", "nested_model")
+
     # ------------------------------------------------------------------ vectors
     def r_repeat(self, t: _T):
         if t.rank != 2 or t.shape[-1] is None:
@@ -880,7 +892,7 @@ class _Generator:
         ("r_reshape", 2),
         ("r_merge", 4), ("r_concat", 1), ("r_dot", 1), ("r_conv", 8), ("r_pool", 3), ("r_masked_pool", 1),
         ("r_pad_crop", 4), ("r_image", 2), ("r_recurrent", 5), ("r_attention", 4), ("r_time_distributed", 1),
-        ("r_conv_lstm", 1), ("r_repeat", 2), ("r_shared", 2),
+        ("r_conv_lstm", 1), ("r_repeat", 2), ("r_shared", 2), ("r_nested", 1),
     )
 
     def step(self, t: _T) -> _T | None:

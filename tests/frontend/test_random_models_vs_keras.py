@@ -207,5 +207,5 @@ def test_generator_covers_the_layer_families():
               "upsampling", "upsampling_bilinear", "resizing", "center_crop", "recurrent", "recurrent_masked",
               "bidirectional", "rnn_cells", "attention", "attention_masked", "time_distributed", "conv_lstm",
               "repeat_vector", "embedding", "activity_regularization", "masking", "ops_shape", "ops_matmul",
-              "recurrent_state", "attention_scores", "shared_layer"}
+              "recurrent_state", "attention_scores", "shared_layer", "nested_model"}
     assert wanted <= seen, f"never generated: {sorted(wanted - seen)}"
