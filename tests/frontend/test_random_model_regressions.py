@@ -219,3 +219,17 @@ def test_relu_gradient_op_selects_zero_on_every_target(attrs):
     for target in ("onnx", "native"):
         got = graphc.build(graph, target=target, level=0).predict({"x": xs, "dy": dys})
         np.testing.assert_array_equal(got, want, err_msg=target)
+
+
+def test_shared_batch_norm_moves_its_averages_once_per_call(keras, rng):
+    """A BatchNormalization called on two tensors (a shared, siamese block) in training: Keras moves
+    the moving mean and variance after each call, from the previous call's values; graphc kept only
+    the last call's update, computed from the values before the step."""
+    def build(K):
+        a, b = K.Input((5, 3)), K.Input((5, 3))
+        norm = K.layers.BatchNormalization(momentum=0.9)
+        dense = K.layers.Dense(2)
+        return K.Model([a, b], K.layers.Add()([dense(norm(a)), dense(norm(K.layers.Dense(3)(b)))]))
+
+    x = [rng.standard_normal((4, 5, 3)).astype("float32"), 2.0 + rng.standard_normal((4, 5, 3)).astype("float32")]
+    _sgd_step_matches_keras(keras, build, x, rng.standard_normal((4, 5, 2)).astype("float32"))

@@ -166,7 +166,10 @@ class BatchNormalization(_ScaleShift):
                 updates = ctx.graph.meta.setdefault("state_updates", {})
                 for moving, stat in ((mean, batch_mean), (variance, batch_var)):
                     if moving in ctx.graph.constants:
-                        updates[moving] = ctx.add(ctx.mul(moving, m), ctx.mul(stat, rest))
+                        # A layer called several times (shared) moves its averages once per call, in
+                        # call order, each from the last call's result, as Keras's assign() does.
+                        last = updates.get(moving, moving)
+                        updates[moving] = ctx.add(ctx.mul(last, m), ctx.mul(stat, rest))
             mean, variance = batch_mean, batch_var
         return ctx.batch_norm(x, gamma, beta, mean, variance, axis=self.axis, epsilon=self.epsilon)
 
