@@ -148,6 +148,9 @@ KERAS_ONLY: tuple[tuple[int, str, dict, str], ...] = (
     (2, "Discretization", {"bin_boundaries": [0.0, 1.0]}, "Discretization"),
 )
 
+# Steps whose outputs are averages (of attention, pooling windows): nearly constant along their axes.
+_AVERAGING = frozenset({"attention", "attention_masked", "pool", "pool_channels_first", "masked_pool", "ops_reduce"})
+
 # Layers the generator may call again on another tensor (shared weights).
 _SHAREABLE = frozenset({"Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
                         "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "LSTM", "GRU", "SimpleRNN",
@@ -374,6 +377,10 @@ class _Generator:
         return self.layer("batch_norm", "BatchNormalization", [t], config)
 
     def r_group_norm(self, t: _T):
+        if t.family in _AVERAGING:
+            # (statistics over the steps of an average, which hardly varies along them, are ill-conditioned
+            # in float32: Keras's own rounding then shows at 1e-4)
+            return None
         axis = self.choice([-1, -1, 1]) if t.rank > 2 else -1
         c = t.shape[axis]
         if c is None:
@@ -809,9 +816,11 @@ class _Generator:
                 config["dropout"] = 0.25  # inference: no effect
             causal = t.rank == 3 and v.shape[1] == t.shape[1] and self.chance(0.3)
             call = {"use_causal_mask": True} if causal else {}
-            # (rank 3 only: for other attention axes Keras's static shape of the scores is wrong)
-            if t.rank == 3 and self.chance(0.2) and not (t.masked or v.masked):
-                # (with masks, Keras's eager scores carry the query's mask, which its loss then misapplies)
+            # Scores only where Keras gets them right: its static shape of them is wrong for other
+            # attention axes and for keys of another length than the queries; with a mask (padding or
+            # causal) its eager scores carry that mask, which later layers and its loss then apply.
+            if t.rank == 3 and v.shape[1] == t.shape[1] and not (causal or t.masked or v.masked) \
+                    and self.chance(0.2):
                 call["return_attention_scores"] = True
                 out = self.L.MultiHeadAttention(**config)(t.x, v.x, **call)
                 what = f"{kind}({_fmt(config)}) called with {call}"
@@ -827,7 +836,7 @@ class _Generator:
         if not self.trainable and self.chance(0.2):
             config["dropout"] = 0.3  # inference: no effect
         causal = v.shape[1] == t.shape[1] and self.chance(0.3)
-        scores = self.chance(0.2) and not (t.masked or v.masked)
+        scores = self.chance(0.2) and not (causal or t.masked or v.masked)
         parents = [t] if v is t else [t, v]
         what = f"{kind}({_fmt(config)}) called with use_causal_mask={causal}, return_attention_scores={scores}"
         out = getattr(self.L, kind)(**config)([t.x, v.x], use_causal_mask=causal, return_attention_scores=scores)
