@@ -181,8 +181,9 @@ POISONS: tuple[tuple[int, str, dict, str], ...] = (
 
 
 class _Generator:
-    def __init__(self, K, seed: int, trainable: bool, max_steps: int):
+    def __init__(self, K, seed: int, trainable: bool, max_steps: int, float_dtype: str = "float32"):
         self.K, self.L = K, K.layers
+        self.float_dtype = float_dtype
         self.r = random.Random(seed)
         self.trainable = trainable
         self.max_steps = max_steps
@@ -274,7 +275,7 @@ class _Generator:
         else:
             spec = InputSpec((r.randint(1, 9),))
         i = len(self.inputs)
-        x = K.Input(spec.shape, dtype=spec.dtype, name=f"in{i}")
+        x = K.Input(spec.shape, dtype=self.float_dtype if spec.dtype == "float32" else spec.dtype, name=f"in{i}")
         self.inputs.append(spec)
         self.input_tensors.append(x)
         t = _T(x, frozenset([i]), False, self.counter, lengths=None if None not in spec.shape else FREE_LENGTHS)
@@ -978,9 +979,13 @@ def _fmt(config: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in config.items())
 
 
-def random_model(K, seed: int, *, trainable: bool = False, max_steps: int = 7, poison: tuple | None = None
-                 ) -> RandomModel:
-    """The model of ``seed``, built with library ``K`` (``keras`` or ``graphc``)."""
-    gen = _Generator(K, seed, trainable, max_steps)
+def random_model(K, seed: int, *, trainable: bool = False, max_steps: int = 7, poison: tuple | None = None,
+                 float_dtype: str = "float32") -> RandomModel:
+    """The model of ``seed``, built with library ``K`` (``keras`` or ``graphc``).
+
+    ``float_dtype="float64"`` gives the same architecture with float64 inputs (with Keras's floatx set
+    to float64 too, a double-precision twin that serves as the exact answer).
+    """
+    gen = _Generator(K, seed, trainable, max_steps, float_dtype)
     model = gen.build(poison)
     return RandomModel(model, gen.inputs, gen.steps, gen.families)
