@@ -31,7 +31,7 @@ from graphc.ops.common import fmt_shape, require_float, same_dtype
 from graphc.ops.registry import OpDef, ShapeError, get, register
 
 __all__ = ["keras_pads", "keras_transpose_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs",
-           "resolve_pads", "pad_array", "tap_views", "concrete_out"]
+           "resolve_pads", "pad_array", "tap_views", "tap_windows", "tap_operand", "concrete_out"]
 
 Pads = tuple[tuple[Dim, Dim], ...]
 
@@ -218,6 +218,39 @@ def tap_views(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dil
         yield tap, xp[index]
 
 
+def tap_windows(spatial: Sequence[int], pads: Sequence[tuple[int, int]], kernel: Sequence[int],
+                strides: Sequence[int], dilations: Sequence[int], out: Sequence[int]
+                ) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]:
+    """For each kernel tap, where it reads an unpadded (N, *spatial, C) input ``x``: (tap, input slices,
+    output slices) with ``y[output slices] += x[input slices] @ w[tap]``; positions reading padding
+    (zeros) are left out.
+
+    Nothing padded is built, so a dilation of 2^31 costs what its few real taps cost (a padded copy
+    of the input would be 2^32 rows long).
+    """
+    for tap in np.ndindex(*kernel):
+        src, dst = [slice(None)], [slice(None)]
+        for t, d, s, o, n, (pb, _) in zip(tap, dilations, strides, out, spatial, pads):
+            start = t * d - pb  # the input index output 0 reads
+            lo = 0 if start >= 0 else min(o, -(start // s))  # the first output reading index >= 0
+            hi = max(lo, min(o, (n - 1 - start) // s + 1)) if n - 1 - start >= 0 else lo
+            first = start + lo * s
+            src.append(slice(first, first + (hi - lo - 1) * s + 1, s) if hi > lo else slice(0, 0))
+            dst.append(slice(lo, hi))
+        yield tap, tuple(src), tuple(dst)
+
+
+def tap_operand(x: np.ndarray, src: tuple[slice, ...], dst: tuple[slice, ...], out: Sequence[int]) -> np.ndarray:
+    """The (N, *out, C) values one tap multiplies: a view of ``x`` when the tap reads no padding,
+    else a zero-filled array with the real part copied in."""
+    shape = (x.shape[0], *out, x.shape[-1])
+    if all(d.start == 0 and d.stop == o for d, o in zip(dst[1:], out)):
+        return x[src]
+    v = np.zeros(shape, dtype=x.dtype)
+    v[dst] = x[src]
+    return v
+
+
 def concrete_out(x_shape: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                  dilations: Sequence[int], pads: Sequence[tuple[int, int]], what: str) -> tuple[int, ...]:
     """Output spatial sizes for a concrete input (the references' check)."""
@@ -265,27 +298,29 @@ def _conv(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, groups,
                          f"groups={groups} expects {cg * groups}")
     out = concrete_out(x.shape, kernel, strides, dilations, pads_i, "conv")
     dtype = np.result_type(x.dtype, w.dtype)
-    xp = pad_array(x.astype(dtype, copy=False), pads_i, 0)
+    x = x.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
     n, c, og = x.shape[0], x.shape[-1], out_ch // groups
     rows = n * int(np.prod(out, dtype=np.int64))
     acc: np.ndarray | None = None
+    taps = ((tap, tap_operand(x, src, dst, out)) for tap, src, dst in tap_windows(x.shape[1:-1], pads_i, kernel,
+                                                                                  strides, dilations, out))
     if groups == 1:
         # (rows, C) @ (C, O) per tap.
-        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+        for tap, v in taps:
             term = np.ascontiguousarray(v).reshape(rows, c) @ w[tap]
             acc = term if acc is None else np.add(acc, term, out=acc)
         result = acc
     elif cg == 1:
         # Depthwise: each input channel g feeds output channels [g*og, (g+1)*og).
-        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+        for tap, v in taps:
             wt = w[tap].reshape(groups, og)
             term = v[..., None] * wt if og > 1 else v * wt[:, 0]
             acc = term if acc is None else np.add(acc, term, out=acc)
         result = acc.reshape(rows, out_ch)  # type: ignore[union-attr]
     else:
         # Grouped: one batched matmul (groups, rows, cg) @ (groups, cg, og) per tap.
-        for tap, v in tap_views(xp, kernel, strides, dilations, out):
+        for tap, v in taps:
             a = np.ascontiguousarray(v).reshape(rows, groups, cg).transpose(1, 0, 2)
             wt = w[tap].reshape(cg, groups, og).transpose(1, 0, 2)
             term = np.matmul(a, wt)
@@ -323,13 +358,18 @@ def onnx_window(ctx, x_nchw: str, spatial, kernel, strides, dilations, pads: Pad
     """The ONNX padding of a window op: (input, attributes).
 
     Concrete pads become ``pads``; symbolic pads that are Keras's 'same' become
-    ``auto_pad="SAME_UPPER"`` (the same rule: the odd pixel after) without dilations; other
-    symbolic pads are applied by an explicit Pad node filled with ``pad_value`` (None: not
-    expressible).
+    ``auto_pad="SAME_UPPER"`` (the same rule: the odd pixel after) without dilations and where
+    no stride exceeds its window; other symbolic pads are applied by an explicit Pad node filled
+    with ``pad_value`` (None: not expressible).
+
+    A stride beyond the window makes the 'same' total ``(ceil(n/s)-1)*s + k - n`` negative for
+    some sizes; Keras clamps it at 0, onnxruntime's SAME_UPPER does not (it shifts the window
+    into the input), so those pads stay explicit.
     """
     if all(isinstance(p, int) for pair in pads for p in pair):
         return x_nchw, {"pads": [b for b, _ in pads] + [a for _, a in pads]}
-    if all(d == 1 for d in dilations) and tuple(pads) == keras_pads("same", spatial, kernel, strides, dilations):
+    if (all(d == 1 for d in dilations) and all(k >= s for k, s in zip(kernel, strides))
+            and tuple(pads) == keras_pads("same", spatial, kernel, strides, dilations)):
         return x_nchw, {"auto_pad": "SAME_UPPER"}  # onnxruntime refuses SAME_UPPER with dilations
     if pad_value is None:
         raise ctx.error(f"symbolic padding {pads} other than Keras 'same' cannot be expressed in ONNX")
@@ -398,11 +438,6 @@ def _conv_grad_geometry(x_shape, w_shape, strides, dilations, pads, bindings):
     return kernel, strides, dilations, pads_i, out
 
 
-def _tap_index(tap, strides, dilations, out):
-    return (slice(None),) + tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
-                                  for t, d, s, o in zip(tap, dilations, strides, out))
-
-
 def _conv_grad_input(dy, w, x, *, strides, dilations, pads, groups, bindings=None):
     return _scatter_taps(dy, w, x.shape, strides, dilations, pads, groups, bindings)
 
@@ -416,10 +451,11 @@ def _scatter_taps(dy, w, x_shape, strides, dilations, pads, groups, bindings):
     cg, out_ch = w.shape[-2], w.shape[-1]
     og = out_ch // groups
     rows = n * int(np.prod(out, dtype=np.int64))
-    padded = (n,) + tuple(s + pb + pa for s, (pb, pa) in zip(x_shape[1:-1], pads_i)) + (c,)
-    dxp = np.zeros(padded, dtype=dy.dtype)
+    dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
     d2 = dy.reshape(rows, out_ch)
-    for tap in np.ndindex(*kernel):
+    for tap, src, dst in tap_windows(x_shape[1:-1], pads_i, kernel, strides, dilations, out):
+        if any(d.stop == d.start for d in dst[1:]):
+            continue  # the tap reads padding only
         wt = w[tap].astype(dy.dtype, copy=False)
         if groups == 1:
             contrib = d2 @ wt.T
@@ -429,9 +465,8 @@ def _scatter_taps(dy, w, x_shape, strides, dilations, pads, groups, bindings):
             wg = wt.reshape(cg, groups, og).transpose(1, 0, 2)
             contrib = np.matmul(d2.reshape(rows, groups, og).transpose(1, 0, 2), wg.transpose(0, 2, 1))
             contrib = contrib.transpose(1, 0, 2).reshape(rows, c)
-        dxp[_tap_index(tap, strides, dilations, out)] += contrib.reshape((n,) + out + (c,))
-    inner = (slice(None),) + tuple(slice(pb, pb + s) for s, (pb, _) in zip(x_shape[1:-1], pads_i))
-    return np.ascontiguousarray(dxp[inner])
+        dx[src] += contrib.reshape((n,) + out + (c,))[dst]
+    return dx
 
 
 def _conv_grad_kernel(x, dy, w, *, strides, dilations, pads, groups, bindings=None):
@@ -441,11 +476,11 @@ def _conv_grad_kernel(x, dy, w, *, strides, dilations, pads, groups, bindings=No
     cg, out_ch = w.shape[-2], w.shape[-1]
     og = out_ch // groups
     rows = n * int(np.prod(out, dtype=np.int64))
-    xp = pad_array(x.astype(dy.dtype, copy=False), pads_i, 0)
+    x = x.astype(dy.dtype, copy=False)
     d2 = dy.reshape(rows, out_ch)
     dw = np.empty(w.shape, dtype=dy.dtype)
-    for tap, v in tap_views(xp, kernel, strides, dilations, out):
-        a = np.ascontiguousarray(v).reshape(rows, c)
+    for tap, src, dst in tap_windows(x.shape[1:-1], pads_i, kernel, strides, dilations, out):
+        a = np.ascontiguousarray(tap_operand(x, src, dst, out)).reshape(rows, c)
         if groups == 1:
             dw[tap] = a.T @ d2
         elif cg == 1:

@@ -130,16 +130,20 @@ def _pool_to_onnx(onnx_type: str):
         fill = -np.inf if onnx_type == "MaxPool" else None
         xn = onnx_channels_first(ctx, ctx.input_name(0), x.rank)
         symbolic = not all(isinstance(v, int) for pair in p for v in pair)
-        if onnx_type == "MaxPool" and symbolic and any(st > kk for kk, st in zip(k, s)):
-            # 'same' with a stride beyond the window on a free size: Keras clamps the pad total at 0,
-            # but onnxruntime's SAME_UPPER MaxPool computes it negative and refuses it: pad explicitly
-            xc = ctx.node("Pad", [xn, ctx.shape([0, 0, *[b for b, _ in p], 0, 0, *[a for _, a in p]]),
-                                  ctx.scalar(fill, x.dtype)], mode="constant")
-            pad_attrs = {}
+        if onnx_type == "AveragePool" and symbolic and any(st > kk for kk, st in zip(k, s)):
+            # Explicit pads (see onnx_window) are counted by AveragePool: the mean of the real
+            # elements is the zero-padded window's sum over the padded window's count of ones.
+            pad_shape = ctx.shape([0, 0, *[b for b, _ in p], 0, 0, *[a for _, a in p]])
+            zero = ctx.scalar(0.0, x.dtype)
+            unit = ctx.filled(ctx.shape_of(xn), 1.0, x.dtype)
+            sums, counts = (ctx.node("AveragePool", [ctx.node("Pad", [v, pad_shape, zero], mode="constant")],
+                                     kernel_shape=list(k), strides=list(s), count_include_pad=1)
+                            for v in (xn, unit))
+            y = ctx.node("Div", [sums, counts])
         else:
             xc, pad_attrs = onnx_window(ctx, xn, x.shape[1:-1], k, s, ones, p, fill)
-        extra = {"count_include_pad": 0} if onnx_type == "AveragePool" else {}
-        y = ctx.node(onnx_type, [xc], kernel_shape=list(k), strides=list(s), **pad_attrs, **extra)
+            extra = {"count_include_pad": 0} if onnx_type == "AveragePool" else {}
+            y = ctx.node(onnx_type, [xc], kernel_shape=list(k), strides=list(s), **pad_attrs, **extra)
         onnx_channels_last(ctx, y, x.rank, ctx.output_name(0))
 
     return to_onnx

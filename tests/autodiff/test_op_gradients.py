@@ -78,6 +78,8 @@ CASES += [
     Case("conv", [A(2, 9, 3), A(3, 3, 2)], {"dilations": (2,), "pads": ((4, 0),)}, id="conv1d_causal_dilated"),
     Case("conv", [A(2, 5, 5, 3), A(3, 3, 1, 6)], {"groups": 3, "pads": ((1, 1), (1, 1))}, id="conv_depthwise"),
     Case("conv", [A(2, 5, 4), A(2, 2, 6)], {"groups": 2, "strides": (2,)}, id="conv_grouped"),
+    Case("conv", [A(2, 3, 2), A(3, 2, 3)], {"strides": (4,), "dilations": (3,), "pads": ((5, 6),)},
+         id="conv1d_pads_beyond_input"),
     Case("conv_transpose", [A(2, 3, 4, 3), A(3, 2, 5, 3)], {"strides": (2, 1), "pads": ((1, 1), (0, 1)),
          "output_padding": (1, 0)}, id="conv_transpose2d_stride2"),
     Case("conv_transpose", [A(2, 4, 3), A(3, 2, 3)], {"dilations": (2,), "pads": ((1, 2),)},

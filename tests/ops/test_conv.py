@@ -53,6 +53,8 @@ CASES = [
     ((1, 9, 7, 3), (3, 3), 3, 6, (1, 1), (2, 1), ((2, 2), (1, 1))),   # depthwise, multiplier 2
     ((1, 17, 3, 2), (5, 1), 1, 3, (4, 1), (1, 1), ((0, 0), (0, 0))),
     ((1, 5, 4, 3, 2), (2, 3, 2), 1, 3, (2, 1, 1), (1, 1, 2), ((0, 1), (1, 1), (1, 0))),
+    ((1, 5, 2), (3,), 1, 2, (4,), (3,), ((7, 6),)),                    # pads wider than the input
+    ((2, 3, 4, 2), (2, 3), 2, 4, (5, 1), (4, 2), ((6, 5), (2, 2))),   # taps reading padding only
 ]
 
 
@@ -198,3 +200,24 @@ def test_conv_reference_rejects_channel_mismatch(rng):
     with pytest.raises(ValueError, match="3 channels"):
         conv_ref(rng.standard_normal((1, 5, 3)), rng.standard_normal((3, 2, 4)), strides=None, dilations=None,
                  pads=None, groups=1)
+
+
+def test_huge_dilation_reads_only_the_real_taps(rng):
+    """A 'same' dilation of 2^31 pads a 9-pixel axis by 2^32: every tap but the centre one reads
+    padding only, so the result is the centre row's convolution, computed without padding anything."""
+    x = rng.standard_normal((2, 9, 5, 2))
+    w = rng.standard_normal((3, 3, 2, 4))
+    dil = (2**31, 1)
+    pads = keras_pads("same", (9, 5), (3, 3), (1, 1), dil)
+    assert pads[0] == (2**31, 2**31)
+    got = conv_ref(x, w, strides=(1, 1), dilations=dil, pads=pads, groups=1)
+    want = conv_ref(x, w[1:2], strides=(1, 1), dilations=(1, 1), pads=((0, 0), (1, 1)), groups=1)
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(got.shape)
+    attrs = {"strides": (1, 1), "dilations": dil, "pads": pads, "groups": 1}
+    small = {"strides": (1, 1), "dilations": (1, 1), "pads": ((0, 0), (1, 1)), "groups": 1}
+    assert_close(get("conv_grad_input").reference(dy, w, x, **attrs),
+                 get("conv_grad_input").reference(dy, w[1:2], x, **small), rtol=1e-12, atol=1e-12)
+    dw = get("conv_grad_kernel").reference(x, dy, w, **attrs)
+    assert_close(dw[1:2], get("conv_grad_kernel").reference(x, dy, w[1:2], **small), rtol=1e-12, atol=1e-12)
+    assert not dw[0].any() and not dw[2].any()
