@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,13 @@ class GcAllocator(ctypes.Structure):
 
 class GcOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("num_threads", ctypes.c_int32), ("allocator", GcAllocator),
-                ("weights_path", ctypes.c_char_p), ("seed", ctypes.c_uint64)]
+                ("weights_path", ctypes.c_char_p), ("seed", ctypes.c_uint64), ("profile", ctypes.c_int32),
+                ("profile_events", ctypes.c_uint32)]
+
+
+class GcProfileEvent(ctypes.Structure):
+    _fields_ = [("op", ctypes.c_int32), ("reserved", ctypes.c_int32), ("start_ns", ctypes.c_int64),
+                ("duration_ns", ctypes.c_int64)]
 
 
 class TensorInfo:
@@ -109,6 +116,15 @@ def _bind(lib: ctypes.CDLL) -> None:
                                         ctypes.POINTER(GcTensor), sz]),
         "gc_instance_set_hyperparameter": (vp, [vp, cp, ctypes.c_double]),
         "gc_instance_get_hyperparameter": (vp, [vp, cp, ctypes.POINTER(ctypes.c_double)]),
+        "gc_instance_profile": (vp, [vp]),
+        "gc_profile_num_ops": (sz, [vp]),
+        "gc_profile_runs": (ctypes.c_uint64, [vp]),
+        "gc_profile_run_ns": (ctypes.c_uint64, [vp]),
+        "gc_profile_op_times": (vp, [vp, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64), sz]),
+        "gc_profile_num_events": (sz, [vp]),
+        "gc_profile_dropped_events": (ctypes.c_uint64, [vp]),
+        "gc_profile_events": (vp, [vp, ctypes.POINTER(GcProfileEvent), sz]),
+        "gc_profile_reset": (None, [vp]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -170,8 +186,11 @@ class Library:
                 "outputs": tensors(self.outputs), "weights": tensors(self.weights),
                 "embedded_weights": self.has_embedded_weights, "max_threads": self.max_threads}
 
-    def instance(self, threads: int | None = None, weights_path: str | None = None, seed: int = 0) -> Instance:
-        return Instance(self, threads, weights_path, seed)
+    def instance(self, threads: int | None = None, weights_path: str | None = None, seed: int = 0, *,
+                 profile: bool = False, profile_events: int = 0) -> Instance:
+        """A new instance; ``profile=True`` times every kernel launch (:meth:`Instance.profile`),
+        keeping up to ``profile_events`` launch events for a trace."""
+        return Instance(self, threads, weights_path, seed, profile=profile, profile_events=profile_events)
 
 
 _char_from_buffer = ctypes.c_char.from_buffer
@@ -212,7 +231,7 @@ class Instance:
     ``get_weight`` (calls and bytes each way): a training step moves none."""
 
     def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None,
-                 seed: int = 0):
+                 seed: int = 0, *, profile: bool = False, profile_events: int = 0):
         self._busy = threading.Lock()
         self.transfers = {"set_calls": 0, "set_bytes": 0, "get_calls": 0, "get_bytes": 0}
         self._handle = None
@@ -222,6 +241,12 @@ class Instance:
         lib.gc_options_init(ctypes.byref(opts))
         opts.num_threads = 0 if threads is None else int(threads)
         opts.seed = int(seed) & (2 ** 64 - 1)
+        if profile_events and not profile:
+            raise ValueError("profile_events needs profile=True")
+        if not 0 <= int(profile_events) < 2 ** 32:
+            raise ValueError(f"profile_events must be in [0, 2**32), got {profile_events}")
+        opts.profile = 1 if profile else 0
+        opts.profile_events = int(profile_events)
         if weights_path is not None:
             opts.weights_path = str(weights_path).encode()
         handle = ctypes.c_void_p()
@@ -413,10 +438,54 @@ class Instance:
                            "gc_instance_get_hyperparameter")
         return float(out.value)
 
+    def profile(self) -> NativeProfile:
+        """The kernel times recorded since the instance was created or :meth:`reset_profile` (an
+        instance created with ``profile=True``)."""
+        self._require_open()
+        lib = self.library.lib
+        handle = lib.gc_instance_profile(self._handle)
+        if not handle:
+            raise NativeError(3, "the instance was created without profile=True: it records no kernel times",
+                              "Instance.profile")
+        n = int(lib.gc_profile_num_ops(handle))
+        op_ns = (ctypes.c_uint64 * max(n, 1))()
+        launches = (ctypes.c_uint64 * max(n, 1))()
+        self.library.check(lib.gc_profile_op_times(handle, op_ns, launches, n), "gc_profile_op_times")
+        m = int(lib.gc_profile_num_events(handle))
+        events = (GcProfileEvent * max(m, 1))()
+        self.library.check(lib.gc_profile_events(handle, events, m), "gc_profile_events")
+        return NativeProfile(runs=int(lib.gc_profile_runs(handle)), run_ns=int(lib.gc_profile_run_ns(handle)),
+                             op_ns=[int(x) for x in op_ns[:n]], op_launches=[int(x) for x in launches[:n]],
+                             events=[(e.op, e.start_ns, e.duration_ns) for e in events[:m]],
+                             dropped_events=int(lib.gc_profile_dropped_events(handle)))
+
+    def reset_profile(self) -> None:
+        """Forget the recorded kernel times and events (the clock restarts at 0)."""
+        self._require_open()
+        handle = self.library.lib.gc_instance_profile(self._handle)
+        if not handle:
+            raise NativeError(3, "the instance was created without profile=True: it records no kernel times",
+                              "Instance.reset_profile")
+        self.library.lib.gc_profile_reset(handle)
+
     def load_weights(self, path: str | Path) -> None:
         self._require_open()
         self.library.check(self.library.lib.gc_instance_load_weights(self._handle, str(path).encode()),
                            "gc_instance_load_weights")
 
 
-__all__ = ["Library", "Instance", "NativeError", "TensorInfo", "GcTensor", "GcTensorDesc", "GcOptions"]
+@dataclass
+class NativeProfile:
+    """What a profiling instance recorded: ``runs`` and their total ``run_ns``; per op of the
+    compiled graph (topological order, then the output copy) the nanoseconds and launch count of
+    its kernels; ``events`` as (op, start_ns, duration_ns), op -1 for a whole run."""
+
+    runs: int
+    run_ns: int
+    op_ns: list[int]
+    op_launches: list[int]
+    events: list[tuple[int, int, int]]
+    dropped_events: int
+
+
+__all__ = ["Library", "Instance", "NativeError", "NativeProfile", "TensorInfo", "GcTensor", "GcTensorDesc", "GcOptions"]

@@ -35,6 +35,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.registry import get
 
+FRAME_PROFILE = 64  # gc_frame_t.profile (graphc/c_runtime/src/internal.h)
 THREADS_DIM = "__threads"  # the dims array's last entry (graphc/c_runtime/src/instance.c)
 GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
 ALIGN = 64
@@ -349,6 +350,11 @@ class _Codegen:
             return slot_ptr[index]
 
         pfor = intrinsic(self.module, "gc__parallel_for", I32, [PTR, PTR, PTR, I64, I64])
+        # an instance created with options.profile sets frame->profile: each launch then goes
+        # through the runtime's timed twin of gc__parallel_for (graphc/c_runtime/src/profile.c)
+        pfor_timed = intrinsic(self.module, "gc__parallel_for_profiled", I32, [PTR, PTR, PTR, I64, I64, I32])
+        profiling = e.icmp_unsigned("!=", e.load(e.gep(frame, [i64(FRAME_PROFILE)], source_etype=i8), typ=PTR),
+                                    ir.Constant(PTR, None), name="profiling")
         b = fn.b
         for launch in kb.launches:
             for i, t in enumerate(launch.args):
@@ -357,7 +363,17 @@ class _Codegen:
                     p = b.gep(p, [fn.dim(t.offset)], source_etype=t.ir_type)
                 b.store(p, b.gep(args, [i64(0), i64(i)]))
             n = fn.dim(launch.n)
-            r = b.call(pfor, [pool, launch.kernel, frame, n, i64(launch.cost)])
+            call_args = [pool, launch.kernel, frame, n, i64(launch.cost)]
+            with b.if_else(profiling, likely=False) as (timed, plain):
+                with timed:
+                    timed_block = b.block
+                    r_timed = b.call(pfor_timed, call_args + [i32(launch.op_index)])
+                with plain:
+                    plain_block = b.block
+                    r_plain = b.call(pfor, call_args)
+            r = b.phi(I32)
+            r.add_incoming(r_timed, timed_block)
+            r.add_incoming(r_plain, plain_block)
             with b.if_then(b.icmp_signed("!=", r, i32(0)), likely=False):
                 b.ret(i32(launch.op_index + 1))
         b.ret(i32(0))

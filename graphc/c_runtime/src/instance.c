@@ -60,6 +60,7 @@ struct gc_instance {
   uint64_t* random;       /* [0] the seed, [1 + op] the calls of random op `op` so far */
   gc_tensor_t* step_in;   /* a training step's full input list (inputs, targets, hyperparameters) */
   float* hypers;          /* hyperparameter values (scalar float32 inputs of the step) */
+  gc_profile_t* profile;  /* the kernel timer (options.profile), else NULL */
 };
 
 _Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
@@ -189,6 +190,10 @@ const gc_model_t* gc_instance_model(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE ? inst->model : NULL;
 }
 
+gc_profile_t* gc_instance_profile(gc_instance_t* inst) {
+  return inst && inst->tag == GC_INSTANCE_LIVE ? inst->profile : NULL;
+}
+
 int32_t gc_instance_num_threads(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE ? gc__pool_num_threads(inst->pool) : 0;
 }
@@ -223,8 +228,9 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   gc_options_t opts;
   gc_options_init(&opts);
   if (options != NULL) {
-    /* API version 1 options end before `seed`: their prefix is taken, the seed stays 0 */
-    if (options->struct_size != sizeof(gc_options_t) && options->struct_size != offsetof(gc_options_t, seed))
+    /* earlier options end before `seed` or before `profile`: their prefix is taken, the rest keeps defaults */
+    if (options->struct_size != sizeof(gc_options_t) && options->struct_size != offsetof(gc_options_t, seed) &&
+        options->struct_size != offsetof(gc_options_t, profile))
       return GC_ERROR(GC_INVALID_ARGUMENT,
                       "options->struct_size is %u, expected %zu: initialize options with gc_options_init",
                       options->struct_size, sizeof(gc_options_t));
@@ -282,6 +288,10 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
   }
   status = gc__pool_create(a, opts.num_threads, &inst->pool);
   if (status) goto fail;
+  if (opts.profile) {
+    status = gc__profile_create(a, m->num_ops, opts.profile_events, &inst->profile);
+    if (status) goto fail;
+  }
   int32_t threads = gc__pool_num_threads(inst->pool);
   inst->call_dims[m->num_free_dims] = threads;
   inst->dims[m->num_free_dims] = threads;
@@ -348,6 +358,7 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->random);
   gc__free(&a, inst->step_in);
   gc__free(&a, inst->hypers);
+  gc__profile_release(&a, inst->profile);
   inst->tag = GC_INSTANCE_DEAD; /* poisoned before the memory goes back: see the struct's layout */
   gc__free(&a, inst);
 }
@@ -539,8 +550,8 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     inst->slots[m->outputs[i].slot] = data;
   }
   gc_frame_t frame = {inst->slots, inst->dims,  inst->pool, inst->thread_scratch, inst->thread_scratch_stride,
-                      0,           NULL,        inst->random};
-  int32_t failed = m->run(&frame);
+                      0,           NULL,        inst->random,         inst->profile};
+  int32_t failed = inst->profile ? gc__profile_run(inst->profile, m, &frame) : m->run(&frame);
   if (failed != 0) {
     char detail[512];
     snprintf(detail, sizeof detail, m->op_errors[failed - 1], (long long)frame.error_value);

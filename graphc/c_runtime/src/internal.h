@@ -29,6 +29,7 @@ typedef struct gc_frame {
   int64_t error_value;           /* 40 : detail of a kernel failure (the bad index) */
   void** args;                   /* 48 : the running kernel's arguments (set by the generated code) */
   uint64_t* random;              /* 56 : the instance's random state: [0] the seed, [1 + op] op's call count */
+  struct gc_profile* profile;    /* 64 : the instance's kernel timer (profile.c), NULL when not profiling */
 } gc_frame_t;
 
 /* A parallel task: runs items [begin, end) of one op on worker `thread`; 0 = ok. */
@@ -147,6 +148,18 @@ int32_t gc__pool_num_threads(const gc_pool_t* pool);
    `cost` is the estimated work per item (in ~flops), used to decide how many threads pay off.
    Returns the first nonzero value a chunk returned. */
 int32_t gc__parallel_for(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost);
+
+/* ------------------------------------------------------------------ profiler (profile.c) */
+
+/* The kernel timer of an instance created with options.profile: per op, the time of its kernel
+   launches summed over runs, and a bounded list of launch events for a trace. */
+gc_status_t gc__profile_create(const gc_allocator_t* a, uint32_t num_ops, uint32_t max_events, gc_profile_t** out);
+void gc__profile_release(const gc_allocator_t* a, gc_profile_t* profile);
+/* model->run(frame), timed as one run of the profile. */
+int32_t gc__profile_run(gc_profile_t* profile, const gc_model_t* model, gc_frame_t* frame);
+/* Called by generated code instead of gc__parallel_for when frame->profile is set: the same
+   launch, timed and charged to op `op`. */
+int32_t gc__parallel_for_profiled(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost, int32_t op);
 
 /* ------------------------------------------------------------------ checksums */
 

@@ -174,10 +174,14 @@ typedef struct gc_options {
   const char* weights_path; /* weights file for models built with external weights (or NULL) */
   uint64_t seed;            /* the instance's random state (dropout masks, noise): instances with the same
                                seed draw the same values; each instance draws its own (API version 2) */
+  int32_t profile;          /* nonzero: time every kernel launch (gc_instance_profile); 0 (default): no
+                               timing at all, the kernels run exactly as without a profiler */
+  uint32_t profile_events;  /* with profile: the most launch events kept for a trace (0: sums only) */
 } gc_options_t;
 
-/* Fills defaults: all cores, malloc, no weights file, seed 0. An options struct of API version 1
-   (struct_size without `seed`) is still accepted and means seed 0. */
+/* Fills defaults: all cores, malloc, no weights file, seed 0, no profiling. Shorter options structs
+   of earlier versions (struct_size ending before `seed`, or before `profile`) are still accepted:
+   the missing fields keep their defaults. */
 GC_EXPORT void gc_options_init(gc_options_t* options);
 
 /* The most intra-op threads an instance uses: 4 per online core (at most 1024). More would only
@@ -228,6 +232,46 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_weight(gc_instance_t* i
    trailing bytes (GC_DATA_LOSS for a corrupt or truncated file). A model without weights needs
    no file. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_load_weights(gc_instance_t* instance, const char* path);
+
+/* ----------------------------------------------------------------------------- profiler
+
+   An instance created with options.profile times each kernel launch of every run (a monotonic
+   clock read before and after it) and charges the time to the launch's op: op k is the k-th op of
+   the compiled graph in its topological order (after fusion, as the code runs), and op
+   gc_profile_num_ops() - 1 copies graph outputs that no op writes. Without options.profile the
+   generated code takes a branch per launch that is never taken, and nothing is timed. */
+
+typedef struct gc_profile gc_profile_t;
+
+/* One timed interval: a kernel launch of op `op`, or a whole run (op == -1). Times in nanoseconds
+   since the profile was created or last reset. */
+typedef struct gc_profile_event {
+  int32_t op;
+  int32_t reserved;
+  int64_t start_ns;
+  int64_t duration_ns;
+} gc_profile_event_t;
+
+/* The instance's profile (owned by it), or NULL when it was created without options.profile. */
+GC_EXPORT gc_profile_t* gc_instance_profile(gc_instance_t* instance);
+/* Ops the profile counts (the compiled graph's ops and the output copy). */
+GC_EXPORT size_t gc_profile_num_ops(const gc_profile_t* profile);
+/* Runs completed since the last reset and their total time (the generated code's, from its first
+   launch to its last return). */
+GC_EXPORT uint64_t gc_profile_runs(const gc_profile_t* profile);
+GC_EXPORT uint64_t gc_profile_run_ns(const gc_profile_t* profile);
+/* Per op since the last reset: total nanoseconds of its launches (op_ns) and their count
+   (launches, may be NULL); both arrays hold num_ops = gc_profile_num_ops() entries. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_profile_op_times(const gc_profile_t* profile, uint64_t* op_ns,
+                                                             uint64_t* launches, size_t num_ops);
+/* Events kept (at most options.profile_events, the earliest ones) and events dropped once full. */
+GC_EXPORT size_t gc_profile_num_events(const gc_profile_t* profile);
+GC_EXPORT uint64_t gc_profile_dropped_events(const gc_profile_t* profile);
+/* Copies the first `num_events` kept events (in the order they ended) into `events`. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_profile_events(const gc_profile_t* profile, gc_profile_event_t* events,
+                                                           size_t num_events);
+/* Forgets every time and event; the clock restarts at 0. */
+GC_EXPORT void gc_profile_reset(gc_profile_t* profile);
 
 /* ----------------------------------------------------------------------------- training
 
