@@ -422,7 +422,10 @@ def verify_model(args: argparse.Namespace) -> int:
          arg("--weights", choices=("embedded", "external"), default="embedded",
              help="native: weights inside the library (default) or in NAME.weights"),
          arg("--cpu", default=None, help="native: 'host' (default) or a portable level: generic, x86-64-v2, "
-             "x86-64-v3, x86-64-v4"),
+             "x86-64-v3, x86-64-v4; with --triple aarch64-linux-gnu: generic (default), cortex-a72, neoverse-n1, "
+             "apple-m1"),
+         arg("--triple", default=None, help="native: build for another platform (cross-compile), e.g. "
+             "aarch64-linux-gnu; `graphc targets` lists what this machine can build for"),
          arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"),
          arg("--training", action="store_true", help="native: export the training step (forward, loss, gradients, "
              "optimizer update; gc_instance_train_step) instead of inference"),
@@ -442,6 +445,8 @@ def compile_model(args: argparse.Namespace) -> int:
         raise CLIError(f"--name: {exc}") from None
     if args.training and args.target != "native":
         raise CLIError("--training exports native libraries only (--target native)")
+    if args.triple is not None:
+        _check_native_target(args)
     model = load_model(args.model)
     if args.target == "onnx":
         import graphc.onnx
@@ -455,18 +460,43 @@ def compile_model(args: argparse.Namespace) -> int:
         return 0
     if args.training:
         return _compile_training(model, args, symbol)
-    from graphc.backends.llvm import build_native
+    from graphc.backends.llvm import build_native, compile_library, export_files
 
     graph = graphc.lower(model)
     graphc.verify(graph)
-    native = build_native(_optimized(graph, args.level), cpu=args.cpu)
-    files = native.export_library(args.output, name=symbol, weights=args.weights)
-    stats = native.compile_stats
+    if args.triple is None:
+        native = build_native(_optimized(graph, args.level), cpu=args.cpu)
+        files = native.export_library(args.output, name=symbol, weights=args.weights)
+        stats = native.compile_stats
+    else:  # a library for another machine: built, never loaded here
+        from graphc.backends.llvm.target import resolve_target
+
+        built = compile_library(_optimized(graph, args.level), symbol, weights=args.weights, cpu=args.cpu,
+                                triple=args.triple)
+        files = export_files(built, args.output)
+        stats = built.stats
+        target = resolve_target(args.triple, args.cpu)
+        print(f"target: {target.platform}, cpu {target.cpu} ({target.vector_bits}-bit vectors, "
+              f"{target.num_vector_registers} registers)")
     for kind, path in sorted(files.items()):
         print(f"wrote {path} ({kind})")
     print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
           f"kernels, {stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
     return 0
+
+
+def _check_native_target(args: argparse.Namespace) -> None:
+    """--triple and --cpu name a target graphc knows (before any model is loaded)."""
+    from graphc.backends.llvm.target import resolve_target
+
+    if args.target != "native":
+        raise CLIError("--triple chooses the machine of a native library (--target native)")
+    if args.training:
+        raise CLIError("--training builds for this machine only: --triple is not supported with it")
+    try:
+        resolve_target(args.triple, args.cpu)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _compile_training(model, args: argparse.Namespace, symbol: str | None) -> int:
@@ -535,6 +565,27 @@ def cache(args: argparse.Namespace) -> int:
             return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
         print(f"last used: {when(summary['newest'])}; least recently used: {when(summary['oldest'])}")
+    return 0
+
+
+@command("targets", "list the platforms this machine can build native libraries for, and what is missing")
+def targets(args: argparse.Namespace) -> int:
+    """Each platform graphc generates code for: its CPUs, whether its C toolchain (and an emulator
+    to run its programs here) is installed, and the packages that provide what is missing."""
+    from graphc.backends.llvm.toolchain import target_report
+
+    ready = 0
+    for t in target_report():
+        state = "ready" if t.toolchain else "missing toolchain"
+        ready += bool(t.toolchain)
+        print(f"{t.platform}{' (this machine)' if t.host else ''}: {state}")
+        print(f"  {t.description}")
+        print(f"  cpus: {', '.join(t.cpus)}")
+        print(f"  C toolchain: {t.toolchain or 'not found: ' + t.install}")
+        if not t.host:
+            print(f"  run here: {t.emulator or 'no emulator: ' + t.emulator_install}")
+    print(f"{ready} platform(s) ready; build with `graphc compile MODEL --target native --triple PLATFORM "
+          "[--cpu CPU] -o DIR`")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 :func:`compile_library` turns an IR graph into ``libNAME.so``, ``libNAME.a`` and ``NAME.h`` (and
 ``NAME.weights`` for external weights) in a cache directory keyed by a hash of the graph,
-its weights, the options, the target CPU and graphc's own code generator and runtime sources;
-a second build of the same model is a directory lookup. :class:`NativeCompiledModel` is the
+its weights, the options, the target (platform and CPU) and graphc's own code generator and
+runtime sources; a second build of the same model is a directory lookup. A library for another
+platform (``triple="aarch64-linux-gnu"``) is built the same way by that platform's toolchain; it
+can be exported, not loaded here. :class:`NativeCompiledModel` is the
 ``CompiledModel`` of ``graphc.build(model, target="native")``: it loads the library through
 :mod:`graphc.runtime` (the C ABI) and runs ``predict`` on it.
 """
@@ -27,7 +29,7 @@ from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
 from graphc.backends.llvm.codegen import generate, library_symbol, weights_blob, weights_layout
-from graphc.backends.llvm.target import TargetInfo, host_target
+from graphc.backends.llvm.target import TargetInfo, resolve_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
 
@@ -79,6 +81,7 @@ class LibraryFiles:
     weights: Path | None
     objects: dict[str, Path] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    toolchain: toolchain.Toolchain = toolchain.HOST
 
 
 def _files(directory: Path, sym: str, external: bool) -> LibraryFiles:
@@ -97,28 +100,31 @@ def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
 
 
 def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
-                    cache: bool = True) -> LibraryFiles:
+                    triple: str | None = None, cache: bool = True) -> LibraryFiles:
     """Compile ``graph`` into a model library (cached); returns where its files are.
 
     ``name`` (a C identifier) names the library, its header and ``gc_model_NAME``; without it, the
     graph's name made into one. Two cache levels: the code (LLVM object, descriptor, header) is
     keyed by the graph's structure, so a model whose weights changed only re-links; the library
-    by code + weights.
+    by code + weights. ``triple`` and ``cpu`` choose the target (:func:`.target.resolve_target`;
+    no triple: the host).
     """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
     external = weights == "external"
-    target = host_target(cpu)
+    target = resolve_target(triple, cpu)
+    tc = toolchain.toolchain_for(target.platform) if triple else toolchain.HOST
     sym = library_symbol(name, default=graph.name)
-    code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(), toolchain.runtime_key(),
-                    os.environ.get("GRAPHC_GEMM_TILE", ""), os.environ.get("GRAPHC_GEMM_KC", ""),
-                    os.environ.get("GRAPHC_GEMM_MC", ""))
+    code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(),
+                    toolchain.runtime_key(tc=tc), os.environ.get("GRAPHC_GEMM_TILE", ""),
+                    os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""))
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
-                                                                       external))
+                                                                       external, tc))
     lib_key = _key(code_key, weights_digest(graph))
-    lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external))
-    toolchain.runtime_objects()  # the library's static archive needs them: a use, or a rebuild if evicted
+    lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external, tc))
+    toolchain.runtime_objects(tc=tc)  # the library's static archive needs them: a use, or a rebuild if evicted
     files = _files(lib, sym, external)
+    files.toolchain = tc
     files.objects["model"] = code / f"{sym}.o"
     files.objects["descriptor"] = code / f"{sym}_model.o"
     files.stats = {**_read_stats(code), **_read_stats(lib)}
@@ -167,14 +173,15 @@ def _read_stats(directory: Path) -> dict:
     return out
 
 
-def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool) -> dict:
+def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool,
+                tc: toolchain.Toolchain) -> dict:
     t0 = time.perf_counter()
     graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
     program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external)
     (d / f"{sym}.o").write_bytes(program.object_code)
     desc_c = d / f"{sym}_model.c"
     desc_c.write_text(program.descriptor_c)
-    toolchain.compile_c(desc_c, d / f"{sym}_model.o")
+    toolchain.compile_c(desc_c, d / f"{sym}_model.o", tc=tc)
     (d / f"{sym}.h").write_text(program.header)
     return {"codegen_s": round(program.stats["lower_s"], 4), "llvm_s": round(program.stats["llvm_s"], 4),
             "code_s": round(time.perf_counter() - t0, 4), "kernels": program.stats["kernels"],
@@ -182,7 +189,7 @@ def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, 
             "object_bytes": len(program.object_code), "layout_digest": program.layout_digest}
 
 
-def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool) -> dict:
+def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, tc: toolchain.Toolchain) -> dict:
     t0 = time.perf_counter()
     entries, total, digest = weights_layout(graph)
     blob = weights_blob(graph, entries, total)
@@ -194,12 +201,12 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool) 
         bin_path = d / f"{sym}_weights.bin"
         bin_path.write_bytes(blob)
         asm = d / f"{sym}_weights.s"
-        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", bin_path.resolve()))
-        toolchain.assemble(asm, d / f"{sym}_weights.o")
+        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", Path(bin_path.name)))  # assembled in d
+        toolchain.assemble(asm, d / f"{sym}_weights.o", tc)
         bin_path.unlink()
         objects.append(d / f"{sym}_weights.o")
-    runtime = toolchain.runtime_objects()
-    toolchain.link_shared(objects + runtime, files.shared)
+    runtime = toolchain.runtime_objects(tc=tc)
+    toolchain.link_shared(objects + runtime, files.shared, tc)
     # objects of this directory by name (it is renamed into the cache), others by absolute path
     (d / "static_objects.txt").write_text("\n".join(p.name if p.parent == d else str(p) for p in objects + runtime))
     shutil.copyfile(code / f"{sym}.h", files.header)
@@ -216,7 +223,7 @@ def ensure_static(files: LibraryFiles) -> Path:
         if missing:
             raise toolchain.ToolchainError(f"cannot archive {files.static.name}: missing objects {missing}")
         tmp = files.static.with_suffix(f".a.{os.getpid()}")
-        toolchain.archive(objects, tmp)
+        toolchain.archive(objects, tmp, files.toolchain)
         os.replace(tmp, files.static)
     return files.static
 
@@ -343,11 +350,14 @@ def _native_class():
                 raise
             return dict(zip(self.graph.outputs, outs))
 
-        def export_library(self, directory, name: str | None = None, *, weights: str = "embedded") -> dict:
-            """Write libNAME.so, libNAME.a and NAME.h (and NAME.weights when ``weights="external"``)."""
+        def export_library(self, directory, name: str | None = None, *, weights: str = "embedded",
+                           triple: str | None = None, cpu: str | None = None) -> dict:
+            """Write libNAME.so, libNAME.a and NAME.h (and NAME.weights when ``weights="external"``),
+            for this machine or, with ``triple`` (and ``cpu``), for another (``aarch64-linux-gnu``)."""
             library_symbol(name)  # refuse a bad name before any work
             self._sync_weights()
-            files = compile_library(self.graph, name, weights=weights, cpu=self.cpu)
+            files = compile_library(self.graph, name, weights=weights, cpu=cpu or (None if triple else self.cpu),
+                                    triple=triple)
             return export_files(files, directory)
 
     return NativeCompiledModel

@@ -1,9 +1,15 @@
-"""The host target: CPU detection, target machines, optimization and object emission.
+"""Targets: the machine code is generated for, target machines, optimization and object emission.
 
-The CPU name and feature string come from LLVM's host detection
-(``get_host_cpu_name`` / ``get_host_cpu_features``); ``cpu="generic"`` (or the environment
-variable ``GRAPHC_NATIVE_CPU=generic``) gives portable x86-64 code instead. Kernels ask
-:class:`TargetInfo` for the vector width and register budget rather than assuming AVX2.
+A target is a platform (a GNU-style triple: ``x86_64-linux-gnu``, ``aarch64-linux-gnu``) and a CPU
+of it. :func:`resolve_target` is the one place that decides what a target offers; kernels ask the
+:class:`TargetInfo` it returns for the vector width and register budget (the kernel-builder facade,
+``kb.target``), never the machine graphc runs on. Without a triple the target is the host: the CPU
+name and feature string come from LLVM's host detection (``get_host_cpu_name`` /
+``get_host_cpu_features``); ``cpu="generic"`` (or the environment variable
+``GRAPHC_NATIVE_CPU=generic``) gives portable x86-64 code instead. With a triple (cross-compiling,
+or a portable library for the host's own architecture), the CPU is one of the named CPUs of that
+architecture (``generic`` by default), so the same model and triple give the same code on every
+machine.
 
 Optimization is deliberately light: kernels are written explicitly vectorized, so a short
 middle-end pipeline (SROA, instcombine, CFG simplification, GVN, DCE) followed by the backend
@@ -21,15 +27,15 @@ import llvmlite.binding as llvm
 
 @cache
 def _init() -> None:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
 
 
 @dataclass(frozen=True)
 class TargetInfo:
     """What code generation needs to know about the CPU it compiles for."""
 
-    triple: str
+    triple: str  # LLVM's triple (x86_64-unknown-linux-gnu)
     cpu: str
     features: str
     vector_bits: int  # widest float vector register: 128, 256 or 512
@@ -49,19 +55,94 @@ class TargetInfo:
     def key(self) -> str:
         return f"{self.triple}|{self.cpu}|{self.features}"
 
+    @property
+    def platform(self) -> str:
+        """graphc's name of the triple (``aarch64-linux-gnu``): what toolchains are chosen by."""
+        return platform_of(self.triple)
+
+    @property
+    def arch(self) -> str:
+        return self.triple.split("-", 1)[0]
+
 
 def _feature_set(features: str) -> set[str]:
     return {f[1:] for f in features.split(",") if f.startswith("+")}
 
 
-# Named targets: portable x86-64 levels (what a library built for another machine may assume).
-_NAMED = {
-    "generic": ("x86-64", ""),
-    "x86-64": ("x86-64", ""),
-    "x86-64-v2": ("x86-64-v2", "+sse4.2,+popcnt"),
-    "x86-64-v3": ("x86-64-v3", "+avx,+avx2,+fma,+f16c,+bmi,+bmi2"),
-    "x86-64-v4": ("x86-64-v4", "+avx,+avx2,+fma,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"),
+@dataclass(frozen=True)
+class Architecture:
+    """What every CPU of one architecture shares, and its named CPUs: name -> (LLVM CPU, features)."""
+
+    llvm_arch: str
+    vendor_os: str  # the rest of LLVM's triple
+    cpus: dict[str, tuple[str, str]]
+    default_cpu: str
+    description: str
+
+
+# Portable x86-64 levels (what a library built for another machine may assume); AArch64 CPUs with
+# NEON (128-bit vectors, 32 registers, fused multiply-add on every one).
+ARCHITECTURES = {
+    "x86_64-linux-gnu": Architecture("x86_64", "unknown-linux-gnu", {
+        "generic": ("x86-64", ""),
+        "x86-64": ("x86-64", ""),
+        "x86-64-v2": ("x86-64-v2", "+sse4.2,+popcnt"),
+        "x86-64-v3": ("x86-64-v3", "+avx,+avx2,+fma,+f16c,+bmi,+bmi2"),
+        "x86-64-v4": ("x86-64-v4", "+avx,+avx2,+fma,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"),
+    }, "generic", "x86-64 Linux (SSE2 .. AVX-512)"),
+    "aarch64-linux-gnu": Architecture("aarch64", "unknown-linux-gnu", {
+        "generic": ("generic", "+neon,+fp-armv8"),
+        "cortex-a72": ("cortex-a72", "+neon,+fp-armv8,+crc"),
+        "neoverse-n1": ("neoverse-n1", "+neon,+fp-armv8,+crc,+lse,+rcpc,+dotprod,+fullfp16"),
+        "apple-m1": ("apple-m1", "+neon,+fp-armv8,+crc,+lse,+rcpc,+dotprod,+fullfp16,+fp16fml"),
+    }, "generic", "AArch64 Linux (NEON: Raspberry Pi 4, Graviton, Ampere, Apple silicon under Linux)"),
 }
+_NAMED = ARCHITECTURES["x86_64-linux-gnu"].cpus
+# Other spellings of the same platforms.
+_ALIASES = {"x86_64-unknown-linux-gnu": "x86_64-linux-gnu", "x86_64-pc-linux-gnu": "x86_64-linux-gnu",
+            "amd64-linux-gnu": "x86_64-linux-gnu", "aarch64-unknown-linux-gnu": "aarch64-linux-gnu",
+            "arm64-linux-gnu": "aarch64-linux-gnu"}
+
+
+def platform_of(triple: str) -> str:
+    """graphc's name of an LLVM triple: the vendor dropped (``x86_64-unknown-linux-gnu`` -> ``x86_64-linux-gnu``)."""
+    if triple in ARCHITECTURES:
+        return triple
+    if triple in _ALIASES:
+        return _ALIASES[triple]
+    parts = triple.split("-")
+    return "-".join([parts[0], *parts[2:]]) if len(parts) == 4 else triple
+
+
+def host_platform() -> str:
+    _init()
+    return platform_of(llvm.get_process_triple())
+
+
+def normalize_triple(triple: str) -> str:
+    """The platform ``triple`` names, or a ValueError listing the supported ones."""
+    name = platform_of(triple.strip().lower())
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unsupported target triple {triple!r}: graphc builds for {', '.join(ARCHITECTURES)}")
+    return name
+
+
+def _vector_budget(arch: str, features: str) -> tuple[int, int, bool]:
+    """(widest float vector in bits, vector registers, fused multiply-add) of a CPU."""
+    if arch == "aarch64":
+        return 128, 32, True
+    have = _feature_set(features)
+    if "avx512f" in have:
+        return 512, 32, True
+    if "avx" in have or "avx2" in have:
+        return 256, 16, "fma" in have
+    return 128, 16, False
+
+
+def _info(triple: str, name: str, features: str) -> TargetInfo:
+    bits, regs, fma = _vector_budget(triple.split("-", 1)[0], features)
+    return TargetInfo(triple=triple, cpu=name, features=features, vector_bits=bits, has_fma=fma,
+                      num_vector_registers=regs)
 
 
 @cache
@@ -77,19 +158,28 @@ def host_target(cpu: str | None = None) -> TargetInfo:
             features = llvm.get_host_cpu_features().flatten()
         except RuntimeError:  # feature detection unsupported on this platform
             features = ""
-    elif cpu in _NAMED:
-        name, features = _NAMED[cpu]
-    else:
-        raise ValueError(f"unknown native cpu {cpu!r}: use 'host' or one of {', '.join(_NAMED)}")
-    have = _feature_set(features)
-    if "avx512f" in have:
-        bits, regs = 512, 32
-    elif "avx" in have or "avx2" in have:
-        bits, regs = 256, 16
-    else:
-        bits, regs = 128, 16
-    return TargetInfo(triple=triple, cpu=name, features=features, vector_bits=bits,
-                      has_fma="fma" in have or "avx512f" in have, num_vector_registers=regs)
+        return _info(triple, name, features)
+    arch = ARCHITECTURES.get(platform_of(triple))
+    if arch is None or cpu not in arch.cpus:
+        named = ", ".join(arch.cpus) if arch else "none on this platform"
+        raise ValueError(f"unknown native cpu {cpu!r}: use 'host' or one of {named}")
+    return _info(triple, *arch.cpus[cpu])
+
+
+@cache
+def resolve_target(triple: str | None = None, cpu: str | None = None) -> TargetInfo:
+    """The target code is generated for: the host (``triple=None``, see :func:`host_target`), or
+    ``cpu`` (default ``generic``) of the platform ``triple`` names. Never reads the host's features
+    when a triple is given: the same model and triple compile to the same bytes on every machine."""
+    if triple is None:
+        return host_target(cpu)
+    _init()
+    platform = normalize_triple(triple)
+    arch = ARCHITECTURES[platform]
+    name = cpu or arch.default_cpu
+    if name not in arch.cpus:
+        raise ValueError(f"unknown cpu {name!r} for {platform}: use one of {', '.join(arch.cpus)}")
+    return _info(f"{arch.llvm_arch}-{arch.vendor_os}", *arch.cpus[name])
 
 
 @cache

@@ -9,7 +9,15 @@ its descriptor and weights objects, and those runtime objects, linked by the C c
 ``libNAME.so`` and archived into ``libNAME.a``.
 
 The compiler is ``$CC`` or the first of cc, gcc, clang on PATH; its absence is reported at
-the first native build, with what to install.
+the first native build, with what to install. Libraries for another platform (cross-compiling,
+``triple="aarch64-linux-gnu"``) are built by that platform's GNU toolchain
+(``aarch64-linux-gnu-gcc`` and ``-ar`` from Debian's ``gcc-aarch64-linux-gnu``, or
+``$CC_aarch64_linux_gnu`` / ``$AR_aarch64_linux_gnu``); :class:`Toolchain` is the C compiler and
+archiver of one platform, and every function here takes one (the host's by default).
+
+Builds are reproducible: sources are compiled from their own directory under relative names (no
+temporary path reaches an object file), shared libraries carry no build id and archives are
+deterministic, so the same model and platform give byte-identical files.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -70,9 +79,114 @@ def cc_version(cc: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else cc
 
 
-def run_cc(args: list[str], what: str) -> None:
-    cc = find_cc()
-    proc = subprocess.run([cc, *args], capture_output=True, text=True)
+@dataclass(frozen=True)
+class CrossTools:
+    """How to find one platform's cross toolchain, and what provides it."""
+
+    prefix: str  # of the GNU tools' names: aarch64-linux-gnu-
+    packages: str  # Debian packages that install them
+    emulator: str  # the qemu-user program that runs its executables
+    sysroot: str  # its libraries, for the emulator (-L)
+
+
+CROSS_TOOLS = {
+    "aarch64-linux-gnu": CrossTools("aarch64-linux-gnu-", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+                                    "qemu-aarch64", "/usr/aarch64-linux-gnu"),
+}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The C compiler and archiver that build libraries for one platform; ``None``: the host's."""
+
+    platform: str | None = None
+
+    @property
+    def cross(self) -> CrossTools | None:
+        return CROSS_TOOLS.get(self.platform) if self.platform else None
+
+    def cc(self) -> str:
+        return find_cc() if self.cross is None else _find_cross_tool(self.platform, "CC", "gcc")
+
+    def ar(self) -> str:
+        if self.cross is not None:
+            return _find_cross_tool(self.platform, "AR", "ar")
+        ar = shutil.which(os.environ.get("AR", "ar"))
+        if ar is None:
+            raise ToolchainError("the archiver 'ar' (binutils) is needed to write a static library; install binutils")
+        return ar
+
+
+def toolchain_for(platform: str | None) -> Toolchain:
+    """The toolchain of ``platform`` (graphc's triple name); the host's for None or the host's own platform."""
+    from graphc.backends.llvm.target import host_platform
+
+    if platform is None or platform == host_platform():
+        return Toolchain()
+    if platform not in CROSS_TOOLS:
+        raise ToolchainError(f"graphc has no C toolchain for {platform}: it cross-compiles for "
+                             f"{', '.join(CROSS_TOOLS)}")
+    return Toolchain(platform)
+
+
+HOST = Toolchain()
+
+
+def _find_cross_tool(platform: str, kind: str, tool: str) -> str:
+    """``$CC_<platform>`` / ``$AR_<platform>`` (dashes as underscores), else the prefixed GNU tool on PATH."""
+    cross = CROSS_TOOLS[platform]
+    env_name = f"{kind}_{platform.replace('-', '_')}"
+    name = os.environ.get(env_name) or cross.prefix + tool
+    path = shutil.which(name)
+    if path is None:
+        raise ToolchainError(
+            f"building for {platform} needs its C toolchain, and {name!r} was not found on PATH. Install it "
+            f"(`apt-get install {cross.packages}` on Debian or Ubuntu) or set ${env_name}.")
+    return path
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What this machine has for building (and running) one platform's libraries."""
+
+    platform: str
+    description: str
+    cpus: tuple[str, ...]
+    host: bool
+    toolchain: str | None  # the C compiler found, or None
+    install: str  # what provides it
+    emulator: str | None  # the emulator found (cross platforms), or None
+    emulator_install: str
+
+
+def target_report() -> list[TargetStatus]:
+    """Every platform graphc generates code for, with the tools this machine has for it."""
+    from graphc.backends.llvm.target import ARCHITECTURES, host_platform
+
+    out = []
+    for platform, arch in ARCHITECTURES.items():
+        host = platform == host_platform()
+        cross = CROSS_TOOLS.get(platform)
+        try:
+            tc = toolchain_for(platform)
+            cc: str | None = tc.cc()
+            if cross is not None:
+                tc.ar()
+        except ToolchainError:
+            cc = None
+        install = "apt-get install gcc" if host or cross is None else f"apt-get install {cross.packages}"
+        emulator = None
+        if cross is not None and shutil.which(cross.emulator) and Path(cross.sysroot).is_dir():
+            emulator = f"{shutil.which(cross.emulator)} -L {cross.sysroot}"
+        cpus = (("host",) if host else ()) + tuple(arch.cpus)
+        out.append(TargetStatus(platform, arch.description, cpus, host, cc, install, emulator,
+                                "apt-get install qemu-user" + (f" {cross.packages}" if cross else "")))
+    return out
+
+
+def run_cc(args: list[str], what: str, tc: Toolchain = HOST, cwd: Path | None = None) -> None:
+    cc = tc.cc()
+    proc = subprocess.run([cc, *args], capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         raise ToolchainError(f"{what} failed ({cc} exited with {proc.returncode}):\n{proc.stderr.strip()}")
 
@@ -85,24 +199,24 @@ def runtime_sources() -> list[Path]:
     return files
 
 
-def _runtime_key(extra_flags: tuple[str, ...]) -> str:
+def _runtime_key(extra_flags: tuple[str, ...], tc: Toolchain = HOST) -> str:
     h = hashlib.blake2b(digest_size=12)
     rt = runtime_dir()
     for p in sorted((rt / "src").glob("*")) + sorted((rt / "include").rglob("*.h")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(cc_version(find_cc()).encode())
+    h.update(f"{tc.platform}|{tc.cc()}|{cc_version(tc.cc())}".encode())
     h.update(" ".join(RUNTIME_CFLAGS + list(extra_flags)).encode())
     return h.hexdigest()
 
 
-def runtime_key(extra_flags: tuple[str, ...] = ()) -> str:
-    return _runtime_key(tuple(extra_flags))
+def runtime_key(extra_flags: tuple[str, ...] = (), tc: Toolchain = HOST) -> str:
+    return _runtime_key(tuple(extra_flags), tc)
 
 
-def runtime_objects(extra_flags: tuple[str, ...] = ()) -> list[Path]:
-    """The runtime compiled for this machine (built on first use, then cached)."""
-    key = _runtime_key(tuple(extra_flags))
+def runtime_objects(extra_flags: tuple[str, ...] = (), tc: Toolchain = HOST) -> list[Path]:
+    """The runtime compiled for ``tc``'s platform (built on first use, then cached)."""
+    key = _runtime_key(tuple(extra_flags), tc)
     out = cache_dir() / "runtime" / key
     sources = runtime_sources()
     objs = [out / (s.stem + ".o") for s in sources]
@@ -113,9 +227,9 @@ def runtime_objects(extra_flags: tuple[str, ...] = ()) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=out.parent))
     try:
         inc = runtime_dir() / "include"
-        for s in sources:
-            run_cc([*RUNTIME_CFLAGS, *extra_flags, f"-I{inc}", f"-I{s.parent}", "-c", str(s),
-                    "-o", str(tmp / (s.stem + ".o"))], f"compiling the graphc runtime ({s.name})")
+        for s in sources:  # from the sources' directory, by name: no path of this machine in the objects
+            run_cc([*RUNTIME_CFLAGS, *extra_flags, f"-I{inc}", "-I.", "-c", s.name,
+                    "-o", str(tmp / (s.stem + ".o"))], f"compiling the graphc runtime ({s.name})", tc, cwd=s.parent)
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished first
@@ -146,25 +260,24 @@ def weights_asm(symbol: str, blob_path: Path) -> str:
             '\t.section .note.GNU-stack,"",@progbits\n')
 
 
-def compile_c(source: Path, obj: Path, extra: list[str] | None = None) -> None:
+def compile_c(source: Path, obj: Path, extra: list[str] | None = None, tc: Toolchain = HOST) -> None:
     rt = runtime_dir()
     run_cc(["-std=c11", "-O1", "-fPIC", "-fvisibility=hidden", f"-I{rt / 'include'}", f"-I{rt / 'src'}",
-            *(extra or []), "-c", str(source), "-o", str(obj)], f"compiling {source.name}")
+            *(extra or []), "-c", source.name, "-o", str(obj.resolve())], f"compiling {source.name}", tc,
+           cwd=source.parent)
 
 
-def assemble(source: Path, obj: Path) -> None:
-    run_cc(["-c", str(source), "-o", str(obj)], f"assembling {source.name}")
+def assemble(source: Path, obj: Path, tc: Toolchain = HOST) -> None:
+    run_cc(["-c", source.name, "-o", str(obj.resolve())], f"assembling {source.name}", tc, cwd=source.parent)
 
 
-def link_shared(objects: list[Path], out: Path) -> None:
+def link_shared(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
     run_cc(["-shared", "-o", str(out), *map(str, objects), "-Wl,-Bsymbolic", "-Wl,--build-id=none",
-            "-lpthread", "-lm"], f"linking {out.name}")
+            "-lpthread", "-lm"], f"linking {out.name}", tc)
 
 
-def archive(objects: list[Path], out: Path) -> None:
-    ar = shutil.which(os.environ.get("AR", "ar"))
-    if ar is None:
-        raise ToolchainError("the archiver 'ar' (binutils) is needed to write a static library; install binutils")
+def archive(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
+    ar = tc.ar()
     if out.exists():
         out.unlink()
     proc = subprocess.run([ar, "rcsD", str(out), *map(str, objects)], capture_output=True, text=True)
