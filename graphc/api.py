@@ -123,6 +123,15 @@ class CompiledModel:
     def __call__(self, x):
         return self.predict(x, whole=True)
 
+    def profile(self, x, runs: int = 10, *, warmup: int = 2, peak=True, trace_events: int | None = None):
+        """Per-kernel times of the native code on inputs ``x``, timed inside the running code (same
+        kernels and memory plan as ``predict``), named by the model's layers, with FLOPs, bytes and
+        the % of this machine's measured peak: a :class:`graphc.bench.native_profile.NativeProfileReport`
+        (``print`` it; ``write_trace(path)`` for Chrome/Perfetto). Native target only."""
+        from graphc.bench.native_profile import profile_compiled
+
+        return profile_compiled(self, x, runs, warmup=warmup, peak=peak, trace_events=trace_events)
+
 
 class OnnxCompiledModel(CompiledModel):
     """A model exported to ONNX and run by onnxruntime (``threads``: intra-op threads)."""

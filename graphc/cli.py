@@ -516,20 +516,45 @@ def _compile_training(model, args: argparse.Namespace, symbol: str | None) -> in
     return 0
 
 
-@command("bench", "time MODEL as native code against onnxruntime and PyTorch", model_argument(),
+@command("bench", "time MODEL as native code against onnxruntime and PyTorch; profile its kernels; measure "
+         "this machine's peak",
+         arg("model", metavar="MODEL", nargs="?",
+             help="file.py (its module-level `model`), file.py:name (a Model or a function returning one), "
+                  "a .keras file, or a bundled example name (see `graphc examples`); not needed with --peak"),
          arg("--batch", default="1,32", help="batch sizes, comma-separated (default 1,32)"),
          arg("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)"),
          arg("--vs", default="onnxruntime,torch", help="engines to compare with: onnxruntime, torch"),
          arg("--unfused", action="store_true", help="also time the unoptimized (-O0) native code"),
-         arg("--repeat", type=int, default=10, help="measurement rounds (default 10); medians are reported"))
+         arg("--repeat", type=int, default=10, help="measurement rounds (default 10); medians are reported"),
+         arg("--peak", action="store_true",
+             help="measure this machine's FMA peak per vector width (1 core and all), and its memory bandwidth"),
+         arg("--profile", action="store_true",
+             help="time every kernel of MODEL's native code (per fused op, named by layer) against the peak"),
+         arg("--runs", type=int, default=10, help="--profile: timed runs per batch and thread count (default 10)"),
+         arg("--trace", metavar="OUT.json",
+             help="--profile: write the kernel launches as a Chrome/Perfetto trace (one file per batch and "
+                  "thread count when there are several: OUT.b32.t1.json...)"))
 def bench(args: argparse.Namespace) -> int:
-    """Interleaved timings of the same model, batch and threads on every engine; ratios of medians."""
+    """Interleaved timings of the same model, batch and threads on every engine; ratios of medians.
+    With --peak, this machine's limits; with --profile, the native code's time per kernel."""
     from graphc import examples
     from graphc.bench import BenchError, run_benchmark
 
-    _ints(args.batch, "--batch")
-    _ints(args.threads, "--threads")
+    batches = _ints(args.batch, "--batch")
+    threads = _ints(args.threads, "--threads")
+    if args.trace and not args.profile:
+        raise CLIError("--trace writes the kernel launches of --profile: add --profile")
+    if args.peak:
+        from graphc.bench.peak import measure_peak
+
+        print(measure_peak(refresh=True).to_markdown())
+        if args.model is None:
+            return 0
+    if args.model is None:
+        raise CLIError("bench needs a MODEL (or --peak alone)")
     model = args.model if args.model in examples.names() else load_model(args.model)
+    if args.profile:
+        return _bench_profile(model, batches, threads, args)
     try:
         report = run_benchmark(model, batch_sizes=args.batch, threads=args.threads, vs=_csv(args.vs),
                                unfused=args.unfused, repeat=args.repeat,
@@ -537,6 +562,30 @@ def bench(args: argparse.Namespace) -> int:
     except (BenchError, examples.ExampleError) as exc:
         raise CLIError(str(exc)) from exc
     print(report.to_markdown())
+    return 0
+
+
+def _bench_profile(model, batches: list[int], threads: list[int], args: argparse.Namespace) -> int:
+    """``bench --profile``: each batch and thread count's kernel table (and trace)."""
+    from graphc import examples
+    from graphc.bench.native_profile import profile_model
+
+    if args.runs < 1:
+        raise CLIError(f"--runs must be at least 1, got {args.runs}")
+    several = len(batches) * len(threads) > 1
+    for batch in batches:
+        for t in threads:
+            try:
+                report = profile_model(model, batch=batch, threads=t, runs=args.runs)
+            except examples.ExampleError as exc:
+                raise CLIError(str(exc)) from exc
+            print(report.to_markdown())
+            print()
+            if args.trace:
+                root, ext = os.path.splitext(args.trace)
+                path = f"{root}.b{batch}.t{t}{ext or '.json'}" if several else args.trace
+                report.write_trace(path)
+                print(f"wrote {path} ({len(report.events)} events; open in ui.perfetto.dev or chrome://tracing)")
     return 0
 
 

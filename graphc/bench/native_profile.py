@@ -1,0 +1,254 @@
+"""Where the native code spends its time, measured inside the code that runs.
+
+:func:`profile_compiled` (``cm.profile(inputs)``, ``graphc bench MODEL --profile``) creates a
+second instance of a native model's own library with the runtime's kernel timer on
+(``gc_options_t.profile``, graphc/c_runtime/src/profile.c): the same fused kernels and the same
+memory plan as ``cm.predict``, each launch timed in the generated code and charged to its op. The
+report has one row per op that launched kernels (fused ops as they run; ops that became views
+launch none), named by the user's layer: time per run, share of the kernels' total, FLOPs and bytes
+from the op's shapes (:mod:`graphc.bench.op_cost`), GFLOP/s and GB/s, and the fraction of this
+machine's measured peak (:mod:`graphc.bench.peak`) each reaches — of the compute peak where the
+op's arithmetic intensity is above the ridge point, else of the memory bandwidth. The launch events
+export as a Chrome / Perfetto trace (trace-event JSON, as onnxruntime's profiler writes).
+
+The sum of the kernels is compared with the time of the whole run: ``run_ms`` is the generated
+``run`` function's own time (kernels plus the argument set-up between them), ``call_ms`` the
+Python call (binding, checks, output arrays).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphc.bench.op_cost import bind_free_dims, concrete, graph_op_costs
+
+MAX_TRACE_EVENTS = 2_000_000
+
+
+@dataclass
+class KernelRow:
+    """One op of the compiled graph that launched kernels: its times and work per run."""
+
+    index: int  # position in graph.ops() (the runtime's op number)
+    name: str  # the user's layer (or the op's id where it has none)
+    op: str  # the op type (fused_conv, softmax, ...)
+    output_shape: tuple[int, ...]
+    launches: float  # kernel launches per run
+    ms: float  # per run
+    share: float  # of the kernels' total
+    flops: int | None
+    bytes: int
+    gflops: float | None
+    gbs: float
+    bound: str | None  # "compute" or "memory" (arithmetic intensity against the ridge point), None without peak
+    peak_pct: float | None  # % of the compute peak (compute-bound) or of the bandwidth (memory-bound)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, output_shape=list(self.output_shape))
+
+
+@dataclass
+class NativeProfileReport:
+    """Per-kernel times of one native model at one input shape (see the module docstring)."""
+
+    model: str
+    shapes: dict[str, list[int]]
+    threads: int
+    runs: int
+    rows: list[KernelRow]
+    kernel_ms: float  # sum of the rows, per run
+    run_ms: float  # the generated run function per run
+    call_ms: float  # the Python call per run
+    peak: Any = None  # graphc.bench.peak.Peak or None
+    events: list[tuple[int, int, int]] = field(default_factory=list, repr=False)  # (op, start_ns, duration_ns)
+    dropped_events: int = 0
+    op_names: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops or 0 for r in self.rows)
+
+    def row(self, name: str) -> KernelRow:
+        """The first row of layer ``name``."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no kernel of layer {name!r} in the profile of {self.model!r}; layers: "
+                       f"{', '.join(dict.fromkeys(r.name for r in self.rows))}")
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "shapes": self.shapes, "threads": self.threads, "runs": self.runs,
+                "kernel_ms": self.kernel_ms, "run_ms": self.run_ms, "call_ms": self.call_ms,
+                "total_flops": self.total_flops, "peak": self.peak.to_dict() if self.peak is not None else None,
+                "rows": [r.to_dict() for r in self.rows], "dropped_events": self.dropped_events}
+
+    def to_markdown(self) -> str:
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
+        lines = [f"### Native profile: {self.model}, {shapes}, {self.threads} thread(s), {self.runs} runs", "",
+                 "| layer | op | output | launches | ms | share | GFLOP | GFLOP/s | MB | GB/s | bound | % of peak |",
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for r in sorted(self.rows, key=lambda r: -r.ms):
+            lines.append(
+                f"| {r.name} | {r.op} | {tuple(r.output_shape)} | {r.launches:g} | {r.ms:.4f} | "
+                f"{100 * r.share:.1f} % | "
+                f"{_num(r.flops, 1e9, 4)} | {_num(r.gflops, 1, 1)} | {r.bytes / 1e6:.3f} | {r.gbs:.1f} | "
+                f"{r.bound or '—'} | {_num(r.peak_pct, 1, 1)} |")
+        total_gf = self.total_flops / 1e9
+        lines.append(f"| **kernels** | | | {sum(r.launches for r in self.rows):g} | {self.kernel_ms:.4f} | 100 % | "
+                     f"{total_gf:.4f} | {total_gf / (self.kernel_ms / 1e3) if self.kernel_ms else 0:.1f} | | | | |")
+        lines += ["", f"Whole run: {self.run_ms:.4f} ms in the generated code, {self.call_ms:.4f} ms per Python "
+                  f"call; the kernels are {100 * self.kernel_ms / self.run_ms if self.run_ms else 0:.1f} % of the "
+                  "run."]
+        if self.peak is not None:
+            p = self.peak
+            lines.append(f"Peak: {p.compute_peak(self.threads):.1f} GFLOP/s ({p.widest}-bit FMA, {self.threads} "
+                         f"thread(s)), {p.bandwidth(self.threads):.1f} GB/s (triad), measured on {p.cpu}; "
+                         "% of peak is of the compute peak for compute-bound kernels, of the bandwidth for "
+                         "memory-bound ones.")
+        if self.dropped_events:
+            lines.append(f"The trace kept the first events only ({self.dropped_events} dropped).")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def trace(self) -> dict:
+        """The launch events as Chrome / Perfetto trace-event JSON (``chrome://tracing``, ui.perfetto.dev)."""
+        events: list[dict] = [{"name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+                               "args": {"name": f"graphc {self.model}"}},
+                              {"name": "thread_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "run"}}]
+        by_index = {r.index: r for r in self.rows}
+        run_number = 0
+        for op, start, dur in self.events:
+            event = {"ph": "X", "pid": 1, "tid": 0, "ts": start / 1e3, "dur": dur / 1e3}
+            if op < 0:
+                event.update(name="run", cat="run", args={"run": run_number})
+                run_number += 1
+            else:
+                r = by_index.get(op)
+                event.update(name=self.op_names.get(op, f"op {op}"), cat="kernel",
+                             args={"op_index": op, "op": r.op if r else "", "layer": r.name if r else "",
+                                   "output_shape": list(r.output_shape) if r else []})
+            events.append(event)
+        return {"traceEvents": events, "displayTimeUnit": "ms",
+                "otherData": {"model": self.model, "threads": self.threads, "runs": self.runs}}
+
+    def write_trace(self, path: str | os.PathLike) -> str:
+        """Write :meth:`trace` to ``path``; returns the path."""
+        with open(path, "w") as f:
+            json.dump(self.trace(), f)
+        return os.fspath(path)
+
+
+def _num(value: float | None, scale: float, digits: int) -> str:
+    return "—" if value is None else f"{value / scale:.{digits}f}"
+
+
+def _check_runs(runs: Any, name: str, minimum: int) -> int:
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {runs!r}")
+    return int(runs)
+
+
+def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True,
+                     trace_events: int | None = None) -> NativeProfileReport:
+    """Profile a native CompiledModel on inputs ``x`` (anything ``cm.predict`` takes).
+
+    ``peak``: True measures (or reuses) this machine's peak, a :class:`~graphc.bench.peak.Peak`
+    is used as given, None/False leaves the % of peak out. ``trace_events``: the most launch events
+    kept (default: all of the timed runs, up to 2 million).
+    """
+    runs = _check_runs(runs, "runs", 1)
+    warmup = _check_runs(warmup, "warmup", 0)
+    if getattr(cm, "target", None) != "native":
+        raise ValueError(f"profiling times the native code: build the model with target='native' "
+                         f"(this one is {getattr(cm, 'target', type(cm).__name__)!r})")
+    feeds = cm.feeds(x)
+    arrays = [cm._convert(name, feeds[name], dt) for name, dt in cm._in_dtypes]
+    with cm._lock:
+        cm._sync_weights()
+        graph, library, source = cm.graph, cm.library, cm.instance
+        ops = graph.ops()
+        launches_per_run = int(cm.compile_stats.get("kernels", len(ops))) + 1
+        capacity = min(MAX_TRACE_EVENTS, runs * launches_per_run) if trace_events is None else int(trace_events)
+        instance = library.instance(cm.threads, profile=True, profile_events=capacity)
+        try:
+            if source.transfers["set_calls"]:  # weights pushed into cm's instance after linking
+                for w in library.weights:
+                    instance.set_weight(w.name, source.get_weight(w.name))
+            for _ in range(warmup):
+                instance.run(arrays)
+            instance.reset_profile()
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                instance.run(arrays)
+            call_s = time.perf_counter() - t0
+            recorded = instance.profile()
+            threads = instance.threads
+        finally:
+            instance.close()
+    if isinstance(peak, bool):
+        from graphc.bench.peak import measure_peak
+
+        peak = measure_peak() if peak else None
+    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, threads)
+    kernel_ms = sum(r.ms for r in rows)
+    for r in rows:
+        r.share = r.ms / kernel_ms if kernel_ms else 0.0
+    names = {r.index: r.name if r.name == r.op else f"{r.name} ({r.op})" for r in rows}
+    return NativeProfileReport(
+        model=graph.name, shapes={n: list(a.shape) for n, a in zip(graph.inputs, arrays)}, threads=threads,
+        runs=recorded.runs, rows=rows, kernel_ms=kernel_ms, run_ms=recorded.run_ns / 1e6 / max(recorded.runs, 1),
+        call_ms=call_s * 1e3 / runs, peak=peak, events=recorded.events, dropped_events=recorded.dropped_events,
+        op_names=names)
+
+
+def profile_model(model_or_name: Any, batch: int = 32, threads: int = 1, runs: int = 10, *, seed: int = 0,
+                  peak: Any = True, level: int = 2) -> NativeProfileReport:
+    """Profile a Model or a bundled example's native code at ``batch`` (the benchmark's inputs)."""
+    import graphc
+    from graphc.bench import _input_arrays, _subject
+
+    runs = _check_runs(runs, "runs", 1)
+    subject = _subject(model_or_name, seed)
+    model = subject.make_model()
+    cm = graphc.build(model, target="native", level=level, threads=threads)
+    arrays = _input_arrays(subject, graphc.lower(model), batch, seed)
+    return profile_compiled(cm, list(arrays) if len(arrays) > 1 else arrays[0], runs, peak=peak)
+
+
+def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int) -> list[KernelRow]:
+    costs = graph_op_costs(graph, bindings)
+    rows = []
+    for index, (ns, launches) in enumerate(zip(recorded.op_ns, recorded.op_launches)):
+        if launches == 0:
+            continue
+        if index < len(ops):
+            op = ops[index]
+            name, kind = op.layer or op.id, op.type
+            flops, nbytes = costs[index]
+            out = concrete(graph.values[op.outputs[0]].type.shape, bindings)
+        else:  # the copy of graph outputs no op writes
+            name, kind, flops, nbytes, out = "graph outputs", "copy", 0, 0, ()
+        seconds = ns / 1e9 / runs
+        gflops = flops / seconds / 1e9 if flops is not None and seconds > 0 else None
+        gbs = nbytes / seconds / 1e9 if seconds > 0 else 0.0
+        bound = pct = None
+        if peak is not None:
+            compute, bandwidth = peak.compute_peak(threads), peak.bandwidth(threads)
+            intensity = (flops or 0) / nbytes if nbytes else float("inf")
+            bound = "compute" if intensity >= compute / bandwidth else "memory"
+            pct = 100 * gflops / compute if bound == "compute" and gflops is not None else 100 * gbs / bandwidth
+        rows.append(KernelRow(index=index, name=name, op=kind, output_shape=tuple(out), launches=launches / runs,
+                              ms=ns / 1e6 / runs, share=0.0, flops=flops, bytes=nbytes, gflops=gflops, gbs=gbs,
+                              bound=bound, peak_pct=pct))
+    return rows
+
+
+__all__ = ["KernelRow", "NativeProfileReport", "profile_compiled", "profile_model"]
