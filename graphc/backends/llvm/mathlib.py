@@ -1,16 +1,35 @@
-"""Vectorized float math in LLVM IR: exp, expm1, tanh, sigmoid and friends.
+"""Vectorized float math in LLVM IR: exp, log, log1p, erf, pow, tanh and friends.
 
-Every function takes an ``ir.IRBuilder``, the module (for intrinsic declarations) and a value
-of float or vector-of-float type, and returns a value of the same type.
+Every function takes an ``ir.IRBuilder`` and a value of float or vector-of-float type and returns
+a value of the same type, so one formula serves a kernel's ``<N x float>`` body and its scalar
+remainder. Nothing calls the C library per lane; special values (±0, ±inf, NaN, subnormals) give
+what NumPy's float32 functions give. Polynomial coefficients are near-minimax fits of the
+reduced function (relative error, coefficients rounded to float32 one at a time with the rest
+refitted); errors below are against the exact function, before float32 evaluation rounding.
 
-- ``exp``: Cody–Waite range reduction ``x = n ln2 + r`` (|r| <= ln2/2, ln2 split in two
-  parts), a degree-6 Taylor polynomial for ``e^r`` (truncation error below 2e-7 relative),
-  and ``2^n`` built in the exponent bits. Inputs above 88.72 give +inf, below -87.33 give 0.
+- ``exp``: Cody–Waite reduction ``x = n ln2 + r`` (|r| <= ln2/2, ln2 split in two parts),
+  ``e^r = 1 + r + r^2 Q(r)`` with Q of degree 4 (3e-9 relative), ``2^n`` built in the exponent
+  bits as two factors so that subnormal results round once. Inputs above 88.72 give +inf,
+  below -104 give 0.
+- ``log``: ``x = 2^e m`` with m in [sqrt(1/2), sqrt(2)) (subnormals scaled by 2^23 first), so
+  ``f = m - 1`` is exact and ``log(1+f) = f - f^2/2 + f^3 P(f)``, P of degree 7 (6e-9 relative);
+  ``e ln2`` added in two parts, the exact high part last.
+- ``log1p``: the same reduction applied to ``u = 1 + x``, plus ``c / u`` where ``c = x - (u - 1)``
+  is the rounding error of ``u`` (exact), so small arguments keep their full precision.
+- ``erf``: ``|x| + |x| Q(x^2)`` below 0.875 (Q of degree 6, 9e-10 relative),
+  ``1 - exp(R(|x|))`` up to 3.925 with R of degree 8 fitting ``log(erfc)`` (error below 1e-10
+  of erf), 1 beyond (where erf rounds to 1 in float32); the sign restored last.
+- ``pow``: ``exp(y log|x|)`` evaluated in double precision (float32 arguments have no error
+  there: a log good to 1e-12 relative and an exp good to 1e-11 give results correct to within
+  rounding after the final rounding to float32, even where ``y log|x|`` is near 100), with C99's
+  (NumPy's) special cases: ``pow(x, 0) = pow(1, y) = 1`` even for NaN, a negative base gives a sign
+  for odd integer exponents and NaN for non-integer ones, zeros and infinities per Annex F.
 - ``expm1``: a degree-8 Taylor polynomial for |x| < 0.5 (no cancellation), ``exp(x) - 1`` else.
 - ``tanh``: an odd Taylor polynomial up to x^13 for |x| < 0.55, ``1 - 2 / (e^{2|x|} + 1)``
   with the sign restored else (no cancellation in either branch).
 - ``sigmoid``: ``1 / (1 + e^{-x})``.
-- Rarely used functions (log, log1p, erf, pow) call the C library per lane.
+
+Float64 values (rare in kernels) go to the C library's double functions lane by lane (``libm``).
 """
 
 from __future__ import annotations
@@ -19,13 +38,38 @@ import math
 
 from llvmlite import ir
 
-from graphc.backends.llvm.irutil import F32, I32, intrinsic, vsuffix
+from graphc.backends.llvm.irutil import F64, I32, I64, intrinsic, vsuffix
 
-LN2_HI = 0.693145751953125
+LN2_HI = 0.693145751953125  # 15 significant bits: n * LN2_HI is exact for |n| < 2^9
 LN2_LO = 1.428606765330187e-06
 LOG2E = 1.4426950408889634
-EXP_HI = 88.72283
-EXP_LO = -87.33654
+EXP_HI = 88.72284  # above: +inf (float32 max is e^88.7228)
+EXP_LO = -104.0  # below: 0 (e^-104 is under half the smallest subnormal)
+SQRT_HALF_BITS = 0x3F3504F3  # float32 sqrt(1/2): subtracting it centres the mantissa on 1
+SQRT_HALF_BITS64 = 0x3FE6A09E667F3BCD
+MANTISSA = 0x7FFFFF
+MANTISSA64 = (1 << 52) - 1
+FLT_MIN = 1.1754943508222875e-38  # smallest normal float32
+ERF_SPLIT = 0.875
+ERF_ONE = 3.925  # erf(x) rounds to 1 in float32 from 3.9192 on
+
+# e^r = 1 + r + r^2 Q(r), |r| <= ln2/2
+_EXP_Q = [0.4999999403953552, 0.1666652113199234, 0.04166829586029053, 0.00836871936917305,
+          0.00138183927629143]
+# log(1+f) = f - f^2/2 + f^3 P(f), f in [sqrt(1/2) - 1, sqrt(2) - 1]
+_LOG_P = [0.3333333134651184, -0.250008225440979, 0.20001250505447388, -0.16623316705226898,
+          0.14201268553733826, -0.13160160183906555, 0.12764813005924225, -0.07638368755578995]
+# erf(x) = x + x Q(x^2), |x| <= 0.875
+_ERF_SMALL = [0.12837916612625122, -0.3761262893676758, 0.11283621937036514, -0.026855284348130226,
+              0.005190647207200527, -0.0008021955145522952, 7.843718776712194e-05]
+# log(erfc(t)) = R(t), 0.875 <= t <= 3.93
+_ERF_LOG_ERFC = [0.00013832587865181267, -1.1293151378631592, -0.6338183879852295, -0.10765639692544937,
+                 0.0246138758957386, -0.003914063796401024, 0.0003544815117493272, -7.167689091147622e-06,
+                 -1.038688310472935e-06]
+# double precision, for pow: log(1+f) = 2 atanh(s), s = f / (2 + f), |s| <= 0.1716 (series to s^15:
+# 1e-12 relative), and e^r by Taylor to r^9 for |r| <= ln2/2 (1e-11 relative)
+_ATANH = [2.0 / (2 * k + 1) for k in range(1, 8)]
+_EXP_TAYLOR = [1.0 / math.factorial(k) for k in range(10)]
 
 
 def const(t: ir.Type, value: float) -> ir.Constant:
@@ -35,8 +79,20 @@ def const(t: ir.Type, value: float) -> ir.Constant:
     return ir.Constant(t, float(value))
 
 
+def _shaped(t: ir.Type, element: ir.Type) -> ir.Type:
+    """``element``, or a vector of it with as many lanes as ``t``."""
+    return ir.VectorType(element, t.count) if isinstance(t, ir.VectorType) else element
+
+
 def _int_type(t: ir.Type) -> ir.Type:
-    return ir.VectorType(I32, t.count) if isinstance(t, ir.VectorType) else I32
+    return _shaped(t, I32)
+
+
+def _iconst(t: ir.Type, value: int) -> ir.Constant:
+    """An integer constant of integer (vector) type ``t``."""
+    if isinstance(t, ir.VectorType):
+        return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
+    return ir.Constant(t, value)
 
 
 def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
@@ -64,23 +120,147 @@ def select_lt(b, x, bound, if_less, other):
     return b.select(b.fcmp_ordered("<", x, const(x.type, bound)), if_less, other)
 
 
+def _is_nan(b, x):
+    return b.fcmp_unordered("uno", x, x)
+
+
+def _no_nan(b, x):
+    """``x`` with NaN lanes replaced by 0: a float-to-int conversion of NaN is poison in LLVM."""
+    return b.select(_is_nan(b, x), const(x.type, 0.0), x)
+
+
 def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     t = x.type
-    xc = b.select(b.fcmp_ordered(">", x, const(t, 88.3)), const(t, 88.3), x)
-    xc = b.select(b.fcmp_ordered("<", xc, const(t, -87.3)), const(t, -87.3), xc)
+    xc = b.select(b.fcmp_ordered(">", x, const(t, EXP_HI)), const(t, EXP_HI), x)
+    xc = b.select(b.fcmp_ordered("<", xc, const(t, EXP_LO)), const(t, EXP_LO), xc)
     n = call(b, "rint", b.fmul(xc, const(t, LOG2E)))
     r = fma(b, n, const(t, -LN2_HI), xc)
     r = fma(b, n, const(t, -LN2_LO), r)
-    p = poly(b, r, [1.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720])
+    p = poly(b, r, [1.0, 1.0, *_EXP_Q])
+    # 2^n in two factors, each a normal float for n in [-150, 128]: subnormal results round once
     it = _int_type(t)
-    ni = b.fptosi(n, it)
-    bits = b.shl(b.add(ni, ir.Constant(it, [ir.Constant(I32, 127)] * t.count) if isinstance(t, ir.VectorType)
-                       else ir.Constant(I32, 127)),
-                 ir.Constant(it, [ir.Constant(I32, 23)] * t.count) if isinstance(t, ir.VectorType)
-                 else ir.Constant(I32, 23))
-    y = b.fmul(p, b.bitcast(bits, t))
+    ni = b.fptosi(_no_nan(b, n), it)
+    n1 = b.ashr(ni, _iconst(it, 1))
+    y = b.fmul(b.fmul(p, _pow2(b, n1, t)), _pow2(b, b.sub(ni, n1), t))
     y = b.select(b.fcmp_ordered(">", x, const(t, EXP_HI)), const(t, math.inf), y)
     return b.select(b.fcmp_ordered("<", x, const(t, EXP_LO)), const(t, 0.0), y)
+
+
+def _pow2(b, n, t):
+    """2^n as float32 (vector) type ``t`` from integers n in [-126, 127]."""
+    it = n.type
+    return b.bitcast(b.shl(b.add(n, _iconst(it, 127)), _iconst(it, 23)), t)
+
+
+def _split_at_sqrt_half(b, bits, one_bits, mantissa, shift):
+    """Integer bits of a positive float -> (exponent e, m) with value = 2^e m, m in [sqrt(1/2), sqrt(2))."""
+    it = bits.type
+    ix = b.sub(bits, _iconst(it, one_bits))
+    e = b.ashr(ix, _iconst(it, shift))
+    m_bits = b.add(b.and_(ix, _iconst(it, mantissa)), _iconst(it, one_bits))
+    return e, m_bits
+
+
+def _log1p_reduced(b, f):
+    """log(1 + f) - f for f in [sqrt(1/2) - 1, sqrt(2) - 1]: f^3 P(f) - f^2 / 2."""
+    t = f.type
+    f2 = b.fmul(f, f)
+    return fma(b, b.fmul(f2, f), poly(b, f, _LOG_P), b.fmul(f2, const(t, -0.5)))
+
+
+def _add_exponent(b, e, f, rest):
+    """e ln2 + f + rest, summed so that the large exact terms come last."""
+    t = f.type
+    lo = fma(b, e, const(t, LN2_LO), rest)
+    return fma(b, e, const(t, LN2_HI), b.fadd(lo, f))
+
+
+def log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    t = x.type
+    it = _int_type(t)
+    subnormal = b.fcmp_ordered("<", x, const(t, FLT_MIN))
+    xs = b.select(subnormal, b.fmul(x, const(t, 2.0 ** 23)), x)
+    e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(xs, it), SQRT_HALF_BITS, MANTISSA, 23)
+    e = b.fsub(b.sitofp(e_int, t), b.select(subnormal, const(t, 23.0), const(t, 0.0)))
+    f = b.fsub(b.bitcast(m_bits, t), const(t, 1.0))
+    y = _add_exponent(b, e, f, _log1p_reduced(b, f))
+    y = b.select(b.fcmp_ordered("==", x, const(t, math.inf)), x, y)
+    y = b.select(b.fcmp_ordered("==", x, const(t, 0.0)), const(t, -math.inf), y)
+    y = b.select(b.fcmp_ordered("<", x, const(t, 0.0)), const(t, math.nan), y)
+    return b.select(_is_nan(b, x), x, y)
+
+
+def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    t = x.type
+    it = _int_type(t)
+    one = const(t, 1.0)
+    u = b.fadd(x, one)
+    rounding = b.fsub(x, b.fsub(u, one))  # exact: what 1 + x lost
+    e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(u, it), SQRT_HALF_BITS, MANTISSA, 23)
+    e = b.sitofp(e_int, t)
+    f = b.fsub(b.bitcast(m_bits, t), one)
+    y = _add_exponent(b, e, f, b.fadd(_log1p_reduced(b, f), b.fdiv(rounding, u)))
+    y = b.select(b.fcmp_ordered("==", x, const(t, math.inf)), x, y)
+    y = b.select(b.fcmp_ordered("==", x, const(t, -1.0)), const(t, -math.inf), y)
+    y = b.select(b.fcmp_ordered("<", x, const(t, -1.0)), const(t, math.nan), y)
+    return b.select(b.fcmp_unordered("==", x, const(t, 0.0)), x, y)  # ±0 and NaN as given
+
+
+def erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    t = x.type
+    ax = call(b, "fabs", x)
+    small = fma(b, ax, poly(b, b.fmul(x, x), _ERF_SMALL), ax)
+    large = b.fsub(const(t, 1.0), exp(b, poly(b, ax, _ERF_LOG_ERFC)))
+    y = b.select(b.fcmp_ordered("<", ax, const(t, ERF_SPLIT)), small, large)
+    y = b.select(b.fcmp_ordered(">", ax, const(t, ERF_ONE)), const(t, 1.0), y)
+    return call(b, "copysign", y, x)
+
+
+def _log_f64(b, a):
+    """Natural log of positive finite doubles (a float32's magnitude, so normal), to 1e-12 relative."""
+    t = a.type
+    it = _shaped(t, I64)
+    e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(a, it), SQRT_HALF_BITS64, MANTISSA64, 52)
+    f = b.fsub(b.bitcast(m_bits, t), const(t, 1.0))
+    s = b.fdiv(f, b.fadd(f, const(t, 2.0)))
+    s2 = b.fmul(s, s)
+    log1p_f = fma(b, b.fmul(s, s2), poly(b, s2, _ATANH), b.fmul(s, const(t, 2.0)))
+    return fma(b, b.sitofp(e_int, t), const(t, math.log(2.0)), log1p_f)
+
+
+def _exp_f64(b, z):
+    """e^z for doubles, to 1e-11 relative; z beyond ±200 (any float32 result is 0 or inf) is clamped."""
+    t = z.type
+    z = b.select(b.fcmp_ordered(">", z, const(t, 200.0)), const(t, 200.0), z)
+    z = b.select(b.fcmp_ordered("<", z, const(t, -200.0)), const(t, -200.0), z)
+    n = call(b, "rint", b.fmul(z, const(t, LOG2E)))
+    r = fma(b, n, const(t, -math.log(2.0)), z)
+    it = _shaped(t, I64)
+    scale = b.shl(b.add(b.fptosi(_no_nan(b, n), it), _iconst(it, 1023)), _iconst(it, 52))
+    return b.fmul(poly(b, r, _EXP_TAYLOR), b.bitcast(scale, t))
+
+
+def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    t = x.type
+    td = _shaped(t, F64)
+    ax = b.fpext(call(b, "fabs", x), td)
+    log_ax = _log_f64(b, ax)
+    log_ax = b.select(b.fcmp_ordered("==", ax, const(td, 0.0)), const(td, -math.inf), log_ax)
+    log_ax = b.select(b.fcmp_ordered("==", ax, const(td, math.inf)), ax, log_ax)
+    log_ax = b.select(_is_nan(b, ax), ax, log_ax)
+    magnitude = b.fptrunc(_exp_f64(b, b.fmul(b.fpext(y, td), log_ax)), t)
+    integer = b.fcmp_ordered("==", call(b, "rint", y), y)  # ±inf count as (even) integers
+    half = b.fmul(y, const(t, 0.5))
+    odd = b.and_(integer, b.fcmp_ordered("!=", call(b, "rint", half), half))
+    negative_base = b.icmp_signed("<", b.bitcast(x, _int_type(t)), _iconst(_int_type(t), 0))  # -0 too
+    out = b.select(b.and_(negative_base, odd), b.fneg(magnitude), magnitude)
+    finite_negative = b.and_(b.fcmp_ordered("<", x, const(t, 0.0)), b.fcmp_ordered(">", x, const(t, -math.inf)))
+    out = b.select(b.and_(finite_negative, b.not_(integer)), const(t, math.nan), out)
+    minus_one_to_inf = b.and_(b.fcmp_ordered("==", x, const(t, -1.0)),
+                              b.fcmp_ordered("==", call(b, "fabs", y), const(t, math.inf)))
+    one = b.or_(b.or_(b.fcmp_ordered("==", y, const(t, 0.0)), b.fcmp_ordered("==", x, const(t, 1.0))),
+                minus_one_to_inf)
+    return b.select(one, const(t, 1.0), out)
 
 
 def expm1(b, x):
@@ -112,9 +292,10 @@ def sigmoid(b, x):
 
 
 def libm(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
-    """Apply the C library's float function ``name`` (``logf``...) lane by lane."""
+    """Apply the C library's function ``name`` (``logf``, or ``log`` on doubles...) lane by lane."""
     t = args[0].type
-    fn = intrinsic(b.module, name, F32, [F32] * len(args))
+    scalar = t.element if isinstance(t, ir.VectorType) else t
+    fn = intrinsic(b.module, name, scalar, [scalar] * len(args))
     if not isinstance(t, ir.VectorType):
         return b.call(fn, list(args))
     out = ir.Constant(t, ir.Undefined)

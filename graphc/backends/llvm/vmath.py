@@ -12,7 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
-from graphc.backends.llvm.irutil import DTYPE_IR
+from graphc.backends.llvm.irutil import DTYPE_IR, F32
 
 
 def _elem(t: ir.Type) -> ir.Type:
@@ -132,19 +132,25 @@ class VMath:
         return mathlib.expm1(self.b, x)
 
     def log(self, x):
-        return mathlib.libm(self.b, "logf", x)
+        return self._float32_or_libm(mathlib.log, "log", x)
 
     def log1p(self, x):
-        return mathlib.libm(self.b, "log1pf", x)
+        return self._float32_or_libm(mathlib.log1p, "log1p", x)
 
     def erf(self, x):
-        return mathlib.libm(self.b, "erff", x)
+        return self._float32_or_libm(mathlib.erf, "erf", x)
 
     def pow(self, x, y):
         x, y = self._pair(x, y)
         if _is_float(x.type):
-            return mathlib.libm(self.b, "powf", x, y)
+            return self._float32_or_libm(mathlib.pow, "pow", x, y)
         raise NotImplementedError("integer pow is not supported by the native backend")
+
+    def _float32_or_libm(self, vectorized, libm_name: str, *args):
+        """The vectorized float32 function, or the C library's double one lane by lane for float64."""
+        if _elem(args[0].type) == F32:
+            return vectorized(self.b, *args)
+        return mathlib.libm(self.b, libm_name, *args)
 
     def tanh(self, x):
         return mathlib.tanh(self.b, x)
