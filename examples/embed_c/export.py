@@ -1,9 +1,11 @@
 """Export a bundled seed model as a native library, plus an inputs file for the C example.
 
-    python export.py [--model mlp] [--batch 3] [--seed 0] [--out build]
+    python export.py [--model mlp] [--batch 3] [--seed 0] [--out build] [--triple aarch64-linux-gnu [--cpu CPU]]
 
 Writes OUT/libMODEL.a, OUT/libMODEL.so, OUT/MODEL.h, OUT/inputs.txt (random inputs in the
-format main.c reads) and OUT/expected.txt (graphc's own outputs for them, same format).
+format main.c reads) and OUT/expected.txt (graphc's own outputs for them, same format). With
+--triple the library is built for that platform (cross-compiled); the expected outputs are still
+computed on this machine, by its own native library.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="build")
+    p.add_argument("--triple", default=None, help="build the library for this platform (e.g. aarch64-linux-gnu)")
+    p.add_argument("--cpu", default=None, help="with --triple: the CPU (e.g. cortex-a72; default generic)")
     args = p.parse_args(argv)
     out = Path(args.out)
     model = examples.build(args.model, seed=args.seed)
     compiled = graphc.build(model, target="native")
-    compiled.export_library(out, name=args.model)
+    compiled.export_library(out, name=args.model, triple=args.triple, cpu=args.cpu)
     feeds = compiled.feeds(examples.inputs(args.model, np.random.default_rng(args.seed), args.batch))
     arrays = [(name, np.asarray(feeds[name], dtype=dt)) for name, dt in compiled._in_dtypes]
     write_tensors(out / "inputs.txt", arrays)

@@ -11,6 +11,14 @@ from graphc.runtime import Library
 
 
 def load(graph: Graph, name: str | None = None, **kw) -> Library:
+    """The graph's library, loaded; with $GRAPHC_TEST_TRIPLE, built for that platform and run under
+    its emulator (tests/backends/llvm/emulation.py)."""
+    from tests.backends.llvm.emulation import EmulatedLibrary, requested_triple, require_emulation
+
+    triple = requested_triple()
+    if triple is not None:
+        require_emulation(triple)
+        return EmulatedLibrary(compile_library(graph, name, triple=triple, **kw), graph, triple)
     files = compile_library(graph, name, **kw)
     return Library(files.shared, files.symbol)
 
