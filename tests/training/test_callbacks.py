@@ -1,5 +1,5 @@
 """Callbacks: hook order, History, EarlyStopping, ReduceLROnPlateau, LearningRateScheduler, CSVLogger,
-ModelCheckpoint, LambdaCallback, TerminateOnNaN and TensorBoard event files."""
+ModelCheckpoint, LambdaCallback and TerminateOnNaN (TensorBoard: test_tensorboard.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from graphc import Input, Model, callbacks, layers, models
-from graphc.training.tensorboard import crc32c, masked_crc32c, read_events
 
 
 def _model(rng, lr=0.01):
@@ -168,45 +167,3 @@ def test_lambda_callback_and_terminate_on_nan(rng):
     assert len(history.history["loss"]) == 1
     with pytest.raises(TypeError, match="Callback instances"):
         model.fit(x, y, callbacks=["not a callback"], verbose=0)
-
-
-def test_crc32c_known_values():
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(b"") == 0
-    assert masked_crc32c(b"") == 0xA282EAD8
-
-
-def test_tensorboard_writes_scalars_and_histograms(rng, tmp_path):
-    model, x, y = _model(rng)
-    logdir = tmp_path / "logs"
-    model.fit(x, y, epochs=2, validation_split=0.25, verbose=0,
-              callbacks=[callbacks.TensorBoard(log_dir=str(logdir), histogram_freq=1, update_freq=2)])
-    train = [f for f in os.listdir(logdir / "train") if f.startswith("events.out.tfevents.")]
-    val = os.listdir(logdir / "validation")
-    assert len(train) == 1 and len(val) == 1
-    events = read_events(str(logdir / "train" / train[0]))
-    assert events[0].file_version == "brain.Event:2"
-    scalars = {(v.tag, e.step): v.simple_value for e in events[1:] for v in e.summary.value
-               if v.WhichOneof("value") == "simple_value"}
-    history = model.history.history
-    assert scalars[("epoch_loss", 1)] == pytest.approx(history["loss"][1], rel=1e-6)
-    assert ("batch_loss", 2) in scalars
-    hists = {(v.tag, e.step): v.histo for e in events[1:] for v in e.summary.value if v.WhichOneof("value") == "histo"}
-    kernel = model.get_layer("out").kernel.value
-    h = hists[("out/kernel/histogram", 1)]
-    assert h.num == kernel.size and h.min == pytest.approx(kernel.min()) and sum(h.bucket) == kernel.size
-    val_events = read_events(str(logdir / "validation" / val[0]))
-    assert any(v.tag == "epoch_loss" for e in val_events[1:] for v in e.summary.value)
-
-
-def test_corrupt_event_files_are_detected(tmp_path):
-    from graphc.training.tensorboard import EventFileWriter
-
-    w = EventFileWriter(str(tmp_path))
-    w.scalar("x", 1.0, 0)
-    w.close()
-    data = bytearray(open(w.path, "rb").read())
-    data[-6] ^= 0xFF
-    open(w.path, "wb").write(bytes(data))
-    with pytest.raises(ValueError, match="CRC"):
-        read_events(w.path)
