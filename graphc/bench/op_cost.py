@@ -13,8 +13,9 @@ FLOPs follow the usual convention, from the op's shapes alone:
 - ops that only move data (reshape, transpose, concat, slice, pad, gather, ...) count 0.
 
 Bytes moved are the compulsory traffic: every distinct input (weights included) read once and
-every output written once, at the tensors' sizes (a gather reads its ids and the rows it gathers). Caches may keep some of it from memory and
-kernels may touch some of it twice; the figure is the lower bound a roofline is drawn with.
+every output written once, at the tensors' sizes (a gather reads its ids and the rows it
+gathers). Caches may keep some of it from memory and kernels may touch some of it twice; the
+figure is the lower bound a roofline is drawn with.
 """
 
 from __future__ import annotations
