@@ -30,6 +30,7 @@ FAMILIES = {
     "normalization": "graphc.ops.normalization",
     "recurrent": "graphc.ops.recurrent",
     "fused": "graphc.ops.fused",
+    "quantize": "graphc.ops.quantize",
 }
 
 NATIVE_CASES: list[Case] = []

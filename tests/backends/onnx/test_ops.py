@@ -267,6 +267,13 @@ case("num_elements", X3, axes=(1, 2), dtype="int64", id="num_elements_static")
 case("num_elements", SEQ, axes=(0, 1), id="num_elements_free_dims")
 case("one_hot", In(("batch", "seq"), dtype="int32", draw="ids:5"), depth=5)
 case("one_hot", In(("batch", 3), dtype="int64", draw="ids:4"), depth=4, dtype="int32", id="one_hot_int64")
+# linear quantization (graphc/ops/quantize.py; bit-exact checks in tests/ops/test_quantize.py)
+case("quantize_linear", In(("batch", 7), draw="wide"), np.float32(0.03), np.int8(-3))
+case("quantize_linear", In(("batch", 3, 5), draw="wide"), np.float32([0.02, 0.05, 0.1]), np.uint8([120, 128, 131]),
+     axis=1, id="quantize_linear_per_channel_uint8")
+case("dequantize_linear", In(("batch", 7), dtype="int8", draw="ids:100"), np.float32(0.03), np.int8(-3))
+case("dequantize_linear", In(("batch", 3, 5), dtype="uint8", draw="ids:250"), np.float32([0.02, 0.05, 0.1, 0.2, 1.0]),
+     np.uint8([120, 128, 131, 0, 255]), id="dequantize_linear_per_channel_uint8")
 CASES.append(Case("random_uniform_like", [X3], {"seed": 3}, SIZES, None, "random_uniform_like", random=True))
 CASES.append(Case("random_uniform_like", [X3], {}, SIZES, None, "random_uniform_like_unseeded", random=True))
 CASES.append(Case("random_normal_like", [X3], {"seed": 3}, SIZES, None, "random_normal_like", random=True))
