@@ -114,6 +114,10 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_model_num_step_outputs": (sz, [vp]),
         "gc_instance_train_step": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz,
                                         ctypes.POINTER(GcTensor), sz]),
+        "gc_instance_eval_step": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz,
+                                       ctypes.POINTER(GcTensor), sz]),
+        "gc_model_has_eval_step": (ctypes.c_int, [vp]),
+        "gc_instance_save_weights": (vp, [vp, cp]),
         "gc_instance_set_hyperparameter": (vp, [vp, cp, ctypes.c_double]),
         "gc_instance_get_hyperparameter": (vp, [vp, cp, ctypes.POINTER(ctypes.c_double)]),
         "gc_instance_profile": (vp, [vp]),
@@ -149,6 +153,7 @@ class Library:
         self.weights = [self._desc("weight", i) for i in range(self.lib.gc_model_num_weights(self.model))]
         self.api_version = int(self.lib.gc_api_version())
         self.has_train_step = bool(self.lib.gc_model_has_train_step(self.model))
+        self.has_eval_step = bool(self.lib.gc_model_has_eval_step(self.model))
         # a training step's model inputs, targets and reported outputs (loss, metrics) by position
         self.step_counts = (int(self.lib.gc_model_num_step_inputs(self.model)),
                             int(self.lib.gc_model_num_step_targets(self.model)),
@@ -402,17 +407,25 @@ class Instance:
     def train_step(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One training step of a training library (state updated inside the instance); returns the
         reported outputs (loss, output losses, metric sums and counts)."""
+        return self._step("gc_instance_train_step", inputs, targets)
+
+    def eval_step(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One evaluation step of a training library on the instance's current state (inference mode,
+        nothing updated); returns the reported outputs as :meth:`train_step` does."""
+        return self._step("gc_instance_eval_step", inputs, targets)
+
+    def _step(self, function: str, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         self._enter()
         try:
             n_in, n_t, n_out = self.library.step_counts
             ins = _tensors(inputs)
             tgs = _tensors(targets)
             outs = (GcTensor * max(n_out, 1))()
-            status = self.library.lib.gc_instance_train_step(
+            status = getattr(self.library.lib, function)(
                 self._handle, ctypes.cast(ins, ctypes.POINTER(GcTensor)), len(inputs),
                 ctypes.cast(tgs, ctypes.POINTER(GcTensor)), len(targets),
                 ctypes.cast(outs, ctypes.POINTER(GcTensor)), n_out if self.library.has_train_step else 0)
-            self.library.check(status, "gc_instance_train_step")
+            self.library.check(status, function)
             result = []
             for t, info in zip(outs[:n_out], self.library.outputs):
                 shape = tuple(t.shape[i] for i in range(t.rank))
@@ -472,6 +485,13 @@ class Instance:
         self._require_open()
         self.library.check(self.library.lib.gc_instance_load_weights(self._handle, str(path).encode()),
                            "gc_instance_load_weights")
+
+    def save_weights(self, path: str | Path) -> None:
+        """Write every weight of the instance (a training library's whole state: weights, optimizer
+        slots, iterations) to a weights file, atomically; ``Model.load_weights`` reads it."""
+        self._require_open()
+        self.library.check(self.library.lib.gc_instance_save_weights(self._handle, str(path).encode()),
+                           "gc_instance_save_weights")
 
 
 @dataclass

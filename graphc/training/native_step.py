@@ -202,11 +202,31 @@ def _target_like(model, index: int, loss) -> np.ndarray:
     return np.zeros((1,) + shape, dtype=np.float32)
 
 
+def linked_step_graphs(train, evaluation) -> tuple:
+    """The graphs of a training step and of its evaluation step (:class:`~graphc.training.step.Step`
+    objects) made fit for one library, where the evaluation step reads the training step's weights
+    blob: the evaluation graph's constants that hold the model's variables keep their names (the
+    training graph has them); its other constants (loss weights, literals) are renamed apart and
+    added to a copy of the training graph, unused there. Returns (training graph, evaluation graph)."""
+    graph, eval_graph = train.graph.copy(), evaluation.graph.copy()
+    for name in list(eval_graph.constants):
+        var = evaluation.params.get(name)
+        if var is not None and train.params.get(name) is var and graph.type_of(name) == eval_graph.type_of(name):
+            continue
+        fresh = name
+        while fresh in graph.values or fresh in eval_graph.values:
+            fresh = f"eval/{fresh}"
+        eval_graph.rename_value(name, fresh)
+        graph.add_constant(fresh, eval_graph.constants[fresh], trainable=False)
+    return graph, eval_graph
+
+
 def train_step_library(model, *, name: str | None = None, weights: str = "embedded", cpu: str | None = None):
-    """Compile a compiled Model's training step (forward, loss, metrics, gradients, optimizer update) into
-    a model library whose instances train it through ``gc_instance_train_step``; returns its
-    :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the model's current
-    weights and optimizer state and from the optimizer's current learning rate."""
+    """Compile a compiled Model's training step (forward, loss, metrics, gradients, optimizer update) and
+    its evaluation step (forward in inference mode, loss, metrics) into a model library whose instances
+    train it through ``gc_instance_train_step`` and evaluate it through ``gc_instance_eval_step``;
+    returns its :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the
+    model's current weights and optimizer state and from the optimizer's current learning rate."""
     from graphc.backends.llvm.native import compile_library
     from graphc.training.loop import standardize_x
 
@@ -217,8 +237,8 @@ def train_step_library(model, *, name: str | None = None, weights: str = "embedd
     targets = [_target_like(model, i, loss) for i, loss in enumerate(trainer.loss_objects)]
     feeds = standardize_x(model, [np.zeros((1,) + tuple(1 if d is None else int(d) for d in t.shape[1:]),
                                            dtype=t.dtype) for t in model.inputs])
-    step = trainer._step(feeds, targets, True)
-    return compile_library(step.graph, name, weights=weights, cpu=cpu)
+    graph, eval_graph = linked_step_graphs(trainer._step(feeds, targets, True), trainer._step(feeds, targets, False))
+    return compile_library(graph, name, weights=weights, cpu=cpu, eval_graph=eval_graph)
 
 
-__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library"]
+__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library", "linked_step_graphs"]

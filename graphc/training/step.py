@@ -13,6 +13,8 @@ the weights' constraints. Any backend can run the result; the contract is:
   count over the batch, and the new value of every state constant;
 - ``graph.meta["state_updates"]``: ``{constant: output}``; after a step each such constant takes
   its output's value (weights, BatchNorm moving statistics, optimizer slots, iterations).
+- ``graph.meta["train_step"]`` / ``graph.meta["eval_step"]``: the targets and how many leading outputs
+  are reported (and a training step's hyperparameters), which native libraries describe in C.
 
 :class:`Step` runs it (on the reference interpreter unless given another ``runner``) and keeps
 the host objects (the model's Variables, the optimizer's slots) in sync with those constants.
@@ -159,6 +161,9 @@ class Step:
                 "targets": [t for t in self.target_inputs if t is not None],
                 "hyperparameters": {"learning_rate": (self.lr_input, float(np.float32(optimizer.learning_rate)))},
                 "reported": len(dict.fromkeys(outs))}
+        else:
+            graph.meta["eval_step"] = {"targets": [t for t in self.target_inputs if t is not None],
+                                       "reported": len(dict.fromkeys(outs))}
         prune(graph)
 
     def _add_backward(self, total: str, optimizer: Optimizer | None) -> None:

@@ -54,10 +54,12 @@ def test_training_calls_under_the_sanitizers(train_library, tmp_path):
     files, _ = train_library
     rt = runtime_dir()
     code = files.objects["model"].parent
-    sources = [str(p) for p in sorted((rt / "src").glob("*.c"))] + [str(code / "train_model_model.c")]
+    sources = [str(p) for p in sorted((rt / "src").glob("*.c"))] + [str(code / "train_model_model.c"),
+                                                                    str(code / "train_model__eval_model.c")]
     cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all", f"-I{rt / 'include'}", f"-I{rt / 'src'}", f"-I{files.directory}",
-        str(TESTS / "test_train_step.c"), *sources, str(files.objects["model"]), str(files.objects["weights"]),
+        str(TESTS / "test_train_step.c"), *sources, str(files.objects["model"]), str(files.objects["eval_model"]),
+        str(files.objects["weights"]),
         "-lpthread", "-lm", "-o", "test_train_step_asan"], tmp_path)
     out = run(tmp_path / "test_train_step_asan", env={"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
                                                      "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"})

@@ -109,6 +109,23 @@ class WeightEntry:
 
 
 @dataclass
+class StepLink:
+    """How one model of a two-model library links to the other. A training library holds its training
+    step and its evaluation step; both read one weights blob (the training step's layout).
+
+    ``symbol``: the model's symbol prefix instead of its name's; ``layout``: the weights layout to use
+    instead of the graph's own; ``weights_symbol``: the embedded blob's symbol; ``model_symbol``: emit
+    the model struct under this hidden name, without a ``gc_model_NAME`` getter (the evaluation
+    model); ``eval_step``: the evaluation model's struct, which the training model points at."""
+
+    symbol: str | None = None
+    layout: tuple[list[WeightEntry], int, int] | None = None
+    weights_symbol: str | None = None
+    model_symbol: str | None = None
+    eval_step: str | None = None
+
+
+@dataclass
 class Program:
     """Everything needed to link a model library."""
 
@@ -141,6 +158,23 @@ def weights_layout(graph: Graph) -> tuple[list[WeightEntry], int, int]:
     return entries, offset, int.from_bytes(h.digest(), "little")
 
 
+def shared_layout(graph: Graph, layout: tuple[list[WeightEntry], int, int]) -> tuple[list[WeightEntry], int, int]:
+    """``graph``'s constants placed where ``layout`` (another graph's) has them: a training library's
+    evaluation step reads the training step's weights blob. Every constant must be in it, same type."""
+    entries, total, digest = layout
+    by_name = {w.name: w for w in entries}
+    placed = []
+    for v, value in graph.values.items():
+        if value.kind != "constant":
+            continue
+        w = by_name.get(v)
+        if w is None or w.type != value.type:
+            raise NativeLoweringError(f"constant {v!r} of the evaluation step is not in the training step's weights "
+                                      f"(or has another type: {value.type} vs {w.type if w else None})")
+        placed.append(WeightEntry(v, value.type, w.offset, w.nbytes, -1, value.trainable))
+    return placed, total, digest
+
+
 def weights_blob(graph: Graph, entries: list[WeightEntry], total: int) -> bytes:
     blob = bytearray(total)
     for w in entries:
@@ -170,10 +204,12 @@ def free_dim_names(graph: Graph) -> list[str]:
 
 
 class _Codegen:
-    def __init__(self, graph: Graph, name: str, target: TargetInfo, external_weights: bool):
+    def __init__(self, graph: Graph, name: str, target: TargetInfo, external_weights: bool,
+                 link: StepLink | None = None):
         self.graph = graph
         self.name = name
-        self.sym = c_identifier(name)
+        self.link = link or StepLink()
+        self.sym = self.link.symbol or c_identifier(name)
         self.target = target
         self.external = external_weights
         self.module = ir.Module(name=f"graphc.{self.sym}")
@@ -197,7 +233,10 @@ class _Codegen:
         for i, v in enumerate(g.outputs):
             buf = kb.new_buffer("output", name=f"{v}#{i}")
             self.output_bufs.append(buf)
-        self.weights, self.weights_nbytes, self.layout_digest = weights_layout(g)
+        if self.link.layout is None:
+            self.weights, self.weights_nbytes, self.layout_digest = weights_layout(g)
+        else:
+            self.weights, self.weights_nbytes, self.layout_digest = shared_layout(g, self.link.layout)
         for i, w in enumerate(self.weights):
             buf = kb.new_buffer("weight", name=w.name)
             w.slot = buf.slot
@@ -441,8 +480,11 @@ class _Codegen:
                  f"int32_t gcm_{sym}_shapes(const int64_t*, int64_t*, int64_t*);",
                  f"void gcm_{sym}_prepare(void**, int32_t);",
                  f"int32_t gcm_{sym}_run(gc_frame_t*);"]
+        weights_sym = self.link.weights_symbol or f"gcm_{sym}_weights"
         if not self.external:
-            lines.append(f"extern const unsigned char gcm_{sym}_weights[];")
+            lines.append(f"extern const unsigned char {weights_sym}[];")
+        if self.link.eval_step:
+            lines.append(f"extern const struct gc_model {self.link.eval_step};")
         lines.append("")
 
         def arr(ctype: str, name: str, items: list[str]) -> str:
@@ -488,10 +530,13 @@ class _Codegen:
         lines.append(arr("char* const", "free_dims", [c_string(d) for d in self.free_dims]))
         lines.append(arr("char* const", "op_errors", [c_string(m) for m in self.op_errors]))
         lines.append(arr("char* const", "checks", [c_string(c_format_literal(m)) for m in self.checks]))
-        weights_ref = "NULL" if self.external else f"gcm_{sym}_weights"
+        weights_ref = "NULL" if self.external else weights_sym
         step = self.train_step_tables()
         lines += step["lines"]
-        lines += ["", "static const struct gc_model model = {",
+        eval_ref = f"&{self.link.eval_step}" if self.link.eval_step else "NULL"
+        struct = (f"__attribute__((visibility(\"hidden\"))) const struct gc_model {self.link.model_symbol}"
+                  if self.link.model_symbol else "static const struct gc_model model")
+        lines += ["", f"{struct} = {{",
                   f"    GC_MODEL_ABI, {c_string(self.name)},",
                   f"    {len(g.inputs)}, {len(g.outputs)}, {len(self.weights)}, {len(self.kb.packs)}, "
                   f"{len(self.scratch)}, {len(self.kb.buffers)}, {len(self.free_dims)}, {len(self.op_errors)},",
@@ -500,25 +545,28 @@ class _Codegen:
                   f"    {self.packed_nbytes}ULL, {_align(self.kb.thread_scratch_nbytes)}ULL,",
                   f"    gcm_{sym}_shapes, gcm_{sym}_prepare, gcm_{sym}_run,",
                   "    (const char* const*)op_errors, (const char* const*)checks,",
-                  f"    {step['fields']},",
-                  "};", "",
-                  f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
+                  f"    {step['fields']}, {eval_ref},",
+                  "};", ""]
+        if not self.link.model_symbol:
+            lines += [f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
         return "\n".join(lines)
 
     def train_step_tables(self) -> dict:
         """The step's C tables (``lines``) and the model struct's training fields (``fields``)."""
         g = self.graph
-        info = g.meta.get("train_step")
+        train = g.meta.get("train_step")
+        info = train or g.meta.get("eval_step")  # an evaluation step: inputs, targets, reported; no training
         if not info:
             return {"lines": [], "fields": "0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL"}
         index = {v: i for i, v in enumerate(g.inputs)}
-        hypers = info["hyperparameters"]  # name -> (input, initial value)
+        hypers = info.get("hyperparameters", {})  # name -> (input, initial value)
         targets = [index[t] for t in info["targets"]]
         special = set(targets) | {index[v] for v, _ in hypers.values()}
         step_inputs = [i for i in range(len(g.inputs)) if i not in special]
         out_index = {v: i for i, v in reversed(list(enumerate(g.outputs)))}
         w_index = {w.name: i for i, w in enumerate(self.weights)}
-        updates = [(w_index[c], out_index[v]) for c, v in g.meta.get("state_updates", {}).items() if c in w_index]
+        updates = [(w_index[c], out_index[v]) for c, v in g.meta.get("state_updates", {}).items()
+                   if c in w_index] if train else []
         lines = [f"static const int32_t step_inputs[] = {{{', '.join(map(str, step_inputs)) or '0'}}};",
                  f"static const int32_t step_targets[] = {{{', '.join(map(str, targets)) or '0'}}};",
                  "static const gc_hyper_def_t step_hypers[] = {"
@@ -526,7 +574,8 @@ class _Codegen:
                  + "};",
                  "static const gc_update_def_t step_updates[] = {"
                  + (", ".join(f"{{{w}, {o}}}" for w, o in updates) or "{0}") + "};"]
-        fields = (f"1, {len(step_inputs)}, {len(targets)}, {len(hypers)}, {int(info['reported'])}, {len(updates)}, "
+        fields = (f"{int(bool(train))}, {len(step_inputs)}, {len(targets)}, {len(hypers)}, {int(info['reported'])}, "
+                  f"{len(updates)}, "
                   "step_inputs, step_targets, step_hypers, step_updates")
         return {"lines": lines, "fields": fields}
 
@@ -568,12 +617,13 @@ class _Codegen:
 
 
 def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, external_weights: bool = False,
-             opt: int = 3) -> Program:
-    """Lower ``graph`` to machine code and descriptor sources (no linking)."""
+             opt: int = 3, link: StepLink | None = None) -> Program:
+    """Lower ``graph`` to machine code and descriptor sources (no linking); ``link`` ties a training
+    library's evaluation step to its training step (see :class:`StepLink`)."""
     import time
 
     t0 = time.perf_counter()
-    cg = _Codegen(graph, name, target, external_weights)
+    cg = _Codegen(graph, name, target, external_weights, link)
     cg._setup()
     cg.lower_ops()
     cg.emit_shapes()
@@ -594,5 +644,6 @@ def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, exte
                           "kernel_functions": len({id(launch.kernel) for launch in cg.kb.launches})})
 
 
-__all__ = ["generate", "Program", "WeightEntry", "c_identifier", "c_string", "c_comment", "c_format_literal",
+__all__ = ["generate", "Program", "StepLink", "WeightEntry", "shared_layout",
+           "c_identifier", "c_string", "c_comment", "c_format_literal",
            "library_symbol", "dims"]

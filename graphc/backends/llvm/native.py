@@ -28,13 +28,14 @@ import numpy as np
 from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
-from graphc.backends.llvm.codegen import generate, library_symbol, weights_blob, weights_layout
+from graphc.backends.llvm.codegen import StepLink, generate, library_symbol, weights_blob, weights_layout
 from graphc.backends.llvm.target import TargetInfo, resolve_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
 
 WEIGHTS_MAGIC = b"GCWEIGHT"
 WEIGHTS_VERSION = 2
+EVAL_SUFFIX = "__eval"  # a training library's evaluation step: symbols gcm_NAME__eval_*
 
 
 @cache
@@ -100,14 +101,16 @@ def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
 
 
 def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
-                    triple: str | None = None, cache: bool = True) -> LibraryFiles:
+                    triple: str | None = None, cache: bool = True, eval_graph: Graph | None = None) -> LibraryFiles:
     """Compile ``graph`` into a model library (cached); returns where its files are.
 
     ``name`` (a C identifier) names the library, its header and ``gc_model_NAME``; without it, the
     graph's name made into one. Two cache levels: the code (LLVM object, descriptor, header) is
     keyed by the graph's structure, so a model whose weights changed only re-links; the library
     by code + weights. ``triple`` and ``cpu`` choose the target (:func:`.target.resolve_target`;
-    no triple: the host).
+    no triple: the host). A training step's ``graph`` may come with its ``eval_graph`` (the
+    evaluation step, whose constants are all among the training step's): both go into one library,
+    the evaluation step reading the training step's weights (``gc_instance_eval_step``).
     """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
@@ -115,11 +118,12 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     target = resolve_target(triple, cpu)
     tc = toolchain.toolchain_for(target.platform) if triple else toolchain.HOST
     sym = library_symbol(name, default=graph.name)
-    code_key = _key(structure_digest(graph), sym, weights, target.key(), _codegen_digest(),
+    code_key = _key(structure_digest(graph), structure_digest(eval_graph) if eval_graph is not None else "", sym,
+                    weights, target.key(), _codegen_digest(),
                     toolchain.runtime_key(tc=tc), os.environ.get("GRAPHC_GEMM_TILE", ""),
                     os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""))
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
-                                                                       external, tc))
+                                                                       external, tc, eval_graph))
     lib_key = _key(code_key, weights_digest(graph))
     lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external, tc))
     toolchain.runtime_objects(tc=tc)  # the library's static archive needs them: a use, or a rebuild if evicted
@@ -127,6 +131,9 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     files.toolchain = tc
     files.objects["model"] = code / f"{sym}.o"
     files.objects["descriptor"] = code / f"{sym}_model.o"
+    if eval_graph is not None:
+        files.objects["eval_model"] = code / f"{sym}{EVAL_SUFFIX}.o"
+        files.objects["eval_descriptor"] = code / f"{sym}{EVAL_SUFFIX}_model.o"
     files.stats = {**_read_stats(code), **_read_stats(lib)}
     return files
 
@@ -174,10 +181,20 @@ def _read_stats(directory: Path) -> dict:
 
 
 def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool,
-                tc: toolchain.Toolchain) -> dict:
+                tc: toolchain.Toolchain, eval_graph: Graph | None = None) -> dict:
     t0 = time.perf_counter()
     graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
-    program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external)
+    link = None
+    if eval_graph is not None:
+        eval_sym = f"{sym}{EVAL_SUFFIX}"
+        evaluation = generate(eval_graph, name, target, graphc_h=graphc_h, external_weights=external,
+                              link=StepLink(symbol=eval_sym, layout=weights_layout(graph),
+                                            weights_symbol=f"gcm_{sym}_weights", model_symbol=f"gcm_{eval_sym}_model"))
+        (d / f"{eval_sym}.o").write_bytes(evaluation.object_code)
+        (d / f"{eval_sym}_model.c").write_text(evaluation.descriptor_c)
+        toolchain.compile_c(d / f"{eval_sym}_model.c", d / f"{eval_sym}_model.o", tc=tc)
+        link = StepLink(eval_step=f"gcm_{eval_sym}_model")
+    program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external, link=link)
     (d / f"{sym}.o").write_bytes(program.object_code)
     desc_c = d / f"{sym}_model.c"
     desc_c.write_text(program.descriptor_c)
@@ -194,6 +211,7 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
     entries, total, digest = weights_layout(graph)
     blob = weights_blob(graph, entries, total)
     objects = [code / f"{sym}.o", code / f"{sym}_model.o"]
+    objects += [p for p in (code / f"{sym}{EVAL_SUFFIX}.o", code / f"{sym}{EVAL_SUFFIX}_model.o") if p.exists()]
     files = _files(d, sym, external)
     if external:
         write_weights_file(files.weights, digest, blob)

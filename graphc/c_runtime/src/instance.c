@@ -61,6 +61,7 @@ struct gc_instance {
   gc_tensor_t* step_in;   /* a training step's full input list (inputs, targets, hyperparameters) */
   float* hypers;          /* hyperparameter values (scalar float32 inputs of the step) */
   gc_profile_t* profile;  /* the kernel timer (options.profile), else NULL */
+  gc_instance_t* eval;    /* the evaluation step's instance (created on first use), reading these weights */
 };
 
 _Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
@@ -221,7 +222,10 @@ static void* gc__table(const gc_allocator_t* a, size_t n, size_t elem) {
 /* The weights of a model that has none: any non-NULL address (nothing is ever read from it). */
 static const unsigned char gc__no_weights[1] = {0};
 
-gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options, gc_instance_t** out_instance) {
+/* An instance of m; with `borrowed`, one that reads those weights (another instance's, of the same
+   layout) instead of its own: the evaluation step's. */
+static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, const unsigned char* borrowed,
+                              gc_instance_t** out_instance) {
   if (out_instance == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_instance is NULL");
   *out_instance = NULL;
   GC_RETURN_IF_ERROR(gc__check_model(m));
@@ -312,13 +316,15 @@ gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options,
       goto fail;
     }
   }
-  if (m->weights_data != NULL || m->weights_nbytes == 0) {
-    /* embedded weights, or a model without weights: it needs no weights file */
-    inst->weights = m->weights_data != NULL ? m->weights_data : gc__no_weights;
+  if (borrowed != NULL || m->weights_data != NULL || m->weights_nbytes == 0) {
+    /* borrowed or embedded weights, or a model without weights: it needs no weights file */
+    inst->weights = borrowed != NULL ? borrowed : m->weights_data != NULL ? m->weights_data : gc__no_weights;
     gc__set_weight_slots(inst);
     gc__prepare(inst, -1);
   }
-  if (opts.weights_path != NULL) {
+  if (borrowed != NULL) {
+    /* nothing to load */
+  } else if (opts.weights_path != NULL) {
     status = gc_instance_load_weights(inst, opts.weights_path);
     if (status) goto fail;
   } else if (m->weights_data == NULL && m->weights_nbytes > 0) {
@@ -335,9 +341,14 @@ fail:
   return status;
 }
 
+gc_status_t gc_instance_create(const gc_model_t* m, const gc_options_t* options, gc_instance_t** out_instance) {
+  return gc__create(m, options, NULL, out_instance);
+}
+
 void gc_instance_release(gc_instance_t* inst) {
   if (inst == NULL || inst->tag != GC_INSTANCE_LIVE) return;
   gc_allocator_t a = inst->alloc;
+  gc_instance_release(inst->eval);
   gc__pool_release(inst->pool);
   if (inst->owned_out) {
     for (uint32_t i = 0; i < inst->model->num_outputs; i++) gc__free(&a, inst->owned_out[i]);
@@ -693,76 +704,17 @@ gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_ten
   return status;
 }
 
-/* Weights file (format version 2): "GCWEIGHT", u32 format version, u32 CRC32C of the payload,
-   u64 layout digest, u64 payload bytes, then the payload and nothing after it (all little-endian,
-   as the machine that compiled the model). Version 1 files had no checksum and are refused. */
-#define GC_WEIGHTS_VERSION 2u
-
+/* Weights files are read and written by weights_io.c (the format is described there). */
 static gc_status_t gc__load_weights(gc_instance_t* inst, const char* path) {
-  const gc_model_t* m = inst->model;
-  if (path == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "weights path is NULL");
-  FILE* f = fopen(path, "rb");
-  if (f == NULL) return GC_ERROR(GC_NOT_FOUND, "cannot open weights file '%s'", path);
-  unsigned char header[32];
-  gc_status_t status = NULL;
-  unsigned char* blob = NULL;
-  if (fread(header, 1, sizeof header, f) != sizeof header || memcmp(header, "GCWEIGHT", 8) != 0) {
-    status = GC_ERROR(GC_DATA_LOSS, "'%s' is not a graphc weights file (bad or truncated header)", path);
-    goto done;
-  }
-  uint32_t version, checksum;
-  uint64_t digest, nbytes;
-  memcpy(&version, header + 8, 4);
-  memcpy(&checksum, header + 12, 4);
-  memcpy(&digest, header + 16, 8);
-  memcpy(&nbytes, header + 24, 8);
-  if (version != GC_WEIGHTS_VERSION) {
-    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has format version %u, expected %u%s", path, version,
-                      GC_WEIGHTS_VERSION,
-                      version == 1 ? " (version 1 files carry no checksum: export the weights again)" : "");
-    goto done;
-  }
-  if (digest != m->weights_layout_digest || nbytes != m->weights_nbytes) {
-    status = GC_ERROR(GC_INVALID_ARGUMENT, "weights file '%s' was written for another model (layout %016llx, "
-                      "%llu bytes), model '%s' needs layout %016llx, %llu bytes", path,
-                      (unsigned long long)digest, (unsigned long long)nbytes, m->name,
-                      (unsigned long long)m->weights_layout_digest, (unsigned long long)m->weights_nbytes);
-    goto done;
-  }
-  /* read into a fresh buffer so that a bad file leaves the current weights intact */
-  blob = (unsigned char*)gc__alloc(&inst->alloc, (size_t)nbytes, 64);
-  if (blob == NULL) {
-    status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes for the weights", (unsigned long long)nbytes);
-    goto done;
-  }
-  size_t got = fread(blob, 1, (size_t)nbytes, f);
-  if (got != nbytes) {
-    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' is truncated: %zu of %llu bytes", path, got,
-                      (unsigned long long)nbytes);
-    goto done;
-  }
-  if (fgetc(f) != EOF) {
-    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' has trailing bytes after its %llu-byte payload", path,
-                      (unsigned long long)nbytes);
-    goto done;
-  }
-  uint32_t actual = gc__crc32c(blob, (size_t)nbytes);
-  if (actual != checksum) {
-    status = GC_ERROR(GC_DATA_LOSS, "weights file '%s' is corrupt: its payload's checksum is %08x, the header "
-                      "says %08x (CRC32C)", path, actual, checksum);
-    goto done;
-  }
+  unsigned char* blob;
+  GC_RETURN_IF_ERROR(gc__read_weights(inst->model, &inst->alloc, path, &blob));
   gc__free(&inst->alloc, inst->weights_owned);
   inst->weights_owned = blob;
   inst->weights = blob;
-  blob = NULL;
   gc__set_weight_slots(inst);
   gc__prepare(inst, -1);
   inst->has_run = 0;
-done:
-  gc__free(&inst->alloc, blob);
-  fclose(f);
-  return status;
+  return NULL;
 }
 
 gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
@@ -772,9 +724,23 @@ gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
   return status;
 }
 
+static gc_status_t gc__save_weights(gc_instance_t* inst, const char* path) {
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded", inst->model->name);
+  return gc__write_weights(inst->model, &inst->alloc, inst->weights, path);
+}
+
+gc_status_t gc_instance_save_weights(gc_instance_t* inst, const char* path) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__save_weights(inst, path);
+  gc__leave(inst);
+  return status;
+}
+
 /* ------------------------------------------------------------------ training */
 
 int gc_model_has_train_step(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI && m->has_train_step; }
+int gc_model_has_eval_step(const gc_model_t* m) { return gc_model_has_train_step(m) && m->eval_step != NULL; }
 size_t gc_model_num_step_inputs(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_step_inputs : 0; }
 size_t gc_model_num_step_targets(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_targets : 0; }
 size_t gc_model_num_step_outputs(const gc_model_t* m) { return gc_model_has_train_step(m) ? m->num_reported : 0; }
@@ -804,33 +770,29 @@ static gc_status_t gc__apply_updates(gc_instance_t* inst) {
   return NULL;
 }
 
-static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
-                                  const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
-                                  size_t num_outputs) {
-  const gc_model_t* m = inst->model;
-  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+/* The counts and pointers of a step's arguments, against step model m (`kind`: "training", "evaluation"). */
+static gc_status_t gc__check_step_args(const gc_model_t* m, const char* kind, const gc_tensor_t* inputs,
+                                       size_t num_inputs, const gc_tensor_t* targets, size_t num_targets,
+                                       const gc_tensor_t* outputs, size_t num_outputs) {
   if (num_inputs != m->num_step_inputs)
-    return GC_ERROR(GC_INVALID_ARGUMENT, "the training step of model '%s' takes %u input(s), got num_inputs = %zu",
+    return GC_ERROR(GC_INVALID_ARGUMENT, "the %s step of model '%s' takes %u input(s), got num_inputs = %zu", kind,
                     m->name, m->num_step_inputs, num_inputs);
   if (inputs == NULL && num_inputs > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "inputs is NULL");
   if (num_targets != m->num_targets)
-    return GC_ERROR(GC_INVALID_ARGUMENT, "the training step of model '%s' takes %u target(s), got num_targets = %zu",
+    return GC_ERROR(GC_INVALID_ARGUMENT, "the %s step of model '%s' takes %u target(s), got num_targets = %zu", kind,
                     m->name, m->num_targets, num_targets);
   if (targets == NULL && num_targets > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "targets is NULL");
   if (num_outputs != 0 && num_outputs != m->num_reported)
     return GC_ERROR(GC_INVALID_ARGUMENT,
-                    "the training step of model '%s' reports %u output(s), got num_outputs = %zu (or pass 0)", m->name,
+                    "the %s step of model '%s' reports %u output(s), got num_outputs = %zu (or pass 0)", kind, m->name,
                     m->num_reported, num_outputs);
   if (outputs == NULL && num_outputs > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "outputs is NULL");
-  if (inst->weights == NULL)
-    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
-                    m->name);
-  GC_RETURN_IF_ERROR(gc__own_weights(inst));
-  for (size_t i = 0; i < num_inputs; i++) inst->step_in[m->step_inputs[i]] = inputs[i];
-  for (size_t j = 0; j < num_targets; j++) inst->step_in[m->targets[j]] = targets[j];
-  /* every output in instance memory: the updates are read from there */
-  GC_RETURN_IF_ERROR(gc__run(inst, inst->step_in, m->num_inputs, NULL, 0));
-  GC_RETURN_IF_ERROR(gc__apply_updates(inst));
+  return NULL;
+}
+
+/* The reported outputs of the step just run (all in instance memory) into the caller's outputs. */
+static gc_status_t gc__report_outputs(gc_instance_t* inst, gc_tensor_t* outputs, size_t num_outputs) {
+  const gc_model_t* m = inst->model;
   char shape[256];
   for (size_t i = 0; i < num_outputs; i++) {
     const int64_t* dims;
@@ -852,11 +814,89 @@ static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs
   return NULL;
 }
 
+static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                  const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                  size_t num_outputs) {
+  const gc_model_t* m = inst->model;
+  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+  GC_RETURN_IF_ERROR(
+      gc__check_step_args(m, "training", inputs, num_inputs, targets, num_targets, outputs, num_outputs));
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
+                    m->name);
+  GC_RETURN_IF_ERROR(gc__own_weights(inst));
+  for (size_t i = 0; i < num_inputs; i++) inst->step_in[m->step_inputs[i]] = inputs[i];
+  for (size_t j = 0; j < num_targets; j++) inst->step_in[m->targets[j]] = targets[j];
+  /* every output in instance memory: the updates are read from there */
+  GC_RETURN_IF_ERROR(gc__run(inst, inst->step_in, m->num_inputs, NULL, 0));
+  GC_RETURN_IF_ERROR(gc__apply_updates(inst));
+  return gc__report_outputs(inst, outputs, num_outputs);
+}
+
 gc_status_t gc_instance_train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
                                    const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
                                    size_t num_outputs) {
   GC_RETURN_IF_ERROR(gc__enter(inst));
   gc_status_t status = gc__train_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
+  gc__leave(inst);
+  return status;
+}
+
+/* The evaluation step runs in an instance of the library's evaluation model (m->eval_step), created
+   on first use, whose weights are this instance's own: the two models share one weights layout, so
+   the evaluation instance's weight slots point into this instance's weights (repacked before each
+   step, since a training step, set_weight or load_weights may have changed or moved them). */
+static gc_status_t gc__eval_instance(gc_instance_t* inst, gc_instance_t** out) {
+  const gc_model_t* m = inst->model;
+  const gc_model_t* e = m->eval_step;
+  if (e->weights_layout_digest != m->weights_layout_digest || e->weights_nbytes != m->weights_nbytes)
+    return GC_ERROR(GC_INTERNAL, "the evaluation step of model '%s' has another weights layout", m->name);
+  if (inst->eval == NULL) {
+    gc_options_t o;
+    gc_options_init(&o);
+    o.num_threads = gc__pool_num_threads(inst->pool);
+    o.allocator = inst->alloc;
+    o.seed = inst->random[0];
+    GC_RETURN_IF_ERROR(gc__create(e, &o, inst->weights, &inst->eval));
+  } else {
+    inst->eval->weights = inst->weights;
+    gc__set_weight_slots(inst->eval);
+    gc__prepare(inst->eval, -1);
+  }
+  *out = inst->eval;
+  return NULL;
+}
+
+static gc_status_t gc__eval_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                 const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                 size_t num_outputs) {
+  const gc_model_t* m = inst->model;
+  if (!m->has_train_step)
+    return GC_ERROR(GC_UNIMPLEMENTED,
+                    "model '%s' was compiled for inference only: it has no evaluation step (graphc compile --training)",
+                    m->name);
+  if (m->eval_step == NULL)
+    return GC_ERROR(GC_UNIMPLEMENTED, "the training library of model '%s' was built without an evaluation step",
+                    m->name);
+  const gc_model_t* e = m->eval_step;
+  GC_RETURN_IF_ERROR(
+      gc__check_step_args(e, "evaluation", inputs, num_inputs, targets, num_targets, outputs, num_outputs));
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
+                    m->name);
+  gc_instance_t* ev = NULL;
+  GC_RETURN_IF_ERROR(gc__eval_instance(inst, &ev));
+  for (size_t i = 0; i < num_inputs; i++) ev->step_in[e->step_inputs[i]] = inputs[i];
+  for (size_t j = 0; j < num_targets; j++) ev->step_in[e->targets[j]] = targets[j];
+  GC_RETURN_IF_ERROR(gc__run(ev, ev->step_in, e->num_inputs, NULL, 0));
+  return gc__report_outputs(ev, outputs, num_outputs);
+}
+
+gc_status_t gc_instance_eval_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                  const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                  size_t num_outputs) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__eval_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
   gc__leave(inst);
   return status;
 }

@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 2u
+#define GC_MODEL_ABI 3u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -113,6 +113,10 @@ struct gc_model {
   const int32_t* targets;
   const gc_hyper_def_t* hypers;
   const gc_update_def_t* updates;
+  /* A training library's evaluation step (NULL: none): a model of the same weights layout, reading
+     the training instance's weights, whose step tables (has_train_step 0) name its model inputs,
+     targets and reported outputs. */
+  const struct gc_model* eval_step;
 };
 
 /* ------------------------------------------------------------------ status helpers */
@@ -165,6 +169,14 @@ int32_t gc__parallel_for_profiled(void* pool, gc_task_fn fn, gc_frame_t* frame, 
 
 /* CRC32C (Castagnoli) of n bytes: the checksum of a weights file's payload. */
 uint32_t gc__crc32c(const void* data, size_t n);
+
+/* ------------------------------------------------------------------ weights files (weights_io.c) */
+
+/* Reads a weights file into a new blob in model m's layout (allocated with a; *out_blob NULL on error). */
+gc_status_t gc__read_weights(const gc_model_t* m, const gc_allocator_t* a, const char* path, unsigned char** out_blob);
+/* Writes m's weights blob `weights` to `path` (format version 3, atomically: temporary file + rename). */
+gc_status_t gc__write_weights(const gc_model_t* m, const gc_allocator_t* a, const unsigned char* weights,
+                              const char* path);
 
 /* ------------------------------------------------------------------ arena planner */
 

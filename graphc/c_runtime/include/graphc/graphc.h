@@ -43,8 +43,9 @@ extern "C" {
 #endif
 
 /* The version of this ABI; gc_api_version() returns the version the library was built with.
-   Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter. */
-#define GC_API_VERSION 2u
+   Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter.
+   Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3). */
+#define GC_API_VERSION 3u
 
 /* The most dimensions a tensor can have. */
 #define GC_MAX_RANK 8
@@ -227,11 +228,26 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_weight(gc_instance_t* i
    dtype, rank and shape. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_get_weight(gc_instance_t* instance, const char* name,
                                                                 gc_tensor_t* out);
-/* Loads all weights from a file written by graphc (export_library(weights="external")). The file
-   is checked whole before it replaces the current weights: layout, size, CRC32C checksum, no
-   trailing bytes (GC_DATA_LOSS for a corrupt or truncated file). A model without weights needs
-   no file. */
+/* Loads all weights from a file written by graphc (export_library(weights="external")) or by
+   gc_instance_save_weights. The file is checked whole before it replaces the current weights:
+   layout, size, CRC32C checksums, no trailing bytes. A file of another layout (format 3 names its
+   weights) loads when it holds every weight of this model by name, with the same dtype and shape
+   (extra ones, such as optimizer slots, are skipped). A model without weights needs no file.
+   Errors: GC_INVALID_ARGUMENT for a NULL path, a file of another model or a weight whose dtype or
+   shape differs (the message names it); GC_NOT_FOUND when the file cannot be opened;
+   GC_DATA_LOSS for a foreign, corrupt or truncated file; GC_FAILED_PRECONDITION for a released
+   instance or one in use by another thread. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_load_weights(gc_instance_t* instance, const char* path);
+/* Writes every weight of the instance (for a training library: the weights, optimizer slots,
+   iteration counter and moving statistics, its whole state but the random state) to `path` in
+   weights file format 3, which gc_instance_load_weights and graphc's Model.load_weights read. The
+   file is written beside `path` under a temporary name, flushed and renamed over it: `path` holds
+   either its old content or the whole new file. Errors: GC_INVALID_ARGUMENT for a NULL or empty
+   path; GC_NOT_FOUND when the directory does not exist; GC_RESOURCE_EXHAUSTED when the disk is
+   full; GC_FAILED_PRECONDITION when the file cannot be created or renamed (permissions), for a
+   released instance or one in use by another thread. Thread rules as every instance call: one
+   thread at a time; the instance is not changed. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_save_weights(gc_instance_t* instance, const char* path);
 
 /* ----------------------------------------------------------------------------- profiler
 
@@ -285,6 +301,8 @@ GC_EXPORT void gc_profile_reset(gc_profile_t* profile);
 
 /* 1 when the library holds a training step (gc_instance_train_step works), else 0. */
 GC_EXPORT int gc_model_has_train_step(const gc_model_t* model);
+/* 1 when the training library also holds its evaluation step (gc_instance_eval_step works), else 0. */
+GC_EXPORT int gc_model_has_eval_step(const gc_model_t* model);
 /* The step's counts: model inputs (the `inputs` of a step), targets, and reported outputs (the
    loss first, then each output's loss, then every metric's sum and count over the batch; their
    names and shapes are gc_model_output 0..num_reported-1). All 0 for an inference library. */
@@ -301,6 +319,21 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_train_step(gc_instance_t* i
                                                                 size_t num_inputs, const gc_tensor_t* targets,
                                                                 size_t num_targets, gc_tensor_t* outputs,
                                                                 size_t num_outputs);
+/* One evaluation step on a batch: the loss and metrics of the instance's current state, nothing
+   updated. It runs the model as in inference (Dropout off, BatchNormalization with its moving
+   statistics) -- the evaluation graph compiled into the same library by `graphc compile --training`
+   -- and reads the weights in place (no copy). Arguments as gc_instance_train_step; outputs
+   receives the same reported values (loss, each output's loss, metric sums and counts:
+   gc_model_output 0..gc_model_num_step_outputs-1 describe them), written like gc_instance_run's
+   outputs (instance-owned memory is valid until the next call on the instance). Errors:
+   GC_UNIMPLEMENTED for an inference library or a training library built without an evaluation
+   step; GC_INVALID_ARGUMENT for a NULL pointer, a wrong count (inputs, targets, outputs), dtype,
+   shape or size; GC_FAILED_PRECONDITION for a released instance or one in use by another thread.
+   Thread rules as every instance call: one thread at a time. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_eval_step(gc_instance_t* instance, const gc_tensor_t* inputs,
+                                                               size_t num_inputs, const gc_tensor_t* targets,
+                                                               size_t num_targets, gc_tensor_t* outputs,
+                                                               size_t num_outputs);
 /* Sets hyperparameter `name` ("learning_rate") for the following steps; the library starts with
    the value the optimizer had when it was compiled. GC_NOT_FOUND for an unknown name. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_hyperparameter(gc_instance_t* instance, const char* name,
