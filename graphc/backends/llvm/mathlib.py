@@ -24,10 +24,11 @@ refitted); errors below are against the exact function, before float32 evaluatio
   rounding after the final rounding to float32, even where ``y log|x|`` is near 100), with C99's
   (NumPy's) special cases: ``pow(x, 0) = pow(1, y) = 1`` even for NaN, a negative base gives a sign
   for odd integer exponents and NaN for non-integer ones, zeros and infinities per Annex F.
-- ``expm1``: a degree-8 Taylor polynomial for |x| < 0.5 (no cancellation), ``exp(x) - 1`` else.
-- ``tanh``: an odd Taylor polynomial up to x^13 for |x| < 0.55, ``1 - 2 / (e^{2|x|} + 1)``
-  with the sign restored else (no cancellation in either branch).
-- ``sigmoid``: ``1 / (1 + e^{-x})``.
+- ``expm1``: ``x + x^2 Q(x)`` (Taylor to x^8) for |x| < 0.5 (no cancellation), ``exp(x) - 1`` else.
+- ``tanh``: ``x + x^3 P(x^2)`` for |x| < 0.625 (P of degree 4, 5e-9 relative),
+  ``1 - 2 / (e^{2|x|} + 1)`` with the sign restored else (no cancellation in either branch).
+- ``sigmoid``: ``1 / (1 + e^{-|x|})``, times ``e^{-|x|}`` for negative x (so it keeps its relative
+  accuracy, down to subnormals, far below 0).
 
 Float64 values (rare in kernels) go to the C library's double functions lane by lane (``libm``).
 """
@@ -51,6 +52,7 @@ MANTISSA = 0x7FFFFF
 MANTISSA64 = (1 << 52) - 1
 FLT_MIN = 1.1754943508222875e-38  # smallest normal float32
 ERF_SPLIT = 0.875
+TANH_SPLIT = 0.625
 ERF_ONE = 3.925  # erf(x) rounds to 1 in float32 from 3.9192 on
 
 # e^r = 1 + r + r^2 Q(r), |r| <= ln2/2
@@ -63,6 +65,9 @@ _LOG_P = [0.3333333134651184, -0.250008225440979, 0.20001250505447388, -0.166233
 _ERF_SMALL = [0.12837916612625122, -0.3761262893676758, 0.11283621937036514, -0.026855284348130226,
               0.005190647207200527, -0.0008021955145522952, 7.843718776712194e-05]
 # log(erfc(t)) = R(t), 0.875 <= t <= 3.93
+# tanh(x) = x + x^3 P(x^2), |x| <= 0.625
+_TANH_P = [-0.3333328068256378, 0.1333140879869461, -0.05373691767454147, 0.02062983624637127,
+           -0.005694468040019274]
 _ERF_LOG_ERFC = [0.00013832587865181267, -1.1293151378631592, -0.6338183879852295, -0.10765639692544937,
                  0.0246138758957386, -0.003914063796401024, 0.0003544815117493272, -7.167689091147622e-06,
                  -1.038688310472935e-06]
@@ -263,32 +268,34 @@ def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(one, const(t, 1.0), out)
 
 
+_EXPM1_Q = [1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320]
+
+
 def expm1(b, x):
     t = x.type
-    small = poly(b, x, [0.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320])
+    small = fma(b, b.fmul(x, x), poly(b, x, _EXPM1_Q), x)
     big = b.fsub(exp(b, x), const(t, 1.0))
     ax = call(b, "fabs", x)
     return b.select(b.fcmp_ordered("<", ax, const(t, 0.5)), small, big)
-
-
-_TANH = [1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075]
 
 
 def tanh(b, x):
     t = x.type
     ax = call(b, "fabs", x)
     x2 = b.fmul(x, x)
-    small = b.fmul(x, poly(b, x2, _TANH))
+    small = fma(b, b.fmul(x, x2), poly(b, x2, _TANH_P), x)
     e = exp(b, b.fmul(ax, const(t, 2.0)))
     big = b.fsub(const(t, 1.0), b.fdiv(const(t, 2.0), b.fadd(e, const(t, 1.0))))
     big = call(b, "copysign", big, x)
-    return b.select(b.fcmp_ordered("<", ax, const(t, 0.55)), small, big)
+    return b.select(b.fcmp_ordered("<", ax, const(t, TANH_SPLIT)), small, big)
 
 
 def sigmoid(b, x):
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: relative accuracy (and subnormals) for x << 0."""
     t = x.type
-    e = exp(b, b.fneg(x))
-    return b.fdiv(const(t, 1.0), b.fadd(const(t, 1.0), e))
+    e = exp(b, b.fneg(call(b, "fabs", x)))
+    numerator = b.select(b.fcmp_ordered("<", x, const(t, 0.0)), e, const(t, 1.0))
+    return b.fdiv(numerator, b.fadd(const(t, 1.0), e))
 
 
 def libm(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
