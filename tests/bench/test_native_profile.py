@@ -167,3 +167,23 @@ def test_cli_profile_and_trace(tmp_path, capsys):
     assert "nosuchmodel" in capsys.readouterr().err
     assert main(["bench", "mlp", "--trace", str(out)]) == 1
     assert "add --profile" in capsys.readouterr().err
+
+
+def test_options_of_the_previous_layout_are_accepted_without_profiling():
+    import ctypes
+
+    from graphc.runtime import GcOptions
+
+    cm = graphc.build(_dense_model(), target="native", threads=1)
+    lib = cm.library.lib
+    opts = GcOptions()
+    lib.gc_options_init(ctypes.byref(opts))
+    assert opts.struct_size == ctypes.sizeof(GcOptions) and opts.profile == 0 and opts.profile_events == 0
+    opts.struct_size = GcOptions.profile.offset  # an options struct that ends with `seed`
+    opts.profile = 1  # beyond the struct the caller declared: not read
+    handle = ctypes.c_void_p()
+    cm.library.check(lib.gc_instance_create(cm.library.model, ctypes.byref(opts), ctypes.byref(handle)))
+    try:
+        assert not lib.gc_instance_profile(handle)
+    finally:
+        lib.gc_instance_release(handle)
