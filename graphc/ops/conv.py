@@ -665,3 +665,78 @@ def _conv_transpose_lower(kb, op, x, w, *, out, strides, dilations, pads, output
 get("conv_transpose").to_onnx = _conv_transpose_to_onnx
 get("conv_transpose").vjp = _conv_transpose_vjp
 get("conv_transpose").lower = _conv_transpose_lower
+
+
+# ---------------------------------------------------------------------------- ONNX: gradients
+# ``to_onnx`` facets of the convolution's backward ops (training-step exports). Both are plain
+# ONNX convolutions, so onnxruntime runs them with its own kernels:
+#   conv_grad_input: ConvTranspose (the adjoint of Conv with the same kernel) without padding,
+#       which yields every position a window touches, cropped to the input's (see onnx_window_adjoint);
+#   conv_grad_kernel: Conv with the batch and channel axes swapped, the cotangent as the kernel,
+#       stride and dilation exchanged: tap t of the result correlates x at t*d + o*s with dy at o.
+
+def onnx_window_adjoint(ctx, dy_nchw: str, w: str, kernel, strides, dilations, pads, groups: int,
+                        like_shape, out=None) -> str:
+    """The adjoint of a padded window op (Conv, pooling) applied to ``dy_nchw``, channels-last.
+
+    ConvTranspose without padding gives the ``(o-1)*s + (k-1)*d + 1`` positions of the padded
+    input the windows cover; the input's own positions are ``[before, before + n)`` of those. A
+    stride can leave up to ``s - 1`` rows at the end that no window reads: zeros are appended
+    there before the crop. ``like_shape`` is the input's (N, *spatial, C) shape, ints or free dims.
+    """
+    rank = len(like_shape)
+    nsp = rank - 2
+    full = ctx.node("ConvTranspose", [dy_nchw, w], kernel_shape=list(kernel), strides=list(strides),
+                    dilations=list(dilations), group=int(groups))
+    if any(s > 1 for s in strides):
+        widen = ctx.ints([0] * rank + [0, 0, *[s - 1 for s in strides]])
+        full = ctx.node("Pad", [full, widen, ctx.scalar(0.0, ctx.output_type(0).dtype)], mode="constant")
+    starts = [b for b, _ in pads]
+    ends = [dims.add(b, n) for b, n in zip(starts, like_shape[1:-1])]
+    cropped = ctx.node("Slice", [full, ctx.shape(starts), ctx.shape(ends), ctx.ints(range(2, 2 + nsp))])
+    return onnx_channels_last(ctx, cropped, rank, out)
+
+
+def _conv_grad_input_to_onnx(ctx, op):
+    rank = ctx.input_type(0).rank
+    nsp = rank - 2
+    strides, dilations, pads = spatial_attrs(nsp, ctx.attrs["strides"], ctx.attrs["dilations"], ctx.attrs["pads"],
+                                             "conv")
+    kernel = ctx.input_type(1).shape[:nsp]
+    perm = [nsp + 1, nsp, *range(nsp)]  # (*k, C/g, O) -> ConvTranspose's (O, C/g, *k)
+    w = ctx.derived(1, lambda k: np.ascontiguousarray(np.transpose(k, perm)), "iohw") \
+        or ctx.transpose(ctx.input_name(1), perm)
+    onnx_window_adjoint(ctx, onnx_channels_first(ctx, ctx.input_name(0), rank), w, kernel, strides, dilations, pads,
+                        ctx.attrs["groups"], ctx.input_type(2).shape, ctx.output_name(0))
+
+
+def _conv_grad_kernel_to_onnx(ctx, op):
+    x_t, w_t = ctx.input_type(0), ctx.input_type(2)
+    rank = x_t.rank
+    nsp = rank - 2
+    strides, dilations, pads = spatial_attrs(nsp, ctx.attrs["strides"], ctx.attrs["dilations"], ctx.attrs["pads"],
+                                             "conv")
+    groups = int(ctx.attrs["groups"])
+    kernel, cg = w_t.shape[:nsp], w_t.shape[-2]
+    n, spatial = x_t.shape[0], list(x_t.shape[1:-1])
+    # x (N, *sp, C) -> (C/g, g*N, *sp): batch rows are a group's input channels, channels its samples
+    xs = ctx.transpose(ctx.input_name(0), [rank - 1, 0, *range(1, rank - 1)])
+    if groups > 1:
+        xs = ctx.node("Reshape", [xs, ctx.shape([groups, cg, n, *spatial])])
+        xs = ctx.transpose(xs, [1, 0, *range(2, rank + 1)])
+        xs = ctx.node("Reshape", [xs, ctx.shape([cg, -1, *spatial])])
+    if all(isinstance(p, int) for pair in pads for p in pair):
+        pad_attrs = {"pads": [b for b, _ in pads] + [a for _, a in pads]}
+    else:
+        widen = ctx.shape([0, 0, *[b for b, _ in pads], 0, 0, *[a for _, a in pads]])
+        xs = ctx.node("Pad", [xs, widen, ctx.scalar(0.0, x_t.dtype)], mode="constant")
+        pad_attrs = {}
+    dy = ctx.transpose(ctx.input_name(1), [rank - 1, 0, *range(1, rank - 1)])  # (O, N, *out): the kernel
+    taps = ctx.node("Conv", [xs, dy], strides=list(dilations), dilations=list(strides), group=groups, **pad_attrs)
+    # (C/g, O, *k') with k' >= k taps (the padded input may fit more): keep the kernel's
+    taps = ctx.slice(taps, [0] * nsp, list(kernel), list(range(2, rank)))
+    ctx.transpose(taps, [*range(2, rank), 0, 1], ctx.output_name(0))
+
+
+get("conv_grad_input").to_onnx = _conv_grad_input_to_onnx
+get("conv_grad_kernel").to_onnx = _conv_grad_kernel_to_onnx

@@ -250,3 +250,75 @@ def _pool_grad_lower(kind: str):
 
 get("max_pool_grad").lower = _pool_grad_lower("max")
 get("avg_pool_grad").lower = _pool_grad_lower("avg")
+
+
+# ---------------------------------------------------------------------------- ONNX: gradients
+# ``to_onnx`` facets of the pooling gradients (training-step exports), both the adjoint of a
+# window sum (a depthwise ConvTranspose, :func:`graphc.ops.conv.onnx_window_adjoint`):
+#   avg_pool_grad: dy divided by each window's count of real elements (a Conv of ones over the
+#       zero-padded input's shape), spread over the window by a ConvTranspose of ones;
+#   max_pool_grad: for each kernel tap in window order, where the tap's strided view of the
+#       -inf padded input equals the window maximum and no earlier tap did, dy goes to that tap
+#       (the first maximum, as the reference); the K taps' shares stacked as channels
+#       (c*K + tap) go back to their positions through a ConvTranspose with one-hot kernels.
+# No Indices output of MaxPool is used: ONNX does not say which of equal maxima it points to.
+
+def _onnx_pool_grad_geometry(ctx, op):
+    x = ctx.input_type(0)
+    if not is_float(x.dtype):
+        raise ctx.error(f"{op.type} of a {x.dtype} input has no gradient")
+    channels = x.shape[-1]
+    if not isinstance(channels, int):
+        raise ctx.error(f"{op.type} over a free number of channels ({channels}) cannot be exported: the "
+                        "depthwise ONNX ConvTranspose needs a fixed channel count")
+    k, s, p = _geometry(x.rank, ctx.attrs["kernel"], ctx.attrs["strides"], ctx.attrs["pads"], op.type)
+    return x, channels, k, s, p
+
+
+def _onnx_padded(ctx, x_nchw: str, pads, value: float) -> str:
+    widen = ctx.shape([0, 0, *[b for b, _ in pads], 0, 0, *[a for _, a in pads]])
+    return ctx.node("Pad", [x_nchw, widen, ctx.scalar(value, ctx.input_type(0).dtype)], mode="constant")
+
+
+def _avg_pool_grad_to_onnx(ctx, op):
+    from graphc.ops.conv import onnx_channels_first, onnx_window_adjoint
+
+    x, channels, k, s, p = _onnx_pool_grad_geometry(ctx, op)
+    dtype = x.dtype
+    ones = ctx.filled(ctx.shape([1, 1, *x.shape[1:-1]]), 1.0, dtype)
+    window = ctx.constant(np.ones((1, 1, *k), dtype=dtype), "window")
+    counts = ctx.node("Conv", [_onnx_padded(ctx, ones, p, 0.0), window], kernel_shape=list(k), strides=list(s))
+    share = ctx.node("Div", [onnx_channels_first(ctx, ctx.input_name(1), x.rank), counts])
+    spread = ctx.constant(np.ones((channels, 1, *k), dtype=dtype), "spread")
+    onnx_window_adjoint(ctx, share, spread, k, s, (1,) * len(k), p, channels, x.shape, ctx.output_name(0))
+
+
+def _max_pool_grad_to_onnx(ctx, op):
+    from graphc.ir import dims
+    from graphc.ops.conv import onnx_channels_first, onnx_window_adjoint
+
+    x, channels, k, s, p = _onnx_pool_grad_geometry(ctx, op)
+    rank, dtype = x.rank, x.dtype
+    out = ctx.input_type(1).shape[1:-1]
+    xp = _onnx_padded(ctx, onnx_channels_first(ctx, ctx.input_name(0), rank), p, -np.inf)
+    peak = ctx.node("MaxPool", [xp], kernel_shape=list(k), strides=list(s))
+    dy = onnx_channels_first(ctx, ctx.input_name(1), rank)
+    zero = ctx.scalar(0.0, dtype)
+    taken, shares = None, []
+    for tap in np.ndindex(*k):
+        ends = [dims.add(dims.mul(dims.sub(o, 1), st), t + 1) for t, st, o in zip(tap, s, out)]
+        view = ctx.node("Slice", [xp, ctx.ints(tap), ctx.shape(ends), ctx.ints(range(2, rank)), ctx.ints(s)])
+        hit = ctx.node("Equal", [view, peak])
+        first = hit if taken is None else ctx.node("And", [hit, ctx.node("Not", [taken])])
+        taken = hit if taken is None else ctx.node("Or", [taken, hit])
+        shares.append(ctx.unsqueeze(ctx.node("Where", [first, dy, zero]), [2]))
+    taps = len(shares)
+    stacked = ctx.node("Concat", shares, axis=2) if taps > 1 else shares[0]
+    stacked = ctx.node("Reshape", [stacked, ctx.shape([x.shape[0], channels * taps, *out])])
+    one_hot = np.tile(np.eye(taps, dtype=dtype).reshape(taps, 1, *k), (channels,) + (1,) * (len(k) + 1))
+    onnx_window_adjoint(ctx, stacked, ctx.constant(one_hot, "taps"), k, s, (1,) * len(k), p, channels, x.shape,
+                        ctx.output_name(0))
+
+
+get("max_pool_grad").to_onnx = _max_pool_grad_to_onnx
+get("avg_pool_grad").to_onnx = _avg_pool_grad_to_onnx

@@ -157,6 +157,33 @@ def _argmax_to_onnx(ctx, op):
              keepdims=0)
 
 
+def _sum_to_to_onnx(ctx, op):
+    """ReduceSum over x's leading axes, then over the axes where ``like`` has 1. An axis where
+    ``like`` has a free dim is summed exactly when that dim is 1 at run time: its index joins the
+    axes tensor through Compress on ``Shape(like) == 1``, and ReduceSum (opset 13, axes as an
+    input, ``noop_with_empty_axes``) sums over whatever was picked."""
+    x, like = ctx.input_type(0), ctx.input_type(1)
+    lead = x.rank - like.rank
+    value = ctx.input_name(0)
+    if lead:
+        value = ctx.reduce("ReduceSum", value, list(range(lead)), False)
+    pairs = list(zip(x.shape[lead:], like.shape))
+    fixed = [i for i, (d, t) in enumerate(pairs) if t == 1 and d != 1]
+    free = [i for i, (d, t) in enumerate(pairs) if isinstance(t, str) and d != 1]
+    if not free:
+        if fixed:
+            ctx.reduce("ReduceSum", value, fixed, True, ctx.output_name(0))
+        else:
+            ctx.node("Identity", [value], ctx.output_name(0))
+        return
+    ctx.require_opset(13, "sum_to over a free dimension, whose axes are chosen at run time")
+    candidates = ctx.ints(free)
+    sizes = ctx.node("Gather", [ctx.shape_of(ctx.input_name(1)), candidates], axis=0)
+    picked = ctx.node("Compress", [candidates, ctx.node("Equal", [sizes, ctx.ints([1])])], axis=0)
+    axes = ctx.node("Concat", [ctx.ints(fixed), picked], axis=0) if fixed else picked
+    ctx.node("ReduceSum", [value, axes], ctx.output_name(0), keepdims=1, noop_with_empty_axes=1)
+
+
 for _name, _onnx_type in {"reduce_sum": "ReduceSum", "reduce_mean": "ReduceMean", "reduce_max": "ReduceMax",
                           "reduce_min": "ReduceMin"}.items():
     get(_name).to_onnx = _reduce_to_onnx(_onnx_type)
@@ -164,6 +191,7 @@ get("softmax").to_onnx = _softmax_to_onnx("Softmax")
 get("log_softmax").to_onnx = _softmax_to_onnx("LogSoftmax")
 get("l2_normalize").to_onnx = _l2_normalize_to_onnx
 get("argmax").to_onnx = _argmax_to_onnx
+get("sum_to").to_onnx = _sum_to_to_onnx
 
 
 # ---------------------------------------------------------------------------- native
