@@ -1,7 +1,8 @@
 """A graphc optimizer's state in Keras's layout: the datasets of ``optimizer/vars``.
 
-Keras stores an optimizer's variables as ``optimizer/vars/<i>``: the iteration count, the
-learning rate, then the slot variables. Slots are created by ``add_optimizer_variables``
+Keras stores an optimizer's variables as ``optimizer/vars/<i>``: the iteration count (batches
+seen), the learning rate, the gradient accumulators (with ``gradient_accumulation_steps``), then
+the slot variables. Slots are created by ``add_optimizer_variables``
 calls; the names passed to one call are interleaved weight by weight (Adam's ``momentum``
 and ``velocity``), separate calls follow one another (RMSprop's ``velocity``, then
 ``momentum``), and each call walks the model's trainable weights in order. graphc's
@@ -41,6 +42,8 @@ def _layout(model: Model, opt) -> list[tuple] | None:
     groups = slot_groups(opt)
     if groups is None:
         return None
+    if opt.gradient_accumulation_steps:  # Keras's base optimizer makes them first, one per weight
+        groups = [("gradient_accumulator",)] + groups
     return [(weight, slot) for group in groups for weight in model.trainable_weights for slot in group]
 
 
@@ -52,7 +55,7 @@ def keras_variables(model: Model) -> tuple[str, list[np.ndarray]] | None:
     layout = _layout(model, opt)
     if layout is None:
         return None
-    arrays = [np.asarray(opt.iterations, dtype=np.int64), np.asarray(opt.learning_rate, dtype=np.float32)]
+    arrays = [np.asarray(opt._iterations, dtype=np.int64), np.asarray(opt.learning_rate, dtype=np.float32)]
     for weight, slot in layout:
         value = opt.slots.get(weight.path, {}).get(slot)
         arrays.append(np.zeros_like(weight.value) if value is None else np.asarray(value))
@@ -81,7 +84,7 @@ def restore(model: Model, stored: dict[str, np.ndarray], where: str) -> str | No
         if tuple(stored[str(i)].shape) != weight.shape:
             return (f"optimizer variable {i} ({slot} of {weight.path}) has shape {tuple(stored[str(i)].shape)} "
                     f"in {where}, expected {weight.shape}")
-    opt.iterations = int(np.asarray(stored["0"]))
+    opt._iterations = int(np.asarray(stored["0"]))
     if not callable(opt._learning_rate):
         opt.learning_rate = float(np.asarray(stored["1"]))
     for i, (weight, slot) in enumerate(layout, start=2):

@@ -176,9 +176,9 @@ class NativeStepRunner:
             if held is None or held.instance is not inst or held.name != name:
                 inst.set_weight(name, per[slot])
                 per.held[slot] = Held(inst, name, fresh=True)
-        if c.iterations != opt.iterations:
-            inst.set_weight(step.iterations, np.asarray(opt.iterations, dtype=np.int64))
-            c.iterations = opt.iterations
+        if c.iterations != opt._iterations:
+            inst.set_weight(step.iterations, np.asarray(opt._iterations, dtype=np.int64))
+            c.iterations = opt._iterations
 
     def _mark_held(self, step, c: _Compiled) -> None:
         """After a step the instance holds every updated value; the host copies are stale."""
@@ -189,8 +189,8 @@ class NativeStepRunner:
             elif name in step.slots:
                 key, slot = step.slots[name]
                 opt.slots[key].held[slot] = Held(c.instance, name)
-        opt.iterations += 1
-        c.iterations = opt.iterations
+        opt._iterations += 1
+        c.iterations = opt._iterations
 
 
 def _target_like(model, index: int, loss) -> np.ndarray:

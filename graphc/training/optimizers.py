@@ -24,6 +24,9 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta"
            "schedules", "get", "serialize", "deserialize", "ParamUpdate"]
 
 
+ACCUMULATOR = "gradient_accumulator"  # the slot of a weight's gradient sum (Keras's variable name)
+
+
 @dataclass
 class ParamUpdate:
     """One trained weight in a graph: its constant, its gradient value and its state key (the path)."""
@@ -46,8 +49,12 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) {sorted(kwargs)}")
         if use_ema:
             raise ValueError(f"{type(self).__name__}(use_ema=True) is not supported by graphc")
-        if gradient_accumulation_steps:
-            raise ValueError(f"{type(self).__name__}(gradient_accumulation_steps=...) is not supported by graphc")
+        if gradient_accumulation_steps and not gradient_accumulation_steps >= 2:
+            raise ValueError("`gradient_accumulation_steps` must be an integer >= 2. Received: "
+                             f"gradient_accumulation_steps={gradient_accumulation_steps}")
+        if gradient_accumulation_steps and int(gradient_accumulation_steps) != gradient_accumulation_steps:
+            raise ValueError(f"{type(self).__name__}(gradient_accumulation_steps={gradient_accumulation_steps}): "
+                             "graphc needs a whole number of steps")
         if sum(v is not None for v in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
                              f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
@@ -62,19 +69,33 @@ class Optimizer:
         self.ema_momentum = ema_momentum
         self.ema_overwrite_frequency = ema_overwrite_frequency
         self.loss_scale_factor = loss_scale_factor
-        self.gradient_accumulation_steps = None
-        self.iterations = 0
+        self.gradient_accumulation_steps = gradient_accumulation_steps or None
+        self._iterations = 0  # batches seen: Keras's `_iterations` variable (what files store)
         self._learning_rate: Any = None
         self.learning_rate = learning_rate
         self.slots: dict[str, dict[str, np.ndarray]] = {}
 
+    # ------------------------------------------------------------------ iterations
+    @property
+    def iterations(self) -> int:
+        """Keras's ``iterations``: the updates applied. With gradient accumulation that is the batches seen
+        (``_iterations``) divided by ``gradient_accumulation_steps``; without, every batch is an update."""
+        steps = self.gradient_accumulation_steps
+        return self._iterations // steps if steps else self._iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        """``value`` updates applied (with gradient accumulation: and an empty accumulation window)."""
+        self._iterations = int(value) * (self.gradient_accumulation_steps or 1)
+
     # ------------------------------------------------------------------ learning rate
     @property
     def learning_rate(self) -> float:
-        """The current learning rate (a schedule is evaluated at ``iterations``)."""
+        """The current learning rate (a schedule is evaluated at the batches seen, ``_iterations``, as in
+        Keras: with gradient accumulation, schedules count batches, not updates)."""
         lr = self._learning_rate
         if callable(lr):
-            return float(np.float32(lr(self.iterations)))
+            return float(np.float32(lr(self._iterations)))
         return float(lr)
 
     @learning_rate.setter
@@ -102,16 +123,18 @@ class Optimizer:
 
     @property
     def variables(self) -> list[np.ndarray]:
-        """Iterations, learning rate and every slot, in Keras's order (slot by slot, weight by weight)."""
-        out: list[np.ndarray] = [np.asarray(self.iterations, dtype=np.int64), np.float32(self.learning_rate)]
-        for slot in self._slot_names:
+        """Iterations (batches seen), learning rate, the gradient accumulators and every slot, in Keras's order
+        (slot by slot, weight by weight)."""
+        out: list[np.ndarray] = [np.asarray(self._iterations, dtype=np.int64), np.float32(self.learning_rate)]
+        accumulators = (ACCUMULATOR,) if self.gradient_accumulation_steps else ()
+        for slot in accumulators + self._slot_names:
             for per in self.slots.values():
                 if slot in per:
                     out.append(per[slot])
         return out
 
     def reset(self) -> None:
-        self.iterations = 0
+        self._iterations = 0
         self.slots.clear()
 
     # ------------------------------------------------------------------ graph emission
@@ -120,15 +143,34 @@ class Optimizer:
         """Emit one optimizer step; returns ({constant: new value}, {slot constant: (key, slot)}).
 
         ``weights`` maps each constant to its current array (for slot shapes), ``lr`` is the float32
-        learning-rate input and ``iterations`` the int64 iteration-count constant.
+        learning-rate input and ``iterations`` the int64 constant counting the batches seen.
+
+        With ``gradient_accumulation_steps`` (Keras's semantics) each batch adds its gradient to the weight's
+        ``gradient_accumulator`` slot; on every ``steps``-th batch the mean of the window's gradients is
+        clipped and applied (weight decay included) and the accumulators restart from zero, while on the
+        other batches weights and slots keep their values. The update's step count (Adam's bias correction)
+        counts updates, ``iterations // steps``; the learning rate is fed for the batch.
         """
         self._b = b
         self._slot_consts: dict[str, tuple[str, str]] = {}
         self._scalars: dict[tuple, str] = {}
         self._weights = weights
-        grads = self._clip([p.grad for p in params])
+        self._pending: dict[str, str] = {}
+        grads = [p.grad for p in params]
+        one = self._const(1, "int64")
+        steps = self.gradient_accumulation_steps
+        if steps:
+            applied, is_update = self._accumulation_window(iterations, int(steps))
+            local_step = b.cast(b.add(applied, one), dtype="float32")
+            accumulators = [self._slot_const(p, ACCUMULATOR) for p in params]
+            sums = [b.add(g, acc) for g, acc in zip(grads, accumulators)]
+            restarted = {acc: b.where(is_update, self._const(0.0, b.graph.type_of(acc).dtype), total)
+                         for acc, total in zip(accumulators, sums)}
+            grads = [b.div(total, self._const(steps, b.graph.type_of(total).dtype)) for total in sums]
+        else:
+            local_step = b.cast(b.add(iterations, one), dtype="float32")
+        grads = self._clip(grads)
         updates: dict[str, str] = {}
-        local_step = b.cast(b.add(iterations, self._const(1, "int64")), dtype="float32")
         for p, g in zip(params, grads):
             dtype = b.graph.type_of(p.constant).dtype
             lr_p = lr if dtype == "float32" else b.cast(lr, dtype=dtype)
@@ -137,8 +179,23 @@ class Optimizer:
                 var = b.mul(var, b.sub(self._const(1.0, dtype),
                                        b.mul(lr_p, self._const(self.weight_decay, dtype))))
             updates[p.constant] = self.update_step(g, var, lr_p, local_step, p)
-        updates[iterations] = b.add(iterations, self._const(1, "int64"))
+        updates.update(self._pending)
+        if steps:  # weights and slots move on update batches only; the accumulators on every batch
+            updates = {const: b.where(is_update, value, const) for const, value in updates.items()}
+            updates.update(restarted)
+        updates[iterations] = b.add(iterations, one)
         return updates, self._slot_consts
+
+    def _accumulation_window(self, iterations: str, steps: int) -> tuple[str, str]:
+        """(updates applied before this batch, whether this batch applies one) from the batches seen.
+
+        ``iterations // steps`` is a float32 quotient truncated to int64: exact below 2**24 batches, where
+        the float32 step count of the updates is exact too."""
+        b = self._b
+        quotient = b.div(b.cast(iterations, dtype="float32"), self._const(steps, "float32"))
+        applied = b.cast(quotient, dtype="int64")
+        position = b.sub(iterations, b.mul(applied, self._const(steps, "int64")))
+        return applied, b.equal(position, self._const(steps - 1, "int64"))
 
     def _decays(self, p: ParamUpdate) -> bool:
         return True
@@ -216,13 +273,7 @@ class Optimizer:
 
 
 class _SlotUpdates(Optimizer):
-    """Optimizers whose update writes slots: the new slot values become state updates too."""
-
-    def emit_updates(self, b, params, weights, lr, iterations):
-        self._pending: dict[str, str] = {}
-        updates, slots = super().emit_updates(b, params, weights, lr, iterations)
-        updates.update(self._pending)
-        return updates, slots
+    """Optimizers whose update writes slots (through ``_set``): the new slot values are state updates too."""
 
 
 class SGD(_SlotUpdates):

@@ -175,7 +175,7 @@ class Step:
         updates = [ParamUpdate(c, grads[c], self.params[c].path) for c in wrt if c in grads]
         self.lr_input = graph.add_input(graph.unique_name("learning_rate"), TensorType("float32", ()))
         self.iterations = graph.add_constant(graph.unique_name(f"{optimizer.name}/iterations"),
-                                             np.asarray(optimizer.iterations, dtype=np.int64))
+                                             np.asarray(optimizer._iterations, dtype=np.int64))
         weights = {c: self.params[c].value for c in wrt}
         new, slots = optimizer.emit_updates(OpBuilder(graph, layer="optimizer"), updates, weights, self.lr_input,
                                             self.iterations)
@@ -210,7 +210,7 @@ class Step:
             opt = self.optimizer
             for name, (key, slot) in self.slots.items():
                 graph.constants[name] = opt.slots[key][slot]
-            graph.constants[self.iterations] = np.asarray(opt.iterations, dtype=np.int64)
+            graph.constants[self.iterations] = np.asarray(opt._iterations, dtype=np.int64)
         all_feeds = self._target_feeds(feeds, targets)
         if self.training:
             all_feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
@@ -223,6 +223,6 @@ class Step:
                 key, slot = self.slots[const]
                 self.optimizer.slots[key][slot] = array
             elif const == self.iterations:
-                self.optimizer.iterations = int(array)
+                self.optimizer._iterations = int(array)
             graph.constants[const] = array
         return result
