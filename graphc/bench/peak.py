@@ -9,8 +9,9 @@ llvmlite for the host CPU, like every graphc kernel):
 - memory bandwidth in GB/s: a copy and a triad (``a = b + s * c``) over arrays larger than the
   last-level cache, counted as STREAM does (bytes read + bytes written, no write-allocate).
 
-A peak is a maximum: each figure is the best of several short repeats, so a neighbour's load on a
-shared machine lowers the typical sample, not the result. Results are cached per machine (CPU
+A peak is a maximum: each figure is the best of many short bursts (a few milliseconds: the FMA
+loops, and each chunk of the memory tests), so a neighbour's load on a shared machine lowers the
+typical burst, not the best one. Results are cached per machine (CPU
 name, features, cores) for the process and, for ``max_age_s``, in the build cache directory, so the
 profiles of one benchmark session all compare against one measurement; ``refresh=True`` measures
 again. Measuring takes a few seconds.
@@ -24,11 +25,13 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_MAX_AGE_S = 3600.0
+CHUNK_MIB = 16
 MIN_WORKING_SET_MIB = 192
 MAX_WORKING_SET_MIB = 1024
 
@@ -91,7 +94,7 @@ class Peak:
         lines.append(f"| memory triad, 1 core | {self.triad_gbs:.1f} GB/s |")
         lines.append(f"| memory triad, {self.threads} cores | {self.triad_multi_gbs:.1f} GB/s |")
         lines += ["", f"Working set of the memory tests: {self.working_set_mib:.0f} MiB{llc}. Each figure is the "
-                  "best of several repeats (llvmlite-generated kernels for this CPU)."]
+                  "best of many short bursts (llvmlite-generated kernels for this CPU)."]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -135,15 +138,16 @@ def _check_positive(name: str, value, kind=float) -> None:
         raise ValueError(f"{name} must be a whole number, got {value!r}")
 
 
-def measure_peak(*, refresh: bool = False, repeats: int = 5, seconds: float = 0.05,
+def measure_peak(*, refresh: bool = False, repeats: int = 50, seconds: float = 0.002, passes: int = 2,
                  working_set_mib: float | None = None, max_age_s: float = DEFAULT_MAX_AGE_S) -> Peak:
     """This machine's :class:`Peak` (cached: see the module docstring).
 
-    ``repeats`` short runs of ``seconds`` each per figure (the best counts); ``working_set_mib``:
-    the memory tests' three arrays together (default: twice the last-level cache, within
-    192 MiB .. 1 GiB).
+    ``repeats`` short runs of ``seconds`` each per FMA figure and ``passes`` over the memory
+    tests' arrays (the best burst counts); ``working_set_mib``: those three arrays together
+    (default: twice the last-level cache, within 192 MiB .. 1 GiB).
     """
     _check_positive("repeats", repeats, int)
+    _check_positive("passes", passes, int)
     _check_positive("seconds", seconds)
     if working_set_mib is not None:
         _check_positive("working_set_mib", working_set_mib)
@@ -165,7 +169,7 @@ def measure_peak(*, refresh: bool = False, repeats: int = 5, seconds: float = 0.
         fma = {w: _fma_gflops(kernels, w, 1, repeats, seconds) for w in kernels.widths}
         widest = kernels.widths[-1]
         multi = _fma_gflops(kernels, widest, cores, repeats, seconds) if cores > 1 else fma[widest]
-        copy, triad, triad_multi = _bandwidth(kernels, working_set_mib, repeats, cores)
+        copy, triad, triad_multi = _bandwidth(kernels, working_set_mib, passes, cores)
         features = ",".join(f for f in ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bf16", "amx-tile", "neon")
                             if f"+{f}" in info.features.split(","))
         peak = Peak(cpu=info.cpu, features=features, fma_gflops=fma, threads=cores, multi_gflops=multi,
@@ -191,6 +195,12 @@ def _fma_gflops(kernels, width: int, threads: int, repeats: int, seconds: float)
         elapsed = _concurrently(threads, lambda: fn(iters, 0.9999, 0.001))
         best = max(best, per_iter * iters * threads / elapsed / 1e9)
     return best
+
+
+def _time_call(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 def _concurrently(threads: int, work) -> float:
@@ -220,26 +230,33 @@ def _concurrently_each(works: list) -> float:
     return time.perf_counter() - t0
 
 
-def _bandwidth(kernels, working_set_mib: float, repeats: int, cores: int) -> tuple[float, float, float]:
-    """Best copy, triad and all-core triad GB/s over three arrays of ``working_set_mib`` / 3 each."""
+def _bandwidth(kernels, working_set_mib: float, passes: int, cores: int) -> tuple[float, float, float]:
+    """Best copy, triad and all-core triad GB/s over three arrays of ``working_set_mib`` / 3 each,
+    timed chunk by chunk (``CHUNK_MIB`` per array; the arrays exceed the caches, so every chunk
+    streams from memory) for ``passes`` passes: short bursts, as for the FMA peak."""
     lanes = kernels.stream_lanes
     n = max(lanes, int(working_set_mib * 2 ** 20 / 3 / 4) // lanes * lanes)
+    chunk = max(lanes, min(n, int(CHUNK_MIB * 2 ** 20 / 4)) // lanes * lanes)
     a = np.zeros(n, np.float32)
     b = np.ones(n, np.float32)
     c = np.full(n, 2.0, np.float32)
     pa, pb, pc = a.ctypes.data, b.ctypes.data, c.ctypes.data
     copy = triad = multi = 0.0
-    for _ in range(repeats):
-        copy = max(copy, 2 * 4 * n / _concurrently(1, lambda: kernels.copy(pa, pb, n)) / 1e9)
-        triad = max(triad, 3 * 4 * n / _concurrently(1, lambda: kernels.triad(pa, pb, pc, 0.5, n)) / 1e9)
-    if cores > 1:
-        chunk = n // cores // lanes * lanes
-        parts = [(pa + 4 * k * chunk, pb + 4 * k * chunk, pc + 4 * k * chunk) for k in range(cores)]
-        for _ in range(repeats):
-            multi = max(multi, 3 * 4 * chunk * cores / _concurrently_each(
-                [lambda x=x, y=y, z=z: kernels.triad(x, y, z, 0.5, chunk) for x, y, z in parts]) / 1e9)
-    else:
-        multi = triad
+    for _ in range(passes):
+        for i in range(0, n - chunk + 1, chunk):
+            seconds = _time_call(kernels.copy, pa + 4 * i, pb + 4 * i, chunk)
+            copy = max(copy, 2 * 4 * chunk / seconds / 1e9)
+        for i in range(0, n - chunk + 1, chunk):
+            seconds = _time_call(kernels.triad, pa + 4 * i, pb + 4 * i, pc + 4 * i, 0.5, chunk)
+            triad = max(triad, 3 * 4 * chunk / seconds / 1e9)
+    if cores == 1:
+        return copy, triad, triad
+    part = max(lanes, chunk // cores // lanes * lanes)
+    for _ in range(passes):
+        for i in range(0, n - part * cores + 1, part * cores):
+            works = [partial(kernels.triad, pa + 4 * j, pb + 4 * j, pc + 4 * j, 0.5, part)
+                     for j in range(i, i + part * cores, part)]
+            multi = max(multi, 3 * 4 * part * cores / _concurrently_each(works) / 1e9)
     return copy, triad, multi
 
 

@@ -53,7 +53,7 @@ def test_stream_kernels_compute_copy_and_triad():
 def test_measure_peak_reports_every_width_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(peak_module, "_MEASURED", {})
-    p = measure_peak(refresh=True, repeats=1, seconds=0.002, working_set_mib=12)
+    p = measure_peak(refresh=True, repeats=1, seconds=0.002, passes=1, working_set_mib=12)
     assert sorted(p.fma_gflops) == peak_kernels().widths
     assert all(v > 0 for v in p.fma_gflops.values())
     assert p.multi_gflops > 0 and p.copy_gbs > 0 and p.triad_gbs > 0 and p.triad_multi_gbs > 0
@@ -65,7 +65,8 @@ def test_measure_peak_reports_every_width_and_is_cached(tmp_path, monkeypatch):
     assert again.to_dict() == p.to_dict()
     assert list((tmp_path / "peak").glob("*.json"))
     monkeypatch.setattr(peak_module, "_MEASURED", {})
-    assert measure_peak(max_age_s=0.0, repeats=1, seconds=0.002, working_set_mib=12).measured_at > p.measured_at
+    fresh = measure_peak(max_age_s=0.0, repeats=1, seconds=0.002, passes=1, working_set_mib=12)
+    assert fresh.measured_at > p.measured_at  # older than max_age_s: measured again
     text = p.to_markdown()
     for width in p.fma_gflops:
         assert f"{width}-bit vectors, 1 core" in text
@@ -83,6 +84,7 @@ def test_peak_round_trips_and_scales_with_threads():
 
 def test_bad_arguments_are_refused():
     for kwargs, word in (({"repeats": 0}, "repeats"), ({"repeats": 1.5}, "repeats"), ({"seconds": -1}, "seconds"),
+                         ({"passes": 0}, "passes"),
                          ({"working_set_mib": 0}, "working_set_mib")):
         with pytest.raises(ValueError, match=word):
             measure_peak(refresh=True, **kwargs)
