@@ -273,7 +273,7 @@ _EXPM1_Q = [1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320]
 
 def expm1(b, x):
     t = x.type
-    small = fma(b, b.fmul(x, x), poly(b, x, _EXPM1_Q), x)
+    small = call(b, "copysign", fma(b, b.fmul(x, x), poly(b, x, _EXPM1_Q), x), x)  # keeps -0
     big = b.fsub(exp(b, x), const(t, 1.0))
     ax = call(b, "fabs", x)
     return b.select(b.fcmp_ordered("<", ax, const(t, 0.5)), small, big)
@@ -283,11 +283,10 @@ def tanh(b, x):
     t = x.type
     ax = call(b, "fabs", x)
     x2 = b.fmul(x, x)
-    small = fma(b, b.fmul(x, x2), poly(b, x2, _TANH_P), x)
+    small = fma(b, b.fmul(ax, x2), poly(b, x2, _TANH_P), ax)
     e = exp(b, b.fmul(ax, const(t, 2.0)))
     big = b.fsub(const(t, 1.0), b.fdiv(const(t, 2.0), b.fadd(e, const(t, 1.0))))
-    big = call(b, "copysign", big, x)
-    return b.select(b.fcmp_ordered("<", ax, const(t, TANH_SPLIT)), small, big)
+    return call(b, "copysign", b.select(b.fcmp_ordered("<", ax, const(t, TANH_SPLIT)), small, big), x)
 
 
 def sigmoid(b, x):
