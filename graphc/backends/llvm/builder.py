@@ -27,9 +27,16 @@ from graphc.backends.llvm.vmath import VMath
 from graphc.ir import dims as _dims
 from graphc.ir.types import TensorType
 
-# Byte offsets of gc_frame_t's fields (graphc/c_runtime/src/internal.h).
-FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR, FRAME_ARGS = \
-    0, 8, 16, 24, 32, 40, 48
+# gc_frame_t (graphc/c_runtime/src/internal.h) as an LLVM struct, its fields addressed by index: the
+# byte offsets then follow the target's pointer size (8 bytes on x86-64 and aarch64, 4 on wasm32).
+FRAME_TYPE = ir.LiteralStructType([PTR, PTR, PTR, PTR, I64, I64, PTR, PTR, PTR])
+(FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR, FRAME_ARGS, FRAME_RANDOM,
+ FRAME_PROFILE) = range(9)
+
+
+def frame_field(b: ir.IRBuilder, frame: ir.Value, field: int) -> ir.Value:
+    """The address of gc_frame_t field ``field`` (one of the FRAME_* indices) of ``frame``."""
+    return b.gep(frame, [i32(0), i32(field)], source_etype=FRAME_TYPE)
 
 
 class NativeLoweringError(NotImplementedError):
@@ -108,8 +115,8 @@ class Kernel:
         self.b = self.fn.b
         self.m = VMath(self.fn.b)
 
-    def _field(self, offset: int) -> ir.Value:
-        return self.fn.entry.gep(self.frame, [i64(offset)], source_etype=ir.IntType(8))
+    def _field(self, field: int) -> ir.Value:
+        return frame_field(self.fn.entry, self.frame, field)
 
     def dim(self, d) -> ir.Value:
         return self.fn.dim(d)
@@ -141,8 +148,8 @@ class Kernel:
         self.b.store(detail, self._field_body(FRAME_ERROR))
         self.b.ret(i32(1))
 
-    def _field_body(self, offset: int) -> ir.Value:
-        return self.b.gep(self.frame, [i64(offset)], source_etype=ir.IntType(8))
+    def _field_body(self, field: int) -> ir.Value:
+        return frame_field(self.b, self.frame, field)
 
     def load(self, t: Tensor, index, *, lanes: int = 1) -> ir.Value:
         """Element (or ``lanes`` consecutive elements) of ``t`` at flat ``index``."""

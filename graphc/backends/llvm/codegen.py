@@ -27,7 +27,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm.builder import Buffer, KernelBuilder, Launch, NativeLoweringError, Tensor
+from graphc.backends.llvm.builder import (
+    FRAME_ARGS,
+    FRAME_DIMS,
+    FRAME_POOL,
+    FRAME_PROFILE,
+    FRAME_SLOTS,
+    Buffer,
+    KernelBuilder,
+    Launch,
+    NativeLoweringError,
+    Tensor,
+    frame_field,
+)
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.target import TargetInfo, compile_ir
 from graphc.ir import dims
@@ -35,7 +47,6 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.registry import get
 
-FRAME_PROFILE = 64  # gc_frame_t.profile (graphc/c_runtime/src/internal.h)
 THREADS_DIM = "__threads"  # the dims array's last entry (graphc/c_runtime/src/instance.c)
 GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
 ALIGN = 64
@@ -373,14 +384,13 @@ class _Codegen:
         fn = Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False)
         frame = fn.args[0]
         e = fn.entry
-        i8 = ir.IntType(8)
-        dims_ptr = e.load(e.gep(frame, [i64(8)], source_etype=i8), typ=PTR)
+        dims_ptr = e.load(frame_field(e, frame, FRAME_DIMS), typ=PTR)
         fn.set_dims(dims_ptr, self.free_dims + [THREADS_DIM])
-        pool = e.load(e.gep(frame, [i64(16)], source_etype=i8), typ=PTR)
-        slots = e.load(e.gep(frame, [i64(0)], source_etype=i8), typ=PTR)
+        pool = e.load(frame_field(e, frame, FRAME_POOL), typ=PTR)
+        slots = e.load(frame_field(e, frame, FRAME_SLOTS), typ=PTR)
         n_args = max([len(launch.args) for launch in kb.launches] + [1])
         args = e.alloca(ir.ArrayType(PTR, n_args), name="args")
-        e.store(args, e.gep(frame, [i64(48)], source_etype=i8))
+        e.store(args, frame_field(e, frame, FRAME_ARGS))
         slot_ptr: dict[int, ir.Value] = {}
 
         def slot(index: int) -> ir.Value:
@@ -392,7 +402,7 @@ class _Codegen:
         # an instance created with options.profile sets frame->profile: each launch then goes
         # through the runtime's timed twin of gc__parallel_for (graphc/c_runtime/src/profile.c)
         pfor_timed = intrinsic(self.module, "gc__parallel_for_profiled", I32, [PTR, PTR, PTR, I64, I64, I32])
-        profiling = e.icmp_unsigned("!=", e.load(e.gep(frame, [i64(FRAME_PROFILE)], source_etype=i8), typ=PTR),
+        profiling = e.icmp_unsigned("!=", e.load(frame_field(e, frame, FRAME_PROFILE), typ=PTR),
                                     ir.Constant(PTR, None), name="profiling")
         b = fn.b
         for launch in kb.launches:

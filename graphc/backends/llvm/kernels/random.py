@@ -22,14 +22,13 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
-from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.builder import FRAME_RANDOM, KernelBuilder, NativeLoweringError, Tensor, frame_field
 from graphc.backends.llvm.irutil import F32, I64, PTR, i64
 from graphc.ir import dims
 
 BLOCK = 4096
 _GOLDEN, _M1, _M2, _OP = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD1B54A32D192ED03
 _MASK = (1 << 64) - 1
-FRAME_RANDOM = 56  # gc_frame_t.random (graphc/c_runtime/src/internal.h)
 
 
 def stream_key(seed: int | None, op_index: int, call: int, instance_seed: int = 0) -> int:
@@ -107,7 +106,7 @@ def _emit_draws(kb: KernelBuilder, out: Tensor, seed: int | None, name: str, dra
     # 1. take this call's stream: the op's counter on this instance, plus the instance's seed
     k = kb.kernel("random_call")
     b = k.b
-    state = b.load(b.gep(k.frame, [i64(FRAME_RANDOM)], source_etype=ir.IntType(8)), typ=PTR)
+    state = b.load(frame_field(b, k.frame, FRAME_RANDOM), typ=PTR)
     counter = b.gep(state, [i64(1 + op_index)], source_etype=I64)
     c = b.atomic_rmw("add", counter, i64(1), "monotonic")
     instance_seed = b.load(state, typ=I64)
