@@ -44,7 +44,8 @@ extern "C" {
 
 /* The version of this ABI; gc_api_version() returns the version the library was built with.
    Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter.
-   Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3). */
+   Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3);
+   the kernel profiler (gc_options_t.profile, gc_instance_profile, gc_profile_*). */
 #define GC_API_VERSION 3u
 
 /* The most dimensions a tensor can have. */
