@@ -15,7 +15,10 @@
  *
  * Workers spin briefly on the job counter before sleeping on a condition variable, so that a
  * model's consecutive small ops do not pay a wake-up each.
+ *
+ * Platforms without threads (WebAssembly under WASI) use threadpool_serial.c instead.
  */
+#if !defined(__wasi__)
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -257,3 +260,5 @@ int32_t gc__parallel_for(void* pool_ptr, gc_task_fn fn, gc_frame_t* frame, int64
   int32_t e = atomic_load_explicit(&p->error, memory_order_acquire);
   return r != 0 ? r : e;
 }
+
+#endif /* !__wasi__ */
