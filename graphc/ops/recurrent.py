@@ -325,6 +325,25 @@ def _onnx_gates(w: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(stacked, -1, 0)[None])
 
 
+def _onnx_gate_nodes(ctx, w: str, order: tuple[int, ...], transpose: bool = True) -> str:
+    """:func:`_onnx_gates` of a weight fed at run time (a training step's input), as ONNX nodes."""
+    blocks = ctx.split(w, [int(ctx.input_type(2).shape[0])] * len(order), -1)
+    stacked = ctx.node("Concat", [blocks[g] for g in order], axis=-1) if len(order) > 1 else blocks[0]
+    return ctx.unsqueeze(ctx.transpose(stacked, [1, 0]) if transpose else stacked, [0])
+
+
+def _onnx_bias_nodes(ctx, op, order: tuple[int, ...]) -> str:
+    """The ONNX bias [input bias, recurrent bias] (1, 2*gates*U) of a bias fed at run time."""
+    b = ctx.input_name(3)
+    if op.type == "gru" and ctx.attrs["reset_after"]:
+        rows = [ctx.node("Gather", [b, ctx.scalar(i, "int64")], axis=0) for i in (0, 1)]
+        parts = [_onnx_gate_nodes(ctx, v, order, transpose=False) for v in rows]
+    else:
+        parts = [_onnx_gate_nodes(ctx, b, order, transpose=False),
+                 ctx.constant(np.zeros((1, ctx.input_type(3).shape[-1]), dtype=ctx.input_type(3).dtype), "zeros")]
+    return ctx.node("Concat", parts, axis=1)
+
+
 def _rnn_to_onnx(ctx, op):
     onnx_type, order = _ONNX_RNN[op.type]
     a = ctx.attrs
@@ -350,11 +369,9 @@ def _rnn_to_onnx(ctx, op):
             pair = [_onnx_gates(b, order), np.zeros((1, b.shape[-1]), dtype=b.dtype)]
         return np.concatenate(pair, axis=1)
 
-    w = ctx.derived(1, lambda k: _onnx_gates(k, order), "onnx")
-    r = ctx.derived(2, lambda k: _onnx_gates(k, order), "onnx")
-    b = ctx.derived(3, bias, "onnx")
-    if w is None or r is None or b is None:
-        raise ctx.error(f"the ONNX {onnx_type} export needs constant weights (kernel, recurrent_kernel, bias)")
+    w = ctx.derived(1, lambda k: _onnx_gates(k, order), "onnx") or _onnx_gate_nodes(ctx, ctx.input_name(1), order)
+    r = ctx.derived(2, lambda k: _onnx_gates(k, order), "onnx") or _onnx_gate_nodes(ctx, ctx.input_name(2), order)
+    b = ctx.derived(3, bias, "onnx") or _onnx_bias_nodes(ctx, op, order)
     n_states = 2 if op.type == "lstm" else 1
     given = list(range(4, ctx.num_inputs - int(a["masked"])))  # initial states
     x = ctx.input_name(0)
@@ -764,3 +781,289 @@ def _rnn_grad_lower(kind: str, n_cot: int):
 
 for _op, _n_cot in (("lstm", 3), ("gru", 2), ("simple_rnn", 2)):
     get(f"{_op}_grad").lower = _rnn_grad_lower(_op, _n_cot)
+
+
+# ---------------------------------------------------------------------------- ONNX: gradients
+# ``to_onnx`` facets of the backward ops (training-step exports): backpropagation through time
+# unrolled over the (fixed) number of steps, in the references' formulas: the forward steps are
+# recomputed keeping each step's gates, then walked back; the input projection's and the
+# recurrent kernel's gradients are one MatMul each over all steps. Unrolled rather than a Loop or
+# Scan: every step is plain ONNX arithmetic that onnxruntime runs and ONNX shape inference
+# follows, and the graph reads like the reference. A free sequence length has no fixed number
+# of steps to unroll and is refused, naming the layer.
+
+class _OnnxBackward:
+    """The unrolled backward pass of one recurrent op: the steps' inputs and the shared pieces."""
+
+    def __init__(self, ctx, op, gates: int, n_cot: int):
+        from graphc.ops.elementwise import onnx_activation, onnx_activation_derivative
+
+        self.ctx, self.a = ctx, ctx.attrs
+        self._act, self._deriv = onnx_activation, onnx_activation_derivative
+        x_t = ctx.input_type(0)
+        steps = x_t.shape[1]
+        if not isinstance(steps, int) or steps < 1:
+            raise ctx.error(f"the ONNX {op.type} unrolls backpropagation through time over a fixed number of steps; "
+                            f"this sequence has {steps} steps (give the layer's input a fixed length to export "
+                            "its training step)")
+        self.steps, self.gates = steps, gates
+        self.dtype = x_t.dtype
+        self.u = int(ctx.input_type(2).shape[0])
+        self.n_features = x_t.shape[2]
+        names = list(op.inputs)
+        fwd, self.cots = names[:-n_cot], names[-n_cot:]
+        self.kernel, self.rkernel, self.bias = fwd[1:4]
+        self.states, mask, self.drop = split_inputs(fwd[4:], self.a["masked"], self.a["recurrent_dropout"])
+        self.x = self._in_order(fwd[0])
+        self.zeros = ctx.filled(ctx.shape([x_t.shape[0], self.u]), 0.0, self.dtype)
+        self.kept: list[str] | None = None
+        self.weights: list[str | None] = [None] * steps  # output weights (None: 1)
+        if mask is not None:
+            m = self._in_order(mask)
+            zero = ctx.scalar(0, ctx.input_type(len(fwd) - 1 - int(self.a["recurrent_dropout"])).dtype)
+            self.kept = [ctx.unsqueeze(ctx.node("Not", [ctx.node("Equal", [self.at(m, t), zero])]), [1])
+                         for t in range(steps)]
+            seen = None
+            for t, k in enumerate(self.kept):
+                seen = k if seen is None else ctx.node("Or", [seen, k])
+                self.weights[t] = ctx.cast(k if self.a["zero_output_for_mask"] else seen, self.dtype)
+
+    # ------------------------------------------------------------------ pieces
+    def _in_order(self, v: str) -> str:
+        """``v`` (N, T, ...) in processing order (reversed with go_backwards)."""
+        return self.ctx.slice(v, [-1], [-(2 ** 63)], [1], [-1]) if self.a["go_backwards"] else v
+
+    def at(self, v: str, t: int) -> str:
+        return self.ctx.node("Gather", [v, self.ctx.scalar(t, "int64")], axis=1)
+
+    def block(self, v: str, g: int, count: int = 1) -> str:
+        return self.ctx.slice(v, [g * self.u], [(g + count) * self.u], [-1])
+
+    def op(self, kind: str, *inputs: str) -> str:
+        return self.ctx.node(kind, list(inputs))
+
+    def c(self, value: float) -> str:
+        return self.ctx.scalar(value, self.dtype)
+
+    def act(self, name: str, v: str) -> str:
+        return self._act(self.ctx, name, v)
+
+    def times_deriv(self, d: str, name: str, pre: str, post: str | None = None) -> str:
+        """``d * f'(pre)``; sigmoid and tanh from their output ``post`` as the references do."""
+        if name in (None, "linear"):
+            return d
+        if post is not None and name == "sigmoid":
+            return self.op("Mul", d, self.op("Mul", post, self.op("Sub", self.c(1.0), post)))
+        if post is not None and name == "tanh":
+            return self.op("Mul", d, self.op("Sub", self.c(1.0), self.op("Mul", post, post)))
+        return self.op("Mul", d, self._deriv(self.ctx, name, pre))
+
+    def keep(self, t: int, new: str, old: str) -> str:
+        return new if self.kept is None else self.ctx.node("Where", [self.kept[t], new, old])
+
+    def masked(self, t: int, v: str) -> str:
+        return v if self.kept is None else self.op("Mul", v, self.ctx.cast(self.kept[t], self.dtype))
+
+    def dropped(self, h: str, g: int, count: int = 1) -> str:
+        return h if self.drop is None else self.op("Mul", h, self.block(self.drop, g, count))
+
+    def initial(self, k: int) -> str:
+        return self.ctx.input_name(4 + k) if self.states else self.zeros
+
+    def projection(self, bias: str) -> str:
+        """All steps' input projections (N, T, G*U) in processing order."""
+        return self.op("Add", self.op("MatMul", self.x, self.kernel), bias)
+
+    def recurrent(self, h: str, first: int, count: int) -> str:
+        """``h @ recurrent_kernel`` over gate blocks [first, first + count), each reading h times its multipliers."""
+        if self.drop is None:
+            return self.op("MatMul", h, self.block(self.rkernel, first, count))
+        parts = [self.op("MatMul", self.dropped(h, g), self.block(self.rkernel, g))
+                 for g in range(first, first + count)]
+        return parts[0] if count == 1 else self.ctx.node("Concat", parts, axis=1)
+
+    def recurrent_back(self, dz: str, first: int, count: int) -> str:
+        """The previous state's gradient from gate blocks [first, first + count) of ``dz``."""
+        rk = self.block(self.rkernel, first, count)
+        if self.drop is None:
+            return self.op("MatMul", dz, self.ctx.transpose(rk, [1, 0]))
+        total = None
+        for k, g in enumerate(range(first, first + count)):
+            back = self.op("MatMul", self.block(dz, k), self.ctx.transpose(self.block(self.rkernel, g), [1, 0]))
+            back = self.op("Mul", back, self.block(self.drop, g))
+            total = back if total is None else self.op("Add", total, back)
+        return total
+
+    def stack(self, per_step: list[str]) -> str:
+        """(N, X) per step -> (N, T, X)."""
+        parts = [self.ctx.unsqueeze(v, [1]) for v in per_step]
+        return parts[0] if len(parts) == 1 else self.ctx.node("Concat", parts, axis=1)
+
+    def rows(self, v: str, width) -> str:
+        return self.ctx.node("Reshape", [v, self.ctx.ints([-1, width])])
+
+    def kernel_grad(self, lhs: str, lhs_width, d: str, d_width: int) -> str:
+        """sum over batch and steps of lhs^T @ d: lhs (N, T, lhs_width), d (N, T, d_width)."""
+        return self.op("MatMul", self.ctx.transpose(self.rows(lhs, lhs_width), [1, 0]), self.rows(d, d_width))
+
+    def rk_grad(self, h_prev: str, d: str, first: int, count: int) -> str:
+        """The recurrent kernel's gradient for gate blocks [first, first + count)."""
+        if self.drop is None:
+            return self.kernel_grad(h_prev, self.u, d, count * self.u)
+        parts = []
+        for k, g in enumerate(range(first, first + count)):
+            hd = self.op("Mul", h_prev, self.ctx.unsqueeze(self.block(self.drop, g), [1]))
+            parts.append(self.kernel_grad(hd, self.u, self.block(d, k), self.u))
+        return parts[0] if count == 1 else self.ctx.node("Concat", parts, axis=1)
+
+    def dh_final(self) -> str:
+        d_out, d_h = self.cots[0], self.cots[1]
+        if self.a["return_sequences"]:
+            return d_h
+        last = d_out if self.weights[-1] is None else self.op("Mul", d_out, self.weights[-1])
+        return self.op("Add", d_h, last)
+
+    def dh_step(self, dh: str, t: int) -> str:
+        if not self.a["return_sequences"]:
+            return dh
+        d = self.at(self.cots[0], t)
+        return self.op("Add", dh, d if self.weights[t] is None else self.op("Mul", d, self.weights[t]))
+
+    def inputs_grads(self, dproj: str) -> tuple[str, str]:
+        """(dx, d_kernel) from the projections' gradient (N, T, G*U)."""
+        ctx = self.ctx
+        dxs = self.op("MatMul", dproj, ctx.transpose(self.kernel, [1, 0]))
+        dx = self._in_order(dxs)
+        width = self.gates * self.u
+        return dx, self.kernel_grad(self.x, self.n_features, dproj, width)
+
+    def outputs(self, *values: str) -> None:
+        for k, v in enumerate(values):
+            self.ctx.node("Identity", [v], self.ctx.output_name(k))
+
+
+def _lstm_grad_to_onnx(ctx, op):
+    bw = _OnnxBackward(ctx, op, 4, 3)
+    act, ract = bw.a["activation"], bw.a["recurrent_activation"]
+    proj = bw.projection(bw.bias)
+    h, c = bw.initial(0), bw.initial(1)
+    saved = []
+    for t in range(bw.steps):
+        z = bw.op("Add", bw.at(proj, t), bw.recurrent(h, 0, 4))
+        pre = [bw.block(z, g) for g in range(4)]
+        i, f, g, o = (bw.act(name, p) for name, p in zip((ract, ract, act, ract), pre))
+        c_new = bw.op("Add", bw.op("Mul", f, c), bw.op("Mul", i, g))
+        ac = bw.act(act, c_new)
+        saved.append((h, c, pre, (i, f, g, o), c_new, ac))
+        h, c = bw.keep(t, bw.op("Mul", o, ac), h), bw.keep(t, c_new, c)
+    dh, dc = bw.dh_final(), bw.cots[2]
+    dzs: list[str] = [""] * bw.steps
+    for t in reversed(range(bw.steps)):
+        dh = bw.dh_step(dh, t)
+        h_prev, c_prev, pre, (i, f, g, o), c_new, ac = saved[t]
+        dc_t = bw.op("Add", dc, bw.times_deriv(bw.op("Mul", dh, o), act, c_new, ac))
+        parts = [bw.times_deriv(bw.op("Mul", dc_t, g), ract, pre[0], i),
+                 bw.times_deriv(bw.op("Mul", dc_t, c_prev), ract, pre[1], f),
+                 bw.times_deriv(bw.op("Mul", dc_t, i), act, pre[2], g),
+                 bw.times_deriv(bw.op("Mul", dh, ac), ract, pre[3], o)]
+        dz = bw.masked(t, ctx.node("Concat", parts, axis=1))
+        dzs[t] = dz
+        dh = bw.keep(t, bw.recurrent_back(dz, 0, 4), dh)
+        dc = bw.keep(t, bw.op("Mul", dc_t, f), dc)
+    dproj = bw.stack(dzs)
+    dx, dw = bw.inputs_grads(dproj)
+    d_rk = bw.rk_grad(bw.stack([s[0] for s in saved]), dproj, 0, 4)
+    bw.outputs(dx, dw, d_rk, ctx.reduce("ReduceSum", dproj, [0, 1], False), dh, dc)
+
+
+def _gru_grad_to_onnx(ctx, op):
+    bw = _OnnxBackward(ctx, op, 3, 2)
+    act, ract, after = bw.a["activation"], bw.a["recurrent_activation"], bw.a["reset_after"]
+    bias_in = bw.ctx.node("Gather", [bw.bias, ctx.scalar(0, "int64")], axis=0) if after else bw.bias
+    bias_rec = bw.ctx.node("Gather", [bw.bias, ctx.scalar(1, "int64")], axis=0) if after else None
+    proj = bw.projection(bias_in)
+    h = bw.initial(0)
+    saved = []
+    for t in range(bw.steps):
+        px = bw.at(proj, t)
+        inner = bw.op("Add", bw.recurrent(h, 0, 3), bias_rec) if after else bw.recurrent(h, 0, 2)
+        zpre = bw.op("Add", bw.block(px, 0), bw.block(inner, 0))
+        rpre = bw.op("Add", bw.block(px, 1), bw.block(inner, 1))
+        z, r = bw.act(ract, zpre), bw.act(ract, rpre)
+        hd = bw.dropped(h, 2)
+        rh = bw.op("Mul", r, hd) if not after else None
+        rec_h = bw.op("Mul", r, bw.block(inner, 2)) if after else bw.op("MatMul", rh, bw.block(bw.rkernel, 2))
+        hpre = bw.op("Add", bw.block(px, 2), rec_h)
+        hh = bw.act(act, hpre)
+        saved.append((h, inner, zpre, rpre, hpre, z, r, hh, rh))
+        new = bw.op("Add", bw.op("Mul", z, h), bw.op("Mul", bw.op("Sub", bw.c(1.0), z), hh))
+        h = bw.keep(t, new, h)
+    dh = bw.dh_final()
+    dprojs, dinners, dhpres = [""] * bw.steps, [""] * bw.steps, [""] * bw.steps
+    for t in reversed(range(bw.steps)):
+        dh = bw.dh_step(dh, t)
+        h_prev, inner, zpre, rpre, hpre, z, r, hh, rh = saved[t]
+        dhk = bw.masked(t, dh)
+        dz = bw.op("Mul", dhk, bw.op("Sub", h_prev, hh))
+        dh_prev = bw.op("Mul", dhk, z)
+        dhpre = bw.times_deriv(bw.op("Mul", dhk, bw.op("Sub", bw.c(1.0), z)), act, hpre, hh)
+        if after:
+            dr = bw.op("Mul", dhpre, bw.block(inner, 2))
+        else:
+            d_rh = bw.op("MatMul", dhpre, ctx.transpose(bw.block(bw.rkernel, 2), [1, 0]))
+            dr = bw.op("Mul", d_rh, bw.dropped(h_prev, 2))
+            dh_prev = bw.op("Add", dh_prev, bw.dropped(bw.op("Mul", d_rh, r), 2))
+        dzpre, drpre = bw.times_deriv(dz, ract, zpre, z), bw.times_deriv(dr, ract, rpre, r)
+        dprojs[t] = ctx.node("Concat", [dzpre, drpre, dhpre], axis=1)
+        dhpres[t] = dhpre
+        if after:
+            dinners[t] = ctx.node("Concat", [dzpre, drpre, bw.op("Mul", dhpre, r)], axis=1)
+            dh_prev = bw.op("Add", dh_prev, bw.recurrent_back(dinners[t], 0, 3))
+        else:
+            dinners[t] = ctx.node("Concat", [dzpre, drpre], axis=1)
+            dh_prev = bw.op("Add", dh_prev, bw.recurrent_back(dinners[t], 0, 2))
+        dh = bw.keep(t, dh_prev, dh)
+    dproj = bw.stack(dprojs)
+    dinner = bw.stack(dinners)
+    dx, dw = bw.inputs_grads(dproj)
+    h_prevs = bw.stack([s[0] for s in saved])
+    if after:
+        d_rk = bw.rk_grad(h_prevs, dinner, 0, 3)
+        d_bin = ctx.reduce("ReduceSum", dproj, [0, 1], False)
+        d_brec = ctx.reduce("ReduceSum", dinner, [0, 1], False)
+        db = ctx.node("Concat", [ctx.unsqueeze(d_bin, [0]), ctx.unsqueeze(d_brec, [0])], axis=0)
+    else:
+        d_rk_h = bw.kernel_grad(bw.stack([s[8] for s in saved]), bw.u, bw.stack(dhpres), bw.u)
+        d_rk = ctx.node("Concat", [bw.rk_grad(h_prevs, dinner, 0, 2), d_rk_h], axis=1)
+        db = ctx.reduce("ReduceSum", dproj, [0, 1], False)
+    bw.outputs(dx, dw, d_rk, db, dh)
+
+
+def _simple_rnn_grad_to_onnx(ctx, op):
+    bw = _OnnxBackward(ctx, op, 1, 2)
+    act = bw.a["activation"]
+    proj = bw.projection(bw.bias)
+    h = bw.initial(0)
+    saved = []
+    for t in range(bw.steps):
+        pre = bw.op("Add", bw.at(proj, t), bw.recurrent(h, 0, 1))
+        post = bw.act(act, pre)
+        saved.append((h, pre, post))
+        h = bw.keep(t, post, h)
+    dh = bw.dh_final()
+    dpres = [""] * bw.steps
+    for t in reversed(range(bw.steps)):
+        dh = bw.dh_step(dh, t)
+        h_prev, pre, post = saved[t]
+        dpre = bw.masked(t, bw.times_deriv(dh, act, pre, post))
+        dpres[t] = dpre
+        dh = bw.keep(t, bw.recurrent_back(dpre, 0, 1), dh)
+    dproj = bw.stack(dpres)
+    dx, dw = bw.inputs_grads(dproj)
+    d_rk = bw.rk_grad(bw.stack([s[0] for s in saved]), dproj, 0, 1)
+    bw.outputs(dx, dw, d_rk, ctx.reduce("ReduceSum", dproj, [0, 1], False), dh)
+
+
+get("lstm_grad").to_onnx = _lstm_grad_to_onnx
+get("gru_grad").to_onnx = _gru_grad_to_onnx
+get("simple_rnn_grad").to_onnx = _simple_rnn_grad_to_onnx

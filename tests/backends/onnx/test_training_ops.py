@@ -67,12 +67,61 @@ case("sum_to", In((3, "seq", 7)), In(("batch", 1)), id="sum_to_free_dim",
 case("sum_to", In(("batch", 7)), In(("batch", 7)), id="sum_to_same_shape")
 
 
+_U, _F = 3, 2
+
+
+def _rnn_case(op: str, steps: int, gates: int, n_states: int, id: str, *, weights_const: bool = False,
+              bias_shape: tuple = (), initial: bool = False, masked: bool = False, dropout: bool = False,
+              return_sequences: bool = False, **attrs) -> None:
+    """``<op>_grad`` over (x, kernel, recurrent_kernel, bias[, states][, mask][, dropout], cotangents)."""
+    weights = [W(_F, gates * _U), W(_U, gates * _U), W(*(bias_shape or (gates * _U,)))]
+    args = [In(("batch", steps, _F)), *(weights if weights_const else [In(w.shape) for w in weights])]
+    args += [In(("batch", _U))] * (n_states if initial else 0)
+    args += [In(("batch", steps), draw="mask")] if masked else []
+    args += [In(("batch", gates * _U), draw="positive")] if dropout else []
+    args += [In(("batch", steps, _U) if return_sequences else ("batch", _U))] + [In(("batch", _U))] * n_states
+    case(f"{op}_grad", *args, id=f"{op}_grad_{id}", masked=masked, recurrent_dropout=dropout,
+         return_sequences=return_sequences, **attrs)
+
+
+_rnn_case("lstm", 7, 4, 2, "last_output")
+_rnn_case("lstm", 7, 4, 2, "sequences_backwards_masked_initial", return_sequences=True, go_backwards=True,
+          masked=True, initial=True)
+_rnn_case("lstm", 3, 4, 2, "relu_hard_sigmoid_dropout", activation="relu", recurrent_activation="hard_sigmoid",
+          dropout=True)
+_rnn_case("lstm", 1, 4, 2, "one_step_const", weights_const=True, return_sequences=True)
+_rnn_case("gru", 7, 3, 1, "reset_after", bias_shape=(2, 3 * _U))
+_rnn_case("gru", 7, 3, 1, "reset_after_sequences_masked_zero_output_dropout", bias_shape=(2, 3 * _U),
+          return_sequences=True, masked=True, zero_output_for_mask=True, dropout=True, initial=True)
+_rnn_case("gru", 3, 3, 1, "reset_before_masked", reset_after=False, masked=True)
+_rnn_case("gru", 7, 3, 1, "reset_before_backwards_dropout_sequences", reset_after=False, go_backwards=True,
+          dropout=True, return_sequences=True)
+_rnn_case("simple_rnn", 7, 1, 1, "tanh")
+_rnn_case("simple_rnn", 7, 1, 1, "relu_sequences_masked_initial", activation="relu", return_sequences=True,
+          masked=True, initial=True)
+_rnn_case("simple_rnn", 1, 1, 1, "linear_one_step_dropout", activation="linear", dropout=True)
+
+
+# the forward recurrent ops with their weights fed at run time, as in a training step
+case("lstm", In(("batch", 7, _F)), In((_F, 4 * _U)), In((_U, 4 * _U)), In((4 * _U,)), return_sequences=True,
+     id="lstm_weights_as_inputs")
+case("gru", In(("batch", 7, _F)), In((_F, 3 * _U)), In((_U, 3 * _U)), In((2, 3 * _U)), In(("batch", 7), draw="mask"),
+     masked=True, id="gru_reset_after_masked_weights_as_inputs")
+case("gru", In(("batch", 3, _F)), In((_F, 3 * _U)), In((_U, 3 * _U)), In((3 * _U,)), reset_after=False,
+     id="gru_reset_before_weights_as_inputs")
+case("simple_rnn", In(("batch", 7, _F)), In((_F, _U)), In((_U, _U)), In((_U,)), id="simple_rnn_weights_as_inputs")
+
+
 def draw(graph, c: Case, sizes: dict, rng) -> dict[str, np.ndarray]:
     feeds = {}
     for name, spec in zip(graph.inputs, [a for a in c.args if isinstance(a, In)]):
         shape = graph.type_of(name).concrete_shape(sizes)
         if spec.draw == "ties":
             feeds[name] = rng.integers(0, 3, size=shape).astype(spec.dtype)
+        elif spec.draw == "mask":
+            feeds[name] = (rng.random(shape) < 0.6).astype(spec.dtype)
+        elif spec.draw == "positive":
+            feeds[name] = rng.uniform(0.5, 2.0, size=shape).astype(spec.dtype)
         else:
             feeds[name] = rng.standard_normal(shape).astype(spec.dtype)
     return feeds
