@@ -1,13 +1,18 @@
 /* main.c -- train a model compiled by graphc from C, with nothing but its library and header.
  *
- *   usage: train DATA_FILE [EPOCHS] [BATCH] [LEARNING_RATE]
+ *   usage: train DATA_FILE [EPOCHS] [BATCH] [LEARNING_RATE] [WEIGHTS_OUT]
  *
  * DATA_FILE holds two float32 tensors, each a line "name rank d0 d1 ..." followed by its values
  * (whitespace separated, row-major): the inputs x (samples first) and the targets y. The program
  * runs EPOCHS passes over the samples in order, BATCH samples per gc_instance_train_step, and
  * prints "epoch K loss L" after each: L is the epoch's mean loss over its samples (as Keras's
  * fit reports it). The weights and optimizer state stay inside the instance from step to step;
- * LEARNING_RATE, when given, replaces the library's through gc_instance_set_hyperparameter.
+ * LEARNING_RATE, when given (and not "-"), replaces the library's through
+ * gc_instance_set_hyperparameter. With WEIGHTS_OUT the program then evaluates the trained model on
+ * the same samples (gc_instance_eval_step: inference mode, nothing updated), prints
+ * "evaluate loss L" (the mean over samples, as Keras's evaluate reports it) and saves the weights
+ * and optimizer state to WEIGHTS_OUT (gc_instance_save_weights), a file graphc's
+ * Model.load_weights reads.
  *
  * The library comes from `graphc compile MODEL --target native --training -o build` (one model
  * input, one target); build with the Makefile:
@@ -76,9 +81,34 @@ static gc_tensor_t rows(const array_t* a, int64_t start, int64_t n) {
   return t;
 }
 
+/* The loss of the trained model over all samples (gc_instance_eval_step, BATCH at a time), then its
+   weights and optimizer state saved to `path`. */
+static int evaluate_and_save(gc_instance_t* inst, const array_t* x, const array_t* y, int64_t batch,
+                             gc_tensor_t* outputs, size_t n_out, const char* path) {
+  if (!gc_model_has_eval_step(gc_instance_model(inst))) {
+    fprintf(stderr, "train: the library has no evaluation step (graphc compile --training)\n");
+    return 1;
+  }
+  double total = 0.0;
+  float loss = 0.0f;
+  for (int64_t start = 0; start < x->shape[0]; start += batch) {
+    int64_t n = x->shape[0] - start < batch ? x->shape[0] - start : batch;
+    gc_tensor_t in = rows(x, start, n), target = rows(y, start, n);
+    memset(outputs, 0, n_out * sizeof(gc_tensor_t));
+    outputs[0].data = &loss;
+    outputs[0].size_bytes = sizeof loss;
+    if (check(gc_instance_eval_step(inst, &in, 1, &target, 1, outputs, n_out), "gc_instance_eval_step")) return 1;
+    total += (double)loss * (double)n;
+  }
+  printf("evaluate loss %.9g\n", total / (double)x->shape[0]);
+  if (check(gc_instance_save_weights(inst, path), "gc_instance_save_weights")) return 1;
+  printf("saved %s\n", path);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s DATA_FILE [EPOCHS] [BATCH] [LEARNING_RATE]\n", argv[0]);
+    fprintf(stderr, "usage: %s DATA_FILE [EPOCHS] [BATCH] [LEARNING_RATE] [WEIGHTS_OUT]\n", argv[0]);
     return 2;
   }
   int epochs = argc > 2 ? atoi(argv[2]) : 5;
@@ -114,7 +144,8 @@ int main(int argc, char** argv) {
   gc_instance_t* inst = NULL;
   if (check(gc_instance_create(model, &options, &inst), "gc_instance_create")) return 1;
   int status = 0;
-  if (argc > 4 && check(gc_instance_set_hyperparameter(inst, "learning_rate", atof(argv[4])), "set learning_rate"))
+  if (argc > 4 && strcmp(argv[4], "-") != 0 &&
+      check(gc_instance_set_hyperparameter(inst, "learning_rate", atof(argv[4])), "set learning_rate"))
     status = 1;
   size_t n_out = gc_model_num_step_outputs(model);
   gc_tensor_t* outputs = (gc_tensor_t*)calloc(n_out, sizeof(gc_tensor_t));
@@ -135,6 +166,7 @@ int main(int argc, char** argv) {
     }
     if (status == 0) printf("epoch %d loss %.9g\n", epoch, total / (double)x.shape[0]);
   }
+  if (status == 0 && argc > 5) status = evaluate_and_save(inst, &x, &y, batch, outputs, n_out, argv[5]);
   free(outputs);
   free(x.values);
   free(y.values);

@@ -429,9 +429,14 @@ class Model(Layer):
         save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
-        """Load weights from a ``.weights.h5`` or ``.keras`` file (all checked before any is set)."""
+        """Load weights from a ``.weights.h5`` or ``.keras`` file, or from a native weights file a C program
+        saved with ``gc_instance_save_weights`` (recognised by its magic); all checked before any is set."""
         from graphc.saving import load_weights
+        from graphc.saving.native_weights import is_native_weights_file, load_native_weights
 
+        if is_native_weights_file(filepath):
+            load_native_weights(self, filepath, skip_mismatch=skip_mismatch)
+            return
         load_weights(self, filepath, skip_mismatch=skip_mismatch)
 
     def __repr__(self) -> str:
