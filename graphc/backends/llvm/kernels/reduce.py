@@ -29,7 +29,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i32, i64
+from graphc.backends.llvm.irutil import F32, F64, I64, i32, i64
 from graphc.backends.llvm.kernels.checks import emit_dim_checks
 from graphc.backends.llvm.kernels.layout import contiguous_strides, same
 from graphc.ir import dims
@@ -157,8 +157,17 @@ def _decompose(k: Kernel, item, kgroups):
     return off
 
 
+# Sums over many rows into a kept row of at most this many elements accumulate in float64 (a row
+# on the kernel's stack: 32 KiB at most): a float32 running sum over, say, a batch's 25,088 pixels
+# of one channel drifts by ~1e-4 relative, which BatchNormalization's training-mode moments expose.
+_WIDE_ROW_LIMIT = 4096
+
+
 def _reduce_keep_inner(kb, out, x, groups, kind, count):
     inner = groups[-1][1]
+    if kind in _SUMS and isinstance(inner, int) and inner <= _WIDE_ROW_LIMIT:
+        _reduce_keep_inner_wide(kb, out, x, groups, kind, count)
+        return
     kouter = [g for g in groups[:-1] if not g[0]]
     rgroups = [g for g in groups if g[0]]
     k = kb.kernel(f"reduce_{kind}")
@@ -208,6 +217,65 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
 
             row_pass(fin)
     cost = dims.mul(count, inner) if isinstance(count, int) and isinstance(inner, int) else 4096
+    kb.launch(k, n_items, cost)
+
+
+def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
+    """``_reduce_keep_inner`` for sums, accumulating in a float64 row: the input is still streamed
+    once, each contiguous row widened and added into the accumulator row, rounded to float32 once."""
+    inner = groups[-1][1]
+    kouter = [g for g in groups[:-1] if not g[0]]
+    rgroups = [g for g in groups if g[0]]
+    k = kb.kernel(f"reduce_{kind}")
+    fb, b = k.fn, k.b
+    px, po = k.ptr(x), k.ptr(out)
+    vw = kb.vw
+    acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
+    vec_end = (inner // vw) * vw
+    scale = None
+    if kind in ("mean", "meansq"):
+        scale = b.fdiv(ir.Constant(F64, 1.0), b.sitofp(k.dim(count), F64))
+    n_items = dims.product([g[1] for g in kouter]) if kouter else 1
+
+    def typ(t, lanes):
+        return t if lanes == 1 else ir.VectorType(t, lanes)
+
+    def row_pass(fnc):
+        if vec_end:
+            with fb.loop(0, i64(vec_end), vw, name="v") as j:
+                fnc(j, vw)
+        if vec_end < inner:
+            with fb.loop(i64(vec_end), i64(inner), name="s") as j:
+                fnc(j, 1)
+
+    def acc_ptr(j, lanes):
+        p = b.gep(acc_row, [j], source_etype=F64)
+        return p if lanes == 1 else b.bitcast(p, typ(F64, lanes).as_pointer())
+
+    with fb.loop(k.begin, k.end, name="item") as item:
+        xoff = _decompose(k, item, kouter)
+        ooff = b.mul(item, i64(inner))
+        row_pass(lambda j, lanes: b.store(k.m.const(0.0, typ(F64, lanes)), acc_ptr(j, lanes), align=8))
+
+        def accumulate(off):
+            def step(j, lanes):
+                q = acc_ptr(j, lanes)
+                acc = b.load(q, typ=typ(F64, lanes), align=8)
+                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(F32, lanes), align=4)
+                b.store(_combine(k, kind, acc, b.fpext(v, typ(F64, lanes))), q, align=8)
+
+            row_pass(step)
+
+        _reduce_loops(k, rgroups, xoff, accumulate)
+
+        def fin(j, lanes):
+            v = b.load(acc_ptr(j, lanes), typ=typ(F64, lanes), align=8)
+            if scale is not None:
+                v = b.fmul(v, k.splat(scale, lanes) if lanes > 1 else scale)
+            b.store(b.fptrunc(v, typ(F32, lanes)), b.gep(po, [b.add(ooff, j)], source_etype=F32), align=4)
+
+        row_pass(fin)
+    cost = dims.mul(count, inner) if isinstance(count, int) else 4096
     kb.launch(k, n_items, cost)
 
 
