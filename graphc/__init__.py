@@ -23,10 +23,12 @@ from graphc.api import CompiledModel, build, lower, optimize, plan_memory, verif
 from graphc.frontend.input_layer import Input, InputLayer
 from graphc.frontend.model import Model
 from graphc.frontend.sequential import Sequential
+from graphc.quantization import quantize, quantize_report
 from graphc.saving import from_keras
 
 __version__ = "0.1.0"
 
 __all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "callbacks", "losses",
            "metrics", "optimizers", "regularizers", "constraints", "activations", "applications", "onnx",
-           "lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "from_keras", "__version__"]
+           "lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "from_keras", "quantize",
+           "quantize_report", "__version__"]

@@ -194,6 +194,9 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
         source = model
     else:
         raise TypeError(f"graphc.build expects a Model or a graphc.ir.Graph, got {type(model).__name__}")
+    if target == "native" and "quantization" in graph.meta:
+        raise NotImplementedError(f"graph {graph.name!r} is quantized (int8) and native int8 kernels are not "
+                                  "available yet; build it for the 'reference' or 'onnx' target")
     verify(graph)
     graph = optimize(graph, level) if level else graph
     if target == "native":

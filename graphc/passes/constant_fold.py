@@ -5,7 +5,7 @@ checked against), so folding cannot change a result. Typical catches: the reshap
 depthwise kernel into grouped-convolution layout, transposes and products of weights that
 other passes emit. An op is left alone when its result type is not fully static, when the
 reference's result does not match the declared type, or when folding would blow a small
-constant up into a large one (a broadcast).
+constant up into a large one (a broadcast). A quantized weight's dequantize stays (QDQ format).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ MAX_GROWTH_BYTES = 1 << 20
 
 
 def _foldable(graph: Graph, op) -> bool:
+    if op.type == "dequantize_linear":
+        return False  # quantized weights stay int8 (the QDQ format): backends fold them into integer kernels
     if not op.inputs or not all(is_constant(graph, v) for v in op.inputs):
         return False
     if any(o in graph.outputs for o in op.outputs):
