@@ -411,6 +411,17 @@ def verify_model(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+_QUANTIZE_ARGS = (
+    arg("--quantize", choices=("int8",), default=None, help="post-training int8 quantization (QDQ) "
+        "calibrated on --calibration; onnx target only (native int8 kernels are not available yet)"),
+    arg("--calibration", default=None, metavar="DATA.npz", help="--quantize: calibration samples, one "
+        "array per model input named after it (a single-input model: any one array)"),
+    arg("--calibration-method", default="minmax", choices=("minmax", "percentile", "entropy"),
+        help="--quantize: how activation ranges are calibrated (default minmax)"),
+    arg("--exclude", default=None, help="--quantize: layers that stay float, comma-separated"),
+)
+
+
 @command("compile", "compile MODEL to an ONNX file or a native library", model_argument(),
          arg("--target", choices=("native", "onnx"), required=True,
              help="native: libNAME.so, libNAME.a and NAME.h; onnx: a .onnx file"),
@@ -433,7 +444,8 @@ def verify_model(args: argparse.Namespace) -> int:
              "rmsprop)"),
          arg("--loss", default=None, help="--training: the loss (default: the model's compile(), else mse)"),
          arg("--learning-rate", type=float, default=None, help="--training: the initial learning rate (the "
-             "library's default; gc_instance_set_hyperparameter changes it)"))
+             "library's default; gc_instance_set_hyperparameter changes it)"),
+         *_QUANTIZE_ARGS)
 def compile_model(args: argparse.Namespace) -> int:
     """Write a deployable artifact of MODEL."""
     import graphc
@@ -447,6 +459,10 @@ def compile_model(args: argparse.Namespace) -> int:
         raise CLIError("--training exports native libraries only (--target native)")
     if args.triple is not None:
         _check_native_target(args)
+    if args.quantize and args.target != "onnx":
+        raise CLIError("--quantize int8: native int8 kernels are not available yet; use --target onnx (QDQ)")
+    if args.calibration and not args.quantize:
+        raise CLIError("--calibration calibrates --quantize int8")
     model = load_model(args.model)
     if args.target == "onnx":
         import graphc.onnx
@@ -455,6 +471,12 @@ def compile_model(args: argparse.Namespace) -> int:
         if os.path.isdir(path) or path.endswith(os.sep):
             os.makedirs(path, exist_ok=True)
             path = os.path.join(path, f"{symbol or model.name}.onnx")
+        if args.quantize:
+            quantized, report = _quantized(model, args)
+            print(report.table())
+            proto = graphc.onnx.export(quantized, path, opset=args.opset, optimize=False)
+            print(f"wrote {path}: int8 QDQ, opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
+            return 0
         proto = graphc.onnx.export(model, path, opset=args.opset, optimize=args.level)
         print(f"wrote {path}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes")
         return 0
@@ -482,6 +504,52 @@ def compile_model(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({kind})")
     print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
           f"kernels, {stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
+    return 0
+
+
+def _calibration_data(model, path: str | None) -> dict[str, np.ndarray]:
+    """The arrays of a calibration .npz file, by model input name."""
+    if not path:
+        raise CLIError("--quantize int8 needs --calibration DATA.npz (calibration samples)")
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path}")
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    import graphc
+
+    names = list(graphc.lower(model).inputs)
+    if len(arrays) == 1 and len(names) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise CLIError(f"{path} holds {', '.join(sorted(arrays)) or 'no arrays'}; the model's inputs are "
+                       f"{', '.join(names)} (missing: {', '.join(missing)})")
+    return {n: arrays[n] for n in names}
+
+
+def _quantized(model, args: argparse.Namespace):
+    """MODEL quantized as --calibration, --calibration-method and --exclude say, with its per-layer report."""
+    import graphc
+    from graphc.quantization import QuantizationError
+
+    data = _calibration_data(model, args.calibration)
+    try:
+        quantized = graphc.quantize(model, data, method=args.calibration_method, exclude=_csv(args.exclude),
+                                    level=args.level)
+        return quantized, graphc.quantize_report(model, quantized, data)
+    except QuantizationError as exc:
+        raise CLIError(str(exc)) from None
+
+
+@command("quantize-report", "the per-layer error of MODEL quantized to int8: max abs error and SQNR per layer",
+         model_argument(), *_QUANTIZE_ARGS[1:],
+         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"))
+def quantize_report(args: argparse.Namespace) -> int:
+    """Quantize MODEL on --calibration and print each layer's error against the float model (on the same
+    data), so that layers to keep float can be chosen with --exclude."""
+    model = load_model(args.model)
+    _, report = _quantized(model, args)
+    print(report.table())
     return 0
 
 
