@@ -541,7 +541,7 @@ def _quantized(model, args: argparse.Namespace):
         raise CLIError(str(exc)) from None
 
 
-@command("quantize-report", "the per-layer error of MODEL quantized to int8: max abs error and SQNR per layer",
+@command("quantize", "quantize MODEL to int8 on calibration data and print each layer's error against float",
          model_argument(), *_QUANTIZE_ARGS[1:],
          arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level (default 2)"))
 def quantize_report(args: argparse.Namespace) -> int:

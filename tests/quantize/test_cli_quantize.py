@@ -1,4 +1,4 @@
-"""``graphc compile --quantize int8`` and ``graphc quantize-report`` on a bundled example."""
+"""``graphc compile --quantize int8`` and ``graphc quantize`` on a bundled example."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def test_native_int8_is_refused_with_a_clear_message(tmp_path, rng, capsys):
 
 def test_quantize_report_and_its_errors(tmp_path, rng, capsys):
     path = _calibration(tmp_path, rng)
-    assert main(["quantize-report", "mlp", "--calibration", path, "--exclude", "dense_2"]) == 0
+    assert main(["quantize", "mlp", "--calibration", path, "--exclude", "dense_2"]) == 0
     assert "dense_2" in capsys.readouterr().out
-    assert main(["quantize-report", "mlp", "--calibration", path, "--exclude", "dense_9"]) == 1
+    assert main(["quantize", "mlp", "--calibration", path, "--exclude", "dense_9"]) == 1
     assert "exclude names no layer of the model: 'dense_9'" in capsys.readouterr().err
-    assert main(["quantize-report", "mlp", "--calibration", str(tmp_path / "none.npz")]) == 1
+    assert main(["quantize", "mlp", "--calibration", str(tmp_path / "none.npz")]) == 1
     assert "no such file" in capsys.readouterr().err
     assert main(["compile", "mlp", "--target", "onnx", "--quantize", "int8", "-o", str(tmp_path / "m.onnx")]) == 1
     assert "needs --calibration" in capsys.readouterr().err
