@@ -36,8 +36,9 @@ static int check(gc_status_t status, const char* what) {
   return 1;
 }
 
-/* The largest input this example reads (bytes): a file cannot make it allocate more. */
-#define MAX_INPUT_BYTES ((size_t)1 << 32)
+/* The largest input this example reads (bytes): a file cannot make it allocate more. 4 GiB, or half
+   the address space where size_t has 32 bits (WebAssembly). */
+#define MAX_INPUT_BYTES (SIZE_MAX > 0xFFFFFFFFu ? (size_t)0xFFFFFFFFu + 1u : SIZE_MAX / 2)
 
 /* *out = a * b, or 1 when that does not fit in a size_t. */
 static int mul_overflows(size_t a, size_t b, size_t* out) {

@@ -85,12 +85,13 @@ class LibraryFiles:
     toolchain: toolchain.Toolchain = toolchain.HOST
 
 
-def _files(directory: Path, sym: str, external: bool) -> LibraryFiles:
-    return LibraryFiles(directory=directory, name=sym, symbol=sym, shared=directory / f"lib{sym}.so",
+def _files(directory: Path, sym: str, external: bool, tc: toolchain.Toolchain) -> LibraryFiles:
+    """The files of a library; the shared one is ``libNAME.so``, or ``NAME.wasm`` for WebAssembly."""
+    return LibraryFiles(directory=directory, name=sym, symbol=sym, shared=directory / tc.shared_name(sym),
                         static=directory / f"lib{sym}.a", header=directory / f"{sym}.h",
                         weights=directory / f"{sym}.weights" if external else None,
                         objects={"model": directory / f"{sym}.o", "descriptor": directory / f"{sym}_model.o",
-                                 "weights": directory / f"{sym}_weights.o"})
+                                 "weights": directory / f"{sym}_weights.o"}, toolchain=tc)
 
 
 def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
@@ -127,8 +128,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     lib_key = _key(code_key, weights_digest(graph))
     lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external, tc))
     toolchain.runtime_objects(tc=tc)  # the library's static archive needs them: a use, or a rebuild if evicted
-    files = _files(lib, sym, external)
-    files.toolchain = tc
+    files = _files(lib, sym, external, tc)
     files.objects["model"] = code / f"{sym}.o"
     files.objects["descriptor"] = code / f"{sym}_model.o"
     if eval_graph is not None:
@@ -212,14 +212,15 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
     blob = weights_blob(graph, entries, total)
     objects = [code / f"{sym}.o", code / f"{sym}_model.o"]
     objects += [p for p in (code / f"{sym}{EVAL_SUFFIX}.o", code / f"{sym}{EVAL_SUFFIX}_model.o") if p.exists()]
-    files = _files(d, sym, external)
+    files = _files(d, sym, external, tc)
     if external:
         write_weights_file(files.weights, digest, blob)
     else:
         bin_path = d / f"{sym}_weights.bin"
         bin_path.write_bytes(blob)
         asm = d / f"{sym}_weights.s"
-        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", Path(bin_path.name)))  # assembled in d
+        # assembled in d, where the blob is
+        asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", Path(bin_path.name), tc.wasm))
         toolchain.assemble(asm, d / f"{sym}_weights.o", tc)
         bin_path.unlink()
         objects.append(d / f"{sym}_weights.o")

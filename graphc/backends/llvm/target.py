@@ -96,12 +96,17 @@ ARCHITECTURES = {
         "neoverse-n1": ("neoverse-n1", "+neon,+fp-armv8,+crc,+lse,+rcpc,+dotprod,+fullfp16"),
         "apple-m1": ("apple-m1", "+neon,+fp-armv8,+crc,+lse,+rcpc,+dotprod,+fullfp16,+fp16fml"),
     }, "generic", "AArch64 Linux (NEON: Raspberry Pi 4, Graviton, Ampere, Apple silicon under Linux)"),
+    "wasm32-wasi": Architecture("wasm32", "unknown-wasi", {
+        "generic": ("generic", "+simd128"),
+        "mvp": ("mvp", ""),
+    }, "generic", "WebAssembly with WASI (SIMD128; wasmtime, browsers with a WASI shim)"),
 }
 _NAMED = ARCHITECTURES["x86_64-linux-gnu"].cpus
 # Other spellings of the same platforms.
 _ALIASES = {"x86_64-unknown-linux-gnu": "x86_64-linux-gnu", "x86_64-pc-linux-gnu": "x86_64-linux-gnu",
             "amd64-linux-gnu": "x86_64-linux-gnu", "aarch64-unknown-linux-gnu": "aarch64-linux-gnu",
-            "arm64-linux-gnu": "aarch64-linux-gnu"}
+            "arm64-linux-gnu": "aarch64-linux-gnu", "wasm32-unknown-wasi": "wasm32-wasi",
+            "wasm32-wasip1": "wasm32-wasi"}
 
 
 def platform_of(triple: str) -> str:
@@ -131,6 +136,8 @@ def _vector_budget(arch: str, features: str) -> tuple[int, int, bool]:
     """(widest float vector in bits, vector registers, fused multiply-add) of a CPU."""
     if arch == "aarch64":
         return 128, 32, True
+    if arch == "wasm32":  # SIMD128 (without it LLVM splits the vectors); the engine allocates registers
+        return 128, 16, False
     have = _feature_set(features)
     if "avx512f" in have:
         return 512, 32, True
@@ -186,7 +193,8 @@ def resolve_target(triple: str | None = None, cpu: str | None = None) -> TargetI
 def _target_machine(info: TargetInfo, opt: int):
     _init()
     target = llvm.Target.from_triple(info.triple)
-    return target.create_target_machine(cpu=info.cpu, features=info.features, opt=opt, reloc="pic",
+    reloc = "static" if info.arch == "wasm32" else "pic"  # a .wasm module is linked whole: no PIC
+    return target.create_target_machine(cpu=info.cpu, features=info.features, opt=opt, reloc=reloc,
                                         codemodel="default")
 
 

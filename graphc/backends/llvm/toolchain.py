@@ -12,8 +12,11 @@ The compiler is ``$CC`` or the first of cc, gcc, clang on PATH; its absence is r
 the first native build, with what to install. Libraries for another platform (cross-compiling,
 ``triple="aarch64-linux-gnu"``) are built by that platform's GNU toolchain
 (``aarch64-linux-gnu-gcc`` and ``-ar`` from Debian's ``gcc-aarch64-linux-gnu``, or
-``$CC_aarch64_linux_gnu`` / ``$AR_aarch64_linux_gnu``); :class:`Toolchain` is the C compiler and
-archiver of one platform, and every function here takes one (the host's by default).
+``$CC_aarch64_linux_gnu`` / ``$AR_aarch64_linux_gnu``; for ``wasm32-wasi``, clang with wasi-libc,
+lld and ``llvm-ar``); :class:`Toolchain` is the C compiler and archiver of one platform, and every
+function here takes one (the host's by default). For WebAssembly the shared library is
+``NAME.wasm``, a WASI reactor module exporting the C ABI (and ``malloc``/``free``, so that its host
+can place tensors in its memory).
 
 Builds are reproducible: sources are compiled from their own directory under relative names (no
 temporary path reaches an object file), shared libraries carry no build id and archives are
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -81,17 +85,32 @@ def cc_version(cc: str) -> str:
 
 @dataclass(frozen=True)
 class CrossTools:
-    """How to find one platform's cross toolchain, and what provides it."""
+    """How to find one platform's cross toolchain, what provides it, and how it builds."""
 
-    prefix: str  # of the GNU tools' names: aarch64-linux-gnu-
+    compilers: tuple[str, ...]  # C compilers to look for, in order
+    archivers: tuple[str, ...]
     packages: str  # Debian packages that install them
-    emulator: str  # the qemu-user program that runs its executables
-    sysroot: str  # its libraries, for the emulator (-L)
+    emulator: str  # what runs its programs here: a qemu-user program, or a Python module
+    emulator_install: str
+    sysroot: str = ""  # its libraries, for qemu (-L)
+    flags: tuple[str, ...] = ()  # given to every compile and link
+    link_flags: tuple[str, ...] = ()  # given to every link (after the objects)
+    pic: bool = True  # position-independent code (not for a WebAssembly module, linked whole)
+    shared: str = "lib{}.so"  # the shared library's file name
 
+
+WASM_STACK_BYTES = 8 << 20  # a WebAssembly module's stack is fixed at link time (the default is 64 kB)
 
 CROSS_TOOLS = {
-    "aarch64-linux-gnu": CrossTools("aarch64-linux-gnu-", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
-                                    "qemu-aarch64", "/usr/aarch64-linux-gnu"),
+    "aarch64-linux-gnu": CrossTools(("aarch64-linux-gnu-gcc",), ("aarch64-linux-gnu-ar",),
+                                    "gcc-aarch64-linux-gnu libc6-dev-arm64-cross", "qemu-aarch64",
+                                    "apt-get install qemu-user", sysroot="/usr/aarch64-linux-gnu"),
+    "wasm32-wasi": CrossTools(("clang", "clang-16", "clang-15", "clang-14"), ("llvm-ar", "llvm-ar-16", "llvm-ar-15",
+                                                                              "llvm-ar-14"),
+                              "clang lld wasi-libc libclang-rt-dev-wasm32", "wasmtime", "pip install wasmtime",
+                              flags=("--target=wasm32-wasi", "-D_WASI_EMULATED_GETPID"),
+                              link_flags=("-lwasi-emulated-getpid", f"-Wl,-z,stack-size={WASM_STACK_BYTES}"),
+                              pic=False, shared="{}.wasm"),
 }
 
 
@@ -106,15 +125,30 @@ class Toolchain:
         return CROSS_TOOLS.get(self.platform) if self.platform else None
 
     def cc(self) -> str:
-        return find_cc() if self.cross is None else _find_cross_tool(self.platform, "CC", "gcc")
+        return find_cc() if self.cross is None else _find_cross_tool(self.platform, "CC", self.cross.compilers)
 
     def ar(self) -> str:
         if self.cross is not None:
-            return _find_cross_tool(self.platform, "AR", "ar")
+            return _find_cross_tool(self.platform, "AR", self.cross.archivers)
         ar = shutil.which(os.environ.get("AR", "ar"))
         if ar is None:
             raise ToolchainError("the archiver 'ar' (binutils) is needed to write a static library; install binutils")
         return ar
+
+    @property
+    def flags(self) -> list[str]:
+        return list(self.cross.flags) if self.cross else []
+
+    def compile_flags(self, flags: list[str]) -> list[str]:
+        """``flags`` for this platform: its own first, -fPIC dropped where code is not position-independent."""
+        return self.flags + [f for f in flags if self.cross is None or self.cross.pic or f != "-fPIC"]
+
+    @property
+    def wasm(self) -> bool:
+        return bool(self.platform) and self.platform.startswith("wasm")
+
+    def shared_name(self, symbol: str) -> str:
+        return (self.cross.shared if self.cross else "lib{}.so").format(symbol)
 
 
 def toolchain_for(platform: str | None) -> Toolchain:
@@ -132,17 +166,18 @@ def toolchain_for(platform: str | None) -> Toolchain:
 HOST = Toolchain()
 
 
-def _find_cross_tool(platform: str, kind: str, tool: str) -> str:
-    """``$CC_<platform>`` / ``$AR_<platform>`` (dashes as underscores), else the prefixed GNU tool on PATH."""
+def _find_cross_tool(platform: str, kind: str, names: tuple[str, ...]) -> str:
+    """``$CC_<platform>`` / ``$AR_<platform>`` (dashes as underscores), else the first of ``names`` on PATH."""
     cross = CROSS_TOOLS[platform]
     env_name = f"{kind}_{platform.replace('-', '_')}"
-    name = os.environ.get(env_name) or cross.prefix + tool
-    path = shutil.which(name)
-    if path is None:
-        raise ToolchainError(
-            f"building for {platform} needs its C toolchain, and {name!r} was not found on PATH. Install it "
-            f"(`apt-get install {cross.packages}` on Debian or Ubuntu) or set ${env_name}.")
-    return path
+    candidates = (os.environ[env_name],) if os.environ.get(env_name) else names
+    for name in candidates:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    raise ToolchainError(
+        f"building for {platform} needs its C toolchain, and {' or '.join(map(repr, candidates))} was not found on "
+        f"PATH. Install it (`apt-get install {cross.packages}` on Debian or Ubuntu) or set ${env_name}.")
 
 
 @dataclass(frozen=True)
@@ -176,11 +211,13 @@ def target_report() -> list[TargetStatus]:
             cc = None
         install = "apt-get install gcc" if host or cross is None else f"apt-get install {cross.packages}"
         emulator = None
-        if cross is not None and shutil.which(cross.emulator) and Path(cross.sysroot).is_dir():
+        if cross is not None and cross.sysroot and shutil.which(cross.emulator) and Path(cross.sysroot).is_dir():
             emulator = f"{shutil.which(cross.emulator)} -L {cross.sysroot}"
+        elif cross is not None and not cross.sysroot and importlib.util.find_spec(cross.emulator) is not None:
+            emulator = f"the Python module {cross.emulator}"
         cpus = (("host",) if host else ()) + tuple(arch.cpus)
         out.append(TargetStatus(platform, arch.description, cpus, host, cc, install, emulator,
-                                "apt-get install qemu-user" + (f" {cross.packages}" if cross else "")))
+                                cross.emulator_install if cross else ""))
     return out
 
 
@@ -228,8 +265,9 @@ def runtime_objects(extra_flags: tuple[str, ...] = (), tc: Toolchain = HOST) -> 
     try:
         inc = runtime_dir() / "include"
         for s in sources:  # from the sources' directory, by name: no path of this machine in the objects
-            run_cc([*RUNTIME_CFLAGS, *extra_flags, f"-I{inc}", "-I.", "-c", s.name,
-                    "-o", str(tmp / (s.stem + ".o"))], f"compiling the graphc runtime ({s.name})", tc, cwd=s.parent)
+            run_cc(tc.compile_flags([*RUNTIME_CFLAGS, *extra_flags, f"-I{inc}", "-I.", "-c", s.name,
+                                     "-o", str(tmp / (s.stem + ".o"))]),
+                   f"compiling the graphc runtime ({s.name})", tc, cwd=s.parent)
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished first
@@ -250,8 +288,14 @@ def asm_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def weights_asm(symbol: str, blob_path: Path) -> str:
-    """Assembly defining ``symbol`` (a C identifier) as the read-only contents of ``blob_path``."""
+def weights_asm(symbol: str, blob_path: Path, wasm: bool = False) -> str:
+    """Assembly defining ``symbol`` (a C identifier) as the read-only contents of ``blob_path``
+    (ELF, or a WebAssembly object's data segment)."""
+    if wasm:
+        return (f'\t.section .rodata.{symbol},"",@\n'
+                f"\t.globl {symbol}\n\t.hidden {symbol}\n\t.p2align 6\n{symbol}:\n"
+                f"\t.incbin {asm_string(str(blob_path))}\n\t.byte 0\n"
+                f"\t.size {symbol}, . - {symbol}\n")
     return (f'\t.section .rodata.{symbol},"a",@progbits\n'
             f"\t.globl {symbol}\n\t.hidden {symbol}\n\t.p2align 6\n"
             f"\t.type {symbol}, @object\n{symbol}:\n"
@@ -262,16 +306,23 @@ def weights_asm(symbol: str, blob_path: Path) -> str:
 
 def compile_c(source: Path, obj: Path, extra: list[str] | None = None, tc: Toolchain = HOST) -> None:
     rt = runtime_dir()
-    run_cc(["-std=c11", "-O1", "-fPIC", "-fvisibility=hidden", f"-I{rt / 'include'}", f"-I{rt / 'src'}",
-            *(extra or []), "-c", source.name, "-o", str(obj.resolve())], f"compiling {source.name}", tc,
-           cwd=source.parent)
+    run_cc(tc.compile_flags(["-std=c11", "-O1", "-fPIC", "-fvisibility=hidden", f"-I{rt / 'include'}",
+                             f"-I{rt / 'src'}", *(extra or []), "-c", source.name, "-o", str(obj.resolve())]),
+           f"compiling {source.name}", tc, cwd=source.parent)
 
 
 def assemble(source: Path, obj: Path, tc: Toolchain = HOST) -> None:
-    run_cc(["-c", source.name, "-o", str(obj.resolve())], f"assembling {source.name}", tc, cwd=source.parent)
+    run_cc([*tc.flags, "-c", source.name, "-o", str(obj.resolve())], f"assembling {source.name}", tc,
+           cwd=source.parent)
 
 
 def link_shared(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
+    """The shared library: an ELF ``.so``, or for WebAssembly a WASI reactor module exporting the C ABI
+    (every default-visibility symbol) and malloc/free."""
+    if tc.wasm:
+        run_cc([*tc.flags, "-mexec-model=reactor", "-o", str(out), *map(str, objects), "-Wl,--export-dynamic",
+                "-Wl,--export=malloc", "-Wl,--export=free", "-lm", *tc.cross.link_flags], f"linking {out.name}", tc)
+        return
     run_cc(["-shared", "-o", str(out), *map(str, objects), "-Wl,-Bsymbolic", "-Wl,--build-id=none",
             "-lpthread", "-lm"], f"linking {out.name}", tc)
 
