@@ -47,10 +47,12 @@ LOG2E = 1.4426950408889634
 EXP_HI = 88.72284  # above: +inf (float32 max is e^88.7228)
 EXP_LO = -104.0  # below: 0 (e^-104 is under half the smallest subnormal)
 SQRT_HALF_BITS = 0x3F3504F3  # float32 sqrt(1/2): subtracting it centres the mantissa on 1
-SQRT_HALF_BITS64 = 0x3FE6A09E667F3BCD
 MANTISSA = 0x7FFFFF
-MANTISSA64 = (1 << 52) - 1
 FLT_MIN = 1.1754943508222875e-38  # smallest normal float32
+ROUNDING_MAGIC = 12582912.0  # 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer, kept in the low bits
+ROUNDING_MAGIC_BITS = 0x4B400000
+ROUNDING_MAGIC64 = 6755399441055744.0  # 1.5 * 2^52, the same for doubles
+ROUNDING_MAGIC64_BITS = 0x4338000000000000
 ERF_SPLIT = 0.875
 TANH_SPLIT = 0.625
 ERF_ONE = 3.925  # erf(x) rounds to 1 in float32 from 3.9192 on
@@ -129,22 +131,20 @@ def _is_nan(b, x):
     return b.fcmp_unordered("uno", x, x)
 
 
-def _no_nan(b, x):
-    """``x`` with NaN lanes replaced by 0: a float-to-int conversion of NaN is poison in LLVM."""
-    return b.select(_is_nan(b, x), const(x.type, 0.0), x)
-
-
 def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     t = x.type
+    it = _int_type(t)
     xc = b.select(b.fcmp_ordered(">", x, const(t, EXP_HI)), const(t, EXP_HI), x)
     xc = b.select(b.fcmp_ordered("<", xc, const(t, EXP_LO)), const(t, EXP_LO), xc)
-    n = call(b, "rint", b.fmul(xc, const(t, LOG2E)))
+    # n = round(x / ln2) by the magic-number addition: its low bits are n as an integer too (no
+    # conversion instruction, and no poison from converting NaN)
+    shifted = fma(b, xc, const(t, LOG2E), const(t, ROUNDING_MAGIC))
+    n = b.fsub(shifted, const(t, ROUNDING_MAGIC))
+    ni = b.sub(b.bitcast(shifted, it), _iconst(it, ROUNDING_MAGIC_BITS))
     r = fma(b, n, const(t, -LN2_HI), xc)
     r = fma(b, n, const(t, -LN2_LO), r)
     p = poly(b, r, [1.0, 1.0, *_EXP_Q])
     # 2^n in two factors, each a normal float for n in [-150, 128]: subnormal results round once
-    it = _int_type(t)
-    ni = b.fptosi(_no_nan(b, n), it)
     n1 = b.ashr(ni, _iconst(it, 1))
     y = b.fmul(b.fmul(p, _pow2(b, n1, t)), _pow2(b, b.sub(ni, n1), t))
     y = b.select(b.fcmp_ordered(">", x, const(t, EXP_HI)), const(t, math.inf), y)
@@ -221,38 +221,46 @@ def erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return call(b, "copysign", y, x)
 
 
-def _log_f64(b, a):
-    """Natural log of positive finite doubles (a float32's magnitude, so normal), to 1e-12 relative."""
-    t = a.type
-    it = _shaped(t, I64)
-    e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(a, it), SQRT_HALF_BITS64, MANTISSA64, 52)
-    f = b.fsub(b.bitcast(m_bits, t), const(t, 1.0))
-    s = b.fdiv(f, b.fadd(f, const(t, 2.0)))
+def _log_abs_f64(b, x):
+    """log|x| in double precision (to 1e-12 relative) for finite nonzero float32 ``x``.
+
+    The reduction works on the float32 bits (subnormals scaled by 2^23 first), whose mantissa
+    m in [sqrt(1/2), sqrt(2)) converts to double exactly; then ``log m = 2 atanh(s)``."""
+    t = x.type
+    it = _int_type(t)
+    td = _shaped(t, F64)
+    ax = call(b, "fabs", x)
+    subnormal = b.fcmp_ordered("<", ax, const(t, FLT_MIN))
+    xs = b.select(subnormal, b.fmul(ax, const(t, 2.0 ** 23)), ax)
+    e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(xs, it), SQRT_HALF_BITS, MANTISSA, 23)
+    e = b.sub(e_int, b.select(subnormal, _iconst(it, 23), _iconst(it, 0)))
+    f = b.fsub(b.fpext(b.bitcast(m_bits, t), td), const(td, 1.0))
+    s = b.fdiv(f, b.fadd(f, const(td, 2.0)))
     s2 = b.fmul(s, s)
-    log1p_f = fma(b, b.fmul(s, s2), poly(b, s2, _ATANH), b.fmul(s, const(t, 2.0)))
-    return fma(b, b.sitofp(e_int, t), const(t, math.log(2.0)), log1p_f)
+    log1p_f = fma(b, b.fmul(s, s2), poly(b, s2, _ATANH), b.fmul(s, const(td, 2.0)))
+    return fma(b, b.sitofp(e, td), const(td, math.log(2.0)), log1p_f)
 
 
 def _exp_f64(b, z):
     """e^z for doubles, to 1e-11 relative; z beyond ±200 (any float32 result is 0 or inf) is clamped."""
     t = z.type
+    it = _shaped(t, I64)
     z = b.select(b.fcmp_ordered(">", z, const(t, 200.0)), const(t, 200.0), z)
     z = b.select(b.fcmp_ordered("<", z, const(t, -200.0)), const(t, -200.0), z)
-    n = call(b, "rint", b.fmul(z, const(t, LOG2E)))
+    shifted = fma(b, z, const(t, LOG2E), const(t, ROUNDING_MAGIC64))
+    n = b.fsub(shifted, const(t, ROUNDING_MAGIC64))
     r = fma(b, n, const(t, -math.log(2.0)), z)
-    it = _shaped(t, I64)
-    scale = b.shl(b.add(b.fptosi(_no_nan(b, n), it), _iconst(it, 1023)), _iconst(it, 52))
-    return b.fmul(poly(b, r, _EXP_TAYLOR), b.bitcast(scale, t))
+    biased = b.sub(b.bitcast(shifted, it), _iconst(it, ROUNDING_MAGIC64_BITS - 1023))  # n + 1023
+    return b.fmul(poly(b, r, _EXP_TAYLOR), b.bitcast(b.shl(biased, _iconst(it, 52)), t))
 
 
 def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     t = x.type
     td = _shaped(t, F64)
     ax = b.fpext(call(b, "fabs", x), td)
-    log_ax = _log_f64(b, ax)
+    log_ax = _log_abs_f64(b, x)
     log_ax = b.select(b.fcmp_ordered("==", ax, const(td, 0.0)), const(td, -math.inf), log_ax)
-    log_ax = b.select(b.fcmp_ordered("==", ax, const(td, math.inf)), ax, log_ax)
-    log_ax = b.select(_is_nan(b, ax), ax, log_ax)
+    log_ax = b.select(b.fcmp_unordered("==", ax, const(td, math.inf)), ax, log_ax)  # inf and NaN
     magnitude = b.fptrunc(_exp_f64(b, b.fmul(b.fpext(y, td), log_ax)), t)
     integer = b.fcmp_ordered("==", call(b, "rint", y), y)  # ±inf count as (even) integers
     half = b.fmul(y, const(t, 0.5))
