@@ -3,6 +3,7 @@
 ::
 
     proto = graphc.onnx.export(model, "model.onnx")          # also returns the onnx.ModelProto
+    step = graphc.onnx.export_training_step(model, "step.onnx")  # compiled model: one training step
     report = graphc.onnx.verify(model, x, per_layer=True)     # graphc reference vs onnxruntime
     print(report)                                            # per output (and per layer) errors
 
@@ -25,9 +26,11 @@ from graphc.ir.types import is_float, is_int
 if TYPE_CHECKING:
     import onnx as _onnx
 
+    from graphc.backends.onnx.training_step import TrainingStepExport
     from graphc.backends.onnx.verify import VerifyReport
 
-__all__ = ["export", "verify", "to_graph", "random_inputs", "default_opset"]  # and OnnxExportError (lazy)
+__all__ = ["export", "export_training_step", "verify", "to_graph", "random_inputs",
+           "default_opset"]  # and OnnxExportError (lazy)
 
 
 def __getattr__(name: str):
@@ -89,6 +92,30 @@ def export(model_or_graph: Any, path: str | Path | None = None, opset: int | Non
     if path is not None:
         save(proto, path)
     return proto
+
+
+def export_training_step(model: Any, path: str | Path | None = None, y: Any = None, sample_weight: Any = None,
+                         opset: int | None = None) -> TrainingStepExport:
+    """Export compiled ``model``'s whole training step (forward, loss, gradients, optimizer update,
+    metrics) as one plain ONNX graph; writes ``path`` when given.
+
+    Inputs: the batch (model inputs, ``<output>_true`` targets, ``<output>_sample_weight`` when
+    ``sample_weight`` is given), ``learning_rate``, and the state: every weight, BatchNormalization
+    moving statistic, optimizer slot and the optimizer's ``iterations``, under graphc's names, each
+    with its current value as the default. Outputs: ``loss``, per-output losses, metric totals, and
+    each state input ``w`` updated as ``w.next``. ``y`` (one batch of targets) gives the targets'
+    dtypes and shapes (default: those of the steps already run, else float32 shaped like the outputs).
+    Training-mode randomness (Dropout...) is refused, naming the layer. Returns a
+    :class:`~graphc.backends.onnx.training_step.TrainingStepExport` (the ModelProto, the input and
+    output names, the initial state). See :mod:`graphc.backends.onnx.training_step`.
+    """
+    from graphc.backends.onnx.export import save
+    from graphc.backends.onnx.training_step import export_training_step as _export
+
+    result = _export(model, y, sample_weight, opset)
+    if path is not None:
+        save(result.model, path)
+    return result
 
 
 def verify(model: Any, inputs: Any = None, per_layer: bool = False, rtol: float = 1e-4, atol: float = 1e-5,
