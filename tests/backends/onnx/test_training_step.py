@@ -187,3 +187,18 @@ def test_an_uncompiled_model_is_refused():
     model = graphc.Sequential([graphc.Input((4,)), layers.Dense(1)])
     with pytest.raises(RuntimeError, match="compiled model"):
         graphc.onnx.export_training_step(model)
+
+
+def test_sample_weights_are_a_batch_input(rng):
+    onnx_model, ref = _twins(_mlp, 2)
+    x, y = _batches(ref, rng, 3)[0]
+    sw = np.asarray([0.5, 2.0, 0.0], dtype=np.float32)
+    exported = graphc.onnx.export_training_step(onnx_model, y=y, sample_weight=sw)
+    assert exported.batch_inputs[2].endswith("_sample_weight")
+    feeds = dict(zip(exported.batch_inputs, [x, y, sw]))
+    names = [exported.loss, *exported.updates.values()]
+    result = dict(zip(names, make_session(exported.model).run(names, feeds)))  # the state from its defaults
+    want = ref.train_on_batch(x, y, sample_weight=sw)
+    _close(result[exported.loss], want[0] if isinstance(want, list) else want, "weighted loss")
+    for var, value in zip(onnx_model.weights, ref.get_weights()):
+        _close(result[exported.updates[var.path]], value, f"{var.path} after a weighted step")
