@@ -35,6 +35,7 @@ import numpy as np
 
 from graphc.frontend.layer import Variable
 from graphc.frontend.model import Model
+from graphc.saving import custom_objects as custom_objects_module
 from graphc.saving import functional, layout, optimizer_state
 from graphc.saving.errors import KerasFormatError, UnsupportedKerasError
 
@@ -159,11 +160,19 @@ def _serialize_compile_value(value: Any, key: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [_serialize_compile_value(v, key) for v in value]
     if hasattr(value, "get_config"):
+        config = json.loads(json.dumps(value.get_config(), default=_json_default))
+        if not type(value).__module__.startswith("graphc."):  # the user's class, named as Keras names it
+            module = type(value).__module__
+            return {"module": None if module == "__main__" else module, "class_name": type(value).__name__,
+                    "config": config,
+                    "registered_name": custom_objects_module.get_registered_name(type(value))}
         module = {"optimizer": "keras.optimizers", "loss": "keras.losses"}.get(key, "keras.metrics")
-        return {"module": module, "class_name": type(value).__name__,
-                "config": json.loads(json.dumps(value.get_config(), default=_json_default)), "registered_name": None}
+        return {"module": module, "class_name": type(value).__name__, "config": config, "registered_name": None}
     if callable(value) and getattr(value, "__name__", "<lambda>") != "<lambda>":
-        return value.__name__
+        if hasattr(value, "_graphc_values"):  # graphc's own loss and metric functions: Keras's names
+            return value.__name__
+        return {"module": "builtins", "class_name": "function",
+                "config": custom_objects_module.get_registered_name(value), "registered_name": "function"}
     raise UnsupportedKerasError(f"cannot write the compile argument {key}={value!r} in the Keras format")
 
 
@@ -201,7 +210,8 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
     if compile_config:
         kwargs = {k: v for k, v in compile_config.items() if k in _KERAS_COMPILE_KEYS}
         try:
-            model.compile(**kwargs)
+            with custom_objects_module.custom_object_scope(custom_objects):
+                model.compile(**kwargs)
         except (TypeError, ValueError, NotImplementedError) as exc:
             # The model still loads for inference; its compile configuration is kept and written back.
             model._compile_config = kwargs

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.saving import custom_objects
 from graphc.training import losses as losses_mod
 from graphc.training import metrics as metrics_mod
 from graphc.training import optimizers as optimizers_mod
@@ -67,6 +68,7 @@ class Trainer:
             losses_mod.get(entry)
         if weighted_metrics:
             raise ValueError("compile(weighted_metrics=...) is not supported by graphc")
+        self._custom_objects = custom_objects.active_objects()  # metrics resolve again on the first batch
         self.output_names: list[str] | None = None
         self.specs: list[OutputSpec] | None = None
         self.loss_tracker = Mean(name="loss")
@@ -82,7 +84,8 @@ class Trainer:
             return
         self.output_names = list(self.model.output_names)
         self.losses = self._per_output(self._user_loss, "loss", allow_single_for_all=True)
-        self.loss_objects = [None if entry is None else losses_mod.get(entry) for entry in self.losses]
+        with custom_objects.custom_object_scope(self._custom_objects):
+            self.loss_objects = [None if entry is None else losses_mod.get(entry) for entry in self.losses]
         self.loss_weights = self._weights(self._user_loss_weights, len(self.output_names))
 
     # ------------------------------------------------------------------ configuration
@@ -158,7 +161,8 @@ class Trainer:
             resolved = []
             for m in ms:
                 true_shape = tuple(np.shape(y)) if y is not None else pred_shapes[i]
-                resolved.append(metrics_mod.get(m, true_shape, pred_shapes[i]))
+                with custom_objects.custom_object_scope(self._custom_objects):
+                    resolved.append(metrics_mod.get(m, true_shape, pred_shapes[i]))
             specs.append(OutputSpec(name, loss, self.loss_weights[i], resolved, f"{name}_" if n > 1 else ""))
         self.specs = specs
         with_loss = [s for s in specs if s.loss is not None]

@@ -6,7 +6,8 @@ every value). Formulas follow Keras 3 on its torch backend: probabilities are cl
 ``[1e-7, 1 - 1e-7]``; categorical crossentropy first renormalizes ``y_pred`` to sum to one;
 ``y_true`` and ``y_pred`` whose ranks differ by one are squeezed/expanded on the last axis.
 Called on arrays (``loss(y_true, y_pred)``), a loss runs the same ops through the reference
-interpreter. Custom Python loss functions cannot be lowered and are refused.
+interpreter. The user's loss functions and ``Loss`` subclasses defining ``call`` are written with
+graphc ops and traced into the graph (:mod:`graphc.training.custom`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType, is_float, is_int, normalize_dtype
 from graphc.ops.builder import OpBuilder
+from graphc.training import custom
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 
@@ -383,7 +385,11 @@ msle = MSLE = mean_squared_logarithmic_error
 
 # ---------------------------------------------------------------------------- Loss classes
 class Loss:
-    """Base class: ``values(b, y_true, y_pred)`` per sample, ``emit`` reduced (mean of all values)."""
+    """Base class: ``values(b, y_true, y_pred)`` per sample, ``emit`` reduced (mean of all values).
+
+    A subclass written the Keras way defines ``call(self, y_true, y_pred)`` with graphc ops instead of
+    ``values``: it is traced, on targets and predictions cast to the loss's dtype as Keras casts them.
+    """
 
     def __init__(self, name: str | None = None, reduction: str = "sum_over_batch_size", dtype=None):
         if reduction not in ("sum_over_batch_size", "mean", "sum", "none", None):
@@ -394,7 +400,21 @@ class Loss:
         self.dtype = dtype
 
     def values(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
+        if type(self).call is Loss.call:
+            raise NotImplementedError(f"{type(self).__name__} defines neither call() nor values()")
+        dtype = self.compute_dtype
+        what = f"loss {type(self).__name__}.call ({self.name!r})"
+        value = custom.trace_values(self.call, what, b, (as_dtype(b, y_true, dtype), as_dtype(b, y_pred, dtype)), {})
+        return as_dtype(b, value, dtype)
+
+    def call(self, y_true, y_pred):
+        """Keras's per-sample loss on tensors; subclasses define it with graphc ops."""
         raise NotImplementedError
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype targets, predictions and values take (Keras's ``dtype``, float32 by default)."""
+        return normalize_dtype(self.dtype) if self.dtype else "float32"
 
     def emit(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
         """The reduced loss value (a scalar) as graph ops."""
@@ -440,20 +460,27 @@ def _snake(name: str) -> str:
 
 
 class LossFunctionWrapper(Loss):
-    """A loss function (graph emitter) with its keyword arguments."""
+    """A loss function with its keyword arguments: graphc's (a graph emitter) or the user's, written with
+    graphc ops and traced on targets and predictions cast to the loss's dtype and brought to one rank."""
 
     def __init__(self, fn, reduction: str = "sum_over_batch_size", name: str | None = None, dtype=None, **kwargs):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         values = getattr(fn, "_graphc_values", None)
         if values is None:
-            raise ValueError(f"{fn!r} is not a graphc loss function; custom Python losses cannot be "
-                             f"compiled into the training graph (use one of {', '.join(sorted(_FUNCTIONS))})")
+            custom.check_traceable(fn, "loss")
+            values = self._traced
         self.fn = fn
         self._fn_kwargs = kwargs
         self._values = values
 
     def values(self, b, y_true, y_pred):
         return self._values(b, y_true, y_pred, **self._fn_kwargs)
+
+    def _traced(self, b: OpBuilder, y_true: str, y_pred: str, **kwargs) -> str:
+        dtype = self.compute_dtype
+        y_true, y_pred = same_rank(b, as_dtype(b, y_true, dtype), as_dtype(b, y_pred, dtype))
+        value = custom.trace_values(self.fn, custom.describe("loss function", self.fn), b, (y_true, y_pred), kwargs)
+        return as_dtype(b, value, dtype)
 
     def get_config(self) -> dict:
         return {**super().get_config(), **self._fn_kwargs}
@@ -612,8 +639,16 @@ def get(identifier: Any) -> Loss:
             return LossFunctionWrapper(globals()[name], name=identifier)
         if name in _CLASSES:
             return _CLASSES[name]()
-        raise ValueError(f"unknown loss {identifier!r}; graphc knows "
-                         f"{', '.join(sorted(set(_FUNCTIONS) | set(_ALIASES) | set(_CLASSES)))}")
+        from graphc.saving.custom_objects import get_registered_object
+
+        found = get_registered_object(identifier)
+        if found is None:
+            raise ValueError(f"unknown loss {identifier!r}; graphc knows "
+                             f"{', '.join(sorted(set(_FUNCTIONS) | set(_ALIASES) | set(_CLASSES)))} and the user's "
+                             "losses given as custom_objects or registered with register_keras_serializable")
+        return found() if isinstance(found, type) else LossFunctionWrapper(found, name=identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
     if callable(identifier):
         return LossFunctionWrapper(identifier, name=getattr(identifier, "__name__", None))
     raise ValueError(f"cannot interpret {identifier!r} as a loss")
@@ -625,9 +660,16 @@ def serialize(loss: Loss) -> dict:
 
 
 def deserialize(config: dict) -> Loss:
+    """A Loss from Keras's serialization: graphc's classes and functions by name, the user's (functions and
+    ``Loss`` subclasses) through ``custom_objects`` or the registry."""
     name = config.get("class_name")
     if name in _CLASSES:
         return _CLASSES[name].from_config(dict(config.get("config") or {}))
     if name == "function" or isinstance(config.get("config"), str):
-        return get(config["config"])
-    raise ValueError(f"unknown loss class {name!r} in {config!r}")
+        fn_name = config["config"]
+        if _ALIASES.get(fn_name, fn_name) in _FUNCTIONS:
+            return get(fn_name)
+        fn = custom.find_object("loss function", fn_name)
+        return LossFunctionWrapper(fn, name=getattr(fn, "__name__", fn_name))
+    cls = custom.find_object("loss class", config.get("registered_name"), name)
+    return cls.from_config(dict(config.get("config") or {}))

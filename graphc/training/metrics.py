@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ops.builder import OpBuilder
+from graphc.training import custom
 from graphc.training import losses as _losses
 from graphc.training.losses import as_dtype, run_on_arrays, same_rank, sparse_labels
 
@@ -80,16 +81,27 @@ class Mean(Metric):
 
 
 class MeanMetricWrapper(Metric):
-    """The mean of ``fn(y_true, y_pred)`` per-sample values (``fn`` emits graph ops)."""
+    """The mean of ``fn(y_true, y_pred)`` per-sample values: graphc's ``fn`` emits graph ops, the user's is
+    written with graphc ops and traced (on the targets and predictions as they come, as Keras calls it; its
+    values are cast to float32 as Keras's ``Mean`` casts them)."""
 
     def __init__(self, fn, name: str | None = None, dtype=None, **kwargs):
-        super().__init__(name=name or getattr(fn, "__name__", None), dtype=dtype)
-        self._fn = getattr(fn, "_graphc_values", fn)
+        super().__init__(name=name, dtype=dtype)  # Keras's default: the class's name, not the function's
+        emitter = getattr(fn, "_graphc_values", None)
+        if emitter is None and not getattr(fn, "__module__", "").startswith("graphc."):  # the user's function
+            custom.check_traceable(fn, "metric")
+            self.fn = fn
+            emitter = self._traced
+        self._fn = emitter or fn
         self._fn_kwargs = kwargs
 
     def values(self, b: OpBuilder, y_true: str, y_pred: str) -> str:
         """Per-sample metric values as graph ops."""
         return self._fn(b, y_true, y_pred, **self._fn_kwargs)
+
+    def _traced(self, b: OpBuilder, y_true: str, y_pred: str, **kwargs) -> str:
+        value = custom.trace_values(self.fn, custom.describe("metric function", self.fn), b, (y_true, y_pred), kwargs)
+        return custom.as_float(b, value)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         v = np.asarray(run_on_arrays(self.values, y_true, y_pred), dtype=np.float64)
@@ -474,8 +486,13 @@ def get(identifier: Any, true_shape: tuple | None = None, pred_shape: tuple | No
         if name in _CLASSES:
             return _CLASSES[name].from_config(dict(identifier.get("config") or {}))
         if isinstance(identifier.get("config"), str):
-            return get(identifier["config"], true_shape, pred_shape)
-        raise ValueError(f"unknown metric class {name!r} in {identifier!r}")
+            fn_name = identifier["config"]
+            if name != "function" or fn_name.lower() in ("accuracy", "acc") or fn_name in _BY_NAME:
+                return get(fn_name, true_shape, pred_shape)
+            fn = custom.find_object("metric function", fn_name)
+            return MeanMetricWrapper(fn, name=getattr(fn, "__name__", fn_name))
+        cls = custom.find_object("metric class", identifier.get("registered_name"), name)
+        return cls.from_config(dict(identifier.get("config") or {}))
     if isinstance(identifier, str):
         if identifier.lower() in ("accuracy", "acc"):
             if true_shape is None or pred_shape is None:
@@ -487,9 +504,16 @@ def get(identifier: Any, true_shape: tuple | None = None, pred_shape: tuple | No
             return metric
         if identifier in _CLASSES:
             return _CLASSES[identifier]()
-        raise ValueError(f"unknown metric {identifier!r}; graphc knows accuracy, acc, "
-                         f"{', '.join(sorted(set(_BY_NAME) | set(_CLASSES)))}")
-    if callable(identifier) and hasattr(identifier, "_graphc_values"):
-        return MeanMetricWrapper(identifier, name=identifier.__name__)
-    raise ValueError(f"cannot interpret {identifier!r} as a metric; custom Python metric functions cannot be "
-                     "compiled into the graph")
+        from graphc.saving.custom_objects import get_registered_object
+
+        found = get_registered_object(identifier)
+        if found is None:
+            raise ValueError(f"unknown metric {identifier!r}; graphc knows accuracy, acc, "
+                             f"{', '.join(sorted(set(_BY_NAME) | set(_CLASSES)))} and the user's metrics given as "
+                             "custom_objects or registered with register_keras_serializable")
+        return found() if isinstance(found, type) else MeanMetricWrapper(found, name=identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return identifier()
+    if callable(identifier):
+        return MeanMetricWrapper(identifier, name=getattr(identifier, "__name__", None))
+    raise ValueError(f"cannot interpret {identifier!r} as a metric")
