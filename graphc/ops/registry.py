@@ -43,7 +43,7 @@ class OpDef:
     fusion_kind: str = "opaque"
     uses_dims: bool = False  # reference takes ``bindings=`` (free dims bound at run time)
     not_differentiable: bool = False
-    training_only: bool = False  # appears only in training graphs (gradients, updates), never exported to ONNX
+    training_only: bool = False  # appears only in training graphs (gradients, updates); exported in ONNX training steps
     vjp: Callable[..., Any] | None = None
     to_onnx: Callable[..., Any] | None = None
     lower: Callable[..., Any] | None = None
