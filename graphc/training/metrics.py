@@ -63,8 +63,18 @@ class Metric:
     def from_config(cls, config: dict) -> Metric:
         return cls(**config)
 
+    def add_variable(self, shape=(), initializer="zeros", dtype=None, aggregation="sum", name=None):
+        """Keras's metric state variables: refused, graphc compiles a metric's per-batch values, not its
+        ``update_state``."""
+        raise NotImplementedError(_STATEFUL_REFUSAL.format(cls=type(self).__name__, what="add_variable()"))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+
+_STATEFUL_REFUSAL = ("metric {cls}: {what} is not supported by graphc: a metric with its own state and update_state() "
+                     "cannot be compiled into the step; write it as a function of (y_true, y_pred) with graphc ops "
+                     "(compiled as the mean of its values) or a MeanMetricWrapper subclass")
 
 
 class Mean(Metric):
@@ -480,6 +490,8 @@ def get(identifier: Any, true_shape: tuple | None = None, pred_shape: tuple | No
     "accuracy"/"acc" need the target and prediction shapes to pick the accuracy kind.
     """
     if isinstance(identifier, Metric):
+        if not hasattr(identifier, "values") and not hasattr(identifier, "emit_totals"):
+            raise ValueError(_STATEFUL_REFUSAL.format(cls=type(identifier).__name__, what="update_state()"))
         return identifier
     if isinstance(identifier, dict):
         name = identifier.get("class_name")

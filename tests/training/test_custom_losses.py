@@ -270,3 +270,37 @@ def test_keras_functions_are_refused_by_name(keras):
         model.compile("sgd", loss=keras.losses.mean_squared_error)
     with pytest.raises(ValueError, match="metric 'mean_absolute_error' is Keras's own"):
         model.compile("sgd", loss="mse", metrics=[keras.metrics.mean_absolute_error])
+
+
+def test_mean_metric_wrapper_subclass_equals_keras(keras, rng):
+    def wrapper(lib, ops):
+        class WithinTenth(lib.metrics.MeanMetricWrapper):
+            def __init__(self, name="within_tenth", dtype=None):
+                super().__init__(lambda t, p: ops.cast(ops.abs(t - p) < 0.1, "float32"), name=name, dtype=dtype)
+
+        return WithinTenth
+
+    model, kmodel = _mlp(graphc), _mlp(keras)
+    kmodel.set_weights(model.get_weights())
+    model.compile("sgd", loss="mse", metrics=[wrapper(graphc, graphc.ops)()])
+    kmodel.compile("sgd", loss="mse", metrics=[wrapper(keras, keras.ops)()])
+    x, y = _data(rng)
+    _assert_histories(model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0),
+                      kmodel.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0))
+
+
+def test_metrics_with_their_own_state_are_refused_by_name():
+    class TruePositives(graphc.metrics.Metric):
+        def __init__(self, name="true_positives"):
+            super().__init__(name=name)
+            self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    with pytest.raises(NotImplementedError, match="metric TruePositives: add_variable.. is not supported"):
+        TruePositives()
+
+    class Tally(graphc.metrics.Metric):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.total += 1
+
+    with pytest.raises(ValueError, match="metric Tally: update_state.. is not supported by graphc"):
+        _mlp(graphc).compile("sgd", loss="mse", metrics=[Tally()])
