@@ -1,8 +1,9 @@
-"""Native libraries built for another platform, run under its emulator (qemu-user) in tests.
+"""Native libraries built for another platform, run under its emulator in tests: qemu-user for
+aarch64, wasmtime (its Python module) for wasm32-wasi.
 
-With ``GRAPHC_TEST_TRIPLE=aarch64-linux-gnu``, :func:`tests.backends.llvm.helpers.load` builds for
-that platform and returns an :class:`EmulatedLibrary`: each run is a small C program
-(``emulated_runner.c``, linked with the model's static library) executed under qemu-user, so the
+With ``GRAPHC_TEST_TRIPLE=aarch64-linux-gnu`` (or ``wasm32-wasi``), :func:`tests.backends.llvm.helpers.load`
+builds for that platform and returns an :class:`EmulatedLibrary`: each run is a small C program
+(``emulated_runner.c``, linked with the model's static library) executed under the emulator, so the
 native op suite checks the cross-compiled kernels against the reference interpreter::
 
     GRAPHC_TEST_TRIPLE=aarch64-linux-gnu python -m pytest tests/backends/llvm/test_ops.py
@@ -13,6 +14,7 @@ names, instances that run); times measured under emulation say nothing about the
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -50,8 +52,12 @@ def missing_tools(platform: str) -> str | None:
         tc.ar()
     except ToolchainError as exc:
         return str(exc)
+    if not cross.sysroot:  # a Python module runs its programs
+        if importlib.util.find_spec(cross.emulator) is None:
+            return f"running {platform} programs here needs {cross.emulator} (`{cross.emulator_install}`)"
+        return None
     if shutil.which(cross.emulator) is None:
-        return f"running {platform} programs here needs {cross.emulator} (`apt-get install qemu-user`)"
+        return f"running {platform} programs here needs {cross.emulator} (`{cross.emulator_install}`)"
     if not Path(cross.sysroot).is_dir():
         return f"running {platform} programs here needs its C library in {cross.sysroot} (`apt-get install " \
                f"{cross.packages}`)"
@@ -66,8 +72,55 @@ def require_emulation(platform: str) -> None:
 
 
 def emulator_command(platform: str) -> list[str]:
+    """The qemu-user command line that runs ``platform``'s programs (Linux platforms)."""
     cross = CROSS_TOOLS[platform]
     return [shutil.which(cross.emulator) or cross.emulator, "-L", cross.sysroot]
+
+
+def link_program(platform: str, sources: list[Path], static_library: Path, include: Path, symbol: str,
+                 out: Path) -> None:
+    """A C program using one model library (``-DMODEL=symbol``), for ``platform``."""
+    tc = toolchain_for(platform)
+    proc = subprocess.run([tc.cc(), *tc.flags, "-std=c11", "-O1", f"-I{include}", f"-DMODEL={symbol}",
+                           *map(str, sources), str(static_library), "-lpthread", "-lm",
+                           *CROSS_TOOLS[platform].link_flags, "-o", str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {out.name} for {platform} failed:\n{proc.stderr}")
+
+
+_WASM: dict = {}  # the wasmtime engine ("engine") and each program's compiled module
+
+
+def run_program(platform: str, program: Path, args: list[str], cwd: Path,
+                timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs ``program`` under ``platform``'s emulator in ``cwd`` (paths in ``args`` relative to it):
+    qemu-user, or wasmtime with ``cwd`` as the module's only directory (``timeout`` is qemu's)."""
+    if CROSS_TOOLS[platform].sysroot:
+        return subprocess.run([*emulator_command(platform), str(program), *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd)
+    import wasmtime
+
+    engine = _WASM.setdefault("engine", wasmtime.Engine())
+    module = _WASM.get(program)
+    if module is None:
+        module = _WASM[program] = wasmtime.Module.from_file(engine, str(program))
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    config = wasmtime.WasiConfig()
+    config.argv = [program.name, *args]
+    out, err = cwd / f".{program.name}.stdout", cwd / f".{program.name}.stderr"
+    config.stdout_file, config.stderr_file = str(out), str(err)
+    config.preopen_dir(str(cwd), ".")
+    store.set_wasi(config)
+    code, trap = 0, ""
+    try:
+        linker.instantiate(store, module).exports(store)["_start"](store)
+    except wasmtime.ExitTrap as exc:
+        code = exc.code
+    except wasmtime.Trap as exc:  # the program crashed (out of bounds, unreachable...)
+        code, trap = 134, f"\nwasm trap: {exc}"
+    return subprocess.CompletedProcess([program.name, *args], code, out.read_text(), err.read_text() + trap)
 
 
 @dataclass
@@ -83,13 +136,8 @@ class EmulatedLibrary:
         self.inputs = [_Input(name) for name in graph.inputs]
         self.workdir = Path(tempfile.mkdtemp(prefix="graphc-emulated-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.workdir, True)
-        static = ensure_static(files)
         self.runner = self.workdir / "runner"
-        proc = subprocess.run([toolchain_for(platform).cc(), "-std=c11", "-O1", f"-I{files.directory}",
-                               f"-DMODEL={files.symbol}", str(RUNNER), str(static), "-lpthread", "-lm",
-                               "-o", str(self.runner)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"building the {platform} runner failed:\n{proc.stderr}")
+        link_program(platform, [RUNNER], ensure_static(files), files.directory, files.symbol, self.runner)
 
     def instance(self, threads: int | None = None) -> EmulatedInstance:
         return EmulatedInstance(self, threads or 1)
@@ -109,8 +157,7 @@ class EmulatedInstance:
             for a in arrays:
                 a = np.ascontiguousarray(a)
                 f.write(np.int32(a.ndim).tobytes() + np.asarray(a.shape, dtype="<i8").tobytes() + a.tobytes())
-        proc = subprocess.run([*emulator_command(lib.platform), str(lib.runner), str(inputs), str(outputs),
-                               str(self.threads)], capture_output=True, text=True, timeout=600)
+        proc = run_program(lib.platform, lib.runner, [inputs.name, outputs.name, str(self.threads)], lib.workdir)
         if proc.returncode != 0:
             raise RuntimeError(f"the {lib.platform} runner failed ({proc.returncode}): {proc.stderr.strip()}")
         return read_outputs(outputs.read_bytes())
