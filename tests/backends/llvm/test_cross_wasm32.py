@@ -10,8 +10,10 @@ those are not installed. The native op suite runs under wasmtime with
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,3 +99,33 @@ def test_embed_c_for_wasm32_prints_the_host_outputs_under_wasmtime(name, batch, 
         assert got.shape == want.shape, n
         scale = float(np.max(np.abs(want))) if want.size else 1.0
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale, err_msg=n)
+
+
+def _wasm_runner():
+    spec = importlib.util.spec_from_file_location("embed_wasm_run", EXAMPLE.parent / "embed_wasm" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["mlp", "qa_two_inputs"])
+def test_python_runs_the_wasm_module_through_the_c_abi(name, tmp_path):
+    require_emulation(WASM)
+    runner = _wasm_runner()
+    model = examples.build(name, seed=2)
+    native = graphc.build(model, target="native")
+    files = native.export_library(tmp_path, name=name, triple=WASM)
+    wasm = runner.WasmModel(files["shared"])
+    feeds = native.feeds(examples.inputs(name, np.random.default_rng(2), 3))
+    arrays = [np.asarray(feeds[n], dtype=dt) for n, dt in native._in_dtypes]
+    want = native.run(dict(zip([n for n, _ in native._in_dtypes], arrays)))
+    got = wasm.run(arrays)
+    assert [d.name for d in wasm.outputs] == list(native.output_names)
+    for g, key in zip(got, native.graph.outputs):
+        w = want[key]
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(w))), err_msg=key)
+    bad = [arrays[0][None], *arrays[1:]]  # one axis too many
+    with pytest.raises(runner.WasmModelError, match=f"input '{wasm.inputs[0].name}'"):
+        wasm.run(bad)
+    wasm.close()
