@@ -117,6 +117,13 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_eval_step": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz,
                                        ctypes.POINTER(GcTensor), sz]),
         "gc_model_has_eval_step": (ctypes.c_int, [vp]),
+        "gc_model_has_gradient_step": (ctypes.c_int, [vp]),
+        "gc_model_num_gradients": (sz, [vp]),
+        "gc_model_gradient": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc), ctypes.POINTER(sz)]),
+        "gc_instance_gradient_step": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz,
+                                           ctypes.POINTER(GcTensor), sz]),
+        "gc_instance_apply_gradients": (vp, [vp]),
+        "gc_instance_gradient_buffer": (vp, [vp, ctypes.POINTER(vp), ctypes.POINTER(sz)]),
         "gc_instance_save_weights": (vp, [vp, cp]),
         "gc_instance_set_hyperparameter": (vp, [vp, cp, ctypes.c_double]),
         "gc_instance_get_hyperparameter": (vp, [vp, cp, ctypes.POINTER(ctypes.c_double)]),
@@ -154,6 +161,9 @@ class Library:
         self.api_version = int(self.lib.gc_api_version())
         self.has_train_step = bool(self.lib.gc_model_has_train_step(self.model))
         self.has_eval_step = bool(self.lib.gc_model_has_eval_step(self.model))
+        self.has_gradient_step = bool(self.lib.gc_model_has_gradient_step(self.model))
+        # the split step's gradient buffer: (the weight it is the gradient of, byte offset) per entry
+        self.gradients = [self._gradient(i) for i in range(self.lib.gc_model_num_gradients(self.model))]
         # a training step's model inputs, targets and reported outputs (loss, metrics) by position
         self.step_counts = (int(self.lib.gc_model_num_step_inputs(self.model)),
                             int(self.lib.gc_model_num_step_targets(self.model)),
@@ -165,6 +175,12 @@ class Library:
             message = self.lib.gc_status_message(status).decode(errors="replace")
             self.lib.gc_status_release(status)
             raise NativeError(code, message, where)
+
+    def _gradient(self, index: int) -> tuple[TensorInfo, int]:
+        d, offset = GcTensorDesc(), ctypes.c_size_t()
+        self.check(self.lib.gc_model_gradient(self.model, index, ctypes.byref(d), ctypes.byref(offset)),
+                   "gc_model_gradient")
+        return TensorInfo(d), int(offset.value)
 
     def _desc(self, kind: str, index: int) -> TensorInfo:
         d = GcTensorDesc()
@@ -413,6 +429,38 @@ class Instance:
         """One evaluation step of a training library on the instance's current state (inference mode,
         nothing updated); returns the reported outputs as :meth:`train_step` does."""
         return self._step("gc_instance_eval_step", inputs, targets)
+
+    def gradient_step(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The first half of a split training step: gradients into :meth:`gradient_buffer`, layer state
+        (moving statistics) updated; returns the reported outputs as :meth:`train_step` does."""
+        return self._step("gc_instance_gradient_step", inputs, targets)
+
+    def apply_gradients(self) -> None:
+        """The second half: the optimizer's update from the gradient buffer as it is now."""
+        self._enter()
+        try:
+            self.library.check(self.library.lib.gc_instance_apply_gradients(self._handle),
+                               "gc_instance_apply_gradients")
+        finally:
+            self._busy.release()
+
+    def gradient_buffer(self) -> np.ndarray:
+        """The instance's gradient buffer as a writable 1-D NumPy array over its memory (no copy): float32
+        when every gradient is float32, else uint8 bytes. It stays valid while the instance is open (the
+        array keeps the instance alive); write into it in place, e.g. an all-reduce between the steps."""
+        self._require_open()
+        ptr, size = ctypes.c_void_p(), ctypes.c_size_t()
+        self.library.check(self.library.lib.gc_instance_gradient_buffer(self._handle, ctypes.byref(ptr),
+                                                                         ctypes.byref(size)),
+                           "gc_instance_gradient_buffer")
+        raw = (ctypes.c_uint8 * max(int(size.value), 1)).from_address(ptr.value) if size.value else None
+        if raw is None:
+            return np.zeros(0, np.float32)
+        raw._owner = self  # the memory belongs to the instance
+        array = np.ctypeslib.as_array(raw)[:int(size.value)]
+        if all(info.dtype == np.float32 for info, _ in self.library.gradients):
+            return array.view(np.float32)
+        return array
 
     def _step(self, function: str, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         self._enter()

@@ -101,28 +101,39 @@ class _Compiled:
     targets: list[str] = field(default_factory=list)
     iterations: int | None = None
     learning_rate: float | None = None
+    gradients: np.ndarray | None = None  # the split step's gradient buffer (a view of the instance's)
 
 
 class NativeStepRunner:
     """Runs a trainer's step graphs as native libraries (``graphc.build(model, "native", training=True)``).
 
     ``seed`` seeds every instance's random state (``gc_options_t.seed``): a new runner with the
-    same seed draws the same dropout masks."""
+    same seed draws the same dropout masks. With ``split_step`` a training step's library also holds
+    its split step (``gc_instance_gradient_step`` / ``gc_instance_apply_gradients``), which
+    :meth:`~graphc.training.step.Step.compute_gradients` and ``apply_gradients`` run."""
 
-    def __init__(self, threads: int | None = None, seed: int = 0):
+    def __init__(self, threads: int | None = None, seed: int = 0, split_step: bool = False):
         self.threads = threads
         self.seed = seed
+        self.split_step = split_step
         self._compiled: dict[int, tuple[object, _Compiled]] = {}
 
     def compiled(self, step) -> _Compiled:
         """The library and instance of ``step`` (compiled on first use)."""
         entry = self._compiled.get(id(step))
+        split = self.split_step and step.training
+        if entry is not None and entry[0] is step and split and not entry[1].library.has_gradient_step:
+            entry = None  # compiled before the split step was asked for
         if entry is None or entry[0] is not step:
             from graphc.backends.llvm.native import compile_library
             from graphc.runtime import Library
 
             graph = step.graph
-            files = compile_library(graph)
+            if split:
+                halves = step.split()
+                files = compile_library(graph, split=(halves.gradient, halves.apply, halves.layout))
+            else:
+                files = compile_library(graph)
             library = Library(files.shared, files.symbol)
             info = graph.meta.get("train_step")
             compiled = _Compiled(library, library.instance(self.threads, seed=self.seed), list(graph.outputs),
@@ -153,6 +164,41 @@ class NativeStepRunner:
         outs = inst.train_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
         self._mark_held(step, c)
         return dict(zip(c.outputs, outs))
+
+    def gradient_step(self, step, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The gradient half of a training step (``gc_instance_gradient_step``); returns the reported outputs."""
+        c = self._split_compiled(step)
+        self._push_state(step, c)
+        arrays = {v: np.ascontiguousarray(feeds[v], dtype=c.dtypes[v]) for v in step.graph.inputs if v in feeds}
+        outs = c.instance.gradient_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
+        for name in step.layer_updates:
+            if name in step.params:
+                step.params[name].__dict__["_held"] = Held(c.instance, name)
+        return dict(zip(c.outputs, outs))
+
+    def apply_gradients(self, step) -> None:
+        """The apply half (``gc_instance_apply_gradients``) from the instance's gradient buffer."""
+        c = self._split_compiled(step)
+        self._push_state(step, c)
+        lr = float(np.float32(step.optimizer.learning_rate))
+        if lr != c.learning_rate:
+            c.instance.set_hyperparameter("learning_rate", lr)
+            c.learning_rate = lr
+        c.instance.apply_gradients()
+        self._mark_held(step, c)
+
+    def gradient_buffer(self, step) -> np.ndarray:
+        """A zero-copy view of the instance's gradient buffer (``gc_instance_gradient_buffer``)."""
+        c = self._split_compiled(step)
+        if c.gradients is None:
+            c.gradients = c.instance.gradient_buffer()
+        return c.gradients
+
+    def _split_compiled(self, step) -> _Compiled:
+        if not step.training:
+            raise ValueError("only a training step has a gradient step and an apply step")
+        self.split_step = True
+        return self.compiled(step)
 
     def _push_state(self, step, c: _Compiled) -> None:
         graph, inst = step.graph, c.instance
@@ -221,12 +267,15 @@ def linked_step_graphs(train, evaluation) -> tuple:
     return graph, eval_graph
 
 
-def train_step_library(model, *, name: str | None = None, weights: str = "embedded", cpu: str | None = None):
+def train_step_library(model, *, name: str | None = None, weights: str = "embedded", cpu: str | None = None,
+                       split_step: bool = False):
     """Compile a compiled Model's training step (forward, loss, metrics, gradients, optimizer update) and
     its evaluation step (forward in inference mode, loss, metrics) into a model library whose instances
     train it through ``gc_instance_train_step`` and evaluate it through ``gc_instance_eval_step``;
     returns its :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the
-    model's current weights and optimizer state and from the optimizer's current learning rate."""
+    model's current weights and optimizer state and from the optimizer's current learning rate. With
+    ``split_step`` it also holds the split step (``gc_instance_gradient_step``, ``gc_instance_apply_gradients``,
+    ``gc_instance_gradient_buffer``)."""
     from graphc.backends.llvm.native import compile_library
     from graphc.training.loop import standardize_x
 
@@ -237,8 +286,13 @@ def train_step_library(model, *, name: str | None = None, weights: str = "embedd
     targets = [_target_like(model, i, loss) for i, loss in enumerate(trainer.loss_objects)]
     feeds = standardize_x(model, [np.zeros((1,) + tuple(1 if d is None else int(d) for d in t.shape[1:]),
                                            dtype=t.dtype) for t in model.inputs])
-    graph, eval_graph = linked_step_graphs(trainer._step(feeds, targets, True), trainer._step(feeds, targets, False))
-    return compile_library(graph, name, weights=weights, cpu=cpu, eval_graph=eval_graph)
+    train = trainer._step(feeds, targets, True)
+    graph, eval_graph = linked_step_graphs(train, trainer._step(feeds, targets, False))
+    split = None
+    if split_step:
+        halves = train.split()
+        split = (halves.gradient, halves.apply, halves.layout)
+    return compile_library(graph, name, weights=weights, cpu=cpu, eval_graph=eval_graph, split=split)
 
 
 __all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library", "linked_step_graphs"]

@@ -18,6 +18,13 @@ the weights' constraints. Any backend can run the result; the contract is:
 
 :class:`Step` runs it (on the reference interpreter unless given another ``runner``) and keeps
 the host objects (the model's Variables, the optimizer's slots) in sync with those constants.
+
+A training step also runs in two halves (:meth:`Step.split`, what data parallelism needs): the
+*gradient step* (forward, losses, backward; it writes every trainable weight's gradient into one flat
+gradient buffer and updates the layers' own state, such as BatchNormalization's moving statistics)
+and the *apply step* (the optimizer's update, clipping included, and the constraints, reading the
+gradients back from that buffer). Both graphs are cut from the fused one, so the two halves compute
+exactly what it computes; between them the buffer may be changed (averaged across processes).
 """
 
 from __future__ import annotations
@@ -69,6 +76,97 @@ def _target_type(array: np.ndarray) -> TensorType:
 
 def target_array(array: np.ndarray, t: TensorType) -> np.ndarray:
     return np.asarray(array).astype(t.dtype, copy=False)
+
+
+@dataclass
+class GradientEntry:
+    """One trainable weight's place in the gradient buffer (entries follow the optimizer's order and
+    are packed one after the other, each aligned to its dtype's size)."""
+
+    weight: str  # the weight (a constant of the step graphs)
+    value: str  # its gradient: a value of the training graph, an output of the gradient graph
+    input: str  # the apply graph's input that reads it back
+    type: TensorType
+    offset: int  # bytes from the start of the buffer
+    nbytes: int
+
+
+@dataclass
+class SplitStep:
+    """A training step cut in two (see the module's docstring)."""
+
+    gradient: Graph  # inputs as the training graph's but the hyperparameters; outputs: reported, gradients, layer state
+    apply: Graph  # inputs: the gradients (buffer order), then the hyperparameters; outputs: the optimizer's updates
+    entries: list[GradientEntry]
+    nbytes: int  # the gradient buffer's size
+    layer_updates: dict[str, str]  # constant -> value of the gradient graph (moving statistics)
+    optimizer_updates: dict[str, str]  # constant -> value of the apply graph (weights, slots, iterations)
+
+    @property
+    def layout(self) -> list[tuple[str, str, int, int]]:
+        """(weight, gradient value, byte offset, bytes) per entry: what a native library is built with."""
+        return [(e.weight, e.value, e.offset, e.nbytes) for e in self.entries]
+
+
+def gradient_views(buffer: np.ndarray, entries: list[GradientEntry]) -> list[np.ndarray]:
+    """Each entry's gradient as an array viewing ``buffer`` (any dtype, contiguous, the buffer's bytes)."""
+    raw = buffer.reshape(-1).view(np.uint8)
+    return [raw[e.offset:e.offset + e.nbytes].view(e.type.dtype).reshape(e.type.shape) for e in entries]
+
+
+def _split_step(graph: Graph, gradients: list[tuple[str, str]], layer_updates: dict[str, str],
+                optimizer_updates: dict[str, str]) -> SplitStep:
+    """Cut the training graph into its gradient graph and its apply graph."""
+    info = graph.meta["train_step"]
+    hyper_inputs = [v for v, _ in info["hyperparameters"].values()]
+    entries, offset = [], 0
+    for weight, value in gradients:
+        t = graph.type_of(value)
+        if any(not isinstance(d, int) for d in t.shape):
+            raise ValueError(f"the gradient of weight {weight!r} has a free dimension ({t}); a gradient buffer needs "
+                             "static shapes")
+        item = np.dtype(t.dtype).itemsize
+        offset = (offset + item - 1) // item * item
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * item
+        entries.append(GradientEntry(weight, value, "", t, offset, nbytes))
+        offset += nbytes
+
+    reported = list(graph.outputs[:info["reported"]])
+    gradient = graph.copy()
+    gradient.meta.pop("output_names", None)
+    gradient.set_outputs(list(dict.fromkeys(reported + [e.value for e in entries] + list(layer_updates.values()))))
+    gradient.meta["state_updates"] = dict(layer_updates)
+    gradient.meta["train_step"] = {"targets": list(info["targets"]), "hyperparameters": {},
+                                   "reported": info["reported"]}
+    prune(gradient)
+    _drop_inputs(gradient, hyper_inputs, "gradient")
+
+    apply = graph.copy()
+    apply.meta.pop("output_names", None)
+    apply.meta.pop("step_outputs", None)
+    for e in entries:
+        e.input = apply.add_input(apply.unique_name(f"gradient/{e.weight}"), e.type)
+        apply.replace_all_uses(e.value, e.input)
+    apply.set_outputs(list(dict.fromkeys(optimizer_updates.values())))
+    apply.meta["state_updates"] = dict(optimizer_updates)
+    apply.meta["train_step"] = {"targets": [], "hyperparameters": dict(info["hyperparameters"]), "reported": 0}
+    prune(apply)
+    keep = [e.input for e in entries] + hyper_inputs
+    _drop_inputs(apply, [v for v in apply.inputs if v not in keep], "apply")
+    apply.inputs = keep
+    return SplitStep(gradient, apply, entries, offset, dict(layer_updates), dict(optimizer_updates))
+
+
+def _drop_inputs(graph: Graph, names: list[str], which: str) -> None:
+    """Remove inputs ``names`` of a split step's graph; each must be unused there."""
+    for name in names:
+        if name not in graph.inputs:
+            continue
+        if graph.num_uses(name):
+            raise ValueError(f"the {which} step would read {name!r}, which belongs to the other half of the training "
+                             "step: this optimizer cannot be split into a gradient step and an apply step")
+        graph.inputs.remove(name)
+        del graph.values[name]
 
 
 class Step:
@@ -149,6 +247,11 @@ class Step:
         self.optimizer = optimizer
         self.lr_input: str | None = None
         self.iterations: str | None = None
+        self.gradients: list[tuple[str, str]] = []  # (trainable weight, its gradient value), the optimizer's order
+        self.layer_updates: dict[str, str] = {}
+        self.optimizer_updates: dict[str, str] = {}
+        self._split: SplitStep | None = None
+        self._gradient_buffer: np.ndarray | None = None
         if training:
             self._add_backward(total, optimizer)
         outs = [total] + [v for _, v in output_losses] + [v for m in metrics for v in m[2:]]
@@ -181,6 +284,9 @@ class Step:
                                             self.iterations)
         new = apply_constraints(OpBuilder(graph, layer="optimizer"), self.params, new)
         layer_updates = dict(graph.meta.get("state_updates", {}))
+        self.gradients = [(u.constant, u.grad) for u in updates]
+        self.layer_updates = {c: v for c, v in layer_updates.items() if c not in new}
+        self.optimizer_updates = dict(new)
         self.updates = {**layer_updates, **new}
         self.slots = slots
 
@@ -226,3 +332,83 @@ class Step:
                 self.optimizer._iterations = int(array)
             graph.constants[const] = array
         return result
+
+    # ------------------------------------------------------------------ the split step
+    def split(self) -> SplitStep:
+        """This training step as a gradient step and an apply step (built once)."""
+        if not self.training:
+            raise ValueError("only a training step has a gradient step and an apply step")
+        if self._split is None:
+            self._split = _split_step(self.graph, self.gradients, self.layer_updates, self.optimizer_updates)
+        return self._split
+
+    def gradient_buffer(self) -> np.ndarray:
+        """The flat gradient buffer the gradient step writes and the apply step reads: a 1-D float32 array
+        when every gradient is float32 (else its bytes, uint8). Native runners hand out a zero-copy view of
+        the instance's own buffer; the reference runner an array of the step's. Overwrite it in place."""
+        if hasattr(self.runner, "gradient_buffer"):
+            return self.runner.gradient_buffer(self)
+        if self._gradient_buffer is None:
+            split = self.split()
+            float32 = all(e.type.dtype == "float32" for e in split.entries)
+            self._gradient_buffer = (np.zeros(split.nbytes // 4, np.float32) if float32
+                                     else np.zeros(split.nbytes, np.uint8))
+        return self._gradient_buffer
+
+    def _sync_constants(self, graph: Graph) -> None:
+        """Host state (weights, slots, iterations) into ``graph``'s constants, for the reference runner."""
+        for name, var in self.params.items():
+            if name in graph.constants:
+                graph.constants[name] = var.value
+        opt = self.optimizer
+        for name, (key, slot) in self.slots.items():
+            if name in graph.constants:
+                graph.constants[name] = opt.slots[key][slot]
+        if self.iterations in graph.constants:
+            graph.constants[self.iterations] = np.asarray(opt._iterations, dtype=np.int64)
+
+    def compute_gradients(self, feeds: dict[str, np.ndarray], targets: list[np.ndarray | None],
+                          sample_weights: list[np.ndarray | None] | None = None) -> dict[str, np.ndarray]:
+        """The gradient step on one batch: gradients into :meth:`gradient_buffer`, the layers' state updated;
+        returns the reported outputs (loss, output losses, metric totals) by value name, as :meth:`run`."""
+        feeds = dict(feeds)
+        for name, sw in zip(self.weight_inputs, sample_weights or []):
+            if name is not None:
+                feeds[name] = np.asarray(sw, dtype=np.float32)
+        all_feeds = self._target_feeds(feeds, targets)
+        if hasattr(self.runner, "gradient_step"):
+            return self.runner.gradient_step(self, all_feeds)
+        split = self.split()
+        graph = split.gradient
+        self._sync_constants(graph)
+        result = self.runner(graph, {v: all_feeds[v] for v in graph.inputs})
+        for view, e in zip(gradient_views(self.gradient_buffer(), split.entries), split.entries):
+            view[...] = result[e.value]
+        for const, value in split.layer_updates.items():
+            if const in self.params:
+                self.params[const].assign(result[value])
+            graph.constants[const] = result[value]
+        return result
+
+    def apply_gradients(self) -> None:
+        """The apply step: the optimizer's update from the gradient buffer as it is now."""
+        if hasattr(self.runner, "apply_gradients"):
+            self.runner.apply_gradients(self)
+            return
+        split = self.split()
+        graph = split.apply
+        self._sync_constants(graph)
+        feeds = {e.input: view for e, view in zip(split.entries, gradient_views(self.gradient_buffer(),
+                                                                                 split.entries))}
+        feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
+        result = self.runner(graph, feeds)
+        opt = self.optimizer
+        for const, value in split.optimizer_updates.items():
+            array = result[value]
+            if const in self.params:
+                self.params[const].assign(array)
+            elif const in self.slots:
+                key, slot = self.slots[const]
+                opt.slots[key][slot] = array
+            elif const == self.iterations:
+                opt._iterations = int(array)

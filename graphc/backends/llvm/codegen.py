@@ -127,13 +127,18 @@ class StepLink:
     ``symbol``: the model's symbol prefix instead of its name's; ``layout``: the weights layout to use
     instead of the graph's own; ``weights_symbol``: the embedded blob's symbol; ``model_symbol``: emit
     the model struct under this hidden name, without a ``gc_model_NAME`` getter (the evaluation
-    model); ``eval_step``: the evaluation model's struct, which the training model points at."""
+    model); ``eval_step``: the evaluation model's struct, which the training model points at;
+    ``gradient_step`` / ``apply_step``: the split step's two model structs, and ``gradients`` the
+    gradient buffer's entries as (weight, output of the gradient model, byte offset, bytes)."""
 
     symbol: str | None = None
     layout: tuple[list[WeightEntry], int, int] | None = None
     weights_symbol: str | None = None
     model_symbol: str | None = None
     eval_step: str | None = None
+    gradient_step: str | None = None
+    apply_step: str | None = None
+    gradients: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -493,8 +498,9 @@ class _Codegen:
         weights_sym = self.link.weights_symbol or f"gcm_{sym}_weights"
         if not self.external:
             lines.append(f"extern const unsigned char {weights_sym}[];")
-        if self.link.eval_step:
-            lines.append(f"extern const struct gc_model {self.link.eval_step};")
+        for linked in (self.link.eval_step, self.link.gradient_step, self.link.apply_step):
+            if linked:
+                lines.append(f"extern const struct gc_model {linked};")
         lines.append("")
 
         def arr(ctype: str, name: str, items: list[str]) -> str:
@@ -544,6 +550,8 @@ class _Codegen:
         step = self.train_step_tables()
         lines += step["lines"]
         eval_ref = f"&{self.link.eval_step}" if self.link.eval_step else "NULL"
+        split = self.split_step_tables()
+        lines += split["lines"]
         struct = (f"__attribute__((visibility(\"hidden\"))) const struct gc_model {self.link.model_symbol}"
                   if self.link.model_symbol else "static const struct gc_model model")
         lines += ["", f"{struct} = {{",
@@ -556,6 +564,7 @@ class _Codegen:
                   f"    gcm_{sym}_shapes, gcm_{sym}_prepare, gcm_{sym}_run,",
                   "    (const char* const*)op_errors, (const char* const*)checks,",
                   f"    {step['fields']}, {eval_ref},",
+                  f"    {split['fields']},",
                   "};", ""]
         if not self.link.model_symbol:
             lines += [f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
@@ -587,6 +596,18 @@ class _Codegen:
         fields = (f"{int(bool(train))}, {len(step_inputs)}, {len(targets)}, {len(hypers)}, {int(info['reported'])}, "
                   f"{len(updates)}, "
                   "step_inputs, step_targets, step_hypers, step_updates")
+        return {"lines": lines, "fields": fields}
+
+    def split_step_tables(self) -> dict:
+        """The gradient buffer's table (``lines``) and the model struct's split-step fields (``fields``)."""
+        link = self.link
+        if not link.gradient_step:
+            return {"lines": [], "fields": "NULL, NULL, 0, NULL, 0ULL"}
+        w_index = {w.name: i for i, w in enumerate(self.weights)}
+        defs = [f"{{{w_index[w]}, {out}, {offset}ULL, {nbytes}ULL}}" for w, out, offset, nbytes in link.gradients]
+        total = max((offset + nbytes for _, _, offset, nbytes in link.gradients), default=0)
+        lines = [f"static const gc_gradient_def_t gradient_defs[] = {{{', '.join(defs) or '{0}'}}};"]
+        fields = (f"&{link.gradient_step}, &{link.apply_step}, {len(defs)}, gradient_defs, {total}ULL")
         return {"lines": lines, "fields": fields}
 
     def header(self, graphc_h: str) -> str:

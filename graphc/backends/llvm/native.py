@@ -36,6 +36,13 @@ from graphc.ir.types import is_float, is_int
 WEIGHTS_MAGIC = b"GCWEIGHT"
 WEIGHTS_VERSION = 2
 EVAL_SUFFIX = "__eval"  # a training library's evaluation step: symbols gcm_NAME__eval_*
+GRADIENT_SUFFIX = "__gradient"  # its split step: the gradient model and the apply model
+APPLY_SUFFIX = "__apply"
+LINKED_SUFFIXES = (EVAL_SUFFIX, GRADIENT_SUFFIX, APPLY_SUFFIX)
+
+# A training library's split step: (gradient graph, apply graph, gradient buffer entries as
+# (weight, the gradient graph's output value holding its gradient, byte offset, bytes)).
+SplitGraphs = tuple[Graph, Graph, list[tuple[str, str, int, int]]]
 
 
 @cache
@@ -102,7 +109,8 @@ def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
 
 
 def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
-                    triple: str | None = None, cache: bool = True, eval_graph: Graph | None = None) -> LibraryFiles:
+                    triple: str | None = None, cache: bool = True, eval_graph: Graph | None = None,
+                    split: SplitGraphs | None = None) -> LibraryFiles:
     """Compile ``graph`` into a model library (cached); returns where its files are.
 
     ``name`` (a C identifier) names the library, its header and ``gc_model_NAME``; without it, the
@@ -111,7 +119,9 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     by code + weights. ``triple`` and ``cpu`` choose the target (:func:`.target.resolve_target`;
     no triple: the host). A training step's ``graph`` may come with its ``eval_graph`` (the
     evaluation step, whose constants are all among the training step's): both go into one library,
-    the evaluation step reading the training step's weights (``gc_instance_eval_step``).
+    the evaluation step reading the training step's weights (``gc_instance_eval_step``). ``split`` adds
+    the split step (``gc_instance_gradient_step`` / ``gc_instance_apply_gradients``): two more graphs whose
+    constants are all among the training step's, and the gradient buffer's layout.
     """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
@@ -119,21 +129,25 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     target = resolve_target(triple, cpu)
     tc = toolchain.toolchain_for(target.platform) if triple else toolchain.HOST
     sym = library_symbol(name, default=graph.name)
-    code_key = _key(structure_digest(graph), structure_digest(eval_graph) if eval_graph is not None else "", sym,
+    split_key = "" if split is None else "|".join([structure_digest(split[0]), structure_digest(split[1]),
+                                                   repr(split[2])])
+    code_key = _key(structure_digest(graph), structure_digest(eval_graph) if eval_graph is not None else "", split_key,
+                    sym,
                     weights, target.key(), _codegen_digest(),
                     toolchain.runtime_key(tc=tc), os.environ.get("GRAPHC_GEMM_TILE", ""),
                     os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""))
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
-                                                                       external, tc, eval_graph))
+                                                                       external, tc, eval_graph, split))
     lib_key = _key(code_key, weights_digest(graph))
     lib = _cached_dir("lib", lib_key, cache, lambda d: _build_library(d, code, graph, sym, external, tc))
     toolchain.runtime_objects(tc=tc)  # the library's static archive needs them: a use, or a rebuild if evicted
     files = _files(lib, sym, external, tc)
     files.objects["model"] = code / f"{sym}.o"
     files.objects["descriptor"] = code / f"{sym}_model.o"
-    if eval_graph is not None:
-        files.objects["eval_model"] = code / f"{sym}{EVAL_SUFFIX}.o"
-        files.objects["eval_descriptor"] = code / f"{sym}{EVAL_SUFFIX}_model.o"
+    for kind, suffix in (("eval", EVAL_SUFFIX), ("gradient", GRADIENT_SUFFIX), ("apply", APPLY_SUFFIX)):
+        if (code / f"{sym}{suffix}.o").exists():
+            files.objects[f"{kind}_model"] = code / f"{sym}{suffix}.o"
+            files.objects[f"{kind}_descriptor"] = code / f"{sym}{suffix}_model.o"
     files.stats = {**_read_stats(code), **_read_stats(lib)}
     return files
 
@@ -181,19 +195,30 @@ def _read_stats(directory: Path) -> dict:
 
 
 def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, external: bool,
-                tc: toolchain.Toolchain, eval_graph: Graph | None = None) -> dict:
+                tc: toolchain.Toolchain, eval_graph: Graph | None = None, split: SplitGraphs | None = None) -> dict:
     t0 = time.perf_counter()
     graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
-    link = None
+    link = StepLink()
+
+    def linked_model(linked: Graph, suffix: str) -> str:
+        """Compile a graph reading ``graph``'s weights blob as a hidden model; returns its struct's symbol."""
+        linked_sym = f"{sym}{suffix}"
+        program = generate(linked, name, target, graphc_h=graphc_h, external_weights=external,
+                           link=StepLink(symbol=linked_sym, layout=weights_layout(graph),
+                                         weights_symbol=f"gcm_{sym}_weights", model_symbol=f"gcm_{linked_sym}_model"))
+        (d / f"{linked_sym}.o").write_bytes(program.object_code)
+        (d / f"{linked_sym}_model.c").write_text(program.descriptor_c)
+        toolchain.compile_c(d / f"{linked_sym}_model.c", d / f"{linked_sym}_model.o", tc=tc)
+        return f"gcm_{linked_sym}_model"
+
     if eval_graph is not None:
-        eval_sym = f"{sym}{EVAL_SUFFIX}"
-        evaluation = generate(eval_graph, name, target, graphc_h=graphc_h, external_weights=external,
-                              link=StepLink(symbol=eval_sym, layout=weights_layout(graph),
-                                            weights_symbol=f"gcm_{sym}_weights", model_symbol=f"gcm_{eval_sym}_model"))
-        (d / f"{eval_sym}.o").write_bytes(evaluation.object_code)
-        (d / f"{eval_sym}_model.c").write_text(evaluation.descriptor_c)
-        toolchain.compile_c(d / f"{eval_sym}_model.c", d / f"{eval_sym}_model.o", tc=tc)
-        link = StepLink(eval_step=f"gcm_{eval_sym}_model")
+        link.eval_step = linked_model(eval_graph, EVAL_SUFFIX)
+    if split is not None:
+        gradient_graph, apply_graph, entries = split
+        link.gradient_step = linked_model(gradient_graph, GRADIENT_SUFFIX)
+        link.apply_step = linked_model(apply_graph, APPLY_SUFFIX)
+        link.gradients = [(w, gradient_graph.outputs.index(value), offset, nbytes)
+                          for w, value, offset, nbytes in entries]
     program = generate(graph, name, target, graphc_h=graphc_h, external_weights=external, link=link)
     (d / f"{sym}.o").write_bytes(program.object_code)
     desc_c = d / f"{sym}_model.c"
@@ -211,7 +236,8 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
     entries, total, digest = weights_layout(graph)
     blob = weights_blob(graph, entries, total)
     objects = [code / f"{sym}.o", code / f"{sym}_model.o"]
-    objects += [p for p in (code / f"{sym}{EVAL_SUFFIX}.o", code / f"{sym}{EVAL_SUFFIX}_model.o") if p.exists()]
+    objects += [p for suffix in LINKED_SUFFIXES for p in (code / f"{sym}{suffix}.o", code / f"{sym}{suffix}_model.o")
+                if p.exists()]
     files = _files(d, sym, external, tc)
     if external:
         write_weights_file(files.weights, digest, blob)

@@ -62,6 +62,10 @@ struct gc_instance {
   float* hypers;          /* hyperparameter values (scalar float32 inputs of the step) */
   gc_profile_t* profile;  /* the kernel timer (options.profile), else NULL */
   gc_instance_t* eval;    /* the evaluation step's instance (created on first use), reading these weights */
+  gc_instance_t* grad;    /* the split step's gradient and apply instances (created on first use), reading */
+  gc_instance_t* apply;   /* these weights; the gradient one draws from this instance's random state */
+  unsigned char* grads;   /* the gradient buffer (model->gradients_nbytes bytes), NULL without a split step */
+  int stale_packed;       /* the apply step changed the weights: repack before the next run */
 };
 
 _Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
@@ -290,6 +294,14 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
     t->data = &inst->hypers[k];
     t->size_bytes = sizeof(float);
   }
+  if (m->gradients_nbytes > 0) {
+    inst->grads = (unsigned char*)gc__table(a, (size_t)m->gradients_nbytes, 1);
+    if (!inst->grads) {
+      status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the %llu-byte gradient buffer of model '%s'",
+                        (unsigned long long)m->gradients_nbytes, m->name);
+      goto fail;
+    }
+  }
   status = gc__pool_create(a, opts.num_threads, &inst->pool);
   if (status) goto fail;
   if (opts.profile) {
@@ -349,6 +361,10 @@ void gc_instance_release(gc_instance_t* inst) {
   if (inst == NULL || inst->tag != GC_INSTANCE_LIVE) return;
   gc_allocator_t a = inst->alloc;
   gc_instance_release(inst->eval);
+  if (inst->grad) inst->grad->random = NULL; /* borrowed from this instance */
+  gc_instance_release(inst->grad);
+  gc_instance_release(inst->apply);
+  gc__free(&a, inst->grads);
   gc__pool_release(inst->pool);
   if (inst->owned_out) {
     for (uint32_t i = 0; i < inst->model->num_outputs; i++) gc__free(&a, inst->owned_out[i]);
@@ -531,6 +547,10 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     return GC_ERROR(GC_INVALID_ARGUMENT, "model '%s' has %u output(s), got num_outputs = %zu (or pass 0)", m->name,
                     m->num_outputs, num_outputs);
   if (num_outputs > 0 && outputs == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "outputs is NULL");
+  if (inst->stale_packed) {
+    gc__prepare(inst, -1);
+    inst->stale_packed = 0;
+  }
   inst->has_run = 0;
   GC_RETURN_IF_ERROR(gc__bind_inputs(inst, inputs, num_inputs));
   GC_RETURN_IF_ERROR(gc__plan(inst));
@@ -753,20 +773,27 @@ static gc_status_t gc__check_train_step(const gc_instance_t* inst) {
   return NULL;
 }
 
-/* Writes every state update (an instance-owned output of the step just run) over its weight. */
-static gc_status_t gc__apply_updates(gc_instance_t* inst) {
-  const gc_model_t* m = inst->model;
+/* Writes every state update of `src` (an instance-owned output of the step it just ran) over its weight in
+   `dst`'s own weights: `src` is `dst` itself, or one of its split-step instances (same weights layout). */
+static gc_status_t gc__write_updates(gc_instance_t* dst, const gc_instance_t* src) {
+  const gc_model_t* m = src->model;
   for (uint32_t k = 0; k < m->num_updates; k++) {
     const gc_weight_def_t* w = &m->weights[m->updates[k].weight];
     uint32_t out = (uint32_t)m->updates[k].output;
     const int64_t* dims;
-    uint64_t bytes = gc__output_bytes(inst, out, &dims);
+    uint64_t bytes = gc__output_bytes(src, out, &dims);
     if (bytes != w->nbytes)
       return GC_ERROR(GC_INTERNAL, "state update '%s' has %llu bytes, its weight %llu", m->outputs[out].name,
                       (unsigned long long)bytes, (unsigned long long)w->nbytes);
-    memcpy(inst->weights_owned + w->offset, inst->slots[m->outputs[out].slot], (size_t)w->nbytes);
+    memcpy(dst->weights_owned + w->offset, src->slots[m->outputs[out].slot], (size_t)w->nbytes);
   }
+  return NULL;
+}
+
+static gc_status_t gc__apply_updates(gc_instance_t* inst) {
+  GC_RETURN_IF_ERROR(gc__write_updates(inst, inst));
   gc__prepare(inst, -1);
+  inst->stale_packed = 0;
   return NULL;
 }
 
@@ -846,23 +873,27 @@ gc_status_t gc_instance_train_step(gc_instance_t* inst, const gc_tensor_t* input
    on first use, whose weights are this instance's own: the two models share one weights layout, so
    the evaluation instance's weight slots point into this instance's weights (repacked before each
    step, since a training step, set_weight or load_weights may have changed or moved them). */
-static gc_status_t gc__eval_instance(gc_instance_t* inst, gc_instance_t** out) {
+static gc_status_t gc__sub_instance(gc_instance_t* inst, const gc_model_t* e, const char* kind, gc_instance_t** slot) {
   const gc_model_t* m = inst->model;
-  const gc_model_t* e = m->eval_step;
   if (e->weights_layout_digest != m->weights_layout_digest || e->weights_nbytes != m->weights_nbytes)
-    return GC_ERROR(GC_INTERNAL, "the evaluation step of model '%s' has another weights layout", m->name);
-  if (inst->eval == NULL) {
+    return GC_ERROR(GC_INTERNAL, "the %s step of model '%s' has another weights layout", kind, m->name);
+  if (*slot == NULL) {
     gc_options_t o;
     gc_options_init(&o);
     o.num_threads = gc__pool_num_threads(inst->pool);
     o.allocator = inst->alloc;
     o.seed = inst->random[0];
-    GC_RETURN_IF_ERROR(gc__create(e, &o, inst->weights, &inst->eval));
+    GC_RETURN_IF_ERROR(gc__create(e, &o, inst->weights, slot));
   } else {
-    inst->eval->weights = inst->weights;
-    gc__set_weight_slots(inst->eval);
-    gc__prepare(inst->eval, -1);
+    (*slot)->weights = inst->weights;
+    gc__set_weight_slots(*slot);
+    gc__prepare(*slot, -1);
   }
+  return NULL;
+}
+
+static gc_status_t gc__eval_instance(gc_instance_t* inst, gc_instance_t** out) {
+  GC_RETURN_IF_ERROR(gc__sub_instance(inst, inst->model->eval_step, "evaluation", &inst->eval));
   *out = inst->eval;
   return NULL;
 }
@@ -940,6 +971,147 @@ static gc_status_t gc__get_hyper(gc_instance_t* inst, const char* name, double* 
 gc_status_t gc_instance_get_hyperparameter(gc_instance_t* inst, const char* name, double* out_value) {
   GC_RETURN_IF_ERROR(gc__enter(inst));
   gc_status_t status = gc__get_hyper(inst, name, out_value);
+  gc__leave(inst);
+  return status;
+}
+
+/* ------------------------------------------------------------------ the split step
+
+   The gradient model and the apply model run in instances of their own (created on first use) whose
+   weight slots point into this instance's weights, like the evaluation step's. The gradient instance
+   draws its random numbers from this instance's random state, as the fused step would. Gradients go
+   into this instance's gradient buffer (inst->grads), where a collective may reduce them in place
+   before the apply step reads them back. */
+
+int gc_model_has_gradient_step(const gc_model_t* m) {
+  return gc_model_has_train_step(m) && m->gradient_step != NULL && m->apply_step != NULL;
+}
+
+size_t gc_model_num_gradients(const gc_model_t* m) { return gc_model_has_gradient_step(m) ? m->num_gradients : 0; }
+
+gc_status_t gc_model_gradient(const gc_model_t* m, size_t index, gc_tensor_desc_t* out_desc, size_t* out_offset) {
+  GC_RETURN_IF_ERROR(gc__check_model(m));
+  if (out_desc == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_desc is NULL");
+  if (out_offset == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_offset is NULL");
+  if (!gc_model_has_gradient_step(m))
+    return GC_ERROR(GC_UNIMPLEMENTED, "model '%s' was built without a split step: it has no gradient buffer", m->name);
+  if (index >= m->num_gradients)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "gradient index %zu is out of range: model '%s' has %u gradients", index,
+                    m->name, m->num_gradients);
+  const gc_weight_def_t* w = &m->weights[m->gradients[index].weight];
+  gc__fill_desc(w->name, w->dtype, w->rank, w->dims, NULL, out_desc);
+  *out_offset = (size_t)m->gradients[index].offset;
+  return NULL;
+}
+
+static gc_status_t gc__check_split_step(gc_instance_t* inst) {
+  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+  if (!gc_model_has_gradient_step(inst->model))
+    return GC_ERROR(GC_UNIMPLEMENTED,
+                    "the training library of model '%s' was built without a split step (gradient and apply steps)",
+                    inst->model->name);
+  if (inst->weights == NULL)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no weights loaded (see gc_instance_load_weights)",
+                    inst->model->name);
+  return gc__own_weights(inst);
+}
+
+static gc_status_t gc__gradient_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                     const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                     size_t num_outputs) {
+  const gc_model_t* m = inst->model;
+  GC_RETURN_IF_ERROR(gc__check_split_step(inst));
+  const gc_model_t* g = m->gradient_step;
+  GC_RETURN_IF_ERROR(gc__check_step_args(g, "gradient", inputs, num_inputs, targets, num_targets, outputs,
+                                         num_outputs));
+  if (inst->grad == NULL) {
+    GC_RETURN_IF_ERROR(gc__sub_instance(inst, g, "gradient", &inst->grad));
+    gc__free(&inst->alloc, inst->grad->random);
+    inst->grad->random = inst->random; /* the gradient graph's ops are the training graph's first ones */
+  } else {
+    GC_RETURN_IF_ERROR(gc__sub_instance(inst, g, "gradient", &inst->grad));
+  }
+  gc_instance_t* gi = inst->grad;
+  for (size_t i = 0; i < num_inputs; i++) gi->step_in[g->step_inputs[i]] = inputs[i];
+  for (size_t j = 0; j < num_targets; j++) gi->step_in[g->targets[j]] = targets[j];
+  GC_RETURN_IF_ERROR(gc__run(gi, gi->step_in, g->num_inputs, NULL, 0));
+  for (uint32_t k = 0; k < m->num_gradients; k++) {
+    const gc_gradient_def_t* d = &m->gradients[k];
+    const int64_t* dims;
+    uint64_t bytes = gc__output_bytes(gi, (uint32_t)d->output, &dims);
+    if (bytes != d->nbytes || d->offset + d->nbytes > m->gradients_nbytes)
+      return GC_ERROR(GC_INTERNAL, "gradient '%s' has %llu bytes, its place in the gradient buffer %llu",
+                      g->outputs[d->output].name, (unsigned long long)bytes, (unsigned long long)d->nbytes);
+    memcpy(inst->grads + d->offset, gi->slots[g->outputs[d->output].slot], (size_t)d->nbytes);
+  }
+  GC_RETURN_IF_ERROR(gc__write_updates(inst, gi)); /* moving statistics and other layer state */
+  if (g->num_updates > 0) inst->stale_packed = 1;
+  return gc__report_outputs(gi, outputs, num_outputs);
+}
+
+gc_status_t gc_instance_gradient_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
+                                      const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
+                                      size_t num_outputs) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__gradient_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__apply_gradients(gc_instance_t* inst) {
+  const gc_model_t* m = inst->model;
+  GC_RETURN_IF_ERROR(gc__check_split_step(inst));
+  const gc_model_t* a = m->apply_step;
+  if (a->num_step_inputs != m->num_gradients)
+    return GC_ERROR(GC_INTERNAL, "the apply step of model '%s' takes %u inputs for %u gradients", m->name,
+                    a->num_step_inputs, m->num_gradients);
+  GC_RETURN_IF_ERROR(gc__sub_instance(inst, a, "apply", &inst->apply));
+  gc_instance_t* ai = inst->apply;
+  for (uint32_t k = 0; k < m->num_gradients; k++) {
+    const gc_gradient_def_t* d = &m->gradients[k];
+    const gc_weight_def_t* w = &m->weights[d->weight];
+    gc_tensor_t* t = &ai->step_in[a->step_inputs[k]];
+    memset(t, 0, sizeof(*t));
+    t->dtype = (gc_dtype_t)w->dtype;
+    t->rank = w->rank;
+    for (int32_t r = 0; r < w->rank; r++) t->shape[r] = w->dims[r];
+    t->data = inst->grads + d->offset;
+    t->size_bytes = (size_t)d->nbytes;
+  }
+  for (uint32_t k = 0; k < a->num_hypers; k++) {
+    for (uint32_t h = 0; h < m->num_hypers; h++)
+      if (strcmp(a->hypers[k].name, m->hypers[h].name) == 0) ai->hypers[k] = inst->hypers[h];
+  }
+  GC_RETURN_IF_ERROR(gc__run(ai, ai->step_in, a->num_inputs, NULL, 0));
+  GC_RETURN_IF_ERROR(gc__write_updates(inst, ai));
+  inst->stale_packed = 1;
+  inst->has_run = 0;
+  return NULL;
+}
+
+gc_status_t gc_instance_apply_gradients(gc_instance_t* inst) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__apply_gradients(inst);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__gradient_buffer(gc_instance_t* inst, void** out_data, size_t* out_size_bytes) {
+  if (out_data == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_data is NULL");
+  if (out_size_bytes == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_size_bytes is NULL");
+  GC_RETURN_IF_ERROR(gc__check_train_step(inst));
+  if (!gc_model_has_gradient_step(inst->model))
+    return GC_ERROR(GC_UNIMPLEMENTED,
+                    "the training library of model '%s' was built without a split step: it has no gradient buffer",
+                    inst->model->name);
+  *out_data = inst->grads;
+  *out_size_bytes = (size_t)inst->model->gradients_nbytes;
+  return NULL;
+}
+
+gc_status_t gc_instance_gradient_buffer(gc_instance_t* inst, void** out_data, size_t* out_size_bytes) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__gradient_buffer(inst, out_data, out_size_bytes);
   gc__leave(inst);
   return status;
 }

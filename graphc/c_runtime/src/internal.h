@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 3u
+#define GC_MODEL_ABI 4u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -66,6 +66,16 @@ typedef struct gc_update_def {
   int32_t weight;
   int32_t output;
 } gc_update_def_t;
+
+/* One trainable weight's gradient in a training library's gradient buffer: the split step's gradient
+   model writes its output `output` to bytes [offset, offset + nbytes) of the buffer, which the apply
+   model reads back as its step input of the same position. `weight` indexes the training model's weights. */
+typedef struct gc_gradient_def {
+  int32_t weight;
+  int32_t output;
+  uint64_t offset;
+  uint64_t nbytes;
+} gc_gradient_def_t;
 
 /* A scalar float32 input the caller sets between steps (gc_instance_set_hyperparameter). */
 typedef struct gc_hyper_def {
@@ -117,6 +127,16 @@ struct gc_model {
      the training instance's weights, whose step tables (has_train_step 0) name its model inputs,
      targets and reported outputs. */
   const struct gc_model* eval_step;
+  /* The split step (NULL: the library was built without it): the gradient model (forward, loss and
+     backward; its reported outputs as the training step's, then the gradients; it updates only the
+     layers' state such as moving statistics) and the apply model (the optimizer update from the
+     gradient buffer; its step inputs are the gradients in buffer order, then its hyperparameters).
+     Both share this model's weights layout; the gradient buffer is `gradients_nbytes` bytes. */
+  const struct gc_model* gradient_step;
+  const struct gc_model* apply_step;
+  uint32_t num_gradients;
+  const gc_gradient_def_t* gradients;
+  uint64_t gradients_nbytes;
 };
 
 /* ------------------------------------------------------------------ status helpers */

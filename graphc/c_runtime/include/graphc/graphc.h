@@ -335,6 +335,50 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_eval_step(gc_instance_t* in
                                                                size_t num_inputs, const gc_tensor_t* targets,
                                                                size_t num_targets, gc_tensor_t* outputs,
                                                                size_t num_outputs);
+/* ----------------------------------------------------------------------------- split step
+
+   A training library built with its split step (graphc.training.native_step.train_step_library(model,
+   split_step=True); data-parallel training builds its libraries so) can run a training step in two
+   halves, so that something -- an all-reduce across processes -- can change the gradients in between:
+
+     gc_instance_gradient_step  forward pass, loss and backward pass on a batch: the gradient of the loss
+                                with respect to every trainable weight is written into the instance's
+                                gradient buffer; layer state (BatchNormalization moving statistics) is
+                                updated as by a training step; nothing else changes;
+     gc_instance_apply_gradients the optimizer update (with its gradient clipping, then the weights'
+                                constraints) read from the gradient buffer; advances the iteration count.
+
+   A gradient step followed by an apply step computes exactly what gc_instance_train_step computes. The
+   gradient buffer is one contiguous block owned by the instance, valid for its whole life (the address
+   never changes): gradient k (k = 0..gc_model_num_gradients-1, the trainable weights in the order the
+   optimizer updates them) is a dense row-major array of its weight's dtype and shape at byte offset
+   `offset` (gc_model_gradient), the gradients packed one after the other without padding. The caller
+   may read and overwrite it between the two calls (average it across processes, scale it). */
+
+/* 1 when the library holds a split step (gc_instance_gradient_step and gc_instance_apply_gradients). */
+GC_EXPORT int gc_model_has_gradient_step(const gc_model_t* model);
+/* The number of gradients in the buffer (0 without a split step). */
+GC_EXPORT size_t gc_model_num_gradients(const gc_model_t* model);
+/* Gradient `index`: its weight's name, dtype and shape in *out_desc and its byte offset in the buffer.
+   GC_UNIMPLEMENTED without a split step; GC_INVALID_ARGUMENT for a NULL pointer or an index out of range. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_gradient(const gc_model_t* model, size_t index,
+                                                           gc_tensor_desc_t* out_desc, size_t* out_offset);
+/* The first half of a training step (see above). Arguments and reported outputs as gc_instance_train_step
+   (outputs in instance memory stay valid until the next call on the instance). Errors: GC_UNIMPLEMENTED for
+   an inference library or a training library without a split step; otherwise as gc_instance_train_step. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_gradient_step(gc_instance_t* instance, const gc_tensor_t* inputs,
+                                                                   size_t num_inputs, const gc_tensor_t* targets,
+                                                                   size_t num_targets, gc_tensor_t* outputs,
+                                                                   size_t num_outputs);
+/* The second half: the optimizer update from the gradient buffer as it is now, at the instance's current
+   hyperparameters. Errors: GC_UNIMPLEMENTED without a split step; GC_FAILED_PRECONDITION for a released
+   instance or one in use by another thread. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_apply_gradients(gc_instance_t* instance);
+/* The gradient buffer, zero-copy: *out_data points at it (owned by the instance, writable, at least
+   16-byte aligned, the same address for the instance's life), *out_size_bytes is its size. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_gradient_buffer(gc_instance_t* instance, void** out_data,
+                                                                     size_t* out_size_bytes);
+
 /* Sets hyperparameter `name` ("learning_rate") for the following steps; the library starts with
    the value the optimizer had when it was compiled. GC_NOT_FOUND for an unknown name. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_hyperparameter(gc_instance_t* instance, const char* name,
