@@ -434,9 +434,10 @@ _QUANTIZE_ARGS = (
              help="native: weights inside the library (default) or in NAME.weights"),
          arg("--cpu", default=None, help="native: 'host' (default) or a portable level: generic, x86-64-v2, "
              "x86-64-v3, x86-64-v4; with --triple aarch64-linux-gnu: generic (default), cortex-a72, neoverse-n1, "
-             "apple-m1"),
-         arg("--triple", default=None, help="native: build for another platform (cross-compile), e.g. "
-             "aarch64-linux-gnu; `graphc targets` lists what this machine can build for"),
+             "apple-m1; wasm32-wasi: generic (SIMD128, default), mvp"),
+         arg("--triple", default=None, help="native: build for another platform (cross-compile): "
+             "aarch64-linux-gnu, wasm32-wasi, x86_64-linux-gnu; `graphc targets` lists what this machine can "
+             "build for"),
          arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"),
          arg("--training", action="store_true", help="native: export the training step (forward, loss, gradients, "
              "optimizer update; gc_instance_train_step) instead of inference"),

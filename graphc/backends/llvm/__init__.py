@@ -4,8 +4,9 @@ and the C-ABI runtime that C programs and graphc's Python binding both call.
 - ``builder``: the kernel-builder facade op lowerings use (``lower(kb, op, ...)``);
 - ``kernels/``: elementwise, data movement, reductions, GEMM, convolution, pooling, recurrences;
 - ``codegen``: a whole graph to one module plus the model descriptor;
-- ``target``: host CPU detection, optimization, object emission;
-- ``toolchain``: the C compiler, the cached runtime build, linking;
+- ``target``: the target description (host CPU detection, or a cross triple and CPU), optimization,
+  object emission;
+- ``toolchain``: each platform's C compiler (host or cross), the cached runtime build, linking;
 - ``cache``: where builds are kept, the cache's size limit and least-recently-used eviction;
 - ``checksum``: CRC32C, the checksum of weights files;
 - ``native``: the library cache and the ``CompiledModel`` of ``target="native"``.

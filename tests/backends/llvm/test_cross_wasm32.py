@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc import examples
+from graphc import cli, examples
 from graphc.backends.llvm import codegen, compile_library, export_files
 from graphc.backends.llvm.target import resolve_target
 from graphc.backends.llvm.toolchain import CROSS_TOOLS, toolchain_for
@@ -129,3 +129,12 @@ def test_python_runs_the_wasm_module_through_the_c_abi(name, tmp_path):
     with pytest.raises(runner.WasmModelError, match=f"input '{wasm.inputs[0].name}'"):
         wasm.run(bad)
     wasm.close()
+
+
+def test_compile_verb_writes_a_wasm_module(tmp_path, capsys):
+    _require_toolchain(WASM)
+    assert cli.main(["compile", "merge", "--target", "native", "--triple", WASM, "-o", str(tmp_path)]) == 0
+    assert "target: wasm32-wasi, cpu generic (128-bit vectors, 16 registers)" in capsys.readouterr().out
+    assert (tmp_path / "merge.wasm").read_bytes()[:4] == WASM_MAGIC
+    assert cli.main(["targets"]) == 0
+    assert "wasm32-wasi: ready" in capsys.readouterr().out
