@@ -222,12 +222,17 @@ class Trainer:
         return step
 
     def run_batch(self, feeds: dict[str, np.ndarray], targets: list, training: bool,
-                  sample_weights: list | None = None) -> dict[str, float]:
+                  sample_weights: list | None = None, distribution=None) -> dict[str, float]:
         """One step on one batch (its losses weighted by ``sample_weights``, one array or None per output);
-        updates the trackers and returns the running logs."""
+        updates the trackers and returns the running logs. With a ``distribution``
+        (:class:`graphc.distribute.DataParallel`) a training batch is this process's share of a global
+        batch, and the update and the logs are the global batch's."""
         step = self._step(feeds, targets, training, sample_weights)
-        result = step.run(feeds, targets, sample_weights)
         n = next(iter(feeds.values())).shape[0] if feeds else 0
+        if training and distribution is not None:
+            result, n = distribution.train_step(step, feeds, targets, sample_weights, n)
+        else:
+            result = step.run(feeds, targets, sample_weights)
         out = step.outputs
         loss = float(result[out.loss])
         self.loss_tracker.update_state_totals(loss * n, n)
@@ -446,9 +451,12 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
 
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-        steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+        steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1,
+        distribution=None):
     """Keras's ``Model.fit`` on arrays, Python generators or PyDataset-like objects (losses weighted by
-    ``sample_weight`` or ``class_weight``); returns the History."""
+    ``sample_weight`` or ``class_weight``); returns the History. ``distribution``: a
+    :class:`graphc.distribute.DataParallel` (``batch_size`` is then per process, and each process takes
+    its share of every global batch, a generator's batches included)."""
     source = None
     if is_batch_source(x):
         for arg, value in (("y", y), ("sample_weight", sample_weight)):
@@ -491,21 +499,32 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     batch_size = int(batch_size or 32)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if distribution is not None:
+        distribution.begin_fit(model)
+        callbacks, verbose = distribution.fit_callbacks(callbacks, verbose)
     if source is None:
-        steps = max(1, math.ceil(n / batch_size))
+        global_batch = batch_size * (1 if distribution is None else distribution.world_size)
+        steps = max(1, math.ceil(n / global_batch))
 
         def epoch_batches():
             order = np.random.permutation(n) if shuffle else np.arange(n)
             for step in range(steps):
-                index = order[step * batch_size:(step + 1) * batch_size]
+                index = order[step * global_batch:(step + 1) * global_batch]
+                if distribution is not None and (index := distribution.shard(index)) is None:
+                    continue
                 yield (*_take(xs, ys, index), _take_weights(sws, index))
     else:
         steps = source.steps
 
         def epoch_batches():
             for bx, by, bsw in source.batches():
-                bxs, bys, _ = _prepare(model, bx, by)
-                yield bxs, bys, standardize_sample_weights(model, bys, bsw, class_weight)
+                bxs, bys, bn = _prepare(model, bx, by)
+                bsws = standardize_sample_weights(model, bys, bsw, class_weight)
+                if distribution is not None:
+                    if (index := distribution.shard(np.arange(bn))) is None:
+                        continue
+                    bxs, bys, bsws = (*_take(bxs, bys, index), _take_weights(bsws, index))
+                yield bxs, bys, bsws
     verbose = _verbose(verbose)
     cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
                        epochs=epochs, steps=steps)
@@ -518,7 +537,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         logs: dict[str, float] = {}
         for step, (bx, by, bsw) in enumerate(epoch_batches()):
             cbs.on_train_batch_begin(step)
-            logs = trainer.run_batch(bx, by, training=True, sample_weights=bsw)
+            logs = trainer.run_batch(bx, by, training=True, sample_weights=bsw, distribution=distribution)
             cbs.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
