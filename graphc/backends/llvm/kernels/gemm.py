@@ -1,32 +1,37 @@
-"""Matrix products: a register-blocked SGEMM on prepacked weights, with a fused epilogue.
+"""Matrix products: a register-blocked SGEMM on packed operands, with a fused epilogue.
 
-``out[M, N] = post(act(A[M, K] @ W[K, N] + bias) + residual)`` where ``W`` is a weight:
+``out[M, N] = post(act(A[M, K] @ W[K, N] + bias) + residual)`` where ``W`` is a weight. The
+loops are BLIS's five around a micro-kernel, with block sizes from the caches of the machine
+(:mod:`.gemm_blocking`):
 
 - ``W`` is packed once per instance (the model's prepare function) into panels of
   ``NR = NV * vw`` columns, ``panel[p][k][0:NR]``, zero-padded past N, so the micro-kernel
-  streams it with full-width vector loads.
-- Weights too large for L2 (``B_IN_L2``) are prefetched a panel ahead as the micro-kernel
-  walks k, so that streaming them from memory overlaps the arithmetic.
+  streams it with full-width vector loads. A ``kc x NR`` piece of a panel fits half of L1 and
+  is reused for every micro-tile of a row block; weights larger than L2 are prefetched a panel
+  ahead as the micro-kernel walks k.
+- A is packed per row block and K block into the thread's tile: ``mc`` rows of ``kc`` columns
+  (half of L2), the rows ``kc + 16`` floats apart so that the ``MR`` rows the micro-kernel reads
+  at once fall into different L1 sets (rows of A read in place are a multiple of 4 KiB apart at
+  K = 1024, 2048...: every row in the same set). Where A is a matrix the tile is a copy with
+  full-width vectors; convolutions fill it with im2col (:class:`ASource`).
 - The micro-kernel keeps an ``MR x NR`` tile of C in ``MR * NV`` vector registers; each k step
   loads NV vectors of the panel, broadcasts one element of each of the MR rows of A and
   issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
-  independent chains to hide their latency).
-- K is split into blocks of at most ``KC``; the tile is stored after each block (added to the
+  independent chains to hide their latency). MR and NV come from the target's vector width and
+  register count (:func:`micro_tile`).
+- K is split into blocks of at most ``kc``; the tile is stored after each block (added to the
   partial sums after the first) and the epilogue runs on the last block's registers, before
   anything is written: fusion costs no extra pass over C.
-- Work items are (block of at most ``MC`` rows, whole micro-tiles, evenly sized) x (chunk of
-  panels). The number of chunks is chosen at
-  run time from M: many row blocks (large batches, convolutions) use one chunk, so A is
-  produced once per row block; a few rows (a batch-1 Dense layer) are split across columns.
-  Edge rows are handled by clamping the rows read and guarding the rows stored; the last
-  panel's partial vectors use masked loads and stores.
-
-Where A comes from is an :class:`ASource`: a row-major matrix read in place (matmul, 1x1
-convolutions), or a tile of ``MC x KC`` filled per row block and K block into per-thread
-scratch (im2col for convolutions, the depthwise half of a separable convolution).
+- Work items are (block of at most ``mc`` rows, whole micro-tiles, evenly sized) x (chunk of
+  at most ``nc`` columns of panels), chosen at run time from M and the thread count: rows are
+  split first (each thread packs only its own rows of A), columns only when there are too few
+  rows (a batch-1 Dense layer). Edge rows are handled by guarding the rows stored and running
+  the rows past the last whole micro-tile one at a time; the last panel's partial vectors use
+  masked loads and stores.
 
 Anything else (``b`` computed at run time, batched operands, symbolic K or N) goes to
-:func:`emit_runtime_gemm`: the same micro-kernel, B packed per work item into thread scratch.
+:func:`emit_runtime_gemm`: the same loops and micro-kernel, B packed per work item into thread
+scratch.
 """
 
 from __future__ import annotations
@@ -39,19 +44,37 @@ from llvmlite import ir
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I1, I32, PTR, i32, i64, intrinsic
+from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for
 from graphc.backends.llvm.kernels.layout import broadcast_strides
+from graphc.backends.llvm.target import TargetInfo, host_target
 from graphc.ir import dims
 
+# Block sizes of the sources that compute their tile (im2col...), which size it themselves.
 KC = int(os.environ.get("GRAPHC_GEMM_KC", 256))
 MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
-# Work items per thread to aim for when M alone gives fewer row blocks. Splitting columns makes
-# each chunk produce A again: cheap when A is read in place, not when it is computed (im2col,
-# depthwise), hence a lower target for tile sources.
-B_IN_L2 = 1 << 20  # packed weights above this (bytes) are streamed from memory: prefetch ahead
-TARGET_ITEMS = 8
-TARGET_ITEMS_TILE = 2
+# Work items per thread to aim for when M alone gives fewer row blocks: splitting columns makes
+# each chunk produce A again. Copied rows of A (a few vector loads per row against a chunk's
+# FMAs) aim for the runtime's 4 claim blocks per thread; computed ones (im2col, depthwise) for 2.
+TARGET_ITEMS_COMPUTED = 2
+TILE_PAD = 16  # floats between the rows of an A tile beyond its K block: one cache line
 EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
 THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
+
+
+def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
+    """Block sizes for ``target``: from this machine's caches when the code is for its CPU."""
+    return blocking(caches_for(target == host_target()), mr, nr)
+
+
+def even_block(K: int, most: int) -> int:
+    """K blocks of at most ``most``, evened out (the last is not tiny)."""
+    n = -(-K // most)
+    return -(-K // n) if K else 1
+
+
+def item_rows(M, block: int) -> int:
+    """Rows of a work item, for the runtime's estimate of its cost (M may be known only at run time)."""
+    return min(block, M) if isinstance(M, int) else min(block, MC)
 
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
@@ -67,25 +90,20 @@ def micro_tile(vw: int, registers: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- A sources
 class ASource:
-    """Where the rows of A come from. K is walked in blocks of ``block(K)`` columns."""
+    """Where the rows of A come from: each row block and K block is written into the thread's
+    tile by :meth:`fill`. A source that computes its rows (im2col) sizes its blocks itself
+    (:meth:`block`, :meth:`block_rows`); one that copies them (``cache_blocked``) is blocked for
+    the caches."""
 
-    tile = False
+    cache_blocked = False
 
     def block(self, K: int) -> int:
         """The K block size: blocks of at most KC, evened out (the last is not tiny)."""
-        n = -(-K // KC)
-        return -(-K // n) if K else 1
+        return even_block(K, KC)
 
     def block_rows(self, kb: int) -> int:
-        """Rows per row block (the A tile is ``block_rows x kb`` for tile sources)."""
+        """Rows per row block (the A tile is ``block_rows x kb``)."""
         return MC
-
-    def row_ptr(self, k: Kernel, row, k0):
-        raise NotImplementedError
-
-    def row_stride(self) -> int:
-        """Elements between consecutive rows (sources read in place)."""
-        raise NotImplementedError
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
@@ -93,17 +111,34 @@ class ASource:
 
 
 class DenseA(ASource):
-    """A row-major (M, K) tensor read in place."""
+    """A row-major (M, K) tensor: its rows are copied into the tile."""
+
+    cache_blocked = True
 
     def __init__(self, a: Tensor, K: int):
         self.a, self.K = a, K
 
-    def row_ptr(self, k, row, k0):
+    def fill(self, k, row0, row_end, k0, kc, tile, stride):
         b = k.b
-        return b.gep(k.ptr(self.a), [b.add(b.mul(row, i64(self.K)), k0)], source_etype=F32)
+        src = b.gep(k.ptr(self.a), [b.add(b.mul(row0, i64(self.K)), k0)], source_etype=F32)
+        copy_rows(k, src, i64(self.K), b.sub(row_end, row0), kc, tile, stride)
 
-    def row_stride(self) -> int:
-        return self.K
+
+def copy_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int) -> None:
+    """``dst[r][0:cols] = src[r][0:cols]`` for r < rows, in full-width vectors (the last one of a
+    row masked when it reads past ``cols``; the tile's rows are padded for its store)."""
+    fb, b = k.fn, k.b
+    vw = k.kb.target.gemm_vw
+    whole = b.and_(cols, i64(-vw))
+    with fb.loop(0, rows, name="cr") as r:
+        s = b.gep(src, [b.mul(r, src_stride)], source_etype=F32)
+        d = b.gep(dst, [b.mul(r, i64(dst_stride))], source_etype=F32)
+        with fb.loop(0, whole, vw, name="cc") as c:
+            v = b.load(b.gep(s, [c], source_etype=F32), typ=ir.VectorType(F32, vw), align=4)
+            b.store(v, b.gep(d, [c], source_etype=F32), align=4)
+        with b.if_then(b.icmp_signed("<", whole, cols)):
+            v = load_lanes(b, b.gep(s, [whole], source_etype=F32), vw, b.sub(cols, whole))
+            b.store(v, b.gep(d, [whole], source_etype=F32), align=4)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -316,27 +351,32 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         packed = kb.packed_weight(w, ("mapped", NR, K, N, index.__qualname__), -(-N // NR) * K * NR * 4,
                                   pack_mapped(K, N, NR, index))
     panels = -(-N // NR)
-    KB = source.block(K)
+    bl = gemm_blocking(kb.target, MR, NR)
+    KB = even_block(K, bl.kc) if source.cache_blocked else source.block(K)
     n_kblocks = -(-K // KB) if K else 0
-    # Column chunks so that a few row blocks still give every thread work: about
-    # ``per_thread`` items per thread (chosen at run time from M and the thread count).
+    b_streamed = K * N * 4 > bl.l2 // 2  # packed weights beyond L2: prefetched a panel ahead
     # Row blocks: whole micro-tiles, at most block_rows each, their sizes within one tile of
-    # each other; when the weights stay in L2, their number is also a multiple of the runtime's
-    # claim blocks (4 per thread) on several threads, so that every thread gets the same number
-    # of tiles (11 blocks of 96 rows on 2 threads would leave one thread idle a twelfth of the
-    # time). Weights streamed from memory are read once per row block: no extra blocks then.
+    # each other. On several threads their number is also a multiple of the runtime's claim
+    # blocks (4 per thread) where there are enough tiles, so that every thread gets the same
+    # number of tiles (11 blocks of 96 rows on 2 threads would leave one thread idle a twelfth
+    # of the time): for copied A always (each row block reads B again, from L2 or L3: cheap
+    # against its FMAs), for computed A when the weights stay in L2. Column chunks then give
+    # every thread work when the rows alone do not: about ``per_thread`` items per thread,
+    # chosen at run time from M and the thread count; and no chunk is wider than ``nc``.
     tiles = dims.ceildiv(M, MR)
-    rows_max = source.block_rows(KB)
+    rows_max = bl.mc if source.cache_blocked else source.block_rows(KB)
     tpb = max(1, rows_max // MR)
     mb0 = dims.ceildiv(tiles, tpb)
-    if K * N * 4 <= B_IN_L2:
-        quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+    if source.cache_blocked or not b_streamed:
         rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
-        mb = f"({tiles}) + ({rounded}) - max({tiles}, {rounded})"  # min(tiles, rounded)
+        mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"  # min(tiles, rounded), 1 when M = 0
     else:
         mb = mb0
-    per_thread = TARGET_ITEMS_TILE if source.tile else TARGET_ITEMS
-    want_s = f"({per_thread} * {THREADS_DIM} + ({mb}) - 1) // ({mb})"
+    per_thread = quantum if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
+    want_s = f"({per_thread} + ({mb}) - 1) // ({mb})"  # copied A: 1 once the rows give every thread its share
+    min_chunks = -(-panels // max(1, bl.nc // NR))
+    want_s = f"max({want_s}, {min_chunks})"
     nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
     k = kb.kernel(name)
@@ -348,8 +388,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     tiles_v, mb_v = k.dim(tiles), k.dim(mb)
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
-    tile_stride = KB + 16
-    a_tile_floats = tpb * MR * tile_stride if source.tile else 0
+    tile_stride = KB + TILE_PAD
+    a_tile_floats = tpb * MR * tile_stride
     scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
@@ -403,8 +443,6 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         val = out_var.get()
                 store_lanes(b, val, cptr, vw, valid)
 
-    a_stride = tile_stride if source.tile else source.row_stride()
-
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
@@ -420,22 +458,16 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         for line in range(0, min(NR, valid_cols), 16):
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
                     # MR rows a fixed stride apart: addressed from one pointer
-                    if source.tile:
-                        base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(a_stride))], source_etype=F32)
-                    else:
-                        base = source.row_ptr(k, i, k0)
-                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=a_stride, rows=MR,
-                                       prefetch=K * NR if K * N * 4 > B_IN_L2 else 0)
+                    base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
+                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=tile_stride, rows=MR,
+                                       prefetch=K * NR if b_streamed else 0)
                     store_tile(acc, p, i, rows_valid, valid_cols, first, last)
                 with partial:
                     # fewer than MR rows left (small batches): one row at a time, k split over
                     # four accumulators per vector, so no work is wasted on missing rows
                     with fb.loop(0, rows_valid, name="r1") as r:
                         row = b.add(i, r)
-                        if source.tile:
-                            a_ptr = b.gep(a_tile, [b.mul(b.sub(row, row0), i64(a_stride))], source_etype=F32)
-                        else:
-                            a_ptr = source.row_ptr(k, row, k0)
+                        a_ptr = b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
                         acc = row_compute(k, a_ptr, panel, kc, nv, vw, NR)
                         store_tile([acc], p, row, i64(1), valid_cols, first, last)
 
@@ -455,8 +487,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             else:
                 first = b.icmp_signed("==", kblock, i64(0))
                 last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
-            if source.tile:
-                source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
+            source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
@@ -464,7 +495,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
-    kb.launch(k, dims.mul(mb, nchunks), 2 * tpb * MR * K * NR)
+    kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
 
 
 # ---------------------------------------------------------------------------- matmul op
@@ -505,14 +536,17 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     """Batched ``out = a @ b`` with ``b`` computed at run time, on the packed micro-kernel.
 
     Batch dims broadcast (stride 0 for an operand's size-1 dims); M, K and N may be free dims.
-    Work items are (batch, block of rows, chunk of panels). Each item packs, per K block, each
-    panel of its chunk (``KC x NR``, zero-padded past N) into its thread's scratch and runs the
-    micro-kernel over its rows: the packing is one pass over B per row block, against
-    ``MC`` FMAs per packed element. Partial sums of K blocks accumulate in C.
+    Work items are (batch, block of rows, chunk of panels), split as :func:`emit_gemm` splits
+    them. Each item packs, per K block, its rows of A into its thread's tile (as
+    :class:`DenseA` does) and each panel of its chunk (``kc x NR``, zero-padded past N) into its
+    thread's scratch, and runs the micro-kernel over its rows: the packing is one pass over B
+    per row block, against ``mc`` FMAs per packed element. Partial sums of K blocks accumulate in C.
     """
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
+    bl = gemm_blocking(kb.target, MR, NR)
+    KC_ = bl.kc
     K, N = bt.shape[-2], bt.shape[-1]
     if bt.rank == 2:  # a (..., K) @ b (K, N): one matrix of prod(a.shape[:-1]) rows
         M = dims.product(a.shape[:-1])
@@ -527,11 +561,16 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     nb = len(out_batch)
     nbatch = dims.product(out_batch) if nb else 1
     tiles = dims.ceildiv(M, MR)
-    tpb = max(1, MC // MR)
-    mb = dims.ceildiv(tiles, tpb)
+    tpb = max(1, bl.mc // MR)
+    mb0 = dims.ceildiv(tiles, tpb)
+    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+    rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
+    mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"  # min(tiles, rounded), 1 when M = 0
     panels = dims.ceildiv(N, NR)
     groups = dims.mul(nbatch, mb)
-    want = f"({TARGET_ITEMS} * {THREADS_DIM} + max({groups}, 1) - 1) // max({groups}, 1)"
+    want = f"({quantum} + max({groups}, 1) - 1) // max({groups}, 1)"
+    if isinstance(N, int):
+        want = f"max({want}, {-(-N // max(NR, bl.nc // NR * NR))})"  # chunks of at most nc columns
     nchunks = f"({want}) + ({panels}) - max({want}, {panels})"  # min(want, panels)
     ppc = f"(({panels}) + max({nchunks}, 1) - 1) // max({nchunks}, 1)"
     k = kb.kernel("matmul_packed")
@@ -541,11 +580,13 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     Mv, Kv, Nv = k.dim(M), k.dim(K), k.dim(N)
     tiles_v, mb_v, nch, ppcv, panels_v = k.dim(tiles), k.dim(mb), k.dim(nchunks), k.dim(ppc), k.dim(panels)
     a_mat, b_mat, c_mat = b.mul(Mv, Kv), b.mul(Kv, Nv), b.mul(Mv, Nv)
-    n_kblocks = fb.max_(b.sdiv(b.add(Kv, i64(KC - 1)), i64(KC)), i64(1))
+    n_kblocks = fb.max_(b.sdiv(b.add(Kv, i64(KC_ - 1)), i64(KC_)), i64(1))
     kblock_size = b.sdiv(b.add(Kv, b.sub(n_kblocks, i64(1))), n_kblocks)  # blocks evened out
-    scratch = k.thread_scratch((KC * NR + MR * NR) * 4)
+    tile_stride = KC_ + TILE_PAD
+    scratch = k.thread_scratch((KC_ * NR + MR * NR + tpb * MR * tile_stride) * 4)
     panel_buf = scratch
-    c_tile = b.gep(scratch, [i64(KC * NR)], source_etype=F32)
+    c_tile = b.gep(scratch, [i64(KC_ * NR)], source_etype=F32)
+    a_tile = b.gep(scratch, [i64(KC_ * NR + MR * NR)], source_etype=F32)
 
     def pack_panel(b_base, k0, kc, col0, valid_cols, full: bool):
         """panel_buf[kk][0:NR] = B[k0 + kk][col0:col0 + NR] (0 past N)."""
@@ -578,26 +619,28 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                     with otherwise:
                         store_lanes(b, b.fadd(val, load_lanes(b, cptr, vw, valid)), cptr, vw, valid)
 
-    def row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, full: bool):
+    def a_rows(row, row0):
+        """Row ``row`` of A in the tile (which holds rows from row0)."""
+        return b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
+
+    def row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, full: bool):
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (whole, partial):
                 with whole:
-                    base = b.gep(a_base, [b.add(b.mul(i, Kv), k0)], source_etype=F32)
-                    acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=base, a_stride=Kv, rows=MR)
+                    acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=a_rows(i, row0),
+                                       a_stride=tile_stride, rows=MR)
                     store_tile(acc, c_base, i, i64(MR), col0, valid_cols, first, full)
                 with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time on four accumulator sets
                     edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
                     with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
                         row = b.add(i, r)
-                        base = b.gep(a_base, [b.add(b.mul(row, Kv), k0)], source_etype=F32)
-                        acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=base, a_stride=Kv,
-                                           rows=EDGE_ROWS)
+                        acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=a_rows(row, row0),
+                                           a_stride=tile_stride, rows=EDGE_ROWS)
                         store_tile(acc, c_base, row, i64(EDGE_ROWS), col0, valid_cols, first, full)
                     with fb.loop(edge_end, rows_valid, name="r1") as r:
                         row = b.add(i, r)
-                        a_ptr = b.gep(a_base, [b.add(b.mul(row, Kv), k0)], source_etype=F32)
-                        acc = row_compute(k, a_ptr, panel_buf, kc, NV, vw, NR)
+                        acc = row_compute(k, a_rows(row, row0), panel_buf, kc, NV, vw, NR)
                         store_tile([acc], c_base, row, i64(1), col0, valid_cols, first, full)
 
     per_batch = b.mul(mb_v, nch)
@@ -626,16 +669,18 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
             k0 = b.mul(kblock, kblock_size)
             kc = fb.min_(kblock_size, b.sub(Kv, k0))
             # K known to fit one block: no partial sums to add
-            first = True if isinstance(K, int) and K <= KC else b.icmp_signed("==", kblock, i64(0))
+            first = True if isinstance(K, int) and K <= KC_ else b.icmp_signed("==", kblock, i64(0))
+            copy_rows(k, b.gep(a_base, [b.add(b.mul(row0, Kv), k0)], source_etype=F32), Kv, b.sub(row_end, row0), kc,
+                      a_tile, tile_stride)
             with fb.loop(p_lo, p_hi, name="panel") as p:
                 col0 = b.mul(p, i64(NR))
                 valid_cols = fb.min_(b.sub(Nv, col0), i64(NR))
                 with b.if_else(b.icmp_signed("==", valid_cols, i64(NR))) as (whole, tail):
                     with whole:
                         pack_panel(b_base, k0, kc, col0, valid_cols, True)
-                        row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, True)
+                        row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, True)
                     with tail:
                         pack_panel(b_base, k0, kc, col0, valid_cols, False)
-                        row_loop(a_base, c_base, row0, row_end, k0, kc, col0, valid_cols, first, False)
-    k_cost = K if isinstance(K, int) else KC
-    kb.launch(k, dims.mul(groups, nchunks), 2 * tpb * MR * max(1, k_cost) * NR)
+                        row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, False)
+    k_cost = K if isinstance(K, int) else KC_
+    kb.launch(k, dims.mul(groups, nchunks), 2 * item_rows(M, tpb * MR) * max(1, k_cost) * NR)

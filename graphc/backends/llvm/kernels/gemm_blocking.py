@@ -1,0 +1,116 @@
+"""Cache sizes and the GEMM's block sizes derived from them.
+
+The packed GEMM (:mod:`.gemm`) walks K in blocks of ``kc`` and rows in blocks of ``mc``, as
+BLIS's loops around its micro-kernel do, so that each level of the cache holds what is reused
+from it:
+
+- L1: the panel of B the micro-kernel streams (``kc x NR`` floats) is reused for every
+  micro-tile of a row block, so it takes at most half of L1 (the rows of A and C pass through the
+  other half): ``kc = L1 / 2 / (NR * 4)``, in steps of 16, between 64 and 512.
+- L2: the row block of A packed into the thread's tile (``mc x (kc + 16)`` floats) is reused for
+  every panel, so it takes at most half of L2: ``mc = L2 / 2 / ((kc + 16) * 4)``, whole micro-tiles.
+- L3: the K block of B read for one row block (``kc x nc`` floats) takes at most half of the
+  last-level cache: wider products are split into column chunks of at most ``nc`` columns.
+
+The sizes are those of the machine graphc runs on (Linux sysfs,
+``/sys/devices/system/cpu/cpu0/cache/index*``) when code is generated for the host CPU; a cross
+target or a portable CPU level gets :data:`DEFAULT_CACHES` (a common x86-64 / AArch64 server
+core), and ``GRAPHC_GEMM_CACHES`` (``"l1=32K,l2=1M,l3=16M"``, any of the three) gives them
+explicitly for either. ``GRAPHC_GEMM_KC`` / ``GRAPHC_GEMM_MC`` override the derived sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+ENV_CACHES = "GRAPHC_GEMM_CACHES"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Bytes of one core's L1 data cache and L2, and of the last-level cache."""
+
+    l1: int
+    l2: int
+    l3: int
+
+
+DEFAULT_CACHES = CacheSizes(l1=32 << 10, l2=1 << 20, l3=16 << 20)
+
+
+def parse_size(text: str) -> int:
+    """``"48K"``, ``"2048K"``, ``"2M"``, ``"65536"`` -> bytes (sysfs and ``GRAPHC_GEMM_CACHES`` spellings)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cache size {text!r}: expected a number of bytes with an optional K, M or G")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def parse_caches(spec: str, base: CacheSizes = DEFAULT_CACHES) -> CacheSizes:
+    """``"l1=32K,l2=1M,l3=16M"`` (any subset) over ``base``."""
+    sizes = {"l1": base.l1, "l2": base.l2, "l3": base.l3}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip().lower()
+        if key not in sizes or not value:
+            raise ValueError(f"{ENV_CACHES}={spec!r}: expected l1=SIZE, l2=SIZE and/or l3=SIZE, got {part!r}")
+        sizes[key] = parse_size(value)
+    return CacheSizes(**sizes)
+
+
+def read_sysfs_caches(root: Path = SYSFS_CACHES) -> CacheSizes | None:
+    """The caches sysfs lists for one CPU (None where it lists no L1 data cache or no L2)."""
+    found: dict[str, int] = {}
+    for index in sorted(root.glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = parse_size((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction" or level not in (1, 2, 3):
+            continue
+        found[f"l{level}"] = max(found.get(f"l{level}", 0), size)
+    if "l1" not in found or "l2" not in found:
+        return None
+    return CacheSizes(l1=found["l1"], l2=found["l2"], l3=found.get("l3", found["l2"]))
+
+
+@cache
+def host_caches() -> CacheSizes:
+    return read_sysfs_caches() or DEFAULT_CACHES
+
+
+def caches_for(host: bool) -> CacheSizes:
+    """The caches to block for: the host's when generating code for it, else the defaults; either
+    overridden by ``GRAPHC_GEMM_CACHES``."""
+    base = host_caches() if host else DEFAULT_CACHES
+    spec = os.environ.get(ENV_CACHES)
+    return parse_caches(spec, base) if spec else base
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """The GEMM's block sizes: ``kc`` (K block), ``mc`` (rows per block, whole micro-tiles) and
+    ``nc`` (columns per chunk, whole panels)."""
+
+    kc: int
+    mc: int
+    nc: int
+    l2: int  # bytes of L2: packed weights larger than half of it are prefetched as they stream
+
+
+def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
+    """Block sizes for an ``mr x nr`` micro-tile (see the module docstring)."""
+    kc = max(64, min(512, caches.l1 // 2 // (nr * 4) // 16 * 16))
+    kc = int(os.environ.get("GRAPHC_GEMM_KC", kc))
+    mc = max(mr, caches.l2 // 2 // ((kc + 16) * 4) // mr * mr)
+    mc = int(os.environ.get("GRAPHC_GEMM_MC", mc))
+    nc = max(nr, caches.l3 // 2 // (kc * 4) // nr * nr)
+    return Blocking(kc=kc, mc=mc, nc=nc, l2=caches.l2)

@@ -1,0 +1,143 @@
+"""The packed GEMM (A and B packed, blocked for the caches) on odd shapes, transposed operands and
+small caches, and the block sizes derived from the caches.
+
+Shapes straddle the micro-tile (MR rows) and panel (NR columns) widths: 1, 3, 7, 17, 255, 257
+and K over several blocks. Each product runs as a Dense layer's product (weights packed once,
+epilogue fused) and as a product of two run-time operands, on one and two threads. With
+``GRAPHC_GEMM_CACHES`` set to tiny caches, the same products cross many K blocks, row blocks
+and column chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphc.backends.llvm.kernels import gemm_blocking
+from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes, blocking, parse_caches, read_sysfs_caches
+from graphc.backends.reference.interpreter import run as reference_run
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import OpBuilder
+from graphc.passes import optimize
+from tests.backends.llvm.helpers import load, run_native
+
+# (M, K, N)
+SHAPES = [(1, 1, 1), (3, 7, 17), (17, 3, 7), (7, 17, 3), (255, 257, 17), (257, 17, 255), (17, 255, 257),
+          (1, 600, 33), (13, 1000, 65), (97, 520, 97)]
+
+
+def _dense_graph(shapes, rng, *, epilogue: bool) -> Graph:
+    g = Graph("packed_dense")
+    ob = OpBuilder(g)
+    outs = []
+    for i, (m, k, n) in enumerate(shapes):
+        x = g.add_input(f"a{i}", TensorType("float32", (m, k)))
+        w = g.add_constant(f"w{i}", rng.standard_normal((k, n)).astype(np.float32))
+        y = ob.emit("matmul", x, w)
+        if epilogue:
+            bias = g.add_constant(f"bias{i}", rng.standard_normal(n).astype(np.float32))
+            y = ob.emit("relu", ob.emit("add", y, bias))
+        outs.append(y)
+    g.set_outputs(outs)
+    return g
+
+
+def _runtime_graph(shapes, *, transpose_a: bool = False, transpose_b: bool = False) -> Graph:
+    g = Graph("packed_runtime")
+    ob = OpBuilder(g)
+    outs = []
+    for i, (m, k, n) in enumerate(shapes):
+        x = g.add_input(f"a{i}", TensorType("float32", (k, m) if transpose_a else (m, k)))
+        y = g.add_input(f"b{i}", TensorType("float32", (n, k) if transpose_b else (k, n)))
+        if transpose_a:
+            x = ob.emit("transpose", x, perm=(1, 0))
+        if transpose_b:
+            y = ob.emit("transpose", y, perm=(1, 0))
+        outs.append(ob.emit("matmul", x, y))
+    g.set_outputs(outs)
+    return g
+
+
+def _feeds(graph: Graph, rng) -> dict[str, np.ndarray]:
+    return {name: rng.standard_normal(graph.type_of(name).concrete_shape({})).astype(np.float32)
+            for name in graph.inputs}
+
+
+def _check(graph: Graph, lib, feeds, threads: int, label: str) -> None:
+    want = reference_run(graph, feeds)
+    got = run_native(lib, feeds, threads)
+    for name, g in zip(graph.outputs, got):
+        w = np.asarray(want[name], dtype=np.float64)
+        scale = max(1.0, float(np.abs(w).max()))
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * scale, err_msg=f"{label}: {name}")
+
+
+@pytest.mark.parametrize("epilogue", [False, True])
+def test_dense_products_of_odd_shapes(epilogue, rng):
+    graph = _dense_graph(SHAPES, rng, epilogue=epilogue)
+    compiled = optimize(graph, 2)
+    lib = load(compiled, f"packed_dense_{int(epilogue)}")
+    feeds = _feeds(graph, rng)
+    for threads in (1, 2):
+        _check(graph, lib, feeds, threads, f"dense, {threads} threads")
+
+
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_run_time_products_of_odd_shapes_and_transposed_operands(transpose_a, transpose_b, rng):
+    graph = _runtime_graph(SHAPES, transpose_a=transpose_a, transpose_b=transpose_b)
+    lib = load(graph, f"packed_runtime_{int(transpose_a)}{int(transpose_b)}")
+    feeds = _feeds(graph, rng)
+    for threads in (1, 2):
+        _check(graph, lib, feeds, threads, f"run time, transposed a={transpose_a} b={transpose_b}, {threads} threads")
+
+
+def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
+    """Caches of 4 KiB / 32 KiB / 64 KiB: K blocks of 64, row blocks of a few tiles, chunks of a
+    few panels, on both kernels (the build cache is bypassed: the sizes are not in its key)."""
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l1=4K,l2=32K,l3=64K")
+    shapes = [(255, 257, 17), (17, 255, 257), (97, 520, 97), (1, 600, 33), (257, 300, 255)]
+    dense = _dense_graph(shapes, rng, epilogue=True)
+    runtime = _runtime_graph(shapes, transpose_b=True)
+    for graph, name in ((optimize(dense, 2), "tiny_dense"), (runtime, "tiny_runtime")):
+        lib = load(graph, name, cache=False)
+        feeds = _feeds(graph, rng)
+        for threads in (1, 2):
+            _check(graph, lib, feeds, threads, f"{name}, {threads} threads")
+
+
+def test_block_sizes_follow_the_caches():
+    # AVX-512, 12 x 32 tile, 48 KiB L1 / 2 MiB L2 (this Xeon): the B panel is half of L1
+    b = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20), 12, 32)
+    assert b.kc == 192 and b.kc * 32 * 4 <= 24 << 10
+    assert b.mc % 12 == 0 and b.mc * (b.kc + 16) * 4 <= 1 << 20 < (b.mc + 12) * (b.kc + 16) * 4
+    assert b.nc % 32 == 0 and b.nc * b.kc * 4 <= 16 << 20
+    # AVX2, 6 x 16 tile, 32 KiB L1 / 512 KiB L2 (Zen 3)
+    b = blocking(CacheSizes(l1=32 << 10, l2=512 << 10, l3=32 << 20), 6, 16)
+    assert (b.kc, b.mc % 6) == (256, 0) and b.mc * (b.kc + 16) * 4 <= 256 << 10
+    # never below one micro-tile or one panel, never a K block below 64
+    b = blocking(CacheSizes(l1=1024, l2=1024, l3=1024), 12, 32)
+    assert (b.kc, b.mc, b.nc) == (64, 12, 32)
+
+
+def test_cache_sizes_from_sysfs_and_the_environment(tmp_path, monkeypatch):
+    for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "64K"), (2, "Unified", "2048K"),
+                                             (3, "Unified", "491520K")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert read_sysfs_caches(tmp_path) == CacheSizes(l1=48 << 10, l2=2 << 20, l3=480 << 20)
+    assert read_sysfs_caches(tmp_path / "absent") is None
+    assert parse_caches("l2=1M, l1=32K") == CacheSizes(l1=32 << 10, l2=1 << 20, l3=gemm_blocking.DEFAULT_CACHES.l3)
+    with pytest.raises(ValueError, match="l4=1M"):
+        parse_caches("l4=1M")
+    with pytest.raises(ValueError, match="cache size"):
+        parse_caches("l1=lots")
+    # a cross target gets the defaults, the host its own caches; the environment overrides both
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l1=16K")
+    assert gemm_blocking.caches_for(False).l1 == 16 << 10
+    assert gemm_blocking.caches_for(True).l1 == 16 << 10
+    monkeypatch.delenv("GRAPHC_GEMM_CACHES")
+    assert gemm_blocking.caches_for(False) == gemm_blocking.DEFAULT_CACHES
