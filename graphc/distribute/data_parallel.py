@@ -69,6 +69,7 @@ class DataParallel:
         self.sync_batchnorm = False
         self._init = (init_method, rank, world_size)
         self._dist = None
+        self._global_batch: int | None = None  # samples in the global batch of the share last handed out
 
     # ------------------------------------------------------------------ the process group
     @property
@@ -121,15 +122,24 @@ class DataParallel:
 
     def all_reduce_sum(self, array: np.ndarray, what: str = "an all-reduce") -> None:
         """Sum a contiguous array across ranks in place (in buckets of ``bucket_mb``)."""
+        self.wait(self.start_all_reduce(array), what)
+
+    def start_all_reduce(self, array: np.ndarray) -> list:
+        """Start summing ``array`` across ranks in place (in buckets of ``bucket_mb``); returns the pending
+        operations for :meth:`wait`. The array must stay untouched until then."""
         import torch
 
         flat = array.reshape(-1)
         if not flat.flags.c_contiguous or not flat.flags.writeable:
-            raise ValueError("all_reduce_sum needs a writable C-contiguous array")
+            raise ValueError("all-reduce needs a writable C-contiguous array")
         tensor = torch.from_numpy(flat)
         step = max(1, self.bucket_bytes // max(flat.itemsize, 1))
-        for start in range(0, flat.size, step):
-            self._collective(what, self.dist.all_reduce, tensor[start:start + step], op=self.dist.ReduceOp.SUM)
+        return [self._collective("starting an all-reduce", self.dist.all_reduce, tensor[start:start + step],
+                                 op=self.dist.ReduceOp.SUM, async_op=True) for start in range(0, flat.size, step)]
+
+    def wait(self, pending: list, what: str) -> None:
+        for work in pending:
+            self._collective(what, work.wait)
 
     def broadcast(self, array: np.ndarray, what: str = "a broadcast") -> np.ndarray:
         """Rank 0's ``array`` on every rank (a new contiguous array)."""
@@ -168,6 +178,7 @@ class DataParallel:
         samples than ranks: every rank skips it)."""
         if len(index) < self.world_size:
             return None
+        self._global_batch = len(index)
         return np.array_split(np.asarray(index), self.world_size)[self.rank]
 
     def train_step(self, step, feeds: dict, targets: list, sample_weights: list | None, n: int):
@@ -179,17 +190,20 @@ class DataParallel:
         totals = [v for m in out.metrics for v in m[2:]]
         stats = np.concatenate([[float(n)], [float(result[v]) * n for v in losses]]
                                + [np.asarray(result[v], np.float64).reshape(-1) for v in totals])
-        self.all_reduce_sum(stats, "the all-reduce of the losses and metrics")
-        total = stats[0]
         buffer = step.gradient_buffer()
         if buffer.dtype != np.float32:
             raise TypeError("DataParallel averages float32 gradient buffers; this model has gradients of other "
                             "dtypes")
-        if total != n * self.world_size:  # unequal shares: weight each rank's gradient by its samples
-            buffer *= np.float32(n / total)
-        else:
-            buffer *= np.float32(1.0 / self.world_size)
-        self.all_reduce_sum(buffer, "the all-reduce of the gradients")
+        # each rank's share of the global batch is known from its size: weight the gradient by it, so the
+        # sum is the global batch's gradient (1/world_size for equal shares), and reduce both at once
+        expected = self._global_batch if self._global_batch is not None else n * self.world_size
+        buffer *= np.float32(n / expected)
+        pending = self.start_all_reduce(stats) + self.start_all_reduce(buffer)
+        self.wait(pending, "the all-reduce of the gradients")
+        total = stats[0]
+        if total != expected:
+            raise DistributedError(f"rank {self.rank} of {self.world_size}: the ranks' batches hold {total:g} "
+                                   f"samples, {expected} expected: every rank must see the same global batches")
         step.apply_gradients()
         for k, v in enumerate(losses):
             result[v] = np.asarray(stats[1 + k] / total, dtype=np.asarray(result[v]).dtype)
