@@ -170,7 +170,7 @@ def _build_trainer(model, target: str, threads: int | None, seed: int = 0):
     elif target == "native":
         from graphc.training.native_step import NativeStepRunner
 
-        trainer.runner = NativeStepRunner(threads, seed=seed)
+        trainer.runner = NativeStepRunner(threads, seed=seed, trainer=trainer)
     else:
         raise ValueError(f"training steps run on the 'reference' and 'native' targets, not {target!r} "
                          "(ONNX export covers inference graphs)")

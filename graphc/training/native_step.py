@@ -8,7 +8,13 @@ each remembers that an instance holds its latest value (a :class:`Held` record) 
 back through ``gc_instance_get_weight`` only when Python asks for it (``get_weights``, ``save``,
 a callback, an evaluation step compiled into another library). A value assigned on the host
 drops the record, and the next step pushes it through ``gc_instance_set_weight``. Between two
-training steps on the same instance no weight byte crosses the ABI.
+training steps on the same instance no weight byte crosses the ABI. A step moves each updated
+Variable's ``version`` on, so compiled copies of the model (a native ``predict``) know to refresh.
+
+A training step's library also holds its evaluation step (the trainer's evaluation step of the same
+targets and sample weights): ``evaluate`` and validation run ``gc_instance_eval_step`` on the
+training instance's own weights. An evaluation step with no training step yet gets a library of its
+own, until a training step of its signature is compiled.
 """
 
 from __future__ import annotations
@@ -102,6 +108,9 @@ class _Compiled:
     iterations: int | None = None
     learning_rate: float | None = None
     gradients: np.ndarray | None = None  # the split step's gradient buffer (a view of the instance's)
+    eval_step: object = None  # a training library's evaluation step (the Step whose graph it holds)
+    evaluation: _Compiled | None = None  # that step's entry: same library and instance, run by eval_step
+    runs_eval_step: bool = False  # this entry is a training library's evaluation step
 
 
 class NativeStepRunner:
@@ -112,14 +121,19 @@ class NativeStepRunner:
     its split step (``gc_instance_gradient_step`` / ``gc_instance_apply_gradients``), which
     :meth:`~graphc.training.step.Step.compute_gradients` and ``apply_gradients`` run."""
 
-    def __init__(self, threads: int | None = None, seed: int = 0, split_step: bool = False):
+    def __init__(self, threads: int | None = None, seed: int = 0, split_step: bool = False, trainer=None):
         self.threads = threads
         self.seed = seed
         self.split_step = split_step
+        self.trainer = trainer  # whose steps pair up (training and evaluation) in one library
         self._compiled: dict[int, tuple[object, _Compiled]] = {}
 
     def compiled(self, step) -> _Compiled:
         """The library and instance of ``step`` (compiled on first use)."""
+        if not step.training:
+            linked = self._linked_evaluation(step)
+            if linked is not None:
+                return linked
         entry = self._compiled.get(id(step))
         split = self.split_step and step.training
         if entry is not None and entry[0] is step and split and not entry[1].library.has_gradient_step:
@@ -129,11 +143,13 @@ class NativeStepRunner:
             from graphc.runtime import Library
 
             graph = step.graph
-            if split:
-                halves = step.split()
-                files = compile_library(graph, split=(halves.gradient, halves.apply, halves.layout))
-            else:
-                files = compile_library(graph)
+            evaluation = self._evaluation_twin(step) if step.training else None
+            eval_graph = None
+            if evaluation is not None:
+                graph, eval_graph = linked_step_graphs(step, evaluation)
+            halves = step.split() if split else None
+            files = compile_library(graph, eval_graph=eval_graph,
+                                    split=None if halves is None else (halves.gradient, halves.apply, halves.layout))
             library = Library(files.shared, files.symbol)
             info = graph.meta.get("train_step")
             compiled = _Compiled(library, library.instance(self.threads, seed=self.seed), list(graph.outputs),
@@ -143,9 +159,54 @@ class NativeStepRunner:
                 compiled.model_inputs = [v for v in graph.inputs if v not in special]
                 compiled.targets = list(info["targets"])
                 compiled.outputs = list(graph.outputs[:info["reported"]])
+                compiled.eval_step = evaluation if library.has_eval_step else None
             entry = (step, compiled)
             self._compiled[id(step)] = entry
         return entry[1]
+
+    def _step_key(self, step) -> tuple | None:
+        """``step``'s key among its trainer's steps (``(training, targets, trainable flags, sample weights)``)."""
+        steps = getattr(self.trainer, "_steps", None) or {}
+        return next((key for key, s in steps.items() if s is step), None)
+
+    def _evaluation_twin(self, step):
+        """The trainer's evaluation step of ``step``'s signature (made when missing: its graph is cheap)
+        when it can share ``step``'s library, else None."""
+        key = self._step_key(step)
+        if key is None:
+            return None
+        from graphc.training.step import Step
+
+        trainer = self.trainer
+        twin_key = (False,) + tuple(key[1:])
+        evaluation = trainer._steps.get(twin_key)
+        if evaluation is None:
+            targets = [None if t is None else np.zeros((1,) + tuple(t.shape[1:]), dtype=t.dtype)
+                       for t in step.target_types]
+            weights = [None if w is None else np.zeros((1,) + tuple(step.graph.type_of(w).shape[1:]), np.float32)
+                       for w in step.weight_inputs]
+            evaluation = Step(trainer.model, trainer.specs, targets, None, False, runner=self,
+                              sample_weights=weights if any(w is not None for w in weights) else None)
+            trainer._steps[twin_key] = evaluation
+        return evaluation if _shares_weights(step, evaluation) else None
+
+    def _linked_evaluation(self, step) -> _Compiled | None:
+        """The entry running evaluation step ``step`` in its training step's library, if it has one."""
+        key = self._step_key(step)
+        train = self.trainer._steps.get((True,) + tuple(key[1:])) if key is not None else None
+        if train is None:
+            return None
+        c = self.compiled(train)
+        if c.eval_step is not step:
+            return None
+        if c.evaluation is None:
+            graph, info = step.graph, step.graph.meta["eval_step"]
+            c.evaluation = _Compiled(c.library, c.instance, list(graph.outputs[:info["reported"]]),
+                                     {v: np.dtype(graph.type_of(v).dtype) for v in graph.inputs},
+                                     [v for v in graph.inputs if v not in set(info["targets"])],
+                                     list(info["targets"]), runs_eval_step=True)
+        self._compiled.pop(id(step), None)  # a library of its own, if it had one, is done with
+        return c.evaluation
 
     def run_step(self, step, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One step: host values the instance lacks go in, the step runs, the host learns that the
@@ -154,6 +215,9 @@ class NativeStepRunner:
         inst = c.instance
         self._push_state(step, c)
         arrays = {v: np.ascontiguousarray(feeds[v], dtype=c.dtypes[v]) for v in step.graph.inputs if v in feeds}
+        if c.runs_eval_step:
+            outs = inst.eval_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
+            return dict(zip(c.outputs, outs))
         if not c.library.has_train_step:
             outs = inst.run([arrays[v] for v in step.graph.inputs])
             return dict(zip(step.graph.outputs, outs))
@@ -173,7 +237,7 @@ class NativeStepRunner:
         outs = c.instance.gradient_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
         for name in step.layer_updates:
             if name in step.params:
-                step.params[name].__dict__["_held"] = Held(c.instance, name)
+                _hold(step.params[name], c.instance, name)
         return dict(zip(c.outputs, outs))
 
     def apply_gradients(self, step) -> None:
@@ -231,12 +295,27 @@ class NativeStepRunner:
         opt = step.optimizer
         for name in step.updates:
             if name in step.params:
-                step.params[name].__dict__["_held"] = Held(c.instance, name)
+                _hold(step.params[name], c.instance, name)
             elif name in step.slots:
                 key, slot = step.slots[name]
                 opt.slots[key].held[slot] = Held(c.instance, name)
         opt._iterations += 1
         c.iterations = opt._iterations
+
+
+def _hold(var: Variable, instance, name: str) -> None:
+    """``instance`` now holds the latest value of ``var`` (its constant ``name``): the host copy is stale,
+    and the version moves on as an assignment's would."""
+    var.__dict__["_held"] = Held(instance, name)
+    var.version += 1
+
+
+def _shares_weights(train, evaluation) -> bool:
+    """Whether every model weight the evaluation step reads is the training step's, by name and type,
+    so that one library's evaluation step can read the training instance's weights."""
+    return all(train.params.get(name) is var and name in train.graph.constants
+               and train.graph.type_of(name) == evaluation.graph.type_of(name)
+               for name, var in evaluation.params.items() if name in evaluation.graph.constants)
 
 
 def _target_like(model, index: int, loss) -> np.ndarray:
