@@ -325,7 +325,8 @@ def _emit_layer(w: _Writer, layer, ins: list[_Value], node) -> list[_Value]:
         def make():
             c = layer.moving_mean.shape[0]
             cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[x.rank]
-            m = cls(c, eps=cfg["epsilon"], affine=True)
+            # Keras's momentum weighs the old moving statistic, PyTorch's the batch's
+            m = cls(c, eps=cfg["epsilon"], momentum=1.0 - cfg["momentum"], affine=True)
             _set(m.weight, layer.gamma.numpy() if layer.gamma is not None else np.ones(c))
             _set(m.bias, layer.beta.numpy() if layer.beta is not None else np.zeros(c))
             _set(m.running_mean, layer.moving_mean.numpy())
