@@ -8,6 +8,7 @@ from graphc import (
     activations,
     applications,
     callbacks,
+    config,
     constraints,
     layers,
     losses,
@@ -28,7 +29,7 @@ from graphc.saving import from_keras
 
 __version__ = "0.1.0"
 
-__all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "callbacks", "losses",
+__all__ = ["Input", "InputLayer", "Model", "Sequential", "layers", "models", "utils", "config", "callbacks", "losses",
            "metrics", "optimizers", "regularizers", "constraints", "activations", "applications", "onnx",
            "lower", "build", "verify", "optimize", "plan_memory", "CompiledModel", "from_keras", "quantize",
            "quantize_report", "__version__"]

@@ -8,6 +8,10 @@ import shutil
 import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# The suite's models (and those of the processes it starts) run fit, evaluate and predict on the reference
+# unless a test picks native code (graphc.build, compile(backend="native")): compiling each natively would
+# make the suite much slower. tests/training/test_default_backend.py covers the default, "auto".
+os.environ.setdefault("GRAPHC_BACKEND", "reference")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -179,6 +179,7 @@ class Model(Layer):
         self._layers: list[Layer] = []
         self.compiled = False
         self._compile_config = None
+        self._graphc_backend: str | None = None  # compile(backend=...); None: the process default
         self._compiled_cache: dict = {}
 
     def _init_graph(self, inputs, outputs) -> None:
@@ -364,19 +365,37 @@ class Model(Layer):
             self._compiled_cache[key] = entry
         return entry
 
+    def _predictor(self):
+        """What predict runs: native code or the reference, as the model's backend setting says."""
+        from graphc.predictor import model_predictor
+
+        return model_predictor(self)
+
     def predict(self, x, batch_size: int | None = None, verbose="auto", steps=None, callbacks=None):
-        """Outputs for the samples in ``x`` (array, list or dict), computed in batches."""
-        return self._reference().predict(x, batch_size=batch_size)
+        """Outputs for the samples in ``x`` (array, list or dict), computed in batches (on the backend
+        ``compile(backend=...)`` or ``graphc.config.set_backend`` chose; native code by default)."""
+        return self._predictor().predict(x, batch_size=batch_size)
 
     def predict_on_batch(self, x):
-        return self._reference().predict(x, batch_size=None, whole=True)
+        return self._predictor().predict(x, batch_size=None, whole=True)
 
     # ------------------------------------------------------------------ training (graphc.training)
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs) -> None:
-        """Configure training: optimizer, loss(es), loss weights and metrics, as Keras's ``compile``."""
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, backend: str | None = None,
+                **kwargs) -> None:
+        """Configure training: optimizer, loss(es), loss weights and metrics, as Keras's ``compile``.
+        ``backend`` (graphc's own argument): ``"auto"`` (native code when a C compiler is found and the
+        model lowers natively, else the reference with a warning saying why), ``"native"`` or
+        ``"reference"``; it runs ``fit``, ``evaluate``, ``predict`` and the ``*_on_batch`` calls. None:
+        the process default (:mod:`graphc.config`)."""
+        from graphc import config
         from graphc.training import compile_model
+        from graphc.training.auto_step import step_runner
 
-        compile_model(self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+        setting = config.backend() if backend is None else config.check_backend(backend, "model.compile()")
+        trainer = compile_model(self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
+                                **kwargs)
+        trainer.runner = step_runner(trainer, setting)
+        self._graphc_backend = setting
         self._compile_config = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights,
                                 "metrics": metrics, **kwargs}
 
