@@ -16,6 +16,7 @@ from graphc.backends.llvm import toolchain
 from graphc.config import BackendFallbackWarning
 from graphc.predictor import NativePredictor
 from graphc.training.auto_step import AutoStepRunner
+from graphc.training.loop import standardize_x
 from graphc.training.native_step import NativeStepRunner
 
 RTOL = 1e-4
@@ -29,12 +30,13 @@ def auto():
     config.set_backend(None)
 
 
+def _no_cc():
+    raise toolchain.ToolchainError("no C compiler was found (looked for cc, gcc, clang on PATH)")
+
+
 @pytest.fixture
 def no_compiler(monkeypatch):
-    def find_cc():
-        raise toolchain.ToolchainError("no C compiler was found (looked for cc, gcc, clang on PATH)")
-
-    monkeypatch.setattr(toolchain, "find_cc", find_cc)
+    monkeypatch.setattr(toolchain, "find_cc", _no_cc)
 
 
 def _mlp():
@@ -149,6 +151,34 @@ def test_no_compiler_falls_back_with_one_warning(auto, no_compiler, rng):
         _close(got[key], want[key], key)
     _close(loss, twin.evaluate(x, y, verbose=0), "evaluate")
     _close(out, twin.predict(x), "predict")
+
+
+@pytest.mark.parametrize("compiler", ["found", "missing"])
+def test_the_split_step_follows_the_default(auto, compiler, monkeypatch, rng):
+    """Data parallelism's gradient and apply steps: native by default, else the reference."""
+    if compiler == "missing":
+        monkeypatch.setattr(toolchain, "find_cc", _no_cc)
+    model, twin = _twins(_mlp)
+    x, y = _data(model, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BackendFallbackWarning)
+        buffers, steps = [], []
+        for m in (model, twin):
+            for _ in range(2):
+                feeds = standardize_x(m, x)
+                step = m._graphc_trainer._step(feeds, [y], True)
+                step.compute_gradients(feeds, [y])
+                buffers.append(np.array(step.gradient_buffer()))
+                step.apply_gradients()
+            steps.append(step)
+    for got, want in zip(buffers[:2], buffers[2:]):
+        _close(got, want, "gradient buffer")
+    _same_weights(model, twin)
+    runner = model._graphc_trainer.runner
+    if compiler == "found":
+        assert runner.fallback is None and runner.compiled(steps[0]).library.has_gradient_step
+    else:
+        assert "no C compiler" in runner.fallback and not runner._compiled
 
 
 def test_native_without_a_compiler_is_an_error(no_compiler, rng):
