@@ -47,13 +47,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "f387942"  # the last commit whose GEMM packs B only, with MC/KC fixed
 
 
-def _graph(n: int, kind: str, name: str, weight: np.ndarray) -> Graph:
+def _graph(m: int, kind: str, name: str, weight: np.ndarray) -> Graph:
     g = Graph(name)
-    x = g.add_input("a", TensorType("float32", (n, n)))
+    x = g.add_input("a", TensorType("float32", (m, weight.shape[0])))
     if kind == "dense":
         y = g.add_constant("w", weight)
     else:
-        y = g.add_input("b", TensorType("float32", (n, n)))
+        y = g.add_input("b", TensorType("float32", weight.shape))
     g.set_outputs([OpBuilder(g).emit("matmul", x, y)])
     return g
 
@@ -96,31 +96,32 @@ def _library(graph: Graph):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default=BEFORE, help="commit whose GEMM is 'before' (or none)")
-    ap.add_argument("--sizes", default="256,512,1024,2048,4096")
+    ap.add_argument("--sizes", default="256,512,1024,2048,4096", help="M = N = K, or MxKxN")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--kinds", default="dense,runtime")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", help="write the rows here too")
     args = ap.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [tuple(int(d) for d in s.split("x")) if "x" in s else (int(s),) * 3 for s in args.sizes.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]
     peak = measure_peak()
     fma_loop, fma_flop = _fma_loop(0.01)
     set_blas_threads = _openblas_threads()
     rng = np.random.default_rng(0)
     rows = []
-    for n in sizes:
-        a = rng.standard_normal((n, n)).astype(np.float32)
-        w = rng.standard_normal((n, n)).astype(np.float32)
-        c = np.empty((n, n), np.float32)
+    for m, kk, n in sizes:
+        a = rng.standard_normal((m, kk)).astype(np.float32)
+        w = rng.standard_normal((kk, n)).astype(np.float32)
+        c = np.empty((m, n), np.float32)
+        size = str(m) if m == kk == n else f"{m}x{kk}x{n}"
         want = a.astype(np.float64) @ w.astype(np.float64)
-        flop = 2.0 * n ** 3
+        flop = 2.0 * m * kk * n
         for kind in args.kinds.split(","):
             feeds = [a] if kind == "dense" else [a, w]
-            libs = {"after": _library(_graph(n, kind, f"gemm_{kind}_{n}", w))}
+            libs = {"after": _library(_graph(m, kind, f"gemm_{kind}_{m}_{kk}_{n}", w))}
             if args.before != "none":
                 with _old_lowering(args.before):
-                    libs["before"] = _library(_graph(n, kind, f"gemm_{kind}_{n}_before", w))
+                    libs["before"] = _library(_graph(m, kind, f"gemm_{kind}_{m}_{kk}_{n}_before", w))
             for threads in thread_counts:
                 runners, instances = [], []
                 for label in ("before", "after"):
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = inst.run(feeds)[0]
                     err = float(np.abs(got - want).max() / np.abs(want).max())
                     if err > 1e-5:
-                        raise AssertionError(f"{label} {kind} {n}: relative error {err:.2e}")
+                        raise AssertionError(f"{label} {kind} {size}: relative error {err:.2e}")
                     instances.append(inst)
                     runners.append(_Runner(label, lambda i=inst, f=feeds: i.run(f)))
                 if set_blas_threads is not None:
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 if threads == 1:  # the FMA loop of the peak, timed beside them
                     runners.append(_Runner("fma", fma_loop))
                 cpu = _measure_cpu(runners, args.repeat, threads)
-                row = {"n": n, "kind": kind, "threads": threads, "peak": peak.compute_peak(threads)}
+                row = {"n": size, "kind": kind, "threads": threads, "peak": peak.compute_peak(threads),
+                       "core_peak": peak.gflops}
                 if threads == 1:
                     row["fma_cpu"] = fma_flop / float(np.median(cpu["fma"])) / 1e9
                 for label in ("before", "after", "openblas"):
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Peak: {peak.gflops:.0f} GFLOP/s on 1 core ({peak.widest}-bit FMA), {peak.multi_gflops:.0f} on "
           f"{peak.threads}; {peak.cpu}")
-    print("GFLOP/s (% of peak) from the median wall time / from the median CPU time per call (what the kernel")
-    print("costs on a shared machine; ratios from CPU time).")
+    print("GFLOP/s from the median wall time (% of the peak of that many cores) / GFLOP per CPU-second from the")
+    print("median CPU time per call, all threads together (% of one core's peak): what the kernel costs on a shared")
+    print("machine. Ratios from CPU time.")
     print("FMA loop: the peak's kernel timed by CPU time in the same rounds (1 thread), and 'after' as a share of it.")
     print("| M=N=K | product | threads | before | after | OpenBLAS | after/before | after/OpenBLAS | FMA loop | "
           "after/FMA loop |")
@@ -182,8 +185,9 @@ def _fma_loop(seconds: float):
 
 def _measure_cpu(runners: list[_Runner], repeat: int, threads: int, min_sample_s: float = 0.05) -> dict[str, list]:
     """Seconds of CPU per call, per runner (``repeat`` interleaved samples): the calling thread's
-    CPU time on one thread, the process's divided by the threads on more. On a shared machine this
-    is what the kernel itself costs, whatever share of the cores the neighbours leave it."""
+    CPU time on one thread, the whole process's (every thread's, spinning included) on more. On a
+    shared machine this is what the kernel itself costs, whatever share of the cores the
+    neighbours leave it."""
     clock = time.thread_time if threads == 1 else time.process_time
     samples: dict[str, list] = {r.name: [] for r in runners}
     calls = {}
@@ -200,7 +204,7 @@ def _measure_cpu(runners: list[_Runner], repeat: int, threads: int, min_sample_s
                 t0 = clock()
                 for _ in range(calls[r.name]):
                     r.call()
-                samples[r.name].append((clock() - t0) / calls[r.name] / threads)
+                samples[r.name].append((clock() - t0) / calls[r.name])
     return samples
 
 
@@ -212,8 +216,8 @@ def _blas_threads(setter, threads: int):
 
 def _line(row: dict) -> str:
     def cell(label):
-        v, cpu, peak = row.get(label), row.get(label + "_cpu"), row["peak"]
-        return "-" if v is None else f"{v:.0f} ({100 * v / peak:.0f} %) / {cpu:.0f} ({100 * cpu / peak:.0f} %)"
+        v, cpu, peak, core = row.get(label), row.get(label + "_cpu"), row["peak"], row["core_peak"]
+        return "-" if v is None else f"{v:.0f} ({100 * v / peak:.0f} %) / {cpu:.0f} ({100 * cpu / core:.0f} %)"
 
     def ratio(x, y):
         return f"{row[x + '_cpu'] / row[y + '_cpu']:.2f}" if row.get(x) and row.get(y) else "-"

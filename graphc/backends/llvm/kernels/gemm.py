@@ -10,7 +10,7 @@ loops are BLIS's five around a micro-kernel, with block sizes from the caches of
   is reused for every micro-tile of a row block; weights larger than L2 are prefetched a panel
   ahead as the micro-kernel walks k.
 - A is packed per row block and K block into the thread's tile: ``mc`` rows of ``kc`` columns
-  (half of L2), the rows ``kc + 16`` floats apart so that the ``MR`` rows the micro-kernel reads
+  (an eighth of L2), the rows ``kc + 16`` floats apart so that the ``MR`` rows the micro-kernel reads
   at once fall into different L1 sets (rows of A read in place are a multiple of 4 KiB apart at
   K = 1024, 2048...: every row in the same set). Where A is a matrix the tile is a copy with
   full-width vectors; convolutions fill it with im2col (:class:`ASource`).
