@@ -108,8 +108,8 @@ CROSS_TOOLS = {
     "wasm32-wasi": CrossTools(("clang", "clang-16", "clang-15", "clang-14"), ("llvm-ar", "llvm-ar-16", "llvm-ar-15",
                                                                               "llvm-ar-14"),
                               "clang lld wasi-libc libclang-rt-dev-wasm32", "wasmtime", "pip install wasmtime",
-                              flags=("--target=wasm32-wasi", "-D_WASI_EMULATED_GETPID"),
-                              link_flags=("-lwasi-emulated-getpid", f"-Wl,-z,stack-size={WASM_STACK_BYTES}"),
+                              flags=("--target=wasm32-wasi",),
+                              link_flags=(f"-Wl,-z,stack-size={WASM_STACK_BYTES}",),
                               pic=False, shared="{}.wasm"),
 }
 

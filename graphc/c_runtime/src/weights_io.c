@@ -277,6 +277,14 @@ static int gc__write_all(int fd, const unsigned char* p, size_t n) {
   return 0;
 }
 
+/* The process's id in temporary names; WASI has no processes (nor getpid without an emulation
+ * library), and the clock and salt below keep a module's names apart. */
+#if defined(__wasi__)
+#define GC__PROCESS_ID 0L
+#else
+#define GC__PROCESS_ID ((long)getpid())
+#endif
+
 /* A new temporary file beside `path` (created exclusively, mode 0666 less the umask); its name in tmp. */
 static int gc__create_temp(const char* path, const void* salt, char* tmp, size_t cap, int* out_fd) {
   struct timespec ts;
@@ -284,7 +292,7 @@ static int gc__create_temp(const char* path, const void* salt, char* tmp, size_t
   uint64_t seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)salt;
   for (int attempt = 0; attempt < 16; attempt++) {
     seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    int n = snprintf(tmp, cap, "%s.%ld.%08llx.tmp", path, (long)getpid(), (unsigned long long)(seed >> 32));
+    int n = snprintf(tmp, cap, "%s.%ld.%08llx.tmp", path, GC__PROCESS_ID, (unsigned long long)(seed >> 32));
     if (n < 0 || (size_t)n >= cap) return ENAMETOOLONG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd >= 0) {
