@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -21,7 +22,7 @@ import pytest
 
 import graphc
 from graphc import cli, examples
-from graphc.backends.llvm import ToolchainError, codegen, compile_library, export_files
+from graphc.backends.llvm import ToolchainError, codegen, compile_library, export_files, toolchain
 from graphc.backends.llvm.target import ARCHITECTURES, resolve_target
 from graphc.backends.llvm.toolchain import toolchain_for
 from tests.backends.llvm.emulation import emulator_command, require_emulation
@@ -106,25 +107,63 @@ def test_a_missing_cross_compiler_names_the_package(monkeypatch):
 
 # ------------------------------------------------------------------ artifacts
 
-@pytest.mark.parametrize("triple", [AARCH64, "x86_64-linux-gnu"])
-def test_the_same_model_and_triple_give_identical_files(triple, tmp_path, monkeypatch):
-    _require_toolchain(triple)
+def _build_twice(triple: str, root: Path, monkeypatch, pause: float = 0.0) -> tuple[dict, dict]:
+    """The files of mlp (embedded and external weights) built for ``triple`` in two empty caches
+    under different directories (so a leaked path differs), ``pause`` seconds apart."""
     graph = graphc.lower(examples.build("mlp", seed=3))
     written = []
-    for run in ("first", "second"):  # two empty caches: everything is compiled twice
-        monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / run / "cache"))
+    for run in ("first", "second"):
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", str(root / run / "cache"))
         files = {}
         for weights in ("embedded", "external"):
             built = compile_library(graph, f"mlp_{weights}", weights=weights, triple=triple)
-            files.update(export_files(built, tmp_path / run / weights))
-        written.append({p.relative_to(tmp_path / run): p.read_bytes() for p in
-                        (tmp_path / run).glob("*/*") if p.is_file()})
-    first, second = written
+            files.update(export_files(built, root / run / weights))
+        written.append({p.relative_to(root / run): p.read_bytes() for p in (root / run).glob("*/*") if p.is_file()})
+        time.sleep(pause)
+    return written[0], written[1]
+
+
+def _differing(first: dict, second: dict) -> list[str]:
     assert sorted(map(str, first)) == sorted(map(str, second))
+    return sorted(str(path) for path in first if first[path] != second[path])
+
+
+@pytest.mark.parametrize("triple", [AARCH64, "x86_64-linux-gnu"])
+def test_the_same_model_and_triple_give_identical_files(triple, tmp_path, monkeypatch):
+    _require_toolchain(triple)
+    first, second = _build_twice(triple, tmp_path, monkeypatch)
     assert len(first) == 7  # .so, .a and .h of each, and the external weights
-    for path in first:
-        assert first[path] == second[path], f"{path} differs between two builds"
+    assert _differing(first, second) == []
     assert _elf_machine(tmp_path / "first" / "embedded" / "libmlp_embedded.so") == ELF_MACHINE[triple]
+
+
+def _with_debug_info(real):
+    """compile_c with -g: the debug information names the directory it compiled in (the cache's)."""
+    return lambda source, obj, extra=None, tc=toolchain.HOST: real(source, obj, [*(extra or []), "-g"], tc=tc)
+
+
+def _archive_with_timestamps(objects, out, tc=toolchain.HOST):
+    """An archive whose members carry their files' modification times (ar's U, not D)."""
+    out.unlink(missing_ok=True)
+    subprocess.run([tc.ar(), "rcsU", str(out), *map(str, objects)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("leak", ["path", "timestamp"])
+def test_the_reproducibility_check_catches_a_leaked_path_or_timestamp(leak, tmp_path, monkeypatch):
+    """The check above can fail: a build directory in the debug information, or file times in the
+    archive (builds a second apart), make two builds differ, and the comparison says which files."""
+    _require_toolchain("x86_64-linux-gnu")
+    if leak == "path":
+        monkeypatch.setattr(toolchain, "compile_c", _with_debug_info(toolchain.compile_c))
+        first, second = _build_twice("x86_64-linux-gnu", tmp_path, monkeypatch)
+    else:
+        monkeypatch.setattr(toolchain, "archive", _archive_with_timestamps)
+        first, second = _build_twice("x86_64-linux-gnu", tmp_path, monkeypatch, pause=1.1)
+    differing = _differing(first, second)
+    assert "embedded/libmlp_embedded.a" in differing and "external/libmlp_external.a" in differing
+    if leak == "path":
+        assert "embedded/libmlp_embedded.so" in differing
+    assert not any(name.endswith((".h", ".weights")) for name in differing)
 
 
 def test_compile_verb_writes_an_aarch64_library(tmp_path, capsys):
