@@ -107,14 +107,14 @@ def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
 
 
 def test_block_sizes_follow_the_caches():
-    # AVX-512, 12 x 32 tile, 48 KiB L1 / 2 MiB L2 (this Xeon): the B panel is half of L1
+    # AVX-512, 12 x 32 tile, 48 KiB L1 / 2 MiB L2 (a Sapphire Rapids Xeon): the B panel fills L1
     b = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20), 12, 32)
-    assert b.kc == 192 and b.kc * 32 * 4 <= 24 << 10
+    assert b.kc == 384 and b.kc * 32 * 4 == 48 << 10 and b.kc_packed == 192
     assert b.mc % 12 == 0 and b.mc * (b.kc + 16) * 4 <= 256 << 10 < (b.mc + 12) * (b.kc + 16) * 4
     assert b.nc % 32 == 0 and b.nc * b.kc * 4 <= 16 << 20
     # AVX2, 6 x 16 tile, 32 KiB L1 / 512 KiB L2 (Zen 3)
     b = blocking(CacheSizes(l1=32 << 10, l2=512 << 10, l3=32 << 20), 6, 16)
-    assert (b.kc, b.mc % 6) == (256, 0) and b.mc * (b.kc + 16) * 4 <= 64 << 10
+    assert (b.kc, b.mc % 6) == (512, 0) and b.mc * (b.kc + 16) * 4 <= 64 << 10
     # never below one micro-tile or one panel, never a K block below 64
     b = blocking(CacheSizes(l1=1024, l2=1024, l3=1024), 12, 32)
     assert (b.kc, b.mc, b.nc) == (64, 12, 32)

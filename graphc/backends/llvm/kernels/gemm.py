@@ -6,7 +6,7 @@ loops are BLIS's five around a micro-kernel, with block sizes from the caches of
 
 - ``W`` is packed once per instance (the model's prepare function) into panels of
   ``NR = NV * vw`` columns, ``panel[p][k][0:NR]``, zero-padded past N, so the micro-kernel
-  streams it with full-width vector loads. A ``kc x NR`` piece of a panel fits half of L1 and
+  streams it with full-width vector loads. A ``kc x NR`` piece of a panel fills L1 and
   is reused for every micro-tile of a row block; weights larger than L2 are prefetched a panel
   ahead as the micro-kernel walks k.
 - A is packed per row block and K block into the thread's tile: ``mc`` rows of ``kc`` columns
@@ -546,7 +546,7 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
     bl = gemm_blocking(kb.target, MR, NR)
-    KC_ = bl.kc
+    KC_ = bl.kc_packed
     K, N = bt.shape[-2], bt.shape[-1]
     if bt.rank == 2:  # a (..., K) @ b (K, N): one matrix of prod(a.shape[:-1]) rows
         M = dims.product(a.shape[:-1])
