@@ -110,6 +110,7 @@ def test_block_sizes_follow_the_caches():
     # AVX-512, 12 x 32 tile, 48 KiB L1 / 2 MiB L2 (a Sapphire Rapids Xeon): the B panel fills L1
     b = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20), 12, 32)
     assert b.kc == 384 and b.kc * 32 * 4 == 48 << 10 and b.kc_packed == 192
+    assert b.mc_packed % 12 == 0 and b.mc_packed * (b.kc_packed + 16) * 4 <= 512 << 10
     assert b.mc % 12 == 0 and b.mc * (b.kc + 16) * 4 <= 256 << 10 < (b.mc + 12) * (b.kc + 16) * 4
     assert b.nc % 32 == 0 and b.nc * b.kc * 4 <= 16 << 20
     # AVX2, 6 x 16 tile, 32 KiB L1 / 512 KiB L2 (Zen 3)

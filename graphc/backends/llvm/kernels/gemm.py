@@ -540,7 +540,7 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     them. Each item packs, per K block, its rows of A into its thread's tile (as
     :class:`DenseA` does) and each panel of its chunk (``kc x NR``, zero-padded past N) into its
     thread's scratch, and runs the micro-kernel over its rows: the packing is one pass over B
-    per row block, against ``mc`` FMAs per packed element. Partial sums of K blocks accumulate in C.
+    per row block, against ``mc_packed`` FMAs per packed element. Partial sums of K blocks accumulate in C.
     """
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
@@ -561,7 +561,7 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     nb = len(out_batch)
     nbatch = dims.product(out_batch) if nb else 1
     tiles = dims.ceildiv(M, MR)
-    tpb = max(1, bl.mc // MR)
+    tpb = max(1, bl.mc_packed // MR)
     mb0 = dims.ceildiv(tiles, tpb)
     quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
     rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
