@@ -76,7 +76,9 @@ class JaxStep:
             raise JaxStepError(self._child_failure())
         reply = json.loads(line)
         if "error" in reply:
-            raise JaxStepError(reply["error"])
+            hint = (" (pip install jax, or set GRAPHC_BENCH_JAX_PYTHON to an interpreter that has it)"
+                    if reply["error"].startswith("ModuleNotFoundError") else "")
+            raise JaxStepError(reply["error"] + hint)
         return reply
 
     def _child_failure(self) -> str:

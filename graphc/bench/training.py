@@ -20,11 +20,12 @@ Every engine trains the same model from the same weights on the same batch with 
   ``RMSprop.stateless_apply``, state donated).
 
 Timing: each engine is set up and run once (its "compile" time: the first step's wall time,
-compilation included), warmed up, then measured in rounds; each round gives every engine, in
-rotated order, one untimed step and a block of back-to-back steps lasting ``min_sample_s`` (the
-JAX child times its own block), so that load drifting on a shared machine hits all engines
-alike. Times are medians over rounds. The first step's losses (same weights, same batch) must
-agree across engines within :data:`LOSS_RTOL`: the engines do the same work.
+compilation included, with graphc's library cache and inductor's caches empty), warmed up, then
+measured in rounds; each round gives every engine, in rotated order, one untimed step and a block
+of back-to-back steps lasting ``min_sample_s`` (the JAX child times its own block), so that load
+drifting on a shared machine hits all engines alike. Times are medians over rounds. The first
+step's losses (same weights, same batch) must agree across engines within :data:`LOSS_RTOL`: the
+engines do the same work.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,7 @@ def format_training(cases: list[TrainCase]) -> str:
                      + f" | {c.best_other or '—'} | {_x(c.vs_best('graphc-native-step'))} | "
                        f"{_x(c.vs_best('graphc-native-raw'))} | {check} |")
     lines += ["", "First step's loss per engine (same weights, same batch) and compile time (the first step's wall "
-              "time, compilation included, s):", "",
+              "time, compilation included, caches empty, s):", "",
               "| model | threads | " + " | ".join(f"{e} loss" for e in engines) + " | "
               + " | ".join(f"{e} compile s" for e in engines) + " |",
               "|---|---:|" + "---:|" * (2 * len(engines))]
@@ -283,6 +284,27 @@ def _graphc_reference(setup: _Setup) -> list[_Engine]:
     return [_local_engine("graphc", lambda: model.train_on_batch(setup.x, setup.y))]
 
 
+@contextmanager
+def _cold_library_cache(workdir: Path):
+    """graphc's cache of compiled model libraries empty for one block, so that its compile time is a
+    cold one (the C runtime, built once per machine, is kept: linked in from the real cache)."""
+    from graphc.backends.llvm.cache import cache_dir
+
+    real, cold = cache_dir(), workdir / "graphc-cache"
+    cold.mkdir()
+    if (real / "runtime").is_dir():
+        (cold / "runtime").symlink_to(real / "runtime", target_is_directory=True)
+    before = os.environ.get("GRAPHC_CACHE_DIR")
+    os.environ["GRAPHC_CACHE_DIR"] = str(cold)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRAPHC_CACHE_DIR", None)
+        else:
+            os.environ["GRAPHC_CACHE_DIR"] = before
+
+
 def _graphc_native(setup: _Setup, wanted: Sequence[str]) -> list[_Engine]:
     """The native step through ``train_on_batch`` and, on the same instance, through ``Instance.train_step``."""
     import graphc
@@ -292,7 +314,8 @@ def _graphc_native(setup: _Setup, wanted: Sequence[str]) -> list[_Engine]:
     model.compile(optimizer="rmsprop", loss="mse")
     graphc.build(model, target="native", training=True, threads=setup.threads)
     x, y = setup.x, setup.y
-    first_loss = np.ravel(model.train_on_batch(x, y))[0]
+    with _cold_library_cache(setup.workdir):
+        first_loss = np.ravel(model.train_on_batch(x, y))[0]
     for name in wanted:
         setup.case.compile_s[name] = time.perf_counter() - t0
         setup.case.first_loss[name] = float(first_loss)
@@ -384,7 +407,8 @@ def _torch_compiled(setup: _Setup) -> list[_Engine]:
         optimizer_step()
         return loss.detach()
 
-    with _TorchThreads(setup.threads):
+    # no on-disk cache of earlier runs' kernels: the compile time is a cold one
+    with _TorchThreads(setup.threads), torch._inductor.config.patch(force_disable_caches=True):
         _first(setup, "torch-compile", step, time.perf_counter())
     return [_local_engine("torch-compile", step, lambda: _TorchThreads(setup.threads))]
 
