@@ -29,10 +29,8 @@ import numpy as np
 from graphc.frontend import constraints, initializers, nest, regularizers, state
 from graphc.frontend.lowering import LowerContext
 from graphc.frontend.tensor import KerasTensor, Node
-from graphc.ir import dims
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType, normalize_dtype
-from graphc.ops.common import fmt_shape
 from graphc.ops.registry import ShapeError
 
 _scratch_ids = itertools.count()
@@ -312,15 +310,12 @@ class Layer:
         ``name_mask`` when it takes that argument and the call gave none.
         """
         kwargs = dict(kwargs)
-        given_mask = kwargs.get("mask")
         if kwargs.get("mask") is None and _has_mask(masks) and lower_takes(self, "mask"):
             kwargs["mask"] = masks
         for name, mask in (kwarg_masks or {}).items():
             if kwargs.get(f"{name}_mask") is None and _has_mask(mask) and lower_takes(self, f"{name}_mask"):
                 kwargs[f"{name}_mask"] = mask
         outputs = self.lower(ctx, inputs, **kwargs)
-        if given_mask is not None:  # after the layer's own checks, which name the rule Keras gives
-            _check_given_masks(self, ctx, inputs, given_mask)
         if not self.supports_masking:
             return outputs, None
         previous = kwargs["mask"] if kwargs.get("mask") is not None else masks
@@ -519,26 +514,6 @@ Layer.lower = _adds_activity_loss(Layer.lower)
 
 def _has_mask(masks) -> bool:
     return masks is not None and any(m is not None for m in nest.flatten(masks))
-
-
-def _check_given_masks(layer: Layer, ctx: LowerContext, inputs, masks) -> None:
-    """A mask given to a call covers its input's leading axes ((batch, steps) for a sequence):
-    one shaped otherwise would broadcast against the input into something else, or fail only
-    when the model runs, so it is refused here, naming the layer."""
-    flat_inputs, flat_masks = nest.flatten(inputs), nest.flatten(masks)
-    if len(flat_inputs) != len(flat_masks):
-        return  # one mask for several inputs: the layer's own rule
-    for x, m in zip(flat_inputs, flat_masks):
-        if not isinstance(x, str) or not isinstance(m, str):
-            continue
-        xs, ms = ctx.shape(x), ctx.shape(m)
-        if len(ms) >= len(xs) or not all(dims.compatible(a, b) for a, b in zip(ms, xs)):
-            def shown(shape):
-                return fmt_shape(["None" if isinstance(d, str) else d for d in shape])
-
-            raise ValueError(f"layer {layer.name!r}: the mask given has shape {shown(ms)}, which does not "
-                             f"cover the leading axes of its input {shown(xs)} (a mask is shaped like the "
-                             f"input without its last axis or axes, e.g. (batch, steps))")
 
 
 def lower_takes(layer: Layer, name: str) -> bool:

@@ -212,11 +212,9 @@ def test_masks_of_the_wrong_shape_are_refused():
         layers.TimeDistributed(layers.LSTM(2))(Input((None, 4, 3)), mask=Input(()))
     with pytest.raises(ValueError, match="BatchNormalization: the mask should have one dimension less"):
         layers.BatchNormalization()(seq, mask=seq)
-    # Layers without a rule of their own: a mask covers the input's leading axes, or the call is refused
-    with pytest.raises(ValueError, match="'global_average_pooling1d'.*mask given has shape \\(None, None, 3\\)"):
-        layers.GlobalAveragePooling1D(name="global_average_pooling1d")(seq, mask=seq)
-    with pytest.raises(ValueError, match="does not cover the leading axes"):
-        layers.Dense(2)(Input((5, 3)), mask=Input((4,), dtype="bool"))
+    # A mask for a pooled sequence is (batch, steps), not shaped like the sequence
+    with pytest.raises(ValueError, match="GlobalAveragePooling1D: the mask must have shape \\(batch, steps\\)"):
+        layers.GlobalAveragePooling1D()(seq, mask=seq)
 
 
 def test_time_distributed_gives_the_wrapped_recurrent_layer_its_step_masks(keras, rng):

@@ -25,6 +25,7 @@ from graphc.frontend.layers.conv import (
 from graphc.frontend.layers.core import single
 from graphc.frontend.lowering import LowerContext
 from graphc.ir.types import is_float
+from graphc.ops.common import fmt_shape
 from graphc.ops.conv import keras_pads
 from graphc.ops.registry import ShapeError
 
@@ -174,6 +175,9 @@ class GlobalAveragePooling1D(_GlobalPooling):
             return super().lower(ctx, inputs, **kwargs)
         x = single(inputs)
         steps, features = (2, 1) if self.data_format == "channels_first" else (1, 2)
+        if ctx.rank(mask) != 2:
+            raise ShapeError(f"GlobalAveragePooling1D: the mask must have shape (batch, steps), got "
+                             f"{fmt_shape(ctx.shape(mask))} for an input of shape {fmt_shape(ctx.shape(x))}")
         kept = ctx.expand_dims(masking.as_bool(ctx, mask), axis=features)
         total = ctx.reduce_sum(ctx.where(kept, x, ctx.constant(np.zeros((), dtype=ctx.dtype(x)), "zero")),
                                axes=(steps,), keepdims=self.keepdims)
