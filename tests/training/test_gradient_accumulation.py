@@ -29,6 +29,10 @@ def _data(rng, n=13):
 def _fit_both(keras, rng, name, kwargs, target, epochs=2, batch_size=3):
     """graphc and Keras fit on the same data (13 samples in batches of 3: 5 batches an epoch)."""
     model, kmodel = _mlp(graphc), _mlp(keras)
+    # Weights of unit scale, drawn from the test's rng: the softmax is then far from uniform, so the
+    # accuracy metric compares decisions, not float32 ties between near-equal probabilities (which the
+    # run-order-dependent default initialization sometimes gave).
+    model.set_weights([rng.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
     kmodel.set_weights(model.get_weights())
     model.compile(optimizer=getattr(optimizers, name)(**kwargs), loss="categorical_crossentropy", metrics=["acc"])
     kmodel.compile(optimizer=getattr(keras.optimizers, name)(**kwargs), loss="categorical_crossentropy",
@@ -90,6 +94,10 @@ def test_schedules_count_batches_and_adam_counts_updates(keras, rng, target):
         return lib.optimizers.Adam(learning_rate=schedule, gradient_accumulation_steps=2)
 
     model, kmodel = _mlp(graphc), _mlp(keras)
+    # Weights of unit scale, drawn from the test's rng: the softmax is then far from uniform, so the
+    # accuracy metric compares decisions, not float32 ties between near-equal probabilities (which the
+    # run-order-dependent default initialization sometimes gave).
+    model.set_weights([rng.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
     kmodel.set_weights(model.get_weights())
     model.compile(optimizer=opt(graphc), loss="categorical_crossentropy")
     kmodel.compile(optimizer=opt(keras), loss="categorical_crossentropy")
