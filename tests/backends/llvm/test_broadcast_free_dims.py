@@ -151,6 +151,17 @@ def _cases() -> list[Case]:
     # arithmetic with neutral constants: removable only where it does not broadcast
     case("mul_ones_wider", lambda ob, x: ob.mul(x, ob.constant(np.ones((3, 7), np.float32))), In(("a", 7)))
     case("add_zeros_row", lambda ob, x: ob.add(x, ob.constant(np.zeros((1, 7), np.float32))), In(("a", 7)))
+    # linear quantization: scales and zero points per tensor or per channel, inputs with free dims
+    scales, points = np.array([0.05, 0.1, 0.02], np.float32), np.array([0, -3, 5], np.int8)
+
+    def quantize(scale, point):
+        return lambda ob, x: ob.emit("quantize_linear", x, ob.constant(scale), ob.constant(point), axis=-1)
+
+    case("quantize_tensor", quantize(np.float32(0.05), np.uint8(128)), In(("a", "b")))
+    case("quantize_channels", quantize(scales, points), In(("a", 3)))
+    case("dequantize_channels",
+         lambda ob, x: ob.emit("dequantize_linear", quantize(scales, points)(ob, x), ob.constant(scales),
+                               ob.constant(points), axis=-1), In(("a", 1, 3)))
     return cases
 
 
