@@ -228,3 +228,15 @@ def test_embed_c_for_aarch64_prints_the_host_outputs_under_qemu(name, batch, tmp
         assert got.shape == want.shape, n
         scale = float(np.max(np.abs(want))) if want.size else 1.0
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale, err_msg=n)
+
+
+def test_one_weights_file_serves_every_platform(tmp_path):
+    """A model's external weights file is the same bytes for the host, aarch64 and wasm32 (the format
+    is little-endian with 64-byte aligned entries on every platform), so one file serves them all."""
+    graph = graphc.lower(examples.build("inception", seed=5))
+    files = {}
+    for triple in ("x86_64-linux-gnu", AARCH64, "wasm32-wasi"):
+        _require_toolchain(triple)
+        built = compile_library(graph, "inception", weights="external", triple=triple, cache=False)
+        files[triple] = built.weights.read_bytes()
+    assert len(set(files.values())) == 1, {t: len(b) for t, b in files.items()}
