@@ -255,11 +255,13 @@ def load_weights(model: Model, filepath, skip_mismatch: bool = False) -> None:
 
 
 def read_h5(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Every dataset (path -> array) of an HDF5 file given as bytes, and the attributes of the groups
-    that hold datasets outside ``layers/`` (what :func:`_carry` keeps; other groups map to ``{}``).
+    """Every dataset (path -> array) of an HDF5 file given as bytes, and the paths of its groups
+    (each mapped to ``{}``: no attribute value is read).
 
-    Attributes are read only where needed: in a corrupt file, reading variable-length data (string
-    attributes live in HDF5's global heap) can send the HDF5 library into an endless loop."""
+    Keras's only attributes are strings (a ``name`` on each ``vars`` group, ``dtype="bfloat16"`` on
+    bfloat16 datasets), and in a corrupt file reading variable-length data (strings live in HDF5's
+    global heap) can send the HDF5 library into an endless loop. So attributes are only tested for
+    presence; the names are written afresh on saving (:func:`_carry`)."""
     h5py = _h5py()
     datasets: dict[str, np.ndarray] = {}
     group_objects: dict[str, Any] = {}
@@ -284,27 +286,17 @@ def read_h5(data: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, d
                         raise KerasFormatError(f"{where}: dataset {name!r} refers to data outside the file")
                     if obj.dtype.kind in "OV":  # variable-length or compound: never a Keras weight
                         raise KerasFormatError(f"{where}: dataset {name!r} holds {obj.dtype}, not numbers")
-                    if "dtype" in obj.attrs and obj.attrs["dtype"] == "bfloat16":
-                        raise UnsupportedKerasError(f"{where}: dataset {name!r} is bfloat16, which graphc does "
-                                                    "not support")
+                    if "dtype" in obj.attrs:  # its value is not read (see above)
+                        raise UnsupportedKerasError(f"{where}: dataset {name!r} carries a dtype attribute, which "
+                                                    "Keras writes on bfloat16 weights: graphc does not support "
+                                                    "bfloat16")
                     datasets[name] = np.asarray(obj[()])
-            carried = {"/".join(d.split("/")[:i]) for d in datasets if not d.startswith("layers/")
-                       for i in range(1, d.count("/") + 1)}
-            groups = {p: {k: _attr_value(v) for k, v in g.attrs.items()} if p in carried else {}
-                      for p, g in group_objects.items()}
+            groups: dict[str, dict] = {p: {} for p in group_objects}
     except (KerasFormatError, UnsupportedKerasError):
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError) as exc:
         raise KerasFormatError(f"{where}: not a readable HDF5 weights file ({exc})") from None
     return datasets, groups
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _match_weights(model: Model, datasets: dict[str, np.ndarray], where: str, layer_orders: dict | None,
@@ -357,8 +349,22 @@ def _match_group(group: layout.WeightGroup, stored: dict[str, np.ndarray], where
 def _carry(model: Model, datasets: dict, groups: dict) -> None:
     """Keep the file content outside the layers (optimizer variables, ...) on the model."""
     extra = {p: a for p, a in datasets.items() if not p.startswith("layers/")}
-    extra_groups = {p: attrs for p, attrs in groups.items() if any(d.startswith(p + "/") for d in extra)}
-    model._keras_carried_state = CarriedState(extra, extra_groups, compile_config_to_keras(model))
+    compile_config = compile_config_to_keras(model)
+    extra_groups = {p: ({"name": _vars_owner_name(model, p, compile_config)} if p.split("/")[-1] == "vars" else {})
+                    for p in groups if p and any(d.startswith(p + "/") for d in extra)}
+    model._keras_carried_state = CarriedState(extra, extra_groups, compile_config)
+
+
+def _vars_owner_name(model: Model, path: str, compile_config: Any) -> str:
+    """The ``name`` Keras writes on a ``vars`` group: its owner's name (the optimizer's, for
+    ``optimizer/vars``; the model's, for the top-level ``vars``)."""
+    owner = path[: -len("/vars")] if path.endswith("/vars") else ""
+    if owner.startswith("optimizer"):
+        optimizer = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
+        if isinstance(optimizer, dict):
+            return str((optimizer.get("config") or {}).get("name", owner))
+        return optimizer if isinstance(optimizer, str) else owner
+    return owner.rsplit("/", 1)[-1] if owner else model.name
 
 
 # ---------------------------------------------------------------------- files
