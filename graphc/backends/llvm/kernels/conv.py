@@ -132,8 +132,6 @@ class Im2colA(ASource):
     row is a few contiguous channel runs: copied from the input, or zeros where the tap falls
     in the padding."""
 
-    tile = True
-
     def __init__(self, x: Tensor, geo: Geometry, vw: int):
         self.x, self.geo, self.vw = x, geo, vw
 
@@ -231,8 +229,6 @@ class Im2colA(ASource):
 
 class DepthwiseA(ASource):
     """Rows of the depthwise convolution of ``x`` by ``dw`` (the A of a separable conv)."""
-
-    tile = True
 
     def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw

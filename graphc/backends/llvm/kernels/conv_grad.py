@@ -72,8 +72,6 @@ class GradGeometry(Geometry):
 class Col2imA(ASource):
     """Rows of col(dy): row = input pixel, column = (tap, output channel)."""
 
-    tile = True
-
     def __init__(self, dy: Tensor, geo: GradGeometry, n_out: int, vw: int):
         self.dy, self.geo, self.n_out, self.vw = dy, geo, n_out, vw
 
