@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from graphc.backends.reference.interpreter import InputError, run
+from graphc.frontend.layer import Variable
 from graphc.frontend.model import Model
 from graphc.frontend.to_ir import lower_model
 from graphc.ir.graph import Graph
@@ -38,6 +39,7 @@ class CompiledModel:
         self.level = level
         self._model = model
         self._params = params or {}
+        self._generation = Variable.generation
         self._versions = self._current_versions()
         self.input_names: list[str] = list(graph.meta.get("input_names", graph.inputs))
         self.output_names: list[str] = list(graph.meta.get("output_names", graph.outputs))
@@ -47,7 +49,15 @@ class CompiledModel:
         return {name: var.version for name, var in self._params.items()}
 
     def _sync_weights(self) -> None:
-        """Pick up weights changed on the source model since compilation (level 0 graphs)."""
+        """Pick up weights changed on the source model since compilation (level 0 graphs); nothing to
+        do, at the cost of one comparison, while no Variable anywhere changed."""
+        generation = Variable.generation
+        if generation == self._generation:
+            return
+        self._sync_changed_weights()
+        self._generation = generation
+
+    def _sync_changed_weights(self) -> None:
         if self.level and self._model is not None and self._current_versions() != self._versions:
             # Optimized graphs fold weights together: compile again from the model.
             graph, self._params = lower_model(self._model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.backend_select import compiler_missing, model_backend, native_errors, warn_fallback
+from graphc.frontend.layer import Variable
 
 PREDICT_LEVEL = 2  # the optimizer level of native predict (BatchNormalization folded, epilogues fused)
 
@@ -43,6 +44,7 @@ class NativePredictor:
         from graphc.frontend.to_ir import lower_model
         from graphc.passes import optimize
 
+        self._generation = Variable.generation
         versions = _versions(self.model)
         graph, _ = lower_model(self.model)
         return (optimize(graph, self.level) if self.level else graph), versions
@@ -59,7 +61,15 @@ class NativePredictor:
         self.builds += 1
 
     def refresh(self) -> None:
-        """Bring the instance's constants up to the model's current weights, if they changed."""
+        """Bring the instance's constants up to the model's current weights, if they changed (one
+        comparison while no Variable anywhere changed)."""
+        generation = Variable.generation
+        if generation == self._generation:
+            return
+        self._refresh()
+        self._generation = generation
+
+    def _refresh(self) -> None:
         if _versions(self.model) == self._versions:
             return
         from graphc.backends.llvm.native import structure_digest

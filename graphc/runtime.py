@@ -244,6 +244,19 @@ def _tensors(arrays: Sequence[np.ndarray]):
     return ts
 
 
+def _fast_runner(library: Library, handle: int):
+    """The C call path's runner for one instance (None where the extension is unavailable)."""
+    from graphc.fastcall import runner_type
+
+    runner = runner_type()
+    if runner is None:
+        return None
+    run = ctypes.cast(library.lib.gc_instance_run, ctypes.c_void_p).value
+    return runner(handle, run, tuple(DTYPE_CODES[i.dtype.name] for i in library.inputs),
+                  tuple(i.dtype.num for i in library.inputs), tuple(o.dtype.num for o in library.outputs),
+                  library.lib)
+
+
 class Instance:
     """One ``gc_instance_t``: use from one thread at a time (create one per thread; a concurrent
     call raises :class:`NativeError` ``GC_FAILED_PRECONDITION``).
@@ -287,6 +300,7 @@ class Instance:
         self._out_dtypes = [info.dtype for info in library.outputs]
         self._shapes: dict[tuple, list[tuple[int, ...]]] = {}
         self._key: tuple | None = None
+        self._fast = _fast_runner(library, self._handle)
 
     @property
     def threads(self) -> int:
@@ -296,6 +310,7 @@ class Instance:
         """Release the instance (after a call another thread is making on it has returned)."""
         with self._busy:
             if self._handle:
+                self._fast = None
                 self.library.lib.gc_instance_release(self._handle)
                 self._handle = None
 
@@ -316,18 +331,52 @@ class Instance:
             raise NativeError(3, "instance is in use by another thread: an instance serves one thread at a time "
                                  "(create one instance per thread)", "Instance")
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on NumPy arrays (C-contiguous, any dtype: the runtime checks it); returns the outputs."""
+    def run(self, arrays: Sequence[np.ndarray], out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run on NumPy arrays (C-contiguous, any dtype: the runtime checks it); returns the outputs,
+        written into ``out`` (arrays of the outputs' shapes and dtypes, C-contiguous) when given.
+        A call of the last input signature goes through the C call path (:mod:`graphc.fastcall`)."""
+        if isinstance(arrays, np.ndarray):
+            raise TypeError("Instance.run takes a sequence of input arrays (a list or tuple), not one array")
+        fast = self._fast
+        if fast is not None and self._busy.acquire(False):
+            try:
+                result = fast.run(arrays, 0, out)
+            finally:
+                self._busy.release()
+            if result.__class__ is list:
+                return result
+            if result is not None:
+                self.library.check(result, "gc_instance_run")
         self._enter()
         try:
-            return self._run_claimed(arrays)
+            return self._run_claimed(arrays, out)
         finally:
             self._busy.release()
 
-    def _run_claimed(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _run_claimed(self, arrays: Sequence[np.ndarray], out: Sequence[np.ndarray] | None = None
+                     ) -> list[np.ndarray]:
         """Shapes, dtypes and output shapes are written to the tensor structs only when they differ
         from the previous call; a repeated call only sets the data pointers. Any failure before the
-        structs match ``arrays`` again forgets the remembered key, so the next call rewrites them."""
+        structs match ``arrays`` again forgets the remembered key, so the next call rewrites them.
+        A successful call teaches the C call path its signature."""
+        outs = self._run_ctypes(arrays)
+        if self._fast is not None:
+            self._fast.remember(tuple(arrays), tuple(o.shape for o in outs))
+        if out is None:
+            return outs
+        if len(out) != self._n_out:
+            raise NativeError(1, f"model '{self.library.name}' has {self._n_out} output(s), got {len(out)} "
+                                 "buffers in out", "Instance.run")
+        for j, (given, o) in enumerate(zip(out, outs)):
+            if not isinstance(given, np.ndarray) or given.shape != o.shape or given.dtype != o.dtype \
+                    or not given.flags.c_contiguous or not given.flags.writeable:
+                got = (f"{given.dtype} {given.shape}" if isinstance(given, np.ndarray) else type(given).__name__)
+                raise NativeError(1, f"out[{j}] must be a writable C-contiguous {o.dtype} array of shape "
+                                     f"{o.shape}, got {got}", "Instance.run")
+            np.copyto(given, o)
+        return list(out)
+
+    def _run_ctypes(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(arrays) != self._n_in:
             raise NativeError(1, f"model '{self.library.name}' takes {self._n_in} input(s), got {len(arrays)}")
         key = tuple((a.shape, a.dtype) for a in arrays)

@@ -36,6 +36,9 @@ from graphc.ops.registry import ShapeError
 _scratch_ids = itertools.count()
 
 
+_GENERATIONS = itertools.count(1)  # Variable.generation's values: unique, so no change is ever missed
+
+
 class Variable:
     """A layer weight: a NumPy array with a name, a path, a trainable flag, and the regularizer
     (a penalty added to the training loss) and constraint (a projection after each update) that
@@ -51,6 +54,20 @@ class Variable:
         self.regularizer = regularizer
         self.constraint = constraint
         self.version = 0
+
+    # Moves on with every change of any Variable's value: one comparison tells a compiled model that
+    # no weight changed since it last looked, without reading every weight's version.
+    generation: int = 0
+
+    @property
+    def version(self) -> int:
+        """How many times this weight's value changed (assignments, training steps on either backend)."""
+        return self._version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._version = value
+        Variable.generation = next(_GENERATIONS)
 
     @property
     def value(self) -> np.ndarray:

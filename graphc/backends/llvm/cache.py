@@ -2,10 +2,10 @@
 
 Layout under :func:`cache_dir` (``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else
 ``~/.cache/graphc``): one directory per *entry*, ``runtime/KEY`` (the C runtime's objects),
-``native/code/KEY`` (a model's object code, descriptor and header) and ``native/lib/KEY`` (a
-linked library). An entry is written into a temporary directory and renamed into place whole,
-so a reader never sees half of one; its modification time records its last use (every cache
-hit touches it).
+``native/code/KEY`` (a model's object code, descriptor and header), ``native/lib/KEY`` (a
+linked library) and ``fastcall/KEY`` (the CPython call path, :mod:`graphc.fastcall`). An entry is
+written into a temporary directory and renamed into place whole, so a reader never sees half of
+one; its modification time records its last use (every cache hit touches it).
 
 Size: after each new entry the cache is trimmed to ``$GRAPHC_CACHE_SIZE`` (bytes, or with a
 K/M/G suffix; default 2G) by removing the least recently used entries. Entries used in the last
@@ -25,7 +25,7 @@ from pathlib import Path
 DEFAULT_LIMIT = 2 << 30
 # Entries used this recently are never evicted (they may be in use by a running build).
 GRACE_S = 60.0
-KINDS = ("runtime", "native/code", "native/lib")
+KINDS = ("runtime", "native/code", "native/lib", "fastcall")
 _SUFFIXES = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 

@@ -324,6 +324,7 @@ def build_native(graph: Graph, *, model=None, params=None, level: int = 0, threa
 @cache
 def _native_class():
     from graphc.backends.reference.interpreter import InputError
+    from graphc.frontend.layer import Variable as _Variable
     from graphc.runtime import Library, NativeError
 
     base = _compiled_model_base()
@@ -344,16 +345,17 @@ def _native_class():
             self.instance = self.library.instance(threads)
             self._lock = threading.Lock()
             self._in_dtypes = [(name, info.dtype) for name, info in zip(graph.inputs, self.library.inputs)]
+            self._input_order = list(graph.inputs)
 
         @property
         def compile_stats(self) -> dict:
             return dict(self.files.stats)
 
-        def _sync_weights(self) -> None:
+        def _sync_changed_weights(self) -> None:
             if self.level and self._model is not None and self._current_versions() != self._versions:
                 # Optimized graphs fold weights together: lower and optimize again, then relink
                 # (the code cache is keyed by structure, so only the weights blob changes).
-                base._sync_weights(self)
+                base._sync_changed_weights(self)
                 return
             for name, var in self._params.items():
                 if self._versions.get(name) != var.version and name in self.graph.constants:
@@ -383,17 +385,45 @@ def _native_class():
                 a = a.astype(dtype)
             return a if a.flags.c_contiguous else np.asarray(a, order="C")
 
-        def run(self, feeds):
+        def run(self, feeds, out=None):
+            """Run one batch; returns every output by name. ``out``: arrays (in output order) the outputs
+            are written into, of their shapes and dtypes, C-contiguous - no allocation per call."""
+            fast = self.instance._fast
+            if fast is not None and _Variable.generation == self._generation and self._lock.acquire(False):
+                try:
+                    result = fast.run([feeds.get(name) for name in self._input_order], 0, out)
+                finally:
+                    self._lock.release()
+                if result.__class__ is list:
+                    return dict(zip(self.graph.outputs, result))
+                if result is not None:
+                    self.library.lib.gc_status_release(result)
             arrays = [self._convert(name, feeds[name], dt) for name, dt in self._in_dtypes]
             try:
                 with self._lock:
                     self._sync_weights()
-                    outs = self.instance.run(arrays)
+                    outs = self.instance.run(arrays, out)
             except NativeError as exc:
                 if exc.code == 1:
                     raise InputError(exc.message) from None
                 raise
             return dict(zip(self.graph.outputs, outs))
+
+        def predict(self, x, batch_size: int | None = None, *, whole: bool = False):
+            # The call path: arrays of the last input signature, no weight changed anywhere since the
+            # last call, and no other thread inside: straight into the C runner (graphc.fastcall).
+            # Anything else (and any failure, for its message) takes the general path.
+            fast = self.instance._fast
+            if fast is not None and _Variable.generation == self._generation and self._lock.acquire(False):
+                try:
+                    result = fast.run(x, 0 if whole else (batch_size or 32))
+                finally:
+                    self._lock.release()
+                if result.__class__ is list:
+                    return self._pack(result)
+                if result is not None:
+                    self.library.lib.gc_status_release(result)
+            return base.predict(self, x, batch_size, whole=whole)
 
         def export_library(self, directory, name: str | None = None, *, weights: str = "embedded",
                            triple: str | None = None, cpu: str | None = None) -> dict:
