@@ -17,6 +17,7 @@ from graphc.ops.registry import infer_op
 from graphc.passes import optimize
 
 TARGETS = ("reference", "onnx", "native")
+PRECISIONS = ("float32", "bf16")  # graphc.backends.llvm.target.PRECISIONS (llvmlite is imported only there)
 
 
 def lower(model: Model, *, training: bool = False) -> Graph:
@@ -32,6 +33,8 @@ def verify(graph: Graph) -> None:
 
 class CompiledModel:
     """A model compiled for one target; ``predict`` takes arrays, lists or dicts like Keras."""
+
+    precision = "float32"  # what products run at (native builds may run bf16, see build)
 
     def __init__(self, graph: Graph, target: str, *, model: Model | None = None, params=None, level: int = 0):
         self.graph = graph
@@ -189,12 +192,22 @@ def _build_trainer(model, target: str, threads: int | None, seed: int = 0):
 
 
 def build(model, target: str = "reference", level: int = 2, threads: int | None = None,
-          training: bool = False, seed: int = 0) -> CompiledModel:
+          training: bool = False, seed: int = 0, precision: str = "float32") -> CompiledModel:
     """Compile ``model`` (a Model or an IR Graph) for ``target``. With ``training``, the compiled
     Model's trainer runs its steps on ``target`` instead (native: the instances hold the training
-    state, their dropout and noise drawn from ``seed``)."""
+    state, their dropout and noise drawn from ``seed``).
+
+    ``precision`` (native target only): "float32", or "bf16" — matrix products by weights and
+    convolutions on bf16 inputs with float32 accumulation, everything else in float32. On a CPU
+    without AVX512-BF16 a ``PrecisionFallbackWarning`` says so and float32 code is built
+    (``CompiledModel.precision`` tells which ran)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available targets: {', '.join(TARGETS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if precision != "float32" and (target != "native" or training):
+        raise ValueError(f"precision={precision!r} is a native inference option; the {target!r} target"
+                         f"{' (training)' if training else ''} computes in float32")
     if training:
         return _build_trainer(model, target, threads, seed)
     if isinstance(model, Graph):
@@ -212,7 +225,7 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
     if target == "native":
         from graphc.backends.llvm import build_native
 
-        return build_native(graph, model=source, params=params, level=level, threads=threads)
+        return build_native(graph, model=source, params=params, level=level, threads=threads, precision=precision)
     if target == "onnx":
         return OnnxCompiledModel(graph, model=source, params=params, level=level, threads=threads)
     return CompiledModel(graph, target, model=source, params=params, level=level)

@@ -439,6 +439,9 @@ _QUANTIZE_ARGS = (
              "aarch64-linux-gnu, wasm32-wasi, x86_64-linux-gnu; `graphc targets` lists what this machine can "
              "build for"),
          arg("--opset", type=int, default=None, help="onnx: the opset (default: the newest onnxruntime supports)"),
+         arg("--precision", choices=("float32", "bf16"), default="float32",
+             help="native: bf16 runs matrix products and convolutions on bf16 inputs with float32 accumulation "
+                  "(AVX512-BF16; elsewhere a warning and float32 code)"),
          arg("--training", action="store_true", help="native: export the training step (forward, loss, gradients, "
              "optimizer update; gc_instance_train_step) instead of inference"),
          arg("--optimizer", default=None, help="--training: the optimizer (default: the model's compile(), else "
@@ -458,6 +461,9 @@ def compile_model(args: argparse.Namespace) -> int:
         raise CLIError(f"--name: {exc}") from None
     if args.training and args.target != "native":
         raise CLIError("--training exports native libraries only (--target native)")
+    if args.precision != "float32" and (args.target != "native" or args.training):
+        raise CLIError(f"--precision {args.precision}: native inference libraries only (--target native, "
+                       "without --training)")
     if args.triple is not None:
         _check_native_target(args)
     if args.quantize and args.target != "onnx":
@@ -488,14 +494,14 @@ def compile_model(args: argparse.Namespace) -> int:
     graph = graphc.lower(model)
     graphc.verify(graph)
     if args.triple is None:
-        native = build_native(_optimized(graph, args.level), cpu=args.cpu)
+        native = build_native(_optimized(graph, args.level), cpu=args.cpu, precision=args.precision)
         files = native.export_library(args.output, name=symbol, weights=args.weights)
         stats = native.compile_stats
     else:  # a library for another machine: built, never loaded here
         from graphc.backends.llvm.target import resolve_target
 
         built = compile_library(_optimized(graph, args.level), symbol, weights=args.weights, cpu=args.cpu,
-                                triple=args.triple)
+                                triple=args.triple, precision=args.precision)
         files = export_files(built, args.output)
         stats = built.stats
         target = resolve_target(args.triple, args.cpu)
@@ -503,6 +509,10 @@ def compile_model(args: argparse.Namespace) -> int:
               f"{target.num_vector_registers} registers)")
     for kind, path in sorted(files.items()):
         print(f"wrote {path} ({kind})")
+    if args.precision != "float32":
+        ran = native.precision if args.triple is None else built.precision
+        missing = "" if ran == args.precision else f" ({args.precision} unavailable on this target)"
+        print(f"precision: {ran}{missing}")
     print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
           f"kernels, {stats.get('object_bytes', 0) / 1e3:.0f} kB of code")
     return 0

@@ -19,6 +19,7 @@ import struct
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -29,7 +30,7 @@ from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
 from graphc.backends.llvm.codegen import StepLink, generate, library_symbol, weights_blob, weights_layout
-from graphc.backends.llvm.target import TargetInfo, resolve_target
+from graphc.backends.llvm.target import PrecisionFallbackWarning, TargetInfo, resolve_target, with_precision
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
 
@@ -90,6 +91,7 @@ class LibraryFiles:
     objects: dict[str, Path] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     toolchain: toolchain.Toolchain = toolchain.HOST
+    precision: str = "float32"  # what its products run at (bf16 asked of a target without it: float32)
 
 
 def _files(directory: Path, sym: str, external: bool, tc: toolchain.Toolchain) -> LibraryFiles:
@@ -110,7 +112,7 @@ def write_weights_file(path: Path, layout_digest: int, blob: bytes) -> None:
 
 def compile_library(graph: Graph, name: str | None = None, *, weights: str = "embedded", cpu: str | None = None,
                     triple: str | None = None, cache: bool = True, eval_graph: Graph | None = None,
-                    split: SplitGraphs | None = None) -> LibraryFiles:
+                    split: SplitGraphs | None = None, precision: str = "float32") -> LibraryFiles:
     """Compile ``graph`` into a model library (cached); returns where its files are.
 
     ``name`` (a C identifier) names the library, its header and ``gc_model_NAME``; without it, the
@@ -121,12 +123,17 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     evaluation step, whose constants are all among the training step's): both go into one library,
     the evaluation step reading the training step's weights (``gc_instance_eval_step``). ``split`` adds
     the split step (``gc_instance_gradient_step`` / ``gc_instance_apply_gradients``): two more graphs whose
-    constants are all among the training step's, and the gradient buffer's layout.
+    constants are all among the training step's, and the gradient buffer's layout. ``precision``:
+    "float32", or "bf16" (:func:`.target.with_precision`: products on bf16 inputs; a target without
+    AVX512-BF16 warns with :class:`.target.PrecisionFallbackWarning` and builds float32 code). The
+    precision is part of the target's key, so libraries of different precisions never share a cache entry.
     """
     if weights not in ("embedded", "external"):
         raise ValueError(f"weights must be 'embedded' or 'external', got {weights!r}")
     external = weights == "external"
-    target = resolve_target(triple, cpu)
+    target, fallback = with_precision(resolve_target(triple, cpu), precision)
+    if fallback:
+        warnings.warn(fallback, PrecisionFallbackWarning, stacklevel=2)
     tc = toolchain.toolchain_for(target.platform) if triple else toolchain.HOST
     sym = library_symbol(name, default=graph.name)
     split_key = "" if split is None else "|".join([structure_digest(split[0]), structure_digest(split[1]),
@@ -149,6 +156,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
             files.objects[f"{kind}_model"] = code / f"{sym}{suffix}.o"
             files.objects[f"{kind}_descriptor"] = code / f"{sym}{suffix}_model.o"
     files.stats = {**_read_stats(code), **_read_stats(lib)}
+    files.precision = target.precision
     return files
 
 
@@ -316,9 +324,10 @@ def _compiled_model_base():
 
 
 def build_native(graph: Graph, *, model=None, params=None, level: int = 0, threads: int | None = None,
-                 cpu: str | None = None):
+                 cpu: str | None = None, precision: str = "float32"):
     """A CompiledModel running ``graph`` as native code (see :class:`NativeCompiledModel`)."""
-    return _native_class()(graph, model=model, params=params, level=level, threads=threads, cpu=cpu)
+    return _native_class()(graph, model=model, params=params, level=level, threads=threads, cpu=cpu,
+                           precision=precision)
 
 
 @cache
@@ -333,14 +342,16 @@ def _native_class():
         """``graphc.build(model, target="native")``: the model as a shared library, called through the C ABI.
 
         One C instance serves the object; calls from several Python threads are serialized (for
-        parallel inference, give each thread its own ``library.instance()``)."""
+        parallel inference, give each thread its own ``library.instance()``). ``precision`` is what
+        the products run at: the one asked for, or "float32" where the target lacks bf16."""
 
         def __init__(self, graph: Graph, *, model=None, params=None, level: int = 0, threads: int | None = None,
-                     cpu: str | None = None):
+                     cpu: str | None = None, precision: str = "float32"):
             super().__init__(graph, "native", model=model, params=params, level=level)
             self.threads = threads
             self.cpu = cpu
-            self.files = compile_library(graph, cpu=cpu)
+            self.files = compile_library(graph, cpu=cpu, precision=precision)
+            self.precision = self.files.precision
             self.library = Library(self.files.shared, self.files.symbol)
             self.instance = self.library.instance(threads)
             self._lock = threading.Lock()
@@ -364,7 +375,7 @@ def _native_class():
                     self._versions[name] = var.version
 
         def _graph_changed(self) -> None:
-            self.files = compile_library(self.graph, cpu=self.cpu)
+            self.files = compile_library(self.graph, cpu=self.cpu, precision=self.precision)
             self.library = Library(self.files.shared, self.files.symbol)
             self.instance = self.library.instance(self.threads)
 
@@ -432,7 +443,7 @@ def _native_class():
             library_symbol(name)  # refuse a bad name before any work
             self._sync_weights()
             files = compile_library(self.graph, name, weights=weights, cpu=cpu or (None if triple else self.cpu),
-                                    triple=triple)
+                                    triple=triple, precision=self.precision)
             return export_files(files, directory)
 
     return NativeCompiledModel

@@ -19,7 +19,7 @@ at opt level 3 gives the speed of a full O3 pipeline at a fraction of its compil
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import llvmlite.binding as llvm
@@ -41,6 +41,7 @@ class TargetInfo:
     vector_bits: int  # widest float vector register: 128, 256 or 512
     has_fma: bool
     num_vector_registers: int
+    precision: str = "float32"  # of products' inputs: "float32", or "bf16" (see with_precision)
 
     @property
     def vw(self) -> int:
@@ -53,7 +54,15 @@ class TargetInfo:
         return self.vector_bits // 32
 
     def key(self) -> str:
-        return f"{self.triple}|{self.cpu}|{self.features}"
+        """What identifies the generated code: platform, CPU, features and (when reduced) precision."""
+        base = f"{self.triple}|{self.cpu}|{self.features}"
+        return base if self.precision == "float32" else f"{base}|{self.precision}"
+
+    @property
+    def has_avx512_bf16(self) -> bool:
+        """``vdpbf16ps`` (bf16 pair dot products into float32) on 512-bit vectors."""
+        have = _feature_set(self.features)
+        return "avx512bf16" in have and "avx512f" in have
 
     @property
     def platform(self) -> str:
@@ -189,6 +198,41 @@ def resolve_target(triple: str | None = None, cpu: str | None = None) -> TargetI
     return _info(f"{arch.llvm_arch}-{arch.vendor_os}", *arch.cpus[name])
 
 
+PRECISIONS = ("float32", "bf16")
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """precision="bf16" was asked for a target without bf16 products: float32 code is built instead."""
+
+
+def with_precision(info: TargetInfo, precision: str) -> tuple[TargetInfo, str | None]:
+    """``info`` generating code at ``precision``, and why it could not (None when it can).
+
+    ``"bf16"`` runs matrix products and convolutions on bf16 inputs (rounded to nearest even)
+    with float32 accumulation, which needs AVX512-BF16; a target without it keeps float32 and the
+    reason names the target and the missing feature (callers warn with it). Any other name is a
+    ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if precision == "float32":
+        return replace(info, precision="float32"), None
+    if not info.has_avx512_bf16:
+        return replace(info, precision="float32"), (
+            f"precision='bf16' needs AVX512-BF16 (vdpbf16ps), which target {info.triple} cpu {info.cpu!r} lacks: "
+            "building float32 code instead")
+    return replace(info, precision=precision), None
+
+
+def _machine_key(info: TargetInfo) -> TargetInfo:
+    """The target without its precision: one LLVM target machine serves every precision."""
+    return replace(info, precision="float32")
+
+
+def same_machine(a: TargetInfo, b: TargetInfo) -> bool:
+    """Whether ``a`` and ``b`` are the same CPU (whatever precision each generates code at)."""
+    return _machine_key(a) == _machine_key(b)
+
+
 @cache
 def _target_machine(info: TargetInfo, opt: int):
     _init()
@@ -200,7 +244,7 @@ def _target_machine(info: TargetInfo, opt: int):
 
 def compile_ir(ir_text: str, info: TargetInfo, *, opt: int = 3) -> bytes:
     """Parse, verify, optimize (light pipeline) and compile LLVM IR text to an ELF object."""
-    tm = _target_machine(info, opt)
+    tm = _target_machine(_machine_key(info), opt)
     mod = llvm.parse_assembly(ir_text)
     mod.verify()
     mod.triple = info.triple
@@ -224,4 +268,4 @@ def compile_ir(ir_text: str, info: TargetInfo, *, opt: int = 3) -> bytes:
 
 
 def data_layout(info: TargetInfo) -> str:
-    return str(_target_machine(info, 3).target_data)
+    return str(_target_machine(_machine_key(info), 3).target_data)

@@ -29,7 +29,8 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
-from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, emit_gemm, load_lanes, store_lanes
+from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
+from graphc.backends.llvm.kernels.gemm_bf16 import gemm_for
 from graphc.ir import dims
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
@@ -408,13 +409,14 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in geo.strides) and \
             all(p == 0 for pair in pads for p in pair)
         if pointwise:
-            emit_gemm(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
+            gemm_for(kb)(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
         else:
             # K in one block (B streamed from L2 per tile, not held in L1): 6 rows x 4 vectors
             # (10 loads per 24 FMAs) beat 12 x 2 (14 loads) by ~5% on 3x3 convs over 64 and 128
             # channels; 12 x 2 stays better where the weights exceed L2
             tile = (6, 4) if kb.target.num_vector_registers >= 32 and K <= SINGLE_K and n_out >= 64 else None
-            emit_gemm(kb, Im2colA(x, geo, kb.target.gemm_vw), M, K, wmat, out, name="conv", tile=tile, **epi)
+            gemm_for(kb)(kb, Im2colA(x, geo, kb.target.gemm_vw), M, K, wmat, out, name="conv", tile=tile,
+                         **epi)
         return
     if cg == 1 and groups == C:
         emit_depthwise(kb, x, w, out, geo, **epi)
@@ -432,8 +434,8 @@ def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Te
     geo = Geometry(x, out, dw.shape[:nsp], strides, dilations, pads)
     mult = dw.shape[-1] // C
     K = dw.shape[-1]
-    emit_gemm(kb, DepthwiseA(x, dw, geo, mult, kb.target.gemm_vw), _pixels(geo), K, pw, out, bias=bias,
-              activation=activation, residual=residual, post_activation=post_activation, name="separable_conv")
+    gemm_for(kb)(kb, DepthwiseA(x, dw, geo, mult, kb.target.gemm_vw), _pixels(geo), K, pw, out, bias=bias,
+                 activation=activation, residual=residual, post_activation=post_activation, name="separable_conv")
 
 
 def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:

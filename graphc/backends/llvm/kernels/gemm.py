@@ -46,7 +46,7 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringEr
 from graphc.backends.llvm.irutil import F32, I1, I32, PTR, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for
 from graphc.backends.llvm.kernels.layout import broadcast_strides
-from graphc.backends.llvm.target import TargetInfo, host_target
+from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
 
 # Block sizes of the sources that compute their tile (im2col...), which size it themselves.
@@ -63,7 +63,7 @@ THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (
 
 def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
     """Block sizes for ``target``: from this machine's caches when the code is for its CPU."""
-    return blocking(caches_for(target == host_target()), mr, nr)
+    return blocking(caches_for(same_machine(target, host_target())), mr, nr)
 
 
 def even_block(K: int, most: int) -> int:
@@ -505,9 +505,11 @@ def emit_matmul(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, *, bias: T
         raise NativeLoweringError(f"matmul of {a.dtype} and {b.dtype}")
     K, N = b.shape[-2], b.shape[-1]
     if b.rank == 2 and b.is_constant and isinstance(K, int) and isinstance(N, int) and b.buf.kind == "weight":
+        from graphc.backends.llvm.kernels.gemm_bf16 import gemm_for
+
         M = dims.product(a.shape[:-1])
-        emit_gemm(kb, DenseA(a, K), M, K, b, out, bias=bias, activation=activation, residual=residual,
-                  post_activation=post_activation)
+        gemm_for(kb)(kb, DenseA(a, K), M, K, b, out, bias=bias, activation=activation, residual=residual,
+                     post_activation=post_activation)
         return
     emit_runtime_gemm(kb, a, b, out)
     if bias is not None or residual is not None or activation is not None or post_activation is not None:

@@ -1,0 +1,395 @@
+"""The bf16 GEMM: products on bf16 inputs with float32 accumulation (AVX512-BF16's ``vdpbf16ps``).
+
+Chosen for matrix products by weights and convolutions when the target generates code at
+``precision="bf16"`` (:func:`.target.with_precision`); the loops, work split and fused epilogue
+are :func:`.gemm.emit_gemm`'s, only the operands' format and the micro-kernel differ:
+
+- ``vdpbf16ps`` adds to each float32 lane ``i`` the products of bf16 elements ``2i`` and
+  ``2i + 1`` of its two operands: two consecutive k of one column of B share a 32-bit lane. The
+  weight is rounded to bf16 and packed once per instance into panels of ``NR`` columns of k
+  *pairs*, ``panel[p][kp][j] = (B[2kp][j], B[2kp+1][j])``, zero past N and past K (an odd K
+  gets a zero row), so a panel is as many bytes per k pair as the float32 panel per k.
+- A's row block is rounded to bf16 into the thread's tile, row-major, so ``A[r][2kp]`` and
+  ``A[r][2kp+1]`` are one 32-bit word the micro-kernel broadcasts. Rows copied from a matrix are
+  converted as they are read; computed rows (im2col, depthwise) are written in float32 by their
+  source first, then converted. K blocks are even, so no pair straddles two blocks; a block of
+  odd length gets a zero column.
+- The micro-kernel keeps the float32 ``MR x NR`` tile in registers as the float32 one does, and
+  issues ``MR * NV`` independent ``vdpbf16ps`` per k pair: twice the products per instruction.
+  The epilogue (bias, activations, residual) runs in float32 on those registers.
+
+Rounding is to nearest even by integer operations (NaN kept quiet), exactly what NumPy
+references compute; products are exact in float32 and accumulated in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
+from graphc.backends.llvm.irutil import F32, I32, PTR, i32, i64, intrinsic
+from graphc.backends.llvm.kernels.gemm import (
+    TARGET_ITEMS_COMPUTED,
+    THREADS_DIM,
+    TILE_PAD,
+    ASource,
+    DenseA,
+    even_block,
+    gemm_blocking,
+    item_rows,
+    load_lanes,
+    micro_tile,
+    store_lanes,
+)
+from graphc.ir import dims
+
+I16 = ir.IntType(16)
+LANES = 16  # float32 lanes of a 512-bit vector: vdpbf16ps's accumulators
+BF16_TILE_PAD = 32  # bf16 elements between the rows of A's tile beyond its K block: one cache line
+
+
+class BFloat16Type(ir.Type):
+    """LLVM's ``bfloat`` (llvmlite has no such type): the operand type of the bf16 intrinsics."""
+
+    def _to_string(self) -> str:
+        return "bfloat"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, BFloat16Type)
+
+    def __hash__(self) -> int:
+        return hash("bfloat")
+
+
+BF16 = BFloat16Type()
+
+
+def bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """float32 (scalar or vector) -> bf16 bit patterns (i16), rounded to nearest even; NaN stays NaN."""
+    vec = isinstance(x.type, ir.VectorType)
+    n = x.type.count if vec else 0
+
+    def c(v: int, t: ir.Type) -> ir.Constant:
+        return ir.Constant(ir.VectorType(t, n), [ir.Constant(t, v)] * n) if vec else ir.Constant(t, v)
+
+    it = ir.VectorType(I32, n) if vec else I32
+    bits = b.bitcast(x, it)
+    lsb = b.and_(b.lshr(bits, c(16, I32)), c(1, I32))
+    rounded = b.lshr(b.add(bits, b.add(lsb, c(0x7FFF, I32))), c(16, I32))
+    quiet = b.or_(b.lshr(bits, c(16, I32)), c(0x40, I32))
+    is_nan = b.fcmp_unordered("uno", x, x)
+    return b.trunc(b.select(is_nan, quiet, rounded), ir.VectorType(I16, n) if vec else I16)
+
+
+def pack_pair_panels(K: int, N: int, NR: int, index: Callable) -> Callable:
+    """Emitter of the bf16 panels of ``B[k][col] = src[index(b, k, col)]`` (see the module docstring)."""
+    panels = -(-N // NR)
+    pairs = -(-K // 2)
+
+    def emit(fn, src, dst):
+        b = fn.b
+        zero = ir.Constant(I16, 0)
+
+        def element(kk, col, ok):
+            inside = b.and_(ok, b.icmp_signed("<", kk, i64(K)))
+            at = index(b, b.select(inside, kk, i64(0)), b.select(ok, col, i64(0)))
+            v = bf16_bits(b, b.load(b.gep(src, [at], source_etype=F32), typ=F32))
+            return b.zext(b.select(inside, v, zero), I32)
+
+        with fn.loop(0, panels, name="p") as p:
+            with fn.loop(0, pairs, name="kp") as kp:
+                with fn.loop(0, NR, name="j") as j:
+                    col = b.add(b.mul(p, i64(NR)), j)
+                    ok = b.icmp_signed("<", col, i64(N))
+                    k0 = b.mul(kp, i64(2))
+                    word = b.or_(element(k0, col, ok), b.shl(element(b.add(k0, i64(1)), col, ok), i32(16)))
+                    di = b.add(b.mul(b.add(b.mul(p, i64(pairs)), kp), i64(NR)), j)
+                    b.store(word, b.gep(dst, [di], source_etype=I32))
+
+    return emit
+
+
+def packed_pair_panels(kb: KernelBuilder, w: Tensor, NR: int, K: int, pack: tuple[int, Callable] | None) -> tuple:
+    """(the weight as bf16 pair panels of NR columns, N): ``w`` (K, N), or seen through ``pack``'s index map."""
+    if pack is None:
+        N = w.shape[1]
+
+        def index(b, kk, col):
+            return b.add(b.mul(kk, i64(N)), col)
+
+        key = ("bf16_panels", NR, K, N)
+    else:
+        N, index = pack
+        key = ("bf16_mapped", NR, K, N, index.__qualname__)
+    nbytes = -(-N // NR) * -(-K // 2) * NR * 4
+    return kb.packed_weight(w, key, nbytes, pack_pair_panels(K, N, NR, index)), N
+
+
+def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int) -> None:
+    """``dst[r][0:cols] = bf16(src[r][0:cols])`` for r < rows (float32 ``src``, i16 ``dst``), in 16-lane
+    vectors; the lanes of the last vector past ``cols`` are written as zeros (the tile's padding),
+    so an odd K block ends in a zero column."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, LANES)
+    whole = b.and_(cols, i64(-LANES))
+    with fb.loop(0, rows, name="cv") as r:
+        s = b.gep(src, [b.mul(r, src_stride)], source_etype=F32)
+        d = b.gep(dst, [b.mul(r, i64(dst_stride))], source_etype=I16)
+        with fb.loop(0, whole, LANES, name="cvc") as c:
+            v = b.load(b.gep(s, [c], source_etype=F32), typ=vt, align=4)
+            b.store(bf16_bits(b, v), b.gep(d, [c], source_etype=I16), align=2)
+        with b.if_then(b.icmp_signed("<", whole, cols)):
+            v = load_lanes(b, b.gep(s, [whole], source_etype=F32), LANES, b.sub(cols, whole))
+            b.store(bf16_bits(b, v), b.gep(d, [whole], source_etype=I16), align=2)
+
+
+def _dot(b: ir.IRBuilder, acc, a_word, b_vec):
+    """acc (16 x f32) += pairwise products of a_word and b_vec (16 x i32 each: 32 bf16)."""
+    vb = ir.VectorType(BF16, 2 * LANES)
+    vf = ir.VectorType(F32, LANES)
+    fn = intrinsic(b.module, "llvm.x86.avx512bf16.dpbf16ps.512", vf, [vf, vb, vb])
+    return b.call(fn, [acc, b.bitcast(a_word, vb), b.bitcast(b_vec, vb)])
+
+
+def tile_compute_bf16(k: Kernel, a_base, a_stride: int, rows: int, panel, kpairs, nv: int, stride: int,
+                      prefetch: int = 0) -> list[list]:
+    """The micro-kernel: accumulators (Vars) of ``rows x nv`` float32 vectors of ``A @ panel``.
+
+    ``a_base``: the first row's bf16 elements, rows ``a_stride`` elements apart; ``panel``: ``stride``
+    32-bit words (pairs) per k pair; ``kpairs`` (i64) pairs. ``prefetch``: words of the panel to
+    prefetch ahead into L2 (weights streaming from memory)."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, LANES)
+    wt = ir.VectorType(I32, LANES)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * LANES)
+    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(rows)]
+    for row in acc:
+        for var in row:
+            var.set(zero)
+
+    def step(kp):
+        bp = b.gep(panel, [b.mul(kp, i64(stride))], source_etype=I32)
+        bv = [b.load(b.gep(bp, [i64(v * LANES)], source_etype=I32), typ=wt, align=4) for v in range(nv)]
+        if prefetch:
+            pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+            for line in range(0, stride, 16):
+                b.call(pf, [b.gep(bp, [i64(prefetch + line)], source_etype=I32), i32(0), i32(2), i32(1)])
+        ak = b.gep(a_base, [b.mul(kp, i64(2))], source_etype=I16)
+        for r in range(rows):
+            word = b.load(b.gep(ak, [i64(r * a_stride)], source_etype=I16), typ=I32, align=4)
+            av = k.splat(word, LANES)
+            for v in range(nv):
+                acc[r][v].set(_dot(b, acc[r][v].get(), av, bv[v]))
+
+    pairs = b.and_(kpairs, i64(-2))
+    with fb.loop(0, pairs, 2, name="kp") as kp:  # two k pairs per iteration
+        step(kp)
+        step(b.add(kp, i64(1)))
+    with b.if_then(b.icmp_signed("<", pairs, kpairs)):
+        step(pairs)
+    return acc
+
+
+def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, split: int = 4) -> list:
+    """One row of A times a panel: ``nv`` vectors, k pairs split over ``split`` accumulator sets
+    (independent chains for a single row), summed at the end."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, LANES)
+    wt = ir.VectorType(I32, LANES)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * LANES)
+    parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
+    for row in parts:
+        for var in row:
+            var.set(zero)
+
+    def step(kp, j):
+        bp = b.gep(panel, [b.mul(kp, i64(stride))], source_etype=I32)
+        word = b.load(b.gep(a_row, [b.mul(kp, i64(2))], source_etype=I16), typ=I32, align=4)
+        av = k.splat(word, LANES)
+        for v in range(nv):
+            bv = b.load(b.gep(bp, [i64(v * LANES)], source_etype=I32), typ=wt, align=4)
+            parts[j][v].set(_dot(b, parts[j][v].get(), av, bv))
+
+    whole = b.and_(kpairs, i64(-split))
+    with fb.loop(0, whole, split, name="kq") as kp:
+        for j in range(split):
+            step(b.add(kp, i64(j)), j)
+    with fb.loop(whole, kpairs, name="kr") as kp:
+        step(kp, 0)
+    out = []
+    for v in range(nv):
+        total = parts[0][v].get()
+        for j in range(1, split):
+            total = b.fadd(total, parts[j][v].get())
+        var = fb.var(vt, name=f"row{v}")
+        var.set(total)
+        out.append(var)
+    return out
+
+
+def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
+                   bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
+                   post_activation: Callable | None = None, name: str = "gemm",
+                   pack: tuple[int, Callable] | None = None, tile: tuple[int, int] | None = None) -> None:
+    """:func:`.gemm.emit_gemm` on bf16 operands (same arguments, same result up to bf16 rounding of
+    A and ``w``)."""
+    if kb.target.gemm_vw != LANES or not kb.target.has_avx512_bf16:
+        raise ValueError(f"the bf16 GEMM needs AVX512-BF16; target {kb.target.cpu!r} lacks it")
+    vw = LANES
+    MR, NV = tile if tile is not None else micro_tile(vw, kb.target.num_vector_registers)
+    NR = NV * vw
+    packed, N = packed_pair_panels(kb, w, NR, K, pack)
+    panels = -(-N // NR)
+    pairs_total = -(-K // 2)
+    bl = gemm_blocking(kb.target, MR, NR)
+    KB = even_block(K, bl.kc) if source.cache_blocked else source.block(K)
+    KB += KB & 1  # K blocks of whole pairs
+    n_kblocks = -(-K // KB) if K else 0
+    b_streamed = pairs_total * N * 4 > bl.l2 // 2
+    tiles = dims.ceildiv(M, MR)
+    rows_max = bl.mc if source.cache_blocked else source.block_rows(KB)
+    tpb = max(1, rows_max // MR)
+    mb0 = dims.ceildiv(tiles, tpb)
+    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
+    if source.cache_blocked or not b_streamed:
+        rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
+        mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"
+    else:
+        mb = mb0
+    per_thread = quantum if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
+    want_s = f"({per_thread} + ({mb}) - 1) // ({mb})"
+    min_chunks = -(-panels // max(1, bl.nc // NR))
+    want_s = f"max({want_s}, {min_chunks})"
+    nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
+    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
+    k = kb.kernel(f"{name}_bf16")
+    fb, b, m = k.fn, k.b, k.m
+    pw, pc = k.ptr(packed), k.ptr(out)
+    pbias = k.ptr(bias) if bias is not None else None
+    pres = k.ptr(residual) if residual is not None else None
+    Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
+    tiles_v, mb_v = k.dim(tiles), k.dim(mb)
+    rows_tile = tpb * MR
+    bf_stride = KB + BF16_TILE_PAD
+    bf_bytes = rows_tile * bf_stride * 2
+    staged = not isinstance(source, DenseA)  # computed rows are written in float32 first
+    f32_stride = KB + TILE_PAD
+    f32_floats = rows_tile * f32_stride if staged else 0
+    scratch = k.thread_scratch(bf_bytes + (MR * NR + f32_floats) * 4)
+    a_tile = scratch
+    c_tile = b.gep(scratch, [i64(bf_bytes)], source_etype=ir.IntType(8))
+    f32_tile = b.gep(c_tile, [i64(MR * NR)], source_etype=F32)
+
+    def fill(row0, row_end, k0, kc):
+        rows = b.sub(row_end, row0)
+        if staged:
+            source.fill(k, row0, row_end, k0, kc, f32_tile, f32_stride)
+            convert_rows(k, f32_tile, i64(f32_stride), rows, kc, a_tile, bf_stride)
+        else:
+            src = b.gep(k.ptr(source.a), [b.add(b.mul(row0, i64(source.K)), k0)], source_etype=F32)
+            convert_rows(k, src, i64(source.K), rows, kc, a_tile, bf_stride)
+
+    def store_tile(acc, p, i, rows_valid, valid_cols, first, last):
+        """acc -> c_tile, then rows of c_tile (+C, epilogue) -> C."""
+        nv = len(acc[0])
+        for r in range(len(acc)):
+            for v in range(nv):
+                b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
+        col0 = b.mul(p, i64(NR))
+        with fb.loop(0, rows_valid, name="st") as r:
+            row_off = b.mul(b.add(i, r), i64(N))
+            for v in range(nv):
+                valid = min(vw, valid_cols - v * vw)
+                col = b.add(col0, i64(v * vw))
+                cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
+                val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
+                             typ=ir.VectorType(F32, vw), align=4)
+                if first is not True:  # partial sums of earlier K blocks are in C
+                    acc_var = fb.var(val.type, name="sum")
+                    with b.if_else(first) as (then, otherwise):
+                        with then:
+                            acc_var.set(val)
+                        with otherwise:
+                            acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
+                    val = acc_var.get()
+
+                def epilogue(val, col=col, row_off=row_off, valid=valid):
+                    if pbias is not None:
+                        val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
+                    if activation is not None:
+                        val = activation(m, val)
+                    if pres is not None:
+                        val = b.fadd(val, load_lanes(b, b.gep(pres, [b.add(row_off, col)], source_etype=F32), vw,
+                                                     valid))
+                    if post_activation is not None:
+                        val = post_activation(m, val)
+                    return val
+
+                if pbias is not None or activation is not None or pres is not None or post_activation is not None:
+                    if last is True:
+                        val = epilogue(val)
+                    else:
+                        out_var = fb.var(val.type, name="ep")
+                        with b.if_else(last) as (then, otherwise):
+                            with then:
+                                out_var.set(epilogue(val))
+                            with otherwise:
+                                out_var.set(val)
+                        val = out_var.get()
+                store_lanes(b, val, cptr, vw, valid)
+
+    def row_loop(p, row0, row_end, k0, kpairs, first, last, valid_cols):
+        with fb.loop(row0, row_end, MR, name="row") as i:
+            rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
+            nv = -(-valid_cols // vw)
+            panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(pairs_total)), b.sdiv(k0, i64(2))), i64(NR))],
+                          source_etype=I32)
+            base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(bf_stride))], source_etype=I16)
+            with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
+                with full:
+                    acc = tile_compute_bf16(k, base, bf_stride, MR, panel, kpairs, nv, NR,
+                                            prefetch=pairs_total * NR if b_streamed else 0)
+                    store_tile(acc, p, i, rows_valid, valid_cols, first, last)
+                with partial:  # fewer than MR rows left: one at a time, k pairs over four accumulator sets
+                    with fb.loop(0, rows_valid, name="r1") as r:
+                        a_row = b.gep(base, [b.mul(r, i64(bf_stride))], source_etype=I16)
+                        acc = row_compute_bf16(k, a_row, panel, kpairs, nv, NR)
+                        store_tile([acc], p, b.add(i, r), i64(1), valid_cols, first, last)
+
+    with fb.loop(k.begin, k.end, name="item") as item:
+        rb = b.sdiv(item, nch)
+        cc = b.srem(item, nch)
+        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
+        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
+        p_lo = b.mul(cc, ppcv)
+        p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
+        full_hi = fb.min_(p_hi, i64(N // NR))
+        with fb.loop(0, n_kblocks, name="kb") as kblock:
+            k0 = b.mul(kblock, i64(KB))
+            kc = fb.min_(i64(KB), b.sub(i64(K), k0))
+            kpairs = b.sdiv(b.add(kc, i64(1)), i64(2))
+            if n_kblocks == 1:
+                first = last = True
+            else:
+                first = b.icmp_signed("==", kblock, i64(0))
+                last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
+            fill(row0, row_end, k0, kc)
+            with fb.loop(p_lo, full_hi, name="panel") as p:
+                row_loop(p, row0, row_end, k0, kpairs, first, last, NR)
+            if N % NR:
+                tail_p = i64(N // NR)
+                in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
+                with b.if_then(in_range):
+                    row_loop(tail_p, row0, row_end, k0, kpairs, first, last, N % NR)
+    kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
+
+
+def gemm_for(kb: KernelBuilder) -> Callable:
+    """The GEMM emitter for ``kb``'s target precision: :func:`emit_gemm_bf16` or the float32 one."""
+    if kb.target.precision == "bf16":
+        return emit_gemm_bf16
+    from graphc.backends.llvm.kernels.gemm import emit_gemm
+
+    return emit_gemm
