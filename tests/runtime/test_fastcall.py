@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc import layers as L
+from graphc import layers
 from graphc.backends.reference.interpreter import InputError
 from graphc.fastcall import runner_type, unavailable_reason
 from graphc.runtime import Library, NativeError
@@ -37,8 +37,8 @@ def _reference(inputs):
 
 def _mlp(units=(7, 3)):
     inp = graphc.Input((17,))
-    h = L.Dense(units[0], activation="relu")(inp)
-    return graphc.Model(inp, L.Dense(units[1], activation="softmax")(h))
+    h = layers.Dense(units[0], activation="relu")(inp)
+    return graphc.Model(inp, layers.Dense(units[1], activation="softmax")(h))
 
 
 def test_the_call_path_is_built_here():
