@@ -30,7 +30,15 @@ from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
 from graphc.backends.llvm.codegen import StepLink, generate, library_symbol, weights_blob, weights_layout
-from graphc.backends.llvm.target import PrecisionFallbackWarning, TargetInfo, resolve_target, with_precision
+from graphc.backends.llvm.kernels.gemm_blocking import caches_for
+from graphc.backends.llvm.target import (
+    PrecisionFallbackWarning,
+    TargetInfo,
+    host_target,
+    resolve_target,
+    same_machine,
+    with_precision,
+)
 from graphc.ir.graph import Graph
 from graphc.ir.types import is_float, is_int
 
@@ -142,7 +150,8 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
                     sym,
                     weights, target.key(), _codegen_digest(),
                     toolchain.runtime_key(tc=tc), os.environ.get("GRAPHC_GEMM_TILE", ""),
-                    os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""))
+                    os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""),
+                    repr(caches_for(same_machine(target, host_target()))))  # the GEMM's block sizes follow them
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
                                                                        external, tc, eval_graph, split))
     lib_key = _key(code_key, weights_digest(graph))

@@ -110,3 +110,15 @@ def test_a_cache_directory_with_quotes_and_backslashes_in_its_path(tmp_path, mon
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / 'we"ird\\dir \x01'))
     files = compile_library(_tiny_graph("cache_quotes", 3.0))
     assert files.shared.exists() and '"' in str(files.shared)
+
+
+def test_the_gemm_block_sizes_are_part_of_the_code_key(cache_root, monkeypatch):
+    """Code blocked for one cache hierarchy is not served to a build that blocks for another."""
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l1=32K,l2=1M,l3=16M")
+    small = compile_library(_tiny_graph("cache_blocks", 1.0))
+    again = compile_library(_tiny_graph("cache_blocks", 1.0))
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l1=48K,l2=2M,l3=64M")
+    large = compile_library(_tiny_graph("cache_blocks", 1.0))
+    assert again.directory == small.directory
+    assert large.directory != small.directory
+    assert large.objects["model"].parent != small.objects["model"].parent
