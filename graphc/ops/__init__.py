@@ -15,6 +15,7 @@ from graphc.ops import (  # noqa: F401  (registration)
     linalg,
     normalization,
     pool,
+    qlinear,
     quantize,
     recurrent,
     reduce,

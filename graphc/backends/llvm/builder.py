@@ -403,6 +403,20 @@ class KernelBuilder:
         emit_separable(self, x, dw, pw, out, strides=strides, dilations=dilations, pads=pads, groups=groups,
                        bias=bias, activation=activation, residual=residual, post_activation=post_activation)
 
+    def qlinear_matmul(self, x: Tensor, w: Tensor, out: Tensor, **requant) -> None:
+        """int8 ``out = requantize(x @ w + bias)`` (:mod:`graphc.ops.qlinear`) on the target's dot product."""
+        from graphc.backends.llvm.kernels.gemm_int8 import Requant, emit_qlinear_matmul
+
+        emit_qlinear_matmul(self, x, w, out, Requant(**requant))
+
+    def qlinear_conv(self, x: Tensor, w: Tensor, out: Tensor, *, strides: Sequence[int], dilations: Sequence[int],
+                     pads: Sequence, groups: int = 1, **requant) -> None:
+        """int8 channels-last convolution with the requantizing epilogue of :meth:`qlinear_matmul`."""
+        from graphc.backends.llvm.kernels.gemm_int8 import Requant, emit_qlinear_conv
+
+        emit_qlinear_conv(self, x, w, out, Requant(**requant), strides=strides, dilations=dilations, pads=pads,
+                          groups=groups)
+
     def _epilogue_operands(self, out: Tensor, bias: Tensor | None,
                            residual: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """``bias`` and ``residual`` as the product kernels read them: a bias of the output's

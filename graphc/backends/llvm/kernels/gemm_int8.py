@@ -1,0 +1,443 @@
+"""int8 products: ``qlinear_matmul`` and ``qlinear_conv`` as an integer GEMM with a requantizing epilogue.
+
+``out[M, N] = requantize(sum_k (A[m, k] - x_zero) * W[k, n] + bias[n])`` (see :mod:`graphc.ops.qlinear`
+for the exact definition), with ``W`` a (K, N) int8 weight (a convolution's kernel (*k, C, O) is
+one, read through im2col).
+
+The dot product is chosen at build time from the target (:func:`dot_path`):
+
+- ``vnni512`` (AVX512-VNNI): ``vpdpbusd`` on 512-bit vectors, 16 int32 lanes each summing four
+  u8 x s8 products of consecutive k; ``vnni256`` (AVX-VNNI, or AVX512-VNNI on 256-bit vectors);
+- ``pmaddwd512`` (AVX512-BW), ``pmaddwd256`` (AVX2): ``vpmaddwd`` on operands widened to int16,
+  each int32 lane summing two products of consecutive k. Widening avoids ``vpmaddubsw``'s int16
+  saturation (255 * 127 * 2 > 32767), at half the products per instruction;
+- ``generic`` (any other target): the same int16 pairs with plain vector multiplies, which
+  LLVM turns into the target's own pairwise products where it has them.
+
+``vpdpbusd`` multiplies *unsigned* bytes of A by signed bytes of W. A uint8 input is that
+already; an int8 input is made unsigned by adding 128 (flipping its top bit while its rows are
+copied). Either way the kernel computes ``sum_k a_u * w`` and the input's effective zero point
+``z = x_zero (+ 128)`` comes back as a per-column correction: ``acc = sum_k a_u * w - z * colsum(W)
++ bias``. The column sums are computed with the packed weights, once per instance.
+
+Layout: W is packed in the model's prepare function into panels of ``NR = NV * lanes`` columns,
+``panel[p][kg][NR][g]`` with ``g`` (4 bytes or 2 int16) consecutive k in each 32-bit lane,
+zero past K and N, followed by the column sums (int32). A work item is a block of rows: they
+are copied (dense A) or gathered (im2col, padding with the input's zero point) into the thread's
+tile, ``g``-aligned rows of the unsigned (and for int16 paths widened) values, zero past K; then
+for each panel, micro-tiles of ``MR`` rows keep ``MR x NV`` int32 vectors in registers over all
+of K, and the epilogue (correction, float32 multiplier per column, clamp, round half to even,
+zero point, narrowing) runs on those registers before one byte per output is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
+from graphc.backends.llvm.irutil import F32, I8, I32, I64, i32, i64, intrinsic
+from graphc.backends.llvm.target import TargetInfo
+from graphc.ir import dims
+from graphc.ops.quantize import QRANGE
+
+I16 = ir.IntType(16)
+_ROUNDER = 12582912.0  # 1.5 * 2^23: (t + R) - R rounds |t| < 2^22 half to even in float32
+COPY_VECTOR = 16  # elements per vector copied into the tile
+TILE_BYTES = 256 * 1024  # the A tile of a work item stays well inside L2
+
+
+@dataclass(frozen=True)
+class DotPath:
+    """How one int32 lane accumulates ``group`` products of consecutive k."""
+
+    name: str
+    lanes: int  # int32 lanes per vector
+    group: int  # k values per lane: 4 (bytes, VNNI) or 2 (int16 pairs)
+
+    @property
+    def elem(self) -> ir.IntType:
+        return I8 if self.group == 4 else I16
+
+    @property
+    def esize(self) -> int:
+        return 1 if self.group == 4 else 2
+
+
+def _features(target: TargetInfo) -> set[str]:
+    return {f[1:] for f in target.features.split(",") if f.startswith("+")}
+
+
+def dot_path(target: TargetInfo) -> DotPath:
+    """The best dot product ``target`` has (see the module docstring)."""
+    have = _features(target) if target.arch == "x86_64" else set()
+    wide = target.vector_bits >= 512 and "avx512f" in have
+    if wide and "avx512vnni" in have:
+        return DotPath("vnni512", 16, 4)
+    if "avxvnni" in have or ("avx512vnni" in have and "avx512vl" in have):
+        return DotPath("vnni256", 8, 4)
+    if wide and "avx512bw" in have:
+        return DotPath("pmaddwd512", 16, 2)
+    if "avx2" in have:
+        return DotPath("pmaddwd256", 8, 2)
+    return DotPath("generic", 4, 2)
+
+
+def micro_tile(path: DotPath, target: TargetInfo) -> tuple[int, int]:
+    """(MR rows, NV vectors) of the register tile: MR * NV accumulators, NV weight vectors and a
+    broadcast in the target's vector registers."""
+    return (8, 2) if target.num_vector_registers >= 32 else (4, 2)
+
+
+def _dot(b: ir.IRBuilder, path: DotPath, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.Value:
+    """``acc + dot(a, w)`` per int32 lane (a: the broadcast group of A, w: the panel's; <lanes x i32>)."""
+    vt = ir.VectorType(I32, path.lanes)
+    if path.name.startswith("vnni"):
+        fn = intrinsic(b.module, f"llvm.x86.avx512.vpdpbusd.{path.lanes * 32}", vt, [vt, vt, vt])
+        return b.call(fn, [acc, a, w])
+    ht = ir.VectorType(I16, 2 * path.lanes)
+    ah, wh = b.bitcast(a, ht), b.bitcast(w, ht)
+    if path.name == "pmaddwd512":
+        fn = intrinsic(b.module, "llvm.x86.avx512.pmaddw.d.512", vt, [ht, ht])
+        return b.add(acc, b.call(fn, [ah, wh]))
+    if path.name == "pmaddwd256":
+        fn = intrinsic(b.module, "llvm.x86.avx2.pmadd.wd", vt, [ht, ht])
+        return b.add(acc, b.call(fn, [ah, wh]))
+    wide = ir.VectorType(I32, 2 * path.lanes)
+    prod = b.mul(b.sext(ah, wide), b.sext(wh, wide))
+    undef = ir.Constant(wide, ir.Undefined)
+    even = b.shuffle_vector(prod, undef, ir.Constant(vt, [i32(2 * i) for i in range(path.lanes)]))
+    odd = b.shuffle_vector(prod, undef, ir.Constant(vt, [i32(2 * i + 1) for i in range(path.lanes)]))
+    return b.add(acc, b.add(even, odd))
+
+
+# ---------------------------------------------------------------------------- weights
+
+def _pack_weights(K: int, N: int, NR: int, path: DotPath) -> Callable:
+    """Emitter of the packed panels ``dst[p][kg][j][e] = W[kg * g + e][p * NR + j]`` (0 outside K x N)
+    followed by the column sums ``sum_k W[k][n]`` (int32, 0 past N)."""
+    g, et = path.group, path.elem
+    KG, P = -(-K // g), -(-N // NR)
+    sums_at = _sums_offset(K, N, NR, path)
+
+    def emit(fn, src, dst):
+        b = fn.b
+        with fn.loop(0, P, name="p") as p:
+            with fn.loop(0, KG, name="kg") as kg:
+                with fn.loop(0, NR, name="j") as j:
+                    col = b.add(b.mul(p, i64(NR)), j)
+                    for e in range(g):
+                        kk = b.add(b.mul(kg, i64(g)), i64(e))
+                        ok = b.and_(b.icmp_signed("<", col, i64(N)), b.icmp_signed("<", kk, i64(K)))
+                        at = b.select(ok, b.add(b.mul(kk, i64(N)), col), i64(0))
+                        v = b.load(b.gep(src, [at], source_etype=I8), typ=I8)
+                        v = b.select(ok, v, ir.Constant(I8, 0))
+                        v = v if et == I8 else b.sext(v, et)
+                        di = b.add(b.mul(b.add(b.mul(b.add(b.mul(p, i64(KG)), kg), i64(NR)), j), i64(g)), i64(e))
+                        b.store(v, b.gep(dst, [di], source_etype=et))
+        sums = b.gep(dst, [i64(sums_at)], source_etype=I8)
+        with fn.loop(0, P * NR, name="n") as n:
+            total = fn.var(I32, 0, name="colsum")
+            with b.if_then(b.icmp_signed("<", n, i64(N))):
+                with fn.loop(0, K, name="k") as kk:
+                    v = b.load(b.gep(src, [b.add(b.mul(kk, i64(N)), n)], source_etype=I8), typ=I8)
+                    total.set(b.add(total.get(), b.sext(v, I32)))
+            b.store(total.get(), b.gep(sums, [n], source_etype=I32))
+            total.set(i32(0))
+
+    return emit
+
+
+def _sums_offset(K: int, N: int, NR: int, path: DotPath) -> int:
+    panels = -(-N // NR) * -(-K // path.group) * NR * path.group * path.esize
+    return -(-panels // 64) * 64
+
+
+def packed_int8(kb: KernelBuilder, w: Tensor, NR: int, path: DotPath) -> Tensor:
+    K, N = w.shape
+    nbytes = _sums_offset(K, N, NR, path) + -(-N // NR) * NR * 4
+    return kb.packed_weight(w, ("int8", path.name, NR), nbytes, _pack_weights(K, N, NR, path))
+
+
+# ---------------------------------------------------------------------------- A sources
+
+class RowSource:
+    """Writes rows of A (unsigned, widened for int16 paths) into the tile: ``fill(k, row, dst)``."""
+
+    def __init__(self, x: Tensor, signed: bool, path: DotPath):
+        self.x, self.signed, self.path = x, signed, path
+
+    def convert(self, b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+        """Input bytes (scalar or vector) as the tile's unsigned elements."""
+        if self.signed:
+            v = b.xor(v, ir.Constant(v.type, 0x80) if not isinstance(v.type, ir.VectorType)
+                      else ir.Constant(v.type, [ir.Constant(I8, 0x80)] * v.type.count))
+        et = self.path.elem
+        if et == I8:
+            return v
+        return b.zext(v, ir.VectorType(et, v.type.count) if isinstance(v.type, ir.VectorType) else et)
+
+    def copy(self, k: Kernel, src, dst, count: int) -> None:
+        """``count`` input bytes at ``src`` converted to ``dst`` (vectors, then the rest one by one)."""
+        b, fb = k.b, k.fn
+        et = self.path.elem
+        whole = count - count % COPY_VECTOR
+        if whole:
+            with fb.loop(0, whole, COPY_VECTOR, name="cv") as c:
+                v = b.load(b.gep(src, [c], source_etype=I8), typ=ir.VectorType(I8, COPY_VECTOR), align=1)
+                b.store(self.convert(b, v), b.gep(dst, [c], source_etype=et), align=1)
+        for c in range(whole, count):
+            v = b.load(b.gep(src, [i64(c)], source_etype=I8), typ=I8)
+            b.store(self.convert(b, v), b.gep(dst, [i64(c)], source_etype=et))
+
+    def fill_value(self, k: Kernel, dst, count: int, value: ir.Value) -> None:
+        """``count`` tile elements at ``dst`` set to ``value`` (already converted)."""
+        b, fb = k.b, k.fn
+        with fb.loop(0, count, name="fz") as c:
+            b.store(value, b.gep(dst, [c], source_etype=self.path.elem))
+
+    def fill(self, k: Kernel, row, dst) -> None:
+        raise NotImplementedError
+
+
+class DenseRows(RowSource):
+    """A (M, K) matrix read in place."""
+
+    def __init__(self, x: Tensor, K: int, signed: bool, path: DotPath):
+        super().__init__(x, signed, path)
+        self.K = K
+
+    def fill(self, k, row, dst):
+        b = k.b
+        self.copy(k, b.gep(k.ptr(self.x), [b.mul(row, i64(self.K))], source_etype=I8), dst, self.K)
+
+
+class Im2colRows(RowSource):
+    """Rows of a channels-last 1-D or 2-D convolution's input: one output pixel's window, taps in the
+    kernel's order, positions outside the input filled with the input's zero point."""
+
+    def __init__(self, x: Tensor, geometry: dict, signed: bool, path: DotPath, pad: ir.Value | None = None):
+        super().__init__(x, signed, path)
+        self.g = geometry
+        self.pad = pad
+
+    def fill(self, k, row, dst):
+        b = k.b
+        g = self.g
+        H, W, C, OH, OW = g["H"], g["W"], g["C"], g["OH"], g["OW"]
+        (sh, sw), (dh, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
+        n = b.sdiv(row, i64(OH * OW))
+        rest = b.srem(row, i64(OH * OW))
+        oh, ow = b.sdiv(rest, i64(OW)), b.srem(rest, i64(OW))
+        xp = k.ptr(self.x)
+        for i in range(kh):
+            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
+            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, i64(H)))
+            for j in range(kw):
+                iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
+                ok = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, i64(W))))
+                seg = b.gep(dst, [i64((i * kw + j) * C)], source_etype=self.path.elem)
+                with b.if_else(ok) as (inside, outside):
+                    with inside:
+                        pixel = b.add(b.mul(b.add(b.mul(n, i64(H)), ih), i64(W)), iw)
+                        self.copy(k, b.gep(xp, [b.mul(pixel, i64(C))], source_etype=I8), seg, C)
+                    with outside:
+                        self.fill_value(k, seg, C, self.pad)
+
+
+# ---------------------------------------------------------------------------- the kernel
+
+@dataclass
+class Requant:
+    """The epilogue's operands (tensors of the op) and static attributes."""
+
+    x_scale: Tensor
+    x_zero: Tensor
+    w_scale: Tensor
+    bias: Tensor
+    y_scale: Tensor
+    y_zero: Tensor
+    activation: str
+    max_value: float | None
+
+
+def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: Tensor, q: Requant, *,
+               name: str) -> None:
+    """``out (M, N) = requantize(A @ w)`` for the rows ``source`` gives (see the module docstring)."""
+    target = kb.target
+    path = dot_path(target)
+    L, g, et, es = path.lanes, path.group, path.elem, path.esize
+    MR, NV = micro_tile(path, target)
+    NR = NV * L
+    N = w.shape[1]
+    KG = -(-K // g)
+    KP = KG * g  # tile row length in elements
+    P = -(-N // NR)
+    NP = P * NR
+    packed = packed_int8(kb, w, NR, path)
+    sums_at = _sums_offset(K, N, NR, path)
+    row_bytes = KP * es
+    MB = MR * max(1, min(8, TILE_BYTES // (row_bytes * MR)))
+    tile_bytes = -(-(MB * row_bytes) // 64) * 64
+    items = dims.ceildiv(M, MB)
+
+    k = kb.kernel(name)
+    fb, b = k.fn, k.b
+    vt, ft = ir.VectorType(I32, L), ir.VectorType(F32, L)
+    scratch = k.thread_scratch(tile_bytes + 2 * NP * 4)
+    tile = scratch
+    mult = b.gep(scratch, [i64(tile_bytes)], source_etype=I8)
+    corr = b.gep(mult, [i64(NP)], source_etype=F32)
+    pw, pout = k.ptr(packed), k.ptr(out)
+    sums = b.gep(pw, [i64(sums_at)], source_etype=I8)
+    Mv = k.dim(M)
+
+    # ---- per-call constants: effective zero point, multipliers and corrections per column
+    signed = q.x_zero.dtype == "int8"
+    xz = b.load(k.ptr(q.x_zero), typ=I8)
+    zeff = b.add(b.sext(xz, I32), i32(128)) if signed else b.zext(xz, I32)
+    if isinstance(source, Im2colRows):
+        pad = source.convert(b, xz)
+        source.pad = pad
+    sx = b.load(k.ptr(q.x_scale), typ=F32)
+    sy = b.load(k.ptr(q.y_scale), typ=F32)
+    per_channel = q.w_scale.rank == 1
+    pws, pbias = k.ptr(q.w_scale), k.ptr(q.bias)
+    with fb.loop(0, NP, name="col") as n:
+        ok = b.icmp_signed("<", n, i64(N))
+        safe = b.select(ok, n, i64(0))
+        ws = b.load(b.gep(pws, [safe if per_channel else i64(0)], source_etype=F32), typ=F32)
+        m = b.fdiv(b.fmul(sx, ws), sy)
+        b.store(b.select(ok, m, ir.Constant(F32, 0.0)), b.gep(mult, [n], source_etype=F32))
+        bias = b.select(ok, b.load(b.gep(pbias, [safe], source_etype=I32), typ=I32), i32(0))
+        colsum = b.load(b.gep(sums, [n], source_etype=I32), typ=I32)
+        b.store(b.sub(bias, b.mul(zeff, colsum)), b.gep(corr, [n], source_etype=I32))
+    lo, hi = QRANGE[out.dtype]
+    yz = b.load(k.ptr(q.y_zero), typ=I8)
+    yz32 = b.sext(yz, I32) if out.dtype == "int8" else b.zext(yz, I32)
+    yzf = b.sitofp(yz32, F32)
+    low = b.fsub(ir.Constant(F32, float(lo)), yzf)
+    high = b.fsub(ir.Constant(F32, float(hi)), yzf)
+    if q.activation == "relu":
+        low = b.select(b.fcmp_ordered(">", low, ir.Constant(F32, 0.0)), low, ir.Constant(F32, 0.0))
+    if q.max_value is not None:
+        top = b.fdiv(ir.Constant(F32, float(q.max_value)), sy)
+        top = b.select(b.fcmp_ordered("<", top, ir.Constant(F32, 4194304.0)), top, ir.Constant(F32, 4194304.0))
+        top = b.fsub(b.fadd(top, ir.Constant(F32, _ROUNDER)), ir.Constant(F32, _ROUNDER))
+        high = b.select(b.fcmp_ordered("<", top, high), top, high)
+    low_v, high_v, yz_v = k.splat(low, L), k.splat(high, L), k.splat(yz32, L)
+    rounder = ir.Constant(ft, [ir.Constant(F32, _ROUNDER)] * L)
+    panel_bytes = KG * NR * g * es
+
+    def epilogue_store(acc, t0, rows_here, pg, full: bool) -> None:
+        """The tile's rows (guarded by rows_here) requantized and stored; ``full``: every column valid."""
+        col0 = b.mul(pg, i64(NR))
+        for v in range(NV):
+            col = b.add(col0, i64(v * L))
+            cv = b.load(b.gep(corr, [col], source_etype=I32), typ=vt, align=4)
+            mv = b.load(b.gep(mult, [col], source_etype=F32), typ=ft, align=4)
+            valid = L if full else max(0, min(L, N - (P - 1) * NR - v * L))
+            if valid == 0:
+                continue
+            for r in range(MR):
+                with b.if_then(b.icmp_signed("<", i64(r), rows_here)):
+                    t = b.fmul(b.sitofp(b.add(acc[r][v].get(), cv), ft), mv)
+                    t = b.select(b.fcmp_ordered("<", t, low_v), low_v, t)
+                    t = b.select(b.fcmp_ordered(">", t, high_v), high_v, t)
+                    t = b.fsub(b.fadd(t, rounder), rounder)
+                    qv = b.trunc(b.add(b.fptosi(t, vt), yz_v), ir.VectorType(I8, L))
+                    at = b.add(b.mul(b.add(t0, i64(r)), i64(N)), col)
+                    dst = b.gep(pout, [at], source_etype=I8)
+                    if valid == L:
+                        b.store(qv, dst, align=1)
+                    else:
+                        for lane in range(valid):
+                            b.store(b.extract_element(qv, i32(lane)), b.gep(dst, [i64(lane)], source_etype=I8))
+
+    def micro(t_row, rows_here, pg, full: bool) -> None:
+        """Rows [t_row, t_row + MR) of the tile times wide panel pg."""
+        zero = ir.Constant(vt, [i32(0)] * L)
+        acc = [[fb.var(vt, name=f"acc{r}_{v}") for v in range(NV)] for r in range(MR)]
+        for row in acc:
+            for var in row:
+                var.set(zero)
+        panel = b.gep(pw, [b.mul(pg, i64(panel_bytes))], source_etype=I8)
+        a0 = b.gep(tile, [b.mul(t_row, i64(row_bytes))], source_etype=I8)
+        with fb.loop(0, KG, name="kg") as kg:
+            wp = b.gep(panel, [b.mul(kg, i64(NR * g * es))], source_etype=I8)
+            wv = [b.load(b.gep(wp, [i64(v * L * 4)], source_etype=I8), typ=vt, align=4) for v in range(NV)]
+            ak = b.gep(a0, [b.mul(kg, i64(g * es))], source_etype=I8)
+            for r in range(MR):
+                a = b.load(b.gep(ak, [i64(r * row_bytes)], source_etype=I8), typ=I32, align=1)
+                av = k.splat(a, L)
+                for v in range(NV):
+                    acc[r][v].set(_dot(b, path, acc[r][v].get(), av, wv[v]))
+        epilogue_store(acc, b.add(row0_var.get(), t_row), rows_here, pg, full)
+
+    row0_var = fb.var(I64, 0, name="row0")
+    full_panels = N // NR
+    with fb.loop(k.begin, k.end, name="item") as item:
+        row0 = b.mul(item, i64(MB))
+        row0_var.set(row0)
+        rows = b.sub(Mv, row0)
+        rows = b.select(b.icmp_signed("<", rows, i64(MB)), rows, i64(MB))
+        with fb.loop(0, rows, name="fill") as r:
+            dst = b.gep(tile, [b.mul(r, i64(row_bytes))], source_etype=I8)
+            source.fill(k, b.add(row0, r), dst)
+            for c in range(K, KP):
+                b.store(ir.Constant(et, 0), b.gep(dst, [i64(c)], source_etype=et))
+        with fb.loop(0, rows, MR, name="t") as t_row:
+            left = b.sub(rows, t_row)
+            if full_panels:
+                with fb.loop(0, full_panels, name="pg") as pg:
+                    micro(t_row, left, pg, True)
+            if full_panels < P:
+                micro(t_row, left, i64(full_panels), False)
+    kb.launch(k, items, cost=MB * K * N * 2)
+
+
+# ---------------------------------------------------------------------------- entry points
+
+def _requant(x: Tensor, w: Tensor, out: Tensor, q: Requant, op: str) -> None:
+    if x.dtype not in ("int8", "uint8") or w.dtype != "int8" or out.dtype not in ("int8", "uint8"):
+        raise NativeLoweringError(f"{op} needs uint8/int8 input and output and int8 weights, got {x.dtype}, "
+                                  f"{w.dtype} and {out.dtype}")
+    if not w.is_constant:
+        raise NativeLoweringError(f"{op}: the weight must be a constant (it is packed once per instance)")
+
+
+def emit_qlinear_matmul(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q: Requant) -> None:
+    _requant(x, w, out, q, "qlinear_matmul")
+    K = x.shape[-1]
+    if not isinstance(K, int):
+        raise NativeLoweringError("qlinear_matmul needs a concrete contracted axis")
+    M = dims.product(x.shape[:-1])
+    emit_qgemm(kb, DenseRows(x, K, x.dtype == "int8", dot_path(kb.target)), M, K, w, out, q, name="qmatmul")
+
+
+def emit_qlinear_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q: Requant, *, strides: Sequence[int],
+                      dilations: Sequence[int], pads: Sequence, groups: int) -> None:
+    _requant(x, w, out, q, "qlinear_conv")
+    nsp = x.rank - 2
+    if groups != 1 or nsp not in (1, 2):
+        raise NativeLoweringError(f"qlinear_conv runs 1-D and 2-D convolutions without groups natively, got "
+                                  f"{nsp} spatial axes and groups={groups}")
+    concrete = list(x.shape[1:]) + list(out.shape[1:]) + [p for pair in pads for p in pair]
+    if not all(isinstance(d, int) for d in concrete):
+        raise NativeLoweringError("qlinear_conv needs concrete spatial sizes, channels and padding")
+    spatial, osp = list(x.shape[1:-1]), list(out.shape[1:-1])
+    kernel = list(w.shape[:nsp])
+    strides, dilations, pads = list(strides), list(dilations), [tuple(p) for p in pads]
+    if nsp == 1:
+        spatial, osp, kernel = [1] + spatial, [1] + osp, [1] + kernel
+        strides, dilations, pads = [1] + strides, [1] + dilations, [(0, 0)] + pads
+    C, out_ch = x.shape[-1], w.shape[-1]
+    K = kernel[0] * kernel[1] * C
+    geometry = {"H": spatial[0], "W": spatial[1], "C": C, "OH": osp[0], "OW": osp[1], "strides": strides,
+                "dilations": dilations, "pads": [p[0] for p in pads], "kernel": kernel}
+    w2 = kb.view(w, (K, out_ch))
+    M = dims.product(out.shape[:-1])
+    source = Im2colRows(x, geometry, x.dtype == "int8", dot_path(kb.target))
+    emit_qgemm(kb, source, M, K, w2, out, q, name="qconv")
