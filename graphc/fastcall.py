@@ -16,10 +16,8 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,20 +57,10 @@ def _build() -> Path:
     if target.is_file():
         build_cache.touch(out)
         return target
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.", dir=out.parent))
-    try:
-        run_cc(["-O2", "-shared", "-fPIC", "-fvisibility=hidden", f"-I{python_include}", f"-I{np.get_include()}",
-                f"-I{runtime_dir() / 'include'}", str(source), "-o", str(tmp / target.name)],
-               "compiling graphc's CPython call path")
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    build_cache.trim(keep=(out,))
+    build_cache.publish(out, lambda tmp: run_cc(
+        ["-O2", "-shared", "-fPIC", "-fvisibility=hidden", f"-I{python_include}", f"-I{np.get_include()}",
+         f"-I{runtime_dir() / 'include'}", str(source), "-o", str(tmp / target.name)],
+        "compiling graphc's CPython call path"))
     return target
 
 

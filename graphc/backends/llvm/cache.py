@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,26 @@ def entries(root: Path | None = None) -> list[Entry]:
             found.append(Entry(d, kind, _tree_bytes(d), used))
     found.sort(key=lambda e: e.last_used)
     return found
+
+
+def publish(entry: Path, build: Callable[[Path], None], *, replace: bool = False) -> None:
+    """Make ``entry`` by ``build(tmp)`` in a temporary directory beside it, renamed into place whole
+    (where a concurrent build of the same key finished first, its equal entry stays), then trim the
+    cache sparing it. ``replace``: an existing directory at ``entry`` (an incomplete one) goes first."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{entry.name}.", dir=entry.parent))
+    try:
+        build(tmp)
+        if replace and entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            pass  # a concurrent build of the same key won
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    trim(keep=(entry,))
 
 
 def touch(entry: Path) -> None:

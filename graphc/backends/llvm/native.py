@@ -16,7 +16,6 @@ import hashlib
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
 import warnings
@@ -179,22 +178,13 @@ def _cached_dir(kind: str, key: str, cache: bool, build) -> Path:
     if cache and (final / "done").exists():
         build_cache.touch(final)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=final.parent))
-    try:
+
+    def build_entry(tmp: Path) -> None:
         stats = build(tmp)
         (tmp / "stats.txt").write_text("".join(f"{k}={v}\n" for k, v in stats.items()))
         (tmp / "done").write_text("")
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            pass  # a concurrent build of the same key won
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    build_cache.trim(keep=(final,))
+
+    build_cache.publish(final, build_entry, replace=True)  # an entry without "done" is replaced
     return final
 
 

@@ -31,7 +31,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -260,22 +259,15 @@ def runtime_objects(extra_flags: tuple[str, ...] = (), tc: Toolchain = HOST) -> 
     if all(o.exists() for o in objs):
         build_cache.touch(out)
         return objs
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=out.parent))
-    try:
-        inc = runtime_dir() / "include"
+    inc = runtime_dir() / "include"
+
+    def build(tmp: Path) -> None:
         for s in sources:  # from the sources' directory, by name: no path of this machine in the objects
             run_cc(tc.compile_flags([*RUNTIME_CFLAGS, *extra_flags, f"-I{inc}", "-I.", "-c", s.name,
                                      "-o", str(tmp / (s.stem + ".o"))]),
                    f"compiling the graphc runtime ({s.name})", tc, cwd=s.parent)
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    build_cache.trim(keep=(out,))
+
+    build_cache.publish(out, build)
     return objs
 
 
