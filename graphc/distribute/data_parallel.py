@@ -5,57 +5,73 @@ What :class:`DataParallel` does around each training batch:
 - each rank runs the gradient step on its share of the global batch (``batch_size`` samples per rank,
   so a global batch of ``batch_size * world_size``), which writes the gradients into the step's flat
   gradient buffer (for a native step: the instance's own memory, seen through a NumPy view);
-- one small all-reduce sums the batch sizes, losses and metric totals, so every rank logs the global
-  values; each rank scales its buffer by its share of the samples and one all-reduce (in buckets of
-  ``bucket_mb`` when the buffer is larger) sums it in place: the buffer then holds the gradient of the
-  global batch's loss, which the apply step (clipping included) turns into the same update on every rank.
+- each rank scales its buffer by its share of the samples and one all-reduce (in buckets of ``bucket_mb``
+  when the buffer is larger) sums it in place: the buffer then holds the gradient of the global batch's
+  loss, which the apply step (clipping included) turns into the same update on every rank. Started with
+  it, a small all-reduce sums the batch sizes, losses, metric totals and the layers' own state (the
+  BatchNormalization moving statistics, weighted by the same shares), so every rank logs the global
+  values and keeps the same state.
+
+The collectives come from an engine (:mod:`graphc.distribute.collectives`): torch.distributed's gloo
+backend (``backend="gloo"``, launched by ``torchrun``) or MPI through mpi4py (``backend="mpi"``, launched
+by ``mpirun``). :meth:`DataParallel.all_reduce_sum` and :meth:`DataParallel.broadcast` are theirs.
 
 At the start of ``fit`` rank 0's weights and optimizer state are broadcast and every rank seeds NumPy's
 global generator with one seed drawn by rank 0, so ``shuffle`` orders the samples identically everywhere;
 each rank then takes its contiguous share of every global batch. Only rank 0 shows the progress bar and
 runs the callbacks that write files (ModelCheckpoint, TensorBoard, CSVLogger); the others run the rest.
-BatchNormalization keeps per-replica batch statistics (Keras's data parallelism does the same).
 
-A rank that dies makes the others' next collective fail: gloo reports the closed connection at once, and
-a peer that stops answering is given up after ``timeout`` seconds; either way the survivors raise
+BatchNormalization normalizes with per-replica batch statistics (each rank's share of the batch, as
+``tf.distribute`` replicas do). Its moving statistics are replica state read as their mean (a
+``tf.distribute`` ON_READ/MEAN variable): since a moving average is linear, averaging the replicas' moving
+statistics after every step equals averaging them when read, so every rank holds
+``moving = momentum * moving + (1 - momentum) * sum_r share_r * batch_statistic_r`` (``share_r``: rank r's
+fraction of the global batch) and the ranks' models stay identical.
+
+A rank that dies makes the others' next collective fail: gloo reports the closed connection at once;
+Open MPI's ``mpirun`` ends the job (SIGTERM, then SIGKILL a second later) and the survivors raise on the
+SIGTERM; a peer that stops answering is given up after ``timeout`` seconds. Either way the survivors raise
 :class:`DistributedError` naming their rank, the world and the operation.
 """
-
 from __future__ import annotations
 
-import atexit
-import os
-from datetime import timedelta
+import importlib.util
 
 import numpy as np
+
+from graphc.distribute.collectives import Collectives, DistributedError, make_collectives
 
 _WRITERS = ("ModelCheckpoint", "TensorBoard", "CSVLogger", "ProgbarLogger")
 
 
-class DistributedError(RuntimeError):
-    """A collective failed: a peer process died or stopped answering within the timeout."""
-
-
 class DataParallel:
-    """Synchronous data parallelism over ``torch.distributed`` (``backend="gloo"``, TCP).
+    """Synchronous data parallelism over ``torch.distributed`` (``backend="gloo"``, TCP, launched by
+    ``torchrun``) or MPI (``backend="mpi"``: mpi4py, launched by ``mpirun``).
 
     ``timeout``: seconds a collective waits for its peers before failing; ``bucket_mb``: the largest
     piece of the gradient buffer one all-reduce call carries (a larger buffer goes in several calls);
     ``sync_batchnorm``: reduce BatchNormalization's batch statistics across ranks (not implemented:
-    refused); ``init_method``, ``rank``, ``world_size``: passed to ``init_process_group`` when no
-    process group exists yet (the default ``env://`` reads what ``torchrun`` sets: ``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)."""
+    refused); ``init_method``, ``rank``, ``world_size`` (gloo only): passed to ``init_process_group`` when
+    no process group exists yet (the default ``env://`` reads what ``torchrun`` sets: ``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); MPI takes the world ``mpirun`` started."""
 
     def __init__(self, backend: str = "gloo", *, timeout: float = 300.0, bucket_mb: float = 25.0,
                  sync_batchnorm: bool = False, init_method: str | None = None, rank: int | None = None,
                  world_size: int | None = None):
+        if backend not in ("gloo", "mpi"):
+            raise ValueError(f"DataParallel(backend={backend!r}): the supported backends are 'gloo' "
+                             "(torch.distributed over TCP, launched by torchrun) and 'mpi' (mpi4py, launched by "
+                             "mpirun)")
         if backend == "mpi":
-            raise NotImplementedError("DataParallel(backend='mpi') is not available: graphc has no MPI collectives "
-                                      "(mpi4py all-reduce of the gradient buffer) yet; use backend='gloo' and launch "
-                                      "with torchrun")
-        if backend != "gloo":
-            raise ValueError(f"DataParallel(backend={backend!r}): the supported backend is 'gloo' "
-                             "(torch.distributed over TCP)")
+            if importlib.util.find_spec("mpi4py") is None:
+                raise ImportError("DataParallel(backend='mpi') needs mpi4py built against an MPI library: "
+                                  "pip install 'graphc[distributed]' (Open MPI on Debian: apt-get install "
+                                  "openmpi-bin libopenmpi-dev)")
+            given = [name for name, value in (("init_method", init_method), ("rank", rank),
+                                              ("world_size", world_size)) if value is not None]
+            if given:
+                raise ValueError(f"DataParallel(backend='mpi') takes the world mpirun started; {', '.join(given)} "
+                                 "apply to backend='gloo' only")
         if sync_batchnorm:
             raise NotImplementedError("DataParallel(sync_batchnorm=True) is not implemented: BatchNormalization uses "
                                       "per-replica batch statistics (the default, as in Keras)")
@@ -68,86 +84,47 @@ class DataParallel:
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self.sync_batchnorm = False
         self._init = (init_method, rank, world_size)
-        self._dist = None
+        self._collectives: Collectives | None = None
         self._global_batch: int | None = None  # samples in the global batch of the share last handed out
 
-    # ------------------------------------------------------------------ the process group
+    # ------------------------------------------------------------------ the engine
     @property
-    def dist(self):
-        """``torch.distributed`` with this object's process group initialized."""
-        if self._dist is None:
-            try:
-                import torch.distributed as dist
-            except ImportError as exc:  # pragma: no cover - torch is a dependency of the extra
-                raise ImportError("DataParallel(backend='gloo') needs PyTorch (pip install torch)") from exc
-            if not dist.is_initialized():
-                init_method, rank, world_size = self._init
-                if init_method is None and "RANK" not in os.environ and rank is None:
-                    raise RuntimeError("DataParallel found no process group: launch the script with torchrun "
-                                       "(torchrun --nproc-per-node 2 train.py), which sets RANK, WORLD_SIZE, "
-                                       "MASTER_ADDR and MASTER_PORT, or pass init_method, rank and world_size")
-                kwargs = {"init_method": init_method or "env://", "timeout": timedelta(seconds=self.timeout)}
-                if rank is not None:
-                    kwargs.update(rank=int(rank), world_size=int(world_size))
-                dist.init_process_group(self.backend, **kwargs)
-                atexit.register(self.shutdown)  # gloo's threads must stop before the interpreter does
-            self._dist = dist
-        return self._dist
+    def collectives(self) -> Collectives:
+        """The engine's collectives, its process group set up on first use."""
+        if self._collectives is None:
+            self._collectives = make_collectives(self.backend, self.timeout, self.bucket_bytes, *self._init)
+        return self._collectives
 
     def shutdown(self) -> None:
-        """Destroy the process group this object created (at exit, or earlier when called)."""
-        dist = self._dist
-        if dist is not None and dist.is_initialized():
-            dist.destroy_process_group()
-        self._dist = None
+        """Release the engine's process group (gloo's is also destroyed at exit)."""
+        if self._collectives is not None:
+            self._collectives.shutdown()
+        self._collectives = None
 
     @property
     def rank(self) -> int:
-        return int(self.dist.get_rank())
+        return self.collectives.rank
 
     @property
     def world_size(self) -> int:
-        return int(self.dist.get_world_size())
-
-    def _collective(self, what: str, call, *args, **kwargs):
-        try:
-            return call(*args, **kwargs)
-        except (RuntimeError, ValueError) as exc:
-            if isinstance(exc, DistributedError):
-                raise
-            raise DistributedError(f"rank {self.rank} of {self.world_size}: {what} failed - a peer process died, "
-                                   f"closed its connection or did not answer within {self.timeout:g} s "
-                                   f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
-                                   ) from exc
+        return self.collectives.world_size
 
     def all_reduce_sum(self, array: np.ndarray, what: str = "an all-reduce") -> None:
-        """Sum a contiguous array across ranks in place (in buckets of ``bucket_mb``)."""
-        self.wait(self.start_all_reduce(array), what)
+        """Sum a contiguous array across ranks in place (in buckets of ``bucket_mb``); ``what`` names the
+        operation in a :class:`DistributedError`."""
+        self.collectives.all_reduce_sum(array, what)
 
-    def start_all_reduce(self, array: np.ndarray) -> list:
+    def start_all_reduce(self, array: np.ndarray, what: str = "an all-reduce") -> list:
         """Start summing ``array`` across ranks in place (in buckets of ``bucket_mb``); returns the pending
         operations for :meth:`wait`. The array must stay untouched until then."""
-        import torch
-
-        flat = array.reshape(-1)
-        if not flat.flags.c_contiguous or not flat.flags.writeable:
-            raise ValueError("all-reduce needs a writable C-contiguous array")
-        tensor = torch.from_numpy(flat)
-        step = max(1, self.bucket_bytes // max(flat.itemsize, 1))
-        return [self._collective("starting an all-reduce", self.dist.all_reduce, tensor[start:start + step],
-                                 op=self.dist.ReduceOp.SUM, async_op=True) for start in range(0, flat.size, step)]
+        return self.collectives.start_all_reduce(array, what)
 
     def wait(self, pending: list, what: str) -> None:
-        for work in pending:
-            self._collective(what, work.wait)
+        self.collectives.wait(pending, what)
 
     def broadcast(self, array: np.ndarray, what: str = "a broadcast") -> np.ndarray:
         """Rank 0's ``array`` on every rank (a new contiguous array)."""
-        import torch
-
-        out = np.ascontiguousarray(np.array(array, copy=True))
-        self._collective(what, self.dist.broadcast, torch.from_numpy(out.reshape(-1)), src=0)
-        return out
+        return self.collectives.broadcast(array, what)
 
     # ------------------------------------------------------------------ fit's hooks
     def begin_fit(self, model) -> None:
@@ -188,17 +165,22 @@ class DataParallel:
         out = step.outputs
         losses = [out.loss] + [v for _, v in out.output_losses]
         totals = [v for m in out.metrics for v in m[2:]]
+        states = _layer_states(step)
+        # each rank's share of the global batch is known from its size: weight the gradient and the layers'
+        # state by it, so the sums are the global batch's gradient and the state's share-weighted mean
+        # (1/world_size for equal shares), and reduce everything at once
+        expected = self._global_batch if self._global_batch is not None else n * self.world_size
+        share = n / expected
         stats = np.concatenate([[float(n)], [float(result[v]) * n for v in losses]]
-                               + [np.asarray(result[v], np.float64).reshape(-1) for v in totals])
+                               + [np.asarray(result[v], np.float64).reshape(-1) for v in totals]
+                               + [np.asarray(var.value, np.float64).reshape(-1) * share for var in states])
         buffer = step.gradient_buffer()
         if buffer.dtype != np.float32:
             raise TypeError("DataParallel averages float32 gradient buffers; this model has gradients of other "
                             "dtypes")
-        # each rank's share of the global batch is known from its size: weight the gradient by it, so the
-        # sum is the global batch's gradient (1/world_size for equal shares), and reduce both at once
-        expected = self._global_batch if self._global_batch is not None else n * self.world_size
-        buffer *= np.float32(n / expected)
-        pending = self.start_all_reduce(stats) + self.start_all_reduce(buffer)
+        buffer *= np.float32(share)
+        pending = self.start_all_reduce(stats, "the all-reduce of the logged totals and the layers' state")
+        pending += self.start_all_reduce(buffer, "the all-reduce of the gradients")
         self.wait(pending, "the all-reduce of the gradients")
         total = stats[0]
         if total != expected:
@@ -212,7 +194,18 @@ class DataParallel:
             a = np.asarray(result[v])
             result[v] = stats[offset:offset + a.size].reshape(a.shape).astype(a.dtype)
             offset += a.size
+        for var in states:
+            size = int(np.prod(var.shape))
+            var.assign(stats[offset:offset + size].reshape(var.shape))
+            offset += size
         return result, int(total)
 
     def __repr__(self) -> str:
         return f"DataParallel(backend={self.backend!r}, timeout={self.timeout:g})"
+
+
+def _layer_states(step) -> list:
+    """The Variables a training step's layers update themselves (BatchNormalization's moving statistics),
+    floating-point ones only, in the step's order (the same on every rank)."""
+    return [step.params[name] for name in step.layer_updates
+            if name in step.params and np.dtype(step.params[name].dtype).kind == "f"]

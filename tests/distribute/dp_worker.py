@@ -1,42 +1,109 @@
-"""One rank of the data-parallel tests (started by tests/distribute/test_data_parallel.py with the
-environment torchrun sets: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+"""One rank of the data-parallel tests, started by tests/distribute/test_data_parallel*.py either with the
+environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; ENGINE gloo) or by mpirun (ENGINE mpi).
 
-    python dp_worker.py MODE OUT TARGET BATCH  (MODE: train | die; TARGET: reference | native)
+    python dp_worker.py MODE OUT TARGET BATCH [MODEL [ENGINE]]
 
-``train`` fits the model of :func:`build` on :func:`data` for two epochs (``shuffle=True``) and saves the
-weights and the logged losses to OUT; ``die`` makes rank 1 exit after its first batch, and rank 0 (whose
-collective must then fail) saves the error it got."""
+MODE: ``train`` fits MODEL (:data:`MODELS`: mlp, conv_bn, lstm; default mlp) on its data for two epochs
+(``shuffle=True``) and saves the weights and the logged losses to OUT (``{rank}`` in OUT becomes the rank);
+``die`` makes rank 1 exit (status 3) after its first batch, ``kill`` makes it kill itself with SIGKILL
+there and ``hang`` makes it stop answering there; rank 0, whose collective must then fail, saves the error
+it got; ``collectives`` saves what :func:`collectives` gets (no model). TARGET: ``reference`` (the tests'
+default backend) or ``native`` (``graphc.build``). ENGINE: gloo (default) or mpi."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 import traceback
 
 import numpy as np
 
 SHUFFLE_SEED = 1234  # np.random's seed before fit: rank 0 draws the shuffling seed from it
 SAMPLES = 48
+EPOCHS = 2
+BN_MOMENTUM = 0.5  # moving statistics that follow the last few batches, so a wrong average shows
 
 
-def build(target: str):
+def _mlp(graphc):
+    x = graphc.Input(shape=(5,))
+    h = graphc.layers.Dense(8, activation="tanh")(x)
+    return x, graphc.layers.Dense(2)(h)
+
+
+def conv_bn_layers(graphc) -> list:
+    """The conv model's layers, in order (the test's twin calls the same layers on each half of a batch)."""
+    layers = graphc.layers
+    return [layers.Conv2D(3, 3, name="conv"), layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn"),
+            layers.Activation("relu"), layers.Flatten(), layers.Dense(2, name="head")]
+
+
+def apply_layers(layer_list: list, x):
+    for layer in layer_list:
+        x = layer(x)
+    return x
+
+
+def _conv_bn(graphc):
+    x = graphc.Input(shape=(6, 6, 2))
+    return x, apply_layers(conv_bn_layers(graphc), x)
+
+
+def _lstm(graphc):
+    x = graphc.Input(shape=(5, 3))
+    h = graphc.layers.LSTM(4)(x)
+    return x, graphc.layers.Dense(2)(h)
+
+
+MODELS = {"mlp": _mlp, "conv_bn": _conv_bn, "lstm": _lstm}
+INPUT_SHAPES = {"mlp": (5,), "conv_bn": (6, 6, 2), "lstm": (5, 3)}
+
+
+def compile_model(model, target: str):
     import graphc
-    from graphc import Input, Model, layers, optimizers
 
-    graphc.utils.set_random_seed(0)
-    x = Input(shape=(5,))
-    h = layers.Dense(8, activation="tanh")(x)
-    model = Model(x, layers.Dense(2)(h))
-    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
+    model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
     if target == "native":
         graphc.build(model, target="native", training=True, threads=1)
     return model
 
 
-def data():
+def build(target: str, model: str = "mlp"):
+    import graphc
+
+    graphc.utils.set_random_seed(0)
+    x, y = MODELS[model](graphc)
+    return compile_model(graphc.Model(x, y), target)
+
+
+def data(model: str = "mlp"):
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((SAMPLES, 5)).astype(np.float32)
-    return x, np.stack([np.sin(x.sum(axis=1)), x[:, 0] * x[:, 1]], axis=1).astype(np.float32)
+    x = rng.standard_normal((SAMPLES,) + INPUT_SHAPES[model]).astype(np.float32)
+    flat = x.reshape(SAMPLES, -1)
+    return x, np.stack([np.sin(flat.sum(axis=1)), flat[:, 0] * flat[:, 1]], axis=1).astype(np.float32)
+
+
+def rank_arrays(rank: int) -> dict[str, np.ndarray]:
+    """What rank ``rank`` contributes to :func:`collectives` (odd sizes, several dtypes)."""
+    base = np.arange(11, dtype=np.float64) * (rank + 1) + 0.25
+    return {"f32": base.astype(np.float32), "f64": base.reshape(1, 11) / 3, "i64": np.arange(5, dtype=np.int64) + rank,
+            "grid": np.full((3, 4), rank + 0.5, np.float32), "mask": np.arange(6) % (rank + 2) == 0,
+            "scalar": np.asarray(rank + 7, np.int32)}
+
+
+def collectives(engine: str) -> dict[str, np.ndarray]:
+    """DataParallel's public collectives with 8-byte buckets (so every array goes in several pieces):
+    in-place sums of f32, f64 and i64, broadcasts of grid, mask and scalar."""
+    from graphc.distribute import DataParallel
+
+    distribution = DataParallel(engine, timeout=float(os.environ.get("DP_TIMEOUT", "60")), bucket_mb=8 / 2 ** 20)
+    arrays = rank_arrays(distribution.rank)
+    for name in ("f32", "f64", "i64"):
+        distribution.all_reduce_sum(arrays[name], f"summing {name}")
+    for name in ("grid", "mask", "scalar"):
+        arrays[name] = distribution.broadcast(arrays[name], f"broadcasting {name}")
+    return {"rank": np.asarray(distribution.rank), "world": np.asarray(distribution.world_size), **arrays}
 
 
 def main(argv: list[str]) -> int:
@@ -44,16 +111,25 @@ def main(argv: list[str]) -> int:
     from graphc.distribute import DataParallel
 
     mode, out, target, batch = argv[0], argv[1], argv[2], int(argv[3])
-    rank = int(os.environ["RANK"])
-    model = build(target)
-    x, y = data()
+    name = argv[4] if len(argv) > 4 else "mlp"
+    engine = argv[5] if len(argv) > 5 else "gloo"
+    if mode == "collectives":
+        got = collectives(engine)
+        np.savez(out.format(rank=int(got["rank"])), **got)
+        return 0
+    distribution = DataParallel(engine, timeout=float(os.environ.get("DP_TIMEOUT", "60")))
+    rank = distribution.rank
+    out = out.format(rank=rank)
+    model = build(target, name)
+    x, y = data(name)
     np.random.seed(SHUFFLE_SEED)
-    distribution = DataParallel(timeout=float(os.environ.get("DP_TIMEOUT", "60")))
     callbacks = []
-    if mode == "die" and rank == 1:
-        callbacks.append(LambdaCallback(on_train_batch_end=lambda step, logs: os._exit(3)))
+    if rank == 1 and mode != "train":
+        leave = {"die": lambda: os._exit(3), "kill": lambda: os.kill(os.getpid(), signal.SIGKILL),
+                 "hang": lambda: time.sleep(3600)}[mode]
+        callbacks.append(LambdaCallback(on_train_batch_end=lambda step, logs: leave()))
     try:
-        history = model.fit(x, y, batch_size=batch, epochs=2, shuffle=True, verbose=0, callbacks=callbacks,
+        history = model.fit(x, y, batch_size=batch, epochs=EPOCHS, shuffle=True, verbose=0, callbacks=callbacks,
                             distribution=distribution)
     except Exception as exc:  # the surviving rank reports what it got
         np.savez(out, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
