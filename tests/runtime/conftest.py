@@ -9,6 +9,7 @@ from graphc.backends.llvm import compile_library
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
+from graphc.runtime import Library
 
 
 def abi_graph(name: str = "abi_model") -> Graph:
@@ -33,3 +34,15 @@ def abi_graph(name: str = "abi_model") -> Graph:
 @pytest.fixture(scope="session")
 def abi_library():
     return compile_library(abi_graph())
+
+
+@pytest.fixture(scope="module")
+def abi(abi_library) -> Library:
+    """The abi_model library loaded through the ctypes binding."""
+    return Library(abi_library.shared, abi_library.symbol)
+
+
+def abi_inputs(batch: int, seq: int, seed: int = 0) -> list[np.ndarray]:
+    """Random (ids, x) for the abi_model."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 50, (batch, seq)).astype(np.int32), rng.standard_normal((batch, 8)).astype(np.float32)]

@@ -19,26 +19,16 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 from graphc.runtime import Library, NativeError
-from tests.runtime.conftest import abi_graph
+from tests.runtime.conftest import abi_graph, abi_inputs
 
 INJECTION = "x*/ int injected = 42; /*"
-
-
-@pytest.fixture(scope="module")
-def abi(abi_library) -> Library:
-    return Library(abi_library.shared, abi_library.symbol)
-
-
-def _abi_inputs(batch: int, seq: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 50, (batch, seq)).astype(np.int32), rng.standard_normal((batch, 8)).astype(np.float32)]
 
 
 # ------------------------------------------------------------------ defect 2: stale cached shapes
 
 def test_a_call_that_failed_in_the_binding_leaves_no_stale_shapes(abi):
     inst = abi.instance(threads=1)
-    good = _abi_inputs(3, 5)
+    good = abi_inputs(3, 5)
     want = inst.run(good)
     inst.run(good)  # the output shapes of this input shape are now remembered
     long_ids = np.full((3, 400), 49, np.int32)
@@ -51,7 +41,7 @@ def test_a_call_that_failed_in_the_binding_leaves_no_stale_shapes(abi):
 
 def test_an_input_that_is_not_contiguous_leaves_no_stale_shapes(abi):
     inst = abi.instance(threads=1)
-    good = _abi_inputs(2, 3, seed=1)
+    good = abi_inputs(2, 3, seed=1)
     want = inst.run(good)
     strided = np.zeros((2, 16), np.float32)[:, ::2]
     with pytest.raises(NativeError, match="C-contiguous"):
@@ -187,7 +177,7 @@ def test_a_model_with_weights_still_needs_its_file():
     lib = Library(files.shared, files.symbol)
     with pytest.raises(NativeError, match="weights_path"):
         lib.instance()
-    out = lib.instance(weights_path=str(files.weights)).run(_abi_inputs(2, 3))
+    out = lib.instance(weights_path=str(files.weights)).run(abi_inputs(2, 3))
     assert out[0].shape == (2, 4)
 
 
@@ -202,7 +192,7 @@ def test_the_thread_limit_is_described_and_applied(abi):
 
 def test_describe_names_everything_a_caller_needs(abi):
     d = abi.describe()
-    assert d["name"] == "abi_model" and d["api_version"] == 3 and d["embedded_weights"] is True
+    assert d["name"] == "abi_model" and d["api_version"] == 4 and d["embedded_weights"] is True
     assert [t["name"] for t in d["inputs"]] == ["ids", "x"]
     assert d["inputs"][0]["shape"] == ["batch", "seq"] and d["inputs"][0]["dtype"] == "int32"
     assert [t["name"] for t in d["outputs"]] == ["y", "pooled"]
@@ -213,7 +203,7 @@ def test_a_python_instance_used_from_two_threads_refuses_the_second(abi):
     import threading
 
     inst = abi.instance(threads=1)
-    arrays = _abi_inputs(64, 64)
+    arrays = abi_inputs(64, 64)
     want = inst.run(arrays)
     refused, wrong = [], []
 

@@ -16,18 +16,8 @@ import graphc
 from graphc import layers
 from graphc.backends.reference.interpreter import InputError
 from graphc.fastcall import runner_type, unavailable_reason
-from graphc.runtime import Library, NativeError
-from tests.runtime.conftest import abi_graph
-
-
-@pytest.fixture(scope="module")
-def abi(abi_library) -> Library:
-    return Library(abi_library.shared, abi_library.symbol)
-
-
-def _abi_inputs(batch: int, seq: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 50, (batch, seq)).astype(np.int32), rng.standard_normal((batch, 8)).astype(np.float32)]
+from graphc.runtime import NativeError
+from tests.runtime.conftest import abi_graph, abi_inputs
 
 
 def _reference(inputs):
@@ -51,7 +41,7 @@ def test_fast_calls_equal_the_ctypes_path_across_changing_signatures(abi):
     slow._fast = None  # the ctypes path alone
     assert fast._fast is not None
     for batch, seq in [(1, 1), (3, 7), (3, 7), (17, 3), (1, 1), (17, 3), (17, 3), (7, 17)]:
-        inputs = _abi_inputs(batch, seq, seed=batch * seq)
+        inputs = abi_inputs(batch, seq, seed=batch * seq)
         got, want = fast.run(inputs), slow.run(inputs)
         for g, w, r in zip(got, want, _reference(inputs)):
             np.testing.assert_array_equal(g, w)
@@ -60,7 +50,7 @@ def test_fast_calls_equal_the_ctypes_path_across_changing_signatures(abi):
 
 def test_inputs_the_call_path_cannot_take_get_the_checked_path(abi):
     inst = abi.instance(threads=1)
-    good = _abi_inputs(3, 5)
+    good = abi_inputs(3, 5)
     want = inst.run(good)
     inst.run(good)
     with pytest.raises(NativeError, match="dtype"):
@@ -78,7 +68,7 @@ def test_inputs_the_call_path_cannot_take_get_the_checked_path(abi):
 
 def test_outputs_into_caller_buffers(abi):
     inst = abi.instance(threads=1)
-    inputs = _abi_inputs(7, 3, seed=2)
+    inputs = abi_inputs(7, 3, seed=2)
     want = inst.run(inputs)
     for _ in range(2):  # the first call of a signature (ctypes path), then the call path
         out = [np.full(w.shape, np.nan, np.float32) for w in want]
@@ -98,7 +88,7 @@ def test_outputs_into_caller_buffers(abi):
 
 def test_a_closed_instance_refuses_the_call(abi):
     inst = abi.instance(threads=1)
-    inputs = _abi_inputs(2, 2)
+    inputs = abi_inputs(2, 2)
     inst.run(inputs)
     inst.close()
     with pytest.raises(NativeError, match="closed"):
@@ -107,7 +97,7 @@ def test_a_closed_instance_refuses_the_call(abi):
 
 def test_threads_sharing_an_instance_get_answers_or_the_in_use_error(abi):
     inst = abi.instance(threads=1)
-    inputs = _abi_inputs(64, 50, seed=3)
+    inputs = abi_inputs(64, 50, seed=3)
     want = inst.run(inputs)
     outcomes: list[str] = []
 
