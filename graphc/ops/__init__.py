@@ -9,6 +9,7 @@ front end that defines them builds on this package.
 """
 
 from graphc.ops import (  # noqa: F401  (registration)
+    collective,
     conv,
     elementwise,
     fused,

@@ -124,6 +124,7 @@ CASES += [
     Case("l2_normalize", [A(3, 7, draw="normal", value=np.full((3, 7), 1e-4))], {"axis": -1, "epsilon": 1e-3},
          id="l2_normalize_floor"),
     Case("sum_to", [A(2, 3, 7), A(3, 1, differentiate=False)], id="sum_to"),
+    Case("cross_replica_sum", [A(3, 7)], id="cross_replica_sum_one_replica"),  # replicas: tests/ops/test_collective.py
 ]
 
 CASES += [  # fused ops (graphc/ops/fused.py): differentiated through their unfused form

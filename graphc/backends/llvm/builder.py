@@ -28,7 +28,8 @@ from graphc.ir import dims as _dims
 from graphc.ir.types import TensorType
 
 # gc_frame_t (graphc/c_runtime/src/internal.h) as an LLVM struct, its fields addressed by index: the
-# byte offsets then follow the target's pointer size (8 bytes on x86-64 and aarch64, 4 on wasm32).
+# byte offsets then follow the target's pointer size (8 bytes on x86-64 and aarch64, 4 on wasm32). The
+# fields the runtime alone reads (the collective hook, after `profile`) are left out.
 FRAME_TYPE = ir.LiteralStructType([PTR, PTR, PTR, PTR, I64, I64, PTR, PTR, PTR])
 (FRAME_SLOTS, FRAME_DIMS, FRAME_POOL, FRAME_SCRATCH, FRAME_SCRATCH_STRIDE, FRAME_ERROR, FRAME_ARGS, FRAME_RANDOM,
  FRAME_PROFILE) = range(9)
@@ -494,6 +495,13 @@ class KernelBuilder:
         from graphc.backends.llvm.kernels.reduce import emit_argmax
 
         emit_argmax(self, out, x, axis % x.rank)
+
+    def cross_replica_sum(self, t: Tensor, *, weighted: bool = False) -> None:
+        """``t`` summed in place across data-parallel replicas through the instance's collective hook
+        (share-weighted with ``weighted``; graphc.ops.collective)."""
+        from graphc.backends.llvm.kernels.collective import emit_cross_replica_sum
+
+        emit_cross_replica_sum(self, t, weighted)
 
 
 def ir_dtype(dtype: str) -> ir.Type:

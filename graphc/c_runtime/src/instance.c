@@ -66,6 +66,8 @@ struct gc_instance {
   gc_instance_t* apply;   /* these weights; the gradient one draws from this instance's random state */
   unsigned char* grads;   /* the gradient buffer (model->gradients_nbytes bytes), NULL without a split step */
   int stale_packed;       /* the apply step changed the weights: repack before the next run */
+  gc_collective_t collective; /* the hook of cross-replica sums (gc_instance_set_collective), shared with
+                                 the evaluation, gradient and apply instances */
 };
 
 _Static_assert(offsetof(struct gc_instance, tag) >= 4 * sizeof(void*),
@@ -580,8 +582,8 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     }
     inst->slots[m->outputs[i].slot] = data;
   }
-  gc_frame_t frame = {inst->slots, inst->dims,  inst->pool, inst->thread_scratch, inst->thread_scratch_stride,
-                      0,           NULL,        inst->random,         inst->profile};
+  gc_frame_t frame = {inst->slots, inst->dims,  inst->pool,   inst->thread_scratch, inst->thread_scratch_stride,
+                      0,           NULL,        inst->random, inst->profile,        &inst->collective};
   int32_t failed = inst->profile ? gc__profile_run(inst->profile, m, &frame) : m->run(&frame);
   if (failed != 0) {
     char detail[512];
@@ -889,6 +891,7 @@ static gc_status_t gc__sub_instance(gc_instance_t* inst, const gc_model_t* e, co
     gc__set_weight_slots(*slot);
     gc__prepare(*slot, -1);
   }
+  (*slot)->collective = inst->collective;
   return NULL;
 }
 
@@ -1114,4 +1117,23 @@ gc_status_t gc_instance_gradient_buffer(gc_instance_t* inst, void** out_data, si
   gc_status_t status = gc__gradient_buffer(inst, out_data, out_size_bytes);
   gc__leave(inst);
   return status;
+}
+
+/* ------------------------------------------------------------------ collectives
+
+   Cross-replica sums call the instance's hook between kernels (gc__collective_sum, from generated
+   code, on the calling thread); sub-instances take the hook over each time they are used. */
+
+int32_t gc__collective_sum(gc_frame_t* frame, void* data, int64_t count, int32_t dtype, int32_t kind) {
+  const gc_collective_t* c = frame->collective;
+  if (c == NULL || c->fn == NULL) return 0; /* one replica: the sum is the value itself */
+  return c->fn(c->user, data, count, (gc_dtype_t)dtype, kind);
+}
+
+gc_status_t gc_instance_set_collective(gc_instance_t* inst, gc_collective_fn fn, void* user) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  inst->collective.fn = fn;
+  inst->collective.user = user;
+  gc__leave(inst);
+  return NULL;
 }

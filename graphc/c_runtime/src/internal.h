@@ -30,7 +30,19 @@ typedef struct gc_frame {
   void** args;                   /* 48 : the running kernel's arguments (set by the generated code) */
   uint64_t* random;              /* 56 : the instance's random state: [0] the seed, [1 + op] op's call count */
   struct gc_profile* profile;    /* 64 : the instance's kernel timer (profile.c), NULL when not profiling */
+  /* Read by the runtime only (gc__collective_sum), never by generated code: */
+  const struct gc_collective* collective; /* the instance's collective hook */
 } gc_frame_t;
+
+/* An instance's collective hook (gc_instance_set_collective); fn NULL: one replica. */
+typedef struct gc_collective {
+  gc_collective_fn fn;
+  void* user;
+} gc_collective_t;
+
+/* Called by generated code for a cross-replica sum: `count` elements of `dtype` at `data` summed across
+   replicas in place through frame->collective (kind: gc_collective_kind_t); 0, or the hook's failure. */
+int32_t gc__collective_sum(gc_frame_t* frame, void* data, int64_t count, int32_t dtype, int32_t kind);
 
 /* A parallel task: runs items [begin, end) of one op on worker `thread`; 0 = ok. */
 typedef int32_t (*gc_task_fn)(gc_frame_t* frame, int64_t begin, int64_t end, int32_t thread);

@@ -331,7 +331,8 @@ def draw(graph: Graph, c: Case, sizes: dict, rng) -> dict[str, np.ndarray]:
 
 # Ops without an ONNX mapping, each with the reason. The training-only ops (backward kernels) are
 # exported with training steps; their cases are in test_training_ops.py.
-NOT_EXPORTED: dict[str, str] = {}
+NOT_EXPORTED: dict[str, str] = {
+    "cross_replica_sum": "ONNX has no collective: a sum across data-parallel replicas (tests/ops/test_collective.py)"}
 EXPORTED_OPS = sorted(name for name in REGISTRY if name not in NOT_EXPORTED)
 
 

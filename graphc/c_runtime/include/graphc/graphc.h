@@ -45,8 +45,9 @@ extern "C" {
 /* The version of this ABI; gc_api_version() returns the version the library was built with.
    Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter.
    Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3);
-   the kernel profiler (gc_options_t.profile, gc_instance_profile, gc_profile_*). */
-#define GC_API_VERSION 3u
+   the kernel profiler (gc_options_t.profile, gc_instance_profile, gc_profile_*).
+   Version 4: the collective hook of cross-replica sums (gc_instance_set_collective). */
+#define GC_API_VERSION 4u
 
 /* The most dimensions a tensor can have. */
 #define GC_MAX_RANK 8
@@ -378,6 +379,35 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_apply_gradients(gc_instance
    16-byte aligned, the same address for the instance's life), *out_size_bytes is its size. */
 GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_gradient_buffer(gc_instance_t* instance, void** out_data,
                                                                      size_t* out_size_bytes);
+
+/* ----------------------------------------------------------------------------- collectives
+
+   A training library built for data parallelism with synchronized statistics (graphc's
+   DataParallel(sync_batchnorm=True)) holds cross-replica sums: values that every process running the
+   same step adds up, such as BatchNormalization's per-batch sums. The generated code does not talk to
+   other processes itself: between two kernels it calls the instance's collective hook with the buffer
+   to sum in place. Without a hook (the default) the process is its own single replica and the buffer is
+   left as it is. The hook is called on the thread that called into the instance, once per cross-replica
+   sum, in the graph's order, with the same counts on every replica; it must sum `count` elements of
+   `dtype` (GC_FLOAT32 or GC_FLOAT64) at `data` across the replicas, in place, and return 0, or nonzero
+   when the collective failed (the step then fails with GC_OUT_OF_RANGE, naming the op and that value).
+   `kind` GC_COLLECTIVE_SHARE_WEIGHTED_SUM (the gradient of a cross-replica sum) asks for the replicas'
+   values each multiplied by that replica's share of the global batch before the sum, and the sum divided
+   by the calling replica's share (ABI version 4). */
+
+typedef enum gc_collective_kind {
+  GC_COLLECTIVE_SUM = 0,
+  GC_COLLECTIVE_SHARE_WEIGHTED_SUM = 1
+} gc_collective_kind_t;
+
+typedef int32_t (*gc_collective_fn)(void* user, void* data, int64_t count, gc_dtype_t dtype, int32_t kind);
+
+/* Sets the instance's collective hook (`fn` NULL: none, one replica) and the `user` pointer passed to
+   it; the evaluation, gradient and apply steps of a training library use the same hook. Errors:
+   GC_INVALID_ARGUMENT for a NULL instance; GC_FAILED_PRECONDITION for a released instance or one in use
+   by another thread. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_set_collective(gc_instance_t* instance, gc_collective_fn fn,
+                                                                    void* user);
 
 /* Sets hyperparameter `name` ("learning_rate") for the following steps; the library starts with
    the value the optimizer had when it was compiled. GC_NOT_FOUND for an unknown name. */
