@@ -63,6 +63,8 @@ case("fused_conv", In(("batch", "seq", 40)), W(5, 40, 24), W(24), In(("batch", "
 case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29), W(29), groups=40,
      pads=((1, 1), (1, 1)), has_bias=True, activation="silu", id="separable_multiplier2_c40")
 case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
+case("avg_pool", In(("batch", 7, 9, 35)), kernel=(3, 3), strides=(1, 1), pads=((1, 1), (1, 1)), id="avg_pool_c35")
+case("max_pool", In(("batch", 5, 3)), kernel=(3,), strides=(2,), pads=((1, 1),), id="max_pool1d_c3")
 # gradients of convolution and pooling: (dy, w, x) -> dx and (x, dy, w) -> dw
 _P1 = ((1, 1), (1, 1))
 for _op in ("conv_grad_input", "conv_grad_kernel"):

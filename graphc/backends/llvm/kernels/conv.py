@@ -467,13 +467,14 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
                 count = b.add(count, b.zext(ok, ir.IntType(64)))
             inv = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(count, F32))
         row_off = b.mul(row, i64(C))
-        for j0 in range(0, C, vw):
-            valid = min(vw, C - j0)
+
+        def channels(j0, valid: int) -> None:
+            """Vector ``valid`` channels from channel ``j0`` (an i64 value) of this output pixel."""
             acc = fb.var(vt, name="pacc")
             acc.set(init)
             for ok, off in taps:
                 with b.if_then(ok):
-                    p = b.gep(px, [b.add(off, i64(j0))], source_etype=ety)
+                    p = b.gep(px, [b.add(off, j0)], source_etype=ety)
                     if valid == vw:
                         v = b.load(p, typ=vt, align=x.type.itemsize)
                     elif ety == F32:
@@ -487,7 +488,7 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
             val = acc.get()
             if kind == "avg":
                 val = b.fmul(val, k.splat(inv, vw))
-            q = b.gep(po, [b.add(row_off, i64(j0))], source_etype=ety)
+            q = b.gep(po, [b.add(row_off, j0)], source_etype=ety)
             if valid == vw:
                 b.store(val, q, align=x.type.itemsize)
             elif ety == F32:
@@ -496,4 +497,11 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
                 for lane in range(valid):
                     b.store(b.extract_element(val, ir.Constant(ir.IntType(32), lane)),
                             b.gep(q, [i64(lane)], source_etype=ety))
+
+        # a run-time loop over the whole vectors of channels (code size independent of C), then the rest
+        if C // vw:
+            with fb.loop(0, C // vw, name="cvec") as jv:
+                channels(b.mul(jv, i64(vw)), vw)
+        if C % vw:
+            channels(i64(C - C % vw), C % vw)
     kb.launch(k, _pixels(geo), C * len(geo.taps))
