@@ -65,6 +65,12 @@ class TargetInfo:
         return "avx512bf16" in have and "avx512f" in have
 
     @property
+    def has_amx_bf16(self) -> bool:
+        """AMX tiles with bf16 products (``tdpbf16ps``)."""
+        have = _feature_set(self.features)
+        return "amx-bf16" in have and "amx-tile" in have
+
+    @property
     def platform(self) -> str:
         """graphc's name of the triple (``aarch64-linux-gnu``): what toolchains are chosen by."""
         return platform_of(self.triple)

@@ -1,5 +1,6 @@
 """``precision="bf16"``: matrix products by weights and convolutions on bf16 inputs with float32
-accumulation (AVX512-BF16), float32 elsewhere; float32 with a warning on targets without it.
+accumulation (AMX tiles, or AVX512-BF16), float32 elsewhere; float32 with a warning on targets
+without them. The product tests run each bf16 kernel this CPU has (``GRAPHC_BF16_KERNEL``).
 
 The kernels are compared with NumPy references that round both operands to bf16 (nearest even)
 and accumulate in float64. What remains is float32 accumulation: each output is a sum of K
@@ -25,6 +26,18 @@ from tests.programs.seed_models import SEED_MODELS
 
 U32 = 2.0 ** -24  # float32 unit roundoff
 needs_bf16 = pytest.mark.skipif(not host_target().has_avx512_bf16, reason="this CPU has no AVX512-BF16")
+KERNELS = ["avx512", "amx"] if host_target().has_amx_bf16 else ["avx512"]
+INSTRUCTION = {"avx512": "vdpbf16ps", "amx": "tdpbf16ps"}
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    """The bf16 kernel the builds of the test use: AVX512-BF16, or AMX tiles (this CPU's default)."""
+    if request.param == "avx512":
+        monkeypatch.setenv("GRAPHC_BF16_KERNEL", "avx512")
+    else:
+        monkeypatch.delenv("GRAPHC_BF16_KERNEL", raising=False)
+    return request.param
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:
@@ -55,8 +68,8 @@ def dense_model(K: int, N: int, rng, activation=None):
 
 @needs_bf16
 @pytest.mark.parametrize("M,K,N", [(1, 3, 7), (3, 17, 33), (7, 1, 5), (17, 33, 40), (13, 771, 70),
-                                   (30, 1025, 97), (1, 1025, 17)])
-def test_dense_bf16_equals_rounded_reference(M, K, N, rng):
+                                   (30, 1025, 97), (1, 1025, 17), (45, 131, 65)])
+def test_dense_bf16_equals_rounded_reference(M, K, N, kernel, rng):
     model, w, b = dense_model(K, N, rng)
     cm = graphc.build(model, "native", precision="bf16")
     assert cm.precision == "bf16"
@@ -65,9 +78,9 @@ def test_dense_bf16_equals_rounded_reference(M, K, N, rng):
 
 
 @needs_bf16
-def test_dense_bf16_epilogue_and_instructions(rng):
-    """The fused activation runs on the float32 accumulators; the code issues vdpbf16ps; and the
-    check above fails on float32 code (it tells the two precisions apart)."""
+def test_dense_bf16_epilogue_and_instructions(kernel, rng):
+    """The fused activation runs on the float32 accumulators; the code issues the kernel's
+    instruction; and the check above fails on float32 code (it tells the two precisions apart)."""
     model, w, b = dense_model(65, 48, rng, activation="relu")
     x = rng.standard_normal((9, 65)).astype(np.float32)
     cm = graphc.build(model, "native", precision="bf16")
@@ -78,7 +91,7 @@ def test_dense_bf16_epilogue_and_instructions(rng):
     bound = 67 * U32 * (np.abs(ab) @ np.abs(wb) + np.abs(b))
     assert np.all(np.abs(got - np.maximum(pre, 0)) <= bound)
     disasm = subprocess.run(["objdump", "-d", str(cm.files.shared)], capture_output=True, text=True, check=True).stdout
-    assert "vdpbf16ps" in disasm
+    assert INSTRUCTION[kernel] in disasm
     f32 = graphc.build(model, "native").predict(x)
     assert np.any(np.abs(f32 - np.maximum(pre, 0)) > bound)
 
@@ -102,31 +115,31 @@ def conv_reference(x, w, b, strides, pad):
 
 
 @needs_bf16
-@pytest.mark.parametrize("shape,C,filters,kernel,strides,padding", [
+@pytest.mark.parametrize("shape,C,filters,size,strides,padding", [
     ((7, 9), 3, 17, 3, (1, 2), "same"),     # im2col, few channels (one K block of 27)
     ((5, 6), 7, 5, 1, (1, 1), "valid"),      # 1x1: the input read as a matrix
     ((5, 6), 143, 19, 3, (1, 1), "valid"),   # K = 1287 > one block, odd channels: blocks straddle taps
     ((6, 5), 17, 33, 3, (2, 1), "same"),     # odd K = 153, strided
 ])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_conv_bf16_equals_rounded_reference(shape, C, filters, kernel, strides, padding, batch, rng):
+def test_conv_bf16_equals_rounded_reference(shape, C, filters, size, strides, padding, batch, kernel, rng):
     inp = graphc.Input((*shape, C))
-    model = graphc.Model(inp, layers.Conv2D(filters, kernel, strides=strides, padding=padding)(inp))
-    w = rng.standard_normal((kernel, kernel, C, filters)).astype(np.float32)
+    model = graphc.Model(inp, layers.Conv2D(filters, size, strides=strides, padding=padding)(inp))
+    w = rng.standard_normal((size, size, C, filters)).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     model.layers[-1].set_weights([w, b])
     x = rng.standard_normal((batch, *shape, C)).astype(np.float32)
     got = graphc.build(model, "native", precision="bf16").predict(x)
     pads = []
-    for size, s in zip(shape, strides):
+    for extent, s in zip(shape, strides):
         if padding == "valid":
             pads.append((0, 0))
             continue
-        total = max((-(-size // s) - 1) * s + kernel - size, 0)
+        total = max((-(-extent // s) - 1) * s + size - extent, 0)
         pads.append((total // 2, total - total // 2))
     want, scale = conv_reference(x, w, b, strides, pads)
     assert got.shape == want.shape
-    bound = (kernel * kernel * C + 2) * U32 * scale
+    bound = (size * size * C + 2) * U32 * scale
     err = np.abs(got - want)
     assert np.all(err <= bound), f"max error {err.max():.3g}, bound there {bound.flat[np.argmax(err)]:.3g}"
 

@@ -18,18 +18,27 @@ are :func:`.gemm.emit_gemm`'s, only the operands' format and the micro-kernel di
   issues ``MR * NV`` independent ``vdpbf16ps`` per k pair: twice the products per instruction.
   The epilogue (bias, activations, residual) runs in float32 on those registers.
 
+Where the target has AMX (``amx-bf16``), the micro-kernel is a 32 x 32 block of C in four tiles
+(``tdpbf16ps``: 16 x 16 float32 += 16 x 32 bf16 by 32 x 16 bf16), A's rows and the panel's
+columns in two tiles each, 32 k per step; K blocks are then whole steps, the panels' k pairs and
+A's columns zero-padded to them. Each kernel call loads the tile configuration and releases the
+tiles when done; the OS permission for tiles is asked once per process by the runtime
+(``gc__amx_ready``, ``graphc/c_runtime/src/amx.c``), a refusal failing the call with its errno.
+``GRAPHC_BF16_KERNEL=avx512`` keeps AVX512-BF16 on an AMX machine (for comparisons).
+
 Rounding is to nearest even by integer operations (NaN kept quiet), exactly what NumPy
 references compute; products are exact in float32 and accumulated in float32.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import F32, I32, PTR, i32, i64, intrinsic
+from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm import (
     TARGET_ITEMS_COMPUTED,
     THREADS_DIM,
@@ -48,6 +57,14 @@ from graphc.ir import dims
 I16 = ir.IntType(16)
 LANES = 16  # float32 lanes of a 512-bit vector: vdpbf16ps's accumulators
 BF16_TILE_PAD = 32  # bf16 elements between the rows of A's tile beyond its K block: one cache line
+AMX_PAIRS = 16  # k pairs per AMX step: a tile row of 64 bytes
+AMX_ROWS = 16  # rows of a tile
+ENV_KERNEL = "GRAPHC_BF16_KERNEL"
+
+
+def uses_amx(target) -> bool:
+    """Whether bf16 products run on AMX tiles for ``target`` (else on AVX512-BF16)."""
+    return target.has_amx_bf16 and os.environ.get(ENV_KERNEL, "") != "avx512"
 
 
 class BFloat16Type(ir.Type):
@@ -83,10 +100,10 @@ def bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.trunc(b.select(is_nan, quiet, rounded), ir.VectorType(I16, n) if vec else I16)
 
 
-def pack_pair_panels(K: int, N: int, NR: int, index: Callable) -> Callable:
-    """Emitter of the bf16 panels of ``B[k][col] = src[index(b, k, col)]`` (see the module docstring)."""
+def pack_pair_panels(K: int, N: int, NR: int, index: Callable, pairs: int) -> Callable:
+    """Emitter of the bf16 panels of ``B[k][col] = src[index(b, k, col)]`` (see the module docstring),
+    ``pairs`` k pairs each (zero past K)."""
     panels = -(-N // NR)
-    pairs = -(-K // 2)
 
     def emit(fn, src, dst):
         b = fn.b
@@ -111,26 +128,29 @@ def pack_pair_panels(K: int, N: int, NR: int, index: Callable) -> Callable:
     return emit
 
 
-def packed_pair_panels(kb: KernelBuilder, w: Tensor, NR: int, K: int, pack: tuple[int, Callable] | None) -> tuple:
-    """(the weight as bf16 pair panels of NR columns, N): ``w`` (K, N), or seen through ``pack``'s index map."""
+def packed_pair_panels(kb: KernelBuilder, w: Tensor, NR: int, K: int, pack: tuple[int, Callable] | None,
+                       pairs: int) -> tuple:
+    """(the weight as bf16 panels of NR columns and ``pairs`` k pairs, N): ``w`` (K, N), or seen through
+    ``pack``'s index map."""
     if pack is None:
         N = w.shape[1]
 
         def index(b, kk, col):
             return b.add(b.mul(kk, i64(N)), col)
 
-        key = ("bf16_panels", NR, K, N)
+        key = ("bf16_panels", NR, K, N, pairs)
     else:
         N, index = pack
-        key = ("bf16_mapped", NR, K, N, index.__qualname__)
-    nbytes = -(-N // NR) * -(-K // 2) * NR * 4
-    return kb.packed_weight(w, key, nbytes, pack_pair_panels(K, N, NR, index)), N
+        key = ("bf16_mapped", NR, K, N, pairs, index.__qualname__)
+    nbytes = -(-N // NR) * pairs * NR * 4
+    return kb.packed_weight(w, key, nbytes, pack_pair_panels(K, N, NR, index, pairs)), N
 
 
-def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int) -> None:
+def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int, zeros_after: bool = False) -> None:
     """``dst[r][0:cols] = bf16(src[r][0:cols])`` for r < rows (float32 ``src``, i16 ``dst``), in 16-lane
     vectors; the lanes of the last vector past ``cols`` are written as zeros (the tile's padding),
-    so an odd K block ends in a zero column."""
+    so an odd K block ends in a zero column. ``zeros_after``: 16 more zeros after the last vector
+    (AMX reads whole steps of 32 columns)."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, LANES)
     whole = b.and_(cols, i64(-LANES))
@@ -143,6 +163,10 @@ def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int) -
         with b.if_then(b.icmp_signed("<", whole, cols)):
             v = load_lanes(b, b.gep(s, [whole], source_etype=F32), LANES, b.sub(cols, whole))
             b.store(bf16_bits(b, v), b.gep(d, [whole], source_etype=I16), align=2)
+        if zeros_after:
+            end = b.and_(b.add(cols, i64(LANES - 1)), i64(-LANES))
+            b.store(ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES),
+                    b.gep(d, [end], source_etype=I16), align=2)
 
 
 def _dot(b: ir.IRBuilder, acc, a_word, b_vec):
@@ -229,6 +253,69 @@ def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, spli
     return out
 
 
+def _amx(b: ir.IRBuilder, name: str, *args) -> None:
+    """A call of AMX intrinsic ``llvm.x86.<name>`` on fixed tile registers (i8 immediates) and pointers."""
+    types = [a.type for a in args]
+    b.call(intrinsic(b.module, f"llvm.x86.{name}", ir.VoidType(), types), list(args))
+
+
+def _tile(n: int) -> ir.Constant:
+    return ir.Constant(I8, n)
+
+
+def amx_tile_config(module: ir.Module) -> ir.GlobalVariable:
+    """The tile configuration (palette 1): tiles 0..7 of 16 rows of 64 bytes."""
+    name = "gc_amx_tile_config"
+    g = module.globals.get(name)
+    if g is None:
+        cfg = bytearray(64)
+        cfg[0] = 1
+        for t in range(8):
+            cfg[16 + 2 * t] = 64  # bytes per row (little-endian u16)
+            cfg[48 + t] = 16  # rows
+        typ = ir.ArrayType(I8, 64)
+        g = ir.GlobalVariable(module, typ, name)
+        g.initializer = ir.Constant(typ, bytearray(cfg))
+        g.global_constant = True
+        g.linkage = "internal"
+        g.align = 64
+    return g
+
+
+def amx_begin(k: Kernel) -> None:
+    """Kernel entry: the runtime's permission for tiles (the call fails with its errno without it),
+    then the tile configuration."""
+    b = k.b
+    k.kb.fail_message("AMX tiles unavailable: the OS refused arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) "
+                      "(errno %lld); build with precision='float32'")
+    ready = b.call(intrinsic(b.module, "gc__amx_ready", I64, []), [])
+    with b.if_then(b.icmp_signed("!=", ready, i64(0)), likely=False):
+        k.fail(ready)
+    _amx(b, "ldtilecfg", amx_tile_config(b.module))
+
+
+def amx_compute(k: Kernel, a_base, a_stride: int, panel, kpairs, c_tile, NR: int) -> None:
+    """``c_tile`` (32 x NR=32 floats, NR apart) = the 32 rows of A from ``a_base`` (bf16, ``a_stride``
+    elements apart) times the panel's first ``kpairs`` k pairs (a multiple of 16): tiles 0..3 hold C,
+    4..5 A's two halves of rows, 6..7 the panel's two halves of columns."""
+    fb, b = k.fn, k.b
+    a_bytes, b_bytes = i64(2 * a_stride), i64(4 * NR)
+    for t in range(4):
+        _amx(b, "tilezero", _tile(t))
+    a_low = b.gep(a_base, [i64(AMX_ROWS * a_stride)], source_etype=I16)
+    with fb.loop(0, kpairs, AMX_PAIRS, name="kt") as kp:
+        _amx(b, "tileloadd64", _tile(4), b.gep(a_base, [b.mul(kp, i64(2))], source_etype=I16), a_bytes)
+        _amx(b, "tileloadd64", _tile(5), b.gep(a_low, [b.mul(kp, i64(2))], source_etype=I16), a_bytes)
+        bp = b.gep(panel, [b.mul(kp, i64(NR))], source_etype=I32)
+        _amx(b, "tileloadd64", _tile(6), bp, b_bytes)
+        _amx(b, "tileloadd64", _tile(7), b.gep(bp, [i64(LANES)], source_etype=I32), b_bytes)
+        for c, (a, bt) in enumerate(((4, 6), (4, 7), (5, 6), (5, 7))):
+            _amx(b, "tdpbf16ps", _tile(c), _tile(a), _tile(bt))
+    for c in range(4):
+        offset = (c // 2) * AMX_ROWS * NR + (c % 2) * LANES
+        _amx(b, "tilestored64", _tile(c), b.gep(c_tile, [i64(offset)], source_etype=F32), b_bytes)
+
+
 def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
                    bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
                    post_activation: Callable | None = None, name: str = "gemm",
@@ -238,14 +325,19 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     if kb.target.gemm_vw != LANES or not kb.target.has_avx512_bf16:
         raise ValueError(f"the bf16 GEMM needs AVX512-BF16; target {kb.target.cpu!r} lacks it")
     vw = LANES
-    MR, NV = tile if tile is not None else micro_tile(vw, kb.target.num_vector_registers)
+    amx = uses_amx(kb.target)
+    if amx:
+        MR, NV = 2 * AMX_ROWS, 2
+    else:
+        MR, NV = tile if tile is not None else micro_tile(vw, kb.target.num_vector_registers)
     NR = NV * vw
-    packed, N = packed_pair_panels(kb, w, NR, K, pack)
+    step = AMX_PAIRS if amx else 1  # k pairs per step of the micro-kernel
+    pairs_total = -(-K // (2 * step)) * step
+    packed, N = packed_pair_panels(kb, w, NR, K, pack, pairs_total)
     panels = -(-N // NR)
-    pairs_total = -(-K // 2)
     bl = gemm_blocking(kb.target, MR, NR)
     KB = even_block(K, bl.kc) if source.cache_blocked else source.block(K)
-    KB += KB & 1  # K blocks of whole pairs
+    KB = -(-KB // (2 * step)) * 2 * step  # K blocks of whole steps
     n_kblocks = -(-K // KB) if K else 0
     b_streamed = pairs_total * N * 4 > bl.l2 // 2
     tiles = dims.ceildiv(M, MR)
@@ -264,8 +356,10 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     want_s = f"max({want_s}, {min_chunks})"
     nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
-    k = kb.kernel(f"{name}_bf16")
+    k = kb.kernel(f"{name}_{'amx' if amx else 'bf16'}")
     fb, b, m = k.fn, k.b, k.m
+    if amx:
+        amx_begin(k)
     pw, pc = k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
@@ -286,15 +380,15 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
         rows = b.sub(row_end, row0)
         if staged:
             source.fill(k, row0, row_end, k0, kc, f32_tile, f32_stride)
-            convert_rows(k, f32_tile, i64(f32_stride), rows, kc, a_tile, bf_stride)
+            convert_rows(k, f32_tile, i64(f32_stride), rows, kc, a_tile, bf_stride, amx)
         else:
             src = b.gep(k.ptr(source.a), [b.add(b.mul(row0, i64(source.K)), k0)], source_etype=F32)
-            convert_rows(k, src, i64(source.K), rows, kc, a_tile, bf_stride)
+            convert_rows(k, src, i64(source.K), rows, kc, a_tile, bf_stride, amx)
 
     def store_tile(acc, p, i, rows_valid, valid_cols, first, last):
-        """acc -> c_tile, then rows of c_tile (+C, epilogue) -> C."""
-        nv = len(acc[0])
-        for r in range(len(acc)):
+        """acc -> c_tile (unless None: c_tile holds the tile), then rows of c_tile (+C, epilogue) -> C."""
+        nv = len(acc[0]) if acc is not None else -(-valid_cols // vw)
+        for r in range(len(acc) if acc is not None else 0):
             for v in range(nv):
                 b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
         col0 = b.mul(p, i64(NR))
@@ -347,6 +441,10 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
             panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(pairs_total)), b.sdiv(k0, i64(2))), i64(NR))],
                           source_etype=I32)
             base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(bf_stride))], source_etype=I16)
+            if amx:  # rows past the last are computed from stale tile rows, and not stored
+                amx_compute(k, base, bf_stride, panel, kpairs, c_tile, NR)
+                store_tile(None, p, i, rows_valid, valid_cols, first, last)
+                return
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
                 with full:
                     acc = tile_compute_bf16(k, base, bf_stride, MR, panel, kpairs, nv, NR,
@@ -369,7 +467,8 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, i64(KB))
             kc = fb.min_(i64(KB), b.sub(i64(K), k0))
-            kpairs = b.sdiv(b.add(kc, i64(1)), i64(2))
+            kpairs = b.sdiv(b.add(kc, i64(2 * step - 1)), i64(2 * step))
+            kpairs = b.mul(kpairs, i64(step))
             if n_kblocks == 1:
                 first = last = True
             else:
@@ -383,6 +482,8 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kpairs, first, last, N % NR)
+    if amx:
+        _amx(b, "tilerelease")
     kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
 
 
