@@ -1,12 +1,15 @@
 """Data-parallel training of a compiled model on several processes of one or more machines.
 
     torchrun --nproc-per-node 2 examples/data_parallel/train.py --epochs 3 --checkpoint dp.weights.h5
+    mpirun -n 2 python examples/data_parallel/train.py --backend mpi --epochs 3 --checkpoint dp.weights.h5
 
 Each process (rank) compiles the same native training step, trains on its share of every global batch
-(``--batch-size`` samples per rank) and averages the gradients with the others through
-torch.distributed's gloo backend (TCP) before every update, so all ranks keep identical weights. Only
-rank 0 prints progress and writes the checkpoint. On several machines, run the same torchrun command on
-each with ``--nnodes N --node-rank K --master-addr HOST --master-port PORT``.
+(``--batch-size`` samples per rank) and averages the gradients with the others before every update, so
+all ranks keep identical weights: through torch.distributed's gloo backend (TCP; ``--backend gloo``, the
+default, launched by torchrun) or MPI (mpi4py; ``--backend mpi``, launched by mpirun). Only rank 0 prints
+progress and writes the checkpoint. On several machines, run the same torchrun command on each with
+``--nnodes N --node-rank K --master-addr HOST --master-port PORT``, or give mpirun a host file
+(``--hostfile hosts``). Open MPI refuses to run as root unless ``--allow-run-as-root`` is given.
 
 ``--resume`` restarts from the checkpoint (``fit(initial_epoch=...)``): every rank loads the file rank 0
 wrote, which DataParallel then broadcasts from rank 0 anyway.
@@ -62,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=int, default=0, metavar="EPOCH",
                         help="start at this epoch from --checkpoint (after a restart)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a collective waits for its peers")
+    parser.add_argument("--backend", choices=["gloo", "mpi"], default="gloo",
+                        help="the collective engine: gloo (launch with torchrun) or mpi (launch with mpirun)")
     args = parser.parse_args(argv)
 
-    distribution = DataParallel(backend="gloo", timeout=args.timeout)
+    distribution = DataParallel(backend=args.backend, timeout=args.timeout)
     model = build_model(args.target)
     if args.resume:
         model.load_weights(args.checkpoint)
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     if distribution.rank == 0:
         epochs = args.epochs - args.resume
-        print(f"{distribution.world_size} rank(s): {epochs * len(x) / seconds:.0f} samples/s, "
+        print(f"{distribution.world_size} rank(s) on {args.backend}: {epochs * len(x) / seconds:.0f} samples/s, "
               f"final loss {history.history['loss'][-1]:.4f}, accuracy {history.history['accuracy'][-1]:.3f}")
     return 0
 

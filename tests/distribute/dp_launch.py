@@ -90,13 +90,21 @@ def _launch_gloo(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> R
 def _launch_mpi(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> Run:
     outs = _outs(tmp_path, mode, model, target)
     pattern = str(outs[0]).replace("rank0", "rank{rank}")
+    code, output, seconds = mpirun([str(WORKER), mode, pattern, target, str(batch), model, "mpi"], timeout,
+                                   dp_timeout)
+    return Run([code], outs, output, seconds)
+
+
+def mpirun(script_and_args: list[str], timeout: float = 60.0, dp_timeout: float = 60.0,
+           cwd: Path | None = None) -> tuple[int, str, float]:
+    """``mpirun -n 2 python SCRIPT ARGS...``; returns (mpirun's exit status, its output, seconds). Killed
+    (an AssertionError) after ``timeout`` seconds."""
     # root may run mpirun in a container; shared memory without CMA (ptrace is often denied there)
     env = _env(dp_timeout, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_btl_vader_single_copy_mechanism="none")
-    command = ["mpirun", "-n", str(RANKS), "--oversubscribe", "--bind-to", "none",
-               sys.executable, str(WORKER), mode, pattern, target, str(batch), model, "mpi"]
+    command = ["mpirun", "-n", str(RANKS), "--oversubscribe", "--bind-to", "none", sys.executable, *script_and_args]
     start = time.monotonic()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -108,7 +116,7 @@ def _launch_mpi(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> Ru
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
         raise AssertionError(f"mpirun did not end within {timeout:g} s:\n{out}\n{err}") from None
-    return Run([proc.returncode], outs, out + err, time.monotonic() - start)
+    return proc.returncode, out + err, time.monotonic() - start
 
 
 def shuffle_seed() -> int:

@@ -74,3 +74,18 @@ def test_mpi_refusals_name_what_is_wrong(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else find_spec(name, *a))
     with pytest.raises(ImportError, match=r"needs mpi4py .*graphc\[distributed\]"):
         DataParallel(backend="mpi")
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_the_example_trains_under_mpirun_and_resumes_from_rank_0s_checkpoint(tmp_path):
+    script = str(dp_launch.ROOT / "examples" / "data_parallel" / "train.py")
+    common = ["--backend", "mpi", "--samples", "128", "--batch-size", "16", "--target", "reference",
+              "--checkpoint", str(tmp_path / "dp.weights.h5")]
+    code, output, _ = dp_launch.mpirun([script, "--epochs", "1", *common], cwd=tmp_path)
+    assert code == 0, output
+    assert output.count("4/4 - ") == 1, output  # one epoch of 128 / (2 x 16) steps, shown by rank 0 only
+    assert "2 rank(s) on mpi:" in output and (tmp_path / "dp.weights.h5").is_file(), output
+    code, output, _ = dp_launch.mpirun([script, "--epochs", "2", "--resume", "1", *common], cwd=tmp_path)
+    assert code == 0, output
+    assert output.count("4/4 - ") == 1 and output.count("Epoch 2/2") == 1 and "Epoch 1/2" not in output, output
