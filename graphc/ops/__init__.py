@@ -13,6 +13,7 @@ from graphc.ops import (  # noqa: F401  (registration)
     conv,
     elementwise,
     fused,
+    fused_elementwise,
     linalg,
     normalization,
     pool,

@@ -8,6 +8,10 @@ Levels: 0 none; 1 simplification (no-op removal, constant folding, CSE, DCE to a
 point); 2 adds zero-padding folding into convolutions and pools, BatchNorm folding, 1x1
 convolutions as matmuls, linear-chain folding, separable-conv fusion, epilogue fusion (bias,
 activation, residual add) and sibling merging; 3 also folds linear chains that add arithmetic.
+Elementwise-chain fusion (``fuse_elementwise``) runs on training-step graphs
+(``graphc.training.step_optimizer``), not in these levels: after epilogue fusion the bundled
+models keep almost no elementwise chain at inference, and it would hide additions from the
+quantizer.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from graphc.passes import (  # noqa: F401  (registration)
     fold_batchnorm,
     fold_linear,
     fold_pad,
+    fuse_elementwise,
     fuse_epilogue,
     fuse_separable,
     merge_siblings,

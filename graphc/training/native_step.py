@@ -25,6 +25,7 @@ from functools import cache
 import numpy as np
 
 from graphc.frontend.layer import Variable
+from graphc.training.step_optimizer import optimize_step_graph
 
 
 @dataclass
@@ -119,12 +120,15 @@ class NativeStepRunner:
     ``seed`` seeds every instance's random state (``gc_options_t.seed``): a new runner with the
     same seed draws the same dropout masks. With ``split_step`` a training step's library also holds
     its split step (``gc_instance_gradient_step`` / ``gc_instance_apply_gradients``), which
-    :meth:`~graphc.training.step.Step.compute_gradients` and ``apply_gradients`` run."""
+    :meth:`~graphc.training.step.Step.compute_gradients` and ``apply_gradients`` run. ``optimize=False``
+    compiles the step graphs as they are built (no optimizer pass)."""
 
-    def __init__(self, threads: int | None = None, seed: int = 0, split_step: bool = False, trainer=None):
+    def __init__(self, threads: int | None = None, seed: int = 0, split_step: bool = False, trainer=None,
+                 optimize: bool = True):
         self.threads = threads
         self.seed = seed
         self.split_step = split_step
+        self.optimize = optimize  # step graphs go through the optimizer (graphc.training.step_optimizer)
         self.trainer = trainer  # whose steps pair up (training and evaluation) in one library
         self._compiled: dict[int, tuple[object, _Compiled]] = {}
 
@@ -146,10 +150,11 @@ class NativeStepRunner:
             evaluation = self._evaluation_twin(step) if step.training else None
             eval_graph = None
             if evaluation is not None:
-                graph, eval_graph = linked_step_graphs(step, evaluation)
-            halves = step.split() if split else None
+                graph, eval_graph = linked_step_graphs(step, evaluation, optimize=self.optimize)
+            elif self.optimize:
+                graph = optimize_step_graph(graph, keep=step.params)[0]
             files = compile_library(graph, eval_graph=eval_graph,
-                                    split=None if halves is None else (halves.gradient, halves.apply, halves.layout))
+                                    split=split_graphs(step, graph, self.optimize) if split else None)
             library = Library(files.shared, files.symbol)
             info = graph.meta.get("train_step")
             compiled = _Compiled(library, library.instance(self.threads, seed=self.seed), list(graph.outputs),
@@ -327,13 +332,18 @@ def _target_like(model, index: int, loss) -> np.ndarray:
     return np.zeros((1,) + shape, dtype=np.float32)
 
 
-def linked_step_graphs(train, evaluation) -> tuple:
+def linked_step_graphs(train, evaluation, optimize: bool = True) -> tuple:
     """The graphs of a training step and of its evaluation step (:class:`~graphc.training.step.Step`
     objects) made fit for one library, where the evaluation step reads the training step's weights
     blob: the evaluation graph's constants that hold the model's variables keep their names (the
     training graph has them); its other constants (loss weights, literals) are renamed apart and
-    added to a copy of the training graph, unused there. Returns (training graph, evaluation graph)."""
-    graph, eval_graph = train.graph.copy(), evaluation.graph.copy()
+    added to a copy of the training graph, unused there. With ``optimize`` both graphs first go
+    through the step optimizer. Returns (training graph, evaluation graph)."""
+    if optimize:
+        graph = optimize_step_graph(train.graph, keep=train.params)[0]
+        eval_graph = optimize_step_graph(evaluation.graph, keep=evaluation.params)[0]
+    else:
+        graph, eval_graph = train.graph.copy(), evaluation.graph.copy()
     for name in list(eval_graph.constants):
         var = evaluation.params.get(name)
         if var is not None and train.params.get(name) is var and graph.type_of(name) == eval_graph.type_of(name):
@@ -346,15 +356,33 @@ def linked_step_graphs(train, evaluation) -> tuple:
     return graph, eval_graph
 
 
+def split_graphs(step, graph, optimize: bool = True) -> tuple:
+    """A training step's split step as ``compile_library`` takes it (gradient graph, apply graph, the
+    gradient buffer's layout) for the library of training graph ``graph`` (``step.graph`` or its
+    optimized copy). With ``optimize`` both halves go through the step optimizer without constant
+    folding, and every constant they read that ``graph`` lost to its own optimization is added back to
+    ``graph`` (unused there), since linked graphs read the training graph's weights blob."""
+    halves = step.split()
+    gradient, apply = halves.gradient, halves.apply
+    if optimize:
+        gradient = optimize_step_graph(gradient, keep=step.params, fold_constants=False)[0]
+        apply = optimize_step_graph(apply, keep=step.params, fold_constants=False)[0]
+        for half in (gradient, apply):
+            for name, array in half.constants.items():
+                if name not in graph.constants:
+                    graph.add_constant(name, array, trainable=half.values[name].trainable)
+    return gradient, apply, halves.layout
+
+
 def train_step_library(model, *, name: str | None = None, weights: str = "embedded", cpu: str | None = None,
-                       split_step: bool = False):
+                       split_step: bool = False, optimize: bool = True):
     """Compile a compiled Model's training step (forward, loss, metrics, gradients, optimizer update) and
     its evaluation step (forward in inference mode, loss, metrics) into a model library whose instances
     train it through ``gc_instance_train_step`` and evaluate it through ``gc_instance_eval_step``;
     returns its :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the
     model's current weights and optimizer state and from the optimizer's current learning rate. With
     ``split_step`` it also holds the split step (``gc_instance_gradient_step``, ``gc_instance_apply_gradients``,
-    ``gc_instance_gradient_buffer``)."""
+    ``gc_instance_gradient_buffer``). ``optimize=False`` leaves the step graphs as built (no optimizer pass)."""
     from graphc.backends.llvm.native import compile_library
     from graphc.training.loop import standardize_x
 
@@ -366,12 +394,10 @@ def train_step_library(model, *, name: str | None = None, weights: str = "embedd
     feeds = standardize_x(model, [np.zeros((1,) + tuple(1 if d is None else int(d) for d in t.shape[1:]),
                                            dtype=t.dtype) for t in model.inputs])
     train = trainer._step(feeds, targets, True)
-    graph, eval_graph = linked_step_graphs(train, trainer._step(feeds, targets, False))
-    split = None
-    if split_step:
-        halves = train.split()
-        split = (halves.gradient, halves.apply, halves.layout)
+    graph, eval_graph = linked_step_graphs(train, trainer._step(feeds, targets, False), optimize)
+    split = split_graphs(train, graph, optimize) if split_step else None
     return compile_library(graph, name, weights=weights, cpu=cpu, eval_graph=eval_graph, split=split)
 
 
-__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library", "linked_step_graphs"]
+__all__ = ["NativeStepRunner", "HeldVariable", "HeldSlots", "Held", "train_step_library", "linked_step_graphs",
+           "split_graphs"]

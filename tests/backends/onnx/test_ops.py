@@ -240,6 +240,10 @@ case("fused_separable_conv", IMG, W(3, 3, 1, 3), W(3, 2), In(("batch", 3, 2, 2))
      has_residual=True, id="fused_separable_conv_residual")
 case("scale_shift", IMG, W(3), W(3))
 case("scale_shift", In(("batch", 4, 6)), W(4), W(4), axis=1, id="scale_shift_axis1")
+# an elementwise group with a broadcast operand, a comparison inside and two outputs
+case("fused_elementwise", X, W(7), In(("batch", 1)),
+     program=(("mul", (0, 1), ()), ("add", (3, 2), ()), ("tanh", (4,), ()), ("greater", (5, 2), ()),
+              ("where", (6, 5, 3), ())), outputs=(7, 4))
 
 
 # ---------------------------------------------------------------- training ops (autodiff)
