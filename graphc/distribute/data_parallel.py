@@ -26,7 +26,10 @@ BatchNormalization normalizes with per-replica batch statistics (each rank's sha
 ``tf.distribute`` ON_READ/MEAN variable): since a moving average is linear, averaging the replicas' moving
 statistics after every step equals averaging them when read, so every rank holds
 ``moving = momentum * moving + (1 - momentum) * sum_r share_r * batch_statistic_r`` (``share_r``: rank r's
-fraction of the global batch) and the ranks' models stay identical.
+fraction of the global batch) and the ranks' models stay identical. With ``sync_batchnorm=True`` the batch
+statistics themselves are the global batch's (:mod:`graphc.distribute.sync_batchnorm`): each rank's
+sums and counts are summed across the ranks inside the gradient step, so every rank normalizes and moves
+its statistics exactly as one process training on the whole global batch does.
 
 A rank that dies makes the others' next collective fail: gloo reports the closed connection at once;
 Open MPI's ``mpirun`` ends the job (SIGTERM, then SIGKILL a second later) and the survivors raise on the
@@ -39,6 +42,7 @@ import importlib.util
 
 import numpy as np
 
+from graphc.distribute import sync_batchnorm
 from graphc.distribute.collectives import Collectives, DistributedError, make_collectives
 
 _WRITERS = ("ModelCheckpoint", "TensorBoard", "CSVLogger", "ProgbarLogger")
@@ -50,10 +54,11 @@ class DataParallel:
 
     ``timeout``: seconds a collective waits for its peers before failing; ``bucket_mb``: the largest
     piece of the gradient buffer one all-reduce call carries (a larger buffer goes in several calls);
-    ``sync_batchnorm``: reduce BatchNormalization's batch statistics across ranks (not implemented:
-    refused); ``init_method``, ``rank``, ``world_size`` (gloo only): passed to ``init_process_group`` when
-    no process group exists yet (the default ``env://`` reads what ``torchrun`` sets: ``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); MPI takes the world ``mpirun`` started."""
+    ``sync_batchnorm``: BatchNormalization's batch statistics taken over the global batch (summed across
+    the ranks inside the gradient step) instead of each rank's share; ``init_method``, ``rank``,
+    ``world_size`` (gloo only): passed to ``init_process_group`` when no process group exists yet (the
+    default ``env://`` reads what ``torchrun`` sets: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``); MPI takes the world ``mpirun`` started."""
 
     def __init__(self, backend: str = "gloo", *, timeout: float = 300.0, bucket_mb: float = 25.0,
                  sync_batchnorm: bool = False, init_method: str | None = None, rank: int | None = None,
@@ -72,9 +77,6 @@ class DataParallel:
             if given:
                 raise ValueError(f"DataParallel(backend='mpi') takes the world mpirun started; {', '.join(given)} "
                                  "apply to backend='gloo' only")
-        if sync_batchnorm:
-            raise NotImplementedError("DataParallel(sync_batchnorm=True) is not implemented: BatchNormalization uses "
-                                      "per-replica batch statistics (the default, as in Keras)")
         if not timeout > 0:
             raise ValueError(f"DataParallel(timeout={timeout!r}) must be a positive number of seconds")
         if not bucket_mb > 0:
@@ -82,7 +84,7 @@ class DataParallel:
         self.backend = backend
         self.timeout = float(timeout)
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
-        self.sync_batchnorm = False
+        self.sync_batchnorm = bool(sync_batchnorm)
         self._init = (init_method, rank, world_size)
         self._collectives: Collectives | None = None
         self._global_batch: int | None = None  # samples in the global batch of the share last handed out
@@ -142,6 +144,8 @@ class DataParallel:
         runner = trainer.runner
         if runner is not None and hasattr(runner, "split_step"):
             runner.split_step = True  # native libraries are built with their gradient and apply steps
+        if self.sync_batchnorm:
+            sync_batchnorm.prepare_fit(model)
 
     def fit_callbacks(self, callbacks, verbose):
         """(callbacks, verbose) for this rank: rank 0's unchanged; elsewhere no progress bar and no file writers."""
@@ -161,7 +165,13 @@ class DataParallel:
     def train_step(self, step, feeds: dict, targets: list, sample_weights: list | None, n: int):
         """One synchronous step on this rank's share of the batch; returns (the reported outputs with the
         global batch's losses and metric totals, the global number of samples)."""
-        result = dict(step.compute_gradients(feeds, targets, sample_weights))
+        expected = self._global_batch if self._global_batch is not None else n * self.world_size
+        share = n / expected
+        if self.sync_batchnorm:
+            with sync_batchnorm.replica_step(self, step, share):
+                result = dict(step.compute_gradients(feeds, targets, sample_weights))
+        else:
+            result = dict(step.compute_gradients(feeds, targets, sample_weights))
         out = step.outputs
         losses = [out.loss] + [v for _, v in out.output_losses]
         totals = [v for m in out.metrics for v in m[2:]]
@@ -169,8 +179,6 @@ class DataParallel:
         # each rank's share of the global batch is known from its size: weight the gradient and the layers'
         # state by it, so the sums are the global batch's gradient and the state's share-weighted mean
         # (1/world_size for equal shares), and reduce everything at once
-        expected = self._global_batch if self._global_batch is not None else n * self.world_size
-        share = n / expected
         stats = np.concatenate([[float(n)], [float(result[v]) * n for v in losses]]
                                + [np.asarray(result[v], np.float64).reshape(-1) for v in totals]
                                + [np.asarray(var.value, np.float64).reshape(-1) * share for var in states])
@@ -201,7 +209,8 @@ class DataParallel:
         return result, int(total)
 
     def __repr__(self) -> str:
-        return f"DataParallel(backend={self.backend!r}, timeout={self.timeout:g})"
+        sync = ", sync_batchnorm=True" if self.sync_batchnorm else ""
+        return f"DataParallel(backend={self.backend!r}, timeout={self.timeout:g}{sync})"
 
 
 def _layer_states(step) -> list:

@@ -43,6 +43,42 @@ def _masked_moments(ctx: LowerContext, x: str, mask: str, axes: tuple[int, ...])
     return ctx.reshape(mean, shape=channels), ctx.reshape(ctx.div(spread, weight), shape=channels)
 
 
+def _replica_moments(ctx: LowerContext, x: str, axes: tuple[int, ...]) -> tuple[str, str]:
+    """Keras's moments (E[x^2] - E[x]^2) over the global batch of data-parallel replicas: each replica's
+    per-channel sums of x and x^2 and its count, summed across the replicas in one ``cross_replica_sum``
+    (the identity on a single replica)."""
+    dtype = ctx.dtype(x)
+    channels = next(d for i, d in enumerate(ctx.shape(x)) if i not in axes)
+    count = ctx.reshape(ctx.num_elements(x, axes=axes, dtype=dtype), shape=(1,))
+    total = ctx.cross_replica_sum(ctx.concat(ctx.reduce_sum(x, axes=axes), ctx.reduce_sum(ctx.square(x), axes=axes),
+                                             count, axis=0))
+    n = ctx.slice(total, axis=0, start=2 * channels, stop=2 * channels + 1)
+    mean = ctx.div(ctx.slice(total, axis=0, start=0, stop=channels), n)
+    mean_square = ctx.div(ctx.slice(total, axis=0, start=channels, stop=2 * channels), n)
+    return mean, ctx.sub(mean_square, ctx.square(mean))
+
+
+def _masked_replica_moments(ctx: LowerContext, x: str, mask: str, axes: tuple[int, ...]) -> tuple[str, str]:
+    """:func:`_masked_moments` over the global batch of data-parallel replicas: the kept counts and sums
+    summed across the replicas first (one ``cross_replica_sum``), then the squared deviations from that
+    global mean (a second one)."""
+    dtype = ctx.dtype(x)
+    shape = ctx.shape(x)
+    channels = next(d for i, d in enumerate(shape) if i not in axes)
+    keep_shape = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    kept = ctx.broadcast_like(ctx.expand_dims(masking.as_bool(ctx, mask), axis=-1), x)
+    zero = ctx.constant(np.zeros((), dtype=dtype), "zero")
+    local = ctx.concat(ctx.reduce_sum(ctx.cast(kept, dtype=dtype), axes=axes),
+                       ctx.reduce_sum(ctx.where(kept, x, zero), axes=axes), axis=0)
+    total = ctx.cross_replica_sum(local)
+    weight = ctx.add(ctx.reshape(ctx.slice(total, axis=0, start=0, stop=channels), shape=keep_shape),
+                     ctx.constant(np.asarray(1e-7, dtype=dtype), "epsilon"))
+    mean = ctx.div(ctx.reshape(ctx.slice(total, axis=0, start=channels, stop=2 * channels), shape=keep_shape), weight)
+    spread = ctx.cross_replica_sum(ctx.reduce_sum(ctx.square(ctx.where(kept, ctx.sub(x, mean), zero)), axes=axes,
+                                                  keepdims=True))
+    return ctx.reshape(mean, shape=(channels,)), ctx.reshape(ctx.div(spread, weight), shape=(channels,))
+
+
 def _float_input(ctx: LowerContext, x: str) -> str:
     """Keras normalizes in (at least) float32: integer inputs are cast."""
     return x if ctx.dtype(x).startswith("float") else ctx.cast(x, dtype="float32")
@@ -78,7 +114,11 @@ class _ScaleShift(Layer):
 
 class BatchNormalization(_ScaleShift):
     """Normalizes along ``axis`` with the moving mean and variance (inference form); training
-    with a mask takes the batch statistics over the kept steps, as Keras does."""
+    with a mask takes the batch statistics over the kept steps, as Keras does.
+
+    ``sync_replicas`` (set by ``graphc.distribute.DataParallel(sync_batchnorm=True)``, not a Keras
+    argument): training graphs take the batch statistics over the global batch of the data-parallel
+    replicas (``cross_replica_sum``: on a single replica the same statistics)."""
 
     supports_masking = True
 
@@ -111,6 +151,7 @@ class BatchNormalization(_ScaleShift):
         self.renorm_clipping = renorm_clipping
         self.renorm_momentum = renorm_momentum
         self.synchronized = False
+        self.sync_replicas = False
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
 
     def _check_shape(self, shape) -> int:
@@ -155,7 +196,10 @@ class BatchNormalization(_ScaleShift):
             # Batch statistics (Keras's moments: E[x^2] - E[x]^2) and the moving averages' updates.
             rank = ctx.rank(x)
             axes = tuple(i for i in range(rank) if i != self.axis % rank)
-            if mask is None:
+            if self.sync_replicas:
+                batch_mean, batch_var = (_replica_moments(ctx, x, axes) if mask is None
+                                         else _masked_replica_moments(ctx, x, mask, axes))
+            elif mask is None:
                 batch_mean = ctx.reduce_mean(x, axes=axes)
                 batch_var = ctx.sub(ctx.reduce_mean(ctx.square(x), axes=axes), ctx.square(batch_mean))
             else:

@@ -1,0 +1,193 @@
+"""``DataParallel(sync_batchnorm=True)`` against its definition: synchronized BatchNormalization over the
+global batch IS BatchNormalization of one process on the concatenated batch.
+
+- In one process, three replicas in threads (tests/ops/test_collective.py's LocalReplicas) of odd sizes
+  1, 3 and 7 lower a marked BatchNormalization in training mode: each replica's output rows and every
+  replica's new moving statistics equal those of the unmarked layer on the 11 samples together (with and
+  without a mask).
+- Two ranks on loopback gloo (this file run as a script, one process per rank, the environment torchrun
+  sets) fit a conv model with BatchNormalization for two shuffled epochs whose last global batch splits
+  3 + 2 (unequal shares): weights and moving statistics equal one process fitting on the global batches
+  (rtol 1e-5), for the reference and the native step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.backends.reference import run
+from graphc.distribute import DataParallel, sync_batchnorm
+from graphc.frontend.to_ir import lower_model
+from tests.ops.test_collective import LocalReplicas
+
+ROOT = Path(__file__).resolve().parents[2]
+SHUFFLE_SEED = 4321
+SAMPLES = 45  # global batches of 8: five full ones, then 5 samples split 3 + 2 between the ranks
+BATCH = 4  # per rank
+EPOCHS = 2
+
+
+# ---------------------------------------------------------------------------- one process, three replicas
+def _bn_model(shape, sync: bool, mask: bool = False):
+    graphc.utils.set_random_seed(3)
+    x = graphc.Input(shape=shape)
+    h = graphc.layers.Masking(mask_value=0.0)(x) if mask else x
+    model = graphc.Model(x, graphc.layers.BatchNormalization(momentum=0.7, name="bn")(h))
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(5)
+    for var in bn.weights:
+        var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
+    bn.sync_replicas = sync
+    return model
+
+
+def _training_graph(model):
+    """The model in training mode; outputs: its output, then the new moving mean and variance."""
+    graph, _ = lower_model(model, training=True)
+    graph.set_outputs([graph.outputs[0]] + list(graph.meta["state_updates"].values()))
+    return graph
+
+
+def _train_run(graph, x):
+    result = run(graph, {graph.inputs[0]: x})
+    return [result[v] for v in graph.outputs]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
+def test_synced_statistics_of_three_replicas_are_the_concatenated_batchs(masked, rng):
+    shape = (5, 3) if masked else (4, 5, 3)
+    sizes = [1, 3, 7]
+    xs = [rng.standard_normal((n,) + shape).astype(np.float32) for n in sizes]
+    if masked:
+        for x in xs:  # masked steps (all features zero), never a whole sample
+            x[:, 1::3] = 0.0
+    synced = _training_graph(_bn_model(shape, True, masked))
+    plain = _training_graph(_bn_model(shape, False, masked))
+    assert synced.op_counts()["cross_replica_sum"] == (2 if masked else 1)
+    assert "cross_replica_sum" not in plain.op_counts()
+    got = LocalReplicas(3).run(lambda r: _train_run(synced, xs[r]), [n / sum(sizes) for n in sizes])
+    want = _train_run(plain, np.concatenate(xs))
+    start = 0
+    for r, n in enumerate(sizes):
+        np.testing.assert_allclose(got[r][0], want[0][start:start + n], rtol=1e-5, atol=1e-5, err_msg=f"replica {r}")
+        for k in (1, 2):  # moving mean and variance
+            np.testing.assert_allclose(got[r][k], want[k], rtol=1e-5, atol=1e-6, err_msg=f"replica {r} state {k}")
+        start += n
+    # alone (no replica context) a marked layer is the plain one
+    for a, b in zip(_train_run(synced, xs[2]), _train_run(plain, xs[2])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_only_sync_batchnorm_marks_the_layers_and_drops_stale_steps():
+    model = _conv_bn_model("reference")
+    x, y = _data()
+    model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)  # a training step built per replica
+    trainer = model._graphc_trainer
+    assert any(s.training for s in trainer._steps.values())
+    assert DataParallel().sync_batchnorm is False and not model.get_layer("bn").sync_replicas
+    assert "sync_batchnorm=True" in repr(DataParallel(sync_batchnorm=True))
+    sync_batchnorm.prepare_fit(model)
+    assert model.get_layer("bn").sync_replicas
+    assert not any(s.training for s in trainer._steps.values())
+    assert sync_batchnorm.batch_normalizations(model) == [model.get_layer("bn")]
+
+
+# ---------------------------------------------------------------------------- two ranks
+def _conv_bn_model(target: str):
+    graphc.utils.set_random_seed(0)
+    layers = graphc.layers
+    x = graphc.Input(shape=(6, 6, 2))
+    h = layers.Conv2D(3, 3, name="conv")(x)
+    h = layers.BatchNormalization(momentum=0.5, name="bn")(h)
+    h = layers.Flatten()(layers.Activation("relu")(h))
+    model = graphc.Model(x, layers.Dense(2, name="head")(h))
+    model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
+    if target == "native":
+        graphc.build(model, target="native", training=True, threads=1)
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((SAMPLES, 6, 6, 2)).astype(np.float32)
+    flat = x.reshape(SAMPLES, -1)
+    return x, np.stack([np.sin(flat.sum(axis=1)), flat[:, 0] * flat[:, 1]], axis=1).astype(np.float32)
+
+
+def _rank_main(out: str, target: str) -> int:
+    """One rank (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment): fit with synced statistics."""
+    distribution = DataParallel(timeout=60.0, sync_batchnorm=True)
+    model = _conv_bn_model(target)
+    x, y = _data()
+    np.random.seed(SHUFFLE_SEED)
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=True, verbose=0, distribution=distribution)
+    np.savez(out, loss=np.asarray(history.history["loss"]), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(target: str, tmp_path: Path, timeout: float = 600.0):
+    port = _free_port()
+    procs, outs = [], []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+        outs.append(tmp_path / f"sync_{target}_rank{rank}.npz")
+        procs.append(subprocess.Popen([sys.executable, __file__, str(outs[-1]), target], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    start, codes, errors = time.monotonic(), [], []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
+            codes.append(p.returncode)
+            errors.append(err)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return codes, outs, errors
+
+
+def _single_process(target: str):
+    """One process on the global batches (2 * BATCH), in the order the ranks shuffle them."""
+    model = _conv_bn_model(target)
+    x, y = _data()
+    np.random.seed(SHUFFLE_SEED)
+    np.random.seed(int(np.random.randint(2 ** 31 - 1)))
+    history = model.fit(x, y, batch_size=2 * BATCH, epochs=EPOCHS, shuffle=True, verbose=0)
+    return model, history.history["loss"]
+
+
+@pytest.mark.parametrize("target", ["reference", "native"])
+def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, tmp_path):
+    codes, outs, errors = _launch(target, tmp_path)
+    assert codes == [0, 0], errors
+    ranks = [np.load(out) for out in outs]
+    model, losses = _single_process(target)
+    names = [w.path for w in model.weights]
+    untrained = _conv_bn_model("reference").get_weights()
+    for i, want in enumerate(model.get_weights()):
+        np.testing.assert_array_equal(ranks[0][f"w{i}"], ranks[1][f"w{i}"], err_msg=f"{names[i]}: ranks differ")
+        np.testing.assert_allclose(ranks[0][f"w{i}"], want, rtol=1e-5, atol=1e-6, err_msg=names[i])
+        assert not np.allclose(want, untrained[i]), names[i]  # it did train (moving statistics included)
+    assert any("moving_variance" in n for n in names)
+    np.testing.assert_allclose(ranks[0]["loss"], losses, rtol=1e-5)
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main(sys.argv[1], sys.argv[2]))
