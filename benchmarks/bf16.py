@@ -179,11 +179,18 @@ def _ratio(a, b) -> str:
     return "—" if a is None or b is None else f"{a / b:.2f}"
 
 
+def _kernel_name() -> str:
+    target = host_target()
+    if target.has_amx_bf16:
+        return "AMX tiles (GRAPHC_BF16_KERNEL=avx512: AVX512-BF16)"
+    return "AVX512-BF16" if target.has_avx512_bf16 else "none (bf16 builds are float32 code)"
+
+
 def to_markdown(machine: dict, peak, gemm: list[dict], models: list[dict]) -> str:
     lines = ["# bf16 vs float32 (graphc native), onnxruntime and OpenVINO", "",
              f"{machine.get('date')}; {machine.get('cpu')} ({machine.get('cpu_features')}); "
              f"{machine.get('logical_cpus')} logical CPUs; load {machine.get('load_average')}; one thread. "
-             f"graphc builds bf16 for this CPU: {host_target().has_avx512_bf16} (AVX512-BF16).", ""]
+             f"graphc's bf16 kernel on this CPU: {_kernel_name()}.", ""]
     if gemm:
         variants = list(gemm[0]["gflops"])
         lines += ["## GEMM (Dense layer, M = N = K, 1 thread)", "",

@@ -96,6 +96,16 @@ def test_dense_bf16_epilogue_and_instructions(kernel, rng):
     assert np.any(np.abs(f32 - np.maximum(pre, 0)) > bound)
 
 
+@needs_bf16
+def test_dense_bf16_on_two_threads(kernel, rng):
+    """Work items split over the pool's threads: each loads its own tile configuration (AMX)."""
+    model, w, b = dense_model(97, 70, rng)
+    cm = graphc.build(model, "native", precision="bf16", threads=2)
+    for m in (1, 100, 257):
+        x = rng.standard_normal((m, 97)).astype(np.float32)
+        assert_accumulated(cm.predict(x, batch_size=m), x, w, b, f"Dense {m}x97x70 on 2 threads")
+
+
 def conv_reference(x, w, b, strides, pad):
     """bf16(x) conv bf16(w) + b (channels last, kernel (kh, kw, C, O)), accumulated in float64,
     and the bound's |x| conv |w| + |b|."""
