@@ -6,9 +6,9 @@ global batch IS BatchNormalization of one process on the concatenated batch.
   replica's new moving statistics equal those of the unmarked layer on the 11 samples together (with and
   without a mask).
 - Two ranks on loopback gloo (this file run as a script, one process per rank, the environment torchrun
-  sets) fit a conv model with BatchNormalization for two shuffled epochs whose last global batch splits
-  3 + 2 (unequal shares): weights and moving statistics equal one process fitting on the global batches
-  (rtol 1e-5), for the reference and the native step.
+  sets) or under mpirun (Open MPI, when installed) fit a conv model with BatchNormalization for two
+  shuffled epochs whose last global batch splits 3 + 2 (unequal shares): weights and moving statistics
+  equal one process fitting on the global batches (rtol 1e-5), for the reference and the native step.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import graphc
 from graphc.backends.reference import run
 from graphc.distribute import DataParallel, sync_batchnorm
 from graphc.frontend.to_ir import lower_model
+from tests.distribute.dp_launch import mpi_missing, mpirun
 from tests.ops.test_collective import LocalReplicas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,9 +124,11 @@ def _data():
     return x, np.stack([np.sin(flat.sum(axis=1)), flat[:, 0] * flat[:, 1]], axis=1).astype(np.float32)
 
 
-def _rank_main(out: str, target: str) -> int:
-    """One rank (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment): fit with synced statistics."""
-    distribution = DataParallel(timeout=60.0, sync_batchnorm=True)
+def _rank_main(out: str, target: str, engine: str) -> int:
+    """One rank (gloo: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment; mpi: under mpirun):
+    fit with synced statistics and save to ``out`` (``{rank}`` replaced)."""
+    distribution = DataParallel(engine, timeout=60.0, sync_batchnorm=True)
+    out = out.format(rank=distribution.rank)
     model = _conv_bn_model(target)
     x, y = _data()
     np.random.seed(SHUFFLE_SEED)
@@ -140,14 +143,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(target: str, tmp_path: Path, timeout: float = 600.0):
+def _launch(engine: str, target: str, tmp_path: Path, timeout: float = 600.0):
+    outs = [tmp_path / f"sync_{engine}_{target}_rank{rank}.npz" for rank in range(2)]
+    if engine == "mpi":
+        code, output, _ = mpirun([__file__, str(outs[0]).replace("rank0", "rank{rank}"), target, "mpi"], timeout)
+        return [code, code], outs, [output]
     port = _free_port()
-    procs, outs = [], []
+    procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-        outs.append(tmp_path / f"sync_{target}_rank{rank}.npz")
-        procs.append(subprocess.Popen([sys.executable, __file__, str(outs[-1]), target], env=env,
+        procs.append(subprocess.Popen([sys.executable, __file__, str(outs[rank]), target, "gloo"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     start, codes, errors = time.monotonic(), [], []
     try:
@@ -173,9 +179,12 @@ def _single_process(target: str):
     return model, history.history["loss"]
 
 
+@pytest.mark.parametrize("engine", ["gloo", "mpi"])
 @pytest.mark.parametrize("target", ["reference", "native"])
-def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, tmp_path):
-    codes, outs, errors = _launch(target, tmp_path)
+def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, engine, tmp_path):
+    if engine == "mpi" and mpi_missing():
+        pytest.skip(mpi_missing())
+    codes, outs, errors = _launch(engine, target, tmp_path)
     assert codes == [0, 0], errors
     ranks = [np.load(out) for out in outs]
     model, losses = _single_process(target)
@@ -190,4 +199,4 @@ def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, tmp_path
 
 
 if __name__ == "__main__":
-    sys.exit(_rank_main(sys.argv[1], sys.argv[2]))
+    sys.exit(_rank_main(sys.argv[1], sys.argv[2], sys.argv[3]))
