@@ -217,14 +217,16 @@ def build(model, target: str = "reference", level: int = 2, threads: int | None 
         source = model
     else:
         raise TypeError(f"graphc.build expects a Model or a graphc.ir.Graph, got {type(model).__name__}")
-    if target == "native" and "quantization" in graph.meta:
-        raise NotImplementedError(f"graph {graph.name!r} is quantized (int8) and native int8 kernels are not "
-                                  "available yet; build it for the 'reference' or 'onnx' target")
+    quantized = "quantization" in graph.meta
     verify(graph)
     graph = optimize(graph, level) if level else graph
     if target == "native":
         from graphc.backends.llvm import build_native
 
+        if quantized:  # integer kernels for the quantized products; the rest runs in float
+            from graphc.quantization import fold_integer_products
+
+            graph = fold_integer_products(graph)
         return build_native(graph, model=source, params=params, level=level, threads=threads, precision=precision)
     if target == "onnx":
         return OnnxCompiledModel(graph, model=source, params=params, level=level, threads=threads)

@@ -9,8 +9,9 @@
 The quantized graph is the model's optimized float graph with ``quantize_linear`` /
 ``dequantize_linear`` pairs (see :mod:`graphc.quantization.qdq`): the reference runs it exactly
 as an int8 backend computes, ONNX exports it as QuantizeLinear/DequantizeLinear that onnxruntime
-fuses into its integer kernels. Native int8 kernels are not available yet, so the native target
-refuses quantized graphs.
+fuses into its integer kernels. The native target folds each quantized product into an integer
+op first (:mod:`graphc.passes.fold_qdq`: int8 kernels with int32 accumulation and a requantizing
+epilogue, :func:`fold_integer_products`); what stays float runs between native quantize/dequantize.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.graph import Graph
+from graphc.passes.fold_qdq import fold_integer_products
 from graphc.quantization.calibrate import METHODS, RangeCollector
 from graphc.quantization.params import ACTIVATION_DTYPES, activation_params
 from graphc.quantization.qdq import QUANTIZABLE, insert_qdq, plan, summarize
 from graphc.quantization.report import QuantizationReport, compare
 
-__all__ = ["quantize", "quantize_report", "is_quantized", "QuantizationError", "QuantizationReport",
-           "METHODS", "QUANTIZABLE"]
+__all__ = ["quantize", "quantize_report", "is_quantized", "fold_integer_products", "QuantizationError",
+           "QuantizationReport", "METHODS", "QUANTIZABLE"]
 
 WEIGHT_MODES = ("per_channel", "per_tensor")
 ACTIVATION_MODES = ("per_tensor",)

@@ -163,10 +163,12 @@ def test_excluded_layers_stay_float_and_the_report_names_every_layer(rng):
     assert "SQNR dB" in report.table() and "dense_1" in report.table()
 
 
-def test_native_target_refuses_quantized_graphs(rng):
+def test_native_target_runs_quantized_graphs_on_integer_kernels(rng):
+    """The native build folds the products into int8 ops (tests/passes/test_fold_qdq.py has the rest)."""
     q = graphc.quantize(examples.build("mlp", seed=0), examples.inputs("mlp", rng, 4))
-    with pytest.raises(NotImplementedError, match="native int8 kernels are not available yet"):
-        graphc.build(q, "native")
+    x = examples.inputs("mlp", rng, 3)
+    got = graphc.build(q, "native").predict(x)
+    np.testing.assert_allclose(got, run(q, {q.inputs[0]: x})[q.outputs[0]], atol=0.02)
 
 
 def test_optimizing_again_keeps_int8_weights(rng):

@@ -216,7 +216,8 @@ class DenseRows(RowSource):
 
 class Im2colRows(RowSource):
     """Rows of a channels-last 1-D or 2-D convolution's input: one output pixel's window, taps in the
-    kernel's order, positions outside the input filled with the input's zero point."""
+    kernel's order, positions outside the input filled with the input's zero point. The spatial
+    sizes may be free dims (read at run time); channels and padding are concrete."""
 
     def __init__(self, x: Tensor, geometry: dict, signed: bool, path: DotPath, pad: ir.Value | None = None):
         super().__init__(x, signed, path)
@@ -226,22 +227,24 @@ class Im2colRows(RowSource):
     def fill(self, k, row, dst):
         b = k.b
         g = self.g
-        H, W, C, OH, OW = g["H"], g["W"], g["C"], g["OH"], g["OW"]
+        H, W, OH, OW = (k.dim(g[d]) for d in ("H", "W", "OH", "OW"))  # spatial sizes may be free dims
+        C = g["C"]
         (sh, sw), (dh, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
-        n = b.sdiv(row, i64(OH * OW))
-        rest = b.srem(row, i64(OH * OW))
-        oh, ow = b.sdiv(rest, i64(OW)), b.srem(rest, i64(OW))
+        pixels = b.mul(OH, OW)
+        n = b.sdiv(row, pixels)
+        rest = b.srem(row, pixels)
+        oh, ow = b.sdiv(rest, OW), b.srem(rest, OW)
         xp = k.ptr(self.x)
         for i in range(kh):
             ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
-            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, i64(H)))
+            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
             for j in range(kw):
                 iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
-                ok = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, i64(W))))
+                ok = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, W)))
                 seg = b.gep(dst, [i64((i * kw + j) * C)], source_etype=self.path.elem)
                 with b.if_else(ok) as (inside, outside):
                     with inside:
-                        pixel = b.add(b.mul(b.add(b.mul(n, i64(H)), ih), i64(W)), iw)
+                        pixel = b.add(b.mul(b.add(b.mul(n, H), ih), W), iw)
                         self.copy(k, b.gep(xp, [b.mul(pixel, i64(C))], source_etype=I8), seg, C)
                     with outside:
                         self.fill_value(k, seg, C, self.pad)
@@ -424,9 +427,9 @@ def emit_qlinear_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q: R
     if groups != 1 or nsp not in (1, 2):
         raise NativeLoweringError(f"qlinear_conv runs 1-D and 2-D convolutions without groups natively, got "
                                   f"{nsp} spatial axes and groups={groups}")
-    concrete = list(x.shape[1:]) + list(out.shape[1:]) + [p for pair in pads for p in pair]
+    concrete = [x.shape[-1], out.shape[-1]] + [p for pair in pads for p in pair]
     if not all(isinstance(d, int) for d in concrete):
-        raise NativeLoweringError("qlinear_conv needs concrete spatial sizes, channels and padding")
+        raise NativeLoweringError("qlinear_conv needs concrete channels and padding")
     spatial, osp = list(x.shape[1:-1]), list(out.shape[1:-1])
     kernel = list(w.shape[:nsp])
     strides, dilations, pads = list(strides), list(dilations), [tuple(p) for p in pads]

@@ -1,0 +1,173 @@
+"""Quantized products of the QDQ format folded into integer ops (``qlinear_matmul`` / ``qlinear_conv``).
+
+:func:`graphc.quantize` writes a quantized product as float ops between quantize/dequantize
+pairs (see :mod:`graphc.quantization.qdq`)::
+
+    y = quantize(act(dequantize(x_q) @ dequantize(w_q) + dequantize(b_q)), s_y, z_y)
+
+which an integer backend computes as one op: int32 accumulation of ``x_q - z_x`` times ``w_q``,
+the int32 bias added, and a requantizing epilogue (:mod:`graphc.ops.qlinear`). This pass makes
+that op, for ``matmul``/``fused_matmul`` (a 2-D weight) and ``conv``/``fused_conv`` (1-D or 2-D,
+without groups, concrete channels and padding: what the native int8 kernels run) when:
+
+- the activation input is a ``dequantize_linear`` of uint8/int8 with constant per-tensor
+  parameters, the weight one of a constant int8 symmetric weight (per tensor or per output
+  channel), and the bias (if any) one of a constant int32 bias whose scale is exactly
+  ``float32(x_scale * w_scale)`` (as quantization writes it, so it adds to the accumulator);
+- the epilogue is at most a ReLU (with or without a ceiling): no residual, no other activation;
+- the product's only reader is a ``quantize_linear`` with constant per-tensor parameters.
+
+Everything else keeps its float edges: a product that is not followed by a quantize, or whose
+epilogue the integer op cannot express, still reads the dequantized values and runs in float.
+The dequantize ops that only the folded product read disappear with it, and the dequantized
+constants that float ops still read (a residual convolution's weights) become float constants, which
+the float kernels pack like any weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir.graph import Graph, Op
+from graphc.passes.manager import note, register_pass, working_on
+from graphc.passes.pattern import emit, replace_value
+
+PRODUCTS = ("matmul", "fused_matmul", "conv", "fused_conv")
+
+
+def _dequantized(graph: Graph, value: str) -> Op | None:
+    """The dequantize_linear producing ``value`` when its scale and zero point are constants."""
+    op = graph.producer(value)
+    if op is None or op.type != "dequantize_linear":
+        return None
+    if op.inputs[1] not in graph.constants or op.inputs[2] not in graph.constants:
+        return None
+    return op
+
+
+def _per_tensor(graph: Graph, op: Op) -> bool:
+    return graph.constants[op.inputs[1]].ndim == 0
+
+
+def _activation(op: Op) -> tuple[str, float | None] | None:
+    """(activation, max_value) of the integer op for the product's epilogue, or None if it has none."""
+    if op.type not in ("fused_matmul", "fused_conv"):
+        return "linear", None
+    a = op.attrs
+    if a.get("has_residual"):
+        return None
+    name, pairs = a.get("activation", "linear"), dict(a.get("activation_attrs", ()))
+    if name == "linear":
+        return "linear", None
+    if name != "relu" or float(pairs.get("negative_slope", 0.0)) != 0.0 or float(pairs.get("threshold", 0.0)) != 0.0:
+        return None
+    top = pairs.get("max_value")
+    if top is not None and not float(top) > 0:
+        return None
+    return "relu", None if top is None else float(top)
+
+
+def _native_conv(graph: Graph, op: Op) -> bool:
+    """A convolution the native int8 kernels run: 1-D or 2-D, no groups, concrete channels and padding."""
+    if op.type not in ("conv", "fused_conv"):
+        return True
+    x = graph.type_of(op.inputs[0])
+    pads = op.attrs.get("pads") or ()
+    return (int(op.attrs.get("groups", 1)) == 1 and x.rank in (3, 4) and isinstance(x.shape[-1], int)
+            and all(isinstance(p, int) for pair in pads for p in pair))
+
+
+def _bias(graph: Graph, op: Op, x_scale: np.ndarray, w_scale: np.ndarray) -> str | None | bool:
+    """The int32 bias constant, None without a bias, False when the bias cannot be folded."""
+    if op.type not in ("fused_matmul", "fused_conv") or not op.attrs.get("has_bias"):
+        return None
+    d = _dequantized(graph, op.inputs[2])
+    if d is None or d.inputs[0] not in graph.constants or graph.type_of(d.inputs[0]).dtype != "int32":
+        return False
+    n = graph.type_of(op.outputs[0]).shape[-1]
+    scale, zero = graph.constants[d.inputs[1]], graph.constants[d.inputs[2]]
+    want = np.broadcast_to(np.float32(x_scale) * np.asarray(w_scale, np.float32), (n,))
+    if np.any(zero != 0) or not np.array_equal(np.broadcast_to(scale, (n,)), want):
+        return False
+    return d.inputs[0]
+
+
+def _fold(graph: Graph, op: Op) -> bool:
+    out = op.outputs[0]
+    readers = graph.consumers(out)
+    if out in graph.outputs or len(readers) != 1 or readers[0][0].type != "quantize_linear" or readers[0][1] != 0:
+        return False
+    q = readers[0][0]
+    if q.inputs[1] not in graph.constants or q.inputs[2] not in graph.constants or not _per_tensor(graph, q):
+        return False
+    act = _activation(op)
+    dx, dw = _dequantized(graph, op.inputs[0]), _dequantized(graph, op.inputs[1])
+    if act is None or dx is None or dw is None or not _per_tensor(graph, dx) or not _native_conv(graph, op):
+        return False
+    if graph.type_of(dx.inputs[0]).dtype not in ("uint8", "int8"):
+        return False
+    w_q = dw.inputs[0]
+    w_type = graph.type_of(w_q)
+    if w_q not in graph.constants or w_type.dtype != "int8" or (op.type.endswith("matmul") and w_type.rank != 2):
+        return False
+    w_scale, w_zero = graph.constants[dw.inputs[1]], graph.constants[dw.inputs[2]]
+    if np.any(w_zero != 0) or (w_scale.ndim == 1 and int(dw.attrs.get("axis", -1)) % w_type.rank != w_type.rank - 1):
+        return False
+    x_scale = graph.constants[dx.inputs[1]]
+    bias = _bias(graph, op, x_scale, w_scale)
+    if bias is False:
+        return False
+    if bias is None:
+        n = w_type.shape[-1]
+        bias = graph.add_constant(graph.unique_name(f"{w_q}/zero_bias"), np.zeros(n, np.int32), layer=op.layer)
+    operands = [dx.inputs[0], dx.inputs[1], dx.inputs[2], w_q, dw.inputs[1], dw.inputs[2], bias, q.inputs[1],
+                q.inputs[2]]
+    activation, max_value = act
+    if op.type.endswith("conv"):
+        conv = {k: op.attrs.get(k) for k in ("strides", "dilations", "pads", "groups")}
+        y = emit(graph, "qlinear_conv", *operands, layer=op.layer, activation=activation, max_value=max_value, **conv)
+    else:
+        y = emit(graph, "qlinear_matmul", *operands, layer=op.layer, activation=activation, max_value=max_value)
+    replace_value(graph, q.outputs[0], y)
+    note(f"{op.type} folded into {graph.producer(y).type}")
+    return True
+
+
+def _float_constants(graph: Graph) -> bool:
+    """Dequantized constants (weights and biases of the products left in float) as float32 constants:
+    the float kernels pack constant weights, and the values are the dequantize's own."""
+    from graphc.ops.quantize import dequantize_linear
+
+    changed = False
+    for op in graph.ops():
+        if op.type != "dequantize_linear" or not all(v in graph.constants for v in op.inputs):
+            continue
+        working_on(op)
+        arrays = [graph.constants[v] for v in op.inputs]
+        value = dequantize_linear(*arrays, axis=int(op.attrs.get("axis", -1)))
+        const = graph.add_constant(graph.unique_name(f"{op.inputs[0]}/float"), value, layer=op.layer)
+        replace_value(graph, op.outputs[0], const)
+        changed = True
+    return changed
+
+
+@register_pass("fold_qdq")
+def fold_qdq(graph: Graph) -> bool:
+    """Fold dequantize -> product (+ bias, relu) -> quantize into qlinear_matmul / qlinear_conv; the
+    dequantized constants the float ops still read become float constants."""
+    changed = False
+    for op in graph.ops():
+        if op.type in PRODUCTS and graph.has_op(op.id) and graph.type_of(op.outputs[0]).dtype == "float32":
+            working_on(op)
+            changed |= _fold(graph, op)
+    changed |= _float_constants(graph)
+    working_on(None)
+    return changed
+
+
+def fold_integer_products(graph: Graph) -> Graph:
+    """A copy of the quantized ``graph`` with its products folded into integer ops (see the module docstring)."""
+    folded = graph.copy()
+    folded.name = graph.name
+    fold_qdq(folded)
+    return folded

@@ -1,0 +1,110 @@
+"""fold_qdq: quantized products of the QDQ format become qlinear_matmul / qlinear_conv (what folds, what
+stays float and why), the folded graph against the QDQ graph on the reference, and every quantized seed
+model run natively against the reference quantized graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import examples
+from graphc.backends.reference import run
+from graphc.passes import get_pass
+from graphc.quantization import fold_integer_products
+
+
+def _quantized(name: str, rng, samples: int = 16):
+    return graphc.quantize(examples.build(name, seed=0), examples.inputs(name, rng, samples))
+
+
+def _outputs(result, names):
+    if isinstance(result, dict):
+        return [np.asarray(result[n]) for n in names]
+    if isinstance(result, (list, tuple)):
+        return [np.asarray(r) for r in result]
+    return [np.asarray(result)]
+
+
+def test_the_pass_is_registered():
+    assert get_pass("fold_qdq").name == "fold_qdq"
+
+
+def test_every_dense_layer_of_the_mlp_folds(rng):
+    q = graphc.optimize(_quantized("mlp", rng), 2)
+    f = fold_integer_products(q)
+    counts = f.op_counts()
+    assert counts.get("qlinear_matmul") == 3 and "fused_matmul" not in counts
+    # the weights and biases are read as integers: no dequantize of a constant is left
+    assert not [op for op in f.ops() if op.type == "dequantize_linear" and op.inputs[0] in f.constants]
+    relu = [op.attrs["activation"] for op in f.ops() if op.type == "qlinear_matmul"]
+    assert relu == ["relu", "relu", "linear"]
+    for op in f.ops():
+        if op.type == "qlinear_matmul":
+            assert f.type_of(op.inputs[0]).dtype == "uint8" and f.type_of(op.inputs[3]).dtype == "int8"
+            assert f.type_of(op.inputs[6]).dtype == "int32"
+    assert q.op_counts().get("fused_matmul") == 3  # the input graph is left as it was
+
+
+def test_residual_and_other_activations_stay_float_with_float_weights(rng):
+    f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
+    floats = [op for op in f.ops() if op.type == "fused_conv"]
+    assert [op.attrs["has_residual"] for op in floats] == [True]
+    w = floats[0].inputs[1]
+    assert w in f.constants and f.constants[w].dtype == np.float32  # dequantized once, at build time
+    assert f.op_counts().get("qlinear_conv") == 2
+    g = fold_integer_products(graphc.optimize(_quantized("multi_output", rng), 2))
+    sigmoid = [op for op in g.ops() if op.type == "fused_matmul"]
+    assert [op.attrs["activation"] for op in sigmoid] == ["sigmoid"]
+
+
+def test_a_product_read_as_float_is_not_folded(rng):
+    q = graphc.optimize(_quantized("mlp", rng), 2)
+    last = next(op for op in reversed(q.ops()) if op.type == "fused_matmul")
+    quantize = q.consumers(last.outputs[0])[0][0]
+    q.replace_all_uses(quantize.outputs[0], quantize.inputs[0])  # the product's result read in float
+    counts = fold_integer_products(q).op_counts()
+    assert counts.get("qlinear_matmul") == 2 and counts.get("fused_matmul") == 1
+
+
+@pytest.mark.parametrize("name", ["mlp", "inception", "conv1d_text", "multi_output"])
+def test_folded_graph_matches_the_qdq_graph_on_the_reference(rng, name):
+    q = _quantized(name, rng)
+    f = fold_integer_products(graphc.optimize(q, 2))
+    feeds = graphc.build(q, "reference").feeds(examples.inputs(name, rng, 8))
+    want, got = run(q, feeds), run(f, feeds)
+    for out in q.outputs:
+        scale = float(np.abs(want[out]).max()) or 1.0
+        diff = np.abs(got[out] - want[out]) / scale
+        assert diff.max() <= 0.02 and (diff <= 1e-4).mean() >= 0.9, out
+
+
+@pytest.mark.parametrize("name", examples.names())
+def test_quantized_seed_models_run_natively(rng, name):
+    """Integer kernels where products fold, float kernels elsewhere: native against the folded graph on the
+    reference (its integer ops bit-exact; float ops within float32 rounding, which may move a later
+    quantization by one step) and against the QDQ graph graphc.quantize returned."""
+    q = _quantized(name, rng)
+    cm = graphc.build(q, "native")
+    x = examples.inputs(name, rng, 8)
+    feeds = graphc.build(q, "reference").feeds(x)
+    folded = fold_integer_products(graphc.optimize(q, 2))
+    want_folded, want_qdq = run(folded, feeds), run(q, feeds)
+    for out, got in zip(q.outputs, _outputs(cm.predict(x), q.outputs)):
+        scale = float(np.abs(want_qdq[out]).max()) or 1.0
+        to_folded = np.abs(got - want_folded[out]) / scale
+        to_qdq = np.abs(got - want_qdq[out]) / scale
+        assert to_folded.max() <= 0.02 and (to_folded <= 1e-4).mean() >= 0.95, (out, to_folded.max())
+        assert to_qdq.max() <= 0.03 and (to_qdq <= 1e-4).mean() >= 0.9, (out, to_qdq.max())
+
+
+def test_a_model_of_integer_ops_and_exact_float_ones_is_exact_natively(rng):
+    """conv1d_text runs integer ops and float ones that are exact (dequantize, pooling maxima):
+    native equals the folded reference to the bit."""
+    for name in ("conv1d_text",):
+        q = _quantized(name, rng)
+        x = examples.inputs(name, rng, 5)
+        folded = fold_integer_products(graphc.optimize(q, 2))
+        want = run(folded, graphc.build(q, "reference").feeds(x))
+        for out, got in zip(q.outputs, _outputs(graphc.build(q, "native").predict(x), q.outputs)):
+            np.testing.assert_array_equal(got, want[out])
