@@ -135,6 +135,18 @@ class Fn:
         return self._dim_cache[key]
 
     def _dim_expr(self, node) -> ir.Value:
+        """Every sub-expression is computed once per function: dims built from others repeat them
+        (a GEMM's chunk count holds its row-block count twice, which holds its tile count...), and
+        without sharing the text doubles at each level before LLVM's GVN would merge it."""
+        if isinstance(node, (ast.Constant, ast.Name)):
+            return self._dim_term(node)
+        key = ast.unparse(node)
+        value = self._dim_cache.get(key)
+        if value is None:
+            value = self._dim_cache[key] = self._dim_term(node)
+        return value
+
+    def _dim_term(self, node) -> ir.Value:
         e = self.entry
         if isinstance(node, ast.Constant):
             return i64(node.value)
@@ -157,6 +169,11 @@ class Fn:
             if isinstance(node.op, ast.Mult):
                 return e.mul(a, b)
             if isinstance(node.op, ast.FloorDiv):
+                if isinstance(node.right, ast.Constant) and node.right.value > 0:
+                    if node.right.value == 1:
+                        return a
+                    # a positive divisor: the quotient rounds up exactly when the remainder is negative
+                    return e.sub(e.sdiv(a, b), e.zext(e.icmp_signed("<", e.srem(a, b), i64(0)), I64))
                 return floordiv(e, a, b)
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "max":
             a, b = (self._dim_expr(x) for x in node.args)
