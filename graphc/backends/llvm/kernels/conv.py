@@ -30,7 +30,7 @@ from llvmlite import ir
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
-from graphc.backends.llvm.kernels.gemm_bf16 import gemm_for
+from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_input, copy_run_i16, gemm_for
 from graphc.ir import dims
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
@@ -135,6 +135,7 @@ class Im2colA(ASource):
 
     def __init__(self, x: Tensor, geo: Geometry, vw: int):
         self.x, self.geo, self.vw = x, geo, vw
+        self.x_bf16: Tensor | None = None  # the bf16 GEMM's copy of x in bf16 (see fill_converted)
 
     def block(self, K: int) -> int:
         """All of K when it is at most ``SINGLE_K`` (the tile then holds fewer rows, see
@@ -153,12 +154,25 @@ class Im2colA(ASource):
     def block_rows(self, kb: int) -> int:
         return max(1, min(MC, TILE_FLOATS // (kb + 16)))
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+    def _small(self) -> bool:
         geo = self.geo
-        if geo.C <= 8 and geo.C * len(geo.taps) <= self.block(geo.C * len(geo.taps)):
+        return geo.C <= 8 and geo.C * len(geo.taps) <= self.block(geo.C * len(geo.taps))
+
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+        if self._small():
             self._fill_small(k, row0, row_end, tile, stride)
             return
         self._fill_runs(k, row0, row_end, k0, kc, tile, stride)
+
+    @property
+    def fills_converted(self) -> bool:
+        return not self._small()
+
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+        if self.x_bf16 is not None:  # runs of the input already in bf16: copied, not converted
+            self._fill_runs(k, row0, row_end, k0, kc, tile, stride, copy_run_i16, etype, self.x_bf16, I16)
+            return
+        self._fill_runs(k, row0, row_end, k0, kc, tile, stride, copy, etype)
 
     def _fill_small(self, k: Kernel, row0, row_end, tile, stride: int) -> None:
         """Few channels, one K block: every (tap, channel) unrolled, branch-free (a tap in the
@@ -177,14 +191,17 @@ class Im2colA(ASource):
                     v = b.load(b.gep(px, [b.add(safe, i64(c))], source_etype=F32), typ=F32, align=4)
                     b.store(b.select(valid, v, zero), b.gep(trow, [i64(t * C + c)], source_etype=F32), align=4)
 
-    def _fill_runs(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+    def _fill_runs(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable = copy_run,
+                   etype=F32, src: Tensor | None = None, src_etype=F32) -> None:
+        """The tile rows as channel runs, each ``copy(k, dst, src, n, vw, zero)``'d from the input
+        (into a tile of ``etype`` elements; from ``src``, x in ``src_etype`` elements, when given)."""
         geo, b, fb = self.geo, k.b, k.fn
         C = geo.C
-        px = k.ptr(self.x)
+        px = k.ptr(src if src is not None else self.x)
         end = b.add(k0, kc)
         with fb.loop(row0, row_end, name="im2col") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=F32)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=etype)
             pos = fb.var(ir.IntType(64), name="pos")
             pos.set(k0)
             cond = fb.block("seg.cond")
@@ -217,12 +234,12 @@ class Im2colA(ASource):
                 length = b.select(row_ok, run, one_tap)
             else:
                 length = one_tap
-            dst = b.gep(trow, [b.sub(cur, k0)], source_etype=F32)
+            dst = b.gep(trow, [b.sub(cur, k0)], source_etype=etype)
             with b.if_else(valid) as (then, otherwise):
                 with then:
-                    copy_run(k, dst, b.gep(px, [b.add(off, c0)], source_etype=F32), length, self.vw)
+                    copy(k, dst, b.gep(px, [b.add(off, c0)], source_etype=src_etype), length, self.vw)
                 with otherwise:
-                    copy_run(k, dst, None, length, self.vw, zero=True)
+                    copy(k, dst, None, length, self.vw, zero=True)
             pos.set(b.add(cur, length))
             b.branch(cond)
             b.position_at_end(done)
@@ -415,8 +432,10 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
             # (10 loads per 24 FMAs) beat 12 x 2 (14 loads) by ~5% on 3x3 convs over 64 and 128
             # channels; 12 x 2 stays better where the weights exceed L2
             tile = (6, 4) if kb.target.num_vector_registers >= 32 and K <= SINGLE_K and n_out >= 64 else None
-            gemm_for(kb)(kb, Im2colA(x, geo, kb.target.gemm_vw), M, K, wmat, out, name="conv", tile=tile,
-                         **epi)
+            source = Im2colA(x, geo, kb.target.gemm_vw)
+            if kb.target.precision == "bf16" and source.fills_converted:
+                source.x_bf16 = bf16_input(kb, x)
+            gemm_for(kb)(kb, source, M, K, wmat, out, name="conv", tile=tile, **epi)
         return
     if cg == 1 and groups == C:
         emit_depthwise(kb, x, w, out, geo, **epi)

@@ -109,6 +109,16 @@ class ASource:
         """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
         raise NotImplementedError
 
+    @property
+    def fills_converted(self) -> bool:
+        """Whether :meth:`fill_converted` can write the rows in another element type (bf16) directly."""
+        return False
+
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+        """:meth:`fill` into a tile of ``etype`` elements, ``copy(k, dst, src, n, vw, zero)`` converting
+        each run of float32 (the bf16 GEMM: no float32 tile, no second pass)."""
+        raise NotImplementedError
+
 
 class DenseA(ASource):
     """A row-major (M, K) tensor: its rows are copied into the tile."""

@@ -11,9 +11,10 @@ are :func:`.gemm.emit_gemm`'s, only the operands' format and the micro-kernel di
   gets a zero row), so a panel is as many bytes per k pair as the float32 panel per k.
 - A's row block is rounded to bf16 into the thread's tile, row-major, so ``A[r][2kp]`` and
   ``A[r][2kp+1]`` are one 32-bit word the micro-kernel broadcasts. Rows copied from a matrix are
-  converted as they are read; computed rows (im2col, depthwise) are written in float32 by their
-  source first, then converted. K blocks are even, so no pair straddles two blocks; a block of
-  odd length gets a zero column.
+  converted as they are read, im2col's channel runs as they are copied
+  (:meth:`.gemm.ASource.fill_converted`); other computed rows (depthwise, im2col of few channels)
+  are written in float32 by their source first, then converted. K blocks are even, so no pair
+  straddles two blocks; a block of odd length gets a zero column.
 - The micro-kernel keeps the float32 ``MR x NR`` tile in registers as the float32 one does, and
   issues ``MR * NV`` independent ``vdpbf16ps`` per k pair: twice the products per instruction.
   The epilogue (bias, activations, residual) runs in float32 on those registers.
@@ -48,6 +49,7 @@ from graphc.backends.llvm.kernels.gemm import (
     even_block,
     gemm_blocking,
     item_rows,
+    lane_mask,
     load_lanes,
     micro_tile,
     store_lanes,
@@ -167,6 +169,78 @@ def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int, z
             end = b.and_(b.add(cols, i64(LANES - 1)), i64(-LANES))
             b.store(ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES),
                     b.gep(d, [end], source_etype=I16), align=2)
+
+
+def copy_run_bf16(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
+    """``dst[0:n] = bf16(src[0:n])`` (or zeros) for an im2col run (n: int or i64), in 16-lane vectors; the
+    last vector's lanes past n are written as zeros (the next run, or the tile's padding, follows)."""
+    del vw  # the conversion's vectors are 16 lanes whatever the float32 tile's are
+    fb, b = k.fn, k.b
+    zeros = ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES)
+    nv = k.dim(n)
+    with fb.loop(0, nv, LANES, name="cb") as j:
+        if zero:
+            v = zeros
+        else:
+            v = bf16_bits(b, load_lanes(b, b.gep(src, [j], source_etype=F32), LANES, b.sub(nv, j)))
+        b.store(v, b.gep(dst, [j], source_etype=I16), align=2)
+
+
+def copy_run_i16(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
+    """``dst[0:n] = src[0:n]`` (or zeros) for an im2col run of an input already in bf16 (i16 elements);
+    like :func:`copy_run_bf16`, the last vector's lanes past n are written (as zeros)."""
+    del vw
+    fb, b = k.fn, k.b
+    it = ir.VectorType(I16, LANES)
+    zeros = ir.Constant(it, [ir.Constant(I16, 0)] * LANES)
+    nv = k.dim(n)
+    whole = b.and_(nv, i64(-LANES))
+    with fb.loop(0, whole, LANES, name="cw") as j:
+        v = zeros if zero else b.load(b.gep(src, [j], source_etype=I16), typ=it, align=2)
+        b.store(v, b.gep(dst, [j], source_etype=I16), align=2)
+    with b.if_then(b.icmp_signed("<", whole, nv)):
+        if zero:
+            v = zeros
+        else:
+            mask_type = ir.VectorType(ir.IntType(1), LANES)
+            fn = intrinsic(b.module, "llvm.masked.load.v16i16.p0", it, [PTR, I32, mask_type, it])
+            v = b.call(fn, [b.gep(src, [whole], source_etype=I16), i32(2), lane_mask(b, LANES, b.sub(nv, whole)),
+                            zeros])
+        b.store(v, b.gep(dst, [whole], source_etype=I16), align=2)
+
+
+CONVERT_CHUNK = 4096  # elements per work item of the input conversion
+
+
+def bf16_input(kb: KernelBuilder, x: Tensor) -> Tensor:
+    """``x`` rounded to bf16 into a temporary (i16 elements, in a float32 tensor of half the size plus
+    a vector of padding): a convolution's im2col then copies bf16 runs instead of converting every
+    element once per kernel tap."""
+    n = dims.product(x.shape)
+    out = kb.temp((dims.add(dims.ceildiv(n, 2), LANES),))
+    k = kb.kernel("to_bf16")
+    fb, b = k.fn, k.b
+    px, po = k.ptr(x), k.ptr(out)
+    nv = k.dim(n)
+    with fb.loop(k.begin, k.end, name="chunk") as c:
+        lo = b.mul(c, i64(CONVERT_CHUNK))
+        hi = fb.min_(b.add(lo, i64(CONVERT_CHUNK)), nv)
+        with fb.loop(lo, hi, LANES, name="cv") as j:
+            v = load_lanes(b, b.gep(px, [j], source_etype=F32), LANES, b.sub(hi, j))
+            b.store(bf16_bits(b, v), b.gep(po, [j], source_etype=I16), align=2)
+    kb.launch(k, dims.ceildiv(n, CONVERT_CHUNK), CONVERT_CHUNK)
+    return out
+
+
+def zero_columns(k: Kernel, rows, cols, dst, dst_stride: int, count: int) -> None:
+    """``dst[r][cols:cols + count] = 0`` for r < rows (i16 ``dst``, count a multiple of 16): the K
+    padding after a block filled run by run."""
+    fb, b = k.fn, k.b
+    zeros = ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES)
+    with fb.loop(0, rows, name="zc") as r:
+        d = b.gep(dst, [b.add(b.mul(r, i64(dst_stride)), cols)], source_etype=I16)
+        for j in range(0, count, LANES):
+            b.store(zeros, b.gep(d, [i64(j)], source_etype=I16), align=2)
 
 
 def _dot(b: ir.IRBuilder, acc, a_word, b_vec):
@@ -368,7 +442,8 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     rows_tile = tpb * MR
     bf_stride = KB + BF16_TILE_PAD
     bf_bytes = rows_tile * bf_stride * 2
-    staged = not isinstance(source, DenseA)  # computed rows are written in float32 first
+    # computed rows are written in float32 first, unless their source converts as it writes
+    staged = not isinstance(source, DenseA) and not source.fills_converted
     f32_stride = KB + TILE_PAD
     f32_floats = rows_tile * f32_stride if staged else 0
     scratch = k.thread_scratch(bf_bytes + (MR * NR + f32_floats) * 4)
@@ -381,6 +456,9 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
         if staged:
             source.fill(k, row0, row_end, k0, kc, f32_tile, f32_stride)
             convert_rows(k, f32_tile, i64(f32_stride), rows, kc, a_tile, bf_stride, amx)
+        elif source.fills_converted:
+            source.fill_converted(k, row0, row_end, k0, kc, a_tile, bf_stride, copy_run_bf16, I16)
+            zero_columns(k, rows, kc, a_tile, bf_stride, 2 * LANES if amx else LANES)
         else:
             src = b.gep(k.ptr(source.a), [b.add(b.mul(row0, i64(source.K)), k0)], source_etype=F32)
             convert_rows(k, src, i64(source.K), rows, kc, a_tile, bf_stride, amx)
