@@ -30,7 +30,7 @@ from llvmlite import ir
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
-from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_input, copy_run_i16, gemm_for
+from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.ir import dims
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
@@ -252,15 +252,31 @@ class DepthwiseA(ASource):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+        b = k.b
+        self._fill(k, row0, row_end, k0, kc, tile, stride, F32,
+                   lambda trow, j, val, valid: store_lanes(b, val, b.gep(trow, [j], source_etype=F32), self.vw, valid))
+
+    @property
+    def fills_converted(self) -> bool:
+        return self.vw == 16  # the bf16 GEMM's 16-lane vectors
+
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+        """The depthwise results rounded to bf16 as they are stored (the last vector's lanes past the
+        channels are zeros: its loads are masked)."""
+        b = k.b
+        self._fill(k, row0, row_end, k0, kc, tile, stride, etype,
+                   lambda trow, j, val, valid: b.store(bf16_bits(b, val), b.gep(trow, [j], source_etype=etype),
+                                                       align=2))
+
+    def _fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, etype, store: Callable) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         px, pw = k.ptr(self.x), k.ptr(self.dw)
         n_out = geo.C * self.mult
         with fb.loop(row0, row_end, name="dwrow") as row:
             n, outs = geo.decode(k, row)
-            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=F32)
+            trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=etype)
             _depthwise_pixel(k, px, pw, geo, n, outs, self.mult, n_out, k0, kc, self.vw,
-                             lambda j, val, valid: store_lanes(b, val, b.gep(trow, [j], source_etype=F32),
-                                                               self.vw, valid))
+                             lambda j, val, valid: store(trow, j, val, valid))
 
 
 def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo, count, vw: int,
