@@ -102,6 +102,7 @@ class Fn:
         self.b = ir.IRBuilder(self._body_block)
         self._dims_ptr: ir.Value | None = None
         self._dim_cache: dict[str, ir.Value] = {}
+        self._value_numbers: dict[tuple, ir.Value] = {}
         self._counter = 0
 
     @property
@@ -135,18 +136,6 @@ class Fn:
         return self._dim_cache[key]
 
     def _dim_expr(self, node) -> ir.Value:
-        """Every sub-expression is computed once per function: dims built from others repeat them
-        (a GEMM's chunk count holds its row-block count twice, which holds its tile count...), and
-        without sharing the text doubles at each level before LLVM's GVN would merge it."""
-        if isinstance(node, (ast.Constant, ast.Name)):
-            return self._dim_term(node)
-        key = ast.unparse(node)
-        value = self._dim_cache.get(key)
-        if value is None:
-            value = self._dim_cache[key] = self._dim_term(node)
-        return value
-
-    def _dim_term(self, node) -> ir.Value:
         e = self.entry
         if isinstance(node, ast.Constant):
             return i64(node.value)
@@ -159,26 +148,39 @@ class Fn:
             self._dim_cache[node.id] = v
             return v
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return e.sub(i64(0), self._dim_expr(node.operand))
-        if isinstance(node, ast.BinOp):
+            x = self._dim_expr(node.operand)
+            return self._numbered(("neg", x), lambda: e.sub(i64(0), x))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv)):
             a, b = self._dim_expr(node.left), self._dim_expr(node.right)
             if isinstance(node.op, ast.Add):
-                return e.add(a, b)
+                return self._numbered(("add", a, b), lambda: e.add(a, b))
             if isinstance(node.op, ast.Sub):
-                return e.sub(a, b)
+                return self._numbered(("sub", a, b), lambda: e.sub(a, b))
             if isinstance(node.op, ast.Mult):
-                return e.mul(a, b)
-            if isinstance(node.op, ast.FloorDiv):
-                if isinstance(node.right, ast.Constant) and node.right.value > 0:
-                    if node.right.value == 1:
-                        return a
-                    # a positive divisor: the quotient rounds up exactly when the remainder is negative
-                    return e.sub(e.sdiv(a, b), e.zext(e.icmp_signed("<", e.srem(a, b), i64(0)), I64))
-                return floordiv(e, a, b)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "max":
+                return self._numbered(("mul", a, b), lambda: e.mul(a, b))
+            if isinstance(b, ir.Constant) and b.constant == 1:
+                return a
+            if isinstance(b, ir.Constant) and b.constant > 0:
+                # a positive divisor: the quotient rounds up exactly when the remainder is negative
+                return self._numbered(("floordiv", a, b), lambda: e.sub(
+                    e.sdiv(a, b), e.zext(e.icmp_signed("<", e.srem(a, b), i64(0)), I64)))
+            return self._numbered(("floordiv", a, b), lambda: floordiv(e, a, b))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "max" and len(node.args) == 2:
             a, b = (self._dim_expr(x) for x in node.args)
-            return e.select(e.icmp_signed(">", a, b), a, b)
+            return self._numbered(("max", a, b), lambda: e.select(e.icmp_signed(">", a, b), a, b))
         raise ValueError(f"unsupported dimension expression {ast.unparse(node)!r}")
+
+    def _numbered(self, key: tuple, make) -> ir.Value:
+        """The value of operation ``key`` (its name and operands), computed once per function: dims
+        built from others repeat them (a GEMM's chunk count holds its row-block count twice, which
+        holds its tile count...), and without sharing the text doubles at each level before LLVM's
+        GVN would merge it. Operands are told apart by identity, constants by value."""
+        op, *operands = key
+        vkey = (op, *((o.constant,) if isinstance(o, ir.Constant) else id(o) for o in operands))
+        value = self._value_numbers.get(vkey)
+        if value is None:
+            value = self._value_numbers[vkey] = make()
+        return value
 
     # ------------------------------------------------------------ control flow
     @contextmanager
