@@ -415,7 +415,10 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     n_kblocks = -(-K // KB) if K else 0
     b_streamed = pairs_total * N * 4 > bl.l2 // 2
     tiles = dims.ceildiv(M, MR)
-    rows_max = bl.mc if source.cache_blocked else source.block_rows(KB)
+    # computed rows are written in float32 first, unless their source converts as it writes
+    staged = not isinstance(source, DenseA) and not source.fills_converted
+    # a source sizes its tile in float32 elements: a bf16 tile of as many bytes holds twice the k
+    rows_max = bl.mc if source.cache_blocked else source.block_rows(KB if staged else KB // 2)
     tpb = max(1, rows_max // MR)
     mb0 = dims.ceildiv(tiles, tpb)
     quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
@@ -442,8 +445,6 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     rows_tile = tpb * MR
     bf_stride = KB + BF16_TILE_PAD
     bf_bytes = rows_tile * bf_stride * 2
-    # computed rows are written in float32 first, unless their source converts as it writes
-    staged = not isinstance(source, DenseA) and not source.fills_converted
     f32_stride = KB + TILE_PAD
     f32_floats = rows_tile * f32_stride if staged else 0
     scratch = k.thread_scratch(bf_bytes + (MR * NR + f32_floats) * 4)
