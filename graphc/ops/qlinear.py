@@ -23,6 +23,14 @@ A ReLU (with or without a ceiling) is thus a clamp in the quantized domain. Agai
 graph it replaces, which sums float32 products, a result may differ by one quantization step
 where ``t`` lies within float32 rounding of a half-integer; elsewhere they agree.
 
+With ``has_residual`` three more operands follow, ``r, r_scale, r_zero`` (uint8/int8 of the output's
+shape, per tensor), added after the activation as a fused convolution's residual is; the epilogue
+is then the float one of the QDQ graph, on the exact accumulator (all in float32)::
+
+    p = activation(float32(acc) * float32(x_scale * w_scale))      (relu: max(p, 0), min(p, max_value))
+    y = post_activation(p + float32(r - r_zero) * r_scale)
+    y = rint(clip(y / y_scale, qmin - y_zero, qmax - y_zero)) + y_zero
+
 The ops sit wholly on the integer side, so they are not differentiable.
 """
 
@@ -39,15 +47,43 @@ from graphc.ops.quantize import QRANGE, QUANTIZED_DTYPES
 from graphc.ops.registry import OpDef, ShapeError, get, register
 
 ACTIVATIONS = ("linear", "relu")
-_EPILOGUE = {"activation": "linear", "max_value": None}
+_EPILOGUE = {"activation": "linear", "max_value": None, "has_residual": False, "post_activation": "linear",
+             "post_max_value": None}
 _CONV = {"strides": None, "dilations": None, "pads": None, "groups": 1}
 # operand positions
-X, X_SCALE, X_ZERO, W, W_SCALE, W_ZERO, BIAS, Y_SCALE, Y_ZERO = range(9)
+X, X_SCALE, X_ZERO, W, W_SCALE, W_ZERO, BIAS, Y_SCALE, Y_ZERO, R, R_SCALE, R_ZERO = range(12)
+
+
+def _check_activation(op: str, which: str, activation: str, max_value: Any, ceiling: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ShapeError(f"{op}: {which} must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if max_value is not None and (activation != "relu" or not float(max_value) > 0):
+        raise ShapeError(f"{op}: {ceiling}={max_value!r} needs {which}='relu' and must be positive")
+
+
+def _check_residual(types: list[TensorType], out: TensorType, op: str, attrs: dict) -> None:
+    _check_activation(op, "post_activation", attrs["post_activation"], attrs["post_max_value"], "post_max_value")
+    if not attrs["has_residual"]:
+        if len(types) != 9:
+            raise ShapeError(f"{op}: 9 operands without has_residual, got {len(types)}")
+        if attrs["post_activation"] != "linear":
+            raise ShapeError(f"{op}: post_activation needs has_residual")
+        return
+    if len(types) != 12:
+        raise ShapeError(f"{op}: has_residual needs the residual, its scale and zero point (12 operands), got "
+                         f"{len(types)}")
+    r, rs, rz = types[R:]
+    if r.dtype not in QUANTIZED_DTYPES or rz.dtype != r.dtype or rs.dtype != "float32" or rs.rank or rz.rank:
+        raise ShapeError(f"{op}: the residual must be uint8/int8 with a float32 scale and a zero point of its "
+                         f"dtype, both scalars; got {r.dtype}, {rs.dtype}{fmt_shape(rs.shape)}, "
+                         f"{rz.dtype}{fmt_shape(rz.shape)}")
+    if r.rank != out.rank or not all(dims.compatible(a, b) for a, b in zip(r.shape, out.shape)):
+        raise ShapeError(f"{op}: the residual {fmt_shape(r.shape)} must have the output's shape {fmt_shape(out.shape)}")
 
 
 def _check_operands(types: list[TensorType], op: str, activation: str, max_value: Any) -> int:
-    """Checks every operand but the product's own shapes; returns the number of output channels."""
-    x, xs, xz, w, ws, wz, bias, ys, yz = types
+    """Checks the operands but the product's own shapes and the residual; returns the number of output channels."""
+    x, xs, xz, w, ws, wz, bias, ys, yz = types[:9]
     if x.dtype not in QUANTIZED_DTYPES or xz.dtype != x.dtype:
         raise ShapeError(f"{op}: the input and its zero point must share one of {', '.join(QUANTIZED_DTYPES)}, "
                          f"got {x.dtype} and {xz.dtype}")
@@ -67,22 +103,21 @@ def _check_operands(types: list[TensorType], op: str, activation: str, max_value
                          f"channel, got {fmt_shape(ws.shape)} and {fmt_shape(wz.shape)}")
     if bias.dtype != "int32" or bias.shape != (n,):
         raise ShapeError(f"{op}: the bias must be int32 of shape ({n},), got {bias.dtype}{fmt_shape(bias.shape)}")
-    if activation not in ACTIVATIONS:
-        raise ShapeError(f"{op}: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    if max_value is not None and (activation != "relu" or not float(max_value) > 0):
-        raise ShapeError(f"{op}: max_value ({max_value!r}) needs activation 'relu' and must be positive")
+    _check_activation(op, "activation", activation, max_value, "max_value")
     return n
 
 
-def _matmul_infer(types, *, activation, max_value):
+def _matmul_infer(types, *, activation, max_value, **residual):
     n = _check_operands(types, "qlinear_matmul", activation, max_value)
     x, w = types[X], types[W]
     if w.rank != 2 or x.rank < 1 or not dims.compatible(x.shape[-1], w.shape[0]):
         raise ShapeError(f"qlinear_matmul: cannot multiply {fmt_shape(x.shape)} by a weight {fmt_shape(w.shape)}")
-    return TensorType(types[Y_ZERO].dtype, x.shape[:-1] + (n,))
+    out = TensorType(types[Y_ZERO].dtype, x.shape[:-1] + (n,))
+    _check_residual(types, out, "qlinear_matmul", residual)
+    return out
 
 
-def _conv_infer(types, *, strides, dilations, pads, groups, activation, max_value):
+def _conv_infer(types, *, strides, dilations, pads, groups, activation, max_value, **residual):
     _check_operands(types, "qlinear_conv", activation, max_value)
     x, w = types[X], types[W]
     try:
@@ -90,7 +125,9 @@ def _conv_infer(types, *, strides, dilations, pads, groups, activation, max_valu
                                 dilations=dilations, pads=pads, groups=groups)
     except ShapeError as exc:
         raise ShapeError(f"qlinear_conv: {exc}") from None
-    return TensorType(types[Y_ZERO].dtype, out.shape)
+    out = TensorType(types[Y_ZERO].dtype, out.shape)
+    _check_residual(types, out, "qlinear_conv", residual)
+    return out
 
 
 # ---------------------------------------------------------------------------- reference
@@ -113,10 +150,30 @@ def clamp_bounds(y_scale: np.ndarray, y_zero: np.ndarray, activation: str, max_v
     return low, high
 
 
-def requantize(acc: np.ndarray, x_scale, w_scale, y_scale, y_zero, *, activation: str, max_value: Any) -> np.ndarray:
-    """int accumulators (bias included) -> the quantized output, as the module docstring defines it."""
-    t = acc.astype(np.float32) * multiplier(x_scale, w_scale, y_scale)
-    low, high = clamp_bounds(y_scale, y_zero, activation, max_value)
+def float_activation(p: np.ndarray, activation: str, max_value: Any) -> np.ndarray:
+    if activation == "relu":
+        p = np.maximum(p, np.float32(0))
+        if max_value is not None:
+            p = np.minimum(p, np.float32(max_value))
+    return p
+
+
+def requantize(acc: np.ndarray, x_scale, w_scale, y_scale, y_zero, *, activation: str, max_value: Any,
+               residual: tuple | None = None, post_activation: str = "linear",
+               post_max_value: Any = None) -> np.ndarray:
+    """int accumulators (bias included) -> the quantized output, as the module docstring defines it;
+    ``residual``: (r, r_scale, r_zero)."""
+    if residual is None:
+        t = acc.astype(np.float32) * multiplier(x_scale, w_scale, y_scale)
+        low, high = clamp_bounds(y_scale, y_zero, activation, max_value)
+    else:
+        r, r_scale, r_zero = residual
+        product = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
+        p = float_activation(acc.astype(np.float32) * product, activation, max_value)
+        r = (np.asarray(r).astype(np.int64) - int(r_zero)).astype(np.float32) * np.float32(r_scale)
+        y = float_activation((p + r).astype(np.float32), post_activation, post_max_value)
+        t = (y / np.float32(y_scale)).astype(np.float32)
+        low, high = clamp_bounds(y_scale, y_zero, "linear", None)
     q = np.rint(np.clip(t, np.float32(low), np.float32(high))).astype(np.int64) + int(y_zero)
     return q.astype(np.asarray(y_zero).dtype)
 
@@ -126,15 +183,21 @@ def _check_symmetric(w_zero: np.ndarray, op: str) -> None:
         raise ValueError(f"{op}: the weight zero points must be 0 (symmetric int8 weights)")
 
 
-def _matmul_reference(x, xs, xz, w, ws, wz, bias, ys, yz, *, activation, max_value):
+def _epilogue(acc, xs, ws, ys, yz, residual, attrs):
+    return requantize(acc, xs, ws, ys, yz, activation=attrs["activation"], max_value=attrs["max_value"],
+                      residual=tuple(residual) if attrs["has_residual"] else None,
+                      post_activation=attrs["post_activation"], post_max_value=attrs["post_max_value"])
+
+
+def _matmul_reference(x, xs, xz, w, ws, wz, bias, ys, yz, *residual, **attrs):
     _check_symmetric(wz, "qlinear_matmul")
     centered = np.asarray(x).astype(np.int64) - int(xz)
     acc = np.matmul(centered, np.asarray(w).astype(np.int64)) + np.asarray(bias).astype(np.int64)
-    return requantize(acc, xs, ws, ys, yz, activation=activation, max_value=max_value)
+    return _epilogue(acc, xs, ws, ys, yz, residual, attrs)
 
 
-def _conv_reference(x, xs, xz, w, ws, wz, bias, ys, yz, *, strides, dilations, pads, groups, activation, max_value,
-                    bindings=None):
+def _conv_reference(x, xs, xz, w, ws, wz, bias, ys, yz, *residual, strides, dilations, pads, groups, bindings=None,
+                    **attrs):
     _check_symmetric(wz, "qlinear_conv")
     # float64 holds every partial sum of int8 x int8 products exactly (|sum| < 2^53); padding is 0
     # in the centered domain, i.e. the input's zero point, as an integer kernel pads
@@ -142,17 +205,19 @@ def _conv_reference(x, xs, xz, w, ws, wz, bias, ys, yz, *, strides, dilations, p
     y = get("conv").reference(centered, np.asarray(w).astype(np.float64), strides=strides, dilations=dilations,
                               pads=pads, groups=groups, bindings=bindings)
     acc = np.rint(y).astype(np.int64) + np.asarray(bias).astype(np.int64)
-    return requantize(acc, xs, ws, ys, yz, activation=activation, max_value=max_value)
+    return _epilogue(acc, xs, ws, ys, yz, residual, attrs)
 
 
-register(OpDef("qlinear_matmul", _matmul_infer, _matmul_reference, attrs=dict(_EPILOGUE), num_inputs=9,
+register(OpDef("qlinear_matmul", _matmul_infer, _matmul_reference, attrs=dict(_EPILOGUE), num_inputs=(9, 12),
                not_differentiable=True,
                doc="Integer matmul (x uint8/int8 (..., K) @ w int8 (K, N)) with int32 accumulation, the int32 bias "
-                   "added, and a requantizing epilogue (relu as a clamp) to uint8/int8; ONNX QLinearConv's operands."))
-register(OpDef("qlinear_conv", _conv_infer, _conv_reference, attrs={**_CONV, **_EPILOGUE}, num_inputs=9,
+                   "added, and a requantizing epilogue (relu as a clamp) to uint8/int8; ONNX QLinearConv's "
+                   "operands, then an optional uint8/int8 residual (r, scale, zero point) added after the activation."))
+register(OpDef("qlinear_conv", _conv_infer, _conv_reference, attrs={**_CONV, **_EPILOGUE}, num_inputs=(9, 12),
                uses_dims=True, not_differentiable=True,
                doc="Integer channels-last convolution (x uint8/int8, kernel int8 (*k, C/groups, O)) with int32 "
-                   "accumulation, the int32 bias added, and a requantizing epilogue (relu as a clamp)."))
+                   "accumulation, the int32 bias added, a requantizing epilogue (relu as a clamp) and an optional "
+                   "residual."))
 
 
 # ---------------------------------------------------------------------------- ONNX
@@ -171,13 +236,20 @@ def _dequantized_operands(ctx, w_name: str, w_axis: int) -> tuple[str, str, str]
     return x, w, bias
 
 
+def _onnx_relu(ctx, y: str, activation: str, max_value) -> str:
+    if activation != "relu":
+        return y
+    if max_value is None:
+        return ctx.node("Relu", [y])
+    return ctx.node("Clip", [y, ctx.scalar(0.0, "float32"), ctx.scalar(float(max_value), "float32")])
+
+
 def _onnx_epilogue(ctx, y: str) -> None:
     a = ctx.attrs
-    if a["activation"] == "relu":
-        if a["max_value"] is None:
-            y = ctx.node("Relu", [y])
-        else:
-            y = ctx.node("Clip", [y, ctx.scalar(0.0, "float32"), ctx.scalar(float(a["max_value"]), "float32")])
+    y = _onnx_relu(ctx, y, a["activation"], a["max_value"])
+    if a["has_residual"]:
+        r = ctx.node("DequantizeLinear", [ctx.input_name(R), ctx.input_name(R_SCALE), ctx.input_name(R_ZERO)])
+        y = _onnx_relu(ctx, ctx.node("Add", [y, r]), a["post_activation"], a["post_max_value"])
     ctx.node("QuantizeLinear", [y, ctx.input_name(Y_SCALE), ctx.input_name(Y_ZERO)], ctx.output_name(0))
 
 
@@ -212,9 +284,11 @@ get("qlinear_conv").to_onnx = _conv_to_onnx
 # ---------------------------------------------------------------------------- native
 
 def _params(inputs, attrs) -> dict[str, Any]:
-    x, xs, xz, w, ws, wz, bias, ys, yz = inputs
+    x, xs, xz, w, ws, wz, bias, ys, yz = inputs[:9]
+    residual = tuple(inputs[R:]) if attrs["has_residual"] else None
     return {"x_scale": xs, "x_zero": xz, "w_scale": ws, "bias": bias, "y_scale": ys, "y_zero": yz,
-            "activation": attrs["activation"], "max_value": attrs["max_value"]}
+            "activation": attrs["activation"], "max_value": attrs["max_value"], "residual": residual,
+            "post_activation": attrs["post_activation"], "post_max_value": attrs["post_max_value"]}
 
 
 def _matmul_lower(kb, op, *inputs, out, **attrs):

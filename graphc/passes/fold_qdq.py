@@ -14,7 +14,8 @@ without groups, concrete channels and padding: what the native int8 kernels run)
   parameters, the weight one of a constant int8 symmetric weight (per tensor or per output
   channel), and the bias (if any) one of a constant int32 bias whose scale is exactly
   ``float32(x_scale * w_scale)`` (as quantization writes it, so it adds to the accumulator);
-- the epilogue is at most a ReLU (with or without a ceiling): no residual, no other activation;
+- the epilogue is at most a ReLU (with or without a ceiling), then possibly a residual that is
+  a dequantized uint8/int8 tensor of the output's shape and another ReLU (no other activation);
 - the product's only reader is a ``quantize_linear`` with constant per-tensor parameters.
 
 Everything else keeps its float edges: a product that is not followed by a quantize, or whose
@@ -29,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir.graph import Graph, Op
+from graphc.ops.fused import epilogue_inputs
 from graphc.passes.manager import note, register_pass, working_on
 from graphc.passes.pattern import emit, replace_value
 
@@ -49,14 +51,9 @@ def _per_tensor(graph: Graph, op: Op) -> bool:
     return graph.constants[op.inputs[1]].ndim == 0
 
 
-def _activation(op: Op) -> tuple[str, float | None] | None:
-    """(activation, max_value) of the integer op for the product's epilogue, or None if it has none."""
-    if op.type not in ("fused_matmul", "fused_conv"):
-        return "linear", None
-    a = op.attrs
-    if a.get("has_residual"):
-        return None
-    name, pairs = a.get("activation", "linear"), dict(a.get("activation_attrs", ()))
+def _relu(name: str, pairs) -> tuple[str, float | None] | None:
+    """(activation, max_value) of the integer op for a fused op's activation, or None if it has none."""
+    pairs = dict(pairs or ())
     if name == "linear":
         return "linear", None
     if name != "relu" or float(pairs.get("negative_slope", 0.0)) != 0.0 or float(pairs.get("threshold", 0.0)) != 0.0:
@@ -65,6 +62,29 @@ def _activation(op: Op) -> tuple[str, float | None] | None:
     if top is not None and not float(top) > 0:
         return None
     return "relu", None if top is None else float(top)
+
+
+def _epilogue(graph: Graph, op: Op) -> dict | None:
+    """The integer op's epilogue attributes and residual operands for the product's, or None."""
+    if op.type not in ("fused_matmul", "fused_conv"):
+        return {"activation": "linear", "max_value": None}
+    a = op.attrs
+    act = _relu(a.get("activation", "linear"), a.get("activation_attrs"))
+    if act is None:
+        return None
+    epilogue = {"activation": act[0], "max_value": act[1]}
+    if not a.get("has_residual"):
+        return epilogue
+    post = _relu(a.get("post_activation", "linear"), a.get("post_activation_attrs"))
+    _, residual = epilogue_inputs(2, a, len(op.inputs), op.type)
+    d = _dequantized(graph, op.inputs[residual])
+    if post is None or d is None or not _per_tensor(graph, d):
+        return None
+    r_type, out = graph.type_of(d.inputs[0]), graph.type_of(op.outputs[0])
+    if r_type.dtype not in ("uint8", "int8") or r_type.shape != out.shape:
+        return None
+    return {**epilogue, "has_residual": True, "post_activation": post[0], "post_max_value": post[1],
+            "residual": list(d.inputs)}
 
 
 def _native_conv(graph: Graph, op: Op) -> bool:
@@ -100,9 +120,9 @@ def _fold(graph: Graph, op: Op) -> bool:
     q = readers[0][0]
     if q.inputs[1] not in graph.constants or q.inputs[2] not in graph.constants or not _per_tensor(graph, q):
         return False
-    act = _activation(op)
+    epilogue = _epilogue(graph, op)
     dx, dw = _dequantized(graph, op.inputs[0]), _dequantized(graph, op.inputs[1])
-    if act is None or dx is None or dw is None or not _per_tensor(graph, dx) or not _native_conv(graph, op):
+    if epilogue is None or dx is None or dw is None or not _per_tensor(graph, dx) or not _native_conv(graph, op):
         return False
     if graph.type_of(dx.inputs[0]).dtype not in ("uint8", "int8"):
         return False
@@ -121,13 +141,12 @@ def _fold(graph: Graph, op: Op) -> bool:
         n = w_type.shape[-1]
         bias = graph.add_constant(graph.unique_name(f"{w_q}/zero_bias"), np.zeros(n, np.int32), layer=op.layer)
     operands = [dx.inputs[0], dx.inputs[1], dx.inputs[2], w_q, dw.inputs[1], dw.inputs[2], bias, q.inputs[1],
-                q.inputs[2]]
-    activation, max_value = act
+                q.inputs[2], *epilogue.pop("residual", [])]
     if op.type.endswith("conv"):
         conv = {k: op.attrs.get(k) for k in ("strides", "dilations", "pads", "groups")}
-        y = emit(graph, "qlinear_conv", *operands, layer=op.layer, activation=activation, max_value=max_value, **conv)
+        y = emit(graph, "qlinear_conv", *operands, layer=op.layer, **epilogue, **conv)
     else:
-        y = emit(graph, "qlinear_matmul", *operands, layer=op.layer, activation=activation, max_value=max_value)
+        y = emit(graph, "qlinear_matmul", *operands, layer=op.layer, **epilogue)
     replace_value(graph, q.outputs[0], y)
     note(f"{op.type} folded into {graph.producer(y).type}")
     return True

@@ -46,16 +46,21 @@ def test_every_dense_layer_of_the_mlp_folds(rng):
     assert q.op_counts().get("fused_matmul") == 3  # the input graph is left as it was
 
 
-def test_residual_and_other_activations_stay_float_with_float_weights(rng):
+def test_a_residual_folds_into_the_integer_epilogue(rng):
     f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
-    floats = [op for op in f.ops() if op.type == "fused_conv"]
-    assert [op.attrs["has_residual"] for op in floats] == [True]
-    w = floats[0].inputs[1]
-    assert w in f.constants and f.constants[w].dtype == np.float32  # dequantized once, at build time
-    assert f.op_counts().get("qlinear_conv") == 2
+    counts = f.op_counts()
+    assert counts.get("qlinear_conv") == 3 and "fused_conv" not in counts
+    residual = [op for op in f.ops() if op.type == "qlinear_conv" and op.attrs["has_residual"]]
+    assert len(residual) == 1 and len(residual[0].inputs) == 12
+    assert f.type_of(residual[0].inputs[9]).dtype == "uint8"  # the residual is read quantized
+
+
+def test_other_activations_stay_float_with_float_weights(rng):
     g = fold_integer_products(graphc.optimize(_quantized("multi_output", rng), 2))
     sigmoid = [op for op in g.ops() if op.type == "fused_matmul"]
     assert [op.attrs["activation"] for op in sigmoid] == ["sigmoid"]
+    w = sigmoid[0].inputs[1]
+    assert w in g.constants and g.constants[w].dtype == np.float32  # dequantized once, at build time
 
 
 def test_a_product_read_as_float_is_not_folded(rng):
@@ -67,7 +72,7 @@ def test_a_product_read_as_float_is_not_folded(rng):
     assert counts.get("qlinear_matmul") == 2 and counts.get("fused_matmul") == 1
 
 
-@pytest.mark.parametrize("name", ["mlp", "inception", "conv1d_text", "multi_output"])
+@pytest.mark.parametrize("name", ["mlp", "inception", "conv1d_text", "multi_output", "residual"])
 def test_folded_graph_matches_the_qdq_graph_on_the_reference(rng, name):
     q = _quantized(name, rng)
     f = fold_integer_products(graphc.optimize(q, 2))
@@ -99,9 +104,9 @@ def test_quantized_seed_models_run_natively(rng, name):
 
 
 def test_a_model_of_integer_ops_and_exact_float_ones_is_exact_natively(rng):
-    """conv1d_text runs integer ops and float ones that are exact (dequantize, pooling maxima):
-    native equals the folded reference to the bit."""
-    for name in ("conv1d_text",):
+    """conv1d_text and residual run integer ops and float ones that are exact (dequantize, pooling
+    maxima, strided slices): native equals the folded reference to the bit."""
+    for name in ("conv1d_text", "residual"):
         q = _quantized(name, rng)
         x = examples.inputs(name, rng, 5)
         folded = fold_integer_products(graphc.optimize(q, 2))

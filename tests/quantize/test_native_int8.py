@@ -59,7 +59,8 @@ def build_for(monkeypatch):
 
 
 def qlinear_graph(rng, K: int, N: int, x_dtype: str, y_dtype: str, per_channel: bool, activation: str,
-                  max_value, conv: dict | None = None) -> Graph:
+                  max_value, conv: dict | None = None, residual: tuple | None = None) -> Graph:
+    """One integer op; ``residual``: (its dtype, post_activation, post_max_value) adds a residual input."""
     g = Graph("qlinear")
     spatial = conv["spatial"] if conv else ()
     x = g.add_input("x", TensorType(x_dtype, ("batch", *spatial, K)))
@@ -80,11 +81,18 @@ def qlinear_graph(rng, K: int, N: int, x_dtype: str, y_dtype: str, per_channel: 
     ys = const("y_scale", np.float32(0.05 * 0.012 * 74 * 73 * np.sqrt(depth) / 40))
     yz = const("y_zero", np.array(-7 if y_dtype == "int8" else 97, y_dtype))
     b = OpBuilder(g)
+    extra, epilogue = [], {"activation": activation, "max_value": max_value}
+    if residual is not None:
+        r_dtype, post, post_max = residual
+        out_shape = ("batch", *(conv["out"] if conv else ()), N)
+        extra = [g.add_input("r", TensorType(r_dtype, out_shape)), const("r_scale", np.float32(0.04)),
+                 const("r_zero", np.array(-2 if r_dtype == "int8" else 130, r_dtype))]
+        epilogue.update(has_residual=True, post_activation=post, post_max_value=post_max)
     if conv:
-        y = b.emit("qlinear_conv", x, xs, xz, w, ws, wz, bias, ys, yz, activation=activation, max_value=max_value,
+        y = b.emit("qlinear_conv", x, xs, xz, w, ws, wz, bias, ys, yz, *extra, **epilogue,
                    strides=conv["strides"], pads=conv["pads"], dilations=conv.get("dilations"))
     else:
-        y = b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, activation=activation, max_value=max_value)
+        y = b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, *extra, **epilogue)
     g.set_outputs([y])
     return g
 
@@ -120,11 +128,21 @@ def _qdq_twin(q: Graph) -> Graph:
 
 MATMUL_SHAPES = [(1, 3, 1), (3, 7, 17), (17, 64, 33), (7, 130, 40), (2, 1, 3)]
 CONVS = [
-    {"spatial": (5, 6), "kernel": (3, 3), "strides": (1, 1), "pads": ((1, 1), (1, 1))},
-    {"spatial": (7,), "kernel": (3,), "strides": (2,), "pads": ((1, 0),)},
-    {"spatial": (9, 7), "kernel": (3, 2), "strides": (2, 1), "pads": ((0, 1), (1, 1)), "dilations": (1, 2)},
-    {"spatial": (3, 3), "kernel": (1, 1), "strides": (1, 1), "pads": ((0, 0), (0, 0))},
+    {"spatial": (5, 6), "kernel": (3, 3), "strides": (1, 1), "pads": ((1, 1), (1, 1)), "out": (5, 6)},
+    {"spatial": (7,), "kernel": (3,), "strides": (2,), "pads": ((1, 0),), "out": (3,)},
+    {"spatial": (9, 7), "kernel": (3, 2), "strides": (2, 1), "pads": ((0, 1), (1, 1)), "dilations": (1, 2),
+     "out": (4, 7)},
+    {"spatial": (3, 3), "kernel": (1, 1), "strides": (1, 1), "pads": ((0, 0), (0, 0)), "out": (3, 3)},
 ]
+# (residual dtype, post_activation, post_max_value)
+RESIDUALS = [("uint8", "linear", None), ("int8", "relu", None), ("uint8", "relu", 6.0)]
+
+
+def _residual_feeds(rng, g, x):
+    feeds = {"x": x}
+    if "r" in g.inputs:
+        feeds["r"] = _input(rng, g.values["r"].type.dtype, (len(x), *g.values["r"].type.shape[1:]))
+    return feeds
 
 
 @pytest.mark.parametrize("epilogue", EPILOGUES, ids=lambda e: "-".join(map(str, e)))
@@ -184,6 +202,29 @@ def test_native_conv_equals_the_reference_bit_for_bit(rng, build_for, cpu, path)
                 np.testing.assert_array_equal(got, want, err_msg=f"{path} {conv} {C}->{out_ch} {epilogue}")
 
 
+@pytest.mark.parametrize("cpu,path", PATHS, ids=[p for _, p in PATHS])
+def test_native_residual_epilogue_equals_the_reference_bit_for_bit(rng, build_for, cpu, path):
+    for conv, (K, N) in [(None, (7, 17)), (None, (64, 40)), (CONVS[0], (3, 5)), (CONVS[2], (17, 33))]:
+        for epilogue, residual in zip(EPILOGUES, RESIDUALS + RESIDUALS[:1]):
+            g = qlinear_graph(rng, K, N, *epilogue, conv=conv, residual=residual)
+            x = _input(rng, epilogue[0], (3, *(conv["spatial"] if conv else ()), K))
+            feeds = _residual_feeds(rng, g, x)
+            want = run(g, feeds)[g.outputs[0]]
+            got = run_native(build_for(g, cpu, path), feeds)[0]
+            np.testing.assert_array_equal(got, want, err_msg=f"{path} {conv} {K}->{N} {epilogue} {residual}")
+
+
+def test_residual_reference_is_the_qdq_graph_within_one_step(rng):
+    for conv in (None, CONVS[0]):
+        g = qlinear_graph(rng, 17, 9, "uint8", "uint8", True, "relu", None, conv=conv,
+                          residual=("uint8", "relu", None))
+        x = _input(rng, "uint8", (4, *(conv["spatial"] if conv else ()), 17))
+        feeds = _residual_feeds(rng, g, x)
+        want = run(g, feeds)[g.outputs[0]].astype(np.int64)
+        got = OnnxRuntimeGraph(g).run(feeds)[g.outputs[0]].astype(np.int64)  # the QDQ export
+        assert np.abs(got - want).max() <= 1 and (got != want).mean() <= 0.02
+
+
 def test_native_batch_sizes_and_threads(rng):
     g = qlinear_graph(rng, 37, 50, "uint8", "uint8", True, "relu", None)
     lib = load(g)
@@ -222,3 +263,7 @@ def test_bad_operands_are_refused_naming_them(rng):
         b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, max_value=6.0)
     with pytest.raises(ShapeError, match="input and its zero point"):
         b.emit("qlinear_matmul", x, xs, wz, w, ws, wz, bias, ys, yz)
+    with pytest.raises(ShapeError, match="has_residual needs the residual"):
+        b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, has_residual=True)
+    with pytest.raises(ShapeError, match="residual .* must have the output's shape"):
+        b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, x, xs, xz, has_residual=True)

@@ -264,6 +264,9 @@ class Requant:
     y_zero: Tensor
     activation: str
     max_value: float | None
+    residual: tuple[Tensor, Tensor, Tensor] | None = None  # (r, scale, zero point), added after the activation
+    post_activation: str = "linear"
+    post_max_value: float | None = None
 
 
 def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: Tensor, q: Requant, *,
@@ -312,7 +315,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         ok = b.icmp_signed("<", n, i64(N))
         safe = b.select(ok, n, i64(0))
         ws = b.load(b.gep(pws, [safe if per_channel else i64(0)], source_etype=F32), typ=F32)
-        m = b.fdiv(b.fmul(sx, ws), sy)
+        m = b.fmul(sx, ws) if q.residual is not None else b.fdiv(b.fmul(sx, ws), sy)
         b.store(b.select(ok, m, ir.Constant(F32, 0.0)), b.gep(mult, [n], source_etype=F32))
         bias = b.select(ok, b.load(b.gep(pbias, [safe], source_etype=I32), typ=I32), i32(0))
         colsum = b.load(b.gep(sums, [n], source_etype=I32), typ=I32)
@@ -323,9 +326,9 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     yzf = b.sitofp(yz32, F32)
     low = b.fsub(ir.Constant(F32, float(lo)), yzf)
     high = b.fsub(ir.Constant(F32, float(hi)), yzf)
-    if q.activation == "relu":
+    if q.activation == "relu" and q.residual is None:
         low = b.select(b.fcmp_ordered(">", low, ir.Constant(F32, 0.0)), low, ir.Constant(F32, 0.0))
-    if q.max_value is not None:
+    if q.max_value is not None and q.residual is None:
         top = b.fdiv(ir.Constant(F32, float(q.max_value)), sy)
         top = b.select(b.fcmp_ordered("<", top, ir.Constant(F32, 4194304.0)), top, ir.Constant(F32, 4194304.0))
         top = b.fsub(b.fadd(top, ir.Constant(F32, _ROUNDER)), ir.Constant(F32, _ROUNDER))
@@ -333,6 +336,35 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     low_v, high_v, yz_v = k.splat(low, L), k.splat(high, L), k.splat(yz32, L)
     rounder = ir.Constant(ft, [ir.Constant(F32, _ROUNDER)] * L)
     panel_bytes = KG * NR * g * es
+    fzero = ir.Constant(ft, [ir.Constant(F32, 0.0)] * L)
+    if q.residual is not None:
+        r_t, r_scale, r_zero = q.residual
+        pres = k.ptr(r_t)
+        rz = b.load(k.ptr(r_zero), typ=I8)
+        rz_v = k.splat(b.sext(rz, I32) if r_t.dtype == "int8" else b.zext(rz, I32), L)
+        rs_v = k.splat(b.load(k.ptr(r_scale), typ=F32), L)
+        sy_v = k.splat(sy, L)
+
+    def relu(v, activation: str, max_value):
+        """The float epilogue's relu (and ceiling) on a vector."""
+        if activation == "relu":
+            v = b.select(b.fcmp_ordered("<", v, fzero), fzero, v)
+            if max_value is not None:
+                top_v = ir.Constant(ft, [ir.Constant(F32, float(max_value))] * L)
+                v = b.select(b.fcmp_ordered(">", v, top_v), top_v, v)
+        return v
+
+    def residual_vector(at, valid: int):
+        """The residual's lanes at flat index ``at`` (``valid`` of them read), dequantized."""
+        src = b.gep(pres, [at], source_etype=I8)
+        if valid == L:
+            raw = b.load(src, typ=ir.VectorType(I8, L), align=1)
+        else:
+            raw = ir.Constant(ir.VectorType(I8, L), [ir.Constant(I8, 0)] * L)
+            for lane in range(valid):
+                raw = b.insert_element(raw, b.load(b.gep(src, [i64(lane)], source_etype=I8), typ=I8), i32(lane))
+        wide = b.sext(raw, vt) if r_t.dtype == "int8" else b.zext(raw, vt)
+        return b.fmul(b.sitofp(b.sub(wide, rz_v), ft), rs_v)
 
     def epilogue_store(acc, t0, rows_here, pg, full: bool) -> None:
         """The tile's rows (guarded by rows_here) requantized and stored; ``full``: every column valid."""
@@ -346,12 +378,16 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
                 continue
             for r in range(MR):
                 with b.if_then(b.icmp_signed("<", i64(r), rows_here)):
+                    at = b.add(b.mul(b.add(t0, i64(r)), i64(N)), col)
                     t = b.fmul(b.sitofp(b.add(acc[r][v].get(), cv), ft), mv)
+                    if q.residual is not None:
+                        t = relu(t, q.activation, q.max_value)
+                        t = relu(b.fadd(t, residual_vector(at, valid)), q.post_activation, q.post_max_value)
+                        t = b.fdiv(t, sy_v)
                     t = b.select(b.fcmp_ordered("<", t, low_v), low_v, t)
                     t = b.select(b.fcmp_ordered(">", t, high_v), high_v, t)
                     t = b.fsub(b.fadd(t, rounder), rounder)
                     qv = b.trunc(b.add(b.fptosi(t, vt), yz_v), ir.VectorType(I8, L))
-                    at = b.add(b.mul(b.add(t0, i64(r)), i64(N)), col)
                     dst = b.gep(pout, [at], source_etype=I8)
                     if valid == L:
                         b.store(qv, dst, align=1)
