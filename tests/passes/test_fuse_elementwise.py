@@ -88,6 +88,20 @@ def test_onnxruntime_runs_the_expanded_program(rng):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
 
 
+def test_the_program_survives_saving_and_loading(rng, tmp_path):
+    from graphc.ir import serialize
+
+    g = _chain(rng)
+    fused, _ = apply(g, "fuse_elementwise")
+    serialize.save(fused, tmp_path / "fused.graphc")
+    loaded = serialize.load(tmp_path / "fused.graphc")
+    assert str(loaded) == str(fused)
+    feeds = feeds_for(g, rng, 1)
+    want, got = run(fused, feeds), run(loaded, feeds)
+    for name in fused.outputs:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_a_group_never_reads_a_value_computed_from_itself(rng):
     """softmax-like: exp -> reduce_sum -> div; div cannot join exp (the sum depends on exp)."""
     g, b, (x,) = new_graph(("x", (3, 7)))
