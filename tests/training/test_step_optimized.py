@@ -16,7 +16,7 @@ from graphc.backends.reference import run
 from graphc.ops.registry import get
 from graphc.training.loop import standardize_x
 from graphc.training.native_step import train_step_library
-from graphc.training.optimizers import SGD, Adam, AdamW, RMSprop
+from graphc.training.optimizers import SGD, Adam, AdamW, Ftrl, Lion, Nadam, RMSprop
 from graphc.training.step_optimizer import optimize_step_graph
 
 RTOL, ATOL = 1e-4, 5e-5  # RMSprop's first steps divide gradients by their own size (see test_training_native.py)
@@ -99,6 +99,38 @@ def test_native_optimized_step_equals_the_reference_step(name, optimizer, rng, m
             np.testing.assert_allclose(got_slots[slot], value, rtol=RTOL, atol=ATOL,
                                        err_msg=f"optimizer slot {key}/{slot}")
     assert a.optimizer._iterations == b.optimizer._iterations == 3
+
+
+MORE_OPTIMIZERS = {
+    "adam_accumulated_clipped": lambda: Adam(0.01, global_clipnorm=1.0, gradient_accumulation_steps=2),
+    "sgd_nesterov_clipvalue": lambda: SGD(0.05, momentum=0.9, nesterov=True, clipvalue=0.1),
+    "nadam": lambda: Nadam(0.01),
+    "lion": lambda: Lion(0.001),
+    "ftrl": lambda: Ftrl(0.05),
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(MORE_OPTIMIZERS))
+def test_other_updates_fuse_and_train_as_the_reference(optimizer, rng):
+    """Clipping, gradient accumulation (``where`` on the update batches), shared slots (Nadam), sign (Lion)."""
+
+    def build():
+        graphc.utils.set_random_seed(3)
+        x = Input(shape=(7,))
+        model = Model(x, layers.Dense(3, activation="sigmoid")(layers.Dense(17, activation="gelu")(x)))
+        model.compile(optimizer=MORE_OPTIMIZERS[optimizer](), loss="mse")
+        return model
+
+    a, b = build(), build()
+    b.set_weights(a.get_weights())
+    x, y = rng.normal(size=(5, 7)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    native = graphc.build(a, target="native", training=True)
+    reference = graphc.build(b, target="reference", training=True)
+    for k in range(4):
+        np.testing.assert_allclose(native.train_step(x, y)["loss"], reference.train_step(x, y)["loss"], rtol=RTOL,
+                                   err_msg=f"loss, step {k}")
+    for i, (p, q) in enumerate(zip(a.get_weights(), b.get_weights())):
+        np.testing.assert_allclose(p, q, rtol=RTOL, atol=ATOL, err_msg=f"weight {i} after 4 steps")
 
 
 def test_mlp_adam_step_launches_fewer_kernels_and_one_per_weight_update():
