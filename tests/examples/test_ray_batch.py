@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,19 @@ ray_missing = importlib.util.find_spec("ray") is None or importlib.util.find_spe
 
 
 def _run(script: str, *args: str, timeout: float) -> str:
+    """Run an example script; past ``timeout`` its whole process group is killed (Ray's daemons included)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(EXAMPLE / script), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE / script), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script} did not finish within {timeout:g} s:\n{out}\n{err}")
+    assert proc.returncode == 0, f"{script} failed:\n{out}\n{err}"
+    return out
 
 
 @pytest.fixture(scope="module")
