@@ -88,7 +88,7 @@ def test_pool_outputs_equal_one_process_predict(exported, name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(ray_missing, reason='Ray Data is not installed (pip install "ray[data]", or graphc[distributed])')
+@pytest.mark.skipif(ray_missing, reason='Ray Data is not installed (pip install "ray[data]")')
 def test_ray_map_batches_outputs_equal_one_process_predict(exported, tmp_path):
     name = "mlp"
     folder, want = exported(name)
