@@ -5,6 +5,7 @@ Nothing here asserts on speed: timings belong to benchmarks/, not to pass/fail t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ import graphc
 from graphc import Input, Model, layers
 from graphc.bench import (
     ENGINES,
+    OPENVINO_PRECISIONS,
     BenchCase,
     BenchError,
     EngineResult,
@@ -41,7 +43,7 @@ def test_report_structure_and_ratios_from_medians():
     report = run_benchmark("mlp", batch_sizes=(1, 3), threads=(1,), vs=("onnxruntime", "torch"), **_fast())
     assert [(c.model, c.batch, c.threads) for c in report.cases] == [("mlp", 1, 1), ("mlp", 3, 1)]
     for case in report.cases:
-        assert set(case.results) == set(ENGINES)
+        assert set(case.results) == set(ENGINES) - set(OPENVINO_PRECISIONS)
         for res in case.results.values():
             assert res.error is None, res.error
             assert len(res.samples_ms) == 2 and all(s > 0 for s in res.samples_ms)
@@ -55,12 +57,33 @@ def test_report_structure_and_ratios_from_medians():
     # the outputs were checked against the reference interpreter (first batch size)
     assert all(c.load is None or c.load >= 0 for c in report.cases)
     first = report.cases[0].results
-    assert all(first[e].max_rel_error is not None and first[e].max_rel_error < 1e-4 for e in ENGINES)
+    assert all(first[e].max_rel_error is not None and first[e].max_rel_error < 1e-4 for e in first)
     text = report.to_markdown()
     assert "| model | batch | threads | graphc ms | onnxruntime ms | ort/graphc | torch ms" in text
     assert "| mlp | 3 | 1 |" in text and report.machine["cpu"] in text
     assert all(k in report.machine["versions"] for k in ("onnxruntime", "torch", "llvmlite"))
     json.dumps(report.to_dict())  # serializable
+
+
+def test_openvino_at_float32_and_at_its_default_precision():
+    pytest.importorskip("openvino", reason="OpenVINO is a test dependency (pip install -e '.[test]')")
+    report = run_benchmark("inception", batch_sizes=(2,), threads=(1,), vs="ov", unfused=False, **_fast())
+    (case,) = report.cases
+    assert set(case.results) == {"graphc", "openvino", "openvino-default"}
+    for engine in ("openvino", "openvino-default"):
+        res = case.results[engine]
+        assert res.error is None and len(res.samples_ms) == 2, res.error
+    g = case.results["graphc"].median_ms
+    assert case.ratios["ov/graphc"] == pytest.approx(case.results["openvino"].median_ms / g)
+    assert case.ratios["ov-default/graphc"] == pytest.approx(case.results["openvino-default"].median_ms / g)
+    # float32 agrees with graphc's reference; the default may run in bf16 (a note says which)
+    assert case.results["openvino"].max_rel_error < 1e-4
+    assert case.results["openvino-default"].max_rel_error < 5e-2
+    assert any(n.startswith("openvino: OpenVINO at f32") for n in report.notes)
+    assert any(n.startswith("openvino-default: OpenVINO at ") for n in report.notes)
+    text = report.to_markdown()
+    assert "| OpenVINO f32 ms | ov/graphc | OpenVINO default ms | ov-default/graphc |" in text
+    assert "openvino" in report.machine["versions"]
 
 
 def test_only_requested_engines_and_string_arguments():
@@ -152,7 +175,8 @@ def test_ratios_and_spread_of_hand_made_results():
                                  "onnxruntime-l0": EngineResult("onnxruntime-l0", error="boom"),
                                  "torch": EngineResult("torch", [1.5])})
     assert case.best_onnxruntime == "onnxruntime"
-    assert case.ratios == {"ort/graphc": 2.0, "torch/graphc": 0.5, "unfused/fused": None}
+    assert case.ratios == {"ort/graphc": 2.0, "torch/graphc": 0.5, "unfused/fused": None, "ov/graphc": None,
+                           "ov-default/graphc": None}
     assert case.results["graphc"].spread == pytest.approx(1.0 / 3.0)
     assert case.results["onnxruntime-l0"].median_ms is None
 
@@ -278,9 +302,27 @@ def test_runner_cli_writes_markdown_and_json(tmp_path, capsys):
     assert "| mlp | 1 | 1 |" in printed and out.read_text() == printed.rstrip("\n") + "\n"
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["cases"][0]["model"] == "mlp" and data["cases"][0]["results"]["graphc"]["samples_ms"]
+    if importlib.util.find_spec("matplotlib") is not None:  # the chart of the ratios (a test dependency)
+        assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--models", "merge", "--threads", "1", "--no-inference", "--train", "--train-batch", "2",
                  "--train-repeat", "1", "--no-write", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "## Training step" in printed and "| merge | 2 | 1 |" in printed and "| graphc ms |" not in printed
     assert main(["--models", "nope", "--no-write", "--quiet"]) == 2
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.keras
+def test_benchmark_runner_takes_keras_models_as_users_bring_them(keras, tmp_path, capsys):
+    from benchmarks.run import main
+
+    out = tmp_path / "apps.md"
+    assert main(["--models", "merge", "--apps", "TransformerEncoder", "--batch", "1", "--threads", "1",
+                 "--repeat", "1", "--vs", "onnxruntime", "--no-unfused", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| transformer_encoder | 1 | 1 |" in printed and "| merge | 1 | 1 |" in printed
+    data = json.loads(out.with_suffix(".json").read_text())
+    encoder = next(c for c in data["cases"] if c["model"] == "transformer_encoder")
+    assert encoder["results"]["graphc"]["max_rel_error"] < 1e-4  # graphc's native code against its reference
+    with pytest.raises(SystemExit, match="unknown --apps model 'ResNet51'"):
+        main(["--models", "merge", "--apps", "ResNet51", "--no-write", "--quiet"])

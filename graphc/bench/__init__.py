@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
-ENGINES = ("graphc", "graphc-unfused", "onnxruntime", "onnxruntime-l0", "torch")
-VS_CHOICES = ("onnxruntime", "torch")
+ENGINES = ("graphc", "graphc-unfused", "onnxruntime", "onnxruntime-l0", "torch", "openvino", "openvino-default")
+VS_CHOICES = ("onnxruntime", "torch", "openvino")
+# OpenVINO's two settings: float32 throughout, and its default precision (bf16 where the CPU has it)
+OPENVINO_PRECISIONS = {"openvino": "f32", "openvino-default": None}
 MISMATCH_RTOL = 1e-3
 
 
@@ -113,7 +115,8 @@ class BenchCase:
     def ratios(self) -> dict[str, float | None]:
         best = self.best_onnxruntime
         return {"ort/graphc": self.ratio(best) if best else None, "torch/graphc": self.ratio("torch"),
-                "unfused/fused": self.ratio("graphc-unfused")}
+                "unfused/fused": self.ratio("graphc-unfused"), "ov/graphc": self.ratio("openvino"),
+                "ov-default/graphc": self.ratio("openvino-default")}
 
     def to_dict(self) -> dict:
         return {"model": self.model, "batch": self.batch, "threads": self.threads, "load": self.load,
@@ -176,7 +179,7 @@ def machine_info() -> dict:
     import graphc
 
     versions = {"graphc": graphc.__version__, "numpy": np.__version__}
-    for mod in ("onnxruntime", "torch", "llvmlite", "onnx"):
+    for mod in ("onnxruntime", "torch", "llvmlite", "onnx", "openvino"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
@@ -322,7 +325,7 @@ def _parse_vs(vs: Iterable[str] | str | None) -> tuple[str, ...]:
     if vs is None:
         return ()
     items = [v.strip() for v in (vs.split(",") if isinstance(vs, str) else vs) if v and v.strip()]
-    aliases = {"ort": "onnxruntime", "onnx": "onnxruntime", "pytorch": "torch"}
+    aliases = {"ort": "onnxruntime", "onnx": "onnxruntime", "pytorch": "torch", "ov": "openvino"}
     out = []
     for v in items:
         v = aliases.get(v.lower(), v.lower())
@@ -358,7 +361,8 @@ def run_benchmark(model_or_name: Any, batch_sizes: Iterable[int] | int | str = (
                   progress: Callable[[str], None] | None = None) -> BenchReport:
     """Time one model (a graphc Model, or the name of a bundled example) on every engine.
 
-    ``vs``: engines to compare with (``"onnxruntime"``, ``"torch"``); ``unfused``: also time the
+    ``vs``: engines to compare with (``"onnxruntime"``, ``"torch"``, ``"openvino"``: its float32 and
+    its default precision, see :mod:`graphc.bench.openvino`); ``unfused``: also time the
     level-0 native build; ``repeat``: measured rounds per engine; ``inputs``: data to use (as
     ``predict`` takes it) instead of random inputs, its batch replacing ``batch_sizes``. Returns a
     :class:`BenchReport` with one :class:`BenchCase` per (batch, threads).
@@ -412,6 +416,13 @@ def run_benchmark(model_or_name: Any, batch_sizes: Iterable[int] | int | str = (
         from graphc.bench.torch_twin import torch_twin
 
         twin = attempt("torch", lambda: torch_twin(model))
+    ov_proto = None
+    if "openvino" in vs:
+        from graphc.bench.openvino import openvino_runner
+
+        ov_proto = attempt("openvino", lambda: graphc.onnx.export(model, optimize=2))
+        if ov_proto is None:
+            setup_errors["openvino-default"] = setup_errors["openvino"]
 
     reference_checked = False
     for batch in batch_sizes:
@@ -437,6 +448,17 @@ def run_benchmark(model_or_name: Any, batch_sizes: Iterable[int] | int | str = (
                         continue
                     runners.append(_Runner(engine, lambda s=s, feeds=feeds: s.run(None, feeds)))
                     outputs[engine] = lambda s=s, feeds=feeds: s.run(None, feeds)
+            for engine, precision in OPENVINO_PRECISIONS.items() if "openvino" in vs else ():
+                run = None if ov_proto is None else attempt(engine, lambda p=precision, t=t, xs=arrays: (
+                    openvino_runner(ov_proto, graph.inputs, xs, t, p)))
+                if run is None:
+                    case.results[engine] = EngineResult(engine, error=setup_errors.get(engine, "not built"))
+                    continue
+                runners.append(_Runner(engine, run))
+                outputs[engine] = run
+                note = f"{engine}: OpenVINO at {run.precision} (graphc's optimized ONNX export, shapes fixed)"
+                if note not in report.notes:
+                    report.notes.append(note)
             if "torch" in vs:
                 if twin is None:
                     case.results["torch"] = EngineResult("torch", error=setup_errors.get("torch", "no twin"))
@@ -531,8 +553,11 @@ def format_markdown(report: BenchReport, title: str | None = None) -> str:
              f"{MISMATCH_RTOL:g} (relative)"]
     lines += [f"- {n}" for n in report.notes]
     if report.cases:
+        ov = any(e in c.results for c in report.cases for e in OPENVINO_PRECISIONS)
         lines += ["", "| model | batch | threads | graphc ms | onnxruntime ms | ort/graphc | torch ms | torch/graphc "
-                  "| unfused ms | unfused/fused |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| unfused ms | unfused/fused |" + (" OpenVINO f32 ms | ov/graphc | OpenVINO default ms | "
+                                                      "ov-default/graphc |" if ov else ""),
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if ov else "")]
         for c in report.cases:
             best = c.best_onnxruntime
             if best is None:
@@ -542,7 +567,10 @@ def format_markdown(report: BenchReport, title: str | None = None) -> str:
             r = c.ratios
             lines.append(f"| {c.model} | {c.batch} | {c.threads} | {_cell(c.results.get('graphc'))} | {ort} | "
                          f"{_x(r['ort/graphc'])} | {_cell(c.results.get('torch'))} | {_x(r['torch/graphc'])} | "
-                         f"{_cell(c.results.get('graphc-unfused'))} | {_x(r['unfused/fused'])} |")
+                         f"{_cell(c.results.get('graphc-unfused'))} | {_x(r['unfused/fused'])} |"
+                         + (f" {_cell(c.results.get('openvino'))} | {_x(r['ov/graphc'])} | "
+                            f"{_cell(c.results.get('openvino-default'))} | {_x(r['ov-default/graphc'])} |"
+                            if ov else ""))
         lines += ["", "Every engine: median ms [interquartile range / median] (calls per sample), "
                   "max relative error vs the reference; load: the 1-minute load average when the case started",
                   "", "| model | batch | threads | load | " + " | ".join(ENGINES) + " |",

@@ -66,3 +66,25 @@ def save_application(keras: Any, name: str, directory: Path, rng: np.random.Gene
     path = Path(directory) / f"{name}.keras"
     model.save(path)
     return path, model
+
+
+def transformer_encoder(keras: Any, rng: np.random.Generator, *, seq: int = 128, vocab: int = 1000,
+                        d_model: int = 256, heads: int = 4, ff: int = 1024, blocks: int = 2, classes: int = 10):
+    """A BERT-style text classifier as Keras users write it: token embeddings (no position embedding:
+    what is timed is the encoder), ``blocks`` post-norm encoder blocks (MultiHeadAttention, a ReLU feed-forward network, LayerNormalization),
+    mean pooling and a linear head. Weights are Keras's initialisation, then drawn from ``rng``."""
+    keras.utils.clear_session()
+    layers = keras.layers
+    ids = keras.Input((seq,), dtype="int32", name="ids")
+    x = layers.Embedding(vocab, d_model)(ids)
+    for _ in range(blocks):
+        attention = layers.MultiHeadAttention(heads, d_model // heads)(x, x)
+        x = layers.LayerNormalization(epsilon=1e-6)(layers.Add()([x, attention]))
+        hidden = layers.Dense(ff, activation="relu")(x)
+        x = layers.LayerNormalization(epsilon=1e-6)(layers.Add()([x, layers.Dense(d_model)(hidden)]))
+    logits = layers.Dense(classes)(layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(ids, logits, name="transformer_encoder")
+    model.set_weights([rng.normal(0.0, 0.05, tuple(w.shape)).astype(np.float32) if w.ndim > 1 else
+                       np.asarray(w) for w in model.get_weights()])
+    return model
+
