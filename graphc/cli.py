@@ -466,8 +466,8 @@ def compile_model(args: argparse.Namespace) -> int:
                        "without --training)")
     if args.triple is not None:
         _check_native_target(args)
-    if args.quantize and args.target != "onnx":
-        raise CLIError("--quantize int8: native int8 kernels are not available yet; use --target onnx (QDQ)")
+    if args.quantize and (args.training or args.precision != "float32"):
+        raise CLIError("--quantize int8: inference libraries at --precision float32 only (not with --training)")
     if args.calibration and not args.quantize:
         raise CLIError("--calibration calibrates --quantize int8")
     model = load_model(args.model)
@@ -493,15 +493,23 @@ def compile_model(args: argparse.Namespace) -> int:
 
     graph = graphc.lower(model)
     graphc.verify(graph)
+    if args.quantize:  # int8 kernels where the quantized products fold (graphc.passes.fold_qdq)
+        from graphc.quantization import fold_integer_products
+
+        quantized, report = _quantized(model, args)
+        print(report.table())
+        graph = fold_integer_products(_optimized(quantized, args.level))
+    else:
+        graph = _optimized(graph, args.level)
     if args.triple is None:
-        native = build_native(_optimized(graph, args.level), cpu=args.cpu, precision=args.precision)
+        native = build_native(graph, cpu=args.cpu, precision=args.precision)
         files = native.export_library(args.output, name=symbol, weights=args.weights)
         stats = native.compile_stats
     else:  # a library for another machine: built, never loaded here
         from graphc.backends.llvm.target import resolve_target
 
-        built = compile_library(_optimized(graph, args.level), symbol, weights=args.weights, cpu=args.cpu,
-                                triple=args.triple, precision=args.precision)
+        built = compile_library(graph, symbol, weights=args.weights, cpu=args.cpu, triple=args.triple,
+                                precision=args.precision)
         files = export_files(built, args.output)
         stats = built.stats
         target = resolve_target(args.triple, args.cpu)

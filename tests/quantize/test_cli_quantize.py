@@ -24,10 +24,14 @@ def test_compile_onnx_int8_writes_qdq_and_prints_the_layer_report(tmp_path, rng,
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= kinds
 
 
-def test_native_int8_is_refused_with_a_clear_message(tmp_path, rng, capsys):
+def test_compile_native_int8_writes_a_library_and_prints_the_layer_report(tmp_path, rng, capsys):
     assert main(["compile", "mlp", "--target", "native", "--quantize", "int8", "--calibration",
+                 _calibration(tmp_path, rng), "-o", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "SQNR dB" in text and "wrote" in text and (tmp_path / "libmlp.so").exists()
+    assert main(["compile", "mlp", "--target", "native", "--quantize", "int8", "--training", "--calibration",
                  _calibration(tmp_path, rng), "-o", str(tmp_path)]) == 1
-    assert "native int8 kernels are not available yet" in capsys.readouterr().err
+    assert "--quantize int8: inference libraries" in capsys.readouterr().err
 
 
 def test_quantize_report_and_its_errors(tmp_path, rng, capsys):
