@@ -27,7 +27,6 @@ import datetime as _dt
 import json
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 import graphc
 from graphc.backends.llvm import compile_library
 from graphc.backends.llvm.target import host_target
-from graphc.bench import _input_arrays, _ort_session, _Runner, _subject, machine_info, measure
+from graphc.bench import _input_arrays, _ort_session, _Runner, _subject, machine_info, measure, openvino
 from graphc.bench.peak import measure_peak
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -97,33 +96,6 @@ def _bf16_kernel(kernel: str | None):
             os.environ["GRAPHC_BF16_KERNEL"] = saved
 
 
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino
-
-
-def _ov_compiled(ov, onnx_path: Path, graph, arrays, precision: str | None):
-    core = ov.Core()
-    model = core.read_model(str(onnx_path))
-    model.reshape({inp.get_any_name(): list(a.shape) for inp, a in zip(model.inputs, arrays)})
-    config = {"INFERENCE_NUM_THREADS": "1", "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    names = [inp.get_any_name() for inp in model.inputs]
-    order = [names.index(n) if n in names else i for i, n in enumerate(graph.inputs)]
-
-    def run():
-        request.infer({names[order[i]]: a for i, a in enumerate(arrays)})
-        return [np.array(request.get_output_tensor(k).data) for k in range(len(compiled.outputs))]
-
-    return run
-
-
 def _error(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]:
     worst_abs, worst_rel = 0.0, 0.0
     for g, w in zip(got, want):
@@ -135,7 +107,6 @@ def _error(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]
 
 
 def model_rows(names: list[str], batches: list[int], repeat: int, say) -> list[dict]:
-    ov = _openvino()
     rows = []
     for name in names:
         subject = _subject(name, 0)
@@ -144,30 +115,27 @@ def model_rows(names: list[str], batches: list[int], repeat: int, say) -> list[d
         f32 = graphc.build(model, "native", threads=1)
         bf16 = graphc.build(model, "native", threads=1, precision="bf16")
         proto = graphc.onnx.export(model, optimize=2)
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = Path(tmp) / f"{name}.onnx"
-            onnx_path.write_bytes(proto.SerializeToString())
-            for batch in batches:
-                arrays = _input_arrays(subject, graph, batch, 0)
-                engines = {"graphc f32": lambda i=f32.instance, x=arrays: i.run(x),
-                           "graphc bf16": lambda i=bf16.instance, x=arrays: i.run(x)}
-                session = _ort_session(proto, 1)
-                feeds = dict(zip(graph.inputs, arrays))
-                engines["onnxruntime"] = lambda s=session, f=feeds: s.run(None, f)
-                if ov is not None:
-                    engines["openvino f32"] = _ov_compiled(ov, onnx_path, graph, arrays, "f32")
-                    engines["openvino default"] = _ov_compiled(ov, onnx_path, graph, arrays, None)
-                want = [np.array(o) for o in engines["graphc f32"]()]  # copies: outputs may be reused buffers
-                accuracy = {e: _error([np.array(o) for o in engines[e]()], want)
-                            for e in engines if e != "graphc f32"}
-                timed = measure([_Runner(e, fn) for e, fn in engines.items()], repeat, min_sample_s=0.02)
-                row = {"model": name, "batch": batch, "precision_built": bf16.precision,
-                       "ms": {e: r.median_ms if r.error is None else None for e, r in timed.items()},
-                       "errors": {e: r.error for e, r in timed.items() if r.error},
-                       "max_abs": {e: a for e, (a, _) in accuracy.items()},
-                       "rel": {e: r for e, (_, r) in accuracy.items()}}
-                rows.append(row)
-                say(f"{name} batch {batch}: " + ", ".join(f"{e} {v:.3f} ms" for e, v in row["ms"].items() if v))
+        for batch in batches:
+            arrays = _input_arrays(subject, graph, batch, 0)
+            engines = {"graphc f32": lambda i=f32.instance, x=arrays: i.run(x),
+                       "graphc bf16": lambda i=bf16.instance, x=arrays: i.run(x)}
+            session = _ort_session(proto, 1)
+            feeds = dict(zip(graph.inputs, arrays))
+            engines["onnxruntime"] = lambda s=session, f=feeds: s.run(None, f)
+            if openvino.available():
+                engines["openvino f32"] = openvino.openvino_runner(proto, graph.inputs, arrays, 1, "f32")
+                engines["openvino default"] = openvino.openvino_runner(proto, graph.inputs, arrays, 1, None)
+            want = [np.array(o) for o in engines["graphc f32"]()]  # copies: outputs may be reused buffers
+            accuracy = {e: _error([np.array(o) for o in engines[e]()], want)
+                        for e in engines if e != "graphc f32"}
+            timed = measure([_Runner(e, fn) for e, fn in engines.items()], repeat, min_sample_s=0.02)
+            row = {"model": name, "batch": batch, "precision_built": bf16.precision,
+                   "ms": {e: r.median_ms if r.error is None else None for e, r in timed.items()},
+                   "errors": {e: r.error for e, r in timed.items() if r.error},
+                   "max_abs": {e: a for e, (a, _) in accuracy.items()},
+                   "rel": {e: r for e, (_, r) in accuracy.items()}}
+            rows.append(row)
+            say(f"{name} batch {batch}: " + ", ".join(f"{e} {v:.3f} ms" for e, v in row["ms"].items() if v))
     return rows
 
 
@@ -248,8 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     if not host_target().has_avx512_bf16:
         say("this CPU has no AVX512-BF16: graphc's bf16 builds are float32 code here")
     machine = machine_info()
-    ov = _openvino()
-    machine.setdefault("versions", {})["openvino"] = ov.__version__ if ov is not None else "not installed"
     peak = measure_peak()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
