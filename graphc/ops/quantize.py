@@ -146,7 +146,9 @@ def _quantize_lower(kb, op, x, scale, zero_point, *, out, axis):
     def body(m, v, s, z):
         zf = m.cast(z, "float32", zdtype)
         t = m.div(v, s)
-        t = m.minimum(m.maximum(t, m.sub(lo, zf)), m.sub(hi, zf))
+        low, high = m.sub(lo, zf), m.sub(hi, zf)  # plain compares: NaN-propagating min/max cost 3x the kernel
+        t = m.select(m.cmp("<", t, low), low, t)
+        t = m.select(m.cmp(">", t, high), high, t)
         r = m.sub(m.add(t, _ROUNDER), _ROUNDER)
         return m.cast(m.cast(m.add(r, zf), "int32", "float32"), out.dtype, "int32")
 
