@@ -28,6 +28,7 @@ from graphc.saving import custom_objects
 from graphc.training import losses as losses_mod
 from graphc.training import metrics as metrics_mod
 from graphc.training import optimizers as optimizers_mod
+from graphc.training import schedules
 from graphc.training.callbacks import CallbackList
 from graphc.training.metrics import Mean
 from graphc.training.step import OutputSpec, Step
@@ -213,13 +214,20 @@ class Trainer:
         key = (training, tuple(None if y is None else (np.asarray(y).dtype.kind, np.shape(y)[1:]) for y in targets),
                tuple(v.trainable for v in self.model.weights),
                None if sample_weights is None else tuple(None if w is None else np.shape(w)[1:]
-                                                         for w in sample_weights))
+                                                         for w in sample_weights),
+               self._schedule_key())
         step = self._steps.get(key)
         if step is None:
             step = Step(self.model, self.specs, targets, self.optimizer if training else None, training,
                         runner=self.runner, sample_weights=sample_weights)
             self._steps[key] = step
         return step
+
+    def _schedule_key(self) -> int | None:
+        """Which schedule the training steps compute in their graphs (a new one assigned to the optimizer
+        needs new steps; the steps hold theirs, so its id is not reused while they live)."""
+        lr = getattr(self.optimizer, "_learning_rate", None)
+        return id(lr) if schedules.in_graph(lr) else None
 
     def run_batch(self, feeds: dict[str, np.ndarray], targets: list, training: bool,
                   sample_weights: list | None = None, distribution=None) -> dict[str, float]:

@@ -226,10 +226,7 @@ class NativeStepRunner:
         if not c.library.has_train_step:
             outs = inst.run([arrays[v] for v in step.graph.inputs])
             return dict(zip(step.graph.outputs, outs))
-        lr = float(np.float32(step.optimizer.learning_rate))
-        if lr != c.learning_rate:
-            inst.set_hyperparameter("learning_rate", lr)
-            c.learning_rate = lr
+        self._push_learning_rate(step, c)
         outs = inst.train_step([arrays[v] for v in c.model_inputs], [arrays[v] for v in c.targets])
         self._mark_held(step, c)
         return dict(zip(c.outputs, outs))
@@ -249,12 +246,20 @@ class NativeStepRunner:
         """The apply half (``gc_instance_apply_gradients``) from the instance's gradient buffer."""
         c = self._split_compiled(step)
         self._push_state(step, c)
+        self._push_learning_rate(step, c)
+        c.instance.apply_gradients()
+        self._mark_held(step, c)
+
+    @staticmethod
+    def _push_learning_rate(step, c: _Compiled) -> None:
+        """The host's learning rate into the instance when it changed; a step that computes its learning rate
+        from a schedule (no ``learning_rate`` input) needs none."""
+        if step.lr_input is None:
+            return
         lr = float(np.float32(step.optimizer.learning_rate))
         if lr != c.learning_rate:
             c.instance.set_hyperparameter("learning_rate", lr)
             c.learning_rate = lr
-        c.instance.apply_gradients()
-        self._mark_held(step, c)
 
     def gradient_buffer(self, step) -> np.ndarray:
         """A zero-copy view of the instance's gradient buffer (``gc_instance_gradient_buffer``)."""
@@ -380,7 +385,9 @@ def train_step_library(model, *, name: str | None = None, weights: str = "embedd
     its evaluation step (forward in inference mode, loss, metrics) into a model library whose instances
     train it through ``gc_instance_train_step`` and evaluate it through ``gc_instance_eval_step``;
     returns its :class:`~graphc.backends.llvm.native.LibraryFiles`. The library starts from the
-    model's current weights and optimizer state and from the optimizer's current learning rate. With
+    model's current weights and optimizer state and from the optimizer's current learning rate, or computes
+    the learning rate of each step from the iteration counter when the optimizer has a schedule (the
+    library then has no ``learning_rate`` hyperparameter). With
     ``split_step`` it also holds the split step (``gc_instance_gradient_step``, ``gc_instance_apply_gradients``,
     ``gc_instance_gradient_buffer``). ``optimize=False`` leaves the step graphs as built (no optimizer pass)."""
     from graphc.backends.llvm.native import compile_library

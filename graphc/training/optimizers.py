@@ -106,8 +106,10 @@ class Optimizer:
             self._learning_rate = value
             return
         if self._learning_rate is not None and callable(self._learning_rate):
-            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
-                            "`learning_rate` constructor argument, hence its learning rate is not settable.")
+            raise TypeError(f"This optimizer was created with a `LearningRateSchedule` object "
+                            f"({self._learning_rate!r}) as its `learning_rate` constructor argument, hence its "
+                            "learning rate is not settable. If you need the learning rate to be settable, instantiate "
+                            "the optimizer with a float `learning_rate` argument.")
         try:
             self._learning_rate = np.float32(value)
         except (TypeError, ValueError):

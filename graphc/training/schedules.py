@@ -1,10 +1,18 @@
 """Keras 3 learning-rate schedules: the learning rate as a function of the optimizer's iteration count.
 
-A schedule is called with the iteration count before the step (``optimizer.iterations``) and
-returns a float32 learning rate, computed in float32 with Keras's order of operations; the
-training step reads it as its ``learning_rate`` input, so reference and native steps follow it
-alike. ``serialize``/``deserialize`` use Keras's form (``module: keras.optimizers.schedules``),
-so optimizer configs with schedules round-trip through ``.keras`` files.
+A schedule is called with the batches seen before the step (Keras's ``optimizer._iterations``) and
+returns a float32 learning rate, computed in float32 with Keras's order of operations. Each schedule
+also emits that formula as graph ops (:meth:`LearningRateSchedule.emit`) on the training step's
+int64 iteration counter, so a step graph computes its own learning rate: the reference step, the
+native library (a C program calling ``gc_instance_train_step``) and the exported ONNX step follow
+the schedule without the host feeding it. ``serialize``/``deserialize`` use Keras's form
+(``module: keras.optimizers.schedules``), so optimizer configs with schedules round-trip through
+``.keras`` files.
+
+The graph has no floor, ceil or cosine op: the schedules floor and ceil non-negative quotients by
+truncating casts to int64, and compute the cosine of CosineDecay in float64 as a Taylor polynomial
+(error below 1e-17 on its range) rounded to float32: the correctly rounded float32 cosine, which
+Keras's backends compute to within one unit in the last place.
 """
 
 from __future__ import annotations
@@ -14,10 +22,45 @@ from typing import Any
 
 import numpy as np
 
+from graphc.ops.builder import OpBuilder
+
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "InverseTimeDecay",
-           "PolynomialDecay", "serialize", "deserialize"]
+           "PolynomialDecay", "serialize", "deserialize", "in_graph"]
 
 _f32 = np.float32
+_SIN_TERMS = 11  # odd Taylor terms of sin: the 23rd-order remainder on [-pi/2, pi/2] is below 2e-18
+
+
+def _c(b: OpBuilder, value, dtype: str = "float32") -> str:
+    return b.constant(np.asarray(value, dtype=dtype), "learning_rate_schedule/const")
+
+
+def _step_f32(b: OpBuilder, step: str) -> str:
+    """The iteration counter as Keras casts it: to the float32 of the initial learning rate."""
+    return b.cast(step, dtype="float32")
+
+
+def _floor(b: OpBuilder, x: str) -> str:
+    """``floor(x)`` of a non-negative float32 scalar (a truncating cast to int64 and back)."""
+    return b.cast(b.cast(x, dtype="int64"), dtype="float32")
+
+
+def _ceil(b: OpBuilder, x: str) -> str:
+    """``ceil(x)`` of a non-negative float32 scalar."""
+    t = _floor(b, x)
+    return b.where(b.greater(x, t), b.add(t, _c(b, 1.0)), t)
+
+
+def _cos(b: OpBuilder, x: str) -> str:
+    """``cos(x)`` of a float32 scalar in [0, pi]: ``-sin(x - pi/2)`` by its Taylor polynomial in float64,
+    rounded to float32."""
+    y = b.sub(b.cast(x, dtype="float64"), _c(b, math.pi / 2, "float64"))
+    z = b.mul(y, y)
+    coefficients = [(-1) ** k / math.factorial(2 * k + 1) for k in range(_SIN_TERMS)]
+    acc = _c(b, coefficients[-1], "float64")
+    for coefficient in reversed(coefficients[:-1]):
+        acc = b.add(b.mul(acc, z), _c(b, coefficient, "float64"))
+    return b.cast(b.neg(b.mul(y, acc)), dtype="float32")
 
 
 def _positive_decay_steps(decay_steps) -> None:
@@ -26,9 +69,14 @@ def _positive_decay_steps(decay_steps) -> None:
 
 
 class LearningRateSchedule:
-    """Base class: ``schedule(step)`` is the learning rate at iteration ``step``."""
+    """Base class: ``schedule(step)`` is the learning rate at iteration ``step``; ``emit`` writes the same
+    formula into a graph."""
 
     def __call__(self, step) -> np.float32:
+        raise NotImplementedError
+
+    def emit(self, b: OpBuilder, step: str) -> str:
+        """The float32 scalar learning rate at ``step`` (an int64 scalar value of ``b``'s graph)."""
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -59,6 +107,12 @@ class ExponentialDecay(LearningRateSchedule):
             p = np.floor(p)
         return _f32(self.initial_learning_rate) * np.power(_f32(self.decay_rate), p)
 
+    def emit(self, b, step):
+        p = b.div(_step_f32(b, step), _c(b, self.decay_steps))
+        if self.staircase:
+            p = _floor(b, p)
+        return b.mul(_c(b, self.initial_learning_rate), b.pow(_c(b, self.decay_rate), p))
+
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
@@ -81,6 +135,12 @@ class InverseTimeDecay(LearningRateSchedule):
             p = np.floor(p)
         return _f32(self.initial_learning_rate) / (_f32(1) + _f32(self.decay_rate) * p)
 
+    def emit(self, b, step):
+        p = b.div(_step_f32(b, step), _c(b, self.decay_steps))
+        if self.staircase:
+            p = _floor(b, p)
+        return b.div(_c(b, self.initial_learning_rate), b.add(_c(b, 1.0), b.mul(_c(b, self.decay_rate), p)))
+
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
@@ -98,11 +158,22 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         self.values = values
         self.name = name
 
+    def _step_boundaries(self) -> list[int]:
+        """The boundaries cast to the iteration counter's integer type, as Keras compares them (truncated)."""
+        return [int(x) if isinstance(x, (int, np.integer)) else int(np.float32(x)) for x in self.boundaries]
+
     def __call__(self, step):
-        for boundary, value in zip(self.boundaries, self.values):
+        for boundary, value in zip(self._step_boundaries(), self.values):
             if step <= boundary:
                 return _f32(value)
         return _f32(self.values[-1])
+
+    def emit(self, b, step):
+        dtype = b.graph.type_of(step).dtype
+        rate = _c(b, self.values[-1])
+        for boundary, value in reversed(list(zip(self._step_boundaries(), self.values))):
+            rate = b.where(b.greater(step, _c(b, boundary, dtype)), rate, _c(b, value))
+        return rate
 
     def get_config(self):
         return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
@@ -132,6 +203,17 @@ class PolynomialDecay(LearningRateSchedule):
         initial, end = _f32(self.initial_learning_rate), _f32(self.end_learning_rate)
         return (initial - end) * np.power(_f32(1) - p, _f32(self.power)) + end
 
+    def emit(self, b, step):
+        step_f, decay_steps = _step_f32(b, step), _c(b, self.decay_steps)
+        if self.cycle:
+            multiplier = b.where(b.equal(step_f, _c(b, 0.0)), _c(b, 1.0), _ceil(b, b.div(step_f, decay_steps)))
+            decay_steps = b.mul(decay_steps, multiplier)
+        else:
+            step_f = b.minimum(step_f, decay_steps)
+        p = b.div(step_f, decay_steps)
+        initial, end = _f32(self.initial_learning_rate), _f32(self.end_learning_rate)
+        return b.add(b.mul(_c(b, initial - end), b.pow(b.sub(_c(b, 1.0), p), _c(b, self.power))), _c(b, end))
+
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "end_learning_rate": self.end_learning_rate, "power": self.power, "cycle": self.cycle,
@@ -154,7 +236,11 @@ class CosineDecay(LearningRateSchedule):
 
     def _decay(self, step, decay_steps, start):
         cosine = _f32(0.5) * (_f32(1) + np.cos(_f32(math.pi) * (step / decay_steps)))
-        return start * ((_f32(1) - _f32(self.alpha)) * cosine + _f32(self.alpha))
+        return start * (_f32(1 - self.alpha) * cosine + _f32(self.alpha))
+
+    def _emit_decay(self, b: OpBuilder, step: str, decay_steps: str, start: str) -> str:
+        cosine = b.mul(_c(b, 0.5), b.add(_c(b, 1.0), _cos(b, b.mul(_c(b, math.pi), b.div(step, decay_steps)))))
+        return b.mul(start, b.add(b.mul(_c(b, 1 - self.alpha), cosine), _c(b, self.alpha)))
 
     def __call__(self, step):
         initial, decay_steps, step_f = _f32(self.initial_learning_rate), _f32(self.decay_steps), _f32(step)
@@ -166,6 +252,18 @@ class CosineDecay(LearningRateSchedule):
             return (target - initial) * (step_f / warmup_steps) + initial
         return self._decay(step_f - warmup_steps, decay_steps, target)
 
+    def emit(self, b, step):
+        initial, decay_steps, step_f = _c(b, self.initial_learning_rate), _c(b, self.decay_steps), _step_f32(b, step)
+        if self.warmup_target is None:
+            return self._emit_decay(b, b.minimum(step_f, decay_steps), decay_steps, initial)
+        target, warmup_steps = _c(b, self.warmup_target), _c(b, self.warmup_steps)
+        step_f = b.minimum(step_f, b.add(decay_steps, warmup_steps))
+        delta = _c(b, _f32(self.warmup_target) - _f32(self.initial_learning_rate))
+        warmup = b.add(b.mul(delta, b.div(step_f, warmup_steps)), initial)
+        # both branches are computed; the decay's step is kept >= 0 so its cosine stays on its range
+        decay = self._emit_decay(b, b.maximum(b.sub(step_f, warmup_steps), _c(b, 0.0)), decay_steps, target)
+        return b.where(b.less(step_f, warmup_steps), warmup, decay)
+
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "alpha": self.alpha, "name": self.name, "warmup_target": self.warmup_target,
@@ -174,6 +272,13 @@ class CosineDecay(LearningRateSchedule):
 
 _CLASSES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay, CosineDecay, InverseTimeDecay,
                                           PolynomialDecay)}
+
+
+def in_graph(learning_rate) -> bool:
+    """Whether ``learning_rate`` is one of graphc's schedules, whose formula a training step computes itself
+    (a subclass may override ``__call__``, and other callables are only known by calling them: the host
+    evaluates those and feeds the step's ``learning_rate`` input)."""
+    return type(learning_rate) in _CLASSES.values()
 
 
 def serialize(schedule: LearningRateSchedule) -> dict:

@@ -7,7 +7,9 @@ penalties, :mod:`graphc.training.regularization`) and metrics, and then, for a t
 the gradient of the total loss (:func:`graphc.autodiff.gradients`), the optimizer's update and
 the weights' constraints. Any backend can run the result; the contract is:
 
-- inputs: the model's inputs, the targets and (training) ``learning_rate`` (float32 scalar);
+- inputs: the model's inputs, the targets and (training) ``learning_rate`` (float32 scalar), unless the
+  optimizer's learning rate is one of graphc's schedules: then the step computes it from its iteration
+  counter (:meth:`graphc.training.schedules.LearningRateSchedule.emit`) and has no such input;
 - constants: the weights and the optimizer's state (slots, ``iterations``);
 - outputs: ``loss`` (the weighted total), each output's unweighted loss, each metric's sum and
   count over the batch, and the new value of every state constant;
@@ -41,6 +43,7 @@ from graphc.frontend.to_ir import lower_model
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.builder import OpBuilder
+from graphc.training import schedules
 from graphc.training.losses import Loss
 from graphc.training.masks import sample_weighted, weighted_loss_values, weighted_metric_totals
 from graphc.training.metrics import MeanMetricWrapper
@@ -245,7 +248,8 @@ class Step:
         self.updates: dict[str, str] = {}
         self.slots: dict[str, tuple[str, str]] = {}
         self.optimizer = optimizer
-        self.lr_input: str | None = None
+        self.lr_input: str | None = None  # None when the step computes its learning rate (``schedule``)
+        self.schedule: schedules.LearningRateSchedule | None = None
         self.iterations: str | None = None
         self.gradients: list[tuple[str, str]] = []  # (trainable weight, its gradient value), the optimizer's order
         self.layer_updates: dict[str, str] = {}
@@ -260,10 +264,10 @@ class Step:
         graph.meta["state_updates"] = dict(self.updates)
         graph.meta["step_outputs"] = {"loss": total}
         if training:
-            graph.meta["train_step"] = {
-                "targets": [t for t in self.target_inputs if t is not None],
-                "hyperparameters": {"learning_rate": (self.lr_input, float(np.float32(optimizer.learning_rate)))},
-                "reported": len(dict.fromkeys(outs))}
+            hyperparameters = {} if self.lr_input is None else {
+                "learning_rate": (self.lr_input, float(np.float32(optimizer.learning_rate)))}
+            graph.meta["train_step"] = {"targets": [t for t in self.target_inputs if t is not None],
+                                        "hyperparameters": hyperparameters, "reported": len(dict.fromkeys(outs))}
         else:
             graph.meta["eval_step"] = {"targets": [t for t in self.target_inputs if t is not None],
                                        "reported": len(dict.fromkeys(outs))}
@@ -276,11 +280,15 @@ class Step:
         wrt = [c for c in graph.constants if graph.values[c].trainable and c in self.params]
         grads = gradients(graph, total, wrt)
         updates = [ParamUpdate(c, grads[c], self.params[c].path) for c in wrt if c in grads]
-        self.lr_input = graph.add_input(graph.unique_name("learning_rate"), TensorType("float32", ()))
         self.iterations = graph.add_constant(graph.unique_name(f"{optimizer.name}/iterations"),
                                              np.asarray(optimizer._iterations, dtype=np.int64))
+        if schedules.in_graph(optimizer._learning_rate):  # the step computes its learning rate itself
+            self.schedule = optimizer._learning_rate
+            lr = self.schedule.emit(OpBuilder(graph, layer="learning_rate_schedule"), self.iterations)
+        else:
+            self.lr_input = lr = graph.add_input(graph.unique_name("learning_rate"), TensorType("float32", ()))
         weights = {c: self.params[c].value for c in wrt}
-        new, slots = optimizer.emit_updates(OpBuilder(graph, layer="optimizer"), updates, weights, self.lr_input,
+        new, slots = optimizer.emit_updates(OpBuilder(graph, layer="optimizer"), updates, weights, lr,
                                             self.iterations)
         new = apply_constraints(OpBuilder(graph, layer="optimizer"), self.params, new)
         layer_updates = dict(graph.meta.get("state_updates", {}))
@@ -318,7 +326,7 @@ class Step:
                 graph.constants[name] = opt.slots[key][slot]
             graph.constants[self.iterations] = np.asarray(opt._iterations, dtype=np.int64)
         all_feeds = self._target_feeds(feeds, targets)
-        if self.training:
+        if self.training and self.lr_input is not None:
             all_feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
         result = self.runner(graph, all_feeds)
         for const, value in self.updates.items():
@@ -400,7 +408,8 @@ class Step:
         self._sync_constants(graph)
         feeds = {e.input: view for e, view in zip(split.entries, gradient_views(self.gradient_buffer(),
                                                                                  split.entries))}
-        feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
+        if self.lr_input is not None:
+            feeds[self.lr_input] = np.asarray(self.optimizer.learning_rate, dtype=np.float32)
         result = self.runner(graph, feeds)
         opt = self.optimizer
         for const, value in split.optimizer_updates.items():

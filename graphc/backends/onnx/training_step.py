@@ -5,7 +5,8 @@ backward ops, the optimizer update, constraints) is exported with its state turn
 constants into graph inputs, so a caller (onnxruntime, any ONNX runtime) carries the state:
 
 - inputs: the model's inputs, one target per output with a loss (``<output>_true``), the sample
-  weights when asked for (``<output>_sample_weight``), ``learning_rate`` (float32 scalar), then
+  weights when asked for (``<output>_sample_weight``), ``learning_rate`` (float32 scalar; absent when the
+  optimizer's learning rate is a schedule, which the graph computes from ``iterations``), then
   every state tensor under its graphc name: the trainable weights (``dense/kernel``), the
   BatchNormalization moving statistics, the optimizer's slots (``adam/dense/kernel/m``...) and
   its ``iterations`` counter (int64 scalar);
@@ -48,7 +49,7 @@ class TrainingStepExport:
 
     model: onnx.ModelProto
     batch_inputs: list[str]  # model inputs, targets, sample weights (fed each step)
-    learning_rate: str  # the float32 scalar input
+    learning_rate: str | None  # the float32 scalar input (None: the step follows its schedule)
     state: dict[str, np.ndarray]  # state input -> its value at export time
     updates: dict[str, str]  # state input -> the output holding its value after the step
     loss: str
@@ -163,8 +164,8 @@ def training_step_graph(model, y=None, sample_weight=None) -> tuple[Graph, dict]
         pairs[const] = wanted
     reported = list(dict.fromkeys([loss, *losses, *[v for vs in metrics.values() for v in vs]]))
     graph.set_outputs(reported + list(pairs.values()))
-    graph.inputs = batch + [step.lr_input] + [c for c in updates]
-    lr = np.asarray(trainer.optimizer.learning_rate, dtype=np.float32)
+    graph.inputs = batch + [v for v in (step.lr_input,) if v is not None] + [c for c in updates]
+    lr = None if step.lr_input is None else np.asarray(trainer.optimizer.learning_rate, dtype=np.float32)
     info = {"batch_inputs": batch, "learning_rate": step.lr_input, "learning_rate_value": lr, "state": state,
             "updates": pairs, "loss": loss, "output_losses": losses, "metrics": metrics}
     return graph, info
@@ -178,7 +179,9 @@ def export_training_step(model, y=None, sample_weight=None, opset: int | None = 
     verify(graph)
     proto = export_graph(graph, opset, doc=f"graphc training step of model {graph.name!r}: feed each "
                                           f"'<state>{NEXT}' output back as input '<state>' for the next step")
-    defaults = {info["learning_rate"]: info["learning_rate_value"], **info["state"]}
+    defaults = dict(info["state"])
+    if info["learning_rate"] is not None:
+        defaults[info["learning_rate"]] = info["learning_rate_value"]
     proto.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), name) for name, v in defaults.items())
     props = {p.key: p.value for p in proto.metadata_props}
     props.update({"graphc.state_updates": json.dumps(info["updates"]), "graphc.loss": info["loss"]})
