@@ -271,3 +271,23 @@ def test_the_c_example_program_follows_the_schedule(tmp_path, rng):
     refused = subprocess.run([str(exe), str(build / "data.txt"), "1", "3", "0.5"], capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode != 0 and "no hyperparameter named 'learning_rate'" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_the_split_step_follows_the_schedule(backend, rng):
+    """The gradient step and the apply step (data parallelism's halves): the apply step computes the
+    learning rate from the iteration counter as the fused step does."""
+    from graphc.training.loop import standardize_x
+
+    fused, split = _scheduled_model(), _scheduled_model()
+    for model in (fused, split):
+        model.compile(optimizer=model.optimizer, loss="mse", metrics=["mae"], backend=backend)
+    for x, y in _batches(rng):
+        fused.train_on_batch(x, y)
+        step = split._graphc_trainer._step(standardize_x(split, x), [y], True)
+        step.compute_gradients(standardize_x(split, x), [y])
+        step.apply_gradients()
+    assert step.split().apply.meta["train_step"]["hyperparameters"] == {}
+    assert split.optimizer.iterations == fused.optimizer.iterations == STEPS
+    for got, want, var in zip(split.get_weights(), fused.get_weights(), fused.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=var.path)
