@@ -43,7 +43,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I1, I32, PTR, i32, i64, intrinsic
+from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
@@ -257,7 +257,8 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
     apart from ``a_base`` (offsets from one pointer: no register pressure from the row pointers,
     so the loop keeps everything in registers; ``a_stride`` an int or an i64 known at run time).
-    ``panel`` holds ``stride`` floats per k step. With ``prefetch`` (elements), each k step also prefetches into L2
+    ``panel`` holds ``stride`` floats per k step. With ``prefetch`` (elements: an int, or an i64 known at
+    run time), each k step also prefetches into L2
     the panel data that far ahead (the next panel: weights too large for L2 stream from memory
     while this one is computed)."""
     fb, b = k.fn, k.b
@@ -276,10 +277,11 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     def step(kk):
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
         bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
-        if prefetch:
+        if isinstance(prefetch, ir.Value) or prefetch:
             pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+            ahead = b.gep(bp, [prefetch if isinstance(prefetch, ir.Value) else i64(prefetch)], source_etype=F32)
             for line in range(0, stride, 16):
-                b.call(pf, [b.gep(bp, [i64(prefetch + line)], source_etype=F32), i32(0), i32(2), i32(1)])
+                b.call(pf, [b.gep(ahead, [i64(line)], source_etype=F32), i32(0), i32(2), i32(1)])
         ak = b.gep(a_base, [kk], source_etype=F32) if a_base is not None else None
         for r in range(n_rows):
             ap = b.gep(ak, [row_offset(r)], source_etype=F32) if ak is not None else \
@@ -332,6 +334,81 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, spli
         var.set(total)
         out.append(var)
     return out
+
+
+def tile_row_stride(kb: int, kc: int | None = None) -> int:
+    """Floats between the rows of an A tile of K blocks of ``kb``: a cache line more than the block,
+    so that the rows the micro-kernel reads fall into different L1 sets. The micro-kernel is
+    compiled for one stride (a constant in every address) and shared by the kernels with the same
+    one (:func:`tile_function`), so strides come in few sizes: copied rows, blocked at most ``kc``,
+    always take ``kc``'s; a block sized by its source is rounded up to 32, 64 or 128 floats (by its
+    size). The rows' cache lines are the same whatever the stride: only the tile's span grows."""
+    if kc is not None and kb <= kc:
+        return kc + TILE_PAD
+    step = 32 if kb <= 128 else 64 if kb <= 512 else 128
+    return -(-kb // step) * step + TILE_PAD
+
+
+# ---------------------------------------------------------------------------- shared micro-kernels
+class _Body:
+    """What :func:`tile_compute` and :func:`row_compute` use of a :class:`Kernel` (its function and
+    builder), for a micro-kernel emitted as a function of its own."""
+
+    def __init__(self, fn: Fn):
+        self.fn, self.b = fn, fn.b
+
+    def dim(self, d) -> ir.Value:
+        return self.fn.dim(d)
+
+    def splat(self, value: ir.Value, lanes: int) -> ir.Value:
+        t = ir.VectorType(value.type, lanes)
+        v = self.b.insert_element(ir.Constant(t, ir.Undefined), value, i32(0))
+        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
+                                     ir.Constant(ir.VectorType(I32, lanes), [i32(0)] * lanes))
+
+
+def _store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -> None:
+    for r, row in enumerate(acc):
+        for v, var in enumerate(row):
+            b.store(var.get(), b.gep(c_tile, [i64(r * stride + v * vw)], source_etype=F32), align=4)
+
+
+def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a_stride: int,
+                  prefetch: bool = False) -> ir.Function:
+    """The micro-kernel as a function of the module, shared by every GEMM and convolution kernel
+    with the same tile: ``void (a, panel, kc, c_tile, prefetch)`` writes the ``rows x nv`` vectors
+    of ``A @ panel`` (A's rows ``a_stride`` floats apart from ``a``, the panel ``stride`` floats per k
+    step) to ``c_tile``, rows ``stride`` floats apart; with ``prefetch``, each k step prefetches the
+    panel data ``prefetch`` floats ahead. Emitted once per module rather than inlined into each
+    kernel: the module's IR and its compile time shrink, the loop's code is the same (the call
+    costs a few cycles per tile of ``kc * rows * nv`` FMAs)."""
+    name = f"gemm_tile_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "")
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR, I64], ["a", "panel", "kc", "c", "prefetch"])
+    f.fn.attributes.add("noinline")
+    a, panel, kc, c, ahead = f.args
+    acc = tile_compute(_Body(f), None, panel, kc, nv, vw, stride, a_base=a, a_stride=a_stride, rows=rows,
+                       prefetch=ahead if prefetch else 0)
+    _store_acc(f.b, acc, c, vw, stride)
+    f.b.ret_void()
+    return f.finish()
+
+
+def row_function(module: ir.Module, nv: int, vw: int, stride: int) -> ir.Function:
+    """:func:`row_compute` as a shared function ``void (a_row, panel, kc, c)``: one row of A times a
+    panel (``stride`` floats per k step), ``nv`` vectors written to ``c``."""
+    name = f"gemm_row_{nv}_w{vw}_p{stride}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR], ["a", "panel", "kc", "c"])
+    f.fn.attributes.add("noinline")
+    a, panel, kc, c = f.args
+    _store_acc(f.b, [row_compute(_Body(f), a, panel, kc, nv, vw, stride)], c, vw, stride)
+    f.b.ret_void()
+    return f.finish()
 
 
 # ---------------------------------------------------------------------------- the packed GEMM
@@ -398,18 +475,14 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     tiles_v, mb_v = k.dim(tiles), k.dim(mb)
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
-    tile_stride = KB + TILE_PAD
+    tile_stride = tile_row_stride(KB, bl.kc if source.cache_blocked else None)
     a_tile_floats = tpb * MR * tile_stride
     scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
 
-    def store_tile(acc, p, i, rows_valid, valid_cols, first, last):
-        """acc -> c_tile, then rows of c_tile (+C, epilogue) -> C."""
-        nv = len(acc[0])
-        for r in range(len(acc)):
-            for v in range(nv):
-                b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
+    def store_tile(nv, p, i, rows_valid, valid_cols, first, last):
+        """Rows of c_tile (``nv`` vectors each, written by the micro-kernel) (+C, epilogue) -> C."""
         col0 = b.mul(p, i64(NR))
         with fb.loop(0, rows_valid, name="st") as r:
             row_off = b.mul(b.add(i, r), i64(N))
@@ -469,17 +542,17 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
                     # MR rows a fixed stride apart: addressed from one pointer
                     base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
-                    acc = tile_compute(k, None, panel, kc, nv, vw, NR, a_base=base, a_stride=tile_stride, rows=MR,
-                                       prefetch=K * NR if b_streamed else 0)
-                    store_tile(acc, p, i, rows_valid, valid_cols, first, last)
+                    micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed)
+                    b.call(micro, [base, panel, k.dim(kc), c_tile, i64(K * NR)])
+                    store_tile(nv, p, i, rows_valid, valid_cols, first, last)
                 with partial:
                     # fewer than MR rows left (small batches): one row at a time, k split over
                     # four accumulators per vector, so no work is wasted on missing rows
                     with fb.loop(0, rows_valid, name="r1") as r:
                         row = b.add(i, r)
                         a_ptr = b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
-                        acc = row_compute(k, a_ptr, panel, kc, nv, vw, NR)
-                        store_tile([acc], p, row, i64(1), valid_cols, first, last)
+                        b.call(row_function(kb.module, nv, vw, NR), [a_ptr, panel, k.dim(kc), c_tile])
+                        store_tile(nv, p, row, i64(1), valid_cols, first, last)
 
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
@@ -610,11 +683,8 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                 val = load_lanes(b, b.gep(src, [i64(v * vw)], source_etype=F32), vw, valid)
                 b.store(val, b.gep(dst, [i64(v * vw)], source_etype=F32), align=4)
 
-    def store_tile(acc, c_base, i, rows_valid, col0, valid_cols, first, full: bool):
-        """acc -> c_tile, then rows of c_tile (+ C after the first K block) -> C."""
-        for r in range(len(acc)):
-            for v in range(NV):
-                b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
+    def store_tile(c_base, i, rows_valid, col0, valid_cols, first, full: bool):
+        """Rows of c_tile (written by the micro-kernel) (+ C after the first K block) -> C."""
         with fb.loop(0, rows_valid, name="st") as r:
             crow = b.gep(c_base, [b.add(b.mul(b.add(i, r), Nv), col0)], source_etype=F32)
             for v in range(NV):
@@ -636,24 +706,25 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         return b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
 
     def row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, full: bool):
+        kcv = k.dim(kc)
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (whole, partial):
                 with whole:
-                    acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=a_rows(i, row0),
-                                       a_stride=tile_stride, rows=MR)
-                    store_tile(acc, c_base, i, i64(MR), col0, valid_cols, first, full)
+                    b.call(tile_function(kb.module, MR, NV, vw, NR, tile_stride),
+                           [a_rows(i, row0), panel_buf, kcv, c_tile, i64(0)])
+                    store_tile(c_base, i, i64(MR), col0, valid_cols, first, full)
                 with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time on four accumulator sets
                     edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
                     with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
                         row = b.add(i, r)
-                        acc = tile_compute(k, None, panel_buf, kc, NV, vw, NR, a_base=a_rows(row, row0),
-                                           a_stride=tile_stride, rows=EDGE_ROWS)
-                        store_tile(acc, c_base, row, i64(EDGE_ROWS), col0, valid_cols, first, full)
+                        b.call(tile_function(kb.module, EDGE_ROWS, NV, vw, NR, tile_stride),
+                               [a_rows(row, row0), panel_buf, kcv, c_tile, i64(0)])
+                        store_tile(c_base, row, i64(EDGE_ROWS), col0, valid_cols, first, full)
                     with fb.loop(edge_end, rows_valid, name="r1") as r:
                         row = b.add(i, r)
-                        acc = row_compute(k, a_rows(row, row0), panel_buf, kc, NV, vw, NR)
-                        store_tile([acc], c_base, row, i64(1), col0, valid_cols, first, full)
+                        b.call(row_function(kb.module, NV, vw, NR), [a_rows(row, row0), panel_buf, kcv, c_tile])
+                        store_tile(c_base, row, i64(1), col0, valid_cols, first, full)
 
     per_batch = b.mul(mb_v, nch)
     with fb.loop(k.begin, k.end, name="item") as item:

@@ -1,0 +1,68 @@
+"""The GEMM's micro-kernel is one function of the module, called by every product with the same tile.
+
+Two Dense products of different K (and different epilogues) must share one definition of the
+register-blocked micro-kernel and one of the single-row kernel (their A tiles have the same row
+stride: :func:`graphc.backends.llvm.kernels.gemm.tile_row_stride`), and still compute their products.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from graphc.backends.llvm import codegen
+from graphc.backends.llvm.kernels.gemm import TILE_PAD, tile_row_stride
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import OpBuilder
+from graphc.passes import optimize
+from tests.backends.llvm.helpers import assert_matches_reference, load
+
+
+def _two_products(rng) -> Graph:
+    g = Graph("shared_micro")
+    ob = OpBuilder(g)
+    outs = []
+    for i, (m, k, n) in enumerate([(29, 37, 64), (7, 91, 64)]):
+        x = g.add_input(f"a{i}", TensorType("float32", (m, k)))
+        w = g.add_constant(f"w{i}", rng.standard_normal((k, n)).astype(np.float32))
+        y = ob.emit("matmul", x, w)
+        if i:
+            y = ob.emit("relu", ob.emit("add", y, g.add_constant("bias", rng.standard_normal(n).astype(np.float32))))
+        outs.append(y)
+    g.set_outputs(outs)
+    return g
+
+
+def test_products_of_different_k_share_one_micro_kernel(monkeypatch, rng):
+    texts: list[str] = []
+    compile_ir = codegen.compile_ir
+
+    def keep_text(text, *args, **kwargs):
+        texts.append(text)
+        return compile_ir(text, *args, **kwargs)
+
+    monkeypatch.setattr(codegen, "compile_ir", keep_text)
+    graph = optimize(_two_products(rng), 2)
+    lib = load(graph, "shared_micro", cache=False)
+    (text,) = texts
+    kernels = re.findall(r"^define .*@\"?(k_\w+)", text, re.MULTILINE)
+    assert len([k for k in kernels if k.startswith("k_gemm")]) == 2, kernels
+    tiles = re.findall(r"^define .*@\"?(gemm_tile_\w+)", text, re.MULTILINE)
+    rows = re.findall(r"^define .*@\"?(gemm_row_\w+)", text, re.MULTILINE)
+    assert len(tiles) == 1 and len(rows) == 1, (tiles, rows)
+    assert len(re.findall(rf"call void @\"?{tiles[0]}\b", text)) == 2  # once in each product's kernel
+    feeds = {name: rng.standard_normal(graph.type_of(name).concrete_shape({})).astype(np.float32)
+             for name in graph.inputs}
+    for threads in (1, 2):
+        assert_matches_reference(graph, lib, feeds, threads=threads)
+
+
+def test_tile_strides_come_in_few_sizes():
+    # copied rows: the cache block's stride whatever the K block
+    assert {tile_row_stride(kb, 384) for kb in (1, 37, 91, 384)} == {384 + TILE_PAD}
+    # rows computed by their source (im2col): rounded up, never below the block plus a cache line
+    strides = {tile_row_stride(kb) for kb in range(1, 1281)}
+    assert len(strides) <= 20
+    assert all(tile_row_stride(kb) >= kb + TILE_PAD and tile_row_stride(kb) % 16 == 0 for kb in range(1, 1281))
