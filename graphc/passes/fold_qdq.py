@@ -170,6 +170,38 @@ def _float_constants(graph: Graph) -> bool:
     return changed
 
 
+MOVEMENT = ("slice", "reshape", "transpose", "concat")
+
+
+def _same_params(graph: Graph, ds: list[Op]) -> bool:
+    first = [graph.constants[v] for v in ds[0].inputs[1:]]
+    return all(all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(first, (graph.constants[v] for v in
+               d.inputs[1:]))) and graph.type_of(d.inputs[0]).dtype == graph.type_of(ds[0].inputs[0]).dtype
+               for d in ds[1:])
+
+
+def _sink_dequantize(graph: Graph) -> bool:
+    """``move(dequantize(q))`` as ``dequantize(move(q))`` for the data movement ops (per-tensor parameters,
+    the same for every input of a concatenation): the copies move bytes, not floats, and the
+    dequantize of a tensor that is only sliced or concatenated disappears."""
+    changed, progress = False, True
+    while progress:
+        progress = False
+        for op in graph.ops():
+            if op.type not in MOVEMENT or not graph.has_op(op.id):
+                continue
+            ds = [_dequantized(graph, v) for v in op.inputs]
+            if any(d is None or not _per_tensor(graph, d) for d in ds) or not _same_params(graph, ds):
+                continue
+            working_on(op)
+            moved = emit(graph, op.type, *[d.inputs[0] for d in ds], layer=op.layer, **op.attrs)
+            y = emit(graph, "dequantize_linear", moved, ds[0].inputs[1], ds[0].inputs[2], layer=op.layer)
+            replace_value(graph, op.outputs[0], y)
+            note(f"dequantize moved after {op.type}")
+            progress = changed = True
+    return changed
+
+
 @register_pass("fold_qdq")
 def fold_qdq(graph: Graph) -> bool:
     """Fold dequantize -> product (+ bias, relu) -> quantize into qlinear_matmul / qlinear_conv; the
@@ -180,6 +212,7 @@ def fold_qdq(graph: Graph) -> bool:
             working_on(op)
             changed |= _fold(graph, op)
     changed |= _float_constants(graph)
+    changed |= _sink_dequantize(graph)
     working_on(None)
     return changed
 

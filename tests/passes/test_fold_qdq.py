@@ -63,6 +63,18 @@ def test_other_activations_stay_float_with_float_weights(rng):
     assert w in g.constants and g.constants[w].dtype == np.float32  # dequantized once, at build time
 
 
+def test_slices_and_concatenations_move_bytes_before_the_dequantize(rng):
+    f = fold_integer_products(graphc.optimize(_quantized("inception", rng), 2))
+    moves = [op for op in f.ops() if op.type in ("slice", "concat", "reshape", "transpose")]
+    assert any(f.type_of(op.outputs[0]).dtype == "uint8" for op in moves)
+    for op in moves:  # none reads a dequantized tensor but concatenations of differently quantized ones
+        read = [p for v in op.inputs if (p := f.producer(v)) is not None and p.type == "dequantize_linear"]
+        if read:
+            assert op.type == "concat"
+            scales = {float(f.constants[p.inputs[1]]) for p in read}
+            assert len(read) < len(op.inputs) or len(scales) > 1
+
+
 def test_a_product_read_as_float_is_not_folded(rng):
     q = graphc.optimize(_quantized("mlp", rng), 2)
     last = next(op for op in reversed(q.ops()) if op.type == "fused_matmul")
