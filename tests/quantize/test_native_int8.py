@@ -225,6 +225,24 @@ def test_residual_reference_is_the_qdq_graph_within_one_step(rng):
         assert np.abs(got - want).max() <= 1 and (got != want).mean() <= 0.02
 
 
+@pytest.mark.parametrize("triple", ["aarch64-linux-gnu", "wasm32-wasi"])
+def test_generic_dot_product_on_other_architectures(rng, triple):
+    """The generic int16-pair kernel built for AArch64 (NEON) and wasm32 (SIMD128), run under the emulator."""
+    from graphc.backends.llvm import compile_library
+    from tests.backends.llvm.emulation import EmulatedLibrary, require_emulation
+
+    require_emulation(triple)
+    assert dot_path(resolve_target(triple)).name == "generic"
+    cases = [(None, (7, 17), EPILOGUES[1], None), (CONVS[0], (3, 5), EPILOGUES[0], None),
+             (CONVS[2], (17, 9), EPILOGUES[2], RESIDUALS[1])]
+    for conv, (K, N), epilogue, residual in cases:
+        g = qlinear_graph(rng, K, N, *epilogue, conv=conv, residual=residual)
+        x = _input(rng, epilogue[0], (3, *(conv["spatial"] if conv else ()), K))
+        feeds = _residual_feeds(rng, g, x)
+        lib = EmulatedLibrary(compile_library(g, triple=triple), g, triple)
+        np.testing.assert_array_equal(run_native(lib, feeds)[0], run(g, feeds)[g.outputs[0]])
+
+
 def test_native_batch_sizes_and_threads(rng):
     g = qlinear_graph(rng, 37, 50, "uint8", "uint8", True, "relu", None)
     lib = load(g)
