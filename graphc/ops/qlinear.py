@@ -31,6 +31,10 @@ is then the float one of the QDQ graph, on the exact accumulator (all in float32
     y = post_activation(p + float32(r - r_zero) * r_scale)
     y = rint(clip(y / y_scale, qmin - y_zero, qmax - y_zero)) + y_zero
 
+``requantize_linear(q, in_scale, in_zero, out_scale, out_zero)`` is ``quantize_linear(dequantize_linear(q,
+in_scale, in_zero), out_scale, out_zero)`` in one pass (per tensor), bit for bit: what a quantized
+tensor becomes between two differently calibrated quantizations (after a slice, say).
+
 The ops sit wholly on the integer side, so they are not differentiable.
 """
 
@@ -43,7 +47,7 @@ import numpy as np
 from graphc.ir import dims
 from graphc.ir.types import TensorType
 from graphc.ops.common import fmt_shape
-from graphc.ops.quantize import QRANGE, QUANTIZED_DTYPES
+from graphc.ops.quantize import _ROUNDER, QRANGE, QUANTIZED_DTYPES
 from graphc.ops.registry import OpDef, ShapeError, get, register
 
 ACTIVATIONS = ("linear", "relu")
@@ -220,6 +224,33 @@ register(OpDef("qlinear_conv", _conv_infer, _conv_reference, attrs={**_CONV, **_
                    "residual."))
 
 
+def _requantize_infer(types):
+    q, in_scale, in_zero, out_scale, out_zero = types
+    if q.dtype not in QUANTIZED_DTYPES or in_zero.dtype != q.dtype or out_zero.dtype not in QUANTIZED_DTYPES:
+        raise ShapeError(f"requantize_linear: the input and its zero point must share one of "
+                         f"{', '.join(QUANTIZED_DTYPES)} and the output zero point be one; got {q.dtype}, "
+                         f"{in_zero.dtype} and {out_zero.dtype}")
+    for name, t in (("input scale", in_scale), ("input zero point", in_zero), ("output scale", out_scale),
+                    ("output zero point", out_zero)):
+        if t.rank != 0:
+            raise ShapeError(f"requantize_linear: the {name} must be a scalar (per tensor), got {fmt_shape(t.shape)}")
+    if in_scale.dtype != "float32" or out_scale.dtype != "float32":
+        raise ShapeError("requantize_linear: the scales must be float32")
+    return TensorType(out_zero.dtype, q.shape)
+
+
+def _requantize(q, in_scale, in_zero, out_scale, out_zero):
+    from graphc.ops.quantize import dequantize_linear, quantize_linear
+
+    return quantize_linear(dequantize_linear(q, in_scale, in_zero), out_scale, out_zero)
+
+
+register(OpDef("requantize_linear", _requantize_infer, _requantize, num_inputs=5, fusion_kind="broadcast",
+               not_differentiable=True,
+               doc="quantize_linear(dequantize_linear(q, in_scale, in_zero), out_scale, out_zero) in one pass, per "
+                   "tensor (uint8/int8 in and out)."))
+
+
 # ---------------------------------------------------------------------------- ONNX
 # Exported back as the QDQ pattern it came from (DequantizeLinear on x, w and the bias, the float
 # product and activation, QuantizeLinear), which onnxruntime fuses into its own integer kernels.
@@ -277,8 +308,14 @@ def _conv_to_onnx(ctx, op):
     _onnx_epilogue(ctx, onnx_channels_last(ctx, y, rank))
 
 
+def _requantize_to_onnx(ctx, op):
+    x = ctx.node("DequantizeLinear", [ctx.input_name(0), ctx.input_name(1), ctx.input_name(2)])
+    ctx.node("QuantizeLinear", [x, ctx.input_name(3), ctx.input_name(4)], ctx.output_name(0))
+
+
 get("qlinear_matmul").to_onnx = _matmul_to_onnx
 get("qlinear_conv").to_onnx = _conv_to_onnx
+get("requantize_linear").to_onnx = _requantize_to_onnx
 
 
 # ---------------------------------------------------------------------------- native
@@ -304,5 +341,25 @@ def _conv_lower(kb, op, *inputs, out, **attrs):
                     **_params(inputs, attrs))
 
 
+def _requantize_lower(kb, op, q, in_scale, in_zero, out_scale, out_zero, *, out):
+    """The two elementwise kernels' formulas (ops/quantize.py) in one: the same float32 steps, so the
+    same bits."""
+    lo, hi = QRANGE[out.dtype]
+    qdtype, zdtype = q.dtype, out_zero.dtype
+
+    def body(m, v, s1, z1, s2, z2):
+        x = m.mul(m.cast(m.sub(m.cast(v, "int32", qdtype), m.cast(z1, "int32", qdtype)), "float32", "int32"), s1)
+        zf = m.cast(z2, "float32", zdtype)
+        t = m.div(x, s2)
+        low, high = m.sub(lo, zf), m.sub(hi, zf)
+        t = m.select(m.cmp("<", t, low), low, t)
+        t = m.select(m.cmp(">", t, high), high, t)
+        r = m.sub(m.add(t, _ROUNDER), _ROUNDER)
+        return m.cast(m.cast(m.add(r, zf), "int32", "float32"), out.dtype, "int32")
+
+    kb.map(out, [q, in_scale, in_zero, out_scale, out_zero], body, name="requantize_linear", cost=5)
+
+
 get("qlinear_matmul").lower = _matmul_lower
 get("qlinear_conv").lower = _conv_lower
+get("requantize_linear").lower = _requantize_lower

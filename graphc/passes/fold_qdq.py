@@ -20,6 +20,8 @@ without groups, concrete channels and padding: what the native int8 kernels run)
 
 Everything else keeps its float edges: a product that is not followed by a quantize, or whose
 epilogue the integer op cannot express, still reads the dequantized values and runs in float.
+Between integer ops, slices, reshapes, transposes and concatenations move before the dequantize
+(bytes are copied, not floats) and ``quantize(dequantize(q))`` becomes one ``requantize_linear``.
 The dequantize ops that only the folded product read disappear with it, and the dequantized
 constants that float ops still read (a residual convolution's weights) become float constants, which
 the float kernels pack like any weight.
@@ -202,6 +204,31 @@ def _sink_dequantize(graph: Graph) -> bool:
     return changed
 
 
+def _requantize_pairs(graph: Graph) -> bool:
+    """``quantize(dequantize(q))`` (per tensor) as one ``requantize_linear``, or as ``q`` itself when both
+    quantizations are the same."""
+    changed = False
+    for op in graph.ops():
+        if op.type != "quantize_linear" or not graph.has_op(op.id):
+            continue
+        d = _dequantized(graph, op.inputs[0])
+        if (d is None or op.inputs[1] not in graph.constants or op.inputs[2] not in graph.constants
+                or not _per_tensor(graph, d) or not _per_tensor(graph, op)
+                or graph.type_of(d.inputs[0]).dtype not in ("uint8", "int8")):
+            continue
+        working_on(op)
+        if _same_params(graph, [d, op]) and graph.type_of(d.inputs[0]).dtype == graph.type_of(op.outputs[0]).dtype \
+                and op.outputs[0] not in graph.outputs:
+            replace_value(graph, op.outputs[0], d.inputs[0])
+        else:
+            y = emit(graph, "requantize_linear", d.inputs[0], d.inputs[1], d.inputs[2], op.inputs[1], op.inputs[2],
+                     layer=op.layer)
+            replace_value(graph, op.outputs[0], y)
+        note("quantize of a dequantize made one requantize")
+        changed = True
+    return changed
+
+
 @register_pass("fold_qdq")
 def fold_qdq(graph: Graph) -> bool:
     """Fold dequantize -> product (+ bias, relu) -> quantize into qlinear_matmul / qlinear_conv; the
@@ -213,6 +240,7 @@ def fold_qdq(graph: Graph) -> bool:
             changed |= _fold(graph, op)
     changed |= _float_constants(graph)
     changed |= _sink_dequantize(graph)
+    changed |= _requantize_pairs(graph)
     working_on(None)
     return changed
 

@@ -75,6 +75,14 @@ def test_slices_and_concatenations_move_bytes_before_the_dequantize(rng):
             assert len(read) < len(op.inputs) or len(scales) > 1
 
 
+def test_a_quantize_of_a_dequantize_becomes_one_requantize(rng):
+    f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
+    assert f.op_counts().get("requantize_linear") == 1
+    for op in f.ops():
+        if op.type == "quantize_linear":
+            assert f.producer(op.inputs[0]) is None or f.producer(op.inputs[0]).type != "dequantize_linear"
+
+
 def test_a_product_read_as_float_is_not_folded(rng):
     q = graphc.optimize(_quantized("mlp", rng), 2)
     last = next(op for op in reversed(q.ops()) if op.type == "fused_matmul")

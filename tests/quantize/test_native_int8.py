@@ -243,6 +243,26 @@ def test_generic_dot_product_on_other_architectures(rng, triple):
         np.testing.assert_array_equal(run_native(lib, feeds)[0], run(g, feeds)[g.outputs[0]])
 
 
+@pytest.mark.parametrize("in_dtype,out_dtype", [("uint8", "uint8"), ("uint8", "int8"), ("int8", "uint8")])
+def test_requantize_is_dequantize_then_quantize_bit_for_bit(rng, in_dtype, out_dtype):
+    g = Graph("requantize")
+    x = g.add_input("x", TensorType(in_dtype, ("batch", 17)))
+    in_zero, out_zero = (np.array(v, d) for v, d in ((-3 if in_dtype == "int8" else 120, in_dtype),
+                                                     (5 if out_dtype == "int8" else 97, out_dtype)))
+    consts = [g.add_constant(n, np.asarray(v)) for n, v in [("s1", np.float32(0.05)), ("z1", in_zero),
+                                                            ("s2", np.float32(0.1)), ("z2", out_zero)]]
+    b = OpBuilder(g)
+    g.set_outputs([b.emit("requantize_linear", x, *consts),
+                   b.emit("quantize_linear", b.emit("dequantize_linear", x, consts[0], consts[1]), consts[2],
+                          consts[3])])
+    q = _input(rng, in_dtype, (7, 17))  # s2 = 2 * s1: every odd step lands on a tie
+    want = run(g, {"x": q})
+    np.testing.assert_array_equal(want[g.outputs[0]], want[g.outputs[1]])
+    got = run_native(load(g), {"x": q})
+    np.testing.assert_array_equal(got[0], want[g.outputs[1]])
+    np.testing.assert_array_equal(got[1], want[g.outputs[1]])
+
+
 def test_native_batch_sizes_and_threads(rng):
     g = qlinear_graph(rng, 37, 50, "uint8", "uint8", True, "relu", None)
     lib = load(g)

@@ -288,6 +288,8 @@ case("qlinear_matmul", In(("batch", 7), dtype="uint8", draw="ids:250"), np.float
 case("qlinear_conv", In(("batch", 7, 6, 3), dtype="uint8", draw="ids:250"), np.float32(2.0**-4), np.uint8(121),
      _rng.integers(-127, 128, size=(3, 3, 3, 5)).astype(np.int8), np.float32(2.0**-6), np.int8(0), _QB,
      np.float32(2.0**-2), np.int8(-3), strides=(1, 1), pads=((1, 1), (1, 1)))
+case("requantize_linear", In(("batch", 7), dtype="uint8", draw="ids:250"), np.float32(2.0**-4), np.uint8(121),
+     np.float32(2.0**-3), np.int8(-5))
 CASES.append(Case("random_uniform_like", [X3], {"seed": 3}, SIZES, None, "random_uniform_like", random=True))
 CASES.append(Case("random_uniform_like", [X3], {}, SIZES, None, "random_uniform_like_unseeded", random=True))
 CASES.append(Case("random_normal_like", [X3], {"seed": 3}, SIZES, None, "random_normal_like", random=True))
