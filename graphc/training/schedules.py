@@ -24,8 +24,8 @@ import numpy as np
 
 from graphc.ops.builder import OpBuilder
 
-__all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "InverseTimeDecay",
-           "PolynomialDecay", "serialize", "deserialize", "in_graph"]
+__all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay", "CosineDecayRestarts",
+           "InverseTimeDecay", "PolynomialDecay", "serialize", "deserialize", "in_graph"]
 
 _f32 = np.float32
 _SIN_TERMS = 11  # odd Taylor terms of sin: the 23rd-order remainder on [-pi/2, pi/2] is below 2e-18
@@ -270,8 +270,59 @@ class CosineDecay(LearningRateSchedule):
                 "warmup_steps": self.warmup_steps}
 
 
-_CLASSES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay, CosineDecay, InverseTimeDecay,
-                                          PolynomialDecay)}
+class CosineDecayRestarts(LearningRateSchedule):
+    """Cosine decay with warm restarts (SGDR): period ``i`` lasts ``first_decay_steps * t_mul**i`` steps and
+    starts from ``initial * m_mul**i``; the rate decays to ``alpha`` times that within each period."""
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
+        if first_decay_steps <= 0:
+            raise ValueError("Argument `first_decay_steps` must be > 0. Received: "
+                             f"first_decay_steps={first_decay_steps}")
+        self.initial_learning_rate = initial_learning_rate
+        self.first_decay_steps = first_decay_steps
+        self._t_mul = t_mul
+        self._m_mul = m_mul
+        self.alpha = alpha
+        self.name = name
+
+    def __call__(self, step):
+        t_mul, m_mul, alpha = _f32(self._t_mul), _f32(self._m_mul), _f32(self.alpha)
+        fraction = _f32(step) / _f32(self.first_decay_steps)
+        if t_mul == _f32(1):
+            restart = np.floor(fraction)
+            fraction = fraction - restart
+        else:
+            restart = np.floor(np.log(_f32(1) - fraction * (_f32(1) - t_mul)) / np.log(t_mul))
+            done = (_f32(1) - np.power(t_mul, restart)) / (_f32(1) - t_mul)
+            fraction = (fraction - done) / np.power(t_mul, restart)
+        cosine = _f32(0.5) * np.power(m_mul, restart) * (_f32(1) + np.cos(_f32(math.pi) * fraction))
+        return _f32(self.initial_learning_rate) * ((_f32(1) - alpha) * cosine + alpha)
+
+    def emit(self, b, step):
+        t_mul, m_mul, alpha = _f32(self._t_mul), _f32(self._m_mul), _f32(self.alpha)
+        fraction = b.div(_step_f32(b, step), _c(b, self.first_decay_steps))
+        if t_mul == _f32(1):
+            restart = _floor(b, fraction)
+            fraction = b.sub(fraction, restart)
+        else:
+            grown = b.sub(_c(b, 1.0), b.mul(fraction, _c(b, _f32(1) - t_mul)))
+            restart = _floor(b, b.div(b.log(grown), b.log(_c(b, t_mul))))
+            scale = b.pow(_c(b, t_mul), restart)
+            done = b.div(b.sub(_c(b, 1.0), scale), _c(b, _f32(1) - t_mul))
+            fraction = b.div(b.sub(fraction, done), scale)
+        # the fraction is in [0, 1] up to rounding, where the cosine's polynomial is exact
+        cosine = b.mul(b.mul(_c(b, 0.5), b.pow(_c(b, m_mul), restart)),
+                       b.add(_c(b, 1.0), _cos(b, b.mul(_c(b, math.pi), fraction))))
+        decayed = b.add(b.mul(_c(b, _f32(1) - alpha), cosine), _c(b, alpha))
+        return b.mul(_c(b, self.initial_learning_rate), decayed)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "first_decay_steps": self.first_decay_steps,
+                "t_mul": self._t_mul, "m_mul": self._m_mul, "alpha": self.alpha, "name": self.name}
+
+
+_CLASSES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay, CosineDecay, CosineDecayRestarts,
+                                          InverseTimeDecay, PolynomialDecay)}
 
 
 def in_graph(learning_rate) -> bool:
