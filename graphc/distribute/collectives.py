@@ -155,10 +155,10 @@ class MpiCollectives(Collectives):
         super().__init__(timeout, bucket_bytes)
         try:
             from mpi4py import MPI
-        except ImportError as exc:
-            raise ImportError("DataParallel(backend='mpi') needs mpi4py built against an MPI library: "
-                              "pip install 'graphc[distributed]' (Open MPI on Debian: apt-get install openmpi-bin "
-                              "libopenmpi-dev)") from exc
+        except (ImportError, RuntimeError) as exc:  # RuntimeError: mpi4py found no MPI library to load
+            raise ImportError(f"DataParallel(backend='mpi') needs mpi4py and an MPI library it loads: pip install "
+                              f"'graphc[distributed]' (Open MPI on Debian: apt-get install openmpi-bin "
+                              f"libopenmpi-dev); {type(exc).__name__}: {exc}") from exc
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD.Dup()
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)  # errors as exceptions, not an abort inside the library
@@ -179,7 +179,7 @@ class MpiCollectives(Collectives):
 
     def _on_sigterm(self, signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        what = self._running or "training between two collectives"
+        what = self._running or "the work between two collectives"
         # no MPI_Abort at exit: mpirun is already ending the job (a second abort would only blur its message)
         raise self.error(what, "mpirun is ending the job (SIGTERM), as Open MPI does when another rank exits "
                                "abnormally (mpirun's message names that rank) or when the job is cancelled")
