@@ -461,13 +461,28 @@ class _Codegen:
                          [I64, I64])
         self.checks.append("the intermediate tensors would be too large for these input shapes")
         too_large = len(self.checks)
+        # a buffer's bytes: its static dims folded into one constant, then one checked product per
+        # free dim; buffers of the same size share the computation
+        sizes: dict[tuple, ir.Value] = {}
         for k, buf in enumerate(self.scratch):
-            size = i64(buf.type.itemsize)
+            static = buf.type.itemsize
+            free = []
             for d in buf.type.shape:
-                res = b.call(smul, [size, fn.dim(d)])
-                with b.if_then(b.extract_value(res, 1), likely=False):
-                    b.ret(i32(too_large))
-                size = b.extract_value(res, 0)
+                if isinstance(d, int):
+                    static *= d
+                else:
+                    free.append(str(d))
+            factors = [static, *sorted(free)] if static < 2 ** 63 else [buf.type.itemsize, *buf.type.shape]
+            key = tuple(factors)
+            size = sizes.get(key)
+            if size is None:
+                size = i64(factors[0])
+                for d in factors[1:]:
+                    res = b.call(smul, [size, fn.dim(d)])
+                    with b.if_then(b.extract_value(res, 1), likely=False):
+                        b.ret(i32(too_large))
+                    size = b.extract_value(res, 0)
+                sizes[key] = size
             b.store(size, b.gep(sizes_ptr, [i64(k)], source_etype=I64))
         b.ret(i32(0))
         fn.finish()

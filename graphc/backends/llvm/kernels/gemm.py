@@ -264,7 +264,7 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
     n_rows = len(a_rows) if a_rows is not None else rows
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = ir.Constant(vt, None)  # zeroinitializer
     acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(n_rows)]
     for row in acc:
         for var in row:
@@ -305,7 +305,7 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, spli
     independent FMA chains for a single row), summed at the end."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = ir.Constant(vt, None)  # zeroinitializer
     parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
     for row in parts:
         for var in row:
@@ -363,8 +363,7 @@ class _Body:
     def splat(self, value: ir.Value, lanes: int) -> ir.Value:
         t = ir.VectorType(value.type, lanes)
         v = self.b.insert_element(ir.Constant(t, ir.Undefined), value, i32(0))
-        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
-                                     ir.Constant(ir.VectorType(I32, lanes), [i32(0)] * lanes))
+        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), None))
 
 
 def _store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -> None:
