@@ -27,7 +27,9 @@ are copied (dense A) or gathered (im2col, padding with the input's zero point) i
 tile, ``g``-aligned rows of the unsigned (and for int16 paths widened) values, zero past K; then
 for each panel, micro-tiles of ``MR`` rows keep ``MR x NV`` int32 vectors in registers over all
 of K, and the epilogue (correction, float32 multiplier per column, clamp, round half to even,
-zero point, narrowing) runs on those registers before one byte per output is stored.
+zero point, narrowing) runs on those registers before one byte per output is stored. With a
+residual, the epilogue is the QDQ graph's float one instead (scale, relu, the dequantized
+residual, relu, division by the output scale) before the same clamp and rounding.
 """
 
 from __future__ import annotations
