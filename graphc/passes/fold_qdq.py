@@ -21,7 +21,8 @@ without groups, concrete channels and padding: what the native int8 kernels run)
 Everything else keeps its float edges: a product that is not followed by a quantize, or whose
 epilogue the integer op cannot express, still reads the dequantized values and runs in float.
 Between integer ops, slices, reshapes, transposes and concatenations move before the dequantize
-(bytes are copied, not floats) and ``quantize(dequantize(q))`` becomes one ``requantize_linear``.
+(bytes are copied, not floats), ``quantize(dequantize(q))`` becomes one ``requantize_linear``, and
+an embedding lookup that is quantized reads a table quantized at build time.
 The dequantize ops that only the folded product read disappear with it, and the dequantized
 constants that float ops still read (a residual convolution's weights) become float constants, which
 the float kernels pack like any weight.
@@ -204,6 +205,30 @@ def _sink_dequantize(graph: Graph) -> bool:
     return changed
 
 
+def _quantized_tables(graph: Graph) -> bool:
+    """``quantize(gather(table, ids))`` (per tensor) as ``gather(quantize(table), ids)`` with the table
+    quantized once, at build time: an embedding's rows are looked up as bytes."""
+    from graphc.ops.quantize import quantize_linear
+
+    changed = False
+    for op in graph.ops():
+        if op.type != "quantize_linear" or not graph.has_op(op.id) or not _per_tensor(graph, op):
+            continue
+        gather = graph.producer(op.inputs[0])
+        if (gather is None or gather.type != "gather" or gather.inputs[0] not in graph.constants
+                or op.inputs[1] not in graph.constants or op.inputs[2] not in graph.constants):
+            continue
+        working_on(op)
+        table = quantize_linear(graph.constants[gather.inputs[0]], graph.constants[op.inputs[1]],
+                                graph.constants[op.inputs[2]])
+        name = graph.add_constant(graph.unique_name(f"{gather.inputs[0]}/quantized"), table, layer=gather.layer)
+        y = emit(graph, "gather", name, *gather.inputs[1:], layer=gather.layer, **gather.attrs)
+        replace_value(graph, op.outputs[0], y)
+        note("an embedding table quantized at build time")
+        changed = True
+    return changed
+
+
 def _requantize_pairs(graph: Graph) -> bool:
     """``quantize(dequantize(q))`` (per tensor) as one ``requantize_linear``, or as ``q`` itself when both
     quantizations are the same."""
@@ -241,6 +266,7 @@ def fold_qdq(graph: Graph) -> bool:
     changed |= _float_constants(graph)
     changed |= _sink_dequantize(graph)
     changed |= _requantize_pairs(graph)
+    changed |= _quantized_tables(graph)
     working_on(None)
     return changed
 

@@ -83,6 +83,20 @@ def test_a_quantize_of_a_dequantize_becomes_one_requantize(rng):
             assert f.producer(op.inputs[0]) is None or f.producer(op.inputs[0]).type != "dequantize_linear"
 
 
+def test_a_quantized_embedding_looks_up_a_table_quantized_once(rng):
+    q = graphc.optimize(_quantized("conv1d_text", rng), 2)
+    f = fold_integer_products(q)
+    gathers = [op for op in f.ops() if op.type == "gather"]
+    assert [f.type_of(op.outputs[0]).dtype for op in gathers] == ["uint8"]
+    assert f.constants[gathers[0].inputs[0]].dtype == np.uint8
+    feeds = graphc.build(q, "reference").feeds(examples.inputs("conv1d_text", rng, 4))
+    lookup = next(op for op in q.ops() if op.type == "gather")
+    quantize = q.consumers(lookup.outputs[0])[0][0]
+    want = run(q, feeds, keep=True)[quantize.outputs[0]]  # the QDQ graph's quantized lookup
+    got = run(f, feeds, keep=True)[gathers[0].outputs[0]]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_product_read_as_float_is_not_folded(rng):
     q = graphc.optimize(_quantized("mlp", rng), 2)
     last = next(op for op in reversed(q.ops()) if op.type == "fused_matmul")
