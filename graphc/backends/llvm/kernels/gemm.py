@@ -534,24 +534,22 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 with full:
                     # prefetch the C tile (written after the k loop)
                     pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
-                    for r in range(MR):
-                        crow = b.gep(pc, [b.add(b.mul(b.add(i, i64(r)), i64(N)), b.mul(p, i64(NR)))],
-                                     source_etype=F32)
+                    with fb.loop(0, MR, name="pfc") as r:
+                        crow = b.gep(pc, [b.add(b.mul(b.add(i, r), i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
                         for line in range(0, min(NR, valid_cols), 16):
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
                     # MR rows a fixed stride apart: addressed from one pointer
                     base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
                     micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed)
                     b.call(micro, [base, panel, k.dim(kc), c_tile, i64(K * NR)])
-                    store_tile(nv, p, i, rows_valid, valid_cols, first, last)
                 with partial:
                     # fewer than MR rows left (small batches): one row at a time, k split over
                     # four accumulators per vector, so no work is wasted on missing rows
                     with fb.loop(0, rows_valid, name="r1") as r:
-                        row = b.add(i, r)
-                        a_ptr = b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
-                        b.call(row_function(kb.module, nv, vw, NR), [a_ptr, panel, k.dim(kc), c_tile])
-                        store_tile(nv, p, row, i64(1), valid_cols, first, last)
+                        a_ptr = b.gep(a_tile, [b.mul(b.sub(b.add(i, r), row0), i64(tile_stride))], source_etype=F32)
+                        c_row = b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
+                        b.call(row_function(kb.module, nv, vw, NR), [a_ptr, panel, k.dim(kc), c_row])
+            store_tile(nv, p, i, rows_valid, valid_cols, first, last)  # one copy of the epilogue for both
 
     with fb.loop(k.begin, k.end, name="item") as item:
         rb = b.sdiv(item, nch)
@@ -700,6 +698,10 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                     with otherwise:
                         store_lanes(b, b.fadd(val, load_lanes(b, cptr, vw, valid)), cptr, vw, valid)
 
+    def c_rows(r):
+        """Row ``r`` of c_tile."""
+        return b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
+
     def a_rows(row, row0):
         """Row ``row`` of A in the tile (which holds rows from row0)."""
         return b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
@@ -712,18 +714,15 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                 with whole:
                     b.call(tile_function(kb.module, MR, NV, vw, NR, tile_stride),
                            [a_rows(i, row0), panel_buf, kcv, c_tile, i64(0)])
-                    store_tile(c_base, i, i64(MR), col0, valid_cols, first, full)
                 with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time on four accumulator sets
                     edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
                     with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
-                        row = b.add(i, r)
                         b.call(tile_function(kb.module, EDGE_ROWS, NV, vw, NR, tile_stride),
-                               [a_rows(row, row0), panel_buf, kcv, c_tile, i64(0)])
-                        store_tile(c_base, row, i64(EDGE_ROWS), col0, valid_cols, first, full)
+                               [a_rows(b.add(i, r), row0), panel_buf, kcv, c_rows(r), i64(0)])
                     with fb.loop(edge_end, rows_valid, name="r1") as r:
-                        row = b.add(i, r)
-                        b.call(row_function(kb.module, NV, vw, NR), [a_rows(row, row0), panel_buf, kcv, c_tile])
-                        store_tile(c_base, row, i64(1), col0, valid_cols, first, full)
+                        b.call(row_function(kb.module, NV, vw, NR), [a_rows(b.add(i, r), row0), panel_buf, kcv,
+                                                                     c_rows(r)])
+            store_tile(c_base, i, rows_valid, col0, valid_cols, first, full)  # one copy for every case
 
     per_batch = b.mul(mb_v, nch)
     with fb.loop(k.begin, k.end, name="item") as item:
