@@ -25,9 +25,10 @@ Layout: W is packed in the model's prepare function into panels of ``NR = NV * l
 zero past K and N, followed by the column sums (int32). A work item is a block of rows: they
 are copied (dense A) or gathered (im2col, padding with the input's zero point) into the thread's
 tile, ``g``-aligned rows of the unsigned (and for int16 paths widened) values, zero past K; then
-for each panel, micro-tiles of ``MR`` rows keep ``MR x NV`` int32 vectors in registers over all
-of K, and the epilogue (correction, float32 multiplier per column, clamp, round half to even,
-zero point, narrowing) runs on those registers before one byte per output is stored. With a
+for each panel (kept in L1 while the block's micro-tiles pass), micro-tiles of ``MR`` rows keep
+``MR x NV`` int32 vectors in registers over all of K, and the epilogue (correction, float32
+multiplier per column, clamp, round half to even, zero point, narrowing) runs on those registers
+before one byte per output is stored. With a
 residual, the epilogue is the QDQ graph's float one instead (scale, relu, the dequantized
 residual, relu, division by the output scale) before the same clamp and rounding.
 """
@@ -429,13 +430,14 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
             source.fill(k, b.add(row0, r), dst)
             for c in range(K, KP):
                 b.store(ir.Constant(et, 0), b.gep(dst, [i64(c)], source_etype=et))
-        with fb.loop(0, rows, MR, name="t") as t_row:
-            left = b.sub(rows, t_row)
-            if full_panels:
-                with fb.loop(0, full_panels, name="pg") as pg:
-                    micro(t_row, left, pg, True)
-            if full_panels < P:
-                micro(t_row, left, i64(full_panels), False)
+        # panels outer: a wide panel (K x NR bytes) stays in L1 while the block's micro-tiles stream by
+        if full_panels:
+            with fb.loop(0, full_panels, name="pg") as pg:
+                with fb.loop(0, rows, MR, name="t") as t_row:
+                    micro(t_row, b.sub(rows, t_row), pg, True)
+        if full_panels < P:
+            with fb.loop(0, rows, MR, name="tp") as t_row:
+                micro(t_row, b.sub(rows, t_row), i64(full_panels), False)
     kb.launch(k, items, cost=MB * K * N * 2)
 
 
