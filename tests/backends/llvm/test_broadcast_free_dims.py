@@ -162,6 +162,10 @@ def _cases() -> list[Case]:
     case("dequantize_channels",
          lambda ob, x: ob.emit("dequantize_linear", quantize(scales, points)(ob, x), ob.constant(scales),
                                ob.constant(points), axis=-1), In(("a", 1, 3)))
+    case("requantize_tensor",
+         lambda ob, x: ob.emit("requantize_linear", quantize(np.float32(0.05), np.uint8(128))(ob, x),
+                               ob.constant(np.float32(0.05)), ob.constant(np.uint8(128)),
+                               ob.constant(np.float32(0.08)), ob.constant(np.int8(-3))), In(("a", "b", 3)))
     return cases
 
 
