@@ -19,6 +19,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 from graphc.runtime import Library, NativeError
+from tests.backends.llvm.helpers import load, run_native
 from tests.runtime.conftest import abi_graph, abi_inputs
 
 INJECTION = "x*/ int injected = 42; /*"
@@ -148,6 +149,24 @@ def test_library_symbol():
     assert library_symbol(None, default="my-model 2") == "my_model_2"
     with pytest.raises(ValueError, match="C identifier"):
         library_symbol("int injected;")
+
+
+@pytest.mark.parametrize("name", ["t", "input", "output", "weight", "num_inputs"])
+def test_library_symbol_never_redeclares_the_runtime(name):
+    """``gc_model_t``, ``gc_model_input``...: a model so named builds as ``NAME_model``; the name given
+    explicitly is refused, naming the clash."""
+    assert library_symbol(None, default=name) == f"{name}_model"
+    with pytest.raises(ValueError, match=f"gc_model_{name}"):
+        library_symbol(name)
+
+
+def test_model_named_t_builds_and_runs(rng):
+    g = Graph("t")
+    x = g.add_input("x", TensorType("float32", ("batch", 3)))
+    g.set_outputs([OpBuilder(g, layer="act").relu(x)])
+    lib = load(g)
+    inputs = rng.standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run_native(lib, {"x": inputs})[0], np.maximum(inputs, 0))
 
 
 # ------------------------------------------------------------------ defect 5: external weights, no weights

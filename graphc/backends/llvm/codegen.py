@@ -20,9 +20,11 @@ over the weight after every ``gc_instance_train_step``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -63,15 +65,28 @@ def c_identifier(name: str) -> str:
     return s if s and not s[0].isdigit() else f"m_{s}"
 
 
+@functools.cache
+def runtime_model_names() -> frozenset[str]:
+    """The NAMEs for which ``gc_model_NAME`` is already declared by the runtime's header (``gc_model_t``,
+    ``gc_model_input``...): a library named so would redeclare it."""
+    header = Path(__file__).resolve().parents[2] / "c_runtime" / "include" / "graphc" / "graphc.h"
+    declared = frozenset(re.findall(r"\bgc_model_([A-Za-z0-9_]+)\s*[(;]", header.read_text()))
+    return declared - {"NAME"}  # the header's placeholder for a library's own name
+
+
 def library_symbol(name: str | None, default: str = "model") -> str:
     """The symbol of a library: an explicit ``name`` must already be a C identifier (it names
-    ``libNAME.so``, ``NAME.h`` and ``gc_model_NAME``); without one, ``default`` (the model's name)
-    made into one."""
+    ``libNAME.so``, ``NAME.h`` and ``gc_model_NAME``) and not one the runtime uses; without one,
+    ``default`` (the model's name) made into one, ``_model`` appended where the runtime uses it."""
     if name is None:
-        return c_identifier(default)
+        sym = c_identifier(default)
+        return f"{sym}_model" if sym in runtime_model_names() else sym
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name) or len(name) > MAX_SYMBOL:
         raise ValueError(f"library name {name!r} is not a C identifier: use ASCII letters, digits and underscores, "
                          f"not starting with a digit, at most {MAX_SYMBOL} characters")
+    if name in runtime_model_names():
+        raise ValueError(f"library name {name!r} is taken: the runtime's header declares gc_model_{name}; choose "
+                         f"another name")
     return name
 
 

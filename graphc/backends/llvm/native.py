@@ -206,7 +206,7 @@ def _build_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInfo, 
                 tc: toolchain.Toolchain, eval_graph: Graph | None = None, split: SplitGraphs | None = None) -> dict:
     t0 = time.perf_counter()
     graphc_h = (toolchain.runtime_dir() / "include" / "graphc" / "graphc.h").read_text()
-    link = StepLink()
+    link = StepLink(symbol=sym)
 
     def linked_model(linked: Graph, suffix: str) -> str:
         """Compile a graph reading ``graph``'s weights blob as a hidden model; returns its struct's symbol."""

@@ -65,6 +65,9 @@ case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29),
 case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
 case("avg_pool", In(("batch", 7, 9, 35)), kernel=(3, 3), strides=(1, 1), pads=((1, 1), (1, 1)), id="avg_pool_c35")
 case("max_pool", In(("batch", 5, 3)), kernel=(3,), strides=(2,), pads=((1, 1),), id="max_pool1d_c3")
+for _dt in ("uint8", "int8"):  # bytes over their whole range: unsigned ones compare unsigned
+    case("max_pool", In(("batch", 7, 5, 19), dtype=_dt, draw="bytes"), kernel=(3, 3), strides=(2, 2),
+         pads=((1, 1), (1, 1)), id=f"max_pool_{_dt}")
 # gradients of convolution and pooling: (dy, w, x) -> dx and (x, dy, w) -> dw
 _P1 = ((1, 1), (1, 1))
 for _op in ("conv_grad_input", "conv_grad_kernel"):
@@ -119,7 +122,10 @@ def draw(graph: Graph, specs: dict, sizes: dict, rng) -> dict[str, np.ndarray]:
     for name in graph.inputs:
         spec = specs[name]
         shape = graph.type_of(name).concrete_shape(sizes)
-        if spec.draw.startswith("ids:"):
+        if spec.draw == "bytes":
+            info = np.iinfo(spec.dtype)
+            feeds[name] = rng.integers(info.min, info.max + 1, size=shape).astype(spec.dtype)
+        elif spec.draw.startswith("ids:"):
             feeds[name] = rng.integers(0, int(spec.draw[4:]), size=shape).astype(spec.dtype)
         elif spec.draw == "positive":
             feeds[name] = rng.uniform(0.5, 2.0, size=shape).astype(spec.dtype)

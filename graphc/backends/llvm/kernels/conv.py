@@ -488,10 +488,20 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
     k = kb.kernel(f"{kind}_pool")
     fb, b, m = k.fn, k.b, k.m
     px, po = k.ptr(x), k.ptr(out)
+    unsigned = x.dtype.startswith("uint")
     if kind == "max":
-        init = m.const(-math.inf, vt) if is_float else m.const(-(2 ** (ety.width - 1)), vt)
+        if is_float:
+            init = m.const(-math.inf, vt)
+        else:
+            init = m.const(0 if unsigned else -(2 ** (ety.width - 1)), vt)
     else:
         init = m.const(0.0, vt)
+
+    def larger(a, v):
+        """The lane-wise maximum; unsigned bytes compare unsigned (an LLVM i8 carries no sign)."""
+        if unsigned:
+            return b.select(b.icmp_unsigned(">", a, v), a, v)
+        return m.maximum(a, v)
     with fb.loop(k.begin, k.end, name="pix") as row:
         n, outs = geo.decode(k, row)
         taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
@@ -519,7 +529,7 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
                         for lane in range(valid):
                             s = b.load(b.gep(p, [i64(lane)], source_etype=ety), typ=ety)
                             v = b.insert_element(v, s, ir.Constant(ir.IntType(32), lane))
-                    acc.set(m.maximum(acc.get(), v) if kind == "max" else b.fadd(acc.get(), v))
+                    acc.set(larger(acc.get(), v) if kind == "max" else b.fadd(acc.get(), v))
             val = acc.get()
             if kind == "avg":
                 val = b.fmul(val, k.splat(inv, vw))
