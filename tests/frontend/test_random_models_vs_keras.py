@@ -7,7 +7,8 @@ and 3 (free lengths at an odd size). Some seeds also go through ``.keras`` files
 take one SGD step (loss and every weight equal Keras's), and models with a Keras option graphc
 does not implement must be refused with an error naming the option.
 
-The default run covers ``SEEDS``; ``-m slow`` runs ``SLOW_SEEDS`` too. A failing seed is
+A plain run (CI's) covers ``SEEDS`` and the larger ``SLOW_SEEDS`` (marked ``slow``: about a minute on
+two cores); ``-m "not slow"`` leaves them out. A failing seed is
 replayed alone with ``-k "seed_17"``; ``steps`` in the message shows its architecture.
 """
 
@@ -26,18 +27,6 @@ from tests.keras_parity import TARGETS, as_list, assert_outputs_close
 from tests.saving.helpers import randomize
 
 pytestmark = [pytest.mark.keras, pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")]
-
-def _slow_selected(config) -> bool:
-    """Whether ``-m`` asks for the slow tests (they are left out of a plain run)."""
-    expression = config.getoption("markexpr") or ""
-    return "slow" in expression.replace("not slow", "")
-
-
-@pytest.fixture(autouse=True)
-def _slow_only_when_asked(request):
-    if request.node.get_closest_marker("slow") and not _slow_selected(request.config):
-        pytest.skip("the larger random run: select it with -m slow")
-
 
 SEEDS = range(40)
 SLOW_SEEDS = range(40, 240)
