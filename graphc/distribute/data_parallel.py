@@ -144,8 +144,14 @@ class DataParallel:
         runner = trainer.runner
         if runner is not None and hasattr(runner, "split_step"):
             runner.split_step = True  # native libraries are built with their gradient and apply steps
-        if self.sync_batchnorm:
-            sync_batchnorm.prepare_fit(model)
+        self._marked = sync_batchnorm.prepare_fit(model) if self.sync_batchnorm else []
+
+    def end_fit(self, model) -> None:
+        """Leave ``model`` as single-process training expects it: BatchNormalization layers this fit marked
+        to synchronize their statistics are unmarked (their steps rebuilt on next use), so that training,
+        evaluation and the exported training step afterwards are a single replica's."""
+        sync_batchnorm.finish_fit(model, getattr(self, "_marked", []))
+        self._marked = []
 
     def fit_callbacks(self, callbacks, verbose):
         """(callbacks, verbose) for this rank: rank 0's unchanged; elsewhere no progress bar and no file writers."""

@@ -4,8 +4,8 @@
 training graphs sum the per-replica sums and counts across the replicas (``cross_replica_sum``) and
 normalize with the global batch's mean and variance; the moving statistics then move by the same
 amount on every rank. Training steps built before are dropped (their graphs normalize per replica).
-A marked layer outside data-parallel training is a single replica: the statistics it takes are the
-batch's own, as before.
+:func:`finish_fit` unmarks them when ``fit`` ends, so that later training, evaluation and the exported
+training step are a single replica's again.
 
 :func:`replica_step` runs one gradient step as one replica of the data-parallel world: the reference
 interpreter sums through the replica context, and a native step's instance gets its collective hook
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from graphc.distribute.replica import attach, replica_context
 
-__all__ = ["batch_normalizations", "prepare_fit", "replica_step"]
+__all__ = ["batch_normalizations", "finish_fit", "prepare_fit", "replica_step"]
 
 
 def batch_normalizations(model) -> list:
@@ -40,17 +40,30 @@ def batch_normalizations(model) -> list:
     return found
 
 
-def prepare_fit(model) -> None:
-    """Mark ``model``'s BatchNormalization layers to reduce their batch statistics across replicas, and drop
-    the training steps its trainer built without that."""
-    changed = False
-    for layer in batch_normalizations(model):
-        changed |= not layer.sync_replicas
-        layer.sync_replicas = True
+def _drop_training_steps(model) -> None:
     trainer = getattr(model, "_graphc_trainer", None)
-    if changed and trainer is not None:
+    if trainer is not None:
         for key in [k for k, step in trainer._steps.items() if step.training]:
             del trainer._steps[key]
+
+
+def prepare_fit(model) -> list:
+    """Mark ``model``'s BatchNormalization layers to reduce their batch statistics across replicas, and drop
+    the training steps its trainer built without that; returns the layers marked now."""
+    marked = [layer for layer in batch_normalizations(model) if not layer.sync_replicas]
+    for layer in marked:
+        layer.sync_replicas = True
+    if marked:
+        _drop_training_steps(model)
+    return marked
+
+
+def finish_fit(model, marked: list) -> None:
+    """Unmark the layers :func:`prepare_fit` marked, dropping the training steps built with them."""
+    for layer in marked:
+        layer.sync_replicas = False
+    if marked:
+        _drop_training_steps(model)
 
 
 def _attach_native(step) -> None:

@@ -510,58 +510,62 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     if distribution is not None:
         distribution.begin_fit(model)
         callbacks, verbose = distribution.fit_callbacks(callbacks, verbose)
-    if source is None:
-        global_batch = batch_size * (1 if distribution is None else distribution.world_size)
-        steps = max(1, math.ceil(n / global_batch))
+    try:
+        if source is None:
+            global_batch = batch_size * (1 if distribution is None else distribution.world_size)
+            steps = max(1, math.ceil(n / global_batch))
 
-        def epoch_batches():
-            order = np.random.permutation(n) if shuffle else np.arange(n)
-            for step in range(steps):
-                index = order[step * global_batch:(step + 1) * global_batch]
-                if distribution is not None and (index := distribution.shard(index)) is None:
-                    continue
-                yield (*_take(xs, ys, index), _take_weights(sws, index))
-    else:
-        steps = source.steps
-
-        def epoch_batches():
-            for bx, by, bsw in source.batches():
-                bxs, bys, bn = _prepare(model, bx, by)
-                bsws = standardize_sample_weights(model, bys, bsw, class_weight)
-                if distribution is not None:
-                    if (index := distribution.shard(np.arange(bn))) is None:
+            def epoch_batches():
+                order = np.random.permutation(n) if shuffle else np.arange(n)
+                for step in range(steps):
+                    index = order[step * global_batch:(step + 1) * global_batch]
+                    if distribution is not None and (index := distribution.shard(index)) is None:
                         continue
-                    bxs, bys, bsws = (*_take(bxs, bys, index), _take_weights(bsws, index))
-                yield bxs, bys, bsws
-    verbose = _verbose(verbose)
-    cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
-                       epochs=epochs, steps=steps)
-    model.stop_training = False
-    cbs.on_train_begin()
-    training_logs: dict[str, Any] = {}
-    for epoch in range(initial_epoch, epochs):
-        trainer.reset_metrics()
-        cbs.on_epoch_begin(epoch)
-        logs: dict[str, float] = {}
-        for step, (bx, by, bsw) in enumerate(epoch_batches()):
-            cbs.on_train_batch_begin(step)
-            logs = trainer.run_batch(bx, by, training=True, sample_weights=bsw, distribution=distribution)
-            cbs.on_train_batch_end(step, logs)
+                    yield (*_take(xs, ys, index), _take_weights(sws, index))
+        else:
+            steps = source.steps
+
+            def epoch_batches():
+                for bx, by, bsw in source.batches():
+                    bxs, bys, bn = _prepare(model, bx, by)
+                    bsws = standardize_sample_weights(model, bys, bsw, class_weight)
+                    if distribution is not None:
+                        if (index := distribution.shard(np.arange(bn))) is None:
+                            continue
+                        bxs, bys, bsws = (*_take(bxs, bys, index), _take_weights(bsws, index))
+                    yield bxs, bys, bsws
+        verbose = _verbose(verbose)
+        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose,
+                           epochs=epochs, steps=steps)
+        model.stop_training = False
+        cbs.on_train_begin()
+        training_logs: dict[str, Any] = {}
+        for epoch in range(initial_epoch, epochs):
+            trainer.reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            logs: dict[str, float] = {}
+            for step, (bx, by, bsw) in enumerate(epoch_batches()):
+                cbs.on_train_batch_begin(step)
+                logs = trainer.run_batch(bx, by, training=True, sample_weights=bsw, distribution=distribution)
+                cbs.on_train_batch_end(step, logs)
+                if model.stop_training:
+                    break
+            epoch_logs = dict(trainer.results())
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                if isinstance(val, BatchSource):
+                    val_logs = _evaluate_batches(model, val, cbs, 0)
+                else:
+                    val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0, val[2])
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            training_logs = epoch_logs
             if model.stop_training:
                 break
-        epoch_logs = dict(trainer.results())
-        if val is not None and (epoch + 1) % validation_freq == 0:
-            if isinstance(val, BatchSource):
-                val_logs = _evaluate_batches(model, val, cbs, 0)
-            else:
-                val_logs = _evaluate(model, val[0], val[1], validation_batch_size or batch_size, cbs, 0, val[2])
-            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        cbs.on_epoch_end(epoch, epoch_logs)
-        training_logs = epoch_logs
-        if model.stop_training:
-            break
-    cbs.on_train_end(logs=training_logs)
-    return model.history
+        cbs.on_train_end(logs=training_logs)
+        return model.history
+    finally:
+        if distribution is not None:
+            distribution.end_fit(model)
 
 
 def _evaluate(model, xs: dict, ys: list, batch_size: int, callbacks: CallbackList | None, verbose: int,

@@ -96,10 +96,14 @@ def test_only_sync_batchnorm_marks_the_layers_and_drops_stale_steps():
     assert any(s.training for s in trainer._steps.values())
     assert DataParallel().sync_batchnorm is False and not model.get_layer("bn").sync_replicas
     assert "sync_batchnorm=True" in repr(DataParallel(sync_batchnorm=True))
-    sync_batchnorm.prepare_fit(model)
-    assert model.get_layer("bn").sync_replicas
+    marked = sync_batchnorm.prepare_fit(model)
+    assert marked == [model.get_layer("bn")] and model.get_layer("bn").sync_replicas
     assert not any(s.training for s in trainer._steps.values())
     assert sync_batchnorm.batch_normalizations(model) == [model.get_layer("bn")]
+    model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)  # a step built with the mark
+    sync_batchnorm.finish_fit(model, marked)
+    assert not model.get_layer("bn").sync_replicas
+    assert not any(s.training for s in trainer._steps.values())
 
 
 # ---------------------------------------------------------------------------- two ranks
@@ -133,7 +137,8 @@ def _rank_main(out: str, target: str, engine: str) -> int:
     x, y = _data()
     np.random.seed(SHUFFLE_SEED)
     history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=True, verbose=0, distribution=distribution)
-    np.savez(out, loss=np.asarray(history.history["loss"]), **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    np.savez(out, loss=np.asarray(history.history["loss"]), still_synced=model.get_layer("bn").sync_replicas,
+             **{f"w{i}": w for i, w in enumerate(model.get_weights())})
     return 0
 
 
@@ -196,6 +201,7 @@ def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, engine, 
         assert not np.allclose(want, untrained[i]), names[i]  # it did train (moving statistics included)
     assert any("moving_variance" in n for n in names)
     np.testing.assert_allclose(ranks[0]["loss"], losses, rtol=1e-5)
+    assert not any(bool(r["still_synced"]) for r in ranks), "fit left BatchNormalization synchronizing"
 
 
 if __name__ == "__main__":
