@@ -209,6 +209,69 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         op_names=names)
 
 
+def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak: Any = True,
+                          trace_events: int | None = None) -> NativeProfileReport:
+    """Profile the native training step (forward, loss, backward, optimizer update) of a compiled Model
+    on batch ``x``, ``y``: a second instance of the step's library, started from the state the model's
+    own instance holds (weights, optimizer slots, iteration count), with the kernel timer on; the
+    model's own state is left as it was. The model is compiled with ``model.compile`` and built
+    with ``graphc.build(model, "native", training=True)``; its step is compiled here when it was not yet.
+    Rows are the training graph's ops (backward ops are named by the layer they differentiate)."""
+    from graphc.training.loop import standardize_x, standardize_y
+
+    runs = _check_runs(runs, "runs", 1)
+    warmup = _check_runs(warmup, "warmup", 0)
+    trainer = getattr(model, "_graphc_trainer", None)
+    runner = getattr(trainer, "runner", None)
+    if runner is None or not hasattr(runner, "compiled"):
+        raise ValueError("profiling a training step times the native step: compile the model and build it with "
+                         "graphc.build(model, 'native', training=True)")
+    xs, ys = standardize_x(model, x), standardize_y(model, y)
+    step = trainer._step(xs, ys, True)
+    compiled = runner.compiled(step)  # compiled on first use
+    if not compiled.library.has_train_step or compiled.graph is None:
+        raise ValueError(f"the native step library of {model.name!r} has no gc_instance_train_step")
+    runner._push_state(step, compiled)  # host values the model's instance lacks go in (no step is taken)
+    feeds = step._target_feeds(xs, ys)
+    ins = [np.ascontiguousarray(feeds[v], dtype=compiled.dtypes[v]) for v in compiled.model_inputs]
+    tgs = [np.ascontiguousarray(feeds[v], dtype=compiled.dtypes[v]) for v in compiled.targets]
+    graph, library, source = compiled.graph, compiled.library, compiled.instance
+    ops = graph.ops()
+    capacity = min(MAX_TRACE_EVENTS, runs * (len(ops) + 1)) if trace_events is None else int(trace_events)
+    instance = library.instance(runner.threads, seed=runner.seed, profile=True, profile_events=capacity)
+    try:
+        for w in library.weights:
+            instance.set_weight(w.name, source.get_weight(w.name))
+        for _ in range(warmup):
+            instance.train_step(ins, tgs)
+        instance.reset_profile()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            instance.train_step(ins, tgs)
+        call_s = time.perf_counter() - t0
+        recorded = instance.profile()
+        threads = instance.threads
+    finally:
+        instance.close()
+    if isinstance(peak, bool):
+        from graphc.bench.peak import measure_peak
+
+        peak = measure_peak() if peak else None
+    bound = dict(zip(compiled.model_inputs + compiled.targets, ins + tgs))
+    # the free dims (the batch) come from the fed arrays; the hyperparameter inputs have none
+    bindings = bind_free_dims(graph, [bound.get(v, np.zeros(())) for v in graph.inputs])
+    rows = _rows(graph, ops, bindings, recorded, runs, peak, threads)
+    kernel_ms = sum(r.ms for r in rows)
+    for r in rows:
+        r.share = r.ms / kernel_ms if kernel_ms else 0.0
+    names = {r.index: r.name if r.name == r.op else f"{r.name} ({r.op})" for r in rows}
+    return NativeProfileReport(
+        model=f"{graph.name} (training step)", shapes={v: list(a.shape) for v, a in bound.items()},
+        threads=threads, runs=recorded.runs, rows=rows, kernel_ms=kernel_ms,
+        run_ms=recorded.run_ns / 1e6 / max(recorded.runs, 1), call_ms=call_s * 1e3 / runs, peak=peak,
+        events=recorded.events, dropped_events=recorded.dropped_events, op_names=names)
+
+
 def profile_model(model_or_name: Any, batch: int = 32, threads: int = 1, runs: int = 10, *, seed: int = 0,
                   peak: Any = True, level: int = 2) -> NativeProfileReport:
     """Profile a Model or a bundled example's native code at ``batch`` (the benchmark's inputs)."""
@@ -251,4 +314,4 @@ def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int) -> list
     return rows
 
 
-__all__ = ["KernelRow", "NativeProfileReport", "profile_compiled", "profile_model"]
+__all__ = ["KernelRow", "NativeProfileReport", "profile_compiled", "profile_model", "profile_training_step"]

@@ -112,6 +112,7 @@ class _Compiled:
     eval_step: object = None  # a training library's evaluation step (the Step whose graph it holds)
     evaluation: _Compiled | None = None  # that step's entry: same library and instance, run by eval_step
     runs_eval_step: bool = False  # this entry is a training library's evaluation step
+    graph: object = None  # the graph compiled as the library's run function (its ops are the profile's op numbers)
 
 
 class NativeStepRunner:
@@ -158,7 +159,7 @@ class NativeStepRunner:
             library = Library(files.shared, files.symbol)
             info = graph.meta.get("train_step")
             compiled = _Compiled(library, library.instance(self.threads, seed=self.seed), list(graph.outputs),
-                                 {v: info.dtype for v, info in zip(graph.inputs, library.inputs)})
+                                 {v: info.dtype for v, info in zip(graph.inputs, library.inputs)}, graph=graph)
             if info and library.has_train_step:
                 special = set(info["targets"]) | {v for v, _ in info["hyperparameters"].values()}
                 compiled.model_inputs = [v for v in graph.inputs if v not in special]
