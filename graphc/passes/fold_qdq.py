@@ -20,9 +20,9 @@ without groups, concrete channels and padding: what the native int8 kernels run)
 
 Everything else keeps its float edges: a product that is not followed by a quantize, or whose
 epilogue the integer op cannot express, still reads the dequantized values and runs in float.
-Between integer ops, slices, reshapes, transposes and concatenations move before the dequantize
-(bytes are copied, not floats), ``quantize(dequantize(q))`` becomes one ``requantize_linear``, and
-an embedding lookup that is quantized reads a table quantized at build time.
+Between integer ops, slices, reshapes, transposes, concatenations and max pooling move before the
+dequantize (bytes are copied and compared, not floats), ``quantize(dequantize(q))`` becomes one
+``requantize_linear``, and an embedding lookup that is quantized reads a table quantized at build time.
 The dequantize ops that only the folded product read disappear with it, and the dequantized
 constants that float ops still read (a residual convolution's weights) become float constants, which
 the float kernels pack like any weight.
@@ -174,6 +174,9 @@ def _float_constants(graph: Graph) -> bool:
 
 
 MOVEMENT = ("slice", "reshape", "transpose", "concat")
+# ops that commute with a per-tensor dequantize of positive scale, which is non-decreasing: the maximum of a
+# window is the same element before and after it (padding never wins: every window holds a real element)
+MONOTONE = ("max_pool",)
 
 
 def _same_params(graph: Graph, ds: list[Op]) -> bool:
@@ -185,16 +188,19 @@ def _same_params(graph: Graph, ds: list[Op]) -> bool:
 
 def _sink_dequantize(graph: Graph) -> bool:
     """``move(dequantize(q))`` as ``dequantize(move(q))`` for the data movement ops (per-tensor parameters,
-    the same for every input of a concatenation): the copies move bytes, not floats, and the
-    dequantize of a tensor that is only sliced or concatenated disappears."""
+    the same for every input of a concatenation) and max pooling (a positive scale): the copies move
+    bytes, not floats, a pooled tensor is dequantized after it shrank, and the dequantize of a tensor
+    that is only sliced, pooled or concatenated disappears."""
     changed, progress = False, True
     while progress:
         progress = False
         for op in graph.ops():
-            if op.type not in MOVEMENT or not graph.has_op(op.id):
+            if op.type not in MOVEMENT + MONOTONE or not graph.has_op(op.id):
                 continue
             ds = [_dequantized(graph, v) for v in op.inputs]
             if any(d is None or not _per_tensor(graph, d) for d in ds) or not _same_params(graph, ds):
+                continue
+            if op.type in MONOTONE and not float(graph.constants[ds[0].inputs[1]]) > 0:
                 continue
             working_on(op)
             moved = emit(graph, op.type, *[d.inputs[0] for d in ds], layer=op.layer, **op.attrs)

@@ -10,6 +10,7 @@ import pytest
 import graphc
 from graphc import examples
 from graphc.backends.reference import run
+from graphc.ir.graph import Graph
 from graphc.passes import get_pass
 from graphc.quantization import fold_integer_products
 
@@ -77,7 +78,7 @@ def test_slices_and_concatenations_move_bytes_before_the_dequantize(rng):
 
 def test_a_quantize_of_a_dequantize_becomes_one_requantize(rng):
     f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
-    assert f.op_counts().get("requantize_linear") == 1
+    assert f.op_counts().get("requantize_linear") == 2  # the strided shortcut's input, the pooled bytes
     for op in f.ops():
         if op.type == "quantize_linear":
             assert f.producer(op.inputs[0]) is None or f.producer(op.inputs[0]).type != "dequantize_linear"
@@ -147,3 +148,50 @@ def test_a_model_of_integer_ops_and_exact_float_ones_is_exact_natively(rng):
         want = run(folded, graphc.build(q, "reference").feeds(x))
         for out, got in zip(q.outputs, _outputs(graphc.build(q, "native").predict(x), q.outputs)):
             np.testing.assert_array_equal(got, want[out])
+
+
+def _pooled_dequantize(dtype: str, spatial: tuple, channels: int, pads) -> Graph:
+    from graphc.ir.types import TensorType
+    from graphc.ops import OpBuilder
+
+    g = Graph("pooled")
+    x = g.add_input("x", TensorType(dtype, ("batch", *spatial, channels)))
+    scale = g.add_constant("scale", np.float32(0.037))
+    zero = g.add_constant("zero", np.array(-5 if dtype == "int8" else 131, dtype))
+    b = OpBuilder(g)
+    d = b.emit("dequantize_linear", x, scale, zero)
+    g.set_outputs([b.emit("max_pool", d, kernel=(3,) * len(spatial), strides=(2,) * len(spatial), pads=pads)])
+    return g
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("spatial,channels,pads", [((7, 3), 1, ((1, 1), (1, 1))), ((17,), 3, ((0, 2),)),
+                                                   ((3, 7), 17, ((1, 0), (0, 1)))])
+def test_max_pooling_moves_before_the_dequantize_bit_for_bit(rng, dtype, spatial, channels, pads):
+    """The window maximum of bytes, dequantized after: the same floats as pooling the dequantized tensor
+    (padding included), on the reference and natively."""
+    from tests.backends.llvm.helpers import load, run_native
+
+    g = _pooled_dequantize(dtype, spatial, channels, pads)
+    f = fold_integer_products(g)
+    pool = next(op for op in f.ops() if op.type == "max_pool")
+    assert f.type_of(pool.inputs[0]).dtype == dtype and f.producer(pool.outputs[0]) is pool
+    assert [op.type for op in f.ops()] == ["max_pool", "dequantize_linear"]
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max + 1
+    for batch in (1, 3):
+        x = rng.integers(lo, hi, size=(batch, *spatial, channels)).astype(dtype)
+        want = run(g, {"x": x})[g.outputs[0]]
+        np.testing.assert_array_equal(run(f, {"x": x})[f.outputs[0]], want)
+        np.testing.assert_array_equal(run_native(load(f), {"x": x})[0], want)
+
+
+def test_max_pooling_stays_after_a_dequantize_it_does_not_commute_with(rng):
+    g = _pooled_dequantize("uint8", (5, 5), 3, ((0, 0), (0, 0)))
+    g.constants["scale"] = np.float32(-0.037)  # a decreasing dequantize turns maxima into minima
+    assert [op.type for op in fold_integer_products(g).ops()] == ["dequantize_linear", "max_pool"]
+
+
+def test_residual_pools_bytes(rng):
+    f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
+    pools = [op for op in f.ops() if op.type == "max_pool"]
+    assert [f.type_of(op.inputs[0]).dtype for op in pools] == ["uint8"]

@@ -305,3 +305,19 @@ def test_bad_operands_are_refused_naming_them(rng):
         b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, has_residual=True)
     with pytest.raises(ShapeError, match="residual .* must have the output's shape"):
         b.emit("qlinear_matmul", x, xs, xz, w, ws, wz, bias, ys, yz, x, xs, xz, has_residual=True)
+
+
+@pytest.mark.parametrize("cpu,path", PATHS, ids=[p for _, p in PATHS])
+def test_native_conv_wide_channels_and_blocks_across_images(rng, build_for, cpu, path):
+    """Channels copied in whole vectors and a remainder (64 + 7, 2 x 64 + 2), and blocks of rows that
+    start inside an image and run across into the next (the im2col position is stepped, not divided)."""
+    conv = {"spatial": (5, 7), "kernel": (3, 3), "strides": (1, 2), "pads": ((1, 1), (0, 1)), "out": (5, 3)}
+    for C, out_ch in [(71, 33), (130, 7)]:
+        g = qlinear_graph(rng, C, out_ch, *EPILOGUES[1], conv=conv)
+        lib = build_for(g, cpu, path)
+        for batch in (1, 5):
+            x = _input(rng, "int8", (batch, *conv["spatial"], C))
+            want = run(g, {"x": x})[g.outputs[0]]
+            for threads in (1, 2):
+                np.testing.assert_array_equal(run_native(lib, {"x": x}, threads)[0], want,
+                                              err_msg=f"{path} {C}->{out_ch} batch {batch}")

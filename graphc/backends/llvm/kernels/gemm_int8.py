@@ -182,16 +182,28 @@ class RowSource:
             return v
         return b.zext(v, ir.VectorType(et, v.type.count) if isinstance(v.type, ir.VectorType) else et)
 
+    def chunks(self) -> list[int]:
+        """Elements per vector copy, widest first: one register of the tile's elements, then 16."""
+        wide = self.path.lanes * 4 // self.path.esize
+        return [wide, COPY_VECTOR] if wide > COPY_VECTOR else [COPY_VECTOR]
+
     def copy(self, k: Kernel, src, dst, count: int) -> None:
-        """``count`` input bytes at ``src`` converted to ``dst`` (vectors, then the rest one by one)."""
+        """``count`` input bytes at ``src`` converted to ``dst`` (the widest vectors first, then 16 bytes,
+        then the rest one by one)."""
         b, fb = k.b, k.fn
         et = self.path.elem
-        whole = count - count % COPY_VECTOR
-        if whole:
-            with fb.loop(0, whole, COPY_VECTOR, name="cv") as c:
-                v = b.load(b.gep(src, [c], source_etype=I8), typ=ir.VectorType(I8, COPY_VECTOR), align=1)
-                b.store(self.convert(b, v), b.gep(dst, [c], source_etype=et), align=1)
-        for c in range(whole, count):
+        done = 0
+        for chunk in self.chunks():
+            whole = done + (count - done) // chunk * chunk
+            if whole - done == chunk:
+                v = b.load(b.gep(src, [i64(done)], source_etype=I8), typ=ir.VectorType(I8, chunk), align=1)
+                b.store(self.convert(b, v), b.gep(dst, [i64(done)], source_etype=et), align=1)
+            elif whole > done:
+                with fb.loop(done, whole, chunk, name="cv") as c:
+                    v = b.load(b.gep(src, [c], source_etype=I8), typ=ir.VectorType(I8, chunk), align=1)
+                    b.store(self.convert(b, v), b.gep(dst, [c], source_etype=et), align=1)
+            done = whole
+        for c in range(done, count):
             v = b.load(b.gep(src, [i64(c)], source_etype=I8), typ=I8)
             b.store(self.convert(b, v), b.gep(dst, [i64(c)], source_etype=et))
 
@@ -200,6 +212,9 @@ class RowSource:
         b, fb = k.b, k.fn
         with fb.loop(0, count, name="fz") as c:
             b.store(value, b.gep(dst, [c], source_etype=self.path.elem))
+
+    def begin(self, k: Kernel, row0) -> None:
+        """Before a block's rows are filled in order from ``row0``."""
 
     def fill(self, k: Kernel, row, dst) -> None:
         raise NotImplementedError
@@ -227,16 +242,37 @@ class Im2colRows(RowSource):
         self.g = geometry
         self.pad = pad
 
+    def _sizes(self, k):
+        return tuple(k.dim(self.g[d]) for d in ("H", "W", "OH", "OW"))  # spatial sizes may be free dims
+
+    def begin(self, k, row0):
+        """The block's first output pixel (image, row, column) by division; the following rows step it."""
+        b = k.b
+        _, _, OH, OW = self._sizes(k)
+        pixels = b.mul(OH, OW)
+        rest = b.srem(row0, pixels)
+        self.at = [k.fn.var(I64, name=nm) for nm in ("im_n", "im_oh", "im_ow")]
+        for var, v in zip(self.at, (b.sdiv(row0, pixels), b.sdiv(rest, OW), b.srem(rest, OW))):
+            var.set(v)
+
+    def _advance(self, k, OH, OW) -> None:
+        b = k.b
+        n, oh, ow = (v.get() for v in self.at)
+        ow1 = b.add(ow, i64(1))
+        wrap = b.icmp_signed(">=", ow1, OW)
+        oh1 = b.select(wrap, b.add(oh, i64(1)), oh)
+        wrap_h = b.icmp_signed(">=", oh1, OH)
+        self.at[0].set(b.select(wrap_h, b.add(n, i64(1)), n))
+        self.at[1].set(b.select(wrap_h, i64(0), oh1))
+        self.at[2].set(b.select(wrap, i64(0), ow1))
+
     def fill(self, k, row, dst):
         b = k.b
         g = self.g
-        H, W, OH, OW = (k.dim(g[d]) for d in ("H", "W", "OH", "OW"))  # spatial sizes may be free dims
+        H, W, OH, OW = self._sizes(k)
         C = g["C"]
         (sh, sw), (dh, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
-        pixels = b.mul(OH, OW)
-        n = b.sdiv(row, pixels)
-        rest = b.srem(row, pixels)
-        oh, ow = b.sdiv(rest, OW), b.srem(rest, OW)
+        n, oh, ow = (v.get() for v in self.at)
         xp = k.ptr(self.x)
         for i in range(kh):
             ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
@@ -251,6 +287,7 @@ class Im2colRows(RowSource):
                         self.copy(k, b.gep(xp, [b.mul(pixel, i64(C))], source_etype=I8), seg, C)
                     with outside:
                         self.fill_value(k, seg, C, self.pad)
+        self._advance(k, OH, OW)
 
 
 # ---------------------------------------------------------------------------- the kernel
@@ -425,6 +462,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         row0_var.set(row0)
         rows = b.sub(Mv, row0)
         rows = b.select(b.icmp_signed("<", rows, i64(MB)), rows, i64(MB))
+        source.begin(k, row0)
         with fb.loop(0, rows, name="fill") as r:
             dst = b.gep(tile, [b.mul(r, i64(row_bytes))], source_etype=I8)
             source.fill(k, b.add(row0, r), dst)
