@@ -11,7 +11,12 @@ the data is enough:
   loses the least information: for each candidate half-width, the reference distribution P is
   the histogram inside it with the outliers folded into its edge bins, Q is that histogram
   merged into 255 levels and spread back evenly over P's non-empty bins, and the threshold
-  minimizing KL(P || Q) wins (the method of TensorRT's calibrator, also onnxruntime's).
+  minimizing KL(P || Q) wins (the method of TensorRT's calibrator, also onnxruntime's). Exact
+  zeros (a ReLU's, padding's) are left out of both: the zero point represents them exactly, and
+  counted in they make every threshold whose levels span several bins pay for spreading the zero
+  spike over its first level, which drags the threshold down to the narrowest candidate. Empty
+  bins get a little mass relative to the smallest non-empty one: a fixed epsilon comparable to a
+  fine histogram's bins would make wide thresholds (more empty bins) look worse than they are.
 
 Both clip their threshold to the observed minimum and maximum, so a ReLU output keeps a range
 starting at 0.
@@ -44,6 +49,7 @@ class RangeCollector:
         self.high = -np.inf
         self.hist: np.ndarray | None = None
         self.half_width = 0.0  # the histogram covers [-half_width, half_width]
+        self.zeros = 0  # exact zeros seen (they fall in the bin starting at 0)
 
     def update(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -53,6 +59,7 @@ class RangeCollector:
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
         if self.method != "minmax":
+            self.zeros += int(np.count_nonzero(values == 0))
             self._histogram(values)
 
     def _histogram(self, values: np.ndarray) -> None:
@@ -93,7 +100,11 @@ class RangeCollector:
             low, high = percentile_range(self.hist, edges, self.percentile)
         else:
             one_sided = self.low >= 0
-            threshold = entropy_threshold(self.hist, edges, one_sided=one_sided)
+            nonzero = self.hist.copy()
+            nonzero[len(nonzero) // 2] -= self.zeros
+            if not nonzero.any():
+                return self.low, self.high
+            threshold = entropy_threshold(nonzero, edges, one_sided=one_sided)
             low, high = (0.0 if one_sided else -threshold), threshold
         return max(low, self.low), min(high, self.high)
 
@@ -107,12 +118,15 @@ def percentile_range(hist: np.ndarray, edges: np.ndarray, percentile: float) -> 
     return float(edges[left]), float(edges[min(right + 1, len(edges) - 1)])
 
 
-def _smooth(p: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
-    """Move a little mass onto empty bins so that KL divergence stays finite (None: p is empty)."""
+def _smooth(p: np.ndarray) -> np.ndarray | None:
+    """Move a little mass onto each empty bin so that KL divergence stays finite, taking it evenly from
+    the non-empty bins: half the smallest non-empty bin's mass in all, at most, so that every bin
+    stays positive however sparse the histogram (None: p is empty)."""
     zeros = p == 0
     n_zero, n_nonzero = int(zeros.sum()), int(p.size - zeros.sum())
     if not n_nonzero:
         return None
+    eps = 0.5 * float(p[~zeros].min()) / max(1.0, n_zero / n_nonzero)
     taken = eps * n_zero / n_nonzero
     return p + np.where(zeros, eps, -taken)
 
