@@ -1,6 +1,6 @@
 """Data-parallel training of a compiled model on several processes of one or more machines.
 
-    torchrun --nproc-per-node 2 examples/data_parallel/train.py --epochs 3 --checkpoint dp.weights.h5
+    torchrun --standalone --nproc-per-node 2 examples/data_parallel/train.py --epochs 3 --checkpoint dp.weights.h5
     mpirun -n 2 python examples/data_parallel/train.py --backend mpi --epochs 3 --checkpoint dp.weights.h5
 
 Each process (rank) compiles the same native training step, trains on its share of every global batch
