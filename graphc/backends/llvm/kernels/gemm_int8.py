@@ -208,10 +208,20 @@ class RowSource:
             b.store(self.convert(b, v), b.gep(dst, [i64(c)], source_etype=et))
 
     def fill_value(self, k: Kernel, dst, count: int, value: ir.Value) -> None:
-        """``count`` tile elements at ``dst`` set to ``value`` (already converted)."""
+        """``count`` tile elements at ``dst`` set to ``value`` (already converted), in vectors as
+        :meth:`copy` writes them."""
         b, fb = k.b, k.fn
-        with fb.loop(0, count, name="fz") as c:
-            b.store(value, b.gep(dst, [c], source_etype=self.path.elem))
+        et = self.path.elem
+        done = 0
+        for chunk in self.chunks():
+            whole = done + (count - done) // chunk * chunk
+            if whole > done:
+                v = k.splat(value, chunk)
+                with fb.loop(done, whole, chunk, name="fv") as c:
+                    b.store(v, b.gep(dst, [c], source_etype=et), align=1)
+            done = whole
+        for c in range(done, count):
+            b.store(value, b.gep(dst, [i64(c)], source_etype=et))
 
     def begin(self, k: Kernel, row0) -> None:
         """Before a block's rows are filled in order from ``row0``."""
