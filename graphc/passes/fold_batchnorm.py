@@ -96,8 +96,8 @@ def fold_batchnorm(graph: Graph) -> bool:
             note(f"batch_norm folded into {kind(graph, p)}")
         else:
             dtype = xt.dtype
-            s = add_constant(graph, scale.astype(dtype), f"{op.layer or 'bn'}_scale", op.layer)
-            t = add_constant(graph, shift.astype(dtype), f"{op.layer or 'bn'}_shift", op.layer)
+            s = add_constant(graph, scale.astype(dtype), f"{op.layer or 'bn'}/scale", op.layer)
+            t = add_constant(graph, shift.astype(dtype), f"{op.layer or 'bn'}/shift", op.layer)
             y = emit(graph, "scale_shift", x, s, t, layer=op.layer, name=op.layer, axis=axis)
             note("batch_norm -> scale_shift")
         replace_value(graph, op.outputs[0], y)
