@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +60,19 @@ def launch(engine: str, mode: str, target: str, batch: int, tmp_path: Path, mode
     return _launch_gloo(mode, target, batch, tmp_path, model, timeout, dp_timeout)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _launch_gloo(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> Run:
-    port = _free_port()
-    outs = _outs(tmp_path, mode, model, target)
+def gloo_ranks(argv: Callable[[int], list[str]], timeout: float, dp_timeout: float = 60.0
+               ) -> tuple[list[int], list[str], float]:
+    """Start the ranks as torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), rank ``r``
+    running ``python *argv(r)``; returns (return codes, stderr texts, seconds). Killed after ``timeout``."""
+    port = free_port()
     start = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), mode, str(outs[rank]), target, str(batch), model, "gloo"],
+    procs = [subprocess.Popen([sys.executable, *argv(rank)],
                               env=_env(dp_timeout, RANK=str(rank), WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank),
                                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(RANKS)]
@@ -84,7 +87,14 @@ def _launch_gloo(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> R
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return Run(codes, outs, "\n".join(errors), time.monotonic() - start)
+    return codes, errors, time.monotonic() - start
+
+
+def _launch_gloo(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> Run:
+    outs = _outs(tmp_path, mode, model, target)
+    codes, errors, seconds = gloo_ranks(
+        lambda rank: [str(WORKER), mode, str(outs[rank]), target, str(batch), model, "gloo"], timeout, dp_timeout)
+    return Run(codes, outs, "\n".join(errors), seconds)
 
 
 def _launch_mpi(mode, target, batch, tmp_path, model, timeout, dp_timeout) -> Run:

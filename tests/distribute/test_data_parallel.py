@@ -5,11 +5,6 @@ that dies makes the other fail with a clear error within the collective's timeou
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,41 +12,17 @@ import pytest
 
 from graphc.distribute import DataParallel
 from tests.distribute import dp_worker
+from tests.distribute.dp_launch import gloo_ranks
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(dp_worker.__file__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(mode: str, target: str, batch: int, tmp_path: Path, timeout: float = 60.0, dp_timeout: float = 60.0):
     """Start 2 ranks as torchrun would; returns (return codes, outputs, stderr texts, seconds)."""
-    port = _free_port()
-    procs, outs = [], []
-    start = time.monotonic()
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), PYTHONPATH=str(ROOT), DP_TIMEOUT=str(dp_timeout), OMP_NUM_THREADS="1")
-        out = tmp_path / f"{mode}_{target}_rank{rank}.npz"
-        outs.append(out)
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), mode, str(out), target, str(batch)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    codes, errors = [], []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
-            codes.append(p.returncode)
-            errors.append(err)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return codes, outs, errors, time.monotonic() - start
+    outs = [tmp_path / f"{mode}_{target}_rank{rank}.npz" for rank in range(2)]
+    codes, errors, seconds = gloo_ranks(lambda rank: [str(WORKER), mode, str(outs[rank]), target, str(batch)],
+                                        timeout, dp_timeout)
+    return codes, outs, errors, seconds
 
 
 def _single_process(target: str, batch: int):

@@ -13,11 +13,7 @@ global batch IS BatchNormalization of one process on the concatenated batch.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +23,9 @@ import graphc
 from graphc.backends.reference import run
 from graphc.distribute import DataParallel, sync_batchnorm
 from graphc.frontend.to_ir import lower_model
-from tests.distribute.dp_launch import mpi_missing, mpirun
+from tests.distribute.dp_launch import gloo_ranks, mpi_missing, mpirun
 from tests.ops.test_collective import LocalReplicas
 
-ROOT = Path(__file__).resolve().parents[2]
 SHUFFLE_SEED = 4321
 SAMPLES = 45  # global batches of 8: five full ones, then 5 samples split 3 + 2 between the ranks
 BATCH = 4  # per rank
@@ -142,35 +137,12 @@ def _rank_main(out: str, target: str, engine: str) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(engine: str, target: str, tmp_path: Path, timeout: float = 600.0):
     outs = [tmp_path / f"sync_{engine}_{target}_rank{rank}.npz" for rank in range(2)]
     if engine == "mpi":
         code, output, _ = mpirun([__file__, str(outs[0]).replace("rank0", "rank{rank}"), target, "mpi"], timeout)
         return [code, code], outs, [output]
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, __file__, str(outs[rank]), target, "gloo"], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    start, codes, errors = time.monotonic(), [], []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
-            codes.append(p.returncode)
-            errors.append(err)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    codes, errors, _ = gloo_ranks(lambda rank: [__file__, str(outs[rank]), target, "gloo"], timeout)
     return codes, outs, errors
 
 
