@@ -4,9 +4,6 @@ it at a later epoch; the checkpoint loads in a fresh Python model whose weights 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,27 +11,16 @@ import numpy as np
 import pytest
 
 from tests.distribute.dp_launch import mpi_missing, mpirun
+from tests.examples.processes import ROOT, run_example
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "data_parallel" / "train.py"
 ARGS = ["--samples", "256", "--batch-size", "16", "--timeout", "60"]
 
 
-def _torchrun(*args: str, timeout: float = 300.0) -> str:
-    """``torchrun --nproc-per-node 2 train.py ARGS`` (torch's own launcher, as ``python -m torch.distributed.run``)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(SCRIPT), *ARGS, *args]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {timeout:g} s:\n{out}\n{err}")
-    assert proc.returncode == 0, f"torchrun failed:\n{out}\n{err}"
-    return out
+def _torchrun(*args: str) -> str:
+    """``torchrun --standalone --nproc-per-node 2 train.py ARGS`` (as ``python -m torch.distributed.run``)."""
+    return run_example([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(SCRIPT), *ARGS, *args], 300.0, "torchrun")
 
 
 def _checked(out: str, engine: str, epochs: int) -> None:

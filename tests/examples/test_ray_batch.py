@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.examples.processes import ROOT, run_example
+
 EXAMPLE = ROOT / "examples" / "ray_batch"
 SAMPLES = 200  # not a multiple of the batch size: the last batch is a short one
 BATCH = 64
@@ -23,19 +22,7 @@ ray_missing = importlib.util.find_spec("ray") is None or importlib.util.find_spe
 
 
 def _run(script: str, *args: str, timeout: float) -> str:
-    """Run an example script; past ``timeout`` its whole process group is killed (Ray's daemons included)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE / script), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{script} did not finish within {timeout:g} s:\n{out}\n{err}")
-    assert proc.returncode == 0, f"{script} failed:\n{out}\n{err}"
-    return out
+    return run_example([sys.executable, str(EXAMPLE / script), *args], timeout, script)
 
 
 @pytest.fixture(scope="module")
