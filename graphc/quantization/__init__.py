@@ -25,7 +25,7 @@ from graphc.ir.graph import Graph
 from graphc.passes.fold_qdq import fold_integer_products
 from graphc.quantization.calibrate import METHODS, RangeCollector
 from graphc.quantization.params import ACTIVATION_DTYPES, activation_params
-from graphc.quantization.qdq import QUANTIZABLE, insert_qdq, plan, summarize
+from graphc.quantization.qdq import QUANTIZABLE, insert_qdq, plan, split_separable, summarize
 from graphc.quantization.report import QuantizationReport, compare
 
 __all__ = ["quantize", "quantize_report", "is_quantized", "fold_integer_products", "QuantizationError",
@@ -121,7 +121,8 @@ def quantize(model_or_graph: Any, calibration_data: Any, *, weights: str = "per_
     The graph is optimized at ``level`` first (BatchNorm folded, epilogues fused), then run on the
     reference over ``calibration_data`` (samples, in any form ``predict`` takes, in batches of
     ``batch_size``) to calibrate each activation's range with ``method``: ``minmax``,
-    ``percentile`` (``percentile`` of the mass kept) or ``entropy`` (KL divergence). Weights are
+    ``percentile`` (``percentile`` of the mass kept) or ``entropy`` (KL divergence); a separable
+    convolution is calibrated and quantized as its depthwise and pointwise halves. Weights are
     int8 symmetric ``per_channel`` (output channels) or ``per_tensor``; activations per tensor,
     asymmetric ``uint8`` (default) or ``int8``. onnxruntime's own default is int8, but with the
     transposes of a channels-last convolution its optimizer then builds an invalid QuantizeLinear at
@@ -131,6 +132,7 @@ def quantize(model_or_graph: Any, calibration_data: Any, *, weights: str = "per_
     _check_options(weights, activations, method, activation_dtype)
     graph = _float_graph(model_or_graph, level)
     excluded = _check_exclude(graph, exclude)
+    split_separable(graph, set(excluded))
     try:
         RangeCollector(method, percentile=percentile)  # checks the percentile before any work
     except ValueError as exc:
@@ -161,6 +163,8 @@ def quantize_report(model_or_graph: Any, quantized: Graph, data: Any, *, batch_s
     max absolute error and SQNR (dB) of each layer's output, and of each graph output."""
     if not isinstance(quantized, Graph) or not is_quantized(quantized):
         raise QuantizationError("quantize_report needs the graph graphc.quantize returned")
-    graph = _float_graph(model_or_graph, int(quantized.meta["quantization"].get("level", 2)))
+    meta = quantized.meta["quantization"]
+    graph = _float_graph(model_or_graph, int(meta.get("level", 2)))
+    split_separable(graph, set(meta.get("excluded_layers", ())))
     return compare(graph, quantized, list(batches(graph, data, batch_size, "report data")))
 

@@ -14,6 +14,13 @@ of two activations. For each such op, unless its layer is excluded:
 
 Every other op (softmax, LSTM, normalization, pooling, reshapes...) keeps float edges: it reads
 the dequantized values and its output stays float unless a quantized op reads it.
+
+A separable convolution is quantized as its two products (:func:`split_separable`, before
+calibration): the depthwise convolution, then the pointwise product with the bias and
+activation, its input the quantized depthwise result, as onnxruntime and TFLite quantize one.
+Each half is then an integer product of its own: the pointwise weights (most of the layer's)
+and the bias run in integers where a backend has kernels for a plain product, instead of the
+whole layer staying float for want of a fused separable integer kernel.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import numpy as np
 
 from graphc.ir.graph import Graph
 from graphc.ops.builder import OpBuilder
-from graphc.ops.fused import epilogue_inputs
+from graphc.ops.fused import EPILOGUE_ATTRS, epilogue_inputs
+from graphc.passes.pattern import emit, replace_value
 from graphc.quantization.params import QParams, bias_params, quantize_weight, weight_params
 
 # op type -> (weight input positions, number of inputs before the fused epilogue's bias/residual)
@@ -40,6 +48,24 @@ QUANTIZABLE: dict[str, tuple[tuple[int, ...], int | None]] = {
 # products whose bias an integer kernel adds to its int32 accumulator (a separable convolution's
 # bias follows two products, so it stays float)
 INT32_BIAS = ("fused_matmul", "fused_conv")
+
+
+def split_separable(graph: Graph, exclude: set[str]) -> int:
+    """Rewrite each ``fused_separable_conv`` (of a layer not in ``exclude``) in place as the depthwise
+    ``conv`` followed by a ``fused_matmul`` by the pointwise weight carrying the epilogue: the same
+    arithmetic (the op's reference computes exactly that), with the depthwise result now a value
+    that calibration sees and quantization can quantize. Returns how many were split."""
+    count = 0
+    for op in graph.ops():
+        if op.type != "fused_separable_conv" or op.layer in exclude:
+            continue
+        conv = emit(graph, "conv", *op.inputs[:2], layer=op.layer, name=f"{op.layer}/depthwise",
+                    **{k: op.attrs.get(k) for k in ("strides", "dilations", "pads", "groups")})
+        y = emit(graph, "fused_matmul", conv, *op.inputs[2:], layer=op.layer, name=op.layer,
+                 **{k: op.attrs.get(k, default) for k, default in EPILOGUE_ATTRS.items()})
+        replace_value(graph, op.outputs[0], y)
+        count += 1
+    return count
 
 
 @dataclass
