@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc import Input, Model, config, layers
+from graphc import config
 from graphc.backends.llvm import toolchain
 from graphc.config import BackendFallbackWarning
 from graphc.predictor import NativePredictor
 from graphc.training.auto_step import AutoStepRunner
 from graphc.training.loop import standardize_x
 from graphc.training.native_step import NativeStepRunner
+from tests.training import small_models
 
 RTOL = 1e-4
 
@@ -39,32 +40,7 @@ def no_compiler(monkeypatch):
     monkeypatch.setattr(toolchain, "find_cc", _no_cc)
 
 
-def _mlp():
-    x = Input(shape=(7,))
-    h = layers.Dense(17, activation="relu")(x)
-    return Model(x, layers.Dense(3)(h))
-
-
-def _conv_bn():
-    x = Input(shape=(9, 9, 3))
-    h = layers.Conv2D(5, 3, padding="same", use_bias=False)(x)  # a bias before BatchNorm gets no gradient
-    h = layers.BatchNormalization()(h)
-    h = layers.ReLU()(h)
-    h = layers.GlobalAveragePooling2D()(h)
-    return Model(x, layers.Dense(3)(h))
-
-
-def _lstm():
-    x = Input(shape=(5, 4))
-    return Model(x, layers.Dense(3)(layers.LSTM(6)(x)))
-
-
-def _gru_reset_before():
-    x = Input(shape=(5, 4))
-    return Model(x, layers.Dense(3)(layers.GRU(6, reset_after=False)(x)))
-
-
-BUILDERS = {"mlp": _mlp, "conv_bn": _conv_bn, "lstm": _lstm}
+BUILDERS = {"mlp": small_models.mlp, "conv_bn": small_models.conv_bn, "lstm": small_models.lstm}
 
 
 def _twins(build, **compile_args):
@@ -135,7 +111,7 @@ def test_default_runs_native_and_equals_the_reference(auto, name, rng):
 
 
 def test_no_compiler_falls_back_with_one_warning(auto, no_compiler, rng):
-    model, twin = _twins(_mlp)
+    model, twin = _twins(small_models.mlp)
     x, y = _data(model, rng)
     with pytest.warns(BackendFallbackWarning) as record:
         got = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
@@ -158,7 +134,7 @@ def test_the_split_step_follows_the_default(auto, compiler, monkeypatch, rng):
     """Data parallelism's gradient and apply steps: native by default, else the reference."""
     if compiler == "missing":
         monkeypatch.setattr(toolchain, "find_cc", _no_cc)
-    model, twin = _twins(_mlp)
+    model, twin = _twins(small_models.mlp)
     x, y = _data(model, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackendFallbackWarning)
@@ -184,7 +160,7 @@ def test_the_split_step_follows_the_default(auto, compiler, monkeypatch, rng):
 def test_native_without_a_compiler_is_an_error(no_compiler, rng):
     config.set_backend("native")
     try:
-        model = _mlp()
+        model = small_models.mlp()
         with pytest.raises(toolchain.ToolchainError, match="backend='native'.*no C compiler"):
             model.predict(_data(model, rng)[0])
     finally:
@@ -192,7 +168,7 @@ def test_native_without_a_compiler_is_an_error(no_compiler, rng):
 
 
 def test_a_layer_without_a_native_gradient_falls_back_in_training(auto, rng):
-    model, twin = _twins(_gru_reset_before)
+    model, twin = _twins(small_models.gru_reset_before)
     x, y = _data(model, rng)
     with pytest.warns(BackendFallbackWarning, match=r"training and evaluation .*gru_grad.*layer 'gru'"):
         got = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
@@ -208,7 +184,7 @@ def test_a_layer_without_a_native_gradient_falls_back_in_training(auto, rng):
 
 def test_predict_sees_every_weight_change(auto, rng, tmp_path):
     graphc.utils.set_random_seed(2)
-    model = _conv_bn()
+    model = small_models.conv_bn()
     model.compile(optimizer="sgd", loss="mse")
     x, y = _data(model, rng)
     _close(model.predict(x), _reference_predict(model, x), "first predict")
@@ -221,7 +197,7 @@ def test_predict_sees_every_weight_change(auto, rng, tmp_path):
     builds = predictor.builds
     # load_weights of another model's file
     graphc.utils.set_random_seed(9)
-    other = _conv_bn()
+    other = small_models.conv_bn()
     other.set_weights(_perturbed(other, rng))
     other.save_weights(tmp_path / "other.weights.h5")
     model.load_weights(tmp_path / "other.weights.h5")
@@ -246,7 +222,7 @@ def test_predict_sees_every_weight_change(auto, rng, tmp_path):
 
 
 def test_one_build_serves_every_batch_size(auto, rng):
-    model = _lstm()
+    model = small_models.lstm()
     x, _ = _data(model, rng, n=41)
     for n, batch_size in ((1, None), (5, None), (41, 16)):
         _close(model.predict(x[:n], batch_size=batch_size), _reference_predict(model, x[:n]), f"{n} samples")
@@ -254,7 +230,7 @@ def test_one_build_serves_every_batch_size(auto, rng):
 
 
 def test_backend_setting_is_validated_and_chooses_the_runner(monkeypatch):
-    model = _mlp()
+    model = small_models.mlp()
     with pytest.raises(ValueError, match=r"model.compile\(\) got backend='gpu'; graphc's backends are 'auto'"):
         model.compile(optimizer="sgd", loss="mse", backend="gpu")
     with pytest.raises(ValueError, match=r"set_backend\(\) got backend='fast'"):

@@ -18,37 +18,13 @@ from graphc.training.loop import standardize_x
 from graphc.training.native_step import train_step_library
 from graphc.training.optimizers import SGD, Adam, AdamW, Ftrl, Lion, Nadam, RMSprop
 from graphc.training.step_optimizer import optimize_step_graph
+from tests.training import small_models
 
 RTOL, ATOL = 1e-4, 5e-5  # RMSprop's first steps divide gradients by their own size (see test_training_native.py)
 
 
-def _mlp():
-    x = Input(shape=(7,))
-    h = layers.Dense(17, activation="relu")(x)
-    return Model(x, layers.Dense(3)(h))
-
-
-def _conv_bn():
-    x = Input(shape=(9, 9, 3))
-    h = layers.Conv2D(5, 3, padding="same", use_bias=False)(x)
-    h = layers.BatchNormalization()(h)
-    h = layers.ReLU()(h)
-    h = layers.GlobalAveragePooling2D()(h)
-    return Model(x, layers.Dense(3)(h))
-
-
-def _lstm():
-    x = Input(shape=(5, 4))
-    return Model(x, layers.Dense(3)(layers.LSTM(6)(x)))
-
-
-def _dropout():
-    x = Input(shape=(11,))
-    h = layers.Dropout(0.5, seed=21)(layers.Dense(19, activation="tanh")(x))
-    return Model(x, layers.Dense(3)(h))
-
-
-MODELS = {"mlp": (_mlp, (7,)), "conv_bn": (_conv_bn, (9, 9, 3)), "lstm": (_lstm, (5, 4)), "dropout": (_dropout, (11,))}
+MODELS = {"mlp": (small_models.mlp, (7,)), "conv_bn": (small_models.conv_bn, (9, 9, 3)),
+          "lstm": (small_models.lstm, (5, 4)), "dropout": (small_models.dropout, (11,))}
 OPTIMIZERS = {
     "sgd_momentum": lambda: SGD(learning_rate=0.05, momentum=0.9),
     "adam": lambda: Adam(learning_rate=0.01),
@@ -134,7 +110,7 @@ def test_other_updates_fuse_and_train_as_the_reference(optimizer, rng):
 
 
 def test_mlp_adam_step_launches_fewer_kernels_and_one_per_weight_update():
-    model = _compiled(_mlp, "adam")
+    model = _compiled(small_models.mlp, "adam")
     before = train_step_library(model, optimize=False).stats["kernels"]
     after = train_step_library(model, optimize=True).stats["kernels"]
     assert after < before / 3, (before, after)
@@ -158,7 +134,7 @@ def test_mlp_adam_step_launches_fewer_kernels_and_one_per_weight_update():
 
 def test_state_constants_survive_with_their_names_order_and_outputs():
     """Adam's zero slots of one bias are equal bytes: they must stay two constants (no CSE, no folding)."""
-    model = _compiled(_mlp, "adam")
+    model = _compiled(small_models.mlp, "adam")
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32)
     step = _step(model, x, y)
