@@ -293,8 +293,9 @@ class Graph:
             if k[0] == old:
                 self._nx.remove_edge(u, v, key=k)
 
-    def copy(self) -> Graph:
-        """A structural copy; constant arrays are shared (passes must not mutate them in place)."""
+    def copy(self, order: list[Op] | None = None) -> Graph:
+        """A structural copy; constant arrays are shared (passes must not mutate them in place). With ``order``
+        (a topological order of this graph's ops), the ops are inserted in it, and ``ops()`` then keeps it."""
         g = Graph(self.name)
         g.meta = dict(self.meta)
         for v in self.values.values():
@@ -303,7 +304,7 @@ class Graph:
             elif v.kind == "constant":
                 g.add_constant(v.name, self.constants[v.name], trainable=v.trainable, layer=v.layer)
         g.inputs = list(self.inputs)
-        for op in self.ops():
+        for op in self.ops() if order is None else order:
             new = g.add_op(op.type, op.inputs, [self.values[o].type for o in op.outputs],
                            dict(op.attrs), layer=op.layer, name=op.id, output_names=op.outputs)
             assert new.outputs == op.outputs

@@ -149,29 +149,12 @@ def _ancestors(graph: Graph, op: Op) -> set[str]:
     return seen
 
 
-def _in_order(graph: Graph, order: list[Op]) -> Graph:
-    """``graph`` rebuilt with its ops inserted in ``order`` (a topological order, which ``ops()`` then keeps)."""
-    g = Graph(graph.name)
-    g.meta = dict(graph.meta)
-    for v in graph.values.values():
-        if v.kind == "input":
-            g.add_input(v.name, v.type)
-        elif v.kind == "constant":
-            g.add_constant(v.name, graph.constants[v.name], trainable=v.trainable, layer=v.layer)
-    g.inputs = list(graph.inputs)
-    for op in order:
-        g.add_op(op.type, op.inputs, [graph.values[o].type for o in op.outputs], dict(op.attrs), layer=op.layer,
-                 name=op.id, output_names=op.outputs)
-    g.outputs = list(graph.outputs)
-    return g
-
-
 def _keep_draw_positions(before: Graph, after: Graph) -> Graph:
     targets = {op.id: i for i, op in enumerate(before.ops()) if op.type in RANDOM_OPS}
     if not targets or all(after.has_op(t) and after.ops().index(after.op(t)) == i for t, i in targets.items()):
         return after
     order = _schedule(after, targets)
-    return after if order is None else _in_order(after, order)
+    return after if order is None else after.copy(order)
 
 
 def optimize_step_graph(graph: Graph, *, keep: Iterable[str] = (), fold_constants: bool = True,
