@@ -14,12 +14,12 @@ raises where they do not; reading past an operand would give a silent wrong answ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import i64
+from graphc.backends.llvm.irutil import DTYPE_IR, i64
 from graphc.backends.llvm.kernels.layout import broadcast_strides, contiguous_strides, merge_axes, runtime_broadcast
 from graphc.ir import dims
 from graphc.ir.dims import Dim
@@ -28,9 +28,23 @@ from graphc.ops.common import fmt_shape
 BLOCK = 4096
 
 
+_I1 = ir.IntType(1)
+
+
 def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable, *, name: str, cost: int) -> None:
-    shape = list(out.shape)
-    strides = [contiguous_strides(shape)] + [broadcast_strides(x.shape, shape) for x in inputs]
+    """``out = fn(m, *inputs)``, one loop."""
+    emit_maps(kb, [out], inputs, [(fn, list(range(len(inputs))), out.dtype)], [len(inputs)], name=name, cost=cost)
+
+
+def emit_maps(kb: KernelBuilder, outs: list[Tensor], inputs: list[Tensor], bodies: Sequence[tuple],
+              outputs: Sequence[int], *, name: str, cost: int) -> None:
+    """One loop over the outputs' shape computing a program per element: ``outs[j] = env[outputs[j]]``, where
+    ``env`` is ``inputs`` then each body's result, in order. ``bodies``: ``(fn, refs, dtype)`` per step,
+    ``fn(m, *[env[r] for r in refs])`` its value (type-generic: called on vectors, then on scalars).
+    Intermediate values stay in registers; a comparison's i1 result is widened to the i8 a bool tensor holds."""
+    shape = list(outs[0].shape)
+    n_out = len(outs)
+    strides = [contiguous_strides(shape)] * n_out + [broadcast_strides(x.shape, shape) for x in inputs]
     mshape, mstrides = merge_axes(shape, strides)
     outer, inner = mshape[:-1], mshape[-1]
     inner_strides = [st[-1] for st in mstrides]
@@ -38,9 +52,9 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
     vw = kb.vw if all(st in (0, 1) for st in inner_strides) else 1
     k = kb.kernel(name)
     fb, b = k.fn, k.b
-    _check_broadcast(kb, k, out, inputs)
-    ptrs = [k.ptr(out)] + [k.ptr(x) for x in inputs]
-    tensors = [out] + inputs
+    _check_broadcast(kb, k, outs[0], inputs)
+    tensors = outs + inputs
+    ptrs = [k.ptr(t) for t in tensors]
     inner_len = k.dim(inner)
     if outer:
         n_items = dims.product(outer)
@@ -65,29 +79,32 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
             bases = [i64(0)] * len(tensors)
         # operands broadcast along the inner axis: one scalar per row
         row_scalars = {}
-        for i, (t, st) in enumerate(zip(tensors[1:], inner_strides[1:]), start=1):
-            if st == 0:
-                p = b.gep(ptrs[i], [bases[i]], source_etype=t.ir_type)
-                row_scalars[i] = b.load(p, typ=t.ir_type)
+        for i in range(n_out, len(tensors)):
+            if inner_strides[i] == 0:
+                t = tensors[i]
+                row_scalars[i] = b.load(b.gep(ptrs[i], [bases[i]], source_etype=t.ir_type), typ=t.ir_type)
         vec_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(vw)), i64(vw))) if vw > 1 else lo
 
         def body(j, lanes):
-            vals = []
-            for i, t in enumerate(tensors[1:], start=1):
+            env = []
+            for i in range(n_out, len(tensors)):
+                t = tensors[i]
                 if i in row_scalars:
-                    v = row_scalars[i]
-                    vals.append(k.splat(v, lanes) if lanes > 1 else v)
-                else:
-                    step = j if inner_strides[i] == 1 else b.mul(j, k.dim(inner_strides[i]))
-                    off = b.add(bases[i], step)
-                    p = b.gep(ptrs[i], [off], source_etype=t.ir_type)
-                    typ = t.ir_type if lanes == 1 else _vec(t, lanes)
-                    vals.append(b.load(p, typ=typ, align=t.type.itemsize))
-            res = fn(k.m, *vals)
-            if getattr(res.type, "element", res.type) == ir.IntType(1):  # a comparison into a bool tensor
-                res = b.zext(res, out.ir_type if lanes == 1 else ir.VectorType(out.ir_type, lanes))
-            p = b.gep(ptrs[0], [b.add(bases[0], j)], source_etype=out.ir_type)
-            b.store(res, p, align=out.type.itemsize)
+                    env.append(k.splat(row_scalars[i], lanes) if lanes > 1 else row_scalars[i])
+                    continue
+                step = j if inner_strides[i] == 1 else b.mul(j, k.dim(inner_strides[i]))
+                p = b.gep(ptrs[i], [b.add(bases[i], step)], source_etype=t.ir_type)
+                typ = t.ir_type if lanes == 1 else ir.VectorType(t.ir_type, lanes)
+                env.append(b.load(p, typ=typ, align=t.type.itemsize))
+            for fn, refs, dtype in bodies:
+                env.append(_widen_bool(b, fn(k.m, *[env[r] for r in refs]), dtype, lanes))
+            for o, r in enumerate(outputs):
+                t = tensors[o]
+                value = env[r]
+                if lanes > 1 and not isinstance(value.type, ir.VectorType):  # a step that ignored its vector
+                    value = k.splat(value, lanes)
+                p = b.gep(ptrs[o], [b.add(bases[o], j)], source_etype=t.ir_type)
+                b.store(value, p, align=t.type.itemsize)
 
         if vw > 1:
             with fb.loop(lo, vec_end, vw, name="v") as j:
@@ -95,6 +112,13 @@ def emit_map(kb: KernelBuilder, out: Tensor, inputs: list[Tensor], fn: Callable,
         with fb.loop(vec_end, hi, name="s") as j:
             body(j, 1)
     kb.launch(k, n_items, item_cost)
+
+
+def _widen_bool(b: ir.IRBuilder, value: ir.Value, dtype: str, lanes: int) -> ir.Value:
+    if getattr(value.type, "element", value.type) != _I1:
+        return value
+    t = DTYPE_IR[dtype]
+    return b.zext(value, t if lanes == 1 else ir.VectorType(t, lanes))
 
 
 def _check_broadcast(kb: KernelBuilder, k: Kernel, out: Tensor, inputs: list[Tensor]) -> None:
@@ -123,10 +147,6 @@ def _check_broadcast(kb: KernelBuilder, k: Kernel, out: Tensor, inputs: list[Ten
             ok = b.or_(ok, b.icmp_signed("==", dv, i64(1)))
         with b.if_then(b.not_(ok), likely=False):
             k.fail(dv if not isinstance(d, int) else ov)
-
-
-def _vec(t: Tensor, lanes: int):
-    return ir.VectorType(t.ir_type, lanes)
 
 
 def emit_fill(kb: KernelBuilder, out: Tensor, value: float) -> None:
