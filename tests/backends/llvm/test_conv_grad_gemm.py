@@ -1,6 +1,7 @@
 """The kernel gradient of dense convolutions on the packed GEMM (graphc/backends/llvm/kernels/conv_grad_gemm.py)
-against the reference, at shapes that reach its edges: channel counts 1, 3, 7, 17, 40 (runs of columns
-across taps, partial panels), output channels past one register tile and past one row block, strides,
+against the reference, at shapes that reach its edges: channel counts 1, 3, 7, 17, 40 (1 and 3 under a 3x3
+kernel take the direct kernel: taps * C below one panel; the others have runs of columns across taps and
+partial panels), output channels past one register tile and past one row block, strides,
 dilations, padding on one side, 1-D and 3-D, more pixels than one reduction block (partial sums), and the
 depthwise and grouped kernels beside it. All cases are one graph, compiled once, run at two batch sizes on
 1 and 2 threads."""
@@ -26,7 +27,7 @@ for _c in (1, 3, 7, 17, 40):
     grad_case(("batch", 9, 7, _c), ("batch", 9, 7, 5), (3, 3, _c, 5), pads=_P1, id=f"c{_c}_same")
 grad_case(("batch", 8, 8, 32), ("batch", 8, 8, 13), (3, 3, 32, 13), pads=_P1, id="c32_whole_panels")
 grad_case(("batch", 6, 5, 64), ("batch", 6, 5, 29), (1, 1, 64, 29), id="pointwise_c64")
-grad_case(("batch", 5, 4, 3), ("batch", 5, 4, 250), (3, 3, 3, 250), pads=_P1, id="o250_two_row_blocks")
+grad_case(("batch", 5, 4, 7), ("batch", 5, 4, 250), (3, 3, 7, 250), pads=_P1, id="o250_two_row_blocks")
 grad_case(("batch", 11, 9, 7), ("batch", 5, 4, 17), (3, 3, 7, 17), strides=(2, 2), pads=((0, 0), (0, 0)),
           id="stride2_valid")
 grad_case(("batch", 10, 9, 17), ("batch", 5, 5, 12), (3, 3, 17, 12), strides=(2, 2), pads=((0, 1), (1, 1)),
@@ -39,8 +40,8 @@ grad_case(("batch", 41, 7), ("batch", 19, 3), (5, 7, 3), strides=(2,), id="conv1
 grad_case(("batch", 300, 3), ("batch", 300, 1), (3, 3, 1), pads=((1, 1),), id="conv1d_o1_many_pixels")
 grad_case(("batch", 20, 19, 7), ("batch", 10, 10, 33), (3, 3, 7, 33), strides=(2, 2), pads=_P1,
           id="stride2_several_pixel_blocks")
-grad_case(("batch", 5, 4, 6, 3), ("batch", 5, 4, 6, 7), (3, 1, 3, 3, 7), pads=((1, 1), (0, 0), (1, 1)),
-          id="conv3d_c3")
+grad_case(("batch", 5, 4, 6, 5), ("batch", 5, 4, 6, 7), (3, 1, 3, 5, 7), pads=((1, 1), (0, 0), (1, 1)),
+          id="conv3d_c5")
 grad_case(("batch", 7, 6, 3), ("batch", 7, 6, 6), (3, 3, 1, 6), groups=3, pads=_P1, id="depthwise_multiplier2")
 grad_case(("batch", 7, 6, 8), ("batch", 7, 6, 6), (3, 3, 4, 6), groups=2, pads=_P1, id="grouped_2")
 

@@ -12,7 +12,9 @@
   Depthwise: a direct kernel over channels.
 - ``conv_grad_kernel`` (groups == 1): ``dw[t, c, o] = sum over output pixels of x(pixel under
   tap t)[c] * dy[o]``, the GEMM ``dwᵀ = dyᵀ @ im2col(x)`` on the packed micro-kernel, blocked over
-  the pixels (:mod:`.conv_grad_gemm`). Depthwise: work items are (tap, vector of channels), each
+  the pixels (:mod:`.conv_grad_gemm`); where taps * C is below one panel of the GEMM (3 input
+  channels of a 3x3 kernel), work items (tap, MR channels, NR outputs) each stream every output
+  pixel with MR x NR accumulators instead. Depthwise: work items are (tap, vector of channels), each
   running over all output pixels; along the last spatial axis the pixels whose tap falls inside the
   input form one range, so the inner loop has no bounds test.
 - pooling gradients: one work item per image (windows overlap), each window's cotangent going
@@ -30,7 +32,7 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringEr
 from graphc.backends.llvm.irutil import F32, I64, i64
 from graphc.backends.llvm.kernels.conv import Geometry, copy_run
 from graphc.backends.llvm.kernels.conv_grad_gemm import emit_dense_grad_kernel_gemm
-from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, store_lanes
+from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, micro_tile, store_lanes
 from graphc.ir import dims
 
 
@@ -280,11 +282,70 @@ def emit_conv_grad_kernel(kb: KernelBuilder, x: Tensor, dy: Tensor, out: Tensor,
     if not isinstance(C, int):
         raise NativeLoweringError(f"convolution gradient over a free number of channels ({C})")
     if groups == 1:
-        emit_dense_grad_kernel_gemm(kb, x, dy, out, geo, C, n_o)
+        NR = micro_tile(kb.target.gemm_vw, kb.target.num_vector_registers)[1] * kb.target.gemm_vw
+        if len(geo.taps) * C < NR:  # the GEMM's panel would be mostly zeros and dyᵀ its main cost
+            _direct_grad_kernel(kb, x, dy, out, geo, C, n_o)
+        else:
+            emit_dense_grad_kernel_gemm(kb, x, dy, out, geo, C, n_o)
     elif cg == 1 and groups == C:
         _depthwise_grad_kernel(kb, x, dy, out, geo, C, n_o // C)
     else:
         raise NativeLoweringError(f"the gradient of a convolution with groups={groups} (neither 1 nor depthwise)")
+
+
+def _direct_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, n_o: int) -> None:
+    """Work items (tap, block of MR channels, block of NR outputs), each streaming every output pixel
+    with MR x NR accumulators: for taps * C below one GEMM panel, where there are few items."""
+    vw = kb.target.gemm_vw
+    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    NR = NV * vw
+    taps = geo.taps
+    c_blocks, o_blocks = -(-C // MR), -(-n_o // NR)
+    k = kb.kernel("conv_grad_kernel")
+    fb, b = k.fn, k.b
+    px, pd, pw = k.ptr(x), k.ptr(dy), k.ptr(out)
+    vt = ir.VectorType(F32, vw)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    s_last = geo.strides[-1]
+    with fb.loop(k.begin, k.end, name="item") as item:
+        ob = b.srem(item, i64(o_blocks))
+        rest = b.sdiv(item, i64(o_blocks))
+        cb = b.srem(rest, i64(c_blocks))
+        t_index = b.sdiv(rest, i64(c_blocks))
+        c0, o0 = b.mul(cb, i64(MR)), b.mul(ob, i64(NR))
+        o_valid = fb.min_(b.sub(i64(n_o), o0), i64(NR))
+        # rows past C repeat the last channel (computed, never stored)
+        chan = [fb.min_(b.add(c0, i64(r)), i64(C - 1)) for r in range(MR)]
+        accs = [[fb.var(vt, name=f"w{r}_{v}") for v in range(NV)] for r in range(MR)]
+        # the tap is a run-time index here: one code path serves every tap
+        for row in accs:
+            for var in row:
+                var.set(zero)
+        for t, tap in enumerate(taps):
+            with b.if_then(b.icmp_signed("==", t_index, i64(t))):
+                def run(out_px, in_px, lo, hi):
+                    xp = b.gep(px, [b.mul(in_px, i64(C))], source_etype=F32)
+                    dp = b.gep(pd, [b.add(b.mul(out_px, i64(n_o)), o0)], source_etype=F32)
+                    with fb.loop(lo, hi, name="ow") as ow:
+                        step = b.sub(ow, lo)
+                        xr = b.gep(xp, [b.mul(step, i64(s_last * C))], source_etype=F32)
+                        dr = b.gep(dp, [b.mul(step, i64(n_o))], source_etype=F32)
+                        dvs = [load_lanes(b, b.gep(dr, [i64(v * vw)], source_etype=F32), vw,
+                                          b.sub(o_valid, i64(v * vw))) for v in range(NV)]
+                        for r in range(MR):
+                            a = k.splat(b.load(b.gep(xr, [chan[r]], source_etype=F32), typ=F32), vw)
+                            for v in range(NV):
+                                accs[r][v].set(mathlib.fma(b, a, dvs[v], accs[r][v].get()))
+
+                with fb.loop(0, geo.batch, name="n") as n:
+                    _pixel_ranges(k, geo, tap, n, run)
+        for r in range(MR):
+            with b.if_then(b.icmp_signed("<", b.add(c0, i64(r)), i64(C))):
+                base = b.add(b.mul(b.add(b.mul(t_index, i64(C)), b.add(c0, i64(r))), i64(n_o)), o0)
+                for v in range(NV):
+                    store_lanes(b, accs[r][v].get(), b.gep(pw, [b.add(base, i64(v * vw))], source_etype=F32), vw,
+                                b.sub(o_valid, i64(v * vw)))
+    kb.launch(k, len(taps) * c_blocks * o_blocks, 2 * MR * NR * 4096)
 
 
 def _depthwise_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, mult: int) -> None:
