@@ -35,6 +35,11 @@ is then the float one of the QDQ graph, on the exact accumulator (all in float32
 in_scale, in_zero), out_scale, out_zero)`` in one pass (per tensor), bit for bit: what a quantized
 tensor becomes between two differently calibrated quantizations (after a slice, say).
 
+``qlinear_add(a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero)`` is
+``quantize_linear(dequantize_linear(a) + dequantize_linear(b), y_scale, y_zero)`` in one pass (per
+tensor, operands of one shape), bit for bit: the residual add of two quantized branches, read and
+written as bytes.
+
 The ops sit wholly on the integer side, so they are not differentiable.
 """
 
@@ -251,6 +256,44 @@ register(OpDef("requantize_linear", _requantize_infer, _requantize, num_inputs=5
                    "tensor (uint8/int8 in and out)."))
 
 
+def _per_tensor_params(op: str, params) -> None:
+    for name, t in params:
+        if t.rank != 0:
+            raise ShapeError(f"{op}: the {name} must be a scalar (per tensor), got {fmt_shape(t.shape)}")
+        if name.endswith("scale") and t.dtype != "float32":
+            raise ShapeError(f"{op}: the {name} must be float32, got {t.dtype}")
+
+
+def _add_infer(types):
+    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = types
+    for name, q, zero in (("first", a, a_zero), ("second", b, b_zero)):
+        if q.dtype not in QUANTIZED_DTYPES or zero.dtype != q.dtype:
+            raise ShapeError(f"qlinear_add: the {name} operand and its zero point must share one of "
+                             f"{', '.join(QUANTIZED_DTYPES)}, got {q.dtype} and {zero.dtype}")
+    if y_zero.dtype not in QUANTIZED_DTYPES:
+        raise ShapeError(f"qlinear_add: the output zero point must be one of {', '.join(QUANTIZED_DTYPES)}, "
+                         f"got {y_zero.dtype}")
+    _per_tensor_params("qlinear_add", (("first scale", a_scale), ("first zero point", a_zero),
+                                       ("second scale", b_scale), ("second zero point", b_zero),
+                                       ("output scale", y_scale), ("output zero point", y_zero)))
+    if tuple(a.shape) != tuple(b.shape):
+        raise ShapeError(f"qlinear_add: the operands must have one shape, got {fmt_shape(a.shape)} and "
+                         f"{fmt_shape(b.shape)}")
+    return TensorType(y_zero.dtype, a.shape)
+
+
+def _add(a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero):
+    from graphc.ops.quantize import dequantize_linear, quantize_linear
+
+    return quantize_linear(dequantize_linear(a, a_scale, a_zero) + dequantize_linear(b, b_scale, b_zero), y_scale,
+                           y_zero)
+
+
+register(OpDef("qlinear_add", _add_infer, _add, num_inputs=8, not_differentiable=True,
+               doc="quantize_linear(dequantize_linear(a) + dequantize_linear(b), y_scale, y_zero) in one pass, per "
+                   "tensor, operands of one shape (uint8/int8 in and out)."))
+
+
 # ---------------------------------------------------------------------------- ONNX
 # Exported back as the QDQ pattern it came from (DequantizeLinear on x, w and the bias, the float
 # product and activation, QuantizeLinear), which onnxruntime fuses into its own integer kernels.
@@ -313,9 +356,17 @@ def _requantize_to_onnx(ctx, op):
     ctx.node("QuantizeLinear", [x, ctx.input_name(3), ctx.input_name(4)], ctx.output_name(0))
 
 
+def _add_to_onnx(ctx, op):
+    name = ctx.input_name
+    a = ctx.node("DequantizeLinear", [name(0), name(1), name(2)])
+    b = ctx.node("DequantizeLinear", [name(3), name(4), name(5)])
+    ctx.node("QuantizeLinear", [ctx.node("Add", [a, b]), name(6), name(7)], ctx.output_name(0))
+
+
 get("qlinear_matmul").to_onnx = _matmul_to_onnx
 get("qlinear_conv").to_onnx = _conv_to_onnx
 get("requantize_linear").to_onnx = _requantize_to_onnx
+get("qlinear_add").to_onnx = _add_to_onnx
 
 
 # ---------------------------------------------------------------------------- native
@@ -341,25 +392,43 @@ def _conv_lower(kb, op, *inputs, out, **attrs):
                     **_params(inputs, attrs))
 
 
+def _dequantized(m, v, scale, zero, dtype: str):
+    """dequantize_linear's native formula (ops/quantize.py): the same float32 steps, so the same bits."""
+    return m.mul(m.cast(m.sub(m.cast(v, "int32", dtype), m.cast(zero, "int32", dtype)), "float32", "int32"), scale)
+
+
+def _quantized(m, x, scale, zero, zdtype: str, out_dtype: str):
+    """quantize_linear's native formula (ops/quantize.py)."""
+    lo, hi = QRANGE[out_dtype]
+    zf = m.cast(zero, "float32", zdtype)
+    t = m.div(x, scale)
+    low, high = m.sub(lo, zf), m.sub(hi, zf)
+    t = m.select(m.cmp("<", t, low), low, t)
+    t = m.select(m.cmp(">", t, high), high, t)
+    r = m.sub(m.add(t, _ROUNDER), _ROUNDER)
+    return m.cast(m.cast(m.add(r, zf), "int32", "float32"), out_dtype, "int32")
+
+
 def _requantize_lower(kb, op, q, in_scale, in_zero, out_scale, out_zero, *, out):
-    """The two elementwise kernels' formulas (ops/quantize.py) in one: the same float32 steps, so the
-    same bits."""
-    lo, hi = QRANGE[out.dtype]
-    qdtype, zdtype = q.dtype, out_zero.dtype
+    """The two elementwise kernels' formulas in one."""
 
     def body(m, v, s1, z1, s2, z2):
-        x = m.mul(m.cast(m.sub(m.cast(v, "int32", qdtype), m.cast(z1, "int32", qdtype)), "float32", "int32"), s1)
-        zf = m.cast(z2, "float32", zdtype)
-        t = m.div(x, s2)
-        low, high = m.sub(lo, zf), m.sub(hi, zf)
-        t = m.select(m.cmp("<", t, low), low, t)
-        t = m.select(m.cmp(">", t, high), high, t)
-        r = m.sub(m.add(t, _ROUNDER), _ROUNDER)
-        return m.cast(m.cast(m.add(r, zf), "int32", "float32"), out.dtype, "int32")
+        return _quantized(m, _dequantized(m, v, s1, z1, q.dtype), s2, z2, out_zero.dtype, out.dtype)
 
     kb.map(out, [q, in_scale, in_zero, out_scale, out_zero], body, name="requantize_linear", cost=5)
+
+
+def _add_lower(kb, op, a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero, *, out):
+    """Two dequantizes, the float32 sum and the quantize, in one elementwise kernel."""
+
+    def body(m, va, sa, za, vb, sb, zb, sy, zy):
+        total = m.add(_dequantized(m, va, sa, za, a.dtype), _dequantized(m, vb, sb, zb, b.dtype))
+        return _quantized(m, total, sy, zy, y_zero.dtype, out.dtype)
+
+    kb.map(out, [a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero], body, name="qlinear_add", cost=8)
 
 
 get("qlinear_matmul").lower = _matmul_lower
 get("qlinear_conv").lower = _conv_lower
 get("requantize_linear").lower = _requantize_lower
+get("qlinear_add").lower = _add_lower

@@ -22,7 +22,8 @@ Everything else keeps its float edges: a product that is not followed by a quant
 epilogue the integer op cannot express, still reads the dequantized values and runs in float.
 Between integer ops, slices, reshapes, transposes, concatenations and max pooling move before the
 dequantize (bytes are copied and compared, not floats), ``quantize(dequantize(q))`` becomes one
-``requantize_linear``, and an embedding lookup that is quantized reads a table quantized at build time.
+``requantize_linear``, a quantized sum of two dequantized tensors one ``qlinear_add``, and an
+embedding lookup that is quantized reads a table quantized at build time.
 The dequantize ops that only the folded product read disappear with it, and the dequantized
 constants that float ops still read (a residual convolution's weights) become float constants, which
 the float kernels pack like any weight.
@@ -260,6 +261,30 @@ def _requantize_pairs(graph: Graph) -> bool:
     return changed
 
 
+def _quantized_adds(graph: Graph) -> bool:
+    """``quantize(dequantize(a) + dequantize(b))`` (per tensor, operands of the sum's shape) as one
+    ``qlinear_add``: the residual add of two quantized branches reads and writes bytes, not floats."""
+    changed = False
+    for op in graph.ops():
+        if op.type != "quantize_linear" or not graph.has_op(op.id) or not _per_tensor(graph, op):
+            continue
+        add = graph.producer(op.inputs[0])
+        if (add is None or add.type != "add" or add.outputs[0] in graph.outputs or len(graph.consumers(add.outputs[0]))
+                != 1 or op.inputs[1] not in graph.constants or op.inputs[2] not in graph.constants):
+            continue
+        ds = [_dequantized(graph, v) for v in add.inputs]
+        shape = graph.type_of(add.outputs[0]).shape
+        if any(d is None or not _per_tensor(graph, d) or graph.type_of(d.inputs[0]).dtype not in ("uint8", "int8")
+               or graph.type_of(d.inputs[0]).shape != shape for d in ds):
+            continue
+        working_on(op)
+        y = emit(graph, "qlinear_add", *ds[0].inputs, *ds[1].inputs, op.inputs[1], op.inputs[2], layer=add.layer)
+        replace_value(graph, op.outputs[0], y)
+        note("a quantized sum of dequantized tensors made one qlinear_add")
+        changed = True
+    return changed
+
+
 @register_pass("fold_qdq")
 def fold_qdq(graph: Graph) -> bool:
     """Fold dequantize -> product (+ bias, relu) -> quantize into qlinear_matmul / qlinear_conv; the
@@ -272,6 +297,7 @@ def fold_qdq(graph: Graph) -> bool:
     changed |= _float_constants(graph)
     changed |= _sink_dequantize(graph)
     changed |= _requantize_pairs(graph)
+    changed |= _quantized_adds(graph)
     changed |= _quantized_tables(graph)
     working_on(None)
     return changed

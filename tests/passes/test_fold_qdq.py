@@ -195,3 +195,13 @@ def test_residual_pools_bytes(rng):
     f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
     pools = [op for op in f.ops() if op.type == "max_pool"]
     assert [f.type_of(op.inputs[0]).dtype for op in pools] == ["uint8"]
+
+
+def test_residual_adds_its_quantized_branches_as_bytes(rng):
+    f = fold_integer_products(graphc.optimize(_quantized("residual", rng), 2))
+    adds = [op for op in f.ops() if op.type == "qlinear_add"]
+    assert len(adds) == 1 and "add" not in f.op_counts()
+    assert {f.producer(v).type for v in (adds[0].inputs[0], adds[0].inputs[3])} == {"requantize_linear",
+                                                                                    "qlinear_matmul"}
+    # only the model's output is dequantized
+    assert [op.outputs[0] for op in f.ops() if op.type == "dequantize_linear"] == f.outputs

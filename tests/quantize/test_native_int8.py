@@ -19,7 +19,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 from graphc.ops.qlinear import multiplier
-from graphc.ops.registry import ShapeError
+from graphc.ops.registry import ShapeError, get
 from tests.backends.llvm.helpers import load, run_native
 
 # (cpu given to the build, the dot product it must select); "vnni256" is the host without AVX512-VNNI
@@ -321,3 +321,56 @@ def test_native_conv_wide_channels_and_blocks_across_images(rng, build_for, cpu,
             for threads in (1, 2):
                 np.testing.assert_array_equal(run_native(lib, {"x": x}, threads)[0], want,
                                               err_msg=f"{path} {C}->{out_ch} batch {batch}")
+
+
+def qlinear_add_graph(shape: tuple, a_dtype: str, b_dtype: str, y_dtype: str) -> tuple[Graph, Graph]:
+    """(the one qlinear_add, the dequantize / add / quantize graph it stands for)."""
+    zeros = {"uint8": 131, "int8": -5}
+    params = [(np.float32(0.037), np.array(zeros[a_dtype], a_dtype)),
+              (np.float32(0.052), np.array(zeros[b_dtype] - 9, b_dtype)),
+              (np.float32(0.061), np.array(zeros[y_dtype] + 4, y_dtype))]
+    graphs = []
+    for fused in (True, False):
+        g = Graph("qadd" if fused else "qdq_add")
+        a = g.add_input("a", TensorType(a_dtype, ("batch", *shape)))
+        b = g.add_input("b", TensorType(b_dtype, ("batch", *shape)))
+        c = [g.add_constant(f"{n}{i}", v) for i, pair in enumerate(params) for n, v in zip(("s", "z"), pair)]
+        ob = OpBuilder(g)
+        if fused:
+            y = ob.emit("qlinear_add", a, c[0], c[1], b, c[2], c[3], c[4], c[5])
+        else:
+            total = ob.emit("add", ob.emit("dequantize_linear", a, c[0], c[1]),
+                            ob.emit("dequantize_linear", b, c[2], c[3]))
+            y = ob.emit("quantize_linear", total, c[4], c[5])
+        g.set_outputs([y])
+        graphs.append(g)
+    return graphs[0], graphs[1]
+
+
+@pytest.mark.parametrize("dtypes", [("uint8", "uint8", "uint8"), ("int8", "uint8", "int8"), ("uint8", "int8", "int8")],
+                         ids="-".join)
+def test_qlinear_add_is_dequantize_add_quantize_bit_for_bit(rng, dtypes):
+    """The reference, the native kernel and the native unfused chain agree to the bit, on odd shapes and over
+    the operands' whole byte range (the sum saturates at both ends)."""
+    for shape in [(1,), (3, 7), (17, 3, 1)]:
+        fused, chain = qlinear_add_graph(shape, *dtypes)
+        lib, chain_lib = load(fused), load(chain)
+        for batch in (1, 3):
+            feeds = {n: _input(rng, t, (batch, *shape)) for n, t in zip("ab", dtypes)}
+            want = run(chain, feeds)[chain.outputs[0]]
+            np.testing.assert_array_equal(run(fused, feeds)[fused.outputs[0]], want)
+            np.testing.assert_array_equal(run_native(lib, feeds)[0], want)
+            np.testing.assert_array_equal(run_native(chain_lib, feeds)[0], want)
+
+
+def test_qlinear_add_refuses_what_it_does_not_compute(rng):
+    fused, _ = qlinear_add_graph((3,), "uint8", "uint8", "uint8")
+    op = next(iter(fused.ops()))
+    types = [fused.type_of(v) for v in op.inputs]
+    infer = get("qlinear_add").infer_types
+    with pytest.raises(ShapeError, match="one shape"):
+        infer([*types[:3], TensorType("uint8", ("batch", 4)), *types[4:]], {})
+    with pytest.raises(ShapeError, match="first scale must be a scalar"):
+        infer([types[0], TensorType("float32", (3,)), *types[2:]], {})
+    with pytest.raises(ShapeError, match="second operand and its zero point"):
+        infer([*types[:3], TensorType("float32", ("batch", 3)), *types[4:]], {})

@@ -290,6 +290,9 @@ case("qlinear_conv", In(("batch", 7, 6, 3), dtype="uint8", draw="ids:250"), np.f
      np.float32(2.0**-2), np.int8(-3), strides=(1, 1), pads=((1, 1), (1, 1)))
 case("requantize_linear", In(("batch", 7), dtype="uint8", draw="ids:250"), np.float32(2.0**-4), np.uint8(121),
      np.float32(2.0**-3), np.int8(-5))
+case("qlinear_add", In(("batch", 7), dtype="uint8", draw="ids:250"), np.float32(2.0**-4), np.uint8(121),
+     In(("batch", 7), dtype="uint8", draw="ids:250"), np.float32(2.0**-3), np.uint8(7), np.float32(2.0**-2),
+     np.int8(-5))
 CASES.append(Case("random_uniform_like", [X3], {"seed": 3}, SIZES, None, "random_uniform_like", random=True))
 CASES.append(Case("random_uniform_like", [X3], {}, SIZES, None, "random_uniform_like_unseeded", random=True))
 CASES.append(Case("random_normal_like", [X3], {"seed": 3}, SIZES, None, "random_normal_like", random=True))
