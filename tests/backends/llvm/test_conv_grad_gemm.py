@@ -3,7 +3,7 @@ against the reference, at shapes that reach its edges: channel counts 1, 3, 7, 1
 kernel take the direct kernel: taps * C below one panel; the others have runs of columns across taps and
 partial panels), output channels past one register tile and past one row block, strides,
 dilations, padding on one side, 1-D and 3-D, more pixels than one reduction block (partial sums), and the
-depthwise and grouped kernels beside it. All cases are one graph, compiled once, run at two batch sizes on
+depthwise (per-tap accumulators) and grouped kernels beside it. All cases are one graph, compiled once, run at two batch sizes on
 1 and 2 threads."""
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ grad_case(("batch", 20, 19, 7), ("batch", 10, 10, 33), (3, 3, 7, 33), strides=(2
 grad_case(("batch", 5, 4, 6, 5), ("batch", 5, 4, 6, 7), (3, 1, 3, 5, 7), pads=((1, 1), (0, 0), (1, 1)),
           id="conv3d_c5")
 grad_case(("batch", 7, 6, 3), ("batch", 7, 6, 6), (3, 3, 1, 6), groups=3, pads=_P1, id="depthwise_multiplier2")
+# depthwise with multiplier 1: per-tap accumulators over channel vectors (a partial last vector at 17 and 40),
+# taps in groups of 16 (5x5: two groups, 7x7: four)
+grad_case(("batch", 7, 6, 3), ("batch", 7, 6, 3), (3, 3, 1, 3), groups=3, pads=_P1, id="depthwise_c3")
+grad_case(("batch", 9, 8, 40), ("batch", 5, 4, 40), (3, 3, 1, 40), groups=40, strides=(2, 2), pads=((1, 1), (1, 0)),
+          id="depthwise_c40_stride2")
+grad_case(("batch", 11, 10, 17), ("batch", 7, 10, 17), (5, 5, 1, 17), groups=17, dilations=(1, 2),
+          pads=((0, 0), (4, 4)), id="depthwise_5x5_dilated_c17")
+grad_case(("batch", 9, 9, 16), ("batch", 9, 9, 16), (7, 7, 1, 16), groups=16, pads=((3, 3), (3, 3)),
+          id="depthwise_7x7_c16")
+grad_case(("batch", 23, 7), ("batch", 23, 7), (5, 1, 7), groups=7, pads=((4, 0),), id="depthwise_conv1d_causal")
 grad_case(("batch", 7, 6, 8), ("batch", 7, 6, 6), (3, 3, 4, 6), groups=2, pads=_P1, id="grouped_2")
 
 

@@ -288,7 +288,10 @@ def emit_conv_grad_kernel(kb: KernelBuilder, x: Tensor, dy: Tensor, out: Tensor,
         else:
             emit_dense_grad_kernel_gemm(kb, x, dy, out, geo, C, n_o)
     elif cg == 1 and groups == C:
-        _depthwise_grad_kernel(kb, x, dy, out, geo, C, n_o // C)
+        if n_o == C:
+            _depthwise_grad_kernel_taps(kb, x, dy, out, geo, C)
+        else:
+            _depthwise_grad_kernel(kb, x, dy, out, geo, C, n_o // C)
     else:
         raise NativeLoweringError(f"the gradient of a convolution with groups={groups} (neither 1 nor depthwise)")
 
@@ -346,6 +349,59 @@ def _direct_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, n_o: int) -> None
                     store_lanes(b, accs[r][v].get(), b.gep(pw, [b.add(base, i64(v * vw))], source_etype=F32), vw,
                                 b.sub(o_valid, i64(v * vw)))
     kb.launch(k, len(taps) * c_blocks * o_blocks, 2 * MR * NR * 4096)
+
+
+TAPS_PER_ITEM = 16  # per-tap accumulators of a depthwise item: vector registers to spare for the loads
+
+
+def _depthwise_grad_kernel_taps(kb, x, dy, out, geo: Geometry, C: int) -> None:
+    """Depthwise (multiplier 1): work items (vector of channels, group of at most TAPS_PER_ITEM taps),
+    each reading every output pixel's dy once and keeping one accumulator per tap, so that x and dy
+    stream from memory once per channel block instead of once per tap; a tap in the padding reads a
+    safe place and adds zeros."""
+    vw = kb.target.gemm_vw
+    vt = ir.VectorType(F32, vw)
+    blocks = -(-C // vw)
+    taps = geo.taps
+    groups = [taps[i:i + TAPS_PER_ITEM] for i in range(0, len(taps), TAPS_PER_ITEM)]
+    k = kb.kernel("depthwise_grad_kernel")
+    fb, b = k.fn, k.b
+    px, pd, pw = k.ptr(x), k.ptr(dy), k.ptr(out)
+    zero = ir.Constant(vt, None)
+    in_sizes = [k.dim(s) for s in geo.in_sp]
+    deltas = geo.tap_deltas(k)
+    with fb.loop(k.begin, k.end, name="item") as item:
+        g_index = b.sdiv(item, i64(blocks))
+        o0 = b.mul(b.srem(item, i64(blocks)), i64(vw))
+        valid = fb.min_(b.sub(i64(C), o0), i64(vw))
+        for g, group in enumerate(groups):
+            with b.if_then(b.icmp_signed("==", g_index, i64(g))):
+                first = g * TAPS_PER_ITEM
+                accs = [fb.var(vt, name=f"t{t}") for t in range(len(group))]
+                for acc in accs:
+                    acc.set(zero)
+                with fb.loop(0, _pixels(geo.out_sp, geo.batch), name="pix") as row:
+                    n, outs = geo.decode(k, row)
+                    dv = load_lanes(b, b.gep(pd, [b.add(b.mul(row, i64(C)), o0)], source_etype=F32), vw, valid)
+                    starts = [b.sub(b.mul(o, i64(s)), k.dim(p)) for o, s, p in zip(outs, geo.strides, geo.pads)]
+                    off = n
+                    for i, size in zip(starts, in_sizes):
+                        off = b.add(b.mul(off, size), i)
+                    base = b.add(b.mul(off, i64(C)), o0)  # tap 0's element (possibly outside the input)
+                    inside: dict[tuple[int, int], ir.Value] = {}
+                    for t, tap in enumerate(group):
+                        ok = None
+                        for d, (i, tv, dil) in enumerate(zip(starts, tap, geo.dilations)):
+                            if (d, tv) not in inside:
+                                inside[d, tv] = b.icmp_unsigned("<", b.add(i, i64(tv * dil)), in_sizes[d])
+                            ok = inside[d, tv] if ok is None else b.and_(ok, inside[d, tv])
+                        src = b.gep(px, [b.select(ok, b.add(base, deltas[first + t]), o0)], source_etype=F32)
+                        xv = b.select(ok, load_lanes(b, src, vw, valid), zero)
+                        accs[t].set(mathlib.fma(b, xv, dv, accs[t].get()))
+                for t, acc in enumerate(accs):
+                    dst = b.gep(pw, [b.add(i64((first + t) * C), o0)], source_etype=F32)
+                    store_lanes(b, acc.get(), dst, vw, valid)
+    kb.launch(k, len(groups) * blocks, 2 * len(taps) * 4096)
 
 
 def _depthwise_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, mult: int) -> None:
