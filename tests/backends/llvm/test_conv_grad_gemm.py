@@ -3,8 +3,8 @@ against the reference, at shapes that reach its edges: channel counts 1, 3, 7, 1
 kernel take the direct kernel: taps * C below one panel; the others have runs of columns across taps and
 partial panels), output channels past one register tile and past one row block, strides,
 dilations, padding on one side, 1-D and 3-D, more pixels than one reduction block (partial sums), and the
-depthwise (per-tap accumulators) and grouped kernels beside it. All cases are one graph, compiled once, run at two batch sizes on
-1 and 2 threads."""
+depthwise (per-tap accumulators) and grouped kernels beside it. All cases are one graph, compiled once, run
+at two batch sizes on 1 and 2 threads."""
 
 from __future__ import annotations
 

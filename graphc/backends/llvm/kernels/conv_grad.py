@@ -14,9 +14,10 @@
   tap t)[c] * dy[o]``, the GEMM ``dwᵀ = dyᵀ @ im2col(x)`` on the packed micro-kernel, blocked over
   the pixels (:mod:`.conv_grad_gemm`); where taps * C is below one panel of the GEMM (3 input
   channels of a 3x3 kernel), work items (tap, MR channels, NR outputs) each stream every output
-  pixel with MR x NR accumulators instead. Depthwise: work items are (tap, vector of channels), each
-  running over all output pixels; along the last spatial axis the pixels whose tap falls inside the
-  input form one range, so the inner loop has no bounds test.
+  pixel with MR x NR accumulators instead. Depthwise: work items are (vector of channels, group of
+  taps), reading each output pixel's dy once with one accumulator per tap; with a depth multiplier,
+  (tap, vector of outputs), each running over all output pixels (along the last spatial axis the
+  pixels whose tap falls inside the input form one range, so the inner loop has no bounds test).
 - pooling gradients: one work item per image (windows overlap), each window's cotangent going
   to its first maximum (max) or spread over its in-bounds taps (average).
 """
