@@ -61,7 +61,7 @@ class Task:
 
 TASKS = {
     "mlp": Task(shape=(8, 8, 1), flatten=True, shift=1, noise=0.2, blur=1, samples=4000, epochs=20),
-    "separable_conv_bn": Task(shape=(32, 32, 3), flatten=False, shift=2, noise=0.3, blur=2, samples=2000, epochs=10),
+    "separable_conv_bn": Task(shape=(32, 32, 3), flatten=False, shift=2, noise=0.5, blur=2, samples=2000, epochs=10),
 }
 CLASSES = 10
 CALIBRATION = 100
@@ -112,7 +112,7 @@ def trained(name: str, task: Task, seed: int = 0):
     """The bundled example ``name`` (weights from ``seed``) trained on its task's training split."""
     split = dataset(name, task, seed)
     model = examples.build(name, seed=seed)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend="native")
     model.fit(split.x_train, split.y_train, epochs=task.epochs, batch_size=32, verbose=0)
     return model, split
 
@@ -122,21 +122,30 @@ def top1(scores: np.ndarray) -> np.ndarray:
 
 
 def weight_bytes(compiled) -> dict:
-    """A native library's weight bytes (its weights blob, alignment included) and its constants' bytes by
-    element type, with the float32 constants of more than one dimension (weights, not scales) by layer."""
+    """A native library's weight bytes (its weights blob, 64-byte alignment included); its constants' bytes
+    by element type; the bytes of the weight tensors (constants of two or more dimensions: kernels, not
+    scales or biases) by element type; the float32 weight tensors by layer; and the bytes of constants
+    that no op reads (carried in the blob all the same)."""
     graph = compiled.graph
+    read = {v for op in graph.ops() for v in op.inputs}
     by_dtype: dict[str, int] = {}
+    tensors: dict[str, int] = {}
     float_weights: dict[str, int] = {}
+    unread = 0
     for name, value in graph.values.items():
         if value.kind != "constant":
             continue
         array = graph.constants[name]
         by_dtype[array.dtype.name] = by_dtype.get(array.dtype.name, 0) + int(array.nbytes)
-        if array.dtype == np.float32 and array.ndim >= 2:
-            layer = getattr(value, "layer", None) or name
-            float_weights[layer] = float_weights.get(layer, 0) + int(array.nbytes)
+        if name not in read:
+            unread += int(array.nbytes)
+        elif array.ndim >= 2:
+            tensors[array.dtype.name] = tensors.get(array.dtype.name, 0) + int(array.nbytes)
+            if array.dtype == np.float32:
+                layer = getattr(value, "layer", None) or name
+                float_weights[layer] = float_weights.get(layer, 0) + int(array.nbytes)
     return {"total": int(compiled.compile_stats["weights_bytes"]), "by_dtype": by_dtype,
-            "float_weights": float_weights}
+            "weight_tensors": tensors, "float_weights": float_weights, "unread": unread}
 
 
 def integer_ops(compiled) -> dict[str, int]:
@@ -214,18 +223,22 @@ def to_markdown(machine: dict, rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | {method} | {100 * r['float_accuracy']:.2f} | " + " | ".join(cells)
                          + f" | {'met' if meets_goal(m) else '**missed**'} |")
     lines += ["", "## Weight bytes of the native libraries", "",
-              "The weights blob each library embeds (64-byte aligned constants); by element type; the weights that "
-              "stay float32 in the int8 library, by layer.", "",
-              "| model | method | float32 library | int8 library | ratio | int8 library by type | float32 weights "
-              "left in the int8 library | integer ops |", "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
+              "The weights blob each library embeds (64-byte aligned constants), and of it: the weight tensors "
+              "(kernels: constants of two or more dimensions) by element type, those left float32 by layer, and "
+              "constants no op of the built graph reads.", "",
+              "| model | method | float32 library | int8 library | ratio | float32 kernels | int8 library's kernels "
+              "| float32 kernels left in the int8 library | unread constants | integer ops |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"]
     for r in rows:
+        f = r["float_weight_bytes"]
         for method, m in r["methods"].items():
             w = m["int8_weight_bytes"]
-            types = ", ".join(f"{k} {_kib(v)}" for k, v in sorted(w["by_dtype"].items()))
+            kernels = ", ".join(f"{k} {_kib(v)}" for k, v in sorted(w["weight_tensors"].items()))
             floats = ", ".join(f"{k} {_kib(v)}" for k, v in w["float_weights"].items()) or "none"
             ops = ", ".join(f"{k} {v}" for k, v in m["integer_ops"].items()) or "none"
-            lines.append(f"| {r['model']} | {method} | {_kib(r['float_weight_bytes']['total'])} | {_kib(w['total'])} "
-                         f"| {m['weight_ratio']:.2f}x | {types} | {floats} | {ops} |")
+            lines.append(f"| {r['model']} | {method} | {_kib(f['total'])} | {_kib(w['total'])} "
+                         f"| {m['weight_ratio']:.2f}x | {_kib(sum(f['weight_tensors'].values()))} | {kernels} "
+                         f"| {floats} | {_kib(w['unread'])} | {ops} |")
     return "\n".join(lines) + "\n"
 
 
