@@ -42,7 +42,7 @@ import importlib.util
 
 import numpy as np
 
-from graphc.distribute import sync_batchnorm
+from graphc.distribute import row_sparse, sync_batchnorm
 from graphc.distribute.collectives import Collectives, DistributedError, make_collectives
 
 _WRITERS = ("ModelCheckpoint", "TensorBoard", "CSVLogger", "ProgbarLogger")
@@ -58,11 +58,13 @@ class DataParallel:
     the ranks inside the gradient step) instead of each rank's share; ``init_method``, ``rank``,
     ``world_size`` (gloo only): passed to ``init_process_group`` when no process group exists yet (the
     default ``env://`` reads what ``torchrun`` sets: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
-    ``MASTER_PORT``); MPI takes the world ``mpirun`` started."""
+    ``MASTER_PORT``); MPI takes the world ``mpirun`` started. ``row_sparse``: the gradients of large tables
+    (embeddings) exchanged as the rows some rank wrote, when those are at most half the table
+    (:mod:`graphc.distribute.row_sparse`; the same sums as the dense all-reduce)."""
 
     def __init__(self, backend: str = "gloo", *, timeout: float = 300.0, bucket_mb: float = 25.0,
                  sync_batchnorm: bool = False, init_method: str | None = None, rank: int | None = None,
-                 world_size: int | None = None):
+                 world_size: int | None = None, row_sparse: bool = True):
         if backend not in ("gloo", "mpi"):
             raise ValueError(f"DataParallel(backend={backend!r}): the supported backends are 'gloo' "
                              "(torch.distributed over TCP, launched by torchrun) and 'mpi' (mpi4py, launched by "
@@ -85,6 +87,8 @@ class DataParallel:
         self.timeout = float(timeout)
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self.sync_batchnorm = bool(sync_batchnorm)
+        self.row_sparse = bool(row_sparse)
+        self._row_tables: dict[int, tuple] = {}
         self._init = (init_method, rank, world_size)
         self._collectives: Collectives | None = None
         self._global_batch: int | None = None  # samples in the global batch of the share last handed out
@@ -194,8 +198,7 @@ class DataParallel:
                             "dtypes")
         buffer *= np.float32(share)
         pending = self.start_all_reduce(stats, "the all-reduce of the logged totals and the layers' state")
-        pending += self.start_all_reduce(buffer, "the all-reduce of the gradients")
-        self.wait(pending, "the all-reduce of the gradients")
+        row_sparse.all_reduce_gradients(self, buffer, self._tables(step), pending)
         total = stats[0]
         if total != expected:
             raise DistributedError(f"rank {self.rank} of {self.world_size}: the ranks' batches hold {total:g} "
@@ -213,6 +216,14 @@ class DataParallel:
             var.assign(stats[offset:offset + size].reshape(var.shape))
             offset += size
         return result, int(total)
+
+    def _tables(self, step) -> list:
+        """The gradient buffer's entries reduced by rows (:mod:`graphc.distribute.row_sparse`), per step."""
+        known = self._row_tables.get(id(step))
+        if known is None or known[0] is not step:
+            known = self._row_tables[id(step)] = (step, row_sparse.tables(step.split().entries)
+                                                  if self.row_sparse else [])
+        return known[1]
 
     def __repr__(self) -> str:
         sync = ", sync_batchnorm=True" if self.sync_batchnorm else ""

@@ -3,7 +3,7 @@ environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; ENGINE gl
 
     python dp_worker.py MODE OUT TARGET BATCH [MODEL [ENGINE]]
 
-MODE: ``train`` fits MODEL (:data:`MODELS`: mlp, conv_bn, lstm; default mlp) on its data for two epochs
+MODE: ``train`` fits MODEL (:data:`MODELS`: mlp, conv_bn, lstm, embedding; default mlp) on its data for two epochs
 (``shuffle=True``) and saves the weights and the logged losses to OUT (``{rank}`` in OUT becomes the rank);
 ``die`` makes rank 1 exit (status 3) after its first batch, ``kill`` makes it kill itself with SIGKILL
 there and ``hang`` makes it stop answering there; rank 0, whose collective must then fail, saves the error
@@ -56,8 +56,17 @@ def _lstm(graphc):
     return x, graphc.layers.Dense(2)(h)
 
 
-MODELS = {"mlp": _mlp, "conv_bn": _conv_bn, "lstm": _lstm}
-INPUT_SHAPES = {"mlp": (5,), "conv_bn": (6, 6, 2), "lstm": (5, 3)}
+VOCABULARY = 2048  # 2048 x 128 float32: 1 MiB, a table whose gradient the ranks exchange by rows
+
+
+def _embedding(graphc):
+    x = graphc.Input(shape=(6,), dtype="int32")
+    h = graphc.layers.GlobalAveragePooling1D()(graphc.layers.Embedding(VOCABULARY, 128)(x))
+    return x, graphc.layers.Dense(2)(h)
+
+
+MODELS = {"mlp": _mlp, "conv_bn": _conv_bn, "lstm": _lstm, "embedding": _embedding}
+INPUT_SHAPES = {"mlp": (5,), "conv_bn": (6, 6, 2), "lstm": (5, 3), "embedding": (6,)}
 
 
 def compile_model(model, target: str):
@@ -79,8 +88,12 @@ def build(target: str, model: str = "mlp"):
 
 def data(model: str = "mlp"):
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((SAMPLES,) + INPUT_SHAPES[model]).astype(np.float32)
-    flat = x.reshape(SAMPLES, -1)
+    if model == "embedding":  # ids spread over the table, the first ones most often (rows shared by the ranks)
+        x = np.minimum(rng.geometric(0.01, (SAMPLES,) + INPUT_SHAPES[model]), VOCABULARY - 1).astype(np.int32)
+        flat = np.cos(x.astype(np.float32))
+    else:
+        x = rng.standard_normal((SAMPLES,) + INPUT_SHAPES[model]).astype(np.float32)
+        flat = x.reshape(SAMPLES, -1)
     return x, np.stack([np.sin(flat.sum(axis=1)), flat[:, 0] * flat[:, 1]], axis=1).astype(np.float32)
 
 

@@ -1,5 +1,6 @@
-"""Data-parallel fit of a conv model with BatchNormalization and of an LSTM model on 2 ranks (native steps,
-gloo and MPI) against one process on the concatenated batches, after two shuffled epochs (rtol 1e-5).
+"""Data-parallel fit of a conv model with BatchNormalization, an LSTM model and an embedding model on 2 ranks
+(native steps, gloo and MPI) against one process on the concatenated batches, after two shuffled epochs
+(rtol 1e-5).
 
 The LSTM's samples are independent, so one process training with batch 2b is the reference. BatchNorm's
 per-replica statistics are checked against their definitions: the reference is a twin model that calls
@@ -89,3 +90,13 @@ def test_lstm_equals_one_process_on_the_global_batch(engine, tmp_path):
     assert set(run.codes) == {0}, run.stderr
     weights, losses = dp_launch.single_process("native", BATCH, "lstm")
     dp_launch.assert_ranks_equal_single(run, weights, losses, dp_worker.build("reference", "lstm").get_weights())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_embedding_equals_one_process_on_the_global_batch(engine, tmp_path):
+    """The embedding's gradient goes by rows (graphc.distribute.row_sparse): the same weights as one process."""
+    run = dp_launch.launch(engine, "train", "native", BATCH, tmp_path, model="embedding")
+    assert set(run.codes) == {0}, run.stderr
+    weights, losses = dp_launch.single_process("native", BATCH, "embedding")
+    dp_launch.assert_ranks_equal_single(run, weights, losses,
+                                        dp_worker.build("reference", "embedding").get_weights())
