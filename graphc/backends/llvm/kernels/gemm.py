@@ -411,6 +411,56 @@ def row_function(module: ir.Module, nv: int, vw: int, stride: int) -> ir.Functio
 
 
 # ---------------------------------------------------------------------------- the packed GEMM
+def store_c_rows(k: Kernel, c_tile, pc, N: int, NR: int, vw: int, nv: int, col0, i, rows_valid, valid_cols: int,
+                 first, last, *, pbias=None, pres=None, activation: Callable | None = None,
+                 post_activation: Callable | None = None) -> None:
+    """Rows ``i...`` of a computed C tile (``nv`` vectors of ``vw`` per row, ``NR`` floats apart) into C (``N``
+    wide, from column ``col0``): added to C's partial sums unless ``first`` (an i1, or True), then, when
+    ``last`` (an i1, or True), the epilogue: + bias, activation, + residual, post-activation."""
+    fb, b, m = k.fn, k.b, k.m
+    with fb.loop(0, rows_valid, name="st") as r:
+        row_off = b.mul(b.add(i, r), i64(N))
+        for v in range(nv):
+            valid = min(vw, valid_cols - v * vw)
+            col = b.add(col0, i64(v * vw))
+            cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
+            val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
+                         typ=ir.VectorType(F32, vw), align=4)
+            if first is not True:  # partial sums of earlier K blocks are in C
+                acc_var = fb.var(val.type, name="sum")
+                with b.if_else(first) as (then, otherwise):
+                    with then:
+                        acc_var.set(val)
+                    with otherwise:
+                        acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
+                val = acc_var.get()
+
+            def epilogue(val, col=col, row_off=row_off, valid=valid):
+                if pbias is not None:
+                    val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
+                if activation is not None:
+                    val = activation(m, val)
+                if pres is not None:
+                    rptr = b.gep(pres, [b.add(row_off, col)], source_etype=F32)
+                    val = b.fadd(val, load_lanes(b, rptr, vw, valid))
+                if post_activation is not None:
+                    val = post_activation(m, val)
+                return val
+
+            if pbias is not None or activation is not None or pres is not None or post_activation is not None:
+                if last is True:
+                    val = epilogue(val)
+                else:
+                    out_var = fb.var(val.type, name="ep")
+                    with b.if_else(last) as (then, otherwise):
+                        with then:
+                            out_var.set(epilogue(val))
+                        with otherwise:
+                            out_var.set(val)
+                    val = out_var.get()
+            store_lanes(b, val, cptr, vw, valid)
+
+
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
               bias: Tensor | None = None, activation: Callable | None = None, residual: Tensor | None = None,
               post_activation: Callable | None = None, name: str = "gemm",
@@ -466,7 +516,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
     k = kb.kernel(name)
-    fb, b, m = k.fn, k.b, k.m
+    fb, b = k.fn, k.b
     pw, pc = k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
@@ -482,48 +532,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
 
     def store_tile(nv, p, i, rows_valid, valid_cols, first, last):
         """Rows of c_tile (``nv`` vectors each, written by the micro-kernel) (+C, epilogue) -> C."""
-        col0 = b.mul(p, i64(NR))
-        with fb.loop(0, rows_valid, name="st") as r:
-            row_off = b.mul(b.add(i, r), i64(N))
-            for v in range(nv):
-                valid = min(vw, valid_cols - v * vw)
-                col = b.add(col0, i64(v * vw))
-                cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
-                val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
-                             typ=ir.VectorType(F32, vw), align=4)
-                if first is not True:  # partial sums of earlier K blocks are in C
-                    acc_var = fb.var(val.type, name="sum")
-                    with b.if_else(first) as (then, otherwise):
-                        with then:
-                            acc_var.set(val)
-                        with otherwise:
-                            acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
-                    val = acc_var.get()
-
-                def epilogue(val, col=col, row_off=row_off, valid=valid):
-                    if pbias is not None:
-                        val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
-                    if activation is not None:
-                        val = activation(m, val)
-                    if pres is not None:
-                        rptr = b.gep(pres, [b.add(row_off, col)], source_etype=F32)
-                        val = b.fadd(val, load_lanes(b, rptr, vw, valid))
-                    if post_activation is not None:
-                        val = post_activation(m, val)
-                    return val
-
-                if pbias is not None or activation is not None or pres is not None or post_activation is not None:
-                    if last is True:
-                        val = epilogue(val)
-                    else:
-                        out_var = fb.var(val.type, name="ep")
-                        with b.if_else(last) as (then, otherwise):
-                            with then:
-                                out_var.set(epilogue(val))
-                            with otherwise:
-                                out_var.set(val)
-                        val = out_var.get()
-                store_lanes(b, val, cptr, vw, valid)
+        store_c_rows(k, c_tile, pc, N, NR, vw, nv, b.mul(p, i64(NR)), i, rows_valid, valid_cols, first, last,
+                     pbias=pbias, pres=pres, activation=activation, post_activation=post_activation)
 
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:

@@ -52,7 +52,7 @@ from graphc.backends.llvm.kernels.gemm import (
     lane_mask,
     load_lanes,
     micro_tile,
-    store_lanes,
+    store_c_rows,
 )
 from graphc.ir import dims
 
@@ -434,7 +434,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
     k = kb.kernel(f"{name}_{'amx' if amx else 'bf16'}")
-    fb, b, m = k.fn, k.b, k.m
+    fb, b = k.fn, k.b
     if amx:
         amx_begin(k)
     pw, pc = k.ptr(packed), k.ptr(out)
@@ -470,48 +470,8 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
         for r in range(len(acc) if acc is not None else 0):
             for v in range(nv):
                 b.store(acc[r][v].get(), b.gep(c_tile, [i64(r * NR + v * vw)], source_etype=F32), align=4)
-        col0 = b.mul(p, i64(NR))
-        with fb.loop(0, rows_valid, name="st") as r:
-            row_off = b.mul(b.add(i, r), i64(N))
-            for v in range(nv):
-                valid = min(vw, valid_cols - v * vw)
-                col = b.add(col0, i64(v * vw))
-                cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
-                val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
-                             typ=ir.VectorType(F32, vw), align=4)
-                if first is not True:  # partial sums of earlier K blocks are in C
-                    acc_var = fb.var(val.type, name="sum")
-                    with b.if_else(first) as (then, otherwise):
-                        with then:
-                            acc_var.set(val)
-                        with otherwise:
-                            acc_var.set(b.fadd(val, load_lanes(b, cptr, vw, valid)))
-                    val = acc_var.get()
-
-                def epilogue(val, col=col, row_off=row_off, valid=valid):
-                    if pbias is not None:
-                        val = b.fadd(val, load_lanes(b, b.gep(pbias, [col], source_etype=F32), vw, valid))
-                    if activation is not None:
-                        val = activation(m, val)
-                    if pres is not None:
-                        val = b.fadd(val, load_lanes(b, b.gep(pres, [b.add(row_off, col)], source_etype=F32), vw,
-                                                     valid))
-                    if post_activation is not None:
-                        val = post_activation(m, val)
-                    return val
-
-                if pbias is not None or activation is not None or pres is not None or post_activation is not None:
-                    if last is True:
-                        val = epilogue(val)
-                    else:
-                        out_var = fb.var(val.type, name="ep")
-                        with b.if_else(last) as (then, otherwise):
-                            with then:
-                                out_var.set(epilogue(val))
-                            with otherwise:
-                                out_var.set(val)
-                        val = out_var.get()
-                store_lanes(b, val, cptr, vw, valid)
+        store_c_rows(k, c_tile, pc, N, NR, vw, nv, b.mul(p, i64(NR)), i, rows_valid, valid_cols, first, last,
+                     pbias=pbias, pres=pres, activation=activation, post_activation=post_activation)
 
     def row_loop(p, row0, row_end, k0, kpairs, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
