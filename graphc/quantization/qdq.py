@@ -42,11 +42,10 @@ QUANTIZABLE: dict[str, tuple[tuple[int, ...], int | None]] = {
     "conv": ((1,), None),
     "fused_matmul": ((1,), 2),
     "fused_conv": ((1,), 2),
-    "fused_separable_conv": ((1, 2), 3),
     "add": ((), None),
 }
 # products whose bias an integer kernel adds to its int32 accumulator (a separable convolution's
-# bias follows two products, so it stays float)
+# reaches the pointwise fused_matmul once split_separable has split it)
 INT32_BIAS = ("fused_matmul", "fused_conv")
 
 
