@@ -1,10 +1,10 @@
 """The kernel gradient of dense convolutions on the packed GEMM (graphc/backends/llvm/kernels/conv_grad_gemm.py)
 against the reference, at shapes that reach its edges: channel counts 1, 3, 7, 17, 40 (1 and 3 under a 3x3
 kernel take the direct kernel: taps * C below one panel; the others have runs of columns across taps and
-partial panels), output channels past one register tile and past one row block, strides,
-dilations, padding on one side, 1-D and 3-D, more pixels than one reduction block (partial sums), and the
-depthwise (per-tap accumulators) and grouped kernels beside it. All cases are one graph, compiled once, run
-at two batch sizes on 1 and 2 threads."""
+partial panels), output channels past one register tile and past one row block, strides, dilations,
+padding on one side, 1-D (also of a free length) and 3-D, more pixels than one reduction block (partial
+sums), and the depthwise (per-tap accumulators) and grouped kernels beside it. All cases are one graph,
+compiled once, run at two sizes on 1 and 2 threads."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ grad_case(("batch", 41, 7), ("batch", 19, 3), (5, 7, 3), strides=(2,), id="conv1
 grad_case(("batch", 300, 3), ("batch", 300, 1), (3, 3, 1), pads=((1, 1),), id="conv1d_o1_many_pixels")
 grad_case(("batch", 20, 19, 7), ("batch", 10, 10, 33), (3, 3, 7, 33), strides=(2, 2), pads=_P1,
           id="stride2_several_pixel_blocks")
+grad_case(("batch", "seq", 17), ("batch", "seq", 9), (3, 17, 9), pads=((1, 1),), id="conv1d_free_length_c17")
 grad_case(("batch", 5, 4, 6, 5), ("batch", 5, 4, 6, 7), (3, 1, 3, 5, 7), pads=((1, 1), (0, 0), (1, 1)),
           id="conv3d_c5")
 grad_case(("batch", 7, 6, 3), ("batch", 7, 6, 6), (3, 3, 1, 6), groups=3, pads=_P1, id="depthwise_multiplier2")
@@ -53,10 +54,12 @@ grad_case(("batch", 11, 10, 17), ("batch", 7, 10, 17), (5, 5, 1, 17), groups=17,
 grad_case(("batch", 9, 9, 16), ("batch", 9, 9, 16), (7, 7, 1, 16), groups=16, pads=((3, 3), (3, 3)),
           id="depthwise_7x7_c16")
 grad_case(("batch", 23, 7), ("batch", 23, 7), (5, 1, 7), groups=7, pads=((4, 0),), id="depthwise_conv1d_causal")
+grad_case(("batch", "seq", 20), ("batch", "seq", 20), (3, 1, 20), groups=20, pads=((1, 1),),
+          id="depthwise_conv1d_free_length")
 grad_case(("batch", 7, 6, 8), ("batch", 7, 6, 6), (3, 3, 4, 6), groups=2, pads=_P1, id="grouped_2")
 
 
-@pytest.mark.parametrize("threads,sizes", [(1, {"batch": 1}), (2, {"batch": 3})])
+@pytest.mark.parametrize("threads,sizes", [(1, {"batch": 1, "seq": 7}), (2, {"batch": 3, "seq": 290})])
 def test_conv_grad_kernel_matches_the_reference(threads, sizes, rng):
     graph, specs = build_family(CASES, "conv_grad_kernel_gemm")
     lib = load(graph)
