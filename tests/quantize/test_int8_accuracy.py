@@ -49,8 +49,9 @@ def test_native_int8_keeps_the_float_accuracy(classifiers, name, method):
 
 def test_separable_convolutions_run_their_pointwise_products_in_integers(classifiers):
     """Each SeparableConv2D is quantized as its depthwise convolution and its pointwise product, and the
-    native build runs the pointwise products (and the Dense layers) as int8 products; only the
-    depthwise kernels, a small share of the weights, stay float32."""
+    native build runs the pointwise products (and the Dense layers) as int8 products; no kernel but a
+    depthwise one (a small share of the weights, in float where the build has no int8 depthwise
+    kernel) stays float32."""
     model, split, _ = classifiers("separable_conv_bn")
     q = graphc.quantize(model, split.calibration(CALIBRATION))
     native = graphc.build(q, "native")
@@ -59,7 +60,7 @@ def test_separable_convolutions_run_their_pointwise_products_in_integers(classif
     float_kernels = {v: native.graph.constants[v].shape for op in native.graph.ops() for v in op.inputs
                      if v in native.graph.constants and native.graph.constants[v].dtype == np.float32
                      and native.graph.constants[v].ndim >= 2}
-    assert len(float_kernels) == 5 and all(s[:3] == (3, 3, 1) for s in float_kernels.values()), float_kernels
+    assert all(s[:3] == (3, 3, 1) for s in float_kernels.values()), float_kernels
     report = graphc.quantize_report(model, q, split.x_test[:64])
     rows = {r.layer: r for r in report.layers}
     assert all(rows[f"separable_conv2d{s}"].quantized for s in ("", "_1", "_2", "_3", "_4")), report
