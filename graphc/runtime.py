@@ -301,6 +301,8 @@ class Instance:
         self._shapes: dict[tuple, list[tuple[int, ...]]] = {}
         self._key: tuple | None = None
         self._fast = _fast_runner(library, self._handle)
+        self._fast_steps: dict[str, object] = {}  # step function -> its C call path (graphc.fastcall)
+        self._fast_step_types: dict[str, tuple] = {}
 
     @property
     def threads(self) -> int:
@@ -311,6 +313,7 @@ class Instance:
         with self._busy:
             if self._handle:
                 self._fast = None
+                self._fast_steps.clear()
                 self.library.lib.gc_instance_release(self._handle)
                 self._handle = None
 
@@ -512,27 +515,64 @@ class Instance:
         return array
 
     def _step(self, function: str, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """A step through the C call path when its inputs and targets have the last signature it ran with,
+        else through ctypes (which then teaches the call path the new signature)."""
+        fast = self._fast_steps.get(function)
+        if fast is not None and self._busy.acquire(False):
+            try:
+                result = fast.run((*inputs, *targets))
+            finally:
+                self._busy.release()
+            if result.__class__ is list:
+                return result
+            if result is not None:
+                self.library.check(result, function)
         self._enter()
         try:
-            n_in, n_t, n_out = self.library.step_counts
-            ins = _tensors(inputs)
-            tgs = _tensors(targets)
-            outs = (GcTensor * max(n_out, 1))()
-            status = getattr(self.library.lib, function)(
-                self._handle, ctypes.cast(ins, ctypes.POINTER(GcTensor)), len(inputs),
-                ctypes.cast(tgs, ctypes.POINTER(GcTensor)), len(targets),
-                ctypes.cast(outs, ctypes.POINTER(GcTensor)), n_out if self.library.has_train_step else 0)
-            self.library.check(status, function)
-            result = []
-            for t, info in zip(outs[:n_out], self.library.outputs):
-                shape = tuple(t.shape[i] for i in range(t.rank))
-                out = np.empty(shape, dtype=info.dtype)
-                if out.nbytes:
-                    ctypes.memmove(out.__array_interface__["data"][0], t.data, out.nbytes)
-                result.append(out)
-            return result
+            outs = self._step_ctypes(function, inputs, targets)
+            self._remember_step(function, inputs, targets, outs)
+            return outs
         finally:
             self._busy.release()
+
+    def _remember_step(self, function: str, inputs, targets, outs: list[np.ndarray]) -> None:
+        """The C call path of ``function`` learns the signature of a step that just ran (a runner per
+        function and dtypes; none where the extension is unavailable)."""
+        from graphc.fastcall import runner_type
+
+        runner = runner_type()
+        arrays = (*inputs, *targets)
+        if runner is None or not all(isinstance(a, np.ndarray) for a in arrays):
+            return
+        types = tuple(a.dtype.num for a in arrays)
+        fast = self._fast_steps.get(function)
+        if fast is None or self._fast_step_types.get(function) != types:
+            address = ctypes.cast(getattr(self.library.lib, function), ctypes.c_void_p).value
+            fast = runner(self._handle, address, tuple(DTYPE_CODES.get(a.dtype.name, 0) for a in arrays), types,
+                          tuple(o.dtype.num for o in outs), self.library.lib, len(targets))
+            self._fast_steps[function] = fast
+            self._fast_step_types[function] = types
+        fast.remember(arrays, tuple(o.shape for o in outs))
+
+    def _step_ctypes(self, function: str, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+                     ) -> list[np.ndarray]:
+        n_in, n_t, n_out = self.library.step_counts
+        ins = _tensors(inputs)
+        tgs = _tensors(targets)
+        outs = (GcTensor * max(n_out, 1))()
+        status = getattr(self.library.lib, function)(
+            self._handle, ctypes.cast(ins, ctypes.POINTER(GcTensor)), len(inputs),
+            ctypes.cast(tgs, ctypes.POINTER(GcTensor)), len(targets),
+            ctypes.cast(outs, ctypes.POINTER(GcTensor)), n_out if self.library.has_train_step else 0)
+        self.library.check(status, function)
+        result = []
+        for t, info in zip(outs[:n_out], self.library.outputs):
+            shape = tuple(t.shape[i] for i in range(t.rank))
+            out = np.empty(shape, dtype=info.dtype)
+            if out.nbytes:
+                ctypes.memmove(out.__array_interface__["data"][0], t.data, out.nbytes)
+            result.append(out)
+        return result
 
     def set_hyperparameter(self, name: str, value: float) -> None:
         """Set a training step's hyperparameter (``"learning_rate"``) for the following steps."""

@@ -188,3 +188,54 @@ def test_switched_off_by_the_environment():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "$GRAPHC_FASTCALL=0" in out.stdout
+
+
+def _training_instances(rng):
+    """Two instances of one mlp training library, the second on the ctypes path alone."""
+    from graphc.runtime import Library
+    from graphc.training.native_step import train_step_library
+
+    model = _mlp()
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    files = train_step_library(model, split_step=True)
+    lib = Library(files.shared, files.symbol)
+    fast, slow = lib.instance(threads=1), lib.instance(threads=1)
+    slow._fast_steps = _NoRunners()
+    return fast, slow
+
+
+class _NoRunners(dict):
+    """A step-runner table that never keeps one: every step goes through ctypes."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def test_training_steps_through_the_call_path_equal_the_ctypes_path(rng):
+    fast, slow = _training_instances(rng)
+    for batch in (5, 5, 5, 3, 3, 5, 1):
+        x = rng.standard_normal((batch, 17)).astype(np.float32)
+        y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, batch)]
+        for step in ("train_step", "eval_step", "gradient_step"):
+            got, want = getattr(fast, step)([x], [y]), getattr(slow, step)([x], [y])
+            assert len(got) == len(want) and all(g.dtype == w.dtype for g, w in zip(got, want))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w, err_msg=f"{step} at batch {batch}")
+    assert set(fast._fast_steps) == {"gc_instance_train_step", "gc_instance_eval_step", "gc_instance_gradient_step"}
+    for w in fast.library.weights:  # the two instances trained alike
+        np.testing.assert_array_equal(fast.get_weight(w.name), slow.get_weight(w.name), err_msg=w.name)
+
+
+def test_training_step_inputs_the_call_path_cannot_take_get_the_checked_path(rng):
+    fast, _ = _training_instances(rng)
+    x = rng.standard_normal((4, 17)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 4)]
+    fast.train_step([x], [y])
+    fast.train_step([x], [y])  # now on the call path
+    with pytest.raises(NativeError, match=r"dense_1_true. expects shape \(batch, 3\), got \(4, 2\)"):
+        fast.train_step([x], [y[:, :2].copy()])
+    with pytest.raises(NativeError, match="C-contiguous"):
+        fast.train_step([np.zeros((4, 34), np.float32)[:, ::2]], [y])
+    with pytest.raises(NativeError, match="takes 1 target"):
+        fast.train_step([x], [])
+    assert np.isfinite(fast.train_step([x], [y])[0]).all()  # the known signature still takes the fast path

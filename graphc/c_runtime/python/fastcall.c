@@ -1,4 +1,4 @@
-/* graphc's CPython call path into gc_instance_run.
+/* graphc's CPython call path into gc_instance_run and the training library's steps.
  *
  * A ctypes call that fills gc_tensor_t structs from Python costs several microseconds, more than a
  * small model's kernels. A Runner holds one instance's tensor structs and the input and output
@@ -9,7 +9,10 @@
  * the Python binding, which has the whole checking and error path; Runner.remember then teaches the
  * runner the new signature.
  *
- * The runner does no locking: gc_instance_run refuses a second thread on the same instance
+ * A step runner (n_targets >= 0) calls one of the steps instead (gc_instance_train_step, eval_step,
+ * gradient_step: inputs, targets, outputs): its inputs are the step's inputs followed by its targets.
+ *
+ * The runner does no locking: the runtime refuses a second thread on the same instance
  * (GC_FAILED_PRECONDITION), and that status is returned to Python like any other failure.
  */
 #define PY_SSIZE_T_CLEAN
@@ -22,12 +25,15 @@
 #include "graphc/graphc.h"
 
 typedef gc_status_t (*run_fn_t)(gc_instance_t*, const gc_tensor_t*, size_t, gc_tensor_t*, size_t);
+typedef gc_status_t (*step_fn_t)(gc_instance_t*, const gc_tensor_t*, size_t, const gc_tensor_t*, size_t,
+                                 gc_tensor_t*, size_t);
 
 typedef struct {
   PyObject_HEAD
   gc_instance_t* instance;
-  run_fn_t run;
+  void* fn;               /* gc_instance_run, or a step when n_targets >= 0 */
   Py_ssize_t n_in, n_out;
+  Py_ssize_t n_targets;   /* -1: a run; else the last n_targets inputs are the step's targets */
   int busy;               /* a thread is inside run (set and read under the GIL) */
   int known;              /* the structs hold a signature the Python side ran successfully */
   gc_tensor_t* ins;
@@ -48,17 +54,19 @@ static void runner_dealloc(Runner* self) {
   Py_TYPE(self)->tp_free((PyObject*)self);
 }
 
-/* Runner(instance_address, run_address, in_codes, in_types, out_types, keepalive):
-   in_codes are the runtime's dtype codes of the inputs, in_types/out_types NumPy type numbers. */
+/* Runner(instance_address, function_address, in_codes, in_types, out_types, keepalive, n_targets=-1):
+   in_codes are the runtime's dtype codes of the inputs, in_types/out_types NumPy type numbers; the
+   function is gc_instance_run (n_targets -1) or a step taking the last n_targets inputs as targets. */
 static int runner_init(Runner* self, PyObject* args, PyObject* kwds) {
-  unsigned long long instance, run;
+  unsigned long long instance, fn;
   PyObject *in_codes, *in_types, *out_types, *keepalive;
+  Py_ssize_t n_targets = -1;
   (void)kwds;
-  if (!PyArg_ParseTuple(args, "KKO!O!O!O", &instance, &run, &PyTuple_Type, &in_codes, &PyTuple_Type, &in_types,
-                        &PyTuple_Type, &out_types, &keepalive))
+  if (!PyArg_ParseTuple(args, "KKO!O!O!O|n", &instance, &fn, &PyTuple_Type, &in_codes, &PyTuple_Type, &in_types,
+                        &PyTuple_Type, &out_types, &keepalive, &n_targets))
     return -1;
-  if (!instance || !run) {
-    PyErr_SetString(PyExc_ValueError, "Runner needs an instance and gc_instance_run");
+  if (!instance || !fn) {
+    PyErr_SetString(PyExc_ValueError, "Runner needs an instance and a runtime function");
     return -1;
   }
   Py_ssize_t n_in = PyTuple_GET_SIZE(in_types), n_out = PyTuple_GET_SIZE(out_types);
@@ -66,8 +74,13 @@ static int runner_init(Runner* self, PyObject* args, PyObject* kwds) {
     PyErr_SetString(PyExc_ValueError, "in_codes and in_types differ in length");
     return -1;
   }
+  if (n_targets > n_in) {
+    PyErr_SetString(PyExc_ValueError, "n_targets exceeds the number of inputs");
+    return -1;
+  }
   self->instance = (gc_instance_t*)(uintptr_t)instance;
-  self->run = (run_fn_t)(uintptr_t)run;
+  self->fn = (void*)(uintptr_t)fn;
+  self->n_targets = n_targets;
   self->n_in = n_in;
   self->n_out = n_out;
   self->known = 0;
@@ -175,7 +188,13 @@ static PyObject* runner_run(Runner* self, PyObject* args) {
   gc_status_t status;
   self->busy = 1; /* the structs are this runner's until the call returns */
   Py_BEGIN_ALLOW_THREADS
-  status = self->run(self->instance, self->ins, (size_t)self->n_in, self->outs, (size_t)self->n_out);
+  if (self->n_targets < 0) {
+    status = ((run_fn_t)self->fn)(self->instance, self->ins, (size_t)self->n_in, self->outs, (size_t)self->n_out);
+  } else {
+    size_t n_x = (size_t)(self->n_in - self->n_targets);
+    status = ((step_fn_t)self->fn)(self->instance, self->ins, n_x, self->ins + n_x, (size_t)self->n_targets,
+                                   self->outs, (size_t)self->n_out);
+  }
   Py_END_ALLOW_THREADS
   self->busy = 0;
   if (status) {
@@ -235,7 +254,7 @@ static PyTypeObject RunnerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_graphc_fastcall.Runner",
     .tp_basicsize = sizeof(Runner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "One instance's call path into gc_instance_run for a known input signature.",
+    .tp_doc = "One instance's call path into gc_instance_run (or a step) for a known input signature.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)runner_init,
     .tp_dealloc = (destructor)runner_dealloc,
