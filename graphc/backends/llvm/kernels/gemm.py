@@ -300,31 +300,21 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     return acc
 
 
-def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, split: int = 4) -> list:
-    """One row of A times a panel: ``nv`` vectors, k split over ``split`` accumulator sets (enough
-    independent FMA chains for a single row), summed at the end."""
+def split_accumulate(k: Kernel, vt: ir.VectorType, nv: int, count, step: Callable, split: int = 4) -> list:
+    """``nv`` vector sums over ``count`` steps (an i64) in ``split`` independent accumulator sets (enough
+    independent FMA chains for a single row): ``step(index, parts)`` adds step ``index``'s terms to the
+    ``nv`` vars ``parts``; returns vars holding the totals."""
     fb, b = k.fn, k.b
-    vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, None)  # zeroinitializer
     parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
     for row in parts:
         for var in row:
-            var.set(zero)
-
-    def step(kk, j):
-        bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
-        avv = k.splat(b.load(b.gep(a_ptr, [kk], source_etype=F32), typ=F32, align=4), vw)
-        for v in range(nv):
-            bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
-            parts[j][v].set(mathlib.fma(b, avv, bv, parts[j][v].get()))
-
-    kcv = k.dim(kc)
-    whole = b.and_(kcv, i64(-split))
+            var.set(ir.Constant(vt, None))  # zeroinitializer
+    whole = b.and_(count, i64(-split))
     with fb.loop(0, whole, split, name="kq") as kk:
         for j in range(split):
-            step(b.add(kk, i64(j)), j)
-    with fb.loop(whole, kcv, name="kr") as kk:
-        step(kk, 0)
+            step(b.add(kk, i64(j)), parts[j])
+    with fb.loop(whole, count, name="kr") as kk:
+        step(kk, parts[0])
     out = []
     for v in range(nv):
         total = parts[0][v].get()
@@ -334,6 +324,21 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, spli
         var.set(total)
         out.append(var)
     return out
+
+
+def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, split: int = 4) -> list:
+    """One row of A times a panel: ``nv`` vectors, k split over ``split`` accumulator sets, summed at the end."""
+    b = k.b
+    vt = ir.VectorType(F32, vw)
+
+    def step(kk, parts):
+        bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
+        avv = k.splat(b.load(b.gep(a_ptr, [kk], source_etype=F32), typ=F32, align=4), vw)
+        for v in range(nv):
+            bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
+            parts[v].set(mathlib.fma(b, avv, bv, parts[v].get()))
+
+    return split_accumulate(k, vt, nv, k.dim(kc), step, split)
 
 
 def tile_row_stride(kb: int, kc: int | None = None) -> int:

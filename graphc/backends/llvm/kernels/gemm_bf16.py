@@ -52,6 +52,7 @@ from graphc.backends.llvm.kernels.gemm import (
     lane_mask,
     load_lanes,
     micro_tile,
+    split_accumulate,
     store_c_rows,
 )
 from graphc.ir import dims
@@ -293,38 +294,19 @@ def tile_compute_bf16(k: Kernel, a_base, a_stride: int, rows: int, panel, kpairs
 def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, split: int = 4) -> list:
     """One row of A times a panel: ``nv`` vectors, k pairs split over ``split`` accumulator sets
     (independent chains for a single row), summed at the end."""
-    fb, b = k.fn, k.b
+    b = k.b
     vt = ir.VectorType(F32, LANES)
     wt = ir.VectorType(I32, LANES)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * LANES)
-    parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
-    for row in parts:
-        for var in row:
-            var.set(zero)
 
-    def step(kp, j):
+    def step(kp, parts):
         bp = b.gep(panel, [b.mul(kp, i64(stride))], source_etype=I32)
         word = b.load(b.gep(a_row, [b.mul(kp, i64(2))], source_etype=I16), typ=I32, align=4)
         av = k.splat(word, LANES)
         for v in range(nv):
             bv = b.load(b.gep(bp, [i64(v * LANES)], source_etype=I32), typ=wt, align=4)
-            parts[j][v].set(_dot(b, parts[j][v].get(), av, bv))
+            parts[v].set(_dot(b, parts[v].get(), av, bv))
 
-    whole = b.and_(kpairs, i64(-split))
-    with fb.loop(0, whole, split, name="kq") as kp:
-        for j in range(split):
-            step(b.add(kp, i64(j)), j)
-    with fb.loop(whole, kpairs, name="kr") as kp:
-        step(kp, 0)
-    out = []
-    for v in range(nv):
-        total = parts[0][v].get()
-        for j in range(1, split):
-            total = b.fadd(total, parts[j][v].get())
-        var = fb.var(vt, name=f"row{v}")
-        var.set(total)
-        out.append(var)
-    return out
+    return split_accumulate(k, vt, nv, kpairs, step, split)
 
 
 def _amx(b: ir.IRBuilder, name: str, *args) -> None:
