@@ -8,7 +8,7 @@ pairs (see :mod:`graphc.quantization.qdq`)::
 which an integer backend computes as one op: int32 accumulation of ``x_q - z_x`` times ``w_q``,
 the int32 bias added, and a requantizing epilogue (:mod:`graphc.ops.qlinear`). This pass makes
 that op, for ``matmul``/``fused_matmul`` (a 2-D weight) and ``conv``/``fused_conv`` (1-D or 2-D,
-without groups, concrete channels and padding: what the native int8 kernels run) when:
+without groups or depthwise, concrete channels and padding: what the native int8 kernels run) when:
 
 - the activation input is a ``dequantize_linear`` of uint8/int8 with constant per-tensor
   parameters, the weight one of a constant int8 symmetric weight (per tensor or per output
@@ -92,12 +92,16 @@ def _epilogue(graph: Graph, op: Op) -> dict | None:
 
 
 def _native_conv(graph: Graph, op: Op) -> bool:
-    """A convolution the native int8 kernels run: 1-D or 2-D, no groups, concrete channels and padding."""
+    """A convolution the native int8 kernels run: 1-D or 2-D, concrete channels and padding, without groups
+    or depthwise (one group per channel, one output channel each, no residual)."""
     if op.type not in ("conv", "fused_conv"):
         return True
-    x = graph.type_of(op.inputs[0])
+    x, w = graph.type_of(op.inputs[0]), graph.type_of(op.inputs[1])
     pads = op.attrs.get("pads") or ()
-    return (int(op.attrs.get("groups", 1)) == 1 and x.rank in (3, 4) and isinstance(x.shape[-1], int)
+    groups = int(op.attrs.get("groups", 1))
+    depthwise = (groups == x.shape[-1] and w.shape[-2] == 1 and w.shape[-1] == groups
+                 and not op.attrs.get("has_residual"))
+    return ((groups == 1 or depthwise) and x.rank in (3, 4) and isinstance(x.shape[-1], int)
             and all(isinstance(p, int) for pair in pads for p in pair))
 
 
@@ -151,8 +155,9 @@ def _fold(graph: Graph, op: Op) -> bool:
         y = emit(graph, "qlinear_conv", *operands, layer=op.layer, **epilogue, **conv)
     else:
         y = emit(graph, "qlinear_matmul", *operands, layer=op.layer, **epilogue)
-    replace_value(graph, q.outputs[0], y)
-    note(f"{op.type} folded into {graph.producer(y).type}")
+    folded = graph.producer(y).type
+    replace_value(graph, q.outputs[0], y)  # y may take the quantize's name (a graph output)
+    note(f"{op.type} folded into {folded}")
     return True
 
 

@@ -205,3 +205,46 @@ def test_residual_adds_its_quantized_branches_as_bytes(rng):
                                                                                     "qlinear_matmul"}
     # only the model's output is dequantized
     assert [op.outputs[0] for op in f.ops() if op.type == "dequantize_linear"] == f.outputs
+
+
+def _qdq_depthwise(rng, C: int, bias: bool) -> Graph:
+    """dequantize -> depthwise conv (groups = C, maybe a bias and a relu) -> quantize, as graphc.quantize
+    writes a separable convolution's first half."""
+    from graphc.ir.types import TensorType
+    from graphc.ops import OpBuilder
+
+    g = Graph("qdq_depthwise")
+    x = g.add_input("x", TensorType("uint8", ("batch", 7, 5, C)))
+    b = OpBuilder(g)
+    const = g.add_constant
+    xd = b.emit("dequantize_linear", x, const("xs", np.float32(0.03)), const("xz", np.uint8(117)))
+    ws = rng.uniform(0.002, 0.01, size=C).astype(np.float32)
+    wd = b.emit("dequantize_linear", const("w", rng.integers(-127, 128, size=(3, 3, 1, C)).astype(np.int8)),
+                const("ws", ws), const("wz", np.zeros(C, np.int8)), axis=-1)
+    attrs = {"strides": (1, 2), "pads": ((1, 1), (0, 1)), "groups": C}
+    if bias:
+        bd = b.emit("dequantize_linear", const("b", rng.integers(-900, 900, size=C).astype(np.int32)),
+                    const("bs", (np.float32(0.03) * ws).astype(np.float32)), const("bz", np.zeros(C, np.int32)),
+                    axis=0)
+        y = b.emit("fused_conv", xd, wd, bd, has_bias=True, activation="relu", **attrs)
+    else:
+        y = b.emit("conv", xd, wd, **attrs)
+    g.set_outputs([b.emit("quantize_linear", y, const("ys", np.float32(0.02)), const("yz", np.uint8(100)))])
+    return g
+
+
+@pytest.mark.parametrize("C,bias", [(3, False), (17, True)])
+def test_a_depthwise_convolution_folds_into_an_integer_one(rng, C, bias):
+    """The integer op within one quantization step of the QDQ graph on the reference, and native equal to
+    the folded reference bit for bit."""
+    from tests.backends.llvm.helpers import load, run_native
+
+    g = _qdq_depthwise(rng, C, bias)
+    f = fold_integer_products(g)
+    assert [op.type for op in f.ops()] == ["qlinear_conv"] and f.ops()[0].attrs["groups"] == C
+    x = rng.integers(0, 256, size=(3, 7, 5, C)).astype(np.uint8)
+    want = run(g, {"x": x})[g.outputs[0]].astype(np.int64)
+    got = run(f, {"x": x})[f.outputs[0]]
+    assert np.abs(got.astype(np.int64) - want).max() <= 1 and (got != want).mean() <= 0.02
+    assert len(np.unique(want)) > 20
+    np.testing.assert_array_equal(run_native(load(f), {"x": x})[0], got)

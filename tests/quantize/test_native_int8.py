@@ -374,3 +374,56 @@ def test_qlinear_add_refuses_what_it_does_not_compute(rng):
         infer([types[0], TensorType("float32", (3,)), *types[2:]], {})
     with pytest.raises(ShapeError, match="second operand and its zero point"):
         infer([*types[:3], TensorType("float32", ("batch", 3)), *types[4:]], {})
+
+
+def depthwise_graph(rng, C: int, conv: dict, epilogue: tuple) -> Graph:
+    """One depthwise qlinear_conv: kernel (*k, 1, C), groups = C."""
+    x_dtype, y_dtype, per_channel, activation, max_value = epilogue
+    g = Graph("qdepthwise")
+    x = g.add_input("x", TensorType(x_dtype, ("batch", *conv["spatial"], C)))
+
+    def const(name, value):
+        return g.add_constant(name, np.asarray(value))
+
+    scale = rng.uniform(0.004, 0.02, size=C) if per_channel else rng.uniform(0.004, 0.02)
+    taps = int(np.prod(conv["kernel"]))
+    operands = [const("x_scale", np.float32(0.05)), const("x_zero", np.array(3 if x_dtype == "int8" else 121, x_dtype)),
+                const("w", rng.integers(-127, 128, size=(*conv["kernel"], 1, C)).astype(np.int8)),
+                const("w_scale", np.asarray(scale, np.float32)), const("w_zero", np.zeros(C if per_channel else (),
+                                                                                            np.int8)),
+                const("bias", rng.integers(-2000, 2000, size=C).astype(np.int32)),
+                const("y_scale", np.float32(0.05 * 0.012 * 74 * 73 * np.sqrt(taps) / 40)),
+                const("y_zero", np.array(-7 if y_dtype == "int8" else 97, y_dtype))]
+    y = OpBuilder(g).emit("qlinear_conv", x, *operands, activation=activation, max_value=max_value,
+                          strides=conv["strides"], pads=conv["pads"], dilations=conv.get("dilations"), groups=C)
+    g.set_outputs([y])
+    return g
+
+
+@pytest.mark.parametrize("C", [3, 7, 17, 33])
+def test_native_depthwise_equals_the_reference_bit_for_bit(rng, C):
+    """Depthwise (one group per channel) on the host's kernel: channels in whole vectors and one at a time,
+    strides, dilations and uneven padding, 1-D and 2-D, every epilogue, batch 1 and 3 on 1 and 2 threads."""
+    for conv in CONVS[:3]:
+        for epilogue in EPILOGUES:
+            g = depthwise_graph(rng, C, conv, epilogue)
+            lib = load(g)
+            for batch in (1, 3):
+                x = _input(rng, epilogue[0], (batch, *conv["spatial"], C))
+                want = run(g, {"x": x})[g.outputs[0]]
+                if batch == 3 and epilogue[4] is None:
+                    assert len(np.unique(want)) > min(20, want.size // 4)  # spread, not saturated
+                for threads in (1, 2):
+                    np.testing.assert_array_equal(run_native(lib, {"x": x}, threads)[0], want,
+                                                  err_msg=f"{C} {conv} {epilogue} batch {batch}")
+
+
+def test_other_grouped_convolutions_are_refused_natively(rng):
+    g = Graph("grouped")
+    x = g.add_input("x", TensorType("uint8", ("batch", 5, 5, 4)))
+    c = [g.add_constant(n, np.asarray(v)) for n, v in [
+        ("xs", np.float32(0.05)), ("xz", np.uint8(3)), ("w", np.ones((3, 3, 2, 4), np.int8)), ("ws", np.float32(0.01)),
+        ("wz", np.int8(0)), ("b", np.zeros(4, np.int32)), ("ys", np.float32(0.1)), ("yz", np.uint8(0))]]
+    g.set_outputs([OpBuilder(g).emit("qlinear_conv", x, *c, strides=(1, 1), pads=((1, 1), (1, 1)), groups=2)])
+    with pytest.raises(Exception, match="depthwise"):
+        load(g)

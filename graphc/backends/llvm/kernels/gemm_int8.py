@@ -510,11 +510,14 @@ def emit_qlinear_matmul(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q:
 
 def emit_qlinear_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q: Requant, *, strides: Sequence[int],
                       dilations: Sequence[int], pads: Sequence, groups: int) -> None:
+    from graphc.backends.llvm.kernels.depthwise_int8 import emit_qdepthwise, is_depthwise
+
     _requant(x, w, out, q, "qlinear_conv")
     nsp = x.rank - 2
-    if groups != 1 or nsp not in (1, 2):
-        raise NativeLoweringError(f"qlinear_conv runs 1-D and 2-D convolutions without groups natively, got "
-                                  f"{nsp} spatial axes and groups={groups}")
+    depthwise = groups != 1 and is_depthwise(x, w, out, groups)
+    if (groups != 1 and not depthwise) or nsp not in (1, 2):
+        raise NativeLoweringError(f"qlinear_conv runs 1-D and 2-D convolutions without groups or depthwise (one "
+                                  f"group per channel) natively, got {nsp} spatial axes and groups={groups}")
     concrete = [x.shape[-1], out.shape[-1]] + [p for pair in pads for p in pair]
     if not all(isinstance(d, int) for d in concrete):
         raise NativeLoweringError("qlinear_conv needs concrete channels and padding")
@@ -528,6 +531,9 @@ def emit_qlinear_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q: R
     K = kernel[0] * kernel[1] * C
     geometry = {"H": spatial[0], "W": spatial[1], "C": C, "OH": osp[0], "OW": osp[1], "strides": strides,
                 "dilations": dilations, "pads": [p[0] for p in pads], "kernel": kernel}
+    if depthwise:
+        emit_qdepthwise(kb, x, w, out, q, geometry=geometry)
+        return
     w2 = kb.view(w, (K, out_ch))
     M = dims.product(out.shape[:-1])
     source = Im2colRows(x, geometry, x.dtype == "int8", dot_path(kb.target))
