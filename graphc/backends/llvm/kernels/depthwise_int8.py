@@ -5,8 +5,9 @@ first half), channels-last.
 epilogue of :mod:`graphc.ops.qlinear` (the same float32 steps as :mod:`.gemm_int8`'s, so the same
 bits). A depthwise product has no reduction over channels to feed a dot product instruction: each
 channel is its own lane, so the kernel widens bytes to int32 lanes and multiplies lane by lane,
-``lanes`` channels per vector (the remainder one channel at a time). Taps outside the input are
-skipped, which is padding with the zero point. A work item is one output row of one image.
+``lanes`` channels per vector (the remainder one channel at a time), each block of channels with its weights
+in registers along an output row. Taps outside the input are skipped, which is padding with the
+zero point. A work item is one output row of one image.
 """
 
 from __future__ import annotations
@@ -78,24 +79,21 @@ def emit_qdepthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, *, 
         t = I32 if n == 1 else ir.VectorType(I32, n)
         return b.sext(v, t) if is_signed else b.zext(v, t)
 
-    def channels(n_, oh, ow, c0, n: int) -> None:
-        """Output channels [c0, c0 + n) of pixel (n_, oh, ow): ``n`` lanes, or one channel when n is 1."""
+    def channels(rows, ow, c0, n: int, weights, bias, mult_v, out_row) -> None:
+        """Output channels [c0, c0 + n) of pixel ``ow`` of the row: ``n`` lanes, or one channel when n is 1.
+        ``rows``: (input row offset, row inside the input) per kernel row; ``weights``: widened per tap."""
         acc = fb.var(I32 if n == 1 else ir.VectorType(I32, n), name=f"dw_acc{n}")
-        acc.set(load(pbias, c0, n, I32))
+        acc.set(bias)
         zx = splat(xz32, n)
-        for i in range(kh):
-            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
-            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
+        for i, (row_at, h_ok) in enumerate(rows):
             for j in range(kw):
                 iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
                 ok = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, W)))
                 with b.if_then(ok):
-                    pixel = b.add(b.mul(b.add(b.mul(n_, H), ih), W), iw)
-                    xv = b.sub(widen(load(px, b.add(b.mul(pixel, i64(C)), c0), n, I8), n, signed), zx)
-                    wv = widen(load(pw_, b.add(i64((i * kw + j) * C), c0), n, I8), n, True)
-                    acc.set(b.add(acc.get(), b.mul(xv, wv)))
+                    xv = b.sub(widen(load(px, b.add(b.mul(b.add(row_at, iw), i64(C)), c0), n, I8), n, signed), zx)
+                    acc.set(b.add(acc.get(), b.mul(xv, weights[i * kw + j])))
         ft = F32 if n == 1 else ir.VectorType(F32, n)
-        t = b.fmul(b.sitofp(acc.get(), ft), load(mult, c0, n, F32))
+        t = b.fmul(b.sitofp(acc.get(), ft), mult_v)
         lo_v, hi_v = splat(low, n), splat(high, n)
         t = b.select(b.fcmp_ordered("<", t, lo_v), lo_v, t)
         t = b.select(b.fcmp_ordered(">", t, hi_v), hi_v, t)
@@ -103,18 +101,30 @@ def emit_qdepthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, *, 
         t = b.fsub(b.fadd(t, rounder), rounder)
         it = I32 if n == 1 else ir.VectorType(I32, n)
         qv = b.trunc(b.add(b.fptosi(t, it), splat(yz32, n)), I8 if n == 1 else ir.VectorType(I8, n))
-        at = b.add(b.mul(b.add(b.mul(b.add(b.mul(n_, OH), oh), OW), ow), i64(C)), c0)
+        at = b.add(b.mul(b.add(out_row, ow), i64(C)), c0)
         b.store(qv, b.gep(pout, [at], source_etype=I8), align=1)
+
+    def block(rows, out_row, c0, n: int) -> None:
+        """Channels [c0, c0 + n) over the output row: their weights, bias and multipliers loaded once."""
+        weights = [widen(load(pw_, b.add(i64(tap * C), c0), n, I8), n, True) for tap in range(kh * kw)]
+        bias, mult_v = load(pbias, c0, n, I32), load(mult, c0, n, F32)
+        with fb.loop(0, OW, name="ow") as ow:
+            channels(rows, ow, c0, n, weights, bias, mult_v, out_row)
 
     whole = C - C % LANES
     with fb.loop(k.begin, k.end, name="orow") as item:
         n_, oh = b.sdiv(item, OH), b.srem(item, OH)
-        with fb.loop(0, OW, name="ow") as ow:
-            if whole:
-                with fb.loop(0, whole, LANES, name="cv") as c0:
-                    channels(n_, oh, ow, c0, LANES)
-            for c in range(whole, C):
-                channels(n_, oh, ow, i64(c), 1)
+        rows = []
+        for i in range(kh):
+            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
+            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
+            rows.append((b.mul(b.add(b.mul(n_, H), ih), W), h_ok))
+        out_row = b.mul(item, OW)
+        if whole:
+            with fb.loop(0, whole, LANES, name="cv") as c0:
+                block(rows, out_row, c0, LANES)
+        for c in range(whole, C):
+            block(rows, out_row, i64(c), 1)
     taps = kh * kw
     kb.launch(k, dims.mul(x.shape[0], g["OH"]), cost=max(1, taps * C) * 4)
 
