@@ -42,6 +42,7 @@ from graphc.backends.llvm.builder import (
     Tensor,
     frame_field,
 )
+from graphc.backends.llvm.in_place import schedule_in_place
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.target import TargetInfo, compile_ir
 from graphc.ir import dims
@@ -237,6 +238,10 @@ def free_dim_names(graph: Graph) -> list[str]:
 class _Codegen:
     def __init__(self, graph: Graph, name: str, target: TargetInfo, external_weights: bool,
                  link: StepLink | None = None):
+        # a training step writes the state updates it can over their weights (ops reordered for it)
+        self.in_place: set[str] = set()
+        if graph.meta.get("train_step") and graph.meta.get("state_updates"):
+            graph, self.in_place = schedule_in_place(graph)
         self.graph = graph
         self.name = name
         self.link = link or StepLink()
@@ -614,15 +619,15 @@ class _Codegen:
         step_inputs = [i for i in range(len(g.inputs)) if i not in special]
         out_index = {v: i for i, v in reversed(list(enumerate(g.outputs)))}
         w_index = {w.name: i for i, w in enumerate(self.weights)}
-        updates = [(w_index[c], out_index[v]) for c, v in g.meta.get("state_updates", {}).items()
-                   if c in w_index] if train else []
+        updates = [(w_index[c], out_index[v], int(c in self.in_place))
+                   for c, v in g.meta.get("state_updates", {}).items() if c in w_index] if train else []
         lines = [f"static const int32_t step_inputs[] = {{{', '.join(map(str, step_inputs)) or '0'}}};",
                  f"static const int32_t step_targets[] = {{{', '.join(map(str, targets)) or '0'}}};",
                  "static const gc_hyper_def_t step_hypers[] = {"
                  + (", ".join(f"{{{c_string(n)}, {index[v]}, {float(x)!r}}}" for n, (v, x) in hypers.items()) or "{0}")
                  + "};",
                  "static const gc_update_def_t step_updates[] = {"
-                 + (", ".join(f"{{{w}, {o}}}" for w, o in updates) or "{0}") + "};"]
+                 + (", ".join(f"{{{w}, {o}, {p}}}" for w, o, p in updates) or "{0}") + "};"]
         fields = (f"{int(bool(train))}, {len(step_inputs)}, {len(targets)}, {len(hypers)}, {int(info['reported'])}, "
                   f"{len(updates)}, "
                   "step_inputs, step_targets, step_hypers, step_updates")

@@ -59,6 +59,7 @@ struct gc_instance {
   int has_run;
   uint64_t* random;       /* [0] the seed, [1 + op] the calls of random op `op` so far */
   gc_tensor_t* step_in;   /* a training step's full input list (inputs, targets, hyperparameters) */
+  gc_tensor_t* step_out;  /* a step's outputs: the in-place state updates point at their weights */
   float* hypers;          /* hyperparameter values (scalar float32 inputs of the step) */
   gc_profile_t* profile;  /* the kernel timer (options.profile), else NULL */
   gc_instance_t* eval;    /* the evaluation step's instance (created on first use), reading these weights */
@@ -277,11 +278,12 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   inst->random = (uint64_t*)gc__table(a, (size_t)m->num_ops + 1, sizeof(uint64_t));
   inst->step_in = (gc_tensor_t*)gc__table(a, m->num_inputs, sizeof(gc_tensor_t));
+  inst->step_out = (gc_tensor_t*)gc__table(a, m->num_outputs, sizeof(gc_tensor_t));
   inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
   if (!inst->slots || !inst->dims || !inst->call_dims || !inst->out_dims || !inst->scratch_size ||
       !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
-      !inst->step_in || !inst->hypers) {
+      !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
     goto fail;
   }
@@ -386,6 +388,7 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->packed);
   gc__free(&a, inst->random);
   gc__free(&a, inst->step_in);
+  gc__free(&a, inst->step_out);
   gc__free(&a, inst->hypers);
   gc__profile_release(&a, inst->profile);
   inst->tag = GC_INSTANCE_DEAD; /* poisoned before the memory goes back: see the struct's layout */
@@ -787,9 +790,27 @@ static gc_status_t gc__write_updates(gc_instance_t* dst, const gc_instance_t* sr
     if (bytes != w->nbytes)
       return GC_ERROR(GC_INTERNAL, "state update '%s' has %llu bytes, its weight %llu", m->outputs[out].name,
                       (unsigned long long)bytes, (unsigned long long)w->nbytes);
-    memcpy(dst->weights_owned + w->offset, src->slots[m->outputs[out].slot], (size_t)w->nbytes);
+    unsigned char* target = dst->weights_owned + w->offset;
+    if (src->slots[m->outputs[out].slot] != target) /* not written in place by the step */
+      memcpy(target, src->slots[m->outputs[out].slot], (size_t)w->nbytes);
   }
   return NULL;
+}
+
+/* Runs step model instance `ri` (the instance itself or one of its sub-instances) on its step_in, the state
+   updates the generated code writes in place pointed at `dst`'s own weights, every other output in instance
+   memory. */
+static gc_status_t gc__run_step(gc_instance_t* ri, gc_instance_t* dst) {
+  const gc_model_t* m = ri->model;
+  memset(ri->step_out, 0, gc__array_bytes(m->num_outputs, sizeof(gc_tensor_t)));
+  for (uint32_t k = 0; k < m->num_updates; k++) {
+    const gc_update_def_t* u = &m->updates[k];
+    if (!u->in_place) continue;
+    const gc_weight_def_t* w = &m->weights[u->weight];
+    ri->step_out[u->output].data = dst->weights_owned + w->offset;
+    ri->step_out[u->output].size_bytes = (size_t)w->nbytes;
+  }
+  return gc__run(ri, ri->step_in, m->num_inputs, ri->step_out, m->num_outputs);
 }
 
 static gc_status_t gc__apply_updates(gc_instance_t* inst) {
@@ -856,8 +877,8 @@ static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs
   GC_RETURN_IF_ERROR(gc__own_weights(inst));
   for (size_t i = 0; i < num_inputs; i++) inst->step_in[m->step_inputs[i]] = inputs[i];
   for (size_t j = 0; j < num_targets; j++) inst->step_in[m->targets[j]] = targets[j];
-  /* every output in instance memory: the updates are read from there */
-  GC_RETURN_IF_ERROR(gc__run(inst, inst->step_in, m->num_inputs, NULL, 0));
+  /* the state updates in place or in instance memory, every other output in instance memory */
+  GC_RETURN_IF_ERROR(gc__run_step(inst, inst));
   GC_RETURN_IF_ERROR(gc__apply_updates(inst));
   return gc__report_outputs(inst, outputs, num_outputs);
 }
@@ -1037,7 +1058,7 @@ static gc_status_t gc__gradient_step(gc_instance_t* inst, const gc_tensor_t* inp
   gc_instance_t* gi = inst->grad;
   for (size_t i = 0; i < num_inputs; i++) gi->step_in[g->step_inputs[i]] = inputs[i];
   for (size_t j = 0; j < num_targets; j++) gi->step_in[g->targets[j]] = targets[j];
-  GC_RETURN_IF_ERROR(gc__run(gi, gi->step_in, g->num_inputs, NULL, 0));
+  GC_RETURN_IF_ERROR(gc__run_step(gi, inst));
   for (uint32_t k = 0; k < m->num_gradients; k++) {
     const gc_gradient_def_t* d = &m->gradients[k];
     const int64_t* dims;
@@ -1085,7 +1106,7 @@ static gc_status_t gc__apply_gradients(gc_instance_t* inst) {
     for (uint32_t h = 0; h < m->num_hypers; h++)
       if (strcmp(a->hypers[k].name, m->hypers[h].name) == 0) ai->hypers[k] = inst->hypers[h];
   }
-  GC_RETURN_IF_ERROR(gc__run(ai, ai->step_in, a->num_inputs, NULL, 0));
+  GC_RETURN_IF_ERROR(gc__run_step(ai, inst));
   GC_RETURN_IF_ERROR(gc__write_updates(inst, ai));
   inst->stale_packed = 1;
   inst->has_run = 0;

@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 4u
+#define GC_MODEL_ABI 5u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -73,10 +73,13 @@ typedef struct gc_packed_def {
   int32_t slot;
 } gc_packed_def_t;
 
-/* A state update of a training step: after the step, output `output` is written over weight `weight`. */
+/* A state update of a training step: output `output` is the new value of weight `weight`. With `in_place`
+   the step's kernels write it over the weight itself (the generated code runs every reader of the old value
+   first, and every in-place writer after all other kernels); otherwise it is copied there after the step. */
 typedef struct gc_update_def {
   int32_t weight;
   int32_t output;
+  int32_t in_place;
 } gc_update_def_t;
 
 /* One trainable weight's gradient in a training library's gradient buffer: the split step's gradient
