@@ -35,6 +35,7 @@ import numpy as np
 
 from graphc.ir.graph import Graph, Op
 from graphc.ops.fused import epilogue_inputs
+from graphc.passes.dce import dce
 from graphc.passes.manager import note, register_pass, working_on
 from graphc.passes.pattern import emit, replace_value
 
@@ -309,8 +310,11 @@ def fold_qdq(graph: Graph) -> bool:
 
 
 def fold_integer_products(graph: Graph) -> Graph:
-    """A copy of the quantized ``graph`` with its products folded into integer ops (see the module docstring)."""
+    """A copy of the quantized ``graph`` with its products folded into integer ops (see the module docstring),
+    without the constants only the folded ops read (float copies of weights, their scales): a library packs
+    every constant of its graph."""
     folded = graph.copy()
     folded.name = graph.name
     fold_qdq(folded)
+    dce(folded)
     return folded

@@ -138,6 +138,15 @@ def test_quantized_seed_models_run_natively(rng, name):
         assert to_qdq.max() <= 0.03 and (to_qdq <= 1e-4).mean() >= 0.9, (out, to_qdq.max())
 
 
+@pytest.mark.parametrize("name", ["mlp", "separable_conv_bn", "residual", "multi_output"])
+def test_folding_leaves_no_constant_unread(rng, name):
+    """The float weights and scales the integer ops replaced are gone: a library packs every constant."""
+    folded = fold_integer_products(graphc.optimize(_quantized(name, rng), 2))
+    read = {v for op in folded.ops() for v in op.inputs} | set(folded.outputs)
+    assert not [c for c in folded.constants if c not in read]
+    assert any(op.type.startswith("qlinear_") for op in folded.ops())
+
+
 def test_a_model_of_integer_ops_and_exact_float_ones_is_exact_natively(rng):
     """conv1d_text and residual run integer ops and float ones that are exact (dequantize, pooling
     maxima, strided slices): native equals the folded reference to the bit."""
