@@ -196,9 +196,8 @@ class DataParallel:
         if buffer.dtype != np.float32:
             raise TypeError("DataParallel averages float32 gradient buffers; this model has gradients of other "
                             "dtypes")
-        buffer *= np.float32(share)
         pending = self.start_all_reduce(stats, "the all-reduce of the logged totals and the layers' state")
-        row_sparse.all_reduce_gradients(self, buffer, self._tables(step), pending)
+        row_sparse.all_reduce_gradients(self, buffer, self._tables(step), pending, scale=share)
         total = stats[0]
         if total != expected:
             raise DistributedError(f"rank {self.rank} of {self.world_size}: the ranks' batches hold {total:g} "

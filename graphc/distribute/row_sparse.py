@@ -54,17 +54,31 @@ def _dense_ranges(size: int, found: list[Table]) -> list[tuple[int, int]]:
     return ranges
 
 
-def all_reduce_gradients(dp, buffer: np.ndarray, found: list[Table], pending: list) -> None:
-    """Sum the flat float32 ``buffer`` across ranks in place (``dp``: a DataParallel's start_all_reduce and
-    wait), ``found`` reduced by rows; ``pending`` (operations already started, such as the logged totals) is
-    waited for with the rest."""
+def _written_rows(view: np.ndarray) -> np.ndarray:
+    """Which rows of a (rows, width) float32 table have any bit set, read 8 bytes at a time where the width
+    allows (one pass over the table, the cost of this exchange)."""
+    bits = view.view(np.uint64) if view.shape[1] % 2 == 0 else view.view(np.uint32)
+    return np.bitwise_or.reduce(bits, axis=1) != 0
+
+
+def _scaled(part: np.ndarray, scale: float) -> np.ndarray:
+    if scale != 1.0:
+        np.multiply(part, np.float32(scale), out=part)
+    return part
+
+
+def all_reduce_gradients(dp, buffer: np.ndarray, found: list[Table], pending: list, scale: float = 1.0) -> None:
+    """Set the flat float32 ``buffer`` to the sum across ranks of ``buffer * scale`` in place (``dp``: a
+    DataParallel's start_all_reduce and wait), ``found`` reduced by rows; ``pending`` (operations already
+    started, such as the logged totals) is waited for with the rest. Only what is exchanged is scaled (a row
+    no rank wrote is zero, scaled or not): the same values as scaling the whole buffer first, bit for bit."""
     what = "the all-reduce of the gradients"
     views = [buffer[t.start:t.start + t.rows * t.width].reshape(t.rows, t.width) for t in found]
-    written = [np.bitwise_or.reduce(v.view(np.uint32), axis=1) != 0 for v in views]
+    written = [_written_rows(v) for v in views]
     marks = np.concatenate(written).astype(np.int32) if written else np.zeros(0, np.int32)
     marking = dp.start_all_reduce(marks, "the all-reduce of the gradient tables' written rows") if found else []
     for lo, hi in _dense_ranges(buffer.size, found):
-        pending = pending + dp.start_all_reduce(buffer[lo:hi], what)
+        pending = pending + dp.start_all_reduce(_scaled(buffer[lo:hi], scale), what)
     if not found:
         dp.wait(pending, what)
         return
@@ -74,9 +88,9 @@ def all_reduce_gradients(dp, buffer: np.ndarray, found: list[Table], pending: li
         rows = np.flatnonzero(marks[at:at + t.rows])
         at += t.rows
         if len(rows) > MAX_UNION * t.rows:
-            pending = pending + dp.start_all_reduce(view, what)
+            pending = pending + dp.start_all_reduce(_scaled(view, scale), what)
         elif len(rows):
-            part = np.ascontiguousarray(view[rows])
+            part = _scaled(np.ascontiguousarray(view[rows]), scale)
             compact.append((view, rows, part))
             pending = pending + dp.start_all_reduce(part, what)
     dp.wait(pending, what)

@@ -65,13 +65,13 @@ def _buffers(rows: int, width: int, written: list[list[int]], rng) -> list[np.nd
     return buffers
 
 
-def _reduce(buffers: list[np.ndarray], found) -> ThreadWorld:
+def _reduce(buffers: list[np.ndarray], found, scale: float = 1.0) -> ThreadWorld:
     world = ThreadWorld()
     errors = []
 
     def rank(r):
         try:
-            row_sparse.all_reduce_gradients(world.rank(r), buffers[r], found, [])
+            row_sparse.all_reduce_gradients(world.rank(r), buffers[r], found, [], scale=scale)
         except Exception as exc:  # surfaced in the test's thread
             errors.append(exc)
             world.barrier.abort()
@@ -128,3 +128,29 @@ def test_without_tables_the_buffer_goes_whole(rng):
     world = _reduce(buffers, [])
     np.testing.assert_array_equal(buffers[0], want)
     assert world.sizes[0] == [101]
+
+
+@pytest.mark.parametrize("rows, width", [(4096, 64), (1031, 257)])
+def test_scaled_exchange_equals_scaling_the_whole_buffer_first(rows, width, rng):
+    """Only what is exchanged is scaled; the sums equal those of buffers scaled whole, bit for bit, tiny
+    values that the scale flushes to (signed) zero included."""
+    written = [[0, 3, rows - 2], [3, 17]]
+    buffers = _buffers(rows, width, written, rng)
+    entries, _ = _layout(rows, width)
+    table = entries[1]
+    for b, tiny in zip(buffers, (1e-45, -1e-45)):
+        b[table.offset // 4 + 40 * width] = tiny  # rows written with a denormal that 1/3 flushes to +-0
+    scale = 1.0 / 3.0
+    want = buffers[0] * np.float32(scale) + buffers[1] * np.float32(scale)
+    _reduce(buffers, row_sparse.tables(entries), scale=scale)
+    for r in range(2):
+        np.testing.assert_array_equal(buffers[r].view(np.uint32), want.view(np.uint32), err_msg=f"rank {r}")
+
+
+def test_a_table_reduced_densely_is_scaled_too(rng):
+    rows, width = 4096, 64
+    buffers = _buffers(rows, width, [list(range(0, rows, 2)), list(range(1, rows, 4))], rng)
+    want = buffers[0] * np.float32(0.25) + buffers[1] * np.float32(0.25)
+    entries, _ = _layout(rows, width)
+    _reduce(buffers, row_sparse.tables(entries), scale=0.25)
+    np.testing.assert_array_equal(buffers[0].view(np.uint32), want.view(np.uint32))
