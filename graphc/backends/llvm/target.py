@@ -71,6 +71,12 @@ class TargetInfo:
         return "amx-bf16" in have and "amx-tile" in have
 
     @property
+    def has_amx_int8(self) -> bool:
+        """AMX tiles with byte products into int32 (``tdpbusd``)."""
+        have = _feature_set(self.features)
+        return "amx-int8" in have and "amx-tile" in have
+
+    @property
     def platform(self) -> str:
         """graphc's name of the triple (``aarch64-linux-gnu``): what toolchains are chosen by."""
         return platform_of(self.triple)

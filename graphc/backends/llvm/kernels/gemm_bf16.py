@@ -309,7 +309,7 @@ def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, spli
     return split_accumulate(k, vt, nv, kpairs, step, split)
 
 
-def _amx(b: ir.IRBuilder, name: str, *args) -> None:
+def amx_call(b: ir.IRBuilder, name: str, *args) -> None:
     """A call of AMX intrinsic ``llvm.x86.<name>`` on fixed tile registers (i8 immediates) and pointers."""
     types = [a.type for a in args]
     b.call(intrinsic(b.module, f"llvm.x86.{name}", ir.VoidType(), types), list(args))
@@ -338,38 +338,41 @@ def amx_tile_config(module: ir.Module) -> ir.GlobalVariable:
     return g
 
 
-def amx_begin(k: Kernel) -> None:
-    """Kernel entry: the runtime's permission for tiles (the call fails with its errno without it),
-    then the tile configuration."""
+def amx_begin(k: Kernel, remedy: str = "build with precision='float32'") -> None:
+    """Kernel entry: the runtime's permission for tiles (the call fails with its errno without it, the
+    message ending in ``remedy``), then the tile configuration."""
     b = k.b
     k.kb.fail_message("AMX tiles unavailable: the OS refused arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) "
-                      "(errno %lld); build with precision='float32'")
+                      f"(errno %lld); {remedy}")
     ready = b.call(intrinsic(b.module, "gc__amx_ready", I64, []), [])
     with b.if_then(b.icmp_signed("!=", ready, i64(0)), likely=False):
         k.fail(ready)
-    _amx(b, "ldtilecfg", amx_tile_config(b.module))
+    amx_call(b, "ldtilecfg", amx_tile_config(b.module))
 
 
-def amx_compute(k: Kernel, a_base, a_stride: int, panel, kpairs, c_tile, NR: int) -> None:
-    """``c_tile`` (32 x NR=32 floats, NR apart) = the 32 rows of A from ``a_base`` (bf16, ``a_stride``
-    elements apart) times the panel's first ``kpairs`` k pairs (a multiple of 16): tiles 0..3 hold C,
-    4..5 A's two halves of rows, 6..7 the panel's two halves of columns."""
+def amx_compute(k: Kernel, a_base, a_row_bytes: int, panel, kwords, c_tile, NR: int,
+                product: str = "tdpbf16ps") -> None:
+    """``c_tile`` (32 x NR=32 32-bit results, NR apart) = the 32 rows of A from ``a_base`` (``a_row_bytes``
+    apart) times the panel's first ``kwords`` rows of 32-bit words (a multiple of 16; a word is a k pair
+    of bf16, or four k of bytes for ``tdpbusd``): tiles 0..3 hold C, 4..5 A's two halves of rows, 6..7
+    the panel's two halves of columns. ``product``: the tile instruction."""
     fb, b = k.fn, k.b
-    a_bytes, b_bytes = i64(2 * a_stride), i64(4 * NR)
+    a_bytes, b_bytes = i64(a_row_bytes), i64(4 * NR)
     for t in range(4):
-        _amx(b, "tilezero", _tile(t))
-    a_low = b.gep(a_base, [i64(AMX_ROWS * a_stride)], source_etype=I16)
-    with fb.loop(0, kpairs, AMX_PAIRS, name="kt") as kp:
-        _amx(b, "tileloadd64", _tile(4), b.gep(a_base, [b.mul(kp, i64(2))], source_etype=I16), a_bytes)
-        _amx(b, "tileloadd64", _tile(5), b.gep(a_low, [b.mul(kp, i64(2))], source_etype=I16), a_bytes)
-        bp = b.gep(panel, [b.mul(kp, i64(NR))], source_etype=I32)
-        _amx(b, "tileloadd64", _tile(6), bp, b_bytes)
-        _amx(b, "tileloadd64", _tile(7), b.gep(bp, [i64(LANES)], source_etype=I32), b_bytes)
+        amx_call(b, "tilezero", _tile(t))
+    a_low = b.gep(a_base, [i64(AMX_ROWS * a_row_bytes)], source_etype=I8)
+    with fb.loop(0, kwords, AMX_PAIRS, name="kt") as kw:
+        a_at = b.mul(kw, i64(4))
+        amx_call(b, "tileloadd64", _tile(4), b.gep(a_base, [a_at], source_etype=I8), a_bytes)
+        amx_call(b, "tileloadd64", _tile(5), b.gep(a_low, [a_at], source_etype=I8), a_bytes)
+        bp = b.gep(panel, [b.mul(kw, i64(NR))], source_etype=I32)
+        amx_call(b, "tileloadd64", _tile(6), bp, b_bytes)
+        amx_call(b, "tileloadd64", _tile(7), b.gep(bp, [i64(LANES)], source_etype=I32), b_bytes)
         for c, (a, bt) in enumerate(((4, 6), (4, 7), (5, 6), (5, 7))):
-            _amx(b, "tdpbf16ps", _tile(c), _tile(a), _tile(bt))
+            amx_call(b, product, _tile(c), _tile(a), _tile(bt))
     for c in range(4):
         offset = (c // 2) * AMX_ROWS * NR + (c % 2) * LANES
-        _amx(b, "tilestored64", _tile(c), b.gep(c_tile, [i64(offset)], source_etype=F32), b_bytes)
+        amx_call(b, "tilestored64", _tile(c), b.gep(c_tile, [i64(offset)], source_etype=I32), b_bytes)
 
 
 def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
@@ -463,7 +466,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                           source_etype=I32)
             base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(bf_stride))], source_etype=I16)
             if amx:  # rows past the last are computed from stale tile rows, and not stored
-                amx_compute(k, base, bf_stride, panel, kpairs, c_tile, NR)
+                amx_compute(k, base, 2 * bf_stride, panel, kpairs, c_tile, NR)
                 store_tile(None, p, i, rows_valid, valid_cols, first, last)
                 return
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
@@ -504,7 +507,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kpairs, first, last, N % NR)
     if amx:
-        _amx(b, "tilerelease")
+        amx_call(b, "tilerelease")
     kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
 
 

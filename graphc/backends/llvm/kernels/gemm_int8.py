@@ -31,10 +31,21 @@ multiplier per column, clamp, round half to even, zero point, narrowing) runs on
 before one byte per output is stored. With a
 residual, the epilogue is the QDQ graph's float one instead (scale, relu, the dequantized
 residual, relu, division by the output scale) before the same clamp and rounding.
+
+AMX (``amx-int8``, with ``vnni512``): ``tdpbusd`` multiplies a tile of 16 rows x 64 unsigned bytes
+of A by a tile of 16 rows of 16 columns x 4 signed bytes of W, the ``vnni512`` panel layout as it
+is (a panel of NR = 32 columns is two B tiles side by side, 128 bytes per k group), so only K is
+padded further: to whole steps of 64 k (16 groups), zeros in the panels and in A's tile rows. The
+micro-kernel is then :func:`.gemm_bf16.amx_compute`'s 32 x 32 block of C in four tiles, stored into
+the thread's scratch, and the same epilogue reads its int32 rows back from there. A block of fewer
+than :data:`AMX_MIN_ROWS` rows (a batch-1 Dense, the last rows of M) runs the ``vnni512`` micro-tiles
+instead, on the same tile and panels. ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` everywhere on an
+AMX machine (for comparisons).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +53,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I8, I32, I64, i32, i64, intrinsic
+from graphc.backends.llvm.kernels.gemm_bf16 import AMX_PAIRS, AMX_ROWS, amx_begin, amx_call, amx_compute
 from graphc.backends.llvm.target import TargetInfo
 from graphc.ir import dims
 from graphc.ops.quantize import QRANGE
@@ -50,6 +62,9 @@ I16 = ir.IntType(16)
 _ROUNDER = 12582912.0  # 1.5 * 2^23: (t + R) - R rounds |t| < 2^22 half to even in float32
 COPY_VECTOR = 16  # elements per vector copied into the tile
 TILE_BYTES = 256 * 1024  # the A tile of a work item stays well inside L2
+ENV_KERNEL = "GRAPHC_INT8_KERNEL"
+AMX_BLOCK = 2 * AMX_ROWS  # rows of C per AMX micro-kernel (two A tiles)
+AMX_MIN_ROWS = 4  # fewer rows in a block: vnni512 micro-tiles instead of a mostly idle 32-row block
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ def dot_path(target: TargetInfo) -> DotPath:
     return DotPath("generic", 4, 2)
 
 
+def uses_amx(target: TargetInfo) -> bool:
+    """Whether int8 products run on AMX tiles for ``target`` (else on :func:`dot_path`'s instructions)."""
+    return target.has_amx_int8 and dot_path(target).name == "vnni512" and os.environ.get(ENV_KERNEL, "") != "vnni"
+
+
 def micro_tile(path: DotPath, target: TargetInfo) -> tuple[int, int]:
     """(MR rows, NV vectors) of the register tile: MR * NV accumulators, NV weight vectors and a
     broadcast in the target's vector registers."""
@@ -118,12 +138,12 @@ def _dot(b: ir.IRBuilder, path: DotPath, acc: ir.Value, a: ir.Value, w: ir.Value
 
 # ---------------------------------------------------------------------------- weights
 
-def _pack_weights(K: int, N: int, NR: int, path: DotPath) -> Callable:
-    """Emitter of the packed panels ``dst[p][kg][j][e] = W[kg * g + e][p * NR + j]`` (0 outside K x N)
-    followed by the column sums ``sum_k W[k][n]`` (int32, 0 past N)."""
+def _pack_weights(K: int, N: int, NR: int, path: DotPath, KG: int) -> Callable:
+    """Emitter of the packed panels ``dst[p][kg][j][e] = W[kg * g + e][p * NR + j]`` (``KG`` groups each,
+    0 outside K x N) followed by the column sums ``sum_k W[k][n]`` (int32, 0 past N)."""
     g, et = path.group, path.elem
-    KG, P = -(-K // g), -(-N // NR)
-    sums_at = _sums_offset(K, N, NR, path)
+    P = -(-N // NR)
+    sums_at = _sums_offset(N, NR, path, KG)
 
     def emit(fn, src, dst):
         b = fn.b
@@ -153,15 +173,16 @@ def _pack_weights(K: int, N: int, NR: int, path: DotPath) -> Callable:
     return emit
 
 
-def _sums_offset(K: int, N: int, NR: int, path: DotPath) -> int:
-    panels = -(-N // NR) * -(-K // path.group) * NR * path.group * path.esize
+def _sums_offset(N: int, NR: int, path: DotPath, KG: int) -> int:
+    panels = -(-N // NR) * KG * NR * path.group * path.esize
     return -(-panels // 64) * 64
 
 
-def packed_int8(kb: KernelBuilder, w: Tensor, NR: int, path: DotPath) -> Tensor:
+def packed_int8(kb: KernelBuilder, w: Tensor, NR: int, path: DotPath, KG: int) -> Tensor:
+    """``w`` (K, N) in panels of ``KG`` groups of k (at least ``ceil(K / g)``), then its column sums."""
     K, N = w.shape
-    nbytes = _sums_offset(K, N, NR, path) + -(-N // NR) * NR * 4
-    return kb.packed_weight(w, ("int8", path.name, NR), nbytes, _pack_weights(K, N, NR, path))
+    nbytes = _sums_offset(N, NR, path, KG) + -(-N // NR) * NR * 4
+    return kb.packed_weight(w, ("int8", path.name, NR, KG), nbytes, _pack_weights(K, N, NR, path, KG))
 
 
 # ---------------------------------------------------------------------------- A sources
@@ -324,27 +345,34 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     """``out (M, N) = requantize(A @ w)`` for the rows ``source`` gives (see the module docstring)."""
     target = kb.target
     path = dot_path(target)
+    amx = uses_amx(target)
     L, g, et, es = path.lanes, path.group, path.elem, path.esize
     MR, NV = micro_tile(path, target)
     NR = NV * L
     N = w.shape[1]
-    KG = -(-K // g)
-    KP = KG * g  # tile row length in elements
+    KG = -(-K // g)  # groups the vector micro-kernel reads
+    KGP = -(-KG // AMX_PAIRS) * AMX_PAIRS if amx else KG  # groups per panel: whole AMX steps
+    KP = KGP * g  # tile row length in elements
     P = -(-N // NR)
     NP = P * NR
-    packed = packed_int8(kb, w, NR, path)
-    sums_at = _sums_offset(K, N, NR, path)
+    packed = packed_int8(kb, w, NR, path, KGP)
+    sums_at = _sums_offset(N, NR, path, KGP)
     row_bytes = KP * es
-    MB = MR * max(1, min(8, TILE_BYTES // (row_bytes * MR)))
+    block = AMX_BLOCK if amx else MR  # rows of a work item come in multiples of it
+    MB = block * max(1, min(8, TILE_BYTES // (row_bytes * block)))
     tile_bytes = -(-(MB * row_bytes) // 64) * 64
+    c_bytes = AMX_BLOCK * NR * 4 if amx else 0
     items = dims.ceildiv(M, MB)
 
-    k = kb.kernel(name)
+    k = kb.kernel(f"{name}_amx" if amx else name)
     fb, b = k.fn, k.b
+    if amx:
+        amx_begin(k, f"set {ENV_KERNEL}=vnni")
     vt, ft = ir.VectorType(I32, L), ir.VectorType(F32, L)
-    scratch = k.thread_scratch(tile_bytes + 2 * NP * 4)
+    scratch = k.thread_scratch(tile_bytes + c_bytes + 2 * NP * 4)
     tile = scratch
-    mult = b.gep(scratch, [i64(tile_bytes)], source_etype=I8)
+    c_tile = b.gep(scratch, [i64(tile_bytes)], source_etype=I8)
+    mult = b.gep(c_tile, [i64(c_bytes)], source_etype=I8)
     corr = b.gep(mult, [i64(NP)], source_etype=F32)
     pw, pout = k.ptr(packed), k.ptr(out)
     sums = b.gep(pw, [i64(sums_at)], source_etype=I8)
@@ -385,7 +413,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         high = b.select(b.fcmp_ordered("<", top, high), top, high)
     low_v, high_v, yz_v = k.splat(low, L), k.splat(high, L), k.splat(yz32, L)
     rounder = ir.Constant(ft, [ir.Constant(F32, _ROUNDER)] * L)
-    panel_bytes = KG * NR * g * es
+    panel_bytes = KGP * NR * g * es
     fzero = ir.Constant(ft, [ir.Constant(F32, 0.0)] * L)
     if q.residual is not None:
         r_t, r_scale, r_zero = q.residual
@@ -416,34 +444,71 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         wide = b.sext(raw, vt) if r_t.dtype == "int8" else b.zext(raw, vt)
         return b.fmul(b.sitofp(b.sub(wide, rz_v), ft), rs_v)
 
-    def epilogue_store(acc, t0, rows_here, pg, full: bool) -> None:
-        """The tile's rows (guarded by rows_here) requantized and stored; ``full``: every column valid."""
+    def columns(pg, full: bool):
+        """(vector index, first column, valid lanes, correction, multiplier) of wide panel pg's vectors that
+        hold columns below N; ``full``: every column valid."""
         col0 = b.mul(pg, i64(NR))
         for v in range(NV):
-            col = b.add(col0, i64(v * L))
-            cv = b.load(b.gep(corr, [col], source_etype=I32), typ=vt, align=4)
-            mv = b.load(b.gep(mult, [col], source_etype=F32), typ=ft, align=4)
             valid = L if full else max(0, min(L, N - (P - 1) * NR - v * L))
             if valid == 0:
                 continue
+            col = b.add(col0, i64(v * L))
+            cv = b.load(b.gep(corr, [col], source_etype=I32), typ=vt, align=4)
+            mv = b.load(b.gep(mult, [col], source_etype=F32), typ=ft, align=4)
+            yield v, col, valid, cv, mv
+
+    def requantize_store(acc, row, col, valid: int, cv, mv) -> None:
+        """One vector of int32 sums (output row ``row``, columns from ``col``) requantized and stored."""
+        at = b.add(b.mul(row, i64(N)), col)
+        t = b.fmul(b.sitofp(b.add(acc, cv), ft), mv)
+        if q.residual is not None:
+            t = relu(t, q.activation, q.max_value)
+            t = relu(b.fadd(t, residual_vector(at, valid)), q.post_activation, q.post_max_value)
+            t = b.fdiv(t, sy_v)
+        t = b.select(b.fcmp_ordered("<", t, low_v), low_v, t)
+        t = b.select(b.fcmp_ordered(">", t, high_v), high_v, t)
+        t = b.fsub(b.fadd(t, rounder), rounder)
+        qv = b.trunc(b.add(b.fptosi(t, vt), yz_v), ir.VectorType(I8, L))
+        dst = b.gep(pout, [at], source_etype=I8)
+        if valid == L:
+            b.store(qv, dst, align=1)
+        else:
+            for lane in range(valid):
+                b.store(b.extract_element(qv, i32(lane)), b.gep(dst, [i64(lane)], source_etype=I8))
+
+    def epilogue_store(acc, t0, rows_here, pg, full: bool) -> None:
+        """The register tile's rows (guarded by rows_here) requantized and stored."""
+        for v, col, valid, cv, mv in columns(pg, full):
             for r in range(MR):
                 with b.if_then(b.icmp_signed("<", i64(r), rows_here)):
-                    at = b.add(b.mul(b.add(t0, i64(r)), i64(N)), col)
-                    t = b.fmul(b.sitofp(b.add(acc[r][v].get(), cv), ft), mv)
-                    if q.residual is not None:
-                        t = relu(t, q.activation, q.max_value)
-                        t = relu(b.fadd(t, residual_vector(at, valid)), q.post_activation, q.post_max_value)
-                        t = b.fdiv(t, sy_v)
-                    t = b.select(b.fcmp_ordered("<", t, low_v), low_v, t)
-                    t = b.select(b.fcmp_ordered(">", t, high_v), high_v, t)
-                    t = b.fsub(b.fadd(t, rounder), rounder)
-                    qv = b.trunc(b.add(b.fptosi(t, vt), yz_v), ir.VectorType(I8, L))
-                    dst = b.gep(pout, [at], source_etype=I8)
-                    if valid == L:
-                        b.store(qv, dst, align=1)
-                    else:
-                        for lane in range(valid):
-                            b.store(b.extract_element(qv, i32(lane)), b.gep(dst, [i64(lane)], source_etype=I8))
+                    requantize_store(acc[r][v].get(), b.add(t0, i64(r)), col, valid, cv, mv)
+
+    def amx_block(t_row, rows_here, pg, full: bool) -> None:
+        """Rows [t_row, t_row + 32) of the tile (``rows_here`` of them stored) times wide panel pg on AMX
+        tiles, the sums read back from ``c_tile``."""
+        panel = b.gep(pw, [b.mul(pg, i64(panel_bytes))], source_etype=I8)
+        a0 = b.gep(tile, [b.mul(t_row, i64(row_bytes))], source_etype=I8)
+        amx_compute(k, a0, row_bytes, panel, i64(KGP), c_tile, NR, product="tdpbusd")
+        t0 = b.add(row0_var.get(), t_row)
+        with fb.loop(0, rows_here, name="er") as r:
+            for v, col, valid, cv, mv in columns(pg, full):
+                acc = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * L))], source_etype=I32), typ=vt,
+                             align=64)
+                requantize_store(acc, b.add(t0, r), col, valid, cv, mv)
+
+    def block_product(t_row, rows_left, pg, full: bool) -> None:
+        """Rows from t_row of the tile (``rows_left`` remain) times wide panel pg: the block's rows on AMX
+        tiles, or vector micro-tiles where too few remain."""
+        if not amx:
+            micro(t_row, rows_left, pg, full)
+            return
+        rows_here = fb.min_(rows_left, i64(AMX_BLOCK))
+        with b.if_else(b.icmp_signed(">=", rows_here, i64(AMX_MIN_ROWS))) as (tiles, vectors):
+            with tiles:
+                amx_block(t_row, rows_here, pg, full)
+            with vectors:
+                with fb.loop(0, rows_here, MR, name="tv") as t_v:
+                    micro(b.add(t_row, t_v), b.sub(rows_here, t_v), pg, full)
 
     def micro(t_row, rows_here, pg, full: bool) -> None:
         """Rows [t_row, t_row + MR) of the tile times wide panel pg."""
@@ -465,6 +530,16 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
                     acc[r][v].set(_dot(b, path, acc[r][v].get(), av, wv[v]))
         epilogue_store(acc, b.add(row0_var.get(), t_row), rows_here, pg, full)
 
+    def zero_padding(dst) -> None:
+        """Zeros in a tile row from K to its end (16 at a time, then one by one)."""
+        c = K
+        while c + COPY_VECTOR <= KP:
+            b.store(ir.Constant(ir.VectorType(et, COPY_VECTOR), [ir.Constant(et, 0)] * COPY_VECTOR),
+                    b.gep(dst, [i64(c)], source_etype=et), align=1)
+            c += COPY_VECTOR
+        for rest in range(c, KP):
+            b.store(ir.Constant(et, 0), b.gep(dst, [i64(rest)], source_etype=et))
+
     row0_var = fb.var(I64, 0, name="row0")
     full_panels = N // NR
     with fb.loop(k.begin, k.end, name="item") as item:
@@ -476,16 +551,17 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         with fb.loop(0, rows, name="fill") as r:
             dst = b.gep(tile, [b.mul(r, i64(row_bytes))], source_etype=I8)
             source.fill(k, b.add(row0, r), dst)
-            for c in range(K, KP):
-                b.store(ir.Constant(et, 0), b.gep(dst, [i64(c)], source_etype=et))
+            zero_padding(dst)
         # panels outer: a wide panel (K x NR bytes) stays in L1 while the block's micro-tiles stream by
         if full_panels:
             with fb.loop(0, full_panels, name="pg") as pg:
-                with fb.loop(0, rows, MR, name="t") as t_row:
-                    micro(t_row, b.sub(rows, t_row), pg, True)
+                with fb.loop(0, rows, block, name="t") as t_row:
+                    block_product(t_row, b.sub(rows, t_row), pg, True)
         if full_panels < P:
-            with fb.loop(0, rows, MR, name="tp") as t_row:
-                micro(t_row, b.sub(rows, t_row), i64(full_panels), False)
+            with fb.loop(0, rows, block, name="tp") as t_row:
+                block_product(t_row, b.sub(rows, t_row), i64(full_panels), False)
+    if amx:
+        amx_call(b, "tilerelease")
     kb.launch(k, items, cost=MB * K * N * 2)
 
 
