@@ -71,8 +71,9 @@ def save_application(keras: Any, name: str, directory: Path, rng: np.random.Gene
 def transformer_encoder(keras: Any, rng: np.random.Generator, *, seq: int = 128, vocab: int = 1000,
                         d_model: int = 256, heads: int = 4, ff: int = 1024, blocks: int = 2, classes: int = 10):
     """A BERT-style text classifier as Keras users write it: token embeddings (no position embedding:
-    what is timed is the encoder), ``blocks`` post-norm encoder blocks (MultiHeadAttention, a ReLU feed-forward network, LayerNormalization),
-    mean pooling and a linear head. Weights are Keras's initialisation, then drawn from ``rng``."""
+    what is timed is the encoder), ``blocks`` post-norm encoder blocks (MultiHeadAttention, a ReLU
+    feed-forward network, LayerNormalization), mean pooling and a linear head. Weights are Keras's
+    initialisation, then drawn from ``rng``."""
     keras.utils.clear_session()
     layers = keras.layers
     ids = keras.Input((seq,), dtype="int32", name="ids")
