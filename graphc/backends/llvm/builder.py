@@ -211,6 +211,9 @@ class KernelBuilder:
         self.op_label = ""
         self.op_error: str | None = None
         self.op_temps: list[Tensor] = []
+        # outputs of the op being lowered that no op reads and the graph does not return: a lowering
+        # may leave them unwritten (a gradient op skips the gradients nobody asked for)
+        self.op_unread: frozenset[int] = frozenset()
         self.pack_sources: dict[int, tuple] = {}
         self._names: dict[str, int] = {}
         self._kernel_cache: dict[tuple, ir.Function] = {}

@@ -304,10 +304,11 @@ class _Codegen:
             kb.op_label = where
             kb.op_error = None
             kb.op_temps = []
+            kb.op_unread = frozenset(i for i, v in enumerate(op.outputs) if self.graph.num_uses(v) == 0)
             ins = [self.tensors[v] for v in op.inputs]
             outs = [self._tensor_for_result(v) for v in op.outputs]
             attrs = opdef.resolve_attrs(op.attrs)
-            key = _op_key(op, attrs, ins, outs)
+            key = (_op_key(op, attrs, ins, outs), kb.op_unread)
             if key in self.memo:
                 self._replay(self.memo[key], ins, outs)
             else:
