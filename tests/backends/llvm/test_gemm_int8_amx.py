@@ -1,6 +1,6 @@
 """The int8 GEMM on AMX tiles (``tdpbusd``) and its VNNI fallback (``GRAPHC_INT8_KERNEL=vnni``): both equal
 the integer reference bit for bit on odd shapes (K across the 64-byte steps AMX pads to, M across the
-32-row blocks and the few-row blocks left to vector micro-tiles, N across the 32-column panels),
+32-row blocks and a last block of a few rows, N across the 32-column panels),
 convolutions with padding, strides and dilations, with and without a residual, uint8 and int8 inputs,
 on one and two threads. The AMX kernel's tests skip where the CPU lacks ``amx-int8``; the VNNI ones run
 wherever the CPU has AVX512-VNNI."""
@@ -25,8 +25,8 @@ HAS_VNNI512 = dot_path(HOST).name == "vnni512"
 KERNELS = [pytest.param("amx", marks=pytest.mark.skipif(not HOST.has_amx_int8, reason="this CPU has no amx-int8")),
            pytest.param("vnni", marks=pytest.mark.skipif(not HAS_VNNI512, reason="this CPU has no AVX512-VNNI"))]
 INSTRUCTION = {"amx": "tdpbusd", "vnni": "vpdpbusd"}
-# rows at run time: within one 32-row block, whole blocks, blocks plus 1..4 rows (vector micro-tiles below
-# four rows, a mostly empty AMX block from four), and several work items
+# rows at run time: within one 32-row block, whole blocks, blocks plus a few rows (a mostly empty last
+# block), and several work items
 BATCHES = (1, 3, 7, 17, 32, 33, 36, 63, 65, 130, 300)
 
 

@@ -37,10 +37,11 @@ of A by a tile of 16 rows of 16 columns x 4 signed bytes of W, the ``vnni512`` p
 is (a panel of NR = 32 columns is two B tiles side by side, 128 bytes per k group), so only K is
 padded further: to whole steps of 64 k (16 groups), zeros in the panels and in A's tile rows. The
 micro-kernel is then :func:`.gemm_bf16.amx_compute`'s 32 x 32 block of C in four tiles, stored into
-the thread's scratch, and the same epilogue reads its int32 rows back from there. A block of fewer
-than :data:`AMX_MIN_ROWS` rows (a batch-1 Dense, the last rows of M) runs the ``vnni512`` micro-tiles
-instead, on the same tile and panels. ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` everywhere on an
-AMX machine (for comparisons).
+the thread's scratch, and the same epilogue reads its int32 rows back from there. Blocks of fewer
+rows (the last rows of M, a batch-1 Dense) run whole on stale rows of the tile, only their valid rows
+stored: measured, a 32-row block is no slower than ``vpdpbusd`` micro-tiles even for one row (the
+weights' bytes bound both). ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` on an AMX machine (for
+comparisons).
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ COPY_VECTOR = 16  # elements per vector copied into the tile
 TILE_BYTES = 256 * 1024  # the A tile of a work item stays well inside L2
 ENV_KERNEL = "GRAPHC_INT8_KERNEL"
 AMX_BLOCK = 2 * AMX_ROWS  # rows of C per AMX micro-kernel (two A tiles)
-AMX_MIN_ROWS = 4  # fewer rows in a block: vnni512 micro-tiles instead of a mostly idle 32-row block
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     MR, NV = micro_tile(path, target)
     NR = NV * L
     N = w.shape[1]
-    KG = -(-K // g)  # groups the vector micro-kernel reads
+    KG = -(-K // g)
     KGP = -(-KG // AMX_PAIRS) * AMX_PAIRS if amx else KG  # groups per panel: whole AMX steps
     KP = KGP * g  # tile row length in elements
     P = -(-N // NR)
@@ -444,6 +444,14 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         wide = b.sext(raw, vt) if r_t.dtype == "int8" else b.zext(raw, vt)
         return b.fmul(b.sitofp(b.sub(wide, rz_v), ft), rs_v)
 
+    def round_to_int(t):
+        """int32 lanes of ``t`` (clamped, so |t| < 2^22) rounded half to even: one ``vcvtps2dq`` with
+        round-to-nearest embedded on 512-bit vectors, else ``(t + 1.5 * 2^23) - 1.5 * 2^23`` truncated."""
+        if L == 16 and target.arch == "x86_64":
+            fn = intrinsic(b.module, "llvm.x86.avx512.mask.cvtps2dq.512", vt, [ft, vt, ir.IntType(16), I32])
+            return b.call(fn, [t, ir.Constant(vt, ir.Undefined), ir.Constant(ir.IntType(16), -1), i32(8)])
+        return b.fptosi(b.fsub(b.fadd(t, rounder), rounder), vt)
+
     def columns(pg, full: bool):
         """(vector index, first column, valid lanes, correction, multiplier) of wide panel pg's vectors that
         hold columns below N; ``full``: every column valid."""
@@ -467,8 +475,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
             t = b.fdiv(t, sy_v)
         t = b.select(b.fcmp_ordered("<", t, low_v), low_v, t)
         t = b.select(b.fcmp_ordered(">", t, high_v), high_v, t)
-        t = b.fsub(b.fadd(t, rounder), rounder)
-        qv = b.trunc(b.add(b.fptosi(t, vt), yz_v), ir.VectorType(I8, L))
+        qv = b.trunc(b.add(round_to_int(t), yz_v), ir.VectorType(I8, L))
         dst = b.gep(pout, [at], source_etype=I8)
         if valid == L:
             b.store(qv, dst, align=1)
@@ -490,25 +497,19 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         a0 = b.gep(tile, [b.mul(t_row, i64(row_bytes))], source_etype=I8)
         amx_compute(k, a0, row_bytes, panel, i64(KGP), c_tile, NR, product="tdpbusd")
         t0 = b.add(row0_var.get(), t_row)
+        cols = list(columns(pg, full))
         with fb.loop(0, rows_here, name="er") as r:
-            for v, col, valid, cv, mv in columns(pg, full):
+            for v, col, valid, cv, mv in cols:
                 acc = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * L))], source_etype=I32), typ=vt,
                              align=64)
                 requantize_store(acc, b.add(t0, r), col, valid, cv, mv)
 
     def block_product(t_row, rows_left, pg, full: bool) -> None:
-        """Rows from t_row of the tile (``rows_left`` remain) times wide panel pg: the block's rows on AMX
-        tiles, or vector micro-tiles where too few remain."""
-        if not amx:
+        """Rows from t_row of the tile (``rows_left`` remain) times wide panel pg."""
+        if amx:
+            amx_block(t_row, fb.min_(rows_left, i64(AMX_BLOCK)), pg, full)
+        else:
             micro(t_row, rows_left, pg, full)
-            return
-        rows_here = fb.min_(rows_left, i64(AMX_BLOCK))
-        with b.if_else(b.icmp_signed(">=", rows_here, i64(AMX_MIN_ROWS))) as (tiles, vectors):
-            with tiles:
-                amx_block(t_row, rows_here, pg, full)
-            with vectors:
-                with fb.loop(0, rows_here, MR, name="tv") as t_v:
-                    micro(b.add(t_row, t_v), b.sub(rows_here, t_v), pg, full)
 
     def micro(t_row, rows_here, pg, full: bool) -> None:
         """Rows [t_row, t_row + MR) of the tile times wide panel pg."""
