@@ -13,7 +13,11 @@ loops are BLIS's five around a micro-kernel, with block sizes from the caches of
   (an eighth of L2), the rows ``kc + 16`` floats apart so that the ``MR`` rows the micro-kernel reads
   at once fall into different L1 sets (rows of A read in place are a multiple of 4 KiB apart at
   K = 1024, 2048...: every row in the same set). Where A is a matrix the tile is a copy with
-  full-width vectors; convolutions fill it with im2col (:class:`ASource`).
+  full-width vectors; convolutions fill it with im2col (:class:`ASource`), except for the
+  micro-tiles that the source lets the micro-kernel read where they lie
+  (:meth:`ASource.direct_stride`: consecutive output pixels of one output row, windows inside the
+  input, whose rows are a fixed stride apart in the input): an implicit GEMM over runs of the
+  input (:func:`direct_tile_function`), with no copy.
 - The micro-kernel keeps an ``MR x NR`` tile of C in ``MR * NV`` vector registers; each k step
   loads NV vectors of the panel, broadcasts one element of each of the MR rows of A and
   issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
@@ -107,6 +111,17 @@ class ASource:
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
+        raise NotImplementedError
+
+    def direct_stride(self, rows: int) -> int | None:
+        """Elements between consecutive rows of A where ``rows``-row tiles can be read in place (an
+        implicit GEMM: :meth:`direct_tile`), or None where every tile is filled."""
+        return None
+
+    def direct_tile(self, k: Kernel, i, k0, kc) -> tuple:
+        """For the tile of rows from ``i`` (of the ``rows`` given to :meth:`direct_stride`), K block
+        ``[k0, k0 + kc)``: (i1: whether it is read in place, A pointer, pointer to the runs' i64 offsets
+        from it, number of runs, run length); the pointers only where it is."""
         raise NotImplementedError
 
     @property
@@ -251,8 +266,9 @@ def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: i
 
 
 def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *, a_base=None,
-                 a_stride=0, rows: int = 0, prefetch: int = 0) -> list[list]:
-    """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel``.
+                 a_stride=0, rows: int = 0, prefetch: int = 0, acc: list[list] | None = None) -> list[list]:
+    """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel`` (added to ``acc``
+    when given, else to new zeroed ones).
 
     A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
     apart from ``a_base`` (offsets from one pointer: no register pressure from the row pointers,
@@ -264,11 +280,8 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
     n_rows = len(a_rows) if a_rows is not None else rows
-    zero = ir.Constant(vt, None)  # zeroinitializer
-    acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(n_rows)]
-    for row in acc:
-        for var in row:
-            var.set(zero)
+    if acc is None:
+        acc = zeroed_acc(k, n_rows, nv, vw)
 
     def row_offset(r: int):
         """Row r's offset from ``a_base``: a constant, or r times a stride known at run time."""
@@ -297,6 +310,16 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
         step(b.add(kk, i64(1)))
     with b.if_then(b.icmp_signed("<", pairs, kcv)):
         step(pairs)
+    return acc
+
+
+def zeroed_acc(k: Kernel, rows: int, nv: int, vw: int) -> list[list]:
+    """``rows x nv`` accumulator Vars of ``vw`` floats, set to zero."""
+    vt = ir.VectorType(F32, vw)
+    acc = [[k.fn.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(rows)]
+    for row in acc:
+        for var in row:
+            var.set(ir.Constant(vt, None))  # zeroinitializer
     return acc
 
 
@@ -397,6 +420,33 @@ def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a
                        prefetch=ahead if prefetch else 0)
     _store_acc(f.b, acc, c, vw, stride)
     f.b.ret_void()
+    return f.finish()
+
+
+def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a_stride: int,
+                         prefetch: bool = False) -> ir.Function:
+    """The micro-kernel reading A where it lies (an implicit GEMM, see :meth:`ASource.direct_stride`):
+    ``void (a, panel, segments, seg_len, c_tile, deltas, prefetch)`` writes the ``rows x nv`` vectors of
+    ``A @ panel`` to ``c_tile`` as :func:`tile_function` does, where the K block is ``segments`` runs of
+    ``seg_len`` columns, run ``s`` of row ``r`` at ``a + deltas[s] + r * a_stride`` (i64 deltas) and the
+    panel's k steps in the same order."""
+    name = f"gemm_direct_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "")
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, I64, PTR, PTR, I64],
+           ["a", "panel", "segments", "seg_len", "c", "deltas", "prefetch"])
+    f.fn.attributes.add("noinline")
+    a, panel, segments, seg_len, c, deltas, ahead = f.args
+    body, b = _Body(f), f.b
+    acc = zeroed_acc(body, rows, nv, vw)
+    with f.loop(0, segments, name="seg") as seg:
+        delta = b.load(b.gep(deltas, [seg], source_etype=I64), typ=I64)
+        seg_panel = b.gep(panel, [b.mul(b.mul(seg, seg_len), i64(stride))], source_etype=F32)
+        tile_compute(body, None, seg_panel, seg_len, nv, vw, stride, a_base=b.gep(a, [delta], source_etype=F32),
+                     a_stride=a_stride, rows=rows, prefetch=ahead if prefetch else 0, acc=acc)
+    _store_acc(b, acc, c, vw, stride)
+    b.ret_void()
     return f.finish()
 
 
@@ -527,6 +577,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     pres = k.ptr(residual) if residual is not None else None
     Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
     tiles_v, mb_v = k.dim(tiles), k.dim(mb)
+    direct_stride = source.direct_stride(MR)
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
     tile_stride = tile_row_stride(KB, bl.kc if source.cache_blocked else None)
@@ -553,10 +604,22 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         crow = b.gep(pc, [b.add(b.mul(b.add(i, r), i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
                         for line in range(0, min(NR, valid_cols), 16):
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
-                    # MR rows a fixed stride apart: addressed from one pointer
-                    base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
-                    micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed)
-                    b.call(micro, [base, panel, k.dim(kc), c_tile, i64(K * NR)])
+                    def packed_tile():
+                        # MR rows a fixed stride apart: addressed from one pointer
+                        base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
+                        micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed)
+                        b.call(micro, [base, panel, k.dim(kc), c_tile, i64(K * NR)])
+
+                    if direct_stride is None:
+                        packed_tile()
+                    else:
+                        in_place, a_ptr, deltas, segments, seg_len = source.direct_tile(k, i, k0, kc)
+                        with b.if_else(in_place) as (direct, packed):
+                            with direct:
+                                micro = direct_tile_function(kb.module, MR, nv, vw, NR, direct_stride, b_streamed)
+                                b.call(micro, [a_ptr, panel, segments, seg_len, c_tile, deltas, i64(K * NR)])
+                            with packed:
+                                packed_tile()
                 with partial:
                     # fewer than MR rows left (small batches): one row at a time, k split over
                     # four accumulators per vector, so no work is wasted on missing rows
@@ -582,7 +645,16 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             else:
                 first = b.icmp_signed("==", kblock, i64(0))
                 last = b.icmp_signed("==", kblock, i64(n_kblocks - 1))
-            source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
+            if direct_stride is not None:
+                # only the tiles not read in place (across a padding border or an output row) are filled
+                with fb.loop(row0, row_end, MR, name="dfill") as i:
+                    tile_end = b.add(i, i64(MR))
+                    whole = b.icmp_signed("<=", tile_end, row_end)
+                    with b.if_then(b.not_(b.and_(whole, source.direct_tile(k, i, k0, kc)[0]))):
+                        tile_rows = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
+                        source.fill(k, i, fb.min_(tile_end, row_end), k0, kc, tile_rows, tile_stride)
+            else:
+                source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
             if N % NR:
