@@ -305,9 +305,9 @@ class Im2colRows(RowSource):
         (sh, sw), (dh, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
         n, oh, ow = (v.get() for v in self.at)
         xp = k.ptr(self.x)
-        for i in range(kh):
-            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
-            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
+
+        def taps(i, ih, h_ok):
+            """Kernel row i's taps one by one, each copied or padded."""
             for j in range(kw):
                 iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
                 ok = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, W)))
@@ -318,6 +318,24 @@ class Im2colRows(RowSource):
                         self.copy(k, b.gep(xp, [b.mul(pixel, i64(C))], source_etype=I8), seg, C)
                     with outside:
                         self.fill_value(k, seg, C, self.pad)
+
+        for i in range(kh):
+            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
+            h_ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
+            if kw == 1 or dw != 1:
+                taps(i, ih, h_ok)
+                continue
+            # undilated taps of a kernel row inside the input are kw * C consecutive bytes: one copy
+            iw0 = b.add(b.mul(ow, i64(sw)), i64(-pw))
+            inside = b.and_(h_ok, b.and_(b.icmp_signed(">=", iw0, i64(0)),
+                                         b.icmp_signed("<", b.add(iw0, i64(kw - 1)), W)))
+            with b.if_else(inside) as (whole, edge):
+                with whole:
+                    pixel = b.add(b.mul(b.add(b.mul(n, H), ih), W), iw0)
+                    self.copy(k, b.gep(xp, [b.mul(pixel, i64(C))], source_etype=I8),
+                              b.gep(dst, [i64(i * kw * C)], source_etype=self.path.elem), kw * C)
+                with edge:
+                    taps(i, ih, h_ok)
         self._advance(k, OH, OW)
 
 
