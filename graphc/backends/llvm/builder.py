@@ -214,6 +214,10 @@ class KernelBuilder:
         # outputs of the op being lowered that no op reads and the graph does not return: a lowering
         # may leave them unwritten (a gradient op skips the gradients nobody asked for)
         self.op_unread: frozenset[int] = frozenset()
+        self.graph = None  # the graph being lowered and its op being lowered (set by codegen)
+        self.op = None
+        # what a forward op's lowering keeps for its gradient op's lowering, keyed by what both read
+        self.saved_for_grad: dict[tuple, dict] = {}
         self.pack_sources: dict[int, tuple] = {}
         self._names: dict[str, int] = {}
         self._kernel_cache: dict[tuple, ir.Function] = {}

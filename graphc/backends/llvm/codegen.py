@@ -253,6 +253,7 @@ class _Codegen:
         self.free_dims = free_dim_names(graph)
         # kernels also see the instance's thread count, as one more dim after the free ones
         self.kb = KernelBuilder(self.module, target, self.free_dims + [THREADS_DIM])
+        self.kb.graph = graph
         self.tensors: dict[str, Tensor] = {}
         self.op_errors: list[str] = []
         self.memo: dict = {}
@@ -304,6 +305,7 @@ class _Codegen:
             kb.op_label = where
             kb.op_error = None
             kb.op_temps = []
+            kb.op = op
             kb.op_unread = frozenset(i for i, v in enumerate(op.outputs) if self.graph.num_uses(v) == 0)
             ins = [self.tensors[v] for v in op.inputs]
             outs = [self._tensor_for_result(v) for v in op.outputs]

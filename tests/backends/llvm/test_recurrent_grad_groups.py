@@ -1,7 +1,8 @@
-"""The recurrent backward kernel over groups of batch rows (its products on the GEMM micro-kernel)
-and the weight-gradient products without transposes: native training steps equal the reference's
-on odd sizes (batches spanning several groups and a partial one, units spanning several panels
-with a tail, masks), and gradients nobody reads are not computed."""
+"""The recurrent backward kernel over groups of batch rows (its products on the GEMM micro-kernel),
+the weight-gradient products without transposes, and the forward kernel keeping pre-activations
+and states for it: native training steps equal the reference's on odd sizes (batches spanning
+several groups and a partial one, units spanning several panels with a tail, masks); a backward
+op without its forward op recomputes them; gradients nobody reads are not computed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pytest
 
 import graphc
 from graphc import Input, Model, layers
+from graphc.backends.llvm import build_native
 from graphc.backends.llvm.codegen import _Codegen
 from graphc.backends.llvm.kernels.recurrent_grad import GROUP_ROWS
 from graphc.backends.llvm.target import host_target
+from graphc.backends.reference import run
+from graphc.ir import Graph, TensorType
+from graphc.ops import OpBuilder
 
 RTOL, ATOL = 1e-4, 5e-5  # as tests/backends/llvm/test_training_native.py (RMSprop's first steps)
 LAYERS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}
@@ -87,8 +92,8 @@ def test_backward_over_groups_with_initial_states_equals_reference(kind, rng):
     _compare(lambda: _model(kind, units, 6, state=True, return_sequences=True), x, y)
 
 
-def _grad_launches(model, x, y) -> int:
-    """Kernel launches of the native training step's recurrent backward op."""
+def _grad_launches(model, x, y) -> list[int]:
+    """Kernel launches of each recurrent backward op of the model's native training step."""
     from graphc.training.loop import standardize_x, standardize_y
 
     trainer = model._graphc_trainer
@@ -96,16 +101,73 @@ def _grad_launches(model, x, y) -> int:
     cg = _Codegen(compiled.graph, "step", host_target(), False)
     cg._setup()
     cg.lower_ops()
-    index = next(i for i, op in enumerate(cg.graph.ops()) if op.type == "lstm_grad")
-    return sum(1 for launch in cg.kb.launches if launch.op_index == index)
+    grads = [i for i, op in enumerate(cg.graph.ops()) if op.type.endswith("_grad") and op.type != "matmul_grad"]
+    return [sum(1 for launch in cg.kb.launches if launch.op_index == i) for i in grads]
 
 
-def test_unread_gradients_are_not_computed(rng):
-    """An LSTM on the model's input: no input gradient, no initial-state gradients. Its backward
-    launches the projection, the recurrence, both weight gradients (one launch) and the bias's."""
+def test_backward_reads_what_the_forward_kept_and_skips_unread_gradients(rng):
+    """An LSTM on the model's input in a training step: the backward neither recomputes the input
+    projection (the forward kernel kept the pre-activations and states) nor computes the input's
+    or the zero initial states' gradients. It launches the backward recurrence, both weight
+    gradients (one launch) and the bias's."""
     x = rng.normal(size=(5, 4, 3)).astype(np.float32)
     y = graphc.utils.to_categorical(rng.integers(0, 3, size=5), 3)
     model = _model("lstm", 6, 3)
     graphc.build(model, target="native", training=True)
     model.train_on_batch(x, y)
-    assert _grad_launches(model, x, y) == 4
+    assert _grad_launches(model, x, y) == [3]
+
+
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_backward_op_alone_recomputes_and_equals_reference(kind, return_sequences, rng):
+    """A backward op without its forward op in the graph recomputes the projection and the forward
+    recurrence itself (over groups of rows, a partial last one, units over two panels)."""
+    n, t, f, u = 2 * GROUP_ROWS + 3, 4, 5, 33
+    g = Graph(kind)
+    ob = OpBuilder(g, layer="rnn")
+    x = g.add_input("x", TensorType("float32", (n, t, f)))
+    k = g.add_constant("k", rng.normal(0, 0.3, size=(f, GATES[kind] * u)).astype(np.float32))
+    r = g.add_constant("r", rng.normal(0, 0.3, size=(u, GATES[kind] * u)).astype(np.float32))
+    bias_shape = (2, GATES[kind] * u) if kind == "gru" else (GATES[kind] * u,)
+    bias = g.add_constant("bias", rng.normal(0, 0.1, size=bias_shape).astype(np.float32))
+    out_shape = (n, t, u) if return_sequences else (n, u)
+    cots = [g.add_input("d_out", TensorType("float32", out_shape))]
+    cots += [g.add_input(f"d_state{i}", TensorType("float32", (n, u))) for i in range(2 if kind == "lstm" else 1)]
+    grads = ob.emit(f"{kind}_grad", x, k, r, bias, *cots, return_sequences=return_sequences)
+    g.set_outputs(list(grads[:4]))
+    feeds = {"x": rng.normal(size=(n, t, f)).astype(np.float32)}
+    feeds.update({c: rng.normal(size=g.values[c].type.shape).astype(np.float32) for c in cots})
+    want = run(g, feeds)
+    got = build_native(g).run(feeds)
+    for v in grads[:4]:
+        scale = float(np.max(np.abs(want[v])))
+        np.testing.assert_allclose(got[v], want[v], rtol=RTOL, atol=RTOL * scale, err_msg=v)
+
+
+def _twin_towers(kind: str):
+    """Two recurrences of one shape on two inputs of one shape."""
+    def make():
+        graphc.utils.set_random_seed(7)
+        a, b = Input(shape=(None, 5)), Input(shape=(None, 5))
+        h = layers.concatenate([LAYERS[kind](9)(a), LAYERS[kind](9)(b)])
+        model = Model([a, b], layers.Dense(2)(h))
+        model.compile(optimizer="rmsprop", loss="mse")
+        return model
+
+    return make
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_backward_of_twin_towers_reads_what_each_forward_kept(kind, rng):
+    n = GROUP_ROWS + 3
+    x = [rng.normal(size=(n, 6, 5)).astype(np.float32) for _ in range(2)]
+    y = rng.normal(size=(n, 2)).astype(np.float32)
+    _compare(_twin_towers(kind), x, y)
+    model = _twin_towers(kind)()
+    graphc.build(model, target="native", training=True)
+    model.train_on_batch(x, y)
+    assert _grad_launches(model, x, y) == [4 if kind == "gru" else 3] * 2  # GRU: two bias reductions

@@ -16,6 +16,10 @@ With a mask, a row whose step is masked skips the update (its state stays) and w
 previous step's output, or zeros (before its first kept step, or always with
 ``zero_output_for_mask``); a per-row flag in the thread's scratch remembers whether a step
 was kept, for the last output.
+
+In a training step (the op's gradient op in the graph, see :mod:`.recurrent_saved`) the kernel
+also writes what the backward kernel needs: every step's pre-activations and the state it
+started from, at the input's time index, so the backward kernel does not recompute them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from graphc.backends.llvm.kernels.gemm import (
     store_lanes,
     tile_compute,
 )
+from graphc.backends.llvm.kernels.recurrent_saved import forward_has_grad, keep_for_grad
 from graphc.ir import dims
 
 
@@ -68,8 +73,20 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
         packs = [(packed_panels(kb, rkernel, NR), GU)]
     widths = [-(-cols // NR) * NR for _, cols in packs]
 
+    # kept for the gradient op: pre-activations, the state each step starts from (GRU: the
+    # recurrent product's candidate part), as the backward kernel would recompute them
+    kept = {}
+    if (kind != "gru" or reset_after) and forward_has_grad(kb):
+        kept = {"pre": kb.temp((N, T, GU)), "hprev": kb.temp((N, T, U))}
+        if kind == "lstm":
+            kept["cprev"] = kb.temp((N, T, U))
+        if kind == "gru":
+            kept["innerh"] = kb.temp((N, T, U))
+        keep_for_grad(kb, kept)
+
     k = kb.kernel(kind)
     fb, b, m = k.fn, k.b, k.m
+    pkept = {name: k.ptr(t) for name, t in kept.items()}
     ptr = {name: k.ptr(t) for name, t in (("proj", proj), ("h", h_out), ("seq", seq_out)) if t is not None}
     pc = k.ptr(c_out) if c_out is not None else None
     pstates = [k.ptr(s) for s in states]
@@ -187,6 +204,20 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                 zrow = b.mul(r, i64(widths[0]))
                 hrow = b.mul(r, i64(U))
                 srow = b.mul(b.add(b.mul(n, Tv), t), i64(U))
+                if kept:
+                    urow = b.mul(b.add(b.mul(n, Tv), tt), i64(U))  # the input step's row of the kept states
+
+                    def keep_state(j, valid, urow=urow, hrow=hrow):
+                        vstore(pkept["hprev"], b.add(urow, j), vload(h_base, b.add(hrow, j), valid), valid)
+                        if "cprev" in pkept:
+                            vstore(pkept["cprev"], b.add(urow, j), vload(c_base, b.add(hrow, j), valid), valid)
+
+                    for_units(keep_state)
+
+                def keep_pre(j, col, value, valid, prow=prow):
+                    if kept:
+                        vstore(pkept["pre"], b.add(prow, b.add(j, i64(col))), value, valid)
+                    return value
 
                 def gate_in(j, col, valid, prow=prow, zrow=zrow):
                     """projection + recurrent part of column ``col`` + j."""
@@ -200,18 +231,18 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
 
                 if kind == "lstm":
                     def step(j, valid, hrow=hrow):
-                        ig = ract(m, gate_in(j, 0, valid))
-                        fg = ract(m, gate_in(j, U, valid))
-                        gg = act(m, gate_in(j, 2 * U, valid))
-                        og = ract(m, gate_in(j, 3 * U, valid))
+                        ig = ract(m, keep_pre(j, 0, gate_in(j, 0, valid), valid))
+                        fg = ract(m, keep_pre(j, U, gate_in(j, U, valid), valid))
+                        gg = act(m, keep_pre(j, 2 * U, gate_in(j, 2 * U, valid), valid))
+                        og = ract(m, keep_pre(j, 3 * U, gate_in(j, 3 * U, valid), valid))
                         c_new = m.fma(fg, vload(c_base, b.add(hrow, j), valid), m.mul(ig, gg))
                         vstore(c_base, b.add(hrow, j), c_new, valid)
                         finish(j, m.mul(og, act(m, c_new)), valid)
                 elif kind == "simple_rnn":
                     def step(j, valid):
-                        finish(j, act(m, gate_in(j, 0, valid)), valid)
+                        finish(j, act(m, keep_pre(j, 0, gate_in(j, 0, valid), valid)), valid)
                 elif reset_after:
-                    def step(j, valid, prow=prow, zrow=zrow, hrow=hrow):
+                    def step(j, valid, prow=prow, zrow=zrow, hrow=hrow, urow=urow if kept else None):
                         def inner(col):
                             v = vload(tiles[0], b.add(zrow, b.add(j, i64(col))), valid)
                             return b.fadd(v, vload(pbrec, b.add(j, i64(col)), valid))
@@ -219,9 +250,12 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                         def px(col):
                             return vload(ptr["proj"], b.add(prow, b.add(j, i64(col))), valid)
 
-                        zg = ract(m, b.fadd(px(0), inner(0)))
-                        rg = ract(m, b.fadd(px(U), inner(U)))
-                        hh = act(m, m.fma(rg, inner(2 * U), px(2 * U)))
+                        zg = ract(m, keep_pre(j, 0, b.fadd(px(0), inner(0)), valid))
+                        rg = ract(m, keep_pre(j, U, b.fadd(px(U), inner(U)), valid))
+                        candidate = inner(2 * U)
+                        if kept:
+                            vstore(pkept["innerh"], b.add(urow, j), candidate, valid)
+                        hh = act(m, keep_pre(j, 2 * U, m.fma(rg, candidate, px(2 * U)), valid))
                         h_old = vload(h_base, b.add(hrow, j), valid)
                         finish(j, m.fma(zg, m.sub(h_old, hh), hh), valid)
                 else:

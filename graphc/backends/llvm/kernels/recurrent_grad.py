@@ -40,6 +40,7 @@ from graphc.backends.llvm.kernels.gemm import (
     store_lanes,
     tile_compute,
 )
+from graphc.backends.llvm.kernels.recurrent_saved import kept_for_grad
 from graphc.ir import dims
 
 # batch rows per work item: enough for the micro-kernel's register tile, few enough that a batch
@@ -68,12 +69,17 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
         bias_in, bias_rec = kb.view(bias, (GU,)), kb.view(bias, (GU,), offset=GU)
     else:
         bias_in, bias_rec = bias, None
-    proj = kb.temp((N, T, GU))
-    kb.matmul(x, kernel, proj, bias=bias_in)
-    pre = kb.temp((N, T, GU))  # pre-activations of every step
-    hprev = kb.temp((N, T, U))  # the state each step starts from
-    cprev = kb.temp((N, T, U)) if lstm else None
-    innerh = kb.temp((N, T, U)) if gru else None  # GRU: (h @ recurrent_kernel + bias)[2U:]
+    kept = kept_for_grad(kb, kind, len(cots))
+    if kept is None:  # recomputed here: the input projection, then the forward recurrence
+        proj = kb.temp((N, T, GU))
+        kb.matmul(x, kernel, proj, bias=bias_in)
+        pre = kb.temp((N, T, GU))  # pre-activations of every step
+        hprev = kb.temp((N, T, U))  # the state each step starts from
+        cprev = kb.temp((N, T, U)) if lstm else None
+        innerh = kb.temp((N, T, U)) if gru else None  # GRU: (h @ recurrent_kernel + bias)[2U:]
+    else:  # written by the forward kernel
+        proj = None
+        pre, hprev, cprev, innerh = kept["pre"], kept["hprev"], kept.get("cprev"), kept.get("innerh")
     dproj = kb.temp((N, T, GU))
     dinner = kb.temp((N, T, GU)) if gru else None  # GRU: the recurrent projection's gradient
     # the recurrent products run on the GEMM micro-kernel over groups of MR batch rows: the
@@ -83,7 +89,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     MR = min(MR, GROUP_ROWS)
     NR = NV * gvw
     GUp, Up = -(-GU // NR) * NR, -(-U // NR) * NR
-    rk_panels = packed_panels(kb, rkernel, NR)
+    rk_panels = packed_panels(kb, rkernel, NR) if kept is None else None
     rkt_panels = kb.packed_weight(rkernel, ("panels_t", NR), Up * GU * 4,
                                   pack_mapped(GU, U, NR, lambda b, kk, col: b.add(b.mul(col, i64(GU)), kk)))
     d_out, d_h = cots[0], cots[1]
@@ -99,7 +105,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     pstates = [k.ptr(s) for s in states]
     pmask = k.ptr(mask) if mask is not None else None
     pdst = [k.ptr(o) if o is not None else None for o in dstate_outs]
-    prk, prkt = k.ptr(rk_panels), k.ptr(rkt_panels)
+    prk, prkt = k.ptr(rk_panels) if rk_panels is not None else None, k.ptr(rkt_panels)
     # the thread's scratch: the group's state and carried gradients, the products' operands and results
     sizes = dict(h=MR * U, c=MR * U, dh=MR * U, dc=MR * U, dz=MR * GU, ztile=MR * GUp, dtile=MR * Up, first=2 * MR)
     offsets, off = {}, 0
@@ -183,79 +189,88 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
         i = b.mul(g, i64(MR))
         rows_valid = fb.min_(b.sub(Nv, i), i64(MR))
         # the products' A operands start as zeros: rows past the batch stay zero
-        for name in ("h", "dz"):
+        for name in ("h", "dz") if kept is None else ("dz",):
             with fb.loop(0, sizes[name], vw, name=f"zero_{name}") as j:
                 b.store(zero, b.gep(s[name], [j], source_etype=F32), align=4)
 
-        # ------------------------------------------------ initial state
-        def init_state(r, n):
-            b.store(Tv, first_of(r))
-            sources = (("h", pstates[0] if pstates else None), ("c", pstates[1] if len(pstates) > 1 else None))
-            for s_name, src in sources[:2 if lstm else 1]:
-                srow, rrow = b.mul(n, i64(U)), b.mul(r, i64(U))
-                units(lambda j, s_name=s_name, src=src, srow=srow, rrow=rrow:
-                      st(s[s_name], add(rrow, j), ld(src, add(srow, j)) if src is not None else zero))
+        if kept is None:
+            # ------------------------------------------------ initial state
+            def init_state(r, n):
+                b.store(Tv, first_of(r))
+                sources = (("h", pstates[0] if pstates else None), ("c", pstates[1] if len(pstates) > 1 else None))
+                for s_name, src in sources[:2 if lstm else 1]:
+                    srow, rrow = b.mul(n, i64(U)), b.mul(r, i64(U))
+                    units(lambda j, s_name=s_name, src=src, srow=srow, rrow=rrow:
+                          st(s[s_name], add(rrow, j), ld(src, add(srow, j)) if src is not None else zero))
 
-        rows(init_state, "r0")
-        # ------------------------------------------------ forward, saving each step
-        with fb.loop(0, Tv, name="t") as t:
-            tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
-            product(s["h"], U, U, prk, GUp, s["ztile"])
+            rows(init_state, "r0")
+            # ------------------------------------------------ forward, saving each step
+            with fb.loop(0, Tv, name="t") as t:
+                tt = b.sub(b.sub(Tv, i64(1)), t) if go_backwards else t
+                product(s["h"], U, U, prk, GUp, s["ztile"])
 
-            def forward_row(r, n, t=t, tt=tt):
-                row = b.add(b.mul(n, Tv), tt)
-                urow, grow = b.mul(row, i64(U)), b.mul(row, i64(GU))
-                hrow, zrow = b.mul(r, i64(U)), b.mul(r, i64(GUp))
+                def forward_row(r, n, t=t, tt=tt):
+                    row = b.add(b.mul(n, Tv), tt)
+                    urow, grow = b.mul(row, i64(U)), b.mul(row, i64(GU))
+                    hrow, zrow = b.mul(r, i64(U)), b.mul(r, i64(GUp))
 
-                def save(j):
-                    st(p["hprev"], add(urow, j), ld(s["h"], add(hrow, j)))
+                    def save(j):
+                        st(p["hprev"], add(urow, j), ld(s["h"], add(hrow, j)))
+                        if lstm:
+                            st(p["cprev"], add(urow, j), ld(s["c"], add(hrow, j)))
+
+                    units(save)
+
+                    def z(j, q):
+                        """The recurrent product's column q*U + j (+ the recurrent bias of a GRU)."""
+                        v = ld(s["ztile"], add(zrow, add(j, q * U)))
+                        return b.fadd(v, ld(p["brec"], add(j, q * U))) if gru else v
+
                     if lstm:
-                        st(p["cprev"], add(urow, j), ld(s["c"], add(hrow, j)))
+                        def step(j):
+                            zs = [b.fadd(ld(p["proj"], add(grow, add(j, q * U))), z(j, q)) for q in range(4)]
+                            for q in range(4):
+                                st(p["pre"], add(grow, add(j, q * U)), zs[q])
+                            i_, f_ = recurrent_activation(m, zs[0]), recurrent_activation(m, zs[1])
+                            g_, o_ = activation(m, zs[2]), recurrent_activation(m, zs[3])
+                            c_new = m.fma(f_, ld(s["c"], add(hrow, j)), m.mul(i_, g_))
+                            st(s["c"], add(hrow, j), c_new)
+                            st(s["h"], add(hrow, j), m.mul(o_, activation(m, c_new)))
+                    elif gru:
+                        def step(j):
+                            zp = b.fadd(ld(p["proj"], add(grow, j)), z(j, 0))
+                            rp = b.fadd(ld(p["proj"], add(grow, add(j, U))), z(j, 1))
+                            ih = z(j, 2)
+                            r_ = recurrent_activation(m, rp)
+                            hp = m.fma(r_, ih, ld(p["proj"], add(grow, add(j, 2 * U))))
+                            st(p["pre"], add(grow, j), zp)
+                            st(p["pre"], add(grow, add(j, U)), rp)
+                            st(p["pre"], add(grow, add(j, 2 * U)), hp)
+                            st(p["innerh"], add(urow, j), ih)
+                            z_, hh = recurrent_activation(m, zp), activation(m, hp)
+                            st(s["h"], add(hrow, j), m.fma(z_, m.sub(ld(s["h"], add(hrow, j)), hh), hh))
+                    else:
+                        def step(j):
+                            zp = b.fadd(ld(p["proj"], add(grow, j)), z(j, 0))
+                            st(p["pre"], add(grow, j), zp)
+                            st(s["h"], add(hrow, j), activation(m, zp))
 
-                units(save)
+                    def kept_step():
+                        units(step)
+                        if pmask is not None:
+                            b.store(fb.min_(b.load(first_of(r), typ=I64), t), first_of(r))
 
-                def z(j, q):
-                    """The recurrent product's column q*U + j (+ the recurrent bias of a GRU)."""
-                    v = ld(s["ztile"], add(zrow, add(j, q * U)))
-                    return b.fadd(v, ld(p["brec"], add(j, q * U))) if gru else v
+                    when_kept(n, t, kept_step)
 
-                if lstm:
-                    def step(j):
-                        zs = [b.fadd(ld(p["proj"], add(grow, add(j, q * U))), z(j, q)) for q in range(4)]
-                        for q in range(4):
-                            st(p["pre"], add(grow, add(j, q * U)), zs[q])
-                        i_, f_ = recurrent_activation(m, zs[0]), recurrent_activation(m, zs[1])
-                        g_, o_ = activation(m, zs[2]), recurrent_activation(m, zs[3])
-                        c_new = m.fma(f_, ld(s["c"], add(hrow, j)), m.mul(i_, g_))
-                        st(s["c"], add(hrow, j), c_new)
-                        st(s["h"], add(hrow, j), m.mul(o_, activation(m, c_new)))
-                elif gru:
-                    def step(j):
-                        zp = b.fadd(ld(p["proj"], add(grow, j)), z(j, 0))
-                        rp = b.fadd(ld(p["proj"], add(grow, add(j, U))), z(j, 1))
-                        ih = z(j, 2)
-                        r_ = recurrent_activation(m, rp)
-                        hp = m.fma(r_, ih, ld(p["proj"], add(grow, add(j, 2 * U))))
-                        st(p["pre"], add(grow, j), zp)
-                        st(p["pre"], add(grow, add(j, U)), rp)
-                        st(p["pre"], add(grow, add(j, 2 * U)), hp)
-                        st(p["innerh"], add(urow, j), ih)
-                        z_, hh = recurrent_activation(m, zp), activation(m, hp)
-                        st(s["h"], add(hrow, j), m.fma(z_, m.sub(ld(s["h"], add(hrow, j)), hh), hh))
-                else:
-                    def step(j):
-                        zp = b.fadd(ld(p["proj"], add(grow, j)), z(j, 0))
-                        st(p["pre"], add(grow, j), zp)
-                        st(s["h"], add(hrow, j), activation(m, zp))
-
-                def kept_step():
-                    units(step)
-                    if pmask is not None:
+                rows(forward_row)
+        elif pmask is not None:
+            def find_first_kept(r, n):
+                b.store(Tv, first_of(r))
+                with fb.loop(0, Tv, name="tf") as t:
+                    with b.if_then(kept_at(n, t)):
                         b.store(fb.min_(b.load(first_of(r), typ=I64), t), first_of(r))
 
-                when_kept(n, t, kept_step)
-
-            rows(forward_row)
+            rows(find_first_kept, "r0")
 
         # ------------------------------------------------ backward through time
         def init_d(r, n):
