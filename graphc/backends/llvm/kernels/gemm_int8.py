@@ -376,6 +376,8 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     packed = packed_int8(kb, w, NR, path, KGP)
     sums_at = _sums_offset(N, NR, path, KGP)
     row_bytes = KP * es
+    if amx and row_bytes // 64 % 2 == 0:  # an odd number of cache lines: a tile's 16 rows in 16 L1 sets
+        row_bytes += 64
     block = AMX_BLOCK if amx else MR  # rows of a work item come in multiples of it
     MB = block * max(1, min(8, TILE_BYTES // (row_bytes * block)))
     tile_bytes = -(-(MB * row_bytes) // 64) * 64
