@@ -75,7 +75,7 @@ def test_the_kernel_follows_the_target_and_the_environment(monkeypatch):
     assert not uses_amx(spr)
 
 
-@pytest.mark.parametrize("K,N", [(1, 1), (3, 17), (7, 33), (17, 64), (63, 65), (64, 32), (65, 3), (130, 40)])
+@pytest.mark.parametrize("K,N", [(1, 1), (3, 17), (7, 33), (17, 64), (63, 65), (64, 32), (65, 3), (128, 65), (130, 40)])
 def test_matmul_equals_the_reference_bit_for_bit(rng, kernel, K, N):
     for epilogue in EPILOGUES:
         g = qlinear_graph(rng, K, N, *epilogue)
