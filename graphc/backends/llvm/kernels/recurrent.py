@@ -41,6 +41,10 @@ from graphc.backends.llvm.kernels.gemm import (
 from graphc.backends.llvm.kernels.recurrent_saved import forward_has_grad, keep_for_grad
 from graphc.ir import dims
 
+# batch rows per work item: enough for the micro-kernel's register tile, few enough that a batch
+# of 32 splits evenly over two threads (and into whole groups: a partial group runs row by row)
+GROUP_ROWS = 8
+
 
 def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: Tensor, bias: Tensor,
              states: list[Tensor], outs: tuple, *, activation: Callable, recurrent_activation: Callable,
@@ -64,6 +68,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
     # 2. the recurrence
     vw = kb.target.gemm_vw
     MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    MR = min(MR, GROUP_ROWS)
     NR = NV * vw
     seq_out, h_out = outs[0], outs[1]
     c_out = outs[2] if kind == "lstm" else None

@@ -40,12 +40,9 @@ from graphc.backends.llvm.kernels.gemm import (
     store_lanes,
     tile_compute,
 )
+from graphc.backends.llvm.kernels.recurrent import GROUP_ROWS
 from graphc.backends.llvm.kernels.recurrent_saved import kept_for_grad
 from graphc.ir import dims
-
-# batch rows per work item: enough for the micro-kernel's register tile, few enough that a batch
-# of 32 splits evenly over two threads
-GROUP_ROWS = 8
 
 
 def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: Tensor, bias: Tensor,
