@@ -113,7 +113,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     s = {name: b.gep(scratch, [i64(o)], source_etype=F32) for name, o in offsets.items()}
     first_kept = s["first"]  # i64 per row: the row's first kept step (processing order), T if none
     Nv, Tv = k.dim(N), k.dim(T)
-    vw = kb.vw
+    vw = gvw  # the per-unit formulas on the micro-kernel's vectors (the widest)
     zero = ir.Constant(ir.VectorType(F32, vw), [ir.Constant(F32, 0.0)] * vw)
     lanes = [vw]  # valid lanes of the vector body being emitted
 
