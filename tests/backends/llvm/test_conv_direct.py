@@ -56,6 +56,8 @@ def _conv_cases(g: Graph, rng) -> list[str]:
         # K beyond one block: blocks of whole taps (256 channels), channel ranges of a tap (512)
         _conv(g, "c256_taps", (5, 20, 256), (3, 3, 256, 20), rng, pads=s3),
         _conv(g, "c512_channels", (3, 16, 512), (2, 2, 512, 8), rng),
+        # an 8x8 image in 6-row tiles: the last 4 of 64 rows one at a time
+        _conv(g, "px8_1x3", (8, 8, 17), (1, 3, 17, 64), rng, pads=((0, 0), _same(3))),
         # spatial sizes 1, 5 and 7: no tile, or few, reads in place
         _conv(g, "px1", (1, 1, 3), (3, 3, 3, 16), rng, pads=s3),
         _conv(g, "px5", (5, 5, 7), (3, 3, 7, 64), rng, pads=s3),
