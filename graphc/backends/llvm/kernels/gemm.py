@@ -61,6 +61,7 @@ MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
 # FMAs) aim for the runtime's 4 claim blocks per thread; computed ones (im2col, depthwise) for 2.
 TARGET_ITEMS_COMPUTED = 2
 TILE_PAD = 16  # floats between the rows of an A tile beyond its K block: one cache line
+C_AHEAD = 2  # micro-tiles ahead that the packed GEMM prefetches C and the residual for
 EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
 THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
 
@@ -623,12 +624,19 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
             panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
                 with full:
-                    # prefetch the C tile (written after the k loop)
+                    # prefetch the C tile (written after the k loop) and its residual rows, C_AHEAD tiles
+                    # ahead: with a short K (1x1 convolutions over 64 channels) one tile's k loop is
+                    # too short to hide a miss to L3 (ResNet50 at batch 1, one thread: 1-2 % faster)
                     pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
                     with fb.loop(0, MR, name="pfc") as r:
-                        crow = b.gep(pc, [b.add(b.mul(b.add(i, r), i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
+                        prow = fb.min_(b.add(b.add(i, r), i64(C_AHEAD * MR)), b.sub(Mv, i64(1)))
+                        crow = b.gep(pc, [b.add(b.mul(prow, i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
                         for line in range(0, min(NR, valid_cols), 16):
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
+                        if pres is not None:
+                            rrow = b.gep(pres, [b.add(b.mul(prow, i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
+                            for line in range(0, min(NR, valid_cols), 16):
+                                b.call(pf, [b.gep(rrow, [i64(line)], source_etype=F32), i32(0), i32(3), i32(1)])
                     def packed_tile():
                         # MR rows a fixed stride apart: addressed from one pointer
                         base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
