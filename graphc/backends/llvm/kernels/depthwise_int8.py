@@ -30,13 +30,14 @@ import math
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I8, I32, i32, i64
+from graphc.backends.llvm.irutil import F32, I8, I32, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm_int8 import _dot, dot_path
 from graphc.ir import dims
 from graphc.ops.quantize import QRANGE
 
 _ROUNDER = 12582912.0  # 1.5 * 2^23, as gemm_int8's epilogue rounds
 LANES = 16
+UNROLL_PERIOD = 4  # the product unrolled over the tables' period when it has at most this many vectors
 TABLE_BYTES = 64 * 1024  # weights, bias and multiplier tables of one call, per thread
 STREAM_BYTES = 512 * 1024  # one output row's streams, per thread
 
@@ -84,19 +85,24 @@ class _Epilogue:
     def splat(self, v, n):
         return v if n == 1 else self.k.splat(v, n)
 
-    def bytes_of(self, acc: ir.Value, mult_v: ir.Value, n: int) -> ir.Value:
+    def bytes_of(self, acc: ir.Value, mult_v: ir.Value, n: int, rounding_convert: bool = False) -> ir.Value:
         """int32 sums (``n`` lanes, or a scalar when n is 1) scaled, clamped, rounded half to even and
-        offset by the output's zero point, as bytes."""
+        offset by the output's zero point, as bytes. ``rounding_convert`` (16 lanes of an x86 target):
+        one ``vcvtps2dq`` rounding to nearest even instead of ``(t + 1.5 * 2^23) - 1.5 * 2^23``, the same bits."""
         b = self.b
         ft = F32 if n == 1 else ir.VectorType(F32, n)
         t = b.fmul(b.sitofp(acc, ft), mult_v)
         lo_v, hi_v = self.splat(self.low, n), self.splat(self.high, n)
         t = b.select(b.fcmp_ordered("<", t, lo_v), lo_v, t)
         t = b.select(b.fcmp_ordered(">", t, hi_v), hi_v, t)
-        rounder = self.splat(ir.Constant(F32, _ROUNDER), n)
-        t = b.fsub(b.fadd(t, rounder), rounder)
         it = I32 if n == 1 else ir.VectorType(I32, n)
-        return b.trunc(b.add(b.fptosi(t, it), self.splat(self.yz32, n)), I8 if n == 1 else ir.VectorType(I8, n))
+        if rounding_convert and n == 16:
+            fn = intrinsic(b.module, "llvm.x86.avx512.mask.cvtps2dq.512", it, [ft, it, ir.IntType(16), I32])
+            v = b.call(fn, [t, ir.Constant(it, ir.Undefined), ir.Constant(ir.IntType(16), -1), i32(8)])
+        else:
+            rounder = self.splat(ir.Constant(F32, _ROUNDER), n)
+            v = b.fptosi(b.fsub(b.fadd(t, rounder), rounder), it)
+        return b.trunc(b.add(v, self.splat(self.yz32, n)), I8 if n == 1 else ir.VectorType(I8, n))
 
 
 def emit_qdepthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, *, geometry: dict) -> None:
@@ -167,7 +173,9 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
 
     # ---- the thread's scratch: multipliers per channel, then the tables (P lanes each), then the streams
     mult_bytes = -(-C * 4 // 64) * 64
-    base = k.thread_scratch(mult_bytes + plan.table_bytes + plan.stream_bytes)
+    row_bytes = W * C
+    pad_bytes = -(-row_bytes // 64) * 64
+    base = k.thread_scratch(mult_bytes + plan.table_bytes + plan.stream_bytes + pad_bytes)
 
     def at(offset_bytes: int):
         return b.gep(base, [i64(offset_bytes)], source_etype=I8)
@@ -179,6 +187,7 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
     btab = at(mult_bytes + ntaps * P * 4)  # [P] int32: bias - z * sum of the channel's weights
     mtab = at(mult_bytes + (ntaps + 1) * P * 4)  # [P] float32: the channel's multiplier
     streams = at(mult_bytes + plan.table_bytes)
+    pad_row = at(mult_bytes + plan.table_bytes + plan.stream_bytes)  # an input row of zero points
     zu = b.add(ep.xz32, i32(128)) if ep.signed else ep.xz32  # the unsigned input's zero point
 
     # ---- per call: the tables
@@ -206,16 +215,18 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
     for e in range(G):
         pad_lane = b.or_(pad_lane, b.shl(zu_const, i32(shift * e)) if e else zu_const)
     pad_v = k.splat(pad_lane, L)
+    with fb.loop(0, row_bytes, name="padrow") as p:
+        b.store(ep.xz8, b.gep(pad_row, [p], source_etype=I8))
 
-    def lanes_of(row_ptrs, oks, n: int, col_ok=None):
+    def lanes_of(row_ptrs, n: int, col_ok=None):
         """``n`` int32 lanes from ``n`` bytes at each row pointer: ``G`` rows' unsigned bytes per lane, the
-        zero point where the row (or the column) lies outside the input."""
+        zero point where the column lies outside the input (rows outside read the row of zero points)."""
         vt8, vt32 = ir.VectorType(I8, n), ir.VectorType(I32, n)
         lane = None
-        for e, (p, ok) in enumerate(zip(row_ptrs, oks)):
+        for e, p in enumerate(row_ptrs):
             v = b.load(p, typ=vt8, align=1)
-            cond = ok if col_ok is None else b.and_(ok, col_ok)
-            v = b.select(cond, v, k.splat(ep.xz8, n))
+            if col_ok is not None:
+                v = b.select(col_ok, v, k.splat(ep.xz8, n))
             if ep.signed:
                 v = b.xor(v, k.splat(ir.Constant(I8, -128), n))
             v = b.zext(v, vt32)
@@ -232,7 +243,6 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
     def store_lanes(v, p):
         b.store(v, b.bitcast(p, v.type.as_pointer()), align=4)
 
-    row_bytes = W * C
     with fb.loop(k.begin, k.end, name="orow") as item:
         n_, oh = b.sdiv(item, OH), b.srem(item, OH)
         # each kernel row's input row (clamped inside the input) and whether it lies inside
@@ -241,7 +251,8 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
             ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
             ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
             ih_c = b.select(ok, ih, i64(0))
-            rows.append((b.gep(px, [b.mul(b.add(b.mul(n_, H), ih_c), i64(row_bytes))], source_etype=I8), ok))
+            row = b.gep(px, [b.mul(b.add(b.mul(n_, H), ih_c), i64(row_bytes))], source_etype=I8)
+            rows.append(b.select(ok, row, pad_row))
         for r in range(plan.groups):
             group_rows = rows[r * G:(r + 1) * G]
             if sw == 1:
@@ -256,12 +267,10 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                 if inside > 0:
                     whole = inside - inside % L
                     with fb.loop(0, whole, L, name="flat") as p:
-                        v = lanes_of([b.gep(rp, [p], source_etype=I8) for rp, _ in group_rows],
-                                     [ok for _, ok in group_rows], L)
+                        v = lanes_of([b.gep(rp, [p], source_etype=I8) for rp in group_rows], L)
                         store_lanes(v, stream_ptr(s, b.add(p, i64(left))))
                     if inside % L:
-                        v = lanes_of([b.gep(rp, [i64(whole)], source_etype=I8) for rp, _ in group_rows],
-                                     [ok for _, ok in group_rows], inside % L)
+                        v = lanes_of([b.gep(rp, [i64(whole)], source_etype=I8) for rp in group_rows], inside % L)
                         store_lanes(v, stream_ptr(s, i64(left + whole)))
                 continue
             for j in range(kw):
@@ -274,8 +283,7 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                     whole = C - C % L
 
                     def column(c0, n, src=src, dst=dst, col_ok=col_ok, s=s, group_rows=group_rows):
-                        v = lanes_of([b.gep(rp, [b.add(src, c0)], source_etype=I8) for rp, _ in group_rows],
-                                     [ok for _, ok in group_rows], n, col_ok)
+                        v = lanes_of([b.gep(rp, [b.add(src, c0)], source_etype=I8) for rp in group_rows], n, col_ok)
                         store_lanes(v, stream_ptr(s, b.add(dst, c0)))
 
                     if whole:
@@ -296,16 +304,27 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                     wv = b.load(b.gep(wtab, [b.add(i64((r * kw + j) * P), m)], source_etype=I32), typ=vi32, align=4)
                     acc = _dot(b, path, acc, a, wv)
             mv = b.load(b.gep(mtab, [m], source_etype=F32), typ=vf32, align=4)
-            return ep.bytes_of(acc, mv, L)
+            return ep.bytes_of(acc, mv, L, rounding_convert=path.name == "vnni512")
+
+        def store_chunk(q0, m) -> None:
+            qv = chunk(q0, m)
+            b.store(qv, b.bitcast(b.gep(pout, [b.add(out_row, q0)], source_etype=I8), vi8.as_pointer()), align=1)
 
         whole = N - N % L
-        if whole:
+        if whole and P // L <= UNROLL_PERIOD:
+            # whole periods with the tables' offsets constant, then the chunks left
+            periods = whole - whole % P
+            with fb.loop(0, periods, P, name="period") as q0:
+                for m in range(0, P, L):
+                    store_chunk(b.add(q0, i64(m)), i64(m))
+            for q in range(periods, whole, L):
+                store_chunk(i64(q), i64(q % P))
+        elif whole:
             phase = fb.var(ir.IntType(64), name="phase")  # the lane's place in the tables' period
             phase.set(i64(0))
             with fb.loop(0, whole, L, name="q") as q0:
                 m = phase.get()
-                qv = chunk(q0, m)
-                b.store(qv, b.bitcast(b.gep(pout, [b.add(out_row, q0)], source_etype=I8), vi8.as_pointer()), align=1)
+                store_chunk(q0, m)
                 nxt = b.add(m, i64(L))
                 phase.set(b.select(b.icmp_unsigned("==", nxt, i64(P)), i64(0), nxt))
         if N % L:
