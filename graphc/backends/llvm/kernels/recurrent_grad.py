@@ -388,8 +388,13 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
         products.append((kb.view(x, (NT, F)), d2, dk))
     if drk is not None:
         products.append((kb.view(hprev, (NT, U)), kb.view(dinner if gru else dproj, (NT, GU)), drk))
-    if products:
+    if products and max(F, U) <= DIRECT_WIDTH and GU <= DIRECT_WIDTH:
         _transposed_products(kb, products, NT, MR, NV)
+    else:  # wide layers: the operands transposed, then the packed GEMM (its blocking pays off)
+        for a, g, out in products:
+            at = kb.temp((a.shape[1], NT))
+            kb.transpose(at, a, (1, 0))
+            kb.matmul(at, g, out)
     if dx is not None:
         kt = kb.temp((GU, F))
         kb.transpose(kt, kernel, (1, 0))
@@ -402,14 +407,23 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
             kb.reduce(db, d2, (0,), "sum")
 
 
+# the widest layer (input features, units, gate columns) whose weight gradients are direct a.T @ g tiles:
+# rows of both operands a few cache lines long, so strided row reads neither alias in L1 nor waste lines
+DIRECT_WIDTH = 256
+ROWS_PER_CHUNK = 64  # of the (row, step) pairs a weight gradient sums over: its operands' chunks stay in L1/L2
+
+
 def _transposed_products(kb: KernelBuilder, products: list[tuple[Tensor, Tensor, Tensor]], M, MR: int,
                          NV: int) -> None:
     """``out = a.T @ g`` for each ``(a (M, Fa), g (M, G), out (Fa, G))``, all in one launch.
 
     A weight's gradient sums over every (row, step) pair: M is long, Fa and G are a layer's
-    widths. Each work item holds an MR x NR tile of ``out`` in registers and walks the M rows
-    once: per row, NV vectors of ``g`` and MR broadcast elements of ``a`` (consecutive in
-    memory), MR * NV fused multiply-adds. Neither operand is transposed or packed first."""
+    widths. A work item is a group of panels (NR columns) of one ``out``; it walks M in chunks of
+    ROWS_PER_CHUNK rows and, per chunk, every panel of its group and every MR-row block of ``out``:
+    an MR x NR tile in registers summed over the chunk's rows (per row NV vectors of ``g``, MR
+    broadcast elements of ``a``, MR * NV fused multiply-adds), then added to ``out``. The chunk's
+    rows of ``g`` stay in L1 across the blocks and its rows of ``a`` in L2 across the panels, so
+    each operand streams from memory about once per item. Neither is transposed or packed first."""
     NR = NV * kb.target.gemm_vw
     k = kb.kernel("rnn_weight_grads")
     b = k.b
@@ -417,33 +431,50 @@ def _transposed_products(kb: KernelBuilder, products: list[tuple[Tensor, Tensor,
     spans = []
     for _, _, out in products:
         panels = -(-out.shape[1] // NR)
-        items = -(-out.shape[0] // MR) * panels
-        spans.append((first, items, panels))
+        group = 4 if panels >= 8 else 1
+        items = -(-panels // group)
+        spans.append((first, items, panels, group))
         first += items
     with k.fn.loop(k.begin, k.end, name="item") as item:
-        for (a, g, out), (lo, items, panels) in zip(products, spans):
+        for (a, g, out), (lo, items, panels, group) in zip(products, spans):
             inside = b.and_(b.icmp_signed(">=", item, i64(lo)), b.icmp_signed("<", item, i64(lo + items)))
             with b.if_then(inside):
-                local = b.sub(item, i64(lo))
-                f0 = b.mul(b.sdiv(local, i64(panels)), i64(MR))
-                q = b.srem(local, i64(panels))
-                G = out.shape[1]
-                gvw = kb.target.gemm_vw
-                full = [gvw] * NV
-                tail = [max(0, min(gvw, G - (panels - 1) * NR - v * gvw)) for v in range(NV)]
-                if tail == full:
-                    _transposed_tile(k, a, g, out, M, f0, q, MR, NV, full)
-                else:
-                    with b.if_else(b.icmp_signed("<", q, i64(panels - 1))) as (then, last):
-                        with then:
-                            _transposed_tile(k, a, g, out, M, f0, q, MR, NV, full)
-                        with last:
-                            _transposed_tile(k, a, g, out, M, f0, q, MR, NV, tail)
+                q0 = b.mul(b.sub(item, i64(lo)), i64(group))
+                q1 = k.fn.min_(b.add(q0, i64(group)), i64(panels))
+                _transposed_panels(k, a, g, out, M, q0, q1, MR, NV)
     kb.launch(k, first, 2 * MR * NR * (M if isinstance(M, int) else 256))
 
 
-def _transposed_tile(k, a: Tensor, g: Tensor, out: Tensor, M, f0, q, MR: int, NV: int, valid: list[int]) -> None:
-    """Rows f0.. (MR) and panel q (NR columns, ``valid`` lanes per vector) of ``out = a.T @ g``."""
+def _transposed_panels(k, a: Tensor, g: Tensor, out: Tensor, M, q0, q1, MR: int, NV: int) -> None:
+    """Panels [q0, q1) of ``out = a.T @ g``, M in chunks (see :func:`_transposed_products`)."""
+    fb, b = k.fn, k.b
+    gvw = k.kb.target.gemm_vw
+    NR = NV * gvw
+    Fa, G = out.shape
+    panels = -(-G // NR)
+    full = [gvw] * NV
+    tail = [max(0, min(gvw, G - (panels - 1) * NR - v * gvw)) for v in range(NV)]
+    Mv = k.dim(M)
+    with fb.loop(0, Mv, ROWS_PER_CHUNK, name="chunk") as m0:
+        m1 = fb.min_(b.add(m0, i64(ROWS_PER_CHUNK)), Mv)
+        first = b.icmp_signed("==", m0, i64(0))
+        with fb.loop(q0, q1, name="q") as q:
+            with fb.loop(0, -(-Fa // MR), name="fb") as fblock:
+                f0 = b.mul(fblock, i64(MR))
+                if tail == full:
+                    _transposed_tile(k, a, g, out, m0, m1, first, f0, q, MR, NV, full)
+                else:
+                    with b.if_else(b.icmp_signed("<", q, i64(panels - 1))) as (then, last):
+                        with then:
+                            _transposed_tile(k, a, g, out, m0, m1, first, f0, q, MR, NV, full)
+                        with last:
+                            _transposed_tile(k, a, g, out, m0, m1, first, f0, q, MR, NV, tail)
+
+
+def _transposed_tile(k, a: Tensor, g: Tensor, out: Tensor, m0, m1, first, f0, q, MR: int, NV: int,
+                     valid: list[int]) -> None:
+    """Rows f0.. (MR) and panel q (NR columns, ``valid`` lanes per vector) of ``out = a.T @ g``: the sum
+    over rows [m0, m1) stored (``first``) or added to ``out``."""
     fb, b = k.fn, k.b
     gvw = k.kb.target.gemm_vw
     vt = ir.VectorType(F32, gvw)
@@ -456,7 +487,7 @@ def _transposed_tile(k, a: Tensor, g: Tensor, out: Tensor, M, f0, q, MR: int, NV
     for row in acc:
         for var in row:
             var.set(ir.Constant(vt, None))
-    with fb.loop(0, k.dim(M), name="m") as mm:
+    with fb.loop(m0, m1, name="m") as mm:
         grow = b.gep(pg, [b.add(b.mul(mm, i64(G)), g0)], source_etype=F32)
         gv = [load_lanes(b, b.gep(grow, [i64(v * gvw)], source_etype=F32), gvw, valid[v]) for v in range(NV)]
         arow = b.gep(pa, [b.mul(mm, i64(Fa))], source_etype=F32)
@@ -470,7 +501,12 @@ def _transposed_tile(k, a: Tensor, g: Tensor, out: Tensor, M, f0, q, MR: int, NV
             orow = b.gep(po, [b.add(b.mul(b.add(f0, i64(r)), i64(G)), g0)], source_etype=F32)
             for v in range(NV):
                 if valid[v] > 0:
-                    store_lanes(b, acc[r][v].get(), b.gep(orow, [i64(v * gvw)], source_etype=F32), gvw, valid[v])
+                    dst = b.gep(orow, [i64(v * gvw)], source_etype=F32)
+                    total = acc[r][v].get()
+                    with b.if_then(b.not_(first)):  # later chunks add to the earlier ones' sum
+                        var = acc[r][v]
+                        var.set(b.fadd(load_lanes(b, dst, gvw, valid[v]), total))
+                    store_lanes(b, acc[r][v].get(), dst, gvw, valid[v])
 
 
 __all__ = ["emit_rnn_grad"]
