@@ -455,7 +455,7 @@ def _transposed_panels(k, a: Tensor, g: Tensor, out: Tensor, M, q0, q1, MR: int,
     full = [gvw] * NV
     tail = [max(0, min(gvw, G - (panels - 1) * NR - v * gvw)) for v in range(NV)]
     Mv = k.dim(M)
-    with fb.loop(0, Mv, ROWS_PER_CHUNK, name="chunk") as m0:
+    with fb.loop(0, Mv, ROWS_PER_CHUNK, name="chunk") as m0:  # free dims are at least 1: M > 0
         m1 = fb.min_(b.add(m0, i64(ROWS_PER_CHUNK)), Mv)
         first = b.icmp_signed("==", m0, i64(0))
         with fb.loop(q0, q1, name="q") as q:
