@@ -89,6 +89,19 @@ def test_depthwise_on_every_dot_product_equals_the_reference(rng, build_on, cpu,
         _check(build_on(g, cpu, path), g, rng, epilogue[0], conv["spatial"], C, f"{path} C {C} {conv} {epilogue}")
 
 
+@pytest.mark.parametrize("C", [3, 16, 32, 64])
+def test_wide_rows_equal_the_reference(rng, C):
+    """Rows of many vectors: whole spans of the tables' period, the vectors left after them, and (AVX-512)
+    four vectors narrowed by packs into one store, for uint8 and int8 outputs."""
+    convs = [{"spatial": (7, 23), "kernel": (3, 3), "strides": (1, 1), "pads": ((1, 1), (1, 1)), "out": (7, 23)},
+             {"spatial": (6, 37), "kernel": (3, 3), "strides": (2, 2), "pads": ((0, 1), (0, 1)), "out": (3, 19)},
+             {"spatial": (5, 19), "kernel": (5, 5), "strides": (1, 1), "pads": ((0, 0), (0, 0)), "out": (1, 15)}]
+    for n, conv in enumerate(convs):
+        for epilogue in ALL_EPILOGUES[n % 2::2]:
+            g = depthwise_graph(rng, C, conv, epilogue)
+            _check(load(g), g, rng, epilogue[0], conv["spatial"], C, f"C {C} {conv} {epilogue}")
+
+
 def test_one_dimensional_and_dilated_depthwise_equals_the_reference(rng):
     convs = [{"spatial": (11,), "kernel": (5,), "strides": (1,), "pads": ((2, 2),), "out": (11,)},
              {"spatial": (11,), "kernel": (3,), "strides": (2,), "pads": ((1, 0),), "out": (5,)},

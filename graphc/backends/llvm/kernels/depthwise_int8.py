@@ -37,7 +37,7 @@ from graphc.ops.quantize import QRANGE
 
 _ROUNDER = 12582912.0  # 1.5 * 2^23, as gemm_int8's epilogue rounds
 LANES = 16
-UNROLL_PERIOD = 4  # the product unrolled over the tables' period when it has at most this many vectors
+UNROLL_VECTORS = 16  # the product unrolled over the tables' period when it has at most this many vectors
 TABLE_BYTES = 64 * 1024  # weights, bias and multiplier tables of one call, per thread
 STREAM_BYTES = 512 * 1024  # one output row's streams, per thread
 
@@ -86,9 +86,14 @@ class _Epilogue:
         return v if n == 1 else self.k.splat(v, n)
 
     def bytes_of(self, acc: ir.Value, mult_v: ir.Value, n: int, rounding_convert: bool = False) -> ir.Value:
+        """:meth:`ints_of` narrowed to bytes."""
+        return self.b.trunc(self.ints_of(acc, mult_v, n, rounding_convert), I8 if n == 1 else ir.VectorType(I8, n))
+
+    def ints_of(self, acc: ir.Value, mult_v: ir.Value, n: int, rounding_convert: bool = False) -> ir.Value:
         """int32 sums (``n`` lanes, or a scalar when n is 1) scaled, clamped, rounded half to even and
-        offset by the output's zero point, as bytes. ``rounding_convert`` (16 lanes of an x86 target):
-        one ``vcvtps2dq`` rounding to nearest even instead of ``(t + 1.5 * 2^23) - 1.5 * 2^23``, the same bits."""
+        offset by the output's zero point: the output's values, in int32. ``rounding_convert`` (16 lanes of an
+        x86 target): one ``vcvtps2dq`` rounding to nearest even instead of ``(t + 1.5 * 2^23) - 1.5 * 2^23``,
+        the same bits."""
         b = self.b
         ft = F32 if n == 1 else ir.VectorType(F32, n)
         t = b.fmul(b.sitofp(acc, ft), mult_v)
@@ -102,7 +107,7 @@ class _Epilogue:
         else:
             rounder = self.splat(ir.Constant(F32, _ROUNDER), n)
             v = b.fptosi(b.fsub(b.fadd(t, rounder), rounder), it)
-        return b.trunc(b.add(v, self.splat(self.yz32, n)), I8 if n == 1 else ir.VectorType(I8, n))
+        return b.add(v, self.splat(self.yz32, n))
 
 
 def emit_qdepthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, *, geometry: dict) -> None:
@@ -237,6 +242,13 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
             lane = b.or_(lane, k.splat(b.shl(zu, i32(shift * e)), n))
         return lane
 
+    packed = path.name == "vnni512"
+    if packed:
+        vi16 = ir.VectorType(ir.IntType(16), 2 * L)
+        pack_dw = intrinsic(b.module, "llvm.x86.avx512.packssdw.512", vi16, [vi32, vi32])
+        pack_wb = intrinsic(b.module, f"llvm.x86.avx512.pack{'ss' if out.dtype == 'int8' else 'us'}wb.512",
+                            ir.VectorType(I8, 4 * L), [vi16, vi16])
+
     def stream_ptr(s: int, lane):
         return b.gep(streams, [b.add(i64(s * plan.stream_len), lane)], source_etype=I32)
 
@@ -292,10 +304,11 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                     if C % L:
                         column(i64(whole), C % L)
 
-        # ---- the product along the flattened output row
+        # ---- the product along the flattened output row (vnni512: outputs narrowed by packs, four vectors at once)
         out_row = b.mul(item, i64(N))
 
         def chunk(q0, m) -> ir.Value:
+            """The output's int32 values at lanes ``q0 ..`` of the row (``m``: their place in the tables)."""
             acc = b.load(b.gep(btab, [m], source_etype=I32), typ=vi32, align=4)
             for r in range(plan.groups):
                 for j in range(kw):
@@ -304,21 +317,43 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                     wv = b.load(b.gep(wtab, [b.add(i64((r * kw + j) * P), m)], source_etype=I32), typ=vi32, align=4)
                     acc = _dot(b, path, acc, a, wv)
             mv = b.load(b.gep(mtab, [m], source_etype=F32), typ=vf32, align=4)
-            return ep.bytes_of(acc, mv, L, rounding_convert=path.name == "vnni512")
+            return ep.ints_of(acc, mv, L, rounding_convert=packed)
+
+        def out_ptr(q0, typ):
+            return b.bitcast(b.gep(pout, [b.add(out_row, q0)], source_etype=I8), typ.as_pointer())
 
         def store_chunk(q0, m) -> None:
-            qv = chunk(q0, m)
-            b.store(qv, b.bitcast(b.gep(pout, [b.add(out_row, q0)], source_etype=I8), vi8.as_pointer()), align=1)
+            b.store(b.trunc(chunk(q0, m), vi8), out_ptr(q0, vi8), align=1)
+
+        def store_four(q0, phase: int) -> None:
+            """Four vectors of lanes from ``q0`` (``phase``: the first one's place in the tables) narrowed by
+            saturating packs (exact: the values lie in the output's range), one 64-byte store."""
+            v = [chunk(b.add(q0, i64(u * L)), i64((phase + u * L) % P)) for u in range(4)]
+            ab, cd = (b.call(pack_dw, [v[0], v[1]]), b.call(pack_dw, [v[2], v[3]]))
+            dwords = b.bitcast(b.call(pack_wb, [ab, cd]), vi32)  # 128-bit lane k: dwords k of v0, v1, v2, v3
+            order = b.shuffle_vector(dwords, ir.Constant(vi32, ir.Undefined),
+                                     ir.Constant(vi32, [i32(4 * k + u) for u in range(4) for k in range(4)]))
+            b.store(order, out_ptr(q0, vi32), align=1)
+
+        def store_run(q0, phase: int, count: int) -> None:
+            """``count`` vectors of lanes from ``q0``, fours packed where the target has the packs."""
+            u = 0
+            while u < count:
+                if packed and count - u >= 4:
+                    store_four(b.add(q0, i64(u * L)), phase + u * L)
+                    u += 4
+                else:
+                    store_chunk(b.add(q0, i64(u * L)), i64((phase + u * L) % P))
+                    u += 1
 
         whole = N - N % L
-        if whole and P // L <= UNROLL_PERIOD:
-            # whole periods with the tables' offsets constant, then the chunks left
-            periods = whole - whole % P
-            with fb.loop(0, periods, P, name="period") as q0:
-                for m in range(0, P, L):
-                    store_chunk(b.add(q0, i64(m)), i64(m))
-            for q in range(periods, whole, L):
-                store_chunk(i64(q), i64(q % P))
+        span = math.lcm(P, 4 * L) if packed else P  # lanes after which the tables' offsets repeat
+        if whole and span // L <= UNROLL_VECTORS:
+            # whole spans with the tables' offsets constant, then the vectors left
+            spans = whole - whole % span
+            with fb.loop(0, spans, span, name="span") as q0:
+                store_run(q0, 0, span // L)
+            store_run(i64(spans), 0, (whole - spans) // L)
         elif whole:
             phase = fb.var(ir.IntType(64), name="phase")  # the lane's place in the tables' period
             phase.set(i64(0))
@@ -329,7 +364,7 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                 phase.set(b.select(b.icmp_unsigned("==", nxt, i64(P)), i64(0), nxt))
         if N % L:
             rest = N % L
-            qv = chunk(i64(whole), i64(whole % P))
+            qv = b.trunc(chunk(i64(whole), i64(whole % P)), vi8)
             part = b.shuffle_vector(qv, ir.Constant(vi8, ir.Undefined), ir.Constant(ir.VectorType(I32, rest),
                                                                                   [i32(t) for t in range(rest)]))
             b.store(part, b.bitcast(b.gep(pout, [b.add(out_row, i64(whole))], source_etype=I8),
