@@ -161,7 +161,7 @@ class Im2colA(ASource):
     def block_rows(self, kb: int) -> int:
         return max(1, min(MC, TILE_FLOATS // (kb + 16)))
 
-    def _runs(self, K: int) -> tuple[str, int, list[list[int]]] | None:
+    def _runs(self, K: int) -> tuple[str, int, list[int]] | None:
         """How a K block of :meth:`block` splits into runs that are contiguous in the input for every
         output pixel: ("rows", kw*C, offsets) when K is one block and the last spatial axis is not
         dilated (a kernel row's taps read consecutive pixels), ("taps", C, offsets) for blocks of whole
