@@ -3,7 +3,7 @@ first half), channels-last.
 
 ``out[n, oh, ow, c] = requantize(sum_taps (x[n, ih, iw, c] - x_zero) * w[tap, c] + bias[c])`` with the
 epilogue of :mod:`graphc.ops.qlinear` (the same float32 steps as :mod:`.gemm_int8`'s, so the same
-bits). A work item is one output row of one image.
+bits).
 
 A depthwise product has no reduction over channels, but it has one over the kernel's taps: the
 kernel feeds the target's dot product (:func:`.gemm_int8.dot_path`: ``vpdpbusd``'s four bytes, or
@@ -18,9 +18,12 @@ channels do not waste 13 of 16 lanes) and a stream is built once for all ``kw`` 
 larger stride each kernel column gets a stream of its own, gathered column by column. The weights,
 bias and multiplier of lane ``q`` depend on ``q mod C`` only, so they are laid out once per call as
 tables with period ``lcm(C, lanes)`` that the vectors read in step. The zero point comes back as a
-per-channel correction of the bias, ``-z * sum_taps w`` (exact, as padding reads ``z``). Shapes
-whose tables or streams would not fit the scratch budget, or whose width is only known at run
-time, run the first kernel: bytes widened to int32 lanes, channels per vector.
+per-channel correction of the bias, ``-z * sum_taps w`` (exact, as padding reads ``z``). A work
+item is a block of output rows of one image: two where their input rows take no more row groups
+than one row's (3x3 at stride 1: rows oh .. oh + 3 in one group of four, read with the weights
+(w0, w1, w2, 0) for row oh and (0, w0, w1, w2) for row oh + 1), else one. Shapes whose tables or
+streams would not fit the scratch budget, or whose width is only known at run time, run the
+first kernel: bytes widened to int32 lanes, channels per vector, one output row per work item.
 """
 
 from __future__ import annotations
@@ -116,9 +119,12 @@ def emit_qdepthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, *, 
     if q.residual is not None:
         raise NativeLoweringError("qlinear_conv: a depthwise convolution with a residual is not run natively")
     plan = StreamPlan.of(kb, geometry)
-    k = _emit_by_channels(kb, x, w, out, q, geometry) if plan is None else _emit_streams(kb, x, w, out, q, plan)
     kh, kw = geometry["kernel"]
-    kb.launch(k, dims.mul(x.shape[0], geometry["OH"]), cost=max(1, kh * kw * geometry["C"]) * 4)
+    cost = max(1, kh * kw * geometry["C"]) * 4
+    if plan is None:
+        kb.launch(_emit_by_channels(kb, x, w, out, q, geometry), dims.mul(x.shape[0], geometry["OH"]), cost=cost)
+    else:
+        kb.launch(_emit_streams(kb, x, w, out, q, plan), dims.mul(x.shape[0], plan.blocks), cost=cost * plan.R)
 
 
 class StreamPlan:
@@ -126,9 +132,19 @@ class StreamPlan:
 
     def __init__(self, g: dict, lanes: int, group: int, esize: int):
         self.g, self.L, self.G, self.esize = g, lanes, group, esize
-        C, OW, W = g["C"], g["OW"], g["W"]
+        C, OW, W, OH = g["C"], g["OW"], g["W"], g["OH"]
         (_, sw), (_, dw), (kh, kw) = g["strides"], g["dilations"], g["kernel"]
-        self.groups = -(-kh // group)  # row groups
+        # two output rows per work item share the streams where that takes no more row groups (3x3, stride 1:
+        # input rows oh .. oh + 3 in one group of four serve output rows oh and oh + 1)
+        self.R = 1
+        if isinstance(OH, int) and OH > 1 and -(-len(self._offsets(2)) // group) == -(-len(self._offsets(1)) // group):
+            self.R = 2
+        self.offsets = self._offsets(self.R)  # the streams' input rows, from the block's first output row's first
+        self.groups = -(-len(self.offsets) // group)  # row groups
+        self.blocks = -(-OH // self.R) if self.R > 1 else OH  # work items per image
+        # the (output row of the block, row group) pairs with taps, each with a table per kernel column
+        self.entries = [(t, r) for t in range(self.R) for r in range(self.groups)
+                        if any(self.byte_of(t, i) // group == r for i in range(kh))]
         self.N = OW * C  # lanes of an output row
         NL = -(-self.N // lanes) * lanes
         self.P = math.lcm(C, lanes)  # the tables' period
@@ -141,7 +157,7 @@ class StreamPlan:
             self.streams = self.groups * kw
             needed = NL
         self.stream_len = (-(-needed // lanes) + 1) * lanes  # int32 lanes, a vector of slack
-        self.table_bytes = (self.groups * kw + 2) * self.P * 4
+        self.table_bytes = (len(self.entries) * kw + 2) * self.P * 4
         self.stream_bytes = self.streams * self.stream_len * 4
         self.W = W
 
@@ -155,6 +171,15 @@ class StreamPlan:
             return None
         return plan
 
+    def _offsets(self, R: int) -> list[int]:
+        (sh, _), (dh, _), (kh, _) = self.g["strides"], self.g["dilations"], self.g["kernel"]
+        return sorted({t * sh + i * dh for t in range(R) for i in range(kh)})
+
+    def byte_of(self, t: int, i: int) -> int:
+        """Where kernel row ``i`` of the block's output row ``t`` lies in the streams: group * G + byte."""
+        (sh, _), (dh, _) = self.g["strides"], self.g["dilations"]
+        return self.offsets.index(t * sh + i * dh)
+
     def tap(self, r: int, j: int) -> tuple[int, int]:
         """(stream, lane offset) that row group ``r``'s kernel column ``j`` reads at output lane 0."""
         g = self.g
@@ -166,7 +191,7 @@ class StreamPlan:
 def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan: StreamPlan) -> Kernel:
     g = plan.g
     C, L, G, P, N = g["C"], plan.L, plan.G, plan.P, plan.N
-    (sh, sw), (dh, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
+    (sh, sw), (_, dw), (ph, pw), (kh, kw) = g["strides"], g["dilations"], g["pads"], g["kernel"]
     W, OW = g["W"], g["OW"]
     path = dot_path(kb.target)
     k = kb.kernel("qdepthwise_streams")
@@ -187,8 +212,8 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
 
     mult = at(0)
     ep = _Epilogue(k, x, out, q, C, mult)
-    ntaps = plan.groups * kw
-    wtab = at(mult_bytes)  # [r * kw + j][P] int32: G kernel rows' weights per lane
+    ntaps = len(plan.entries) * kw
+    wtab = at(mult_bytes)  # [entry * kw + j][P] int32: the weights of G stream rows per lane (zero: no tap)
     btab = at(mult_bytes + ntaps * P * 4)  # [P] int32: bias - z * sum of the channel's weights
     mtab = at(mult_bytes + (ntaps + 1) * P * 4)  # [P] float32: the channel's multiplier
     streams = at(mult_bytes + plan.table_bytes)
@@ -199,18 +224,21 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
     with fb.loop(0, P, name="lane") as m:
         c = b.urem(m, i64(C))
         wsum = i32(0)
-        for r in range(plan.groups):
+        for i in range(kh):
+            for j in range(kw):
+                wb = b.load(b.gep(pwt, [b.add(i64((i * kw + j) * C), c)], source_etype=I8), typ=I8)
+                wsum = b.add(wsum, b.sext(wb, I32))
+        for n, (t, r) in enumerate(plan.entries):
             for j in range(kw):
                 lane = i32(0)
-                for e in range(G):
-                    i = r * G + e
-                    if i >= kh:
+                for i in range(kh):
+                    e = plan.byte_of(t, i) - r * G
+                    if not 0 <= e < G:
                         continue
                     wb = b.load(b.gep(pwt, [b.add(i64((i * kw + j) * C), c)], source_etype=I8), typ=I8)
-                    wsum = b.add(wsum, b.sext(wb, I32))
                     elem = b.zext(b.sext(wb, path.elem), I32) if plan.esize == 2 else b.zext(wb, I32)
                     lane = b.or_(lane, b.shl(elem, i32(shift * e)) if e else elem)
-                b.store(lane, b.gep(wtab, [b.add(i64((r * kw + j) * P), m)], source_etype=I32))
+                b.store(lane, b.gep(wtab, [b.add(i64((n * kw + j) * P), m)], source_etype=I32))
         bias = b.load(b.gep(pbias, [c], source_etype=I32), typ=I32)
         b.store(b.sub(bias, b.mul(zu, wsum)), b.gep(btab, [m], source_etype=I32))
         b.store(b.load(b.gep(mult, [c], source_etype=F32), typ=F32), b.gep(mtab, [m], source_etype=F32))
@@ -255,67 +283,19 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
     def store_lanes(v, p):
         b.store(v, b.bitcast(p, v.type.as_pointer()), align=4)
 
-    with fb.loop(k.begin, k.end, name="orow") as item:
-        n_, oh = b.sdiv(item, OH), b.srem(item, OH)
-        # each kernel row's input row (clamped inside the input) and whether it lies inside
-        rows = []
-        for i in range(kh):
-            ih = b.add(b.mul(oh, i64(sh)), i64(i * dh - ph))
-            ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
-            ih_c = b.select(ok, ih, i64(0))
-            row = b.gep(px, [b.mul(b.add(b.mul(n_, H), ih_c), i64(row_bytes))], source_etype=I8)
-            rows.append(b.select(ok, row, pad_row))
-        for r in range(plan.groups):
-            group_rows = rows[r * G:(r + 1) * G]
-            if sw == 1:
-                # stream column u is input column u - pw: padding columns, then the input rows flat
-                s = r
-                left, inside = pw * C, min(W, plan.width - pw) * C
-                with fb.loop(0, left, L, name="padl") as p:
-                    store_lanes(pad_v, stream_ptr(s, p))
-                right0 = left + max(inside, 0)
-                with fb.loop(right0, plan.width * C, L, name="padr") as p:
-                    store_lanes(pad_v, stream_ptr(s, p))
-                if inside > 0:
-                    whole = inside - inside % L
-                    with fb.loop(0, whole, L, name="flat") as p:
-                        v = lanes_of([b.gep(rp, [p], source_etype=I8) for rp in group_rows], L)
-                        store_lanes(v, stream_ptr(s, b.add(p, i64(left))))
-                    if inside % L:
-                        v = lanes_of([b.gep(rp, [i64(whole)], source_etype=I8) for rp in group_rows], inside % L)
-                        store_lanes(v, stream_ptr(s, i64(left + whole)))
-                continue
-            for j in range(kw):
-                s = r * kw + j
-                with fb.loop(0, OW, name="scol") as ow:
-                    iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
-                    col_ok = b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, i64(W)))
-                    src = b.mul(b.select(col_ok, iw, i64(0)), i64(C))
-                    dst = b.mul(ow, i64(C))
-                    whole = C - C % L
-
-                    def column(c0, n, src=src, dst=dst, col_ok=col_ok, s=s, group_rows=group_rows):
-                        v = lanes_of([b.gep(rp, [b.add(src, c0)], source_etype=I8) for rp in group_rows], n, col_ok)
-                        store_lanes(v, stream_ptr(s, b.add(dst, c0)))
-
-                    if whole:
-                        with fb.loop(0, whole, L, name="sch") as c0:
-                            column(c0, L)
-                    if C % L:
-                        column(i64(whole), C % L)
-
-        # ---- the product along the flattened output row (vnni512: outputs narrowed by packs, four vectors at once)
-        out_row = b.mul(item, i64(N))
+    def output_row(t: int, orow) -> None:
+        """Output row ``t`` of the block (``orow``: its index among the batch's rows) from the streams, narrowed
+        by packs four vectors at once on vnni512."""
+        out_row = b.mul(orow, i64(N))
+        taps = [(n * kw + j, *plan.tap(r, j)) for n, (tt, r) in enumerate(plan.entries) if tt == t for j in range(kw)]
 
         def chunk(q0, m) -> ir.Value:
             """The output's int32 values at lanes ``q0 ..`` of the row (``m``: their place in the tables)."""
             acc = b.load(b.gep(btab, [m], source_etype=I32), typ=vi32, align=4)
-            for r in range(plan.groups):
-                for j in range(kw):
-                    s, off = plan.tap(r, j)
-                    a = b.load(b.bitcast(stream_ptr(s, b.add(q0, i64(off))), vi32.as_pointer()), typ=vi32, align=4)
-                    wv = b.load(b.gep(wtab, [b.add(i64((r * kw + j) * P), m)], source_etype=I32), typ=vi32, align=4)
-                    acc = _dot(b, path, acc, a, wv)
+            for table, s, off in taps:
+                a = b.load(b.bitcast(stream_ptr(s, b.add(q0, i64(off))), vi32.as_pointer()), typ=vi32, align=4)
+                wv = b.load(b.gep(wtab, [b.add(i64(table * P), m)], source_etype=I32), typ=vi32, align=4)
+                acc = _dot(b, path, acc, a, wv)
             mv = b.load(b.gep(mtab, [m], source_etype=F32), typ=vf32, align=4)
             return ep.ints_of(acc, mv, L, rounding_convert=packed)
 
@@ -369,6 +349,65 @@ def _emit_streams(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, q, plan:
                                                                                   [i32(t) for t in range(rest)]))
             b.store(part, b.bitcast(b.gep(pout, [b.add(out_row, i64(whole))], source_etype=I8),
                                     part.type.as_pointer()), align=1)
+
+    blocks = k.dim(plan.blocks)
+    with fb.loop(k.begin, k.end, name="oblock") as item:
+        n_, oh0 = b.sdiv(item, blocks), b.mul(b.srem(item, blocks), i64(plan.R))
+        # each stream row's input row (rows outside the input read the row of zero points)
+        rows = []
+        for o in plan.offsets:
+            ih = b.add(b.mul(oh0, i64(sh)), i64(o - ph))
+            ok = b.and_(b.icmp_signed(">=", ih, i64(0)), b.icmp_signed("<", ih, H))
+            ih_c = b.select(ok, ih, i64(0))
+            row = b.gep(px, [b.mul(b.add(b.mul(n_, H), ih_c), i64(row_bytes))], source_etype=I8)
+            rows.append(b.select(ok, row, pad_row))
+        for r in range(plan.groups):
+            group_rows = rows[r * G:(r + 1) * G]
+            if sw == 1:
+                # stream column u is input column u - pw: padding columns, then the input rows flat
+                s = r
+                left, inside = pw * C, min(W, plan.width - pw) * C
+                with fb.loop(0, left, L, name="padl") as p:
+                    store_lanes(pad_v, stream_ptr(s, p))
+                right0 = left + max(inside, 0)
+                with fb.loop(right0, plan.width * C, L, name="padr") as p:
+                    store_lanes(pad_v, stream_ptr(s, p))
+                if inside > 0:
+                    whole = inside - inside % L
+                    with fb.loop(0, whole, L, name="flat") as p:
+                        v = lanes_of([b.gep(rp, [p], source_etype=I8) for rp in group_rows], L)
+                        store_lanes(v, stream_ptr(s, b.add(p, i64(left))))
+                    if inside % L:
+                        v = lanes_of([b.gep(rp, [i64(whole)], source_etype=I8) for rp in group_rows], inside % L)
+                        store_lanes(v, stream_ptr(s, i64(left + whole)))
+                continue
+            for j in range(kw):
+                s = r * kw + j
+                with fb.loop(0, OW, name="scol") as ow:
+                    iw = b.add(b.mul(ow, i64(sw)), i64(j * dw - pw))
+                    col_ok = b.and_(b.icmp_signed(">=", iw, i64(0)), b.icmp_signed("<", iw, i64(W)))
+                    src = b.mul(b.select(col_ok, iw, i64(0)), i64(C))
+                    dst = b.mul(ow, i64(C))
+                    whole = C - C % L
+
+                    def column(c0, n, src=src, dst=dst, col_ok=col_ok, s=s, group_rows=group_rows):
+                        v = lanes_of([b.gep(rp, [b.add(src, c0)], source_etype=I8) for rp in group_rows], n, col_ok)
+                        store_lanes(v, stream_ptr(s, b.add(dst, c0)))
+
+                    if whole:
+                        with fb.loop(0, whole, L, name="sch") as c0:
+                            column(c0, L)
+                    if C % L:
+                        column(i64(whole), C % L)
+
+        # ---- the product along each flattened output row of the block
+        for t in range(plan.R):
+            orow = b.add(b.mul(n_, OH), b.add(oh0, i64(t)))
+            if t == 0 or g["OH"] % plan.R == 0:
+                output_row(t, orow)
+            else:  # the image's last block has one row fewer
+                with b.if_then(b.icmp_signed("<", b.add(oh0, i64(t)), OH)):
+                    output_row(t, orow)
     return k
 
 
