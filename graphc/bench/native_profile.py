@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.backends.llvm.in_place import native_schedule
 from graphc.bench.op_cost import bind_free_dims, concrete, graph_op_costs
 
 MAX_TRACE_EVENTS = 2_000_000
@@ -235,8 +236,8 @@ def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak:
     feeds = step._target_feeds(xs, ys)
     ins = [np.ascontiguousarray(feeds[v], dtype=compiled.dtypes[v]) for v in compiled.model_inputs]
     tgs = [np.ascontiguousarray(feeds[v], dtype=compiled.dtypes[v]) for v in compiled.targets]
-    graph, library, source = compiled.graph, compiled.library, compiled.instance
-    ops = graph.ops()
+    graph, library, source = native_schedule(compiled.graph)[0], compiled.library, compiled.instance
+    ops = graph.ops()  # in the order the native step runs them: the profile's op numbers
     capacity = min(MAX_TRACE_EVENTS, runs * (len(ops) + 1)) if trace_events is None else int(trace_events)
     instance = library.instance(runner.threads, seed=runner.seed, profile=True, profile_events=capacity)
     try:

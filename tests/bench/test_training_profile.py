@@ -40,6 +40,28 @@ def test_training_step_kernels_are_named_by_layer_and_state_is_untouched(rng):
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
+def test_rows_follow_the_order_the_native_step_runs(rng):
+    """The step runs its in-place state updates last (ops reordered): the profile's op numbers are that
+    schedule's, so each row carries the name and op of the kernel that was timed."""
+    from graphc.backends.llvm.in_place import native_schedule
+    from graphc.training.loop import standardize_x, standardize_y
+
+    model = _conv_model()
+    graphc.build(model, target="native", training=True, threads=1)
+    x = rng.standard_normal((4, 9, 8, 3)).astype(np.float32)
+    y = rng.standard_normal((4, 2)).astype(np.float32)
+    report = profile_training_step(model, x, y, runs=1, peak=None)
+    trainer = model._graphc_trainer
+    graph = trainer.runner.compiled(trainer._step(standardize_x(model, x), standardize_y(model, y), True)).graph
+    scheduled, in_place = native_schedule(graph)
+    assert in_place and [op.id for op in scheduled.ops()] != [op.id for op in graph.ops()]
+    ops = scheduled.ops()
+    assert [(r.name, r.op) for r in report.rows] == [(ops[r.index].layer or ops[r.index].id, ops[r.index].type)
+                                                     for r in report.rows]
+    last = max(report.rows, key=lambda r: r.index)
+    assert last.name == "optimizer", last
+
+
 def test_a_model_without_a_native_step_is_refused(rng):
     model = _conv_model()
     x = np.zeros((2, 9, 8, 3), np.float32)

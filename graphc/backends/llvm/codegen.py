@@ -42,7 +42,7 @@ from graphc.backends.llvm.builder import (
     Tensor,
     frame_field,
 )
-from graphc.backends.llvm.in_place import schedule_in_place
+from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.target import TargetInfo, compile_ir
 from graphc.ir import dims
@@ -239,9 +239,7 @@ class _Codegen:
     def __init__(self, graph: Graph, name: str, target: TargetInfo, external_weights: bool,
                  link: StepLink | None = None):
         # a training step writes the state updates it can over their weights (ops reordered for it)
-        self.in_place: set[str] = set()
-        if graph.meta.get("train_step") and graph.meta.get("state_updates"):
-            graph, self.in_place = schedule_in_place(graph)
+        graph, self.in_place = native_schedule(graph)
         self.graph = graph
         self.name = name
         self.link = link or StepLink()

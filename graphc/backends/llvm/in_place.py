@@ -86,6 +86,15 @@ def _writer_order(graph: Graph, writers: dict[str, list[str]]) -> list[Op] | Non
     return order
 
 
+def native_schedule(graph: Graph) -> tuple[Graph, set[str]]:
+    """The graph in the order its native code runs the ops (the runtime numbers ops, in errors and in the
+    profiler, by this order), and the weights updated in place: a training step with state updates is
+    :func:`schedule_in_place`'s, any other graph runs as it is."""
+    if graph.meta.get("train_step") and graph.meta.get("state_updates"):
+        return schedule_in_place(graph)
+    return graph, set()
+
+
 def schedule_in_place(graph: Graph) -> tuple[Graph, set[str]]:
     """(``graph`` with its in-place writers last, the weights they update in place); the graph unchanged and an
     empty set when nothing qualifies. Random draws keep their positions (their streams are keyed by the op's
