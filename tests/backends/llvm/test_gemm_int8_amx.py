@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from graphc.backends.llvm.kernels.gemm_int8 import ENV_KERNEL, dot_path, uses_amx
+from graphc.backends.llvm.kernels.gemm_int8 import AMX_MIN_K, ENV_KERNEL, dot_path, uses_amx
 from graphc.backends.llvm.target import host_target, resolve_target
 from graphc.backends.reference import run
 from tests.backends.llvm.helpers import load, run_native
@@ -123,3 +123,13 @@ def test_the_library_runs_the_chosen_instruction(rng, kernel):
         assert INSTRUCTION[kernel] in disasm
     if kernel == "vnni":
         assert "tdpbusd" not in disasm and "ldtilecfg" not in disasm
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump")
+def test_a_product_over_few_k_stays_on_the_dot_product(rng, kernel):
+    """Fewer than AMX_MIN_K k would leave a tile row mostly padding: such products run vpdpbusd."""
+    g = qlinear_graph(rng, AMX_MIN_K - 1, 33, "uint8", "uint8", True, "relu", None)
+    disasm = subprocess.run(["objdump", "-d", str(load(g).path)], capture_output=True, text=True, check=True).stdout
+    assert "tdpbusd" not in disasm and "ldtilecfg" not in disasm
+    if HAS_VNNI512:
+        assert "vpdpbusd" in disasm

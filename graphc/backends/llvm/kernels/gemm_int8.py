@@ -40,8 +40,10 @@ micro-kernel is then :func:`.gemm_bf16.amx_compute`'s 32 x 32 block of C in four
 the thread's scratch, and the same epilogue reads its int32 rows back from there. Blocks of fewer
 rows (the last rows of M, a batch-1 Dense) run whole on stale rows of the tile, only their valid rows
 stored: measured, a 32-row block is no slower than ``vpdpbusd`` micro-tiles even for one row (the
-weights' bytes bound both). ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` on an AMX machine (for
-comparisons).
+weights' bytes bound both). A product over fewer than ``AMX_MIN_K`` k stays on ``vpdpbusd``: its tile
+rows would be mostly padding (a 1x1 convolution over 3 channels: 3 of 64 bytes), and measured on
+separable_conv_bn's pointwise products, K = 3 ran 1.5x faster on ``vpdpbusd`` and K = 32 1.2x faster on
+tiles. ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` on an AMX machine (for comparisons).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ COPY_VECTOR = 16  # elements per vector copied into the tile
 TILE_BYTES = 256 * 1024  # the A tile of a work item stays well inside L2
 ENV_KERNEL = "GRAPHC_INT8_KERNEL"
 AMX_BLOCK = 2 * AMX_ROWS  # rows of C per AMX micro-kernel (two A tiles)
+AMX_MIN_K = 16  # products over fewer k run on vpdpbusd (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -363,7 +366,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
     """``out (M, N) = requantize(A @ w)`` for the rows ``source`` gives (see the module docstring)."""
     target = kb.target
     path = dot_path(target)
-    amx = uses_amx(target)
+    amx = uses_amx(target) and K >= AMX_MIN_K
     L, g, et, es = path.lanes, path.group, path.elem, path.esize
     MR, NV = micro_tile(path, target)
     NR = NV * L
