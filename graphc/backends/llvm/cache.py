@@ -101,16 +101,18 @@ def entries(root: Path | None = None) -> list[Entry]:
     return found
 
 
-def publish(entry: Path, build: Callable[[Path], None], *, replace: bool = False) -> None:
+def publish(entry: Path, build: Callable[[Path], None], *,
+            complete: Callable[[Path], bool] | None = None) -> None:
     """Make ``entry`` by ``build(tmp)`` in a temporary directory beside it, renamed into place whole
-    (where a concurrent build of the same key finished first, its equal entry stays), then trim the
-    cache sparing it. ``replace``: an existing directory at ``entry`` (an incomplete one) goes first."""
+    (where a concurrent build of the same key finished first, its equal entry stays: another process
+    may be loading from it), then trim the cache sparing it. ``complete``: tells a finished entry from
+    an incomplete one (left by a build that died); an existing entry it calls incomplete goes first."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{entry.name}.", dir=entry.parent))
     try:
         build(tmp)
-        if replace and entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
+        if complete is not None and entry.exists() and not complete(entry):
+            _remove(entry)
         try:
             os.replace(tmp, entry)
         except OSError:

@@ -185,7 +185,9 @@ def _cached_dir(kind: str, key: str, cache: bool, build) -> Path:
         (tmp / "stats.txt").write_text("".join(f"{k}={v}\n" for k, v in stats.items()))
         (tmp / "done").write_text("")
 
-    build_cache.publish(final, build_entry, replace=True)  # an entry without "done" is replaced
+    # an entry without "done" (a build that died) is replaced; a finished one, perhaps published by a
+    # concurrent build of the same key while this one ran, stays
+    build_cache.publish(final, build_entry, complete=lambda entry: (entry / "done").exists())
     return final
 
 
