@@ -44,7 +44,7 @@ import onnx
 
 import graphc
 from graphc import examples
-from graphc.backends.llvm.kernels.gemm_int8 import dot_path, uses_amx
+from graphc.backends.llvm.kernels.gemm_int8 import AMX_MIN_K, dot_path, uses_amx
 from graphc.backends.llvm.target import host_target
 from graphc.bench import _input_arrays, _ort_session, _Runner, _subject, machine_info, measure
 from graphc.quantization import fold_integer_products
@@ -250,7 +250,8 @@ def to_markdown(machine: dict, models: list[dict], calibration: int) -> str:
     target = host_target()
     path = dot_path(target).name
     if uses_amx(target):
-        path = f"AMX tiles (tdpbusd) for the products, {path} for depthwise convolutions"
+        path = (f"AMX tiles (tdpbusd) for the products over at least {AMX_MIN_K} k, {path} for the others and "
+                "for depthwise convolutions")
     lines = ["# int8 (graphc native) vs float32, onnxruntime and OpenVINO int8", "",
              f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
              f"{machine.get('load_average')}; one thread. graphc's int8 dot product on this CPU: {path}. "

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import graphc
-from benchmarks.int8_accuracy import CALIBRATION, weight_bytes
+from benchmarks.int8_accuracy import CALIBRATION, _kib, weight_bytes
 from graphc import examples
 from graphc.bench import machine_info
 
@@ -41,25 +41,21 @@ def measure(name: str, seed: int = 0) -> dict:
     return {"model": name, "float32": f, "int8": q}
 
 
-def _kib(n: float) -> str:
-    return f"{n / 1024:.1f}"
-
-
 def to_markdown(machine: dict, rows: list[dict]) -> str:
     lines = ["# int8 library size: weight bytes of the native libraries, float32 vs int8", "",
              f"{machine.get('date')}; graphc {machine.get('versions', {}).get('graphc')}. "
              "`python -m benchmarks.int8_size`: each seed model quantized with "
              f"{CALIBRATION} random calibration samples (per-channel int8 weights, uint8 activations, minmax), "
-             "both libraries built native. KiB of the weights blob each library embeds; weight tensors: constants "
+             "both libraries built native. The weights blob each library embeds; weight tensors: constants "
              "of two or more dimensions; rest: per-channel scales, int32 biases, zero points, 64-byte alignment; "
              "float32 left: weight tensors the int8 library keeps in float32, by layer.", "",
-             "| model | float32 library KiB | int8 library KiB | ratio | float32 weight tensors KiB "
-             "| int8 library's weight tensors KiB | tensor ratio | rest KiB | float32 left |",
+             "| model | float32 library | int8 library | ratio | float32 weight tensors "
+             "| int8 library's weight tensors | tensor ratio | rest | float32 left |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         f, q = r["float32"], r["int8"]
         fk, qk = sum(f["weight_tensors"].values()), sum(q["weight_tensors"].values())
-        left = ", ".join(f"{k} {_kib(v)} KiB" for k, v in q["float_weights"].items()) or "none"
+        left = ", ".join(f"{k} {_kib(v)}" for k, v in q["float_weights"].items()) or "none"
         lines.append(f"| {r['model']} | {_kib(f['total'])} | {_kib(q['total'])} | {f['total'] / q['total']:.2f}x "
                      f"| {_kib(fk)} | {_kib(qk)} | {fk / max(qk, 1):.2f}x | {_kib(q['total'] - qk)} | {left} |")
     return "\n".join(lines) + "\n"
