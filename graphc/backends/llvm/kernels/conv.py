@@ -491,6 +491,8 @@ def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geom
 
 def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, dilations, pads, groups: int,
               bias=None, activation=None, residual=None, post_activation=None) -> None:
+    from graphc.backends.llvm.kernels.winograd import emit_winograd, winograd_applies
+
     if x.dtype != "float32":
         raise NativeLoweringError(f"convolution of {x.dtype} tensors")
     nsp = x.rank - 2
@@ -516,6 +518,8 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
             all(p == 0 for pair in pads for p in pair)
         if pointwise:
             gemm_for(kb)(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
+        elif winograd_applies(kb, geo, C, n_out):
+            emit_winograd(kb, x, w, out, geo, **epi)
         else:
             # K in one block (B streamed from L2 per tile, not held in L1): 6 rows x 4 vectors
             # (10 loads per 24 FMAs) beat 12 x 2 (14 loads) by ~5% on 3x3 convs over 64 and 128

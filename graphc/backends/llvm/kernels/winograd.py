@@ -1,0 +1,290 @@
+"""3x3 stride-1 convolutions by Winograd's minimal filtering, F(2x2, 3x3).
+
+A 2x2 tile of outputs of one image needs the 4x4 input patch under it; with the transforms of
+Lavin and Gray ("Fast Algorithms for Convolutional Neural Networks", 2015)
+
+    Y = A^T [ (G g G^T) . (B^T d B) ] A
+
+the 36 multiplications per tile and (input, output) channel pair of the direct convolution become
+16: an element-wise product in the transformed space, which over channels is 16 independent
+matrix products ``M_xi[tiles, K] = V_xi[tiles, C] @ U_xi[C, K]``. They run on the packed GEMM's
+micro-kernel (:func:`.gemm.tile_function`), so the products keep its efficiency while doing 2.25x
+fewer FLOPs than the implicit GEMM of :mod:`.conv`.
+
+F(2x2, 3x3) rather than F(4x4, 3x3) (4x fewer multiplications): measured in float32 on random
+inputs and weights scaled to unit outputs, F(4x4) is 25-30x further from the exact result than the
+direct sum (5e-5 at 256 channels), F(2x2) 1.3-1.5x: the larger tile would trade answers that agree
+with the reference and with Keras to 1e-5 for speed, silently.
+
+One work item is a block of at most ``Tb`` tiles:
+
+1. input transform: for each tile and vector of channels, the 4x4 patch (zeros where it covers the
+   padding or lies past the image) is transformed, ``V[xi][tile][c]``, into the thread's scratch;
+2. the 16 products, each over the block's tiles: ``U_xi``'s panels (packed once per instance, as the
+   GEMM's weights are, ``U[xi][panel][c][NR]``) stream from L2 while V's rows and the
+   ``M[xi][panel][tile][NR]`` tiles stay in L2;
+3. output transform: the 16 vectors of a tile and a vector of output channels become its 2x2
+   outputs, through the GEMM's epilogue (bias, activation, residual, post-activation).
+
+``Tb`` is sized so that V and M take half of L2. U is 16/9 of the weights and is read once per
+block: where it does not fit in L2 (256 channels to 256 and more) every block streams it from
+beyond L2 and the implicit GEMM is kept (see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0``
+turns the algorithm off (part of the build cache key).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.backends.llvm.builder import KernelBuilder, Tensor
+from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.kernels.conv import _epilogue
+from graphc.backends.llvm.kernels.gemm import (
+    THREADS_DIM,
+    gemm_blocking,
+    load_lanes,
+    micro_tile,
+    row_function,
+    store_lanes,
+    tile_function,
+    tile_row_stride,
+)
+from graphc.ir import dims
+
+ENV = "GRAPHC_CONV_WINOGRAD"
+
+# F(2x2, 3x3): output tile m = 2, input tile alpha = m + 3 - 1 = 4 (points 0, 1, -1, infinity)
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+M_OUT = AT.shape[0]
+ALPHA = BT.shape[0]
+POINTS = ALPHA * ALPHA
+
+MIN_CHANNELS = 16  # fewer input or output channels: the 16 products are too thin to beat the direct GEMM
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
+    """Whether a convolution of ``geo`` (groups 1, weights known) runs as F(2x2, 3x3): float32 products,
+    a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_CHANNELS``
+    channels in and out, and transformed weights (16 C K floats) that fit in L2."""
+    if not enabled() or kb.target.precision != "float32":
+        return False
+    if geo.nsp != 2 or geo.kernel != [3, 3] or geo.strides != [1, 1] or geo.dilations != [1, 1]:
+        return False
+    if not all(isinstance(d, int) for d in (*geo.in_sp, *geo.out_sp, C, n_out)):
+        return False
+    if C < MIN_CHANNELS or n_out < MIN_CHANNELS:
+        return False
+    vw = kb.target.gemm_vw
+    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    l2 = gemm_blocking(kb.target, MR, NV * vw).l2
+    return POINTS * C * n_out * 4 <= l2
+
+
+def _combine(b: ir.IRBuilder, coeffs, values: list, zero):
+    """sum(coeffs[i] * values[i]) with the zero coefficients left out and +-1 as additions."""
+    total = None
+    for c, v in zip(coeffs, values):
+        if c == 0:
+            continue
+        if c == 1:
+            term, neg = v, False
+        elif c == -1:
+            term, neg = v, True
+        else:
+            term, neg = b.fmul(v, _splat_const(v.type, float(c))), False
+        if total is None:
+            total = b.fsub(zero, term) if neg else term
+        else:
+            total = b.fsub(total, term) if neg else b.fadd(total, term)
+    return total if total is not None else zero
+
+
+def _splat_const(t: ir.Type, value: float) -> ir.Constant:
+    if isinstance(t, ir.VectorType):
+        return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
+    return ir.Constant(t, value)
+
+
+def _transform(b: ir.IRBuilder, left: np.ndarray, d: list[list], zero) -> list[list]:
+    """``left @ d @ left.T`` for a square grid ``d`` of values."""
+    rows = [[_combine(b, left[i], [d[r][j] for r in range(len(d))], zero) for j in range(len(d[0]))]
+            for i in range(left.shape[0])]
+    return [[_combine(b, left[j], rows[i], zero) for j in range(left.shape[0])] for i in range(left.shape[0])]
+
+
+def pack_winograd(C: int, K: int, NR: int):
+    """Emitter of ``dst[xi][p][c][j] = (G g G^T)[xi]`` for ``g = w[:, :, c, p*NR + j]`` (0 past K): the
+    transformed kernel as panels of the packed GEMM, computed in double and rounded once."""
+    panels = -(-K // NR)
+    D = ir.DoubleType()
+
+    def emit(fn, src, dst):
+        b = fn.b
+        zero = ir.Constant(D, 0.0)
+        with fn.loop(0, panels, name="p") as p:
+            with fn.loop(0, C, name="c") as c:
+                with fn.loop(0, NR, name="j") as j:
+                    col = b.add(b.mul(p, i64(NR)), j)
+                    ok = b.icmp_signed("<", col, i64(K))
+                    safe = b.select(ok, col, i64(0))
+                    g = [[None] * 3 for _ in range(3)]
+                    for ky in range(3):
+                        for kx in range(3):
+                            idx = b.add(b.mul(b.add(i64((ky * 3 + kx) * C), c), i64(K)), safe)
+                            v = b.load(b.gep(src, [idx], source_etype=F32), typ=F32)
+                            g[ky][kx] = b.fpext(b.select(ok, v, ir.Constant(F32, 0.0)), D)
+                    rows = [[_combine(b, G[i], [g[r][kx] for r in range(3)], zero) for kx in range(3)]
+                            for i in range(ALPHA)]
+                    for xi in range(POINTS):
+                        i, jj = divmod(xi, ALPHA)
+                        u = b.fptrunc(_combine(b, G[jj], rows[i], zero), F32)
+                        di = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(C)), c), i64(NR)), j)
+                        b.store(u, b.gep(dst, [di], source_etype=F32))
+
+    return emit
+
+
+def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, bias=None, activation=None,
+                  residual=None, post_activation=None) -> None:
+    """The convolution of ``x`` by the 3x3 weight ``w`` (3, 3, C, K) into ``out``, as F(2x2, 3x3)."""
+    C, K = geo.C, w.shape[-1]
+    H, W = geo.in_sp
+    OH, OW = geo.out_sp
+    pad_t, pad_l = geo.pads
+    vw = kb.target.gemm_vw
+    vt = ir.VectorType(F32, vw)
+    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
+    NR = NV * vw
+    panels = -(-K // NR)
+    Cs = tile_row_stride(C)  # V's rows: C rounded up and padded by a cache line
+    l2 = gemm_blocking(kb.target, MR, NR).l2
+    per_tile = POINTS * (Cs + panels * NR) * 4
+    Tb = max(MR, min(16 * MR, (l2 // 2) // per_tile // MR * MR))
+    packed = kb.packed_weight(w, ("winograd2x2", NR), POINTS * panels * C * NR * 4, pack_winograd(C, K, NR))
+    th, tw = -(-OH // M_OUT), -(-OW // M_OUT)
+    per_image = th * tw
+    tiles = dims.mul(geo.batch, per_image)
+    units = dims.ceildiv(tiles, MR)  # micro-tiles of MR tiles
+    mb0 = dims.ceildiv(units, Tb // MR)
+    # at least two items per thread where there are enough micro-tiles
+    spread = f"(({units}) + 2 * {THREADS_DIM} - max({units}, 2 * {THREADS_DIM}))"
+    mb = f"max({mb0}, {spread})"
+
+    k = kb.kernel("winograd_conv")
+    fb, b = k.fn, k.b
+    px, pu, po = k.ptr(x), k.ptr(packed), k.ptr(out)
+    pbias = k.ptr(bias) if bias is not None else None
+    pres = k.ptr(residual) if residual is not None else None
+    v_floats = POINTS * Tb * Cs
+    scratch = k.thread_scratch((v_floats + POINTS * panels * Tb * NR) * 4)
+    pv = scratch
+    pm = b.gep(scratch, [i64(v_floats)], source_etype=F32)
+    tiles_v, units_v, mb_v = k.dim(tiles), k.dim(units), k.dim(mb)
+    zero_v = ir.Constant(vt, None)
+    c_full = C // vw * vw
+    k_full = K // vw * vw
+
+    def decode(t):
+        n = b.sdiv(t, i64(per_image))
+        r = b.srem(t, i64(per_image))
+        return n, b.sdiv(r, i64(tw)), b.srem(r, i64(tw))
+
+    with fb.loop(k.begin, k.end, name="item") as item:
+        t0 = b.mul(b.sdiv(b.mul(item, units_v), mb_v), i64(MR))
+        t1 = fb.min_(b.mul(b.sdiv(b.mul(b.add(item, i64(1)), units_v), mb_v), i64(MR)), tiles_v)
+
+        # 1. input transform
+        with fb.loop(t0, t1, name="tin") as t:
+            n, ty, tx = decode(t)
+            iy0 = b.sub(b.mul(ty, i64(M_OUT)), i64(pad_t))
+            ix0 = b.sub(b.mul(tx, i64(M_OUT)), i64(pad_l))
+            offs, oks = [], []
+            for i in range(ALPHA):
+                iy = b.add(iy0, i64(i))
+                row_ok = b.and_(b.icmp_signed(">=", iy, i64(0)), b.icmp_signed("<", iy, i64(H)))
+                for j in range(ALPHA):
+                    ix = b.add(ix0, i64(j))
+                    ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", ix, i64(0)), b.icmp_signed("<", ix, i64(W))))
+                    off = b.mul(b.add(b.mul(b.add(b.mul(n, i64(H)), iy), i64(W)), ix), i64(C))
+                    offs.append(b.select(ok, off, i64(0)))
+                    oks.append(ok)
+            vrow = b.gep(pv, [b.mul(b.sub(t, t0), i64(Cs))], source_etype=F32)
+
+            def in_chunk(c, valid):
+                d = [[None] * ALPHA for _ in range(ALPHA)]
+                for q in range(POINTS):
+                    v = load_lanes(b, b.gep(px, [b.add(offs[q], c)], source_etype=F32), vw, valid)
+                    d[q // ALPHA][q % ALPHA] = b.select(oks[q], v, zero_v)
+                V = _transform(b, BT, d, zero_v)
+                for xi in range(POINTS):
+                    dst = b.gep(vrow, [b.add(i64(xi * Tb * Cs), c)], source_etype=F32)
+                    b.store(V[xi // ALPHA][xi % ALPHA], dst, align=4)
+
+            with fb.loop(0, c_full, vw, name="cin") as c:
+                in_chunk(c, vw)
+            if C % vw:
+                in_chunk(i64(c_full), C % vw)
+
+        # 2. the 16 products, each over the block's tiles
+        micro = tile_function(kb.module, MR, NV, vw, NR, Cs)
+        one_row = row_function(kb.module, NV, vw, NR)
+        with fb.loop(0, POINTS, name="xi") as xi:
+            with fb.loop(0, panels, name="p") as p:
+                xp = b.add(b.mul(xi, i64(panels)), p)
+                panel = b.gep(pu, [b.mul(xp, i64(C * NR))], source_etype=F32)
+                a_base = b.gep(pv, [b.mul(xi, i64(Tb * Cs))], source_etype=F32)
+                c_base = b.gep(pm, [b.mul(xp, i64(Tb * NR))], source_etype=F32)
+                with fb.loop(t0, t1, MR, name="rt") as i:
+                    rel = b.sub(i, t0)
+                    rows = fb.min_(b.sub(t1, i), i64(MR))
+                    a = b.gep(a_base, [b.mul(rel, i64(Cs))], source_etype=F32)
+                    c_tile = b.gep(c_base, [b.mul(rel, i64(NR))], source_etype=F32)
+                    with b.if_else(b.icmp_signed("==", rows, i64(MR))) as (full, partial):
+                        with full:
+                            b.call(micro, [a, panel, i64(C), c_tile, i64(0)])
+                        with partial:
+                            with fb.loop(0, rows, name="r1") as r:
+                                b.call(one_row, [b.gep(a, [b.mul(r, i64(Cs))], source_etype=F32), panel, i64(C),
+                                                 b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
+
+        # 3. output transform and epilogue
+        with fb.loop(t0, t1, name="tout") as t:
+            n, ty, tx = decode(t)
+            oy0, ox0 = b.mul(ty, i64(M_OUT)), b.mul(tx, i64(M_OUT))
+            rel = b.sub(t, t0)
+            outs = []
+            for i in range(M_OUT):
+                oy = b.add(oy0, i64(i))
+                for j in range(M_OUT):
+                    ox = b.add(ox0, i64(j))
+                    ok = b.and_(b.icmp_signed("<", oy, i64(OH)), b.icmp_signed("<", ox, i64(OW)))
+                    outs.append((ok, b.mul(b.add(b.mul(b.add(b.mul(n, i64(OH)), oy), i64(OW)), ox), i64(K))))
+
+            def out_chunk(col, valid):
+                p = b.sdiv(col, i64(NR))
+                within = b.srem(col, i64(NR))
+                m = [[None] * ALPHA for _ in range(ALPHA)]
+                for xi in range(POINTS):
+                    idx = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(Tb)), rel), i64(NR)), within)
+                    m[xi // ALPHA][xi % ALPHA] = b.load(b.gep(pm, [idx], source_etype=F32), typ=vt, align=4)
+                Y = _transform(b, AT, m, zero_v)
+                for q, (ok, row_off) in enumerate(outs):
+                    with b.if_then(ok):
+                        val = _epilogue(k, Y[q // M_OUT][q % M_OUT], col, row_off, valid, vw, pbias, activation,
+                                        pres, post_activation)
+                        store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
+
+            with fb.loop(0, k_full, vw, name="kout") as col:
+                out_chunk(col, vw)
+            if K % vw:
+                out_chunk(i64(k_full), K % vw)
+    kb.launch(k, mb, 2 * Tb * POINTS * C * K)

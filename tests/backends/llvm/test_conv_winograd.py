@@ -1,0 +1,172 @@
+"""3x3 stride-1 convolutions by Winograd's F(2x2, 3x3) (:mod:`graphc.backends.llvm.kernels.winograd`).
+
+The transforms are checked exactly in float64; the kernel against the reference on odd sizes (channels
+16..130 in and out: vector and panel tails; images 1x1 to 33x17, padded or not, so tiles cross the
+image's end; batch 1 and 3; one and two threads; every epilogue), for accuracy against the direct
+algorithm (both measured against float64), for a NaN reaching exactly the outputs whose windows
+hold it, and for the cases that keep the implicit GEMM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.backends.llvm.kernels import winograd
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import OpBuilder
+from tests.backends.llvm.helpers import assert_matches_reference, load, run_native
+
+
+@pytest.fixture
+def emitted(monkeypatch, tmp_path):
+    """The convolutions built as Winograd (their weight shapes), with a fresh build cache."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    shapes = []
+    real = winograd.emit_winograd
+
+    def recording(kb, x, w, out, geo, **epi):
+        shapes.append(tuple(w.shape))
+        return real(kb, x, w, out, geo, **epi)
+
+    monkeypatch.setattr(winograd, "emit_winograd", recording)
+    return shapes
+
+
+def _conv(g: Graph, name: str, hw, C: int, K: int, rng, pads, *, activation="relu", residual=False,
+          post="linear", keep: dict | None = None) -> str:
+    x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *hw, C)))
+    w_arr = (rng.standard_normal((3, 3, C, K)) / np.sqrt(9 * C)).astype(np.float32)
+    b_arr = rng.standard_normal(K).astype(np.float32)
+    if keep is not None:
+        keep.update(w=w_arr, b=b_arr)
+    w = g.add_constant(f"{name}/w", w_arr)
+    bias = g.add_constant(f"{name}/b", b_arr)
+    inputs = [x, w, bias]
+    if residual:
+        oh = [hw[d] + pads[d][0] + pads[d][1] - 2 for d in range(2)]
+        inputs.append(g.add_input(f"{name}/r", TensorType("float32", ("batch", *oh, K))))
+    return OpBuilder(g, layer=name).emit("fused_conv", *inputs, has_bias=True, activation=activation,
+                                         has_residual=residual, post_activation=post, pads=pads)
+
+
+SAME, VALID = ((1, 1), (1, 1)), ((0, 0), (0, 0))
+
+
+def _feeds(g: Graph, batch: int, rng) -> dict[str, np.ndarray]:
+    return {n: rng.standard_normal(g.type_of(n).concrete_shape({"batch": batch})).astype(np.float32)
+            for n in g.inputs}
+
+
+def _direct(x: np.ndarray, w: np.ndarray, pads) -> np.ndarray:
+    """The direct 3x3 convolution in float64 (NHWC, HWIO)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), pads[0], pads[1], (0, 0)))
+    oh, ow = xp.shape[1] - 2, xp.shape[2] - 2
+    out = np.zeros((x.shape[0], oh, ow, w.shape[-1]))
+    for i in range(3):
+        for j in range(3):
+            out += xp[:, i:i + oh, j:j + ow] @ w[i, j].astype(np.float64)
+    return out
+
+
+def test_transforms_compute_the_correlation_exactly():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+        y = winograd.AT @ ((winograd.G @ g @ winograd.G.T) * (winograd.BT @ d @ winograd.BT.T)) @ winograd.AT.T
+        want = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+        np.testing.assert_allclose(y, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
+    rng = np.random.default_rng(1)
+    g = Graph("winograd_odd")
+    outs = [
+        _conv(g, "c16_k16_same_17x17", (17, 17), 16, 16, rng, SAME),
+        _conv(g, "c17_k40_valid_9x13", (9, 13), 17, 40, rng, VALID, activation="linear"),
+        _conv(g, "c33_k17_same_5x7", (5, 7), 33, 17, rng, SAME, activation="sigmoid"),
+        _conv(g, "c64_k130_same_33x17", (33, 17), 64, 130, rng, SAME),  # 5 panels, the last of 2 columns
+        _conv(g, "c24_k16_same_1x1", (1, 1), 24, 16, rng, SAME),  # one tile, three of its four outputs cut
+        _conv(g, "c16_k16_valid_3x3", (3, 3), 16, 16, rng, VALID),  # one output pixel
+        _conv(g, "c16_k20_asym_6x11", (6, 11), 16, 20, rng, ((0, 2), (2, 1))),
+        _conv(g, "c32_k32_residual", (12, 10), 32, 32, rng, SAME, residual=True, post="relu"),
+    ]
+    g.set_outputs(outs)
+    lib = load(g)
+    assert len(emitted) == len(outs)
+    for batch in (1, 3):
+        assert_matches_reference(g, lib, _feeds(g, batch, rng), threads=threads, label=f"batch {batch}")
+
+
+@pytest.mark.parametrize("C, K", [(16, 16), (64, 64), (128, 96)])
+def test_as_accurate_as_the_direct_algorithm(monkeypatch, tmp_path, C, K):
+    """Against float64, F(2x2, 3x3)'s error stays within twice the implicit GEMM's (F(4x4, 3x3) was 25-30x)."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(C + K)
+    g = Graph("winograd_accuracy")
+    kept: dict = {}
+    g.set_outputs([_conv(g, "c", (20, 23), C, K, rng, SAME, activation="linear", keep=kept)])
+    feeds = _feeds(g, 2, rng)
+    exact = _direct(feeds[g.inputs[0]], kept["w"], SAME) + kept["b"]
+    errors = {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv(winograd.ENV, mode)
+        errors[mode] = np.abs(run_native(load(g), feeds)[0] - exact).max()
+    assert errors["1"] <= 2 * errors["0"], errors
+
+
+def test_a_nan_reaches_only_the_outputs_whose_windows_hold_it(emitted):
+    rng = np.random.default_rng(2)
+    g = Graph("winograd_nan")
+    g.set_outputs([_conv(g, "c", (8, 8), 16, 16, rng, SAME, activation="linear")])
+    lib = load(g)
+    assert emitted
+    for y, x in [(0, 0), (3, 4), (5, 7), (7, 2)]:
+        feeds = _feeds(g, 1, rng)
+        feeds[g.inputs[0]][0, y, x, 5] = np.nan
+        got = np.isnan(run_native(lib, feeds)[0][0]).any(axis=-1)
+        want = np.zeros((8, 8), bool)
+        want[max(0, y - 1):y + 2, max(0, x - 1):x + 2] = True
+        np.testing.assert_array_equal(got, want, err_msg=f"NaN at ({y}, {x})")
+
+
+def test_cases_that_keep_the_implicit_gemm(emitted, monkeypatch):
+    rng = np.random.default_rng(3)
+    g = Graph("winograd_not")
+    outs = [
+        _conv(g, "few_in", (9, 9), 8, 32, rng, SAME),  # too few input channels
+        _conv(g, "few_out", (9, 9), 32, 8, rng, SAME),  # too few output channels
+        _conv(g, "large", (4, 4), 512, 512, rng, SAME),  # transformed weights (16 MiB) beyond L2
+    ]
+    x = g.add_input("s/x", TensorType("float32", ("batch", 9, 9, 32)))
+    w = g.add_constant("s/w", (rng.standard_normal((3, 3, 32, 32)) / 17).astype(np.float32))
+    outs.append(OpBuilder(g, layer="strided").emit("fused_conv", x, w, strides=(2, 2), pads=SAME))
+    outs.append(OpBuilder(g, layer="dilated").emit("fused_conv", x, w, dilations=(2, 2), pads=((2, 2), (2, 2))))
+    g.set_outputs(outs)
+    lib = load(g)
+    assert emitted == []
+    assert_matches_reference(g, lib, _feeds(g, 2, rng))
+    # switched off: the 3x3 stride-1 convolution of the odd-size test goes through the implicit GEMM
+    monkeypatch.setenv(winograd.ENV, "0")
+    g2 = Graph("winograd_off")
+    g2.set_outputs([_conv(g2, "c", (9, 9), 32, 32, rng, SAME)])
+    load(g2)
+    assert emitted == []
+
+
+def test_bf16_builds_keep_their_products(emitted):
+    """precision="bf16" runs convolutions on bf16 tiles, not through the float32 Winograd kernel."""
+    import warnings
+
+    inp = graphc.Input(shape=(12, 12, 32))
+    model = graphc.Model(inp, graphc.layers.Conv2D(32, 3, padding="same")(inp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float32 code where the CPU has no bf16 products
+        cm = graphc.build(model, "native", precision="bf16")
+    assert emitted == ([] if cm.precision == "bf16" else [(3, 3, 32, 32)])
+    emitted.clear()
+    graphc.build(model, "native")
+    assert emitted == [(3, 3, 32, 32)]
