@@ -88,7 +88,7 @@ def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
         _conv(g, "c16_k16_same_17x17", (17, 17), 16, 16, rng, SAME),
         _conv(g, "c17_k40_valid_9x13", (9, 13), 17, 40, rng, VALID, activation="linear"),
         _conv(g, "c33_k17_same_5x7", (5, 7), 33, 17, rng, SAME, activation="sigmoid"),
-        _conv(g, "c64_k130_same_33x17", (33, 17), 64, 130, rng, SAME),  # 5 panels, the last of 2 columns
+        _conv(g, "c48_k100_same_33x17", (33, 17), 48, 100, rng, SAME),  # 4 panels, the last of 4 columns
         _conv(g, "c24_k16_same_1x1", (1, 1), 24, 16, rng, SAME),  # one tile, three of its four outputs cut
         _conv(g, "c16_k16_valid_3x3", (3, 3), 16, 16, rng, VALID),  # one output pixel
         _conv(g, "c16_k20_asym_6x11", (6, 11), 16, 20, rng, ((0, 2), (2, 1))),
@@ -97,6 +97,23 @@ def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
     g.set_outputs(outs)
     lib = load(g)
     assert len(emitted) == len(outs)
+    for batch in (1, 3):
+        assert_matches_reference(g, lib, _feeds(g, batch, rng), threads=threads, label=f"batch {batch}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_transformed_weights_streaming_past_l2(emitted, monkeypatch, threads):
+    """With a 384 KiB L2, U of 64 channels to 64 (256 KiB) is over half of it: blocks take three quarters
+    of L2 and U's panels are prefetched as the products walk them."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(winograd, "gemm_blocking", lambda target, mr, nr: SimpleNamespace(l2=384 * 1024))
+    rng = np.random.default_rng(4)
+    g = Graph("winograd_streamed")
+    outs = [_conv(g, "c64_k64", (17, 23), 64, 64, rng, SAME), _conv(g, "c40_k64", (9, 9), 40, 64, rng, VALID)]
+    g.set_outputs(outs)
+    lib = load(g)
+    assert emitted == [(3, 3, 64, 64), (3, 3, 40, 64)]
     for batch in (1, 3):
         assert_matches_reference(g, lib, _feeds(g, batch, rng), threads=threads, label=f"batch {batch}")
 

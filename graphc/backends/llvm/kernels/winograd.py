@@ -26,10 +26,11 @@ One work item is a block of at most ``Tb`` tiles:
 3. output transform: the 16 vectors of a tile and a vector of output channels become its 2x2
    outputs, through the GEMM's epilogue (bias, activation, residual, post-activation).
 
-``Tb`` is sized so that V and M take half of L2. U is 16/9 of the weights and is read once per
-block: where it does not fit in L2 (256 channels to 256 and more) every block streams it from
-beyond L2 and the implicit GEMM is kept (see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0``
-turns the algorithm off (part of the build cache key).
+``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
+the weights: 256 channels to 256 take 4 MiB) streams from memory once per block, prefetched a panel
+ahead, the blocks taking three quarters of L2; that pays where a block holds at least
+``MIN_TILES_STREAMED`` tiles, and elsewhere (512 channels at 7x7: 16 tiles) the implicit GEMM is kept
+(see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off (part of the build cache key).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ ALPHA = BT.shape[0]
 POINTS = ALPHA * ALPHA
 
 MIN_CHANNELS = 16  # fewer input or output channels: the 16 products are too thin to beat the direct GEMM
+# Transformed weights larger than L2 are read from memory once per block: worth it where a block has at
+# least this many tiles (12 FLOPs per byte of U). ResNet50's 3x3 convolutions at batch 1, one thread: over
+# 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) no faster.
+MIN_TILES_STREAMED = 24
 
 
 def enabled() -> bool:
@@ -74,7 +79,8 @@ def enabled() -> bool:
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     """Whether a convolution of ``geo`` (groups 1, weights known) runs as F(2x2, 3x3): float32 products,
     a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_CHANNELS``
-    channels in and out, and transformed weights (16 C K floats) that fit in L2."""
+    channels in and out, and transformed weights (16 C K floats) that fit in L2, or else blocks of at least
+    ``MIN_TILES_STREAMED`` tiles to read them for."""
     if not enabled() or kb.target.precision != "float32":
         return False
     if geo.nsp != 2 or geo.kernel != [3, 3] or geo.strides != [1, 1] or geo.dilations != [1, 1]:
@@ -83,10 +89,31 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return False
     if C < MIN_CHANNELS or n_out < MIN_CHANNELS:
         return False
-    vw = kb.target.gemm_vw
-    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
-    l2 = gemm_blocking(kb.target, MR, NV * vw).l2
-    return POINTS * C * n_out * 4 <= l2
+    plan = _Plan(kb, C, n_out)
+    th, tw = -(-geo.out_sp[0] // M_OUT), -(-geo.out_sp[1] // M_OUT)
+    return plan.u_bytes <= plan.l2 or min(plan.tb, th * tw) >= MIN_TILES_STREAMED
+
+
+class _Plan:
+    """Block sizes of one Winograd convolution on the target."""
+
+    def __init__(self, kb: KernelBuilder, C: int, K: int):
+        self.vw = kb.target.gemm_vw
+        self.mr, self.nv = micro_tile(self.vw, kb.target.num_vector_registers)
+        self.nr = self.nv * self.vw
+        self.panels = -(-K // self.nr)
+        self.cs = tile_row_stride(C)  # V's rows: C rounded up and padded by a cache line
+        self.l2 = gemm_blocking(kb.target, self.mr, self.nr).l2
+        self.u_bytes = POINTS * C * self.panels * self.nr * 4
+        # U stays in L2 beside the blocks where it fits in half of it; else it streams, once per block,
+        # prefetched a panel ahead, and the blocks take three quarters of L2
+        self.u_streamed = self.u_bytes > self.l2 // 2
+        # weights of a quarter of L2 or more come from beyond it at batch 1 (as in the GEMM): the
+        # micro-kernel prefetches the next panel (ResNet50's 3x3 over 128 channels at 28x28: 0.77 -> 0.65 ms)
+        self.prefetch = self.u_bytes >= self.l2 // 4
+        budget = 3 * self.l2 // 4 if self.u_streamed else self.l2 // 2
+        per_tile = POINTS * (self.cs + self.panels * self.nr) * 4
+        self.tb = max(self.mr, min(16 * self.mr, budget // per_tile // self.mr * self.mr))
 
 
 def _combine(b: ir.IRBuilder, coeffs, values: list, zero):
@@ -160,23 +187,19 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     H, W = geo.in_sp
     OH, OW = geo.out_sp
     pad_t, pad_l = geo.pads
-    vw = kb.target.gemm_vw
+    plan = _Plan(kb, C, K)
+    vw, MR, NV, NR, panels, Cs, Tb = plan.vw, plan.mr, plan.nv, plan.nr, plan.panels, plan.cs, plan.tb
     vt = ir.VectorType(F32, vw)
-    MR, NV = micro_tile(vw, kb.target.num_vector_registers)
-    NR = NV * vw
-    panels = -(-K // NR)
-    Cs = tile_row_stride(C)  # V's rows: C rounded up and padded by a cache line
-    l2 = gemm_blocking(kb.target, MR, NR).l2
-    per_tile = POINTS * (Cs + panels * NR) * 4
-    Tb = max(MR, min(16 * MR, (l2 // 2) // per_tile // MR * MR))
     packed = kb.packed_weight(w, ("winograd2x2", NR), POINTS * panels * C * NR * 4, pack_winograd(C, K, NR))
     th, tw = -(-OH // M_OUT), -(-OW // M_OUT)
     per_image = th * tw
     tiles = dims.mul(geo.batch, per_image)
     units = dims.ceildiv(tiles, MR)  # micro-tiles of MR tiles
     mb0 = dims.ceildiv(units, Tb // MR)
-    # at least two items per thread where there are enough micro-tiles
-    spread = f"(({units}) + 2 * {THREADS_DIM} - max({units}, 2 * {THREADS_DIM}))"
+    # at least two items per thread where there are enough micro-tiles; one where U streams (each
+    # item reads all of it)
+    per_thread = 1 if plan.u_streamed else 2
+    spread = f"(({units}) + {per_thread} * {THREADS_DIM} - max({units}, {per_thread} * {THREADS_DIM}))"
     mb = f"max({mb0}, {spread})"
 
     k = kb.kernel("winograd_conv")
@@ -235,7 +258,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                 in_chunk(i64(c_full), C % vw)
 
         # 2. the 16 products, each over the block's tiles
-        micro = tile_function(kb.module, MR, NV, vw, NR, Cs)
+        micro = tile_function(kb.module, MR, NV, vw, NR, Cs, plan.prefetch)
         one_row = row_function(kb.module, NV, vw, NR)
         with fb.loop(0, POINTS, name="xi") as xi:
             with fb.loop(0, panels, name="p") as p:
@@ -250,7 +273,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                     c_tile = b.gep(c_base, [b.mul(rel, i64(NR))], source_etype=F32)
                     with b.if_else(b.icmp_signed("==", rows, i64(MR))) as (full, partial):
                         with full:
-                            b.call(micro, [a, panel, i64(C), c_tile, i64(0)])
+                            b.call(micro, [a, panel, i64(C), c_tile, i64(C * NR)])
                         with partial:
                             with fb.loop(0, rows, name="r1") as r:
                                 b.call(one_row, [b.gep(a, [b.mul(r, i64(Cs))], source_etype=F32), panel, i64(C),
