@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import numpy as np
 import pytest
@@ -167,6 +168,25 @@ def test_measure_interleaves_rotates_and_records_errors():
     # warm-up a, b; then per round: one untimed + one timed call each, in rotated order
     rounds = order[2:]
     assert rounds[:4] == ["a", "a", "b", "b"] and rounds[4:8] == ["b", "b", "a", "a"]
+
+
+def test_measure_settles_each_engine_before_its_sample():
+    """With ``settle_s``, each round runs an engine untimed for that long before its timed block: the
+    previous engine's spinning workers have gone to sleep by then."""
+    stamps: dict[str, list[float]] = {"a": [], "b": []}
+
+    def runner(name):
+        def call():
+            stamps[name].append(time.perf_counter())
+            time.sleep(0.001)
+        return _Runner(name, call)
+
+    results = measure([runner("a"), runner("b")], 2, warmup=1, min_sample_s=0.0, pause_s=0.0, settle_s=0.03)
+    assert len(results["a"].samples_ms) == len(results["b"].samples_ms) == 2
+    for name, times in stamps.items():
+        # warm-up, then per round >= 0.03 s of untimed calls (about 1.1 ms each) and the timed one
+        assert len(times) >= 1 + 2 * 10, (name, len(times))
+        assert times[-1] - times[1] >= 0.03
 
 
 def test_ratios_and_spread_of_hand_made_results():

@@ -12,7 +12,8 @@ batch size and thread count, the same inputs through
   (:mod:`graphc.bench.torch_twin`), eager, ``torch.set_num_threads(T)``, under ``inference_mode``.
 
 Noise (the machine is shared): engines are warmed up, then measured in rounds; each round runs
-every engine once, in rotated order, as a block of back-to-back calls (one untimed call first),
+every engine once, in rotated order, as a block of back-to-back calls (one untimed call first; on
+several threads, untimed calls for 0.1 s, until the previous engine's spinning workers sleep),
 so that load drifting over time hits all engines alike. Times are medians over the rounds;
 ratios are quotients of medians (``ort/graphc`` > 1: graphc is faster). Before timing, every
 engine's outputs are compared with graphc's reference interpreter; a disagreement is reported.
@@ -212,13 +213,22 @@ class _Runner:
     context: Callable[[], Any] = nullcontext
 
 
+# untimed calls before each multi-threaded sample (see :func:`measure`)
+SETTLE_S = 0.1
+
+
 def measure(runners: Sequence[_Runner], repeat: int, *, warmup: int = 2, min_sample_s: float = 0.005,
-            pause_s: float = 0.002) -> dict[str, EngineResult]:
+            pause_s: float = 0.002, settle_s: float = 0.0) -> dict[str, EngineResult]:
     """Interleaved timing: ``repeat`` rounds, each running every runner once (rotated order).
 
     A runner's sample is the mean over a block of back-to-back calls long enough to last
-    ``min_sample_s`` (after one untimed call); ``pause_s`` between blocks lets spinning worker
-    threads of the previous engine go to sleep. A runner that raises gets its error recorded.
+    ``min_sample_s`` (after one untimed call, or untimed calls for at least ``settle_s``);
+    ``pause_s`` between blocks lets spinning worker threads of the previous engine go to sleep.
+    On several threads that is not enough: onnxruntime's workers spin on for 30-60 ms after a run,
+    holding a core the next engine's workers need (graphc's separable_conv_bn at batch 32 on 2 threads
+    measured 2.3 ms for the first 30 ms after an onnxruntime run, 1.25 ms from 60 ms on), hence
+    ``settle_s``: every engine alike runs untimed until the previous one's workers have gone to sleep.
+    A runner that raises gets its error recorded.
     """
     if repeat < 1:
         raise BenchError(f"repeat must be at least 1, got {repeat}")
@@ -246,6 +256,9 @@ def measure(runners: Sequence[_Runner], repeat: int, *, warmup: int = 2, min_sam
             try:
                 with r.context():
                     r.call()
+                    settled = time.perf_counter() + settle_s
+                    while time.perf_counter() < settled:
+                        r.call()
                     t0 = time.perf_counter()
                     for _ in range(n):
                         r.call()
@@ -473,7 +486,9 @@ def run_benchmark(model_or_name: Any, batch_sizes: Iterable[int] | int | str = (
                 errors = _check_outputs(graph, feeds, outputs, setup_errors)
                 reference_checked = True
             say(f"{subject.name}: batch {batch}, {t} thread(s): timing {', '.join(r.name for r in runners)}")
-            for engine, res in measure(runners, repeat, warmup=warmup, min_sample_s=min_sample_s).items():
+            settle = SETTLE_S if t > 1 else 0.0
+            for engine, res in measure(runners, repeat, warmup=warmup, min_sample_s=min_sample_s,
+                                       settle_s=settle).items():
                 res.max_rel_error = errors.get(engine)
                 if engine in setup_errors and res.error is None and not res.samples_ms:
                     res.error = setup_errors[engine]
