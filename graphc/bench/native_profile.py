@@ -113,9 +113,9 @@ class NativeProfileReport:
                          "% of peak is of the compute peak for compute-bound kernels, of the bandwidth for "
                          "memory-bound ones.")
             if any(r.bound == "compute" and (r.peak_pct or 0) > 100 for r in self.rows):
-                lines.append("FLOPs are the direct algorithm's (the usual convention): a convolution run by "
-                             "Winograd's F(2x2, 3x3) does 16/36 of its multiplications, so its % of peak can "
-                             "exceed 100.")
+                lines.append("Above 100 %: the peak is float32 FMAs', and FLOPs are the direct algorithm's (the "
+                             "usual convention), while bf16 products run on AMX tiles and a convolution run by "
+                             "Winograd's F(2x2, 3x3) does 16/36 of its multiplications.")
         if self.dropped_events:
             lines.append(f"The trace kept the first events only ({self.dropped_events} dropped).")
         return "\n".join(lines)

@@ -219,6 +219,11 @@ class KernelBuilder:
         # what a forward op's lowering keeps for its gradient op's lowering, keyed by what both read
         self.saved_for_grad: dict[tuple, dict] = {}
         self.pack_sources: dict[int, tuple] = {}
+        # bf16 builds: buffers of float32 values that their producer wrote as bf16 (the first half, i16
+        # elements) because every reader converts them to bf16 first (:func:`.kernels.gemm_bf16.bf16_input`
+        # returns these views); ``bf16_result`` tells the op being lowered to write its result so
+        self.bf16_held: dict[int, Tensor] = {}
+        self.bf16_result = False
         self._names: dict[str, int] = {}
         self._kernel_cache: dict[tuple, ir.Function] = {}
 

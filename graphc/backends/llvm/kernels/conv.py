@@ -39,6 +39,7 @@ from graphc.backends.llvm.irutil import F32, i64
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.ir import dims
+from graphc.ops.conv import spatial_attrs
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
 # TILE_FLOATS floats (256 KiB: 56 rows of 1152), so the partial sums never go through C
@@ -131,6 +132,12 @@ def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
     with b.if_then(b.icmp_signed(">", rest, i64(0))):
         v = z if zero else load_lanes(b, b.gep(src, [full], source_etype=F32), vw, rest)
         store_lanes(b, v, b.gep(dst, [full], source_etype=F32), vw, rest)
+
+
+def small_im2col(C: int, taps: int) -> bool:
+    """Few channels in one K block: every (tap, channel) of an im2col row unrolled (see ``_fill_small``)."""
+    K = C * taps
+    return C <= 8 and (K <= SINGLE_K or K <= KC)
 
 
 class Im2colA(ASource):
@@ -231,7 +238,7 @@ class Im2colA(ASource):
 
     def _small(self) -> bool:
         geo = self.geo
-        return geo.C <= 8 and geo.C * len(geo.taps) <= self.block(geo.C * len(geo.taps))
+        return small_im2col(geo.C, len(geo.taps))
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         if self._small():
@@ -528,7 +535,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
             # channels; 12 x 2 stays better where the weights exceed L2
             tile = (6, 4) if kb.target.num_vector_registers >= 32 and K <= SINGLE_K and n_out >= 64 else None
             source = Im2colA(x, geo, kb.target.gemm_vw)
-            if kb.target.precision == "bf16" and source.fills_converted:
+            if kb.target.precision == "bf16" and source.fills_converted:  # see conv_reads_bf16_copy
                 source.x_bf16 = bf16_input(kb, x)
             gemm_for(kb)(kb, source, M, K, wmat, out, name="conv", tile=tile, **epi)
         return
@@ -536,6 +543,28 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         emit_depthwise(kb, x, w, out, geo, **epi)
         return
     emit_grouped(kb, x, w, out, geo, groups, **epi)
+
+
+def conv_reads_bf16_copy(kb: KernelBuilder, op, value: str, tensors: dict) -> bool:
+    """Whether op (a graph op) reads ``value`` only through :func:`bf16_input` in this build: a bf16 build's
+    convolution through im2col (groups 1, a weight kernel, not pointwise, not few channels) taking it
+    as its input and as nothing else. Its producer may then write it in bf16 (``kb.bf16_held``)."""
+    if kb.target.precision != "bf16" or op.type != "fused_conv" or op.inputs[0] != value \
+            or value in op.inputs[1:]:
+        return False
+    w = tensors.get(op.inputs[1])
+    if w is None or not (w.is_constant and w.buf is not None and w.buf.kind == "weight"):
+        return False
+    attrs = op.attrs
+    if attrs.get("groups", 1) != 1:
+        return False
+    nsp = w.rank - 2
+    kernel = w.shape[:nsp]
+    strides, _, pads = spatial_attrs(nsp, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"), op.type)
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and \
+        all(p == 0 for pair in pads for p in pair)
+    C = w.shape[-2]
+    return not pointwise and isinstance(C, int) and not small_im2col(C, math.prod(kernel))
 
 
 def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Tensor, *, strides, dilations,

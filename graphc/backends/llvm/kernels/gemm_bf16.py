@@ -218,6 +218,9 @@ def bf16_input(kb: KernelBuilder, x: Tensor) -> Tensor:
     a vector of padding): a convolution's im2col then copies bf16 runs instead of converting every
     element once per kernel tap."""
     n = dims.product(x.shape)
+    held = kb.bf16_held.get(id(x.buf)) if x.buf is not None and x.offset == 0 else None
+    if held is not None:  # its producer wrote it in bf16 (a gather for convolutions only)
+        return held
     out = kb.temp((dims.add(dims.ceildiv(n, 2), LANES),))
     k = kb.kernel("to_bf16")
     fb, b = k.fn, k.b

@@ -120,6 +120,11 @@ def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> N
     vw = kb.vw
     rl = k.dim(row_len)
     nrows = k.dim(rows)
+    # a bf16 build whose readers all convert the result to bf16 (see codegen's bf16 results): rows
+    # written as bf16, the first half of out's buffer, which those readers take as their bf16 copy
+    to_bf16 = kb.bf16_result
+    if to_bf16:
+        from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits
     with fb.loop(k.begin, k.end, name="i") as i:
         idv = b.load(b.gep(pi, [i], source_etype=ids.ir_type), typ=ids.ir_type)
         idx = b.sext(idv, I64) if ids.ir_type.width < 64 else idv
@@ -133,7 +138,10 @@ def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> N
         def body(j, lanes):
             typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
             v = b.load(b.gep(pt, [b.add(src, j)], source_etype=ety), typ=typ, align=table.type.itemsize)
-            b.store(v, b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+            if to_bf16:
+                b.store(bf16_bits(b, v), b.gep(po, [b.add(dst, j)], source_etype=I16), align=2)
+            else:
+                b.store(v, b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
 
         with fb.loop(0, vec_end, vw, name="v") as j:
             body(j, vw)
