@@ -149,6 +149,19 @@ def packed_pair_panels(kb: KernelBuilder, w: Tensor, NR: int, K: int, pack: tupl
     return kb.packed_weight(w, key, nbytes, pack_pair_panels(K, N, NR, index, pairs)), N
 
 
+def pack_rounded(n: int) -> Callable:
+    """Emitter of ``dst[i] = bf16(src[i])`` (i16 elements) for ``n`` floats, ``n`` a multiple of LANES: a
+    weight kept rounded to bf16 per instance (an embedding table read row by row, half the bytes)."""
+
+    def emit(fn, src, dst):
+        b = fn.b
+        with fn.loop(0, n, LANES, name="e") as e:
+            v = b.load(b.gep(src, [e], source_etype=F32), typ=ir.VectorType(F32, LANES), align=4)
+            b.store(bf16_bits(b, v), b.gep(dst, [e], source_etype=I16), align=2)
+
+    return emit
+
+
 def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int, zeros_after: bool = False) -> None:
     """``dst[r][0:cols] = bf16(src[r][0:cols])`` for r < rows (float32 ``src``, i16 ``dst``), in 16-lane
     vectors; the lanes of the last vector past ``cols`` are written as zeros (the tile's padding),
