@@ -1,7 +1,7 @@
 """3x3 stride-1 convolutions by Winograd's F(2x2, 3x3) (:mod:`graphc.backends.llvm.kernels.winograd`).
 
-The transforms are checked exactly in float64; the kernel against the reference on odd sizes (channels
-16..130 in and out: vector and panel tails; images 1x1 to 33x17, padded or not, so tiles cross the
+The transforms are checked exactly in float64; the kernel against the reference on odd sizes (8..64
+channels in, 1..100 out: vector and panel tails; images 1x1 to 33x17, padded or not, so tiles cross the
 image's end; batch 1 and 3; one and two threads; every epilogue), for accuracy against the direct
 algorithm (both measured against float64), for a NaN reaching exactly the outputs whose windows
 hold it, and for the cases that keep the implicit GEMM.
@@ -93,6 +93,11 @@ def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
         _conv(g, "c16_k16_valid_3x3", (3, 3), 16, 16, rng, VALID),  # one output pixel
         _conv(g, "c16_k20_asym_6x11", (6, 11), 16, 20, rng, ((0, 2), (2, 1))),
         _conv(g, "c32_k32_residual", (12, 10), 32, 32, rng, SAME, residual=True, post="relu"),
+        # few output channels: one vector of the last panel, or a part of one
+        _conv(g, "c8_k3_same_11x9", (11, 9), 8, 3, rng, SAME),
+        _conv(g, "c19_k1_valid_7x8", (7, 8), 19, 1, rng, VALID, activation="linear"),
+        _conv(g, "c16_k16_same_10x10", (10, 10), 16, 16, rng, SAME),
+        _conv(g, "c9_k47_same_6x6", (6, 6), 9, 47, rng, SAME),  # one panel and a 15-column one
     ]
     g.set_outputs(outs)
     lib = load(g)
@@ -154,8 +159,8 @@ def test_cases_that_keep_the_implicit_gemm(emitted, monkeypatch):
     rng = np.random.default_rng(3)
     g = Graph("winograd_not")
     outs = [
-        _conv(g, "few_in", (9, 9), 8, 32, rng, SAME),  # too few input channels
-        _conv(g, "few_out", (9, 9), 32, 8, rng, SAME),  # too few output channels
+        _conv(g, "few_in", (9, 9), 7, 32, rng, SAME),  # too few input channels
+        _conv(g, "three_in", (9, 9), 3, 8, rng, SAME),  # an image's
         _conv(g, "large", (4, 4), 512, 512, rng, SAME),  # transformed weights (16 MiB) beyond L2
     ]
     x = g.add_input("s/x", TensorType("float32", ("batch", 9, 9, 32)))

@@ -12,7 +12,7 @@
   rows, whole taps, or a tap's channel range), rows ``C * stride`` apart. Measured on the Xeon at
   batch 1: the 7x7 stride-2 stem over 3 channels 1.51 -> 1.09 ms, 3x3 over 32 channels at 147x147
   2.36 -> 1.83 ms, over 64 at 56x56 1.16 -> 1.04 ms.
-- 3x3 stride-1 convolutions over at least 16 channels in and out go to Winograd's F(2x2, 3x3)
+- 3x3 stride-1 convolutions over at least 8 input channels go to Winograd's F(2x2, 3x3)
   where it pays (:mod:`.winograd`): 16 GEMMs on the same micro-kernel, 2.25x fewer multiplications.
 - depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels,
   each output pixel summing its taps: at constant offsets without bounds checks when the

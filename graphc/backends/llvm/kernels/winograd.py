@@ -65,7 +65,11 @@ M_OUT = AT.shape[0]
 ALPHA = BT.shape[0]
 POINTS = ALPHA * ALPHA
 
-MIN_CHANNELS = 16  # fewer input or output channels: the 16 products are too thin to beat the direct GEMM
+# Fewer input channels: the 16 products over K = C are too thin, and the implicit GEMM's few-channel
+# im2col is quick (`python -m benchmarks.conv_winograd`, a 32x32 image: 3 -> 32 channels 0.57x, 6 -> 6
+# 0.92x, 8 -> 3 1.13x, 8 -> 32 1.11x, 32 -> 1 1.46x). Any number of output channels: the last panel's
+# columns past them are not computed.
+MIN_IN_CHANNELS = 8
 # Transformed weights larger than L2 are read from memory once per block: worth it where a block has at
 # least this many tiles (12 FLOPs per byte of U). ResNet50's 3x3 convolutions at batch 1, one thread: over
 # 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) no faster.
@@ -78,8 +82,8 @@ def enabled() -> bool:
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     """Whether a convolution of ``geo`` (groups 1, weights known) runs as F(2x2, 3x3): float32 products,
-    a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_CHANNELS``
-    channels in and out, and transformed weights (16 C K floats) that fit in L2, or else blocks of at least
+    a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_IN_CHANNELS``
+    input channels, and transformed weights (16 C K floats) that fit in L2, or else blocks of at least
     ``MIN_TILES_STREAMED`` tiles to read them for."""
     if not enabled() or kb.target.precision != "float32":
         return False
@@ -87,7 +91,7 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return False
     if not all(isinstance(d, int) for d in (*geo.in_sp, *geo.out_sp, C, n_out)):
         return False
-    if C < MIN_CHANNELS or n_out < MIN_CHANNELS:
+    if C < MIN_IN_CHANNELS:
         return False
     plan = _Plan(kb, C, n_out)
     th, tw = -(-geo.out_sp[0] // M_OUT), -(-geo.out_sp[1] // M_OUT)
@@ -257,27 +261,34 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
             if C % vw:
                 in_chunk(i64(c_full), C % vw)
 
-        # 2. the 16 products, each over the block's tiles
-        micro = tile_function(kb.module, MR, NV, vw, NR, Cs, plan.prefetch)
-        one_row = row_function(kb.module, NV, vw, NR)
-        with fb.loop(0, POINTS, name="xi") as xi:
-            with fb.loop(0, panels, name="p") as p:
-                xp = b.add(b.mul(xi, i64(panels)), p)
-                panel = b.gep(pu, [b.mul(xp, i64(C * NR))], source_etype=F32)
-                a_base = b.gep(pv, [b.mul(xi, i64(Tb * Cs))], source_etype=F32)
-                c_base = b.gep(pm, [b.mul(xp, i64(Tb * NR))], source_etype=F32)
-                with fb.loop(t0, t1, MR, name="rt") as i:
-                    rel = b.sub(i, t0)
-                    rows = fb.min_(b.sub(t1, i), i64(MR))
-                    a = b.gep(a_base, [b.mul(rel, i64(Cs))], source_etype=F32)
-                    c_tile = b.gep(c_base, [b.mul(rel, i64(NR))], source_etype=F32)
-                    with b.if_else(b.icmp_signed("==", rows, i64(MR))) as (full, partial):
-                        with full:
-                            b.call(micro, [a, panel, i64(C), c_tile, i64(C * NR)])
-                        with partial:
-                            with fb.loop(0, rows, name="r1") as r:
-                                b.call(one_row, [b.gep(a, [b.mul(r, i64(Cs))], source_etype=F32), panel, i64(C),
-                                                 b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
+        # 2. the 16 products, each over the block's tiles; the last panel's columns past K are not
+        # computed (16 output channels: half of a 32-column panel)
+        def products(p_lo, p_hi, nv: int):
+            micro = tile_function(kb.module, MR, nv, vw, NR, Cs, plan.prefetch)
+            one_row = row_function(kb.module, nv, vw, NR)
+            with fb.loop(0, POINTS, name="xi") as xi:
+                with fb.loop(p_lo, p_hi, name="p") as p:
+                    xp = b.add(b.mul(xi, i64(panels)), p)
+                    panel = b.gep(pu, [b.mul(xp, i64(C * NR))], source_etype=F32)
+                    a_base = b.gep(pv, [b.mul(xi, i64(Tb * Cs))], source_etype=F32)
+                    c_base = b.gep(pm, [b.mul(xp, i64(Tb * NR))], source_etype=F32)
+                    with fb.loop(t0, t1, MR, name="rt") as i:
+                        rel = b.sub(i, t0)
+                        rows = fb.min_(b.sub(t1, i), i64(MR))
+                        a = b.gep(a_base, [b.mul(rel, i64(Cs))], source_etype=F32)
+                        c_tile = b.gep(c_base, [b.mul(rel, i64(NR))], source_etype=F32)
+                        with b.if_else(b.icmp_signed("==", rows, i64(MR))) as (full, partial):
+                            with full:
+                                b.call(micro, [a, panel, i64(C), c_tile, i64(C * NR)])
+                            with partial:
+                                with fb.loop(0, rows, name="r1") as r:
+                                    b.call(one_row, [b.gep(a, [b.mul(r, i64(Cs))], source_etype=F32), panel,
+                                                     i64(C), b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
+
+        if K // NR:
+            products(i64(0), i64(K // NR), NV)
+        if K % NR:
+            products(i64(K // NR), i64(panels), -(-(K % NR) // vw))
 
         # 3. output transform and epilogue
         with fb.loop(t0, t1, name="tout") as t:

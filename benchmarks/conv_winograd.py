@@ -1,0 +1,145 @@
+"""3x3 stride-1 convolutions: Winograd's F(2x2, 3x3) against the implicit GEMM, shape by shape.
+
+::
+
+    python -m benchmarks.conv_winograd                      # the shapes below, batch 1 and 32, 1 thread
+    python -m benchmarks.conv_winograd --batch 1 --threads 1,2 --repeat 15
+
+For each shape (image, channels in -> out, 'same' padding, bias and ReLU fused), one process builds the
+convolution alone twice, ``GRAPHC_CONV_WINOGRAD=1`` and ``=0`` (the build cache keys them apart), and
+times both interleaved (:func:`graphc.bench.measure`). The last column says what a build picks by
+default on this machine (:func:`graphc.backends.llvm.kernels.winograd.winograd_applies`): the table is
+the evidence for that rule. Alone, a layer's weights stay in the caches between calls; inside a model
+at batch 1 they come from memory, which is where the rule's L2 limit matters (see the module). Writes
+``benchmarks/results/<date>-conv_winograd.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (image side, channels in, channels out, where the shape comes from)
+SHAPES = [
+    (32, 64, 64, "residual seed model"),
+    (32, 64, 128, "residual seed model"),
+    (28, 128, 128, "inception seed model; ResNet50 conv3"),
+    (56, 64, 64, "ResNet50 conv2"),
+    (14, 256, 256, "ResNet50 conv4"),
+    (7, 512, 512, "ResNet50 conv5"),
+    (35, 64, 96, "InceptionV3 mixed"),
+    (147, 32, 64, "InceptionV3 stem"),
+    (17, 48, 48, "odd size"),
+    (9, 16, 24, "few channels"),
+    (64, 16, 16, "one vector of outputs"),
+    (32, 8, 3, "few channels"),
+    (32, 3, 32, "an image's channels"),
+]
+
+
+def _model(side: int, C: int, K: int):
+    import graphc
+    from graphc import layers
+
+    inp = graphc.Input((side, side, C))
+    return graphc.Model(inp, layers.Conv2D(K, 3, padding="same", activation="relu")(inp))
+
+
+def _build(model, threads: int, winograd: bool):
+    import graphc
+
+    before = os.environ.get("GRAPHC_CONV_WINOGRAD")
+    os.environ["GRAPHC_CONV_WINOGRAD"] = "1" if winograd else "0"
+    try:
+        return graphc.build(model, "native", threads=threads)
+    finally:
+        if before is None:
+            del os.environ["GRAPHC_CONV_WINOGRAD"]
+        else:
+            os.environ["GRAPHC_CONV_WINOGRAD"] = before
+
+
+def _picked(side: int, C: int, K: int) -> bool:
+    """Whether a default build of this shape runs Winograd here."""
+    from graphc.backends.llvm.kernels import winograd
+
+    picked: list = []
+    real = winograd.emit_winograd
+    winograd.emit_winograd = lambda *a, **kw: (picked.append(True), real(*a, **kw))[1]
+    try:
+        import graphc
+
+        graphc.build(_model(side, C, K), "native", threads=1)
+    finally:
+        winograd.emit_winograd = real
+    return bool(picked)
+
+
+def measure_shape(side: int, C: int, K: int, batch: int, threads: int, repeat: int) -> dict:
+    from graphc.bench import _Runner, measure
+
+    x = np.random.default_rng(0).random((batch, side, side, C), dtype=np.float32)
+    model = _model(side, C, K)
+    wino, direct = _build(model, threads, True), _build(model, threads, False)
+    np.testing.assert_allclose(wino.predict(x), direct.predict(x), rtol=1e-4, atol=1e-4)
+    res = measure([_Runner("winograd", lambda: wino.predict(x)), _Runner("implicit GEMM", lambda: direct.predict(x))],
+                  repeat, min_sample_s=0.02, settle_s=0.1 if threads > 1 else 0.0)
+    w, d = res["winograd"].median_ms, res["implicit GEMM"].median_ms
+    return {"side": side, "C": C, "K": K, "batch": batch, "threads": threads, "winograd_ms": w, "direct_ms": d,
+            "speedup": d / w, "gflops_direct_equivalent": 2 * 9 * C * K * side * side * batch / (w * 1e6),
+            "picked": _picked(side, C, K)}
+
+
+def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
+    lines = ["# 3x3 stride-1 convolutions: Winograd F(2x2, 3x3) vs the implicit GEMM", "",
+             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
+             f"{machine.get('load_average')}. `python -m benchmarks.conv_winograd`: each convolution alone "
+             "('same' padding, bias + ReLU fused), both builds in one process, interleaved; medians in ms. "
+             "GFLOP/s counts the direct convolution's FLOPs. 'picked': what a default build runs here.", "",
+             "| image | C -> K | from | batch | threads | Winograd ms | implicit GEMM ms | speedup | GFLOP/s "
+             "(direct-equivalent) | picked |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['side']}x{r['side']} | {r['C']} -> {r['K']} | {shapes[(r['side'], r['C'], r['K'])]} "
+                     f"| {r['batch']} | {r['threads']} | {r['winograd_ms']:.3f} | {r['direct_ms']:.3f} "
+                     f"| {r['speedup']:.2f}x | {r['gflops_direct_equivalent']:.0f} | "
+                     f"{'Winograd' if r['picked'] else 'implicit GEMM'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from graphc.bench import machine_info
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", default="1,32")
+    p.add_argument("--threads", default="1")
+    p.add_argument("--repeat", type=int, default=9)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    shapes = {(s, c, k): src for s, c, k, src in SHAPES}
+    rows = []
+    for batch in [int(b) for b in args.batch.split(",")]:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            for side, C, K, _ in SHAPES:
+                if batch * side * side * C > 32 * 56 * 56 * 64:  # the 147x147 stem at batch 32: 180 MB a call
+                    continue
+                rows.append(measure_shape(side, C, K, batch, threads, args.repeat))
+                print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
+    machine = machine_info()
+    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-conv_winograd.md"
+    out.write_text(to_markdown(machine, rows, shapes))
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.json').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
