@@ -6,7 +6,7 @@
     python -m benchmarks.conv_winograd --batch 1 --threads 1,2 --repeat 15
 
 For each shape (image, channels in -> out, 'same' padding, bias and ReLU fused), one process builds the
-convolution alone twice, ``GRAPHC_CONV_WINOGRAD=1`` and ``=0`` (the build cache keys them apart), and
+convolution alone twice, ``GRAPHC_CONV_WINOGRAD=force`` and ``=0`` (the build cache keys them apart), and
 times both interleaved (:func:`graphc.bench.measure`). The last column says what a build picks by
 default on this machine (:func:`graphc.backends.llvm.kernels.winograd.winograd_applies`): the table is
 the evidence for that rule. Alone, a layer's weights stay in the caches between calls; inside a model
@@ -57,7 +57,7 @@ def _build(model, threads: int, winograd: bool):
     import graphc
 
     before = os.environ.get("GRAPHC_CONV_WINOGRAD")
-    os.environ["GRAPHC_CONV_WINOGRAD"] = "1" if winograd else "0"
+    os.environ["GRAPHC_CONV_WINOGRAD"] = "force" if winograd else "0"
     try:
         return graphc.build(model, "native", threads=threads)
     finally:

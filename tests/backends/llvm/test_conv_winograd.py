@@ -179,6 +179,21 @@ def test_cases_that_keep_the_implicit_gemm(emitted, monkeypatch):
     assert emitted == []
 
 
+def test_forced_and_refused_settings(emitted, monkeypatch):
+    """``force`` takes the algorithm where the rule would not (3 channels in), still exact; an unknown
+    value is refused, naming the variable."""
+    rng = np.random.default_rng(5)
+    g = Graph("winograd_forced")
+    g.set_outputs([_conv(g, "c3", (13, 11), 3, 8, rng, SAME)])
+    monkeypatch.setenv(winograd.ENV, "force")
+    lib = load(g)
+    assert emitted == [(3, 3, 3, 8)]
+    assert_matches_reference(g, lib, _feeds(g, 2, rng))
+    monkeypatch.setenv(winograd.ENV, "yes")
+    with pytest.raises(ValueError, match="GRAPHC_CONV_WINOGRAD must be 0, 1 or force, got 'yes'"):
+        load(g)
+
+
 def test_bf16_builds_keep_their_products(emitted):
     """precision="bf16" runs convolutions on bf16 tiles, not through the float32 Winograd kernel."""
     import warnings

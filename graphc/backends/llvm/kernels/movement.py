@@ -128,6 +128,7 @@ def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> N
     fb, b = k.fn, k.b
     pt, pi, po = k.ptr(table), k.ptr(ids), k.ptr(out)
     ety = I16 if rounded else table.ir_type
+    in_align = 2 if rounded else table.type.itemsize
     vw = kb.vw
     rl = k.dim(row_len)
     nrows = k.dim(rows)
@@ -143,7 +144,7 @@ def emit_gather(kb: KernelBuilder, out: Tensor, table: Tensor, ids: Tensor) -> N
 
         def body(j, lanes):
             typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
-            v = b.load(b.gep(pt, [b.add(src, j)], source_etype=ety), typ=typ, align=2 if rounded else table.type.itemsize)
+            v = b.load(b.gep(pt, [b.add(src, j)], source_etype=ety), typ=typ, align=in_align)
             if rounded:
                 b.store(v, b.gep(po, [b.add(dst, j)], source_etype=I16), align=2)
             elif to_bf16:

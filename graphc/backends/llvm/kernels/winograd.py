@@ -30,7 +30,8 @@ One work item is a block of at most ``Tb`` tiles:
 the weights: 256 channels to 256 take 4 MiB) streams from memory once per block, prefetched a panel
 ahead, the blocks taking three quarters of L2; that pays where a block holds at least
 ``MIN_TILES_STREAMED`` tiles, and elsewhere (512 channels at 7x7: 16 tiles) the implicit GEMM is kept
-(see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off (part of the build cache key).
+(see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for
+every 3x3 stride-1 convolution (part of the build cache key).
 """
 
 from __future__ import annotations
@@ -76,8 +77,13 @@ MIN_IN_CHANNELS = 8
 MIN_TILES_STREAMED = 24
 
 
-def enabled() -> bool:
-    return os.environ.get(ENV, "1") != "0"
+def mode() -> str:
+    """``GRAPHC_CONV_WINOGRAD``: "1" (default: where the rule below expects it to pay), "0" (never), or
+    "force" (every 3x3 stride-1 float32 convolution, for measuring the rule: ``benchmarks/conv_winograd``)."""
+    value = os.environ.get(ENV, "1")
+    if value not in ("0", "1", "force"):
+        raise ValueError(f"{ENV} must be 0, 1 or force, got {value!r}")
+    return value
 
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
@@ -85,12 +91,15 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_IN_CHANNELS``
     input channels, and transformed weights (16 C K floats) that fit in L2, or else blocks of at least
     ``MIN_TILES_STREAMED`` tiles to read them for."""
-    if not enabled() or kb.target.precision != "float32":
+    chosen = mode()
+    if chosen == "0" or kb.target.precision != "float32":
         return False
     if geo.nsp != 2 or geo.kernel != [3, 3] or geo.strides != [1, 1] or geo.dilations != [1, 1]:
         return False
     if not all(isinstance(d, int) for d in (*geo.in_sp, *geo.out_sp, C, n_out)):
         return False
+    if chosen == "force":
+        return True
     if C < MIN_IN_CHANNELS:
         return False
     plan = _Plan(kb, C, n_out)
