@@ -41,7 +41,8 @@ scratch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from llvmlite import ir
 
@@ -236,6 +237,19 @@ def store_lanes(b, value, ptr, lanes: int, valid):
     b.call(fn, [value, ptr, i32(4), lane_mask(b, lanes, valid)])
 
 
+@contextmanager
+def panel_entries(fn: Fn, panels: int, rows: int, NR: int, N: int) -> Iterator[tuple]:
+    """The loops of a packing emitter over ``dst[p][row][j]`` (panels of NR columns of a matrix N wide):
+    yields (p, row, j, whether column p*NR + j is inside N, that column or 0 where it is not)."""
+    b = fn.b
+    with fn.loop(0, panels, name="p") as p:
+        with fn.loop(0, rows, name="k") as kk:
+            with fn.loop(0, NR, name="j") as j:
+                col = b.add(b.mul(p, i64(NR)), j)
+                ok = b.icmp_signed("<", col, i64(N))
+                yield p, kk, j, ok, b.select(ok, col, i64(0))
+
+
 def pack_panels(K: int, N: int, NR: int, col0: int = 0, src_cols: int | None = None) -> Callable:
     """Emitter of ``dst[p][k][j] = src[k][col0 + p*NR + j]`` for the N columns from col0 (0 past N)."""
     panels = -(-N // NR)
@@ -243,17 +257,12 @@ def pack_panels(K: int, N: int, NR: int, col0: int = 0, src_cols: int | None = N
 
     def emit(fn, src, dst):
         b = fn.b
-        with fn.loop(0, panels, name="p") as p:
-            with fn.loop(0, K, name="k") as kk:
-                with fn.loop(0, NR, name="j") as j:
-                    col = b.add(b.mul(p, i64(NR)), j)
-                    ok = b.icmp_signed("<", col, i64(N))
-                    safe = b.select(ok, col, i64(0))
-                    v = b.load(b.gep(src, [b.add(b.mul(kk, i64(stride)), b.add(safe, i64(col0)))],
-                                     source_etype=F32), typ=F32)
-                    v = b.select(ok, v, ir.Constant(F32, 0.0))
-                    di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
-                    b.store(v, b.gep(dst, [di], source_etype=F32))
+        with panel_entries(fn, panels, K, NR, N) as (p, kk, j, ok, safe):
+            v = b.load(b.gep(src, [b.add(b.mul(kk, i64(stride)), b.add(safe, i64(col0)))], source_etype=F32),
+                       typ=F32)
+            v = b.select(ok, v, ir.Constant(F32, 0.0))
+            di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
+            b.store(v, b.gep(dst, [di], source_etype=F32))
 
     return emit
 
@@ -265,16 +274,11 @@ def pack_mapped(K: int, N: int, NR: int, index: Callable) -> Callable:
 
     def emit(fn, src, dst):
         b = fn.b
-        with fn.loop(0, panels, name="p") as p:
-            with fn.loop(0, K, name="k") as kk:
-                with fn.loop(0, NR, name="j") as j:
-                    col = b.add(b.mul(p, i64(NR)), j)
-                    ok = b.icmp_signed("<", col, i64(N))
-                    safe = b.select(ok, col, i64(0))
-                    v = b.load(b.gep(src, [index(b, kk, safe)], source_etype=F32), typ=F32)
-                    v = b.select(ok, v, ir.Constant(F32, 0.0))
-                    di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
-                    b.store(v, b.gep(dst, [di], source_etype=F32))
+        with panel_entries(fn, panels, K, NR, N) as (p, kk, j, ok, safe):
+            v = b.load(b.gep(src, [index(b, kk, safe)], source_etype=F32), typ=F32)
+            v = b.select(ok, v, ir.Constant(F32, 0.0))
+            di = b.add(b.mul(b.add(b.mul(p, i64(K)), kk), i64(NR)), j)
+            b.store(v, b.gep(dst, [di], source_etype=F32))
 
     return emit
 

@@ -49,6 +49,7 @@ from graphc.backends.llvm.kernels.gemm import (
     gemm_blocking,
     load_lanes,
     micro_tile,
+    panel_entries,
     row_function,
     store_lanes,
     tile_function,
@@ -170,25 +171,19 @@ def pack_winograd(C: int, K: int, NR: int):
     def emit(fn, src, dst):
         b = fn.b
         zero = ir.Constant(D, 0.0)
-        with fn.loop(0, panels, name="p") as p:
-            with fn.loop(0, C, name="c") as c:
-                with fn.loop(0, NR, name="j") as j:
-                    col = b.add(b.mul(p, i64(NR)), j)
-                    ok = b.icmp_signed("<", col, i64(K))
-                    safe = b.select(ok, col, i64(0))
-                    g = [[None] * 3 for _ in range(3)]
-                    for ky in range(3):
-                        for kx in range(3):
-                            idx = b.add(b.mul(b.add(i64((ky * 3 + kx) * C), c), i64(K)), safe)
-                            v = b.load(b.gep(src, [idx], source_etype=F32), typ=F32)
-                            g[ky][kx] = b.fpext(b.select(ok, v, ir.Constant(F32, 0.0)), D)
-                    rows = [[_combine(b, G[i], [g[r][kx] for r in range(3)], zero) for kx in range(3)]
-                            for i in range(ALPHA)]
-                    for xi in range(POINTS):
-                        i, jj = divmod(xi, ALPHA)
-                        u = b.fptrunc(_combine(b, G[jj], rows[i], zero), F32)
-                        di = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(C)), c), i64(NR)), j)
-                        b.store(u, b.gep(dst, [di], source_etype=F32))
+        with panel_entries(fn, panels, C, NR, K) as (p, c, j, ok, safe):
+            g = [[None] * 3 for _ in range(3)]
+            for ky in range(3):
+                for kx in range(3):
+                    idx = b.add(b.mul(b.add(i64((ky * 3 + kx) * C), c), i64(K)), safe)
+                    v = b.load(b.gep(src, [idx], source_etype=F32), typ=F32)
+                    g[ky][kx] = b.fpext(b.select(ok, v, ir.Constant(F32, 0.0)), D)
+            rows = [[_combine(b, G[i], [g[r][kx] for r in range(3)], zero) for kx in range(3)] for i in range(ALPHA)]
+            for xi in range(POINTS):
+                i, jj = divmod(xi, ALPHA)
+                u = b.fptrunc(_combine(b, G[jj], rows[i], zero), F32)
+                di = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(C)), c), i64(NR)), j)
+                b.store(u, b.gep(dst, [di], source_etype=F32))
 
     return emit
 
