@@ -61,16 +61,15 @@ def test_arena_planner_never_overlaps_live_buffers(tmp_path):
 
 def test_pool_runs_every_item_once_and_keeps_blocks_with_their_owner(tmp_path):
     """tests/runtime/c/test_pool.c under ThreadSanitizer: every item once (pools of 2-8 threads, 1-1000
-    items), a stalled thread's segment finished by the others, a failure's code returned; and on 2
-    threads, blocks of 50 us, at least 80 % of the blocks run on the thread whose segment holds them
-    (99 % measured; one shared counter handing blocks out in any order: 50 %)."""
+    items), a stalled thread's segment finished by the others, a failure's code returned; and a worker
+    starts with a block of its own segment while the caller stalls in its first block (one shared counter
+    handed it the caller's next block)."""
     rt = runtime_dir()
     cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-fsanitize=thread", f"-I{rt / 'include'}", f"-I{rt / 'src'}",
         str(TESTS / "test_pool.c"), str(rt / "src" / "threadpool.c"), str(rt / "src" / "status.c"),
         str(rt / "src" / "arena.c"), "-lpthread", "-o", "test_pool"], tmp_path)
     out = run(tmp_path / "test_pool", env={"TSAN_OPTIONS": "halt_on_error=1"})
-    assert out.startswith("ok "), out
-    assert float(out.split()[1]) >= 0.8, out  # a shared counter: 0.5
+    assert out == "ok\n", out
 
 
 def test_thread_sanitizer_on_instances_with_their_own_pools(abi_library, tmp_path):
