@@ -134,6 +134,11 @@ def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
         store_lanes(b, v, b.gep(dst, [full], source_etype=F32), vw, rest)
 
 
+def reads_in_place(kernel, strides, pads) -> bool:
+    """A 1x1 convolution with unit strides and no padding: its GEMM reads the input as its A matrix."""
+    return all(k == 1 for k in kernel) and all(s == 1 for s in strides) and all(p == 0 for pair in pads for p in pair)
+
+
 def small_im2col(C: int, taps: int) -> bool:
     """Few channels in one K block: every (tap, channel) of an im2col row unrolled (see ``_fill_small``)."""
     K = C * taps
@@ -523,9 +528,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         K = math.prod(kernel) * C
         wmat = kb.view(w, (K, n_out))
         M = _pixels(geo)
-        pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in geo.strides) and \
-            all(p == 0 for pair in pads for p in pair)
-        if pointwise:
+        if reads_in_place(kernel, geo.strides, pads):
             gemm_for(kb)(kb, DenseA(x, K), M, K, wmat, out, name="conv1x1", **epi)
         elif winograd_applies(kb, geo, C, n_out):
             emit_winograd(kb, x, w, out, geo, **epi)
@@ -561,10 +564,8 @@ def conv_reads_bf16_copy(kb: KernelBuilder, op, value: str, tensors: dict) -> bo
     nsp = w.rank - 2
     kernel = w.shape[:nsp]
     strides, _, pads = spatial_attrs(nsp, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"), op.type)
-    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and \
-        all(p == 0 for pair in pads for p in pair)
     C = w.shape[-2]
-    return not pointwise and isinstance(C, int) and not small_im2col(C, math.prod(kernel))
+    return not reads_in_place(kernel, strides, pads) and isinstance(C, int) and not small_im2col(C, math.prod(kernel))
 
 
 def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Tensor, *, strides, dilations,
