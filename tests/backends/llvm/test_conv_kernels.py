@@ -112,3 +112,32 @@ def test_gemm_row_blocks_over_threads(threads):
     ]
     g.set_outputs(outs)
     _check(g, (1, 3), rng, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_depthwise_spans_of_neighbouring_pixels(threads):
+    """Spans of up to 8 pixels of one row computed together (each weight and input vector loaded once
+    for all of them): rows whose width is not a multiple of the span, spans stopped by the padding,
+    by the row's end and by the end of a thread's share of pixels, strides, dilations, 5x5 and 1-D
+    and 3-D windows, channels below and above one vector, the fused epilogue, and separable
+    convolutions whose depthwise tile rows start anywhere in a row."""
+    rng = np.random.default_rng(7)
+    g = Graph("depthwise_spans")
+    outs = [
+        _conv(g, "dw_s1_same", (9, 23, 35), (3, 3, 1, 35), rng, groups=35, pads=P1),
+        _conv(g, "dw_5x5_s2", (11, 29, 16), (5, 5, 1, 16), rng, groups=16, strides=(2, 2),
+              pads=((1, 2), (1, 2))),
+        _conv(g, "dw_dil2_valid", (8, 21, 7), (3, 3, 1, 7), rng, groups=7, dilations=(2, 2)),
+        _conv(g, "dw_1d", (37, 17), (3, 1, 17), rng, groups=17, pads=((1, 1),)),
+        _conv(g, "dw_3d", (4, 5, 19, 3), (3, 3, 3, 1, 3), rng, groups=3, pads=((1, 1),) * 3),
+        _conv(g, "dw_wide_m2", (5, 19, 6), (3, 3, 1, 12), rng, groups=6, pads=P1),
+        _separable(g, "sep_spans", (13, 20, 48), 1, 40, rng, pads=P1),
+        _separable(g, "sep_spans_s2", (15, 31, 9), 1, 24, rng, strides=(2, 2)),
+    ]
+    x = g.add_input("dw_epi/x", TensorType("float32", ("batch", 6, 17, 20)))
+    w = g.add_constant("dw_epi/w", (0.3 * rng.standard_normal((3, 3, 1, 20))).astype(np.float32))
+    bias = g.add_constant("dw_epi/b", rng.standard_normal(20).astype(np.float32))
+    outs.append(OpBuilder(g, layer="dw_epi").emit("fused_conv", x, w, bias, groups=20, has_bias=True,
+                                                  activation="relu", pads=P1))
+    g.set_outputs(outs)
+    _check(g, (1, 3), rng, threads=threads)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.irutil import F32, I64, i64
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.ir import dims
@@ -356,14 +356,135 @@ class DepthwiseA(ASource):
                                                        align=2))
 
     def _fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, etype, store: Callable) -> None:
-        geo, b, fb = self.geo, k.b, k.fn
+        geo, b = self.geo, k.b
         px, pw = k.ptr(self.x), k.ptr(self.dw)
         n_out = geo.C * self.mult
-        with fb.loop(row0, row_end, name="dwrow") as row:
-            n, outs = geo.decode(k, row)
+
+        def emit(row, j, val, valid):
             trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=etype)
-            _depthwise_pixel(k, px, pw, geo, n, outs, self.mult, n_out, k0, kc, self.vw,
-                             lambda j, val, valid: store(trow, j, val, valid))
+            store(trow, j, val, valid)
+
+        _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit)
+
+
+def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
+    """Output pixels of one row that the depthwise kernel computes together: (the span, a shorter
+    span for what is left of a row's interior); (1, 1): one at a time.
+
+    One pixel at a time, every FMA needs two loads (the input and the weight vector), so the
+    kernel runs at the load ports' rate, half the FMA peak at best. A span of P neighbours in a
+    row shares each weight vector among P FMAs and, at unit stride, each input vector among up
+    to kw of them (a 3x3 span of 8: 9 + 30 loads for 72 FMAs), and its P accumulator chains
+    cover the FMA latency. Spans lie in the row's interior (windows inside the input), so the
+    span is at most the interior's width (5 of a 7-pixel row under a 3x3 window with padding),
+    and the interior's remainder gets a span of its own. Spans need the window offsets at build
+    time (static spatial sizes and channels) and one input channel per output (mult 1)."""
+    if mult != 1 or not isinstance(geo.C, int) or not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
+        return 1, 1
+    s, d, kw, pad, width = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1], geo.in_sp[-1]
+    interior = sum(1 for o in range(geo.out_sp[-1]) if o * s - pad >= 0 and o * s - pad + (kw - 1) * d < width)
+    span = min(8 if registers >= 32 else 4, interior)
+    if span < 2:
+        return 1, 1
+    return span, max(1, interior % span)
+
+
+def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_out: int, c_lo, count, vw: int,
+                    emit: Callable) -> None:
+    """Depthwise outputs ``c_lo .. c_lo+count`` of output pixels ``start .. end``; ``emit(row, j,
+    vector, valid_lanes)`` per vector, row the pixel (i64), j (i64) relative to c_lo. Spans of
+    :func:`span_pixels` pixels where they fit in the row and lie inside the input, else one pixel."""
+    fb, b = k.fn, k.b
+    P, tail = span_pixels(geo, mult, k.kb.target.num_vector_registers)
+    if P == 1:
+        with fb.loop(start, end, name="dwrow") as row:
+            n, outs = geo.decode(k, row)
+            _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, c_lo, count, vw,
+                             lambda j, val, valid, row=row: emit(row, j, val, valid))
+        return
+    end = k.dim(end)
+    pos = fb.var(I64, name="dwpos")
+    pos.set(k.dim(start))
+    cond, body, done = fb.block("dw.cond"), fb.block("dw.body"), fb.block("dw.end")
+    b.branch(cond)
+    b.position_at_end(cond)
+    b.cbranch(b.icmp_signed("<", pos.get(), end), body, done)
+    b.position_at_end(body)
+    row = pos.get()
+    n, outs = geo.decode(k, row)
+    inside, corner = geo.window_inside(k, n, outs)
+    s, d, kw, pad = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1]
+
+    def fits(span: int):
+        """Whether the span of ``span`` pixels from this one lies in the row's interior and the range."""
+        last_in = b.add(b.mul(outs[-1], i64(s)), i64((span - 1) * s + (kw - 1) * d - pad))
+        return b.and_(b.and_(inside, b.icmp_signed("<", last_in, i64(geo.in_sp[-1]))),
+                      b.and_(b.icmp_signed("<=", b.add(outs[-1], i64(span)), i64(geo.out_sp[-1])),
+                             b.icmp_signed("<=", b.add(row, i64(span)), end)))
+
+    def span_of(span: int):
+        _depthwise_span(k, px, pw, geo, corner, span, n_out, c_lo, count, vw,
+                        lambda p, j, val, valid: emit(b.add(row, i64(p)), j, val, valid))
+        pos.set(b.add(row, i64(span)))
+
+    def one():
+        _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, c_lo, count, vw,
+                         lambda j, val, valid: emit(row, j, val, valid))
+        pos.set(b.add(row, i64(1)))
+
+    with b.if_else(fits(P)) as (then, otherwise):
+        with then:
+            span_of(P)
+        with otherwise:
+            if tail > 1:
+                with b.if_else(fits(tail)) as (then2, otherwise2):
+                    with then2:
+                        span_of(tail)
+                    with otherwise2:
+                        one()
+            else:
+                one()
+    b.branch(cond)
+    b.position_at_end(done)
+
+
+def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int, c_lo, count, vw: int,
+                    emit: Callable) -> None:
+    """P neighbouring output pixels of one row whose windows lie inside the input (corner: the
+    first one's tap 0): per vector of channels, each weight vector loaded once for the P pixels
+    and each input vector once for every pixel whose window holds it; ``emit(p, j, vector,
+    valid)``."""
+    fb, b = k.fn, k.b
+    vt = ir.VectorType(F32, vw)
+    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    C = geo.C
+    pitch = [C * math.prod(geo.in_sp[a + 1:]) for a in range(geo.nsp)]
+    deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, pitch)) for tap in geo.taps]
+    step = geo.strides[-1] * C
+    c_lo, cnt = k.dim(c_lo), k.dim(count)
+
+    def chunk(j0, valid):
+        col = b.add(c_lo, j0)
+        base = b.gep(px, [b.add(corner, col)], source_etype=F32)
+        loaded: dict[int, ir.Value] = {}
+        accs = [zero] * P
+        for t, delta in enumerate(deltas):
+            wv = load_lanes(b, b.gep(pw, [b.add(i64(t * n_out), col)], source_etype=F32), vw, valid)
+            for p in range(P):
+                off = delta + p * step
+                xv = loaded.get(off)
+                if xv is None:
+                    xv = loaded[off] = load_lanes(b, b.gep(base, [i64(off)], source_etype=F32), vw, valid)
+                accs[p] = k.m.fma(xv, wv, accs[p])
+        for p in range(P):
+            emit(p, j0, accs[p], valid)
+
+    full = b.mul(b.sdiv(cnt, i64(vw)), i64(vw))
+    with fb.loop(0, full, vw, name="dwsc") as j0:
+        chunk(j0, vw)
+    rest = b.sub(cnt, full)
+    with b.if_then(b.icmp_signed(">", rest, i64(0))):
+        chunk(full, rest)
 
 
 def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo, count, vw: int,
@@ -452,19 +573,17 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
     n_out = w.shape[-1]
     vw = kb.target.gemm_vw
     k = kb.kernel("depthwise")
-    fb, b = k.fn, k.b
+    b = k.b
     px, pw, po = k.ptr(x), k.ptr(w), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    with fb.loop(k.begin, k.end, name="pix") as row:
-        n, outs = geo.decode(k, row)
+
+    def emit(row, j, val, valid):
         row_off = b.mul(row, i64(n_out))
+        val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
+        store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
 
-        def emit(j, val, valid):
-            val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
-            store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
-
-        _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, 0, n_out, vw, emit)
+    _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emit)
     kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))
 
 
