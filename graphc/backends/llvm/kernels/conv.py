@@ -14,9 +14,13 @@
   2.36 -> 1.83 ms, over 64 at 56x56 1.16 -> 1.04 ms.
 - 3x3 stride-1 convolutions over at least 8 input channels go to Winograd's F(2x2, 3x3)
   where it pays (:mod:`.winograd`): 16 GEMMs on the same micro-kernel, 2.25x fewer multiplications.
-- depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels,
-  each output pixel summing its taps: at constant offsets without bounds checks when the
-  window lies inside the input, else in-bounds taps only; the epilogue as in the GEMM.
+- depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels.
+  In a row's interior, spans of up to 8 neighbouring output pixels are computed together
+  (:func:`span_pixels`: each weight vector loaded once per span, each input vector once for
+  all the span's windows that hold it, one accumulator chain per pixel): on AMD Zen 4,
+  3x3 over 32 channels at 112x112 0.21 -> 0.08 ms, 28x28x192 0.080 -> 0.035 ms. Near the
+  border, one pixel at a time, taps at constant offsets without bounds checks when the window
+  lies inside the input, else in-bounds taps only; the epilogue as in the GEMM.
 - separable (depthwise then pointwise): a GEMM whose A tile is the depthwise result for the
   tile's pixels and channels (:class:`DepthwiseA`), never written to memory in full.
 - other groupings: a direct kernel per pixel and group, vectorized over the group's outputs.

@@ -27,11 +27,12 @@ One work item is a block of at most ``Tb`` tiles:
    outputs, through the GEMM's epilogue (bias, activation, residual, post-activation).
 
 ``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
-the weights: 256 channels to 256 take 4 MiB) streams from memory once per block, prefetched a panel
+the weights: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched a panel
 ahead, the blocks taking three quarters of L2; that pays where a block holds at least
-``MIN_TILES_STREAMED`` tiles, and elsewhere (512 channels at 7x7: 16 tiles) the implicit GEMM is kept
-(see :func:`winograd_applies`). ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for
-every 3x3 stride-1 convolution (part of the build cache key).
+``MIN_TILES_STREAMED`` tiles (12 on AMD Zen, whose L3 serves a core faster), and elsewhere (512 channels
+at 7x7 on an Intel Xeon: 16 tiles) the implicit GEMM is kept (see :func:`winograd_applies`).
+``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for every 3x3 stride-1
+convolution (part of the build cache key).
 """
 
 from __future__ import annotations
@@ -72,10 +73,20 @@ POINTS = ALPHA * ALPHA
 # 0.92x, 8 -> 3 1.13x, 8 -> 32 1.11x, 32 -> 1 1.46x). Any number of output channels: the last panel's
 # columns past them are not computed.
 MIN_IN_CHANNELS = 8
-# Transformed weights larger than L2 are read from memory once per block: worth it where a block has at
-# least this many tiles (12 FLOPs per byte of U). ResNet50's 3x3 convolutions at batch 1, one thread: over
-# 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) no faster.
+# Transformed weights larger than L2 are read from beyond it once per block: worth it where a block has at
+# least this many tiles (2 / tiles bytes of U per FLOP). On the Xeon (Sapphire Rapids, whose mesh L3 gives
+# one core a fraction of what a Zen CCD's L3 does), ResNet50's 3x3 convolutions at batch 1, one thread:
+# over 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) 0.82x.
 MIN_TILES_STREAMED = 24
+# On AMD Zen (znver*: 1 MiB of L2 per core, blocks of 12 tiles), the same convolutions alone
+# (`python -m benchmarks.conv_winograd --batch 1`, AMD EPYC Zen 4): 256 -> 256 at 14x14 2.30 -> 1.00 ms
+# (2.30x), 512 -> 512 at 7x7 2.32 -> 2.01 ms (1.15x).
+MIN_TILES_STREAMED_ZEN = 12
+
+
+def min_tiles_streamed(cpu: str) -> int:
+    """Tiles per block from which streaming U from beyond L2 pays on CPU ``cpu`` (LLVM's name)."""
+    return MIN_TILES_STREAMED_ZEN if cpu.startswith("znver") else MIN_TILES_STREAMED
 
 
 def mode() -> str:
@@ -105,7 +116,7 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return False
     plan = _Plan(kb, C, n_out)
     th, tw = -(-geo.out_sp[0] // M_OUT), -(-geo.out_sp[1] // M_OUT)
-    return plan.u_bytes <= plan.l2 or min(plan.tb, th * tw) >= MIN_TILES_STREAMED
+    return plan.u_bytes <= plan.l2 or min(plan.tb, th * tw) >= min_tiles_streamed(kb.target.cpu)
 
 
 class _Plan:
