@@ -141,3 +141,33 @@ def test_depthwise_spans_of_neighbouring_pixels(threads):
                                                   activation="relu", pads=P1))
     g.set_outputs(outs)
     _check(g, (1, 3), rng, threads=threads)
+
+
+def test_depthwise_spans_switched_off_and_a_refused_setting(monkeypatch, tmp_path):
+    """``GRAPHC_DEPTHWISE_SPANS=0`` (one pixel at a time, for measuring the spans) gives the same outputs as
+    the default build; a value other than 0 or 1 is refused, naming the variable."""
+    from graphc.backends.llvm.kernels import conv
+    from tests.backends.llvm.helpers import run_native
+
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(8)
+    g = Graph("depthwise_spans_off")
+    g.set_outputs([_conv(g, "dw", (6, 19, 21), (3, 3, 1, 21), rng, groups=21, pads=P1)])
+    feeds = _feeds(g, 2, rng)
+    assert conv.span_pixels(conv.Geometry(*_geometry_tensors(g), (3, 3), (1, 1), (1, 1), P1), 1, 32) == (8, 1)
+    with_spans = run_native(load(g), feeds)[0]
+    monkeypatch.setenv(conv.SPANS_ENV, "0")
+    np.testing.assert_allclose(run_native(load(g), feeds)[0], with_spans, rtol=1e-6, atol=1e-6)
+    monkeypatch.setenv(conv.SPANS_ENV, "yes")
+    with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_SPANS must be 0 or 1, got 'yes'"):
+        load(g)
+
+
+def _geometry_tensors(g: Graph):
+    """Stand-ins for the (x, out) tensors of the graph's one convolution, as Geometry reads them."""
+    from types import SimpleNamespace
+
+    (x,) = g.inputs
+    shape = g.type_of(x).shape
+    out = g.type_of(g.outputs[0]).shape
+    return SimpleNamespace(rank=len(shape), shape=shape), SimpleNamespace(rank=len(out), shape=out)

@@ -371,6 +371,18 @@ class DepthwiseA(ASource):
         _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit)
 
 
+SPANS_ENV = "GRAPHC_DEPTHWISE_SPANS"
+
+
+def spans_mode() -> str:
+    """``GRAPHC_DEPTHWISE_SPANS``: "1" (default) or "0" (one pixel at a time everywhere, for measuring the
+    spans: ``benchmarks/depthwise``); part of the build cache key."""
+    value = os.environ.get(SPANS_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{SPANS_ENV} must be 0 or 1, got {value!r}")
+    return value
+
+
 def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
     """Output pixels of one row that the depthwise kernel computes together: (the span, a shorter
     span for what is left of a row's interior); (1, 1): one at a time.
@@ -383,6 +395,8 @@ def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
     span is at most the interior's width (5 of a 7-pixel row under a 3x3 window with padding),
     and the interior's remainder gets a span of its own. Spans need the window offsets at build
     time (static spatial sizes and channels) and one input channel per output (mult 1)."""
+    if spans_mode() == "0":
+        return 1, 1
     if mult != 1 or not isinstance(geo.C, int) or not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
         return 1, 1
     s, d, kw, pad, width = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1], geo.in_sp[-1]
