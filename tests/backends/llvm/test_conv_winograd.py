@@ -182,12 +182,13 @@ def test_cases_that_keep_the_implicit_gemm(emitted, monkeypatch):
 @pytest.mark.parametrize("cpu, taken", [("znver4", True), ("znver5", True), ("sapphirerapids", False),
                                         ("x86-64-v4", False)])
 def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
-    """With 1 MiB of L2, 256 channels to 256 at 14x14 (4 MiB of U) makes blocks of 12 tiles: enough on AMD
-    Zen, whose L3 serves a core fast enough (2.3x measured), not on an Intel Xeon (24 needed); 512 to 512 at
-    4x4 (4 tiles) on neither."""
+    """With 1 MiB of L2 and 32 MiB of L3, 256 channels to 256 at 14x14 (4 MiB of U) makes blocks of 12
+    tiles: enough on AMD Zen, whose L3 serves a core fast enough (1.9-2.3x measured), not on an Intel Xeon
+    (24 needed); 512 to 512 at 7x7 (16 MiB of U, half of L3) on neither, nor 512 to 512 at 4x4 (4 tiles)."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(winograd, "gemm_blocking", lambda target, mr, nr: SimpleNamespace(l2=1 << 20))
+    monkeypatch.setattr(winograd, "last_level_cache", lambda kb: 32 << 20)
     kb = SimpleNamespace(target=SimpleNamespace(precision="float32", cpu=cpu, gemm_vw=16, num_vector_registers=32))
 
     def geo(side):
@@ -195,6 +196,7 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
                                out_sp=[side, side])
 
     assert winograd.winograd_applies(kb, geo(14), 256, 256) is taken
+    assert winograd.winograd_applies(kb, geo(7), 512, 512) is False
     assert winograd.winograd_applies(kb, geo(4), 512, 512) is False
     assert winograd.winograd_applies(kb, geo(14), 64, 64) is True  # U (256 KiB) within L2: everywhere
 

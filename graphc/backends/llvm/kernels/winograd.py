@@ -29,8 +29,9 @@ One work item is a block of at most ``Tb`` tiles:
 ``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
 the weights: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched a panel
 ahead, the blocks taking three quarters of L2; that pays where a block holds at least
-``MIN_TILES_STREAMED`` tiles (12 on AMD Zen, whose L3 serves a core faster), and elsewhere (512 channels
-at 7x7 on an Intel Xeon: 16 tiles) the implicit GEMM is kept (see :func:`winograd_applies`).
+``MIN_TILES_STREAMED`` tiles (12 on AMD Zen, whose L3 serves a core faster, where U is within a quarter
+of L3), and elsewhere (512 channels at 7x7: 16 tiles, 16 MiB of U) the implicit GEMM is kept (see
+:func:`winograd_applies`).
 ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for every 3x3 stride-1
 convolution (part of the build cache key).
 """
@@ -56,6 +57,8 @@ from graphc.backends.llvm.kernels.gemm import (
     tile_function,
     tile_row_stride,
 )
+from graphc.backends.llvm.kernels.gemm_blocking import caches_for
+from graphc.backends.llvm.target import host_target, same_machine
 from graphc.ir import dims
 
 ENV = "GRAPHC_CONV_WINOGRAD"
@@ -78,15 +81,24 @@ MIN_IN_CHANNELS = 8
 # one core a fraction of what a Zen CCD's L3 does), ResNet50's 3x3 convolutions at batch 1, one thread:
 # over 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) 0.82x.
 MIN_TILES_STREAMED = 24
-# On AMD Zen (znver*: 1 MiB of L2 per core, blocks of 12 tiles), the same convolutions alone
-# (`python -m benchmarks.conv_winograd --batch 1`, AMD EPYC Zen 4): 256 -> 256 at 14x14 2.30 -> 1.00 ms
-# (2.30x), 512 -> 512 at 7x7 2.32 -> 2.01 ms (1.15x).
+# On AMD Zen (znver*: 1 MiB of L2 per core, blocks of 12 tiles), U within a quarter of L3 pays from this
+# many tiles: the same convolutions alone (`python -m benchmarks.conv_winograd --batch 1`, AMD EPYC Zen 4,
+# four runs): 256 -> 256 at 14x14 (4 MiB of U) 1.88-2.30x; 512 -> 512 at 7x7 (16 MiB, half of the 32 MiB
+# L3 the machine's other tenants share) 0.83-1.15x, so not taken.
 MIN_TILES_STREAMED_ZEN = 12
 
 
-def min_tiles_streamed(cpu: str) -> int:
-    """Tiles per block from which streaming U from beyond L2 pays on CPU ``cpu`` (LLVM's name)."""
-    return MIN_TILES_STREAMED_ZEN if cpu.startswith("znver") else MIN_TILES_STREAMED
+def streaming_pays(cpu: str, u_bytes: int, tiles: int, l3: int) -> bool:
+    """Whether streaming U (``u_bytes``, beyond L2) once per block of ``tiles`` tiles pays on CPU ``cpu``
+    (LLVM's name) whose last-level cache holds ``l3`` bytes."""
+    if cpu.startswith("znver") and u_bytes <= l3 // 4:
+        return tiles >= MIN_TILES_STREAMED_ZEN
+    return tiles >= MIN_TILES_STREAMED
+
+
+def last_level_cache(kb: KernelBuilder) -> int:
+    """Bytes of the target's last-level cache (this machine's when the code is for its CPU)."""
+    return caches_for(same_machine(kb.target, host_target())).l3
 
 
 def mode() -> str:
@@ -116,7 +128,8 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return False
     plan = _Plan(kb, C, n_out)
     th, tw = -(-geo.out_sp[0] // M_OUT), -(-geo.out_sp[1] // M_OUT)
-    return plan.u_bytes <= plan.l2 or min(plan.tb, th * tw) >= min_tiles_streamed(kb.target.cpu)
+    return plan.u_bytes <= plan.l2 or streaming_pays(kb.target.cpu, plan.u_bytes, min(plan.tb, th * tw),
+                                                     last_level_cache(kb))
 
 
 class _Plan:
