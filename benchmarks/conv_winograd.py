@@ -17,15 +17,12 @@ at batch 1 they come from memory, which is where the rule's L2 limit matters (se
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.switched_builds import build_with, write_report
 
 # (image side, channels in, channels out, where the shape comes from)
 SHAPES = [
@@ -53,20 +50,6 @@ def _model(side: int, C: int, K: int):
     return graphc.Model(inp, layers.Conv2D(K, 3, padding="same", activation="relu")(inp))
 
 
-def _build(model, threads: int, winograd: bool):
-    import graphc
-
-    before = os.environ.get("GRAPHC_CONV_WINOGRAD")
-    os.environ["GRAPHC_CONV_WINOGRAD"] = "force" if winograd else "0"
-    try:
-        return graphc.build(model, "native", threads=threads)
-    finally:
-        if before is None:
-            del os.environ["GRAPHC_CONV_WINOGRAD"]
-        else:
-            os.environ["GRAPHC_CONV_WINOGRAD"] = before
-
-
 def _picked(side: int, C: int, K: int) -> bool:
     """Whether a default build of this shape runs Winograd here."""
     from graphc.backends.llvm.kernels import winograd
@@ -88,7 +71,8 @@ def measure_shape(side: int, C: int, K: int, batch: int, threads: int, repeat: i
 
     x = np.random.default_rng(0).random((batch, side, side, C), dtype=np.float32)
     model = _model(side, C, K)
-    wino, direct = _build(model, threads, True), _build(model, threads, False)
+    wino = build_with(model, threads, "GRAPHC_CONV_WINOGRAD", "force")
+    direct = build_with(model, threads, "GRAPHC_CONV_WINOGRAD", "0")
     np.testing.assert_allclose(wino.predict(x), direct.predict(x), rtol=1e-4, atol=1e-4)
     res = measure([_Runner("winograd", lambda: wino.predict(x)), _Runner("implicit GEMM", lambda: direct.predict(x))],
                   repeat, min_sample_s=0.02, settle_s=0.1 if threads > 1 else 0.0)
@@ -134,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(measure_shape(side, C, K, batch, threads, args.repeat))
                 print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
     machine = machine_info()
-    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-conv_winograd.md"
-    out.write_text(to_markdown(machine, rows, shapes))
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json').name}")
+    write_report(args.out, "conv_winograd", to_markdown(machine, rows, shapes), machine, rows)
     return 0
 
 

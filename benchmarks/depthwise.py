@@ -17,15 +17,12 @@ GB/s (the input read and the output written once) say which bound a layer sits a
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.switched_builds import build_with, write_report
 
 # (image side, channels, kernel, stride, where the shape comes from)
 SHAPES = [
@@ -51,26 +48,13 @@ def _model(side: int, C: int, k: int, stride: int):
     return graphc.Model(inp, layers.DepthwiseConv2D(k, strides=stride, padding="same", activation="relu")(inp))
 
 
-def _build(model, threads: int, spans: bool):
-    import graphc
-
-    before = os.environ.get("GRAPHC_DEPTHWISE_SPANS")
-    os.environ["GRAPHC_DEPTHWISE_SPANS"] = "1" if spans else "0"
-    try:
-        return graphc.build(model, "native", threads=threads)
-    finally:
-        if before is None:
-            del os.environ["GRAPHC_DEPTHWISE_SPANS"]
-        else:
-            os.environ["GRAPHC_DEPTHWISE_SPANS"] = before
-
-
 def measure_shape(side: int, C: int, k: int, stride: int, batch: int, threads: int, repeat: int) -> dict:
     from graphc.bench import _Runner, measure
 
     x = np.random.default_rng(0).random((batch, side, side, C), dtype=np.float32)
     model = _model(side, C, k, stride)
-    spans, single = _build(model, threads, True), _build(model, threads, False)
+    spans = build_with(model, threads, "GRAPHC_DEPTHWISE_SPANS", "1")
+    single = build_with(model, threads, "GRAPHC_DEPTHWISE_SPANS", "0")
     y = spans.predict(x)
     np.testing.assert_allclose(y, single.predict(x), rtol=1e-5, atol=1e-5)
     res = measure([_Runner("spans", lambda: spans.predict(x)), _Runner("one pixel", lambda: single.predict(x))],
@@ -116,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(measure_shape(side, C, k, stride, batch, threads, args.repeat))
                 print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
     machine = machine_info()
-    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-depthwise.md"
-    out.write_text(to_markdown(machine, rows, shapes))
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json').name}")
+    write_report(args.out, "depthwise", to_markdown(machine, rows, shapes), machine, rows)
     return 0
 
 

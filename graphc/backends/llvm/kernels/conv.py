@@ -472,7 +472,7 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
     first one's tap 0): per vector of channels, each weight vector loaded once for the P pixels
     and each input vector once for every pixel whose window holds it; ``emit(p, j, vector,
     valid)``."""
-    fb, b = k.fn, k.b
+    b = k.b
     vt = ir.VectorType(F32, vw)
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
     C = geo.C
@@ -497,10 +497,17 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
         for p in range(P):
             emit(p, j0, accs[p], valid)
 
-    full = b.mul(b.sdiv(cnt, i64(vw)), i64(vw))
-    with fb.loop(0, full, vw, name="dwsc") as j0:
+    _vector_chunks(k, cnt, vw, chunk)
+
+
+def _vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
+    """``chunk(j0, valid)`` for each vector of ``count`` channels: whole vectors in a run-time loop
+    (``valid`` = vw), then the rest (``valid`` an i64 value) if any."""
+    fb, b = k.fn, k.b
+    full = b.mul(b.sdiv(count, i64(vw)), i64(vw))
+    with fb.loop(0, full, vw, name="dwc") as j0:
         chunk(j0, vw)
-    rest = b.sub(cnt, full)
+    rest = b.sub(count, full)
     with b.if_then(b.icmp_signed(">", rest, i64(0))):
         chunk(full, rest)
 
@@ -531,7 +538,7 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
 def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cnt, vw: int,
                         emit: Callable) -> None:
     """The channel loop of :func:`_depthwise_pixel` over ``taps`` ((valid or None, offset) each)."""
-    fb, b = k.fn, k.b
+    b = k.b
     vt = ir.VectorType(F32, vw)
     zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
 
@@ -560,12 +567,7 @@ def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cn
             total = b.fadd(total, a)
         emit(j0, total, valid)
 
-    full = b.mul(b.sdiv(cnt, i64(vw)), i64(vw))
-    with fb.loop(0, full, vw, name="dwc") as j0:
-        chunk(j0, vw)
-    rest = b.sub(cnt, full)
-    with b.if_then(b.icmp_signed(">", rest, i64(0))):
-        chunk(full, rest)
+    _vector_chunks(k, cnt, vw, chunk)
 
 
 def _epilogue(k: Kernel, val, col, row_off, valid, vw, pbias, activation, pres, post_activation):
