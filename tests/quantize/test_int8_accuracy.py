@@ -16,7 +16,10 @@ from benchmarks.int8_accuracy import CALIBRATION, GOAL_AGREEMENT, GOAL_DROP_POIN
 
 SMALL_TASKS = {
     "mlp": TASKS["mlp"],  # trains in about a second
-    "separable_conv_bn": dataclasses.replace(TASKS["separable_conv_bn"], samples=1000, epochs=20),
+    # 30 epochs: at 20 the float32 model sat on the steep part of its learning curve (0.900 or 0.936 on the
+    # held-out split, depending on the depthwise kernels' summation order), at 30 it has learned the task
+    # (0.984 with either)
+    "separable_conv_bn": dataclasses.replace(TASKS["separable_conv_bn"], samples=1000, epochs=30),
 }
 
 
