@@ -355,7 +355,7 @@ NATIVE_UNARY = {
     "elu": _native_elu,
     "gelu": _native_gelu,
     "hard_sigmoid": lambda m, x: m.mul(m.clip(m.add(x, 3.0), 0.0, 6.0), 1.0 / 6.0),
-    "silu": lambda m, x: m.mul(x, m.sigmoid(x)),
+    "silu": lambda m, x: m.silu(x),
     "hard_silu": lambda m, x: m.mul(m.mul(x, m.clip(m.add(x, 3.0), 0.0, 6.0)), 1.0 / 6.0),
     "mish": lambda m, x: m.mul(x, m.tanh(_native_softplus(m, x))),
 }

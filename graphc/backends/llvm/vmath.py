@@ -1,7 +1,7 @@
 """``VMath``: the arithmetic op lowerings use inside kernels, on vectors or scalars alike.
 
 An op's native lowering writes its formula once against this interface
-(``lambda m, x: m.mul(x, m.sigmoid(x))``); the kernel calls it with ``<VW x float>`` values
+(``lambda m, x: m.mul(x, m.tanh(x))``); the kernel calls it with ``<VW x float>`` values
 for the vector body and with scalars for the remainder, so every method is type-generic.
 Values are ``llvmlite.ir`` values; Python numbers are accepted wherever a value is and
 become constants of the other operand's type.
@@ -157,6 +157,9 @@ class VMath:
 
     def sigmoid(self, x):
         return mathlib.sigmoid(self.b, x)
+
+    def silu(self, x):
+        return mathlib.silu(self.b, x)
 
     # ------------------------------------------------------------ conversion
     def cast(self, x, to_dtype: str, from_dtype: str | None = None):
