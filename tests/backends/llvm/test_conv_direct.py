@@ -78,9 +78,9 @@ def direct_tiles(monkeypatch, tmp_path):
     emitted = []
     real = gemm.direct_tile_function
 
-    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False):
+    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None):
         emitted.append((rows, a_stride))
-        return real(module, rows, nv, vw, stride, a_stride, prefetch)
+        return real(module, rows, nv, vw, stride, a_stride, prefetch, last)
 
     monkeypatch.setattr(gemm, "direct_tile_function", recording)
     return emitted

@@ -48,9 +48,9 @@ def in_place_strides(monkeypatch, tmp_path):
     strides = []
     real = gemm.direct_tile_function
 
-    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False):
+    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None):
         strides.append(a_stride)
-        return real(module, rows, nv, vw, stride, a_stride, prefetch)
+        return real(module, rows, nv, vw, stride, a_stride, prefetch, last)
 
     monkeypatch.setattr(gemm, "direct_tile_function", recording)
     return strides

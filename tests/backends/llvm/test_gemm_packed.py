@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphc.backends.llvm.kernels import gemm_blocking
+from graphc.backends.llvm.kernels import gemm, gemm_blocking
 from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes, blocking, parse_caches, read_sysfs_caches
 from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
@@ -142,3 +142,37 @@ def test_cache_sizes_from_sysfs_and_the_environment(tmp_path, monkeypatch):
     assert gemm_blocking.caches_for(True).l1 == 16 << 10
     monkeypatch.delenv("GRAPHC_GEMM_CACHES")
     assert gemm_blocking.caches_for(False) == gemm_blocking.DEFAULT_CACHES
+
+
+def test_tail_lanes():
+    assert [gemm.tail_lanes(n, 16) for n in (32, 16, 24, 17, 8, 1, 25, 31, 9)] == [16, 16, 8, 8, 8, 8, 16, 16, 16]
+    assert [gemm.tail_lanes(n, 8) for n in (8, 12, 4, 5, 1)] == [8, 4, 4, 8, 4]
+    assert gemm.tail_lanes(3, 4) == 4  # 128-bit vectors are not split
+
+
+@pytest.mark.parametrize("cpu", [None, "x86-64-v3"])
+def test_half_width_tails(cpu, monkeypatch, tmp_path, rng):
+    """Panels whose last columns fit half a vector (24 of 32 columns on 16-lane vectors, 4 of 8 on AVX2)
+    are computed by micro-kernels with a half-width last vector: the products still equal the
+    reference, on full tiles and on the rows left over, with and without an epilogue."""
+    from graphc.backends.llvm.target import host_target
+
+    if cpu is not None and "+avx2" not in host_target().features.split(","):
+        pytest.skip("the host cannot run AVX2 code")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    lasts = []
+    real = gemm.tile_function
+
+    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None):
+        lasts.append((vw, last))
+        return real(module, rows, nv, vw, stride, a_stride, prefetch, last)
+
+    monkeypatch.setattr(gemm, "tile_function", recording)
+    shapes = [(61, 37, 24), (29, 144, 40), (25, 16, 12), (50, 9, 4), (13, 30, 20)]
+    for epilogue in (False, True):
+        graph = _dense_graph(shapes, rng, epilogue=epilogue)
+        lib = load(optimize(graph, 2), f"half_tails_{epilogue:d}", **({"cpu": cpu} if cpu else {}))
+        feeds = _feeds(graph, rng)
+        for threads in (1, 2):
+            _check(graph, lib, feeds, threads, f"cpu {cpu}, epilogue {epilogue}, {threads} threads")
+    assert any(last is not None and last < vw for vw, last in lasts), lasts

@@ -291,10 +291,22 @@ def packed_panels(kb: KernelBuilder, w: Tensor, NR: int, col0: int = 0, ncols: i
     return kb.packed_weight(w, ("panels", NR, col0, n), panels * K * NR * 4, pack_panels(K, n, NR, col0, N))
 
 
+def tail_lanes(valid_cols: int, vw: int) -> int:
+    """Lanes of the last vector of a panel with ``valid_cols`` columns: half a vector where the
+    columns left over fit in one (a 24-column panel on 16-lane vectors computes 16 + 8 lanes, not
+    16 + 16 of which 8 multiply the packing's zeros). On CPUs that execute 512-bit FMAs as two
+    256-bit halves (AMD Zen 4) a half-width FMA takes half the time; elsewhere it takes the same
+    issue slot as a whole one, so nothing is lost."""
+    left = valid_cols % vw
+    return vw // 2 if vw >= 8 and 0 < left <= vw // 2 else vw
+
+
 def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *, a_base=None,
-                 a_stride=0, rows: int = 0, prefetch: int = 0, acc: list[list] | None = None) -> list[list]:
+                 a_stride=0, rows: int = 0, prefetch: int = 0, acc: list[list] | None = None,
+                 last: int | None = None) -> list[list]:
     """The micro-kernel: accumulators (Vars) of ``rows x nv`` vectors of ``A @ panel`` (added to ``acc``
-    when given, else to new zeroed ones).
+    when given, else to new zeroed ones); the last vector of each row has ``last`` lanes (default
+    ``vw``, see :func:`tail_lanes`), at the same offset.
 
     A's rows are either ``a_rows`` (one pointer each) or ``rows`` rows ``a_stride`` elements
     apart from ``a_base`` (offsets from one pointer: no register pressure from the row pointers,
@@ -304,10 +316,10 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     the panel data that far ahead (the next panel: weights too large for L2 stream from memory
     while this one is computed)."""
     fb, b = k.fn, k.b
-    vt = ir.VectorType(F32, vw)
+    widths = vector_widths(nv, vw, last)
     n_rows = len(a_rows) if a_rows is not None else rows
     if acc is None:
-        acc = zeroed_acc(k, n_rows, nv, vw)
+        acc = zeroed_acc(k, n_rows, nv, vw, last)
 
     def row_offset(r: int):
         """Row r's offset from ``a_base``: a constant, or r times a stride known at run time."""
@@ -315,7 +327,8 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
 
     def step(kk):
         bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
-        bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4) for v in range(nv)]
+        bv = [b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=ir.VectorType(F32, w), align=4)
+              for v, w in enumerate(widths)]
         if isinstance(prefetch, ir.Value) or prefetch:
             pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
             ahead = b.gep(bp, [prefetch if isinstance(prefetch, ir.Value) else i64(prefetch)], source_etype=F32)
@@ -325,9 +338,10 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
         for r in range(n_rows):
             ap = b.gep(ak, [row_offset(r)], source_etype=F32) if ak is not None else \
                 b.gep(a_rows[r], [kk], source_etype=F32)
-            avv = k.splat(b.load(ap, typ=F32, align=4), vw)
-            for v in range(nv):
-                acc[r][v].set(mathlib.fma(b, avv, bv[v], acc[r][v].get()))
+            a_value = b.load(ap, typ=F32, align=4)
+            splats = {w: k.splat(a_value, w) for w in set(widths)}
+            for v, w in enumerate(widths):
+                acc[r][v].set(mathlib.fma(b, splats[w], bv[v], acc[r][v].get()))
 
     kcv = k.dim(kc)
     pairs = b.and_(kcv, i64(-2))
@@ -339,13 +353,18 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     return acc
 
 
-def zeroed_acc(k: Kernel, rows: int, nv: int, vw: int) -> list[list]:
-    """``rows x nv`` accumulator Vars of ``vw`` floats, set to zero."""
-    vt = ir.VectorType(F32, vw)
-    acc = [[k.fn.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(rows)]
+def vector_widths(nv: int, vw: int, last: int | None = None) -> list[int]:
+    """Lanes of each of a tile row's ``nv`` vectors: ``vw``, the last ``last`` when given."""
+    return [vw] * (nv - 1) + [last or vw] if nv else []
+
+
+def zeroed_acc(k: Kernel, rows: int, nv: int, vw: int, last: int | None = None) -> list[list]:
+    """``rows x nv`` accumulator Vars of ``vw`` floats (the last ``last``), set to zero."""
+    widths = vector_widths(nv, vw, last)
+    acc = [[k.fn.var(ir.VectorType(F32, w), name=f"c{r}_{v}") for v, w in enumerate(widths)] for r in range(rows)]
     for row in acc:
         for var in row:
-            var.set(ir.Constant(vt, None))  # zeroinitializer
+            var.set(ir.Constant(var.type, None))  # zeroinitializer
     return acc
 
 
@@ -426,16 +445,21 @@ def _store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -
             b.store(var.get(), b.gep(c_tile, [i64(r * stride + v * vw)], source_etype=F32), align=4)
 
 
+def _last_suffix(last: int | None, vw: int) -> str:
+    return f"_l{last}" if last and last != vw else ""
+
+
 def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a_stride: int,
-                  prefetch: bool = False) -> ir.Function:
+                  prefetch: bool = False, last: int | None = None) -> ir.Function:
     """The micro-kernel as a function of the module, shared by every GEMM and convolution kernel
     with the same tile: ``void (a, panel, kc, c_tile, prefetch)`` writes the ``rows x nv`` vectors
     of ``A @ panel`` (A's rows ``a_stride`` floats apart from ``a``, the panel ``stride`` floats per k
     step) to ``c_tile``, rows ``stride`` floats apart; with ``prefetch``, each k step prefetches the
     panel data ``prefetch`` floats ahead. Emitted once per module rather than inlined into each
     kernel: the module's IR and its compile time shrink, the loop's code is the same (the call
-    costs a few cycles per tile of ``kc * rows * nv`` FMAs)."""
-    name = f"gemm_tile_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "")
+    costs a few cycles per tile of ``kc * rows * nv`` FMAs). ``last``: lanes of each row's last vector
+    (:func:`tail_lanes`); the lanes beyond are not written."""
+    name = f"gemm_tile_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "") + _last_suffix(last, vw)
     existing = module.globals.get(name)
     if existing is not None:
         return existing
@@ -443,20 +467,20 @@ def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a
     f.fn.attributes.add("noinline")
     a, panel, kc, c, ahead = f.args
     acc = tile_compute(_Body(f), None, panel, kc, nv, vw, stride, a_base=a, a_stride=a_stride, rows=rows,
-                       prefetch=ahead if prefetch else 0)
+                       prefetch=ahead if prefetch else 0, last=last)
     _store_acc(f.b, acc, c, vw, stride)
     f.b.ret_void()
     return f.finish()
 
 
 def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a_stride: int,
-                         prefetch: bool = False) -> ir.Function:
+                         prefetch: bool = False, last: int | None = None) -> ir.Function:
     """The micro-kernel reading A where it lies (an implicit GEMM, see :meth:`ASource.direct_stride`):
     ``void (a, panel, segments, seg_len, c_tile, deltas, prefetch)`` writes the ``rows x nv`` vectors of
     ``A @ panel`` to ``c_tile`` as :func:`tile_function` does, where the K block is ``segments`` runs of
     ``seg_len`` columns, run ``s`` of row ``r`` at ``a + deltas[s] + r * a_stride`` (i64 deltas) and the
     panel's k steps in the same order."""
-    name = f"gemm_direct_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "")
+    name = f"gemm_direct_{rows}x{nv}_w{vw}_p{stride}_a{a_stride}" + ("_pf" if prefetch else "") + _last_suffix(last, vw)
     existing = module.globals.get(name)
     if existing is not None:
         return existing
@@ -465,12 +489,12 @@ def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride:
     f.fn.attributes.add("noinline")
     a, panel, segments, seg_len, c, deltas, ahead = f.args
     body, b = _Body(f), f.b
-    acc = zeroed_acc(body, rows, nv, vw)
+    acc = zeroed_acc(body, rows, nv, vw, last)
     with f.loop(0, segments, name="seg") as seg:
         delta = b.load(b.gep(deltas, [seg], source_etype=I64), typ=I64)
         seg_panel = b.gep(panel, [b.mul(b.mul(seg, seg_len), i64(stride))], source_etype=F32)
         tile_compute(body, None, seg_panel, seg_len, nv, vw, stride, a_base=b.gep(a, [delta], source_etype=F32),
-                     a_stride=a_stride, rows=rows, prefetch=ahead if prefetch else 0, acc=acc)
+                     a_stride=a_stride, rows=rows, prefetch=ahead if prefetch else 0, acc=acc, last=last)
     _store_acc(b, acc, c, vw, stride)
     b.ret_void()
     return f.finish()
@@ -505,8 +529,8 @@ def store_c_rows(k: Kernel, c_tile, pc, N: int, NR: int, vw: int, nv: int, col0,
             valid = min(vw, valid_cols - v * vw)
             col = b.add(col0, i64(v * vw))
             cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
-            val = b.load(b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32),
-                         typ=ir.VectorType(F32, vw), align=4)
+            # lanes past the valid columns may not have been written (:func:`tail_lanes`)
+            val = load_lanes(b, b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32), vw, valid)
             if first is not True:  # partial sums of earlier K blocks are in C
                 acc_var = fb.var(val.type, name="sum")
                 with b.if_else(first) as (then, otherwise):
@@ -625,6 +649,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
             nv = -(-valid_cols // vw)
+            last_lanes = tail_lanes(valid_cols, vw)
             panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
             with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
                 with full:
@@ -644,7 +669,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     def packed_tile():
                         # MR rows a fixed stride apart: addressed from one pointer
                         base = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
-                        micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed)
+                        micro = tile_function(kb.module, MR, nv, vw, NR, tile_stride, b_streamed, last_lanes)
                         b.call(micro, [base, panel, k.dim(kc), c_tile, i64(K * NR)])
 
                     if direct_stride is None:
@@ -653,7 +678,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         in_place, a_ptr, deltas, segments, seg_len = source.direct_tile(k, i, k0, kc)
                         with b.if_else(in_place) as (direct, packed):
                             with direct:
-                                micro = direct_tile_function(kb.module, MR, nv, vw, NR, direct_stride, b_streamed)
+                                micro = direct_tile_function(kb.module, MR, nv, vw, NR, direct_stride, b_streamed,
+                                                             last_lanes)
                                 b.call(micro, [a_ptr, panel, segments, seg_len, c_tile, deltas, i64(K * NR)])
                             with packed:
                                 packed_tile()
