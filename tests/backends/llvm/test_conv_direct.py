@@ -75,6 +75,8 @@ def direct_tiles(monkeypatch, tmp_path):
     """The micro-kernels emitted for tiles read in place, as (rows, a_stride), with a fresh build cache."""
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GRAPHC_CONV_WINOGRAD", "0")  # 3x3 stride-1 cases through the implicit GEMM too
+    # products of one K block inline the micro-kernel (test_gemm_fused_epilogue): the shared one here
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     emitted = []
     real = gemm.direct_tile_function
 

@@ -45,6 +45,8 @@ def _feeds(g: Graph, rng) -> dict[str, np.ndarray]:
 def in_place_strides(monkeypatch, tmp_path):
     """The row strides of the micro-kernels emitted for tiles read in place, with a fresh build cache."""
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    # products of one K block inline the micro-kernel (test_gemm_fused_epilogue): the shared one here
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     strides = []
     real = gemm.direct_tile_function
 

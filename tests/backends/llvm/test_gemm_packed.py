@@ -160,14 +160,16 @@ def test_half_width_tails(cpu, monkeypatch, tmp_path, rng):
     if cpu is not None and "+avx2" not in host_target().features.split(","):
         pytest.skip("the host cannot run AVX2 code")
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    # the shared micro-kernels, recorded here; the inlined ones of the fused epilogue compute the
+    # same bits (test_gemm_fused_epilogue, whose products have such tails)
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     lasts = []
-    real = gemm.tile_function
+    for name in ("tile_function", "direct_tile_function"):  # rows copied or read where they lie
+        def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None, _real=getattr(gemm, name)):
+            lasts.append((vw, last))
+            return _real(module, rows, nv, vw, stride, a_stride, prefetch, last)
 
-    def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None):
-        lasts.append((vw, last))
-        return real(module, rows, nv, vw, stride, a_stride, prefetch, last)
-
-    monkeypatch.setattr(gemm, "tile_function", recording)
+        monkeypatch.setattr(gemm, name, recording)
     shapes = [(61, 37, 24), (29, 144, 40), (25, 16, 12), (50, 9, 4), (13, 30, 20)]
     for epilogue in (False, True):
         graph = _dense_graph(shapes, rng, epilogue=epilogue)

@@ -1,8 +1,9 @@
 """The GEMM's micro-kernel is one function of the module, called by every product with the same tile.
 
-Two Dense products of different K (and different epilogues) must share one definition of the
-register-blocked micro-kernel and one of the single-row kernel (their A tiles have the same row
-stride: :func:`graphc.backends.llvm.kernels.gemm.tile_row_stride`), and still compute their products.
+Dense products read their rows where they lie, K apart: products of the same K (and different
+epilogues and row counts) share one definition of the register-blocked micro-kernel, and products
+of any K one of the single-row kernel; copied tiles have few row strides
+(:func:`graphc.backends.llvm.kernels.gemm.tile_row_stride`). All still compute their products.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ def _two_products(rng) -> Graph:
     g = Graph("shared_micro")
     ob = OpBuilder(g)
     outs = []
-    for i, (m, k, n) in enumerate([(29, 37, 64), (7, 91, 64)]):
+    for i, (m, k, n) in enumerate([(29, 37, 64), (7, 91, 64), (50, 37, 64)]):
         x = g.add_input(f"a{i}", TensorType("float32", (m, k)))
         w = g.add_constant(f"w{i}", rng.standard_normal((k, n)).astype(np.float32))
         y = ob.emit("matmul", x, w)
         if i:
-            y = ob.emit("relu", ob.emit("add", y, g.add_constant("bias", rng.standard_normal(n).astype(np.float32))))
+            y = ob.emit("relu", ob.emit("add", y, g.add_constant(f"bias{i}", rng.standard_normal(n).astype(np.float32))))
         outs.append(y)
     g.set_outputs(outs)
     return g
 
 
-def test_products_of_different_k_share_one_micro_kernel(monkeypatch, rng):
+def test_products_share_micro_kernels(monkeypatch, rng):
+    # products of one K block inline the micro-kernel to apply the epilogue from its registers
+    # (test_gemm_fused_epilogue); those of several, as these are with that off, share it
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     texts: list[str] = []
     compile_ir = codegen.compile_ir
 
@@ -48,11 +52,13 @@ def test_products_of_different_k_share_one_micro_kernel(monkeypatch, rng):
     lib = load(graph, "shared_micro", cache=False)
     (text,) = texts
     kernels = re.findall(r"^define .*@\"?(k_\w+)", text, re.MULTILINE)
-    assert len([k for k in kernels if k.startswith("k_gemm")]) == 2, kernels
-    tiles = re.findall(r"^define .*@\"?(gemm_tile_\w+)", text, re.MULTILINE)
+    assert len([k for k in kernels if k.startswith("k_gemm")]) == 3, kernels
+    tiles = re.findall(r"^define .*@\"?(gemm_(?:tile|direct)_\w+)", text, re.MULTILINE)
     rows = re.findall(r"^define .*@\"?(gemm_row_\w+)", text, re.MULTILINE)
-    assert len(tiles) == 1 and len(rows) == 1, (tiles, rows)
-    assert len(re.findall(rf"call void @\"?{tiles[0]}\b", text)) == 2  # once in each product's kernel
+    assert len(tiles) == 2 and {t.rsplit("_a", 1)[1] for t in tiles} == {"37", "91"}, tiles  # one per K
+    assert len(rows) == 1, rows
+    k37 = next(t for t in tiles if t.endswith("_a37"))
+    assert len(re.findall(rf"call void @\"?{k37}\b", text)) == 2  # once in each K = 37 product's kernel
     feeds = {name: rng.standard_normal(graph.type_of(name).concrete_shape({})).astype(np.float32)
              for name in graph.inputs}
     for threads in (1, 2):
