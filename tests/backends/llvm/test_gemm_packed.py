@@ -164,12 +164,14 @@ def test_half_width_tails(cpu, monkeypatch, tmp_path, rng):
     # same bits (test_gemm_fused_epilogue, whose products have such tails)
     monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     lasts = []
-    for name in ("tile_function", "direct_tile_function"):  # rows copied or read where they lie
-        def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None, _real=getattr(gemm, name)):
+    def recorder(real):
+        def recording(module, rows, nv, vw, stride, a_stride, prefetch=False, last=None):
             lasts.append((vw, last))
-            return _real(module, rows, nv, vw, stride, a_stride, prefetch, last)
+            return real(module, rows, nv, vw, stride, a_stride, prefetch, last)
+        return recording
 
-        monkeypatch.setattr(gemm, name, recording)
+    for name in ("tile_function", "direct_tile_function"):  # rows copied or read where they lie
+        monkeypatch.setattr(gemm, name, recorder(getattr(gemm, name)))
     shapes = [(61, 37, 24), (29, 144, 40), (25, 16, 12), (50, 9, 4), (13, 30, 20)]
     for epilogue in (False, True):
         graph = _dense_graph(shapes, rng, epilogue=epilogue)

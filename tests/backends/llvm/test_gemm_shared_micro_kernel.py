@@ -30,7 +30,8 @@ def _two_products(rng) -> Graph:
         w = g.add_constant(f"w{i}", rng.standard_normal((k, n)).astype(np.float32))
         y = ob.emit("matmul", x, w)
         if i:
-            y = ob.emit("relu", ob.emit("add", y, g.add_constant(f"bias{i}", rng.standard_normal(n).astype(np.float32))))
+            bias = g.add_constant(f"bias{i}", rng.standard_normal(n).astype(np.float32))
+            y = ob.emit("relu", ob.emit("add", y, bias))
         outs.append(y)
     g.set_outputs(outs)
     return g
