@@ -1,13 +1,14 @@
-"""1x1 convolutions: the epilogue applied to the micro-kernel's registers against the tile buffered, shape by shape.
+"""Convolutions: the epilogue applied to the micro-kernel's registers against the tile buffered, shape by shape.
 
 ::
 
     python -m benchmarks.gemm_epilogue                  # the shapes below, batch 1, 1 thread
     python -m benchmarks.gemm_epilogue --threads 1,2 --repeat 15
 
-For each shape (1x1 convolutions of MobileNetV2 and EfficientNetB0: image, channels in and out, the fused
-activation), one process builds the layer alone twice, with ``GRAPHC_GEMM_FUSED_EPILOGUE=1`` (the default:
-products of one K block store their tiles through the epilogue from the registers,
+For each shape (1x1 convolutions of MobileNetV2 and EfficientNetB0, and first layers' 3x3 stride-2
+convolutions over 3 channels: image, channels in and out, kernel, stride, the fused activation), one
+process builds the layer alone twice, with ``GRAPHC_GEMM_FUSED_EPILOGUE=1`` (the default: products of
+one K block store their tiles through the epilogue from the registers,
 :func:`graphc.backends.llvm.kernels.gemm.store_tile_fused`) and ``=0`` (every tile written to the thread's
 buffer, then read back by the epilogue's loop), checks that both give the same bits, and times them
 interleaved (:func:`graphc.bench.measure`). Writes ``benchmarks/results/<date>-gemm_epilogue.md`` and
@@ -24,37 +25,40 @@ import numpy as np
 
 from benchmarks.switched_builds import build_with, write_report
 
-# (image side, channels in, channels out, activation, where the shape comes from)
+# (image side, channels in, channels out, kernel, stride, activation, where the shape comes from)
 SHAPES = [
-    (112, 32, 16, "linear", "MobileNetV2 expanded_conv_project"),
-    (112, 16, 96, "relu6", "MobileNetV2 block_1_expand"),
-    (56, 96, 24, "linear", "MobileNetV2 block_1_project"),
-    (56, 24, 144, "relu6", "MobileNetV2 block_2_expand"),
-    (28, 32, 192, "relu6", "MobileNetV2 block_4_expand"),
-    (14, 64, 384, "relu6", "MobileNetV2 block_7_expand"),
-    (14, 384, 64, "linear", "MobileNetV2 block_7_project"),
-    (112, 16, 96, "swish", "EfficientNetB0 block2a_expand"),
-    (56, 24, 144, "swish", "EfficientNetB0 block2b_expand"),
-    (28, 40, 240, "swish", "EfficientNetB0 block3b_expand"),
-    (14, 80, 480, "swish", "EfficientNetB0 block4b_expand"),
-    (17, 27, 40, "relu", "odd size"),
+    (112, 32, 16, 1, 1, "linear", "MobileNetV2 expanded_conv_project"),
+    (112, 16, 96, 1, 1, "relu6", "MobileNetV2 block_1_expand"),
+    (56, 96, 24, 1, 1, "linear", "MobileNetV2 block_1_project"),
+    (56, 24, 144, 1, 1, "relu6", "MobileNetV2 block_2_expand"),
+    (28, 32, 192, 1, 1, "relu6", "MobileNetV2 block_4_expand"),
+    (14, 64, 384, 1, 1, "relu6", "MobileNetV2 block_7_expand"),
+    (14, 384, 64, 1, 1, "linear", "MobileNetV2 block_7_project"),
+    (112, 16, 96, 1, 1, "swish", "EfficientNetB0 block2a_expand"),
+    (56, 24, 144, 1, 1, "swish", "EfficientNetB0 block2b_expand"),
+    (28, 40, 240, 1, 1, "swish", "EfficientNetB0 block3b_expand"),
+    (14, 80, 480, 1, 1, "swish", "EfficientNetB0 block4b_expand"),
+    (17, 27, 40, 1, 1, "relu", "odd size"),
+    (224, 3, 32, 3, 2, "relu6", "MobileNetV2 Conv1"),
+    (224, 3, 32, 3, 2, "swish", "EfficientNetB0 stem_conv"),
+    (299, 3, 32, 3, 2, "relu", "InceptionV3 conv2d"),
 ]
 
 
-def _model(side: int, cin: int, cout: int, activation: str):
+def _model(side: int, cin: int, cout: int, kernel: int, stride: int, activation: str):
     import graphc
     from graphc import layers
 
     inp = graphc.Input((side, side, cin))
-    act = "relu6" if activation == "relu6" else activation
-    return graphc.Model(inp, layers.Conv2D(cout, 1, activation=act)(inp))
+    return graphc.Model(inp, layers.Conv2D(cout, kernel, strides=stride, padding="same", activation=activation)(inp))
 
 
-def measure_shape(side: int, cin: int, cout: int, activation: str, batch: int, threads: int, repeat: int) -> dict:
+def measure_shape(side: int, cin: int, cout: int, kernel: int, stride: int, activation: str, batch: int,
+                  threads: int, repeat: int) -> dict:
     from graphc.bench import _Runner, measure
 
     x = np.random.default_rng(0).standard_normal((batch, side, side, cin)).astype(np.float32)
-    model = _model(side, cin, cout, activation)
+    model = _model(side, cin, cout, kernel, stride, activation)
     fused = build_with(model, threads, "GRAPHC_GEMM_FUSED_EPILOGUE", "1")
     buffered = build_with(model, threads, "GRAPHC_GEMM_FUSED_EPILOGUE", "0")
     y = fused.predict(x)
@@ -62,22 +66,26 @@ def measure_shape(side: int, cin: int, cout: int, activation: str, batch: int, t
     res = measure([_Runner("fused", lambda: fused.predict(x)), _Runner("buffered", lambda: buffered.predict(x))],
                   repeat, min_sample_s=0.02, settle_s=0.1 if threads > 1 else 0.0)
     a, b = res["fused"].median_ms, res["buffered"].median_ms
-    pixels = batch * side * side
-    return {"side": side, "cin": cin, "cout": cout, "activation": activation, "batch": batch, "threads": threads,
-            "fused_ms": a, "buffered_ms": b, "speedup": b / a, "gflops": 2 * cin * cout * pixels / (a * 1e6)}
+    pixels = y.shape[0] * y.shape[1] * y.shape[2]
+    return {"side": side, "cin": cin, "cout": cout, "kernel": kernel, "stride": stride, "activation": activation,
+            "batch": batch, "threads": threads, "fused_ms": a, "buffered_ms": b, "speedup": b / a,
+            "gflops": 2 * kernel * kernel * cin * cout * pixels / (a * 1e6)}
 
 
 def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
-    lines = ["# 1x1 convolutions: epilogue from the registers vs the tile buffered", "",
+    lines = ["# Convolutions: epilogue from the registers vs the tile buffered", "",
              f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}. `python -m benchmarks.gemm_epilogue`: each Conv2D 1x1 alone (bias and "
-             "activation fused), both builds in one process, interleaved; medians in ms; GFLOP/s of the fused build.",
+             f"{machine.get('load_average')}. `python -m benchmarks.gemm_epilogue`: each Conv2D alone ('same' "
+             "padding, bias and activation fused), both builds in one process, interleaved; medians in ms; GFLOP/s "
+             "of the fused build.",
              "",
-             "| image | in | out | activation | from | batch | threads | fused ms | buffered ms | speedup | GFLOP/s |",
-             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| image | in | out | kernel | activation | from | batch | threads | fused ms | buffered ms | speedup "
+             "| GFLOP/s |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['side']}x{r['side']} | {r['cin']} | {r['cout']} | {r['activation']} | "
-                     f"{shapes[(r['side'], r['cin'], r['cout'], r['activation'])]} | {r['batch']} | {r['threads']} | "
+        key = (r['side'], r['cin'], r['cout'], r['kernel'], r['stride'], r['activation'])
+        lines.append(f"| {r['side']}x{r['side']} | {r['cin']} | {r['cout']} | {r['kernel']}x{r['kernel']} "
+                     f"s{r['stride']} | {r['activation']} | {shapes[key]} | {r['batch']} | {r['threads']} | "
                      f"{r['fused_ms']:.4f} | {r['buffered_ms']:.4f} | {r['speedup']:.2f}x | {r['gflops']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -91,12 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    shapes = {(s, i, o, a): src for s, i, o, a, src in SHAPES}
+    shapes = {shape[:-1]: shape[-1] for shape in SHAPES}
     rows = []
     for batch in [int(b) for b in args.batch.split(",")]:
         for threads in [int(t) for t in args.threads.split(",")]:
-            for side, cin, cout, act, _ in SHAPES:
-                rows.append(measure_shape(side, cin, cout, act, batch, threads, args.repeat))
+            for *shape, _ in SHAPES:
+                rows.append(measure_shape(*shape, batch, threads, args.repeat))
                 print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
     machine = machine_info()
     write_report(args.out, "gemm_epilogue", to_markdown(machine, rows, shapes), machine, rows)

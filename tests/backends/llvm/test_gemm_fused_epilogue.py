@@ -6,8 +6,8 @@ product's kernel; ``GRAPHC_GEMM_FUSED_EPILOGUE=0`` sends every tile through the 
 the shared micro-kernel instead. Both sum the same terms in the same order and apply the same
 epilogue, so their outputs must be equal bit for bit, and equal to the reference: on Dense
 products and 1x1 convolutions of odd shapes (rows read where they lie), half-width last vectors,
-one and two threads; and convolutions through the implicit GEMM, whose tiles read in place or
-copied keep the buffered path either way (one inlined micro-kernel per way would double the code).
+one and two threads; and convolutions through the implicit GEMM, whose tiles are read in place or
+copied: fused where K is at most ``SMALL_K`` (a first layer over 1 or 3 channels), buffered above.
 """
 
 from __future__ import annotations
