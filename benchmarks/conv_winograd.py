@@ -16,13 +16,11 @@ at batch 1 they come from memory, which is where the rule's L2 limit matters (se
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, write_report
+from benchmarks.switched_builds import build_with, main_over_shapes
 
 # (image side, channels in, channels out, where the shape comes from)
 SHAPES = [
@@ -100,26 +98,11 @@ def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from graphc.bench import machine_info
+    def too_large(shape, batch):  # the 147x147 stem at batch 32: 180 MB a call
+        return batch * shape[0] ** 2 * shape[1] > 32 * 56 * 56 * 64
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", default="1,32")
-    p.add_argument("--threads", default="1")
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    shapes = {(s, c, k): src for s, c, k, src in SHAPES}
-    rows = []
-    for batch in [int(b) for b in args.batch.split(",")]:
-        for threads in [int(t) for t in args.threads.split(",")]:
-            for side, C, K, _ in SHAPES:
-                if batch * side * side * C > 32 * 56 * 56 * 64:  # the 147x147 stem at batch 32: 180 MB a call
-                    continue
-                rows.append(measure_shape(side, C, K, batch, threads, args.repeat))
-                print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
-    machine = machine_info()
-    write_report(args.out, "conv_winograd", to_markdown(machine, rows, shapes), machine, rows)
-    return 0
+    return main_over_shapes(argv, __doc__.split("\n\n")[0], "conv_winograd", SHAPES, measure_shape, to_markdown,
+                            batch="1,32", skip=too_large)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,11 @@ GB/s (the input read and the output written once) say which bound a layer sits a
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, write_report
+from benchmarks.switched_builds import build_with, main_over_shapes
 
 # (image side, channels, kernel, stride, where the shape comes from)
 SHAPES = [
@@ -84,24 +82,7 @@ def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from graphc.bench import machine_info
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", default="1")
-    p.add_argument("--threads", default="1")
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    shapes = {(s, c, k, st): src for s, c, k, st, src in SHAPES}
-    rows = []
-    for batch in [int(b) for b in args.batch.split(",")]:
-        for threads in [int(t) for t in args.threads.split(",")]:
-            for side, C, k, stride, _ in SHAPES:
-                rows.append(measure_shape(side, C, k, stride, batch, threads, args.repeat))
-                print(to_markdown({}, rows[-1:], shapes).splitlines()[-1], flush=True)
-    machine = machine_info()
-    write_report(args.out, "depthwise", to_markdown(machine, rows, shapes), machine, rows)
-    return 0
+    return main_over_shapes(argv, __doc__.split("\n\n")[0], "depthwise", SHAPES, measure_shape, to_markdown)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ report written as markdown with its JSON beside it."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,3 +38,32 @@ def write_report(out: Path | None, name: str, markdown: str, machine: dict, rows
     out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json').name}")
     return out
+
+
+def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], measure_shape: Callable,
+                     to_markdown: Callable, *, batch: str = "1",
+                     skip: Callable[[tuple, int], bool] = lambda shape, batch: False) -> int:
+    """The command line of a per-shape A/B benchmark: ``--batch``, ``--threads``, ``--repeat``, ``--out``;
+    ``shapes`` are tuples whose last item says where the shape comes from; each row is
+    ``measure_shape(*shape[:-1], batch, threads, repeat)``, printed as it comes and reported by
+    ``to_markdown(machine, rows, {shape[:-1]: shape[-1]})``."""
+    from graphc.bench import machine_info
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--batch", default=batch)
+    p.add_argument("--threads", default="1")
+    p.add_argument("--repeat", type=int, default=9)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    sources = {shape[:-1]: shape[-1] for shape in shapes}
+    rows = []
+    for b in [int(x) for x in args.batch.split(",")]:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            for shape in shapes:
+                if skip(shape, b):
+                    continue
+                rows.append(measure_shape(*shape[:-1], b, threads, args.repeat))
+                print(to_markdown({}, rows[-1:], sources).splitlines()[-1], flush=True)
+    machine = machine_info()
+    write_report(args.out, name, to_markdown(machine, rows, sources), machine, rows)
+    return 0
