@@ -473,6 +473,18 @@ def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a
     return f.finish()
 
 
+def segments_compute(k, a, deltas, segments, seg_len, panel, nv: int, vw: int, stride: int, a_stride: int,
+                     rows: int, prefetch, acc: list[list], last: int | None) -> None:
+    """:func:`tile_compute` over a K block of ``segments`` runs of ``seg_len`` columns, run ``s`` of row
+    ``r`` at ``a + deltas[s] + r * a_stride`` and the panel's k steps in the same order, into ``acc``."""
+    b = k.b
+    with k.fn.loop(0, segments, name="seg") as seg:
+        delta = b.load(b.gep(deltas, [seg], source_etype=I64), typ=I64)
+        seg_panel = b.gep(panel, [b.mul(b.mul(seg, seg_len), i64(stride))], source_etype=F32)
+        tile_compute(k, None, seg_panel, seg_len, nv, vw, stride, a_base=b.gep(a, [delta], source_etype=F32),
+                     a_stride=a_stride, rows=rows, prefetch=prefetch, acc=acc, last=last)
+
+
 def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a_stride: int,
                          prefetch: bool = False, last: int | None = None) -> ir.Function:
     """The micro-kernel reading A where it lies (an implicit GEMM, see :meth:`ASource.direct_stride`):
@@ -490,11 +502,8 @@ def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride:
     a, panel, segments, seg_len, c, deltas, ahead = f.args
     body, b = _Body(f), f.b
     acc = zeroed_acc(body, rows, nv, vw, last)
-    with f.loop(0, segments, name="seg") as seg:
-        delta = b.load(b.gep(deltas, [seg], source_etype=I64), typ=I64)
-        seg_panel = b.gep(panel, [b.mul(b.mul(seg, seg_len), i64(stride))], source_etype=F32)
-        tile_compute(body, None, seg_panel, seg_len, nv, vw, stride, a_base=b.gep(a, [delta], source_etype=F32),
-                     a_stride=a_stride, rows=rows, prefetch=ahead if prefetch else 0, acc=acc, last=last)
+    segments_compute(body, a, deltas, segments, seg_len, panel, nv, vw, stride, a_stride, rows,
+                     ahead if prefetch else 0, acc, last)
     _store_acc(b, acc, c, vw, stride)
     b.ret_void()
     return f.finish()
@@ -596,21 +605,19 @@ def store_tile_fused(k: Kernel, acc: list[list], pc, N: int, col0, i, valid_cols
     row by row (:func:`store_c_rows`), this saves a store and a load per vector: up to a sixth of
     the time of a 1x1 convolution over 16-32 channels (``benchmarks/gemm_epilogue``)."""
     b = k.b
-    offsets = [0]
-    for var in acc[0][:-1]:
-        offsets.append(offsets[-1] + var.type.count)
+    vw = acc[0][0].type.count  # every vector but the last (tail_lanes) is whole: vector v starts at v * vw
     biases = []
     for v, var in enumerate(acc[0]):
-        valid = min(var.type.count, valid_cols - offsets[v])
-        col = b.add(col0, i64(offsets[v]))
+        valid = min(var.type.count, valid_cols - v * vw)
+        col = b.add(col0, i64(v * vw))
         biases.append(load_lanes(b, b.gep(pbias, [col], source_etype=F32), var.type.count, valid)
                       if pbias is not None else None)
     for r, row in enumerate(acc):
         row_off = b.mul(b.add(i, i64(r)), i64(N))
         for v, var in enumerate(row):
             lanes = var.type.count
-            valid = min(lanes, valid_cols - offsets[v])
-            offset = b.add(row_off, b.add(col0, i64(offsets[v])))
+            valid = min(lanes, valid_cols - v * vw)
+            offset = b.add(row_off, b.add(col0, i64(v * vw)))
             val = apply_epilogue(k, var.get(), biases[v], pres, offset, valid, activation, post_activation)
             store_lanes(b, val, b.gep(pc, [offset], source_etype=F32), lanes, valid)
 
@@ -738,12 +745,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
 
                     def direct_tile(a_ptr, deltas, segments, seg_len):
                         if fuse:
-                            with fb.loop(0, segments, name="seg") as seg:
-                                delta = b.load(b.gep(deltas, [seg], source_etype=I64), typ=I64)
-                                seg_panel = b.gep(panel, [b.mul(b.mul(seg, seg_len), i64(NR))], source_etype=F32)
-                                tile_compute(k, None, seg_panel, seg_len, nv, vw, NR,
-                                             a_base=b.gep(a_ptr, [delta], source_etype=F32), a_stride=direct_stride,
-                                             rows=MR, prefetch=prefetch, acc=acc, last=last_lanes)
+                            segments_compute(k, a_ptr, deltas, segments, seg_len, panel, nv, vw, NR, direct_stride,
+                                             MR, prefetch, acc, last_lanes)
                         else:
                             micro = direct_tile_function(kb.module, MR, nv, vw, NR, direct_stride, b_streamed,
                                                          last_lanes)
