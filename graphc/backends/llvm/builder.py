@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm.irutil import DTYPE_IR, I32, I64, PTR, Fn, i32, i64
+from graphc.backends.llvm.irutil import DTYPE_IR, I32, I64, PTR, Fn, broadcast, i32, i64
 from graphc.backends.llvm.target import TargetInfo
 from graphc.backends.llvm.vmath import VMath
 from graphc.ir import dims as _dims
@@ -163,10 +163,7 @@ class Kernel:
         self.b.store(value, p, align=t.type.itemsize)
 
     def splat(self, value: ir.Value, lanes: int) -> ir.Value:
-        t = ir.VectorType(value.type, lanes)
-        v = self.b.insert_element(ir.Constant(t, ir.Undefined), value, i32(0))
-        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes),
-                                                                                  [i32(0)] * lanes))
+        return broadcast(self.b, value, lanes)
 
     def finish(self) -> ir.Function:
         if not self.b.block.is_terminated:

@@ -44,7 +44,8 @@ from graphc.backends.llvm.builder import (
 )
 from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
-from graphc.backends.llvm.target import TargetInfo, compile_ir
+from graphc.backends.llvm.parallel_emit import compile_parts
+from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec
 from graphc.ir import dims
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -163,7 +164,7 @@ class Program:
 
     name: str
     symbol: str  # C identifier used in symbol names
-    object_code: bytes
+    objects: list[bytes]  # one, or the parts a large module was compiled in (merged when written)
     descriptor_c: str
     header: str
     weights: list[WeightEntry]
@@ -172,6 +173,13 @@ class Program:
     inputs: list[tuple[str, TensorType]]
     outputs: list[tuple[str, TensorType]]
     stats: dict = field(default_factory=dict)
+
+    @property
+    def object_code(self) -> bytes:
+        """The object, where the module was compiled whole (always so for ``jobs=1``)."""
+        if len(self.objects) != 1:
+            raise ValueError(f"{self.name}: compiled in {len(self.objects)} parts; link them (native.write_object)")
+        return self.objects[0]
 
 
 def weights_layout(graph: Graph) -> tuple[list[WeightEntry], int, int]:
@@ -710,9 +718,11 @@ class _Codegen:
 
 
 def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, external_weights: bool = False,
-             opt: int = 3, link: StepLink | None = None) -> Program:
+             opt: int = 3, link: StepLink | None = None, jobs: int = 1) -> Program:
     """Lower ``graph`` to machine code and descriptor sources (no linking); ``link`` ties a training
-    library's evaluation step to its training step (see :class:`StepLink`)."""
+    library's evaluation step to its training step (see :class:`StepLink`); a large module is compiled
+    in up to ``jobs`` processes (:mod:`graphc.backends.llvm.parallel_emit`), its parts left to be
+    merged by the linker."""
     import time
 
     t0 = time.perf_counter()
@@ -725,14 +735,15 @@ def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, exte
     desc = cg.descriptor()
     t1 = time.perf_counter()
     text = str(cg.module)
-    obj = compile_ir(text, target, opt=opt)
+    objects = compile_parts(text, lambda part: compile_ir(part, target, opt=opt), emission_spec(target, opt),
+                            prefix=f"gcm_{cg.sym}.", jobs=jobs)
     t2 = time.perf_counter()
-    return Program(name=name, symbol=cg.sym, object_code=obj, descriptor_c=desc, header=cg.header(graphc_h),
+    return Program(name=name, symbol=cg.sym, objects=objects, descriptor_c=desc, header=cg.header(graphc_h),
                    weights=cg.weights, layout_digest=cg.layout_digest,
                    free_dims=cg.free_dims,
                    inputs=[(v, graph.values[v].type) for v in graph.inputs],
                    outputs=[(v, graph.values[v].type) for v in graph.outputs],
-                   stats={"lower_s": t1 - t0, "llvm_s": t2 - t1, "ir_chars": len(text),
+                   stats={"lower_s": t1 - t0, "llvm_s": t2 - t1, "ir_chars": len(text), "llvm_parts": len(objects),
                           "kernels": len(cg.kb.launches),
                           "kernel_functions": len({id(launch.kernel) for launch in cg.kb.launches})})
 

@@ -42,7 +42,7 @@ import math
 
 from llvmlite import ir
 
-from graphc.backends.llvm.irutil import F64, I32, I64, intrinsic, vsuffix
+from graphc.backends.llvm.irutil import F64, I32, I64, constant, intrinsic, vsuffix
 
 LN2_HI = 0.693145751953125  # 15 significant bits: n * LN2_HI is exact for |n| < 2^9
 LN2_LO = 1.428606765330187e-06
@@ -91,9 +91,7 @@ _EXP_TAYLOR = [1.0 / math.factorial(k) for k in range(10)]
 
 def const(t: ir.Type, value: float) -> ir.Constant:
     """A float constant of type ``t`` (splat for vectors)."""
-    if isinstance(t, ir.VectorType):
-        return ir.Constant(t, [ir.Constant(t.element, float(value))] * t.count)
-    return ir.Constant(t, float(value))
+    return constant(t, float(value))
 
 
 def _shaped(t: ir.Type, element: ir.Type) -> ir.Type:
@@ -107,9 +105,7 @@ def _int_type(t: ir.Type) -> ir.Type:
 
 def _iconst(t: ir.Type, value: int) -> ir.Constant:
     """An integer constant of integer (vector) type ``t``."""
-    if isinstance(t, ir.VectorType):
-        return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
-    return ir.Constant(t, value)
+    return constant(t, value)
 
 
 def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:

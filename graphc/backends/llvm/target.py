@@ -11,9 +11,8 @@ or a portable library for the host's own architecture), the CPU is one of the na
 architecture (``generic`` by default), so the same model and triple give the same code on every
 machine.
 
-Optimization is deliberately light: kernels are written explicitly vectorized, so a short
-middle-end pipeline (SROA, instcombine, CFG simplification, GVN, DCE) followed by the backend
-at opt level 3 gives the speed of a full O3 pipeline at a fraction of its compile time.
+IR becomes machine code in :mod:`graphc.backends.llvm.emission` (its light optimization pipeline; the
+backend's loop strength reduction off unless :func:`strength_reduction_enabled`).
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ from functools import cache
 
 import llvmlite.binding as llvm
 
+from graphc.backends.llvm import emission
 
-@cache
+
 def _init() -> None:
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
+    emission.initialize()
 
 
 @dataclass(frozen=True)
@@ -245,38 +244,44 @@ def same_machine(a: TargetInfo, b: TargetInfo) -> bool:
     return _machine_key(a) == _machine_key(b)
 
 
-@cache
+def reloc_model(info: TargetInfo) -> str:
+    return "static" if info.arch == "wasm32" else "pic"  # a .wasm module is linked whole: no PIC
+
+
 def _target_machine(info: TargetInfo, opt: int):
-    _init()
-    target = llvm.Target.from_triple(info.triple)
-    reloc = "static" if info.arch == "wasm32" else "pic"  # a .wasm module is linked whole: no PIC
-    return target.create_target_machine(cpu=info.cpu, features=info.features, opt=opt, reloc=reloc,
-                                        codemodel="default")
+    return emission.target_machine(info.triple, info.cpu, info.features, opt, reloc_model(info))
+
+
+LSR_VARIABLE = "GRAPHC_LLVM_LSR"
+
+
+def strength_reduction_enabled() -> bool:
+    """Whether the backend runs its loop strength reduction (``GRAPHC_LLVM_LSR=1``; off by default).
+
+    LLVM's LSR rewrites a loop's address arithmetic into induction variables matched to the target's
+    addressing modes. graphc's kernels compute addresses explicitly; measured on the bundled models,
+    the applications and Dense products, their speed is the same either way
+    (``python -m benchmarks.switch_models GRAPHC_LLVM_LSR=1``), while LSR took half of the backend's
+    time on the large unrolled kernels (separable convolutions: 0.29 of 0.56 s). The switch is in the
+    build cache key.
+    """
+    value = os.environ.get(LSR_VARIABLE, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{LSR_VARIABLE}={value!r}: expected 0 or 1")
+    return value == "1"
+
+
+def emission_spec(info: TargetInfo, opt: int = 3) -> dict:
+    """:func:`graphc.backends.llvm.emission.emit_object`'s arguments for ``info``'s machine (what a
+    worker process needs to compile as this process would)."""
+    key = _machine_key(info)
+    return {"triple": key.triple, "cpu": key.cpu, "features": key.features, "opt": opt, "reloc": reloc_model(key),
+            "strength_reduction": strength_reduction_enabled()}
 
 
 def compile_ir(ir_text: str, info: TargetInfo, *, opt: int = 3) -> bytes:
-    """Parse, verify, optimize (light pipeline) and compile LLVM IR text to an ELF object."""
-    tm = _target_machine(_machine_key(info), opt)
-    mod = llvm.parse_assembly(ir_text)
-    mod.verify()
-    mod.triple = info.triple
-    mod.data_layout = str(tm.target_data)
-    if opt > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=2)
-        pto.loop_vectorization = False
-        pto.slp_vectorization = False
-        pto.loop_unrolling = False
-        pb = llvm.create_pass_builder(tm, pto)
-        mpm = llvm.create_new_module_pass_manager()
-        mpm.add_sroa_pass()
-        mpm.add_instruction_combine_pass()
-        mpm.add_simplify_cfg_pass()
-        mpm.add_new_gvn_pass()
-        mpm.add_instruction_combine_pass()
-        mpm.add_aggressive_dce_pass()
-        mpm.add_simplify_cfg_pass()
-        mpm.run(mod, pb)
-    return tm.emit_object(mod)
+    """Parse, verify, optimize (light pipeline) and compile LLVM IR text to an object file."""
+    return emission.emit_object(ir_text, **emission_spec(info, opt))
 
 
 def data_layout(info: TargetInfo) -> str:

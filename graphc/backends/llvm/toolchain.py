@@ -319,6 +319,12 @@ def link_shared(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
             "-lpthread", "-lm"], f"linking {out.name}", tc)
 
 
+def merge_objects(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
+    """One relocatable object of ``objects`` (``ld -r``): the parts a module was compiled in, joined
+    into the single object the build and the static library list."""
+    run_cc([*tc.flags, "-r", "-nostdlib", "-o", str(out), *map(str, objects)], f"merging {out.name}", tc)
+
+
 def archive(objects: list[Path], out: Path, tc: Toolchain = HOST) -> None:
     ar = tc.ar()
     if out.exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
-from graphc.backends.llvm.irutil import DTYPE_IR, F32
+from graphc.backends.llvm.irutil import DTYPE_IR, F32, constant
 
 
 def _elem(t: ir.Type) -> ir.Type:
@@ -32,11 +32,8 @@ class VMath:
     # ------------------------------------------------------------ constants
     def const(self, value, like: ir.Value | ir.Type) -> ir.Constant:
         t = like if isinstance(like, ir.Type) else like.type
-        e = _elem(t)
         v = float(value) if _is_float(t) else int(value)
-        if isinstance(t, ir.VectorType):
-            return ir.Constant(t, [ir.Constant(e, v)] * t.count)
-        return ir.Constant(t, v)
+        return constant(t, v)
 
     def _pair(self, a, b):
         if not isinstance(a, ir.Value):

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i64
+from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.ir import dims
@@ -121,7 +121,7 @@ def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
     """Copy (or zero) ``n`` floats (n: an int or an i64 value)."""
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    z = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    z = vector_constant(vt, 0.0)
     if isinstance(n, int) and n <= 2 * vw:
         for j in range(0, n, vw):
             valid = min(vw, n - j)
@@ -475,7 +475,7 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
     valid)``."""
     b = k.b
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     C = geo.C
     pitch = [C * math.prod(geo.in_sp[a + 1:]) for a in range(geo.nsp)]
     deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, pitch)) for tap in geo.taps]
@@ -541,7 +541,7 @@ def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cn
     """The channel loop of :func:`_depthwise_pixel` over ``taps`` ((valid or None, offset) each)."""
     b = k.b
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
 
     splits = min(3, len(taps))  # independent FMA chains (a 3x3 window: one per kernel row)
 
@@ -553,7 +553,7 @@ def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cn
             if mult == 1:
                 xv = load_lanes(b, b.gep(px, [b.add(off, col)], source_etype=F32), vw, valid)
             else:
-                xv = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+                xv = vector_constant(vt, 0.0)
                 limit = i64(valid) if isinstance(valid, int) else valid
                 for lane in range(vw):
                     c = b.sdiv(b.add(col, i64(lane)), i64(mult))
@@ -620,7 +620,7 @@ def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geom
     px, pw, po = k.ptr(x), k.ptr(w), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     with fb.loop(k.begin, k.end, name="pix") as row:
         n, outs = geo.decode(k, row)
         row_off = b.mul(row, i64(n_out))

@@ -30,7 +30,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i64
+from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import Geometry, copy_run
 from graphc.backends.llvm.kernels.conv_grad_gemm import emit_dense_grad_kernel_gemm
 from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, micro_tile, store_lanes
@@ -166,7 +166,7 @@ def _strided_grad_input(kb: KernelBuilder, dy: Tensor, w: Tensor, out: Tensor, g
               pack=(width, index))
     vw = kb.target.gemm_vw
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     k = kb.kernel("col2im_gather")
     fb, b = k.fn, k.b
     pcols, px = k.ptr(cols), k.ptr(out)
@@ -204,7 +204,7 @@ def _depthwise_grad_input(kb, dy, w, out, geo: GradGeometry, mult: int) -> None:
     k = kb.kernel("depthwise_grad_input")
     fb, b, m = k.fn, k.b, k.m
     pd, pw, px = k.ptr(dy), k.ptr(w), k.ptr(out)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     with fb.loop(k.begin, k.end, name="pix") as row:
         n, ins = geo.decode_input(k, row)
         taps = []
@@ -309,7 +309,7 @@ def _direct_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, n_o: int) -> None
     fb, b = k.fn, k.b
     px, pd, pw = k.ptr(x), k.ptr(dy), k.ptr(out)
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     s_last = geo.strides[-1]
     with fb.loop(k.begin, k.end, name="item") as item:
         ob = b.srem(item, i64(o_blocks))
@@ -368,7 +368,7 @@ def _depthwise_grad_kernel_taps(kb, x, dy, out, geo: Geometry, C: int) -> None:
     k = kb.kernel("depthwise_grad_kernel")
     fb, b = k.fn, k.b
     px, pd, pw = k.ptr(x), k.ptr(dy), k.ptr(out)
-    zero = ir.Constant(vt, None)
+    zero = vector_constant(vt, None)
     in_sizes = [k.dim(s) for s in geo.in_sp]
     deltas = geo.tap_deltas(k)
     with fb.loop(k.begin, k.end, name="item") as item:
@@ -413,7 +413,7 @@ def _depthwise_grad_kernel(kb, x, dy, out, geo: Geometry, C: int, mult: int) -> 
     k = kb.kernel("depthwise_grad_kernel")
     fb, b = k.fn, k.b
     px, pd, pw = k.ptr(x), k.ptr(dy), k.ptr(out)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     s_last = geo.strides[-1]
     with fb.loop(k.begin, k.end, name="item") as item:
         ob = b.srem(item, i64(blocks))
@@ -462,7 +462,7 @@ def emit_pool_grad(kb: KernelBuilder, x: Tensor, dy: Tensor, out: Tensor, *, kin
     k = kb.kernel(f"{kind}_pool_grad")
     fb, b, m = k.fn, k.b, k.m
     px, pd, po = k.ptr(x), k.ptr(dy), k.ptr(out)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(vt, 0.0)
     per_image = dims.product(geo.out_sp)
     with fb.loop(k.begin, k.end, name="n") as n:
         with fb.loop(0, per_image, name="pix") as pix:
@@ -489,12 +489,11 @@ def emit_pool_grad(kb: KernelBuilder, x: Tensor, dy: Tensor, out: Tensor, *, kin
                 for ok, safe in safes:
                     v = load_lanes(b, b.gep(px, [b.add(safe, i64(c0))], source_etype=F32), vw, valid)
                     best = b.select(ok, m.maximum(best, v), best)
-                taken = ir.Constant(ir.VectorType(ir.IntType(1), vw), [0] * vw)
+                taken = vector_constant(ir.VectorType(ir.IntType(1), vw), 0)
                 for ok, safe in safes:
                     v = load_lanes(b, b.gep(px, [b.add(safe, i64(c0))], source_etype=F32), vw, valid)
-                    hit = b.and_(b.fcmp_ordered("==", v, best), b.xor(taken, ir.Constant(taken.type, [1] * vw)))
-                    hit = b.and_(hit, b.select(ok, ir.Constant(taken.type, [1] * vw), ir.Constant(taken.type,
-                                                                                                 [0] * vw)))
+                    hit = b.and_(b.fcmp_ordered("==", v, best), b.xor(taken, vector_constant(taken.type, 1)))
+                    hit = b.and_(hit, b.select(ok, vector_constant(taken.type, 1), vector_constant(taken.type, 0)))
                     taken = b.or_(taken, hit)
                     q = b.gep(po, [b.add(safe, i64(c0))], source_etype=F32)
                     with b.if_then(ok):

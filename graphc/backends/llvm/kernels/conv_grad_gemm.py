@@ -24,7 +24,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i64
+from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import Geometry
 from graphc.backends.llvm.kernels.gemm import (
     EDGE_ROWS,
@@ -68,7 +68,7 @@ def emit_dense_grad_kernel_gemm(kb: KernelBuilder, x: Tensor, dy: Tensor, out: T
     k = kb.kernel("conv_grad_kernel_gemm")
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
-    zero = ir.Constant(vt, None)
+    zero = vector_constant(vt, None)
     px, pd, pt = k.ptr(x), k.ptr(dy), k.ptr(dwt)
     a_floats, panel_floats, c_floats = block_rows * tile_stride, KC_ * NR, MR * NR
     scratch = k.thread_scratch((a_floats + panel_floats + c_floats) * 4 + KC_ * rec_width * 8)

@@ -48,7 +48,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, i32, i64, intrinsic
+from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, broadcast, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
@@ -194,7 +194,7 @@ def masked_load(b: ir.IRBuilder, ptr, lanes: int, valid: int):
     t = ir.VectorType(F32, lanes)
     mask = ir.Constant(ir.VectorType(I1, lanes), [ir.Constant(I1, int(i < valid)) for i in range(lanes)])
     fn = intrinsic(b.module, f"llvm.masked.load.v{lanes}f32.p0", t, [PTR, I32, mask.type, t])
-    return b.call(fn, [ptr, i32(4), mask, ir.Constant(t, [ir.Constant(F32, 0.0)] * lanes)])
+    return b.call(fn, [ptr, i32(4), mask, vector_constant(t, 0.0)])
 
 
 def masked_store(b: ir.IRBuilder, value, ptr, lanes: int, valid: int):
@@ -207,10 +207,7 @@ def masked_store(b: ir.IRBuilder, value, ptr, lanes: int, valid: int):
 def lane_mask(b: ir.IRBuilder, lanes: int, valid):
     """<lanes x i1>: lane i < valid (valid an i64 value)."""
     idx = ir.Constant(ir.VectorType(ir.IntType(64), lanes), [i64(i) for i in range(lanes)])
-    v = b.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), lanes), ir.Undefined), valid, i32(0))
-    splat = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
-                             ir.Constant(ir.VectorType(I32, lanes), [i32(0)] * lanes))
-    return b.icmp_signed("<", idx, splat)
+    return b.icmp_signed("<", idx, broadcast(b, valid, lanes))
 
 
 def load_lanes(b, ptr, lanes: int, valid):
@@ -221,7 +218,7 @@ def load_lanes(b, ptr, lanes: int, valid):
         return masked_load(b, ptr, lanes, valid)
     t = ir.VectorType(F32, lanes)
     fn = intrinsic(b.module, f"llvm.masked.load.v{lanes}f32.p0", t, [PTR, I32, ir.VectorType(I1, lanes), t])
-    return b.call(fn, [ptr, i32(4), lane_mask(b, lanes, valid), ir.Constant(t, [ir.Constant(F32, 0.0)] * lanes)])
+    return b.call(fn, [ptr, i32(4), lane_mask(b, lanes, valid), vector_constant(t, 0.0)])
 
 
 def store_lanes(b, value, ptr, lanes: int, valid):
@@ -364,7 +361,7 @@ def zeroed_acc(k: Kernel, rows: int, nv: int, vw: int, last: int | None = None) 
     acc = [[k.fn.var(ir.VectorType(F32, w), name=f"c{r}_{v}") for v, w in enumerate(widths)] for r in range(rows)]
     for row in acc:
         for var in row:
-            var.set(ir.Constant(var.type, None))  # zeroinitializer
+            var.set(vector_constant(var.type, None))
     return acc
 
 
@@ -376,7 +373,7 @@ def split_accumulate(k: Kernel, vt: ir.VectorType, nv: int, count, step: Callabl
     parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
     for row in parts:
         for var in row:
-            var.set(ir.Constant(vt, None))  # zeroinitializer
+            var.set(vector_constant(vt, None))
     whole = b.and_(count, i64(-split))
     with fb.loop(0, whole, split, name="kq") as kk:
         for j in range(split):
@@ -434,9 +431,7 @@ class _Body:
         return self.fn.dim(d)
 
     def splat(self, value: ir.Value, lanes: int) -> ir.Value:
-        t = ir.VectorType(value.type, lanes)
-        v = self.b.insert_element(ir.Constant(t, ir.Undefined), value, i32(0))
-        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), None))
+        return broadcast(self.b, value, lanes)
 
 
 def _store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -> None:

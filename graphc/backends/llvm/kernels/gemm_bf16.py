@@ -39,7 +39,7 @@ from collections.abc import Callable
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, i32, i64, intrinsic
+from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, constant, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
     TARGET_ITEMS_COMPUTED,
     THREADS_DIM,
@@ -92,7 +92,7 @@ def bf16_bits(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     n = x.type.count if vec else 0
 
     def c(v: int, t: ir.Type) -> ir.Constant:
-        return ir.Constant(ir.VectorType(t, n), [ir.Constant(t, v)] * n) if vec else ir.Constant(t, v)
+        return constant(ir.VectorType(t, n) if vec else t, v)
 
     it = ir.VectorType(I32, n) if vec else I32
     bits = b.bitcast(x, it)
@@ -181,7 +181,7 @@ def convert_rows(k: Kernel, src, src_stride, rows, cols, dst, dst_stride: int, z
             b.store(bf16_bits(b, v), b.gep(d, [whole], source_etype=I16), align=2)
         if zeros_after:
             end = b.and_(b.add(cols, i64(LANES - 1)), i64(-LANES))
-            b.store(ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES),
+            b.store(vector_constant(ir.VectorType(I16, LANES), 0),
                     b.gep(d, [end], source_etype=I16), align=2)
 
 
@@ -190,7 +190,7 @@ def copy_run_bf16(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
     last vector's lanes past n are written as zeros (the next run, or the tile's padding, follows)."""
     del vw  # the conversion's vectors are 16 lanes whatever the float32 tile's are
     fb, b = k.fn, k.b
-    zeros = ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES)
+    zeros = vector_constant(ir.VectorType(I16, LANES), 0)
     nv = k.dim(n)
     with fb.loop(0, nv, LANES, name="cb") as j:
         if zero:
@@ -206,7 +206,7 @@ def copy_run_i16(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
     del vw
     fb, b = k.fn, k.b
     it = ir.VectorType(I16, LANES)
-    zeros = ir.Constant(it, [ir.Constant(I16, 0)] * LANES)
+    zeros = vector_constant(it, 0)
     nv = k.dim(n)
     whole = b.and_(nv, i64(-LANES))
     with fb.loop(0, whole, LANES, name="cw") as j:
@@ -253,7 +253,7 @@ def zero_columns(k: Kernel, rows, cols, dst, dst_stride: int, count: int) -> Non
     """``dst[r][cols:cols + count] = 0`` for r < rows (i16 ``dst``, count a multiple of 16): the K
     padding after a block filled run by run."""
     fb, b = k.fn, k.b
-    zeros = ir.Constant(ir.VectorType(I16, LANES), [ir.Constant(I16, 0)] * LANES)
+    zeros = vector_constant(ir.VectorType(I16, LANES), 0)
     with fb.loop(0, rows, name="zc") as r:
         d = b.gep(dst, [b.add(b.mul(r, i64(dst_stride)), cols)], source_etype=I16)
         for j in range(0, count, LANES):
@@ -278,7 +278,7 @@ def tile_compute_bf16(k: Kernel, a_base, a_stride: int, rows: int, panel, kpairs
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, LANES)
     wt = ir.VectorType(I32, LANES)
-    zero = ir.Constant(vt, [ir.Constant(F32, 0.0)] * LANES)
+    zero = vector_constant(vt, 0.0)
     acc = [[fb.var(vt, name=f"c{r}_{v}") for v in range(nv)] for r in range(rows)]
     for row in acc:
         for var in row:

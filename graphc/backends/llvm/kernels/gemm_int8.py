@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I8, I32, I64, i32, i64, intrinsic
+from graphc.backends.llvm.irutil import F32, I8, I32, I64, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm_bf16 import AMX_PAIRS, AMX_ROWS, amx_begin, amx_call, amx_compute
 from graphc.backends.llvm.target import TargetInfo
 from graphc.ir import dims
@@ -200,7 +200,7 @@ class RowSource:
         """Input bytes (scalar or vector) as the tile's unsigned elements."""
         if self.signed:
             v = b.xor(v, ir.Constant(v.type, 0x80) if not isinstance(v.type, ir.VectorType)
-                      else ir.Constant(v.type, [ir.Constant(I8, 0x80)] * v.type.count))
+                      else vector_constant(v.type, 0x80))
         et = self.path.elem
         if et == I8:
             return v
@@ -435,9 +435,9 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         top = b.fsub(b.fadd(top, ir.Constant(F32, _ROUNDER)), ir.Constant(F32, _ROUNDER))
         high = b.select(b.fcmp_ordered("<", top, high), top, high)
     low_v, high_v, yz_v = k.splat(low, L), k.splat(high, L), k.splat(yz32, L)
-    rounder = ir.Constant(ft, [ir.Constant(F32, _ROUNDER)] * L)
+    rounder = vector_constant(ft, _ROUNDER)
     panel_bytes = KGP * NR * g * es
-    fzero = ir.Constant(ft, [ir.Constant(F32, 0.0)] * L)
+    fzero = vector_constant(ft, 0.0)
     if q.residual is not None:
         r_t, r_scale, r_zero = q.residual
         pres = k.ptr(r_t)
@@ -451,7 +451,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         if activation == "relu":
             v = b.select(b.fcmp_ordered("<", v, fzero), fzero, v)
             if max_value is not None:
-                top_v = ir.Constant(ft, [ir.Constant(F32, float(max_value))] * L)
+                top_v = vector_constant(ft, float(max_value))
                 v = b.select(b.fcmp_ordered(">", v, top_v), top_v, v)
         return v
 
@@ -461,7 +461,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         if valid == L:
             raw = b.load(src, typ=ir.VectorType(I8, L), align=1)
         else:
-            raw = ir.Constant(ir.VectorType(I8, L), [ir.Constant(I8, 0)] * L)
+            raw = vector_constant(ir.VectorType(I8, L), 0)
             for lane in range(valid):
                 raw = b.insert_element(raw, b.load(b.gep(src, [i64(lane)], source_etype=I8), typ=I8), i32(lane))
         wide = b.sext(raw, vt) if r_t.dtype == "int8" else b.zext(raw, vt)
@@ -536,7 +536,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
 
     def micro(t_row, rows_here, pg, full: bool) -> None:
         """Rows [t_row, t_row + MR) of the tile times wide panel pg."""
-        zero = ir.Constant(vt, [i32(0)] * L)
+        zero = vector_constant(vt, 0)
         acc = [[fb.var(vt, name=f"acc{r}_{v}") for v in range(NV)] for r in range(MR)]
         for row in acc:
             for var in row:
@@ -558,7 +558,7 @@ def emit_qgemm(kb: KernelBuilder, source: RowSource, M, K: int, w: Tensor, out: 
         """Zeros in a tile row from K to its end (16 at a time, then one by one)."""
         c = K
         while c + COPY_VECTOR <= KP:
-            b.store(ir.Constant(ir.VectorType(et, COPY_VECTOR), [ir.Constant(et, 0)] * COPY_VECTOR),
+            b.store(vector_constant(ir.VectorType(et, COPY_VECTOR), 0),
                     b.gep(dst, [i64(c)], source_etype=et), align=1)
             c += COPY_VECTOR
         for rest in range(c, KP):

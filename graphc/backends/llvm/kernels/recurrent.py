@@ -29,7 +29,7 @@ from collections.abc import Callable
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.irutil import F32, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
     load_lanes,
     micro_tile,
@@ -125,7 +125,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
     def vstore(p, idx, val, valid):
         store_lanes(b, val, b.gep(p, [idx], source_etype=F32), vw, valid)
 
-    zeros = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+    zeros = vector_constant(vt, 0.0)
 
     def kept_at(n, tt):
         """Whether the mask keeps input step ``tt`` of batch row ``n`` (nonzero, NaN included)."""
@@ -194,7 +194,7 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                     if base is None:
                         continue
                     if src is None:
-                        val = ir.Constant(vt, [ir.Constant(F32, 0.0)] * vw)
+                        val = vector_constant(vt, 0.0)
                     else:
                         val = vload(b.gep(src, [b.mul(i, i64(U))], source_etype=F32), idx, valid)
                     vstore(base, idx, val, valid)

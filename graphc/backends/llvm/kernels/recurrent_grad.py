@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
-from graphc.backends.llvm.irutil import F32, I64, i64
+from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
     load_lanes,
     micro_tile,
@@ -114,7 +114,7 @@ def emit_rnn_grad(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkern
     first_kept = s["first"]  # i64 per row: the row's first kept step (processing order), T if none
     Nv, Tv = k.dim(N), k.dim(T)
     vw = gvw  # the per-unit formulas on the micro-kernel's vectors (the widest)
-    zero = ir.Constant(ir.VectorType(F32, vw), [ir.Constant(F32, 0.0)] * vw)
+    zero = vector_constant(ir.VectorType(F32, vw), 0.0)
     lanes = [vw]  # valid lanes of the vector body being emitted
 
     def ld(ptr, idx):
@@ -486,7 +486,7 @@ def _transposed_tile(k, a: Tensor, g: Tensor, out: Tensor, m0, m1, first, f0, q,
     acc = [[fb.var(vt, name=f"w{r}_{v}") for v in range(NV)] for r in range(MR)]
     for row in acc:
         for var in row:
-            var.set(ir.Constant(vt, None))
+            var.set(vector_constant(vt, None))
     with fb.loop(m0, m1, name="m") as mm:
         grow = b.gep(pg, [b.add(b.mul(mm, i64(G)), g0)], source_etype=F32)
         gv = [load_lanes(b, b.gep(grow, [i64(v * gvw)], source_etype=F32), gvw, valid[v]) for v in range(NV)]

@@ -44,7 +44,7 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import F32, i64
+from graphc.backends.llvm.irutil import F32, constant, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import _epilogue
 from graphc.backends.llvm.kernels.gemm import (
     THREADS_DIM,
@@ -174,9 +174,7 @@ def _combine(b: ir.IRBuilder, coeffs, values: list, zero):
 
 
 def _splat_const(t: ir.Type, value: float) -> ir.Constant:
-    if isinstance(t, ir.VectorType):
-        return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
-    return ir.Constant(t, value)
+    return constant(t, value)
 
 
 def _transform(b: ir.IRBuilder, left: np.ndarray, d: list[list], zero) -> list[list]:
@@ -244,7 +242,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     pv = scratch
     pm = b.gep(scratch, [i64(v_floats)], source_etype=F32)
     tiles_v, units_v, mb_v = k.dim(tiles), k.dim(units), k.dim(mb)
-    zero_v = ir.Constant(vt, None)
+    zero_v = vector_constant(vt, None)
     c_full = C // vw * vw
     k_full = K // vw * vw
 
