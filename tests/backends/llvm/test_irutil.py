@@ -20,6 +20,19 @@ EXPRESSIONS = [
 ]
 
 
+def _jit(mod: ir.Module, *argtypes):
+    """``mod``'s void function ``k`` compiled in memory for this machine: (callable, engine to keep)."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    info = host_target()
+    machine = llvm.Target.from_triple(info.triple).create_target_machine(cpu=info.cpu, features=info.features)
+    module = llvm.parse_assembly(str(mod))
+    module.verify()
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    return ctypes.CFUNCTYPE(None, *argtypes)(engine.get_function_address("k")), engine
+
+
 def _compile(expressions: list[str]):
     """``void k(i64* dims, i64* out)``: out[i] = expressions[i] over dims (a, b)."""
     mod = ir.Module("dims")
@@ -29,15 +42,7 @@ def _compile(expressions: list[str]):
         fn.b.store(fn.dim(text), fn.b.gep(fn.args[1], [ir.Constant(I64, i)], source_etype=I64))
     fn.b.ret_void()
     fn.finish()
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    info = host_target()
-    machine = llvm.Target.from_triple(info.triple).create_target_machine(cpu=info.cpu, features=info.features)
-    module = llvm.parse_assembly(str(mod))
-    module.verify()
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(engine.get_function_address("k"))
+    cfunc, engine = _jit(mod, ctypes.c_void_p, ctypes.c_void_p)
     return cfunc, engine, str(mod)
 
 
@@ -78,15 +83,7 @@ def _store_vectors(values: list[ir.Constant]):
         offset += _store_size(v.type)
     fn.b.ret_void()
     fn.finish()
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    info = host_target()
-    machine = llvm.Target.from_triple(info.triple).create_target_machine(cpu=info.cpu, features=info.features)
-    module = llvm.parse_assembly(str(mod))
-    module.verify()
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(engine.get_function_address("k"))
+    cfunc, engine = _jit(mod, ctypes.c_void_p)
     return cfunc, engine, str(mod), offset
 
 
