@@ -215,11 +215,15 @@ def shared_layout(graph: Graph, layout: tuple[list[WeightEntry], int, int]) -> t
     return placed, total, digest
 
 
-def weights_blob(graph: Graph, entries: list[WeightEntry], total: int) -> bytes:
+def weights_blob(graph: Graph, entries: list[WeightEntry], total: int) -> bytearray:
+    """The weights as the library holds them: each constant's bytes at its entry's offset, zeros between.
+    Each constant is copied once, straight into the blob (a model's weights may be hundreds of MB)."""
     blob = bytearray(total)
+    view = np.frombuffer(blob, dtype=np.uint8)
     for w in entries:
-        blob[w.offset:w.offset + w.nbytes] = np.ascontiguousarray(graph.constants[w.name]).tobytes()
-    return bytes(blob)
+        value = np.ascontiguousarray(graph.constants[w.name])
+        view[w.offset:w.offset + w.nbytes] = value.reshape(-1).view(np.uint8)
+    return blob
 
 
 def _op_key(op, attrs: dict, ins: list[Tensor], outs: list[Tensor]) -> tuple:
