@@ -31,11 +31,13 @@ from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
 from graphc.backends.llvm.codegen import Program, StepLink, generate, library_symbol, weights_blob, weights_layout
+from graphc.backends.llvm.data_object import elf_machine, write_data_object
 from graphc.backends.llvm.kernels.gemm_blocking import caches_for
 from graphc.backends.llvm.parallel_emit import compile_jobs
 from graphc.backends.llvm.target import (
     PrecisionFallbackWarning,
     TargetInfo,
+    host_platform,
     host_target,
     resolve_target,
     same_machine,
@@ -295,16 +297,21 @@ def _generate_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInf
 def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, tc: toolchain.Toolchain) -> dict:
     t0 = time.perf_counter()
     entries, total, digest = weights_layout(graph)
-    blob = weights_blob(graph, entries, total)
     objects = [code / f"{sym}.o", code / f"{sym}_model.o"]
     objects += [p for suffix in LINKED_SUFFIXES for p in (code / f"{sym}{suffix}.o", code / f"{sym}{suffix}_model.o")
                 if p.exists()]
     files = _files(d, sym, external, tc)
+    machine = elf_machine(tc.platform or host_platform())
     if external:
-        write_weights_file(files.weights, digest, blob)
+        write_weights_file(files.weights, digest, weights_blob(graph, entries, total))
+    elif machine is not None:  # the object written from the arrays (data_object: no blob, no assembler)
+        pieces = ((w.offset, np.ascontiguousarray(graph.constants[w.name]).reshape(-1).view(np.uint8).data)
+                  for w in entries)
+        write_data_object(d / f"{sym}_weights.o", f"gcm_{sym}_weights", total, pieces, machine)
+        objects.append(d / f"{sym}_weights.o")
     else:
         bin_path = d / f"{sym}_weights.bin"
-        bin_path.write_bytes(blob)
+        bin_path.write_bytes(weights_blob(graph, entries, total))
         asm = d / f"{sym}_weights.s"
         # assembled in d, where the blob is
         asm.write_text(toolchain.weights_asm(f"gcm_{sym}_weights", Path(bin_path.name), tc.wasm))
@@ -316,7 +323,7 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
     # objects of this directory by name (it is renamed into the cache), others by absolute path
     (d / "static_objects.txt").write_text("\n".join(p.name if p.parent == d else str(p) for p in objects + runtime))
     shutil.copyfile(code / f"{sym}.h", files.header)
-    return {"link_s": round(time.perf_counter() - t0, 4), "weights_bytes": len(blob),
+    return {"link_s": round(time.perf_counter() - t0, 4), "weights_bytes": total,
             "so_bytes": files.shared.stat().st_size}
 
 
