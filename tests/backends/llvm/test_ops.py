@@ -49,6 +49,12 @@ case("matmul", In((5, "seq", 6)), In((1, 6, 4)), id="matmul_batched_broadcast")
 case("reduce_mean", In(("batch", 9, 11, 37)), axes=(1, 2), id="global_average_pool")
 case("reduce_max", In(("batch", 9, 37)), axes=(0, 2), id="reduce_max_outer_inner")
 case("softmax", In(("batch", 3, 500)), id="softmax_wide")
+# rows of every length class of the row kernel: under a vector, odd vector counts (one step of two
+# vectors short), a scalar tail, a free row length
+for _n in (1, 3, 8, 17, 24, 41, 129):
+    case("softmax", In(("batch", 2, _n), draw="wide"), id=f"softmax_rows_{_n}")
+    case("log_softmax", In(("batch", 3, _n), draw="wide"), id=f"log_softmax_rows_{_n}")
+case("softmax", In(("batch", "seq")), id="softmax_free_row")
 case("concat", In(("batch", "seq", 3)), In(("batch", "seq", 5)), axis=-1, id="concat_channels_free")
 case("gather", W(50, 37), In(("batch", "seq"), dtype="int64", draw="ids:50"), id="gather_wide_rows")
 # convolutions: im2col runs across taps, K split in blocks (C = 37: 6 taps a block), C above a
