@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 from llvmlite import ir
 
@@ -42,6 +43,12 @@ def vec(t: ir.Type, n: int) -> ir.VectorType:
     return ir.VectorType(t, n)
 
 
+@lru_cache(maxsize=4096)
+def _parsed(expression: str) -> ast.expr:
+    """A dimension expression's syntax tree (the same expressions recur in every kernel; trees are only read)."""
+    return ast.parse(expression, mode="eval").body
+
+
 class _SpelledVector(ir.Constant):
     """A vector constant whose lanes are all alike, printed as ``undef``, ``zeroinitializer`` or
     ``splat (float 1.5)`` instead of lane by lane.
@@ -60,9 +67,21 @@ class _SpelledVector(ir.Constant):
         return self._spelling
 
 
+_VECTOR_CONSTANTS: dict[tuple[str, str], ir.Constant] = {}
+
+
 def vector_constant(t: ir.VectorType, value) -> ir.Constant:
     """The vector constant of type ``t`` with every lane ``value`` (a number, ``None`` for zero or
-    ``ir.Undefined``), spelled short (:class:`_SpelledVector`)."""
+    ``ir.Undefined``), spelled short (:class:`_SpelledVector`). Made once per type and value (constants
+    are immutable, and kernels ask for the same few thousands of times: EfficientNetB0, 33,000 times)."""
+    key = (str(t), repr(value))  # repr tells -0.0 from 0.0, which compare equal
+    made = _VECTOR_CONSTANTS.get(key)
+    if made is None:
+        made = _VECTOR_CONSTANTS[key] = _spelled_vector(t, value)
+    return made
+
+
+def _spelled_vector(t: ir.VectorType, value) -> ir.Constant:
     if value is ir.Undefined:
         return _SpelledVector(t, value, "undef")
     lane = ir.Constant(t.element, 0 if value is None else value)
@@ -174,8 +193,7 @@ class Fn:
             return i64(d)
         key = str(d)
         if key not in self._dim_cache:
-            tree = ast.parse(key, mode="eval").body
-            self._dim_cache[key] = self._dim_expr(tree)
+            self._dim_cache[key] = self._dim_expr(_parsed(key))
         return self._dim_cache[key]
 
     def _dim_expr(self, node) -> ir.Value:
