@@ -215,14 +215,19 @@ def shared_layout(graph: Graph, layout: tuple[list[WeightEntry], int, int]) -> t
     return placed, total, digest
 
 
+def constant_bytes(graph: Graph, name: str) -> np.ndarray:
+    """Constant ``name``'s bytes as the library holds them (C order, native byte order), as uint8, read in
+    place where the array is contiguous already: what the weights blob, its object and its digest take."""
+    return np.ascontiguousarray(graph.constants[name]).reshape(-1).view(np.uint8)
+
+
 def weights_blob(graph: Graph, entries: list[WeightEntry], total: int) -> bytearray:
     """The weights as the library holds them: each constant's bytes at its entry's offset, zeros between.
     Each constant is copied once, straight into the blob (a model's weights may be hundreds of MB)."""
     blob = bytearray(total)
     view = np.frombuffer(blob, dtype=np.uint8)
     for w in entries:
-        value = np.ascontiguousarray(graph.constants[w.name])
-        view[w.offset:w.offset + w.nbytes] = value.reshape(-1).view(np.uint8)
+        view[w.offset:w.offset + w.nbytes] = constant_bytes(graph, w.name)
     return blob
 
 

@@ -96,10 +96,6 @@ def constant(t: ir.Type, value) -> ir.Constant:
     return vector_constant(t, value) if isinstance(t, ir.VectorType) else ir.Constant(t, value)
 
 
-def splat_const(t: ir.Type, value, n: int) -> ir.Constant:
-    return vector_constant(ir.VectorType(t, n), value)
-
-
 def broadcast(b: ir.IRBuilder, value: ir.Value, lanes: int) -> ir.Value:
     """``value`` in every lane of a ``lanes``-wide vector (insertelement + shufflevector, which the
     backend turns into one broadcast)."""

@@ -103,11 +103,6 @@ def _int_type(t: ir.Type) -> ir.Type:
     return _shaped(t, I32)
 
 
-def _iconst(t: ir.Type, value: int) -> ir.Constant:
-    """An integer constant of integer (vector) type ``t``."""
-    return constant(t, value)
-
-
 def call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
     """Call overloaded intrinsic ``llvm.<name>.<type>`` on same-typed float args."""
     t = args[0].type
@@ -151,8 +146,8 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     r = fma(b, n, const(t, -LN2_HI), xc)
     r = fma(b, n, const(t, -LN2_LO), r)
     p = poly(b, r, [1.0, 1.0, *_EXP_Q])
-    biased = b.sub(b.bitcast(shifted, it), _iconst(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
-    y = b.fmul(p, b.bitcast(b.shl(biased, _iconst(it, 23)), t))
+    biased = b.sub(b.bitcast(shifted, it), constant(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
+    y = b.fmul(p, b.bitcast(b.shl(biased, constant(it, 23)), t))
     y = b.select(b.fcmp_ordered(">", x, const(t, EXP_HI)), const(t, math.inf), y)
     return b.select(b.fcmp_ordered("<", x, const(t, EXP_LO)), const(t, 0.0), y)
 
@@ -160,9 +155,9 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 def _split_at_sqrt_half(b, bits, one_bits, mantissa, shift):
     """Integer bits of a positive float -> (exponent e, m) with value = 2^e m, m in [sqrt(1/2), sqrt(2))."""
     it = bits.type
-    ix = b.sub(bits, _iconst(it, one_bits))
-    e = b.ashr(ix, _iconst(it, shift))
-    m_bits = b.add(b.and_(ix, _iconst(it, mantissa)), _iconst(it, one_bits))
+    ix = b.sub(bits, constant(it, one_bits))
+    e = b.ashr(ix, constant(it, shift))
+    m_bits = b.add(b.and_(ix, constant(it, mantissa)), constant(it, one_bits))
     return e, m_bits
 
 
@@ -233,7 +228,7 @@ def _log_abs_f64(b, x):
     subnormal = b.fcmp_ordered("<", ax, const(t, FLT_MIN))
     xs = b.select(subnormal, b.fmul(ax, const(t, 2.0 ** 23)), ax)
     e_int, m_bits = _split_at_sqrt_half(b, b.bitcast(xs, it), SQRT_HALF_BITS, MANTISSA, 23)
-    e = b.sub(e_int, b.select(subnormal, _iconst(it, 23), _iconst(it, 0)))
+    e = b.sub(e_int, b.select(subnormal, constant(it, 23), constant(it, 0)))
     f = b.fsub(b.fpext(b.bitcast(m_bits, t), td), const(td, 1.0))
     s = b.fdiv(f, b.fadd(f, const(td, 2.0)))
     s2 = b.fmul(s, s)
@@ -250,8 +245,8 @@ def _exp_f64(b, z):
     shifted = fma(b, z, const(t, LOG2E), const(t, ROUNDING_MAGIC64))
     n = b.fsub(shifted, const(t, ROUNDING_MAGIC64))
     r = fma(b, n, const(t, -math.log(2.0)), z)
-    biased = b.sub(b.bitcast(shifted, it), _iconst(it, ROUNDING_MAGIC64_BITS - 1023))  # n + 1023
-    return b.fmul(poly(b, r, _EXP_TAYLOR), b.bitcast(b.shl(biased, _iconst(it, 52)), t))
+    biased = b.sub(b.bitcast(shifted, it), constant(it, ROUNDING_MAGIC64_BITS - 1023))  # n + 1023
+    return b.fmul(poly(b, r, _EXP_TAYLOR), b.bitcast(b.shl(biased, constant(it, 52)), t))
 
 
 def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -265,7 +260,7 @@ def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     integer = b.fcmp_ordered("==", call(b, "rint", y), y)  # ±inf count as (even) integers
     half = b.fmul(y, const(t, 0.5))
     odd = b.and_(integer, b.fcmp_ordered("!=", call(b, "rint", half), half))
-    negative_base = b.icmp_signed("<", b.bitcast(x, _int_type(t)), _iconst(_int_type(t), 0))  # -0 too
+    negative_base = b.icmp_signed("<", b.bitcast(x, _int_type(t)), constant(_int_type(t), 0))  # -0 too
     out = b.select(b.and_(negative_base, odd), b.fneg(magnitude), magnitude)
     finite_negative = b.and_(b.fcmp_ordered("<", x, const(t, 0.0)), b.fcmp_ordered(">", x, const(t, -math.inf)))
     out = b.select(b.and_(finite_negative, b.not_(integer)), const(t, math.nan), out)
@@ -317,8 +312,8 @@ def _exp_negated(b, x):
     r_negated = fma(b, n, const(t, LN2_HI), xc)
     r_negated = fma(b, n, const(t, LN2_LO), r_negated)
     p = poly(b, r_negated, _EXP_NEGATED)
-    biased = b.sub(b.bitcast(shifted, it), _iconst(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
-    return b.fmul(p, b.bitcast(b.shl(biased, _iconst(it, 23)), t))
+    biased = b.sub(b.bitcast(shifted, it), constant(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
+    return b.fmul(p, b.bitcast(b.shl(biased, constant(it, 23)), t))
 
 
 def sigmoid(b, x):

@@ -30,7 +30,15 @@ import numpy as np
 from graphc.backends.llvm import cache as build_cache
 from graphc.backends.llvm import toolchain
 from graphc.backends.llvm.checksum import crc32c
-from graphc.backends.llvm.codegen import Program, StepLink, generate, library_symbol, weights_blob, weights_layout
+from graphc.backends.llvm.codegen import (
+    Program,
+    StepLink,
+    constant_bytes,
+    generate,
+    library_symbol,
+    weights_blob,
+    weights_layout,
+)
 from graphc.backends.llvm.data_object import elf_machine, write_data_object
 from graphc.backends.llvm.kernels.gemm_blocking import caches_for
 from graphc.backends.llvm.parallel_emit import compile_jobs
@@ -88,7 +96,7 @@ def weights_digest(graph: Graph) -> str:
     0.03 s where BLAKE2b took 0.06 s), each constant read in place."""
     h = hashlib.sha256()
     for name in sorted(graph.constants):
-        h.update(np.ascontiguousarray(graph.constants[name]).reshape(-1).view(np.uint8))
+        h.update(constant_bytes(graph, name))
     return h.hexdigest()[:32]
 
 
@@ -305,8 +313,7 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
     if external:
         write_weights_file(files.weights, digest, weights_blob(graph, entries, total))
     elif machine is not None:  # the object written from the arrays (data_object: no blob, no assembler)
-        pieces = ((w.offset, np.ascontiguousarray(graph.constants[w.name]).reshape(-1).view(np.uint8).data)
-                  for w in entries)
+        pieces = ((w.offset, constant_bytes(graph, w.name).data) for w in entries)
         write_data_object(d / f"{sym}_weights.o", f"gcm_{sym}_weights", total, pieces, machine)
         objects.append(d / f"{sym}_weights.o")
     else:

@@ -146,8 +146,8 @@ def _declaration(fn: _Function, rename: Callable[[str], str]) -> str:
 def split_module(text: str, parts: int, prefix: str) -> list[str]:
     """``text`` as ``parts`` modules (fewer if it has fewer functions; ``[text]`` where it cannot be
     split) that together define what it defines: functions dealt largest first to the part with the
-    least text, internal functions renamed ``prefix + name`` and made hidden, every other function
-    declared in each part, read-only globals copied into each part that reads them."""
+    least text, internal functions renamed ``prefix + name`` and made hidden, each function declared
+    in the parts that use it but define it not, read-only globals copied into each part that reads them."""
     module = _parse(text) if parts > 1 else None
     if module is None or len(module.functions) < 2:
         return [text]

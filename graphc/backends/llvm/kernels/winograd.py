@@ -165,16 +165,12 @@ def _combine(b: ir.IRBuilder, coeffs, values: list, zero):
         elif c == -1:
             term, neg = v, True
         else:
-            term, neg = b.fmul(v, _splat_const(v.type, float(c))), False
+            term, neg = b.fmul(v, constant(v.type, float(c))), False
         if total is None:
             total = b.fsub(zero, term) if neg else term
         else:
             total = b.fsub(total, term) if neg else b.fadd(total, term)
     return total if total is not None else zero
-
-
-def _splat_const(t: ir.Type, value: float) -> ir.Constant:
-    return constant(t, value)
 
 
 def _transform(b: ir.IRBuilder, left: np.ndarray, d: list[list], zero) -> list[list]:
