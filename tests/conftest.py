@@ -28,10 +28,17 @@ def _session_build_cache():
         return
     directory = tempfile.mkdtemp(prefix="graphc-test-cache-")
     os.environ["GRAPHC_CACHE_DIR"] = directory
+    # The suite builds the Keras applications with their weights (VGG16's library alone holds 1 GB): under
+    # the default 2G limit, builds a module holds for minutes (the C-ABI tests compile C against one) were
+    # evicted by other workers' builds. The directory is removed at the end, so it may grow for one session.
+    limit_was_set = "GRAPHC_CACHE_SIZE" in os.environ
+    os.environ.setdefault("GRAPHC_CACHE_SIZE", "32G")
     try:
         yield directory
     finally:
         os.environ.pop("GRAPHC_CACHE_DIR", None)
+        if not limit_was_set:
+            os.environ.pop("GRAPHC_CACHE_SIZE", None)
         shutil.rmtree(directory, ignore_errors=True)
 
 

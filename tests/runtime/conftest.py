@@ -1,4 +1,5 @@
-"""The small model the C-ABI tests run ("abi_model"), compiled once per session."""
+"""The small model the C-ABI tests run ("abi_model"), compiled once per test module (a cache hit after the
+first: a module that starts after the entry was evicted builds it again)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def abi_graph(name: str = "abi_model") -> Graph:
     return g
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def abi_library():
     return compile_library(abi_graph())
 

@@ -334,8 +334,20 @@ def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, 
             "so_bytes": files.shared.stat().st_size}
 
 
+def _require_in_cache(files: LibraryFiles) -> None:
+    """A build's files live in the cache, which evicts its least recently used entries: a
+    :class:`LibraryFiles` held long enough may point at files that are gone. Said plainly, not as the
+    FileNotFoundError of whichever file happened to be read first."""
+    gone = [str(d) for d in (files.directory, *(p.parent for p in files.objects.values())) if not d.is_dir()]
+    if gone:
+        raise toolchain.ToolchainError(
+            f"the build of {files.name!r} is no longer in the cache ({', '.join(sorted(set(gone)))} evicted: "
+            f"the cache keeps $GRAPHC_CACHE_SIZE, default 2G, least recently used first); compile the model again")
+
+
 def ensure_static(files: LibraryFiles) -> Path:
     """The static library, archived on first request from the objects the shared one was linked from."""
+    _require_in_cache(files)
     if not files.static.exists():
         listed = (files.directory / "static_objects.txt").read_text().splitlines()
         objects = [files.directory / p if "/" not in p else Path(p) for p in listed]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphc.backends.llvm import cache, compile_library
+from graphc.backends.llvm import cache, compile_library, export_files
+from graphc.backends.llvm.toolchain import ToolchainError
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
@@ -103,6 +104,27 @@ def test_builds_stay_under_the_limit_and_a_hit_counts_as_a_use(cache_root, monke
     total = sum(e.nbytes for e in cache.entries())
     assert total <= int(one_build * 1.2)
     assert not first.directory.exists()  # the older library went first
+
+
+@pytest.mark.parametrize("evicted", ["native/lib", "native/code"])
+def test_exporting_a_build_the_cache_evicted_says_so(cache_root, tmp_path, monkeypatch, evicted):
+    """A LibraryFiles held while the cache evicted its entry: a clear error naming the build, nothing copied."""
+    monkeypatch.setattr(cache, "GRACE_S", 0.0)
+    files = compile_library(_tiny_graph("cache_gone", 1.0))
+    gone = files.directory if evicted == "native/lib" else files.objects["model"].parent
+    for e in cache.entries():
+        os.utime(e.path, (0, 0))
+    os.utime(gone, (1, 1))  # the oldest entry besides the runtime's ...
+    kind = [e for e in cache.entries() if e.kind == evicted]
+    assert [e.path for e in kind] == [gone]
+    cache.trim(cache.info()["bytes"] - 1, keep=tuple(e.path for e in cache.entries() if e.path != gone))
+    assert not gone.exists()  # ... evicted by the size limit
+    out = tmp_path / "out"
+    with pytest.raises(ToolchainError, match=r"'cache_gone' is no longer in the cache .*compile the model again"):
+        export_files(files, out)
+    assert not out.exists()
+    again = compile_library(_tiny_graph("cache_gone", 1.0))  # compiling again rebuilds the entry
+    assert set(export_files(again, out)) == {"shared", "static", "header"}
 
 
 def test_a_cache_directory_with_quotes_and_backslashes_in_its_path(tmp_path, monkeypatch):
