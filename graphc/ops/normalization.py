@@ -226,7 +226,12 @@ def _batch_norm_lower(kb, op, x, gamma, beta, mean, variance, *, out, axis, epsi
 
 
 def _layer_norm_lower(kb, op, x, gamma, beta, *, out, axes, epsilon):
+    from graphc.backends.llvm.kernels import layer_norm
+
     axs = _layer_norm_axes(axes, x.rank)
+    if layer_norm.applies(x, axs):
+        layer_norm.emit_layer_norm_rows(kb, out, x, gamma, beta, axs, epsilon)
+        return
     keep = tuple(1 if i in axs else d for i, d in enumerate(x.shape))
     mean = kb.temp(keep)
     kb.reduce(mean, x, axs, "mean")

@@ -55,6 +55,12 @@ for _n in (1, 3, 8, 17, 24, 41, 129):
     case("softmax", In(("batch", 2, _n), draw="wide"), id=f"softmax_rows_{_n}")
     case("log_softmax", In(("batch", 3, _n), draw="wide"), id=f"log_softmax_rows_{_n}")
 case("softmax", In(("batch", "seq")), id="softmax_free_row")
+# layer_norm's rows kernel: the same length classes, rows of two trailing axes, a free row length (the
+# formula's four launches stay for axes that are not trailing: the ONNX cases' middle axis)
+for _n in (1, 3, 8, 17, 24, 41, 129):
+    case("layer_norm", In(("batch", 2, _n)), W(_n), W(_n), axes=(-1,), id=f"layer_norm_rows_{_n}")
+case("layer_norm", In(("batch", 3, 7, 11)), W(7, 11), W(7, 11), axes=(2, 3), id="layer_norm_rows_two_axes")
+case("layer_norm", In(("batch", "seq")), In(("seq",)), In(("seq",)), axes=(-1,), id="layer_norm_free_row")
 case("concat", In(("batch", "seq", 3)), In(("batch", "seq", 5)), axis=-1, id="concat_channels_free")
 case("gather", W(50, 37), In(("batch", "seq"), dtype="int64", draw="ids:50"), id="gather_wide_rows")
 # convolutions: im2col runs across taps, K split in blocks (C = 37: 6 taps a block), C above a

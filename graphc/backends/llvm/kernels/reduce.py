@@ -337,7 +337,7 @@ def _larger(b, a, v):
     return b.select(b.fcmp_ordered(">", a, v), a, v)
 
 
-def _tree(k: Kernel, v, lanes: int, combine: Callable):
+def tree_reduce(k: Kernel, v, lanes: int, combine: Callable):
     """``combine`` over the lanes of ``v`` in log2(lanes) vector steps (the upper half folded onto the
     lower each time), then lane 0."""
     b = k.b
@@ -383,7 +383,7 @@ def _softmax_rows(kb, out, x, outer, n, log):
             vmax.set(_larger(b, vmax.get(), ld(px, j, vt)))
         with fb.loop(vec_end, nn, name="s") as j:
             smax.set(_larger(b, smax.get(), ld(px, j, F32)))
-        mx = _larger(b, _tree(k, vmax.get(), vw, lambda p, q: _larger(b, p, q)), smax.get())
+        mx = _larger(b, tree_reduce(k, vmax.get(), vw, lambda p, q: _larger(b, p, q)), smax.get())
         mxv = k.splat(mx, vw)
         sums = [fb.var(vt, name=f"vsum{i}") for i in range(2)]
         for acc in sums:
@@ -404,7 +404,7 @@ def _softmax_rows(kb, out, x, outer, n, log):
             exp_at(j, sums[0], vt)
         with fb.loop(vec_end, nn, name="s") as j:
             exp_at(j, ssum, F32)
-        total = b.fadd(_tree(k, b.fadd(sums[0].get(), sums[1].get()), vw, b.fadd), ssum.get())
+        total = b.fadd(tree_reduce(k, b.fadd(sums[0].get(), sums[1].get()), vw, b.fadd), ssum.get())
         if log:  # (x - max) - log(sum): x - (max + log(sum)) loses log(sum) beside a large max
             log_sum = mathlib.libm(b, "logf", total)
             lv = k.splat(log_sum, vw)
