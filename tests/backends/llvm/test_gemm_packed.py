@@ -129,13 +129,20 @@ def test_cache_sizes_from_sysfs_and_the_environment(tmp_path, monkeypatch):
         (d / "level").write_text(f"{level}\n")
         (d / "type").write_text(f"{kind}\n")
         (d / "size").write_text(f"{size}\n")
-    assert read_sysfs_caches(tmp_path) == CacheSizes(l1=48 << 10, l2=2 << 20, l3=480 << 20)
+        (d / "ways_of_associativity").write_text("12\n" if kind == "Data" else "8\n")
+    assert read_sysfs_caches(tmp_path) == CacheSizes(l1=48 << 10, l2=2 << 20, l3=480 << 20, l1_ways=12)
+    (tmp_path / "index0" / "ways_of_associativity").write_text("0\n")  # unknown: the default
+    assert read_sysfs_caches(tmp_path).l1_ways == gemm_blocking.DEFAULT_CACHES.l1_ways
     assert read_sysfs_caches(tmp_path / "absent") is None
     assert parse_caches("l2=1M, l1=32K") == CacheSizes(l1=32 << 10, l2=1 << 20, l3=gemm_blocking.DEFAULT_CACHES.l3)
+    assert parse_caches("l1_ways=12").l1_ways == 12
     with pytest.raises(ValueError, match="l4=1M"):
         parse_caches("l4=1M")
     with pytest.raises(ValueError, match="cache size"):
         parse_caches("l1=lots")
+    for bad in ("l1_ways=0", "l1_ways=8K", "l1_ways=-2"):
+        with pytest.raises(ValueError, match="l1_ways must be a positive whole number"):
+            parse_caches(bad)
     # a cross target gets the defaults, the host its own caches; the environment overrides both
     monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l1=16K")
     assert gemm_blocking.caches_for(False).l1 == 16 << 10
@@ -180,3 +187,34 @@ def test_half_width_tails(cpu, monkeypatch, tmp_path, rng):
         for threads in (1, 2):
             _check(graph, lib, feeds, threads, f"cpu {cpu}, epilogue {epilogue}, {threads} threads")
     assert any(last is not None and last < vw for vw, last in lasts), lasts
+
+
+def test_rows_that_share_an_l1_set():
+    """12 rows 4 KiB apart fill one set of a 32 KiB L1: more than its 8 ways, not more than a 48 KiB
+    L1's 12; 2 KiB apart they take two sets (6 rows each); rows a line apart never share one."""
+    zen4 = blocking(CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20, l1_ways=8), 12, 32)
+    xeon = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20, l1_ways=12), 12, 32)
+    conflict = gemm_blocking.rows_conflict_in_l1
+    assert [conflict(k * 4, 12, zen4) for k in (1024, 2048, 3072, 512, 1536, 1000, 768, 16)] == \
+        [True, True, True, False, False, False, False, False]
+    assert not any(conflict(k * 4, 12, xeon) for k in (1024, 2048, 512, 1000))
+    assert conflict(1024 * 4, 13, xeon) and not conflict(1024 * 4, 8, zen4)
+
+
+@pytest.mark.parametrize("ways, in_place", [(8, False), (12, True)])
+def test_rows_sharing_an_l1_set_are_copied(ways, in_place, monkeypatch, tmp_path, rng):
+    """A Dense over K = 1024 (rows 4 KiB apart): on an 8-way L1 its micro-tiles are copied into the
+    padded tile, on a 12-way one read where they lie; both equal the reference (a row tail included)."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", f"l1=32K,l1_ways={ways}" if ways == 8 else f"l1=48K,l1_ways={ways}")
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")  # the shared micro-kernels, recorded below
+    used = []
+    for name in ("tile_function", "direct_tile_function"):
+        real = getattr(gemm, name)
+        monkeypatch.setattr(gemm, name, lambda *a, _real=real, _name=name, **kw: used.append(_name) or _real(*a, **kw))
+    graph = _dense_graph([(37, 1024, 40)], rng, epilogue=True)
+    lib = load(optimize(graph, 2), f"l1_sets_{ways}")
+    feeds = _feeds(graph, rng)
+    for threads in (1, 2):
+        _check(graph, lib, feeds, threads, f"{ways} ways, {threads} threads")
+    assert ("direct_tile_function" in used) == in_place and ("tile_function" in used) == (not in_place)

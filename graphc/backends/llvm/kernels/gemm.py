@@ -49,7 +49,7 @@ from llvmlite import ir
 from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, broadcast, i32, i64, intrinsic, vector_constant
-from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for
+from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for, rows_conflict_in_l1
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
@@ -683,6 +683,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
     tiles_v, mb_v = k.dim(tiles), k.dim(mb)
     direct_stride = source.direct_stride(MR)
+    if direct_stride is not None and rows_conflict_in_l1(direct_stride * 4, MR, bl):
+        direct_stride = None  # rows in one L1 set: every tile copied into the padded tile
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
     tile_stride = tile_row_stride(KB, bl.kc if source.cache_blocked else None)
