@@ -199,6 +199,7 @@ def test_rows_that_share_an_l1_set():
         [True, True, True, False, False, False, False, False]
     assert not any(conflict(k * 4, 12, xeon) for k in (1024, 2048, 512, 1000))
     assert conflict(1024 * 4, 13, xeon) and not conflict(1024 * 4, 8, zen4)
+    assert not any(conflict(c * 4, 12, zen4) for c in (1, 3, 6))  # rows within a few lines
 
 
 @pytest.mark.parametrize("ways, in_place", [(8, False), (12, True)])

@@ -148,9 +148,8 @@ def rows_conflict_in_l1(stride_bytes: int, rows: int, bl: Blocking) -> bool:
     (see the module docstring)."""
     sets = max(1, bl.l1 // bl.l1_ways // LINE)
     per_set: dict[int, int] = {}
-    for i in range(rows):
-        s = i * stride_bytes // LINE % sets
-        per_set[s] = per_set.get(s, 0) + 1
+    for line in {i * stride_bytes // LINE for i in range(rows)}:  # rows within one line share it
+        per_set[line % sets] = per_set.get(line % sets, 0) + 1
     return max(per_set.values(), default=0) > bl.l1_ways
 
 
