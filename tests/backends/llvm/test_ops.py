@@ -77,6 +77,10 @@ case("fused_separable_conv", In(("batch", 9, 9, 40)), W(3, 3, 1, 80), W(80, 29),
 case("max_pool", In(("batch", 9, 9, 37)), kernel=(3, 3), strides=(2, 2), pads=((1, 1), (1, 1)), id="max_pool_c37")
 case("avg_pool", In(("batch", 7, 9, 35)), kernel=(3, 3), strides=(1, 1), pads=((1, 1), (1, 1)), id="avg_pool_c35")
 case("max_pool", In(("batch", 5, 3)), kernel=(3,), strides=(2,), pads=((1, 1),), id="max_pool1d_c3")
+# windows all inside the input take the branch-free path: whole vectors and a tail of channels, an odd
+# image whose last row and column no window covers, a mean over the whole window
+case("max_pool", In(("batch", 7, 9, 41)), kernel=(2, 2), strides=(2, 2), id="max_pool_valid_c41")
+case("avg_pool", In(("batch", 9, 7, 17)), kernel=(3, 3), strides=(2, 2), id="avg_pool_valid_c17")
 for _dt in ("uint8", "int8"):  # bytes over their whole range: unsigned ones compare unsigned
     case("max_pool", In(("batch", 7, 5, 19), dtype=_dt, draw="bytes"), kernel=(3, 3), strides=(2, 2),
          pads=((1, 1), (1, 1)), id=f"max_pool_{_dt}")

@@ -751,35 +751,40 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
         if unsigned:
             return b.select(b.icmp_unsigned(">", a, v), a, v)
         return m.maximum(a, v)
-    with fb.loop(k.begin, k.end, name="pix") as row:
-        n, outs = geo.decode(k, row)
-        taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
-        count = None
-        if kind == "avg":
-            count = i64(0)
-            for ok, _ in taps:
-                count = b.add(count, b.zext(ok, ir.IntType(64)))
-            inv = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(count, F32))
+    deltas = geo.tap_deltas(k)
+
+    def load(off, j0, valid: int):
+        p = b.gep(px, [b.add(off, j0)], source_etype=ety)
+        if valid == vw:
+            return b.load(p, typ=vt, align=x.type.itemsize)
+        if ety == F32:
+            return load_lanes(b, p, vw, valid)
+        v = init
+        for lane in range(valid):
+            s = b.load(b.gep(p, [i64(lane)], source_etype=ety), typ=ety)
+            v = b.insert_element(v, s, ir.Constant(ir.IntType(32), lane))
+        return v
+
+    def combine(acc, v):
+        return larger(acc, v) if kind == "max" else b.fadd(acc, v)
+
+    def pixel(row, taps, inv) -> None:
+        """Output pixel ``row``; ``taps``: (in the input: i1, or None where every tap is, element offset)."""
         row_off = b.mul(row, i64(C))
 
         def channels(j0, valid: int) -> None:
             """Vector ``valid`` channels from channel ``j0`` (an i64 value) of this output pixel."""
-            acc = fb.var(vt, name="pacc")
-            acc.set(init)
-            for ok, off in taps:
-                with b.if_then(ok):
-                    p = b.gep(px, [b.add(off, j0)], source_etype=ety)
-                    if valid == vw:
-                        v = b.load(p, typ=vt, align=x.type.itemsize)
-                    elif ety == F32:
-                        v = load_lanes(b, p, vw, valid)
-                    else:
-                        v = init
-                        for lane in range(valid):
-                            s = b.load(b.gep(p, [i64(lane)], source_etype=ety), typ=ety)
-                            v = b.insert_element(v, s, ir.Constant(ir.IntType(32), lane))
-                    acc.set(larger(acc.get(), v) if kind == "max" else b.fadd(acc.get(), v))
-            val = acc.get()
+            if all(ok is None for ok, _ in taps):  # straight-line: no branch per tap
+                val = init
+                for _, off in taps:
+                    val = combine(val, load(off, j0, valid))
+            else:
+                acc = fb.var(vt, name="pacc")
+                acc.set(init)
+                for ok, off in taps:
+                    with b.if_then(ok):
+                        acc.set(combine(acc.get(), load(off, j0, valid)))
+                val = acc.get()
             if kind == "avg":
                 val = b.fmul(val, k.splat(inv, vw))
             q = b.gep(po, [b.add(row_off, j0)], source_etype=ety)
@@ -798,4 +803,23 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
                 channels(b.mul(jv, i64(vw)), vw)
         if C % vw:
             channels(i64(C - C % vw), C % vw)
+
+    with fb.loop(k.begin, k.end, name="pix") as row:
+        n, outs = geo.decode(k, row)
+        inside, corner = geo.window_inside(k, n, outs)
+        with b.if_else(inside) as (whole, partial):
+            with whole:
+                # every tap in the input (all of a 'valid' pooling): offsets from the corner, no checks,
+                # the mean over the whole window
+                inv = ir.Constant(F32, 1.0 / len(geo.taps))
+                pixel(row, [(None, b.add(corner, d)) for d in deltas], inv)
+            with partial:
+                taps = [geo.tap_offset(k, n, outs, tap) for tap in geo.taps]
+                inv = None
+                if kind == "avg":
+                    count = i64(0)
+                    for ok, _ in taps:
+                        count = b.add(count, b.zext(ok, ir.IntType(64)))
+                    inv = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(count, F32))
+                pixel(row, taps, inv)
     kb.launch(k, _pixels(geo), C * len(geo.taps))
