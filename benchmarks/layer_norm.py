@@ -17,16 +17,15 @@ printed beside. Writes ``benchmarks/results/<date>-layer_norm.md``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.kernel_ab import time_pair, write_table
 from benchmarks.vector_math import _library_call
 from graphc.backends.llvm.kernels import layer_norm as layer_norm_kernel
-from graphc.bench import _Runner, machine_info, measure
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
@@ -34,7 +33,6 @@ from graphc.ops import OpBuilder
 # ConvNeXtTiny's four stages at 224x224 (pixels x channels), BERT-base's 128 tokens, odd sizes
 SHAPES = "3136x96,784x192,196x384,49x768,128x768,1x768,33x17"
 EPSILON = 1e-6
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @contextmanager
@@ -82,23 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         gamma, beta = (graph.constants[n] for n in ("gamma", "beta"))
         exact = _exact(x, gamma, beta)
         errors = [float(np.max(np.abs(call()[0] - exact))) for call in (before, after)]
-        res = measure([_Runner("formula", before), _Runner("rows", after)], args.repeat)
-        b, a = res["formula"].median_ms, res["rows"].median_ms
+        b, a = time_pair(before, after, args.repeat, ("formula", "rows"))
         lines.append(f"| {rows} x {length} | {b * 1e3:.1f} | {a * 1e3:.1f} | {b / a:.2f} | "
                      f"{errors[0]:.1e} | {errors[1]:.1e} |")
         print(lines[-1], flush=True)
         inst_after.close()
         inst_before.close()
-    machine = machine_info()
-    text = "\n".join([
-        "# Layer normalization: the rows kernel against the formula", "",
-        f"{machine.get('date')}; {machine.get('cpu')}; 1 thread; medians of {args.repeat} interleaved rounds. "
-        "`python -m benchmarks.layer_norm`; errors: largest |graphc - float64 NumPy|.", "",
-        "| input (rows x length) | formula µs | rows µs | speed-up | formula max err | rows max err |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |", *lines, ""])
-    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-layer_norm.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_table(args.out, "layer_norm", "Layer normalization: the rows kernel against the formula",
+                "`python -m benchmarks.layer_norm`; errors: largest |graphc - float64 NumPy|.",
+                ["input (rows x length)", "formula µs", "rows µs", "speed-up", "formula max err", "rows max err"], 1,
+                lines, args.repeat)
     return 0
 
 

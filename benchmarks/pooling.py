@@ -15,7 +15,6 @@ input read and the output written once. Writes ``benchmarks/results/<date>-pooli
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -23,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.kernel_ab import time_pair, write_table
 from benchmarks.vector_math import _library_call, _module_from_git
 from graphc.backends.llvm.kernels import conv as conv_kernels
-from graphc.bench import _Runner, machine_info, measure
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 
 BEFORE = "8ac95f2"  # every tap of every window checked against the input's bounds
-RESULTS = Path(__file__).resolve().parent / "results"
 # (op, batch, image side, channels, kernel, stride, padding, where the shape comes from)
 SHAPES = [
     ("max_pool", 32, 28, 64, 2, 2, "valid", "separable_conv_bn, batch 32"),
@@ -88,24 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         y = after()[0]
         if not np.array_equal(y, before()[0]):
             raise AssertionError(f"{name}: the two kernels' outputs differ")
-        res = measure([_Runner("before", before), _Runner("after", after)], args.repeat)
-        b, a = res["before"].median_ms, res["after"].median_ms
+        b, a = time_pair(before, after, args.repeat)
         gbs = (x.nbytes + y.nbytes) / (a * 1e-3) / 1e9
         lines.append(f"| {op} | {batch} x {side} x {side} x {channels} | {kernel}x{kernel} / {stride}, {padding} | "
                      f"{source} | {b * 1e3:.1f} | {a * 1e3:.1f} | {b / a:.2f} | {gbs:.0f} |")
         print(lines[-1], flush=True)
         inst_after.close()
         inst_before.close()
-    machine = machine_info()
-    text = "\n".join([
-        f"# Pooling: {args.before} against today", "",
-        f"{machine.get('date')}; {machine.get('cpu')}; 1 thread; medians of {args.repeat} interleaved rounds. "
-        "`python -m benchmarks.pooling`; outputs equal bit for bit.", "",
-        "| op | input | window / stride | from | before µs | after µs | speed-up | after GB/s |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |", *lines, ""])
-    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-pooling.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_table(args.out, "pooling", f"Pooling: {args.before} against today",
+                "`python -m benchmarks.pooling`; outputs equal bit for bit.",
+                ["op", "input", "window / stride", "from", "before µs", "after µs", "speed-up", "after GB/s"], 4,
+                lines, args.repeat)
     return 0
 
 

@@ -16,7 +16,6 @@ float64 NumPy is printed beside. Writes ``benchmarks/results/<date>-softmax.md``
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -24,15 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.kernel_ab import time_pair, write_table
 from benchmarks.vector_math import _library_call, _module_from_git
 from graphc.backends.llvm.kernels import reduce as reduce_kernels
-from graphc.bench import _Runner, machine_info, measure
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 
 BEFORE = "14f7169"  # the row kernel with NaN-propagating maxima and lane-by-lane reductions
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @contextmanager
@@ -80,23 +78,16 @@ def main(argv: list[str] | None = None) -> int:
                 before, inst_before = _library_call(_graph(op, args.rows, length, f"{op}_{length}_before"), [x])
             exact = _exact(op, x)
             errors = [float(np.max(np.abs(call()[0] - exact))) for call in (before, after)]
-            res = measure([_Runner("before", before), _Runner("after", after)], args.repeat)
-            b, a = res["before"].median_ms, res["after"].median_ms
+            b, a = time_pair(before, after, args.repeat)
             lines.append(f"| {op} | {args.rows} x {length} | {b * 1e3:.1f} | {a * 1e3:.1f} | {b / a:.2f} | "
                          f"{errors[0]:.1e} | {errors[1]:.1e} |")
             print(lines[-1], flush=True)
             inst_after.close()
             inst_before.close()
-    machine = machine_info()
-    text = "\n".join([
-        f"# Softmax rows: {args.before} against today", "",
-        f"{machine.get('date')}; {machine.get('cpu')}; 1 thread; medians of {args.repeat} interleaved rounds. "
-        "`python -m benchmarks.softmax`; errors: largest |graphc - float64 NumPy|.", "",
-        "| op | input | before µs | after µs | speed-up | before max err | after max err |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |", *lines, ""])
-    out = args.out or RESULTS / f"{_dt.date.today().isoformat()}-softmax.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_table(args.out, "softmax", f"Softmax rows: {args.before} against today",
+                "`python -m benchmarks.softmax`; errors: largest |graphc - float64 NumPy|.",
+                ["op", "input", "before µs", "after µs", "speed-up", "before max err", "after max err"], 2, lines,
+                args.repeat)
     return 0
 
 
