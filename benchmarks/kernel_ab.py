@@ -4,12 +4,31 @@ calls timed interleaved in this process, and the markdown table written under ``
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Sequence
+import tempfile
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.vector_math import _module_from_git
 from graphc.bench import _Runner, machine_info, measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextmanager
+def function_of(commit: str, module: types.ModuleType, name: str) -> Iterator[None]:
+    """Kernels compiled inside get ``module.name`` as it was at ``commit`` (its module read from git and
+    loaded beside today's)."""
+    path = module.__name__.replace(".", "/") + ".py"
+    with tempfile.TemporaryDirectory() as tmp:
+        old = _module_from_git(commit, path, f"{module.__name__.rsplit('.', 1)[-1]}_before", Path(tmp))
+    saved = getattr(module, name)
+    setattr(module, name, getattr(old, name))
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
 
 
 def time_pair(before: Callable, after: Callable, repeat: int, names: tuple[str, str] = ("before", "after")

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.kernel_ab import time_pair, write_table
-from benchmarks.vector_math import _library_call, _module_from_git
+from benchmarks.kernel_ab import function_of, time_pair, write_table
+from benchmarks.vector_math import _library_call
 from graphc.backends.llvm.kernels import conv as conv_kernels
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -40,19 +38,6 @@ SHAPES = [
     ("max_pool", 1, 112, 64, 3, 2, "same", "ResNet50 pool1 (padded)"),
     ("avg_pool", 8, 56, 64, 2, 2, "valid", "odd: average"),
 ]
-
-
-@contextmanager
-def _pool_of(commit: str):
-    """Kernels compiled inside get the ``emit_pool`` of ``commit``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        old = _module_from_git(commit, "graphc/backends/llvm/kernels/conv.py", "conv_before", Path(tmp))
-    saved = conv_kernels.emit_pool
-    conv_kernels.emit_pool = old.emit_pool
-    try:
-        yield
-    finally:
-        conv_kernels.emit_pool = saved
 
 
 def _graph(op: str, batch: int, side: int, channels: int, kernel: int, stride: int, padding: str,
@@ -80,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         x = rng.standard_normal((batch, side, side, channels)).astype(np.float32)
         name = f"{op}_{batch}_{side}_{channels}_{kernel}_{stride}_{padding}"
         after, inst_after = _library_call(_graph(op, batch, side, channels, kernel, stride, padding, name), [x])
-        with _pool_of(args.before):  # its own name: a library of the same path is the one loaded
+        with function_of(args.before, conv_kernels, "emit_pool"):  # named apart: a library of one path loads once
             before, inst_before = _library_call(
                 _graph(op, batch, side, channels, kernel, stride, padding, f"{name}_before"), [x])
         y = after()[0]

@@ -17,33 +17,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.kernel_ab import time_pair, write_table
-from benchmarks.vector_math import _library_call, _module_from_git
+from benchmarks.kernel_ab import function_of, time_pair, write_table
+from benchmarks.vector_math import _library_call
 from graphc.backends.llvm.kernels import reduce as reduce_kernels
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 
 BEFORE = "14f7169"  # the row kernel with NaN-propagating maxima and lane-by-lane reductions
-
-
-@contextmanager
-def _softmax_of(commit: str):
-    """Kernels compiled inside get the ``emit_softmax`` of ``commit``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        old = _module_from_git(commit, "graphc/backends/llvm/kernels/reduce.py", "reduce_before", Path(tmp))
-    saved = reduce_kernels.emit_softmax
-    reduce_kernels.emit_softmax = old.emit_softmax
-    try:
-        yield
-    finally:
-        reduce_kernels.emit_softmax = saved
 
 
 def _graph(op: str, rows: int, length: int, name: str) -> Graph:
@@ -74,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         for length in [int(n) for n in args.lengths.split(",")]:
             x = (rng.standard_normal((args.rows, length)) * 3).astype(np.float32)
             after, inst_after = _library_call(_graph(op, args.rows, length, f"{op}_{length}"), [x])
-            with _softmax_of(args.before):  # its own name: a library of the same path is the one loaded
+            # named apart: a library of one path loads once
+            with function_of(args.before, reduce_kernels, "emit_softmax"):
                 before, inst_before = _library_call(_graph(op, args.rows, length, f"{op}_{length}_before"), [x])
             exact = _exact(op, x)
             errors = [float(np.max(np.abs(call()[0] - exact))) for call in (before, after)]
