@@ -33,7 +33,7 @@ instead. Measured on Zen 4 (32 KiB 8-way L1, 12-row tiles): K = 1024, 2048, 3072
 The sizes are those of the machine graphc runs on (Linux sysfs,
 ``/sys/devices/system/cpu/cpu0/cache/index*``) when code is generated for the host CPU; a cross
 target or a portable CPU level gets :data:`DEFAULT_CACHES` (a common x86-64 / AArch64 server
-core), and ``GRAPHC_GEMM_CACHES`` (``"l1=32K,l2=1M,l3=16M"``, any of the three) gives them
+core), and ``GRAPHC_GEMM_CACHES`` (``"l1=32K,l2=1M,l3=16M,l1_ways=8"``, any of the four) gives them
 explicitly for either. ``GRAPHC_GEMM_KC`` / ``GRAPHC_GEMM_MC`` override the derived sizes.
 """
 
