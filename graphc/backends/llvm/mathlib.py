@@ -151,13 +151,19 @@ def _exp_scaled(b, x, shifted):
     """e^x from ``shifted`` = x / ln2 + the rounding magic (n = round(x / ln2) in its low bits):
     ``2^n e^r``, 2^n built in the exponent bits, so n must lie in [-126, 127]."""
     t = x.type
-    it = _int_type(t)
     n = b.fsub(shifted, const(t, ROUNDING_MAGIC))
     r = fma(b, n, const(t, -LN2_HI), x)
     r = fma(b, n, const(t, -LN2_LO), r)
-    p = poly(b, r, [1.0, 1.0, *_EXP_Q])
+    return b.fmul(poly(b, r, [1.0, 1.0, *_EXP_Q]), _pow2_of_shifted(b, shifted))
+
+
+def _pow2_of_shifted(b, shifted):
+    """2^n as a float32, built in the exponent bits from ``shifted`` (n + the rounding magic, n in its
+    low bits): n + 127 shifted into place."""
+    t = shifted.type
+    it = _int_type(t)
     biased = b.sub(b.bitcast(shifted, it), constant(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
-    return b.fmul(p, b.bitcast(b.shl(biased, constant(it, 23)), t))
+    return b.bitcast(b.shl(biased, constant(it, 23)), t)
 
 
 def _exp_in_range(b, x):
@@ -320,16 +326,13 @@ def _exp_negated(b, x):
     degree 7 over its wider range: the sigmoid is 17 AVX-512 instructions, against 25 through
     ``exp``."""
     t = x.type
-    it = _int_type(t)
     xc = b.select(b.fcmp_ordered("<", x, const(t, SIGMOID_LO)), const(t, SIGMOID_LO), x)
     xc = b.select(b.fcmp_ordered(">", xc, const(t, SIGMOID_HI)), const(t, SIGMOID_HI), xc)
     shifted = fma(b, xc, const(t, -LOG2E), const(t, ROUNDING_MAGIC))
     n = b.fsub(shifted, const(t, ROUNDING_MAGIC))
     r_negated = fma(b, n, const(t, LN2_HI), xc)
     r_negated = fma(b, n, const(t, LN2_LO), r_negated)
-    p = poly(b, r_negated, _EXP_NEGATED)
-    biased = b.sub(b.bitcast(shifted, it), constant(it, ROUNDING_MAGIC_BITS - 127))  # n + 127
-    return b.fmul(p, b.bitcast(b.shl(biased, constant(it, 23)), t))
+    return b.fmul(poly(b, r_negated, _EXP_NEGATED), _pow2_of_shifted(b, shifted))
 
 
 def sigmoid(b, x):

@@ -32,6 +32,7 @@ in-bounds taps combined by max or sum (the mean divides by the in-bounds count).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -43,6 +44,7 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringEr
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
+from graphc.backends.llvm.kernels.reduce import _larger
 from graphc.ir import dims
 from graphc.ops.conv import spatial_attrs
 
@@ -724,22 +726,18 @@ def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Te
 
 def _max_tree(b: ir.IRBuilder, vals: list, larger: Callable, is_float: bool):
     """The lane-wise maximum of ``vals`` as a balanced tree (exact in any order: 4 steps deep for a 3x3
-    window instead of a chain of 8). Floats take plain ``vmaxps`` steps and, beside them, one unordered
-    comparison per pair of taps: a NaN among them gives NaN, as the NaN-propagating maximum (five
-    instructions a step) does."""
-    if not is_float:
-        while len(vals) > 1:
-            vals = [larger(vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
-        return vals[0]
+    window instead of a chain of 8). Floats take plain ``vmaxps`` steps (``reduce._larger``) and, beside
+    them, one unordered comparison per pair of taps: a NaN among them gives NaN, as the NaN-propagating
+    maximum (five instructions a step) does."""
     nan = None
-    for i in range(0, len(vals), 2):
-        pair = vals[i:i + 2] if i + 1 < len(vals) else [vals[i], vals[i]]
-        u = b.fcmp_unordered("uno", *pair)
-        nan = u if nan is None else b.or_(nan, u)
+    if is_float:
+        for i in range(0, len(vals), 2):
+            u = b.fcmp_unordered("uno", vals[i], vals[min(i + 1, len(vals) - 1)])
+            nan = u if nan is None else b.or_(nan, u)
+        larger = functools.partial(_larger, b)
     while len(vals) > 1:
-        vals = [b.select(b.fcmp_ordered(">", vals[i], vals[i + 1]), vals[i], vals[i + 1]) if i + 1 < len(vals)
-                else vals[i] for i in range(0, len(vals), 2)]
-    return b.select(nan, vector_constant(vals[0].type, math.nan), vals[0])
+        vals = [larger(vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+    return vals[0] if nan is None else b.select(nan, vector_constant(vals[0].type, math.nan), vals[0])
 
 
 def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:
