@@ -92,6 +92,23 @@ def test_run_time_products_of_odd_shapes_and_transposed_operands(transpose_a, tr
         _check(graph, lib, feeds, threads, f"run time, transposed a={transpose_a} b={transpose_b}, {threads} threads")
 
 
+@pytest.mark.parametrize("items", ["", "ceil"])
+def test_few_row_tiles_split_over_columns_on_several_threads(items, monkeypatch, rng):
+    """Products of a few micro-tiles and a partial one (7x7, 8x8 and 14x14 pixels), whose columns
+    the threads share: every split of rows and panels (gemm_items) on 1, 2, 3 and 4 threads, and
+    the earlier split kept for measurements (``GRAPHC_GEMM_ITEMS=ceil``)."""
+    monkeypatch.setenv("GRAPHC_GEMM_ITEMS", items)
+    shapes = [(49, 64, 320), (64, 33, 200), (196, 17, 100), (25, 8, 40), (13, 40, 330)]
+    dense = _dense_graph(shapes, rng, epilogue=True)
+    runtime = _runtime_graph(shapes)
+    for graph, name, compiled in ((dense, "few_tiles_dense", optimize(dense, 2)),
+                                  (runtime, "few_tiles_runtime", runtime)):
+        lib = load(compiled, f"{name}_{items}")
+        feeds = _feeds(graph, rng)
+        for threads in (1, 2, 3, 4):
+            _check(graph, lib, feeds, threads, f"{name}, {threads} threads")
+
+
 def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
     """Caches of 4 KiB / 32 KiB / 64 KiB: K blocks of 64, row blocks of a few tiles, chunks of a
     few panels, on both kernels (the build cache is bypassed: the sizes are not in its key)."""

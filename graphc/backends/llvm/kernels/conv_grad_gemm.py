@@ -28,7 +28,6 @@ from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import Geometry
 from graphc.backends.llvm.kernels.gemm import (
     EDGE_ROWS,
-    THREADS_DIM,
     TILE_PAD,
     load_lanes,
     micro_tile,
@@ -36,6 +35,7 @@ from graphc.backends.llvm.kernels.gemm import (
     store_lanes,
     tile_function,
 )
+from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.ir import dims
 
 PIXEL_BLOCK = 256  # pixels per reduction block: a KC x NR panel stays in L1, the dyᵀ tile in L2

@@ -50,6 +50,7 @@ from graphc.backends.llvm import mathlib
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, broadcast, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for, rows_conflict_in_l1
+from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
@@ -64,7 +65,6 @@ TARGET_ITEMS_COMPUTED = 2
 TILE_PAD = 16  # floats between the rows of an A tile beyond its K block: one cache line
 C_AHEAD = 2  # micro-tiles ahead that the packed GEMM prefetches C and the residual for
 EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
-THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
 
 
 def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
@@ -659,36 +659,24 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # against its FMAs), for computed A when the weights stay in L2. Column chunks then give
     # every thread work when the rows alone do not: about ``per_thread`` items per thread,
     # chosen at run time from M and the thread count; and no chunk is wider than ``nc``.
-    tiles = dims.ceildiv(M, MR)
     rows_max = bl.mc if source.cache_blocked else source.block_rows(KB)
     tpb = max(1, rows_max // MR)
-    mb0 = dims.ceildiv(tiles, tpb)
-    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
-    if source.cache_blocked or not b_streamed:
-        rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
-        mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"  # min(tiles, rounded), 1 when M = 0
-    else:
-        mb = mb0
-    per_thread = quantum if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
-    want_s = f"({per_thread} + ({mb}) - 1) // ({mb})"  # copied A: 1 once the rows give every thread its share
-    min_chunks = -(-panels // max(1, bl.nc // NR))
-    want_s = f"max({want_s}, {min_chunks})"
-    nchunks: object = f"({want_s}) + {panels} - max({want_s}, {panels})"
-    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
+    per_thread = QUANTUM if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
+    split = split_items(M, MR, tpb, panels, per_thread=per_thread, round_rows=source.cache_blocked or not b_streamed,
+                        max_chunk_panels=bl.nc // NR)
     k = kb.kernel(name)
     fb, b = k.fn, k.b
     pw, pc = k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
-    tiles_v, mb_v = k.dim(tiles), k.dim(mb)
+    Mv = k.dim(M)
     direct_stride = source.direct_stride(MR)
     if direct_stride is not None and rows_conflict_in_l1(direct_stride * 4, MR, bl):
         direct_stride = None  # rows in one L1 set: every tile copied into the padded tile
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
     tile_stride = tile_row_stride(KB, bl.kc if source.cache_blocked else None)
-    a_tile_floats = tpb * MR * tile_stride
+    a_tile_floats = (tpb + 1) * MR * tile_stride  # a block's whole tiles and the rows past the last
     scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
@@ -777,12 +765,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # inlined (its accumulators cannot leave a shared function but through memory)
     fused = n_kblocks == 1 and fused_epilogue_mode() == "1"
     with fb.loop(k.begin, k.end, name="item") as item:
-        rb = b.sdiv(item, nch)
-        cc = b.srem(item, nch)
-        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
-        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
-        p_lo = b.mul(cc, ppcv)
-        p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
+        row0, row_end, p_lo, p_hi = split.bounds(k, item)
         full_hi = fb.min_(p_hi, i64(N // NR))
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, i64(KB))
@@ -809,7 +792,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
-    kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
+    kb.launch(k, split.items, 2 * item_rows(M, tpb * MR) * K * NR)
 
 
 # ---------------------------------------------------------------------------- matmul op
@@ -876,30 +859,20 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         b_bs = broadcast_strides(tuple(bt.shape[:-2]), out_batch)
     nb = len(out_batch)
     nbatch = dims.product(out_batch) if nb else 1
-    tiles = dims.ceildiv(M, MR)
     tpb = max(1, bl.mc_packed // MR)
-    mb0 = dims.ceildiv(tiles, tpb)
-    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
-    rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
-    mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"  # min(tiles, rounded), 1 when M = 0
     panels = dims.ceildiv(N, NR)
-    groups = dims.mul(nbatch, mb)
-    want = f"({quantum} + max({groups}, 1) - 1) // max({groups}, 1)"
-    if isinstance(N, int):
-        want = f"max({want}, {-(-N // max(NR, bl.nc // NR * NR))})"  # chunks of at most nc columns
-    nchunks = f"({want}) + ({panels}) - max({want}, {panels})"  # min(want, panels)
-    ppc = f"(({panels}) + max({nchunks}, 1) - 1) // max({nchunks}, 1)"
+    split = split_items(M, MR, tpb, panels, per_thread=QUANTUM, round_rows=True, max_chunk_panels=bl.nc // NR,
+                        batches=nbatch)
     k = kb.kernel("matmul_packed")
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
     pa, pb, pc = k.ptr(a), k.ptr(bt), k.ptr(out)
     Mv, Kv, Nv = k.dim(M), k.dim(K), k.dim(N)
-    tiles_v, mb_v, nch, ppcv, panels_v = k.dim(tiles), k.dim(mb), k.dim(nchunks), k.dim(ppc), k.dim(panels)
     a_mat, b_mat, c_mat = b.mul(Mv, Kv), b.mul(Kv, Nv), b.mul(Mv, Nv)
     n_kblocks = fb.max_(b.sdiv(b.add(Kv, i64(KC_ - 1)), i64(KC_)), i64(1))
     kblock_size = b.sdiv(b.add(Kv, b.sub(n_kblocks, i64(1))), n_kblocks)  # blocks evened out
     tile_stride = KC_ + TILE_PAD
-    scratch = k.thread_scratch((KC_ * NR + MR * NR + tpb * MR * tile_stride) * 4)
+    scratch = k.thread_scratch((KC_ * NR + MR * NR + (tpb + 1) * MR * tile_stride) * 4)
     panel_buf = scratch
     c_tile = b.gep(scratch, [i64(KC_ * NR)], source_etype=F32)
     a_tile = b.gep(scratch, [i64(KC_ * NR + MR * NR)], source_etype=F32)
@@ -958,11 +931,10 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                                                                      c_rows(r)])
             store_tile(c_base, i, rows_valid, col0, valid_cols, first, full)  # one copy for every case
 
-    per_batch = b.mul(mb_v, nch)
+    per_batch = k.dim(split.items)
     with fb.loop(k.begin, k.end, name="item") as item:
         g = b.sdiv(item, per_batch)
-        rest = b.srem(item, per_batch)
-        rb, cc = b.sdiv(rest, nch), b.srem(rest, nch)
+        row0, row_end, p_lo, p_hi = split.bounds(k, b.srem(item, per_batch))
         a_off, b_off = i64(0), i64(0)
         idx_rest = g
         for d in range(nb - 1, -1, -1):
@@ -976,10 +948,6 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         a_base = b.gep(pa, [a_off], source_etype=F32)
         b_base = b.gep(pb, [b_off], source_etype=F32)
         c_base = b.gep(pc, [b.mul(g, c_mat)], source_etype=F32)
-        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
-        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
-        p_lo = b.mul(cc, ppcv)
-        p_hi = fb.min_(b.add(p_lo, ppcv), panels_v)
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, kblock_size)
             kc = fb.min_(kblock_size, b.sub(Kv, k0))
@@ -998,4 +966,4 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                         pack_panel(b_base, k0, kc, col0, valid_cols, False)
                         row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, False)
     k_cost = K if isinstance(K, int) else KC_
-    kb.launch(k, dims.mul(groups, nchunks), 2 * item_rows(M, tpb * MR) * max(1, k_cost) * NR)
+    kb.launch(k, dims.mul(nbatch, split.items), 2 * item_rows(M, tpb * MR) * max(1, k_cost) * NR)

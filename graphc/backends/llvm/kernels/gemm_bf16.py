@@ -42,7 +42,6 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, constant, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
     TARGET_ITEMS_COMPUTED,
-    THREADS_DIM,
     TILE_PAD,
     ASource,
     DenseA,
@@ -55,6 +54,7 @@ from graphc.backends.llvm.kernels.gemm import (
     split_accumulate,
     store_c_rows,
 )
+from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
 from graphc.ir import dims
 
 I16 = ir.IntType(16)
@@ -415,25 +415,14 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     KB = -(-KB // (2 * step)) * 2 * step  # K blocks of whole steps
     n_kblocks = -(-K // KB) if K else 0
     b_streamed = pairs_total * N * 4 > bl.l2 // 2
-    tiles = dims.ceildiv(M, MR)
     # computed rows are written in float32 first, unless their source converts as it writes
     staged = not isinstance(source, DenseA) and not source.fills_converted
     # a source sizes its tile in float32 elements: a bf16 tile of as many bytes holds twice the k
     rows_max = bl.mc if source.cache_blocked else source.block_rows(KB if staged else KB // 2)
     tpb = max(1, rows_max // MR)
-    mb0 = dims.ceildiv(tiles, tpb)
-    quantum = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"  # 1 on one thread, else 4 per thread
-    if source.cache_blocked or not b_streamed:
-        rounded = f"(({mb0}) + {quantum} - 1) // {quantum} * {quantum}"
-        mb = f"max(({tiles}) + ({rounded}) - max({tiles}, {rounded}), 1)"
-    else:
-        mb = mb0
-    per_thread = quantum if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
-    want_s = f"({per_thread} + ({mb}) - 1) // ({mb})"
-    min_chunks = -(-panels // max(1, bl.nc // NR))
-    want_s = f"max({want_s}, {min_chunks})"
-    nchunks = f"({want_s}) + {panels} - max({want_s}, {panels})"
-    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
+    per_thread = QUANTUM if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
+    split = split_items(M, MR, tpb, panels, per_thread=per_thread, round_rows=source.cache_blocked or not b_streamed,
+                        max_chunk_panels=bl.nc // NR)
     k = kb.kernel(f"{name}_{'amx' if amx else 'bf16'}")
     fb, b = k.fn, k.b
     if amx:
@@ -441,9 +430,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     pw, pc = k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    Mv, nch, ppcv = k.dim(M), k.dim(nchunks), k.dim(ppc)
-    tiles_v, mb_v = k.dim(tiles), k.dim(mb)
-    rows_tile = tpb * MR
+    rows_tile = (tpb + 1) * MR  # a block's whole tiles and the rows past the last
     bf_stride = KB + BF16_TILE_PAD
     bf_bytes = rows_tile * bf_stride * 2
     f32_stride = KB + TILE_PAD
@@ -497,12 +484,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                         store_tile([acc], p, b.add(i, r), i64(1), valid_cols, first, last)
 
     with fb.loop(k.begin, k.end, name="item") as item:
-        rb = b.sdiv(item, nch)
-        cc = b.srem(item, nch)
-        row0 = b.mul(b.sdiv(b.mul(rb, tiles_v), mb_v), i64(MR))
-        row_end = fb.min_(b.mul(b.sdiv(b.mul(b.add(rb, i64(1)), tiles_v), mb_v), i64(MR)), Mv)
-        p_lo = b.mul(cc, ppcv)
-        p_hi = fb.min_(b.add(p_lo, ppcv), i64(panels))
+        row0, row_end, p_lo, p_hi = split.bounds(k, item)
         full_hi = fb.min_(p_hi, i64(N // NR))
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, i64(KB))
@@ -524,7 +506,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                     row_loop(tail_p, row0, row_end, k0, kpairs, first, last, N % NR)
     if amx:
         amx_call(b, "tilerelease")
-    kb.launch(k, dims.mul(mb, nchunks), 2 * item_rows(M, tpb * MR) * K * NR)
+    kb.launch(k, split.items, 2 * item_rows(M, tpb * MR) * K * NR)
 
 
 def gemm_for(kb: KernelBuilder) -> Callable:

@@ -47,7 +47,6 @@ from graphc.backends.llvm.builder import KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import F32, constant, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import _epilogue
 from graphc.backends.llvm.kernels.gemm import (
-    THREADS_DIM,
     gemm_blocking,
     load_lanes,
     micro_tile,
@@ -58,6 +57,7 @@ from graphc.backends.llvm.kernels.gemm import (
     tile_row_stride,
 )
 from graphc.backends.llvm.kernels.gemm_blocking import caches_for
+from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.target import host_target, same_machine
 from graphc.ir import dims
 
