@@ -39,14 +39,14 @@ def time_pair(before: Callable, after: Callable, repeat: int, names: tuple[str, 
 
 
 def write_table(out: Path | None, name: str, title: str, note: str, header: Sequence[str], numeric_from: int,
-                lines: Sequence[str], repeat: int) -> Path:
+                lines: Sequence[str], repeat: int, threads: str = "1 thread") -> Path:
     """``# title``, the machine, ``note``, then the table (columns from ``numeric_from`` right-aligned), to
     ``out`` (default ``results/<date>-<name>.md``); prints where."""
     machine = machine_info()
     align = ["---"] * numeric_from + ["---:"] * (len(header) - numeric_from)
     text = "\n".join([
         f"# {title}", "",
-        f"{machine.get('date')}; {machine.get('cpu')}; 1 thread; medians of {repeat} interleaved rounds. {note}", "",
+        f"{machine.get('date')}; {machine.get('cpu')}; {threads}; medians of {repeat} interleaved rounds. {note}", "",
         "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |", *lines, ""])
     out = out or RESULTS / f"{_dt.date.today().isoformat()}-{name}.md"
     out.write_text(text)

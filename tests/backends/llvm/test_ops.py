@@ -48,6 +48,11 @@ case("matmul", In(("batch", "seq", 9)), In(("batch", 9, "seq")), id="matmul_batc
 case("matmul", In((5, "seq", 6)), In((1, 6, 4)), id="matmul_batched_broadcast")
 case("reduce_mean", In(("batch", 9, 11, 37)), axes=(1, 2), id="global_average_pool")
 case("reduce_max", In(("batch", 9, 37)), axes=(0, 2), id="reduce_max_outer_inner")
+# sums over many rows into few kept rows: the reduced rows cut into parts summed apart (16, 8 parts;
+# two reduced groups with a kept one between, cut along the outer one)
+case("reduce_mean", In(("batch", 33, 35, 3)), axes=(1, 2), id="global_average_pool_parts16")
+case("reduce_sum", In(("batch", 130, 5, 19)), axes=(1, 2), id="reduce_sum_parts8")
+case("reduce_sum", In((140, 3, 70, 5)), axes=(0, 2), id="reduce_sum_parts_two_groups")
 case("softmax", In(("batch", 3, 500)), id="softmax_wide")
 # rows of every length class of the row kernel: under a vector, odd vector counts (one step of two
 # vectors short), a scalar tail, a free row length

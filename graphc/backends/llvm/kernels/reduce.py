@@ -5,7 +5,9 @@ adjacent axes of the same class merged, giving alternating groups. Two vectorize
 
 - last group kept (``(batch, h*w, c)`` reduced over ``h*w``): each work item owns one output
   row; it is initialized, every reduced position adds a contiguous input row into it with
-  vector ops (streaming the input once), then finalized (mean: scaled);
+  vector ops (streaming the input once), then finalized (mean: scaled). Sums over many rows
+  (a global average pool at batch 1) cut the reduced rows into fixed parts, one work item
+  each, and add the parts' float64 rows in a second launch (:func:`reduce_parts`);
 - last group reduced (a reduction along the contiguous axis): each work item owns one output
   element and sums vector lanes, then reduces them horizontally.
 
@@ -221,27 +223,42 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     kb.launch(k, n_items, cost)
 
 
+# A kept row summed over many reduced rows (a global average pool at batch 1: one output row) is one
+# work item, one thread. Where there are many, the outermost reduced axis is cut into up to
+# MAX_PARTS fixed parts of at least PART_ROWS rows: each (kept row, part) item sums its part into a
+# float64 partial row, and a second launch adds a kept row's partials in order. The parts depend on
+# the shapes only, never on the thread count, so results do not depend on the schedule. Each part
+# writes and the sum reads one float64 row per PART_ROWS input rows or more: at most 1/16 more traffic.
+MAX_PARTS = 16
+PART_ROWS = 64
+
+
+def reduce_parts(count: Dim, outer_reduced: Dim) -> int:
+    """Parts the outermost reduced axis (of length ``outer_reduced``) is cut into, of ``count`` reduced rows."""
+    if not isinstance(count, int) or not isinstance(outer_reduced, int):
+        return 1
+    parts = MAX_PARTS
+    while parts > 1 and (count // parts < PART_ROWS or outer_reduced < parts):
+        parts //= 2
+    return parts
+
+
 def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
     """``_reduce_keep_inner`` for sums, accumulating in a float64 row: the input is still streamed
     once, each contiguous row widened and added into the accumulator row, rounded to float32 once."""
     inner = groups[-1][1]
     kouter = [g for g in groups[:-1] if not g[0]]
     rgroups = [g for g in groups if g[0]]
-    k = kb.kernel(f"reduce_{kind}")
-    fb, b = k.fn, k.b
-    px, po = k.ptr(x), k.ptr(out)
-    vw = kb.vw
-    acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
-    vec_end = (inner // vw) * vw
-    scale = None
-    if kind in ("mean", "meansq"):
-        scale = b.fdiv(ir.Constant(F64, 1.0), b.sitofp(k.dim(count), F64))
+    parts = reduce_parts(count, rgroups[0][1])
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
+    vw = kb.vw
+    vec_end = (inner // vw) * vw
+    partial = kb.temp((dims.mul(n_items, parts * inner),), "float64") if parts > 1 else None
 
     def typ(t, lanes):
         return t if lanes == 1 else ir.VectorType(t, lanes)
 
-    def row_pass(fnc):
+    def row_pass(fb, fnc):
         if vec_end:
             with fb.loop(0, i64(vec_end), vw, name="v") as j:
                 fnc(j, vw)
@@ -249,35 +266,71 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
             with fb.loop(i64(vec_end), i64(inner), name="s") as j:
                 fnc(j, 1)
 
-    def acc_ptr(j, lanes):
-        p = b.gep(acc_row, [j], source_etype=F64)
+    def f64_ptr(b, row, j, lanes):
+        p = b.gep(row, [j], source_etype=F64)
         return p if lanes == 1 else b.bitcast(p, typ(F64, lanes).as_pointer())
 
+    def finish(k, b, acc, ooff, j, lanes):
+        """Output element(s) ``j`` of the row at ``ooff`` from the float64 sum ``acc``."""
+        if kind in ("mean", "meansq"):
+            scale = b.fdiv(ir.Constant(F64, 1.0), b.sitofp(k.dim(count), F64))
+            acc = b.fmul(acc, k.splat(scale, lanes) if lanes > 1 else scale)
+        b.store(b.fptrunc(acc, typ(F32, lanes)), b.gep(k.ptr(out), [b.add(ooff, j)], source_etype=F32), align=4)
+
+    k = kb.kernel(f"reduce_{kind}")
+    fb, b = k.fn, k.b
+    px = k.ptr(x)
+    acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
     with fb.loop(k.begin, k.end, name="item") as item:
-        xoff = _decompose(k, item, kouter)
-        ooff = b.mul(item, i64(inner))
-        row_pass(lambda j, lanes: b.store(k.m.const(0.0, typ(F64, lanes)), acc_ptr(j, lanes), align=8))
+        if parts > 1:
+            kept, part = b.sdiv(item, i64(parts)), b.srem(item, i64(parts))
+            first = rgroups[0][1]
+            lo = b.sdiv(b.mul(part, i64(first)), i64(parts))
+            hi = b.sdiv(b.mul(b.add(part, i64(1)), i64(first)), i64(parts))
+        else:
+            kept, lo, hi = item, i64(0), k.dim(rgroups[0][1])
+        xoff = _decompose(k, kept, kouter)
+        row_pass(fb, lambda j, lanes: b.store(k.m.const(0.0, typ(F64, lanes)), f64_ptr(b, acc_row, j, lanes), align=8))
 
         def accumulate(off):
             def step(j, lanes):
-                q = acc_ptr(j, lanes)
+                q = f64_ptr(b, acc_row, j, lanes)
                 acc = b.load(q, typ=typ(F64, lanes), align=8)
                 v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(F32, lanes), align=4)
                 b.store(_combine(k, kind, acc, b.fpext(v, typ(F64, lanes))), q, align=8)
 
-            row_pass(step)
+            row_pass(fb, step)
 
-        _reduce_loops(k, rgroups, xoff, accumulate)
+        with fb.loop(lo, hi, name="r") as r:
+            _reduce_loops(k, rgroups[1:], b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), accumulate)
+        if parts > 1:
+            dst = b.gep(k.ptr(partial), [b.mul(item, i64(inner))], source_etype=F64)
 
-        def fin(j, lanes):
-            v = b.load(acc_ptr(j, lanes), typ=typ(F64, lanes), align=8)
-            if scale is not None:
-                v = b.fmul(v, k.splat(scale, lanes) if lanes > 1 else scale)
-            b.store(b.fptrunc(v, typ(F32, lanes)), b.gep(po, [b.add(ooff, j)], source_etype=F32), align=4)
+            def spill(j, lanes):
+                v = b.load(f64_ptr(b, acc_row, j, lanes), typ=typ(F64, lanes), align=8)
+                b.store(v, f64_ptr(b, dst, j, lanes), align=8)
 
-        row_pass(fin)
-    cost = dims.mul(count, inner) if isinstance(count, int) else 4096
-    kb.launch(k, n_items, cost)
+            row_pass(fb, spill)
+        else:
+            row_pass(fb, lambda j, lanes: finish(k, b, b.load(f64_ptr(b, acc_row, j, lanes), typ=typ(F64, lanes),
+                                                              align=8), b.mul(item, i64(inner)), j, lanes))
+    kb.launch(k, dims.mul(n_items, parts), count // parts * inner if isinstance(count, int) else 4096)
+    if parts == 1:
+        return
+    k = kb.kernel(f"reduce_{kind}_parts")
+    fb, b = k.fn, k.b
+    with fb.loop(k.begin, k.end, name="item") as item:
+        src = b.gep(k.ptr(partial), [b.mul(item, i64(parts * inner))], source_etype=F64)
+
+        def add_parts(j, lanes):
+            acc = b.load(f64_ptr(b, src, j, lanes), typ=typ(F64, lanes), align=8)
+            for q in range(1, parts):
+                row = b.gep(src, [i64(q * inner)], source_etype=F64)
+                acc = b.fadd(acc, b.load(f64_ptr(b, row, j, lanes), typ=typ(F64, lanes), align=8))
+            finish(k, b, acc, b.mul(item, i64(inner)), j, lanes)
+
+        row_pass(fb, add_parts)
+    kb.launch(k, n_items, parts * inner)
 
 
 def _reduce_inner(kb, out, x, groups, kind, count):
