@@ -753,12 +753,20 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     else:
                         store_tile(nv, p, i, MR, valid_cols, first, last)
                 with partial:
-                    # fewer than MR rows left (small batches): one row at a time, k split over
-                    # four accumulators per vector, so no work is wasted on missing rows
-                    with fb.loop(0, rows_valid, name="r1") as r:
-                        a_ptr = b.gep(a_tile, [b.mul(b.sub(b.add(i, r), row0), i64(tile_stride))], source_etype=F32)
+                    # fewer than MR rows left (small batches, the pixels past the last whole tile): tiles
+                    # of EDGE_ROWS, then one row at a time with k split over four accumulators per
+                    # vector, so no work is wasted on missing rows
+                    def a_row(r):
+                        return b.gep(a_tile, [b.mul(b.sub(b.add(i, r), row0), i64(tile_stride))], source_etype=F32)
+
+                    edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
+                    with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
+                        micro = tile_function(kb.module, EDGE_ROWS, nv, vw, NR, tile_stride, b_streamed, last_lanes)
+                        b.call(micro, [a_row(r), panel, k.dim(kc), b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32),
+                                       i64(K * NR)])
+                    with fb.loop(edge_end, rows_valid, name="r1") as r:
                         c_row = b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
-                        b.call(row_function(kb.module, nv, vw, NR), [a_ptr, panel, k.dim(kc), c_row])
+                        b.call(row_function(kb.module, nv, vw, NR), [a_row(r), panel, k.dim(kc), c_row])
                     store_tile(nv, p, i, rows_valid, valid_cols, first, last)
 
     # one K block: whole tiles may go through the epilogue from the registers, their micro-kernel
