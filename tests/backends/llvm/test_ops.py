@@ -67,6 +67,13 @@ for _n in (1, 3, 8, 17, 24, 41, 129):
 case("layer_norm", In(("batch", 3, 7, 11)), W(7, 11), W(7, 11), axes=(2, 3), id="layer_norm_rows_two_axes")
 case("layer_norm", In(("batch", "seq")), In(("seq",)), In(("seq",)), axes=(-1,), id="layer_norm_free_row")
 case("concat", In(("batch", "seq", 3)), In(("batch", "seq", 5)), axis=-1, id="concat_channels_free")
+# transposes that move the last axis run in vector tiles: tails along both axes, whole tiles, a free
+# stride, 4-byte integers; the last axis kept (a plain strided copy)
+case("transpose", In(("batch", 17, 3, 20)), perm=(0, 2, 3, 1), id="transpose_tiles_with_tails")
+case("transpose", In(("batch", 16, 32)), perm=(0, 2, 1), id="transpose_whole_tiles")
+case("transpose", In((33, "seq")), perm=(1, 0), id="transpose_free_stride")
+case("transpose", In(("batch", 19, 40), dtype="int32", draw="ids:1000"), perm=(0, 2, 1), id="transpose_int32_tiles")
+case("transpose", In(("batch", 5, 3, 64)), perm=(0, 2, 1, 3), id="transpose_last_axis_kept")
 case("gather", W(50, 37), In(("batch", "seq"), dtype="int64", draw="ids:50"), id="gather_wide_rows")
 # convolutions: im2col runs across taps, K split in blocks (C = 37: 6 taps a block), C above a
 # block (C = 300: channel ranges of one tap), dilation, stride, free spatial size

@@ -3,6 +3,12 @@
 Everything but gather is one strided copy ``dst[idx] = src[idx]`` over an index space, each
 side with its own strides and element offset; merged axes as in the elementwise kernels, and
 a vectorized inner loop when both sides are contiguous along it.
+
+A copy whose destination is contiguous along its inner axis while the source is contiguous along
+another (a transpose that moves the last axis: attention's keys ``(b, s, h, d) -> (b, h, d, s)``)
+runs in tiles of ``vw x vw`` elements instead (:func:`_transpose_tiles`): ``vw`` vector loads along
+the source's contiguous axis, a transpose in registers (``log2 vw`` rounds of two-input shuffles),
+``vw`` vector stores; one element at a time, each load wanted one line for one element.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ def strided_copy(kb: KernelBuilder, dst: Tensor, dst_strides: Sequence[Dim], dst
         raise NativeLoweringError(f"copy from {src.dtype} to {dst.dtype}")
     mshape, (dst_st, src_st) = merge_axes(list(shape), [list(dst_strides), list(src_strides)])
     outer, inner = mshape[:-1], mshape[-1]
+    axis = _source_contiguous_axis(dst, dst_st, src_st, kb.vw)
+    if axis is not None:
+        _transpose_tiles(kb, dst, dst_st, dst_offset, src, src_st, src_offset, mshape, axis, name)
+        return
     k = kb.kernel(name)
     fb, b = k.fn, k.b
     pd, ps = k.ptr(dst), k.ptr(src)
@@ -68,6 +78,89 @@ def strided_copy(kb: KernelBuilder, dst: Tensor, dst_strides: Sequence[Dim], dst
         with fb.loop(vec_end, hi, name="s") as j:
             body(j, 1)
     kb.launch(k, n_items, BLOCK if not outer else 64)
+
+
+def _source_contiguous_axis(dst: Tensor, dst_st: Sequence[Dim], src_st: Sequence[Dim], vw: int) -> int | None:
+    """The outer axis along which the source is contiguous, where the destination is along the
+    inner one and the source is not (4-byte elements, vectors of ``vw`` lanes): else None."""
+    if dst.type.itemsize != 4 or vw < 4 or len(dst_st) < 2 or dst_st[-1] != 1 or src_st[-1] in (0, 1):
+        return None
+    for g in range(len(dst_st) - 2, -1, -1):
+        if src_st[g] == 1:
+            return g
+    return None
+
+
+def _transpose(b: ir.IRBuilder, rows: list) -> list:
+    """The ``n x n`` transpose of ``n`` vectors of ``n`` lanes (``n`` a power of 2): one round per bit of
+    the index, swapping that bit between row and lane (element (r, c) with the bits unequal moves to
+    (r ^ h, c ^ h)), ``n`` two-input shuffles a round."""
+    n = len(rows)
+    mask_type = ir.VectorType(ir.IntType(32), n)
+    h = n // 2
+    while h:
+        # row r (bit clear): its lanes with the bit clear, then row r + h's lanes h below; row r + h: row r's
+        # lanes h above, then its own with the bit set (lanes of the second operand count from n)
+        low = ir.Constant(mask_type, [c if not c & h else n + c - h for c in range(n)])
+        high = ir.Constant(mask_type, [c + h if not c & h else n + c for c in range(n)])
+        out = list(rows)
+        for r in range(n):
+            if not r & h:
+                out[r] = b.shuffle_vector(rows[r], rows[r + h], low)
+                out[r + h] = b.shuffle_vector(rows[r], rows[r + h], high)
+        rows = out
+        h //= 2
+    return rows
+
+
+def _transpose_tiles(kb: KernelBuilder, dst: Tensor, dst_st: Sequence[Dim], dst_offset: Dim, src: Tensor,
+                     src_st: Sequence[Dim], src_offset: Dim, mshape: Sequence[Dim], g: int, name: str) -> None:
+    """The strided copy over ``mshape`` in ``vw x vw`` tiles of (axis ``g``, the inner axis): see the
+    module docstring. Work items are the other outer axes x blocks of ``vw`` along ``g``; a block of
+    fewer than ``vw`` and the inner axis's last ``< vw`` elements are copied one at a time."""
+    vw = kb.vw
+    outer = [d for a, d in enumerate(mshape[:-1]) if a != g]
+    outer_axes = [a for a in range(len(mshape) - 1) if a != g]
+    n_blocks = dims.ceildiv(mshape[g], vw)
+    k = kb.kernel(name)
+    fb, b = k.fn, k.b
+    pd, ps = k.ptr(dst), k.ptr(src)
+    ety = dst.ir_type
+    vt = ir.VectorType(ety, vw)
+    inner_len, g_len = k.dim(mshape[-1]), k.dim(mshape[g])
+    sd_g, ss_inner = k.dim(dst_st[g]), k.dim(src_st[-1])
+    with fb.loop(k.begin, k.end, name="item") as item:
+        blk = b.srem(item, k.dim(n_blocks))
+        rem = b.sdiv(item, k.dim(n_blocks))
+        od, osrc = k.dim(dst_offset), k.dim(src_offset)
+        for a in reversed(outer_axes):
+            length = k.dim(mshape[a])
+            idx = b.srem(rem, length)
+            rem = b.sdiv(rem, length)
+            od = b.add(od, b.mul(idx, k.dim(dst_st[a])))
+            osrc = b.add(osrc, b.mul(idx, k.dim(src_st[a])))
+        g0 = b.mul(blk, i64(vw))
+        od = b.add(od, b.mul(g0, sd_g))
+        osrc = b.add(osrc, g0)  # the source's stride along g is 1
+        rows = fb.min_(b.sub(g_len, g0), i64(vw))
+        vec_end = b.mul(b.sdiv(inner_len, i64(vw)), i64(vw))
+        whole = b.icmp_signed("==", rows, i64(vw))
+        # whole tiles: vw loads along g (one per inner index), a register transpose, vw stores along the inner axis
+        with fb.loop(i64(0), b.select(whole, vec_end, i64(0)), vw, name="tile") as j0:
+            loads = [b.load(b.gep(ps, [b.add(osrc, b.mul(b.add(j0, i64(r)), ss_inner))], source_etype=ety), typ=vt,
+                            align=src.type.itemsize) for r in range(vw)]
+            for c, v in enumerate(_transpose(b, loads)):
+                q = b.gep(pd, [b.add(b.add(od, b.mul(i64(c), sd_g)), j0)], source_etype=ety)
+                b.store(v, q, align=dst.type.itemsize)
+        # the rest one element at a time: the inner tail of a whole block, or all of a partial block
+        with fb.loop(i64(0), rows, name="c") as c:
+            drow = b.add(od, b.mul(c, sd_g))
+            srow = b.add(osrc, c)
+            with fb.loop(b.select(whole, vec_end, i64(0)), inner_len, name="j") as j:
+                v = b.load(b.gep(ps, [b.add(srow, b.mul(j, ss_inner))], source_etype=ety), typ=ety,
+                           align=src.type.itemsize)
+                b.store(v, b.gep(pd, [b.add(drow, j)], source_etype=ety), align=dst.type.itemsize)
+    kb.launch(k, dims.mul(dims.product(outer) if outer else 1, n_blocks), 64 * vw)
 
 
 def emit_copy(kb: KernelBuilder, out: Tensor, x: Tensor) -> None:
