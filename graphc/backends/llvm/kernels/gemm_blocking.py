@@ -5,11 +5,14 @@ BLIS's loops around its micro-kernel do, so that each level of the cache holds w
 from it:
 
 - L1: the panel of B the micro-kernel streams (``kc x NR`` floats) is reused for every
-  micro-tile of a row block: it fills L1, ``kc = L1 / (NR * 4)``, in steps of 16, between 64 and
-  512. Each K block is one more pass over C (its partial sums read and written back), so deeper
-  blocks win even though the rows of A then push part of the panel out to L2, from where it
-  streams in order: measured on the Xeon (48 KiB L1, NR = 32), kc = 384 ran 5 % faster than half
-  of L1 (192) at M = N = K = 1024 and 12 % at 2048. B computed at run time is packed per panel
+  micro-tile of a row block: it takes twice L1, ``kc = 2 * L1 / (NR * 4)``, in steps of 16, between
+  64 and 512. Each K block is one more pass over C (its partial sums read and written back), so
+  deeper blocks win even though the rows of A then push part of the panel out to L2, from where
+  it streams in order: measured on the Xeon (48 KiB L1, NR = 32), kc = 384 (L1 full) ran 5 % faster
+  than half of L1 (192) at M = N = K = 1024 and 12 % at 2048; on Zen 4 (32 KiB L1, NR = 32),
+  kc = 512 (twice L1) 1.02x faster than 256 at 1024 and 2048, 1.01-1.04x on the products of
+  512-4096 deep in Keras models, whole models within 1 % (`python -m benchmarks.switch_models
+  GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there. B computed at run time is packed per panel
   from ``kc`` rows N floats apart (a page each at large N), and the panel is reused from where
   the packing left it: there half of L1 (``kc_packed``; at 1024, 512 ran 5 % slower than 192 or 384),
   and its row blocks take a quarter of L2 (``mc_packed``), as each row block packs B once more
@@ -155,7 +158,7 @@ def rows_conflict_in_l1(stride_bytes: int, rows: int, bl: Blocking) -> bool:
 
 def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
     """Block sizes for an ``mr x nr`` micro-tile (see the module docstring)."""
-    kc = max(64, min(512, caches.l1 // (nr * 4) // 16 * 16))
+    kc = max(64, min(512, 2 * caches.l1 // (nr * 4) // 16 * 16))
     kc = int(os.environ.get("GRAPHC_GEMM_KC", kc))
     kc_packed = int(os.environ.get("GRAPHC_GEMM_KC", max(64, min(kc, caches.l1 // 2 // (nr * 4) // 16 * 16))))
     mc = max(mr, caches.l2 // 8 // ((kc + 16) * 4) // mr * mr)
