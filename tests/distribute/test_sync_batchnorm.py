@@ -170,6 +170,11 @@ def test_two_synced_ranks_equal_one_process_on_the_global_batch(target, engine, 
     for i, want in enumerate(model.get_weights()):
         np.testing.assert_array_equal(ranks[0][f"w{i}"], ranks[1][f"w{i}"], err_msg=f"{names[i]}: ranks differ")
         np.testing.assert_allclose(ranks[0][f"w{i}"], want, rtol=1e-5, atol=1e-6, err_msg=names[i])
+        if names[i] == "conv/bias":
+            # BatchNormalization subtracts the batch mean of what the bias shifts: its gradient is zero
+            # but for rounding, so it moves by rounding noise only (a few 1e-9 here)
+            assert np.abs(want - untrained[i]).max() < 1e-6, names[i]
+            continue
         assert not np.allclose(want, untrained[i]), names[i]  # it did train (moving statistics included)
     assert any("moving_variance" in n for n in names)
     np.testing.assert_allclose(ranks[0]["loss"], losses, rtol=1e-5)
