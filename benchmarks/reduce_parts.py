@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.kernel_ab import function_of, time_pair, write_table
+from benchmarks.vector_math import _library_call
 from graphc.backends.llvm.kernels import reduce as reduce_kernels
-from graphc.backends.llvm.native import compile_library
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
-from graphc.runtime import Library
 
 BEFORE = "748c9b4"  # one work item per kept row
 # (batch, side, channels, where the shape comes from)
@@ -50,12 +49,6 @@ def _graph(batch: int, side: int, channels: int, name: str) -> Graph:
     return g
 
 
-def _call(graph: Graph, feeds: list[np.ndarray], threads: int):
-    files = compile_library(graph, cache=False)
-    inst = Library(files.shared, files.symbol).instance(threads)
-    return (lambda: inst.run(feeds)), inst
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default=BEFORE, help="commit whose _reduce_keep_inner_wide is 'before'")
@@ -69,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch, side, channels, source in SHAPES:
             x = rng.standard_normal((batch, side, side, channels)).astype(np.float32)
             name = f"mean_{batch}_{side}_{channels}"
-            after, inst_after = _call(_graph(batch, side, channels, name), [x], threads)
+            after, inst_after = _library_call(_graph(batch, side, channels, name), [x], threads)
             with function_of(args.before, reduce_kernels, "_reduce_keep_inner_wide"):  # named apart: loaded once
-                before, inst_before = _call(_graph(batch, side, channels, f"{name}_before"), [x], threads)
+                before, inst_before = _library_call(_graph(batch, side, channels, f"{name}_before"), [x], threads)
             y = after()[0]
             np.testing.assert_allclose(y, before()[0], rtol=2e-7, atol=1e-9, err_msg=name)
             b, a = time_pair(before, after, args.repeat)

@@ -104,9 +104,9 @@ def _max_ulp(got: np.ndarray, exact: np.ndarray) -> float:
     return float(np.max(np.where(same, 0.0, err)))
 
 
-def _library_call(graph: Graph, feeds: list[np.ndarray]):
+def _library_call(graph: Graph, feeds: list[np.ndarray], threads: int = 1):
     files = compile_library(graph, cache=False)
-    inst = Library(files.shared, files.symbol).instance(1)
+    inst = Library(files.shared, files.symbol).instance(threads)
     return (lambda: inst.run(feeds)), inst
 
 

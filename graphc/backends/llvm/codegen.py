@@ -44,6 +44,7 @@ from graphc.backends.llvm.builder import (
 )
 from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
+from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.parallel_emit import compile_parts
 from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec
 from graphc.ir import dims
@@ -51,7 +52,6 @@ from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops.registry import get
 
-THREADS_DIM = "__threads"  # the dims array's last entry (graphc/c_runtime/src/instance.c)
 GC_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 4, "int8": 5, "uint8": 6, "bool": 7, "float16": 8}
 ALIGN = 64
 

@@ -12,7 +12,8 @@ from it:
   than half of L1 (192) at M = N = K = 1024 and 12 % at 2048; on Zen 4 (32 KiB L1, NR = 32),
   kc = 512 (twice L1) 1.02x faster than 256 at 1024 and 2048, 1.01-1.04x on the products of
   512-4096 deep in Keras models, whole models within 1 % (`python -m benchmarks.switch_models
-  GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there. B computed at run time is packed per panel
+  GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there. B
+  computed at run time is packed per panel
   from ``kc`` rows N floats apart (a page each at large N), and the panel is reused from where
   the packing left it: there half of L1 (``kc_packed``; at 1024, 512 ran 5 % slower than 192 or 384),
   and its row blocks take a quarter of L2 (``mc_packed``), as each row block packs B once more

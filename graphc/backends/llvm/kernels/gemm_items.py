@@ -33,7 +33,7 @@ from graphc.backends.llvm.irutil import i64
 from graphc.ir import dims
 from graphc.ir.dims import Dim
 
-THREADS_DIM = "__threads"  # the instance's thread count, read like a free dim (see codegen)
+THREADS_DIM = "__threads"  # the instance's thread count: the dims array's last entry (c_runtime/src/instance.c)
 # the runtime's claim blocks: 1 on one thread, else 4 per thread
 QUANTUM = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"
 ITEMS_ENV = "GRAPHC_GEMM_ITEMS"
