@@ -1,4 +1,4 @@
-"""3x3 stride-1 convolutions: Winograd's F(2x2, 3x3) against the implicit GEMM, shape by shape.
+"""Stride-1 convolutions by Winograd (3x3, 1x7, 7x1, 1x3, 3x1 kernels) against the implicit GEMM, shape by shape.
 
 ::
 
@@ -22,33 +22,46 @@ import numpy as np
 
 from benchmarks.switched_builds import build_with, main_over_shapes
 
-# (image side, channels in, channels out, where the shape comes from)
+# (image side, channels in, channels out, kernel, where the shape comes from)
 SHAPES = [
-    (32, 64, 64, "residual seed model"),
-    (32, 64, 128, "residual seed model"),
-    (28, 128, 128, "inception seed model; ResNet50 conv3"),
-    (56, 64, 64, "ResNet50 conv2"),
-    (14, 256, 256, "ResNet50 conv4"),
-    (7, 512, 512, "ResNet50 conv5"),
-    (35, 64, 96, "InceptionV3 mixed"),
-    (147, 32, 64, "InceptionV3 stem"),
-    (17, 48, 48, "odd size"),
-    (9, 16, 24, "few channels"),
-    (64, 16, 16, "one vector of outputs"),
-    (32, 8, 3, "few channels"),
-    (32, 3, 32, "an image's channels"),
+    (32, 64, 64, "3x3", "residual seed model"),
+    (32, 64, 128, "3x3", "residual seed model"),
+    (28, 128, 128, "3x3", "inception seed model; ResNet50 conv3"),
+    (56, 64, 64, "3x3", "ResNet50 conv2"),
+    (14, 256, 256, "3x3", "ResNet50 conv4"),
+    (7, 512, 512, "3x3", "ResNet50 conv5"),
+    (35, 64, 96, "3x3", "InceptionV3 mixed"),
+    (147, 32, 64, "3x3", "InceptionV3 stem"),
+    (17, 48, 48, "3x3", "odd size"),
+    (9, 16, 24, "3x3", "few channels"),
+    (64, 16, 16, "3x3", "one vector of outputs"),
+    (32, 8, 3, "3x3", "few channels"),
+    (32, 3, 32, "3x3", "an image's channels"),
+    (17, 128, 128, "1x7", "InceptionV3 mixed4"),
+    (17, 128, 192, "7x1", "InceptionV3 mixed4"),
+    (17, 160, 160, "7x1", "InceptionV3 mixed5"),
+    (17, 192, 192, "1x7", "InceptionV3 mixed7"),
+    (8, 384, 384, "1x3", "InceptionV3 mixed9"),
+    (8, 448, 384, "3x1", "InceptionV3 mixed9's 3x1 size, over 448"),
+    (32, 64, 64, "1x3", "one axis, few channels"),
+    (13, 16, 24, "7x1", "one axis, few channels"),
 ]
 
 
-def _model(side: int, C: int, K: int):
+def _kernel(kernel: str) -> tuple[int, int]:
+    kh, kw = kernel.split("x")
+    return int(kh), int(kw)
+
+
+def _model(side: int, C: int, K: int, kernel: str = "3x3"):
     import graphc
     from graphc import layers
 
     inp = graphc.Input((side, side, C))
-    return graphc.Model(inp, layers.Conv2D(K, 3, padding="same", activation="relu")(inp))
+    return graphc.Model(inp, layers.Conv2D(K, _kernel(kernel), padding="same", activation="relu")(inp))
 
 
-def _picked(side: int, C: int, K: int) -> bool:
+def _picked(side: int, C: int, K: int, kernel: str) -> bool:
     """Whether a default build of this shape runs Winograd here."""
     from graphc.backends.llvm.kernels import winograd
 
@@ -58,39 +71,44 @@ def _picked(side: int, C: int, K: int) -> bool:
     try:
         import graphc
 
-        graphc.build(_model(side, C, K), "native", threads=1)
+        graphc.build(_model(side, C, K, kernel), "native", threads=1)
     finally:
         winograd.emit_winograd = real
     return bool(picked)
 
 
-def measure_shape(side: int, C: int, K: int, batch: int, threads: int, repeat: int) -> dict:
+def measure_shape(side: int, C: int, K: int, kernel: str, batch: int, threads: int, repeat: int) -> dict:
     from graphc.bench import _Runner, measure
 
     x = np.random.default_rng(0).random((batch, side, side, C), dtype=np.float32)
-    model = _model(side, C, K)
+    model = _model(side, C, K, kernel)
     wino = build_with(model, threads, "GRAPHC_CONV_WINOGRAD", "force")
     direct = build_with(model, threads, "GRAPHC_CONV_WINOGRAD", "0")
     np.testing.assert_allclose(wino.predict(x), direct.predict(x), rtol=1e-4, atol=1e-4)
     res = measure([_Runner("winograd", lambda: wino.predict(x)), _Runner("implicit GEMM", lambda: direct.predict(x))],
                   repeat, min_sample_s=0.02, settle_s=0.1 if threads > 1 else 0.0)
     w, d = res["winograd"].median_ms, res["implicit GEMM"].median_ms
-    return {"side": side, "C": C, "K": K, "batch": batch, "threads": threads, "winograd_ms": w, "direct_ms": d,
-            "speedup": d / w, "gflops_direct_equivalent": 2 * 9 * C * K * side * side * batch / (w * 1e6),
-            "picked": _picked(side, C, K)}
+    taps = _kernel(kernel)[0] * _kernel(kernel)[1]
+    return {"side": side, "C": C, "K": K, "kernel": kernel, "batch": batch, "threads": threads, "winograd_ms": w,
+            "direct_ms": d, "speedup": d / w,
+            "gflops_direct_equivalent": 2 * taps * C * K * side * side * batch / (w * 1e6),
+            "picked": _picked(side, C, K, kernel)}
 
 
 def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
-    lines = ["# 3x3 stride-1 convolutions: Winograd F(2x2, 3x3) vs the implicit GEMM", "",
+    lines = ["# Stride-1 convolutions: Winograd (F(2x2, 3x3); along one axis F(2, 3) + F(2, 4) for 7 taps, F(2, 3) "
+             "for 3) vs the implicit GEMM", "",
              f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
              f"{machine.get('load_average')}. `python -m benchmarks.conv_winograd`: each convolution alone "
              "('same' padding, bias + ReLU fused), both builds in one process, interleaved; medians in ms. "
              "GFLOP/s counts the direct convolution's FLOPs. 'picked': what a default build runs here.", "",
-             "| image | C -> K | from | batch | threads | Winograd ms | implicit GEMM ms | speedup | GFLOP/s "
+             "| image | kernel | C -> K | from | batch | threads | Winograd ms | implicit GEMM ms | speedup | GFLOP/s "
              "(direct-equivalent) | picked |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        lines.append(f"| {r['side']}x{r['side']} | {r['C']} -> {r['K']} | {shapes[(r['side'], r['C'], r['K'])]} "
+        kernel = r.get("kernel", "3x3")
+        lines.append(f"| {r['side']}x{r['side']} | {kernel} | {r['C']} -> {r['K']} "
+                     f"| {shapes[(r['side'], r['C'], r['K'], kernel)]} "
                      f"| {r['batch']} | {r['threads']} | {r['winograd_ms']:.3f} | {r['direct_ms']:.3f} "
                      f"| {r['speedup']:.2f}x | {r['gflops_direct_equivalent']:.0f} | "
                      f"{'Winograd' if r['picked'] else 'implicit GEMM'} |")

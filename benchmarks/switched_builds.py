@@ -43,7 +43,8 @@ def write_report(out: Path | None, name: str, markdown: str, machine: dict, rows
 def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], measure_shape: Callable,
                      to_markdown: Callable, *, batch: str = "1",
                      skip: Callable[[tuple, int], bool] = lambda shape, batch: False) -> int:
-    """The command line of a per-shape A/B benchmark: ``--batch``, ``--threads``, ``--repeat``, ``--out``;
+    """The command line of a per-shape A/B benchmark: ``--batch``, ``--threads``, ``--repeat``, ``--out``,
+    ``--match TEXT`` (only the shapes whose items, as text, contain it: ``--match InceptionV3``);
     ``shapes`` are tuples whose last item says where the shape comes from; each row is
     ``measure_shape(*shape[:-1], batch, threads, repeat)``, printed as it comes and reported by
     ``to_markdown(machine, rows, {shape[:-1]: shape[-1]})``."""
@@ -54,7 +55,9 @@ def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], mea
     p.add_argument("--threads", default="1")
     p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--match", default="", help="only the shapes whose items, as text, contain this")
     args = p.parse_args(argv)
+    shapes = [shape for shape in shapes if args.match in " ".join(map(str, shape))]
     sources = {shape[:-1]: shape[-1] for shape in shapes}
     rows = []
     for b in [int(x) for x in args.batch.split(",")]:

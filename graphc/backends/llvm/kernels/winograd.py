@@ -1,4 +1,4 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering, F(2x2, 3x3).
+"""Stride-1 convolutions by Winograd's minimal filtering: F(2x2, 3x3), and along one axis 1x7 and 1x3.
 
 A 2x2 tile of outputs of one image needs the 4x4 input patch under it; with the transforms of
 Lavin and Gray ("Fast Algorithms for Convolutional Neural Networks", 2015)
@@ -11,34 +11,48 @@ matrix products ``M_xi[tiles, K] = V_xi[tiles, C] @ U_xi[C, K]``. They run on th
 micro-kernel (:func:`.gemm.tile_function`), so the products keep its efficiency while doing 2.25x
 fewer FLOPs than the implicit GEMM of :mod:`.conv`.
 
-F(2x2, 3x3) rather than F(4x4, 3x3) (4x fewer multiplications): measured in float32 on random
-inputs and weights scaled to unit outputs, F(4x4) is 25-30x further from the exact result than the
-direct sum (5e-5 at 256 channels), F(2x2) 1.3-1.5x: the larger tile would trade answers that agree
+The transforms are per axis (``Y = A_h^T [(G_h g G_w^T) . (B_h^T d B_w)] A_w``), so a kernel of one
+row or one column (InceptionV3's 1x7 and 7x1, a third of its time) takes a 1-D algorithm along its
+long axis and the identity along the other: two outputs of a 7-tap row as F(2, 3) over its first
+three taps plus F(2, 4) over the other four (:func:`split_taps`), 9 products instead of 14 (1.56x
+fewer FLOPs); of a 3-tap row as F(2, 3), 4 instead of 6. The transforms come from Toom-Cook
+(:func:`toom_cook`).
+
+Which tiles: measured in float32 on random inputs and weights scaled to unit outputs, against the
+exact result, F(4x4, 3x3) is 25-30x further from it than the direct sum (5e-5 at 256 channels),
+F(2x2, 3x3) 1.3-1.5x. Along one axis, over 16-192 channels, as mean error against the reference
+backend's (float32 products tap by tap): the split F(2, 3) + F(2, 4) 2.0x (max 2.5-3.6x, within the
+implicit GEMM's own 1.3-4.7e-6 over these shapes), F(2, 3) 1.3-1.4x, while the minimal F(2, 7) (8
+points: 0, +-1, +-2, +-1/2, infinity; 1.75x fewer FLOPs) was 5x, F(3, 7) 7-9x and F(4, 7) 20x. Only
+the tiles near the direct algorithm's error are taken: the larger ones would trade answers that agree
 with the reference and with Keras to 1e-5 for speed, silently.
 
 One work item is a block of at most ``Tb`` tiles:
 
-1. input transform: for each tile and vector of channels, the 4x4 patch (zeros where it covers the
-   padding or lies past the image) is transformed, ``V[xi][tile][c]``, into the thread's scratch;
-2. the 16 products, each over the block's tiles: ``U_xi``'s panels (packed once per instance, as the
-   GEMM's weights are, ``U[xi][panel][c][NR]``) stream from L2 while V's rows and the
-   ``M[xi][panel][tile][NR]`` tiles stay in L2;
-3. output transform: the 16 vectors of a tile and a vector of output channels become its 2x2
+1. input transform: for each tile and vector of channels, the input patch under it (zeros where it
+   covers the padding or lies past the image) is transformed, ``V[xi][tile][c]``, into the thread's
+   scratch;
+2. the products (one per point ``xi`` of the transformed patch), each over the block's tiles:
+   ``U_xi``'s panels (packed once per instance, as the GEMM's weights are, ``U[xi][panel][c][NR]``)
+   stream from L2 while V's rows and the ``M[xi][panel][tile][NR]`` tiles stay in L2;
+3. output transform: the transformed vectors of a tile and a vector of output channels become its
    outputs, through the GEMM's epilogue (bias, activation, residual, post-activation).
 
 ``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
-the weights: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched a panel
-ahead, the blocks taking three quarters of L2; that pays where a block holds at least
+the weights for 3x3: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched
+a panel ahead, the blocks taking three quarters of L2; that pays where a block holds at least
 ``MIN_TILES_STREAMED`` tiles (12 on AMD Zen, whose L3 serves a core faster, where U is within a quarter
 of L3), and elsewhere (512 channels at 7x7: 16 tiles, 16 MiB of U) the implicit GEMM is kept (see
 :func:`winograd_applies`).
-``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for every 3x3 stride-1
-convolution (part of the build cache key).
+``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for every stride-1 convolution
+of a kernel it has (part of the build cache key).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
@@ -63,13 +77,100 @@ from graphc.ir import dims
 
 ENV = "GRAPHC_CONV_WINOGRAD"
 
-# F(2x2, 3x3): output tile m = 2, input tile alpha = m + 3 - 1 = 4 (points 0, 1, -1, infinity)
-BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
-M_OUT = AT.shape[0]
-ALPHA = BT.shape[0]
-POINTS = ALPHA * ALPHA
+
+@dataclass(frozen=True, eq=False)
+class Axis:
+    """A 1-D fast filtering algorithm along one axis of the image: the ``m`` outputs of an ``r``-tap
+    correlation over ``m + r - 1`` inputs ``d`` are ``at @ ((g @ w) * (bt @ d))``, one product per point
+    (``m + r - 1`` points for a minimal algorithm F(m, r), more for one split by :func:`split_taps`)."""
+
+    bt: np.ndarray  # (points, inputs): the input transform
+    g: np.ndarray  # (points, r): the kernel transform
+    at: np.ndarray  # (m, points): the output transform
+
+    @property
+    def m(self) -> int:
+        return self.at.shape[0]
+
+    @property
+    def r(self) -> int:
+        return self.g.shape[1]
+
+    @property
+    def inputs(self) -> int:
+        return self.bt.shape[1]
+
+    @property
+    def points(self) -> int:
+        return self.bt.shape[0]
+
+
+def toom_cook(m: int, r: int, points) -> Axis:
+    """F(m, r) by Toom-Cook over the ``m + r - 2`` finite ``points`` and infinity, exact in rationals.
+
+    ``at`` evaluates at the points (rows of powers, the point at infinity taking the highest
+    coefficient), ``g`` interpolates with the divisions by ``prod(a_j - a_l)`` (applied once, in double,
+    to the weights), and ``bt`` is the one matrix that makes ``at [(g w) . (bt d)]`` the correlation
+    ``y_i = sum_k w_k d_(i+k)``: solved in floats, rounded to small rationals and checked exactly.
+    """
+    n = m + r - 1
+    pts = [Fraction(a) for a in points]
+    if len(pts) != n - 1 or len(set(pts)) != n - 1:
+        raise ValueError(f"F({m}, {r}) takes {n - 1} distinct finite points, got {points}")
+    at = [[a ** i for a in pts] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = []
+    for j, a in enumerate(pts):
+        f = Fraction(1)
+        for l_, b in enumerate(pts):
+            if l_ != j:
+                f *= a - b
+        g.append([a ** k / f for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    # sum_j at[i][j] g[j][k] bt[j][l] = [l == i + k] for every (i, k): one system per column l of bt
+    system = [[at[i][j] * g[j][k] for j in range(n)] for i in range(m) for k in range(r)]
+    floats = np.array(system, dtype=np.float64)
+    bt = [[Fraction(0)] * n for _ in range(n)]
+    for l_ in range(n):
+        want = [Fraction(int(l_ == i + k)) for i in range(m) for k in range(r)]
+        sol = np.linalg.lstsq(floats, np.array(want, dtype=np.float64), rcond=None)[0]
+        col = [Fraction(float(v)).limit_denominator(1 << 12) for v in sol]
+        if any(sum(row[j] * col[j] for j in range(n)) != w for row, w in zip(system, want)):
+            raise ValueError(f"no exact input transform for F({m}, {r}) over {points}")
+        for j in range(n):
+            bt[j][l_] = col[j]
+    return Axis(*(np.array([[float(v) for v in row] for row in mat]) for mat in (bt, g, at)))
+
+
+def split_taps(first: Axis, second: Axis) -> Axis:
+    """The correlation by ``first.r + second.r`` taps as ``first`` over its first taps plus ``second`` over
+    the rest, on one tile of ``m`` outputs: their points side by side, each reading its own inputs."""
+    if first.m != second.m:
+        raise ValueError(f"the parts compute {first.m} and {second.m} outputs")
+    r1, r = first.r, first.r + second.r
+    bt = np.zeros((first.points + second.points, first.m + r - 1))
+    bt[:first.points, :first.inputs] = first.bt
+    bt[first.points:, r1:r1 + second.inputs] = second.bt
+    g = np.zeros((first.points + second.points, r))
+    g[:first.points, :r1] = first.g
+    g[first.points:, r1:] = second.g
+    return Axis(bt=bt, g=g, at=np.hstack([first.at, second.at]))
+
+
+# F(2, 3) (points 0, 1, -1, infinity), Lavin and Gray's matrices
+F2_3 = Axis(bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64),
+            g=np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64),
+            at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64))
+# 7 taps as 3 + 4 (9 points, see the module's docstring for why not the minimal 8)
+F2_7 = split_taps(F2_3, toom_cook(2, 4, (0, 1, -1, 2)))
+IDENTITY = Axis(bt=np.ones((1, 1)), g=np.ones((1, 1)), at=np.ones((1, 1)))  # a kernel of one tap
+# the kernel's (height, width) -> the algorithm along each axis
+ALGORITHMS = {(3, 3): (F2_3, F2_3), (1, 7): (IDENTITY, F2_7), (7, 1): (F2_7, IDENTITY), (1, 3): (IDENTITY, F2_3),
+              (3, 1): (F2_3, IDENTITY)}
+# Kernels whose transformed weights may stream from beyond L2 (see streaming_pays). Not the 3-tap rows:
+# F(2, 3) along one axis saves a third of the products, too little for it. InceptionV3's 1x3 and 3x1 over
+# 384 channels at 8x8 (2.4 MiB of U, 32 tiles), `python -m benchmarks.conv_winograd --match mixed9`:
+# 1.18-1.23x on one thread, 0.89-0.90x on two.
+STREAMED = {(3, 3), (1, 7), (7, 1)}
 
 # Fewer input channels: the 16 products over K = C are too thin, and the implicit GEMM's few-channel
 # im2col is quick (`python -m benchmarks.conv_winograd`, a 32x32 image: 3 -> 32 channels 0.57x, 6 -> 6
@@ -101,24 +202,32 @@ def last_level_cache(kb: KernelBuilder) -> int:
     return caches_for(same_machine(kb.target, host_target())).l3
 
 
+MODES = ("0", "1", "force", "3x3")
+
+
 def mode() -> str:
-    """``GRAPHC_CONV_WINOGRAD``: "1" (default: where the rule below expects it to pay), "0" (never), or
-    "force" (every 3x3 stride-1 float32 convolution, for measuring the rule: ``benchmarks/conv_winograd``)."""
+    """``GRAPHC_CONV_WINOGRAD``: "1" (default: where the rule below expects it to pay), "0" (never),
+    "force" (every stride-1 float32 convolution of a kernel in :data:`ALGORITHMS`, for measuring the rule:
+    ``benchmarks/conv_winograd``), or "3x3" (the rule, for 3x3 kernels only: the 1-D algorithms off, for
+    measuring them in whole models)."""
     value = os.environ.get(ENV, "1")
-    if value not in ("0", "1", "force"):
-        raise ValueError(f"{ENV} must be 0, 1 or force, got {value!r}")
+    if value not in MODES:
+        raise ValueError(f"{ENV} must be one of {', '.join(MODES)}, got {value!r}")
     return value
 
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
-    """Whether a convolution of ``geo`` (groups 1, weights known) runs as F(2x2, 3x3): float32 products,
-    a 3x3 kernel of stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_IN_CHANNELS``
-    input channels, and transformed weights (16 C K floats) that fit in L2, or else blocks of at least
+    """Whether a convolution of ``geo`` (groups 1, weights known) runs by Winograd: float32 products, a
+    kernel of :data:`ALGORITHMS` (3x3, 1x7, 7x1, 1x3, 3x1) of stride 1 and dilation 1 over a 2-D image
+    of known size, at least ``MIN_IN_CHANNELS`` input channels, and transformed weights (``points * C * K``
+    floats) that fit in L2, or else (kernels of :data:`STREAMED`) blocks of at least
     ``MIN_TILES_STREAMED`` tiles to read them for."""
     chosen = mode()
     if chosen == "0" or kb.target.precision != "float32":
         return False
-    if geo.nsp != 2 or geo.kernel != [3, 3] or geo.strides != [1, 1] or geo.dilations != [1, 1]:
+    if geo.nsp != 2 or tuple(geo.kernel) not in ALGORITHMS or geo.strides != [1, 1] or geo.dilations != [1, 1]:
+        return False
+    if chosen == "3x3" and geo.kernel != [3, 3]:
         return False
     if not all(isinstance(d, int) for d in (*geo.in_sp, *geo.out_sp, C, n_out)):
         return False
@@ -126,23 +235,26 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return True
     if C < MIN_IN_CHANNELS:
         return False
-    plan = _Plan(kb, C, n_out)
-    th, tw = -(-geo.out_sp[0] // M_OUT), -(-geo.out_sp[1] // M_OUT)
-    return plan.u_bytes <= plan.l2 or streaming_pays(kb.target.cpu, plan.u_bytes, min(plan.tb, th * tw),
-                                                     last_level_cache(kb))
+    ah, aw = ALGORITHMS[tuple(geo.kernel)]
+    plan = _Plan(kb, C, n_out, ah.points * aw.points)
+    th, tw = -(-geo.out_sp[0] // ah.m), -(-geo.out_sp[1] // aw.m)
+    if plan.u_bytes <= plan.l2:
+        return True
+    return tuple(geo.kernel) in STREAMED and streaming_pays(kb.target.cpu, plan.u_bytes, min(plan.tb, th * tw),
+                                                            last_level_cache(kb))
 
 
 class _Plan:
     """Block sizes of one Winograd convolution on the target."""
 
-    def __init__(self, kb: KernelBuilder, C: int, K: int):
+    def __init__(self, kb: KernelBuilder, C: int, K: int, points: int):
         self.vw = kb.target.gemm_vw
         self.mr, self.nv = micro_tile(self.vw, kb.target.num_vector_registers)
         self.nr = self.nv * self.vw
         self.panels = -(-K // self.nr)
         self.cs = tile_row_stride(C)  # V's rows: C rounded up and padded by a cache line
         self.l2 = gemm_blocking(kb.target, self.mr, self.nr).l2
-        self.u_bytes = POINTS * C * self.panels * self.nr * 4
+        self.u_bytes = points * C * self.panels * self.nr * 4
         # U stays in L2 beside the blocks where it fits in half of it; else it streams, once per block,
         # prefetched a panel ahead, and the blocks take three quarters of L2
         self.u_streamed = self.u_bytes > self.l2 // 2
@@ -150,7 +262,7 @@ class _Plan:
         # micro-kernel prefetches the next panel (ResNet50's 3x3 over 128 channels at 28x28: 0.77 -> 0.65 ms)
         self.prefetch = self.u_bytes >= self.l2 // 4
         budget = 3 * self.l2 // 4 if self.u_streamed else self.l2 // 2
-        per_tile = POINTS * (self.cs + self.panels * self.nr) * 4
+        per_tile = points * (self.cs + self.panels * self.nr) * 4
         self.tb = max(self.mr, min(16 * self.mr, budget // per_tile // self.mr * self.mr))
 
 
@@ -173,16 +285,16 @@ def _combine(b: ir.IRBuilder, coeffs, values: list, zero):
     return total if total is not None else zero
 
 
-def _transform(b: ir.IRBuilder, left: np.ndarray, d: list[list], zero) -> list[list]:
-    """``left @ d @ left.T`` for a square grid ``d`` of values."""
+def _transform(b: ir.IRBuilder, left: np.ndarray, right: np.ndarray, d: list[list], zero) -> list[list]:
+    """``left @ d @ right.T`` for a grid ``d`` of values (an identity side costs nothing)."""
     rows = [[_combine(b, left[i], [d[r][j] for r in range(len(d))], zero) for j in range(len(d[0]))]
             for i in range(left.shape[0])]
-    return [[_combine(b, left[j], rows[i], zero) for j in range(left.shape[0])] for i in range(left.shape[0])]
+    return [[_combine(b, right[j], rows[i], zero) for j in range(right.shape[0])] for i in range(left.shape[0])]
 
 
-def pack_winograd(C: int, K: int, NR: int):
-    """Emitter of ``dst[xi][p][c][j] = (G g G^T)[xi]`` for ``g = w[:, :, c, p*NR + j]`` (0 past K): the
-    transformed kernel as panels of the packed GEMM, computed in double and rounded once."""
+def pack_winograd(C: int, K: int, NR: int, ah: Axis, aw: Axis):
+    """Emitter of ``dst[xi][p][c][j] = (G_h g G_w^T)[xi]`` for ``g = w[:, :, c, p*NR + j]`` (0 past K):
+    the transformed kernel as panels of the packed GEMM, computed in double and rounded once."""
     panels = -(-K // NR)
     D = ir.DoubleType()
 
@@ -190,34 +302,37 @@ def pack_winograd(C: int, K: int, NR: int):
         b = fn.b
         zero = ir.Constant(D, 0.0)
         with panel_entries(fn, panels, C, NR, K) as (p, c, j, ok, safe):
-            g = [[None] * 3 for _ in range(3)]
-            for ky in range(3):
-                for kx in range(3):
-                    idx = b.add(b.mul(b.add(i64((ky * 3 + kx) * C), c), i64(K)), safe)
+            g = [[None] * aw.r for _ in range(ah.r)]
+            for ky in range(ah.r):
+                for kx in range(aw.r):
+                    idx = b.add(b.mul(b.add(i64((ky * aw.r + kx) * C), c), i64(K)), safe)
                     v = b.load(b.gep(src, [idx], source_etype=F32), typ=F32)
                     g[ky][kx] = b.fpext(b.select(ok, v, ir.Constant(F32, 0.0)), D)
-            rows = [[_combine(b, G[i], [g[r][kx] for r in range(3)], zero) for kx in range(3)] for i in range(ALPHA)]
-            for xi in range(POINTS):
-                i, jj = divmod(xi, ALPHA)
-                u = b.fptrunc(_combine(b, G[jj], rows[i], zero), F32)
+            u = _transform(b, ah.g, aw.g, g, zero)
+            for xi in range(ah.points * aw.points):
+                i, jj = divmod(xi, aw.points)
                 di = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(C)), c), i64(NR)), j)
-                b.store(u, b.gep(dst, [di], source_etype=F32))
+                b.store(b.fptrunc(u[i][jj], F32), b.gep(dst, [di], source_etype=F32))
 
     return emit
 
 
 def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, bias=None, activation=None,
                   residual=None, post_activation=None) -> None:
-    """The convolution of ``x`` by the 3x3 weight ``w`` (3, 3, C, K) into ``out``, as F(2x2, 3x3)."""
+    """The convolution of ``x`` by the weight ``w`` (kh, kw, C, K) into ``out``, by the algorithms of
+    :data:`ALGORITHMS` along its two axes."""
     C, K = geo.C, w.shape[-1]
     H, W = geo.in_sp
     OH, OW = geo.out_sp
     pad_t, pad_l = geo.pads
-    plan = _Plan(kb, C, K)
+    ah, aw = ALGORITHMS[tuple(geo.kernel)]
+    points = ah.points * aw.points
+    plan = _Plan(kb, C, K, points)
     vw, MR, NV, NR, panels, Cs, Tb = plan.vw, plan.mr, plan.nv, plan.nr, plan.panels, plan.cs, plan.tb
     vt = ir.VectorType(F32, vw)
-    packed = kb.packed_weight(w, ("winograd2x2", NR), POINTS * panels * C * NR * 4, pack_winograd(C, K, NR))
-    th, tw = -(-OH // M_OUT), -(-OW // M_OUT)
+    packed = kb.packed_weight(w, (f"winograd{ah.r}x{aw.r}", NR), points * panels * C * NR * 4,
+                              pack_winograd(C, K, NR, ah, aw))
+    th, tw = -(-OH // ah.m), -(-OW // aw.m)
     per_image = th * tw
     tiles = dims.mul(geo.batch, per_image)
     units = dims.ceildiv(tiles, MR)  # micro-tiles of MR tiles
@@ -226,15 +341,19 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     # item reads all of it)
     per_thread = 1 if plan.u_streamed else 2
     spread = f"(({units}) + {per_thread} * {THREADS_DIM} - max({units}, {per_thread} * {THREADS_DIM}))"
-    mb = f"max({mb0}, {spread})"
+    # blocks in a multiple of the thread count where there are enough micro-tiles (three blocks of 13
+    # micro-tiles kept one of two threads busy for two of them)
+    rounded = f"((({mb0}) + {THREADS_DIM} - 1) // {THREADS_DIM} * {THREADS_DIM})"
+    even = f"({rounded} + ({units}) - max({rounded}, {units}))"
+    mb = f"max({even}, {spread})"
 
     k = kb.kernel("winograd_conv")
     fb, b = k.fn, k.b
     px, pu, po = k.ptr(x), k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    v_floats = POINTS * Tb * Cs
-    scratch = k.thread_scratch((v_floats + POINTS * panels * Tb * NR) * 4)
+    v_floats = points * Tb * Cs
+    scratch = k.thread_scratch((v_floats + points * panels * Tb * NR) * 4)
     pv = scratch
     pm = b.gep(scratch, [i64(v_floats)], source_etype=F32)
     tiles_v, units_v, mb_v = k.dim(tiles), k.dim(units), k.dim(mb)
@@ -254,13 +373,13 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
         # 1. input transform
         with fb.loop(t0, t1, name="tin") as t:
             n, ty, tx = decode(t)
-            iy0 = b.sub(b.mul(ty, i64(M_OUT)), i64(pad_t))
-            ix0 = b.sub(b.mul(tx, i64(M_OUT)), i64(pad_l))
+            iy0 = b.sub(b.mul(ty, i64(ah.m)), i64(pad_t))
+            ix0 = b.sub(b.mul(tx, i64(aw.m)), i64(pad_l))
             offs, oks = [], []
-            for i in range(ALPHA):
+            for i in range(ah.inputs):
                 iy = b.add(iy0, i64(i))
                 row_ok = b.and_(b.icmp_signed(">=", iy, i64(0)), b.icmp_signed("<", iy, i64(H)))
-                for j in range(ALPHA):
+                for j in range(aw.inputs):
                     ix = b.add(ix0, i64(j))
                     ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", ix, i64(0)), b.icmp_signed("<", ix, i64(W))))
                     off = b.mul(b.add(b.mul(b.add(b.mul(n, i64(H)), iy), i64(W)), ix), i64(C))
@@ -269,14 +388,14 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
             vrow = b.gep(pv, [b.mul(b.sub(t, t0), i64(Cs))], source_etype=F32)
 
             def in_chunk(c, valid):
-                d = [[None] * ALPHA for _ in range(ALPHA)]
-                for q in range(POINTS):
+                d = [[None] * aw.inputs for _ in range(ah.inputs)]
+                for q in range(ah.inputs * aw.inputs):
                     v = load_lanes(b, b.gep(px, [b.add(offs[q], c)], source_etype=F32), vw, valid)
-                    d[q // ALPHA][q % ALPHA] = b.select(oks[q], v, zero_v)
-                V = _transform(b, BT, d, zero_v)
-                for xi in range(POINTS):
+                    d[q // aw.inputs][q % aw.inputs] = b.select(oks[q], v, zero_v)
+                V = _transform(b, ah.bt, aw.bt, d, zero_v)
+                for xi in range(points):
                     dst = b.gep(vrow, [b.add(i64(xi * Tb * Cs), c)], source_etype=F32)
-                    b.store(V[xi // ALPHA][xi % ALPHA], dst, align=4)
+                    b.store(V[xi // aw.points][xi % aw.points], dst, align=4)
 
             with fb.loop(0, c_full, vw, name="cin") as c:
                 in_chunk(c, vw)
@@ -288,7 +407,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
         def products(p_lo, p_hi, nv: int):
             micro = tile_function(kb.module, MR, nv, vw, NR, Cs, plan.prefetch)
             one_row = row_function(kb.module, nv, vw, NR)
-            with fb.loop(0, POINTS, name="xi") as xi:
+            with fb.loop(0, points, name="xi") as xi:
                 with fb.loop(p_lo, p_hi, name="p") as p:
                     xp = b.add(b.mul(xi, i64(panels)), p)
                     panel = b.gep(pu, [b.mul(xp, i64(C * NR))], source_etype=F32)
@@ -315,12 +434,12 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
         # 3. output transform and epilogue
         with fb.loop(t0, t1, name="tout") as t:
             n, ty, tx = decode(t)
-            oy0, ox0 = b.mul(ty, i64(M_OUT)), b.mul(tx, i64(M_OUT))
+            oy0, ox0 = b.mul(ty, i64(ah.m)), b.mul(tx, i64(aw.m))
             rel = b.sub(t, t0)
             outs = []
-            for i in range(M_OUT):
+            for i in range(ah.m):
                 oy = b.add(oy0, i64(i))
-                for j in range(M_OUT):
+                for j in range(aw.m):
                     ox = b.add(ox0, i64(j))
                     ok = b.and_(b.icmp_signed("<", oy, i64(OH)), b.icmp_signed("<", ox, i64(OW)))
                     outs.append((ok, b.mul(b.add(b.mul(b.add(b.mul(n, i64(OH)), oy), i64(OW)), ox), i64(K))))
@@ -328,14 +447,14 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
             def out_chunk(col, valid):
                 p = b.sdiv(col, i64(NR))
                 within = b.srem(col, i64(NR))
-                m = [[None] * ALPHA for _ in range(ALPHA)]
-                for xi in range(POINTS):
+                m = [[None] * aw.points for _ in range(ah.points)]
+                for xi in range(points):
                     idx = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(Tb)), rel), i64(NR)), within)
-                    m[xi // ALPHA][xi % ALPHA] = b.load(b.gep(pm, [idx], source_etype=F32), typ=vt, align=4)
-                Y = _transform(b, AT, m, zero_v)
+                    m[xi // aw.points][xi % aw.points] = b.load(b.gep(pm, [idx], source_etype=F32), typ=vt, align=4)
+                Y = _transform(b, ah.at, aw.at, m, zero_v)
                 for q, (ok, row_off) in enumerate(outs):
                     with b.if_then(ok):
-                        val = _epilogue(k, Y[q // M_OUT][q % M_OUT], col, row_off, valid, vw, pbias, activation,
+                        val = _epilogue(k, Y[q // aw.m][q % aw.m], col, row_off, valid, vw, pbias, activation,
                                         pres, post_activation)
                         store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
 
@@ -343,4 +462,4 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                 out_chunk(col, vw)
             if K % vw:
                 out_chunk(i64(k_full), K % vw)
-    kb.launch(k, mb, 2 * Tb * POINTS * C * K)
+    kb.launch(k, mb, 2 * Tb * points * C * K)
