@@ -71,6 +71,9 @@ class Tensor:
     buf: Buffer | None = None
     offset: int = 0  # in elements
     constant: np.ndarray | None = field(default=None, repr=False)
+    # elements from one row of the last axis to the next where that is not the last axis's length:
+    # a part of a concatenation along its last axis, written in place by its producer (codegen)
+    row_stride: int | None = None
 
     @property
     def shape(self) -> tuple:
@@ -256,14 +259,35 @@ class KernelBuilder:
 
     # ------------------------------------------------------------ tensors
     def view(self, t: Tensor, shape: Sequence, offset=0) -> Tensor:
-        """``t``'s buffer seen with another (contiguous) shape, from element ``offset`` on."""
+        """``t``'s buffer seen with another (contiguous) shape, from element ``offset`` on; a tensor of
+        strided rows keeps its rows (the last axis stays)."""
         self.buffer_of(t)
         shape = tuple(shape)
+        if t.row_stride is not None:
+            if offset != 0 or not shape or shape[-1] != t.shape[-1]:
+                raise NativeLoweringError(f"a view {shape} of a tensor of strided rows {t.shape}")
+            return Tensor(None, TensorType(t.dtype, shape), t.buf, t.offset, row_stride=t.row_stride)
         const = None
         if t.constant is not None and offset == 0 and all(isinstance(d, int) for d in shape) \
                 and int(np.prod(shape, dtype=np.int64)) == t.constant.size:
             const = t.constant.reshape(shape)
         return Tensor(None, TensorType(t.dtype, shape), t.buf, _dims.add(t.offset, offset), const)
+
+    def written_through(self, out: Tensor, emit: Callable[[Tensor], None]) -> None:
+        """``emit(out)``, or where ``out`` has strided rows (a concatenation's part written in place) and
+        the kernels ``emit`` lowers to cannot write them, ``emit`` into a temporary copied into it."""
+        if out.row_stride is None:
+            emit(out)
+            return
+        tmp = self.temp(out.shape, out.dtype)
+        emit(tmp)
+        self.copy_rows(out, tmp)
+
+    def copy_rows(self, out: Tensor, x: Tensor) -> None:
+        """``out = x`` of one shape, ``out`` with strided rows or not."""
+        from graphc.backends.llvm.kernels.layout import contiguous_strides, strides_of
+
+        self.strided_copy(out, strides_of(out), 0, x, contiguous_strides(x.shape), 0, out.shape)
 
     def temp(self, shape: Sequence, dtype: str = "float32") -> Tensor:
         """A fresh scratch tensor, private to the current op's kernels."""
@@ -389,8 +413,17 @@ class KernelBuilder:
         from graphc.backends.llvm.kernels.gemm import emit_matmul
 
         bias, residual = self._epilogue_operands(out, bias, residual)
-        emit_matmul(self, a, b, out, bias=bias, activation=activation, residual=residual,
-                    post_activation=post_activation)
+
+        def emit(o: Tensor) -> None:
+            emit_matmul(self, a, b, o, bias=bias, activation=activation, residual=residual,
+                        post_activation=post_activation)
+
+        # products by a weight on the float32 GEMM write strided rows themselves
+        by_weight = b.rank == 2 and b.is_constant and b.buf is not None and b.buf.kind == "weight"
+        if by_weight and self.target.precision == "float32":
+            emit(out)
+        else:
+            self.written_through(out, emit)
 
     def conv(self, x: Tensor, w: Tensor, out: Tensor, *, strides: Sequence[int], dilations: Sequence[int],
              pads: Sequence, groups: int = 1, bias: Tensor | None = None, activation: Callable | None = None,
@@ -410,8 +443,9 @@ class KernelBuilder:
         from graphc.backends.llvm.kernels.conv import emit_separable
 
         bias, residual = self._epilogue_operands(out, bias, residual)
-        emit_separable(self, x, dw, pw, out, strides=strides, dilations=dilations, pads=pads, groups=groups,
-                       bias=bias, activation=activation, residual=residual, post_activation=post_activation)
+        self.written_through(out, lambda o: emit_separable(
+            self, x, dw, pw, o, strides=strides, dilations=dilations, pads=pads, groups=groups, bias=bias,
+            activation=activation, residual=residual, post_activation=post_activation))
 
     def qlinear_matmul(self, x: Tensor, w: Tensor, out: Tensor, **requant) -> None:
         """int8 ``out = requantize(x @ w + bias)`` (:mod:`graphc.ops.qlinear`) on the target's dot product."""

@@ -42,6 +42,7 @@ from graphc.backends.llvm.builder import (
     Tensor,
     frame_field,
 )
+from graphc.backends.llvm.concat_in_place import concat_parts_in_place
 from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
@@ -236,7 +237,8 @@ def _op_key(op, attrs: dict, ins: list[Tensor], outs: list[Tensor]) -> tuple:
     bufs = [t.buf for t in ins] + [t.buf for t in outs]
     sharing = tuple(-1 if b is None else next(i for i, c in enumerate(bufs) if c is b) for b in bufs)
     return (op.type, repr(sorted(attrs.items())), tuple(t.type for t in ins), tuple(t.type for t in outs),
-            tuple(t.is_constant for t in ins), tuple(str(t.offset) for t in ins), sharing)
+            tuple(t.is_constant for t in ins), tuple(str(t.offset) for t in ins), sharing,
+            tuple(t.row_stride for t in outs))
 
 
 def free_dim_names(graph: Graph) -> list[str]:
@@ -270,6 +272,7 @@ class _Codegen:
         self.kb = KernelBuilder(self.module, target, self.free_dims + [THREADS_DIM])
         self.kb.graph = graph
         self.tensors: dict[str, Tensor] = {}
+        self.concat_parts = concat_parts_in_place(graph)
         self.op_errors: list[str] = []
         self.memo: dict = {}
 
@@ -320,9 +323,18 @@ class _Codegen:
         return bool(readers) and all(conv_reads_bf16_copy(self.kb, c, v, self.tensors) for c, _ in readers)
 
     def _tensor_for_result(self, v: str) -> Tensor:
-        t = Tensor(v, self.graph.values[v].type)
-        if v in self.primary_output:
-            t.buf = self.output_bufs[self.primary_output[v]]
+        if v in self.tensors:  # a concatenation made when its first part in place was lowered
+            return self.tensors[v]
+        part = self.concat_parts.get(v)
+        if part is not None:  # its columns of the concatenated buffer
+            whole = self._tensor_for_result(part.concat)
+            self.kb.buffer_of(whole)
+            t = Tensor(v, self.graph.values[v].type, whole.buf, dims.add(whole.offset, part.column),
+                       row_stride=part.width)
+        else:
+            t = Tensor(v, self.graph.values[v].type)
+            if v in self.primary_output:
+                t.buf = self.output_bufs[self.primary_output[v]]
         self.tensors[v] = t
         return t
 

@@ -651,6 +651,13 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
 
     if x.dtype != "float32":
         raise NativeLoweringError(f"convolution of {x.dtype} tensors")
+    strided_rows = groups == 1 and kb.target.precision == "float32" and w.is_constant and w.buf is not None \
+        and w.buf.kind == "weight"
+    if out.row_stride is not None and not strided_rows:  # only the float32 GEMM and Winograd write strided rows
+        kb.written_through(out, lambda o: emit_conv(kb, x, w, o, strides=strides, dilations=dilations, pads=pads,
+                                                     groups=groups, bias=bias, activation=activation,
+                                                     residual=residual, post_activation=post_activation))
+        return
     nsp = x.rank - 2
     kernel = w.shape[:nsp]
     geo = Geometry(x, out, kernel, strides, dilations, pads)
@@ -786,9 +793,11 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
     def combine(acc, v):
         return larger(acc, v) if kind == "max" else b.fadd(acc, v)
 
+    ldc = out.row_stride or C  # a concatenation's part written in place: its rows further apart
+
     def pixel(row, taps, inv) -> None:
         """Output pixel ``row``; ``taps``: (in the input: i1, or None where every tap is, element offset)."""
-        row_off = b.mul(row, i64(C))
+        row_off = b.mul(row, i64(ldc))
 
         def channels(j0, valid: int) -> None:
             """Vector ``valid`` channels from channel ``j0`` (an i64 value) of this output pixel."""

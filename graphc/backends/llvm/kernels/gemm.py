@@ -522,17 +522,19 @@ def row_function(module: ir.Module, nv: int, vw: int, stride: int) -> ir.Functio
 # ---------------------------------------------------------------------------- the packed GEMM
 def store_c_rows(k: Kernel, c_tile, pc, N: int, NR: int, vw: int, nv: int, col0, i, rows_valid, valid_cols: int,
                  first, last, *, pbias=None, pres=None, activation: Callable | None = None,
-                 post_activation: Callable | None = None) -> None:
+                 post_activation: Callable | None = None, ldc: int | None = None) -> None:
     """Rows ``i...`` of a computed C tile (``nv`` vectors of ``vw`` per row, ``NR`` floats apart) into C (``N``
-    wide, from column ``col0``): added to C's partial sums unless ``first`` (an i1, or True), then, when
-    ``last`` (an i1, or True), the epilogue: + bias, activation, + residual, post-activation."""
+    wide, its rows ``ldc`` apart, default ``N``; from column ``col0``): added to C's partial sums unless
+    ``first`` (an i1, or True), then, when ``last`` (an i1, or True), the epilogue: + bias, activation,
+    + residual (``N`` wide), post-activation."""
     fb, b = k.fn, k.b
     with fb.loop(0, rows_valid, name="st") as r:
         row_off = b.mul(b.add(i, r), i64(N))
+        c_row_off = row_off if ldc in (None, N) else b.mul(b.add(i, r), i64(ldc))
         for v in range(nv):
             valid = min(vw, valid_cols - v * vw)
             col = b.add(col0, i64(v * vw))
-            cptr = b.gep(pc, [b.add(row_off, col)], source_etype=F32)
+            cptr = b.gep(pc, [b.add(c_row_off, col)], source_etype=F32)
             # lanes past the valid columns may not have been written (:func:`tail_lanes`)
             val = load_lanes(b, b.gep(c_tile, [b.add(b.mul(r, i64(NR)), i64(v * vw))], source_etype=F32), vw, valid)
             if first is not True:  # partial sums of earlier K blocks are in C
@@ -593,12 +595,14 @@ def fused_epilogue_mode() -> str:
 
 
 def store_tile_fused(k: Kernel, acc: list[list], pc, N: int, col0, i, valid_cols: int, *, pbias=None, pres=None,
-                     activation: Callable | None = None, post_activation: Callable | None = None) -> None:
+                     activation: Callable | None = None, post_activation: Callable | None = None,
+                     ldc: int | None = None) -> None:
     """A whole tile's accumulators (``acc``, rows from ``i``, vectors from column ``col0``) through the
     epilogue into C, from the registers: the path of products done in one K block, where nothing
     is added to partial sums. Against writing the tile to the thread's buffer and storing it
     row by row (:func:`store_c_rows`), this saves a store and a load per vector: up to a sixth of
-    the time of a 1x1 convolution over 16-32 channels (``benchmarks/gemm_epilogue``)."""
+    the time of a 1x1 convolution over 16-32 channels (``benchmarks/gemm_epilogue``). C's rows are ``ldc``
+    apart (default ``N``), the residual's ``N``."""
     b = k.b
     vw = acc[0][0].type.count  # every vector but the last (tail_lanes) is whole: vector v starts at v * vw
     biases = []
@@ -609,12 +613,14 @@ def store_tile_fused(k: Kernel, acc: list[list], pc, N: int, col0, i, valid_cols
                       if pbias is not None else None)
     for r, row in enumerate(acc):
         row_off = b.mul(b.add(i, i64(r)), i64(N))
+        c_row_off = row_off if ldc in (None, N) else b.mul(b.add(i, i64(r)), i64(ldc))
         for v, var in enumerate(row):
             lanes = var.type.count
             valid = min(lanes, valid_cols - v * vw)
-            offset = b.add(row_off, b.add(col0, i64(v * vw)))
-            val = apply_epilogue(k, var.get(), biases[v], pres, offset, valid, activation, post_activation)
-            store_lanes(b, val, b.gep(pc, [offset], source_etype=F32), lanes, valid)
+            col = b.add(col0, i64(v * vw))
+            val = apply_epilogue(k, var.get(), biases[v], pres, b.add(row_off, col), valid, activation,
+                                 post_activation)
+            store_lanes(b, val, b.gep(pc, [b.add(c_row_off, col)], source_etype=F32), lanes, valid)
 
 
 def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Tensor, *,
@@ -667,6 +673,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     k = kb.kernel(name)
     fb, b = k.fn, k.b
     pw, pc = k.ptr(packed), k.ptr(out)
+    ldc = out.row_stride or N  # C's rows: further apart where C is a concatenation's part written in place
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
     Mv = k.dim(M)
@@ -684,7 +691,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     def store_tile(nv, p, i, rows_valid, valid_cols, first, last):
         """Rows of c_tile (``nv`` vectors each, written by the micro-kernel) (+C, epilogue) -> C."""
         store_c_rows(k, c_tile, pc, N, NR, vw, nv, b.mul(p, i64(NR)), i, rows_valid, valid_cols, first, last,
-                     pbias=pbias, pres=pres, activation=activation, post_activation=post_activation)
+                     pbias=pbias, pres=pres, activation=activation, post_activation=post_activation, ldc=ldc)
 
     def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
         with fb.loop(row0, row_end, MR, name="row") as i:
@@ -700,7 +707,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     pf = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
                     with fb.loop(0, MR, name="pfc") as r:
                         prow = fb.min_(b.add(b.add(i, r), i64(C_AHEAD * MR)), b.sub(Mv, i64(1)))
-                        crow = b.gep(pc, [b.add(b.mul(prow, i64(N)), b.mul(p, i64(NR)))], source_etype=F32)
+                        crow = b.gep(pc, [b.add(b.mul(prow, i64(ldc)), b.mul(p, i64(NR)))], source_etype=F32)
                         for line in range(0, min(NR, valid_cols), 16):
                             b.call(pf, [b.gep(crow, [i64(line)], source_etype=F32), i32(1), i32(3), i32(1)])
                         if pres is not None:
@@ -749,7 +756,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                                 packed_tile()
                     if fuse:
                         store_tile_fused(k, acc, pc, N, b.mul(p, i64(NR)), i, valid_cols, pbias=pbias, pres=pres,
-                                         activation=activation, post_activation=post_activation)
+                                         activation=activation, post_activation=post_activation, ldc=ldc)
                     else:
                         store_tile(nv, p, i, MR, valid_cols, first, last)
                 with partial:

@@ -45,6 +45,15 @@ def contiguous_strides(shape: Sequence[Dim]) -> list[Dim]:
     return strides
 
 
+def strides_of(t) -> list[Dim]:
+    """Strides (in elements) of tensor ``t`` (a builder ``Tensor``): row-major, its rows
+    ``t.row_stride`` apart where it has strided rows."""
+    if t.row_stride is None:
+        return contiguous_strides(t.shape)
+    outer = contiguous_strides(t.shape[:-1])
+    return [dims.mul(st, t.row_stride) for st in outer] + [1]
+
+
 def broadcast_strides(in_shape: Sequence[Dim], out_shape: Sequence[Dim]) -> list[Dim]:
     """Strides of a contiguous ``in_shape`` tensor read over ``out_shape`` (0 on broadcast axes).
 

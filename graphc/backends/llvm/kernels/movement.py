@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import I64, i64
-from graphc.backends.llvm.kernels.layout import contiguous_strides, merge_axes
+from graphc.backends.llvm.kernels.layout import contiguous_strides, merge_axes, strides_of
 from graphc.ir import dims
 from graphc.ir.dims import Dim
 
@@ -186,17 +186,21 @@ def emit_slice(kb: KernelBuilder, out: Tensor, x: Tensor, axis: int, start: int,
     begin = _slice_begin(x.shape[axis], start)
     src_strides = list(xs)
     src_strides[axis] = dims.mul(xs[axis], step)
-    strided_copy(kb, out, contiguous_strides(out.shape), 0, x, src_strides, dims.mul(begin, xs[axis]),
-                 out.shape, name="slice")
+    strided_copy(kb, out, strides_of(out), 0, x, src_strides, dims.mul(begin, xs[axis]), out.shape, name="slice")
 
 
 def emit_concat(kb: KernelBuilder, out: Tensor, xs: list[Tensor], axis: int) -> None:
+    """Each part copied into its place; a part its producer wrote in place (rows of ``out``, see
+    codegen's ``concat_parts_in_place``) is left as it is."""
     axis %= out.rank
-    os = contiguous_strides(out.shape)
+    os = strides_of(out)
     offset: Dim = 0
     for x in xs:
-        strided_copy(kb, out, os, dims.mul(offset, os[axis]), x, contiguous_strides(x.shape), 0, x.shape,
-                     name="concat")
+        at = dims.add(out.offset, dims.mul(offset, os[axis]))
+        if not (axis == out.rank - 1 and out.row_stride is None and x.buf is not None and x.buf is out.buf
+                and x.row_stride == out.shape[-1] and dims.same(x.offset, at)):
+            strided_copy(kb, out, os, dims.mul(offset, os[axis]), x, contiguous_strides(x.shape), 0, x.shape,
+                         name="concat")
         offset = dims.add(offset, x.shape[axis])
 
 

@@ -352,6 +352,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     px, pu, po = k.ptr(x), k.ptr(packed), k.ptr(out)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
+    ldc = out.row_stride or K  # the output's rows: further apart in a concatenation's part written in place
     v_floats = points * Tb * Cs
     scratch = k.thread_scratch((v_floats + points * panels * Tb * NR) * 4)
     pv = scratch
@@ -442,7 +443,8 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                 for j in range(aw.m):
                     ox = b.add(ox0, i64(j))
                     ok = b.and_(b.icmp_signed("<", oy, i64(OH)), b.icmp_signed("<", ox, i64(OW)))
-                    outs.append((ok, b.mul(b.add(b.mul(b.add(b.mul(n, i64(OH)), oy), i64(OW)), ox), i64(K))))
+                    pixel = b.add(b.mul(b.add(b.mul(n, i64(OH)), oy), i64(OW)), ox)
+                    outs.append((ok, b.mul(pixel, i64(K)), b.mul(pixel, i64(ldc))))
 
             def out_chunk(col, valid):
                 p = b.sdiv(col, i64(NR))
@@ -452,11 +454,11 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                     idx = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(Tb)), rel), i64(NR)), within)
                     m[xi // aw.points][xi % aw.points] = b.load(b.gep(pm, [idx], source_etype=F32), typ=vt, align=4)
                 Y = _transform(b, ah.at, aw.at, m, zero_v)
-                for q, (ok, row_off) in enumerate(outs):
+                for q, (ok, row_off, out_off) in enumerate(outs):
                     with b.if_then(ok):
                         val = _epilogue(k, Y[q // aw.m][q % aw.m], col, row_off, valid, vw, pbias, activation,
                                         pres, post_activation)
-                        store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
+                        store_lanes(b, val, b.gep(po, [b.add(out_off, col)], source_etype=F32), vw, valid)
 
             with fb.loop(0, k_full, vw, name="kout") as col:
                 out_chunk(col, vw)
