@@ -21,8 +21,8 @@ fewer FLOPs); of a 3-tap row as F(2, 3), 4 instead of 6. The transforms come fro
 Which tiles: measured in float32 on random inputs and weights scaled to unit outputs, against the
 exact result, F(4x4, 3x3) is 25-30x further from it than the direct sum (5e-5 at 256 channels),
 F(2x2, 3x3) 1.3-1.5x. Along one axis, over 16-192 channels, as mean error against the reference
-backend's (float32 products tap by tap): the split F(2, 3) + F(2, 4) 2.0x (max 2.5-3.6x, within the
-implicit GEMM's own 1.3-4.7e-6 over these shapes), F(2, 3) 1.3-1.4x, while the minimal F(2, 7) (8
+backend's (float32 products tap by tap): the split F(2, 3) + F(2, 4) 2.0x (its largest 2.5-3.9x, as
+large as the implicit GEMM's own, 1.3-4.7e-6, over these shapes), F(2, 3) 1.3-1.4x, while the minimal F(2, 7) (8
 points: 0, +-1, +-2, +-1/2, infinity; 1.75x fewer FLOPs) was 5x, F(3, 7) 7-9x and F(4, 7) 20x. Only
 the tiles near the direct algorithm's error are taken: the larger ones would trade answers that agree
 with the reference and with Keras to 1e-5 for speed, silently.
