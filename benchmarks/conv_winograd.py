@@ -16,6 +16,7 @@ at batch 1 they come from memory, which is where the rule's L2 limit matters (se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,7 +89,7 @@ def measure_shape(side: int, C: int, K: int, kernel: str, batch: int, threads: i
     res = measure([_Runner("winograd", lambda: wino.predict(x)), _Runner("implicit GEMM", lambda: direct.predict(x))],
                   repeat, min_sample_s=0.02, settle_s=0.1 if threads > 1 else 0.0)
     w, d = res["winograd"].median_ms, res["implicit GEMM"].median_ms
-    taps = _kernel(kernel)[0] * _kernel(kernel)[1]
+    taps = math.prod(_kernel(kernel))
     return {"side": side, "C": C, "K": K, "kernel": kernel, "batch": batch, "threads": threads, "winograd_ms": w,
             "direct_ms": d, "speedup": d / w,
             "gflops_direct_equivalent": 2 * taps * C * K * side * side * batch / (w * 1e6),

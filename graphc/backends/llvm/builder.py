@@ -281,13 +281,7 @@ class KernelBuilder:
             return
         tmp = self.temp(out.shape, out.dtype)
         emit(tmp)
-        self.copy_rows(out, tmp)
-
-    def copy_rows(self, out: Tensor, x: Tensor) -> None:
-        """``out = x`` of one shape, ``out`` with strided rows or not."""
-        from graphc.backends.llvm.kernels.layout import contiguous_strides, strides_of
-
-        self.strided_copy(out, strides_of(out), 0, x, contiguous_strides(x.shape), 0, out.shape)
+        self.copy(out, tmp)
 
     def temp(self, shape: Sequence, dtype: str = "float32") -> Tensor:
         """A fresh scratch tensor, private to the current op's kernels."""
@@ -371,7 +365,8 @@ class KernelBuilder:
         strided_copy(self, dst, dst_strides, dst_offset, src, src_strides, src_offset, shape)
 
     def copy(self, out: Tensor, x: Tensor) -> None:
-        """``out = x`` (same number of elements; shapes may differ)."""
+        """``out = x`` (same number of elements; shapes may differ, but not where ``out``'s rows are
+        strided)."""
         from graphc.backends.llvm.kernels.movement import emit_copy
 
         emit_copy(self, out, x)

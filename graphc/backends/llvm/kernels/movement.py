@@ -164,6 +164,13 @@ def _transpose_tiles(kb: KernelBuilder, dst: Tensor, dst_st: Sequence[Dim], dst_
 
 
 def emit_copy(kb: KernelBuilder, out: Tensor, x: Tensor) -> None:
+    """``out = x``, element by element in row-major order; into ``out``'s rows where they are strided
+    (a concatenation's part written in place), which takes ``x`` of ``out``'s shape."""
+    if out.row_stride is not None:
+        if tuple(x.shape) != tuple(out.shape):
+            raise NativeLoweringError(f"a copy of {x.shape} into strided rows of {out.shape}")
+        strided_copy(kb, out, strides_of(out), 0, x, contiguous_strides(x.shape), 0, out.shape, name="copy")
+        return
     n = dims.product(out.shape)
     strided_copy(kb, out, [1], 0, x, [1], 0, [n], name="copy")
 
