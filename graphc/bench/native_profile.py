@@ -202,7 +202,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         from graphc.bench.peak import measure_peak
 
         peak = measure_peak() if peak else None
-    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, threads)
+    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, threads, fused_ops(cm.compile_stats))
     kernel_ms = sum(r.ms for r in rows)
     for r in rows:
         r.share = r.ms / kernel_ms if kernel_ms else 0.0
@@ -291,7 +291,18 @@ def profile_model(model_or_name: Any, batch: int = 32, threads: int = 1, runs: i
     return profile_compiled(cm, list(arrays) if len(arrays) > 1 else arrays[0], runs, peak=peak)
 
 
-def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int) -> list[KernelRow]:
+def fused_ops(stats: dict) -> dict[int, list[int]]:
+    """Op number -> the op numbers whose work its kernels do (a pooling done by its convolution's GEMM),
+    from the build's ``fused_ops`` statistic (:meth:`graphc.backends.llvm.codegen._Codegen.fused_ops`)."""
+    out: dict[int, list[int]] = {}
+    for pair in str(stats.get("fused_ops", "") or "").split():
+        producer, op = pair.split(":")
+        out.setdefault(int(producer), []).append(int(op))
+    return out
+
+
+def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int,
+          fused: dict[int, list[int]] | None = None) -> list[KernelRow]:
     costs = graph_op_costs(graph, bindings)
     rows = []
     for index, (ns, launches) in enumerate(zip(recorded.op_ns, recorded.op_launches)):
@@ -302,6 +313,14 @@ def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int) -> list
             name, kind = op.layer or op.id, op.type
             flops, nbytes = costs[index]
             out = concrete(graph.values[op.outputs[0]].type.shape, bindings)
+            for j in (fused or {}).get(index, ()):
+                # the op's result never reaches memory: its bytes leave the count twice (written, read back)
+                inner = ops[j]
+                name, kind = f"{name}+{inner.layer or inner.id}", f"{kind}+{inner.type}"
+                size = int(np.prod(out)) * graph.values[op.outputs[0]].type.itemsize
+                flops = None if flops is None or costs[j][0] is None else flops + costs[j][0]
+                nbytes = nbytes + costs[j][1] - 2 * size
+                out = concrete(graph.values[inner.outputs[0]].type.shape, bindings)
         else:  # the copy of graph outputs no op writes
             name, kind, flops, nbytes, out = "graph outputs", "copy", 0, 0, ()
         seconds = ns / 1e9 / runs

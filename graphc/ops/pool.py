@@ -30,7 +30,7 @@ from graphc.ops.conv import (
 from graphc.ops.registry import REQUIRED, OpDef, ShapeError, get, register
 
 
-def _geometry(rank: int, kernel, strides, pads, what: str):
+def pool_geometry(rank: int, kernel, strides, pads, what: str):
     nsp = rank - 2
     if kernel is None:
         raise ShapeError(f"{what}: kernel must be {nsp} positive integer(s), got None")
@@ -55,7 +55,7 @@ def _pool_infer(what: str):
         if x.rank < 3:
             raise ShapeError(f"{what} needs an input of rank >= 3 (batch, *spatial, channels), got "
                              f"shape {fmt_shape(x.shape)}")
-        k, s, p = _geometry(x.rank, kernel, strides, pads, what)
+        k, s, p = pool_geometry(x.rank, kernel, strides, pads, what)
         out = window_output_dims(x.shape[1:-1], k, s, (1,) * len(k), p, what)
         return TensorType(x.dtype, (x.shape[0],) + out + (x.shape[-1],))
 
@@ -63,7 +63,7 @@ def _pool_infer(what: str):
 
 
 def _prepare(x: np.ndarray, kernel, strides, pads, bindings, what: str):
-    k, s, p = _geometry(x.ndim, kernel, strides, pads, what)
+    k, s, p = pool_geometry(x.ndim, kernel, strides, pads, what)
     p_i = resolve_pads(p, bindings, what)
     for axis, (kk, pair) in enumerate(zip(k, p_i)):
         if max(pair) >= kk:
@@ -125,7 +125,7 @@ def _pool_to_onnx(onnx_type: str):
 
         x = ctx.input_type(0)
         a = ctx.attrs
-        k, s, p = _geometry(x.rank, a["kernel"], a["strides"], a["pads"], op.type)
+        k, s, p = pool_geometry(x.rank, a["kernel"], a["strides"], a["pads"], op.type)
         ones = (1,) * len(k)
         fill = -np.inf if onnx_type == "MaxPool" else None
         xn = onnx_channels_first(ctx, ctx.input_name(0), x.rank)
@@ -228,7 +228,7 @@ get("avg_pool").vjp = lambda ctx, dy: [ctx.avg_pool_grad(ctx.x[0], dy, **ctx.att
 
 def _pool_lower(kind: str):
     def lower(kb, op, x, *, out, kernel, strides, pads):
-        k, s, p = _geometry(x.rank, kernel, strides, pads, op.type)
+        k, s, p = pool_geometry(x.rank, kernel, strides, pads, op.type)
         kb.pool(x, out, kind=kind, kernel=k, strides=s, pads=p)
 
     return lower
@@ -242,7 +242,7 @@ get("avg_pool").lower = _pool_lower("avg")
 
 def _pool_grad_lower(kind: str):
     def lower(kb, op, x, dy, *, out, kernel, strides, pads):
-        k, s, p = _geometry(x.rank, kernel, strides, pads, op.type)
+        k, s, p = pool_geometry(x.rank, kernel, strides, pads, op.type)
         kb.pool_grad(x, dy, out, kind=kind, kernel=k, strides=s, pads=p)
 
     return lower
@@ -271,7 +271,7 @@ def _onnx_pool_grad_geometry(ctx, op):
     if not isinstance(channels, int):
         raise ctx.error(f"{op.type} over a free number of channels ({channels}) cannot be exported: the "
                         "depthwise ONNX ConvTranspose needs a fixed channel count")
-    k, s, p = _geometry(x.rank, ctx.attrs["kernel"], ctx.attrs["strides"], ctx.attrs["pads"], op.type)
+    k, s, p = pool_geometry(x.rank, ctx.attrs["kernel"], ctx.attrs["strides"], ctx.attrs["pads"], op.type)
     return x, channels, k, s, p
 
 

@@ -224,6 +224,10 @@ class KernelBuilder:
         # returns these views); ``bf16_result`` tells the op being lowered to write its result so
         self.bf16_held: dict[int, Tensor] = {}
         self.bf16_result = False
+        # a pooling the op being lowered may do on its result (:mod:`.pool_fusion`): (the result, a
+        # :class:`.kernels.pool_fused.StripPool`), set by codegen; the float32 GEMM takes it (take_pool)
+        self.pool_request: tuple[Tensor, object] | None = None
+        self.pool_taken = False
         self._names: dict[str, int] = {}
         self._kernel_cache: dict[tuple, ir.Function] = {}
 
@@ -243,6 +247,16 @@ class KernelBuilder:
         if t.buf is None:
             t.buf = self.new_buffer("scratch", type=t.type, name=t.value or "")
         return t.buf
+
+    def take_pool(self, out: Tensor):
+        """The pooling requested of ``out`` (a :class:`.kernels.pool_fused.StripPool`), now taken: the caller
+        writes the pooled result instead of ``out``, and codegen skips the pooling op. None where none is
+        requested of ``out`` or it is taken already."""
+        request = self.pool_request
+        if request is None or request[0] is not out or self.pool_taken:
+            return None
+        self.pool_taken = True
+        return request[1]
 
     def kernel(self, name: str) -> Kernel:
         """A new task function; call :meth:`launch` with it once written."""

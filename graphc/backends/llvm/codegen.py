@@ -46,7 +46,9 @@ from graphc.backends.llvm.concat_in_place import concat_parts_in_place
 from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
+from graphc.backends.llvm.kernels.pool_fused import StripPool
 from graphc.backends.llvm.parallel_emit import compile_parts
+from graphc.backends.llvm.pool_fusion import fusable_pools
 from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec
 from graphc.ir import dims
 from graphc.ir.graph import Graph
@@ -273,6 +275,8 @@ class _Codegen:
         self.kb.graph = graph
         self.tensors: dict[str, Tensor] = {}
         self.concat_parts = concat_parts_in_place(graph)
+        self.fused_pools = fusable_pools(graph)
+        self.pooled_ops: dict[str, int] = {}  # poolings their producer's kernels did -> the producer's index
         self.op_errors: list[str] = []
         self.memo: dict = {}
 
@@ -347,6 +351,9 @@ class _Codegen:
             where = f"op {op.id!r} ({op.type}" + (f", layer {op.layer!r})" if op.layer else ")")
             if opdef.lower is None:
                 raise NativeLoweringError(f"{where}: the native backend has no lowering for {op.type!r}")
+            if op.id in self.pooled_ops:  # its producer's GEMM wrote the pooled result
+                self.op_errors.append(f"{c_format_literal(where)} failed (detail %lld)")
+                continue
             kb.op_index = index
             kb.op_label = where
             kb.op_error = None
@@ -358,18 +365,32 @@ class _Codegen:
             attrs = opdef.resolve_attrs(op.attrs)
             kb.bf16_result = self._result_in_bf16(op)
             held = tuple(t.buf is not None and id(t.buf) in kb.bf16_held for t in ins)
-            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held)
+            # a pooling its GEMM may do: the pooled result is one more output of this op's kernels
+            fused = self.fused_pools.get(op.outputs[0]) if len(op.outputs) == 1 else None
+            kb.pool_request, kb.pool_taken = None, False
+            pool_key = None
+            if fused is not None:
+                pooled = self._tensor_for_result(fused.result)
+                kb.pool_request = (outs[0], StripPool(pooled, fused.kind, fused.window, tuple(outs[0].shape[1:-1])))
+                pool_key = (fused.kind, fused.window, pooled.type, pooled.row_stride)
+                outs = outs + [pooled]
+            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held, pool_key)
             if key in self.memo:
-                self._replay(self.memo[key], ins, outs)
+                record, taken = self.memo[key]
+                self._replay(record, ins, outs)
             else:
                 start = len(kb.launches)
                 try:
-                    opdef.lower(kb, op, *ins, out=outs[0] if len(outs) == 1 else tuple(outs), **attrs)
+                    opdef.lower(kb, op, *ins, out=outs[0] if len(op.outputs) == 1 else tuple(outs), **attrs)
                 except NativeLoweringError as exc:
                     raise NativeLoweringError(f"{where}: {exc}") from None
+                taken = kb.pool_taken
                 record = self._record(kb.launches[start:], ins, outs)
                 if record is not None:
-                    self.memo[key] = record
+                    self.memo[key] = record, taken
+            kb.pool_request = None
+            if fused is not None and taken:
+                self.pooled_ops[fused.op_id] = index
             if kb.bf16_result:  # the readers take the bf16 rows as their copy (bf16_input)
                 from graphc.backends.llvm.kernels.gemm_bf16 import LANES
 
@@ -385,6 +406,12 @@ class _Codegen:
             dst = Tensor(v, self.graph.values[v].type, self.output_bufs[i])
             kb.copy(dst, self.tensors[v])
         self.op_errors.append("copying the graph outputs failed (detail %lld)")
+
+    def fused_ops(self) -> str:
+        """Ops whose kernels another op's kernels are (a pooling done by its convolution), as the runtime's
+        op numbers ``"producer:op producer:op..."``, for the profiler to name the kernels by both."""
+        index = {op.id: i for i, op in enumerate(self.graph.ops())}
+        return " ".join(f"{producer}:{index[op_id]}" for op_id, producer in self.pooled_ops.items())
 
     # ------------------------------------------------------------ kernel reuse
     # Ops with the same type, attributes, input/output types and buffer-sharing pattern lower to
@@ -765,7 +792,7 @@ def generate(graph: Graph, name: str, target: TargetInfo, *, graphc_h: str, exte
                    inputs=[(v, graph.values[v].type) for v in graph.inputs],
                    outputs=[(v, graph.values[v].type) for v in graph.outputs],
                    stats={"lower_s": t1 - t0, "llvm_s": t2 - t1, "ir_chars": len(text), "llvm_parts": len(objects),
-                          "kernels": len(cg.kb.launches),
+                          "kernels": len(cg.kb.launches), "fused_ops": cg.fused_ops(),
                           "kernel_functions": len({id(launch.kernel) for launch in cg.kb.launches})})
 
 

@@ -172,6 +172,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
                     os.environ.get("GRAPHC_CONV_WINOGRAD", ""), os.environ.get("GRAPHC_DEPTHWISE_SPANS", ""),
                     os.environ.get("GRAPHC_GEMM_FUSED_EPILOGUE", ""), str(strength_reduction_enabled()),
                     os.environ.get("GRAPHC_GEMM_ITEMS", ""), os.environ.get("GRAPHC_CONCAT_IN_PLACE", ""),
+                    os.environ.get("GRAPHC_POOL_FUSION", ""),
                     repr(caches_for(same_machine(target, host_target()))))  # the GEMM's block sizes follow them
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
                                                                        external, tc, eval_graph, split))
@@ -300,7 +301,7 @@ def _generate_code(d: Path, graph: Graph, name: str, sym: str, target: TargetInf
             "code_s": round(time.perf_counter() - t0, 4), "kernels": program.stats["kernels"],
             "kernel_functions": program.stats["kernel_functions"], "ir_chars": program.stats["ir_chars"],
             "object_bytes": (d / f"{sym}.o").stat().st_size, "llvm_parts": program.stats["llvm_parts"],
-            "layout_digest": program.layout_digest}
+            "layout_digest": program.layout_digest, "fused_ops": program.stats["fused_ops"]}
 
 
 def _build_library(d: Path, code: Path, graph: Graph, sym: str, external: bool, tc: toolchain.Toolchain) -> dict:

@@ -500,10 +500,10 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
         for p in range(P):
             emit(p, j0, accs[p], valid)
 
-    _vector_chunks(k, cnt, vw, chunk)
+    vector_chunks(k, cnt, vw, chunk)
 
 
-def _vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
+def vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
     """``chunk(j0, valid)`` for each vector of ``count`` channels: whole vectors in a run-time loop
     (``valid`` = vw), then the rest (``valid`` an i64 value) if any."""
     fb, b = k.fn, k.b
@@ -570,7 +570,7 @@ def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cn
             total = b.fadd(total, a)
         emit(j0, total, valid)
 
-    _vector_chunks(k, cnt, vw, chunk)
+    vector_chunks(k, cnt, vw, chunk)
 
 
 def _epilogue(k: Kernel, val, col, row_off, valid, vw, pbias, activation, pres, post_activation):
@@ -731,7 +731,7 @@ def emit_separable(kb: KernelBuilder, x: Tensor, dw: Tensor, pw: Tensor, out: Te
                  activation=activation, residual=residual, post_activation=post_activation, name="separable_conv")
 
 
-def _max_tree(b: ir.IRBuilder, vals: list, larger: Callable, is_float: bool):
+def max_tree(b: ir.IRBuilder, vals: list, larger: Callable, is_float: bool):
     """The lane-wise maximum of ``vals`` as a balanced tree (exact in any order: 4 steps deep for a 3x3
     window instead of a chain of 8). Floats take plain ``vmaxps`` steps (``reduce._larger``) and, beside
     them, one unordered comparison per pair of taps: a NaN among them gives NaN, as the NaN-propagating
@@ -803,7 +803,7 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
             """Vector ``valid`` channels from channel ``j0`` (an i64 value) of this output pixel."""
             if all(ok is None for ok, _ in taps):  # straight-line: no branch per tap
                 if kind == "max":
-                    val = _max_tree(b, [load(off, j0, valid) for _, off in taps], larger, is_float)
+                    val = max_tree(b, [load(off, j0, valid) for _, off in taps], larger, is_float)
                 else:  # sums keep the checked path's order: the same bits either way
                     val = init
                     for _, off in taps:

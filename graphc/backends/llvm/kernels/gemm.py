@@ -668,12 +668,25 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     rows_max = bl.mc if source.cache_blocked else source.block_rows(KB)
     tpb = max(1, rows_max // MR)
     per_thread = QUANTUM if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
-    split = split_items(M, MR, tpb, panels, per_thread=per_thread, round_rows=source.cache_blocked or not b_streamed,
-                        max_chunk_panels=bl.nc // NR)
+    # a pooling of the result (see ..pool_fusion): the split's rows are bands of pixels (one row of the
+    # pooled result each), a block of them computed into a strip of the thread's scratch and pooled from it
+    round_rows = source.cache_blocked or not b_streamed
+    pool = kb.take_pool(out)
+    if pool is not None:
+        unit_bands = pool.unit_bands(MR, rows_max, N, bl.l2 // 4)
+        group_units = pool.group_units(unit_bands, rows_max, N, bl.l2 // 4)
+        group_bands = group_units * unit_bands
+        split = split_items(pool.units(unit_bands), 1, group_units, panels, per_thread=per_thread,
+                            round_rows=round_rows, max_chunk_panels=bl.nc // NR)
+    else:
+        split = split_items(M, MR, tpb, panels, per_thread=per_thread, round_rows=round_rows,
+                            max_chunk_panels=bl.nc // NR)
     k = kb.kernel(name)
     fb, b = k.fn, k.b
-    pw, pc = k.ptr(packed), k.ptr(out)
-    ldc = out.row_stride or N  # C's rows: further apart where C is a concatenation's part written in place
+    pw = k.ptr(packed)
+    pc = k.ptr(out) if pool is None else None  # with a pooling: the strip, set per item
+    # C's rows: further apart where C is a concatenation's part written in place
+    ldc = N if pool is not None else (out.row_stride or N)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
     Mv = k.dim(M)
@@ -683,10 +696,16 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # tile rows are padded by a cache line so that the MR rows the micro-kernel reads do not
     # fall into the same few L1 sets
     tile_stride = tile_row_stride(KB, bl.kc if source.cache_blocked else None)
-    a_tile_floats = (tpb + 1) * MR * tile_stride  # a block's whole tiles and the rows past the last
-    scratch = k.thread_scratch((a_tile_floats + MR * NR) * 4)
+    # with a pooling and one K block, a run of bands is one row block (the A tile holds it) and each panel's
+    # columns are pooled as soon as its tiles are in the strip, while they are in L1
+    per_panel = pool is not None and n_kblocks == 1
+    sub_rows = -(-group_bands * pool.band_rows // MR) * MR if per_panel else tpb * MR
+    a_tile_floats = (sub_rows // MR + 1) * MR * tile_stride  # a block's whole tiles and the rows past the last
+    strip_floats = group_bands * pool.band_rows * N if pool is not None else 0
+    scratch = k.thread_scratch((a_tile_floats + MR * NR + strip_floats) * 4)
     a_tile = scratch
     c_tile = b.gep(scratch, [i64(a_tile_floats)], source_etype=F32)
+    strip = b.gep(scratch, [i64(a_tile_floats + MR * NR)], source_etype=F32)
 
     def store_tile(nv, p, i, rows_valid, valid_cols, first, last):
         """Rows of c_tile (``nv`` vectors each, written by the micro-kernel) (+C, epilogue) -> C."""
@@ -779,8 +798,8 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # one K block: whole tiles may go through the epilogue from the registers, their micro-kernel
     # inlined (its accumulators cannot leave a shared function but through memory)
     fused = n_kblocks == 1 and fused_epilogue_mode() == "1"
-    with fb.loop(k.begin, k.end, name="item") as item:
-        row0, row_end, p_lo, p_hi = split.bounds(k, item)
+    def row_block(row0, row_end, p_lo, p_hi, after_panel=None):
+        """Rows [row0, row_end) x panels [p_lo, p_hi) of C; ``after_panel(p)`` once panel p is written."""
         full_hi = fb.min_(p_hi, i64(N // NR))
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, i64(KB))
@@ -802,12 +821,54 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                 source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
+                if after_panel is not None:
+                    after_panel(p)
             if N % NR:
                 tail_p = i64(N // NR)
                 in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
                 with b.if_then(in_range):
                     row_loop(tail_p, row0, row_end, k0, kc, first, last, N % NR)
-    kb.launch(k, split.items, 2 * item_rows(M, tpb * MR) * K * NR)
+                    if after_panel is not None:
+                        after_panel(tail_p)
+
+    with fb.loop(k.begin, k.end, name="item") as item:
+        row0, row_end, p_lo, p_hi = split.bounds(k, item)
+        if pool is None:
+            row_block(row0, row_end, p_lo, p_hi)
+        else:
+            # units [row0, row_end) of the batch: a run of them in one image at a time (an image's rows past
+            # its last band are not computed), into the strip, then pooled
+            P0 = pool.pooled[0]
+            per_image = -(-P0 // unit_bands)
+            unit = fb.var(I64, name="unit")
+            unit.set(row0)
+            cond, body, done = fb.block("units.cond"), fb.block("units.body"), fb.block("units.end")
+            b.branch(cond)
+            b.position_at_end(cond)
+            b.cbranch(b.icmp_signed("<", unit.get(), row_end), body, done)
+            b.position_at_end(body)
+            image, lu = b.sdiv(unit.get(), i64(per_image)), b.srem(unit.get(), i64(per_image))
+            run_units = fb.min_(b.sub(row_end, unit.get()), b.sub(i64(per_image), lu))
+            local = b.mul(lu, i64(unit_bands))
+            run = fb.min_(b.mul(run_units, i64(unit_bands)), b.sub(i64(P0), local))
+            g_row0 = b.add(b.mul(image, i64(pool.image_rows)), b.mul(local, i64(pool.band_rows)))
+            g_end = b.add(g_row0, b.mul(run, i64(pool.band_rows)))
+            pc = b.gep(strip, [b.mul(b.sub(i64(0), g_row0), i64(N))], source_etype=F32)  # row g_row0: the strip's first
+
+            def pool_columns(c_lo, c_hi, image=image, local=local, run=run):
+                pool.emit(k, strip, N, image, local, run, b.mul(c_lo, i64(NR)), fb.min_(b.mul(c_hi, i64(NR)), i64(N)))
+
+            if per_panel:
+                row_block(g_row0, g_end, p_lo, p_hi, lambda p: pool_columns(p, b.add(p, i64(1))))
+            else:
+                with fb.loop(g_row0, g_end, sub_rows, name="sub") as sub0:
+                    row_block(sub0, fb.min_(b.add(sub0, i64(sub_rows)), g_end), p_lo, p_hi)
+                pool_columns(p_lo, p_hi)
+            unit.set(b.add(unit.get(), run_units))
+            b.branch(cond)
+            b.position_at_end(done)
+    rows = group_bands * pool.band_rows if pool is not None else item_rows(M, tpb * MR)
+    kb.launch(k, split.items, 2 * rows * K * NR)
 
 
 # ---------------------------------------------------------------------------- matmul op

@@ -1,0 +1,87 @@
+"""Which poolings the convolution before them does, so that the unpooled result is never written.
+
+A convolution followed by a pooling whose window is its stride (``MaxPooling2D(2)`` after a
+``Conv2D``, ``MaxPooling1D(5)`` after a ``Conv1D``: the pattern of most small image and text
+classifiers) wrote the whole convolution result and read it back once to keep a quarter (or a fifth)
+of it. At batch 32 the separable_conv_bn example's second convolution writes 6.4 MB that its pooling
+reads back from L3, 0.14 ms of the model's 2.5 ms on one thread. Here the GEMM that runs the
+convolution computes its rows a band of windows at a time into a strip of the thread's scratch
+(L2-sized) and pools the strip into the pooled result (:mod:`.kernels.pool_fused`): the unpooled
+result exists only strip by strip, and the pooling kernel is gone. What remains of the pooling is its
+arithmetic (the strip's loads and maxima: the convolution takes 0.05 ms longer). On a 2-core AMD Zen 4,
+``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0 --models separable_conv_bn,residual,conv1d_text
+--batch 1,32 --threads 1,2``: separable_conv_bn at batch 32 2.52 -> 2.39 ms on one thread (1.05x),
+0.99x on two; conv1d_text 1.02-1.07x at batch 32 and on two threads at batch 1; the rest within
+2 % either way (0.98x at batch 1 for separable_conv_bn, whose 28x28 images are 14 bands).
+
+A pooling is done by its producer when:
+
+- it is a ``max_pool`` or ``avg_pool`` whose window equals its strides, without padding, over static
+  spatial sizes and channels, of float32 values;
+- its input is the only result of a ``fused_conv``, ``fused_separable_conv`` or ``fused_matmul``,
+  read by nothing else and no graph output;
+- the producer's kernel is the float32 GEMM (an implicit GEMM, im2col, a separable convolution's
+  depthwise rows, a 1x1 convolution's pixels): the GEMM takes the request
+  (:meth:`KernelBuilder.take_pool`); where the convolution runs another way (Winograd, bf16 products,
+  depthwise or grouped kernels), nobody takes it, the result is written and pooled as before.
+
+``GRAPHC_POOL_FUSION=0`` keeps every pooling a kernel of its own (part of the build cache key), for
+measuring: ``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from graphc.ir.graph import Graph
+from graphc.ops.pool import pool_geometry
+
+ENV = "GRAPHC_POOL_FUSION"
+PRODUCERS = frozenset({"fused_conv", "fused_separable_conv", "fused_matmul"})
+POOLS = {"max_pool": "max", "avg_pool": "avg"}
+
+
+@dataclass(frozen=True)
+class FusedPool:
+    """The pooling op ``op_id`` (``kind`` over ``window``) of a producer's result, into ``result``."""
+
+    op_id: str
+    kind: str  # "max" or "avg"
+    window: tuple[int, ...]
+    result: str  # the pooled value
+
+
+def enabled() -> bool:
+    """``GRAPHC_POOL_FUSION``: "1" (default) or "0"."""
+    value = os.environ.get(ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def fusable_pools(graph: Graph) -> dict[str, FusedPool]:
+    """Producer result -> the pooling its GEMM may do, for every pair that qualifies (module docstring)."""
+    if not enabled():
+        return {}
+    outputs = set(graph.outputs)
+    found: dict[str, FusedPool] = {}
+    for op in graph.ops():
+        kind = POOLS.get(op.type)
+        if kind is None or len(op.inputs) != 1:
+            continue
+        v = op.inputs[0]
+        producer = graph.producer(v)
+        if producer is None or producer.type not in PRODUCERS or len(producer.outputs) != 1 \
+                or graph.num_uses(v) != 1 or v in outputs:
+            continue
+        t = graph.type_of(v)
+        if t.dtype != "float32" or t.rank < 3 or not all(isinstance(d, int) for d in t.shape[1:]):
+            continue
+        kernel, strides, pads = pool_geometry(t.rank, op.attrs.get("kernel"), op.attrs.get("strides"),
+                                              op.attrs.get("pads"), op.type)
+        if list(kernel) != list(strides) or any(p != (0, 0) for p in map(tuple, pads)) \
+                or any(d < w for d, w in zip(t.shape[1:-1], kernel)):
+            continue
+        found[v] = FusedPool(op.id, kind, tuple(int(k) for k in kernel), op.outputs[0])
+    return found
