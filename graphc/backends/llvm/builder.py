@@ -248,12 +248,12 @@ class KernelBuilder:
             t.buf = self.new_buffer("scratch", type=t.type, name=t.value or "")
         return t.buf
 
-    def take_pool(self, out: Tensor):
+    def take_pool(self, out: Tensor, accept: Callable | None = None):
         """The pooling requested of ``out`` (a :class:`.kernels.pool_fused.StripPool`), now taken: the caller
         writes the pooled result instead of ``out``, and codegen skips the pooling op. None where none is
-        requested of ``out`` or it is taken already."""
+        requested of ``out``, it is taken already, or ``accept(pooling)`` is false."""
         request = self.pool_request
-        if request is None or request[0] is not out or self.pool_taken:
+        if request is None or request[0] is not out or self.pool_taken or (accept and not accept(request[1])):
             return None
         self.pool_taken = True
         return request[1]

@@ -2,17 +2,21 @@
 
 A convolution followed by a pooling whose window is its stride (``MaxPooling2D(2)`` after a
 ``Conv2D``, ``MaxPooling1D(5)`` after a ``Conv1D``: the pattern of most small image and text
-classifiers) wrote the whole convolution result and read it back once to keep a quarter (or a fifth)
-of it. At batch 32 the separable_conv_bn example's second convolution writes 6.4 MB that its pooling
-reads back from L3, 0.14 ms of the model's 2.5 ms on one thread. Here the GEMM that runs the
-convolution computes its rows a band of windows at a time into a strip of the thread's scratch
-(L2-sized) and pools the strip into the pooled result (:mod:`.kernels.pool_fused`): the unpooled
-result exists only strip by strip, and the pooling kernel is gone. What remains of the pooling is its
-arithmetic (the strip's loads and maxima: the convolution takes 0.05 ms longer). On a 2-core AMD Zen 4,
-``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0 --models separable_conv_bn,residual,conv1d_text
---batch 1,32 --threads 1,2``: separable_conv_bn at batch 32 2.52 -> 2.39 ms on one thread (1.05x),
-0.99x on two; conv1d_text 1.02-1.07x at batch 32 and on two threads at batch 1; the rest within
-2 % either way (0.98x at batch 1 for separable_conv_bn, whose 28x28 images are 14 bands).
+classifiers, and of VGG) wrote the whole convolution result and read it back once to keep a quarter (or a
+fifth) of it. Here the convolution's kernel writes the pooled result:
+
+- on the GEMM (implicit GEMM, im2col, separable, 1x1), a work item computes a run of bands of pixels
+  (the rows one row of the pooled result needs) into a strip of the thread's scratch (L2-sized) and pools
+  the strip, panel by panel while it is in L1 (:mod:`.kernels.pool_fused`);
+- by Winograd, where the window is the algorithm's output tile (2x2 after a 3x3, 1x2 after a 1x7), each
+  tile's outputs are pooled as they leave the output transform (:mod:`.kernels.winograd`).
+
+The unpooled result gets no buffer, and the pooling no kernel. What remains of the pooling is its
+arithmetic. On a 2-core AMD Zen 4, ``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0 --models
+separable_conv_bn,residual,conv1d_text --batch 1,32 --threads 1,2 --repeat 21``: the residual example
+(a Winograd 3x3 into 128 channels, then 2x2 pooling) 1.05x at batch 32 on one and two threads, 1.03x /
+1.10x at batch 1; separable_conv_bn at batch 32 1.10x on one thread (2.76 -> 2.52 ms); conv1d_text
+1.01-1.04x; separable_conv_bn at batch 1 1.00x / 1.04x.
 
 A pooling is done by its producer when:
 
@@ -20,10 +24,10 @@ A pooling is done by its producer when:
   spatial sizes and channels, of float32 values;
 - its input is the only result of a ``fused_conv``, ``fused_separable_conv`` or ``fused_matmul``,
   read by nothing else and no graph output;
-- the producer's kernel is the float32 GEMM (an implicit GEMM, im2col, a separable convolution's
-  depthwise rows, a 1x1 convolution's pixels): the GEMM takes the request
-  (:meth:`KernelBuilder.take_pool`); where the convolution runs another way (Winograd, bf16 products,
-  depthwise or grouped kernels), nobody takes it, the result is written and pooled as before.
+- the producer's kernel is the float32 GEMM, or Winograd with the window its tile: the kernel takes the
+  request (:meth:`KernelBuilder.take_pool`); where the convolution runs another way (bf16 products,
+  depthwise or grouped kernels, Winograd under another window), nobody takes it, and the result is
+  written and pooled as before.
 
 ``GRAPHC_POOL_FUSION=0`` keeps every pooling a kernel of its own (part of the build cache key), for
 measuring: ``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0``.

@@ -70,18 +70,27 @@ class StripPool:
         rows = unit_bands * self.band_rows
         return max(1, min(budget // (rows * columns * 4), round(block_rows / rows)))
 
+    def combine(self, k: Kernel, vals: list) -> ir.Value:
+        """One window's values (vectors, in tap order) pooled as the pooling kernel pools them: the maximum
+        by its balanced tree with the NaN check; the mean from zero, tap by tap, times 1 / window size."""
+        b = k.b
+        if self.kind == "max":
+            return max_tree(b, vals, None, True)
+        val = ir.Constant(vals[0].type, [0.0] * vals[0].type.count)
+        for v in vals:
+            val = b.fadd(val, v)
+        return b.fmul(val, k.splat(ir.Constant(F32, 1.0 / len(vals)), vals[0].type.count))
+
     def emit(self, k: Kernel, strip, columns: int, image, band0, nbands, col_lo, col_hi) -> None:
         """Pool ``nbands`` bands from band ``band0`` of image ``image`` (i64 values), held in ``strip``
         (rows ``columns`` floats apart, the first band's first row first), columns ``[col_lo, col_hi)``."""
         fb, b = k.fn, k.b
         vw = k.kb.target.gemm_vw
-        vt = ir.VectorType(F32, vw)
         po = k.ptr(self.out)
         ldo = self.out.row_stride or self.out.shape[-1]  # a concatenation's part written in place
         pitch = [math.prod(self.spatial[a + 1:]) for a in range(len(self.spatial))]
         taps = [sum(t * p for t, p in zip(tap, pitch)) for tap in itertools.product(*[range(w) for w in self.window])]
         inner = self.pooled[1:]
-        inv = ir.Constant(F32, 1.0 / len(taps))
         count = b.sub(col_hi, col_lo)
         with fb.loop(0, nbands, name="pband") as band:
             band_row = b.mul(band, i64(self.band_rows))
@@ -100,13 +109,6 @@ class StripPool:
                     col = b.add(col_lo, j0)
                     vals = [load_lanes(b, b.gep(src, [b.add(i64(t * columns), col)], source_etype=F32), vw, valid)
                             for t in taps]
-                    if self.kind == "max":
-                        val = max_tree(b, vals, None, True)
-                    else:  # the pooling kernel's order: from zero, tap by tap, then times 1 / window
-                        val = ir.Constant(vt, [0.0] * vw)
-                        for v in vals:
-                            val = b.fadd(val, v)
-                        val = b.fmul(val, k.splat(inv, vw))
-                    store_lanes(b, val, b.gep(dst, [col], source_etype=F32), vw, valid)
+                    store_lanes(b, self.combine(k, vals), b.gep(dst, [col], source_etype=F32), vw, valid)
 
                 vector_chunks(k, count, vw, chunk)

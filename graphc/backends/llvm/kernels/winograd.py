@@ -36,7 +36,8 @@ One work item is a block of at most ``Tb`` tiles:
    ``U_xi``'s panels (packed once per instance, as the GEMM's weights are, ``U[xi][panel][c][NR]``)
    stream from L2 while V's rows and the ``M[xi][panel][tile][NR]`` tiles stay in L2;
 3. output transform: the transformed vectors of a tile and a vector of output channels become its
-   outputs, through the GEMM's epilogue (bias, activation, residual, post-activation).
+   outputs, through the GEMM's epilogue (bias, activation, residual, post-activation); where a pooling
+   whose window is the tile follows (:mod:`..pool_fusion`), pooled into one output.
 
 ``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
 the weights for 3x3: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched
@@ -347,12 +348,16 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     even = f"({rounded} + ({units}) - max({rounded}, {units}))"
     mb = f"max({even}, {spread})"
 
+    # a pooling of the result whose window is the tile (2x2 after a 3x3): each tile's outputs pooled as
+    # they leave the output transform, the unpooled result never written (see ..pool_fusion)
+    pool = kb.take_pool(out, lambda p: p.window == (ah.m, aw.m))
+    dst = out if pool is None else pool.out
     k = kb.kernel("winograd_conv")
     fb, b = k.fn, k.b
-    px, pu, po = k.ptr(x), k.ptr(packed), k.ptr(out)
+    px, pu, po = k.ptr(x), k.ptr(packed), k.ptr(dst)
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
-    ldc = out.row_stride or K  # the output's rows: further apart in a concatenation's part written in place
+    ldc = dst.row_stride or K  # the output's rows: further apart in a concatenation's part written in place
     v_floats = points * Tb * Cs
     scratch = k.thread_scratch((v_floats + points * panels * Tb * NR) * 4)
     pv = scratch
@@ -454,6 +459,17 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                     idx = b.add(b.mul(b.add(b.mul(b.add(i64(xi * panels), p), i64(Tb)), rel), i64(NR)), within)
                     m[xi // aw.points][xi % aw.points] = b.load(b.gep(pm, [idx], source_etype=F32), typ=vt, align=4)
                 Y = _transform(b, ah.at, aw.at, m, zero_v)
+                if pool is not None:
+                    # a whole tile (one pooled pixel; the tiles past the last whole window are dropped): its
+                    # outputs through the epilogue, then pooled as the pooling kernel pools them
+                    P0, P1 = pool.pooled
+                    with b.if_then(b.and_(b.icmp_signed("<", ty, i64(P0)), b.icmp_signed("<", tx, i64(P1)))):
+                        vals = [_epilogue(k, Y[q // aw.m][q % aw.m], col, row_off, valid, vw, pbias, activation,
+                                          pres, post_activation) for q, (_, row_off, _) in enumerate(outs)]
+                        pooled = b.add(b.mul(b.add(b.mul(n, i64(P0)), ty), i64(P1)), tx)
+                        store_lanes(b, pool.combine(k, vals), b.gep(po, [b.add(b.mul(pooled, i64(ldc)), col)],
+                                                                   source_etype=F32), vw, valid)
+                    return
                 for q, (ok, row_off, out_off) in enumerate(outs):
                     with b.if_then(ok):
                         val = _epilogue(k, Y[q // aw.m][q % aw.m], col, row_off, valid, vw, pbias, activation,
