@@ -351,7 +351,7 @@ class _Codegen:
             where = f"op {op.id!r} ({op.type}" + (f", layer {op.layer!r})" if op.layer else ")")
             if opdef.lower is None:
                 raise NativeLoweringError(f"{where}: the native backend has no lowering for {op.type!r}")
-            if op.id in self.pooled_ops:  # its producer's GEMM wrote the pooled result
+            if op.id in self.pooled_ops:  # its producer's kernels wrote the pooled result
                 self.op_errors.append(f"{c_format_literal(where)} failed (detail %lld)")
                 continue
             kb.op_index = index
@@ -365,7 +365,7 @@ class _Codegen:
             attrs = opdef.resolve_attrs(op.attrs)
             kb.bf16_result = self._result_in_bf16(op)
             held = tuple(t.buf is not None and id(t.buf) in kb.bf16_held for t in ins)
-            # a pooling its GEMM may do: the pooled result is one more output of this op's kernels
+            # a pooling its kernels may do (pool_fusion): the pooled result is one more output of the op's kernels
             fused = self.fused_pools.get(op.outputs[0]) if len(op.outputs) == 1 else None
             kb.pool_request, kb.pool_taken = None, False
             pool_key = None

@@ -42,3 +42,20 @@ def assert_matches_reference(graph: Graph, lib: Library, feeds: dict[str, np.nda
         assert g.shape == w.shape, f"{label} {name}: shape {g.shape} != reference {w.shape}"
         assert g.dtype == w.dtype, f"{label} {name}: dtype {g.dtype} != reference {w.dtype}"
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"{label} output {name!r}")
+
+
+def check_model(model, shape, rng, *, threads=(1, 2), batches=(1, 3)):
+    """A Model's native outputs equal the reference's on standard normal inputs of ``(batch, *shape)``,
+    for each thread count and batch (one build per thread count); returns the build of the last one."""
+    import graphc
+
+    ref = graphc.build(model, "reference")
+    cm = None
+    for t in threads:
+        cm = graphc.build(model, "native", threads=t)
+        for n in batches:
+            x = rng.standard_normal((n, *shape)).astype(np.float32)
+            got, want = cm.predict(x), ref.predict(x)
+            for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5, err_msg=f"{t} threads, batch {n}")
+    return cm

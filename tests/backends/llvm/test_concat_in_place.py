@@ -18,24 +18,12 @@ from graphc.backends.llvm import concat_in_place
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
+from tests.backends.llvm.helpers import check_model
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def _check(model, shape, rng, *, threads=(1, 2), batches=(1, 3)):
-    """Native outputs equal the reference's; returns the native build of the last thread count."""
-    ref = graphc.build(model, "reference")
-    for t in threads:
-        cm = graphc.build(model, "native", threads=t)
-        for n in batches:
-            x = rng.standard_normal((n, *shape)).astype(np.float32)
-            got, want = cm.predict(x), ref.predict(x)
-            for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
-                np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5, err_msg=f"{t} threads, batch {n}")
-    return cm
 
 
 def _concat_launches(cm, x) -> dict[str, float]:
@@ -89,7 +77,7 @@ def test_inception_block_equals_reference_and_copies_nothing():
     s2 = layers.MaxPooling2D(3, strides=2)(cat)
     reduced = layers.Concatenate(name="reduction")([s1, s2])
     model = graphc.Model(inp, layers.GlobalAveragePooling2D()(layers.Conv2D(5, 1)(reduced)))
-    cm = _check(model, (11, 9, 19), rng)
+    cm = check_model(model, (11, 9, 19), rng)
     x = rng.standard_normal((2, 11, 9, 19)).astype(np.float32)
     assert _concat_launches(cm, x) == {}  # both concatenations: every part in place, nothing copied
 
@@ -124,7 +112,7 @@ def test_producers_through_a_temporary():
     sep = layers.SeparableConv2D(10, 3, padding="same")(inp)
     conv = layers.Conv2D(5, 3, padding="same")(inp)
     model = graphc.Model(inp, layers.Concatenate()([dw, sep, conv]))
-    _check(model, (8, 7, 6), rng)
+    check_model(model, (8, 7, 6), rng)
 
 
 def test_several_k_blocks_and_shared_kernels():
@@ -141,7 +129,7 @@ def test_several_k_blocks_and_shared_kernels():
     first = layers.Concatenate(name="first")([big, small_a, small_b])
     second = layers.Concatenate(name="second")([small_c, layers.MaxPooling2D(1)(inp)])
     model = graphc.Model(inp, [layers.Conv2D(3, 1)(first), layers.Conv2D(3, 1)(second)])
-    cm = _check(model, (5, 3, 700), rng, batches=(1, 2))
+    cm = check_model(model, (5, 3, 700), rng, batches=(1, 2))
     assert _concat_launches(cm, rng.standard_normal((1, 5, 3, 700)).astype(np.float32)) == {}
 
 
@@ -152,7 +140,7 @@ def test_switched_off_copies_every_part(monkeypatch):
         [layers.Conv2D(5, 3, padding="same")(inp), layers.MaxPooling2D(3, strides=1, padding="same")(inp)])))
     x = rng.standard_normal((1, 6, 6, 8)).astype(np.float32)
     monkeypatch.setenv(concat_in_place.ENV, "0")
-    cm = _check(model, (6, 6, 8), rng, threads=(1,))
+    cm = check_model(model, (6, 6, 8), rng, threads=(1,))
     assert _concat_launches(cm, x) == {"cat": 2}
     monkeypatch.setenv(concat_in_place.ENV, "yes")
     with pytest.raises(ValueError, match="GRAPHC_CONCAT_IN_PLACE must be 0 or 1, got 'yes'"):

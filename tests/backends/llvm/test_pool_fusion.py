@@ -21,6 +21,7 @@ from graphc.backends.llvm import pool_fusion
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
+from tests.backends.llvm.helpers import check_model
 
 
 @pytest.fixture(autouse=True)
@@ -30,19 +31,6 @@ def _fresh_cache(monkeypatch, tmp_path):
 
 def _model(inp, out, name):
     return graphc.Model(inp, out, name=name)
-
-
-def _check(model, shape, rng, *, threads=(1, 2), batches=(1, 3)):
-    """Native outputs equal the reference's; returns the native build of the last thread count."""
-    ref = graphc.build(model, "reference")
-    for t in threads:
-        cm = graphc.build(model, "native", threads=t)
-        for n in batches:
-            x = rng.standard_normal((n, *shape)).astype(np.float32)
-            got, want = cm.predict(x), ref.predict(x)
-            for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
-                np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5, err_msg=f"{t} threads, batch {n}")
-    return cm
 
 
 def _fused_rows(cm, x) -> list[str]:
@@ -114,7 +102,7 @@ def test_fused_pooling_equals_reference(case):
     rng = np.random.default_rng(len(case))
     inp = graphc.Input(shape)
     model = _model(inp, make_pool()(make_conv()(inp)), case)
-    cm = _check(model, shape, rng)
+    cm = check_model(model, shape, rng)
     x = rng.standard_normal((2, *shape)).astype(np.float32)
     assert len(_fused_rows(cm, x)) == 1, case
     assert cm.compile_stats["fused_ops"]
@@ -179,7 +167,7 @@ def test_winograd_pools_its_tiles(kind, monkeypatch):
     y = layers.ReLU()(layers.Add()([y, layers.Conv2D(40, 1)(inp)]))
     z = layers.Conv2D(24, (1, 7), padding="same", activation="relu")(inp)
     model = _model(inp, [pool(2)(y), pool((1, 2))(z)], f"pool_winograd_{kind}")
-    cm = _check(model, (11, 13, 16), rng)
+    cm = check_model(model, (11, 13, 16), rng)
     x = rng.standard_normal((1, 11, 13, 16)).astype(np.float32)
     assert len(_fused_rows(cm, x)) == 2
     assert pooled_by_winograd and all(pooled_by_winograd)
@@ -193,7 +181,7 @@ def test_other_kernels_leave_the_pooling_to_its_own():
     a = layers.MaxPooling2D(3)(layers.Conv2D(32, 3, padding="same")(inp))
     b = layers.MaxPooling2D(2)(layers.DepthwiseConv2D(3, padding="same")(inp))
     model = _model(inp, [a, b], "pool_not_taken")
-    cm = _check(model, (12, 12, 16), rng, threads=(1,), batches=(2,))
+    cm = check_model(model, (12, 12, 16), rng, threads=(1,), batches=(2,))
     x = rng.standard_normal((1, 12, 12, 16)).astype(np.float32)
     rows = cm.profile(x, runs=2).rows
     assert sorted(r.op for r in rows if r.op == "max_pool") == ["max_pool", "max_pool"]
@@ -207,7 +195,7 @@ def test_pooled_result_written_into_a_concatenation():
     a = layers.MaxPooling2D(2)(layers.Conv2D(5, 3, padding="same", activation="relu")(inp))
     b = layers.AveragePooling2D(2)(layers.SeparableConv2D(11, 3, padding="same")(inp))
     model = _model(inp, layers.Concatenate()([a, b, layers.MaxPooling2D(2)(inp)]), "pool_concat")
-    cm = _check(model, (9, 10, 6), rng)
+    cm = check_model(model, (9, 10, 6), rng)
     assert len(_fused_rows(cm, rng.standard_normal((1, 9, 10, 6)).astype(np.float32))) == 2
 
 
@@ -241,3 +229,20 @@ def test_kernels_shared_only_by_ops_pooling_alike():
     for got, want in zip(cm.predict(x), ref.predict(x)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
     assert len(_fused_rows(cm, x)) == 3
+
+
+def test_bf16_build_pools_correctly():
+    """A bf16 build's convolutions run the bf16 GEMM, which does not pool: the pooling keeps its kernel
+    (where the CPU has no bf16 products the build falls back to float32 and pools there): either way the
+    results are the reference's within bf16's precision."""
+    import warnings
+
+    rng = np.random.default_rng(10)
+    inp = graphc.Input((9, 10, 24))
+    model = _model(inp, layers.MaxPooling2D(2)(layers.Conv2D(32, 3, strides=(1, 2), activation="relu")(inp)),
+                   "pool_bf16")
+    x = rng.standard_normal((2, 9, 10, 24)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm = graphc.build(model, "native", precision="bf16")
+    np.testing.assert_allclose(cm.predict(x), graphc.build(model, "reference").predict(x), rtol=5e-2, atol=5e-2)

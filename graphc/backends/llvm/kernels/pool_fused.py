@@ -3,15 +3,17 @@
 The GEMM's rows are the output pixels of a channels-last batch, ``(n, d_0, d_1, ...)`` in order. A
 pooling whose window ``(w_0, w_1, ...)`` is its stride, without padding, reads ``w_0`` consecutive rows
 of pixels along the first spatial axis for one row of its result: a *band* of ``w_0 * d_1 * ...``
-consecutive GEMM rows. A work item of the GEMM is then a *group* of whole bands of one image (its rows
-and one chunk of its column panels): the GEMM writes the group's rows into a strip of the thread's
-scratch (``group rows x N`` floats, a quarter of L2 at most), sub-block by sub-block as it writes any
-row block, and :meth:`StripPool.emit` pools the strip into the result. Pixels past the last whole
+consecutive GEMM rows. The GEMM's split counts *units* of whole bands (the fewest whose rows are whole
+micro-tiles: :meth:`StripPool.unit_bands`); a work item is a run of units and a chunk of the column
+panels. For each part of the run within one image, the GEMM writes the rows into a strip of the
+thread's scratch (``rows x N`` floats, a quarter of L2 at most) and :meth:`StripPool.emit` pools the
+strip into the result: panel by panel, right after the panel's tiles, where K is one block (the part
+is then one row block); after the whole part otherwise (partial sums). Pixels past the last whole
 window (``d_0 % w_0`` trailing rows of each image) are not computed at all; columns past the last
 whole window along the other axes are computed and left out.
 
-The pooled values have the bits the pooling kernel (:func:`.conv.emit_pool`) gives: the maximum as its
-balanced tree with the NaN check, the mean as the sum in tap order times ``1 / window size``.
+The pooled values have the bits the pooling kernel (:func:`.conv.emit_pool`) gives
+(:meth:`StripPool.combine`, also used by Winograd's output transform).
 """
 
 from __future__ import annotations
