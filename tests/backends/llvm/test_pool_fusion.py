@@ -246,3 +246,38 @@ def test_bf16_build_pools_correctly():
         warnings.simplefilter("ignore")
         cm = graphc.build(model, "native", precision="bf16")
     np.testing.assert_allclose(cm.predict(x), graphc.build(model, "reference").predict(x), rtol=5e-2, atol=5e-2)
+
+
+def test_three_spatial_axes():
+    """Conv3D then MaxPooling3D / AveragePooling3D: bands of w_0 planes, windows over the other two axes."""
+    rng = np.random.default_rng(11)
+    inp = graphc.Input((5, 7, 6, 3))
+    a = layers.MaxPooling3D((2, 3, 2))(layers.Conv3D(9, 2, activation="relu")(inp))
+    b = layers.AveragePooling3D(2)(layers.Conv3D(4, (1, 3, 3), padding="same")(inp))
+    cm = check_model(_model(inp, [a, b], "pool_3d"), (5, 7, 6, 3), rng)
+    assert len(_fused_rows(cm, rng.standard_normal((1, 5, 7, 6, 3)).astype(np.float32))) == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_shapes(seed):
+    """Random image sizes, channels, kernels, strides and windows (one convolution and its pooling), batches
+    1 and 5 (runs of bands across images), one and two threads."""
+    rng = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in rng.integers(4, 30, 2))
+    c_in, c_out = int(rng.integers(1, 20)), int(rng.choice([1, 5, 16, 31, 33, 64, 97]))
+    kernel = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    strides = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    oh, ow = (h - kernel[0]) // strides[0] + 1, (w - kernel[1]) // strides[1] + 1
+    window = (int(rng.integers(1, min(4, oh) + 1)), int(rng.integers(1, min(4, ow) + 1)))
+    inp = graphc.Input((h, w, c_in))
+    conv = layers.Conv2D(c_out, kernel, strides=strides, activation="relu")(inp)
+    pool = (layers.MaxPooling2D if seed % 2 == 0 else layers.AveragePooling2D)(window)
+    label = f"{h}x{w}x{c_in} -> {c_out}, kernel {kernel}, strides {strides}, window {window}"
+    cm = check_model(_model(inp, pool(conv), f"pool_random_{seed}"), (h, w, c_in), rng, batches=(1, 5))
+    fused = _fused_rows(cm, rng.standard_normal((1, h, w, c_in)).astype(np.float32))
+    # Winograd (stride 1, a kernel it has, 8 channels or more) pools only windows of its tile
+    from graphc.backends.llvm.kernels.winograd import ALGORITHMS
+
+    winograd = strides == (1, 1) and kernel in ALGORITHMS and c_in >= 8
+    tile = (ALGORITHMS[kernel][0].m, ALGORITHMS[kernel][1].m) if winograd else None
+    assert len(fused) == (0 if winograd and window != tile else 1), label
