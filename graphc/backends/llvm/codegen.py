@@ -385,6 +385,8 @@ class _Codegen:
                 except NativeLoweringError as exc:
                     raise NativeLoweringError(f"{where}: {exc}") from None
                 taken = kb.pool_taken
+                if taken and outs[0].buf is not None:  # a kernel took the pooling, another wrote the result
+                    raise NativeLoweringError(f"{where}: its result was both pooled and written (internal error)")
                 record = self._record(kb.launches[start:], ins, outs)
                 if record is not None:
                     self.memo[key] = record, taken
