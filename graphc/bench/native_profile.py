@@ -292,7 +292,7 @@ def profile_model(model_or_name: Any, batch: int = 32, threads: int = 1, runs: i
 
 
 def fused_ops(stats: dict) -> dict[int, list[int]]:
-    """Op number -> the op numbers whose work its kernels do (a pooling done by its convolution's GEMM),
+    """Op number -> the op numbers whose work its kernels do (a pooling done by its convolution's kernel),
     from the build's ``fused_ops`` statistic (:meth:`graphc.backends.llvm.codegen._Codegen.fused_ops`)."""
     out: dict[int, list[int]] = {}
     for pair in str(stats.get("fused_ops", "") or "").split():

@@ -225,7 +225,7 @@ class KernelBuilder:
         self.bf16_held: dict[int, Tensor] = {}
         self.bf16_result = False
         # a pooling the op being lowered may do on its result (:mod:`.pool_fusion`): (the result, a
-        # :class:`.kernels.pool_fused.StripPool`), set by codegen; the float32 GEMM takes it (take_pool)
+        # :class:`.kernels.pool_fused.StripPool`), set by codegen; a kernel that can pool takes it (take_pool)
         self.pool_request: tuple[Tensor, object] | None = None
         self.pool_taken = False
         self._names: dict[str, int] = {}
