@@ -747,6 +747,19 @@ def max_tree(b: ir.IRBuilder, vals: list, larger: Callable, is_float: bool):
     return vals[0] if nan is None else b.select(nan, vector_constant(vals[0].type, math.nan), vals[0])
 
 
+def pool_window(k: Kernel, kind: str, vals: list, larger: Callable | None, is_float: bool) -> ir.Value:
+    """One whole window's values (vectors, in tap order) pooled: the maximum by :func:`max_tree`, the mean
+    (float32) as the sum from zero in tap order times ``1 / window size``. The one definition of a pooled
+    value: the pooling kernel's and the poolings fused into convolutions (:mod:`.pool_fused`)."""
+    b = k.b
+    if kind == "max":
+        return max_tree(b, vals, larger, is_float)
+    val = vector_constant(vals[0].type, 0.0)
+    for v in vals:
+        val = b.fadd(val, v)
+    return b.fmul(val, k.splat(ir.Constant(F32, 1.0 / len(vals)), vals[0].type.count))
+
+
 def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, strides, pads) -> None:
     """max_pool / avg_pool (padding is -inf for max, left out of the count for the mean)."""
     geo = Geometry(x, out, kernel, strides, (1,) * (x.rank - 2), pads)
@@ -802,21 +815,16 @@ def emit_pool(kb: KernelBuilder, x: Tensor, out: Tensor, *, kind: str, kernel, s
         def channels(j0, valid: int) -> None:
             """Vector ``valid`` channels from channel ``j0`` (an i64 value) of this output pixel."""
             if all(ok is None for ok, _ in taps):  # straight-line: no branch per tap
-                if kind == "max":
-                    val = max_tree(b, [load(off, j0, valid) for _, off in taps], larger, is_float)
-                else:  # sums keep the checked path's order: the same bits either way
-                    val = init
-                    for _, off in taps:
-                        val = combine(val, load(off, j0, valid))
-            else:
+                val = pool_window(k, kind, [load(off, j0, valid) for _, off in taps], larger, is_float)
+            else:  # sums in the whole window's order: the same bits either way
                 acc = fb.var(vt, name="pacc")
                 acc.set(init)
                 for ok, off in taps:
                     with b.if_then(ok):
                         acc.set(combine(acc.get(), load(off, j0, valid)))
                 val = acc.get()
-            if kind == "avg":
-                val = b.fmul(val, k.splat(inv, vw))
+                if kind == "avg":
+                    val = b.fmul(val, k.splat(inv, vw))
             q = b.gep(po, [b.add(row_off, j0)], source_etype=ety)
             if valid == vw:
                 b.store(val, q, align=x.type.itemsize)

@@ -26,7 +26,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, Tensor
 from graphc.backends.llvm.irutil import F32, i64
-from graphc.backends.llvm.kernels.conv import max_tree, vector_chunks
+from graphc.backends.llvm.kernels.conv import pool_window, vector_chunks
 from graphc.backends.llvm.kernels.gemm import load_lanes, store_lanes
 from graphc.ir import dims
 
@@ -73,15 +73,9 @@ class StripPool:
         return max(1, min(budget // (rows * columns * 4), round(block_rows / rows)))
 
     def combine(self, k: Kernel, vals: list) -> ir.Value:
-        """One window's values (vectors, in tap order) pooled as the pooling kernel pools them: the maximum
-        by its balanced tree with the NaN check; the mean from zero, tap by tap, times 1 / window size."""
-        b = k.b
-        if self.kind == "max":
-            return max_tree(b, vals, None, True)
-        val = ir.Constant(vals[0].type, [0.0] * vals[0].type.count)
-        for v in vals:
-            val = b.fadd(val, v)
-        return b.fmul(val, k.splat(ir.Constant(F32, 1.0 / len(vals)), vals[0].type.count))
+        """One window's float32 values (vectors, in tap order) pooled as the pooling kernel pools them
+        (:func:`.conv.pool_window`)."""
+        return pool_window(k, self.kind, vals, None, True)
 
     def emit(self, k: Kernel, strip, columns: int, image, band0, nbands, col_lo, col_hi) -> None:
         """Pool ``nbands`` bands from band ``band0`` of image ``image`` (i64 values), held in ``strip``
