@@ -53,27 +53,16 @@ def _timed_build(model, threads: int, variable: str, value: str | None):
     return cm, time.perf_counter() - t0, cpu
 
 
-def _feeds(name: str, model, batch: int) -> dict[str, np.ndarray]:
-    """Random inputs by name, the same for both builds: a bundled example's own (``benchmarks.run``'s: its
-    free lengths at their design sizes), else ids valid for the embeddings they index and normal floats."""
-    import graphc
-    from graphc import examples
-    from graphc.onnx import random_inputs
-
-    if name in examples.EXAMPLES:
-        x = examples.inputs(name, np.random.default_rng(1), batch)
-        return dict(x) if isinstance(x, dict) else {graphc.lower(model).inputs[0]: x}
-    return random_inputs(model, batch_size=batch, seed=1)
-
-
 def measure_model(name: str, model, variable: str, value: str, batch: int, threads: int, repeat: int,
                   cache: Path) -> dict:
-    from graphc.bench import _Runner, measure
+    from graphc import examples
+    from graphc.bench import _Runner, benchmark_feeds, measure
 
     shutil.rmtree(cache / "native", ignore_errors=True)  # both builds cold (the C runtime stays)
     default, default_wall, default_cpu = _timed_build(model, threads, variable, None)
     switched, switched_wall, switched_cpu = _timed_build(model, threads, variable, value)
-    feeds = _feeds(name, model, batch)
+    # benchmarks.run's inputs: a bundled example's own (free lengths at their design sizes), else random
+    feeds = benchmark_feeds(name if name in examples.EXAMPLES else model, batch, model=model)
     a, b = list(default.run(feeds).values()), list(switched.run(feeds).values())
     same_bits = all(p.tobytes() == q.tobytes() for p, q in zip(a, b))
     diff = max(float(np.max(np.abs(p.astype(np.float64) - q.astype(np.float64)))) if p.size else 0.0

@@ -21,6 +21,7 @@ from graphc.bench import (
     BenchError,
     EngineResult,
     _Runner,
+    benchmark_feeds,
     measure,
     profile_layers,
     run_benchmark,
@@ -106,6 +107,26 @@ def test_user_model_with_given_inputs_and_no_twin():
     assert case.results["graphc"].ok
     assert "no PyTorch twin" in case.results["torch"].error and "GRU" in case.results["torch"].error
     assert "**failed**: TwinError" in report.to_markdown()
+
+
+def test_benchmark_feeds_are_an_examples_own_inputs_or_random_ones():
+    """A bundled example's inputs as the example makes them (named, in the graph's dtypes, its free
+    lengths at their design sizes); a user's model gets random ones of its shapes; same seed, same data."""
+    from graphc import examples
+
+    feeds = benchmark_feeds("multi_output", 3)
+    graph = graphc.lower(examples.build("multi_output", seed=0))
+    assert list(feeds) == list(graph.inputs)
+    own = examples.inputs("multi_output", np.random.default_rng(0), 3)
+    own = own if isinstance(own, dict) else {graph.inputs[0]: own}
+    for name, value in feeds.items():
+        np.testing.assert_array_equal(value, np.asarray(own[name]).astype(graph.type_of(name).dtype))
+    inp = Input(shape=(5, 3), name="seq")
+    model = Model(inp, layers.Dense(2)(inp), name="dense_model")
+    x = benchmark_feeds(model, 4, seed=2)
+    assert list(x) == ["seq"] and x["seq"].shape == (4, 5, 3) and x["seq"].dtype == np.float32
+    np.testing.assert_array_equal(x["seq"], benchmark_feeds(model, 4, seed=2)["seq"])
+    assert not np.array_equal(x["seq"], benchmark_feeds(model, 4, seed=3)["seq"])
 
 
 def test_native_failure_is_recorded_with_its_first_line(monkeypatch):

@@ -311,6 +311,17 @@ def _input_arrays(subject: _Subject, graph, batch: int, seed: int) -> list[np.nd
     return [np.ascontiguousarray(np.asarray(feeds[n]).astype(graph.type_of(n).dtype)) for n in graph.inputs]
 
 
+def benchmark_feeds(model_or_name: Any, batch: int, seed: int = 0, *, model: Any = None) -> dict[str, np.ndarray]:
+    """The inputs :func:`run_benchmark` times ``model_or_name`` on, by input name: a bundled example's
+    own (its free lengths at their design sizes), else ids valid for the embeddings they index and
+    normal floats. ``model``: the example already built (else it is built here)."""
+    import graphc
+
+    subject = _subject(model_or_name, seed)
+    graph = graphc.lower(model if model is not None else subject.make_model())
+    return dict(zip(graph.inputs, _input_arrays(subject, graph, batch, seed)))
+
+
 def _ort_session(proto, threads: int):
     import onnxruntime as ort
 
@@ -617,6 +628,6 @@ def format_markdown(report: BenchReport, title: str | None = None) -> str:
 from graphc.bench.profile import LayerProfile, profile_layers  # noqa: E402
 from graphc.bench.training import TrainCase, format_training, run_training_benchmark  # noqa: E402
 
-__all__ = ["run_benchmark", "run_training_benchmark", "profile_layers", "measure", "machine_info",
+__all__ = ["run_benchmark", "run_training_benchmark", "profile_layers", "measure", "machine_info", "benchmark_feeds",
            "format_markdown", "BenchReport", "BenchCase", "EngineResult", "TrainCase", "LayerProfile",
            "BenchError", "ENGINES"]

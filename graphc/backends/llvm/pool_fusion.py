@@ -42,6 +42,9 @@ from graphc.ir.graph import Graph
 from graphc.ops.pool import pool_geometry
 
 ENV = "GRAPHC_POOL_FUSION"
+# the op types whose kernels may take a pooling (which of their kernels do is decided by the kernels,
+# KernelBuilder.take_pool); ops of other types are not asked, so that their kernels, keyed by the
+# request too, stay shared with the same ops unpooled
 PRODUCERS = frozenset({"fused_conv", "fused_separable_conv", "fused_matmul"})
 POOLS = {"max_pool": "max", "avg_pool": "avg"}
 

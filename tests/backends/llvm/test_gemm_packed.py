@@ -110,14 +110,18 @@ def test_few_row_tiles_split_over_columns_on_several_threads(items, monkeypatch,
 
 
 def test_rows_per_tile_fit_the_rows_of_one_sample(monkeypatch):
-    """MR is 12 or 8, whichever leaves fewer rows of one sample past the last whole tile (12 on a
-    tie); free dims count as 1; targets of 16 registers and the measuring switch keep micro_tile's."""
+    """MR is 12, 8 or 7, whichever leaves fewest rows of one sample past the last whole tile (the
+    larger on a tie); free dims count as 1; targets of 16 registers and the measuring switch keep
+    micro_tile's."""
     monkeypatch.delenv("GRAPHC_GEMM_TILE", raising=False)
     monkeypatch.delenv(gemm.ROWS_ENV, raising=False)
-    rows = {M: gemm.tile_for_rows(M, 16, 32)[0] for M in (1, 7, 8, 10, 12, 16, 49, 128, 196, 3136, 12544)}
-    assert rows == {1: 12, 7: 12, 8: 8, 10: 8, 12: 12, 16: 8, 49: 12, 128: 8, 196: 12, 3136: 8, 12544: 8}
+    rows = {M: gemm.tile_for_rows(M, 16, 32)[0]
+            for M in (1, 6, 7, 8, 10, 12, 16, 49, 128, 196, 289, 1225, 3136, 12544)}
+    assert rows == {1: 12, 6: 12, 7: 7, 8: 8, 10: 8, 12: 12, 16: 8, 49: 7, 128: 8, 196: 7, 289: 12, 1225: 7,
+                    3136: 8, 12544: 8}
     assert gemm.tile_for_rows("(N * 128)", 16, 32) == (8, 2)
-    assert gemm.tile_for_rows("(N * 196)", 16, 32) == (12, 2)
+    assert gemm.tile_for_rows("(N * 196)", 16, 32) == (7, 2)
+    assert gemm.tile_for_rows("(N * 289)", 16, 32) == (12, 2)
     assert gemm.tile_for_rows(128, 8, 16) == (6, 2)
     monkeypatch.setenv(gemm.ROWS_ENV, "fixed")
     assert gemm.tile_for_rows(128, 16, 32) == (12, 2)
@@ -127,12 +131,13 @@ def test_rows_per_tile_fit_the_rows_of_one_sample(monkeypatch):
 
 
 @pytest.mark.parametrize("rows", ["", "fixed"])
-def test_products_on_eight_row_tiles(rows, monkeypatch, rng):
-    """Products whose rows 8-row tiles fit (8, 16, 40, 128, 136 rows; with 7 and 17 beside them),
-    dense with an epilogue and of run-time operands (batched: 4 heads of 128 rows, as attention's),
-    on 1, 2 and 3 threads, equal the reference with the rule and with 12-row tiles throughout."""
+def test_products_on_eight_and_seven_row_tiles(rows, monkeypatch, rng):
+    """Products whose rows 8- and 7-row tiles fit (8, 16, 40, 128, 136; 7, 49, 196 rows; 17 beside
+    them), dense with an epilogue and of run-time operands (batched: 4 heads of 128 rows, as
+    attention's), on 1, 2 and 3 threads, equal the reference with the rule and with 12-row tiles."""
     monkeypatch.setenv(gemm.ROWS_ENV, rows)
-    shapes = [(8, 33, 40), (16, 5, 17), (40, 64, 100), (128, 256, 96), (136, 17, 33), (7, 9, 3), (17, 40, 65)]
+    shapes = [(8, 33, 40), (16, 5, 17), (40, 64, 100), (128, 256, 96), (136, 17, 33), (7, 9, 3), (49, 70, 33),
+              (196, 24, 65), (17, 40, 65)]
     dense = _dense_graph(shapes, rng, epilogue=True)
     runtime = _runtime_graph(shapes)
     g = Graph("eight_row_heads")

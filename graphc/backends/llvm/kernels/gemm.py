@@ -96,8 +96,9 @@ def micro_tile(vw: int, registers: int) -> tuple[int, int]:
 
 
 # Rows per micro-tile that a product may use instead of micro_tile's where they fit its rows better;
-# each keeps enough independent accumulators (8 x 2 vectors) to hide the FMA latency
-ROW_CHOICES = {12: (12, 8)}
+# each keeps enough independent accumulators (at least 7 x 2 vectors) to hide the FMA latency. 8 fits
+# powers of two (128 tokens, 56 x 56 pixels), 7 the odd factor of 224-pixel images (7 x 7, 14 x 14)
+ROW_CHOICES = {12: (12, 8, 7)}
 ROWS_ENV = "GRAPHC_GEMM_ROWS"
 
 
@@ -109,7 +110,8 @@ def tile_for_rows(M, vw: int, registers: int) -> tuple[int, int]:
     with every free dim 1) past the last whole tile, the default MR on a tie. On Zen 4 (2 threads):
     the transformer encoder's 128-row products 1.09x with 8 rows than with 12 (12 left 8 rows to
     the edge path and 68 / 60 rows to the two threads), the 3x3 stem of MobileNetV2 (M = 12544) 1.08x;
-    products whose rows both leave alike (14 x 14, 7 x 7 pixels) keep 12. ``GRAPHC_GEMM_ROWS=fixed``
+    1x1 convolutions over 7 x 7 and 14 x 14 pixels with 7 rows 1.01-1.03x (2 threads: 1.02-1.17x);
+    9 and 10 rows measured no better than 8 and 12 where they fit (M = 729, 1200). ``GRAPHC_GEMM_ROWS=fixed``
     keeps :func:`micro_tile`'s MR everywhere (for measuring the two)."""
     MR, NV = micro_tile(vw, registers)
     rule = os.environ.get(ROWS_ENV, "")
