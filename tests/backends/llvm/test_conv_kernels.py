@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
+from graphc.ir import dims
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
@@ -40,6 +42,16 @@ def _separable(g: Graph, name: str, x_shape, mult: int, n_out: int, rng, **attrs
     bias = g.add_constant(f"{name}/b", rng.standard_normal(n_out).astype(np.float32))
     return OpBuilder(g, layer=name).emit("fused_separable_conv", x, dw, pw, bias, groups=C, has_bias=True,
                                          activation="relu", **attrs)
+
+
+def _depthwise_bias_relu(g: Graph, name: str, x_shape, rng) -> str:
+    """A 3x3 depthwise convolution ('same') with its bias and ReLU fused (the kernel's epilogue)."""
+    C = x_shape[-1]
+    x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *x_shape)))
+    w = g.add_constant(f"{name}/w", (0.3 * rng.standard_normal((3, 3, 1, C))).astype(np.float32))
+    bias = g.add_constant(f"{name}/b", rng.standard_normal(C).astype(np.float32))
+    return OpBuilder(g, layer=name).emit("fused_conv", x, w, bias, groups=C, has_bias=True, activation="relu",
+                                         pads=P1)
 
 
 def _feeds(g: Graph, batch: int, rng) -> dict[str, np.ndarray]:
@@ -134,13 +146,52 @@ def test_depthwise_spans_of_neighbouring_pixels(threads):
         _separable(g, "sep_spans", (13, 20, 48), 1, 40, rng, pads=P1),
         _separable(g, "sep_spans_s2", (15, 31, 9), 1, 24, rng, strides=(2, 2)),
     ]
-    x = g.add_input("dw_epi/x", TensorType("float32", ("batch", 6, 17, 20)))
-    w = g.add_constant("dw_epi/w", (0.3 * rng.standard_normal((3, 3, 1, 20))).astype(np.float32))
-    bias = g.add_constant("dw_epi/b", rng.standard_normal(20).astype(np.float32))
-    outs.append(OpBuilder(g, layer="dw_epi").emit("fused_conv", x, w, bias, groups=20, has_bias=True,
-                                                  activation="relu", pads=P1))
+    outs.append(_depthwise_bias_relu(g, "dw_epi", (6, 17, 20), rng))
     g.set_outputs(outs)
     _check(g, (1, 3), rng, threads=threads)
+
+
+def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
+    """Rows of output pixels are work items, split into chunks of whole channel vectors where an image
+    has fewer rows than 4 per thread: chunks of a vector and a tail, 5x5 and strided windows, a 1-D row,
+    the bias taken at the chunk's channels; each equals the reference on 1, 2 and 3 threads, and every
+    thread count gives the same bits (a row's spans are never cut by a thread's share);
+    ``GRAPHC_DEPTHWISE_ITEMS=pixels`` (one item per pixel, for measuring) equals the reference too, and
+    another value is refused."""
+    from graphc.backends.llvm.kernels import conv
+    from tests.backends.llvm.helpers import run_native
+
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(conv.DEPTHWISE_ITEMS_ENV, raising=False)
+    rng = np.random.default_rng(11)
+    g = Graph("depthwise_chunks")
+    outs = [
+        _conv(g, "dw_5x7", (5, 7, 40), (3, 3, 1, 40), rng, groups=40, pads=P1),
+        _conv(g, "dw_7x7", (7, 7, 200), (3, 3, 1, 200), rng, groups=200, pads=P1),
+        _conv(g, "dw_5x5_k", (7, 7, 72), (5, 5, 1, 72), rng, groups=72, pads=((2, 2), (2, 2))),
+        _conv(g, "dw_s2", (3, 11, 33), (3, 3, 1, 33), rng, groups=33, strides=(2, 2), pads=P1),
+        _conv(g, "dw_1d", (9, 70), (3, 1, 70), rng, groups=70, pads=((1, 1),)),
+    ]
+    outs.append(_depthwise_bias_relu(g, "dw_epi", (3, 9, 52), rng))
+    g.set_outputs(outs)
+    geo = conv.Geometry(*_geometry_tensors_of(g, "dw_7x7/x", outs[1]), (3, 3), (1, 1), (1, 1), P1)
+    chunks = conv.depthwise_chunks(geo, 1, 200, 16, 32)  # 7 rows, 13 vectors of channels
+    assert [dims.evaluate(chunks, {THREADS_DIM: t}) for t in (1, 2, 3, 8, 64)] == [1, 2, 2, 5, 13]
+    assert conv.depthwise_chunks(geo, 2, 400, 16, 32) is None  # a channel multiplier: one pixel at a time
+    for threads in (1, 2, 3):
+        _check(g, (1, 3), rng, threads=threads)
+    lib = load(g)
+    feeds = _feeds(g, 2, rng)
+    one = run_native(lib, feeds, 1)
+    for threads in (2, 3):
+        for a, b in zip(one, run_native(lib, feeds, threads)):
+            assert a.tobytes() == b.tobytes(), f"{threads} threads changed the bits"
+    monkeypatch.setenv(conv.DEPTHWISE_ITEMS_ENV, "pixels")
+    assert conv.depthwise_chunks(geo, 1, 200, 16, 32) is None
+    _check(g, (2,), rng, threads=2)
+    monkeypatch.setenv(conv.DEPTHWISE_ITEMS_ENV, "rows")
+    with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_ITEMS must be 'pixels' or unset, got 'rows'"):
+        load(g)
 
 
 def test_depthwise_spans_switched_off_and_a_refused_setting(monkeypatch, tmp_path):
@@ -165,9 +216,13 @@ def test_depthwise_spans_switched_off_and_a_refused_setting(monkeypatch, tmp_pat
 
 def _geometry_tensors(g: Graph):
     """Stand-ins for the (x, out) tensors of the graph's one convolution, as Geometry reads them."""
+    (x,) = g.inputs
+    return _geometry_tensors_of(g, x, g.outputs[0])
+
+
+def _geometry_tensors_of(g: Graph, x: str, out: str):
+    """Stand-ins for the tensors ``x`` and ``out`` of a convolution, as Geometry reads them."""
     from types import SimpleNamespace
 
-    (x,) = g.inputs
-    shape = g.type_of(x).shape
-    out = g.type_of(g.outputs[0]).shape
-    return SimpleNamespace(rank=len(shape), shape=shape), SimpleNamespace(rank=len(out), shape=out)
+    shape, out_shape = g.type_of(x).shape, g.type_of(out).shape
+    return SimpleNamespace(rank=len(shape), shape=shape), SimpleNamespace(rank=len(out_shape), shape=out_shape)

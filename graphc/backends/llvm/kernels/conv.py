@@ -44,8 +44,10 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringEr
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
+from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.reduce import _larger
 from graphc.ir import dims
+from graphc.ir.dims import Dim
 from graphc.ops.conv import spatial_attrs
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
@@ -601,13 +603,65 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
 
-    def emit(row, j, val, valid):
-        row_off = b.mul(row, i64(n_out))
-        val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
-        store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
+    chunks = depthwise_chunks(geo, mult, n_out, vw, kb.target.num_vector_registers)
+    if chunks is None:  # pixels as work items
+        def emit(row, j, val, valid):
+            row_off = b.mul(row, i64(n_out))
+            val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
+            store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
 
-    _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emit)
-    kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))
+        _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emit)
+        kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))
+        return
+    # work items: (row of output pixels, chunk of whole channel vectors), so that a row's spans stay whole
+    width, nvec = geo.out_sp[-1], -(-n_out // vw)
+    nchunks = k.dim(chunks)
+    with k.fn.loop(k.begin, k.end, name="dwitem") as item:
+        row, cc = b.sdiv(item, nchunks), b.srem(item, nchunks)
+        c_lo = b.mul(b.sdiv(b.mul(cc, i64(nvec)), nchunks), i64(vw))
+        c_hi = k.fn.min_(b.mul(b.sdiv(b.mul(b.add(cc, i64(1)), i64(nvec)), nchunks), i64(vw)), i64(n_out))
+
+        def emit_chunk(pixel, j, val, valid, c_lo=c_lo):
+            row_off, col = b.mul(pixel, i64(n_out)), b.add(c_lo, j)
+            val = _epilogue(k, val, col, row_off, valid, vw, pbias, activation, pres, post_activation)
+            store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
+
+        first = b.mul(row, i64(width))
+        _depthwise_rows(k, px, pw, geo, first, b.add(first, i64(width)), mult, n_out, c_lo, b.sub(c_hi, c_lo), vw,
+                        emit_chunk)
+    rows = dims.floordiv(_pixels(geo), width)
+    on_two = dims.evaluate(chunks, {THREADS_DIM: 2})  # the per-item cost as on 2 threads (it only gates splitting)
+    kb.launch(k, dims.mul(rows, chunks), 2 * width * -(-n_out // on_two) * len(geo.taps))
+
+
+# work items per image and thread the depthwise kernel aims for: the runtime's 4 claim blocks per thread
+DEPTHWISE_ITEMS = 4
+DEPTHWISE_ITEMS_ENV = "GRAPHC_DEPTHWISE_ITEMS"
+
+
+def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: int) -> Dim | None:
+    """How the depthwise kernel's work is split: None for one item per output pixel, else the number of
+    channel chunks (whole vectors) of each row of output pixels, one item per (row, chunk): an
+    expression of the instance's thread count.
+
+    Where the kernel computes spans of a row's pixels together (:func:`span_pixels`), items of single
+    pixels let a thread's share end inside a row, which cut its spans short (and made the results depend
+    on the thread count), and a small image has too few rows for the threads: its rows are split into
+    channel chunks until an image has ``DEPTHWISE_ITEMS`` items per thread (on 2 threads: 7 x 7 pixels
+    in 2 chunks, from 8 rows on whole rows; on one thread whole rows from 4 rows on). On Zen 4, per
+    layer on 2 threads against items of pixels: 7 x 7 x 960 (3x3) 1.59x, 14 x 14 x 576 1.14x, 7 x 7 x 1152
+    (5x5) 1.06x, 28 x 28 x 240 (5x5) 1.08x; on one thread the same kernel as before but for the spans.
+    Chunks on one thread too cost 5x5 windows on 7 x 7 pixels 3-7 % (mostly border pixels, whose set-up
+    is repeated per chunk). ``GRAPHC_DEPTHWISE_ITEMS=pixels`` keeps one item per pixel (for measuring)."""
+    mode = os.environ.get(DEPTHWISE_ITEMS_ENV, "")
+    if mode not in ("", "pixels"):
+        raise ValueError(f"{DEPTHWISE_ITEMS_ENV} must be 'pixels' or unset, got {mode!r}")
+    if mode or span_pixels(geo, mult, registers)[0] == 1:
+        return None
+    rows = math.prod(geo.out_sp[:-1])
+    want = f"(({DEPTHWISE_ITEMS} * {THREADS_DIM}) + {rows - 1}) // {rows}"
+    nvec = -(-n_out // vw)
+    return f"max(({want}) + {nvec} - max({want}, {nvec}), 1)"
 
 
 def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geometry, groups: int, *, bias,
