@@ -46,6 +46,34 @@ def test_seed_model(name, rng):
             assert_close(native.predict(x), reference.predict(x), f"{name} level {level} batch {batch}")
 
 
+@pytest.mark.parametrize("name", sorted(SEED_MODELS))
+def test_seed_model_bits_do_not_depend_on_the_thread_count(name, rng):
+    """Every kernel computes an item the same way whichever thread runs it, and the split into items never
+    changes how a value is computed (a depthwise span is never cut by a thread's share): 1, 2 and 3
+    threads give the same bits."""
+    build, _, lengths = SEED_MODELS[name]
+    model, data = build(graphc)
+    randomize_weights(model, rng)
+    x = data(rng, 3) if lengths is None else data(rng, 3, lengths[1])
+    want = _outputs(graphc.build(model, target="native", threads=1).predict(x))
+    for threads in (2, 3):
+        got = _outputs(graphc.build(model, target="native", threads=threads).predict(x))
+        assert [a.tobytes() for a in got] == [b.tobytes() for b in want], f"{name} on {threads} threads"
+
+
+def test_mobilenet_v2_bits_do_not_depend_on_the_thread_count(rng):
+    """Depthwise convolutions over images of 2 to 48 rows (rows split into channel chunks below 4 per
+    thread), products whose micro-tiles have 12, 8 or 7 rows: 1, 2 and 3 threads give the same bits."""
+    model = applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.5)
+    randomize_weights(model, rng)
+    x = rng.random((2, 96, 96, 3), dtype=np.float32)
+    want = graphc.build(model, target="native", threads=1).predict(x)
+    np.testing.assert_allclose(want, graphc.build(model, level=0).predict(x), rtol=1e-4, atol=1e-5)
+    for threads in (2, 3):
+        got = graphc.build(model, target="native", threads=threads).predict(x)
+        assert got.tobytes() == want.tobytes(), f"{threads} threads"
+
+
 def test_stereo_xception(rng):
     """Program 07's dual-camera model: one Xception base shared by two 250x250 views."""
     base = applications.Xception(weights=None, include_top=False)

@@ -451,8 +451,10 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
         pos.set(b.add(row, i64(span)))
 
     def one():
+        # a pixel whose window lies inside computes as a span's pixel does (one chain, taps in order), so
+        # that where the item boundaries cut a span the bits are the same
         _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, c_lo, count, vw,
-                         lambda j, val, valid: emit(row, j, val, valid))
+                         lambda j, val, valid: emit(row, j, val, valid), span_order=True)
         pos.set(b.add(row, i64(1)))
 
     with b.if_else(fits(P)) as (then, otherwise):
@@ -518,9 +520,10 @@ def vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
 
 
 def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo, count, vw: int,
-                     emit: Callable) -> None:
+                     emit: Callable, *, span_order: bool = False) -> None:
     """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel (ints or i64 values); ``emit(j, vector,
-    valid_lanes)`` per vector, j (i64) relative to c_lo."""
+    valid_lanes)`` per vector, j (i64) relative to c_lo. ``span_order``: a window inside the input is
+    summed as :func:`_depthwise_span` sums it (one FMA chain), else in three chains."""
     b = k.b
     c_lo, cnt = k.dim(c_lo), k.dim(count)
     # a window inside the input (most pixels): taps at constant distances from its first one,
@@ -529,7 +532,7 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
     with b.if_else(inside) as (then, otherwise):
         with then:
             taps = [(None, b.add(corner, delta)) for delta in geo.tap_deltas(k)]
-            _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit)
+            _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit, chains=1 if span_order else 3)
         with otherwise:
             # taps in the padding read a safe address (offset 0) and contribute through a zero
             # weight: no branch in the channel loop
@@ -541,13 +544,14 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
 
 
 def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cnt, vw: int,
-                        emit: Callable) -> None:
-    """The channel loop of :func:`_depthwise_pixel` over ``taps`` ((valid or None, offset) each)."""
+                        emit: Callable, *, chains: int = 3) -> None:
+    """The channel loop of :func:`_depthwise_pixel` over ``taps`` ((valid or None, offset) each), their
+    products summed in ``chains`` independent FMA chains (a 3x3 window in 3: one per kernel row)."""
     b = k.b
     vt = ir.VectorType(F32, vw)
     zero = vector_constant(vt, 0.0)
 
-    splits = min(3, len(taps))  # independent FMA chains (a 3x3 window: one per kernel row)
+    splits = min(chains, len(taps))
 
     def chunk(j0, valid):
         accs = [zero] * splits
