@@ -653,8 +653,8 @@ def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: i
     on the thread count), and a small image has too few rows for the threads: its rows are split into
     channel chunks until an image has ``DEPTHWISE_ITEMS`` items per thread (on 2 threads: 7 x 7 pixels
     in 2 chunks, from 8 rows on whole rows; on one thread whole rows from 4 rows on). On Zen 4, per
-    layer on 2 threads against items of pixels: 7 x 7 x 960 (3x3) 1.59x, 14 x 14 x 576 1.14x, 7 x 7 x 1152
-    (5x5) 1.06x, 28 x 28 x 240 (5x5) 1.08x; on one thread the same kernel as before but for the spans.
+    layer on 2 threads against items of pixels: 7 x 7 x 960 (3x3) 1.56x, 14 x 14 x 576 1.10x, 14 x 14 x 480
+    (5x5) 1.06x, 28 x 28 x 240 (5x5) 1.05x, 7 x 7 x 1152 (5x5) 1.00x; one thread 0.98-1.01x.
     Chunks on one thread too cost 5x5 windows on 7 x 7 pixels 3-7 % (mostly border pixels, whose set-up
     is repeated per chunk). ``GRAPHC_DEPTHWISE_ITEMS=pixels`` keeps one item per pixel (for measuring)."""
     mode = os.environ.get(DEPTHWISE_ITEMS_ENV, "")

@@ -22,8 +22,8 @@ loops are BLIS's five around a micro-kernel, with block sizes from the caches of
   loads NV vectors of the panel, broadcasts one element of each of the MR rows of A and
   issues ``MR * NV`` independent ``llvm.fmuladd`` ops (FMAs where the CPU has them; enough
   independent chains to hide their latency). MR and NV come from the target's vector width and
-  register count (:func:`micro_tile`), MR per product from its rows (:func:`tile_for_rows`: 8 instead
-  of 12 where 8 leaves fewer rows past the last whole tile).
+  register count (:func:`micro_tile`), MR per product from its rows (:func:`tile_for_rows`: 8 or 7
+  instead of 12 where those leave fewer rows past the last whole tile).
 - K is split into blocks of at most ``kc``; the tile is stored after each block (added to the
   partial sums after the first) and the epilogue runs on the last block's registers, before
   anything is written: fusion costs no extra pass over C.
