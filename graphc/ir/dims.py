@@ -98,6 +98,13 @@ def maximum(a: Dim, b: Dim) -> Dim:
     return f"max({a}, {b})"
 
 
+def minimum(a: Dim, b: Dim) -> Dim:
+    """``min(a, b)``, spelled with ``max`` (the one function dims expressions have)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    return f"(({a}) + ({b}) - max({a}, {b}))"
+
+
 def product(dims) -> Dim:
     out: Dim = 1
     for d in dims:

@@ -19,6 +19,7 @@ def test_static_and_symbols():
 def test_constant_folding_and_identities():
     assert dims.add(2, 3) == 5 and dims.sub(7, 2) == 5 and dims.mul(3, 4) == 12
     assert dims.floordiv(17, 4) == 4 and dims.ceildiv(17, 4) == 5 and dims.maximum(2, 9) == 9
+    assert dims.minimum(2, 9) == 2
     assert dims.add("n", 0) == "n" and dims.add(0, "n") == "n"
     assert dims.sub("n", 0) == "n" and dims.sub("n", "n") == 0
     assert dims.mul("n", 1) == "n" and dims.mul(1, "n") == "n" and dims.mul("n", 0) == 0
@@ -34,6 +35,7 @@ def test_expression_text():
     assert dims.floordiv("n - 1", 2) == "(n - 1) // 2"
     assert dims.ceildiv("n", 4) == "(n + 3) // 4"
     assert dims.maximum("n", 1) == "max(n, 1)"
+    assert dims.minimum("n", 1) == "((n) + (1) - max(n, 1))"
     conv = dims.add(dims.floordiv(dims.sub("text_len", 4), 1), 1)
     assert conv == "(text_len - 4) + 1"
     assert dims.evaluate(conv, {"text_len": 200}) == 197
@@ -96,7 +98,7 @@ def expressions(draw, depth=0):
             return n, lambda env, n=n: n
         name = draw(st.sampled_from(NAMES))
         return name, lambda env, name=name: env[name]
-    op = draw(st.sampled_from(["add", "sub", "mul", "floordiv", "ceildiv", "maximum"]))
+    op = draw(st.sampled_from(["add", "sub", "mul", "floordiv", "ceildiv", "maximum", "minimum"]))
     left, fl = draw(expressions(depth + 1))
     if op in ("floordiv", "ceildiv"):
         k = draw(st.integers(1, 7))
@@ -105,7 +107,8 @@ def expressions(draw, depth=0):
         return dims.ceildiv(left, k), lambda env: -(-fl(env) // k)
     right, fr = draw(expressions(depth + 1))
     fn = {"add": lambda env: fl(env) + fr(env), "sub": lambda env: fl(env) - fr(env),
-          "mul": lambda env: fl(env) * fr(env), "maximum": lambda env: max(fl(env), fr(env))}[op]
+          "mul": lambda env: fl(env) * fr(env), "maximum": lambda env: max(fl(env), fr(env)),
+          "minimum": lambda env: min(fl(env), fr(env))}[op]
     return getattr(dims, op)(left, right), fn
 
 

@@ -607,14 +607,17 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
     pbias = k.ptr(bias) if bias is not None else None
     pres = k.ptr(residual) if residual is not None else None
 
+    def emitter(c_lo):
+        """The epilogue and store of pixel ``row``'s vector ``j`` of the channels from ``c_lo``."""
+        def emit(row, j, val, valid):
+            row_off, col = b.mul(row, i64(n_out)), b.add(c_lo, j)
+            val = _epilogue(k, val, col, row_off, valid, vw, pbias, activation, pres, post_activation)
+            store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
+        return emit
+
     chunks = depthwise_chunks(geo, mult, n_out, vw, kb.target.num_vector_registers)
     if chunks is None:  # pixels as work items
-        def emit(row, j, val, valid):
-            row_off = b.mul(row, i64(n_out))
-            val = _epilogue(k, val, j, row_off, valid, vw, pbias, activation, pres, post_activation)
-            store_lanes(b, val, b.gep(po, [b.add(row_off, j)], source_etype=F32), vw, valid)
-
-        _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emit)
+        _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emitter(i64(0)))
         kb.launch(k, _pixels(geo), 2 * n_out * len(geo.taps))
         return
     # work items: (row of output pixels, chunk of whole channel vectors), so that a row's spans stay whole
@@ -624,15 +627,9 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
         row, cc = b.sdiv(item, nchunks), b.srem(item, nchunks)
         c_lo = b.mul(b.sdiv(b.mul(cc, i64(nvec)), nchunks), i64(vw))
         c_hi = k.fn.min_(b.mul(b.sdiv(b.mul(b.add(cc, i64(1)), i64(nvec)), nchunks), i64(vw)), i64(n_out))
-
-        def emit_chunk(pixel, j, val, valid, c_lo=c_lo):
-            row_off, col = b.mul(pixel, i64(n_out)), b.add(c_lo, j)
-            val = _epilogue(k, val, col, row_off, valid, vw, pbias, activation, pres, post_activation)
-            store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
-
         first = b.mul(row, i64(width))
         _depthwise_rows(k, px, pw, geo, first, b.add(first, i64(width)), mult, n_out, c_lo, b.sub(c_hi, c_lo), vw,
-                        emit_chunk)
+                        emitter(c_lo))
     rows = dims.floordiv(_pixels(geo), width)
     on_two = dims.evaluate(chunks, {THREADS_DIM: 2})  # the per-item cost as on 2 threads (it only gates splitting)
     kb.launch(k, dims.mul(rows, chunks), 2 * width * -(-n_out // on_two) * len(geo.taps))
@@ -665,7 +662,7 @@ def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: i
     rows = math.prod(geo.out_sp[:-1])
     want = f"(({DEPTHWISE_ITEMS} * {THREADS_DIM}) + {rows - 1}) // {rows}"
     nvec = -(-n_out // vw)
-    return f"max(({want}) + {nvec} - max({want}, {nvec}), 1)"
+    return f"max({dims.minimum(want, nvec)}, 1)"
 
 
 def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geometry, groups: int, *, bias,

@@ -58,7 +58,7 @@ def emit_dense_grad_kernel_gemm(kb: KernelBuilder, x: Tensor, dy: Tensor, out: T
     block_rows = -(-row_tiles // rblocks) * MR
     # one chunk of panels per thread's share of the row blocks (a chunk packs dyᵀ again)
     want = f"(({THREADS_DIM}) + {rblocks - 1}) // {rblocks}"
-    nchunks = f"({want}) + {panels} - max({want}, {panels})"
+    nchunks = dims.minimum(want, panels)
     ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
     KC_ = PIXEL_BLOCK
     tile_stride = KC_ + TILE_PAD

@@ -47,10 +47,6 @@ def ceil_split() -> bool:
     return value == "ceil"
 
 
-def _min(a: Dim, b: Dim) -> str:
-    return f"(({a}) + ({b}) - max({a}, {b}))"
-
-
 @dataclass(frozen=True)
 class ItemSplit:
     """Row blocks (``mb``) x chunks of panels (``nchunks``) per matrix, as dims expressions."""
@@ -103,15 +99,15 @@ def split_items(M: Dim, MR: int, tpb: int, panels: Dim, *, per_thread: Dim, roun
     mb0 = dims.ceildiv(dims.ceildiv(M, MR), tpb)  # blocks of at most tpb whole tiles (+ the rest)
     if round_rows:
         rounded = f"(({mb0}) + {QUANTUM} - 1) // {QUANTUM} * {QUANTUM}"
-        mb: Dim = f"max({_min(tiles, rounded)}, 1)"
+        mb: Dim = f"max({dims.minimum(tiles, rounded)}, 1)"
     else:
-        mb = f"max({_min(tiles, mb0)}, 1)"
+        mb = f"max({dims.minimum(tiles, mb0)}, 1)"
     groups = dims.mul(batches, mb)
     want0 = f"(({per_thread}) + max({groups}, 1) - 1) // max({groups}, 1)"
     # more than one chunk: a multiple of the thread count (one chunk stays one)
     multiple = f"(({want0}) + {THREADS_DIM} - 1) // {THREADS_DIM} * {THREADS_DIM}"
-    want = want0 if ceil else f"max({want0}, ({multiple}) * {_min(f'({want0}) - 1', 1)})"
+    want = want0 if ceil else f"max({want0}, ({multiple}) * {dims.minimum(f'({want0}) - 1', 1)})"
     if max_chunk_panels is not None and isinstance(panels, int):
         want = f"max({want}, {-(-panels // max(1, max_chunk_panels))})"
-    nchunks = f"max({_min(want, panels)}, 1)"
+    nchunks = f"max({dims.minimum(want, panels)}, 1)"
     return ItemSplit(M, MR, panels, tiles, mb, nchunks, ceil)
