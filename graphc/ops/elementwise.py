@@ -50,9 +50,10 @@ def _gelu(x, approximate=False):
 
 
 def _relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
-    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
-        return np.maximum(x, 0).astype(x.dtype, copy=False)
-    y = np.where(x > threshold, x, 0.0 if negative_slope == 0.0 else negative_slope * (x - threshold))
+    if negative_slope == 0.0 and threshold == 0.0:  # NaN stays NaN, as in Keras (max(x, 0), then the ceiling)
+        y = np.maximum(x, 0)
+        return (y if max_value is None else np.minimum(y, max_value)).astype(x.dtype, copy=False)
+    y = np.where(x > threshold, x, negative_slope * (x - threshold))  # NaN stays NaN, as in Keras
     if max_value is not None:
         y = np.minimum(y, max_value)
     return y.astype(x.dtype, copy=False)
@@ -316,8 +317,9 @@ get("clip").to_onnx = _clip_to_onnx
 # fused ops and recurrent cells apply the same formulas through ``native_activation``.
 
 def _native_relu(m, x, negative_slope=0.0, max_value=None, threshold=0.0):
-    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
-        return m.maximum(x, 0.0)
+    if negative_slope == 0.0 and threshold == 0.0:
+        y = m.maximum(x, 0.0)
+        return y if max_value is None else m.minimum(y, max_value)
     y = m.select(m.cmp(">", x, threshold), x, m.mul(m.sub(x, threshold), negative_slope))
     return y if max_value is None else m.minimum(y, max_value)
 

