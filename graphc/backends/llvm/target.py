@@ -58,6 +58,13 @@ class TargetInfo:
         return base if self.precision == "float32" else f"{base}|{self.precision}"
 
     @property
+    def fma512_in_halves(self) -> bool:
+        """Whether the CPU runs a 512-bit FMA as two 256-bit halves (AMD Zen 4: one 512-bit or two 256-bit
+        FMAs per cycle), so that a 256-bit FMA costs half a 512-bit one's time; elsewhere (Intel with
+        AVX-512, Zen 5) it takes a whole one's issue slot."""
+        return self.vector_bits == 512 and self.cpu == "znver4"
+
+    @property
     def has_avx512_bf16(self) -> bool:
         """``vdpbf16ps`` (bf16 pair dot products into float32) on 512-bit vectors."""
         have = _feature_set(self.features)

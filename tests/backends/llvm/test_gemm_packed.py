@@ -284,3 +284,66 @@ def test_rows_sharing_an_l1_set_are_copied(ways, in_place, monkeypatch, tmp_path
     for threads in (1, 2):
         _check(graph, lib, feeds, threads, f"{ways} ways, {threads} threads")
     assert ("direct_tile_function" in used) == in_place and ("tile_function" in used) == (not in_place)
+
+
+def test_half_width_vectors_where_512_bit_fmas_run_in_halves(monkeypatch):
+    """On Zen 4 a panel whose columns end half a vector past a whole one (24, 20 of them) is computed in
+    8-lane vectors throughout, where the tile's accumulators fit the registers (8 or 7 rows, not 12);
+    other CPUs, whole panels and GRAPHC_GEMM_HALVES=0 keep 16 + 8 lanes."""
+    from dataclasses import replace
+
+    from graphc.backends.llvm.target import host_target
+
+    zen4 = replace(host_target(), cpu="znver4", vector_bits=512, num_vector_registers=32)
+    xeon = replace(zen4, cpu="sapphirerapids")
+    assert gemm.panel_vectors(24, zen4, 8) == (8, 3, 8)
+    assert gemm.panel_vectors(20, zen4, 7) == (8, 3, 8)
+    assert gemm.panel_vectors(24, zen4, 12) == (16, 2, 8)  # 36 accumulators do not fit
+    assert gemm.panel_vectors(32, zen4, 8) == (16, 2, 16)
+    assert gemm.panel_vectors(16, zen4, 8) == (16, 1, 16)
+    assert gemm.panel_vectors(8, zen4, 8) == (16, 1, 8)
+    assert gemm.panel_vectors(28, zen4, 8) == (16, 2, 16)  # 12 columns past the first vector: a whole one
+    assert gemm.panel_vectors(24, xeon, 8) == (16, 2, 8)
+    assert gemm.panel_vectors(24, replace(zen4, vector_bits=256), 8) == (8, 3, 8)  # AVX2: vectors of 8 anyway
+    monkeypatch.setenv(gemm.HALVES_ENV, "0")
+    assert gemm.panel_vectors(24, zen4, 8) == (16, 2, 8)
+    monkeypatch.setenv(gemm.HALVES_ENV, "2")
+    with pytest.raises(ValueError, match="GRAPHC_GEMM_HALVES"):
+        gemm.panel_vectors(24, zen4, 8)
+
+
+@pytest.mark.parametrize("fused", ["1", "0"])
+def test_half_width_vectors_give_the_same_bits(fused, monkeypatch, tmp_path, rng):
+    """Products with 24, 20, 56 and 88 columns (last panels of 24, 20, 24, 24) on tiles of 8 and 7 rows
+    (and 12, which keeps 16 + 8 lanes), one K block and several, with an epilogue, a 1x1 convolution with
+    its 2x2 pooling, rows left over: in 8-lane vectors (the CPU made to count as running 512-bit FMAs in
+    halves) they equal the reference on 1, 2 and 3 threads, and the 16 + 8-lane build bit for bit (each
+    lane sums the same products in the same order)."""
+    from graphc.backends.llvm.target import TargetInfo, host_target
+
+    if host_target().vector_bits != 512:
+        pytest.skip("the host has no 512-bit vectors: the GEMM's vectors are 8 lanes already")
+    monkeypatch.setattr(TargetInfo, "fma512_in_halves", property(lambda self: self.vector_bits == 512))
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", fused)
+    widths = []
+    real = gemm.panel_vectors
+    monkeypatch.setattr(gemm, "panel_vectors", lambda *a: widths.append(real(*a)) or widths[-1])
+    shapes = [(64, 40, 24), (49, 17, 20), (61, 33, 56), (29, 700, 88), (24, 9, 24), (3, 5, 24)]
+    graph = _dense_graph(shapes, rng, epilogue=True)
+    ob = OpBuilder(graph)
+    img = graph.add_input("img", TensorType("float32", (2, 14, 14, 48)))
+    conv = ob.emit("conv", img, graph.add_constant("wc", rng.standard_normal((1, 1, 48, 24)).astype(np.float32)))
+    graph.set_outputs(list(graph.outputs) + [ob.emit("max_pool", ob.emit("relu", conv), kernel=(2, 2),
+                                                     strides=(2, 2))])
+    feeds = _feeds(graph, rng)
+    outs = {}
+    for halves in ("1", "0"):
+        monkeypatch.setenv(gemm.HALVES_ENV, halves)
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / f"cache{halves}"))
+        lib = load(optimize(graph, 2), f"halves_{halves}_{fused}")
+        for threads in (1, 2, 3):
+            _check(graph, lib, feeds, threads, f"halves {halves}, fused epilogue {fused}, {threads} threads")
+        outs[halves] = run_native(lib, feeds, 2)
+    assert (8, 3, 8) in widths and (16, 2, 8) in widths, widths
+    for a, b in zip(outs["1"], outs["0"]):
+        np.testing.assert_array_equal(a, b)
