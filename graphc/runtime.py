@@ -103,6 +103,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_create": (vp, [vp, ctypes.POINTER(GcOptions), ctypes.POINTER(vp)]),
         "gc_instance_release": (None, [vp]),
         "gc_instance_num_threads": (ctypes.c_int32, [vp]),
+        "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
         "gc_instance_run": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz]),
         "gc_instance_output": (vp, [vp, sz, ctypes.POINTER(GcTensor)]),
         "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
@@ -307,6 +308,13 @@ class Instance:
     @property
     def threads(self) -> int:
         return int(self.library.lib.gc_instance_num_threads(self._handle))
+
+    @property
+    def sub_batch(self) -> int:
+        """Samples per sub-batch of the last run, 0 where it ran its batch whole (see
+        :mod:`graphc.backends.llvm.batch_split`)."""
+        self._require_open()
+        return int(self.library.lib.gc_instance_sub_batch(self._handle))
 
     def close(self) -> None:
         """Release the instance (after a call another thread is making on it has returned)."""

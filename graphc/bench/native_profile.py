@@ -70,6 +70,7 @@ class NativeProfileReport:
     events: list[tuple[int, int, int]] = field(default_factory=list, repr=False)  # (op, start_ns, duration_ns)
     dropped_events: int = 0
     op_names: dict[int, str] = field(default_factory=dict, repr=False)
+    sub_batch: int = 0  # samples per sub-batch the runs ran in (0: the batch whole; see batch_split)
 
     @property
     def total_flops(self) -> int:
@@ -105,7 +106,8 @@ class NativeProfileReport:
                      f"{total_gf:.4f} | {total_gf / (self.kernel_ms / 1e3) if self.kernel_ms else 0:.1f} | | | | |")
         lines += ["", f"Whole run: {self.run_ms:.4f} ms in the generated code, {self.call_ms:.4f} ms per Python "
                   f"call; the kernels are {100 * self.kernel_ms / self.run_ms if self.run_ms else 0:.1f} % of the "
-                  "run."]
+                  "run" + (f", in sub-batches of {self.sub_batch} sample(s) (each kernel launched once per "
+                           "sub-batch)." if self.sub_batch else ".")]
         if self.peak is not None:
             p = self.peak
             lines.append(f"Peak: {p.compute_peak(self.threads):.1f} GFLOP/s ({p.widest}-bit FMA, {self.threads} "
@@ -196,6 +198,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
             call_s = time.perf_counter() - t0
             recorded = instance.profile()
             threads = instance.threads
+            sub_batch = instance.sub_batch
         finally:
             instance.close()
     if isinstance(peak, bool):
@@ -211,7 +214,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         model=graph.name, shapes={n: list(a.shape) for n, a in zip(graph.inputs, arrays)}, threads=threads,
         runs=recorded.runs, rows=rows, kernel_ms=kernel_ms, run_ms=recorded.run_ns / 1e6 / max(recorded.runs, 1),
         call_ms=call_s * 1e3 / runs, peak=peak, events=recorded.events, dropped_events=recorded.dropped_events,
-        op_names=names)
+        op_names=names, sub_batch=sub_batch)
 
 
 def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak: Any = True,

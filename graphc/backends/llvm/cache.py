@@ -43,17 +43,17 @@ def cache_dir() -> Path:
     return base
 
 
-def parse_size(text: str) -> int:
-    """``"2G"`` -> 2147483648; plain integers are bytes."""
+def parse_size(text: str, what: str = "$GRAPHC_CACHE_SIZE") -> int:
+    """``"2G"`` -> 2147483648; plain integers are bytes. ``what`` names the setting in errors."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1:] if t[-1:] in _SUFFIXES else ""
     number = t[: len(t) - len(unit)].strip()
     try:
         value = float(number)
     except ValueError:
-        raise CacheConfigError(f"$GRAPHC_CACHE_SIZE must be a size such as 500M or 2G, got {text!r}") from None
+        raise CacheConfigError(f"{what} must be a size such as 500M or 2G, got {text!r}") from None
     if value < 0:
-        raise CacheConfigError(f"$GRAPHC_CACHE_SIZE must not be negative, got {text!r}")
+        raise CacheConfigError(f"{what} must not be negative, got {text!r}")
     return int(value * _SUFFIXES[unit])
 
 

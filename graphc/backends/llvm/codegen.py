@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.llvm.batch_split import batch_dim, budget_bytes
 from graphc.backends.llvm.builder import (
     FRAME_ARGS,
     FRAME_DIMS,
@@ -45,11 +46,12 @@ from graphc.backends.llvm.builder import (
 from graphc.backends.llvm.concat_in_place import concat_parts_in_place
 from graphc.backends.llvm.in_place import native_schedule
 from graphc.backends.llvm.irutil import I32, I64, PTR, VOID, Fn, i32, i64, intrinsic
+from graphc.backends.llvm.kernels.gemm_blocking import caches_for
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.pool_fused import StripPool
 from graphc.backends.llvm.parallel_emit import compile_parts
 from graphc.backends.llvm.pool_fusion import fusable_pools
-from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec
+from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec, host_target, same_machine
 from graphc.ir import dims
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -685,6 +687,7 @@ class _Codegen:
                   "    (const char* const*)op_errors, (const char* const*)checks,",
                   f"    {step['fields']}, {eval_ref},",
                   f"    {split['fields']},",
+                  f"    {self.batch_split_fields()},",
                   "};", ""]
         if not self.link.model_symbol:
             lines += [f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
@@ -717,6 +720,15 @@ class _Codegen:
                   f"{len(updates)}, "
                   "step_inputs, step_targets, step_hypers, step_updates")
         return {"lines": lines, "fields": fields}
+
+    def batch_split_fields(self) -> str:
+        """The model struct's sub-batch fields: the batch dim's index (-1: none) and the budget in bytes
+        (:mod:`.batch_split`)."""
+        dim = batch_dim(self.graph) if self.free_dims else None
+        if dim is None or dim not in self.free_dims:
+            return "-1, 0ULL"
+        budget = budget_bytes(caches_for(same_machine(self.target, host_target())))
+        return f"{self.free_dims.index(dim)}, {budget}ULL"
 
     def split_step_tables(self) -> dict:
         """The gradient buffer's table (``lines``) and the model struct's split-step fields (``fields``)."""

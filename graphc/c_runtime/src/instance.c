@@ -47,8 +47,15 @@ struct gc_instance {
   uint64_t* scratch_offset;
   int32_t* plan_order;
   int planned;
+  uint64_t arena_bytes;   /* of the current plan */
   char* arena;
   uint64_t arena_capacity;
+  /* sub-batches (model->batch_dim): the call dims the last choice was made for, and the rows of each
+     sub-batch it chose (0: the batch runs whole); the plan is then for that many rows */
+  int64_t* split_dims;
+  void** split_out;       /* the outputs' buffers while sub-batches run */
+  int split_valid;
+  int64_t split_rows;
   char* thread_scratch;
   int64_t thread_scratch_stride;
   unsigned char* weights_owned; /* a private copy once a weight was replaced or loaded */
@@ -206,6 +213,10 @@ int32_t gc_instance_num_threads(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE ? gc__pool_num_threads(inst->pool) : 0;
 }
 
+int64_t gc_instance_sub_batch(const gc_instance_t* inst) {
+  return inst && inst->tag == GC_INSTANCE_LIVE && inst->split_valid ? inst->split_rows : 0;
+}
+
 static void gc__set_weight_slots(gc_instance_t* inst) {
   const gc_model_t* m = inst->model;
   for (uint32_t i = 0; i < m->num_weights; i++)
@@ -274,6 +285,8 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->scratch_size = (int64_t*)gc__table(a, m->num_scratch, sizeof(int64_t));
   inst->scratch_offset = (uint64_t*)gc__table(a, m->num_scratch, sizeof(uint64_t));
   inst->plan_order = (int32_t*)gc__table(a, m->num_scratch, sizeof(int32_t));
+  inst->split_dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
+  inst->split_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->owned_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   inst->random = (uint64_t*)gc__table(a, (size_t)m->num_ops + 1, sizeof(uint64_t));
@@ -281,7 +294,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->step_out = (gc_tensor_t*)gc__table(a, m->num_outputs, sizeof(gc_tensor_t));
   inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
-  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->out_dims || !inst->scratch_size ||
+  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out || !inst->out_dims || !inst->scratch_size ||
       !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
       !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
@@ -382,6 +395,8 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->scratch_size);
   gc__free(&a, inst->scratch_offset);
   gc__free(&a, inst->plan_order);
+  gc__free(&a, inst->split_dims);
+  gc__free(&a, inst->split_out);
   gc__free(&a, inst->arena);
   gc__free(&a, inst->thread_scratch);
   gc__free(&a, inst->weights_owned);
@@ -517,7 +532,50 @@ static gc_status_t gc__plan(gc_instance_t* inst) {
   }
   for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
   memcpy(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims);
+  inst->arena_bytes = arena;
   inst->planned = 1;
+  return NULL;
+}
+
+/* gc__plan for the bound call dims, choosing sub-batches where the model allows them (batch_split.py):
+   *rows_out = the rows of each sub-batch (the plan is made for that many; the outputs' dims say the whole
+   batch), or 0 where the batch runs whole. The choice is kept while the call dims repeat. */
+static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
+  const gc_model_t* m = inst->model;
+  int32_t d = m->batch_dim;
+  *rows_out = 0;
+  if (d < 0 || m->batch_budget == 0) return gc__plan(inst);
+  size_t nbytes = sizeof(int64_t) * m->num_free_dims;
+  if (inst->split_valid && memcmp(inst->split_dims, inst->call_dims, nbytes) == 0) {
+    *rows_out = inst->split_rows;
+    return inst->split_rows ? NULL : gc__plan(inst);
+  }
+  inst->split_valid = 0;
+  inst->planned = 0; /* the outputs' dims of a split plan are the whole batch's: never reuse them */
+  int64_t total = inst->call_dims[d];
+  int64_t rows = total;
+  if (total > 1) { /* the scratch one sample needs: as many rows as the budget holds */
+    inst->call_dims[d] = 1;
+    GC_RETURN_IF_ERROR(gc__plan(inst));
+    uint64_t per_row = inst->arena_bytes ? inst->arena_bytes : 1;
+    uint64_t fit = m->batch_budget / per_row;
+    rows = fit < 1 ? 1 : (fit < (uint64_t)total ? (int64_t)fit : total);
+    inst->call_dims[d] = rows;
+  }
+  GC_RETURN_IF_ERROR(gc__plan(inst));
+  memcpy(inst->split_dims, inst->dims, nbytes);
+  inst->split_dims[d] = total;
+  inst->split_rows = rows < total ? rows : 0;
+  if (inst->split_rows) { /* every output leads with the batch: its dims say the whole of it */
+    int64_t* dims = inst->out_dims;
+    for (uint32_t i = 0; i < m->num_outputs; i++) {
+      dims[0] = total;
+      dims += m->outputs[i].rank;
+    }
+    inst->planned = 0; /* a later unsplit plan for `rows` rows must not take these output dims */
+  }
+  inst->split_valid = 1;
+  *rows_out = inst->split_rows;
   return NULL;
 }
 
@@ -542,6 +600,36 @@ static void gc__describe_output(const gc_instance_t* inst, uint32_t i, void* dat
   t->size_bytes = cap;
 }
 
+/* The model over the batch in sub-batches of `rows` (gc__plan_batches; the outputs' slots point at the whole
+   batch's buffers): each input and output addressed at the sub-batch's first sample, the batch dim set to
+   its rows. Returns as model->run does. */
+static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, gc_frame_t* frame, int64_t rows) {
+  const gc_model_t* m = inst->model;
+  int32_t d = m->batch_dim;
+  int64_t total = inst->split_dims[d];
+  for (uint32_t i = 0; i < m->num_outputs; i++) inst->split_out[i] = inst->slots[m->outputs[i].slot];
+  int64_t* dims = inst->call_dims; /* free after binding: the frame's dims for each sub-batch */
+  memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
+  frame->dims = dims;
+  int32_t failed = 0;
+  for (int64_t s = 0; s < total && failed == 0; s += rows) {
+    int64_t n = total - s < rows ? total - s : rows;
+    dims[d] = n;
+    for (uint32_t i = 0; i < m->num_inputs; i++)
+      inst->slots[m->inputs[i].slot] = (char*)inputs[i].data + (size_t)s * (inputs[i].size_bytes / (size_t)total);
+    for (uint32_t i = 0; i < m->num_outputs; i++) {
+      const int64_t* odims;
+      uint64_t bytes = gc__output_bytes(inst, i, &odims);
+      inst->slots[m->outputs[i].slot] = (char*)inst->split_out[i] + (size_t)s * (size_t)(bytes / (uint64_t)total);
+    }
+    failed = m->run(frame);
+  }
+  for (uint32_t i = 0; i < m->num_inputs; i++) inst->slots[m->inputs[i].slot] = inputs[i].data;
+  for (uint32_t i = 0; i < m->num_outputs; i++) inst->slots[m->outputs[i].slot] = inst->split_out[i];
+  frame->dims = inst->dims;
+  return failed;
+}
+
 static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
                            size_t num_outputs) {
   const gc_model_t* m = inst->model;
@@ -558,7 +646,8 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
   }
   inst->has_run = 0;
   GC_RETURN_IF_ERROR(gc__bind_inputs(inst, inputs, num_inputs));
-  GC_RETURN_IF_ERROR(gc__plan(inst));
+  int64_t rows = 0;
+  GC_RETURN_IF_ERROR(gc__plan_batches(inst, &rows));
   for (uint32_t i = 0; i < m->num_outputs; i++) {
     const int64_t* dims;
     uint64_t bytes = gc__output_bytes(inst, i, &dims);
@@ -587,7 +676,9 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
   }
   gc_frame_t frame = {inst->slots, inst->dims,  inst->pool,   inst->thread_scratch, inst->thread_scratch_stride,
                       0,           NULL,        inst->random, inst->profile,        &inst->collective};
-  int32_t failed = inst->profile ? gc__profile_run(inst->profile, m, &frame) : m->run(&frame);
+  int64_t t0 = inst->profile ? gc__profile_now() : 0;
+  int32_t failed = rows ? gc__run_batches(inst, inputs, &frame, rows) : m->run(&frame);
+  if (inst->profile && failed == 0) gc__profile_record_run(inst->profile, t0, gc__profile_now());
   if (failed != 0) {
     char detail[512];
     snprintf(detail, sizeof detail, m->op_errors[failed - 1], (long long)frame.error_value);

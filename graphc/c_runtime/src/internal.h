@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 5u
+#define GC_MODEL_ABI 6u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -152,6 +152,10 @@ struct gc_model {
   uint32_t num_gradients;
   const gc_gradient_def_t* gradients;
   uint64_t gradients_nbytes;
+  /* Sub-batches (batch_split.py): the free dim that every input and output leads with and that no op
+     mixes across (-1: none), and the scratch bytes a sub-batch may use (0: the batch runs whole). */
+  int32_t batch_dim;
+  uint64_t batch_budget;
 };
 
 /* ------------------------------------------------------------------ status helpers */
@@ -194,8 +198,9 @@ int32_t gc__parallel_for(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n
    launches summed over runs, and a bounded list of launch events for a trace. */
 gc_status_t gc__profile_create(const gc_allocator_t* a, uint32_t num_ops, uint32_t max_events, gc_profile_t** out);
 void gc__profile_release(const gc_allocator_t* a, gc_profile_t* profile);
-/* model->run(frame), timed as one run of the profile. */
-int32_t gc__profile_run(gc_profile_t* profile, const gc_model_t* model, gc_frame_t* frame);
+/* The profile's clock (ns), and one run of the model from t0 to t1 (all its sub-batches). */
+int64_t gc__profile_now(void);
+void gc__profile_record_run(gc_profile_t* profile, int64_t t0, int64_t t1);
 /* Called by generated code instead of gc__parallel_for when frame->profile is set: the same
    launch, timed and charged to op `op`. */
 int32_t gc__parallel_for_profiled(void* pool, gc_task_fn fn, gc_frame_t* frame, int64_t n, int64_t cost, int32_t op);

@@ -3,7 +3,7 @@
  * The generated `run` function reads frame->profile once; when it is set, every launch goes
  * through gc__parallel_for_profiled, which reads a monotonic clock before and after the launch
  * (the whole parallel launch, as the calling thread waits for it) and adds the difference to the
- * launch's op. gc__profile_run times the run itself, so a caller can compare the sum of the
+ * launch's op. gc__profile_record_run times the run itself, so a caller can compare the sum of the
  * kernels with the whole. Events (launches and runs) are appended to a fixed table until it is
  * full; later ones are only counted as dropped, so a long profile never allocates while running.
  *
@@ -87,16 +87,12 @@ int32_t gc__parallel_for_profiled(void* pool, gc_task_fn fn, gc_frame_t* frame, 
   return r;
 }
 
-int32_t gc__profile_run(gc_profile_t* p, const gc_model_t* model, gc_frame_t* frame) {
-  int64_t t0 = gc__now_ns();
-  int32_t failed = model->run(frame);
-  int64_t t1 = gc__now_ns();
-  if (failed == 0) {
-    p->runs++;
-    p->run_ns += (uint64_t)(t1 - t0);
-    gc__profile_event(p, -1, t0, t1);
-  }
-  return failed;
+int64_t gc__profile_now(void) { return gc__now_ns(); }
+
+void gc__profile_record_run(gc_profile_t* p, int64_t t0, int64_t t1) {
+  p->runs++;
+  p->run_ns += (uint64_t)(t1 - t0);
+  gc__profile_event(p, -1, t0, t1);
 }
 
 size_t gc_profile_num_ops(const gc_profile_t* p) { return p ? p->num_ops : 0; }

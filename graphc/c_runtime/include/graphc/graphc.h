@@ -208,6 +208,10 @@ GC_EXPORT void gc_instance_release(gc_instance_t* instance);
 GC_EXPORT const gc_model_t* gc_instance_model(const gc_instance_t* instance);
 /* The number of threads the instance really uses. */
 GC_EXPORT int32_t gc_instance_num_threads(const gc_instance_t* instance);
+/* The samples per sub-batch of the last run (0: it ran its batch whole). A model none of whose ops mixes
+   the samples of a batch runs a large batch as consecutive sub-batches whose scratch fits a budget set at
+   build time (half the last-level cache), with the same results. */
+GC_EXPORT int64_t gc_instance_sub_batch(const gc_instance_t* instance);
 
 /* Runs the model. inputs[i] is model input i (same order as gc_model_input); dtype, rank and
    shape must match, with free dims consistent across inputs and size_bytes exact.

@@ -1,0 +1,232 @@
+"""Large batches as consecutive sub-batches (:mod:`graphc.backends.llvm.batch_split`).
+
+Which graphs qualify (every input and output led by the batch, no op mixing samples), and on the native
+runtime: outputs equal to the reference and, bit for bit, to separate calls over the sub-batches the run
+reports (odd batches, a short last sub-batch, several inputs and outputs, caller buffers), one instance
+going back and forth between batch sizes that split and sizes that do not, one profiled run per call,
+a failure in a later sub-batch reported as in a whole run.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+import graphc
+import graphc.bench
+from graphc import examples
+from graphc.backends.llvm import batch_split
+from graphc.backends.reference.interpreter import run as reference_run
+from graphc.ir.graph import Graph
+from graphc.ir.types import TensorType
+from graphc.ops import OpBuilder
+from graphc.passes import optimize
+from tests.backends.llvm.helpers import load
+
+
+def _graph(build) -> Graph:
+    g = Graph("batch_split_case")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", 6, 5)))
+    g.set_outputs([build(g, ob, x)])
+    return g
+
+
+def _weight(g, shape):
+    return g.add_constant(f"w{len(g.constants)}", np.ones(shape, np.float32))
+
+
+@pytest.mark.parametrize("name", [n for n in examples.names() if n != "stereo_xception"])
+def test_the_examples_run_in_sub_batches(name):
+    assert batch_split.batch_dim(optimize(graphc.lower(examples.build(name, seed=0)), 2)) == "batch"
+
+
+PER_SAMPLE = {
+    "softmax over the last axis": lambda g, ob, x: ob.emit("softmax", x, axis=-1),
+    "reduce over axis 1": lambda g, ob, x: ob.emit("reduce_sum", x, axes=(1,), keepdims=False),
+    "reshape keeping the batch": lambda g, ob, x: ob.emit("reshape", x, shape=("N", 30)),
+    "rows of a product": lambda g, ob, x: ob.emit("reshape", ob.emit("matmul", ob.emit(
+        "reshape", x, shape=(dims_mul("N", 6), 5)), _weight(g, (5, 3))), shape=("N", 6, 3)),
+    "transpose keeping axis 0": lambda g, ob, x: ob.emit("transpose", x, perm=(0, 2, 1)),
+    "a batched product per sample": lambda g, ob, x: ob.emit("matmul", x, ob.emit("transpose", x, perm=(0, 2, 1))),
+    "a weight broadcast": lambda g, ob, x: ob.emit("add", x, _weight(g, (6, 5))),
+}
+
+MIXING = {
+    "reduce over the batch": lambda g, ob, x: ob.emit("reduce_sum", x, axes=(0,), keepdims=True),
+    "reduce over everything": lambda g, ob, x: ob.emit("add", x, ob.emit("reduce_sum", x, axes=(0, 1, 2),
+                                                                          keepdims=True)),
+    "softmax over the batch": lambda g, ob, x: ob.emit("softmax", x, axis=0),
+    "transpose moving the batch": lambda g, ob, x: ob.emit("transpose", ob.emit("transpose", x, perm=(1, 0, 2)),
+                                                            perm=(1, 0, 2)),
+    "concat along the batch": lambda g, ob, x: ob.emit("concat", x, x, axis=0),
+    "a product over the batch": lambda g, ob, x: ob.emit(
+        "reshape", ob.emit("matmul", ob.emit("transpose", ob.emit("reshape", x, shape=("N", 30)), perm=(1, 0)),
+                           ob.emit("reshape", x, shape=("N", 30))), shape=(30, 30)),
+}
+
+
+def dims_mul(a, b):
+    from graphc.ir import dims
+
+    return dims.mul(a, b)
+
+
+@pytest.mark.parametrize("case", sorted(PER_SAMPLE))
+def test_ops_that_keep_samples_apart_qualify(case):
+    assert batch_split.batch_dim(_graph(PER_SAMPLE[case])) == "N"
+
+
+@pytest.mark.parametrize("case", sorted(MIXING))
+def test_ops_that_mix_samples_keep_the_batch_whole(case):
+    assert batch_split.batch_dim(_graph(MIXING[case])) is None
+
+
+def test_inputs_without_the_batch_and_training_steps_keep_it_whole():
+    g = Graph("two_inputs")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", 4)))
+    w = g.add_input("w", TensorType("float32", (4, 3)))  # an input every sample shares
+    g.set_outputs([ob.emit("matmul", x, w)])
+    assert batch_split.batch_dim(g) is None
+    g2 = _graph(PER_SAMPLE["softmax over the last axis"])
+    g2.meta["train_step"] = {"targets": []}
+    assert batch_split.batch_dim(g2) is None
+
+
+def test_budget_from_the_caches_and_the_environment(monkeypatch):
+    from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
+
+    caches = CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20)
+    monkeypatch.delenv(batch_split.ENV, raising=False)
+    assert batch_split.budget_bytes(caches) == 1 << 20
+    monkeypatch.setenv(batch_split.ENV, "0")
+    assert batch_split.budget_bytes(caches) == 0
+    monkeypatch.setenv(batch_split.ENV, "123456")
+    assert batch_split.budget_bytes(caches) == 123456
+    monkeypatch.setenv(batch_split.ENV, "2M")
+    assert batch_split.budget_bytes(caches) == 2 << 20
+    for bad in ("-1", "lots"):
+        monkeypatch.setenv(batch_split.ENV, bad)
+        with pytest.raises(ValueError, match="GRAPHC_BATCH_SPLIT"):
+            batch_split.budget_bytes(caches)
+
+
+def _example(name: str):
+    """(optimized graph, feeds(batch, seed)) of a bundled example: its own inputs (valid ids, lengths)."""
+    model = examples.build(name, seed=0)
+    graph = optimize(graphc.lower(model), 2)
+    return graph, lambda batch, seed=0: graphc.bench.benchmark_feeds(name, batch, seed, model=model)
+
+
+def _split_pieces(inst, feeds, names, batch: int, rows: int):
+    """The outputs of separate calls over the sub-batches of ``rows`` samples, concatenated."""
+    parts = []
+    for s in range(0, batch, rows):
+        parts.append(inst.run([np.ascontiguousarray(feeds[n][s:s + rows]) for n in names]))
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+@pytest.mark.parametrize("name", ["inception", "residual", "siamese_lstm", "qa_two_inputs", "multi_output",
+                                  "conv1d_text", "merge", "mlp"])
+def test_sub_batches_equal_separate_calls_and_the_reference(name, monkeypatch, tmp_path, rng):
+    """A budget of one byte runs one sample at a time; one of a few kilobytes several (the last sub-batch
+    shorter): the outputs equal the reference, and the outputs of separate calls over the same sub-batches
+    bit for bit, on 1 and 2 threads, into the instance's buffers and into the caller's."""
+    graph, make_feeds = _example(name)
+    for budget in ("1", "60000"):
+        monkeypatch.setenv(batch_split.ENV, budget)
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / budget))
+        lib = load(graph, f"split_{name}_{budget}")
+        names = [i.name for i in lib.inputs]
+        for batch in (7, 17):
+            feeds = make_feeds(batch, batch)
+            want = reference_run(graph, feeds)
+            for threads in (1, 2):
+                inst = lib.instance(threads)
+                try:
+                    got = inst.run([feeds[n] for n in names])
+                    rows = inst.sub_batch
+                    assert 0 < rows < batch if budget == "1" else 0 <= rows < batch
+                    if budget == "1":
+                        assert rows == 1
+                    for out_name, g in zip(graph.outputs, got):
+                        w = np.asarray(want[out_name])
+                        assert g.shape == w.shape
+                        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{name} {out_name}")
+                    buffers = [np.full_like(g, np.nan) for g in got]
+                    inst.run([feeds[n] for n in names], out=buffers)
+                    for g, b in zip(got, buffers):
+                        np.testing.assert_array_equal(g, b)
+                    if rows:
+                        separate = _split_pieces(inst, feeds, names, batch, rows)
+                        for g, s in zip(got, separate):
+                            np.testing.assert_array_equal(g, s)
+                finally:
+                    inst.close()
+
+
+@contextmanager
+def _instance(monkeypatch, tmp_path, name: str, budget: str, threads: int = 1):
+    """(graph, library, instance, feeds(batch, seed)) of example ``name`` built with ``budget``."""
+    monkeypatch.setenv(batch_split.ENV, budget)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    graph, make_feeds = _example(name)
+    lib = load(graph, f"split_{name}_{budget}")
+    inst = lib.instance(threads)
+    try:
+        yield graph, lib, inst, make_feeds
+    finally:
+        inst.close()
+
+
+def test_one_instance_across_batch_sizes(monkeypatch, tmp_path):
+    """Sizes that split and sizes that do not, in turn on one instance: every output has its call's batch
+    and the reference's values (the plan, the output shapes and the choice follow the call)."""
+    with _instance(monkeypatch, tmp_path, "inception", "1", threads=2) as (graph, lib, inst, make_feeds):
+        for batch in (5, 1, 5, 3, 1, 9, 9):
+            feeds = make_feeds(batch)
+            got = inst.run([feeds[i.name] for i in lib.inputs])
+            assert inst.sub_batch == (1 if batch > 1 else 0)
+            want = reference_run(graph, feeds)
+            for out_name, g in zip(graph.outputs, got):
+                assert g.shape[0] == batch
+                np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
+
+
+def test_whole_batch_when_switched_off(monkeypatch, tmp_path):
+    with _instance(monkeypatch, tmp_path, "residual", "0") as (graph, lib, inst, make_feeds):
+        feeds = make_feeds(5)
+        inst.run([feeds[i.name] for i in lib.inputs])
+        assert inst.sub_batch == 0
+
+
+def test_a_profiled_call_is_one_run(monkeypatch, tmp_path, rng):
+    monkeypatch.setenv(batch_split.ENV, "1")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    model = examples.build("residual", seed=0)
+    cm = graphc.build(model, target="native", threads=1)
+    x = graphc.bench.benchmark_feeds("residual", 6, model=model)
+    report = cm.profile(x, runs=3, warmup=1, peak=False)
+    assert report.sub_batch == 1 and "in sub-batches of 1 sample(s)" in str(report)
+    assert report.runs == 3
+    assert all(r.launches == 6 for r in report.rows)  # each kernel once per sample
+    assert report.run_ms >= report.kernel_ms * 0.9  # the run spans its six sub-batches' kernels
+
+
+def test_a_failure_in_a_later_sub_batch_is_reported(monkeypatch, tmp_path):
+    """An id out of range in the last sample fails the call with the message a whole run gives."""
+    with _instance(monkeypatch, tmp_path, "qa_two_inputs", "1") as (graph, lib, inst, make_feeds):
+        feeds = make_feeds(6)
+        first = lib.inputs[0].name
+        feeds[first] = feeds[first].copy()
+        feeds[first][-1, 0] = 10 ** 6
+        with pytest.raises(Exception, match="1000000 is out of range"):
+            inst.run([feeds[i.name] for i in lib.inputs])
+        good = make_feeds(6, 1)
+        got = inst.run([good[i.name] for i in lib.inputs])  # the instance runs on afterwards
+        want = reference_run(graph, good)
+        for out_name, g in zip(graph.outputs, got):
+            np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
