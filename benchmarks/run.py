@@ -8,6 +8,7 @@
     python -m benchmarks.run --profile residual,inception --train mlp,conv1d_text   # all models, plus these
     python -m benchmarks.run --models mlp,conv1d_text --train --no-inference  # training steps only
     python -m benchmarks.run --apps --vs onnxruntime,torch,openvino   # also keras.applications and a transformer
+    python -m benchmarks.run --models none --apps --apps-batch 32 --vs onnxruntime   # the applications at batch 32
 
 Everything runs in this one process (same threads, same batch, same inputs for every engine);
 see :mod:`graphc.bench` for how the timing copes with a noisy machine. The markdown report is
@@ -41,7 +42,8 @@ def _csv(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=None,
-                   help="comma-separated bundled example names (default: all but " + ", ".join(DEFAULT_EXCLUDE) + ")")
+                   help="comma-separated bundled example names, or none (default: all but "
+                        + ", ".join(DEFAULT_EXCLUDE) + ")")
     p.add_argument("--batch", default="1,32", help="batch sizes (default 1,32)")
     p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     p.add_argument("--vs", default="onnxruntime,torch", help="engines to compare with (default onnxruntime,torch)")
@@ -145,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_training_benchmark,
     )
 
-    names = _csv(args.models) if args.models else [n for n in examples.names() if n not in DEFAULT_EXCLUDE]
+    if args.models == "none":  # the --apps alone
+        args.models = None
+        names = []
+    else:
+        names = _csv(args.models) if args.models else [n for n in examples.names() if n not in DEFAULT_EXCLUDE]
     profiled = names if args.profile == "" else _csv(args.profile or "")
     trained = names if args.train == "" else _csv(args.train or "")
     names += [n for n in profiled + trained if n not in names]

@@ -367,3 +367,8 @@ def test_benchmark_runner_takes_keras_models_as_users_bring_them(keras, tmp_path
     assert encoder["results"]["graphc"]["max_rel_error"] < 1e-4  # graphc's native code against its reference
     with pytest.raises(SystemExit, match="unknown --apps model 'ResNet51'"):
         main(["--models", "merge", "--apps", "ResNet51", "--no-write", "--quiet"])
+    # the applications alone, at their own batch size
+    assert main(["--models", "none", "--apps", "TransformerEncoder", "--apps-batch", "3", "--threads", "1",
+                 "--repeat", "1", "--vs", "onnxruntime", "--no-unfused", "--no-write"]) == 0
+    printed = capsys.readouterr().out
+    assert "| transformer_encoder | 3 | 1 |" in printed and "| merge |" not in printed

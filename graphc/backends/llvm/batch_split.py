@@ -98,15 +98,17 @@ def _batched(shape: tuple, dim: str) -> bool | None:
 
 
 def _axes(op: Op, rank: int) -> set[int] | None:
-    """The axes an op's ``axis`` / ``axes`` attribute names (normalized), None where it names all of them."""
+    """The axes an op's ``axis`` / ``axes`` attribute names (its default where not set), normalized; None
+    where it names all of them or the op has neither."""
+    attrs = get(op.type).resolve_attrs(op.attrs)
     for key in ("axes", "axis"):
-        if key in op.attrs:
-            value = op.attrs[key]
+        if key in attrs:
+            value = attrs[key]
             if value is None:
                 return None
             values = value if isinstance(value, (tuple, list)) else (value,)
             return {int(a) % rank if rank else int(a) for a in values}
-    return set()
+    return None
 
 
 def _per_sample(graph: Graph, op: Op, dim: str) -> bool:
@@ -127,11 +129,11 @@ def _per_sample(graph: Graph, op: Op, dim: str) -> bool:
     if kind == "reduction":
         rank = graph.type_of(op.inputs[0]).rank
         axes = _axes(op, rank)
-        return axes is not None and 0 not in axes and op.type not in ("sum_to",)
+        return axes is not None and 0 not in axes
     if op.type in _INJECTIVE:
         if op.type == "gather":  # rows of a weight table by batched ids
             return not ins[0]
-        if op.type in ("concat", "slice", "squeeze", "expand_dims"):
+        if op.type in ("concat", "slice", "squeeze", "expand_dims", "resize"):
             axes = _axes(op, out_rank if op.type == "expand_dims" else graph.type_of(op.inputs[0]).rank)
             return axes is not None and 0 not in axes
         if op.type == "transpose":
@@ -139,7 +141,7 @@ def _per_sample(graph: Graph, op: Op, dim: str) -> bool:
         if op.type == "pad":
             pads = op.attrs.get("pads") or ()
             return not pads or tuple(pads[0]) == (0, 0)
-        return op.type in ("reshape", "resize", "one_hot")
+        return op.type in ("reshape", "one_hot")
     if op.type in _PER_SAMPLE_OPAQUE:
         if op.type in ("matmul", "fused_matmul", "qlinear_matmul") and len(ins) > 1 and ins[1]:
             # two batched operands: a product per sample over their leading dims

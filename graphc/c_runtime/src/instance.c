@@ -294,8 +294,8 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->step_out = (gc_tensor_t*)gc__table(a, m->num_outputs, sizeof(gc_tensor_t));
   inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
-  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out || !inst->out_dims || !inst->scratch_size ||
-      !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
+  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out || !inst->out_dims ||
+      !inst->scratch_size || !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
       !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
     goto fail;

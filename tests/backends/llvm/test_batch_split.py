@@ -52,6 +52,9 @@ PER_SAMPLE = {
     "transpose keeping axis 0": lambda g, ob, x: ob.emit("transpose", x, perm=(0, 2, 1)),
     "a batched product per sample": lambda g, ob, x: ob.emit("matmul", x, ob.emit("transpose", x, perm=(0, 2, 1))),
     "a weight broadcast": lambda g, ob, x: ob.emit("add", x, _weight(g, (6, 5))),
+    "a slice along axis 2 and softmax by default": lambda g, ob, x: ob.emit(
+        "softmax", ob.emit("concat", ob.emit("slice", x, axis=2, start=0, stop=2), ob.emit("slice", x, axis=-1,
+                                                                                            start=2), axis=2)),
 }
 
 MIXING = {
@@ -62,6 +65,8 @@ MIXING = {
     "transpose moving the batch": lambda g, ob, x: ob.emit("transpose", ob.emit("transpose", x, perm=(1, 0, 2)),
                                                             perm=(1, 0, 2)),
     "concat along the batch": lambda g, ob, x: ob.emit("concat", x, x, axis=0),
+    "slice of the batch": lambda g, ob, x: ob.emit("concat", ob.emit("slice", x, axis=0, start=0, stop=1),
+                                                   ob.emit("slice", x, axis=0, start=1), axis=0),
     "a product over the batch": lambda g, ob, x: ob.emit(
         "reshape", ob.emit("matmul", ob.emit("transpose", ob.emit("reshape", x, shape=("N", 30)), perm=(1, 0)),
                            ob.emit("reshape", x, shape=("N", 30))), shape=(30, 30)),
