@@ -64,7 +64,7 @@ class GcOptions(ctypes.Structure):
 
 
 class GcProfileEvent(ctypes.Structure):
-    _fields_ = [("op", ctypes.c_int32), ("reserved", ctypes.c_int32), ("start_ns", ctypes.c_int64),
+    _fields_ = [("op", ctypes.c_int32), ("thread", ctypes.c_int32), ("start_ns", ctypes.c_int64),
                 ("duration_ns", ctypes.c_int64)]
 
 
@@ -104,6 +104,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_release": (None, [vp]),
         "gc_instance_num_threads": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
+        "gc_instance_sub_batch_threads": (ctypes.c_int32, [vp]),
         "gc_instance_run": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz]),
         "gc_instance_output": (vp, [vp, sz, ctypes.POINTER(GcTensor)]),
         "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
@@ -315,6 +316,13 @@ class Instance:
         :mod:`graphc.backends.llvm.batch_split`)."""
         self._require_open()
         return int(self.library.lib.gc_instance_sub_batch(self._handle))
+
+    @property
+    def sub_batch_threads(self) -> int:
+        """How many sub-batches of the last run ran at once, one per thread (1: one after another, each op
+        split over the threads; 0: the batch ran whole)."""
+        self._require_open()
+        return int(self.library.lib.gc_instance_sub_batch_threads(self._handle))
 
     def close(self) -> None:
         """Release the instance (after a call another thread is making on it has returned)."""
@@ -614,7 +622,7 @@ class Instance:
         self.library.check(lib.gc_profile_events(handle, events, m), "gc_profile_events")
         return NativeProfile(runs=int(lib.gc_profile_runs(handle)), run_ns=int(lib.gc_profile_run_ns(handle)),
                              op_ns=[int(x) for x in op_ns[:n]], op_launches=[int(x) for x in launches[:n]],
-                             events=[(e.op, e.start_ns, e.duration_ns) for e in events[:m]],
+                             events=[(e.op, e.start_ns, e.duration_ns, e.thread) for e in events[:m]],
                              dropped_events=int(lib.gc_profile_dropped_events(handle)))
 
     def reset_profile(self) -> None:
@@ -643,13 +651,14 @@ class Instance:
 class NativeProfile:
     """What a profiling instance recorded: ``runs`` and their total ``run_ns``; per op of the
     compiled graph (topological order, then the output copy) the nanoseconds and launch count of
-    its kernels; ``events`` as (op, start_ns, duration_ns), op -1 for a whole run."""
+    its kernels; ``events`` as (op, start_ns, duration_ns, thread), op -1 for a whole run, thread the
+    one that ran the launch (0 the caller; others where sub-batches ran at once, one per thread)."""
 
     runs: int
     run_ns: int
     op_ns: list[int]
     op_launches: list[int]
-    events: list[tuple[int, int, int]]
+    events: list[tuple[int, int, int, int]]
     dropped_events: int
 
 

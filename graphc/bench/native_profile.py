@@ -67,10 +67,12 @@ class NativeProfileReport:
     run_ms: float  # the generated run function per run
     call_ms: float  # the Python call per run
     peak: Any = None  # graphc.bench.peak.Peak or None
-    events: list[tuple[int, int, int]] = field(default_factory=list, repr=False)  # (op, start_ns, duration_ns)
+    # (op, start_ns, duration_ns, thread)
+    events: list[tuple[int, int, int, int]] = field(default_factory=list, repr=False)
     dropped_events: int = 0
     op_names: dict[int, str] = field(default_factory=dict, repr=False)
     sub_batch: int = 0  # samples per sub-batch the runs ran in (0: the batch whole; see batch_split)
+    sub_batch_threads: int = 0  # sub-batches at once, one per thread (rows: the threads' times summed)
 
     @property
     def total_flops(self) -> int:
@@ -105,9 +107,7 @@ class NativeProfileReport:
         lines.append(f"| **kernels** | | | {sum(r.launches for r in self.rows):g} | {self.kernel_ms:.4f} | 100 % | "
                      f"{total_gf:.4f} | {total_gf / (self.kernel_ms / 1e3) if self.kernel_ms else 0:.1f} | | | | |")
         lines += ["", f"Whole run: {self.run_ms:.4f} ms in the generated code, {self.call_ms:.4f} ms per Python "
-                  f"call; the kernels are {100 * self.kernel_ms / self.run_ms if self.run_ms else 0:.1f} % of the "
-                  "run" + (f", in sub-batches of {self.sub_batch} sample(s) (each kernel launched once per "
-                           "sub-batch)." if self.sub_batch else ".")]
+                  f"call; {self._kernels_against_run()}"]
         if self.peak is not None:
             p = self.peak
             lines.append(f"Peak: {p.compute_peak(self.threads):.1f} GFLOP/s ({p.widest}-bit FMA, {self.threads} "
@@ -122,6 +122,18 @@ class NativeProfileReport:
             lines.append(f"The trace kept the first events only ({self.dropped_events} dropped).")
         return "\n".join(lines)
 
+    def _kernels_against_run(self) -> str:
+        at_once = self.sub_batch_threads if self.sub_batch and self.sub_batch_threads > 1 else 1
+        share = 100 * self.kernel_ms / (at_once * self.run_ms) if self.run_ms else 0.0
+        if at_once > 1:
+            return (f"the run went in sub-batches of {self.sub_batch} sample(s), {at_once} at a time, one per "
+                    "thread: each kernel launched once per sub-batch on one thread, the rows the threads' times "
+                    f"summed ({share:.1f} % of {at_once} x the run), % of peak against one thread's.")
+        text = f"the kernels are {share:.1f} % of the run"
+        if self.sub_batch:
+            text += f", in sub-batches of {self.sub_batch} sample(s) (each kernel launched once per sub-batch)"
+        return text + "."
+
     def __str__(self) -> str:
         return self.to_markdown()
 
@@ -132,8 +144,8 @@ class NativeProfileReport:
                               {"name": "thread_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "run"}}]
         by_index = {r.index: r for r in self.rows}
         run_number = 0
-        for op, start, dur in self.events:
-            event = {"ph": "X", "pid": 1, "tid": 0, "ts": start / 1e3, "dur": dur / 1e3}
+        for op, start, dur, thread in self.events:
+            event = {"ph": "X", "pid": 1, "tid": thread, "ts": start / 1e3, "dur": dur / 1e3}
             if op < 0:
                 event.update(name="run", cat="run", args={"run": run_number})
                 run_number += 1
@@ -143,6 +155,9 @@ class NativeProfileReport:
                              args={"op_index": op, "op": r.op if r else "", "layer": r.name if r else "",
                                    "output_shape": list(r.output_shape) if r else []})
             events.append(event)
+        for thread in sorted({e[3] for e in self.events} - {0}):  # sub-batches at once: one row per thread
+            events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": thread,
+                           "args": {"name": f"thread {thread}"}})
         return {"traceEvents": events, "displayTimeUnit": "ms",
                 "otherData": {"model": self.model, "threads": self.threads, "runs": self.runs}}
 
@@ -183,7 +198,10 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         graph, library, source = cm.graph, cm.library, cm.instance
         ops = graph.ops()
         launches_per_run = int(cm.compile_stats.get("kernels", len(ops))) + 1
-        capacity = min(MAX_TRACE_EVENTS, runs * launches_per_run) if trace_events is None else int(trace_events)
+        # a batch run in sub-batches launches each kernel once per sub-batch: at most once per sample
+        samples = int(arrays[0].shape[0]) if arrays and np.ndim(arrays[0]) else 1
+        capacity = (min(MAX_TRACE_EVENTS, runs * launches_per_run * max(samples, 1)) if trace_events is None
+                    else int(trace_events))
         instance = library.instance(cm.threads, profile=True, profile_events=capacity)
         try:
             if source.transfers["set_calls"]:  # weights pushed into cm's instance after linking
@@ -199,13 +217,17 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
             recorded = instance.profile()
             threads = instance.threads
             sub_batch = instance.sub_batch
+            at_once = instance.sub_batch_threads
         finally:
             instance.close()
     if isinstance(peak, bool):
         from graphc.bench.peak import measure_peak
 
         peak = measure_peak() if peak else None
-    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, threads, fused_ops(cm.compile_stats))
+    # sub-batches at once: every launch ran on one thread (the rows sum the threads' times)
+    kernel_threads = 1 if at_once > 1 else threads
+    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, kernel_threads,
+                 fused_ops(cm.compile_stats))
     kernel_ms = sum(r.ms for r in rows)
     for r in rows:
         r.share = r.ms / kernel_ms if kernel_ms else 0.0
@@ -214,7 +236,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         model=graph.name, shapes={n: list(a.shape) for n, a in zip(graph.inputs, arrays)}, threads=threads,
         runs=recorded.runs, rows=rows, kernel_ms=kernel_ms, run_ms=recorded.run_ns / 1e6 / max(recorded.runs, 1),
         call_ms=call_s * 1e3 / runs, peak=peak, events=recorded.events, dropped_events=recorded.dropped_events,
-        op_names=names, sub_batch=sub_batch)
+        op_names=names, sub_batch=sub_batch, sub_batch_threads=at_once)
 
 
 def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak: Any = True,

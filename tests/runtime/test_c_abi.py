@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from graphc.backends.llvm import export_files
+from graphc.backends.llvm import compile_library, export_files
 from graphc.backends.llvm.toolchain import find_cc, runtime_dir
+from graphc.runtime import Library
+from tests.runtime.conftest import abi_graph, abi_inputs
 
 TESTS = Path(__file__).resolve().parent / "c"
 
@@ -72,16 +74,38 @@ def test_pool_runs_every_item_once_and_keeps_blocks_with_their_owner(tmp_path):
     assert out == "ok\n", out
 
 
-def test_thread_sanitizer_on_instances_with_their_own_pools(abi_library, tmp_path):
-    """8 threads, each with an instance running a 2-thread pool: no data race (ThreadSanitizer)."""
+def _test_threads_under_tsan(library, tmp_path: Path, *args: str) -> str:
+    """tests/runtime/c/test_threads.c with the runtime and ``library``'s model under ThreadSanitizer."""
     rt = runtime_dir()
-    code = abi_library.objects["model"].parent
+    code = library.objects["model"].parent
     sources = [str(p) for p in sorted((rt / "src").glob("*.c"))] + [str(code / "abi_model_model.c")]
     cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-fsanitize=thread", f"-I{rt / 'include'}", f"-I{rt / 'src'}",
-        f"-I{abi_library.directory}", str(TESTS / "test_threads.c"), *sources, str(abi_library.objects["model"]),
-        str(abi_library.objects["weights"]), "-lpthread", "-lm", "-o", "test_threads_tsan"], tmp_path)
-    out = run(tmp_path / "test_threads_tsan", "40", "2", env={"TSAN_OPTIONS": "halt_on_error=1"})
+        f"-I{library.directory}", str(TESTS / "test_threads.c"), *sources, str(library.objects["model"]),
+        str(library.objects["weights"]), "-lpthread", "-lm", "-o", "test_threads_tsan"], tmp_path)
+    return run(tmp_path / "test_threads_tsan", *args, env={"TSAN_OPTIONS": "halt_on_error=1"})
+
+
+def test_thread_sanitizer_on_instances_with_their_own_pools(abi_library, tmp_path):
+    """8 threads, each with an instance running a 2-thread pool: no data race (ThreadSanitizer)."""
+    out = _test_threads_under_tsan(abi_library, tmp_path, "40", "2")
     assert out.startswith("ok 8 threads x 40 rounds, 2 thread(s) per instance"), out
+
+
+def test_thread_sanitizer_on_sub_batches_at_once(monkeypatch, tmp_path):
+    """The model built to run its batch of 4 in sub-batches of one sample, two at a time on each
+    instance's two threads, profiled: 8 threads with an instance each, no data race (ThreadSanitizer),
+    results equal to one-thread instances' bit for bit."""
+    monkeypatch.setenv("GRAPHC_BATCH_SPLIT", "1")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    library = compile_library(abi_graph())
+    inst = Library(library.shared, library.symbol).instance(2)
+    try:
+        inst.run(abi_inputs(4, 6))
+        assert (inst.sub_batch, inst.sub_batch_threads) == (1, 2)
+    finally:
+        inst.close()
+    out = _test_threads_under_tsan(library, tmp_path, "20", "2", "profile")
+    assert out.startswith("ok 8 threads x 20 rounds, 2 thread(s) per instance, profiled"), out
 
 
 def test_sanitizers_over_thousands_of_calls(abi_library, tmp_path):

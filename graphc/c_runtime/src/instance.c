@@ -54,8 +54,15 @@ struct gc_instance {
      sub-batch it chose (0: the batch runs whole); the plan is then for that many rows */
   int64_t* split_dims;
   void** split_out;       /* the outputs' buffers while sub-batches run */
+  size_t* split_sample_bytes; /* and the bytes of one sample of each */
   int split_valid;
   int64_t split_rows;
+  /* sub-batches at once, one per thread, each on its own copy of the arena (0: one after another with the
+     pool on each op); the plan is then for one thread, whose slots and dims each worker keeps here */
+  int32_t split_workers;
+  uint64_t worker_stride; /* bytes between the workers' arenas */
+  void** worker_slots;    /* threads x model->num_slots */
+  int64_t* worker_dims;   /* threads x (model->num_free_dims + 1) */
   char* thread_scratch;
   int64_t thread_scratch_stride;
   unsigned char* weights_owned; /* a private copy once a weight was replaced or loaded */
@@ -217,6 +224,11 @@ int64_t gc_instance_sub_batch(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE && inst->split_valid ? inst->split_rows : 0;
 }
 
+int32_t gc_instance_sub_batch_threads(const gc_instance_t* inst) {
+  if (!inst || inst->tag != GC_INSTANCE_LIVE || !inst->split_valid || !inst->split_rows) return 0;
+  return inst->split_workers > 1 ? inst->split_workers : 1;
+}
+
 static void gc__set_weight_slots(gc_instance_t* inst) {
   const gc_model_t* m = inst->model;
   for (uint32_t i = 0; i < m->num_weights; i++)
@@ -287,6 +299,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->plan_order = (int32_t*)gc__table(a, m->num_scratch, sizeof(int32_t));
   inst->split_dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
   inst->split_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
+  inst->split_sample_bytes = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   inst->owned_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   inst->random = (uint64_t*)gc__table(a, (size_t)m->num_ops + 1, sizeof(uint64_t));
@@ -294,7 +307,8 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->step_out = (gc_tensor_t*)gc__table(a, m->num_outputs, sizeof(gc_tensor_t));
   inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
-  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out || !inst->out_dims ||
+  if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out ||
+      !inst->split_sample_bytes || !inst->out_dims ||
       !inst->scratch_size || !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
       !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
@@ -328,6 +342,14 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   int32_t threads = gc__pool_num_threads(inst->pool);
   inst->call_dims[m->num_free_dims] = threads;
   inst->dims[m->num_free_dims] = threads;
+  if (threads > 1 && m->batch_dim >= 0 && m->batch_budget > 0) {
+    inst->worker_slots = (void**)gc__table(a, (size_t)threads * m->num_slots, sizeof(void*));
+    inst->worker_dims = (int64_t*)gc__table(a, (size_t)threads * (m->num_free_dims + 1), sizeof(int64_t));
+    if (!inst->worker_slots || !inst->worker_dims) {
+      status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the sub-batch tables of %d threads", (int)threads);
+      goto fail;
+    }
+  }
   inst->thread_scratch_stride = (int64_t)((m->thread_scratch_nbytes + 63) / 64 * 64);
   if (inst->thread_scratch_stride > 0) {
     inst->thread_scratch = (char*)gc__alloc(a, (size_t)inst->thread_scratch_stride * (size_t)threads, 64);
@@ -397,6 +419,9 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->plan_order);
   gc__free(&a, inst->split_dims);
   gc__free(&a, inst->split_out);
+  gc__free(&a, inst->split_sample_bytes);
+  gc__free(&a, inst->worker_slots);
+  gc__free(&a, inst->worker_dims);
   gc__free(&a, inst->arena);
   gc__free(&a, inst->thread_scratch);
   gc__free(&a, inst->weights_owned);
@@ -501,6 +526,24 @@ static gc_status_t gc__bind_inputs(gc_instance_t* inst, const gc_tensor_t* input
   return NULL;
 }
 
+/* An arena of at least `bytes` (its contents not kept). */
+static gc_status_t gc__reserve_arena(gc_instance_t* inst, uint64_t bytes) {
+  const gc_model_t* m = inst->model;
+  if (bytes > GC_MAX_ARENA)
+    return GC_ERROR(GC_RESOURCE_EXHAUSTED, "model '%s' would need %llu bytes of scratch memory for these shapes",
+                    m->name, (unsigned long long)bytes);
+  if (bytes > inst->arena_capacity) {
+    gc__free(&inst->alloc, inst->arena);
+    inst->arena_capacity = 0;
+    inst->arena = (char*)gc__alloc(&inst->alloc, (size_t)bytes, 64);
+    if (inst->arena == NULL)
+      return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes of scratch memory for model '%s'",
+                      (unsigned long long)bytes, m->name);
+    inst->arena_capacity = bytes;
+  }
+  return NULL;
+}
+
 /* Output shapes, scratch sizes and the arena for the bound free dims (kept while they repeat). */
 static gc_status_t gc__plan(gc_instance_t* inst) {
   const gc_model_t* m = inst->model;
@@ -518,18 +561,7 @@ static gc_status_t gc__plan(gc_instance_t* inst) {
   }
   uint64_t arena = gc__plan_arena(m->scratch, inst->scratch_size, m->num_scratch, inst->scratch_offset,
                                   inst->plan_order);
-  if (arena > GC_MAX_ARENA)
-    return GC_ERROR(GC_RESOURCE_EXHAUSTED, "model '%s' would need %llu bytes of scratch memory for these shapes",
-                    m->name, (unsigned long long)arena);
-  if (arena > inst->arena_capacity) {
-    gc__free(&inst->alloc, inst->arena);
-    inst->arena_capacity = 0;
-    inst->arena = (char*)gc__alloc(&inst->alloc, (size_t)arena, 64);
-    if (inst->arena == NULL)
-      return GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate %llu bytes of scratch memory for model '%s'",
-                      (unsigned long long)arena, m->name);
-    inst->arena_capacity = arena;
-  }
+  GC_RETURN_IF_ERROR(gc__reserve_arena(inst, arena));
   for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
   memcpy(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims);
   inst->arena_bytes = arena;
@@ -537,9 +569,35 @@ static gc_status_t gc__plan(gc_instance_t* inst) {
   return NULL;
 }
 
+/* Rows per sub-batch when `threads` workers run sub-batches at once, each its own, given that `fit` rows
+   fit the budget: as many sub-batches as a multiple of the threads, as even as the batch allows; 0 where
+   the last round would leave threads idle for more than a tenth of the time (a few sub-batches not a
+   multiple of the threads), where the pool's split of each op does better. */
+static int64_t gc__worker_rows(int64_t total, int64_t fit, int32_t threads) {
+  if (threads < 2) return 0;
+  int64_t n = (total + fit - 1) / fit;
+  n = (n + threads - 1) / threads * threads;
+  int64_t rows = (total + n - 1) / n;
+  int64_t used = (total + rows - 1) / rows;
+  return used % threads == 0 || used >= 4 * (int64_t)threads ? rows : 0;
+}
+
+/* Room for `workers` copies of the current plan's arena, each at a multiple of 64 bytes; the instance's
+   slots point into the first. */
+static gc_status_t gc__worker_arenas(gc_instance_t* inst, int32_t workers) {
+  const gc_model_t* m = inst->model;
+  uint64_t stride = (inst->arena_bytes + 63) / 64 * 64;
+  GC_RETURN_IF_ERROR(gc__reserve_arena(inst, stride * (uint64_t)workers));
+  for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
+  inst->worker_stride = stride;
+  return NULL;
+}
+
 /* gc__plan for the bound call dims, choosing sub-batches where the model allows them (batch_split.py):
    *rows_out = the rows of each sub-batch (the plan is made for that many; the outputs' dims say the whole
-   batch), or 0 where the batch runs whole. The choice is kept while the call dims repeat. */
+   batch), or 0 where the batch runs whole. With several threads the sub-batches run at once, one per
+   thread (inst->split_workers), where they divide evenly enough: the plan is then one thread's, the arena
+   one copy per thread. The choice is kept while the call dims repeat. */
 static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
   const gc_model_t* m = inst->model;
   int32_t d = m->batch_dim;
@@ -551,18 +609,34 @@ static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
     return inst->split_rows ? NULL : gc__plan(inst);
   }
   inst->split_valid = 0;
+  inst->split_workers = 0;
   inst->planned = 0; /* the outputs' dims of a split plan are the whole batch's: never reuse them */
   int64_t total = inst->call_dims[d];
   int64_t rows = total;
+  int32_t threads = gc__pool_num_threads(inst->pool);
   if (total > 1) { /* the scratch one sample needs: as many rows as the budget holds */
     inst->call_dims[d] = 1;
     GC_RETURN_IF_ERROR(gc__plan(inst));
     uint64_t per_row = inst->arena_bytes ? inst->arena_bytes : 1;
     uint64_t fit = m->batch_budget / per_row;
     rows = fit < 1 ? 1 : (fit < (uint64_t)total ? (int64_t)fit : total);
+    int64_t worker_rows = rows < total && inst->worker_slots ? gc__worker_rows(total, rows, threads) : 0;
+    if (worker_rows > 0) {
+      rows = worker_rows;
+      inst->split_workers = threads;
+      inst->call_dims[m->num_free_dims] = 1; /* each sub-batch on one thread */
+      inst->planned = 0;
+    }
     inst->call_dims[d] = rows;
   }
-  GC_RETURN_IF_ERROR(gc__plan(inst));
+  gc_status_t status = gc__plan(inst);
+  inst->call_dims[m->num_free_dims] = threads;
+  if (status == NULL && inst->split_workers) status = gc__worker_arenas(inst, inst->split_workers);
+  if (status != NULL) {
+    inst->planned = 0;
+    inst->split_workers = 0;
+    return status;
+  }
   memcpy(inst->split_dims, inst->dims, nbytes);
   inst->split_dims[d] = total;
   inst->split_rows = rows < total ? rows : 0;
@@ -600,33 +674,106 @@ static void gc__describe_output(const gc_instance_t* inst, uint32_t i, void* dat
   t->size_bytes = cap;
 }
 
+/* A call in sub-batches: the whole batch's inputs and output buffers, the bytes of one sample of each
+   output, and the first failure of a sub-batch run on another thread. `frame` comes first: the pool hands
+   it to gc__worker_task. */
+typedef struct gc_batch_job {
+  gc_frame_t frame;
+  gc_instance_t* inst;
+  const gc_tensor_t* inputs;
+  int64_t rows, total;
+  _Atomic int32_t failed;
+  int64_t error_value;
+} gc_batch_job_t;
+
+/* `slots`' inputs and outputs addressed at sample `s` of the batch (the model's outputs' buffers in
+   inst->split_out, their sample sizes in inst->split_sample_bytes). */
+static void gc__address_sub_batch(const gc_batch_job_t* job, void** slots, int64_t s) {
+  const gc_instance_t* inst = job->inst;
+  const gc_model_t* m = inst->model;
+  for (uint32_t i = 0; i < m->num_inputs; i++)
+    slots[m->inputs[i].slot] =
+        (char*)job->inputs[i].data + (size_t)s * (job->inputs[i].size_bytes / (size_t)job->total);
+  for (uint32_t i = 0; i < m->num_outputs; i++)
+    slots[m->outputs[i].slot] = (char*)inst->split_out[i] + (size_t)s * inst->split_sample_bytes[i];
+}
+
+/* Sub-batches [begin, end) of a job on worker `thread`: its own slots, dims (one thread) and arena. */
+static int32_t gc__worker_task(gc_frame_t* frame, int64_t begin, int64_t end, int32_t thread) {
+  gc_batch_job_t* job = (gc_batch_job_t*)(void*)frame;
+  gc_instance_t* inst = job->inst;
+  const gc_model_t* m = inst->model;
+  void** slots = inst->worker_slots + (size_t)thread * m->num_slots;
+  int64_t* dims = inst->worker_dims + (size_t)thread * (m->num_free_dims + 1);
+  char* scratch = inst->thread_scratch ? inst->thread_scratch + (size_t)thread * (size_t)inst->thread_scratch_stride
+                                       : NULL;
+  gc_frame_t f = {slots, dims, NULL, scratch, inst->thread_scratch_stride, 0, NULL, inst->random, inst->profile,
+                  &inst->collective, thread};
+  for (int64_t b = begin; b < end; b++) {
+    if (atomic_load_explicit(&job->failed, memory_order_relaxed)) return 0;
+    int64_t s = b * job->rows;
+    dims[m->batch_dim] = job->total - s < job->rows ? job->total - s : job->rows;
+    gc__address_sub_batch(job, slots, s);
+    int32_t r = m->run(&f);
+    if (r != 0) {
+      int32_t none = 0;
+      if (atomic_compare_exchange_strong(&job->failed, &none, r)) job->error_value = f.error_value;
+      return r;
+    }
+  }
+  return 0;
+}
+
+/* The sub-batches at once, one per thread: each worker's slots are the instance's with the scratch in its
+   own arena, its dims the plan's with one thread. */
+static int32_t gc__run_workers(gc_batch_job_t* job) {
+  gc_instance_t* inst = job->inst;
+  const gc_model_t* m = inst->model;
+  for (int32_t t = 0; t < inst->split_workers; t++) {
+    void** slots = inst->worker_slots + (size_t)t * m->num_slots;
+    memcpy(slots, inst->slots, sizeof(void*) * m->num_slots);
+    for (uint32_t i = 0; i < m->num_scratch; i++)
+      slots[m->scratch[i].slot] = inst->arena + (size_t)t * inst->worker_stride + inst->scratch_offset[i];
+    int64_t* dims = inst->worker_dims + (size_t)t * (m->num_free_dims + 1);
+    memcpy(dims, inst->dims, sizeof(int64_t) * m->num_free_dims);
+    dims[m->num_free_dims] = 1;
+  }
+  int64_t n = (job->total + job->rows - 1) / job->rows;
+  int32_t r = gc__parallel_for(inst->pool, gc__worker_task, &job->frame, n, 0);
+  int32_t failed = atomic_load(&job->failed);
+  if (failed) job->frame.error_value = job->error_value;
+  return failed ? failed : r;
+}
+
 /* The model over the batch in sub-batches of `rows` (gc__plan_batches; the outputs' slots point at the whole
    batch's buffers): each input and output addressed at the sub-batch's first sample, the batch dim set to
    its rows. Returns as model->run does. */
 static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, gc_frame_t* frame, int64_t rows) {
   const gc_model_t* m = inst->model;
   int32_t d = m->batch_dim;
-  int64_t total = inst->split_dims[d];
-  for (uint32_t i = 0; i < m->num_outputs; i++) inst->split_out[i] = inst->slots[m->outputs[i].slot];
-  int64_t* dims = inst->call_dims; /* free after binding: the frame's dims for each sub-batch */
-  memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
-  frame->dims = dims;
+  gc_batch_job_t job = {*frame, inst, inputs, rows, inst->split_dims[d], 0, 0};
+  for (uint32_t i = 0; i < m->num_outputs; i++) {
+    const int64_t* odims;
+    inst->split_out[i] = inst->slots[m->outputs[i].slot];
+    inst->split_sample_bytes[i] = (size_t)(gc__output_bytes(inst, i, &odims) / (uint64_t)job.total);
+  }
   int32_t failed = 0;
-  for (int64_t s = 0; s < total && failed == 0; s += rows) {
-    int64_t n = total - s < rows ? total - s : rows;
-    dims[d] = n;
-    for (uint32_t i = 0; i < m->num_inputs; i++)
-      inst->slots[m->inputs[i].slot] = (char*)inputs[i].data + (size_t)s * (inputs[i].size_bytes / (size_t)total);
-    for (uint32_t i = 0; i < m->num_outputs; i++) {
-      const int64_t* odims;
-      uint64_t bytes = gc__output_bytes(inst, i, &odims);
-      inst->slots[m->outputs[i].slot] = (char*)inst->split_out[i] + (size_t)s * (size_t)(bytes / (uint64_t)total);
+  if (inst->split_workers > 1) {
+    failed = gc__run_workers(&job);
+    frame->error_value = job.frame.error_value;
+  } else {
+    int64_t* dims = inst->call_dims; /* free after binding: the frame's dims for each sub-batch */
+    memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
+    frame->dims = dims;
+    for (int64_t s = 0; s < job.total && failed == 0; s += rows) {
+      dims[d] = job.total - s < rows ? job.total - s : rows;
+      gc__address_sub_batch(&job, inst->slots, s);
+      failed = m->run(frame);
     }
-    failed = m->run(frame);
+    frame->dims = inst->dims;
   }
   for (uint32_t i = 0; i < m->num_inputs; i++) inst->slots[m->inputs[i].slot] = inputs[i].data;
   for (uint32_t i = 0; i < m->num_outputs; i++) inst->slots[m->outputs[i].slot] = inst->split_out[i];
-  frame->dims = inst->dims;
   return failed;
 }
 
@@ -675,7 +822,8 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     inst->slots[m->outputs[i].slot] = data;
   }
   gc_frame_t frame = {inst->slots, inst->dims,  inst->pool,   inst->thread_scratch, inst->thread_scratch_stride,
-                      0,           NULL,        inst->random, inst->profile,        &inst->collective};
+                      0,           NULL,        inst->random, inst->profile,        &inst->collective,
+                      0};
   int64_t t0 = inst->profile ? gc__profile_now() : 0;
   int32_t failed = rows ? gc__run_batches(inst, inputs, &frame, rows) : m->run(&frame);
   if (inst->profile && failed == 0) gc__profile_record_run(inst->profile, t0, gc__profile_now());

@@ -32,6 +32,7 @@ typedef struct gc_frame {
   struct gc_profile* profile;    /* 64 : the instance's kernel timer (profile.c), NULL when not profiling */
   /* Read by the runtime only (gc__collective_sum), never by generated code: */
   const struct gc_collective* collective; /* the instance's collective hook */
+  int32_t worker; /* the thread running the whole model on this frame (sub-batches at once), else 0 */
 } gc_frame_t;
 
 /* An instance's collective hook (gc_instance_set_collective); fn NULL: one replica. */

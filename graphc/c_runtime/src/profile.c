@@ -7,8 +7,10 @@
  * kernels with the whole. Events (launches and runs) are appended to a fixed table until it is
  * full; later ones are only counted as dropped, so a long profile never allocates while running.
  *
- * A profile belongs to its instance and follows the instance's threading rules: it is written
- * only during a run, by the thread making the run.
+ * A profile belongs to its instance and follows the instance's threading rules: it is written only
+ * during a run. Where a run's sub-batches run at once, one per thread (instance.c), each worker times
+ * the launches of its own sub-batches: the counters are added to atomically, each event takes its
+ * place in the table by an atomic increment and names the worker that ran it (0: the calling thread).
  */
 #include <string.h>
 #include <time.h>
@@ -62,14 +64,15 @@ void gc__profile_release(const gc_allocator_t* a, gc_profile_t* p) {
   gc__free(a, p);
 }
 
-static void gc__profile_event(gc_profile_t* p, int32_t op, int64_t t0, int64_t t1) {
-  if (p->num_events >= p->max_events) {
-    p->dropped++;
+static void gc__profile_event(gc_profile_t* p, int32_t op, int32_t thread, int64_t t0, int64_t t1) {
+  uint64_t k = __atomic_fetch_add(&p->num_events, 1, __ATOMIC_RELAXED);
+  if (k >= p->max_events) { /* the table is full (its readers count at most max_events) */
+    __atomic_fetch_add(&p->dropped, 1, __ATOMIC_RELAXED);
     return;
   }
-  gc_profile_event_t* e = &p->events[p->num_events++];
+  gc_profile_event_t* e = &p->events[k];
   e->op = op;
-  e->reserved = 0;
+  e->thread = thread;
   e->start_ns = t0 - p->epoch_ns;
   e->duration_ns = t1 - t0;
 }
@@ -80,10 +83,10 @@ int32_t gc__parallel_for_profiled(void* pool, gc_task_fn fn, gc_frame_t* frame, 
   int32_t r = gc__parallel_for(pool, fn, frame, n, cost);
   int64_t t1 = gc__now_ns();
   if (op >= 0 && (uint32_t)op < p->num_ops) {
-    p->op_ns[op] += (uint64_t)(t1 - t0);
-    p->op_launches[op]++;
+    __atomic_fetch_add(&p->op_ns[op], (uint64_t)(t1 - t0), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&p->op_launches[op], 1, __ATOMIC_RELAXED);
   }
-  gc__profile_event(p, op, t0, t1);
+  gc__profile_event(p, op, frame->worker, t0, t1);
   return r;
 }
 
@@ -92,13 +95,17 @@ int64_t gc__profile_now(void) { return gc__now_ns(); }
 void gc__profile_record_run(gc_profile_t* p, int64_t t0, int64_t t1) {
   p->runs++;
   p->run_ns += (uint64_t)(t1 - t0);
-  gc__profile_event(p, -1, t0, t1);
+  gc__profile_event(p, -1, 0, t0, t1);
 }
 
 size_t gc_profile_num_ops(const gc_profile_t* p) { return p ? p->num_ops : 0; }
 uint64_t gc_profile_runs(const gc_profile_t* p) { return p ? p->runs : 0; }
 uint64_t gc_profile_run_ns(const gc_profile_t* p) { return p ? p->run_ns : 0; }
-size_t gc_profile_num_events(const gc_profile_t* p) { return p ? (size_t)p->num_events : 0; }
+static uint64_t gc__recorded(const gc_profile_t* p) {
+  return p->num_events < p->max_events ? p->num_events : p->max_events;
+}
+
+size_t gc_profile_num_events(const gc_profile_t* p) { return p ? (size_t)gc__recorded(p) : 0; }
 uint64_t gc_profile_dropped_events(const gc_profile_t* p) { return p ? p->dropped : 0; }
 
 gc_status_t gc_profile_op_times(const gc_profile_t* p, uint64_t* op_ns, uint64_t* launches, size_t num_ops) {
@@ -114,9 +121,9 @@ gc_status_t gc_profile_op_times(const gc_profile_t* p, uint64_t* op_ns, uint64_t
 gc_status_t gc_profile_events(const gc_profile_t* p, gc_profile_event_t* events, size_t num_events) {
   if (p == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "profile is NULL (create the instance with options.profile)");
   if (events == NULL && num_events > 0) return GC_ERROR(GC_INVALID_ARGUMENT, "events is NULL");
-  if (num_events > p->num_events)
+  if (num_events > gc__recorded(p))
     return GC_ERROR(GC_INVALID_ARGUMENT, "the profile holds %llu events, asked for %zu",
-                    (unsigned long long)p->num_events, num_events);
+                    (unsigned long long)gc__recorded(p), num_events);
   if (num_events > 0) memcpy(events, p->events, num_events * sizeof(gc_profile_event_t));
   return NULL;
 }

@@ -2,9 +2,10 @@
 
 Which graphs qualify (every input and output led by the batch, no op mixing samples), and on the native
 runtime: outputs equal to the reference and, bit for bit, to separate calls over the sub-batches the run
-reports (odd batches, a short last sub-batch, several inputs and outputs, caller buffers), one instance
-going back and forth between batch sizes that split and sizes that do not, one profiled run per call,
-a failure in a later sub-batch reported as in a whole run.
+reports (odd batches, a short last sub-batch, several inputs and outputs, caller buffers), sub-batches at
+once on several threads, one instance going back and forth between batch sizes that split (at once or in
+turn) and sizes that do not, one profiled run per call, a failure in a later sub-batch reported as in a
+whole run.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def test_one_instance_across_batch_sizes(monkeypatch, tmp_path):
             feeds = make_feeds(batch)
             got = inst.run([feeds[i.name] for i in lib.inputs])
             assert inst.sub_batch == (1 if batch > 1 else 0)
+            assert inst.sub_batch_threads == (2 if batch == 9 else 1 if batch > 1 else 0)
             want = reference_run(graph, feeds)
             for out_name, g in zip(graph.outputs, got):
                 assert g.shape[0] == batch
@@ -208,13 +210,18 @@ def test_whole_batch_when_switched_off(monkeypatch, tmp_path):
         assert inst.sub_batch == 0
 
 
-def test_a_profiled_call_is_one_run(monkeypatch, tmp_path, rng):
+def _profile_residual(monkeypatch, tmp_path, threads: int, batch: int):
+    """The profile of the residual example over ``batch`` samples, one at a time or at once."""
     monkeypatch.setenv(batch_split.ENV, "1")
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     model = examples.build("residual", seed=0)
-    cm = graphc.build(model, target="native", threads=1)
-    x = graphc.bench.benchmark_feeds("residual", 6, model=model)
-    report = cm.profile(x, runs=3, warmup=1, peak=False)
+    cm = graphc.build(model, target="native", threads=threads)
+    x = graphc.bench.benchmark_feeds("residual", batch, model=model)
+    return cm.profile(x, runs=3, warmup=1, peak=False)
+
+
+def test_a_profiled_call_is_one_run(monkeypatch, tmp_path):
+    report = _profile_residual(monkeypatch, tmp_path, 1, 6)
     assert report.sub_batch == 1 and "in sub-batches of 1 sample(s)" in str(report)
     assert report.runs == 3
     assert all(r.launches == 6 for r in report.rows)  # each kernel once per sample
@@ -235,3 +242,98 @@ def test_a_failure_in_a_later_sub_batch_is_reported(monkeypatch, tmp_path):
         want = reference_run(graph, good)
         for out_name, g in zip(graph.outputs, got):
             np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
+
+
+def _at_once(batch: int, threads: int) -> bool:
+    """Whether sub-batches of one sample run at once, one per thread (instance.c, gc__worker_rows): the
+    threads share them evenly, or each has at least four, so that the last round costs little."""
+    return batch % threads == 0 or batch >= 4 * threads
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("name", ["inception", "residual", "siamese_lstm", "qa_two_inputs", "multi_output"])
+def test_sub_batches_at_once_one_per_thread(name, threads, monkeypatch, tmp_path):
+    """On several threads, sub-batches run at once, each on its own thread and scratch, where they share
+    out evenly enough (else in turn, each op over the threads): the outputs equal a one-thread instance's
+    bit for bit (its sub-batches run one after another) and the reference, into the instance's buffers and
+    the caller's."""
+    with _instance(monkeypatch, tmp_path, name, "1", threads=threads) as (graph, lib, inst, make_feeds):
+        one = lib.instance(1)
+        names = [i.name for i in lib.inputs]
+        try:
+            for batch in (threads, 2 * threads + 1, 4 * threads + 1, 17, threads):
+                feeds = make_feeds(batch, batch)
+                got = inst.run([feeds[n] for n in names])
+                assert inst.sub_batch == 1
+                assert inst.sub_batch_threads == (threads if _at_once(batch, threads) else 1), batch
+                turn = one.run([feeds[n] for n in names])
+                assert one.sub_batch == 1 and one.sub_batch_threads == 1
+                want = reference_run(graph, feeds)
+                for out_name, g, t in zip(graph.outputs, got, turn):
+                    np.testing.assert_array_equal(g, t, err_msg=f"{name} {out_name} batch {batch}")
+                    np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
+                buffers = [np.full_like(g, np.nan) for g in got]
+                inst.run([feeds[n] for n in names], out=buffers)
+                for g, b in zip(got, buffers):
+                    np.testing.assert_array_equal(g, b)
+        finally:
+            one.close()
+
+
+def test_sub_batches_of_several_samples_at_once(monkeypatch, tmp_path):
+    """A budget of a few samples: as many sub-batches as a multiple of the threads, their rows as even as
+    the batch allows and no more than the budget holds; the outputs those of separate calls over them."""
+    with _instance(monkeypatch, tmp_path, "inception", "10000000", threads=2) as (graph, lib, inst, make_feeds):
+        names = [i.name for i in lib.inputs]
+        one = lib.instance(1)
+        try:
+            for batch in (16, 17, 31):
+                feeds = make_feeds(batch, batch)
+                got = inst.run([feeds[n] for n in names])
+                one.run([feeds[n] for n in names])
+                rows, turn_rows = inst.sub_batch, one.sub_batch
+                assert 1 < rows <= turn_rows < batch, (rows, turn_rows)
+                pieces = -(-batch // rows)
+                assert inst.sub_batch_threads == 2 and (pieces % 2 == 0 or pieces >= 8), (batch, rows)
+                separate = _split_pieces(inst, feeds, names, batch, rows)
+                for g, s in zip(got, separate):
+                    np.testing.assert_array_equal(g, s)
+                want = reference_run(graph, feeds)
+                for out_name, g in zip(graph.outputs, got):
+                    np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
+        finally:
+            one.close()
+
+
+def test_a_failure_in_a_sub_batch_run_at_once_is_reported(monkeypatch, tmp_path):
+    """An id out of range in a sub-batch another thread runs fails the call with the whole run's message;
+    the instance runs on."""
+    with _instance(monkeypatch, tmp_path, "qa_two_inputs", "1", threads=2) as (graph, lib, inst, make_feeds):
+        for bad in (7, 2):
+            feeds = make_feeds(8)
+            first = lib.inputs[0].name
+            feeds[first] = feeds[first].copy()
+            feeds[first][bad, 0] = 10 ** 6
+            with pytest.raises(Exception, match="1000000 is out of range"):
+                inst.run([feeds[i.name] for i in lib.inputs])
+            good = make_feeds(8, 1)
+            got = inst.run([good[i.name] for i in lib.inputs])
+            assert inst.sub_batch_threads == 2
+            want = reference_run(graph, good)
+            for out_name, g in zip(graph.outputs, got):
+                np.testing.assert_allclose(g, want[out_name], rtol=1e-4, atol=1e-4)
+
+
+def test_a_profile_of_sub_batches_at_once(monkeypatch, tmp_path):
+    """Each kernel is timed on the thread that ran it: once per sample, events naming both threads, the
+    rows adding up the threads' times (about twice the run's), the trace one row per thread."""
+    report = _profile_residual(monkeypatch, tmp_path, 2, 8)
+    assert report.sub_batch == 1 and report.sub_batch_threads == 2
+    assert "2 at a time, one per thread" in str(report)
+    assert all(r.launches == 8 for r in report.rows)
+    kernel_threads = {thread for op, _, _, thread in report.events if op >= 0}
+    assert kernel_threads == {0, 1}
+    assert report.kernel_ms <= 2 * report.run_ms
+    assert report.dropped_events == 0
+    trace = report.trace()
+    assert {e["tid"] for e in trace["traceEvents"] if e.get("cat") == "kernel"} == {0, 1}

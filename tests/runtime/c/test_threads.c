@@ -3,7 +3,8 @@
  * for bit) what one instance computes alone. Also checks that intra-op threads (an instance
  * with 2 threads) give the same bits.
  *
- * The model: "abi_model" (see test_abi.c). Usage: test_threads [rounds [threads per instance]]
+ * The model: "abi_model" (see test_abi.c). Usage: test_threads [rounds [threads per instance [profile]]]
+ * ("profile": every instance times its kernels, its event table too small for all of them).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -28,6 +29,7 @@ typedef struct {
   int seed;
   int rounds;
   int threads;
+  int profile;
   int failures;
   char error[256];
 } job_t;
@@ -44,10 +46,12 @@ static gc_status_t run(gc_instance_t* inst, sample_t* s) {
   return gc_instance_run(inst, in, 2, out, 2);
 }
 
-static gc_instance_t* create(const gc_model_t* m, int threads, char* error) {
+static gc_instance_t* create(const gc_model_t* m, int threads, int profile, char* error) {
   gc_options_t o;
   gc_options_init(&o);
   o.num_threads = threads;
+  o.profile = profile;
+  o.profile_events = profile ? 40 : 0;
   gc_instance_t* inst = NULL;
   gc_status_t s = gc_instance_create(m, &o, &inst);
   if (s) {
@@ -59,7 +63,7 @@ static gc_instance_t* create(const gc_model_t* m, int threads, char* error) {
 
 static void* worker(void* arg) {
   job_t* job = (job_t*)arg;
-  gc_instance_t* inst = create(job->model, job->threads, job->error);
+  gc_instance_t* inst = create(job->model, job->threads, job->profile, job->error);
   if (inst == NULL) {
     job->failures++;
     return NULL;
@@ -87,11 +91,12 @@ static void* worker(void* arg) {
 int main(int argc, char** argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 200;
   int per_instance = argc > 2 ? atoi(argv[2]) : 1;
+  int profile = argc > 3 && strcmp(argv[3], "profile") == 0;
   const gc_model_t* m = gc_model_abi_model();
   char error[256] = "";
   sample_t expected[THREADS];
-  gc_instance_t* alone = create(m, 1, error);
-  gc_instance_t* two = create(m, 2, error);
+  gc_instance_t* alone = create(m, 1, 0, error);
+  gc_instance_t* two = create(m, 2, 0, error);
   if (alone == NULL || two == NULL) {
     fprintf(stderr, "%s\n", error);
     return 1;
@@ -115,7 +120,7 @@ int main(int argc, char** argv) {
   pthread_t threads[THREADS];
   job_t jobs[THREADS];
   for (int t = 0; t < THREADS; t++) {
-    jobs[t] = (job_t){m, &expected[t], t, rounds, per_instance, 0, ""};
+    jobs[t] = (job_t){m, &expected[t], t, rounds, per_instance, profile, 0, ""};
     pthread_create(&threads[t], NULL, worker, &jobs[t]);
   }
   int failures = 0;
@@ -127,6 +132,7 @@ int main(int argc, char** argv) {
     }
   }
   if (failures) return 1;
-  printf("ok %d threads x %d rounds, %d thread(s) per instance\n", THREADS, rounds, per_instance);
+  printf("ok %d threads x %d rounds, %d thread(s) per instance%s\n", THREADS, rounds, per_instance,
+         profile ? ", profiled" : "");
   return 0;
 }

@@ -209,9 +209,12 @@ GC_EXPORT const gc_model_t* gc_instance_model(const gc_instance_t* instance);
 /* The number of threads the instance really uses. */
 GC_EXPORT int32_t gc_instance_num_threads(const gc_instance_t* instance);
 /* The samples per sub-batch of the last run (0: it ran its batch whole). A model none of whose ops mixes
-   the samples of a batch runs a large batch as consecutive sub-batches whose scratch fits a budget set at
-   build time (half the last-level cache), with the same results. */
+   the samples of a batch runs a large batch as sub-batches whose scratch fits a budget set at build time
+   (one core's L2 cache), with the same results as separate runs over them. */
 GC_EXPORT int64_t gc_instance_sub_batch(const gc_instance_t* instance);
+/* How many of those sub-batches ran at once, one per thread, each with its own scratch (0: the batch ran
+   whole; 1: one after another, each op split over the threads). */
+GC_EXPORT int32_t gc_instance_sub_batch_threads(const gc_instance_t* instance);
 
 /* Runs the model. inputs[i] is model input i (same order as gc_model_input); dtype, rank and
    shape must match, with free dims consistent across inputs and size_bytes exact.
@@ -269,7 +272,8 @@ typedef struct gc_profile gc_profile_t;
    since the profile was created or last reset. */
 typedef struct gc_profile_event {
   int32_t op;
-  int32_t reserved;
+  int32_t thread; /* the thread that ran the launch: 0 the caller's, k the pool's k-th where sub-batches run
+                     at once (gc_instance_sub_batch_threads) */
   int64_t start_ns;
   int64_t duration_ns;
 } gc_profile_event_t;
