@@ -105,6 +105,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_num_threads": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
         "gc_instance_sub_batch_threads": (ctypes.c_int32, [vp]),
+        "gc_instance_sub_batch_count": (ctypes.c_int64, [vp]),
         "gc_instance_run": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz]),
         "gc_instance_output": (vp, [vp, sz, ctypes.POINTER(GcTensor)]),
         "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
@@ -312,10 +313,17 @@ class Instance:
 
     @property
     def sub_batch(self) -> int:
-        """Samples per sub-batch of the last run, 0 where it ran its batch whole (see
+        """Samples in the largest sub-batch of the last run, 0 where it ran its batch whole (see
         :mod:`graphc.backends.llvm.batch_split`)."""
         self._require_open()
         return int(self.library.lib.gc_instance_sub_batch(self._handle))
+
+    @property
+    def sub_batch_count(self) -> int:
+        """How many sub-batches the last run went in (0: the batch whole); sub-batch b of n covers samples
+        ``b * batch // n`` to ``(b + 1) * batch // n``."""
+        self._require_open()
+        return int(self.library.lib.gc_instance_sub_batch_count(self._handle))
 
     @property
     def sub_batch_threads(self) -> int:

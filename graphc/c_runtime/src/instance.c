@@ -56,7 +56,8 @@ struct gc_instance {
   void** split_out;       /* the outputs' buffers while sub-batches run */
   size_t* split_sample_bytes; /* and the bytes of one sample of each */
   int split_valid;
-  int64_t split_rows;
+  int64_t split_rows;  /* the largest sub-batch */
+  int64_t split_count; /* sub-batches: b covers samples [b * batch / count, (b + 1) * batch / count) */
   /* sub-batches at once, one per thread, each on its own copy of the arena (0: one after another with the
      pool on each op); the plan is then for one thread, whose slots and dims each worker keeps here */
   int32_t split_workers;
@@ -222,6 +223,10 @@ int32_t gc_instance_num_threads(const gc_instance_t* inst) {
 
 int64_t gc_instance_sub_batch(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE && inst->split_valid ? inst->split_rows : 0;
+}
+
+int64_t gc_instance_sub_batch_count(const gc_instance_t* inst) {
+  return inst && inst->tag == GC_INSTANCE_LIVE && inst->split_valid && inst->split_rows ? inst->split_count : 0;
 }
 
 int32_t gc_instance_sub_batch_threads(const gc_instance_t* inst) {
@@ -569,17 +574,26 @@ static gc_status_t gc__plan(gc_instance_t* inst) {
   return NULL;
 }
 
-/* Rows per sub-batch when `threads` workers run sub-batches at once, each its own, given that `fit` rows
-   fit the budget: as many sub-batches as a multiple of the threads, as even as the batch allows; 0 where
-   the last round would leave threads idle for more than a tenth of the time (a few sub-batches not a
-   multiple of the threads), where the pool's split of each op does better. */
-static int64_t gc__worker_rows(int64_t total, int64_t fit, int32_t threads) {
-  if (threads < 2) return 0;
+/* How many sub-batches a batch of `total` samples runs in, given that `fit` samples fit the budget
+   (fit < total), and (*at_once) whether `threads` workers run them at once, one each: as many as a
+   multiple of the threads where that leaves each at least one sample (then each thread's share of the
+   batch is within a sample of the others'), else one sample each where the threads share them evenly or
+   each has at least four (the last round leaving one idle for at most a fifth of the time); otherwise one
+   after another, each op split over the threads. */
+static int64_t gc__sub_batch_count(int64_t total, int64_t fit, int32_t threads, int* at_once) {
   int64_t n = (total + fit - 1) / fit;
-  n = (n + threads - 1) / threads * threads;
-  int64_t rows = (total + n - 1) / n;
-  int64_t used = (total + rows - 1) / rows;
-  return used % threads == 0 || used >= 4 * (int64_t)threads ? rows : 0;
+  *at_once = 0;
+  if (threads < 2) return n;
+  int64_t even = (n + threads - 1) / threads * threads;
+  if (even <= total) {
+    *at_once = 1;
+    return even;
+  }
+  if (total % threads == 0 || total >= 4 * (int64_t)threads) {
+    *at_once = 1;
+    return total;
+  }
+  return n;
 }
 
 /* Room for `workers` copies of the current plan's arena, each at a multiple of 64 bytes; the instance's
@@ -612,20 +626,22 @@ static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
   inst->split_workers = 0;
   inst->planned = 0; /* the outputs' dims of a split plan are the whole batch's: never reuse them */
   int64_t total = inst->call_dims[d];
-  int64_t rows = total;
+  int64_t rows = total, count = 1;
   int32_t threads = gc__pool_num_threads(inst->pool);
   if (total > 1) { /* the scratch one sample needs: as many rows as the budget holds */
     inst->call_dims[d] = 1;
     GC_RETURN_IF_ERROR(gc__plan(inst));
     uint64_t per_row = inst->arena_bytes ? inst->arena_bytes : 1;
     uint64_t fit = m->batch_budget / per_row;
-    rows = fit < 1 ? 1 : (fit < (uint64_t)total ? (int64_t)fit : total);
-    int64_t worker_rows = rows < total && inst->worker_slots ? gc__worker_rows(total, rows, threads) : 0;
-    if (worker_rows > 0) {
-      rows = worker_rows;
-      inst->split_workers = threads;
-      inst->call_dims[m->num_free_dims] = 1; /* each sub-batch on one thread */
-      inst->planned = 0;
+    if (fit < (uint64_t)total) {
+      int at_once = 0;
+      count = gc__sub_batch_count(total, fit < 1 ? 1 : (int64_t)fit, inst->worker_slots ? threads : 1, &at_once);
+      rows = (total + count - 1) / count;
+      if (at_once) {
+        inst->split_workers = threads;
+        inst->call_dims[m->num_free_dims] = 1; /* each sub-batch on one thread */
+        inst->planned = 0;
+      }
     }
     inst->call_dims[d] = rows;
   }
@@ -640,6 +656,7 @@ static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
   memcpy(inst->split_dims, inst->dims, nbytes);
   inst->split_dims[d] = total;
   inst->split_rows = rows < total ? rows : 0;
+  inst->split_count = count;
   if (inst->split_rows) { /* every output leads with the batch: its dims say the whole of it */
     int64_t* dims = inst->out_dims;
     for (uint32_t i = 0; i < m->num_outputs; i++) {
@@ -681,7 +698,7 @@ typedef struct gc_batch_job {
   gc_frame_t frame;
   gc_instance_t* inst;
   const gc_tensor_t* inputs;
-  int64_t rows, total;
+  int64_t count, total;
   _Atomic int32_t failed;
   int64_t error_value;
 } gc_batch_job_t;
@@ -711,8 +728,8 @@ static int32_t gc__worker_task(gc_frame_t* frame, int64_t begin, int64_t end, in
                   &inst->collective, thread};
   for (int64_t b = begin; b < end; b++) {
     if (atomic_load_explicit(&job->failed, memory_order_relaxed)) return 0;
-    int64_t s = b * job->rows;
-    dims[m->batch_dim] = job->total - s < job->rows ? job->total - s : job->rows;
+    int64_t s = b * job->total / job->count;
+    dims[m->batch_dim] = (b + 1) * job->total / job->count - s;
     gc__address_sub_batch(job, slots, s);
     int32_t r = m->run(&f);
     if (r != 0) {
@@ -738,20 +755,19 @@ static int32_t gc__run_workers(gc_batch_job_t* job) {
     memcpy(dims, inst->dims, sizeof(int64_t) * m->num_free_dims);
     dims[m->num_free_dims] = 1;
   }
-  int64_t n = (job->total + job->rows - 1) / job->rows;
-  int32_t r = gc__parallel_for(inst->pool, gc__worker_task, &job->frame, n, 0);
+  int32_t r = gc__parallel_for(inst->pool, gc__worker_task, &job->frame, job->count, 0);
   int32_t failed = atomic_load(&job->failed);
   if (failed) job->frame.error_value = job->error_value;
   return failed ? failed : r;
 }
 
-/* The model over the batch in sub-batches of `rows` (gc__plan_batches; the outputs' slots point at the whole
+/* The model over the batch in the sub-batches gc__plan_batches chose (the outputs' slots point at the whole
    batch's buffers): each input and output addressed at the sub-batch's first sample, the batch dim set to
    its rows. Returns as model->run does. */
-static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, gc_frame_t* frame, int64_t rows) {
+static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, gc_frame_t* frame) {
   const gc_model_t* m = inst->model;
   int32_t d = m->batch_dim;
-  gc_batch_job_t job = {*frame, inst, inputs, rows, inst->split_dims[d], 0, 0};
+  gc_batch_job_t job = {*frame, inst, inputs, inst->split_count, inst->split_dims[d], 0, 0};
   for (uint32_t i = 0; i < m->num_outputs; i++) {
     const int64_t* odims;
     inst->split_out[i] = inst->slots[m->outputs[i].slot];
@@ -765,8 +781,9 @@ static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, g
     int64_t* dims = inst->call_dims; /* free after binding: the frame's dims for each sub-batch */
     memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
     frame->dims = dims;
-    for (int64_t s = 0; s < job.total && failed == 0; s += rows) {
-      dims[d] = job.total - s < rows ? job.total - s : rows;
+    for (int64_t b = 0; b < job.count && failed == 0; b++) {
+      int64_t s = b * job.total / job.count;
+      dims[d] = (b + 1) * job.total / job.count - s;
       gc__address_sub_batch(&job, inst->slots, s);
       failed = m->run(frame);
     }
@@ -825,7 +842,7 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
                       0,           NULL,        inst->random, inst->profile,        &inst->collective,
                       0};
   int64_t t0 = inst->profile ? gc__profile_now() : 0;
-  int32_t failed = rows ? gc__run_batches(inst, inputs, &frame, rows) : m->run(&frame);
+  int32_t failed = rows ? gc__run_batches(inst, inputs, &frame) : m->run(&frame);
   if (inst->profile && failed == 0) gc__profile_record_run(inst->profile, t0, gc__profile_now());
   if (failed != 0) {
     char detail[512];

@@ -127,11 +127,13 @@ def _example(name: str):
     return graph, lambda batch, seed=0: graphc.bench.benchmark_feeds(name, batch, seed, model=model)
 
 
-def _split_pieces(inst, feeds, names, batch: int, rows: int):
-    """The outputs of separate calls over the sub-batches of ``rows`` samples, concatenated."""
+def _split_pieces(inst, feeds, names, batch: int, count: int):
+    """The outputs of separate calls over the ``count`` sub-batches of the last run (sub-batch b: samples
+    b * batch // count to (b + 1) * batch // count), concatenated."""
     parts = []
-    for s in range(0, batch, rows):
-        parts.append(inst.run([np.ascontiguousarray(feeds[n][s:s + rows]) for n in names]))
+    for b in range(count):
+        s, e = b * batch // count, (b + 1) * batch // count
+        parts.append(inst.run([np.ascontiguousarray(feeds[n][s:e]) for n in names]))
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
@@ -154,7 +156,7 @@ def test_sub_batches_equal_separate_calls_and_the_reference(name, monkeypatch, t
                 inst = lib.instance(threads)
                 try:
                     got = inst.run([feeds[n] for n in names])
-                    rows = inst.sub_batch
+                    rows, count = inst.sub_batch, inst.sub_batch_count
                     assert 0 < rows < batch if budget == "1" else 0 <= rows < batch
                     if budget == "1":
                         assert rows == 1
@@ -167,7 +169,8 @@ def test_sub_batches_equal_separate_calls_and_the_reference(name, monkeypatch, t
                     for g, b in zip(got, buffers):
                         np.testing.assert_array_equal(g, b)
                     if rows:
-                        separate = _split_pieces(inst, feeds, names, batch, rows)
+                        assert rows == -(-batch // count)
+                        separate = _split_pieces(inst, feeds, names, batch, count)
                         for g, s in zip(got, separate):
                             np.testing.assert_array_equal(g, s)
                 finally:
@@ -245,7 +248,7 @@ def test_a_failure_in_a_later_sub_batch_is_reported(monkeypatch, tmp_path):
 
 
 def _at_once(batch: int, threads: int) -> bool:
-    """Whether sub-batches of one sample run at once, one per thread (instance.c, gc__worker_rows): the
+    """Whether sub-batches of one sample run at once, one per thread (instance.c, gc__sub_batch_count): the
     threads share them evenly, or each has at least four, so that the last round costs little."""
     return batch % threads == 0 or batch >= 4 * threads
 
@@ -281,8 +284,9 @@ def test_sub_batches_at_once_one_per_thread(name, threads, monkeypatch, tmp_path
 
 
 def test_sub_batches_of_several_samples_at_once(monkeypatch, tmp_path):
-    """A budget of a few samples: as many sub-batches as a multiple of the threads, their rows as even as
-    the batch allows and no more than the budget holds; the outputs those of separate calls over them."""
+    """A budget of a few samples: as many sub-batches as a multiple of the threads, their samples as even
+    as the batch allows (each thread's share within a sample of the other's) and no more than the budget
+    holds; the outputs those of separate calls over them."""
     with _instance(monkeypatch, tmp_path, "inception", "10000000", threads=2) as (graph, lib, inst, make_feeds):
         names = [i.name for i in lib.inputs]
         one = lib.instance(1)
@@ -291,11 +295,11 @@ def test_sub_batches_of_several_samples_at_once(monkeypatch, tmp_path):
                 feeds = make_feeds(batch, batch)
                 got = inst.run([feeds[n] for n in names])
                 one.run([feeds[n] for n in names])
-                rows, turn_rows = inst.sub_batch, one.sub_batch
+                rows, turn_rows, count = inst.sub_batch, one.sub_batch, inst.sub_batch_count
                 assert 1 < rows <= turn_rows < batch, (rows, turn_rows)
-                pieces = -(-batch // rows)
-                assert inst.sub_batch_threads == 2 and (pieces % 2 == 0 or pieces >= 8), (batch, rows)
-                separate = _split_pieces(inst, feeds, names, batch, rows)
+                assert inst.sub_batch_threads == 2 and count % 2 == 0 and rows == -(-batch // count)
+                assert count == 2 * -(-one.sub_batch_count // 2)  # the one-thread count made even
+                separate = _split_pieces(inst, feeds, names, batch, count)
                 for g, s in zip(got, separate):
                     np.testing.assert_array_equal(g, s)
                 want = reference_run(graph, feeds)
