@@ -31,8 +31,9 @@ for one thread (``gc__run_workers``), where they share out evenly (as many as a 
 that each thread's share is within a sample of the others'; or one sample each, at least four per thread);
 otherwise one after another, each op split over the threads. Each core then keeps its own sub-batch in its
 own L2 and the threads never wait for each other inside the model: at batch 32 on two threads of the Zen 4,
-MobileNetV2 146 -> 95 ms (1.99x one thread's 190 ms), ResNet50 1028 -> 908 ms (1.99x), the inception example 46.7 -> 43.4 ms,
-separable_conv_bn 1.18 -> 1.16 ms (in 6 sub-batches of 5-6 samples; 1.31 ms with 6 + 6 + 6 against 6 + 6 + 2).
+MobileNetV2 146 -> 95 ms (1.99x one thread's 190 ms), ResNet50 1028 -> 908 ms (1.99x), the inception
+example 46.7 -> 43.4 ms, separable_conv_bn 1.18 -> 1.16 ms (in 6 sub-batches of 5-6 samples; 1.31 ms with
+6 + 6 + 6 against 6 + 6 + 2).
 
 ``GRAPHC_BATCH_SPLIT``: unset (the budget is the L2 cache of one core), ``0`` (never split), or the budget
 (bytes, or 512K, 2M...); part of the build cache key.
