@@ -14,11 +14,21 @@ from graphc.ir.graph import Graph, Op
 from graphc.passes.manager import note, register_pass
 from graphc.passes.pattern import Match, Pat, Var, emit, rewrite
 
+# a depthwise convolution of fewer channels than this (one output per channel) stays an op of its own: the
+# native depthwise kernel runs its rows as flat runs of lanes (kernels/depthwise_flat.py), which the fused
+# kernel's tile-by-tile fill cannot (an RGB input's 3 channels in 16-lane vectors), and the product over so
+# few channels reads back little (separable_conv_bn's first layer on a Zen 4, 6 images: 35 -> 27 us)
+MIN_FUSED_CHANNELS = 8
+
 
 def _depthwise(graph: Graph, op: Op) -> bool:
     x, w = graph.type_of(op.inputs[0]), graph.type_of(op.inputs[1])
     groups = op.attrs.get("groups") or 1
-    return w.shape[-2] == 1 and x.shape[-1] == groups
+    return w.shape[-2] == 1 and x.shape[-1] == groups and not _few_channels(x.shape[-1], w.shape[-1])
+
+
+def _few_channels(C, n_out) -> bool:
+    return isinstance(C, int) and C < MIN_FUSED_CHANNELS and n_out == C
 
 
 SEPARABLE = Pat("matmul", Pat("conv", Var("x"), Var("dw"), name="dw_conv", where=_depthwise),

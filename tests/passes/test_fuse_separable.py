@@ -10,7 +10,7 @@ from tests.passes.models import randomize_biases
 from tests.passes.util import apply, assert_equivalent, assert_same_structure, const, new_graph
 
 
-@pytest.mark.parametrize("channels,filters,multiplier", [(1, 1, 1), (3, 7, 2), (17, 4, 1)])
+@pytest.mark.parametrize("channels,filters,multiplier", [(8, 1, 1), (3, 7, 2), (17, 4, 1)])
 def test_separable_conv_becomes_one_op(channels, filters, multiplier, rng):
     model = Sequential([Input((7, 6, channels)),
                         layers.SeparableConv2D(filters, 3, depth_multiplier=multiplier, strides=2, padding="same")])
@@ -25,6 +25,18 @@ def test_separable_conv_becomes_one_op(channels, filters, multiplier, rng):
     e.set_outputs([eb.bias_add(y, const(eb, rng, (filters,)))])
     assert_same_structure(out, e)
     assert report.events()["fuse_separable_conv: depthwise conv + pointwise matmul"] == 1
+    assert_equivalent(g, out, rng)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7])
+def test_a_depthwise_conv_of_a_few_channels_stays_apart(channels, rng):
+    """Under 8 channels, one output each, the depthwise kernel's flat rows beat the fused kernel's fill."""
+    model = Sequential([Input((9, 11, channels)), layers.SeparableConv2D(5, 3, padding="same")])
+    randomize_biases(model, rng)
+    g = lower(model)
+    out, report = apply(g, "constant_fold", "conv1x1_to_matmul", "fuse_separable_conv", "dce")
+    assert not report.passes["fuse_separable_conv"].changed
+    assert [op.type for op in out.ops() if op.type in ("conv", "matmul")] == ["conv", "matmul"]
     assert_equivalent(g, out, rng)
 
 

@@ -42,6 +42,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
+from graphc.backends.llvm.kernels.depthwise_flat import emit_flat_rows, flat_phases
 from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
@@ -380,8 +381,8 @@ SPANS_ENV = "GRAPHC_DEPTHWISE_SPANS"
 
 
 def spans_mode() -> str:
-    """``GRAPHC_DEPTHWISE_SPANS``: "1" (default) or "0" (one pixel at a time everywhere, for measuring the
-    spans: ``benchmarks/depthwise``); part of the build cache key."""
+    """``GRAPHC_DEPTHWISE_SPANS``: "1" (default) or "0" (one pixel at a time everywhere, no flat runs of a few
+    channels either, for measuring the spans: ``benchmarks/depthwise``); part of the build cache key."""
     value = os.environ.get(SPANS_ENV, "1")
     if value not in ("0", "1"):
         raise ValueError(f"{SPANS_ENV} must be 0 or 1, got {value!r}")
@@ -615,6 +616,16 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
             store_lanes(b, val, b.gep(po, [b.add(row_off, col)], source_etype=F32), vw, valid)
         return emit
 
+    phases = flat_phases(geo, mult, vw) if spans_mode() == "1" else 0
+    if phases:  # a few channels: each row's interior as one flat run of lanes (depthwise_flat)
+        emit = emitter(i64(0))
+        emit_flat_rows(k, px, pw, po, geo, vw, phases, pbias=pbias, activation=activation, pres=pres,
+                       post_activation=post_activation,
+                       rows=lambda start, end: _depthwise_rows(k, px, pw, geo, start, end, mult, n_out, 0, n_out,
+                                                               vw, emit))
+        width = geo.out_sp[-1]
+        kb.launch(k, dims.floordiv(_pixels(geo), width), 2 * width * n_out * len(geo.taps))
+        return
     chunks = depthwise_chunks(geo, mult, n_out, vw, kb.target.num_vector_registers)
     if chunks is None:  # pixels as work items
         _depthwise_rows(k, px, pw, geo, k.begin, k.end, mult, n_out, 0, n_out, vw, emitter(i64(0)))
