@@ -202,7 +202,7 @@ def test_cache_sizes_from_sysfs_and_the_environment(tmp_path, monkeypatch):
     assert parse_caches("l1_ways=12").l1_ways == 12
     with pytest.raises(ValueError, match="l4=1M"):
         parse_caches("l4=1M")
-    with pytest.raises(ValueError, match="cache size"):
+    with pytest.raises(ValueError, match="GRAPHC_GEMM_CACHES l1 must be a size such as 500M or 2G, got 'lots'"):
         parse_caches("l1=lots")
     for bad in ("l1_ways=0", "l1_ways=8K", "l1_ways=-2"):
         with pytest.raises(ValueError, match="l1_ways must be a positive whole number"):

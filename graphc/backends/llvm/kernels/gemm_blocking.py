@@ -44,14 +44,14 @@ explicitly for either. ``GRAPHC_GEMM_KC`` / ``GRAPHC_GEMM_MC`` override the deri
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from graphc.backends.llvm.cache import parse_size
+
 SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 ENV_CACHES = "GRAPHC_GEMM_CACHES"
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,6 @@ DEFAULT_CACHES = CacheSizes(l1=32 << 10, l2=1 << 20, l3=16 << 20, l1_ways=8)
 LINE = 64  # bytes per cache line
 
 
-def parse_size(text: str) -> int:
-    """``"48K"``, ``"2048K"``, ``"2M"``, ``"65536"`` -> bytes (sysfs and ``GRAPHC_GEMM_CACHES`` spellings)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"cache size {text!r}: expected a number of bytes with an optional K, M or G")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
 def parse_caches(spec: str, base: CacheSizes = DEFAULT_CACHES) -> CacheSizes:
     """``"l1=32K,l2=1M,l3=16M,l1_ways=8"`` (any subset) over ``base``."""
     sizes = {"l1": base.l1, "l2": base.l2, "l3": base.l3, "l1_ways": base.l1_ways}
@@ -90,7 +82,7 @@ def parse_caches(spec: str, base: CacheSizes = DEFAULT_CACHES) -> CacheSizes:
                 raise ValueError(f"{ENV_CACHES}={spec!r}: l1_ways must be a positive whole number, got {value!r}")
             sizes[key] = int(value)
         else:
-            sizes[key] = parse_size(value)
+            sizes[key] = parse_size(value, f"{ENV_CACHES} {key}")
     return CacheSizes(**sizes)
 
 
@@ -101,7 +93,7 @@ def read_sysfs_caches(root: Path = SYSFS_CACHES) -> CacheSizes | None:
         try:
             level = int((index / "level").read_text())
             kind = (index / "type").read_text().strip()
-            size = parse_size((index / "size").read_text())
+            size = parse_size((index / "size").read_text(), f"{index}/size")
         except (OSError, ValueError):
             continue
         if kind == "Instruction" or level not in (1, 2, 3):
