@@ -108,6 +108,25 @@ def test_im2col_k_in_one_block_and_in_several():
     _check(g, (1, 2), rng)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_im2col_rows_of_taps_over_a_few_channels(threads):
+    """A first layer's tile rows filled by kernel rows (``kw * C`` consecutive floats, one or two vectors)
+    where a row of taps lies inside the input, tap by tap where it reaches into the padding: 'same' and
+    explicit padding on odd sizes, strides, a 7-wide kernel, a kernel one tap wide, a dilated row (tap by
+    tap), 1-D and 3-D windows."""
+    rng = np.random.default_rng(3)
+    g = Graph("im2col_small_rows")
+    g.set_outputs([
+        _conv(g, "stem_3x3_s2", (23, 19, 3), (3, 3, 3, 32), rng, strides=(2, 2), pads=((0, 1), (0, 1))),
+        _conv(g, "stem_7x7_s2", (21, 17, 3), (7, 7, 3, 20), rng, strides=(2, 2), pads=((3, 3), (3, 3))),
+        _conv(g, "k5x1_c4", (13, 9, 4), (5, 1, 4, 12), rng, pads=((2, 2), (0, 0))),
+        _conv(g, "dil2_c2", (11, 15, 2), (3, 3, 2, 9), rng, dilations=(2, 2), pads=((2, 2), (2, 2))),
+        _conv(g, "k6_c8_1d", (29, 8), (6, 8, 17), rng, pads=((2, 3),)),
+        _conv(g, "k3_c1_3d", (5, 7, 9, 1), (3, 3, 3, 1, 6), rng, pads=((1, 1),) * 3),
+    ])
+    _check(g, (1, 2), rng, threads=threads)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gemm_row_blocks_over_threads(threads):
     """Row counts 1, 7*9, 17*17 and 32*32 per image (below one micro-tile, a few, many blocks)."""
