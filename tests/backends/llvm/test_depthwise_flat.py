@@ -1,11 +1,13 @@
 """Depthwise convolutions over a few channels, each row's interior as one flat run of lanes
-(:mod:`graphc.backends.llvm.kernels.depthwise_flat`).
+(:mod:`graphc.backends.llvm.kernels.depthwise_flat`), and depthwise convolutions on a zero-padded copy of
+their input (:func:`graphc.backends.llvm.kernels.conv.pad_first`).
 
 Which convolutions take the path (one output per channel, at most half a vector of channels, unit stride
 along the row, static sizes, an interior, a small table); against the reference on odd sizes: 1-8
 channels (one to eight phases of the weight patterns, runs ending in a partial vector), 3x3 / 5x5 / 1x3
 windows, 'same' and 'valid' padding, dilations, a vertical stride, 1-D and 3-D windows, rows with no
 interior, the fused bias and activation, 1-3 threads; and bit for bit against the general kernel's spans.
+The padded copy: which convolutions take it, and their outputs against the reference.
 """
 
 from __future__ import annotations
@@ -100,3 +102,48 @@ def test_flat_rows_give_the_general_kernels_bits(monkeypatch, tmp_path):
             np.testing.assert_array_equal(a, b, err_msg=g.outputs[i])
         else:
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_which_depthwise_convolutions_pad_their_input_first(monkeypatch):
+    """5x5 windows on small maps (most windows reach into the padding) copy their input into a padded
+    buffer; 3x3 windows, larger maps, strided ones and unpadded ones do not; the setting forces or refuses."""
+    same5, same3 = ((2, 2), (2, 2)), P1
+    assert conv.pad_first(_geometry((14, 14, 8), (14, 14, 8), (5, 5), pads=same5), same5)
+    assert conv.pad_first(_geometry((7, 7, 8), (7, 7, 8), (5, 5), pads=same5), same5)
+    assert conv.pad_first(_geometry((28, 28, 8), (28, 28, 8), (5, 5), pads=same5), same5)
+    assert not conv.pad_first(_geometry((14, 14, 8), (14, 14, 8), (3, 3)), same3)
+    assert not conv.pad_first(_geometry((112, 112, 8), (112, 112, 8), (5, 5), pads=same5), same5)
+    assert not conv.pad_first(_geometry((14, 14, 8), (7, 7, 8), (5, 5), (2, 2), pads=((1, 2), (1, 2))),
+                              ((1, 2), (1, 2)))
+    none = ((0, 0), (0, 0))
+    assert not conv.pad_first(_geometry((14, 14, 8), (10, 10, 8), (5, 5), pads=none), none)
+    monkeypatch.setenv(conv.PAD_ENV, "1")
+    assert conv.pad_first(_geometry((14, 14, 8), (14, 14, 8), (3, 3)), same3)
+    assert not conv.pad_first(_geometry((14, 14, 8), (10, 10, 8), (5, 5), pads=none), none)
+    monkeypatch.setenv(conv.PAD_ENV, "0")
+    assert not conv.pad_first(_geometry((7, 7, 8), (7, 7, 8), (5, 5), pads=same5), same5)
+    monkeypatch.setenv(conv.PAD_ENV, "yes")
+    with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_PAD must be auto, 0 or 1, got 'yes'"):
+        conv.pad_first(_geometry((7, 7, 8), (7, 7, 8), (5, 5), pads=same5), same5)
+
+
+@pytest.mark.parametrize("mode", ["auto", "1"])
+def test_depthwise_on_a_padded_copy_against_the_reference(mode, monkeypatch, tmp_path):
+    """Padded first (by the rule, and wherever there is padding): 5x5 and 3x3 windows, uneven padding, a
+    stride, dilations, channel multipliers, few and many channels, the fused epilogue, 1 and 2 threads."""
+    monkeypatch.setenv(conv.PAD_ENV, mode)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(13)
+    g = Graph("depthwise_padded")
+    g.set_outputs([
+        _conv(g, "k5_c40", (9, 11, 40), (5, 5, 1, 40), rng, groups=40, pads=((2, 2), (2, 2))),
+        _conv(g, "k5_c3", (7, 7, 3), (5, 5, 1, 3), rng, groups=3, pads=((2, 2), (2, 2))),
+        _conv(g, "k5_s2", (13, 13, 24), (5, 5, 1, 24), rng, groups=24, strides=(2, 2), pads=((1, 2), (1, 2))),
+        _conv(g, "k3_c17", (5, 6, 17), (3, 3, 1, 17), rng, groups=17, pads=((0, 1), (1, 0))),
+        _conv(g, "k3_dil2", (9, 9, 16), (3, 3, 1, 16), rng, groups=16, dilations=(2, 2), pads=((2, 2), (2, 2))),
+        _conv(g, "k3_m2", (6, 5, 5), (3, 3, 1, 10), rng, groups=5, pads=P1),
+        _bias_relu(g, "k5_epilogue", (7, 9, 33), (5, 5), rng, pads=((2, 2), (2, 2))),
+    ])
+    lib = load(g)
+    for threads in (1, 2):
+        assert_matches_reference(g, lib, _feeds(g, 3, rng), threads=threads, label=f"{mode}, {threads} threads")
