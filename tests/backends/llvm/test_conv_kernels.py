@@ -175,8 +175,9 @@ def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
     has fewer rows than 4 per thread: chunks of a vector and a tail, 5x5 and strided windows, a 1-D row,
     the bias taken at the chunk's channels; each equals the reference on 1, 2 and 3 threads, and every
     thread count gives the same bits (a row's spans are never cut by a thread's share);
-    ``GRAPHC_DEPTHWISE_ITEMS=pixels`` (one item per pixel, for measuring) equals the reference too, and
-    another value is refused."""
+    ``GRAPHC_DEPTHWISE_ITEMS=pixels`` (one item per pixel, for measuring) equals the reference too, and the
+    same bits where its spans are cut (a pixel alone sums its window as a span does, its rows of taps in
+    the padding adding 0 * w); another value is refused."""
     from graphc.backends.llvm.kernels import conv
     from tests.backends.llvm.helpers import run_native
 
@@ -190,6 +191,8 @@ def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
         _conv(g, "dw_5x5_k", (7, 7, 72), (5, 5, 1, 72), rng, groups=72, pads=((2, 2), (2, 2))),
         _conv(g, "dw_s2", (3, 11, 33), (3, 3, 1, 33), rng, groups=33, strides=(2, 2), pads=P1),
         _conv(g, "dw_1d", (9, 70), (3, 1, 70), rng, groups=70, pads=((1, 1),)),
+        # one image of 45 pixels: pixel items on 2 and 3 threads end inside its top and bottom rows
+        _conv(g, "dw_cut_rows", (5, 9, 200), (3, 3, 1, 200), rng, groups=200, pads=P1),
     ]
     outs.append(_depthwise_bias_relu(g, "dw_epi", (3, 9, 52), rng))
     g.set_outputs(outs)
@@ -208,6 +211,12 @@ def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
     monkeypatch.setenv(conv.DEPTHWISE_ITEMS_ENV, "pixels")
     assert conv.depthwise_chunks(geo, 1, 200, 16, 32) is None
     _check(g, (2,), rng, threads=2)
+    pixels = load(g)
+    feeds = _feeds(g, 1, rng)
+    one = run_native(lib, feeds, 1)
+    for threads in (1, 2, 3):  # spans cut where a thread's pixels end, on rows crossing the padding too
+        for a, b in zip(one, run_native(pixels, feeds, threads)):
+            assert a.tobytes() == b.tobytes(), f"pixel items on {threads} threads changed the bits"
     monkeypatch.setenv(conv.DEPTHWISE_ITEMS_ENV, "rows")
     with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_ITEMS must be 'pixels' or unset, got 'rows'"):
         load(g)

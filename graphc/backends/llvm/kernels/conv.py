@@ -19,7 +19,10 @@
   (:func:`span_pixels`: each weight vector loaded once per span, each input vector once for
   all the span's windows that hold it, one accumulator chain per pixel): on AMD Zen 4,
   1.16-2.21x per MobileNetV2 / EfficientNetB0 layer (3x3 over 32 channels at 112x112 0.210 ->
-  0.095 ms; ``python -m benchmarks.depthwise``). Near the
+  0.095 ms; ``python -m benchmarks.depthwise``). Spans also run on rows whose windows cross the top or
+  bottom padding, their rows of taps outside reading a block of zeros (one thread of a Zen 4, against
+  those rows one pixel at a time: 7 x 7 x 960 20.9 -> 17.1 us, 14 x 14 x 576 1.13x, 14 x 14 x 384 1.11x,
+  28-112 pixels 1.02-1.04x; MobileNetV2 at batch 1 1.005-1.022x). Near the left and right
   border, one pixel at a time, taps at constant offsets without bounds checks when the window
   lies inside the input, else in-bounds taps only; the epilogue as in the GEMM. Where most windows
   reach into the padding (5x5 windows on maps of 7-28 pixels), the input is first copied into a
@@ -111,6 +114,24 @@ class Geometry:
             inside = ok if inside is None else b.and_(inside, ok)
             off = b.add(b.mul(off, k.dim(size)), i)
         return inside, b.mul(off, k.dim(self.C))
+
+    def window_rows(self, k: Kernel, n, outs):
+        """(whether the window of output ``outs`` starts inside the input along the last axis, the element
+        offset of its tap 0 (possibly outside), and per row of taps -- the taps' leading coordinates, in
+        the order of :attr:`taps` -- whether that row lies inside the input)."""
+        b = k.b
+        off = n
+        for o, s, p, size in zip(outs, self.strides, self.pads, self.in_sp):
+            off = b.add(b.mul(off, k.dim(size)), b.sub(b.mul(o, i64(s)), k.dim(p)))
+        left = b.icmp_signed(">=", b.sub(b.mul(outs[-1], i64(self.strides[-1])), k.dim(self.pads[-1])), i64(0))
+        rows = {}
+        for lead in itertools.product(*[range(kd) for kd in self.kernel[:-1]]):
+            ok = ir.Constant(ir.IntType(1), 1)
+            for o, t, s, d, p, size in zip(outs, lead, self.strides, self.dilations, self.pads, self.in_sp):
+                i = b.add(b.sub(b.mul(o, i64(s)), k.dim(p)), i64(t * d))
+                ok = b.and_(ok, b.and_(b.icmp_signed(">=", i, i64(0)), b.icmp_signed("<", i, k.dim(size))))
+            rows[lead] = ok
+        return left, b.mul(off, k.dim(self.C)), rows
 
     def tap_deltas(self, k: Kernel) -> list:
         """Element offsets of each tap from tap 0 (i64 values; constants for static sizes)."""
@@ -464,26 +485,40 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
     b.position_at_end(body)
     row = pos.get()
     n, outs = geo.decode(k, row)
-    inside, corner = geo.window_inside(k, n, outs)
+    left, corner, rows_ok = geo.window_rows(k, n, outs)
+    inside, _ = geo.window_inside(k, n, outs)
     s, d, kw, pad = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1]
+    zeros = _zero_rows(k, geo, P, n_out, vw) if geo.nsp > 1 else None
 
     def fits(span: int):
-        """Whether the span of ``span`` pixels from this one lies in the row's interior and the range."""
+        """Whether the span of ``span`` pixels from this one lies inside the input along the row, and in the
+        range (its rows of taps may cross the padding: those read zeros)."""
         last_in = b.add(b.mul(outs[-1], i64(s)), i64((span - 1) * s + (kw - 1) * d - pad))
-        return b.and_(b.and_(inside, b.icmp_signed("<", last_in, i64(geo.in_sp[-1]))),
+        return b.and_(b.and_(left, b.icmp_signed("<", last_in, i64(geo.in_sp[-1]))),
                       b.and_(b.icmp_signed("<=", b.add(outs[-1], i64(span)), i64(geo.out_sp[-1])),
                              b.icmp_signed("<=", b.add(row, i64(span)), end)))
 
     def span_of(span: int):
-        _depthwise_span(k, px, pw, geo, corner, span, n_out, c_lo, count, vw,
-                        lambda p, j, val, valid: emit(b.add(row, i64(p)), j, val, valid))
+        def run(rows):
+            _depthwise_span(k, px, pw, geo, corner, span, n_out, c_lo, count, vw,
+                            lambda p, j, val, valid: emit(b.add(row, i64(p)), j, val, valid), rows, zeros)
+
+        if geo.nsp == 1:
+            run(None)
+        else:  # rows of taps all inside (most rows): the loads at constant offsets from one pointer
+            with b.if_else(inside) as (then, otherwise):
+                with then:
+                    run(None)
+                with otherwise:
+                    run(rows_ok)
         pos.set(b.add(row, i64(span)))
 
     def one():
-        # a pixel whose window lies inside computes as a span's pixel does (one chain, taps in order), so
-        # that where the item boundaries cut a span the bits are the same
+        # a pixel whose window lies inside the input along the row computes as a span's pixel does (one
+        # chain, taps in order, the taps outside adding 0 * w), so that where the item boundaries cut a
+        # span the bits are the same
         _depthwise_pixel(k, px, pw, geo, n, outs, mult, n_out, c_lo, count, vw,
-                         lambda j, val, valid: emit(row, j, val, valid), span_order=True)
+                         lambda j, val, valid: emit(row, j, val, valid), span_order=fits(1))
         pos.set(b.add(row, i64(1)))
 
     with b.if_else(fits(P)) as (then, otherwise):
@@ -503,37 +538,67 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
 
 
 def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int, c_lo, count, vw: int,
-                    emit: Callable) -> None:
-    """P neighbouring output pixels of one row whose windows lie inside the input (corner: the
-    first one's tap 0): per vector of channels, each weight vector loaded once for the P pixels
-    and each input vector once for every pixel whose window holds it; ``emit(p, j, vector,
-    valid)``."""
+                    emit: Callable, rows_ok: dict | None = None, zeros=None) -> None:
+    """P neighbouring output pixels of one row whose windows lie inside the input along the row
+    (corner: the first one's tap 0): per vector of channels, each weight vector loaded once for the P
+    pixels and each input vector once for every pixel whose window holds it; ``emit(p, j, vector,
+    valid)``. A row of taps outside the input (``rows_ok``, per the taps' leading coordinates) reads
+    from ``zeros`` instead, so that it adds 0 * w as a tap in the padding does one pixel at a time."""
     b = k.b
     vt = ir.VectorType(F32, vw)
     zero = vector_constant(vt, 0.0)
     C = geo.C
     pitch = [C * math.prod(geo.in_sp[a + 1:]) for a in range(geo.nsp)]
-    deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, pitch)) for tap in geo.taps]
     step = geo.strides[-1] * C
     c_lo, cnt = k.dim(c_lo), k.dim(count)
+    # per row of taps: its first tap's offset from the corner, and where it reads (the input, or zeros)
+    row_of = {}
+    for tap in geo.taps if rows_ok is not None else ():
+        lead = tuple(tap[:-1])
+        if lead not in row_of:
+            first = sum(t * dl * pt for t, dl, pt in zip(lead, geo.dilations, pitch))
+            at = b.gep(px, [b.add(corner, i64(first))], source_etype=F32)
+            at = b.select(rows_ok[lead], at, b.gep(zeros, [i64(0), i64(0)], source_etype=zeros.value_type))
+            row_of[lead] = at
+
+    deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, pitch)) for tap in geo.taps]
 
     def chunk(j0, valid):
         col = b.add(c_lo, j0)
-        base = b.gep(px, [b.add(corner, col)], source_etype=F32)
-        loaded: dict[int, ir.Value] = {}
+        if rows_ok is None:  # one pointer, every load at a constant offset from it
+            base = b.gep(px, [b.add(corner, col)], source_etype=F32)
+            where = [(None, delta) for delta in deltas]
+        else:
+            bases = {lead: b.gep(at, [col], source_etype=F32) for lead, at in row_of.items()}
+            where = [(tuple(tap[:-1]), tap[-1] * geo.dilations[-1] * C) for tap in geo.taps]
+        loaded: dict[tuple, ir.Value] = {}
         accs = [zero] * P
-        for t, delta in enumerate(deltas):
+        for t, (lead, delta) in enumerate(where):
             wv = load_lanes(b, b.gep(pw, [b.add(i64(t * n_out), col)], source_etype=F32), vw, valid)
             for p in range(P):
                 off = delta + p * step
-                xv = loaded.get(off)
+                xv = loaded.get((lead, off))
                 if xv is None:
-                    xv = loaded[off] = load_lanes(b, b.gep(base, [i64(off)], source_etype=F32), vw, valid)
+                    at = b.gep(base if lead is None else bases[lead], [i64(off)], source_etype=F32)
+                    xv = loaded[(lead, off)] = load_lanes(b, at, vw, valid)
                 accs[p] = k.m.fma(xv, wv, accs[p])
         for p in range(P):
             emit(p, j0, accs[p], valid)
 
     vector_chunks(k, cnt, vw, chunk)
+
+
+def _zero_rows(k: Kernel, geo: Geometry, P: int, n_out: int, vw: int) -> ir.GlobalVariable:
+    """Zeros for a span's row of taps outside the input to read: as many floats as such a row's loads
+    reach (every channel, P pixels, the window's width, a vector past the last channel)."""
+    count = n_out + (P - 1) * geo.strides[-1] * geo.C + (geo.kernel[-1] - 1) * geo.dilations[-1] * geo.C + vw
+    typ = ir.ArrayType(F32, count)
+    zeros = ir.GlobalVariable(k.kb.module, typ, name=k.kb.unique("dw_zero_rows"))
+    zeros.global_constant = True
+    zeros.linkage = "internal"
+    zeros.initializer = ir.Constant(typ, None)
+    zeros.align = 64
+    return zeros
 
 
 def vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
@@ -551,8 +616,9 @@ def vector_chunks(k: Kernel, count, vw: int, chunk: Callable) -> None:
 def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out: int, c_lo, count, vw: int,
                      emit: Callable, *, span_order: bool = False) -> None:
     """Depthwise outputs ``c_lo .. c_lo+count`` of one pixel (ints or i64 values); ``emit(j, vector,
-    valid_lanes)`` per vector, j (i64) relative to c_lo. ``span_order``: a window inside the input is
-    summed as :func:`_depthwise_span` sums it (one FMA chain), else in three chains."""
+    valid_lanes)`` per vector, j (i64) relative to c_lo. ``span_order`` (a bool, or an i1 known at run
+    time: whether a span could have computed the pixel): the window is summed as :func:`_depthwise_span`
+    sums it (one FMA chain, a tap outside adding 0 * w), else in three chains (inside: one)."""
     b = k.b
     c_lo, cnt = k.dim(c_lo), k.dim(count)
     # a window inside the input (most pixels): taps at constant distances from its first one,
@@ -569,7 +635,14 @@ def _depthwise_pixel(k: Kernel, px, pw, geo: Geometry, n, outs, mult: int, n_out
             for tap in geo.taps:
                 ok, off = geo.tap_offset(k, n, outs, tap)
                 taps.append((ok, b.select(ok, off, i64(0))))
-            _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit)
+            if isinstance(span_order, bool):
+                _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit, chains=1 if span_order else 3)
+            else:
+                with b.if_else(span_order) as (one_chain, three):
+                    with one_chain:
+                        _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit, chains=1)
+                    with three:
+                        _depthwise_channels(k, px, pw, taps, mult, n_out, c_lo, cnt, vw, emit)
 
 
 def _depthwise_channels(k: Kernel, px, pw, taps, mult: int, n_out: int, c_lo, cnt, vw: int,
