@@ -320,8 +320,8 @@ class Instance:
 
     @property
     def sub_batch_count(self) -> int:
-        """How many sub-batches the last run went in (0: the batch whole); sub-batch b of n covers samples
-        ``b * batch // n`` to ``(b + 1) * batch // n``."""
+        """How many sub-batches the last run went in (0: the batch whole), in order: of n, the first
+        ``batch % n`` hold ``batch // n + 1`` samples, the others ``batch // n``."""
         self._require_open()
         return int(self.library.lib.gc_instance_sub_batch_count(self._handle))
 

@@ -25,7 +25,7 @@ dims, recurrent layers, gathers from a table, reshapes that keep the batch leadi
 (anything that reads the batch as a number, reduces or slices along it, or draws random numbers) keeps
 the whole batch in one run, as do training steps.
 
-The sub-batches are as even as the batch allows (sub-batch b of n: samples b * B // n to (b + 1) * B // n).
+The sub-batches are as even as the batch allows (of n, the first B % n hold one sample more than the rest).
 On several threads they run at once, one per thread, each on its own copy of the arena with the plan made
 for one thread (``gc__run_workers``), where they share out evenly (as many as a multiple of the threads, so
 that each thread's share is within a sample of the others'; or one sample each, at least four per thread);

@@ -57,7 +57,7 @@ struct gc_instance {
   size_t* split_sample_bytes; /* and the bytes of one sample of each */
   int split_valid;
   int64_t split_rows;  /* the largest sub-batch */
-  int64_t split_count; /* sub-batches: b covers samples [b * batch / count, (b + 1) * batch / count) */
+  int64_t split_count; /* sub-batches (gc__sub_batch_start: the first batch % count have one sample more) */
   /* sub-batches at once, one per thread, each on its own copy of the arena (0: one after another with the
      pool on each op); the plan is then for one thread, whose slots and dims each worker keeps here */
   int32_t split_workers;
@@ -596,6 +596,13 @@ static int64_t gc__sub_batch_count(int64_t total, int64_t fit, int32_t threads, 
   return n;
 }
 
+/* The first sample of sub-batch `b` of `count` over `total` samples: the first total % count sub-batches
+   hold one sample more than the others (no product of the batch with the count, which could overflow). */
+static int64_t gc__sub_batch_start(int64_t total, int64_t count, int64_t b) {
+  int64_t q = total / count, r = total % count;
+  return b * q + (b < r ? b : r);
+}
+
 /* Room for `workers` copies of the current plan's arena, each at a multiple of 64 bytes; the instance's
    slots point into the first. */
 static gc_status_t gc__worker_arenas(gc_instance_t* inst, int32_t workers) {
@@ -728,8 +735,8 @@ static int32_t gc__worker_task(gc_frame_t* frame, int64_t begin, int64_t end, in
                   &inst->collective, thread};
   for (int64_t b = begin; b < end; b++) {
     if (atomic_load_explicit(&job->failed, memory_order_relaxed)) return 0;
-    int64_t s = b * job->total / job->count;
-    dims[m->batch_dim] = (b + 1) * job->total / job->count - s;
+    int64_t s = gc__sub_batch_start(job->total, job->count, b);
+    dims[m->batch_dim] = gc__sub_batch_start(job->total, job->count, b + 1) - s;
     gc__address_sub_batch(job, slots, s);
     int32_t r = m->run(&f);
     if (r != 0) {
@@ -782,8 +789,8 @@ static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, g
     memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
     frame->dims = dims;
     for (int64_t b = 0; b < job.count && failed == 0; b++) {
-      int64_t s = b * job.total / job.count;
-      dims[d] = (b + 1) * job.total / job.count - s;
+      int64_t s = gc__sub_batch_start(job.total, job.count, b);
+      dims[d] = gc__sub_batch_start(job.total, job.count, b + 1) - s;
       gc__address_sub_batch(&job, inst->slots, s);
       failed = m->run(frame);
     }

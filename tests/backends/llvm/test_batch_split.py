@@ -128,11 +128,13 @@ def _example(name: str):
 
 
 def _split_pieces(inst, feeds, names, batch: int, count: int):
-    """The outputs of separate calls over the ``count`` sub-batches of the last run (sub-batch b: samples
-    b * batch // count to (b + 1) * batch // count), concatenated."""
+    """The outputs of separate calls over the ``count`` sub-batches of the last run (the first batch % count
+    one sample longer than the others), concatenated."""
     parts = []
+    sizes = [batch // count + (b < batch % count) for b in range(count)]
     for b in range(count):
-        s, e = b * batch // count, (b + 1) * batch // count
+        s = sum(sizes[:b])
+        e = s + sizes[b]
         parts.append(inst.run([np.ascontiguousarray(feeds[n][s:e]) for n in names]))
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 

@@ -212,8 +212,8 @@ GC_EXPORT int32_t gc_instance_num_threads(const gc_instance_t* instance);
    the samples of a batch runs a large batch as sub-batches whose scratch fits a budget set at build time
    (one core's L2 cache), with the same results as separate runs over them. */
 GC_EXPORT int64_t gc_instance_sub_batch(const gc_instance_t* instance);
-/* How many sub-batches the last run went in (0: the batch whole): sub-batch b of n covers samples
-   [b * batch / n, (b + 1) * batch / n), as even as the batch allows. */
+/* How many sub-batches the last run went in (0: the batch whole), as even as the batch allows: of n, the
+   first batch % n hold batch / n + 1 samples, the others batch / n, in order. */
 GC_EXPORT int64_t gc_instance_sub_batch_count(const gc_instance_t* instance);
 /* How many of those sub-batches ran at once, one per thread, each with its own scratch (0: the batch ran
    whole; 1: one after another, each op split over the threads). */
