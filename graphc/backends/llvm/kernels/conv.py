@@ -592,10 +592,12 @@ def _zero_rows(k: Kernel, geo: Geometry, P: int, n_out: int, vw: int) -> ir.Glob
     """Zeros for a span's row of taps outside the input to read: as many floats as such a row's loads
     reach (every channel, P pixels, the window's width, a vector past the last channel)."""
     count = n_out + (P - 1) * geo.strides[-1] * geo.C + (geo.kernel[-1] - 1) * geo.dilations[-1] * geo.C + vw
+    made = k.kb.module.globals.get(f"dw_zero_rows_{count}")  # one per size in a module
+    if made is not None:
+        return made
     typ = ir.ArrayType(F32, count)
-    zeros = ir.GlobalVariable(k.kb.module, typ, name=k.kb.unique("dw_zero_rows"))
-    zeros.global_constant = True
-    zeros.linkage = "internal"
+    zeros = ir.GlobalVariable(k.kb.module, typ, name=f"dw_zero_rows_{count}")
+    zeros.linkage = "internal"  # never written; not constant, so that it takes no room in the library (.bss)
     zeros.initializer = ir.Constant(typ, None)
     zeros.align = 64
     return zeros
