@@ -90,7 +90,8 @@ class NativeProfileReport:
         return {"model": self.model, "shapes": self.shapes, "threads": self.threads, "runs": self.runs,
                 "kernel_ms": self.kernel_ms, "run_ms": self.run_ms, "call_ms": self.call_ms,
                 "total_flops": self.total_flops, "peak": self.peak.to_dict() if self.peak is not None else None,
-                "rows": [r.to_dict() for r in self.rows], "dropped_events": self.dropped_events}
+                "rows": [r.to_dict() for r in self.rows], "dropped_events": self.dropped_events,
+                "sub_batch": self.sub_batch, "sub_batch_threads": self.sub_batch_threads}
 
     def to_markdown(self) -> str:
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
@@ -109,9 +110,9 @@ class NativeProfileReport:
         lines += ["", f"Whole run: {self.run_ms:.4f} ms in the generated code, {self.call_ms:.4f} ms per Python "
                   f"call; {self._kernels_against_run()}"]
         if self.peak is not None:
-            p = self.peak
-            lines.append(f"Peak: {p.compute_peak(self.threads):.1f} GFLOP/s ({p.widest}-bit FMA, {self.threads} "
-                         f"thread(s)), {p.bandwidth(self.threads):.1f} GB/s (triad), measured on {p.cpu}; "
+            p, t = self.peak, self.kernel_threads
+            lines.append(f"Peak: {p.compute_peak(t):.1f} GFLOP/s ({p.widest}-bit FMA, {t} "
+                         f"thread(s)), {p.bandwidth(t):.1f} GB/s (triad), measured on {p.cpu}; "
                          "% of peak is of the compute peak for compute-bound kernels, of the bandwidth for "
                          "memory-bound ones.")
             if any(r.bound == "compute" and (r.peak_pct or 0) > 100 for r in self.rows):
@@ -121,6 +122,11 @@ class NativeProfileReport:
         if self.dropped_events:
             lines.append(f"The trace kept the first events only ({self.dropped_events} dropped).")
         return "\n".join(lines)
+
+    @property
+    def kernel_threads(self) -> int:
+        """The threads each kernel launch ran on: one where sub-batches ran at once, one per thread."""
+        return 1 if self.sub_batch and self.sub_batch_threads > 1 else self.threads
 
     def _kernels_against_run(self) -> str:
         at_once = self.sub_batch_threads if self.sub_batch and self.sub_batch_threads > 1 else 1

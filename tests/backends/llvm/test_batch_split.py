@@ -336,6 +336,7 @@ def test_a_profile_of_sub_batches_at_once(monkeypatch, tmp_path):
     report = _profile_residual(monkeypatch, tmp_path, 2, 8)
     assert report.sub_batch == 1 and report.sub_batch_threads == 2
     assert "2 at a time, one per thread" in str(report)
+    assert report.kernel_threads == 1 and report.to_dict()["sub_batch_threads"] == 2
     assert all(r.launches == 8 for r in report.rows)
     kernel_threads = {thread for op, _, _, thread in report.events if op >= 0}
     assert kernel_threads == {0, 1}
