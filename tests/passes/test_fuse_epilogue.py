@@ -41,7 +41,7 @@ def test_dense_bias_activation_is_one_op(activation, rng):
     (lambda: layers.Conv2D(1, (3, 1), activation="tanh"), "conv+bias+tanh"),
 ], ids=["conv", "conv1x1", "depthwise", "separable", "conv_3x1"])
 def test_convolutions_fuse(layer, kind, rng):
-    out, _ = fused(Sequential([Input((9, 7, 3)), layer()]), rng)
+    out, _ = fused(Sequential([Input((9, 7, 8)), layer()]), rng)  # 8 channels: a separable conv fuses
     assert fusion_summary(out) == {kind: 1}
 
 

@@ -13,7 +13,7 @@ from tests.passes.models import randomize_biases, randomize_bn
 from tests.passes.util import assert_equivalent, structure
 
 
-def resnet_block(filters=6):
+def resnet_block(filters=8):  # 8 channels: its separable conv fuses (fuse_separable_conv)
     x = Input((9, 7, 3))
     h = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     h = layers.Activation("relu")(layers.BatchNormalization()(h))

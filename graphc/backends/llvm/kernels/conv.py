@@ -597,7 +597,8 @@ def _zero_rows(k: Kernel, geo: Geometry, P: int, n_out: int, vw: int) -> ir.Glob
         return made
     typ = ir.ArrayType(F32, count)
     zeros = ir.GlobalVariable(k.kb.module, typ, name=f"dw_zero_rows_{count}")
-    zeros.linkage = "internal"  # never written; not constant, so that it takes no room in the library (.bss)
+    zeros.global_constant = True  # (a module split into parts for parallel emission copies constants only)
+    zeros.linkage = "internal"
     zeros.initializer = ir.Constant(typ, None)
     zeros.align = 64
     return zeros
