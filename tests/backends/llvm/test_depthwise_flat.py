@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from graphc.backends.llvm.kernels import conv, depthwise_flat
+from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
@@ -44,8 +45,11 @@ def test_which_convolutions_run_flat():
     assert depthwise_flat.flat_phases(_geometry(("h", 9, 3), ("h", 9, 3), (3, 3)), 1, 16) == 0
     assert depthwise_flat.flat_phases(_geometry((9, 99, 7), (9, 99, 7), (11, 11), pads=((5, 5), (5, 5))),
                                       1, 16) == 0  # 121 taps x 7 phases: a table over 16 KB
-    assert depthwise_flat.interior(_geometry((9, 9, 3), (9, 9, 3), (3, 3))) == (1, 8)
-    assert depthwise_flat.interior(_geometry((9, 9, 3), (7, 7, 3), (3, 3), pads=((0, 0), (0, 0)))) == (0, 7)
+    assert _geometry((9, 9, 3), (9, 9, 3), (3, 3)).inside_range() == (1, 8)
+    assert _geometry((9, 9, 3), (7, 7, 3), (3, 3), pads=((0, 0), (0, 0))).inside_range() == (0, 7)
+    assert _geometry((9, 9, 3), (5, 9, 3), (3, 3), (2, 1)).inside_range(0) == (1, 4)  # strided
+    assert _geometry((9, 9, 3), (9, 9, 3), (3, 3), dilations=(1, 2), pads=((1, 1), (2, 2))).inside_range() == (2, 7)
+    assert _geometry((9, 2, 3), (9, 2, 3), (3, 3)).inside_range() == (0, 0)  # no window inside
 
 
 def _bias_relu(g: Graph, name: str, x_shape, kernel, rng, **attrs) -> str:
@@ -102,6 +106,27 @@ def test_flat_rows_give_the_general_kernels_bits(monkeypatch, tmp_path):
             np.testing.assert_array_equal(a, b, err_msg=g.outputs[i])
         else:
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_flat_weight_patterns_follow_new_weights():
+    """The weight and bias patterns are filled once per instance, from the weights: weights set on the
+    instance afterwards are the ones the next run uses."""
+    rng = np.random.default_rng(14)
+    g = Graph("depthwise_flat_weights")
+    g.set_outputs([_bias_relu(g, "c3", (5, 19, 3), (3, 3), rng, pads=P1)])
+    lib = load(g)
+    feeds = _feeds(g, 2, rng)
+    inst = lib.instance(1)
+    try:
+        names = [i.name for i in lib.inputs]
+        inst.run([feeds[n] for n in names])
+        for name in ("c3/w", "c3/b"):
+            g.constants[name] = (rng.standard_normal(g.constants[name].shape) + 2.0).astype(np.float32)
+            inst.set_weight(name, g.constants[name])
+        got = inst.run([feeds[n] for n in names])[0]
+    finally:
+        inst.close()
+    np.testing.assert_allclose(got, reference_run(g, feeds)[g.outputs[0]], rtol=1e-4, atol=1e-5)
 
 
 def test_which_depthwise_convolutions_pad_their_input_first(monkeypatch):

@@ -77,6 +77,27 @@ class Geometry:
         self.C = x.shape[-1]
         self.batch = x.shape[0]
 
+    def inside_range(self, axis: int = -1) -> tuple[int, int]:
+        """The output coordinates ``[lo, hi)`` along ``axis`` whose windows lie inside the input along it
+        ((0, 0) where none do); sizes known at build time. The windows inside are one interval: a window
+        moves by the stride per output, so it starts past the padding from some output on and ends in
+        the input up to some output."""
+        s, d, kd, p = self.strides[axis], self.dilations[axis], self.kernel[axis], self.pads[axis]
+        inside = [o for o in range(self.out_sp[axis]) if o * s - p >= 0 and o * s - p + (kd - 1) * d < self.in_sp[axis]]
+        return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+    def pitches(self) -> list[int]:
+        """Elements between neighbours along each spatial axis of the input (sizes known at build time)."""
+        return [self.C * math.prod(self.in_sp[a + 1:]) for a in range(self.nsp)]
+
+    def static_offset(self, tap) -> int:
+        """Elements from a window's tap 0 to ``tap`` (sizes known at build time)."""
+        return sum(t * dl * pt for t, dl, pt in zip(tap, self.dilations, self.pitches()))
+
+    def static_tap_deltas(self) -> list[int]:
+        """:meth:`static_offset` of each of :attr:`taps`, in order (:meth:`tap_deltas` at build time)."""
+        return [self.static_offset(tap) for tap in self.taps]
+
     def decode(self, k: Kernel, row):
         """(n, [o_1..o_d]) of output pixel ``row``."""
         b = k.b
@@ -217,12 +238,7 @@ class Im2colA(ASource):
         geo = self.geo
         if not all(isinstance(d, int) for d in geo.in_sp) or not isinstance(geo.C, int):
             return None
-        C = geo.C
-        pitch = [C * math.prod(geo.in_sp[d + 1:]) for d in range(geo.nsp)]  # elements per step of each axis
-
-        def offset(tap) -> int:
-            return sum(t * dl * p for t, dl, p in zip(tap, geo.dilations, pitch))
-
+        C, offset = geo.C, geo.static_offset
         KB = self.block(K)
         if KB == K and geo.dilations[-1] == 1:
             lead = itertools.product(*[range(kd) for kd in geo.kernel[:-1]])
@@ -454,8 +470,8 @@ def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
         return 1, 1
     if mult != 1 or not isinstance(geo.C, int) or not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
         return 1, 1
-    s, d, kw, pad, width = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1], geo.in_sp[-1]
-    interior = sum(1 for o in range(geo.out_sp[-1]) if o * s - pad >= 0 and o * s - pad + (kw - 1) * d < width)
+    lo, hi = geo.inside_range()
+    interior = hi - lo
     span = min(8 if registers >= 32 else 4, interior)
     if span < 2:
         return 1, 1
@@ -486,7 +502,7 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
     row = pos.get()
     n, outs = geo.decode(k, row)
     left, corner, rows_ok = geo.window_rows(k, n, outs)
-    inside, _ = geo.window_inside(k, n, outs)
+    rows_inside = functools.reduce(b.and_, rows_ok.values())  # every row of taps: the window inside vertically
     s, d, kw, pad = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1]
     zeros = _zero_rows(k, geo, P, n_out, vw) if geo.nsp > 1 else None
 
@@ -506,7 +522,7 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
         if geo.nsp == 1:
             run(None)
         else:  # rows of taps all inside (most rows): the loads at constant offsets from one pointer
-            with b.if_else(inside) as (then, otherwise):
+            with b.if_else(rows_inside) as (then, otherwise):
                 with then:
                     run(None)
                 with otherwise:
@@ -548,7 +564,6 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
     vt = ir.VectorType(F32, vw)
     zero = vector_constant(vt, 0.0)
     C = geo.C
-    pitch = [C * math.prod(geo.in_sp[a + 1:]) for a in range(geo.nsp)]
     step = geo.strides[-1] * C
     c_lo, cnt = k.dim(c_lo), k.dim(count)
     # per row of taps: its first tap's offset from the corner, and where it reads (the input, or zeros)
@@ -556,12 +571,12 @@ def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int
     for tap in geo.taps if rows_ok is not None else ():
         lead = tuple(tap[:-1])
         if lead not in row_of:
-            first = sum(t * dl * pt for t, dl, pt in zip(lead, geo.dilations, pitch))
+            first = geo.static_offset((*lead, 0))
             at = b.gep(px, [b.add(corner, i64(first))], source_etype=F32)
             at = b.select(rows_ok[lead], at, b.gep(zeros, [i64(0), i64(0)], source_etype=zeros.value_type))
             row_of[lead] = at
 
-    deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, pitch)) for tap in geo.taps]
+    deltas = geo.static_tap_deltas()
 
     def chunk(j0, valid):
         col = b.add(c_lo, j0)
@@ -723,7 +738,7 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
     phases = flat_phases(geo, mult, vw) if spans_mode() == "1" else 0
     if phases:  # a few channels: each row's interior as one flat run of lanes (depthwise_flat)
         emit = emitter(i64(0))
-        emit_flat_rows(k, px, pw, po, geo, vw, phases, pbias=pbias, activation=activation, pres=pres,
+        emit_flat_rows(k, px, w, bias, po, geo, vw, phases, activation=activation, pres=pres,
                        post_activation=post_activation,
                        rows=lambda start, end: _depthwise_rows(k, px, pw, geo, start, end, mult, n_out, 0, n_out,
                                                                vw, emit))
@@ -900,9 +915,7 @@ def pad_first(geo: Geometry, pads) -> bool:
         return False
     if mode == "1":
         return True
-    inside = 1
-    for o_n, i_n, kd, s, d, p in zip(geo.out_sp, geo.in_sp, geo.kernel, geo.strides, geo.dilations, geo.pads):
-        inside *= sum(1 for o in range(o_n) if o * s - p >= 0 and o * s - p + (kd - 1) * d < i_n)
+    inside = math.prod(hi - lo for lo, hi in map(geo.inside_range, range(geo.nsp)))
     border_taps = (math.prod(geo.out_sp) - inside) * len(geo.taps)
     copied = math.prod(n + a + b for n, (a, b) in zip(geo.in_sp, pads))
     return border_taps >= PAD_FIRST_RATIO * copied

@@ -7,7 +7,7 @@ row of unit stride the interior's outputs ``(x, c)`` form one contiguous run of 
 and under tap ``(dy, dx)`` so do their inputs, the run shifted by a constant. The kernel computes the run
 in whole vectors: lane ``q`` of the run is channel ``q mod C``, so tap ``t``'s weight for a vector
 starting at lane ``v * vw`` is a pattern of the weights repeating every C lanes, one of
-``C / gcd(vw, C)`` phases, built once per call into a small table on the stack (bias likewise). The
+``C / gcd(vw, C)`` phases, built into a small table once per instance (bias likewise). The
 pixels whose windows reach into the padding (the row's ends, rows near the top and bottom) keep the
 general kernel's code (``rows``). Each output is the same sum in the same order as the general kernel's
 (one FMA chain over the taps, then the bias), so the bits do not change.
@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from graphc.backends.llvm.builder import Kernel
+from graphc.backends.llvm.builder import Kernel, Tensor
 from graphc.backends.llvm.irutil import F32, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import load_lanes, store_lanes
 
@@ -41,47 +41,52 @@ def flat_phases(geo, mult: int, vw: int) -> int:
         return 0
     if not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
         return 0
-    lo, hi = interior(geo)
+    lo, hi = geo.inside_range()
     phases = C // math.gcd(vw, C)
     if hi - lo < 1 or 4 * (len(geo.taps) + 1) * phases * vw > MAX_TABLE_BYTES:
         return 0
     return phases
 
 
-def interior(geo) -> tuple[int, int]:
-    """The output columns ``[lo, hi)`` whose windows lie inside the input along the row."""
-    d, kw, pad, width = geo.dilations[-1], geo.kernel[-1], geo.pads[-1], geo.in_sp[-1]
-    inside = [o for o in range(geo.out_sp[-1]) if o - pad >= 0 and o - pad + (kw - 1) * d < width]
-    return (inside[0], inside[-1] + 1) if inside else (0, 0)
-
-
-def _pattern_table(k: Kernel, source, count: int, C: int, phases: int, vw: int, name: str):
-    """A stack table of ``count`` patterns of ``phases * vw`` lanes: entry ``(t, lane)`` is
-    ``source[t * C + lane % C]``."""
-    fb, b = k.fn, k.b
-    span = phases * vw
-    table = fb.entry.alloca(F32, size=i64(count * span), name=name)
-    table.align = 64
-    with fb.loop(0, count * span, name=f"{name}.fill") as idx:
+def _fill_patterns(fn, source, table, count: int, C: int, phases: int, vw: int, name: str) -> None:
+    """``table[t][lane] = source[t * C + lane % C]`` for ``count`` patterns of ``phases * vw`` lanes."""
+    b, span = fn.b, phases * vw
+    with fn.loop(0, count * span, name=f"{name}.fill") as idx:
         t, lane = b.sdiv(idx, i64(span)), b.srem(idx, i64(span))
         src = b.add(b.mul(t, i64(C)), b.srem(lane, i64(C)))
         b.store(b.load(b.gep(source, [src], source_etype=F32), typ=F32), b.gep(table, [idx], source_etype=F32))
+
+
+def _pattern_table(k: Kernel, tensor: Tensor, count: int, C: int, phases: int, vw: int, name: str):
+    """``count`` patterns of ``phases * vw`` lanes, entry ``(t, lane)`` being ``tensor[t * C + lane % C]``:
+    a weight's filled once per instance by the prepare function (as the GEMM packs its panels); another
+    tensor's (weights trained at run time) into a table on the stack of each call."""
+    span = phases * vw
+    if tensor.is_constant and tensor.buf is not None and tensor.buf.kind == "weight":
+        def pack(fn, src, dst):
+            _fill_patterns(fn, src, dst, count, C, phases, vw, name)
+
+        packed = k.kb.packed_weight(tensor, (name, C, phases, vw, count), count * span * 4, pack)
+        return k.ptr(packed)
+    table = k.fn.entry.alloca(F32, size=i64(count * span), name=name)
+    table.align = 64
+    _fill_patterns(k.fn, k.ptr(tensor), table, count, C, phases, vw, name)
     return table
 
 
-def emit_flat_rows(k: Kernel, px, pw, po, geo, vw: int, phases: int, *, pbias, activation, pres,
-                   post_activation, rows: Callable) -> None:
+def emit_flat_rows(k: Kernel, px, w: Tensor, bias: Tensor | None, po, geo, vw: int, phases: int, *, activation,
+                   pres, post_activation, rows: Callable) -> None:
     """The loop body of one output row per work item (``k.begin .. k.end``): the interior as a flat run
     when its windows lie inside the input vertically too, every other pixel through
     ``rows(first_pixel, end_pixel)`` (the general kernel)."""
     fb, b, m = k.fn, k.b, k.m
     C, width = geo.C, geo.out_sp[-1]
-    lo, hi = interior(geo)
+    lo, hi = geo.inside_range()
     lanes = (hi - lo) * C
     span = phases * vw
-    deltas = [sum(t * dl * pt for t, dl, pt in zip(tap, geo.dilations, _pitches(geo))) for tap in geo.taps]
-    weights = _pattern_table(k, pw, len(deltas), C, phases, vw, "dwflat.w")
-    bias = _pattern_table(k, pbias, 1, C, phases, vw, "dwflat.b") if pbias is not None else None
+    deltas = geo.static_tap_deltas()
+    weights = _pattern_table(k, w, len(deltas), C, phases, vw, "dwflat.w")
+    bias = _pattern_table(k, bias, 1, C, phases, vw, "dwflat.b") if bias is not None else None
     zero = vector_constant(ir.VectorType(F32, vw), 0.0)
 
     def vector(base_in, base_out, q, phase, valid):
@@ -123,8 +128,3 @@ def emit_flat_rows(k: Kernel, px, pw, po, geo, vw: int, phases: int, *, pbias, a
                 rows(start, b.add(first, i64(hi)))
         if hi < width:
             rows(b.add(first, i64(hi)), b.add(first, i64(width)))
-
-
-def _pitches(geo) -> list[int]:
-    """Elements between neighbours along each spatial axis of the input."""
-    return [geo.C * math.prod(geo.in_sp[a + 1:]) for a in range(geo.nsp)]
