@@ -360,21 +360,35 @@ def ir(args: argparse.Namespace) -> int:
 @command("plan", "print the static memory plan of MODEL", model_argument(),
          arg("--batch", type=int, default=1, help="batch size to plan for (default 1)"),
          arg("--dim", action="append", metavar="NAME=SIZE", help="size of another free dimension (repeatable)"),
-         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level first (default 2)"))
+         arg("-O", dest="level", type=int, default=2, metavar="N", help="optimization level first (default 2)"),
+         arg("--native", action="store_true",
+             help="the plan the native code runs, as its runtime makes it (built and run once on random inputs)"),
+         arg("--threads", type=int, default=None, help="threads of the native run (with --native; default 1)"))
 def plan(args: argparse.Namespace) -> int:
-    """Every intermediate tensor's offset and lifetime in one arena, with arena, naive and peak bytes."""
+    """Every intermediate tensor's offset and lifetime in one arena, with arena, naive and peak bytes; with
+    --native, the scratch arena of the compiled code (its kernels' buffers, sub-batches, per-thread copies)."""
     import graphc
     from graphc.memory.planner import free_dims
 
     if args.batch < 1:
         raise CLIError(f"--batch must be at least 1, got {args.batch}")
-    graph = _optimized(graphc.lower(load_model(args.model)), args.level)
+    if args.threads is not None and not args.native:
+        raise CLIError("--threads is for the native plan: add --native")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    model = load_model(args.model)
+    graph = graphc.lower(model)
     dims = _dims(args.dim)
     missing = [d for d in free_dims(graph) if d != "batch" and d not in dims]
     if missing:
         flags = " ".join(f"--dim {d}=100" for d in missing)
         raise CLIError(f"model {graph.name!r} has free dimension(s) {', '.join(missing)}: give their sizes, "
                        f"e.g. {flags}")
+    if args.native:
+        cm = graphc.build(model, target="native", level=args.level, threads=args.threads or 1)
+        print(cm.memory_plan(graphc.onnx.random_inputs(graph, batch_size=args.batch, dims=dims)).format())
+        return 0
+    graph = _optimized(graph, args.level)
     memory_plan = graphc.plan_memory(graph, batch_size=args.batch, **dims)
     print(memory_plan.format())
     return 0

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphc.memory.runtime_plan import RuntimeBuffer, RuntimePlan
+
 MAX_RANK = 8
 
 DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("int32"), 4: np.dtype("int64"),
@@ -68,6 +70,16 @@ class GcProfileEvent(ctypes.Structure):
                 ("duration_ns", ctypes.c_int64)]
 
 
+class GcMemoryInfo(ctypes.Structure):
+    _fields_ = [("arena_bytes", ctypes.c_uint64), ("arena_copies", ctypes.c_int32),
+                ("thread_scratch_bytes", ctypes.c_uint64), ("packed_bytes", ctypes.c_uint64)]
+
+
+class GcScratchInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("offset", ctypes.c_uint64), ("nbytes", ctypes.c_uint64),
+                ("first_op", ctypes.c_int32), ("last_op", ctypes.c_int32)]
+
+
 class TensorInfo:
     """An input, output or weight of a compiled model."""
 
@@ -106,6 +118,9 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
         "gc_instance_sub_batch_threads": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch_count": (ctypes.c_int64, [vp]),
+        "gc_model_num_scratch": (sz, [vp]),
+        "gc_instance_memory": (vp, [vp, ctypes.POINTER(GcMemoryInfo)]),
+        "gc_instance_scratch": (vp, [vp, sz, ctypes.POINTER(GcScratchInfo)]),
         "gc_instance_run": (vp, [vp, ctypes.POINTER(GcTensor), sz, ctypes.POINTER(GcTensor), sz]),
         "gc_instance_output": (vp, [vp, sz, ctypes.POINTER(GcTensor)]),
         "gc_instance_set_weight": (vp, [vp, cp, ctypes.POINTER(GcTensor)]),
@@ -331,6 +346,28 @@ class Instance:
         split over the threads; 0: the batch ran whole)."""
         self._require_open()
         return int(self.library.lib.gc_instance_sub_batch_threads(self._handle))
+
+    def memory_plan(self) -> RuntimePlan:
+        """The memory plan the last successful run used, as the runtime made it: the scratch arena (its
+        buffers by the values they hold, offsets, sizes, lifetimes), its copies, the threads' scratch and
+        the packed weights (:mod:`graphc.memory.runtime_plan`). NativeError before a run has succeeded."""
+        lib = self.library.lib
+        self._enter()
+        try:
+            info = GcMemoryInfo()
+            self.library.check(lib.gc_instance_memory(self._handle, ctypes.byref(info)), "gc_instance_memory")
+            buffers = []
+            for i in range(lib.gc_model_num_scratch(self.library.model)):
+                b = GcScratchInfo()
+                self.library.check(lib.gc_instance_scratch(self._handle, i, ctypes.byref(b)), "gc_instance_scratch")
+                buffers.append(RuntimeBuffer(b.name.decode(errors="replace"), int(b.offset), int(b.nbytes),
+                                             int(b.first_op), int(b.last_op)))
+            return RuntimePlan(self.library.name, int(lib.gc_instance_num_threads(self._handle)),
+                               int(info.arena_bytes), int(info.arena_copies), int(info.thread_scratch_bytes),
+                               int(info.packed_bytes), int(lib.gc_instance_sub_batch(self._handle)),
+                               int(lib.gc_instance_sub_batch_count(self._handle)), tuple(buffers))
+        finally:
+            self._busy.release()
 
     def close(self) -> None:
         """Release the instance (after a call another thread is making on it has returned)."""

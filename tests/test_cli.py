@@ -289,6 +289,20 @@ def test_plan_prints_the_arena_table(capsys):
     assert "arena" in out and "peak" in out.lower()
 
 
+def test_plan_of_the_native_code(capsys, monkeypatch, tmp_path):
+    """--native: the runtime's plan of a run (its scratch buffers by value), on the threads asked for."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    code, out, _ = run_cli(capsys, "plan", "residual", "--batch", "3", "--native", "--threads", "2")
+    assert code == 0
+    head, columns, *rows = out.splitlines()
+    assert head.startswith("native memory plan of residual (2 thread(s)") and "arena" in head
+    assert columns.split() == ["value", "offset", "bytes", "first", "last"] and rows
+    code, _, err = run_cli(capsys, "plan", "residual", "--threads", "2")
+    assert code == 1 and "--threads is for the native plan: add --native" in err
+    code, _, err = run_cli(capsys, "plan", "residual", "--native", "--threads", "0")
+    assert code == 1 and "--threads must be at least 1, got 0" in err
+
+
 def test_plan_refuses_a_bad_dim(capsys):
     code, _, err = run_cli(capsys, "plan", "qa_two_inputs", "--dim", "text_len")
     assert code == 1 and "NAME=SIZE" in err

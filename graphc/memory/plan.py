@@ -59,6 +59,34 @@ class Buffer:
     members: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A buffer's place in an arena and the steps it is alive over (inclusive)."""
+
+    name: str
+    offset: int
+    size: int  # bytes
+    first: int
+    last: int
+
+
+def check_apart(buffers: list[Placed], arena_bytes: int) -> None:
+    """Raise AssertionError unless every buffer lies inside the arena and buffers alive at once do not overlap."""
+    for b in buffers:
+        if b.offset + b.size > arena_bytes:
+            raise AssertionError(f"buffer {b.name!r} ends at {b.offset + b.size} beyond the arena "
+                                 f"({arena_bytes} bytes)")
+    ordered = sorted((b for b in buffers if b.size), key=lambda b: b.first)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if b.first > a.last:
+                break
+            if a.offset < b.offset + b.size and b.offset < a.offset + a.size:
+                raise AssertionError(f"buffers {a.name!r} [{a.offset}, {a.offset + a.size}) ops "
+                                     f"{a.first}..{a.last} and {b.name!r} [{b.offset}, "
+                                     f"{b.offset + b.size}) ops {b.first}..{b.last} overlap")
+
+
 @dataclass
 class MemoryPlan:
     """The result of planning: arena size, bounds, and every tensor's place and lifetime."""
@@ -96,18 +124,7 @@ class MemoryPlan:
             if b.offset % self.alignment or b.size % self.alignment:
                 raise AssertionError(f"buffer {b.name!r} at {b.offset} (+{b.size}) is not "
                                      f"{self.alignment}-byte aligned")
-            if b.offset + b.size > self.arena_bytes:
-                raise AssertionError(f"buffer {b.name!r} ends at {b.offset + b.size} beyond the arena "
-                                     f"({self.arena_bytes} bytes)")
-        ordered = sorted(self.buffers, key=lambda b: b.first)
-        for i, a in enumerate(ordered):
-            for b in ordered[i + 1:]:
-                if b.first > a.last:
-                    break
-                if a.offset < b.offset + b.size and b.offset < a.offset + a.size:
-                    raise AssertionError(f"buffers {a.name!r} [{a.offset}, {a.offset + a.size}) ops "
-                                         f"{a.first}..{a.last} and {b.name!r} [{b.offset}, "
-                                         f"{b.offset + b.size}) ops {b.first}..{b.last} overlap")
+        check_apart([Placed(b.name, b.offset, b.size, b.first, b.last) for b in self.buffers], self.arena_bytes)
         if self.arena_bytes < self.peak_live_bytes:
             raise AssertionError(f"arena {self.arena_bytes} < peak live {self.peak_live_bytes}")
 

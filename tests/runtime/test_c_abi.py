@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from graphc.backends.llvm import compile_library, export_files
@@ -24,8 +25,8 @@ def cc(args: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def run(exe: Path, *args: str, env: dict | None = None, timeout: int = 300) -> str:
-    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+def run(exe: Path, *args: str, env: dict | None = None, timeout: int = 300, stdin: str | None = None) -> str:
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, input=stdin,
                           env={**os.environ, **(env or {})})
     assert proc.returncode == 0, f"{exe.name} exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -59,6 +60,36 @@ def test_arena_planner_never_overlaps_live_buffers(tmp_path):
         f"-I{rt / 'include'}", f"-I{rt / 'src'}", str(TESTS / "test_arena.c"), str(rt / "src" / "arena.c"),
         "-o", "test_arena"], tmp_path)
     assert run(tmp_path / "test_arena") == "ok 2000\n"
+
+
+def test_arena_planner_is_graphc_memorys_algorithm(tmp_path):
+    """The runtime's planner (arena.c) places every buffer where graphc.memory's GreedyBySizeAllocator does
+    (greedy by size, the smallest of four orders by best and first fit): one algorithm, so that the plan reported is
+    the plan that runs. Random tables with ties in size, lifetime and first use, and zero-size buffers."""
+    from graphc.memory.planner import GreedyBySizeAllocator
+
+    rt = runtime_dir()
+    cc(["-std=c11", "-D_GNU_SOURCE", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        f"-I{rt / 'include'}", f"-I{rt / 'src'}", str(TESTS / "test_arena.c"), str(rt / "src" / "arena.c"),
+        "-o", "test_arena"], tmp_path)
+    rng = np.random.default_rng(5)
+    tables = []
+    for _ in range(400):
+        n, ops = int(rng.integers(0, 60)), int(rng.integers(1, 40))
+        first = rng.integers(0, ops, n)
+        last = first + rng.integers(0, ops - first + 1) if n else first
+        # a few sizes that collide after rounding up to 64 bytes, some zero, some large
+        sizes = rng.choice([0, 1, 64, 100, 128, 4096, 4100], n) * rng.choice([1, 1, 3, 1000], n)
+        tables.append(list(zip(first.tolist(), last.tolist(), sizes.tolist())))
+    stdin = "".join(f"{len(t)}\n" + "".join(f"{f} {la} {s}\n" for f, la, s in t) for t in tables)
+    lines = run(tmp_path / "test_arena", "plan", stdin=stdin).splitlines()
+    assert len(lines) == len(tables)
+    for table, line in zip(tables, lines):
+        heap = GreedyBySizeAllocator()
+        for f, la, s in table:
+            heap.add_buffer(s, f, la)
+        arena, *offsets = map(int, line.split())
+        assert (arena, offsets) == (heap.arena_bytes(), heap.offsets()), table
 
 
 def test_pool_runs_every_item_once_and_keeps_blocks_with_their_owner(tmp_path):

@@ -663,7 +663,7 @@ class _Codegen:
             packed_off = _align(packed_off + pack.buf.nbytes)
         self.packed_nbytes = packed_off
         lines.append(f"static const gc_packed_def_t packed[] = {{{', '.join(pdefs) or '{0}'}}};")
-        sdefs = [f"{{{buf.slot}, {buf.first}, {buf.last}}}" for buf in self.scratch]
+        sdefs = [f"{{{buf.slot}, {buf.first}, {buf.last}, {c_string(buf.name)}}}" for buf in self.scratch]
         lines.append(f"static const gc_scratch_def_t scratch[] = {{{', '.join(sdefs) or '{0}'}}};")
         lines.append(arr("char* const", "free_dims", [c_string(d) for d in self.free_dims]))
         lines.append(arr("char* const", "op_errors", [c_string(m) for m in self.op_errors]))

@@ -519,6 +519,15 @@ def _native_class():
                     self.library.lib.gc_status_release(result)
             return base.predict(self, x, batch_size, whole=whole)
 
+        def memory_plan(self, x=None):
+            """The memory plan the native code ran with (:class:`graphc.memory.runtime_plan.RuntimePlan`): of
+            the last call, or of a run on inputs ``x`` when given. The runtime plans whenever the shapes
+            change, so a plan belongs to the shapes it ran at (a large batch: its sub-batches)."""
+            if x is not None:
+                self.run(self.feeds(x))
+            with self._lock:
+                return self.instance.memory_plan()
+
         def export_library(self, directory, name: str | None = None, *, weights: str = "embedded",
                            triple: str | None = None, cpu: str | None = None) -> dict:
             """Write libNAME.so, libNAME.a and NAME.h (and NAME.weights when ``weights="external"``),

@@ -45,8 +45,9 @@ struct gc_instance {
   int64_t* out_dims;     /* flattened dims of every output for `dims` */
   int64_t* scratch_size; /* bytes per scratch buffer for `dims` */
   uint64_t* scratch_offset;
-  int32_t* plan_order;
+  void* plan_work; /* gc__plan_arena's scratch */
   int planned;
+  int plan_ran; /* the last run succeeded on the current plan (gc_instance_memory reports it) */
   uint64_t arena_bytes;   /* of the current plan */
   char* arena;
   uint64_t arena_capacity;
@@ -234,6 +235,56 @@ int32_t gc_instance_sub_batch_threads(const gc_instance_t* inst) {
   return inst->split_workers > 1 ? inst->split_workers : 1;
 }
 
+size_t gc_model_num_scratch(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI ? m->num_scratch : 0; }
+
+static gc_status_t gc__require_plan(const gc_instance_t* inst) {
+  if (!inst->plan_ran)
+    return GC_ERROR(GC_FAILED_PRECONDITION, "model '%s' has no memory plan to report: no run has succeeded yet",
+                    inst->model->name);
+  return NULL;
+}
+
+static gc_status_t gc__memory(gc_instance_t* inst, gc_memory_info_t* out) {
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
+  GC_RETURN_IF_ERROR(gc__require_plan(inst));
+  const gc_model_t* m = inst->model;
+  out->arena_bytes = inst->arena_bytes;
+  out->arena_copies = inst->split_rows && inst->split_workers > 1 ? inst->split_workers : 1;
+  out->thread_scratch_bytes = (uint64_t)inst->thread_scratch_stride * (uint64_t)gc__pool_num_threads(inst->pool);
+  out->packed_bytes = m->packed_nbytes;
+  return NULL;
+}
+
+gc_status_t gc_instance_memory(gc_instance_t* inst, gc_memory_info_t* out) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__memory(inst, out);
+  gc__leave(inst);
+  return status;
+}
+
+static gc_status_t gc__scratch(gc_instance_t* inst, size_t index, gc_scratch_info_t* out) {
+  const gc_model_t* m = inst->model;
+  if (out == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out is NULL");
+  if (index >= m->num_scratch)
+    return GC_ERROR(GC_INVALID_ARGUMENT, "scratch index %zu is out of range: model '%s' has %u scratch buffers",
+                    index, m->name, m->num_scratch);
+  GC_RETURN_IF_ERROR(gc__require_plan(inst));
+  const gc_scratch_def_t* d = &m->scratch[index];
+  out->name = d->name;
+  out->offset = inst->scratch_offset[index];
+  out->nbytes = (uint64_t)inst->scratch_size[index];
+  out->first_op = d->first;
+  out->last_op = d->last;
+  return NULL;
+}
+
+gc_status_t gc_instance_scratch(gc_instance_t* inst, size_t index, gc_scratch_info_t* out) {
+  GC_RETURN_IF_ERROR(gc__enter(inst));
+  gc_status_t status = gc__scratch(inst, index, out);
+  gc__leave(inst);
+  return status;
+}
+
 static void gc__set_weight_slots(gc_instance_t* inst) {
   const gc_model_t* m = inst->model;
   for (uint32_t i = 0; i < m->num_weights; i++)
@@ -301,7 +352,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->out_dims = (int64_t*)gc__table(a, n_out_dims, sizeof(int64_t));
   inst->scratch_size = (int64_t*)gc__table(a, m->num_scratch, sizeof(int64_t));
   inst->scratch_offset = (uint64_t*)gc__table(a, m->num_scratch, sizeof(uint64_t));
-  inst->plan_order = (int32_t*)gc__table(a, m->num_scratch, sizeof(int32_t));
+  inst->plan_work = gc__table(a, m->num_scratch, GC_PLAN_WORK_BYTES_PER_BUFFER);
   inst->split_dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
   inst->split_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->split_sample_bytes = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
@@ -314,7 +365,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   gc_status_t status = NULL;
   if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out ||
       !inst->split_sample_bytes || !inst->out_dims ||
-      !inst->scratch_size || !inst->scratch_offset || !inst->plan_order || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
+      !inst->scratch_size || !inst->scratch_offset || !inst->plan_work || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
       !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
     goto fail;
@@ -421,7 +472,7 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->out_dims);
   gc__free(&a, inst->scratch_size);
   gc__free(&a, inst->scratch_offset);
-  gc__free(&a, inst->plan_order);
+  gc__free(&a, inst->plan_work);
   gc__free(&a, inst->split_dims);
   gc__free(&a, inst->split_out);
   gc__free(&a, inst->split_sample_bytes);
@@ -565,7 +616,7 @@ static gc_status_t gc__plan(gc_instance_t* inst) {
     return GC_ERROR(GC_INVALID_ARGUMENT, "%s (with %s)", m->check_messages[check - 1], dims);
   }
   uint64_t arena = gc__plan_arena(m->scratch, inst->scratch_size, m->num_scratch, inst->scratch_offset,
-                                  inst->plan_order);
+                                  inst->plan_work);
   GC_RETURN_IF_ERROR(gc__reserve_arena(inst, arena));
   for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
   memcpy(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims);
@@ -614,6 +665,16 @@ static gc_status_t gc__worker_arenas(gc_instance_t* inst, int32_t workers) {
   return NULL;
 }
 
+/* Plans one sample for the bound call dims (their batch 1) and sets *fit to the samples whose scratch the
+   model's budget holds (at least 1). */
+static gc_status_t gc__samples_that_fit(gc_instance_t* inst, int64_t* fit) {
+  GC_RETURN_IF_ERROR(gc__plan(inst));
+  uint64_t per_row = inst->arena_bytes ? inst->arena_bytes : 1;
+  uint64_t n = inst->model->batch_budget / per_row;
+  *fit = n < 1 ? 1 : n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)n;
+  return NULL;
+}
+
 /* gc__plan for the bound call dims, choosing sub-batches where the model allows them (batch_split.py):
    *rows_out = the rows of each sub-batch (the plan is made for that many; the outputs' dims say the whole
    batch), or 0 where the batch runs whole. With several threads the sub-batches run at once, one per
@@ -635,24 +696,32 @@ static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
   int64_t total = inst->call_dims[d];
   int64_t rows = total, count = 1;
   int32_t threads = gc__pool_num_threads(inst->pool);
+  gc_status_t status = NULL;
   if (total > 1) { /* the scratch one sample needs: as many rows as the budget holds */
+    /* planned as the sub-batches would run (some kernels' scratch follows the thread count): first on one
+       worker each, where they may run at once; else, or where they then do not, with each op split over
+       the threads */
+    int workers = inst->worker_slots && threads > 1, at_once = 0;
     inst->call_dims[d] = 1;
-    GC_RETURN_IF_ERROR(gc__plan(inst));
-    uint64_t per_row = inst->arena_bytes ? inst->arena_bytes : 1;
-    uint64_t fit = m->batch_budget / per_row;
-    if (fit < (uint64_t)total) {
-      int at_once = 0;
-      count = gc__sub_batch_count(total, fit < 1 ? 1 : (int64_t)fit, inst->worker_slots ? threads : 1, &at_once);
-      rows = (total + count - 1) / count;
-      if (at_once) {
-        inst->split_workers = threads;
-        inst->call_dims[m->num_free_dims] = 1; /* each sub-batch on one thread */
-        inst->planned = 0;
-      }
+    inst->call_dims[m->num_free_dims] = workers ? 1 : threads;
+    inst->planned = 0;
+    int64_t fit = 0;
+    status = gc__samples_that_fit(inst, &fit);
+    if (status == NULL && fit < total) count = gc__sub_batch_count(total, fit, workers ? threads : 1, &at_once);
+    if (status == NULL && workers && !at_once) {
+      inst->call_dims[m->num_free_dims] = threads;
+      inst->planned = 0;
+      status = gc__samples_that_fit(inst, &fit);
+      count = fit < total ? (total + fit - 1) / fit : 1;
     }
+    if (status == NULL && count > 1) {
+      rows = (total + count - 1) / count;
+      if (at_once) inst->split_workers = threads; /* each sub-batch on one thread: dims[threads] stays 1 */
+    }
+    inst->planned = 0;
     inst->call_dims[d] = rows;
   }
-  gc_status_t status = gc__plan(inst);
+  if (status == NULL) status = gc__plan(inst);
   inst->call_dims[m->num_free_dims] = threads;
   if (status == NULL && inst->split_workers) status = gc__worker_arenas(inst, inst->split_workers);
   if (status != NULL) {
@@ -816,6 +885,7 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     inst->stale_packed = 0;
   }
   inst->has_run = 0;
+  inst->plan_ran = 0;
   GC_RETURN_IF_ERROR(gc__bind_inputs(inst, inputs, num_inputs));
   int64_t rows = 0;
   GC_RETURN_IF_ERROR(gc__plan_batches(inst, &rows));
@@ -862,6 +932,7 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
     gc__describe_output(inst, i, data, cap, &outputs[i]);
   }
   inst->has_run = 1;
+  inst->plan_ran = 1;
   return NULL;
 }
 

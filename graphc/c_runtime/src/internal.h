@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 6u
+#define GC_MODEL_ABI 7u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -100,11 +100,12 @@ typedef struct gc_hyper_def {
   double initial;
 } gc_hyper_def_t;
 
-/* A scratch buffer live from op `first` to op `last` (inclusive). */
+/* A scratch buffer live from op `first` to op `last` (inclusive), holding value `name`. */
 typedef struct gc_scratch_def {
   int32_t slot;
   int32_t first;
   int32_t last;
+  const char* name;
 } gc_scratch_def_t;
 
 struct gc_model {
@@ -222,9 +223,12 @@ gc_status_t gc__write_weights(const gc_model_t* m, const gc_allocator_t* a, cons
 /* ------------------------------------------------------------------ arena planner */
 
 /* Places scratch buffers (sizes in bytes, lifetimes from the model) at 64-byte aligned offsets so
-   that buffers whose lifetimes overlap never overlap in memory; greedy by size (largest first,
-   lowest fitting offset). `order` is scratch space of n int32. Returns the arena size. */
+   that buffers whose lifetimes overlap never overlap in memory: greedy by size, the smallest arena of
+   four placement orders each by best and by first fit -- the algorithm of graphc.memory's GreedyBySizeAllocator,
+   offset for offset (tests/runtime/test_c_abi.py compares them). `work` is scratch space of
+   n * GC_PLAN_WORK_BYTES_PER_BUFFER bytes, 8-byte aligned. Returns the arena size. */
+#define GC_PLAN_WORK_BYTES_PER_BUFFER (3 * sizeof(uint64_t) + 2 * sizeof(int32_t))
 uint64_t gc__plan_arena(const gc_scratch_def_t* defs, const int64_t* sizes, uint32_t n, uint64_t* offsets,
-                        int32_t* order);
+                        void* work);
 
 #endif /* GRAPHC_INTERNAL_H_ */

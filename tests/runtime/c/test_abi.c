@@ -211,10 +211,35 @@ static void check_run_errors(gc_instance_t* inst) {
   EXPECT_ERROR(gc_instance_set_hyperparameter(inst, "learning_rate", 0.1), GC_UNIMPLEMENTED, "inference only");
 }
 
+/* The memory plan of the last successful run: every scratch buffer named, inside the arena. */
+static void check_memory_plan(gc_instance_t* inst) {
+  gc_memory_info_t info;
+  gc_scratch_info_t b;
+  EXPECT_ERROR(gc_instance_memory(NULL, &info), GC_INVALID_ARGUMENT, "instance is NULL");
+  EXPECT_ERROR(gc_instance_memory(inst, NULL), GC_INVALID_ARGUMENT, "out is NULL");
+  EXPECT_OK(gc_instance_memory(inst, &info));
+  g_checks++;
+  if (info.arena_copies != 1) FAIL("arena copies %d", info.arena_copies);
+  size_t n = gc_model_num_scratch(gc_instance_model(inst));
+  for (size_t i = 0; i < n; i++) {
+    EXPECT_OK(gc_instance_scratch(inst, i, &b));
+    g_checks++;
+    if (b.name == NULL || b.name[0] == 0 || b.offset + b.nbytes > info.arena_bytes || b.first_op > b.last_op)
+      FAIL("scratch %zu: %s at %llu (+%llu) of %llu, ops %d..%d", i, b.name ? b.name : "(null)",
+           (unsigned long long)b.offset, (unsigned long long)b.nbytes, (unsigned long long)info.arena_bytes,
+           b.first_op, b.last_op);
+  }
+  EXPECT_ERROR(gc_instance_scratch(inst, n, &b), GC_INVALID_ARGUMENT, "out of range");
+  EXPECT_ERROR(gc_instance_scratch(inst, 0, NULL), GC_INVALID_ARGUMENT, "out is NULL");
+}
+
 static void check_run_ok(gc_instance_t* inst) {
   io_t io;
   make_io(&io);
+  gc_memory_info_t info;
+  EXPECT_ERROR(gc_instance_memory(inst, &info), GC_FAILED_PRECONDITION, "no run has succeeded yet");
   EXPECT_OK(gc_instance_run(inst, io.in, 2, io.out, 2));
+  check_memory_plan(inst);
   g_checks++;
   if (io.out[0].rank != 2 || io.out[0].shape[0] != BATCH || io.out[0].shape[1] != 4 || io.out[0].dtype != GC_FLOAT32)
     FAIL("output y shape (%lld, %lld)", (long long)io.out[0].shape[0], (long long)io.out[0].shape[1]);

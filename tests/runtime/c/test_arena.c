@@ -4,9 +4,14 @@
  * hand-written table whose optimum is known.
  *
  * Built with the runtime sources (it calls the internal gc__plan_arena). Prints "ok N".
+ *
+ * `test_arena plan` instead plans the tables it reads from stdin (per table: the count n, then n lines of
+ * "first last size"), printing per table the arena size and the n offsets on one line: what
+ * tests/runtime/test_c_abi.py compares with graphc.memory's GreedyBySizeAllocator.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -23,14 +28,40 @@ static int failures = 0;
 
 static uint64_t round64(uint64_t x) { return (x + 63) / 64 * 64; }
 
-int main(void) {
+static int plan_tables(void) {
+  unsigned n;
+  while (scanf("%u", &n) == 1) {
+    gc_scratch_def_t* defs = calloc(n + 1, sizeof *defs);
+    int64_t* sizes = calloc(n + 1, sizeof *sizes);
+    uint64_t* offsets = calloc(n + 1, sizeof *offsets);
+    void* work = calloc(n + 1, GC_PLAN_WORK_BYTES_PER_BUFFER);
+    if (!defs || !sizes || !offsets || !work) return 1;
+    for (unsigned i = 0; i < n; i++) {
+      long long size;
+      if (scanf("%d %d %lld", &defs[i].first, &defs[i].last, &size) != 3) return 1;
+      defs[i].slot = (int32_t)i;
+      sizes[i] = size;
+    }
+    printf("%llu", (unsigned long long)gc__plan_arena(defs, sizes, n, offsets, work));
+    for (unsigned i = 0; i < n; i++) printf(" %llu", (unsigned long long)offsets[i]);
+    printf("\n");
+    free(defs);
+    free(sizes);
+    free(offsets);
+    free(work);
+  }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], "plan") == 0) return plan_tables();
   /* known case: a chain a -> b -> c where a and c never live together: c reuses a's place */
   {
     gc_scratch_def_t defs[3] = {{0, 0, 1}, {1, 1, 2}, {2, 2, 3}};
     int64_t sizes[3] = {1000, 500, 1000};
     uint64_t offsets[3];
-    int32_t order[3];
-    uint64_t arena = gc__plan_arena(defs, sizes, 3, offsets, order);
+    uint64_t work[3 * 4];
+    uint64_t arena = gc__plan_arena(defs, sizes, 3, offsets, work);
     CHECK(arena == round64(1000) + round64(500), "chain arena %llu", (unsigned long long)arena);
     CHECK(offsets[0] == offsets[2], "c should reuse a's offset (%llu, %llu)", (unsigned long long)offsets[0],
           (unsigned long long)offsets[2]);
@@ -40,9 +71,9 @@ int main(void) {
     gc_scratch_def_t defs[2] = {{0, 0, 0}, {1, 0, 0}};
     int64_t sizes[2] = {0, 0};
     uint64_t offsets[2];
-    int32_t order[2];
-    CHECK(gc__plan_arena(defs, sizes, 2, offsets, order) == 0, "zero-size buffers need no arena");
-    CHECK(gc__plan_arena(defs, sizes, 0, offsets, order) == 0, "an empty table needs no arena");
+    uint64_t work[2 * 4];
+    CHECK(gc__plan_arena(defs, sizes, 2, offsets, work) == 0, "zero-size buffers need no arena");
+    CHECK(gc__plan_arena(defs, sizes, 0, offsets, work) == 0, "an empty table needs no arena");
   }
   /* random tables */
   srand(12345);
@@ -52,7 +83,7 @@ int main(void) {
     gc_scratch_def_t defs[MAX];
     int64_t sizes[MAX];
     uint64_t offsets[MAX];
-    int32_t order[MAX];
+    uint64_t work[MAX * 4];
     int n = 1 + rand() % MAX;
     int ops = 1 + rand() % 30;
     uint64_t total = 0;
@@ -63,7 +94,7 @@ int main(void) {
       sizes[i] = rand() % 3 == 0 ? rand() % 100 : rand() % 100000;
       total += round64((uint64_t)sizes[i]);
     }
-    uint64_t arena = gc__plan_arena(defs, sizes, (uint32_t)n, offsets, order);
+    uint64_t arena = gc__plan_arena(defs, sizes, (uint32_t)n, offsets, work);
     uint64_t peak = 0;
     for (int op = 0; op < ops; op++) {
       uint64_t live = 0;

@@ -219,6 +219,35 @@ GC_EXPORT int64_t gc_instance_sub_batch_count(const gc_instance_t* instance);
    whole; 1: one after another, each op split over the threads). */
 GC_EXPORT int32_t gc_instance_sub_batch_threads(const gc_instance_t* instance);
 
+/* The memory of the last successful run (gc_instance_memory). */
+typedef struct gc_memory_info {
+  uint64_t arena_bytes;          /* one copy of the scratch arena, as planned for the last run's shapes (those
+                                    of one sub-batch where the batch ran in sub-batches) */
+  int32_t arena_copies;          /* copies in use: one per thread where sub-batches ran at once, else 1 */
+  uint64_t thread_scratch_bytes; /* the threads' kernel scratch, all of them together */
+  uint64_t packed_bytes;         /* weights repacked for the kernels, once per instance */
+} gc_memory_info_t;
+
+/* A buffer of the scratch arena's plan (gc_instance_scratch). */
+typedef struct gc_scratch_info {
+  const char* name; /* the value it holds (an op's result, or a kernel's temporary); static storage */
+  uint64_t offset;  /* bytes from the start of the arena (of each copy) */
+  uint64_t nbytes;  /* for the last run's shapes */
+  int32_t first_op; /* live from this op to last_op (inclusive), in the order the ops run */
+  int32_t last_op;
+} gc_scratch_info_t;
+
+/* The scratch buffers of the model's arena plan: the intermediate values the generated code keeps in the arena. */
+GC_EXPORT size_t gc_model_num_scratch(const gc_model_t* model);
+/* The memory plan the last successful run used: the runtime plans the arena whenever the shapes change, with
+   the heap algorithm of graphc.memory (greedy by size: the smallest of four placement orders by best and
+   first fit);
+   GC_FAILED_PRECONDITION before a run has succeeded. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_memory(gc_instance_t* instance, gc_memory_info_t* out);
+/* Scratch buffer `index` (below gc_model_num_scratch) of that plan. */
+GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_instance_scratch(gc_instance_t* instance, size_t index,
+                                                             gc_scratch_info_t* out);
+
 /* Runs the model. inputs[i] is model input i (same order as gc_model_input); dtype, rank and
    shape must match, with free dims consistent across inputs and size_bytes exact.
    outputs[i] receives output i: shape/rank/dtype are always written; data is written to a
