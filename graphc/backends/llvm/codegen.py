@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.llvm import result_in_place
 from graphc.backends.llvm.batch_split import batch_dim, budget_bytes
 from graphc.backends.llvm.builder import (
     FRAME_ARGS,
@@ -51,6 +52,7 @@ from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.pool_fused import StripPool
 from graphc.backends.llvm.parallel_emit import compile_parts
 from graphc.backends.llvm.pool_fusion import fusable_pools
+from graphc.backends.llvm.result_in_place import input_to_write_over, last_reads
 from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec, host_target, same_machine
 from graphc.ir import dims
 from graphc.ir.graph import Graph
@@ -277,6 +279,7 @@ class _Codegen:
         self.kb.graph = graph
         self.tensors: dict[str, Tensor] = {}
         self.concat_parts = concat_parts_in_place(graph)
+        self.write_over = result_in_place.enabled()
         self.fused_pools = fusable_pools(graph)
         self.pooled_ops: dict[str, int] = {}  # poolings their producer's kernels did -> the producer's index
         self.op_errors: list[str] = []
@@ -348,6 +351,7 @@ class _Codegen:
     def lower_ops(self) -> None:
         kb = self.kb
         ops = self.graph.ops()
+        last = last_reads(self.graph, ops)
         for index, op in enumerate(ops):
             opdef = get(op.type)
             where = f"op {op.id!r} ({op.type}" + (f", layer {op.layer!r})" if op.layer else ")")
@@ -369,6 +373,10 @@ class _Codegen:
             held = tuple(t.buf is not None and id(t.buf) in kb.bf16_held for t in ins)
             # a pooling its kernels may do (pool_fusion): the pooled result is one more output of the op's kernels
             fused = self.fused_pools.get(op.outputs[0]) if len(op.outputs) == 1 else None
+            if self.write_over and fused is None:  # an elementwise result over an input that dies here
+                x = input_to_write_over(self.graph, op, index, ins, outs[0], self.tensors, last, kb.bf16_held)
+                if x is not None:
+                    outs[0].buf = x.buf
             kb.pool_request, kb.pool_taken = None, False
             pool_key = None
             if fused is not None:

@@ -175,6 +175,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
                     os.environ.get("GRAPHC_POOL_FUSION", ""), os.environ.get("GRAPHC_GEMM_ROWS", ""),
                     os.environ.get("GRAPHC_DEPTHWISE_ITEMS", ""), os.environ.get("GRAPHC_GEMM_HALVES", ""),
                     os.environ.get("GRAPHC_BATCH_SPLIT", ""), os.environ.get("GRAPHC_DEPTHWISE_PAD", ""),
+                    os.environ.get("GRAPHC_RESULT_IN_PLACE", ""),
                     repr(caches_for(same_machine(target, host_target()))))  # the GEMM's block sizes follow them
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
                                                                        external, tc, eval_graph, split))

