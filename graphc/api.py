@@ -145,6 +145,14 @@ class CompiledModel:
 
         return profile_compiled(self, x, runs, warmup=warmup, peak=peak, trace_events=trace_events)
 
+    def memory_plan(self, x=None):
+        """The memory plan the native code ran with (a :class:`graphc.memory.runtime_plan.RuntimePlan`).
+        Native target only: the other targets run without graphc's arena, and
+        ``graphc.plan_memory(cm.graph, batch_size)`` gives the plan of the graph for them."""
+        raise ValueError(f"memory_plan() reports the arena of the native code: build the model with "
+                         f"target='native' (this one is {self.target!r}); graphc.plan_memory(cm.graph, batch_size) "
+                         f"plans the graph")
+
 
 class OnnxCompiledModel(CompiledModel):
     """A model exported to ONNX and run by onnxruntime (``threads``: intra-op threads)."""

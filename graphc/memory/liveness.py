@@ -146,26 +146,32 @@ def inplace_candidates(graph: Graph, op: Op) -> list[int]:
 
 
 # ---------------------------------------------------------------------------- liveness
+def last_uses(graph: Graph, order: list[Op]) -> dict[str, int]:
+    """The position in ``order`` of the last op that reads each graph input and op result (its producer's
+    where none reads it, -1 for an unread input); a graph output is read after every op (``len(order)``).
+    Constants are not listed. The memory plan's lifetimes and the native code's in-place results
+    (:mod:`graphc.backends.llvm.result_in_place`) both come from it."""
+    last: dict[str, int] = {name: -1 for name in graph.inputs}
+    for i, op in enumerate(order):
+        for v in op.inputs:
+            if v in last:
+                last[v] = i
+        for o in op.outputs:
+            last[o] = i
+    for o in graph.outputs:
+        if o in last:
+            last[o] = len(order)
+    return last
+
+
 def analyze(graph: Graph, order: list[Op], static: Mapping[str, Alias], *, inplace: bool = True) -> Liveness:
     """Storage roots, regions and lifetimes over ``order`` (in-place decisions depend on it)."""
     index = {op.id: i for i, op in enumerate(order)}
-    end = len(order)
-    value_first: dict[str, int] = {}
-    value_last: dict[str, int] = {}
-    for name in graph.inputs:
-        value_first[name] = -1
-        value_last[name] = -1
-    for op in order:
-        i = index[op.id]
-        for v in op.inputs:
-            if v in value_last:
-                value_last[v] = max(value_last[v], i)
+    value_first: dict[str, int] = {name: -1 for name in graph.inputs}
+    for i, op in enumerate(order):
         for o in op.outputs:
             value_first[o] = i
-            value_last[o] = i
-    for o in graph.outputs:
-        if o in value_last:
-            value_last[o] = end
+    value_last = last_uses(graph, order)
 
     aliases = dict(static)
 

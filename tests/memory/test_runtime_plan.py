@@ -87,6 +87,14 @@ def test_no_plan_before_a_run_or_after_a_failed_one(tmp_path, monkeypatch):
         cm.memory_plan()
 
 
+@pytest.mark.parametrize("target", ["reference", "onnx"])
+def test_other_targets_say_the_plan_is_the_native_codes(target):
+    cm = graphc.build(examples.build("mlp", seed=0), target=target)
+    with pytest.raises(ValueError, match=rf"memory_plan\(\) reports the arena of the native code: build the model "
+                                         rf"with target='native' \(this one is '{target}'\)"):
+        cm.memory_plan()
+
+
 def test_the_c_abi_refuses_bad_arguments(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     model = examples.build("mlp", seed=0)

@@ -41,15 +41,14 @@ example 46.7 -> 43.4 ms, separable_conv_bn 1.18 -> 1.16 ms (in 6 sub-batches of 
 
 from __future__ import annotations
 
-import os
-
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.cache import parse_size
 from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
 from graphc.ir import dims
 from graphc.ir.graph import Graph, Op
 from graphc.ops.registry import get
 
-ENV = "GRAPHC_BATCH_SPLIT"
+ENV = switches.BATCH_SPLIT.name
 
 # ops whose every output sample is computed from the same sample of their batched inputs, the batch
 # leading each batched value (what else an op must satisfy: _per_sample)
@@ -65,7 +64,7 @@ _NOT_PER_SAMPLE = frozenset({"num_elements", "sum_to", "dropout"})  # the batch 
 def budget_bytes(caches: CacheSizes) -> int:
     """Scratch bytes a sub-batch may use (0: never split): one core's L2 cache, or ``GRAPHC_BATCH_SPLIT``
     (bytes, or a size such as 512K or 2M; a malformed or negative one raises ValueError)."""
-    value = os.environ.get(ENV, "")
+    value = switches.BATCH_SPLIT.raw()
     return caches.l2 if value == "" else parse_size(value, ENV)
 
 

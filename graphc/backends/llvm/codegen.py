@@ -52,7 +52,7 @@ from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.pool_fused import StripPool
 from graphc.backends.llvm.parallel_emit import compile_parts
 from graphc.backends.llvm.pool_fusion import fusable_pools
-from graphc.backends.llvm.result_in_place import input_to_write_over, last_reads
+from graphc.backends.llvm.result_in_place import BufferReads, input_to_write_over
 from graphc.backends.llvm.target import TargetInfo, compile_ir, emission_spec, host_target, same_machine
 from graphc.ir import dims
 from graphc.ir.graph import Graph
@@ -338,6 +338,7 @@ class _Codegen:
         if part is not None:  # its columns of the concatenated buffer
             whole = self._tensor_for_result(part.concat)
             self.kb.buffer_of(whole)
+            self.reads.note([whole])  # the concatenation's buffer is set here, before its op is lowered
             t = Tensor(v, self.graph.values[v].type, whole.buf, dims.add(whole.offset, part.column),
                        row_stride=part.width)
         else:
@@ -351,7 +352,7 @@ class _Codegen:
     def lower_ops(self) -> None:
         kb = self.kb
         ops = self.graph.ops()
-        last = last_reads(self.graph, ops)
+        self.reads = reads = BufferReads(self.graph, ops)
         for index, op in enumerate(ops):
             opdef = get(op.type)
             where = f"op {op.id!r} ({op.type}" + (f", layer {op.layer!r})" if op.layer else ")")
@@ -374,7 +375,7 @@ class _Codegen:
             # a pooling its kernels may do (pool_fusion): the pooled result is one more output of the op's kernels
             fused = self.fused_pools.get(op.outputs[0]) if len(op.outputs) == 1 else None
             if self.write_over and fused is None:  # an elementwise result over an input that dies here
-                x = input_to_write_over(self.graph, op, index, ins, outs[0], self.tensors, last, kb.bf16_held)
+                x = input_to_write_over(self.graph, op, index, ins, outs[0], reads, kb.bf16_held)
                 if x is not None:
                     outs[0].buf = x.buf
             kb.pool_request, kb.pool_taken = None, False
@@ -408,6 +409,7 @@ class _Codegen:
 
                 n = dims.product(outs[0].shape)
                 kb.bf16_held[id(kb.buffer_of(outs[0]))] = kb.view(outs[0], (dims.add(dims.ceildiv(n, 2), LANES),))
+            reads.note(ins + outs)
             self.op_errors.append(kb.op_error or f"{c_format_literal(where)} failed (detail %lld)")
         # outputs that are not written by their producer: inputs, constants, repeated values
         kb.op_index = len(ops)

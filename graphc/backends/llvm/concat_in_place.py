@@ -28,14 +28,14 @@ that from the buffer's first use, as it sees every other buffer's.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from graphc.backends.llvm import switches
 from graphc.ir.graph import Graph
 
 # op types whose lowering writes its output only through kernels that honour ``Tensor.row_stride`` or
 # through ``KernelBuilder.written_through``
-ENV = "GRAPHC_CONCAT_IN_PLACE"
+ENV = switches.CONCAT_IN_PLACE.name
 PRODUCERS = frozenset({"fused_conv", "fused_matmul", "max_pool", "avg_pool", "slice"})
 
 
@@ -51,10 +51,7 @@ class ConcatPart:
 
 def enabled() -> bool:
     """``GRAPHC_CONCAT_IN_PLACE``: "1" (default) or "0"."""
-    value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
-    return value == "1"
+    return switches.CONCAT_IN_PLACE.on()
 
 
 def concat_parts_in_place(graph: Graph) -> dict[str, ConcatPart]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.backends.llvm import cache as build_cache
-from graphc.backends.llvm import toolchain
+from graphc.backends.llvm import switches, toolchain
 from graphc.backends.llvm.checksum import crc32c
 from graphc.backends.llvm.codegen import (
     Program,
@@ -49,7 +49,6 @@ from graphc.backends.llvm.target import (
     host_target,
     resolve_target,
     same_machine,
-    strength_reduction_enabled,
     with_precision,
 )
 from graphc.ir.graph import Graph
@@ -166,16 +165,7 @@ def compile_library(graph: Graph, name: str | None = None, *, weights: str = "em
     code_key = _key(structure_digest(graph), structure_digest(eval_graph) if eval_graph is not None else "", split_key,
                     sym,
                     weights, target.key(), _codegen_digest(),
-                    toolchain.runtime_key(tc=tc), os.environ.get("GRAPHC_GEMM_TILE", ""),
-                    os.environ.get("GRAPHC_GEMM_KC", ""), os.environ.get("GRAPHC_GEMM_MC", ""),
-                    os.environ.get("GRAPHC_BF16_KERNEL", ""), os.environ.get("GRAPHC_INT8_KERNEL", ""),
-                    os.environ.get("GRAPHC_CONV_WINOGRAD", ""), os.environ.get("GRAPHC_DEPTHWISE_SPANS", ""),
-                    os.environ.get("GRAPHC_GEMM_FUSED_EPILOGUE", ""), str(strength_reduction_enabled()),
-                    os.environ.get("GRAPHC_GEMM_ITEMS", ""), os.environ.get("GRAPHC_CONCAT_IN_PLACE", ""),
-                    os.environ.get("GRAPHC_POOL_FUSION", ""), os.environ.get("GRAPHC_GEMM_ROWS", ""),
-                    os.environ.get("GRAPHC_DEPTHWISE_ITEMS", ""), os.environ.get("GRAPHC_GEMM_HALVES", ""),
-                    os.environ.get("GRAPHC_BATCH_SPLIT", ""), os.environ.get("GRAPHC_DEPTHWISE_PAD", ""),
-                    os.environ.get("GRAPHC_RESULT_IN_PLACE", ""),
+                    toolchain.runtime_key(tc=tc), switches.code_key(),
                     repr(caches_for(same_machine(target, host_target()))))  # the GEMM's block sizes follow them
     code = _cached_dir("code", code_key, cache, lambda d: _build_code(d, graph, name or graph.name, sym, target,
                                                                        external, tc, eval_graph, split))

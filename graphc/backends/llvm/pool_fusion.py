@@ -35,13 +35,13 @@ measuring: ``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from graphc.backends.llvm import switches
 from graphc.ir.graph import Graph
 from graphc.ops.pool import pool_geometry
 
-ENV = "GRAPHC_POOL_FUSION"
+ENV = switches.POOL_FUSION.name
 # the op types whose kernels may take a pooling (which of their kernels do is decided by the kernels,
 # KernelBuilder.take_pool); ops of other types are not asked, so that their kernels, keyed by the
 # request too, stay shared with the same ops unpooled
@@ -61,10 +61,7 @@ class FusedPool:
 
 def enabled() -> bool:
     """``GRAPHC_POOL_FUSION``: "1" (default) or "0"."""
-    value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
-    return value == "1"
+    return switches.POOL_FUSION.on()
 
 
 def fusable_pools(graph: Graph) -> dict[str, FusedPool]:

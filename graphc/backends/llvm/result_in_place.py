@@ -18,53 +18,60 @@ The input's buffer is taken when:
   yet (a graph output writes into the caller's);
 - no value held in that buffer (the input, views of it) is read by a later op or is a graph output.
 
-Measured by :func:`graphc.memory.runtime_plan` (the arena reported by the runtime), and
+Measured by :mod:`graphc.memory.runtime_plan` (the arena reported by the runtime), and
 ``GRAPHC_RESULT_IN_PLACE=0`` gives every result a buffer of its own (part of the build cache key).
 """
 
 from __future__ import annotations
 
-import os
-
-from graphc.backends.llvm.builder import Tensor
+from graphc.backends.llvm import switches
+from graphc.backends.llvm.builder import Buffer, Tensor
 from graphc.ir.graph import Graph, Op
-from graphc.memory.liveness import inplace_candidates
+from graphc.memory.liveness import inplace_candidates, last_uses
 from graphc.ops.fused import FUSED_OPS
 
-ENV = "GRAPHC_RESULT_IN_PLACE"
+ENV = switches.RESULT_IN_PLACE.name
 
 
 def enabled() -> bool:
     """``GRAPHC_RESULT_IN_PLACE``: "1" (default) or "0"."""
-    value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
-    return value == "1"
+    return switches.RESULT_IN_PLACE.on()
 
 
-def last_reads(graph: Graph, ops: list[Op]) -> dict[str, int]:
-    """The position in ``ops`` of each value's last reader; graph outputs are read after every op."""
-    last: dict[str, int] = {}
-    for i, op in enumerate(ops):
-        for v in op.inputs:
-            last[v] = i
-    for v in graph.outputs:
-        last[v] = len(ops)
-    return last
-
-
-def input_to_write_over(graph: Graph, op: Op, index: int, ins: list[Tensor], out: Tensor,
-                        tensors: dict[str, Tensor], last: dict[str, int], bf16_held) -> Tensor | None:
+def input_to_write_over(graph: Graph, op: Op, index: int, ins: list[Tensor], out: Tensor, reads: BufferReads,
+                        bf16_held) -> Tensor | None:
     """The input of ``op`` (at position ``index`` of the run) whose buffer its result ``out`` takes, or None."""
     if out.buf is not None or op.type in FUSED_OPS or len(op.outputs) != 1:
         return None
-    for pos in inplace_candidates(graph, op):
+    for pos in inplace_candidates(graph, op):  # inputs of the result's type, as graphc.memory's rule has it
         x = ins[pos]
         buf = x.buf
-        if buf is None or buf.kind != "scratch" or buf.type != out.type or x.type != out.type \
-                or x.offset != 0 or x.row_stride is not None or id(buf) in bf16_held:
+        if buf is None or buf.kind != "scratch" or buf.type != out.type or x.offset != 0 \
+                or x.row_stride is not None or id(buf) in bf16_held:
             continue
-        holders = [v for v, t in tensors.items() if t.buf is buf]
-        if all(last.get(v, -1) <= index for v in holders):
+        if reads.free_after(buf, index):
             return x
     return None
+
+
+class BufferReads:
+    """The last op that reads a value held in each buffer, kept as ops are lowered (O(1) per question,
+    where scanning every tensor for the buffer's holders costs O(values)). A value's buffer is set while
+    its producer or a reader is lowered, or, for a concatenation written in place, when its first part's
+    producer is: codegen notes the op's inputs and results after it is lowered, and the concatenation
+    when it takes its buffer, which covers every holder."""
+
+    def __init__(self, graph: Graph, ops: list[Op]) -> None:
+        self.last_use = last_uses(graph, ops)
+        self.last: dict[int, int] = {}  # id(buffer) -> the latest last use of a value held in it
+
+    def note(self, tensors: list[Tensor]) -> None:
+        """Record the buffers of ``tensors`` (an op's inputs and results, after it is lowered)."""
+        for t in tensors:
+            if t.buf is not None and t.value is not None:
+                key = id(t.buf)
+                self.last[key] = max(self.last.get(key, -1), self.last_use.get(t.value, -1))
+
+    def free_after(self, buf: Buffer, index: int) -> bool:
+        """Whether nothing held in ``buf`` is read after op ``index`` (nor is a graph output)."""
+        return self.last.get(id(buf), -1) <= index

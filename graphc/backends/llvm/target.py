@@ -23,7 +23,7 @@ from functools import cache
 
 import llvmlite.binding as llvm
 
-from graphc.backends.llvm import emission
+from graphc.backends.llvm import emission, switches
 
 
 def _init() -> None:
@@ -259,7 +259,7 @@ def _target_machine(info: TargetInfo, opt: int):
     return emission.target_machine(info.triple, info.cpu, info.features, opt, reloc_model(info))
 
 
-LSR_VARIABLE = "GRAPHC_LLVM_LSR"
+LSR_VARIABLE = switches.LLVM_LSR.name
 
 
 def strength_reduction_enabled() -> bool:
@@ -272,10 +272,7 @@ def strength_reduction_enabled() -> bool:
     time on the large unrolled kernels (separable convolutions: 0.29 of 0.56 s). The switch is in the
     build cache key.
     """
-    value = os.environ.get(LSR_VARIABLE, "0")
-    if value not in ("0", "1"):
-        raise ValueError(f"{LSR_VARIABLE}={value!r}: expected 0 or 1")
-    return value == "1"
+    return switches.LLVM_LSR.on()
 
 
 def emission_spec(info: TargetInfo, opt: int = 3) -> dict:

@@ -230,9 +230,14 @@ int64_t gc_instance_sub_batch_count(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE && inst->split_valid && inst->split_rows ? inst->split_count : 0;
 }
 
+/* The arena's copies: one per worker where sub-batches run at once, else one. */
+static int32_t gc__arena_copies(const gc_instance_t* inst) {
+  return inst->split_rows && inst->split_workers > 1 ? inst->split_workers : 1;
+}
+
 int32_t gc_instance_sub_batch_threads(const gc_instance_t* inst) {
   if (!inst || inst->tag != GC_INSTANCE_LIVE || !inst->split_valid || !inst->split_rows) return 0;
-  return inst->split_workers > 1 ? inst->split_workers : 1;
+  return gc__arena_copies(inst);
 }
 
 size_t gc_model_num_scratch(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI ? m->num_scratch : 0; }
@@ -249,7 +254,7 @@ static gc_status_t gc__memory(gc_instance_t* inst, gc_memory_info_t* out) {
   GC_RETURN_IF_ERROR(gc__require_plan(inst));
   const gc_model_t* m = inst->model;
   out->arena_bytes = inst->arena_bytes;
-  out->arena_copies = inst->split_rows && inst->split_workers > 1 ? inst->split_workers : 1;
+  out->arena_copies = gc__arena_copies(inst);
   out->thread_scratch_bytes = (uint64_t)inst->thread_scratch_stride * (uint64_t)gc__pool_num_threads(inst->pool);
   out->packed_bytes = m->packed_nbytes;
   return NULL;

@@ -218,7 +218,7 @@ def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
         for a, b in zip(one, run_native(pixels, feeds, threads)):
             assert a.tobytes() == b.tobytes(), f"pixel items on {threads} threads changed the bits"
     monkeypatch.setenv(conv.DEPTHWISE_ITEMS_ENV, "rows")
-    with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_ITEMS must be 'pixels' or unset, got 'rows'"):
+    with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_ITEMS must be unset or pixels, got 'rows'"):
         load(g)
 
 

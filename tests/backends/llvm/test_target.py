@@ -49,7 +49,7 @@ def test_switch_values(monkeypatch):
     monkeypatch.setenv("GRAPHC_LLVM_LSR", "0")
     assert strength_reduction_enabled() is False
     monkeypatch.setenv("GRAPHC_LLVM_LSR", "on")
-    with pytest.raises(ValueError, match="GRAPHC_LLVM_LSR='on': expected 0 or 1"):
+    with pytest.raises(ValueError, match="GRAPHC_LLVM_LSR must be 0 or 1, got 'on'"):
         strength_reduction_enabled()
 
 

@@ -40,11 +40,11 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from collections.abc import Callable, Sequence
 
 from llvmlite import ir
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.depthwise_flat import emit_flat_rows, flat_phases
@@ -58,7 +58,7 @@ from graphc.ops.conv import spatial_attrs
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
 # TILE_FLOATS floats (256 KiB: 56 rows of 1152), so the partial sums never go through C
-SINGLE_K = int(os.environ.get("GRAPHC_CONV_SINGLE_K", 1280))
+SINGLE_K = switches.CONV_SINGLE_K.integer(1280)
 TILE_FLOATS = 65536
 
 
@@ -442,16 +442,13 @@ class DepthwiseA(ASource):
         _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit)
 
 
-SPANS_ENV = "GRAPHC_DEPTHWISE_SPANS"
+SPANS_ENV = switches.DEPTHWISE_SPANS.name
 
 
 def spans_mode() -> str:
     """``GRAPHC_DEPTHWISE_SPANS``: "1" (default) or "0" (one pixel at a time everywhere, no flat runs of a few
     channels either, for measuring the spans: ``benchmarks/depthwise``); part of the build cache key."""
-    value = os.environ.get(SPANS_ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{SPANS_ENV} must be 0 or 1, got {value!r}")
-    return value
+    return switches.DEPTHWISE_SPANS.value()
 
 
 def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
@@ -767,7 +764,7 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
 
 # work items per image and thread the depthwise kernel aims for: the runtime's 4 claim blocks per thread
 DEPTHWISE_ITEMS = 4
-DEPTHWISE_ITEMS_ENV = "GRAPHC_DEPTHWISE_ITEMS"
+DEPTHWISE_ITEMS_ENV = switches.DEPTHWISE_ITEMS.name
 
 
 def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: int) -> Dim | None:
@@ -784,9 +781,7 @@ def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: i
     (5x5) 1.06x, 28 x 28 x 240 (5x5) 1.05x, 7 x 7 x 1152 (5x5) 1.00x; one thread 0.98-1.01x.
     Chunks on one thread too cost 5x5 windows on 7 x 7 pixels 3-7 % (mostly border pixels, whose set-up
     is repeated per chunk). ``GRAPHC_DEPTHWISE_ITEMS=pixels`` keeps one item per pixel (for measuring)."""
-    mode = os.environ.get(DEPTHWISE_ITEMS_ENV, "")
-    if mode not in ("", "pixels"):
-        raise ValueError(f"{DEPTHWISE_ITEMS_ENV} must be 'pixels' or unset, got {mode!r}")
+    mode = switches.DEPTHWISE_ITEMS.value()
     if mode or span_pixels(geo, mult, registers)[0] == 1:
         return None
     rows = math.prod(geo.out_sp[:-1])
@@ -888,7 +883,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
     emit_grouped(kb, x, w, out, geo, groups, **epi)
 
 
-PAD_ENV = "GRAPHC_DEPTHWISE_PAD"
+PAD_ENV = switches.DEPTHWISE_PAD.name
 # the taps of the output pixels whose windows reach into the padding, per pixel of the padded copy, from
 # which the depthwise kernel pads its input first (see pad_first)
 PAD_FIRST_RATIO = 4
@@ -906,9 +901,7 @@ def pad_first(geo: Geometry, pads) -> bool:
     0.77x, stride 2 0.58x, 7 x 7 x 960 1.22x on one thread but 0.67x on two) and are left alone;
     EfficientNetB0 9.87 -> 9.82 ms (1.005x; two threads 1.03x). ``GRAPHC_DEPTHWISE_PAD``: ``auto``
     (default), ``1`` (wherever there is padding), ``0`` (never); part of the build cache key."""
-    mode = os.environ.get(PAD_ENV, "auto")
-    if mode not in ("auto", "0", "1"):
-        raise ValueError(f"{PAD_ENV} must be auto, 0 or 1, got {mode!r}")
+    mode = switches.DEPTHWISE_PAD.value()
     if mode == "0" or not any(p for pair in pads for p in pair):
         return False
     if not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):

@@ -41,13 +41,12 @@ scratch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from llvmlite import ir
 
-from graphc.backends.llvm import mathlib
+from graphc.backends.llvm import mathlib, switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, broadcast, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for, rows_conflict_in_l1
@@ -57,8 +56,8 @@ from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
 
 # Block sizes of the sources that compute their tile (im2col...), which size it themselves.
-KC = int(os.environ.get("GRAPHC_GEMM_KC", 256))
-MC = int(os.environ.get("GRAPHC_GEMM_MC", 96))
+KC = switches.GEMM_KC.integer(256)
+MC = switches.GEMM_MC.integer(96)
 # Work items per thread to aim for when M alone gives fewer row blocks: splitting columns makes
 # each chunk produce A again. Copied rows of A (a few vector loads per row against a chunk's
 # FMAs) aim for the runtime's 4 claim blocks per thread; computed ones (im2col, depthwise) for 2.
@@ -86,9 +85,11 @@ def item_rows(M, block: int) -> int:
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
     """(MR, NV): rows and vectors per tile for ``registers`` vector registers of ``vw`` lanes."""
-    env = os.environ.get("GRAPHC_GEMM_TILE")
+    env = switches.GEMM_TILE.raw()
     if env:
-        mr, nv = env.split("x")
+        mr, x, nv = env.partition("x")
+        if not (x and mr.isdigit() and nv.isdigit() and int(mr) > 0 and int(nv) > 0):
+            raise ValueError(f"{switches.GEMM_TILE.name} must be MRxNV (rows x vectors, such as 12x2), got {env!r}")
         return int(mr), int(nv)
     if registers >= 32:
         return 12, 2
@@ -99,7 +100,7 @@ def micro_tile(vw: int, registers: int) -> tuple[int, int]:
 # each keeps enough independent accumulators (at least 7 x 2 vectors) to hide the FMA latency. 8 fits
 # powers of two (128 tokens, 56 x 56 pixels), 7 the odd factor of 224-pixel images (7 x 7, 14 x 14)
 ROW_CHOICES = {12: (12, 8, 7)}
-ROWS_ENV = "GRAPHC_GEMM_ROWS"
+ROWS_ENV = switches.GEMM_ROWS.name
 
 
 def tile_for_rows(M, vw: int, registers: int) -> tuple[int, int]:
@@ -114,10 +115,7 @@ def tile_for_rows(M, vw: int, registers: int) -> tuple[int, int]:
     9 and 10 rows measured no better than 8 and 12 where they fit (M = 729, 1200). ``GRAPHC_GEMM_ROWS=fixed``
     keeps :func:`micro_tile`'s MR everywhere (for measuring the two)."""
     MR, NV = micro_tile(vw, registers)
-    rule = os.environ.get(ROWS_ENV, "")
-    if rule not in ("", "fixed"):
-        raise ValueError(f"{ROWS_ENV} must be 'fixed' or unset, got {rule!r}")
-    if rule or os.environ.get("GRAPHC_GEMM_TILE"):
+    if switches.GEMM_ROWS.value() or switches.GEMM_TILE.raw():
         return MR, NV
     rows = dims.evaluate(M, {name: 1 for name in dims.symbols(M)})
     best = min(ROW_CHOICES.get(MR, (MR,)), key=lambda mr: (rows % mr, -mr))
@@ -328,7 +326,7 @@ def tail_lanes(valid_cols: int, vw: int) -> int:
     return vw // 2 if vw >= 8 and 0 < left <= vw // 2 else vw
 
 
-HALVES_ENV = "GRAPHC_GEMM_HALVES"
+HALVES_ENV = switches.GEMM_HALVES.name
 
 
 def panel_vectors(valid_cols: int, target: TargetInfo, rows: int) -> tuple[int, int, int]:
@@ -342,9 +340,7 @@ def panel_vectors(valid_cols: int, target: TargetInfo, rows: int) -> tuple[int, 
     widths (part of the build cache key, for measuring)."""
     vw = target.gemm_vw
     half = vw // 2
-    mode = os.environ.get(HALVES_ENV, "1")
-    if mode not in ("0", "1"):
-        raise ValueError(f"{HALVES_ENV} must be 0 or 1, got {mode!r}")
+    mode = switches.GEMM_HALVES.value()
     left = valid_cols % vw
     if mode == "1" and target.fma512_in_halves and valid_cols > vw and 0 < left <= half:
         nv = -(-valid_cols // half)
@@ -637,17 +633,14 @@ def apply_epilogue(k: Kernel, val, bias, pres, offset, valid: int, activation: C
     return val
 
 
-FUSED_EPILOGUE_ENV = "GRAPHC_GEMM_FUSED_EPILOGUE"
+FUSED_EPILOGUE_ENV = switches.GEMM_FUSED_EPILOGUE.name
 SMALL_K = 64
 
 
 def fused_epilogue_mode() -> str:
     """``GRAPHC_GEMM_FUSED_EPILOGUE``: "1" (default) or "0" (every tile through the thread's buffer and
     :func:`store_c_rows`, for measuring :func:`store_tile_fused`); part of the build cache key."""
-    value = os.environ.get(FUSED_EPILOGUE_ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{FUSED_EPILOGUE_ENV} must be 0 or 1, got {value!r}")
-    return value
+    return switches.GEMM_FUSED_EPILOGUE.value()
 
 
 def store_tile_fused(k: Kernel, acc: list[list], pc, N: int, col0, i, valid_cols: int, *, pbias=None, pres=None,
@@ -693,7 +686,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     vector of the tile row, not once per register).
     """
     vw = kb.target.gemm_vw
-    MR, NV = tile if tile is not None and not os.environ.get("GRAPHC_GEMM_TILE") else \
+    MR, NV = tile if tile is not None and not switches.GEMM_TILE.raw() else \
         tile_for_rows(M, vw, kb.target.num_vector_registers)
     NR = NV * vw
     if pack is None:

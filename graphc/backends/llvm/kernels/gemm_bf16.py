@@ -33,11 +33,11 @@ references compute; products are exact in float32 and accumulated in float32.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from llvmlite import ir
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, constant, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
@@ -62,12 +62,12 @@ LANES = 16  # float32 lanes of a 512-bit vector: vdpbf16ps's accumulators
 BF16_TILE_PAD = 32  # bf16 elements between the rows of A's tile beyond its K block: one cache line
 AMX_PAIRS = 16  # k pairs per AMX step: a tile row of 64 bytes
 AMX_ROWS = 16  # rows of a tile
-ENV_KERNEL = "GRAPHC_BF16_KERNEL"
+ENV_KERNEL = switches.BF16_KERNEL.name
 
 
 def uses_amx(target) -> bool:
     """Whether bf16 products run on AMX tiles for ``target`` (else on AVX512-BF16)."""
-    return target.has_amx_bf16 and os.environ.get(ENV_KERNEL, "") != "avx512"
+    return target.has_amx_bf16 and switches.BF16_KERNEL.value() != "avx512"
 
 
 class BFloat16Type(ir.Type):

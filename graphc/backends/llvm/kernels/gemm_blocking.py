@@ -43,15 +43,15 @@ explicitly for either. ``GRAPHC_GEMM_KC`` / ``GRAPHC_GEMM_MC`` override the deri
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.cache import parse_size
 
 SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
-ENV_CACHES = "GRAPHC_GEMM_CACHES"
+ENV_CACHES = switches.GEMM_CACHES.name
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def caches_for(host: bool) -> CacheSizes:
     """The caches to block for: the host's when generating code for it, else the defaults; either
     overridden by ``GRAPHC_GEMM_CACHES``."""
     base = host_caches() if host else DEFAULT_CACHES
-    spec = os.environ.get(ENV_CACHES)
+    spec = switches.GEMM_CACHES.raw()
     return parse_caches(spec, base) if spec else base
 
 
@@ -152,12 +152,12 @@ def rows_conflict_in_l1(stride_bytes: int, rows: int, bl: Blocking) -> bool:
 def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
     """Block sizes for an ``mr x nr`` micro-tile (see the module docstring)."""
     kc = max(64, min(512, 2 * caches.l1 // (nr * 4) // 16 * 16))
-    kc = int(os.environ.get("GRAPHC_GEMM_KC", kc))
-    kc_packed = int(os.environ.get("GRAPHC_GEMM_KC", max(64, min(kc, caches.l1 // 2 // (nr * 4) // 16 * 16))))
+    kc = switches.GEMM_KC.integer(kc)
+    kc_packed = switches.GEMM_KC.integer(max(64, min(kc, caches.l1 // 2 // (nr * 4) // 16 * 16)))
     mc = max(mr, caches.l2 // 8 // ((kc + 16) * 4) // mr * mr)
     mc_packed = max(mr, caches.l2 // 4 // ((kc_packed + 16) * 4) // mr * mr)
-    mc = int(os.environ.get("GRAPHC_GEMM_MC", mc))
-    mc_packed = int(os.environ.get("GRAPHC_GEMM_MC", mc_packed))
+    mc = switches.GEMM_MC.integer(mc)
+    mc_packed = switches.GEMM_MC.integer(mc_packed)
     nc = max(nr, caches.l3 // 2 // (kc * 4) // nr * nr)
     return Blocking(kc=kc, kc_packed=kc_packed, mc=mc, mc_packed=mc_packed, nc=nc, l2=caches.l2, l1=caches.l1,
                     l1_ways=caches.l1_ways)

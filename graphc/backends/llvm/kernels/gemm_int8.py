@@ -48,12 +48,12 @@ tiles. ``GRAPHC_INT8_KERNEL=vnni`` keeps ``vpdpbusd`` on an AMX machine (for com
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I8, I32, I64, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm_bf16 import AMX_PAIRS, AMX_ROWS, amx_begin, amx_call, amx_compute
@@ -65,7 +65,7 @@ I16 = ir.IntType(16)
 _ROUNDER = 12582912.0  # 1.5 * 2^23: (t + R) - R rounds |t| < 2^22 half to even in float32
 COPY_VECTOR = 16  # elements per vector copied into the tile
 TILE_BYTES = 256 * 1024  # the A tile of a work item stays well inside L2
-ENV_KERNEL = "GRAPHC_INT8_KERNEL"
+ENV_KERNEL = switches.INT8_KERNEL.name
 AMX_BLOCK = 2 * AMX_ROWS  # rows of C per AMX micro-kernel (two A tiles)
 AMX_MIN_K = 16  # products over fewer k run on vpdpbusd (see the module docstring)
 
@@ -108,7 +108,7 @@ def dot_path(target: TargetInfo) -> DotPath:
 
 def uses_amx(target: TargetInfo) -> bool:
     """Whether int8 products run on AMX tiles for ``target`` (else on :func:`dot_path`'s instructions)."""
-    return target.has_amx_int8 and dot_path(target).name == "vnni512" and os.environ.get(ENV_KERNEL, "") != "vnni"
+    return target.has_amx_int8 and dot_path(target).name == "vnni512" and switches.INT8_KERNEL.value() != "vnni"
 
 
 def micro_tile(path: DotPath, target: TargetInfo) -> tuple[int, int]:

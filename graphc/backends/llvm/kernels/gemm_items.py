@@ -23,11 +23,11 @@ the two side by side: ``python -m benchmarks.switch_models GRAPHC_GEMM_ITEMS=cei
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel
 from graphc.backends.llvm.irutil import i64
 from graphc.ir import dims
@@ -36,15 +36,12 @@ from graphc.ir.dims import Dim
 THREADS_DIM = "__threads"  # the instance's thread count: the dims array's last entry (c_runtime/src/instance.c)
 # the runtime's claim blocks: 1 on one thread, else 4 per thread
 QUANTUM = f"(4 * {THREADS_DIM} - 3 * (2 // ({THREADS_DIM} + 1)))"
-ITEMS_ENV = "GRAPHC_GEMM_ITEMS"
+ITEMS_ENV = switches.GEMM_ITEMS.name
 
 
 def ceil_split() -> bool:
     """``GRAPHC_GEMM_ITEMS=ceil``: the earlier split, for A/B measurements (part of the build key)."""
-    value = os.environ.get(ITEMS_ENV, "")
-    if value not in ("", "ceil"):
-        raise ValueError(f"{ITEMS_ENV} must be 'ceil' or unset, got {value!r}")
-    return value == "ceil"
+    return switches.GEMM_ITEMS.value() == "ceil"
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,13 @@ of a kernel it has (part of the build cache key).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import F32, constant, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import _epilogue
@@ -76,7 +76,7 @@ from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.target import host_target, same_machine
 from graphc.ir import dims
 
-ENV = "GRAPHC_CONV_WINOGRAD"
+ENV = switches.CONV_WINOGRAD.name
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,18 +203,12 @@ def last_level_cache(kb: KernelBuilder) -> int:
     return caches_for(same_machine(kb.target, host_target())).l3
 
 
-MODES = ("0", "1", "force", "3x3")
-
-
 def mode() -> str:
     """``GRAPHC_CONV_WINOGRAD``: "1" (default: where the rule below expects it to pay), "0" (never),
     "force" (every stride-1 float32 convolution of a kernel in :data:`ALGORITHMS`, for measuring the rule:
     ``benchmarks/conv_winograd``), or "3x3" (the rule, for 3x3 kernels only: the 1-D algorithms off, for
     measuring them in whole models)."""
-    value = os.environ.get(ENV, "1")
-    if value not in MODES:
-        raise ValueError(f"{ENV} must be one of {', '.join(MODES)}, got {value!r}")
-    return value
+    return switches.CONV_WINOGRAD.value()
 
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:

@@ -1,0 +1,81 @@
+"""The table of environment switches that change the generated code (:mod:`graphc.backends.llvm.switches`):
+every variable the native backend reads is in it or named as one that does not change the code, each
+switch is in the build cache key, and bad values are refused with the variable's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import graphc
+from graphc import examples
+from graphc.backends.llvm import switches
+from graphc.backends.llvm.kernels import gemm
+
+BACKEND = Path(graphc.__file__).parent / "backends" / "llvm"
+# read by the backend without changing the code it generates (or in the key another way: the target's)
+NOT_CODE = {"GRAPHC_CACHE_DIR", "GRAPHC_CACHE_SIZE", "GRAPHC_RUNTIME_DIR", "GRAPHC_COMPILE_JOBS",
+            "GRAPHC_NATIVE_CPU", "GRAPHC_MODEL_"}
+
+
+def test_every_variable_the_backend_reads_is_a_switch_or_changes_no_code():
+    named = set()
+    for path in BACKEND.rglob("*.py"):
+        named |= set(re.findall(r"GRAPHC_[A-Z0-9_]+", path.read_text()))
+    assert named - NOT_CODE == {s.name for s in switches.SWITCHES}
+
+
+@pytest.mark.parametrize("switch", switches.SWITCHES, ids=lambda s: s.name)
+def test_every_switch_is_in_the_build_key(switch, monkeypatch):
+    for s in switches.SWITCHES:
+        monkeypatch.delenv(s.name, raising=False)
+    unset = switches.code_key()
+    monkeypatch.setenv(switch.name, switch.choices[-1] if switch.choices else "7")
+    assert switches.code_key() != unset
+
+
+def test_a_switch_changes_the_build_it_names(tmp_path, monkeypatch):
+    """Builds that differ in a switch do not share a cache entry (the im2col single-block K here, which the
+    key once left out): the second build compiles its own code."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    model = examples.build("residual", seed=0)
+    first = graphc.build(model, target="native").library.path
+    monkeypatch.setenv(switches.CONV_SINGLE_K.name, "64")
+    second = graphc.build(model, target="native").library.path
+    assert first != second
+
+
+@pytest.mark.parametrize("switch, bad, message", [
+    (switches.RESULT_IN_PLACE, "yes", "GRAPHC_RESULT_IN_PLACE must be 0 or 1, got 'yes'"),
+    (switches.DEPTHWISE_PAD, "on", "GRAPHC_DEPTHWISE_PAD must be auto, 0 or 1, got 'on'"),
+    (switches.GEMM_ITEMS, "floor", "GRAPHC_GEMM_ITEMS must be unset or ceil, got 'floor'"),
+    (switches.BF16_KERNEL, "amx", "GRAPHC_BF16_KERNEL must be unset or avx512, got 'amx'"),
+])
+def test_values_outside_a_switchs_choices_are_refused(switch, bad, message, monkeypatch):
+    monkeypatch.setenv(switch.name, bad)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        switch.value()
+
+
+def test_unset_switches_take_their_defaults(monkeypatch):
+    for s in switches.SWITCHES:
+        monkeypatch.delenv(s.name, raising=False)
+    assert switches.RESULT_IN_PLACE.on() and not switches.LLVM_LSR.on()
+    assert switches.DEPTHWISE_PAD.value() == "auto"
+    assert switches.GEMM_KC.integer(256) == 256
+
+
+def test_whole_number_and_tile_switches_are_checked(monkeypatch):
+    monkeypatch.setenv(switches.GEMM_KC.name, "128")
+    assert switches.GEMM_KC.integer(256) == 128
+    monkeypatch.setenv(switches.GEMM_KC.name, "big")
+    with pytest.raises(ValueError, match="GRAPHC_GEMM_KC must be a whole number, got 'big'"):
+        switches.GEMM_KC.integer(256)
+    monkeypatch.setenv(switches.GEMM_TILE.name, "8x3")
+    assert gemm.micro_tile(16, 32) == (8, 3)
+    for bad in ("8", "8x", "x3", "0x2", "8by3"):
+        monkeypatch.setenv(switches.GEMM_TILE.name, bad)
+        with pytest.raises(ValueError, match=f"GRAPHC_GEMM_TILE must be MRxNV .*got '{bad}'"):
+            gemm.micro_tile(16, 32)
