@@ -172,9 +172,10 @@ def test_depthwise_spans_of_neighbouring_pixels(threads):
 
 def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
     """Rows of output pixels are work items, split into chunks of whole channel vectors where an image
-    has fewer rows than 4 per thread: chunks of a vector and a tail, 5x5 and strided windows, a 1-D row,
-    the bias taken at the chunk's channels; each equals the reference on 1, 2 and 3 threads, and every
-    thread count gives the same bits (a row's spans are never cut by a thread's share);
+    has fewer rows than 4 per thread: chunks of a vector and a tail, or of whole vectors only, 5x5 and
+    strided windows, a 1-D row, the bias taken at the chunk's channels; each equals the reference on 1, 2
+    and 3 threads, and every thread count gives the same bits (a row's spans are never cut by a thread's
+    share);
     ``GRAPHC_DEPTHWISE_ITEMS=pixels`` (one item per pixel, for measuring) equals the reference too, and the
     same bits where its spans are cut (a pixel alone sums its window as a span does, its rows of taps in
     the padding adding 0 * w); another value is refused."""
@@ -193,6 +194,9 @@ def test_depthwise_rows_split_into_channel_chunks(monkeypatch, tmp_path):
         _conv(g, "dw_1d", (9, 70), (3, 1, 70), rng, groups=70, pads=((1, 1),)),
         # one image of 45 pixels: pixel items on 2 and 3 threads end inside its top and bottom rows
         _conv(g, "dw_cut_rows", (5, 9, 200), (3, 3, 1, 200), rng, groups=200, pads=P1),
+        # channels of whole vectors (of 8 and of 16 lanes): no code for a rest of the channels
+        _conv(g, "dw_whole_5x5", (7, 7, 96), (5, 5, 1, 96), rng, groups=96, pads=((2, 2), (2, 2))),
+        _conv(g, "dw_whole_s2", (9, 13, 48), (3, 3, 1, 48), rng, groups=48, strides=(2, 2), pads=P1),
     ]
     outs.append(_depthwise_bias_relu(g, "dw_epi", (3, 9, 52), rng))
     g.set_outputs(outs)
