@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import graphc
+import graphc.bench
 from graphc import examples
 from graphc.backends.llvm import switches
 from graphc.backends.llvm.kernels import gemm
@@ -37,14 +39,25 @@ def test_every_switch_is_in_the_build_key(switch, monkeypatch):
 
 
 def test_a_switch_changes_the_build_it_names(tmp_path, monkeypatch):
-    """Builds that differ in a switch do not share a cache entry (the im2col single-block K here, which the
-    key once left out): the second build compiles its own code."""
+    """A switch set after graphc is imported acts on the next build (it is read when kernels are built), and
+    builds that differ in it do not share a cache entry (the im2col single-block K here, which the key once
+    left out): the second build compiles its own code, which gives the same results."""
+    from graphc.backends.llvm.kernels import conv
+
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    for s in (switches.CONV_SINGLE_K, switches.GEMM_KC, switches.GEMM_MC):
+        monkeypatch.delenv(s.name, raising=False)
+    assert (conv.single_k(), gemm.kc_block(), gemm.mc_block()) == (conv.SINGLE_K, 256, 96)
     model = examples.build("residual", seed=0)
-    first = graphc.build(model, target="native").library.path
+    x = graphc.bench.benchmark_feeds("residual", 3, model=model)
+    first = graphc.build(model, target="native")
     monkeypatch.setenv(switches.CONV_SINGLE_K.name, "64")
-    second = graphc.build(model, target="native").library.path
-    assert first != second
+    monkeypatch.setenv(switches.GEMM_KC.name, "128")
+    monkeypatch.setenv(switches.GEMM_MC.name, "48")
+    assert (conv.single_k(), gemm.kc_block(), gemm.mc_block()) == (64, 128, 48)
+    second = graphc.build(model, target="native")
+    assert first.library.path != second.library.path
+    np.testing.assert_allclose(second.predict(x), first.predict(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("switch, bad, message", [

@@ -48,7 +48,7 @@ from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.depthwise_flat import emit_flat_rows, flat_phases
-from graphc.backends.llvm.kernels.gemm import KC, MC, ASource, DenseA, load_lanes, store_lanes
+from graphc.backends.llvm.kernels.gemm import ASource, DenseA, kc_block, load_lanes, mc_block, store_lanes
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.reduce import _larger
@@ -58,8 +58,13 @@ from graphc.ops.conv import spatial_attrs
 
 # im2col K up to this is one block (3x3 over 128 channels: 1152), in tiles of at most
 # TILE_FLOATS floats (256 KiB: 56 rows of 1152), so the partial sums never go through C
-SINGLE_K = switches.CONV_SINGLE_K.integer(1280)
+SINGLE_K = 1280
 TILE_FLOATS = 65536
+
+
+def single_k() -> int:
+    """``SINGLE_K``, or ``GRAPHC_CONV_SINGLE_K`` where set (read when a kernel is built)."""
+    return switches.CONV_SINGLE_K.integer(SINGLE_K)
 
 
 class Geometry:
@@ -196,7 +201,7 @@ def reads_in_place(kernel, strides, pads) -> bool:
 def small_im2col(C: int, taps: int) -> bool:
     """Few channels in one K block: every (tap, channel) of an im2col row unrolled (see ``_fill_small``)."""
     K = C * taps
-    return C <= 8 and (K <= SINGLE_K or K <= KC)
+    return C <= 8 and (K <= single_k() or K <= kc_block())
 
 
 class Im2colA(ASource):
@@ -218,16 +223,16 @@ class Im2colA(ASource):
         otherwise whole taps per block when C fits KC, as few blocks as that allows, evened out
         (C=256, 9 taps: nine blocks of one tap)."""
         C = self.geo.C
-        if K <= SINGLE_K:
+        if K <= single_k():
             return K
-        if C > KC:
-            return KC
+        if C > kc_block():
+            return kc_block()
         taps = len(self.geo.taps)
-        n = -(-taps // (KC // C))
+        n = -(-taps // (kc_block() // C))
         return -(-taps // n) * C
 
     def block_rows(self, kb: int) -> int:
-        return max(1, min(MC, TILE_FLOATS // (kb + 16)))
+        return max(1, min(mc_block(), TILE_FLOATS // (kb + 16)))
 
     def _runs(self, K: int) -> tuple[str, int, list[int]] | None:
         """How a K block of :meth:`block` splits into runs that are contiguous in the input for every
@@ -876,7 +881,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
             # K in one block (B streamed from L2 per tile, not held in L1): 6 rows x 4 vectors
             # (10 loads per 24 FMAs) beat 12 x 2 (14 loads) by ~5% on 3x3 convs over 64 and 128
             # channels; 12 x 2 stays better where the weights exceed L2
-            tile = (6, 4) if kb.target.num_vector_registers >= 32 and K <= SINGLE_K and n_out >= 64 else None
+            tile = (6, 4) if kb.target.num_vector_registers >= 32 and K <= single_k() and n_out >= 64 else None
             source = Im2colA(x, geo, kb.target.gemm_vw)
             if kb.target.precision == "bf16" and source.fills_converted:  # see conv_reads_bf16_copy
                 source.x_bf16 = bf16_input(kb, x)

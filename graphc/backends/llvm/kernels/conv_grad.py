@@ -33,7 +33,15 @@ from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringEr
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import Geometry, copy_run
 from graphc.backends.llvm.kernels.conv_grad_gemm import emit_dense_grad_kernel_gemm
-from graphc.backends.llvm.kernels.gemm import KC, ASource, DenseA, emit_gemm, load_lanes, micro_tile, store_lanes
+from graphc.backends.llvm.kernels.gemm import (
+    ASource,
+    DenseA,
+    emit_gemm,
+    kc_block,
+    load_lanes,
+    micro_tile,
+    store_lanes,
+)
 from graphc.ir import dims
 
 
@@ -80,7 +88,8 @@ class Col2imA(ASource):
         self.dy, self.geo, self.n_out, self.vw = dy, geo, n_out, vw
 
     def block(self, K: int) -> int:
-        return (KC // self.n_out) * self.n_out if self.n_out <= KC else KC
+        kc = kc_block()
+        return (kc // self.n_out) * self.n_out if self.n_out <= kc else kc
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         geo, b, fb = self.geo, k.b, k.fn

@@ -56,8 +56,18 @@ from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
 
 # Block sizes of the sources that compute their tile (im2col...), which size it themselves.
-KC = switches.GEMM_KC.integer(256)
-MC = switches.GEMM_MC.integer(96)
+
+
+def kc_block() -> int:
+    """The K block of these sources (``GRAPHC_GEMM_KC``, 256 by default), read when a kernel is built."""
+    return switches.GEMM_KC.integer(256)
+
+
+def mc_block() -> int:
+    """Their rows per block (``GRAPHC_GEMM_MC``, 96 by default), read when a kernel is built."""
+    return switches.GEMM_MC.integer(96)
+
+
 # Work items per thread to aim for when M alone gives fewer row blocks: splitting columns makes
 # each chunk produce A again. Copied rows of A (a few vector loads per row against a chunk's
 # FMAs) aim for the runtime's 4 claim blocks per thread; computed ones (im2col, depthwise) for 2.
@@ -80,7 +90,7 @@ def even_block(K: int, most: int) -> int:
 
 def item_rows(M, block: int) -> int:
     """Rows of a work item, for the runtime's estimate of its cost (M may be known only at run time)."""
-    return min(block, M) if isinstance(M, int) else min(block, MC)
+    return min(block, M) if isinstance(M, int) else min(block, mc_block())
 
 
 def micro_tile(vw: int, registers: int) -> tuple[int, int]:
@@ -132,12 +142,12 @@ class ASource:
     cache_blocked = False
 
     def block(self, K: int) -> int:
-        """The K block size: blocks of at most KC, evened out (the last is not tiny)."""
-        return even_block(K, KC)
+        """The K block size: blocks of at most :func:`kc_block`, evened out (the last is not tiny)."""
+        return even_block(K, kc_block())
 
     def block_rows(self, kb: int) -> int:
         """Rows per row block (the A tile is ``block_rows x kb``)."""
-        return MC
+        return mc_block()
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
         """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
