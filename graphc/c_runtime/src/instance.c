@@ -210,6 +210,16 @@ static gc_status_t gc__enter(gc_instance_t* inst) {
 
 static void gc__leave(gc_instance_t* inst) { atomic_store_explicit(&inst->in_use, 0, memory_order_release); }
 
+/* The body of an entry point: `call` (an expression giving a gc_status_t) run with `inst` entered, which is
+   left whatever the call returns. */
+#define GC__ENTERED(inst, call)                \
+  do {                                         \
+    GC_RETURN_IF_ERROR(gc__enter(inst));       \
+    gc_status_t gc__entered_status = (call);   \
+    gc__leave(inst);                           \
+    return gc__entered_status;                 \
+  } while (0)
+
 const gc_model_t* gc_instance_model(const gc_instance_t* inst) {
   return inst && inst->tag == GC_INSTANCE_LIVE ? inst->model : NULL;
 }
@@ -261,10 +271,7 @@ static gc_status_t gc__memory(gc_instance_t* inst, gc_memory_info_t* out) {
 }
 
 gc_status_t gc_instance_memory(gc_instance_t* inst, gc_memory_info_t* out) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__memory(inst, out);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__memory(inst, out));
 }
 
 static gc_status_t gc__scratch(gc_instance_t* inst, size_t index, gc_scratch_info_t* out) {
@@ -284,10 +291,7 @@ static gc_status_t gc__scratch(gc_instance_t* inst, size_t index, gc_scratch_inf
 }
 
 gc_status_t gc_instance_scratch(gc_instance_t* inst, size_t index, gc_scratch_info_t* out) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__scratch(inst, index, out);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__scratch(inst, index, out));
 }
 
 static void gc__set_weight_slots(gc_instance_t* inst) {
@@ -943,10 +947,7 @@ static gc_status_t gc__run(gc_instance_t* inst, const gc_tensor_t* inputs, size_
 
 gc_status_t gc_instance_run(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs, gc_tensor_t* outputs,
                             size_t num_outputs) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__run(inst, inputs, num_inputs, outputs, num_outputs);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__run(inst, inputs, num_inputs, outputs, num_outputs));
 }
 
 static gc_status_t gc__output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
@@ -966,10 +967,7 @@ static gc_status_t gc__output(gc_instance_t* inst, size_t index, gc_tensor_t* ou
 }
 
 gc_status_t gc_instance_output(gc_instance_t* inst, size_t index, gc_tensor_t* out) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__output(inst, index, out);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__output(inst, index, out));
 }
 
 /* ------------------------------------------------------------------ weights */
@@ -1040,10 +1038,7 @@ static gc_status_t gc__set_weight(gc_instance_t* inst, const char* name, const g
 }
 
 gc_status_t gc_instance_set_weight(gc_instance_t* inst, const char* name, const gc_tensor_t* value) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__set_weight(inst, name, value);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__set_weight(inst, name, value));
 }
 
 static gc_status_t gc__get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
@@ -1062,10 +1057,7 @@ static gc_status_t gc__get_weight(gc_instance_t* inst, const char* name, gc_tens
 }
 
 gc_status_t gc_instance_get_weight(gc_instance_t* inst, const char* name, gc_tensor_t* out) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__get_weight(inst, name, out);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__get_weight(inst, name, out));
 }
 
 /* Weights files are read and written by weights_io.c (the format is described there). */
@@ -1082,10 +1074,7 @@ static gc_status_t gc__load_weights(gc_instance_t* inst, const char* path) {
 }
 
 gc_status_t gc_instance_load_weights(gc_instance_t* inst, const char* path) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__load_weights(inst, path);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__load_weights(inst, path));
 }
 
 static gc_status_t gc__save_weights(gc_instance_t* inst, const char* path) {
@@ -1095,10 +1084,7 @@ static gc_status_t gc__save_weights(gc_instance_t* inst, const char* path) {
 }
 
 gc_status_t gc_instance_save_weights(gc_instance_t* inst, const char* path) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__save_weights(inst, path);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__save_weights(inst, path));
 }
 
 /* ------------------------------------------------------------------ training */
@@ -1225,10 +1211,7 @@ static gc_status_t gc__train_step(gc_instance_t* inst, const gc_tensor_t* inputs
 gc_status_t gc_instance_train_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
                                    const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
                                    size_t num_outputs) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__train_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__train_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs));
 }
 
 /* The evaluation step runs in an instance of the library's evaluation model (m->eval_step), created
@@ -1289,10 +1272,7 @@ static gc_status_t gc__eval_step(gc_instance_t* inst, const gc_tensor_t* inputs,
 gc_status_t gc_instance_eval_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
                                   const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
                                   size_t num_outputs) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__eval_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__eval_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs));
 }
 
 static gc_status_t gc__hyper(gc_instance_t* inst, const char* name, float** out) {
@@ -1317,10 +1297,7 @@ static gc_status_t gc__set_hyper(gc_instance_t* inst, const char* name, double v
 }
 
 gc_status_t gc_instance_set_hyperparameter(gc_instance_t* inst, const char* name, double value) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__set_hyper(inst, name, value);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__set_hyper(inst, name, value));
 }
 
 static gc_status_t gc__get_hyper(gc_instance_t* inst, const char* name, double* out_value) {
@@ -1332,10 +1309,7 @@ static gc_status_t gc__get_hyper(gc_instance_t* inst, const char* name, double* 
 }
 
 gc_status_t gc_instance_get_hyperparameter(gc_instance_t* inst, const char* name, double* out_value) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__get_hyper(inst, name, out_value);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__get_hyper(inst, name, out_value));
 }
 
 /* ------------------------------------------------------------------ the split step
@@ -1415,10 +1389,7 @@ static gc_status_t gc__gradient_step(gc_instance_t* inst, const gc_tensor_t* inp
 gc_status_t gc_instance_gradient_step(gc_instance_t* inst, const gc_tensor_t* inputs, size_t num_inputs,
                                       const gc_tensor_t* targets, size_t num_targets, gc_tensor_t* outputs,
                                       size_t num_outputs) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__gradient_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__gradient_step(inst, inputs, num_inputs, targets, num_targets, outputs, num_outputs));
 }
 
 static gc_status_t gc__apply_gradients(gc_instance_t* inst) {
@@ -1453,10 +1424,7 @@ static gc_status_t gc__apply_gradients(gc_instance_t* inst) {
 }
 
 gc_status_t gc_instance_apply_gradients(gc_instance_t* inst) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__apply_gradients(inst);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__apply_gradients(inst));
 }
 
 static gc_status_t gc__gradient_buffer(gc_instance_t* inst, void** out_data, size_t* out_size_bytes) {
@@ -1473,10 +1441,7 @@ static gc_status_t gc__gradient_buffer(gc_instance_t* inst, void** out_data, siz
 }
 
 gc_status_t gc_instance_gradient_buffer(gc_instance_t* inst, void** out_data, size_t* out_size_bytes) {
-  GC_RETURN_IF_ERROR(gc__enter(inst));
-  gc_status_t status = gc__gradient_buffer(inst, out_data, out_size_bytes);
-  gc__leave(inst);
-  return status;
+  GC__ENTERED(inst, gc__gradient_buffer(inst, out_data, out_size_bytes));
 }
 
 /* ------------------------------------------------------------------ collectives
