@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from graphc import Input, Model, layers, optimizers
+from graphc.frontend import state
 
 pytestmark = pytest.mark.keras
 
@@ -117,6 +118,12 @@ class _GraphcLib:
 
 @pytest.mark.parametrize("kind,loss,opt", CASES, ids=[f"{c[0]}-{c[1]}-{c[2][0]}" for c in CASES])
 def test_train_steps_match_keras(keras, kind, loss, opt, rng):
+    # initial weights from a seeded generator, so that a failure reproduces (the process-wide one is
+    # unseeded, its draws following whatever the process built before): where a weight's gradient is a
+    # near-cancellation (a few 1e-7), Adam's first step g / (|g| + eps) turns its rounding into a visible
+    # difference, which one draw in CI met (an embedding element 3.6e-6 apart after step 0; 300 seeds
+    # of the lstm-mae-adamw case pass)
+    state.set_random_seed(0)
     name, kwargs = opt
     g_model = BUILDERS[kind](_GraphcLib)
     k_model = BUILDERS[kind](keras)
