@@ -80,6 +80,10 @@ def test_depthwise_and_separable_windows_inside_and_across_the_border():
         # 1x1 and 3x1 inputs with padding: no window inside
         _separable(g, "sep_c7_tiny", (1, 1, 7), 1, 5, rng, pads=P1),
         _separable(g, "sep_c33_row", (3, 1, 33), 1, 9, rng, pads=P1),
+        # channels of whole vectors: one K block (32), three of 176 (528), three of 174 (520: a rest)
+        _separable(g, "sep_c32_whole", (6, 7, 32), 1, 24, rng, pads=P1),
+        _separable(g, "sep_c528_blocks", (4, 5, 528), 1, 20, rng, pads=P1),
+        _separable(g, "sep_c520_rest", (5, 4, 520), 1, 11, rng, strides=(2, 2), pads=P1),
         # plain depthwise (groups == C), multipliers 1 and 3
         _conv(g, "dw_c37", (8, 7, 37), (3, 3, 1, 37), rng, groups=37, pads=P1),
         _conv(g, "dw_c5_m3_s2", (7, 6, 5), (3, 3, 1, 15), rng, groups=5, strides=(2, 2), pads=P1),

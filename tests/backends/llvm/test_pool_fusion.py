@@ -91,6 +91,9 @@ CASES = {
                         lambda: layers.MaxPooling2D(3), (11, 14, 6)),
     "pointwise_max": (lambda: layers.Conv2D(1, 1, activation="sigmoid"), lambda: layers.MaxPooling2D((1, 3)),
                       (5, 7, 9)),
+    # columns of whole vectors (of 8 and of 16 lanes): the pooling has no code for a rest
+    "conv_whole_max": (lambda: layers.Conv2D(48, 3, padding="same", activation="relu"),
+                       lambda: layers.MaxPooling2D(2), (9, 7, 5)),
     "conv1d_max5": (lambda: layers.Conv1D(33, 5, activation="relu"), lambda: layers.MaxPooling1D(5), (41, 6)),
     "conv1d_avg": (lambda: layers.Conv1D(3, 7, dilation_rate=2), lambda: layers.AveragePooling1D(4), (37, 16)),
 }

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import graphc
-import graphc.bench
-from graphc import examples
+from graphc import layers
 from graphc.backends.llvm import switches
 from graphc.backends.llvm.kernels import gemm
+from tests.backends.onnx.checks import randomize_weights
 
 BACKEND = Path(graphc.__file__).parent / "backends" / "llvm"
 # read by the backend without changing the code it generates (or in the key another way: the target's)
@@ -38,26 +38,42 @@ def test_every_switch_is_in_the_build_key(switch, monkeypatch):
     assert switches.code_key() != unset
 
 
-def test_a_switch_changes_the_build_it_names(tmp_path, monkeypatch):
-    """A switch set after graphc is imported acts on the next build (it is read when kernels are built), and
-    builds that differ in it do not share a cache entry (the im2col single-block K here, which the key once
-    left out): the second build compiles its own code, which gives the same results."""
+def _strided_conv() -> graphc.Model:
+    """A 3x3 stride-2 convolution over 64 channels: im2col (no Winograd for a strided window) with
+    K = 576, 256 output pixels (more than the smallest row block) and N = 40 (a column chunk and a rest)."""
+    inp = graphc.Input((33, 33, 64))
+    return graphc.Model(inp, layers.Conv2D(40, 3, strides=2, padding="same", activation="relu")(inp))
+
+
+@pytest.mark.parametrize("switch, value", [
+    (switches.CONV_SINGLE_K, "64"),   # K = 576 in 5 blocks of two taps instead of one block
+    (switches.GEMM_KC, "128"),        # ... with SINGLE_K below K, blocks of KC
+    (switches.GEMM_MC, "16"),         # fewer rows per tile
+], ids=lambda v: getattr(v, "name", v))
+def test_a_switch_changes_the_build_it_names(switch, value, tmp_path, monkeypatch, rng):
+    """A switch set after graphc is imported acts on the next build (it is read when kernels are built):
+    the code generated differs, builds that differ in it do not share a cache entry (the key once left
+    ``GRAPHC_CONV_SINGLE_K`` out), and both give the reference's results."""
     from graphc.backends.llvm.kernels import conv
 
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     for s in (switches.CONV_SINGLE_K, switches.GEMM_KC, switches.GEMM_MC):
         monkeypatch.delenv(s.name, raising=False)
     assert (conv.single_k(), gemm.kc_block(), gemm.mc_block()) == (conv.SINGLE_K, 256, 96)
-    model = examples.build("residual", seed=0)
-    x = graphc.bench.benchmark_feeds("residual", 3, model=model)
+    model = _strided_conv()
+    randomize_weights(model, rng)
+    x = rng.standard_normal((3, 33, 33, 64)).astype(np.float32)
+    expected = graphc.build(model, target="reference").predict(x)
+    if switch is switches.GEMM_KC:
+        monkeypatch.setenv(switches.CONV_SINGLE_K.name, "64")
     first = graphc.build(model, target="native")
-    monkeypatch.setenv(switches.CONV_SINGLE_K.name, "64")
-    monkeypatch.setenv(switches.GEMM_KC.name, "128")
-    monkeypatch.setenv(switches.GEMM_MC.name, "48")
-    assert (conv.single_k(), gemm.kc_block(), gemm.mc_block()) == (64, 128, 48)
+    monkeypatch.setenv(switch.name, value)
+    assert switch.integer(0) == int(value)
     second = graphc.build(model, target="native")
     assert first.library.path != second.library.path
-    np.testing.assert_allclose(second.predict(x), first.predict(x), rtol=1e-4, atol=1e-5)
+    assert first.compile_stats["ir_chars"] != second.compile_stats["ir_chars"]
+    for built in (first, second):
+        np.testing.assert_allclose(built.predict(x), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("switch, bad, message", [

@@ -222,13 +222,13 @@ class Im2colA(ASource):
         :meth:`block_rows`): no partial sums through C, and the epilogue on the only pass;
         otherwise whole taps per block when C fits KC, as few blocks as that allows, evened out
         (C=256, 9 taps: nine blocks of one tap)."""
-        C = self.geo.C
+        C, kc = self.geo.C, kc_block()
         if K <= single_k():
             return K
-        if C > kc_block():
-            return kc_block()
+        if C > kc:
+            return kc
         taps = len(self.geo.taps)
-        n = -(-taps // (kc_block() // C))
+        n = -(-taps // (kc // C))
         return -(-taps // n) * C
 
     def block_rows(self, kb: int) -> int:
@@ -444,7 +444,10 @@ class DepthwiseA(ASource):
             trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=etype)
             store(trow, j, val, valid)
 
-        _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit)
+        # every K block whole vectors when the blocks and their total are (the GEMM blocks K by
+        # :meth:`block`): no code for a rest, as in the depthwise kernel
+        whole = isinstance(n_out, int) and n_out % self.vw == 0 and self.block(n_out) % self.vw == 0
+        _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit, whole=whole)
 
 
 SPANS_ENV = switches.DEPTHWISE_SPANS.name

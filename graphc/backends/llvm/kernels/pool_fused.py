@@ -79,7 +79,9 @@ class StripPool:
 
     def emit(self, k: Kernel, strip, columns: int, image, band0, nbands, col_lo, col_hi) -> None:
         """Pool ``nbands`` bands from band ``band0`` of image ``image`` (i64 values), held in ``strip``
-        (rows ``columns`` floats apart, the first band's first row first), columns ``[col_lo, col_hi)``."""
+        (rows ``columns`` floats apart, the first band's first row first), columns ``[col_lo, col_hi)``: the
+        GEMM's panels, so ``col_lo`` is a multiple of the vector width and ``col_hi`` too or ``columns``
+        (whole vectors only, no code for a rest, where ``columns`` is a multiple of it)."""
         fb, b = k.fn, k.b
         vw = k.kb.target.gemm_vw
         po = k.ptr(self.out)
@@ -107,4 +109,4 @@ class StripPool:
                             for t in taps]
                     store_lanes(b, self.combine(k, vals), b.gep(dst, [col], source_etype=F32), vw, valid)
 
-                vector_chunks(k, count, vw, chunk)
+                vector_chunks(k, count, vw, chunk, whole=columns % vw == 0)
