@@ -1,4 +1,4 @@
-"""Stride-1 convolutions by Winograd (3x3, 1x7, 7x1, 1x3, 3x1 kernels) against the implicit GEMM, shape by shape.
+"""Stride-1 convolutions by Winograd (3x3, 5x5, 1x7, 7x1, 1x3, 3x1 kernels) against the implicit GEMM, shape by shape.
 
 ::
 
@@ -44,6 +44,9 @@ SHAPES = [
     (17, 192, 192, "1x7", "InceptionV3 mixed7"),
     (8, 384, 384, "1x3", "InceptionV3 mixed9"),
     (8, 448, 384, "3x1", "InceptionV3 mixed9's 3x1 size, over 448"),
+    (35, 48, 64, "5x5", "InceptionV3 mixed0-2"),
+    (32, 32, 64, "5x5", "a GoogLeNet-style 5x5 branch"),
+    (14, 128, 128, "5x5", "5x5 over more channels"),
     (32, 64, 64, "1x3", "one axis, few channels"),
     (13, 16, 24, "7x1", "one axis, few channels"),
 ]
@@ -97,8 +100,8 @@ def measure_shape(side: int, C: int, K: int, kernel: str, batch: int, threads: i
 
 
 def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
-    lines = ["# Stride-1 convolutions: Winograd (F(2x2, 3x3); along one axis F(2, 3) + F(2, 4) for 7 taps, F(2, 3) "
-             "for 3) vs the implicit GEMM", "",
+    lines = ["# Stride-1 convolutions: Winograd (F(2x2, 3x3); 5x5 as F(2, 3) + F(2, 2) along both axes; along one "
+             "axis F(2, 3) + F(2, 4) for 7 taps, F(2, 3) for 3) vs the implicit GEMM", "",
              f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
              f"{machine.get('load_average')}. `python -m benchmarks.conv_winograd`: each convolution alone "
              "('same' padding, bias + ReLU fused), both builds in one process, interleaved; medians in ms. "

@@ -1,10 +1,10 @@
-"""Stride-1 convolutions by Winograd's F(2x2, 3x3) and, along one axis, F(2, 7) and F(2, 3)
-(:mod:`graphc.backends.llvm.kernels.winograd`).
+"""Stride-1 convolutions by Winograd's F(2x2, 3x3), F(2, 3) + F(2, 2) along both axes of a 5x5 kernel
+and, along one axis, F(2, 7) and F(2, 3) (:mod:`graphc.backends.llvm.kernels.winograd`).
 
 The transforms are checked exactly in float64 (and Toom-Cook's construction of them); the kernel against
 the reference on odd sizes (8..64 channels in, 1..100 out: vector and panel tails; images 1x1 to 33x17,
 padded or not, so tiles cross the image's end; batch 1 and 3; one and two threads; every epilogue; 3x3,
-1x7, 7x1, 1x3 and 3x1 kernels), for accuracy against the direct algorithm (both measured against
+5x5, 1x7, 7x1, 1x3 and 3x1 kernels), for accuracy against the direct algorithm (both measured against
 float64), for a NaN reaching exactly the outputs whose windows hold it, and for the cases that keep the
 implicit GEMM.
 """
@@ -38,7 +38,8 @@ def emitted(monkeypatch, tmp_path):
 
 
 def _conv(g: Graph, name: str, hw, C: int, K: int, rng, pads, *, activation="relu", residual=False,
-          post="linear", keep: dict | None = None, kernel=(3, 3)) -> str:
+          post="linear", keep: dict | None = None, kernel=None) -> str:
+    kernel = kernel or ((5, 5) if pads is SAME_5x5 else (3, 3))
     x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *hw, C)))
     w_arr = (rng.standard_normal((*kernel, C, K)) / np.sqrt(kernel[0] * kernel[1] * C)).astype(np.float32)
     b_arr = rng.standard_normal(K).astype(np.float32)
@@ -56,6 +57,7 @@ def _conv(g: Graph, name: str, hw, C: int, K: int, rng, pads, *, activation="rel
 
 SAME, VALID = ((1, 1), (1, 1)), ((0, 0), (0, 0))
 SAME_1x7, SAME_7x1 = ((0, 0), (3, 3)), ((3, 3), (0, 0))
+SAME_5x5 = ((2, 2), (2, 2))
 
 
 def _feeds(g: Graph, batch: int, rng) -> dict[str, np.ndarray]:
@@ -146,6 +148,12 @@ def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
               post="relu"),
         _conv(g, "1x3_c16_k20_7x7", (7, 7), 16, 20, rng, ((0, 0), (1, 1)), kernel=(1, 3)),
         _conv(g, "3x1_c33_k17_1x5", (1, 5), 33, 17, rng, ((1, 1), (0, 0)), kernel=(3, 1)),
+        # 5x5: F(2, 3) + F(2, 2) along both axes
+        _conv(g, "5x5_c16_k24_same_13x11", (13, 11), 16, 24, rng, SAME_5x5),
+        _conv(g, "5x5_c9_k3_valid_6x7", (6, 7), 9, 3, rng, VALID, kernel=(5, 5)),  # 2x3 outputs
+        _conv(g, "5x5_c20_k17_asym_3x9", (3, 9), 20, 17, rng, ((1, 3), (2, 2)), kernel=(5, 5), activation="tanh"),
+        _conv(g, "5x5_c8_k33_same_1x1", (1, 1), 8, 33, rng, SAME_5x5),  # every tap but the centre in padding
+        _conv(g, "5x5_c32_k32_residual", (7, 10), 32, 32, rng, SAME_5x5, residual=True, post="relu"),
     ]
     g.set_outputs(outs)
     lib = load(g)
@@ -207,24 +215,31 @@ MEAN_BOUND = 2.5
 
 
 @pytest.mark.parametrize("C, K, kernel", [(16, 16, (3, 3)), (128, 96, (3, 3)), (16, 16, (1, 7)), (128, 96, (7, 1)),
-                                          (192, 64, (1, 7)), (64, 64, (3, 1)), (192, 192, (1, 3))])
+                                          (192, 64, (1, 7)), (64, 64, (3, 1)), (192, 192, (1, 3)),
+                                          (48, 64, (5, 5)), (128, 128, (5, 5))])
 def test_as_accurate_as_the_reference(monkeypatch, tmp_path, C, K, kernel):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
     errors = _errors(monkeypatch, C, K, kernel, modes=("1",))
     assert errors["1"][1] <= MEAN_BOUND * errors["reference"][1], errors
 
 
-def test_the_bound_refuses_the_minimal_f2_7(monkeypatch, tmp_path):
-    """The minimal 8-point F(2, 7) (1.75x fewer FLOPs than the direct sum, against the split's 1.56x) misses
-    the bound above: why 7 taps are split."""
+@pytest.mark.parametrize("kernel, C, K", [((1, 7), 192, 64), ((5, 5), 48, 64)])
+def test_the_bound_refuses_the_minimal_algorithms(monkeypatch, tmp_path, kernel, C, K):
+    """The minimal 8-point F(2, 7) (1.75x fewer FLOPs than the direct sum, against the split's 1.56x) and
+    6-point F(2, 5) along both axes of a 5x5 (2.78x against the split's 2.04x; 9-10x the reference's mean
+    error) miss the bound above: why 7 and 5 taps are split."""
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
-    minimal = winograd.toom_cook(2, 7, (0, 1, -1, 2, -2, 0.5, -0.5))
-    monkeypatch.setitem(winograd.ALGORITHMS, (1, 7), (winograd.IDENTITY, minimal))
-    errors = _errors(monkeypatch, 192, 64, (1, 7), modes=("1",))
+    if kernel == (1, 7):
+        minimal = winograd.toom_cook(2, 7, (0, 1, -1, 2, -2, 0.5, -0.5))
+        monkeypatch.setitem(winograd.ALGORITHMS, kernel, (winograd.IDENTITY, minimal))
+    else:
+        minimal = winograd.toom_cook(2, 5, (0, 1, -1, 2, -2))
+        monkeypatch.setitem(winograd.ALGORITHMS, kernel, (minimal, minimal))
+    errors = _errors(monkeypatch, C, K, kernel, modes=("1",))
     assert errors["1"][1] > MEAN_BOUND * errors["reference"][1], errors
 
 
-@pytest.mark.parametrize("kernel", [(3, 3), (1, 7), (7, 1)])
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 7), (7, 1), (5, 5)])
 def test_a_nan_reaches_only_the_outputs_whose_windows_hold_it(emitted, kernel):
     rng = np.random.default_rng(2)
     g = Graph("winograd_nan")
@@ -296,6 +311,10 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
     assert winograd.winograd_applies(kb, geo(17, (7, 1)), 192, 192) is True
     assert winograd.winograd_applies(kb, geo(8, (1, 3)), 384, 384) is False
     assert winograd.winograd_applies(kb, geo(8, (3, 1)), 128, 128) is True
+    # 5x5 over 128 channels at 14x14 (3.1 MiB of U, blocks of 12 tiles) streams like a 3x3; InceptionV3's
+    # 5x5 over 48 channels to 64 (588 KiB) fits in L2
+    assert winograd.winograd_applies(kb, geo(14, (5, 5)), 128, 128) is taken
+    assert winograd.winograd_applies(kb, geo(35, (5, 5)), 48, 64) is True
 
 
 def test_forced_and_refused_settings(emitted, monkeypatch):

@@ -152,7 +152,7 @@ def test_winograd_pools_its_tiles(kind, monkeypatch):
     """A 3x3 stride-1 convolution over 16 channels runs by Winograd's F(2x2, 3x3): a 2x2 pooling of it is
     done on each tile as it leaves the output transform (11x13 images: the last row and column of tiles,
     past the last whole window, are not stored), with a residual in the epilogue; 1x7 (tiles of 1x2)
-    takes a (1, 2) pooling."""
+    takes a (1, 2) pooling, 5x5 (tiles of 2x2, as 3x3) a 2x2 one."""
     from graphc.backends.llvm.kernels import winograd
 
     pooled_by_winograd = []
@@ -169,10 +169,11 @@ def test_winograd_pools_its_tiles(kind, monkeypatch):
     y = layers.Conv2D(40, 3, padding="same")(inp)
     y = layers.ReLU()(layers.Add()([y, layers.Conv2D(40, 1)(inp)]))
     z = layers.Conv2D(24, (1, 7), padding="same", activation="relu")(inp)
-    model = _model(inp, [pool(2)(y), pool((1, 2))(z)], f"pool_winograd_{kind}")
+    v = layers.Conv2D(17, 5, padding="same", activation="tanh")(inp)
+    model = _model(inp, [pool(2)(y), pool((1, 2))(z), pool(2)(v)], f"pool_winograd_{kind}")
     cm = check_model(model, (11, 13, 16), rng)
     x = rng.standard_normal((1, 11, 13, 16)).astype(np.float32)
-    assert len(_fused_rows(cm, x)) == 2
+    assert len(_fused_rows(cm, x)) == 3
     assert pooled_by_winograd and all(pooled_by_winograd)
 
 

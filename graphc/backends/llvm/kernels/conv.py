@@ -13,7 +13,8 @@
   batch 1: the 7x7 stride-2 stem over 3 channels 1.51 -> 1.09 ms, 3x3 over 32 channels at 147x147
   2.36 -> 1.83 ms, over 64 at 56x56 1.16 -> 1.04 ms.
 - 3x3 stride-1 convolutions over at least 8 input channels go to Winograd's F(2x2, 3x3)
-  where it pays (:mod:`.winograd`): 16 GEMMs on the same micro-kernel, 2.25x fewer multiplications.
+  where it pays (:mod:`.winograd`): 16 GEMMs on the same micro-kernel, 2.25x fewer multiplications
+  (5x5, 1x7, 7x1, 1x3 and 3x1 kernels by the algorithms of that module).
 - depthwise (groups == C, kernel (*k, 1, C*M)): a direct kernel vectorized over channels.
   In a row's interior, spans of up to 8 neighbouring output pixels are computed together
   (:func:`span_pixels`: each weight vector loaded once per span, each input vector once for

@@ -1,4 +1,4 @@
-"""Stride-1 convolutions by Winograd's minimal filtering: F(2x2, 3x3), and along one axis 1x7 and 1x3.
+"""Stride-1 convolutions by Winograd's minimal filtering: F(2x2, 3x3), 5x5, and along one axis 1x7 and 1x3.
 
 A 2x2 tile of outputs of one image needs the 4x4 input patch under it; with the transforms of
 Lavin and Gray ("Fast Algorithms for Convolutional Neural Networks", 2015)
@@ -15,12 +15,15 @@ The transforms are per axis (``Y = A_h^T [(G_h g G_w^T) . (B_h^T d B_w)] A_w``),
 row or one column (InceptionV3's 1x7 and 7x1, a third of its time) takes a 1-D algorithm along its
 long axis and the identity along the other: two outputs of a 7-tap row as F(2, 3) over its first
 three taps plus F(2, 4) over the other four (:func:`split_taps`), 9 products instead of 14 (1.56x
-fewer FLOPs); of a 3-tap row as F(2, 3), 4 instead of 6. The transforms come from Toom-Cook
-(:func:`toom_cook`).
+fewer FLOPs); of a 3-tap row as F(2, 3), 4 instead of 6. A 5x5 kernel splits its 5 taps as F(2, 3) +
+F(2, 2) along both axes: 7 x 7 = 49 products for a 2x2 tile instead of 100 (2.04x fewer FLOPs; the
+minimal F(2, 5), over F(4, 3)'s six points, had 9-10x the reference's mean error, the split 1.6-1.7x).
+The transforms come from Toom-Cook (:func:`toom_cook`).
 
 Which tiles: measured in float32 on random inputs and weights scaled to unit outputs, against the
 exact result, F(4x4, 3x3) is 25-30x further from it than the direct sum (5e-5 at 256 channels),
-F(2x2, 3x3) 1.3-1.5x. Along one axis, over 16-192 channels, as mean error against the reference
+F(2x2, 3x3) 1.3-1.5x; the split 5x5 0.5-1.8x of the implicit GEMM's mean error (16-256 channels).
+Along one axis, over 16-192 channels, as mean error against the reference
 backend's (float32 products tap by tap): the split F(2, 3) + F(2, 4) 2.0x (its largest 2.5-3.9x, as
 large as the implicit GEMM's own, 1.3-4.7e-6, over these shapes), F(2, 3) 1.3-1.4x, while the minimal F(2, 7) (8
 points: 0, +-1, +-2, +-1/2, infinity; 1.75x fewer FLOPs) was 5x, F(3, 7) 7-9x and F(4, 7) 20x. Only
@@ -163,15 +166,19 @@ F2_3 = Axis(bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -
             at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64))
 # 7 taps as 3 + 4 (9 points, see the module's docstring for why not the minimal 8)
 F2_7 = split_taps(F2_3, toom_cook(2, 4, (0, 1, -1, 2)))
+# 5 taps as 3 + 2 (7 points): InceptionV3's 5x5 over 48 channels to 64 at 35x35, 1.53x alone and
+# 1.71 -> 1.08 ms in the model at batch 1 (`python -m benchmarks.conv_winograd --match 5x5`)
+F2_5 = split_taps(F2_3, toom_cook(2, 2, (0, 1)))
 IDENTITY = Axis(bt=np.ones((1, 1)), g=np.ones((1, 1)), at=np.ones((1, 1)))  # a kernel of one tap
 # the kernel's (height, width) -> the algorithm along each axis
-ALGORITHMS = {(3, 3): (F2_3, F2_3), (1, 7): (IDENTITY, F2_7), (7, 1): (F2_7, IDENTITY), (1, 3): (IDENTITY, F2_3),
+ALGORITHMS = {(3, 3): (F2_3, F2_3), (5, 5): (F2_5, F2_5), (1, 7): (IDENTITY, F2_7), (7, 1): (F2_7, IDENTITY),
+              (1, 3): (IDENTITY, F2_3),
               (3, 1): (F2_3, IDENTITY)}
 # Kernels whose transformed weights may stream from beyond L2 (see streaming_pays). Not the 3-tap rows:
 # F(2, 3) along one axis saves a third of the products, too little for it. InceptionV3's 1x3 and 3x1 over
 # 384 channels at 8x8 (2.4 MiB of U, 32 tiles), `python -m benchmarks.conv_winograd --match mixed9`:
 # 1.18-1.23x on one thread, 0.89-0.90x on two.
-STREAMED = {(3, 3), (1, 7), (7, 1)}
+STREAMED = {(3, 3), (5, 5), (1, 7), (7, 1)}  # 5x5 over 128 to 128 at 14x14 (3.1 MiB of U): 1.90x
 
 # Fewer input channels: the 16 products over K = C are too thin, and the implicit GEMM's few-channel
 # im2col is quick (`python -m benchmarks.conv_winograd`, a 32x32 image: 3 -> 32 channels 0.57x, 6 -> 6
@@ -213,7 +220,7 @@ def mode() -> str:
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     """Whether a convolution of ``geo`` (groups 1, weights known) runs by Winograd: float32 products, a
-    kernel of :data:`ALGORITHMS` (3x3, 1x7, 7x1, 1x3, 3x1) of stride 1 and dilation 1 over a 2-D image
+    kernel of :data:`ALGORITHMS` (3x3, 5x5, 1x7, 7x1, 1x3, 3x1) of stride 1 and dilation 1 over a 2-D image
     of known size, at least ``MIN_IN_CHANNELS`` input channels, and transformed weights (``points * C * K``
     floats) that fit in L2, or else (kernels of :data:`STREAMED`) blocks of at least
     ``MIN_TILES_STREAMED`` tiles to read them for."""
