@@ -166,7 +166,7 @@ F2_3 = Axis(bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -
             at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64))
 # 7 taps as 3 + 4 (9 points, see the module's docstring for why not the minimal 8)
 F2_7 = split_taps(F2_3, toom_cook(2, 4, (0, 1, -1, 2)))
-# 5 taps as 3 + 2 (7 points): InceptionV3's 5x5 over 48 channels to 64 at 35x35, 1.53x alone and
+# 5 taps as 3 + 2 (7 points): InceptionV3's 5x5 over 48 channels to 64 at 35x35, 1.52-1.62x alone and
 # 1.71 -> 1.08 ms in the model at batch 1 (`python -m benchmarks.conv_winograd --match 5x5`)
 F2_5 = split_taps(F2_3, toom_cook(2, 2, (0, 1)))
 IDENTITY = Axis(bt=np.ones((1, 1)), g=np.ones((1, 1)), at=np.ones((1, 1)))  # a kernel of one tap
