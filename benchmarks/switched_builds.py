@@ -40,14 +40,16 @@ def write_report(out: Path | None, name: str, markdown: str, machine: dict, rows
     return out
 
 
-def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], measure_shape: Callable,
-                     to_markdown: Callable, *, batch: str = "1",
-                     skip: Callable[[tuple, int], bool] = lambda shape, batch: False) -> int:
+def main_over_shapes(argv, description: str, name: str | Callable[[dict], str], shapes: list[tuple],
+                     measure_shape: Callable, to_markdown: Callable, *, batch: str = "1",
+                     skip: Callable[[tuple, int], bool] = lambda shape, batch: False,
+                     add_options: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """The command line of a per-shape A/B benchmark: ``--batch``, ``--threads``, ``--repeat``, ``--out``,
     ``--match TEXT`` (only the shapes whose items, as text, contain it: ``--match InceptionV3``);
     ``shapes`` are tuples whose last item says where the shape comes from; each row is
-    ``measure_shape(*shape[:-1], batch, threads, repeat)``, printed as it comes and reported by
-    ``to_markdown(machine, rows, {shape[:-1]: shape[-1]})``."""
+    ``measure_shape(*shape[:-1], batch, threads, repeat, **options)``, printed as it comes and reported by
+    ``to_markdown(machine, rows, {shape[:-1]: shape[-1]}, **options)``, where ``options`` are the ones
+    ``add_options`` adds to the parser; ``name`` (of the report) may depend on them."""
     from graphc.bench import machine_info
 
     p = argparse.ArgumentParser(description=description)
@@ -56,7 +58,11 @@ def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], mea
     p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--match", default="", help="only the shapes whose items, as text, contain this")
+    common = set(vars(p.parse_args([])))
+    if add_options is not None:
+        add_options(p)
     args = p.parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k not in common}
     shapes = [shape for shape in shapes if args.match in " ".join(map(str, shape))]
     sources = {shape[:-1]: shape[-1] for shape in shapes}
     rows = []
@@ -65,8 +71,9 @@ def main_over_shapes(argv, description: str, name: str, shapes: list[tuple], mea
             for shape in shapes:
                 if skip(shape, b):
                     continue
-                rows.append(measure_shape(*shape[:-1], b, threads, args.repeat))
-                print(to_markdown({}, rows[-1:], sources).splitlines()[-1], flush=True)
+                rows.append(measure_shape(*shape[:-1], b, threads, args.repeat, **options))
+                print(to_markdown({}, rows[-1:], sources, **options).splitlines()[-1], flush=True)
     machine = machine_info()
-    write_report(args.out, name, to_markdown(machine, rows, sources), machine, rows)
+    name = name if isinstance(name, str) else name(options)
+    write_report(args.out, name, to_markdown(machine, rows, sources, **options), machine, rows)
     return 0

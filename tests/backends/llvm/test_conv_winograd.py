@@ -38,8 +38,7 @@ def emitted(monkeypatch, tmp_path):
 
 
 def _conv(g: Graph, name: str, hw, C: int, K: int, rng, pads, *, activation="relu", residual=False,
-          post="linear", keep: dict | None = None, kernel=None) -> str:
-    kernel = kernel or ((5, 5) if pads is SAME_5x5 else (3, 3))
+          post="linear", keep: dict | None = None, kernel=(3, 3)) -> str:
     x = g.add_input(f"{name}/x", TensorType("float32", ("batch", *hw, C)))
     w_arr = (rng.standard_normal((*kernel, C, K)) / np.sqrt(kernel[0] * kernel[1] * C)).astype(np.float32)
     b_arr = rng.standard_normal(K).astype(np.float32)
@@ -149,11 +148,12 @@ def test_winograd_equals_reference_on_odd_sizes(emitted, threads):
         _conv(g, "1x3_c16_k20_7x7", (7, 7), 16, 20, rng, ((0, 0), (1, 1)), kernel=(1, 3)),
         _conv(g, "3x1_c33_k17_1x5", (1, 5), 33, 17, rng, ((1, 1), (0, 0)), kernel=(3, 1)),
         # 5x5: F(2, 3) + F(2, 2) along both axes
-        _conv(g, "5x5_c16_k24_same_13x11", (13, 11), 16, 24, rng, SAME_5x5),
+        _conv(g, "5x5_c16_k24_same_13x11", (13, 11), 16, 24, rng, SAME_5x5, kernel=(5, 5)),
         _conv(g, "5x5_c9_k3_valid_6x7", (6, 7), 9, 3, rng, VALID, kernel=(5, 5)),  # 2x3 outputs
         _conv(g, "5x5_c20_k17_asym_3x9", (3, 9), 20, 17, rng, ((1, 3), (2, 2)), kernel=(5, 5), activation="tanh"),
-        _conv(g, "5x5_c8_k33_same_1x1", (1, 1), 8, 33, rng, SAME_5x5),  # every tap but the centre in padding
-        _conv(g, "5x5_c32_k32_residual", (7, 10), 32, 32, rng, SAME_5x5, residual=True, post="relu"),
+        # every tap but the centre in padding
+        _conv(g, "5x5_c8_k33_same_1x1", (1, 1), 8, 33, rng, SAME_5x5, kernel=(5, 5)),
+        _conv(g, "5x5_c32_k32_residual", (7, 10), 32, 32, rng, SAME_5x5, kernel=(5, 5), residual=True, post="relu"),
     ]
     g.set_outputs(outs)
     lib = load(g)
@@ -223,18 +223,18 @@ def test_as_accurate_as_the_reference(monkeypatch, tmp_path, C, K, kernel):
     assert errors["1"][1] <= MEAN_BOUND * errors["reference"][1], errors
 
 
-@pytest.mark.parametrize("kernel, C, K", [((1, 7), 192, 64), ((5, 5), 48, 64)])
-def test_the_bound_refuses_the_minimal_algorithms(monkeypatch, tmp_path, kernel, C, K):
+# each minimal algorithm as (rows, columns) of the kernel
+MINIMAL_1x7 = (winograd.IDENTITY, winograd.toom_cook(2, 7, (0, 1, -1, 2, -2, 0.5, -0.5)))
+MINIMAL_5x5 = (winograd.toom_cook(2, 5, (0, 1, -1, 2, -2)),) * 2
+
+
+@pytest.mark.parametrize("kernel, algorithm, C, K", [((1, 7), MINIMAL_1x7, 192, 64), ((5, 5), MINIMAL_5x5, 48, 64)])
+def test_the_bound_refuses_the_minimal_algorithms(monkeypatch, tmp_path, kernel, algorithm, C, K):
     """The minimal 8-point F(2, 7) (1.75x fewer FLOPs than the direct sum, against the split's 1.56x) and
     6-point F(2, 5) along both axes of a 5x5 (2.78x against the split's 2.04x; 9-10x the reference's mean
     error) miss the bound above: why 7 and 5 taps are split."""
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
-    if kernel == (1, 7):
-        minimal = winograd.toom_cook(2, 7, (0, 1, -1, 2, -2, 0.5, -0.5))
-        monkeypatch.setitem(winograd.ALGORITHMS, kernel, (winograd.IDENTITY, minimal))
-    else:
-        minimal = winograd.toom_cook(2, 5, (0, 1, -1, 2, -2))
-        monkeypatch.setitem(winograd.ALGORITHMS, kernel, (minimal, minimal))
+    monkeypatch.setitem(winograd.ALGORITHMS, kernel, algorithm)
     errors = _errors(monkeypatch, C, K, kernel, modes=("1",))
     assert errors["1"][1] > MEAN_BOUND * errors["reference"][1], errors
 
@@ -289,7 +289,9 @@ def test_cases_that_keep_the_implicit_gemm(emitted, monkeypatch):
 def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
     """With 1 MiB of L2 and 32 MiB of L3, 256 channels to 256 at 14x14 (4 MiB of U) makes blocks of 12
     tiles: enough on AMD Zen, whose L3 serves a core fast enough (1.9-2.3x measured), not on an Intel Xeon
-    (24 needed); 512 to 512 at 7x7 (16 MiB of U, half of L3) on neither, nor 512 to 512 at 4x4 (4 tiles)."""
+    (24 needed). On Zen the blocks' cost decides: 512 to 512 at 14x14 (16 MiB of U, half of L3; five
+    blocks of 49 tiles) is taken, 2.0x measured, at 7x7 (two blocks of 16 tiles, each costing 12 tiles'
+    products to read U for) it is not, 1.12x measured; nor 512 to 512 at 4x4 (4 tiles) anywhere."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(winograd, "gemm_blocking", lambda target, mr, nr: SimpleNamespace(l2=1 << 20))
@@ -301,7 +303,9 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
                                out_sp=[side, side])
 
     assert winograd.winograd_applies(kb, geo(14), 256, 256) is taken
+    assert winograd.winograd_applies(kb, geo(14), 512, 512) is taken
     assert winograd.winograd_applies(kb, geo(7), 512, 512) is False
+    assert winograd.winograd_applies(kb, geo(7), 256, 256) is taken  # U within a quarter of L3: 1.38x
     assert winograd.winograd_applies(kb, geo(4), 512, 512) is False
     assert winograd.winograd_applies(kb, geo(14), 64, 64) is True  # U (256 KiB) within L2: everywhere
     # InceptionV3's 1x7 over 192 channels at 17x17 (1.3 MiB of U, 153 tiles in blocks of 48: enough
@@ -314,6 +318,8 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
     # 5x5 over 128 channels at 14x14 (3.1 MiB of U, blocks of 12 tiles) streams like a 3x3; InceptionV3's
     # 5x5 over 48 channels to 64 (588 KiB) fits in L2
     assert winograd.winograd_applies(kb, geo(14, (5, 5)), 128, 128) is taken
+    assert winograd.winograd_applies(kb, geo(14, (5, 5)), 512, 512) is taken  # 49 MiB of U: 1.75x
+    assert winograd.winograd_applies(kb, geo(7, (5, 5)), 512, 512) is False  # 0.95x
     assert winograd.winograd_applies(kb, geo(35, (5, 5)), 48, 64) is True
 
 

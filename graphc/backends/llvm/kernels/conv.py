@@ -300,7 +300,7 @@ class Im2colA(ASource):
         geo = self.geo
         return small_im2col(geo.C, len(geo.taps))
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, *, kb: int) -> None:
         if self._small():
             self._fill_small(k, row0, row_end, tile, stride)
             return
@@ -310,7 +310,8 @@ class Im2colA(ASource):
     def fills_converted(self) -> bool:
         return not self._small()
 
-    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype, *,
+                       kb: int) -> None:
         if self.x_bf16 is not None:  # runs of the input already in bf16: copied, not converted
             self._fill_runs(k, row0, row_end, k0, kc, tile, stride, copy_run_i16, etype, self.x_bf16, I16)
             return
@@ -419,24 +420,25 @@ class DepthwiseA(ASource):
     def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, *, kb: int) -> None:
         b = k.b
-        self._fill(k, row0, row_end, k0, kc, tile, stride, F32,
+        self._fill(k, row0, row_end, k0, kc, tile, stride, kb, F32,
                    lambda trow, j, val, valid: store_lanes(b, val, b.gep(trow, [j], source_etype=F32), self.vw, valid))
 
     @property
     def fills_converted(self) -> bool:
         return self.vw == 16  # the bf16 GEMM's 16-lane vectors
 
-    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype, *,
+                       kb: int) -> None:
         """The depthwise results rounded to bf16 as they are stored (the last vector's lanes past the
         channels are zeros: its loads are masked)."""
         b = k.b
-        self._fill(k, row0, row_end, k0, kc, tile, stride, etype,
+        self._fill(k, row0, row_end, k0, kc, tile, stride, kb, etype,
                    lambda trow, j, val, valid: b.store(bf16_bits(b, val), b.gep(trow, [j], source_etype=etype),
                                                        align=2))
 
-    def _fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, etype, store: Callable) -> None:
+    def _fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, kb: int, etype, store: Callable) -> None:
         geo, b = self.geo, k.b
         px, pw = k.ptr(self.x), k.ptr(self.dw)
         n_out = geo.C * self.mult
@@ -445,9 +447,9 @@ class DepthwiseA(ASource):
             trow = b.gep(tile, [b.mul(b.sub(row, row0), i64(stride))], source_etype=etype)
             store(trow, j, val, valid)
 
-        # every K block whole vectors when the blocks and their total are (the GEMM blocks K by
-        # :meth:`block`): no code for a rest, as in the depthwise kernel
-        whole = isinstance(n_out, int) and n_out % self.vw == 0 and self.block(n_out) % self.vw == 0
+        # every K block whole vectors when the driver's block and the total are: no code for a rest, as
+        # in the depthwise kernel
+        whole = isinstance(n_out, int) and n_out % self.vw == 0 and kb % self.vw == 0
         _depthwise_rows(k, px, pw, geo, row0, row_end, self.mult, n_out, k0, kc, self.vw, emit, whole=whole)
 
 

@@ -91,7 +91,7 @@ class Col2imA(ASource):
         kc = kc_block()
         return (kc // self.n_out) * self.n_out if self.n_out <= kc else kc
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, *, kb: int) -> None:
         geo, b, fb = self.geo, k.b, k.fn
         n_o = self.n_out
         pd = k.ptr(self.dy)

@@ -149,8 +149,10 @@ class ASource:
         """Rows per row block (the A tile is ``block_rows x kb``)."""
         return mc_block()
 
-    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int) -> None:
-        """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart)."""
+    def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, *, kb: int) -> None:
+        """Write rows [row0, row_end), columns [k0, k0 + kc) of A to ``tile`` (rows ``stride`` apart).
+        ``kb``: the driver's K block, so that ``kc`` is ``kb`` for every block but the last (a source may
+        leave out code that a block it never gets would need)."""
         raise NotImplementedError
 
     def direct_stride(self, rows: int) -> int | None:
@@ -169,7 +171,8 @@ class ASource:
         """Whether :meth:`fill_converted` can write the rows in another element type (bf16) directly."""
         return False
 
-    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype) -> None:
+    def fill_converted(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, copy: Callable, etype, *,
+                       kb: int) -> None:
         """:meth:`fill` into a tile of ``etype`` elements, ``copy(k, dst, src, n, vw, zero)`` converting
         each run of float32 (the bf16 GEMM: no float32 tile, no second pass)."""
         raise NotImplementedError
@@ -184,7 +187,7 @@ class DenseA(ASource):
         self.a, self.K = a, K
         self._origin: ir.GlobalVariable | None = None  # the one run's offset (0), for the direct micro-kernel
 
-    def fill(self, k, row0, row_end, k0, kc, tile, stride):
+    def fill(self, k, row0, row_end, k0, kc, tile, stride, *, kb):
         b = k.b
         src = b.gep(k.ptr(self.a), [b.add(b.mul(row0, i64(self.K)), k0)], source_etype=F32)
         copy_rows(k, src, i64(self.K), b.sub(row_end, row0), kc, tile, stride)
@@ -879,9 +882,9 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     whole = b.icmp_signed("<=", tile_end, row_end)
                     with b.if_then(b.not_(b.and_(whole, source.direct_tile(k, i, k0, kc)[0]))):
                         tile_rows = b.gep(a_tile, [b.mul(b.sub(i, row0), i64(tile_stride))], source_etype=F32)
-                        source.fill(k, i, fb.min_(tile_end, row_end), k0, kc, tile_rows, tile_stride)
+                        source.fill(k, i, fb.min_(tile_end, row_end), k0, kc, tile_rows, tile_stride, kb=KB)
             else:
-                source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride)
+                source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride, kb=KB)
             with fb.loop(p_lo, full_hi, name="panel") as p:
                 row_loop(p, row0, row_end, k0, kc, first, last, NR)
                 if after_panel is not None:

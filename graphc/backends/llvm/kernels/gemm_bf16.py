@@ -443,10 +443,10 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     def fill(row0, row_end, k0, kc):
         rows = b.sub(row_end, row0)
         if staged:
-            source.fill(k, row0, row_end, k0, kc, f32_tile, f32_stride)
+            source.fill(k, row0, row_end, k0, kc, f32_tile, f32_stride, kb=KB)
             convert_rows(k, f32_tile, i64(f32_stride), rows, kc, a_tile, bf_stride, amx)
         elif source.fills_converted:
-            source.fill_converted(k, row0, row_end, k0, kc, a_tile, bf_stride, copy_run_bf16, I16)
+            source.fill_converted(k, row0, row_end, k0, kc, a_tile, bf_stride, copy_run_bf16, I16, kb=KB)
             zero_columns(k, rows, kc, a_tile, bf_stride, 2 * LANES if amx else LANES)
         else:
             src = b.gep(k.ptr(source.a), [b.add(b.mul(row0, i64(source.K)), k0)], source_etype=F32)

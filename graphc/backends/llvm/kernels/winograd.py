@@ -44,10 +44,11 @@ One work item is a block of at most ``Tb`` tiles:
 
 ``Tb`` is sized so that V and M take half of L2 where U fits in the other half. Larger U (16/9 of
 the weights for 3x3: 256 channels to 256 take 4 MiB) streams from beyond L2 once per block, prefetched
-a panel ahead, the blocks taking three quarters of L2; that pays where a block holds at least
-``MIN_TILES_STREAMED`` tiles (12 on AMD Zen, whose L3 serves a core faster, where U is within a quarter
-of L3), and elsewhere (512 channels at 7x7: 16 tiles, 16 MiB of U) the implicit GEMM is kept (see
-:func:`winograd_applies`).
+a panel ahead, the blocks taking three quarters of L2. On an Intel Xeon that pays where a block holds
+at least ``MIN_TILES_STREAMED`` tiles; on AMD Zen, whose L3 and memory serve a core faster, where the
+blocks' products, each block costing at least as long as reading U once, still take 1.3x fewer products
+than the direct convolution (:func:`streaming_pays`). Elsewhere (512 channels at 7x7: 16 tiles, 16 MiB of
+U) the implicit GEMM is kept (see :func:`winograd_applies`).
 ``GRAPHC_CONV_WINOGRAD=0`` turns the algorithm off, ``=force`` takes it for every stride-1 convolution
 of a kernel it has (part of the build cache key).
 """
@@ -190,19 +191,32 @@ MIN_IN_CHANNELS = 8
 # one core a fraction of what a Zen CCD's L3 does), ResNet50's 3x3 convolutions at batch 1, one thread:
 # over 256 channels at 14x14 (49 tiles) 1.4 -> 0.8 ms; over 512 at 7x7 (16 tiles, 16 MiB of U) 0.82x.
 MIN_TILES_STREAMED = 24
-# On AMD Zen (znver*: 1 MiB of L2 per core, blocks of 12 tiles), U within a quarter of L3 pays from this
-# many tiles: the same convolutions alone (`python -m benchmarks.conv_winograd --batch 1`, AMD EPYC Zen 4,
-# four runs): 256 -> 256 at 14x14 (4 MiB of U) 1.88-2.30x; 512 -> 512 at 7x7 (16 MiB, half of the 32 MiB
-# L3 the machine's other tenants share) 0.83-1.15x, so not taken.
-MIN_TILES_STREAMED_ZEN = 12
+# On AMD Zen (znver*: 1 MiB of L2 per core, blocks of 12 tiles from 256 channels on) a block costs the
+# longer of its products and reading U once, which takes as long as the products of this many tiles: U
+# within a quarter of L3 (the share of a CCD's L3 a core gets beside the machine's other tenants), else
+# coming from memory. Fitted to four such convolutions in a row, each with its own weights (U read from
+# beyond L2 at every call, as in a model), the implicit GEMM's time / Winograd's at batch 1 on one and
+# two threads (`python -m benchmarks.conv_winograd --stack 4 --match streamed`, AMD EPYC Zen 4,
+# benchmarks/results/2026-12-06-conv_winograd-stack-zen4.md): 3x3 over 256 at 7x7 (16 tiles in blocks
+# of 12 and 4, 4 MiB of U) 1.46x / 1.25x; 3x3 over 512 (16 MiB) at 7x7 1.02x / 1.14x, at 14x14
+# 1.94x / 2.04x, at 28x28 2.09x / 2.22x; 448 -> 384 at 8x8 1.48x / 1.45x; 5x5 over 256 at 14x14 1.68x /
+# 1.79x, over 512 at 7x7 (49 MiB) 0.87x / 0.71x; 1x7 over 768 at 17x17 (21 MiB) 1.37x / 1.24x.
+STREAM_TILES_ZEN_L3 = 8
+STREAM_TILES_ZEN_MEMORY = 12
+# ... and streaming is taken where the direct convolution has this many times the products of the blocks
+# so costed (the estimates for the cases above: 1.72; 1.15, 1.84, 2.16; 1.50; 1.67, 1.04; 1.44)
+MIN_GAIN_STREAMED_ZEN = 1.3
 
 
-def streaming_pays(cpu: str, u_bytes: int, tiles: int, l3: int) -> bool:
-    """Whether streaming U (``u_bytes``, beyond L2) once per block of ``tiles`` tiles pays on CPU ``cpu``
-    (LLVM's name) whose last-level cache holds ``l3`` bytes."""
-    if cpu.startswith("znver") and u_bytes <= l3 // 4:
-        return tiles >= MIN_TILES_STREAMED_ZEN
-    return tiles >= MIN_TILES_STREAMED
+def streaming_pays(cpu: str, u_bytes: int, l3: int, tiles: int, block: int, direct: float) -> bool:
+    """Whether streaming U (``u_bytes``, beyond L2) once per block pays on CPU ``cpu`` (LLVM's name) whose
+    last-level cache holds ``l3`` bytes, for an image of ``tiles`` tiles in blocks of at most ``block``
+    (evened out, as the kernel does) against the direct convolution's products, ``direct`` tiles' worth."""
+    blocks = -(-tiles // block)
+    if cpu.startswith("znver"):
+        stream = STREAM_TILES_ZEN_L3 if u_bytes <= l3 // 4 else STREAM_TILES_ZEN_MEMORY
+        return direct >= MIN_GAIN_STREAMED_ZEN * blocks * max(tiles / blocks, stream)
+    return min(block, tiles) >= MIN_TILES_STREAMED
 
 
 def last_level_cache(kb: KernelBuilder) -> int:
@@ -222,8 +236,8 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     """Whether a convolution of ``geo`` (groups 1, weights known) runs by Winograd: float32 products, a
     kernel of :data:`ALGORITHMS` (3x3, 5x5, 1x7, 7x1, 1x3, 3x1) of stride 1 and dilation 1 over a 2-D image
     of known size, at least ``MIN_IN_CHANNELS`` input channels, and transformed weights (``points * C * K``
-    floats) that fit in L2, or else (kernels of :data:`STREAMED`) blocks of at least
-    ``MIN_TILES_STREAMED`` tiles to read them for."""
+    floats) that fit in L2, or else (kernels of :data:`STREAMED`) blocks that pay for reading them
+    (:func:`streaming_pays`)."""
     chosen = mode()
     if chosen == "0" or kb.target.precision != "float32":
         return False
@@ -242,8 +256,11 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     th, tw = -(-geo.out_sp[0] // ah.m), -(-geo.out_sp[1] // aw.m)
     if plan.u_bytes <= plan.l2:
         return True
-    return tuple(geo.kernel) in STREAMED and streaming_pays(kb.target.cpu, plan.u_bytes, min(plan.tb, th * tw),
-                                                            last_level_cache(kb))
+    # the direct convolution's products in tiles' worth: more than the tiles by the products saved, less
+    # by the tiles' outputs past the image
+    direct = geo.out_sp[0] * geo.out_sp[1] * geo.kernel[0] * geo.kernel[1] / (ah.points * aw.points)
+    return tuple(geo.kernel) in STREAMED and streaming_pays(kb.target.cpu, plan.u_bytes, last_level_cache(kb),
+                                                            th * tw, plan.tb, direct)
 
 
 class _Plan:
