@@ -20,6 +20,7 @@ evidence for the rule where the transformed weights stream. Writes
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -80,8 +81,10 @@ def _model(side: int, C: int, K: int, kernel: str = "3x3", stack: int = 1):
     return graphc.Model(inp, x)
 
 
+@functools.cache
 def _picked(side: int, C: int, K: int, kernel: str) -> bool:
-    """Whether a default build of this shape runs Winograd here."""
+    """Whether a default build of this shape runs Winograd here (once per shape: every batch and thread
+    count of a row gets the same answer)."""
     from graphc.backends.llvm.kernels import winograd
 
     picked: list = []

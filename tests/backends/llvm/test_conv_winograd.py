@@ -304,6 +304,7 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
 
     assert winograd.winograd_applies(kb, geo(14), 256, 256) is taken
     assert winograd.winograd_applies(kb, geo(14), 512, 512) is taken
+    assert winograd.winograd_applies(kb, geo(13), 512, 512) is taken  # 49 tiles, the last row and column cut
     assert winograd.winograd_applies(kb, geo(7), 512, 512) is False
     assert winograd.winograd_applies(kb, geo(7), 256, 256) is taken  # U within a quarter of L3: 1.38x
     assert winograd.winograd_applies(kb, geo(4), 512, 512) is False

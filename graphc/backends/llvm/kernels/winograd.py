@@ -211,9 +211,10 @@ MIN_GAIN_STREAMED_ZEN = 1.3
 def streaming_pays(cpu: str, u_bytes: int, l3: int, tiles: int, block: int, direct: float) -> bool:
     """Whether streaming U (``u_bytes``, beyond L2) once per block pays on CPU ``cpu`` (LLVM's name) whose
     last-level cache holds ``l3`` bytes, for an image of ``tiles`` tiles in blocks of at most ``block``
-    (evened out, as the kernel does) against the direct convolution's products, ``direct`` tiles' worth."""
-    blocks = -(-tiles // block)
+    (evened out, as the kernel does on one thread: it rounds the count up to a multiple of the thread count,
+    which the build does not know) against the direct convolution's products, ``direct`` tiles' worth."""
     if cpu.startswith("znver"):
+        blocks = -(-tiles // block)
         stream = STREAM_TILES_ZEN_L3 if u_bytes <= l3 // 4 else STREAM_TILES_ZEN_MEMORY
         return direct >= MIN_GAIN_STREAMED_ZEN * blocks * max(tiles / blocks, stream)
     return min(block, tiles) >= MIN_TILES_STREAMED
