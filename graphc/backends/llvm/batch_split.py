@@ -35,8 +35,19 @@ MobileNetV2 146 -> 95 ms (1.99x one thread's 190 ms), ResNet50 1028 -> 908 ms (1
 example 46.7 -> 43.4 ms, separable_conv_bn 1.18 -> 1.16 ms (in 6 sub-batches of 5-6 samples; 1.31 ms with
 6 + 6 + 6 against 6 + 6 + 2).
 
-``GRAPHC_BATCH_SPLIT``: unset (the budget is the L2 cache of one core), ``0`` (never split), or the budget
-(bytes, or 512K, 2M...); part of the build cache key.
+A sub-batch reads every weight again, which costs nothing where the weights stay in the caches or the
+products over them hide their reads, but a product of one row per sample by weights from memory (VGG16's
+fully connected layers, 411 MB for fc1) does 0.5 FLOPs per byte read: run a sample at a time it waits for
+the memory once per sample instead of once per call. :func:`rereads_weights` estimates that wait from the
+graph (each op's weight bytes at :data:`MEMORY_BALANCE` FLOPs per byte, less the products that hide them)
+and the default budget keeps the batch whole where it exceeds :data:`MAX_REREAD_SHARE` of the model's
+products. VGG16 at batch 8 on one thread of the Zen 4, split a sample at a time against whole: fc1 166 ms
+(8 x 20.8) against 20.7 ms, the model 1339 against 1100 ms (at batch 32 5175 against 4594 ms);
+VGG19 at batch 8 1585 against 1406 ms.
+
+``GRAPHC_BATCH_SPLIT``: unset (the budget is the L2 cache of one core, where the weights allow it), ``0``
+(never split), or the budget (bytes, or 512K, 2M...: split wherever the graph allows it); part of the build
+cache key.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from __future__ import annotations
 from graphc.backends.llvm import switches
 from graphc.backends.llvm.cache import parse_size
 from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
+from graphc.bench.op_cost import concrete, op_flops
 from graphc.ir import dims
 from graphc.ir.graph import Graph, Op
 from graphc.ops.registry import get
@@ -61,11 +73,56 @@ _INJECTIVE = frozenset({"concat", "expand_dims", "gather", "one_hot", "pad", "re
 _NOT_PER_SAMPLE = frozenset({"num_elements", "sum_to", "dropout"})  # the batch as a number; training only
 
 
+# FLOPs one core's float32 FMAs do in the time it reads a byte from memory: 118 GFLOP/s over 32 GB/s
+# (triad) on a Zen 4, 214 GFLOP/s over about 12 GB/s on a Xeon with AVX-512; the lower bound is taken, which
+# counts a product of one row per sample (0.5 FLOPs per byte of float32 weights) as 7/8 waiting, a 1x1
+# convolution over 7x7 pixels (24.5) as none
+MEMORY_BALANCE = 4.0
+# the wait for weights re-read per sample, as a share of the model's products, past which the default budget
+# keeps the batch whole: VGG16 5.6 % and VGG19 4.4 % (whose splits, a sample at a time, ran 1.22x and 1.13x
+# the whole batch's time at batch 8), against at most 0.8 % for every other keras.applications model over
+# the L3 of a Zen 4 (ResNet50 0.37 %, InceptionV3 0.25 %, EfficientNetB4 0.77 %, ConvNeXtTiny 0.12 %)
+MAX_REREAD_SHARE = 0.02
+
+
 def budget_bytes(caches: CacheSizes) -> int:
     """Scratch bytes a sub-batch may use (0: never split): one core's L2 cache, or ``GRAPHC_BATCH_SPLIT``
     (bytes, or a size such as 512K or 2M; a malformed or negative one raises ValueError)."""
     value = switches.BATCH_SPLIT.raw()
     return caches.l2 if value == "" else parse_size(value, ENV)
+
+
+def split_budget(graph: Graph, dim: str, caches: CacheSizes) -> int:
+    """The scratch bytes a sub-batch of ``graph`` (split along ``dim``) may use; 0: the batch runs whole. The
+    default budget (:func:`budget_bytes`) unless the split would re-read weights from memory for every
+    sample (:func:`rereads_weights`); a budget set in ``GRAPHC_BATCH_SPLIT`` as it says."""
+    budget = budget_bytes(caches)
+    if budget and switches.BATCH_SPLIT.raw() == "" and rereads_weights(graph, dim, caches):
+        return 0
+    return budget
+
+
+def rereads_weights(graph: Graph, dim: str, caches: CacheSizes) -> bool:
+    """Whether running ``graph`` a sample at a time waits for its weights more than :data:`MAX_REREAD_SHARE`
+    of its products take: its weights exceed the last-level cache (so each sample reads them from memory),
+    and the ops' weight bytes at :data:`MEMORY_BALANCE` FLOPs per byte, less the FLOPs of one sample over
+    them, sum to more than that share of one sample's FLOPs. False where a shape holds a free dim other
+    than ``dim`` (a sample's work is then unknown at build time)."""
+    if sum(a.nbytes for a in graph.constants.values()) <= caches.l3:
+        return False
+    bindings = {dim: 1}
+    total = wait = 0.0
+    for op in graph.ops():
+        values = [*op.inputs, *op.outputs]
+        if any(_symbols(d) - {dim} for v in values for d in graph.type_of(v).shape):
+            return False
+        ins = [concrete(graph.type_of(v).shape, bindings) for v in op.inputs]
+        outs = [concrete(graph.type_of(v).shape, bindings) for v in op.outputs]
+        flops = op_flops(op.type, get(op.type).resolve_attrs(op.attrs), ins, outs) or 0
+        weights = sum(graph.constants[v].nbytes for v in dict.fromkeys(op.inputs) if v in graph.constants)
+        total += flops
+        wait += max(0.0, weights * MEMORY_BALANCE - flops)
+    return wait > MAX_REREAD_SHARE * total
 
 
 def batch_dim(graph: Graph) -> str | None:

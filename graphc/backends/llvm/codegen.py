@@ -30,7 +30,7 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm import result_in_place
-from graphc.backends.llvm.batch_split import batch_dim, budget_bytes
+from graphc.backends.llvm.batch_split import batch_dim, split_budget
 from graphc.backends.llvm.builder import (
     FRAME_ARGS,
     FRAME_DIMS,
@@ -737,7 +737,7 @@ class _Codegen:
         dim = batch_dim(self.graph) if self.free_dims else None
         if dim is None or dim not in self.free_dims:
             return "-1, 0ULL"
-        budget = budget_bytes(caches_for(same_machine(self.target, host_target())))
+        budget = split_budget(self.graph, dim, caches_for(same_machine(self.target, host_target())))
         return f"{self.free_dims.index(dim)}, {budget}ULL"
 
     def split_step_tables(self) -> dict:

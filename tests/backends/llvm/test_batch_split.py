@@ -19,6 +19,7 @@ import graphc
 import graphc.bench
 from graphc import examples
 from graphc.backends.llvm import batch_split
+from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
 from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -103,8 +104,6 @@ def test_inputs_without_the_batch_and_training_steps_keep_it_whole():
 
 
 def test_budget_from_the_caches_and_the_environment(monkeypatch):
-    from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
-
     caches = CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20)
     monkeypatch.delenv(batch_split.ENV, raising=False)
     assert batch_split.budget_bytes(caches) == 1 << 20
@@ -344,3 +343,69 @@ def test_a_profile_of_sub_batches_at_once(monkeypatch, tmp_path):
     assert report.dropped_events == 0
     trace = report.trace()
     assert {e["tid"] for e in trace["traceEvents"] if e.get("cat") == "kernel"} == {0, 1}
+
+
+SMALL_CACHES = CacheSizes(l1=32 << 10, l2=128 << 10, l3=1 << 20)
+
+
+def _product_per_sample(rows: int, features: int, units: int) -> Graph:
+    """Each sample's ``rows`` rows of ``features`` (after a ReLU) times a (features, units) weight."""
+    g = Graph(f"product_{rows}_rows")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", rows, features)))
+    rows_of = ob.emit("reshape", ob.emit("relu", x), shape=(dims_mul("N", rows), features))
+    w = g.add_constant("w", np.random.default_rng(1).standard_normal((features, units)).astype(np.float32))
+    g.set_outputs([ob.emit("reshape", ob.emit("matmul", rows_of, w), shape=("N", rows, units))])
+    return g
+
+
+def test_weights_reread_from_memory_per_sample(monkeypatch):
+    """A product of one row per sample by 2 MiB of weights does 0.5 FLOPs per byte: beyond a 1 MiB L3 a
+    sample at a time waits for them; the same weights over 64 rows per sample, or within the L3, do not;
+    a free dim besides the batch leaves a sample's work unknown."""
+    monkeypatch.delenv(batch_split.ENV, raising=False)
+    one_row = _product_per_sample(1, 1024, 512)
+    assert batch_split.rereads_weights(one_row, "N", SMALL_CACHES)
+    assert not batch_split.rereads_weights(_product_per_sample(64, 1024, 512), "N", SMALL_CACHES)
+    assert not batch_split.rereads_weights(one_row, "N", CacheSizes(l1=32 << 10, l2=128 << 10, l3=4 << 20))
+    g = Graph("free_rows")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", "T", 1024)))
+    w = g.add_constant("w", np.ones((1024, 512), np.float32))
+    g.set_outputs([ob.emit("matmul", x, w)])
+    assert not batch_split.rereads_weights(g, "N", SMALL_CACHES)
+    # the default budget gives the split up; a budget the user set splits as it says
+    assert batch_split.split_budget(one_row, "N", SMALL_CACHES) == 0
+    assert batch_split.split_budget(_product_per_sample(64, 1024, 512), "N", SMALL_CACHES) == 128 << 10
+    monkeypatch.setenv(batch_split.ENV, "64K")
+    assert batch_split.split_budget(one_row, "N", SMALL_CACHES) == 64 << 10
+
+
+@pytest.mark.parametrize("budget, split", [("", False), ("64K", True)])
+def test_a_model_that_rereads_its_weights_runs_whole(budget, split, monkeypatch, tmp_path, rng):
+    """On the native runtime, with caches of 128 KiB (L2) and 1 MiB (L3): 64 x 256 features per sample take
+    64 KiB of scratch, two samples a sub-batch, but their product of one row by 2 MiB of weights keeps the
+    batch whole under the default budget; a budget set in GRAPHC_BATCH_SPLIT still splits it. The outputs
+    are the reference's either way."""
+    if budget:
+        monkeypatch.setenv(batch_split.ENV, budget)
+    else:
+        monkeypatch.delenv(batch_split.ENV, raising=False)
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l2=128K,l3=1M")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    g = Graph("flat_product")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", 64, 256)))
+    flat = ob.emit("reshape", ob.emit("relu", x), shape=("N", 64 * 256))
+    w = g.add_constant("w", (rng.standard_normal((64 * 256, 32)) / 128).astype(np.float32))
+    g.set_outputs([ob.emit("matmul", flat, w)])
+    assert batch_split.batch_dim(g) == "N"
+    lib = load(g, f"flat_product_{budget or 'default'}")
+    inst = lib.instance(1)
+    try:
+        feeds = {"x": rng.standard_normal((7, 64, 256)).astype(np.float32)}
+        got = inst.run([feeds["x"]])[0]
+        assert (inst.sub_batch > 0) == split
+        np.testing.assert_allclose(got, reference_run(g, feeds)[g.outputs[0]], rtol=1e-4, atol=1e-4)
+    finally:
+        inst.close()
