@@ -117,6 +117,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_num_threads": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
         "gc_instance_sub_batch_threads": (ctypes.c_int32, [vp]),
+        "gc_model_batch_tail_op": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch_count": (ctypes.c_int64, [vp]),
         "gc_model_num_scratch": (sz, [vp]),
         "gc_instance_memory": (vp, [vp, ctypes.POINTER(GcMemoryInfo)]),
@@ -180,6 +181,8 @@ class Library:
         self.has_train_step = bool(self.lib.gc_model_has_train_step(self.model))
         self.has_eval_step = bool(self.lib.gc_model_has_eval_step(self.model))
         self.has_gradient_step = bool(self.lib.gc_model_has_gradient_step(self.model))
+        # the first op of the batch's tail, run once over a batch that ran in sub-batches (-1: none)
+        self.batch_tail_op = int(self.lib.gc_model_batch_tail_op(self.model))
         # the split step's gradient buffer: (the weight it is the gradient of, byte offset) per entry
         self.gradients = [self._gradient(i) for i in range(self.lib.gc_model_num_gradients(self.model))]
         # a training step's model inputs, targets and reported outputs (loss, metrics) by position
@@ -362,10 +365,11 @@ class Instance:
                 self.library.check(lib.gc_instance_scratch(self._handle, i, ctypes.byref(b)), "gc_instance_scratch")
                 buffers.append(RuntimeBuffer(b.name.decode(errors="replace"), int(b.offset), int(b.nbytes),
                                              int(b.first_op), int(b.last_op)))
+            sub_batch = int(lib.gc_instance_sub_batch(self._handle))
             return RuntimePlan(self.library.name, int(lib.gc_instance_num_threads(self._handle)),
                                int(info.arena_bytes), int(info.arena_copies), int(info.thread_scratch_bytes),
-                               int(info.packed_bytes), int(lib.gc_instance_sub_batch(self._handle)),
-                               int(lib.gc_instance_sub_batch_count(self._handle)), tuple(buffers))
+                               int(info.packed_bytes), sub_batch, int(lib.gc_instance_sub_batch_count(self._handle)),
+                               tuple(buffers), self.library.batch_tail_op if sub_batch else -1)
         finally:
             self._busy.release()
 

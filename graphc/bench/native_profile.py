@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,7 @@ class NativeProfileReport:
     op_names: dict[int, str] = field(default_factory=dict, repr=False)
     sub_batch: int = 0  # samples per sub-batch the runs ran in (0: the batch whole; see batch_split)
     sub_batch_threads: int = 0  # sub-batches at once, one per thread (rows: the threads' times summed)
+    tail_op: int = -1  # the first op of the batch's tail where the runs used it: its ops ran once, whole
 
     @property
     def total_flops(self) -> int:
@@ -91,7 +93,7 @@ class NativeProfileReport:
                 "kernel_ms": self.kernel_ms, "run_ms": self.run_ms, "call_ms": self.call_ms,
                 "total_flops": self.total_flops, "peak": self.peak.to_dict() if self.peak is not None else None,
                 "rows": [r.to_dict() for r in self.rows], "dropped_events": self.dropped_events,
-                "sub_batch": self.sub_batch, "sub_batch_threads": self.sub_batch_threads}
+                "sub_batch": self.sub_batch, "sub_batch_threads": self.sub_batch_threads, "tail_op": self.tail_op}
 
     def to_markdown(self) -> str:
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
@@ -130,14 +132,21 @@ class NativeProfileReport:
 
     def _kernels_against_run(self) -> str:
         at_once = self.sub_batch_threads if self.sub_batch and self.sub_batch_threads > 1 else 1
-        share = 100 * self.kernel_ms / (at_once * self.run_ms) if self.run_ms else 0.0
+        tail_ms = sum(r.ms for r in self.rows if r.index >= self.tail_op >= 0)
+        head_ms = self.kernel_ms - tail_ms
+        share = 100 * (head_ms / at_once + tail_ms) / self.run_ms if self.run_ms else 0.0
+        tail = ""
+        if self.tail_op >= 0 and self.sub_batch:
+            first = next((r.name for r in sorted(self.rows, key=lambda r: r.index) if r.index >= self.tail_op), "")
+            tail = (f"; the batch's tail, from {first} on, ran once over the whole batch on {self.threads} "
+                    "thread(s)")
         if at_once > 1:
             return (f"the run went in sub-batches of {self.sub_batch} sample(s), {at_once} at a time, one per "
                     "thread: each kernel launched once per sub-batch on one thread, the rows the threads' times "
-                    f"summed ({share:.1f} % of {at_once} x the run), % of peak against one thread's.")
+                    f"summed, % of peak against one thread's{tail} (the kernels: {share:.1f} % of the run).")
         text = f"the kernels are {share:.1f} % of the run"
         if self.sub_batch:
-            text += f", in sub-batches of {self.sub_batch} sample(s) (each kernel launched once per sub-batch)"
+            text += f", in sub-batches of {self.sub_batch} sample(s) (each kernel launched once per sub-batch{tail})"
         return text + "."
 
     def __str__(self) -> str:
@@ -224,6 +233,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
             threads = instance.threads
             sub_batch = instance.sub_batch
             at_once = instance.sub_batch_threads
+            tail_op = library.batch_tail_op if sub_batch else -1
         finally:
             instance.close()
     if isinstance(peak, bool):
@@ -232,8 +242,8 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         peak = measure_peak() if peak else None
     # sub-batches at once: every launch ran on one thread (the rows sum the threads' times)
     kernel_threads = 1 if at_once > 1 else threads
-    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak, kernel_threads,
-                 fused_ops(cm.compile_stats))
+    rows = _rows(graph, ops, bind_free_dims(graph, arrays), recorded, runs, peak,
+                 lambda index: threads if index >= tail_op >= 0 else kernel_threads, fused_ops(cm.compile_stats))
     kernel_ms = sum(r.ms for r in rows)
     for r in rows:
         r.share = r.ms / kernel_ms if kernel_ms else 0.0
@@ -242,7 +252,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
         model=graph.name, shapes={n: list(a.shape) for n, a in zip(graph.inputs, arrays)}, threads=threads,
         runs=recorded.runs, rows=rows, kernel_ms=kernel_ms, run_ms=recorded.run_ns / 1e6 / max(recorded.runs, 1),
         call_ms=call_s * 1e3 / runs, peak=peak, events=recorded.events, dropped_events=recorded.dropped_events,
-        op_names=names, sub_batch=sub_batch, sub_batch_threads=at_once)
+        op_names=names, sub_batch=sub_batch, sub_batch_threads=at_once, tail_op=tail_op)
 
 
 def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak: Any = True,
@@ -296,7 +306,7 @@ def profile_training_step(model, x, y, runs: int = 10, *, warmup: int = 2, peak:
     bound = dict(zip(compiled.model_inputs + compiled.targets, ins + tgs))
     # the free dims (the batch) come from the fed arrays; the hyperparameter inputs have none
     bindings = bind_free_dims(graph, [bound.get(v, np.zeros(())) for v in graph.inputs])
-    rows = _rows(graph, ops, bindings, recorded, runs, peak, threads)
+    rows = _rows(graph, ops, bindings, recorded, runs, peak, lambda index: threads)
     kernel_ms = sum(r.ms for r in rows)
     for r in rows:
         r.share = r.ms / kernel_ms if kernel_ms else 0.0
@@ -332,8 +342,9 @@ def fused_ops(stats: dict) -> dict[int, list[int]]:
     return out
 
 
-def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int,
+def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: Callable[[int], int],
           fused: dict[int, list[int]] | None = None) -> list[KernelRow]:
+    """One row per op with launches; ``threads(index)``: the threads each launch of the op ran on."""
     costs = graph_op_costs(graph, bindings)
     rows = []
     for index, (ns, launches) in enumerate(zip(recorded.op_ns, recorded.op_launches)):
@@ -359,7 +370,7 @@ def _rows(graph, ops, bindings, recorded, runs: int, peak, threads: int,
         gbs = nbytes / seconds / 1e9 if seconds > 0 else 0.0
         bound = pct = None
         if peak is not None:
-            compute, bandwidth = peak.compute_peak(threads), peak.bandwidth(threads)
+            compute, bandwidth = peak.compute_peak(threads(index)), peak.bandwidth(threads(index))
             intensity = (flops or 0) / nbytes if nbytes else float("inf")
             bound = "compute" if intensity >= compute / bandwidth else "memory"
             pct = 100 * gflops / compute if bound == "compute" and gflops is not None else 100 * gbs / bandwidth

@@ -7,7 +7,8 @@ that its C runtime plans whenever the shapes change, with the same heap algorith
 smallest arena of four placement orders by best and by first fit: ``graphc/c_runtime/src/arena.c``,
 checked offset for offset against :class:`~graphc.memory.planner.GreedyBySizeAllocator`). A large batch
 runs in sub-batches planned for their rows, at once on several threads with a copy of the arena each
-(:mod:`graphc.backends.llvm.batch_split`). :class:`RuntimePlan` is that plan, read back through the C ABI
+(:mod:`graphc.backends.llvm.batch_split`; a batch's tail planned in the same arena for the whole batch).
+:class:`RuntimePlan` is that plan, read back through the C ABI
 (``gc_instance_memory``, ``gc_instance_scratch``) after a run: what ran, not a second computation of it.
 """
 
@@ -42,6 +43,7 @@ class RuntimePlan:
     sub_batch: int  # samples in the largest sub-batch (0: the batch ran whole)
     sub_batch_count: int
     buffers: tuple[RuntimeBuffer, ...]
+    tail_op: int = -1  # the first op of the batch's tail where the sub-batches had one (its buffers: the batch's)
 
     @property
     def scratch_bytes(self) -> int:
@@ -56,6 +58,8 @@ class RuntimePlan:
         if self.sub_batch:
             how = ("at once, one per thread" if self.arena_copies > 1 else "one after another")
             batch = f"{self.sub_batch_count} sub-batches of up to {self.sub_batch} samples, {how}"
+            if self.tail_op >= 0:
+                batch += f", then the ops from {self.tail_op} on over the whole batch"
         else:
             batch = "the batch whole"
         return (f"native memory plan of {self.model} ({self.threads} thread(s), {batch}): arena {self.arena_bytes:,} B"

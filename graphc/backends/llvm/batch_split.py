@@ -41,13 +41,29 @@ fully connected layers, 411 MB for fc1) does 0.5 FLOPs per byte read: run a samp
 the memory once per sample instead of once per call. :func:`rereads_weights` estimates that wait from the
 graph (each op's weight bytes at :data:`MEMORY_BALANCE` FLOPs per byte, less the products that hide them)
 and the default budget keeps the batch whole where it exceeds :data:`MAX_REREAD_SHARE` of the model's
-products. VGG16 at batch 8 on one thread of the Zen 4, split a sample at a time against whole: fc1 166 ms
-(8 x 20.8) against 20.7 ms, the model 1339 against 1100 ms (at batch 32 5175 against 4594 ms);
-VGG19 at batch 8 1585 against 1406 ms.
+products, where those ops are not in the batch's tail (below). VGG16 at batch 8 on one thread of the Zen 4,
+split a sample at a time against whole: fc1 166 ms (8 x 20.8) against 20.7 ms, the model 1339 against 1100
+ms (at batch 32 5175 against 4594 ms); VGG19 at batch 8 1585 against 1406 ms.
+
+The batch's tail (:func:`batch_tail`): the last ops of a model, where every result is small per sample (at
+most half of one core's L2) and the weights are large, may run once over the whole batch after the
+sub-batches have run the ops before them (``gc__run_batches``: ``run_ops`` over the ops before the tail for
+each sub-batch, then over the tail with the batch whole and the pool on each op). The buffers live across
+the tail's first op hold the whole batch, led by it (the sub-batches fill them a sample range at a time),
+and are planned to live through every sub-batch; the tail's buffers are planned for the whole batch in the
+same arena, never beside a sub-batch's. The code generator keeps a tail where running it whole pays: one of
+its convolutions takes Winograd over two images or more and not over one (:data:`.kernels.winograd.
+TAIL_IMAGES`; ResNet50's conv5 3x3 layers, 16 tiles an image, at batch 32 1886 -> 1809 ms on one thread, 962
+-> 941 ms on two: ``benchmarks/results/2026-12-06-switch-batch_tail-0.md``). Elsewhere the tail measured no
+gain or a loss: VGG16's (its last block and fully connected layers) 1.01x slower than the whole batch, which
+the weights rule above then chooses; at batch 32 on one thread MobileNetV2's 0.94x, InceptionV3's 0.96x
+(their tails' results in L2 a sample at a time, in L3 whole). With a tail the outputs are those of the
+sub-batches' ops per sub-batch and the tail's over the batch. ``GRAPHC_BATCH_TAIL``: ``1`` (where it pays),
+``0`` (never), ``force`` (every candidate, for measuring).
 
 ``GRAPHC_BATCH_SPLIT``: unset (the budget is the L2 cache of one core, where the weights allow it), ``0``
 (never split), or the budget (bytes, or 512K, 2M...: split wherever the graph allows it); part of the build
-cache key.
+cache key, as is ``GRAPHC_BATCH_TAIL``.
 """
 
 from __future__ import annotations
@@ -92,27 +108,43 @@ def budget_bytes(caches: CacheSizes) -> int:
     return caches.l2 if value == "" else parse_size(value, ENV)
 
 
-def split_budget(graph: Graph, dim: str, caches: CacheSizes) -> int:
-    """The scratch bytes a sub-batch of ``graph`` (split along ``dim``) may use; 0: the batch runs whole. The
-    default budget (:func:`budget_bytes`) unless the split would re-read weights from memory for every
-    sample (:func:`rereads_weights`); a budget set in ``GRAPHC_BATCH_SPLIT`` as it says."""
+def split_plan(graph: Graph, dim: str, caches: CacheSizes) -> tuple[int, int | None]:
+    """How a large batch of ``graph`` (split along ``dim``) runs: the scratch bytes a sub-batch may use (0:
+    the batch runs whole) and the first op of the batch's tail (:func:`batch_tail`, a candidate the code
+    generator keeps where it pays; None: none). The default budget (:func:`budget_bytes`) unless the
+    sub-batches would re-read weights from memory for every sample (:func:`rereads_weights`, over the ops
+    ahead of the tail); a budget set in ``GRAPHC_BATCH_SPLIT`` as it says."""
+    budget = budget_bytes(caches)
+    tail = batch_tail(graph, dim, caches) if budget else None
+    if tail is None:
+        return budget_without_tail(graph, dim, caches), None
+    if switches.BATCH_SPLIT.raw() == "" and rereads_weights(graph, dim, caches, end=tail):
+        return 0, None
+    return budget, tail
+
+
+def budget_without_tail(graph: Graph, dim: str, caches: CacheSizes) -> int:
+    """:func:`split_plan`'s budget for ``graph`` with every op run per sub-batch."""
     budget = budget_bytes(caches)
     if budget and switches.BATCH_SPLIT.raw() == "" and rereads_weights(graph, dim, caches):
         return 0
     return budget
 
 
-def rereads_weights(graph: Graph, dim: str, caches: CacheSizes) -> bool:
-    """Whether running ``graph`` a sample at a time waits for its weights more than :data:`MAX_REREAD_SHARE`
-    of its products take: its weights exceed the last-level cache (so each sample reads them from memory),
-    and the ops' weight bytes at :data:`MEMORY_BALANCE` FLOPs per byte, less the FLOPs of one sample over
-    them, sum to more than that share of one sample's FLOPs. False where a shape holds a free dim other
-    than ``dim`` (a sample's work is then unknown at build time)."""
-    if sum(a.nbytes for a in graph.constants.values()) <= caches.l3:
+def rereads_weights(graph: Graph, dim: str, caches: CacheSizes, end: int | None = None) -> bool:
+    """Whether running ``graph``'s ops (those before ``end`` where given) a sample at a time waits for their
+    weights more than :data:`MAX_REREAD_SHARE` of their products take: their weights exceed the last-level
+    cache (so each sample reads them from memory), and the ops' weight bytes at :data:`MEMORY_BALANCE`
+    FLOPs per byte, less the FLOPs of one sample over them, sum to more than that share of one sample's
+    FLOPs. False where a shape holds a free dim other than ``dim`` (a sample's work is then unknown at
+    build time)."""
+    ops = graph.ops()[:end]
+    read = {v for op in ops for v in op.inputs if v in graph.constants}
+    if sum(graph.constants[v].nbytes for v in read) <= caches.l3:
         return False
     bindings = {dim: 1}
     total = wait = 0.0
-    for op in graph.ops():
+    for op in ops:
         values = [*op.inputs, *op.outputs]
         if any(_symbols(d) - {dim} for v in values for d in graph.type_of(v).shape):
             return False
@@ -123,6 +155,66 @@ def rereads_weights(graph: Graph, dim: str, caches: CacheSizes) -> bool:
         total += flops
         wait += max(0.0, weights * MEMORY_BALANCE - flops)
     return wait > MAX_REREAD_SHARE * total
+
+
+# a sample's bytes of every result from the first op of a batch's tail on: at most half of one core's L2
+TAIL_SAMPLE_SHARE = 2
+
+
+def batch_tail(graph: Graph, dim: str, caches: CacheSizes) -> int | None:
+    """The first op (an index into ``graph.ops()``) of a candidate for the batch's tail, which would run once
+    over the whole batch after the sub-batches have run the ops before it; None: none (or
+    ``GRAPHC_BATCH_TAIL=0``).
+
+    The candidate is the longest run of last ops each of whose results holds at most half of one core's L2
+    per sample, reading no graph input, with every graph output among their results and every value they
+    read from the ops before it led by the batch (the sub-batches fill it a sample range at a time), and
+    weights over L2 (ResNet50's conv5 stage and head, 60 MB; VGG16's last block and fully connected
+    layers). The code generator keeps it where running it whole pays (see the module docstring)."""
+    if switches.BATCH_TAIL.value() == "0":
+        return None
+    ops = graph.ops()
+    inputs = set(graph.inputs)
+    limit = caches.l2 // TAIL_SAMPLE_SHARE
+    start = len(ops)
+    while start > 0:
+        op = ops[start - 1]
+        sizes = [_sample_bytes(graph, v, dim) for v in op.outputs]
+        if inputs.intersection(op.inputs) or any(n is None or n > limit for n in sizes):
+            break
+        start -= 1
+    if start in (0, len(ops)):
+        return None
+    before = {v for op in ops[:start] for v in op.outputs}
+    if any(v in before and _batched(graph.type_of(v).shape, dim) is not True for op in ops[start:] for v in op.inputs):
+        return None
+    results = {v for op in ops[start:] for v in op.outputs}
+    if not all(v in results for v in graph.outputs):
+        return None
+    weights = sum(graph.constants[v].nbytes for op in ops[start:] for v in dict.fromkeys(op.inputs)
+                  if v in graph.constants)
+    return start if weights > caches.l2 else None
+
+
+def tail_pays(winograd_gains: bool) -> bool:
+    """Whether a candidate tail is kept: a convolution of it takes Winograd over the batch and not over one
+    sample (``winograd_gains``), or ``GRAPHC_BATCH_TAIL=force``."""
+    return winograd_gains or switches.BATCH_TAIL.value() == "force"
+
+
+def tail_buffer_ok(shape: tuple, dim: str) -> bool:
+    """Whether a buffer of ``shape`` may live across the first op of the batch's tail: led by the batch
+    (``dim`` times a constant, nowhere else), so that a sub-batch's samples are one contiguous range."""
+    return _batched(tuple(shape), dim) is True
+
+
+def _sample_bytes(graph: Graph, value: str, dim: str) -> int | None:
+    """The bytes of one sample of ``value`` (all of it where the batch is not in it); None where another
+    free dim is."""
+    t = graph.type_of(value)
+    if any(_symbols(d) - {dim} for d in t.shape):
+        return None
+    return t.nbytes({dim: 1})
 
 
 def batch_dim(graph: Graph) -> str | None:

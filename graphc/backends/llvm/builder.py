@@ -208,6 +208,9 @@ class KernelBuilder:
         self.weight_index: dict[str, int] = {}
         self.thread_scratch_nbytes = 0
         self.op_index = -1
+        # the first op of the batch's tail (batch_split.batch_tail), which runs over the whole batch; -1: none
+        self.tail_op = -1
+        self.tail_gains = False  # a kernel of the tail chose otherwise for the batch than for one sample
         self.op_label = ""
         self.op_error: str | None = None
         self.op_temps: list[Tensor] = []

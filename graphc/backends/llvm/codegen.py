@@ -30,7 +30,13 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm import result_in_place
-from graphc.backends.llvm.batch_split import batch_dim, split_budget
+from graphc.backends.llvm.batch_split import (
+    batch_dim,
+    budget_without_tail,
+    split_plan,
+    tail_buffer_ok,
+    tail_pays,
+)
 from graphc.backends.llvm.builder import (
     FRAME_ARGS,
     FRAME_DIMS,
@@ -277,6 +283,7 @@ class _Codegen:
         # kernels also see the instance's thread count, as one more dim after the free ones
         self.kb = KernelBuilder(self.module, target, self.free_dims + [THREADS_DIM])
         self.kb.graph = graph
+        self._plan_batches()
         self.tensors: dict[str, Tensor] = {}
         self.concat_parts = concat_parts_in_place(graph)
         self.write_over = result_in_place.enabled()
@@ -284,6 +291,34 @@ class _Codegen:
         self.pooled_ops: dict[str, int] = {}  # poolings their producer's kernels did -> the producer's index
         self.op_errors: list[str] = []
         self.memo: dict = {}
+
+    def _plan_batches(self) -> None:
+        """The sub-batches' dim, budget and tail (:mod:`.batch_split`), before any op is lowered: the
+        tail's convolutions choose their algorithm for the batch."""
+        self.split_dim, self.split_budget, self.tail_op = None, 0, None
+        dim = batch_dim(self.graph) if self.free_dims else None
+        if dim is None or dim not in self.free_dims:
+            return
+        self.split_dim, self.caches = dim, caches_for(same_machine(self.target, host_target()))
+        self.split_budget, self.tail_op = split_plan(self.graph, dim, self.caches)
+        self.kb.tail_op = -1 if self.tail_op is None else self.tail_op
+
+    def _check_tail(self) -> None:
+        """The batch's tail kept where it pays (:func:`.batch_split.tail_pays`: a convolution of it takes
+        Winograd over the batch only, ``kb.tail_gains``) and the lowered code allows it: no graph input read
+        from its first op on, every output written there, and every scratch buffer live across that op led
+        by the batch (a kernel's buffer may be other than the graph's values). Else every op runs per
+        sub-batch, as the split's weights rule then says over all of them."""
+        c, dim = self.tail_op, self.split_dim
+        if c is None:
+            return
+        ok = tail_pays(self.kb.tail_gains)
+        ok = ok and all(buf.last < c for buf in self.input_bufs) and all(buf.first >= c for buf in self.output_bufs)
+        ok = ok and all(tail_buffer_ok(buf.type.shape, dim) for buf in self.kb.buffers
+                        if buf.kind == "scratch" and 0 <= buf.first < c <= buf.last)
+        if not ok:
+            self.tail_op = None
+            self.split_budget = budget_without_tail(self.graph, dim, self.caches)
 
     # ------------------------------------------------------------ buffers
     def _setup(self) -> None:
@@ -385,7 +420,8 @@ class _Codegen:
                 kb.pool_request = (outs[0], StripPool(pooled, fused.kind, fused.window, tuple(outs[0].shape[1:-1])))
                 pool_key = (fused.kind, fused.window, pooled.type, pooled.row_stride)
                 outs = outs + [pooled]
-            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held, pool_key)
+            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held, pool_key,
+                   index >= kb.tail_op >= 0)
             if key in self.memo:
                 record, taken = self.memo[key]
                 self._replay(record, ins, outs)
@@ -420,6 +456,7 @@ class _Codegen:
             dst = Tensor(v, self.graph.values[v].type, self.output_bufs[i])
             kb.copy(dst, self.tensors[v])
         self.op_errors.append("copying the graph outputs failed (detail %lld)")
+        self._check_tail()
 
     def fused_ops(self) -> str:
         """Ops whose kernels another op's kernels are (a pooling done by its convolution), as the runtime's
@@ -501,9 +538,22 @@ class _Codegen:
 
     # ------------------------------------------------------------ entry points
     def emit_run(self) -> None:
-        """Each launch: its argument addresses into the args array, then gc__parallel_for."""
+        """``gcm_SYM_run(frame)``, every launch in turn; with a batch's tail, ``gcm_SYM_run_ops(frame, first,
+        end)``, the launches of ops [first, end), and ``run`` calls it for all of them."""
+        if self.tail_op is None:
+            self._emit_launches(Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False))
+            return
+        ranged = Fn(self.module, f"gcm_{self.sym}_run_ops", I32, [PTR, I32, I32], ["frame", "first", "end"],
+                    internal=False)
+        self._emit_launches(ranged, ranged.args[1], ranged.args[2])
+        run = Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False)
+        run.b.ret(run.b.call(ranged.fn, [run.args[0], i32(0), i32(2 ** 31 - 1)]))
+        run.finish()
+
+    def _emit_launches(self, fn: Fn, first: ir.Value | None = None, end: ir.Value | None = None) -> None:
+        """Each launch (of an op in [first, end) where given): its argument addresses into the args array,
+        then gc__parallel_for."""
         kb = self.kb
-        fn = Fn(self.module, f"gcm_{self.sym}_run", I32, [PTR], ["frame"], internal=False)
         frame = fn.args[0]
         e = fn.entry
         dims_ptr = e.load(frame_field(e, frame, FRAME_DIMS), typ=PTR)
@@ -528,27 +578,38 @@ class _Codegen:
                                     ir.Constant(PTR, None), name="profiling")
         b = fn.b
         for launch in kb.launches:
-            for i, t in enumerate(launch.args):
-                p = slot(t.buf.slot)
-                if t.offset:
-                    p = b.gep(p, [fn.dim(t.offset)], source_etype=t.ir_type)
-                b.store(p, b.gep(args, [i64(0), i64(i)]))
-            n = fn.dim(launch.n)
-            call_args = [pool, launch.kernel, frame, n, i64(launch.cost)]
-            with b.if_else(profiling, likely=False) as (timed, plain):
-                with timed:
-                    timed_block = b.block
-                    r_timed = b.call(pfor_timed, call_args + [i32(launch.op_index)])
-                with plain:
-                    plain_block = b.block
-                    r_plain = b.call(pfor, call_args)
-            r = b.phi(I32)
-            r.add_incoming(r_timed, timed_block)
-            r.add_incoming(r_plain, plain_block)
-            with b.if_then(b.icmp_signed("!=", r, i32(0)), likely=False):
-                b.ret(i32(launch.op_index + 1))
+            if first is None:
+                self._emit_launch(fn, launch, slot, args, pool, frame, pfor, pfor_timed, profiling)
+                continue
+            index = i32(launch.op_index)
+            chosen = b.and_(b.icmp_signed("<=", first, index), b.icmp_signed("<", index, end))
+            with b.if_then(chosen):
+                self._emit_launch(fn, launch, slot, args, pool, frame, pfor, pfor_timed, profiling)
         b.ret(i32(0))
         fn.finish()
+
+    def _emit_launch(self, fn: Fn, launch, slot, args, pool, frame, pfor, pfor_timed, profiling) -> None:
+        """One launch: its arguments, gc__parallel_for (timed where profiling), a failure returned."""
+        b = fn.b
+        for i, t in enumerate(launch.args):
+            p = slot(t.buf.slot)
+            if t.offset:
+                p = b.gep(p, [fn.dim(t.offset)], source_etype=t.ir_type)
+            b.store(p, b.gep(args, [i64(0), i64(i)]))
+        n = fn.dim(launch.n)
+        call_args = [pool, launch.kernel, frame, n, i64(launch.cost)]
+        with b.if_else(profiling, likely=False) as (timed, plain):
+            with timed:
+                timed_block = b.block
+                r_timed = b.call(pfor_timed, call_args + [i32(launch.op_index)])
+            with plain:
+                plain_block = b.block
+                r_plain = b.call(pfor, call_args)
+        r = b.phi(I32)
+        r.add_incoming(r_timed, timed_block)
+        r.add_incoming(r_plain, plain_block)
+        with b.if_then(b.icmp_signed("!=", r, i32(0)), likely=False):
+            b.ret(i32(launch.op_index + 1))
 
     def emit_shapes(self) -> None:
         """Checks derived dims, writes output dims and scratch sizes."""
@@ -627,6 +688,8 @@ class _Codegen:
                  f"int32_t gcm_{sym}_shapes(const int64_t*, int64_t*, int64_t*);",
                  f"void gcm_{sym}_prepare(void**, int32_t);",
                  f"int32_t gcm_{sym}_run(gc_frame_t*);"]
+        if self.tail_op is not None:
+            lines.append(f"int32_t gcm_{sym}_run_ops(gc_frame_t*, int32_t, int32_t);")
         weights_sym = self.link.weights_symbol or f"gcm_{sym}_weights"
         if not self.external:
             lines.append(f"extern const unsigned char {weights_sym}[];")
@@ -732,13 +795,12 @@ class _Codegen:
         return {"lines": lines, "fields": fields}
 
     def batch_split_fields(self) -> str:
-        """The model struct's sub-batch fields: the batch dim's index (-1: none) and the budget in bytes
-        (:mod:`.batch_split`)."""
-        dim = batch_dim(self.graph) if self.free_dims else None
-        if dim is None or dim not in self.free_dims:
-            return "-1, 0ULL"
-        budget = split_budget(self.graph, dim, caches_for(same_machine(self.target, host_target())))
-        return f"{self.free_dims.index(dim)}, {budget}ULL"
+        """The model struct's sub-batch fields: the batch dim's index (-1: none), the budget in bytes, the
+        first op of the batch's tail (-1: none) and the function running an op range (:mod:`.batch_split`)."""
+        if self.split_dim is None:
+            return "-1, 0ULL, -1, NULL"
+        tail = "-1, NULL" if self.tail_op is None else f"{self.tail_op}, gcm_{self.sym}_run_ops"
+        return f"{self.free_dims.index(self.split_dim)}, {self.split_budget}ULL, {tail}"
 
     def split_step_tables(self) -> dict:
         """The gradient buffer's table (``lines``) and the model struct's split-step fields (``fields``)."""

@@ -74,6 +74,8 @@ CONCAT_IN_PLACE = Switch("GRAPHC_CONCAT_IN_PLACE", "1", ON_OFF)
 POOL_FUSION = Switch("GRAPHC_POOL_FUSION", "1", ON_OFF)
 RESULT_IN_PLACE = Switch("GRAPHC_RESULT_IN_PLACE", "1", ON_OFF)
 BATCH_SPLIT = Switch("GRAPHC_BATCH_SPLIT")  # scratch bytes per sub-batch ("512K", "0": never split)
+# the model's last ops once over the whole batch: where it pays, never, or wherever a model allows it
+BATCH_TAIL = Switch("GRAPHC_BATCH_TAIL", "1", ("0", "1", "force"))
 # LLVM (target.py)
 LLVM_LSR = Switch("GRAPHC_LLVM_LSR", "0", ON_OFF)
 

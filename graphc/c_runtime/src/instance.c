@@ -62,6 +62,11 @@ struct gc_instance {
   /* sub-batches at once, one per thread, each on its own copy of the arena (0: one after another with the
      pool on each op); the plan is then for one thread, whose slots and dims each worker keeps here */
   int32_t split_workers;
+  /* the batch's tail (model->batch_tail_op) in the current split plan: the bytes of one sample of each
+     scratch buffer live across its first op (0 for the others), held whole in the arena */
+  int split_tail;
+  size_t* tail_sample_bytes;
+  gc_scratch_def_t* tail_defs; /* the scratch buffers' lives as planned: from the first op where they cross */
   uint64_t worker_stride; /* bytes between the workers' arenas */
   void** worker_slots;    /* threads x model->num_slots */
   int64_t* worker_dims;   /* threads x (model->num_free_dims + 1) */
@@ -250,6 +255,10 @@ int32_t gc_instance_sub_batch_threads(const gc_instance_t* inst) {
   return gc__arena_copies(inst);
 }
 
+int32_t gc_model_batch_tail_op(const gc_model_t* m) {
+  return m && m->abi == GC_MODEL_ABI && m->run_ops != NULL ? m->batch_tail_op : -1;
+}
+
 size_t gc_model_num_scratch(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI ? m->num_scratch : 0; }
 
 static gc_status_t gc__require_plan(const gc_instance_t* inst) {
@@ -285,7 +294,7 @@ static gc_status_t gc__scratch(gc_instance_t* inst, size_t index, gc_scratch_inf
   out->name = d->name;
   out->offset = inst->scratch_offset[index];
   out->nbytes = (uint64_t)inst->scratch_size[index];
-  out->first_op = d->first;
+  out->first_op = inst->split_tail ? inst->tail_defs[index].first : d->first; /* as planned */
   out->last_op = d->last;
   return NULL;
 }
@@ -365,6 +374,8 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->split_dims = (int64_t*)gc__table(a, (size_t)m->num_free_dims + 1, sizeof(int64_t));
   inst->split_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->split_sample_bytes = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
+  inst->tail_sample_bytes = (size_t*)gc__table(a, m->num_scratch, sizeof(size_t));
+  inst->tail_defs = (gc_scratch_def_t*)gc__table(a, m->num_scratch, sizeof(gc_scratch_def_t));
   inst->owned_out = (void**)gc__table(a, m->num_outputs, sizeof(void*));
   inst->owned_out_cap = (size_t*)gc__table(a, m->num_outputs, sizeof(size_t));
   inst->random = (uint64_t*)gc__table(a, (size_t)m->num_ops + 1, sizeof(uint64_t));
@@ -373,7 +384,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   inst->hypers = (float*)gc__table(a, m->num_hypers, sizeof(float));
   gc_status_t status = NULL;
   if (!inst->slots || !inst->dims || !inst->call_dims || !inst->split_dims || !inst->split_out ||
-      !inst->split_sample_bytes || !inst->out_dims ||
+      !inst->split_sample_bytes || !inst->tail_sample_bytes || !inst->tail_defs || !inst->out_dims ||
       !inst->scratch_size || !inst->scratch_offset || !inst->plan_work || !inst->owned_out || !inst->owned_out_cap || !inst->random ||
       !inst->step_in || !inst->step_out || !inst->hypers) {
     status = GC_ERROR(GC_RESOURCE_EXHAUSTED, "cannot allocate the tables of an instance of model '%s'", m->name);
@@ -485,6 +496,8 @@ void gc_instance_release(gc_instance_t* inst) {
   gc__free(&a, inst->split_dims);
   gc__free(&a, inst->split_out);
   gc__free(&a, inst->split_sample_bytes);
+  gc__free(&a, inst->tail_sample_bytes);
+  gc__free(&a, inst->tail_defs);
   gc__free(&a, inst->worker_slots);
   gc__free(&a, inst->worker_dims);
   gc__free(&a, inst->arena);
@@ -610,28 +623,74 @@ static gc_status_t gc__reserve_arena(gc_instance_t* inst, uint64_t bytes) {
 }
 
 /* Output shapes, scratch sizes and the arena for the bound free dims (kept while they repeat). */
-static gc_status_t gc__plan(gc_instance_t* inst) {
+/* The failure of the model's shape check `check` (1 + its index) for the call dims. */
+static gc_status_t gc__shape_check_failed(const gc_instance_t* inst, int32_t check) {
   const gc_model_t* m = inst->model;
-  if (inst->planned && memcmp(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims) == 0) return NULL;
-  inst->planned = 0;
-  int32_t check = m->shapes(inst->call_dims, inst->out_dims, inst->scratch_size);
-  if (check != 0) {
-    char dims[512];
-    size_t n = 0;
-    dims[0] = 0;
-    for (uint32_t k = 0; k < m->num_free_dims && n < sizeof dims; k++)
-      n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%s = %lld", k ? ", " : "", m->free_dims[k],
-                            (long long)inst->call_dims[k]);
-    return GC_ERROR(GC_INVALID_ARGUMENT, "%s (with %s)", m->check_messages[check - 1], dims);
-  }
-  uint64_t arena = gc__plan_arena(m->scratch, inst->scratch_size, m->num_scratch, inst->scratch_offset,
-                                  inst->plan_work);
+  char dims[512];
+  size_t n = 0;
+  dims[0] = 0;
+  for (uint32_t k = 0; k < m->num_free_dims && n < sizeof dims; k++)
+    n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%s = %lld", k ? ", " : "", m->free_dims[k],
+                          (long long)inst->call_dims[k]);
+  return GC_ERROR(GC_INVALID_ARGUMENT, "%s (with %s)", m->check_messages[check - 1], dims);
+}
+
+/* The arena for the scratch sizes in inst->scratch_size and the lives in `defs`: offsets, room, slots; the
+   plan is then that of the call dims. */
+static gc_status_t gc__place_scratch(gc_instance_t* inst, const gc_scratch_def_t* defs) {
+  const gc_model_t* m = inst->model;
+  uint64_t arena = gc__plan_arena(defs, inst->scratch_size, m->num_scratch, inst->scratch_offset, inst->plan_work);
   GC_RETURN_IF_ERROR(gc__reserve_arena(inst, arena));
   for (uint32_t i = 0; i < m->num_scratch; i++) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
   memcpy(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims);
   inst->arena_bytes = arena;
   inst->planned = 1;
   return NULL;
+}
+
+static gc_status_t gc__plan(gc_instance_t* inst) {
+  const gc_model_t* m = inst->model;
+  if (inst->planned && memcmp(inst->dims, inst->call_dims, sizeof(int64_t) * m->num_free_dims) == 0) return NULL;
+  inst->planned = 0;
+  int32_t check = m->shapes(inst->call_dims, inst->out_dims, inst->scratch_size);
+  if (check != 0) return gc__shape_check_failed(inst, check);
+  return gc__place_scratch(inst, m->scratch);
+}
+
+/* gc__plan for sub-batches of the call dims' rows ahead of the batch's tail (model->batch_tail_op): the
+   buffers of the ops before it sized for one sub-batch, those of the tail and those live across its first
+   op (which the sub-batches fill a sample range at a time: inst->tail_sample_bytes) for the whole batch of
+   `total` samples on `threads` threads, all placed by one plan (a tail buffer never lives beside a
+   sub-batch's; a buffer across the tail's first op lives from the first op on, through every sub-batch).
+   The outputs' dims are the whole batch's. */
+static gc_status_t gc__plan_tail(gc_instance_t* inst, int64_t total, int32_t threads) {
+  const gc_model_t* m = inst->model;
+  uint32_t nd = m->num_free_dims;
+  int32_t tail = m->batch_tail_op;
+  int64_t* whole = inst->split_dims; /* free until the split is recorded */
+  int64_t* whole_size = (int64_t*)(void*)inst->scratch_offset; /* free until the scratch is placed */
+  memcpy(whole, inst->call_dims, sizeof(int64_t) * (nd + 1));
+  whole[m->batch_dim] = total;
+  whole[nd] = threads;
+  inst->planned = 0;
+  int32_t check = m->shapes(inst->call_dims, inst->out_dims, inst->scratch_size);
+  if (check == 0) check = m->shapes(whole, inst->out_dims, whole_size);
+  if (check != 0) return gc__shape_check_failed(inst, check);
+  for (uint32_t i = 0; i < m->num_scratch; i++) {
+    const gc_scratch_def_t* b = &m->scratch[i];
+    inst->tail_defs[i] = *b;
+    inst->tail_sample_bytes[i] = 0;
+    if (b->last < tail || b->first < 0) continue;
+    inst->scratch_size[i] = whole_size[i];
+    if (b->first < tail) {
+      if (whole_size[i] % total != 0)
+        return GC_ERROR(GC_INTERNAL, "model '%s': scratch buffer '%s' (%lld bytes for %lld samples) does not lead "
+                        "with the batch", m->name, b->name, (long long)whole_size[i], (long long)total);
+      inst->tail_sample_bytes[i] = (size_t)(whole_size[i] / total);
+      inst->tail_defs[i].first = 0;
+    }
+  }
+  return gc__place_scratch(inst, inst->tail_defs);
 }
 
 /* How many sub-batches a batch of `total` samples runs in, given that `fit` samples fit the budget
@@ -730,12 +789,14 @@ static gc_status_t gc__plan_batches(gc_instance_t* inst, int64_t* rows_out) {
     inst->planned = 0;
     inst->call_dims[d] = rows;
   }
-  if (status == NULL) status = gc__plan(inst);
+  inst->split_tail = status == NULL && rows < total && m->batch_tail_op >= 0 && m->run_ops != NULL;
+  if (status == NULL) status = inst->split_tail ? gc__plan_tail(inst, total, threads) : gc__plan(inst);
   inst->call_dims[m->num_free_dims] = threads;
   if (status == NULL && inst->split_workers) status = gc__worker_arenas(inst, inst->split_workers);
   if (status != NULL) {
     inst->planned = 0;
     inst->split_workers = 0;
+    inst->split_tail = 0;
     return status;
   }
   memcpy(inst->split_dims, inst->dims, nbytes);
@@ -798,6 +859,16 @@ static void gc__address_sub_batch(const gc_batch_job_t* job, void** slots, int64
         (char*)job->inputs[i].data + (size_t)s * (job->inputs[i].size_bytes / (size_t)job->total);
   for (uint32_t i = 0; i < m->num_outputs; i++)
     slots[m->outputs[i].slot] = (char*)inst->split_out[i] + (size_t)s * inst->split_sample_bytes[i];
+  if (inst->split_tail) /* the tail's inputs: the whole batch's buffers, in the first copy of the arena */
+    for (uint32_t i = 0; i < m->num_scratch; i++)
+      if (inst->tail_sample_bytes[i])
+        slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i] + (size_t)s * inst->tail_sample_bytes[i];
+}
+
+/* The ops a sub-batch runs: all of them, or those ahead of the batch's tail. */
+static int32_t gc__run_sub_batch(const gc_instance_t* inst, gc_frame_t* frame) {
+  const gc_model_t* m = inst->model;
+  return inst->split_tail ? m->run_ops(frame, 0, m->batch_tail_op) : m->run(frame);
 }
 
 /* Sub-batches [begin, end) of a job on worker `thread`: its own slots, dims (one thread) and arena. */
@@ -816,7 +887,7 @@ static int32_t gc__worker_task(gc_frame_t* frame, int64_t begin, int64_t end, in
     int64_t s = gc__sub_batch_start(job->total, job->count, b);
     dims[m->batch_dim] = gc__sub_batch_start(job->total, job->count, b + 1) - s;
     gc__address_sub_batch(job, slots, s);
-    int32_t r = m->run(&f);
+    int32_t r = gc__run_sub_batch(inst, &f);
     if (r != 0) {
       int32_t none = 0;
       if (atomic_compare_exchange_strong(&job->failed, &none, r)) job->error_value = f.error_value;
@@ -870,12 +941,24 @@ static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, g
       int64_t s = gc__sub_batch_start(job.total, job.count, b);
       dims[d] = gc__sub_batch_start(job.total, job.count, b + 1) - s;
       gc__address_sub_batch(&job, inst->slots, s);
-      failed = m->run(frame);
+      failed = gc__run_sub_batch(inst, frame);
     }
     frame->dims = inst->dims;
   }
   for (uint32_t i = 0; i < m->num_inputs; i++) inst->slots[m->inputs[i].slot] = inputs[i].data;
   for (uint32_t i = 0; i < m->num_outputs; i++) inst->slots[m->outputs[i].slot] = inst->split_out[i];
+  if (inst->split_tail) { /* then the tail, once over the whole batch with the pool on each op */
+    for (uint32_t i = 0; i < m->num_scratch; i++)
+      if (inst->tail_sample_bytes[i]) inst->slots[m->scratch[i].slot] = inst->arena + inst->scratch_offset[i];
+    if (failed == 0) {
+      int64_t* dims = inst->call_dims;
+      memcpy(dims, inst->split_dims, sizeof(int64_t) * m->num_free_dims);
+      dims[m->num_free_dims] = gc__pool_num_threads(inst->pool);
+      frame->dims = dims;
+      failed = m->run_ops(frame, m->batch_tail_op, INT32_MAX);
+      frame->dims = inst->dims;
+    }
+  }
   return failed;
 }
 

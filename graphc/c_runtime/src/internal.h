@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 7u
+#define GC_MODEL_ABI 8u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -158,6 +158,12 @@ struct gc_model {
      mixes across (-1: none), and the scratch bytes a sub-batch may use (0: the batch runs whole). */
   int32_t batch_dim;
   uint64_t batch_budget;
+  /* The batch's tail (batch_split.batch_tail): where the batch runs in sub-batches, the ops before
+     `batch_tail_op` run once per sub-batch and the ops from it on once over the whole batch after them
+     (-1: every op per sub-batch). The scratch buffers live across that op hold the whole batch and lead
+     with it. `run_ops` runs the ops [first, end) of `run` (NULL without a tail). */
+  int32_t batch_tail_op;
+  int32_t (*run_ops)(gc_frame_t* frame, int32_t first, int32_t end);
 };
 
 /* ------------------------------------------------------------------ status helpers */

@@ -18,7 +18,7 @@ import pytest
 import graphc
 import graphc.bench
 from graphc import examples
-from graphc.backends.llvm import batch_split
+from graphc.backends.llvm import batch_split, switches
 from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
 from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
@@ -143,7 +143,9 @@ def _split_pieces(inst, feeds, names, batch: int, count: int):
 def test_sub_batches_equal_separate_calls_and_the_reference(name, monkeypatch, tmp_path, rng):
     """A budget of one byte runs one sample at a time; one of a few kilobytes several (the last sub-batch
     shorter): the outputs equal the reference, and the outputs of separate calls over the same sub-batches
-    bit for bit, on 1 and 2 threads, into the instance's buffers and into the caller's."""
+    bit for bit, on 1 and 2 threads, into the instance's buffers and into the caller's (every op per
+    sub-batch: no batch's tail, whose ops run over the whole batch)."""
+    monkeypatch.setenv(switches.BATCH_TAIL.name, "0")
     graph, make_feeds = _example(name)
     for budget in ("1", "60000"):
         monkeypatch.setenv(batch_split.ENV, budget)
@@ -374,19 +376,23 @@ def test_weights_reread_from_memory_per_sample(monkeypatch):
     w = g.add_constant("w", np.ones((1024, 512), np.float32))
     g.set_outputs([ob.emit("matmul", x, w)])
     assert not batch_split.rereads_weights(g, "N", SMALL_CACHES)
-    # the default budget gives the split up; a budget the user set splits as it says
-    assert batch_split.split_budget(one_row, "N", SMALL_CACHES) == 0
-    assert batch_split.split_budget(_product_per_sample(64, 1024, 512), "N", SMALL_CACHES) == 128 << 10
+    # with the product in the batch's tail the sub-batches read no weights; without a tail the default
+    # budget gives the split up; a budget the user set splits as it says
+    assert batch_split.split_plan(one_row, "N", SMALL_CACHES) == (128 << 10, 1)
+    monkeypatch.setenv(switches.BATCH_TAIL.name, "0")
+    assert batch_split.split_plan(one_row, "N", SMALL_CACHES) == (0, None)
+    assert batch_split.split_plan(_product_per_sample(64, 1024, 512), "N", SMALL_CACHES) == (128 << 10, None)
     monkeypatch.setenv(batch_split.ENV, "64K")
-    assert batch_split.split_budget(one_row, "N", SMALL_CACHES) == 64 << 10
+    assert batch_split.split_plan(one_row, "N", SMALL_CACHES) == (64 << 10, None)
 
 
 @pytest.mark.parametrize("budget, split", [("", False), ("64K", True)])
 def test_a_model_that_rereads_its_weights_runs_whole(budget, split, monkeypatch, tmp_path, rng):
     """On the native runtime, with caches of 128 KiB (L2) and 1 MiB (L3): 64 x 256 features per sample take
     64 KiB of scratch, two samples a sub-batch, but their product of one row by 2 MiB of weights keeps the
-    batch whole under the default budget; a budget set in GRAPHC_BATCH_SPLIT still splits it. The outputs
-    are the reference's either way."""
+    batch whole under the default budget where it cannot run in a batch's tail; a budget set in
+    GRAPHC_BATCH_SPLIT still splits it. The outputs are the reference's either way."""
+    monkeypatch.setenv(switches.BATCH_TAIL.name, "0")
     if budget:
         monkeypatch.setenv(batch_split.ENV, budget)
     else:
@@ -407,5 +413,86 @@ def test_a_model_that_rereads_its_weights_runs_whole(budget, split, monkeypatch,
         got = inst.run([feeds["x"]])[0]
         assert (inst.sub_batch > 0) == split
         np.testing.assert_allclose(got, reference_run(g, feeds)[g.outputs[0]], rtol=1e-4, atol=1e-4)
+    finally:
+        inst.close()
+
+
+def _graph_with_a_tail(rng) -> Graph:
+    """Three elementwise ops over 64 KiB per sample (each result dead once the next is made, so that their
+    buffers may share memory), then a product by 1 MiB of weights down to 16 values per sample."""
+    g = Graph("with_a_tail")
+    ob = OpBuilder(g)
+    x = g.add_input("x", TensorType("float32", ("N", 32, 32, 16)))
+    a = ob.emit("relu", x)
+    b = ob.emit("mul", a, a)
+    c = ob.emit("add", ob.emit("mul", b, b), b)
+    w = g.add_constant("w", (rng.standard_normal((32 * 32 * 16, 16)) / 128).astype(np.float32))
+    g.set_outputs([ob.emit("relu", ob.emit("matmul", ob.emit("reshape", c, shape=("N", 32 * 32 * 16)), w))])
+    return g
+
+
+@pytest.mark.parametrize("threads, batch", [(1, 5), (2, 6), (2, 5)])
+def test_the_batch_tail_runs_once_over_the_whole_batch(threads, batch, monkeypatch, tmp_path, rng):
+    """With a 64 KiB L2 and a 512 KiB L3, the tail forced, the elementwise ops run a sample at a time and the
+    product (1 MiB of weights, 16 values per sample) once over the whole batch, reading the buffer the
+    sub-batches filled: outputs equal
+    the reference, and bit for bit those of a build that never splits (the elementwise ops do the same
+    arithmetic either way). The buffer across the tail's first op is planned to live through every
+    sub-batch (a buffer of an earlier op sharing its memory would overwrite the samples already there)."""
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l2=64K,l3=512K")
+    monkeypatch.setenv(switches.BATCH_TAIL.name, "force")  # kept where a convolution gains; here to test
+    monkeypatch.delenv(batch_split.ENV, raising=False)
+    g = _graph_with_a_tail(rng)
+    from graphc.backends.llvm.kernels.gemm_blocking import caches_for
+
+    tail = batch_split.batch_tail(g, "N", caches_for(True))
+    assert tail is not None and g.ops()[tail].type == "matmul"
+    feeds = {"x": rng.standard_normal((batch, 32, 32, 16)).astype(np.float32)}
+    want = reference_run(g, feeds)[g.outputs[0]]
+    results = {}
+    for budget in ("", "0"):
+        if budget:
+            monkeypatch.setenv(batch_split.ENV, budget)
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / (budget or "default")))
+        lib = load(g, f"with_a_tail_{budget or 'default'}")
+        assert lib.batch_tail_op == (tail if not budget else -1)
+        inst = lib.instance(threads, profile=not budget)
+        try:
+            results[budget] = inst.run([feeds["x"]])[0]
+            assert inst.sub_batch == (1 if not budget else 0)
+            if not budget:
+                plan = inst.memory_plan()
+                plan.check()
+                crossing = [b for b in plan.buffers if b.last >= tail and b.first < tail]
+                assert crossing and all(b.first == 0 for b in crossing)
+                launches = inst.profile().op_launches  # per op: the head's once per sample, the tail's once
+                assert all(n in (0, batch) for n in launches[:tail])  # (0: a view, no kernel)
+                assert any(launches[:tail]) and launches[tail] == 1
+        finally:
+            inst.close()
+    np.testing.assert_allclose(results[""], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(results[""], results["0"])
+
+
+def test_a_tail_that_does_not_pay_is_dropped(monkeypatch, tmp_path, rng):
+    """By default the same graph's candidate tail (no convolution gaining from the batch) is dropped, and the
+    weights rule then sees every op: the product by 1 MiB of weights beyond the 512 KiB L3, one row per
+    sample, keeps the batch whole."""
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l2=64K,l3=512K")
+    monkeypatch.delenv(switches.BATCH_TAIL.name, raising=False)
+    monkeypatch.delenv(batch_split.ENV, raising=False)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    g = _graph_with_a_tail(rng)
+    from graphc.backends.llvm.kernels.gemm_blocking import caches_for
+
+    assert batch_split.batch_tail(g, "N", caches_for(True)) is not None
+    lib = load(g, "tail_dropped")
+    assert lib.batch_tail_op == -1
+    inst = lib.instance(1)
+    try:
+        feeds = {"x": rng.standard_normal((5, 32, 32, 16)).astype(np.float32)}
+        got = inst.run([feeds["x"]])[0]
+        assert inst.sub_batch == 0
+        np.testing.assert_allclose(got, reference_run(g, feeds)[g.outputs[0]], rtol=1e-5, atol=1e-5)
     finally:
         inst.close()

@@ -296,7 +296,8 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
 
     monkeypatch.setattr(winograd, "gemm_blocking", lambda target, mr, nr: SimpleNamespace(l2=1 << 20))
     monkeypatch.setattr(winograd, "last_level_cache", lambda kb: 32 << 20)
-    kb = SimpleNamespace(target=SimpleNamespace(precision="float32", cpu=cpu, gemm_vw=16, num_vector_registers=32))
+    kb = SimpleNamespace(target=SimpleNamespace(precision="float32", cpu=cpu, gemm_vw=16, num_vector_registers=32),
+                         op_index=3, tail_op=-1, tail_gains=False)
 
     def geo(side, kernel=(3, 3)):
         return SimpleNamespace(nsp=2, kernel=list(kernel), strides=[1, 1], dilations=[1, 1], in_sp=[side, side],
@@ -322,6 +323,12 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
     assert winograd.winograd_applies(kb, geo(14, (5, 5)), 512, 512) is taken  # 49 MiB of U: 1.75x
     assert winograd.winograd_applies(kb, geo(7, (5, 5)), 512, 512) is False  # 0.95x
     assert winograd.winograd_applies(kb, geo(35, (5, 5)), 48, 64) is True
+    assert kb.tail_gains is False
+    # in the batch's tail (two images or more), 512 to 512 at 7x7 makes 32 tiles, in blocks of 12 on Zen:
+    # taken there, and the tail is marked as paying for it; on a Xeon not (blocks of 12 < 24)
+    kb.tail_op = 2
+    assert winograd.winograd_applies(kb, geo(7), 512, 512) is taken
+    assert kb.tail_gains is taken
 
 
 def test_forced_and_refused_settings(emitted, monkeypatch):

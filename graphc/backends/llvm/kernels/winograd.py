@@ -206,6 +206,8 @@ STREAM_TILES_ZEN_MEMORY = 12
 # ... and streaming is taken where the direct convolution has this many times the products of the blocks
 # so costed (the estimates for the cases above: 1.72; 1.15, 1.84, 2.16; 1.50; 1.67, 1.04; 1.44)
 MIN_GAIN_STREAMED_ZEN = 1.3
+# the fewest images a convolution of the batch's tail (batch_split.batch_tail) runs over at once
+TAIL_IMAGES = 2
 
 
 def streaming_pays(cpu: str, u_bytes: int, l3: int, tiles: int, block: int, direct: float) -> bool:
@@ -257,11 +259,21 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     th, tw = -(-geo.out_sp[0] // ah.m), -(-geo.out_sp[1] // aw.m)
     if plan.u_bytes <= plan.l2:
         return True
+    if tuple(geo.kernel) not in STREAMED:
+        return False
     # the direct convolution's products in tiles' worth: more than the tiles by the products saved, less
     # by the tiles' outputs past the image
     direct = geo.out_sp[0] * geo.out_sp[1] * geo.kernel[0] * geo.kernel[1] / (ah.points * aw.points)
-    return tuple(geo.kernel) in STREAMED and streaming_pays(kb.target.cpu, plan.u_bytes, last_level_cache(kb),
-                                                            th * tw, plan.tb, direct)
+    cpu, l3 = kb.target.cpu, last_level_cache(kb)
+    if streaming_pays(cpu, plan.u_bytes, l3, th * tw, plan.tb, direct):
+        return True
+    # the batch's tail runs over a batch that was split, of two images or more: where that pays and one
+    # image does not, the tail is worth running whole (kb.tail_gains; batch_split.batch_tail)
+    if kb.op_index >= kb.tail_op >= 0 and streaming_pays(cpu, plan.u_bytes, l3, TAIL_IMAGES * th * tw, plan.tb,
+                                                         TAIL_IMAGES * direct):
+        kb.tail_gains = True
+        return True
+    return False
 
 
 class _Plan:

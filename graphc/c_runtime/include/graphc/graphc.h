@@ -218,11 +218,15 @@ GC_EXPORT int64_t gc_instance_sub_batch_count(const gc_instance_t* instance);
 /* How many of those sub-batches ran at once, one per thread, each with its own scratch (0: the batch ran
    whole; 1: one after another, each op split over the threads). */
 GC_EXPORT int32_t gc_instance_sub_batch_threads(const gc_instance_t* instance);
+/* The first op of the model's batch tail, -1 where it has none: where a batch runs in sub-batches, the ops
+   from this one on run once over the whole batch after the sub-batches have run the ops before it. */
+GC_EXPORT int32_t gc_model_batch_tail_op(const gc_model_t* model);
 
 /* The memory of the last successful run (gc_instance_memory). */
 typedef struct gc_memory_info {
   uint64_t arena_bytes;          /* one copy of the scratch arena, as planned for the last run's shapes (those
-                                    of one sub-batch where the batch ran in sub-batches) */
+                                    of one sub-batch where the batch ran in sub-batches, with the whole
+                                    batch's for the buffers of the model's batch tail and those across it) */
   int32_t arena_copies;          /* copies in use: one per thread where sub-batches ran at once, else 1 */
   uint64_t thread_scratch_bytes; /* the threads' kernel scratch, all of them together */
   uint64_t packed_bytes;         /* weights repacked for the kernels, once per instance */
