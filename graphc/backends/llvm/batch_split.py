@@ -55,7 +55,7 @@ same arena, never beside a sub-batch's. The code generator keeps a tail where ru
 its convolutions takes Winograd over two images or more and not over one (:data:`.kernels.winograd.
 TAIL_IMAGES`; ResNet50's conv5 3x3 layers, 16 tiles an image, at batch 32 1886 -> 1809 ms on one thread, 962
 -> 941 ms on two: ``benchmarks/results/2026-12-06-switch-batch_tail-0.md``; at batch 1, where the whole
-model runs the same kernels for one image, 0.99x on one thread and 1.02x on two). Elsewhere the tail measured no
+model runs the same kernels for one image, 0.97-0.99x on one thread and 1.02x on two). Elsewhere the tail measured no
 gain or a loss: VGG16's (its last block and fully connected layers) 1.01x slower than the whole batch, which
 the weights rule above then chooses; at batch 32 on one thread MobileNetV2's 0.94x, InceptionV3's 0.96x
 (their tails' results in L2 a sample at a time, in L3 whole). With a tail the outputs are those of the
