@@ -91,8 +91,8 @@ _NOT_PER_SAMPLE = frozenset({"num_elements", "sum_to", "dropout"})  # the batch 
 
 
 # FLOPs one core's float32 FMAs do in the time it reads a byte from memory: 118 GFLOP/s over 32 GB/s
-# (triad) on a Zen 4, 214 GFLOP/s over about 12 GB/s on a Xeon with AVX-512; the lower bound is taken, which
-# counts a product of one row per sample (0.5 FLOPs per byte of float32 weights) as 7/8 waiting, a 1x1
+# (triad) measured on a Zen 4 (`graphc bench --peak`), about 4; a core with twice the FMA width has more.
+# This counts a product of one row per sample (0.5 FLOPs per byte of float32 weights) as 7/8 waiting, a 1x1
 # convolution over 7x7 pixels (24.5) as none
 MEMORY_BALANCE = 4.0
 # the wait for weights re-read per sample, as a share of the model's products, past which the default budget
