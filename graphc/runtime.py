@@ -118,6 +118,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_instance_sub_batch": (ctypes.c_int64, [vp]),
         "gc_instance_sub_batch_threads": (ctypes.c_int32, [vp]),
         "gc_model_batch_tail_op": (ctypes.c_int32, [vp]),
+        "gc_instance_batch_tail_op": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch_count": (ctypes.c_int64, [vp]),
         "gc_model_num_scratch": (sz, [vp]),
         "gc_instance_memory": (vp, [vp, ctypes.POINTER(GcMemoryInfo)]),
@@ -337,6 +338,12 @@ class Instance:
         return int(self.library.lib.gc_instance_sub_batch(self._handle))
 
     @property
+    def batch_tail_op(self) -> int:
+        """The first op of the batch's tail the last run used after its sub-batches, -1 where it used none."""
+        self._require_open()
+        return int(self.library.lib.gc_instance_batch_tail_op(self._handle))
+
+    @property
     def sub_batch_count(self) -> int:
         """How many sub-batches the last run went in (0: the batch whole), in order: of n, the first
         ``batch % n`` hold ``batch // n + 1`` samples, the others ``batch // n``."""
@@ -365,11 +372,11 @@ class Instance:
                 self.library.check(lib.gc_instance_scratch(self._handle, i, ctypes.byref(b)), "gc_instance_scratch")
                 buffers.append(RuntimeBuffer(b.name.decode(errors="replace"), int(b.offset), int(b.nbytes),
                                              int(b.first_op), int(b.last_op)))
-            sub_batch = int(lib.gc_instance_sub_batch(self._handle))
             return RuntimePlan(self.library.name, int(lib.gc_instance_num_threads(self._handle)),
                                int(info.arena_bytes), int(info.arena_copies), int(info.thread_scratch_bytes),
-                               int(info.packed_bytes), sub_batch, int(lib.gc_instance_sub_batch_count(self._handle)),
-                               tuple(buffers), self.library.batch_tail_op if sub_batch else -1)
+                               int(info.packed_bytes), int(lib.gc_instance_sub_batch(self._handle)),
+                               int(lib.gc_instance_sub_batch_count(self._handle)), tuple(buffers),
+                               int(lib.gc_instance_batch_tail_op(self._handle)))
         finally:
             self._busy.release()
 

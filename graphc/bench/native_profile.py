@@ -233,7 +233,7 @@ def profile_compiled(cm, x, runs: int = 10, *, warmup: int = 2, peak: Any = True
             threads = instance.threads
             sub_batch = instance.sub_batch
             at_once = instance.sub_batch_threads
-            tail_op = library.batch_tail_op if sub_batch else -1
+            tail_op = instance.batch_tail_op
         finally:
             instance.close()
     if isinstance(peak, bool):

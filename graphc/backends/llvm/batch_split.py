@@ -72,7 +72,7 @@ from __future__ import annotations
 from graphc.backends.llvm import switches
 from graphc.backends.llvm.cache import parse_size
 from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
-from graphc.bench.op_cost import concrete, op_flops
+from graphc.bench.op_cost import graph_op_costs
 from graphc.ir import dims
 from graphc.ir.graph import Graph, Op
 from graphc.ops.registry import get
@@ -143,18 +143,13 @@ def rereads_weights(graph: Graph, dim: str, caches: CacheSizes, end: int | None 
     read = {v for op in ops for v in op.inputs if v in graph.constants}
     if sum(graph.constants[v].nbytes for v in read) <= caches.l3:
         return False
-    bindings = {dim: 1}
+    if any(_symbols(d) - {dim} for v in graph.values for d in graph.type_of(v).shape):
+        return False  # (a candidate tail's values hold no other free dim: ops past `end` change nothing here)
     total = wait = 0.0
-    for op in ops:
-        values = [*op.inputs, *op.outputs]
-        if any(_symbols(d) - {dim} for v in values for d in graph.type_of(v).shape):
-            return False
-        ins = [concrete(graph.type_of(v).shape, bindings) for v in op.inputs]
-        outs = [concrete(graph.type_of(v).shape, bindings) for v in op.outputs]
-        flops = op_flops(op.type, get(op.type).resolve_attrs(op.attrs), ins, outs) or 0
+    for op, (flops, _) in zip(ops, graph_op_costs(graph, {dim: 1})):
         weights = sum(graph.constants[v].nbytes for v in dict.fromkeys(op.inputs) if v in graph.constants)
-        total += flops
-        wait += max(0.0, weights * MEMORY_BALANCE - flops)
+        total += flops or 0
+        wait += max(0.0, weights * MEMORY_BALANCE - (flops or 0))
     return wait > MAX_REREAD_SHARE * total
 
 

@@ -420,8 +420,7 @@ class _Codegen:
                 kb.pool_request = (outs[0], StripPool(pooled, fused.kind, fused.window, tuple(outs[0].shape[1:-1])))
                 pool_key = (fused.kind, fused.window, pooled.type, pooled.row_stride)
                 outs = outs + [pooled]
-            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held, pool_key,
-                   index >= kb.tail_op >= 0)
+            key = (_op_key(op, attrs, ins, outs), kb.op_unread, kb.bf16_result, held, pool_key, kb.in_tail())
             if key in self.memo:
                 record, taken = self.memo[key]
                 self._replay(record, ins, outs)

@@ -259,6 +259,11 @@ int32_t gc_model_batch_tail_op(const gc_model_t* m) {
   return m && m->abi == GC_MODEL_ABI && m->run_ops != NULL ? m->batch_tail_op : -1;
 }
 
+int32_t gc_instance_batch_tail_op(const gc_instance_t* inst) {
+  if (!inst || inst->tag != GC_INSTANCE_LIVE || !inst->split_valid || !inst->split_rows || !inst->split_tail) return -1;
+  return inst->model->batch_tail_op;
+}
+
 size_t gc_model_num_scratch(const gc_model_t* m) { return m && m->abi == GC_MODEL_ABI ? m->num_scratch : 0; }
 
 static gc_status_t gc__require_plan(const gc_instance_t* inst) {

@@ -19,7 +19,7 @@ import graphc
 import graphc.bench
 from graphc import examples
 from graphc.backends.llvm import batch_split, switches
-from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes
+from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes, caches_for
 from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -443,8 +443,6 @@ def test_the_batch_tail_runs_once_over_the_whole_batch(threads, batch, monkeypat
     monkeypatch.setenv(switches.BATCH_TAIL.name, "force")  # kept where a convolution gains; here to test
     monkeypatch.delenv(batch_split.ENV, raising=False)
     g = _graph_with_a_tail(rng)
-    from graphc.backends.llvm.kernels.gemm_blocking import caches_for
-
     tail = batch_split.batch_tail(g, "N", caches_for(True))
     assert tail is not None and g.ops()[tail].type == "matmul"
     feeds = {"x": rng.standard_normal((batch, 32, 32, 16)).astype(np.float32)}
@@ -483,8 +481,6 @@ def test_a_tail_that_does_not_pay_is_dropped(monkeypatch, tmp_path, rng):
     monkeypatch.delenv(batch_split.ENV, raising=False)
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     g = _graph_with_a_tail(rng)
-    from graphc.backends.llvm.kernels.gemm_blocking import caches_for
-
     assert batch_split.batch_tail(g, "N", caches_for(True)) is not None
     lib = load(g, "tail_dropped")
     assert lib.batch_tail_op == -1

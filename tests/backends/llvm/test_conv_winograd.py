@@ -298,6 +298,7 @@ def test_streamed_weights_by_cpu_family(monkeypatch, cpu, taken):
     monkeypatch.setattr(winograd, "last_level_cache", lambda kb: 32 << 20)
     kb = SimpleNamespace(target=SimpleNamespace(precision="float32", cpu=cpu, gemm_vw=16, num_vector_registers=32),
                          op_index=3, tail_op=-1, tail_gains=False)
+    kb.in_tail = lambda: kb.op_index >= kb.tail_op >= 0
 
     def geo(side, kernel=(3, 3)):
         return SimpleNamespace(nsp=2, kernel=list(kernel), strides=[1, 1], dilations=[1, 1], in_sp=[side, side],

@@ -269,7 +269,7 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
         return True
     # the batch's tail runs over a batch that was split, of two images or more: where that pays and one
     # image does not, the tail is worth running whole (kb.tail_gains; batch_split.batch_tail)
-    if kb.op_index >= kb.tail_op >= 0 and streaming_pays(cpu, plan.u_bytes, l3, TAIL_IMAGES * th * tw, plan.tb,
+    if kb.in_tail() and streaming_pays(cpu, plan.u_bytes, l3, TAIL_IMAGES * th * tw, plan.tb,
                                                          TAIL_IMAGES * direct):
         kb.tail_gains = True
         return True

@@ -221,6 +221,8 @@ GC_EXPORT int32_t gc_instance_sub_batch_threads(const gc_instance_t* instance);
 /* The first op of the model's batch tail, -1 where it has none: where a batch runs in sub-batches, the ops
    from this one on run once over the whole batch after the sub-batches have run the ops before it. */
 GC_EXPORT int32_t gc_model_batch_tail_op(const gc_model_t* model);
+/* The first op of the batch tail the last run used (after its sub-batches), -1 where it used none. */
+GC_EXPORT int32_t gc_instance_batch_tail_op(const gc_instance_t* instance);
 
 /* The memory of the last successful run (gc_instance_memory). */
 typedef struct gc_memory_info {
