@@ -24,10 +24,10 @@ A pooling is done by its producer when:
   spatial sizes and channels, of float32 values;
 - its input is the only result of a ``fused_conv``, ``fused_separable_conv`` or ``fused_matmul``,
   read by nothing else and no graph output;
-- the producer's kernel is the float32 GEMM, or Winograd with the window its tile: the kernel takes the
-  request (:meth:`KernelBuilder.take_pool`); where the convolution runs another way (bf16 products,
-  depthwise or grouped kernels, Winograd under another window), nobody takes it, and the result is
-  written and pooled as before.
+- the producer's kernel is the float32 GEMM, or Winograd (on float32 or bf16 products) with the window
+  its tile: the kernel takes the request (:meth:`KernelBuilder.take_pool`); where the convolution runs
+  another way (the bf16 GEMM, depthwise or grouped kernels, Winograd under another window), nobody takes
+  it, and the result is written and pooled as before.
 
 ``GRAPHC_POOL_FUSION=0`` keeps every pooling a kernel of its own (part of the build cache key), for
 measuring: ``python -m benchmarks.switch_models GRAPHC_POOL_FUSION=0``.

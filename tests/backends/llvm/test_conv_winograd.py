@@ -365,16 +365,86 @@ def test_3x3_setting_keeps_one_axis_kernels_on_the_implicit_gemm(emitted, monkey
     assert emitted == [(3, 3, 32, 32), (1, 7, 32, 32), (3, 1, 32, 32)]
 
 
-def test_bf16_builds_keep_their_products(emitted):
-    """precision="bf16" runs convolutions on bf16 tiles, not through the float32 Winograd kernel."""
+def test_bf16_builds_take_winograd_without_amx(emitted):
+    """precision="bf16" runs 3x3 convolutions by Winograd on bf16 products (AVX512-BF16) where the target
+    has no AMX tiles; with AMX, or where the CPU has no bf16 products (float32 code), as in float32 builds."""
     import warnings
+
+    from graphc.backends.llvm.kernels.gemm_bf16 import uses_amx
+    from graphc.backends.llvm.target import host_target
 
     inp = graphc.Input(shape=(12, 12, 32))
     model = graphc.Model(inp, graphc.layers.Conv2D(32, 3, padding="same")(inp))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # float32 code where the CPU has no bf16 products
         cm = graphc.build(model, "native", precision="bf16")
-    assert emitted == ([] if cm.precision == "bf16" else [(3, 3, 32, 32)])
+    on_amx = cm.precision == "bf16" and uses_amx(host_target())
+    assert emitted == ([] if on_amx else [(3, 3, 32, 32)])
     emitted.clear()
     graphc.build(model, "native")
     assert emitted == [(3, 3, 32, 32)]
+
+
+U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def _bf16_winograd_bound(x: np.ndarray, w: np.ndarray, pads, kernel) -> np.ndarray:
+    """A bound on the error of a convolution by Winograd on bf16 products (bias aside): each product
+    ``U . V`` of a point rounds both factors to bf16 (2**-9 relative each; V computed in float32 from
+    the patch first, U in double), the C products add in float32 and the output transform sums them.
+    So each output is within ``(2**-8 + (C + 24) * 2**-24)`` of ``|A^T| (sum_c |U| V') |A|``, where
+    ``V' = |B^T| |d| |B|`` bounds V and its float32 rounding from the patch ``d`` alike."""
+    ah, aw = winograd.ALGORITHMS[kernel]
+    n, H, W, C = x.shape
+    oh = H + sum(pads[0]) - kernel[0] + 1
+    ow = W + sum(pads[1]) - kernel[1] + 1
+    th, tw = -(-oh // ah.m), -(-ow // aw.m)
+    ext_h, ext_w = th * ah.m + ah.inputs - ah.m, tw * aw.m + aw.inputs - aw.m
+    xp = np.zeros((n, ext_h, ext_w, C))
+    xp[:, pads[0][0]:pads[0][0] + H, pads[1][0]:pads[1][0] + W] = np.abs(x)
+    patches = np.stack([np.stack([xp[:, i:i + th * ah.m:ah.m, j:j + tw * aw.m:aw.m] for j in range(aw.inputs)], -2)
+                        for i in range(ah.inputs)], -3)  # (n, th, tw, inputs_h, inputs_w, C)
+    v = np.einsum("ai,bj,nyxijc->nyxabc", np.abs(ah.bt), np.abs(aw.bt), patches)
+    u = np.abs(np.einsum("ai,bj,ijck->abck", ah.g, aw.g, w.astype(np.float64)))
+    m = np.einsum("nyxabc,abck->nyxabk", v, u)
+    y = np.einsum("pa,qb,nyxabk->nypxqk", np.abs(ah.at), np.abs(aw.at), m)
+    y = y.reshape(n, th * ah.m, tw * aw.m, -1)[:, :oh, :ow]
+    return (2.0 ** -8 + (C + 24) * U32) * y
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_winograd_within_its_bound(monkeypatch, tmp_path, threads):
+    """On AVX512-BF16 without AMX, each kernel of :data:`winograd.ALGORITHMS` on bf16 products (odd
+    sizes: channels 8..65, so the last channel pair is half padding; 1..40 outputs; images cut by the
+    tiles) is within :func:`_bf16_winograd_bound` of the exact convolution, and not merely within the
+    float32 kernel's error: the bf16 rounding shows."""
+    from graphc.backends.llvm.kernels.gemm_bf16 import uses_amx
+    from graphc.backends.llvm.target import host_target, with_precision
+
+    target, why = with_precision(host_target(), "bf16")
+    if why is not None or uses_amx(target):
+        pytest.skip("bf16 Winograd products run on AVX512-BF16 without AMX (this CPU: "
+                    f"{why or 'AMX tiles'})")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(11)
+    cases = [((17, 13), 16, 17, SAME, (3, 3)), ((7, 9), 33, 40, VALID, (3, 3)), ((5, 5), 65, 1, SAME, (3, 3)),
+             ((1, 1), 24, 16, SAME, (3, 3)), ((11, 9), 17, 24, SAME_5x5, (5, 5)), ((9, 17), 8, 33, SAME_1x7, (1, 7)),
+             ((13, 6), 19, 5, SAME_7x1, (7, 1)), ((7, 7), 16, 20, ((0, 0), (1, 1)), (1, 3))]
+    g = Graph("winograd_bf16")
+    kept = []
+    for i, (hw, C, K, pads, kernel) in enumerate(cases):
+        keep: dict = {}
+        g.set_outputs(list(g.outputs) + [_conv(g, f"c{i}", hw, C, K, rng, pads, activation="linear",
+                                               keep=keep, kernel=kernel)])
+        kept.append(keep)
+    lib = load(g, precision="bf16")
+    for batch in (1, 3):
+        feeds = _feeds(g, batch, rng)
+        got = run_native(lib, feeds, threads)
+        for (_, _, _, pads, kernel), keep, name, out in zip(cases, kept, g.inputs, got):
+            x = feeds[name]
+            want = _direct(x, keep["w"], pads) + keep["b"]
+            bound = _bf16_winograd_bound(x, keep["w"], pads, kernel) + 4 * U32 * np.abs(keep["b"])
+            err = np.abs(out - want)
+            assert np.all(err <= bound), f"{name} batch {batch}: error {err.max():.3g}, bound {bound.min():.3g}"
+            assert err.max() > 1e3 * U32 * np.abs(want).max(), f"{name}: no bf16 rounding seen"

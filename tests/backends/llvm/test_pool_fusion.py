@@ -235,21 +235,28 @@ def test_kernels_shared_only_by_ops_pooling_alike():
     assert len(_fused_rows(cm, x)) == 3
 
 
-def test_bf16_build_pools_correctly():
-    """A bf16 build's convolutions run the bf16 GEMM, which does not pool: the pooling keeps its kernel
-    (where the CPU has no bf16 products the build falls back to float32 and pools there): either way the
-    results are the reference's within bf16's precision."""
+@pytest.mark.parametrize("strides", [(1, 2), (1, 1)])
+def test_bf16_build_pools_correctly(strides):
+    """A bf16 build's strided convolution runs the bf16 GEMM, which does not pool: the pooling keeps its
+    kernel. A stride-1 3x3 runs by Winograd on bf16 products where the CPU has no AMX, which pools its
+    2x2 tiles as the float32 kernel does (where the CPU has no bf16 products the build falls back to
+    float32 and pools there): either way the results are the reference's within bf16's precision."""
     import warnings
+
+    from graphc.backends.llvm.kernels.winograd import bf16_products
+    from graphc.backends.llvm.target import host_target, with_precision
 
     rng = np.random.default_rng(10)
     inp = graphc.Input((9, 10, 24))
-    model = _model(inp, layers.MaxPooling2D(2)(layers.Conv2D(32, 3, strides=(1, 2), activation="relu")(inp)),
+    model = _model(inp, layers.MaxPooling2D(2)(layers.Conv2D(32, 3, strides=strides, activation="relu")(inp)),
                    "pool_bf16")
     x = rng.standard_normal((2, 9, 10, 24)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cm = graphc.build(model, "native", precision="bf16")
     np.testing.assert_allclose(cm.predict(x), graphc.build(model, "reference").predict(x), rtol=5e-2, atol=5e-2)
+    pooled_by_winograd = strides == (1, 1) and bf16_products(with_precision(host_target(), "bf16")[0])
+    assert bool(_fused_rows(cm, x)) == (pooled_by_winograd or cm.precision != "bf16")
 
 
 def test_three_spatial_axes():

@@ -951,8 +951,13 @@ def conv_reads_bf16_copy(kb: KernelBuilder, op, value: str, tensors: dict) -> bo
         return False
     nsp = w.rank - 2
     kernel = w.shape[:nsp]
-    strides, _, pads = spatial_attrs(nsp, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"), op.type)
+    strides, dilations, pads = spatial_attrs(nsp, attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"),
+                                             op.type)
     C = w.shape[-2]
+    from graphc.backends.llvm.kernels.winograd import winograd_possible
+
+    if winograd_possible(kb, kernel, strides, dilations):  # reads the float32 input where it lies
+        return False
     return not reads_in_place(kernel, strides, pads) and isinstance(C, int) and not small_im2col(C, math.prod(kernel))
 
 

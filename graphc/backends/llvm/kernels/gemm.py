@@ -485,7 +485,7 @@ def tile_row_stride(kb: int, kc: int | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------- shared micro-kernels
-class _Body:
+class FunctionBody:
     """What :func:`tile_compute` and :func:`row_compute` use of a :class:`Kernel` (its function and
     builder), for a micro-kernel emitted as a function of its own."""
 
@@ -499,7 +499,7 @@ class _Body:
         return broadcast(self.b, value, lanes)
 
 
-def _store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -> None:
+def store_acc(b: ir.IRBuilder, acc: list[list], c_tile, vw: int, stride: int) -> None:
     for r, row in enumerate(acc):
         for v, var in enumerate(row):
             b.store(var.get(), b.gep(c_tile, [i64(r * stride + v * vw)], source_etype=F32), align=4)
@@ -526,9 +526,9 @@ def tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride: int, a
     f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR, I64], ["a", "panel", "kc", "c", "prefetch"])
     f.fn.attributes.add("noinline")
     a, panel, kc, c, ahead = f.args
-    acc = tile_compute(_Body(f), None, panel, kc, nv, vw, stride, a_base=a, a_stride=a_stride, rows=rows,
+    acc = tile_compute(FunctionBody(f), None, panel, kc, nv, vw, stride, a_base=a, a_stride=a_stride, rows=rows,
                        prefetch=ahead if prefetch else 0, last=last)
-    _store_acc(f.b, acc, c, vw, stride)
+    store_acc(f.b, acc, c, vw, stride)
     f.b.ret_void()
     return f.finish()
 
@@ -560,11 +560,11 @@ def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride:
            ["a", "panel", "segments", "seg_len", "c", "deltas", "prefetch"])
     f.fn.attributes.add("noinline")
     a, panel, segments, seg_len, c, deltas, ahead = f.args
-    body, b = _Body(f), f.b
+    body, b = FunctionBody(f), f.b
     acc = zeroed_acc(body, rows, nv, vw, last)
     segments_compute(body, a, deltas, segments, seg_len, panel, nv, vw, stride, a_stride, rows,
                      ahead if prefetch else 0, acc, last)
-    _store_acc(b, acc, c, vw, stride)
+    store_acc(b, acc, c, vw, stride)
     b.ret_void()
     return f.finish()
 
@@ -579,7 +579,7 @@ def row_function(module: ir.Module, nv: int, vw: int, stride: int) -> ir.Functio
     f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR], ["a", "panel", "kc", "c"])
     f.fn.attributes.add("noinline")
     a, panel, kc, c = f.args
-    _store_acc(f.b, [row_compute(_Body(f), a, panel, kc, nv, vw, stride)], c, vw, stride)
+    store_acc(f.b, [row_compute(FunctionBody(f), a, panel, kc, nv, vw, stride)], c, vw, stride)
     f.b.ret_void()
     return f.finish()
 

@@ -27,6 +27,9 @@ tiles when done; the OS permission for tiles is asked once per process by the ru
 (``gc__amx_ready``, ``graphc/c_runtime/src/amx.c``), a refusal failing the call with its errno.
 ``GRAPHC_BF16_KERNEL=avx512`` keeps AVX512-BF16 on an AMX machine (for comparisons).
 
+Winograd's products (:mod:`.winograd`) use the same micro-kernel as functions of the module
+(:func:`tile_function_bf16`, :func:`row_function_bf16`) on the transformed operands.
+
 Rounding is to nearest even by integer operations (NaN kept quiet), exactly what NumPy
 references compute; products are exact in float32 and accumulated in float32.
 """
@@ -39,12 +42,13 @@ from llvmlite import ir
 
 from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, Tensor
-from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, constant, i32, i64, intrinsic, vector_constant
+from graphc.backends.llvm.irutil import F32, I8, I32, I64, PTR, Fn, constant, i32, i64, intrinsic, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
     TARGET_ITEMS_COMPUTED,
     TILE_PAD,
     ASource,
     DenseA,
+    FunctionBody,
     even_block,
     gemm_blocking,
     item_rows,
@@ -52,6 +56,7 @@ from graphc.backends.llvm.kernels.gemm import (
     load_lanes,
     micro_tile,
     split_accumulate,
+    store_acc,
     store_c_rows,
 )
 from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
@@ -323,6 +328,43 @@ def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, spli
             parts[v].set(_dot(b, parts[v].get(), av, bv))
 
     return split_accumulate(k, vt, nv, kpairs, step, split)
+
+
+def _micro_function(module: ir.Module, name: str, emit: Callable) -> ir.Function:
+    """The module's function ``void name(a, panel, kpairs, c)`` (emitted once, not inlined), its body
+    ``emit(f, a, panel, kpairs, c)``."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR], ["a", "panel", "kpairs", "c"])
+    f.fn.attributes.add("noinline")
+    emit(f, *f.args)
+    f.b.ret_void()
+    return f.finish()
+
+
+def tile_function_bf16(module: ir.Module, rows: int, nv: int, stride: int, a_stride: int,
+                       prefetch: int = 0) -> ir.Function:
+    """:func:`tile_compute_bf16` as a shared function ``void (a, panel, kpairs, c_tile)``: the ``rows x nv``
+    float32 vectors of ``A @ panel`` written to ``c_tile``, rows ``stride`` floats apart (the float32
+    :func:`.gemm.tile_function`'s contract on bf16 operands: A's rows ``a_stride`` bf16 elements apart,
+    the panel ``stride`` pairs per k pair); ``prefetch``: pairs of the panel to prefetch ahead."""
+
+    def emit(f, a, panel, kpairs, c):
+        acc = tile_compute_bf16(FunctionBody(f), a, a_stride, rows, panel, kpairs, nv, stride, prefetch)
+        store_acc(f.b, acc, c, LANES, stride)
+
+    name = f"bf16_tile_{rows}x{nv}_p{stride}_a{a_stride}" + (f"_pf{prefetch}" if prefetch else "")
+    return _micro_function(module, name, emit)
+
+
+def row_function_bf16(module: ir.Module, nv: int, stride: int) -> ir.Function:
+    """:func:`row_compute_bf16` as a shared function ``void (a_row, panel, kpairs, c)``."""
+
+    def emit(f, a, panel, kpairs, c):
+        store_acc(f.b, [row_compute_bf16(FunctionBody(f), a, panel, kpairs, nv, stride)], c, LANES, stride)
+
+    return _micro_function(module, f"bf16_row_{nv}_p{stride}", emit)
 
 
 def amx_call(b: ir.IRBuilder, name: str, *args) -> None:
