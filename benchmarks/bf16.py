@@ -4,6 +4,7 @@
 
     python -m benchmarks.bf16                                   # GEMM 256..2048, the models at batch 1 and 32
     python -m benchmarks.bf16 --sizes 512,1024 --models inception --batch 1
+    python -m benchmarks.bf16 --sizes '' --models '' --apps ResNet50,InceptionV3 --batch 1 --threads 2
 
 - GEMM: ``M = N = K`` as a Dense layer's product (the weight packed once per instance), graphc
   native at ``precision="float32"`` and ``"bf16"`` with each bf16 kernel this CPU has (AMX tiles,
@@ -106,30 +107,45 @@ def _error(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]
     return worst_abs, worst_rel
 
 
-def model_rows(names: list[str], batches: list[int], repeat: int, say) -> list[dict]:
+def _app_inputs(graph, batch: int, seed: int) -> list[np.ndarray]:
+    """An application's inputs: standard normal samples at the design size, in graph order."""
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(batch if not isinstance(d, int) else d for d in graph.type_of(n).shape) for n in graph.inputs]
+    return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+
+
+def model_rows(names: list[str], batches: list[int], repeat: int, say, *, apps: list[str] = (),
+               threads: int = 1) -> list[dict]:
+    """Each bundled example of ``names`` and Keras application of ``apps`` (random weights, through
+    ``.keras``), built both ways and timed beside onnxruntime and OpenVINO on ``threads`` threads."""
+    from benchmarks.run import _keras_model
+
+    subjects = [(name, lambda name=name: _subject(name, 0)) for name in names]
+    subjects += [(name, None) for name in apps]
     rows = []
-    for name in names:
-        subject = _subject(name, 0)
-        model = subject.make_model()
+    for name, make_subject in subjects:
+        subject = make_subject() if make_subject is not None else None
+        model = subject.make_model() if subject is not None else _keras_model(name)
         graph = graphc.lower(model)
-        f32 = graphc.build(model, "native", threads=1)
-        bf16 = graphc.build(model, "native", threads=1, precision="bf16")
+        f32 = graphc.build(model, "native", threads=threads)
+        bf16 = graphc.build(model, "native", threads=threads, precision="bf16")
         proto = graphc.onnx.export(model, optimize=2)
         for batch in batches:
-            arrays = _input_arrays(subject, graph, batch, 0)
+            arrays = (_input_arrays(subject, graph, batch, 0) if subject is not None
+                      else _app_inputs(graph, batch, 0))
             engines = {"graphc f32": lambda i=f32.instance, x=arrays: i.run(x),
                        "graphc bf16": lambda i=bf16.instance, x=arrays: i.run(x)}
-            session = _ort_session(proto, 1)
+            session = _ort_session(proto, threads)
             feeds = dict(zip(graph.inputs, arrays))
             engines["onnxruntime"] = lambda s=session, f=feeds: s.run(None, f)
             if openvino.available():
-                engines["openvino f32"] = openvino.openvino_runner(proto, graph.inputs, arrays, 1, "f32")
-                engines["openvino default"] = openvino.openvino_runner(proto, graph.inputs, arrays, 1, None)
+                engines["openvino f32"] = openvino.openvino_runner(proto, graph.inputs, arrays, threads, "f32")
+                engines["openvino default"] = openvino.openvino_runner(proto, graph.inputs, arrays, threads, None)
             want = [np.array(o) for o in engines["graphc f32"]()]  # copies: outputs may be reused buffers
             accuracy = {e: _error([np.array(o) for o in engines[e]()], want)
                         for e in engines if e != "graphc f32"}
             timed = measure([_Runner(e, fn) for e, fn in engines.items()], repeat, min_sample_s=0.02)
-            row = {"model": name, "batch": batch, "precision_built": bf16.precision,
+            row = {"model": name, "batch": batch, "threads": threads, "precision_built": bf16.precision,
                    "ms": {e: r.median_ms if r.error is None else None for e, r in timed.items()},
                    "errors": {e: r.error for e, r in timed.items() if r.error},
                    "max_abs": {e: a for e, (a, _) in accuracy.items()},
@@ -157,7 +173,7 @@ def _kernel_name() -> str:
 def to_markdown(machine: dict, peak, gemm: list[dict], models: list[dict]) -> str:
     lines = ["# bf16 vs float32 (graphc native), onnxruntime and OpenVINO", "",
              f"{machine.get('date')}; {machine.get('cpu')} ({machine.get('cpu_features')}); "
-             f"{machine.get('logical_cpus')} logical CPUs; load {machine.get('load_average')}; one thread. "
+             f"{machine.get('logical_cpus')} logical CPUs; load {machine.get('load_average')}. "
              f"graphc's bf16 kernel on this CPU: {_kernel_name()}.", ""]
     if gemm:
         variants = list(gemm[0]["gflops"])
@@ -177,7 +193,7 @@ def to_markdown(machine: dict, peak, gemm: list[dict], models: list[dict]) -> st
         lines.append("")
     if models:
         engines = list(models[0]["ms"])
-        lines += ["## Models: latency (ms, median, 1 thread)", "",
+        lines += [f"## Models: latency (ms, median, {models[0].get('threads', 1)} thread(s))", "",
                   "| model | batch | " + " | ".join(engines) + " | f32 / bf16 | OpenVINO default / graphc bf16 |",
                   "| --- | ---: | " + " | ".join("---:" for _ in engines) + " | ---: | ---: |"]
         for r in models:
@@ -204,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bf16", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256,512,1024,2048", help="GEMM M = N = K (empty: none)")
     ap.add_argument("--models", default=DEFAULT_MODELS, help="bundled examples (empty: none)")
+    ap.add_argument("--apps", default="", help="Keras applications too (benchmarks.run's names: ResNet50,...)")
+    ap.add_argument("--threads", type=int, default=1, help="threads of every engine in the model rows")
     ap.add_argument("--batch", default="1,32")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--out", default=None, help="report path (default benchmarks/results/<date>-bf16.md)")
@@ -220,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     gemm = gemm_rows(sizes, args.repeat, say)
-    models = model_rows(names, [int(b) for b in args.batch.split(",")], args.repeat, say)
+    apps = [n.strip() for n in args.apps.split(",") if n.strip()]
+    models = model_rows(names, [int(b) for b in args.batch.split(",")], args.repeat, say, apps=apps,
+                        threads=args.threads)
     text = to_markdown(machine, peak, gemm, models)
     print(text)
     if not args.no_write:
