@@ -144,7 +144,8 @@ def model_rows(names: list[str], batches: list[int], repeat: int, say, *, apps: 
             want = [np.array(o) for o in engines["graphc f32"]()]  # copies: outputs may be reused buffers
             accuracy = {e: _error([np.array(o) for o in engines[e]()], want)
                         for e in engines if e != "graphc f32"}
-            timed = measure([_Runner(e, fn) for e, fn in engines.items()], repeat, min_sample_s=0.02)
+            timed = measure([_Runner(e, fn) for e, fn in engines.items()], repeat, min_sample_s=0.02,
+                            settle_s=0.1 if threads > 1 else 0.0)  # the other engines' workers asleep first
             row = {"model": name, "batch": batch, "threads": threads, "precision_built": bf16.precision,
                    "ms": {e: r.median_ms if r.error is None else None for e, r in timed.items()},
                    "errors": {e: r.error for e, r in timed.items() if r.error},
