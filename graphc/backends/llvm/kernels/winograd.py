@@ -254,11 +254,11 @@ def mode() -> str:
 
 
 def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
-    """Whether a convolution of ``geo`` (groups 1, weights known) runs by Winograd: float32 products, a
-    kernel of :data:`ALGORITHMS` (3x3, 5x5, 1x7, 7x1, 1x3, 3x1) of stride 1 and dilation 1 over a 2-D image
-    of known size, at least ``MIN_IN_CHANNELS`` input channels, and transformed weights (``points * C * K``
-    floats) that fit in L2, or else (kernels of :data:`STREAMED`) blocks that pay for reading them
-    (:func:`streaming_pays`)."""
+    """Whether a convolution of ``geo`` (groups 1, weights known) runs by Winograd: float32 products (or
+    bf16 ones, :func:`bf16_products`), a kernel of :data:`ALGORITHMS` (3x3, 5x5, 1x7, 7x1, 1x3, 3x1) of
+    stride 1 and dilation 1 over a 2-D image of known size, at least ``MIN_IN_CHANNELS`` input channels,
+    and transformed weights (``points * C * K`` elements) that fit in L2, or else (kernels of
+    :data:`STREAMED`) blocks that pay for reading them (:func:`streaming_pays`)."""
     chosen = mode()
     if chosen == "0" or not (kb.target.precision == "float32" or bf16_products(kb.target)):
         return False
