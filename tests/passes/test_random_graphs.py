@@ -77,4 +77,5 @@ def random_conv_graph(draw):
 @given(graph=random_conv_graph(), level=st.sampled_from([1, 2, 3]))
 def test_optimization_preserves_the_outputs(graph, level):
     out, _ = run_pipeline(graph, level, verify=True)
-    assert_equivalent(graph, out, np.random.default_rng(0), batches=(1, 2))
+    # products chained without normalization reach outputs in the hundreds: the tolerance is of their scale
+    assert_equivalent(graph, out, np.random.default_rng(0), batches=(1, 2), atol_of_scale=True)
