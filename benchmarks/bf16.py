@@ -107,32 +107,25 @@ def _error(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]
     return worst_abs, worst_rel
 
 
-def _app_inputs(graph, batch: int, seed: int) -> list[np.ndarray]:
-    """An application's inputs: standard normal samples at the design size, in graph order."""
-    rng = np.random.default_rng(seed)
-    shapes = [tuple(batch if not isinstance(d, int) else d for d in graph.type_of(n).shape) for n in graph.inputs]
-    return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
-
-
 def model_rows(names: list[str], batches: list[int], repeat: int, say, *, apps: list[str] = (),
                threads: int = 1) -> list[dict]:
     """Each bundled example of ``names`` and Keras application of ``apps`` (random weights, through
-    ``.keras``), built both ways and timed beside onnxruntime and OpenVINO on ``threads`` threads."""
+    ``.keras``; random normal inputs), built both ways and timed beside onnxruntime and OpenVINO on
+    ``threads`` threads."""
     from benchmarks.run import _keras_model
 
     subjects = [(name, lambda name=name: _subject(name, 0)) for name in names]
-    subjects += [(name, None) for name in apps]
+    subjects += [(name, lambda name=name: _subject(_keras_model(name), 0)) for name in apps]
     rows = []
     for name, make_subject in subjects:
-        subject = make_subject() if make_subject is not None else None
-        model = subject.make_model() if subject is not None else _keras_model(name)
+        subject = make_subject()
+        model = subject.make_model()
         graph = graphc.lower(model)
         f32 = graphc.build(model, "native", threads=threads)
         bf16 = graphc.build(model, "native", threads=threads, precision="bf16")
         proto = graphc.onnx.export(model, optimize=2)
         for batch in batches:
-            arrays = (_input_arrays(subject, graph, batch, 0) if subject is not None
-                      else _app_inputs(graph, batch, 0))
+            arrays = _input_arrays(subject, graph, batch, 0)
             engines = {"graphc f32": lambda i=f32.instance, x=arrays: i.run(x),
                        "graphc bf16": lambda i=bf16.instance, x=arrays: i.run(x)}
             session = _ort_session(proto, threads)

@@ -239,6 +239,7 @@ class KernelBuilder:
     def in_tail(self) -> bool:
         """Whether the op being lowered is in the batch's tail (``tail_op``), which runs over the whole batch."""
         return self.op_index >= self.tail_op >= 0
+
     def unique(self, name: str) -> str:
         base = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
         n = self._names.get(base, 0)

@@ -459,6 +459,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     KB = -(-KB // (2 * step)) * 2 * step  # K blocks of whole steps
     n_kblocks = -(-K // KB) if K else 0
     b_streamed = pairs_total * N * 4 > bl.l2 // 2
+    fused = n_kblocks == 1 and fused_epilogue_mode() == "1"  # whole tiles' epilogue from the registers
     # computed rows are written in float32 first, unless their source converts as it writes
     staged = not isinstance(source, DenseA) and not source.fills_converted
     # a source sizes its tile in float32 elements: a bf16 tile of as many bytes holds twice the k
@@ -534,7 +535,6 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
                         acc = row_compute_bf16(k, a_row, panel, kpairs, nv, NR)
                         store_tile([acc], p, b.add(i, r), i64(1), valid_cols, first, last)
 
-    fused = n_kblocks == 1 and fused_epilogue_mode() == "1"
     with fb.loop(k.begin, k.end, name="item") as item:
         row0, row_end, p_lo, p_hi = split.bounds(k, item)
         full_hi = fb.min_(p_hi, i64(N // NR))

@@ -260,9 +260,7 @@ def winograd_applies(kb: KernelBuilder, geo, C, n_out) -> bool:
     and transformed weights (``points * C * K`` elements) that fit in L2, or else (kernels of
     :data:`STREAMED`) blocks that pay for reading them (:func:`streaming_pays`)."""
     chosen = mode()
-    if chosen == "0" or not (kb.target.precision == "float32" or bf16_products(kb.target)):
-        return False
-    if geo.nsp != 2 or tuple(geo.kernel) not in ALGORITHMS or geo.strides != [1, 1] or geo.dilations != [1, 1]:
+    if not winograd_possible(kb, geo.kernel, geo.strides, geo.dilations):
         return False
     if chosen == "3x3" and geo.kernel != [3, 3]:
         return False
