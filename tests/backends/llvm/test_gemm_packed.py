@@ -168,12 +168,14 @@ def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
 
 
 def test_block_sizes_follow_the_caches():
-    # AVX-512, 12 x 32 tile, 32 KiB L1 / 1 MiB L2 (Zen 4): the B panel takes twice L1
+    # AVX-512, 12 x 32 tile, 32 KiB L1 / 1 MiB L2 (Zen 4): the B panel takes twice L1, a panel packed at
+    # run time L1
     b = blocking(CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20), 12, 32)
-    assert b.kc == 512 and b.kc * 32 * 4 == 2 * (32 << 10) and b.kc_packed == 128
+    assert b.kc == 512 and b.kc * 32 * 4 == 2 * (32 << 10) and b.kc_packed == 256
+    assert b.kc_packed * 32 * 4 == 32 << 10
     # 48 KiB L1 / 2 MiB L2 (a Sapphire Rapids Xeon): twice L1 is above the largest K block
     b = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20), 12, 32)
-    assert b.kc == 512 and b.kc_packed == 192
+    assert b.kc == 512 and b.kc_packed == 384
     assert b.mc_packed % 12 == 0 and b.mc_packed * (b.kc_packed + 16) * 4 <= 512 << 10
     assert b.mc % 12 == 0 and b.mc * (b.kc + 16) * 4 <= 256 << 10 < (b.mc + 12) * (b.kc + 16) * 4
     assert b.nc % 32 == 0 and b.nc * b.kc * 4 <= 16 << 20

@@ -15,7 +15,9 @@ from it:
   GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there. B
   computed at run time is packed per panel
   from ``kc`` rows N floats apart (a page each at large N), and the panel is reused from where
-  the packing left it: there half of L1 (``kc_packed``; at 1024, 512 ran 5 % slower than 192 or 384),
+  the packing left it: there it takes L1 (``kc_packed``: on the Xeon at 1024, 192 and 384 ran alike, 512 5 %
+  slower; on Zen 4 at M = N = K = 1024-4096, 256 ran 1.01-1.11x faster than half of L1, 128, whose K blocks
+  made four passes over C for every one of the packed weight's; 512 as fast as 256 but at 2048),
   and its row blocks take a quarter of L2 (``mc_packed``), as each row block packs B once more
   (at 2048, row blocks of 624 rows ran 10 % faster than of 156).
 - L2: the row block of A packed into the thread's tile (``mc x (kc + 16)`` floats) is reused for
@@ -153,7 +155,7 @@ def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
     """Block sizes for an ``mr x nr`` micro-tile (see the module docstring)."""
     kc = max(64, min(512, 2 * caches.l1 // (nr * 4) // 16 * 16))
     kc = switches.GEMM_KC.integer(kc)
-    kc_packed = switches.GEMM_KC.integer(max(64, min(kc, caches.l1 // 2 // (nr * 4) // 16 * 16)))
+    kc_packed = switches.GEMM_KC.integer(max(64, min(kc, caches.l1 // (nr * 4) // 16 * 16)))
     mc = max(mr, caches.l2 // 8 // ((kc + 16) * 4) // mr * mr)
     mc_packed = max(mr, caches.l2 // 4 // ((kc_packed + 16) * 4) // mr * mr)
     mc = switches.GEMM_MC.integer(mc)
