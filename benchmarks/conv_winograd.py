@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, main_over_shapes
+from benchmarks.switched_builds import build_with, machine_line, main_over_shapes
 
 # (image side, channels in, channels out, kernel, where the shape comes from)
 SHAPES = [
@@ -135,8 +135,7 @@ def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict, stack: int = 
             "others K -> K; times for all of them)")
     lines = ["# Stride-1 convolutions: Winograd (F(2x2, 3x3); 5x5 as F(2, 3) + F(2, 2) along both axes; along one "
              "axis F(2, 3) + F(2, 4) for 7 taps, F(2, 3) for 3) vs the implicit GEMM", "",
-             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}. `python -m benchmarks.conv_winograd`: {what} "
+             machine_line(machine) + f". `python -m benchmarks.conv_winograd`: {what} "
              "('same' padding, bias + ReLU fused), both builds in one process, interleaved; medians in ms. "
              "GFLOP/s counts the direct convolution's FLOPs. 'picked': what a default build runs here.", "",
              "| image | kernel | C -> K | from | batch | threads | Winograd ms | implicit GEMM ms | speedup | GFLOP/s "

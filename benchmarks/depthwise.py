@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, main_over_shapes
+from benchmarks.switched_builds import build_with, machine_line, main_over_shapes
 
 # (image side, channels, kernel, stride, where the shape comes from)
 SHAPES = [
@@ -66,8 +66,7 @@ def measure_shape(side: int, C: int, k: int, stride: int, batch: int, threads: i
 
 def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
     lines = ["# Depthwise convolutions: spans of neighbouring pixels vs one pixel at a time", "",
-             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}. `python -m benchmarks.depthwise`: each DepthwiseConv2D alone "
+             machine_line(machine) + ". `python -m benchmarks.depthwise`: each DepthwiseConv2D alone "
              "('same' padding, ReLU fused), both builds in one process, interleaved; medians in ms. GFLOP/s and "
              "GB/s (input read and output written once) of the spans' build.", "",
              "| image | channels | kernel | stride | from | batch | threads | spans ms | one pixel ms | speedup "

@@ -4,6 +4,7 @@
 
     python -m benchmarks.gemm                              # before = the GEMM of commit BEFORE
     python -m benchmarks.gemm --before none --sizes 256,1024 --threads 1
+    python -m benchmarks.gemm --before 4k-pages            # before = the same library without huge pages
 
 Each case is ``M = N = K`` in float32, as two graphs of one ``matmul``: a Dense layer's product
 (the right operand a weight, packed once when the instance is made) and a product of two
@@ -14,7 +15,9 @@ and swapped in while compiling (the build cache bypassed), so before, after and 
 interleaved in one process, twice: wall time (``graphc.bench.measure``, medians) and CPU time
 per call (medians; on a machine shared with other work, the CPU time is what the kernel costs
 and the wall time depends on the neighbours). Each figure is given in GFLOP/s and as a share of
-the peak ``graphc bench --peak`` measures for that many threads.
+the peak ``graphc bench --peak`` measures for that many threads. ``--before 4k-pages`` times, as
+"before", an instance of the same library made with ``huge_pages=False`` (its packed B and arena
+in 4 KiB pages; see ``gc_options_t.huge_pages``).
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def _library(graph: Graph):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", default=BEFORE, help="commit whose GEMM is 'before' (or none)")
+    ap.add_argument("--before", default=BEFORE,
+                    help="commit whose GEMM is 'before' (or none; 4k-pages: this GEMM without huge pages)")
     ap.add_argument("--sizes", default="256,512,1024,2048,4096", help="M = N = K, or MxKxN")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--kinds", default="dense,runtime")
@@ -119,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.kinds.split(","):
             feeds = [a] if kind == "dense" else [a, w]
             libs = {"after": _library(_graph(m, kind, f"gemm_{kind}_{m}_{kk}_{n}", w))}
-            if args.before != "none":
+            if args.before == "4k-pages":
+                libs["before"] = libs["after"]
+            elif args.before != "none":
                 with _old_lowering(args.before):
                     libs["before"] = _library(_graph(m, kind, f"gemm_{kind}_{m}_{kk}_{n}_before", w))
             for threads in thread_counts:
@@ -127,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 for label in ("before", "after"):
                     if label not in libs:
                         continue
-                    inst = libs[label].instance(threads)
+                    inst = libs[label].instance(threads, huge_pages=not (label == "before" and
+                                                                          args.before == "4k-pages"))
                     got = inst.run(feeds)[0]
                     err = float(np.abs(got - want).max() / np.abs(want).max())
                     if err > 1e-5:

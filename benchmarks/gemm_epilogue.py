@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, main_over_shapes
+from benchmarks.switched_builds import build_with, machine_line, main_over_shapes
 
 # (image side, channels in, channels out, kernel, stride, activation, where the shape comes from)
 SHAPES = [
@@ -72,8 +72,7 @@ def measure_shape(side: int, cin: int, cout: int, kernel: int, stride: int, acti
 
 def to_markdown(machine: dict, rows: Sequence[dict], shapes: dict) -> str:
     lines = ["# Convolutions: epilogue from the registers vs the tile buffered", "",
-             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}. `python -m benchmarks.gemm_epilogue`: each Conv2D alone ('same' "
+             machine_line(machine) + ". `python -m benchmarks.gemm_epilogue`: each Conv2D alone ('same' "
              "padding, bias and activation fused), both builds in one process, interleaved; medians in ms; GFLOP/s "
              "of the fused build.",
              "",

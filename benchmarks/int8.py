@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 
 import graphc
+from benchmarks.switched_builds import machine_line
 from graphc import examples
 from graphc.backends.llvm.kernels.gemm_int8 import AMX_MIN_K, dot_path, uses_amx
 from graphc.backends.llvm.target import host_target
@@ -253,8 +254,7 @@ def to_markdown(machine: dict, models: list[dict], calibration: int) -> str:
         path = (f"AMX tiles (tdpbusd) for the products over at least {AMX_MIN_K} k, {path} for the others and "
                 "for depthwise convolutions")
     lines = ["# int8 (graphc native) vs float32, onnxruntime and OpenVINO int8", "",
-             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}; one thread. graphc's int8 dot product on this CPU: {path}. "
+             machine_line(machine) + f"; one thread. graphc's int8 dot product on this CPU: {path}. "
              f"Quantized with {calibration} calibration samples (graphc.quantize and onnxruntime's quantize_static "
              "alike: per-channel int8 weights, uint8 activations, minmax).", ""]
     if not models:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.switched_builds import build_with, write_report
+from benchmarks.switched_builds import build_with, machine_line, write_report
 
 DEFAULT_MODELS = ("separable_conv_bn", "residual", "inception", "conv1d_text", "mlp")
 DEFAULT_APPS = ("MobileNetV2", "EfficientNetB0", "ResNet50", "TransformerEncoder")
@@ -86,8 +86,7 @@ def _row(r: dict) -> str:
 
 def to_markdown(machine: dict, rows: Sequence[dict], switch: str) -> str:
     lines = [f"# Models built with `{switch}` against the default", "",
-             f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
-             f"{machine.get('load_average')}. `python -m benchmarks.switch_models {switch}`: both builds in one "
+             machine_line(machine) + f". `python -m benchmarks.switch_models {switch}`: both builds in one "
              "process, latency medians in ms (interleaved), default / switched above 1 means the switch is "
              "faster; build seconds wall (CPU with children), one cold build each.", "",
              "| model | batch | threads | default ms | switched ms | default / switched | default build s | "

@@ -30,6 +30,12 @@ def build_with(model, threads: int, variable: str, value: str):
             os.environ[variable] = before
 
 
+def machine_line(machine: dict) -> str:
+    """The start of a report's machine line: date, CPU, logical CPUs and load average (``machine_info()``'s)."""
+    return (f"{machine.get('date')}; {machine.get('cpu')}; {machine.get('logical_cpus')} logical CPUs; load "
+            f"{machine.get('load_average')}")
+
+
 def write_report(out: Path | None, name: str, markdown: str, machine: dict, rows: list) -> Path:
     """``markdown`` to ``out`` (default ``results/<date>-<name>.md``), ``{"machine", "rows"}`` beside it as
     JSON; prints where."""

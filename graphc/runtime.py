@@ -62,7 +62,7 @@ class GcAllocator(ctypes.Structure):
 class GcOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("num_threads", ctypes.c_int32), ("allocator", GcAllocator),
                 ("weights_path", ctypes.c_char_p), ("seed", ctypes.c_uint64), ("profile", ctypes.c_int32),
-                ("profile_events", ctypes.c_uint32)]
+                ("profile_events", ctypes.c_uint32), ("huge_pages", ctypes.c_int32)]
 
 
 class GcProfileEvent(ctypes.Structure):
@@ -230,10 +230,13 @@ class Library:
                 "embedded_weights": self.has_embedded_weights, "max_threads": self.max_threads}
 
     def instance(self, threads: int | None = None, weights_path: str | None = None, seed: int = 0, *,
-                 profile: bool = False, profile_events: int = 0) -> Instance:
+                 profile: bool = False, profile_events: int = 0, huge_pages: bool = True) -> Instance:
         """A new instance; ``profile=True`` times every kernel launch (:meth:`Instance.profile`),
-        keeping up to ``profile_events`` launch events for a trace."""
-        return Instance(self, threads, weights_path, seed, profile=profile, profile_events=profile_events)
+        keeping up to ``profile_events`` launch events for a trace; ``huge_pages=False`` keeps its large
+        blocks in 4 KiB pages (``gc_options_t.huge_pages``: by default they are advised as transparent
+        huge pages)."""
+        return Instance(self, threads, weights_path, seed, profile=profile, profile_events=profile_events,
+                        huge_pages=huge_pages)
 
 
 _char_from_buffer = ctypes.c_char.from_buffer
@@ -287,7 +290,7 @@ class Instance:
     ``get_weight`` (calls and bytes each way): a training step moves none."""
 
     def __init__(self, library: Library, threads: int | None = None, weights_path: str | None = None,
-                 seed: int = 0, *, profile: bool = False, profile_events: int = 0):
+                 seed: int = 0, *, profile: bool = False, profile_events: int = 0, huge_pages: bool = True):
         self._busy = threading.Lock()
         self.transfers = {"set_calls": 0, "set_bytes": 0, "get_calls": 0, "get_bytes": 0}
         self._handle = None
@@ -303,6 +306,7 @@ class Instance:
             raise ValueError(f"profile_events must be in [0, 2**32), got {profile_events}")
         opts.profile = 1 if profile else 0
         opts.profile_events = int(profile_events)
+        opts.huge_pages = 1 if huge_pages else 0
         if weights_path is not None:
             opts.weights_path = str(weights_path).encode()
         handle = ctypes.c_void_p()

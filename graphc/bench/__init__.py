@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,8 +158,20 @@ class BenchReport:
 # ------------------------------------------------------------------------------------------ machine
 
 
+def transparent_huge_pages() -> str:
+    """This machine's transparent-huge-page setting: ``always``, ``madvise`` or ``never`` (``unknown`` where the
+    kernel has none, as off Linux). The runtime's huge-page advice (``gc_options_t.huge_pages``) takes effect
+    under the first two only."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else text.strip()
+
+
 def machine_info() -> dict:
-    """Date, CPU model and features, core count, load and library versions."""
+    """Date, CPU model and features, core count, transparent huge pages, load and library versions."""
     info: dict[str, Any] = {"date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                             "cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
                             "python": platform.python_version()}
@@ -173,6 +186,7 @@ def machine_info() -> dict:
                                         if f in flags)
     except OSError:
         pass
+    info["transparent_huge_pages"] = transparent_huge_pages()
     try:
         info["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:

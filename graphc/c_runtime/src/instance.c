@@ -191,6 +191,7 @@ void gc_options_init(gc_options_t* o) {
   memset(o, 0, sizeof(*o));
   o->struct_size = (uint32_t)sizeof(gc_options_t);
   o->num_threads = 0;
+  o->huge_pages = 1;
 }
 
 static gc_status_t gc__check_instance(const gc_instance_t* inst) {
@@ -341,9 +342,11 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   gc_options_t opts;
   gc_options_init(&opts);
   if (options != NULL) {
-    /* earlier options end before `seed` or before `profile`: their prefix is taken, the rest keeps defaults */
+    /* earlier options end before `seed`, `profile` or `huge_pages`: their prefix is taken, the rest keeps
+       defaults */
     if (options->struct_size != sizeof(gc_options_t) && options->struct_size != offsetof(gc_options_t, seed) &&
-        options->struct_size != offsetof(gc_options_t, profile))
+        options->struct_size != offsetof(gc_options_t, profile) &&
+        options->struct_size != offsetof(gc_options_t, huge_pages))
       return GC_ERROR(GC_INVALID_ARGUMENT,
                       "options->struct_size is %u, expected %zu: initialize options with gc_options_init",
                       options->struct_size, sizeof(gc_options_t));
@@ -355,7 +358,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
                     (int)opts.num_threads);
   if ((opts.allocator.alloc == NULL) != (opts.allocator.free == NULL))
     return GC_ERROR(GC_INVALID_ARGUMENT, "options->allocator needs both alloc and free (or neither)");
-  if (opts.allocator.alloc == NULL) gc__default_allocator(&opts.allocator);
+  if (opts.allocator.alloc == NULL) gc__default_allocator(&opts.allocator, opts.huge_pages);
   const gc_allocator_t* a = &opts.allocator;
 
   gc_instance_t* inst = (gc_instance_t*)gc__alloc(a, sizeof(gc_instance_t), 64);

@@ -185,7 +185,8 @@ gc_status_t gc__status_make(gc_status_code_t code, const char* file, int line, c
 
 void* gc__alloc(const gc_allocator_t* a, size_t size, size_t alignment);
 void gc__free(const gc_allocator_t* a, void* ptr);
-void gc__default_allocator(gc_allocator_t* a);
+/* malloc and free; large blocks advised for (huge_pages) or against transparent huge pages (gc_options_t.huge_pages). */
+void gc__default_allocator(gc_allocator_t* a, int huge_pages);
 
 /* ------------------------------------------------------------------ thread pool */
 

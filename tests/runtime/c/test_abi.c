@@ -8,6 +8,7 @@
  * Usage: test_abi [iterations]   (prints "ok <checks>" and exits 0 on success)
  */
 #define _POSIX_C_SOURCE 200112L
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,19 @@ static void check_create(const gc_model_t* m) {
   o.weights_path = "/nonexistent/graphc.weights";
   EXPECT_ERROR(gc_instance_create(m, &o, &inst), GC_NOT_FOUND, "/nonexistent/graphc.weights");
   if (inst != NULL) FAIL("a failed create left *out_instance set");
+  /* API version 4's options end before huge_pages: accepted, huge pages by default */
+  gc_options_init(&o);
+  if (o.huge_pages != 1) FAIL("gc_options_init: huge_pages %d", o.huge_pages);
+  o.struct_size = (uint32_t)offsetof(gc_options_t, huge_pages);
+  o.huge_pages = 12345; /* past the struct the caller declared: never read */
+  EXPECT_OK(gc_instance_create(m, &o, &inst));
+  gc_instance_release(inst);
+  inst = NULL;
+  gc_options_init(&o);
+  o.huge_pages = 0;
+  EXPECT_OK(gc_instance_create(m, &o, &inst));
+  gc_instance_release(inst);
+  inst = NULL;
 }
 
 static void check_run_errors(gc_instance_t* inst) {

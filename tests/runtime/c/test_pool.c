@@ -64,7 +64,7 @@ static int check(gc_pool_t* pool, int32_t threads, int64_t n) {
 
 int main(void) {
   gc_allocator_t a;
-  gc__default_allocator(&a);
+  gc__default_allocator(&a, 1);
   static const int64_t sizes[] = {1, 2, 3, 7, 17, 64, 1000};
   for (int32_t threads = 2; threads <= 8; threads++) {
     gc_pool_t* pool = NULL;

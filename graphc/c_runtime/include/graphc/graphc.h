@@ -46,8 +46,9 @@ extern "C" {
    Version 2: gc_options_t.seed, gc_instance_train_step with outputs, gc_instance_set_hyperparameter.
    Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3);
    the kernel profiler (gc_options_t.profile, gc_instance_profile, gc_profile_*).
-   Version 4: the collective hook of cross-replica sums (gc_instance_set_collective). */
-#define GC_API_VERSION 4u
+   Version 4: the collective hook of cross-replica sums (gc_instance_set_collective).
+   Version 5: gc_options_t.huge_pages. */
+#define GC_API_VERSION 5u
 
 /* The most dimensions a tensor can have. */
 #define GC_MAX_RANK 8
@@ -180,11 +181,15 @@ typedef struct gc_options {
   int32_t profile;          /* nonzero: time every kernel launch (gc_instance_profile); 0 (default): no
                                timing at all, the kernels run exactly as without a profiler */
   uint32_t profile_events;  /* with profile: the most launch events kept for a trace (0: sums only) */
+  int32_t huge_pages;       /* with the default allocator, nonzero (the default): blocks of 2 MiB and more
+                               (packed weights, the arena) are 2 MiB-aligned and advised as transparent huge
+                               pages (Linux: madvise MADV_HUGEPAGE), fewer TLB misses in large products;
+                               0: advised against them (MADV_NOHUGEPAGE: 4 KiB pages) (API version 5) */
 } gc_options_t;
 
-/* Fills defaults: all cores, malloc, no weights file, seed 0, no profiling. Shorter options structs
-   of earlier versions (struct_size ending before `seed`, or before `profile`) are still accepted:
-   the missing fields keep their defaults. */
+/* Fills defaults: all cores, malloc with huge pages for large blocks, no weights file, seed 0, no
+   profiling. Shorter options structs of earlier versions (struct_size ending before `seed`, `profile` or
+   `huge_pages`) are still accepted: the missing fields keep their defaults. */
 GC_EXPORT void gc_options_init(gc_options_t* options);
 
 /* The most intra-op threads an instance uses: 4 per online core (at most 1024). More would only
