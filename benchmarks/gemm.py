@@ -63,15 +63,32 @@ def _graph(m: int, kind: str, name: str, weight: np.ndarray) -> Graph:
 
 @contextmanager
 def _old_lowering(commit: str):
-    """``gemm.emit_matmul`` replaced by the one of ``commit`` (with its whole module)."""
-    source = subprocess.run(["git", "show", f"{commit}:graphc/backends/llvm/kernels/gemm.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
+    """``gemm.emit_matmul`` replaced by the one of ``commit`` (with its whole module, and the block sizes of
+    that commit's ``gemm_blocking``, where it has one, imported while it loads)."""
+    blocking_name = "graphc.backends.llvm.kernels.gemm_blocking"
+
+    def load(name: str, path: str, tmp: str):
+        source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                                text=True).stdout
+        file = Path(tmp) / f"{name}.py"
+        file.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+        return module
+
+    current_blocking = sys.modules[blocking_name]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "gemm_before.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location("gemm_before", path)
-        old = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old)
+        try:
+            try:
+                sys.modules[blocking_name] = load("gemm_blocking_before",
+                                                  "graphc/backends/llvm/kernels/gemm_blocking.py", tmp)
+            except subprocess.CalledProcessError:  # a commit before the module: its GEMM sized its own blocks
+                pass
+            old = load("gemm_before", "graphc/backends/llvm/kernels/gemm.py", tmp)
+        finally:
+            sys.modules[blocking_name] = current_blocking
     saved = gemm.emit_matmul
     gemm.emit_matmul = old.emit_matmul
     try:

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from graphc.backends.llvm.kernels import gemm, gemm_blocking
-from graphc.backends.llvm.kernels.gemm_blocking import CacheSizes, blocking, parse_caches, read_sysfs_caches
+from graphc.backends.llvm.kernels.gemm_blocking import (
+    CacheSizes,
+    blocking,
+    parse_caches,
+    read_sysfs_caches,
+    runtime_blocks,
+)
 from graphc.backends.reference.interpreter import run as reference_run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -168,17 +174,22 @@ def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
 
 
 def test_block_sizes_follow_the_caches():
-    # AVX-512, 12 x 32 tile, 32 KiB L1 / 1 MiB L2 (Zen 4): the B panel takes twice L1, a panel packed at
-    # run time L1
+    # AVX-512, 12 x 32 tile, 32 KiB L1 / 1 MiB L2 (Zen 4): the B panel takes twice L1; B packed at run
+    # time is packed in K blocks of 2048 (two 12-row tiles of A in a quarter of L2 would allow 2704),
+    # at most an eighth of L3 at once
     b = blocking(CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20), 12, 32)
-    assert b.kc == 512 and b.kc * 32 * 4 == 2 * (32 << 10) and b.kc_packed == 256
-    assert b.kc_packed * 32 * 4 == 32 << 10
+    assert b.kc == 512 and b.kc * 32 * 4 == 2 * (32 << 10) and b.kc_packed == 2048 and b.b_block == 4 << 20
+    # ... evened out where K is known, with as many rows of A as take a quarter of L2 at that depth
+    assert runtime_blocks(b, 4095, 12) == (2048, 24) and runtime_blocks(b, 3000, 12) == (1500, 36)
+    assert runtime_blocks(b, 64, 12) == (64, 816) and runtime_blocks(b, "k", 12) == (2048, 24)
     # 48 KiB L1 / 2 MiB L2 (a Sapphire Rapids Xeon): twice L1 is above the largest K block
     b = blocking(CacheSizes(l1=48 << 10, l2=2 << 20, l3=32 << 20), 12, 32)
-    assert b.kc == 512 and b.kc_packed == 384
-    assert b.mc_packed % 12 == 0 and b.mc_packed * (b.kc_packed + 16) * 4 <= 512 << 10
+    assert b.kc == 512 and b.kc_packed == 2048
     assert b.mc % 12 == 0 and b.mc * (b.kc + 16) * 4 <= 256 << 10 < (b.mc + 12) * (b.kc + 16) * 4
     assert b.nc % 32 == 0 and b.nc * b.kc * 4 <= 16 << 20
+    # 256 KiB L2: two tiles of A in a quarter of it at 656 deep
+    b = blocking(CacheSizes(l1=32 << 10, l2=256 << 10, l3=8 << 20), 12, 32)
+    assert b.kc_packed == 656 and 2 * 12 * (656 + 16) * 4 <= 64 << 10 and b.b_block == 1 << 20
     # AVX2, 6 x 16 tile, 32 KiB L1 / 512 KiB L2 (Zen 3)
     b = blocking(CacheSizes(l1=32 << 10, l2=512 << 10, l3=32 << 20), 6, 16)
     assert (b.kc, b.mc % 6) == (512, 0) and b.mc * (b.kc + 16) * 4 <= 64 << 10

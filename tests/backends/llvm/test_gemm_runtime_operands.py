@@ -1,10 +1,11 @@
 """Matmuls whose right operand is computed at run time run on the packed, register-blocked GEMM.
 
 Both operands are graph inputs, so the product cannot use prepacked weights: odd sizes around
-the micro-tile (rows) and panel (columns) widths, K over several blocks, batched products with
-broadcast batch dims, free dims bound to 1 and more at run time, at optimization levels 0 and 2,
-on one and two threads; and a native training step of a small attention model (whose forward
-Q·Kᵀ, P·V and every backward product run on this kernel) equal to the reference's.
+the micro-tile (rows) and panel (columns) widths, K over several blocks, N over many panels,
+batched products with broadcast batch dims, free dims bound to 1 and more at run time, at
+optimization levels 0 and 2, on one and two threads; and a native training step of a small
+attention model (whose forward Q·Kᵀ, P·V and every backward product run on this kernel) equal to
+the reference's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CASES = [
     ((17, 33), (33, 65)),
     ((65, 300), (300, 7)),
     ((33, 600), (600, 33)),  # K over three blocks: partial sums accumulate in C
+    ((19, 40), (40, 600)),  # 19 panels, the last one cut by N
     ((7, 3, 17), (17, 65)),  # rank-3 a, 2-D b: one matrix of 21 rows
     ((2, 3, 13, 9), (2, 3, 9, 33)),
     ((2, 1, 5, 17), (3, 17, 7)),  # batch dims broadcast both ways

@@ -49,7 +49,13 @@ from llvmlite import ir
 from graphc.backends.llvm import mathlib, switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I1, I32, I64, PTR, Fn, broadcast, i32, i64, intrinsic, vector_constant
-from graphc.backends.llvm.kernels.gemm_blocking import Blocking, blocking, caches_for, rows_conflict_in_l1
+from graphc.backends.llvm.kernels.gemm_blocking import (
+    Blocking,
+    blocking,
+    caches_for,
+    rows_conflict_in_l1,
+    runtime_blocks,
+)
 from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
@@ -75,6 +81,7 @@ TARGET_ITEMS_COMPUTED = 2
 TILE_PAD = 16  # floats between the rows of an A tile beyond its K block: one cache line
 C_AHEAD = 2  # micro-tiles ahead that the packed GEMM prefetches C and the residual for
 EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
+ROWS_UNBOUNDED = 1 << 40  # micro-tiles per work item where only the claim blocks bound them
 
 
 def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
@@ -977,11 +984,12 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     """Batched ``out = a @ b`` with ``b`` computed at run time, on the packed micro-kernel.
 
     Batch dims broadcast (stride 0 for an operand's size-1 dims); M, K and N may be free dims.
-    Work items are (batch, block of rows, chunk of panels), split as :func:`emit_gemm` splits
-    them. Each item packs, per K block, its rows of A into its thread's tile (as
-    :class:`DenseA` does) and each panel of its chunk (``kc x NR``, zero-padded past N) into its
-    thread's scratch, and runs the micro-kernel over its rows: the packing is one pass over B
-    per row block, against ``mc_packed`` FMAs per packed element. Partial sums of K blocks accumulate in C.
+    Work items are (batch, group of rows, chunk of panels): as many row groups as the runtime's
+    claim blocks (one on one thread), chunks where those are too few or B's K block would exceed
+    ``b_block``. Each item packs, per K block, its chunk of B (``kc x NR`` panels, zero-padded past N)
+    into its thread's scratch, once, and then, per row block of ``runtime_blocks`` rows, copies those
+    rows of A into its tile (as :class:`DenseA` does) and runs the micro-kernel over them and every
+    panel. Partial sums of K blocks accumulate in C (see :mod:`.gemm_blocking` for the block sizes).
     """
     vw = kb.target.gemm_vw
     K, N = bt.shape[-2], bt.shape[-1]
@@ -998,13 +1006,18 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     MR, NV = tile_for_rows(M, vw, kb.target.num_vector_registers)
     NR = NV * vw
     bl = gemm_blocking(kb.target, MR, NR)
-    KC_ = bl.kc_packed
+    KC_, block_rows = runtime_blocks(bl, K, MR)
     nb = len(out_batch)
     nbatch = dims.product(out_batch) if nb else 1
-    tpb = max(1, bl.mc_packed // MR)
+    tpb = max(1, block_rows // MR)
     panels = dims.ceildiv(N, NR)
-    split = split_items(M, MR, tpb, panels, per_thread=QUANTUM, round_rows=True, max_chunk_panels=bl.nc // NR,
-                        batches=nbatch)
+    tile_stride = KC_ + TILE_PAD
+    panel_stride = KC_ * NR + TILE_PAD  # panels a cache line off each other's L1 sets
+    chunk_cap = max(1, bl.b_block // 4 // panel_stride)
+    # items of as many rows as the claim blocks allow (each packs its chunk of B once per K block)
+    split = split_items(M, MR, ROWS_UNBOUNDED, panels, per_thread=QUANTUM, round_rows=True,
+                        max_chunk_panels=chunk_cap, batches=nbatch)
+    chunk = min(panels, chunk_cap) if isinstance(panels, int) else chunk_cap
     k = kb.kernel("matmul_packed")
     fb, b = k.fn, k.b
     vt = ir.VectorType(F32, vw)
@@ -1013,21 +1026,36 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
     a_mat, b_mat, c_mat = b.mul(Mv, Kv), b.mul(Kv, Nv), b.mul(Mv, Nv)
     n_kblocks = fb.max_(b.sdiv(b.add(Kv, i64(KC_ - 1)), i64(KC_)), i64(1))
     kblock_size = b.sdiv(b.add(Kv, b.sub(n_kblocks, i64(1))), n_kblocks)  # blocks evened out
-    tile_stride = KC_ + TILE_PAD
-    scratch = k.thread_scratch((KC_ * NR + MR * NR + (tpb + 1) * MR * tile_stride) * 4)
-    panel_buf = scratch
-    c_tile = b.gep(scratch, [i64(KC_ * NR)], source_etype=F32)
-    a_tile = b.gep(scratch, [i64(KC_ * NR + MR * NR)], source_etype=F32)
+    block_floats = chunk * panel_stride
+    scratch = k.thread_scratch((block_floats + MR * NR + tpb * MR * tile_stride) * 4)
+    c_tile = b.gep(scratch, [i64(block_floats)], source_etype=F32)
+    a_tile = b.gep(scratch, [i64(block_floats + MR * NR)], source_etype=F32)
+    whole_panels = b.sdiv(Nv, i64(NR))
 
-    def pack_panel(b_base, k0, kc, col0, valid_cols, full: bool):
-        """panel_buf[kk][0:NR] = B[k0 + kk][col0:col0 + NR] (0 past N)."""
+    def pack_chunk(b_base, k0, kc, p0, p_whole, p_end, dst_base):
+        """Panels p0..p_end of B's rows k0..k0 + kc into ``dst_base``, ``panel_stride`` floats apart, one row of
+        B at a time: each row's columns of the chunk are read in order (contiguous, as the hardware
+        prefetchers stream them), where packing a panel at a time reads ``kc`` pieces of NR floats a row of
+        B apart (at N = 1024-4096 each in its own page and all in a few L1 and L2 sets). Panels from
+        p_whole are cut by N: the columns past it are zero."""
         with fb.loop(0, kc, name="pk") as kk:
-            src = b.gep(b_base, [b.add(b.mul(b.add(k0, kk), Nv), col0)], source_etype=F32)
-            dst = b.gep(panel_buf, [b.mul(kk, i64(NR))], source_etype=F32)
-            for v in range(NV):
-                valid = vw if full else b.sub(valid_cols, i64(v * vw))
-                val = load_lanes(b, b.gep(src, [i64(v * vw)], source_etype=F32), vw, valid)
-                b.store(val, b.gep(dst, [i64(v * vw)], source_etype=F32), align=4)
+            src_row = b.gep(b_base, [b.mul(b.add(k0, kk), Nv)], source_etype=F32)
+            dst_row = b.gep(dst_base, [b.mul(kk, i64(NR))], source_etype=F32)
+            with fb.loop(p0, p_whole, name="pp") as p:
+                src = b.gep(src_row, [b.mul(p, i64(NR))], source_etype=F32)
+                dst = b.gep(dst_row, [b.mul(b.sub(p, p0), i64(panel_stride))], source_etype=F32)
+                for v in range(NV):
+                    val = b.load(b.gep(src, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
+                    b.store(val, b.gep(dst, [i64(v * vw)], source_etype=F32), align=4)
+            with fb.loop(p_whole, p_end, name="pt") as p:  # at most the one panel cut by N
+                col0 = b.mul(p, i64(NR))
+                valid_cols = b.sub(Nv, col0)
+                src = b.gep(src_row, [col0], source_etype=F32)
+                dst = b.gep(dst_row, [b.mul(b.sub(p, p0), i64(panel_stride))], source_etype=F32)
+                for v in range(NV):
+                    val = load_lanes(b, b.gep(src, [i64(v * vw)], source_etype=F32), vw,
+                                     b.sub(valid_cols, i64(v * vw)))
+                    b.store(val, b.gep(dst, [i64(v * vw)], source_etype=F32), align=4)
 
     def store_tile(c_base, i, rows_valid, col0, valid_cols, first, full: bool):
         """Rows of c_tile (written by the micro-kernel) (+ C after the first K block) -> C."""
@@ -1055,7 +1083,7 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         """Row ``row`` of A in the tile (which holds rows from row0)."""
         return b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
 
-    def row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, full: bool):
+    def row_loop(c_base, row0, row_end, kc, panel_buf, col0, valid_cols, first, full: bool):
         kcv = k.dim(kc)
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
@@ -1090,22 +1118,26 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
         a_base = b.gep(pa, [a_off], source_etype=F32)
         b_base = b.gep(pb, [b_off], source_etype=F32)
         c_base = b.gep(pc, [b.mul(g, c_mat)], source_etype=F32)
+        p_whole = fb.max_(p_lo, fb.min_(p_hi, whole_panels))
+
         with fb.loop(0, n_kblocks, name="kb") as kblock:
             k0 = b.mul(kblock, kblock_size)
             kc = fb.min_(kblock_size, b.sub(Kv, k0))
             # K known to fit one block: no partial sums to add
             first = True if isinstance(K, int) and K <= KC_ else b.icmp_signed("==", kblock, i64(0))
-            copy_rows(k, b.gep(a_base, [b.add(b.mul(row0, Kv), k0)], source_etype=F32), Kv, b.sub(row_end, row0), kc,
-                      a_tile, tile_stride)
-            with fb.loop(p_lo, p_hi, name="panel") as p:
-                col0 = b.mul(p, i64(NR))
-                valid_cols = fb.min_(b.sub(Nv, col0), i64(NR))
-                with b.if_else(b.icmp_signed("==", valid_cols, i64(NR))) as (whole, tail):
-                    with whole:
-                        pack_panel(b_base, k0, kc, col0, valid_cols, True)
-                        row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, True)
-                    with tail:
-                        pack_panel(b_base, k0, kc, col0, valid_cols, False)
-                        row_loop(c_base, row0, row_end, kc, col0, valid_cols, first, False)
+            pack_chunk(b_base, k0, kc, p_lo, p_whole, p_hi, scratch)
+            with fb.loop(row0, row_end, tpb * MR, name="rblock") as r0:
+                r_end = fb.min_(b.add(r0, i64(tpb * MR)), row_end)
+                copy_rows(k, b.gep(a_base, [b.add(b.mul(r0, Kv), k0)], source_etype=F32), Kv, b.sub(r_end, r0), kc,
+                          a_tile, tile_stride)
+                with fb.loop(p_lo, p_hi, name="panel") as p:
+                    col0 = b.mul(p, i64(NR))
+                    valid_cols = fb.min_(b.sub(Nv, col0), i64(NR))
+                    panel_buf = b.gep(scratch, [b.mul(b.sub(p, p_lo), i64(panel_stride))], source_etype=F32)
+                    with b.if_else(b.icmp_signed("==", valid_cols, i64(NR))) as (whole, tail):
+                        with whole:
+                            row_loop(c_base, r0, r_end, kc, panel_buf, col0, valid_cols, first, True)
+                        with tail:
+                            row_loop(c_base, r0, r_end, kc, panel_buf, col0, valid_cols, first, False)
     k_cost = K if isinstance(K, int) else KC_
     kb.launch(k, dims.mul(nbatch, split.items), 2 * item_rows(M, tpb * MR) * max(1, k_cost) * NR)

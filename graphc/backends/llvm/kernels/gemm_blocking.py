@@ -12,14 +12,15 @@ from it:
   than half of L1 (192) at M = N = K = 1024 and 12 % at 2048; on Zen 4 (32 KiB L1, NR = 32),
   kc = 512 (twice L1) 1.02x faster than 256 at 1024 and 2048, 1.01-1.04x on the products of
   512-4096 deep in Keras models, whole models within 1 % (`python -m benchmarks.switch_models
-  GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there. B
-  computed at run time is packed per panel
-  from ``kc`` rows N floats apart (a page each at large N), and the panel is reused from where
-  the packing left it: there it takes L1 (``kc_packed``: on the Xeon at 1024, 192 and 384 ran alike, 512 5 %
-  slower; on Zen 4 at M = N = K = 1024-4096, 256 ran 1.01-1.11x faster than half of L1, 128, whose K blocks
-  made four passes over C for every one of the packed weight's; 512 as fast as 256 but at 2048),
-  and its row blocks take a quarter of L2 (``mc_packed``), as each row block packs B once more
-  (at 2048, row blocks of 624 rows ran 10 % faster than of 156).
+  GRAPHC_GEMM_KC=256`). The Xeon's 512 (from twice its L1, above 384) is not measured there.
+- B computed at run time (:func:`.gemm.emit_runtime_gemm`) is packed once per work item and K block,
+  a chunk of panels at a time (at most ``b_block`` bytes, an eighth of L3, per thread), then reused
+  by every row block of the item; its K blocks are deep (``kc_packed``: as deep as leaves two
+  micro-tiles of A in a quarter of L2, at most 2048), as C is read and written back once per K
+  block over the whole item, not over one row block as with a packed weight. Measured on Zen 4 at
+  M = N = K = 2048, one thread: packing B per row block (as before) cost 7-9 % of the time; with it
+  packed per item, K blocks of 512 ran at 84-86 % of the peak and of 1024-2048 at 88-92 % (4096 no
+  faster at 4096).
 - L2: the row block of A packed into the thread's tile (``mc x (kc + 16)`` floats) is reused for
   every panel, so it stays in L2 while the panels of B stream through it: it takes an eighth of
   L2, ``mc = L2 / 8 / ((kc + 16) * 4)``, whole micro-tiles (BLIS takes about half; measured on a
@@ -126,19 +127,22 @@ def caches_for(host: bool) -> CacheSizes:
     return parse_caches(spec, base) if spec else base
 
 
+KC_PACKED_MOST = 2048  # the deepest K block of B packed at run time (4096 ran no faster at M = N = K = 4096)
+
+
 @dataclass(frozen=True)
 class Blocking:
     """The GEMM's block sizes: ``kc`` (K block), ``mc`` (rows per block, whole micro-tiles) and
     ``nc`` (columns per chunk, whole panels)."""
 
     kc: int
-    kc_packed: int  # the K block where B is packed per panel at run time
+    kc_packed: int  # the deepest K block where B is packed at run time
     mc: int
-    mc_packed: int  # the row block where B is packed per panel at run time
     nc: int
     l2: int  # bytes of L2: packed weights larger than half of it are prefetched as they stream
     l1: int = DEFAULT_CACHES.l1
     l1_ways: int = DEFAULT_CACHES.l1_ways
+    b_block: int = DEFAULT_CACHES.l3 // 8  # bytes of B computed at run time that a thread packs at once
 
 
 def rows_conflict_in_l1(stride_bytes: int, rows: int, bl: Blocking) -> bool:
@@ -155,11 +159,21 @@ def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
     """Block sizes for an ``mr x nr`` micro-tile (see the module docstring)."""
     kc = max(64, min(512, 2 * caches.l1 // (nr * 4) // 16 * 16))
     kc = switches.GEMM_KC.integer(kc)
-    kc_packed = switches.GEMM_KC.integer(max(64, min(kc, caches.l1 // (nr * 4) // 16 * 16)))
+    two_tiles = caches.l2 // 4 // (2 * mr * 4) // 16 * 16 - 16  # two micro-tiles of A in a quarter of L2
+    kc_packed = switches.GEMM_KC.integer(max(64, min(KC_PACKED_MOST, two_tiles)))
     mc = max(mr, caches.l2 // 8 // ((kc + 16) * 4) // mr * mr)
-    mc_packed = max(mr, caches.l2 // 4 // ((kc_packed + 16) * 4) // mr * mr)
     mc = switches.GEMM_MC.integer(mc)
-    mc_packed = switches.GEMM_MC.integer(mc_packed)
     nc = max(nr, caches.l3 // 2 // (kc * 4) // nr * nr)
-    return Blocking(kc=kc, kc_packed=kc_packed, mc=mc, mc_packed=mc_packed, nc=nc, l2=caches.l2, l1=caches.l1,
-                    l1_ways=caches.l1_ways)
+    return Blocking(kc=kc, kc_packed=kc_packed, mc=mc, nc=nc, l2=caches.l2, l1=caches.l1,
+                    l1_ways=caches.l1_ways, b_block=caches.l3 // 8)
+
+
+def runtime_blocks(bl: Blocking, K, mr: int) -> tuple[int, int]:
+    """(K block, rows per row block) of a product whose B is computed at run time: K blocks of at most
+    ``kc_packed`` (evened out where K is known), and as many whole micro-tiles of A as take a quarter of
+    L2 at that depth (``GRAPHC_GEMM_MC`` overrides the rows)."""
+    kc = bl.kc_packed
+    if isinstance(K, int) and K >= 1:
+        kc = -(-K // -(-K // kc))
+    rows = max(mr, bl.l2 // 4 // ((kc + 16) * 4) // mr * mr)
+    return kc, switches.GEMM_MC.integer(rows)
