@@ -53,6 +53,7 @@ from graphc.backends.llvm.kernels.gemm_blocking import (
     Blocking,
     blocking,
     caches_for,
+    even_block,
     rows_conflict_in_l1,
     runtime_blocks,
 )
@@ -87,12 +88,6 @@ ROWS_UNBOUNDED = 1 << 40  # micro-tiles per work item where only the claim block
 def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
     """Block sizes for ``target``: from this machine's caches when the code is for its CPU."""
     return blocking(caches_for(same_machine(target, host_target())), mr, nr)
-
-
-def even_block(K: int, most: int) -> int:
-    """K blocks of at most ``most``, evened out (the last is not tiny)."""
-    n = -(-K // most)
-    return -(-K // n) if K else 1
 
 
 def item_rows(M, block: int) -> int:

@@ -49,7 +49,6 @@ from graphc.backends.llvm.kernels.gemm import (
     ASource,
     DenseA,
     FunctionBody,
-    even_block,
     fused_epilogue_mode,
     gemm_blocking,
     item_rows,
@@ -61,6 +60,7 @@ from graphc.backends.llvm.kernels.gemm import (
     store_c_rows,
     store_tile_fused,
 )
+from graphc.backends.llvm.kernels.gemm_blocking import even_block
 from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
 from graphc.ir import dims
 

@@ -168,12 +168,18 @@ def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
                     l1_ways=caches.l1_ways, b_block=caches.l3 // 8)
 
 
+def even_block(K: int, most: int) -> int:
+    """K blocks of at most ``most``, evened out (the last is not tiny)."""
+    n = -(-K // most)
+    return -(-K // n) if K else 1
+
+
 def runtime_blocks(bl: Blocking, K, mr: int) -> tuple[int, int]:
     """(K block, rows per row block) of a product whose B is computed at run time: K blocks of at most
     ``kc_packed`` (evened out where K is known), and as many whole micro-tiles of A as take a quarter of
     L2 at that depth (``GRAPHC_GEMM_MC`` overrides the rows)."""
     kc = bl.kc_packed
     if isinstance(K, int) and K >= 1:
-        kc = -(-K // -(-K // kc))
+        kc = even_block(K, kc)
     rows = max(mr, bl.l2 // 4 // ((kc + 16) * 4) // mr * mr)
     return kc, switches.GEMM_MC.integer(rows)
