@@ -63,8 +63,8 @@ def _graph(m: int, kind: str, name: str, weight: np.ndarray) -> Graph:
 
 @contextmanager
 def _old_lowering(commit: str):
-    """``gemm.emit_matmul`` replaced by the one of ``commit`` (with its whole module, and the block sizes of
-    that commit's ``gemm_blocking``, where it has one, imported while it loads)."""
+    """``gemm.emit_matmul`` and ``gemm.emit_gemm`` replaced by those of ``commit`` (with their whole module,
+    and the block sizes of that commit's ``gemm_blocking``, where it has one, imported while it loads)."""
     blocking_name = "graphc.backends.llvm.kernels.gemm_blocking"
 
     def load(name: str, path: str, tmp: str):
@@ -89,12 +89,14 @@ def _old_lowering(commit: str):
             old = load("gemm_before", "graphc/backends/llvm/kernels/gemm.py", tmp)
         finally:
             sys.modules[blocking_name] = current_blocking
-    saved = gemm.emit_matmul
-    gemm.emit_matmul = old.emit_matmul
+    # emit_gemm too: a weight's product reaches it through gemm_bf16.gemm_for, which looks it up in this
+    # module when called (swapping emit_matmul alone timed the current emit_gemm as "before")
+    saved = gemm.emit_matmul, gemm.emit_gemm
+    gemm.emit_matmul, gemm.emit_gemm = old.emit_matmul, old.emit_gemm
     try:
         yield
     finally:
-        gemm.emit_matmul = saved
+        gemm.emit_matmul, gemm.emit_gemm = saved
 
 
 def _openblas_threads() -> ctypes.CDLL | None:

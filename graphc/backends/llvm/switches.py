@@ -60,6 +60,8 @@ GEMM_ROWS = Switch("GRAPHC_GEMM_ROWS", "", ("", "fixed"))
 GEMM_HALVES = Switch("GRAPHC_GEMM_HALVES", "1", ON_OFF)
 GEMM_FUSED_EPILOGUE = Switch("GRAPHC_GEMM_FUSED_EPILOGUE", "1", ON_OFF)
 GEMM_ITEMS = Switch("GRAPHC_GEMM_ITEMS", "", ("", "ceil"))
+# a packed weight's loop order: K blocks outside the row blocks where it takes half of L3 ("auto"), never, always
+GEMM_K_OUTER = Switch("GRAPHC_GEMM_K_OUTER", "auto", ("auto", "0", "1"))
 # reduced precision (kernels/gemm_bf16.py, gemm_int8.py): AMX tiles or the vector instructions
 BF16_KERNEL = Switch("GRAPHC_BF16_KERNEL", "", ("", "avx512"))
 INT8_KERNEL = Switch("GRAPHC_INT8_KERNEL", "", ("", "vnni"))

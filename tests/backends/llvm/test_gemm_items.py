@@ -43,16 +43,19 @@ def _shares(s: ItemSplit, env: dict, threads: int) -> list[float]:
 @pytest.mark.parametrize("panels", [1, 3, 10, 17, 40])
 @pytest.mark.parametrize("threads", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("round_rows", [False, True])
-def test_items_cover_every_row_and_panel_once(M, panels, threads, round_rows):
-    tpb = 8
+@pytest.mark.parametrize("tpb", [8, None])
+def test_items_cover_every_row_and_panel_once(M, panels, threads, round_rows, tpb):
     s = split_items("m", MR, tpb, panels, per_thread=QUANTUM, round_rows=round_rows,
                     max_chunk_panels=6)
     env = {"m": M, THREADS_DIM: threads}
     items = _bounds(s, env)
     assert len(items) == dims.evaluate(s.items, env) >= 1
+    if tpb is None:  # row groups: as many as the claim blocks (1 on one thread, 4 per thread) allow
+        groups = dims.evaluate(s.mb, env)
+        assert groups == max(1, min(M // MR, (1 if threads == 1 else 4 * threads) if round_rows else 1))
     seen: dict[tuple[int, int], int] = {}
     for r0, r1, p0, p1 in items:
-        assert r1 - r0 <= (tpb + 1) * MR, "a row block outgrows the tile buffer"
+        assert tpb is None or r1 - r0 <= (tpb + 1) * MR, "a row block outgrows the tile buffer"
         assert p1 - p0 <= 6, "a chunk wider than max_chunk_panels"
         assert r0 % MR == 0
         for r in range(r0, r1):

@@ -173,6 +173,39 @@ def test_tiny_caches_cross_many_blocks_and_chunks(monkeypatch, rng):
             _check(graph, lib, feeds, threads, f"{name}, {threads} threads")
 
 
+@pytest.mark.parametrize("order", ["0", "1"])
+@pytest.mark.parametrize("caches", ["", "l1=4K,l2=32K,l3=64K"])
+def test_dense_products_in_either_loop_order(order, caches, monkeypatch, rng):
+    """A packed weight's K blocks inside the row blocks (``GRAPHC_GEMM_K_OUTER=0``) or outside them
+    (``1``: a group of rows per item, its row blocks each running over a chunk's K block, partial sums
+    in C), with an epilogue, on 1, 2 and 3 threads. Under the machine's caches K up to 2048 is one block
+    (the epilogue fused into the micro-kernel's registers); under tiny ones, every product crosses many
+    K blocks, row blocks and chunks of one panel."""
+    monkeypatch.setenv("GRAPHC_GEMM_K_OUTER", order)
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", caches)
+    shapes = SHAPES + [(61, 2100, 40), (300, 70, 130)]
+    graph = _dense_graph(shapes, rng, epilogue=True)
+    lib = load(optimize(graph, 2), f"dense_order_{order}_{bool(caches)}", cache=False)
+    feeds = _feeds(graph, rng)
+    for threads in (1, 2, 3):
+        _check(graph, lib, feeds, threads, f"K blocks outside={order}, caches {caches!r}, {threads} threads")
+
+
+def test_weights_beyond_half_of_l3_run_their_k_blocks_outside(monkeypatch):
+    """By default only a weight of half of L3 or more takes the K-outer order; the switch forces
+    either order and refuses other values."""
+    monkeypatch.delenv("GRAPHC_GEMM_K_OUTER", raising=False)
+    b = blocking(CacheSizes(l1=32 << 10, l2=1 << 20, l3=32 << 20), 12, 32)
+    assert gemm.k_blocks_outside(16 << 20, b) and not gemm.k_blocks_outside((16 << 20) - 4, b)
+    monkeypatch.setenv("GRAPHC_GEMM_K_OUTER", "0")
+    assert not gemm.k_blocks_outside(1 << 30, b)
+    monkeypatch.setenv("GRAPHC_GEMM_K_OUTER", "1")
+    assert gemm.k_blocks_outside(4, b)
+    monkeypatch.setenv("GRAPHC_GEMM_K_OUTER", "yes")
+    with pytest.raises(ValueError, match="GRAPHC_GEMM_K_OUTER"):
+        gemm.k_blocks_outside(4, b)
+
+
 def test_block_sizes_follow_the_caches():
     # AVX-512, 12 x 32 tile, 32 KiB L1 / 1 MiB L2 (Zen 4): the B panel takes twice L1; B packed at run
     # time is packed in K blocks of 2048 (two 12-row tiles of A in a quarter of L2 would allow 2704),

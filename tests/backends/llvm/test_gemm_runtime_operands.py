@@ -16,6 +16,7 @@ import pytest
 import graphc
 from graphc import Input, Model, layers
 from graphc.backends.llvm.kernels import gemm
+from graphc.backends.llvm.target import host_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
@@ -97,3 +98,28 @@ def test_attention_training_step_matches_the_reference(rng):
     for i, (p, q) in enumerate(zip(a.get_weights(), b.get_weights())):
         np.testing.assert_allclose(p, q, rtol=1e-4, atol=5e-5, err_msg=f"weight {i} after 3 steps")
     assert any(not np.array_equal(p, q) for p, q in zip(before, a.get_weights()))
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_thread_scratch_stays_within_the_cache_budget(free, rng):
+    """A thread's scratch holds its chunk of B (at most ``b_block``, an eighth of L3), its block of A's
+    rows (at most a quarter of L2) and one C tile: with K and N known (2100 x 1100: two K blocks, 35
+    panels) and with both free (bound to the same sizes at run time), on two threads."""
+    g = Graph(f"scratch_budget_{free}")
+    a = g.add_input("a", TensorType("float32", ("m", "k") if free else (37, 2100)))
+    b = g.add_input("b", TensorType("float32", ("k", "n") if free else (2100, 1100)))
+    g.set_outputs([OpBuilder(g).emit("matmul", a, b)])
+    lib = load(g, f"scratch_budget_{free}")
+    feeds = {"a": rng.standard_normal((37, 2100)).astype(np.float32),
+             "b": rng.standard_normal((2100, 1100)).astype(np.float32)}
+    inst = lib.instance(2)
+    try:
+        got = inst.run([feeds["a"], feeds["b"]])[0]
+        plan = inst.memory_plan()
+    finally:
+        inst.close()
+    want = feeds["a"].astype(np.float64) @ feeds["b"].astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    bl = gemm.gemm_blocking(host_target(), 12, 32)
+    per_thread = plan.thread_scratch_bytes // plan.threads
+    assert 0 < per_thread <= bl.b_block + bl.l2 // 4 + 12 * 64 * 4 + 64, (per_thread, bl)

@@ -143,6 +143,7 @@ class Blocking:
     l1: int = DEFAULT_CACHES.l1
     l1_ways: int = DEFAULT_CACHES.l1_ways
     b_block: int = DEFAULT_CACHES.l3 // 8  # bytes of B computed at run time that a thread packs at once
+    l3: int = DEFAULT_CACHES.l3
 
 
 def rows_conflict_in_l1(stride_bytes: int, rows: int, bl: Blocking) -> bool:
@@ -165,7 +166,7 @@ def blocking(caches: CacheSizes, mr: int, nr: int) -> Blocking:
     mc = switches.GEMM_MC.integer(mc)
     nc = max(nr, caches.l3 // 2 // (kc * 4) // nr * nr)
     return Blocking(kc=kc, kc_packed=kc_packed, mc=mc, nc=nc, l2=caches.l2, l1=caches.l1,
-                    l1_ways=caches.l1_ways, b_block=caches.l3 // 8)
+                    l1_ways=caches.l1_ways, b_block=caches.l3 // 8, l3=caches.l3)
 
 
 def even_block(K: int, most: int) -> int:

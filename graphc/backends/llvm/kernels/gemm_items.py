@@ -79,12 +79,14 @@ class ItemSplit:
         return row0, row_end, p_lo, p_hi
 
 
-def split_items(M: Dim, MR: int, tpb: int, panels: Dim, *, per_thread: Dim, round_rows: bool,
+def split_items(M: Dim, MR: int, tpb: int | None, panels: Dim, *, per_thread: Dim, round_rows: bool,
                 max_chunk_panels: int | None = None, batches: Dim = 1) -> ItemSplit:
     """The split of ``batches`` products of M rows and ``panels`` panels.
 
     ``tpb``: whole micro-tiles a row block holds at most (a block may also take the rows past the
-    last whole tile: its tile buffer needs room for ``(tpb + 1) * MR`` rows). ``round_rows``: the
+    last whole tile: its tile buffer needs room for ``(tpb + 1) * MR`` rows); None: no bound, the
+    items' rows are groups (as many as the claim blocks with ``round_rows``) that the kernel walks in
+    blocks of its own (the products whose K blocks run outside the row blocks). ``round_rows``: the
     number of row blocks is made a multiple of the claim blocks (4 per thread) where there are
     enough tiles (each row block then reads B again: for operands whose B stays in cache).
     ``per_thread``: items per thread to aim for; columns are split only when the row blocks of
@@ -93,7 +95,8 @@ def split_items(M: Dim, MR: int, tpb: int, panels: Dim, *, per_thread: Dim, roun
     ceil = ceil_split()
     whole = dims.ceildiv(M, MR) if ceil else dims.floordiv(M, MR)
     tiles = whole if isinstance(whole, int) and whole >= 1 else (1 if isinstance(whole, int) else f"max({whole}, 1)")
-    mb0 = dims.ceildiv(dims.ceildiv(M, MR), tpb)  # blocks of at most tpb whole tiles (+ the rest)
+    # blocks of at most tpb whole tiles (+ the rest)
+    mb0 = 1 if tpb is None else dims.ceildiv(dims.ceildiv(M, MR), tpb)
     if round_rows:
         rounded = f"(({mb0}) + {QUANTUM} - 1) // {QUANTUM} * {QUANTUM}"
         mb: Dim = f"max({dims.minimum(tiles, rounded)}, 1)"
