@@ -124,6 +124,10 @@ SPECS = [
     (("batch", 6, 5), (1, 2), (4, 13), "linear", "float32"),
     (("batch", 2, "w", 3, 2), (1, 2, 3), (5, "w*2", 1), "linear", "float32"),
     (("batch", 5, 3), (1,), (7,), "nearest", "int32"),
+    # channels past a whole vector (one masked vector for the rest), and exactly one vector
+    (("batch", 3, 4, 19), (1, 2), (7, 9), "linear", "float32"),
+    (("batch", 4, 5, 16), (1, 2), (8, 10), "nearest", "float32"),
+    (("batch", 5, 37), (1,), (11,), "linear", "float32"),
 ]
 
 

@@ -54,6 +54,16 @@ case("reduce_mean", In(("batch", 33, 35, 3)), axes=(1, 2), id="global_average_po
 case("reduce_sum", In(("batch", 130, 5, 19)), axes=(1, 2), id="reduce_sum_parts8")
 case("reduce_sum", In((140, 3, 70, 5)), axes=(0, 2), id="reduce_sum_parts_two_groups")
 case("softmax", In(("batch", 3, 500)), id="softmax_wide")
+# short kept rows (fewer elements than a vector, or not a multiple of it) after one reduced group: summed as
+# a flat run of vectors whose lanes fold back onto the row, then the rows past the last whole run; 17 and
+# 9 x 9 (two reduced groups) stay a row at a time
+for _rows, _inner in ((7, 3), (33, 5), (1, 7), (101, 8), (257, 12), (41, 24), (9, 17), (1000, 6)):
+    case("reduce_sum", In(("batch", _rows, _inner)), axes=(1,), id=f"reduce_sum_flat_{_rows}x{_inner}")
+case("reduce_mean", In(("batch", 5, 41, 3)), axes=(1, 2), id="reduce_mean_flat_two_axes")
+for _rows, _inner in ((7, 3), (200, 5), (1, 7), (41, 24)):
+    case("reduce_max", In(("batch", _rows, _inner)), axes=(1,), id=f"reduce_max_flat_{_rows}x{_inner}")
+case("reduce_min", In(("batch", 9, 9, 3)), axes=(1, 2), id="reduce_min_flat_global_pool")
+case("reduce_mean", In((9, 5, 9, 3)), axes=(0, 2), id="reduce_mean_two_groups_inner3")
 # rows of every length class of the row kernel: under a vector, odd vector counts (one step of two
 # vectors short), a scalar tail, a free row length
 for _n in (1, 3, 8, 17, 24, 41, 129):

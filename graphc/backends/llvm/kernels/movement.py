@@ -398,11 +398,16 @@ def emit_pad(kb: KernelBuilder, out: Tensor, x: Tensor, pads: Sequence[tuple[int
 def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], mode: str) -> None:
     """PyTorch's ``interpolate`` (align_corners=False) over ``axes``, each output element written once.
 
-    A work item is one output position over the axes up to the last resized one; the axes after it
-    form a contiguous block (the channels of NHWC) copied or blended with vector loads. Source
-    indices and weights are computed per item in float32 with PyTorch's formulas (see the ``resize``
-    op); linear mode blends the 2^k corners innermost axis first, as PyTorch nests them.
+    A work item is one output row: a position over the axes before the last resized one, whose
+    source indices and weights are computed once, then every position along the last resized axis in
+    a loop (no division per output position: a pixel of 3 channels had cost four). The axes after it
+    form a contiguous block (the channels of NHWC) copied or blended with vector loads, a block not a
+    multiple of the vector width ending in one masked vector (float32). Source indices and weights
+    are computed in float32 with PyTorch's formulas (see the ``resize`` op); linear mode blends the
+    2^k corners innermost axis first, as PyTorch nests them.
     """
+    from graphc.backends.llvm.kernels.gemm import load_lanes, store_lanes
+
     axes = sorted(a % x.rank for a in axes)
     last = axes[-1]
     inner = dims.product(x.shape[last + 1:])
@@ -412,6 +417,7 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
     px, po = k.ptr(x), k.ptr(out)
     ety = out.ir_type
     f32 = ir.FloatType()
+    masked_tail = ety == f32
     e = fb.entry
     scales = {}
     for a in axes:  # float32 (n_in / n_out), once per call
@@ -421,60 +427,78 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
     def fmax(p, q):
         return b.select(b.fcmp_ordered(">", p, q), p, q)
 
+    def tap(a: int, o: ir.Value) -> tuple:
+        """(axis, i0, i1, lam) of output index ``o`` along resized axis ``a``."""
+        top = b.sub(k.dim(x.shape[a]), i64(1))
+        centre = b.fadd(b.sitofp(o, f32), half)
+        if mode == "nearest":
+            i0 = fb.min_(b.fptosi(b.fmul(centre, scales[a]), I64), top)
+            return a, i0, i0, None
+        real = fmax(b.fsub(b.fmul(scales[a], centre), half), zero)
+        i0 = fb.min_(b.fptosi(real, I64), top)
+        lam = b.fsub(real, b.sitofp(i0, f32))
+        lam = b.select(b.fcmp_ordered("<", lam, zero), zero, b.select(b.fcmp_ordered(">", lam, one), one, lam))
+        i1 = b.add(i0, b.zext(b.icmp_signed("<", i0, top), I64))
+        return a, i0, i1, lam
+
+    n_last = k.dim(out.shape[last])
     with fb.loop(k.begin, k.end, name="item") as item:
         rem = item
         base = i64(0)  # x offset of the non-resized axes
-        taps: list[tuple[int, ir.Value, ir.Value, ir.Value | None]] = []  # (axis, i0, i1, lam)
-        for a in range(last, -1, -1):
+        row_taps: list[tuple[int, ir.Value, ir.Value, ir.Value | None]] = []
+        for a in range(last - 1, -1, -1):
             o = b.srem(rem, k.dim(out.shape[a]))
             rem = b.sdiv(rem, k.dim(out.shape[a]))
             if a not in axes:
                 base = b.add(base, b.mul(o, k.dim(x_strides[a])))
-                continue
-            top = b.sub(k.dim(x.shape[a]), i64(1))
-            centre = b.fadd(b.sitofp(o, f32), half)
-            if mode == "nearest":
-                i0 = fb.min_(b.fptosi(b.fmul(centre, scales[a]), I64), top)
-                taps.append((a, i0, i0, None))
-                continue
-            real = fmax(b.fsub(b.fmul(scales[a], centre), half), zero)
-            i0 = fb.min_(b.fptosi(real, I64), top)
-            lam = b.fsub(real, b.sitofp(i0, f32))
-            lam = b.select(b.fcmp_ordered("<", lam, zero), zero, b.select(b.fcmp_ordered(">", lam, one), one, lam))
-            i1 = b.add(i0, b.zext(b.icmp_signed("<", i0, top), I64))
-            taps.append((a, i0, i1, lam))
-        taps.sort()  # outermost axis first
-        dst = b.mul(item, k.dim(inner))
-        weights = []
-        for _, _, _, lam in taps:
-            if lam is None:
-                weights.append(None)
-                continue
-            lam_t = lam if ety == f32 else b.fpext(lam, ety)
-            weights.append((b.fsub(ir.Constant(ety, 1.0), lam_t), lam_t))
+            else:
+                row_taps.append(tap(a, o))
+        with fb.loop(0, n_last, name="o") as o_last:
+            taps = sorted(row_taps + [tap(last, o_last)])  # outermost axis first
+            dst = b.mul(b.add(b.mul(item, n_last), o_last), k.dim(inner))
+            weights = []
+            for _, _, _, lam in taps:
+                if lam is None:
+                    weights.append(None)
+                    continue
+                lam_t = lam if ety == f32 else b.fpext(lam, ety)
+                weights.append((b.fsub(ir.Constant(ety, 1.0), lam_t), lam_t))
 
-        def blend(level: int, offset: ir.Value, j: ir.Value, lanes: int) -> ir.Value:
-            if level == len(taps):
-                typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
-                return b.load(b.gep(px, [b.add(offset, j)], source_etype=ety), typ=typ, align=x.type.itemsize)
-            a, i0, i1, lam = taps[level]
-            stride = k.dim(x_strides[a])
-            v0 = blend(level + 1, b.add(offset, b.mul(i0, stride)), j, lanes)
-            if lam is None:
-                return v0
-            v1 = blend(level + 1, b.add(offset, b.mul(i1, stride)), j, lanes)
-            w0, w1 = weights[level]
-            if lanes > 1:
-                w0, w1 = k.splat(w0, lanes), k.splat(w1, lanes)
-            return b.fadd(b.fmul(v0, w0), b.fmul(v1, w1))
+            def blend(level: int, offset: ir.Value, j: ir.Value, lanes: int, valid=None) -> ir.Value:
+                if level == len(taps):
+                    ptr = b.gep(px, [b.add(offset, j)], source_etype=ety)
+                    if valid is not None:
+                        return load_lanes(b, ptr, lanes, valid)
+                    typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
+                    return b.load(ptr, typ=typ, align=x.type.itemsize)
+                a, i0, i1, lam = taps[level]
+                stride = k.dim(x_strides[a])
+                v0 = blend(level + 1, b.add(offset, b.mul(i0, stride)), j, lanes, valid)
+                if lam is None:
+                    return v0
+                v1 = blend(level + 1, b.add(offset, b.mul(i1, stride)), j, lanes, valid)
+                w0, w1 = weights[level]
+                if lanes > 1:
+                    w0, w1 = k.splat(w0, lanes), k.splat(w1, lanes)
+                return b.fadd(b.fmul(v0, w0), b.fmul(v1, w1))
 
-        def body(j, lanes):
-            b.store(blend(0, base, j, lanes), b.gep(po, [b.add(dst, j)], source_etype=ety), align=out.type.itemsize)
+            def body(j, lanes, valid=None):
+                ptr = b.gep(po, [b.add(dst, j)], source_etype=ety)
+                value = blend(0, base, j, lanes, valid)
+                if valid is not None:
+                    store_lanes(b, value, ptr, lanes, valid)
+                else:
+                    b.store(value, ptr, align=out.type.itemsize)
 
-        n = k.dim(inner)
-        vec_end = b.mul(b.sdiv(n, i64(kb.vw)), i64(kb.vw))
-        with fb.loop(0, vec_end, kb.vw, name="v") as j:
-            body(j, kb.vw)
-        with fb.loop(vec_end, n, name="s") as j:
-            body(j, 1)
-    kb.launch(k, dims.product(out.shape[:last + 1]), inner if isinstance(inner, int) else 64)
+            n = k.dim(inner)
+            vec_end = b.mul(b.sdiv(n, i64(kb.vw)), i64(kb.vw))
+            with fb.loop(0, vec_end, kb.vw, name="v") as j:
+                body(j, kb.vw)
+            if masked_tail:  # the rest of the block in one masked vector
+                with b.if_then(b.icmp_signed("<", vec_end, n)):
+                    body(vec_end, kb.vw, b.sub(n, vec_end))
+            else:
+                with fb.loop(vec_end, n, name="s") as j:
+                    body(j, 1)
+    row = dims.mul(out.shape[last], inner)
+    kb.launch(k, dims.product(out.shape[:last]), row if isinstance(row, int) else 64)

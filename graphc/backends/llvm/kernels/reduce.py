@@ -7,7 +7,11 @@ adjacent axes of the same class merged, giving alternating groups. Two vectorize
   row; it is initialized, every reduced position adds a contiguous input row into it with
   vector ops (streaming the input once), then finalized (mean: scaled). Sums over many rows
   (a global average pool at batch 1) cut the reduced rows into fixed parts, one work item
-  each, and add the parts' float64 rows in a second launch (:func:`reduce_parts`);
+  each, and add the parts' float64 rows in a second launch (:func:`reduce_parts`). Rows shorter
+  than a vector or not a multiple of it (a global pool over 3 channels), back to back, are reduced
+  as one flat run of full vectors whose lanes are folded back onto the row at the end
+  (:func:`_flat_rows`; 224 x 224 x 3 at batch 1 on a Zen 4: average 0.40 -> 0.03 ms, max 0.72 ->
+  0.06 ms);
 - last group reduced (a reduction along the contiguous axis): each work item owns one output
   element and sums vector lanes, then reduces them horizontally.
 
@@ -164,6 +168,52 @@ def _decompose(k: Kernel, item, kgroups):
 # on the kernel's stack: 32 KiB at most): a float32 running sum over, say, a batch's 25,088 pixels
 # of one channel drifts by ~1e-4 relative, which BatchNormalization's training-mode moments expose.
 _WIDE_ROW_LIMIT = 4096
+FLAT_VECTORS = 8  # the most vector partials a flat run of short rows keeps (see _flat_rows)
+
+
+def _flat(rgroups, inner, vw: int) -> bool:
+    """Whether kept rows of ``inner`` elements are reduced as a flat run (:func:`_flat_rows`): rows shorter
+    than a vector or not a multiple of it (a global pool over 3 channels), one reduced group whose rows
+    lie back to back, and a run of at most FLAT_VECTORS vectors holding whole rows."""
+    return isinstance(inner, int) and len(rgroups) == 1 and same(rgroups[0][2], inner) and inner % vw != 0 \
+        and math.lcm(inner, vw) // vw <= FLAT_VECTORS
+
+
+def _flat_rows(k: Kernel, px, kind: str, inner: int, vw: int, ety, lo, hi, xoff, fold: Callable,
+               accumulate: Callable) -> None:
+    """Rows [lo, hi) of ``inner`` elements at ``xoff``, back to back: ``lcm(inner, vw)`` elements (whole
+    rows) at a time into as many ``vw``-lane partials of type ``ety`` (float32 loads widened to it), lane l
+    of partial v holding element (v * vw + l) % inner; then ``fold(j, value)`` once per element j of the
+    row with its lanes combined, and ``accumulate(offset)`` for each row past the last whole run. The
+    input is read in full vectors, where a row at a time read ``inner`` scalars, each a read-modify-write
+    of the row."""
+    fb, b = k.fn, k.b
+    span = math.lcm(inner, vw)
+    nvec, rows_per = span // vw, span // inner
+    vt = ir.VectorType(ety, vw)
+    parts = [fb.var(vt, name=f"flat{v}") for v in range(nvec)]
+    for var in parts:
+        var.set(k.m.const(_INIT[kind], vt))
+    base = b.add(xoff, b.mul(lo, i64(inner)))
+    n_spans = b.sdiv(b.sub(hi, lo), i64(rows_per))
+    with fb.loop(0, n_spans, name="span") as c:
+        at = b.add(base, b.mul(c, i64(span)))
+        for v, var in enumerate(parts):
+            val = b.load(b.gep(px, [b.add(at, i64(v * vw))], source_etype=F32), typ=ir.VectorType(F32, vw), align=4)
+            var.set(_combine(k, kind, var.get(), val if ety == F32 else b.fpext(val, vt)))
+    lanes_of: dict[int, list[tuple[int, int]]] = {j: [] for j in range(inner)}
+    for v in range(nvec):
+        for lane in range(vw):
+            lanes_of[(v * vw + lane) % inner].append((v, lane))
+    combine = "sum" if kind in _SUMS else kind  # partials of squares add up as plain sums
+    for j, where in lanes_of.items():
+        total = None
+        for v, lane in where:
+            e = b.extract_element(parts[v].get(), i32(lane))
+            total = e if total is None else _combine(k, combine, total, e)
+        fold(j, total)
+    with fb.loop(b.add(lo, b.mul(n_spans, i64(rows_per))), hi, name="r") as r:
+        accumulate(b.add(xoff, b.mul(r, i64(inner))))
 
 
 def _reduce_keep_inner(kb, out, x, groups, kind, count):
@@ -183,6 +233,7 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     if kind in ("mean", "meansq"):
         scale = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(k.dim(count), F32))
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
+    flat = _flat(rgroups, inner, vw)
     with fb.loop(k.begin, k.end, name="item") as item:
         xoff = _decompose(k, item, kouter)
         ooff = b.mul(item, n_inner)
@@ -210,7 +261,14 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
 
             row_pass(step)
 
-        _reduce_loops(k, rgroups, xoff, accumulate)
+        if flat:
+            def fold(j, value):
+                q = b.gep(po, [b.add(ooff, i64(j))], source_etype=F32)
+                b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
+
+            _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
+        else:
+            _reduce_loops(k, rgroups, xoff, accumulate)
         if scale is not None:
             def fin(j, lanes):
                 q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
@@ -277,6 +335,7 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
             acc = b.fmul(acc, k.splat(scale, lanes) if lanes > 1 else scale)
         b.store(b.fptrunc(acc, typ(F32, lanes)), b.gep(k.ptr(out), [b.add(ooff, j)], source_etype=F32), align=4)
 
+    flat = _flat(rgroups, inner, vw)
     k = kb.kernel(f"reduce_{kind}")
     fb, b = k.fn, k.b
     px = k.ptr(x)
@@ -301,8 +360,15 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
 
             row_pass(fb, step)
 
-        with fb.loop(lo, hi, name="r") as r:
-            _reduce_loops(k, rgroups[1:], b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), accumulate)
+        if flat:
+            def fold(j, total):
+                q = f64_ptr(b, acc_row, i64(j), 1)
+                b.store(b.fadd(b.load(q, typ=F64, align=8), total), q, align=8)
+
+            _flat_rows(k, px, kind, inner, vw, F64, lo, hi, xoff, fold, accumulate)
+        else:
+            with fb.loop(lo, hi, name="r") as r:
+                _reduce_loops(k, rgroups[1:], b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), accumulate)
         if parts > 1:
             dst = b.gep(k.ptr(partial), [b.mul(item, i64(inner))], source_etype=F64)
 
