@@ -39,7 +39,8 @@ loops are BLIS's five around a micro-kernel, with block sizes from the caches of
   (as many groups as the runtime's claim blocks) x a chunk of panels whose K block takes at most
   ``b_block`` of L3; per K block (``runtime_blocks``: up to 2048 deep), every row block of the group
   runs over the chunk's K block while it stays in L3, and C takes the partial sums. On Zen 4, one
-  thread, M = N = K = 4096: 87 % -> 93 % of peak; 2048: 90 % -> 96 %.
+  thread, M = N = K = 4096, each build alone in its process: 79-87 % -> 90-93 % of peak; inside one
+  process the old order also reached 92-93 % (``benchmarks/results/2026-12-07-gemm-k-outer-zen4.md``).
 
 Anything else (``b`` computed at run time, batched operands, symbolic K or N) goes to
 :func:`emit_runtime_gemm`: the same loops and micro-kernel, B packed per work item into thread

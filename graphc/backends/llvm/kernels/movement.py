@@ -400,7 +400,8 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
 
     A work item is one output row: a position over the axes before the last resized one, whose
     source indices and weights are computed once, then every position along the last resized axis in
-    a loop (no division per output position: a pixel of 3 channels had cost four). The axes after it
+    a loop (no division per output position: a pixel of 3 channels had cost four; the row's weights are
+    computed once per row too). The axes after it
     form a contiguous block (the channels of NHWC) copied or blended with vector loads, a block not a
     multiple of the vector width ending in one masked vector (float32). Source indices and weights
     are computed in float32 with PyTorch's formulas (see the ``resize`` op); linear mode blends the
@@ -428,7 +429,8 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
         return b.select(b.fcmp_ordered(">", p, q), p, q)
 
     def tap(a: int, o: ir.Value) -> tuple:
-        """(axis, i0, i1, lam) of output index ``o`` along resized axis ``a``."""
+        """(axis, i0, i1, weights) of output index ``o`` along resized axis ``a``: the two source indices
+        and, in linear mode, their weights ``(1 - lam, lam)`` in the output's type (None: nearest)."""
         top = b.sub(k.dim(x.shape[a]), i64(1))
         centre = b.fadd(b.sitofp(o, f32), half)
         if mode == "nearest":
@@ -439,13 +441,14 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
         lam = b.fsub(real, b.sitofp(i0, f32))
         lam = b.select(b.fcmp_ordered("<", lam, zero), zero, b.select(b.fcmp_ordered(">", lam, one), one, lam))
         i1 = b.add(i0, b.zext(b.icmp_signed("<", i0, top), I64))
-        return a, i0, i1, lam
+        lam_t = lam if ety == f32 else b.fpext(lam, ety)
+        return a, i0, i1, (b.fsub(ir.Constant(ety, 1.0), lam_t), lam_t)
 
     n_last = k.dim(out.shape[last])
     with fb.loop(k.begin, k.end, name="item") as item:
         rem = item
         base = i64(0)  # x offset of the non-resized axes
-        row_taps: list[tuple[int, ir.Value, ir.Value, ir.Value | None]] = []
+        row_taps: list[tuple] = []  # (axis, i0, i1, weights) of the row's outer resized axes
         for a in range(last - 1, -1, -1):
             o = b.srem(rem, k.dim(out.shape[a]))
             rem = b.sdiv(rem, k.dim(out.shape[a]))
@@ -456,13 +459,6 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
         with fb.loop(0, n_last, name="o") as o_last:
             taps = sorted(row_taps + [tap(last, o_last)])  # outermost axis first
             dst = b.mul(b.add(b.mul(item, n_last), o_last), k.dim(inner))
-            weights = []
-            for _, _, _, lam in taps:
-                if lam is None:
-                    weights.append(None)
-                    continue
-                lam_t = lam if ety == f32 else b.fpext(lam, ety)
-                weights.append((b.fsub(ir.Constant(ety, 1.0), lam_t), lam_t))
 
             def blend(level: int, offset: ir.Value, j: ir.Value, lanes: int, valid=None) -> ir.Value:
                 if level == len(taps):
@@ -471,13 +467,13 @@ def emit_resize(kb: KernelBuilder, out: Tensor, x: Tensor, axes: Sequence[int], 
                         return load_lanes(b, ptr, lanes, valid)
                     typ = ety if lanes == 1 else ir.VectorType(ety, lanes)
                     return b.load(ptr, typ=typ, align=x.type.itemsize)
-                a, i0, i1, lam = taps[level]
+                a, i0, i1, weights = taps[level]
                 stride = k.dim(x_strides[a])
                 v0 = blend(level + 1, b.add(offset, b.mul(i0, stride)), j, lanes, valid)
-                if lam is None:
+                if weights is None:
                     return v0
                 v1 = blend(level + 1, b.add(offset, b.mul(i1, stride)), j, lanes, valid)
-                w0, w1 = weights[level]
+                w0, w1 = weights
                 if lanes > 1:
                     w0, w1 = k.splat(w0, lanes), k.splat(w1, lanes)
                 return b.fadd(b.fmul(v0, w0), b.fmul(v1, w1))
