@@ -120,6 +120,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_model_batch_tail_op": (ctypes.c_int32, [vp]),
         "gc_instance_batch_tail_op": (ctypes.c_int32, [vp]),
         "gc_instance_sub_batch_count": (ctypes.c_int64, [vp]),
+        "gc_instance_sub_batch_start": (ctypes.c_int64, [vp, ctypes.c_int64]),
         "gc_model_num_scratch": (sz, [vp]),
         "gc_instance_memory": (vp, [vp, ctypes.POINTER(GcMemoryInfo)]),
         "gc_instance_scratch": (vp, [vp, sz, ctypes.POINTER(GcScratchInfo)]),
@@ -349,10 +350,20 @@ class Instance:
 
     @property
     def sub_batch_count(self) -> int:
-        """How many sub-batches the last run went in (0: the batch whole), in order: of n, the first
-        ``batch % n`` hold ``batch // n + 1`` samples, the others ``batch // n``."""
+        """How many sub-batches the last run went in (0: the batch whole), each of ``batch // n`` or
+        ``batch // n + 1`` samples (:attr:`sub_batch_starts` says which)."""
         self._require_open()
         return int(self.library.lib.gc_instance_sub_batch_count(self._handle))
+
+    @property
+    def sub_batch_starts(self) -> list[int]:
+        """The first sample of each sub-batch of the last run, then the batch ([] where it ran whole). One
+        after another, the first ``batch % n`` hold a sample more; run at once by T threads, each thread's
+        run of ``n / T`` consecutive sub-batches holds ``batch // T`` or ``batch // T + 1`` samples."""
+        self._require_open()
+        count = self.sub_batch_count
+        return [int(self.library.lib.gc_instance_sub_batch_start(self._handle, b)) for b in range(count + 1)] \
+            if count else []
 
     @property
     def sub_batch_threads(self) -> int:

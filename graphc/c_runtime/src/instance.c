@@ -58,7 +58,7 @@ struct gc_instance {
   size_t* split_sample_bytes; /* and the bytes of one sample of each */
   int split_valid;
   int64_t split_rows;  /* the largest sub-batch */
-  int64_t split_count; /* sub-batches (gc__sub_batch_start: the first batch % count have one sample more) */
+  int64_t split_count; /* sub-batches (their samples: gc__sub_batch_start) */
   /* sub-batches at once, one per thread, each on its own copy of the arena (0: one after another with the
      pool on each op); the plan is then for one thread, whose slots and dims each worker keeps here */
   int32_t split_workers;
@@ -703,8 +703,8 @@ static gc_status_t gc__plan_tail(gc_instance_t* inst, int64_t total, int32_t thr
 
 /* How many sub-batches a batch of `total` samples runs in, given that `fit` samples fit the budget
    (fit < total), and (*at_once) whether `threads` workers run them at once, one each: as many as a
-   multiple of the threads where that leaves each at least one sample (then each thread's share of the
-   batch is within a sample of the others'), else one sample each where the threads share them evenly or
+   multiple of the threads where that leaves each at least one sample (then gc__sub_batch_start keeps each
+   thread's share of the batch within a sample of the others'), else one sample each where the threads share them evenly or
    each has at least four (the last round leaving one idle for at most a fifth of the time); otherwise one
    after another, each op split over the threads. */
 static int64_t gc__sub_batch_count(int64_t total, int64_t fit, int32_t threads, int* at_once) {
@@ -723,12 +723,34 @@ static int64_t gc__sub_batch_count(int64_t total, int64_t fit, int32_t threads, 
   return n;
 }
 
-/* The first sample of sub-batch `b` of `count` over `total` samples: the first total % count sub-batches
-   hold one sample more than the others (no product of the batch with the count, which could overflow). */
-static int64_t gc__sub_batch_start(int64_t total, int64_t count, int64_t b) {
+/* The first of `total` items in piece `b` of `count` as even as they allow: the first total % count pieces
+   hold one item more than the others (no product of the total with the count, which could overflow). */
+static int64_t gc__even_start(int64_t total, int64_t count, int64_t b) {
   int64_t q = total / count, r = total % count;
   return b * q + (b < r ? b : r);
 }
+
+/* The first sample of sub-batch `b` of `count` over `total` samples. Sub-batches run at once by `workers`
+   threads (count a multiple of them) go to the threads in runs: gc__parallel_for starts thread t at
+   sub-batch count * t / workers. The batch is then shared evenly between those runs first, and each run's
+   share between its sub-batches, so that the threads' shares differ by a sample at most: the first total %
+   count sub-batches one sample longer would give the first thread all of them (32 samples in 6 sub-batches
+   on 2 threads: 6 + 6 + 5 against 5 + 5 + 5, where 6 + 5 + 5 twice is even). Otherwise (one after another,
+   or one sample each) the first total % count sub-batches hold one sample more than the others. */
+static int64_t gc__sub_batch_start(int64_t total, int64_t count, int32_t workers, int64_t b) {
+  if (workers < 2 || count % workers != 0) return gc__even_start(total, count, b);
+  int64_t per = count / workers, run = b / per;
+  if (run >= workers) return total;
+  int64_t first = gc__even_start(total, workers, run);
+  return first + gc__even_start(gc__even_start(total, workers, run + 1) - first, per, b % per);
+}
+
+int64_t gc_instance_sub_batch_start(const gc_instance_t* inst, int64_t b) {
+  int64_t count = gc_instance_sub_batch_count(inst);
+  if (count == 0 || b < 0 || b > count) return -1;
+  return gc__sub_batch_start(inst->split_dims[inst->model->batch_dim], count, inst->split_workers, b);
+}
+
 
 /* Room for `workers` copies of the current plan's arena, each at a multiple of 64 bytes; the instance's
    slots point into the first. */
@@ -892,8 +914,8 @@ static int32_t gc__worker_task(gc_frame_t* frame, int64_t begin, int64_t end, in
                   &inst->collective, thread};
   for (int64_t b = begin; b < end; b++) {
     if (atomic_load_explicit(&job->failed, memory_order_relaxed)) return 0;
-    int64_t s = gc__sub_batch_start(job->total, job->count, b);
-    dims[m->batch_dim] = gc__sub_batch_start(job->total, job->count, b + 1) - s;
+    int64_t s = gc__sub_batch_start(job->total, job->count, inst->split_workers, b);
+    dims[m->batch_dim] = gc__sub_batch_start(job->total, job->count, inst->split_workers, b + 1) - s;
     gc__address_sub_batch(job, slots, s);
     int32_t r = gc__run_sub_batch(inst, &f);
     if (r != 0) {
@@ -946,8 +968,8 @@ static int32_t gc__run_batches(gc_instance_t* inst, const gc_tensor_t* inputs, g
     memcpy(dims, inst->dims, sizeof(int64_t) * (m->num_free_dims + 1));
     frame->dims = dims;
     for (int64_t b = 0; b < job.count && failed == 0; b++) {
-      int64_t s = gc__sub_batch_start(job.total, job.count, b);
-      dims[d] = gc__sub_batch_start(job.total, job.count, b + 1) - s;
+      int64_t s = gc__sub_batch_start(job.total, job.count, 1, b);
+      dims[d] = gc__sub_batch_start(job.total, job.count, 1, b + 1) - s;
       gc__address_sub_batch(&job, inst->slots, s);
       failed = gc__run_sub_batch(inst, frame);
     }

@@ -127,14 +127,13 @@ def _example(name: str):
 
 
 def _split_pieces(inst, feeds, names, batch: int, count: int):
-    """The outputs of separate calls over the ``count`` sub-batches of the last run (the first batch % count
-    one sample longer than the others), concatenated."""
-    parts = []
-    sizes = [batch // count + (b < batch % count) for b in range(count)]
-    for b in range(count):
-        s = sum(sizes[:b])
-        e = s + sizes[b]
-        parts.append(inst.run([np.ascontiguousarray(feeds[n][s:e]) for n in names]))
+    """The outputs of separate calls over the ``count`` sub-batches of the last run (as the instance reports
+    them), concatenated."""
+    starts = inst.sub_batch_starts
+    assert len(starts) == count + 1 and starts[0] == 0 and starts[-1] == batch
+    sizes = np.diff(starts)
+    assert sizes.min() >= batch // count and sizes.max() == -(-batch // count)
+    parts = [inst.run([np.ascontiguousarray(feeds[n][s:e]) for n in names]) for s, e in zip(starts, starts[1:])]
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
@@ -214,6 +213,8 @@ def test_whole_batch_when_switched_off(monkeypatch, tmp_path):
         feeds = make_feeds(5)
         inst.run([feeds[i.name] for i in lib.inputs])
         assert inst.sub_batch == 0
+        assert inst.sub_batch_count == 0 and inst.sub_batch_starts == []
+        assert lib.lib.gc_instance_sub_batch_start(inst._handle, 0) == -1
 
 
 def _profile_residual(monkeypatch, tmp_path, threads: int, batch: int):
@@ -294,7 +295,7 @@ def test_sub_batches_of_several_samples_at_once(monkeypatch, tmp_path):
         names = [i.name for i in lib.inputs]
         one = lib.instance(1)
         try:
-            for batch in (16, 17, 31):
+            for batch in (16, 17, 18, 22, 31):  # 18 and 22: two sub-batches a sample longer, one per thread
                 feeds = make_feeds(batch, batch)
                 got = inst.run([feeds[n] for n in names])
                 one.run([feeds[n] for n in names])
@@ -302,6 +303,16 @@ def test_sub_batches_of_several_samples_at_once(monkeypatch, tmp_path):
                 assert 1 < rows <= turn_rows < batch, (rows, turn_rows)
                 assert inst.sub_batch_threads == 2 and count % 2 == 0 and rows == -(-batch // count)
                 assert count == 2 * -(-one.sub_batch_count // 2)  # the one-thread count made even
+                # each thread runs a half of the sub-batches (gc__parallel_for starts the second at count / 2)
+                starts = inst.sub_batch_starts
+                shares = [starts[count // 2] - starts[0], starts[count] - starts[count // 2]]
+                assert abs(shares[0] - shares[1]) <= 1, (batch, starts)
+                start = lib.lib.gc_instance_sub_batch_start
+                assert [start(inst._handle, b) for b in (-1, count + 1)] == [-1, -1]
+                assert start(None, 0) == -1
+                # one after another: the first batch % count one sample longer
+                n1, s1 = one.sub_batch_count, one.sub_batch_starts
+                assert s1 == [b * (batch // n1) + min(b, batch % n1) for b in range(n1 + 1)]
                 separate = _split_pieces(inst, feeds, names, batch, count)
                 for g, s in zip(got, separate):
                     np.testing.assert_array_equal(g, s)

@@ -217,9 +217,14 @@ GC_EXPORT int32_t gc_instance_num_threads(const gc_instance_t* instance);
    the samples of a batch runs a large batch as sub-batches whose scratch fits a budget set at build time
    (one core's L2 cache), with the same results as separate runs over them. */
 GC_EXPORT int64_t gc_instance_sub_batch(const gc_instance_t* instance);
-/* How many sub-batches the last run went in (0: the batch whole), as even as the batch allows: of n, the
-   first batch % n hold batch / n + 1 samples, the others batch / n, in order. */
+/* How many sub-batches the last run went in (0: the batch whole), as even as the batch allows: each holds
+   batch / n or batch / n + 1 samples of the n (gc_instance_sub_batch_start says which). */
 GC_EXPORT int64_t gc_instance_sub_batch_count(const gc_instance_t* instance);
+/* The first sample of sub-batch b (0 <= b <= gc_instance_sub_batch_count; b = the count gives the batch) of the
+   last run, -1 where b is out of that range or the batch ran whole. One after another, the first batch % n
+   sub-batches hold a sample more than the others; run at once by T threads, each thread's run of n / T
+   consecutive sub-batches holds batch / T or batch / T + 1 samples, shared as evenly between them. */
+GC_EXPORT int64_t gc_instance_sub_batch_start(const gc_instance_t* instance, int64_t b);
 /* How many of those sub-batches ran at once, one per thread, each with its own scratch (0: the batch ran
    whole; 1: one after another, each op split over the threads). */
 GC_EXPORT int32_t gc_instance_sub_batch_threads(const gc_instance_t* instance);
