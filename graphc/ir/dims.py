@@ -75,21 +75,23 @@ def mul(a: Dim, b: Dim) -> Dim:
     return f"{_wrap(a)}*{_wrap(b)}"
 
 
-def floordiv(a: Dim, b: int) -> Dim:
-    if isinstance(a, int):
+def floordiv(a: Dim, b: Dim) -> Dim:
+    """``a // b``; a divisor that is an expression is parenthesized (``x // (w + 1) // 2`` would divide by
+    ``w + 1`` and then by 2)."""
+    if isinstance(a, int) and isinstance(b, int):
         return a // b
     if b == 1:
         return a
-    return f"{_wrap(a)} // {b}"
+    return f"{_wrap(a)} // {_wrap(b)}"
 
 
-def ceildiv(a: Dim, b: int) -> Dim:
+def ceildiv(a: Dim, b: Dim) -> Dim:
     """``ceil(a / b)`` for positive ``b``."""
-    if isinstance(a, int):
+    if isinstance(a, int) and isinstance(b, int):
         return -(-a // b)
     if b == 1:
         return a
-    return f"({_wrap(a)} + {b - 1}) // {b}"
+    return f"({_wrap(a)} + {_wrap(sub(b, 1))}) // {_wrap(b)}"
 
 
 def maximum(a: Dim, b: Dim) -> Dim:

@@ -41,6 +41,19 @@ def test_expression_text():
     assert dims.evaluate(conv, {"text_len": 200}) == 197
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 17, 224])
+@pytest.mark.parametrize("w", [1, 2, 5, 16])
+def test_expression_divisors(n, w):
+    """A divisor that is itself an expression divides as a whole: (n * ((w + 1) // 2)) // ((w + 1) // 2) is n,
+    where ``x // (w + 1) // 2`` would divide by w + 1 and then by 2."""
+    half = dims.floordiv(dims.add("w", 1), 2)
+    bindings = {"n": n, "w": w}
+    assert dims.evaluate(dims.floordiv(dims.mul("n", half), half), bindings) == n
+    assert dims.evaluate(dims.ceildiv("n", half), bindings) == -(-n // ((w + 1) // 2))
+    assert dims.evaluate(dims.ceildiv(dims.mul("n", "w"), dims.add("w", 2)), bindings) == -(-(n * w) // (w + 2))
+    assert dims.ceildiv(9, 4) == 3 and dims.floordiv("n", "w") == "n // w"
+
+
 def test_evaluate():
     assert dims.evaluate(5, {}) == 5
     assert dims.evaluate("batch", {"batch": 3}) == 3

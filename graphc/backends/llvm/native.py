@@ -68,10 +68,15 @@ SplitGraphs = tuple[Graph, Graph, list[tuple[str, str, int, int]]]
 
 @cache
 def _codegen_digest() -> str:
-    """Hash of the code that decides what a model compiles to (backend and op lowerings)."""
+    """Hash of the code that decides what a model compiles to: the backend and the op lowerings, and the
+    modules they call on for it (symbolic dims, whose expressions become the code's sizes and item counts;
+    the memory analysis behind in-place results; the op costs behind batch splitting)."""
     h = hashlib.blake2b(digest_size=12)
     root = Path(__file__).resolve().parents[2]
-    for p in sorted(list((root / "backends" / "llvm").rglob("*.py")) + list((root / "ops").glob("*.py"))):
+    sources = list((root / "backends" / "llvm").rglob("*.py")) + [
+        *(root / "ops").glob("*.py"), *(root / "ir").glob("*.py"), *(root / "memory").glob("*.py"),
+        root / "bench" / "op_cost.py"]
+    for p in sorted(sources):
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()

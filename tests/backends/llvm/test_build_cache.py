@@ -144,3 +144,18 @@ def test_the_gemm_block_sizes_are_part_of_the_code_key(cache_root, monkeypatch):
     assert again.directory == small.directory
     assert large.directory != small.directory
     assert large.objects["model"].parent != small.objects["model"].parent
+
+
+@pytest.mark.parametrize("source", ["backends/llvm/kernels/conv.py", "ops/conv.py", "ir/dims.py",
+                                    "memory/liveness.py", "bench/op_cost.py"])
+def test_the_code_key_follows_the_sources_that_decide_the_code(source, monkeypatch):
+    """A change to any module that decides what a model compiles to (symbolic dims' expressions become item
+    counts in the code) gives another code key: a build made before it is never served after it."""
+    from graphc.backends.llvm import native
+
+    digest = native._codegen_digest.__wrapped__  # (the build caches it per process)
+    before = digest()
+    target = (Path(native.__file__).resolve().parents[2] / source).resolve()
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: read(p) + (b"#" if p.resolve() == target else b""))
+    assert digest() != before

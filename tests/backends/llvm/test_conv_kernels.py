@@ -241,9 +241,11 @@ def test_depthwise_spans_switched_off_and_a_refused_setting(monkeypatch, tmp_pat
     g = Graph("depthwise_spans_off")
     g.set_outputs([_conv(g, "dw", (6, 19, 21), (3, 3, 1, 21), rng, groups=21, pads=P1)])
     feeds = _feeds(g, 2, rng)
-    assert conv.span_pixels(conv.Geometry(*_geometry_tensors(g), (3, 3), (1, 1), (1, 1), P1), 1, 32) == (8, 1)
+    geo = conv.Geometry(*_geometry_tensors(g), (3, 3), (1, 1), (1, 1), P1)
+    assert conv.span_pixels(geo, 1, 32) == (8,)  # an interior of 17: spans of 8, the last pixel alone
     with_spans = run_native(load(g), feeds)[0]
     monkeypatch.setenv(conv.SPANS_ENV, "0")
+    assert conv.span_pixels(geo, 1, 32) == (1,)
     np.testing.assert_allclose(run_native(load(g), feeds)[0], with_spans, rtol=1e-6, atol=1e-6)
     monkeypatch.setenv(conv.SPANS_ENV, "yes")
     with pytest.raises(ValueError, match="GRAPHC_DEPTHWISE_SPANS must be 0 or 1, got 'yes'"):
@@ -262,3 +264,77 @@ def _geometry_tensors_of(g: Graph, x: str, out: str):
 
     shape, out_shape = g.type_of(x).shape, g.type_of(out).shape
     return SimpleNamespace(rank=len(shape), shape=shape), SimpleNamespace(rank=len(out_shape), shape=out_shape)
+
+
+def _free_and_static(layer, C: int, nsp: int = 2):
+    """(optimized graph over free spatial sizes, size -> optimized graph over that static size) of one layer
+    (its weights shared)."""
+    import graphc
+    from graphc import Input, Model
+    from graphc.passes import optimize
+
+    def graph(shape):
+        x = Input(shape)
+        return optimize(graphc.lower(Model(x, layer(x))), 2)
+
+    return graph((None,) * nsp + (C,)), lambda size: graph(tuple(size) + (C,))
+
+
+@pytest.mark.parametrize("case", [
+    "k3_s1_same", "k3_s2_same", "k5_s1_same", "k5_s2_same", "k3_s1_valid", "k5_s2_valid", "k3_dil2_same",
+    "k5_c19_same", "separable_k3_same", "separable_k5_s2_same", "depthwise_1d_k5_same"])
+def test_depthwise_spans_over_free_spatial_sizes(case):
+    """A depthwise convolution over images of any size (``Input((None, None, C))``, as MobileNetV3's) runs
+    spans of 8, 4, (3) and 2 pixels whose rows of taps sit at offsets computed at run time, and windows of 5
+    or more over a zero-padded copy of sizes computed at run time (Keras 'same' padding with stride 2: the
+    padding itself an expression of the size): at every size (1 x 1 to 17 x 23, rows too short for any
+    span) and on 1, 2 and 3 threads the outputs equal the reference and those of a build whose sizes are
+    static; for 3x3 windows bit for bit (each pixel sums its window in one chain, taps in order, whichever
+    span computes it; a padded copy, or a separable convolution's GEMM tiled for another row count, sums
+    in another order)."""
+    from graphc import layers
+    from graphc.backends.llvm.kernels import conv
+    from tests.backends.llvm.helpers import run_native
+
+    k = 5 if "k5" in case else 3
+    C = 19 if "c19" in case else 40
+    strides = 2 if "_s2" in case else 1
+    padding = "valid" if "valid" in case else "same"
+    dil = 2 if "dil2" in case else 1
+    if case.startswith("separable"):
+        def layer_of():
+            return layers.SeparableConv2D(24, k, strides=strides, padding=padding, activation="relu")
+    elif case.startswith("depthwise_1d"):
+        def layer_of():
+            return layers.DepthwiseConv1D(k, padding=padding, activation="relu")
+    else:
+        def layer_of():
+            return layers.DepthwiseConv2D(k, strides=strides, padding=padding, dilation_rate=dil, activation="relu")
+    nsp = 1 if "1d" in case else 2
+    free, static = _free_and_static(layer_of(), C, nsp)
+    geo = next(op for op in free.ops() if op.type in ("fused_conv", "fused_separable_conv", "conv"))
+    assert any(not isinstance(d, int) for d in free.type_of(geo.inputs[0]).shape[1:-1])
+    lib = load(free)
+    rng = np.random.default_rng(3)
+    sizes = [(1, 1), (3, 2), (7, 7), (5, 9), (14, 14), (17, 23)] if nsp == 2 else [(1,), (4,), (9,), (31,)]
+    smallest = (k - 1) * dil + 1 if padding == "valid" else 1
+    for size in sizes:
+        if min(size) < smallest:
+            continue
+        feeds = {free.inputs[0]: rng.standard_normal((2, *size, C)).astype(np.float32)}
+        for threads in (1, 2, 3):
+            assert_matches_reference(free, lib, feeds, threads=threads, label=f"{case} {size} {threads} threads")
+        got = run_native(lib, feeds, 2)
+        fixed = static(size)
+        want = run_native(load(fixed), {fixed.inputs[0]: feeds[free.inputs[0]]}, 2)
+        for a, b in zip(got, want):
+            if k == 3 and not case.startswith("separable"):
+                assert a.tobytes() == b.tobytes(), f"{case} {size}: free sizes changed the bits"
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{case} {size}")
+    if nsp == 2 and not case.startswith("separable"):
+        tensors = _geometry_tensors_of(free, geo.inputs[0], geo.outputs[0])
+        g = conv.Geometry(*tensors, (k, k), (strides,) * 2, (dil,) * 2, P1)
+        assert conv.span_pixels(g, 1, 32) == (8, 4, 2)  # rows of taps in the padding: no span of 3
+        assert conv.pad_first(g, P1) == (k >= 5)
+        g = conv.Geometry(*tensors, (k, k), (strides,) * 2, (dil,) * 2, ((0, 0), (1, 1)))
+        assert conv.span_pixels(g, 1, 32) == (8, 4, 3, 2) and conv.span_pixels(g, 1, 16) == (4, 3, 2)

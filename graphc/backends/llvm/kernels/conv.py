@@ -79,9 +79,32 @@ class Geometry:
         self.strides = list(strides)
         self.dilations = list(dilations)
         self.pads = [pb for pb, _ in pads]
+        self.pads_after = [pa for _, pa in pads]
         self.taps = list(itertools.product(*[range(k) for k in self.kernel]))
         self.C = x.shape[-1]
         self.batch = x.shape[0]
+
+    @property
+    def unpadded_rows(self) -> bool:
+        """No padding along the leading axes (a valid convolution, or one over a padded copy): every row of
+        taps of an output pixel lies inside the input."""
+        return all(p == 0 for p in self.pads[:-1] + self.pads_after[:-1])
+
+    @property
+    def static_sizes(self) -> bool:
+        """Whether the input's and output's spatial sizes are known at build time."""
+        return all(isinstance(d, int) for d in self.in_sp + self.out_sp)
+
+    def offset_value(self, k: Kernel, tap):
+        """Elements from a window's tap 0 to ``tap``: :meth:`static_offset` as a constant where the sizes are
+        static, else an i64 computed from the run-time sizes."""
+        if self.static_sizes:
+            return i64(self.static_offset(tap))
+        b = k.b
+        delta = i64(0)
+        for t, d, size in zip(tap, self.dilations, self.in_sp):
+            delta = b.add(b.mul(delta, k.dim(size)), i64(t * d))
+        return b.mul(delta, k.dim(self.C))
 
     def inside_range(self, axis: int = -1) -> tuple[int, int]:
         """The output coordinates ``[lo, hi)`` along ``axis`` whose windows lie inside the input along it
@@ -162,14 +185,7 @@ class Geometry:
 
     def tap_deltas(self, k: Kernel) -> list:
         """Element offsets of each tap from tap 0 (i64 values; constants for static sizes)."""
-        b = k.b
-        out = []
-        for tap in self.taps:
-            delta = i64(0)
-            for t, d, size in zip(tap, self.dilations, self.in_sp):
-                delta = b.add(b.mul(delta, k.dim(size)), i64(t * d))
-            out.append(b.mul(delta, k.dim(self.C)))
-        return out
+        return [self.offset_value(k, tap) for tap in self.taps]
 
 
 def copy_run(k: Kernel, dst, src, n, vw: int, zero: bool = False) -> None:
@@ -462,9 +478,9 @@ def spans_mode() -> str:
     return switches.DEPTHWISE_SPANS.value()
 
 
-def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
-    """Output pixels of one row that the depthwise kernel computes together: (the span, a shorter
-    span for what is left of a row's interior); (1, 1): one at a time.
+def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, ...]:
+    """Output pixels of one row that the depthwise kernel computes together: the span, then shorter spans
+    for what is left of a row's interior, longest first; (1,): one at a time.
 
     One pixel at a time, every FMA needs two loads (the input and the weight vector), so the
     kernel runs at the load ports' rate, half the FMA peak at best. A span of P neighbours in a
@@ -472,18 +488,29 @@ def span_pixels(geo: Geometry, mult: int, registers: int) -> tuple[int, int]:
     to kw of them (a 3x3 span of 8: 9 + 30 loads for 72 FMAs), and its P accumulator chains
     cover the FMA latency. Spans lie in the row's interior (windows inside the input), so the
     span is at most the interior's width (5 of a 7-pixel row under a 3x3 window with padding),
-    and the interior's remainder gets a span of its own. Spans need the window offsets at build
-    time (static spatial sizes and channels) and one input channel per output (mult 1)."""
+    and the interior's remainder gets a span of its own. Spans need the channels at build time and one
+    input channel per output (mult 1). Where the spatial sizes are free (a model over images of any size),
+    the interior's width is known only at run time: the kernel then has spans of 8, 4 and 2 pixels (and 3
+    where no row of taps reaches into the padding) and takes the longest that fits (a row of 7 pixels: 4 +
+    3; of 14: 8 + 4 + 2), its rows of taps at offsets computed once from the sizes. On a Zen 4, one
+    thread, against one pixel at a time over the same sizes (``python -m benchmarks.depthwise
+    --free-sizes``, ``2026-12-07-depthwise-free-sizes.md``): 3x3 over 14 x 14 x 576 77 -> 34 us (static
+    sizes: 34), 5x5 over 28 x 28 x 120 125 -> 59 us (58), 5x5 over 7 x 7 x 1152 113 -> 49 us (40);
+    MobileNetV3Large, whose input is (None, None, 3), 5.8 -> 5.3 ms."""
     if spans_mode() == "0":
-        return 1, 1
-    if mult != 1 or not isinstance(geo.C, int) or not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
-        return 1, 1
+        return (1,)
+    if mult != 1 or not isinstance(geo.C, int):
+        return (1,)
+    widest = 8 if registers >= 32 else 4
+    if not geo.static_sizes:  # (a span of 3 where its code is not doubled for rows of taps in the padding)
+        return tuple(p for p in ((8, 4, 3, 2) if geo.unpadded_rows else (8, 4, 2)) if p <= widest)
     lo, hi = geo.inside_range()
     interior = hi - lo
-    span = min(8 if registers >= 32 else 4, interior)
+    span = min(widest, interior)
     if span < 2:
-        return 1, 1
-    return span, max(1, interior % span)
+        return (1,)
+    rest = interior % span
+    return (span, rest) if rest > 1 else (span,)
 
 
 def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_out: int, c_lo, count, vw: int,
@@ -493,7 +520,8 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
     :func:`span_pixels` pixels where they fit in the row and lie inside the input, else one pixel.
     ``whole``: ``count`` is a multiple of ``vw`` (see :func:`vector_chunks`)."""
     fb, b = k.fn, k.b
-    P, tail = span_pixels(geo, mult, k.kb.target.num_vector_registers)
+    spans = span_pixels(geo, mult, k.kb.target.num_vector_registers)
+    P = spans[0]
     if P == 1:
         with fb.loop(start, end, name="dwrow") as row:
             n, outs = geo.decode(k, row)
@@ -513,23 +541,27 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
     left, corner, rows_ok = geo.window_rows(k, n, outs)
     rows_inside = functools.reduce(b.and_, rows_ok.values())  # every row of taps: the window inside vertically
     s, d, kw, pad = geo.strides[-1], geo.dilations[-1], geo.kernel[-1], geo.pads[-1]
-    zeros = _zero_rows(k, geo, P, n_out, vw) if geo.nsp > 1 else None
+    unpadded = geo.unpadded_rows  # a span's rows of taps all inside: one version of its code, not two
+    zeros = _zero_rows(k, geo, P, n_out, vw) if geo.nsp > 1 and not unpadded else None
+    # each row of taps' first tap from tap 0 (run-time values where the sizes are free: computed once here)
+    row_offsets = {tuple(tap[:-1]): geo.offset_value(k, (*tap[:-1], 0)) for tap in geo.taps}
+    in_width, out_width = k.dim(geo.in_sp[-1]), k.dim(geo.out_sp[-1])
 
     def fits(span: int):
         """Whether the span of ``span`` pixels from this one lies inside the input along the row, and in the
         range (its rows of taps may cross the padding: those read zeros)."""
-        last_in = b.add(b.mul(outs[-1], i64(s)), i64((span - 1) * s + (kw - 1) * d - pad))
-        return b.and_(b.and_(left, b.icmp_signed("<", last_in, i64(geo.in_sp[-1]))),
-                      b.and_(b.icmp_signed("<=", b.add(outs[-1], i64(span)), i64(geo.out_sp[-1])),
+        last_in = b.sub(b.add(b.mul(outs[-1], i64(s)), i64((span - 1) * s + (kw - 1) * d)), k.dim(pad))
+        return b.and_(b.and_(left, b.icmp_signed("<", last_in, in_width)),
+                      b.and_(b.icmp_signed("<=", b.add(outs[-1], i64(span)), out_width),
                              b.icmp_signed("<=", b.add(row, i64(span)), end)))
 
     def span_of(span: int):
         def run(rows):
             _depthwise_span(k, px, pw, geo, corner, span, n_out, c_lo, count, vw,
-                            lambda p, j, val, valid: emit(b.add(row, i64(p)), j, val, valid), rows, zeros,
-                            whole=whole)
+                            lambda p, j, val, valid: emit(b.add(row, i64(p)), j, val, valid), row_offsets, rows,
+                            zeros, whole=whole)
 
-        if geo.nsp == 1:
+        if geo.nsp == 1 or unpadded:  # every row of taps inside: no code for rows in the padding
             run(None)
         else:  # rows of taps all inside (most rows): the loads at constant offsets from one pointer
             with b.if_else(rows_inside) as (then, otherwise):
@@ -547,50 +579,54 @@ def _depthwise_rows(k: Kernel, px, pw, geo: Geometry, start, end, mult: int, n_o
                          lambda j, val, valid: emit(row, j, val, valid), span_order=fits(1), whole=whole)
         pos.set(b.add(row, i64(1)))
 
-    with b.if_else(fits(P)) as (then, otherwise):
-        with then:
-            span_of(P)
-        with otherwise:
-            if tail > 1:
-                with b.if_else(fits(tail)) as (then2, otherwise2):
-                    with then2:
-                        span_of(tail)
-                    with otherwise2:
-                        one()
-            else:
-                one()
+    def longest(sizes):
+        """The longest span of ``sizes`` that fits here, else one pixel."""
+        if not sizes:
+            one()
+            return
+        with b.if_else(fits(sizes[0])) as (then, otherwise):
+            with then:
+                span_of(sizes[0])
+            with otherwise:
+                longest(sizes[1:])
+
+    longest(spans)
     b.branch(cond)
     b.position_at_end(done)
 
 
 def _depthwise_span(k: Kernel, px, pw, geo: Geometry, corner, P: int, n_out: int, c_lo, count, vw: int,
-                    emit: Callable, rows_ok: dict | None = None, zeros=None, *, whole: bool = False) -> None:
+                    emit: Callable, row_offsets: dict, rows_ok: dict | None = None, zeros=None, *,
+                    whole: bool = False) -> None:
     """P neighbouring output pixels of one row whose windows lie inside the input along the row
     (corner: the first one's tap 0): per vector of channels, each weight vector loaded once for the P
     pixels and each input vector once for every pixel whose window holds it; ``emit(p, j, vector,
-    valid)``. A row of taps outside the input (``rows_ok``, per the taps' leading coordinates) reads
-    from ``zeros`` instead, so that it adds 0 * w as a tap in the padding does one pixel at a time."""
+    valid)``. ``row_offsets``: each row of taps' first tap from tap 0 (per the taps' leading
+    coordinates). A row of taps outside the input (``rows_ok``) reads from ``zeros`` instead, so that it
+    adds 0 * w as a tap in the padding does one pixel at a time."""
     b = k.b
     vt = ir.VectorType(F32, vw)
     zero = vector_constant(vt, 0.0)
     C = geo.C
     step = geo.strides[-1] * C
     c_lo, cnt = k.dim(c_lo), k.dim(count)
-    # per row of taps: its first tap's offset from the corner, and where it reads (the input, or zeros)
+    # with static sizes and every row of taps inside, one pointer and every load at a constant offset from
+    # it; else per row of taps where it reads (the input, or zeros), the loads along it at constant offsets
+    one_pointer = rows_ok is None and geo.static_sizes
     row_of = {}
-    for tap in geo.taps if rows_ok is not None else ():
+    for tap in geo.taps if not one_pointer else ():
         lead = tuple(tap[:-1])
         if lead not in row_of:
-            first = geo.static_offset((*lead, 0))
-            at = b.gep(px, [b.add(corner, i64(first))], source_etype=F32)
-            at = b.select(rows_ok[lead], at, b.gep(zeros, [i64(0), i64(0)], source_etype=zeros.value_type))
+            at = b.gep(px, [b.add(corner, row_offsets[lead])], source_etype=F32)
+            if rows_ok is not None:
+                at = b.select(rows_ok[lead], at, b.gep(zeros, [i64(0), i64(0)], source_etype=zeros.value_type))
             row_of[lead] = at
 
-    deltas = geo.static_tap_deltas()
+    deltas = geo.static_tap_deltas() if one_pointer else None
 
     def chunk(j0, valid):
         col = b.add(c_lo, j0)
-        if rows_ok is None:  # one pointer, every load at a constant offset from it
+        if one_pointer:
             base = b.gep(px, [b.add(corner, col)], source_etype=F32)
             where = [(None, delta) for delta in deltas]
         else:
@@ -776,12 +812,16 @@ def emit_depthwise(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Ge
         row, cc = b.sdiv(item, nchunks), b.srem(item, nchunks)
         c_lo = b.mul(b.sdiv(b.mul(cc, i64(nvec)), nchunks), i64(vw))
         c_hi = k.fn.min_(b.mul(b.sdiv(b.mul(b.add(cc, i64(1)), i64(nvec)), nchunks), i64(vw)), i64(n_out))
-        first = b.mul(row, i64(width))
-        _depthwise_rows(k, px, pw, geo, first, b.add(first, i64(width)), mult, n_out, c_lo, b.sub(c_hi, c_lo), vw,
+        first = b.mul(row, k.dim(width))
+        _depthwise_rows(k, px, pw, geo, first, b.add(first, k.dim(width)), mult, n_out, c_lo, b.sub(c_hi, c_lo), vw,
                         emitter(c_lo), whole=whole)
     rows = dims.floordiv(_pixels(geo), width)
-    on_two = dims.evaluate(chunks, {THREADS_DIM: 2})  # the per-item cost as on 2 threads (it only gates splitting)
-    kb.launch(k, dims.mul(rows, chunks), 2 * width * -(-n_out // on_two) * len(geo.taps))
+    # the per-item cost as on 2 threads (it only gates splitting); where the sizes are free, a row of one span
+    # of pixels and every channel
+    static = dims.symbols(chunks) <= {THREADS_DIM}
+    on_two = dims.evaluate(chunks, {THREADS_DIM: 2}) if static else 1
+    width_cost = width if isinstance(width, int) else span_pixels(geo, mult, kb.target.num_vector_registers)[0]
+    kb.launch(k, dims.mul(rows, chunks), 2 * width_cost * -(-n_out // on_two) * len(geo.taps))
 
 
 # work items per image and thread the depthwise kernel aims for: the runtime's 4 claim blocks per thread
@@ -806,8 +846,8 @@ def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: i
     mode = switches.DEPTHWISE_ITEMS.value()
     if mode or span_pixels(geo, mult, registers)[0] == 1:
         return None
-    rows = math.prod(geo.out_sp[:-1])
-    want = f"(({DEPTHWISE_ITEMS} * {THREADS_DIM}) + {rows - 1}) // {rows}"
+    rows = dims.product(geo.out_sp[:-1])  # an image's rows of output pixels (an expression where free)
+    want = f"(({DEPTHWISE_ITEMS} * {THREADS_DIM}) + ({rows}) - 1) // ({rows})"
     nvec = -(-n_out // vw)
     return f"max({dims.minimum(want, nvec)}, 1)"
 
@@ -897,7 +937,7 @@ def emit_conv(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, *, strides, 
         if pad_first(geo, pads):  # every window inside a zero-padded copy: spans for every pixel
             from graphc.backends.llvm.kernels.movement import emit_pad
 
-            padded = kb.temp((x.shape[0], *[n + a + b for n, (a, b) in zip(geo.in_sp, pads)], C))
+            padded = kb.temp((x.shape[0], *[dims.add(dims.add(n, a), b) for n, (a, b) in zip(geo.in_sp, pads)], C))
             emit_pad(kb, padded, x, [(0, 0), *pads, (0, 0)], 0.0)
             x, geo = padded, Geometry(padded, out, kernel, strides, dilations, [(0, 0)] * nsp)
         emit_depthwise(kb, x, w, out, geo, **epi)
@@ -921,15 +961,17 @@ def pad_first(geo: Geometry, pads) -> bool:
     threads, batch 1, padded against not): 5x5 windows over 14 x 14 x 480 100 -> 57 us (1.74x / 1.40x),
     7 x 7 x 1152 1.21x-2.07x, 28 x 28 x 240 1.31x / 1.13x; 3x3 windows lost (14 x 14 x 576 0.97x, 28 x 28
     0.77x, stride 2 0.58x, 7 x 7 x 960 1.22x on one thread but 0.67x on two) and are left alone;
-    EfficientNetB0 9.87 -> 9.82 ms (1.005x; two threads 1.03x). ``GRAPHC_DEPTHWISE_PAD``: ``auto``
-    (default), ``1`` (wherever there is padding), ``0`` (never); part of the build cache key."""
+    EfficientNetB0 9.87 -> 9.82 ms (1.005x; two threads 1.03x). Where the spatial sizes are free (known at
+    run time only) the copy is taken for windows of 5 or more along every axis, which gained at every size
+    measured, and never for smaller ones. ``GRAPHC_DEPTHWISE_PAD``: ``auto`` (default), ``1`` (wherever
+    there is padding), ``0`` (never); part of the build cache key."""
     mode = switches.DEPTHWISE_PAD.value()
     if mode == "0" or not any(p for pair in pads for p in pair):
         return False
-    if not all(isinstance(d, int) for d in geo.in_sp + geo.out_sp):
-        return False
     if mode == "1":
         return True
+    if not geo.static_sizes:
+        return min(geo.kernel) >= 5
     inside = math.prod(hi - lo for lo, hi in map(geo.inside_range, range(geo.nsp)))
     border_taps = (math.prod(geo.out_sp) - inside) * len(geo.taps)
     copied = math.prod(n + a + b for n, (a, b) in zip(geo.in_sp, pads))

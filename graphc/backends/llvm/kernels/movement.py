@@ -366,7 +366,7 @@ def emit_pad(kb: KernelBuilder, out: Tensor, x: Tensor, pads: Sequence[tuple[int
             rem = b.sdiv(rem, k.dim(out.shape[g]))
             pb = pads[g][0]
             if pads[g] != (0, 0):
-                idx = b.sub(idx, i64(pb))
+                idx = b.sub(idx, k.dim(pb))
                 ok = b.and_(b.icmp_signed(">=", idx, i64(0)), b.icmp_signed("<", idx, k.dim(x.shape[g])))
                 inside = b.and_(inside, ok)
             src = b.add(src, b.mul(idx, k.dim(x_strides[g])))
