@@ -338,3 +338,46 @@ def test_depthwise_spans_over_free_spatial_sizes(case):
         assert conv.pad_first(g, P1) == (k >= 5)
         g = conv.Geometry(*tensors, (k, k), (strides,) * 2, (dil,) * 2, ((0, 0), (1, 1)))
         assert conv.span_pixels(g, 1, 32) == (8, 4, 3, 2) and conv.span_pixels(g, 1, 16) == (4, 3, 2)
+
+
+@pytest.mark.parametrize("case", ["c3_k3_s2_same", "c3_k7_s2_same", "c5_k3_s1_valid", "c4_k3_dil2_same",
+                                  "c40_k3_s1_same", "c300_k3_s1_same"])
+def test_im2col_tiles_read_in_place_over_free_spatial_sizes(case):
+    """A convolution over images of any size reads its im2col tiles in place (the runs' offsets from the
+    window's corner computed once, in the kernel's entry, from the run-time sizes) as with static sizes:
+    runs of a kernel row's taps (few channels) and of whole taps, K in one block or several (300 channels:
+    blocks that split a tap, copied); the outputs equal the reference at every size and on 1 and 2 threads,
+    and those of a build with the sizes static."""
+    from graphc import layers
+    from tests.backends.llvm.helpers import run_native
+
+    C, k = (int(p[1:]) for p in case.split("_")[:2])
+    strides = 2 if "_s2" in case else 1
+    dil = 2 if "dil2" in case else 1
+    padding = "valid" if "valid" in case else "same"
+    free, static = _free_and_static(
+        layers.Conv2D(17, k, strides=strides, padding=padding, dilation_rate=dil, activation="relu"), C)
+    from graphc.backends.llvm.kernels import conv
+
+    op = next(op for op in free.ops() if op.type in ("conv", "fused_conv"))
+    pads = op.attrs.get("pads") or ((0, 0), (0, 0))
+    geo = conv.Geometry(*_geometry_tensors_of(free, op.inputs[0], op.outputs[0]), (k, k), (strides,) * 2,
+                        (dil,) * 2, pads)
+    source = conv.Im2colA(None, geo, 16)
+    if C == 300:  # K blocks of neither whole taps nor whole channel ranges: copied, as with static sizes
+        assert source.direct_stride(12) is None
+    else:  # tiles read in place, not copied, at offsets known at run time
+        assert source.direct_stride(12) == C * strides
+        assert any(not isinstance(o, int) for o in source._runs(C * k * k)[2])
+    lib = load(free)
+    rng = np.random.default_rng(5)
+    for size in [(1, 1), (7, 7), (9, 13), (17, 23)]:
+        if padding == "valid" and min(size) < k:
+            continue
+        feeds = {free.inputs[0]: rng.standard_normal((2, *size, C)).astype(np.float32)}
+        for threads in (1, 2):
+            assert_matches_reference(free, lib, feeds, threads=threads, label=f"{case} {size} {threads} threads")
+        fixed = static(size)
+        want = run_native(load(fixed), {fixed.inputs[0]: feeds[free.inputs[0]]}, 2)
+        for a, b in zip(run_native(lib, feeds, 2), want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{case} {size}")

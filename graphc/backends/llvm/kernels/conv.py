@@ -95,16 +95,18 @@ class Geometry:
         """Whether the input's and output's spatial sizes are known at build time."""
         return all(isinstance(d, int) for d in self.in_sp + self.out_sp)
 
-    def offset_value(self, k: Kernel, tap):
-        """Elements from a window's tap 0 to ``tap``: :meth:`static_offset` as a constant where the sizes are
-        static, else an i64 computed from the run-time sizes."""
-        if self.static_sizes:
-            return i64(self.static_offset(tap))
-        b = k.b
-        delta = i64(0)
+    def offset_dim(self, tap) -> Dim:
+        """Elements from a window's tap 0 to ``tap``: :meth:`static_offset` where the sizes are static, else an
+        expression of the free dims."""
+        delta: Dim = 0
         for t, d, size in zip(tap, self.dilations, self.in_sp):
-            delta = b.add(b.mul(delta, k.dim(size)), i64(t * d))
-        return b.mul(delta, k.dim(self.C))
+            delta = dims.add(dims.mul(delta, size), t * d)
+        return dims.mul(delta, self.C)
+
+    def offset_value(self, k: Kernel, tap):
+        """:meth:`offset_dim` as an i64 (a constant for static sizes; else computed once, in the kernel's
+        entry, from the run-time sizes)."""
+        return k.dim(self.offset_dim(tap))
 
     def inside_range(self, axis: int = -1) -> tuple[int, int]:
         """The output coordinates ``[lo, hi)`` along ``axis`` whose windows lie inside the input along it
@@ -232,7 +234,7 @@ class Im2colA(ASource):
         self.x, self.geo, self.vw = x, geo, vw
         self.x_bf16: Tensor | None = None  # the bf16 GEMM's copy of x in bf16 (see fill_converted)
         self._rows = 0  # rows of the tiles read in place (see direct_stride)
-        self._table: ir.GlobalVariable | None = None
+        self._tables: dict[int, ir.Value] = {}  # per kernel function: the runs' offsets (_offsets_table)
 
     def block(self, K: int) -> int:
         """All of K when it is at most ``SINGLE_K`` (the tile then holds fewer rows, see
@@ -256,11 +258,12 @@ class Im2colA(ASource):
         output pixel: ("rows", kw*C, offsets) when K is one block and the last spatial axis is not
         dilated (a kernel row's taps read consecutive pixels), ("taps", C, offsets) for blocks of whole
         taps, ("channels", 0, offsets) for channel ranges of one tap (whole blocks per tap); None where
-        the sizes are not known at build time. Offsets (elements from the window's corner) per run."""
+        the channels are not known at build time. Offsets (elements from the window's corner) per run: ints,
+        or expressions of the free dims where the spatial sizes are free."""
         geo = self.geo
-        if not all(isinstance(d, int) for d in geo.in_sp) or not isinstance(geo.C, int):
+        if not isinstance(geo.C, int):
             return None
-        C, offset = geo.C, geo.static_offset
+        C, offset = geo.C, geo.offset_dim
         KB = self.block(K)
         if KB == K and geo.dilations[-1] == 1:
             lead = itertools.product(*[range(kd) for kd in geo.kernel[:-1]])
@@ -290,7 +293,7 @@ class Im2colA(ASource):
         right = b.add(b.sub(b.mul(last, i64(geo.strides[-1])), k.dim(geo.pads[-1])),
                       i64((geo.kernel[-1] - 1) * geo.dilations[-1]))
         ok = b.and_(inside, b.and_(b.icmp_signed("<", last, k.dim(geo.out_sp[-1])),
-                                   b.icmp_signed("<", right, i64(geo.in_sp[-1]))))
+                                   b.icmp_signed("<", right, k.dim(geo.in_sp[-1]))))
         table = self._offsets_table(k, offsets)
         if kind == "rows":
             first, segments, seg_len, skip = i64(0), i64(len(offsets)), i64(length), i64(0)
@@ -299,18 +302,28 @@ class Im2colA(ASource):
         else:
             first, segments, seg_len, skip = b.sdiv(k0, i64(C)), i64(1), kc, b.srem(k0, i64(C))
         a_ptr = b.gep(k.ptr(self.x), [b.add(corner, skip)], source_etype=F32)
-        deltas = b.gep(table, [i64(0), first], source_etype=table.value_type)
+        deltas = b.gep(table, [i64(0), first], source_etype=ir.ArrayType(ir.IntType(64), len(offsets)))
         return ok, a_ptr, deltas, segments, seg_len
 
-    def _offsets_table(self, k: Kernel, offsets: list[int]) -> ir.GlobalVariable:
-        """The runs' offsets as a constant i64 array of the module (one per convolution)."""
-        if self._table is None:
+    def _offsets_table(self, k: Kernel, offsets: list) -> ir.Value:
+        """The runs' offsets as an i64 array: a constant of the module (one per convolution), or where they
+        are expressions of free dims, an array of the kernel's stack filled once in its entry."""
+        key = id(k.fn)
+        if key not in self._tables:
             typ = ir.ArrayType(ir.IntType(64), len(offsets))
-            self._table = ir.GlobalVariable(k.kb.module, typ, name=k.kb.unique("conv_runs"))
-            self._table.global_constant = True
-            self._table.linkage = "internal"
-            self._table.initializer = ir.Constant(typ, [i64(o) for o in offsets])
-        return self._table
+            if all(isinstance(o, int) for o in offsets):
+                table = ir.GlobalVariable(k.kb.module, typ, name=k.kb.unique("conv_runs"))
+                table.global_constant = True
+                table.linkage = "internal"
+                table.initializer = ir.Constant(typ, [i64(o) for o in offsets])
+            else:
+                values = [k.dim(o) for o in offsets]  # computed in the entry block
+                entry = k.fn.entry
+                table = entry.alloca(typ, name="conv_runs")
+                for i, v in enumerate(values):
+                    entry.store(v, entry.gep(table, [i64(0), i64(i)]))
+            self._tables[key] = table
+        return self._tables[key]
 
     def _small(self) -> bool:
         geo = self.geo
