@@ -4,13 +4,16 @@
 
     python -m benchmarks.applications                         # every application, at its design input size
     python -m benchmarks.applications --models ResNet50,MobileNetV2 --repeat 9 --small
+    python -m benchmarks.applications --models MobileNetV3Large --free-sizes   # built over (None, None, 3)
 
 For each model Keras builds (``weights=None``, random BatchNorm statistics) and saves a ``.keras``
 file; graphc loads it; the table gives the layer count, the largest error of graphc's reference,
 ONNX and native outputs against ``keras_model.predict`` (relative to the output's scale), the
 time of ``graphc compile FILE --target native`` in a fresh process with an empty build cache,
 and native vs onnxruntime (graphc's own ONNX export) at batch 1, one thread, measured interleaved
-in this one process (medians). The report is printed and written to
+in this one process (medians). ``--free-sizes`` builds each model over images of any size
+(``input_shape=(None, None, 3)``, as ``MobileNetV3Large()`` is by default; measured at the design
+size), where Keras allows it. The report is printed and written to
 ``benchmarks/results/<date>-applications.md``.
 """
 
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None, help="comma-separated application names (default: all)")
     p.add_argument("--repeat", type=int, default=7, help="measured rounds per engine (default 7)")
     p.add_argument("--small", action="store_true", help="smallest accepted inputs instead of the design size")
+    p.add_argument("--free-sizes", action="store_true",
+                   help="build over images of any size (input_shape=(None, None, 3)), measured at the design size")
     p.add_argument("--out", default=None, help="report path (default benchmarks/results/<date>-applications.md)")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -67,8 +72,14 @@ def main(argv=None) -> int:
         shape = APPLICATIONS[name][0 if args.small else 1]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            path, kmodel = save_application(keras, name, tmp, rng, shape)
-            row = {"model": name, "input": "x".join(map(str, shape)), "layers": len(kmodel.layers)}
+            built = (None, None, shape[-1]) if args.free_sizes else shape
+            row = {"model": name, "input": "x".join(map(str, shape)) + (" (built any size)" if args.free_sizes else "")}
+            try:
+                path, kmodel = save_application(keras, name, tmp, rng, built)
+            except Exception as exc:  # noqa: BLE001 - Keras refusing free sizes for a model is a row too
+                rows.append({**row, "layers": 0, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"})
+                continue
+            row["layers"] = len(kmodel.layers)
             try:
                 row["compile_s"], failure = _compile_seconds(path, tmp)
                 state.clear_session()

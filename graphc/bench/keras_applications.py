@@ -18,6 +18,7 @@ APPLICATIONS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "MobileNet": ((32, 32, 3), (224, 224, 3)),
     "MobileNetV2": ((32, 32, 3), (224, 224, 3)),
     "MobileNetV3Small": ((32, 32, 3), (224, 224, 3)),
+    "MobileNetV3Large": ((32, 32, 3), (224, 224, 3)),
     "ResNet50": ((32, 32, 3), (224, 224, 3)),
     "ResNet50V2": ((32, 32, 3), (224, 224, 3)),
     "EfficientNetB0": ((32, 32, 3), (224, 224, 3)),

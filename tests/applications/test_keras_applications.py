@@ -34,3 +34,17 @@ def test_keras_file_compiles_and_matches_keras(name, keras, rng, tmp_path):
         want = kmodel.predict(x, verbose=0)
         for target, cm in compiled.items():
             assert_outputs_close(cm.predict(x), want, rtol=1e-4, atol=1e-4, what=f"{name} {target} n={n}")
+
+
+def test_an_application_built_over_images_of_any_size(keras, rng, tmp_path):
+    """MobileNetV3Small as ``MobileNetV3Small()`` builds it by default, over images of any size
+    (``input_shape=(None, None, 3)``): one native build predicts what Keras predicts at several sizes, square
+    and not, its depthwise spans and padded copies sized at run time."""
+    path, kmodel = save_application(keras, "MobileNetV3Small", tmp_path, rng, (None, None, 3))
+    state.clear_session()
+    model = graphc.models.load_model(path)
+    native = graphc.build(model, target="native", threads=2)
+    for shape in ((32, 32, 3), (57, 40, 3), (96, 96, 3)):
+        x = application_inputs("MobileNetV3Small", rng, 2, shape)
+        assert_outputs_close(native.predict(x), kmodel.predict(x, verbose=0), rtol=1e-4, atol=1e-4,
+                             what=f"MobileNetV3Small over {shape}")
