@@ -703,10 +703,10 @@ static gc_status_t gc__plan_tail(gc_instance_t* inst, int64_t total, int32_t thr
 
 /* How many sub-batches a batch of `total` samples runs in, given that `fit` samples fit the budget
    (fit < total), and (*at_once) whether `threads` workers run them at once, one each: as many as a
-   multiple of the threads where that leaves each at least one sample (then gc__sub_batch_start keeps each
-   thread's share of the batch within a sample of the others'), else one sample each where the threads share them evenly or
-   each has at least four (the last round leaving one idle for at most a fifth of the time); otherwise one
-   after another, each op split over the threads. */
+   multiple of the threads where that leaves each at least one sample (then gc__sub_batch_start keeps
+   each thread's share of the batch within a sample of the others'), else one sample each where the
+   threads share them evenly or each has at least four (the last round leaving one idle for at most a
+   fifth of the time); otherwise one after another, each op split over the threads. */
 static int64_t gc__sub_batch_count(int64_t total, int64_t fit, int32_t threads, int* at_once) {
   int64_t n = (total + fit - 1) / fit;
   *at_once = 0;
@@ -750,7 +750,6 @@ int64_t gc_instance_sub_batch_start(const gc_instance_t* inst, int64_t b) {
   if (count == 0 || b < 0 || b > count) return -1;
   return gc__sub_batch_start(inst->split_dims[inst->model->batch_dim], count, inst->split_workers, b);
 }
-
 
 /* Room for `workers` copies of the current plan's arena, each at a multiple of 64 bytes; the instance's
    slots point into the first. */
