@@ -312,8 +312,8 @@ def test_depthwise_spans_over_free_spatial_sizes(case):
             return layers.DepthwiseConv2D(k, strides=strides, padding=padding, dilation_rate=dil, activation="relu")
     nsp = 1 if "1d" in case else 2
     free, static = _free_and_static(layer_of(), C, nsp)
-    geo = next(op for op in free.ops() if op.type in ("fused_conv", "fused_separable_conv", "conv"))
-    assert any(not isinstance(d, int) for d in free.type_of(geo.inputs[0]).shape[1:-1])
+    conv_op = next(op for op in free.ops() if op.type in ("fused_conv", "fused_separable_conv", "conv"))
+    assert any(not isinstance(d, int) for d in free.type_of(conv_op.inputs[0]).shape[1:-1])
     lib = load(free)
     rng = np.random.default_rng(3)
     sizes = [(1, 1), (3, 2), (7, 7), (5, 9), (14, 14), (17, 23)] if nsp == 2 else [(1,), (4,), (9,), (31,)]
@@ -332,7 +332,7 @@ def test_depthwise_spans_over_free_spatial_sizes(case):
                 assert a.tobytes() == b.tobytes(), f"{case} {size}: free sizes changed the bits"
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{case} {size}")
     if nsp == 2 and not case.startswith("separable"):
-        tensors = _geometry_tensors_of(free, geo.inputs[0], geo.outputs[0])
+        tensors = _geometry_tensors_of(free, conv_op.inputs[0], conv_op.outputs[0])
         g = conv.Geometry(*tensors, (k, k), (strides,) * 2, (dil,) * 2, P1)
         assert conv.span_pixels(g, 1, 32) == (8, 4, 2)  # rows of taps in the padding: no span of 3
         assert conv.pad_first(g, P1) == (k >= 5)
