@@ -96,8 +96,8 @@ class Geometry:
         return all(isinstance(d, int) for d in self.in_sp + self.out_sp)
 
     def offset_dim(self, tap) -> Dim:
-        """Elements from a window's tap 0 to ``tap``: :meth:`static_offset` where the sizes are static, else an
-        expression of the free dims."""
+        """Elements from a window's tap 0 to ``tap``: an int where the sizes are static, else an expression of
+        the free dims."""
         delta: Dim = 0
         for t, d, size in zip(tap, self.dilations, self.in_sp):
             delta = dims.add(dims.mul(delta, size), t * d)
@@ -117,17 +117,10 @@ class Geometry:
         inside = [o for o in range(self.out_sp[axis]) if o * s - p >= 0 and o * s - p + (kd - 1) * d < self.in_sp[axis]]
         return (inside[0], inside[-1] + 1) if inside else (0, 0)
 
-    def pitches(self) -> list[int]:
-        """Elements between neighbours along each spatial axis of the input (sizes known at build time)."""
-        return [self.C * math.prod(self.in_sp[a + 1:]) for a in range(self.nsp)]
-
-    def static_offset(self, tap) -> int:
-        """Elements from a window's tap 0 to ``tap`` (sizes known at build time)."""
-        return sum(t * dl * pt for t, dl, pt in zip(tap, self.dilations, self.pitches()))
-
     def static_tap_deltas(self) -> list[int]:
-        """:meth:`static_offset` of each of :attr:`taps`, in order (:meth:`tap_deltas` at build time)."""
-        return [self.static_offset(tap) for tap in self.taps]
+        """:meth:`offset_dim` of each of :attr:`taps`, in order, for sizes known at build time (ints: the
+        constants of :meth:`tap_deltas`)."""
+        return [self.offset_dim(tap) for tap in self.taps]
 
     def decode(self, k: Kernel, row):
         """(n, [o_1..o_d]) of output pixel ``row``."""
