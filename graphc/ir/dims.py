@@ -5,8 +5,9 @@ A dimension is either a concrete ``int`` or a ``str``: the name of a free dimens
 (``"(text_len - 4) // 2 + 1"``). Expressions are plain Python integer arithmetic so
 that any backend can evaluate them once the free dimensions are bound at run time.
 
-This module is not a computer-algebra system: it folds constants, keeps expressions
-readable and evaluates them; it does not prove two different expressions equal.
+Every expression the helpers build is in the normal form of ``dim_algebra``: the same size reached
+along two roads is written alike, so types that are equal compare equal as written. That is not a
+proof of inequality: two different normal forms may still be equal for every binding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Mapping
+
+from graphc.ir.dim_algebra import normalize
 
 Dim = int | str
 
@@ -48,9 +51,7 @@ def add(a: Dim, b: Dim) -> Dim:
         return a
     if a == 0:
         return b
-    if isinstance(b, int) and b < 0:
-        return f"{_wrap(a)} - {-b}"
-    return f"{_wrap(a)} + {_wrap(b)}"
+    return normalize(f"{_wrap(a)} + {_wrap(b)}")
 
 
 def sub(a: Dim, b: Dim) -> Dim:
@@ -58,9 +59,7 @@ def sub(a: Dim, b: Dim) -> Dim:
         return a - b
     if b == 0:
         return a
-    if a == b:
-        return 0
-    return f"{_wrap(a)} - {_wrap(b)}"
+    return normalize(f"{_wrap(a)} - {_wrap(b)}")
 
 
 def mul(a: Dim, b: Dim) -> Dim:
@@ -72,7 +71,7 @@ def mul(a: Dim, b: Dim) -> Dim:
         return a
     if a == 0 or b == 0:
         return 0
-    return f"{_wrap(a)}*{_wrap(b)}"
+    return normalize(f"{_wrap(a)}*{_wrap(b)}")
 
 
 def floordiv(a: Dim, b: Dim) -> Dim:
@@ -82,7 +81,7 @@ def floordiv(a: Dim, b: Dim) -> Dim:
         return a // b
     if b == 1:
         return a
-    return f"{_wrap(a)} // {_wrap(b)}"
+    return normalize(f"{_wrap(a)} // {_wrap(b)}")
 
 
 def ceildiv(a: Dim, b: Dim) -> Dim:
@@ -91,20 +90,20 @@ def ceildiv(a: Dim, b: Dim) -> Dim:
         return -(-a // b)
     if b == 1:
         return a
-    return f"({_wrap(a)} + {_wrap(sub(b, 1))}) // {_wrap(b)}"
+    return normalize(f"({_wrap(a)} + {_wrap(sub(b, 1))}) // {_wrap(b)}")
 
 
 def maximum(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return max(a, b)
-    return f"max({a}, {b})"
+    return normalize(f"max({a}, {b})")
 
 
 def minimum(a: Dim, b: Dim) -> Dim:
     """``min(a, b)``, spelled with ``max`` (the one function dims expressions have)."""
     if isinstance(a, int) and isinstance(b, int):
         return min(a, b)
-    return f"(({a}) + ({b}) - max({a}, {b}))"
+    return normalize(f"({a}) + ({b}) - max({a}, {b})")
 
 
 def product(dims) -> Dim:
@@ -146,8 +145,15 @@ def evaluate(d: Dim, bindings: Mapping[str, int]) -> int:
 
 
 def same(a: Dim, b: Dim) -> bool:
-    """True when ``a`` and ``b`` are known to be equal."""
-    return a == b
+    """True when ``a`` and ``b`` are known to be equal: they have one normal form."""
+    if a == b:
+        return True
+    if isinstance(a, int) and isinstance(b, int):
+        return False
+    try:
+        return normalize(str(a)) == normalize(str(b))
+    except ValueError:
+        return False
 
 
 def compatible(a: Dim, b: Dim) -> bool:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphc.ir import TensorType, dims
+from graphc.ir.dim_algebra import normalize
 
 
 def test_static_and_symbols():
@@ -31,14 +32,31 @@ def test_expression_text():
     assert dims.add("n", -3) == "n - 3"
     assert dims.add("a", "b") == "a + b"
     assert dims.sub(5, "n") == "5 - n"
-    assert dims.mul("a", "b + 1") == "a*(b + 1)"
-    assert dims.floordiv("n - 1", 2) == "(n - 1) // 2"
+    assert dims.mul("a", "b + 1") == "a + a*b"
+    assert dims.mul("batch", dims.mul("h", "w")) == dims.mul(dims.mul("w", "batch"), "h") == "batch*h*w"
+    assert dims.floordiv("n - 1", 2) == "(n + 1) // 2 - 1"
+    assert dims.floordiv("n + 1", 2) == "(n + 1) // 2"
     assert dims.ceildiv("n", 4) == "(n + 3) // 4"
     assert dims.maximum("n", 1) == "max(n, 1)"
-    assert dims.minimum("n", 1) == "((n) + (1) - max(n, 1))"
+    assert dims.minimum("n", 1) == "n - max(n, 1) + 1"
     conv = dims.add(dims.floordiv(dims.sub("text_len", 4), 1), 1)
-    assert conv == "(text_len - 4) + 1"
+    assert conv == "text_len - 3"
     assert dims.evaluate(conv, {"text_len": 200}) == 197
+
+
+def test_one_size_reached_along_two_roads_is_written_alike():
+    """A 'same' convolution of stride 2 after another: the traced size and the re-inferred one."""
+    half = dims.ceildiv("d1", 2)
+    traced = dims.floordiv(dims.sub(dims.add(half, 1), 1), 2)
+    assert traced == dims.floordiv(half, 2) == dims.floordiv(dims.add("d1", 1), 4) == "(d1 + 1) // 4"
+    assert dims.same("((((d1 + 1) // 2) + 1) - 1) // 2", "((d1 + 1) // 2) // 2")
+    assert dims.floordiv(dims.add(dims.mul(2, "n"), 2), 4) == "(n + 1) // 2"
+    assert dims.floordiv(dims.add("n", 4), 2) == "n // 2 + 2"
+    assert dims.sub(dims.add("n", "m"), "m") == "n" and dims.sub(dims.add("n", 2), "n") == 2
+    assert dims.maximum(dims.add("n", 1), "n") == "n + 1"
+    assert dims.maximum(dims.maximum("a", "b"), dims.maximum("b", 3)) == "max(a, max(b, 3))"
+    assert dims.floordiv(dims.mul("n", dims.ceildiv("w", 2)), dims.ceildiv("w", 2)) == "n"
+    assert not dims.same("n // 2", "(n + 1) // 2") and not dims.same("n", "m")
 
 
 @pytest.mark.parametrize("n", [1, 3, 7, 17, 224])
@@ -133,3 +151,40 @@ def test_helpers_evaluate_to_their_arithmetic(expr, env):
     assert dims.symbols(dim) <= set(NAMES)
     if isinstance(dim, str):
         assert dims.evaluate(dims.add(dim, 0), env) == fn(env)
+        assert normalize(dim) == dim  # the helpers' results are in normal form already
+
+
+@st.composite
+def raw_texts(draw, depth=0):
+    """Expression text written any which way (not through the helpers), with its value's function."""
+    if depth >= 4 or draw(st.integers(0, 3)) == 0:
+        if draw(st.booleans()):
+            n = draw(st.integers(-6, 12))
+            return f"({n})", lambda env, n=n: n
+        name = draw(st.sampled_from(NAMES))
+        return name, lambda env, name=name: env[name]
+    op = draw(st.sampled_from(["+", "-", "*", "//", "max", "neg"]))
+    left, fl = draw(raw_texts(depth + 1))
+    if op == "neg":
+        return f"-({left})", lambda env: -fl(env)
+    if op == "//":
+        k = draw(st.integers(1, 6))
+        return f"({left}) // {k}", lambda env: fl(env) // k
+    right, fr = draw(raw_texts(depth + 1))
+    if op == "max":
+        return f"max({left}, {right})", lambda env: max(fl(env), fr(env))
+    fn = {"+": lambda env: fl(env) + fr(env), "-": lambda env: fl(env) - fr(env),
+          "*": lambda env: fl(env) * fr(env)}[op]
+    return f"({left}) {op} ({right})", fn
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_texts(), st.fixed_dictionaries({n: st.integers(-20, 50) for n in NAMES}))
+def test_the_normal_form_evaluates_as_the_expression(expr, env):
+    """Every rewrite is an identity of floor arithmetic, negative values included; normalizing twice
+    changes nothing."""
+    text, fn = expr
+    norm = normalize(text)
+    assert dims.evaluate(norm, env) == fn(env) == dims.evaluate(text, env)
+    if isinstance(norm, str):
+        assert normalize(norm) == norm and dims.symbols(norm) <= set(NAMES)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from graphc import Input, Model, Sequential, layers
 from graphc.api import lower
-from graphc.passes import fusion_summary
+from graphc.backends.reference import run
+from graphc.passes import fusion_summary, optimize
 from tests.passes.models import randomize_biases
 from tests.passes.util import apply, assert_equivalent, assert_same_structure, const, new_graph
 
@@ -66,6 +68,27 @@ def test_residual_block_is_one_op_per_conv(rng):
                                  dilations=(1, 1))])
     assert_same_structure(out, e)
     assert report.events()["fuse_epilogue: conv+add+relu"] == 1
+
+
+@pytest.mark.parametrize("size", [(3, 4), (7, 5), (17, 23)])
+def test_a_residual_over_images_of_any_size_fuses(size, rng):
+    """Over free spatial sizes, a padded stride-2 depthwise convolution (MobileNetV3's blocks) writes its
+    output size one way while the pad folded into it re-infers it another; the add fuses all the same,
+    because both are written in one normal form."""
+    x = Input((None, None, 8))
+    h = layers.Conv2D(16, 1, activation="relu")(x)
+    h = layers.DepthwiseConv2D(3, strides=2)(layers.ZeroPadding2D(((0, 1), (0, 1)))(h))
+    h = layers.Conv2D(8, 1)(h)
+    y = layers.DepthwiseConv2D(3)(layers.ZeroPadding2D(1)(layers.Conv2D(16, 1)(h)))
+    y = layers.add([h, layers.Conv2D(8, 1)(y)])
+    model = Model(x, y)
+    randomize_biases(model, rng)
+    g = lower(model)
+    out = optimize(g)
+    assert "add" not in out.op_counts()
+    assert fusion_summary(out)["matmul+bias+add"] == 1
+    feeds = {g.inputs[0]: rng.standard_normal((2, *size, 8)).astype(np.float32)}
+    np.testing.assert_allclose(run(out, feeds)[out.outputs[0]], run(g, feeds)[g.outputs[0]], rtol=1e-5, atol=1e-5)
 
 
 def test_residual_with_an_activation_before_the_add(rng):

@@ -106,7 +106,7 @@ def split_items(M: Dim, MR: int, tpb: int | None, panels: Dim, *, per_thread: Di
     want0 = f"(({per_thread}) + max({groups}, 1) - 1) // max({groups}, 1)"
     # more than one chunk: a multiple of the thread count (one chunk stays one)
     multiple = f"(({want0}) + {THREADS_DIM} - 1) // {THREADS_DIM} * {THREADS_DIM}"
-    want = want0 if ceil else f"max({want0}, ({multiple}) * {dims.minimum(f'({want0}) - 1', 1)})"
+    want = want0 if ceil else f"max({want0}, ({multiple}) * ({dims.minimum(f'({want0}) - 1', 1)}))"
     if max_chunk_panels is not None and isinstance(panels, int):
         want = f"max({want}, {-(-panels // max(1, max_chunk_panels))})"
     nchunks = f"max({dims.minimum(want, panels)}, 1)"
