@@ -100,10 +100,11 @@ def maximum(a: Dim, b: Dim) -> Dim:
 
 
 def minimum(a: Dim, b: Dim) -> Dim:
-    """``min(a, b)``, spelled with ``max`` (the one function dims expressions have)."""
+    """``min(a, b)``, spelled ``-max(-a, -b)`` (``max`` is the one function dims expressions have; the
+    spelling holds each argument once, so that nested minima do not double in length)."""
     if isinstance(a, int) and isinstance(b, int):
         return min(a, b)
-    return normalize(f"({a}) + ({b}) - max({a}, {b})")
+    return normalize(f"-max(-({a}), -({b}))")
 
 
 def product(dims) -> Dim:

@@ -38,7 +38,8 @@ def test_expression_text():
     assert dims.floordiv("n + 1", 2) == "(n + 1) // 2"
     assert dims.ceildiv("n", 4) == "(n + 3) // 4"
     assert dims.maximum("n", 1) == "max(n, 1)"
-    assert dims.minimum("n", 1) == "n - max(n, 1) + 1"
+    assert dims.minimum("n", 1) == "-max(-n, -1)"
+    assert dims.minimum(dims.minimum("a", "b"), "c") == "-max(-a, max(-b, -c))"
     conv = dims.add(dims.floordiv(dims.sub("text_len", 4), 1), 1)
     assert conv == "text_len - 3"
     assert dims.evaluate(conv, {"text_len": 200}) == 197

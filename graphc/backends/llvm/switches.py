@@ -71,6 +71,7 @@ CONV_WINOGRAD = Switch("GRAPHC_CONV_WINOGRAD", "1", ("0", "1", "force", "3x3"))
 DEPTHWISE_SPANS = Switch("GRAPHC_DEPTHWISE_SPANS", "1", ON_OFF)
 DEPTHWISE_ITEMS = Switch("GRAPHC_DEPTHWISE_ITEMS", "", ("", "pixels"))
 DEPTHWISE_PAD = Switch("GRAPHC_DEPTHWISE_PAD", "auto", ("auto", "0", "1"))
+SEPARABLE_ITEMS = Switch("GRAPHC_SEPARABLE_ITEMS")  # items per thread a separable convolution's GEMM aims for
 # the memory plan carried into the code (concat_in_place.py, pool_fusion.py, result_in_place.py, batch_split.py)
 CONCAT_IN_PLACE = Switch("GRAPHC_CONCAT_IN_PLACE", "1", ON_OFF)
 POOL_FUSION = Switch("GRAPHC_POOL_FUSION", "1", ON_OFF)

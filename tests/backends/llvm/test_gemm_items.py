@@ -7,6 +7,8 @@ generated code evaluates them, and the item bounds recomputed with the same inte
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, ItemSplit, split_items
@@ -85,3 +87,22 @@ def test_one_thread_splits_nothing_but_by_the_caches():
     env = {THREADS_DIM: 1}
     assert dims.evaluate(s.mb, env) == 1
     assert dims.evaluate(s.nchunks, env) == 3  # 10 panels in chunks of at most 4: 3, 3, 4
+
+
+@pytest.mark.parametrize("window,n,want", [((3, 3), 64, 1), ((3, 3), 128, 1), ((3, 3), 144, 1), ((3, 3), 145, 2),
+                                           ((3, 3), 728, 2), ((5, 5), 256, 1), ((3,), 49, 2)])
+def test_a_separable_products_items_per_thread_follow_the_depthwise_cost(window, n, want, monkeypatch):
+    """Each chunk of columns computes the depthwise rows again: where they cost a sixteenth of the product
+    or more, one item per thread, else two; GRAPHC_SEPARABLE_ITEMS sets it."""
+    from types import SimpleNamespace
+
+    from graphc.backends.llvm.kernels.conv import DepthwiseA
+
+    taps = [tuple(t) for t in itertools.product(*(range(k) for k in window))]
+    source = DepthwiseA(None, None, SimpleNamespace(taps=taps), 1, 16)
+    monkeypatch.delenv("GRAPHC_SEPARABLE_ITEMS", raising=False)
+    assert source.items_per_thread(n) == want
+    monkeypatch.setenv("GRAPHC_SEPARABLE_ITEMS", "3")
+    assert source.items_per_thread(n) == 3
+    s = split_items(1, 1, 1, 8, per_thread=f"({source.items_per_thread(n)} * {THREADS_DIM})", round_rows=False)
+    assert dims.evaluate(s.items, {THREADS_DIM: 2}) == 6

@@ -49,7 +49,15 @@ from graphc.backends.llvm import switches
 from graphc.backends.llvm.builder import Kernel, KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, I64, i64, vector_constant
 from graphc.backends.llvm.kernels.depthwise_flat import emit_flat_rows, flat_phases
-from graphc.backends.llvm.kernels.gemm import ASource, DenseA, kc_block, load_lanes, mc_block, store_lanes
+from graphc.backends.llvm.kernels.gemm import (
+    TARGET_ITEMS_COMPUTED,
+    ASource,
+    DenseA,
+    kc_block,
+    load_lanes,
+    mc_block,
+    store_lanes,
+)
 from graphc.backends.llvm.kernels.gemm_bf16 import I16, bf16_bits, bf16_input, copy_run_i16, gemm_for
 from graphc.backends.llvm.kernels.gemm_items import THREADS_DIM
 from graphc.backends.llvm.kernels.reduce import _larger
@@ -441,6 +449,16 @@ class DepthwiseA(ASource):
 
     def __init__(self, x: Tensor, dw: Tensor, geo: Geometry, mult: int, vw: int):
         self.x, self.dw, self.geo, self.mult, self.vw = x, dw, geo, mult, vw
+
+    def items_per_thread(self, n: int) -> int:
+        """One where the depthwise rows cost a sixteenth of the product or more (``n`` at most 16 times the
+        taps): each chunk of columns computes them again, which for a separable convolution of few rows
+        costs more than what a second item per thread evens out (separable_conv_bn at batch 1 on two
+        threads, 12 x 12 x 64 into 128: 0.0486 -> 0.0442 ms, on one 0.0721 -> 0.0710). Two where they are
+        cheap, so that a thread slowed down by another process is helped (stereo_xception on two threads:
+        one item 129 ms, two 114 ms). ``GRAPHC_SEPARABLE_ITEMS`` sets it for measuring."""
+        cheap = n > 16 * len(self.geo.taps)  # a row's depthwise: taps x K FMAs, its product K x n
+        return switches.SEPARABLE_ITEMS.integer(TARGET_ITEMS_COMPUTED if cheap else 1)
 
     def fill(self, k: Kernel, row0, row_end, k0, kc, tile, stride: int, *, kb: int) -> None:
         b = k.b

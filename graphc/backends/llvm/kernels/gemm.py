@@ -157,6 +157,11 @@ class ASource:
 
     cache_blocked = False
 
+    def items_per_thread(self, n: int) -> int:
+        """Work items per thread to aim for when M alone gives fewer row blocks, for a product into ``n``
+        columns (a source that computes its rows computes them again for each chunk of columns)."""
+        return TARGET_ITEMS_COMPUTED
+
     def block(self, K: int) -> int:
         """The K block size: blocks of at most :func:`kc_block`, evened out (the last is not tiny)."""
         return even_block(K, kc_block())
@@ -753,7 +758,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # every thread work when the rows alone do not: about ``per_thread`` items per thread,
     # chosen at run time from M and the thread count; and no chunk is wider than ``nc``.
     tpb = max(1, rows_max // MR)
-    per_thread = QUANTUM if source.cache_blocked else f"({TARGET_ITEMS_COMPUTED} * {THREADS_DIM})"
+    per_thread = QUANTUM if source.cache_blocked else f"({source.items_per_thread(N)} * {THREADS_DIM})"
     # a pooling of the result (see ..pool_fusion): the split's rows are bands of pixels (one row of the
     # pooled result each), a block of them computed into a strip of the thread's scratch and pooled from it
     round_rows = source.cache_blocked or not b_streamed
