@@ -39,6 +39,7 @@ class Atom:
     kind: str = "name"  # "name" | "div" | "max"
     num: tuple = field(default=(), compare=False, hash=False)  # a division's numerator, as Poly items
     den: int = field(default=0, compare=False, hash=False)  # a constant divisor (0: the divisor is not one)
+    args: tuple = field(default=(), compare=False, hash=False)  # a max's arguments, each as Poly items
 
 
 def normalize(text: str) -> int | str:
@@ -171,8 +172,7 @@ def _divide_by_constant(p: Poly, k: int) -> Poly:
 def _maximum(args: list[Poly]) -> Poly:
     kept: list[Poly] = []
     for arg in args:
-        inner = [dict(x) for x in _max_args(arg)]
-        for a in inner:
+        for a in _max_args(arg):
             for i, b in enumerate(kept):
                 diff = _plus(a, b, -1)
                 if _is_constant(diff):
@@ -187,7 +187,7 @@ def _maximum(args: list[Poly]) -> Poly:
     text = _text(kept[-1])
     for a in reversed(kept[:-1]):
         text = f"max({_text(a)}, {text})"
-    return _atom_poly(Atom(text, "max", tuple((tuple(a.items()),) for a in kept)))
+    return _atom_poly(Atom(text, "max", args=tuple(tuple(a.items()) for a in kept)))
 
 
 def _max_args(p: Poly) -> list[Poly]:
@@ -195,7 +195,7 @@ def _max_args(p: Poly) -> list[Poly]:
     if len(p) == 1:
         (m, c), = p.items()
         if c == 1 and len(m) == 1 and m[0].kind == "max":
-            return [dict(items) for (items,) in m[0].num]
+            return [dict(items) for items in m[0].args]
     return [p]
 
 

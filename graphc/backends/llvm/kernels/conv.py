@@ -872,9 +872,9 @@ def depthwise_chunks(geo: Geometry, mult: int, n_out: int, vw: int, registers: i
     if mode or span_pixels(geo, mult, registers)[0] == 1:
         return None
     rows = dims.product(geo.out_sp[:-1])  # an image's rows of output pixels (an expression where free)
-    want = f"(({DEPTHWISE_ITEMS} * {THREADS_DIM}) + ({rows}) - 1) // ({rows})"
+    want = dims.ceildiv(dims.mul(DEPTHWISE_ITEMS, THREADS_DIM), rows)
     nvec = -(-n_out // vw)
-    return f"max({dims.minimum(want, nvec)}, 1)"
+    return dims.maximum(dims.minimum(want, nvec), 1)
 
 
 def emit_grouped(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo: Geometry, groups: int, *, bias,

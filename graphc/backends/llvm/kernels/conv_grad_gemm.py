@@ -57,9 +57,9 @@ def emit_dense_grad_kernel_gemm(kb: KernelBuilder, x: Tensor, dy: Tensor, out: T
     rblocks = -(-row_tiles // max(1, MAX_BLOCK_ROWS // MR))
     block_rows = -(-row_tiles // rblocks) * MR
     # one chunk of panels per thread's share of the row blocks (a chunk packs dyᵀ again)
-    want = f"(({THREADS_DIM}) + {rblocks - 1}) // {rblocks}"
+    want = dims.ceildiv(THREADS_DIM, rblocks)
     nchunks = dims.minimum(want, panels)
-    ppc = f"({panels} + ({nchunks}) - 1) // ({nchunks})"
+    ppc = dims.ceildiv(panels, nchunks)
     KC_ = PIXEL_BLOCK
     tile_stride = KC_ + TILE_PAD
     rec_width = nsp + 1  # per pixel: tap 0's element offset, then its input coordinates

@@ -94,20 +94,20 @@ def split_items(M: Dim, MR: int, tpb: int | None, panels: Dim, *, per_thread: Di
     """
     ceil = ceil_split()
     whole = dims.ceildiv(M, MR) if ceil else dims.floordiv(M, MR)
-    tiles = whole if isinstance(whole, int) and whole >= 1 else (1 if isinstance(whole, int) else f"max({whole}, 1)")
+    tiles = dims.maximum(whole, 1)
     # blocks of at most tpb whole tiles (+ the rest)
     mb0 = 1 if tpb is None else dims.ceildiv(dims.ceildiv(M, MR), tpb)
     if round_rows:
-        rounded = f"(({mb0}) + {QUANTUM} - 1) // {QUANTUM} * {QUANTUM}"
-        mb: Dim = f"max({dims.minimum(tiles, rounded)}, 1)"
+        rounded = dims.mul(dims.ceildiv(mb0, QUANTUM), QUANTUM)
+        mb = dims.maximum(dims.minimum(tiles, rounded), 1)
     else:
-        mb = f"max({dims.minimum(tiles, mb0)}, 1)"
-    groups = dims.mul(batches, mb)
-    want0 = f"(({per_thread}) + max({groups}, 1) - 1) // max({groups}, 1)"
+        mb = dims.maximum(dims.minimum(tiles, mb0), 1)
+    groups = dims.maximum(dims.mul(batches, mb), 1)
+    want0 = dims.ceildiv(per_thread, groups)
     # more than one chunk: a multiple of the thread count (one chunk stays one)
-    multiple = f"(({want0}) + {THREADS_DIM} - 1) // {THREADS_DIM} * {THREADS_DIM}"
-    want = want0 if ceil else f"max({want0}, ({multiple}) * ({dims.minimum(f'({want0}) - 1', 1)}))"
+    multiple = dims.mul(dims.ceildiv(want0, THREADS_DIM), THREADS_DIM)
+    want = want0 if ceil else dims.maximum(want0, dims.mul(multiple, dims.minimum(dims.sub(want0, 1), 1)))
     if max_chunk_panels is not None and isinstance(panels, int):
-        want = f"max({want}, {-(-panels // max(1, max_chunk_panels))})"
-    nchunks = f"max({dims.minimum(want, panels)}, 1)"
+        want = dims.maximum(want, -(-panels // max(1, max_chunk_panels)))
+    nchunks = dims.maximum(dims.minimum(want, panels), 1)
     return ItemSplit(M, MR, panels, tiles, mb, nchunks, ceil)

@@ -442,12 +442,12 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
     # at least two items per thread where there are enough micro-tiles; one where U streams (each
     # item reads all of it)
     per_thread = 1 if plan.u_streamed else 2
-    spread = dims.minimum(units, f"{per_thread} * {THREADS_DIM}")
+    spread = dims.minimum(units, dims.mul(per_thread, THREADS_DIM))
     # blocks in a multiple of the thread count where there are enough micro-tiles (three blocks of 13
     # micro-tiles kept one of two threads busy for two of them)
-    rounded = f"((({mb0}) + {THREADS_DIM} - 1) // {THREADS_DIM} * {THREADS_DIM})"
+    rounded = dims.mul(dims.ceildiv(mb0, THREADS_DIM), THREADS_DIM)
     even = dims.minimum(rounded, units)
-    mb = f"max({even}, {spread})"
+    mb = dims.maximum(even, spread)
 
     # a pooling of the result whose window is the tile (2x2 after a 3x3): each tile's outputs pooled as
     # they leave the output transform, the unpooled result never written (see ..pool_fusion)
