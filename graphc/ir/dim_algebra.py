@@ -181,6 +181,14 @@ def _maximum(args: list[Poly]) -> Poly:
                     break
             else:
                 kept.append(a)
+    # absorption: an argument that is a min of something no larger than another argument is never the max
+    # (``max(x, min(x, y))`` is x: ``dims.minimum(x, dims.maximum(x, 1))`` comes out as x)
+    i = 0
+    while len(kept) > 1 and i < len(kept):
+        if any(_never_above(kept[i], b) for j, b in enumerate(kept) if j != i):
+            del kept[i]
+        else:
+            i += 1
     if len(kept) == 1:
         return kept[0]
     kept.sort(key=lambda a: (_is_constant(a), _text(a)))
@@ -188,6 +196,21 @@ def _maximum(args: list[Poly]) -> Poly:
     for a in reversed(kept[:-1]):
         text = f"max({_text(a)}, {text})"
     return _atom_poly(Atom(text, "max", args=tuple(tuple(a.items()) for a in kept)))
+
+
+def _never_above(a: Poly, b: Poly) -> bool:
+    """Whether ``a <= b`` whatever the names' values, seen from their forms: ``a`` is ``-max(q, ...)`` (a min
+    of the ``-q``) and some ``-q`` is ``b`` or ``b`` less a non-negative constant."""
+    if len(a) != 1:
+        return False
+    (m, c), = a.items()
+    if c != -1 or len(m) != 1 or m[0].kind != "max":
+        return False
+    for q in m[0].args:
+        diff = _plus(_scaled(dict(q), -1), b, -1)  # -q - b
+        if _is_constant(diff) and _constant(diff) <= 0:
+            return True
+    return False
 
 
 def _max_args(p: Poly) -> list[Poly]:

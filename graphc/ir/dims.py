@@ -44,13 +44,18 @@ def _wrap(d: Dim) -> str:
     return s if isinstance(d, int) or _IDENT.fullmatch(s) else f"({s})"
 
 
+def _normal(d: Dim) -> Dim:
+    """``d`` in normal form (a result returned without arithmetic is normalized as every other)."""
+    return d if isinstance(d, int) else normalize(d)
+
+
 def add(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a + b
     if b == 0:
-        return a
+        return _normal(a)
     if a == 0:
-        return b
+        return _normal(b)
     return normalize(f"{_wrap(a)} + {_wrap(b)}")
 
 
@@ -58,7 +63,7 @@ def sub(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a - b
     if b == 0:
-        return a
+        return _normal(a)
     return normalize(f"{_wrap(a)} - {_wrap(b)}")
 
 
@@ -66,9 +71,9 @@ def mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
     if a == 1:
-        return b
+        return _normal(b)
     if b == 1:
-        return a
+        return _normal(a)
     if a == 0 or b == 0:
         return 0
     return normalize(f"{_wrap(a)}*{_wrap(b)}")
@@ -80,7 +85,7 @@ def floordiv(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a // b
     if b == 1:
-        return a
+        return _normal(a)
     return normalize(f"{_wrap(a)} // {_wrap(b)}")
 
 
@@ -89,7 +94,7 @@ def ceildiv(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return -(-a // b)
     if b == 1:
-        return a
+        return _normal(a)
     return normalize(f"({_wrap(a)} + {_wrap(sub(b, 1))}) // {_wrap(b)}")
 
 

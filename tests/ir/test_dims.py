@@ -60,6 +60,26 @@ def test_one_size_reached_along_two_roads_is_written_alike():
     assert not dims.same("n // 2", "(n + 1) // 2") and not dims.same("n", "m")
 
 
+def test_a_result_returned_without_arithmetic_is_normalized():
+    """Adding 0, multiplying or dividing by 1 returns the operand in normal form, as any other result."""
+    assert dims.add("(n + 4) // 2", 0) == dims.add(0, "(n + 4) // 2") == "n // 2 + 2"
+    assert dims.sub("(n + 4) // 2", 0) == "n // 2 + 2"
+    assert dims.mul("2*(n + 1)", 1) == dims.mul(1, "2*(n + 1)") == "2*n + 2"
+    assert dims.floordiv("(n) + (n)", 1) == dims.ceildiv("(n) + (n)", 1) == "2*n"
+
+
+def test_a_min_of_what_a_max_exceeds_is_absorbed():
+    """``min(x, max(x, 1))`` is x: a max argument that is a min of something no larger than another is dropped."""
+    assert dims.minimum("x", dims.maximum("x", 1)) == "x"
+    assert dims.minimum(dims.maximum("x", 1), "x") == "x"
+    assert dims.maximum("x", dims.minimum("x", "y")) == "x"
+    assert dims.minimum("x", dims.maximum(dims.add("x", 2), "y")) == "x"
+    # not absorbed where the max may be below the other argument
+    kept = dims.minimum("x", dims.maximum(dims.sub("x", 2), "y"))
+    assert dims.symbols(kept) == {"x", "y"}
+    assert [dims.evaluate(kept, {"x": 5, "y": y}) for y in (0, 4, 9)] == [3, 4, 5]
+
+
 @pytest.mark.parametrize("n", [1, 3, 7, 17, 224])
 @pytest.mark.parametrize("w", [1, 2, 5, 16])
 def test_expression_divisors(n, w):
