@@ -31,6 +31,34 @@ def single(inputs):
     return flat[0]
 
 
+def axis_argument(axis, layer: str) -> int | list[int]:
+    """A layer's Keras ``axis`` argument (an int, or a non-empty list of ints) as given; TypeError
+    naming the layer for anything else."""
+    def is_index(a) -> bool:
+        return isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+
+    if isinstance(axis, (list, tuple)):
+        if not axis or not all(is_index(a) for a in axis):
+            raise TypeError(f"{layer} axis must be an int or a non-empty list of ints, got {axis!r}")
+        return [int(a) for a in axis]
+    if is_index(axis):
+        return int(axis)
+    raise TypeError(f"{layer} axis must be an int or a list of ints, got {axis!r}")
+
+
+def axes_in(axis: int | list[int], rank: int) -> tuple[int, ...]:
+    """The axes :func:`axis_argument` gave, sorted and non-negative for an input of ``rank``; ShapeError for
+    an axis out of bounds or named twice."""
+    axes = axis if isinstance(axis, list) else [axis]
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ShapeError(f"axis {a} is out of bounds for an input of rank {rank}")
+    out = tuple(sorted({a % rank for a in axes}))
+    if len(out) != len(axes):
+        raise ShapeError(f"axis {axis} names an axis twice")
+    return out
+
+
 class Dense(Layer):
     """``activation(inputs @ kernel + bias)`` on the last axis."""
 

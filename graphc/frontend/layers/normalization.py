@@ -21,7 +21,7 @@ import numpy as np
 
 from graphc.frontend import initializers, masking
 from graphc.frontend.layer import Layer
-from graphc.frontend.layers.core import single
+from graphc.frontend.layers.core import axes_in, axis_argument, single
 from graphc.frontend.lowering import LowerContext
 from graphc.ops.registry import ShapeError
 
@@ -237,15 +237,7 @@ class LayerNormalization(_ScaleShift):
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, rms_scaling=False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)):
-            if not axis or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
-                raise TypeError(f"LayerNormalization axis must be an int or a non-empty list of ints, "
-                                f"got {axis!r}")
-            self.axis = [int(a) for a in axis]
-        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
-            self.axis = int(axis)
-        else:
-            raise TypeError(f"LayerNormalization axis must be an int or a list of ints, got {axis!r}")
+        self.axis = axis_argument(axis, "LayerNormalization")
         if not epsilon > 0:
             raise ValueError(f"LayerNormalization epsilon must be positive, got {epsilon}")
         if rms_scaling:
@@ -437,24 +429,10 @@ class UnitNormalization(Layer):
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)):
-            if not axis or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
-                raise TypeError(f"UnitNormalization axis must be an int or a non-empty list of ints, got {axis!r}")
-            self.axis = [int(a) for a in axis]
-        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
-            self.axis = int(axis)
-        else:
-            raise TypeError(f"UnitNormalization axis must be an int or a list of ints, got {axis!r}")
+        self.axis = axis_argument(axis, "UnitNormalization")
 
     def _axes(self, rank: int) -> tuple[int, ...]:
-        axes = self.axis if isinstance(self.axis, list) else [self.axis]
-        for a in axes:
-            if not -rank <= a < rank:
-                raise ShapeError(f"axis {self.axis} is out of bounds for an input of rank {rank}")
-        out = tuple(sorted({a % rank for a in axes}))
-        if len(out) != len(axes):
-            raise ShapeError(f"axis {self.axis} names an axis twice")
-        return out
+        return axes_in(self.axis, rank)
 
     def check_inputs(self, inputs):
         self._axes(len(single(inputs).shape))

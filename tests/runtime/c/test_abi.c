@@ -15,45 +15,7 @@
 #include <string.h>
 
 #include "abi_model.h"
-
-static int g_checks = 0;
-static int g_failures = 0;
-
-#define FAIL(...)                                   \
-  do {                                              \
-    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                   \
-    fprintf(stderr, "\n");                          \
-    g_failures++;                                   \
-  } while (0)
-
-/* The call must fail with `code` and a message containing `needle`. */
-#define EXPECT_ERROR(call, code, needle)                                                          \
-  do {                                                                                            \
-    gc_status_t s_ = (call);                                                                      \
-    g_checks++;                                                                                   \
-    if (s_ == NULL) {                                                                             \
-      FAIL("%s succeeded, expected %s", #call, gc_status_code_name(code));                        \
-    } else {                                                                                      \
-      if (gc_status_code(s_) != (code))                                                           \
-        FAIL("%s: code %s, expected %s (%s)", #call, gc_status_code_name(gc_status_code(s_)),     \
-             gc_status_code_name(code), gc_status_message(s_));                                   \
-      if (strstr(gc_status_message(s_), (needle)) == NULL)                                        \
-        FAIL("%s: message \"%s\" does not mention \"%s\"", #call, gc_status_message(s_), needle); \
-      if (gc_status_file(s_)[0] == 0 || gc_status_line(s_) <= 0) FAIL("%s: no source location", #call); \
-      gc_status_release(s_);                                                                      \
-    }                                                                                             \
-  } while (0)
-
-#define EXPECT_OK(call)                                                                  \
-  do {                                                                                   \
-    gc_status_t s_ = (call);                                                             \
-    g_checks++;                                                                          \
-    if (s_ != NULL) {                                                                    \
-      FAIL("%s failed: %s (%s)", #call, gc_status_message(s_), gc_status_code_name(gc_status_code(s_))); \
-      gc_status_release(s_);                                                             \
-    }                                                                                    \
-  } while (0)
+#include "expect.h"
 
 enum { BATCH = 3, SEQ = 5 };
 

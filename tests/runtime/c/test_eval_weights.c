@@ -15,63 +15,9 @@
 #include <string.h>
 
 #include "eval_model.h"
-
-static int g_checks = 0;
-static int g_failures = 0;
-
-#define FAIL(...)                                        \
-  do {                                                   \
-    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                        \
-    fprintf(stderr, "\n");                               \
-    g_failures++;                                        \
-  } while (0)
-
-#define EXPECT_ERROR(call, code, needle)                                                          \
-  do {                                                                                            \
-    gc_status_t s_ = (call);                                                                      \
-    g_checks++;                                                                                   \
-    if (s_ == NULL) {                                                                             \
-      FAIL("%s succeeded, expected %s", #call, gc_status_code_name(code));                        \
-    } else {                                                                                      \
-      if (gc_status_code(s_) != (code))                                                           \
-        FAIL("%s: code %s, expected %s (%s)", #call, gc_status_code_name(gc_status_code(s_)),     \
-             gc_status_code_name(code), gc_status_message(s_));                                   \
-      if (strstr(gc_status_message(s_), (needle)) == NULL)                                        \
-        FAIL("%s: message \"%s\" does not mention \"%s\"", #call, gc_status_message(s_), needle); \
-      gc_status_release(s_);                                                                      \
-    }                                                                                             \
-  } while (0)
-
-#define EXPECT_OK(call)                                                                                   \
-  do {                                                                                                    \
-    gc_status_t s_ = (call);                                                                              \
-    g_checks++;                                                                                           \
-    if (s_ != NULL) {                                                                                     \
-      FAIL("%s failed: %s (%s)", #call, gc_status_message(s_), gc_status_code_name(gc_status_code(s_))); \
-      gc_status_release(s_);                                                                              \
-    }                                                                                                     \
-  } while (0)
-
-#define CHECK(cond, ...)            \
-  do {                              \
-    g_checks++;                     \
-    if (!(cond)) FAIL(__VA_ARGS__); \
-  } while (0)
+#include "expect.h"
 
 enum { BATCH = 4 };
-
-static gc_tensor_t tensor(float* data, int64_t rows, int64_t cols) {
-  gc_tensor_t t;
-  memset(&t, 0, sizeof t);
-  t.dtype = GC_FLOAT32;
-  t.rank = 2;
-  t.shape[0] = rows;
-  t.shape[1] = cols;
-  t.data = data;
-  t.size_bytes = (size_t)(rows * cols) * sizeof(float);
-  return t;
-}
 
 static void kernel_of(gc_instance_t* inst, float out[6]) {
   gc_tensor_t w;
@@ -130,7 +76,7 @@ int main(int argc, char** argv) {
   float xs[BATCH * 3], ys[BATCH * 2];
   for (int i = 0; i < BATCH * 3; i++) xs[i] = (float)((i * 7) % 5) * 0.25f - 0.5f;
   for (int i = 0; i < BATCH * 2; i++) ys[i] = (float)((i * 3) % 4) * 0.5f - 0.75f;
-  gc_tensor_t x = tensor(xs, BATCH, 3), y = tensor(ys, BATCH, 2);
+  gc_tensor_t x = matrix_f32(xs, BATCH, 3), y = matrix_f32(ys, BATCH, 2);
   gc_tensor_t out[3];
   memset(out, 0, sizeof out);
 
@@ -142,9 +88,9 @@ int main(int argc, char** argv) {
   EXPECT_ERROR(gc_instance_eval_step(inst, &x, 1, &y, 0, out, 3), GC_INVALID_ARGUMENT, "takes 1 target(s)");
   EXPECT_ERROR(gc_instance_eval_step(inst, &x, 2, &y, 1, out, 3), GC_INVALID_ARGUMENT, "takes 1 input(s)");
   EXPECT_ERROR(gc_instance_eval_step(inst, &x, 1, &y, 1, out, 2), GC_INVALID_ARGUMENT, "reports 3 output(s)");
-  gc_tensor_t narrow = tensor(xs, BATCH, 2);
+  gc_tensor_t narrow = matrix_f32(xs, BATCH, 2);
   EXPECT_ERROR(gc_instance_eval_step(inst, &narrow, 1, &y, 1, out, 3), GC_INVALID_ARGUMENT, "axis 1");
-  gc_tensor_t short_y = tensor(ys, BATCH - 1, 2);
+  gc_tensor_t short_y = matrix_f32(ys, BATCH - 1, 2);
   EXPECT_ERROR(gc_instance_eval_step(inst, &x, 1, &short_y, 1, out, 3), GC_INVALID_ARGUMENT, "batch");
   gc_tensor_t bad_size = x;
   bad_size.size_bytes -= 4;

@@ -23,23 +23,7 @@
 #include <unistd.h>
 
 #include "abi_model.h"
-
-static int g_checks = 0;
-static int g_failures = 0;
-
-#define FAIL(...)                                        \
-  do {                                                   \
-    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                        \
-    fprintf(stderr, "\n");                               \
-    g_failures++;                                        \
-  } while (0)
-
-#define CHECK(cond, ...)        \
-  do {                          \
-    g_checks++;                 \
-    if (!(cond)) FAIL(__VA_ARGS__); \
-  } while (0)
+#include "expect.h"
 
 /* NULL, or the status's code when it has `code` and mentions `needle` (else a failure). */
 static int expect(gc_status_t s, gc_status_code_t code, const char* needle, const char* what) {

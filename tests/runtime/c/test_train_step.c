@@ -13,63 +13,9 @@
 #include <string.h>
 
 #include "train_model.h"
-
-static int g_checks = 0;
-static int g_failures = 0;
-
-#define FAIL(...)                                        \
-  do {                                                   \
-    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                        \
-    fprintf(stderr, "\n");                               \
-    g_failures++;                                        \
-  } while (0)
-
-#define EXPECT_ERROR(call, code, needle)                                                          \
-  do {                                                                                            \
-    gc_status_t s_ = (call);                                                                      \
-    g_checks++;                                                                                   \
-    if (s_ == NULL) {                                                                             \
-      FAIL("%s succeeded, expected %s", #call, gc_status_code_name(code));                        \
-    } else {                                                                                      \
-      if (gc_status_code(s_) != (code))                                                           \
-        FAIL("%s: code %s, expected %s (%s)", #call, gc_status_code_name(gc_status_code(s_)),     \
-             gc_status_code_name(code), gc_status_message(s_));                                   \
-      if (strstr(gc_status_message(s_), (needle)) == NULL)                                        \
-        FAIL("%s: message \"%s\" does not mention \"%s\"", #call, gc_status_message(s_), needle); \
-      gc_status_release(s_);                                                                      \
-    }                                                                                             \
-  } while (0)
-
-#define EXPECT_OK(call)                                                                                   \
-  do {                                                                                                    \
-    gc_status_t s_ = (call);                                                                              \
-    g_checks++;                                                                                           \
-    if (s_ != NULL) {                                                                                     \
-      FAIL("%s failed: %s (%s)", #call, gc_status_message(s_), gc_status_code_name(gc_status_code(s_))); \
-      gc_status_release(s_);                                                                              \
-    }                                                                                                     \
-  } while (0)
-
-#define CHECK(cond, ...)     \
-  do {                       \
-    g_checks++;              \
-    if (!(cond)) FAIL(__VA_ARGS__); \
-  } while (0)
+#include "expect.h"
 
 enum { BATCH = 4 };
-
-static gc_tensor_t tensor(float* data, int64_t rows, int64_t cols) {
-  gc_tensor_t t;
-  memset(&t, 0, sizeof t);
-  t.dtype = GC_FLOAT32;
-  t.rank = 2;
-  t.shape[0] = rows;
-  t.shape[1] = cols;
-  t.data = data;
-  t.size_bytes = (size_t)(rows * cols) * sizeof(float);
-  return t;
-}
 
 int main(void) {
   const gc_model_t* m = gc_model_train_model();
@@ -104,7 +50,7 @@ int main(void) {
   float x[BATCH * 3], y[BATCH * 2], loss = -1.0f;
   for (int i = 0; i < BATCH * 3; i++) x[i] = (float)((i * 7) % 5) - 2.0f;
   for (int i = 0; i < BATCH * 2; i++) y[i] = (float)(i % 3);
-  gc_tensor_t in = tensor(x, BATCH, 3), target = tensor(y, BATCH, 2);
+  gc_tensor_t in = matrix_f32(x, BATCH, 3), target = matrix_f32(y, BATCH, 2);
   gc_tensor_t outs[16];
   memset(outs, 0, sizeof outs);
 
@@ -118,9 +64,9 @@ int main(void) {
                "num_outputs");
   EXPECT_ERROR(gc_instance_train_step(inst, &in, 1, &target, 1, NULL, n_out), GC_INVALID_ARGUMENT,
                "outputs is NULL");
-  gc_tensor_t bad = tensor(y, BATCH, 2);
+  gc_tensor_t bad = matrix_f32(y, BATCH, 2);
   EXPECT_ERROR(gc_instance_train_step(inst, &bad, 1, &target, 1, NULL, 0), GC_INVALID_ARGUMENT, "expects shape");
-  gc_tensor_t short_target = tensor(y, BATCH - 1, 2);
+  gc_tensor_t short_target = matrix_f32(y, BATCH - 1, 2);
   EXPECT_ERROR(gc_instance_train_step(inst, &in, 1, &short_target, 1, NULL, 0), GC_INVALID_ARGUMENT, "batch");
   outs[0].data = &loss;
   outs[0].size_bytes = 2;
@@ -137,7 +83,7 @@ int main(void) {
 
   /* good steps: the loss falls, the weights change in place, a rate of 0 freezes them */
   float kernel0[3 * 2], kernel1[3 * 2];
-  gc_tensor_t k0 = tensor(kernel0, 3, 2), k1 = tensor(kernel1, 3, 2);
+  gc_tensor_t k0 = matrix_f32(kernel0, 3, 2), k1 = matrix_f32(kernel1, 3, 2);
   gc_tensor_desc_t wd;
   EXPECT_OK(gc_model_weight(m, 0, &wd));
   EXPECT_OK(gc_instance_get_weight(inst, wd.name, &k0));
