@@ -4,6 +4,7 @@
 
     python -m benchmarks.reduce_parts                   # the shapes below, 1 and 2 threads
     python -m benchmarks.reduce_parts --before 748c9b4 --threads 2 --repeat 31
+    python -m benchmarks.reduce_parts --kind max --before f5f7789   # a global max pool
 
 Each case is a graph of one ``reduce_mean`` over the pixels of an NHWC tensor (a global average pool,
 the squeeze of EfficientNet's squeeze-and-excitation blocks), compiled twice: with today's
@@ -42,10 +43,14 @@ SHAPES = [
 ]
 
 
-def _graph(batch: int, side: int, channels: int, name: str) -> Graph:
+# the function each kind's kernel comes from (``--before`` swaps in its version of it)
+KERNELS = {"mean": "_reduce_keep_inner_wide", "max": "_reduce_keep_inner"}
+
+
+def _graph(batch: int, side: int, channels: int, name: str, kind: str = "mean") -> Graph:
     g = Graph(name)
     x = g.add_input("x", TensorType("float32", (batch, side, side, channels)))
-    g.set_outputs([OpBuilder(g).emit("reduce_mean", x, axes=(1, 2))])
+    g.set_outputs([OpBuilder(g).emit(f"reduce_{kind}", x, axes=(1, 2))])
     return g
 
 
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default=BEFORE, help="commit whose _reduce_keep_inner_wide is 'before'")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=21)
+    ap.add_argument("--kind", choices=sorted(KERNELS), default="mean",
+                    help="mean (a global average pool) or max (a global max pool: float32, in the kept row)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -61,22 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     for threads in [int(t) for t in args.threads.split(",")]:
         for batch, side, channels, source in SHAPES:
             x = rng.standard_normal((batch, side, side, channels)).astype(np.float32)
-            name = f"mean_{batch}_{side}_{channels}"
-            after, inst_after = _library_call(_graph(batch, side, channels, name), [x], threads)
-            with function_of(args.before, reduce_kernels, "_reduce_keep_inner_wide"):  # named apart: loaded once
-                before, inst_before = _library_call(_graph(batch, side, channels, f"{name}_before"), [x], threads)
+            name = f"{args.kind}_{batch}_{side}_{channels}"
+            after, inst_after = _library_call(_graph(batch, side, channels, name, args.kind), [x], threads)
+            with function_of(args.before, reduce_kernels, KERNELS[args.kind]):  # named apart: loaded once
+                before, inst_before = _library_call(_graph(batch, side, channels, f"{name}_before", args.kind), [x],
+                                                    threads)
             y = after()[0]
             np.testing.assert_allclose(y, before()[0], rtol=2e-7, atol=1e-9, err_msg=name)
             b, a = time_pair(before, after, args.repeat)
             gbs = x.nbytes / (a * 1e-3) / 1e9
-            parts = reduce_kernels.reduce_parts(side * side, side * side)
+            parts = reduce_kernels.reduce_parts(side * side, side * side) if args.kind == "mean" else 1
             lines.append(f"| {batch} x {side} x {side} x {channels} | {source} | {threads} | {parts} | "
                          f"{b * 1e3:.1f} | {a * 1e3:.1f} | {b / a:.2f} | {gbs:.0f} |")
             print(lines[-1], flush=True)
             inst_after.close()
             inst_before.close()
-    write_table(args.out, "reduce_parts", f"Global average pooling: {args.before} against today",
-                "`python -m benchmarks.reduce_parts`; outputs equal to float32 rounding.",
+    pool = "average" if args.kind == "mean" else "max"
+    write_table(args.out, "reduce_parts", f"Global {pool} pooling: {args.before} against today",
+                f"`python -m benchmarks.reduce_parts --kind {args.kind} --before {args.before}`; outputs equal to "
+                "float32 rounding.",
                 ["input", "from", "threads", "parts", "before µs", "after µs", "speed-up", "after GB/s"], 2,
                 lines, args.repeat, threads=f"{args.threads} threads")
     return 0

@@ -62,3 +62,20 @@ def test_sums_are_the_exactly_rounded_sums(shape, axes, rng):
     two, = run_native(lib, {"x": x}, threads=2)
     np.testing.assert_array_equal(one, want)
     np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.parametrize("kind", ["reduce_max", "reduce_min"])
+@pytest.mark.parametrize("shape, axes", CASES, ids=[f"{'x'.join(map(str, s))}-{a}" for s, a in CASES])
+def test_max_and_min_over_register_blocks(kind, shape, axes, rng):
+    """Maxima and minima take the same blocks (their float32 row in registers): numpy's, exactly, with a
+    NaN in one column propagated to that column only."""
+    g = Graph("extrema")
+    x = g.add_input("x", TensorType("float32", shape))
+    g.set_outputs([OpBuilder(g, layer="extremum").emit(kind, x, axes=axes)])
+    lib = load(g)
+    data = rng.standard_normal(shape).astype(np.float32)
+    data.reshape(-1, shape[-1])[len(data.reshape(-1, shape[-1])) // 2, shape[-1] // 2] = np.nan
+    want = (np.max if kind == "reduce_max" else np.min)(data, axis=axes)
+    for threads in (1, 2):
+        got, = run_native(lib, {"x": data}, threads=threads)
+        np.testing.assert_array_equal(got, want)

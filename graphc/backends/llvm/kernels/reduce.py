@@ -218,6 +218,46 @@ def _flat_rows(k: Kernel, px, kind: str, inner: int, vw: int, ety, lo, hi, xoff,
         accumulate(b.add(xoff, b.mul(r, i64(inner))))
 
 
+def _f32_at(b: ir.IRBuilder, row, j, lanes: int):
+    """Pointer to element(s) ``j`` of a float row (a typed float* on the stack, or a buffer's pointer)."""
+    p = b.gep(row, [j], source_etype=F32)
+    return p if lanes == 1 else b.bitcast(p, ir.VectorType(F32, lanes).as_pointer())
+
+
+def _on(fb, columns: Callable) -> Callable:
+    """A ``row_pass(fb, fnc)`` of :func:`_columns_pass` bound to ``fb``: ``pass(fnc)``."""
+    return lambda fnc: columns(fb, fnc)
+
+
+def _reduce_columns(k: Kernel, columns: Callable, row, kind: str, xoff, rgroups, flat: bool, inner, vw: int,
+                    px) -> None:
+    """``row`` (float pointer) <- the reduction over ``rgroups`` of the columns ``columns(fnc)`` passes over."""
+    b, m = k.b, k.m
+
+    def typ(lanes):
+        return F32 if lanes == 1 else ir.VectorType(F32, lanes)
+
+    columns(lambda j, lanes: b.store(m.const(_INIT[kind], typ(lanes)), _f32_at(b, row, j, lanes), align=4))
+
+    def accumulate(off):
+        def step(j, lanes):
+            q = _f32_at(b, row, j, lanes)
+            acc = b.load(q, typ=typ(lanes), align=4)
+            v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(lanes), align=4)
+            b.store(_combine(k, kind, acc, v), q, align=4)
+
+        columns(step)
+
+    if flat:
+        def fold(j, value):
+            q = b.gep(row, [i64(j)], source_etype=F32)
+            b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
+
+        _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
+    else:
+        _reduce_loops(k, rgroups, xoff, accumulate)
+
+
 def _reduce_keep_inner(kb, out, x, groups, kind, count):
     inner = groups[-1][1]
     if kind in _SUMS and isinstance(inner, int) and inner <= _WIDE_ROW_LIMIT:
@@ -226,7 +266,7 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     kouter = [g for g in groups[:-1] if not g[0]]
     rgroups = [g for g in groups if g[0]]
     k = kb.kernel(f"reduce_{kind}")
-    fb, b, m = k.fn, k.b, k.m
+    fb, b = k.fn, k.b
     px, po = k.ptr(x), k.ptr(out)
     vw = kb.vw
     n_inner = k.dim(inner)
@@ -236,9 +276,19 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
         scale = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(k.dim(count), F32))
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
     flat = _flat(rgroups, inner, vw)
+    # a static row not summed as a flat run: in registers, a block of columns at a time (register_blocks),
+    # then written out; else accumulated in the output row
+    blocks = register_blocks(inner, vw, kb.target) if isinstance(inner, int) and not flat else None
+    if blocks is not None:
+        acc = fb.entry.bitcast(fb.entry.alloca(ir.ArrayType(F32, inner), name="acc32"), F32.as_pointer())
+
+    def typ(lanes):
+        return F32 if lanes == 1 else ir.VectorType(F32, lanes)
+
     with fb.loop(k.begin, k.end, name="item") as item:
         xoff = _decompose(k, item, kouter)
         ooff = b.mul(item, n_inner)
+        out_row = b.gep(po, [ooff], source_etype=F32)
 
         def row_pass(fnc):
             with fb.loop(0, vec_end, vw, name="v") as j:
@@ -246,39 +296,20 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
             with fb.loop(vec_end, n_inner, name="s") as j:
                 fnc(j, 1)
 
-        def typ(lanes):
-            return F32 if lanes == 1 else ir.VectorType(F32, lanes)
-
-        def init(j, lanes):
-            b.store(m.const(_INIT[kind], typ(lanes)), b.gep(po, [b.add(ooff, j)], source_etype=F32), align=4)
-
-        row_pass(init)
-
-        def accumulate(off):
-            def step(j, lanes):
-                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
-                acc = b.load(q, typ=typ(lanes), align=4)
-                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(lanes), align=4)
-                b.store(_combine(k, kind, acc, v), q, align=4)
-
-            row_pass(step)
-
-        if flat:
-            def fold(j, value):
-                q = b.gep(po, [b.add(ooff, i64(j))], source_etype=F32)
-                b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
-
-            _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
+        if blocks is None:
+            targets = [(row_pass, out_row)]
         else:
-            _reduce_loops(k, rgroups, xoff, accumulate)
-        if scale is not None:
-            def fin(j, lanes):
-                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
-                v = b.load(q, typ=typ(lanes), align=4)
-                s = k.splat(scale, lanes) if lanes > 1 else scale
-                b.store(b.fmul(v, s), q, align=4)
+            targets = [(_on(fb, _columns_pass(c0, c1, vw)), acc) for c0, c1 in blocks]
+        for columns, row in targets:
+            _reduce_columns(k, columns, row, kind, xoff, rgroups, flat, inner, vw, px)
+            if row is not out_row or scale is not None:
+                def fin(j, lanes, row=row):
+                    v = b.load(_f32_at(b, row, j, lanes), typ=typ(lanes), align=4)
+                    if scale is not None:
+                        v = b.fmul(v, k.splat(scale, lanes) if lanes > 1 else scale)
+                    b.store(v, _f32_at(b, out_row, j, lanes), align=4)
 
-            row_pass(fin)
+                columns(fin)
     cost = dims.mul(count, inner) if isinstance(count, int) and isinstance(inner, int) else 4096
     kb.launch(k, n_items, cost)
 
