@@ -25,8 +25,11 @@ x86 = pytest.mark.skipif(not llvm.get_process_triple().startswith("x86_64"), rea
 def test_register_blocks_cover_the_row_once(cpu, vw, width):
     """Half the registers hold a block: 16 zmm of 8 doubles on AVX-512, 8 ymm of 4 on AVX2."""
     target = host_target(cpu)
-    for inner in (1, 3, 17, 32, 37, 128, 129, 145, 300, width * MAX_REGISTER_BLOCKS):
+    for inner in (1, 3, 17, 32, 33, 37, 64, 128, 129, 145, 256, 300, width * MAX_REGISTER_BLOCKS):
         blocks = register_blocks(inner, vw, target)
+        if inner > width * MAX_REGISTER_BLOCKS:
+            assert blocks is None, inner
+            continue
         assert [c for c0, c1 in blocks for c in range(c0, c1)] == list(range(inner)), inner
         assert all(c1 - c0 <= width and c0 % vw == 0 for c0, c1 in blocks), (inner, blocks)
     assert register_blocks(width * MAX_REGISTER_BLOCKS + 1, vw, target) is None
@@ -40,8 +43,8 @@ def _sum_graph(shape, axes) -> Graph:
 
 
 # kept rows of one block with a scalar tail (37), of a whole and a partial block (145: parts too, 29 x 31
-# rows), of three blocks (300), two reduced groups with a kept one between (131), and past the register
-# blocks (2100 on AVX-512: the accumulator row in memory)
+# rows), two reduced groups with a kept one between (131), and past the register blocks (300, 2100 on
+# AVX-512: the accumulator row in memory)
 CASES = [((2, 29, 31, 145), (1, 2)), ((1, 112, 3, 37), (1, 2)), ((3, 7, 300), (1,)), ((9, 5, 7, 131), (0, 2)),
          ((2, 3, 2100), (1,))]
 

@@ -218,46 +218,6 @@ def _flat_rows(k: Kernel, px, kind: str, inner: int, vw: int, ety, lo, hi, xoff,
         accumulate(b.add(xoff, b.mul(r, i64(inner))))
 
 
-def _f32_at(b: ir.IRBuilder, row, j, lanes: int):
-    """Pointer to element(s) ``j`` of a float row (a typed float* on the stack, or a buffer's pointer)."""
-    p = b.gep(row, [j], source_etype=F32)
-    return p if lanes == 1 else b.bitcast(p, ir.VectorType(F32, lanes).as_pointer())
-
-
-def _on(fb, columns: Callable) -> Callable:
-    """A ``row_pass(fb, fnc)`` of :func:`_columns_pass` bound to ``fb``: ``pass(fnc)``."""
-    return lambda fnc: columns(fb, fnc)
-
-
-def _reduce_columns(k: Kernel, columns: Callable, row, kind: str, xoff, rgroups, flat: bool, inner, vw: int,
-                    px) -> None:
-    """``row`` (float pointer) <- the reduction over ``rgroups`` of the columns ``columns(fnc)`` passes over."""
-    b, m = k.b, k.m
-
-    def typ(lanes):
-        return F32 if lanes == 1 else ir.VectorType(F32, lanes)
-
-    columns(lambda j, lanes: b.store(m.const(_INIT[kind], typ(lanes)), _f32_at(b, row, j, lanes), align=4))
-
-    def accumulate(off):
-        def step(j, lanes):
-            q = _f32_at(b, row, j, lanes)
-            acc = b.load(q, typ=typ(lanes), align=4)
-            v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(lanes), align=4)
-            b.store(_combine(k, kind, acc, v), q, align=4)
-
-        columns(step)
-
-    if flat:
-        def fold(j, value):
-            q = b.gep(row, [i64(j)], source_etype=F32)
-            b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
-
-        _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
-    else:
-        _reduce_loops(k, rgroups, xoff, accumulate)
-
-
 def _reduce_keep_inner(kb, out, x, groups, kind, count):
     inner = groups[-1][1]
     if kind in _SUMS and isinstance(inner, int) and inner <= _WIDE_ROW_LIMIT:
@@ -266,7 +226,7 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     kouter = [g for g in groups[:-1] if not g[0]]
     rgroups = [g for g in groups if g[0]]
     k = kb.kernel(f"reduce_{kind}")
-    fb, b = k.fn, k.b
+    fb, b, m = k.fn, k.b, k.m
     px, po = k.ptr(x), k.ptr(out)
     vw = kb.vw
     n_inner = k.dim(inner)
@@ -276,19 +236,11 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
         scale = b.fdiv(ir.Constant(F32, 1.0), b.sitofp(k.dim(count), F32))
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
     flat = _flat(rgroups, inner, vw)
-    # a static row not summed as a flat run: in registers, a block of columns at a time (register_blocks),
-    # then written out; else accumulated in the output row
+    # a static row not summed as a flat run: combined in registers, a block of columns at a time
     blocks = register_blocks(inner, vw, kb.target) if isinstance(inner, int) and not flat else None
-    if blocks is not None:
-        acc = fb.entry.bitcast(fb.entry.alloca(ir.ArrayType(F32, inner), name="acc32"), F32.as_pointer())
-
-    def typ(lanes):
-        return F32 if lanes == 1 else ir.VectorType(F32, lanes)
-
     with fb.loop(k.begin, k.end, name="item") as item:
         xoff = _decompose(k, item, kouter)
         ooff = b.mul(item, n_inner)
-        out_row = b.gep(po, [ooff], source_etype=F32)
 
         def row_pass(fnc):
             with fb.loop(0, vec_end, vw, name="v") as j:
@@ -296,20 +248,43 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
             with fb.loop(vec_end, n_inner, name="s") as j:
                 fnc(j, 1)
 
-        if blocks is None:
-            targets = [(row_pass, out_row)]
-        else:
-            targets = [(_on(fb, _columns_pass(c0, c1, vw)), acc) for c0, c1 in blocks]
-        for columns, row in targets:
-            _reduce_columns(k, columns, row, kind, xoff, rgroups, flat, inner, vw, px)
-            if row is not out_row or scale is not None:
-                def fin(j, lanes, row=row):
-                    v = b.load(_f32_at(b, row, j, lanes), typ=typ(lanes), align=4)
-                    if scale is not None:
-                        v = b.fmul(v, k.splat(scale, lanes) if lanes > 1 else scale)
-                    b.store(v, _f32_at(b, out_row, j, lanes), align=4)
+        def typ(lanes):
+            return F32 if lanes == 1 else ir.VectorType(F32, lanes)
 
-                columns(fin)
+        def init(j, lanes):
+            b.store(m.const(_INIT[kind], typ(lanes)), b.gep(po, [b.add(ooff, j)], source_etype=F32), align=4)
+
+        row_pass(init)
+
+        def accumulate(off):
+            def step(j, lanes):
+                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
+                acc = b.load(q, typ=typ(lanes), align=4)
+                v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(lanes), align=4)
+                b.store(_combine(k, kind, acc, v), q, align=4)
+
+            row_pass(step)
+
+        if flat:
+            def fold(j, value):
+                q = b.gep(po, [b.add(ooff, i64(j))], source_etype=F32)
+                b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
+
+            _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
+        elif blocks is not None:
+            _blocked_rows(k, kind, F32, b.gep(po, [ooff], source_etype=F32), blocks, vw, i64(0),
+                          k.dim(rgroups[0][1]), lambda r: b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), rgroups[1:],
+                          px, inner)
+        else:
+            _reduce_loops(k, rgroups, xoff, accumulate)
+        if scale is not None:
+            def fin(j, lanes):
+                q = b.gep(po, [b.add(ooff, j)], source_etype=F32)
+                v = b.load(q, typ=typ(lanes), align=4)
+                s = k.splat(scale, lanes) if lanes > 1 else scale
+                b.store(b.fmul(v, s), q, align=4)
+
+            row_pass(fin)
     cost = dims.mul(count, inner) if isinstance(count, int) and isinstance(inner, int) else 4096
     kb.launch(k, n_items, cost)
 
@@ -334,18 +309,23 @@ def reduce_parts(count: Dim, outer_reduced: Dim) -> int:
     return parts
 
 
-# column blocks of a float64 accumulator row at most: more would unroll a row loop per block past reason
-MAX_REGISTER_BLOCKS = 16
+# column blocks of an accumulator row at most. With more, each block's pass reads a row in as many strided
+# pieces, and where the rows come from memory that loses what the registers win: on Zen 4, one thread,
+# against the row in memory, a batch of 32 squeezes over 14 x 14 x 672 (six blocks) ran 0.62-0.95x, chunked
+# and prefetched as it was tried, and 32 x 28 x 28 x 240 (two blocks) 0.88x (0.74x on two threads), while
+# at batch 1 (in cache) they ran 1.3-1.8x
+MAX_REGISTER_BLOCKS = 1
 
 
 def register_blocks(inner: int, vw: int, target) -> list[tuple[int, int]] | None:
     """Column blocks ``[c0, c1)`` of a kept row of ``inner`` elements whose float64 accumulators fit half
-    the vector registers, or None where that takes more than :data:`MAX_REGISTER_BLOCKS` blocks.
+    the vector registers, or None where that takes more than :data:`MAX_REGISTER_BLOCKS` blocks (rows of
+    up to 128 floats with AVX-512, 32 with AVX2: the first squeezes of squeeze-and-excitation networks).
 
     An accumulator row held in memory makes each reduced row's update wait for the previous row's store
     to be forwarded to its load: a global average pool over 112 x 112 x 32 (EfficientNetB0's first
     squeeze) ran at a few elements per nanosecond, 0.108 ms. Summed a block of columns at a time over
-    every reduced row, in registers, it takes 0.028 ms (one thread, Zen 4); 56 x 56 x 96 0.037 -> 0.021.
+    every reduced row, in registers, it takes 0.030 ms (one thread, Zen 4); 56 x 56 x 96 0.037 -> 0.021.
     Blocks are whole vectors of ``vw`` but the last."""
     capacity = target.num_vector_registers // 2 * target.vector_bits // 64  # float64 elements
     width = max(vw, capacity // vw * vw)
@@ -353,16 +333,58 @@ def register_blocks(inner: int, vw: int, target) -> list[tuple[int, int]] | None
     return blocks if len(blocks) <= MAX_REGISTER_BLOCKS else None
 
 
-def _columns_pass(c0: int, c1: int, vw: int) -> Callable:
-    """A ``row_pass`` over columns [c0, c1) at constant offsets: whole vectors, then single elements."""
-    vec_end = c0 + (c1 - c0) // vw * vw
-    starts = [(j, vw) for j in range(c0, vec_end, vw)] + [(j, 1) for j in range(vec_end, c1)]
+# rows of a chunk: the column blocks of a chunk of rows read about this many bytes of it between them (in L1)
+CHUNK_BYTES = 8192
 
-    def row_pass(fb, fnc):
-        for j, lanes in starts:
-            fnc(i64(j), lanes)
 
-    return row_pass
+def _at(b: ir.IRBuilder, row, j, lanes: int, ety):
+    """Pointer to element(s) ``j`` of a row of ``ety`` (a typed pointer on the stack, or a buffer's)."""
+    p = b.gep(row, [j], source_etype=ety)
+    return p if lanes == 1 else b.bitcast(p, ir.VectorType(ety, lanes).as_pointer())
+
+
+def _blocked_rows(k: Kernel, kind: str, ety, acc_row, blocks, vw: int, lo, hi, row_base: Callable, inner_groups,
+                  px, inner: int) -> None:
+    """``acc_row`` (``ety``, in memory, initialized) combined with reduced rows [lo, hi) of the first reduced
+    group (row r at ``row_base(r)``; every position of ``inner_groups`` within it), in chunks of rows: per
+    chunk and block of columns (:func:`register_blocks`) the block's accumulators are copied to a fixed-size
+    row that lives in registers, the chunk's rows combined into it one after another, and copied back. So each
+    column is combined row after row as one row in memory would (the same bits), without waiting on a
+    store per row, and the blocks read a chunk of rows while it is in L1."""
+    fb, b = k.fn, k.b
+    chunk = max(2, CHUNK_BYTES // (4 * inner))
+    regs = [fb.entry.bitcast(fb.entry.alloca(ir.ArrayType(ety, c1 - c0), name="acc_regs"), ety.as_pointer())
+            for c0, c1 in blocks]
+
+    align = 8 if ety == F64 else 4  # (a vector load or store without it would assume the vector's own)
+
+    def typ(lanes):
+        return ety if lanes == 1 else ir.VectorType(ety, lanes)
+
+    with fb.loop(lo, hi, chunk, name="rchunk") as r0:
+        r1 = fb.min_(b.add(r0, i64(chunk)), hi)
+        for (c0, c1), reg in zip(blocks, regs):
+            width = c1 - c0
+            vec_end = width // vw * vw
+            starts = [(j, vw) for j in range(0, vec_end, vw)] + [(j, 1) for j in range(vec_end, width)]
+            for j, lanes in starts:
+                b.store(b.load(_at(b, acc_row, i64(c0 + j), lanes, ety), typ=typ(lanes), align=align),
+                        _at(b, reg, i64(j), lanes, ety), align=align)
+
+            def accumulate(off, c0=c0, reg=reg, starts=starts):
+                for j, lanes in starts:
+                    q = _at(b, reg, i64(j), lanes, ety)
+                    v = b.load(b.gep(px, [b.add(off, i64(c0 + j))], source_etype=F32), typ=typ(lanes) if ety == F32
+                               else ir.VectorType(F32, lanes) if lanes > 1 else F32, align=4)
+                    if ety != F32:
+                        v = b.fpext(v, typ(lanes))
+                    b.store(_combine(k, kind, b.load(q, typ=typ(lanes), align=align), v), q, align=align)
+
+            with fb.loop(r0, r1, name="r") as r:
+                _reduce_loops(k, inner_groups, row_base(r), accumulate)
+            for j, lanes in starts:
+                b.store(b.load(_at(b, reg, i64(j), lanes, ety), typ=typ(lanes), align=align),
+                        _at(b, acc_row, i64(c0 + j), lanes, ety), align=align)
 
 
 def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
@@ -403,23 +425,18 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
     k = kb.kernel(f"reduce_{kind}")
     fb, b = k.fn, k.b
     px = k.ptr(x)
+    acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
     blocks = None if flat else register_blocks(inner, vw, kb.target)
-    if blocks is not None:
-        # a fixed-size row, read and written at constant offsets only: promoted to registers, a block of
-        # columns at a time
-        passes = [_columns_pass(c0, c1, vw) for c0, c1 in blocks]
-        array = fb.entry.alloca(ir.ArrayType(F64, inner), name="acc64")
-        acc_row = fb.entry.bitcast(array, F64.as_pointer())  # a typed double*, as below
-    else:
-        passes = [row_pass]
-        acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
-
-    def _sum_columns(k, columns, kind, lo, hi, xoff, item, flat):
-        """The item's sum of the columns ``columns`` covers over reduced rows [lo, hi), to its output row
-        (or its float64 partial row)."""
-        fb, b = k.fn, k.b
-        columns(fb, lambda j, lanes: b.store(k.m.const(0.0, typ(F64, lanes)), f64_ptr(b, acc_row, j, lanes),
-                                             align=8))
+    with fb.loop(k.begin, k.end, name="item") as item:
+        if parts > 1:
+            kept, part = b.sdiv(item, i64(parts)), b.srem(item, i64(parts))
+            first = rgroups[0][1]
+            lo = b.sdiv(b.mul(part, i64(first)), i64(parts))
+            hi = b.sdiv(b.mul(b.add(part, i64(1)), i64(first)), i64(parts))
+        else:
+            kept, lo, hi = item, i64(0), k.dim(rgroups[0][1])
+        xoff = _decompose(k, kept, kouter)
+        row_pass(fb, lambda j, lanes: b.store(k.m.const(0.0, typ(F64, lanes)), f64_ptr(b, acc_row, j, lanes), align=8))
 
         def accumulate(off):
             def step(j, lanes):
@@ -428,7 +445,7 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
                 v = b.load(b.gep(px, [b.add(off, j)], source_etype=F32), typ=typ(F32, lanes), align=4)
                 b.store(_combine(k, kind, acc, b.fpext(v, typ(F64, lanes))), q, align=8)
 
-            columns(fb, step)
+            row_pass(fb, step)
 
         if flat:
             def fold(j, total):
@@ -436,6 +453,9 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
                 b.store(b.fadd(b.load(q, typ=F64, align=8), total), q, align=8)
 
             _flat_rows(k, px, kind, inner, vw, F64, lo, hi, xoff, fold, accumulate)
+        elif blocks is not None:
+            _blocked_rows(k, kind, F64, acc_row, blocks, vw, lo, hi,
+                          lambda r: b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), rgroups[1:], px, inner)
         else:
             with fb.loop(lo, hi, name="r") as r:
                 _reduce_loops(k, rgroups[1:], b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), accumulate)
@@ -446,22 +466,10 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
                 v = b.load(f64_ptr(b, acc_row, j, lanes), typ=typ(F64, lanes), align=8)
                 b.store(v, f64_ptr(b, dst, j, lanes), align=8)
 
-            columns(fb, spill)
+            row_pass(fb, spill)
         else:
-            columns(fb, lambda j, lanes: finish(k, b, b.load(f64_ptr(b, acc_row, j, lanes), typ=typ(F64, lanes),
-                                                             align=8), b.mul(item, i64(inner)), j, lanes))
-
-    with fb.loop(k.begin, k.end, name="item") as item:
-        if parts > 1:
-            kept, part = b.sdiv(item, i64(parts)), b.srem(item, i64(parts))
-            first = rgroups[0][1]
-            lo = b.sdiv(b.mul(part, i64(first)), i64(parts))
-            hi = b.sdiv(b.mul(b.add(part, i64(1)), i64(first)), i64(parts))
-        else:
-            kept, lo, hi = item, i64(0), k.dim(rgroups[0][1])
-        xoff = _decompose(k, kept, kouter)
-        for columns in passes:  # the whole row, or blocks of it in registers
-            _sum_columns(k, columns, kind, lo, hi, xoff, item, flat)
+            row_pass(fb, lambda j, lanes: finish(k, b, b.load(f64_ptr(b, acc_row, j, lanes), typ=typ(F64, lanes),
+                                                              align=8), b.mul(item, i64(inner)), j, lanes))
     kb.launch(k, dims.mul(n_items, parts), count // parts * inner if isinstance(count, int) else 4096)
     if parts == 1:
         return
