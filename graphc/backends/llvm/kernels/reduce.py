@@ -5,8 +5,8 @@ adjacent axes of the same class merged, giving alternating groups. Two vectorize
 
 - last group kept (``(batch, h*w, c)`` reduced over ``h*w``): each work item owns one output
   row; it is initialized, every reduced position adds a contiguous input row into it with
-  vector ops (streaming the input once), then finalized (mean: scaled); sums keep the row in
-  float64 registers, a block of columns at a time over every reduced row (:func:`register_blocks`).
+  vector ops (streaming the input once), then finalized (mean: scaled); a row of up to 128 floats
+  (with AVX-512) is combined in registers, a chunk of reduced rows at a time (:func:`register_blocks`).
   Sums over many rows
   (a global average pool at batch 1) cut the reduced rows into fixed parts, one work item
   each, and add the parts' float64 rows in a second launch (:func:`reduce_parts`). Rows shorter
