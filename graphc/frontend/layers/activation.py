@@ -18,8 +18,9 @@ import numpy as np
 
 from graphc.frontend import activations, initializers
 from graphc.frontend.layer import Layer
-from graphc.frontend.layers.core import axes_in, axis_argument, single
+from graphc.frontend.layers.core import axis_argument, single
 from graphc.frontend.lowering import LowerContext
+from graphc.frontend.operations.base import axes_of
 from graphc.ops.registry import ShapeError
 
 __all__ = ["ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax"]
@@ -169,7 +170,7 @@ class Softmax(Layer):
         self.axis = axis_argument(axis, "Softmax")
 
     def _axes(self, rank: int) -> tuple[int, ...]:
-        return axes_in(self.axis, rank)
+        return axes_of(self.axis, rank, "Softmax")
 
     def check_inputs(self, inputs):
         self._axes(len(single(inputs).shape))

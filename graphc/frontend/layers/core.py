@@ -46,19 +46,6 @@ def axis_argument(axis, layer: str) -> int | list[int]:
     raise TypeError(f"{layer} axis must be an int or a list of ints, got {axis!r}")
 
 
-def axes_in(axis: int | list[int], rank: int) -> tuple[int, ...]:
-    """The axes :func:`axis_argument` gave, sorted and non-negative for an input of ``rank``; ShapeError for
-    an axis out of bounds or named twice."""
-    axes = axis if isinstance(axis, list) else [axis]
-    for a in axes:
-        if not -rank <= a < rank:
-            raise ShapeError(f"axis {a} is out of bounds for an input of rank {rank}")
-    out = tuple(sorted({a % rank for a in axes}))
-    if len(out) != len(axes):
-        raise ShapeError(f"axis {axis} names an axis twice")
-    return out
-
-
 class Dense(Layer):
     """``activation(inputs @ kernel + bias)`` on the last axis."""
 

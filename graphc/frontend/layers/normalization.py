@@ -21,8 +21,9 @@ import numpy as np
 
 from graphc.frontend import initializers, masking
 from graphc.frontend.layer import Layer
-from graphc.frontend.layers.core import axes_in, axis_argument, single
+from graphc.frontend.layers.core import axis_argument, single
 from graphc.frontend.lowering import LowerContext
+from graphc.frontend.operations.base import axes_of
 from graphc.ops.registry import ShapeError
 
 __all__ = ["BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization"]
@@ -432,7 +433,7 @@ class UnitNormalization(Layer):
         self.axis = axis_argument(axis, "UnitNormalization")
 
     def _axes(self, rank: int) -> tuple[int, ...]:
-        return axes_in(self.axis, rank)
+        return axes_of(self.axis, rank, "UnitNormalization")
 
     def check_inputs(self, inputs):
         self._axes(len(single(inputs).shape))

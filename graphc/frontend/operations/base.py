@@ -241,10 +241,10 @@ def axes_of(axis: Any, rank: int, what: str) -> tuple[int, ...]:
     out = []
     for a in items:
         if not isinstance(a, (int, np.integer)) or not -rank <= a < rank:
-            raise ShapeError(f"{what}: axis {a!r} is out of range for a tensor of rank {rank}")
+            raise ShapeError(f"{what}: axis {a!r} is out of bounds for an input of rank {rank}")
         out.append(int(a) % rank)
     if len(set(out)) != len(out):
-        raise ShapeError(f"{what}: repeated axis in {axis!r}")
+        raise ShapeError(f"{what}: axis {axis!r} names an axis twice")
     return tuple(sorted(out))
 
 

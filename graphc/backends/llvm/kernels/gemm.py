@@ -758,7 +758,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # every thread work when the rows alone do not: about ``per_thread`` items per thread,
     # chosen at run time from M and the thread count; and no chunk is wider than ``nc``.
     tpb = max(1, rows_max // MR)
-    per_thread = QUANTUM if source.cache_blocked else f"({source.items_per_thread(N)} * {THREADS_DIM})"
+    per_thread = QUANTUM if source.cache_blocked else dims.mul(source.items_per_thread(N), THREADS_DIM)
     # a pooling of the result (see ..pool_fusion): the split's rows are bands of pixels (one row of the
     # pooled result each), a block of them computed into a strip of the thread's scratch and pooled from it
     round_rows = source.cache_blocked or not b_streamed

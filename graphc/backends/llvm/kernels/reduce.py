@@ -374,8 +374,8 @@ def _blocked_rows(k: Kernel, kind: str, ety, acc_row, blocks, vw: int, lo, hi, r
             def accumulate(off, c0=c0, reg=reg, starts=starts):
                 for j, lanes in starts:
                     q = _at(b, reg, i64(j), lanes, ety)
-                    v = b.load(b.gep(px, [b.add(off, i64(c0 + j))], source_etype=F32), typ=typ(lanes) if ety == F32
-                               else ir.VectorType(F32, lanes) if lanes > 1 else F32, align=4)
+                    v = b.load(b.gep(px, [b.add(off, i64(c0 + j))], source_etype=F32),
+                               typ=F32 if lanes == 1 else ir.VectorType(F32, lanes), align=4)
                     if ety != F32:
                         v = b.fpext(v, typ(lanes))
                     b.store(_combine(k, kind, b.load(q, typ=typ(lanes), align=align), v), q, align=align)
@@ -411,8 +411,7 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
                 fnc(j, 1)
 
     def f64_ptr(b, row, j, lanes):
-        p = b.gep(row, [j], source_etype=F64)
-        return p if lanes == 1 else b.bitcast(p, typ(F64, lanes).as_pointer())
+        return _at(b, row, j, lanes, F64)
 
     def finish(k, b, acc, ooff, j, lanes):
         """Output element(s) ``j`` of the row at ``ooff`` from the float64 sum ``acc``."""
