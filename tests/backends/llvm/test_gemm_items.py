@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, ItemSplit, split_items
+from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, ItemSplit, computed_items, split_items
 from graphc.ir import dims
 
 MR = 12
@@ -106,3 +106,15 @@ def test_a_separable_products_items_per_thread_follow_the_depthwise_cost(window,
     assert source.items_per_thread(n) == 3
     s = split_items(1, 1, 1, 8, per_thread=f"({source.items_per_thread(n)} * {THREADS_DIM})", round_rows=False)
     assert dims.evaluate(s.items, {THREADS_DIM: 2}) == 6
+
+
+@pytest.mark.parametrize("per_thread", [1, 2, 3])
+@pytest.mark.parametrize("M,panels", [(49, 5), (1, 8), (100, 4)])
+def test_computed_rows_are_computed_once_on_one_thread(per_thread, M, panels):
+    """A source that computes its rows computes them again per chunk of columns: on one thread the split
+    aims for one item (a row block of all the rows is one chunk), on several for ``per_thread`` each."""
+    target = computed_items(per_thread)
+    assert [dims.evaluate(target, {THREADS_DIM: t}) for t in (1, 2, 3)] == [1, 2 * per_thread, 3 * per_thread]
+    s = split_items(M, 7, None, panels, per_thread=target, round_rows=False)
+    assert dims.evaluate(s.nchunks, {THREADS_DIM: 1}) == 1
+    assert dims.evaluate(s.items, {THREADS_DIM: 2}) == min(panels, 2 * per_thread)

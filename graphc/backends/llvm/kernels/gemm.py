@@ -65,7 +65,7 @@ from graphc.backends.llvm.kernels.gemm_blocking import (
     rows_conflict_in_l1,
     runtime_blocks,
 )
-from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
+from graphc.backends.llvm.kernels.gemm_items import QUANTUM, computed_items, split_items
 from graphc.backends.llvm.kernels.layout import broadcast_strides
 from graphc.backends.llvm.target import TargetInfo, host_target, same_machine
 from graphc.ir import dims
@@ -758,7 +758,7 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
     # every thread work when the rows alone do not: about ``per_thread`` items per thread,
     # chosen at run time from M and the thread count; and no chunk is wider than ``nc``.
     tpb = max(1, rows_max // MR)
-    per_thread = QUANTUM if source.cache_blocked else dims.mul(source.items_per_thread(N), THREADS_DIM)
+    per_thread = QUANTUM if source.cache_blocked else computed_items(source.items_per_thread(N))
     # a pooling of the result (see ..pool_fusion): the split's rows are bands of pixels (one row of the
     # pooled result each), a block of them computed into a strip of the thread's scratch and pooled from it
     round_rows = source.cache_blocked or not b_streamed

@@ -60,7 +60,7 @@ from graphc.backends.llvm.kernels.gemm import (
     store_tile_fused,
 )
 from graphc.backends.llvm.kernels.gemm_blocking import even_block
-from graphc.backends.llvm.kernels.gemm_items import QUANTUM, THREADS_DIM, split_items
+from graphc.backends.llvm.kernels.gemm_items import QUANTUM, computed_items, split_items
 from graphc.ir import dims
 
 I16 = ir.IntType(16)
@@ -464,7 +464,7 @@ def emit_gemm_bf16(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out
     # a source sizes its tile in float32 elements: a bf16 tile of as many bytes holds twice the k
     rows_max = bl.mc if source.cache_blocked else source.block_rows(KB if staged else KB // 2)
     tpb = max(1, rows_max // MR)
-    per_thread = QUANTUM if source.cache_blocked else dims.mul(source.items_per_thread(N), THREADS_DIM)
+    per_thread = QUANTUM if source.cache_blocked else computed_items(source.items_per_thread(N))
     split = split_items(M, MR, tpb, panels, per_thread=per_thread, round_rows=source.cache_blocked or not b_streamed,
                         max_chunk_panels=bl.nc // NR)
     k = kb.kernel(f"{name}_{'amx' if amx else 'bf16'}")
