@@ -18,6 +18,7 @@ Keras's backends compute to within one unit in the last place.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -68,15 +69,85 @@ def _positive_decay_steps(decay_steps) -> None:
         raise ValueError(f"Argument `decay_steps` must be > 0. Received: decay_steps={decay_steps}")
 
 
+class _ScalarMath:
+    """The arithmetic of :meth:`LearningRateSchedule.__call__`: float32 NumPy scalars, NumPy's cosine."""
+
+    add, sub, mul = staticmethod(operator.add), staticmethod(operator.sub), staticmethod(operator.mul)
+    greater, less, equal = staticmethod(operator.gt), staticmethod(operator.lt), staticmethod(operator.eq)
+    pow, log, cos, floor, ceil = (staticmethod(f) for f in (np.power, np.log, np.cos, np.floor, np.ceil))
+    minimum, maximum = staticmethod(np.minimum), staticmethod(np.maximum)
+
+    @staticmethod
+    def c(value, dtype: str = "float32"):
+        return np.asarray(value, dtype=dtype)[()]
+
+    @staticmethod
+    def step(step):
+        return _f32(step)
+
+    @staticmethod
+    def counter(value, step):
+        return value
+
+    @staticmethod
+    def div(x, y):
+        with np.errstate(divide="ignore", invalid="ignore"):  # in a branch where() drops (no warmup steps)
+            return x / y
+
+    @staticmethod
+    def where(condition, x, y):
+        return x if condition else y
+
+
+class _GraphMath:
+    """The arithmetic of :meth:`LearningRateSchedule.emit`: ops of ``b``'s graph on float32 scalars."""
+
+    def __init__(self, b: OpBuilder):
+        self.b = b
+
+    def c(self, value, dtype: str = "float32") -> str:
+        return _c(self.b, value, dtype)
+
+    def step(self, step: str) -> str:
+        return _step_f32(self.b, step)
+
+    def counter(self, value: int, step: str) -> str:
+        """``value`` in the iteration counter's integer type."""
+        return _c(self.b, value, self.b.graph.type_of(step).dtype)
+
+    def log(self, x: str) -> str:
+        return self.b.log(x)
+
+    def cos(self, x: str) -> str:
+        return _cos(self.b, x)
+
+    def floor(self, x: str) -> str:
+        return _floor(self.b, x)
+
+    def ceil(self, x: str) -> str:
+        return _ceil(self.b, x)
+
+    def __getattr__(self, name: str):  # add, sub, mul, div, pow, minimum, maximum, greater, less, equal, where
+        return getattr(self.b, name)
+
+
+_SCALAR = _ScalarMath()
+
+
 class LearningRateSchedule:
     """Base class: ``schedule(step)`` is the learning rate at iteration ``step``; ``emit`` writes the same
-    formula into a graph."""
+    formula into a graph. graphc's schedules write their formula once (``_rate``), on the arithmetic of
+    either; a subclass of the user's may define ``__call__`` alone (its steps are then fed the rate)."""
 
     def __call__(self, step) -> np.float32:
-        raise NotImplementedError
+        return self._rate(_SCALAR, step)
 
     def emit(self, b: OpBuilder, step: str) -> str:
         """The float32 scalar learning rate at ``step`` (an int64 scalar value of ``b``'s graph)."""
+        return self._rate(_GraphMath(b), step)
+
+    def _rate(self, m, step):
+        """The rate at ``step`` in the arithmetic ``m`` (:class:`_ScalarMath` or :class:`_GraphMath`)."""
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -90,60 +161,46 @@ class LearningRateSchedule:
         return f"<{type(self).__name__} {self.get_config()}>"
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _TimeDecay(LearningRateSchedule):
+    """What ExponentialDecay and InverseTimeDecay share: their arguments and ``step / decay_steps``."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
+        _positive_decay_steps(decay_steps)
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.decay_rate = decay_rate
+        self.staircase = staircase
+        self.name = name
+
+    def _progress(self, m, step):
+        """``step / decay_steps``, floored with ``staircase``."""
+        p = m.div(m.step(step), m.c(self.decay_steps))
+        return m.floor(p) if self.staircase else p
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_TimeDecay):
     """``initial * decay_rate ** (step / decay_steps)`` (the exponent floored with ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
-        _positive_decay_steps(decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase, name)
 
-    def __call__(self, step):
-        p = _f32(step) / _f32(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
-        return _f32(self.initial_learning_rate) * np.power(_f32(self.decay_rate), p)
-
-    def emit(self, b, step):
-        p = b.div(_step_f32(b, step), _c(b, self.decay_steps))
-        if self.staircase:
-            p = _floor(b, p)
-        return b.mul(_c(b, self.initial_learning_rate), b.pow(_c(b, self.decay_rate), p))
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+    def _rate(self, m, step):
+        return m.mul(m.c(self.initial_learning_rate), m.pow(m.c(self.decay_rate), self._progress(m, step)))
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_TimeDecay):
     """``initial / (1 + decay_rate * step / decay_steps)`` (the ratio floored with ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
-        _positive_decay_steps(decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase, name)
 
-    def __call__(self, step):
-        p = _f32(step) / _f32(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
-        return _f32(self.initial_learning_rate) / (_f32(1) + _f32(self.decay_rate) * p)
-
-    def emit(self, b, step):
-        p = b.div(_step_f32(b, step), _c(b, self.decay_steps))
-        if self.staircase:
-            p = _floor(b, p)
-        return b.div(_c(b, self.initial_learning_rate), b.add(_c(b, 1.0), b.mul(_c(b, self.decay_rate), p)))
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+    def _rate(self, m, step):
+        scaled = m.mul(m.c(self.decay_rate), self._progress(m, step))
+        return m.div(m.c(self.initial_learning_rate), m.add(m.c(1.0), scaled))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -162,17 +219,10 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         """The boundaries cast to the iteration counter's integer type, as Keras compares them (truncated)."""
         return [int(x) if isinstance(x, (int, np.integer)) else int(np.float32(x)) for x in self.boundaries]
 
-    def __call__(self, step):
-        for boundary, value in zip(self._step_boundaries(), self.values):
-            if step <= boundary:
-                return _f32(value)
-        return _f32(self.values[-1])
-
-    def emit(self, b, step):
-        dtype = b.graph.type_of(step).dtype
-        rate = _c(b, self.values[-1])
+    def _rate(self, m, step):
+        rate = m.c(self.values[-1])
         for boundary, value in reversed(list(zip(self._step_boundaries(), self.values))):
-            rate = b.where(b.greater(step, _c(b, boundary, dtype)), rate, _c(b, value))
+            rate = m.where(m.greater(step, m.counter(boundary, step)), rate, m.c(value))
         return rate
 
     def get_config(self):
@@ -192,27 +242,16 @@ class PolynomialDecay(LearningRateSchedule):
         self.cycle = cycle
         self.name = name
 
-    def __call__(self, step):
-        step_f, decay_steps = _f32(step), _f32(self.decay_steps)
+    def _rate(self, m, step):
+        step_f, decay_steps = m.step(step), m.c(self.decay_steps)
         if self.cycle:
-            multiplier = _f32(1) if step_f == 0 else np.ceil(step_f / decay_steps)
-            decay_steps = decay_steps * multiplier
+            multiplier = m.where(m.equal(step_f, m.c(0.0)), m.c(1.0), m.ceil(m.div(step_f, decay_steps)))
+            decay_steps = m.mul(decay_steps, multiplier)
         else:
-            step_f = min(step_f, decay_steps)
-        p = step_f / decay_steps
+            step_f = m.minimum(step_f, decay_steps)
+        p = m.div(step_f, decay_steps)
         initial, end = _f32(self.initial_learning_rate), _f32(self.end_learning_rate)
-        return (initial - end) * np.power(_f32(1) - p, _f32(self.power)) + end
-
-    def emit(self, b, step):
-        step_f, decay_steps = _step_f32(b, step), _c(b, self.decay_steps)
-        if self.cycle:
-            multiplier = b.where(b.equal(step_f, _c(b, 0.0)), _c(b, 1.0), _ceil(b, b.div(step_f, decay_steps)))
-            decay_steps = b.mul(decay_steps, multiplier)
-        else:
-            step_f = b.minimum(step_f, decay_steps)
-        p = b.div(step_f, decay_steps)
-        initial, end = _f32(self.initial_learning_rate), _f32(self.end_learning_rate)
-        return b.add(b.mul(_c(b, initial - end), b.pow(b.sub(_c(b, 1.0), p), _c(b, self.power))), _c(b, end))
+        return m.add(m.mul(m.c(initial - end), m.pow(m.sub(m.c(1.0), p), m.c(self.power))), m.c(end))
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
@@ -234,35 +273,21 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_target = warmup_target
         self.warmup_steps = warmup_steps
 
-    def _decay(self, step, decay_steps, start):
-        cosine = _f32(0.5) * (_f32(1) + np.cos(_f32(math.pi) * (step / decay_steps)))
-        return start * (_f32(1 - self.alpha) * cosine + _f32(self.alpha))
+    def _decay(self, m, step, decay_steps, start):
+        cosine = m.mul(m.c(0.5), m.add(m.c(1.0), m.cos(m.mul(m.c(math.pi), m.div(step, decay_steps)))))
+        return m.mul(start, m.add(m.mul(m.c(1 - self.alpha), cosine), m.c(self.alpha)))
 
-    def _emit_decay(self, b: OpBuilder, step: str, decay_steps: str, start: str) -> str:
-        cosine = b.mul(_c(b, 0.5), b.add(_c(b, 1.0), _cos(b, b.mul(_c(b, math.pi), b.div(step, decay_steps)))))
-        return b.mul(start, b.add(b.mul(_c(b, 1 - self.alpha), cosine), _c(b, self.alpha)))
-
-    def __call__(self, step):
-        initial, decay_steps, step_f = _f32(self.initial_learning_rate), _f32(self.decay_steps), _f32(step)
+    def _rate(self, m, step):
+        initial, decay_steps, step_f = m.c(self.initial_learning_rate), m.c(self.decay_steps), m.step(step)
         if self.warmup_target is None:
-            return self._decay(min(step_f, decay_steps), decay_steps, initial)
-        target, warmup_steps = _f32(self.warmup_target), _f32(self.warmup_steps)
-        step_f = min(step_f, decay_steps + warmup_steps)
-        if step_f < warmup_steps:
-            return (target - initial) * (step_f / warmup_steps) + initial
-        return self._decay(step_f - warmup_steps, decay_steps, target)
-
-    def emit(self, b, step):
-        initial, decay_steps, step_f = _c(b, self.initial_learning_rate), _c(b, self.decay_steps), _step_f32(b, step)
-        if self.warmup_target is None:
-            return self._emit_decay(b, b.minimum(step_f, decay_steps), decay_steps, initial)
-        target, warmup_steps = _c(b, self.warmup_target), _c(b, self.warmup_steps)
-        step_f = b.minimum(step_f, b.add(decay_steps, warmup_steps))
-        delta = _c(b, _f32(self.warmup_target) - _f32(self.initial_learning_rate))
-        warmup = b.add(b.mul(delta, b.div(step_f, warmup_steps)), initial)
-        # both branches are computed; the decay's step is kept >= 0 so its cosine stays on its range
-        decay = self._emit_decay(b, b.maximum(b.sub(step_f, warmup_steps), _c(b, 0.0)), decay_steps, target)
-        return b.where(b.less(step_f, warmup_steps), warmup, decay)
+            return self._decay(m, m.minimum(step_f, decay_steps), decay_steps, initial)
+        target, warmup_steps = m.c(self.warmup_target), m.c(self.warmup_steps)
+        step_f = m.minimum(step_f, m.add(decay_steps, warmup_steps))
+        delta = m.c(_f32(self.warmup_target) - _f32(self.initial_learning_rate))
+        warmup = m.add(m.mul(delta, m.div(step_f, warmup_steps)), initial)
+        # both branches are computed in a graph; the decay's step is kept >= 0 so its cosine stays on its range
+        decay = self._decay(m, m.maximum(m.sub(step_f, warmup_steps), m.c(0.0)), decay_steps, target)
+        return m.where(m.less(step_f, warmup_steps), warmup, decay)
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
@@ -285,36 +310,23 @@ class CosineDecayRestarts(LearningRateSchedule):
         self.alpha = alpha
         self.name = name
 
-    def __call__(self, step):
+    def _rate(self, m, step):
         t_mul, m_mul, alpha = _f32(self._t_mul), _f32(self._m_mul), _f32(self.alpha)
-        fraction = _f32(step) / _f32(self.first_decay_steps)
+        fraction = m.div(m.step(step), m.c(self.first_decay_steps))
         if t_mul == _f32(1):
-            restart = np.floor(fraction)
-            fraction = fraction - restart
+            restart = m.floor(fraction)
+            fraction = m.sub(fraction, restart)
         else:
-            restart = np.floor(np.log(_f32(1) - fraction * (_f32(1) - t_mul)) / np.log(t_mul))
-            done = (_f32(1) - np.power(t_mul, restart)) / (_f32(1) - t_mul)
-            fraction = (fraction - done) / np.power(t_mul, restart)
-        cosine = _f32(0.5) * np.power(m_mul, restart) * (_f32(1) + np.cos(_f32(math.pi) * fraction))
-        return _f32(self.initial_learning_rate) * ((_f32(1) - alpha) * cosine + alpha)
-
-    def emit(self, b, step):
-        t_mul, m_mul, alpha = _f32(self._t_mul), _f32(self._m_mul), _f32(self.alpha)
-        fraction = b.div(_step_f32(b, step), _c(b, self.first_decay_steps))
-        if t_mul == _f32(1):
-            restart = _floor(b, fraction)
-            fraction = b.sub(fraction, restart)
-        else:
-            grown = b.sub(_c(b, 1.0), b.mul(fraction, _c(b, _f32(1) - t_mul)))
-            restart = _floor(b, b.div(b.log(grown), b.log(_c(b, t_mul))))
-            scale = b.pow(_c(b, t_mul), restart)
-            done = b.div(b.sub(_c(b, 1.0), scale), _c(b, _f32(1) - t_mul))
-            fraction = b.div(b.sub(fraction, done), scale)
-        # the fraction is in [0, 1] up to rounding, where the cosine's polynomial is exact
-        cosine = b.mul(b.mul(_c(b, 0.5), b.pow(_c(b, m_mul), restart)),
-                       b.add(_c(b, 1.0), _cos(b, b.mul(_c(b, math.pi), fraction))))
-        decayed = b.add(b.mul(_c(b, _f32(1) - alpha), cosine), _c(b, alpha))
-        return b.mul(_c(b, self.initial_learning_rate), decayed)
+            grown = m.sub(m.c(1.0), m.mul(fraction, m.c(_f32(1) - t_mul)))
+            restart = m.floor(m.div(m.log(grown), m.log(m.c(t_mul))))
+            scale = m.pow(m.c(t_mul), restart)
+            done = m.div(m.sub(m.c(1.0), scale), m.c(_f32(1) - t_mul))
+            fraction = m.div(m.sub(fraction, done), scale)
+        # the fraction is in [0, 1] up to rounding, where the graph's cosine polynomial is exact
+        cosine = m.mul(m.mul(m.c(0.5), m.pow(m.c(m_mul), restart)),
+                       m.add(m.c(1.0), m.cos(m.mul(m.c(math.pi), fraction))))
+        decayed = m.add(m.mul(m.c(_f32(1) - alpha), cosine), m.c(alpha))
+        return m.mul(m.c(self.initial_learning_rate), decayed)
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "first_decay_steps": self.first_decay_steps,

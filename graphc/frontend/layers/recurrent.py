@@ -377,7 +377,24 @@ def _lstm_bias_init(cell):
     return init
 
 
-class GRU(_Recurrent):
+class _ResetAfter:
+    """What a GRU and its cell add to their base: ``reset_after``, which sets the bias's layout (Keras 3's
+    (2, 3U): the recurrent bias apart, added before the reset gate multiplies) and the op's attribute."""
+
+    reset_after: bool
+    units: int
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def _op_attrs(self):
+        return {**super()._op_attrs(), "reset_after": self.reset_after}
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}
+
+
+class GRU(_ResetAfter, _Recurrent):
     """Gated recurrent unit (Keras's GRU; ``reset_after=True`` is Keras 3's layout).
 
     Returns the last output (batch, units), or the whole sequence with
@@ -406,15 +423,6 @@ class GRU(_Recurrent):
                          unroll=unroll, **kwargs)
         self.use_cudnn = _check_use_cudnn("GRU", use_cudnn)
         self.reset_after = bool(reset_after)
-
-    def _bias_shape(self):
-        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
-
-    def _op_attrs(self):
-        return {**super()._op_attrs(), "reset_after": self.reset_after}
-
-    def get_config(self):
-        return {**super().get_config(), "reset_after": self.reset_after}
 
 
 class SimpleRNN(_Recurrent):
@@ -525,7 +533,7 @@ class LSTMCell(_CellLayer):
         return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
 
 
-class GRUCell(_CellLayer):
+class GRUCell(_ResetAfter, _CellLayer):
     """The cell of a GRU (Keras's GRUCell): state h."""
 
     _op = "gru"
@@ -544,15 +552,6 @@ class GRUCell(_CellLayer):
                          bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
                          seed=seed, **kwargs)
         self.reset_after = bool(reset_after)
-
-    def _bias_shape(self):
-        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
-
-    def _op_attrs(self):
-        return {**super()._op_attrs(), "reset_after": self.reset_after}
-
-    def get_config(self):
-        return {**super().get_config(), "reset_after": self.reset_after}
 
 
 class SimpleRNNCell(_CellLayer):
