@@ -456,8 +456,9 @@ class DepthwiseA(ASource):
         costs more than what a second item per thread evens out (separable_conv_bn at batch 1 on two
         threads, 12 x 12 x 64 into 128: 0.0486 -> 0.0442 ms, on one 0.0721 -> 0.0710). Two where they are
         cheap, so that a thread slowed down by another process is helped (stereo_xception on two threads,
-        with one item for every separable product: 129 ms against 114). ``GRAPHC_SEPARABLE_ITEMS`` sets it
-        for measuring."""
+        with one item for every separable product: 129 ms against 114). On one thread the split aims for one
+        item whatever this says (``gemm_items.computed_items``). ``GRAPHC_SEPARABLE_ITEMS`` sets it for
+        measuring."""
         cheap = n > 16 * len(self.geo.taps)  # a row's depthwise: taps x K FMAs, its product K x n
         return switches.SEPARABLE_ITEMS.integer(TARGET_ITEMS_COMPUTED if cheap else 1)
 
