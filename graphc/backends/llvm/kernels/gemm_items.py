@@ -49,7 +49,7 @@ def computed_items(per_thread: int) -> Dim:
     """Items to aim for where the A source computes its rows (a separable convolution's depthwise
     rows, an implicit GEMM's patches), again for each chunk of columns: ``per_thread`` per thread on
     several threads, one on one thread, where a second chunk only computes the rows twice (a separable
-    convolution 7 x 7 x 960 into 160 on a Zen 4, one thread: 0.169 -> 0.151 ms)."""
+    convolution 7 x 7 x 960 into 160 on a Zen 4, one thread: 0.171 -> 0.153 ms)."""
     return dims.sub(dims.mul(per_thread, THREADS_DIM), dims.mul(per_thread - 1, ONE_THREAD))
 
 
