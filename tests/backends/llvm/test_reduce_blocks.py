@@ -1,6 +1,6 @@
-"""Sums over many rows into short kept rows hold their float64 accumulators in registers, a block of columns
-at a time (kernels/reduce.py, :func:`register_blocks`): the blocks cover every column once, for AVX-512 and
-for AVX2, and each column is still summed row after row, so the result is the exactly rounded sum."""
+"""Sums over many rows into short kept rows hold their float64 accumulators in registers (kernels/reduce.py,
+:func:`accumulators_fit`): rows up to half the registers' doubles, for AVX-512 and for AVX2, and each column
+is still summed row after row, so the result is the exactly rounded sum."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from llvmlite import binding as llvm
 
-from graphc.backends.llvm.kernels.reduce import MAX_REGISTER_BLOCKS, register_blocks
+from graphc.backends.llvm.kernels.reduce import accumulators_fit
 from graphc.backends.llvm.target import host_target
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
@@ -22,17 +22,11 @@ x86 = pytest.mark.skipif(not llvm.get_process_triple().startswith("x86_64"), rea
 
 @x86
 @pytest.mark.parametrize("cpu, vw, width", [("x86-64-v4", 16, 128), ("x86-64-v4", 8, 128), ("x86-64-v3", 8, 32)])
-def test_register_blocks_cover_the_row_once(cpu, vw, width):
-    """Half the registers hold a block: 16 zmm of 8 doubles on AVX-512, 8 ymm of 4 on AVX2."""
+def test_register_accumulators_take_rows_up_to_half_the_registers(cpu, vw, width):
+    """Half the registers hold the row: 16 zmm of 8 doubles on AVX-512, 8 ymm of 4 on AVX2."""
     target = host_target(cpu)
-    for inner in (1, 3, 17, 32, 33, 37, 64, 128, 129, 145, 256, 300, width * MAX_REGISTER_BLOCKS):
-        blocks = register_blocks(inner, vw, target)
-        if inner > width * MAX_REGISTER_BLOCKS:
-            assert blocks is None, inner
-            continue
-        assert [c for c0, c1 in blocks for c in range(c0, c1)] == list(range(inner)), inner
-        assert all(c1 - c0 <= width and c0 % vw == 0 for c0, c1 in blocks), (inner, blocks)
-    assert register_blocks(width * MAX_REGISTER_BLOCKS + 1, vw, target) is None
+    for inner in (1, 3, 17, 31, 32, 33, 37, 64, 127, 128, 129, 145, 256, 300):
+        assert accumulators_fit(inner, vw, target) == (inner <= width), inner
 
 
 def _sum_graph(shape, axes) -> Graph:
@@ -42,9 +36,9 @@ def _sum_graph(shape, axes) -> Graph:
     return g
 
 
-# kept rows of one block with a scalar tail (37), of a whole and a partial block (145: parts too, 29 x 31
-# rows), two reduced groups with a kept one between (131), and past the register blocks (300, 2100 on
-# AVX-512: the accumulator row in memory)
+# kept rows in registers with a scalar tail (37), two reduced groups with a kept one between (131), and rows
+# past the registers (145, 300 and 2100 on AVX-512, the accumulator row in memory; 145 in parts too, 29 x 31
+# rows)
 CASES = [((2, 29, 31, 145), (1, 2)), ((1, 112, 3, 37), (1, 2)), ((3, 7, 300), (1,)), ((9, 5, 7, 131), (0, 2)),
          ((2, 3, 2100), (1,))]
 
@@ -69,8 +63,8 @@ def test_sums_are_the_exactly_rounded_sums(shape, axes, rng):
 
 @pytest.mark.parametrize("kind", ["reduce_max", "reduce_min"])
 @pytest.mark.parametrize("shape, axes", CASES, ids=[f"{'x'.join(map(str, s))}-{a}" for s, a in CASES])
-def test_max_and_min_over_register_blocks(kind, shape, axes, rng):
-    """Maxima and minima take the same blocks (their float32 row in registers): numpy's, exactly, with a
+def test_max_and_min_over_rows_in_registers(kind, shape, axes, rng):
+    """Maxima and minima take the same path (their float32 row in registers): numpy's, exactly, with a
     NaN in one column propagated to that column only."""
     g = Graph("extrema")
     x = g.add_input("x", TensorType("float32", shape))

@@ -6,8 +6,7 @@ adjacent axes of the same class merged, giving alternating groups. Two vectorize
 - last group kept (``(batch, h*w, c)`` reduced over ``h*w``): each work item owns one output
   row; it is initialized, every reduced position adds a contiguous input row into it with
   vector ops (streaming the input once), then finalized (mean: scaled); a row of up to 128 floats
-  (with AVX-512) is combined in registers, a chunk of reduced rows at a time (:func:`register_blocks`).
-  Sums over many rows
+  (with AVX-512) is combined in registers (:func:`accumulators_fit`). Sums over many rows
   (a global average pool at batch 1) cut the reduced rows into fixed parts, one work item
   each, and add the parts' float64 rows in a second launch (:func:`reduce_parts`). Rows shorter
   than a vector or not a multiple of it (a global pool over 3 channels), back to back, are reduced
@@ -237,7 +236,7 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
     n_items = dims.product([g[1] for g in kouter]) if kouter else 1
     flat = _flat(rgroups, inner, vw)
     # a static row not summed as a flat run: combined in registers, a block of columns at a time
-    blocks = register_blocks(inner, vw, kb.target) if isinstance(inner, int) and not flat else None
+    in_registers = isinstance(inner, int) and not flat and accumulators_fit(inner, vw, kb.target)
     with fb.loop(k.begin, k.end, name="item") as item:
         xoff = _decompose(k, item, kouter)
         ooff = b.mul(item, n_inner)
@@ -271,8 +270,8 @@ def _reduce_keep_inner(kb, out, x, groups, kind, count):
                 b.store(_combine(k, kind, b.load(q, typ=F32, align=4), value), q, align=4)
 
             _flat_rows(k, px, kind, inner, vw, F32, i64(0), k.dim(rgroups[0][1]), xoff, fold, accumulate)
-        elif blocks is not None:
-            _blocked_rows(k, kind, F32, b.gep(po, [ooff], source_etype=F32), blocks, vw, i64(0),
+        elif in_registers:
+            _rows_in_registers(k, kind, F32, b.gep(po, [ooff], source_etype=F32), vw, i64(0),
                           k.dim(rgroups[0][1]), lambda r: b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), rgroups[1:],
                           px, inner)
         else:
@@ -309,32 +308,23 @@ def reduce_parts(count: Dim, outer_reduced: Dim) -> int:
     return parts
 
 
-# column blocks of an accumulator row at most. With more, each block's pass reads a row in as many strided
-# pieces, and where the rows come from memory that loses what the registers win: on Zen 4, one thread,
-# against the row in memory, a batch of 32 squeezes over 14 x 14 x 672 (six blocks) ran 0.62-0.95x, chunked
-# and prefetched as it was tried, and 32 x 28 x 28 x 240 (two blocks) 0.88x (0.74x on two threads), while
-# at batch 1 (in cache) they ran 1.3-1.8x
-MAX_REGISTER_BLOCKS = 1
-
-
-def register_blocks(inner: int, vw: int, target) -> list[tuple[int, int]] | None:
-    """Column blocks ``[c0, c1)`` of a kept row of ``inner`` elements whose float64 accumulators fit half
-    the vector registers, or None where that takes more than :data:`MAX_REGISTER_BLOCKS` blocks (rows of
-    up to 128 floats with AVX-512, 32 with AVX2: the first squeezes of squeeze-and-excitation networks).
+def accumulators_fit(inner: int, vw: int, target) -> bool:
+    """Whether a kept row of ``inner`` elements has its float64 accumulators fit half the vector registers
+    (rows of up to 128 floats with AVX-512, 32 with AVX2: the first squeezes of squeeze-and-excitation
+    networks), so that :func:`_rows_in_registers` combines the reduced rows into it.
 
     An accumulator row held in memory makes each reduced row's update wait for the previous row's store
     to be forwarded to its load: a global average pool over 112 x 112 x 32 (EfficientNetB0's first
-    squeeze) ran at a few elements per nanosecond, 0.108 ms. Summed a block of columns at a time over
-    every reduced row, in registers, it takes 0.030 ms (one thread, Zen 4); 56 x 56 x 96 0.037 -> 0.021.
-    Blocks are whole vectors of ``vw`` but the last."""
+    squeeze) ran at a few elements per nanosecond, 0.108 ms. Summed in registers over every reduced row,
+    it takes 0.030 ms (one thread, Zen 4); 56 x 56 x 96 0.037 -> 0.021.
+
+    Wider rows keep the row in memory. Cut into blocks of columns, each block a pass over the rows, they
+    read every row in as many strided pieces, and where the rows come from memory that loses what the
+    registers win: on Zen 4, one thread, against the row in memory, a batch of 32 squeezes over 14 x 14 x
+    672 (six blocks) ran 0.62-0.95x, in chunks of rows and prefetched as it was tried, and 32 x 28 x 28 x 240
+    (two blocks) 0.88x (0.74x on two threads), while at batch 1 (in cache) they ran 1.3-1.8x."""
     capacity = target.num_vector_registers // 2 * target.vector_bits // 64  # float64 elements
-    width = max(vw, capacity // vw * vw)
-    blocks = [(c, min(c + width, inner)) for c in range(0, inner, width)]
-    return blocks if len(blocks) <= MAX_REGISTER_BLOCKS else None
-
-
-# rows of a chunk: the column blocks of a chunk of rows read about this many bytes of it between them (in L1)
-CHUNK_BYTES = 8192
+    return inner <= max(vw, capacity // vw * vw)
 
 
 def _at(b: ir.IRBuilder, row, j, lanes: int, ety):
@@ -343,48 +333,40 @@ def _at(b: ir.IRBuilder, row, j, lanes: int, ety):
     return p if lanes == 1 else b.bitcast(p, ir.VectorType(ety, lanes).as_pointer())
 
 
-def _blocked_rows(k: Kernel, kind: str, ety, acc_row, blocks, vw: int, lo, hi, row_base: Callable, inner_groups,
-                  px, inner: int) -> None:
+def _rows_in_registers(k: Kernel, kind: str, ety, acc_row, vw: int, lo, hi, row_base: Callable, inner_groups,
+                       px, inner: int) -> None:
     """``acc_row`` (``ety``, in memory, initialized) combined with reduced rows [lo, hi) of the first reduced
-    group (row r at ``row_base(r)``; every position of ``inner_groups`` within it), in chunks of rows: per
-    chunk and block of columns (:func:`register_blocks`) the block's accumulators are copied to a fixed-size
-    row that lives in registers, the chunk's rows combined into it one after another, and copied back. So each
-    column is combined row after row as one row in memory would (the same bits), without waiting on a
-    store per row, and the blocks read a chunk of rows while it is in L1."""
+    group (row r at ``row_base(r)``; every position of ``inner_groups`` within it): the accumulators are
+    copied to a fixed-size row that lives in registers (:func:`accumulators_fit`), the rows combined into it
+    one after another, and copied back. So each column is combined row after row as one row in memory would
+    (the same bits), without waiting on a store per row."""
     fb, b = k.fn, k.b
-    chunk = max(2, CHUNK_BYTES // (4 * inner))
-    regs = [fb.entry.bitcast(fb.entry.alloca(ir.ArrayType(ety, c1 - c0), name="acc_regs"), ety.as_pointer())
-            for c0, c1 in blocks]
-
+    reg = fb.entry.bitcast(fb.entry.alloca(ir.ArrayType(ety, inner), name="acc_regs"), ety.as_pointer())
     align = 8 if ety == F64 else 4  # (a vector load or store without it would assume the vector's own)
 
     def typ(lanes):
         return ety if lanes == 1 else ir.VectorType(ety, lanes)
 
-    with fb.loop(lo, hi, chunk, name="rchunk") as r0:
-        r1 = fb.min_(b.add(r0, i64(chunk)), hi)
-        for (c0, c1), reg in zip(blocks, regs):
-            width = c1 - c0
-            vec_end = width // vw * vw
-            starts = [(j, vw) for j in range(0, vec_end, vw)] + [(j, 1) for j in range(vec_end, width)]
-            for j, lanes in starts:
-                b.store(b.load(_at(b, acc_row, i64(c0 + j), lanes, ety), typ=typ(lanes), align=align),
-                        _at(b, reg, i64(j), lanes, ety), align=align)
+    vec_end = inner // vw * vw
+    starts = [(j, vw) for j in range(0, vec_end, vw)] + [(j, 1) for j in range(vec_end, inner)]
+    for j, lanes in starts:
+        b.store(b.load(_at(b, acc_row, i64(j), lanes, ety), typ=typ(lanes), align=align),
+                _at(b, reg, i64(j), lanes, ety), align=align)
 
-            def accumulate(off, c0=c0, reg=reg, starts=starts):
-                for j, lanes in starts:
-                    q = _at(b, reg, i64(j), lanes, ety)
-                    v = b.load(b.gep(px, [b.add(off, i64(c0 + j))], source_etype=F32),
-                               typ=F32 if lanes == 1 else ir.VectorType(F32, lanes), align=4)
-                    if ety != F32:
-                        v = b.fpext(v, typ(lanes))
-                    b.store(_combine(k, kind, b.load(q, typ=typ(lanes), align=align), v), q, align=align)
+    def accumulate(off):
+        for j, lanes in starts:
+            q = _at(b, reg, i64(j), lanes, ety)
+            v = b.load(b.gep(px, [b.add(off, i64(j))], source_etype=F32),
+                       typ=F32 if lanes == 1 else ir.VectorType(F32, lanes), align=4)
+            if ety != F32:
+                v = b.fpext(v, typ(lanes))
+            b.store(_combine(k, kind, b.load(q, typ=typ(lanes), align=align), v), q, align=align)
 
-            with fb.loop(r0, r1, name="r") as r:
-                _reduce_loops(k, inner_groups, row_base(r), accumulate)
-            for j, lanes in starts:
-                b.store(b.load(_at(b, reg, i64(j), lanes, ety), typ=typ(lanes), align=align),
-                        _at(b, acc_row, i64(c0 + j), lanes, ety), align=align)
+    with fb.loop(lo, hi, name="r") as r:
+        _reduce_loops(k, inner_groups, row_base(r), accumulate)
+    for j, lanes in starts:
+        b.store(b.load(_at(b, reg, i64(j), lanes, ety), typ=typ(lanes), align=align),
+                _at(b, acc_row, i64(j), lanes, ety), align=align)
 
 
 def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
@@ -425,7 +407,7 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
     fb, b = k.fn, k.b
     px = k.ptr(x)
     acc_row = fb.entry.alloca(F64, size=i64(inner), name="acc64")  # a typed double*
-    blocks = None if flat else register_blocks(inner, vw, kb.target)
+    in_registers = not flat and accumulators_fit(inner, vw, kb.target)
     with fb.loop(k.begin, k.end, name="item") as item:
         if parts > 1:
             kept, part = b.sdiv(item, i64(parts)), b.srem(item, i64(parts))
@@ -452,8 +434,8 @@ def _reduce_keep_inner_wide(kb, out, x, groups, kind, count):
                 b.store(b.fadd(b.load(q, typ=F64, align=8), total), q, align=8)
 
             _flat_rows(k, px, kind, inner, vw, F64, lo, hi, xoff, fold, accumulate)
-        elif blocks is not None:
-            _blocked_rows(k, kind, F64, acc_row, blocks, vw, lo, hi,
+        elif in_registers:
+            _rows_in_registers(k, kind, F64, acc_row, vw, lo, hi,
                           lambda r: b.add(xoff, b.mul(r, k.dim(rgroups[0][2]))), rgroups[1:], px, inner)
         else:
             with fb.loop(lo, hi, name="r") as r:
