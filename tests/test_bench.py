@@ -1,4 +1,5 @@
-"""graphc.bench: report structure, ratios from the measured times, failures recorded, PyTorch twins.
+"""graphc.bench: report structure, ratios from the measured times, failures recorded (the PyTorch twins:
+tests/bench/test_torch_twin.py).
 
 Nothing here asserts on speed: timings belong to benchmarks/, not to pass/fail tests.
 """
@@ -30,8 +31,6 @@ from graphc.bench import (
 from graphc.examples import ExampleError
 
 torch = pytest.importorskip("torch")
-
-from graphc.bench.torch_twin import TwinError, torch_twin  # noqa: E402
 
 
 def _fast(**kw):
@@ -220,91 +219,6 @@ def test_ratios_and_spread_of_hand_made_results():
                            "ov-default/graphc": None}
     assert case.results["graphc"].spread == pytest.approx(1.0 / 3.0)
     assert case.results["onnxruntime-l0"].median_ms is None
-
-
-# ------------------------------------------------------------------------------------------ torch twins
-
-
-def _reference(model, arrays):
-    cm = graphc.build(model, "reference", level=0)
-    out = cm.run(dict(zip(cm.graph.inputs, arrays)))
-    return [out[o] for o in cm.graph.outputs]
-
-
-def _twin_outputs(model, arrays):
-    twin = torch_twin(model)
-    with torch.inference_mode():
-        return twin.to_numpy(twin(*twin.to_torch(arrays)))
-
-
-@pytest.mark.parametrize("name", ["mlp", "inception", "residual", "conv1d_text", "qa_two_inputs", "siamese_lstm",
-                                  "separable_conv_bn", "merge", "multi_output"])
-def test_twins_of_examples_match_the_reference(name):
-    from graphc import examples
-
-    model = examples.build(name, seed=3)
-    cm = graphc.build(model, "reference", level=0)
-    feeds = cm.feeds(examples.inputs(name, np.random.default_rng(0), 3 if name != "multi_output" else 1))
-    arrays = [np.asarray(feeds[n]).astype(cm.graph.type_of(n).dtype) for n in cm.graph.inputs]
-    for got, want in zip(_twin_outputs(model, arrays), _reference(model, arrays)):
-        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * max(1.0, float(np.max(np.abs(want)))))
-
-
-@pytest.mark.parametrize("size", [7, 8])
-def test_twin_same_padding_at_odd_and_even_sizes(size, rng):
-    x = Input(shape=(size, size, 3))
-    a = layers.Conv2D(4, 3, strides=2, padding="same", activation="tanh")(x)
-    b = layers.MaxPooling2D(3, strides=2, padding="same")(x)
-    c = layers.AveragePooling2D(3, strides=2, padding="same")(x)
-    d = layers.Conv2D(5, 2, padding="same")(x)
-    e = layers.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same")(x)
-    y = layers.Flatten()(layers.concatenate([a, b, c, e], axis=-1))
-    model = Model(x, [y, layers.GlobalAveragePooling2D()(d)])
-    arrays = [rng.standard_normal((3, size, size, 3)).astype(np.float32)]
-    for got, want in zip(_twin_outputs(model, arrays), _reference(model, arrays)):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_twin_free_length_conv1d_and_shared_lstm(rng):
-    seq = Input(shape=(None, 6))
-    y = layers.Conv1D(4, 4, padding="same", activation="relu")(seq)
-    y = layers.MaxPooling1D(2)(y)
-    y = layers.LSTM(3, return_sequences=True)(y)
-    model = Model(seq, layers.GlobalMaxPooling1D()(y))
-    for length in (7, 17):
-        arrays = [rng.standard_normal((2, length, 6)).astype(np.float32)]
-        np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4,
-                                   atol=1e-5)
-
-
-def test_twin_same_padding_over_free_spatial_dims(rng):
-    x = Input(shape=(None, None, 3))
-    y = layers.Conv2D(4, 3, strides=2, padding="same")(x)
-    y = layers.MaxPooling2D(3, strides=2, padding="same")(y)
-    model = Model(x, layers.GlobalAveragePooling2D()(y))
-    for size in (7, 8, 13):
-        arrays = [rng.standard_normal((2, size, size + 1, 3)).astype(np.float32)]
-        np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4,
-                                   atol=1e-5)
-    with pytest.raises(TwinError, match="'same' average pooling over free dims"):
-        torch_twin(Model(x, layers.AveragePooling2D(3, strides=2, padding="same")(x)))
-
-
-def test_twin_errors_name_the_layer():
-    inp = Input(shape=(4, 2))
-    with pytest.raises(TwinError, match=r"layer 'my_gru' \(GRU\) has no PyTorch twin"):
-        torch_twin(Model(inp, layers.GRU(3, name="my_gru")(inp)))
-    with pytest.raises(TwinError, match="layer 'back': this LSTM configuration has no PyTorch twin"):
-        torch_twin(Model(inp, layers.LSTM(3, go_backwards=True, name="back")(inp)))
-
-
-@pytest.mark.parametrize("activation", ["elu", "selu", "softplus", "softsign", "swish", "gelu", "relu6",
-                                        "hard_sigmoid", "exponential", "log_softmax"])
-def test_twin_activations(activation, rng):
-    inp = Input(shape=(5,))
-    model = Model(inp, layers.Dense(4, activation=activation)(inp))
-    arrays = [rng.standard_normal((3, 5)).astype(np.float32)]
-    np.testing.assert_allclose(_twin_outputs(model, arrays)[0], _reference(model, arrays)[0], rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ profile, training, CLI

@@ -1,23 +1,36 @@
 """PyTorch twins of graphc models: plain ``torch.nn`` modules with the same weights, for benchmarks.
 
 :func:`torch_twin` walks a graphc Model's layer calls and writes the ``forward`` a PyTorch user
-would write by hand: one ``nn.Linear`` / ``nn.Conv2d`` / ``nn.LSTM``... per layer, activations
-as ``torch.relu``..., in PyTorch's own layout (images NCHW, Conv1D inputs NCW, sequences for
-``nn.LSTM`` batch-first). The forward is straight-line generated source (as ``torch.fx`` does),
-so calling the twin costs what a hand-written module costs. Image inputs are handed over in
-NCHW and outputs come back in PyTorch's layout; :meth:`TorchTwin.to_torch` and
+would write by hand: one ``nn.Linear`` / ``nn.Conv2d`` / ``nn.LayerNorm``... per layer,
+activations as ``torch.relu``..., padding as ``F.pad``, attention as
+``F.scaled_dot_product_attention``, in PyTorch's own layout (images NCHW, Conv1D inputs NCW,
+sequences for ``nn.LSTM`` batch-first). The forward is straight-line generated source (as
+``torch.fx`` does), so calling the twin costs what a hand-written module costs. Image inputs are
+handed over in NCHW and outputs come back in PyTorch's layout; :meth:`TorchTwin.to_torch` and
 :meth:`TorchTwin.to_numpy` convert once, outside any timing.
 
+Each value of the forward is in one of two layouts: as Keras holds it ("cl"), or with the last
+(channel) axis moved to dim 1 ("cf"). A layer that cares (convolutions, pooling, LayerNormalization)
+asks for its layout and a permute is written where the layouts differ; elementwise layers,
+padding, cropping and reductions work in whichever layout their input has, mapping Keras axes to
+PyTorch dims. Constants (Rescaling's scale, Normalization's mean and standard deviation) are
+buffers already in the layout they meet.
+
 Keras's "same" padding is TF-style (the extra row goes after): where it is asymmetric the
-twin pads explicitly, as a PyTorch user matching Keras numbers would. Layers without a twin
-here (GRU, SimpleRNN, TimeDistributed, 3-D convolutions...) raise :class:`TwinError` naming them.
+twin pads explicitly, as a PyTorch user matching Keras numbers would. Dropout and the other random
+layers (and attention dropout) are the identity, as they are at inference.
+
+A twin is exact or absent: each layer's configuration is read option by option, and a layer,
+an option value or a call argument that has no twin here (GRU, 3-D convolutions, masks,
+``return_attention_scores``, a non-float32 dtype...) raises :class:`TwinError` naming the layer
+and what is missing, rather than being ignored.
 """
 
 from __future__ import annotations
 
 import math
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,8 +63,15 @@ _ACTIVATIONS = {
     "relu": "torch.relu({x})", "sigmoid": "torch.sigmoid({x})", "tanh": "torch.tanh({x})",
     "elu": "F.elu({x})", "selu": "F.selu({x})", "softplus": "F.softplus({x})", "silu": "F.silu({x})",
     "swish": "F.silu({x})", "gelu": "F.gelu({x})", "relu6": "F.relu6({x})", "hard_sigmoid": "F.hardsigmoid({x})",
-    "softsign": "F.softsign({x})", "exponential": "torch.exp({x})",
+    "softsign": "F.softsign({x})", "exponential": "torch.exp({x})", "leaky_relu": "F.leaky_relu({x}, 0.2)",
+    "hard_silu": "F.hardswish({x})", "hard_swish": "F.hardswish({x})", "mish": "F.mish({x})",
+    "log_sigmoid": "F.logsigmoid({x})", "hard_tanh": "F.hardtanh({x})", "tanh_shrink": "F.tanhshrink({x})",
 }
+
+# Keras's torch backend adds this to masked attention scores (graphc's MultiHeadAttention does too
+# on the same path), and its masked Softmax writes this into them.
+_SDPA_MASK_VALUE = -0.7 * 3.38953e38
+_SOFTMAX_MASK_VALUE = -1e9
 
 
 class _Value:
@@ -62,13 +82,15 @@ class _Value:
 
 
 class _Writer:
-    """Collects the twin's modules and the statements of its forward."""
+    """Collects the twin's modules, buffers and parameters and the statements of its forward."""
 
     def __init__(self, torch_mod, nn):
         self.torch, self.nn = torch_mod, nn
         self.modules: dict[str, Any] = {}
+        self.arrays: dict[str, tuple[np.ndarray, bool]] = {}  # attribute -> (value, is a parameter)
         self.lines: list[str] = []
-        self.by_layer: dict[tuple[int, str], str] = {}
+        self.by_layer: dict[tuple, str] = {}
+        self.converted: dict[tuple[str, str], _Value] = {}
         self.count = 0
 
     def var(self) -> str:
@@ -80,14 +102,27 @@ class _Writer:
         self.lines.append(f"{v} = {expr}")
         return _Value(v, rank, layout)
 
+    def _attribute(self, prefix: str, layer, part: str) -> str:
+        name = prefix + "".join(c if c.isalnum() else "_" for c in layer.name + part)
+        while name in self.modules or name in self.arrays:
+            name += "_"
+        return name
+
     def module(self, layer, make, part: str = "") -> str:
         """The attribute holding ``layer``'s module (``part``: a second one); made once, so shared layers share it."""
         key = (id(layer), part)
         if key not in self.by_layer:
-            name = "m_" + "".join(c if c.isalnum() else "_" for c in layer.name + part)
-            while name in self.modules:
-                name += "_"
+            name = self._attribute("m_", layer, part)
             self.modules[name] = make()
+            self.by_layer[key] = name
+        return f"self.{self.by_layer[key]}"
+
+    def array(self, layer, part: str, make: Callable[[], np.ndarray], *, param: bool = False, dtype=np.float32) -> str:
+        """The attribute holding ``layer``'s constant (a buffer) or weight (``param``) ``part``, made once."""
+        key = (id(layer), part, param)
+        if key not in self.by_layer:
+            name = self._attribute("p_" if param else "b_", layer, "_" + part)
+            self.arrays[name] = (np.array(make(), dtype=dtype, order="C"), param)  # owned, writable
             self.by_layer[key] = name
         return f"self.{self.by_layer[key]}"
 
@@ -95,10 +130,14 @@ class _Writer:
         """``v`` in layout ``want`` (a permute where the layouts differ; rank < 3 has no layout)."""
         if v.rank < 3 or v.layout == want:
             return v
-        if v.rank == 3:
-            return self.emit(f"{v.var}.transpose(1, 2)", 3, want)
-        order = (0, v.rank - 1, *range(1, v.rank - 1)) if want == "cf" else (0, *range(2, v.rank), 1)
-        return self.emit(f"{v.var}.permute{order}", v.rank, want)
+        key = (v.var, want)  # one permute per value, however many layers read it
+        if key not in self.converted:
+            if v.rank == 3:
+                self.converted[key] = self.emit(f"{v.var}.transpose(1, 2)", 3, want)
+            else:
+                order = (0, v.rank - 1, *range(1, v.rank - 1)) if want == "cf" else (0, *range(2, v.rank), 1)
+                self.converted[key] = self.emit(f"{v.var}.permute{order}", v.rank, want)
+        return self.converted[key]
 
     def activation(self, v: _Value, name: Any) -> _Value:
         if name in (None, "linear"):
@@ -131,6 +170,17 @@ def _set(param, array: np.ndarray) -> None:
 
     with torch.no_grad():
         param.copy_(_t(array))
+
+
+def _in_layout(array: np.ndarray, v: _Value) -> np.ndarray:
+    """``array`` (broadcasting right-aligned against Keras's view of ``v``) at full rank in ``v``'s layout."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 0:
+        return array
+    if array.ndim > v.rank:
+        raise TwinError(f"a constant of shape {array.shape} does not broadcast against a rank-{v.rank} tensor")
+    array = array.reshape((1,) * (v.rank - array.ndim) + array.shape)
+    return np.moveaxis(array, -1, 1) if v.layout == "cf" and v.rank >= 3 else array
 
 
 class TorchTwin:
@@ -208,6 +258,11 @@ def torch_twin(model, *, trainable: bool = False) -> TorchTwin:
     module = Twin()
     for name, m in w.modules.items():
         module.add_module(name, m)
+    for name, (array, param) in w.arrays.items():
+        if param:
+            module.register_parameter(name, nn.Parameter(torch.from_numpy(array)))
+        else:
+            module.register_buffer(name, torch.from_numpy(array))
     namespace = {"torch": torch, "F": functional, "pad_same": pad_same}
     exec(compile(source, f"<torch twin of {model.name}>", "exec"), namespace)  # noqa: S102
     module.forward = types.MethodType(namespace["forward"], module)
@@ -237,6 +292,7 @@ def _emit_model(w: _Writer, model, env: dict[int, _Value], model_cls) -> None:
         layer = node.layer
         ins = [env[id(t)] for t in node.input_tensors]
         if isinstance(layer, model_cls):
+            _check_call(layer, node)
             inner = {id(t): v for t, v in zip(layer.inputs, ins)}
             _emit_model(w, layer, inner, model_cls)
             for t, inner_t in zip(node.output_tensors, layer.outputs):
@@ -247,6 +303,653 @@ def _emit_model(w: _Writer, model, env: dict[int, _Value], model_cls) -> None:
             env[id(t)] = v
 
 
+# ---------------------------------------------------------------------------- options and call arguments
+# Config keys that change nothing at inference in float32: names, the input shape a first layer
+# declares, training hyper-parameters of weights (initializers, regularizers, constraints), seeds
+# of random layers.
+_INERT = frozenset({"name", "trainable", "dtype", "seed", "activity_regularizer", "batch_input_shape"})
+_INERT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with lists as tuples, so configs compare equal whichever sequence type they hold."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _missing(layer, what: str) -> TwinError:
+    return TwinError(f"layer {layer.name!r} ({type(layer).__name__}): {what} has no PyTorch twin here")
+
+
+def _options(layer, cfg: dict, handled: Iterable[str] = (), fixed: dict | None = None) -> None:
+    """Refuse any option of ``cfg`` the twin does not implement: ``handled`` keys are honoured, ``fixed``
+    ones only at the given value; anything else (an option this module does not know) is refused too."""
+    handled = set(handled)
+    fixed = fixed or {}
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name")
+    if dtype not in (None, "float32"):
+        raise _missing(layer, f"dtype={dtype!r}")
+    for key, value in cfg.items():
+        if key in _INERT or key.endswith(_INERT_SUFFIXES) or key in handled:
+            continue
+        if key in fixed and _plain(value) == _plain(fixed[key]):
+            continue
+        raise _missing(layer, f"the option {key}={value!r}")
+
+
+def _check_call(layer, node, allowed: Iterable[str] = ()) -> None:
+    """Refuse call arguments beyond the inputs: ``training=True`` and masks change what a layer computes."""
+    allowed = set(allowed)
+    for key, value in node.call_kwargs.items():
+        if key in allowed or (key == "training" and value in (None, False)):
+            continue
+        shown = "<tensor>" if hasattr(value, "_keras_history") else repr(value)
+        raise _missing(layer, f"the call argument {key}={shown}")
+
+
+# ---------------------------------------------------------------------------- layers
+# Keras class name -> fn(w, layer, cfg, ins, node) returning the output values
+_LAYERS: dict[str, Callable[..., list[_Value]]] = {}
+
+
+_Handler = Callable[..., list[_Value]]
+
+
+def _twin(*kinds: str) -> Callable[[_Handler], _Handler]:
+    """Register the decorated function as the twin of the layer classes named ``kinds``."""
+    def register(fn: _Handler) -> _Handler:
+        for kind in kinds:
+            _LAYERS[kind] = fn
+        return fn
+    return register
+
+
+def _emit_layer(w: _Writer, layer, ins: list[_Value], node) -> list[_Value]:
+    from graphc.frontend.operations.base import Operation
+
+    kind = type(layer).__name__
+    if isinstance(layer, Operation):
+        _check_call(layer, node)
+        return [_emit_operation(w, layer, ins, node)]
+    fn = _LAYERS.get(kind) if type(layer).__module__.startswith("graphc.") else None
+    if fn is None:
+        raise TwinError(f"layer {layer.name!r} ({kind}) has no PyTorch twin here")
+    _check_call(layer, node, ("value", "key", "attention_mask", "use_causal_mask") if kind == "MultiHeadAttention"
+                else ())
+    return fn(w, layer, layer.get_config(), ins, node)
+
+
+@_twin("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+       "AlphaDropout", "StochasticDepth", "ActivityRegularization", "Identity")
+def _identity(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    # Every option of these layers is about training noise or losses: the identity at inference.
+    _options(layer, cfg, cfg)
+    return list(ins)
+
+
+@_twin("Activation")
+def _activation_layer(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("activation",))
+    return [w.activation(ins[0], cfg["activation"])]
+
+
+@_twin("ReLU")
+def _relu(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """Keras's ReLU: x above ``threshold``, ``negative_slope * (x - threshold)`` below, capped at ``max_value``."""
+    _options(layer, cfg, ("max_value", "negative_slope", "threshold"))
+    x = ins[0].var
+    top, slope, threshold = cfg["max_value"], float(cfg["negative_slope"]), float(cfg["threshold"])
+    if slope == 0.0 and threshold == 0.0:
+        if top is None:
+            expr = f"torch.relu({x})"
+        elif float(top) == 6.0:
+            expr = f"F.relu6({x})"
+        else:
+            expr = f"{x}.clamp(0.0, {float(top)!r})"
+        return [w.emit(expr, ins[0].rank, ins[0].layout)]
+    if threshold == 0.0:
+        expr = f"F.leaky_relu({x}, {slope!r})"
+    elif slope == 0.0:
+        expr = f"F.threshold({x}, {threshold!r}, 0.0)"
+    else:
+        expr = f"torch.where({x} > {threshold!r}, {x}, {slope!r} * ({x} - {threshold!r}))"
+    if top is not None:
+        expr = f"({expr}).clamp(max={float(top)!r})"
+    return [w.emit(expr, ins[0].rank, ins[0].layout)]
+
+
+@_twin("LeakyReLU")
+def _leaky_relu(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("negative_slope",))
+    return [w.emit(f"F.leaky_relu({ins[0].var}, {float(cfg['negative_slope'])!r})", ins[0].rank, ins[0].layout)]
+
+
+@_twin("ELU")
+def _elu(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("alpha",))
+    return [w.emit(f"F.elu({ins[0].var}, {float(cfg['alpha'])!r})", ins[0].rank, ins[0].layout)]
+
+
+@_twin("PReLU")
+def _prelu(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``relu(x) + alpha * min(x, 0)``, alpha a weight per element (one per ``shared_axes`` slice)."""
+    _options(layer, cfg, ("shared_axes",))
+    x = ins[0]
+    alpha = _weight_in_layout(w, layer, "alpha", layer.alpha.numpy(), x)
+    return [w.emit(f"torch.relu({x.var}) + {alpha} * {x.var}.clamp(max=0.0)", x.rank, x.layout)]
+
+
+@_twin("Softmax")
+def _softmax(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("axis",))
+    x = ins[0]
+    axes = cfg["axis"] if isinstance(cfg["axis"], (list, tuple)) else [cfg["axis"]]
+    dims = tuple(sorted(w.dim(x, int(a)) for a in axes))
+    if len(dims) == 1:
+        return [w.emit(f"torch.softmax({x.var}, dim={dims[0]})", x.rank, x.layout)]
+    return [w.emit(f"torch.exp({x.var} - torch.logsumexp({x.var}, dim={dims}, keepdim=True))", x.rank, x.layout)]
+
+
+@_twin("Dense")
+def _dense(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("units", "activation", "use_bias"))
+    x = w.layout(ins[0], "cl")
+
+    def make():
+        m = w.nn.Linear(layer.kernel.shape[0], layer.units, bias=layer.bias is not None)
+        _set(m.weight, layer.kernel.numpy().T)
+        if layer.bias is not None:
+            _set(m.bias, layer.bias.numpy())
+        return m
+    return [w.activation(w.emit(f"{w.module(layer, make)}({x.var})", x.rank, "cl"), cfg["activation"])]
+
+
+@_twin("Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+def _conv_layer(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("filters", "kernel_size", "strides", "padding", "dilation_rate", "groups", "activation",
+                          "use_bias", "depth_multiplier", "data_format"))
+    return [_emit_conv(w, layer, type(layer).__name__, cfg, ins[0], node.input_tensors[0].shape)]
+
+
+@_twin("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+def _pool_layer(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("pool_size", "strides", "padding", "data_format"))
+    return [_emit_pool(w, layer, type(layer).__name__, cfg, ins[0], node.input_tensors[0].shape)]
+
+
+def _spatial_axes(rank: int, n: int, data_format: str | None) -> tuple[int, ...]:
+    """Keras axes of the ``n`` spatial dims of a rank-``rank`` tensor in ``data_format``."""
+    first = 2 if data_format == "channels_first" else 1
+    return tuple(range(first, first + n))
+
+
+@_twin("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
+       "GlobalAveragePooling2D", "GlobalAveragePooling3D")
+def _global_pool(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("data_format", "keepdims"))
+    x = ins[0]
+    axes = _spatial_axes(x.rank, x.rank - 2, cfg.get("data_format"))
+    dims = tuple(sorted(w.dim(x, a) for a in axes))
+    op = "amax" if "Max" in type(layer).__name__ else "mean"
+    keep = bool(cfg.get("keepdims", False))
+    if keep:
+        return [w.emit(f"{x.var}.{op}(dim={dims}, keepdim=True)", x.rank, x.layout)]
+    # what is left is (batch, channels) in either layout
+    return [w.emit(f"{x.var}.{op}(dim={dims})", 2, "cl")]
+
+
+@_twin("Flatten")
+def _flatten(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("data_format",))
+    x = w.layout(ins[0], "cl")
+    if cfg.get("data_format") == "channels_first" and x.rank > 2:  # Keras flattens in channels-last order
+        x = w.emit(f"{x.var}.movedim(1, -1)", x.rank, "cl")
+    return [w.emit(f"{x.var}.flatten(1)", 2, "cl")]
+
+
+@_twin("Reshape")
+def _reshape(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("target_shape",))
+    x = w.layout(ins[0], "cl")
+    target = tuple(int(d) for d in cfg["target_shape"])
+    if len(target) >= 3 and all(d == 1 for d in target[:-1]):
+        # (batch, 1, ..., 1, C), as a squeeze-and-excite block makes it: straight to channels-first
+        ones = ", 1" * (len(target) - 1)
+        return [w.emit(f"{x.var}.reshape({x.var}.shape[0], {target[-1]}{ones})", len(target) + 1, "cf")]
+    return [w.emit(f"{x.var}.reshape({x.var}.shape[0], *{target})", len(target) + 1, "cl")]
+
+
+@_twin("Permute")
+def _permute(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("dims",))
+    x = w.layout(ins[0], "cl")
+    return [w.emit(f"{x.var}.permute(0, {', '.join(str(int(d)) for d in cfg['dims'])})", x.rank, "cl")]
+
+
+@_twin("RepeatVector")
+def _repeat_vector(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("n",))
+    return [w.emit(f"{ins[0].var}.unsqueeze(1).expand(-1, {int(cfg['n'])}, -1)", 3, "cl")]
+
+
+@_twin("Embedding")
+def _embedding(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("input_dim", "output_dim"), fixed={"mask_zero": False})
+    x = ins[0]
+
+    def make():
+        m = w.nn.Embedding(layer.input_dim, layer.output_dim)
+        _set(m.weight, layer.embeddings.numpy())
+        return m
+    return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank + 1, "cl")]
+
+
+@_twin("LSTM")
+def _lstm(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("units", "activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout",
+                          "return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                          "zero_output_for_mask", "unit_forget_bias"))
+    return [_emit_lstm(w, layer, cfg, ins[0])]
+
+
+@_twin("BatchNormalization")
+def _batch_norm(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    # renorm_momentum only matters with renorm
+    _options(layer, cfg, ("axis", "momentum", "epsilon", "center", "scale", "synchronized", "renorm_momentum"),
+             fixed={"renorm": False, "renorm_clipping": None})
+    x = ins[0]
+    axis = cfg["axis"][0] if isinstance(cfg["axis"], (list, tuple)) else cfg["axis"]
+    if axis % x.rank != x.rank - 1:
+        raise TwinError(f"layer {layer.name!r}: BatchNormalization(axis={axis}) has no PyTorch twin here")
+    x = w.layout(x, "cf") if x.rank >= 3 else x
+    if x.rank > 4:
+        raise _missing(layer, f"a rank-{x.rank} input")
+
+    def make():
+        c = layer.moving_mean.shape[0]
+        cls = {2: w.nn.BatchNorm1d, 3: w.nn.BatchNorm1d, 4: w.nn.BatchNorm2d}[x.rank]
+        # Keras's momentum weighs the old moving statistic, PyTorch's the batch's
+        m = cls(c, eps=cfg["epsilon"], momentum=1.0 - cfg["momentum"], affine=True)
+        _set(m.weight, layer.gamma.numpy() if layer.gamma is not None else np.ones(c))
+        _set(m.bias, layer.beta.numpy() if layer.beta is not None else np.zeros(c))
+        _set(m.running_mean, layer.moving_mean.numpy())
+        _set(m.running_var, layer.moving_variance.numpy())
+        return m
+    return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank, x.layout)]
+
+
+@_twin("LayerNormalization")
+def _layer_norm(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``nn.LayerNorm`` over the trailing Keras axes (channels of an image: permuted to channels-last,
+    as torchvision's ConvNeXt does); ``rms_scaling`` is Keras's ``x * rsqrt(var(x) + eps) * gamma``."""
+    _options(layer, cfg, ("axis", "epsilon", "center", "scale", "rms_scaling"))
+    x = w.layout(ins[0], "cl")
+    shape = node.input_tensors[0].shape
+    axes = sorted({int(a) % x.rank for a in (cfg["axis"] if isinstance(cfg["axis"], (list, tuple))
+                                              else [cfg["axis"]])})
+    if axes != list(range(x.rank - len(axes), x.rank)) or 0 in axes:
+        raise _missing(layer, f"axis={cfg['axis']!r} (not the trailing axes)")
+    sizes = tuple(int(shape[a]) for a in axes)
+    eps = float(cfg["epsilon"])
+    if cfg.get("rms_scaling"):
+        gamma = w.array(layer, "gamma", lambda: layer.gamma.numpy().reshape(sizes), param=True)
+        dims = tuple(axes)
+        return [w.emit(f"{x.var} * torch.rsqrt({x.var}.var(dim={dims}, unbiased=False, keepdim=True) + {eps!r}) "
+                       f"* {gamma}", x.rank, "cl")]
+
+    def make():
+        affine = layer.gamma is not None or layer.beta is not None
+        m = w.nn.LayerNorm(sizes, eps=eps, elementwise_affine=affine, bias=layer.beta is not None)
+        if affine:
+            _set(m.weight, layer.gamma.numpy().reshape(sizes) if layer.gamma is not None else np.ones(sizes))
+        if layer.beta is not None:
+            _set(m.bias, layer.beta.numpy().reshape(sizes))
+        return m
+    return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank, "cl")]
+
+
+@_twin("GroupNormalization")
+def _group_norm(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("groups", "axis", "epsilon", "center", "scale"))
+    x = ins[0]
+    if int(cfg["axis"]) % x.rank != x.rank - 1:
+        raise _missing(layer, f"axis={cfg['axis']!r} (not the channels)")
+    x = w.layout(x, "cf")
+    c = int(node.input_tensors[0].shape[-1])
+
+    def make():
+        m = w.nn.GroupNorm(int(cfg["groups"]), c, eps=float(cfg["epsilon"]), affine=True)
+        _set(m.weight, layer.gamma.numpy() if layer.gamma is not None else np.ones(c))
+        _set(m.bias, layer.beta.numpy() if layer.beta is not None else np.zeros(c))
+        return m
+    return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank, x.layout)]
+
+
+@_twin("Rescaling")
+def _rescaling(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``x * scale + offset``: numbers inline, per-channel lists as buffers in the input's layout."""
+    _options(layer, cfg, ("scale", "offset"))
+    x = ins[0]
+    expr = x.var
+    for part, op in (("scale", "*"), ("offset", "+")):
+        value = np.asarray(cfg[part], dtype=np.float32)
+        if value.ndim == 0:
+            if (part == "scale" and value == 1.0) or (part == "offset" and value == 0.0):
+                continue
+            expr = f"{expr} {op} {float(value)!r}"
+        else:
+            expr = f"{expr} {op} {w.array(layer, f'{part}_{x.layout}{x.rank}', lambda v=value: _in_layout(v, x))}"
+    return [w.emit(expr if expr != x.var else f"{x.var}.float()", x.rank, x.layout)]
+
+
+@_twin("Normalization")
+def _normalization(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``(x - mean) / std`` (``invert``: ``mean + x * std``) with Keras's ``std = max(sqrt(variance), 1e-7)``,
+    both buffers in the input's layout, as torchvision's ``Normalize`` holds them."""
+    from graphc.frontend.layers.preprocessing import EPSILON
+
+    _options(layer, cfg, ("axis", "mean", "variance", "invert"))
+    x = ins[0]
+    if 0 in layer._keep:
+        raise _missing(layer, f"axis={cfg['axis']!r} (the batch axis)")
+
+    def moments() -> tuple[np.ndarray, np.ndarray]:
+        if layer.input_mean is not None:
+            return layer._given(layer.input_mean), layer._given(layer.input_variance)
+        shape = tuple(layer._broadcast_shape)
+        return layer.adapt_mean.numpy().reshape(shape), layer.adapt_variance.numpy().reshape(shape)
+
+    def mean() -> np.ndarray:
+        return _in_layout(moments()[0], x)
+
+    def std() -> np.ndarray:
+        variance = moments()[1].astype(np.float32)
+        return _in_layout(np.maximum(np.sqrt(variance), np.float32(EPSILON)), x)
+
+    m = w.array(layer, f"mean_{x.layout}{x.rank}", mean)
+    s = w.array(layer, f"std_{x.layout}{x.rank}", std)
+    expr = f"{m} + {x.var} * {s}" if cfg.get("invert") else f"({x.var} - {m}) / {s}"
+    return [w.emit(expr, x.rank, x.layout)]
+
+
+def _weight_in_layout(w: _Writer, layer, part: str, array: np.ndarray, x: _Value) -> str:
+    """A learned ``layer`` weight (one parameter, however many layouts meet it) viewed to broadcast against ``x``."""
+    p = w.array(layer, part, lambda: array, param=True)
+    if x.layout != "cf" or x.rank < 3 or array.ndim == 0:
+        return p
+    full = (1,) * (x.rank - array.ndim) + tuple(array.shape)
+    if array.ndim == 1:
+        return f"{p}.view({array.shape[0]}{', 1' * (x.rank - 2)})"
+    return f"{p}.reshape{full}.movedim(-1, 1)"
+
+
+@_twin("LayerScale")
+def _layer_scale(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("init_values", "projection_dim"))
+    x = ins[0]
+    return [w.emit(f"{x.var} * {_weight_in_layout(w, layer, 'gamma', layer.gamma.numpy(), x)}", x.rank, x.layout)]
+
+
+@_twin("CustomScaleLayer")
+def _custom_scale(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("scale",))
+    a, b = _aligned(w, ins)
+    return [w.emit(f"{a.var} + {b.var} * {float(cfg['scale'])!r}", a.rank, a.layout)]
+
+
+def _aligned(w: _Writer, ins: list[_Value]) -> list[_Value]:
+    """Merge inputs in one layout; a lower-rank input gets unit axes after the batch axis, as Keras's merges do."""
+    rank = max(v.rank for v in ins)
+    if all(v.rank == rank for v in ins):
+        return [w.layout(v, ins[0].layout) for v in ins]
+    out = []
+    for v in ins:
+        v = w.layout(v, "cl")
+        if v.rank < rank:
+            v = w.emit(f"{v.var}[:, {', '.join(['None'] * (rank - v.rank))}]", rank, "cl")
+        out.append(v)
+    return out
+
+
+@_twin("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+def _merge(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg)
+    kind = type(layer).__name__
+    vs = _aligned(w, ins)
+    names = [v.var for v in vs]
+    if kind == "Add":
+        expr = " + ".join(names)
+    elif kind == "Subtract":
+        expr = f"{names[0]} - {names[1]}"
+    elif kind == "Multiply":
+        expr = " * ".join(names)
+    elif kind == "Average":
+        expr = f"({' + '.join(names)}) * {1.0 / len(names)!r}"
+    else:
+        fn = "torch.maximum" if kind == "Maximum" else "torch.minimum"
+        expr = names[0]
+        for n in names[1:]:
+            expr = f"{fn}({expr}, {n})"
+    return [w.emit(expr, vs[0].rank, vs[0].layout)]
+
+
+@_twin("Concatenate")
+def _concatenate(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("axis",))
+    vs = [w.layout(v, ins[0].layout) for v in ins]
+    dim = w.dim(vs[0], cfg["axis"])
+    return [w.emit(f"torch.cat([{', '.join(v.var for v in vs)}], dim={dim})", vs[0].rank, vs[0].layout)]
+
+
+@_twin("Dot")
+def _dot(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("axes", "normalize"))
+    axes = cfg["axes"]
+    if any(v.rank != 2 for v in ins) or _plain(axes) not in (1, -1, (1, 1), (-1, -1)):
+        raise TwinError(f"layer {layer.name!r}: Dot beyond two vectors has no PyTorch twin here")
+    a, b = ins[0].var, ins[1].var
+    if cfg.get("normalize"):
+        a, b = f"F.normalize({a}, dim=1, eps=1e-12)", f"F.normalize({b}, dim=1, eps=1e-12)"
+    return [w.emit(f"({a} * {b}).sum(dim=1, keepdim=True)", 2, "cl")]
+
+
+def _pairs(value: Any, n: int) -> list[tuple[int, int]]:
+    """``padding``/``cropping`` of an n-D layer as n (before, after) pairs."""
+    value = _plain(value)
+    if n == 1:
+        return [(int(value[0]), int(value[1]))] if isinstance(value, tuple) else [(int(value), int(value))]
+    return [(int(p[0]), int(p[1])) for p in value]
+
+
+def _spatial_pairs(w: _Writer, layer, cfg: dict, key: str, x: _Value) -> dict[int, tuple[int, int]]:
+    """A padding or cropping layer's ``cfg[key]`` as {PyTorch dim of ``x``: (before, after)}, for the
+    spatial dims where it is not (0, 0); its other options refused."""
+    _options(layer, cfg, (key, "data_format"))
+    n = x.rank - 2
+    axes = _spatial_axes(x.rank, n, cfg.get("data_format"))
+    return {w.dim(x, a): pair for a, pair in zip(axes, _pairs(cfg[key], n)) if pair != (0, 0)}
+
+
+@_twin("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+def _zero_padding(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``F.pad`` on the spatial dims wherever they are in the input's layout."""
+    x, pads = ins[0], _spatial_pairs(w, layer, cfg, "padding", ins[0])
+    if not pads:
+        return [x]
+    flat = [p for d in range(x.rank - 1, min(pads) - 1, -1) for p in pads.get(d, (0, 0))]
+    return [w.emit(f"F.pad({x.var}, {tuple(flat)})", x.rank, x.layout)]
+
+
+@_twin("Cropping1D", "Cropping2D", "Cropping3D")
+def _cropping(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """A slice of the spatial dims wherever they are in the input's layout."""
+    x, crops = ins[0], _spatial_pairs(w, layer, cfg, "cropping", ins[0])
+    if not crops:
+        return [x]
+    index = []
+    for d in range(max(crops) + 1):
+        a, b = crops.get(d, (0, 0))
+        index.append(":" if not (a or b) else f"{a if a else ''}:{-b if b else ''}")
+    return [w.emit(f"{x.var}[{', '.join(index)}]", x.rank, x.layout)]
+
+
+@_twin("UpSampling1D")
+def _upsampling_1d(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    _options(layer, cfg, ("size",))
+    x = ins[0]
+    return [w.emit(f"{x.var}.repeat_interleave({int(cfg['size'])}, dim={w.dim(x, 1)})", x.rank, x.layout)]
+
+
+@_twin("UpSampling2D", "UpSampling3D")
+def _upsampling(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """``F.interpolate``: nearest repeats each element (``nearest-exact`` is exact at integer factors),
+    bilinear uses half-pixel centres (``align_corners=False``), as graphc's ``resize`` op does."""
+    _options(layer, cfg, ("size", "data_format", "interpolation"))
+    # the spatial dims must be the trailing ones: channels-first, in PyTorch's or in Keras's own layout
+    x = w.layout(ins[0], "cl" if cfg.get("data_format") == "channels_first" else "cf")
+    mode = {"nearest": "nearest-exact", "bilinear": "bilinear"}.get(cfg.get("interpolation", "nearest"))
+    if mode is None:
+        raise _missing(layer, f"interpolation={cfg['interpolation']!r}")
+    factors = tuple(float(s) for s in _plain(cfg["size"]))
+    extra = ", align_corners=False" if mode == "bilinear" else ""
+    return [w.emit(f"F.interpolate({x.var}, scale_factor={factors}, mode={mode!r}{extra})", x.rank, x.layout)]
+
+
+# ---------------------------------------------------------------------------- attention
+@_twin("MultiHeadAttention")
+def _multi_head_attention(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
+    """Keras's four projections as ``nn.Linear`` (heads folded into the features), the heads moved next to
+    the batch, ``F.scaled_dot_product_attention``, and the output projection.
+
+    Masks follow graphc's (Keras's) two code paths: without dropout a masked score gets Keras's large
+    negative bias (a fully masked query row attends uniformly); with dropout it is written over with
+    -1e9 and its probability zeroed afterwards, spelled out with explicit matmuls.
+    """
+    _options(layer, cfg, ("num_heads", "key_dim", "value_dim", "dropout", "use_bias", "output_shape",
+                          "attention_axes", "sliding_window"), fixed={"use_gate": False})
+    from graphc.frontend import nest
+
+    by_id = {id(t): v for t, v in zip(node.input_tensors, ins)}
+    kwargs = node.call_kwargs
+    query_t = nest.flatten(node.call_args)[0]
+    value_t = kwargs["value"]
+    key_t = kwargs.get("key", value_t)
+    for t, what in ((query_t, "query"), (value_t, "value"), (key_t, "key")):
+        if len(t.shape) != 3:
+            raise _missing(layer, f"a {what} of rank {len(t.shape)} (the twin takes (batch, steps, features))")
+    if _plain(cfg["attention_axes"]) not in (None, (1,)):
+        raise _missing(layer, f"attention_axes={cfg['attention_axes']!r}")
+    heads, key_dim, value_dim = int(cfg["num_heads"]), int(cfg["key_dim"]), int(cfg["value_dim"])
+    q_in, k_in, v_in = (w.layout(by_id[id(t)], "cl") for t in (query_t, key_t, value_t))
+
+    def linear(dense, fan_in: int, fan_out: int):
+        def make():
+            m = w.nn.Linear(fan_in, fan_out, bias=dense.bias is not None)
+            _set(m.weight, dense.kernel.numpy().reshape(fan_in, fan_out).T)
+            if dense.bias is not None:
+                _set(m.bias, dense.bias.numpy().reshape(fan_out))
+            return m
+        return make
+
+    def project(dense, x: _Value, fan_in: int, per_head: int) -> _Value:
+        mod = w.module(layer, linear(dense, fan_in, heads * per_head), "_" + dense.name)
+        return w.emit(f"{mod}({x.var}).unflatten(-1, ({heads}, {per_head})).transpose(1, 2)", 4, "cl")
+
+    q = project(layer.query_dense, q_in, int(query_t.shape[-1]), key_dim)
+    k = project(layer.key_dense, k_in, int(key_t.shape[-1]), key_dim)
+    v = project(layer.value_dense, v_in, int(value_t.shape[-1]), value_dim)
+
+    keep = None  # a bool (batch or 1, 1, Tq, Tk) expression: True where the query attends
+    mask_t = kwargs.get("attention_mask")
+    if mask_t is not None:
+        m = w.layout(by_id[id(mask_t)], "cl")
+        keep = f"{m.var}.bool()" + ".unsqueeze(-3)" * max(0, 4 - m.rank)
+    causal = bool(kwargs.get("use_causal_mask", False))
+    window = cfg.get("sliding_window")
+    if window is not None or (causal and keep is not None):
+        q_len, k_len = query_t.shape[1], value_t.shape[1]
+        if not isinstance(q_len, int) or not isinstance(k_len, int):
+            raise _missing(layer, "a causal or sliding-window mask over free sequence lengths")
+
+        def band():
+            i, j = np.arange(q_len)[:, None], np.arange(k_len)[None, :]
+            kept = np.ones((q_len, k_len), dtype=bool)
+            if causal:
+                kept &= j <= i
+            if window is not None:
+                kept &= np.abs(i - j) < int(window)
+            return kept
+        band_var = w.array(layer, "band", band, dtype=np.bool_)
+        keep = band_var if keep is None else f"{keep} & {band_var}"
+        causal = False
+    if keep is not None:
+        keep = w.emit(keep, 4, "cl").var
+    if keep is not None and float(cfg["dropout"]) > 0.0:
+        scores = w.emit(f"torch.matmul({q.var} * {1.0 / math.sqrt(key_dim)!r}, {k.var}.transpose(-2, -1))"
+                        f".masked_fill(~{keep}, {_SOFTMAX_MASK_VALUE!r})", 4, "cl")
+        probs = w.emit(f"torch.softmax({scores.var}, dim=-1).masked_fill(~{keep}, 0.0)", 4, "cl")
+        out = w.emit(f"torch.matmul({probs.var}, {v.var})", 4, "cl")
+    else:
+        extra = ""
+        if keep is not None:
+            extra = f", attn_mask=torch.where({keep}, 0.0, {_SDPA_MASK_VALUE!r})"
+        elif causal:
+            extra = ", is_causal=True"
+        out = w.emit(f"F.scaled_dot_product_attention({q.var}, {k.var}, {v.var}{extra})", 4, "cl")
+    out_dims = tuple(int(d) for d in _plain(cfg["output_shape"]) or (query_t.shape[-1],))
+    dense = layer.output_dense
+    mod = w.module(layer, linear(dense, heads * value_dim, math.prod(out_dims)), "_" + dense.name)
+    expr = f"{mod}({out.var}.transpose(1, 2).flatten(2))"
+    if len(out_dims) > 1:
+        expr += f".unflatten(-1, {out_dims})"
+    return [w.emit(expr, 2 + len(out_dims), "cl")]
+
+
+# ---------------------------------------------------------------------------- keras.ops operations
+_BINARY = {"Add": "{} + {}", "Subtract": "{} - {}", "Multiply": "{} * {}", "TrueDivide": "{} / {}",
+           "Divide": "{} / {}", "Power": "{} ** {}", "Maximum": "torch.maximum({}, {})",
+           "Minimum": "torch.minimum({}, {})"}
+_UNARY = {"Negative": "-{}", "Sqrt": "torch.sqrt({})", "Exp": "torch.exp({})", "Log": "torch.log({})",
+          "Tanh": "torch.tanh({})", "Abs": "torch.abs({})", "Absolute": "torch.abs({})", "Square": "torch.square({})",
+          "Reciprocal": "torch.reciprocal({})"}
+
+
+def _is_number(a: Any) -> bool:
+    if isinstance(a, bool):
+        return False
+    return isinstance(a, (int, float, np.number)) or (isinstance(a, np.ndarray) and a.ndim == 0
+                                                       and a.dtype.kind in "fiu")
+
+
+def _emit_operation(w: _Writer, op, ins: list[_Value], node) -> _Value:
+    """A ``keras.ops`` arithmetic operation (``x + 3.0``, ``x * y``), NumPy broadcasting, numbers inline."""
+    from graphc.frontend import nest
+
+    kind = type(op).__name__
+    if not type(op).__module__.endswith("numpy_ops") or (kind not in _BINARY and kind not in _UNARY):
+        raise TwinError(f"layer {op.name!r} ({kind}) has no PyTorch twin here")
+    by_id = {id(t): v for t, v in zip(node.input_tensors, ins)}
+    args = list(node.call_args) if isinstance(node.call_args, (list, tuple)) else [node.call_args]
+    tensors = [by_id[id(a)] for a in nest.flatten(args) if id(a) in by_id]
+    # NumPy broadcasting aligns trailing Keras axes: mixed ranks meet in Keras's own layout
+    layout = tensors[0].layout if len({t.rank for t in tensors}) == 1 else "cl"
+    parts = []
+    for a in args:
+        if id(a) in by_id:
+            parts.append(w.layout(by_id[id(a)], layout).var)
+        elif _is_number(a):
+            number = np.asarray(a)
+            parts.append(repr(float(number)) if number.dtype.kind == "f" else repr(int(number)))
+        else:
+            raise _missing(op, f"the operand {a!r}")
+    table = _BINARY if kind in _BINARY else _UNARY
+    return w.emit(table[kind].format(*parts), max(t.rank for t in tensors), layout)
+
+
+# ---------------------------------------------------------------------------- convolutions, pooling, LSTM
 def _padding(w: _Writer, x: _Value, in_shape, cfg: dict, kernel, strides, dilation, value: float = 0.0):
     """(x, padding argument) for a conv/pool with Keras padding ``cfg["padding"]``."""
     mode = cfg.get("padding", "valid")
@@ -267,103 +970,6 @@ def _padding(w: _Writer, x: _Value, in_shape, cfg: dict, kernel, strides, dilati
         return x, tuple(a for a, _ in pads)
     flat = [p for pair in reversed(pads) for p in pair]
     return w.emit(f"F.pad({x.var}, {tuple(flat)}, value={value!r})", x.rank, x.layout), 0
-
-
-def _emit_layer(w: _Writer, layer, ins: list[_Value], node) -> list[_Value]:
-    nn = w.nn
-    kind = type(layer).__name__
-    cfg = layer.get_config()
-    in_shape = node.input_tensors[0].shape if node.input_tensors else None
-    x = ins[0] if ins else None
-
-    if kind in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-                "ActivityRegularization"):
-        return [x]
-    if kind == "Activation":
-        return [w.activation(x, cfg["activation"])]
-    if kind == "Dense":
-        x = w.layout(x, "cl")
-
-        def make():
-            m = nn.Linear(layer.kernel.shape[0], layer.units, bias=layer.bias is not None)
-            _set(m.weight, layer.kernel.numpy().T)
-            if layer.bias is not None:
-                _set(m.bias, layer.bias.numpy())
-            return m
-        return [w.activation(w.emit(f"{w.module(layer, make)}({x.var})", x.rank, "cl"), cfg["activation"])]
-    if kind in ("Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"):
-        return [_emit_conv(w, layer, kind, cfg, x, in_shape)]
-    if kind in ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"):
-        return [_emit_pool(w, layer, kind, cfg, x, in_shape)]
-    if kind.startswith("Global") and kind[-2:] in ("1D", "2D"):
-        dims = tuple(range(2, x.rank)) if x.layout == "cf" else tuple(range(1, x.rank - 1))
-        op = "amax" if "Max" in kind else "mean"
-        keep = bool(cfg.get("keepdims", False))
-        return [w.emit(f"{x.var}.{op}(dim={dims}{', keepdim=True' if keep else ''})", x.rank if keep else 2,
-                       x.layout)]
-    if kind == "Flatten":
-        x = w.layout(x, "cl")
-        return [w.emit(f"{x.var}.flatten(1)", 2, "cl")]
-    if kind == "Reshape":
-        x = w.layout(x, "cl")
-        target = tuple(cfg["target_shape"])
-        return [w.emit(f"{x.var}.reshape({x.var}.shape[0], *{target})", len(target) + 1, "cl")]
-    if kind == "Embedding":
-        def make():
-            m = nn.Embedding(layer.input_dim, layer.output_dim)
-            _set(m.weight, layer.embeddings.numpy())
-            return m
-        return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank + 1, "cl")]
-    if kind == "LSTM":
-        return [_emit_lstm(w, layer, cfg, x)]
-    if kind == "BatchNormalization":
-        axis = cfg["axis"][0] if isinstance(cfg["axis"], (list, tuple)) else cfg["axis"]
-        if axis % x.rank != x.rank - 1:
-            raise TwinError(f"layer {layer.name!r}: BatchNormalization(axis={axis}) has no PyTorch twin here")
-        x = w.layout(x, "cf") if x.rank >= 3 else x
-
-        def make():
-            c = layer.moving_mean.shape[0]
-            cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[x.rank]
-            # Keras's momentum weighs the old moving statistic, PyTorch's the batch's
-            m = cls(c, eps=cfg["epsilon"], momentum=1.0 - cfg["momentum"], affine=True)
-            _set(m.weight, layer.gamma.numpy() if layer.gamma is not None else np.ones(c))
-            _set(m.bias, layer.beta.numpy() if layer.beta is not None else np.zeros(c))
-            _set(m.running_mean, layer.moving_mean.numpy())
-            _set(m.running_var, layer.moving_variance.numpy())
-            return m
-        return [w.emit(f"{w.module(layer, make)}({x.var})", x.rank, x.layout)]
-    if kind in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
-        vs = [w.layout(v, ins[0].layout) for v in ins]
-        names = [v.var for v in vs]
-        if kind == "Add":
-            expr = " + ".join(names)
-        elif kind == "Subtract":
-            expr = f"{names[0]} - {names[1]}"
-        elif kind == "Multiply":
-            expr = " * ".join(names)
-        elif kind == "Average":
-            expr = f"({' + '.join(names)}) * {1.0 / len(names)!r}"
-        else:
-            fn = "torch.maximum" if kind == "Maximum" else "torch.minimum"
-            expr = names[0]
-            for n in names[1:]:
-                expr = f"{fn}({expr}, {n})"
-        rank = max(v.rank for v in vs)
-        return [w.emit(expr, rank, vs[0].layout)]
-    if kind == "Concatenate":
-        vs = [w.layout(v, ins[0].layout) for v in ins]
-        dim = w.dim(vs[0], cfg["axis"])
-        return [w.emit(f"torch.cat([{', '.join(v.var for v in vs)}], dim={dim})", vs[0].rank, vs[0].layout)]
-    if kind == "Dot":
-        axes = cfg["axes"]
-        if any(v.rank != 2 for v in ins) or axes not in (1, -1, [1, 1], [-1, -1], (1, 1), (-1, -1)):
-            raise TwinError(f"layer {layer.name!r}: Dot beyond two vectors has no PyTorch twin here")
-        a, b = ins[0].var, ins[1].var
-        if cfg.get("normalize"):
-            a, b = f"F.normalize({a}, dim=1, eps=1e-12)", f"F.normalize({b}, dim=1, eps=1e-12)"
-        return [w.emit(f"({a} * {b}).sum(dim=1, keepdim=True)", 2, "cl")]
-    raise TwinError(f"layer {layer.name!r} ({kind}) has no PyTorch twin here")
 
 
 def _tuple(v, n: int) -> tuple[int, ...]:
