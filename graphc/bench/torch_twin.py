@@ -18,7 +18,8 @@ buffers already in the layout they meet.
 
 Keras's "same" padding is TF-style (the extra row goes after): where it is asymmetric the
 twin pads explicitly, as a PyTorch user matching Keras numbers would. Dropout and the other random
-layers (and attention dropout) are the identity, as they are at inference.
+layers (and attention dropout) are the identity, as they are at inference; in a training step's twin
+(``trainable``) Dropout and SpatialDropout draw their masks, and the other noises are refused.
 
 A twin is exact or absent: each layer's configuration is read option by option, and a layer,
 an option value or a call argument that has no twin here (GRU, 3-D convolutions, masks,
@@ -84,8 +85,9 @@ class _Value:
 class _Writer:
     """Collects the twin's modules, buffers and parameters and the statements of its forward."""
 
-    def __init__(self, torch_mod, nn):
+    def __init__(self, torch_mod, nn, trainable: bool = False):
         self.torch, self.nn = torch_mod, nn
+        self.trainable = trainable  # the forward of a training step: random layers draw their noise
         self.modules: dict[str, Any] = {}
         self.arrays: dict[str, tuple[np.ndarray, bool]] = {}  # attribute -> (value, is a parameter)
         self.lines: list[str] = []
@@ -233,7 +235,7 @@ def torch_twin(model, *, trainable: bool = False) -> TorchTwin:
         raise TwinError("PyTorch is not installed") from exc
     from graphc.frontend.model import Model
 
-    w = _Writer(torch, nn)
+    w = _Writer(torch, nn, trainable)
     env: dict[int, _Value] = {}
     plan: list[tuple[str, str, int]] = []
     args = []
@@ -340,6 +342,14 @@ def _options(layer, cfg: dict, handled: Iterable[str] = (), fixed: dict | None =
         raise _missing(layer, f"the option {key}={value!r}")
 
 
+def _no_noise_in_training(w: _Writer, layer, cfg: dict, *keys: str) -> None:
+    """Refuse a layer's own dropout (``keys``) in a training step's twin, where it would draw masks the twin
+    does not (at inference it is the identity)."""
+    for key in keys:
+        if w.trainable and cfg.get(key):
+            raise _missing(layer, f"the option {key}={cfg[key]!r} in a training step")
+
+
 def _check_call(layer, node, allowed: Iterable[str] = ()) -> None:
     """Refuse call arguments beyond the inputs: ``training=True`` and masks change what a layer computes."""
     allowed = set(allowed)
@@ -385,9 +395,26 @@ def _emit_layer(w: _Writer, layer, ins: list[_Value], node) -> list[_Value]:
 @_twin("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
        "AlphaDropout", "StochasticDepth", "ActivityRegularization", "Identity")
 def _identity(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]:
-    # Every option of these layers is about training noise or losses: the identity at inference.
+    """The identity at inference: every option of these layers is about training noise or losses. In a
+    training step's twin (``trainable``) dropout draws its mask as ``F.dropout`` does (the engines' masks
+    differ, so their losses do too); the other noises and losses are refused there, not dropped."""
     _options(layer, cfg, cfg)
-    return list(ins)
+    kind, x = type(layer).__name__, ins[0]
+    if not w.trainable or kind == "Identity":
+        return list(ins)
+    amount = {"GaussianNoise": cfg.get("stddev"), "ActivityRegularization": (cfg.get("l1") or cfg.get("l2"))}.get(
+        kind, cfg.get("rate"))
+    if not amount:
+        return list(ins)
+    if kind == "Dropout" and cfg.get("noise_shape") is None:
+        return [w.emit(f"F.dropout({x.var}, {float(cfg['rate'])!r}, training=self.training)", x.rank, x.layout)]
+    if kind.startswith("SpatialDropout") and cfg.get("data_format", "channels_last") == "channels_last":
+        x = w.layout(x, "cf")
+        return [w.emit(f"F.dropout{kind[-2]}d({x.var}, {float(cfg['rate'])!r}, training=self.training)", x.rank,
+                       x.layout)]
+    option = "noise_shape" if kind == "Dropout" else "data_format" if kind.startswith("SpatialDropout") else \
+        next(k for k in ("rate", "stddev", "l1", "l2") if cfg.get(k))
+    raise _missing(layer, f"the option {option}={cfg[option]!r} in a training step")
 
 
 @_twin("Activation")
@@ -552,6 +579,7 @@ def _lstm(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Value]
     _options(layer, cfg, ("units", "activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout",
                           "return_sequences", "return_state", "go_backwards", "stateful", "unroll",
                           "zero_output_for_mask", "unit_forget_bias"))
+    _no_noise_in_training(w, layer, cfg, "dropout", "recurrent_dropout")
     return [_emit_lstm(w, layer, cfg, ins[0])]
 
 
@@ -830,6 +858,7 @@ def _multi_head_attention(w: _Writer, layer, cfg: dict, ins: list[_Value], node)
     """
     _options(layer, cfg, ("num_heads", "key_dim", "value_dim", "dropout", "use_bias", "output_shape",
                           "attention_axes", "sliding_window"), fixed={"use_gate": False})
+    _no_noise_in_training(w, layer, cfg, "dropout")
     from graphc.frontend import nest
 
     by_id = {id(t): v for t, v in zip(node.input_tensors, ins)}

@@ -343,3 +343,33 @@ def test_options_without_a_twin_are_refused_by_name():
     img = Input(shape=(2, 3, 5, 4))
     with pytest.raises(TwinError, match=r"layer 'mha' \(MultiHeadAttention\): a query of rank 5"):
         torch_twin(Model(img, layers.MultiHeadAttention(2, 2, name="mha")(img, img)))
+
+
+def test_dropout_draws_masks_in_a_training_steps_twin(rng):
+    """At inference dropout is the identity; in a training step's twin (``trainable``) Dropout and
+    SpatialDropout2D zero inputs (whole channels for the spatial one) and scale the rest by 1 / (1 - rate), as
+    Keras's do in training; the other noises are refused there by name."""
+    img = Input(shape=(7, 9, 17))
+    model = Model(img, layers.SpatialDropout2D(0.5, name="sdrop")(layers.Dropout(0.25, name="drop")(img)))
+    x = rng.random((3, 7, 9, 17), dtype=np.float32) + 1.0  # no zero of its own
+    _check(model, [x])  # eval mode: the identity
+    twin = torch_twin(model, trainable=True)
+    torch.manual_seed(0)
+    y = twin.to_numpy(twin(*twin.to_torch([x])))[0]
+    kept = y != 0
+    assert 0 < kept.mean() < 0.75  # about 0.75 * 0.5 of the values survive
+    np.testing.assert_allclose(y[kept], (x / 0.75 / 0.5)[kept], rtol=1e-6)
+    channel_dropped = ~kept.any(axis=(1, 2))  # (image, channel): a channel dropped everywhere or nowhere
+    assert channel_dropped.any() and not channel_dropped.all()
+    assert kept[~np.broadcast_to(channel_dropped[:, None, None, :], kept.shape)].mean() > 0.6
+    seq = Input(shape=(7, 4))
+    for layer, option in ((layers.GaussianNoise(0.1, name="noise"), "stddev=0.1"),
+                          (layers.AlphaDropout(0.2, name="noise"), "rate=0.2"),
+                          (layers.Dropout(0.2, noise_shape=(None, 1, 4), name="noise"), r"noise_shape=\(None, 1, 4\)"),
+                          (layers.LSTM(3, dropout=0.1, name="noise"), "dropout=0.1"),
+                          (layers.MultiHeadAttention(2, 2, dropout=0.1, name="noise"), "dropout=0.1")):
+        out = layer(seq, seq) if isinstance(layer, layers.MultiHeadAttention) else layer(seq)
+        torch_twin(Model(seq, out))  # inference: the identity
+        with pytest.raises(TwinError, match=rf"layer 'noise' \({type(layer).__name__}\): the option {option} "
+                                            r"in a training step"):
+            torch_twin(Model(seq, out), trainable=True)
