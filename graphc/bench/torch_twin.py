@@ -400,11 +400,8 @@ def _identity(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Va
     differ, so their losses do too); the other noises and losses are refused there, not dropped."""
     _options(layer, cfg, cfg)
     kind, x = type(layer).__name__, ins[0]
-    if not w.trainable or kind == "Identity":
-        return list(ins)
-    amount = {"GaussianNoise": cfg.get("stddev"), "ActivityRegularization": (cfg.get("l1") or cfg.get("l2"))}.get(
-        kind, cfg.get("rate"))
-    if not amount:
+    noise = [key for key in ("rate", "stddev", "l1", "l2") if cfg.get(key)]  # the options that act in training
+    if not w.trainable or not noise:
         return list(ins)
     if kind == "Dropout" and cfg.get("noise_shape") is None:
         return [w.emit(f"F.dropout({x.var}, {float(cfg['rate'])!r}, training=self.training)", x.rank, x.layout)]
@@ -412,8 +409,7 @@ def _identity(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> list[_Va
         x = w.layout(x, "cf")
         return [w.emit(f"F.dropout{kind[-2]}d({x.var}, {float(cfg['rate'])!r}, training=self.training)", x.rank,
                        x.layout)]
-    option = "noise_shape" if kind == "Dropout" else "data_format" if kind.startswith("SpatialDropout") else \
-        next(k for k in ("rate", "stddev", "l1", "l2") if cfg.get(k))
+    option = "noise_shape" if kind == "Dropout" else "data_format" if kind.startswith("SpatialDropout") else noise[0]
     raise _missing(layer, f"the option {option}={cfg[option]!r} in a training step")
 
 
@@ -681,20 +677,14 @@ def _normalization(w: _Writer, layer, cfg: dict, ins: list[_Value], node) -> lis
 
     _options(layer, cfg, ("axis", "mean", "variance", "invert"))
     x = ins[0]
-    if 0 in layer._keep:
+    if layer.normalizes_batch_axis():
         raise _missing(layer, f"axis={cfg['axis']!r} (the batch axis)")
 
-    def moments() -> tuple[np.ndarray, np.ndarray]:
-        if layer.input_mean is not None:
-            return layer._given(layer.input_mean), layer._given(layer.input_variance)
-        shape = tuple(layer._broadcast_shape)
-        return layer.adapt_mean.numpy().reshape(shape), layer.adapt_variance.numpy().reshape(shape)
-
     def mean() -> np.ndarray:
-        return _in_layout(moments()[0], x)
+        return _in_layout(layer.statistics()[0], x)
 
     def std() -> np.ndarray:
-        variance = moments()[1].astype(np.float32)
+        variance = layer.statistics()[1].astype(np.float32)
         return _in_layout(np.maximum(np.sqrt(variance), np.float32(EPSILON)), x)
 
     m = w.array(layer, f"mean_{x.layout}{x.rank}", mean)
@@ -974,7 +964,9 @@ def _emit_operation(w: _Writer, op, ins: list[_Value], node) -> _Value:
             parts.append(repr(float(number)) if number.dtype.kind == "f" else repr(int(number)))
         else:
             raise _missing(op, f"the operand {a!r}")
-    table = _BINARY if kind in _BINARY else _UNARY
+    table, arity = (_BINARY, 2) if kind in _BINARY else (_UNARY, 1)
+    if len(parts) != arity:  # (format() would drop an operand past the formula's)
+        raise _missing(op, f"{len(parts)} operands (the twin's {kind} takes {arity})")
     return w.emit(table[kind].format(*parts), max(t.rank for t in tensors), layout)
 
 

@@ -151,6 +151,18 @@ class Normalization(Layer):
             value = value.reshape(expanded)
         return np.broadcast_to(value, self._broadcast_shape)
 
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and variance the layer normalizes with now (given, or adapted), as arrays of the broadcast
+        shape: for tools that hold the layer's numbers elsewhere (the benchmarks' PyTorch twin)."""
+        if self.input_mean is not None:
+            return self._given(self.input_mean), self._given(self.input_variance)
+        shape = tuple(self._broadcast_shape)
+        return self.adapt_mean.numpy().reshape(shape), self.adapt_variance.numpy().reshape(shape)
+
+    def normalizes_batch_axis(self) -> bool:
+        """Whether axis 0 (the batch) is one of the kept axes (each example its own statistics)."""
+        return 0 in self._keep
+
     # ------------------------------------------------------------ adapt
     def adapt(self, data) -> None:
         """Set the mean and variance from ``data``: an array, or an iterable of batches (combined as
