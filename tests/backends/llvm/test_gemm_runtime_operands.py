@@ -100,6 +100,32 @@ def test_attention_training_step_matches_the_reference(rng):
     assert any(not np.array_equal(p, q) for p, q in zip(before, a.get_weights()))
 
 
+@pytest.mark.parametrize("l3", ["2M", "4M"])
+def test_chunks_of_b_known_only_at_run_time_fit_the_scratch(l3, monkeypatch, tmp_path, rng):
+    """With N free, the chunks of B's panels a thread packs are cut at run time to at most the panels its
+    scratch was sized for (an eighth of L3): a small L3 makes that a panel or a few, so one chunk of all
+    the panels would overrun the scratch into the A tile and C tile after it (wrong sums, or a crash)."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", f"l3={l3}")
+    g = Graph(f"chunks_free_{l3}")
+    a = g.add_input("a", TensorType("float32", ("m", "k")))
+    b = g.add_input("b", TensorType("float32", ("k", "n")))
+    g.set_outputs([OpBuilder(g).emit("matmul", a, b)])
+    lib = load(g, f"chunks_free_{l3}")
+    for m, kk, n in ((37, 2100, 1100), (7, 300, 517), (1, 17, 3)):
+        x = rng.standard_normal((m, kk)).astype(np.float32)
+        y = rng.standard_normal((kk, n)).astype(np.float32)
+        want = x.astype(np.float64) @ y.astype(np.float64)
+        for threads in (1, 2):
+            inst = lib.instance(threads)
+            try:
+                got = inst.run([x, y])[0]
+            finally:
+                inst.close()
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()),
+                                       err_msg=f"{m}x{kk}x{n}, L3 {l3}, {threads} threads")
+
+
 @pytest.mark.parametrize("free", [False, True])
 def test_thread_scratch_stays_within_the_cache_budget(free, rng):
     """A thread's scratch holds its chunk of B (at most ``b_block``, an eighth of L3), its block of A's

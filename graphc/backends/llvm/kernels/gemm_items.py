@@ -116,7 +116,7 @@ def split_items(M: Dim, MR: int, tpb: int | None, panels: Dim, *, per_thread: Di
     # more than one chunk: a multiple of the thread count (one chunk stays one)
     multiple = dims.mul(dims.ceildiv(want0, THREADS_DIM), THREADS_DIM)
     want = want0 if ceil else dims.maximum(want0, dims.mul(multiple, dims.minimum(dims.sub(want0, 1), 1)))
-    if max_chunk_panels is not None and isinstance(panels, int):
-        want = dims.maximum(want, -(-panels // max(1, max_chunk_panels)))
+    if max_chunk_panels is not None:  # panels known only at run time too: the scratch holds no wider chunk
+        want = dims.maximum(want, dims.ceildiv(panels, max(1, max_chunk_panels)))
     nchunks = dims.maximum(dims.minimum(want, panels), 1)
     return ItemSplit(M, MR, panels, tiles, mb, nchunks, ceil)
