@@ -8,17 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphc.backends.llvm import native
 from graphc.backends.llvm.kernels import depthwise_int8
-from graphc.backends.llvm.kernels.gemm_int8 import dot_path
-from graphc.backends.llvm.target import resolve_target
 from graphc.backends.reference import run
 from graphc.ir.graph import Graph
 from graphc.ir.types import TensorType
 from graphc.ops import OpBuilder
 from tests.backends.llvm.helpers import load, run_native
-from tests.quantize import test_native_int8 as native_int8
-from tests.quantize.test_native_int8 import EPILOGUES, PATHS, _input, depthwise_graph
+from tests.quantize.test_native_int8 import EPILOGUES, PATHS, _input, build_for, depthwise_graph  # noqa: F401 (build_for: a fixture)
 
 CHANNELS = [1, 3, 7, 17, 33]
 # (x dtype, y dtype, per-channel weights, activation, max_value): linear, relu and relu6 on both input types
@@ -38,23 +34,6 @@ def _geometry(spatial: int, kernel: int, stride: int, padding: str) -> dict | No
         pads = (total // 2, total - total // 2)
     return {"spatial": (spatial, spatial), "kernel": (kernel, kernel), "strides": (stride, stride),
             "pads": (pads, pads), "out": (out, out)}
-
-
-@pytest.fixture
-def build_on(monkeypatch):
-    """load(graph) for a cpu of PATHS, skipping what this machine cannot run."""
-
-    def build(graph, cpu, path):
-        if path.startswith("vnni") and not (native_int8._host_has("avx512vnni") and native_int8._host_has("avxvnni")):
-            pytest.skip("this CPU has no AVX512-VNNI / AVX-VNNI")
-        if cpu == "vnni256":
-            target = native_int8._host_without_avx512_vnni()
-            monkeypatch.setattr(native, "resolve_target", lambda triple=None, cpu=None: target)
-            return load(graph)
-        assert dot_path(resolve_target(None, cpu)).name == path
-        return load(graph, cpu=cpu)
-
-    return build
 
 
 GEOMETRIES = [c for c in (_geometry(s, k, st, p) for s in (1, 5, 9) for k in (3, 5) for st in (1, 2)
@@ -81,12 +60,12 @@ def test_depthwise_on_the_host_equals_the_reference(rng, C):
 
 @pytest.mark.parametrize(("cpu", "path"), PATHS[1:])
 @pytest.mark.parametrize("C", [3, 17])
-def test_depthwise_on_every_dot_product_equals_the_reference(rng, build_on, cpu, path, C):
+def test_depthwise_on_every_dot_product_equals_the_reference(rng, build_for, cpu, path, C):  # noqa: F811
     """vpdpbusd on 256 bits, vpmaddwd (two kernel rows per lane instead of four) and the generic products."""
     for n, conv in enumerate([GEOMETRIES[i] for i in (0, 3, 9, len(GEOMETRIES) - 1)]):
         epilogue = ALL_EPILOGUES[n % len(ALL_EPILOGUES)]
         g = depthwise_graph(rng, C, conv, epilogue)
-        _check(build_on(g, cpu, path), g, rng, epilogue[0], conv["spatial"], C, f"{path} C {C} {conv} {epilogue}")
+        _check(build_for(g, cpu, path), g, rng, epilogue[0], conv["spatial"], C, f"{path} C {C} {conv} {epilogue}")
 
 
 @pytest.mark.parametrize("C", [3, 16, 32, 64])

@@ -312,12 +312,19 @@ def test_rows_that_share_an_l1_set():
     assert not any(conflict(c * 4, 12, zen4) for c in (1, 3, 6))  # rows within a few lines
 
 
-@pytest.mark.parametrize("ways, in_place", [(8, False), (12, True)])
-def test_rows_sharing_an_l1_set_are_copied(ways, in_place, monkeypatch, tmp_path, rng):
-    """A Dense over K = 1024 (rows 4 KiB apart): on an 8-way L1 its micro-tiles are copied into the
-    padded tile, on a 12-way one read where they lie; both equal the reference (a row tail included)."""
+@pytest.mark.parametrize("in_place", [False, True])
+def test_rows_sharing_an_l1_set_are_copied(in_place, monkeypatch, tmp_path, rng):
+    """A Dense over K = 1024 (rows 4 KiB apart, so a micro-tile's rows all fall into one L1 set of a cache of
+    4 KiB per way): where the set has fewer ways than the tile has rows, its micro-tiles are copied into the
+    padded tile, else read where they lie; both equal the reference (a row tail included). The ways follow
+    this machine's tile (12 rows with 32 vector registers, 6 with 16)."""
+    from graphc.backends.llvm.target import host_target
+
+    target = host_target()
+    rows = gemm.tile_for_rows(37, target.vw, target.num_vector_registers)[0]
+    ways = rows if in_place else rows - 1
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("GRAPHC_GEMM_CACHES", f"l1=32K,l1_ways={ways}" if ways == 8 else f"l1=48K,l1_ways={ways}")
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", f"l1={4 * ways}K,l1_ways={ways}")
     monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", "0")  # the shared micro-kernels, recorded below
     used = []  # the micro-kernels of whole tiles (the row tail's tiles of EDGE_ROWS are always copied)
     for name in ("tile_function", "direct_tile_function"):
