@@ -62,6 +62,9 @@ GEMM_FUSED_EPILOGUE = Switch("GRAPHC_GEMM_FUSED_EPILOGUE", "1", ON_OFF)
 GEMM_ITEMS = Switch("GRAPHC_GEMM_ITEMS", "", ("", "ceil"))
 # a packed weight's loop order: K blocks outside the row blocks where it takes half of L3 ("auto"), never, always
 GEMM_K_OUTER = Switch("GRAPHC_GEMM_K_OUTER", "auto", ("auto", "0", "1"))
+# prefetching a streamed packed weight (a quarter of L2 or more) into L2 one panel ahead: from the first
+# micro-tile of each panel in a row block ("auto"), from every micro-tile ("every"), never ("0")
+GEMM_PREFETCH = Switch("GRAPHC_GEMM_PREFETCH", "auto", ("auto", "every", "0"))
 # reduced precision (kernels/gemm_bf16.py, gemm_int8.py): AMX tiles or the vector instructions
 BF16_KERNEL = Switch("GRAPHC_BF16_KERNEL", "", ("", "avx512"))
 INT8_KERNEL = Switch("GRAPHC_INT8_KERNEL", "", ("", "vnni"))

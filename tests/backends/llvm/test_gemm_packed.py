@@ -191,6 +191,37 @@ def test_dense_products_in_either_loop_order(order, caches, monkeypatch, rng):
         _check(graph, lib, feeds, threads, f"K blocks outside={order}, caches {caches!r}, {threads} threads")
 
 
+@pytest.mark.parametrize("mode", ["auto", "every", "0"])
+@pytest.mark.parametrize("fused", ["0", "1"])
+def test_streamed_weights_prefetch_from_the_first_tile_of_a_row_block(mode, fused, monkeypatch, rng):
+    """Weights of a quarter of L2 or more prefetch the next panel: from the first micro-tile of each row
+    block (``auto``), from every tile (``every``) or not at all (``0``); each equals the reference, with
+    the epilogue fused into the registers or not, on row blocks of several tiles, with and without a
+    row tail, on 1 and 2 threads."""
+    monkeypatch.setenv("GRAPHC_GEMM_PREFETCH", mode)
+    monkeypatch.setenv("GRAPHC_GEMM_FUSED_EPILOGUE", fused)
+    monkeypatch.setenv("GRAPHC_GEMM_CACHES", "l2=64K")  # 16 KiB of weights stream
+    asked = []
+    for name in ("tile_compute", "tile_function"):
+        real = getattr(gemm, name)
+        monkeypatch.setattr(gemm, name, lambda *a, _real=real, _name=name, **kw: asked.append(
+            bool(kw.get("prefetch") if _name == "tile_compute" else a[6])) or _real(*a, **kw))
+    graph = _dense_graph([(97, 130, 70), (61, 2100, 40), (7, 300, 33)], rng, epilogue=True)
+    lib = load(optimize(graph, 2), f"prefetch_{mode}_{fused}", cache=False)
+    feeds = _feeds(graph, rng)
+    for threads in (1, 2):
+        _check(graph, lib, feeds, threads, f"prefetch {mode}, fused {fused}, {threads} threads")
+    if mode == "0":
+        assert not any(asked)
+    elif mode == "every":
+        assert all(asked)
+    else:  # the first tile of a row block with, the others without
+        assert any(asked) and not all(asked)
+    monkeypatch.setenv("GRAPHC_GEMM_PREFETCH", "always")
+    with pytest.raises(ValueError, match="GRAPHC_GEMM_PREFETCH"):
+        load(optimize(graph, 2), "prefetch_bad", cache=False)
+
+
 def test_weights_beyond_half_of_l3_run_their_k_blocks_outside(monkeypatch):
     """By default only a weight of half of L3 or more takes the K-outer order; the switch forces
     either order and refuses other values."""
