@@ -19,8 +19,25 @@ def load(graph: Graph, name: str | None = None, **kw) -> Library:
     if triple is not None:
         require_emulation(triple)
         return EmulatedLibrary(compile_library(graph, name, triple=triple, **kw), graph, triple)
+    if kw.get("cpu") is not None:
+        skip_unless_host_runs(kw["cpu"])
     files = compile_library(graph, name, **kw)
     return Library(files.shared, files.symbol)
+
+
+def skip_unless_host_runs(cpu: str) -> None:
+    """Skip the test where code for ``cpu`` uses an instruction set feature this CPU lacks (AVX-512 code on
+    an AVX2 machine): loading and running it would stop the process on an illegal instruction."""
+    import pytest
+
+    from graphc.backends.llvm.target import host_target
+
+    def enabled(features: str) -> set[str]:
+        return {f[1:] for f in features.split(",") if f.startswith("+")}
+
+    missing = enabled(host_target(cpu).features) - enabled(host_target().features)
+    if missing:
+        pytest.skip(f"code for {cpu} needs {', '.join(sorted(missing)[:4])}, which this CPU lacks")
 
 
 def run_native(lib: Library, feeds: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:
