@@ -381,8 +381,11 @@ def test_bf16_builds_take_winograd_without_amx(emitted):
     on_amx = cm.precision == "bf16" and uses_amx(host_target())
     assert emitted == ([] if on_amx else [(3, 3, 32, 32)])
     emitted.clear()
-    graphc.build(model, "native")
-    assert emitted == [(3, 3, 32, 32)]
+    plain = graphc.build(model, "native")
+    # without bf16 products the first build was this float32 library already: a cache hit, nothing emitted
+    fell_back = cm.precision == "float32"
+    assert emitted == ([] if fell_back else [(3, 3, 32, 32)])
+    assert (plain.library.path == cm.library.path) == fell_back
 
 
 U32 = 2.0 ** -24  # float32 unit roundoff
