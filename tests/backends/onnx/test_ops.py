@@ -23,6 +23,7 @@ from graphc.ops import REGISTRY, OpBuilder
 from graphc.ops.conv import keras_pads
 from graphc.ops.elementwise import UNARY
 from tests.backends.onnx.checks import check_model
+from tests.onnxruntime_int8 import skip_where_onnxruntime_saturates
 
 SIZES = ({"batch": 1, "seq": 7}, {"batch": 3, "seq": 1})
 SIZES_NO_UNIT_SEQ = ({"batch": 1, "seq": 7}, {"batch": 3, "seq": 5})
@@ -363,6 +364,8 @@ def test_every_op_with_an_onnx_mapping_has_an_onnx_case(name):
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_op_exports_and_matches_the_reference(c, rng):
+    if c.op == "qlinear_conv":  # 3x3 windows over many channels: large enough pair sums
+        skip_where_onnxruntime_saturates()
     graph = build(c)
     model = export_graph(graph, c.opset)
     if c.opset is not None:
