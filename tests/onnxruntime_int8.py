@@ -12,6 +12,6 @@ def skip_where_onnxruntime_saturates() -> None:
     with AVX2 and AVX-512)."""
     from graphc.backends.llvm.target import host_target
 
-    features = host_target().features.split(",")
-    if host_target().triple.startswith("x86_64") and "+avx512vnni" not in features and "+avxvnni" not in features:
+    host = host_target()
+    if host.arch == "x86_64" and not host.feature_set & {"avx512vnni", "avxvnni"}:
         pytest.skip("onnxruntime's uint8 x int8 kernels saturate on x86 without VNNI (documented)")

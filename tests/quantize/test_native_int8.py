@@ -31,7 +31,7 @@ EPILOGUES = [("uint8", "uint8", True, "relu", None), ("int8", "int8", False, "li
 
 
 def _host_has(feature: str) -> bool:
-    return f"+{feature}" in host_target().features.split(",")
+    return feature in host_target().feature_set
 
 
 def _host_without_avx512_vnni():

@@ -65,6 +65,12 @@ class TargetInfo:
         return self.vector_bits == 512 and self.cpu == "znver4"
 
     @property
+    def feature_set(self) -> set[str]:
+        """The instruction set features the code may use (``avx2``, ``avx512f``...): the ``+`` ones of
+        :attr:`features`."""
+        return _feature_set(self.features)
+
+    @property
     def has_avx512_bf16(self) -> bool:
         """``vdpbf16ps`` (bf16 pair dot products into float32) on 512-bit vectors."""
         have = _feature_set(self.features)

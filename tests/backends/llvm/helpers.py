@@ -32,10 +32,7 @@ def skip_unless_host_runs(cpu: str) -> None:
 
     from graphc.backends.llvm.target import host_target
 
-    def enabled(features: str) -> set[str]:
-        return {f[1:] for f in features.split(",") if f.startswith("+")}
-
-    missing = enabled(host_target(cpu).features) - enabled(host_target().features)
+    missing = host_target(cpu).feature_set - host_target().feature_set
     if missing:
         pytest.skip(f"code for {cpu} needs {', '.join(sorted(missing)[:4])}, which this CPU lacks")
 
