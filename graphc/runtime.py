@@ -110,6 +110,8 @@ def _bind(lib: ctypes.CDLL) -> None:
         "gc_model_output": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
         "gc_model_weight": (vp, [vp, sz, ctypes.POINTER(GcTensorDesc)]),
         "gc_model_has_embedded_weights": (ctypes.c_int, [vp]),
+        "gc_model_target_cpu": (cp, [vp]),
+        "gc_model_target_features": (cp, [vp]),
         "gc_options_init": (None, [ctypes.POINTER(GcOptions)]),
         "gc_max_threads": (ctypes.c_int32, []),
         "gc_instance_create": (vp, [vp, ctypes.POINTER(GcOptions), ctypes.POINTER(vp)]),
@@ -180,6 +182,9 @@ class Library:
         self.outputs = [self._desc("output", i) for i in range(self.lib.gc_model_num_outputs(self.model))]
         self.weights = [self._desc("weight", i) for i in range(self.lib.gc_model_num_weights(self.model))]
         self.api_version = int(self.lib.gc_api_version())
+        # the CPU the code was generated for and the features it may use (instances are refused without them)
+        self.target_cpu = self.lib.gc_model_target_cpu(self.model).decode()
+        self.target_features = self.lib.gc_model_target_features(self.model).decode()
         self.has_train_step = bool(self.lib.gc_model_has_train_step(self.model))
         self.has_eval_step = bool(self.lib.gc_model_has_eval_step(self.model))
         self.has_gradient_step = bool(self.lib.gc_model_has_gradient_step(self.model))
@@ -220,13 +225,15 @@ class Library:
         return int(self.lib.gc_max_threads())
 
     def describe(self) -> dict:
-        """Everything a caller needs: name, ABI version, inputs/outputs/weights (name, dtype, shape
-        with free dims by name), whether weights are embedded, and the thread limit."""
+        """Everything a caller needs: name, ABI version, the CPU the code is for (name and features),
+        inputs/outputs/weights (name, dtype, shape with free dims by name), whether weights are
+        embedded, and the thread limit."""
         def tensors(infos: list[TensorInfo]) -> list[dict]:
             return [{"name": t.name, "dtype": t.dtype.name,
                      "shape": [n if s is None else s for s, n in zip(t.shape, t.dim_names)]} for t in infos]
 
-        return {"name": self.name, "api_version": self.api_version, "inputs": tensors(self.inputs),
+        return {"name": self.name, "api_version": self.api_version,
+                "target": {"cpu": self.target_cpu, "features": self.target_features}, "inputs": tensors(self.inputs),
                 "outputs": tensors(self.outputs), "weights": tensors(self.weights),
                 "embedded_weights": self.has_embedded_weights, "max_threads": self.max_threads}
 

@@ -211,7 +211,8 @@ def test_the_thread_limit_is_described_and_applied(abi):
 
 def test_describe_names_everything_a_caller_needs(abi):
     d = abi.describe()
-    assert d["name"] == "abi_model" and d["api_version"] == 5 and d["embedded_weights"] is True
+    assert d["name"] == "abi_model" and d["api_version"] == 6 and d["embedded_weights"] is True
+    assert d["target"]["cpu"] == abi.target_cpu != ""
     assert [t["name"] for t in d["inputs"]] == ["ids", "x"]
     assert d["inputs"][0]["shape"] == ["batch", "seq"] and d["inputs"][0]["dtype"] == "int32"
     assert [t["name"] for t in d["outputs"]] == ["y", "pooled"]

@@ -760,6 +760,7 @@ class _Codegen:
                   f"    {step['fields']}, {eval_ref},",
                   f"    {split['fields']},",
                   f"    {self.batch_split_fields()},",
+                  f"    {c_string(self.target.cpu)}, {c_string(self.target_features())},",
                   "};", ""]
         if not self.link.model_symbol:
             lines += [f"GC_EXPORT const gc_model_t* gc_model_{sym}(void) {{ return &model; }}", ""]
@@ -792,6 +793,11 @@ class _Codegen:
                   f"{len(updates)}, "
                   "step_inputs, step_targets, step_hypers, step_updates")
         return {"lines": lines, "fields": fields}
+
+    def target_features(self) -> str:
+        """The instruction set features the code may use, as the model struct records them for the
+        runtime's CPU check (``+avx2,+fma``): the target's ``+`` features, sorted."""
+        return ",".join(f"+{f}" for f in sorted(self.target.feature_set))
 
     def batch_split_fields(self) -> str:
         """The model struct's sub-batch fields: the batch dim's index (-1: none), the budget in bytes, the

@@ -110,6 +110,22 @@ size_t gc_model_num_inputs(const gc_model_t* m) { return m ? m->num_inputs : 0; 
 size_t gc_model_num_outputs(const gc_model_t* m) { return m ? m->num_outputs : 0; }
 size_t gc_model_num_weights(const gc_model_t* m) { return m ? m->num_weights : 0; }
 int gc_model_has_embedded_weights(const gc_model_t* m) { return m && m->weights_data != NULL; }
+const char* gc_model_target_cpu(const gc_model_t* m) {
+  return m && m->abi == GC_MODEL_ABI && m->target_cpu ? m->target_cpu : "";
+}
+const char* gc_model_target_features(const gc_model_t* m) {
+  return m && m->abi == GC_MODEL_ABI && m->target_features ? m->target_features : "";
+}
+
+/* Refuses a model whose code uses instructions this CPU lacks, before any of that code runs. */
+static gc_status_t gc__check_cpu(const gc_model_t* m) {
+  char missing[256];
+  if (gc__cpu_missing_features(m->target_features, missing, sizeof missing) == 0) return NULL;
+  return GC_ERROR(GC_FAILED_PRECONDITION,
+                  "model '%s' was compiled for CPU '%s', whose instructions this CPU lacks (%s): build it for "
+                  "this machine (cpu=\"host\") or for a CPU whose features it has",
+                  m->name, m->target_cpu ? m->target_cpu : "?", missing);
+}
 
 static void gc__fill_desc(const char* name, int32_t dtype, int32_t rank, const int64_t* dims,
                           const char* const* dim_names, gc_tensor_desc_t* out) {
@@ -339,6 +355,7 @@ static gc_status_t gc__create(const gc_model_t* m, const gc_options_t* options, 
   if (out_instance == NULL) return GC_ERROR(GC_INVALID_ARGUMENT, "out_instance is NULL");
   *out_instance = NULL;
   GC_RETURN_IF_ERROR(gc__check_model(m));
+  GC_RETURN_IF_ERROR(gc__check_cpu(m));
   gc_options_t opts;
   gc_options_init(&opts);
   if (options != NULL) {

@@ -16,7 +16,7 @@
 
 #include "graphc/graphc.h"
 
-#define GC_MODEL_ABI 8u
+#define GC_MODEL_ABI 9u
 
 /* What every kernel sees; the generated code reads it at fixed offsets (keep in sync with
    graphc/backends/llvm/frame.py). */
@@ -164,7 +164,15 @@ struct gc_model {
      with it. `run_ops` runs the ops [first, end) of `run` (NULL without a tail). */
   int32_t batch_tail_op;
   int32_t (*run_ops)(gc_frame_t* frame, int32_t first, int32_t end);
+  /* The CPU the code was generated for (LLVM's name: "znver3", "x86-64-v4", "cortex-a72") and the
+     instruction set features it may use ("+avx2,+fma,..."): instances are refused on a CPU without them. */
+  const char* target_cpu;
+  const char* target_features;
 };
+
+/* How many of `features` (LLVM's names, "+a,+b") this CPU lacks among those the runtime can detect; their
+   names, comma-separated, written to `out` (`cap` bytes, always terminated) (cpu_features.c). */
+size_t gc__cpu_missing_features(const char* features, char* out, size_t cap);
 
 /* ------------------------------------------------------------------ status helpers */
 

@@ -86,6 +86,9 @@ static void check_describe(const gc_model_t* m) {
   EXPECT_ERROR(gc_model_input(m, 0, NULL), GC_INVALID_ARGUMENT, "NULL");
   EXPECT_ERROR(gc_model_input(NULL, 0, &d), GC_INVALID_ARGUMENT, "model is NULL");
   if (!gc_model_has_embedded_weights(m)) FAIL("weights should be embedded");
+  if (strcmp(gc_model_target_cpu(NULL), "") != 0 || strcmp(gc_model_target_features(NULL), "") != 0)
+    FAIL("a NULL model's target should read \"\"");
+  if (gc_model_target_cpu(m)[0] == '\0') FAIL("the model should name the CPU its code is for");
 }
 
 static void check_create(const gc_model_t* m) {

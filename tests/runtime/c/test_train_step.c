@@ -19,7 +19,7 @@ enum { BATCH = 4 };
 
 int main(void) {
   const gc_model_t* m = gc_model_train_model();
-  CHECK(gc_api_version() == 5u && GC_API_VERSION == 5u, "API version %u", gc_api_version());
+  CHECK(gc_api_version() == 6u && GC_API_VERSION == 6u, "API version %u", gc_api_version());
   CHECK(gc_model_has_train_step(m) == 1, "no training step");
   CHECK(gc_model_has_train_step(NULL) == 0, "NULL model has a training step");
   CHECK(gc_model_num_step_inputs(m) == 1 && gc_model_num_step_targets(m) == 1, "step counts %zu, %zu",

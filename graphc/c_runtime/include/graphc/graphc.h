@@ -47,8 +47,10 @@ extern "C" {
    Version 3: gc_instance_eval_step, gc_instance_save_weights, self-describing weights files (format 3);
    the kernel profiler (gc_options_t.profile, gc_instance_profile, gc_profile_*).
    Version 4: the collective hook of cross-replica sums (gc_instance_set_collective).
-   Version 5: gc_options_t.huge_pages. */
-#define GC_API_VERSION 5u
+   Version 5: gc_options_t.huge_pages.
+   Version 6: gc_model_target_cpu, gc_model_target_features; instances refused on a CPU without the
+   model's instruction set features. */
+#define GC_API_VERSION 6u
 
 /* The most dimensions a tensor can have. */
 #define GC_MAX_RANK 8
@@ -159,6 +161,14 @@ GC_EXPORT GC_MUST_USE_RESULT gc_status_t gc_model_find_weight(const gc_model_t* 
                                                               size_t* out_index);
 /* 1 when the weights are embedded in the library, 0 when they live in a separate file. */
 GC_EXPORT int gc_model_has_embedded_weights(const gc_model_t* model);
+/* The CPU the model's code was generated for (LLVM's name: "znver3", "x86-64-v4", "cortex-a72"; "" for
+   NULL) and the instruction set features that code may use, comma-separated ("+avx2,+fma,..."; "" when
+   none beyond the architecture's base). gc_instance_create refuses with GC_FAILED_PRECONDITION, naming
+   the missing features, on a CPU that lacks any of them (as CPUID and the OS, or the kernel's hardware
+   capabilities, report them; the environment variable GRAPHC_HIDE_CPU_FEATURES=a,b makes the named
+   ones count as absent). */
+GC_EXPORT const char* gc_model_target_cpu(const gc_model_t* model);
+GC_EXPORT const char* gc_model_target_features(const gc_model_t* model);
 
 /* ----------------------------------------------------------------------------- options */
 
