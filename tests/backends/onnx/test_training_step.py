@@ -16,7 +16,6 @@ import pytest
 
 import graphc
 from graphc import examples, layers
-from graphc.backends.llvm.target import host_target
 from graphc.backends.onnx import OnnxExportError, make_session
 
 STEPS = 3
@@ -85,6 +84,42 @@ def _run_onnx(model, batches) -> tuple[dict[str, np.ndarray], list[float]]:
     return state, losses
 
 
+_MAX_POOLS = (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D)
+_GLOBAL_MAX_POOLS = (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D)
+
+
+def _max_pool_near_ties(model, x, rel: float = 2e-6) -> int:
+    """How many max-pooling windows of ``model`` on ``x`` (training mode) hold a second value within ``rel``
+    of the pooled input's scale below their maximum, the maximum above zero.
+
+    At such a near tie the gradient's route depends on the last bits of the forward pass, which differ
+    between float32 engines that sum in different orders (OpenBLAS's AVX2 and AVX-512 kernels among
+    them): two correct trainers then send the window's whole gradient to different positions, and every
+    layer below diverges. A comparison of trainers is only well posed away from those points, as a
+    gradient check is only away from a ReLU's kink. ``rel``: four times the largest difference seen
+    between onnxruntime's and the reference's float32 forward passes at a pooled input (5.4e-8 of a
+    scale of 0.1 at multi_output's conv1d_2, on an AVX2 host)."""
+    pools = [layer for layer in model.layers if isinstance(layer, _MAX_POOLS + _GLOBAL_MAX_POOLS)]
+    if not pools:
+        return 0
+    features = graphc.Model(inputs=model.inputs, outputs=[layer.input for layer in pools])(x, training=True)
+    features = features if isinstance(features, (list, tuple)) else [features]
+    near = 0
+    for layer, a in zip(pools, features):
+        a = np.asarray(a, dtype=np.float64)  # (batch, *spatial, channels)
+        spatial = tuple(range(1, a.ndim - 1))
+        if isinstance(layer, _GLOBAL_MAX_POOLS):
+            windows = np.moveaxis(a, -1, 1).reshape(a.shape[0], a.shape[-1], -1)
+        else:
+            assert layer.padding == "valid" and layer.data_format == "channels_last", layer.name
+            view = np.lib.stride_tricks.sliding_window_view(a, layer.pool_size, axis=spatial)
+            view = view[(slice(None), *(slice(None, None, s) for s in layer.strides))]
+            windows = view.reshape(*view.shape[:a.ndim], -1)
+        top = np.sort(windows, axis=-1)[..., -2:]
+        near += int(np.sum((top[..., 1] > 0) & (top[..., 1] - top[..., 0] <= rel * np.abs(a).max())))
+    return near
+
+
 def _close(got, want, what: str) -> None:
     want = np.asarray(want)
     scale = float(np.abs(want).max()) if want.size else 0.0
@@ -120,16 +155,18 @@ def test_three_steps_agree_with_the_reference_and_native_trainers(make, batch, r
     assert [int(v) for v in iterations] == [STEPS] == [ref.optimizer.iterations]
 
 
-@pytest.mark.parametrize("name", ["mlp", "separable_conv_bn", "conv1d_text", pytest.param(
-    "multi_output", marks=pytest.mark.xfail(host_target().vector_bits < 512, strict=False,
-    reason="open: on an AVX2 host (Zen 3) onnxruntime's multi_output steps leave the reference's rtol 1e-4, "
-           "not yet traced to onnxruntime's kernels or graphc's export"))])
+@pytest.mark.parametrize("name", ["mlp", "separable_conv_bn", "conv1d_text", "multi_output"])
 def test_bundled_models_steps_agree_with_the_reference(name, rng):
     models = [examples.build(name, seed=3) for _ in range(2)]
     models[1].set_weights(models[0].get_weights())
     for model in models:
         model.compile(optimizer=graphc.optimizers.RMSprop(0.001), loss="mse")
-    x = examples.inputs(name, rng, 2)
+    for _ in range(20):  # inputs without a max-pooling near tie (see _max_pool_near_ties)
+        x = examples.inputs(name, rng, 2)
+        if not _max_pool_near_ties(models[0], x):
+            break
+    else:
+        pytest.fail(f"20 draws of {name}'s inputs all had a max-pooling window within rounding of a tie")
     ys = [rng.standard_normal((2, *out.shape[1:])).astype("float32") for out in models[0].outputs]
     y = ys if len(ys) > 1 else ys[0]
     exported = graphc.onnx.export_training_step(models[0], y=y)
