@@ -31,7 +31,8 @@ from graphc.ops.common import fmt_shape, require_float, same_dtype
 from graphc.ops.registry import OpDef, ShapeError, get, register
 
 __all__ = ["keras_pads", "keras_transpose_pads", "window_output_dims", "per_axis", "pads_attr", "spatial_attrs",
-           "resolve_pads", "pad_array", "tap_views", "tap_windows", "tap_operand", "concrete_out"]
+           "resolve_pads", "pad_array", "tap_views", "tap_windows", "tap_operand", "tap_operands",
+           "concrete_out"]
 
 Pads = tuple[tuple[Dim, Dim], ...]
 
@@ -251,6 +252,21 @@ def tap_operand(x: np.ndarray, src: tuple[slice, ...], dst: tuple[slice, ...], o
     return v
 
 
+def tap_operands(x: np.ndarray, pads: Sequence[tuple[int, int]], kernel: Sequence[int], strides: Sequence[int],
+                 dilations: Sequence[int], out: Sequence[int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Each kernel tap and the (N, *out, C) values it multiplies, the same values either way: strided
+    views of the input zero-padded once where that copy is at most twice the input (a padded tap
+    then costs no zero-filled array of its own), else :func:`tap_operand`'s copies of what each tap
+    reads (a huge dilation or padding never builds its padded input)."""
+    spatial = x.shape[1:-1]
+    padded = int(np.prod([n + pb + pa for n, (pb, pa) in zip(spatial, pads)], dtype=np.int64))
+    if all(o > 0 for o in out) and padded <= 2 * int(np.prod(spatial, dtype=np.int64)):
+        yield from tap_views(pad_array(x, pads, 0), kernel, strides, dilations, out)
+        return
+    for tap, src, dst in tap_windows(spatial, pads, kernel, strides, dilations, out):
+        yield tap, tap_operand(x, src, dst, out)
+
+
 def concrete_out(x_shape: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                  dilations: Sequence[int], pads: Sequence[tuple[int, int]], what: str) -> tuple[int, ...]:
     """Output spatial sizes for a concrete input (the references' check)."""
@@ -286,6 +302,24 @@ def _conv_infer(types: list[TensorType], *, strides, dilations, pads, groups) ->
     return TensorType(dtype, (x.shape[0],) + out + (out_ch,))
 
 
+_DEPTHWISE_CHUNK_BYTES = 1 << 20
+
+
+def _depthwise(x, w, pads, kernel, strides, dilations, out, groups: int, og: int) -> np.ndarray:
+    """A depthwise convolution (each input channel g feeds output channels [g*og, (g+1)*og)): every tap's
+    products through one buffer (a fresh array per tap costs its page faults again)."""
+    acc = term = None
+    for tap, v in tap_operands(x, pads, kernel, strides, dilations, out):
+        wt = w[tap].reshape(groups, og)
+        operand, factor = (v[..., None], wt) if og > 1 else (v, wt[:, 0])
+        if acc is None:
+            acc = np.multiply(operand, factor)
+            term = np.empty_like(acc)
+        else:
+            np.add(acc, np.multiply(operand, factor, out=term), out=acc)
+    return acc
+
+
 def _conv(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, groups,
           bindings: Mapping[str, int] | None = None) -> np.ndarray:
     nsp = x.ndim - 2
@@ -303,8 +337,7 @@ def _conv(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, groups,
     n, c, og = x.shape[0], x.shape[-1], out_ch // groups
     rows = n * int(np.prod(out, dtype=np.int64))
     acc: np.ndarray | None = None
-    taps = ((tap, tap_operand(x, src, dst, out)) for tap, src, dst in tap_windows(x.shape[1:-1], pads_i, kernel,
-                                                                                  strides, dilations, out))
+    taps = tap_operands(x, pads_i, kernel, strides, dilations, out)
     if groups == 1:
         # (rows, C) @ (C, O) per tap.
         for tap, v in taps:
@@ -312,12 +345,13 @@ def _conv(x: np.ndarray, w: np.ndarray, *, strides, dilations, pads, groups,
             acc = term if acc is None else np.add(acc, term, out=acc)
         result = acc
     elif cg == 1:
-        # Depthwise: each input channel g feeds output channels [g*og, (g+1)*og).
-        for tap, v in taps:
-            wt = w[tap].reshape(groups, og)
-            term = v[..., None] * wt if og > 1 else v * wt[:, 0]
-            acc = term if acc is None else np.add(acc, term, out=acc)
-        result = acc.reshape(rows, out_ch)  # type: ignore[union-attr]
+        # Depthwise, a few samples at a time: their taps' sums stay in cache where the whole batch's
+        # arrays would stream from memory once per tap
+        per_sample = max(1, rows // max(n, 1) * out_ch * x.itemsize)
+        step = max(1, _DEPTHWISE_CHUNK_BYTES // per_sample)
+        parts = [_depthwise(x[b0:b0 + step], w, pads_i, kernel, strides, dilations, out, groups, og)
+                 for b0 in range(0, n, step)]
+        result = (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(rows, out_ch)
     else:
         # Grouped: one batched matmul (groups, rows, cg) @ (groups, cg, og) per tap.
         for tap, v in taps:
@@ -479,8 +513,8 @@ def _conv_grad_kernel(x, dy, w, *, strides, dilations, pads, groups, bindings=No
     x = x.astype(dy.dtype, copy=False)
     d2 = dy.reshape(rows, out_ch)
     dw = np.empty(w.shape, dtype=dy.dtype)
-    for tap, src, dst in tap_windows(x.shape[1:-1], pads_i, kernel, strides, dilations, out):
-        a = np.ascontiguousarray(tap_operand(x, src, dst, out)).reshape(rows, c)
+    for tap, v in tap_operands(x, pads_i, kernel, strides, dilations, out):
+        a = np.ascontiguousarray(v).reshape(rows, c)
         if groups == 1:
             dw[tap] = a.T @ d2
         elif cg == 1:

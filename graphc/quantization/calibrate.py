@@ -52,13 +52,19 @@ class RangeCollector:
         self.zeros = 0  # exact zeros seen (they fall in the bin starting at 0)
 
     def update(self, values: np.ndarray) -> None:
-        values = np.asarray(values, dtype=np.float64).reshape(-1)
-        values = values[np.isfinite(values)]
+        values = np.asarray(values).reshape(-1)
         if not values.size:
             return
-        self.low = min(self.low, float(values.min()))
-        self.high = max(self.high, float(values.max()))
+        low, high = values.min(), values.max()  # in the values' own dtype: exact, and no copy
+        if not (np.isfinite(low) and np.isfinite(high)):  # a NaN or an infinity among them: left out
+            values = values[np.isfinite(values)]
+            if not values.size:
+                return
+            low, high = values.min(), values.max()
+        self.low = min(self.low, float(low))
+        self.high = max(self.high, float(high))
         if self.method != "minmax":
+            values = values.astype(np.float64, copy=False)
             self.zeros += int(np.count_nonzero(values == 0))
             self._histogram(values)
 

@@ -30,6 +30,21 @@ def test_minmax_keeps_the_extremes(rng):
     assert low == min(b.min() for b in batches) and high == max(b.max() for b in batches)
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_nan_and_infinities_are_left_out_of_the_range(rng, method, dtype):
+    clean = [rng.standard_normal(n).astype(dtype) for n in (1, 17, 1000)]
+    dirty = [b.copy() for b in clean]
+    dirty[1][[0, 5]] = [np.nan, np.inf]
+    dirty[2][[3, 7, 11]] = [-np.inf, np.nan, np.inf]
+    nothing = np.full(3, np.nan, dtype)  # a batch of no finite value changes nothing
+    finite = [b[np.isfinite(b)] for b in dirty]
+    assert _collect(method, [*dirty, nothing]) == _collect(method, finite)
+    low, high = _collect("minmax", dirty)
+    assert (low, high) == (min(float(b.min()) for b in finite), max(float(b.max()) for b in finite))
+    assert not RangeCollector(method).seen and _collect(method, [nothing]) == (0.0, 0.0)
+
+
 def test_percentile_cuts_each_tail(rng):
     x = rng.standard_normal(1_000_000)
     low, high = _collect("percentile", np.split(x, 10), percentile=99.0)
