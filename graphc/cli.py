@@ -515,11 +515,12 @@ def compile_model(args: argparse.Namespace) -> int:
         graph = fold_integer_products(_optimized(quantized, args.level))
     else:
         graph = _optimized(graph, args.level)
-    if args.triple is None:
+    loaded = args.triple is None and args.cpu in (None, "host")  # this machine's own code: built and loaded
+    if loaded:
         native = build_native(graph, cpu=args.cpu, precision=args.precision)
         files = native.export_library(args.output, name=symbol, weights=args.weights)
         stats = native.compile_stats
-    else:  # a library for another machine: built, never loaded here
+    else:  # a library for another machine (or CPU, which this one may not run): built, never loaded here
         from graphc.backends.llvm.target import resolve_target
 
         built = compile_library(graph, symbol, weights=args.weights, cpu=args.cpu, triple=args.triple,
@@ -532,7 +533,7 @@ def compile_model(args: argparse.Namespace) -> int:
     for kind, path in sorted(files.items()):
         print(f"wrote {path} ({kind})")
     if args.precision != "float32":
-        ran = native.precision if args.triple is None else built.precision
+        ran = native.precision if loaded else built.precision
         missing = "" if ran == args.precision else f" ({args.precision} unavailable on this target)"
         print(f"precision: {ran}{missing}")
     print(f"{int(stats.get('kernels', 0))} kernel launches, {int(stats.get('kernel_functions', 0))} distinct "
