@@ -9,7 +9,9 @@
  * matrix and bit-manipulation extensions code generation can use for graphc's kernels.
  *
  * GRAPHC_HIDE_CPU_FEATURES=avx512f,avx2 makes the named features count as absent (as oneDNN's
- * ONEDNN_MAX_CPU_ISA caps its ISA): a way to see how a library meets a smaller CPU.
+ * ONEDNN_MAX_CPU_ISA caps its ISA): a way to see how a library meets a smaller CPU. WebAssembly has
+ * no table (its engine validates a module's instructions) and reads no environment: a browser page
+ * need not provide WASI's environment imports.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -17,23 +19,6 @@
 #include <string.h>
 
 #include "internal.h"
-
-/* Whether the comma-separated `list` names `name` (an optional leading '+' on each entry). */
-static int gc__list_has(const char* list, const char* name, size_t len) {
-  if (list == NULL) return 0;
-  const char* p = list;
-  while (*p) {
-    while (*p == ',' || *p == ' ') p++;
-    if (*p == '+') p++;
-    const char* end = p;
-    while (*end && *end != ',') end++;
-    size_t n = (size_t)(end - p);
-    while (n > 0 && p[n - 1] == ' ') n--;
-    if (n == len && strncmp(p, name, len) == 0) return 1;
-    p = end;
-  }
-  return 0;
-}
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -115,10 +100,33 @@ static const char* gc__feature_name(size_t i) { return gc__arm_features[i].name;
 
 #else
 /* WebAssembly and other platforms: the engine validates the module's instructions when it loads it. */
-#define GC_NUM_FEATURES 0
-static int gc__cpu_has_index(size_t i) { (void)i; return 1; }
-static const char* gc__feature_name(size_t i) { (void)i; return ""; }
+#define GC_NO_FEATURE_TABLE 1
 #endif
+
+#ifdef GC_NO_FEATURE_TABLE
+size_t gc__cpu_missing_features(const char* features, char* out, size_t cap) {
+  /* no getenv either: a WASI module's environment is an import a browser page need not provide */
+  (void)features;
+  if (cap > 0) out[0] = '\0';
+  return 0;
+}
+#else
+/* Whether the comma-separated `list` names `name` (an optional leading '+' on each entry). */
+static int gc__list_has(const char* list, const char* name, size_t len) {
+  if (list == NULL) return 0;
+  const char* p = list;
+  while (*p) {
+    while (*p == ',' || *p == ' ') p++;
+    if (*p == '+') p++;
+    const char* end = p;
+    while (*end && *end != ',') end++;
+    size_t n = (size_t)(end - p);
+    while (n > 0 && p[n - 1] == ' ') n--;
+    if (n == len && strncmp(p, name, len) == 0) return 1;
+    p = end;
+  }
+  return 0;
+}
 
 size_t gc__cpu_missing_features(const char* features, char* out, size_t cap) {
   size_t missing = 0, used = 0;
@@ -137,3 +145,4 @@ size_t gc__cpu_missing_features(const char* features, char* out, size_t cap) {
   }
   return missing;
 }
+#endif
