@@ -129,8 +129,9 @@ def test_quantized_seed_models_run_natively(rng, name):
     requantization boundary the float sum may round to the other step, and such steps compound with
     depth. On stereo_xception (14 blocks), on an AVX2 host whose BLAS sums in another order than
     AVX-512's, the folded graph on the reference alone differs from the QDQ graph by one output step or
-    more at 4.9 % of the elements, two or more at 1.2 %, and by 8 steps (0.031 of the scale) at most. So native's distance to the QDQ graph is held to 0.03 of the scale
-    or to the folded graph's own distance, whichever is larger."""
+    more at 4.9 % of the elements, two or more at 1.2 %, and by 8 steps (0.031 of the scale) at most.
+    So native's distance to the QDQ graph is held to 0.03 of the scale or to the folded graph's own
+    distance, whichever is larger."""
     q = _quantized(name, rng)
     cm = graphc.build(q, "native")
     x = examples.inputs(name, rng, 8)
