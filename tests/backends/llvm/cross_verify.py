@@ -32,6 +32,7 @@ from graphc.backends.llvm.target import TargetInfo, resolve_target
 from graphc.ir.graph import Graph
 from graphc.runtime import Library
 from tests.backends.llvm.emulation import EmulatedLibrary, missing_tools
+from tests.backends.llvm.helpers import host_lacks
 
 RTOL = 1e-5  # and an absolute tolerance of RTOL times the output's largest magnitude
 
@@ -78,18 +79,13 @@ class Verified:
         return self.error <= RTOL
 
 
-def _host_features() -> set[str]:
-    return {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f.startswith("+")}
-
-
 def unavailable(target: CrossTarget) -> str | None:
     """Why this machine cannot build and run ``target``'s libraries; None when it can."""
     if target.emulated:
         return missing_tools(target.triple)
     if llvm.get_process_triple().split("-", 1)[0] != "x86_64":
         return f"{target.label} libraries run on x86-64 machines only"
-    wanted = {f[1:] for f in target.info.features.split(",") if f.startswith("+")}
-    lacking = sorted(wanted - _host_features())
+    lacking = host_lacks(target.info)
     return f"this CPU lacks {', '.join(lacking)} for {target.label}" if lacking else None
 
 
