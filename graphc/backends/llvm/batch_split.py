@@ -7,8 +7,10 @@ op mixes the samples of a batch, a call over B samples computes what B / b calls
 the runtime runs it that way (``gc_instance_run``): the scratch arena planned for b rows, the inputs and
 outputs addressed one sub-batch at a time, b chosen whenever the call's free dims change, as the most rows
 whose arena fits :func:`budget_bytes` (from the arena one sample needs). The outputs are those of separate
-calls over the sub-batches, bit for bit; against one call over the whole batch they may differ in the last
-place where a kernel's split of a reduction follows the batch size (a global average pooling at batch 1).
+calls over the sub-batches, bit for bit, and those of one call over the whole batch too: every kernel
+computes a sample's values in the same order whatever the batch (a product's rows sum alike in whole
+micro-tiles, edge tiles and single rows: :func:`.kernels.gemm.row_compute`), so neither the sub-batches
+nor the thread count that shapes them changes a result (``tests/backends/llvm/test_batch_invariance.py``).
 
 Measured on a 2-core Zen 4 (one process, interleaved builds, ``GRAPHC_BATCH_SPLIT=0`` against the default of
 one L2, 1 MB): at batch 32 on one thread MobileNetV2 259 -> 189 ms (1 sample at a time), EfficientNetB0 394 ->

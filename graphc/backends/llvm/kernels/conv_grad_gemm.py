@@ -173,8 +173,8 @@ def emit_dense_grad_kernel_gemm(kb: KernelBuilder, x: Tensor, dy: Tensor, out: T
                                 b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32), i64(0)])
                     with fb.loop(edge_end, rows_valid, name="r1") as r:
                         b.call(row_function(kb.module, NV, vw, NR),
-                               [b.gep(a_rows, [b.mul(r, i64(tile_stride))], source_etype=F32), panel_buf, kc,
-                                b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
+                               [b.gep(a_rows, [b.mul(r, i64(tile_stride))], source_etype=F32), panel_buf, i64(0),
+                                kc, b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
             add_tile(i, rows_valid, col0, valid_cols, first)
 
     with fb.loop(k.begin, k.end, name="item") as item:

@@ -90,6 +90,7 @@ TARGET_ITEMS_COMPUTED = 2
 TILE_PAD = 16  # floats between the rows of an A tile beyond its K block: one cache line
 C_AHEAD = 2  # micro-tiles ahead that the packed GEMM prefetches C and the residual for
 EDGE_ROWS = 4  # rows per tile of the run-time-operand GEMM's last, partial micro-tile
+PANEL_GROUP = 4  # panels one row runs over at once past the last tile (4 x 2 vectors: 8 FMA chains)
 
 
 def gemm_blocking(target: TargetInfo, mr: int, nr: int) -> Blocking:
@@ -451,45 +452,38 @@ def zeroed_acc(k: Kernel, rows: int, nv: int, vw: int, last: int | None = None) 
     return acc
 
 
-def split_accumulate(k: Kernel, vt: ir.VectorType, nv: int, count, step: Callable, split: int = 4) -> list:
-    """``nv`` vector sums over ``count`` steps (an i64) in ``split`` independent accumulator sets (enough
-    independent FMA chains for a single row): ``step(index, parts)`` adds step ``index``'s terms to the
-    ``nv`` vars ``parts``; returns vars holding the totals."""
+def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, *, panels: int = 1,
+                panel_step=0) -> list[list]:
+    """One row of A times ``panels`` panels (``panel_step`` floats apart: an int, or an i64 known at run
+    time): ``panels x nv`` accumulator Vars, each summed over k in order from zero with one FMA per step,
+    exactly as :func:`tile_compute` sums each row of a tile. A row's values are then the same bits whether
+    it runs here, in an edge tile or in a whole micro-tile, so a sample's result never depends on how many
+    rows its product has (the batch, a sub-batch, a thread's share). The FMA latency is hidden by the
+    panels' independent sums (4 panels of 2 vectors: 8 chains) where k split over several accumulators
+    would have summed in another order."""
     fb, b = k.fn, k.b
-    parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
-    for row in parts:
-        for var in row:
-            var.set(vector_constant(vt, None))
-    whole = b.and_(count, i64(-split))
-    with fb.loop(0, whole, split, name="kq") as kk:
-        for j in range(split):
-            step(b.add(kk, i64(j)), parts[j])
-    with fb.loop(whole, count, name="kr") as kk:
-        step(kk, parts[0])
-    out = []
-    for v in range(nv):
-        total = parts[0][v].get()
-        for j in range(1, split):
-            total = b.fadd(total, parts[j][v].get())
-        var = fb.var(vt, name=f"row{v}")
-        var.set(total)
-        out.append(var)
-    return out
-
-
-def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, split: int = 4) -> list:
-    """One row of A times a panel: ``nv`` vectors, k split over ``split`` accumulator sets, summed at the end."""
-    b = k.b
+    acc = zeroed_acc(k, panels, nv, vw)
+    step_v = panel_step if isinstance(panel_step, ir.Value) else i64(panel_step)
+    bases = [panel if g == 0 else b.gep(panel, [b.mul(i64(g), step_v)], source_etype=F32) for g in range(panels)]
     vt = ir.VectorType(F32, vw)
 
-    def step(kk, parts):
-        bp = b.gep(panel, [b.mul(kk, i64(stride))], source_etype=F32)
+    def step(kk):
         avv = k.splat(b.load(b.gep(a_ptr, [kk], source_etype=F32), typ=F32, align=4), vw)
-        for v in range(nv):
-            bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
-            parts[v].set(mathlib.fma(b, avv, bv, parts[v].get()))
+        offset = b.mul(kk, i64(stride))
+        for g, base in enumerate(bases):
+            bp = b.gep(base, [offset], source_etype=F32)
+            for v in range(nv):
+                bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
+                acc[g][v].set(mathlib.fma(b, avv, bv, acc[g][v].get()))
 
-    return split_accumulate(k, vt, nv, k.dim(kc), step, split)
+    kcv = k.dim(kc)
+    pairs = b.and_(kcv, i64(-2))
+    with fb.loop(0, pairs, 2, name="kk") as kk:  # two k steps per iteration, as the tile's loop
+        step(kk)
+        step(b.add(kk, i64(1)))
+    with b.if_then(b.icmp_signed("<", pairs, kcv)):
+        step(pairs)
+    return acc
 
 
 def tile_row_stride(kb: int, kc: int | None = None) -> int:
@@ -590,17 +584,19 @@ def direct_tile_function(module: ir.Module, rows: int, nv: int, vw: int, stride:
     return f.finish()
 
 
-def row_function(module: ir.Module, nv: int, vw: int, stride: int) -> ir.Function:
-    """:func:`row_compute` as a shared function ``void (a_row, panel, kc, c)``: one row of A times a
-    panel (``stride`` floats per k step), ``nv`` vectors written to ``c``."""
-    name = f"gemm_row_{nv}_w{vw}_p{stride}"
+def row_function(module: ir.Module, nv: int, vw: int, stride: int, panels: int = 1) -> ir.Function:
+    """:func:`row_compute` as a shared function ``void (a_row, panel, panel_step, kc, c)``: one row of A
+    times ``panels`` panels (``stride`` floats per k step, ``panel_step`` floats apart), panel g's ``nv``
+    vectors written to ``c + g * stride``."""
+    name = f"gemm_row_{panels}x{nv}_w{vw}_p{stride}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, PTR], ["a", "panel", "kc", "c"])
+    f = Fn(module, name, ir.VoidType(), [PTR, PTR, I64, I64, PTR], ["a", "panel", "panel_step", "kc", "c"])
     f.fn.attributes.add("noinline")
-    a, panel, kc, c = f.args
-    store_acc(f.b, [row_compute(FunctionBody(f), a, panel, kc, nv, vw, stride)], c, vw, stride)
+    a, panel, panel_step, kc, c = f.args
+    acc = row_compute(FunctionBody(f), a, panel, kc, nv, vw, stride, panels=panels, panel_step=panel_step)
+    store_acc(f.b, acc, c, vw, stride)
     f.b.ret_void()
     return f.finish()
 
@@ -808,7 +804,9 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         store_c_rows(k, c_tile, pc, N, NR, vw, nv, b.mul(p, i64(NR)), i, rows_valid, valid_cols, first, last,
                      pbias=pbias, pres=pres, activation=activation, post_activation=post_activation, ldc=ldc)
 
-    def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols):
+    def row_loop(p, row0, row_end, k0, kc, first, last, valid_cols, singles: bool = True):
+        """Panel p's tiles of rows [row0, row_end); the rows past the last whole and edge tiles only with
+        ``singles`` (else :func:`single_rows` computes them over a group of panels)."""
         vw, nv, last_lanes = panel_vectors(valid_cols, kb.target, MR)
         with fb.loop(row0, row_end, MR, name="row") as i:
             rows_valid = fb.min_(b.sub(row_end, i), i64(MR))
@@ -897,20 +895,42 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                         store_tile(vw, nv, p, i, MR, valid_cols, first, last)
                 with partial:
                     # fewer than MR rows left (small batches, the pixels past the last whole tile): tiles
-                    # of EDGE_ROWS, then one row at a time with k split over four accumulators per
-                    # vector, so no work is wasted on missing rows
-                    def a_row(r):
-                        return b.gep(a_tile, [b.mul(b.sub(b.add(i, r), row0), i64(tile_stride))], source_etype=F32)
-
+                    # of EDGE_ROWS, then one row at a time, so no work is wasted on missing rows
                     edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
                     with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
                         micro = tile_function(kb.module, EDGE_ROWS, nv, vw, NR, tile_stride, prefetch_b, last_lanes)
-                        b.call(micro, [a_row(r), panel, k.dim(kc), b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32),
-                                       i64(K * NR)])
-                    with fb.loop(edge_end, rows_valid, name="r1") as r:
-                        c_row = b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
-                        b.call(row_function(kb.module, nv, vw, NR), [a_row(r), panel, k.dim(kc), c_row])
-                    store_tile(vw, nv, p, i, rows_valid, valid_cols, first, last)
+                        b.call(micro, [a_row(b.add(i, r), row0), panel, k.dim(kc),
+                                       b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32), i64(K * NR)])
+                    if singles:
+                        with fb.loop(edge_end, rows_valid, name="r1") as r:
+                            c_row = b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
+                            b.call(row_function(kb.module, nv, vw, NR), [a_row(b.add(i, r), row0), panel, i64(0),
+                                                                         k.dim(kc), c_row])
+                    store_tile(vw, nv, p, i, rows_valid if singles else edge_end, valid_cols, first, last)
+
+    def a_row(row, row0):
+        """Row ``row`` of A in the thread's tile, which holds the rows from row0."""
+        return b.gep(a_tile, [b.mul(b.sub(row, row0), i64(tile_stride))], source_etype=F32)
+
+    def single_rows(p0, p_end, row0, row_end, k0, kc, first, last):
+        """The rows of [row0, row_end) past its last whole and edge tiles (at most EDGE_ROWS - 1; a
+        product of one row at batch 1) times the whole panels [p0, p_end), PANEL_GROUP panels per
+        call where there are that many: one row's FMAs need several panels' sums to fill the pipes."""
+        n = b.sub(row_end, row0)
+        tail = b.srem(n, i64(MR))
+        start = b.add(b.add(row0, b.sub(n, tail)), b.and_(tail, i64(-EDGE_ROWS)))
+        kcv = k.dim(kc)
+        with fb.loop(start, row_end, name="r1") as r:
+            group_end = b.add(p0, b.mul(b.sdiv(b.sub(p_end, p0), i64(PANEL_GROUP)), i64(PANEL_GROUP)))
+            for lo, hi, count in ((p0, group_end, PANEL_GROUP), (group_end, p_end, 1)):
+                with fb.loop(lo, hi, count, name=f"pg{count}") as p:
+                    panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
+                    b.call(row_function(kb.module, NV, vw, NR, count), [a_row(r, row0), panel, i64(K * NR), kcv,
+                                                                        c_tile])
+                    for g in range(count):
+                        store_c_rows(k, b.gep(c_tile, [i64(g * NR)], source_etype=F32), pc, N, NR, vw, NV,
+                                     b.mul(b.add(p, i64(g)), i64(NR)), r, i64(1), NR, first, last, pbias=pbias,
+                                     pres=pres, activation=activation, post_activation=post_activation, ldc=ldc)
 
     # one K block: whole tiles may go through the epilogue from the registers, their micro-kernel
     # inlined (its accumulators cannot leave a shared function but through memory)
@@ -945,10 +965,15 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
                     source.fill(k, i, fb.min_(tile_end, row_end), k0, kc, tile_rows, tile_stride, kb=KB)
         else:
             source.fill(k, row0, row_end, k0, kc, a_tile, tile_stride, kb=KB)
-        with fb.loop(p_lo, full_hi, name="panel") as p:
-            row_loop(p, row0, row_end, k0, kc, first, last, NR)
+        # whole panels in groups: each panel's tiles, then the group's single rows, then its pooling
+        with fb.loop(p_lo, full_hi, PANEL_GROUP, name="pgroup") as p0:
+            p_end = fb.min_(b.add(p0, i64(PANEL_GROUP)), full_hi)
+            with fb.loop(p0, p_end, name="panel") as p:
+                row_loop(p, row0, row_end, k0, kc, first, last, NR, singles=False)
+            single_rows(p0, p_end, row0, row_end, k0, kc, first, last)
             if after_panel is not None:
-                after_panel(p)
+                with fb.loop(p0, p_end, name="pooled") as p:
+                    after_panel(p)
         if N % NR:
             tail_p = i64(N // NR)
             in_range = b.and_(b.icmp_signed(">=", tail_p, p_lo), b.icmp_signed("<", tail_p, p_hi))
@@ -1149,14 +1174,14 @@ def emit_runtime_gemm(kb: KernelBuilder, a: Tensor, bt: Tensor, out: Tensor) -> 
                 with whole:
                     b.call(tile_function(kb.module, MR, NV, vw, NR, tile_stride),
                            [a_rows(i, row0), panel_buf, kcv, c_tile, i64(0)])
-                with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time on four accumulator sets
+                with partial:  # the last rows: tiles of EDGE_ROWS, then one at a time
                     edge_end = b.and_(rows_valid, i64(-EDGE_ROWS))
                     with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
                         b.call(tile_function(kb.module, EDGE_ROWS, NV, vw, NR, tile_stride),
                                [a_rows(b.add(i, r), row0), panel_buf, kcv, c_rows(r), i64(0)])
                     with fb.loop(edge_end, rows_valid, name="r1") as r:
-                        b.call(row_function(kb.module, NV, vw, NR), [a_rows(b.add(i, r), row0), panel_buf, kcv,
-                                                                     c_rows(r)])
+                        b.call(row_function(kb.module, NV, vw, NR), [a_rows(b.add(i, r), row0), panel_buf, i64(0),
+                                                                     kcv, c_rows(r)])
             store_tile(c_base, i, rows_valid, col0, valid_cols, first, full)  # one copy for every case
 
     per_batch = k.dim(split.items)

@@ -54,7 +54,6 @@ from graphc.backends.llvm.kernels.gemm import (
     lane_mask,
     load_lanes,
     micro_tile,
-    split_accumulate,
     store_acc,
     store_c_rows,
     store_tile_fused,
@@ -311,6 +310,32 @@ def tile_compute_bf16(k: Kernel, a_base, a_stride: int, rows: int, panel, kpairs
     with b.if_then(b.icmp_signed("<", pairs, kpairs)):
         step(pairs)
     return acc
+
+
+def split_accumulate(k: Kernel, vt: ir.VectorType, nv: int, count, step: Callable, split: int = 4) -> list:
+    """``nv`` vector sums over ``count`` steps (an i64) in ``split`` independent accumulator sets (enough
+    independent FMA chains for a single row): ``step(index, parts)`` adds step ``index``'s terms to the
+    ``nv`` vars ``parts``; returns vars holding the totals."""
+    fb, b = k.fn, k.b
+    parts = [[fb.var(vt, name=f"g{j}_{v}") for v in range(nv)] for j in range(split)]
+    for row in parts:
+        for var in row:
+            var.set(vector_constant(vt, None))
+    whole = b.and_(count, i64(-split))
+    with fb.loop(0, whole, split, name="kq") as kk:
+        for j in range(split):
+            step(b.add(kk, i64(j)), parts[j])
+    with fb.loop(whole, count, name="kr") as kk:
+        step(kk, parts[0])
+    out = []
+    for v in range(nv):
+        total = parts[0][v].get()
+        for j in range(1, split):
+            total = b.fadd(total, parts[j][v].get())
+        var = fb.var(vt, name=f"row{v}")
+        var.set(total)
+        out.append(var)
+    return out
 
 
 def row_compute_bf16(k: Kernel, a_row, panel, kpairs, nv: int, stride: int, split: int = 4) -> list:

@@ -31,6 +31,7 @@ from llvmlite import ir
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
+    PANEL_GROUP,
     load_lanes,
     micro_tile,
     packed_panels,
@@ -153,28 +154,38 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
     def matmul_rows(i, rows_valid, a_base, a_stride, pack_index):
         """tile[pack_index][r][:] = (rows of a) @ packed weights, for the rows_valid (<= MR) rows from i.
 
-        A full group of MR rows runs the register-tiled micro-kernel; fewer rows (small batches)
-        run one at a time with split-k accumulators, so no work goes to missing rows."""
+        A full group of MR rows runs the register-tiled micro-kernel; fewer rows (small batches) run
+        one at a time over PANEL_GROUP panels at once (no work goes to missing rows), each summed as a
+        tile's row is, so a sample's state does not depend on the others in its group."""
         packed = ppacks[pack_index]
         width = widths[pack_index]
-        with fb.loop(0, width // NR, name="panel") as p:
-            panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
-            with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
-                with full:
+        panels = width // NR
+
+        def store(r, p, acc_row):
+            for v in range(NV):
+                q = b.gep(tiles[pack_index], [b.add(b.add(b.mul(r, i64(width)), b.mul(p, i64(NR))), i64(v * vw))],
+                          source_etype=F32)
+                b.store(acc_row[v].get(), q, align=4)
+
+        with b.if_else(b.icmp_signed("==", rows_valid, i64(MR))) as (full, partial):
+            with full:
+                with fb.loop(0, panels, name="panel") as p:
+                    panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
                     acc = tile_compute(k, None, panel, U, NV, vw, NR, a_base=a_base, a_stride=a_stride, rows=MR)
                     for r in range(MR):
-                        for v in range(NV):
-                            q = b.gep(tiles[pack_index], [b.add(b.mul(p, i64(NR)), i64(r * width + v * vw))],
-                                      source_etype=F32)
-                            b.store(acc[r][v].get(), q, align=4)
-                with partial:
-                    with fb.loop(0, rows_valid, name="r1") as r:
-                        a_row = b.gep(a_base, [b.mul(r, i64(a_stride))], source_etype=F32)
-                        acc = row_compute(k, a_row, panel, U, NV, vw, NR)
-                        for v in range(NV):
-                            q = b.gep(tiles[pack_index], [b.add(b.add(b.mul(r, i64(width)), b.mul(p, i64(NR))),
-                                                                i64(v * vw))], source_etype=F32)
-                            b.store(acc[v].get(), q, align=4)
+                        store(i64(r), p, acc[r])
+            with partial:
+                grouped = panels // PANEL_GROUP * PANEL_GROUP
+                with fb.loop(0, rows_valid, name="r1") as r:
+                    a_row = b.gep(a_base, [b.mul(r, i64(a_stride))], source_etype=F32)
+                    for lo, hi, count in ((0, grouped, PANEL_GROUP), (grouped, panels, 1)):
+                        if lo == hi:
+                            continue
+                        with fb.loop(i64(lo), i64(hi), count, name=f"pg{count}") as p:
+                            panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
+                            acc = row_compute(k, a_row, panel, U, NV, vw, NR, panels=count, panel_step=U * NR)
+                            for g in range(count):
+                                store(r, b.add(p, i64(g)), acc[g])
 
     act, ract = activation, recurrent_activation
     with fb.loop(k.begin, k.end, name="group") as g:

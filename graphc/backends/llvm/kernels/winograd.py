@@ -76,6 +76,7 @@ from graphc.backends.llvm.builder import KernelBuilder, Tensor
 from graphc.backends.llvm.irutil import F32, I32, constant, i64, vector_constant
 from graphc.backends.llvm.kernels.conv import _epilogue
 from graphc.backends.llvm.kernels.gemm import (
+    EDGE_ROWS,
     gemm_blocking,
     load_lanes,
     micro_tile,
@@ -527,6 +528,7 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                 micro_args = []
             else:
                 micro = tile_function(kb.module, MR, nv, vw, NR, Cs, plan.prefetch)
+                edge = tile_function(kb.module, EDGE_ROWS, nv, vw, NR, Cs, plan.prefetch)
                 one_row = row_function(kb.module, nv, vw, NR)
                 micro_args = [i64(C * NR)]  # the prefetch distance: the next panel
             with fb.loop(0, points, name="xi") as xi:
@@ -544,9 +546,21 @@ def emit_winograd(kb: KernelBuilder, x: Tensor, w: Tensor, out: Tensor, geo, *, 
                             with full:
                                 b.call(micro, [a, panel, i64(steps), c_tile] + micro_args)
                             with partial:
-                                with fb.loop(0, rows, name="r1") as r:
-                                    b.call(one_row, [b.gep(a, [b.mul(r, i64(Cs))], source_etype=v_type), panel,
-                                                     i64(steps), b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)])
+                                def a_row(r):
+                                    return b.gep(a, [b.mul(r, i64(Cs))], source_etype=v_type)
+
+                                def c_row(r):
+                                    return b.gep(c_tile, [b.mul(r, i64(NR))], source_etype=F32)
+
+                                if plan.bf16:
+                                    with fb.loop(0, rows, name="r1") as r:
+                                        b.call(one_row, [a_row(r), panel, i64(steps), c_row(r)])
+                                else:  # edge tiles, then single rows: each row summed as a whole tile's
+                                    edge_end = b.and_(rows, i64(-EDGE_ROWS))
+                                    with fb.loop(0, edge_end, EDGE_ROWS, name="r4") as r:
+                                        b.call(edge, [a_row(r), panel, i64(steps), c_row(r)] + micro_args)
+                                    with fb.loop(edge_end, rows, name="r1") as r:
+                                        b.call(one_row, [a_row(r), panel, i64(0), i64(steps), c_row(r)])
 
         if K // NR:
             products(i64(0), i64(K // NR), NV)
