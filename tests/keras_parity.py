@@ -30,7 +30,7 @@ def twins(keras, build: Callable, rng, *, randomize_weights: bool = True):
     """The graphc model and its Keras twin, with the same (random) weights."""
     state.clear_session()
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     got_shapes = [tuple(w.shape) for w in model.weights]
     want_shapes = [tuple(w.shape) for w in kmodel.weights]
@@ -90,7 +90,7 @@ def check_keras_file(keras, build: Callable, data: Callable, rng, tmp_path, *, r
     assert_outputs_close(loaded.predict(x), want, rtol=rtol, atol=atol, what="graphc loading Keras's file")
     back = tmp_path / "from_graphc.keras"
     model.save(back)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     reloaded = keras.models.load_model(back, custom_objects=custom_objects)
     assert_outputs_close(reloaded.predict(x, verbose=0), want, rtol=rtol, atol=atol,
                          what="Keras loading graphc's file")

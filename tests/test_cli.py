@@ -188,7 +188,7 @@ def test_summary_of_a_bundled_example(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     rc, out, _ = run_cli(capsys, "summary", "mlp")
     assert rc == 0
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     captured: list[str] = []
     examples.build("mlp").summary(print_fn=captured.append)
     assert out == captured[0]
@@ -250,7 +250,7 @@ def test_summary_of_a_keras_archive(capsys, tmp_path, model_file):
 def test_ir_prints_the_verified_graph(capsys, model_file):
     rc, out, _ = run_cli(capsys, "ir", model_file)
     assert rc == 0
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     assert out == str(graphc.lower(cli.load_model(model_file))) + "\n"
     assert "input %x: f32[batch, 8]" in out and "# dense" in out
 

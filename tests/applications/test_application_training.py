@@ -53,7 +53,7 @@ def _keras_model(keras, name: str, rng, size: int, frozen_batchnorm: bool):
     else:
         from keras.src.applications.efficientnet import EfficientNet
 
-        keras.utils.clear_session()
+        keras.utils.clear_session(free_memory=False)
         model = EfficientNet(1.0, 1.0, 224, dropout_rate=0.0, drop_connect_rate=0.0, name="efficientnetb0",
                              weights=None, input_shape=shape, classes=CLASSES, classifier_activation=None)
         for layer in model.layers:

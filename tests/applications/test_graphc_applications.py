@@ -44,7 +44,7 @@ def _both(keras, name: str, **kwargs):
     """The graphc application and Keras's, each built in a fresh session (same automatic names)."""
     state.clear_session()
     model = getattr(applications, name)(weights=None, **kwargs)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     return model, getattr(keras.applications, name)(weights=None, **kwargs)
 
 
@@ -108,7 +108,7 @@ def test_efficientnet_builder_without_dropout_as_keras(keras):
                   weights=None, input_shape=(32, 32, 3), classes=3)
     state.clear_session()
     model = efficientnet.EfficientNet(1.1, 0.5, 224, **kwargs)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     assert_same_architecture(model, EfficientNet(1.1, 0.5, 224, **kwargs))
     assert not any(isinstance(layer, graphc.layers.Dropout) for layer in model.layers)
 
@@ -120,7 +120,7 @@ def test_input_tensor_as_keras(name, include_top, keras):
     state.clear_session()
     image = Input(shape=(96, 96, 3), name="image")
     model = getattr(applications, name)(weights=None, include_top=include_top, input_tensor=image, classes=7)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kimage = keras.Input(shape=(96, 96, 3), name="image")
     kmodel = getattr(keras.applications, name)(weights=None, include_top=include_top, input_tensor=kimage, classes=7)
     assert model.inputs[0] is image
@@ -158,7 +158,7 @@ def test_keras_file_round_trip(name, keras, rng, tmp_path):
     x = application_inputs(name, rng, 2)
     want = kmodel.predict(x, verbose=0)
     model.save(tmp_path / "graphc.keras")
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     assert_outputs_close(keras.models.load_model(tmp_path / "graphc.keras").predict(x, verbose=0), want,
                          what=f"Keras loading graphc's {name}")
     kmodel.save(tmp_path / "keras.keras")

@@ -19,7 +19,7 @@ def _fresh_keras_names():
     """Leave Keras's automatic layer names as this module found them (later modules compare weight paths)."""
     yield
     if "keras" in sys.modules:
-        sys.modules["keras"].utils.clear_session()
+        sys.modules["keras"].utils.clear_session(free_memory=False)
 
 CF = "channels_first"
 
@@ -50,7 +50,7 @@ LAYERS = [
 @pytest.mark.keras
 @pytest.mark.parametrize("make,in_shape", LAYERS)
 def test_weights_and_output_shapes_match_keras(keras, make, in_shape):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     k, g = make(keras.layers), make(layers)
     k.build(in_shape)
     y = g(Input(batch_shape=in_shape))

@@ -200,7 +200,7 @@ def test_core_stack_matches_keras(keras, rng):
     import graphc
 
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     kmodel.set_weights(model.get_weights())
     for n in (1, 3, 17):

@@ -157,9 +157,9 @@ def test_custom_objects_load_an_unregistered_class(keras, rng, tmp_path):
 def test_one_sgd_step_equals_keras(keras, rng):
     """The traced call trains: losses and every updated weight (sublayers' included) equal Keras's."""
     build, data = ARCHITECTURES["block"]
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     assert [w.shape for w in model.weights] == [tuple(w.shape) for w in kmodel.weights]
     kmodel.set_weights(model.get_weights())
@@ -417,9 +417,9 @@ def test_sublayer_called_on_values_inside_call_trains_like_keras(keras, rng):
         ids = K.Input((7,), dtype="int32")
         return K.Model(ids, K.layers.Dense(2)(K.layers.Flatten()(TokenAndPositionEmbedding(7, 11, 6)(ids))))
 
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     kmodel.set_weights(model.get_weights())
     positions = model.layers[1].pos_emb.embeddings

@@ -130,9 +130,9 @@ def test_keras_files_both_ways(name, keras, rng, tmp_path):
 def test_config_entries_equal_keras(name, keras):
     """Each operation's entry in the model config (module, class, config, inbound node) is Keras's."""
     build, _ = ARCHITECTURES[name]
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     ours = json.loads(json.dumps(build(graphc).get_config()["layers"]))
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     theirs = json.loads(json.dumps(build(keras).get_config()["layers"]))
 
     def ops_only(entries):
@@ -149,7 +149,7 @@ def test_summary_equals_keras(keras, monkeypatch):
     build, _ = ARCHITECTURES["indexing"]
     texts = []
     for K in (graphc, keras):
-        K.utils.clear_session()
+        K.utils.clear_session(free_memory=False)
         out = []
         build(K).summary(print_fn=out.append)
         texts.append(out[0])
@@ -170,9 +170,9 @@ def test_one_sgd_step_through_ops_equals_keras(keras, rng):
 
     x = rng.normal(size=(7, 4, 5)).astype("float32")
     y = rng.normal(size=(7, 2)).astype("float32")
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     kmodel.set_weights(model.get_weights())
     model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.1), loss="mse")
@@ -231,7 +231,7 @@ def test_numpy_arrays_on_the_left_defer_to_the_tensor(rng):
 
 # ---------------------------------------------------------------------- naming and structure
 def test_operations_are_named_like_keras_and_listed_as_nodes():
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     x = Input((4,), name="x")
     a = x + 1.0
     b = layers.Add()([a, x])

@@ -89,7 +89,7 @@ def unnamed_diamond(K):
 @pytest.mark.parametrize("build", [branching, unnamed_diamond])
 def test_layer_order_and_weights_order_as_keras(build, keras):
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     assert [lay.name for lay in model.layers] == [lay.name for lay in kmodel.layers]
     assert [type(lay).__name__ for lay in model.layers] == \
@@ -104,9 +104,36 @@ def test_automatic_layer_names():
     d0(inp)
     assert [d0.name, d1.name, a0.name] == ["dense", "dense_1", "activation"]
     assert layers.Dense(1, name="head").name == "head"
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     assert layers.Dense(1).name == "dense"
     assert Model(inp, d0(inp)).name == "functional"
+
+
+def test_clear_session_frees_memory_as_keras_unless_told_not_to():
+    """``free_memory`` (default True, as Keras's) runs the garbage collector: an unreachable cycle is gone
+    after it, and still there (with automatic collection off) after ``free_memory=False``."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cycle = Node()
+        cycle.self = cycle
+        alive = weakref.ref(cycle)
+        del cycle
+        layers.Dense(1)
+        graphc.utils.clear_session(free_memory=False)
+        assert alive() is not None
+        assert layers.Dense(1).name == "dense"
+        graphc.utils.clear_session()
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def test_get_layer():
@@ -383,7 +410,7 @@ def test_model_config_round_trip(rng):
 @pytest.mark.keras
 def test_model_config_matches_keras_structure(keras):
     model = unnamed_diamond(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kconfig = unnamed_diamond(keras).get_config()
     config = model.get_config()
     assert config["input_layers"] == kconfig["input_layers"]

@@ -36,7 +36,7 @@ def build_twins(keras, seed: int, rng, *, trainable: bool = False) -> tuple[Rand
     """The graphc model of ``seed`` and its Keras twin, with the same random weights."""
     state.clear_session()
     mine = random_model(graphc, seed, trainable=trainable)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     theirs = random_model(keras, seed, trainable=trainable)
     for i, (got, want) in enumerate(zip(mine.steps, theirs.steps)):
         assert got == want, f"seed {seed}: step {i} differs from Keras's:\n  graphc {got}\n  keras  {want}\n" \
@@ -71,7 +71,7 @@ def keras_float64_predict(keras, seed: int, weights: list[np.ndarray], x) -> lis
         return "float64" if wide and str(got).startswith("float") else got
 
     floatx = keras.config.floatx()
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     keras.config.set_floatx("float64")
     try:
         with mock.patch.object(backend, "result_type", float64_result_type):
@@ -128,7 +128,7 @@ def check_keras_files(keras, seed: int, tmp_path) -> None:
     assert_outputs_close(graphc.build(loaded, target="reference").predict(x), want,
                          what=f"graphc loading Keras's file, {where}")
     mine.model.save(tmp_path / "graphc.keras")
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     reloaded = keras.models.load_model(tmp_path / "graphc.keras")
     assert_outputs_close(reloaded.predict(x, verbose=0), want, what=f"Keras loading graphc's file, {where}")
 
@@ -172,7 +172,7 @@ def check_refused(seed: int, poison: tuple) -> None:
 
 def check_refused_file(keras, seed: int, poison: tuple, tmp_path) -> None:
     """Keras's file of a model with an option (or a layer) graphc does not implement is refused by name."""
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     path = tmp_path / "refused.keras"
     random_model(keras, seed, poison=poison).model.save(path)
     state.clear_session()

@@ -127,7 +127,7 @@ def test_sequential_config_round_trip(rng):
 @pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
 def test_matches_keras(keras, rng):
     model = program01_sequential(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = program01_sequential(keras)
     assert [lay.name for lay in model.layers] == [lay.name for lay in kmodel.layers]
     assert [w.shape for w in model.weights] == [tuple(w.shape) for w in kmodel.weights]

@@ -130,7 +130,7 @@ MODELS = {f.__name__: f for f in [
 
 
 def summary_text(K, build, **kwargs) -> str:
-    K.utils.clear_session()
+    K.utils.clear_session(free_memory=False)
     model = build(K)
     out: list[str] = []
     model.summary(print_fn=out.append, **kwargs)
@@ -187,7 +187,7 @@ def test_positions_and_layer_range_as_keras(options, keras, columns):
 @pytest.mark.keras
 def test_printed_to_stdout_as_keras(keras, columns, capsys):
     for K in (keras, graphc):
-        K.utils.clear_session()
+        K.utils.clear_session(free_memory=False)
         two_inputs_shared(K).summary()
     keras_text, graphc_text = capsys.readouterr().out.split('Model: "functional"')[1:]
     assert graphc_text == keras_text

@@ -82,7 +82,7 @@ def write_corpus() -> None:
         model = build(graphc)
         model.set_weights([rng.standard_normal(np.shape(w)).astype(np.float32) * 0.5 for w in model.get_weights()])
         model.save(CORPUS / f"{name}-graphc.keras")
-        keras.utils.clear_session()
+        keras.utils.clear_session(free_memory=False)
         kmodel = build(keras)
         kmodel.set_weights(model.get_weights())
         kmodel.save(CORPUS / f"{name}-keras.keras")

@@ -60,7 +60,7 @@ def test_param_count_and_predict_shapes(name, rng):
 def test_matches_keras(name, keras, rng):
     builder, _, lengths = SEED_MODELS[name]
     model, data = builder(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel, _ = builder(keras)
     assert [w.shape for w in model.weights] == [tuple(w.shape) for w in kmodel.weights]
     randomize(model, rng)

@@ -131,7 +131,7 @@ def keras_randomize(model, rng):
 
 def twins(keras, builder):
     state.clear_session()
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     gmodel = builder(graphc)
     kmodel = builder(keras)
     return gmodel, kmodel
@@ -195,7 +195,7 @@ def test_stereo_xception_both_ways(keras, tmp_path, rng):
     The weights and the layer structure do not depend on the image size: the seed program's
     250x250 graphc model is checked against the same Keras file at the end.
     """
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = _stereo(keras, 71)
     keras_randomize(kmodel, rng)
     kmodel.save(tmp_path / "k.keras")
@@ -292,7 +292,7 @@ def test_weights_files_both_ways(keras, tmp_path, rng):
 
 
 def test_from_keras_imports_a_live_model(keras, rng):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = nested(keras)
     keras_randomize(kmodel, rng)
     kmodel.compile(optimizer="adam", loss="mse")
@@ -307,7 +307,7 @@ def test_from_keras_imports_a_live_model(keras, rng):
 
 
 def test_from_keras_unsupported_layer_names_class_and_path(keras):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     inner_in = keras.Input(shape=(4,))
     inner = keras.Model(inner_in, keras.layers.Discretization(bin_boundaries=[0.0], name="noise")(inner_in),
                         name="encoder")

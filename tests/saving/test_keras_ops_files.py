@@ -31,7 +31,7 @@ def _application(keras, name: str):
 
 
 def _check_application(keras, name, rng, tmp_path, targets=TARGETS):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = _application(keras, name)
     path = tmp_path / f"{name}.keras"
     kmodel.save(path)
@@ -46,7 +46,7 @@ def _check_application(keras, name, rng, tmp_path, targets=TARGETS):
             assert_outputs_close(compiled.predict(x), kmodel.predict(x, verbose=0), what=f"{name} {target} n={n}")
     back = tmp_path / f"{name}_graphc.keras"
     model.save(back)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     reloaded = keras.models.load_model(back)
     x = rng.uniform(0.0, 255.0, size=(2,) + shape).astype("float32")
     assert_outputs_close(reloaded.predict(x, verbose=0), kmodel.predict(x, verbose=0), what=f"Keras loading {name}")
@@ -110,9 +110,9 @@ def test_application_layers_train_like_keras(keras, rng):
         h = _keras_class(K, "LayerScale")(0.1, 3)(h)
         return K.Model(x, _keras_class(K, "StochasticDepth")(0.0)(h))
 
-    graphc.utils.clear_session()
+    graphc.utils.clear_session(free_memory=False)
     model = build(graphc)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     kmodel = build(keras)
     kmodel.set_weights(model.get_weights())
     model.compile(optimizer=graphc.optimizers.SGD(learning_rate=0.3), loss="mse")
