@@ -7,7 +7,7 @@ and 3 (free lengths at an odd size). Some seeds also go through ``.keras`` files
 take one SGD step (loss and every weight equal Keras's), and models with a Keras option graphc
 does not implement must be refused with an error naming the option.
 
-A plain run (CI's) covers ``SEEDS`` and the larger ``SLOW_SEEDS`` (marked ``slow``: about a minute on
+A plain run (CI's) covers ``SEEDS`` and the larger ``SLOW_SEEDS`` (marked ``slow``: about two minutes on
 two cores); ``-m "not slow"`` leaves them out. A failing seed is
 replayed alone with ``-k "seed_17"``; ``steps`` in the message shows its architecture.
 """
