@@ -7,7 +7,7 @@ op mixes the samples of a batch, a call over B samples computes what B / b calls
 the runtime runs it that way (``gc_instance_run``): the scratch arena planned for b rows, the inputs and
 outputs addressed one sub-batch at a time, b chosen whenever the call's free dims change, as the most rows
 whose arena fits :func:`budget_bytes` (from the arena one sample needs). The outputs are those of separate
-calls over the sub-batches, bit for bit, and those of one call over the whole batch too: every kernel
+calls over the sub-batches, bit for bit, and those of one call over the whole batch too: each float32 kernel
 computes a sample's values in the same order whatever the batch (a product's rows sum alike in whole
 micro-tiles, edge tiles and single rows: :func:`.kernels.gemm.row_compute`), so neither the sub-batches
 nor the thread count that shapes them changes a result (``tests/backends/llvm/test_batch_invariance.py``).
