@@ -1,7 +1,8 @@
 """Process-wide front-end state: automatic layer names and the random generator.
 
 Keras keeps the same two things global: per-prefix name counters (``dense``, ``dense_1``)
-and the seed used by initializers. ``clear_session`` resets both.
+and the seed used by initializers. ``clear_session`` resets the names (``graphc.utils.clear_session``
+also collects garbage, as Keras's does); ``set_random_seed`` sets the seed.
 """
 
 from __future__ import annotations

@@ -399,7 +399,7 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
     run time), each k step also prefetches into L2
     the panel data that far ahead (the next panel: weights too large for L2 stream from memory
     while this one is computed)."""
-    fb, b = k.fn, k.b
+    b = k.b
     widths = vector_widths(nv, vw, last)
     n_rows = len(a_rows) if a_rows is not None else rows
     if acc is None:
@@ -427,14 +427,22 @@ def tile_compute(k: Kernel, a_rows, panel, kc, nv: int, vw: int, stride: int, *,
             for v, w in enumerate(widths):
                 acc[r][v].set(mathlib.fma(b, splats[w], bv[v], acc[r][v].get()))
 
-    kcv = k.dim(kc)
-    pairs = b.and_(kcv, i64(-2))
-    with fb.loop(0, pairs, 2, name="kk") as kk:  # two k steps per iteration
+    steps_in_pairs(k, kc, step)
+    return acc
+
+
+def steps_in_pairs(k: Kernel, count, step: Callable) -> None:
+    """``step(index)`` for index 0 .. count - 1 in order (``count`` an int or i64), two per loop iteration
+    and the odd last one after: the k loop of every micro-kernel, so that a tile's rows and a single row
+    sum their k steps alike."""
+    fb, b = k.fn, k.b
+    n = k.dim(count)
+    pairs = b.and_(n, i64(-2))
+    with fb.loop(0, pairs, 2, name="kk") as kk:
         step(kk)
         step(b.add(kk, i64(1)))
-    with b.if_then(b.icmp_signed("<", pairs, kcv)):
+    with b.if_then(b.icmp_signed("<", pairs, n)):
         step(pairs)
-    return acc
 
 
 def vector_widths(nv: int, vw: int, last: int | None = None) -> list[int]:
@@ -461,7 +469,7 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, *, p
     rows its product has (the batch, a sub-batch, a thread's share). The FMA latency is hidden by the
     panels' independent sums (4 panels of 2 vectors: 8 chains) where k split over several accumulators
     would have summed in another order."""
-    fb, b = k.fn, k.b
+    b = k.b
     acc = zeroed_acc(k, panels, nv, vw)
     step_v = panel_step if isinstance(panel_step, ir.Value) else i64(panel_step)
     bases = [panel if g == 0 else b.gep(panel, [b.mul(i64(g), step_v)], source_etype=F32) for g in range(panels)]
@@ -476,14 +484,19 @@ def row_compute(k: Kernel, a_ptr, panel, kc, nv: int, vw: int, stride: int, *, p
                 bv = b.load(b.gep(bp, [i64(v * vw)], source_etype=F32), typ=vt, align=4)
                 acc[g][v].set(mathlib.fma(b, avv, bv, acc[g][v].get()))
 
-    kcv = k.dim(kc)
-    pairs = b.and_(kcv, i64(-2))
-    with fb.loop(0, pairs, 2, name="kk") as kk:  # two k steps per iteration, as the tile's loop
-        step(kk)
-        step(b.add(kk, i64(1)))
-    with b.if_then(b.icmp_signed("<", pairs, kcv)):
-        step(pairs)
+    steps_in_pairs(k, kc, step)
     return acc
+
+
+def each_panel_group(k: Kernel, lo, hi, body: Callable) -> None:
+    """``body(p, count)`` over the panels [lo, hi) (ints or i64): groups of PANEL_GROUP panels from lo
+    (count = PANEL_GROUP), then the rest one at a time (count = 1), for :func:`row_compute`'s single rows."""
+    fb, b = k.fn, k.b
+    lo, hi = k.dim(lo), k.dim(hi)
+    group_end = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(PANEL_GROUP)), i64(PANEL_GROUP)))
+    for start, end, count in ((lo, group_end, PANEL_GROUP), (group_end, hi, 1)):
+        with fb.loop(start, end, count, name=f"pg{count}") as p:
+            body(p, count)
 
 
 def tile_row_stride(kb: int, kc: int | None = None) -> int:
@@ -921,16 +934,15 @@ def emit_gemm(kb: KernelBuilder, source: ASource, M, K: int, w: Tensor, out: Ten
         start = b.add(b.add(row0, b.sub(n, tail)), b.and_(tail, i64(-EDGE_ROWS)))
         kcv = k.dim(kc)
         with fb.loop(start, row_end, name="r1") as r:
-            group_end = b.add(p0, b.mul(b.sdiv(b.sub(p_end, p0), i64(PANEL_GROUP)), i64(PANEL_GROUP)))
-            for lo, hi, count in ((p0, group_end, PANEL_GROUP), (group_end, p_end, 1)):
-                with fb.loop(lo, hi, count, name=f"pg{count}") as p:
-                    panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
-                    b.call(row_function(kb.module, NV, vw, NR, count), [a_row(r, row0), panel, i64(K * NR), kcv,
-                                                                        c_tile])
-                    for g in range(count):
-                        store_c_rows(k, b.gep(c_tile, [i64(g * NR)], source_etype=F32), pc, N, NR, vw, NV,
-                                     b.mul(b.add(p, i64(g)), i64(NR)), r, i64(1), NR, first, last, pbias=pbias,
-                                     pres=pres, activation=activation, post_activation=post_activation, ldc=ldc)
+            def group(p, count, r=r):
+                panel = b.gep(pw, [b.mul(b.add(b.mul(p, i64(K)), k0), i64(NR))], source_etype=F32)
+                b.call(row_function(kb.module, NV, vw, NR, count), [a_row(r, row0), panel, i64(K * NR), kcv, c_tile])
+                for g in range(count):
+                    store_c_rows(k, b.gep(c_tile, [i64(g * NR)], source_etype=F32), pc, N, NR, vw, NV,
+                                 b.mul(b.add(p, i64(g)), i64(NR)), r, i64(1), NR, first, last, pbias=pbias,
+                                 pres=pres, activation=activation, post_activation=post_activation, ldc=ldc)
+
+            each_panel_group(k, p0, p_end, group)
 
     # one K block: whole tiles may go through the epilogue from the registers, their micro-kernel
     # inlined (its accumulators cannot leave a shared function but through memory)

@@ -54,6 +54,7 @@ from graphc.backends.llvm.kernels.gemm import (
     lane_mask,
     load_lanes,
     micro_tile,
+    steps_in_pairs,
     store_acc,
     store_c_rows,
     store_tile_fused,
@@ -303,12 +304,7 @@ def tile_compute_bf16(k: Kernel, a_base, a_stride: int, rows: int, panel, kpairs
             for v in range(nv):
                 acc[r][v].set(_dot(b, acc[r][v].get(), av, bv[v]))
 
-    pairs = b.and_(kpairs, i64(-2))
-    with fb.loop(0, pairs, 2, name="kp") as kp:  # two k pairs per iteration
-        step(kp)
-        step(b.add(kp, i64(1)))
-    with b.if_then(b.icmp_signed("<", pairs, kpairs)):
-        step(pairs)
+    steps_in_pairs(k, kpairs, step)
     return acc
 
 

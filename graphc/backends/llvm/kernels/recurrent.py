@@ -31,7 +31,7 @@ from llvmlite import ir
 from graphc.backends.llvm.builder import KernelBuilder, NativeLoweringError, Tensor
 from graphc.backends.llvm.irutil import F32, i64, vector_constant
 from graphc.backends.llvm.kernels.gemm import (
-    PANEL_GROUP,
+    each_panel_group,
     load_lanes,
     micro_tile,
     packed_panels,
@@ -175,17 +175,16 @@ def emit_rnn(kb: KernelBuilder, kind: str, x: Tensor, kernel: Tensor, rkernel: T
                     for r in range(MR):
                         store(i64(r), p, acc[r])
             with partial:
-                grouped = panels // PANEL_GROUP * PANEL_GROUP
                 with fb.loop(0, rows_valid, name="r1") as r:
                     a_row = b.gep(a_base, [b.mul(r, i64(a_stride))], source_etype=F32)
-                    for lo, hi, count in ((0, grouped, PANEL_GROUP), (grouped, panels, 1)):
-                        if lo == hi:
-                            continue
-                        with fb.loop(i64(lo), i64(hi), count, name=f"pg{count}") as p:
-                            panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
-                            acc = row_compute(k, a_row, panel, U, NV, vw, NR, panels=count, panel_step=U * NR)
-                            for g in range(count):
-                                store(r, b.add(p, i64(g)), acc[g])
+
+                    def group(p, count, r=r, a_row=a_row):
+                        panel = b.gep(packed, [b.mul(p, i64(U * NR))], source_etype=F32)
+                        acc = row_compute(k, a_row, panel, U, NV, vw, NR, panels=count, panel_step=U * NR)
+                        for g in range(count):
+                            store(r, b.add(p, i64(g)), acc[g])
+
+                    each_panel_group(k, 0, panels, group)
 
     act, ract = activation, recurrent_activation
     with fb.loop(k.begin, k.end, name="group") as g:
